@@ -1,0 +1,60 @@
+//! Entry points shared by the cargo-fuzz targets (`protocol/fuzz/`) and the
+//! ordinary test that replays their seed corpora (`tests/fuzz_corpus.rs`).
+//!
+//! Each function feeds arbitrary bytes to one decoder that reads from the
+//! network and must return an error, never panic or allocate without bound.
+
+use crate::frame::parse_frame;
+use crate::keys::StaticKeypair;
+use crate::message::Message;
+use crate::pairing::{relay_reply, PairFrame, PairingCode};
+use crate::session::Responder;
+
+/// A fixed relay key so that fuzz runs are deterministic.
+pub fn fixed_relay_keys() -> StaticKeypair {
+    // A constant secret: fuzzing needs determinism, not secrecy.
+    StaticKeypair::from_secret_slice(&[0x42; 32]).expect("32-byte secret")
+}
+
+/// A fixed endpoint key, the initiator in corpus seeds.
+pub fn fixed_endpoint_keys() -> StaticKeypair {
+    StaticKeypair::from_secret_slice(&[0x24; 32]).expect("32-byte secret")
+}
+
+/// The pairing code the pairing target answers for.
+pub fn fixed_code() -> PairingCode {
+    PairingCode::new(4, 72_913_385).expect("valid nameplate")
+}
+
+/// Splits a byte stream into frames and decodes each frame as a message.
+pub fn frames_and_messages(data: &[u8]) {
+    let mut rest = data;
+    while let Ok(Some((payload, used))) = parse_frame(rest) {
+        let _ = Message::decode(payload);
+        rest = &rest[used..];
+    }
+}
+
+/// Decodes bytes as one application message; re-encodes what decodes.
+///
+/// # Panics
+/// When a decoded message does not re-encode to the same bytes, which
+/// would be a codec bug the fuzzer should report.
+pub fn message(data: &[u8]) {
+    if let Ok(message) = Message::decode(data) {
+        let again = message.encode().expect("a decoded message encodes");
+        assert_eq!(Message::decode(&again).as_ref(), Ok(&message));
+    }
+}
+
+/// Treats bytes as the first `Noise_IK` message arriving at the relay.
+pub fn session_first_message(data: &[u8]) {
+    let _ = Responder::read_first(&fixed_relay_keys(), data);
+}
+
+/// Treats bytes as the first pairing frame arriving at the relay.
+pub fn pairing_first_frame(data: &[u8]) {
+    if let Ok(PairFrame::Start { spake, noise, .. }) = PairFrame::decode(data) {
+        let _ = relay_reply(&fixed_code(), &fixed_relay_keys(), &spake, &noise);
+    }
+}

@@ -1,0 +1,261 @@
+//! Thin tokio adapters around the sans-IO protocol, and key files on disk.
+//!
+//! [`FramedIo`] reads and writes [`crate::frame`] frames on any async stream
+//! and counts the bytes that crossed it; [`Channel`] adds a
+//! [`Transport`] to move whole [`Message`]s. [`keyfile`] stores static keys
+//! with mode 0600 and refuses key files that others can read.
+//! Everything with a decision in it lives in the sans-IO modules; this module
+//! only moves bytes.
+
+use std::io;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::frame::{encode_frame, parse_frame, HEADER_LEN, MAX_FRAME};
+use crate::message::Message;
+use crate::transport::Transport;
+use crate::version::PREAMBLE_LEN;
+use crate::ProtocolError;
+
+/// Why a channel operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The peer closed the connection.
+    #[error("the connection was closed by the peer")]
+    Closed,
+    /// A socket error.
+    #[error("network error: {0}")]
+    Io(#[from] io::Error),
+    /// The peer sent bytes that break the protocol.
+    #[error("{0}")]
+    Protocol(#[from] ProtocolError),
+}
+
+/// Frames over an async byte stream, with byte counters.
+#[derive(Debug)]
+pub struct FramedIo<S> {
+    stream: S,
+    buf: Vec<u8>,
+    start: usize,
+    bytes_read: u64,
+    bytes_written: u64,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
+    /// Wraps a connected stream.
+    pub fn new(stream: S) -> Self {
+        FramedIo {
+            stream,
+            buf: Vec::with_capacity(HEADER_LEN + MAX_FRAME),
+            start: 0,
+            bytes_read: 0,
+            bytes_written: 0,
+        }
+    }
+
+    /// Bytes received on the stream so far (framing and encryption included).
+    pub fn bytes_read(&self) -> u64 {
+        self.bytes_read
+    }
+
+    /// Bytes sent on the stream so far.
+    pub fn bytes_written(&self) -> u64 {
+        self.bytes_written
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &S {
+        &self.stream
+    }
+
+    async fn fill(&mut self) -> Result<(), ChannelError> {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        self.buf.reserve(HEADER_LEN + MAX_FRAME);
+        let n = self.stream.read_buf(&mut self.buf).await?;
+        if n == 0 {
+            return Err(ChannelError::Closed);
+        }
+        self.bytes_read += n as u64;
+        Ok(())
+    }
+
+    /// Reads the 8-byte preamble. Cancel-safe: bytes read stay buffered.
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`] on EOF, [`ChannelError::Io`] on socket errors.
+    pub async fn read_preamble(&mut self) -> Result<[u8; PREAMBLE_LEN], ChannelError> {
+        while self.buf.len() - self.start < PREAMBLE_LEN {
+            self.fill().await?;
+        }
+        let mut out = [0u8; PREAMBLE_LEN];
+        out.copy_from_slice(&self.buf[self.start..self.start + PREAMBLE_LEN]);
+        self.start += PREAMBLE_LEN;
+        Ok(out)
+    }
+
+    /// Reads one frame's payload. Cancel-safe: bytes read stay buffered.
+    ///
+    /// # Errors
+    /// [`ChannelError::Closed`] on EOF, [`ChannelError::Protocol`] for a bad frame.
+    pub async fn read_frame(&mut self) -> Result<Vec<u8>, ChannelError> {
+        loop {
+            if let Some((payload, used)) = parse_frame(&self.buf[self.start..])? {
+                let payload = payload.to_vec();
+                self.start += used;
+                return Ok(payload);
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Writes raw bytes (a preamble, or frames already encoded) and flushes.
+    ///
+    /// # Errors
+    /// [`ChannelError::Io`] on socket errors.
+    pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ChannelError> {
+        self.stream.write_all(bytes).await?;
+        self.stream.flush().await?;
+        self.bytes_written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Frames `payload` and writes it.
+    ///
+    /// # Errors
+    /// As [`FramedIo::write_raw`], or [`ChannelError::Protocol`] when too large.
+    pub async fn write_frame(&mut self, payload: &[u8]) -> Result<(), ChannelError> {
+        let mut out = Vec::with_capacity(HEADER_LEN + payload.len());
+        encode_frame(payload, &mut out)?;
+        self.write_raw(&out).await
+    }
+
+    /// Shuts down the write half, so the peer reads EOF.
+    pub async fn shutdown(&mut self) {
+        // The connection is being dropped; a failed shutdown changes nothing.
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// An established, encrypted message channel.
+#[derive(Debug)]
+pub struct Channel<S> {
+    /// The framed stream underneath.
+    pub io: FramedIo<S>,
+    transport: Transport,
+    out: Vec<u8>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
+    /// Joins a framed stream and a finished handshake.
+    pub fn new(io: FramedIo<S>, transport: Transport) -> Self {
+        Channel {
+            io,
+            transport,
+            out: Vec::new(),
+        }
+    }
+
+    /// Encrypts and sends one message.
+    ///
+    /// # Errors
+    /// [`ChannelError`] on socket or encoding failures.
+    pub async fn send(&mut self, message: &Message) -> Result<(), ChannelError> {
+        self.out.clear();
+        self.transport.seal(message, &mut self.out)?;
+        let out = std::mem::take(&mut self.out);
+        let result = self.io.write_raw(&out).await;
+        self.out = out;
+        result
+    }
+
+    /// Receives one message. Cancel-safe between frames.
+    ///
+    /// # Errors
+    /// [`ChannelError::Protocol`] with [`ProtocolError::Crypto`] on the first
+    /// frame that fails to authenticate: close the connection then.
+    pub async fn recv(&mut self) -> Result<Message, ChannelError> {
+        loop {
+            let frame = self.io.read_frame().await?;
+            if let Some(message) = self.transport.open(&frame)? {
+                return Ok(message);
+            }
+        }
+    }
+}
+
+/// Static key files: hex text, mode 0600, written atomically.
+pub mod keyfile {
+    use std::fs::{self, File, OpenOptions};
+    use std::io::{self, Write};
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    use std::path::Path;
+
+    use crate::keys::StaticKeypair;
+
+    /// Writes `contents` to `path` with mode 0600: temp file, fsync, rename,
+    /// fsync of the directory, so a crash leaves the old file or the new one.
+    ///
+    /// # Errors
+    /// Any I/O error.
+    pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = path.with_extension("tmp");
+        let _ = fs::remove_file(&tmp);
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        file.write_all(contents)?;
+        file.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    }
+
+    /// Loads the key pair at `path`.
+    ///
+    /// # Errors
+    /// `NotFound` if absent; `PermissionDenied` if group or others may read
+    /// it (as ssh refuses such keys); `InvalidData` if it is not a key.
+    pub fn load(path: &Path) -> io::Result<StaticKeypair> {
+        let mode = fs::metadata(path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "key file {} is accessible by others (mode {:04o}); run chmod 600 on it",
+                    path.display(),
+                    mode & 0o7777
+                ),
+            ));
+        }
+        let text = fs::read_to_string(path)?;
+        StaticKeypair::from_secret_hex(&text).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("key file {}: {e}", path.display()),
+            )
+        })
+    }
+
+    /// Creates a new key pair at `path` unless one exists; returns it and
+    /// whether it was created.
+    ///
+    /// # Errors
+    /// As [`load`] and [`write_private`].
+    pub fn load_or_create(path: &Path) -> io::Result<(StaticKeypair, bool)> {
+        match load(path) {
+            Ok(keys) => Ok((keys, false)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let keys =
+                    StaticKeypair::generate().map_err(|e| io::Error::other(e.to_string()))?;
+                write_private(path, format!("{}\n", keys.secret_hex()).as_bytes())?;
+                Ok((keys, true))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}

@@ -1,0 +1,37 @@
+//! Everything both sides of ferry must agree on, and nothing else.
+//!
+//! This crate is *sans-IO*: it opens no socket, reads no clock and touches no
+//! disk. Callers pass bytes and the current time in (`handle_*`, `read_*`) and
+//! take bytes to send out (`poll_*`, `write_*`), so every state machine here can
+//! be unit-tested, property-tested and fuzzed without sockets. The one
+//! exception is the optional [`io`] module (feature `io`): the thin tokio
+//! adapter that moves frames over a socket, and the 0600 key files.
+//!
+//! Main types:
+//! - [`keys::StaticKeypair`], [`keys::PublicKey`], [`keys::Fingerprint`]: X25519
+//!   identities and the short strings humans compare.
+//! - [`version::Preamble`]: the 8 cleartext bytes that open every connection and
+//!   let a peer of another major version get a clear error instead of a hang.
+//! - [`frame::FrameDecoder`]: the 2-byte length framing under Noise.
+//! - [`pairing`]: one-time short-code pairing (SPAKE2, then `Noise_XXpsk3`).
+//! - [`session`]: the `Noise_IK` handshake with a replay-proof timestamp.
+//! - [`transport::Transport`]: an established channel that seals application
+//!   [`message::Message`]s into frames and opens them again.
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod fragment;
+pub mod frame;
+pub mod fuzzing;
+#[cfg(feature = "io")]
+pub mod io;
+pub mod keys;
+pub mod message;
+pub mod pairing;
+pub mod session;
+pub mod timestamp;
+pub mod transport;
+pub mod version;
+
+pub use error::ProtocolError;
