@@ -32,6 +32,7 @@ pub mod pairing;
 pub mod session;
 pub mod timestamp;
 pub mod transport;
+pub mod units;
 pub mod version;
 
 pub use error::ProtocolError;

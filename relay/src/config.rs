@@ -1,0 +1,138 @@
+//! The relay's configuration, `DATA/relay.toml`.
+//!
+//! One serde struct, kebab-case, unknown keys refused (a typo must not
+//! silently fall back to a default). Durations are human strings (`10s`) and
+//! are resolved once into [`Limits`] before the server starts.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ferry_protocol::units::parse_duration;
+use serde::{Deserialize, Serialize};
+
+use crate::net::IpNet;
+
+/// The contents of `relay.toml`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RelayConfig {
+    /// Where sessions are accepted: the address exposed to the internet.
+    pub listen: SocketAddr,
+    /// Where pairing is accepted: only sources in `lan-networks` may use it.
+    pub pair_listen: SocketAddr,
+    /// Public `HOST:PORT`s given to endpoints for use outside the LAN.
+    #[serde(default)]
+    pub public: Vec<String>,
+    /// Sources counted as LAN (pairing is allowed only from these).
+    #[serde(default = "IpNet::default_lan")]
+    pub lan_networks: Vec<IpNet>,
+    /// Timeouts and caps of the listeners.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Connection limits as written in the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LimitsConfig {
+    /// Time allowed from accept to an established session or finished pairing.
+    pub handshake_timeout: String,
+    /// A session with no frame for this long is closed.
+    pub idle_timeout: String,
+    /// Concurrent connections, all sources together.
+    pub max_connections: usize,
+    /// Concurrent connections from one source address.
+    pub max_connections_per_source: usize,
+    /// Handshakes per second accepted from one source address (burst: twice
+    /// that); 0 turns the limit off (benchmarks only).
+    pub handshakes_per_second_per_source: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            handshake_timeout: "10s".into(),
+            idle_timeout: "5m".into(),
+            max_connections: 1024,
+            max_connections_per_source: 64,
+            handshakes_per_second_per_source: 20,
+        }
+    }
+}
+
+/// Limits resolved for the server.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// See [`LimitsConfig::handshake_timeout`].
+    pub handshake_timeout: Duration,
+    /// See [`LimitsConfig::idle_timeout`].
+    pub idle_timeout: Duration,
+    /// See [`LimitsConfig::max_connections`].
+    pub max_connections: usize,
+    /// See [`LimitsConfig::max_connections_per_source`].
+    pub max_connections_per_source: usize,
+    /// See [`LimitsConfig::handshakes_per_second_per_source`].
+    pub handshakes_per_second_per_source: u32,
+}
+
+impl LimitsConfig {
+    /// Resolves the human strings.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn resolve(&self) -> Result<Limits> {
+        let duration = |key: &str, text: &str| {
+            parse_duration(text).map_err(|e| anyhow::anyhow!("limits.{key}: {e}"))
+        };
+        Ok(Limits {
+            handshake_timeout: duration("handshake-timeout", &self.handshake_timeout)?,
+            idle_timeout: duration("idle-timeout", &self.idle_timeout)?,
+            max_connections: self.max_connections.max(1),
+            max_connections_per_source: self.max_connections_per_source.max(1),
+            handshakes_per_second_per_source: self.handshakes_per_second_per_source,
+        })
+    }
+}
+
+impl RelayConfig {
+    /// Reads and checks `path`.
+    ///
+    /// # Errors
+    /// When the file is missing or invalid, naming the file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "cannot read {} (run `ferry-relay init` first)",
+                path.display()
+            )
+        })?;
+        let config: RelayConfig =
+            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        config.limits.resolve()?;
+        Ok(config)
+    }
+
+    /// The TOML text of this configuration.
+    ///
+    /// # Errors
+    /// Never in practice.
+    pub fn to_toml(&self) -> Result<String> {
+        Ok(toml::to_string_pretty(self)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_parses_and_unknown_keys_fail() {
+        let text = include_str!("../../deploy/relay.example.toml");
+        let config: RelayConfig = toml::from_str(text).unwrap();
+        config.limits.resolve().unwrap();
+        let bad = format!("{text}\nlisten-typo = 1\n");
+        assert!(toml::from_str::<RelayConfig>(&bad).is_err());
+    }
+}

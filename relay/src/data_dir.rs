@@ -1,0 +1,114 @@
+//! The layout of the relay's data directory.
+
+use std::fs;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use ferry_protocol::io::keyfile;
+use ferry_protocol::keys::StaticKeypair;
+
+use crate::catalog::Catalog;
+use crate::config::RelayConfig;
+
+/// `DATA/`: `relay.toml`, `keys/relay.key`, `catalog.sqlite`, `run/listen.json`.
+#[derive(Debug, Clone)]
+pub struct DataDir {
+    root: PathBuf,
+}
+
+impl DataDir {
+    /// Names a data directory (nothing is read yet).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DataDir { root: root.into() }
+    }
+
+    /// The directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `relay.toml`.
+    pub fn config_path(&self) -> PathBuf {
+        self.root.join("relay.toml")
+    }
+
+    /// The relay's static key (mode 0600).
+    pub fn key_path(&self) -> PathBuf {
+        self.root.join("keys").join("relay.key")
+    }
+
+    /// The SQLite catalog.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.root.join("catalog.sqlite")
+    }
+
+    /// Written by `serve` once bound: the actual listen addresses, so tools and
+    /// tests can find a relay started on port 0.
+    pub fn listen_file(&self) -> PathBuf {
+        self.root.join("run").join("listen.json")
+    }
+
+    /// Creates a new data directory with a fresh key, the config and the catalog.
+    ///
+    /// # Errors
+    /// When the directory already holds a relay, or on I/O errors.
+    pub fn init(&self, config: &RelayConfig) -> Result<StaticKeypair> {
+        if self.config_path().exists() {
+            bail!(
+                "{} already holds a relay (relay.toml exists)",
+                self.root.display()
+            );
+        }
+        for dir in [
+            self.root.clone(),
+            self.root.join("keys"),
+            self.root.join("run"),
+        ] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+        }
+        let (keys, _) = keyfile::load_or_create(&self.key_path())
+            .with_context(|| format!("cannot create {}", self.key_path().display()))?;
+        Catalog::open(&self.catalog_path())
+            .with_context(|| format!("cannot create {}", self.catalog_path().display()))?;
+        keyfile::write_private(&self.config_path(), config.to_toml()?.as_bytes())
+            .with_context(|| format!("cannot write {}", self.config_path().display()))?;
+        Ok(keys)
+    }
+
+    /// Loads the relay's key.
+    ///
+    /// # Errors
+    /// When missing, unreadable or too open.
+    pub fn keys(&self) -> Result<StaticKeypair> {
+        keyfile::load(&self.key_path())
+            .with_context(|| format!("cannot load the relay key {}", self.key_path().display()))
+    }
+
+    /// Loads `relay.toml`.
+    ///
+    /// # Errors
+    /// When missing or invalid.
+    pub fn config(&self) -> Result<RelayConfig> {
+        RelayConfig::load(&self.config_path())
+    }
+
+    /// Opens the catalog (it must exist: `init` creates it).
+    ///
+    /// # Errors
+    /// When missing or not a catalog.
+    pub fn catalog(&self) -> Result<Catalog> {
+        if !self.catalog_path().exists() {
+            bail!(
+                "{} is not a relay data directory (no catalog.sqlite); run `ferry-relay init` first",
+                self.root.display()
+            );
+        }
+        Catalog::open(&self.catalog_path())
+            .with_context(|| format!("cannot open {}", self.catalog_path().display()))
+    }
+}

@@ -1,0 +1,20 @@
+//! The ferry relay: pairs endpoints over the LAN and serves their encrypted
+//! sessions from anywhere.
+//!
+//! Main pieces:
+//! - [`data_dir::DataDir`]: where everything lives (`relay.toml`, `keys/`, the catalog).
+//! - [`catalog::Catalog`]: the SQLite catalog of clients and pending pairings.
+//! - [`server::run`]: binds both listeners and runs until shut down.
+//! - [`pairing_service`] and [`session_service`]: one connection of each kind.
+//! - [`registry::Registry`]: live sessions, so a removed client is cut off at once.
+//! - [`admission::Admission`]: connection caps and per-source handshake rates.
+
+pub mod admission;
+pub mod catalog;
+pub mod config;
+pub mod data_dir;
+pub mod net;
+pub mod pairing_service;
+pub mod registry;
+pub mod server;
+pub mod session_service;

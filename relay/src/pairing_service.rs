@@ -1,0 +1,149 @@
+//! One pairing connection on the relay (see `ferry_protocol::pairing`).
+//!
+//! Only sources in the LAN networks may pair. The nameplate picks the
+//! pending code from the catalog; a wrong code counts against it and the
+//! third failure burns it. Success creates the client and hands the endpoint
+//! the relay's addresses, LAN first.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use ferry_protocol::io::FramedIo;
+use ferry_protocol::pairing::{relay_reply, PairAccept, PairFrame};
+use ferry_protocol::version::{ConnectionKind, Preamble};
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::catalog::{now_ms, PairOutcome, PairingLookup, MAX_PAIRING_FAILURES};
+use crate::server::Shared;
+
+/// Serves one pairing connection from `peer`.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let mut io = FramedIo::new(stream);
+    if !shared.is_lan(peer.ip()) {
+        warn!("refused pairing from {peer}: not in the configured LAN networks");
+        let reason = format!(
+            "pairing is accepted only from the relay's LAN networks, and {} is not in them",
+            peer.ip()
+        );
+        let _ = refuse_early(&mut io, &reason).await;
+        return;
+    }
+    let result = tokio::time::timeout(
+        shared.limits.handshake_timeout,
+        pair(&shared, &mut io, peer),
+    )
+    .await;
+    let outcome = match result {
+        Err(_) => Err(anyhow!("timed out")),
+        Ok(outcome) => outcome,
+    };
+    if let Err(e) = outcome {
+        warn!("pairing from {peer} failed: {e:#}");
+        let _ = refuse(&mut io, &format!("{e:#}")).await;
+    }
+    io.shutdown().await;
+}
+
+async fn refuse_early(io: &mut FramedIo<TcpStream>, reason: &str) -> Result<()> {
+    io.write_raw(&Preamble::current(ConnectionKind::Pairing).encode())
+        .await?;
+    refuse(io, reason).await
+}
+
+async fn refuse(io: &mut FramedIo<TcpStream>, reason: &str) -> Result<()> {
+    let frame = PairFrame::Refused {
+        reason: reason.to_string(),
+    }
+    .encode()?;
+    io.write_frame(&frame).await?;
+    Ok(())
+}
+
+async fn read_pair_frame(io: &mut FramedIo<TcpStream>) -> Result<PairFrame> {
+    Ok(PairFrame::decode(&io.read_frame().await?)?)
+}
+
+async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAddr) -> Result<()> {
+    let preamble = Preamble::decode(&io.read_preamble().await?, ConnectionKind::Pairing)?;
+    io.write_raw(&Preamble::current(ConnectionKind::Pairing).encode())
+        .await?;
+    preamble.check_version("endpoint", "relay")?;
+    let PairFrame::Start {
+        nameplate,
+        spake,
+        noise,
+    } = read_pair_frame(io).await?
+    else {
+        bail!("unexpected pairing message");
+    };
+    let pending = match shared.db(move |c| c.find_pairing(nameplate, now_ms())).await? {
+        PairingLookup::Pending(pending) => pending,
+        PairingLookup::Expired => bail!("pairing code expired; create a new one with `ferry-relay pair`"),
+        PairingLookup::Burned => bail!(
+            "pairing code burned after {MAX_PAIRING_FAILURES} failed attempts; create a new one with `ferry-relay pair`"
+        ),
+        PairingLookup::Used => bail!("pairing code already used; create a new one with `ferry-relay pair`"),
+        PairingLookup::Unknown => bail!("unknown pairing code; check it, or create one with `ferry-relay pair`"),
+    };
+    let (replied, reply) = relay_reply(&pending.code, &shared.keys, &spake, &noise)?;
+    io.write_frame(&reply.encode()?).await?;
+    let PairFrame::Noise(proof) = read_pair_frame(io).await? else {
+        bail!("unexpected pairing message");
+    };
+    let proven = match replied.read_proof(&proof) {
+        Ok(proven) => proven,
+        Err(_) => {
+            let id = pending.id;
+            let left = shared.db(move |c| c.record_pairing_failure(id)).await?;
+            if left == 0 {
+                bail!(
+                    "wrong pairing code; the code is now burned after {MAX_PAIRING_FAILURES} failed attempts, create a new one with `ferry-relay pair`"
+                );
+            }
+            bail!("wrong pairing code ({left} attempt(s) left)");
+        }
+    };
+    let (id, key, hostname) = (pending.id, proven.endpoint, proven.request.hostname.clone());
+    let client = match shared
+        .db(move |c| c.complete_pairing(id, &key, &hostname, now_ms()))
+        .await?
+    {
+        PairOutcome::Paired(client) => client,
+        PairOutcome::NoLongerValid => bail!("pairing code expired or already used"),
+        PairOutcome::KeyAlreadyPaired(name) => {
+            bail!("this endpoint's key is already paired as client {name:?}")
+        }
+        PairOutcome::NameTaken => bail!(
+            "the client name {:?} was taken meanwhile",
+            pending.client_name
+        ),
+    };
+    let accept = PairAccept {
+        client_id: client.id,
+        client_name: client.name.clone(),
+        addresses: session_addresses(shared, io),
+    };
+    io.write_frame(&proven.seal_accept(&accept)?.encode()?)
+        .await?;
+    info!(
+        "paired client {} (endpoint fingerprint {}, host {:?}) from {peer}",
+        client.name, client.fingerprint, client.hostname
+    );
+    Ok(())
+}
+
+/// The session addresses for a client: the address on which this LAN
+/// connection reached us, with the session port, then the public ones.
+fn session_addresses(shared: &Shared, io: &FramedIo<TcpStream>) -> Vec<String> {
+    let listen = shared.session_addr;
+    let lan_ip = if listen.ip().is_unspecified() {
+        io.get_ref().local_addr().map_or(listen.ip(), |a| a.ip())
+    } else {
+        listen.ip()
+    };
+    let mut addresses = vec![SocketAddr::new(lan_ip, listen.port()).to_string()];
+    addresses.extend(shared.config.public.iter().cloned());
+    addresses
+}

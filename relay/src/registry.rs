@@ -1,0 +1,100 @@
+//! Live sessions by client, so that revoking a key closes its sessions at once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
+/// The relay's table of open sessions.
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: Mutex<HashMap<u64, HashMap<u64, CancellationToken>>>,
+    next_id: AtomicU64,
+}
+
+/// One registered session; unregisters itself on drop.
+#[derive(Debug)]
+pub struct SessionEntry {
+    registry: Arc<Registry>,
+    client: u64,
+    id: u64,
+    /// Cancelled when the client's key is revoked.
+    pub revoked: CancellationToken,
+}
+
+impl Drop for SessionEntry {
+    fn drop(&mut self) {
+        let mut map = self.registry.lock();
+        if let Some(sessions) = map.get_mut(&self.client) {
+            sessions.remove(&self.id);
+            if sessions.is_empty() {
+                map.remove(&self.client);
+            }
+        }
+    }
+}
+
+impl Registry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HashMap<u64, CancellationToken>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new session of `client`.
+    pub fn register(self: &Arc<Self>, client: u64) -> SessionEntry {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let revoked = CancellationToken::new();
+        self.lock()
+            .entry(client)
+            .or_default()
+            .insert(id, revoked.clone());
+        SessionEntry {
+            registry: Arc::clone(self),
+            client,
+            id,
+            revoked,
+        }
+    }
+
+    /// Revokes every session whose client is not in `active`; returns the
+    /// revoked clients' ids.
+    pub fn revoke_inactive(&self, active: &HashSet<u64>) -> Vec<u64> {
+        let map = self.lock();
+        let mut revoked = Vec::new();
+        for (client, sessions) in map.iter().filter(|(c, _)| !active.contains(c)) {
+            sessions.values().for_each(CancellationToken::cancel);
+            revoked.push(*client);
+        }
+        revoked
+    }
+
+    /// Number of open sessions.
+    pub fn len(&self) -> usize {
+        self.lock().values().map(HashMap::len).sum()
+    }
+
+    /// Whether no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revoke_and_unregister() {
+        let registry = Arc::new(Registry::default());
+        let a = registry.register(1);
+        let b = registry.register(2);
+        assert_eq!(registry.len(), 2);
+        let revoked = registry.revoke_inactive(&HashSet::from([2]));
+        assert_eq!(revoked, vec![1]);
+        assert!(a.revoked.is_cancelled());
+        assert!(!b.revoked.is_cancelled());
+        drop(a);
+        drop(b);
+        assert!(registry.is_empty());
+    }
+}

@@ -1,0 +1,225 @@
+//! The relay server: both listeners, the catalog watcher, graceful shutdown.
+//!
+//! [`run`] binds the session and pairing listeners, writes their actual
+//! addresses to `run/listen.json`, and serves until `shutdown` is cancelled
+//! (SIGINT/SIGTERM in the binary). Open sessions are then told the relay is
+//! shutting down and given a moment to finish before the function returns.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ferry_protocol::io::keyfile;
+use ferry_protocol::keys::StaticKeypair;
+use ferry_protocol::timestamp::ReplayGuard;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::admission::Admission;
+use crate::catalog::Catalog;
+use crate::config::{Limits, RelayConfig};
+use crate::data_dir::DataDir;
+use crate::registry::Registry;
+
+/// How often the server looks for admin changes (e.g. a removed client).
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(400);
+/// How long open connections get to finish after shutdown begins.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
+/// State shared by every connection handler.
+#[derive(Debug)]
+pub struct Shared {
+    /// The relay's static key.
+    pub keys: StaticKeypair,
+    /// The loaded configuration.
+    pub config: RelayConfig,
+    /// Resolved limits.
+    pub limits: Limits,
+    /// The catalog; only ever locked inside `spawn_blocking`.
+    pub catalog: Mutex<Catalog>,
+    /// Newest handshake timestamp per client key.
+    pub replay: Mutex<ReplayGuard>,
+    /// Open sessions.
+    pub registry: Arc<Registry>,
+    /// The bound session listener address.
+    pub session_addr: SocketAddr,
+    /// Cancelled when the relay shuts down.
+    pub shutdown: CancellationToken,
+}
+
+impl Shared {
+    /// Whether `ip` is in the configured LAN networks.
+    pub fn is_lan(&self, ip: IpAddr) -> bool {
+        self.config.lan_networks.iter().any(|net| net.contains(ip))
+    }
+
+    /// Runs `f` on the catalog off the async threads.
+    ///
+    /// # Errors
+    /// SQLite errors, or a panicked worker.
+    pub async fn db<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Catalog) -> rusqlite::Result<T> + Send + 'static,
+    {
+        let shared = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut catalog = shared.catalog.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut catalog)
+        })
+        .await
+        .context("catalog worker failed")?
+        .context("catalog error")
+    }
+}
+
+/// Serves the relay in `data` until `shutdown` is cancelled.
+///
+/// # Errors
+/// When the data directory is unusable or a listener cannot be bound.
+pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
+    let config = data.config()?;
+    let limits = config.limits.resolve()?;
+    let keys = data.keys()?;
+    let catalog = data.catalog()?;
+    let sessions = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen for sessions on {}", config.listen))?;
+    let pairing = TcpListener::bind(config.pair_listen)
+        .await
+        .with_context(|| format!("cannot listen for pairing on {}", config.pair_listen))?;
+    let session_addr = sessions.local_addr()?;
+    let pair_addr = pairing.local_addr()?;
+    let listen = serde_json::json!({"session": session_addr, "pairing": pair_addr});
+    keyfile::write_private(&data.listen_file(), listen.to_string().as_bytes())
+        .context("cannot write run/listen.json")?;
+    info!(
+        "relay {} listening: sessions on {session_addr}, pairing on {pair_addr}",
+        keys.public.fingerprint()
+    );
+
+    let shared = Arc::new(Shared {
+        keys,
+        config,
+        limits: limits.clone(),
+        catalog: Mutex::new(catalog),
+        replay: Mutex::new(ReplayGuard::default()),
+        registry: Arc::new(Registry::default()),
+        session_addr,
+        shutdown: shutdown.clone(),
+    });
+    let admission = Arc::new(Admission::new(&limits));
+    let tracker = TaskTracker::new();
+    tracker.spawn(accept_loop(
+        Arc::clone(&shared),
+        Arc::clone(&admission),
+        sessions,
+        tracker.clone(),
+        crate::session_service::serve,
+    ));
+    tracker.spawn(accept_loop(
+        Arc::clone(&shared),
+        Arc::clone(&admission),
+        pairing,
+        tracker.clone(),
+        crate::pairing_service::serve,
+    ));
+    tracker.spawn(watch_catalog(Arc::clone(&shared), admission));
+
+    shutdown.cancelled().await;
+    info!(
+        "shutting down: closing {} open session(s)",
+        shared.registry.len()
+    );
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("some connections did not finish within {SHUTDOWN_GRACE:?}; dropping them");
+    }
+    // A missing file is fine: the relay is stopping either way.
+    let _ = std::fs::remove_file(data.listen_file());
+    info!("relay stopped");
+    Ok(())
+}
+
+async fn accept_loop<H, Fut>(
+    shared: Arc<Shared>,
+    admission: Arc<Admission>,
+    listener: TcpListener,
+    tracker: TaskTracker,
+    handler: H,
+) where
+    H: Fn(Arc<Shared>, TcpStream, SocketAddr) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let accepted = tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Typically EMFILE: back off rather than spin.
+                error!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        match admission.admit(peer.ip()) {
+            Ok(ticket) => {
+                // Nagle would delay small handshake and ping frames.
+                let _ = stream.set_nodelay(true);
+                let task = handler(Arc::clone(&shared), stream, peer);
+                tracker.spawn(async move {
+                    let _ticket = ticket;
+                    task.await;
+                });
+            }
+            Err(refusal) => warn!("refused connection from {peer}: {refusal}"),
+        }
+    }
+}
+
+/// Notices admin changes made by other processes and acts on them: sessions
+/// of removed clients are closed.
+async fn watch_catalog(shared: Arc<Shared>, admission: Arc<Admission>) {
+    let mut last_version = None;
+    let mut ticks = 0u64;
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(WATCH_INTERVAL) => {}
+        }
+        ticks += 1;
+        if ticks % 150 == 0 {
+            admission.prune();
+        }
+        let checked = shared
+            .db(move |c| {
+                let version = c.data_version()?;
+                if Some(version) == last_version {
+                    return Ok((version, None));
+                }
+                Ok((version, Some(c.active_client_ids()?)))
+            })
+            .await;
+        match checked {
+            Ok((version, active)) => {
+                last_version = Some(version);
+                if let Some(active) = active {
+                    for client in shared.registry.revoke_inactive(&active) {
+                        info!("client {client} was removed: closing its sessions");
+                    }
+                }
+            }
+            Err(e) => error!("cannot watch the catalog: {e:#}"),
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! One session connection on the relay: preamble, `Noise_IK` handshake with
+//! key and replay checks, then the message loop until either side closes,
+//! the link idles out, the client is removed or the relay shuts down.
+//!
+//! A first message that is not for this relay's key, from an unknown or
+//! removed key, or replayed, gets no reply at all: the connection is
+//! dropped and the operator gets one log line saying why.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use ferry_protocol::io::{Channel, ChannelError, FramedIo};
+use ferry_protocol::message::{Hello, Message};
+use ferry_protocol::session::Responder;
+use ferry_protocol::transport::Transport;
+use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
+use ferry_protocol::ProtocolError;
+use tokio::net::TcpStream;
+use tracing::{info, warn};
+
+use crate::catalog::{now_ms, ClientRecord};
+use crate::server::Shared;
+
+/// The software string sent in `Hello`.
+pub const SOFTWARE: &str = concat!("ferry-relay ", env!("CARGO_PKG_VERSION"));
+
+/// Serves one session connection from `peer`.
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+    let mut io = FramedIo::new(stream);
+    let handshake =
+        tokio::time::timeout(shared.limits.handshake_timeout, handshake(&shared, &mut io)).await;
+    let (transport, client) = match handshake {
+        Err(_) => {
+            info!("handshake from {peer} timed out");
+            return;
+        }
+        Ok(Err(e)) => {
+            warn!("refused session from {peer}: {e:#}");
+            return;
+        }
+        Ok(Ok(accepted)) => accepted,
+    };
+    let entry = shared.registry.register(client.id);
+    let path = if shared.is_lan(peer.ip()) {
+        "lan"
+    } else {
+        "internet"
+    };
+    let (id, address) = (client.id, peer.to_string());
+    if let Err(e) = shared
+        .db(move |c| c.touch_client(id, &address, now_ms()))
+        .await
+    {
+        warn!("cannot record the session of client {}: {e:#}", client.name);
+    }
+    info!(
+        "session opened: client {} ({}) from {peer} over the {path}",
+        client.name, client.fingerprint
+    );
+    let mut channel = Channel::new(io, transport);
+    let reason = match run_session(&shared, &mut channel, &entry.revoked).await {
+        Ok(reason) => reason,
+        Err(e) => format!("{e:#}"),
+    };
+    channel.io.shutdown().await;
+    info!(
+        "session closed: client {} from {peer}: {reason} ({} bytes in, {} bytes out)",
+        client.name,
+        channel.io.bytes_read(),
+        channel.io.bytes_written()
+    );
+}
+
+/// Runs the handshake; returns the transport and the authenticated client.
+async fn handshake(
+    shared: &Arc<Shared>,
+    io: &mut FramedIo<TcpStream>,
+) -> Result<(Transport, ClientRecord)> {
+    let preamble = Preamble::decode(&io.read_preamble().await?, ConnectionKind::Session)?;
+    let ours = Preamble::current(ConnectionKind::Session).encode();
+    if let Err(mismatch) = preamble.check_version("endpoint", "relay") {
+        io.write_raw(&ours).await?;
+        return Err(mismatch.into());
+    }
+    let first = io.read_frame().await?;
+    let responder = Responder::read_first(&shared.keys, &first)
+        .map_err(|e| anyhow!("first handshake message rejected: {e}"))?;
+    let key = responder.peer;
+    let client = shared
+        .db(move |c| c.client_by_key(&key))
+        .await?
+        .ok_or_else(|| anyhow!("key {} is not a paired client", key.fingerprint()))?;
+    shared
+        .replay
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .check_and_record(key, responder.timestamp)
+        .map_err(|e| anyhow!("client {}: {e}", client.name))?;
+    let mut out = ours.to_vec();
+    let mut answer = Vec::new();
+    let transport = responder.accept(&mut answer)?;
+    ferry_protocol::frame::encode_frame(&answer, &mut out)?;
+    io.write_raw(&out).await?;
+    Ok((transport, client))
+}
+
+/// The message loop; returns why the session ended when it ended cleanly.
+async fn run_session(
+    shared: &Arc<Shared>,
+    channel: &mut Channel<TcpStream>,
+    revoked: &tokio_util::sync::CancellationToken,
+) -> Result<String> {
+    let idle = shared.limits.idle_timeout;
+    match tokio::time::timeout(idle, channel.recv()).await {
+        Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => {}
+        Ok(Ok(Message::Hello(hello))) => {
+            return Err(ProtocolError::VersionMismatch {
+                peer_role: "endpoint",
+                peer: hello.major,
+                our_role: "relay",
+                ours: PROTOCOL_MAJOR,
+            }
+            .into())
+        }
+        Ok(Ok(_)) => return Err(ProtocolError::Unexpected("message before Hello").into()),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Ok("no Hello before the idle timeout".into()),
+    }
+    channel
+        .send(&Message::Hello(Hello {
+            major: PROTOCOL_MAJOR,
+            minor: PROTOCOL_MINOR,
+            software: SOFTWARE.into(),
+        }))
+        .await?;
+    loop {
+        let received = tokio::select! {
+            _ = revoked.cancelled() => {
+                return close(channel, "this endpoint's key was removed from the relay").await;
+            }
+            _ = shared.shutdown.cancelled() => {
+                return close(channel, "the relay is shutting down").await;
+            }
+            received = tokio::time::timeout(idle, channel.recv()) => received,
+        };
+        match received {
+            Err(_) => return close(channel, "idle timeout").await,
+            Ok(Err(ChannelError::Closed)) => return Ok("the endpoint disconnected".into()),
+            Ok(Err(e)) => return Err(e.into()),
+            Ok(Ok(Message::Ping { nonce })) => channel.send(&Message::Pong { nonce }).await?,
+            Ok(Ok(Message::Close { reason })) => {
+                return Ok(format!("the endpoint closed: {reason}"))
+            }
+            Ok(Ok(other)) => {
+                return Err(anyhow!("unexpected message from the endpoint: {other:?}"));
+            }
+        }
+    }
+}
+
+async fn close(channel: &mut Channel<TcpStream>, reason: &str) -> Result<String> {
+    // Best effort: the peer may already be gone.
+    let _ = channel
+        .send(&Message::Close {
+            reason: reason.into(),
+        })
+        .await;
+    Ok(reason.to_string())
+}
