@@ -1,0 +1,99 @@
+//! The endpoint's settings, `STATE/endpoint.toml` (optional).
+
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use ferry_protocol::units::parse_duration;
+use serde::{Deserialize, Serialize};
+
+/// The contents of `endpoint.toml`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct EndpointConfig {
+    /// How the endpoint reaches its relay.
+    #[serde(default)]
+    pub connect: ConnectConfig,
+}
+
+/// Connection timeouts as written in the file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ConnectConfig {
+    /// Connect timeout for the LAN address, tried first: short, because away
+    /// from the office it usually does not answer at all.
+    pub lan_timeout: String,
+    /// Connect timeout for each internet address.
+    pub timeout: String,
+    /// Time allowed for the handshake once connected.
+    pub handshake_timeout: String,
+}
+
+impl Default for ConnectConfig {
+    fn default() -> Self {
+        ConnectConfig {
+            lan_timeout: "1500ms".into(),
+            timeout: "10s".into(),
+            handshake_timeout: "10s".into(),
+        }
+    }
+}
+
+/// Resolved connection timeouts.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectTimeouts {
+    /// See [`ConnectConfig::lan_timeout`].
+    pub lan: Duration,
+    /// See [`ConnectConfig::timeout`].
+    pub internet: Duration,
+    /// See [`ConnectConfig::handshake_timeout`].
+    pub handshake: Duration,
+}
+
+impl ConnectConfig {
+    /// Resolves the human durations.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn resolve(&self) -> Result<ConnectTimeouts> {
+        let d = |key: &str, text: &str| {
+            parse_duration(text).map_err(|e| anyhow::anyhow!("connect.{key}: {e}"))
+        };
+        Ok(ConnectTimeouts {
+            lan: d("lan-timeout", &self.lan_timeout)?,
+            internet: d("timeout", &self.timeout)?,
+            handshake: d("handshake-timeout", &self.handshake_timeout)?,
+        })
+    }
+}
+
+impl EndpointConfig {
+    /// Reads `path`, or the defaults when it does not exist.
+    ///
+    /// # Errors
+    /// When the file exists but is invalid.
+    pub fn load_or_default(path: &Path) -> Result<Self> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let config: EndpointConfig =
+            toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
+        config.connect.resolve()?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_parses() {
+        let text = include_str!("../../deploy/endpoint.example.toml");
+        let config: EndpointConfig = toml::from_str(text).unwrap();
+        config.connect.resolve().unwrap();
+        assert!(toml::from_str::<EndpointConfig>("[connect]\nlan-timeot = \"1s\"").is_err());
+    }
+}

@@ -1,0 +1,216 @@
+//! Reaching the relay: addresses in order (LAN first, short timeout), the
+//! `Noise_IK` handshake, and the `Hello` exchange.
+//!
+//! A relay that does not know our key closes the connection without a word
+//! (it must not help scanners); we turn that silence into
+//! [`ConnectError::Refused`]. Failing to *reach* an address moves on to the
+//! next one; a refusal or a protocol error does not, since another path to
+//! the same relay would answer the same.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferry_protocol::frame::encode_frame;
+use ferry_protocol::io::{Channel, ChannelError, FramedIo};
+use ferry_protocol::keys::{PublicKey, StaticKeypair};
+use ferry_protocol::message::{Hello, Message};
+use ferry_protocol::session::Initiator;
+use ferry_protocol::timestamp::Timestamp;
+use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
+use ferry_protocol::ProtocolError;
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use crate::config::ConnectTimeouts;
+
+/// The software string sent in `Hello`.
+pub const SOFTWARE: &str = concat!("ferry ", env!("CARGO_PKG_VERSION"));
+
+/// Why no session could be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// No address answered.
+    #[error("cannot reach the relay: {0}")]
+    Unreachable(String),
+    /// The relay closed the connection at the handshake.
+    #[error("the relay at {address} refused the handshake: this endpoint's key is not paired with it (or was removed); pair again with `ferry pair`")]
+    Refused {
+        /// The address that refused.
+        address: String,
+    },
+    /// The relay's answer did not come from the key we paired with.
+    #[error("the relay at {address} could not prove it holds the key paired as {expected}: is this the right relay?")]
+    WrongRelay {
+        /// The address that answered.
+        address: String,
+        /// The fingerprint we expected.
+        expected: String,
+    },
+    /// Another protocol problem, e.g. another major version.
+    #[error("{address}: {source}")]
+    Protocol {
+        /// The address that answered.
+        address: String,
+        /// What went wrong.
+        source: ChannelError,
+    },
+    /// The handshake did not finish in time.
+    #[error("the relay at {0} did not finish the handshake in time")]
+    Timeout(String),
+}
+
+/// Which kind of address a session went through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Path {
+    /// The first address: the relay's LAN address.
+    Lan,
+    /// Any later address: a public one.
+    Internet,
+}
+
+impl Path {
+    /// `"lan"` or `"internet"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Path::Lan => "lan",
+            Path::Internet => "internet",
+        }
+    }
+}
+
+/// An open session with the relay.
+#[derive(Debug)]
+pub struct Session {
+    /// The encrypted channel.
+    pub channel: Channel<TcpStream>,
+    /// The address that answered.
+    pub address: String,
+    /// LAN or internet.
+    pub path: Path,
+    /// The relay's greeting.
+    pub relay_hello: Hello,
+}
+
+/// Opens a session: tries `addresses` in order (the first with the LAN
+/// timeout), handshakes with the first that answers.
+///
+/// # Errors
+/// [`ConnectError`], one clear reason.
+pub async fn connect(
+    keys: &StaticKeypair,
+    relay: &PublicKey,
+    addresses: &[String],
+    timeouts: ConnectTimeouts,
+) -> Result<Session, ConnectError> {
+    let mut failures = Vec::new();
+    for (i, address) in addresses.iter().enumerate() {
+        let (path, limit) = if i == 0 {
+            (Path::Lan, timeouts.lan)
+        } else {
+            (Path::Internet, timeouts.internet)
+        };
+        debug!("trying {address} ({})", path.as_str());
+        let stream = match tokio::time::timeout(limit, TcpStream::connect(address.as_str())).await {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                failures.push(format!("{address}: {e}"));
+                continue;
+            }
+            Err(_) => {
+                failures.push(format!("{address}: no answer within {limit:?}"));
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let attempt = handshake(stream, keys, relay, address);
+        return match tokio::time::timeout(timeouts.handshake, attempt).await {
+            Ok(Ok((channel, relay_hello))) => Ok(Session {
+                channel,
+                address: address.clone(),
+                path,
+                relay_hello,
+            }),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Timeout(address.clone())),
+        };
+    }
+    Err(ConnectError::Unreachable(if failures.is_empty() {
+        "no relay addresses are known".into()
+    } else {
+        failures.join("; ")
+    }))
+}
+
+/// The wall clock as a handshake timestamp.
+fn now() -> Timestamp {
+    Timestamp::from_unix(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+async fn handshake(
+    stream: TcpStream,
+    keys: &StaticKeypair,
+    relay: &PublicKey,
+    address: &str,
+) -> Result<(Channel<TcpStream>, Hello), ConnectError> {
+    let protocol = |source: ChannelError| ConnectError::Protocol {
+        address: address.to_string(),
+        source,
+    };
+    let refused_on_eof = |e: ChannelError| match e {
+        ChannelError::Closed => ConnectError::Refused {
+            address: address.to_string(),
+        },
+        other => protocol(other),
+    };
+    let mut io = FramedIo::new(stream);
+    let mut first = Vec::new();
+    let initiator =
+        Initiator::start(keys, relay, now(), &mut first).map_err(|e| protocol(e.into()))?;
+    let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
+    encode_frame(&first, &mut out).map_err(|e| protocol(e.into()))?;
+    io.write_raw(&out).await.map_err(protocol)?;
+
+    let preamble = io.read_preamble().await.map_err(refused_on_eof)?;
+    let preamble =
+        Preamble::decode(&preamble, ConnectionKind::Session).map_err(|e| protocol(e.into()))?;
+    preamble
+        .check_version("relay", "endpoint")
+        .map_err(|e| protocol(e.into()))?;
+    let answer = io.read_frame().await.map_err(refused_on_eof)?;
+    let transport = initiator
+        .finish(&answer)
+        .map_err(|_| ConnectError::WrongRelay {
+            address: address.to_string(),
+            expected: relay.fingerprint().to_string(),
+        })?;
+    let mut channel = Channel::new(io, transport);
+    channel
+        .send(&Message::Hello(Hello {
+            major: PROTOCOL_MAJOR,
+            minor: PROTOCOL_MINOR,
+            software: SOFTWARE.into(),
+        }))
+        .await
+        .map_err(protocol)?;
+    match channel.recv().await.map_err(protocol)? {
+        Message::Hello(hello) if hello.major == PROTOCOL_MAJOR => Ok((channel, hello)),
+        Message::Hello(hello) => Err(protocol(
+            ProtocolError::VersionMismatch {
+                peer_role: "relay",
+                peer: hello.major,
+                our_role: "endpoint",
+                ours: PROTOCOL_MAJOR,
+            }
+            .into(),
+        )),
+        Message::Close { reason } => Err(protocol(ChannelError::Io(std::io::Error::other(
+            format!("the relay closed the session: {reason}"),
+        )))),
+        _ => Err(protocol(
+            ProtocolError::Unexpected("message before the relay's Hello").into(),
+        )),
+    }
+}

@@ -1,0 +1,227 @@
+//! `ferry`: the endpoint's command line.
+//!
+//! Exit codes: 0 success, 1 failure (one line on stderr), 2 usage error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use ferry_endpoint::connect::{connect, Session};
+use ferry_endpoint::pair::pair;
+use ferry_endpoint::state::{RelayRecord, StateDir};
+use ferry_protocol::message::Message;
+use ferry_protocol::pairing::PairingCode;
+
+/// ferry: back up to your relay from anywhere.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version)]
+struct Cli {
+    /// The endpoint's state directory (default: ~/.config/ferry).
+    #[arg(long, global = true, env = "FERRY_STATE")]
+    state: Option<PathBuf>,
+    /// More detail in logs and errors.
+    #[arg(long, short, global = true)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pair with a relay over the LAN, using the code `ferry-relay pair` printed.
+    Pair {
+        /// The relay's pairing address, HOST:PORT.
+        #[arg(long)]
+        relay: String,
+        /// The one-time code, e.g. 4-7291-3385.
+        #[arg(long, value_parser = parse_code)]
+        code: PairingCode,
+        /// The name this endpoint reports to the relay (default: the host name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Connect to the relay and report who answered, where, and how fast.
+    Status {
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Keep the session open and print the round trip every second.
+        #[arg(long)]
+        watch: bool,
+    },
+}
+
+fn parse_code(text: &str) -> Result<PairingCode, String> {
+    PairingCode::parse(text).map_err(|e| e.to_string())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("ferry: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ferry: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let state = match cli.state {
+        Some(dir) => StateDir::new(dir),
+        None => StateDir::default_location()?,
+    };
+    match cli.command {
+        Command::Pair {
+            relay,
+            code,
+            name,
+            json,
+        } => run_pair(&state, &relay, &code, name, json).await,
+        Command::Status { json, watch } => run_status(&state, json, watch).await,
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+async fn run_pair(
+    state: &StateDir,
+    relay: &str,
+    code: &PairingCode,
+    name: Option<String>,
+    json: bool,
+) -> Result<()> {
+    if let Some(existing) = state.relay()? {
+        bail!(
+            "this endpoint is already paired with relay {} as {:?}; use another --state directory, or delete {}/relay.toml to pair again",
+            existing.relay_fingerprint,
+            existing.client_name,
+            state.root().display()
+        );
+    }
+    let keys = state.load_or_create_keys()?;
+    let hostname = name.unwrap_or_else(hostname);
+    let (relay_key, accept) = pair(relay, code, &keys, &hostname).await?;
+    let record = RelayRecord {
+        relay_key: relay_key.to_hex(),
+        relay_fingerprint: relay_key.fingerprint().to_string(),
+        client_id: accept.client_id,
+        client_name: accept.client_name.clone(),
+        addresses: accept.addresses.clone(),
+    };
+    state.save_relay(&record)?;
+    if json {
+        let out = serde_json::json!({
+            "relay_fingerprint": record.relay_fingerprint,
+            "endpoint_fingerprint": keys.public.fingerprint().to_string(),
+            "client": record.client_name,
+            "client_id": record.client_id,
+            "addresses": record.addresses,
+        });
+        println!("{out}");
+    } else {
+        println!("paired with relay at {relay} as {:?}", record.client_name);
+        println!("relay fingerprint:    {}", record.relay_fingerprint);
+        println!("endpoint fingerprint: {}", keys.public.fingerprint());
+        println!("session addresses:    {}", record.addresses.join(", "));
+    }
+    Ok(())
+}
+
+async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
+    let record = state.paired_relay()?;
+    let keys = state.keys()?;
+    let timeouts = state.config()?.connect.resolve()?;
+    let relay_key = record.relay_public_key()?;
+    let mut session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
+    let rtt = ping(&mut session, 0).await?;
+    if json {
+        let out = serde_json::json!({
+            "relay_fingerprint": relay_key.fingerprint().to_string(),
+            "endpoint_fingerprint": keys.public.fingerprint().to_string(),
+            "client": record.client_name,
+            "address": session.address,
+            "path": session.path.as_str(),
+            "relay_software": session.relay_hello.software,
+            "rtt_ms": rtt.as_secs_f64() * 1000.0,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "relay:      {} ({})",
+            relay_key.fingerprint(),
+            session.relay_hello.software
+        );
+        println!(
+            "endpoint:   {} (client {:?})",
+            keys.public.fingerprint(),
+            record.client_name
+        );
+        println!(
+            "connected:  {} over the {}",
+            session.address,
+            session.path.as_str()
+        );
+        println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
+    }
+    if watch {
+        for nonce in 1.. {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let rtt = ping(&mut session, nonce).await?;
+            println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
+        }
+    }
+    let _ = session
+        .channel
+        .send(&Message::Close {
+            reason: "status done".into(),
+        })
+        .await;
+    Ok(())
+}
+
+/// Sends a ping and waits for its pong; a `Close` from the relay is an error
+/// that carries the relay's reason.
+async fn ping(session: &mut Session, nonce: u64) -> Result<Duration> {
+    let started = Instant::now();
+    session
+        .channel
+        .send(&Message::Ping { nonce })
+        .await
+        .context("the session broke")?;
+    loop {
+        match session.channel.recv().await.context("the session broke")? {
+            Message::Pong { nonce: n } if n == nonce => return Ok(started.elapsed()),
+            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+            _ => continue,
+        }
+    }
+}

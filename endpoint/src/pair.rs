@@ -1,0 +1,80 @@
+//! The endpoint's side of pairing (see `ferry_protocol::pairing`).
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use ferry_protocol::io::{ChannelError, FramedIo};
+use ferry_protocol::keys::{PublicKey, StaticKeypair};
+use ferry_protocol::pairing::{EndpointStart, PairAccept, PairFrame, PairRequest, PairingCode};
+use ferry_protocol::version::{ConnectionKind, Preamble};
+use tokio::net::TcpStream;
+
+/// How long pairing may take once connected.
+pub const PAIRING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Pairs with the relay at `address` using `code`; returns the relay's key
+/// and what it handed us.
+///
+/// # Errors
+/// One clear reason: unreachable, refused by the relay (wrong, expired or
+/// burned code, not on the LAN), or a protocol failure.
+pub async fn pair(
+    address: &str,
+    code: &PairingCode,
+    keys: &StaticKeypair,
+    hostname: &str,
+) -> Result<(PublicKey, PairAccept)> {
+    let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(address))
+        .await
+        .map_err(|_| anyhow!("cannot reach the relay's pairing address {address}: no answer"))?
+        .with_context(|| format!("cannot reach the relay's pairing address {address}"))?;
+    let _ = stream.set_nodelay(true);
+    tokio::time::timeout(
+        PAIRING_TIMEOUT,
+        exchange(FramedIo::new(stream), code, keys, hostname),
+    )
+    .await
+    .map_err(|_| anyhow!("the relay at {address} did not finish pairing in time"))?
+}
+
+async fn exchange(
+    mut io: FramedIo<TcpStream>,
+    code: &PairingCode,
+    keys: &StaticKeypair,
+    hostname: &str,
+) -> Result<(PublicKey, PairAccept)> {
+    io.write_raw(&Preamble::current(ConnectionKind::Pairing).encode())
+        .await?;
+    let preamble = Preamble::decode(&read(io.read_preamble().await)?, ConnectionKind::Pairing)?;
+    preamble.check_version("relay", "endpoint")?;
+    let (start, frame) = EndpointStart::begin(code, keys)?;
+    io.write_frame(&frame.encode()?).await?;
+    let (spake, noise) = match next(&mut io).await? {
+        PairFrame::Reply { spake, noise } => (spake, noise),
+        PairFrame::Refused { reason } => bail!("the relay refused pairing: {reason}"),
+        _ => bail!("unexpected pairing message from the relay"),
+    };
+    let request = PairRequest {
+        hostname: hostname.to_string(),
+    };
+    let (finish, proof) = start.read_reply(&spake, &noise, &request)?;
+    io.write_frame(&proof.encode()?).await?;
+    match next(&mut io).await? {
+        PairFrame::Noise(accept) => finish
+            .read_accept(&accept)
+            .map_err(|e| anyhow!("pairing failed: {e}")),
+        PairFrame::Refused { reason } => bail!("the relay refused pairing: {reason}"),
+        _ => bail!("unexpected pairing message from the relay"),
+    }
+}
+
+fn read<T>(result: Result<T, ChannelError>) -> Result<T> {
+    result.map_err(|e| match e {
+        ChannelError::Closed => anyhow!("the relay closed the pairing connection"),
+        other => anyhow!(other),
+    })
+}
+
+async fn next(io: &mut FramedIo<TcpStream>) -> Result<PairFrame> {
+    Ok(PairFrame::decode(&read(io.read_frame().await)?)?)
+}
