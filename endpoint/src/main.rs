@@ -193,11 +193,7 @@ async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
         println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
     }
     if watch {
-        for nonce in 1.. {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            let rtt = ping(&mut session, nonce).await?;
-            println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
-        }
+        watch_session(&mut session).await?;
     }
     let _ = session
         .channel
@@ -205,6 +201,35 @@ async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
             reason: "status done".into(),
         })
         .await;
+    Ok(())
+}
+
+/// Pings every second and prints the round trip until the session ends;
+/// a `Close` from the relay (e.g. this client was removed) ends it at once.
+async fn watch_session(session: &mut Session) -> Result<()> {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut outstanding: Option<(u64, Instant)> = None;
+    for nonce in 1.. {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if outstanding.is_none() {
+                    session.channel.send(&Message::Ping { nonce }).await.context("the session broke")?;
+                    outstanding = Some((nonce, Instant::now()));
+                }
+            }
+            received = session.channel.recv() => match received.context("the session broke")? {
+                Message::Pong { nonce: n } => {
+                    if let Some((_, sent)) = outstanding.filter(|(o, _)| *o == n) {
+                        println!("round trip: {:.2} ms", sent.elapsed().as_secs_f64() * 1000.0);
+                        outstanding = None;
+                    }
+                }
+                Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+                _ => {}
+            }
+        }
+    }
     Ok(())
 }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use ferry_protocol::frame::encode_frame;
 use ferry_protocol::io::{ChannelError, FramedIo};
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
 use ferry_protocol::pairing::{EndpointStart, PairAccept, PairFrame, PairRequest, PairingCode};
@@ -43,12 +44,14 @@ async fn exchange(
     keys: &StaticKeypair,
     hostname: &str,
 ) -> Result<(PublicKey, PairAccept)> {
-    io.write_raw(&Preamble::current(ConnectionKind::Pairing).encode())
-        .await?;
+    // Preamble and Start travel together: one round trip fewer, and the
+    // relay can refuse with a message having read all we sent.
+    let (start, frame) = EndpointStart::begin(code, keys)?;
+    let mut opening = Preamble::current(ConnectionKind::Pairing).encode().to_vec();
+    encode_frame(&frame.encode()?, &mut opening)?;
+    io.write_raw(&opening).await?;
     let preamble = Preamble::decode(&read(io.read_preamble().await)?, ConnectionKind::Pairing)?;
     preamble.check_version("relay", "endpoint")?;
-    let (start, frame) = EndpointStart::begin(code, keys)?;
-    io.write_frame(&frame.encode()?).await?;
     let (spake, noise) = match next(&mut io).await? {
         PairFrame::Reply { spake, noise } => (spake, noise),
         PairFrame::Refused { reason } => bail!("the relay refused pairing: {reason}"),

@@ -132,10 +132,25 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
         self.write_raw(&out).await
     }
 
-    /// Shuts down the write half, so the peer reads EOF.
-    pub async fn shutdown(&mut self) {
+    /// Shuts down the write half, so the peer reads EOF, then discards what
+    /// the peer still sends until it closes too (at most `linger`, at most
+    /// 1 MiB). Closing with unread bytes would make the kernel send a reset,
+    /// which can destroy our last message (an error the user must see)
+    /// before the peer reads it.
+    pub async fn close(&mut self, linger: std::time::Duration) {
         // The connection is being dropped; a failed shutdown changes nothing.
         let _ = self.stream.shutdown().await;
+        let drain = async {
+            let mut sink = [0u8; 4096];
+            let mut left: usize = 1 << 20;
+            while left > 0 {
+                match self.stream.read(&mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => left = left.saturating_sub(n),
+                }
+            }
+        };
+        let _ = tokio::time::timeout(linger, drain).await;
     }
 }
 

@@ -18,6 +18,9 @@ use tracing::{info, warn};
 use crate::catalog::{now_ms, PairOutcome, PairingLookup, MAX_PAIRING_FAILURES};
 use crate::server::Shared;
 
+/// How long a closing connection waits for the endpoint to close its side.
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Serves one pairing connection from `peer`.
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let mut io = FramedIo::new(stream);
@@ -27,7 +30,18 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
             "pairing is accepted only from the relay's LAN networks, and {} is not in them",
             peer.ip()
         );
-        let _ = refuse_early(&mut io, &reason).await;
+        // Read the endpoint's opening first, so that closing sends no reset.
+        let opening = async {
+            io.read_preamble().await?;
+            io.read_frame().await
+        };
+        if tokio::time::timeout(shared.limits.handshake_timeout, opening)
+            .await
+            .is_ok()
+        {
+            let _ = refuse_early(&mut io, &reason).await;
+        }
+        io.close(LINGER).await;
         return;
     }
     let result = tokio::time::timeout(
@@ -43,7 +57,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         warn!("pairing from {peer} failed: {e:#}");
         let _ = refuse(&mut io, &format!("{e:#}")).await;
     }
-    io.shutdown().await;
+    io.close(LINGER).await;
 }
 
 async fn refuse_early(io: &mut FramedIo<TcpStream>, reason: &str) -> Result<()> {

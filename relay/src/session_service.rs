@@ -37,6 +37,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
         Ok(Err(e)) => {
             warn!("refused session from {peer}: {e:#}");
+            io.close(std::time::Duration::from_secs(1)).await;
             return;
         }
         Ok(Ok(accepted)) => accepted,
@@ -63,7 +64,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),
     };
-    channel.io.shutdown().await;
+    channel.io.close(std::time::Duration::from_secs(1)).await;
     info!(
         "session closed: client {} from {peer}: {reason} ({} bytes in, {} bytes out)",
         client.name,

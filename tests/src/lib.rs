@@ -1,0 +1,337 @@
+//! Helpers for end-to-end tests that run the real `ferry-relay` and `ferry`
+//! binaries over loopback TCP, in temporary directories.
+//!
+//! The binaries are the ones cargo built for this checkout, found next to the
+//! test executable (`target/<profile>/`). `cargo test --workspace` builds them,
+//! because the relay and endpoint packages have integration tests of their own.
+//! Every wait here is on a condition (a file appearing, a log line, a process
+//! exiting) with a deadline, never a fixed sleep.
+
+pub mod proxy;
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Default deadline for conditions.
+pub const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Path of a binary built by cargo for this checkout.
+///
+/// # Panics
+/// When the binary is missing: build with `cargo test --workspace`.
+pub fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    // target/<profile>/deps/<test-exe>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run the suite with `cargo test --workspace`, which builds it",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` until it returns `Some`, or panics after `deadline` with `what`.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Runs a command to completion, with a deadline.
+///
+/// # Panics
+/// When it cannot start or outlives the deadline.
+pub fn run(mut command: Command) -> Output {
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let start = Instant::now();
+    loop {
+        if child.try_wait().expect("wait").is_some() {
+            return child.wait_with_output().expect("output");
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            panic!("{command:?} did not finish within {DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Standard output as text.
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts success and returns stdout.
+///
+/// # Panics
+/// When the command failed, showing its stderr.
+pub fn ok(output: Output) -> String {
+    assert!(
+        output.status.success(),
+        "command failed: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+}
+
+/// Options for a test relay.
+#[derive(Debug, Clone, Default)]
+pub struct RelayOptions {
+    /// `--lan-network` values (default: the relay's defaults).
+    pub lan_networks: Vec<String>,
+    /// `--public` values.
+    pub public: Vec<String>,
+    /// Replaces the `[limits]` table of relay.toml.
+    pub limits: Option<String>,
+}
+
+/// A running `ferry-relay serve` in a temporary data directory.
+#[derive(Debug)]
+pub struct Relay {
+    dir: tempfile::TempDir,
+    child: Child,
+    /// Fingerprint printed by `init`.
+    pub fingerprint: String,
+    /// Session listener.
+    pub session_addr: SocketAddr,
+    /// Pairing listener.
+    pub pair_addr: SocketAddr,
+}
+
+impl Relay {
+    /// Initializes and starts a relay on loopback, port 0.
+    pub fn start() -> Self {
+        Self::start_with(RelayOptions::default())
+    }
+
+    /// Like [`Relay::start`], with options.
+    ///
+    /// # Panics
+    /// When init or serve fail.
+    pub fn start_with(options: RelayOptions) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let mut init = Command::new(binary("ferry-relay"));
+        init.arg("--data").arg(&data).args([
+            "init",
+            "--listen",
+            "127.0.0.1:0",
+            "--pair-listen",
+            "127.0.0.1:0",
+        ]);
+        for net in &options.lan_networks {
+            init.args(["--lan-network", net]);
+        }
+        for public in &options.public {
+            init.args(["--public", public]);
+        }
+        let out = ok(run(init));
+        let fingerprint = out
+            .lines()
+            .find_map(|l| l.strip_prefix("relay fingerprint: "))
+            .expect("init prints the fingerprint")
+            .to_string();
+        if let Some(limits) = &options.limits {
+            let path = data.join("relay.toml");
+            let text = fs::read_to_string(&path).expect("relay.toml");
+            let head = text.split("[limits]").next().expect("text");
+            fs::write(&path, format!("{head}[limits]\n{limits}\n")).expect("write relay.toml");
+        }
+        let (child, session_addr, pair_addr) = spawn_serve(dir.path(), &data);
+        Relay {
+            dir,
+            child,
+            fingerprint,
+            session_addr,
+            pair_addr,
+        }
+    }
+
+    /// The data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// A `ferry-relay --data DATA` command.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(binary("ferry-relay"));
+        c.arg("--data").arg(self.data());
+        c
+    }
+
+    /// Runs an admin command and returns its output.
+    pub fn admin(&self, args: &[&str]) -> Output {
+        let mut c = self.command();
+        c.args(args);
+        run(c)
+    }
+
+    /// Creates a pairing code for `name` (JSON mode) and returns it.
+    pub fn pairing_code(&self, name: &str) -> String {
+        let out = ok(self.admin(&["pair", "--name", name, "--json"]));
+        let v: serde_json::Value = serde_json::from_str(&out).expect("pair --json");
+        v["code"].as_str().expect("code").to_string()
+    }
+
+    /// The relay's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; returns the log.
+    pub fn wait_for_log(&self, needle: &str) -> String {
+        wait_for(&format!("relay log line {needle:?}"), DEADLINE, || {
+            let log = self.log();
+            log.contains(needle).then_some(log)
+        })
+    }
+
+    /// Whether the relay process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().expect("try_wait").is_none()
+    }
+
+    /// Sends SIGTERM and waits for exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        wait_for("relay exit", DEADLINE, || {
+            self.child.try_wait().expect("try_wait")
+        })
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_serve(dir: &Path, data: &Path) -> (Child, SocketAddr, SocketAddr) {
+    let log = fs::File::create(dir.join("relay.log")).expect("log file");
+    let child = Command::new(binary("ferry-relay"))
+        .arg("--data")
+        .arg(data)
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn relay");
+    let listen = data.join("run").join("listen.json");
+    let v: serde_json::Value = wait_for("relay listen.json", DEADLINE, || {
+        fs::read_to_string(&listen)
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+    });
+    let addr = |k: &str| {
+        v[k].as_str()
+            .expect("address")
+            .parse()
+            .expect("socket address")
+    };
+    (child, addr("session"), addr("pairing"))
+}
+
+/// An endpoint state directory and the `ferry` command bound to it.
+#[derive(Debug)]
+pub struct Endpoint {
+    dir: tempfile::TempDir,
+}
+
+impl Default for Endpoint {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Endpoint {
+    /// A fresh, unpaired endpoint.
+    pub fn new() -> Self {
+        Endpoint {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// The state directory.
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// A `ferry --state STATE` command.
+    pub fn command(&self) -> Command {
+        let mut c = Command::new(binary("ferry"));
+        c.arg("--state").arg(self.state());
+        c
+    }
+
+    /// Runs `ferry ARGS`.
+    pub fn ferry(&self, args: &[&str]) -> Output {
+        let mut c = self.command();
+        c.args(args);
+        run(c)
+    }
+
+    /// Pairs with `relay` under `name`, asserting success.
+    pub fn pair_with(&self, relay: &Relay, name: &str) -> String {
+        let code = relay.pairing_code(name);
+        ok(self.ferry(&[
+            "pair",
+            "--relay",
+            &relay.pair_addr.to_string(),
+            "--code",
+            &code,
+        ]))
+    }
+
+    /// Runs `ferry status --json`, asserting success.
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = ok(self.ferry(&["status", "--json"]));
+        serde_json::from_str(&out).expect("status --json")
+    }
+
+    /// Rewrites the session addresses recorded at pairing.
+    pub fn set_addresses(&self, addresses: &[String]) {
+        let path = self.state().join("relay.toml");
+        let text = fs::read_to_string(&path).expect("relay.toml");
+        let head = text.split("addresses = ").next().expect("text");
+        let list: Vec<String> = addresses.iter().map(|a| format!("{a:?}")).collect();
+        fs::write(&path, format!("{head}addresses = [{}]\n", list.join(", "))).expect("write");
+    }
+}
+
+/// Reads lines from a child's stdout until one contains `needle`.
+pub fn read_until(reader: &mut BufReader<ChildStdout>, needle: &str) -> String {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line).expect("read line");
+        assert!(n > 0, "output ended before a line containing {needle:?}");
+        if line.contains(needle) {
+            return line;
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! Pairing through the real binaries: codes, attempts, expiry, LAN-only.
+
+use std::io::BufReader;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Stdio;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ferry_tests::{ok, read_until, stderr, wait_for, Endpoint, Relay, RelayOptions, DEADLINE};
+
+fn mode(path: &std::path::Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn pairing_then_session_both_sides_show_the_same_fingerprints() {
+    let relay = Relay::start();
+    // The operator's `pair` waits for the endpoint and prints its fingerprint.
+    let mut waiting = relay
+        .command()
+        .args(["pair", "--name", "laptop"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(waiting.stdout.take().unwrap());
+    let first = read_until(&mut lines, "pairing code for");
+    let code = first
+        .split(": ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let endpoint = Endpoint::new();
+    let out = ok(endpoint.ferry(&[
+        "pair",
+        "--relay",
+        &relay.pair_addr.to_string(),
+        "--code",
+        &code,
+    ]));
+    let field = |text: &str, key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key:?} in {text}"))
+            .trim()
+            .to_string()
+    };
+    let relay_fp = field(&out, "relay fingerprint:");
+    let endpoint_fp = field(&out, "endpoint fingerprint:");
+    assert_eq!(relay_fp, relay.fingerprint);
+
+    let paired = read_until(&mut lines, "paired \"laptop\"");
+    assert!(
+        paired.contains(&format!("endpoint fingerprint {endpoint_fp}")),
+        "{paired}"
+    );
+    assert!(
+        paired.contains(&format!("relay fingerprint {relay_fp}")),
+        "{paired}"
+    );
+    assert!(waiting.wait().unwrap().success());
+
+    // A session opens; both sides report the same pair.
+    let status = endpoint.status_json();
+    assert_eq!(status["relay_fingerprint"], relay_fp.as_str());
+    assert_eq!(status["endpoint_fingerprint"], endpoint_fp.as_str());
+    assert_eq!(status["path"], "lan");
+    assert_eq!(status["address"], relay.session_addr.to_string().as_str());
+    relay.wait_for_log(&format!("session opened: client laptop ({endpoint_fp})"));
+    let show: serde_json::Value =
+        serde_json::from_str(&ok(relay.admin(&["clients", "show", "laptop", "--json"]))).unwrap();
+    assert_eq!(show["fingerprint"], endpoint_fp.as_str());
+    assert_eq!(show["name"], "laptop");
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(relay.admin(&["clients", "list", "--json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+
+    // Keys are private.
+    assert_eq!(mode(&endpoint.state().join("keys/endpoint.key")), 0o600);
+    assert_eq!(mode(&endpoint.state().join("relay.toml")), 0o600);
+    assert_eq!(mode(&relay.data().join("keys/relay.key")), 0o600);
+    assert_eq!(mode(&relay.data()), 0o700);
+}
+
+#[test]
+fn wrong_codes_are_counted_and_the_third_burns_the_code() {
+    let relay = Relay::start();
+    let code = relay.pairing_code("laptop");
+    let (nameplate, secret) = code.split_once('-').unwrap();
+    let wrong_secret = if secret == "0000-0000" {
+        "0000-0001"
+    } else {
+        "0000-0000"
+    };
+    let wrong = format!("{nameplate}-{wrong_secret}");
+    let endpoint = Endpoint::new();
+    let pair = |code: &str| {
+        endpoint.ferry(&[
+            "pair",
+            "--relay",
+            &relay.pair_addr.to_string(),
+            "--code",
+            code,
+        ])
+    };
+
+    for left in [2, 1] {
+        let out = pair(&wrong);
+        assert_eq!(out.status.code(), Some(1));
+        let err = stderr(&out);
+        assert!(
+            err.contains(&format!("wrong pairing code ({left} attempt(s) left)")),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "one line: {err}");
+    }
+    let err = stderr(&pair(&wrong));
+    assert!(err.contains("burned"), "{err}");
+    // The real code no longer works.
+    let out = pair(&code);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("burned"), "{}", stderr(&out));
+    assert!(!endpoint.state().join("relay.toml").exists());
+    relay.wait_for_log("wrong pairing code");
+
+    // An unknown nameplate is its own clear error.
+    let out = pair("999-1234-5678");
+    assert!(
+        stderr(&out).contains("unknown pairing code"),
+        "{}",
+        stderr(&out)
+    );
+    // A malformed code is a usage error.
+    assert_eq!(pair("12345").status.code(), Some(2));
+}
+
+#[test]
+fn an_expired_code_fails_with_expired() {
+    let relay = Relay::start();
+    let out = ok(relay.admin(&["pair", "--name", "laptop", "--ttl", "1s", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let code = v["code"].as_str().unwrap();
+    assert!(v["expires_at"].as_str().unwrap().ends_with('Z'));
+    // Wait for the clock to pass the expiry (1 s TTL, second resolution, so 2 s).
+    let deadline = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 2;
+    wait_for("the code to expire", DEADLINE, || {
+        (SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            > deadline)
+            .then_some(())
+    });
+    let endpoint = Endpoint::new();
+    let out = endpoint.ferry(&[
+        "pair",
+        "--relay",
+        &relay.pair_addr.to_string(),
+        "--code",
+        code,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
+}
+
+#[test]
+fn pairing_from_outside_the_lan_networks_is_refused() {
+    let relay = Relay::start_with(RelayOptions {
+        lan_networks: vec!["10.0.0.0/8".into()],
+        ..Default::default()
+    });
+    let code = relay.pairing_code("laptop");
+    let endpoint = Endpoint::new();
+    let out = endpoint.ferry(&[
+        "pair",
+        "--relay",
+        &relay.pair_addr.to_string(),
+        "--code",
+        &code,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("only from the relay's LAN networks"), "{err}");
+    relay.wait_for_log("refused pairing from 127.0.0.1");
+}
+
+#[test]
+fn pairing_twice_from_the_same_state_is_refused_clearly() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let code = relay.pairing_code("laptop-2");
+    let out = endpoint.ferry(&[
+        "pair",
+        "--relay",
+        &relay.pair_addr.to_string(),
+        "--code",
+        &code,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("already paired"), "{}", stderr(&out));
+}

@@ -1,0 +1,233 @@
+//! Sessions through the real binaries: refusals, revocation, replay,
+//! tampering and version mismatch, with the relay staying up throughout.
+
+use std::io::{BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ferry_protocol::keys::StaticKeypair;
+use ferry_protocol::version::{ConnectionKind, Preamble};
+use ferry_tests::proxy::{Direction, Flip, Proxy};
+use ferry_tests::{read_until, stderr, wait_for, Endpoint, Relay, DEADLINE};
+
+/// An endpoint that knows the relay but whose key the relay never paired.
+fn stranger(paired: &Endpoint) -> Endpoint {
+    let other = Endpoint::new();
+    std::fs::create_dir_all(other.state().join("keys")).unwrap();
+    std::fs::copy(
+        paired.state().join("relay.toml"),
+        other.state().join("relay.toml"),
+    )
+    .unwrap();
+    let keys = StaticKeypair::generate().unwrap();
+    ferry_protocol::io::keyfile::write_private(
+        &other.state().join("keys/endpoint.key"),
+        keys.secret_hex().as_bytes(),
+    )
+    .unwrap();
+    other
+}
+
+/// Reads until EOF; returns what arrived.
+fn read_to_eof(stream: &mut TcpStream) -> Vec<u8> {
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).unwrap();
+    got
+}
+
+#[test]
+fn an_unpaired_key_is_refused_and_the_relay_stays_up() {
+    let relay = Relay::start();
+    let paired = Endpoint::new();
+    paired.pair_with(&relay, "laptop");
+    let other = stranger(&paired);
+    let out = other.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("refused the handshake"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    relay.wait_for_log("is not a paired client");
+    assert_eq!(paired.status_json()["path"], "lan");
+}
+
+#[test]
+fn removing_a_client_ends_its_session_within_2s_and_refuses_it_after() {
+    let mut relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let mut watch = endpoint
+        .command()
+        .args(["status", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap());
+    read_until(&mut lines, "round trip");
+
+    let removed_at = Instant::now();
+    assert!(relay
+        .admin(&["clients", "remove", "laptop"])
+        .status
+        .success());
+    let status = wait_for("the watching session to end", DEADLINE, || {
+        watch.try_wait().unwrap()
+    });
+    let took = removed_at.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "session ended after {took:?}"
+    );
+    assert_eq!(status.code(), Some(1));
+    let mut err = String::new();
+    watch
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    assert!(err.contains("key was removed"), "{err}");
+
+    let out = endpoint.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("refused the handshake"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(relay.is_running());
+    assert!(relay.admin(&["clients", "show", "laptop"]).status.code() == Some(1));
+}
+
+#[test]
+fn a_replayed_first_handshake_message_opens_no_session() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let proxy = Proxy::start(relay.session_addr, None);
+    endpoint.set_addresses(&[proxy.addr.to_string()]);
+    assert_eq!(
+        endpoint.status_json()["address"],
+        proxy.addr.to_string().as_str()
+    );
+
+    // Preamble + the first frame (the Noise_IK first message), as recorded.
+    let sent = proxy.sent_to_relay();
+    let first_len = 8 + 2 + usize::from(u16::from_be_bytes([sent[8], sent[9]]));
+    let mut replay = TcpStream::connect(relay.session_addr).unwrap();
+    replay.write_all(&sent[..first_len]).unwrap();
+    assert!(
+        read_to_eof(&mut replay).is_empty(),
+        "the relay answered a replay"
+    );
+    relay.wait_for_log("replayed or stale handshake");
+    assert_eq!(relay.log().matches("session opened").count(), 1);
+}
+
+#[test]
+fn a_flipped_byte_in_any_frame_ends_the_session_and_the_relay_stays_up() {
+    let mut relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // Frames of `ferry status`: to the relay: IK message, Hello, Ping, Close;
+    // to the endpoint: IK answer, Hello, Pong.
+    let cases = [
+        (Direction::ToRelay, 0),
+        (Direction::ToRelay, 1),
+        (Direction::ToRelay, 2),
+        (Direction::ToEndpoint, 0),
+        (Direction::ToEndpoint, 1),
+        (Direction::ToEndpoint, 2),
+    ];
+    for (direction, frame) in cases {
+        let proxy = Proxy::start(relay.session_addr, Some(Flip { direction, frame }));
+        endpoint.set_addresses(&[proxy.addr.to_string()]);
+        let out = endpoint.ferry(&["status"]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{direction:?} frame {frame} was accepted"
+        );
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+        assert!(relay.is_running());
+    }
+    relay.wait_for_log("decryption of a frame");
+    relay.wait_for_log("first handshake message rejected");
+    endpoint.set_addresses(&[relay.session_addr.to_string()]);
+    assert_eq!(endpoint.status_json()["path"], "lan");
+}
+
+#[test]
+fn an_endpoint_of_another_version_is_told_both_versions() {
+    let relay = Relay::start();
+    let mut stream = TcpStream::connect(relay.session_addr).unwrap();
+    let future = Preamble {
+        kind: ConnectionKind::Session,
+        major: 99,
+    };
+    stream.write_all(&future.encode()).unwrap();
+    let answer = read_to_eof(&mut stream);
+    let relay_preamble =
+        Preamble::decode(answer[..8].try_into().unwrap(), ConnectionKind::Session).unwrap();
+    assert_eq!(relay_preamble.major, 1);
+    relay.wait_for_log("endpoint speaks ferry protocol 99, this relay speaks ferry protocol 1");
+}
+
+#[test]
+fn a_relay_of_another_version_gives_a_one_line_error_naming_both() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // A stand-in for a future relay: answers any session with major version 2.
+    let future = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = future.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut conn, _)) = future.accept() {
+            let mut preamble = [0u8; 8];
+            let _ = conn.read_exact(&mut preamble);
+            let _ = conn.write_all(
+                &Preamble {
+                    kind: ConnectionKind::Session,
+                    major: 2,
+                }
+                .encode(),
+            );
+        }
+    });
+    endpoint.set_addresses(&[addr.to_string()]);
+    let out = endpoint.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("relay speaks ferry protocol 2, this endpoint speaks ferry protocol 1"),
+        "{err}"
+    );
+}
+
+#[test]
+fn lan_address_first_then_internet_fallback() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // A LAN address that refuses connections, then the real one as "internet".
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    endpoint.set_addresses(&[dead.to_string(), relay.session_addr.to_string()]);
+    let status = endpoint.status_json();
+    assert_eq!(status["path"], "internet");
+    assert_eq!(status["address"], relay.session_addr.to_string().as_str());
+}
+
+#[test]
+fn sigterm_stops_the_relay_cleanly() {
+    let mut relay = Relay::start();
+    let status = relay.terminate();
+    assert!(status.success(), "{status:?}");
+    assert!(relay.log().contains("relay stopped"));
+    assert!(!relay.data().join("run/listen.json").exists());
+}
