@@ -83,7 +83,7 @@ fn pump(
     flip: Option<Flip>,
     record: Option<Arc<Mutex<Vec<u8>>>>,
 ) {
-    let mut forward = |bytes: &[u8], to: &mut TcpStream| -> bool {
+    let forward = |bytes: &[u8], to: &mut TcpStream| -> bool {
         if let Some(r) = &record {
             r.lock().expect("lock").extend_from_slice(bytes);
         }

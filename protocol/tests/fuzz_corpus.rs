@@ -1,0 +1,88 @@
+//! Replays every fuzz target's seed corpus (`protocol/fuzz/corpus/<target>/`)
+//! through the same entry points the fuzzers call, so the suite catches a
+//! decoder that panics on a known input without running a fuzzer.
+//!
+//! `FERRY_WRITE_CORPUS=1 cargo test -p ferry-protocol --test fuzz_corpus`
+//! rewrites the seeds from real protocol output.
+
+use std::fs;
+use std::path::PathBuf;
+
+use ferry_protocol::frame::encode_frame;
+use ferry_protocol::fuzzing;
+use ferry_protocol::message::{Hello, Message};
+use ferry_protocol::pairing::EndpointStart;
+use ferry_protocol::session::Initiator;
+use ferry_protocol::timestamp::Timestamp;
+
+type Target = (&'static str, fn(&[u8]));
+
+const TARGETS: &[Target] = &[
+    ("frames", fuzzing::frames_and_messages),
+    ("message", fuzzing::message),
+    ("session_first", fuzzing::session_first_message),
+    ("pairing_first", fuzzing::pairing_first_frame),
+];
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+}
+
+fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
+    let messages = [
+        Message::Hello(Hello { major: 1, minor: 0, software: "ferry 0.1.0".into() }),
+        Message::Ping { nonce: 7 },
+        Message::Pong { nonce: u64::MAX },
+        Message::Close { reason: "client removed".into() },
+    ];
+    let mut out = Vec::new();
+    let mut stream = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let bytes = m.encode().unwrap();
+        encode_frame(&bytes, &mut stream).unwrap();
+        out.push(("message", ["hello", "ping", "pong", "close"][i], bytes));
+    }
+    out.push(("frames", "four-messages", stream));
+    let mut first = Vec::new();
+    Initiator::start(
+        &fuzzing::fixed_endpoint_keys(),
+        &fuzzing::fixed_relay_keys().public,
+        Timestamp { secs: 1_795_000_000, nanos: 1 },
+        &mut first,
+    )
+    .unwrap();
+    out.push(("session_first", "valid", first));
+    let (_, start) = EndpointStart::begin(&fuzzing::fixed_code(), &fuzzing::fixed_endpoint_keys()).unwrap();
+    out.push(("pairing_first", "valid", start.encode().unwrap()));
+    out
+}
+
+#[test]
+fn seed_corpora_run_clean() {
+    if std::env::var_os("FERRY_WRITE_CORPUS").is_some() {
+        for (target, name, bytes) in seeds() {
+            fs::create_dir_all(corpus_dir(target)).unwrap();
+            fs::write(corpus_dir(target).join(name), bytes).unwrap();
+        }
+    }
+    for (target, run) in TARGETS {
+        let files: Vec<_> = fs::read_dir(corpus_dir(target))
+            .unwrap_or_else(|e| panic!("corpus of {target}: {e}"))
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(!files.is_empty(), "corpus of {target} is empty");
+        for file in files {
+            let data = fs::read(&file).unwrap();
+            run(&data);
+            // Truncations and single flips of each seed, as a fuzzer's first steps would make.
+            for cut in 0..data.len().min(200) {
+                run(&data[..cut]);
+            }
+            for i in 0..data.len().min(200) {
+                let mut flipped = data.clone();
+                flipped[i] ^= 0xff;
+                run(&flipped);
+            }
+        }
+    }
+}
