@@ -1,50 +1,64 @@
 //! Splitting application messages across Noise messages, and joining them.
 //!
 //! A Noise message carries at most 65519 bytes of plaintext. Each plaintext
-//! starts with one flag byte: [`MORE`] when further fragments of the same
-//! application message follow, [`LAST`] on the final one. The
-//! [`Reassembler`] refuses to hold more than [`MAX_MESSAGE`] bytes, so a peer
-//! cannot make us buffer without bound.
+//! is a piece of one application message followed by one flag byte: [`MORE`]
+//! when further pieces of the same message follow, [`LAST`] on the final
+//! one. The flag trails the piece so that a message that fits one Noise
+//! message is encrypted straight from, and decrypted straight into, its own
+//! buffer, with no copy to make room for a header. The [`Reassembler`]
+//! refuses to hold more than [`MAX_MESSAGE`] bytes, so a peer cannot make us
+//! buffer without bound.
 
 use crate::ProtocolError;
 
 /// Largest plaintext one Noise message can carry (65535 minus the 16-byte tag).
 pub const MAX_PLAINTEXT: usize = 65535 - 16;
-/// Largest fragment of application bytes per Noise message.
+/// Largest piece of application bytes per Noise message.
 pub const MAX_FRAGMENT: usize = MAX_PLAINTEXT - 1;
 /// Largest application message, in encoded bytes.
 pub const MAX_MESSAGE: usize = 4 * 1024 * 1024;
-/// Flag byte: more fragments follow.
+/// Flag byte: more pieces follow.
 pub const MORE: u8 = 1;
-/// Flag byte: this fragment completes the message.
+/// Flag byte: this piece completes the message.
 pub const LAST: u8 = 0;
 
+/// Checks that a message may be sent at all.
+///
+/// # Errors
+/// [`ProtocolError::TooLarge`] for messages over [`MAX_MESSAGE`].
+pub fn check_size(len: usize) -> Result<(), ProtocolError> {
+    if len > MAX_MESSAGE {
+        return Err(ProtocolError::TooLarge {
+            what: "message",
+            len,
+            max: MAX_MESSAGE,
+        });
+    }
+    Ok(())
+}
+
 /// Splits `message` into flagged plaintexts of at most [`MAX_PLAINTEXT`] bytes,
-/// calling `emit` for each in order.
+/// calling `emit` for each in order. A message that fits one plaintext is
+/// extended in place with its flag and handed over whole.
 ///
 /// # Errors
 /// [`ProtocolError::TooLarge`] for messages over [`MAX_MESSAGE`]; errors from
 /// `emit` are passed through.
 pub fn split(
-    message: &[u8],
+    mut message: Vec<u8>,
     mut emit: impl FnMut(&[u8]) -> Result<(), ProtocolError>,
 ) -> Result<(), ProtocolError> {
-    if message.len() > MAX_MESSAGE {
-        return Err(ProtocolError::TooLarge {
-            what: "message",
-            len: message.len(),
-            max: MAX_MESSAGE,
-        });
+    check_size(message.len())?;
+    if message.len() <= MAX_FRAGMENT {
+        message.push(LAST);
+        return emit(&message);
     }
-    let mut plaintext = Vec::with_capacity(MAX_PLAINTEXT.min(message.len() + 1));
+    let mut plaintext = Vec::with_capacity(MAX_PLAINTEXT);
     let mut pieces = message.chunks(MAX_FRAGMENT).peekable();
-    if pieces.peek().is_none() {
-        return emit(&[LAST]);
-    }
     while let Some(piece) = pieces.next() {
         plaintext.clear();
-        plaintext.push(if pieces.peek().is_some() { MORE } else { LAST });
         plaintext.extend_from_slice(piece);
+        plaintext.push(if pieces.peek().is_some() { MORE } else { LAST });
         emit(&plaintext)?;
     }
     Ok(())
@@ -58,27 +72,27 @@ pub struct Reassembler {
 
 impl Reassembler {
     /// Takes one decrypted plaintext; returns the whole message when this was
-    /// its last fragment.
+    /// its last piece. A single-piece message is returned in its own buffer.
     ///
     /// # Errors
     /// [`ProtocolError::Malformed`] for an empty plaintext or an unknown flag,
     /// [`ProtocolError::TooLarge`] when the message would exceed [`MAX_MESSAGE`].
-    pub fn handle_plaintext(&mut self, plaintext: &[u8]) -> Result<Option<Vec<u8>>, ProtocolError> {
-        let (&flag, body) = plaintext
-            .split_first()
+    pub fn handle_plaintext(
+        &mut self,
+        mut plaintext: Vec<u8>,
+    ) -> Result<Option<Vec<u8>>, ProtocolError> {
+        let flag = plaintext
+            .pop()
             .ok_or(ProtocolError::Malformed("empty fragment"))?;
         if flag != MORE && flag != LAST {
             return Err(ProtocolError::Malformed("fragment flag"));
         }
-        let len = self.pending.len() + body.len();
-        if len > MAX_MESSAGE {
-            return Err(ProtocolError::TooLarge {
-                what: "message",
-                len,
-                max: MAX_MESSAGE,
-            });
+        if flag == LAST && self.pending.is_empty() {
+            return Ok(Some(plaintext));
         }
-        self.pending.extend_from_slice(body);
+        let len = self.pending.len() + plaintext.len();
+        check_size(len)?;
+        self.pending.extend_from_slice(&plaintext);
         Ok((flag == LAST).then(|| std::mem::take(&mut self.pending)))
     }
 }
@@ -93,13 +107,14 @@ mod tests {
         fn split_then_join(len in 0usize..300_000, seed in any::<u8>()) {
             let message: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
             let mut plaintexts = Vec::new();
-            split(&message, |p| { plaintexts.push(p.to_vec()); Ok(()) }).unwrap();
+            split(message.clone(), |p| { plaintexts.push(p.to_vec()); Ok(()) }).unwrap();
             prop_assert!(plaintexts.iter().all(|p| p.len() <= MAX_PLAINTEXT));
             let mut joiner = Reassembler::default();
             let mut out = None;
-            for (i, p) in plaintexts.iter().enumerate() {
+            let count = plaintexts.len();
+            for (i, p) in plaintexts.into_iter().enumerate() {
                 let got = joiner.handle_plaintext(p).unwrap();
-                prop_assert_eq!(got.is_some(), i + 1 == plaintexts.len());
+                prop_assert_eq!(got.is_some(), i + 1 == count);
                 out = got.or(out);
             }
             prop_assert_eq!(out.unwrap(), message);
@@ -112,12 +127,16 @@ mod tests {
         let piece = vec![MORE; MAX_PLAINTEXT];
         let mut result = Ok(None);
         for _ in 0..(MAX_MESSAGE / MAX_FRAGMENT + 2) {
-            result = joiner.handle_plaintext(&piece);
+            result = joiner.handle_plaintext(piece.clone());
             if result.is_err() {
                 break;
             }
         }
         assert!(matches!(result, Err(ProtocolError::TooLarge { .. })));
-        assert!(split(&vec![0; MAX_MESSAGE + 1], |_| Ok(())).is_err());
+        assert!(split(vec![0; MAX_MESSAGE + 1], |_| Ok(())).is_err());
+        assert!(joiner.handle_plaintext(Vec::new()).is_err());
+        assert!(Reassembler::default()
+            .handle_plaintext(vec![1, 2, 7])
+            .is_err());
     }
 }

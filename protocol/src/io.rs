@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::frame::{encode_frame, parse_frame, HEADER_LEN, MAX_FRAME};
 use crate::message::Message;
-use crate::transport::Transport;
+use crate::transport::{sealed_len, Transport};
 use crate::version::PREAMBLE_LEN;
 use crate::ProtocolError;
 
@@ -31,6 +31,10 @@ pub enum ChannelError {
     Protocol(#[from] ProtocolError),
 }
 
+/// Bytes the read buffer asks the socket for at a time: several frames, so
+/// bulk transfers cost few system calls.
+const READ_CHUNK: usize = 4 * (HEADER_LEN + MAX_FRAME);
+
 /// Frames over an async byte stream, with byte counters.
 #[derive(Debug)]
 pub struct FramedIo<S> {
@@ -46,7 +50,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
     pub fn new(stream: S) -> Self {
         FramedIo {
             stream,
-            buf: Vec::with_capacity(HEADER_LEN + MAX_FRAME),
+            buf: Vec::new(),
             start: 0,
             bytes_read: 0,
             bytes_written: 0,
@@ -68,12 +72,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
         &self.stream
     }
 
+    /// Reads more bytes from the socket. Consumed bytes are dropped from the
+    /// front only when the spare room is short of a whole frame, so a bulk
+    /// transfer moves a partial frame at most once per [`READ_CHUNK`].
     async fn fill(&mut self) -> Result<(), ChannelError> {
-        if self.start > 0 {
+        if self.buf.capacity() - self.buf.len() < HEADER_LEN + MAX_FRAME {
             self.buf.drain(..self.start);
             self.start = 0;
+            self.buf.reserve(READ_CHUNK);
         }
-        self.buf.reserve(HEADER_LEN + MAX_FRAME);
         let n = self.stream.read_buf(&mut self.buf).await?;
         if n == 0 {
             return Err(ChannelError::Closed);
@@ -96,19 +103,30 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
         Ok(out)
     }
 
-    /// Reads one frame's payload. Cancel-safe: bytes read stay buffered.
+    /// Reads one frame and returns its payload, borrowed from the read buffer
+    /// until the next read. Cancel-safe: bytes read stay buffered.
     ///
     /// # Errors
     /// [`ChannelError::Closed`] on EOF, [`ChannelError::Protocol`] for a bad frame.
-    pub async fn read_frame(&mut self) -> Result<Vec<u8>, ChannelError> {
+    pub async fn next_frame(&mut self) -> Result<&[u8], ChannelError> {
         loop {
-            if let Some((payload, used)) = parse_frame(&self.buf[self.start..])? {
-                let payload = payload.to_vec();
+            let found =
+                parse_frame(&self.buf[self.start..])?.map(|(payload, used)| (payload.len(), used));
+            if let Some((len, used)) = found {
+                let begin = self.start + HEADER_LEN;
                 self.start += used;
-                return Ok(payload);
+                return Ok(&self.buf[begin..begin + len]);
             }
             self.fill().await?;
         }
+    }
+
+    /// Reads one frame and returns a copy of its payload.
+    ///
+    /// # Errors
+    /// As [`FramedIo::next_frame`].
+    pub async fn read_frame(&mut self) -> Result<Vec<u8>, ChannelError> {
+        Ok(self.next_frame().await?.to_vec())
     }
 
     /// Writes raw bytes (a preamble, or frames already encoded) and flushes.
@@ -160,6 +178,7 @@ pub struct Channel<S> {
     /// The framed stream underneath.
     pub io: FramedIo<S>,
     transport: Transport,
+    /// Output buffer kept for the connection's life, grown on demand.
     out: Vec<u8>,
 }
 
@@ -178,26 +197,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// # Errors
     /// [`ChannelError`] on socket or encoding failures.
     pub async fn send(&mut self, message: &Message) -> Result<(), ChannelError> {
-        self.out.clear();
-        self.transport.seal(message, &mut self.out)?;
-        let out = std::mem::take(&mut self.out);
-        let result = self.io.write_raw(&out).await;
-        self.out = out;
-        result
+        self.send_encoded(message.encode()?).await
+    }
+
+    /// Encrypts and sends one already-encoded application message.
+    ///
+    /// # Errors
+    /// [`ChannelError`] on socket failures or a message over the size limit.
+    pub async fn send_encoded(&mut self, bytes: Vec<u8>) -> Result<(), ChannelError> {
+        let needed = sealed_len(bytes.len());
+        if self.out.len() < needed {
+            self.out.resize(needed, 0);
+        }
+        let written = self.transport.seal_into(bytes, &mut self.out)?;
+        self.io.write_raw(&self.out[..written]).await
+    }
+
+    /// Receives one application message as its encoded bytes. Cancel-safe
+    /// between frames.
+    ///
+    /// # Errors
+    /// [`ChannelError::Protocol`] with [`ProtocolError::Crypto`] on the first
+    /// frame that fails to authenticate: close the connection then.
+    pub async fn recv_encoded(&mut self) -> Result<Vec<u8>, ChannelError> {
+        loop {
+            let frame = self.io.next_frame().await?;
+            if let Some(bytes) = self.transport.open_bytes(frame)? {
+                return Ok(bytes);
+            }
+        }
     }
 
     /// Receives one message. Cancel-safe between frames.
     ///
     /// # Errors
-    /// [`ChannelError::Protocol`] with [`ProtocolError::Crypto`] on the first
-    /// frame that fails to authenticate: close the connection then.
+    /// As [`Channel::recv_encoded`], and decoding errors.
     pub async fn recv(&mut self) -> Result<Message, ChannelError> {
-        loop {
-            let frame = self.io.read_frame().await?;
-            if let Some(message) = self.transport.open(&frame)? {
-                return Ok(message);
-            }
-        }
+        Ok(Message::decode(&self.recv_encoded().await?)?)
     }
 }
 

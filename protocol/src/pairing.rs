@@ -465,7 +465,7 @@ impl RelayProven {
         let bytes =
             postcard::to_allocvec(accept).map_err(|_| ProtocolError::Malformed("pair accept"))?;
         let mut framed = Vec::new();
-        self.transport.seal_bytes(&bytes, &mut framed)?;
+        self.transport.seal_bytes(bytes, &mut framed)?;
         // One fragment, one frame: strip the 2-byte length to get the Noise message.
         let (message, _) =
             crate::frame::parse_frame(&framed)?.ok_or(ProtocolError::Malformed("pair accept"))?;

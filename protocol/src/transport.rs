@@ -1,12 +1,11 @@
 //! An established Noise channel: application messages in, frames out, and back.
 //!
-//! [`Transport::seal`] encodes a [`Message`], splits it into fragments
+//! [`Transport::seal`] encodes a [`Message`], splits it into pieces
 //! ([`crate::fragment`]), encrypts each as one Noise transport message and
 //! appends it to the caller's buffer as a frame. [`Transport::open`] takes one
-//! frame payload and returns a message once its last fragment has arrived.
-//! The first frame that fails to authenticate is an error, after which the
-//! caller must close the connection (Noise nonces make recovery impossible
-//! anyway).
+//! frame payload and returns a message once its last piece has arrived. The
+//! first frame that fails to authenticate is an error, after which the caller
+//! must close the connection (Noise nonces make recovery impossible anyway).
 //!
 //! Rekeying: both directions switch to a new key every [`REKEY_INTERVAL`]
 //! Noise messages (`REKEY` from the Noise spec, §11.3). Both sides count the
@@ -14,12 +13,14 @@
 //! never approached.
 
 use crate::fragment::{self, Reassembler, MAX_PLAINTEXT};
-use crate::frame::{encode_frame, MAX_FRAME};
+use crate::frame::{HEADER_LEN, MAX_FRAME};
 use crate::message::Message;
 use crate::ProtocolError;
 
 /// Noise messages per direction between two rekeys.
 pub const REKEY_INTERVAL: u64 = 1 << 20;
+/// Bytes a Noise message adds to its plaintext (the AEAD tag).
+pub const TAG_LEN: usize = 16;
 
 /// One side of an established session or pairing channel.
 pub struct Transport {
@@ -28,7 +29,6 @@ pub struct Transport {
     sent: u64,
     received: u64,
     rekey_interval: u64,
-    scratch: Vec<u8>,
 }
 
 impl std::fmt::Debug for Transport {
@@ -40,6 +40,12 @@ impl std::fmt::Debug for Transport {
     }
 }
 
+/// Bytes on the wire for an application message of `len` encoded bytes.
+pub fn sealed_len(len: usize) -> usize {
+    let pieces = len.div_ceil(fragment::MAX_FRAGMENT).max(1);
+    len + pieces * (1 + TAG_LEN + HEADER_LEN)
+}
+
 impl Transport {
     /// Wraps a finished Noise handshake.
     pub fn new(noise: snow::TransportState) -> Self {
@@ -49,7 +55,6 @@ impl Transport {
             sent: 0,
             received: 0,
             rekey_interval: REKEY_INTERVAL,
-            scratch: vec![0u8; MAX_FRAME],
         }
     }
 
@@ -65,30 +70,57 @@ impl Transport {
     /// [`ProtocolError::TooLarge`] for oversized messages, [`ProtocolError::Crypto`]
     /// if encryption fails.
     pub fn seal(&mut self, message: &Message, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
-        self.seal_bytes(&message.encode()?, dst)
+        self.seal_bytes(message.encode()?, dst)
     }
 
     /// Encrypts already-encoded message bytes and appends their frames to `dst`.
     ///
     /// # Errors
     /// As [`Transport::seal`].
-    pub fn seal_bytes(&mut self, bytes: &[u8], dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+    pub fn seal_bytes(&mut self, bytes: Vec<u8>, dst: &mut Vec<u8>) -> Result<(), ProtocolError> {
+        let start = dst.len();
+        dst.resize(start + sealed_len(bytes.len()), 0);
+        let written = self.seal_into(bytes, &mut dst[start..])?;
+        dst.truncate(start + written);
+        Ok(())
+    }
+
+    /// Encrypts message bytes as frames into `out`, which must hold at least
+    /// [`sealed_len`] bytes; returns the bytes written. Callers that keep one
+    /// output buffer for a connection avoid clearing and refilling it per message.
+    ///
+    /// # Errors
+    /// As [`Transport::seal`], and [`ProtocolError::TooLarge`] when `out` is short.
+    pub fn seal_into(&mut self, bytes: Vec<u8>, out: &mut [u8]) -> Result<usize, ProtocolError> {
+        let needed = sealed_len(bytes.len());
+        if out.len() < needed {
+            return Err(ProtocolError::TooLarge {
+                what: "message for the output buffer",
+                len: needed,
+                max: out.len(),
+            });
+        }
+        let mut at = 0;
         fragment::split(bytes, |plaintext| {
             debug_assert!(plaintext.len() <= MAX_PLAINTEXT);
+            let body = &mut out[at + HEADER_LEN..];
             let len = self
                 .noise
-                .write_message(plaintext, &mut self.scratch)
+                .write_message(plaintext, body)
                 .map_err(|_| ProtocolError::Crypto("encryption"))?;
-            encode_frame(&self.scratch[..len], dst)?;
+            debug_assert!(len <= MAX_FRAME);
+            out[at..at + HEADER_LEN].copy_from_slice(&(len as u16).to_be_bytes());
+            at += HEADER_LEN + len;
             self.sent += 1;
             if self.sent % self.rekey_interval == 0 {
                 self.noise.rekey_outgoing();
             }
             Ok(())
-        })
+        })?;
+        Ok(at)
     }
 
-    /// Decrypts one frame payload; returns the message its last fragment completes.
+    /// Decrypts one frame payload; returns the message its last piece completes.
     ///
     /// # Errors
     /// [`ProtocolError::Crypto`] when the frame does not authenticate (tampered,
@@ -105,14 +137,16 @@ impl Transport {
     /// # Errors
     /// As [`Transport::open`].
     pub fn open_bytes(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ProtocolError> {
+        let mut plaintext = vec![0u8; frame.len()];
         let len = self
             .noise
-            .read_message(frame, &mut self.scratch)
+            .read_message(frame, &mut plaintext)
             .map_err(|_| ProtocolError::Crypto("decryption of a frame"))?;
+        plaintext.truncate(len);
         self.received += 1;
         if self.received % self.rekey_interval == 0 {
             self.noise.rekey_incoming();
         }
-        self.reassembler.handle_plaintext(&self.scratch[..len])
+        self.reassembler.handle_plaintext(plaintext)
     }
 }

@@ -25,15 +25,23 @@ const TARGETS: &[Target] = &[
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("fuzz/corpus")
+        .join(target)
 }
 
 fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let messages = [
-        Message::Hello(Hello { major: 1, minor: 0, software: "ferry 0.1.0".into() }),
+        Message::Hello(Hello {
+            major: 1,
+            minor: 0,
+            software: "ferry 0.1.0".into(),
+        }),
         Message::Ping { nonce: 7 },
         Message::Pong { nonce: u64::MAX },
-        Message::Close { reason: "client removed".into() },
+        Message::Close {
+            reason: "client removed".into(),
+        },
     ];
     let mut out = Vec::new();
     let mut stream = Vec::new();
@@ -47,12 +55,16 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     Initiator::start(
         &fuzzing::fixed_endpoint_keys(),
         &fuzzing::fixed_relay_keys().public,
-        Timestamp { secs: 1_795_000_000, nanos: 1 },
+        Timestamp {
+            secs: 1_795_000_000,
+            nanos: 1,
+        },
         &mut first,
     )
     .unwrap();
     out.push(("session_first", "valid", first));
-    let (_, start) = EndpointStart::begin(&fuzzing::fixed_code(), &fuzzing::fixed_endpoint_keys()).unwrap();
+    let (_, start) =
+        EndpointStart::begin(&fuzzing::fixed_code(), &fuzzing::fixed_endpoint_keys()).unwrap();
     out.push(("pairing_first", "valid", start.encode().unwrap()));
     out
 }

@@ -451,13 +451,16 @@ impl Catalog {
         Ok(n > 0)
     }
 
-    /// Records a session opening.
+    /// Records a session opening. Skipped (no write, no fsync) when the same
+    /// address was recorded less than a minute ago, so a client reconnecting
+    /// in a loop does not cost a synchronous disk write per handshake.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn touch_client(&mut self, id: u64, address: &str, now: i64) -> rusqlite::Result<()> {
         self.conn.execute(
-            "UPDATE clients SET last_seen_at = ?2, last_address = ?3 WHERE id = ?1",
+            "UPDATE clients SET last_seen_at = ?2, last_address = ?3 WHERE id = ?1
+             AND (last_seen_at IS NULL OR last_seen_at < ?2 - 60000 OR last_address IS NOT ?3)",
             params![id as i64, now, address],
         )?;
         Ok(())

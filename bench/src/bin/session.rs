@@ -1,0 +1,274 @@
+//! Session benchmarks (issue 2):
+//!
+//! 1. Throughput of ferry's framed Noise channel (fragmenting, framing,
+//!    ChaCha20-Poly1305, TCP over loopback, decryption on the other side)
+//!    against raw snow encryption of the same bytes in the same run.
+//! 2. Handshakes per second that a real `ferry-relay` process accepts.
+//!
+//! Usage: `session [--relay-bin PATH --endpoint-bin PATH]`; without the
+//! binaries only the throughput part runs. `bench/run.sh` builds them.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use ferry_bench::{median, mib_per_s};
+use ferry_protocol::frame::encode_frame;
+use ferry_protocol::io::{keyfile, Channel, FramedIo};
+use ferry_protocol::keys::{PublicKey, StaticKeypair};
+use ferry_protocol::session::{Initiator, Responder};
+use ferry_protocol::timestamp::Timestamp;
+use ferry_protocol::version::{ConnectionKind, Preamble};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Application message size: one Noise message's worth, as bulk data frames use.
+const MESSAGE: usize = 65_000;
+/// Bytes moved per throughput sample.
+const VOLUME: u64 = 1 << 30;
+const ROUNDS: usize = 5;
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    let arg = |name: &str| {
+        args.iter()
+            .position(|a| a == name)
+            .and_then(|i| args.get(i + 1))
+            .map(PathBuf::from)
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    println!(
+        "## Session throughput ({} MiB per sample, {MESSAGE}-byte messages, median of {ROUNDS})",
+        VOLUME >> 20
+    );
+    let (mut raw, mut chan) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        raw.push(raw_snow_encrypt()?);
+        chan.push(runtime.block_on(channel_over_loopback())?);
+    }
+    let (raw, chan) = (median(&raw), median(&chan));
+    println!("| path | MiB/s |\n| --- | --- |");
+    println!("| raw snow encryption (one core) | {raw:.0} |");
+    println!("| ferry channel over loopback TCP | {chan:.0} |");
+    println!("ratio channel / raw: {:.2}", chan / raw);
+
+    if let (Some(relay), Some(endpoint)) = (arg("--relay-bin"), arg("--endpoint-bin")) {
+        println!();
+        println!("## Handshakes per second accepted by ferry-relay (median of {ROUNDS} x 5 s)");
+        let rates = runtime.block_on(handshake_rate(&relay, &endpoint))?;
+        println!("samples: {rates:?}");
+        println!("median: {:.0} handshakes/s", median(&rates));
+    }
+    Ok(())
+}
+
+fn transports() -> Result<(
+    ferry_protocol::transport::Transport,
+    ferry_protocol::transport::Transport,
+)> {
+    let endpoint = StaticKeypair::generate()?;
+    let relay = StaticKeypair::generate()?;
+    let mut first = Vec::new();
+    let initiator = Initiator::start(
+        &endpoint,
+        &relay.public,
+        Timestamp { secs: 1, nanos: 0 },
+        &mut first,
+    )?;
+    let mut answer = Vec::new();
+    let responder = Responder::read_first(&relay, &first)?.accept(&mut answer)?;
+    Ok((initiator.finish(&answer)?, responder))
+}
+
+/// Raw snow: encrypt VOLUME bytes in Noise-sized messages, nothing else.
+fn raw_snow_encrypt() -> Result<f64> {
+    let relay = StaticKeypair::generate()?;
+    let endpoint = StaticKeypair::generate()?;
+    let params: snow::params::NoiseParams = ferry_protocol::session::SESSION_PATTERN.parse()?;
+    let mut init = snow::Builder::new(params.clone())
+        .local_private_key(endpoint.secret())?
+        .remote_public_key(&relay.public.0)?
+        .build_initiator()?;
+    let mut resp = snow::Builder::new(params)
+        .local_private_key(relay.secret())?
+        .build_responder()?;
+    let (mut a, mut b) = (vec![0u8; 65535], vec![0u8; 65535]);
+    let n = init.write_message(&[], &mut a)?;
+    resp.read_message(&a[..n], &mut b)?;
+    let n = resp.write_message(&[], &mut a)?;
+    init.read_message(&a[..n], &mut b)?;
+    let mut transport = init.into_transport_mode()?;
+    let plaintext = vec![0x5a; MESSAGE];
+    let start = Instant::now();
+    let mut done = 0u64;
+    while done < VOLUME {
+        let n = transport.write_message(&plaintext, &mut a)?;
+        std::hint::black_box(&a[..n]);
+        done += MESSAGE as u64;
+    }
+    Ok(mib_per_s(done, start.elapsed()))
+}
+
+/// ferry's channel: sender task and receiver task over a loopback socket.
+async fn channel_over_loopback() -> Result<f64> {
+    let (sender, receiver) = transports()?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let receive = tokio::spawn(async move {
+        let (stream, _) = listener.accept().await?;
+        let mut channel = Channel::new(FramedIo::new(stream), receiver);
+        let mut got = 0u64;
+        while got < VOLUME {
+            got += channel.recv_encoded().await?.len() as u64;
+        }
+        anyhow::Ok(got)
+    });
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let mut channel = Channel::new(FramedIo::new(stream), sender);
+    let payload = vec![0x5a; MESSAGE];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < VOLUME {
+        channel.send_encoded(payload.clone()).await?;
+        sent += MESSAGE as u64;
+    }
+    let got = receive.await??;
+    Ok(mib_per_s(got, start.elapsed()))
+}
+
+struct PairedClient {
+    keys: StaticKeypair,
+    relay: PublicKey,
+}
+
+/// Starts a real relay, pairs some clients through the real binaries, then
+/// has workers open sessions as fast as the relay answers.
+async fn handshake_rate(relay_bin: &PathBuf, endpoint_bin: &PathBuf) -> Result<Vec<f64>> {
+    const CLIENTS: usize = 16;
+    let dir = tempfile::tempdir()?;
+    let data = dir.path().join("relay");
+    let ok = |c: &mut Command| -> Result<String> {
+        let out = c.output()?;
+        if !out.status.success() {
+            bail!("{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    ok(Command::new(relay_bin).arg("--data").arg(&data).args([
+        "init",
+        "--listen",
+        "127.0.0.1:0",
+        "--pair-listen",
+        "127.0.0.1:0",
+    ]))?;
+    let config = std::fs::read_to_string(data.join("relay.toml"))?;
+    let config = config.replace(
+        "handshakes-per-second-per-source = 20",
+        "handshakes-per-second-per-source = 0",
+    );
+    std::fs::write(data.join("relay.toml"), config)?;
+    let mut relay = Command::new(relay_bin)
+        .arg("--data")
+        .arg(&data)
+        .arg("serve")
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::null())
+        .spawn()?;
+    let listen = data.join("run/listen.json");
+    let started = Instant::now();
+    let v: serde_json::Value = loop {
+        if let Ok(text) = std::fs::read_to_string(&listen) {
+            break serde_json::from_str(&text)?;
+        }
+        if started.elapsed() > Duration::from_secs(20) {
+            bail!("relay did not start");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let session: std::net::SocketAddr = v["session"].as_str().context("session")?.parse()?;
+    let pairing = v["pairing"].as_str().context("pairing")?.to_string();
+    let mut clients = Vec::new();
+    for i in 0..CLIENTS {
+        let name = format!("bench-{i}");
+        let out = ok(Command::new(relay_bin)
+            .arg("--data")
+            .arg(&data)
+            .args(["pair", "--name", &name, "--json"]))?;
+        let code: serde_json::Value = serde_json::from_str(&out)?;
+        let state = dir.path().join(&name);
+        ok(Command::new(endpoint_bin).arg("--state").arg(&state).args([
+            "pair",
+            "--relay",
+            &pairing,
+            "--code",
+            code["code"].as_str().context("code")?,
+        ]))?;
+        let keys = keyfile::load(&state.join("keys/endpoint.key"))?;
+        let record = std::fs::read_to_string(state.join("relay.toml"))?;
+        let hex = record
+            .lines()
+            .find_map(|l| l.strip_prefix("relay-key = "))
+            .context("relay-key")?
+            .trim_matches('"');
+        clients.push(Arc::new(PairedClient {
+            keys,
+            relay: PublicKey::from_hex(hex)?,
+        }));
+    }
+    let mut rates = Vec::new();
+    for _ in 0..ROUNDS {
+        let count = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let workers: Vec<_> = clients
+            .iter()
+            .map(|c| {
+                let (c, count, stop) = (Arc::clone(c), Arc::clone(&count), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        if one_handshake(session, &c).await.is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let window = Duration::from_secs(5);
+        tokio::time::sleep(window).await;
+        let n = count.load(Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
+        for w in workers {
+            w.await?;
+        }
+        rates.push(n as f64 / window.as_secs_f64());
+    }
+    let _ = relay.kill();
+    let _ = relay.wait();
+    Ok(rates)
+}
+
+/// One session handshake: counts once the relay's answer frame arrives (the
+/// client does not spend CPU finishing it: the relay is what is measured).
+async fn one_handshake(addr: std::net::SocketAddr, client: &PairedClient) -> Result<()> {
+    let mut stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+    let mut first = Vec::new();
+    Initiator::start(
+        &client.keys,
+        &client.relay,
+        Timestamp::from_unix(now),
+        &mut first,
+    )?;
+    let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
+    encode_frame(&first, &mut out)?;
+    stream.write_all(&out).await?;
+    let mut answer = [0u8; 8 + 2 + 48];
+    stream.read_exact(&mut answer).await?;
+    Ok(())
+}
