@@ -53,6 +53,9 @@ pub enum ConnectError {
         /// What went wrong.
         source: ChannelError,
     },
+    /// The relay is at its connection limits.
+    #[error("the relay at {0} is busy (at its connection limits); try again later")]
+    Busy(String),
     /// The handshake did not finish in time.
     #[error("the relay at {0} did not finish the handshake in time")]
     Timeout(String),
@@ -174,8 +177,10 @@ async fn handshake(
     io.write_raw(&out).await.map_err(protocol)?;
 
     let preamble = io.read_preamble().await.map_err(refused_on_eof)?;
-    let preamble =
-        Preamble::decode(&preamble, ConnectionKind::Session).map_err(|e| protocol(e.into()))?;
+    let preamble = Preamble::decode(&preamble, ConnectionKind::Session).map_err(|e| match e {
+        ProtocolError::Busy => ConnectError::Busy(address.to_string()),
+        other => protocol(other.into()),
+    })?;
     preamble
         .check_version("relay", "endpoint")
         .map_err(|e| protocol(e.into()))?;

@@ -26,6 +26,9 @@ pub enum ProtocolError {
     /// The connection did not start with ferry's preamble.
     #[error("the peer does not speak the ferry protocol")]
     NotFerry,
+    /// The relay is at its connection limits and turned us away.
+    #[error("the relay is busy (at its connection limits); try again later")]
+    Busy,
     /// The peer speaks another major version of the protocol.
     #[error(
         "{peer_role} speaks ferry protocol {peer}, this {our_role} speaks ferry protocol {ours}"

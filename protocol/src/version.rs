@@ -19,6 +19,7 @@ pub const PROTOCOL_NAME: &[u8] = b"ferry";
 pub const PREAMBLE_LEN: usize = 8;
 
 const MAGIC: &[u8; 5] = b"FERRY";
+const BUSY: u8 = b'B';
 
 /// What a connection is for; the relay serves each on its own listener.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,12 +66,24 @@ impl Preamble {
         out
     }
 
+    /// What a relay at its connection limits sends before closing, so the
+    /// endpoint can say "busy" rather than guess.
+    pub fn busy() -> [u8; PREAMBLE_LEN] {
+        let mut out = Preamble::current(ConnectionKind::Session).encode();
+        out[5] = BUSY;
+        out
+    }
+
     /// Parses a preamble of the expected kind.
     ///
     /// # Errors
-    /// [`ProtocolError::NotFerry`] when the magic or kind is wrong; the version
-    /// is returned as is and checked by [`Preamble::check_version`].
+    /// [`ProtocolError::Busy`] for the busy preamble, [`ProtocolError::NotFerry`]
+    /// when the magic or kind is wrong; the version is returned as is and
+    /// checked by [`Preamble::check_version`].
     pub fn decode(bytes: &[u8; PREAMBLE_LEN], kind: ConnectionKind) -> Result<Self, ProtocolError> {
+        if &bytes[..5] == MAGIC && bytes[5] == BUSY {
+            return Err(ProtocolError::Busy);
+        }
         if &bytes[..5] != MAGIC || bytes[5] != kind.byte() {
             return Err(ProtocolError::NotFerry);
         }

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ferry_protocol::io::keyfile;
+use ferry_protocol::io::FramedIo;
 use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::timestamp::ReplayGuard;
+use ferry_protocol::version::Preamble;
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
@@ -27,6 +30,9 @@ use crate::registry::Registry;
 
 /// How often the server looks for admin changes (e.g. a removed client).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(400);
+/// Refused connections being told "busy" at once, per listener; beyond
+/// this a refused connection is just dropped.
+pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
 /// How long open connections get to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -158,6 +164,7 @@ async fn accept_loop<H, Fut>(
     H: Fn(Arc<Shared>, TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
         let accepted = tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -182,7 +189,20 @@ async fn accept_loop<H, Fut>(
                     task.await;
                 });
             }
-            Err(refusal) => warn!("refused connection from {peer}: {refusal}"),
+            Err(refusal) => {
+                warn!("refused connection from {peer}: {refusal}");
+                // Tell the peer it is busy, closing gracefully so the word
+                // arrives; only a bounded number of such goodbyes at once.
+                if let Ok(slot) = Arc::clone(&refusals).try_acquire_owned() {
+                    tracker.spawn(async move {
+                        let _slot = slot;
+                        let mut io = FramedIo::new(stream);
+                        if io.write_raw(&Preamble::busy()).await.is_ok() {
+                            io.close(Duration::from_millis(500)).await;
+                        }
+                    });
+                }
+            }
         }
     }
 }

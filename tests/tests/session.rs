@@ -231,3 +231,51 @@ fn sigterm_stops_the_relay_cleanly() {
     assert!(relay.log().contains("relay stopped"));
     assert!(!relay.data().join("run/listen.json").exists());
 }
+
+fn limits(handshake_timeout: &str, max_connections: usize) -> String {
+    format!(
+        "handshake-timeout = {handshake_timeout:?}\nidle-timeout = \"5m\"\nmax-connections = {max_connections}\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n"
+    )
+}
+
+#[test]
+fn a_silent_connection_is_closed_at_the_handshake_timeout() {
+    let relay = Relay::start_with(ferry_tests::RelayOptions {
+        limits: Some(limits("1s", 100)),
+        ..Default::default()
+    });
+    let mut silent = TcpStream::connect(relay.session_addr).unwrap();
+    let opened = Instant::now();
+    assert!(read_to_eof(&mut silent).is_empty());
+    let took = opened.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    relay.wait_for_log("timed out");
+}
+
+#[test]
+fn the_global_connection_cap_refuses_extra_connections_and_frees_slots() {
+    let relay = Relay::start_with(ferry_tests::RelayOptions {
+        limits: Some(limits("10s", 2)),
+        ..Default::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let held: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(relay.session_addr).unwrap())
+        .collect();
+    // Once the relay has accepted both, a session is refused, and told why.
+    let err = wait_for("the cap to bite", DEADLINE, || {
+        let out = endpoint.ferry(&["status"]);
+        (!out.status.success()).then(|| stderr(&out))
+    });
+    assert!(err.contains("is busy"), "{err}");
+    relay.wait_for_log("refused connection from 127.0.0.1");
+    relay.wait_for_log("the relay's connection limit is reached");
+    drop(held);
+    wait_for("a slot to free up", DEADLINE, || {
+        endpoint.ferry(&["status"]).status.success().then_some(())
+    });
+}
