@@ -295,16 +295,15 @@ impl Endpoint {
         run(c)
     }
 
+    /// Runs `ferry pair` against `relay` with `code`.
+    pub fn try_pair(&self, relay: &Relay, code: &str) -> Output {
+        let addr = relay.pair_addr.to_string();
+        self.ferry(&["pair", "--relay", &addr, "--code", code])
+    }
+
     /// Pairs with `relay` under `name`, asserting success.
     pub fn pair_with(&self, relay: &Relay, name: &str) -> String {
-        let code = relay.pairing_code(name);
-        ok(self.ferry(&[
-            "pair",
-            "--relay",
-            &relay.pair_addr.to_string(),
-            "--code",
-            &code,
-        ]))
+        ok(self.try_pair(relay, &relay.pairing_code(name)))
     }
 
     /// Runs `ferry status --json`, asserting success.

@@ -34,13 +34,7 @@ fn pairing_then_session_both_sides_show_the_same_fingerprints() {
         .to_string();
 
     let endpoint = Endpoint::new();
-    let out = ok(endpoint.ferry(&[
-        "pair",
-        "--relay",
-        &relay.pair_addr.to_string(),
-        "--code",
-        &code,
-    ]));
+    let out = ok(endpoint.try_pair(&relay, &code));
     let field = |text: &str, key: &str| {
         text.lines()
             .find_map(|l| l.strip_prefix(key))
@@ -97,15 +91,7 @@ fn wrong_codes_are_counted_and_the_third_burns_the_code() {
     };
     let wrong = format!("{nameplate}-{wrong_secret}");
     let endpoint = Endpoint::new();
-    let pair = |code: &str| {
-        endpoint.ferry(&[
-            "pair",
-            "--relay",
-            &relay.pair_addr.to_string(),
-            "--code",
-            code,
-        ])
-    };
+    let pair = |code: &str| endpoint.try_pair(&relay, code);
 
     for left in [2, 1] {
         let out = pair(&wrong);
@@ -159,13 +145,7 @@ fn an_expired_code_fails_with_expired() {
             .then_some(())
     });
     let endpoint = Endpoint::new();
-    let out = endpoint.ferry(&[
-        "pair",
-        "--relay",
-        &relay.pair_addr.to_string(),
-        "--code",
-        code,
-    ]);
+    let out = endpoint.try_pair(&relay, code);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("expired"), "{}", stderr(&out));
 }
@@ -178,13 +158,7 @@ fn pairing_from_outside_the_lan_networks_is_refused() {
     });
     let code = relay.pairing_code("laptop");
     let endpoint = Endpoint::new();
-    let out = endpoint.ferry(&[
-        "pair",
-        "--relay",
-        &relay.pair_addr.to_string(),
-        "--code",
-        &code,
-    ]);
+    let out = endpoint.try_pair(&relay, &code);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("only from the relay's LAN networks"), "{err}");
@@ -197,13 +171,7 @@ fn pairing_twice_from_the_same_state_is_refused_clearly() {
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
     let code = relay.pairing_code("laptop-2");
-    let out = endpoint.ferry(&[
-        "pair",
-        "--relay",
-        &relay.pair_addr.to_string(),
-        "--code",
-        &code,
-    ]);
+    let out = endpoint.try_pair(&relay, &code);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already paired"), "{}", stderr(&out));
 }
