@@ -1,7 +1,7 @@
 //! The layout of the relay's data directory.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -75,6 +75,9 @@ impl DataDir {
             .with_context(|| format!("cannot create {}", self.key_path().display()))?;
         Catalog::open(&self.catalog_path())
             .with_context(|| format!("cannot create {}", self.catalog_path().display()))?;
+        // It holds pending pairing codes; SQLite gives its -wal and -shm files
+        // the same mode.
+        fs::set_permissions(self.catalog_path(), fs::Permissions::from_mode(0o600))?;
         keyfile::write_private(&self.config_path(), config.to_toml()?.as_bytes())
             .with_context(|| format!("cannot write {}", self.config_path().display()))?;
         Ok(keys)

@@ -77,6 +77,7 @@ fn pairing_then_session_both_sides_show_the_same_fingerprints() {
     assert_eq!(mode(&endpoint.state().join("relay.toml")), 0o600);
     assert_eq!(mode(&relay.data().join("keys/relay.key")), 0o600);
     assert_eq!(mode(&relay.data()), 0o700);
+    assert_eq!(mode(&relay.data().join("catalog.sqlite")), 0o600);
 }
 
 #[test]
