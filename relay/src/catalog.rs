@@ -189,7 +189,7 @@ impl Catalog {
     }
 
     /// Registers a pending pairing for `client_name`, valid until `expires_ms`.
-    /// A pending code for the same name is replaced. Returns the code.
+    /// A pending code for the same name is replaced. Returns its id and code.
     ///
     /// # Errors
     /// `Ok(Err(message))` when the name is taken by an active client or every
@@ -200,7 +200,7 @@ impl Catalog {
         now: i64,
         expires_ms: i64,
         random: u32,
-    ) -> rusqlite::Result<Result<PairingCode, String>> {
+    ) -> rusqlite::Result<Result<(i64, PairingCode), String>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -241,8 +241,9 @@ impl Catalog {
                 expires_ms
             ],
         )?;
+        let id = tx.last_insert_rowid();
         tx.commit()?;
-        Ok(Ok(code))
+        Ok(Ok((id, code)))
     }
 
     /// Finds the newest pairing with `nameplate`, expiring it if its time is up.
@@ -373,14 +374,14 @@ impl Catalog {
         Ok(PairOutcome::Paired(record))
     }
 
-    /// The state of a pairing, for waiting on it.
+    /// The state of the pairing with row `id`, for waiting on it.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn pairing_state(&self, nameplate: u32, now: i64) -> rusqlite::Result<PairingState> {
+    pub fn pairing_state(&self, id: i64, now: i64) -> rusqlite::Result<PairingState> {
         let (state, expires, client): (String, i64, Option<i64>) = self.conn.query_row(
-            "SELECT state, expires_at, client_id FROM pairings WHERE nameplate = ?1 ORDER BY id DESC LIMIT 1",
-            [nameplate],
+            "SELECT state, expires_at, client_id FROM pairings WHERE id = ?1",
+            [id],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )?;
         Ok(match state.as_str() {
@@ -524,7 +525,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
         assert_eq!(cat.schema_version().unwrap(), MIGRATIONS.len());
-        let code = cat
+        let (id, code) = cat
             .create_pairing("laptop", 1000, 2000, 12345678)
             .unwrap()
             .unwrap();
@@ -544,7 +545,7 @@ mod tests {
             PairingLookup::Used
         ));
         assert!(
-            matches!(cat.pairing_state(1, 1700).unwrap(), PairingState::Used(r) if r.id == c.id)
+            matches!(cat.pairing_state(id, 1700).unwrap(), PairingState::Used(r) if r.id == c.id)
         );
         assert!(cat
             .create_pairing("laptop", 1800, 2800, 1)
@@ -553,12 +554,12 @@ mod tests {
         assert!(cat.remove_client("laptop", 1900).unwrap());
         assert!(cat.client_by_key(&key).unwrap().is_none());
         // Expiry and burning.
-        let code = cat.create_pairing("other", 3000, 4000, 1).unwrap().unwrap();
+        let (_, code) = cat.create_pairing("other", 3000, 4000, 1).unwrap().unwrap();
         assert!(matches!(
             cat.find_pairing(code.nameplate, 4000).unwrap(),
             PairingLookup::Expired
         ));
-        let code = cat.create_pairing("third", 5000, 9000, 1).unwrap().unwrap();
+        let (_, code) = cat.create_pairing("third", 5000, 9000, 1).unwrap().unwrap();
         let PairingLookup::Pending(p) = cat.find_pairing(code.nameplate, 5001).unwrap() else {
             panic!()
         };

@@ -206,8 +206,8 @@ fn pair(data: &DataDir, name: &str, ttl: Duration, json: bool, no_wait: bool) ->
     let relay = data.keys()?;
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    let code = match catalog.create_pairing(name, now, expires, OsRng.next_u32())? {
-        Ok(code) => code,
+    let (pairing_id, code) = match catalog.create_pairing(name, now, expires, OsRng.next_u32())? {
+        Ok(created) => created,
         Err(message) => bail!(message),
     };
     if json {
@@ -237,7 +237,7 @@ fn pair(data: &DataDir, name: &str, ttl: Duration, json: bool, no_wait: bool) ->
         "waiting for the endpoint (Ctrl-C stops waiting; the code stays valid until it expires)..."
     );
     loop {
-        match catalog.pairing_state(code.nameplate, now_ms())? {
+        match catalog.pairing_state(pairing_id, now_ms())? {
             PairingState::Pending => std::thread::sleep(Duration::from_millis(200)),
             PairingState::Used(client) => {
                 println!(
