@@ -20,10 +20,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod chunking;
+pub mod compress;
+pub mod delta;
 pub mod error;
 pub mod fragment;
 pub mod frame;
 pub mod fuzzing;
+pub mod ids;
 #[cfg(feature = "io")]
 pub mod io;
 pub mod keys;
@@ -32,6 +36,7 @@ pub mod pairing;
 pub mod session;
 pub mod timestamp;
 pub mod transport;
+pub mod tree;
 pub mod units;
 pub mod version;
 
