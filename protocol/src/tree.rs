@@ -178,10 +178,10 @@ impl Tree {
         for entry in &self.entries {
             check_name(&entry.name)?;
             match &entry.kind {
-                EntryKind::Symlink { target } => {
-                    if target.is_empty() || target.len() > MAX_NAME || target.contains(&0) {
-                        return Err(ProtocolError::Malformed("symlink target"));
-                    }
+                EntryKind::Symlink { target }
+                    if target.is_empty() || target.len() > MAX_NAME || target.contains(&0) =>
+                {
+                    return Err(ProtocolError::Malformed("symlink target"));
                 }
                 EntryKind::Hardlink { target } => check_relative_path(target)?,
                 EntryKind::File {
