@@ -9,7 +9,36 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{ChunkId, ContentId, TreeId};
 use crate::ProtocolError;
+
+/// A tree or content stored on the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ObjectId {
+    /// A directory.
+    Tree(TreeId),
+    /// A file version's chunk list.
+    Content(ContentId),
+}
+
+/// One snapshot as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotInfo {
+    /// The relay's id for it.
+    pub id: u64,
+    /// Its backup set.
+    pub set: String,
+    /// Root tree.
+    pub root: TreeId,
+    /// Start and end, milliseconds since the Unix epoch.
+    pub started_ms: i64,
+    /// End of the backup.
+    pub finished_ms: i64,
+    /// Files in the snapshot.
+    pub files: u64,
+    /// Bytes of file data in the snapshot.
+    pub bytes: u64,
+}
 
 /// Greeting sent first by both sides of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,12 +66,154 @@ pub enum Message {
         /// The nonce of the `Ping` answered.
         nonce: u64,
     },
+    /// Starts a backup of a set; answered by `BackupReady`.
+    BackupBegin {
+        /// The backup set's name.
+        set: String,
+    },
+    /// The relay is ready for the upload.
+    BackupReady,
+    /// Which of these chunks does the relay lack? Answered by `ChunksMissing`.
+    QueryChunks {
+        /// Chunk ids, at most [`MAX_BATCH`].
+        ids: Vec<ChunkId>,
+    },
+    /// The subset of a `QueryChunks` the relay lacks, in the asked order.
+    ChunksMissing {
+        /// Missing chunk ids.
+        ids: Vec<ChunkId>,
+    },
+    /// Signatures of stored chunks, to compute deltas against; answered by `Signatures`.
+    GetSignatures {
+        /// Chunk ids, at most [`MAX_BATCH`].
+        ids: Vec<ChunkId>,
+    },
+    /// Answer to `GetSignatures`, one per id asked (`None` when unknown).
+    Signatures {
+        /// Serialized rsync signatures.
+        signatures: Vec<Option<Vec<u8>>>,
+    },
+    /// A whole chunk (lz4-compressed when `compressed`).
+    PutChunk {
+        /// Its id, checked by the relay.
+        id: ChunkId,
+        /// Whether `data` is lz4-compressed.
+        compressed: bool,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A chunk as an rsync delta against a chunk the relay holds.
+    PutDelta {
+        /// The id of the rebuilt chunk, checked by the relay.
+        id: ChunkId,
+        /// The chunk the delta applies to.
+        base: ChunkId,
+        /// Whether `delta` is lz4-compressed.
+        compressed: bool,
+        /// The delta.
+        delta: Vec<u8>,
+    },
+    /// Which of these objects does the relay lack? Answered by `ObjectsMissing`.
+    QueryObjects {
+        /// Object ids, at most [`MAX_BATCH`].
+        ids: Vec<ObjectId>,
+    },
+    /// The subset of a `QueryObjects` the relay lacks.
+    ObjectsMissing {
+        /// Missing object ids.
+        ids: Vec<ObjectId>,
+    },
+    /// A tree or content (lz4-compressed when `compressed`).
+    PutObject {
+        /// Its id, checked by the relay.
+        id: ObjectId,
+        /// Whether `data` is lz4-compressed.
+        compressed: bool,
+        /// The encoded object.
+        data: Vec<u8>,
+    },
+    /// Make everything sent so far durable; answered by `Synced`.
+    Sync,
+    /// Everything before the `Sync` is durable, except these chunks, whose
+    /// deltas did not rebuild them: send them whole.
+    Synced {
+        /// Chunks to send again as `PutChunk`.
+        rejected: Vec<ChunkId>,
+    },
+    /// Commit the snapshot with this root; answered by `Committed`.
+    Commit {
+        /// Root tree.
+        root: TreeId,
+        /// Files in the snapshot.
+        files: u64,
+        /// Bytes of file data.
+        bytes: u64,
+        /// Start of the backup, ms since the epoch.
+        started_ms: i64,
+    },
+    /// The snapshot is committed.
+    Committed {
+        /// Its id.
+        snapshot: u64,
+    },
+    /// Lists snapshots, of one set or all; answered by `SnapshotList`.
+    ListSnapshots {
+        /// Only this set, if given.
+        set: Option<String>,
+    },
+    /// Snapshots, oldest first.
+    SnapshotList {
+        /// The snapshots.
+        snapshots: Vec<SnapshotInfo>,
+    },
+    /// Fetches a tree or content; answered by `Object`.
+    GetObject {
+        /// The object.
+        id: ObjectId,
+    },
+    /// A stored object (lz4-compressed when `compressed`).
+    Object {
+        /// Whether `data` is lz4-compressed.
+        compressed: bool,
+        /// The encoded object.
+        data: Vec<u8>,
+    },
+    /// Fetches a chunk, as a delta against the caller's chunk when its
+    /// signature is given; answered by `ChunkData` or `ChunkDelta`.
+    GetChunk {
+        /// The chunk wanted.
+        id: ChunkId,
+        /// Signature of a similar chunk the caller holds.
+        base_signature: Option<Vec<u8>>,
+    },
+    /// A whole chunk.
+    ChunkData {
+        /// Whether `data` is lz4-compressed.
+        compressed: bool,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// A chunk as a delta against the caller's base.
+    ChunkDelta {
+        /// Whether `delta` is lz4-compressed.
+        compressed: bool,
+        /// The delta.
+        delta: Vec<u8>,
+    },
+    /// The request failed; the message is for the user.
+    Failed {
+        /// What went wrong.
+        message: String,
+    },
     /// The sender is closing the session; the reason is shown to the user.
     Close {
         /// Human-readable reason, e.g. "client removed".
         reason: String,
     },
 }
+
+/// Largest number of ids in one query.
+pub const MAX_BATCH: usize = 4096;
 
 impl Message {
     /// Encodes the message into its postcard bytes.
@@ -82,6 +253,41 @@ mod tests {
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
             any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
             ".{0,200}".prop_map(|reason| Message::Close { reason }),
+            proptest::collection::vec(any::<[u8; 32]>(), 0..5).prop_map(|ids| {
+                Message::QueryChunks {
+                    ids: ids.into_iter().map(ChunkId).collect(),
+                }
+            }),
+            (
+                any::<[u8; 32]>(),
+                any::<bool>(),
+                proptest::collection::vec(any::<u8>(), 0..100)
+            )
+                .prop_map(|(id, compressed, data)| Message::PutChunk {
+                    id: ChunkId(id),
+                    compressed,
+                    data
+                }),
+            (
+                any::<[u8; 32]>(),
+                any::<[u8; 32]>(),
+                proptest::collection::vec(any::<u8>(), 0..100)
+            )
+                .prop_map(|(id, base, delta)| Message::PutDelta {
+                    id: ChunkId(id),
+                    base: ChunkId(base),
+                    compressed: false,
+                    delta
+                }),
+            any::<[u8; 32]>().prop_map(|id| Message::GetObject {
+                id: ObjectId::Tree(TreeId(id))
+            }),
+            proptest::option::of(proptest::collection::vec(any::<u8>(), 0..50)).prop_map(
+                |base_signature| Message::GetChunk {
+                    id: ChunkId([1; 32]),
+                    base_signature
+                }
+            ),
         ]
     }
 

@@ -48,7 +48,92 @@ const MIGRATIONS: &[&str] = &[
         client_id INTEGER REFERENCES clients(id)
     );
     CREATE UNIQUE INDEX pairings_pending_nameplate ON pairings(nameplate) WHERE state = 'pending';",
+    // 2: backup sets, the blob index (chunks, signatures, trees, contents) and snapshots.
+    "CREATE TABLE backup_sets (
+        id INTEGER PRIMARY KEY,
+        client_id INTEGER NOT NULL REFERENCES clients(id),
+        name TEXT NOT NULL,
+        UNIQUE (client_id, name)
+    );
+    CREATE TABLE blobs (
+        client_id INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        id BLOB NOT NULL,
+        pack INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        compressed INTEGER NOT NULL,
+        PRIMARY KEY (client_id, kind, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX blobs_by_pack ON blobs(pack);
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY,
+        client_id INTEGER NOT NULL REFERENCES clients(id),
+        set_id INTEGER NOT NULL REFERENCES backup_sets(id),
+        root BLOB NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    CREATE INDEX snapshots_by_set ON snapshots(client_id, set_id, id);",
 ];
+
+/// What a blob is; part of its key, so a chunk and a tree never collide.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlobKind {
+    /// File data.
+    Chunk = 0,
+    /// The rsync signature of the chunk with the same id.
+    Signature = 1,
+    /// A directory.
+    Tree = 2,
+    /// A file version's chunk list.
+    Content = 3,
+}
+
+/// A blob's index row.
+#[derive(Debug, Clone, Copy)]
+pub struct BlobRow {
+    /// What it is.
+    pub kind: BlobKind,
+    /// Its id (a BLAKE3 hash).
+    pub id: [u8; 32],
+    /// Where it is stored.
+    pub at: crate::store::BlobLocation,
+    /// Whether the stored bytes are lz4-compressed.
+    pub compressed: bool,
+}
+
+/// A snapshot row, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRow {
+    /// Its id.
+    pub id: u64,
+    /// Its client's name.
+    pub client: String,
+    /// Its backup set.
+    pub set: String,
+    /// Root tree id (hex).
+    pub root: String,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339).
+    pub finished_at: String,
+    /// Files in it.
+    pub files: u64,
+    /// Bytes of file data in it.
+    pub bytes: u64,
+    #[serde(skip)]
+    /// Root tree id.
+    pub root_id: [u8; 32],
+    #[serde(skip)]
+    /// Start, ms.
+    pub started_ms: i64,
+    #[serde(skip)]
+    /// End, ms.
+    pub finished_ms: i64,
+}
 
 /// A paired client as the catalog knows it.
 #[derive(Debug, Clone, Serialize)]
@@ -474,6 +559,162 @@ impl Catalog {
     pub fn integrity_check(&self) -> rusqlite::Result<String> {
         self.conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+    }
+}
+
+impl Catalog {
+    /// The id of `client`'s backup set `name`, created if new.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn ensure_set(&mut self, client: u64, name: &str) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO backup_sets (client_id, name) VALUES (?1, ?2)",
+            params![client as i64, name],
+        )?;
+        self.conn.query_row(
+            "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
+            params![client as i64, name],
+            |r| r.get(0),
+        )
+    }
+
+    /// Where `client`'s blob is, if stored.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn find_blob(
+        &self,
+        client: u64,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> rusqlite::Result<Option<BlobRow>> {
+        self.conn
+            .prepare_cached(
+                "SELECT pack, offset, length, compressed FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
+            )?
+            .query_row(params![client as i64, kind as i64, &id[..]], |r| {
+                Ok(BlobRow {
+                    kind,
+                    id: *id,
+                    at: crate::store::BlobLocation {
+                        pack: r.get(0)?,
+                        offset: r.get::<_, i64>(1)? as u64,
+                        len: r.get(2)?,
+                    },
+                    compressed: r.get(3)?,
+                })
+            })
+            .optional()
+    }
+
+    /// Records durable blobs, in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn insert_blobs(&mut self, client: u64, rows: &[BlobRow]) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO blobs (client_id, kind, id, pack, offset, length, compressed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for row in rows {
+                insert.execute(params![
+                    client as i64,
+                    row.kind as i64,
+                    &row.id[..],
+                    row.at.pack,
+                    row.at.offset as i64,
+                    row.at.len,
+                    row.compressed
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// For each pack, the end of its last indexed blob (for cutting torn tails).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn committed_pack_ends(&self) -> rusqlite::Result<std::collections::HashMap<u32, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pack, MAX(offset + length) FROM blobs GROUP BY pack")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        rows.collect()
+    }
+
+    /// Commits a snapshot; returns its id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_snapshot(
+        &mut self,
+        client: u64,
+        set_id: i64,
+        root: &[u8; 32],
+        started_ms: i64,
+        finished_ms: i64,
+        files: u64,
+        bytes: u64,
+    ) -> rusqlite::Result<u64> {
+        self.conn.execute(
+            "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                client as i64,
+                set_id,
+                &root[..],
+                started_ms,
+                finished_ms,
+                files as i64,
+                bytes as i64
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// Snapshots, oldest first, optionally of one client and one set name.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn list_snapshots(
+        &self,
+        client: Option<u64>,
+        set: Option<&str>,
+    ) -> rusqlite::Result<Vec<SnapshotRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.id, c.name, b.name, s.root, s.started_at, s.finished_at, s.files, s.bytes
+             FROM snapshots s JOIN clients c ON c.id = s.client_id JOIN backup_sets b ON b.id = s.set_id
+             WHERE (?1 IS NULL OR s.client_id = ?1) AND (?2 IS NULL OR b.name = ?2)
+             ORDER BY s.id",
+        )?;
+        let rows = stmt.query_map(params![client.map(|c| c as i64), set], |r| {
+            let root: Vec<u8> = r.get(3)?;
+            let root_id: [u8; 32] = root.as_slice().try_into().unwrap_or([0; 32]);
+            let (started_ms, finished_ms): (i64, i64) = (r.get(4)?, r.get(5)?);
+            Ok(SnapshotRow {
+                id: r.get::<_, i64>(0)? as u64,
+                client: r.get(1)?,
+                set: r.get(2)?,
+                root: root_id.iter().map(|b| format!("{b:02x}")).collect(),
+                started_at: ferry_protocol::units::format_rfc3339(started_ms),
+                finished_at: ferry_protocol::units::format_rfc3339(finished_ms),
+                files: r.get::<_, i64>(6)? as u64,
+                bytes: r.get::<_, i64>(7)? as u64,
+                root_id,
+                started_ms,
+                finished_ms,
+            })
+        })?;
+        rows.collect()
     }
 }
 

@@ -43,6 +43,11 @@ impl DataDir {
         self.root.join("catalog.sqlite")
     }
 
+    /// The pack files.
+    pub fn store_dir(&self) -> PathBuf {
+        self.root.join("store").join("packs")
+    }
+
     /// Written by `serve` once bound: the actual listen addresses, so tools and
     /// tests can find a relay started on port 0.
     pub fn listen_file(&self) -> PathBuf {

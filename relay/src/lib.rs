@@ -18,3 +18,5 @@ pub mod pairing_service;
 pub mod registry;
 pub mod server;
 pub mod session_service;
+pub mod store;
+pub mod transfer;

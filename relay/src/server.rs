@@ -27,6 +27,7 @@ use crate::catalog::Catalog;
 use crate::config::{Limits, RelayConfig};
 use crate::data_dir::DataDir;
 use crate::registry::Registry;
+use crate::store::PackStore;
 
 /// How often the server looks for admin changes (e.g. a removed client).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(400);
@@ -47,6 +48,8 @@ pub struct Shared {
     pub limits: Limits,
     /// The catalog; only ever locked inside `spawn_blocking`.
     pub catalog: Mutex<Catalog>,
+    /// The pack store; appends are serialized by this lock.
+    pub store: Mutex<PackStore>,
     /// Newest handshake timestamp per client key.
     pub replay: Mutex<ReplayGuard>,
     /// Open sessions.
@@ -92,6 +95,13 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     let limits = config.limits.resolve()?;
     let keys = data.keys()?;
     let catalog = data.catalog()?;
+    let store =
+        PackStore::open(&data.store_dir(), &catalog.committed_pack_ends()?).with_context(|| {
+            format!(
+                "cannot open the chunk store in {}",
+                data.store_dir().display()
+            )
+        })?;
     let sessions = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen for sessions on {}", config.listen))?;
@@ -113,6 +123,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         config,
         limits: limits.clone(),
         catalog: Mutex::new(catalog),
+        store: Mutex::new(store),
         replay: Mutex::new(ReplayGuard::default()),
         registry: Arc::new(Registry::default()),
         session_addr,

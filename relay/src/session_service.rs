@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use crate::catalog::{now_ms, ClientRecord};
 use crate::server::Shared;
+use crate::transfer::Transfer;
 
 /// The software string sent in `Hello`.
 pub const SOFTWARE: &str = concat!("ferry-relay ", env!("CARGO_PKG_VERSION"));
@@ -60,7 +61,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         client.name, client.fingerprint
     );
     let mut channel = Channel::new(io, transport);
-    let reason = match run_session(&shared, &mut channel, &entry.revoked).await {
+    let transfer = Transfer::new(Arc::clone(&shared), client.id);
+    let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer).await {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),
     };
@@ -111,7 +113,9 @@ async fn run_session(
     shared: &Arc<Shared>,
     channel: &mut Channel<TcpStream>,
     revoked: &tokio_util::sync::CancellationToken,
+    transfer: Transfer,
 ) -> Result<String> {
+    let mut transfer = Some(transfer);
     let idle = shared.limits.idle_timeout;
     match tokio::time::timeout(idle, channel.recv()).await {
         Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => {}
@@ -153,8 +157,25 @@ async fn run_session(
             Ok(Ok(Message::Close { reason })) => {
                 return Ok(format!("the endpoint closed: {reason}"))
             }
-            Ok(Ok(other)) => {
-                return Err(anyhow!("unexpected message from the endpoint: {other:?}"));
+            Ok(Ok(request)) => {
+                let mut worker = transfer
+                    .take()
+                    .expect("transfer state is put back after each request");
+                let (worker, result) = tokio::task::spawn_blocking(move || {
+                    let result = worker.handle(request);
+                    (worker, result)
+                })
+                .await?;
+                transfer = Some(worker);
+                match result {
+                    Ok(Some(reply)) => channel.send(&reply).await?,
+                    Ok(None) => {}
+                    Err(e) => {
+                        let message = format!("{e:#}");
+                        let _ = channel.send(&Message::Failed { message }).await;
+                        return Err(e);
+                    }
+                }
             }
         }
     }

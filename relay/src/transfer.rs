@@ -1,0 +1,441 @@
+//! Backup and restore requests inside an authenticated session.
+//!
+//! [`Transfer::handle`] takes one request and returns the reply, if the
+//! request has one. It does blocking work (hashing, lz4, rsync, pack writes,
+//! SQLite), so the session calls it on the blocking pool. Every lookup is
+//! keyed by the session's client: asking for another client's blob gives the
+//! same answer as asking for one that does not exist.
+//!
+//! Upload rules: a chunk counts only once its BLAKE3 matches its id (a delta
+//! that does not rebuild it is reported back in `Synced.rejected`); blobs
+//! become visible in the catalog at `Sync`, after the pack is fsynced; a
+//! snapshot is committed only when everything new under its root is present.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, ensure, Result};
+use ferry_protocol::chunking::MAX_CHUNK;
+use ferry_protocol::compress::{compress, decompress};
+use ferry_protocol::delta;
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
+use ferry_protocol::message::{Message, ObjectId, SnapshotInfo, MAX_BATCH};
+use ferry_protocol::tree::{Content, EntryKind, Tree};
+
+use crate::catalog::{now_ms, BlobKind, BlobRow};
+use crate::server::Shared;
+use crate::store::BlobStore;
+
+/// One session's transfer state.
+#[derive(Debug)]
+pub struct Transfer {
+    shared: Arc<Shared>,
+    client: u64,
+    upload: Option<Upload>,
+}
+
+/// An open backup: blobs written but not yet in the catalog.
+#[derive(Debug, Default)]
+struct Upload {
+    set_id: i64,
+    pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
+    rejected: Vec<ChunkId>,
+    new_trees: HashSet<TreeId>,
+    new_contents: HashSet<ContentId>,
+}
+
+fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
+    match id {
+        ObjectId::Tree(t) => (BlobKind::Tree, t.0),
+        ObjectId::Content(c) => (BlobKind::Content, c.0),
+    }
+}
+
+impl Transfer {
+    /// State for a session of `client`.
+    pub fn new(shared: Arc<Shared>, client: u64) -> Self {
+        Transfer {
+            shared,
+            client,
+            upload: None,
+        }
+    }
+
+    /// Handles one request; returns the reply, if it has one.
+    ///
+    /// # Errors
+    /// A protocol violation or a storage failure: the session should report
+    /// it and end.
+    pub fn handle(&mut self, message: Message) -> Result<Option<Message>> {
+        Ok(match message {
+            Message::BackupBegin { set } => {
+                check_set_name(&set)?;
+                let client = self.client;
+                let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
+                self.upload = Some(Upload {
+                    set_id,
+                    ..Upload::default()
+                });
+                Some(Message::BackupReady)
+            }
+            Message::QueryChunks { ids } => {
+                check_batch(ids.len())?;
+                let mut missing = Vec::new();
+                for id in ids {
+                    if !self.has(BlobKind::Chunk, &id.0)? {
+                        missing.push(id);
+                    }
+                }
+                Some(Message::ChunksMissing { ids: missing })
+            }
+            Message::GetSignatures { ids } => {
+                check_batch(ids.len())?;
+                let signatures = ids
+                    .iter()
+                    .map(|id| self.load(BlobKind::Signature, &id.0))
+                    .collect::<Result<_>>()?;
+                Some(Message::Signatures { signatures })
+            }
+            Message::PutChunk {
+                id,
+                compressed,
+                data,
+            } => {
+                let raw = decompress(compressed, data, MAX_CHUNK as usize)?;
+                ensure!(
+                    ChunkId::of(&raw) == id,
+                    "chunk {} does not match its id",
+                    id.short()
+                );
+                self.store_chunk(id, &raw)?;
+                None
+            }
+            Message::PutDelta {
+                id,
+                base,
+                compressed,
+                delta: bytes,
+            } => {
+                let delta = decompress(compressed, bytes, delta::MAX_DELTA)?;
+                let rebuilt = match self.load(BlobKind::Chunk, &base.0)? {
+                    Some(base) => delta::apply(&base, &delta, &id).ok(),
+                    None => None,
+                };
+                match rebuilt {
+                    Some(raw) => self.store_chunk(id, &raw)?,
+                    None => self.upload()?.rejected.push(id),
+                }
+                None
+            }
+            Message::QueryObjects { ids } => {
+                check_batch(ids.len())?;
+                let mut missing = Vec::new();
+                for id in ids {
+                    let (kind, key) = object_key(&id);
+                    if !self.has(kind, &key)? {
+                        missing.push(id);
+                    }
+                }
+                Some(Message::ObjectsMissing { ids: missing })
+            }
+            Message::PutObject {
+                id,
+                compressed,
+                data,
+            } => {
+                let raw = decompress(compressed, data, MAX_MESSAGE)?;
+                match id {
+                    ObjectId::Tree(tree) => {
+                        Tree::decode(&tree, &raw)?;
+                        self.upload()?.new_trees.insert(tree);
+                    }
+                    ObjectId::Content(content) => {
+                        Content::decode(&content, &raw)?;
+                        self.upload()?.new_contents.insert(content);
+                    }
+                }
+                let (kind, key) = object_key(&id);
+                self.store_blob(kind, key, &raw, true)?;
+                None
+            }
+            Message::Sync => {
+                self.sync()?;
+                let rejected = std::mem::take(&mut self.upload()?.rejected);
+                Some(Message::Synced { rejected })
+            }
+            Message::Commit {
+                root,
+                files,
+                bytes,
+                started_ms,
+            } => Some(self.commit(root, files, bytes, started_ms)?),
+            Message::ListSnapshots { set } => {
+                let client = self.client;
+                let rows = self.catalog(move |c| c.list_snapshots(Some(client), set.as_deref()))?;
+                let snapshots = rows
+                    .into_iter()
+                    .map(|r| SnapshotInfo {
+                        id: r.id,
+                        set: r.set,
+                        root: TreeId(r.root_id),
+                        started_ms: r.started_ms,
+                        finished_ms: r.finished_ms,
+                        files: r.files,
+                        bytes: r.bytes,
+                    })
+                    .collect();
+                Some(Message::SnapshotList { snapshots })
+            }
+            Message::GetObject { id } => {
+                let (kind, key) = object_key(&id);
+                match self.find(kind, &key)? {
+                    Some(row) => Some(Message::Object {
+                        compressed: row.compressed,
+                        data: self.read(&row)?,
+                    }),
+                    None => Some(Message::Failed {
+                        message: format!("no such object {id:?}"),
+                    }),
+                }
+            }
+            Message::GetChunk { id, base_signature } => Some(self.get_chunk(&id, base_signature)?),
+            other => bail!("unexpected message {}", message_name(&other)),
+        })
+    }
+
+    fn upload(&mut self) -> Result<&mut Upload> {
+        self.upload
+            .as_mut()
+            .ok_or_else(|| anyhow!("upload message outside a backup (no BackupBegin)"))
+    }
+
+    fn catalog<T>(
+        &self,
+        f: impl FnOnce(&mut crate::catalog::Catalog) -> rusqlite::Result<T>,
+    ) -> Result<T> {
+        let mut catalog = self
+            .shared
+            .catalog
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        Ok(f(&mut catalog)?)
+    }
+
+    /// The blob's row: pending in this upload, or committed.
+    fn find(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<BlobRow>> {
+        if let Some(row) = self
+            .upload
+            .as_ref()
+            .and_then(|u| u.pending.get(&(kind, *id)))
+        {
+            return Ok(Some(*row));
+        }
+        let client = self.client;
+        self.catalog(|c| c.find_blob(client, kind, id))
+    }
+
+    fn has(&self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+        Ok(self.find(kind, id)?.is_some())
+    }
+
+    fn read(&self, row: &BlobRow) -> Result<Vec<u8>> {
+        let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(store.read(&row.at)?)
+    }
+
+    /// The blob's bytes, decompressed.
+    fn load(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let Some(row) = self.find(kind, id)? else {
+            return Ok(None);
+        };
+        let limit = if kind == BlobKind::Chunk {
+            MAX_CHUNK as usize
+        } else {
+            MAX_MESSAGE
+        };
+        Ok(Some(decompress(row.compressed, self.read(&row)?, limit)?))
+    }
+
+    fn store_blob(
+        &mut self,
+        kind: BlobKind,
+        id: [u8; 32],
+        raw: &[u8],
+        try_compress: bool,
+    ) -> Result<()> {
+        if self.has(kind, &id)? {
+            return Ok(());
+        }
+        let (compressed, bytes) = if try_compress {
+            compress(raw)
+        } else {
+            (false, raw.to_vec())
+        };
+        let at = {
+            let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+            store.append(&bytes)?
+        };
+        let row = BlobRow {
+            kind,
+            id,
+            at,
+            compressed,
+        };
+        self.upload()?.pending.insert((kind, id), row);
+        Ok(())
+    }
+
+    /// Stores a verified chunk with its signature, computed once, here.
+    fn store_chunk(&mut self, id: ChunkId, raw: &[u8]) -> Result<()> {
+        if self.has(BlobKind::Chunk, &id.0)? {
+            return Ok(());
+        }
+        self.store_blob(BlobKind::Chunk, id.0, raw, true)?;
+        self.store_blob(BlobKind::Signature, id.0, &delta::signature(raw), false)
+    }
+
+    /// Pack data durable first, then the catalog rows that name it.
+    fn sync(&mut self) -> Result<()> {
+        let rows: Vec<BlobRow> = self.upload()?.pending.values().copied().collect();
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.shared
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .sync()?;
+        let client = self.client;
+        self.catalog(|c| c.insert_blobs(client, &rows))?;
+        self.upload()?.pending.clear();
+        Ok(())
+    }
+
+    fn commit(&mut self, root: TreeId, files: u64, bytes: u64, started_ms: i64) -> Result<Message> {
+        self.sync()?;
+        if !self.upload()?.rejected.is_empty() {
+            bail!("commit with chunks still rejected");
+        }
+        let upload = self
+            .upload
+            .take()
+            .ok_or_else(|| anyhow!("commit outside a backup"))?;
+        if let Err(e) = self.check_closure(&root, &upload) {
+            return Ok(Message::Failed {
+                message: format!("snapshot incomplete, not committed: {e:#}"),
+            });
+        }
+        let client = self.client;
+        let snapshot = self.catalog(|c| {
+            c.insert_snapshot(
+                client,
+                upload.set_id,
+                &root.0,
+                started_ms,
+                now_ms(),
+                files,
+                bytes,
+            )
+        })?;
+        tracing::info!(
+            "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"
+        );
+        Ok(Message::Committed { snapshot })
+    }
+
+    /// Checks that the root exists and that every tree and content uploaded
+    /// in this backup references only what exists. Trees that existed before
+    /// were complete when they were stored, since uploads go bottom-up.
+    fn check_closure(&self, root: &TreeId, upload: &Upload) -> Result<()> {
+        ensure!(
+            self.has(BlobKind::Tree, &root.0)?,
+            "root tree {} is missing",
+            root.short()
+        );
+        for tree_id in &upload.new_trees {
+            let raw = self
+                .load(BlobKind::Tree, &tree_id.0)?
+                .ok_or_else(|| anyhow!("tree vanished"))?;
+            for entry in Tree::decode(tree_id, &raw)?.entries {
+                match entry.kind {
+                    EntryKind::Dir { tree } => {
+                        ensure!(
+                            self.has(BlobKind::Tree, &tree.0)?,
+                            "tree {} is missing",
+                            tree.short()
+                        );
+                    }
+                    EntryKind::File { content, .. } => {
+                        ensure!(
+                            self.has(BlobKind::Content, &content.0)?,
+                            "content {} is missing",
+                            content.short()
+                        );
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for content_id in &upload.new_contents {
+            let raw = self
+                .load(BlobKind::Content, &content_id.0)?
+                .ok_or_else(|| anyhow!("content vanished"))?;
+            for chunk in Content::decode(content_id, &raw)?.chunks {
+                ensure!(
+                    self.has(BlobKind::Chunk, &chunk.id.0)?,
+                    "chunk {} is missing",
+                    chunk.id.short()
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// A chunk for a restore: as a delta against the caller's similar chunk
+    /// when that is smaller, else whole.
+    fn get_chunk(&self, id: &ChunkId, base_signature: Option<Vec<u8>>) -> Result<Message> {
+        let Some(row) = self.find(BlobKind::Chunk, &id.0)? else {
+            return Ok(Message::Failed {
+                message: format!("no such chunk {}", id.short()),
+            });
+        };
+        let stored = self.read(&row)?;
+        if let Some(signature) = base_signature {
+            let raw = decompress(row.compressed, stored.clone(), MAX_CHUNK as usize)?;
+            let delta = delta::diff(signature, &raw)?;
+            let (compressed, delta) = compress(&delta);
+            if delta.len() < stored.len() {
+                return Ok(Message::ChunkDelta { compressed, delta });
+            }
+        }
+        Ok(Message::ChunkData {
+            compressed: row.compressed,
+            data: stored,
+        })
+    }
+}
+
+fn check_batch(len: usize) -> Result<()> {
+    ensure!(
+        len <= MAX_BATCH,
+        "batch of {len} ids exceeds the limit of {MAX_BATCH}"
+    );
+    Ok(())
+}
+
+fn check_set_name(set: &str) -> Result<()> {
+    ensure!(
+        !set.is_empty() && set.len() <= 64 && !set.chars().any(|c| c.is_control() || c == '/'),
+        "invalid backup set name {set:?}"
+    );
+    Ok(())
+}
+
+fn message_name(message: &Message) -> String {
+    let text = format!("{message:?}");
+    text.split([' ', '{', '('])
+        .next()
+        .unwrap_or("?")
+        .to_string()
+}
