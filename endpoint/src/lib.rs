@@ -8,7 +8,20 @@
 //! - [`connect::connect`]: tries the relay's addresses, LAN first, and
 //!   returns an established [`connect::Session`].
 
+pub mod backup;
+pub mod cache;
+pub mod client;
 pub mod config;
 pub mod connect;
+pub mod fsmeta;
 pub mod pair;
+pub mod restore;
 pub mod state;
+pub mod target;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}

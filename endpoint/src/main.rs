@@ -8,11 +8,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
+use ferry_endpoint::backup;
+use ferry_endpoint::cache::FilesCache;
+use ferry_endpoint::client::RelayClient;
 use ferry_endpoint::connect::{connect, Session};
 use ferry_endpoint::pair::pair;
+use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
 use ferry_protocol::message::Message;
 use ferry_protocol::pairing::PairingCode;
+use ferry_protocol::units::format_rfc3339;
 
 /// ferry: back up to your relay from anywhere.
 #[derive(Debug, Parser)]
@@ -45,6 +50,47 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Back up paths (recorded under their absolute paths) as a new snapshot.
+    Backup {
+        /// The backup set.
+        #[arg(long, default_value = "default")]
+        set: String,
+        /// Print one JSON summary.
+        #[arg(long)]
+        json: bool,
+        /// Files and directories to back up.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// List the snapshots on the relay.
+    Snapshots {
+        /// Only this backup set.
+        #[arg(long)]
+        set: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a snapshot (or some paths of it) into a directory.
+    Restore {
+        /// The backup set (default: `default`, or any set with -b ID).
+        #[arg(long)]
+        set: Option<String>,
+        /// Snapshot id, or `last`.
+        #[arg(short = 'b', long = "backup", default_value = "last", value_parser = parse_selector)]
+        backup: Selector,
+        /// Restore what was under this absolute path...
+        #[arg(long)]
+        map_from: Option<PathBuf>,
+        /// ...into this directory; without --map-from, absolute paths are recreated below it.
+        #[arg(long)]
+        map_to: PathBuf,
+        /// Print one JSON summary.
+        #[arg(long)]
+        json: bool,
+        /// Only these paths (absolute, as backed up).
+        paths: Vec<PathBuf>,
+    },
     /// Connect to the relay and report who answered, where, and how fast.
     Status {
         /// Print one JSON object.
@@ -56,9 +102,21 @@ enum Command {
     },
 }
 
+fn parse_selector(text: &str) -> Result<Selector, String> {
+    if text == "last" {
+        return Ok(Selector::Last);
+    }
+    text.parse()
+        .map(Selector::Id)
+        .map_err(|_| format!("expected a snapshot id or `last`, not {text:?}"))
+}
+
 fn parse_code(text: &str) -> Result<PairingCode, String> {
     PairingCode::parse(text).map_err(|e| e.to_string())
 }
+
+/// Exit code when a snapshot was made but some files could not be read.
+const PARTIAL: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -82,7 +140,7 @@ fn main() -> ExitCode {
         }
     };
     match runtime.block_on(run(cli)) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("ferry: error: {e:#}");
             ExitCode::FAILURE
@@ -90,7 +148,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: Cli) -> Result<()> {
+async fn run(cli: Cli) -> Result<ExitCode> {
     let state = match cli.state {
         Some(dir) => StateDir::new(dir),
         None => StateDir::default_location()?,
@@ -101,9 +159,175 @@ async fn run(cli: Cli) -> Result<()> {
             code,
             name,
             json,
-        } => run_pair(&state, &relay, &code, name, json).await,
-        Command::Status { json, watch } => run_status(&state, json, watch).await,
+        } => run_pair(&state, &relay, &code, name, json).await?,
+        Command::Status { json, watch } => run_status(&state, json, watch).await?,
+        Command::Backup { set, json, paths } => {
+            return run_backup(&state, &set, &paths, json).await
+        }
+        Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
+        Command::Restore {
+            set,
+            backup,
+            map_from,
+            map_to,
+            json,
+            paths,
+        } => {
+            let set = match (set, backup) {
+                (Some(set), _) => Some(set),
+                (None, Selector::Last) => Some("default".to_string()),
+                (None, Selector::Id(_)) => None,
+            };
+            let request = restore::Request {
+                set,
+                snapshot: backup,
+                map_from,
+                map_to,
+                paths,
+            };
+            return run_restore(&state, &request, json).await;
+        }
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Opens a session with the paired relay.
+async fn open_client(state: &StateDir) -> Result<RelayClient> {
+    let record = state.paired_relay()?;
+    let keys = state.keys()?;
+    let timeouts = state.config()?.connect.resolve()?;
+    let relay_key = record.relay_public_key()?;
+    let session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
+    Ok(RelayClient::new(session))
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+async fn run_backup(
+    state: &StateDir,
+    set: &str,
+    paths: &[PathBuf],
+    json: bool,
+) -> Result<ExitCode> {
+    for path in paths {
+        if std::fs::symlink_metadata(path).is_err() {
+            bail!("{}: no such file or directory", path.display());
+        }
+    }
+    let mut cache = FilesCache::open(&state.cache_path())?;
+    let mut client = open_client(state).await?;
+    let summary = backup::run(&mut client, &mut cache, set, paths).await?;
+    client.close().await;
+    for error in &summary.errors {
+        eprintln!("ferry: cannot read {error}");
+    }
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "snapshot {} of set {set:?}: {} files ({} new, {} changed, {} unchanged), {} scanned, {} sent, {} received in {:.1} s",
+            summary.snapshot,
+            summary.files,
+            summary.files_new,
+            summary.files_changed,
+            summary.files_unchanged,
+            human_bytes(summary.bytes_scanned),
+            human_bytes(summary.bytes_sent),
+            human_bytes(summary.bytes_received),
+            summary.duration_s
+        );
+    }
+    Ok(if summary.files_unreadable > 0 {
+        ExitCode::from(PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Result<()> {
+    let mut client = open_client(state).await?;
+    let list = match client.request(&Message::ListSnapshots { set }).await? {
+        Message::SnapshotList { snapshots } => snapshots,
+        other => return Err(ferry_endpoint::client::unexpected("SnapshotList", &other)),
+    };
+    client.close().await;
+    if json {
+        let rows: Vec<serde_json::Value> = list
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "id": s.id,
+                    "set": s.set,
+                    "root": s.root.to_string(),
+                    "started_at": format_rfc3339(s.started_ms),
+                    "finished_at": format_rfc3339(s.finished_ms),
+                    "files": s.files,
+                    "bytes": s.bytes,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if list.is_empty() {
+        println!("no snapshots");
+    } else {
+        println!(
+            "{:>6}  {:<16} {:<21} {:>8} {:>12}",
+            "ID", "SET", "FINISHED", "FILES", "SIZE"
+        );
+        for s in list {
+            println!(
+                "{:>6}  {:<16} {:<21} {:>8} {:>12}",
+                s.id,
+                s.set,
+                format_rfc3339(s.finished_ms),
+                s.files,
+                human_bytes(s.bytes)
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -> Result<ExitCode> {
+    let mut client = open_client(state).await?;
+    let summary = restore::run(&mut client, request).await?;
+    client.close().await;
+    for message in &summary.messages {
+        eprintln!("ferry: cannot restore {message}");
+    }
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "restored snapshot {} into {}: {} new, {} changed, {} unchanged files; {} sent, {} received in {:.1} s",
+            summary.snapshot,
+            request.map_to.display(),
+            summary.files_new,
+            summary.files_changed,
+            summary.files_unchanged,
+            human_bytes(summary.bytes_sent),
+            human_bytes(summary.bytes_received),
+            summary.duration_s
+        );
+    }
+    Ok(if summary.errors > 0 {
+        ExitCode::from(PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn hostname() -> String {

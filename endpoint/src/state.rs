@@ -150,6 +150,11 @@ impl StateDir {
             .with_context(|| format!("cannot write {}", self.relay_path().display()))
     }
 
+    /// The files cache database.
+    pub fn cache_path(&self) -> PathBuf {
+        self.root.join("cache.sqlite")
+    }
+
     /// The optional settings file.
     ///
     /// # Errors

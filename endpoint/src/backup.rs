@@ -1,0 +1,711 @@
+//! Backup: scan, chunk, upload only what the relay lacks, commit a snapshot.
+//!
+//! 1. Each requested path is recorded under its absolute path: the root tree
+//!    is `/`, with the ancestors of each path as directories.
+//! 2. Regular files the files cache knows unchanged are not read. Others are
+//!    read a batch of chunks at a time (FastCDC, about 64 KiB each); the
+//!    relay is asked which chunks it lacks; each missing chunk goes as an
+//!    rsync delta against the chunk at the same place in the file's previous
+//!    version when that is smaller, else whole; lz4 only when it shrinks.
+//! 3. Trees are built bottom-up and the relay is asked top-down which it
+//!    lacks, so an unchanged snapshot costs one query. Missing trees are
+//!    uploaded children first, then the snapshot is committed.
+//!
+//! Memory is bounded by one batch of chunks, whatever the file sizes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, Metadata};
+use std::future::Future;
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Component, Path, PathBuf};
+use std::pin::Pin;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ferry_protocol::chunking::{Chunk, Chunker};
+use ferry_protocol::compress::compress;
+use ferry_protocol::delta;
+use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
+use ferry_protocol::message::{Message, ObjectId, MAX_BATCH};
+use ferry_protocol::tree::{ChunkRef, Content, Entry, EntryKind, Extent, Tree};
+use serde::Serialize;
+
+use crate::cache::{CachedFile, FilesCache};
+use crate::client::{unexpected, RelayClient};
+use crate::fsmeta;
+
+/// Chunks per upload batch (one query, one sync).
+const BATCH_CHUNKS: usize = 64;
+/// Times a file that changes while being read is read again.
+const TORN_RETRIES: usize = 3;
+
+/// What a backup did: the `--json` summary.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// The new snapshot's id.
+    pub snapshot: u64,
+    /// Files not in the previous backup of this set.
+    pub files_new: u64,
+    /// Files read again because they changed.
+    pub files_changed: u64,
+    /// Files skipped because the cache knew them unchanged.
+    pub files_unchanged: u64,
+    /// File bytes read.
+    pub bytes_scanned: u64,
+    /// Bytes sent on the connection (framing and encryption included).
+    pub bytes_sent: u64,
+    /// Bytes received on the connection.
+    pub bytes_received: u64,
+    /// Wall time.
+    pub duration_s: f64,
+    /// Chunks sent whole.
+    pub chunks_sent: u64,
+    /// Chunks sent as rsync deltas.
+    pub chunks_delta: u64,
+    /// Files that could not be read (named on stderr); the snapshot lacks them.
+    pub files_unreadable: u64,
+    /// Files and bytes in the snapshot.
+    pub files: u64,
+    /// Bytes of file data in the snapshot.
+    pub bytes: u64,
+    /// One line per unreadable file.
+    #[serde(skip)]
+    pub errors: Vec<String>,
+}
+
+/// A directory under construction.
+#[derive(Debug, Default)]
+struct DirNode {
+    entry: Option<Entry>,
+    children: BTreeMap<Vec<u8>, Node>,
+}
+
+#[derive(Debug)]
+enum Node {
+    Dir(DirNode),
+    Leaf(Entry),
+}
+
+/// Runs one backup of `paths` into `set`.
+///
+/// # Errors
+/// Session failures and a refused commit; unreadable files are not errors
+/// but are counted in the summary.
+pub async fn run(
+    client: &mut RelayClient,
+    cache: &mut FilesCache,
+    set: &str,
+    paths: &[PathBuf],
+) -> Result<Summary> {
+    let started = Instant::now();
+    let started_ms = crate::now_ms();
+    match client
+        .request(&Message::BackupBegin {
+            set: set.to_string(),
+        })
+        .await?
+    {
+        Message::BackupReady => {}
+        other => return Err(unexpected("BackupReady", &other)),
+    }
+    let mut run = Backup {
+        client,
+        cache,
+        set: set.to_string(),
+        summary: Summary::default(),
+        seen: Vec::new(),
+        hardlinks: HashMap::new(),
+    };
+    let mut root = DirNode::default();
+    for path in paths {
+        run.add_path(&mut root, path).await?;
+    }
+    let mut trees = HashMap::new();
+    let root_id = build_tree(root, &mut trees)?;
+    run.upload_trees(root_id, &trees).await?;
+    let commit = Message::Commit {
+        root: root_id,
+        files: run.summary.files,
+        bytes: run.summary.bytes,
+        started_ms,
+    };
+    let snapshot = match run.client.request(&commit).await? {
+        Message::Committed { snapshot } => snapshot,
+        other => return Err(unexpected("Committed", &other)),
+    };
+    let Backup {
+        client,
+        cache,
+        set,
+        mut summary,
+        seen,
+        ..
+    } = run;
+    cache.replace_set(&set, &seen)?;
+    summary.snapshot = snapshot;
+    summary.bytes_sent = client.bytes_sent();
+    summary.bytes_received = client.bytes_received();
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Makes `path` absolute and lexically normal (no `.` or `..`), without
+/// resolving symlinks: a symlink given on the command line is stored as one.
+///
+/// # Errors
+/// When the current directory cannot be read.
+pub fn absolute(path: &Path) -> Result<PathBuf> {
+    let joined = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let mut out = PathBuf::from("/");
+    for c in joined.components() {
+        match c {
+            Component::Normal(name) => out.push(name),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+fn names(path: &Path) -> Vec<Vec<u8>> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Builds trees bottom-up; returns the id of `dir`'s tree and records every
+/// tree (bytes and subtree ids) in `trees`.
+fn build_tree(dir: DirNode, trees: &mut HashMap<TreeId, (Vec<u8>, Vec<TreeId>)>) -> Result<TreeId> {
+    let mut entries = Vec::with_capacity(dir.children.len());
+    let mut subtrees = Vec::new();
+    for (_, child) in dir.children {
+        match child {
+            Node::Leaf(entry) => entries.push(entry),
+            Node::Dir(mut sub) => {
+                let mut entry = sub.entry.take().context("directory without metadata")?;
+                let id = build_tree(sub, trees)?;
+                entry.kind = EntryKind::Dir { tree: id };
+                subtrees.push(id);
+                entries.push(entry);
+            }
+        }
+    }
+    let (id, bytes) = Tree { entries }.encode()?;
+    trees.insert(id, (bytes, subtrees));
+    Ok(id)
+}
+
+struct Backup<'a> {
+    client: &'a mut RelayClient,
+    cache: &'a mut FilesCache,
+    set: String,
+    summary: Summary,
+    /// Every regular file in the snapshot, for the next cache.
+    seen: Vec<(Vec<u8>, CachedFile)>,
+    /// First path (relative to `/`) of each multiply-linked inode.
+    hardlinks: HashMap<(u64, u64), Vec<u8>>,
+}
+
+type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
+
+impl Backup<'_> {
+    /// Adds one requested path and its ancestors to the tree.
+    async fn add_path(&mut self, root: &mut DirNode, path: &Path) -> Result<()> {
+        let path = absolute(path)?;
+        let components = names(&path);
+        let Some((last, parents)) = components.split_last() else {
+            bail!("backing up / itself is not supported; name the directories to back up");
+        };
+        let mut dir = root;
+        let mut at = PathBuf::from("/");
+        for name in parents {
+            at.push(std::ffi::OsStr::from_bytes(name));
+            let meta = std::fs::symlink_metadata(&at)
+                .with_context(|| format!("cannot read {}", at.display()))?;
+            let xattrs = fsmeta::read_xattrs(&at).unwrap_or_default();
+            let node = dir.children.entry(name.clone()).or_insert_with(|| {
+                Node::Dir(DirNode {
+                    entry: Some(fsmeta::entry(name.clone(), &meta, EntryKind::Fifo, xattrs)),
+                    children: BTreeMap::new(),
+                })
+            });
+            dir = match node {
+                Node::Dir(d) => d,
+                Node::Leaf(_) => bail!(
+                    "{} is both a file and a directory in this backup",
+                    at.display()
+                ),
+            };
+        }
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let node = self.scan(&path, last.clone(), meta).await?;
+        if let Some(node) = node {
+            dir.children.insert(last.clone(), node);
+        }
+        Ok(())
+    }
+
+    /// Scans one path; `None` when it could not be read (counted, named).
+    fn scan<'b>(
+        &'b mut self,
+        path: &'b Path,
+        name: Vec<u8>,
+        meta: Metadata,
+    ) -> Boxed<'b, Result<Option<Node>>> {
+        Box::pin(async move {
+            let xattrs = match fsmeta::read_xattrs(path) {
+                Ok(x) => x,
+                Err(e) => {
+                    self.unreadable(path, &e.to_string());
+                    Vec::new()
+                }
+            };
+            if meta.is_dir() {
+                let mut dir = DirNode {
+                    entry: Some(fsmeta::entry(name, &meta, EntryKind::Fifo, xattrs)),
+                    children: BTreeMap::new(),
+                };
+                let listing = match std::fs::read_dir(path) {
+                    Ok(listing) => listing,
+                    Err(e) => {
+                        self.unreadable(path, &e.to_string());
+                        return Ok(Some(Node::Dir(dir)));
+                    }
+                };
+                let mut children: Vec<Vec<u8>> = Vec::new();
+                for item in listing {
+                    match item {
+                        Ok(item) => children.push(item.file_name().as_bytes().to_vec()),
+                        Err(e) => self.unreadable(path, &e.to_string()),
+                    }
+                }
+                children.sort();
+                for child in children {
+                    let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
+                    let child_meta = match std::fs::symlink_metadata(&child_path) {
+                        Ok(m) => m,
+                        Err(e) => {
+                            self.unreadable(&child_path, &e.to_string());
+                            continue;
+                        }
+                    };
+                    if let Some(node) = self.scan(&child_path, child.clone(), child_meta).await? {
+                        dir.children.insert(child, node);
+                    }
+                }
+                return Ok(Some(Node::Dir(dir)));
+            }
+            if meta.is_file() {
+                let rel = path.as_os_str().as_bytes()[1..].to_vec();
+                if meta.nlink() > 1 {
+                    if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
+                        let kind = EntryKind::Hardlink {
+                            target: first.clone(),
+                        };
+                        return Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs))));
+                    }
+                    self.hardlinks.insert((meta.dev(), meta.ino()), rel);
+                }
+                return match self.file(path).await? {
+                    Some((kind, meta)) => {
+                        Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs))))
+                    }
+                    None => Ok(None),
+                };
+            }
+            match fsmeta::special_kind(path, &meta) {
+                Ok(Some(kind)) => Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs)))),
+                Ok(None) => {
+                    self.unreadable(path, "unsupported file type (socket?)");
+                    Ok(None)
+                }
+                Err(e) => {
+                    self.unreadable(path, &e.to_string());
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    fn unreadable(&mut self, path: &Path, why: &str) {
+        self.summary.files_unreadable += 1;
+        self.summary
+            .errors
+            .push(format!("{}: {why}", path.display()));
+    }
+
+    /// Stores one regular file; returns its entry kind and the metadata it
+    /// was read under, or `None` when it could not be read.
+    async fn file(&mut self, path: &Path) -> Result<Option<(EntryKind, Metadata)>> {
+        let key = path.as_os_str().as_bytes().to_vec();
+        let cached = self.cache.get(&self.set, &key)?;
+        for _ in 0..TORN_RETRIES {
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+            {
+                Ok(file) => file,
+                Err(e) => {
+                    self.unreadable(path, &e.to_string());
+                    return Ok(None);
+                }
+            };
+            let before = file.metadata()?;
+            if let Some(c) = cached.as_ref().filter(|c| unchanged(c, &before)) {
+                self.summary.files_unchanged += 1;
+                self.count(&before);
+                let kind = EntryKind::File {
+                    size: c.size,
+                    content: c.content,
+                    sparse: c.sparse.clone(),
+                };
+                self.seen.push((key, c.clone()));
+                return Ok(Some((kind, before)));
+            }
+            let extents = fsmeta::data_extents(&file, &before)?;
+            let stored = self
+                .store_data(
+                    file,
+                    &before,
+                    extents.as_deref(),
+                    cached.as_ref().map(|c| &c.chunks),
+                )
+                .await;
+            let (content_id, content) = match stored {
+                Ok(done) => done,
+                Err(e) if e.downcast_ref::<io::Error>().is_some() => {
+                    self.unreadable(path, &format!("{e:#}"));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let after = std::fs::symlink_metadata(path)?;
+            if !same_version(&before, &after) {
+                continue;
+            }
+            if cached.is_some() {
+                self.summary.files_changed += 1;
+            } else {
+                self.summary.files_new += 1;
+            }
+            self.count(&before);
+            let record = CachedFile {
+                size: before.len(),
+                mtime_ns: fsmeta::mtime_ns(&before),
+                ctime_ns: fsmeta::ctime_ns(&before),
+                inode: before.ino(),
+                content: content_id,
+                chunks: content,
+                sparse: extents.clone(),
+            };
+            self.seen.push((key, record));
+            let kind = EntryKind::File {
+                size: before.len(),
+                content: content_id,
+                sparse: extents,
+            };
+            return Ok(Some((kind, before)));
+        }
+        self.unreadable(
+            path,
+            &format!("changed while being read, {TORN_RETRIES} times; not stored"),
+        );
+        Ok(None)
+    }
+
+    fn count(&mut self, meta: &Metadata) {
+        self.summary.files += 1;
+        self.summary.bytes += meta.len();
+    }
+
+    /// Chunks and uploads a file's data; returns its content.
+    async fn store_data(
+        &mut self,
+        file: File,
+        meta: &Metadata,
+        extents: Option<&[Extent]>,
+        previous: Option<&Content>,
+    ) -> Result<(ContentId, Content)> {
+        let whole = [Extent {
+            offset: 0,
+            len: meta.len(),
+        }];
+        let reader = ExtentReader::new(file, extents.unwrap_or(&whole));
+        let mut content = Content::default();
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0usize;
+        let bases = previous.map(Bases::new);
+        for chunk in Chunker::new(reader) {
+            let chunk = chunk?;
+            self.summary.bytes_scanned += chunk.data.len() as u64;
+            content.chunks.push(ChunkRef {
+                id: chunk.id,
+                len: chunk.data.len() as u32,
+            });
+            batch_bytes += chunk.data.len();
+            batch.push(chunk);
+            if batch.len() >= BATCH_CHUNKS || batch_bytes >= 8 << 20 {
+                self.upload_batch(std::mem::take(&mut batch), bases.as_ref())
+                    .await?;
+                batch_bytes = 0;
+            }
+        }
+        self.upload_batch(batch, bases.as_ref()).await?;
+        let (id, bytes) = content.encode();
+        let (compressed, data) = compress(&bytes);
+        self.client
+            .send(&Message::PutObject {
+                id: ObjectId::Content(id),
+                compressed,
+                data,
+            })
+            .await?;
+        Ok((id, content))
+    }
+
+    /// Sends the chunks of `batch` the relay lacks, as deltas where that pays.
+    async fn upload_batch(&mut self, batch: Vec<Chunk>, bases: Option<&Bases<'_>>) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut unique = HashSet::new();
+        let batch: Vec<Chunk> = batch.into_iter().filter(|c| unique.insert(c.id)).collect();
+        let ids = batch.iter().map(|c| c.id).collect();
+        let missing: HashSet<ChunkId> =
+            match self.client.request(&Message::QueryChunks { ids }).await? {
+                Message::ChunksMissing { ids } => ids.into_iter().collect(),
+                other => return Err(unexpected("ChunksMissing", &other)),
+            };
+        let missing: Vec<&Chunk> = batch.iter().filter(|c| missing.contains(&c.id)).collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let base_of: Vec<Option<ChunkId>> = missing
+            .iter()
+            .map(|c| {
+                bases
+                    .and_then(|b| b.at(c.offset))
+                    .filter(|base| *base != c.id)
+            })
+            .collect();
+        let wanted: Vec<ChunkId> = base_of
+            .iter()
+            .flatten()
+            .copied()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut signatures = HashMap::new();
+        if !wanted.is_empty() {
+            match self
+                .client
+                .request(&Message::GetSignatures {
+                    ids: wanted.clone(),
+                })
+                .await?
+            {
+                Message::Signatures { signatures: list } if list.len() == wanted.len() => {
+                    for (id, sig) in wanted.into_iter().zip(list) {
+                        if let Some(sig) = sig {
+                            signatures.insert(id, sig);
+                        }
+                    }
+                }
+                other => return Err(unexpected("Signatures", &other)),
+            }
+        }
+        for (chunk, base) in missing.iter().zip(base_of) {
+            let (compressed, data) = compress(&chunk.data);
+            let as_delta = base.and_then(|b| signatures.get(&b).map(|sig| (b, sig.clone())));
+            if let Some((base, signature)) = as_delta {
+                let (delta_compressed, delta) = compress(&delta::diff(signature, &chunk.data)?);
+                if delta.len() < data.len() {
+                    self.summary.chunks_delta += 1;
+                    let put = Message::PutDelta {
+                        id: chunk.id,
+                        base,
+                        compressed: delta_compressed,
+                        delta,
+                    };
+                    self.client.send(&put).await?;
+                    continue;
+                }
+            }
+            self.summary.chunks_sent += 1;
+            self.client
+                .send(&Message::PutChunk {
+                    id: chunk.id,
+                    compressed,
+                    data,
+                })
+                .await?;
+        }
+        let rejected = self.sync().await?;
+        if !rejected.is_empty() {
+            for chunk in batch.iter().filter(|c| rejected.contains(&c.id)) {
+                let (compressed, data) = compress(&chunk.data);
+                self.summary.chunks_sent += 1;
+                self.client
+                    .send(&Message::PutChunk {
+                        id: chunk.id,
+                        compressed,
+                        data,
+                    })
+                    .await?;
+            }
+            if !self.sync().await?.is_empty() {
+                bail!("the relay rejected whole chunks");
+            }
+        }
+        Ok(())
+    }
+
+    async fn sync(&mut self) -> Result<Vec<ChunkId>> {
+        match self.client.request(&Message::Sync).await? {
+            Message::Synced { rejected } => Ok(rejected),
+            other => Err(unexpected("Synced", &other)),
+        }
+    }
+
+    /// Asks top-down which trees the relay lacks, uploads them children
+    /// first, and makes them durable.
+    async fn upload_trees(
+        &mut self,
+        root: TreeId,
+        trees: &HashMap<TreeId, (Vec<u8>, Vec<TreeId>)>,
+    ) -> Result<()> {
+        let mut to_check = vec![root];
+        let mut missing_order = Vec::new();
+        let mut queued = HashSet::from([root]);
+        while !to_check.is_empty() {
+            let take = to_check.len().min(MAX_BATCH);
+            let batch: Vec<TreeId> = to_check.drain(..take).collect();
+            let ids = batch.iter().map(|t| ObjectId::Tree(*t)).collect();
+            let missing = match self.client.request(&Message::QueryObjects { ids }).await? {
+                Message::ObjectsMissing { ids } => ids,
+                other => return Err(unexpected("ObjectsMissing", &other)),
+            };
+            for id in missing {
+                let ObjectId::Tree(tree) = id else { continue };
+                missing_order.push(tree);
+                if let Some((_, children)) = trees.get(&tree) {
+                    to_check.extend(children.iter().filter(|c| queued.insert(**c)));
+                }
+            }
+        }
+        for tree in missing_order.iter().rev() {
+            let (bytes, _) = trees.get(tree).context("relay asked for an unknown tree")?;
+            let (compressed, data) = compress(bytes);
+            self.client
+                .send(&Message::PutObject {
+                    id: ObjectId::Tree(*tree),
+                    compressed,
+                    data,
+                })
+                .await?;
+        }
+        if !self.sync().await?.is_empty() {
+            bail!("the relay rejected chunks while storing trees");
+        }
+        Ok(())
+    }
+}
+
+/// Same size, mtime, ctime and inode as when cached.
+fn unchanged(cached: &CachedFile, meta: &Metadata) -> bool {
+    cached.size == meta.len()
+        && cached.mtime_ns == fsmeta::mtime_ns(meta)
+        && cached.ctime_ns == fsmeta::ctime_ns(meta)
+        && cached.inode == meta.ino()
+}
+
+/// Whether a file was not modified between two looks at it.
+fn same_version(before: &Metadata, after: &Metadata) -> bool {
+    before.len() == after.len()
+        && fsmeta::mtime_ns(before) == fsmeta::mtime_ns(after)
+        && fsmeta::ctime_ns(before) == fsmeta::ctime_ns(after)
+        && before.ino() == after.ino()
+}
+
+/// The previous version's chunks by offset: the base for a new chunk is the
+/// old chunk that covered the same offset.
+struct Bases<'c> {
+    starts: Vec<u64>,
+    content: &'c Content,
+}
+
+impl<'c> Bases<'c> {
+    fn new(content: &'c Content) -> Self {
+        let mut starts = Vec::with_capacity(content.chunks.len());
+        let mut at = 0u64;
+        for c in &content.chunks {
+            starts.push(at);
+            at += u64::from(c.len);
+        }
+        Bases { starts, content }
+    }
+
+    fn at(&self, offset: u64) -> Option<ChunkId> {
+        let i = self
+            .starts
+            .partition_point(|s| *s <= offset)
+            .checked_sub(1)?;
+        Some(self.content.chunks[i].id)
+    }
+}
+
+/// Reads the data regions of a file one after another (all of it when dense).
+struct ExtentReader<'e> {
+    file: File,
+    extents: &'e [Extent],
+    current: usize,
+    left: u64,
+}
+
+impl<'e> ExtentReader<'e> {
+    fn new(file: File, extents: &'e [Extent]) -> Self {
+        ExtentReader {
+            file,
+            extents,
+            current: 0,
+            left: 0,
+        }
+    }
+}
+
+impl Read for ExtentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.left == 0 {
+            let Some(extent) = self.extents.get(self.current) else {
+                return Ok(0);
+            };
+            self.file.seek(SeekFrom::Start(extent.offset))?;
+            self.left = extent.len;
+            self.current += 1;
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            // The file shrank under us: the after-check will retry it.
+            self.left = 0;
+            return Ok(0);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

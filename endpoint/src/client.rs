@@ -1,0 +1,85 @@
+//! Request/response over an open session, for backup and restore.
+//!
+//! [`RelayClient::request`] sends one message and waits for its answer;
+//! [`RelayClient::send`] sends one that has none (chunk and object uploads),
+//! so uploads stream without a round trip each. A `Failed` answer becomes an
+//! error carrying the relay's message; a `Close` ends the session with the
+//! relay's reason.
+
+use anyhow::{anyhow, bail, Result};
+use ferry_protocol::message::Message;
+
+use crate::connect::Session;
+
+/// An open session used for transfers.
+#[derive(Debug)]
+pub struct RelayClient {
+    session: Session,
+}
+
+impl RelayClient {
+    /// Wraps an open session.
+    pub fn new(session: Session) -> Self {
+        RelayClient { session }
+    }
+
+    /// Sends a message that has no answer.
+    ///
+    /// # Errors
+    /// When the session breaks.
+    pub async fn send(&mut self, message: &Message) -> Result<()> {
+        self.session
+            .channel
+            .send(message)
+            .await
+            .map_err(|e| anyhow!("the session with the relay broke: {e}"))
+    }
+
+    /// Sends a request and returns its answer.
+    ///
+    /// # Errors
+    /// When the session breaks, the relay closes it, or answers `Failed`.
+    pub async fn request(&mut self, message: &Message) -> Result<Message> {
+        self.send(message).await?;
+        let answer = self
+            .session
+            .channel
+            .recv()
+            .await
+            .map_err(|e| anyhow!("the session with the relay broke: {e}"))?;
+        match answer {
+            Message::Failed { message } => bail!("the relay refused: {message}"),
+            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+            other => Ok(other),
+        }
+    }
+
+    /// Bytes sent on the connection so far (handshake, framing and encryption included).
+    pub fn bytes_sent(&self) -> u64 {
+        self.session.channel.io.bytes_written()
+    }
+
+    /// Bytes received on the connection so far.
+    pub fn bytes_received(&self) -> u64 {
+        self.session.channel.io.bytes_read()
+    }
+
+    /// Ends the session politely.
+    pub async fn close(mut self) {
+        // The work is done; a failure to say goodbye changes nothing.
+        let _ = self
+            .session
+            .channel
+            .send(&Message::Close {
+                reason: "done".into(),
+            })
+            .await;
+    }
+}
+
+/// Fails with a clear message when an answer is not the expected kind.
+pub fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
+    let text = format!("{got:?}");
+    let name = text.split([' ', '{', '(']).next().unwrap_or("?");
+    anyhow!("the relay answered {name} where {expected} was expected")
+}

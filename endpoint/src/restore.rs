@@ -1,0 +1,571 @@
+//! Restore: rebuild a snapshot (or part of it) under a target directory,
+//! moving only what the target lacks.
+//!
+//! For each file: if the target already holds the same content, only its
+//! metadata is set. Otherwise the target's current version (if any) is
+//! chunked; chunks it already has are copied locally, and for each of the
+//! others the relay sends a delta against the target's chunk at the same
+//! place (we send that chunk's signature), or the whole chunk. Every chunk is
+//! checked against its BLAKE3 id before it is written. Data goes to a
+//! temporary file that is fsynced and renamed over the name, then metadata
+//! is applied. Symlinks are created after everything else, and directory
+//! metadata last, deepest first, so nothing later disturbs it.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::future::Future;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use ferry_protocol::chunking::{Chunker, MAX_CHUNK};
+use ferry_protocol::compress::decompress;
+use ferry_protocol::delta;
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
+use ferry_protocol::message::{Message, ObjectId, SnapshotInfo};
+use ferry_protocol::tree::{ChunkRef, Content, Entry, EntryKind, Extent, Tree};
+use serde::Serialize;
+
+use crate::client::{unexpected, RelayClient};
+use crate::target::Target;
+
+/// Which snapshot to restore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selector {
+    /// The newest of the set.
+    Last,
+    /// A snapshot id.
+    Id(u64),
+}
+
+/// What to restore and where.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The backup set (`None`: any set, for `-b ID`).
+    pub set: Option<String>,
+    /// Which snapshot.
+    pub snapshot: Selector,
+    /// Restore what was under this absolute path...
+    pub map_from: Option<PathBuf>,
+    /// ...into this directory (without `map_from`, absolute paths are recreated below it).
+    pub map_to: PathBuf,
+    /// Only these absolute paths (as backed up), if any.
+    pub paths: Vec<PathBuf>,
+}
+
+/// What a restore did: the `--json` summary.
+#[derive(Debug, Default, Serialize)]
+pub struct Summary {
+    /// The snapshot restored.
+    pub snapshot: u64,
+    /// Files the target did not have.
+    pub files_new: u64,
+    /// Files the target had in another version.
+    pub files_changed: u64,
+    /// Files the target already held identical (only metadata set).
+    pub files_unchanged: u64,
+    /// Bytes of the target's existing files read to find reusable chunks.
+    pub bytes_scanned: u64,
+    /// Bytes sent on the connection.
+    pub bytes_sent: u64,
+    /// Bytes received on the connection.
+    pub bytes_received: u64,
+    /// Wall time.
+    pub duration_s: f64,
+    /// Chunks copied from the target's own files.
+    pub chunks_local: u64,
+    /// Chunks received as deltas.
+    pub chunks_delta: u64,
+    /// Chunks received whole.
+    pub chunks_full: u64,
+    /// Entries that could not be restored (named on stderr).
+    pub errors: u64,
+    /// One line per failed entry.
+    #[serde(skip)]
+    pub messages: Vec<String>,
+}
+
+/// Finds the snapshot a request names.
+///
+/// # Errors
+/// When there is none.
+pub async fn resolve(
+    client: &mut RelayClient,
+    set: Option<&str>,
+    selector: Selector,
+) -> Result<SnapshotInfo> {
+    let list = match client
+        .request(&Message::ListSnapshots {
+            set: set.map(str::to_string),
+        })
+        .await?
+    {
+        Message::SnapshotList { snapshots } => snapshots,
+        other => return Err(unexpected("SnapshotList", &other)),
+    };
+    let found = match selector {
+        Selector::Last => list.into_iter().last(),
+        Selector::Id(id) => list.into_iter().find(|s| s.id == id),
+    };
+    found.with_context(|| match (selector, set) {
+        (Selector::Last, Some(set)) => format!("no snapshot in set {set:?}"),
+        (Selector::Last, None) => "no snapshot".to_string(),
+        (Selector::Id(id), _) => format!("no snapshot {id}"),
+    })
+}
+
+fn components(path: &Path) -> Vec<Vec<u8>> {
+    path.components()
+        .filter_map(|c| match c {
+            std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Runs a restore.
+///
+/// # Errors
+/// Session failures and an unusable target; entries that fail are counted.
+pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary> {
+    let started = Instant::now();
+    let info = resolve(client, request.set.as_deref(), request.snapshot).await?;
+    let target = Target::open(&request.map_to)
+        .with_context(|| format!("cannot open the target {}", request.map_to.display()))?;
+    let mut restore = Restore {
+        client,
+        target,
+        map_from: request.map_from.as_deref().map(components),
+        filters: request.paths.iter().map(|p| components(p)).collect(),
+        summary: Summary {
+            snapshot: info.id,
+            ..Summary::default()
+        },
+        restored: HashMap::new(),
+        symlinks: Vec::new(),
+        dirs: Vec::new(),
+    };
+    restore.walk(info.root, Vec::new(), false).await?;
+    restore.finish();
+    let mut summary = restore.summary;
+    summary.bytes_sent = restore.client.bytes_sent();
+    summary.bytes_received = restore.client.bytes_received();
+    summary.duration_s = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+/// Where an entry goes.
+enum Place {
+    /// Not restored.
+    Skip,
+    /// An ancestor of what is restored: walk into it, create nothing.
+    Through,
+    /// Restored at this path below the target.
+    At(Vec<Vec<u8>>),
+}
+
+struct Restore<'a> {
+    client: &'a mut RelayClient,
+    target: Target,
+    map_from: Option<Vec<Vec<u8>>>,
+    filters: Vec<Vec<Vec<u8>>>,
+    summary: Summary,
+    /// Snapshot path → target path of restored files, for hardlinks.
+    restored: HashMap<Vec<Vec<u8>>, Vec<Vec<u8>>>,
+    symlinks: Vec<(Vec<Vec<u8>>, Entry, Vec<u8>)>,
+    dirs: Vec<(Vec<Vec<u8>>, Entry)>,
+}
+
+type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
+
+fn starts_with(path: &[Vec<u8>], prefix: &[Vec<u8>]) -> bool {
+    path.len() >= prefix.len() && path[..prefix.len()] == *prefix
+}
+
+impl Restore<'_> {
+    fn place(&self, snapshot_path: &[Vec<u8>]) -> Place {
+        let selected =
+            self.filters.is_empty() || self.filters.iter().any(|f| starts_with(snapshot_path, f));
+        let above_filter = self.filters.iter().any(|f| starts_with(f, snapshot_path));
+        let mapped = match &self.map_from {
+            None => Some(snapshot_path.to_vec()),
+            Some(from) if starts_with(snapshot_path, from) => {
+                Some(snapshot_path[from.len()..].to_vec())
+            }
+            Some(_) => None,
+        };
+        let above_map = self
+            .map_from
+            .as_ref()
+            .is_some_and(|from| starts_with(from, snapshot_path));
+        match mapped {
+            Some(at) if selected => Place::At(at),
+            _ if above_filter || above_map => Place::Through,
+            _ => Place::Skip,
+        }
+    }
+
+    fn fail(&mut self, path: &[Vec<u8>], error: impl std::fmt::Display) {
+        self.summary.errors += 1;
+        let shown: Vec<String> = path
+            .iter()
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect();
+        self.summary
+            .messages
+            .push(format!("/{}: {error}", shown.join("/")));
+    }
+
+    async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
+        match self.client.request(&Message::GetObject { id }).await? {
+            Message::Object { compressed, data } => Ok(decompress(compressed, data, MAX_MESSAGE)?),
+            other => Err(unexpected("Object", &other)),
+        }
+    }
+
+    fn walk<'b>(
+        &'b mut self,
+        tree_id: TreeId,
+        path: Vec<Vec<u8>>,
+        inside: bool,
+    ) -> Boxed<'b, Result<()>> {
+        Box::pin(async move {
+            let tree = Tree::decode(&tree_id, &self.object(ObjectId::Tree(tree_id)).await?)?;
+            for entry in tree.entries {
+                let mut snapshot_path = path.clone();
+                snapshot_path.push(entry.name.clone());
+                let place = if inside {
+                    match self.place(&snapshot_path) {
+                        Place::At(at) => Place::At(at),
+                        _ => Place::Skip,
+                    }
+                } else {
+                    self.place(&snapshot_path)
+                };
+                match (place, &entry.kind) {
+                    (Place::Skip, _) => {}
+                    (Place::Through, EntryKind::Dir { tree }) => {
+                        let tree = *tree;
+                        self.walk(tree, snapshot_path, false).await?;
+                    }
+                    (Place::Through, _) => {}
+                    (Place::At(at), _) => self.entry(entry, snapshot_path, at).await?,
+                }
+            }
+            Ok(())
+        })
+    }
+
+    async fn entry(
+        &mut self,
+        entry: Entry,
+        snapshot_path: Vec<Vec<u8>>,
+        at: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        let Some((name, parent)) = at.split_last() else {
+            // The mapped directory itself: the target root takes its metadata.
+            if let EntryKind::Dir { tree } = entry.kind {
+                self.walk(tree, snapshot_path, true).await?;
+                self.dirs.push((Vec::new(), entry));
+            }
+            return Ok(());
+        };
+        let dir = match self.target.dir(parent) {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.fail(&snapshot_path, e);
+                return Ok(());
+            }
+        };
+        match &entry.kind {
+            EntryKind::Dir { tree } => {
+                let tree = *tree;
+                if let Err(e) = self.target.dir(&at) {
+                    self.fail(&snapshot_path, e);
+                    return Ok(());
+                }
+                self.walk(tree, snapshot_path, true).await?;
+                self.dirs.push((at, entry));
+            }
+            EntryKind::File {
+                size,
+                content,
+                sparse,
+            } => {
+                let (size, content, sparse) = (*size, *content, sparse.clone());
+                match self
+                    .file(&dir, name, &entry, size, content, sparse.as_deref())
+                    .await
+                {
+                    Ok(()) => {
+                        self.restored.insert(snapshot_path, at.clone());
+                    }
+                    Err(e) if e.downcast_ref::<std::io::Error>().is_some() => {
+                        self.fail(&snapshot_path, format!("{e:#}"))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            EntryKind::Symlink { target } => {
+                let target = target.clone();
+                self.symlinks.push((at, entry, target));
+            }
+            EntryKind::Hardlink { target } => {
+                let original: Vec<Vec<u8>> =
+                    target.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+                let Some(first) = self.restored.get(&original).cloned() else {
+                    self.fail(&snapshot_path, "hard link to a file that was not restored");
+                    return Ok(());
+                };
+                let (first_name, first_parent) =
+                    first.split_last().expect("restored paths are not empty");
+                let linked = self
+                    .target
+                    .dir(first_parent)
+                    .and_then(|first_dir| Target::hardlink(&first_dir, first_name, &dir, name));
+                if let Err(e) = linked {
+                    self.fail(&snapshot_path, e);
+                }
+            }
+            EntryKind::Fifo => {
+                let made = Target::node(&dir, name, rustix::fs::FileType::Fifo, 0)
+                    .and_then(|()| self.target.apply_at(&dir, name, &entry, false));
+                if let Err(e) = made {
+                    self.fail(&snapshot_path, e);
+                }
+            }
+            EntryKind::Device { character, rdev } => {
+                if !self.target.as_root() {
+                    self.fail(&snapshot_path, "device nodes are restored only as root");
+                    return Ok(());
+                }
+                let kind = if *character {
+                    rustix::fs::FileType::CharacterDevice
+                } else {
+                    rustix::fs::FileType::BlockDevice
+                };
+                let made = Target::node(&dir, name, kind, *rdev)
+                    .and_then(|()| self.target.apply_at(&dir, name, &entry, false));
+                if let Err(e) = made {
+                    self.fail(&snapshot_path, e);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Restores one regular file's data and metadata.
+    async fn file(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        entry: &Entry,
+        size: u64,
+        content_id: ContentId,
+        sparse: Option<&[Extent]>,
+    ) -> Result<()> {
+        let content = Content::decode(
+            &content_id,
+            &self.object(ObjectId::Content(content_id)).await?,
+        )?;
+        let local = match Target::existing_file(dir, name)? {
+            Some(file) => Some(LocalFile::scan(file)?),
+            None => None,
+        };
+        if let Some(local) = &local {
+            self.summary.bytes_scanned += local.len;
+            let same =
+                local.content.encode().0 == content_id && local.len == size && sparse.is_none();
+            if same {
+                self.summary.files_unchanged += 1;
+                self.target.apply_to_fd(&local.file, entry)?;
+                return Ok(());
+            }
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+        let (file, tmp) = Target::temp_file(dir, name)?;
+        let whole = [Extent {
+            offset: 0,
+            len: size,
+        }];
+        let mut out = ExtentWriter {
+            file: &file,
+            extents: sparse.unwrap_or(&whole),
+            current: 0,
+            done: 0,
+        };
+        for (index, chunk) in content.chunks.iter().enumerate() {
+            let data = self.chunk(chunk, index, local.as_ref()).await?;
+            out.write(&data)?;
+        }
+        file.set_len(size)?;
+        file.sync_all()?;
+        let failed = self.target.apply_to_fd(&file, entry)?;
+        if !failed.is_empty() && failed.iter().any(|x| x.starts_with("user.")) {
+            bail!("cannot set extended attributes {failed:?}");
+        }
+        Target::commit_temp(dir, &tmp, name)?;
+        Ok(())
+    }
+
+    /// One chunk: from the target's own file, as a delta, or whole.
+    async fn chunk(
+        &mut self,
+        chunk: &ChunkRef,
+        index: usize,
+        local: Option<&LocalFile>,
+    ) -> Result<Vec<u8>> {
+        if let Some(local) = local {
+            if let Some(data) = local.read(&chunk.id)? {
+                if ChunkId::of(&data) == chunk.id {
+                    self.summary.chunks_local += 1;
+                    return Ok(data);
+                }
+            }
+        }
+        let base = match local.and_then(|l| l.chunks.get(index).map(|c| (l, *c))) {
+            Some((l, (offset, len, _))) => Some(l.read_at(offset, len)?),
+            None => None,
+        };
+        let request = Message::GetChunk {
+            id: chunk.id,
+            base_signature: base.as_deref().map(delta::signature),
+        };
+        let data = match self.client.request(&request).await? {
+            Message::ChunkData { compressed, data } => {
+                self.summary.chunks_full += 1;
+                decompress(compressed, data, MAX_CHUNK as usize)?
+            }
+            Message::ChunkDelta {
+                compressed,
+                delta: bytes,
+            } => {
+                let base = base.context("the relay sent a delta without a base")?;
+                self.summary.chunks_delta += 1;
+                let delta = decompress(compressed, bytes, delta::MAX_DELTA)?;
+                return Ok(delta::apply(&base, &delta, &chunk.id)?);
+            }
+            other => return Err(unexpected("ChunkData", &other)),
+        };
+        if ChunkId::of(&data) != chunk.id {
+            bail!(
+                "chunk {} from the relay does not match its id",
+                chunk.id.short()
+            );
+        }
+        Ok(data)
+    }
+
+    /// Symlinks last, then directory metadata deepest first.
+    fn finish(&mut self) {
+        for (at, entry, target) in std::mem::take(&mut self.symlinks) {
+            let (name, parent) = at.split_last().expect("symlinks have a name");
+            let made = self.target.dir(parent).and_then(|dir| {
+                Target::symlink(&dir, name, &target)?;
+                self.target.apply_at(&dir, name, &entry, true)
+            });
+            if let Err(e) = made {
+                self.fail(&at, e);
+            }
+        }
+        let mut dirs = std::mem::take(&mut self.dirs);
+        dirs.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
+        for (at, entry) in dirs {
+            let applied = self
+                .target
+                .dir(&at)
+                .and_then(|fd| self.target.apply_to_fd(&fd, &entry));
+            if let Err(e) = applied {
+                self.fail(&at, e);
+            }
+        }
+    }
+}
+
+/// The target's current version of a file, chunked to find reusable chunks.
+struct LocalFile {
+    file: File,
+    len: u64,
+    /// (offset, len, id) of each chunk, in order.
+    chunks: Vec<(u64, u32, ChunkId)>,
+    by_id: HashMap<ChunkId, (u64, u32)>,
+    content: Content,
+}
+
+impl LocalFile {
+    fn scan(file: File) -> std::io::Result<Self> {
+        let len = file.metadata()?.len();
+        let mut chunks = Vec::new();
+        let mut by_id = HashMap::new();
+        let mut content = Content::default();
+        for chunk in Chunker::new(std::io::BufReader::new(&file)) {
+            let chunk = chunk?;
+            let n = chunk.data.len() as u32;
+            chunks.push((chunk.offset, n, chunk.id));
+            by_id.entry(chunk.id).or_insert((chunk.offset, n));
+            content.chunks.push(ChunkRef {
+                id: chunk.id,
+                len: n,
+            });
+        }
+        Ok(LocalFile {
+            file,
+            len,
+            chunks,
+            by_id,
+            content,
+        })
+    }
+
+    fn read_at(&self, offset: u64, len: u32) -> std::io::Result<Vec<u8>> {
+        let mut buf = vec![0u8; len as usize];
+        self.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
+    }
+
+    fn read(&self, id: &ChunkId) -> std::io::Result<Option<Vec<u8>>> {
+        match self.by_id.get(id) {
+            Some((offset, len)) => self.read_at(*offset, *len).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Writes a content's bytes into the data regions of a (possibly sparse) file.
+struct ExtentWriter<'f> {
+    file: &'f File,
+    extents: &'f [Extent],
+    current: usize,
+    done: u64,
+}
+
+impl ExtentWriter<'_> {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let Some(extent) = self.extents.get(self.current) else {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "content longer than its extents",
+                ));
+            };
+            let room = extent.len - self.done;
+            let n = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+            self.file
+                .write_all_at(&data[..n], extent.offset + self.done)?;
+            self.done += n as u64;
+            data = &data[n..];
+            if self.done == extent.len {
+                self.current += 1;
+                self.done = 0;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,294 @@
+//! The restore target: every write happens relative to an open directory,
+//! one validated name at a time, never following a symlink.
+//!
+//! Whatever a tree from the network says, a path is a list of names that
+//! each passed [`ferry_protocol::tree::check_name`] (no `/`, no `..`, not
+//! empty, no NUL), and each directory on the way is opened with
+//! `O_NOFOLLOW | O_DIRECTORY` relative to its parent: a symlink planted in
+//! the target (or created by the restore itself) cannot redirect a write
+//! outside the target directory.
+
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use ferry_protocol::tree::{check_name, Entry};
+use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
+
+/// An open target directory.
+#[derive(Debug)]
+pub struct Target {
+    root: OwnedFd,
+    as_root: bool,
+}
+
+/// A name as a path argument, checked.
+fn name_arg(name: &[u8]) -> io::Result<&OsStr> {
+    check_name(name).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+    Ok(OsStr::from_bytes(name))
+}
+
+const DIR_FLAGS: OFlags = OFlags::DIRECTORY
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::RDONLY)
+    .union(OFlags::CLOEXEC);
+
+impl Target {
+    /// Opens (creating) the target directory `dir`, which the user named.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn open(dir: &Path) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let root = rustix::fs::open(dir, DIR_FLAGS, Mode::empty())?;
+        Ok(Target {
+            root,
+            as_root: rustix::process::geteuid().is_root(),
+        })
+    }
+
+    /// Whether ownership and devices can be restored (running as root).
+    pub fn as_root(&self) -> bool {
+        self.as_root
+    }
+
+    /// Opens the directory at `names` below the target, creating missing
+    /// directories (mode 0700 until their own metadata is applied).
+    ///
+    /// # Errors
+    /// I/O errors, a bad name, or a non-directory (a symlink included) on the way.
+    pub fn dir(&self, names: &[Vec<u8>]) -> io::Result<OwnedFd> {
+        let mut fd = rustix::fs::openat(&self.root, ".", DIR_FLAGS, Mode::empty())?;
+        for name in names {
+            let name = name_arg(name)?;
+            fd = match rustix::fs::openat(&fd, name, DIR_FLAGS, Mode::empty()) {
+                Ok(next) => next,
+                Err(rustix::io::Errno::NOENT) => {
+                    rustix::fs::mkdirat(&fd, name, Mode::from_raw_mode(0o700))?;
+                    rustix::fs::openat(&fd, name, DIR_FLAGS, Mode::empty())?
+                }
+                Err(e) => {
+                    return Err(io::Error::new(
+                        io::Error::from(e).kind(),
+                        format!(
+                            "{}: not a directory (or a symlink, never followed)",
+                            name.to_string_lossy()
+                        ),
+                    ))
+                }
+            };
+        }
+        Ok(fd)
+    }
+
+    /// Opens an existing regular file `name` in `dir` for reading, if there is one.
+    ///
+    /// # Errors
+    /// I/O errors other than "absent".
+    pub fn existing_file(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<File>> {
+        let name = name_arg(name)?;
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile => {}
+            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        Ok(Some(File::from(rustix::fs::openat(
+            dir,
+            name,
+            flags,
+            Mode::empty(),
+        )?)))
+    }
+
+    /// Creates a fresh temporary file beside `name`, to be renamed over it.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn temp_file(dir: &OwnedFd, name: &[u8]) -> io::Result<(File, Vec<u8>)> {
+        name_arg(name)?;
+        let tmp = format!(".ferry-{}.tmp", &blake3::hash(name).to_hex()[..16]).into_bytes();
+        // A leftover from an interrupted restore is ours to replace.
+        let _ = rustix::fs::unlinkat(dir, OsStr::from_bytes(&tmp), AtFlags::empty());
+        let flags =
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(
+            dir,
+            OsStr::from_bytes(&tmp),
+            flags,
+            Mode::from_raw_mode(0o600),
+        )?;
+        Ok((File::from(fd), tmp))
+    }
+
+    /// Atomically replaces `name` with the temporary file `tmp`.
+    ///
+    /// # Errors
+    /// I/O errors (e.g. `name` is a directory).
+    pub fn commit_temp(dir: &OwnedFd, tmp: &[u8], name: &[u8]) -> io::Result<()> {
+        let result = rustix::fs::renameat(dir, OsStr::from_bytes(tmp), dir, name_arg(name)?);
+        if result.is_err() {
+            let _ = rustix::fs::unlinkat(dir, OsStr::from_bytes(tmp), AtFlags::empty());
+        }
+        Ok(result?)
+    }
+
+    /// Removes a non-directory `name` so something else can take its place.
+    fn clear(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::Directory =>
+            {
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a directory is in the way",
+                ))
+            }
+            Ok(_) => Ok(rustix::fs::unlinkat(dir, name, AtFlags::empty())?),
+            Err(rustix::io::Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates a symlink `name` → `target` (the target is stored, never followed).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn symlink(dir: &OwnedFd, name: &[u8], target: &[u8]) -> io::Result<()> {
+        let name = name_arg(name)?;
+        Self::clear(dir, name)?;
+        Ok(rustix::fs::symlinkat(OsStr::from_bytes(target), dir, name)?)
+    }
+
+    /// Creates a FIFO or device node.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn node(
+        dir: &OwnedFd,
+        name: &[u8],
+        kind: rustix::fs::FileType,
+        rdev: u64,
+    ) -> io::Result<()> {
+        let name = name_arg(name)?;
+        Self::clear(dir, name)?;
+        Ok(rustix::fs::mknodat(
+            dir,
+            name,
+            kind,
+            Mode::from_raw_mode(0o600),
+            rdev,
+        )?)
+    }
+
+    /// Makes `name` in `dir` a hard link to `existing` in `existing_dir`.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn hardlink(
+        existing_dir: &OwnedFd,
+        existing: &[u8],
+        dir: &OwnedFd,
+        name: &[u8],
+    ) -> io::Result<()> {
+        let name = name_arg(name)?;
+        Self::clear(dir, name)?;
+        Ok(rustix::fs::linkat(
+            existing_dir,
+            name_arg(existing)?,
+            dir,
+            name,
+            AtFlags::empty(),
+        )?)
+    }
+
+    /// Applies an entry's metadata to an open file or directory: owner (as
+    /// root), mode, xattrs, then mtime last. Returns the xattrs that could not
+    /// be set (other namespaces than `user.` need privileges).
+    ///
+    /// # Errors
+    /// I/O errors setting mode or times.
+    pub fn apply_to_fd(&self, fd: impl AsFd, entry: &Entry) -> io::Result<Vec<String>> {
+        let fd = fd.as_fd();
+        if self.as_root {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(entry.uid)),
+                Some(rustix::fs::Gid::from_raw(entry.gid)),
+            )?;
+        }
+        rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode & 0o7777))?;
+        let mut failed = Vec::new();
+        for (name, value) in &entry.xattrs {
+            if rustix::fs::fsetxattr(
+                fd,
+                OsStr::from_bytes(name),
+                value,
+                rustix::fs::XattrFlags::empty(),
+            )
+            .is_err()
+            {
+                failed.push(String::from_utf8_lossy(name).into_owned());
+            }
+        }
+        rustix::fs::futimens(fd, &times(entry.mtime_ns))?;
+        Ok(failed)
+    }
+
+    /// Applies metadata to `name` in `dir` without opening it (symlinks and
+    /// FIFOs): owner as root, mode except on symlinks, mtime.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn apply_at(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        entry: &Entry,
+        is_symlink: bool,
+    ) -> io::Result<()> {
+        let name = name_arg(name)?;
+        if self.as_root {
+            rustix::fs::chownat(
+                dir,
+                name,
+                Some(rustix::fs::Uid::from_raw(entry.uid)),
+                Some(rustix::fs::Gid::from_raw(entry.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )?;
+        }
+        if !is_symlink {
+            rustix::fs::chmodat(
+                dir,
+                name,
+                Mode::from_raw_mode(entry.mode & 0o7777),
+                AtFlags::empty(),
+            )?;
+        }
+        Ok(rustix::fs::utimensat(
+            dir,
+            name,
+            &times(entry.mtime_ns),
+            AtFlags::SYMLINK_NOFOLLOW,
+        )?)
+    }
+}
+
+fn times(mtime_ns: i64) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: 0,
+            tv_nsec: rustix::fs::UTIME_OMIT,
+        },
+        last_modification: Timespec {
+            tv_sec: mtime_ns.div_euclid(1_000_000_000),
+            tv_nsec: mtime_ns.rem_euclid(1_000_000_000) as _,
+        },
+    }
+}
