@@ -38,6 +38,10 @@ use crate::fsmeta;
 
 /// Chunks per upload batch (one query, one sync).
 const BATCH_CHUNKS: usize = 64;
+/// Sent bytes after which the relay is asked to make them durable.
+const SYNC_BYTES: usize = 64 << 20;
+/// Delta-sent chunk bytes kept for resending, after which a sync is forced.
+const SYNC_DELTA_BYTES: usize = 16 << 20;
 /// Times a file that changes while being read is read again.
 const TORN_RETRIES: usize = 3;
 
@@ -117,6 +121,9 @@ pub async fn run(
         summary: Summary::default(),
         seen: Vec::new(),
         hardlinks: HashMap::new(),
+        deltas: HashMap::new(),
+        delta_bytes: 0,
+        unsent_sync_bytes: 0,
     };
     let mut root = DirNode::default();
     for path in paths {
@@ -215,6 +222,12 @@ struct Backup<'a> {
     seen: Vec<(Vec<u8>, CachedFile)>,
     /// First path (relative to `/`) of each multiply-linked inode.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
+    /// Chunks sent as deltas since the last sync, kept to resend whole if rejected.
+    deltas: HashMap<ChunkId, Vec<u8>>,
+    /// Their total size.
+    delta_bytes: usize,
+    /// Bytes of chunks and deltas sent since the last sync.
+    unsent_sync_bytes: usize,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -376,13 +389,13 @@ impl Backup<'_> {
                 return Ok(Some((kind, before)));
             }
             let extents = fsmeta::data_extents(&file, &before)?;
+            let whole = [Extent {
+                offset: 0,
+                len: before.len(),
+            }];
+            let reader = ExtentReader::new(file, extents.as_deref().unwrap_or(&whole));
             let stored = self
-                .store_data(
-                    file,
-                    &before,
-                    extents.as_deref(),
-                    cached.as_ref().map(|c| &c.chunks),
-                )
+                .store_data(reader, cached.as_ref().map(|c| &c.chunks))
                 .await;
             let (content_id, content) = match stored {
                 Ok(done) => done,
@@ -431,19 +444,12 @@ impl Backup<'_> {
         self.summary.bytes += meta.len();
     }
 
-    /// Chunks and uploads a file's data; returns its content.
+    /// Chunks and uploads a stream's data; returns its content.
     async fn store_data(
         &mut self,
-        file: File,
-        meta: &Metadata,
-        extents: Option<&[Extent]>,
+        reader: impl Read,
         previous: Option<&Content>,
     ) -> Result<(ContentId, Content)> {
-        let whole = [Extent {
-            offset: 0,
-            len: meta.len(),
-        }];
-        let reader = ExtentReader::new(file, extents.unwrap_or(&whole));
         let mut content = Content::default();
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
@@ -534,6 +540,9 @@ impl Backup<'_> {
                 let (delta_compressed, delta) = compress(&delta::diff(signature, &chunk.data)?);
                 if delta.len() < data.len() {
                     self.summary.chunks_delta += 1;
+                    self.unsent_sync_bytes += delta.len();
+                    self.delta_bytes += chunk.data.len();
+                    self.deltas.insert(chunk.id, chunk.data.clone());
                     let put = Message::PutDelta {
                         id: chunk.id,
                         base,
@@ -545,6 +554,7 @@ impl Backup<'_> {
                 }
             }
             self.summary.chunks_sent += 1;
+            self.unsent_sync_bytes += data.len();
             self.client
                 .send(&Message::PutChunk {
                     id: chunk.id,
@@ -553,22 +563,38 @@ impl Backup<'_> {
                 })
                 .await?;
         }
+        if self.unsent_sync_bytes >= SYNC_BYTES || self.delta_bytes >= SYNC_DELTA_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Makes everything sent so far durable on the relay, resending whole
+    /// any chunk whose delta it could not apply.
+    async fn flush(&mut self) -> Result<()> {
         let rejected = self.sync().await?;
-        if !rejected.is_empty() {
-            for chunk in batch.iter().filter(|c| rejected.contains(&c.id)) {
-                let (compressed, data) = compress(&chunk.data);
-                self.summary.chunks_sent += 1;
-                self.client
-                    .send(&Message::PutChunk {
-                        id: chunk.id,
-                        compressed,
-                        data,
-                    })
-                    .await?;
-            }
-            if !self.sync().await?.is_empty() {
-                bail!("the relay rejected whole chunks");
-            }
+        let deltas = std::mem::take(&mut self.deltas);
+        self.delta_bytes = 0;
+        self.unsent_sync_bytes = 0;
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        for id in rejected {
+            let data = deltas
+                .get(&id)
+                .context("the relay rejected a chunk that was not sent as a delta")?;
+            let (compressed, data) = compress(data);
+            self.summary.chunks_sent += 1;
+            self.client
+                .send(&Message::PutChunk {
+                    id,
+                    compressed,
+                    data,
+                })
+                .await?;
+        }
+        if !self.sync().await?.is_empty() {
+            bail!("the relay rejected whole chunks");
         }
         Ok(())
     }
@@ -587,6 +613,8 @@ impl Backup<'_> {
         root: TreeId,
         trees: &HashMap<TreeId, (Vec<u8>, Vec<TreeId>)>,
     ) -> Result<()> {
+        // Every chunk durable (rejected deltas resent) before any tree is.
+        self.flush().await?;
         let mut to_check = vec![root];
         let mut missing_order = Vec::new();
         let mut queued = HashSet::from([root]);

@@ -295,9 +295,41 @@ impl Transfer {
         self.store_blob(BlobKind::Signature, id.0, &delta::signature(raw), false)
     }
 
-    /// Pack data durable first, then the catalog rows that name it.
+    /// Pack data durable first, then the catalog rows that name it. A
+    /// content whose chunks are not all stored yet (a rejected delta is being
+    /// resent) stays pending, so a content in the catalog always has its chunks.
     fn sync(&mut self) -> Result<()> {
-        let rows: Vec<BlobRow> = self.upload()?.pending.values().copied().collect();
+        let mut held = HashSet::new();
+        let upload = self
+            .upload
+            .as_ref()
+            .ok_or_else(|| anyhow!("sync outside a backup"))?;
+        let contents: Vec<[u8; 32]> = upload
+            .pending
+            .keys()
+            .filter(|(kind, _)| *kind == BlobKind::Content)
+            .map(|(_, id)| *id)
+            .collect();
+        for id in contents {
+            let raw = self
+                .load(BlobKind::Content, &id)?
+                .ok_or_else(|| anyhow!("pending content vanished"))?;
+            for chunk in Content::decode(&ContentId(id), &raw)?.chunks {
+                if !self.has(BlobKind::Chunk, &chunk.id.0)? {
+                    held.insert(id);
+                    break;
+                }
+            }
+        }
+        let is_held =
+            |kind: BlobKind, id: &[u8; 32]| kind == BlobKind::Content && held.contains(id);
+        let rows: Vec<BlobRow> = self
+            .upload()?
+            .pending
+            .values()
+            .filter(|r| !is_held(r.kind, &r.id))
+            .copied()
+            .collect();
         if rows.is_empty() {
             return Ok(());
         }
@@ -308,14 +340,17 @@ impl Transfer {
             .sync()?;
         let client = self.client;
         self.catalog(|c| c.insert_blobs(client, &rows))?;
-        self.upload()?.pending.clear();
+        self.upload()?
+            .pending
+            .retain(|(kind, id), _| is_held(*kind, id));
         Ok(())
     }
 
     fn commit(&mut self, root: TreeId, files: u64, bytes: u64, started_ms: i64) -> Result<Message> {
         self.sync()?;
-        if !self.upload()?.rejected.is_empty() {
-            bail!("commit with chunks still rejected");
+        let upload = self.upload()?;
+        if !upload.rejected.is_empty() || !upload.pending.is_empty() {
+            bail!("commit before every rejected chunk was resent");
         }
         let upload = self
             .upload
