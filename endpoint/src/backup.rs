@@ -79,6 +79,21 @@ pub struct Summary {
     pub errors: Vec<String>,
 }
 
+/// What a backup reads.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// Files and directories, recorded under their absolute paths.
+    Paths(Vec<PathBuf>),
+    /// A shell command's standard output, stored as one file `name` at the
+    /// snapshot's root (a database dump, say).
+    Command {
+        /// Run with `sh -c`.
+        command: String,
+        /// The file name for its output.
+        name: String,
+    },
+}
+
 /// A directory under construction.
 #[derive(Debug, Default)]
 struct DirNode {
@@ -101,7 +116,7 @@ pub async fn run(
     client: &mut RelayClient,
     cache: &mut FilesCache,
     set: &str,
-    paths: &[PathBuf],
+    source: &Source,
 ) -> Result<Summary> {
     let started = Instant::now();
     let started_ms = crate::now_ms();
@@ -126,8 +141,13 @@ pub async fn run(
         unsent_sync_bytes: 0,
     };
     let mut root = DirNode::default();
-    for path in paths {
-        run.add_path(&mut root, path).await?;
+    match source {
+        Source::Paths(paths) => {
+            for path in paths {
+                run.add_path(&mut root, path).await?;
+            }
+        }
+        Source::Command { command, name } => run.add_command(&mut root, command, name).await?,
     }
     let mut trees = HashMap::new();
     let root_id = build_tree(root, &mut trees)?;
@@ -267,6 +287,64 @@ impl Backup<'_> {
         if let Some(node) = node {
             dir.children.insert(last.clone(), node);
         }
+        Ok(())
+    }
+
+    /// Runs `command` and stores its output as the file `name` at the root.
+    async fn add_command(&mut self, root: &mut DirNode, command: &str, name: &str) -> Result<()> {
+        ferry_protocol::tree::check_name(name.as_bytes())
+            .map_err(|_| anyhow::anyhow!("invalid --name {name:?}: use a plain file name"))?;
+        let mut child = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .with_context(|| format!("cannot run {command:?}"))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let key = format!("command:{name}").into_bytes();
+        let cached = self.cache.get(&self.set, &key)?;
+        let stored = self
+            .store_data(stdout, cached.as_ref().map(|c| &c.chunks))
+            .await;
+        let status = child.wait()?;
+        let (content_id, content) = stored?;
+        if !status.success() {
+            bail!("the command {command:?} failed ({status}); no snapshot was made");
+        }
+        let size = content.len();
+        if cached.is_some() {
+            self.summary.files_changed += 1;
+        } else {
+            self.summary.files_new += 1;
+        }
+        self.summary.files += 1;
+        self.summary.bytes += size;
+        let entry = Entry {
+            name: name.as_bytes().to_vec(),
+            kind: EntryKind::File {
+                size,
+                content: content_id,
+                sparse: None,
+            },
+            mode: 0o600,
+            uid: rustix::process::geteuid().as_raw(),
+            gid: rustix::process::getegid().as_raw(),
+            mtime_ns: crate::now_ms().saturating_mul(1_000_000),
+            xattrs: Vec::new(),
+        };
+        let record = CachedFile {
+            size,
+            mtime_ns: 0,
+            ctime_ns: 0,
+            inode: 0,
+            content: content_id,
+            chunks: content,
+            sparse: None,
+        };
+        self.seen.push((key, record));
+        root.children
+            .insert(name.as_bytes().to_vec(), Node::Leaf(entry));
         Ok(())
     }
 

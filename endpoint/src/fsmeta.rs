@@ -69,37 +69,39 @@ pub fn special_kind(path: &Path, meta: &Metadata) -> io::Result<Option<EntryKind
 /// # Errors
 /// I/O errors other than "not supported".
 pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let unsupported =
-        |e: &rustix::io::Errno| *e == rustix::io::Errno::NOTSUP || *e == rustix::io::Errno::PERM;
-    let size = match rustix::fs::llistxattr(path, &mut [0u8; 0][..]) {
-        Ok(size) => size,
-        Err(e) if unsupported(&e) => return Ok(Vec::new()),
+    // Linux caps a name list at 64 KiB (XATTR_LIST_MAX); values we accept are
+    // capped at MAX_XATTR_VALUE, so fixed buffers of those sizes suffice.
+    let mut names = vec![0u8; 64 * 1024];
+    let len = match rustix::fs::llistxattr(path, &mut names[..]) {
+        Ok(len) => len,
+        Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
         Err(e) => return Err(e.into()),
     };
-    if size == 0 {
-        return Ok(Vec::new());
-    }
-    let mut names = vec![0u8; size];
-    let len = rustix::fs::llistxattr(path, &mut names[..])?;
     names.truncate(len);
     let mut out = Vec::new();
-    for name in names.split(|b| *b == 0).filter(|n| !n.is_empty()) {
-        if name.len() > MAX_NAME {
-            continue;
-        }
-        let name_str = std::ffi::OsStr::from_bytes_compat(name);
-        let size = rustix::fs::lgetxattr(path, name_str, &mut [0u8; 0][..])?;
-        if size > MAX_XATTR_VALUE {
-            return Err(io::Error::other(format!(
-                "extended attribute {} of {} is larger than {MAX_XATTR_VALUE} bytes",
-                String::from_utf8_lossy(name),
-                path.display()
-            )));
-        }
-        let mut value = vec![0u8; size];
-        let len = rustix::fs::lgetxattr(path, name_str, &mut value[..])?;
-        value.truncate(len);
-        out.push((name.to_vec(), value));
+    let mut value = vec![0u8; MAX_XATTR_VALUE];
+    for name in names
+        .split(|b| *b == 0)
+        .filter(|n| !n.is_empty() && n.len() <= MAX_NAME)
+    {
+        let len = match rustix::fs::lgetxattr(
+            path,
+            std::ffi::OsStr::from_bytes_compat(name),
+            &mut value[..],
+        ) {
+            Ok(len) => len,
+            // Removed since listed: nothing to store.
+            Err(rustix::io::Errno::NODATA) => continue,
+            Err(rustix::io::Errno::RANGE) => {
+                return Err(io::Error::other(format!(
+                    "extended attribute {} of {} is larger than {MAX_XATTR_VALUE} bytes",
+                    String::from_utf8_lossy(name),
+                    path.display()
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        out.push((name.to_vec(), value[..len].to_vec()));
     }
     out.sort();
     Ok(out)
@@ -143,4 +145,21 @@ pub fn data_extents(file: &File, meta: &Metadata) -> io::Result<Option<Vec<Exten
         at = end;
     }
     Ok(Some(extents))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn xattrs_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"x").unwrap();
+        rustix::fs::lsetxattr(&path, "user.a", b"1", rustix::fs::XattrFlags::empty()).unwrap();
+        assert_eq!(
+            read_xattrs(&path).unwrap(),
+            vec![(b"user.a".to_vec(), b"1".to_vec())]
+        );
+    }
 }

@@ -58,8 +58,14 @@ enum Command {
         /// Print one JSON summary.
         #[arg(long)]
         json: bool,
+        /// Back up this shell command's standard output instead of files.
+        #[arg(long, requires = "name", conflicts_with = "paths")]
+        command: Option<String>,
+        /// The file name the command's output is stored under.
+        #[arg(long, requires = "command")]
+        name: Option<String>,
         /// Files and directories to back up.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "command")]
         paths: Vec<PathBuf>,
     },
     /// List the snapshots on the relay.
@@ -161,8 +167,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => run_pair(&state, &relay, &code, name, json).await?,
         Command::Status { json, watch } => run_status(&state, json, watch).await?,
-        Command::Backup { set, json, paths } => {
-            return run_backup(&state, &set, &paths, json).await
+        Command::Backup {
+            set,
+            json,
+            paths,
+            command,
+            name,
+        } => {
+            let source = match (command, name) {
+                (Some(command), Some(name)) => backup::Source::Command { command, name },
+                _ => backup::Source::Paths(paths),
+            };
+            return run_backup(&state, &set, &source, json).await;
         }
         Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
         Command::Restore {
@@ -219,17 +235,19 @@ fn human_bytes(n: u64) -> String {
 async fn run_backup(
     state: &StateDir,
     set: &str,
-    paths: &[PathBuf],
+    source: &backup::Source,
     json: bool,
 ) -> Result<ExitCode> {
-    for path in paths {
-        if std::fs::symlink_metadata(path).is_err() {
-            bail!("{}: no such file or directory", path.display());
+    if let backup::Source::Paths(paths) = source {
+        for path in paths {
+            if std::fs::symlink_metadata(path).is_err() {
+                bail!("{}: no such file or directory", path.display());
+            }
         }
     }
     let mut cache = FilesCache::open(&state.cache_path())?;
     let mut client = open_client(state).await?;
-    let summary = backup::run(&mut client, &mut cache, set, paths).await?;
+    let summary = backup::run(&mut client, &mut cache, set, source).await?;
     client.close().await;
     for error in &summary.errors {
         eprintln!("ferry: cannot read {error}");

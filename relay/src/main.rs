@@ -71,6 +71,27 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// List committed snapshots.
+    Snapshots {
+        #[command(subcommand)]
+        command: SnapshotsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotsCommand {
+    /// List snapshots, oldest first.
+    List {
+        /// Only this client's.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only this backup set's.
+        #[arg(long)]
+        set: Option<String>,
+        /// JSON array output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -159,6 +180,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_wait,
         } => return pair(&data, &name, ttl, json, no_wait),
         Command::Clients { command } => clients(&data, command)?,
+        Command::Snapshots {
+            command: SnapshotsCommand::List { client, set, json },
+        } => snapshots(&data, client, set, json)?,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -252,6 +276,42 @@ fn pair(data: &DataDir, name: &str, ttl: Duration, json: bool, no_wait: bool) ->
             PairingState::Expired => bail!("the code expired before an endpoint used it"),
         }
     }
+}
+
+fn snapshots(
+    data: &DataDir,
+    client: Option<String>,
+    set: Option<String>,
+    json: bool,
+) -> Result<()> {
+    let catalog = data.catalog()?;
+    let client_id = match &client {
+        Some(name) => Some(
+            catalog
+                .client_by_name(name)?
+                .with_context(|| format!("no client named {name:?}"))?
+                .id,
+        ),
+        None => None,
+    };
+    let rows = catalog.list_snapshots(client_id, set.as_deref())?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if rows.is_empty() {
+        println!("no snapshots");
+    } else {
+        println!(
+            "{:>6}  {:<16} {:<16} {:<21} {:>8} {:>14}",
+            "ID", "CLIENT", "SET", "FINISHED", "FILES", "BYTES"
+        );
+        for r in rows {
+            println!(
+                "{:>6}  {:<16} {:<16} {:<21} {:>8} {:>14}",
+                r.id, r.client, r.set, r.finished_at, r.files, r.bytes
+            );
+        }
+    }
+    Ok(())
 }
 
 fn clients(data: &DataDir, command: ClientsCommand) -> Result<()> {

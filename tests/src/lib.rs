@@ -8,6 +8,7 @@
 //! exiting) with a deadline, never a fixed sleep.
 
 pub mod proxy;
+pub mod tree;
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -212,6 +213,41 @@ impl Relay {
         self.child.try_wait().expect("try_wait").is_none()
     }
 
+    /// Kills the relay with SIGKILL (no chance to clean up), then starts it
+    /// again on the same addresses.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let data = self.data();
+        let path = data.join("relay.toml");
+        let text = fs::read_to_string(&path).expect("relay.toml");
+        let pinned: Vec<String> = text
+            .lines()
+            .map(|line| {
+                if line.starts_with("listen = ") {
+                    format!("listen = \"{}\"", self.session_addr)
+                } else if line.starts_with("pair-listen = ") {
+                    format!("pair-listen = \"{}\"", self.pair_addr)
+                } else {
+                    line.to_string()
+                }
+            })
+            .collect();
+        fs::write(&path, pinned.join("\n") + "\n").expect("write relay.toml");
+        let _ = fs::remove_file(data.join("run").join("listen.json"));
+        let (child, session_addr, pair_addr) = spawn_serve(self.dir.path(), &data);
+        assert_eq!(
+            (session_addr, pair_addr),
+            (self.session_addr, self.pair_addr)
+        );
+        self.child = child;
+    }
+
+    /// The pid of the relay process.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Sends SIGTERM and waits for exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -230,7 +266,11 @@ impl Drop for Relay {
 }
 
 fn spawn_serve(dir: &Path, data: &Path) -> (Child, SocketAddr, SocketAddr) {
-    let log = fs::File::create(dir.join("relay.log")).expect("log file");
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("relay.log"))
+        .expect("log file");
     let child = Command::new(binary("ferry-relay"))
         .arg("--data")
         .arg(data)
@@ -310,6 +350,22 @@ impl Endpoint {
     pub fn status_json(&self) -> serde_json::Value {
         let out = ok(self.ferry(&["status", "--json"]));
         serde_json::from_str(&out).expect("status --json")
+    }
+
+    /// Runs `ferry backup --json ARGS`, asserting success; returns the summary.
+    pub fn backup_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["backup", "--json"];
+        all.extend_from_slice(args);
+        let out = ok(self.ferry(&all));
+        serde_json::from_str(&out).expect("backup --json")
+    }
+
+    /// Runs `ferry restore --json ARGS`, asserting success; returns the summary.
+    pub fn restore_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = vec!["restore", "--json"];
+        all.extend_from_slice(args);
+        let out = ok(self.ferry(&all));
+        serde_json::from_str(&out).expect("restore --json")
     }
 
     /// Rewrites the session addresses recorded at pairing.

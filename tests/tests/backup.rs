@@ -1,0 +1,353 @@
+//! Backup and restore through the real binaries: fidelity, deltas on the
+//! wire, unchanged trees, restore with deltas, hostile targets, a killed relay.
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use ferry_tests::tree::{listing, mkfifo, random_bytes, set_mtime, set_xattr};
+use ferry_tests::{ok, stderr, wait_for, Endpoint, Relay, DEADLINE};
+
+fn s(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn paired() -> (Relay, Endpoint) {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    (relay, endpoint)
+}
+
+/// A tree holding every case ferry must restore faithfully.
+fn fidelity_tree(root: &Path) {
+    fs::create_dir_all(root.join("dir/nested/deeper")).unwrap();
+    fs::create_dir_all(root.join("empty-dir")).unwrap();
+    fs::write(root.join("dir/small.txt"), b"hello, ferry\n").unwrap();
+    fs::write(root.join("dir/nested/random.bin"), random_bytes(300_000, 1)).unwrap();
+    fs::write(root.join("empty"), b"").unwrap();
+    fs::write(
+        root.join(std::ffi::OsStr::from_bytes(b"caf\xe9-not-utf8")),
+        b"bytes name",
+    )
+    .unwrap();
+    fs::write(root.join("exec.sh"), b"#!/bin/sh\n").unwrap();
+    fs::set_permissions(root.join("exec.sh"), fs::Permissions::from_mode(0o754)).unwrap();
+    fs::write(root.join("private"), b"secret").unwrap();
+    fs::set_permissions(root.join("private"), fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::symlink("dir/small.txt", root.join("link")).unwrap();
+    std::os::unix::fs::symlink("/nonexistent/target", root.join("dangling")).unwrap();
+    fs::hard_link(root.join("dir/small.txt"), root.join("hardlink")).unwrap();
+    mkfifo(&root.join("fifo"));
+    let sparse = fs::File::create(root.join("sparse")).unwrap();
+    sparse.set_len(20 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&sparse, b"data in the middle", 10 << 20).unwrap();
+    drop(sparse);
+    set_xattr(&root.join("dir/small.txt"), "user.color", b"blue");
+    set_xattr(&root.join("dir"), "user.kind", b"\x00binary\xff");
+    for (i, path) in [
+        "dir/small.txt",
+        "dir/nested/random.bin",
+        "empty",
+        "exec.sh",
+        "link",
+        "dangling",
+        "fifo",
+        "sparse",
+    ]
+    .iter()
+    .enumerate()
+    {
+        set_mtime(
+            &root.join(path),
+            1_000_000_000 + i as i64 * 1000,
+            123_456_789 + i as i64,
+        );
+    }
+    for (i, dir) in ["dir/nested/deeper", "dir/nested", "dir", "empty-dir"]
+        .iter()
+        .enumerate()
+    {
+        set_mtime(&root.join(dir), 1_100_000_000 + i as i64, 987_654_321);
+    }
+}
+
+#[test]
+fn every_kind_of_entry_restores_identical_and_old_snapshots_stay_restorable() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fidelity_tree(&src);
+    let before = listing(&src);
+    assert!(
+        before[&b"sparse"[..]].sparse,
+        "the test filesystem must support holes"
+    );
+
+    let first = endpoint.backup_json(&[s(&src)]);
+    assert_eq!(first["files_new"], 7, "{first}"); // the hard link is not a second file
+    let out1 = work.path().join("out1");
+    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out1)]);
+    assert_eq!(listing(&out1), before);
+
+    // Change the source and back it up again; snapshot 1 must still restore identical.
+    fs::write(src.join("dir/small.txt"), b"changed").unwrap();
+    fs::remove_file(src.join("empty")).unwrap();
+    let second = endpoint.backup_json(&[s(&src)]);
+    assert_eq!(second["files_changed"], 1, "{second}");
+    let snapshot1 = first["snapshot"].to_string();
+    let out2 = work.path().join("out2");
+    endpoint.restore_json(&[
+        "-b",
+        &snapshot1,
+        "--map-from",
+        s(&src),
+        "--map-to",
+        s(&out2),
+    ]);
+    assert_eq!(listing(&out2), before);
+
+    // Without --map-from, absolute paths are recreated below the target.
+    let out3 = work.path().join("out3");
+    endpoint.restore_json(&["-b", &snapshot1, "--map-to", s(&out3)]);
+    assert_eq!(listing(&out3.join(src.strip_prefix("/").unwrap())), before);
+
+    // A PATH narrows the restore.
+    let out4 = work.path().join("out4");
+    endpoint.restore_json(&[
+        "--map-from",
+        s(&src),
+        "--map-to",
+        s(&out4),
+        s(&src.join("dir/nested")),
+    ]);
+    let only: Vec<Vec<u8>> = listing(&out4).into_keys().collect();
+    assert_eq!(only[0], b"dir");
+    assert!(only.iter().all(|p| p.starts_with(b"dir")), "{only:?}");
+    assert!(out4.join("dir/nested/random.bin").exists());
+    assert!(!out4.join("dir/small.txt").exists());
+
+    let list: serde_json::Value = serde_json::from_str(&ok(relay.admin(&[
+        "snapshots",
+        "list",
+        "--client",
+        "laptop",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let mine: serde_json::Value =
+        serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
+    assert_eq!(mine[1]["id"], second["snapshot"]);
+}
+
+#[test]
+fn scattered_overwrites_and_an_insertion_move_little() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("big.bin");
+    let mut data = random_bytes(40 << 20, 2);
+    fs::write(&file, &data).unwrap();
+    endpoint.backup_json(&[s(&file)]);
+
+    for i in 0..20u64 {
+        let at = (i * 2_000_003 + 12_345) as usize % (data.len() - 4096);
+        data[at..at + 4096].copy_from_slice(&random_bytes(4096, 100 + i));
+    }
+    fs::write(&file, &data).unwrap();
+    let overwrites = endpoint.backup_json(&[s(&file)]);
+    let sent = overwrites["bytes_sent"].as_u64().unwrap();
+    assert!(sent < 4 << 20, "20 x 4 KiB overwrites sent {sent} bytes");
+
+    data.insert(data.len() / 2, 0x42);
+    fs::write(&file, &data).unwrap();
+    let insertion = endpoint.backup_json(&[s(&file)]);
+    let sent = insertion["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < data.len() as u64 / 20,
+        "a 1-byte insertion sent {sent} bytes"
+    );
+    assert!(
+        insertion["chunks_delta"].as_u64().unwrap() >= 1,
+        "{insertion}"
+    );
+
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--map-from", s(work.path()), "--map-to", s(&out)]);
+    assert_eq!(fs::read(out.join("big.bin")).unwrap(), data);
+}
+
+#[test]
+fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("many");
+    for d in 0..100 {
+        let dir = src.join(format!("d{d:03}"));
+        fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            fs::write(dir.join(format!("f{f:03}")), format!("file {d} {f}\n")).unwrap();
+        }
+    }
+    let first = endpoint.backup_json(&[s(&src)]);
+    assert_eq!(first["files_new"], 10_000);
+    let second = endpoint.backup_json(&[s(&src)]);
+    assert_eq!(second["files_unchanged"], 10_000);
+    let sent = second["bytes_sent"].as_u64().unwrap();
+    assert!(sent < 16 * 1024, "an unchanged backup sent {sent} bytes");
+    assert_eq!(second["bytes_scanned"], 0);
+}
+
+#[test]
+fn restoring_onto_the_previous_version_receives_little() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut data = random_bytes(20 << 20, 3);
+    fs::write(src.join("db.img"), &data).unwrap();
+    endpoint.backup_json(&[s(&src)]);
+    let target = work.path().join("target");
+    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+
+    // Change 1% of the file: 50 scattered 4 KiB writes.
+    for i in 0..50u64 {
+        let at = (i * 410_009 + 777) as usize % (data.len() - 4096);
+        data[at..at + 4096].copy_from_slice(&random_bytes(4096, 500 + i));
+    }
+    fs::write(src.join("db.img"), &data).unwrap();
+    endpoint.backup_json(&[s(&src)]);
+    let summary = endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+    let received = summary["bytes_received"].as_u64().unwrap();
+    assert!(
+        received < data.len() as u64 / 10,
+        "restore received {received} bytes: {summary}"
+    );
+    assert_eq!(fs::read(target.join("db.img")).unwrap(), data);
+    // Again: the target already holds it, nothing but metadata moves.
+    let again = endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+    assert_eq!(again["files_unchanged"], 1, "{again}");
+}
+
+#[test]
+fn a_symlink_planted_in_the_target_is_never_followed() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("sub")).unwrap();
+    fs::write(src.join("sub/file"), b"payload").unwrap();
+    endpoint.backup_json(&[s(&src)]);
+    let outside = work.path().join("outside");
+    fs::create_dir_all(&outside).unwrap();
+    let target = work.path().join("target");
+    fs::create_dir_all(&target).unwrap();
+    std::os::unix::fs::symlink(&outside, target.join("sub")).unwrap();
+    let out = endpoint.ferry(&["restore", "--map-from", s(&src), "--map-to", s(&target)]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("sub"), "{}", stderr(&out));
+    assert_eq!(
+        fs::read_dir(&outside).unwrap().count(),
+        0,
+        "something was written outside the target"
+    );
+}
+
+#[test]
+fn unreadable_files_are_named_and_exit_3_with_a_snapshot() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("fine"), b"ok").unwrap();
+    let _socket = std::os::unix::net::UnixListener::bind(src.join("socket")).unwrap();
+    let out = endpoint.ferry(&["backup", "--json", s(&src)]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("socket"), "{}", stderr(&out));
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files_unreadable"], 1);
+    assert!(summary["snapshot"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn a_relay_killed_mid_backup_keeps_every_snapshot_and_takes_the_next_backup() {
+    let (mut relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("small"), b"committed before the crash").unwrap();
+    endpoint.backup_json(&[s(&src)]);
+    let committed = listing(&src);
+
+    fs::write(src.join("big"), random_bytes(120 << 20, 4)).unwrap();
+    let mut backup = endpoint
+        .command()
+        .args(["backup", s(&src)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let packs = relay.data().join("store/packs");
+    let pack_bytes = || -> u64 {
+        fs::read_dir(&packs).map_or(0, |d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
+    };
+    let start = pack_bytes();
+    wait_for("the relay to be receiving", DEADLINE, || {
+        (pack_bytes() > start + (8 << 20)).then_some(())
+    });
+    relay.kill_and_restart();
+    let status = wait_for("the backup to fail", DEADLINE, || {
+        backup.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(1));
+
+    let catalog = rusqlite::Connection::open(relay.data().join("catalog.sqlite")).unwrap();
+    let check: String = catalog
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out)]);
+    assert_eq!(listing(&out), committed);
+
+    let next = endpoint.backup_json(&[s(&src)]);
+    assert_eq!(next["snapshot"], 2);
+    let out2 = work.path().join("out2");
+    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out2)]);
+    assert_eq!(listing(&out2), listing(&src));
+}
+
+#[test]
+fn a_commands_output_is_backed_up_with_deltas() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let dump = work.path().join("dump-source");
+    let mut data = random_bytes(3 << 20, 5);
+    fs::write(&dump, &data).unwrap();
+    let command = format!("cat {}", s(&dump));
+    let first = endpoint.backup_json(&["--set", "db", "--command", &command, "--name", "dump.sql"]);
+    assert!(first["bytes_sent"].as_u64().unwrap() > 3 << 20);
+    data[1_000_000..1_000_100].fill(7);
+    fs::write(&dump, &data).unwrap();
+    let second =
+        endpoint.backup_json(&["--set", "db", "--command", &command, "--name", "dump.sql"]);
+    assert!(
+        second["bytes_sent"].as_u64().unwrap() < 64 << 10,
+        "{second}"
+    );
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--set", "db", "--map-to", s(&out)]);
+    assert_eq!(fs::read(out.join("dump.sql")).unwrap(), data);
+
+    let failing = endpoint.ferry(&[
+        "backup",
+        "--set",
+        "db",
+        "--command",
+        "exit 7",
+        "--name",
+        "x",
+    ]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(stderr(&failing).contains("exit"), "{}", stderr(&failing));
+}
