@@ -292,3 +292,96 @@ fn times(mtime_ns: i64) -> Timestamps {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(list: &[&[u8]]) -> Vec<Vec<u8>> {
+        list.iter().map(|n| n.to_vec()).collect()
+    }
+
+    #[test]
+    fn hostile_names_are_refused_before_any_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = Target::open(&dir.path().join("t")).unwrap();
+        for hostile in [&b".."[..], b".", b"", b"a/b", b"/etc", b"x\0y"] {
+            assert!(
+                target.dir(&names(&[b"ok", hostile])).is_err(),
+                "{hostile:?}"
+            );
+            let ok = target.dir(&names(&[b"ok"])).unwrap();
+            assert!(Target::temp_file(&ok, hostile).is_err());
+            assert!(Target::symlink(&ok, hostile, b"/etc/passwd").is_err());
+            assert!(Target::node(&ok, hostile, rustix::fs::FileType::Fifo, 0).is_err());
+            assert!(Target::hardlink(&ok, hostile, &ok, b"h").is_err());
+        }
+        // Nothing but the one good directory was created.
+        let made: Vec<_> = std::fs::read_dir(dir.path().join("t")).unwrap().collect();
+        assert_eq!(made.len(), 1);
+        assert!(!dir.path().join("etc").exists());
+    }
+
+    #[test]
+    fn a_symlink_on_the_way_is_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = dir.path().join("outside");
+        std::fs::create_dir_all(&outside).unwrap();
+        let root = dir.path().join("t");
+        let target = Target::open(&root).unwrap();
+        // A symlink the restore itself made (a symlink entry) or one planted in the target.
+        let top = target.dir(&[]).unwrap();
+        Target::symlink(&top, b"link", outside.as_os_str().as_bytes()).unwrap();
+        assert!(target.dir(&names(&[b"link"])).is_err());
+        assert!(target.dir(&names(&[b"link", b"below"])).is_err());
+        // Writing a file named like the symlink replaces the link, not its target.
+        let (file, tmp) = Target::temp_file(&top, b"link").unwrap();
+        drop(file);
+        Target::commit_temp(&top, &tmp, b"link").unwrap();
+        assert!(std::fs::symlink_metadata(root.join("link"))
+            .unwrap()
+            .is_file());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn crafted_trees_with_hostile_entries_do_not_decode() {
+        use ferry_protocol::ids::TreeId;
+        use ferry_protocol::tree::{EntryKind, Tree};
+        for (name, kind) in [
+            (&b".."[..], EntryKind::Fifo),
+            (b"a/b", EntryKind::Fifo),
+            (b"/abs", EntryKind::Fifo),
+            (
+                b"h",
+                EntryKind::Hardlink {
+                    target: b"../../etc/passwd".to_vec(),
+                },
+            ),
+            (
+                b"h",
+                EntryKind::Hardlink {
+                    target: b"/etc/passwd".to_vec(),
+                },
+            ),
+        ] {
+            let tree = Tree {
+                entries: vec![Entry {
+                    name: name.to_vec(),
+                    kind,
+                    mode: 0o644,
+                    uid: 0,
+                    gid: 0,
+                    mtime_ns: 0,
+                    xattrs: vec![],
+                }],
+            };
+            // Encoded without the checks `Tree::encode` makes, as a hostile relay would.
+            let bytes = postcard::to_allocvec(&tree).unwrap();
+            assert!(
+                Tree::decode(&TreeId::of(&bytes), &bytes).is_err(),
+                "{name:?}"
+            );
+        }
+    }
+}

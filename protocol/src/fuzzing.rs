@@ -58,3 +58,21 @@ pub fn pairing_first_frame(data: &[u8]) {
         let _ = relay_reply(&fixed_code(), &fixed_relay_keys(), &spake, &noise);
     }
 }
+
+/// Treats bytes as an rsync delta from the network, applied to a fixed base.
+pub fn delta_apply(data: &[u8]) {
+    let base: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
+    let _ = crate::delta::apply(&base, data, &crate::ids::ChunkId::of(b""));
+}
+
+/// Treats bytes as an lz4 payload from the network.
+pub fn lz4(data: &[u8]) {
+    let _ = crate::compress::decompress(true, data.to_vec(), crate::chunking::MAX_CHUNK as usize);
+}
+
+/// Treats bytes as a tree and as a content from the network (named by their
+/// hash, so the structural checks are what is exercised).
+pub fn objects(data: &[u8]) {
+    let _ = crate::tree::Tree::decode(&crate::ids::TreeId::of(data), data);
+    let _ = crate::tree::Content::decode(&crate::ids::ContentId::of(data), data);
+}

@@ -22,6 +22,9 @@ const TARGETS: &[Target] = &[
     ("message", fuzzing::message),
     ("session_first", fuzzing::session_first_message),
     ("pairing_first", fuzzing::pairing_first_frame),
+    ("delta_apply", fuzzing::delta_apply),
+    ("lz4", fuzzing::lz4),
+    ("objects", fuzzing::objects),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -66,6 +69,31 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let (_, start) =
         EndpointStart::begin(&fuzzing::fixed_code(), &fuzzing::fixed_endpoint_keys()).unwrap();
     out.push(("pairing_first", "valid", start.encode().unwrap()));
+    let base: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
+    let mut edited = base.clone();
+    edited[100..110].fill(0);
+    let delta =
+        ferry_protocol::delta::diff(ferry_protocol::delta::signature(&base), &edited).unwrap();
+    out.push(("delta_apply", "small-edit", delta));
+    out.push((
+        "lz4",
+        "text",
+        ferry_protocol::compress::compress(&b"ferry ".repeat(500)).1,
+    ));
+    let tree = ferry_protocol::tree::Tree {
+        entries: vec![ferry_protocol::tree::Entry {
+            name: b"file".to_vec(),
+            kind: ferry_protocol::tree::EntryKind::Symlink {
+                target: b"target".to_vec(),
+            },
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime_ns: 1,
+            xattrs: vec![(b"user.a".to_vec(), b"b".to_vec())],
+        }],
+    };
+    out.push(("objects", "tree", tree.encode().unwrap().1));
     out
 }
 
