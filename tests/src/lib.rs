@@ -390,3 +390,91 @@ pub fn read_until(reader: &mut BufReader<ChildStdout>, needle: &str) -> String {
         }
     }
 }
+
+/// A session driven by hand with a paired endpoint's key, for tests that
+/// must send what `ferry` never would.
+#[derive(Debug)]
+pub struct RawSession {
+    /// The connection.
+    pub stream: std::net::TcpStream,
+    /// The established Noise transport.
+    pub transport: ferry_protocol::transport::Transport,
+}
+
+impl RawSession {
+    /// Handshakes as `endpoint` and exchanges `Hello`s.
+    ///
+    /// # Panics
+    /// When the relay does not accept the session.
+    pub fn open(relay: &Relay, endpoint: &Endpoint) -> Self {
+        use std::io::{Read, Write};
+
+        use ferry_protocol::frame::encode_frame;
+        use ferry_protocol::message::{Hello, Message};
+        use ferry_protocol::session::Initiator;
+        use ferry_protocol::timestamp::Timestamp;
+        use ferry_protocol::version::{ConnectionKind, Preamble};
+
+        let keys = ferry_protocol::io::keyfile::load(&endpoint.state().join("keys/endpoint.key"))
+            .expect("key");
+        let record = fs::read_to_string(endpoint.state().join("relay.toml")).expect("relay.toml");
+        let relay_hex = record
+            .lines()
+            .find_map(|l| l.strip_prefix("relay-key = "))
+            .expect("relay-key");
+        let relay_key =
+            ferry_protocol::keys::PublicKey::from_hex(relay_hex.trim_matches('"')).expect("hex");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock");
+        let mut first = Vec::new();
+        let initiator = Initiator::start(&keys, &relay_key, Timestamp::from_unix(now), &mut first)
+            .expect("start");
+        let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
+        encode_frame(&first, &mut out).expect("frame");
+        let mut stream = std::net::TcpStream::connect(relay.session_addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+        stream.write_all(&out).expect("write");
+        let mut answer = [0u8; 8 + 2 + 48];
+        stream.read_exact(&mut answer).expect("answer");
+        let transport = initiator.finish(&answer[10..]).expect("finish");
+        let mut session = RawSession { stream, transport };
+        session.send(&Message::Hello(Hello {
+            major: 1,
+            minor: 0,
+            software: "test".into(),
+        }));
+        assert!(matches!(session.recv(), Some(Message::Hello(_))));
+        session
+    }
+
+    /// Sends one message.
+    ///
+    /// # Panics
+    /// On socket errors.
+    pub fn send(&mut self, message: &ferry_protocol::message::Message) {
+        use std::io::Write;
+        let mut out = Vec::new();
+        self.transport.seal(message, &mut out).expect("seal");
+        self.stream.write_all(&out).expect("write");
+    }
+
+    /// Receives one message; `None` when the relay closed the connection.
+    ///
+    /// # Panics
+    /// On anything but a well-formed message or EOF.
+    pub fn recv(&mut self) -> Option<ferry_protocol::message::Message> {
+        use std::io::Read;
+        loop {
+            let mut header = [0u8; 2];
+            if self.stream.read_exact(&mut header).is_err() {
+                return None;
+            }
+            let mut frame = vec![0u8; usize::from(u16::from_be_bytes(header))];
+            self.stream.read_exact(&mut frame).expect("frame");
+            if let Some(message) = self.transport.open(&frame).expect("open") {
+                return Some(message);
+            }
+        }
+    }
+}

@@ -351,3 +351,61 @@ fn a_commands_output_is_backed_up_with_deltas() {
     assert_eq!(failing.status.code(), Some(1));
     assert!(stderr(&failing).contains("exit"), "{}", stderr(&failing));
 }
+
+#[test]
+fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() {
+    use ferry_protocol::ids::ChunkId;
+    use ferry_protocol::message::Message;
+    use ferry_tests::RawSession;
+
+    let (mut relay, endpoint) = paired();
+    let mut session = RawSession::open(&relay, &endpoint);
+    session.send(&Message::BackupBegin {
+        set: "default".into(),
+    });
+    assert_eq!(session.recv(), Some(Message::BackupReady));
+    let base = random_bytes(10_000, 9);
+    session.send(&Message::PutChunk {
+        id: ChunkId::of(&base),
+        compressed: false,
+        data: base.clone(),
+    });
+    // A librsync delta whose COPY reaches far past the base.
+    let mut delta = vec![0x72, 0x73, 0x02, 0x36, 0x4f];
+    delta.extend_from_slice(&1_000_000u32.to_be_bytes());
+    delta.extend_from_slice(&100u32.to_be_bytes());
+    delta.push(0);
+    let wanted = ChunkId::of(b"whatever the attacker claims");
+    session.send(&Message::PutDelta {
+        id: wanted,
+        base: ChunkId::of(&base),
+        compressed: false,
+        delta,
+    });
+    session.send(&Message::Sync);
+    assert_eq!(
+        session.recv(),
+        Some(Message::Synced {
+            rejected: vec![wanted]
+        })
+    );
+
+    // An lz4 payload declaring 4 GiB: refused before allocating, session ended.
+    let mut bomb = u32::MAX.to_le_bytes().to_vec();
+    bomb.extend_from_slice(&[0x1f, 0, 0, 0]);
+    session.send(&Message::PutChunk {
+        id: ChunkId::of(b"x"),
+        compressed: true,
+        data: bomb,
+    });
+    match session.recv() {
+        Some(Message::Failed { message }) => {
+            assert!(message.contains("exceeds the limit"), "{message}")
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert_eq!(session.recv(), None);
+    assert!(relay.is_running());
+    relay.wait_for_log("exceeds the limit");
+    assert_eq!(endpoint.status_json()["path"], "lan");
+}

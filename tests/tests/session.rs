@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::version::{ConnectionKind, Preamble};
 use ferry_tests::proxy::{Direction, Flip, Proxy};
-use ferry_tests::{read_until, stderr, wait_for, Endpoint, Relay, DEADLINE};
+use ferry_tests::{read_until, stderr, wait_for, Endpoint, RawSession, Relay, DEADLINE};
 
 /// An endpoint that knows the relay but whose key the relay never paired.
 fn stranger(paired: &Endpoint) -> Endpoint {
@@ -280,60 +280,6 @@ fn the_global_connection_cap_refuses_extra_connections_and_frees_slots() {
     });
 }
 
-/// Opens a session by hand with `endpoint`'s key: the relay's answer and
-/// Hello are read, then the caller holds a live, silent session.
-fn raw_session(
-    relay: &Relay,
-    endpoint: &Endpoint,
-) -> (TcpStream, ferry_protocol::transport::Transport) {
-    use ferry_protocol::frame::{encode_frame, parse_frame};
-    use ferry_protocol::message::{Hello, Message};
-    use ferry_protocol::session::Initiator;
-    use ferry_protocol::timestamp::Timestamp;
-
-    let keys =
-        ferry_protocol::io::keyfile::load(&endpoint.state().join("keys/endpoint.key")).unwrap();
-    let record = std::fs::read_to_string(endpoint.state().join("relay.toml")).unwrap();
-    let relay_hex = record
-        .lines()
-        .find_map(|l| l.strip_prefix("relay-key = "))
-        .unwrap();
-    let relay_key = ferry_protocol::keys::PublicKey::from_hex(relay_hex.trim_matches('"')).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap();
-    let mut first = Vec::new();
-    let initiator =
-        Initiator::start(&keys, &relay_key, Timestamp::from_unix(now), &mut first).unwrap();
-    let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
-    encode_frame(&first, &mut out).unwrap();
-    let mut stream = TcpStream::connect(relay.session_addr).unwrap();
-    stream.set_read_timeout(Some(DEADLINE)).unwrap();
-    stream.write_all(&out).unwrap();
-    let mut answer = [0u8; 8 + 2 + 48];
-    stream.read_exact(&mut answer).unwrap();
-    let mut transport = initiator.finish(&answer[10..]).unwrap();
-    let mut hello = Vec::new();
-    let ours = Hello {
-        major: 1,
-        minor: 0,
-        software: "test".into(),
-    };
-    transport.seal(&Message::Hello(ours), &mut hello).unwrap();
-    stream.write_all(&hello).unwrap();
-    let mut header = [0u8; 2];
-    stream.read_exact(&mut header).unwrap();
-    let mut frame = header.to_vec();
-    frame.resize(2 + usize::from(u16::from_be_bytes(header)), 0);
-    stream.read_exact(&mut frame[2..]).unwrap();
-    let (payload, _) = parse_frame(&frame).unwrap().unwrap();
-    assert!(matches!(
-        transport.open(payload).unwrap(),
-        Some(Message::Hello(_))
-    ));
-    (stream, transport)
-}
-
 #[test]
 fn an_idle_session_is_closed_with_a_reason() {
     let relay = Relay::start_with(ferry_tests::RelayOptions {
@@ -345,7 +291,10 @@ fn an_idle_session_is_closed_with_a_reason() {
     });
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
-    let (mut stream, mut transport) = raw_session(&relay, &endpoint);
+    let RawSession {
+        mut stream,
+        mut transport,
+    } = RawSession::open(&relay, &endpoint);
     let opened = Instant::now();
     let rest = read_to_eof(&mut stream);
     let took = opened.elapsed();
