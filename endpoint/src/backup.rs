@@ -25,11 +25,14 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::chunking::{Chunk, Chunker};
-use ferry_protocol::compress::compress;
+use ferry_protocol::compress::{compress, decompress};
 use ferry_protocol::delta;
+use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, MAX_BATCH};
-use ferry_protocol::tree::{ChunkRef, Content, Entry, EntryKind, Extent, Tree};
+use ferry_protocol::tree::{
+    ChunkRef, Content, ContentBuilder, ContentPart, Entry, EntryKind, Extent, Tree,
+};
 use serde::Serialize;
 
 use crate::cache::{CachedFile, FilesCache};
@@ -528,40 +531,77 @@ impl Backup<'_> {
         reader: impl Read,
         previous: Option<&Content>,
     ) -> Result<(ContentId, Content)> {
-        let mut content = Content::default();
+        let mut builder = ContentBuilder::default();
         let mut batch = Vec::new();
         let mut batch_bytes = 0usize;
-        let bases = previous.map(Bases::new);
+        let mut bases = previous.map(Bases::new);
         for chunk in Chunker::new(reader) {
             let chunk = chunk?;
             self.summary.bytes_scanned += chunk.data.len() as u64;
-            content.chunks.push(ChunkRef {
+            let part = builder.push(ChunkRef {
                 id: chunk.id,
                 len: chunk.data.len() as u32,
             });
             batch_bytes += chunk.data.len();
             batch.push(chunk);
-            if batch.len() >= BATCH_CHUNKS || batch_bytes >= 8 << 20 {
-                self.upload_batch(std::mem::take(&mut batch), bases.as_ref())
+            if batch.len() >= BATCH_CHUNKS || batch_bytes >= 8 << 20 || part.is_some() {
+                self.upload_batch(std::mem::take(&mut batch), bases.as_mut())
                     .await?;
                 batch_bytes = 0;
             }
+            if let Some((id, bytes)) = part {
+                self.put_content(id, &bytes).await?;
+            }
         }
-        self.upload_batch(batch, bases.as_ref()).await?;
+        self.upload_batch(batch, bases.as_mut()).await?;
+        let (content, last_part) = builder.finish();
+        if let Some((id, bytes)) = last_part {
+            self.put_content(id, &bytes).await?;
+        }
         let (id, bytes) = content.encode();
-        let (compressed, data) = compress(&bytes);
+        self.put_content(id, &bytes).await?;
+        Ok((id, content))
+    }
+
+    async fn put_content(&mut self, id: ContentId, bytes: &[u8]) -> Result<()> {
+        let (compressed, data) = compress(bytes);
         self.client
             .send(&Message::PutObject {
                 id: ObjectId::Content(id),
                 compressed,
                 data,
             })
-            .await?;
-        Ok((id, content))
+            .await
+    }
+
+    /// The previous version's chunk at `offset`, loading the part of a large
+    /// file's content that covers it when needed.
+    async fn base_at(&mut self, bases: &mut Bases, offset: u64) -> Result<Option<ChunkId>> {
+        if let Some(index) = bases.part_needed(offset) {
+            let id = bases.parts[index].1.id;
+            let part = match self
+                .client
+                .request(&Message::GetObject {
+                    id: ObjectId::Content(id),
+                })
+                .await?
+            {
+                Message::Object { compressed, data } => {
+                    Content::decode(&id, &decompress(compressed, data, MAX_MESSAGE)?)?
+                }
+                other => return Err(unexpected("Object", &other)),
+            };
+            bases.load(index, &part);
+        }
+        Ok(bases.at(offset))
     }
 
     /// Sends the chunks of `batch` the relay lacks, as deltas where that pays.
-    async fn upload_batch(&mut self, batch: Vec<Chunk>, bases: Option<&Bases<'_>>) -> Result<()> {
+    async fn upload_batch(
+        &mut self,
+        batch: Vec<Chunk>,
+        mut bases: Option<&mut Bases>,
+    ) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -577,14 +617,14 @@ impl Backup<'_> {
         if missing.is_empty() {
             return Ok(());
         }
-        let base_of: Vec<Option<ChunkId>> = missing
-            .iter()
-            .map(|c| {
-                bases
-                    .and_then(|b| b.at(c.offset))
-                    .filter(|base| *base != c.id)
-            })
-            .collect();
+        let mut base_of: Vec<Option<ChunkId>> = Vec::with_capacity(missing.len());
+        for chunk in &missing {
+            let base = match bases.as_deref_mut() {
+                Some(b) => self.base_at(b, chunk.offset).await?,
+                None => None,
+            };
+            base_of.push(base.filter(|base| *base != chunk.id));
+        }
         let wanted: Vec<ChunkId> = base_of
             .iter()
             .flatten()
@@ -747,29 +787,68 @@ fn same_version(before: &Metadata, after: &Metadata) -> bool {
 }
 
 /// The previous version's chunks by offset: the base for a new chunk is the
-/// old chunk that covered the same offset.
-struct Bases<'c> {
-    starts: Vec<u64>,
-    content: &'c Content,
+/// old chunk that covered the same offset. For a large file only one part of
+/// the old chunk list is held at a time.
+struct Bases {
+    /// (start, id) of the chunks in view: the whole file, or one part.
+    view: Vec<(u64, ChunkId)>,
+    /// End of the view.
+    view_end: u64,
+    /// (start, part) of each part of a large file.
+    parts: Vec<(u64, ContentPart)>,
 }
 
-impl<'c> Bases<'c> {
-    fn new(content: &'c Content) -> Self {
-        let mut starts = Vec::with_capacity(content.chunks.len());
+impl Bases {
+    fn new(content: &Content) -> Self {
+        let mut bases = Bases {
+            view: Vec::new(),
+            view_end: 0,
+            parts: Vec::new(),
+        };
         let mut at = 0u64;
-        for c in &content.chunks {
-            starts.push(at);
+        for part in &content.parts {
+            bases.parts.push((at, *part));
+            at += part.len;
+        }
+        bases.show(0, &content.chunks);
+        bases
+    }
+
+    fn show(&mut self, mut at: u64, chunks: &[ChunkRef]) {
+        self.view.clear();
+        for c in chunks {
+            self.view.push((at, c.id));
             at += u64::from(c.len);
         }
-        Bases { starts, content }
+        self.view_end = at;
+    }
+
+    /// The part to load before `offset` can be answered, if any.
+    fn part_needed(&self, offset: u64) -> Option<usize> {
+        let in_view =
+            self.view.first().is_some_and(|(start, _)| *start <= offset) && offset < self.view_end;
+        if in_view || self.parts.is_empty() {
+            return None;
+        }
+        self.parts
+            .partition_point(|(start, _)| *start <= offset)
+            .checked_sub(1)
+    }
+
+    fn load(&mut self, index: usize, part: &Content) {
+        let start = self.parts[index].0;
+        self.show(start, &part.chunks);
     }
 
     fn at(&self, offset: u64) -> Option<ChunkId> {
+        if offset >= self.view_end {
+            return None;
+        }
         let i = self
-            .starts
-            .partition_point(|s| *s <= offset)
+            .view
+            .partition_point(|(start, _)| *start <= offset)
             .checked_sub(1)?;
-        Some(self.content.chunks[i].id)
+        Some(self.view[i].1)
     }
 }
 

@@ -28,7 +28,7 @@ use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, SnapshotInfo};
-use ferry_protocol::tree::{ChunkRef, Content, Entry, EntryKind, Extent, Tree};
+use ferry_protocol::tree::{ChunkRef, Content, ContentBuilder, Entry, EntryKind, Extent, Tree};
 use serde::Serialize;
 
 use crate::client::{unexpected, RelayClient};
@@ -401,9 +401,20 @@ impl Restore<'_> {
             current: 0,
             done: 0,
         };
-        for (index, chunk) in content.chunks.iter().enumerate() {
-            let data = self.chunk(chunk, index, local.as_ref()).await?;
-            out.write(&data)?;
+        let mut index = 0;
+        if content.parts.is_empty() {
+            for chunk in &content.chunks {
+                out.write(&self.chunk(chunk, index, local.as_ref()).await?)?;
+                index += 1;
+            }
+        }
+        // A large file: one part's chunk list at a time.
+        for part in &content.parts {
+            let part = Content::decode(&part.id, &self.object(ObjectId::Content(part.id)).await?)?;
+            for chunk in &part.chunks {
+                out.write(&self.chunk(chunk, index, local.as_ref()).await?)?;
+                index += 1;
+            }
         }
         file.set_len(size)?;
         file.sync_all()?;
@@ -504,17 +515,18 @@ impl LocalFile {
         let len = file.metadata()?.len();
         let mut chunks = Vec::new();
         let mut by_id = HashMap::new();
-        let mut content = Content::default();
+        let mut builder = ContentBuilder::default();
         for chunk in Chunker::new(std::io::BufReader::new(&file)) {
             let chunk = chunk?;
             let n = chunk.data.len() as u32;
             chunks.push((chunk.offset, n, chunk.id));
             by_id.entry(chunk.id).or_insert((chunk.offset, n));
-            content.chunks.push(ChunkRef {
+            builder.push(ChunkRef {
                 id: chunk.id,
                 len: n,
             });
         }
+        let (content, _) = builder.finish();
         Ok(LocalFile {
             file,
             len,

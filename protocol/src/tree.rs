@@ -100,11 +100,28 @@ pub struct ChunkRef {
     pub len: u32,
 }
 
-/// One file version: its chunks in order.
+/// Chunks per content part. A file with more chunks is stored as a content
+/// of parts, each a content of at most this many chunks, so no content object
+/// exceeds about 600 KiB whatever the file's size (a 1 TiB file's root
+/// content lists 1024 parts).
+pub const PART_CHUNKS: usize = 16384;
+
+/// A piece of a large file's content.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContentPart {
+    /// A content holding only chunks.
+    pub id: ContentId,
+    /// Its bytes.
+    pub len: u64,
+}
+
+/// One file version: its chunks in order, or for a large file its parts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Content {
-    /// The chunks.
+    /// The chunks (empty when `parts` is used).
     pub chunks: Vec<ChunkRef>,
+    /// The parts, in order (empty for a file of at most [`PART_CHUNKS`] chunks).
+    pub parts: Vec<ContentPart>,
 }
 
 impl Content {
@@ -118,22 +135,78 @@ impl Content {
     ///
     /// # Errors
     /// [`ProtocolError::Crypto`] when the bytes are not `id`'s,
-    /// [`ProtocolError::Malformed`] when they do not decode.
+    /// [`ProtocolError::Malformed`] when they do not decode or mix chunks and
+    /// parts.
     pub fn decode(id: &ContentId, bytes: &[u8]) -> Result<Self, ProtocolError> {
         if ContentId::of(bytes) != *id {
             return Err(ProtocolError::Crypto("content does not match its id"));
         }
-        exact(bytes, "content")
+        let content: Content = exact(bytes, "content")?;
+        if (!content.chunks.is_empty() && !content.parts.is_empty())
+            || content.chunks.len() > PART_CHUNKS
+        {
+            return Err(ProtocolError::Malformed("content layout"));
+        }
+        Ok(content)
     }
 
     /// Total bytes.
     pub fn len(&self) -> u64 {
-        self.chunks.iter().map(|c| u64::from(c.len)).sum()
+        self.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>()
+            + self.parts.iter().map(|p| p.len).sum::<u64>()
     }
 
     /// Whether it has no data.
     pub fn is_empty(&self) -> bool {
-        self.chunks.is_empty()
+        self.chunks.is_empty() && self.parts.is_empty()
+    }
+}
+
+/// Builds a file's content a chunk at a time, splitting it into parts when
+/// it grows past [`PART_CHUNKS`]; the same chunks always give the same id.
+#[derive(Debug, Default)]
+pub struct ContentBuilder {
+    current: Vec<ChunkRef>,
+    parts: Vec<ContentPart>,
+}
+
+impl ContentBuilder {
+    /// Adds the next chunk; returns a finished part (id and bytes) to store.
+    pub fn push(&mut self, chunk: ChunkRef) -> Option<(ContentId, Vec<u8>)> {
+        self.current.push(chunk);
+        (self.current.len() == PART_CHUNKS).then(|| self.cut())
+    }
+
+    fn cut(&mut self) -> (ContentId, Vec<u8>) {
+        let part = Content {
+            chunks: std::mem::take(&mut self.current),
+            parts: Vec::new(),
+        };
+        let len = part.len();
+        let (id, bytes) = part.encode();
+        self.parts.push(ContentPart { id, len });
+        (id, bytes)
+    }
+
+    /// The file's content, and a last part to store if one was cut.
+    pub fn finish(mut self) -> (Content, Option<(ContentId, Vec<u8>)>) {
+        if self.parts.is_empty() {
+            return (
+                Content {
+                    chunks: self.current,
+                    parts: Vec::new(),
+                },
+                None,
+            );
+        }
+        let last = (!self.current.is_empty()).then(|| self.cut());
+        (
+            Content {
+                chunks: Vec::new(),
+                parts: self.parts,
+            },
+            last,
+        )
     }
 }
 
@@ -338,10 +411,44 @@ mod tests {
                 id: ChunkId::of(b"x"),
                 len: 1,
             }],
+            parts: vec![],
         };
         let (id, bytes) = content.encode();
         assert_eq!(Content::decode(&id, &bytes).unwrap(), content);
         assert!(Content::decode(&ContentId::of(b"y"), &bytes).is_err());
         assert_eq!(content.len(), 1);
+    }
+
+    #[test]
+    fn large_contents_are_split_into_parts_deterministically() {
+        let chunk = |i: usize| ChunkRef {
+            id: ChunkId::of(&i.to_le_bytes()),
+            len: 10,
+        };
+        let build = |n: usize| {
+            let mut builder = ContentBuilder::default();
+            let mut parts = Vec::new();
+            for i in 0..n {
+                parts.extend(builder.push(chunk(i)));
+            }
+            let (root, last) = builder.finish();
+            parts.extend(last);
+            (root, parts)
+        };
+        let (small, parts) = build(3);
+        assert!(parts.is_empty() && small.chunks.len() == 3);
+        let (big, parts) = build(PART_CHUNKS * 2 + 5);
+        assert_eq!(big.parts.len(), 3);
+        assert_eq!(parts.len(), 3);
+        assert_eq!(big.len(), (PART_CHUNKS as u64 * 2 + 5) * 10);
+        assert_eq!(build(PART_CHUNKS * 2 + 5).0.encode().0, big.encode().0);
+        let (exact, parts) = build(PART_CHUNKS);
+        assert_eq!((exact.parts.len(), parts.len()), (1, 1));
+        let mixed = Content {
+            chunks: vec![chunk(1)],
+            parts: big.parts.clone(),
+        };
+        let (id, bytes) = mixed.encode();
+        assert!(Content::decode(&id, &bytes).is_err());
     }
 }

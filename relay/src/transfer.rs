@@ -310,12 +310,26 @@ impl Transfer {
             .filter(|(kind, _)| *kind == BlobKind::Content)
             .map(|(_, id)| *id)
             .collect();
+        let mut parted = Vec::new();
         for id in contents {
             let raw = self
                 .load(BlobKind::Content, &id)?
                 .ok_or_else(|| anyhow!("pending content vanished"))?;
-            for chunk in Content::decode(&ContentId(id), &raw)?.chunks {
+            let content = Content::decode(&ContentId(id), &raw)?;
+            for chunk in &content.chunks {
                 if !self.has(BlobKind::Chunk, &chunk.id.0)? {
+                    held.insert(id);
+                    break;
+                }
+            }
+            if !content.parts.is_empty() {
+                parted.push((id, content.parts));
+            }
+        }
+        // A large file's content waits for its parts (parts hold only chunks).
+        for (id, parts) in parted {
+            for part in parts {
+                if held.contains(&part.id.0) || !self.has(BlobKind::Content, &part.id.0)? {
                     held.insert(id);
                     break;
                 }
@@ -416,11 +430,19 @@ impl Transfer {
             let raw = self
                 .load(BlobKind::Content, &content_id.0)?
                 .ok_or_else(|| anyhow!("content vanished"))?;
-            for chunk in Content::decode(content_id, &raw)?.chunks {
+            let content = Content::decode(content_id, &raw)?;
+            for chunk in &content.chunks {
                 ensure!(
                     self.has(BlobKind::Chunk, &chunk.id.0)?,
                     "chunk {} is missing",
                     chunk.id.short()
+                );
+            }
+            for part in &content.parts {
+                ensure!(
+                    self.has(BlobKind::Content, &part.id.0)?,
+                    "content part {} is missing",
+                    part.id.short()
                 );
             }
         }
