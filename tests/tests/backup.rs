@@ -158,12 +158,14 @@ fn scattered_overwrites_and_an_insertion_move_little() {
     fs::write(&file, &data).unwrap();
     let overwrites = endpoint.backup_json(&[s(&file)]);
     let sent = overwrites["bytes_sent"].as_u64().unwrap();
+    eprintln!("figure: 20 x 4 KiB overwrites in 40 MiB: bytes_sent = {sent}");
     assert!(sent < 4 << 20, "20 x 4 KiB overwrites sent {sent} bytes");
 
     data.insert(data.len() / 2, 0x42);
     fs::write(&file, &data).unwrap();
     let insertion = endpoint.backup_json(&[s(&file)]);
     let sent = insertion["bytes_sent"].as_u64().unwrap();
+    eprintln!("figure: 1-byte insertion in 40 MiB: bytes_sent = {sent}");
     assert!(
         sent < data.len() as u64 / 20,
         "a 1-byte insertion sent {sent} bytes"
@@ -195,6 +197,7 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
     let second = endpoint.backup_json(&[s(&src)]);
     assert_eq!(second["files_unchanged"], 10_000);
     let sent = second["bytes_sent"].as_u64().unwrap();
+    eprintln!("figure: unchanged 10,000 files: bytes_sent = {sent}");
     assert!(sent < 16 * 1024, "an unchanged backup sent {sent} bytes");
     assert_eq!(second["bytes_scanned"], 0);
 }
@@ -220,6 +223,7 @@ fn restoring_onto_the_previous_version_receives_little() {
     endpoint.backup_json(&[s(&src)]);
     let summary = endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
     let received = summary["bytes_received"].as_u64().unwrap();
+    eprintln!("figure: restore of a 1% change onto 20 MiB: bytes_received = {received}");
     assert!(
         received < data.len() as u64 / 10,
         "restore received {received} bytes: {summary}"
