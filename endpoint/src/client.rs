@@ -7,7 +7,11 @@
 //! relay's reason.
 
 use anyhow::{anyhow, bail, Result};
+use std::time::{Duration, Instant};
+
 use ferry_protocol::message::Message;
+use ferry_protocol::schedule::Schedule;
+use ferry_protocol::throttle::{local_now, Throttle};
 
 use crate::connect::Session;
 
@@ -15,12 +19,35 @@ use crate::connect::Session;
 #[derive(Debug)]
 pub struct RelayClient {
     session: Session,
+    limit: Option<UploadLimit>,
+}
+
+/// The endpoint's own upload limit: a schedule, re-read every second.
+#[derive(Debug)]
+struct UploadLimit {
+    schedule: Schedule,
+    throttle: Throttle,
+    checked: Instant,
 }
 
 impl RelayClient {
     /// Wraps an open session.
     pub fn new(session: Session) -> Self {
-        RelayClient { session }
+        RelayClient {
+            session,
+            limit: None,
+        }
+    }
+
+    /// Limits what this client sends to `schedule`'s rate at each moment.
+    pub fn limit_uploads(&mut self, schedule: Schedule) {
+        let (day, minute) = local_now();
+        let throttle = Throttle::new(schedule.rate_at(day, minute));
+        self.limit = Some(UploadLimit {
+            schedule,
+            throttle,
+            checked: Instant::now(),
+        });
     }
 
     /// Sends a message that has no answer.
@@ -28,11 +55,22 @@ impl RelayClient {
     /// # Errors
     /// When the session breaks.
     pub async fn send(&mut self, message: &Message) -> Result<()> {
+        let before = self.session.channel.io.bytes_written();
         self.session
             .channel
             .send(message)
             .await
-            .map_err(|e| anyhow!("the session with the relay broke: {e}"))
+            .map_err(|e| anyhow!("the session with the relay broke: {e}"))?;
+        if let Some(limit) = &mut self.limit {
+            if limit.checked.elapsed() >= Duration::from_secs(1) {
+                let (day, minute) = local_now();
+                limit.throttle.set_rate(limit.schedule.rate_at(day, minute));
+                limit.checked = Instant::now();
+            }
+            let sent = self.session.channel.io.bytes_written() - before;
+            limit.throttle.consume(sent as usize).await;
+        }
+        Ok(())
     }
 
     /// Sends a request and returns its answer.

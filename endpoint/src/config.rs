@@ -4,6 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ferry_protocol::schedule::RateSpec;
 use ferry_protocol::units::parse_duration;
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +15,17 @@ pub struct EndpointConfig {
     /// How the endpoint reaches its relay.
     #[serde(default)]
     pub connect: ConnectConfig,
+    /// This endpoint's own limits.
+    #[serde(default)]
+    pub upload: UploadConfig,
+}
+
+/// `[upload]`: spares the user's own link.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct UploadConfig {
+    /// Upload rate: a rate, schedule text, or a table of windows and `default`.
+    pub limit: RateSpec,
 }
 
 /// Connection timeouts as written in the file.
@@ -81,6 +93,11 @@ impl EndpointConfig {
         let config: EndpointConfig =
             toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
         config.connect.resolve()?;
+        config
+            .upload
+            .limit
+            .schedule()
+            .map_err(|e| anyhow::anyhow!("{}: upload.limit: {e}", path.display()))?;
         Ok(config)
     }
 }

@@ -17,6 +17,7 @@ use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
 use ferry_protocol::message::Message;
 use ferry_protocol::pairing::PairingCode;
+use ferry_protocol::schedule::Schedule;
 use ferry_protocol::units::format_rfc3339;
 
 /// ferry: back up to your relay from anywhere.
@@ -58,6 +59,10 @@ enum Command {
         /// Print one JSON summary.
         #[arg(long)]
         json: bool,
+        /// Upload limit for this run: a rate (`2MiB/s`) or schedule; replaces
+        /// endpoint.toml's `upload.limit`.
+        #[arg(long, value_parser = parse_schedule)]
+        limit: Option<Schedule>,
         /// Back up this shell command's standard output instead of files.
         #[arg(long, requires = "name", conflicts_with = "paths")]
         command: Option<String>,
@@ -106,6 +111,10 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
+}
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    Schedule::parse(text)
 }
 
 fn parse_selector(text: &str) -> Result<Selector, String> {
@@ -168,6 +177,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         } => run_pair(&state, &relay, &code, name, json).await?,
         Command::Status { json, watch } => run_status(&state, json, watch).await?,
         Command::Backup {
+            limit,
             set,
             json,
             paths,
@@ -178,7 +188,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 (Some(command), Some(name)) => backup::Source::Command { command, name },
                 _ => backup::Source::Paths(paths),
             };
-            return run_backup(&state, &set, &source, json).await;
+            return run_backup(&state, &set, &source, limit, json).await;
         }
         Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
         Command::Restore {
@@ -236,6 +246,7 @@ async fn run_backup(
     state: &StateDir,
     set: &str,
     source: &backup::Source,
+    limit: Option<Schedule>,
     json: bool,
 ) -> Result<ExitCode> {
     if let backup::Source::Paths(paths) = source {
@@ -247,6 +258,16 @@ async fn run_backup(
     }
     let mut cache = FilesCache::open(&state.cache_path())?;
     let mut client = open_client(state).await?;
+    let limit = match limit {
+        Some(limit) => limit,
+        None => state
+            .config()?
+            .upload
+            .limit
+            .schedule()
+            .map_err(|e| anyhow::anyhow!("endpoint.toml: upload.limit: {e}"))?,
+    };
+    client.limit_uploads(limit);
     let summary = backup::run(&mut client, &mut cache, set, source).await?;
     client.close().await;
     for error in &summary.errors {

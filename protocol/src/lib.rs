@@ -3,9 +3,10 @@
 //! This crate is *sans-IO*: it opens no socket, reads no clock and touches no
 //! disk. Callers pass bytes and the current time in (`handle_*`, `read_*`) and
 //! take bytes to send out (`poll_*`, `write_*`), so every state machine here can
-//! be unit-tested, property-tested and fuzzed without sockets. The one
-//! exception is the optional [`io`] module (feature `io`): the thin tokio
-//! adapter that moves frames over a socket, and the 0600 key files.
+//! be unit-tested, property-tested and fuzzed without sockets. The exceptions
+//! are the optional modules of feature `io`: [`io`], the thin tokio adapter
+//! that moves frames over a socket and the 0600 key files, and [`throttle`],
+//! token buckets that sleep on timers.
 //!
 //! Main types:
 //! - [`keys::StaticKeypair`], [`keys::PublicKey`], [`keys::Fingerprint`]: X25519
@@ -33,7 +34,10 @@ pub mod io;
 pub mod keys;
 pub mod message;
 pub mod pairing;
+pub mod schedule;
 pub mod session;
+#[cfg(feature = "io")]
+pub mod throttle;
 pub mod timestamp;
 pub mod transport;
 pub mod tree;

@@ -34,6 +34,71 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("invalid duration {text:?}: too large"))
 }
 
+/// Parses a size such as `10MiB`, `500KB`, `1GiB` or `4096` (bytes).
+///
+/// # Errors
+/// A message naming the input when it is not a number with a known unit.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("invalid size {text:?}: expected a number such as 10MiB"))?;
+    let factor: f64 = match unit.trim() {
+        "" | "B" => 1.0,
+        "KB" | "kB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KiB" | "K" | "k" => 1024.0,
+        "MiB" | "M" => 1024.0 * 1024.0,
+        "GiB" | "G" => 1024.0 * 1024.0 * 1024.0,
+        other => {
+            return Err(format!(
+                "invalid size {text:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"
+            ))
+        }
+    };
+    let bytes = value * factor;
+    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
+        return Err(format!("invalid size {text:?}"));
+    }
+    Ok(bytes as u64)
+}
+
+/// Parses a rate such as `2MiB/s` or `500KB/s`; `0` and `unlimited` mean no
+/// limit (`None`).
+///
+/// # Errors
+/// A message naming the input.
+pub fn parse_rate(text: &str) -> Result<Option<u64>, String> {
+    let t = text.trim();
+    if t == "0" || t.eq_ignore_ascii_case("unlimited") {
+        return Ok(None);
+    }
+    let Some(size) = t.strip_suffix("/s") else {
+        return Err(format!(
+            "invalid rate {text:?}: expected a size per second such as 2MiB/s, or unlimited"
+        ));
+    };
+    match parse_size(size).map_err(|e| format!("invalid rate {text:?}: {e}"))? {
+        0 => Ok(None),
+        bytes => Ok(Some(bytes)),
+    }
+}
+
+/// Formats a rate for people: `2.0 MiB/s`, or `unlimited`.
+pub fn format_rate(rate: Option<u64>) -> String {
+    match rate {
+        None => "unlimited".into(),
+        Some(r) if r >= 1 << 20 => format!("{:.1} MiB/s", r as f64 / (1u64 << 20) as f64),
+        Some(r) if r >= 1 << 10 => format!("{:.1} KiB/s", r as f64 / 1024.0),
+        Some(r) => format!("{r} B/s"),
+    }
+}
+
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
 pub fn format_rfc3339(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);
@@ -74,6 +139,21 @@ mod tests {
         for bad in ["", "10", "m", "10x", "-1s", "99999999999999999999d"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sizes_and_rates() {
+        assert_eq!(parse_size("10MiB").unwrap(), 10 << 20);
+        assert_eq!(parse_size("500KB").unwrap(), 500_000);
+        assert_eq!(parse_size("1.5GiB").unwrap(), 3 << 29);
+        assert_eq!(parse_rate("2MiB/s").unwrap(), Some(2 << 20));
+        assert_eq!(parse_rate("500KB/s").unwrap(), Some(500_000));
+        assert_eq!(parse_rate("unlimited").unwrap(), None);
+        assert_eq!(parse_rate("0").unwrap(), None);
+        for bad in ["2MiB", "fast/s", "-1MiB/s", "2XB/s"] {
+            assert!(parse_rate(bad).is_err(), "{bad}");
+        }
+        assert_eq!(format_rate(Some(2 << 20)), "2.0 MiB/s");
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! Every query about clients is by id, key or name of one client, never a
 //! join across clients: isolation starts here.
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -77,6 +78,9 @@ const MIGRATIONS: &[&str] = &[
         bytes INTEGER NOT NULL
     );
     CREATE INDEX snapshots_by_set ON snapshots(client_id, set_id, id);",
+    // 3: bandwidth limits set on a running relay.
+    "ALTER TABLE clients ADD COLUMN rate_limit TEXT;
+    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 /// What a blob is; part of its key, so a chunk and a tree never collide.
@@ -152,6 +156,9 @@ pub struct ClientRecord {
     pub last_seen_at: Option<String>,
     /// The source address of its last session.
     pub last_address: Option<String>,
+    /// Its own bandwidth limit (schedule text), replacing the configured
+    /// per-client rate; `None` when it has none.
+    pub limit: Option<String>,
     /// Its static public key.
     #[serde(skip)]
     pub public_key: PublicKey,
@@ -563,6 +570,67 @@ impl Catalog {
 }
 
 impl Catalog {
+    /// Sets (or with `None` clears) the global limit override.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_global_limit(&mut self, schedule: Option<&str>) -> rusqlite::Result<()> {
+        match schedule {
+            Some(text) => self.conn.execute(
+                "INSERT INTO settings (key, value) VALUES ('global_limit', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [text],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM settings WHERE key = 'global_limit'", [])?,
+        };
+        Ok(())
+    }
+
+    /// The global limit override, if set.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn global_limit(&self) -> rusqlite::Result<Option<String>> {
+        self.conn
+            .query_row(
+                "SELECT value FROM settings WHERE key = 'global_limit'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+    }
+
+    /// Sets (or with `None` clears) a client's own limit; false if no such client.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_client_limit(
+        &mut self,
+        name: &str,
+        schedule: Option<&str>,
+    ) -> rusqlite::Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE clients SET rate_limit = ?2 WHERE name = ?1 AND removed_at IS NULL",
+            params![name, schedule],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Every active client's own limit.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_limits(&self) -> rusqlite::Result<HashMap<u64, String>> {
+        let mut stmt =
+            self.conn.prepare("SELECT id, rate_limit FROM clients WHERE removed_at IS NULL AND rate_limit IS NOT NULL")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+        })?;
+        rows.collect()
+    }
+
     /// The id of `client`'s backup set `name`, created if new.
     ///
     /// # Errors
@@ -719,7 +787,7 @@ impl Catalog {
 }
 
 const CLIENT_COLUMNS: &str =
-    "SELECT id, name, public_key, hostname, created_at, last_seen_at, last_address FROM clients";
+    "SELECT id, name, public_key, hostname, created_at, last_seen_at, last_address, rate_limit FROM clients";
 
 fn client_where(
     conn: &Connection,
@@ -753,6 +821,7 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
             .get::<_, Option<i64>>(5)?
             .map(ferry_protocol::units::format_rfc3339),
         last_address: r.get(6)?,
+        limit: r.get(7)?,
         public_key,
     })
 }

@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use ferry_protocol::schedule::{RateSpec, Schedule};
 use ferry_protocol::units::parse_duration;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +32,62 @@ pub struct RelayConfig {
     /// Timeouts and caps of the listeners.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Bandwidth limits for sessions from the LAN and from the internet.
+    #[serde(default)]
+    pub rates: RatesConfig,
+}
+
+/// Rates for one kind of source.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PathRates {
+    /// All sessions of this kind together.
+    pub global: RateSpec,
+    /// Each client's sessions of this kind (a client's own limit, set with
+    /// `ferry-relay clients limit`, replaces it).
+    pub per_client: RateSpec,
+}
+
+/// `[rates.lan]` and `[rates.internet]`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RatesConfig {
+    /// Sessions from the LAN networks.
+    pub lan: PathRates,
+    /// Sessions from anywhere else.
+    pub internet: PathRates,
+}
+
+/// The configured schedules, resolved.
+#[derive(Debug, Clone)]
+pub struct RateSchedules {
+    /// Global, LAN.
+    pub lan_global: Schedule,
+    /// Per client, LAN.
+    pub lan_client: Schedule,
+    /// Global, internet.
+    pub internet_global: Schedule,
+    /// Per client, internet.
+    pub internet_client: Schedule,
+}
+
+impl RatesConfig {
+    /// Resolves every schedule.
+    ///
+    /// # Errors
+    /// A message naming the key and entry.
+    pub fn resolve(&self) -> Result<RateSchedules> {
+        let s = |key: &str, spec: &RateSpec| {
+            spec.schedule()
+                .map_err(|e| anyhow::anyhow!("rates.{key}: {e}"))
+        };
+        Ok(RateSchedules {
+            lan_global: s("lan.global", &self.lan.global)?,
+            lan_client: s("lan.per-client", &self.lan.per_client)?,
+            internet_global: s("internet.global", &self.internet.global)?,
+            internet_client: s("internet.per-client", &self.internet.per_client)?,
+        })
+    }
 }
 
 /// Connection limits as written in the file.
@@ -111,6 +168,7 @@ impl RelayConfig {
         let config: RelayConfig =
             toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
         config.limits.resolve()?;
+        config.rates.resolve()?;
         Ok(config)
     }
 
@@ -132,6 +190,9 @@ mod tests {
         let text = include_str!("../../deploy/relay.example.toml");
         let config: RelayConfig = toml::from_str(text).unwrap();
         config.limits.resolve().unwrap();
+        let rates = config.rates.resolve().unwrap();
+        assert_eq!(rates.internet_global.rate_at(0, 9 * 60), Some(2 << 20));
+        assert_eq!(rates.internet_global.rate_at(5, 9 * 60), Some(8 << 20));
         let bad = format!("{text}\nlisten-typo = 1\n");
         assert!(toml::from_str::<RelayConfig>(&bad).is_err());
     }

@@ -48,6 +48,11 @@ impl DataDir {
         self.root.join("store").join("packs")
     }
 
+    /// Limits in force and measured rates, rewritten by `serve` about twice a second.
+    pub fn rates_file(&self) -> PathBuf {
+        self.root.join("run").join("rates.json")
+    }
+
     /// Written by `serve` once bound: the actual listen addresses, so tools and
     /// tests can find a relay started on port 0.
     pub fn listen_file(&self) -> PathBuf {

@@ -15,6 +15,7 @@ pub mod config;
 pub mod data_dir;
 pub mod net;
 pub mod pairing_service;
+pub mod rates;
 pub mod registry;
 pub mod server;
 pub mod session_service;

@@ -9,11 +9,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use ferry_protocol::units::{format_rfc3339, parse_duration};
+use ferry_protocol::schedule::Schedule;
+use ferry_protocol::units::{format_rate, format_rfc3339, parse_duration};
 use ferry_relay::catalog::{now_ms, PairingState};
 use ferry_relay::config::{LimitsConfig, RelayConfig};
 use ferry_relay::data_dir::DataDir;
 use ferry_relay::net::IpNet;
+use ferry_relay::rates::RateReport;
 use rand_core::{OsRng, RngCore};
 use tokio_util::sync::CancellationToken;
 
@@ -71,6 +73,16 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
+    /// Set the global bandwidth limit on a running relay (within 2 s).
+    Limit {
+        /// A rate (`8MiB/s`; `0` or `unlimited` lifts the limit) or a schedule
+        /// (`Mon-Fri 08:00-18:00=2MiB/s; default=8MiB/s`).
+        #[arg(long, value_parser = parse_schedule, required_unless_present = "reset")]
+        global: Option<Schedule>,
+        /// Go back to the rates in relay.toml.
+        #[arg(long, conflicts_with = "global")]
+        reset: bool,
+    },
     /// List committed snapshots.
     Snapshots {
         #[command(subcommand)]
@@ -115,6 +127,21 @@ enum ClientsCommand {
         /// The client's name.
         name: String,
     },
+    /// Set a client's own bandwidth limit on a running relay (within 2 s).
+    Limit {
+        /// The client's name.
+        name: String,
+        /// A rate (`1MiB/s`; `0` or `unlimited` lifts it) or a schedule.
+        #[arg(value_parser = parse_schedule, required_unless_present = "reset")]
+        rate: Option<Schedule>,
+        /// Go back to the configured per-client rate.
+        #[arg(long, conflicts_with = "rate")]
+        reset: bool,
+    },
+}
+
+fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    Schedule::parse(text)
 }
 
 fn main() -> ExitCode {
@@ -167,6 +194,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     lan_networks
                 },
                 limits: LimitsConfig::default(),
+                rates: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());
@@ -180,6 +208,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             no_wait,
         } => return pair(&data, &name, ttl, json, no_wait),
         Command::Clients { command } => clients(&data, command)?,
+        Command::Limit { global, reset } => {
+            let text = if reset {
+                None
+            } else {
+                global.map(|g| g.to_text())
+            };
+            data.catalog()?.set_global_limit(text.as_deref())?;
+            match text {
+                Some(text) => {
+                    println!("global limit set to {text} (a running relay applies it within 2 s)")
+                }
+                None => println!("global limit reset to relay.toml's rates"),
+            }
+        }
         Command::Snapshots {
             command: SnapshotsCommand::List { client, set, json },
         } => snapshots(&data, client, set, json)?,
@@ -314,26 +356,53 @@ fn snapshots(
     Ok(())
 }
 
+/// The serving relay's published rates, if it is running (fresh within 5 s).
+fn live_rates(data: &DataDir) -> Option<RateReport> {
+    let text = std::fs::read_to_string(data.rates_file()).ok()?;
+    let report: RateReport = serde_json::from_str(&text).ok()?;
+    (now_ms() - report.at_ms < 5_000).then_some(report)
+}
+
+/// A client as JSON, with its limit in force and current rate when the relay runs.
+fn client_json(
+    c: &ferry_relay::catalog::ClientRecord,
+    live: Option<&RateReport>,
+) -> serde_json::Value {
+    let mut v = serde_json::to_value(c).unwrap_or_default();
+    let flow = live.and_then(|r| r.clients.get(&c.id.to_string()));
+    v["limit_in_force"] = flow.map_or(serde_json::Value::Null, |f| serde_json::json!(f.limit));
+    v["rate"] = flow.map_or(serde_json::Value::Null, |f| serde_json::json!(f.rate));
+    v
+}
+
 fn clients(data: &DataDir, command: ClientsCommand) -> Result<()> {
     let mut catalog = data.catalog()?;
     match command {
         ClientsCommand::List { json } => {
             let clients = catalog.list_clients()?;
+            let live = live_rates(data);
             if json {
-                println!("{}", serde_json::to_string_pretty(&clients)?);
+                let rows: Vec<serde_json::Value> = clients
+                    .iter()
+                    .map(|c| client_json(c, live.as_ref()))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if clients.is_empty() {
                 println!("no clients; pair one with `ferry-relay pair --name NAME`");
             } else {
                 println!(
-                    "{:<20} {:<24} {:<20} LAST SEEN",
-                    "NAME", "FINGERPRINT", "HOST"
+                    "{:<20} {:<24} {:<16} {:<14} {:<12} LAST SEEN",
+                    "NAME", "FINGERPRINT", "HOST", "LIMIT", "RATE"
                 );
                 for c in clients {
+                    let flow = live.as_ref().and_then(|r| r.clients.get(&c.id.to_string()));
                     println!(
-                        "{:<20} {:<24} {:<20} {}",
+                        "{:<20} {:<24} {:<16} {:<14} {:<12} {}",
                         c.name,
                         c.fingerprint,
                         c.hostname,
+                        c.limit.as_deref().unwrap_or("(config)"),
+                        flow.map_or("-".to_string(), |f| format_rate(Some(f.rate))),
                         c.last_seen_at.as_deref().unwrap_or("never")
                     );
                 }
@@ -343,9 +412,14 @@ fn clients(data: &DataDir, command: ClientsCommand) -> Result<()> {
             let Some(c) = catalog.client_by_name(&name)? else {
                 bail!("no client named {name:?}");
             };
+            let live = live_rates(data);
             if json {
-                println!("{}", serde_json::to_string_pretty(&c)?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&client_json(&c, live.as_ref()))?
+                );
             } else {
+                let flow = live.as_ref().and_then(|r| r.clients.get(&c.id.to_string()));
                 println!("name:         {}", c.name);
                 println!("id:           {}", c.id);
                 println!("fingerprint:  {}", c.fingerprint);
@@ -356,6 +430,32 @@ fn clients(data: &DataDir, command: ClientsCommand) -> Result<()> {
                     c.last_seen_at.as_deref().unwrap_or("never")
                 );
                 println!("last address: {}", c.last_address.as_deref().unwrap_or("-"));
+                println!(
+                    "own limit:    {}",
+                    c.limit
+                        .as_deref()
+                        .unwrap_or("none (relay.toml's per-client rate)")
+                );
+                if let Some(flow) = flow {
+                    println!("limit now:    {}", format_rate(flow.limit));
+                    println!("rate now:     {}", format_rate(Some(flow.rate)));
+                }
+            }
+        }
+        ClientsCommand::Limit { name, rate, reset } => {
+            let text = if reset {
+                None
+            } else {
+                rate.map(|r| r.to_text())
+            };
+            if !catalog.set_client_limit(&name, text.as_deref())? {
+                bail!("no client named {name:?}");
+            }
+            match text {
+                Some(text) => println!(
+                    "limit of {name:?} set to {text} (a running relay applies it within 2 s)"
+                ),
+                None => println!("limit of {name:?} reset to relay.toml's per-client rate"),
             }
         }
         ClientsCommand::Remove { name } => {

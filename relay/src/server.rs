@@ -26,6 +26,7 @@ use crate::admission::Admission;
 use crate::catalog::Catalog;
 use crate::config::{Limits, RelayConfig};
 use crate::data_dir::DataDir;
+use crate::rates::{local_now, Rates};
 use crate::registry::Registry;
 use crate::store::PackStore;
 
@@ -50,6 +51,8 @@ pub struct Shared {
     pub catalog: Mutex<Catalog>,
     /// The pack store; appends are serialized by this lock.
     pub store: Mutex<PackStore>,
+    /// Bandwidth buckets.
+    pub rates: Rates,
     /// Newest handshake timestamp per client key.
     pub replay: Mutex<ReplayGuard>,
     /// Open sessions.
@@ -95,6 +98,8 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     let limits = config.limits.resolve()?;
     let keys = data.keys()?;
     let catalog = data.catalog()?;
+    let rates = Rates::new(config.rates.resolve()?, local_now());
+    rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let store =
         PackStore::open(&data.store_dir(), &catalog.committed_pack_ends()?).with_context(|| {
             format!(
@@ -124,6 +129,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         limits: limits.clone(),
         catalog: Mutex::new(catalog),
         store: Mutex::new(store),
+        rates,
         replay: Mutex::new(ReplayGuard::default()),
         registry: Arc::new(Registry::default()),
         session_addr,
@@ -145,7 +151,11 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         tracker.clone(),
         crate::pairing_service::serve,
     ));
-    tracker.spawn(watch_catalog(Arc::clone(&shared), admission));
+    tracker.spawn(watch_catalog(
+        Arc::clone(&shared),
+        admission,
+        data.rates_file(),
+    ));
 
     shutdown.cancelled().await;
     info!(
@@ -220,7 +230,11 @@ async fn accept_loop<H, Fut>(
 
 /// Notices admin changes made by other processes and acts on them: sessions
 /// of removed clients are closed.
-async fn watch_catalog(shared: Arc<Shared>, admission: Arc<Admission>) {
+async fn watch_catalog(
+    shared: Arc<Shared>,
+    admission: Arc<Admission>,
+    rates_file: std::path::PathBuf,
+) {
     let mut last_version = None;
     let mut ticks = 0u64;
     loop {
@@ -238,19 +252,37 @@ async fn watch_catalog(shared: Arc<Shared>, admission: Arc<Admission>) {
                 if Some(version) == last_version {
                     return Ok((version, None));
                 }
-                Ok((version, Some(c.active_client_ids()?)))
+                let limits = (c.global_limit()?, c.client_limits()?);
+                Ok((version, Some((c.active_client_ids()?, limits))))
             })
             .await;
         match checked {
             Ok((version, active)) => {
                 last_version = Some(version);
-                if let Some(active) = active {
+                if let Some((active, (global, clients))) = active {
                     for client in shared.registry.revoke_inactive(&active) {
                         info!("client {client} was removed: closing its sessions");
                     }
+                    shared.rates.set_overrides(global, clients);
                 }
+                shared.rates.refresh(local_now());
+                publish_rates(&shared, &rates_file);
             }
             Err(e) => error!("cannot watch the catalog: {e:#}"),
         }
+    }
+}
+
+/// Writes `run/rates.json` for `ferry-relay clients list` to show live rates.
+/// Ephemeral: written by rename, not fsynced; a failure is only logged.
+fn publish_rates(shared: &Shared, path: &std::path::Path) {
+    let report = shared.rates.report(crate::catalog::now_ms());
+    let tmp = path.with_extension("tmp");
+    let written = serde_json::to_vec(&report)
+        .map_err(std::io::Error::other)
+        .and_then(|bytes| std::fs::write(&tmp, bytes))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        tracing::debug!("cannot write {}: {e}", path.display());
     }
 }

@@ -13,6 +13,7 @@ use anyhow::{anyhow, Result};
 use ferry_protocol::io::{Channel, ChannelError, FramedIo};
 use ferry_protocol::message::{Hello, Message};
 use ferry_protocol::session::Responder;
+use ferry_protocol::throttle::Throttle;
 use ferry_protocol::transport::Transport;
 use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use ferry_protocol::ProtocolError;
@@ -20,6 +21,7 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::catalog::{now_ms, ClientRecord};
+use crate::rates::{local_now, PathKind};
 use crate::server::Shared;
 use crate::transfer::Transfer;
 
@@ -50,19 +52,39 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         "internet"
     };
     let (id, address) = (client.id, peer.to_string());
-    if let Err(e) = shared
-        .db(move |c| c.touch_client(id, &address, now_ms()))
-        .await
-    {
-        warn!("cannot record the session of client {}: {e:#}", client.name);
+    // The limits as stored right now, so a limit set just before this
+    // session applies from its first byte.
+    let touched = shared
+        .db(move |c| {
+            c.touch_client(id, &address, now_ms())?;
+            c.global_limit()
+        })
+        .await;
+    match touched {
+        Ok(global) => {
+            shared
+                .rates
+                .session_starts(client.id, client.limit.clone(), global, local_now())
+        }
+        Err(e) => warn!("cannot record the session of client {}: {e:#}", client.name),
     }
     info!(
         "session opened: client {} ({}) from {peer} over the {path}",
         client.name, client.fingerprint
     );
+    let kind = if path == "lan" {
+        PathKind::Lan
+    } else {
+        PathKind::Internet
+    };
+    let meter = Meter::new(
+        shared.rates.client(client.id, kind, local_now()),
+        shared.rates.global(kind),
+        &io,
+    );
     let mut channel = Channel::new(io, transport);
     let transfer = Transfer::new(Arc::clone(&shared), client.id);
-    let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer).await {
+    let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer, meter).await {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),
     };
@@ -114,6 +136,7 @@ async fn run_session(
     channel: &mut Channel<TcpStream>,
     revoked: &tokio_util::sync::CancellationToken,
     transfer: Transfer,
+    mut meter: Meter,
 ) -> Result<String> {
     let mut transfer = Some(transfer);
     let idle = shared.limits.idle_timeout;
@@ -149,6 +172,7 @@ async fn run_session(
             }
             received = tokio::time::timeout(idle, channel.recv()) => received,
         };
+        meter.settle(&channel.io).await;
         match received {
             Err(_) => return close(channel, "idle timeout").await,
             Ok(Err(ChannelError::Closed)) => return Ok("the endpoint disconnected".into()),
@@ -168,7 +192,10 @@ async fn run_session(
                 .await?;
                 transfer = Some(worker);
                 match result {
-                    Ok(Some(reply)) => channel.send(&reply).await?,
+                    Ok(Some(reply)) => {
+                        channel.send(&reply).await?;
+                        meter.settle(&channel.io).await;
+                    }
                     Ok(None) => {}
                     Err(e) => {
                         let message = format!("{e:#}");
@@ -177,6 +204,39 @@ async fn run_session(
                     }
                 }
             }
+        }
+    }
+}
+
+/// Makes a session's traffic wait on its client's bucket and the global one.
+#[derive(Debug)]
+pub struct Meter {
+    client: Arc<Throttle>,
+    global: Arc<Throttle>,
+    read: u64,
+    written: u64,
+}
+
+impl Meter {
+    /// Meters through these buckets from now on.
+    pub fn new(client: Arc<Throttle>, global: Arc<Throttle>, io: &FramedIo<TcpStream>) -> Self {
+        Meter {
+            client,
+            global,
+            read: io.bytes_read(),
+            written: io.bytes_written(),
+        }
+    }
+
+    /// Waits for the bytes moved since the last call, in both directions.
+    /// Waiting after a read delays the next one, so TCP slows the sender.
+    pub async fn settle(&mut self, io: &FramedIo<TcpStream>) {
+        let moved = (io.bytes_read() - self.read) + (io.bytes_written() - self.written);
+        self.read = io.bytes_read();
+        self.written = io.bytes_written();
+        if moved > 0 {
+            self.client.consume(moved as usize).await;
+            self.global.consume(moved as usize).await;
         }
     }
 }
