@@ -35,6 +35,8 @@ use ferry_protocol::tree::{
 };
 use serde::Serialize;
 
+use crate::summary::Totals;
+
 use crate::cache::{CachedFile, FilesCache};
 use crate::client::{unexpected, RelayClient};
 use crate::fsmeta;
@@ -51,22 +53,9 @@ const TORN_RETRIES: usize = 3;
 /// What a backup did: the `--json` summary.
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
-    /// The new snapshot's id.
-    pub snapshot: u64,
-    /// Files not in the previous backup of this set.
-    pub files_new: u64,
-    /// Files read again because they changed.
-    pub files_changed: u64,
-    /// Files skipped because the cache knew them unchanged.
-    pub files_unchanged: u64,
-    /// File bytes read.
-    pub bytes_scanned: u64,
-    /// Bytes sent on the connection (framing and encryption included).
-    pub bytes_sent: u64,
-    /// Bytes received on the connection.
-    pub bytes_received: u64,
-    /// Wall time.
-    pub duration_s: f64,
+    /// The contract figures.
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Chunks sent whole.
     pub chunks_sent: u64,
     /// Chunks sent as rsync deltas.
@@ -174,10 +163,10 @@ pub async fn run(
         ..
     } = run;
     cache.replace_set(&set, &seen)?;
-    summary.snapshot = snapshot;
-    summary.bytes_sent = client.bytes_sent();
-    summary.bytes_received = client.bytes_received();
-    summary.duration_s = started.elapsed().as_secs_f64();
+    summary.totals.snapshot = snapshot;
+    summary.totals.bytes_sent = client.bytes_sent();
+    summary.totals.bytes_received = client.bytes_received();
+    summary.totals.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
@@ -317,9 +306,9 @@ impl Backup<'_> {
         }
         let size = content.len();
         if cached.is_some() {
-            self.summary.files_changed += 1;
+            self.summary.totals.files_changed += 1;
         } else {
-            self.summary.files_new += 1;
+            self.summary.totals.files_new += 1;
         }
         self.summary.files += 1;
         self.summary.bytes += size;
@@ -459,7 +448,7 @@ impl Backup<'_> {
             };
             let before = file.metadata()?;
             if let Some(c) = cached.as_ref().filter(|c| unchanged(c, &before)) {
-                self.summary.files_unchanged += 1;
+                self.summary.totals.files_unchanged += 1;
                 self.count(&before);
                 let kind = EntryKind::File {
                     size: c.size,
@@ -491,9 +480,9 @@ impl Backup<'_> {
                 continue;
             }
             if cached.is_some() {
-                self.summary.files_changed += 1;
+                self.summary.totals.files_changed += 1;
             } else {
-                self.summary.files_new += 1;
+                self.summary.totals.files_new += 1;
             }
             self.count(&before);
             let record = CachedFile {
@@ -537,7 +526,7 @@ impl Backup<'_> {
         let mut bases = previous.map(Bases::new);
         for chunk in Chunker::new(reader) {
             let chunk = chunk?;
-            self.summary.bytes_scanned += chunk.data.len() as u64;
+            self.summary.totals.bytes_scanned += chunk.data.len() as u64;
             let part = builder.push(ChunkRef {
                 id: chunk.id,
                 len: chunk.data.len() as u32,

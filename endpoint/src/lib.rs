@@ -17,6 +17,7 @@ pub mod fsmeta;
 pub mod pair;
 pub mod restore;
 pub mod state;
+pub mod summary;
 pub mod target;
 
 /// Milliseconds since the Unix epoch.

@@ -278,15 +278,15 @@ async fn run_backup(
     } else {
         println!(
             "snapshot {} of set {set:?}: {} files ({} new, {} changed, {} unchanged), {} scanned, {} sent, {} received in {:.1} s",
-            summary.snapshot,
+            summary.totals.snapshot,
             summary.files,
-            summary.files_new,
-            summary.files_changed,
-            summary.files_unchanged,
-            human_bytes(summary.bytes_scanned),
-            human_bytes(summary.bytes_sent),
-            human_bytes(summary.bytes_received),
-            summary.duration_s
+            summary.totals.files_new,
+            summary.totals.files_changed,
+            summary.totals.files_unchanged,
+            human_bytes(summary.totals.bytes_scanned),
+            human_bytes(summary.totals.bytes_sent),
+            human_bytes(summary.totals.bytes_received),
+            summary.totals.duration_s
         );
     }
     Ok(if summary.files_unreadable > 0 {
@@ -352,14 +352,14 @@ async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -
     } else {
         println!(
             "restored snapshot {} into {}: {} new, {} changed, {} unchanged files; {} sent, {} received in {:.1} s",
-            summary.snapshot,
+            summary.totals.snapshot,
             request.map_to.display(),
-            summary.files_new,
-            summary.files_changed,
-            summary.files_unchanged,
-            human_bytes(summary.bytes_sent),
-            human_bytes(summary.bytes_received),
-            summary.duration_s
+            summary.totals.files_new,
+            summary.totals.files_changed,
+            summary.totals.files_unchanged,
+            human_bytes(summary.totals.bytes_sent),
+            human_bytes(summary.totals.bytes_received),
+            summary.totals.duration_s
         );
     }
     Ok(if summary.errors > 0 {

@@ -31,6 +31,8 @@ use ferry_protocol::message::{Message, ObjectId, SnapshotInfo};
 use ferry_protocol::tree::{ChunkRef, Content, ContentBuilder, Entry, EntryKind, Extent, Tree};
 use serde::Serialize;
 
+use crate::summary::Totals;
+
 use crate::client::{unexpected, RelayClient};
 use crate::target::Target;
 
@@ -61,22 +63,9 @@ pub struct Request {
 /// What a restore did: the `--json` summary.
 #[derive(Debug, Default, Serialize)]
 pub struct Summary {
-    /// The snapshot restored.
-    pub snapshot: u64,
-    /// Files the target did not have.
-    pub files_new: u64,
-    /// Files the target had in another version.
-    pub files_changed: u64,
-    /// Files the target already held identical (only metadata set).
-    pub files_unchanged: u64,
-    /// Bytes of the target's existing files read to find reusable chunks.
-    pub bytes_scanned: u64,
-    /// Bytes sent on the connection.
-    pub bytes_sent: u64,
-    /// Bytes received on the connection.
-    pub bytes_received: u64,
-    /// Wall time.
-    pub duration_s: f64,
+    /// The contract figures.
+    #[serde(flatten)]
+    pub totals: Totals,
     /// Chunks copied from the target's own files.
     pub chunks_local: u64,
     /// Chunks received as deltas.
@@ -143,7 +132,10 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         map_from: request.map_from.as_deref().map(components),
         filters: request.paths.iter().map(|p| components(p)).collect(),
         summary: Summary {
-            snapshot: info.id,
+            totals: Totals {
+                snapshot: info.id,
+                ..Totals::default()
+            },
             ..Summary::default()
         },
         restored: HashMap::new(),
@@ -153,9 +145,9 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
     restore.walk(info.root, Vec::new(), false).await?;
     restore.finish();
     let mut summary = restore.summary;
-    summary.bytes_sent = restore.client.bytes_sent();
-    summary.bytes_received = restore.client.bytes_received();
-    summary.duration_s = started.elapsed().as_secs_f64();
+    summary.totals.bytes_sent = restore.client.bytes_sent();
+    summary.totals.bytes_received = restore.client.bytes_received();
+    summary.totals.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
 }
 
@@ -378,17 +370,17 @@ impl Restore<'_> {
             None => None,
         };
         if let Some(local) = &local {
-            self.summary.bytes_scanned += local.len;
+            self.summary.totals.bytes_scanned += local.len;
             let same =
                 local.content.encode().0 == content_id && local.len == size && sparse.is_none();
             if same {
-                self.summary.files_unchanged += 1;
+                self.summary.totals.files_unchanged += 1;
                 self.target.apply_to_fd(&local.file, entry)?;
                 return Ok(());
             }
-            self.summary.files_changed += 1;
+            self.summary.totals.files_changed += 1;
         } else {
-            self.summary.files_new += 1;
+            self.summary.totals.files_new += 1;
         }
         let (file, tmp) = Target::temp_file(dir, name)?;
         let whole = [Extent {
