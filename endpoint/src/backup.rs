@@ -43,8 +43,9 @@ use crate::fsmeta;
 
 /// Chunks per upload batch (one query, one sync).
 const BATCH_CHUNKS: usize = 64;
-/// Sent bytes after which the relay is asked to make them durable.
-const SYNC_BYTES: usize = 64 << 20;
+/// Sent bytes after which the relay is asked to make them durable: also how
+/// much a backup cut off by a dropped link or a killed relay sends again.
+const SYNC_BYTES: usize = 16 << 20;
 /// Delta-sent chunk bytes kept for resending, after which a sync is forced.
 const SYNC_DELTA_BYTES: usize = 16 << 20;
 /// Times a file that changes while being read is read again.

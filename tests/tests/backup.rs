@@ -413,3 +413,42 @@ fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() 
     relay.wait_for_log("exceeds the limit");
     assert_eq!(endpoint.status_json()["path"], "lan");
 }
+
+#[test]
+fn a_backup_cut_off_by_a_killed_relay_resumes_without_resending_everything() {
+    let (mut relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let size = 160usize << 20;
+    fs::write(src.join("big"), random_bytes(size, 6)).unwrap();
+    let mut backup = endpoint
+        .command()
+        .args(["backup", s(&src)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let packs = relay.data().join("store/packs");
+    let pack_bytes = || -> u64 {
+        fs::read_dir(&packs).map_or(0, |d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
+    };
+    wait_for("the relay to hold half the file", DEADLINE, || {
+        (pack_bytes() > (size as u64) / 2).then_some(())
+    });
+    relay.kill_and_restart();
+    wait_for("the backup to fail", DEADLINE, || {
+        backup.try_wait().unwrap()
+    });
+
+    let resumed = endpoint.backup_json(&[s(&src)]);
+    let sent = resumed["bytes_sent"].as_u64().unwrap();
+    eprintln!("figure: resumed 160 MiB backup after a SIGKILL at half: bytes_sent = {sent}");
+    assert!(
+        sent < (size as u64) * 3 / 4,
+        "the resumed backup sent {sent} of {size} bytes"
+    );
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out)]);
+    assert_eq!(listing(&out), listing(&src));
+}
