@@ -39,6 +39,7 @@ use crate::summary::Totals;
 
 use crate::cache::{CachedFile, FilesCache};
 use crate::client::{unexpected, RelayClient};
+use crate::exclude::Excludes;
 use crate::fsmeta;
 
 /// Chunks per upload batch (one query, one sync).
@@ -110,6 +111,7 @@ pub async fn run(
     cache: &mut FilesCache,
     set: &str,
     source: &Source,
+    excludes: &Excludes,
 ) -> Result<Summary> {
     let started = Instant::now();
     let started_ms = crate::now_ms();
@@ -132,6 +134,7 @@ pub async fn run(
         deltas: HashMap::new(),
         delta_bytes: 0,
         unsent_sync_bytes: 0,
+        excludes,
     };
     let mut root = DirNode::default();
     match source {
@@ -241,6 +244,8 @@ struct Backup<'a> {
     delta_bytes: usize,
     /// Bytes of chunks and deltas sent since the last sync.
     unsent_sync_bytes: usize,
+    /// What the set leaves out.
+    excludes: &'a Excludes,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -378,6 +383,9 @@ impl Backup<'_> {
                 children.sort();
                 for child in children {
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
+                    if self.excludes.excludes(&child_path) {
+                        continue;
+                    }
                     let child_meta = match std::fs::symlink_metadata(&child_path) {
                         Ok(m) => m,
                         Err(e) => {

@@ -18,6 +18,27 @@ pub struct EndpointConfig {
     /// This endpoint's own limits.
     #[serde(default)]
     pub upload: UploadConfig,
+    /// Backup sets by name ("virtual clients"): what each backs up, and when.
+    #[serde(default)]
+    pub sets: std::collections::BTreeMap<String, SetConfig>,
+}
+
+/// `[sets.NAME]`: one backup set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct SetConfig {
+    /// Files and directories to back up (recorded under their absolute paths).
+    pub paths: Vec<std::path::PathBuf>,
+    /// Glob patterns to leave out: without a `/` they match a name anywhere
+    /// (`*.tmp`, `node_modules`); with one, the whole absolute path
+    /// (`/home/me/cache/**`).
+    pub exclude: Vec<String>,
+    /// Back up a command's output instead of paths (with `name`).
+    pub command: Option<String>,
+    /// The file name of the command's output.
+    pub name: Option<String>,
+    /// How often `ferry daemon` backs the set up (e.g. `1h`).
+    pub interval: Option<String>,
 }
 
 /// `[upload]`: spares the user's own link.

@@ -12,6 +12,7 @@ use ferry_endpoint::backup;
 use ferry_endpoint::cache::FilesCache;
 use ferry_endpoint::client::RelayClient;
 use ferry_endpoint::connect::{connect, Session};
+use ferry_endpoint::exclude::Excludes;
 use ferry_endpoint::pair::pair;
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
@@ -69,8 +70,10 @@ enum Command {
         /// The file name the command's output is stored under.
         #[arg(long, requires = "command")]
         name: Option<String>,
-        /// Files and directories to back up.
-        #[arg(required_unless_present = "command")]
+        /// Leave out files matching this glob (repeatable; added to the set's `exclude`).
+        #[arg(long)]
+        exclude: Vec<String>,
+        /// Files and directories to back up (default: the set's `paths` in endpoint.toml).
         paths: Vec<PathBuf>,
     },
     /// List the snapshots on the relay.
@@ -183,12 +186,23 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             paths,
             command,
             name,
+            exclude,
         } => {
-            let source = match (command, name) {
-                (Some(command), Some(name)) => backup::Source::Command { command, name },
-                _ => backup::Source::Paths(paths),
+            let config = state.config()?;
+            let set_config = config.sets.get(&set).cloned().unwrap_or_default();
+            let source = match (command.or(set_config.command), name.or(set_config.name)) {
+                (Some(command), Some(name)) if paths.is_empty() => backup::Source::Command { command, name },
+                _ if !paths.is_empty() => backup::Source::Paths(paths),
+                _ if !set_config.paths.is_empty() => backup::Source::Paths(set_config.paths),
+                _ => bail!(
+                    "nothing to back up: name paths, or give set {set:?} `paths` (or `command` and `name`) in {}/endpoint.toml",
+                    state.root().display()
+                ),
             };
-            return run_backup(&state, &set, &source, limit, json).await;
+            let mut patterns = set_config.exclude;
+            patterns.extend(exclude);
+            let excludes = Excludes::new(&patterns)?;
+            return run_backup(&state, &set, &source, &excludes, limit, json).await;
         }
         Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
         Command::Restore {
@@ -246,6 +260,7 @@ async fn run_backup(
     state: &StateDir,
     set: &str,
     source: &backup::Source,
+    excludes: &Excludes,
     limit: Option<Schedule>,
     json: bool,
 ) -> Result<ExitCode> {
@@ -268,7 +283,7 @@ async fn run_backup(
             .map_err(|e| anyhow::anyhow!("endpoint.toml: upload.limit: {e}"))?,
     };
     client.limit_uploads(limit);
-    let summary = backup::run(&mut client, &mut cache, set, source).await?;
+    let summary = backup::run(&mut client, &mut cache, set, source, excludes).await?;
     client.close().await;
     for error in &summary.errors {
         eprintln!("ferry: cannot read {error}");
