@@ -41,6 +41,7 @@ use crate::cache::{CachedFile, FilesCache};
 use crate::client::{unexpected, RelayClient};
 use crate::exclude::Excludes;
 use crate::fsmeta;
+use crate::hooks::SnapshotScripts;
 
 /// Chunks per upload batch (one query, one sync).
 const BATCH_CHUNKS: usize = 64;
@@ -112,6 +113,7 @@ pub async fn run(
     set: &str,
     source: &Source,
     excludes: &Excludes,
+    hooks: Option<&SnapshotScripts>,
 ) -> Result<Summary> {
     let started = Instant::now();
     let started_ms = crate::now_ms();
@@ -135,12 +137,25 @@ pub async fn run(
         delta_bytes: 0,
         unsent_sync_bytes: 0,
         excludes,
+        view: None,
     };
     let mut root = DirNode::default();
     match source {
         Source::Paths(paths) => {
             for path in paths {
-                run.add_path(&mut root, path).await?;
+                match hooks {
+                    None => run.add_path(&mut root, path, None).await?,
+                    Some(hooks) => {
+                        let path = absolute(path)?;
+                        let uid = crate::hooks::snapshot_uid();
+                        let snapshot = hooks.create(&uid, &path, set)?;
+                        let added = run.add_path(&mut root, &path, Some(&snapshot)).await;
+                        // Always, also after a failure: the snapshot must not outlive the backup.
+                        let removed = hooks.remove(&uid, &snapshot, &path, set);
+                        added?;
+                        removed?;
+                    }
+                }
             }
         }
         Source::Command { command, name } => run.add_command(&mut root, command, name).await?,
@@ -246,13 +261,21 @@ struct Backup<'a> {
     unsent_sync_bytes: usize,
     /// What the set leaves out.
     excludes: &'a Excludes,
+    /// While reading a path from a filesystem snapshot: (original, snapshot).
+    view: Option<(PathBuf, PathBuf)>,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
 
 impl Backup<'_> {
-    /// Adds one requested path and its ancestors to the tree.
-    async fn add_path(&mut self, root: &mut DirNode, path: &Path) -> Result<()> {
+    /// Adds one requested path and its ancestors to the tree, reading it from
+    /// `read_from` (a filesystem snapshot of it) when given.
+    async fn add_path(
+        &mut self,
+        root: &mut DirNode,
+        path: &Path,
+        read_from: Option<&Path>,
+    ) -> Result<()> {
         let path = absolute(path)?;
         let components = names(&path);
         let Some((last, parents)) = components.split_last() else {
@@ -279,9 +302,13 @@ impl Backup<'_> {
                 ),
             };
         }
-        let meta = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        let node = self.scan(&path, last.clone(), meta).await?;
+        let read = read_from.map_or_else(|| path.clone(), Path::to_path_buf);
+        let meta = std::fs::symlink_metadata(&read)
+            .with_context(|| format!("cannot read {}", read.display()))?;
+        self.view = Some((path.clone(), read.clone()));
+        let node = self.scan(&read, last.clone(), meta).await;
+        self.view = None;
+        let node = node?;
         if let Some(node) = node {
             dir.children.insert(last.clone(), node);
         }
@@ -383,7 +410,7 @@ impl Backup<'_> {
                 children.sort();
                 for child in children {
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
-                    if self.excludes.excludes(&child_path) {
+                    if self.excludes.excludes(&self.recorded(&child_path)) {
                         continue;
                     }
                     let child_meta = match std::fs::symlink_metadata(&child_path) {
@@ -400,7 +427,7 @@ impl Backup<'_> {
                 return Ok(Some(Node::Dir(dir)));
             }
             if meta.is_file() {
-                let rel = path.as_os_str().as_bytes()[1..].to_vec();
+                let rel = self.recorded(path).as_os_str().as_bytes()[1..].to_vec();
                 if meta.nlink() > 1 {
                     if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
                         let kind = EntryKind::Hardlink {
@@ -432,16 +459,30 @@ impl Backup<'_> {
     }
 
     fn unreadable(&mut self, path: &Path, why: &str) {
+        let shown = self.recorded(path);
         self.summary.files_unreadable += 1;
         self.summary
             .errors
-            .push(format!("{}: {why}", path.display()));
+            .push(format!("{}: {why}", shown.display()));
+    }
+
+    /// The path a file is recorded under: while reading from a filesystem
+    /// snapshot, its original path.
+    fn recorded(&self, read: &Path) -> PathBuf {
+        match &self.view {
+            Some((original, snapshot)) => match read.strip_prefix(snapshot) {
+                Ok(rest) if rest.as_os_str().is_empty() => original.clone(),
+                Ok(rest) => original.join(rest),
+                Err(_) => read.to_path_buf(),
+            },
+            None => read.to_path_buf(),
+        }
     }
 
     /// Stores one regular file; returns its entry kind and the metadata it
     /// was read under, or `None` when it could not be read.
     async fn file(&mut self, path: &Path) -> Result<Option<(EntryKind, Metadata)>> {
-        let key = path.as_os_str().as_bytes().to_vec();
+        let key = self.recorded(path).as_os_str().as_bytes().to_vec();
         let cached = self.cache.get(&self.set, &key)?;
         for _ in 0..TORN_RETRIES {
             let file = match std::fs::OpenOptions::new()

@@ -18,6 +18,10 @@ pub struct EndpointConfig {
     /// This endpoint's own limits.
     #[serde(default)]
     pub upload: UploadConfig,
+    /// The UrBackup-compatible `snapshot.cfg` naming the snapshot scripts
+    /// (default: `STATE/snapshot.cfg`).
+    #[serde(default)]
+    pub snapshot_config: Option<std::path::PathBuf>,
     /// Backup sets by name ("virtual clients"): what each backs up, and when.
     #[serde(default)]
     pub sets: std::collections::BTreeMap<String, SetConfig>,
@@ -39,6 +43,9 @@ pub struct SetConfig {
     pub name: Option<String>,
     /// How often `ferry daemon` backs the set up (e.g. `1h`).
     pub interval: Option<String>,
+    /// Back each path up from a filesystem snapshot made by the scripts in
+    /// `snapshot-config` (UrBackup's `require_snapshot`).
+    pub require_snapshot: bool,
 }
 
 /// `[upload]`: spares the user's own link.

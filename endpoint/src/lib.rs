@@ -15,6 +15,7 @@ pub mod config;
 pub mod connect;
 pub mod exclude;
 pub mod fsmeta;
+pub mod hooks;
 pub mod pair;
 pub mod restore;
 pub mod state;

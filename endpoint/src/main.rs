@@ -13,6 +13,7 @@ use ferry_endpoint::cache::FilesCache;
 use ferry_endpoint::client::RelayClient;
 use ferry_endpoint::connect::{connect, Session};
 use ferry_endpoint::exclude::Excludes;
+use ferry_endpoint::hooks::SnapshotScripts;
 use ferry_endpoint::pair::pair;
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
@@ -202,7 +203,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             let mut patterns = set_config.exclude;
             patterns.extend(exclude);
             let excludes = Excludes::new(&patterns)?;
-            return run_backup(&state, &set, &source, &excludes, limit, json).await;
+            let hooks = if set_config.require_snapshot {
+                let cfg = config
+                    .snapshot_config
+                    .clone()
+                    .unwrap_or_else(|| state.root().join("snapshot.cfg"));
+                Some(SnapshotScripts::load(&cfg)?)
+            } else {
+                None
+            };
+            return run_backup(
+                &state,
+                &set,
+                &source,
+                &excludes,
+                hooks.as_ref(),
+                limit,
+                json,
+            )
+            .await;
         }
         Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
         Command::Restore {
@@ -261,6 +280,7 @@ async fn run_backup(
     set: &str,
     source: &backup::Source,
     excludes: &Excludes,
+    hooks: Option<&SnapshotScripts>,
     limit: Option<Schedule>,
     json: bool,
 ) -> Result<ExitCode> {
@@ -283,7 +303,7 @@ async fn run_backup(
             .map_err(|e| anyhow::anyhow!("endpoint.toml: upload.limit: {e}"))?,
     };
     client.limit_uploads(limit);
-    let summary = backup::run(&mut client, &mut cache, set, source, excludes).await?;
+    let summary = backup::run(&mut client, &mut cache, set, source, excludes, hooks).await?;
     client.close().await;
     for error in &summary.errors {
         eprintln!("ferry: cannot read {error}");

@@ -87,3 +87,104 @@ fn sets_keep_their_own_paths_excludes_and_histories() {
         stderr(&nothing)
     );
 }
+
+#[test]
+fn snapshot_hooks_are_called_and_the_backup_reads_the_frozen_view() {
+    use std::os::unix::fs::PermissionsExt;
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("volume");
+    fs::create_dir_all(&data).unwrap();
+    fs::write(data.join("live.txt"), b"changing under us").unwrap();
+    let snaps = work.path().join("snaps");
+    let log = work.path().join("hooks.log");
+    // The create script freezes a copy (plus a marker only the copy has) and
+    // reports where; the remove script deletes it. Both log their arguments.
+    let create = work.path().join("create_filesystem_snapshot");
+    let remove = work.path().join("remove_filesystem_snapshot");
+    fs::write(
+        &create,
+        format!(
+            "#!/bin/sh\nset -e\necho \"create $*\" >> {log}\nif [ \"$5\" = broken ]; then echo SNAPSHOT=/nonexistent/snapshot; exit 0; fi\nmkdir -p {snaps}\ncp -a \"$2\" {snaps}/$1\necho frozen > {snaps}/$1/marker\necho \"SNAPSHOT={snaps}/$1\"\n",
+            log = log.display(),
+            snaps = snaps.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        &remove,
+        format!(
+            "#!/bin/sh\necho \"remove $*\" >> {}\nrm -rf \"$2\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    for script in [&create, &remove] {
+        fs::set_permissions(script, fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let cfg = work.path().join("snapshot.cfg");
+    fs::write(
+        &cfg,
+        format!(
+            "create_filesystem_snapshot={}\nremove_filesystem_snapshot={}\nvolumes_mounted_locally=0\n",
+            create.display(),
+            remove.display()
+        ),
+    )
+    .unwrap();
+    let config = format!(
+        "snapshot-config = {cfg:?}\n\n[sets.vm]\npaths = [{data:?}]\nrequire-snapshot = true\n\n[sets.broken]\npaths = [{data:?}]\nrequire-snapshot = true\n"
+    );
+    fs::write(endpoint.state().join("endpoint.toml"), config).unwrap();
+
+    endpoint.backup_json(&["--set", "vm"]);
+    let calls = fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = calls.lines().collect();
+    assert_eq!(lines.len(), 2, "{calls}");
+    let create_args: Vec<&str> = lines[0].split(' ').collect();
+    let uid = create_args[1];
+    assert_eq!(create_args[0], "create");
+    assert_eq!(create_args[2], data.to_str().unwrap());
+    assert_eq!(
+        create_args.last(),
+        Some(&"vm"),
+        "the set name is the volume name ($5): {calls}"
+    );
+    assert!(
+        lines[1].starts_with(&format!(
+            "remove {uid} {}/{uid} {}",
+            snaps.display(),
+            data.display()
+        )),
+        "{calls}"
+    );
+    assert!(!snaps.join(uid).exists(), "the snapshot was removed");
+
+    // Stored under the original path, with the content of the frozen view.
+    let out = work.path().join("out");
+    endpoint.restore_json(&[
+        "--set",
+        "vm",
+        "--map-from",
+        data.to_str().unwrap(),
+        "--map-to",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(out.join("marker")).unwrap(), b"frozen\n");
+    assert_eq!(
+        fs::read(out.join("live.txt")).unwrap(),
+        b"changing under us"
+    );
+
+    // A failing backup still removes its snapshot.
+    fs::write(&log, "").unwrap();
+    let failed = endpoint.ferry(&["backup", "--set", "broken"]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let calls = fs::read_to_string(&log).unwrap();
+    assert!(
+        calls.lines().any(|l| l.starts_with("remove ")),
+        "remove was not called after a failure: {calls}"
+    );
+}
