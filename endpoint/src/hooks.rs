@@ -130,8 +130,8 @@ fn last_line(stdout: &str, stderr: &[u8]) -> String {
     stderr
         .lines()
         .chain(stdout.lines())
-        .filter(|l| !l.trim().is_empty())
-        .last()
+        .rev()
+        .find(|l| !l.trim().is_empty())
         .unwrap_or("no output")
         .to_string()
 }
