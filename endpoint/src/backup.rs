@@ -89,6 +89,34 @@ pub enum Source {
     },
 }
 
+/// One backup of a set, resolved from endpoint.toml and the command line.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// The backup set.
+    pub set: String,
+    /// What to read.
+    pub source: Source,
+    /// What to leave out.
+    pub excludes: Excludes,
+    /// Filesystem snapshot scripts, when the set requires a snapshot.
+    pub hooks: Option<SnapshotScripts>,
+    /// This endpoint's upload limit.
+    pub limit: ferry_protocol::schedule::Schedule,
+}
+
+/// Live progress of a backup, and a request to stop it, shared with whoever
+/// runs it (the daemon shows the one and sets the other on SIGTERM).
+#[derive(Debug, Default)]
+pub struct Control {
+    /// Set to stop at the next file: what was sent so far is made durable
+    /// first, so the next run resumes from there.
+    pub stop: std::sync::atomic::AtomicBool,
+    /// Files done so far.
+    pub files: std::sync::atomic::AtomicU64,
+    /// File bytes read so far.
+    pub bytes_scanned: std::sync::atomic::AtomicU64,
+}
+
 /// A directory under construction.
 #[derive(Debug, Default)]
 struct DirNode {
@@ -110,11 +138,15 @@ enum Node {
 pub async fn run(
     client: &mut RelayClient,
     cache: &mut FilesCache,
-    set: &str,
-    source: &Source,
-    excludes: &Excludes,
-    hooks: Option<&SnapshotScripts>,
+    job: &Job,
+    control: &Control,
 ) -> Result<Summary> {
+    let (set, source, excludes, hooks) = (
+        job.set.as_str(),
+        &job.source,
+        &job.excludes,
+        job.hooks.as_ref(),
+    );
     let started = Instant::now();
     let started_ms = crate::now_ms();
     match client
@@ -138,6 +170,7 @@ pub async fn run(
         unsent_sync_bytes: 0,
         excludes,
         view: None,
+        control,
     };
     let mut root = DirNode::default();
     match source {
@@ -263,6 +296,8 @@ struct Backup<'a> {
     excludes: &'a Excludes,
     /// While reading a path from a filesystem snapshot: (original, snapshot).
     view: Option<(PathBuf, PathBuf)>,
+    /// Progress out, stop requests in.
+    control: &'a Control,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -409,6 +444,10 @@ impl Backup<'_> {
                 }
                 children.sort();
                 for child in children {
+                    if self.control.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        self.flush().await?;
+                        bail!("stopped; what was sent is kept and the next run resumes from there");
+                    }
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
                     if self.excludes.excludes(&self.recorded(&child_path)) {
                         continue;
@@ -560,6 +599,9 @@ impl Backup<'_> {
     }
 
     fn count(&mut self, meta: &Metadata) {
+        self.control
+            .files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.summary.files += 1;
         self.summary.bytes += meta.len();
     }
@@ -577,6 +619,10 @@ impl Backup<'_> {
         for chunk in Chunker::new(reader) {
             let chunk = chunk?;
             self.summary.totals.bytes_scanned += chunk.data.len() as u64;
+            self.control.bytes_scanned.fetch_add(
+                chunk.data.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             let part = builder.push(ChunkRef {
                 id: chunk.id,
                 len: chunk.data.len() as u32,

@@ -16,6 +16,7 @@ pub mod connect;
 pub mod exclude;
 pub mod fsmeta;
 pub mod hooks;
+pub mod jobs;
 pub mod pair;
 pub mod restore;
 pub mod state;

@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ferry_endpoint::backup;
-use ferry_endpoint::cache::FilesCache;
-use ferry_endpoint::client::RelayClient;
 use ferry_endpoint::connect::{connect, Session};
-use ferry_endpoint::exclude::Excludes;
-use ferry_endpoint::hooks::SnapshotScripts;
+use ferry_endpoint::jobs;
 use ferry_endpoint::pair::pair;
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
@@ -189,39 +186,18 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             name,
             exclude,
         } => {
-            let config = state.config()?;
-            let set_config = config.sets.get(&set).cloned().unwrap_or_default();
-            let source = match (command.or(set_config.command), name.or(set_config.name)) {
-                (Some(command), Some(name)) if paths.is_empty() => backup::Source::Command { command, name },
-                _ if !paths.is_empty() => backup::Source::Paths(paths),
-                _ if !set_config.paths.is_empty() => backup::Source::Paths(set_config.paths),
-                _ => bail!(
-                    "nothing to back up: name paths, or give set {set:?} `paths` (or `command` and `name`) in {}/endpoint.toml",
-                    state.root().display()
-                ),
-            };
-            let mut patterns = set_config.exclude;
-            patterns.extend(exclude);
-            let excludes = Excludes::new(&patterns)?;
-            let hooks = if set_config.require_snapshot {
-                let cfg = config
-                    .snapshot_config
-                    .clone()
-                    .unwrap_or_else(|| state.root().join("snapshot.cfg"));
-                Some(SnapshotScripts::load(&cfg)?)
-            } else {
-                None
-            };
-            return run_backup(
+            let job = jobs::plan(
                 &state,
                 &set,
-                &source,
-                &excludes,
-                hooks.as_ref(),
-                limit,
-                json,
-            )
-            .await;
+                jobs::Overrides {
+                    paths,
+                    command,
+                    name,
+                    exclude,
+                    limit,
+                },
+            )?;
+            return run_backup(&state, &job, json).await;
         }
         Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
         Command::Restore {
@@ -250,16 +226,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Opens a session with the paired relay.
-async fn open_client(state: &StateDir) -> Result<RelayClient> {
-    let record = state.paired_relay()?;
-    let keys = state.keys()?;
-    let timeouts = state.config()?.connect.resolve()?;
-    let relay_key = record.relay_public_key()?;
-    let session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
-    Ok(RelayClient::new(session))
-}
-
 fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
@@ -275,36 +241,9 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-async fn run_backup(
-    state: &StateDir,
-    set: &str,
-    source: &backup::Source,
-    excludes: &Excludes,
-    hooks: Option<&SnapshotScripts>,
-    limit: Option<Schedule>,
-    json: bool,
-) -> Result<ExitCode> {
-    if let backup::Source::Paths(paths) = source {
-        for path in paths {
-            if std::fs::symlink_metadata(path).is_err() {
-                bail!("{}: no such file or directory", path.display());
-            }
-        }
-    }
-    let mut cache = FilesCache::open(&state.cache_path())?;
-    let mut client = open_client(state).await?;
-    let limit = match limit {
-        Some(limit) => limit,
-        None => state
-            .config()?
-            .upload
-            .limit
-            .schedule()
-            .map_err(|e| anyhow::anyhow!("endpoint.toml: upload.limit: {e}"))?,
-    };
-    client.limit_uploads(limit);
-    let summary = backup::run(&mut client, &mut cache, set, source, excludes, hooks).await?;
-    client.close().await;
+async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<ExitCode> {
+    let summary = jobs::run(state, job, &backup::Control::default()).await?;
+    let set = &job.set;
     for error in &summary.errors {
         eprintln!("ferry: cannot read {error}");
     }
@@ -332,7 +271,7 @@ async fn run_backup(
 }
 
 async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Result<()> {
-    let mut client = open_client(state).await?;
+    let mut client = jobs::open_client(state).await?;
     let list = match client.request(&Message::ListSnapshots { set }).await? {
         Message::SnapshotList { snapshots } => snapshots,
         other => return Err(ferry_endpoint::client::unexpected("SnapshotList", &other)),
@@ -376,7 +315,7 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
 }
 
 async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -> Result<ExitCode> {
-    let mut client = open_client(state).await?;
+    let mut client = jobs::open_client(state).await?;
     let summary = restore::run(&mut client, request).await?;
     client.close().await;
     for message in &summary.messages {

@@ -1,0 +1,110 @@
+//! Turning endpoint.toml and the command line into a backup [`Job`], and
+//! running one over a fresh session. `ferry backup` and `ferry daemon` both
+//! come through here.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use ferry_protocol::schedule::Schedule;
+
+use crate::backup::{self, Control, Job, Source, Summary};
+use crate::cache::FilesCache;
+use crate::client::RelayClient;
+use crate::connect::connect;
+use crate::exclude::Excludes;
+use crate::hooks::SnapshotScripts;
+use crate::state::StateDir;
+
+/// What the command line adds to a set's configuration.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// Paths instead of the set's.
+    pub paths: Vec<PathBuf>,
+    /// A command (with `name`) instead of the set's.
+    pub command: Option<String>,
+    /// The command output's file name.
+    pub name: Option<String>,
+    /// More exclude patterns.
+    pub exclude: Vec<String>,
+    /// An upload limit instead of endpoint.toml's.
+    pub limit: Option<Schedule>,
+}
+
+/// Resolves the job for `set`.
+///
+/// # Errors
+/// When there is nothing to back up, or the configuration is invalid.
+pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
+    let config = state.config()?;
+    let set_config = config.sets.get(set).cloned().unwrap_or_default();
+    let command = overrides.command.or(set_config.command);
+    let name = overrides.name.or(set_config.name);
+    let source = match (command, name) {
+        (Some(command), Some(name)) if overrides.paths.is_empty() => Source::Command { command, name },
+        _ if !overrides.paths.is_empty() => Source::Paths(overrides.paths),
+        _ if !set_config.paths.is_empty() => Source::Paths(set_config.paths),
+        _ => bail!(
+            "nothing to back up: name paths, or give set {set:?} `paths` (or `command` and `name`) in {}/endpoint.toml",
+            state.root().display()
+        ),
+    };
+    let mut patterns = set_config.exclude;
+    patterns.extend(overrides.exclude);
+    let hooks = if set_config.require_snapshot {
+        let cfg = config
+            .snapshot_config
+            .clone()
+            .unwrap_or_else(|| state.root().join("snapshot.cfg"));
+        Some(SnapshotScripts::load(&cfg)?)
+    } else {
+        None
+    };
+    let limit = match overrides.limit {
+        Some(limit) => limit,
+        None => config
+            .upload
+            .limit
+            .schedule()
+            .map_err(|e| anyhow::anyhow!("endpoint.toml: upload.limit: {e}"))?,
+    };
+    Ok(Job {
+        set: set.to_string(),
+        source,
+        excludes: Excludes::new(&patterns)?,
+        hooks,
+        limit,
+    })
+}
+
+/// Opens a session with the paired relay (LAN address first).
+///
+/// # Errors
+/// When the endpoint is not paired or no address answers.
+pub async fn open_client(state: &StateDir) -> Result<RelayClient> {
+    let record = state.paired_relay()?;
+    let keys = state.keys()?;
+    let timeouts = state.config()?.connect.resolve()?;
+    let relay_key = record.relay_public_key()?;
+    let session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
+    Ok(RelayClient::new(session))
+}
+
+/// Runs `job` over a new session.
+///
+/// # Errors
+/// When a path is missing, the relay cannot be reached, or the backup fails.
+pub async fn run(state: &StateDir, job: &Job, control: &Control) -> Result<Summary> {
+    if let Source::Paths(paths) = &job.source {
+        for path in paths {
+            if std::fs::symlink_metadata(path).is_err() {
+                bail!("{}: no such file or directory", path.display());
+            }
+        }
+    }
+    let mut cache = FilesCache::open(&state.cache_path())?;
+    let mut client = open_client(state).await?;
+    client.limit_uploads(job.limit.clone());
+    let summary = backup::run(&mut client, &mut cache, job, control).await?;
+    client.close().await;
+    Ok(summary)
+}
