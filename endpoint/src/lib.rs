@@ -13,6 +13,7 @@ pub mod cache;
 pub mod client;
 pub mod config;
 pub mod connect;
+pub mod daemon;
 pub mod exclude;
 pub mod fsmeta;
 pub mod hooks;

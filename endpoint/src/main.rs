@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use ferry_endpoint::backup;
 use ferry_endpoint::connect::{connect, Session};
+use ferry_endpoint::daemon::DaemonState;
 use ferry_endpoint::jobs;
 use ferry_endpoint::pair::pair;
 use ferry_endpoint::restore::{self, Selector};
@@ -103,6 +104,8 @@ enum Command {
         /// Only these paths (absolute, as backed up).
         paths: Vec<PathBuf>,
     },
+    /// Back up each set of endpoint.toml that has an `interval`, until SIGTERM.
+    Daemon,
     /// Connect to the relay and report who answered, where, and how fast.
     Status {
         /// Print one JSON object.
@@ -137,7 +140,12 @@ const PARTIAL: u8 = 3;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
+        let level = match (&cli.command, cli.verbose) {
+            (_, true) => "debug",
+            (Command::Daemon, false) => "info",
+            _ => "warn",
+        };
+        tracing_subscriber::EnvFilter::new(level)
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -199,6 +207,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             )?;
             return run_backup(&state, &job, json).await;
         }
+        Command::Daemon => ferry_endpoint::daemon::run(&state).await?,
         Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
         Command::Restore {
             set,
@@ -393,7 +402,31 @@ async fn run_pair(
     Ok(())
 }
 
+/// Prints what `ferry daemon` last wrote: per set, the last result, the next
+/// run and the progress of a running backup. Shown even when the relay is away.
+fn print_daemon(daemon: &DaemonState) {
+    for (name, set) in &daemon.sets {
+        let last = set.last.as_ref().map_or("never run".to_string(), |l| {
+            let verdict = if l.ok { "ok" } else { "failed" };
+            format!("{verdict} at {}: {}", l.finished_at, l.message)
+        });
+        println!("set {name:?}: last {last}; next run {}", set.next_run);
+        if let Some(p) = &set.running {
+            println!(
+                "set {name:?}: running since {}: {} files, {} read",
+                p.started_at,
+                p.files,
+                human_bytes(p.bytes_scanned)
+            );
+        }
+    }
+}
+
 async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
+    let daemon = DaemonState::load(state);
+    if let (Some(daemon), false) = (&daemon, json) {
+        print_daemon(daemon);
+    }
     let record = state.paired_relay()?;
     let keys = state.keys()?;
     let timeouts = state.config()?.connect.resolve()?;
@@ -404,6 +437,7 @@ async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
         let out = serde_json::json!({
             "relay_fingerprint": relay_key.fingerprint().to_string(),
             "endpoint_fingerprint": keys.public.fingerprint().to_string(),
+            "daemon": daemon,
             "client": record.client_name,
             "address": session.address,
             "path": session.path.as_str(),
