@@ -365,9 +365,23 @@ impl Restore<'_> {
             &content_id,
             &self.object(ObjectId::Content(content_id)).await?,
         )?;
-        let local = match Target::existing_file(dir, name)? {
-            Some(file) => Some(LocalFile::scan(file)?),
-            None => None,
+        let existing = Target::existing_file(dir, name)?;
+        let resumed = match existing {
+            Some(_) => None,
+            None => Target::leftover_temp(dir, name)?,
+        };
+        let local = match (existing, resumed) {
+            (Some(file), _) => Some(LocalFile::scan(file)?),
+            (None, Some(partial)) => {
+                // An interrupted restore of this file: reuse what it wrote.
+                let partial = LocalFile::scan(partial)?;
+                self.summary.totals.bytes_scanned += partial.len;
+                self.summary.totals.files_new += 1;
+                return self
+                    .write_file(dir, name, entry, size, &content, sparse, Some(&partial))
+                    .await;
+            }
+            (None, None) => None,
         };
         if let Some(local) = &local {
             self.summary.totals.bytes_scanned += local.len;
@@ -382,6 +396,24 @@ impl Restore<'_> {
         } else {
             self.summary.totals.files_new += 1;
         }
+        self.write_file(dir, name, entry, size, &content, sparse, local.as_ref())
+            .await
+    }
+
+    /// Writes a file's data to a temporary file beside `name`, reusing the
+    /// chunks of `local` (the target's current version, or a partial restore),
+    /// then fsync, metadata, rename.
+    #[allow(clippy::too_many_arguments)]
+    async fn write_file(
+        &mut self,
+        dir: &OwnedFd,
+        name: &[u8],
+        entry: &Entry,
+        size: u64,
+        content: &Content,
+        sparse: Option<&[Extent]>,
+        local: Option<&LocalFile>,
+    ) -> Result<()> {
         let (file, tmp) = Target::temp_file(dir, name)?;
         let whole = [Extent {
             offset: 0,
@@ -396,7 +428,7 @@ impl Restore<'_> {
         let mut index = 0;
         if content.parts.is_empty() {
             for chunk in &content.chunks {
-                out.write(&self.chunk(chunk, index, local.as_ref()).await?)?;
+                out.write(&self.chunk(chunk, index, local).await?)?;
                 index += 1;
             }
         }
@@ -404,7 +436,7 @@ impl Restore<'_> {
         for part in &content.parts {
             let part = Content::decode(&part.id, &self.object(ObjectId::Content(part.id)).await?)?;
             for chunk in &part.chunks {
-                out.write(&self.chunk(chunk, index, local.as_ref()).await?)?;
+                out.write(&self.chunk(chunk, index, local).await?)?;
                 index += 1;
             }
         }

@@ -111,8 +111,7 @@ impl Target {
     /// # Errors
     /// I/O errors.
     pub fn temp_file(dir: &OwnedFd, name: &[u8]) -> io::Result<(File, Vec<u8>)> {
-        name_arg(name)?;
-        let tmp = format!(".ferry-{}.tmp", &blake3::hash(name).to_hex()[..16]).into_bytes();
+        let tmp = temp_name(name)?;
         // A leftover from an interrupted restore is ours to replace.
         let _ = rustix::fs::unlinkat(dir, OsStr::from_bytes(&tmp), AtFlags::empty());
         let flags =
@@ -124,6 +123,15 @@ impl Target {
             Mode::from_raw_mode(0o600),
         )?;
         Ok((File::from(fd), tmp))
+    }
+
+    /// The temporary file an interrupted restore left for `name`, if any: its
+    /// chunks are reused, so a restore resumes rather than starting over.
+    ///
+    /// # Errors
+    /// I/O errors other than "absent".
+    pub fn leftover_temp(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<File>> {
+        Self::existing_file(dir, &temp_name(name)?)
     }
 
     /// Atomically replaces `name` with the temporary file `tmp`.
@@ -278,6 +286,12 @@ impl Target {
             AtFlags::SYMLINK_NOFOLLOW,
         )?)
     }
+}
+
+/// The temporary name used while restoring `name` (hidden, fixed per name).
+fn temp_name(name: &[u8]) -> io::Result<Vec<u8>> {
+    name_arg(name)?;
+    Ok(format!(".ferry-{}.tmp", &blake3::hash(name).to_hex()[..16]).into_bytes())
 }
 
 fn times(mtime_ns: i64) -> Timestamps {

@@ -452,3 +452,47 @@ fn a_backup_cut_off_by_a_killed_relay_resumes_without_resending_everything() {
     endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out)]);
     assert_eq!(listing(&out), listing(&src));
 }
+
+#[test]
+fn an_interrupted_restore_resumes_from_what_it_wrote() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let size = 40u64 << 20;
+    fs::write(src.join("big"), random_bytes(size as usize, 10)).unwrap();
+    endpoint.backup_json(&[s(&src)]);
+    ok(relay.admin(&["clients", "limit", "laptop", "4MiB/s"]));
+    let target = work.path().join("target");
+    let mut restore = endpoint
+        .command()
+        .args(["restore", "--map-from", s(&src), "--map-to", s(&target)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let written = || -> u64 {
+        fs::read_dir(&target).map_or(0, |d| {
+            d.map(|e| e.unwrap())
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+                .map(|e| e.metadata().unwrap().len())
+                .sum()
+        })
+    };
+    wait_for("half of the file to be restored", DEADLINE, || {
+        (written() > size / 2).then_some(())
+    });
+    restore.kill().unwrap();
+    restore.wait().unwrap();
+    ok(relay.admin(&["clients", "limit", "laptop", "unlimited"]));
+    let resumed = endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+    let received = resumed["bytes_received"].as_u64().unwrap();
+    eprintln!(
+        "figure: restore resumed after a kill at half of 40 MiB: bytes_received = {received}"
+    );
+    assert!(
+        received < size * 3 / 4,
+        "the resumed restore received {received} of {size} bytes"
+    );
+    assert_eq!(listing(&target), listing(&src));
+}
