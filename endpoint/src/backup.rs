@@ -149,13 +149,14 @@ pub async fn run(
     );
     let started = Instant::now();
     let started_ms = crate::now_ms();
+    let max_file_allowed;
     match client
         .request(&Message::BackupBegin {
             set: set.to_string(),
         })
         .await?
     {
-        Message::BackupReady => {}
+        Message::BackupReady { max_file } => max_file_allowed = max_file,
         other => return Err(unexpected("BackupReady", &other)),
     }
     let mut run = Backup {
@@ -171,6 +172,7 @@ pub async fn run(
         excludes,
         view: None,
         control,
+        max_file: max_file_allowed,
     };
     let mut root = DirNode::default();
     match source {
@@ -298,6 +300,8 @@ struct Backup<'a> {
     view: Option<(PathBuf, PathBuf)>,
     /// Progress out, stop requests in.
     control: &'a Control,
+    /// The largest single file the relay accepts in this session.
+    max_file: Option<u64>,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -536,6 +540,16 @@ impl Backup<'_> {
                 }
             };
             let before = file.metadata()?;
+            if let Some(max) = self.max_file.filter(|max| before.len() > *max) {
+                self.unreadable(
+                    path,
+                    &format!(
+                        "{} bytes is more than the relay accepts for a single file over the internet ({max} bytes); back it up from the LAN",
+                        before.len()
+                    ),
+                );
+                return Ok(None);
+            }
             if let Some(c) = cached.as_ref().filter(|c| unchanged(c, &before)) {
                 self.summary.totals.files_unchanged += 1;
                 self.count(&before);

@@ -72,7 +72,12 @@ pub enum Message {
         set: String,
     },
     /// The relay is ready for the upload.
-    BackupReady,
+    BackupReady {
+        /// The largest single file this session may store (the relay's
+        /// policy for this client over the internet); larger files are
+        /// skipped and reported.
+        max_file: Option<u64>,
+    },
     /// Which of these chunks does the relay lack? Answered by `ChunksMissing`.
     QueryChunks {
         /// Chunk ids, at most [`MAX_BATCH`].

@@ -81,6 +81,9 @@ const MIGRATIONS: &[&str] = &[
     // 3: bandwidth limits set on a running relay.
     "ALTER TABLE clients ADD COLUMN rate_limit TEXT;
     CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 4: what a client may do over the internet.
+    "ALTER TABLE clients ADD COLUMN internet_full_backups INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE clients ADD COLUMN internet_max_file INTEGER;",
 ];
 
 /// What a blob is; part of its key, so a chunk and a tree never collide.
@@ -159,6 +162,10 @@ pub struct ClientRecord {
     /// Its own bandwidth limit (schedule text), replacing the configured
     /// per-client rate; `None` when it has none.
     pub limit: Option<String>,
+    /// Whether a set's first (full) backup may run over the internet.
+    pub internet_full_backups: bool,
+    /// The largest single file it may back up over the internet.
+    pub internet_max_file: Option<u64>,
     /// Its static public key.
     #[serde(skip)]
     pub public_key: PublicKey,
@@ -618,6 +625,40 @@ impl Catalog {
         Ok(n > 0)
     }
 
+    /// Sets what a client may do over the internet; false if no such client.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_internet_policy(
+        &mut self,
+        name: &str,
+        full_backups: Option<bool>,
+        max_file: Option<Option<u64>>,
+    ) -> rusqlite::Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut found = tx.query_row(
+            "SELECT COUNT(*) FROM clients WHERE name = ?1 AND removed_at IS NULL",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )? > 0;
+        if let Some(full) = full_backups {
+            found &= tx.execute(
+                "UPDATE clients SET internet_full_backups = ?2 WHERE name = ?1 AND removed_at IS NULL",
+                params![name, full],
+            )? > 0;
+        }
+        if let Some(max) = max_file {
+            found &= tx.execute(
+                "UPDATE clients SET internet_max_file = ?2 WHERE name = ?1 AND removed_at IS NULL",
+                params![name, max.map(|m| m as i64)],
+            )? > 0;
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
     /// Every active client's own limit.
     ///
     /// # Errors
@@ -787,7 +828,8 @@ impl Catalog {
 }
 
 const CLIENT_COLUMNS: &str =
-    "SELECT id, name, public_key, hostname, created_at, last_seen_at, last_address, rate_limit FROM clients";
+    "SELECT id, name, public_key, hostname, created_at, last_seen_at, last_address, rate_limit,
+     internet_full_backups, internet_max_file FROM clients";
 
 fn client_where(
     conn: &Connection,
@@ -822,6 +864,8 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
             .map(ferry_protocol::units::format_rfc3339),
         last_address: r.get(6)?,
         limit: r.get(7)?,
+        internet_full_backups: r.get(8)?,
+        internet_max_file: r.get::<_, Option<i64>>(9)?.map(|n| n as u64),
         public_key,
     })
 }

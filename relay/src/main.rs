@@ -127,6 +127,17 @@ enum ClientsCommand {
         /// The client's name.
         name: String,
     },
+    /// Set what a client may do over the internet (sessions from outside the LAN networks).
+    Policy {
+        /// The client's name.
+        name: String,
+        /// Whether a set's first (full) backup may run over the internet.
+        #[arg(long, value_parser = ["allow", "deny"])]
+        internet_full_backups: Option<String>,
+        /// The largest single file over the internet (`1GiB`), or `unlimited`.
+        #[arg(long, value_parser = parse_max_file)]
+        internet_max_file: Option<MaxFile>,
+    },
     /// Set a client's own bandwidth limit on a running relay (within 2 s).
     Limit {
         /// The client's name.
@@ -138,6 +149,17 @@ enum ClientsCommand {
         #[arg(long, conflicts_with = "rate")]
         reset: bool,
     },
+}
+
+/// A size cap, or none.
+#[derive(Debug, Clone, Copy)]
+struct MaxFile(Option<u64>);
+
+fn parse_max_file(text: &str) -> Result<MaxFile, String> {
+    if text == "unlimited" || text == "0" {
+        return Ok(MaxFile(None));
+    }
+    ferry_protocol::units::parse_size(text).map(|n| MaxFile(Some(n)))
 }
 
 fn parse_schedule(text: &str) -> Result<Schedule, String> {
@@ -441,6 +463,29 @@ fn clients(data: &DataDir, command: ClientsCommand) -> Result<()> {
                     println!("rate now:     {}", format_rate(Some(flow.rate)));
                 }
             }
+        }
+        ClientsCommand::Policy {
+            name,
+            internet_full_backups,
+            internet_max_file,
+        } => {
+            let full = internet_full_backups.map(|v| v == "allow");
+            if !catalog.set_internet_policy(&name, full, internet_max_file.map(|m| m.0))? {
+                bail!("no client named {name:?}");
+            }
+            let c = catalog
+                .client_by_name(&name)?
+                .with_context(|| format!("no client named {name:?}"))?;
+            println!(
+                "over the internet, {name:?} may {} first (full) backups; largest single file: {}",
+                if c.internet_full_backups {
+                    "run"
+                } else {
+                    "not run"
+                },
+                c.internet_max_file
+                    .map_or("unlimited".to_string(), |m| format!("{m} bytes"))
+            );
         }
         ClientsCommand::Limit { name, rate, reset } => {
             let text = if reset {

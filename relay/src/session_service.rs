@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use crate::catalog::{now_ms, ClientRecord};
 use crate::rates::{local_now, PathKind};
 use crate::server::Shared;
-use crate::transfer::Transfer;
+use crate::transfer::{InternetPolicy, Transfer};
 
 /// The software string sent in `Hello`.
 pub const SOFTWARE: &str = concat!("ferry-relay ", env!("CARGO_PKG_VERSION"));
@@ -83,7 +83,11 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         &io,
     );
     let mut channel = Channel::new(io, transport);
-    let transfer = Transfer::new(Arc::clone(&shared), client.id);
+    let policy = (kind == PathKind::Internet).then_some(InternetPolicy {
+        full_backups: client.internet_full_backups,
+        max_file: client.internet_max_file,
+    });
+    let transfer = Transfer::new(Arc::clone(&shared), client.id, policy);
     let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer, meter).await {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),

@@ -33,6 +33,16 @@ pub struct Transfer {
     shared: Arc<Shared>,
     client: u64,
     upload: Option<Upload>,
+    policy: Option<InternetPolicy>,
+}
+
+/// What a client may do when its session comes from the internet.
+#[derive(Debug, Clone, Copy)]
+pub struct InternetPolicy {
+    /// Whether a set's first (full) backup may run now.
+    pub full_backups: bool,
+    /// The largest single file.
+    pub max_file: Option<u64>,
 }
 
 /// An open backup: blobs written but not yet in the catalog.
@@ -53,12 +63,14 @@ fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
 }
 
 impl Transfer {
-    /// State for a session of `client`.
-    pub fn new(shared: Arc<Shared>, client: u64) -> Self {
+    /// State for a session of `client`; `policy` applies when the session
+    /// comes from the internet (`None` on the LAN).
+    pub fn new(shared: Arc<Shared>, client: u64, policy: Option<InternetPolicy>) -> Self {
         Transfer {
             shared,
             client,
             upload: None,
+            policy,
         }
     }
 
@@ -72,12 +84,24 @@ impl Transfer {
             Message::BackupBegin { set } => {
                 check_set_name(&set)?;
                 let client = self.client;
+                if self.policy.is_some_and(|p| !p.full_backups) {
+                    let earlier = self.catalog(|c| c.list_snapshots(Some(client), Some(&set)))?;
+                    if earlier.is_empty() {
+                        return Ok(Some(Message::Failed {
+                            message: format!(
+                                "the first (full) backup of set {set:?} must run over the LAN: this relay lets this client send only incremental backups over the internet"
+                            ),
+                        }));
+                    }
+                }
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
                 self.upload = Some(Upload {
                     set_id,
                     ..Upload::default()
                 });
-                Some(Message::BackupReady)
+                Some(Message::BackupReady {
+                    max_file: self.policy.and_then(|p| p.max_file),
+                })
             }
             Message::QueryChunks { ids } => {
                 check_batch(ids.len())?;
@@ -151,7 +175,14 @@ impl Transfer {
                         self.upload()?.new_trees.insert(tree);
                     }
                     ObjectId::Content(content) => {
-                        Content::decode(&content, &raw)?;
+                        let decoded = Content::decode(&content, &raw)?;
+                        if let Some(max) = self.policy.and_then(|p| p.max_file) {
+                            ensure!(
+                                decoded.len() <= max,
+                                "a file of {} bytes exceeds this client's limit of {max} bytes for single files over the internet",
+                                decoded.len()
+                            );
+                        }
                         self.upload()?.new_contents.insert(content);
                     }
                 }

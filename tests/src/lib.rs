@@ -216,11 +216,16 @@ impl Relay {
     /// Kills the relay with SIGKILL (no chance to clean up), then starts it
     /// again on the same addresses.
     pub fn kill_and_restart(&mut self) {
+        self.restart_with(|text| text);
+    }
+
+    /// Like [`Relay::kill_and_restart`], editing relay.toml in between.
+    pub fn restart_with(&mut self, edit: impl FnOnce(String) -> String) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let data = self.data();
         let path = data.join("relay.toml");
-        let text = fs::read_to_string(&path).expect("relay.toml");
+        let text = edit(fs::read_to_string(&path).expect("relay.toml"));
         let pinned: Vec<String> = text
             .lines()
             .map(|line| {
