@@ -149,16 +149,15 @@ pub async fn run(
     );
     let started = Instant::now();
     let started_ms = crate::now_ms();
-    let max_file_allowed;
-    match client
+    let max_file_allowed = match client
         .request(&Message::BackupBegin {
             set: set.to_string(),
         })
         .await?
     {
-        Message::BackupReady { max_file } => max_file_allowed = max_file,
+        Message::BackupReady { max_file } => max_file,
         other => return Err(unexpected("BackupReady", &other)),
-    }
+    };
     let mut run = Backup {
         client,
         cache,

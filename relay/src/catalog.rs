@@ -221,7 +221,7 @@ impl Eq for ClientRecord {}
 #[derive(Debug)]
 pub enum PairOutcome {
     /// The client was created.
-    Paired(ClientRecord),
+    Paired(Box<ClientRecord>),
     /// The code stopped being valid meanwhile (expired, burned or used).
     NoLongerValid,
     /// This key already belongs to an active client of that name.
@@ -470,7 +470,7 @@ impl Catalog {
         )?;
         let record = client_where(&tx, "id = ?1", id)?.expect("just inserted");
         tx.commit()?;
-        Ok(PairOutcome::Paired(record))
+        Ok(PairOutcome::Paired(Box::new(record)))
     }
 
     /// The state of the pairing with row `id`, for waiting on it.

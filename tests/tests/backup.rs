@@ -367,7 +367,10 @@ fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() 
     session.send(&Message::BackupBegin {
         set: "default".into(),
     });
-    assert_eq!(session.recv(), Some(Message::BackupReady));
+    assert_eq!(
+        session.recv(),
+        Some(Message::BackupReady { max_file: None })
+    );
     let base = random_bytes(10_000, 9);
     session.send(&Message::PutChunk {
         id: ChunkId::of(&base),
