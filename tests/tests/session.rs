@@ -221,6 +221,12 @@ fn lan_address_first_then_internet_fallback() {
     let status = endpoint.status_json();
     assert_eq!(status["path"], "internet");
     assert_eq!(status["address"], relay.session_addr.to_string().as_str());
+    // With both reachable, the LAN address wins.
+    let proxy = Proxy::start(relay.session_addr, None);
+    endpoint.set_addresses(&[proxy.addr.to_string(), relay.session_addr.to_string()]);
+    let status = endpoint.status_json();
+    assert_eq!(status["path"], "lan");
+    assert_eq!(status["address"], proxy.addr.to_string().as_str());
 }
 
 #[test]
