@@ -141,8 +141,22 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         restored: HashMap::new(),
         symlinks: Vec::new(),
         dirs: Vec::new(),
+        placed: 0,
     };
     restore.walk(info.root, Vec::new(), false).await?;
+    if restore.placed == 0 {
+        let under: Vec<String> = request
+            .map_from
+            .iter()
+            .chain(request.paths.iter())
+            .map(|p| p.display().to_string())
+            .collect();
+        bail!(
+            "snapshot {} holds nothing under {}",
+            info.id,
+            under.join(", ")
+        );
+    }
     restore.finish();
     let mut summary = restore.summary;
     summary.totals.bytes_sent = restore.client.bytes_sent();
@@ -171,6 +185,8 @@ struct Restore<'a> {
     restored: HashMap<Vec<Vec<u8>>, Vec<Vec<u8>>>,
     symlinks: Vec<(Vec<Vec<u8>>, Entry, Vec<u8>)>,
     dirs: Vec<(Vec<Vec<u8>>, Entry)>,
+    /// Entries selected for restoring (zero means the selection matched nothing).
+    placed: u64,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -259,6 +275,7 @@ impl Restore<'_> {
         snapshot_path: Vec<Vec<u8>>,
         at: Vec<Vec<u8>>,
     ) -> Result<()> {
+        self.placed += 1;
         let Some((name, parent)) = at.split_last() else {
             // The mapped directory itself: the target root takes its metadata.
             if let EntryKind::Dir { tree } = entry.kind {

@@ -295,6 +295,8 @@ impl Transfer {
         raw: &[u8],
         try_compress: bool,
     ) -> Result<()> {
+        // Outside a backup nothing is appended: it could never be indexed.
+        self.upload()?;
         if self.has(kind, &id)? {
             return Ok(());
         }

@@ -499,3 +499,29 @@ fn an_interrupted_restore_resumes_from_what_it_wrote() {
     );
     assert_eq!(listing(&target), listing(&src));
 }
+
+#[test]
+fn restoring_a_path_the_snapshot_does_not_hold_is_an_error() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"a").unwrap();
+    endpoint.backup_json(&[s(&src)]);
+    let out = endpoint.ferry(&[
+        "restore",
+        "--map-from",
+        "/no/such/dir",
+        "--map-to",
+        s(&work.path().join("t")),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("holds nothing under /no/such/dir"),
+        "{}",
+        stderr(&out)
+    );
+    let out = endpoint.ferry(&["restore", "-b", "99", "--map-to", s(&work.path().join("t"))]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no snapshot 99"), "{}", stderr(&out));
+}
