@@ -9,18 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-4096}
 
-need=()
-command -v rsync >/dev/null || need+=(rsync)
-[ -x /usr/sbin/sshd ] || need+=(openssh-server)
-[ -x /usr/bin/time ] || need+=(time)
-command -v ssh-keygen >/dev/null || need+=(openssh-client)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
-
 cargo build --release --quiet -p ferry-relay -p ferry-endpoint -p ferry-bench
 BIN="$PWD/target/release"
 WORK=$(mktemp -d)
+source bench/lib.sh
+install_peers
 RELAY_PID=; SSHD_PID=
 cleanup() {
   [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
@@ -28,20 +21,16 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-peak() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%.0f", $2/1024}' "$1"; }
-wall() { awk -F': ' '/Elapsed \(wall clock\)/ {print $2}' "$1"; }
+peak() { peak_mib "$1"; }
+wall() { wall_s "$1"; }
 
 echo "generating a ${SIZE_MIB} MiB file..."
 "$BIN/gen" "$WORK/big.img" $((SIZE_MIB << 20)) 7
 
 # ferry: relay and endpoint on loopback.
-"$BIN/ferry-relay" --data "$WORK/relay" init --listen 127.0.0.1:0 --pair-listen 127.0.0.1:0 >/dev/null
-"$BIN/ferry-relay" --data "$WORK/relay" serve 2>"$WORK/relay.log" &
-RELAY_PID=$!
-for _ in $(seq 1 200); do [ -s "$WORK/relay/run/listen.json" ] && break; sleep 0.05; done
-PAIR=$(grep -o '"pairing":"[^"]*"' "$WORK/relay/run/listen.json" | cut -d'"' -f4)
-CODE=$("$BIN/ferry-relay" --data "$WORK/relay" pair --name bench --json | grep -o '"code":"[^"]*"' | cut -d'"' -f4)
-"$BIN/ferry" --state "$WORK/ep" pair --relay "$PAIR" --code "$CODE" >/dev/null
+init_relay "$WORK/relay"
+start_relay "$WORK/relay"
+pair_endpoint "$WORK/relay" "$WORK/ep" bench
 /usr/bin/time -v -o "$WORK/t-backup" "$BIN/ferry" --state "$WORK/ep" backup --json "$WORK/big.img" > "$WORK/backup.json"
 RELAY_AFTER_BACKUP=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' /proc/$RELAY_PID/status)
 /usr/bin/time -v -o "$WORK/t-restore" "$BIN/ferry" --state "$WORK/ep" restore --json --map-from "$WORK" --map-to "$WORK/restored" > "$WORK/restore.json"
@@ -50,26 +39,7 @@ cmp "$WORK/big.img" "$WORK/restored/big.img"
 rm -f "$WORK/restored/big.img"
 
 # rsync over ssh: a throwaway sshd on 127.0.0.1.
-mkdir -p "$WORK/ssh" /run/sshd
-ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host" <<<y >/dev/null
-ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/user" <<<y >/dev/null
-cp "$WORK/ssh/user.pub" "$WORK/ssh/authorized_keys"
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-cat > "$WORK/ssh/sshd_config" <<CFG
-Port $PORT
-ListenAddress 127.0.0.1
-HostKey $WORK/ssh/host
-AuthorizedKeysFile $WORK/ssh/authorized_keys
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-StrictModes no
-UsePAM no
-PidFile $WORK/ssh/sshd.pid
-CFG
-/usr/sbin/sshd -f "$WORK/ssh/sshd_config" -D -e 2>"$WORK/ssh/log" &
-SSHD_PID=$!
-SSH="ssh -p $PORT -i $WORK/ssh/user -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
-for _ in $(seq 1 100); do $SSH 127.0.0.1 true 2>/dev/null && break; sleep 0.1; done
+start_sshd
 mkdir -p "$WORK/rsync-dest" "$WORK/rsync-back"
 /usr/bin/time -v -o "$WORK/t-rsync-up" rsync -a --stats -e "$SSH" \
   --rsync-path="/usr/bin/time -v -o $WORK/t-rsync-up-server rsync" "$WORK/big.img" 127.0.0.1:"$WORK/rsync-dest/" >/dev/null

@@ -1,0 +1,76 @@
+# Shared by the benchmark scripts: peers, a throwaway sshd, a ferry relay.
+# Source it after `set -euo pipefail`, with BIN (release binaries) and WORK set.
+
+install_peers() {
+  local need=()
+  command -v rsync >/dev/null || need+=(rsync)
+  [ -x /usr/sbin/sshd ] || need+=(openssh-server)
+  command -v ssh-keygen >/dev/null || need+=(openssh-client)
+  [ -x /usr/bin/time ] || need+=(time)
+  command -v bc >/dev/null || need+=(bc)
+  if [ ${#need[@]} -gt 0 ]; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# Starts sshd on 127.0.0.1 with keys and config under $WORK/ssh; sets SSH and SSHD_PID.
+start_sshd() {
+  mkdir -p "$WORK/ssh" /run/sshd
+  ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host" <<<y >/dev/null
+  ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/user" <<<y >/dev/null
+  cp "$WORK/ssh/user.pub" "$WORK/ssh/authorized_keys"
+  local port; port=$(free_port)
+  cat > "$WORK/ssh/sshd_config" <<CFG
+Port $port
+ListenAddress 127.0.0.1
+HostKey $WORK/ssh/host
+AuthorizedKeysFile $WORK/ssh/authorized_keys
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+StrictModes no
+UsePAM no
+PidFile $WORK/ssh/sshd.pid
+CFG
+  /usr/sbin/sshd -f "$WORK/ssh/sshd_config" -D -e 2>"$WORK/ssh/log" &
+  SSHD_PID=$!
+  SSH="ssh -p $port -i $WORK/ssh/user -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
+  for _ in $(seq 1 100); do $SSH 127.0.0.1 true 2>/dev/null && return 0; sleep 0.1; done
+  echo "sshd did not start" >&2; return 1
+}
+
+# Creates a relay in $1 on fixed free ports (so it can be restarted).
+init_relay() {
+  "$BIN/ferry-relay" --data "$1" init --listen "127.0.0.1:$(free_port)" --pair-listen "127.0.0.1:$(free_port)" >/dev/null
+}
+
+# Starts the relay in $1; sets RELAY_PID.
+start_relay() {
+  rm -f "$1/run/listen.json"
+  "$BIN/ferry-relay" --data "$1" serve 2>>"$1.log" &
+  RELAY_PID=$!
+  for _ in $(seq 1 200); do [ -s "$1/run/listen.json" ] && return 0; sleep 0.05; done
+  echo "relay did not start" >&2; return 1
+}
+
+stop_relay() {
+  [ -n "${RELAY_PID:-}" ] && kill "$RELAY_PID" 2>/dev/null && wait "$RELAY_PID" 2>/dev/null || true
+  RELAY_PID=
+}
+
+# Pairs endpoint state $2 with the running relay in $1 as client $3.
+pair_endpoint() {
+  local pair code
+  pair=$(grep -o '"pairing":"[^"]*"' "$1/run/listen.json" | cut -d'"' -f4)
+  code=$("$BIN/ferry-relay" --data "$1" pair --name "$3" --json | grep -o '"code":"[^"]*"' | cut -d'"' -f4)
+  "$BIN/ferry" --state "$2" pair --relay "$pair" --code "$code" >/dev/null
+}
+
+# Peak RSS in MiB and wall seconds from a `/usr/bin/time -v` report.
+peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%.0f", $2/1024}' "$1"; }
+wall_s() {
+  awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%.2f", s }' "$1"
+}
