@@ -32,10 +32,51 @@ impl Rng {
 }
 
 const WORDS: &[&str] = &[
-    "the", "relay", "backup", "chunk", "delta", "session", "error", "info", "warn", "let", "fn",
-    "struct", "impl", "return", "value", "index", "buffer", "request", "client", "server", "time",
-    "2026-11-26T12:00:00Z", "GET", "/api/v1/items", "200", "404", "user", "id", "=", "{", "}", ";",
-    "if", "else", "for", "while", "match", "Ok", "Err", "Some", "None", "self", "pub", "mod", "use",
+    "the",
+    "relay",
+    "backup",
+    "chunk",
+    "delta",
+    "session",
+    "error",
+    "info",
+    "warn",
+    "let",
+    "fn",
+    "struct",
+    "impl",
+    "return",
+    "value",
+    "index",
+    "buffer",
+    "request",
+    "client",
+    "server",
+    "time",
+    "2026-11-26T12:00:00Z",
+    "GET",
+    "/api/v1/items",
+    "200",
+    "404",
+    "user",
+    "id",
+    "=",
+    "{",
+    "}",
+    ";",
+    "if",
+    "else",
+    "for",
+    "while",
+    "match",
+    "Ok",
+    "Err",
+    "Some",
+    "None",
+    "self",
+    "pub",
+    "mod",
+    "use",
 ];
 
 fn text(rng: &mut Rng, len: usize) -> Vec<u8> {
@@ -76,7 +117,9 @@ fn tree(dir: &Path, files: usize, total: u64, seed: u64) -> Result<()> {
 }
 
 fn files_below(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<_> = fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    let mut entries: Vec<_> = fs::read_dir(dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
     entries.sort();
     for path in entries {
         if path.is_dir() {
@@ -136,7 +179,10 @@ fn edit(file: &Path, overwrites: u64, seed: u64) -> Result<()> {
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    let arg = |i: usize| args.get(i).with_context(|| "usage: see the source's header".to_string());
+    let arg = |i: usize| {
+        args.get(i)
+            .with_context(|| "usage: see the source's header".to_string())
+    };
     let num = |i: usize| -> Result<u64> { Ok(arg(i)?.parse()?) };
     match arg(1)?.as_str() {
         "tree" => tree(Path::new(arg(2)?), num(3)? as usize, num(4)?, num(5)?),
