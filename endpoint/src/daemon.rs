@@ -137,7 +137,7 @@ pub async fn run(state: &StateDir) -> Result<()> {
     {
         let (stop, stopping) = (Arc::clone(&stop), Arc::clone(&stopping));
         tokio::spawn(async move {
-            wait_for_signal().await;
+            ferry_protocol::io::termination_signal().await;
             stopping.store(true, Ordering::SeqCst);
             stop.notify_waiters();
         });
@@ -248,22 +248,6 @@ async fn run_set(
 fn wall_time(at: tokio::time::Instant) -> String {
     let ahead = at.saturating_duration_since(tokio::time::Instant::now());
     format_rfc3339(crate::now_ms() + i64::try_from(ahead.as_millis()).unwrap_or(0))
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        _ => std::future::pending::<()>().await,
-    }
 }
 
 #[cfg(test)]

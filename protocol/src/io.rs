@@ -237,6 +237,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     }
 }
 
+/// Resolves on SIGINT or SIGTERM: the relay and the endpoint daemon stop
+/// cleanly on either. If the handlers cannot be installed it never resolves
+/// (the process can still be killed) and says so in the log.
+pub async fn termination_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) {
+        (Ok(mut int), Ok(mut term)) => {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+        }
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("cannot install signal handlers ({e}); stop this process with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 /// Static key files: hex text, mode 0600, written atomically.
 pub mod keyfile {
     use std::fs::{self, File, OpenOptions};

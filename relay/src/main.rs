@@ -260,30 +260,11 @@ fn serve(data: DataDir) -> Result<()> {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            ferry_protocol::io::termination_signal().await;
             signals.cancel();
         });
         ferry_relay::server::run(data, shutdown).await
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) {
-        (Ok(mut int), Ok(mut term)) => {
-            tokio::select! {
-                _ = int.recv() => {}
-                _ = term.recv() => {}
-            }
-        }
-        _ => {
-            tracing::error!("cannot install signal handlers; stop the relay with SIGKILL");
-            std::future::pending::<()>().await;
-        }
-    }
 }
 
 fn pair(data: &DataDir, name: &str, ttl: Duration, json: bool, no_wait: bool) -> Result<ExitCode> {

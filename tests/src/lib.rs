@@ -96,6 +96,22 @@ pub fn ok(output: Output) -> String {
     stdout(&output)
 }
 
+/// A path as `&str`, for command arguments.
+///
+/// # Panics
+/// On a non-UTF-8 path (tests make only UTF-8 ones).
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 test path")
+}
+
+/// A running relay and an endpoint paired with it as "laptop".
+pub fn paired() -> (Relay, Endpoint) {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    (relay, endpoint)
+}
+
 /// Options for a test relay.
 #[derive(Debug, Clone, Default)]
 pub struct RelayOptions {
@@ -246,6 +262,15 @@ impl Relay {
             (self.session_addr, self.pair_addr)
         );
         self.child = child;
+    }
+
+    /// Bytes in the relay's pack files: grows as it receives data.
+    pub fn pack_bytes(&self) -> u64 {
+        fs::read_dir(self.data().join("store/packs")).map_or(0, |d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
     }
 
     /// The pid of the relay process.

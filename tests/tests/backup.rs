@@ -7,18 +7,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use ferry_tests::tree::{listing, mkfifo, random_bytes, set_mtime, set_xattr};
-use ferry_tests::{ok, stderr, wait_for, Endpoint, Relay, DEADLINE};
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn paired() -> (Relay, Endpoint) {
-    let relay = Relay::start();
-    let endpoint = Endpoint::new();
-    endpoint.pair_with(&relay, "laptop");
-    (relay, endpoint)
-}
+use ferry_tests::{arg, ok, paired, stderr, wait_for, DEADLINE};
 
 /// A tree holding every case ferry must restore faithfully.
 fn fidelity_tree(root: &Path) {
@@ -85,16 +74,16 @@ fn every_kind_of_entry_restores_identical_and_old_snapshots_stay_restorable() {
         "the test filesystem must support holes"
     );
 
-    let first = endpoint.backup_json(&[s(&src)]);
+    let first = endpoint.backup_json(&[arg(&src)]);
     assert_eq!(first["files_new"], 7, "{first}"); // the hard link is not a second file
     let out1 = work.path().join("out1");
-    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out1)]);
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out1)]);
     assert_eq!(listing(&out1), before);
 
     // Change the source and back it up again; snapshot 1 must still restore identical.
     fs::write(src.join("dir/small.txt"), b"changed").unwrap();
     fs::remove_file(src.join("empty")).unwrap();
-    let second = endpoint.backup_json(&[s(&src)]);
+    let second = endpoint.backup_json(&[arg(&src)]);
     assert_eq!(second["files_changed"], 1, "{second}");
     let snapshot1 = first["snapshot"].to_string();
     let out2 = work.path().join("out2");
@@ -102,25 +91,25 @@ fn every_kind_of_entry_restores_identical_and_old_snapshots_stay_restorable() {
         "-b",
         &snapshot1,
         "--map-from",
-        s(&src),
+        arg(&src),
         "--map-to",
-        s(&out2),
+        arg(&out2),
     ]);
     assert_eq!(listing(&out2), before);
 
     // Without --map-from, absolute paths are recreated below the target.
     let out3 = work.path().join("out3");
-    endpoint.restore_json(&["-b", &snapshot1, "--map-to", s(&out3)]);
+    endpoint.restore_json(&["-b", &snapshot1, "--map-to", arg(&out3)]);
     assert_eq!(listing(&out3.join(src.strip_prefix("/").unwrap())), before);
 
     // A PATH narrows the restore.
     let out4 = work.path().join("out4");
     endpoint.restore_json(&[
         "--map-from",
-        s(&src),
+        arg(&src),
         "--map-to",
-        s(&out4),
-        s(&src.join("dir/nested")),
+        arg(&out4),
+        arg(&src.join("dir/nested")),
     ]);
     let only: Vec<Vec<u8>> = listing(&out4).into_keys().collect();
     assert_eq!(only[0], b"dir");
@@ -149,21 +138,21 @@ fn scattered_overwrites_and_an_insertion_move_little() {
     let file = work.path().join("big.bin");
     let mut data = random_bytes(40 << 20, 2);
     fs::write(&file, &data).unwrap();
-    endpoint.backup_json(&[s(&file)]);
+    endpoint.backup_json(&[arg(&file)]);
 
     for i in 0..20u64 {
         let at = (i * 2_000_003 + 12_345) as usize % (data.len() - 4096);
         data[at..at + 4096].copy_from_slice(&random_bytes(4096, 100 + i));
     }
     fs::write(&file, &data).unwrap();
-    let overwrites = endpoint.backup_json(&[s(&file)]);
+    let overwrites = endpoint.backup_json(&[arg(&file)]);
     let sent = overwrites["bytes_sent"].as_u64().unwrap();
     eprintln!("figure: 20 x 4 KiB overwrites in 40 MiB: bytes_sent = {sent}");
     assert!(sent < 4 << 20, "20 x 4 KiB overwrites sent {sent} bytes");
 
     data.insert(data.len() / 2, 0x42);
     fs::write(&file, &data).unwrap();
-    let insertion = endpoint.backup_json(&[s(&file)]);
+    let insertion = endpoint.backup_json(&[arg(&file)]);
     let sent = insertion["bytes_sent"].as_u64().unwrap();
     eprintln!("figure: 1-byte insertion in 40 MiB: bytes_sent = {sent}");
     assert!(
@@ -176,7 +165,7 @@ fn scattered_overwrites_and_an_insertion_move_little() {
     );
 
     let out = work.path().join("out");
-    endpoint.restore_json(&["--map-from", s(work.path()), "--map-to", s(&out)]);
+    endpoint.restore_json(&["--map-from", arg(work.path()), "--map-to", arg(&out)]);
     assert_eq!(fs::read(out.join("big.bin")).unwrap(), data);
 }
 
@@ -192,9 +181,9 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
             fs::write(dir.join(format!("f{f:03}")), format!("file {d} {f}\n")).unwrap();
         }
     }
-    let first = endpoint.backup_json(&[s(&src)]);
+    let first = endpoint.backup_json(&[arg(&src)]);
     assert_eq!(first["files_new"], 10_000);
-    let second = endpoint.backup_json(&[s(&src)]);
+    let second = endpoint.backup_json(&[arg(&src)]);
     assert_eq!(second["files_unchanged"], 10_000);
     let sent = second["bytes_sent"].as_u64().unwrap();
     eprintln!("figure: unchanged 10,000 files: bytes_sent = {sent}");
@@ -210,9 +199,9 @@ fn restoring_onto_the_previous_version_receives_little() {
     fs::create_dir_all(&src).unwrap();
     let mut data = random_bytes(20 << 20, 3);
     fs::write(src.join("db.img"), &data).unwrap();
-    endpoint.backup_json(&[s(&src)]);
+    endpoint.backup_json(&[arg(&src)]);
     let target = work.path().join("target");
-    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
 
     // Change 1% of the file: 50 scattered 4 KiB writes.
     for i in 0..50u64 {
@@ -220,8 +209,8 @@ fn restoring_onto_the_previous_version_receives_little() {
         data[at..at + 4096].copy_from_slice(&random_bytes(4096, 500 + i));
     }
     fs::write(src.join("db.img"), &data).unwrap();
-    endpoint.backup_json(&[s(&src)]);
-    let summary = endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+    endpoint.backup_json(&[arg(&src)]);
+    let summary = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
     let received = summary["bytes_received"].as_u64().unwrap();
     eprintln!("figure: restore of a 1% change onto 20 MiB: bytes_received = {received}");
     assert!(
@@ -230,7 +219,7 @@ fn restoring_onto_the_previous_version_receives_little() {
     );
     assert_eq!(fs::read(target.join("db.img")).unwrap(), data);
     // Again: the target already holds it, nothing but metadata moves.
-    let again = endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+    let again = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
     assert_eq!(again["files_unchanged"], 1, "{again}");
 }
 
@@ -241,13 +230,13 @@ fn a_symlink_planted_in_the_target_is_never_followed() {
     let src = work.path().join("src");
     fs::create_dir_all(src.join("sub")).unwrap();
     fs::write(src.join("sub/file"), b"payload").unwrap();
-    endpoint.backup_json(&[s(&src)]);
+    endpoint.backup_json(&[arg(&src)]);
     let outside = work.path().join("outside");
     fs::create_dir_all(&outside).unwrap();
     let target = work.path().join("target");
     fs::create_dir_all(&target).unwrap();
     std::os::unix::fs::symlink(&outside, target.join("sub")).unwrap();
-    let out = endpoint.ferry(&["restore", "--map-from", s(&src), "--map-to", s(&target)]);
+    let out = endpoint.ferry(&["restore", "--map-from", arg(&src), "--map-to", arg(&target)]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("sub"), "{}", stderr(&out));
     assert_eq!(
@@ -265,7 +254,7 @@ fn unreadable_files_are_named_and_exit_3_with_a_snapshot() {
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("fine"), b"ok").unwrap();
     let _socket = std::os::unix::net::UnixListener::bind(src.join("socket")).unwrap();
-    let out = endpoint.ferry(&["backup", "--json", s(&src)]);
+    let out = endpoint.ferry(&["backup", "--json", arg(&src)]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
     assert!(stderr(&out).contains("socket"), "{}", stderr(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -280,24 +269,20 @@ fn a_relay_killed_mid_backup_keeps_every_snapshot_and_takes_the_next_backup() {
     let src = work.path().join("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("small"), b"committed before the crash").unwrap();
-    endpoint.backup_json(&[s(&src)]);
+    endpoint.backup_json(&[arg(&src)]);
     let committed = listing(&src);
 
     fs::write(src.join("big"), random_bytes(120 << 20, 4)).unwrap();
     let mut backup = endpoint
         .command()
-        .args(["backup", s(&src)])
+        .args(["backup", arg(&src)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let packs = relay.data().join("store/packs");
-    let pack_bytes = || -> u64 {
-        fs::read_dir(&packs).map_or(0, |d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
-    };
-    let start = pack_bytes();
+    let start = relay.pack_bytes();
     wait_for("the relay to be receiving", DEADLINE, || {
-        (pack_bytes() > start + (8 << 20)).then_some(())
+        (relay.pack_bytes() > start + (8 << 20)).then_some(())
     });
     relay.kill_and_restart();
     let status = wait_for("the backup to fail", DEADLINE, || {
@@ -311,13 +296,13 @@ fn a_relay_killed_mid_backup_keeps_every_snapshot_and_takes_the_next_backup() {
         .unwrap();
     assert_eq!(check, "ok");
     let out = work.path().join("out");
-    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out)]);
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
     assert_eq!(listing(&out), committed);
 
-    let next = endpoint.backup_json(&[s(&src)]);
+    let next = endpoint.backup_json(&[arg(&src)]);
     assert_eq!(next["snapshot"], 2);
     let out2 = work.path().join("out2");
-    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out2)]);
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out2)]);
     assert_eq!(listing(&out2), listing(&src));
 }
 
@@ -328,7 +313,7 @@ fn a_commands_output_is_backed_up_with_deltas() {
     let dump = work.path().join("dump-source");
     let mut data = random_bytes(3 << 20, 5);
     fs::write(&dump, &data).unwrap();
-    let command = format!("cat {}", s(&dump));
+    let command = format!("cat {}", arg(&dump));
     let first = endpoint.backup_json(&["--set", "db", "--command", &command, "--name", "dump.sql"]);
     assert!(first["bytes_sent"].as_u64().unwrap() > 3 << 20);
     data[1_000_000..1_000_100].fill(7);
@@ -340,7 +325,7 @@ fn a_commands_output_is_backed_up_with_deltas() {
         "{second}"
     );
     let out = work.path().join("out");
-    endpoint.restore_json(&["--set", "db", "--map-to", s(&out)]);
+    endpoint.restore_json(&["--set", "db", "--map-to", arg(&out)]);
     assert_eq!(fs::read(out.join("dump.sql")).unwrap(), data);
 
     let failing = endpoint.ferry(&[
@@ -427,24 +412,20 @@ fn a_backup_cut_off_by_a_killed_relay_resumes_without_resending_everything() {
     fs::write(src.join("big"), random_bytes(size, 6)).unwrap();
     let mut backup = endpoint
         .command()
-        .args(["backup", s(&src)])
+        .args(["backup", arg(&src)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let packs = relay.data().join("store/packs");
-    let pack_bytes = || -> u64 {
-        fs::read_dir(&packs).map_or(0, |d| d.map(|e| e.unwrap().metadata().unwrap().len()).sum())
-    };
     wait_for("the relay to hold half the file", DEADLINE, || {
-        (pack_bytes() > (size as u64) / 2).then_some(())
+        (relay.pack_bytes() > (size as u64) / 2).then_some(())
     });
     relay.kill_and_restart();
     wait_for("the backup to fail", DEADLINE, || {
         backup.try_wait().unwrap()
     });
 
-    let resumed = endpoint.backup_json(&[s(&src)]);
+    let resumed = endpoint.backup_json(&[arg(&src)]);
     let sent = resumed["bytes_sent"].as_u64().unwrap();
     eprintln!("figure: resumed 160 MiB backup after a SIGKILL at half: bytes_sent = {sent}");
     assert!(
@@ -452,7 +433,7 @@ fn a_backup_cut_off_by_a_killed_relay_resumes_without_resending_everything() {
         "the resumed backup sent {sent} of {size} bytes"
     );
     let out = work.path().join("out");
-    endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&out)]);
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
     assert_eq!(listing(&out), listing(&src));
 }
 
@@ -464,12 +445,12 @@ fn an_interrupted_restore_resumes_from_what_it_wrote() {
     fs::create_dir_all(&src).unwrap();
     let size = 40u64 << 20;
     fs::write(src.join("big"), random_bytes(size as usize, 10)).unwrap();
-    endpoint.backup_json(&[s(&src)]);
+    endpoint.backup_json(&[arg(&src)]);
     ok(relay.admin(&["clients", "limit", "laptop", "4MiB/s"]));
     let target = work.path().join("target");
     let mut restore = endpoint
         .command()
-        .args(["restore", "--map-from", s(&src), "--map-to", s(&target)])
+        .args(["restore", "--map-from", arg(&src), "--map-to", arg(&target)])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -488,7 +469,7 @@ fn an_interrupted_restore_resumes_from_what_it_wrote() {
     restore.kill().unwrap();
     restore.wait().unwrap();
     ok(relay.admin(&["clients", "limit", "laptop", "unlimited"]));
-    let resumed = endpoint.restore_json(&["--map-from", s(&src), "--map-to", s(&target)]);
+    let resumed = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
     let received = resumed["bytes_received"].as_u64().unwrap();
     eprintln!(
         "figure: restore resumed after a kill at half of 40 MiB: bytes_received = {received}"
@@ -507,13 +488,13 @@ fn restoring_a_path_the_snapshot_does_not_hold_is_an_error() {
     let src = work.path().join("src");
     fs::create_dir_all(&src).unwrap();
     fs::write(src.join("a"), b"a").unwrap();
-    endpoint.backup_json(&[s(&src)]);
+    endpoint.backup_json(&[arg(&src)]);
     let out = endpoint.ferry(&[
         "restore",
         "--map-from",
         "/no/such/dir",
         "--map-to",
-        s(&work.path().join("t")),
+        arg(&work.path().join("t")),
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
@@ -521,7 +502,13 @@ fn restoring_a_path_the_snapshot_does_not_hold_is_an_error() {
         "{}",
         stderr(&out)
     );
-    let out = endpoint.ferry(&["restore", "-b", "99", "--map-to", s(&work.path().join("t"))]);
+    let out = endpoint.ferry(&[
+        "restore",
+        "-b",
+        "99",
+        "--map-to",
+        arg(&work.path().join("t")),
+    ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no snapshot 99"), "{}", stderr(&out));
 }

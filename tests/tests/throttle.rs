@@ -6,23 +6,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_tests::tree::random_bytes;
-use ferry_tests::{ok, stderr, wait_for, Endpoint, Relay, DEADLINE};
-
-fn s(path: &Path) -> &str {
-    path.to_str().unwrap()
-}
-
-fn paired() -> (Relay, Endpoint) {
-    let relay = Relay::start();
-    let endpoint = Endpoint::new();
-    endpoint.pair_with(&relay, "laptop");
-    (relay, endpoint)
-}
+use ferry_tests::{arg, ok, paired, stderr, wait_for, DEADLINE};
 
 fn file(dir: &Path, name: &str, mib: usize, seed: u64) -> String {
     let path = dir.join(name);
     fs::write(&path, random_bytes(mib << 20, seed)).unwrap();
-    s(&path).to_string()
+    arg(&path).to_string()
 }
 
 #[test]
