@@ -305,7 +305,7 @@ pub mod keyfile {
                 ),
             ));
         }
-        let text = fs::read_to_string(path)?;
+        let text = zeroize::Zeroizing::new(fs::read_to_string(path)?);
         StaticKeypair::from_secret_hex(&text).map_err(|e| {
             io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -325,7 +325,8 @@ pub mod keyfile {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let keys =
                     StaticKeypair::generate().map_err(|e| io::Error::other(e.to_string()))?;
-                write_private(path, format!("{}\n", keys.secret_hex()).as_bytes())?;
+                let text = zeroize::Zeroizing::new(format!("{}\n", keys.secret_hex()));
+                write_private(path, text.as_bytes())?;
                 Ok((keys, true))
             }
             Err(e) => Err(e),

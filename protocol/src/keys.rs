@@ -57,7 +57,8 @@ impl fmt::Debug for PublicKey {
     }
 }
 
-/// A static key pair. The secret half never appears in `Debug` output.
+/// A static key pair. The secret half never appears in `Debug` output and is
+/// overwritten with zeros when the pair is dropped.
 #[derive(Clone)]
 pub struct StaticKeypair {
     secret: [u8; KEY_LEN],
@@ -105,6 +106,12 @@ impl StaticKeypair {
     /// [`ProtocolError::Malformed`] unless the text is 64 hex digits.
     pub fn from_secret_hex(text: &str) -> Result<Self, ProtocolError> {
         Self::from_secret_slice(&from_hex::<KEY_LEN>(text.trim())?)
+    }
+}
+
+impl Drop for StaticKeypair {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.secret);
     }
 }
 
