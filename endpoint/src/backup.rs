@@ -102,6 +102,8 @@ pub struct Job {
     pub hooks: Option<SnapshotScripts>,
     /// This endpoint's upload limit.
     pub limit: ferry_protocol::schedule::Schedule,
+    /// The set's retention hints for the relay.
+    pub retention: ferry_protocol::retention::Retention,
 }
 
 /// Live progress of a backup, and a request to stop it, shared with whoever
@@ -152,6 +154,7 @@ pub async fn run(
     let max_file_allowed = match client
         .request(&Message::BackupBegin {
             set: set.to_string(),
+            retention: job.retention,
         })
         .await?
     {

@@ -43,6 +43,14 @@ pub struct SetConfig {
     pub name: Option<String>,
     /// How often `ferry daemon` backs the set up (e.g. `1h`).
     pub interval: Option<String>,
+    /// Retention hint for the relay: keep this many newest snapshots.
+    pub keep_last: Option<u32>,
+    /// Retention hint: keep the newest snapshot of this many days.
+    pub keep_daily: Option<u32>,
+    /// Retention hint: keep the newest snapshot of this many weeks.
+    pub keep_weekly: Option<u32>,
+    /// Retention hint: keep the newest snapshot of this many months.
+    pub keep_monthly: Option<u32>,
     /// Back each path up from a filesystem snapshot made by the scripts in
     /// `snapshot-config` (UrBackup's `require_snapshot`).
     pub require_snapshot: bool,
@@ -104,6 +112,18 @@ impl ConnectConfig {
             internet: d("timeout", &self.timeout)?,
             handshake: d("handshake-timeout", &self.handshake_timeout)?,
         })
+    }
+}
+
+impl SetConfig {
+    /// The set's retention hints as sent to the relay with each backup.
+    pub fn retention(&self) -> ferry_protocol::retention::Retention {
+        ferry_protocol::retention::Retention {
+            keep_last: self.keep_last,
+            keep_daily: self.keep_daily,
+            keep_weekly: self.keep_weekly,
+            keep_monthly: self.keep_monthly,
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub struct Overrides {
 pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
     let config = state.config()?;
     let set_config = config.sets.get(set).cloned().unwrap_or_default();
+    let retention = set_config.retention();
     let command = overrides.command.or(set_config.command);
     let name = overrides.name.or(set_config.name);
     let source = match (command, name) {
@@ -73,6 +74,7 @@ pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
         excludes: Excludes::new(&patterns)?,
         hooks,
         limit,
+        retention,
     })
 }
 

@@ -10,6 +10,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChunkId, ContentId, TreeId};
+use crate::retention::Retention;
 use crate::ProtocolError;
 
 /// A tree or content stored on the relay.
@@ -70,6 +71,8 @@ pub enum Message {
     BackupBegin {
         /// The backup set's name.
         set: String,
+        /// Which of the set's snapshots the relay keeps after this one commits.
+        retention: Retention,
     },
     /// The relay is ready for the upload.
     BackupReady {

@@ -790,6 +790,36 @@ impl Catalog {
         Ok(self.conn.last_insert_rowid() as u64)
     }
 
+    /// Forgets the snapshots of `client`'s set `set_id` that `retention` does
+    /// not keep, in one transaction; returns how many. Their data stays in
+    /// the store (no garbage collection yet).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn apply_retention(
+        &mut self,
+        client: u64,
+        set_id: i64,
+        retention: &ferry_protocol::retention::Retention,
+    ) -> rusqlite::Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let snapshots: Vec<(u64, i64)> = tx
+            .prepare("SELECT id, finished_at FROM snapshots WHERE client_id = ?1 AND set_id = ?2")?
+            .query_map(params![client as i64, set_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let keep: std::collections::HashSet<u64> = retention.keep(&snapshots).into_iter().collect();
+        let mut forgotten = 0;
+        for (id, _) in snapshots.iter().filter(|(id, _)| !keep.contains(id)) {
+            forgotten += tx.execute("DELETE FROM snapshots WHERE id = ?1", [*id as i64])?;
+        }
+        tx.commit()?;
+        Ok(forgotten)
+    }
+
     /// Snapshots, oldest first, optionally of one client and one set name.
     ///
     /// # Errors

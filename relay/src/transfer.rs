@@ -21,6 +21,7 @@ use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, SnapshotInfo, MAX_BATCH};
+use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 
 use crate::catalog::{now_ms, BlobKind, BlobRow};
@@ -49,6 +50,7 @@ pub struct InternetPolicy {
 #[derive(Debug, Default)]
 struct Upload {
     set_id: i64,
+    retention: Retention,
     pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
     rejected: Vec<ChunkId>,
     new_trees: HashSet<TreeId>,
@@ -81,7 +83,7 @@ impl Transfer {
     /// it and end.
     pub fn handle(&mut self, message: Message) -> Result<Option<Message>> {
         Ok(match message {
-            Message::BackupBegin { set } => {
+            Message::BackupBegin { set, retention } => {
                 check_set_name(&set)?;
                 let client = self.client;
                 if self.policy.is_some_and(|p| !p.full_backups) {
@@ -97,6 +99,7 @@ impl Transfer {
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
                 self.upload = Some(Upload {
                     set_id,
+                    retention,
                     ..Upload::default()
                 });
                 Some(Message::BackupReady {
@@ -423,6 +426,13 @@ impl Transfer {
         tracing::info!(
             "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"
         );
+        if upload.retention.is_set() {
+            let (set_id, retention) = (upload.set_id, upload.retention);
+            let forgotten = self.catalog(|c| c.apply_retention(client, set_id, &retention))?;
+            if forgotten > 0 {
+                tracing::info!("client {client}: retention forgot {forgotten} older snapshot(s) of set {set_id}");
+            }
+        }
         Ok(Message::Committed { snapshot })
     }
 

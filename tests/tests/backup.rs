@@ -351,6 +351,7 @@ fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() 
     let mut session = RawSession::open(&relay, &endpoint);
     session.send(&Message::BackupBegin {
         set: "default".into(),
+        retention: Default::default(),
     });
     assert_eq!(
         session.recv(),

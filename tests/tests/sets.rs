@@ -188,3 +188,53 @@ fn snapshot_hooks_are_called_and_the_backup_reads_the_frozen_view() {
         "remove was not called after a failure: {calls}"
     );
 }
+
+#[test]
+fn the_relay_applies_a_sets_retention_hints_after_each_backup() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        endpoint.state().join("endpoint.toml"),
+        format!("[sets.docs]\npaths = [{src:?}]\nkeep-last = 2\n"),
+    )
+    .unwrap();
+    let mut made = Vec::new();
+    for i in 0..4 {
+        fs::write(src.join("note"), format!("version {i}")).unwrap();
+        made.push(
+            endpoint.backup_json(&["--set", "docs"])["snapshot"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let list: serde_json::Value = serde_json::from_str(&ok(endpoint.ferry(&[
+        "snapshots",
+        "--set",
+        "docs",
+        "--json",
+    ])))
+    .unwrap();
+    let kept: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(kept, made[2..].to_vec());
+    relay.wait_for_log("retention forgot");
+    // The newest still restores.
+    let out = work.path().join("out");
+    endpoint.restore_json(&[
+        "--set",
+        "docs",
+        "--map-from",
+        src.to_str().unwrap(),
+        "--map-to",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(fs::read(out.join("note")).unwrap(), b"version 3");
+}

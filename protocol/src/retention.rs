@@ -1,0 +1,145 @@
+//! Which snapshots of a backup set to keep, from the set's retention hints
+//! (restic's `forget` rules): the newest `keep_last`; the newest snapshot of
+//! each of the `keep_daily` most recent days that have one, likewise weeks
+//! and months (UTC). A snapshot kept by any rule is kept. With no rule set,
+//! everything is kept. Pure: the caller passes the snapshots' times in.
+
+use serde::{Deserialize, Serialize};
+
+/// A set's retention hints, sent by the endpoint with each backup.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retention {
+    /// Keep this many newest snapshots.
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of this many days.
+    pub keep_daily: Option<u32>,
+    /// Keep the newest snapshot of this many ISO weeks.
+    pub keep_weekly: Option<u32>,
+    /// Keep the newest snapshot of this many months.
+    pub keep_monthly: Option<u32>,
+}
+
+impl Retention {
+    /// Whether any rule is set (no rule: keep everything).
+    pub fn is_set(&self) -> bool {
+        self.keep_last.is_some()
+            || self.keep_daily.is_some()
+            || self.keep_weekly.is_some()
+            || self.keep_monthly.is_some()
+    }
+
+    /// Of `snapshots` (id, finish time in ms since the epoch), the ids to keep.
+    pub fn keep(&self, snapshots: &[(u64, i64)]) -> Vec<u64> {
+        let mut newest_first = snapshots.to_vec();
+        newest_first.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        if !self.is_set() {
+            return newest_first.iter().map(|s| s.0).collect();
+        }
+        let mut keep = std::collections::BTreeSet::new();
+        if let Some(n) = self.keep_last {
+            keep.extend(newest_first.iter().take(n as usize).map(|s| s.0));
+        }
+        let day = |ms: i64| ms.div_euclid(86_400_000);
+        // Days since the epoch, shifted so weeks start on Monday (1970-01-01 was a Thursday).
+        let week = |ms: i64| (day(ms) + 3).div_euclid(7);
+        let month = |ms: i64| {
+            let (y, m) = year_month(day(ms));
+            y * 12 + i64::from(m)
+        };
+        for (count, bucket) in [
+            (self.keep_daily, &day as &dyn Fn(i64) -> i64),
+            (self.keep_weekly, &week),
+            (self.keep_monthly, &month),
+        ] {
+            let Some(count) = count else { continue };
+            let mut last_bucket = None;
+            let mut taken = 0;
+            for (id, ms) in &newest_first {
+                if taken >= count {
+                    break;
+                }
+                let b = bucket(*ms);
+                if last_bucket != Some(b) {
+                    keep.insert(*id);
+                    last_bucket = Some(b);
+                    taken += 1;
+                }
+            }
+        }
+        newest_first
+            .iter()
+            .map(|s| s.0)
+            .filter(|id| keep.contains(id))
+            .collect()
+    }
+}
+
+/// Year and month of a day count since 1970-01-01.
+fn year_month(days: i64) -> (i64, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = 86_400_000;
+
+    #[test]
+    fn last_daily_weekly_monthly() {
+        // Four snapshots a day for 40 days, starting 2026-01-01 (a Thursday).
+        let start = 20_454 * DAY;
+        let snaps: Vec<(u64, i64)> = (0..160)
+            .map(|i| (i as u64 + 1, start + (i as i64) * DAY / 4))
+            .collect();
+        let keep = |r: Retention| r.keep(&snaps);
+        assert_eq!(
+            keep(Retention::default()).len(),
+            160,
+            "no rule keeps everything"
+        );
+        assert_eq!(
+            keep(Retention {
+                keep_last: Some(3),
+                ..Default::default()
+            }),
+            vec![160, 159, 158]
+        );
+        let daily = keep(Retention {
+            keep_daily: Some(2),
+            ..Default::default()
+        });
+        assert_eq!(
+            daily,
+            vec![160, 156],
+            "the newest of each of the last 2 days"
+        );
+        let weekly = keep(Retention {
+            keep_weekly: Some(2),
+            ..Default::default()
+        });
+        assert_eq!(weekly.len(), 2);
+        let monthly = keep(Retention {
+            keep_monthly: Some(6),
+            ..Default::default()
+        });
+        assert_eq!(
+            monthly,
+            vec![160, 124],
+            "January's newest and February's newest"
+        );
+        let both = keep(Retention {
+            keep_last: Some(1),
+            keep_monthly: Some(2),
+            ..Default::default()
+        });
+        assert_eq!(both, vec![160, 124]);
+    }
+}
