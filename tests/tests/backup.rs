@@ -513,3 +513,46 @@ fn restoring_a_path_the_snapshot_does_not_hold_is_an_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("no snapshot 99"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_file_that_keeps_changing_while_read_is_reported_not_stored_torn() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("steady"), b"steady").unwrap();
+    let busy = src.join("busy.log");
+    fs::write(&busy, random_bytes(16 << 20, 11)).unwrap();
+    // A writer appends to the file all the time the backup runs.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, busy) = (Arc::clone(&stop), busy.clone());
+        std::thread::spawn(move || {
+            let mut f = fs::OpenOptions::new().append(true).open(&busy).unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                f.write_all(b"log line\n").unwrap();
+                std::thread::sleep(std::time::Duration::from_micros(200));
+            }
+        })
+    };
+    let out = endpoint.ferry(&["backup", "--json", arg(&src)]);
+    stop.store(true, Ordering::Relaxed);
+    writer.join().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("changed while being read"),
+        "{}",
+        stderr(&out)
+    );
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(summary["files_unreadable"], 1);
+    // The snapshot holds the steady file and no torn copy of the busy one.
+    let target = work.path().join("out");
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
+    assert!(target.join("steady").exists());
+    assert!(!target.join("busy.log").exists());
+}
