@@ -3,6 +3,7 @@
 
 use std::fs::{File, Metadata};
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
@@ -49,7 +50,7 @@ pub fn special_kind(path: &Path, meta: &Metadata) -> io::Result<Option<EntryKind
     Ok(if ft.is_symlink() {
         let target = std::fs::read_link(path)?;
         Some(EntryKind::Symlink {
-            target: std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec(),
+            target: target.as_os_str().as_bytes().to_vec(),
         })
     } else if ft.is_fifo() {
         Some(EntryKind::Fifo)
@@ -84,37 +85,24 @@ pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
         .split(|b| *b == 0)
         .filter(|n| !n.is_empty() && n.len() <= MAX_NAME)
     {
-        let len = match rustix::fs::lgetxattr(
-            path,
-            std::ffi::OsStr::from_bytes_compat(name),
-            &mut value[..],
-        ) {
-            Ok(len) => len,
-            // Removed since listed: nothing to store.
-            Err(rustix::io::Errno::NODATA) => continue,
-            Err(rustix::io::Errno::RANGE) => {
-                return Err(io::Error::other(format!(
-                    "extended attribute {} of {} is larger than {MAX_XATTR_VALUE} bytes",
-                    String::from_utf8_lossy(name),
-                    path.display()
-                )))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let len =
+            match rustix::fs::lgetxattr(path, std::ffi::OsStr::from_bytes(name), &mut value[..]) {
+                Ok(len) => len,
+                // Removed since listed: nothing to store.
+                Err(rustix::io::Errno::NODATA) => continue,
+                Err(rustix::io::Errno::RANGE) => {
+                    return Err(io::Error::other(format!(
+                        "extended attribute {} of {} is larger than {MAX_XATTR_VALUE} bytes",
+                        String::from_utf8_lossy(name),
+                        path.display()
+                    )))
+                }
+                Err(e) => return Err(e.into()),
+            };
         out.push((name.to_vec(), value[..len].to_vec()));
     }
     out.sort();
     Ok(out)
-}
-
-trait FromBytesCompat {
-    fn from_bytes_compat(bytes: &[u8]) -> &std::ffi::OsStr;
-}
-
-impl FromBytesCompat for std::ffi::OsStr {
-    fn from_bytes_compat(bytes: &[u8]) -> &std::ffi::OsStr {
-        std::os::unix::ffi::OsStrExt::from_bytes(bytes)
-    }
 }
 
 /// The data regions of a file that has holes; `None` for a dense file.

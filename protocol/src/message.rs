@@ -237,10 +237,23 @@ impl Message {
     /// # Errors
     /// [`ProtocolError::Malformed`] for anything that is not exactly one message.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
-        match postcard::take_from_bytes::<Message>(bytes) {
-            Ok((message, [])) => Ok(message),
-            _ => Err(ProtocolError::Malformed("message")),
-        }
+        decode_exact(bytes, "message")
+    }
+}
+
+/// Decodes exactly one postcard value from `bytes`: trailing bytes are an
+/// error, as is anything that does not decode. Every decoder of network
+/// bytes in this crate goes through here.
+///
+/// # Errors
+/// [`ProtocolError::Malformed`] naming `what`.
+pub(crate) fn decode_exact<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    what: &'static str,
+) -> Result<T, ProtocolError> {
+    match postcard::take_from_bytes::<T>(bytes) {
+        Ok((value, [])) => Ok(value),
+        _ => Err(ProtocolError::Malformed(what)),
     }
 }
 

@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
 use crate::keys::{PublicKey, StaticKeypair};
+use crate::message::decode_exact;
 use crate::transport::Transport;
 use crate::version::{ConnectionKind, Preamble};
 use crate::ProtocolError;
@@ -159,10 +160,7 @@ impl PairFrame {
     /// # Errors
     /// [`ProtocolError::Malformed`] for anything else.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
-        match postcard::take_from_bytes::<PairFrame>(bytes) {
-            Ok((frame, [])) => Ok(frame),
-            _ => Err(ProtocolError::Malformed("pairing frame")),
-        }
+        decode_exact(bytes, "pairing frame")
     }
 }
 
@@ -248,16 +246,6 @@ fn encrypt(noise: &mut snow::HandshakeState, payload: &[u8]) -> Result<Vec<u8>, 
         .map_err(|_| ProtocolError::Crypto("pairing handshake"))?;
     out.truncate(len);
     Ok(out)
-}
-
-fn decode_payload<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T, ProtocolError> {
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, [])) => Ok(value),
-        _ => Err(ProtocolError::Malformed(what)),
-    }
 }
 
 /// The endpoint's pairing state before the relay's reply.
@@ -363,7 +351,7 @@ impl EndpointFinish {
             .open_bytes(message)
             .map_err(|_| ProtocolError::Crypto("the relay's acceptance (wrong pairing code?)"))?
             .ok_or(ProtocolError::Malformed("pair accept"))?;
-        let accept: PairAccept = decode_payload(&bytes, "pair accept")?;
+        let accept: PairAccept = decode_exact(&bytes, "pair accept")?;
         accept.check()?;
         Ok((self.relay, accept))
     }
@@ -436,7 +424,7 @@ impl RelayReplied {
     /// as a failed attempt.
     pub fn read_proof(mut self, message: &[u8]) -> Result<RelayProven, ProtocolError> {
         let payload = decrypt_into(&mut self.noise, message, "pairing proof (wrong code)")?;
-        let request: PairRequest = decode_payload(&payload, "pair request")?;
+        let request: PairRequest = decode_exact(&payload, "pair request")?;
         check_text("host name", &request.hostname)?;
         let endpoint = PublicKey::from_slice(
             self.noise

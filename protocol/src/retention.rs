@@ -43,7 +43,7 @@ impl Retention {
         // Days since the epoch, shifted so weeks start on Monday (1970-01-01 was a Thursday).
         let week = |ms: i64| (day(ms) + 3).div_euclid(7);
         let month = |ms: i64| {
-            let (y, m) = year_month(day(ms));
+            let (y, m, _) = crate::units::civil_from_days(day(ms));
             y * 12 + i64::from(m)
         };
         for (count, bucket) in [
@@ -72,18 +72,6 @@ impl Retention {
             .filter(|id| keep.contains(id))
             .collect()
     }
-}
-
-/// Year and month of a day count since 1970-01-01.
-fn year_month(days: i64) -> (i64, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m)
 }
 
 #[cfg(test)]

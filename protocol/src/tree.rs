@@ -11,6 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::{ChunkId, ContentId, TreeId};
+use crate::message::decode_exact;
 use crate::ProtocolError;
 
 /// Largest name, symlink target or xattr name, in bytes.
@@ -141,7 +142,7 @@ impl Content {
         if ContentId::of(bytes) != *id {
             return Err(ProtocolError::Crypto("content does not match its id"));
         }
-        let content: Content = exact(bytes, "content")?;
+        let content: Content = decode_exact(bytes, "content")?;
         if (!content.chunks.is_empty() && !content.parts.is_empty())
             || content.chunks.len() > PART_CHUNKS
         {
@@ -231,7 +232,7 @@ impl Tree {
         if TreeId::of(bytes) != *id {
             return Err(ProtocolError::Crypto("tree does not match its id"));
         }
-        let tree: Tree = exact(bytes, "tree")?;
+        let tree: Tree = decode_exact(bytes, "tree")?;
         tree.check()?;
         Ok(tree)
     }
@@ -316,16 +317,6 @@ pub fn check_relative_path(path: &[u8]) -> Result<(), ProtocolError> {
         return Err(ProtocolError::Malformed("relative path"));
     }
     path.split(|b| *b == b'/').try_for_each(check_name)
-}
-
-fn exact<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T, ProtocolError> {
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, [])) => Ok(value),
-        _ => Err(ProtocolError::Malformed(what)),
-    }
 }
 
 #[cfg(test)]
