@@ -29,7 +29,7 @@ use ferry_protocol::compress::{compress, decompress};
 use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::message::{Message, ObjectId, MAX_BATCH};
+use ferry_protocol::message::{Message, ObjectId, INCOMPLETE_SNAPSHOT, MAX_BATCH};
 use ferry_protocol::tree::{
     ChunkRef, Content, ContentBuilder, ContentPart, Entry, EntryKind, Extent, Tree,
 };
@@ -38,7 +38,7 @@ use serde::Serialize;
 use crate::summary::Totals;
 
 use crate::cache::{CachedFile, FilesCache};
-use crate::client::{unexpected, RelayClient};
+use crate::client::{unexpected, Refused, RelayClient};
 use crate::exclude::Excludes;
 use crate::fsmeta;
 use crate::hooks::SnapshotScripts;
@@ -206,9 +206,19 @@ pub async fn run(
         bytes: run.summary.bytes,
         started_ms,
     };
-    let snapshot = match run.client.request(&commit).await? {
-        Message::Committed { snapshot } => snapshot,
-        other => return Err(unexpected("Committed", &other)),
+    let snapshot = match run.client.request(&commit).await {
+        Ok(Message::Committed { snapshot }) => snapshot,
+        Ok(other) => return Err(unexpected("Committed", &other)),
+        Err(e)
+            if e.downcast_ref::<Refused>()
+                .is_some_and(|r| r.0.starts_with(INCOMPLETE_SNAPSHOT)) =>
+        {
+            // What the cache remembers is no longer on the relay (collected
+            // after its snapshots were forgotten): read everything next time.
+            run.cache.replace_set(&run.set, &[])?;
+            bail!("{e}; the files cache of set {set:?} was cleared, so the next backup reads every file again");
+        }
+        Err(e) => return Err(e),
     };
     let Backup {
         client,

@@ -73,7 +73,8 @@ impl RelayClient {
         Ok(())
     }
 
-    /// Sends a request and returns its answer.
+    /// Sends a request and returns its answer; a `Failed` answer is a
+    /// [`Refused`] error.
     ///
     /// # Errors
     /// When the session breaks, the relay closes it, or answers `Failed`.
@@ -86,7 +87,7 @@ impl RelayClient {
             .await
             .map_err(|e| anyhow!("the session with the relay broke: {e}"))?;
         match answer {
-            Message::Failed { message } => bail!("the relay refused: {message}"),
+            Message::Failed { message } => Err(Refused(message).into()),
             Message::Close { reason } => bail!("the relay closed the session: {reason}"),
             other => Ok(other),
         }
@@ -121,3 +122,9 @@ pub fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
     let name = text.split([' ', '{', '(']).next().unwrap_or("?");
     anyhow!("the relay answered {name} where {expected} was expected")
 }
+
+/// The relay answered a request with `Failed`: the error callers may look
+/// for (with `downcast_ref`) to act on a particular refusal.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("the relay refused: {0}")]
+pub struct Refused(pub String);

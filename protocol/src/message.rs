@@ -223,6 +223,12 @@ pub enum Message {
 /// Largest number of ids in one query.
 pub const MAX_BATCH: usize = 4096;
 
+/// How a `Failed` answer to `Commit` begins when the snapshot names data the
+/// relay does not have (for example data the endpoint's files cache
+/// remembers but the relay has since collected); the endpoint then forgets
+/// its files cache for the set.
+pub const INCOMPLETE_SNAPSHOT: &str = "snapshot incomplete, not committed";
+
 impl Message {
     /// Encodes the message into its postcard bytes.
     ///

@@ -35,7 +35,9 @@ impl Retention {
         if !self.is_set() {
             return newest_first.iter().map(|s| s.0).collect();
         }
-        let mut keep = std::collections::BTreeSet::new();
+        // The newest is always kept, whatever the hints (`keep-last = 0`).
+        let mut keep: std::collections::BTreeSet<u64> =
+            newest_first.first().map(|s| s.0).into_iter().collect();
         if let Some(n) = self.keep_last {
             keep.extend(newest_first.iter().take(n as usize).map(|s| s.0));
         }
@@ -99,6 +101,14 @@ mod tests {
                 ..Default::default()
             }),
             vec![160, 159, 158]
+        );
+        assert_eq!(
+            keep(Retention {
+                keep_last: Some(0),
+                ..Default::default()
+            }),
+            vec![160],
+            "the newest is kept whatever the hints"
         );
         let daily = keep(Retention {
             keep_daily: Some(2),

@@ -20,6 +20,9 @@ use ferry_protocol::pairing::PairingCode;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+mod garbage;
+pub use garbage::PackUsage;
+
 /// Failed attempts after which a pairing code is burned.
 pub const MAX_PAIRING_FAILURES: u32 = 3;
 
@@ -84,6 +87,8 @@ const MIGRATIONS: &[&str] = &[
     // 4: what a client may do over the internet.
     "ALTER TABLE clients ADD COLUMN internet_full_backups INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE clients ADD COLUMN internet_max_file INTEGER;",
+    // 5: when each blob was indexed, for the garbage collector's grace period.
+    "ALTER TABLE blobs ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// What a blob is; part of its key, so a chunk and a tree never collide.
@@ -582,17 +587,7 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn set_global_limit(&mut self, schedule: Option<&str>) -> rusqlite::Result<()> {
-        match schedule {
-            Some(text) => self.conn.execute(
-                "INSERT INTO settings (key, value) VALUES ('global_limit', ?1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [text],
-            )?,
-            None => self
-                .conn
-                .execute("DELETE FROM settings WHERE key = 'global_limit'", [])?,
-        };
-        Ok(())
+        self.set_setting("global_limit", schedule)
     }
 
     /// The global limit override, if set.
@@ -600,12 +595,36 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn global_limit(&self) -> rusqlite::Result<Option<String>> {
+        self.setting("global_limit")
+    }
+
+    /// Sets (or with `None` clears) a relay-wide setting.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_setting(&mut self, key: &str, value: Option<&str>) -> rusqlite::Result<()> {
+        match value {
+            Some(text) => self.conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, text],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM settings WHERE key = ?1", [key])?,
+        };
+        Ok(())
+    }
+
+    /// A relay-wide setting, if set.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn setting(&self, key: &str) -> rusqlite::Result<Option<String>> {
         self.conn
-            .query_row(
-                "SELECT value FROM settings WHERE key = 'global_limit'",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()
     }
 
@@ -727,9 +746,10 @@ impl Catalog {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO blobs (client_id, kind, id, pack, offset, length, compressed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
+            let now = now_ms();
             for row in rows {
                 insert.execute(params![
                     client as i64,
@@ -738,7 +758,8 @@ impl Catalog {
                     row.at.pack,
                     row.at.offset as i64,
                     row.at.len,
-                    row.compressed
+                    row.compressed,
+                    now
                 ])?;
             }
         }
@@ -792,7 +813,7 @@ impl Catalog {
 
     /// Forgets the snapshots of `client`'s set `set_id` that `retention` does
     /// not keep, in one transaction; returns how many. Their data stays in
-    /// the store (no garbage collection yet).
+    /// the store until the garbage collector finds it unreferenced.
     ///
     /// # Errors
     /// SQLite errors.
@@ -815,6 +836,24 @@ impl Catalog {
         let mut forgotten = 0;
         for (id, _) in snapshots.iter().filter(|(id, _)| !keep.contains(id)) {
             forgotten += tx.execute("DELETE FROM snapshots WHERE id = ?1", [*id as i64])?;
+        }
+        tx.commit()?;
+        Ok(forgotten)
+    }
+
+    /// Forgets the given snapshots; returns the ids that existed.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn forget_snapshots(&mut self, ids: &[u64]) -> rusqlite::Result<Vec<u64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut forgotten = Vec::new();
+        for id in ids {
+            if tx.execute("DELETE FROM snapshots WHERE id = ?1", [*id as i64])? > 0 {
+                forgotten.push(*id);
+            }
         }
         tx.commit()?;
         Ok(forgotten)

@@ -35,6 +35,57 @@ pub struct RelayConfig {
     /// Bandwidth limits for sessions from the LAN and from the internet.
     #[serde(default)]
     pub rates: RatesConfig,
+    /// Garbage collection.
+    #[serde(default)]
+    pub gc: GcConfig,
+}
+
+/// `[gc]`: when the server collects garbage by itself.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct GcConfig {
+    /// Time between collections (`off`: only `ferry-relay gc`).
+    pub interval: String,
+    /// Unreferenced data younger than this is kept, so an interrupted
+    /// upload can resume without sending it again.
+    pub grace: String,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        GcConfig {
+            interval: "1d".into(),
+            grace: "1d".into(),
+        }
+    }
+}
+
+/// [`GcConfig`] resolved.
+#[derive(Debug, Clone, Copy)]
+pub struct GcSchedule {
+    /// `None`: never by itself.
+    pub interval: Option<Duration>,
+    /// See [`GcConfig::grace`].
+    pub grace: Duration,
+}
+
+impl GcConfig {
+    /// Resolves the human strings.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn resolve(&self) -> Result<GcSchedule> {
+        let interval = match self.interval.trim() {
+            "off" => None,
+            text => Some(
+                parse_duration(text)
+                    .map_err(|e| anyhow::anyhow!("gc.interval: {e} (or \"off\")"))?
+                    .max(Duration::from_secs(1)),
+            ),
+        };
+        let grace = parse_duration(&self.grace).map_err(|e| anyhow::anyhow!("gc.grace: {e}"))?;
+        Ok(GcSchedule { interval, grace })
+    }
 }
 
 /// Rates for one kind of source.
@@ -169,6 +220,7 @@ impl RelayConfig {
             toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
         config.limits.resolve()?;
         config.rates.resolve()?;
+        config.gc.resolve()?;
         Ok(config)
     }
 

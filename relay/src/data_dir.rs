@@ -1,7 +1,7 @@
 //! The layout of the relay's data directory.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +10,12 @@ use ferry_protocol::keys::StaticKeypair;
 
 use crate::catalog::Catalog;
 use crate::config::RelayConfig;
+
+/// The exclusive lock on a data directory; see [`DataDir::try_lock`].
+#[derive(Debug)]
+pub struct DataLock {
+    _file: fs::File,
+}
 
 /// `DATA/`: `relay.toml`, `keys/relay.key`, `catalog.sqlite`, `run/listen.json`.
 #[derive(Debug, Clone)]
@@ -100,6 +106,33 @@ impl DataDir {
     pub fn keys(&self) -> Result<StaticKeypair> {
         keyfile::load(&self.key_path())
             .with_context(|| format!("cannot load the relay key {}", self.key_path().display()))
+    }
+
+    /// `run/relay.lock`: held by `serve` (and an offline `gc`) while it runs.
+    pub fn lock_path(&self) -> PathBuf {
+        self.root.join("run").join("relay.lock")
+    }
+
+    /// Takes the data directory's lock, or `None` when another process (a
+    /// running `serve`) holds it. Released when the value is dropped, also
+    /// when the process dies.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn try_lock(&self) -> Result<Option<DataLock>> {
+        let path = self.lock_path();
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+            Ok(()) => Ok(Some(DataLock { _file: file })),
+            Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+            Err(e) => Err(anyhow::anyhow!("cannot lock {}: {e}", path.display())),
+        }
     }
 
     /// Loads `relay.toml`.

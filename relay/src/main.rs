@@ -83,10 +83,21 @@ enum Command {
         #[arg(long, conflicts_with = "global")]
         reset: bool,
     },
-    /// List committed snapshots.
+    /// List or forget committed snapshots.
     Snapshots {
         #[command(subcommand)]
         command: SnapshotsCommand,
+    },
+    /// Collect garbage now: delete data no snapshot reaches and rewrite packs
+    /// that are mostly dead (in the running relay, or here if none runs).
+    Gc {
+        /// Keep unreferenced data younger than this (default: relay.toml's
+        /// `[gc] grace`), so interrupted uploads can still resume.
+        #[arg(long, value_parser = parse_duration)]
+        grace: Option<Duration>,
+        /// JSON object output.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -103,6 +114,12 @@ enum SnapshotsCommand {
         /// JSON array output.
         #[arg(long)]
         json: bool,
+    },
+    /// Forget snapshots; their data goes at the next garbage collection.
+    Forget {
+        /// Snapshot ids (as `snapshots list` shows them).
+        #[arg(required = true)]
+        ids: Vec<u64>,
     },
 }
 
@@ -217,6 +234,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 },
                 limits: LimitsConfig::default(),
                 rates: Default::default(),
+                gc: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());
@@ -247,6 +265,44 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots {
             command: SnapshotsCommand::List { client, set, json },
         } => snapshots(&data, client, set, json)?,
+        Command::Snapshots {
+            command: SnapshotsCommand::Forget { ids },
+        } => {
+            let forgotten = data.catalog()?.forget_snapshots(&ids)?;
+            for id in &ids {
+                if forgotten.contains(id) {
+                    println!("forgot snapshot {id}");
+                } else {
+                    eprintln!("ferry-relay: no snapshot {id}");
+                }
+            }
+            if forgotten.len() < ids.len() {
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("their data is freed by the next garbage collection (`ferry-relay gc`)");
+        }
+        Command::Gc { grace, json } => {
+            let grace = match grace {
+                Some(grace) => grace,
+                None => data.config()?.gc.resolve()?.grace,
+            };
+            let report = ferry_relay::gc_service::run_now(&data, grace)?;
+            if json {
+                println!("{}", serde_json::to_string(&report)?);
+            } else {
+                println!(
+                    "kept {} snapshots; deleted {} unreferenced blobs ({} bytes), kept {} younger than the grace period; deleted {} packs, rewrote {}; freed {} bytes in {} ms",
+                    report.snapshots,
+                    report.blobs_deleted,
+                    report.bytes_unreferenced,
+                    report.blobs_in_grace,
+                    report.packs_deleted,
+                    report.packs_repacked,
+                    report.bytes_freed,
+                    report.duration_ms
+                );
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -26,6 +26,7 @@ use crate::admission::Admission;
 use crate::catalog::Catalog;
 use crate::config::{Limits, RelayConfig};
 use crate::data_dir::DataDir;
+use crate::gate::UploadGate;
 use crate::rates::{local_now, Rates};
 use crate::registry::Registry;
 use crate::store::PackStore;
@@ -51,6 +52,13 @@ pub struct Shared {
     pub catalog: Mutex<Catalog>,
     /// The pack store; appends are serialized by this lock.
     pub store: Mutex<PackStore>,
+    /// Held shared around each blob lookup and read; exclusively while the
+    /// garbage collector deletes a pack file.
+    pub pack_files: RwLock<()>,
+    /// Keeps uploads and garbage collection apart.
+    pub uploads: Arc<UploadGate>,
+    /// The catalog file, for the collector's own connection.
+    pub catalog_path: std::path::PathBuf,
     /// Bandwidth buckets.
     pub rates: Rates,
     /// Newest handshake timestamp per client key.
@@ -96,6 +104,14 @@ impl Shared {
 pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     let config = data.config()?;
     let limits = config.limits.resolve()?;
+    let gc = config.gc.resolve()?;
+    let Some(_lock) = data.try_lock()? else {
+        anyhow::bail!(
+            "another ferry-relay is serving {} ({} is locked)",
+            data.root().display(),
+            data.lock_path().display()
+        );
+    };
     let keys = data.keys()?;
     let catalog = data.catalog()?;
     let rates = Rates::new(config.rates.resolve()?, local_now());
@@ -129,6 +145,9 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         limits: limits.clone(),
         catalog: Mutex::new(catalog),
         store: Mutex::new(store),
+        pack_files: RwLock::new(()),
+        uploads: Arc::new(UploadGate::default()),
+        catalog_path: data.catalog_path(),
         rates,
         replay: Mutex::new(ReplayGuard::default()),
         registry: Arc::new(Registry::default()),
@@ -156,6 +175,13 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         admission,
         data.rates_file(),
     ));
+    if let Some(interval) = gc.interval {
+        tracker.spawn(crate::gc_service::periodic(
+            Arc::clone(&shared),
+            interval,
+            gc.grace,
+        ));
+    }
 
     shutdown.cancelled().await;
     info!(
@@ -229,13 +255,14 @@ async fn accept_loop<H, Fut>(
 }
 
 /// Notices admin changes made by other processes and acts on them: sessions
-/// of removed clients are closed.
+/// of removed clients are closed, limits reloaded, `ferry-relay gc` answered.
 async fn watch_catalog(
     shared: Arc<Shared>,
     admission: Arc<Admission>,
     rates_file: std::path::PathBuf,
 ) {
     let mut last_version = None;
+    let mut gc_started = None;
     let mut ticks = 0u64;
     loop {
         tokio::select! {
@@ -253,13 +280,21 @@ async fn watch_catalog(
                     return Ok((version, None));
                 }
                 let limits = (c.global_limit()?, c.client_limits()?);
-                Ok((version, Some((c.active_client_ids()?, limits))))
+                let gc = crate::gc_service::pending_request(c)?;
+                Ok((version, Some((c.active_client_ids()?, limits, gc))))
             })
             .await;
         match checked {
             Ok((version, active)) => {
                 last_version = Some(version);
-                if let Some((active, (global, clients))) = active {
+                if let Some((active, (global, clients), gc)) = active {
+                    if let Some(request) = gc.filter(|r| Some(r.id) != gc_started) {
+                        gc_started = Some(request.id);
+                        tokio::spawn(crate::gc_service::serve_request(
+                            Arc::clone(&shared),
+                            request,
+                        ));
+                    }
                     for client in shared.registry.revoke_inactive(&active) {
                         info!("client {client} was removed: closing its sessions");
                     }

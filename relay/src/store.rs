@@ -7,7 +7,8 @@
 //! then [`BlobStore::sync`] (fsync the pack, and the directory when a pack was
 //! created), and only then do catalog rows name the blobs. A relay killed
 //! mid-append leaves a tail no row names; [`PackStore::open`] cuts every pack
-//! back to the end of its last committed blob.
+//! back to the end of its last committed blob, and deletes packs no row names
+//! at all (left by an interrupted garbage collection).
 //!
 //! [`BlobStore`] is the seam for other backends (an S3-compatible store).
 
@@ -66,6 +67,12 @@ fn pack_path(dir: &Path, pack: u32) -> PathBuf {
     dir.join(format!("{pack:08}.pack"))
 }
 
+fn pack_number(name: &std::ffi::OsStr) -> Option<u32> {
+    name.to_str()
+        .and_then(|n| n.strip_suffix(".pack"))
+        .and_then(|n| n.parse::<u32>().ok())
+}
+
 impl PackStore {
     /// Opens the store, cutting each pack back to `committed_end[pack]` (the
     /// end of its last blob named in the catalog; absent means none).
@@ -77,16 +84,15 @@ impl PackStore {
         let mut last = 0u32;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
-            let name = entry.file_name();
-            let Some(number) = name
-                .to_str()
-                .and_then(|n| n.strip_suffix(".pack"))
-                .and_then(|n| n.parse::<u32>().ok())
-            else {
+            let Some(number) = pack_number(&entry.file_name()) else {
                 continue;
             };
             last = last.max(number);
-            let end = committed_end.get(&number).copied().unwrap_or(0);
+            let Some(&end) = committed_end.get(&number) else {
+                tracing::warn!("pack {number:08}: no catalog row names it; deleting it");
+                fs::remove_file(entry.path())?;
+                continue;
+            };
             let file = OpenOptions::new().write(true).open(entry.path())?;
             let len = file.metadata()?.len();
             if len > end {
@@ -105,6 +111,45 @@ impl PackStore {
             unsynced: false,
             new_pack: false,
         })
+    }
+
+    /// Packs numbered below this are sealed: nothing is appended to them
+    /// any more, so the garbage collector may rewrite or delete them.
+    pub fn sealed_below(&self) -> u32 {
+        self.current
+            .as_ref()
+            .map_or(self.next_pack, |(pack, _, _)| *pack)
+    }
+
+    /// Every pack on disk with its length, in number order.
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn packs(&self) -> io::Result<Vec<(u32, u64)>> {
+        let mut packs = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if let Some(number) = pack_number(&entry.file_name()) {
+                packs.push((number, entry.metadata()?.len()));
+            }
+        }
+        packs.sort_unstable();
+        Ok(packs)
+    }
+
+    /// Deletes a sealed pack and makes the deletion durable. The caller has
+    /// made sure no catalog row names it any more.
+    ///
+    /// # Errors
+    /// I/O errors, or `pack` is not sealed.
+    pub fn remove(&mut self, pack: u32) -> io::Result<()> {
+        if pack >= self.sealed_below() {
+            return Err(io::Error::other(format!(
+                "pack {pack:08} is still being written"
+            )));
+        }
+        fs::remove_file(pack_path(&self.dir, pack))?;
+        File::open(&self.dir)?.sync_all()
     }
 }
 
@@ -177,11 +222,20 @@ mod tests {
         assert_eq!(store.read(&a).unwrap(), b"hello");
         assert_eq!(store.read(&b).unwrap(), b"world!");
         drop(store);
+        // A pack no row names at all (an interrupted collection) goes.
+        let orphan = dir.path().join("00000009.pack");
+        fs::write(&orphan, b"orphan").unwrap();
         // Only `a` was committed to the catalog: the rest is a torn tail.
         let ends = HashMap::from([(a.pack, a.offset + u64::from(a.len))]);
         let mut store = PackStore::open(dir.path(), &ends).unwrap();
         assert_eq!(store.read(&a).unwrap(), b"hello");
         assert!(store.read(&b).is_err());
+        assert!(!orphan.exists());
+        assert_eq!(store.packs().unwrap(), vec![(a.pack, 5)]);
+        assert!(
+            store.remove(a.pack + 1).is_err(),
+            "the next pack is not sealed"
+        );
         let c = store.append(b"next").unwrap();
         assert_ne!(c.pack, a.pack, "a reopened store starts a new pack");
         store.sync().unwrap();

@@ -20,7 +20,7 @@ use ferry_protocol::compress::{compress, decompress};
 use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::message::{Message, ObjectId, SnapshotInfo, MAX_BATCH};
+use ferry_protocol::message::{Message, ObjectId, SnapshotInfo, INCOMPLETE_SNAPSHOT, MAX_BATCH};
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 
@@ -49,6 +49,8 @@ pub struct InternetPolicy {
 /// An open backup: blobs written but not yet in the catalog.
 #[derive(Debug, Default)]
 struct Upload {
+    /// Keeps garbage collection out until this upload ends.
+    _permit: Option<crate::gate::UploadPermit>,
     set_id: i64,
     retention: Retention,
     pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
@@ -96,8 +98,12 @@ impl Transfer {
                         }));
                     }
                 }
+                // A second BackupBegin replaces the open upload (and its permit).
+                self.upload = None;
+                let permit = self.shared.uploads.enter();
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
                 self.upload = Some(Upload {
+                    _permit: Some(permit),
                     set_id,
                     retention,
                     ..Upload::default()
@@ -223,10 +229,10 @@ impl Transfer {
             }
             Message::GetObject { id } => {
                 let (kind, key) = object_key(&id);
-                match self.find(kind, &key)? {
-                    Some(row) => Some(Message::Object {
+                match self.fetch(kind, &key)? {
+                    Some((row, data)) => Some(Message::Object {
                         compressed: row.compressed,
-                        data: self.read(&row)?,
+                        data,
                     }),
                     None => Some(Message::Failed {
                         message: format!("no such object {id:?}"),
@@ -273,14 +279,24 @@ impl Transfer {
         Ok(self.find(kind, id)?.is_some())
     }
 
-    fn read(&self, row: &BlobRow) -> Result<Vec<u8>> {
+    /// The blob's row and stored bytes. The lookup and the read happen
+    /// under `pack_files`, so a collection cannot delete the pack between them.
+    fn fetch(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<(BlobRow, Vec<u8>)>> {
+        let _pack_kept = self
+            .shared
+            .pack_files
+            .read()
+            .unwrap_or_else(|p| p.into_inner());
+        let Some(row) = self.find(kind, id)? else {
+            return Ok(None);
+        };
         let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(store.read(&row.at)?)
+        Ok(Some((row, store.read(&row.at)?)))
     }
 
     /// The blob's bytes, decompressed.
     fn load(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
-        let Some(row) = self.find(kind, id)? else {
+        let Some((row, stored)) = self.fetch(kind, id)? else {
             return Ok(None);
         };
         let limit = if kind == BlobKind::Chunk {
@@ -288,7 +304,7 @@ impl Transfer {
         } else {
             MAX_MESSAGE
         };
-        Ok(Some(decompress(row.compressed, self.read(&row)?, limit)?))
+        Ok(Some(decompress(row.compressed, stored, limit)?))
     }
 
     fn store_blob(
@@ -408,7 +424,7 @@ impl Transfer {
             .ok_or_else(|| anyhow!("commit outside a backup"))?;
         if let Err(e) = self.check_closure(&root, &upload) {
             return Ok(Message::Failed {
-                message: format!("snapshot incomplete, not committed: {e:#}"),
+                message: format!("{INCOMPLETE_SNAPSHOT}: {e:#}"),
             });
         }
         let client = self.client;
@@ -495,12 +511,11 @@ impl Transfer {
     /// A chunk for a restore: as a delta against the caller's similar chunk
     /// when that is smaller, else whole.
     fn get_chunk(&self, id: &ChunkId, base_signature: Option<Vec<u8>>) -> Result<Message> {
-        let Some(row) = self.find(BlobKind::Chunk, &id.0)? else {
+        let Some((row, stored)) = self.fetch(BlobKind::Chunk, &id.0)? else {
             return Ok(Message::Failed {
                 message: format!("no such chunk {}", id.short()),
             });
         };
-        let stored = self.read(&row)?;
         if let Some(signature) = base_signature {
             let raw = decompress(row.compressed, stored.clone(), MAX_CHUNK as usize)?;
             let delta = delta::diff(signature, &raw)?;

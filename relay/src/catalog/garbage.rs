@@ -1,0 +1,201 @@
+//! The catalog's side of garbage collection: marking what snapshots reach,
+//! dropping the rows of what they do not, and moving rows when packs are
+//! rewritten. The walk itself lives in `crate::gc`.
+//!
+//! The mark set is a temporary table on this connection, not a hash set in
+//! memory: a terabyte of 64 KiB chunks is sixteen million ids.
+
+use std::collections::HashMap;
+
+use rusqlite::{params, TransactionBehavior};
+
+use super::{BlobKind, BlobRow, Catalog};
+use crate::store::BlobLocation;
+
+/// What remains in one pack after the sweep.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PackUsage {
+    /// Blobs still indexed in it.
+    pub blobs: u64,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
+impl BlobKind {
+    fn from_code(code: i64) -> rusqlite::Result<Self> {
+        Ok(match code {
+            0 => BlobKind::Chunk,
+            1 => BlobKind::Signature,
+            2 => BlobKind::Tree,
+            3 => BlobKind::Content,
+            other => {
+                return Err(rusqlite::Error::IntegralValueOutOfRange(1, other));
+            }
+        })
+    }
+}
+
+impl Catalog {
+    /// Every snapshot as (client, snapshot id, root tree id): the roots of
+    /// the mark phase. Snapshots of removed clients count: their data stays.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn snapshot_roots(&self) -> rusqlite::Result<Vec<(u64, u64, [u8; 32])>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT client_id, id, root FROM snapshots ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            let root: Vec<u8> = r.get(2)?;
+            let root: [u8; 32] = root
+                .as_slice()
+                .try_into()
+                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, root.len() as i64))?;
+            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, root))
+        })?;
+        rows.collect()
+    }
+
+    /// Starts a mark phase with an empty mark set.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn begin_mark(&mut self) -> rusqlite::Result<()> {
+        self.conn.execute_batch(
+            "DROP TABLE IF EXISTS temp.marked;
+             CREATE TEMP TABLE marked (
+                 client_id INTEGER NOT NULL,
+                 kind INTEGER NOT NULL,
+                 id BLOB NOT NULL,
+                 PRIMARY KEY (client_id, kind, id)
+             ) WITHOUT ROWID;",
+        )
+    }
+
+    /// Marks a blob reachable; true when it was not marked before (so the
+    /// walk descends into it once, however many snapshots share it).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn mark(&mut self, client: u64, kind: BlobKind, id: &[u8; 32]) -> rusqlite::Result<bool> {
+        let added = self
+            .conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO temp.marked (client_id, kind, id) VALUES (?1, ?2, ?3)",
+            )?
+            .execute(params![client as i64, kind as i64, &id[..]])?;
+        Ok(added == 1)
+    }
+
+    /// Deletes the rows of every unmarked blob indexed before `cutoff_ms`, in
+    /// one transaction; returns how many and their stored bytes. Younger
+    /// unmarked blobs (an upload that may yet resume) are kept and counted
+    /// in the third figure.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sweep(&mut self, cutoff_ms: i64) -> rusqlite::Result<(u64, u64, u64)> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        const UNMARKED: &str = "NOT EXISTS (SELECT 1 FROM temp.marked m
+            WHERE m.client_id = b.client_id AND m.kind = b.kind AND m.id = b.id)";
+        let (count, bytes): (i64, i64) = tx.query_row(
+            &format!("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs b WHERE stored_at < ?1 AND {UNMARKED}"),
+            [cutoff_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let young: i64 = tx.query_row(
+            &format!("SELECT COUNT(*) FROM blobs b WHERE stored_at >= ?1 AND {UNMARKED}"),
+            [cutoff_ms],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            &format!("DELETE FROM blobs AS b WHERE stored_at < ?1 AND {UNMARKED}"),
+            [cutoff_ms],
+        )?;
+        tx.commit()?;
+        self.conn
+            .execute_batch("DROP TABLE IF EXISTS temp.marked")?;
+        Ok((count as u64, bytes as u64, young as u64))
+    }
+
+    /// For each pack that still holds indexed blobs, how many and how many bytes.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn pack_usage(&self) -> rusqlite::Result<HashMap<u32, PackUsage>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pack, COUNT(*), SUM(length) FROM blobs GROUP BY pack")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, u32>(0)?,
+                PackUsage {
+                    blobs: r.get::<_, i64>(1)? as u64,
+                    bytes: r.get::<_, i64>(2)? as u64,
+                },
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// Every blob indexed in `pack`, with its client, in pack order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn blobs_in_pack(&self, pack: u32) -> rusqlite::Result<Vec<(u64, BlobRow)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT client_id, kind, id, offset, length, compressed FROM blobs WHERE pack = ?1 ORDER BY offset",
+        )?;
+        let rows = stmt.query_map([pack], |r| {
+            let id: Vec<u8> = r.get(2)?;
+            let id: [u8; 32] = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, id.len() as i64))?;
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                BlobRow {
+                    kind: BlobKind::from_code(r.get(1)?)?,
+                    id,
+                    at: BlobLocation {
+                        pack,
+                        offset: r.get::<_, i64>(3)? as u64,
+                        len: r.get(4)?,
+                    },
+                    compressed: r.get(5)?,
+                },
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// Points rows at their blobs' new copies, in one transaction. Only rows
+    /// still at `from` move: a row deleted meanwhile stays deleted.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn relocate(&mut self, from: u32, moved: &[(u64, BlobRow)]) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE blobs SET pack = ?4, offset = ?5
+                 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?6",
+            )?;
+            for (client, row) in moved {
+                update.execute(params![
+                    *client as i64,
+                    row.kind as i64,
+                    &row.id[..],
+                    row.at.pack,
+                    row.at.offset as i64,
+                    from
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+}

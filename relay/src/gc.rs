@@ -1,0 +1,222 @@
+//! Garbage collection: drop what no snapshot reaches, reclaim its space.
+//!
+//! Three phases, each safe to interrupt at any instant:
+//!
+//! 1. **Mark**: walk every snapshot's tree (trees, contents, their parts,
+//!    chunks and the chunks' signatures) into a mark set. A blob a snapshot
+//!    names but the store lacks stops the collection before anything is
+//!    deleted: the catalog is not what we think, so nothing is certain.
+//! 2. **Sweep**: delete the rows of unmarked blobs indexed before the grace
+//!    cutoff, in one transaction. Younger ones belong to an upload that may
+//!    yet resume (a laptop that lost its link) and are kept.
+//! 3. **Compact**: delete sealed packs no row names; rewrite sealed packs at
+//!    least [`REPACK_DEAD_PERCENT`] dead by copying their live blobs to the
+//!    current pack, fsyncing, pointing the rows at the copies (one
+//!    transaction), then deleting the old pack. A crash before the rows move
+//!    leaves an unnamed tail (cut at the next start); after, an unnamed pack
+//!    (deleted at the next start).
+//!
+//! The caller keeps uploads out while this runs (see `crate::gate`): an
+//! upload may rely on a blob it was told exists. Readers take
+//! `pack_files` shared around each lookup and read; only the deletion of a
+//! pack file takes it exclusively, so restores continue during a collection.
+
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Context, Result};
+use ferry_protocol::compress::decompress;
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::{ContentId, TreeId};
+use ferry_protocol::tree::{Content, EntryKind, Tree};
+use serde::{Deserialize, Serialize};
+
+use crate::catalog::{BlobKind, BlobRow, Catalog};
+use crate::store::{BlobStore, PackStore};
+
+/// A sealed pack with at least this share of dead bytes is rewritten.
+pub const REPACK_DEAD_PERCENT: u64 = 20;
+
+/// What a collection did; printed by `ferry-relay gc` (also as `--json`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GcReport {
+    /// Snapshots whose data was kept.
+    pub snapshots: u64,
+    /// Unreferenced blobs whose rows were deleted.
+    pub blobs_deleted: u64,
+    /// Their stored bytes.
+    pub bytes_unreferenced: u64,
+    /// Unreferenced blobs kept because they are younger than the grace period.
+    pub blobs_in_grace: u64,
+    /// Pack files deleted whole.
+    pub packs_deleted: u64,
+    /// Pack files rewritten without their dead blobs.
+    pub packs_repacked: u64,
+    /// Live bytes copied while rewriting.
+    pub bytes_moved: u64,
+    /// Disk space given back: packs' lengths before minus after.
+    pub bytes_freed: u64,
+    /// Wall time of the whole collection, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// The store a collection works on, shared with the sessions when the
+/// server runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct Packs<'a> {
+    /// The pack store (appends go to its current pack).
+    pub store: &'a Mutex<PackStore>,
+    /// Held shared by readers, exclusively while a pack file is deleted.
+    pub files: &'a RwLock<()>,
+}
+
+/// Collects garbage: see the module documentation.
+///
+/// # Errors
+/// A snapshot referencing a missing blob (nothing is deleted then), SQLite
+/// or I/O errors (what was done so far is consistent).
+pub fn collect(
+    catalog: &mut Catalog,
+    packs: Packs<'_>,
+    grace: Duration,
+    now_ms: i64,
+) -> Result<GcReport> {
+    let started = Instant::now();
+    let mut report = GcReport::default();
+    let roots = catalog.snapshot_roots()?;
+    report.snapshots = roots.len() as u64;
+    catalog.begin_mark()?;
+    {
+        let mut marker = Marker { catalog, packs };
+        for (client, snapshot, root) in &roots {
+            marker.tree(*client, TreeId(*root)).with_context(|| {
+                format!("snapshot {snapshot} is damaged; nothing was collected")
+            })?;
+        }
+    }
+    let cutoff = now_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
+    let (deleted, bytes, young) = catalog.sweep(cutoff)?;
+    report.blobs_deleted = deleted;
+    report.bytes_unreferenced = bytes;
+    report.blobs_in_grace = young;
+    compact(catalog, packs, &mut report)?;
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// Walks snapshots into the catalog's mark set.
+struct Marker<'c, 'p> {
+    catalog: &'c mut Catalog,
+    packs: Packs<'p>,
+}
+
+impl Marker<'_, '_> {
+    fn tree(&mut self, client: u64, root: TreeId) -> Result<()> {
+        let mut trees = vec![root];
+        while let Some(tree) = trees.pop() {
+            if !self.catalog.mark(client, BlobKind::Tree, &tree.0)? {
+                continue;
+            }
+            let raw = self.load(client, BlobKind::Tree, &tree.0)?;
+            for entry in Tree::decode(&tree, &raw)?.entries {
+                match entry.kind {
+                    EntryKind::Dir { tree } => trees.push(tree),
+                    EntryKind::File { content, .. } => self.content(client, content)?,
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A content, its parts (contents of chunks only) and their chunks.
+    fn content(&mut self, client: u64, id: ContentId) -> Result<()> {
+        if !self.catalog.mark(client, BlobKind::Content, &id.0)? {
+            return Ok(());
+        }
+        let content = Content::decode(&id, &self.load(client, BlobKind::Content, &id.0)?)?;
+        for chunk in &content.chunks {
+            self.catalog.mark(client, BlobKind::Chunk, &chunk.id.0)?;
+            self.catalog
+                .mark(client, BlobKind::Signature, &chunk.id.0)?;
+        }
+        for part in content.parts {
+            self.content(client, part.id)?;
+        }
+        Ok(())
+    }
+
+    fn load(&self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<Vec<u8>> {
+        let row = self.catalog.find_blob(client, kind, id)?.ok_or_else(|| {
+            let short: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
+            anyhow!("it references a {kind:?} {short} the store lacks")
+        })?;
+        let stored = self
+            .packs
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(&row.at)?;
+        Ok(decompress(row.compressed, stored, MAX_MESSAGE)?)
+    }
+}
+
+/// Phase 3: delete dead packs, rewrite mostly dead ones.
+fn compact(catalog: &mut Catalog, packs: Packs<'_>, report: &mut GcReport) -> Result<()> {
+    let (sealed_below, on_disk) = {
+        let store = packs.store.lock().unwrap_or_else(|p| p.into_inner());
+        (store.sealed_below(), store.packs()?)
+    };
+    let usage = catalog.pack_usage()?;
+    for (pack, len) in on_disk.into_iter().filter(|(p, _)| *p < sealed_below) {
+        let live = usage.get(&pack).copied().unwrap_or_default();
+        if live.blobs == 0 {
+            remove_pack(packs, pack)?;
+            report.packs_deleted += 1;
+            report.bytes_freed += len;
+        } else if len.saturating_sub(live.bytes) * 100 >= len * REPACK_DEAD_PERCENT {
+            let moved = repack(catalog, packs, pack)?;
+            report.packs_repacked += 1;
+            report.bytes_moved += moved;
+            report.bytes_freed += len.saturating_sub(moved);
+        }
+    }
+    Ok(())
+}
+
+fn remove_pack(packs: Packs<'_>, pack: u32) -> Result<()> {
+    let _no_readers = packs.files.write().unwrap_or_else(|p| p.into_inner());
+    packs
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(pack)
+        .with_context(|| format!("cannot delete pack {pack:08}"))
+}
+
+/// Copies `pack`'s live blobs to the current pack, moves their rows, deletes
+/// `pack`; returns the bytes copied.
+fn repack(catalog: &mut Catalog, packs: Packs<'_>, pack: u32) -> Result<u64> {
+    let live = catalog.blobs_in_pack(pack)?;
+    let mut moved = Vec::with_capacity(live.len());
+    let mut bytes = 0;
+    for (client, row) in live {
+        let mut store = packs.store.lock().unwrap_or_else(|p| p.into_inner());
+        let data = store.read(&row.at)?;
+        let at = store.append(&data)?;
+        bytes += u64::from(at.len);
+        moved.push((client, BlobRow { at, ..row }));
+    }
+    packs
+        .store
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .sync()?;
+    catalog.relocate(pack, &moved)?;
+    remove_pack(packs, pack)?;
+    tracing::info!(
+        "gc: rewrote pack {pack:08}: {} live blobs, {bytes} bytes moved",
+        moved.len()
+    );
+    Ok(bytes)
+}

@@ -1,0 +1,181 @@
+//! When collections run: periodically in the server, on request from
+//! `ferry-relay gc`, or offline when no server holds the data directory.
+//!
+//! A running server owns the pack store, so `ferry-relay gc` does not touch
+//! it: it writes a request into the catalog's settings (`gc_request`), the
+//! server notices it with its other admin changes, collects, and writes the
+//! outcome (`gc_result`) for the command to print.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tracing::{error, info};
+
+use crate::catalog::{now_ms, Catalog};
+use crate::data_dir::DataDir;
+use crate::gc::{collect, GcReport, Packs};
+use crate::server::Shared;
+use crate::store::PackStore;
+
+const REQUEST_KEY: &str = "gc_request";
+const RESULT_KEY: &str = "gc_result";
+
+/// A collection asked of the running server.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct GcRequest {
+    /// Unique per request (a millisecond timestamp).
+    pub id: i64,
+    /// The grace period to use.
+    pub grace_ms: u64,
+}
+
+/// The server's answer to a [`GcRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcOutcome {
+    /// The request's id.
+    pub request: i64,
+    /// What was done, on success.
+    pub report: Option<GcReport>,
+    /// Why not, on failure.
+    pub error: Option<String>,
+}
+
+/// Collects in the running server: waits for open uploads to end, keeps new
+/// ones out meanwhile, and works through its own catalog connection so
+/// sessions are not blocked on the shared one.
+///
+/// # Errors
+/// Whatever the collection reports.
+pub async fn collect_in_server(shared: &Arc<Shared>, grace: Duration) -> Result<GcReport> {
+    let shared = Arc::clone(shared);
+    tokio::task::spawn_blocking(move || {
+        let _exclusive = shared.uploads.exclusive();
+        let mut catalog = Catalog::open(&shared.catalog_path)?;
+        let packs = Packs {
+            store: &shared.store,
+            files: &shared.pack_files,
+        };
+        collect(&mut catalog, packs, grace, now_ms())
+    })
+    .await
+    .context("collector failed")?
+}
+
+/// Runs a collection and logs what it did.
+pub async fn collect_and_log(shared: &Arc<Shared>, grace: Duration) -> Result<GcReport> {
+    let outcome = collect_in_server(shared, grace).await;
+    match &outcome {
+        Ok(r) => info!(
+            "gc: {} snapshots kept; {} unreferenced blobs ({} bytes) deleted, {} in their grace period; {} packs deleted, {} rewritten; {} bytes freed in {} ms",
+            r.snapshots, r.blobs_deleted, r.bytes_unreferenced, r.blobs_in_grace,
+            r.packs_deleted, r.packs_repacked, r.bytes_freed, r.duration_ms
+        ),
+        Err(e) => error!("gc failed: {e:#}"),
+    }
+    outcome
+}
+
+/// Collects every `interval` until shutdown.
+pub async fn periodic(shared: Arc<Shared>, interval: Duration, grace: Duration) {
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        // Failures are logged; the next interval tries again.
+        let _ = collect_and_log(&shared, grace).await;
+    }
+}
+
+/// A request not yet answered, if any (checked on each catalog change).
+///
+/// # Errors
+/// SQLite errors.
+pub fn pending_request(catalog: &Catalog) -> rusqlite::Result<Option<GcRequest>> {
+    let Some(request) = catalog
+        .setting(REQUEST_KEY)?
+        .and_then(|text| serde_json::from_str::<GcRequest>(&text).ok())
+    else {
+        return Ok(None);
+    };
+    let answered = catalog
+        .setting(RESULT_KEY)?
+        .and_then(|text| serde_json::from_str::<GcOutcome>(&text).ok())
+        .is_some_and(|o| o.request == request.id);
+    Ok((!answered).then_some(request))
+}
+
+/// Answers `request` in the server.
+pub async fn serve_request(shared: Arc<Shared>, request: GcRequest) {
+    info!("gc requested by `ferry-relay gc`");
+    let outcome = collect_and_log(&shared, Duration::from_millis(request.grace_ms)).await;
+    let outcome = match outcome {
+        Ok(report) => GcOutcome {
+            request: request.id,
+            report: Some(report),
+            error: None,
+        },
+        Err(e) => GcOutcome {
+            request: request.id,
+            report: None,
+            error: Some(format!("{e:#}")),
+        },
+    };
+    let text = serde_json::to_string(&outcome).unwrap_or_default();
+    if let Err(e) = shared
+        .db(move |c| c.set_setting(RESULT_KEY, Some(&text)))
+        .await
+    {
+        error!("cannot record the gc result: {e:#}");
+    }
+}
+
+/// `ferry-relay gc`: collects now, in the running server if there is one,
+/// else here (holding the data directory's lock meanwhile).
+///
+/// # Errors
+/// A failed collection, or a server that stopped before answering.
+pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
+    if let Some(_lock) = data.try_lock()? {
+        let mut catalog = data.catalog()?;
+        let store = PackStore::open(&data.store_dir(), &catalog.committed_pack_ends()?)
+            .with_context(|| format!("cannot open {}", data.store_dir().display()))?;
+        let (store, files) = (std::sync::Mutex::new(store), std::sync::RwLock::new(()));
+        return collect(
+            &mut catalog,
+            Packs {
+                store: &store,
+                files: &files,
+            },
+            grace,
+            now_ms(),
+        );
+    }
+    let mut catalog = data.catalog()?;
+    let request = GcRequest {
+        id: now_ms(),
+        grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+    };
+    catalog.set_setting(REQUEST_KEY, Some(&serde_json::to_string(&request)?))?;
+    loop {
+        std::thread::sleep(Duration::from_millis(200));
+        let outcome = catalog
+            .setting(RESULT_KEY)?
+            .and_then(|text| serde_json::from_str::<GcOutcome>(&text).ok())
+            .filter(|o| o.request == request.id);
+        if let Some(outcome) = outcome {
+            return match (outcome.report, outcome.error) {
+                (Some(report), _) => Ok(report),
+                (None, error) => bail!(
+                    "garbage collection failed: {}",
+                    error.unwrap_or_else(|| "no reason given".into())
+                ),
+            };
+        }
+        if data.try_lock()?.is_some() {
+            bail!("the relay stopped before collecting; run `ferry-relay gc` again");
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! Garbage collection with the real binaries: forgotten snapshots' data is
+//! deleted and its space given back, everything still referenced restores
+//! identical, young data waits out its grace period, and an endpoint whose
+//! files cache names collected data recovers.
+
+use std::fs;
+use std::path::Path;
+
+use ferry_tests::tree::{listing, random_bytes};
+use ferry_tests::{arg, ok, paired, stderr, Endpoint, Relay};
+
+const MIB: usize = 1 << 20;
+
+fn gc(relay: &Relay, grace: &str) -> serde_json::Value {
+    let out = ok(relay.admin(&["gc", "--grace", grace, "--json"]));
+    serde_json::from_str(&out).expect("gc --json")
+}
+
+fn restore_into(endpoint: &Endpoint, snapshot: &str, from: &Path, to: &Path) {
+    endpoint.restore_json(&["-b", snapshot, "--map-from", arg(from), "--map-to", arg(to)]);
+}
+
+#[test]
+fn forgotten_snapshots_are_collected_and_the_rest_restores_identical() {
+    let (mut relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("kept.bin"), random_bytes(MIB, 1)).unwrap();
+    fs::write(src.join("changing.bin"), random_bytes(2 * MIB, 2)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    fs::write(src.join("changing.bin"), random_bytes(2 * MIB, 3)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+
+    // Nothing is garbage while both snapshots exist.
+    let report = gc(&relay, "0s");
+    assert_eq!(report["snapshots"], 2);
+    assert_eq!(report["blobs_deleted"], 0, "{report}");
+
+    ok(relay.admin(&["snapshots", "forget", "1"]));
+    // Restarted, the relay appends to a new pack: the old one is sealed and
+    // may be rewritten.
+    relay.kill_and_restart();
+    let before = relay.pack_bytes();
+    let report = gc(&relay, "0s");
+    eprintln!("figure: gc after forgetting 2 MiB of 5 MiB: {report}");
+    assert_eq!(report["snapshots"], 1);
+    let unreferenced = report["bytes_unreferenced"].as_u64().unwrap();
+    assert!(
+        (2 * MIB as u64..2 * MIB as u64 + 200_000).contains(&unreferenced),
+        "the old version's chunks and signatures are garbage: {report}"
+    );
+    assert_eq!(report["packs_repacked"], 1, "{report}");
+    let after = relay.pack_bytes();
+    assert!(
+        before - after >= 2 * MIB as u64,
+        "packs went from {before} to {after} bytes"
+    );
+    assert_eq!(
+        report["bytes_freed"].as_u64().unwrap(),
+        before - after,
+        "{report}"
+    );
+    relay.wait_for_log("gc: rewrote pack");
+
+    let out = work.path().join("out");
+    restore_into(&endpoint, "2", &src, &out);
+    assert_eq!(listing(&out), listing(&src), "snapshot 2 after gc");
+    let refused = endpoint.ferry(&[
+        "restore",
+        "-b",
+        "1",
+        "--map-from",
+        arg(&src),
+        "--map-to",
+        arg(&out),
+    ]);
+    assert!(!refused.status.success());
+
+    // A second collection finds nothing; backups go on from the files cache.
+    assert_eq!(gc(&relay, "0s")["blobs_deleted"], 0);
+    let summary = endpoint.backup_json(&[arg(&src)]);
+    assert_eq!(summary["files_unchanged"], 2, "{summary}");
+
+    // Offline: with the relay stopped, `gc` runs in place.
+    relay.terminate();
+    let report = gc(&relay, "0s");
+    assert_eq!(report["snapshots"], 2);
+    relay.kill_and_restart();
+    let out = work.path().join("out3");
+    restore_into(&endpoint, "3", &src, &out);
+    assert_eq!(
+        listing(&out),
+        listing(&src),
+        "snapshot 3 after an offline gc"
+    );
+}
+
+#[test]
+fn young_garbage_waits_for_its_grace_period() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    fs::write(work.path().join("a.bin"), random_bytes(MIB, 7)).unwrap();
+    endpoint.backup_json(&[arg(work.path())]);
+    ok(relay.admin(&["snapshots", "forget", "1"]));
+    let report = gc(&relay, "1h");
+    assert_eq!(report["blobs_deleted"], 0, "{report}");
+    assert!(report["blobs_in_grace"].as_u64().unwrap() >= 16, "{report}");
+    let report = gc(&relay, "0s");
+    assert_eq!(report["blobs_in_grace"], 0, "{report}");
+    assert!(report["blobs_deleted"].as_u64().unwrap() >= 16, "{report}");
+}
+
+#[test]
+fn a_files_cache_naming_collected_data_is_dropped_and_the_next_backup_recovers() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.bin"), random_bytes(MIB, 11)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    ok(relay.admin(&["snapshots", "forget", "1"]));
+    gc(&relay, "0s");
+
+    // The cache still says a.bin is stored; the relay no longer has it.
+    let failed = endpoint.ferry(&["backup", arg(&src)]);
+    assert!(!failed.status.success());
+    let message = stderr(&failed);
+    assert!(
+        message.contains("snapshot incomplete") && message.contains("files cache"),
+        "{message}"
+    );
+    let summary = endpoint.backup_json(&[arg(&src)]);
+    assert_eq!(summary["files_new"], 1, "{summary}");
+    let out = work.path().join("out");
+    restore_into(&endpoint, "last", &src, &out);
+    assert_eq!(listing(&out), listing(&src));
+}
+
+#[test]
+fn a_second_server_on_the_same_data_is_refused() {
+    let relay = Relay::start();
+    let second = relay.admin(&["serve"]);
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("another ferry-relay is serving"),
+        "{}",
+        stderr(&second)
+    );
+}
