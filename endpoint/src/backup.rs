@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::chunking::{Chunk, Chunker};
-use ferry_protocol::compress::{compress, decompress};
+use ferry_protocol::compress::{compress, compress_with, decompress};
 use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
@@ -39,6 +39,7 @@ use crate::summary::Totals;
 
 use crate::cache::{CachedFile, FilesCache};
 use crate::client::{unexpected, Refused, RelayClient};
+use crate::compression::{method_name, Chooser, Compression};
 use crate::exclude::Excludes;
 use crate::fsmeta;
 use crate::hooks::SnapshotScripts;
@@ -69,6 +70,8 @@ pub struct Summary {
     pub files: u64,
     /// Bytes of file data in the snapshot.
     pub bytes: u64,
+    /// The compression chunks went with at the end (`lz4`, `zstd-3`, `none`).
+    pub compression: String,
     /// One line per unreadable file.
     #[serde(skip)]
     pub errors: Vec<String>,
@@ -104,6 +107,8 @@ pub struct Job {
     pub limit: ferry_protocol::schedule::Schedule,
     /// The set's retention hints for the relay.
     pub retention: ferry_protocol::retention::Retention,
+    /// How chunks are compressed.
+    pub compression: Compression,
 }
 
 /// Live progress of a backup, and a request to stop it, shared with whoever
@@ -175,6 +180,10 @@ pub async fn run(
         view: None,
         control,
         max_file: max_file_allowed,
+        chooser: Chooser::new(job.compression, {
+            let (day, minute) = ferry_protocol::throttle::local_now();
+            job.limit.rate_at(day, minute)
+        }),
     };
     let mut root = DirNode::default();
     match source {
@@ -226,10 +235,12 @@ pub async fn run(
         set,
         mut summary,
         seen,
+        chooser,
         ..
     } = run;
     cache.replace_set(&set, &seen)?;
     summary.totals.snapshot = snapshot;
+    summary.compression = method_name(chooser.method());
     summary.totals.bytes_sent = client.bytes_sent();
     summary.totals.bytes_received = client.bytes_received();
     summary.totals.duration_s = started.elapsed().as_secs_f64();
@@ -314,6 +325,8 @@ struct Backup<'a> {
     control: &'a Control,
     /// The largest single file the relay accepts in this session.
     max_file: Option<u64>,
+    /// The compression of each chunk sent.
+    chooser: Chooser,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -675,11 +688,11 @@ impl Backup<'_> {
     }
 
     async fn put_content(&mut self, id: ContentId, bytes: &[u8]) -> Result<()> {
-        let (compressed, data) = compress(bytes);
+        let (codec, data) = compress(bytes);
         self.client
             .send(&Message::PutObject {
                 id: ObjectId::Content(id),
-                compressed,
+                codec,
                 data,
             })
             .await
@@ -697,8 +710,8 @@ impl Backup<'_> {
                 })
                 .await?
             {
-                Message::Object { compressed, data } => {
-                    Content::decode(&id, &decompress(compressed, data, MAX_MESSAGE)?)?
+                Message::Object { codec, data } => {
+                    Content::decode(&id, &decompress(codec, data, MAX_MESSAGE)?)?
                 }
                 other => return Err(unexpected("Object", &other)),
             };
@@ -763,10 +776,12 @@ impl Backup<'_> {
             }
         }
         for (chunk, base) in missing.iter().zip(base_of) {
-            let (compressed, data) = compress(&chunk.data);
+            let method = self.chooser.method();
+            let (codec, data) = compress_with(method, &chunk.data);
             let as_delta = base.and_then(|b| signatures.get(&b).map(|sig| (b, sig.clone())));
             if let Some((base, signature)) = as_delta {
-                let (delta_compressed, delta) = compress(&delta::diff(signature, &chunk.data)?);
+                let (delta_codec, delta) =
+                    compress_with(method, &delta::diff(signature, &chunk.data)?);
                 if delta.len() < data.len() {
                     self.summary.chunks_delta += 1;
                     self.unsent_sync_bytes += delta.len();
@@ -775,7 +790,7 @@ impl Backup<'_> {
                     let put = Message::PutDelta {
                         id: chunk.id,
                         base,
-                        compressed: delta_compressed,
+                        codec: delta_codec,
                         delta,
                     };
                     self.client.send(&put).await?;
@@ -787,11 +802,13 @@ impl Backup<'_> {
             self.client
                 .send(&Message::PutChunk {
                     id: chunk.id,
-                    compressed,
+                    codec,
                     data,
                 })
                 .await?;
         }
+        let raw: usize = missing.iter().map(|c| c.data.len()).sum();
+        self.chooser.observe(raw as u64, self.client.write_time());
         if self.unsent_sync_bytes >= SYNC_BYTES || self.delta_bytes >= SYNC_DELTA_BYTES {
             self.flush().await?;
         }
@@ -812,14 +829,10 @@ impl Backup<'_> {
             let data = deltas
                 .get(&id)
                 .context("the relay rejected a chunk that was not sent as a delta")?;
-            let (compressed, data) = compress(data);
+            let (codec, data) = compress(data);
             self.summary.chunks_sent += 1;
             self.client
-                .send(&Message::PutChunk {
-                    id,
-                    compressed,
-                    data,
-                })
+                .send(&Message::PutChunk { id, codec, data })
                 .await?;
         }
         if !self.sync().await?.is_empty() {
@@ -865,11 +878,11 @@ impl Backup<'_> {
         }
         for tree in missing_order.iter().rev() {
             let (bytes, _) = trees.get(tree).context("relay asked for an unknown tree")?;
-            let (compressed, data) = compress(bytes);
+            let (codec, data) = compress(bytes);
             self.client
                 .send(&Message::PutObject {
                     id: ObjectId::Tree(*tree),
-                    compressed,
+                    codec,
                     data,
                 })
                 .await?;

@@ -98,6 +98,11 @@ impl RelayClient {
         self.session.channel.io.bytes_written()
     }
 
+    /// Time spent in socket writes so far (see `FramedIo::write_time`).
+    pub fn write_time(&self) -> Duration {
+        self.session.channel.io.write_time()
+    }
+
     /// Bytes received on the connection so far.
     pub fn bytes_received(&self) -> u64 {
         self.session.channel.io.bytes_read()

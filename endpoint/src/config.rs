@@ -62,6 +62,8 @@ pub struct SetConfig {
 pub struct UploadConfig {
     /// Upload rate: a rate, schedule text, or a table of windows and `default`.
     pub limit: RateSpec,
+    /// Chunk compression: `auto` (by the link), `lz4`, `zstd` or `none`.
+    pub compression: crate::compression::Compression,
 }
 
 /// Connection timeouts as written in the file.

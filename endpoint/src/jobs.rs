@@ -28,6 +28,8 @@ pub struct Overrides {
     pub exclude: Vec<String>,
     /// An upload limit instead of endpoint.toml's.
     pub limit: Option<Schedule>,
+    /// A compression instead of endpoint.toml's.
+    pub compression: Option<crate::compression::Compression>,
 }
 
 /// Resolves the job for `set`.
@@ -75,6 +77,7 @@ pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
         hooks,
         limit,
         retention,
+        compression: overrides.compression.unwrap_or(config.upload.compression),
     })
 }
 

@@ -11,6 +11,7 @@
 pub mod backup;
 pub mod cache;
 pub mod client;
+pub mod compression;
 pub mod config;
 pub mod connect;
 pub mod daemon;

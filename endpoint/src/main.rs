@@ -63,6 +63,10 @@ enum Command {
         /// endpoint.toml's `upload.limit`.
         #[arg(long, value_parser = parse_schedule)]
         limit: Option<Schedule>,
+        /// Chunk compression: auto (by the link's limit or measured speed),
+        /// lz4, zstd or none; replaces endpoint.toml's `upload.compression`.
+        #[arg(long)]
+        compression: Option<ferry_endpoint::compression::Compression>,
         /// Back up this shell command's standard output instead of files.
         #[arg(long, requires = "name", conflicts_with = "paths")]
         command: Option<String>,
@@ -187,6 +191,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json, watch } => run_status(&state, json, watch).await?,
         Command::Backup {
             limit,
+            compression,
             set,
             json,
             paths,
@@ -203,6 +208,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                     name,
                     exclude,
                     limit,
+                    compression,
                 },
             )?;
             return run_backup(&state, &job, json).await;

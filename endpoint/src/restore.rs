@@ -231,7 +231,7 @@ impl Restore<'_> {
 
     async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
         match self.client.request(&Message::GetObject { id }).await? {
-            Message::Object { compressed, data } => Ok(decompress(compressed, data, MAX_MESSAGE)?),
+            Message::Object { codec, data } => Ok(decompress(codec, data, MAX_MESSAGE)?),
             other => Err(unexpected("Object", &other)),
         }
     }
@@ -491,17 +491,17 @@ impl Restore<'_> {
             base_signature: base.as_deref().map(delta::signature),
         };
         let data = match self.client.request(&request).await? {
-            Message::ChunkData { compressed, data } => {
+            Message::ChunkData { codec, data } => {
                 self.summary.chunks_full += 1;
-                decompress(compressed, data, MAX_CHUNK as usize)?
+                decompress(codec, data, MAX_CHUNK as usize)?
             }
             Message::ChunkDelta {
-                compressed,
+                codec,
                 delta: bytes,
             } => {
                 let base = base.context("the relay sent a delta without a base")?;
                 self.summary.chunks_delta += 1;
-                let delta = decompress(compressed, bytes, delta::MAX_DELTA)?;
+                let delta = decompress(codec, bytes, delta::MAX_DELTA)?;
                 return Ok(delta::apply(&base, &delta, &chunk.id)?);
             }
             other => return Err(unexpected("ChunkData", &other)),

@@ -67,7 +67,20 @@ pub fn delta_apply(data: &[u8]) {
 
 /// Treats bytes as an lz4 payload from the network.
 pub fn lz4(data: &[u8]) {
-    let _ = crate::compress::decompress(true, data.to_vec(), crate::chunking::MAX_CHUNK as usize);
+    let _ = crate::compress::decompress(
+        crate::compress::Codec::Lz4,
+        data.to_vec(),
+        crate::chunking::MAX_CHUNK as usize,
+    );
+}
+
+/// Treats bytes as a zstd payload from the network.
+pub fn zstd(data: &[u8]) {
+    let _ = crate::compress::decompress(
+        crate::compress::Codec::Zstd,
+        data.to_vec(),
+        crate::chunking::MAX_CHUNK as usize,
+    );
 }
 
 /// Treats bytes as a tree and as a content from the network (named by their

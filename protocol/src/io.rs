@@ -43,6 +43,7 @@ pub struct FramedIo<S> {
     start: usize,
     bytes_read: u64,
     bytes_written: u64,
+    write_time: std::time::Duration,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
@@ -54,6 +55,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
             start: 0,
             bytes_read: 0,
             bytes_written: 0,
+            write_time: std::time::Duration::ZERO,
         }
     }
 
@@ -65,6 +67,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
     /// Bytes sent on the stream so far.
     pub fn bytes_written(&self) -> u64 {
         self.bytes_written
+    }
+
+    /// Time spent in writes so far: mostly waiting for the socket to take
+    /// more, so its share of the wall time tells whether the link is what
+    /// limits the sender.
+    pub fn write_time(&self) -> std::time::Duration {
+        self.write_time
     }
 
     /// The underlying stream.
@@ -134,8 +143,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
     /// # Errors
     /// [`ChannelError::Io`] on socket errors.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ChannelError> {
+        let started = std::time::Instant::now();
         self.stream.write_all(bytes).await?;
         self.stream.flush().await?;
+        self.write_time += started.elapsed();
         self.bytes_written += bytes.len() as u64;
         Ok(())
     }

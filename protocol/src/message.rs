@@ -9,6 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::compress::Codec;
 use crate::ids::{ChunkId, ContentId, TreeId};
 use crate::retention::Retention;
 use crate::ProtocolError;
@@ -101,12 +102,12 @@ pub enum Message {
         /// Serialized rsync signatures.
         signatures: Vec<Option<Vec<u8>>>,
     },
-    /// A whole chunk (lz4-compressed when `compressed`).
+    /// A whole chunk (compressed as `codec` says).
     PutChunk {
         /// Its id, checked by the relay.
         id: ChunkId,
-        /// Whether `data` is lz4-compressed.
-        compressed: bool,
+        /// How `data` is compressed.
+        codec: Codec,
         /// The bytes.
         data: Vec<u8>,
     },
@@ -116,8 +117,8 @@ pub enum Message {
         id: ChunkId,
         /// The chunk the delta applies to.
         base: ChunkId,
-        /// Whether `delta` is lz4-compressed.
-        compressed: bool,
+        /// How `delta` is compressed.
+        codec: Codec,
         /// The delta.
         delta: Vec<u8>,
     },
@@ -131,12 +132,12 @@ pub enum Message {
         /// Missing object ids.
         ids: Vec<ObjectId>,
     },
-    /// A tree or content (lz4-compressed when `compressed`).
+    /// A tree or content (compressed as `codec` says).
     PutObject {
         /// Its id, checked by the relay.
         id: ObjectId,
-        /// Whether `data` is lz4-compressed.
-        compressed: bool,
+        /// How `data` is compressed.
+        codec: Codec,
         /// The encoded object.
         data: Vec<u8>,
     },
@@ -179,10 +180,10 @@ pub enum Message {
         /// The object.
         id: ObjectId,
     },
-    /// A stored object (lz4-compressed when `compressed`).
+    /// A stored object (compressed as `codec` says).
     Object {
-        /// Whether `data` is lz4-compressed.
-        compressed: bool,
+        /// How `data` is compressed.
+        codec: Codec,
         /// The encoded object.
         data: Vec<u8>,
     },
@@ -196,15 +197,15 @@ pub enum Message {
     },
     /// A whole chunk.
     ChunkData {
-        /// Whether `data` is lz4-compressed.
-        compressed: bool,
+        /// How `data` is compressed.
+        codec: Codec,
         /// The bytes.
         data: Vec<u8>,
     },
     /// A chunk as a delta against the caller's base.
     ChunkDelta {
-        /// Whether `delta` is lz4-compressed.
-        compressed: bool,
+        /// How `delta` is compressed.
+        codec: Codec,
         /// The delta.
         delta: Vec<u8>,
     },
@@ -287,12 +288,12 @@ mod tests {
             }),
             (
                 any::<[u8; 32]>(),
-                any::<bool>(),
+                0u8..3,
                 proptest::collection::vec(any::<u8>(), 0..100)
             )
-                .prop_map(|(id, compressed, data)| Message::PutChunk {
+                .prop_map(|(id, codec, data)| Message::PutChunk {
                     id: ChunkId(id),
-                    compressed,
+                    codec: Codec::from_code(codec).unwrap_or_default(),
                     data
                 }),
             (
@@ -303,7 +304,7 @@ mod tests {
                 .prop_map(|(id, base, delta)| Message::PutDelta {
                     id: ChunkId(id),
                     base: ChunkId(base),
-                    compressed: false,
+                    codec: Codec::None,
                     delta
                 }),
             any::<[u8; 32]>().prop_map(|id| Message::GetObject {

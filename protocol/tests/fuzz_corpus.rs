@@ -24,6 +24,7 @@ const TARGETS: &[Target] = &[
     ("pairing_first", fuzzing::pairing_first_frame),
     ("delta_apply", fuzzing::delta_apply),
     ("lz4", fuzzing::lz4),
+    ("zstd", fuzzing::zstd),
     ("objects", fuzzing::objects),
 ];
 
@@ -79,6 +80,15 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "lz4",
         "text",
         ferry_protocol::compress::compress(&b"ferry ".repeat(500)).1,
+    ));
+    out.push((
+        "zstd",
+        "text",
+        ferry_protocol::compress::compress_with(
+            ferry_protocol::compress::Method::Zstd(3),
+            &b"ferry relay ".repeat(500),
+        )
+        .1,
     ));
     let tree = ferry_protocol::tree::Tree {
         entries: vec![ferry_protocol::tree::Entry {

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::time::Duration;
 
+use ferry_protocol::compress::Codec;
 use ferry_protocol::keys::PublicKey;
 use ferry_protocol::pairing::PairingCode;
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
@@ -113,8 +114,13 @@ pub struct BlobRow {
     pub id: [u8; 32],
     /// Where it is stored.
     pub at: crate::store::BlobLocation,
-    /// Whether the stored bytes are lz4-compressed.
-    pub compressed: bool,
+    /// How the stored bytes are compressed (column `compressed`: 0 none,
+    /// 1 lz4, 2 zstd).
+    pub codec: Codec,
+}
+
+fn codec_from_sql(code: u8) -> rusqlite::Result<Codec> {
+    Codec::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(0, i64::from(code)))
 }
 
 /// A snapshot row, for listings.
@@ -730,7 +736,7 @@ impl Catalog {
                         offset: r.get::<_, i64>(1)? as u64,
                         len: r.get(2)?,
                     },
-                    compressed: r.get(3)?,
+                    codec: codec_from_sql(r.get(3)?)?,
                 })
             })
             .optional()
@@ -758,7 +764,7 @@ impl Catalog {
                     row.at.pack,
                     row.at.offset as i64,
                     row.at.len,
-                    row.compressed,
+                    row.codec.code(),
                     now
                 ])?;
             }

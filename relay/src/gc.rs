@@ -157,7 +157,7 @@ impl Marker<'_, '_> {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .read(&row.at)?;
-        Ok(decompress(row.compressed, stored, MAX_MESSAGE)?)
+        Ok(decompress(row.codec, stored, MAX_MESSAGE)?)
     }
 }
 

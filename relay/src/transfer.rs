@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, ensure, Result};
 use ferry_protocol::chunking::MAX_CHUNK;
-use ferry_protocol::compress::{compress, decompress};
+use ferry_protocol::compress::{compress, decompress, Codec};
 use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
@@ -130,33 +130,30 @@ impl Transfer {
                     .collect::<Result<_>>()?;
                 Some(Message::Signatures { signatures })
             }
-            Message::PutChunk {
-                id,
-                compressed,
-                data,
-            } => {
-                let raw = decompress(compressed, data, MAX_CHUNK as usize)?;
+            Message::PutChunk { id, codec, data } => {
+                let raw = decompress(codec, data.clone(), MAX_CHUNK as usize)?;
                 ensure!(
                     ChunkId::of(&raw) == id,
                     "chunk {} does not match its id",
                     id.short()
                 );
-                self.store_chunk(id, &raw)?;
+                // Stored as it came (lz4 or zstd): no second compression.
+                self.store_chunk(id, &raw, Some((codec, data)))?;
                 None
             }
             Message::PutDelta {
                 id,
                 base,
-                compressed,
+                codec,
                 delta: bytes,
             } => {
-                let delta = decompress(compressed, bytes, delta::MAX_DELTA)?;
+                let delta = decompress(codec, bytes, delta::MAX_DELTA)?;
                 let rebuilt = match self.load(BlobKind::Chunk, &base.0)? {
                     Some(base) => delta::apply(&base, &delta, &id).ok(),
                     None => None,
                 };
                 match rebuilt {
-                    Some(raw) => self.store_chunk(id, &raw)?,
+                    Some(raw) => self.store_chunk(id, &raw, None)?,
                     None => self.upload()?.rejected.push(id),
                 }
                 None
@@ -172,12 +169,8 @@ impl Transfer {
                 }
                 Some(Message::ObjectsMissing { ids: missing })
             }
-            Message::PutObject {
-                id,
-                compressed,
-                data,
-            } => {
-                let raw = decompress(compressed, data, MAX_MESSAGE)?;
+            Message::PutObject { id, codec, data } => {
+                let raw = decompress(codec, data.clone(), MAX_MESSAGE)?;
                 match id {
                     ObjectId::Tree(tree) => {
                         Tree::decode(&tree, &raw)?;
@@ -196,7 +189,7 @@ impl Transfer {
                     }
                 }
                 let (kind, key) = object_key(&id);
-                self.store_blob(kind, key, &raw, true)?;
+                self.store_blob(kind, key, codec, data)?;
                 None
             }
             Message::Sync => {
@@ -231,7 +224,7 @@ impl Transfer {
                 let (kind, key) = object_key(&id);
                 match self.fetch(kind, &key)? {
                     Some((row, data)) => Some(Message::Object {
-                        compressed: row.compressed,
+                        codec: row.codec,
                         data,
                     }),
                     None => Some(Message::Failed {
@@ -304,26 +297,22 @@ impl Transfer {
         } else {
             MAX_MESSAGE
         };
-        Ok(Some(decompress(row.compressed, stored, limit)?))
+        Ok(Some(decompress(row.codec, stored, limit)?))
     }
 
+    /// Appends a blob, already encoded as `codec` says, to the open upload.
     fn store_blob(
         &mut self,
         kind: BlobKind,
         id: [u8; 32],
-        raw: &[u8],
-        try_compress: bool,
+        codec: Codec,
+        bytes: Vec<u8>,
     ) -> Result<()> {
         // Outside a backup nothing is appended: it could never be indexed.
         self.upload()?;
         if self.has(kind, &id)? {
             return Ok(());
         }
-        let (compressed, bytes) = if try_compress {
-            compress(raw)
-        } else {
-            (false, raw.to_vec())
-        };
         let at = {
             let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
             store.append(&bytes)?
@@ -332,19 +321,35 @@ impl Transfer {
             kind,
             id,
             at,
-            compressed,
+            codec,
         };
         self.upload()?.pending.insert((kind, id), row);
         Ok(())
     }
 
-    /// Stores a verified chunk with its signature, computed once, here.
-    fn store_chunk(&mut self, id: ChunkId, raw: &[u8]) -> Result<()> {
+    /// Stores a verified chunk with its signature, computed once, here: as
+    /// it came (`encoded`: the sender already chose and tried compression),
+    /// else lz4'd here.
+    fn store_chunk(
+        &mut self,
+        id: ChunkId,
+        raw: &[u8],
+        encoded: Option<(Codec, Vec<u8>)>,
+    ) -> Result<()> {
         if self.has(BlobKind::Chunk, &id.0)? {
             return Ok(());
         }
-        self.store_blob(BlobKind::Chunk, id.0, raw, true)?;
-        self.store_blob(BlobKind::Signature, id.0, &delta::signature(raw), false)
+        let (codec, bytes) = match encoded {
+            Some(encoded) => encoded,
+            None => compress(raw),
+        };
+        self.store_blob(BlobKind::Chunk, id.0, codec, bytes)?;
+        self.store_blob(
+            BlobKind::Signature,
+            id.0,
+            Codec::None,
+            delta::signature(raw),
+        )
     }
 
     /// Pack data durable first, then the catalog rows that name it. A
@@ -517,15 +522,15 @@ impl Transfer {
             });
         };
         if let Some(signature) = base_signature {
-            let raw = decompress(row.compressed, stored.clone(), MAX_CHUNK as usize)?;
+            let raw = decompress(row.codec, stored.clone(), MAX_CHUNK as usize)?;
             let delta = delta::diff(signature, &raw)?;
-            let (compressed, delta) = compress(&delta);
+            let (codec, delta) = compress(&delta);
             if delta.len() < stored.len() {
-                return Ok(Message::ChunkDelta { compressed, delta });
+                return Ok(Message::ChunkDelta { codec, delta });
             }
         }
         Ok(Message::ChunkData {
-            compressed: row.compressed,
+            codec: row.codec,
             data: stored,
         })
     }

@@ -6,6 +6,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use ferry_protocol::compress::Codec;
 use ferry_tests::tree::{listing, mkfifo, random_bytes, set_mtime, set_xattr};
 use ferry_tests::{arg, ok, paired, stderr, wait_for, DEADLINE};
 
@@ -360,7 +361,7 @@ fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() 
     let base = random_bytes(10_000, 9);
     session.send(&Message::PutChunk {
         id: ChunkId::of(&base),
-        compressed: false,
+        codec: Codec::None,
         data: base.clone(),
     });
     // A librsync delta whose COPY reaches far past the base.
@@ -372,7 +373,7 @@ fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() 
     session.send(&Message::PutDelta {
         id: wanted,
         base: ChunkId::of(&base),
-        compressed: false,
+        codec: Codec::None,
         delta,
     });
     session.send(&Message::Sync);
@@ -388,7 +389,7 @@ fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() 
     bomb.extend_from_slice(&[0x1f, 0, 0, 0]);
     session.send(&Message::PutChunk {
         id: ChunkId::of(b"x"),
-        compressed: true,
+        codec: Codec::Lz4,
         data: bomb,
     });
     match session.recv() {

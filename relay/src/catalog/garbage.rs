@@ -164,7 +164,7 @@ impl Catalog {
                         offset: r.get::<_, i64>(3)? as u64,
                         len: r.get(4)?,
                     },
-                    compressed: r.get(5)?,
+                    codec: super::codec_from_sql(r.get(5)?)?,
                 },
             ))
         })?;

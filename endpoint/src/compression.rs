@@ -1,0 +1,204 @@
+//! Which compression an upload uses: `--compression auto|lz4|zstd|none`.
+//!
+//! `auto` picks by the link. With an upload limit in force, its rate decides
+//! ([`Method::for_rate`]). Otherwise the [`Chooser`] starts with zstd (most
+//! links to a relay are slower than zstd) and watches, over windows of
+//! [`WINDOW_BYTES`], the share of wall time the sender spent waiting for the
+//! socket: a sender that rarely waits is limited by its CPU, so it steps
+//! down to lz4; one that mostly waits is limited by the link, so it steps up
+//! to stronger zstd.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use ferry_protocol::compress::{Method, ZSTD_LEVEL, ZSTD_SLOW_LEVEL};
+use serde::{Deserialize, Serialize};
+
+/// Raw bytes between two decisions of `auto`.
+pub const WINDOW_BYTES: u64 = 8 << 20;
+/// Waiting on the socket less than this share of a window: CPU-bound.
+pub const CPU_BOUND: f64 = 0.15;
+/// Waiting more than this share: link-bound.
+pub const LINK_BOUND: f64 = 0.6;
+
+/// The user's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    /// By the link's configured or measured rate.
+    #[default]
+    Auto,
+    /// Always lz4 (fast links).
+    Lz4,
+    /// Always zstd (slow links).
+    Zstd,
+    /// Never (data known not to compress).
+    None,
+}
+
+impl FromStr for Compression {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "auto" => Ok(Compression::Auto),
+            "lz4" => Ok(Compression::Lz4),
+            "zstd" => Ok(Compression::Zstd),
+            "none" => Ok(Compression::None),
+            other => Err(format!(
+                "unknown compression {other:?}: use auto, lz4, zstd or none"
+            )),
+        }
+    }
+}
+
+/// A method's name in summaries: `lz4`, `zstd-3`, `none`.
+pub fn method_name(method: Method) -> String {
+    match method {
+        Method::None => "none".into(),
+        Method::Lz4 => "lz4".into(),
+        Method::Zstd(level) => format!("zstd-{level}"),
+    }
+}
+
+/// The steps `auto` moves between, cheapest first.
+const LADDER: [Method; 3] = [
+    Method::Lz4,
+    Method::Zstd(ZSTD_LEVEL),
+    Method::Zstd(ZSTD_SLOW_LEVEL),
+];
+
+/// Picks the method for each chunk of one upload.
+#[derive(Debug)]
+pub struct Chooser {
+    method: Method,
+    adaptive: bool,
+    window_start: Instant,
+    window_wait: Duration,
+    window_bytes: u64,
+}
+
+impl Chooser {
+    /// For `compression`, on a link limited to `rate` bytes/s (`None`: unknown).
+    pub fn new(compression: Compression, rate: Option<u64>) -> Self {
+        let (method, adaptive) = match (compression, rate) {
+            (Compression::Lz4, _) => (Method::Lz4, false),
+            (Compression::Zstd, Some(rate)) => (
+                match Method::for_rate(rate) {
+                    Method::Lz4 => Method::Zstd(ZSTD_LEVEL),
+                    slow => slow,
+                },
+                false,
+            ),
+            (Compression::Zstd, None) => (Method::Zstd(ZSTD_LEVEL), false),
+            (Compression::None, _) => (Method::None, false),
+            (Compression::Auto, Some(rate)) => (Method::for_rate(rate), false),
+            (Compression::Auto, None) => (Method::Zstd(ZSTD_LEVEL), true),
+        };
+        Chooser {
+            method,
+            adaptive,
+            window_start: Instant::now(),
+            window_wait: Duration::ZERO,
+            window_bytes: 0,
+        }
+    }
+
+    /// The method for the next chunk.
+    pub fn method(&self) -> Method {
+        self.method
+    }
+
+    /// Records `raw` bytes handled; `write_time` is the session's total time
+    /// spent in socket writes so far. Every [`WINDOW_BYTES`] `auto` decides.
+    pub fn observe(&mut self, raw: u64, write_time: Duration) {
+        if !self.adaptive {
+            return;
+        }
+        self.window_bytes += raw;
+        if self.window_bytes < WINDOW_BYTES {
+            return;
+        }
+        let elapsed = self.window_start.elapsed().as_secs_f64().max(1e-6);
+        let waited = write_time.saturating_sub(self.window_wait).as_secs_f64();
+        self.method = step(self.method, waited / elapsed);
+        self.window_start = Instant::now();
+        self.window_wait = write_time;
+        self.window_bytes = 0;
+    }
+}
+
+/// The next method on the ladder for a window that waited `share` of its time.
+fn step(method: Method, share: f64) -> Method {
+    let at = LADDER.iter().position(|m| *m == method).unwrap_or(1);
+    let next = if share < CPU_BOUND {
+        at.saturating_sub(1)
+    } else if share > LINK_BOUND {
+        (at + 1).min(LADDER.len() - 1)
+    } else {
+        at
+    };
+    LADDER[next]
+}
+
+impl fmt::Display for Compression {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Compression::Auto => "auto",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+            Compression::None => "none",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_follows_the_configured_rate_and_the_measured_wait() {
+        assert_eq!(
+            Chooser::new(Compression::Auto, Some(2_000_000)).method(),
+            Method::Zstd(ZSTD_SLOW_LEVEL)
+        );
+        assert_eq!(
+            Chooser::new(Compression::Auto, Some(1 << 30)).method(),
+            Method::Lz4
+        );
+        assert_eq!(
+            Chooser::new(Compression::Zstd, Some(1 << 30)).method(),
+            Method::Zstd(ZSTD_LEVEL)
+        );
+        assert_eq!(
+            Chooser::new(Compression::Lz4, Some(1)).method(),
+            Method::Lz4
+        );
+        let zstd = Method::Zstd(ZSTD_LEVEL);
+        assert_eq!(step(zstd, 0.05), Method::Lz4, "CPU-bound: cheaper");
+        assert_eq!(
+            step(zstd, 0.9),
+            Method::Zstd(ZSTD_SLOW_LEVEL),
+            "link-bound: stronger"
+        );
+        assert_eq!(step(zstd, 0.3), zstd, "in between: stay");
+        assert_eq!(step(Method::Lz4, 0.01), Method::Lz4);
+        assert_eq!(
+            step(Method::Zstd(ZSTD_SLOW_LEVEL), 0.99),
+            Method::Zstd(ZSTD_SLOW_LEVEL)
+        );
+        assert_eq!("zstd".parse::<Compression>(), Ok(Compression::Zstd));
+        assert!("gzip".parse::<Compression>().is_err());
+    }
+
+    #[test]
+    fn a_fixed_choice_never_moves() {
+        let mut chooser = Chooser::new(Compression::Lz4, None);
+        chooser.observe(WINDOW_BYTES, Duration::from_secs(100));
+        assert_eq!(chooser.method(), Method::Lz4);
+        let mut auto = Chooser::new(Compression::Auto, None);
+        auto.observe(WINDOW_BYTES, Duration::ZERO);
+        assert_eq!(auto.method(), Method::Lz4, "never waited: CPU-bound");
+    }
+}
