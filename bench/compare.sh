@@ -37,8 +37,6 @@ echo "generating datasets in $WORK ..." >&2
 cp "$WORK/D1.img" "$WORK/D1m.img"
 "$BIN/gen-tree" edit "$WORK/D1m.img" 200 2
 "$BIN/gen-tree" tree "$WORK/D2" "$D2_FILES" "$D2_BYTES" 3
-cp -a "$WORK/D2" "$WORK/D2m"
-"$BIN/gen-tree" mutate "$WORK/D2m" 10 5 5 4
 "$BIN/gen-tree" tree "$WORK/D3" "$D3_FILES" "$D3_BYTES" 5
 
 RESULTS="$WORK/results.tsv"
@@ -99,10 +97,12 @@ for run in $(seq 1 "$RUNS"); do
   done
 
   # D2 initial, D2 -> D2m, D2m again, restores.
+  # D2m is D2 edited in place (as a user's edits: inodes stay), the same
+  # deterministic edits for every tool.
   rm -rf "$S"; cp -a "$WORK/D2" "$S"
   ferry_fresh
   ferry_measured "D2 initial" backup "$S"
-  rm -rf "$S"; cp -a "$WORK/D2m" "$S"
+  "$BIN/gen-tree" mutate "$S" 10 5 5 4
   ferry_measured "D2 -> D2m" backup "$S"
   ferry_measured "D2m, no change" backup "$S"
   rm -rf "$WORK/restore"
@@ -112,7 +112,7 @@ for run in $(seq 1 "$RUNS"); do
   for tool in rsync rsync-z; do
     rm -rf "$WORK/r" "$S"; mkdir -p "$WORK/r"; cp -a "$WORK/D2" "$S"
     rsync_measured "D2 initial" "$tool" "$S/" "$REMOTE/"
-    rm -rf "$S"; cp -a "$WORK/D2m" "$S"
+    "$BIN/gen-tree" mutate "$S" 10 5 5 4
     rsync_measured "D2 -> D2m" "$tool" "$S/" "$REMOTE/"
     rsync_measured "D2m, no change" "$tool" "$S/" "$REMOTE/"
     rm -rf "$WORK/restore"; mkdir -p "$WORK/restore"

@@ -24,9 +24,8 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use ferry_protocol::chunking::{Chunk, Chunker};
-use ferry_protocol::compress::{compress, compress_with, decompress};
-use ferry_protocol::delta;
+use ferry_protocol::chunking::Chunker;
+use ferry_protocol::compress::{compress, decompress};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, INCOMPLETE_SNAPSHOT, MAX_BATCH};
@@ -43,14 +42,8 @@ use crate::compression::{method_name, Chooser, Compression};
 use crate::exclude::Excludes;
 use crate::fsmeta;
 use crate::hooks::SnapshotScripts;
+use crate::uploader::Uploader;
 
-/// Chunks per upload batch (one query, one sync).
-const BATCH_CHUNKS: usize = 64;
-/// Sent bytes after which the relay is asked to make them durable: also how
-/// much a backup cut off by a dropped link or a killed relay sends again.
-const SYNC_BYTES: usize = 16 << 20;
-/// Delta-sent chunk bytes kept for resending, after which a sync is forced.
-const SYNC_DELTA_BYTES: usize = 16 << 20;
 /// Times a file that changes while being read is read again.
 const TORN_RETRIES: usize = 3;
 
@@ -173,17 +166,14 @@ pub async fn run(
         summary: Summary::default(),
         seen: Vec::new(),
         hardlinks: HashMap::new(),
-        deltas: HashMap::new(),
-        delta_bytes: 0,
-        unsent_sync_bytes: 0,
+        uploader: Uploader::new(Chooser::new(job.compression, {
+            let (day, minute) = ferry_protocol::throttle::local_now();
+            job.limit.rate_at(day, minute)
+        })),
         excludes,
         view: None,
         control,
         max_file: max_file_allowed,
-        chooser: Chooser::new(job.compression, {
-            let (day, minute) = ferry_protocol::throttle::local_now();
-            job.limit.rate_at(day, minute)
-        }),
     };
     let mut root = DirNode::default();
     match source {
@@ -235,12 +225,14 @@ pub async fn run(
         set,
         mut summary,
         seen,
-        chooser,
+        uploader,
         ..
     } = run;
     cache.replace_set(&set, &seen)?;
     summary.totals.snapshot = snapshot;
-    summary.compression = method_name(chooser.method());
+    summary.compression = method_name(uploader.chooser().method());
+    summary.chunks_sent = uploader.sent().whole;
+    summary.chunks_delta = uploader.sent().deltas;
     summary.totals.bytes_sent = client.bytes_sent();
     summary.totals.bytes_received = client.bytes_received();
     summary.totals.duration_s = started.elapsed().as_secs_f64();
@@ -311,12 +303,8 @@ struct Backup<'a> {
     seen: Vec<(Vec<u8>, CachedFile)>,
     /// First path (relative to `/`) of each multiply-linked inode.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
-    /// Chunks sent as deltas since the last sync, kept to resend whole if rejected.
-    deltas: HashMap<ChunkId, Vec<u8>>,
-    /// Their total size.
-    delta_bytes: usize,
-    /// Bytes of chunks and deltas sent since the last sync.
-    unsent_sync_bytes: usize,
+    /// The chunk queue, shared by every file.
+    uploader: Uploader,
     /// What the set leaves out.
     excludes: &'a Excludes,
     /// While reading a path from a filesystem snapshot: (original, snapshot).
@@ -325,8 +313,6 @@ struct Backup<'a> {
     control: &'a Control,
     /// The largest single file the relay accepts in this session.
     max_file: Option<u64>,
-    /// The compression of each chunk sent.
-    chooser: Chooser,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -474,7 +460,7 @@ impl Backup<'_> {
                 children.sort();
                 for child in children {
                     if self.control.stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        self.flush().await?;
+                        self.uploader.flush(self.client).await?;
                         bail!("stopped; what was sent is kept and the next run resumes from there");
                     }
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
@@ -652,8 +638,6 @@ impl Backup<'_> {
         previous: Option<&Content>,
     ) -> Result<(ContentId, Content)> {
         let mut builder = ContentBuilder::default();
-        let mut batch = Vec::new();
-        let mut batch_bytes = 0usize;
         let mut bases = previous.map(Bases::new);
         for chunk in Chunker::new(reader) {
             let chunk = chunk?;
@@ -666,18 +650,15 @@ impl Backup<'_> {
                 id: chunk.id,
                 len: chunk.data.len() as u32,
             });
-            batch_bytes += chunk.data.len();
-            batch.push(chunk);
-            if batch.len() >= BATCH_CHUNKS || batch_bytes >= 8 << 20 || part.is_some() {
-                self.upload_batch(std::mem::take(&mut batch), bases.as_mut())
-                    .await?;
-                batch_bytes = 0;
-            }
+            let base = match bases.as_mut() {
+                Some(b) => self.base_at(b, chunk.offset).await?,
+                None => None,
+            };
+            self.uploader.push(self.client, chunk, base).await?;
             if let Some((id, bytes)) = part {
                 self.put_content(id, &bytes).await?;
             }
         }
-        self.upload_batch(batch, bases.as_mut()).await?;
         let (content, last_part) = builder.finish();
         if let Some((id, bytes)) = last_part {
             self.put_content(id, &bytes).await?;
@@ -720,134 +701,6 @@ impl Backup<'_> {
         Ok(bases.at(offset))
     }
 
-    /// Sends the chunks of `batch` the relay lacks, as deltas where that pays.
-    async fn upload_batch(
-        &mut self,
-        batch: Vec<Chunk>,
-        mut bases: Option<&mut Bases>,
-    ) -> Result<()> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut unique = HashSet::new();
-        let batch: Vec<Chunk> = batch.into_iter().filter(|c| unique.insert(c.id)).collect();
-        let ids = batch.iter().map(|c| c.id).collect();
-        let missing: HashSet<ChunkId> =
-            match self.client.request(&Message::QueryChunks { ids }).await? {
-                Message::ChunksMissing { ids } => ids.into_iter().collect(),
-                other => return Err(unexpected("ChunksMissing", &other)),
-            };
-        let missing: Vec<&Chunk> = batch.iter().filter(|c| missing.contains(&c.id)).collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let mut base_of: Vec<Option<ChunkId>> = Vec::with_capacity(missing.len());
-        for chunk in &missing {
-            let base = match bases.as_deref_mut() {
-                Some(b) => self.base_at(b, chunk.offset).await?,
-                None => None,
-            };
-            base_of.push(base.filter(|base| *base != chunk.id));
-        }
-        let wanted: Vec<ChunkId> = base_of
-            .iter()
-            .flatten()
-            .copied()
-            .collect::<HashSet<_>>()
-            .into_iter()
-            .collect();
-        let mut signatures = HashMap::new();
-        if !wanted.is_empty() {
-            match self
-                .client
-                .request(&Message::GetSignatures {
-                    ids: wanted.clone(),
-                })
-                .await?
-            {
-                Message::Signatures { signatures: list } if list.len() == wanted.len() => {
-                    for (id, sig) in wanted.into_iter().zip(list) {
-                        if let Some(sig) = sig {
-                            signatures.insert(id, sig);
-                        }
-                    }
-                }
-                other => return Err(unexpected("Signatures", &other)),
-            }
-        }
-        for (chunk, base) in missing.iter().zip(base_of) {
-            let method = self.chooser.method();
-            let (codec, data) = compress_with(method, &chunk.data);
-            let as_delta = base.and_then(|b| signatures.get(&b).map(|sig| (b, sig.clone())));
-            if let Some((base, signature)) = as_delta {
-                let (delta_codec, delta) =
-                    compress_with(method, &delta::diff(signature, &chunk.data)?);
-                if delta.len() < data.len() {
-                    self.summary.chunks_delta += 1;
-                    self.unsent_sync_bytes += delta.len();
-                    self.delta_bytes += chunk.data.len();
-                    self.deltas.insert(chunk.id, chunk.data.clone());
-                    let put = Message::PutDelta {
-                        id: chunk.id,
-                        base,
-                        codec: delta_codec,
-                        delta,
-                    };
-                    self.client.send(&put).await?;
-                    continue;
-                }
-            }
-            self.summary.chunks_sent += 1;
-            self.unsent_sync_bytes += data.len();
-            self.client
-                .send(&Message::PutChunk {
-                    id: chunk.id,
-                    codec,
-                    data,
-                })
-                .await?;
-        }
-        let raw: usize = missing.iter().map(|c| c.data.len()).sum();
-        self.chooser.observe(raw as u64, self.client.write_time());
-        if self.unsent_sync_bytes >= SYNC_BYTES || self.delta_bytes >= SYNC_DELTA_BYTES {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Makes everything sent so far durable on the relay, resending whole
-    /// any chunk whose delta it could not apply.
-    async fn flush(&mut self) -> Result<()> {
-        let rejected = self.sync().await?;
-        let deltas = std::mem::take(&mut self.deltas);
-        self.delta_bytes = 0;
-        self.unsent_sync_bytes = 0;
-        if rejected.is_empty() {
-            return Ok(());
-        }
-        for id in rejected {
-            let data = deltas
-                .get(&id)
-                .context("the relay rejected a chunk that was not sent as a delta")?;
-            let (codec, data) = compress(data);
-            self.summary.chunks_sent += 1;
-            self.client
-                .send(&Message::PutChunk { id, codec, data })
-                .await?;
-        }
-        if !self.sync().await?.is_empty() {
-            bail!("the relay rejected whole chunks");
-        }
-        Ok(())
-    }
-
-    async fn sync(&mut self) -> Result<Vec<ChunkId>> {
-        match self.client.request(&Message::Sync).await? {
-            Message::Synced { rejected } => Ok(rejected),
-            other => Err(unexpected("Synced", &other)),
-        }
-    }
-
     /// Asks top-down which trees the relay lacks, uploads them children
     /// first, and makes them durable.
     async fn upload_trees(
@@ -856,7 +709,7 @@ impl Backup<'_> {
         trees: &HashMap<TreeId, (Vec<u8>, Vec<TreeId>)>,
     ) -> Result<()> {
         // Every chunk durable (rejected deltas resent) before any tree is.
-        self.flush().await?;
+        self.uploader.flush(self.client).await?;
         let mut to_check = vec![root];
         let mut missing_order = Vec::new();
         let mut queued = HashSet::from([root]);
@@ -887,7 +740,7 @@ impl Backup<'_> {
                 })
                 .await?;
         }
-        if !self.sync().await?.is_empty() {
+        if !crate::uploader::sync(self.client).await?.is_empty() {
             bail!("the relay rejected chunks while storing trees");
         }
         Ok(())

@@ -24,6 +24,7 @@ pub mod restore;
 pub mod state;
 pub mod summary;
 pub mod target;
+pub mod uploader;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -47,6 +47,20 @@ pub fn message(data: &[u8]) {
     }
 }
 
+/// Decodes bytes as the payload of `PutChunks`; re-encodes what decodes.
+///
+/// # Panics
+/// As [`message`].
+pub fn chunk_batch(data: &[u8]) {
+    if let Ok(batch) = crate::message::ChunkBatch::decode(data) {
+        let again = batch.encode().expect("a decoded batch encodes");
+        assert_eq!(
+            crate::message::ChunkBatch::decode(&again).as_ref(),
+            Ok(&batch)
+        );
+    }
+}
+
 /// Treats bytes as the first `Noise_IK` message arriving at the relay.
 pub fn session_first_message(data: &[u8]) {
     let _ = Responder::read_first(&fixed_relay_keys(), data);

@@ -87,10 +87,12 @@ pub enum Message {
         /// Chunk ids, at most [`MAX_BATCH`].
         ids: Vec<ChunkId>,
     },
-    /// The subset of a `QueryChunks` the relay lacks, in the asked order.
+    /// Which chunks of a `QueryChunks` the relay lacks: bit `i % 8` of
+    /// byte `i / 8` is set when the `i`-th id asked is missing (a bitmap
+    /// costs 1/256 of listing the ids).
     ChunksMissing {
-        /// Missing chunk ids.
-        ids: Vec<ChunkId>,
+        /// The bitmap, `ceil(n / 8)` bytes for `n` ids asked.
+        missing: Vec<u8>,
     },
     /// Signatures of stored chunks, to compute deltas against; answered by `Signatures`.
     GetSignatures {
@@ -209,6 +211,17 @@ pub enum Message {
         /// The delta.
         delta: Vec<u8>,
     },
+    /// Chunks for the open backup, compressed together so zstd sees
+    /// across small files; `data` decompresses (to at most
+    /// [`MAX_MESSAGE`](crate::fragment::MAX_MESSAGE)) to a [`ChunkBatch`].
+    /// The relay names whole chunks by their hash and reports deltas that do
+    /// not rebuild their chunk in `Synced.rejected`.
+    PutChunks {
+        /// How `data` is compressed.
+        codec: Codec,
+        /// The encoded batch.
+        data: Vec<u8>,
+    },
     /// The request failed; the message is for the user.
     Failed {
         /// What went wrong.
@@ -223,6 +236,57 @@ pub enum Message {
 
 /// Largest number of ids in one query.
 pub const MAX_BATCH: usize = 4096;
+
+/// One chunk in a [`ChunkBatch`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChunkPut {
+    /// The chunk's bytes; its id is their BLAKE3, computed by the receiver.
+    Whole(Vec<u8>),
+    /// A chunk as an rsync delta against a chunk the relay holds.
+    Delta {
+        /// The id of the rebuilt chunk, checked by the relay.
+        id: ChunkId,
+        /// The chunk the delta applies to.
+        base: ChunkId,
+        /// The delta.
+        delta: Vec<u8>,
+    },
+}
+
+/// The payload of `PutChunks`, before compression.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkBatch(pub Vec<ChunkPut>);
+
+impl ChunkBatch {
+    /// Encodes the batch.
+    ///
+    /// # Errors
+    /// [`ProtocolError::Malformed`] if serialization fails (it cannot).
+    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        postcard::to_allocvec(self).map_err(|_| ProtocolError::Malformed("chunk batch encoding"))
+    }
+
+    /// Decodes exactly one batch.
+    ///
+    /// # Errors
+    /// [`ProtocolError::Malformed`] for anything else.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        decode_exact(bytes, "chunk batch")
+    }
+}
+
+/// Sets bit `i` of a [`Message::ChunksMissing`] bitmap.
+pub fn set_missing(bitmap: &mut Vec<u8>, i: usize) {
+    if bitmap.len() <= i / 8 {
+        bitmap.resize(i / 8 + 1, 0);
+    }
+    bitmap[i / 8] |= 1 << (i % 8);
+}
+
+/// Whether bit `i` of a [`Message::ChunksMissing`] bitmap is set.
+pub fn is_missing(bitmap: &[u8], i: usize) -> bool {
+    bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
+}
 
 /// How a `Failed` answer to `Commit` begins when the snapshot names data the
 /// relay does not have (for example data the endpoint's files cache

@@ -25,6 +25,7 @@ const TARGETS: &[Target] = &[
     ("delta_apply", fuzzing::delta_apply),
     ("lz4", fuzzing::lz4),
     ("zstd", fuzzing::zstd),
+    ("chunk_batch", fuzzing::chunk_batch),
     ("objects", fuzzing::objects),
 ];
 
@@ -90,6 +91,15 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         )
         .1,
     ));
+    let batch = ferry_protocol::message::ChunkBatch(vec![
+        ferry_protocol::message::ChunkPut::Whole(b"small file".to_vec()),
+        ferry_protocol::message::ChunkPut::Delta {
+            id: ferry_protocol::ids::ChunkId::of(b"new"),
+            base: ferry_protocol::ids::ChunkId::of(b"old"),
+            delta: vec![0x72, 0x73, 0x02, 0x36, 0, 0, 0, 1],
+        },
+    ]);
+    out.push(("chunk_batch", "whole-and-delta", batch.encode().unwrap()));
     let tree = ferry_protocol::tree::Tree {
         entries: vec![ferry_protocol::tree::Entry {
             name: b"file".to_vec(),

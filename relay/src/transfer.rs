@@ -20,7 +20,10 @@ use ferry_protocol::compress::{compress, decompress, Codec};
 use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::message::{Message, ObjectId, SnapshotInfo, INCOMPLETE_SNAPSHOT, MAX_BATCH};
+use ferry_protocol::message::{
+    set_missing, ChunkBatch, ChunkPut, Message, ObjectId, SnapshotInfo, INCOMPLETE_SNAPSHOT,
+    MAX_BATCH,
+};
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 
@@ -114,13 +117,13 @@ impl Transfer {
             }
             Message::QueryChunks { ids } => {
                 check_batch(ids.len())?;
-                let mut missing = Vec::new();
-                for id in ids {
+                let mut missing = vec![0u8; ids.len().div_ceil(8)];
+                for (i, id) in ids.iter().enumerate() {
                     if !self.has(BlobKind::Chunk, &id.0)? {
-                        missing.push(id);
+                        set_missing(&mut missing, i);
                     }
                 }
-                Some(Message::ChunksMissing { ids: missing })
+                Some(Message::ChunksMissing { missing })
             }
             Message::GetSignatures { ids } => {
                 check_batch(ids.len())?;
@@ -148,13 +151,30 @@ impl Transfer {
                 delta: bytes,
             } => {
                 let delta = decompress(codec, bytes, delta::MAX_DELTA)?;
-                let rebuilt = match self.load(BlobKind::Chunk, &base.0)? {
-                    Some(base) => delta::apply(&base, &delta, &id).ok(),
-                    None => None,
-                };
-                match rebuilt {
-                    Some(raw) => self.store_chunk(id, &raw, None)?,
-                    None => self.upload()?.rejected.push(id),
+                self.put_delta(id, base, &delta)?;
+                None
+            }
+            Message::PutChunks { codec, data } => {
+                let raw = decompress(codec, data, MAX_MESSAGE)?;
+                for put in ChunkBatch::decode(&raw)?.0 {
+                    match put {
+                        ChunkPut::Whole(data) => {
+                            ensure!(
+                                data.len() <= MAX_CHUNK as usize,
+                                "a chunk of {} bytes exceeds the largest chunk",
+                                data.len()
+                            );
+                            self.store_chunk(ChunkId::of(&data), &data, None)?;
+                        }
+                        ChunkPut::Delta { id, base, delta } => {
+                            ensure!(
+                                delta.len() <= delta::MAX_DELTA,
+                                "a delta of {} bytes exceeds the limit",
+                                delta.len()
+                            );
+                            self.put_delta(id, base, &delta)?;
+                        }
+                    }
                 }
                 None
             }
@@ -325,6 +345,22 @@ impl Transfer {
         };
         self.upload()?.pending.insert((kind, id), row);
         Ok(())
+    }
+
+    /// Rebuilds chunk `id` from `delta` against `base` and stores it, or
+    /// records it as rejected (the sender resends it whole).
+    fn put_delta(&mut self, id: ChunkId, base: ChunkId, delta: &[u8]) -> Result<()> {
+        let rebuilt = match self.load(BlobKind::Chunk, &base.0)? {
+            Some(base) => delta::apply(&base, delta, &id).ok(),
+            None => None,
+        };
+        match rebuilt {
+            Some(raw) => self.store_chunk(id, &raw, None),
+            None => {
+                self.upload()?.rejected.push(id);
+                Ok(())
+            }
+        }
     }
 
     /// Stores a verified chunk with its signature, computed once, here: as

@@ -1,0 +1,265 @@
+//! Sending chunks: batched across files, asked about once per batch,
+//! compressed together.
+//!
+//! Chunks queue here from every file the backup reads, so a tree of small
+//! files costs one `QueryChunks` round trip per [`BATCH_CHUNKS`] chunks, not
+//! one per file. The chunks the relay lacks go in `PutChunks` messages of
+//! about [`PUT_BYTES`] before compression, so zstd sees across small files
+//! as rsync's compressed stream does. A missing chunk goes as an rsync delta
+//! against the chunk at the same place in the file's previous version when
+//! the delta is smaller. Every [`SYNC_BYTES`] the relay is asked to make what
+//! it got durable: also how much a cut-off backup sends again.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::{bail, Context, Result};
+use ferry_protocol::chunking::Chunk;
+use ferry_protocol::compress::compress_with;
+use ferry_protocol::delta;
+use ferry_protocol::ids::ChunkId;
+use ferry_protocol::message::{is_missing, ChunkBatch, ChunkPut, Message};
+
+use crate::client::{unexpected, RelayClient};
+use crate::compression::Chooser;
+
+/// Chunks per query.
+pub const BATCH_CHUNKS: usize = 512;
+/// Raw bytes queued before a query, whatever the count.
+pub const BATCH_BYTES: usize = 8 << 20;
+/// Raw bytes per `PutChunks` message (its limit is 4 MiB decompressed).
+pub const PUT_BYTES: usize = 1 << 20;
+/// Sent bytes after which the relay is asked to make them durable.
+pub const SYNC_BYTES: usize = 16 << 20;
+/// Delta-sent chunk bytes kept for resending, after which a sync is forced.
+pub const SYNC_DELTA_BYTES: usize = 16 << 20;
+
+/// What went, counted for the summary.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Sent {
+    /// Chunks sent whole.
+    pub whole: u64,
+    /// Chunks sent as deltas.
+    pub deltas: u64,
+}
+
+/// The chunk queue of one backup.
+#[derive(Debug)]
+pub struct Uploader {
+    queue: Vec<(Chunk, Option<ChunkId>)>,
+    queued_bytes: usize,
+    /// Chunks sent as deltas since the last sync, to resend whole if rejected.
+    deltas: HashMap<ChunkId, Vec<u8>>,
+    delta_bytes: usize,
+    unsynced_bytes: usize,
+    chooser: Chooser,
+    sent: Sent,
+}
+
+impl Uploader {
+    /// An empty queue compressing as `chooser` says.
+    pub fn new(chooser: Chooser) -> Self {
+        Uploader {
+            queue: Vec::new(),
+            queued_bytes: 0,
+            deltas: HashMap::new(),
+            delta_bytes: 0,
+            unsynced_bytes: 0,
+            chooser,
+            sent: Sent::default(),
+        }
+    }
+
+    /// The counts so far.
+    pub fn sent(&self) -> Sent {
+        self.sent
+    }
+
+    /// The compression in use.
+    pub fn chooser(&self) -> &Chooser {
+        &self.chooser
+    }
+
+    /// Queues a chunk with the previous version's chunk at its place (the
+    /// delta base, if any); sends the queue when it is full.
+    ///
+    /// # Errors
+    /// When the session breaks.
+    pub async fn push(
+        &mut self,
+        client: &mut RelayClient,
+        chunk: Chunk,
+        base: Option<ChunkId>,
+    ) -> Result<()> {
+        self.queued_bytes += chunk.data.len();
+        let base = base.filter(|b| *b != chunk.id);
+        self.queue.push((chunk, base));
+        if self.queue.len() >= BATCH_CHUNKS || self.queued_bytes >= BATCH_BYTES {
+            self.send_queue(client).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the queued chunks the relay lacks.
+    ///
+    /// # Errors
+    /// When the session breaks or the relay refuses.
+    pub async fn send_queue(&mut self, client: &mut RelayClient) -> Result<()> {
+        let mut unique = HashSet::new();
+        let queue: Vec<(Chunk, Option<ChunkId>)> = std::mem::take(&mut self.queue)
+            .into_iter()
+            .filter(|(c, _)| unique.insert(c.id))
+            .collect();
+        self.queued_bytes = 0;
+        if queue.is_empty() {
+            return Ok(());
+        }
+        let ids = queue.iter().map(|(c, _)| c.id).collect();
+        let bitmap = match client.request(&Message::QueryChunks { ids }).await? {
+            Message::ChunksMissing { missing } => missing,
+            other => return Err(unexpected("ChunksMissing", &other)),
+        };
+        let missing: Vec<&(Chunk, Option<ChunkId>)> = queue
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| is_missing(&bitmap, *i))
+            .map(|(_, c)| c)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let signatures = signatures(client, missing.iter().filter_map(|(_, b)| *b)).await?;
+        let mut batch = Vec::new();
+        let mut batch_bytes = 0;
+        for (chunk, base) in missing {
+            let put = match base.and_then(|b| signatures.get(&b).map(|s| (b, s))) {
+                Some((base, signature)) => {
+                    let delta = delta::diff(signature.clone(), &chunk.data)?;
+                    if delta.len() < chunk.data.len() {
+                        self.sent.deltas += 1;
+                        self.delta_bytes += chunk.data.len();
+                        self.deltas.insert(chunk.id, chunk.data.clone());
+                        ChunkPut::Delta {
+                            id: chunk.id,
+                            base,
+                            delta,
+                        }
+                    } else {
+                        self.sent.whole += 1;
+                        ChunkPut::Whole(chunk.data.clone())
+                    }
+                }
+                None => {
+                    self.sent.whole += 1;
+                    ChunkPut::Whole(chunk.data.clone())
+                }
+            };
+            batch_bytes += match &put {
+                ChunkPut::Whole(data) => data.len(),
+                ChunkPut::Delta { delta, .. } => delta.len(),
+            };
+            batch.push(put);
+            if batch_bytes >= PUT_BYTES {
+                self.put(client, std::mem::take(&mut batch), batch_bytes)
+                    .await?;
+                batch_bytes = 0;
+            }
+        }
+        self.put(client, batch, batch_bytes).await?;
+        if self.unsynced_bytes >= SYNC_BYTES || self.delta_bytes >= SYNC_DELTA_BYTES {
+            self.flush(client).await?;
+        }
+        Ok(())
+    }
+
+    /// Compresses and sends one `PutChunks`.
+    async fn put(
+        &mut self,
+        client: &mut RelayClient,
+        batch: Vec<ChunkPut>,
+        raw: usize,
+    ) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let encoded = ChunkBatch(batch).encode()?;
+        let (codec, data) = compress_with(self.chooser.method(), &encoded);
+        self.unsynced_bytes += data.len();
+        client.send(&Message::PutChunks { codec, data }).await?;
+        self.chooser.observe(raw as u64, client.write_time());
+        Ok(())
+    }
+
+    /// Sends the queue, then makes everything sent durable on the relay,
+    /// resending whole any chunk whose delta it could not apply.
+    ///
+    /// # Errors
+    /// When the session breaks or the relay rejects whole chunks.
+    pub async fn flush(&mut self, client: &mut RelayClient) -> Result<()> {
+        if !self.queue.is_empty() {
+            // Sends, and flushes again if it crossed SYNC_BYTES: fine.
+            Box::pin(self.send_queue(client)).await?;
+        }
+        let rejected = sync(client).await?;
+        let deltas = std::mem::take(&mut self.deltas);
+        self.delta_bytes = 0;
+        self.unsynced_bytes = 0;
+        if rejected.is_empty() {
+            return Ok(());
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for id in rejected {
+            let data = deltas
+                .get(&id)
+                .context("the relay rejected a chunk that was not sent as a delta")?;
+            self.sent.whole += 1;
+            bytes += data.len();
+            batch.push(ChunkPut::Whole(data.clone()));
+        }
+        self.put(client, batch, bytes).await?;
+        if !sync(client).await?.is_empty() {
+            bail!("the relay rejected whole chunks");
+        }
+        self.unsynced_bytes = 0;
+        Ok(())
+    }
+}
+
+/// Asks the relay to make what it got durable; returns the rejected chunks.
+///
+/// # Errors
+/// When the session breaks or the answer is not `Synced`.
+pub async fn sync(client: &mut RelayClient) -> Result<Vec<ChunkId>> {
+    match client.request(&Message::Sync).await? {
+        Message::Synced { rejected } => Ok(rejected),
+        other => Err(unexpected("Synced", &other)),
+    }
+}
+
+/// The relay's signatures of `bases` (those it has), in one request.
+async fn signatures(
+    client: &mut RelayClient,
+    bases: impl Iterator<Item = ChunkId>,
+) -> Result<HashMap<ChunkId, Vec<u8>>> {
+    let wanted: Vec<ChunkId> = bases.collect::<HashSet<_>>().into_iter().collect();
+    let mut found = HashMap::new();
+    if wanted.is_empty() {
+        return Ok(found);
+    }
+    match client
+        .request(&Message::GetSignatures {
+            ids: wanted.clone(),
+        })
+        .await?
+    {
+        Message::Signatures { signatures } if signatures.len() == wanted.len() => {
+            for (id, signature) in wanted.into_iter().zip(signatures) {
+                if let Some(signature) = signature {
+                    found.insert(id, signature);
+                }
+            }
+            Ok(found)
+        }
+        other => Err(unexpected("Signatures", &other)),
+    }
+}
