@@ -3,10 +3,12 @@
 //! `auto` picks by the link. With an upload limit in force, its rate decides
 //! ([`Method::for_rate`]). Otherwise the [`Chooser`] starts with zstd (most
 //! links to a relay are slower than zstd) and watches, over windows of
-//! [`WINDOW_BYTES`], the share of wall time the sender spent waiting for the
-//! socket: a sender that rarely waits is limited by its CPU, so it steps
-//! down to lz4; one that mostly waits is limited by the link, so it steps up
-//! to stronger zstd.
+//! [`WINDOW_BYTES`], two shares of the wall time: waiting for the socket,
+//! and compressing. A sender that mostly waits is limited by the link, so
+//! it steps up to stronger zstd; one that rarely waits and spends much of
+//! its time compressing is limited by the compression, so it steps down
+//! toward lz4. Otherwise (the reading, hashing or the relay set the pace)
+//! compression is nearly free, and it stays.
 
 use std::fmt;
 use std::str::FromStr;
@@ -17,8 +19,10 @@ use serde::{Deserialize, Serialize};
 
 /// Raw bytes between two decisions of `auto`.
 pub const WINDOW_BYTES: u64 = 8 << 20;
-/// Waiting on the socket less than this share of a window: CPU-bound.
+/// Waiting on the socket less than this share of a window: not link-bound.
 pub const CPU_BOUND: f64 = 0.15;
+/// Compressing more than this share (and not link-bound): compression-bound.
+pub const COMPRESSION_BOUND: f64 = 0.35;
 /// Waiting more than this share: link-bound.
 pub const LINK_BOUND: f64 = 0.6;
 
@@ -76,6 +80,7 @@ pub struct Chooser {
     adaptive: bool,
     window_start: Instant,
     window_wait: Duration,
+    window_compressing: Duration,
     window_bytes: u64,
 }
 
@@ -101,6 +106,7 @@ impl Chooser {
             adaptive,
             window_start: Instant::now(),
             window_wait: Duration::ZERO,
+            window_compressing: Duration::ZERO,
             window_bytes: 0,
         }
     }
@@ -110,31 +116,36 @@ impl Chooser {
         self.method
     }
 
-    /// Records `raw` bytes handled; `write_time` is the session's total time
-    /// spent in socket writes so far. Every [`WINDOW_BYTES`] `auto` decides.
-    pub fn observe(&mut self, raw: u64, write_time: Duration) {
+    /// Records `raw` bytes compressed in `compressing`; `write_time` is the
+    /// session's total time spent in socket writes so far. Every
+    /// [`WINDOW_BYTES`] `auto` decides.
+    pub fn observe(&mut self, raw: u64, compressing: Duration, write_time: Duration) {
         if !self.adaptive {
             return;
         }
         self.window_bytes += raw;
+        self.window_compressing += compressing;
         if self.window_bytes < WINDOW_BYTES {
             return;
         }
         let elapsed = self.window_start.elapsed().as_secs_f64().max(1e-6);
         let waited = write_time.saturating_sub(self.window_wait).as_secs_f64();
-        self.method = step(self.method, waited / elapsed);
+        let compressing = self.window_compressing.as_secs_f64();
+        self.method = step(self.method, waited / elapsed, compressing / elapsed);
         self.window_start = Instant::now();
         self.window_wait = write_time;
+        self.window_compressing = Duration::ZERO;
         self.window_bytes = 0;
     }
 }
 
-/// The next method on the ladder for a window that waited `share` of its time.
-fn step(method: Method, share: f64) -> Method {
+/// The next method on the ladder for a window that waited `waiting` of its
+/// time on the socket and spent `compressing` of it compressing.
+fn step(method: Method, waiting: f64, compressing: f64) -> Method {
     let at = LADDER.iter().position(|m| *m == method).unwrap_or(1);
-    let next = if share < CPU_BOUND {
+    let next = if waiting < CPU_BOUND && compressing > COMPRESSION_BOUND {
         at.saturating_sub(1)
-    } else if share > LINK_BOUND {
+    } else if waiting > LINK_BOUND {
         (at + 1).min(LADDER.len() - 1)
     } else {
         at
@@ -158,7 +169,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn auto_follows_the_configured_rate_and_the_measured_wait() {
+    fn auto_follows_the_configured_rate_and_the_measured_shares() {
         assert_eq!(
             Chooser::new(Compression::Auto, Some(2_000_000)).method(),
             Method::Zstd(ZSTD_SLOW_LEVEL)
@@ -176,18 +187,21 @@ mod tests {
             Method::Lz4
         );
         let zstd = Method::Zstd(ZSTD_LEVEL);
-        assert_eq!(step(zstd, 0.05), Method::Lz4, "CPU-bound: cheaper");
+        let strong = Method::Zstd(ZSTD_SLOW_LEVEL);
         assert_eq!(
-            step(zstd, 0.9),
-            Method::Zstd(ZSTD_SLOW_LEVEL),
-            "link-bound: stronger"
+            step(zstd, 0.05, 0.5),
+            Method::Lz4,
+            "compression-bound: cheaper"
         );
-        assert_eq!(step(zstd, 0.3), zstd, "in between: stay");
-        assert_eq!(step(Method::Lz4, 0.01), Method::Lz4);
         assert_eq!(
-            step(Method::Zstd(ZSTD_SLOW_LEVEL), 0.99),
-            Method::Zstd(ZSTD_SLOW_LEVEL)
+            step(zstd, 0.05, 0.1),
+            zstd,
+            "something else sets the pace: stay"
         );
+        assert_eq!(step(zstd, 0.9, 0.05), strong, "link-bound: stronger");
+        assert_eq!(step(zstd, 0.3, 0.5), zstd, "in between: stay");
+        assert_eq!(step(Method::Lz4, 0.01, 0.9), Method::Lz4);
+        assert_eq!(step(strong, 0.99, 0.0), strong);
         assert_eq!("zstd".parse::<Compression>(), Ok(Compression::Zstd));
         assert!("gzip".parse::<Compression>().is_err());
     }
@@ -195,10 +209,15 @@ mod tests {
     #[test]
     fn a_fixed_choice_never_moves() {
         let mut chooser = Chooser::new(Compression::Lz4, None);
-        chooser.observe(WINDOW_BYTES, Duration::from_secs(100));
+        chooser.observe(WINDOW_BYTES, Duration::ZERO, Duration::from_secs(100));
         assert_eq!(chooser.method(), Method::Lz4);
         let mut auto = Chooser::new(Compression::Auto, None);
-        auto.observe(WINDOW_BYTES, Duration::ZERO);
-        assert_eq!(auto.method(), Method::Lz4, "never waited: CPU-bound");
+        std::thread::sleep(Duration::from_millis(20));
+        auto.observe(WINDOW_BYTES, Duration::from_millis(15), Duration::ZERO);
+        assert_eq!(
+            auto.method(),
+            Method::Lz4,
+            "never waited, mostly compressing"
+        );
     }
 }

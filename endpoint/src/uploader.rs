@@ -182,10 +182,13 @@ impl Uploader {
             return Ok(());
         }
         let encoded = ChunkBatch(batch).encode()?;
+        let started = std::time::Instant::now();
         let (codec, data) = compress_with(self.chooser.method(), &encoded);
+        let compressing = started.elapsed();
         self.unsynced_bytes += data.len();
         client.send(&Message::PutChunks { codec, data }).await?;
-        self.chooser.observe(raw as u64, client.write_time());
+        self.chooser
+            .observe(raw as u64, compressing, client.write_time());
         Ok(())
     }
 
