@@ -80,6 +80,16 @@ impl RelayClient {
     /// When the session breaks, the relay closes it, or answers `Failed`.
     pub async fn request(&mut self, message: &Message) -> Result<Message> {
         self.send(message).await?;
+        self.answer().await
+    }
+
+    /// Receives the answer to the oldest request sent with [`RelayClient::send`]
+    /// and not yet answered (answers come in order), so requests can be
+    /// pipelined.
+    ///
+    /// # Errors
+    /// As [`RelayClient::request`].
+    pub async fn answer(&mut self) -> Result<Message> {
         let answer = self
             .session
             .channel

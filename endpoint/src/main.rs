@@ -105,6 +105,10 @@ enum Command {
         /// Print one JSON summary.
         #[arg(long)]
         json: bool,
+        /// Compare existing files by content even when size and modification
+        /// time match (slower: reads every existing file).
+        #[arg(long)]
+        checksum: bool,
         /// Only these paths (absolute, as backed up).
         paths: Vec<PathBuf>,
     },
@@ -221,6 +225,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             map_from,
             map_to,
             json,
+            checksum,
             paths,
         } => {
             let set = match (set, backup) {
@@ -234,6 +239,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 map_from,
                 map_to,
                 paths,
+                checksum,
             };
             return run_restore(&state, &request, json).await;
         }

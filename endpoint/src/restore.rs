@@ -36,6 +36,25 @@ use crate::summary::Totals;
 use crate::client::{unexpected, RelayClient};
 use crate::target::Target;
 
+/// Requests kept in flight (and chunks queued for writing) at a time.
+pub const WINDOW: usize = 16;
+
+/// A chunk waiting its turn to be written.
+enum Queued {
+    /// Read from the target's own file.
+    Ready(Vec<u8>),
+    /// Requested from the relay, with the local base sent as its signature.
+    Asked(ChunkId, Option<Vec<u8>>),
+}
+
+/// The bytes of an `Object` answer.
+fn object_bytes(answer: Message) -> Result<Vec<u8>> {
+    match answer {
+        Message::Object { codec, data } => Ok(decompress(codec, data, MAX_MESSAGE)?),
+        other => Err(unexpected("Object", &other)),
+    }
+}
+
 /// Which snapshot to restore.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Selector {
@@ -58,6 +77,9 @@ pub struct Request {
     pub map_to: PathBuf,
     /// Only these absolute paths (as backed up), if any.
     pub paths: Vec<PathBuf>,
+    /// Compare existing target files by content even when their size and
+    /// modification time match the snapshot's (rsync's `--checksum`).
+    pub checksum: bool,
 }
 
 /// What a restore did: the `--json` summary.
@@ -142,6 +164,8 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         symlinks: Vec::new(),
         dirs: Vec::new(),
         placed: 0,
+        contents: HashMap::new(),
+        checksum: request.checksum,
     };
     restore.walk(info.root, Vec::new(), false).await?;
     if restore.placed == 0 {
@@ -187,6 +211,11 @@ struct Restore<'a> {
     dirs: Vec<(Vec<Vec<u8>>, Entry)>,
     /// Entries selected for restoring (zero means the selection matched nothing).
     placed: u64,
+    /// Contents of the files of the directories being walked, fetched in
+    /// pipelined batches when a directory is entered, taken when used.
+    contents: HashMap<ContentId, Vec<u8>>,
+    /// See [`Request::checksum`].
+    checksum: bool,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -230,10 +259,51 @@ impl Restore<'_> {
     }
 
     async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
-        match self.client.request(&Message::GetObject { id }).await? {
-            Message::Object { codec, data } => Ok(decompress(codec, data, MAX_MESSAGE)?),
-            other => Err(unexpected("Object", &other)),
+        if let ObjectId::Content(content) = id {
+            if let Some(raw) = self.contents.remove(&content) {
+                return Ok(raw);
+            }
         }
+        let answer = self.client.request(&Message::GetObject { id }).await?;
+        object_bytes(answer)
+    }
+
+    /// Fetches the contents of the files of `tree` that will be restored,
+    /// [`WINDOW`] requests in flight at a time, so a directory of small
+    /// files costs a few round trips rather than one per file.
+    async fn prefetch_contents(&mut self, tree: &Tree, path: &[Vec<u8>]) -> Result<()> {
+        let mut wanted = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for entry in &tree.entries {
+            let EntryKind::File { content, .. } = entry.kind else {
+                continue;
+            };
+            let mut snapshot_path = path.to_vec();
+            snapshot_path.push(entry.name.clone());
+            let restored = matches!(self.place(&snapshot_path), Place::At(_));
+            if restored && !self.contents.contains_key(&content) && seen.insert(content) {
+                wanted.push(content);
+            }
+        }
+        let mut asked = std::collections::VecDeque::new();
+        for id in wanted {
+            self.client
+                .send(&Message::GetObject {
+                    id: ObjectId::Content(id),
+                })
+                .await?;
+            asked.push_back(id);
+            if asked.len() >= WINDOW {
+                let id = asked.pop_front().expect("not empty");
+                let raw = object_bytes(self.client.answer().await?)?;
+                self.contents.insert(id, raw);
+            }
+        }
+        while let Some(id) = asked.pop_front() {
+            let raw = object_bytes(self.client.answer().await?)?;
+            self.contents.insert(id, raw);
+        }
+        Ok(())
     }
 
     fn walk<'b>(
@@ -244,6 +314,7 @@ impl Restore<'_> {
     ) -> Boxed<'b, Result<()>> {
         Box::pin(async move {
             let tree = Tree::decode(&tree_id, &self.object(ObjectId::Tree(tree_id)).await?)?;
+            self.prefetch_contents(&tree, &path).await?;
             for entry in tree.entries {
                 let mut snapshot_path = path.clone();
                 snapshot_path.push(entry.name.clone());
@@ -383,6 +454,15 @@ impl Restore<'_> {
             &self.object(ObjectId::Content(content_id)).await?,
         )?;
         let existing = Target::existing_file(dir, name)?;
+        if let Some(file) = existing.as_ref().filter(|_| !self.checksum) {
+            // rsync's quick check: same size and modification time, same file.
+            let meta = file.metadata()?;
+            if meta.len() == size && crate::fsmeta::mtime_ns(&meta) == entry.mtime_ns {
+                self.summary.totals.files_unchanged += 1;
+                self.target.apply_to_fd(file, entry)?;
+                return Ok(());
+            }
+        }
         let resumed = match existing {
             Some(_) => None,
             None => Target::leftover_temp(dir, name)?,
@@ -444,18 +524,14 @@ impl Restore<'_> {
         };
         let mut index = 0;
         if content.parts.is_empty() {
-            for chunk in &content.chunks {
-                out.write(&self.chunk(chunk, index, local).await?)?;
-                index += 1;
-            }
+            self.write_chunks(&content.chunks, &mut index, local, &mut out)
+                .await?;
         }
         // A large file: one part's chunk list at a time.
         for part in &content.parts {
             let part = Content::decode(&part.id, &self.object(ObjectId::Content(part.id)).await?)?;
-            for chunk in &part.chunks {
-                out.write(&self.chunk(chunk, index, local).await?)?;
-                index += 1;
-            }
+            self.write_chunks(&part.chunks, &mut index, local, &mut out)
+                .await?;
         }
         file.set_len(size)?;
         file.sync_all()?;
@@ -467,30 +543,68 @@ impl Restore<'_> {
         Ok(())
     }
 
-    /// One chunk: from the target's own file, as a delta, or whole.
-    async fn chunk(
+    /// Writes `chunks` in order: those the target holds are copied, the
+    /// others requested with up to [`WINDOW`] chunks queued, so the relay
+    /// works while earlier answers are written.
+    async fn write_chunks(
         &mut self,
-        chunk: &ChunkRef,
-        index: usize,
+        chunks: &[ChunkRef],
+        index: &mut usize,
         local: Option<&LocalFile>,
-    ) -> Result<Vec<u8>> {
-        if let Some(local) = local {
-            if let Some(data) = local.read(&chunk.id)? {
-                if ChunkId::of(&data) == chunk.id {
-                    self.summary.chunks_local += 1;
-                    return Ok(data);
-                }
+        out: &mut ExtentWriter<'_>,
+    ) -> Result<()> {
+        let mut queue = std::collections::VecDeque::new();
+        for chunk in chunks {
+            let at = *index;
+            *index += 1;
+            if let Some(data) = self.local_chunk(chunk, local)? {
+                queue.push_back(Queued::Ready(data));
+            } else {
+                let base = match local.and_then(|l| l.chunks.get(at).map(|c| (l, *c))) {
+                    Some((l, (offset, len, _))) => Some(l.read_at(offset, len)?),
+                    None => None,
+                };
+                self.client
+                    .send(&Message::GetChunk {
+                        id: chunk.id,
+                        base_signature: base.as_deref().map(delta::signature),
+                    })
+                    .await?;
+                queue.push_back(Queued::Asked(chunk.id, base));
+            }
+            if queue.len() >= WINDOW {
+                let next = queue.pop_front().expect("not empty");
+                out.write(&self.receive(next).await?)?;
             }
         }
-        let base = match local.and_then(|l| l.chunks.get(index).map(|c| (l, *c))) {
-            Some((l, (offset, len, _))) => Some(l.read_at(offset, len)?),
-            None => None,
+        while let Some(next) = queue.pop_front() {
+            out.write(&self.receive(next).await?)?;
+        }
+        Ok(())
+    }
+
+    /// The chunk, if the target's own file holds it.
+    fn local_chunk(
+        &mut self,
+        chunk: &ChunkRef,
+        local: Option<&LocalFile>,
+    ) -> Result<Option<Vec<u8>>> {
+        if let Some(data) = local.map(|l| l.read(&chunk.id)).transpose()?.flatten() {
+            if ChunkId::of(&data) == chunk.id {
+                self.summary.chunks_local += 1;
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+
+    /// A queued chunk's bytes: at hand, or the relay's answer, checked.
+    async fn receive(&mut self, queued: Queued) -> Result<Vec<u8>> {
+        let (id, base) = match queued {
+            Queued::Ready(data) => return Ok(data),
+            Queued::Asked(id, base) => (id, base),
         };
-        let request = Message::GetChunk {
-            id: chunk.id,
-            base_signature: base.as_deref().map(delta::signature),
-        };
-        let data = match self.client.request(&request).await? {
+        let data = match self.client.answer().await? {
             Message::ChunkData { codec, data } => {
                 self.summary.chunks_full += 1;
                 decompress(codec, data, MAX_CHUNK as usize)?
@@ -502,15 +616,12 @@ impl Restore<'_> {
                 let base = base.context("the relay sent a delta without a base")?;
                 self.summary.chunks_delta += 1;
                 let delta = decompress(codec, bytes, delta::MAX_DELTA)?;
-                return Ok(delta::apply(&base, &delta, &chunk.id)?);
+                return Ok(delta::apply(&base, &delta, &id)?);
             }
             other => return Err(unexpected("ChunkData", &other)),
         };
-        if ChunkId::of(&data) != chunk.id {
-            bail!(
-                "chunk {} from the relay does not match its id",
-                chunk.id.short()
-            );
+        if ChunkId::of(&data) != id {
+            bail!("chunk {} from the relay does not match its id", id.short());
         }
         Ok(data)
     }

@@ -258,7 +258,7 @@ async fn signatures(
         Message::Signatures { signatures } if signatures.len() == wanted.len() => {
             for (id, signature) in wanted.into_iter().zip(signatures) {
                 if let Some(signature) = signature {
-                    found.insert(id, signature);
+                    found.insert(id, signature.into_vec());
                 }
             }
             Ok(found)

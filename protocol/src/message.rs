@@ -92,6 +92,7 @@ pub enum Message {
     /// costs 1/256 of listing the ids).
     ChunksMissing {
         /// The bitmap, `ceil(n / 8)` bytes for `n` ids asked.
+        #[serde(with = "serde_bytes")]
         missing: Vec<u8>,
     },
     /// Signatures of stored chunks, to compute deltas against; answered by `Signatures`.
@@ -102,7 +103,7 @@ pub enum Message {
     /// Answer to `GetSignatures`, one per id asked (`None` when unknown).
     Signatures {
         /// Serialized rsync signatures.
-        signatures: Vec<Option<Vec<u8>>>,
+        signatures: Vec<Option<serde_bytes::ByteBuf>>,
     },
     /// A whole chunk (compressed as `codec` says).
     PutChunk {
@@ -111,6 +112,7 @@ pub enum Message {
         /// How `data` is compressed.
         codec: Codec,
         /// The bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// A chunk as an rsync delta against a chunk the relay holds.
@@ -122,6 +124,7 @@ pub enum Message {
         /// How `delta` is compressed.
         codec: Codec,
         /// The delta.
+        #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
     },
     /// Which of these objects does the relay lack? Answered by `ObjectsMissing`.
@@ -141,6 +144,7 @@ pub enum Message {
         /// How `data` is compressed.
         codec: Codec,
         /// The encoded object.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Make everything sent so far durable; answered by `Synced`.
@@ -187,6 +191,7 @@ pub enum Message {
         /// How `data` is compressed.
         codec: Codec,
         /// The encoded object.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// Fetches a chunk, as a delta against the caller's chunk when its
@@ -195,6 +200,7 @@ pub enum Message {
         /// The chunk wanted.
         id: ChunkId,
         /// Signature of a similar chunk the caller holds.
+        #[serde(with = "serde_bytes")]
         base_signature: Option<Vec<u8>>,
     },
     /// A whole chunk.
@@ -202,6 +208,7 @@ pub enum Message {
         /// How `data` is compressed.
         codec: Codec,
         /// The bytes.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// A chunk as a delta against the caller's base.
@@ -209,6 +216,7 @@ pub enum Message {
         /// How `delta` is compressed.
         codec: Codec,
         /// The delta.
+        #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
     },
     /// Chunks for the open backup, compressed together so zstd sees
@@ -220,6 +228,7 @@ pub enum Message {
         /// How `data` is compressed.
         codec: Codec,
         /// The encoded batch.
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     /// The request failed; the message is for the user.
@@ -241,7 +250,7 @@ pub const MAX_BATCH: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkPut {
     /// The chunk's bytes; its id is their BLAKE3, computed by the receiver.
-    Whole(Vec<u8>),
+    Whole(#[serde(with = "serde_bytes")] Vec<u8>),
     /// A chunk as an rsync delta against a chunk the relay holds.
     Delta {
         /// The id of the rebuilt chunk, checked by the relay.
@@ -249,6 +258,7 @@ pub enum ChunkPut {
         /// The chunk the delta applies to.
         base: ChunkId,
         /// The delta.
+        #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
     },
 }

@@ -48,11 +48,13 @@ pub enum EntryKind {
     /// A symbolic link (possibly dangling).
     Symlink {
         /// The link's target, as stored, never followed.
+        #[serde(with = "serde_bytes")]
         target: Vec<u8>,
     },
     /// Another name for a file that appears earlier in the snapshot.
     Hardlink {
         /// The earlier path, relative to the snapshot root, `/`-separated.
+        #[serde(with = "serde_bytes")]
         target: Vec<u8>,
     },
     /// A named pipe.
@@ -70,6 +72,7 @@ pub enum EntryKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Entry {
     /// The file name: bytes, not necessarily UTF-8.
+    #[serde(with = "serde_bytes")]
     pub name: Vec<u8>,
     /// What it is.
     pub kind: EntryKind,

@@ -97,7 +97,8 @@ const MIGRATIONS: &[&str] = &[
 pub enum BlobKind {
     /// File data.
     Chunk = 0,
-    /// The rsync signature of the chunk with the same id.
+    /// The rsync signature of the chunk with the same id (stored by
+    /// earlier versions; now computed when asked, and collected as garbage).
     Signature = 1,
     /// A directory.
     Tree = 2,

@@ -3,7 +3,8 @@
 //! Three phases, each safe to interrupt at any instant:
 //!
 //! 1. **Mark**: walk every snapshot's tree (trees, contents, their parts,
-//!    chunks and the chunks' signatures) into a mark set. A blob a snapshot
+//!    chunks) into a mark set. Signatures stored by earlier versions (they
+//!    are now computed when asked) are never marked, so they go. A blob a snapshot
 //!    names but the store lacks stops the collection before anything is
 //!    deleted: the catalog is not what we think, so nothing is certain.
 //! 2. **Sweep**: delete the rows of unmarked blobs indexed before the grace
@@ -137,8 +138,6 @@ impl Marker<'_, '_> {
         let content = Content::decode(&id, &self.load(client, BlobKind::Content, &id.0)?)?;
         for chunk in &content.chunks {
             self.catalog.mark(client, BlobKind::Chunk, &chunk.id.0)?;
-            self.catalog
-                .mark(client, BlobKind::Signature, &chunk.id.0)?;
         }
         for part in content.parts {
             self.content(client, part.id)?;

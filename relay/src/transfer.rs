@@ -129,7 +129,12 @@ impl Transfer {
                 check_batch(ids.len())?;
                 let signatures = ids
                     .iter()
-                    .map(|id| self.load(BlobKind::Signature, &id.0))
+                    .map(|id| {
+                        // Computed when asked, from the stored chunk: most
+                        // chunks are never a delta base, so ingest skips it.
+                        let chunk = self.load(BlobKind::Chunk, &id.0)?;
+                        Ok(chunk.map(|raw| serde_bytes::ByteBuf::from(delta::signature(&raw))))
+                    })
                     .collect::<Result<_>>()?;
                 Some(Message::Signatures { signatures })
             }
@@ -363,9 +368,8 @@ impl Transfer {
         }
     }
 
-    /// Stores a verified chunk with its signature, computed once, here: as
-    /// it came (`encoded`: the sender already chose and tried compression),
-    /// else lz4'd here.
+    /// Stores a verified chunk: as it came (`encoded`: the sender already
+    /// chose and tried compression), else lz4'd here.
     fn store_chunk(
         &mut self,
         id: ChunkId,
@@ -379,13 +383,7 @@ impl Transfer {
             Some(encoded) => encoded,
             None => compress(raw),
         };
-        self.store_blob(BlobKind::Chunk, id.0, codec, bytes)?;
-        self.store_blob(
-            BlobKind::Signature,
-            id.0,
-            Codec::None,
-            delta::signature(raw),
-        )
+        self.store_blob(BlobKind::Chunk, id.0, codec, bytes)
     }
 
     /// Pack data durable first, then the catalog rows that name it. A
