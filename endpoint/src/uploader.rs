@@ -7,14 +7,16 @@
 //! about [`PUT_BYTES`] before compression, so zstd sees across small files
 //! as rsync's compressed stream does. A missing chunk goes as an rsync delta
 //! against the chunk at the same place in the file's previous version when
-//! the delta is smaller. Every [`SYNC_BYTES`] the relay is asked to make what
+//! the delta is smaller. With lz4 each chunk is compressed on its own
+//! instead (lz4 gains little from shared context), so the relay stores it as
+//! it came rather than compressing it again. Every [`SYNC_BYTES`] the relay is asked to make what
 //! it got durable: also how much a cut-off backup sends again.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::chunking::Chunk;
-use ferry_protocol::compress::compress_with;
+use ferry_protocol::compress::{compress_with, Method};
 use ferry_protocol::delta;
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::{is_missing, ChunkBatch, ChunkPut, Message};
@@ -144,17 +146,13 @@ impl Uploader {
                             delta,
                         }
                     } else {
-                        self.sent.whole += 1;
-                        ChunkPut::Whole(chunk.data.clone())
+                        self.whole(&chunk.data)
                     }
                 }
-                None => {
-                    self.sent.whole += 1;
-                    ChunkPut::Whole(chunk.data.clone())
-                }
+                None => self.whole(&chunk.data),
             };
             batch_bytes += match &put {
-                ChunkPut::Whole(data) => data.len(),
+                ChunkPut::Whole(data) | ChunkPut::Packed { data, .. } => data.len(),
                 ChunkPut::Delta { delta, .. } => delta.len(),
             };
             batch.push(put);
@@ -171,6 +169,18 @@ impl Uploader {
         Ok(())
     }
 
+    /// A chunk sent whole: packed on its own with lz4, raw otherwise (the
+    /// batch is compressed together).
+    fn whole(&mut self, data: &[u8]) -> ChunkPut {
+        self.sent.whole += 1;
+        if self.chooser.method() == Method::Lz4 {
+            let (codec, data) = compress_with(Method::Lz4, data);
+            ChunkPut::Packed { codec, data }
+        } else {
+            ChunkPut::Whole(data.to_vec())
+        }
+    }
+
     /// Compresses and sends one `PutChunks`.
     async fn put(
         &mut self,
@@ -183,7 +193,12 @@ impl Uploader {
         }
         let encoded = ChunkBatch(batch).encode()?;
         let started = std::time::Instant::now();
-        let (codec, data) = compress_with(self.chooser.method(), &encoded);
+        let method = match self.chooser.method() {
+            // Chunks are packed one by one; only deltas are left raw.
+            Method::Lz4 => Method::None,
+            other => other,
+        };
+        let (codec, data) = compress_with(method, &encoded);
         let compressing = started.elapsed();
         self.unsynced_bytes += data.len();
         client.send(&Message::PutChunks { codec, data }).await?;
@@ -215,9 +230,9 @@ impl Uploader {
             let data = deltas
                 .get(&id)
                 .context("the relay rejected a chunk that was not sent as a delta")?;
-            self.sent.whole += 1;
             bytes += data.len();
-            batch.push(ChunkPut::Whole(data.clone()));
+            let put = self.whole(data);
+            batch.push(put);
         }
         self.put(client, batch, bytes).await?;
         if !sync(client).await?.is_empty() {

@@ -251,6 +251,16 @@ pub const MAX_BATCH: usize = 4096;
 pub enum ChunkPut {
     /// The chunk's bytes; its id is their BLAKE3, computed by the receiver.
     Whole(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The chunk compressed on its own, which the relay stores as it came
+    /// (used with lz4, where a batch gains little from shared context and
+    /// the relay is spared compressing it again).
+    Packed {
+        /// How `data` is compressed.
+        codec: Codec,
+        /// The compressed chunk.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
     /// A chunk as an rsync delta against a chunk the relay holds.
     Delta {
         /// The id of the rebuilt chunk, checked by the relay.

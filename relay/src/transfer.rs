@@ -171,6 +171,10 @@ impl Transfer {
                             );
                             self.store_chunk(ChunkId::of(&data), &data, None)?;
                         }
+                        ChunkPut::Packed { codec, data } => {
+                            let raw = decompress(codec, data.clone(), MAX_CHUNK as usize)?;
+                            self.store_chunk(ChunkId::of(&raw), &raw, Some((codec, data)))?;
+                        }
                         ChunkPut::Delta { id, base, delta } => {
                             ensure!(
                                 delta.len() <= delta::MAX_DELTA,
