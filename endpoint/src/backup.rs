@@ -491,7 +491,7 @@ impl Backup<'_> {
                     }
                     self.hardlinks.insert((meta.dev(), meta.ino()), rel);
                 }
-                return match self.file(path).await? {
+                return match self.file(path, &meta).await? {
                     Some((kind, meta)) => {
                         Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs))))
                     }
@@ -535,9 +535,27 @@ impl Backup<'_> {
 
     /// Stores one regular file; returns its entry kind and the metadata it
     /// was read under, or `None` when it could not be read.
-    async fn file(&mut self, path: &Path) -> Result<Option<(EntryKind, Metadata)>> {
+    async fn file(
+        &mut self,
+        path: &Path,
+        scanned: &Metadata,
+    ) -> Result<Option<(EntryKind, Metadata)>> {
         let key = self.recorded(path).as_os_str().as_bytes().to_vec();
         let cached = self.cache.get(&self.set, &key)?;
+        // Unchanged since the cache saw it (by the scan's lstat): not opened.
+        if let Some(c) = cached.as_ref().filter(|c| unchanged(c, scanned)) {
+            if self.max_file.is_none_or(|max| c.size <= max) {
+                self.summary.totals.files_unchanged += 1;
+                self.count(scanned);
+                let kind = EntryKind::File {
+                    size: c.size,
+                    content: c.content,
+                    sparse: c.sparse.clone(),
+                };
+                self.seen.push((key, c.clone()));
+                return Ok(Some((kind, scanned.clone())));
+            }
+        }
         for _ in 0..TORN_RETRIES {
             let file = match std::fs::OpenOptions::new()
                 .read(true)

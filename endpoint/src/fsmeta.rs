@@ -72,13 +72,21 @@ pub fn special_kind(path: &Path, meta: &Metadata) -> io::Result<Option<EntryKind
 pub fn read_xattrs(path: &Path) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
     // Linux caps a name list at 64 KiB (XATTR_LIST_MAX); values we accept are
     // capped at MAX_XATTR_VALUE, so fixed buffers of those sizes suffice.
-    let mut names = vec![0u8; 64 * 1024];
-    let len = match rustix::fs::llistxattr(path, &mut names[..]) {
-        Ok(len) => len,
+    // Most files have none: ask with a small buffer first, and allocate
+    // the large ones only when there is something to read.
+    let mut small = [0u8; 1024];
+    let names = match rustix::fs::llistxattr(path, &mut small[..]) {
+        Ok(0) => return Ok(Vec::new()),
+        Ok(len) => small[..len].to_vec(),
         Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
+        Err(rustix::io::Errno::RANGE) => {
+            let mut names = vec![0u8; 64 * 1024];
+            let len = rustix::fs::llistxattr(path, &mut names[..])?;
+            names.truncate(len);
+            names
+        }
         Err(e) => return Err(e.into()),
     };
-    names.truncate(len);
     let mut out = Vec::new();
     let mut value = vec![0u8; MAX_XATTR_VALUE];
     for name in names
