@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::chunking::Chunker;
-use ferry_protocol::compress::{compress, decompress};
+use ferry_protocol::compress::{compress_with, decompress};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, INCOMPLETE_SNAPSHOT, MAX_BATCH};
@@ -691,7 +691,7 @@ impl Backup<'_> {
     }
 
     async fn put_content(&mut self, id: ContentId, bytes: &[u8]) -> Result<()> {
-        let (codec, data) = compress(bytes);
+        let (codec, data) = compress_with(self.uploader.chooser().method(), bytes);
         self.client
             .send(&Message::PutObject {
                 id: ObjectId::Content(id),
@@ -753,7 +753,7 @@ impl Backup<'_> {
         }
         for tree in missing_order.iter().rev() {
             let (bytes, _) = trees.get(tree).context("relay asked for an unknown tree")?;
-            let (codec, data) = compress(bytes);
+            let (codec, data) = compress_with(self.uploader.chooser().method(), bytes);
             self.client
                 .send(&Message::PutObject {
                     id: ObjectId::Tree(*tree),
