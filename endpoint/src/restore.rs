@@ -166,6 +166,7 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         placed: 0,
         contents: HashMap::new(),
         checksum: request.checksum,
+        last_dir: None,
     };
     restore.walk(info.root, Vec::new(), false).await?;
     if restore.placed == 0 {
@@ -216,6 +217,9 @@ struct Restore<'a> {
     contents: HashMap<ContentId, Vec<u8>>,
     /// See [`Request::checksum`].
     checksum: bool,
+    /// The directory the last entry went into, kept open: siblings follow
+    /// one another, so most entries need no path walk.
+    last_dir: Option<(Vec<Vec<u8>>, std::sync::Arc<OwnedFd>)>,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -258,6 +262,33 @@ impl Restore<'_> {
             .push(format!("/{}: {error}", shown.join("/")));
     }
 
+    /// [`Target::quick_match`], unless `--checksum` asks to compare content.
+    fn quick_match(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        entry: &Entry,
+        size: u64,
+    ) -> std::io::Result<Option<bool>> {
+        if self.checksum {
+            return Ok(None);
+        }
+        self.target.quick_match(dir, name, entry, size)
+    }
+
+    /// The open directory `parent` (below the target), reused when the
+    /// previous entry went there too.
+    fn parent_dir(&mut self, parent: &[Vec<u8>]) -> std::io::Result<std::sync::Arc<OwnedFd>> {
+        if let Some((path, fd)) = &self.last_dir {
+            if path.as_slice() == parent {
+                return Ok(std::sync::Arc::clone(fd));
+            }
+        }
+        let fd = std::sync::Arc::new(self.target.dir(parent)?);
+        self.last_dir = Some((parent.to_vec(), std::sync::Arc::clone(&fd)));
+        Ok(fd)
+    }
+
     async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
         if let ObjectId::Content(content) = id {
             if let Some(raw) = self.contents.remove(&content) {
@@ -275,13 +306,24 @@ impl Restore<'_> {
         let mut wanted = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for entry in &tree.entries {
-            let EntryKind::File { content, .. } = entry.kind else {
+            let EntryKind::File { content, size, .. } = entry.kind else {
                 continue;
             };
             let mut snapshot_path = path.to_vec();
             snapshot_path.push(entry.name.clone());
-            let restored = matches!(self.place(&snapshot_path), Place::At(_));
-            if restored && !self.contents.contains_key(&content) && seen.insert(content) {
+            let Place::At(at) = self.place(&snapshot_path) else {
+                continue;
+            };
+            // A file the quick check will find in place needs no content.
+            if let Some((name, parent)) = at.split_last() {
+                let dir = self.parent_dir(parent);
+                if let Ok(dir) = dir {
+                    if self.quick_match(&dir, name, entry, size)?.is_some() {
+                        continue;
+                    }
+                }
+            }
+            if !self.contents.contains_key(&content) && seen.insert(content) {
                 wanted.push(content);
             }
         }
@@ -355,13 +397,14 @@ impl Restore<'_> {
             }
             return Ok(());
         };
-        let dir = match self.target.dir(parent) {
+        let dir = match self.parent_dir(parent) {
             Ok(dir) => dir,
             Err(e) => {
                 self.fail(&snapshot_path, e);
                 return Ok(());
             }
         };
+        let dir = &*dir;
         match &entry.kind {
             EntryKind::Dir { tree } => {
                 let tree = *tree;
@@ -379,7 +422,7 @@ impl Restore<'_> {
             } => {
                 let (size, content, sparse) = (*size, *content, sparse.clone());
                 match self
-                    .file(&dir, name, &entry, size, content, sparse.as_deref())
+                    .file(dir, name, &entry, size, content, sparse.as_deref())
                     .await
                 {
                     Ok(()) => {
@@ -407,14 +450,14 @@ impl Restore<'_> {
                 let linked = self
                     .target
                     .dir(first_parent)
-                    .and_then(|first_dir| Target::hardlink(&first_dir, first_name, &dir, name));
+                    .and_then(|first_dir| Target::hardlink(&first_dir, first_name, dir, name));
                 if let Err(e) = linked {
                     self.fail(&snapshot_path, e);
                 }
             }
             EntryKind::Fifo => {
-                let made = Target::node(&dir, name, rustix::fs::FileType::Fifo, 0)
-                    .and_then(|()| self.target.apply_at(&dir, name, &entry, false));
+                let made = Target::node(dir, name, rustix::fs::FileType::Fifo, 0)
+                    .and_then(|()| self.target.apply_at(dir, name, &entry, false));
                 if let Err(e) = made {
                     self.fail(&snapshot_path, e);
                 }
@@ -429,8 +472,8 @@ impl Restore<'_> {
                 } else {
                     rustix::fs::FileType::BlockDevice
                 };
-                let made = Target::node(&dir, name, kind, *rdev)
-                    .and_then(|()| self.target.apply_at(&dir, name, &entry, false));
+                let made = Target::node(dir, name, kind, *rdev)
+                    .and_then(|()| self.target.apply_at(dir, name, &entry, false));
                 if let Err(e) = made {
                     self.fail(&snapshot_path, e);
                 }
@@ -449,20 +492,21 @@ impl Restore<'_> {
         content_id: ContentId,
         sparse: Option<&[Extent]>,
     ) -> Result<()> {
+        if let Some(metadata_too) = self.quick_match(dir, name, entry, size)? {
+            // rsync's quick check: same size and modification time, same file.
+            self.summary.totals.files_unchanged += 1;
+            if !metadata_too {
+                if let Some(file) = Target::existing_file(dir, name)? {
+                    self.target.apply_to_fd(&file, entry)?;
+                }
+            }
+            return Ok(());
+        }
         let content = Content::decode(
             &content_id,
             &self.object(ObjectId::Content(content_id)).await?,
         )?;
         let existing = Target::existing_file(dir, name)?;
-        if let Some(file) = existing.as_ref().filter(|_| !self.checksum) {
-            // rsync's quick check: same size and modification time, same file.
-            let meta = file.metadata()?;
-            if meta.len() == size && crate::fsmeta::mtime_ns(&meta) == entry.mtime_ns {
-                self.summary.totals.files_unchanged += 1;
-                self.target.apply_to_fd(file, entry)?;
-                return Ok(());
-            }
-        }
         let resumed = match existing {
             Some(_) => None,
             None => Target::leftover_temp(dir, name)?,

@@ -84,6 +84,40 @@ impl Target {
         Ok(fd)
     }
 
+    /// rsync's quick check: whether `name` in `dir` is a regular file of
+    /// `size` bytes with `entry`'s modification time. `Some(true)` when its
+    /// mode (and owner, as root) match too and `entry` has no extended
+    /// attributes, so nothing needs doing; `Some(false)` when only metadata
+    /// needs setting; `None` when its data must be compared or written.
+    ///
+    /// # Errors
+    /// I/O errors other than "absent".
+    pub fn quick_match(
+        &self,
+        dir: &OwnedFd,
+        name: &[u8],
+        entry: &Entry,
+        size: u64,
+    ) -> io::Result<Option<bool>> {
+        let st = match rustix::fs::statat(dir, name_arg(name)?, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let regular =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::RegularFile;
+        let mtime_ns = (st.st_mtime as i64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(st.st_mtime_nsec as i64);
+        if !regular || st.st_size as u64 != size || mtime_ns != entry.mtime_ns {
+            return Ok(None);
+        }
+        let owner = !self.as_root || (st.st_uid == entry.uid && st.st_gid == entry.gid);
+        Ok(Some(
+            st.st_mode & 0o7777 == entry.mode & 0o7777 && owner && entry.xattrs.is_empty(),
+        ))
+    }
+
     /// Opens an existing regular file `name` in `dir` for reading, if there is one.
     ///
     /// # Errors

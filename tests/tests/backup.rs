@@ -222,6 +222,34 @@ fn restoring_onto_the_previous_version_receives_little() {
     // Again: the target already holds it, nothing but metadata moves.
     let again = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
     assert_eq!(again["files_unchanged"], 1, "{again}");
+
+    // Same size and mtime, other bytes: the quick check (as rsync's) trusts
+    // the file; --checksum compares content and repairs it.
+    let restored = target.join("db.img");
+    let mtime = fs::metadata(&restored).unwrap().modified().unwrap();
+    let mut damaged = data.clone();
+    damaged[1000] ^= 0xff;
+    fs::write(&restored, &damaged).unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&restored)
+        .unwrap()
+        .set_modified(mtime)
+        .unwrap();
+    let quick = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
+    assert_eq!(quick["files_unchanged"], 1, "{quick}");
+    assert_eq!(fs::read(&restored).unwrap(), damaged);
+    let checked = endpoint.restore_json(&[
+        "--checksum",
+        "--map-from",
+        arg(&src),
+        "--map-to",
+        arg(&target),
+    ]);
+    assert_eq!(checked["files_changed"], 1, "{checked}");
+    assert_eq!(fs::read(&restored).unwrap(), data);
+    let received = checked["bytes_received"].as_u64().unwrap();
+    assert!(received < 200_000, "one damaged chunk: {checked}");
 }
 
 #[test]
