@@ -20,6 +20,8 @@ use crate::connect::Session;
 pub struct RelayClient {
     session: Session,
     limit: Option<UploadLimit>,
+    /// Time spent waiting on this endpoint's own upload limit.
+    throttled: Duration,
 }
 
 /// The endpoint's own upload limit: a schedule, re-read every second.
@@ -36,6 +38,7 @@ impl RelayClient {
         RelayClient {
             session,
             limit: None,
+            throttled: Duration::ZERO,
         }
     }
 
@@ -68,7 +71,9 @@ impl RelayClient {
                 limit.checked = Instant::now();
             }
             let sent = self.session.channel.io.bytes_written() - before;
+            let started = Instant::now();
             limit.throttle.consume(sent as usize).await;
+            self.throttled += started.elapsed();
         }
         Ok(())
     }
@@ -108,9 +113,10 @@ impl RelayClient {
         self.session.channel.io.bytes_written()
     }
 
-    /// Time spent in socket writes so far (see `FramedIo::write_time`).
+    /// Time spent waiting for the link so far: in socket writes (see
+    /// `FramedIo::write_time`) and on this endpoint's own upload limit.
     pub fn write_time(&self) -> Duration {
-        self.session.channel.io.write_time()
+        self.session.channel.io.write_time() + self.throttled
     }
 
     /// Bytes received on the connection so far.

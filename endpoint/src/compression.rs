@@ -1,8 +1,9 @@
 //! Which compression an upload uses: `--compression auto|lz4|zstd|none`.
 //!
-//! `auto` picks by the link. With an upload limit in force, its rate decides
-//! ([`Method::for_rate`]). Otherwise the [`Chooser`] starts with zstd (most
-//! links to a relay are slower than zstd) and watches, over windows of
+//! `auto` picks by the link. With an upload limit in force, its rate sets
+//! the start ([`Method::for_rate`]); otherwise the [`Chooser`] starts with
+//! zstd 3 (most links to a relay are slower than zstd). Either way it
+//! watches, over windows of
 //! [`WINDOW_BYTES`], two shares of the wall time: waiting for the socket,
 //! and compressing. A sender that mostly waits is limited by the link, so
 //! it steps up to stronger zstd; one that rarely waits and spends much of
@@ -14,7 +15,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use ferry_protocol::compress::{Method, ZSTD_LEVEL, ZSTD_SLOW_LEVEL};
+use ferry_protocol::compress::{Method, ZSTD_LEVEL, ZSTD_SLOWEST_LEVEL, ZSTD_SLOW_LEVEL};
 use serde::{Deserialize, Serialize};
 
 /// Raw bytes between two decisions of `auto`.
@@ -67,10 +68,11 @@ pub fn method_name(method: Method) -> String {
 }
 
 /// The steps `auto` moves between, cheapest first.
-const LADDER: [Method; 3] = [
+const LADDER: [Method; 4] = [
     Method::Lz4,
     Method::Zstd(ZSTD_LEVEL),
     Method::Zstd(ZSTD_SLOW_LEVEL),
+    Method::Zstd(ZSTD_SLOWEST_LEVEL),
 ];
 
 /// Picks the method for each chunk of one upload.
@@ -98,7 +100,7 @@ impl Chooser {
             ),
             (Compression::Zstd, None) => (Method::Zstd(ZSTD_LEVEL), false),
             (Compression::None, _) => (Method::None, false),
-            (Compression::Auto, Some(rate)) => (Method::for_rate(rate), false),
+            (Compression::Auto, Some(rate)) => (Method::for_rate(rate), true),
             (Compression::Auto, None) => (Method::Zstd(ZSTD_LEVEL), true),
         };
         Chooser {
@@ -172,7 +174,7 @@ mod tests {
     fn auto_follows_the_configured_rate_and_the_measured_shares() {
         assert_eq!(
             Chooser::new(Compression::Auto, Some(2_000_000)).method(),
-            Method::Zstd(ZSTD_SLOW_LEVEL)
+            Method::Zstd(ZSTD_SLOWEST_LEVEL)
         );
         assert_eq!(
             Chooser::new(Compression::Auto, Some(1 << 30)).method(),
@@ -201,7 +203,14 @@ mod tests {
         assert_eq!(step(zstd, 0.9, 0.05), strong, "link-bound: stronger");
         assert_eq!(step(zstd, 0.3, 0.5), zstd, "in between: stay");
         assert_eq!(step(Method::Lz4, 0.01, 0.9), Method::Lz4);
-        assert_eq!(step(strong, 0.99, 0.0), strong);
+        assert_eq!(step(strong, 0.99, 0.0), Method::Zstd(ZSTD_SLOWEST_LEVEL));
+        let slowest = Method::Zstd(ZSTD_SLOWEST_LEVEL);
+        assert_eq!(step(slowest, 0.99, 0.0), slowest, "the top stays");
+        assert_eq!(
+            step(slowest, 0.01, 0.95),
+            strong,
+            "a CPU too slow for it steps down"
+        );
         assert_eq!("zstd".parse::<Compression>(), Ok(Compression::Zstd));
         assert!("gzip".parse::<Compression>().is_err());
     }

@@ -55,7 +55,16 @@ pub struct Uploader {
     unsynced_bytes: usize,
     chooser: Chooser,
     sent: Sent,
+    /// The last batch, being compressed on a blocking thread, and its raw size.
+    compressing: Option<(Compressing, usize)>,
 }
+
+/// A batch being compressed: its codec, bytes and the time it took.
+type Compressing = tokio::task::JoinHandle<(
+    ferry_protocol::compress::Codec,
+    Vec<u8>,
+    std::time::Duration,
+)>;
 
 impl Uploader {
     /// An empty queue compressing as `chooser` says.
@@ -68,6 +77,7 @@ impl Uploader {
             unsynced_bytes: 0,
             chooser,
             sent: Sent::default(),
+            compressing: None,
         }
     }
 
@@ -182,6 +192,9 @@ impl Uploader {
     }
 
     /// Compresses and sends one `PutChunks`.
+    /// Starts compressing one `PutChunks` on a blocking thread and sends
+    /// the one compressed before it: compression of a batch overlaps the
+    /// sending (and any throttling) of the previous one.
     async fn put(
         &mut self,
         client: &mut RelayClient,
@@ -192,18 +205,39 @@ impl Uploader {
             return Ok(());
         }
         let encoded = ChunkBatch(batch).encode()?;
-        let started = std::time::Instant::now();
         let method = match self.chooser.method() {
             // Chunks are packed one by one; only deltas are left raw.
             Method::Lz4 => Method::None,
             other => other,
         };
-        let (codec, data) = compress_with(method, &encoded);
-        let compressing = started.elapsed();
+        let compressing = tokio::task::spawn_blocking(move || {
+            let started = std::time::Instant::now();
+            let (codec, data) = compress_with(method, &encoded);
+            (codec, data, started.elapsed())
+        });
+        if let Some(previous) = self.compressing.replace((compressing, raw)) {
+            self.send_compressed(client, previous).await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch still being compressed, if any.
+    async fn drain(&mut self, client: &mut RelayClient) -> Result<()> {
+        if let Some(previous) = self.compressing.take() {
+            self.send_compressed(client, previous).await?;
+        }
+        Ok(())
+    }
+
+    async fn send_compressed(
+        &mut self,
+        client: &mut RelayClient,
+        (compressing, raw): (Compressing, usize),
+    ) -> Result<()> {
+        let (codec, data, took) = compressing.await.context("compression failed")?;
         self.unsynced_bytes += data.len();
         client.send(&Message::PutChunks { codec, data }).await?;
-        self.chooser
-            .observe(raw as u64, compressing, client.write_time());
+        self.chooser.observe(raw as u64, took, client.write_time());
         Ok(())
     }
 
@@ -217,6 +251,7 @@ impl Uploader {
             // Sends, and flushes again if it crossed SYNC_BYTES: fine.
             Box::pin(self.send_queue(client)).await?;
         }
+        self.drain(client).await?;
         let rejected = sync(client).await?;
         let deltas = std::mem::take(&mut self.deltas);
         self.delta_bytes = 0;
@@ -235,6 +270,7 @@ impl Uploader {
             batch.push(put);
         }
         self.put(client, batch, bytes).await?;
+        self.drain(client).await?;
         if !sync(client).await?.is_empty() {
             bail!("the relay rejected whole chunks");
         }

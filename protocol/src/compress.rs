@@ -68,13 +68,20 @@ pub const ZSTD_LEVEL: i32 = 3;
 pub const ZSTD_SLOW_LEVEL: i32 = 9;
 /// A link at most this fast (bytes/s) gets [`ZSTD_SLOW_LEVEL`].
 pub const SLOW_LINK: u64 = 16 << 20;
+/// zstd level for very slow links (≤ [`VERY_SLOW_LINK`]): about 11 MB/s of
+/// text per core, ratio ~4.4 against level 9's ~4.0 (`bench/src/bin/codecs.rs`).
+pub const ZSTD_SLOWEST_LEVEL: i32 = 15;
+/// A link at most this fast (bytes/s) gets [`ZSTD_SLOWEST_LEVEL`].
+pub const VERY_SLOW_LINK: u64 = 4 << 20;
 /// A link faster than this (bytes/s) gets lz4: zstd would be the bottleneck.
 pub const FAST_LINK: u64 = 128 << 20;
 
 impl Method {
     /// The method `auto` picks for a link of `rate` bytes per second.
     pub fn for_rate(rate: u64) -> Self {
-        if rate <= SLOW_LINK {
+        if rate <= VERY_SLOW_LINK {
+            Method::Zstd(ZSTD_SLOWEST_LEVEL)
+        } else if rate <= SLOW_LINK {
             Method::Zstd(ZSTD_SLOW_LEVEL)
         } else if rate <= FAST_LINK {
             Method::Zstd(ZSTD_LEVEL)
@@ -222,7 +229,11 @@ mod tests {
             assert_eq!(wire, vec![codec.code()]);
         }
         assert_eq!(postcard::from_bytes::<Codec>(&[1]).unwrap(), Codec::Lz4);
-        assert_eq!(Method::for_rate(2_000_000), Method::Zstd(ZSTD_SLOW_LEVEL));
+        assert_eq!(
+            Method::for_rate(2_000_000),
+            Method::Zstd(ZSTD_SLOWEST_LEVEL)
+        );
+        assert_eq!(Method::for_rate(8 << 20), Method::Zstd(ZSTD_SLOW_LEVEL));
         assert_eq!(Method::for_rate(50 << 20), Method::Zstd(ZSTD_LEVEL));
         assert_eq!(Method::for_rate(1 << 30), Method::Lz4);
     }

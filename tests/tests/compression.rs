@@ -66,7 +66,7 @@ fn zstd_sends_less_than_lz4_and_auto_follows_the_limit() {
     let (_relay, endpoint) = paired();
     let summary = backup(&endpoint, &src, &["--limit", "2MB/s"]);
     assert_eq!(
-        summary["compression"], "zstd-9",
+        summary["compression"], "zstd-15",
         "a slow link gets strong zstd: {summary}"
     );
 }

@@ -15,6 +15,8 @@ fn main() -> Result<()> {
         ("zstd-1", Method::Zstd(1)),
         ("zstd-3", Method::Zstd(3)),
         ("zstd-9", Method::Zstd(9)),
+        ("zstd-15", Method::Zstd(15)),
+        ("zstd-19", Method::Zstd(19)),
         ("zstd--3", Method::Zstd(-3)),
     ];
     println!("| method | piece | ratio | compress MB/s | decompress MB/s |");
