@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::chunking::Chunk;
-use ferry_protocol::compress::{compress_with, Method};
+use ferry_protocol::compress::{compress_with, Codec, Method};
 use ferry_protocol::delta;
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::{is_missing, ChunkBatch, ChunkPut, Message};
@@ -174,7 +174,7 @@ impl Uploader {
         }
         self.put(client, batch, batch_bytes).await?;
         if self.unsynced_bytes >= SYNC_BYTES || self.delta_bytes >= SYNC_DELTA_BYTES {
-            self.flush(client).await?;
+            self.sync_sent(client).await?;
         }
         Ok(())
     }
@@ -210,11 +210,16 @@ impl Uploader {
             Method::Lz4 => Method::None,
             other => other,
         };
-        let compressing = tokio::task::spawn_blocking(move || {
-            let started = std::time::Instant::now();
-            let (codec, data) = compress_with(method, &encoded);
-            (codec, data, started.elapsed())
-        });
+        let compressing = if method == Method::None {
+            // Nothing to compress: no copy, no thread hop.
+            tokio::spawn(async move { (Codec::None, encoded, std::time::Duration::ZERO) })
+        } else {
+            tokio::task::spawn_blocking(move || {
+                let started = std::time::Instant::now();
+                let (codec, data) = compress_with(method, &encoded);
+                (codec, data, started.elapsed())
+            })
+        };
         if let Some(previous) = self.compressing.replace((compressing, raw)) {
             self.send_compressed(client, previous).await?;
         }
@@ -247,10 +252,14 @@ impl Uploader {
     /// # Errors
     /// When the session breaks or the relay rejects whole chunks.
     pub async fn flush(&mut self, client: &mut RelayClient) -> Result<()> {
-        if !self.queue.is_empty() {
-            // Sends, and flushes again if it crossed SYNC_BYTES: fine.
-            Box::pin(self.send_queue(client)).await?;
-        }
+        // Sends the queue; it syncs by itself if it crossed SYNC_BYTES.
+        self.send_queue(client).await?;
+        self.sync_sent(client).await
+    }
+
+    /// Makes everything sent so far durable, resending whole any chunk
+    /// whose delta the relay could not apply.
+    async fn sync_sent(&mut self, client: &mut RelayClient) -> Result<()> {
         self.drain(client).await?;
         let rejected = sync(client).await?;
         let deltas = std::mem::take(&mut self.deltas);
