@@ -36,7 +36,7 @@ use serde::Serialize;
 
 use crate::summary::Totals;
 
-use crate::cache::{CachedFile, FilesCache};
+use crate::cache::{CachedFile, FilesCache, Known, SetCache, SetUpdate};
 use crate::client::{unexpected, Refused, RelayClient};
 use crate::compression::{method_name, Chooser, Compression};
 use crate::exclude::Excludes;
@@ -57,6 +57,8 @@ pub struct Summary {
     pub chunks_sent: u64,
     /// Chunks sent as rsync deltas.
     pub chunks_delta: u64,
+    /// Trees and contents sent as patches against their previous versions.
+    pub objects_patched: u64,
     /// Files that could not be read (named on stderr); the snapshot lacks them.
     pub files_unreadable: u64,
     /// Files and bytes in the snapshot.
@@ -159,12 +161,14 @@ pub async fn run(
         Message::BackupReady { max_file } => max_file,
         other => return Err(unexpected("BackupReady", &other)),
     };
+    let previous = cache.load(set)?;
     let mut run = Backup {
         client,
         cache,
         set: set.to_string(),
         summary: Summary::default(),
-        seen: Vec::new(),
+        previous,
+        changed: Vec::new(),
         hardlinks: HashMap::new(),
         uploader: Uploader::new(Chooser::new(job.compression, {
             let (day, minute) = ferry_protocol::throttle::local_now();
@@ -196,8 +200,8 @@ pub async fn run(
         }
         Source::Command { command, name } => run.add_command(&mut root, command, name).await?,
     }
-    let mut trees = HashMap::new();
-    let root_id = build_tree(root, &mut trees)?;
+    let mut trees = Trees::default();
+    let root_id = trees.build(b"/".to_vec(), root)?;
     run.upload_trees(root_id, &trees).await?;
     let commit = Message::Commit {
         root: root_id,
@@ -214,7 +218,7 @@ pub async fn run(
         {
             // What the cache remembers is no longer on the relay (collected
             // after its snapshots were forgotten): read everything next time.
-            run.cache.replace_set(&run.set, &[])?;
+            run.cache.clear(&run.set)?;
             bail!("{e}; the files cache of set {set:?} was cleared, so the next backup reads every file again");
         }
         Err(e) => return Err(e),
@@ -224,11 +228,12 @@ pub async fn run(
         cache,
         set,
         mut summary,
-        seen,
+        previous,
+        changed,
         uploader,
         ..
     } = run;
-    cache.replace_set(&set, &seen)?;
+    cache.save(&set, &cache_update(previous, changed, trees))?;
     summary.totals.snapshot = snapshot;
     summary.compression = method_name(uploader.chooser().method());
     summary.chunks_sent = uploader.sent().whole;
@@ -272,26 +277,77 @@ fn names(path: &Path) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// Builds trees bottom-up; returns the id of `dir`'s tree and records every
-/// tree (bytes and subtree ids) in `trees`.
-fn build_tree(dir: DirNode, trees: &mut HashMap<TreeId, (Vec<u8>, Vec<TreeId>)>) -> Result<TreeId> {
-    let mut entries = Vec::with_capacity(dir.children.len());
-    let mut subtrees = Vec::new();
-    for (_, child) in dir.children {
-        match child {
-            Node::Leaf(entry) => entries.push(entry),
-            Node::Dir(mut sub) => {
-                let mut entry = sub.entry.take().context("directory without metadata")?;
-                let id = build_tree(sub, trees)?;
-                entry.kind = EntryKind::Dir { tree: id };
-                subtrees.push(id);
-                entries.push(entry);
+/// A snapshot's trees, built bottom-up.
+#[derive(Debug, Default)]
+struct Trees {
+    /// Each distinct tree: its bytes, its subtrees and a directory it is.
+    by_id: HashMap<TreeId, BuiltTree>,
+    /// Every directory (`/`-separated absolute path) and its tree.
+    dirs: Vec<(Vec<u8>, TreeId)>,
+}
+
+#[derive(Debug)]
+struct BuiltTree {
+    bytes: Vec<u8>,
+    subtrees: Vec<TreeId>,
+    path: Vec<u8>,
+}
+
+impl Trees {
+    /// Builds `dir`'s tree (found at `path`) and those below it; returns its id.
+    fn build(&mut self, path: Vec<u8>, dir: DirNode) -> Result<TreeId> {
+        let mut entries = Vec::with_capacity(dir.children.len());
+        let mut subtrees = Vec::new();
+        for (name, child) in dir.children {
+            match child {
+                Node::Leaf(entry) => entries.push(entry),
+                Node::Dir(mut sub) => {
+                    let mut entry = sub.entry.take().context("directory without metadata")?;
+                    let mut sub_path = path.clone();
+                    if sub_path.len() > 1 {
+                        sub_path.push(b'/');
+                    }
+                    sub_path.extend_from_slice(&name);
+                    let id = self.build(sub_path, sub)?;
+                    entry.kind = EntryKind::Dir { tree: id };
+                    subtrees.push(id);
+                    entries.push(entry);
+                }
             }
         }
+        let (id, bytes) = Tree { entries }.encode()?;
+        self.dirs.push((path.clone(), id));
+        self.by_id.entry(id).or_insert(BuiltTree {
+            bytes,
+            subtrees,
+            path,
+        });
+        Ok(id)
     }
-    let (id, bytes) = Tree { entries }.encode()?;
-    trees.insert(id, (bytes, subtrees));
-    Ok(id)
+}
+
+/// What changed in the files cache: files read (new or changed), files and
+/// directories the cache knew that this snapshot lacks, new trees.
+fn cache_update(previous: SetCache, files: Vec<(Vec<u8>, CachedFile)>, trees: Trees) -> SetUpdate {
+    let files_gone = previous
+        .files
+        .into_iter()
+        .filter(|(_, (_, seen))| !seen)
+        .map(|(path, _)| path)
+        .collect();
+    let mut old_trees = previous.trees;
+    let mut changed_trees = Vec::new();
+    for (path, id) in trees.dirs {
+        if old_trees.remove(&path) != Some(id) {
+            changed_trees.push((path, id, trees.by_id[&id].bytes.clone()));
+        }
+    }
+    SetUpdate {
+        files,
+        files_gone,
+        trees: changed_trees,
+        trees_gone: old_trees.into_keys().collect(),
+    }
 }
 
 struct Backup<'a> {
@@ -299,8 +355,10 @@ struct Backup<'a> {
     cache: &'a mut FilesCache,
     set: String,
     summary: Summary,
-    /// Every regular file in the snapshot, for the next cache.
-    seen: Vec<(Vec<u8>, CachedFile)>,
+    /// The cache as this backup found it; files seen again are marked.
+    previous: SetCache,
+    /// Files read (new or changed), for the next cache.
+    changed: Vec<(Vec<u8>, CachedFile)>,
     /// First path (relative to `/`) of each multiply-linked inode.
     hardlinks: HashMap<(u64, u64), Vec<u8>>,
     /// The chunk queue, shared by every file.
@@ -378,10 +436,9 @@ impl Backup<'_> {
             .with_context(|| format!("cannot run {command:?}"))?;
         let stdout = child.stdout.take().context("no stdout")?;
         let key = format!("command:{name}").into_bytes();
-        let cached = self.cache.get(&self.set, &key)?;
-        let stored = self
-            .store_data(stdout, cached.as_ref().map(|c| &c.chunks))
-            .await;
+        let cached = self.known(&key);
+        let previous = self.previous_chunks(&key, cached.as_ref())?;
+        let stored = self.store_data(stdout, previous.as_ref()).await;
         let status = child.wait()?;
         let (content_id, content) = stored?;
         if !status.success() {
@@ -409,15 +466,17 @@ impl Backup<'_> {
             xattrs: Vec::new(),
         };
         let record = CachedFile {
-            size,
-            mtime_ns: 0,
-            ctime_ns: 0,
-            inode: 0,
-            content: content_id,
+            known: Known {
+                size,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                inode: 0,
+                content: content_id,
+                sparse: None,
+            },
             chunks: content,
-            sparse: None,
         };
-        self.seen.push((key, record));
+        self.changed.push((key, record));
         root.children
             .insert(name.as_bytes().to_vec(), Node::Leaf(entry));
         Ok(())
@@ -541,7 +600,7 @@ impl Backup<'_> {
         scanned: &Metadata,
     ) -> Result<Option<(EntryKind, Metadata)>> {
         let key = self.recorded(path).as_os_str().as_bytes().to_vec();
-        let cached = self.cache.get(&self.set, &key)?;
+        let cached = self.known(&key);
         // Unchanged since the cache saw it (by the scan's lstat): not opened.
         if let Some(c) = cached.as_ref().filter(|c| unchanged(c, scanned)) {
             if self.max_file.is_none_or(|max| c.size <= max) {
@@ -552,10 +611,10 @@ impl Backup<'_> {
                     content: c.content,
                     sparse: c.sparse.clone(),
                 };
-                self.seen.push((key, c.clone()));
                 return Ok(Some((kind, scanned.clone())));
             }
         }
+        let mut previous = None;
         for _ in 0..TORN_RETRIES {
             let file = match std::fs::OpenOptions::new()
                 .read(true)
@@ -587,8 +646,10 @@ impl Backup<'_> {
                     content: c.content,
                     sparse: c.sparse.clone(),
                 };
-                self.seen.push((key, c.clone()));
                 return Ok(Some((kind, before)));
+            }
+            if previous.is_none() {
+                previous = self.previous_chunks(&key, cached.as_ref())?;
             }
             let extents = fsmeta::data_extents(&file, &before)?;
             let whole = [Extent {
@@ -596,9 +657,7 @@ impl Backup<'_> {
                 len: before.len(),
             }];
             let reader = ExtentReader::new(file, extents.as_deref().unwrap_or(&whole));
-            let stored = self
-                .store_data(reader, cached.as_ref().map(|c| &c.chunks))
-                .await;
+            let stored = self.store_data(reader, previous.as_ref()).await;
             let (content_id, content) = match stored {
                 Ok(done) => done,
                 Err(e) if e.downcast_ref::<io::Error>().is_some() => {
@@ -618,15 +677,17 @@ impl Backup<'_> {
             }
             self.count(&before);
             let record = CachedFile {
-                size: before.len(),
-                mtime_ns: fsmeta::mtime_ns(&before),
-                ctime_ns: fsmeta::ctime_ns(&before),
-                inode: before.ino(),
-                content: content_id,
+                known: Known {
+                    size: before.len(),
+                    mtime_ns: fsmeta::mtime_ns(&before),
+                    ctime_ns: fsmeta::ctime_ns(&before),
+                    inode: before.ino(),
+                    content: content_id,
+                    sparse: extents.clone(),
+                },
                 chunks: content,
-                sparse: extents.clone(),
             };
-            self.seen.push((key, record));
+            self.changed.push((key, record));
             let kind = EntryKind::File {
                 size: before.len(),
                 content: content_id,
@@ -639,6 +700,21 @@ impl Backup<'_> {
             &format!("changed while being read, {TORN_RETRIES} times; not stored"),
         );
         Ok(None)
+    }
+
+    /// What the cache knew of `key`; marks it seen, so it stays cached.
+    fn known(&mut self, key: &[u8]) -> Option<Known> {
+        let (known, seen) = self.previous.files.get_mut(key)?;
+        *seen = true;
+        Some(known.clone())
+    }
+
+    /// The chunk list of a file's cached version: the bases for its deltas.
+    fn previous_chunks(&self, key: &[u8], known: Option<&Known>) -> Result<Option<Content>> {
+        match known {
+            Some(k) => self.cache.chunks(&self.set, key, &k.content),
+            None => Ok(None),
+        }
     }
 
     fn count(&mut self, meta: &Metadata) {
@@ -657,6 +733,7 @@ impl Backup<'_> {
     ) -> Result<(ContentId, Content)> {
         let mut builder = ContentBuilder::default();
         let mut bases = previous.map(Bases::new);
+        let mut parts_cut = 0;
         for chunk in Chunker::new(reader) {
             let chunk = chunk?;
             self.summary.totals.bytes_scanned += chunk.data.len() as u64;
@@ -678,26 +755,60 @@ impl Backup<'_> {
                 self.uploader.push(self.client, chunk, base).await?;
             }
             if let Some((id, bytes)) = part {
-                self.put_content(id, &bytes).await?;
+                let base = bases.as_ref().and_then(|b| b.part_base(parts_cut));
+                self.put_content(id, &bytes, base).await?;
+                parts_cut += 1;
             }
         }
         let (content, last_part) = builder.finish();
         if let Some((id, bytes)) = last_part {
-            self.put_content(id, &bytes).await?;
+            let base = bases.as_ref().and_then(|b| b.part_base(parts_cut));
+            self.put_content(id, &bytes, base).await?;
         }
         let (id, bytes) = content.encode();
-        self.put_content(id, &bytes).await?;
+        let previous = previous.map(Content::encode);
+        let base = previous.as_ref().map(|(id, bytes)| (*id, bytes.as_slice()));
+        self.put_content(id, &bytes, base).await?;
         Ok((id, content))
     }
 
-    async fn put_content(&mut self, id: ContentId, bytes: &[u8]) -> Result<()> {
+    /// Sends a content, patched against the previous version's `base` when
+    /// there is one; not at all when it is that version (the relay has it).
+    async fn put_content(
+        &mut self,
+        id: ContentId,
+        bytes: &[u8],
+        base: Option<(ContentId, &[u8])>,
+    ) -> Result<()> {
+        if base.is_some_and(|(base, _)| base == id) {
+            return Ok(());
+        }
+        let base = base.map(|(base, bytes)| (ObjectId::Content(base), bytes));
+        self.put_object(ObjectId::Content(id), bytes, base).await
+    }
+
+    /// Sends an object: as a patch against `base` (an object the relay
+    /// holds: the same directory's or file's previous version) when that is
+    /// smaller, else whole.
+    async fn put_object(
+        &mut self,
+        id: ObjectId,
+        bytes: &[u8],
+        base: Option<(ObjectId, &[u8])>,
+    ) -> Result<()> {
         let (codec, data) = compress_with(self.uploader.chooser().method(), bytes);
+        if let Some((base, base_bytes)) = base {
+            let patch = ferry_protocol::patch::diff(base_bytes, bytes);
+            if patch.len() < data.len() {
+                self.summary.objects_patched += 1;
+                return self
+                    .client
+                    .send(&Message::PutObjectPatch { id, base, patch })
+                    .await;
+            }
+        }
         self.client
-            .send(&Message::PutObject {
-                id: ObjectId::Content(id),
-                codec,
-                data,
-            })
+            .send(&Message::PutObject { id, codec, data })
             .await
     }
 
@@ -713,23 +824,17 @@ impl Backup<'_> {
                 })
                 .await?
             {
-                Message::Object { codec, data } => {
-                    Content::decode(&id, &decompress(codec, data, MAX_MESSAGE)?)?
-                }
+                Message::Object { codec, data } => decompress(codec, data, MAX_MESSAGE)?,
                 other => return Err(unexpected("Object", &other)),
             };
-            bases.load(index, &part);
+            bases.load(index, id, part)?;
         }
         Ok(bases.at(offset))
     }
 
     /// Asks top-down which trees the relay lacks, uploads them children
     /// first, and makes them durable.
-    async fn upload_trees(
-        &mut self,
-        root: TreeId,
-        trees: &HashMap<TreeId, (Vec<u8>, Vec<TreeId>)>,
-    ) -> Result<()> {
+    async fn upload_trees(&mut self, root: TreeId, trees: &Trees) -> Result<()> {
         // Every chunk durable (rejected deltas resent) before any tree is.
         self.uploader.flush(self.client).await?;
         let mut to_check = vec![root];
@@ -746,20 +851,28 @@ impl Backup<'_> {
             for id in missing {
                 let ObjectId::Tree(tree) = id else { continue };
                 missing_order.push(tree);
-                if let Some((_, children)) = trees.get(&tree) {
-                    to_check.extend(children.iter().filter(|c| queued.insert(**c)));
+                if let Some(built) = trees.by_id.get(&tree) {
+                    to_check.extend(built.subtrees.iter().filter(|c| queued.insert(**c)));
                 }
             }
         }
         for tree in missing_order.iter().rev() {
-            let (bytes, _) = trees.get(tree).context("relay asked for an unknown tree")?;
-            let (codec, data) = compress_with(self.uploader.chooser().method(), bytes);
-            self.client
-                .send(&Message::PutObject {
-                    id: ObjectId::Tree(*tree),
-                    codec,
-                    data,
-                })
+            let built = trees
+                .by_id
+                .get(tree)
+                .context("relay asked for an unknown tree")?;
+            // The same directory's tree in the cached snapshot: the relay has it.
+            let base = match self.previous.trees.get(&built.path) {
+                Some(old) if old != tree => self
+                    .cache
+                    .tree(&self.set, &built.path, old)?
+                    .map(|bytes| (*old, bytes)),
+                _ => None,
+            };
+            let base = base
+                .as_ref()
+                .map(|(old, bytes)| (ObjectId::Tree(*old), bytes.as_slice()));
+            self.put_object(ObjectId::Tree(*tree), &built.bytes, base)
                 .await?;
         }
         if !crate::uploader::sync(self.client).await?.is_empty() {
@@ -770,7 +883,7 @@ impl Backup<'_> {
 }
 
 /// Same size, mtime, ctime and inode as when cached.
-fn unchanged(cached: &CachedFile, meta: &Metadata) -> bool {
+fn unchanged(cached: &Known, meta: &Metadata) -> bool {
     cached.size == meta.len()
         && cached.mtime_ns == fsmeta::mtime_ns(meta)
         && cached.ctime_ns == fsmeta::ctime_ns(meta)
@@ -795,6 +908,8 @@ struct Bases {
     view_end: u64,
     /// (start, part) of each part of a large file.
     parts: Vec<(u64, ContentPart)>,
+    /// The last parts loaded (index, id, bytes): bases for the new parts.
+    loaded: Vec<(usize, ContentId, Vec<u8>)>,
 }
 
 impl Bases {
@@ -803,6 +918,7 @@ impl Bases {
             view: Vec::new(),
             view_end: 0,
             parts: Vec::new(),
+            loaded: Vec::new(),
         };
         let mut at = 0u64;
         for part in &content.parts {
@@ -834,9 +950,27 @@ impl Bases {
             .checked_sub(1)
     }
 
-    fn load(&mut self, index: usize, part: &Content) {
+    /// Shows part `index`, whose encoded bytes are `bytes`, checked against `id`.
+    fn load(&mut self, index: usize, id: ContentId, bytes: Vec<u8>) -> Result<()> {
+        let part = Content::decode(&id, &bytes)?;
         let start = self.parts[index].0;
         self.show(start, &part.chunks);
+        if self.loaded.len() == 2 {
+            self.loaded.remove(0);
+        }
+        self.loaded.push((index, id, bytes));
+        Ok(())
+    }
+
+    /// The old part to patch new part `index` against: the old part of the
+    /// same index when loaded, else the last one loaded.
+    fn part_base(&self, index: usize) -> Option<(ContentId, &[u8])> {
+        let (_, id, bytes) = self
+            .loaded
+            .iter()
+            .find(|(i, _, _)| *i == index)
+            .or(self.loaded.last())?;
+        Some((*id, bytes.as_slice()))
     }
 
     fn at(&self, offset: u64) -> Option<ChunkId> {

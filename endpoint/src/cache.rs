@@ -1,22 +1,30 @@
 //! The files cache, `STATE/cache.sqlite`: what each path held at the last
 //! committed backup of a set, so unchanged files are not read again (as
-//! restic and borg do) and changed ones find their previous chunk list,
-//! whose chunks are the bases for rsync deltas.
+//! restic and borg do), changed ones find their previous chunk list, whose
+//! chunks are the bases for rsync deltas, and changed directories find their
+//! previous tree, the base for a patch.
 //!
 //! A file counts as unchanged when size, mtime, ctime and inode all match.
 //! Entries are written only after the relay committed the snapshot that
-//! holds them, so a cached content is known to exist on the relay.
+//! holds them, so a cached content or tree is known to exist on the relay.
+//!
+//! A backup reads what it needs to decide about every path in one query at
+//! its start ([`FilesCache::load`]): one SQLite lookup per file cost as much
+//! as the `lstat` it saves. Chunk lists and trees, needed only for what
+//! changed, are read one at a time. At the end only what changed is written
+//! ([`FilesCache::save`]), so a backup with no change writes nothing.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use ferry_protocol::ids::ContentId;
+use ferry_protocol::ids::{ContentId, TreeId};
 use ferry_protocol::tree::{Content, Extent};
 use rusqlite::{params, Connection, OptionalExtension};
 
-/// What the cache knows about one path.
+/// What the cache knows about one path, enough to tell whether it changed.
 #[derive(Debug, Clone)]
-pub struct CachedFile {
+pub struct Known {
     /// Size in bytes.
     pub size: u64,
     /// mtime in ns.
@@ -27,10 +35,39 @@ pub struct CachedFile {
     pub inode: u64,
     /// The content stored for it.
     pub content: ContentId,
-    /// Its chunk list.
-    pub chunks: Content,
     /// Its data regions, when sparse.
     pub sparse: Option<Vec<Extent>>,
+}
+
+/// A file as the next backup's cache will know it.
+#[derive(Debug, Clone)]
+pub struct CachedFile {
+    /// What tells a change.
+    pub known: Known,
+    /// Its chunk list.
+    pub chunks: Content,
+}
+
+/// One set's entries as a backup found them at its start.
+#[derive(Debug, Default)]
+pub struct SetCache {
+    /// Every cached file by path, and whether this backup saw it again.
+    pub files: HashMap<Vec<u8>, (Known, bool)>,
+    /// Every cached directory's tree id by path.
+    pub trees: HashMap<Vec<u8>, TreeId>,
+}
+
+/// What a backup changes in its set's cache.
+#[derive(Debug, Default)]
+pub struct SetUpdate {
+    /// Files new or changed since the cache's snapshot.
+    pub files: Vec<(Vec<u8>, CachedFile)>,
+    /// Files gone (or no longer backed up).
+    pub files_gone: Vec<Vec<u8>>,
+    /// Directories whose tree is new or changed: path, id, encoded tree.
+    pub trees: Vec<(Vec<u8>, TreeId, Vec<u8>)>,
+    /// Directories gone.
+    pub trees_gone: Vec<Vec<u8>>,
 }
 
 /// The cache database.
@@ -61,84 +98,211 @@ impl FilesCache {
                 chunks BLOB NOT NULL,
                 sparse BLOB,
                 PRIMARY KEY (set_name, path)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS trees (
+                set_name TEXT NOT NULL,
+                path BLOB NOT NULL,
+                id BLOB NOT NULL,
+                bytes BLOB NOT NULL,
+                PRIMARY KEY (set_name, path)
             ) WITHOUT ROWID;",
         )?;
         Ok(FilesCache { conn })
     }
 
-    /// The cached state of `path` in `set`.
+    /// Everything needed to decide about each path of `set`: one query per
+    /// table. A damaged row is left out (its file is simply read again).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn get(&self, set: &str, path: &[u8]) -> Result<Option<CachedFile>> {
-        let row = self
+    pub fn load(&self, set: &str) -> Result<SetCache> {
+        let mut files = HashMap::new();
+        let mut select = self.conn.prepare(
+            "SELECT path, size, mtime_ns, ctime_ns, inode, content, sparse FROM files WHERE set_name = ?1",
+        )?;
+        let mut rows = select.query([set])?;
+        while let Some(r) = rows.next()? {
+            let Ok(content) = ContentId::from_slice(&r.get::<_, Vec<u8>>(5)?) else {
+                continue;
+            };
+            let sparse = match r.get::<_, Option<Vec<u8>>>(6)? {
+                Some(bytes) => match postcard::from_bytes(&bytes) {
+                    Ok(extents) => Some(extents),
+                    Err(_) => continue,
+                },
+                None => None,
+            };
+            let known = Known {
+                size: r.get::<_, i64>(1)? as u64,
+                mtime_ns: r.get(2)?,
+                ctime_ns: r.get(3)?,
+                inode: r.get::<_, i64>(4)? as u64,
+                content,
+                sparse,
+            };
+            files.insert(r.get(0)?, (known, false));
+        }
+        let mut trees = HashMap::new();
+        let mut select = self
             .conn
-            .prepare_cached(
-                "SELECT size, mtime_ns, ctime_ns, inode, content, chunks, sparse FROM files WHERE set_name = ?1 AND path = ?2",
-            )?
-            .query_row(params![set, path], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, Vec<u8>>(4)?,
-                    r.get::<_, Vec<u8>>(5)?,
-                    r.get::<_, Option<Vec<u8>>>(6)?,
-                ))
-            })
-            .optional()?;
-        let Some((size, mtime_ns, ctime_ns, inode, content, chunks, sparse)) = row else {
-            return Ok(None);
-        };
-        let content = ContentId::from_slice(&content)?;
-        // A damaged row is a miss, not an error: the file is simply read again.
-        let Ok(chunks) = Content::decode(&content, &chunks) else {
-            return Ok(None);
-        };
-        let sparse = match sparse {
-            Some(bytes) => postcard::from_bytes(&bytes).ok(),
-            None => None,
-        };
-        Ok(Some(CachedFile {
-            size: size as u64,
-            mtime_ns,
-            ctime_ns,
-            inode: inode as u64,
-            content,
-            chunks,
-            sparse,
-        }))
+            .prepare("SELECT path, id FROM trees WHERE set_name = ?1")?;
+        let mut rows = select.query([set])?;
+        while let Some(r) = rows.next()? {
+            if let Ok(id) = TreeId::from_slice(&r.get::<_, Vec<u8>>(1)?) {
+                trees.insert(r.get(0)?, id);
+            }
+        }
+        Ok(SetCache { files, trees })
     }
 
-    /// Replaces `set`'s entries with `files`, in one transaction.
+    /// The chunk list cached for `path` in `set`, when it is `content`'s.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn replace_set(&mut self, set: &str, files: &[(Vec<u8>, CachedFile)]) -> Result<()> {
+    pub fn chunks(&self, set: &str, path: &[u8], content: &ContentId) -> Result<Option<Content>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT chunks FROM files WHERE set_name = ?1 AND path = ?2")?
+            .query_row(params![set, path], |r| r.get(0))
+            .optional()?;
+        Ok(bytes.and_then(|b| Content::decode(content, &b).ok()))
+    }
+
+    /// The encoded tree cached for directory `path` in `set`, when it is `id`'s.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn tree(&self, set: &str, path: &[u8], id: &TreeId) -> Result<Option<Vec<u8>>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT bytes FROM trees WHERE set_name = ?1 AND path = ?2")?
+            .query_row(params![set, path], |r| r.get(0))
+            .optional()?;
+        Ok(bytes.filter(|b| TreeId::of(b) == *id))
+    }
+
+    /// Applies a backup's changes to `set`, in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn save(&mut self, set: &str, update: &SetUpdate) -> Result<()> {
         let tx = self.conn.transaction()?;
-        tx.execute("DELETE FROM files WHERE set_name = ?1", [set])?;
         {
+            let mut delete =
+                tx.prepare_cached("DELETE FROM files WHERE set_name = ?1 AND path = ?2")?;
+            for path in &update.files_gone {
+                delete.execute(params![set, path])?;
+            }
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO files (set_name, path, size, mtime_ns, ctime_ns, inode, content, chunks, sparse)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
-            for (path, f) in files {
-                let sparse = f.sparse.as_ref().map(postcard::to_allocvec).transpose()?;
+            for (path, f) in &update.files {
+                let k = &f.known;
+                let sparse = k.sparse.as_ref().map(postcard::to_allocvec).transpose()?;
                 insert.execute(params![
                     set,
                     path,
-                    f.size as i64,
-                    f.mtime_ns,
-                    f.ctime_ns,
-                    f.inode as i64,
-                    &f.content.0[..],
+                    k.size as i64,
+                    k.mtime_ns,
+                    k.ctime_ns,
+                    k.inode as i64,
+                    &k.content.0[..],
                     f.chunks.encode().1,
                     sparse
                 ])?;
             }
+            let mut delete =
+                tx.prepare_cached("DELETE FROM trees WHERE set_name = ?1 AND path = ?2")?;
+            for path in &update.trees_gone {
+                delete.execute(params![set, path])?;
+            }
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO trees (set_name, path, id, bytes) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (path, id, bytes) in &update.trees {
+                insert.execute(params![set, path, &id.0[..], bytes])?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Forgets everything cached for `set`: its next backup reads every file.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn clear(&mut self, set: &str) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM files WHERE set_name = ?1", [set])?;
+        tx.execute("DELETE FROM trees WHERE set_name = ?1", [set])?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_protocol::ids::ChunkId;
+    use ferry_protocol::tree::{ChunkRef, Tree};
+
+    fn file(size: u64) -> CachedFile {
+        let chunks = Content {
+            chunks: vec![ChunkRef {
+                id: ChunkId::of(&size.to_le_bytes()),
+                len: size as u32,
+            }],
+            parts: Vec::new(),
+        };
+        CachedFile {
+            known: Known {
+                size,
+                mtime_ns: 1,
+                ctime_ns: 2,
+                inode: 3,
+                content: chunks.encode().0,
+                sparse: None,
+            },
+            chunks,
+        }
+    }
+
+    #[test]
+    fn saves_only_changes_and_loads_them_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = FilesCache::open(&dir.path().join("c.sqlite")).unwrap();
+        let (tree, bytes) = Tree::default().encode().unwrap();
+        let first = SetUpdate {
+            files: vec![(b"/a".to_vec(), file(10)), (b"/b".to_vec(), file(20))],
+            trees: vec![(b"/".to_vec(), tree, bytes.clone())],
+            ..SetUpdate::default()
+        };
+        cache.save("s", &first).unwrap();
+        let second = SetUpdate {
+            files: vec![(b"/b".to_vec(), file(30))],
+            files_gone: vec![b"/a".to_vec()],
+            ..SetUpdate::default()
+        };
+        cache.save("s", &second).unwrap();
+        let loaded = cache.load("s").unwrap();
+        assert_eq!(loaded.files.len(), 1);
+        let (b, seen) = &loaded.files[&b"/b".to_vec()];
+        assert!(!seen);
+        assert_eq!(b.size, 30);
+        assert_eq!(
+            cache.chunks("s", b"/b", &b.content).unwrap(),
+            Some(file(30).chunks)
+        );
+        assert_eq!(
+            cache.chunks("s", b"/b", &file(20).known.content).unwrap(),
+            None
+        );
+        assert_eq!(loaded.trees[&b"/".to_vec()], tree);
+        assert_eq!(cache.tree("s", b"/", &tree).unwrap(), Some(bytes));
+        assert!(cache.load("other").unwrap().files.is_empty());
+        cache.clear("s").unwrap();
+        let cleared = cache.load("s").unwrap();
+        assert!(cleared.files.is_empty() && cleared.trees.is_empty());
     }
 }

@@ -97,6 +97,12 @@ pub fn zstd(data: &[u8]) {
     );
 }
 
+/// Treats bytes as an object patch from the network, applied to a fixed base.
+pub fn object_patch(data: &[u8]) {
+    let base: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();
+    let _ = crate::patch::apply(&base, data, crate::fragment::MAX_MESSAGE);
+}
+
 /// Treats bytes as a tree and as a content from the network (named by their
 /// hash, so the structural checks are what is exercised).
 pub fn objects(data: &[u8]) {

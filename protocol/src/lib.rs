@@ -34,6 +34,7 @@ pub mod io;
 pub mod keys;
 pub mod message;
 pub mod pairing;
+pub mod patch;
 pub mod retention;
 pub mod schedule;
 pub mod session;

@@ -241,6 +241,20 @@ pub enum Message {
         /// Human-readable reason, e.g. "client removed".
         reason: String,
     },
+    /// A tree or content as a patch (see [`crate::patch`]) against an
+    /// earlier object of the same kind that the relay holds: the previous
+    /// version of the same directory or file. The relay checks the rebuilt
+    /// object against `id`; when it lacks the base it drops the patch and
+    /// logs it, and the commit then refuses the snapshot as incomplete.
+    PutObjectPatch {
+        /// The rebuilt object's id.
+        id: ObjectId,
+        /// The object the patch applies to.
+        base: ObjectId,
+        /// The patch.
+        #[serde(with = "serde_bytes")]
+        patch: Vec<u8>,
+    },
 }
 
 /// Largest number of ids in one query.
@@ -365,6 +379,16 @@ mod tests {
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
             any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
             ".{0,200}".prop_map(|reason| Message::Close { reason }),
+            (
+                any::<[u8; 32]>(),
+                any::<[u8; 32]>(),
+                proptest::collection::vec(any::<u8>(), 0..100)
+            )
+                .prop_map(|(id, base, patch)| Message::PutObjectPatch {
+                    id: ObjectId::Tree(TreeId(id)),
+                    base: ObjectId::Content(ContentId(base)),
+                    patch
+                }),
             proptest::collection::vec(any::<[u8; 32]>(), 0..5).prop_map(|ids| {
                 Message::QueryChunks {
                     ids: ids.into_iter().map(ChunkId).collect(),

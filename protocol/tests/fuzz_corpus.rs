@@ -27,6 +27,7 @@ const TARGETS: &[Target] = &[
     ("zstd", fuzzing::zstd),
     ("chunk_batch", fuzzing::chunk_batch),
     ("objects", fuzzing::objects),
+    ("object_patch", fuzzing::object_patch),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -114,6 +115,13 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         }],
     };
     out.push(("objects", "tree", tree.encode().unwrap().1));
+    let mut changed = base.clone();
+    changed[2000..2032].fill(7);
+    out.push((
+        "object_patch",
+        "small-edit",
+        ferry_protocol::patch::diff(&base, &changed),
+    ));
     out
 }
 

@@ -17,7 +17,6 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, ensure, Result};
 use ferry_protocol::chunking::MAX_CHUNK;
 use ferry_protocol::compress::{compress, decompress, Codec};
-use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{
@@ -26,6 +25,7 @@ use ferry_protocol::message::{
 };
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, EntryKind, Tree};
+use ferry_protocol::{delta, patch};
 
 use crate::catalog::{now_ms, BlobKind, BlobRow};
 use crate::server::Shared;
@@ -200,25 +200,11 @@ impl Transfer {
             }
             Message::PutObject { id, codec, data } => {
                 let raw = decompress(codec, data.clone(), MAX_MESSAGE)?;
-                match id {
-                    ObjectId::Tree(tree) => {
-                        Tree::decode(&tree, &raw)?;
-                        self.upload()?.new_trees.insert(tree);
-                    }
-                    ObjectId::Content(content) => {
-                        let decoded = Content::decode(&content, &raw)?;
-                        if let Some(max) = self.policy.and_then(|p| p.max_file) {
-                            ensure!(
-                                decoded.len() <= max,
-                                "a file of {} bytes exceeds this client's limit of {max} bytes for single files over the internet",
-                                decoded.len()
-                            );
-                        }
-                        self.upload()?.new_contents.insert(content);
-                    }
-                }
-                let (kind, key) = object_key(&id);
-                self.store_blob(kind, key, codec, data)?;
+                self.put_object(id, &raw, codec, data)?;
+                None
+            }
+            Message::PutObjectPatch { id, base, patch } => {
+                self.put_object_patch(id, base, &patch)?;
                 None
             }
             Message::Sync => {
@@ -264,6 +250,53 @@ impl Transfer {
             Message::GetChunk { id, base_signature } => Some(self.get_chunk(&id, base_signature)?),
             other => bail!("unexpected message {}", message_name(&other)),
         })
+    }
+
+    /// Checks a tree or content (the relay trusts no object it has not
+    /// decoded) and stores it as `data`, which is `raw` compressed by `codec`.
+    fn put_object(&mut self, id: ObjectId, raw: &[u8], codec: Codec, data: Vec<u8>) -> Result<()> {
+        match id {
+            ObjectId::Tree(tree) => {
+                Tree::decode(&tree, raw)?;
+                self.upload()?.new_trees.insert(tree);
+            }
+            ObjectId::Content(content) => {
+                let decoded = Content::decode(&content, raw)?;
+                if let Some(max) = self.policy.and_then(|p| p.max_file) {
+                    ensure!(
+                        decoded.len() <= max,
+                        "a file of {} bytes exceeds this client's limit of {max} bytes for single files over the internet",
+                        decoded.len()
+                    );
+                }
+                self.upload()?.new_contents.insert(content);
+            }
+        }
+        let (kind, key) = object_key(&id);
+        self.store_blob(kind, key, codec, data)
+    }
+
+    /// Rebuilds an object from a patch against an object of the same kind
+    /// this client stored before. Without the base the patch is dropped and
+    /// logged: the commit will name the object missing.
+    fn put_object_patch(&mut self, id: ObjectId, base: ObjectId, patch: &[u8]) -> Result<()> {
+        let (kind, _) = object_key(&id);
+        let (base_kind, base_key) = object_key(&base);
+        ensure!(
+            kind == base_kind,
+            "a patch of a {kind:?} against a {base_kind:?}"
+        );
+        let Some(base_bytes) = self.load(base_kind, &base_key)? else {
+            tracing::warn!(
+                client = self.client,
+                ?base,
+                "object patch against a missing base dropped"
+            );
+            return Ok(());
+        };
+        let raw = patch::apply(&base_bytes, patch, MAX_MESSAGE)?;
+        let (codec, data) = compress(&raw);
+        self.put_object(id, &raw, codec, data)
     }
 
     fn upload(&mut self) -> Result<&mut Upload> {

@@ -190,6 +190,26 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
     eprintln!("figure: unchanged 10,000 files: bytes_sent = {sent}");
     assert!(sent < 16 * 1024, "an unchanged backup sent {sent} bytes");
     assert_eq!(second["bytes_scanned"], 0);
+
+    // One file changed in each of 20 directories, one removed, one added:
+    // each changed directory's tree goes as a patch against its previous
+    // version, not as 100 entries again.
+    for d in 0..20 {
+        fs::write(src.join(format!("d{d:03}/f050")), format!("edited {d}\n")).unwrap();
+    }
+    fs::remove_file(src.join("d050/f000")).unwrap();
+    fs::write(src.join("d051/new"), b"new file\n").unwrap();
+    let third = endpoint.backup_json(&[arg(&src)]);
+    assert_eq!(third["files_changed"], 20, "{third}");
+    assert_eq!(third["files_new"], 1, "{third}");
+    let patched = third["objects_patched"].as_u64().unwrap();
+    assert!(patched >= 23, "22 directories and the root: {third}");
+    let sent = third["bytes_sent"].as_u64().unwrap();
+    eprintln!("figure: 22 changed directories of 100 files: bytes_sent = {sent}, objects patched = {patched}");
+    assert!(sent < 40 * 1024, "22 changed directories sent {sent} bytes");
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_eq!(listing(&out), listing(&src));
 }
 
 #[test]
