@@ -18,18 +18,8 @@ else
   D1_MIB=1024; D2_FILES=20000; D2_BYTES=1000000000; D3_FILES=2000; D3_BYTES=100000000
 fi
 
-cargo build --release --quiet -p ferry-relay -p ferry-endpoint -p ferry-bench
-BIN="$PWD/target/release"
-WORK=$(mktemp -d)
 source bench/lib.sh
-install_peers
-RELAY_PID=; SSHD_PID=
-cleanup() {
-  stop_relay
-  [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup
 start_sshd
 
 echo "generating datasets in $WORK ..." >&2

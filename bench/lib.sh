@@ -1,5 +1,23 @@
 # Shared by the benchmark scripts: peers, a throwaway sshd, a ferry relay.
-# Source it after `set -euo pipefail`, with BIN (release binaries) and WORK set.
+# Source it after `set -euo pipefail` from the repository root, then call
+# `bench_setup`.
+
+# Builds the release binaries (BIN), makes a work dir (WORK), installs the
+# peers and removes everything (relay, sshd, WORK) on exit.
+bench_setup() {
+  cargo build --release --quiet -p ferry-relay -p ferry-endpoint -p ferry-bench
+  BIN="$PWD/target/release"
+  WORK=$(mktemp -d)
+  RELAY_PID=; SSHD_PID=
+  trap bench_cleanup EXIT
+  install_peers
+}
+
+bench_cleanup() {
+  stop_relay
+  [ -n "${SSHD_PID:-}" ] && kill "$SSHD_PID" 2>/dev/null || true
+  rm -rf "$WORK"
+}
 
 install_peers() {
   local need=()

@@ -9,18 +9,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-4096}
 
-cargo build --release --quiet -p ferry-relay -p ferry-endpoint -p ferry-bench
-BIN="$PWD/target/release"
-WORK=$(mktemp -d)
 source bench/lib.sh
-install_peers
-RELAY_PID=; SSHD_PID=
-cleanup() {
-  [ -n "$RELAY_PID" ] && kill "$RELAY_PID" 2>/dev/null || true
-  [ -n "$SSHD_PID" ] && kill "$SSHD_PID" 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+bench_setup
 peak() { peak_mib "$1"; }
 wall() { wall_s "$1"; }
 
