@@ -7,13 +7,14 @@
 //! others the relay sends a delta against the target's chunk at the same
 //! place (we send that chunk's signature), or the whole chunk. Every chunk is
 //! checked against its BLAKE3 id before it is written. Data goes to a
-//! temporary file beside the name, which takes the file's metadata; once a
-//! batch of such files is written, one `syncfs` makes them durable and they
-//! are renamed over their names, so a file under its final name always has
-//! durable data (what an interrupted restore's quick check relies on) at the
-//! cost of one flush per batch instead of one `fsync` per file. Symlinks are
-//! created after everything else, and directory metadata last, deepest
-//! first, so nothing later disturbs it; a last `syncfs` ends the restore.
+//! temporary file beside the name, which takes the file's metadata and
+//! starts its writeback; once a batch of such files is written, each is
+//! fsynced (by then its data is mostly on disk, so the restore does not wait
+//! on one file's writes at a time) and renamed over its name, so a file
+//! under its final name always has durable data (what an interrupted
+//! restore's quick check relies on). Symlinks are created after everything
+//! else, and directory metadata last, deepest first, so nothing later
+//! disturbs it.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -44,19 +45,25 @@ use crate::target::Target;
 /// Requests kept in flight (and chunks queued for writing) at a time.
 pub const WINDOW: usize = 16;
 
-/// Files written before a `syncfs` makes them durable and they take their
-/// names (each holds its directory open: well under the usual 1024 fds).
-const SETTLE_FILES: usize = 256;
+/// Files written before they are made durable and take their names (each
+/// holds itself and its directory open: well under the usual 1024 fds).
+const SETTLE_FILES: usize = 128;
 /// Bytes written before the same.
 const SETTLE_BYTES: u64 = 128 << 20;
 
 /// A file written to a temporary name, waiting to be made durable and renamed.
 struct Written {
+    file: File,
     dir: Arc<OwnedFd>,
     tmp: Vec<u8>,
     name: Vec<u8>,
     snapshot_path: Vec<Vec<u8>>,
 }
+
+/// Chunks asked ahead for the new files of a run of files, at most.
+const AHEAD_CHUNKS: usize = 256;
+/// Bytes of those chunks, at most.
+const AHEAD_BYTES: u64 = 8 << 20;
 
 /// A chunk waiting its turn to be written.
 enum Queued {
@@ -64,6 +71,8 @@ enum Queued {
     Ready(Vec<u8>),
     /// Requested from the relay, with the local base sent as its signature.
     Asked(ChunkId, Option<Vec<u8>>),
+    /// Asked ahead (see [`Restore::ask_ahead`]).
+    Ahead(ChunkId),
 }
 
 /// The bytes of an `Object` answer.
@@ -188,6 +197,7 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         last_dir: None,
         written: Vec::new(),
         written_bytes: 0,
+        ahead: Ahead::default(),
     };
     let walked = restore.walk(info.root, Vec::new(), false).await;
     // Also after a failure: what was written takes its name, for the next run.
@@ -208,8 +218,6 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         );
     }
     restore.finish();
-    rustix::fs::syncfs(&restore.target.dir(&[])?)
-        .context("cannot make the restored files durable")?;
     let mut summary = restore.summary;
     summary.totals.bytes_sent = restore.client.bytes_sent();
     summary.totals.bytes_received = restore.client.bytes_received();
@@ -251,6 +259,22 @@ struct Restore<'a> {
     written: Vec<Written>,
     /// Their bytes.
     written_bytes: u64,
+    /// Chunks asked ahead of the files that need them.
+    ahead: Ahead,
+}
+
+/// Chunks of the next new files, asked for before those files are reached,
+/// so that a directory of small files does not wait for a round trip per
+/// file. The relay answers in order: answers to chunks asked ahead come
+/// before any later request's, and are read into `received` first.
+#[derive(Default)]
+struct Ahead {
+    /// Asked, answer not read yet, in order.
+    in_flight: std::collections::VecDeque<ChunkId>,
+    /// Answers read, checked, not used yet.
+    received: HashMap<ChunkId, Vec<u8>>,
+    /// Asked and not yet claimed by a file.
+    unclaimed: std::collections::HashSet<ChunkId>,
 }
 
 type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
@@ -320,18 +344,16 @@ impl Restore<'_> {
         Ok(fd)
     }
 
-    /// Makes the written files durable with one `syncfs`, then renames
-    /// each over its name.
-    ///
-    /// # Errors
-    /// When the filesystem cannot flush; a failed rename is counted.
+    /// Makes each written file durable, then renames it over its name; a
+    /// file that fails either is counted (its temporary file stays, for the
+    /// next run to reuse).
     fn settle(&mut self) -> Result<()> {
-        let Some(first) = self.written.first() else {
-            return Ok(());
-        };
-        rustix::fs::syncfs(&*first.dir).context("cannot make the restored files durable")?;
         for w in std::mem::take(&mut self.written) {
-            if let Err(e) = Target::commit_temp(&w.dir, &w.tmp, &w.name) {
+            let done = w
+                .file
+                .sync_all()
+                .and_then(|()| Target::commit_temp(&w.dir, &w.tmp, &w.name));
+            if let Err(e) = done {
                 self.restored.remove(&w.snapshot_path);
                 self.fail(&w.snapshot_path, e);
             }
@@ -346,6 +368,7 @@ impl Restore<'_> {
                 return Ok(raw);
             }
         }
+        self.read_ahead_answers().await?;
         let answer = self.client.request(&Message::GetObject { id }).await?;
         object_bytes(answer)
     }
@@ -354,6 +377,7 @@ impl Restore<'_> {
     /// [`WINDOW`] requests in flight at a time, so a directory of small
     /// files costs a few round trips rather than one per file.
     async fn prefetch_contents(&mut self, tree: &Tree, path: &[Vec<u8>]) -> Result<()> {
+        self.read_ahead_answers().await?;
         let mut wanted = Vec::new();
         let mut seen = std::collections::HashSet::new();
         for entry in &tree.entries {
@@ -369,7 +393,9 @@ impl Restore<'_> {
             if let Some((name, parent)) = at.split_last() {
                 let dir = self.parent_dir(parent);
                 if let Ok(dir) = dir {
-                    if self.quick_match(&dir, name, entry, size)?.is_some() {
+                    if !Target::absent(&dir, name)?
+                        && self.quick_match(&dir, name, entry, size)?.is_some()
+                    {
                         continue;
                     }
                 }
@@ -408,7 +434,16 @@ impl Restore<'_> {
         Box::pin(async move {
             let tree = Tree::decode(&tree_id, &self.object(ObjectId::Tree(tree_id)).await?)?;
             self.prefetch_contents(&tree, &path).await?;
-            for entry in tree.entries {
+            // Entries before this index were considered for asking ahead.
+            let mut considered = 0;
+            for (i, entry) in tree.entries.iter().enumerate() {
+                let entry = entry.clone();
+                if matches!(entry.kind, EntryKind::Dir { .. }) {
+                    // A run of files ends: nothing asked ahead outlives it.
+                    self.drop_ahead().await?;
+                } else if i >= considered && self.ahead.unclaimed.is_empty() {
+                    considered = i + self.ask_ahead(&tree.entries[i..], &path).await?;
+                }
                 let mut snapshot_path = path.clone();
                 snapshot_path.push(entry.name.clone());
                 let place = if inside {
@@ -429,8 +464,84 @@ impl Restore<'_> {
                     (Place::At(at), _) => self.entry(entry, snapshot_path, at).await?,
                 }
             }
-            Ok(())
+            self.drop_ahead().await
         })
+    }
+
+    /// Asks for the chunks of the new files (nothing in the target at their
+    /// name) among the next `entries` up to the next directory, within
+    /// [`AHEAD_CHUNKS`] and [`AHEAD_BYTES`]; their contents were prefetched.
+    /// Returns how many entries it went through.
+    async fn ask_ahead(&mut self, entries: &[Entry], path: &[Vec<u8>]) -> Result<usize> {
+        let (mut count, mut bytes) = (0, 0u64);
+        for (k, entry) in entries.iter().enumerate() {
+            if count >= AHEAD_CHUNKS || bytes >= AHEAD_BYTES {
+                return Ok(k);
+            }
+            let EntryKind::File { content, .. } = &entry.kind else {
+                if matches!(entry.kind, EntryKind::Dir { .. }) {
+                    return Ok(k);
+                }
+                continue;
+            };
+            let mut snapshot_path = path.to_vec();
+            snapshot_path.push(entry.name.clone());
+            let Place::At(at) = self.place(&snapshot_path) else {
+                continue;
+            };
+            let Some((name, parent)) = at.split_last() else {
+                continue;
+            };
+            let Ok(dir) = self.parent_dir(parent) else {
+                continue;
+            };
+            if !Target::absent(&dir, name)? {
+                continue;
+            }
+            let Some(raw) = self.contents.get(content) else {
+                continue;
+            };
+            let Ok(chunks) = Content::decode(content, raw) else {
+                continue;
+            };
+            for chunk in &chunks.chunks {
+                if count >= AHEAD_CHUNKS || bytes >= AHEAD_BYTES {
+                    // The rest of this file is asked for as it is written.
+                    return Ok(k + 1);
+                }
+                if !self.ahead.unclaimed.insert(chunk.id) {
+                    continue;
+                }
+                self.client
+                    .send(&Message::GetChunk {
+                        id: chunk.id,
+                        base_signature: None,
+                    })
+                    .await?;
+                self.ahead.in_flight.push_back(chunk.id);
+                count += 1;
+                bytes += u64::from(chunk.len);
+            }
+        }
+        Ok(entries.len())
+    }
+
+    /// Reads the answers to every chunk asked ahead, so the next answer is
+    /// to whatever is asked next.
+    async fn read_ahead_answers(&mut self) -> Result<()> {
+        while let Some(id) = self.ahead.in_flight.pop_front() {
+            let data = self.chunk_answer(id, None).await?;
+            self.ahead.received.insert(id, data);
+        }
+        Ok(())
+    }
+
+    /// Forgets the chunks asked ahead that no file used (a file that failed).
+    async fn drop_ahead(&mut self) -> Result<()> {
+        self.read_ahead_answers().await?;
+        self.ahead.received.clear();
+        self.ahead.unclaimed.clear();
+        Ok(())
     }
 
     async fn entry(
@@ -477,9 +588,10 @@ impl Restore<'_> {
                 {
                     Ok(written) => {
                         self.restored.insert(snapshot_path.clone(), at.clone());
-                        if let Some(tmp) = written {
+                        if let Some((file, tmp)) = written {
                             self.written_bytes += size;
                             self.written.push(Written {
+                                file,
                                 dir: Arc::clone(&dir),
                                 tmp,
                                 name: name.clone(),
@@ -549,8 +661,8 @@ impl Restore<'_> {
     }
 
     /// Restores one regular file's data and metadata; returns the
-    /// temporary file that holds it when it was written, to be renamed over
-    /// `name` once durable.
+    /// temporary file that holds it (and its name) when it was written, to
+    /// be renamed over `name` once durable.
     async fn file(
         &mut self,
         dir: &OwnedFd,
@@ -559,7 +671,7 @@ impl Restore<'_> {
         size: u64,
         content_id: ContentId,
         sparse: Option<&[Extent]>,
-    ) -> Result<Option<Vec<u8>>> {
+    ) -> Result<Option<(File, Vec<u8>)>> {
         if let Some(metadata_too) = self.quick_match(dir, name, entry, size)? {
             // rsync's quick check: same size and modification time, same file.
             self.summary.totals.files_unchanged += 1;
@@ -613,7 +725,8 @@ impl Restore<'_> {
 
     /// Writes a file's data and metadata to a temporary file beside `name`,
     /// reusing the chunks of `local` (the target's current version, or a
-    /// partial restore); returns the temporary file's name.
+    /// partial restore), and starts its writeback; returns the temporary
+    /// file and its name.
     #[allow(clippy::too_many_arguments)]
     async fn write_file(
         &mut self,
@@ -624,7 +737,7 @@ impl Restore<'_> {
         content: &Content,
         sparse: Option<&[Extent]>,
         local: Option<&LocalFile>,
-    ) -> Result<Vec<u8>> {
+    ) -> Result<(File, Vec<u8>)> {
         let (file, tmp) = Target::temp_file(dir, name)?;
         let whole = [Extent {
             offset: 0,
@@ -652,7 +765,10 @@ impl Restore<'_> {
         if !failed.is_empty() && failed.iter().any(|x| x.starts_with("user.")) {
             bail!("cannot set extended attributes {failed:?}");
         }
-        Ok(tmp)
+        // Writeback starts now, so the fsync of the batch finds it done
+        // (only a hint: an error here changes nothing).
+        let _ = rustix::fs::fadvise(&file, 0, None, rustix::fs::Advice::DontNeed);
+        Ok((file, tmp))
     }
 
     /// Writes `chunks` in order: those the target holds are copied, the
@@ -671,6 +787,8 @@ impl Restore<'_> {
             *index += 1;
             if let Some(data) = self.local_chunk(chunk, local)? {
                 queue.push_back(Queued::Ready(data));
+            } else if self.ahead.unclaimed.remove(&chunk.id) {
+                queue.push_back(Queued::Ahead(chunk.id));
             } else {
                 let base = match local.and_then(|l| l.chunks.get(at).map(|c| (l, *c))) {
                     Some((l, (offset, len, _))) => Some(l.read_at(offset, len)?),
@@ -712,10 +830,31 @@ impl Restore<'_> {
 
     /// A queued chunk's bytes: at hand, or the relay's answer, checked.
     async fn receive(&mut self, queued: Queued) -> Result<Vec<u8>> {
-        let (id, base) = match queued {
-            Queued::Ready(data) => return Ok(data),
-            Queued::Asked(id, base) => (id, base),
-        };
+        match queued {
+            Queued::Ready(data) => Ok(data),
+            Queued::Asked(id, base) => {
+                // Asked after every chunk asked ahead: their answers come first.
+                self.read_ahead_answers().await?;
+                self.chunk_answer(id, base).await
+            }
+            Queued::Ahead(id) => loop {
+                if let Some(data) = self.ahead.received.remove(&id) {
+                    return Ok(data);
+                }
+                let next = self
+                    .ahead
+                    .in_flight
+                    .pop_front()
+                    .context("a chunk asked ahead was never asked")?;
+                let data = self.chunk_answer(next, None).await?;
+                self.ahead.received.insert(next, data);
+            },
+        }
+    }
+
+    /// Reads the relay's answer to a `GetChunk` for `id` (sent with
+    /// `base`'s signature, if any) and checks it.
+    async fn chunk_answer(&mut self, id: ChunkId, base: Option<Vec<u8>>) -> Result<Vec<u8>> {
         let data = match self.client.answer().await? {
             Message::ChunkData { codec, data } => {
                 self.summary.chunks_full += 1;

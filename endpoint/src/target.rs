@@ -168,6 +168,22 @@ impl Target {
         Self::existing_file(dir, &temp_name(name)?)
     }
 
+    /// Whether nothing at all is at `name`, nor a temporary file of an
+    /// interrupted restore of it: a file restored there needs every chunk.
+    ///
+    /// # Errors
+    /// I/O errors other than "absent".
+    pub fn absent(dir: &OwnedFd, name: &[u8]) -> io::Result<bool> {
+        for candidate in [name_arg(name)?, OsStr::from_bytes(&temp_name(name)?)] {
+            match rustix::fs::statat(dir, candidate, AtFlags::SYMLINK_NOFOLLOW) {
+                Err(rustix::io::Errno::NOENT) => {}
+                Ok(_) => return Ok(false),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(true)
+    }
+
     /// Atomically replaces `name` with the temporary file `tmp`.
     ///
     /// # Errors

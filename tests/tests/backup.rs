@@ -273,6 +273,57 @@ fn restoring_onto_the_previous_version_receives_little() {
 }
 
 #[test]
+fn a_restore_of_many_small_files_mixes_chunks_asked_ahead_with_deltas_in_order() {
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("m/sub")).unwrap();
+    // 300 files, pairs with the same content (one chunk asked once), a
+    // subdirectory in the middle of the run, one file of 40 chunks.
+    for i in 0..300u64 {
+        let name = if i == 150 {
+            "m/sub/inner".to_string()
+        } else {
+            format!("m/f{i:03}")
+        };
+        fs::write(
+            src.join(name),
+            random_bytes(2000 + (i as usize % 7) * 300, i / 2),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("m/f200"), random_bytes(3 << 20, 7)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+
+    // The target already holds older versions of some files: those come as
+    // deltas among the chunks asked ahead for the others.
+    let target = work.path().join("target");
+    fs::create_dir_all(target.join("m")).unwrap();
+    for i in (5..300u64).step_by(10) {
+        let mut old = fs::read(src.join(format!("m/f{i:03}"))).unwrap();
+        old[0] ^= 1;
+        fs::write(target.join(format!("m/f{i:03}")), old).unwrap();
+    }
+    let summary = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
+    assert_eq!(summary["errors"], 0, "{summary}");
+    let (restored, original) = (listing(&target), listing(&src));
+    let differing: Vec<String> = original
+        .iter()
+        .filter(|(path, item)| restored.get(*path) != Some(item))
+        .map(|(path, item)| {
+            format!(
+                "{}: {item:?} vs {:?}",
+                String::from_utf8_lossy(path),
+                restored.get(path)
+            )
+        })
+        .collect();
+    assert!(differing.is_empty(), "{differing:#?}");
+    assert_eq!(restored.len(), original.len());
+    assert!(summary["chunks_delta"].as_u64().unwrap() > 0, "{summary}");
+}
+
+#[test]
 fn a_symlink_planted_in_the_target_is_never_followed() {
     let (_relay, endpoint) = paired();
     let work = tempfile::tempdir().unwrap();
