@@ -9,6 +9,7 @@
 use anyhow::{anyhow, bail, Result};
 use std::time::{Duration, Instant};
 
+use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::Message;
 use ferry_protocol::schedule::Schedule;
 use ferry_protocol::throttle::{local_now, Throttle};
@@ -22,6 +23,10 @@ pub struct RelayClient {
     limit: Option<UploadLimit>,
     /// Time spent waiting on this endpoint's own upload limit.
     throttled: Duration,
+    /// `Sync`s sent by [`RelayClient::sync_later`] and not answered yet.
+    syncs_owed: usize,
+    /// Chunks their answers rejected.
+    rejected: Vec<ChunkId>,
 }
 
 /// The endpoint's own upload limit: a schedule, re-read every second.
@@ -39,6 +44,8 @@ impl RelayClient {
             session,
             limit: None,
             throttled: Duration::ZERO,
+            syncs_owed: 0,
+            rejected: Vec::new(),
         }
     }
 
@@ -95,6 +102,39 @@ impl RelayClient {
     /// # Errors
     /// As [`RelayClient::request`].
     pub async fn answer(&mut self) -> Result<Message> {
+        loop {
+            let answer = self.next_answer().await?;
+            if self.syncs_owed == 0 {
+                return Ok(answer);
+            }
+            match answer {
+                Message::Synced { rejected } => {
+                    self.syncs_owed -= 1;
+                    self.rejected.extend(rejected);
+                }
+                other => return Err(unexpected("Synced", &other)),
+            }
+        }
+    }
+
+    /// Sends a `Sync` without waiting for its answer, so the upload goes on
+    /// while the relay flushes; the answer is read before the next one, and
+    /// the chunks it rejects are kept for [`RelayClient::take_rejected`].
+    ///
+    /// # Errors
+    /// As [`RelayClient::send`].
+    pub async fn sync_later(&mut self) -> Result<()> {
+        self.send(&Message::Sync).await?;
+        self.syncs_owed += 1;
+        Ok(())
+    }
+
+    /// The chunks rejected by answered [`RelayClient::sync_later`] syncs.
+    pub fn take_rejected(&mut self) -> Vec<ChunkId> {
+        std::mem::take(&mut self.rejected)
+    }
+
+    async fn next_answer(&mut self) -> Result<Message> {
         let answer = self
             .session
             .channel

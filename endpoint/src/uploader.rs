@@ -173,8 +173,17 @@ impl Uploader {
             }
         }
         self.put(client, batch, batch_bytes).await?;
-        if self.unsynced_bytes >= SYNC_BYTES || self.delta_bytes >= SYNC_DELTA_BYTES {
+        if self.delta_bytes >= SYNC_DELTA_BYTES {
             self.sync_sent(client).await?;
+        } else if self.unsynced_bytes >= SYNC_BYTES {
+            if self.deltas.is_empty() {
+                // Nothing to resend if rejected: no need to wait while the
+                // relay flushes.
+                client.sync_later().await?;
+                self.unsynced_bytes = 0;
+            } else {
+                self.sync_sent(client).await?;
+            }
         }
         Ok(())
     }
@@ -288,13 +297,18 @@ impl Uploader {
     }
 }
 
-/// Asks the relay to make what it got durable; returns the rejected chunks.
+/// Asks the relay to make what it got durable and waits for it; returns the
+/// rejected chunks, also those of earlier syncs not waited for.
 ///
 /// # Errors
 /// When the session breaks or the answer is not `Synced`.
 pub async fn sync(client: &mut RelayClient) -> Result<Vec<ChunkId>> {
     match client.request(&Message::Sync).await? {
-        Message::Synced { rejected } => Ok(rejected),
+        Message::Synced { rejected } => {
+            let mut all = client.take_rejected();
+            all.extend(rejected);
+            Ok(all)
+        }
         other => Err(unexpected("Synced", &other)),
     }
 }
