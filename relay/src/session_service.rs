@@ -7,6 +7,7 @@
 //! dropped and the operator gets one log line saying why.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
@@ -142,7 +143,6 @@ async fn run_session(
     transfer: Transfer,
     mut meter: Meter,
 ) -> Result<String> {
-    let mut transfer = Some(transfer);
     let idle = shared.limits.idle_timeout;
     match tokio::time::timeout(idle, channel.recv()).await {
         Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => {}
@@ -166,49 +166,105 @@ async fn run_session(
             software: SOFTWARE.into(),
         }))
         .await?;
+    let (requests, mut replies, busy) = Worker::start(transfer);
     loop {
-        let received = tokio::select! {
+        let event = tokio::select! {
+            biased;
             _ = revoked.cancelled() => {
                 return close(channel, "this endpoint's key was removed from the relay").await;
             }
             _ = shared.shutdown.cancelled() => {
                 return close(channel, "the relay is shutting down").await;
             }
-            received = tokio::time::timeout(idle, channel.recv()) => received,
+            reply = replies.recv() => Event::Reply(reply),
+            received = tokio::time::timeout(idle, channel.recv()) => Event::Received(received),
         };
-        meter.settle(&channel.io).await;
-        match received {
-            Err(_) => return close(channel, "idle timeout").await,
-            Ok(Err(ChannelError::Closed)) => return Ok("the endpoint disconnected".into()),
-            Ok(Err(e)) => return Err(e.into()),
-            Ok(Ok(Message::Ping { nonce })) => channel.send(&Message::Pong { nonce }).await?,
-            Ok(Ok(Message::Close { reason })) => {
-                return Ok(format!("the endpoint closed: {reason}"))
+        match event {
+            Event::Reply(Some(Ok(reply))) => {
+                channel.send(&reply).await?;
+                meter.settle(&channel.io).await;
             }
-            Ok(Ok(request)) => {
-                let mut worker = transfer
-                    .take()
-                    .expect("transfer state is put back after each request");
-                let (worker, result) = tokio::task::spawn_blocking(move || {
-                    let result = worker.handle(request);
-                    (worker, result)
-                })
-                .await?;
-                transfer = Some(worker);
-                match result {
-                    Ok(Some(reply)) => {
-                        channel.send(&reply).await?;
-                        meter.settle(&channel.io).await;
+            Event::Reply(Some(Err(e))) => {
+                let message = format!("{e:#}");
+                let _ = channel.send(&Message::Failed { message }).await;
+                return Err(e);
+            }
+            Event::Reply(None) => return Err(anyhow!("the session's worker stopped")),
+            Event::Received(received) => {
+                meter.settle(&channel.io).await;
+                match received {
+                    // Not idle while the worker handles a request (a commit,
+                    // a backup waiting for a collection to finish).
+                    Err(_) if busy.load(Ordering::Acquire) > 0 => {}
+                    Err(_) => return close(channel, "idle timeout").await,
+                    Ok(Err(ChannelError::Closed)) => return Ok("the endpoint disconnected".into()),
+                    Ok(Err(e)) => return Err(e.into()),
+                    Ok(Ok(Message::Close { reason })) => {
+                        return Ok(format!("the endpoint closed: {reason}"))
                     }
-                    Ok(None) => {}
-                    Err(e) => {
-                        let message = format!("{e:#}");
-                        let _ = channel.send(&Message::Failed { message }).await;
-                        return Err(e);
+                    Ok(Ok(request)) => {
+                        busy.fetch_add(1, Ordering::AcqRel);
+                        // Waits only while the worker has QUEUED requests.
+                        if requests.send(request).await.is_err() {
+                            return Err(anyhow!("the session's worker stopped"));
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// What the message loop woke up for.
+enum Event {
+    Reply(Option<Result<Message>>),
+    Received(Result<Result<Message, ChannelError>, tokio::time::error::Elapsed>),
+}
+
+/// Requests a session's worker holds at most: the network side reads and
+/// decrypts the next ones while it stores (or checks, or reads) this one.
+const QUEUED: usize = 4;
+
+/// A session's requests handled in order on a blocking thread, so storage
+/// never runs on the async runtime and a session costs no thread hop per
+/// message: while requests keep coming the worker does not sleep.
+struct Worker;
+
+impl Worker {
+    /// Starts the worker; returns where to send requests, where replies (and
+    /// the error that ends the session) come back in order, and the count of
+    /// requests sent and not yet handled, which the sender increments.
+    fn start(
+        mut transfer: Transfer,
+    ) -> (
+        tokio::sync::mpsc::Sender<Message>,
+        tokio::sync::mpsc::UnboundedReceiver<Result<Message>>,
+        Arc<AtomicUsize>,
+    ) {
+        let (requests, mut incoming) = tokio::sync::mpsc::channel::<Message>(QUEUED);
+        let (outgoing, replies) = tokio::sync::mpsc::unbounded_channel();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let handled = Arc::clone(&busy);
+        tokio::task::spawn_blocking(move || {
+            while let Some(request) = incoming.blocking_recv() {
+                let result = match request {
+                    // Answered in turn, after the replies before it.
+                    Message::Ping { nonce } => Ok(Some(Message::Pong { nonce })),
+                    request => transfer.handle(request),
+                };
+                handled.fetch_sub(1, Ordering::AcqRel);
+                let reply = match result {
+                    Ok(None) => continue,
+                    Ok(Some(reply)) => Ok(reply),
+                    Err(e) => Err(e),
+                };
+                let failed = reply.is_err();
+                if outgoing.send(reply).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        (requests, replies, busy)
     }
 }
 
