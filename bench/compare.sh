@@ -67,6 +67,11 @@ rsync_measured() { # SCENARIO TOOL(rsync|rsync-z) SRC DEST [EXTRA...]
   recv=$(awk -F': ' '/Total bytes received/ {gsub(/,/, "", $2); print $2}' "$WORK/stats")
   record "$scenario" "$tool" "$(wall_s "$WORK/t")" $((sent + recv)) "$(peak_mib "$WORK/t")" "$(peak_mib "$WORK/ts")"
 }
+# Records the last measurement again under another scenario (the same rsync
+# run is the reference for two ferry configurations).
+record_again() { # SCENARIO
+  tail -n1 "$RESULTS" | awk -F'\t' -v s="$1" 'BEGIN { OFS = "\t" } { $1 = s; print }' >> "$RESULTS"
+}
 REMOTE="127.0.0.1:$WORK/r"
 
 # --- scenarios ---------------------------------------------------------------
@@ -99,9 +104,15 @@ for run in $(seq 1 "$RUNS"); do
   ferry_measured "restore D2m into empty dir" restore --map-from "$S" --map-to "$WORK/restore"
   rm -rf "$WORK/restore"; cp -a "$WORK/D2" "$WORK/restore"
   ferry_measured "restore D2m onto D2" restore --map-from "$S" --map-to "$WORK/restore"
+  # D2 initial again with zstd forced: auto picks lz4 on loopback (compressing
+  # is what holds it back there); this is what a slow link gets.
+  rm -rf "$S"; cp -a "$WORK/D2" "$S"
+  ferry_fresh
+  ferry_measured "D2 initial, --compression zstd" backup --compression zstd "$S"
   for tool in rsync rsync-z; do
     rm -rf "$WORK/r" "$S"; mkdir -p "$WORK/r"; cp -a "$WORK/D2" "$S"
     rsync_measured "D2 initial" "$tool" "$S/" "$REMOTE/"
+    record_again "D2 initial, --compression zstd"
     "$BIN/gen-tree" mutate "$S" 10 5 5 4
     rsync_measured "D2 -> D2m" "$tool" "$S/" "$REMOTE/"
     rsync_measured "D2m, no change" "$tool" "$S/" "$REMOTE/"

@@ -29,7 +29,7 @@ pub const BATCH_CHUNKS: usize = 512;
 /// Raw bytes queued before a query, whatever the count.
 pub const BATCH_BYTES: usize = 8 << 20;
 /// Raw bytes per `PutChunks` message (its limit is 4 MiB decompressed).
-pub const PUT_BYTES: usize = 1 << 20;
+pub const PUT_BYTES: usize = 2 << 20;
 /// Sent bytes after which the relay is asked to make them durable.
 pub const SYNC_BYTES: usize = 16 << 20;
 /// Delta-sent chunk bytes kept for resending, after which a sync is forced.
