@@ -393,9 +393,7 @@ impl Restore<'_> {
             if let Some((name, parent)) = at.split_last() {
                 let dir = self.parent_dir(parent);
                 if let Ok(dir) = dir {
-                    if !Target::absent(&dir, name)?
-                        && self.quick_match(&dir, name, entry, size)?.is_some()
-                    {
+                    if self.quick_match(&dir, name, entry, size)?.is_some() {
                         continue;
                     }
                 }

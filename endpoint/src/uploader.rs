@@ -16,7 +16,7 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::chunking::Chunk;
-use ferry_protocol::compress::{compress_with, Codec, Method};
+use ferry_protocol::compress::{compress_with, Codec, Method, ZSTD_LEVEL};
 use ferry_protocol::delta;
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::{is_missing, ChunkBatch, ChunkPut, Message};
@@ -30,6 +30,9 @@ pub const BATCH_CHUNKS: usize = 512;
 pub const BATCH_BYTES: usize = 8 << 20;
 /// Raw bytes per `PutChunks` message (its limit is 4 MiB decompressed).
 pub const PUT_BYTES: usize = 2 << 20;
+/// The same with the slow zstd levels of slow links: a batch there takes a
+/// second or more to compress and send, and level 15's memory grows with it.
+pub const SLOW_PUT_BYTES: usize = 1 << 20;
 /// Sent bytes after which the relay is asked to make them durable.
 pub const SYNC_BYTES: usize = 16 << 20;
 /// Delta-sent chunk bytes kept for resending, after which a sync is forced.
@@ -166,7 +169,7 @@ impl Uploader {
                 ChunkPut::Delta { delta, .. } => delta.len(),
             };
             batch.push(put);
-            if batch_bytes >= PUT_BYTES {
+            if batch_bytes >= self.put_bytes() {
                 self.put(client, std::mem::take(&mut batch), batch_bytes)
                     .await?;
                 batch_bytes = 0;
@@ -186,6 +189,14 @@ impl Uploader {
             }
         }
         Ok(())
+    }
+
+    /// How many raw bytes go in one `PutChunks` with the current method.
+    fn put_bytes(&self) -> usize {
+        match self.chooser.method() {
+            Method::Zstd(level) if level > ZSTD_LEVEL => SLOW_PUT_BYTES,
+            _ => PUT_BYTES,
+        }
     }
 
     /// A chunk sent whole: packed on its own with lz4, raw otherwise (the
