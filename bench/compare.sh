@@ -77,7 +77,7 @@ REMOTE="127.0.0.1:$WORK/r"
 # --- scenarios ---------------------------------------------------------------
 S=$WORK/src   # the path backed up: datasets are copied here, so paths stay the same
 for run in $(seq 1 "$RUNS"); do
-  echo "run $run of $RUNS ..." >&2
+  echo "run $run of $RUNS ($(date +%T)) ..." >&2
   # D1 initial, then D1 -> D1m.
   rm -rf "$S"; mkdir -p "$S"; cp "$WORK/D1.img" "$S/disk.img"
   ferry_fresh
@@ -105,10 +105,10 @@ for run in $(seq 1 "$RUNS"); do
   rm -rf "$WORK/restore"; cp -a "$WORK/D2" "$WORK/restore"
   ferry_measured "restore D2m onto D2" restore --map-from "$S" --map-to "$WORK/restore"
   # D2 initial again with zstd forced: auto picks lz4 on loopback (compressing
-  # is what holds it back there); this is what a slow link gets.
-  rm -rf "$S"; cp -a "$WORK/D2" "$S"
+  # is what holds it back there); this is what a slow link gets. Read in
+  # place (the same bytes as the copy rsync reads; a fresh relay).
   ferry_fresh
-  ferry_measured "D2 initial, --compression zstd" backup --compression zstd "$S"
+  ferry_measured "D2 initial, --compression zstd" backup --compression zstd "$WORK/D2"
   for tool in rsync rsync-z; do
     rm -rf "$WORK/r" "$S"; mkdir -p "$WORK/r"; cp -a "$WORK/D2" "$S"
     rsync_measured "D2 initial" "$tool" "$S/" "$REMOTE/"
@@ -134,7 +134,7 @@ done
 
 # --- table -------------------------------------------------------------------
 echo
-echo "## ferry vs rsync over ssh ($([ $QUICK = 1 ] && echo quick || echo full) datasets, medians of $RUNS runs)"
+echo "## ferry vs rsync over ssh ($([ $QUICK = 1 ] && echo quick || echo full) datasets, medians of $RUNS runs; $((SECONDS / 60)) min $((SECONDS % 60)) s in all)"
 echo
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB."
 echo "D1 ${D1_MIB} MiB random; D2 ${D2_FILES} text files, ${D2_BYTES} B; D3 ${D3_FILES} files, ${D3_BYTES} B."
