@@ -49,6 +49,7 @@ ferry_fresh() {
 ferry_measured() { # SCENARIO ARGS...
   local scenario=$1; shift
   stop_relay; start_relay "$WORK/f-relay"
+  sync  # no dirty pages left by the step before to slow this one down
   /usr/bin/time -v -o "$WORK/t" "$BIN/ferry" --state "$WORK/f-ep" "$@" --json > "$WORK/out.json"
   local relay_mib; relay_mib=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$RELAY_PID/status")
   local wire=$(( $(json_num bytes_sent "$WORK/out.json") + $(json_num bytes_received "$WORK/out.json") ))
@@ -60,6 +61,7 @@ ferry_unmeasured() { "$BIN/ferry" --state "$WORK/f-ep" "$@" >/dev/null; }
 rsync_measured() { # SCENARIO TOOL(rsync|rsync-z) SRC DEST [EXTRA...]
   local scenario=$1 tool=$2 src=$3 dest=$4; shift 4
   local z=(); [ "$tool" = rsync-z ] && z=(-z)
+  sync  # as for ferry
   /usr/bin/time -v -o "$WORK/t" rsync -a --delete --stats "${z[@]}" "$@" -e "$SSH" \
     --rsync-path="/usr/bin/time -v -o $WORK/ts rsync" "$src" "$dest" > "$WORK/stats"
   local sent recv
