@@ -199,16 +199,10 @@ impl Uploader {
         }
     }
 
-    /// A chunk sent whole: packed on its own with lz4, raw otherwise (the
-    /// batch is compressed together).
+    /// A chunk sent whole (compressed with its batch in [`Uploader::put`]).
     fn whole(&mut self, data: &[u8]) -> ChunkPut {
         self.sent.whole += 1;
-        if self.chooser.method() == Method::Lz4 {
-            let (codec, data) = compress_with(Method::Lz4, data);
-            ChunkPut::Packed { codec, data }
-        } else {
-            ChunkPut::Whole(data.to_vec())
-        }
+        ChunkPut::Whole(data.to_vec())
     }
 
     /// Compresses and sends one `PutChunks`.
@@ -224,19 +218,15 @@ impl Uploader {
         if batch.is_empty() {
             return Ok(());
         }
-        let encoded = ChunkBatch(batch).encode()?;
-        let method = match self.chooser.method() {
-            // Chunks are packed one by one; only deltas are left raw.
-            Method::Lz4 => Method::None,
-            other => other,
-        };
+        let method = self.chooser.method();
         let compressing = if method == Method::None {
             // Nothing to compress: no copy, no thread hop.
+            let encoded = ChunkBatch(batch).encode()?;
             tokio::spawn(async move { (Codec::None, encoded, std::time::Duration::ZERO) })
         } else {
             tokio::task::spawn_blocking(move || {
                 let started = std::time::Instant::now();
-                let (codec, data) = compress_with(method, &encoded);
+                let (codec, data) = compress_batch(method, batch);
                 (codec, data, started.elapsed())
             })
         };
@@ -306,6 +296,28 @@ impl Uploader {
         self.unsynced_bytes = 0;
         Ok(())
     }
+}
+
+/// Encodes and compresses a batch: with lz4 each whole chunk is packed on
+/// its own (lz4 gains little from shared context, and the relay stores a
+/// packed chunk as it came) and the batch is not compressed again; with
+/// zstd the batch is compressed as a whole.
+fn compress_batch(method: Method, batch: Vec<ChunkPut>) -> (Codec, Vec<u8>) {
+    let encode = |batch: ChunkBatch| batch.encode().expect("a chunk batch always encodes");
+    if method != Method::Lz4 {
+        return compress_with(method, &encode(ChunkBatch(batch)));
+    }
+    let packed = batch
+        .into_iter()
+        .map(|put| match put {
+            ChunkPut::Whole(data) => {
+                let (codec, data) = compress_with(Method::Lz4, &data);
+                ChunkPut::Packed { codec, data }
+            }
+            other => other,
+        })
+        .collect();
+    (Codec::None, encode(ChunkBatch(packed)))
 }
 
 /// Asks the relay to make what it got durable and waits for it; returns the
