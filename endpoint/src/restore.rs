@@ -201,9 +201,8 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
     };
     let walked = restore.walk(info.root, Vec::new(), false).await;
     // Also after a failure: what was written takes its name, for the next run.
-    let settled = restore.settle();
+    restore.settle();
     walked?;
-    settled?;
     if restore.placed == 0 {
         let under: Vec<String> = request
             .map_from
@@ -345,9 +344,9 @@ impl Restore<'_> {
     }
 
     /// Makes each written file durable, then renames it over its name; a
-    /// file that fails either is counted (its temporary file stays, for the
-    /// next run to reuse).
-    fn settle(&mut self) -> Result<()> {
+    /// file that fails either is counted (when its fsync failed, its
+    /// temporary file stays for the next run to reuse).
+    fn settle(&mut self) {
         for w in std::mem::take(&mut self.written) {
             let done = w
                 .file
@@ -359,7 +358,6 @@ impl Restore<'_> {
             }
         }
         self.written_bytes = 0;
-        Ok(())
     }
 
     async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
@@ -598,7 +596,7 @@ impl Restore<'_> {
                             if self.written.len() >= SETTLE_FILES
                                 || self.written_bytes >= SETTLE_BYTES
                             {
-                                self.settle()?;
+                                self.settle();
                             }
                         }
                     }
@@ -614,7 +612,7 @@ impl Restore<'_> {
             }
             EntryKind::Hardlink { target } => {
                 // The file linked to must be under its name first.
-                self.settle()?;
+                self.settle();
                 let original: Vec<Vec<u8>> =
                     target.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
                 let Some(first) = self.restored.get(&original).cloned() else {

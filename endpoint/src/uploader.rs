@@ -133,8 +133,8 @@ impl Uploader {
             Message::ChunksMissing { missing } => missing,
             other => return Err(unexpected("ChunksMissing", &other)),
         };
-        let missing: Vec<&(Chunk, Option<ChunkId>)> = queue
-            .iter()
+        let missing: Vec<(Chunk, Option<ChunkId>)> = queue
+            .into_iter()
             .enumerate()
             .filter(|(i, _)| is_missing(&bitmap, *i))
             .map(|(_, c)| c)
@@ -152,17 +152,17 @@ impl Uploader {
                     if delta.len() < chunk.data.len() {
                         self.sent.deltas += 1;
                         self.delta_bytes += chunk.data.len();
-                        self.deltas.insert(chunk.id, chunk.data.clone());
+                        self.deltas.insert(chunk.id, chunk.data);
                         ChunkPut::Delta {
                             id: chunk.id,
                             base,
                             delta,
                         }
                     } else {
-                        self.whole(&chunk.data)
+                        self.whole(chunk.data)
                     }
                 }
-                None => self.whole(&chunk.data),
+                None => self.whole(chunk.data),
             };
             batch_bytes += match &put {
                 ChunkPut::Whole(data) | ChunkPut::Packed { data, .. } => data.len(),
@@ -200,12 +200,11 @@ impl Uploader {
     }
 
     /// A chunk sent whole (compressed with its batch in [`Uploader::put`]).
-    fn whole(&mut self, data: &[u8]) -> ChunkPut {
+    fn whole(&mut self, data: Vec<u8>) -> ChunkPut {
         self.sent.whole += 1;
-        ChunkPut::Whole(data.to_vec())
+        ChunkPut::Whole(data)
     }
 
-    /// Compresses and sends one `PutChunks`.
     /// Starts compressing one `PutChunks` on a blocking thread and sends
     /// the one compressed before it: compression of a batch overlaps the
     /// sending (and any throttling) of the previous one.
@@ -272,7 +271,7 @@ impl Uploader {
     async fn sync_sent(&mut self, client: &mut RelayClient) -> Result<()> {
         self.drain(client).await?;
         let rejected = sync(client).await?;
-        let deltas = std::mem::take(&mut self.deltas);
+        let mut deltas = std::mem::take(&mut self.deltas);
         self.delta_bytes = 0;
         self.unsynced_bytes = 0;
         if rejected.is_empty() {
@@ -282,7 +281,7 @@ impl Uploader {
         let mut bytes = 0;
         for id in rejected {
             let data = deltas
-                .get(&id)
+                .remove(&id)
                 .context("the relay rejected a chunk that was not sent as a delta")?;
             bytes += data.len();
             let put = self.whole(data);
