@@ -216,10 +216,11 @@ pub async fn run(
             if e.downcast_ref::<Refused>()
                 .is_some_and(|r| r.0.starts_with(INCOMPLETE_SNAPSHOT)) =>
         {
-            // What the cache remembers is no longer on the relay (collected
-            // after its snapshots were forgotten): read everything next time.
+            // What the cache remembers is no longer whole on the relay
+            // (collected after its snapshots were forgotten, or found
+            // damaged by `verify`): read everything again.
             run.cache.clear(&run.set)?;
-            bail!("{e}; the files cache of set {set:?} was cleared, so the next backup reads every file again");
+            return Err(StaleCache(format!("{e}")).into());
         }
         Err(e) => return Err(e),
     };
@@ -243,6 +244,13 @@ pub async fn run(
     summary.totals.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
 }
+
+/// The relay refused the commit because something the files cache named
+/// is not whole there any more; the cache was cleared, and a backup run
+/// again reads and sends what is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; the files cache was cleared")]
+pub struct StaleCache(String);
 
 /// Makes `path` absolute and lexically normal (no `.` or `..`), without
 /// resolving symlinks: a symlink given on the command line is stored as one.

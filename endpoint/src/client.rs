@@ -66,11 +66,9 @@ impl RelayClient {
     /// When the session breaks.
     pub async fn send(&mut self, message: &Message) -> Result<()> {
         let before = self.session.channel.io.bytes_written();
-        self.session
-            .channel
-            .send(message)
-            .await
-            .map_err(|e| anyhow!("the session with the relay broke: {e}"))?;
+        if let Err(e) = self.session.channel.send(message).await {
+            return Err(self.why_broken(e).await);
+        }
         if let Some(limit) = &mut self.limit {
             if limit.checked.elapsed() >= Duration::from_secs(1) {
                 let (day, minute) = local_now();
@@ -132,6 +130,28 @@ impl RelayClient {
     /// The chunks rejected by answered [`RelayClient::sync_later`] syncs.
     pub fn take_rejected(&mut self) -> Vec<ChunkId> {
         std::mem::take(&mut self.rejected)
+    }
+
+    /// A write failed: the relay may have refused something and closed.
+    /// Its last words are read (for a moment) so the user sees the reason,
+    /// not a broken pipe.
+    async fn why_broken(&mut self, error: impl std::fmt::Display) -> anyhow::Error {
+        let last_words = async {
+            loop {
+                match self.session.channel.recv().await {
+                    Ok(Message::Failed { message }) => return Some(Refused(message).into()),
+                    Ok(Message::Close { reason }) => {
+                        return Some(anyhow!("the relay closed the session: {reason}"))
+                    }
+                    Ok(_) => {}
+                    Err(_) => return None,
+                }
+            }
+        };
+        match tokio::time::timeout(Duration::from_secs(3), last_words).await {
+            Ok(Some(reason)) => reason,
+            _ => anyhow!("the session with the relay broke: {error}"),
+        }
     }
 
     async fn next_answer(&mut self) -> Result<Message> {

@@ -109,7 +109,16 @@ pub async fn run(state: &StateDir, job: &Job, control: &Control) -> Result<Summa
     let mut cache = FilesCache::open(&state.cache_path())?;
     let mut client = open_client(state).await?;
     client.limit_uploads(job.limit.clone());
-    let summary = backup::run(&mut client, &mut cache, job, control).await?;
+    let summary = match backup::run(&mut client, &mut cache, job, control).await {
+        Err(e) if e.downcast_ref::<backup::StaleCache>().is_some() => {
+            // Once, on the same session: every file is read and whatever
+            // the relay lacks (or holds damaged) is sent again.
+            tracing::warn!("{e}; backing up again, reading every file");
+            eprintln!("ferry: {e}; backing up again, reading every file");
+            backup::run(&mut client, &mut cache, job, control).await?
+        }
+        other => other?,
+    };
     client.close().await;
     Ok(summary)
 }

@@ -39,7 +39,7 @@ use serde::Serialize;
 
 use crate::summary::Totals;
 
-use crate::client::{unexpected, RelayClient};
+use crate::client::{unexpected, Refused, RelayClient};
 use crate::target::Target;
 
 /// Requests kept in flight (and chunks queued for writing) at a time.
@@ -75,12 +75,41 @@ enum Queued {
     Ahead(ChunkId),
 }
 
-/// The bytes of an `Object` answer.
-fn object_bytes(answer: Message) -> Result<Vec<u8>> {
+/// Something the snapshot names that the relay could not give back whole
+/// (it lacks it, or its bytes do not match their id): the entries that need
+/// it fail and are named, the rest of the restore goes on.
+#[derive(Debug, thiserror::Error)]
+#[error("damaged on the relay: {0}")]
+pub struct Damaged(String);
+
+/// The bytes of an answer to `GetObject`: a refusal (no such object) is
+/// damage, as is an answer that does not decompress.
+fn object_bytes(answer: Result<Message>) -> Result<Vec<u8>> {
     match answer {
-        Message::Object { codec, data } => Ok(decompress(codec, data, MAX_MESSAGE)?),
-        other => Err(unexpected("Object", &other)),
+        Ok(Message::Object { codec, data }) => decompress(codec, data, MAX_MESSAGE)
+            .map_err(|e| Damaged(format!("an object that does not decompress ({e})")).into()),
+        Ok(other) => Err(unexpected("Object", &other)),
+        Err(e) => Err(as_damage(e)),
     }
+}
+
+/// A relay's refusal of one request becomes [`Damaged`]; other errors (the
+/// session broke) stay as they are and end the restore.
+fn as_damage(e: anyhow::Error) -> anyhow::Error {
+    match e.downcast::<Refused>() {
+        Ok(refused) => Damaged(refused.0).into(),
+        Err(e) => e,
+    }
+}
+
+/// Decodes a tree, or reports it damaged.
+fn decode_tree(id: &TreeId, raw: &[u8]) -> Result<Tree> {
+    Tree::decode(id, raw).map_err(|e| Damaged(format!("directory {}: {e}", id.short())).into())
+}
+
+/// Decodes a content, or reports it damaged.
+fn decode_content(id: &ContentId, raw: &[u8]) -> Result<Content> {
+    Content::decode(id, raw).map_err(|e| Damaged(format!("file list {}: {e}", id.short())).into())
 }
 
 /// Which snapshot to restore.
@@ -270,8 +299,8 @@ struct Restore<'a> {
 struct Ahead {
     /// Asked, answer not read yet, in order.
     in_flight: std::collections::VecDeque<ChunkId>,
-    /// Answers read, checked, not used yet.
-    received: HashMap<ChunkId, Vec<u8>>,
+    /// Answers read, checked, not used yet (or why the chunk is damaged).
+    received: HashMap<ChunkId, std::result::Result<Vec<u8>, String>>,
     /// Asked and not yet claimed by a file.
     unclaimed: std::collections::HashSet<ChunkId>,
 }
@@ -367,7 +396,7 @@ impl Restore<'_> {
             }
         }
         self.read_ahead_answers().await?;
-        let answer = self.client.request(&Message::GetObject { id }).await?;
+        let answer = self.client.request(&Message::GetObject { id }).await;
         object_bytes(answer)
     }
 
@@ -410,15 +439,26 @@ impl Restore<'_> {
             asked.push_back(id);
             if asked.len() >= WINDOW {
                 let id = asked.pop_front().expect("not empty");
-                let raw = object_bytes(self.client.answer().await?)?;
-                self.contents.insert(id, raw);
+                self.take_content_answer(id).await?;
             }
         }
         while let Some(id) = asked.pop_front() {
-            let raw = object_bytes(self.client.answer().await?)?;
-            self.contents.insert(id, raw);
+            self.take_content_answer(id).await?;
         }
         Ok(())
+    }
+
+    /// Reads the answer to a prefetched content; a damaged one is left
+    /// out (the file that needs it asks again and fails alone).
+    async fn take_content_answer(&mut self, id: ContentId) -> Result<()> {
+        match object_bytes(self.client.answer().await) {
+            Ok(raw) => {
+                self.contents.insert(id, raw);
+                Ok(())
+            }
+            Err(e) if e.is::<Damaged>() => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     fn walk<'b>(
@@ -428,7 +468,18 @@ impl Restore<'_> {
         inside: bool,
     ) -> Boxed<'b, Result<()>> {
         Box::pin(async move {
-            let tree = Tree::decode(&tree_id, &self.object(ObjectId::Tree(tree_id)).await?)?;
+            let tree = match self.object(ObjectId::Tree(tree_id)).await {
+                Ok(raw) => decode_tree(&tree_id, &raw),
+                Err(e) => Err(e),
+            };
+            let tree = match tree {
+                Ok(tree) => tree,
+                Err(e) if e.is::<Damaged>() => {
+                    self.fail(&path, format!("{e:#}; nothing below it was restored"));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
             self.prefetch_contents(&tree, &path).await?;
             // Entries before this index were considered for asking ahead.
             let mut considered = 0;
@@ -526,10 +577,21 @@ impl Restore<'_> {
     /// to whatever is asked next.
     async fn read_ahead_answers(&mut self) -> Result<()> {
         while let Some(id) = self.ahead.in_flight.pop_front() {
-            let data = self.chunk_answer(id, None).await?;
+            let data = self.ahead_answer(id).await?;
             self.ahead.received.insert(id, data);
         }
         Ok(())
+    }
+
+    /// The answer to a chunk asked ahead: its bytes, or why it is damaged.
+    async fn ahead_answer(&mut self, id: ChunkId) -> Result<std::result::Result<Vec<u8>, String>> {
+        match self.chunk_answer(id, None).await {
+            Ok(data) => Ok(Ok(data)),
+            Err(e) => match e.downcast::<Damaged>() {
+                Ok(damaged) => Ok(Err(damaged.0)),
+                Err(e) => Err(e),
+            },
+        }
     }
 
     /// Forgets the chunks asked ahead that no file used (a file that failed).
@@ -600,7 +662,7 @@ impl Restore<'_> {
                             }
                         }
                     }
-                    Err(e) if e.downcast_ref::<std::io::Error>().is_some() => {
+                    Err(e) if e.is::<std::io::Error>() || e.is::<Damaged>() => {
                         self.fail(&snapshot_path, format!("{e:#}"))
                     }
                     Err(e) => return Err(e),
@@ -678,7 +740,7 @@ impl Restore<'_> {
             }
             return Ok(None);
         }
-        let content = Content::decode(
+        let content = decode_content(
             &content_id,
             &self.object(ObjectId::Content(content_id)).await?,
         )?;
@@ -747,14 +809,32 @@ impl Restore<'_> {
         };
         let mut index = 0;
         if content.parts.is_empty() {
-            self.write_chunks(&content.chunks, &mut index, local, &mut out)
-                .await?;
+            if let Err(e) = self
+                .write_chunks(&content.chunks, &mut index, local, &mut out)
+                .await
+            {
+                Target::remove_temp(dir, &tmp);
+                return Err(e);
+            }
         }
         // A large file: one part's chunk list at a time.
         for part in &content.parts {
-            let part = Content::decode(&part.id, &self.object(ObjectId::Content(part.id)).await?)?;
-            self.write_chunks(&part.chunks, &mut index, local, &mut out)
-                .await?;
+            let part = self
+                .object(ObjectId::Content(part.id))
+                .await
+                .and_then(|raw| decode_content(&part.id, &raw));
+            let written = match part {
+                Ok(part) => {
+                    self.write_chunks(&part.chunks, &mut index, local, &mut out)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = written {
+                // Never under its name: the temporary file goes too.
+                Target::remove_temp(dir, &tmp);
+                return Err(e);
+            }
         }
         file.set_len(size)?;
         let failed = self.target.apply_to_fd(&file, entry)?;
@@ -778,7 +858,11 @@ impl Restore<'_> {
         out: &mut ExtentWriter<'_>,
     ) -> Result<()> {
         let mut queue = std::collections::VecDeque::new();
+        let mut damage = None;
         for chunk in chunks {
+            if damage.is_some() {
+                break;
+            }
             let at = *index;
             *index += 1;
             if let Some(data) = self.local_chunk(chunk, local)? {
@@ -800,13 +884,36 @@ impl Restore<'_> {
             }
             if queue.len() >= WINDOW {
                 let next = queue.pop_front().expect("not empty");
-                out.write(&self.receive(next).await?)?;
+                self.receive_into(next, out, &mut damage).await?;
             }
         }
+        // Every answer asked for is read, also after damage: answers come in order.
         while let Some(next) = queue.pop_front() {
-            out.write(&self.receive(next).await?)?;
+            self.receive_into(next, out, &mut damage).await?;
         }
-        Ok(())
+        match damage {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Receives a queued chunk and writes it, unless this file is already
+    /// damaged; damage is kept in `damage`, other errors returned.
+    async fn receive_into(
+        &mut self,
+        next: Queued,
+        out: &mut ExtentWriter<'_>,
+        damage: &mut Option<anyhow::Error>,
+    ) -> Result<()> {
+        match self.receive(next).await {
+            Ok(data) if damage.is_none() => Ok(out.write(&data)?),
+            Ok(_) => Ok(()),
+            Err(e) if e.is::<Damaged>() => {
+                damage.get_or_insert(e);
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// The chunk, if the target's own file holds it.
@@ -835,14 +942,14 @@ impl Restore<'_> {
             }
             Queued::Ahead(id) => loop {
                 if let Some(data) = self.ahead.received.remove(&id) {
-                    return Ok(data);
+                    return data.map_err(|why| Damaged(why).into());
                 }
                 let next = self
                     .ahead
                     .in_flight
                     .pop_front()
                     .context("a chunk asked ahead was never asked")?;
-                let data = self.chunk_answer(next, None).await?;
+                let data = self.ahead_answer(next).await?;
                 self.ahead.received.insert(next, data);
             },
         }
@@ -851,10 +958,14 @@ impl Restore<'_> {
     /// Reads the relay's answer to a `GetChunk` for `id` (sent with
     /// `base`'s signature, if any) and checks it.
     async fn chunk_answer(&mut self, id: ChunkId, base: Option<Vec<u8>>) -> Result<Vec<u8>> {
-        let data = match self.client.answer().await? {
+        let damaged = |why: String| -> anyhow::Error {
+            Damaged(format!("chunk {}: {why}", id.short())).into()
+        };
+        let data = match self.client.answer().await.map_err(as_damage)? {
             Message::ChunkData { codec, data } => {
                 self.summary.chunks_full += 1;
-                decompress(codec, data, MAX_CHUNK as usize)?
+                decompress(codec, data, MAX_CHUNK as usize)
+                    .map_err(|e| damaged(format!("does not decompress ({e})")))?
             }
             Message::ChunkDelta {
                 codec,
@@ -862,13 +973,15 @@ impl Restore<'_> {
             } => {
                 let base = base.context("the relay sent a delta without a base")?;
                 self.summary.chunks_delta += 1;
-                let delta = decompress(codec, bytes, delta::MAX_DELTA)?;
-                return Ok(delta::apply(&base, &delta, &id)?);
+                let delta = decompress(codec, bytes, delta::MAX_DELTA)
+                    .map_err(|e| damaged(format!("its delta does not decompress ({e})")))?;
+                return delta::apply(&base, &delta, &id)
+                    .map_err(|e| damaged(format!("its delta does not rebuild it ({e})")));
             }
             other => return Err(unexpected("ChunkData", &other)),
         };
         if ChunkId::of(&data) != id {
-            bail!("chunk {} from the relay does not match its id", id.short());
+            return Err(damaged("the relay's copy does not match its id".into()));
         }
         Ok(data)
     }

@@ -184,6 +184,12 @@ impl Target {
         Ok(true)
     }
 
+    /// Removes the temporary file `tmp` of a file that cannot be restored
+    /// (best effort: a leftover is only reused or replaced by the next run).
+    pub fn remove_temp(dir: &OwnedFd, tmp: &[u8]) {
+        let _ = rustix::fs::unlinkat(dir, OsStr::from_bytes(tmp), AtFlags::empty());
+    }
+
     /// Atomically replaces `name` with the temporary file `tmp`.
     ///
     /// # Errors

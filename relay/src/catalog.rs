@@ -22,7 +22,9 @@ use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 mod garbage;
+mod verify;
 pub use garbage::PackUsage;
+pub use verify::{hex, kind_name, DamageRecord};
 
 /// Failed attempts after which a pairing code is burned.
 pub const MAX_PAIRING_FAILURES: u32 = 3;
@@ -90,6 +92,43 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE clients ADD COLUMN internet_max_file INTEGER;",
     // 5: when each blob was indexed, for the garbage collector's grace period.
     "ALTER TABLE blobs ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0;",
+    // 6: snapshot ids are never reused (a `restore -b 7` written down last
+    // week must never restore another snapshot that took the number).
+    "CREATE TABLE snapshots_v6 (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        client_id INTEGER NOT NULL REFERENCES clients(id),
+        set_id INTEGER NOT NULL REFERENCES backup_sets(id),
+        root BLOB NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER NOT NULL,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    );
+    INSERT INTO snapshots_v6 SELECT id, client_id, set_id, root, started_at, finished_at, files, bytes FROM snapshots;
+    DROP TABLE snapshots;
+    ALTER TABLE snapshots_v6 RENAME TO snapshots;
+    CREATE INDEX snapshots_by_set ON snapshots(client_id, set_id, id);",
+    // 7: verification. `state`: 0 whole, 1 damaged (its bytes are wrong:
+    // treated as missing, so a backup that holds the data sends it again),
+    // 2 incomplete (whole, but something it reaches is damaged: readable for
+    // restores, missing to uploads so they send it again). `damage`: what
+    // verify found, and when a backup healed it.
+    "ALTER TABLE blobs ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE blobs ADD COLUMN verified_at INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE damage (
+        id INTEGER PRIMARY KEY,
+        client_id INTEGER NOT NULL,
+        kind INTEGER NOT NULL,
+        blob BLOB NOT NULL,
+        pack INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        found_at INTEGER NOT NULL,
+        healed_at INTEGER
+    );
+    CREATE INDEX damage_by_blob ON damage(client_id, kind, blob);
+    CREATE INDEX blobs_not_whole ON blobs(client_id) WHERE state != 0;",
 ];
 
 /// What a blob is; part of its key, so a chunk and a tree never collide.
@@ -106,6 +145,38 @@ pub enum BlobKind {
     Content = 3,
 }
 
+/// Whether a stored blob can be trusted (column `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobState {
+    /// Verified or never found wrong.
+    Whole,
+    /// Its bytes do not match its id: missing to everyone, until a backup
+    /// sends it again.
+    Damaged,
+    /// Whole itself, but it reaches a damaged blob: restores read it,
+    /// uploads see it missing and so send it (and what is under it) again.
+    Incomplete,
+}
+
+impl BlobState {
+    fn from_code(code: i64) -> Self {
+        match code {
+            0 => BlobState::Whole,
+            2 => BlobState::Incomplete,
+            _ => BlobState::Damaged,
+        }
+    }
+
+    /// The `state` column's value.
+    pub fn code(self) -> i64 {
+        match self {
+            BlobState::Whole => 0,
+            BlobState::Damaged => 1,
+            BlobState::Incomplete => 2,
+        }
+    }
+}
+
 /// A blob's index row.
 #[derive(Debug, Clone, Copy)]
 pub struct BlobRow {
@@ -118,6 +189,19 @@ pub struct BlobRow {
     /// How the stored bytes are compressed (column `compressed`: 0 none,
     /// 1 lz4, 2 zstd).
     pub codec: Codec,
+}
+
+/// A catalog error as one clear line; a full disk says so first.
+pub fn describe_error(e: rusqlite::Error) -> anyhow::Error {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DiskFull) => {
+            anyhow::anyhow!("no space left on the relay's disk (catalog: {e})")
+        }
+        Some(rusqlite::ErrorCode::DatabaseCorrupt) => anyhow::anyhow!(
+            "the relay's catalog is damaged ({e}); the operator can run `ferry-relay verify --repair-catalog`"
+        ),
+        _ => anyhow::anyhow!("catalog error: {e}"),
+    }
 }
 
 fn codec_from_sql(code: u8) -> rusqlite::Result<Codec> {
@@ -724,21 +808,40 @@ impl Catalog {
         kind: BlobKind,
         id: &[u8; 32],
     ) -> rusqlite::Result<Option<BlobRow>> {
+        Ok(self
+            .find_blob_state(client, kind, id)?
+            .filter(|(_, state)| *state != BlobState::Damaged)
+            .map(|(row, _)| row))
+    }
+
+    /// Like [`Catalog::find_blob`], also for a damaged blob, with its state.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn find_blob_state(
+        &self,
+        client: u64,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> rusqlite::Result<Option<(BlobRow, BlobState)>> {
         self.conn
             .prepare_cached(
-                "SELECT pack, offset, length, compressed FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
+                "SELECT pack, offset, length, compressed, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
             )?
             .query_row(params![client as i64, kind as i64, &id[..]], |r| {
-                Ok(BlobRow {
-                    kind,
-                    id: *id,
-                    at: crate::store::BlobLocation {
-                        pack: r.get(0)?,
-                        offset: r.get::<_, i64>(1)? as u64,
-                        len: r.get(2)?,
+                Ok((
+                    BlobRow {
+                        kind,
+                        id: *id,
+                        at: crate::store::BlobLocation {
+                            pack: r.get(0)?,
+                            offset: r.get::<_, i64>(1)? as u64,
+                            len: r.get(2)?,
+                        },
+                        codec: codec_from_sql(r.get(3)?)?,
                     },
-                    codec: codec_from_sql(r.get(3)?)?,
-                })
+                    BlobState::from_code(r.get(4)?),
+                ))
             })
             .optional()
     }
@@ -752,13 +855,24 @@ impl Catalog {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
+            // A blob sent again in place of a damaged or incomplete one
+            // takes its row: that is how a backup heals a snapshot.
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (client_id, kind, id) DO UPDATE SET
+                   pack = excluded.pack, offset = excluded.offset, length = excluded.length,
+                   compressed = excluded.compressed, stored_at = excluded.stored_at,
+                   state = 0, verified_at = 0
+                 WHERE blobs.state != 0",
+            )?;
+            let mut healed = tx.prepare_cached(
+                "UPDATE damage SET healed_at = ?4
+                 WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
             )?;
             let now = now_ms();
             for row in rows {
-                insert.execute(params![
+                let changed = insert.execute(params![
                     client as i64,
                     row.kind as i64,
                     &row.id[..],
@@ -768,6 +882,9 @@ impl Catalog {
                     row.codec.code(),
                     now
                 ])?;
+                if changed > 0 {
+                    healed.execute(params![client as i64, row.kind as i64, &row.id[..], now])?;
+                }
             }
         }
         tx.commit()

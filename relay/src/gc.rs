@@ -6,7 +6,9 @@
 //!    chunks) into a mark set. Signatures stored by earlier versions (they
 //!    are now computed when asked) are never marked, so they go. A blob a snapshot
 //!    names but the store lacks stops the collection before anything is
-//!    deleted: the catalog is not what we think, so nothing is certain.
+//!    deleted: the catalog is not what we think, so nothing is certain. A
+//!    blob `verify` found damaged is marked (its row waits for a backup to
+//!    heal it) but not walked.
 //! 2. **Sweep**: delete the rows of unmarked blobs indexed before the grace
 //!    cutoff, in one transaction. Younger ones belong to an upload that may
 //!    yet resume (a laptop that lost its link) and are kept.
@@ -32,7 +34,7 @@ use ferry_protocol::ids::{ContentId, TreeId};
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{BlobKind, BlobRow, Catalog};
+use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
 use crate::store::{BlobStore, PackStore};
 
 /// A sealed pack with at least this share of dead bytes is rewritten.
@@ -118,7 +120,9 @@ impl Marker<'_, '_> {
             if !self.catalog.mark(client, BlobKind::Tree, &tree.0)? {
                 continue;
             }
-            let raw = self.load(client, BlobKind::Tree, &tree.0)?;
+            let Some(raw) = self.load(client, BlobKind::Tree, &tree.0)? else {
+                continue;
+            };
             for entry in Tree::decode(&tree, &raw)?.entries {
                 match entry.kind {
                     EntryKind::Dir { tree } => trees.push(tree),
@@ -135,7 +139,10 @@ impl Marker<'_, '_> {
         if !self.catalog.mark(client, BlobKind::Content, &id.0)? {
             return Ok(());
         }
-        let content = Content::decode(&id, &self.load(client, BlobKind::Content, &id.0)?)?;
+        let Some(raw) = self.load(client, BlobKind::Content, &id.0)? else {
+            return Ok(());
+        };
+        let content = Content::decode(&id, &raw)?;
         for chunk in &content.chunks {
             self.catalog.mark(client, BlobKind::Chunk, &chunk.id.0)?;
         }
@@ -145,18 +152,26 @@ impl Marker<'_, '_> {
         Ok(())
     }
 
-    fn load(&self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<Vec<u8>> {
-        let row = self.catalog.find_blob(client, kind, id)?.ok_or_else(|| {
-            let short: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
-            anyhow!("it references a {kind:?} {short} the store lacks")
-        })?;
+    /// The blob's bytes; `None` for one `verify` found damaged (kept,
+    /// marked, not walked: a backup may yet send it again).
+    fn load(&self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let (row, state) = self
+            .catalog
+            .find_blob_state(client, kind, id)?
+            .ok_or_else(|| {
+                let short: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
+                anyhow!("it references a {kind:?} {short} the store lacks")
+            })?;
+        if state == BlobState::Damaged {
+            return Ok(None);
+        }
         let stored = self
             .packs
             .store
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .read(&row.at)?;
-        Ok(decompress(row.codec, stored, MAX_MESSAGE)?)
+        Ok(Some(decompress(row.codec, stored, MAX_MESSAGE)?))
     }
 }
 

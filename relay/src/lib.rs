@@ -24,3 +24,4 @@ pub mod server;
 pub mod session_service;
 pub mod store;
 pub mod transfer;
+pub mod verify;

@@ -99,6 +99,30 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check the store: re-hash every blob, check each pack's structure,
+    /// the catalog and each snapshot's closure. Exit 0 clean, 3 damage
+    /// found (named; the next backup holding the data heals it), 1 could
+    /// not run. Safe beside a serving relay.
+    Verify {
+        /// Stop reading blobs after this long; the next run resumes.
+        #[arg(long, value_parser = parse_duration)]
+        max_duration: Option<Duration>,
+        /// Read only this share of what is due (`10%`).
+        #[arg(long, value_parser = parse_percent)]
+        subset: Option<f64>,
+        /// Skip blobs verified more recently than this (`30d`).
+        #[arg(long, value_parser = parse_duration)]
+        since_verified: Option<Duration>,
+        /// Read at most this fast (`50MiB/s`), to spare uploads.
+        #[arg(long, value_parser = parse_rate)]
+        rate: Option<u64>,
+        /// Rebuild the catalog's indexes (`REINDEX`) first, then check it.
+        #[arg(long)]
+        repair_catalog: bool,
+        /// JSON object output.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -177,6 +201,18 @@ fn parse_max_file(text: &str) -> Result<MaxFile, String> {
         return Ok(MaxFile(None));
     }
     ferry_protocol::units::parse_size(text).map(|n| MaxFile(Some(n)))
+}
+
+fn parse_percent(text: &str) -> Result<f64, String> {
+    let number = text.strip_suffix('%').unwrap_or(text);
+    match number.parse::<f64>() {
+        Ok(p) if (0.0..=100.0).contains(&p) => Ok(p),
+        _ => Err(format!("{text:?} is not a percentage from 0% to 100%")),
+    }
+}
+
+fn parse_rate(text: &str) -> Result<u64, String> {
+    Ok(ferry_protocol::units::parse_rate(text)?.unwrap_or(0))
 }
 
 fn parse_schedule(text: &str) -> Result<Schedule, String> {
@@ -281,6 +317,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             println!("their data is freed by the next garbage collection (`ferry-relay gc`)");
         }
+        Command::Verify {
+            max_duration,
+            subset,
+            since_verified,
+            rate,
+            repair_catalog,
+            json,
+        } => {
+            let options = ferry_relay::verify::Options {
+                max_duration,
+                subset_percent: subset,
+                since_verified,
+                rate,
+            };
+            return verify(&data, &options, repair_catalog, json);
+        }
         Command::Gc { grace, json } => {
             let grace = match grace {
                 Some(grace) => grace,
@@ -305,6 +357,76 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn verify(
+    data: &DataDir,
+    options: &ferry_relay::verify::Options,
+    repair_catalog: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    if repair_catalog {
+        let outcome = ferry_relay::catalog::Catalog::repair_file(&data.catalog_path())?;
+        if outcome == "ok" {
+            eprintln!("catalog repaired: its indexes were rebuilt and it checks clean");
+        } else {
+            bail!("the catalog's indexes were rebuilt but it still does not check clean ({outcome}); restore catalog.sqlite from a copy, or ask for help");
+        }
+    }
+    let report = ferry_relay::verify::run(&data.catalog_path(), &data.store_dir(), options)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "catalog: {}; {} blobs ({} bytes) in {} packs checked, {} left for the next run; {} snapshots walked in {} ms",
+            report.catalog,
+            report.blobs_checked,
+            report.bytes_checked,
+            report.packs,
+            report.blobs_left,
+            report.snapshots,
+            report.duration_ms
+        );
+        for d in &report.damaged {
+            let at = match (d.pack, d.offset) {
+                (Some(pack), Some(offset)) => format!("pack {pack:08} at {offset}"),
+                _ => "no stored copy".into(),
+            };
+            println!(
+                "DAMAGED {} {} of client {} ({at}): {}; snapshots {:?}; paths {}",
+                d.kind,
+                d.blob,
+                d.client,
+                d.reason,
+                d.snapshots,
+                d.paths.join(", ")
+            );
+        }
+        if !report.snapshots_damaged.is_empty() {
+            println!(
+                "damaged snapshots: {:?} (the next backup that still holds the data heals them)",
+                report.snapshots_damaged
+            );
+        }
+        for h in &report.healed {
+            println!(
+                "healed {} {} of client {} (found {}, sent again {})",
+                h.kind,
+                h.blob,
+                h.client,
+                h.found_at,
+                h.healed_at.as_deref().unwrap_or("?")
+            );
+        }
+    }
+    if report.catalog != "ok" {
+        eprintln!("ferry-relay: the catalog is damaged ({}); stop the relay and run `ferry-relay verify --repair-catalog`", report.catalog);
+    }
+    Ok(if report.is_damaged() {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn serve(data: DataDir) -> Result<()> {

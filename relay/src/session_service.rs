@@ -187,6 +187,9 @@ async fn run_session(
             Event::Reply(Some(Err(e))) => {
                 let message = format!("{e:#}");
                 let _ = channel.send(&Message::Failed { message }).await;
+                // Read (and drop) what the endpoint still pipelines, so the
+                // refusal arrives instead of a reset that loses it.
+                channel.io.close(FAILED_LINGER).await;
                 return Err(e);
             }
             Event::Reply(None) => return Err(anyhow!("the session's worker stopped")),
@@ -214,6 +217,9 @@ async fn run_session(
         }
     }
 }
+
+/// How long a session that failed keeps reading after its `Failed`.
+const FAILED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the message loop woke up for.
 enum Event {

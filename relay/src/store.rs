@@ -14,7 +14,7 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -46,6 +46,12 @@ pub trait BlobStore: Send {
     /// I/O errors; an fsync error must fail the backup, never be retried.
     fn sync(&mut self) -> io::Result<()>;
 
+    /// Counts the failures that may have lost appended, not yet durable
+    /// blobs (a failed fsync). A writer that appended in one epoch and
+    /// syncs in another must not index what it appended: a later fsync
+    /// can succeed after the kernel dropped the pages an earlier one failed on.
+    fn epoch(&self) -> u64;
+
     /// Reads a blob back.
     ///
     /// # Errors
@@ -57,10 +63,14 @@ pub trait BlobStore: Send {
 #[derive(Debug)]
 pub struct PackStore {
     dir: PathBuf,
+    /// The pack being appended to, and its length: the end of the last
+    /// blob written whole. Writes are positioned at that length (never
+    /// `O_APPEND`), so a failed write cannot shift the blobs after it.
     current: Option<(u32, File, u64)>,
     next_pack: u32,
     unsynced: bool,
     new_pack: bool,
+    epoch: u64,
 }
 
 fn pack_path(dir: &Path, pack: u32) -> PathBuf {
@@ -110,7 +120,21 @@ impl PackStore {
             next_pack: last + 1,
             unsynced: false,
             new_pack: false,
+            epoch: 0,
         })
+    }
+
+    /// After a failed fsync nothing unsynced in the current pack can be
+    /// trusted: the pack is sealed as it is (its unindexed tail is cut at the
+    /// next start) and a new one is started by the next append.
+    fn poison(&mut self) {
+        if let Some((pack, _, _)) = self.current.take() {
+            tracing::error!(
+                "pack {pack:08}: an fsync failed; sealing it, nothing unsynced in it is indexed"
+            );
+        }
+        self.epoch += 1;
+        self.unsynced = false;
     }
 
     /// Packs numbered below this are sealed: nothing is appended to them
@@ -161,14 +185,19 @@ impl BlobStore for PackStore {
             .as_ref()
             .is_none_or(|(_, _, size)| *size >= PACK_TARGET)
         {
-            if let Some((_, file, _)) = self.current.take() {
-                file.sync_all()?;
+            if let Some((_, file, _)) = &self.current {
+                if let Err(e) = file.sync_all() {
+                    self.poison();
+                    return Err(e);
+                }
+                self.current = None;
+                self.unsynced = false;
             }
             let pack = self.next_pack;
             self.next_pack += 1;
             let file = OpenOptions::new()
                 .create_new(true)
-                .append(true)
+                .write(true)
                 .read(true)
                 .open(pack_path(&self.dir, pack))?;
             self.current = Some((pack, file, 0));
@@ -176,7 +205,12 @@ impl BlobStore for PackStore {
         }
         let (pack, file, size) = self.current.as_mut().expect("opened above");
         let offset = *size;
-        file.write_all(data)?;
+        if let Err(e) = file.write_all_at(data, offset) {
+            // Cut what part of the blob was written, so the pack ends with
+            // its last whole blob; a failed cut only leaves an unnamed tail.
+            let _ = file.set_len(offset);
+            return Err(e);
+        }
         *size += u64::from(len);
         self.unsynced = true;
         Ok(BlobLocation {
@@ -189,7 +223,10 @@ impl BlobStore for PackStore {
     fn sync(&mut self) -> io::Result<()> {
         if self.unsynced {
             if let Some((_, file, _)) = &self.current {
-                file.sync_data()?;
+                if let Err(e) = fail_point("FERRY_FAIL_FSYNC").and_then(|()| file.sync_data()) {
+                    self.poison();
+                    return Err(e);
+                }
             }
             self.unsynced = false;
         }
@@ -200,12 +237,47 @@ impl BlobStore for PackStore {
         Ok(())
     }
 
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
     fn read(&self, at: &BlobLocation) -> io::Result<Vec<u8>> {
         let file = File::open(pack_path(&self.dir, at.pack))?;
         let mut out = vec![0u8; at.len as usize];
         file.read_exact_at(&mut out, at.offset)?;
         Ok(out)
     }
+}
+
+/// Whether an I/O error means the disk (or the quota) is full.
+pub fn is_disk_full(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull
+        || e.kind() == io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+/// An I/O error of the store as one clear line: a full disk says so first,
+/// since that is what the user and the operator must act on.
+pub fn storage_error(e: io::Error, doing: &str) -> anyhow::Error {
+    if is_disk_full(&e) {
+        anyhow::anyhow!("no space left on the relay's disk ({doing}: {e})")
+    } else {
+        anyhow::anyhow!("the relay's disk failed ({doing}: {e})")
+    }
+}
+
+/// A test hook: when the environment variable `name` names an existing
+/// file, the operation fails with EIO once and the file is removed (so a
+/// test can inject one fsync error into a running relay).
+fn fail_point(name: &str) -> io::Result<()> {
+    let Some(path) = std::env::var_os(name) else {
+        return Ok(());
+    };
+    if fs::remove_file(&path).is_ok() {
+        tracing::warn!("{name}: injecting an I/O error");
+        return Err(io::Error::from_raw_os_error(5));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

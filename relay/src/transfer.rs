@@ -27,9 +27,9 @@ use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 use ferry_protocol::{delta, patch};
 
-use crate::catalog::{now_ms, BlobKind, BlobRow};
+use crate::catalog::{now_ms, BlobKind, BlobRow, BlobState};
 use crate::server::Shared;
-use crate::store::BlobStore;
+use crate::store::{storage_error, BlobStore};
 
 /// One session's transfer state.
 #[derive(Debug)]
@@ -56,10 +56,16 @@ struct Upload {
     _permit: Option<crate::gate::UploadPermit>,
     set_id: i64,
     retention: Retention,
+    /// The store's [`BlobStore::epoch`] when `pending`'s unsynced blobs
+    /// were appended: a failed fsync since then means they may be lost.
+    epoch: u64,
     pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
     rejected: Vec<ChunkId>,
     new_trees: HashSet<TreeId>,
     new_contents: HashSet<ContentId>,
+    /// Trees appended since the last sync (they stay pending until the
+    /// commit, but must be durable by then).
+    trees_unsynced: bool,
 }
 
 fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
@@ -105,10 +111,12 @@ impl Transfer {
                 self.upload = None;
                 let permit = self.shared.uploads.enter();
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
+                let epoch = self.store_epoch();
                 self.upload = Some(Upload {
                     _permit: Some(permit),
                     set_id,
                     retention,
+                    epoch,
                     ..Upload::default()
                 });
                 Some(Message::BackupReady {
@@ -258,7 +266,9 @@ impl Transfer {
         match id {
             ObjectId::Tree(tree) => {
                 Tree::decode(&tree, raw)?;
-                self.upload()?.new_trees.insert(tree);
+                let upload = self.upload()?;
+                upload.new_trees.insert(tree);
+                upload.trees_unsynced = true;
             }
             ObjectId::Content(content) => {
                 let decoded = Content::decode(&content, raw)?;
@@ -314,7 +324,15 @@ impl Transfer {
             .catalog
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        Ok(f(&mut catalog)?)
+        f(&mut catalog).map_err(crate::catalog::describe_error)
+    }
+
+    fn store_epoch(&self) -> u64 {
+        self.shared
+            .store
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .epoch()
     }
 
     /// The blob's row: pending in this upload, or committed.
@@ -330,8 +348,17 @@ impl Transfer {
         self.catalog(|c| c.find_blob(client, kind, id))
     }
 
+    /// Whether the client holds the blob whole, as uploads need it: a
+    /// damaged or incomplete one counts as missing, so it is sent again.
     fn has(&self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
-        Ok(self.find(kind, id)?.is_some())
+        if let Some(upload) = &self.upload {
+            if upload.pending.contains_key(&(kind, *id)) {
+                return Ok(true);
+            }
+        }
+        let client = self.client;
+        let found = self.catalog(|c| c.find_blob_state(client, kind, id))?;
+        Ok(found.is_some_and(|(_, state)| state == BlobState::Whole))
     }
 
     /// The blob's row and stored bytes. The lookup and the read happen
@@ -346,7 +373,10 @@ impl Transfer {
             return Ok(None);
         };
         let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        Ok(Some((row, store.read(&row.at)?)))
+        let bytes = store
+            .read(&row.at)
+            .map_err(|e| storage_error(e, "reading a pack"))?;
+        Ok(Some((row, bytes)))
     }
 
     /// The blob's bytes, decompressed.
@@ -377,7 +407,9 @@ impl Transfer {
         }
         let at = {
             let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-            store.append(&bytes)?
+            store
+                .append(&bytes)
+                .map_err(|e| storage_error(e, "writing a pack"))?
         };
         let row = BlobRow {
             kind,
@@ -463,8 +495,12 @@ impl Transfer {
                 }
             }
         }
-        let is_held =
-            |kind: BlobKind, id: &[u8; 32]| kind == BlobKind::Content && held.contains(id);
+        // Trees wait for the commit: a tree in the catalog is one whose
+        // closure was checked, so a later backup may trust it (and skip
+        // what is under it) when told it exists.
+        let is_held = |kind: BlobKind, id: &[u8; 32]| {
+            kind == BlobKind::Tree || (kind == BlobKind::Content && held.contains(id))
+        };
         let rows: Vec<BlobRow> = self
             .upload()?
             .pending
@@ -472,38 +508,61 @@ impl Transfer {
             .filter(|r| !is_held(r.kind, &r.id))
             .copied()
             .collect();
-        if rows.is_empty() {
+        let trees_unsynced = self.upload()?.trees_unsynced;
+        if rows.is_empty() && !trees_unsynced {
             return Ok(());
         }
-        self.shared
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .sync()?;
+        let epoch = {
+            let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
+            store
+                .sync()
+                .map_err(|e| storage_error(e, "making a pack durable"))?;
+            store.epoch()
+        };
+        // Appended before a failed fsync (this session's or another's):
+        // the bytes may be gone even though this fsync succeeded.
+        ensure!(
+            epoch == self.upload()?.epoch,
+            "the relay's disk failed while this backup was being written (an fsync failed); nothing of it since the last sync was kept"
+        );
         let client = self.client;
         self.catalog(|c| c.insert_blobs(client, &rows))?;
-        self.upload()?
-            .pending
-            .retain(|(kind, id), _| is_held(*kind, id));
+        let upload = self.upload()?;
+        upload.trees_unsynced = false;
+        upload.pending.retain(|(kind, id), _| is_held(*kind, id));
         Ok(())
     }
 
     fn commit(&mut self, root: TreeId, files: u64, bytes: u64, started_ms: i64) -> Result<Message> {
         self.sync()?;
         let upload = self.upload()?;
-        if !upload.rejected.is_empty() || !upload.pending.is_empty() {
+        if !upload.rejected.is_empty()
+            || upload
+                .pending
+                .keys()
+                .any(|(kind, _)| *kind != BlobKind::Tree)
+        {
             bail!("commit before every rejected chunk was resent");
         }
+        let upload = self.upload()?;
+        let new = (
+            std::mem::take(&mut upload.new_trees),
+            std::mem::take(&mut upload.new_contents),
+        );
+        let closure = self.check_closure(&root, &new.0, &new.1);
+        // Taken either way: a refused commit's trees are never indexed.
         let upload = self
             .upload
             .take()
             .ok_or_else(|| anyhow!("commit outside a backup"))?;
-        if let Err(e) = self.check_closure(&root, &upload) {
+        if let Err(e) = closure {
             return Ok(Message::Failed {
                 message: format!("{INCOMPLETE_SNAPSHOT}: {e:#}"),
             });
         }
         let client = self.client;
+        let trees: Vec<BlobRow> = upload.pending.values().copied().collect();
+        self.catalog(|c| c.insert_blobs(client, &trees))?;
         let snapshot = self.catalog(|c| {
             c.insert_snapshot(
                 client,
@@ -529,15 +588,25 @@ impl Transfer {
     }
 
     /// Checks that the root exists and that every tree and content uploaded
-    /// in this backup references only what exists. Trees that existed before
-    /// were complete when they were stored, since uploads go bottom-up.
-    fn check_closure(&self, root: &TreeId, upload: &Upload) -> Result<()> {
+    /// in this backup references only what exists. Trees in the catalog
+    /// were complete when they were indexed: a tree is indexed only by the
+    /// commit that checked it (see `sync`).
+    fn check_closure(
+        &self,
+        root: &TreeId,
+        new_trees: &HashSet<TreeId>,
+        new_contents: &HashSet<ContentId>,
+    ) -> Result<()> {
         ensure!(
             self.has(BlobKind::Tree, &root.0)?,
             "root tree {} is missing",
             root.short()
         );
-        for tree_id in &upload.new_trees {
+        let client = self.client;
+        if self.catalog(|c| c.has_damage(client))? {
+            return self.check_whole_closure(root);
+        }
+        for tree_id in new_trees {
             let raw = self
                 .load(BlobKind::Tree, &tree_id.0)?
                 .ok_or_else(|| anyhow!("tree vanished"))?;
@@ -561,11 +630,17 @@ impl Transfer {
                 }
             }
         }
-        for content_id in &upload.new_contents {
+        self.check_contents(new_contents.iter().copied().collect(), false)
+    }
+
+    /// Checks the chunks (and parts) of `contents`; with `deep`, the chunks
+    /// of the parts too.
+    fn check_contents(&self, mut contents: Vec<ContentId>, deep: bool) -> Result<()> {
+        while let Some(content_id) = contents.pop() {
             let raw = self
                 .load(BlobKind::Content, &content_id.0)?
-                .ok_or_else(|| anyhow!("content vanished"))?;
-            let content = Content::decode(content_id, &raw)?;
+                .ok_or_else(|| anyhow!("content {} is missing", content_id.short()))?;
+            let content = Content::decode(&content_id, &raw)?;
             for chunk in &content.chunks {
                 ensure!(
                     self.has(BlobKind::Chunk, &chunk.id.0)?,
@@ -579,9 +654,51 @@ impl Transfer {
                     "content part {} is missing",
                     part.id.short()
                 );
+                if deep {
+                    contents.push(part.id);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Checks everything the snapshot reaches, not only what this upload
+    /// added: used once something this client stored was found damaged,
+    /// since a tree or content that exists may then not be whole below.
+    fn check_whole_closure(&self, root: &TreeId) -> Result<()> {
+        let mut trees = vec![*root];
+        let mut seen_trees = HashSet::new();
+        let mut contents = HashSet::new();
+        while let Some(tree) = trees.pop() {
+            if !seen_trees.insert(tree) {
+                continue;
+            }
+            let raw = self
+                .load(BlobKind::Tree, &tree.0)?
+                .ok_or_else(|| anyhow!("tree {} is missing", tree.short()))?;
+            for entry in Tree::decode(&tree, &raw)?.entries {
+                match entry.kind {
+                    EntryKind::Dir { tree } => {
+                        ensure!(
+                            self.has(BlobKind::Tree, &tree.0)?,
+                            "tree {} is missing",
+                            tree.short()
+                        );
+                        trees.push(tree);
+                    }
+                    EntryKind::File { content, .. } => {
+                        ensure!(
+                            self.has(BlobKind::Content, &content.0)?,
+                            "content {} is missing",
+                            content.short()
+                        );
+                        contents.insert(content);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.check_contents(contents.into_iter().collect(), true)
     }
 
     /// A chunk for a restore: as a delta against the caller's similar chunk

@@ -121,6 +121,11 @@ pub struct RelayOptions {
     pub public: Vec<String>,
     /// Replaces the `[limits]` table of relay.toml.
     pub limits: Option<String>,
+    /// Puts the data directory on a tmpfs of this size (`24m`), so a test
+    /// can fill the relay's disk. Needs root (CI runs as root).
+    pub tmpfs: Option<String>,
+    /// Environment variables of `serve` (test hooks such as `FERRY_FAIL_FSYNC`).
+    pub env: Vec<(String, String)>,
 }
 
 /// A running `ferry-relay serve` in a temporary data directory.
@@ -128,6 +133,8 @@ pub struct RelayOptions {
 pub struct Relay {
     dir: tempfile::TempDir,
     child: Child,
+    env: Vec<(String, String)>,
+    tmpfs: bool,
     /// Fingerprint printed by `init`.
     pub fingerprint: String,
     /// Session listener.
@@ -149,6 +156,9 @@ impl Relay {
     pub fn start_with(options: RelayOptions) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
+        if let Some(size) = &options.tmpfs {
+            mount_tmpfs(&data, size);
+        }
         let mut init = Command::new(binary("ferry-relay"));
         init.arg("--data").arg(&data).args([
             "init",
@@ -175,10 +185,12 @@ impl Relay {
             let head = text.split("[limits]").next().expect("text");
             fs::write(&path, format!("{head}[limits]\n{limits}\n")).expect("write relay.toml");
         }
-        let (child, session_addr, pair_addr) = spawn_serve(dir.path(), &data);
+        let (child, session_addr, pair_addr) = spawn_serve(dir.path(), &data, &options.env);
         Relay {
             dir,
             child,
+            env: options.env,
+            tmpfs: options.tmpfs.is_some(),
             fingerprint,
             session_addr,
             pair_addr,
@@ -256,7 +268,7 @@ impl Relay {
             .collect();
         fs::write(&path, pinned.join("\n") + "\n").expect("write relay.toml");
         let _ = fs::remove_file(data.join("run").join("listen.json"));
-        let (child, session_addr, pair_addr) = spawn_serve(self.dir.path(), &data);
+        let (child, session_addr, pair_addr) = spawn_serve(self.dir.path(), &data, &self.env);
         assert_eq!(
             (session_addr, pair_addr),
             (self.session_addr, self.pair_addr)
@@ -278,6 +290,24 @@ impl Relay {
         self.child.id()
     }
 
+    /// Starts the relay again after [`Relay::terminate`] or a crash.
+    pub fn start_again(&mut self) {
+        self.restart_with(|text| text);
+    }
+
+    /// Resizes the data directory's tmpfs (see [`RelayOptions::tmpfs`]).
+    ///
+    /// # Panics
+    /// When the remount fails.
+    pub fn resize_tmpfs(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(self.data())
+            .status()
+            .expect("mount");
+        assert!(status.success(), "cannot remount the tmpfs at {size}");
+    }
+
     /// Sends SIGTERM and waits for exit.
     pub fn terminate(&mut self) -> ExitStatus {
         let pid = self.child.id().to_string();
@@ -292,10 +322,34 @@ impl Drop for Relay {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.tmpfs {
+            let _ = Command::new("umount").arg("-l").arg(self.data()).status();
+        }
     }
 }
 
-fn spawn_serve(dir: &Path, data: &Path) -> (Child, SocketAddr, SocketAddr) {
+/// Mounts a tmpfs of `size` at `path`.
+///
+/// # Panics
+/// When it cannot: this test needs root (CI runs as root), and says so.
+pub fn mount_tmpfs(path: &Path, size: &str) {
+    fs::create_dir_all(path).expect("mount point");
+    let status = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(path)
+        .status();
+    assert!(
+        status.is_ok_and(|s| s.success()),
+        "cannot mount a tmpfs at {}: this test fills a disk and needs root to mount one (CI runs as root)",
+        path.display()
+    );
+}
+
+fn spawn_serve(
+    dir: &Path,
+    data: &Path,
+    env: &[(String, String)],
+) -> (Child, SocketAddr, SocketAddr) {
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -306,6 +360,7 @@ fn spawn_serve(dir: &Path, data: &Path) -> (Child, SocketAddr, SocketAddr) {
         .arg(data)
         .arg("serve")
         .env("RUST_LOG", "info")
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(log)

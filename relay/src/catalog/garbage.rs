@@ -22,7 +22,7 @@ pub struct PackUsage {
 }
 
 impl BlobKind {
-    fn from_code(code: i64) -> rusqlite::Result<Self> {
+    pub(super) fn from_code(code: i64) -> rusqlite::Result<Self> {
         Ok(match code {
             0 => BlobKind::Chunk,
             1 => BlobKind::Signature,

@@ -1,0 +1,285 @@
+//! The catalog's side of `verify`: which packs to check first, when each
+//! blob was last found whole, what was found damaged, and which snapshots a
+//! backup healed since. The checks themselves live in `crate::verify`.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use serde::Serialize;
+
+use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog};
+
+/// One damaged blob as recorded in the `damage` table.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct DamageRecord {
+    /// The client whose blob it is.
+    pub client: String,
+    /// `chunk`, `tree`, `content` or `signature`.
+    pub kind: &'static str,
+    /// The blob id, hex.
+    pub blob: String,
+    /// Where it was.
+    pub pack: u32,
+    /// Its offset in the pack.
+    pub offset: u64,
+    /// Its stored length.
+    pub length: u32,
+    /// What was wrong.
+    pub reason: String,
+    /// When it was found (RFC 3339).
+    pub found_at: String,
+    /// When a backup sent it again (RFC 3339), if one has.
+    pub healed_at: Option<String>,
+}
+
+/// A blob's kind as `verify` names it.
+pub fn kind_name(kind: BlobKind) -> &'static str {
+    match kind {
+        BlobKind::Chunk => "chunk",
+        BlobKind::Signature => "signature",
+        BlobKind::Tree => "tree",
+        BlobKind::Content => "content",
+    }
+}
+
+/// Lower-case hex of an id.
+pub fn hex(id: &[u8]) -> String {
+    id.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Catalog {
+    /// Every pack named by a row, with the oldest `verified_at` of its
+    /// rows: least recently verified first, so a time-boxed run resumes
+    /// where the last one stopped.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn packs_by_verification(&self) -> rusqlite::Result<Vec<(u32, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT pack, MIN(verified_at) FROM blobs GROUP BY pack ORDER BY MIN(verified_at), pack",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect()
+    }
+
+    /// The rows of `pack` last verified before `cutoff_ms`, in pack order,
+    /// with their clients and states.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn rows_to_verify(
+        &self,
+        pack: u32,
+        cutoff_ms: i64,
+    ) -> rusqlite::Result<Vec<(u64, BlobRow, BlobState)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT client_id, kind, id, offset, length, compressed, state FROM blobs
+             WHERE pack = ?1 AND verified_at < ?2 ORDER BY offset",
+        )?;
+        let rows = stmt.query_map(params![pack, cutoff_ms], |r| {
+            let id: Vec<u8> = r.get(2)?;
+            let id: [u8; 32] = id
+                .as_slice()
+                .try_into()
+                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, id.len() as i64))?;
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                BlobRow {
+                    kind: BlobKind::from_code(r.get(1)?)?,
+                    id,
+                    at: crate::store::BlobLocation {
+                        pack,
+                        offset: r.get::<_, i64>(3)? as u64,
+                        len: r.get(4)?,
+                    },
+                    codec: super::codec_from_sql(r.get(5)?)?,
+                },
+                BlobState::from_code(r.get(6)?),
+            ))
+        })?;
+        rows.collect()
+    }
+
+    /// Records blobs found whole now (only rows still where they were
+    /// read: a collection may have moved one meanwhile).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn mark_verified(&mut self, rows: &[(u64, BlobRow)]) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut update = tx.prepare_cached(
+                "UPDATE blobs SET verified_at = ?6
+                 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND offset = ?5",
+            )?;
+            let now = now_ms();
+            for (client, row) in rows {
+                update.execute(params![
+                    *client as i64,
+                    row.kind as i64,
+                    &row.id[..],
+                    row.at.pack,
+                    row.at.offset as i64,
+                    now
+                ])?;
+            }
+        }
+        tx.commit()
+    }
+
+    /// Marks a blob damaged, if its row is still the one read, and records
+    /// why (once per blob until it is healed); true when it was marked.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn mark_damaged(
+        &mut self,
+        client: u64,
+        row: &BlobRow,
+        reason: &str,
+    ) -> rusqlite::Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE blobs SET state = 1
+             WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND offset = ?5",
+            params![
+                client as i64,
+                row.kind as i64,
+                &row.id[..],
+                row.at.pack,
+                row.at.offset as i64
+            ],
+        )?;
+        if changed > 0 {
+            let known: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM damage WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
+                    params![client as i64, row.kind as i64, &row.id[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if known.is_none() {
+                tx.execute(
+                    "INSERT INTO damage (client_id, kind, blob, pack, offset, length, reason, found_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        client as i64,
+                        row.kind as i64,
+                        &row.id[..],
+                        row.at.pack,
+                        row.at.offset as i64,
+                        row.at.len,
+                        reason,
+                        now_ms()
+                    ],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(changed > 0)
+    }
+
+    /// Sets a whole-or-incomplete state (never touches a damaged row).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_complete(
+        &mut self,
+        client: u64,
+        kind: BlobKind,
+        id: &[u8; 32],
+        complete: bool,
+    ) -> rusqlite::Result<()> {
+        let (from, to) = if complete {
+            (BlobState::Incomplete, BlobState::Whole)
+        } else {
+            (BlobState::Whole, BlobState::Incomplete)
+        };
+        self.conn
+            .prepare_cached(
+                "UPDATE blobs SET state = ?5 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = ?4",
+            )?
+            .execute(params![
+                client as i64,
+                kind as i64,
+                &id[..],
+                from.code(),
+                to.code()
+            ])?;
+        Ok(())
+    }
+
+    /// Whether any of the client's blobs is damaged or incomplete (then a
+    /// commit checks its snapshot's whole closure).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn has_damage(&self, client: u64) -> rusqlite::Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE client_id = ?1 AND state != 0 LIMIT 1")?
+            .query_row([client as i64], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Every damage record, oldest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn damage_records(&self) -> rusqlite::Result<Vec<DamageRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.name, d.kind, d.blob, d.pack, d.offset, d.length, d.reason, d.found_at, d.healed_at
+             FROM damage d JOIN clients c ON c.id = d.client_id ORDER BY d.id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            let blob: Vec<u8> = r.get(2)?;
+            Ok(DamageRecord {
+                client: r.get(0)?,
+                kind: kind_name(BlobKind::from_code(r.get(1)?)?),
+                blob: hex(&blob),
+                pack: r.get(3)?,
+                offset: r.get::<_, i64>(4)? as u64,
+                length: r.get(5)?,
+                reason: r.get(6)?,
+                found_at: ferry_protocol::units::format_rfc3339(r.get(7)?),
+                healed_at: r
+                    .get::<_, Option<i64>>(8)?
+                    .map(ferry_protocol::units::format_rfc3339),
+            })
+        })?;
+        rows.collect()
+    }
+
+    /// Rebuilds every index of the catalog file at `path` (`REINDEX`,
+    /// without migrating or checking it first: a damaged index may keep it
+    /// from opening), then checks it; returns the check's first line ("ok"
+    /// when repaired). Damage in a table's own pages is not repaired.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn repair_file(path: &std::path::Path) -> rusqlite::Result<String> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.execute_batch("REINDEX")?;
+        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+    }
+
+    /// The client's name, for reports.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_name(&self, client: u64) -> rusqlite::Result<String> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name FROM clients WHERE id = ?1",
+                [client as i64],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or_else(|| format!("#{client}")))
+    }
+}

@@ -1,0 +1,556 @@
+//! `ferry-relay verify`: finds damage before a restore does, and sets the
+//! store up to heal it.
+//!
+//! 1. **Catalog**: `PRAGMA integrity_check`.
+//! 2. **Blobs**: pack by pack, least recently verified first, every row's
+//!    bytes are read sequentially, decompressed and hashed (BLAKE3) against
+//!    its id; a row past the end of its pack, or in a pack that is gone, is
+//!    damaged too. One thread reads, another checks. Each blob found whole
+//!    records when (`verified_at`), so a run bounded by `--max-duration` or
+//!    `--subset` resumes where the last one stopped.
+//! 3. **Closure**: every snapshot's tree is walked; a damaged or missing blob
+//!    is reported with the client, snapshots and paths that reach it, and
+//!    every tree and content above it is marked incomplete.
+//!
+//! A damaged blob counts as missing from then on, and an incomplete one as
+//! missing to uploads: the next backup that still holds the data sends it
+//! again (see `Catalog::insert_blobs`), which heals every snapshot that
+//! named it. Verify only reads packs and writes catalog rows, so it runs
+//! beside a serving relay; a row that a collection moved while it was being
+//! read is checked again, never reported as damage.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ferry_protocol::chunking::MAX_CHUNK;
+use ferry_protocol::compress::decompress;
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
+use ferry_protocol::tree::{Content, EntryKind, Tree};
+use serde::Serialize;
+
+use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catalog, DamageRecord};
+
+/// Paths listed per damaged blob, at most.
+const PATHS_SHOWN: usize = 10;
+/// Rows recorded as verified per catalog transaction.
+const VERIFIED_BATCH: usize = 4096;
+
+/// What a run checks.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Stop reading blobs after this long (the closure check still runs).
+    pub max_duration: Option<Duration>,
+    /// Read only this percentage of the bytes due this run.
+    pub subset_percent: Option<f64>,
+    /// Skip blobs verified more recently than this.
+    pub since_verified: Option<Duration>,
+    /// Read at most this many bytes per second (beside uploads).
+    pub rate: Option<u64>,
+}
+
+/// One damaged (or missing) blob, with what reaches it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Damage {
+    /// The client whose blob it is.
+    pub client: String,
+    /// `chunk`, `tree`, `content`.
+    pub kind: &'static str,
+    /// Its id, hex.
+    pub blob: String,
+    /// Its pack, offset and stored length (absent when no row names it).
+    pub pack: Option<u32>,
+    /// Offset in the pack.
+    pub offset: Option<u64>,
+    /// Stored length.
+    pub length: Option<u32>,
+    /// What is wrong.
+    pub reason: String,
+    /// Snapshots that reach it.
+    pub snapshots: Vec<u64>,
+    /// Some of the paths that reach it (as backed up).
+    pub paths: Vec<String>,
+}
+
+/// What a run found; `ferry-relay verify --json` prints it.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    /// `PRAGMA integrity_check`'s first line ("ok" when clean).
+    pub catalog: String,
+    /// Packs read.
+    pub packs: u64,
+    /// Blobs read and hashed.
+    pub blobs_checked: u64,
+    /// Their stored bytes.
+    pub bytes_checked: u64,
+    /// Blobs due that this run left for the next (time box or subset).
+    pub blobs_left: u64,
+    /// Snapshots walked.
+    pub snapshots: u64,
+    /// Damage found (newly or still unhealed).
+    pub damaged: Vec<Damage>,
+    /// Snapshots that reach damage.
+    pub snapshots_damaged: Vec<u64>,
+    /// Blobs found damaged earlier and since sent again by a backup.
+    pub healed: Vec<DamageRecord>,
+    /// Wall time, milliseconds.
+    pub duration_ms: u64,
+}
+
+impl Report {
+    /// Whether anything is damaged (exit code 3).
+    pub fn is_damaged(&self) -> bool {
+        self.catalog != "ok" || !self.damaged.is_empty() || !self.snapshots_damaged.is_empty()
+    }
+}
+
+/// Verifies the store in `packs_dir` against the catalog at `catalog_path`.
+///
+/// # Errors
+/// When the catalog cannot be opened or queried, or a pack cannot be listed.
+pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<Report> {
+    let started = Instant::now();
+    let mut catalog = Catalog::open(catalog_path).map_err(crate::catalog::describe_error)?;
+    let mut report = Report {
+        catalog: catalog.integrity_check()?,
+        ..Report::default()
+    };
+    if report.catalog != "ok" {
+        tracing::error!("verify: the catalog is damaged: {}", report.catalog);
+    }
+    let mut found = Vec::new();
+    check_blobs(
+        &mut catalog,
+        packs_dir,
+        options,
+        started,
+        &mut report,
+        &mut found,
+    )?;
+    let mut walk = Walk {
+        catalog: &mut catalog,
+        packs_dir,
+        found: HashMap::new(),
+        below: HashMap::new(),
+    };
+    for (client, row, reason) in found {
+        walk.found
+            .insert((client, row.kind, row.id), Finding::new(Some(&row), reason));
+    }
+    walk.snapshots(&mut report)?;
+    let Walk { found, .. } = walk;
+    for ((client, kind, id), finding) in found {
+        report.damaged.push(Damage {
+            client: catalog.client_name(client)?,
+            kind: kind_name(kind),
+            blob: hex(&id),
+            pack: finding.at.map(|a| a.0),
+            offset: finding.at.map(|a| a.1),
+            length: finding.at.map(|a| a.2),
+            reason: finding.reason,
+            snapshots: finding.snapshots.into_iter().collect(),
+            paths: finding.paths,
+        });
+    }
+    report.damaged.sort_by_key(|d| (d.pack, d.offset));
+    report.healed = catalog
+        .damage_records()?
+        .into_iter()
+        .filter(|d| d.healed_at.is_some())
+        .collect();
+    report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+    Ok(report)
+}
+
+/// Phase 2: read and hash the rows due, pack by pack.
+fn check_blobs(
+    catalog: &mut Catalog,
+    packs_dir: &Path,
+    options: &Options,
+    started: Instant,
+    report: &mut Report,
+    found: &mut Vec<(u64, BlobRow, String)>,
+) -> Result<()> {
+    let cutoff = match options.since_verified {
+        Some(since) => {
+            now_ms().saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        }
+        None => i64::MAX,
+    };
+    let packs: Vec<u32> = catalog
+        .packs_by_verification()?
+        .into_iter()
+        .filter(|(_, oldest)| *oldest < cutoff)
+        .map(|(pack, _)| pack)
+        .collect();
+    let mut due = Vec::new();
+    let mut due_bytes = 0u64;
+    for pack in packs {
+        let rows = catalog.rows_to_verify(pack, cutoff)?;
+        due_bytes += rows
+            .iter()
+            .map(|(_, r, _)| u64::from(r.at.len))
+            .sum::<u64>();
+        due.push((pack, rows));
+    }
+    let budget = options
+        .subset_percent
+        .map(|p| (due_bytes as f64 * p.clamp(0.0, 100.0) / 100.0).ceil() as u64);
+    let mut stopped = false;
+    for (pack, rows) in due {
+        let over_time = options
+            .max_duration
+            .is_some_and(|max| started.elapsed() >= max);
+        let over_budget = budget.is_some_and(|b| report.bytes_checked >= b);
+        if stopped || over_time || over_budget {
+            stopped = true;
+            report.blobs_left += rows.len() as u64;
+            continue;
+        }
+        report.packs += 1;
+        let path = packs_dir.join(format!("{pack:08}.pack"));
+        let outcome = check_pack(&path, &rows, options.rate, started)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut whole = Vec::with_capacity(rows.len());
+        for ((client, row, state), verdict) in rows.into_iter().zip(outcome) {
+            report.blobs_checked += 1;
+            report.bytes_checked += u64::from(row.at.len);
+            match verdict {
+                None if state != BlobState::Damaged => whole.push((client, row)),
+                // Still damaged: a backup has not sent it again yet.
+                None => {}
+                // Marked only when the row is still where it was read (a
+                // collection may have moved it meanwhile).
+                Some(reason) if catalog.mark_damaged(client, &row, &reason)? => {
+                    tracing::error!(
+                        "verify: {} {} of client {client} in pack {pack:08} at {}: {reason}",
+                        kind_name(row.kind),
+                        hex(&row.id[..8]),
+                        row.at.offset
+                    );
+                    found.push((client, row, reason));
+                }
+                Some(_) => {}
+            }
+            if whole.len() >= VERIFIED_BATCH {
+                catalog.mark_verified(&whole)?;
+                whole.clear();
+            }
+        }
+        catalog.mark_verified(&whole)?;
+    }
+    Ok(())
+}
+
+/// Reads `rows` (in offset order) from one pack; for each, `None` when its
+/// bytes decompress and hash to its id, else what is wrong. A reader
+/// thread feeds a checking thread, so reading and hashing overlap.
+fn check_pack(
+    path: &Path,
+    rows: &[(u64, BlobRow, BlobState)],
+    rate: Option<u64>,
+    started: Instant,
+) -> Result<Vec<Option<String>>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(rows
+                .iter()
+                .map(|_| Some("its pack is missing".into()))
+                .collect());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let len = file.metadata()?.len();
+    let (send, receive) = sync_channel::<(
+        BlobKind,
+        [u8; 32],
+        ferry_protocol::compress::Codec,
+        Result<Vec<u8>, String>,
+    )>(64);
+    std::thread::scope(|scope| {
+        let checker = scope.spawn(move || {
+            receive
+                .into_iter()
+                .map(|(kind, id, codec, bytes)| match bytes {
+                    Ok(bytes) => check_blob(kind, &id, codec, bytes),
+                    Err(reason) => Some(reason),
+                })
+                .collect::<Vec<_>>()
+        });
+        let mut reader = BufReader::with_capacity(4 << 20, file);
+        let mut position = 0u64;
+        let mut read_total = 0u64;
+        for (_, row, _) in rows {
+            let end = row.at.offset + u64::from(row.at.len);
+            let bytes = if end > len {
+                Err(format!(
+                    "it ends at {end}, past the end of its pack ({len} bytes)"
+                ))
+            } else {
+                if row.at.offset != position {
+                    reader.seek(SeekFrom::Start(row.at.offset))?;
+                }
+                let mut buf = vec![0u8; row.at.len as usize];
+                reader.read_exact(&mut buf)?;
+                position = end;
+                read_total += u64::from(row.at.len);
+                Ok(buf)
+            };
+            if let Some(rate) = rate.filter(|r| *r > 0) {
+                let due = Duration::from_secs_f64(read_total as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            if send.send((row.kind, row.id, row.codec, bytes)).is_err() {
+                break;
+            }
+        }
+        drop(send);
+        Ok(checker.join().expect("the checking thread does not panic"))
+    })
+}
+
+/// `None` when the stored bytes are the blob they are named for.
+fn check_blob(
+    kind: BlobKind,
+    id: &[u8; 32],
+    codec: ferry_protocol::compress::Codec,
+    stored: Vec<u8>,
+) -> Option<String> {
+    let limit = if kind == BlobKind::Chunk {
+        MAX_CHUNK as usize
+    } else {
+        MAX_MESSAGE
+    };
+    let raw = match decompress(codec, stored, limit) {
+        Ok(raw) => raw,
+        Err(e) => return Some(format!("it does not decompress ({e})")),
+    };
+    let whole = match kind {
+        BlobKind::Chunk => ChunkId::of(&raw).0 == *id,
+        BlobKind::Tree => Tree::decode(&TreeId(*id), &raw).is_ok(),
+        BlobKind::Content => Content::decode(&ContentId(*id), &raw).is_ok(),
+        // Left by earlier versions, never read, collected as garbage.
+        BlobKind::Signature => true,
+    };
+    (!whole).then(|| "its bytes do not match its id".into())
+}
+
+/// What verify knows is wrong with one blob.
+struct Finding {
+    at: Option<(u32, u64, u32)>,
+    reason: String,
+    snapshots: BTreeSet<u64>,
+    paths: Vec<String>,
+}
+
+impl Finding {
+    fn new(row: Option<&BlobRow>, reason: String) -> Self {
+        Finding {
+            at: row.map(|r| (r.at.pack, r.at.offset, r.at.len)),
+            reason,
+            snapshots: BTreeSet::new(),
+            paths: Vec::new(),
+        }
+    }
+}
+
+type Key = (u64, BlobKind, [u8; 32]);
+
+/// Phase 3: the snapshots' closure.
+struct Walk<'c, 'p> {
+    catalog: &'c mut Catalog,
+    packs_dir: &'p Path,
+    /// Damaged or missing blobs.
+    found: HashMap<Key, Finding>,
+    /// Trees and contents walked, with the damaged blobs under them (none:
+    /// everything under them is whole).
+    below: HashMap<Key, Vec<Key>>,
+}
+
+impl Walk<'_, '_> {
+    fn snapshots(&mut self, report: &mut Report) -> Result<()> {
+        let roots = self.catalog.snapshot_roots()?;
+        report.snapshots = roots.len() as u64;
+        for (client, snapshot, root) in roots {
+            let mut reach = Reach {
+                snapshot,
+                path: String::new(),
+            };
+            if !self.tree(client, TreeId(root), &mut reach)?.is_empty() {
+                report.snapshots_damaged.push(snapshot);
+            }
+        }
+        Ok(())
+    }
+
+    /// The damaged blobs under a tree; records the state of each tree and
+    /// content it walks (incomplete when something under it is damaged).
+    fn tree(&mut self, client: u64, id: TreeId, reach: &mut Reach) -> Result<Vec<Key>> {
+        let key = (client, BlobKind::Tree, id.0);
+        if let Some(below) = self.seen(&key, reach) {
+            return Ok(below);
+        }
+        let Some(raw) = self.load(key, reach)? else {
+            return Ok(vec![key]);
+        };
+        let tree = match Tree::decode(&id, &raw) {
+            Ok(tree) => tree,
+            Err(e) => return self.damaged(key, &format!("{e}"), reach),
+        };
+        let mut below = Vec::new();
+        let base = reach.path.clone();
+        for entry in tree.entries {
+            reach.path = format!("{base}/{}", String::from_utf8_lossy(&entry.name));
+            match entry.kind {
+                EntryKind::Dir { tree } => below.extend(self.tree(client, tree, reach)?),
+                EntryKind::File { content, .. } => {
+                    below.extend(self.content(client, content, reach)?);
+                }
+                _ => {}
+            }
+        }
+        reach.path = base;
+        self.settle(key, below)
+    }
+
+    fn content(&mut self, client: u64, id: ContentId, reach: &mut Reach) -> Result<Vec<Key>> {
+        let key = (client, BlobKind::Content, id.0);
+        if let Some(below) = self.seen(&key, reach) {
+            return Ok(below);
+        }
+        let Some(raw) = self.load(key, reach)? else {
+            return Ok(vec![key]);
+        };
+        let content = match Content::decode(&id, &raw) {
+            Ok(content) => content,
+            Err(e) => return self.damaged(key, &format!("{e}"), reach),
+        };
+        let mut below = Vec::new();
+        for chunk in &content.chunks {
+            let chunk_key = (client, BlobKind::Chunk, chunk.id.0);
+            if let Some(finding) = self.found.get_mut(&chunk_key) {
+                finding.reached(reach);
+                below.push(chunk_key);
+                continue;
+            }
+            let found = self
+                .catalog
+                .find_blob_state(client, BlobKind::Chunk, &chunk.id.0)?;
+            let reason = match found {
+                Some((_, BlobState::Damaged)) => "found damaged by an earlier verify",
+                Some(_) => continue,
+                None => "no row names it",
+            };
+            let row = found.map(|(row, _)| row);
+            self.record(chunk_key, row.as_ref(), reason.into(), reach);
+            below.push(chunk_key);
+        }
+        for part in content.parts {
+            below.extend(self.content(client, part.id, reach)?);
+        }
+        self.settle(key, below)
+    }
+
+    /// A tree or content walked before: the damage under it, now reached
+    /// from this snapshot too.
+    fn seen(&mut self, key: &Key, reach: &Reach) -> Option<Vec<Key>> {
+        let below = self.below.get(key)?.clone();
+        for damaged in &below {
+            if let Some(finding) = self.found.get_mut(damaged) {
+                finding.snapshots.insert(reach.snapshot);
+            }
+        }
+        Some(below)
+    }
+
+    fn settle(&mut self, key: Key, mut below: Vec<Key>) -> Result<Vec<Key>> {
+        below.sort_unstable_by_key(|k| (k.1 as u8, k.2));
+        below.dedup();
+        self.catalog
+            .set_complete(key.0, key.1, &key.2, below.is_empty())?;
+        self.below.insert(key, below.clone());
+        Ok(below)
+    }
+
+    /// A tree's or content's bytes, or `None` when it is damaged or missing
+    /// (recorded).
+    fn load(&mut self, key: Key, reach: &mut Reach) -> Result<Option<Vec<u8>>> {
+        let (client, kind, id) = key;
+        let Some((row, state)) = self.catalog.find_blob_state(client, kind, &id)? else {
+            self.record(key, None, "no row names it".into(), reach);
+            self.below.insert(key, vec![key]);
+            return Ok(None);
+        };
+        if state == BlobState::Damaged {
+            let reason = "found damaged by an earlier verify".to_string();
+            self.record(key, Some(&row), reason, reach);
+            self.below.insert(key, vec![key]);
+            return Ok(None);
+        }
+        let path = self.packs_dir.join(format!("{:08}.pack", row.at.pack));
+        let read = (|| -> std::io::Result<Vec<u8>> {
+            let file = File::open(&path)?;
+            let mut buf = vec![0u8; row.at.len as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, row.at.offset)?;
+            Ok(buf)
+        })();
+        let raw = read
+            .map_err(|e| format!("cannot be read ({e})"))
+            .and_then(|stored| {
+                decompress(row.codec, stored, MAX_MESSAGE).map_err(|e| format!("{e}"))
+            });
+        match raw {
+            Ok(raw) => Ok(Some(raw)),
+            Err(reason) => {
+                self.damaged(key, &reason, reach)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Marks a tree or content whose bytes are wrong damaged (when its row
+    /// is still where it was read) and records it.
+    fn damaged(&mut self, key: Key, reason: &str, reach: &mut Reach) -> Result<Vec<Key>> {
+        let (client, kind, id) = key;
+        if let Some((row, _)) = self.catalog.find_blob_state(client, kind, &id)? {
+            self.catalog.mark_damaged(client, &row, reason)?;
+            self.record(key, Some(&row), reason.to_string(), reach);
+        }
+        self.below.insert(key, vec![key]);
+        Ok(vec![key])
+    }
+
+    fn record(&mut self, key: Key, row: Option<&BlobRow>, reason: String, reach: &Reach) {
+        self.found
+            .entry(key)
+            .or_insert_with(|| Finding::new(row, reason))
+            .reached(reach);
+    }
+}
+
+/// Where the walk is: which snapshot, which path.
+struct Reach {
+    snapshot: u64,
+    path: String,
+}
+
+impl Finding {
+    fn reached(&mut self, reach: &Reach) {
+        self.snapshots.insert(reach.snapshot);
+        if self.paths.len() < PATHS_SHOWN && !self.paths.contains(&reach.path) {
+            self.paths.push(if reach.path.is_empty() {
+                "/".into()
+            } else {
+                reach.path.clone()
+            });
+        }
+    }
+}

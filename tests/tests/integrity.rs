@@ -1,0 +1,287 @@
+//! Nothing committed is ever unrestorable, with the real binaries: a full
+//! disk is reported and never corrupts the store, damage in packs is found
+//! by `ferry-relay verify` and healed by the next backup, a restore over
+//! damage restores everything else, snapshot ids are never reused, and an
+//! fsync error is never acknowledged.
+
+use std::fs;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use ferry_tests::tree::{listing, random_bytes};
+use ferry_tests::{arg, ok, paired, stderr, stdout, Endpoint, Relay, RelayOptions};
+
+const MIB: usize = 1 << 20;
+
+/// A source tree of `files` files of 64 KiB and one of `big` MiB.
+fn source(root: &Path, files: usize, big: usize, seed: u64) -> PathBuf {
+    let src = root.join("src");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    for i in 0..files {
+        let data = random_bytes(64 * 1024, seed * 1000 + i as u64);
+        fs::write(src.join("docs").join(format!("f{i:03}.bin")), data).unwrap();
+    }
+    fs::write(src.join("big.bin"), random_bytes(big * MIB, seed)).unwrap();
+    src
+}
+
+fn restore(endpoint: &Endpoint, snapshot: &str, from: &Path, to: &Path) -> Output {
+    endpoint.ferry(&[
+        "restore",
+        "-b",
+        snapshot,
+        "--map-from",
+        arg(from),
+        "--map-to",
+        arg(to),
+    ])
+}
+
+fn verify(relay: &Relay) -> (Option<i32>, serde_json::Value) {
+    let out = relay.admin(&["verify", "--json"]);
+    let report = serde_json::from_str(&stdout(&out))
+        .unwrap_or_else(|e| panic!("verify --json: {e}: {}", stderr(&out)));
+    (out.status.code(), report)
+}
+
+/// The packs, largest first.
+fn packs(relay: &Relay) -> Vec<PathBuf> {
+    let mut packs: Vec<PathBuf> = fs::read_dir(relay.data().join("store/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort_by_key(|p| std::cmp::Reverse(fs::metadata(p).unwrap().len()));
+    packs
+}
+
+fn flip_byte(path: &Path, offset: u64) {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0x40], offset).unwrap();
+}
+
+#[test]
+fn a_flipped_byte_is_named_by_verify_healed_by_the_next_backup_and_restores_identical() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), 40, 2, 1);
+    endpoint.backup_json(&[arg(&src)]);
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "a fresh store is clean: {report}");
+    assert!(report["blobs_checked"].as_u64().unwrap() > 40, "{report}");
+
+    // One byte in the middle of the pack (file data, with 3.5 MiB of it).
+    let pack = packs(&relay).remove(0);
+    let middle = fs::metadata(&pack).unwrap().len() / 2;
+    flip_byte(&pack, middle);
+
+    // A restore over the damage restores every other file, names the
+    // damaged one, exits 3, and puts nothing wrong under a final name.
+    let out = work.path().join("out1");
+    let restored = restore(&endpoint, "1", &src, &out);
+    let message = stderr(&restored);
+    assert_eq!(restored.status.code(), Some(3), "{message}");
+    let damaged_file = message
+        .lines()
+        .find_map(|l| l.split("cannot restore ").nth(1)?.split(": damaged").next())
+        .unwrap_or_else(|| panic!("the damaged file is named: {message}"))
+        .to_string();
+    let (got, want) = (listing(&out), listing(&src));
+    assert_eq!(got.len(), want.len() - 1, "every file but the damaged one");
+    for (path, item) in &got {
+        assert_eq!(
+            Some(item),
+            want.get(path),
+            "{}",
+            String::from_utf8_lossy(path)
+        );
+    }
+
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(3), "{report}");
+    let damaged = &report["damaged"][0];
+    assert_eq!(damaged["client"], "laptop", "{report}");
+    assert_eq!(
+        damaged["pack"].as_u64(),
+        Some(pack_number(&pack)),
+        "{report}"
+    );
+    let offset = damaged["offset"].as_u64().unwrap();
+    let length = damaged["length"].as_u64().unwrap();
+    assert!((offset..offset + length).contains(&middle), "{report}");
+    assert!(
+        damaged["paths"].to_string().contains(&damaged_file),
+        "the path that reaches it is named: {report}"
+    );
+    assert_eq!(
+        report["snapshots_damaged"],
+        serde_json::json!([1]),
+        "{report}"
+    );
+
+    // The next backup of the unchanged source sends the damaged data again.
+    let summary = endpoint.backup_json(&[arg(&src)]);
+    eprintln!("figure: healing backup: {summary}");
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "healed: {report}");
+    assert_eq!(report["healed"].as_array().unwrap().len(), 1, "{report}");
+    for snapshot in ["1", "2"] {
+        let out = work.path().join(format!("healed{snapshot}"));
+        ok(restore(&endpoint, snapshot, &src, &out));
+        assert_eq!(
+            listing(&out),
+            listing(&src),
+            "snapshot {snapshot} after healing"
+        );
+    }
+}
+
+fn pack_number(path: &Path) -> u64 {
+    path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_truncated_pack_is_found_and_healed() {
+    let (mut relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), 10, 1, 2);
+    endpoint.backup_json(&[arg(&src)]);
+    relay.terminate();
+    let pack = packs(&relay).remove(0);
+    let len = fs::metadata(&pack).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&pack)
+        .unwrap()
+        .set_len(len - 100_000)
+        .unwrap();
+    relay.start_again();
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(3), "{report}");
+    assert!(
+        report["damaged"]
+            .to_string()
+            .contains("past the end of its pack"),
+        "{report}"
+    );
+    endpoint.backup_json(&[arg(&src)]);
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "{report}");
+    let out = work.path().join("out");
+    ok(restore(&endpoint, "1", &src, &out));
+    assert_eq!(listing(&out), listing(&src));
+}
+
+#[test]
+fn snapshot_ids_are_never_reused() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    fs::write(work.path().join("a"), b"one").unwrap();
+    assert_eq!(endpoint.backup_json(&[arg(work.path())])["snapshot"], 1);
+    fs::write(work.path().join("a"), b"two").unwrap();
+    assert_eq!(endpoint.backup_json(&[arg(work.path())])["snapshot"], 2);
+    ok(relay.admin(&["snapshots", "forget", "2"]));
+    fs::write(work.path().join("a"), b"three").unwrap();
+    assert_eq!(
+        endpoint.backup_json(&[arg(work.path())])["snapshot"],
+        3,
+        "a forgotten snapshot's number is never given again"
+    );
+}
+
+#[test]
+fn forgetting_the_newest_snapshot_then_collecting_does_not_fail_the_next_backup() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), 5, 1, 3);
+    endpoint.backup_json(&[arg(&src)]);
+    fs::write(src.join("docs/f000.bin"), random_bytes(70_000, 99)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    ok(relay.admin(&["snapshots", "forget", "2"]));
+    ok(relay.admin(&["gc", "--grace", "0s"]));
+    // The endpoint's cache names snapshot 2's trees as bases; they are gone.
+    fs::write(src.join("docs/f001.bin"), random_bytes(70_000, 98)).unwrap();
+    let summary = endpoint.backup_json(&[arg(&src)]);
+    assert_eq!(summary["snapshot"], 3, "{summary}");
+    let out = work.path().join("out");
+    ok(restore(&endpoint, "3", &src, &out));
+    assert_eq!(listing(&out), listing(&src));
+}
+
+#[test]
+fn an_injected_fsync_error_is_never_acknowledged() {
+    let work = tempfile::tempdir().unwrap();
+    let trigger = work.path().join("fail-next-fsync");
+    let relay = Relay::start_with(RelayOptions {
+        env: vec![("FERRY_FAIL_FSYNC".into(), trigger.to_str().unwrap().into())],
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let src = source(work.path(), 5, 3, 4);
+    fs::write(&trigger, b"").unwrap();
+    let failed = endpoint.ferry(&["backup", arg(&src)]);
+    assert_eq!(failed.status.code(), Some(1));
+    assert!(
+        stderr(&failed).contains("the relay's disk failed"),
+        "{}",
+        stderr(&failed)
+    );
+    assert!(!trigger.exists(), "the hook fired");
+    relay.wait_for_log("an fsync failed");
+    let listed = ok(relay.admin(&["snapshots", "list", "--json"]));
+    assert_eq!(listed.trim(), "[]", "nothing was committed");
+    // The relay goes on serving; the next backup works and restores.
+    let summary = endpoint.backup_json(&[arg(&src)]);
+    let out = work.path().join("out");
+    ok(restore(
+        &endpoint,
+        &summary["snapshot"].to_string(),
+        &src,
+        &out,
+    ));
+    assert_eq!(listing(&out), listing(&src));
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "{report}");
+}
+
+#[test]
+fn a_full_disk_is_named_and_every_acknowledged_snapshot_restores_identical() {
+    let relay = Relay::start_with(RelayOptions {
+        tmpfs: Some("24m".into()),
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let small = source(&work.path().join("small"), 10, 6, 5);
+    let large = source(&work.path().join("large"), 20, 40, 6);
+
+    assert_eq!(endpoint.backup_json(&[arg(&small)])["snapshot"], 1);
+    let failed = endpoint.ferry(&["backup", arg(&large)]);
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let message = stderr(&failed);
+    assert!(
+        message.contains("no space left on the relay's disk"),
+        "the user is told the relay's disk is full: {message}"
+    );
+    assert_eq!(message.trim().lines().count(), 1, "one line: {message}");
+
+    // Space is freed; the same backup works, without restarting the relay.
+    relay.resize_tmpfs("200m");
+    let summary = endpoint.backup_json(&[arg(&large)]);
+    assert_eq!(summary["snapshot"], 2, "{summary}");
+    for (snapshot, src) in [("1", &small), ("2", &large)] {
+        let out = work.path().join(format!("out{snapshot}"));
+        ok(restore(&endpoint, snapshot, src, &out));
+        assert_eq!(listing(&out), listing(src), "snapshot {snapshot}");
+    }
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "{report}");
+}
