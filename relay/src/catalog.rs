@@ -662,6 +662,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// Runs `PRAGMA quick_check` (the integrity check without index
+    /// contents, fast enough for every start); returns its first line.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn quick_check(&self) -> rusqlite::Result<String> {
+        self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))
+    }
+
     /// Runs `PRAGMA integrity_check`; returns its first line ("ok" when clean).
     ///
     /// # Errors

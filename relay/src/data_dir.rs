@@ -154,7 +154,14 @@ impl DataDir {
                 self.root.display()
             );
         }
-        Catalog::open(&self.catalog_path())
-            .with_context(|| format!("cannot open {}", self.catalog_path().display()))
+        Catalog::open(&self.catalog_path()).map_err(|e| {
+            let damaged = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt);
+            let advice = if damaged {
+                "; it is damaged: with the relay stopped, run `ferry-relay verify --repair-catalog`"
+            } else {
+                ""
+            };
+            anyhow::anyhow!("cannot open {}: {e}{advice}", self.catalog_path().display())
+        })
     }
 }

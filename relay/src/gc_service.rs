@@ -107,6 +107,26 @@ pub fn pending_request(catalog: &Catalog) -> rusqlite::Result<Option<GcRequest>>
     Ok((!answered).then_some(request))
 }
 
+/// Answers, as not done, a request left by a relay that stopped before
+/// collecting: a `ferry-relay gc` whose relay was killed has already told
+/// its user to ask again, so the next start must not collect unasked.
+///
+/// # Errors
+/// SQLite errors.
+pub fn drop_stale_request(catalog: &mut Catalog) -> rusqlite::Result<()> {
+    let Some(request) = pending_request(catalog)? else {
+        return Ok(());
+    };
+    tracing::warn!("dropping a gc request left by a relay that stopped before collecting");
+    let outcome = GcOutcome {
+        request: request.id,
+        report: None,
+        error: Some("the relay restarted before collecting; run `ferry-relay gc` again".into()),
+    };
+    let text = serde_json::to_string(&outcome).unwrap_or_default();
+    catalog.set_setting(RESULT_KEY, Some(&text))
+}
+
 /// Answers `request` in the server.
 pub async fn serve_request(shared: Arc<Shared>, request: GcRequest) {
     info!("gc requested by `ferry-relay gc`");

@@ -113,7 +113,15 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         );
     };
     let keys = data.keys()?;
-    let catalog = data.catalog()?;
+    let mut catalog = data.catalog()?;
+    let checked = catalog.quick_check()?;
+    if checked != "ok" {
+        anyhow::bail!(
+            "the catalog {} is damaged ({checked}); with the relay stopped, run `ferry-relay verify --repair-catalog`",
+            data.catalog_path().display()
+        );
+    }
+    crate::gc_service::drop_stale_request(&mut catalog)?;
     let rates = Rates::new(config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let store =

@@ -112,7 +112,7 @@ fn young_garbage_waits_for_its_grace_period() {
 }
 
 #[test]
-fn a_files_cache_naming_collected_data_is_dropped_and_the_next_backup_recovers() {
+fn a_files_cache_naming_collected_data_is_dropped_and_the_backup_recovers_in_the_same_run() {
     let (relay, endpoint) = paired();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
@@ -122,15 +122,18 @@ fn a_files_cache_naming_collected_data_is_dropped_and_the_next_backup_recovers()
     ok(relay.admin(&["snapshots", "forget", "1"]));
     gc(&relay, "0s");
 
-    // The cache still says a.bin is stored; the relay no longer has it.
-    let failed = endpoint.ferry(&["backup", arg(&src)]);
-    assert!(!failed.status.success());
-    let message = stderr(&failed);
+    // The cache still says a.bin is stored; the relay no longer has it: the
+    // commit is refused, the cache cleared, and the backup runs again at once.
+    let backup = endpoint.ferry(&["backup", "--json", arg(&src)]);
+    let message = stderr(&backup);
+    assert!(backup.status.success(), "{message}");
     assert!(
-        message.contains("snapshot incomplete") && message.contains("files cache"),
+        message.contains("snapshot incomplete")
+            && message.contains("files cache was cleared")
+            && message.contains("backing up again"),
         "{message}"
     );
-    let summary = endpoint.backup_json(&[arg(&src)]);
+    let summary: serde_json::Value = serde_json::from_slice(&backup.stdout).unwrap();
     assert_eq!(summary["files_new"], 1, "{summary}");
     let out = work.path().join("out");
     restore_into(&endpoint, "last", &src, &out);
@@ -147,4 +150,48 @@ fn a_second_server_on_the_same_data_is_refused() {
         "{}",
         stderr(&second)
     );
+}
+
+#[test]
+fn a_gc_request_does_not_outlive_the_relay_it_was_made_to() {
+    let (mut relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    fs::write(work.path().join("a.bin"), random_bytes(MIB, 21)).unwrap();
+    endpoint.backup_json(&[arg(work.path())]);
+    ok(relay.admin(&["snapshots", "forget", "1"]));
+    // The relay is frozen, so it cannot answer; then it is killed.
+    let pid = relay.pid().to_string();
+    assert!(std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let mut gc = relay.command();
+    gc.args(["gc", "--grace", "0s"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let gc = gc.spawn().unwrap();
+    let catalog = relay.data().join("catalog.sqlite");
+    ferry_tests::wait_for("the gc request", ferry_tests::DEADLINE, || {
+        let db = rusqlite::Connection::open(&catalog).ok()?;
+        db.query_row(
+            "SELECT 1 FROM settings WHERE key = 'gc_request'",
+            [],
+            |_| Ok(()),
+        )
+        .ok()
+    });
+    relay.kill_and_restart();
+    let gc = gc.wait_with_output().unwrap();
+    assert!(!gc.status.success());
+    assert!(
+        stderr(&gc).contains("run `ferry-relay gc` again"),
+        "{}",
+        stderr(&gc)
+    );
+    // Nothing was collected unasked: snapshot 1's data is still there.
+    relay.wait_for_log("dropping a gc request");
+    assert!(!relay.log().contains("gc requested by"), "{}", relay.log());
+    let report = gc(&relay, "0s");
+    assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
 }

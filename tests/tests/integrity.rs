@@ -285,3 +285,50 @@ fn a_full_disk_is_named_and_every_acknowledged_snapshot_restores_identical() {
     let (code, report) = verify(&relay);
     assert_eq!(code, Some(0), "{report}");
 }
+
+#[test]
+fn a_damaged_catalog_page_gets_a_clear_message_and_a_repair() {
+    let (mut relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), 30, 1, 7);
+    endpoint.backup_json(&[arg(&src)]);
+    relay.terminate();
+
+    // Overwrite the first page of an index with garbage.
+    let path = relay.data().join("catalog.sqlite");
+    let (page_size, root): (u64, u64) = {
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let page_size = db.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        let root = db
+            .query_row(
+                "SELECT rootpage FROM sqlite_master WHERE name = 'blobs_by_pack'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        (page_size, root)
+    };
+    let file = fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(&vec![0xA5; page_size as usize], (root - 1) * page_size)
+        .unwrap();
+    drop(file);
+
+    let refused = relay.admin(&["serve"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let message = stderr(&refused);
+    assert!(
+        message.contains("damaged") && message.contains("ferry-relay verify --repair-catalog"),
+        "{message}"
+    );
+    let repaired = relay.admin(&["verify", "--repair-catalog"]);
+    assert_eq!(repaired.status.code(), Some(0), "{}", stderr(&repaired));
+    assert!(
+        stderr(&repaired).contains("catalog repaired"),
+        "{}",
+        stderr(&repaired)
+    );
+    relay.start_again();
+    let out = work.path().join("out");
+    ok(restore(&endpoint, "1", &src, &out));
+    assert_eq!(listing(&out), listing(&src));
+}

@@ -253,18 +253,58 @@ impl Catalog {
         rows.collect()
     }
 
-    /// Rebuilds every index of the catalog file at `path` (`REINDEX`,
-    /// without migrating or checking it first: a damaged index may keep it
-    /// from opening), then checks it; returns the check's first line ("ok"
-    /// when repaired). Damage in a table's own pages is not repaired.
+    /// Repairs the catalog file at `path` (the relay stopped): first by
+    /// rebuilding every index in place (`REINDEX`); when that fails, by
+    /// copying every table into a fresh file (`VACUUM INTO`, which reads
+    /// the tables, never the old indexes) that then replaces it, the damaged
+    /// file kept beside it as `catalog.sqlite.damaged`. Returns the repaired
+    /// file's `integrity_check` ("ok"); damage in a table's own pages is
+    /// not repaired (the error says so).
     ///
     /// # Errors
-    /// SQLite errors.
-    pub fn repair_file(path: &std::path::Path) -> rusqlite::Result<String> {
+    /// SQLite or I/O errors.
+    pub fn repair_file(path: &std::path::Path) -> anyhow::Result<String> {
         let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch("REINDEX")?;
-        conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        let reindexed = conn
+            .execute_batch("REINDEX")
+            .and_then(|()| conn.query_row("PRAGMA integrity_check", [], |r| r.get::<_, String>(0)));
+        if let Ok(outcome) = &reindexed {
+            if outcome == "ok" {
+                return Ok(outcome.clone());
+            }
+        }
+        tracing::warn!("REINDEX did not repair the catalog ({reindexed:?}); copying its tables into a new file");
+        let fresh = path.with_extension("sqlite.repaired");
+        let _ = std::fs::remove_file(&fresh);
+        copy_tables(&conn, &fresh).map_err(|e| {
+            anyhow::anyhow!(
+                "its tables cannot be read back either ({e}): restore catalog.sqlite from a copy"
+            )
+        })?;
+        drop(conn);
+        let outcome: String =
+            rusqlite::Connection::open(&fresh)?
+                .query_row("PRAGMA integrity_check", [], |r| r.get(0))?;
+        if outcome != "ok" {
+            anyhow::bail!("the copy of its tables does not check clean either ({outcome})");
+        }
+        std::fs::File::open(&fresh)?.sync_all()?;
+        let damaged = path.with_extension("sqlite.damaged");
+        std::fs::rename(path, &damaged)?;
+        for suffix in ["-wal", "-shm"] {
+            let mut side = path.as_os_str().to_owned();
+            side.push(suffix);
+            let mut kept = damaged.as_os_str().to_owned();
+            kept.push(suffix);
+            // Absent when SQLite closed cleanly; an old WAL must never meet the new file.
+            let _ = std::fs::rename(&side, &kept);
+        }
+        std::fs::rename(&fresh, path)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+        Ok(outcome)
     }
 
     /// The client's name, for reports.
@@ -282,4 +322,52 @@ impl Catalog {
             .optional()?
             .unwrap_or_else(|| format!("#{client}")))
     }
+}
+
+/// Copies every table of `from` (read by table scans, never through an
+/// index) into a new database at `to`, then builds the indexes there anew.
+fn copy_tables(from: &rusqlite::Connection, to: &std::path::Path) -> rusqlite::Result<()> {
+    let schema: Vec<(String, String, String)> = from
+        .prepare(
+            "SELECT type, name, sql FROM sqlite_master
+             WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' ORDER BY rowid",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let version: i64 = from.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    {
+        let fresh = rusqlite::Connection::open(to)?;
+        for (kind, _, sql) in &schema {
+            if kind == "table" {
+                fresh.execute_batch(sql)?;
+            }
+        }
+        fresh.pragma_update(None, "user_version", version)?;
+    }
+    from.execute("ATTACH DATABASE ?1 AS fresh", [to.to_string_lossy()])?;
+    for (kind, name, _) in &schema {
+        if kind == "table" {
+            from.execute_batch(&format!(
+                "INSERT INTO fresh.\"{name}\" SELECT * FROM main.\"{name}\" NOT INDEXED"
+            ))?;
+        }
+    }
+    let sequences: bool = from.query_row(
+        "SELECT COUNT(*) > 0 FROM main.sqlite_master WHERE name = 'sqlite_sequence'",
+        [],
+        |r| r.get(0),
+    )?;
+    if sequences {
+        from.execute_batch(
+            "DELETE FROM fresh.sqlite_sequence; INSERT INTO fresh.sqlite_sequence SELECT * FROM main.sqlite_sequence",
+        )?;
+    }
+    from.execute_batch("DETACH DATABASE fresh")?;
+    let fresh = rusqlite::Connection::open(to)?;
+    for (kind, _, sql) in &schema {
+        if kind == "index" {
+            fresh.execute_batch(sql)?;
+        }
+    }
+    Ok(())
 }
