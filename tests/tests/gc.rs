@@ -166,11 +166,12 @@ fn a_gc_request_does_not_outlive_the_relay_it_was_made_to() {
         .status()
         .unwrap()
         .success());
-    let mut gc = relay.command();
-    gc.args(["gc", "--grace", "0s"])
+    let mut asked = relay.command();
+    asked
+        .args(["gc", "--grace", "0s"])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
-    let gc = gc.spawn().unwrap();
+    let asked = asked.spawn().unwrap();
     let catalog = relay.data().join("catalog.sqlite");
     ferry_tests::wait_for("the gc request", ferry_tests::DEADLINE, || {
         let db = rusqlite::Connection::open(&catalog).ok()?;
@@ -182,12 +183,12 @@ fn a_gc_request_does_not_outlive_the_relay_it_was_made_to() {
         .ok()
     });
     relay.kill_and_restart();
-    let gc = gc.wait_with_output().unwrap();
-    assert!(!gc.status.success());
+    let asked = asked.wait_with_output().unwrap();
+    assert!(!asked.status.success());
     assert!(
-        stderr(&gc).contains("run `ferry-relay gc` again"),
+        stderr(&asked).contains("run `ferry-relay gc` again"),
         "{}",
-        stderr(&gc)
+        stderr(&asked)
     );
     // Nothing was collected unasked: snapshot 1's data is still there.
     relay.wait_for_log("dropping a gc request");
