@@ -73,6 +73,16 @@ enum Queued {
     Asked(ChunkId, Option<Vec<u8>>),
     /// Asked ahead (see [`Restore::ask_ahead`]).
     Ahead(ChunkId),
+    /// Already at its place in the temporary file being completed.
+    InPlace(u32),
+}
+
+/// The temporary file a file is written to.
+struct Output {
+    file: File,
+    tmp: Vec<u8>,
+    /// It is an interrupted restore's: chunks already at their place stay.
+    in_place: bool,
 }
 
 /// Something the snapshot names that the relay could not give back whole
@@ -745,24 +755,30 @@ impl Restore<'_> {
             &self.object(ObjectId::Content(content_id)).await?,
         )?;
         let existing = Target::existing_file(dir, name)?;
-        let resumed = match existing {
-            Some(_) => None,
+        // An interrupted restore of this file: its temporary file is
+        // completed in place, so no later interruption loses what it holds.
+        let leftover = match sparse {
             None => Target::leftover_temp(dir, name)?,
+            Some(_) => None,
         };
-        let local = match (existing, resumed) {
-            (Some(file), _) => Some(LocalFile::scan(file)?),
-            (None, Some(partial)) => {
-                // An interrupted restore of this file: reuse what it wrote.
-                let partial = LocalFile::scan(partial)?;
-                self.summary.totals.bytes_scanned += partial.len;
-                self.summary.totals.files_new += 1;
-                return self
-                    .write_file(dir, name, entry, size, &content, sparse, Some(&partial))
-                    .await
-                    .map(Some);
+        if let Some((file, tmp)) = leftover {
+            let partial = LocalFile::scan(file.try_clone()?)?;
+            self.summary.totals.bytes_scanned += partial.len;
+            match existing {
+                Some(_) => self.summary.totals.files_changed += 1,
+                None => self.summary.totals.files_new += 1,
             }
-            (None, None) => None,
-        };
+            let out = Output {
+                file,
+                tmp,
+                in_place: true,
+            };
+            return self
+                .write_file(dir, entry, size, &content, sparse, Some(&partial), out)
+                .await
+                .map(Some);
+        }
+        let local = existing.map(LocalFile::scan).transpose()?;
         if let Some(local) = &local {
             self.summary.totals.bytes_scanned += local.len;
             let same =
@@ -776,27 +792,37 @@ impl Restore<'_> {
         } else {
             self.summary.totals.files_new += 1;
         }
-        self.write_file(dir, name, entry, size, &content, sparse, local.as_ref())
+        let (file, tmp) = Target::temp_file(dir, name)?;
+        let out = Output {
+            file,
+            tmp,
+            in_place: false,
+        };
+        self.write_file(dir, entry, size, &content, sparse, local.as_ref(), out)
             .await
             .map(Some)
     }
 
-    /// Writes a file's data and metadata to a temporary file beside `name`,
-    /// reusing the chunks of `local` (the target's current version, or a
-    /// partial restore), and starts its writeback; returns the temporary
-    /// file and its name.
+    /// Writes a file's data and metadata to its temporary file `out`,
+    /// reusing the chunks of `local` (the target's current version, or the
+    /// temporary file itself when `out.in_place`), and starts its
+    /// writeback; returns the temporary file and its name.
     #[allow(clippy::too_many_arguments)]
     async fn write_file(
         &mut self,
         dir: &OwnedFd,
-        name: &[u8],
         entry: &Entry,
         size: u64,
         content: &Content,
         sparse: Option<&[Extent]>,
         local: Option<&LocalFile>,
+        out: Output,
     ) -> Result<(File, Vec<u8>)> {
-        let (file, tmp) = Target::temp_file(dir, name)?;
+        let Output {
+            file,
+            tmp,
+            in_place,
+        } = out;
         let whole = [Extent {
             offset: 0,
             len: size,
@@ -806,6 +832,8 @@ impl Restore<'_> {
             extents: sparse.unwrap_or(&whole),
             current: 0,
             done: 0,
+            queued: 0,
+            earlier: local.filter(|_| in_place),
         };
         let mut index = 0;
         if content.parts.is_empty() {
@@ -865,7 +893,10 @@ impl Restore<'_> {
             }
             let at = *index;
             *index += 1;
-            if let Some(data) = self.local_chunk(chunk, local)? {
+            if out.in_place(at, chunk) {
+                self.summary.chunks_local += 1;
+                queue.push_back(Queued::InPlace(chunk.len));
+            } else if let Some(data) = self.local_chunk(chunk, local)? {
                 queue.push_back(Queued::Ready(data));
             } else if self.ahead.unclaimed.remove(&chunk.id) {
                 queue.push_back(Queued::Ahead(chunk.id));
@@ -905,6 +936,9 @@ impl Restore<'_> {
         out: &mut ExtentWriter<'_>,
         damage: &mut Option<anyhow::Error>,
     ) -> Result<()> {
+        if let Queued::InPlace(len) = next {
+            return Ok(out.skip(u64::from(len))?);
+        }
         match self.receive(next).await {
             Ok(data) if damage.is_none() => Ok(out.write(&data)?),
             Ok(_) => Ok(()),
@@ -935,6 +969,7 @@ impl Restore<'_> {
     async fn receive(&mut self, queued: Queued) -> Result<Vec<u8>> {
         match queued {
             Queued::Ready(data) => Ok(data),
+            Queued::InPlace(_) => bail!("a chunk already in place has nothing to receive"),
             Queued::Asked(id, base) => {
                 // Asked after every chunk asked ahead: their answers come first.
                 self.read_ahead_answers().await?;
@@ -1068,9 +1103,45 @@ struct ExtentWriter<'f> {
     extents: &'f [Extent],
     current: usize,
     done: u64,
+    /// Content bytes of the chunks queued so far (see [`ExtentWriter::in_place`]).
+    queued: u64,
+    /// The file's own earlier contents, when completing it in place.
+    earlier: Option<&'f LocalFile>,
 }
 
 impl ExtentWriter<'_> {
+    /// Takes the place of the content's next chunk (the `index`th, queued
+    /// in order); true when it is already there (an interrupted restore
+    /// wrote it). Only for non-sparse files, where content offsets are file
+    /// offsets.
+    fn in_place(&mut self, index: usize, chunk: &ChunkRef) -> bool {
+        let at = self.queued;
+        self.queued += u64::from(chunk.len);
+        self.extents.len() == 1
+            && self.earlier.is_some_and(|local| {
+                local.chunks.get(index).is_some_and(|&(offset, len, id)| {
+                    id == chunk.id && len == chunk.len && offset == at
+                })
+            })
+    }
+
+    /// Moves past `len` bytes already in place.
+    fn skip(&mut self, len: u64) -> std::io::Result<()> {
+        self.done += len;
+        let extent = self.extents.get(self.current).map_or(0, |e| e.len);
+        if self.done > extent {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "content longer than its extents",
+            ));
+        }
+        if self.done == extent {
+            self.current += 1;
+            self.done = 0;
+        }
+        Ok(())
+    }
+
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
         while !data.is_empty() {
             let Some(extent) = self.extents.get(self.current) else {

@@ -159,13 +159,25 @@ impl Target {
         Ok((File::from(fd), tmp))
     }
 
-    /// The temporary file an interrupted restore left for `name`, if any: its
-    /// chunks are reused, so a restore resumes rather than starting over.
+    /// The temporary file an interrupted restore left for `name`, if any,
+    /// open for reading and writing (and its name): it is completed in
+    /// place, so a restore resumes rather than starting over.
     ///
     /// # Errors
     /// I/O errors other than "absent".
-    pub fn leftover_temp(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<File>> {
-        Self::existing_file(dir, &temp_name(name)?)
+    pub fn leftover_temp(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<(File, Vec<u8>)>> {
+        let tmp = temp_name(name)?;
+        let tmp_arg = OsStr::from_bytes(&tmp);
+        match rustix::fs::statat(dir, tmp_arg, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st)
+                if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                    == rustix::fs::FileType::RegularFile => {}
+            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(dir, tmp_arg, flags, Mode::empty())?;
+        Ok(Some((File::from(fd), tmp)))
     }
 
     /// Whether nothing at all is at `name`, nor a temporary file of an

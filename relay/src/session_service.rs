@@ -269,6 +269,7 @@ impl Worker {
                     break;
                 }
             }
+            transfer.finish();
         });
         (requests, replies, busy)
     }

@@ -87,6 +87,26 @@ impl Transfer {
         }
     }
 
+    /// Ends the session's open upload, if any: what reached the relay is
+    /// made durable and indexed (the next run need not send it again), so
+    /// a session cut by shutdown or a dropped link leaves no torn tail.
+    pub fn finish(&mut self) {
+        if self.upload.is_none() {
+            return;
+        }
+        match self.sync() {
+            Ok(()) => tracing::info!(
+                client = self.client,
+                "an unfinished upload's data was made durable for its next run"
+            ),
+            Err(e) => tracing::warn!(
+                client = self.client,
+                "an unfinished upload's data could not be kept: {e:#}"
+            ),
+        }
+        self.upload = None;
+    }
+
     /// Handles one request; returns the reply, if it has one.
     ///
     /// # Errors

@@ -656,3 +656,104 @@ fn a_file_that_keeps_changing_while_read_is_reported_not_stored_torn() {
     assert!(target.join("steady").exists());
     assert!(!target.join("busy.log").exists());
 }
+
+#[test]
+fn a_restore_killed_twice_keeps_what_the_first_run_wrote() {
+    use std::os::unix::fs::MetadataExt;
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let size = 24u64 << 20;
+    fs::write(src.join("big"), random_bytes(size as usize, 12)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    ok(relay.admin(&["clients", "limit", "laptop", "4MiB/s"]));
+    let target = work.path().join("target");
+    let temp = || -> Option<fs::Metadata> {
+        fs::read_dir(&target)
+            .ok()?
+            .map(|e| e.unwrap())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .map(|e| e.metadata().unwrap())
+    };
+    let start = || {
+        endpoint
+            .command()
+            .args(["restore", "--map-from", arg(&src), "--map-to", arg(&target)])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let reached = wait_for("half of the file to be restored", DEADLINE, || {
+        temp().filter(|m| m.len() > size / 2)
+    });
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let before = temp().unwrap();
+    // The second run is killed as soon as it has touched the file: it must
+    // complete the same temporary file, not start a new one from zero.
+    let mut second = start();
+    let touched = wait_for("the second run to touch the file", DEADLINE, || {
+        temp().filter(|m| m.ino() != before.ino() || m.len() > before.len())
+    });
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(
+        touched.ino(),
+        reached.ino(),
+        "the temporary file was replaced"
+    );
+    assert!(temp().unwrap().len() >= before.len());
+    ok(relay.admin(&["clients", "limit", "laptop", "unlimited"]));
+    let resumed = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
+    let received = resumed["bytes_received"].as_u64().unwrap();
+    assert!(
+        received < size / 2,
+        "the third run received {received} of {size} bytes"
+    );
+    assert_eq!(listing(&target), listing(&src));
+}
+
+#[test]
+fn a_relay_stopped_by_sigterm_mid_backup_keeps_what_arrived_and_leaves_no_torn_tail() {
+    let (mut relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let size = 64usize << 20;
+    fs::write(src.join("big"), random_bytes(size, 13)).unwrap();
+    let mut backup = endpoint
+        .command()
+        .args(["backup", arg(&src)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the relay to hold a third of the file", DEADLINE, || {
+        (relay.pack_bytes() > (size as u64) / 3).then_some(())
+    });
+    assert!(relay.terminate().success());
+    let status = wait_for("the backup to fail", DEADLINE, || {
+        backup.try_wait().unwrap()
+    });
+    assert!(!status.success());
+    let held = relay.pack_bytes();
+    relay.start_again();
+    let log = relay.log();
+    assert!(
+        log.contains("made durable for its next run"),
+        "the upload's data was kept: {log}"
+    );
+    assert!(!log.contains("torn tail"), "{log}");
+    let resumed = endpoint.backup_json(&[arg(&src)]);
+    let sent = resumed["bytes_sent"].as_u64().unwrap();
+    assert!(
+        sent < (size as u64).saturating_sub(held) + (2 << 20),
+        "the resumed backup sent {sent} bytes with {held} of {size} already held"
+    );
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_eq!(listing(&out), listing(&src));
+}
