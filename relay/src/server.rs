@@ -36,6 +36,8 @@ pub const WATCH_INTERVAL: Duration = Duration::from_millis(400);
 /// Refused connections being told "busy" at once, per listener; beyond
 /// this a refused connection is just dropped.
 pub const MAX_REFUSALS_IN_FLIGHT: usize = 64;
+/// Attempts (100 ms apart) to take the data directory's lock at start.
+const LOCK_TRIES: usize = 20;
 /// How long open connections get to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
@@ -105,7 +107,18 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     let config = data.config()?;
     let limits = config.limits.resolve()?;
     let gc = config.gc.resolve()?;
-    let Some(_lock) = data.try_lock()? else {
+    // Admin commands take the lock for an instant to see whether a relay
+    // serves (`ferry-relay gc` waiting for one): a start at that instant
+    // waits a moment rather than failing.
+    let mut lock = data.try_lock()?;
+    for _ in 0..LOCK_TRIES {
+        if lock.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        lock = data.try_lock()?;
+    }
+    let Some(_lock) = lock else {
         anyhow::bail!(
             "another ferry-relay is serving {} ({} is locked)",
             data.root().display(),
