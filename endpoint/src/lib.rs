@@ -25,6 +25,7 @@ pub mod state;
 pub mod summary;
 pub mod target;
 pub mod uploader;
+pub mod verify;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -112,6 +112,26 @@ enum Command {
         /// Only these paths (absolute, as backed up).
         paths: Vec<PathBuf>,
     },
+    /// Fetch a snapshot end to end and check every byte against its hash,
+    /// writing nothing (exit 3: damage, or differences with --against).
+    Verify {
+        /// The backup set (default: `default`, or any set with -b ID).
+        #[arg(long)]
+        set: Option<String>,
+        /// Snapshot id, or `last`.
+        #[arg(short = 'b', long = "backup", default_value = "last", value_parser = parse_selector)]
+        backup: Selector,
+        /// Also compare each file with the local file at its path below
+        /// this directory (`/`: where it was backed up from).
+        #[arg(long)]
+        against: Option<PathBuf>,
+        /// Stop after this long; the next run resumes where it stopped.
+        #[arg(long, value_parser = ferry_protocol::units::parse_duration)]
+        max_duration: Option<std::time::Duration>,
+        /// Print one JSON summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Back up each set of endpoint.toml that has an `interval`, until SIGTERM.
     Daemon,
     /// Connect to the relay and report who answered, where, and how fast.
@@ -243,6 +263,27 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             };
             return run_restore(&state, &request, json).await;
         }
+        Command::Verify {
+            set,
+            backup,
+            against,
+            max_duration,
+            json,
+        } => {
+            let set = match (set, backup) {
+                (Some(set), _) => Some(set),
+                (None, Selector::Last) => Some("default".to_string()),
+                (None, Selector::Id(_)) => None,
+            };
+            let request = ferry_endpoint::verify::Request {
+                set,
+                snapshot: backup,
+                against,
+                max_duration,
+                progress: state.root().join("verify.json"),
+            };
+            return run_verify(&state, &request, json).await;
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -358,6 +399,43 @@ async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -
         );
     }
     Ok(if summary.errors > 0 {
+        ExitCode::from(PARTIAL)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+async fn run_verify(
+    state: &StateDir,
+    request: &ferry_endpoint::verify::Request,
+    json: bool,
+) -> Result<ExitCode> {
+    let mut client = jobs::open_client(state).await?;
+    let summary = ferry_endpoint::verify::run(&mut client, request).await?;
+    client.close().await;
+    for message in &summary.messages {
+        eprintln!("ferry: {message}");
+    }
+    if json {
+        println!("{}", serde_json::to_string(&summary)?);
+    } else {
+        println!(
+            "snapshot {}: {} files ({}) checked whole, {} damaged, {} differ{}; {} received in {:.1} s",
+            summary.snapshot,
+            summary.files_checked,
+            human_bytes(summary.bytes_checked),
+            summary.files_damaged,
+            summary.files_differ,
+            if summary.complete {
+                ""
+            } else {
+                " (stopped at --max-duration: the next run resumes)"
+            },
+            human_bytes(summary.bytes_received),
+            summary.duration_s
+        );
+    }
+    Ok(if summary.files_damaged + summary.files_differ > 0 {
         ExitCode::from(PARTIAL)
     } else {
         ExitCode::SUCCESS

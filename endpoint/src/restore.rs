@@ -94,7 +94,7 @@ pub struct Damaged(String);
 
 /// The bytes of an answer to `GetObject`: a refusal (no such object) is
 /// damage, as is an answer that does not decompress.
-fn object_bytes(answer: Result<Message>) -> Result<Vec<u8>> {
+pub(crate) fn object_bytes(answer: Result<Message>) -> Result<Vec<u8>> {
     match answer {
         Ok(Message::Object { codec, data }) => decompress(codec, data, MAX_MESSAGE)
             .map_err(|e| Damaged(format!("an object that does not decompress ({e})")).into()),
@@ -105,20 +105,43 @@ fn object_bytes(answer: Result<Message>) -> Result<Vec<u8>> {
 
 /// A relay's refusal of one request becomes [`Damaged`]; other errors (the
 /// session broke) stay as they are and end the restore.
-fn as_damage(e: anyhow::Error) -> anyhow::Error {
+pub(crate) fn as_damage(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<Refused>() {
         Ok(refused) => Damaged(refused.0).into(),
         Err(e) => e,
     }
 }
 
+fn chunk_damaged(id: &ChunkId, why: String) -> anyhow::Error {
+    Damaged(format!("chunk {}: {why}", id.short())).into()
+}
+
+/// The bytes of an answer to `GetChunk` sent without a base, checked
+/// against `id`; a refusal or wrong bytes are [`Damaged`].
+pub(crate) fn chunk_data(answer: Result<Message>, id: &ChunkId) -> Result<Vec<u8>> {
+    match answer.map_err(as_damage)? {
+        Message::ChunkData { codec, data } => {
+            let data = decompress(codec, data, MAX_CHUNK as usize)
+                .map_err(|e| chunk_damaged(id, format!("does not decompress ({e})")))?;
+            if ChunkId::of(&data) != *id {
+                return Err(chunk_damaged(
+                    id,
+                    "the relay's copy does not match its id".into(),
+                ));
+            }
+            Ok(data)
+        }
+        other => Err(unexpected("ChunkData", &other)),
+    }
+}
+
 /// Decodes a tree, or reports it damaged.
-fn decode_tree(id: &TreeId, raw: &[u8]) -> Result<Tree> {
+pub(crate) fn decode_tree(id: &TreeId, raw: &[u8]) -> Result<Tree> {
     Tree::decode(id, raw).map_err(|e| Damaged(format!("directory {}: {e}", id.short())).into())
 }
 
 /// Decodes a content, or reports it damaged.
-fn decode_content(id: &ContentId, raw: &[u8]) -> Result<Content> {
+pub(crate) fn decode_content(id: &ContentId, raw: &[u8]) -> Result<Content> {
     Content::decode(id, raw).map_err(|e| Damaged(format!("file list {}: {e}", id.short())).into())
 }
 
@@ -993,14 +1016,11 @@ impl Restore<'_> {
     /// Reads the relay's answer to a `GetChunk` for `id` (sent with
     /// `base`'s signature, if any) and checks it.
     async fn chunk_answer(&mut self, id: ChunkId, base: Option<Vec<u8>>) -> Result<Vec<u8>> {
-        let damaged = |why: String| -> anyhow::Error {
-            Damaged(format!("chunk {}: {why}", id.short())).into()
-        };
-        let data = match self.client.answer().await.map_err(as_damage)? {
-            Message::ChunkData { codec, data } => {
+        let damaged = |why: String| -> anyhow::Error { chunk_damaged(&id, why) };
+        match self.client.answer().await.map_err(as_damage)? {
+            answer @ Message::ChunkData { .. } => {
                 self.summary.chunks_full += 1;
-                decompress(codec, data, MAX_CHUNK as usize)
-                    .map_err(|e| damaged(format!("does not decompress ({e})")))?
+                chunk_data(Ok(answer), &id)
             }
             Message::ChunkDelta {
                 codec,
@@ -1010,15 +1030,11 @@ impl Restore<'_> {
                 self.summary.chunks_delta += 1;
                 let delta = decompress(codec, bytes, delta::MAX_DELTA)
                     .map_err(|e| damaged(format!("its delta does not decompress ({e})")))?;
-                return delta::apply(&base, &delta, &id)
-                    .map_err(|e| damaged(format!("its delta does not rebuild it ({e})")));
+                delta::apply(&base, &delta, &id)
+                    .map_err(|e| damaged(format!("its delta does not rebuild it ({e})")))
             }
-            other => return Err(unexpected("ChunkData", &other)),
-        };
-        if ChunkId::of(&data) != id {
-            return Err(damaged("the relay's copy does not match its id".into()));
+            other => Err(unexpected("ChunkData", &other)),
         }
-        Ok(data)
     }
 
     /// Symlinks last, then directory metadata deepest first.

@@ -332,3 +332,44 @@ fn a_damaged_catalog_page_gets_a_clear_message_and_a_repair() {
     ok(restore(&endpoint, "1", &src, &out));
     assert_eq!(listing(&out), listing(&src));
 }
+
+#[test]
+fn ferry_verify_checks_a_snapshot_end_to_end_and_against_local_files() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = source(work.path(), 12, 1, 8);
+    endpoint.backup_json(&[arg(&src)]);
+    let check = |args: &[&str]| {
+        let mut all = vec!["verify", "--json"];
+        all.extend_from_slice(args);
+        let out = endpoint.ferry(&all);
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("verify --json: {e}: {}", stderr(&out)));
+        (out.status.code(), summary, stderr(&out))
+    };
+    let (code, summary, _) = check(&["--against", "/"]);
+    assert_eq!(code, Some(0), "{summary}");
+    assert_eq!(summary["files_checked"], 13, "{summary}");
+    assert_eq!(summary["complete"], true, "{summary}");
+
+    // A local change is named as a difference.
+    fs::write(src.join("docs/f004.bin"), b"changed").unwrap();
+    let (code, summary, message) = check(&["--against", "/"]);
+    assert_eq!(code, Some(3), "{summary}");
+    assert_eq!(summary["files_differ"], 1, "{summary}");
+    assert!(message.contains("f004.bin: differs"), "{message}");
+
+    // Damage on the relay is named, nothing is written, the rest is checked.
+    let pack = packs(&relay).remove(0);
+    flip_byte(&pack, fs::metadata(&pack).unwrap().len() / 3);
+    let (code, summary, message) = check(&[]);
+    assert_eq!(code, Some(3), "{summary}");
+    assert_eq!(summary["files_damaged"], 1, "{summary}");
+    assert_eq!(summary["files_checked"], 12, "{summary}");
+    assert!(message.contains("damaged on the relay"), "{message}");
+
+    // Time-boxed: a run that stops at once resumes where it stopped.
+    let (_, summary, _) = check(&["--max-duration", "0s"]);
+    assert_eq!(summary["complete"], false, "{summary}");
+    assert_eq!(summary["files_checked"], 0, "{summary}");
+}
