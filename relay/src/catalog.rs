@@ -1076,6 +1076,82 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
 mod tests {
     use super::*;
 
+    /// A catalog with one paired client; returns the catalog and its id.
+    fn with_client(dir: &Path) -> (Catalog, u64) {
+        let mut cat = Catalog::open(&dir.join("c.sqlite")).unwrap();
+        let (id, _) = cat
+            .create_pairing("laptop", 0, i64::MAX, 1)
+            .unwrap()
+            .unwrap();
+        let PairOutcome::Paired(client) = cat
+            .complete_pairing(id, &PublicKey([1; 32]), "host", 1)
+            .unwrap()
+        else {
+            panic!()
+        };
+        (cat, client.id)
+    }
+
+    #[test]
+    fn a_forgotten_snapshots_id_is_never_given_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cat, client) = with_client(dir.path());
+        let set = cat.ensure_set(client, "default").unwrap();
+        let first = cat
+            .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
+            .unwrap();
+        let second = cat
+            .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
+            .unwrap();
+        assert_eq!(cat.forget_snapshots(&[second]).unwrap(), vec![second]);
+        drop(cat);
+        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let third = cat
+            .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
+            .unwrap();
+        assert_eq!((first, second, third), (1, 2, 3));
+    }
+
+    #[test]
+    fn a_damaged_blob_is_missing_until_sent_again_and_then_healed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut cat, client) = with_client(dir.path());
+        let at = |offset| crate::store::BlobLocation {
+            pack: 1,
+            offset,
+            len: 10,
+        };
+        let row = BlobRow {
+            kind: BlobKind::Chunk,
+            id: [9; 32],
+            at: at(0),
+            codec: Codec::None,
+        };
+        cat.insert_blobs(client, &[row]).unwrap();
+        assert!(!cat.has_damage(client).unwrap());
+        // A row that moved meanwhile is not marked.
+        let moved = BlobRow { at: at(5), ..row };
+        assert!(!cat.mark_damaged(client, &moved, "bad").unwrap());
+        assert!(cat.mark_damaged(client, &row, "bad").unwrap());
+        assert!(cat
+            .find_blob(client, BlobKind::Chunk, &[9; 32])
+            .unwrap()
+            .is_none());
+        assert!(cat.has_damage(client).unwrap());
+        assert_eq!(cat.damage_records().unwrap()[0].healed_at, None);
+        // A backup sends it again: the new copy takes the row.
+        let again = BlobRow { at: at(100), ..row };
+        cat.insert_blobs(client, &[again]).unwrap();
+        let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();
+        assert_eq!(found.map(|r| r.at), Some(at(100)));
+        assert!(!cat.has_damage(client).unwrap());
+        assert!(cat.damage_records().unwrap()[0].healed_at.is_some());
+        // A whole blob sent again keeps its row.
+        cat.insert_blobs(client, &[row]).unwrap();
+        let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();
+        assert_eq!(found.map(|r| r.at), Some(at(100)));
+    }
+
     #[test]
     fn pairing_lifecycle() {
         let dir = tempfile::tempdir().unwrap();

@@ -38,6 +38,71 @@ pub struct RelayConfig {
     /// Garbage collection.
     #[serde(default)]
     pub gc: GcConfig,
+    /// Scheduled verification of the store.
+    #[serde(default)]
+    pub verify: VerifyConfig,
+}
+
+/// `[verify]`: when the server checks the store by itself (as
+/// `ferry-relay verify` does), and how hard.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct VerifyConfig {
+    /// Time between runs (`off`: only `ferry-relay verify`).
+    pub interval: String,
+    /// Each run stops reading after this long; the next resumes.
+    pub max_duration: String,
+    /// Blobs verified more recently than this are skipped.
+    pub since_verified: String,
+    /// Read rate cap (`64MiB/s`; `unlimited`), to spare uploads.
+    pub rate: String,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            interval: "1d".into(),
+            max_duration: "1h".into(),
+            since_verified: "30d".into(),
+            rate: "64MiB/s".into(),
+        }
+    }
+}
+
+/// [`VerifyConfig`] resolved.
+#[derive(Debug, Clone)]
+pub struct VerifySchedule {
+    /// `None`: never by itself.
+    pub interval: Option<Duration>,
+    /// What each run checks.
+    pub options: crate::verify::Options,
+}
+
+impl VerifyConfig {
+    /// Resolves the human strings.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn resolve(&self) -> Result<VerifySchedule> {
+        let duration = |key: &str, text: &str| {
+            parse_duration(text).map_err(|e| anyhow::anyhow!("verify.{key}: {e}"))
+        };
+        let interval = match self.interval.trim() {
+            "off" => None,
+            text => Some(duration("interval", text)?.max(Duration::from_secs(1))),
+        };
+        let rate = ferry_protocol::units::parse_rate(&self.rate)
+            .map_err(|e| anyhow::anyhow!("verify.rate: {e}"))?;
+        Ok(VerifySchedule {
+            interval,
+            options: crate::verify::Options {
+                max_duration: Some(duration("max-duration", &self.max_duration)?),
+                subset_percent: None,
+                since_verified: Some(duration("since-verified", &self.since_verified)?),
+                rate,
+            },
+        })
+    }
 }
 
 /// `[gc]`: when the server collects garbage by itself.
@@ -221,6 +286,7 @@ impl RelayConfig {
         config.limits.resolve()?;
         config.rates.resolve()?;
         config.gc.resolve()?;
+        config.verify.resolve()?;
         Ok(config)
     }
 

@@ -271,6 +271,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 limits: LimitsConfig::default(),
                 rates: Default::default(),
                 gc: Default::default(),
+                verify: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());

@@ -107,6 +107,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     let config = data.config()?;
     let limits = config.limits.resolve()?;
     let gc = config.gc.resolve()?;
+    let verify = config.verify.resolve()?;
     // Admin commands take the lock for an instant to see whether a relay
     // serves (`ferry-relay gc` waiting for one): a start at that instant
     // waits a moment rather than failing.
@@ -201,6 +202,16 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
             Arc::clone(&shared),
             interval,
             gc.grace,
+        ));
+    }
+
+    if let Some(interval) = verify.interval {
+        tracker.spawn(crate::verify::periodic(
+            data.catalog_path(),
+            data.store_dir(),
+            verify.options,
+            interval,
+            shutdown.clone(),
         ));
     }
 

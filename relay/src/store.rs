@@ -71,6 +71,9 @@ pub struct PackStore {
     unsynced: bool,
     new_pack: bool,
     epoch: u64,
+    /// A test hook: the file `FERRY_FAIL_FSYNC` named at open. While it
+    /// exists, the next fsync fails with EIO (and removes it).
+    fail_fsync: Option<PathBuf>,
 }
 
 fn pack_path(dir: &Path, pack: u32) -> PathBuf {
@@ -121,6 +124,7 @@ impl PackStore {
             unsynced: false,
             new_pack: false,
             epoch: 0,
+            fail_fsync: std::env::var_os("FERRY_FAIL_FSYNC").map(PathBuf::from),
         })
     }
 
@@ -223,7 +227,9 @@ impl BlobStore for PackStore {
     fn sync(&mut self) -> io::Result<()> {
         if self.unsynced {
             if let Some((_, file, _)) = &self.current {
-                if let Err(e) = fail_point("FERRY_FAIL_FSYNC").and_then(|()| file.sync_data()) {
+                if let Err(e) =
+                    fail_point(self.fail_fsync.as_deref()).and_then(|()| file.sync_data())
+                {
                     self.poison();
                     return Err(e);
                 }
@@ -266,15 +272,15 @@ pub fn storage_error(e: io::Error, doing: &str) -> anyhow::Error {
     }
 }
 
-/// A test hook: when the environment variable `name` names an existing
-/// file, the operation fails with EIO once and the file is removed (so a
-/// test can inject one fsync error into a running relay).
-fn fail_point(name: &str) -> io::Result<()> {
-    let Some(path) = std::env::var_os(name) else {
+/// A test hook: when `trigger` names an existing file, the operation fails
+/// with EIO once and the file is removed (so a test can inject one fsync
+/// error into a running relay).
+fn fail_point(trigger: Option<&Path>) -> io::Result<()> {
+    let Some(path) = trigger else {
         return Ok(());
     };
-    if fs::remove_file(&path).is_ok() {
-        tracing::warn!("{name}: injecting an I/O error");
+    if fs::remove_file(path).is_ok() {
+        tracing::warn!("{}: injecting an I/O error", path.display());
         return Err(io::Error::from_raw_os_error(5));
     }
     Ok(())
@@ -312,5 +318,30 @@ mod tests {
         assert_ne!(c.pack, a.pack, "a reopened store starts a new pack");
         store.sync().unwrap();
         assert_eq!(store.read(&c).unwrap(), b"next");
+    }
+
+    #[test]
+    fn a_failed_fsync_seals_the_pack_and_moves_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let trigger = dir.path().join("trigger");
+        let mut store = PackStore::open(&dir.path().join("packs"), &HashMap::new()).unwrap();
+        let a = store.append(b"before").unwrap();
+        store.sync().unwrap();
+        let epoch = store.epoch();
+        store.append(b"lost?").unwrap();
+        fs::write(&trigger, b"").unwrap();
+        store.fail_fsync = Some(trigger.clone());
+        assert!(store.sync().is_err());
+        assert!(!trigger.exists());
+        assert_eq!(
+            store.epoch(),
+            epoch + 1,
+            "writers of unsynced blobs can tell"
+        );
+        let b = store.append(b"after").unwrap();
+        assert_ne!(b.pack, a.pack, "the pack that failed is sealed");
+        store.sync().unwrap();
+        assert_eq!(store.read(&a).unwrap(), b"before");
+        assert_eq!(store.read(&b).unwrap(), b"after");
     }
 }

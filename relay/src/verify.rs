@@ -167,6 +167,42 @@ pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<R
     Ok(report)
 }
 
+/// Verifies every `interval` in the server (beside uploads, at the
+/// configured rate), logging what it found, until `shutdown`.
+pub async fn periodic(
+    catalog_path: std::path::PathBuf,
+    packs_dir: std::path::PathBuf,
+    options: Options,
+    interval: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let (catalog, packs, options) = (catalog_path.clone(), packs_dir.clone(), options.clone());
+        let outcome = tokio::task::spawn_blocking(move || run(&catalog, &packs, &options)).await;
+        match outcome {
+            Ok(Ok(report)) if report.is_damaged() => tracing::error!(
+                "verify: damage found: catalog {}; {} damaged blobs; snapshots {:?} (run `ferry-relay verify` for details)",
+                report.catalog,
+                report.damaged.len(),
+                report.snapshots_damaged
+            ),
+            Ok(Ok(report)) => tracing::info!(
+                "verify: clean: {} blobs ({} bytes) checked, {} left for the next run, in {} ms",
+                report.blobs_checked,
+                report.bytes_checked,
+                report.blobs_left,
+                report.duration_ms
+            ),
+            Ok(Err(e)) => tracing::error!("verify failed: {e:#}"),
+            Err(e) => tracing::error!("verify failed: {e}"),
+        }
+    }
+}
+
 /// Phase 2: read and hash the rows due, pack by pack.
 fn check_blobs(
     catalog: &mut Catalog,

@@ -2,11 +2,8 @@
 //! committed snapshot still restores identical, with the counts.
 //!
 //! `cargo test` runs a short version of each (a few iterations). The full
-//! one, whose figures the README quotes:
-//!
-//! ```sh
-//! FERRY_TORTURE=full cargo test --release -p ferry-tests --test torture -- --nocapture --test-threads 1
-//! ```
+//! one, whose figures the README quotes, is `tests/torture.sh` (release
+//! binaries, `FERRY_TORTURE=full`, one test at a time).
 //!
 //! Each test prints a `figure:` line with its iterations and failures.
 
