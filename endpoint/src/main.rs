@@ -248,11 +248,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             checksum,
             paths,
         } => {
-            let set = match (set, backup) {
-                (Some(set), _) => Some(set),
-                (None, Selector::Last) => Some("default".to_string()),
-                (None, Selector::Id(_)) => None,
-            };
+            let set = set_of(set, backup);
             let request = restore::Request {
                 set,
                 snapshot: backup,
@@ -270,11 +266,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             max_duration,
             json,
         } => {
-            let set = match (set, backup) {
-                (Some(set), _) => Some(set),
-                (None, Selector::Last) => Some("default".to_string()),
-                (None, Selector::Id(_)) => None,
-            };
+            let set = set_of(set, backup);
             let request = ferry_endpoint::verify::Request {
                 set,
                 snapshot: backup,
@@ -286,6 +278,16 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The set a snapshot is looked up in: the one named, else `default` for
+/// `last`, else any (an id is unique across sets).
+fn set_of(set: Option<String>, backup: Selector) -> Option<String> {
+    match (set, backup) {
+        (Some(set), _) => Some(set),
+        (None, Selector::Last) => Some("default".to_string()),
+        (None, Selector::Id(_)) => None,
+    }
 }
 
 fn human_bytes(n: u64) -> String {

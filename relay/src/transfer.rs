@@ -610,47 +610,56 @@ impl Transfer {
     /// Checks that the root exists and that every tree and content uploaded
     /// in this backup references only what exists. Trees in the catalog
     /// were complete when they were indexed: a tree is indexed only by the
-    /// commit that checked it (see `sync`).
+    /// commit that checked it (see `sync`). Once something this client
+    /// stored was found damaged, a tree that exists may not be whole below
+    /// it, so the whole snapshot is checked instead.
     fn check_closure(
         &self,
         root: &TreeId,
         new_trees: &HashSet<TreeId>,
         new_contents: &HashSet<ContentId>,
     ) -> Result<()> {
-        ensure!(
-            self.has(BlobKind::Tree, &root.0)?,
-            "root tree {} is missing",
-            root.short()
-        );
+        self.require(BlobKind::Tree, &root.0, "root tree")?;
         let client = self.client;
         if self.catalog(|c| c.has_damage(client))? {
-            return self.check_whole_closure(root);
+            let contents = self.check_trees(vec![*root], true)?;
+            return self.check_contents(contents.into_iter().collect(), true);
         }
-        for tree_id in new_trees {
+        self.check_trees(new_trees.iter().copied().collect(), false)?;
+        self.check_contents(new_contents.iter().copied().collect(), false)
+    }
+
+    /// Checks that what each tree names exists; with `descend`, walks into
+    /// the subtrees too and returns every content reached.
+    fn check_trees(&self, mut trees: Vec<TreeId>, descend: bool) -> Result<HashSet<ContentId>> {
+        let mut seen = HashSet::new();
+        let mut contents = HashSet::new();
+        while let Some(tree) = trees.pop() {
+            if !seen.insert(tree) {
+                continue;
+            }
             let raw = self
-                .load(BlobKind::Tree, &tree_id.0)?
-                .ok_or_else(|| anyhow!("tree vanished"))?;
-            for entry in Tree::decode(tree_id, &raw)?.entries {
+                .load(BlobKind::Tree, &tree.0)?
+                .ok_or_else(|| anyhow!("tree {} is missing", tree.short()))?;
+            for entry in Tree::decode(&tree, &raw)?.entries {
                 match entry.kind {
                     EntryKind::Dir { tree } => {
-                        ensure!(
-                            self.has(BlobKind::Tree, &tree.0)?,
-                            "tree {} is missing",
-                            tree.short()
-                        );
+                        self.require(BlobKind::Tree, &tree.0, "tree")?;
+                        if descend {
+                            trees.push(tree);
+                        }
                     }
                     EntryKind::File { content, .. } => {
-                        ensure!(
-                            self.has(BlobKind::Content, &content.0)?,
-                            "content {} is missing",
-                            content.short()
-                        );
+                        self.require(BlobKind::Content, &content.0, "content")?;
+                        if descend {
+                            contents.insert(content);
+                        }
                     }
                     _ => {}
                 }
             }
         }
-        self.check_contents(new_contents.iter().copied().collect(), false)
+        Ok(contents)
     }
 
     /// Checks the chunks (and parts) of `contents`; with `deep`, the chunks
@@ -662,18 +671,10 @@ impl Transfer {
                 .ok_or_else(|| anyhow!("content {} is missing", content_id.short()))?;
             let content = Content::decode(&content_id, &raw)?;
             for chunk in &content.chunks {
-                ensure!(
-                    self.has(BlobKind::Chunk, &chunk.id.0)?,
-                    "chunk {} is missing",
-                    chunk.id.short()
-                );
+                self.require(BlobKind::Chunk, &chunk.id.0, "chunk")?;
             }
             for part in &content.parts {
-                ensure!(
-                    self.has(BlobKind::Content, &part.id.0)?,
-                    "content part {} is missing",
-                    part.id.short()
-                );
+                self.require(BlobKind::Content, &part.id.0, "content part")?;
                 if deep {
                     contents.push(part.id);
                 }
@@ -682,43 +683,14 @@ impl Transfer {
         Ok(())
     }
 
-    /// Checks everything the snapshot reaches, not only what this upload
-    /// added: used once something this client stored was found damaged,
-    /// since a tree or content that exists may then not be whole below.
-    fn check_whole_closure(&self, root: &TreeId) -> Result<()> {
-        let mut trees = vec![*root];
-        let mut seen_trees = HashSet::new();
-        let mut contents = HashSet::new();
-        while let Some(tree) = trees.pop() {
-            if !seen_trees.insert(tree) {
-                continue;
-            }
-            let raw = self
-                .load(BlobKind::Tree, &tree.0)?
-                .ok_or_else(|| anyhow!("tree {} is missing", tree.short()))?;
-            for entry in Tree::decode(&tree, &raw)?.entries {
-                match entry.kind {
-                    EntryKind::Dir { tree } => {
-                        ensure!(
-                            self.has(BlobKind::Tree, &tree.0)?,
-                            "tree {} is missing",
-                            tree.short()
-                        );
-                        trees.push(tree);
-                    }
-                    EntryKind::File { content, .. } => {
-                        ensure!(
-                            self.has(BlobKind::Content, &content.0)?,
-                            "content {} is missing",
-                            content.short()
-                        );
-                        contents.insert(content);
-                    }
-                    _ => {}
-                }
-            }
-        }
-        self.check_contents(contents.into_iter().collect(), true)
+    /// Fails naming the blob when the client does not hold it whole.
+    fn require(&self, kind: BlobKind, id: &[u8; 32], what: &str) -> Result<()> {
+        ensure!(
+            self.has(kind, id)?,
+            "{what} {} is missing",
+            crate::catalog::hex(&id[..8])
+        );
+        Ok(())
     }
 
     /// A chunk for a restore: as a delta against the caller's similar chunk

@@ -503,6 +503,27 @@ fn a_hostile_delta_or_a_decompression_bomb_is_rejected_and_the_relay_stays_up() 
     assert_eq!(endpoint.status_json()["path"], "lan");
 }
 
+/// Starts `ferry backup SRC` and returns it once the relay's packs hold
+/// `bytes`.
+fn backup_until_the_relay_holds(
+    relay: &ferry_tests::Relay,
+    endpoint: &ferry_tests::Endpoint,
+    src: &Path,
+    bytes: u64,
+) -> std::process::Child {
+    let backup = endpoint
+        .command()
+        .args(["backup", arg(src)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the relay to receive the backup", DEADLINE, || {
+        (relay.pack_bytes() > bytes).then_some(())
+    });
+    backup
+}
+
 #[test]
 fn a_backup_cut_off_by_a_killed_relay_resumes_without_resending_everything() {
     let (mut relay, endpoint) = paired();
@@ -511,16 +532,7 @@ fn a_backup_cut_off_by_a_killed_relay_resumes_without_resending_everything() {
     fs::create_dir_all(&src).unwrap();
     let size = 160usize << 20;
     fs::write(src.join("big"), random_bytes(size, 6)).unwrap();
-    let mut backup = endpoint
-        .command()
-        .args(["backup", arg(&src)])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for("the relay to hold half the file", DEADLINE, || {
-        (relay.pack_bytes() > (size as u64) / 2).then_some(())
-    });
+    let mut backup = backup_until_the_relay_holds(&relay, &endpoint, &src, size as u64 / 2);
     relay.kill_and_restart();
     wait_for("the backup to fail", DEADLINE, || {
         backup.try_wait().unwrap()
@@ -724,16 +736,7 @@ fn a_relay_stopped_by_sigterm_mid_backup_keeps_what_arrived_and_leaves_no_torn_t
     fs::create_dir_all(&src).unwrap();
     let size = 64usize << 20;
     fs::write(src.join("big"), random_bytes(size, 13)).unwrap();
-    let mut backup = endpoint
-        .command()
-        .args(["backup", arg(&src)])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_for("the relay to hold a third of the file", DEADLINE, || {
-        (relay.pack_bytes() > (size as u64) / 3).then_some(())
-    });
+    let mut backup = backup_until_the_relay_holds(&relay, &endpoint, &src, size as u64 / 3);
     assert!(relay.terminate().success());
     let status = wait_for("the backup to fail", DEADLINE, || {
         backup.try_wait().unwrap()

@@ -35,6 +35,29 @@ impl BlobKind {
     }
 }
 
+/// A row of `SELECT client_id, kind, id, offset, length, compressed`
+/// (in that order, first) of blobs in `pack`.
+pub(super) fn blob_in_pack(r: &rusqlite::Row<'_>, pack: u32) -> rusqlite::Result<(u64, BlobRow)> {
+    let id: Vec<u8> = r.get(2)?;
+    let id: [u8; 32] = id
+        .as_slice()
+        .try_into()
+        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, id.len() as i64))?;
+    Ok((
+        r.get::<_, i64>(0)? as u64,
+        BlobRow {
+            kind: BlobKind::from_code(r.get(1)?)?,
+            id,
+            at: BlobLocation {
+                pack,
+                offset: r.get::<_, i64>(3)? as u64,
+                len: r.get(4)?,
+            },
+            codec: super::codec_from_sql(r.get(5)?)?,
+        },
+    ))
+}
+
 impl Catalog {
     /// Every snapshot as (client, snapshot id, root tree id): the roots of
     /// the mark phase. Snapshots of removed clients count: their data stays.
@@ -148,26 +171,7 @@ impl Catalog {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id, offset, length, compressed FROM blobs WHERE pack = ?1 ORDER BY offset",
         )?;
-        let rows = stmt.query_map([pack], |r| {
-            let id: Vec<u8> = r.get(2)?;
-            let id: [u8; 32] = id
-                .as_slice()
-                .try_into()
-                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, id.len() as i64))?;
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                BlobRow {
-                    kind: BlobKind::from_code(r.get(1)?)?,
-                    id,
-                    at: BlobLocation {
-                        pack,
-                        offset: r.get::<_, i64>(3)? as u64,
-                        len: r.get(4)?,
-                    },
-                    codec: super::codec_from_sql(r.get(5)?)?,
-                },
-            ))
-        })?;
+        let rows = stmt.query_map([pack], |r| blob_in_pack(r, pack))?;
         rows.collect()
     }
 

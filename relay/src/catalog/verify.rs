@@ -75,25 +75,8 @@ impl Catalog {
              WHERE pack = ?1 AND verified_at < ?2 ORDER BY offset",
         )?;
         let rows = stmt.query_map(params![pack, cutoff_ms], |r| {
-            let id: Vec<u8> = r.get(2)?;
-            let id: [u8; 32] = id
-                .as_slice()
-                .try_into()
-                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, id.len() as i64))?;
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                BlobRow {
-                    kind: BlobKind::from_code(r.get(1)?)?,
-                    id,
-                    at: crate::store::BlobLocation {
-                        pack,
-                        offset: r.get::<_, i64>(3)? as u64,
-                        len: r.get(4)?,
-                    },
-                    codec: super::codec_from_sql(r.get(5)?)?,
-                },
-                BlobState::from_code(r.get(6)?),
-            ))
+            let (client, row) = super::garbage::blob_in_pack(r, pack)?;
+            Ok((client, row, BlobState::from_code(r.get(6)?)))
         })?;
         rows.collect()
     }
