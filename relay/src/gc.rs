@@ -89,6 +89,7 @@ pub fn collect(
     let roots = catalog.snapshot_roots()?;
     report.snapshots = roots.len() as u64;
     catalog.begin_mark()?;
+    let cutoff = now_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
     {
         let mut marker = Marker { catalog, packs };
         for (client, snapshot, root) in &roots {
@@ -96,8 +97,19 @@ pub fn collect(
                 format!("snapshot {snapshot} is damaged; nothing was collected")
             })?;
         }
+        // A young tree or content no snapshot reaches is kept for its grace
+        // period, and so is everything below it: an upload told it exists
+        // may name it without sending what is under it.
+        for (client, kind, id) in marker.catalog.young_unmarked_objects(cutoff)? {
+            let walked = match kind {
+                BlobKind::Tree => marker.tree(client, TreeId(id)),
+                _ => marker.content(client, ContentId(id)),
+            };
+            if let Err(e) = walked {
+                tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {e:#}");
+            }
+        }
     }
-    let cutoff = now_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
     let (deleted, bytes, young) = catalog.sweep(cutoff)?;
     report.blobs_deleted = deleted;
     report.bytes_unreferenced = bytes;

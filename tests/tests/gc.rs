@@ -196,3 +196,28 @@ fn a_gc_request_does_not_outlive_the_relay_it_was_made_to() {
     let report = gc(&relay, "0s");
     assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
 }
+
+#[test]
+fn what_a_young_unreferenced_tree_names_is_kept_with_it() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(src.join("d")).unwrap();
+    fs::write(src.join("d/old.bin"), random_bytes(MIB, 31)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    // Backup 1's data grows older than the grace period used below.
+    let first = std::time::Instant::now();
+    ferry_tests::wait_for("a second to pass", ferry_tests::DEADLINE, || {
+        (first.elapsed() >= std::time::Duration::from_millis(1500)).then_some(())
+    });
+    // Backup 2: a new tree for d naming old.bin's (old) content.
+    fs::write(src.join("d/new.bin"), random_bytes(1000, 32)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    ok(relay.admin(&["snapshots", "forget", "1", "2"]));
+    ok(relay.admin(&["gc", "--grace", "1s"]));
+    // The young tree still exists; what it names must too.
+    let summary = endpoint.backup_json(&[arg(&src)]);
+    let out = work.path().join("out");
+    restore_into(&endpoint, &summary["snapshot"].to_string(), &src, &out);
+    assert_eq!(listing(&out), listing(&src));
+}

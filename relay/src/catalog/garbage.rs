@@ -35,19 +35,22 @@ impl BlobKind {
     }
 }
 
+/// A 32-byte id column.
+fn id_column(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
+    let id: Vec<u8> = r.get(index)?;
+    id.as_slice()
+        .try_into()
+        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, id.len() as i64))
+}
+
 /// A row of `SELECT client_id, kind, id, offset, length, compressed`
 /// (in that order, first) of blobs in `pack`.
 pub(super) fn blob_in_pack(r: &rusqlite::Row<'_>, pack: u32) -> rusqlite::Result<(u64, BlobRow)> {
-    let id: Vec<u8> = r.get(2)?;
-    let id: [u8; 32] = id
-        .as_slice()
-        .try_into()
-        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, id.len() as i64))?;
     Ok((
         r.get::<_, i64>(0)? as u64,
         BlobRow {
             kind: BlobKind::from_code(r.get(1)?)?,
-            id,
+            id: id_column(r, 2)?,
             at: BlobLocation {
                 pack,
                 offset: r.get::<_, i64>(3)? as u64,
@@ -108,6 +111,30 @@ impl Catalog {
             )?
             .execute(params![client as i64, kind as i64, &id[..]])?;
         Ok(added == 1)
+    }
+
+    /// Trees and contents indexed at or after `cutoff_ms` that are not
+    /// marked: the roots of what the grace period keeps.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn young_unmarked_objects(
+        &self,
+        cutoff_ms: i64,
+    ) -> rusqlite::Result<Vec<(u64, BlobKind, [u8; 32])>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT client_id, kind, id FROM blobs b WHERE stored_at >= ?1 AND kind IN (2, 3)
+             AND NOT EXISTS (SELECT 1 FROM temp.marked m
+                 WHERE m.client_id = b.client_id AND m.kind = b.kind AND m.id = b.id)",
+        )?;
+        let rows = stmt.query_map([cutoff_ms], |r| {
+            Ok((
+                r.get::<_, i64>(0)? as u64,
+                BlobKind::from_code(r.get(1)?)?,
+                id_column(r, 2)?,
+            ))
+        })?;
+        rows.collect()
     }
 
     /// Deletes the rows of every unmarked blob indexed before `cutoff_ms`, in
