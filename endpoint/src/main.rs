@@ -525,6 +525,7 @@ async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
     let relay_key = record.relay_public_key()?;
     let mut session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
     let rtt = ping(&mut session, 0).await?;
+    let (damaged, healed) = damage(&mut session).await?;
     if json {
         let out = serde_json::json!({
             "relay_fingerprint": relay_key.fingerprint().to_string(),
@@ -535,6 +536,8 @@ async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
             "path": session.path.as_str(),
             "relay_software": session.relay_hello.software,
             "rtt_ms": rtt.as_secs_f64() * 1000.0,
+            "snapshots_damaged": damaged,
+            "snapshots_healed": healed,
         });
         println!("{out}");
     } else {
@@ -554,6 +557,12 @@ async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
             session.path.as_str()
         );
         println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
+        if !damaged.is_empty() {
+            println!("DAMAGED:    snapshots {damaged:?} reach data the relay found damaged; the next backup that still holds it heals them");
+        }
+        if !healed.is_empty() {
+            println!("healed:     snapshots {healed:?} were damaged and are whole again");
+        }
     }
     if watch {
         watch_session(&mut session).await?;
@@ -594,6 +603,27 @@ async fn watch_session(session: &mut Session) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The snapshots of this client the relay found damaged, and those healed
+/// since (none from a relay older than protocol 1.1, which cannot tell).
+async fn damage(session: &mut Session) -> Result<(Vec<u64>, Vec<u64>)> {
+    if session.relay_hello.minor < 1 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    session
+        .channel
+        .send(&Message::GetDamage)
+        .await
+        .context("the session broke")?;
+    loop {
+        match session.channel.recv().await.context("the session broke")? {
+            Message::Damage { damaged, healed } => return Ok((damaged, healed)),
+            Message::Failed { message } => bail!("the relay refused: {message}"),
+            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+            _ => continue,
+        }
+    }
 }
 
 /// Sends a ping and waits for its pong; a `Close` from the relay is an error

@@ -255,6 +255,17 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         patch: Vec<u8>,
     },
+    /// Asks which of this client's snapshots `ferry-relay verify` found
+    /// damaged, and which a backup healed since (protocol 1.1); answered
+    /// by `Damage`.
+    GetDamage,
+    /// This client's damaged and healed snapshots.
+    Damage {
+        /// Snapshots that reach damage not healed yet.
+        damaged: Vec<u64>,
+        /// Snapshots that reached damage a backup has healed since.
+        healed: Vec<u64>,
+    },
 }
 
 /// Largest number of ids in one query.

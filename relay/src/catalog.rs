@@ -125,7 +125,8 @@ const MIGRATIONS: &[&str] = &[
         length INTEGER NOT NULL,
         reason TEXT NOT NULL,
         found_at INTEGER NOT NULL,
-        healed_at INTEGER
+        healed_at INTEGER,
+        snapshots TEXT NOT NULL DEFAULT '[]'
     );
     CREATE INDEX damage_by_blob ON damage(client_id, kind, blob);
     CREATE INDEX blobs_not_whole ON blobs(client_id) WHERE state != 0;",

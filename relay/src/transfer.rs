@@ -276,6 +276,11 @@ impl Transfer {
                 }
             }
             Message::GetChunk { id, base_signature } => Some(self.get_chunk(&id, base_signature)?),
+            Message::GetDamage => {
+                let client = self.client;
+                let (damaged, healed) = self.catalog(|c| c.client_damage(client))?;
+                Some(Message::Damage { damaged, healed })
+            }
             other => bail!("unexpected message {}", message_name(&other)),
         })
     }

@@ -145,6 +145,8 @@ pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<R
     walk.snapshots(&mut report)?;
     let Walk { found, .. } = walk;
     for ((client, kind, id), finding) in found {
+        let snapshots: Vec<u64> = finding.snapshots.iter().copied().collect();
+        catalog.set_damage_snapshots(client, kind, &id, &snapshots)?;
         report.damaged.push(Damage {
             client: catalog.client_name(client)?,
             kind: kind_name(kind),

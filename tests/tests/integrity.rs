@@ -124,6 +124,12 @@ fn a_flipped_byte_is_named_by_verify_healed_by_the_next_backup_and_restores_iden
         serde_json::json!([1]),
         "{report}"
     );
+    let status = endpoint.status_json();
+    assert_eq!(
+        status["snapshots_damaged"],
+        serde_json::json!([1]),
+        "{status}"
+    );
 
     // The next backup of the unchanged source sends the damaged data again.
     let summary = endpoint.backup_json(&[arg(&src)]);
@@ -131,6 +137,17 @@ fn a_flipped_byte_is_named_by_verify_healed_by_the_next_backup_and_restores_iden
     let (code, report) = verify(&relay);
     assert_eq!(code, Some(0), "healed: {report}");
     assert_eq!(report["healed"].as_array().unwrap().len(), 1, "{report}");
+    let status = endpoint.status_json();
+    assert_eq!(
+        status["snapshots_damaged"],
+        serde_json::json!([]),
+        "{status}"
+    );
+    assert_eq!(
+        status["snapshots_healed"],
+        serde_json::json!([1]),
+        "{status}"
+    );
     for snapshot in ["1", "2"] {
         let out = work.path().join(format!("healed{snapshot}"));
         ok(restore(&endpoint, snapshot, &src, &out));

@@ -208,6 +208,65 @@ impl Catalog {
             .is_some())
     }
 
+    /// Records which snapshots reach a damaged blob (as `verify` found).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_damage_snapshots(
+        &mut self,
+        client: u64,
+        kind: BlobKind,
+        id: &[u8; 32],
+        snapshots: &[u64],
+    ) -> rusqlite::Result<()> {
+        let text = serde_json::to_string(snapshots).unwrap_or_else(|_| "[]".into());
+        self.conn.execute(
+            "UPDATE damage SET snapshots = ?4
+             WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
+            params![client as i64, kind as i64, &id[..], text],
+        )?;
+        Ok(())
+    }
+
+    /// The client's snapshots that reach damage not yet healed, and those
+    /// whose damage a backup healed since (each still existing, sorted).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_damage(&self, client: u64) -> rusqlite::Result<(Vec<u64>, Vec<u64>)> {
+        let mut damaged = std::collections::BTreeSet::new();
+        let mut healed = std::collections::BTreeSet::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT snapshots, healed_at IS NOT NULL FROM damage WHERE client_id = ?1")?;
+        let rows = stmt.query_map([client as i64], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+        })?;
+        for row in rows {
+            let (text, was_healed) = row?;
+            let ids: Vec<u64> = serde_json::from_str(&text).unwrap_or_default();
+            if was_healed {
+                healed.extend(ids);
+            } else {
+                damaged.extend(ids);
+            }
+        }
+        let existing: std::collections::HashSet<u64> = self
+            .conn
+            .prepare("SELECT id FROM snapshots WHERE client_id = ?1")?
+            .query_map([client as i64], |r| Ok(r.get::<_, i64>(0)? as u64))?
+            .collect::<rusqlite::Result<_>>()?;
+        let keep = |set: std::collections::BTreeSet<u64>| -> Vec<u64> {
+            set.into_iter().filter(|id| existing.contains(id)).collect()
+        };
+        let damaged = keep(damaged);
+        let healed = keep(healed)
+            .into_iter()
+            .filter(|id| !damaged.contains(id))
+            .collect();
+        Ok((damaged, healed))
+    }
+
     /// Every damage record, oldest first.
     ///
     /// # Errors
