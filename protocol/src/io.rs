@@ -163,7 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
 
     /// Shuts down the write half, so the peer reads EOF, then discards what
     /// the peer still sends until it closes too (at most `linger`, at most
-    /// 1 MiB). Closing with unread bytes would make the kernel send a reset,
+    /// 64 MiB). Closing with unread bytes would make the kernel send a reset,
     /// which can destroy our last message (an error the user must see)
     /// before the peer reads it.
     pub async fn close(&mut self, linger: std::time::Duration) {
@@ -171,7 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
         let _ = self.stream.shutdown().await;
         let drain = async {
             let mut sink = [0u8; 4096];
-            let mut left: usize = 1 << 20;
+            let mut left: usize = 64 << 20;
             while left > 0 {
                 match self.stream.read(&mut sink).await {
                     Ok(0) | Err(_) => break,

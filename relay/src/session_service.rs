@@ -184,14 +184,7 @@ async fn run_session(
                 channel.send(&reply).await?;
                 meter.settle(&channel.io).await;
             }
-            Event::Reply(Some(Err(e))) => {
-                let message = format!("{e:#}");
-                let _ = channel.send(&Message::Failed { message }).await;
-                // Read (and drop) what the endpoint still pipelines, so the
-                // refusal arrives instead of a reset that loses it.
-                channel.io.close(FAILED_LINGER).await;
-                return Err(e);
-            }
+            Event::Reply(Some(Err(e))) => return refuse(channel, e).await,
             Event::Reply(None) => return Err(anyhow!("the session's worker stopped")),
             Event::Received(received) => {
                 meter.settle(&channel.io).await;
@@ -209,6 +202,13 @@ async fn run_session(
                         busy.fetch_add(1, Ordering::AcqRel);
                         // Waits only while the worker has QUEUED requests.
                         if requests.send(request).await.is_err() {
+                            // It stopped on an error: its last reply says which.
+                            while let Some(reply) = replies.recv().await {
+                                match reply {
+                                    Ok(reply) => channel.send(&reply).await?,
+                                    Err(e) => return refuse(channel, e).await,
+                                }
+                            }
                             return Err(anyhow!("the session's worker stopped"));
                         }
                     }
@@ -216,6 +216,16 @@ async fn run_session(
             }
         }
     }
+}
+
+/// Tells the endpoint why its session ends (`Failed`), then reads (and
+/// drops) what it still pipelines for a moment, so the refusal arrives
+/// instead of a reset that would lose it.
+async fn refuse(channel: &mut Channel<TcpStream>, error: anyhow::Error) -> Result<String> {
+    let message = format!("{error:#}");
+    let _ = channel.send(&Message::Failed { message }).await;
+    channel.io.close(FAILED_LINGER).await;
+    Err(error)
 }
 
 /// How long a session that failed keeps reading after its `Failed`.
