@@ -43,6 +43,9 @@ pub struct SetConfig {
     pub name: Option<String>,
     /// How often `ferry daemon` backs the set up (e.g. `1h`).
     pub interval: Option<String>,
+    /// How often `ferry daemon` checks the set's newest snapshot end to end
+    /// (as `ferry verify` does) after a backup (e.g. `7d`).
+    pub verify_interval: Option<String>,
     /// Retention hint for the relay: keep this many newest snapshots.
     pub keep_last: Option<u32>,
     /// Retention hint: keep the newest snapshot of this many days.

@@ -45,6 +45,12 @@ pub struct SetState {
     pub running: Option<Progress>,
     /// Failures in a row.
     pub failures: u32,
+    /// The last check of the newest snapshot (`verify-interval`).
+    #[serde(default)]
+    pub verify: Option<LastRun>,
+    /// When that check finished, in milliseconds since the epoch.
+    #[serde(default)]
+    pub verified_at_ms: Option<i64>,
 }
 
 /// A finished attempt.
@@ -117,7 +123,13 @@ pub fn backoff(failures: u32) -> Duration {
 pub async fn run(state: &StateDir) -> Result<()> {
     let config = state.config()?;
     let mut intervals = BTreeMap::new();
+    let mut verify_intervals = BTreeMap::new();
     for (name, set) in &config.sets {
+        if let Some(text) = &set.verify_interval {
+            let interval = parse_duration(text)
+                .map_err(|e| anyhow::anyhow!("sets.{name}.verify-interval: {e}"))?;
+            verify_intervals.insert(name.clone(), interval);
+        }
         if let Some(text) = &set.interval {
             let interval =
                 parse_duration(text).map_err(|e| anyhow::anyhow!("sets.{name}.interval: {e}"))?;
@@ -157,6 +169,14 @@ pub async fn run(state: &StateDir) -> Result<()> {
         pid: std::process::id(),
         sets: BTreeMap::new(),
     };
+    // When each set was last checked survives a restart of the daemon.
+    if let Some(previous) = DaemonState::load(state) {
+        for (name, set) in previous.sets {
+            let entry = status.sets.entry(name).or_default();
+            entry.verify = set.verify;
+            entry.verified_at_ms = set.verified_at_ms;
+        }
+    }
     for (name, at) in &due {
         status.sets.entry(name.clone()).or_default().next_run = wall_time(*at);
     }
@@ -212,6 +232,16 @@ pub async fn run(state: &StateDir) -> Result<()> {
                     ),
                 });
                 tracing::info!("set {name}: snapshot {}", summary.totals.snapshot);
+                if let Some(every) = verify_intervals.get(&name) {
+                    let due = entry.verified_at_ms.is_none_or(|at| {
+                        crate::now_ms().saturating_sub(at)
+                            >= i64::try_from(every.as_millis()).unwrap_or(i64::MAX)
+                    });
+                    if due {
+                        entry.verify = Some(verify_set(state, &name).await);
+                        entry.verified_at_ms = Some(crate::now_ms());
+                    }
+                }
                 jittered(intervals[&name])
             }
             Err(e) => {
@@ -243,6 +273,55 @@ async fn run_set(
 ) -> Result<crate::backup::Summary> {
     let job = jobs::plan(state, name, jobs::Overrides::default())?;
     jobs::run(state, &job, control).await
+}
+
+/// Checks the set's newest snapshot end to end; the outcome as a [`LastRun`].
+async fn verify_set(state: &StateDir, name: &str) -> LastRun {
+    let request = crate::verify::Request {
+        set: Some(name.to_string()),
+        snapshot: crate::restore::Selector::Last,
+        against: None,
+        max_duration: None,
+        progress: state.root().join(format!("verify-{name}.json")),
+    };
+    let checked = async {
+        let mut client = jobs::open_client(state).await?;
+        let summary = crate::verify::run(&mut client, &request).await;
+        client.close().await;
+        summary
+    }
+    .await;
+    let (ok, snapshot, message) = match checked {
+        Ok(s) if s.files_damaged == 0 => (
+            true,
+            Some(s.snapshot),
+            format!(
+                "snapshot {}: {} files checked whole",
+                s.snapshot, s.files_checked
+            ),
+        ),
+        Ok(s) => {
+            for line in &s.messages {
+                tracing::error!("set {name}: {line}");
+            }
+            (
+                false,
+                Some(s.snapshot),
+                format!(
+                    "snapshot {}: {} files damaged on the relay (the next backup heals what it still holds)",
+                    s.snapshot, s.files_damaged
+                ),
+            )
+        }
+        Err(e) => (false, None, format!("verify failed: {e:#}")),
+    };
+    tracing::info!("set {name}: verify: {message}");
+    LastRun {
+        ok,
+        finished_at: format_rfc3339(crate::now_ms()),
+        snapshot,
+        message,
+    }
 }
 
 fn wall_time(at: tokio::time::Instant) -> String {

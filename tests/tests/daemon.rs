@@ -83,3 +83,46 @@ fn a_daemon_without_scheduled_sets_says_so() {
     assert_eq!(out.status.code(), Some(1));
     assert!(ferry_tests::stderr(&out).contains("no set has an `interval`"));
 }
+
+#[test]
+fn the_daemon_checks_the_newest_snapshot_end_to_end_on_its_verify_interval() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..5 {
+        fs::write(src.join(format!("f{i}")), random_bytes(100_000, i)).unwrap();
+    }
+    fs::write(
+        endpoint.state().join("endpoint.toml"),
+        format!("[sets.default]\npaths = [{src:?}]\ninterval = \"1h\"\nverify-interval = \"7d\"\n"),
+    )
+    .unwrap();
+    let mut daemon = endpoint
+        .command()
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let state_file = endpoint.state().join("daemon.json");
+    let verify = wait_for("the check after the first backup", DEADLINE, || {
+        let state: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&state_file).ok()?).ok()?;
+        let verify = state["sets"]["default"]["verify"].clone();
+        (!verify.is_null()).then_some(verify)
+    });
+    assert_eq!(verify["ok"], true, "{verify}");
+    assert_eq!(verify["snapshot"], 1, "{verify}");
+    assert!(
+        verify["message"]
+            .as_str()
+            .unwrap()
+            .contains("5 files checked whole"),
+        "{verify}"
+    );
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+}
