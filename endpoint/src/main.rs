@@ -497,12 +497,16 @@ async fn run_pair(
 /// Prints what `ferry daemon` last wrote: per set, the last result, the next
 /// run and the progress of a running backup. Shown even when the relay is away.
 fn print_daemon(daemon: &DaemonState) {
+    let shown = |l: &ferry_endpoint::daemon::LastRun| {
+        let verdict = if l.ok { "ok" } else { "failed" };
+        format!("{verdict} at {}: {}", l.finished_at, l.message)
+    };
     for (name, set) in &daemon.sets {
-        let last = set.last.as_ref().map_or("never run".to_string(), |l| {
-            let verdict = if l.ok { "ok" } else { "failed" };
-            format!("{verdict} at {}: {}", l.finished_at, l.message)
-        });
+        let last = set.last.as_ref().map_or("never run".to_string(), shown);
         println!("set {name:?}: last {last}; next run {}", set.next_run);
+        if let Some(verify) = &set.verify {
+            println!("set {name:?}: last check {}", shown(verify));
+        }
         if let Some(p) = &set.running {
             println!(
                 "set {name:?}: running since {}: {} files, {} read",
