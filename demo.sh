@@ -70,9 +70,10 @@ run "$BIN/ferry" --state "$WORK/endpoint" restore -b 1 --map-from "$WORK/data" -
 run "$BIN/ferry" --state "$WORK/endpoint" snapshots
 
 echo
-echo "== 9. the relay's view"
+echo "== 9. the relay's view, and a check of every stored byte"
 run "$BIN/ferry-relay" --data "$WORK/relay" clients list
 run "$BIN/ferry-relay" --data "$WORK/relay" snapshots list
+run "$BIN/ferry-relay" --data "$WORK/relay" verify
 
 echo
 echo "== 10. the relay's log (each session: bytes in and out), then a clean stop"
