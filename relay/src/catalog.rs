@@ -1139,14 +1139,14 @@ mod tests {
             .unwrap()
             .is_none());
         assert!(cat.has_damage(client).unwrap());
-        assert_eq!(cat.damage_records().unwrap()[0].healed_at, None);
+        assert_eq!(cat.damage_records(None).unwrap()[0].healed_at, None);
         // A backup sends it again: the new copy takes the row.
         let again = BlobRow { at: at(100), ..row };
         cat.insert_blobs(client, &[again]).unwrap();
         let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();
         assert_eq!(found.map(|r| r.at), Some(at(100)));
         assert!(!cat.has_damage(client).unwrap());
-        assert!(cat.damage_records().unwrap()[0].healed_at.is_some());
+        assert!(cat.damage_records(None).unwrap()[0].healed_at.is_some());
         // A whole blob sent again keeps its row.
         cat.insert_blobs(client, &[row]).unwrap();
         let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();

@@ -38,6 +38,8 @@ use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catal
 
 /// Paths listed per damaged blob, at most.
 const PATHS_SHOWN: usize = 10;
+/// Blobs healed within this long are listed in the report.
+const HEALED_SHOWN_MS: i64 = 7 * 24 * 3600 * 1000;
 /// Rows recorded as verified per catalog transaction.
 const VERIFIED_BATCH: usize = 4096;
 
@@ -96,7 +98,8 @@ pub struct Report {
     pub damaged: Vec<Damage>,
     /// Snapshots that reach damage.
     pub snapshots_damaged: Vec<u64>,
-    /// Blobs found damaged earlier and since sent again by a backup.
+    /// Blobs found damaged earlier and sent again by a backup in the last
+    /// seven days.
     pub healed: Vec<DamageRecord>,
     /// Wall time, milliseconds.
     pub duration_ms: u64,
@@ -160,11 +163,7 @@ pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<R
         });
     }
     report.damaged.sort_by_key(|d| (d.pack, d.offset));
-    report.healed = catalog
-        .damage_records()?
-        .into_iter()
-        .filter(|d| d.healed_at.is_some())
-        .collect();
+    report.healed = catalog.damage_records(Some(now_ms() - HEALED_SHOWN_MS))?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }

@@ -49,27 +49,31 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut check: impl FnMut() -> Op
     }
 }
 
-/// Runs a command to completion, with a deadline.
+/// Runs a command to completion, with a deadline. Its output is read while
+/// it runs, so a command that prints more than a pipe holds still finishes.
 ///
 /// # Panics
 /// When it cannot start or outlives the deadline.
 pub fn run(mut command: Command) -> Output {
-    let mut child = command
+    let child = command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let start = Instant::now();
-    loop {
-        if child.try_wait().expect("wait").is_some() {
-            return child.wait_with_output().expect("output");
-        }
-        if start.elapsed() > DEADLINE {
-            let _ = child.kill();
+    let pid = child.id();
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    match finished.recv_timeout(DEADLINE) {
+        Ok(output) => output.expect("output"),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
             panic!("{command:?} did not finish within {DEADLINE:?}");
         }
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -334,11 +334,12 @@ fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
     let expected = listing(&src);
     let (mut found, mut healed, mut wrong) = (0, 0, 0);
     let out = work.path().join("out");
-    for _ in 0..n {
+    for i in 0..n {
         relay.terminate();
         let blobs = indexed_blobs(&relay);
         let (pack, offset, length) = blobs[rng.below(blobs.len() as u64) as usize];
         let at = offset + rng.below(length);
+        eprintln!("flip {i}: pack {pack} offset {at}");
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)

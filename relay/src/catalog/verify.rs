@@ -267,16 +267,18 @@ impl Catalog {
         Ok((damaged, healed))
     }
 
-    /// Every damage record, oldest first.
+    /// Damage records, oldest first: every one, or with `healed_since`
+    /// only those healed since then.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn damage_records(&self) -> rusqlite::Result<Vec<DamageRecord>> {
+    pub fn damage_records(&self, healed_since: Option<i64>) -> rusqlite::Result<Vec<DamageRecord>> {
         let mut stmt = self.conn.prepare(
             "SELECT c.name, d.kind, d.blob, d.pack, d.offset, d.length, d.reason, d.found_at, d.healed_at
-             FROM damage d JOIN clients c ON c.id = d.client_id ORDER BY d.id",
+             FROM damage d JOIN clients c ON c.id = d.client_id
+             WHERE ?1 IS NULL OR d.healed_at >= ?1 ORDER BY d.id",
         )?;
-        let rows = stmt.query_map([], |r| {
+        let rows = stmt.query_map([healed_since], |r| {
             let blob: Vec<u8> = r.get(2)?;
             Ok(DamageRecord {
                 client: r.get(0)?,
