@@ -322,9 +322,19 @@ fn pack_path(relay: &Relay, pack: u32) -> PathBuf {
 
 #[test]
 fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
-    let n = iterations(5, 1000);
+    let n = std::env::var("FERRY_FLIPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(iterations(5, 1000));
     let (mut relay, endpoint) = paired();
-    let work = tempfile::tempdir().unwrap();
+    // Every blob must be one a backup can send again: the directories above
+    // the source are part of each snapshot, so they must not change between
+    // backups (/tmp's modification time moves with every other test).
+    let work = tempfile::Builder::new()
+        .prefix("ferry-flips-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     let mut rng = Rng(0x5eed_0005);
     mutate(&src, &mut rng, 20, 96 * 1024);
@@ -333,7 +343,7 @@ fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
     endpoint.backup_json(&[arg(&src)]);
     let expected = listing(&src);
     let (mut found, mut healed, mut wrong) = (0, 0, 0);
-    let out = work.path().join("out");
+    let out = scratch.path().join("out");
     for i in 0..n {
         relay.terminate();
         let blobs = indexed_blobs(&relay);
@@ -373,8 +383,11 @@ fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
             }
         }
         endpoint.backup_json(&[arg(&src)]);
-        if verify_code(&relay).0 == Some(0) {
+        let (code, report) = verify_code(&relay);
+        if code == Some(0) {
             healed += 1;
+        } else {
+            eprintln!("flip {i} not healed: {report}");
         }
     }
     fs::remove_dir_all(&out).ok();
