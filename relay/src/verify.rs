@@ -21,7 +21,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
@@ -40,8 +39,6 @@ use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catal
 const PATHS_SHOWN: usize = 10;
 /// Blobs healed within this long are listed in the report.
 const HEALED_SHOWN_MS: i64 = 7 * 24 * 3600 * 1000;
-/// Rows recorded as verified per catalog transaction.
-const VERIFIED_BATCH: usize = 4096;
 
 /// What a run checks.
 #[derive(Debug, Clone, Default)]
@@ -219,79 +216,105 @@ fn check_blobs(
         }
         None => i64::MAX,
     };
-    let packs: Vec<u32> = catalog
-        .packs_by_verification()?
-        .into_iter()
-        .filter(|(_, oldest)| *oldest < cutoff)
-        .map(|(pack, _)| pack)
-        .collect();
     let mut due = Vec::new();
     let mut due_bytes = 0u64;
-    for pack in packs {
-        let rows = catalog.rows_to_verify(pack, cutoff)?;
-        due_bytes += rows
-            .iter()
-            .map(|(_, r, _)| u64::from(r.at.len))
-            .sum::<u64>();
-        due.push((pack, rows));
+    for (pack, oldest) in catalog.packs_by_verification()? {
+        if oldest < cutoff {
+            let (rows, bytes) = catalog.due_in_pack(pack, cutoff)?;
+            due_bytes += bytes;
+            due.push((pack, rows));
+        }
     }
     let budget = options
         .subset_percent
         .map(|p| (due_bytes as f64 * p.clamp(0.0, 100.0) / 100.0).ceil() as u64);
+    let mut pacer = Pacer {
+        rate: options.rate.filter(|r| *r > 0),
+        started,
+        bytes: 0,
+    };
     let mut stopped = false;
-    for (pack, rows) in due {
+    for (pack, count) in due {
         let over_time = options
             .max_duration
             .is_some_and(|max| started.elapsed() >= max);
         let over_budget = budget.is_some_and(|b| report.bytes_checked >= b);
         if stopped || over_time || over_budget {
             stopped = true;
-            report.blobs_left += rows.len() as u64;
+            report.blobs_left += count;
             continue;
         }
         report.packs += 1;
+        let rows = catalog.rows_to_verify(pack, cutoff)?;
         let path = packs_dir.join(format!("{pack:08}.pack"));
-        let outcome = check_pack(&path, &rows, options.rate, started)
+        let outcome = check_pack(&path, &rows, &mut pacer)
             .with_context(|| format!("cannot read {}", path.display()))?;
-        let mut whole = Vec::with_capacity(rows.len());
-        for ((client, row, state), verdict) in rows.into_iter().zip(outcome) {
+        for ((client, row, _), verdict) in rows.iter().zip(outcome) {
             report.blobs_checked += 1;
             report.bytes_checked += u64::from(row.at.len);
             match verdict {
-                None if state != BlobState::Damaged => whole.push((client, row)),
-                // Still damaged: a backup has not sent it again yet.
                 None => {}
                 // Marked only when the row is still where it was read (a
                 // collection may have moved it meanwhile).
-                Some(reason) if catalog.mark_damaged(client, &row, &reason)? => {
+                Some(reason) if catalog.mark_damaged(*client, row, &reason)? => {
                     tracing::error!(
                         "verify: {} {} of client {client} in pack {pack:08} at {}: {reason}",
                         kind_name(row.kind),
                         hex(&row.id[..8]),
                         row.at.offset
                     );
-                    found.push((client, row, reason));
+                    found.push((*client, *row, reason));
                 }
                 Some(_) => {}
             }
-            if whole.len() >= VERIFIED_BATCH {
-                catalog.mark_verified(&whole)?;
-                whole.clear();
-            }
         }
-        catalog.mark_verified(&whole)?;
+        if let Some(last) = rows.iter().map(|(_, row, _)| row.at.offset).max() {
+            catalog.mark_pack_verified(pack, last, cutoff)?;
+        }
     }
     Ok(())
 }
 
+/// Keeps reads under a rate over the whole run.
+struct Pacer {
+    rate: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pacer {
+    fn read(&mut self, bytes: u64) {
+        self.bytes += bytes;
+        if let Some(rate) = self.rate {
+            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// Bytes of a pack read at once (several blobs, and the dead space
+/// between them), and threads that hash what was read.
+const SEGMENT: u64 = 8 << 20;
+const CHECKERS: usize = 2;
+
+/// Rows `first..last` of a pack, read in one piece starting at `start`.
+struct Segment {
+    first: usize,
+    last: usize,
+    start: u64,
+    bytes: Vec<u8>,
+}
+
 /// Reads `rows` (in offset order) from one pack; for each, `None` when its
-/// bytes decompress and hash to its id, else what is wrong. A reader
-/// thread feeds a checking thread, so reading and hashing overlap.
+/// bytes decompress and hash to its id, else what is wrong. This thread
+/// reads segments of [`SEGMENT`] bytes; [`CHECKERS`] threads decompress and
+/// hash them, so reading and hashing overlap and use every core.
 fn check_pack(
     path: &Path,
     rows: &[(u64, BlobRow, BlobState)],
-    rate: Option<u64>,
-    started: Instant,
+    pacer: &mut Pacer,
 ) -> Result<Vec<Option<String>>> {
     let file = match File::open(path) {
         Ok(file) => file,
@@ -304,54 +327,73 @@ fn check_pack(
         Err(e) => return Err(e.into()),
     };
     let len = file.metadata()?.len();
-    let (send, receive) = sync_channel::<(
-        BlobKind,
-        [u8; 32],
-        ferry_protocol::compress::Codec,
-        Result<Vec<u8>, String>,
-    )>(64);
-    std::thread::scope(|scope| {
-        let checker = scope.spawn(move || {
-            receive
-                .into_iter()
-                .map(|(kind, id, codec, bytes)| match bytes {
-                    Ok(bytes) => check_blob(kind, &id, codec, bytes),
-                    Err(reason) => Some(reason),
+    let end_of = |i: usize| rows[i].1.at.offset + u64::from(rows[i].1.at.len);
+    let mut verdicts: Vec<Option<String>> = vec![None; rows.len()];
+    let (send, receive) = sync_channel::<Segment>(CHECKERS);
+    let receive = std::sync::Mutex::new(receive);
+    std::thread::scope(|scope| -> Result<()> {
+        let checkers: Vec<_> = (0..CHECKERS)
+            .map(|_| {
+                let receive = &receive;
+                scope.spawn(move || {
+                    let mut out = Vec::new();
+                    loop {
+                        let segment = receive.lock().map(|r| r.recv());
+                        let Ok(Ok(segment)) = segment else {
+                            return out;
+                        };
+                        for (i, (_, row, _)) in rows
+                            .iter()
+                            .enumerate()
+                            .take(segment.last)
+                            .skip(segment.first)
+                        {
+                            let at = (row.at.offset - segment.start) as usize;
+                            let stored = &segment.bytes[at..at + row.at.len as usize];
+                            out.push((i, check_blob(row.kind, &row.id, row.codec, stored)));
+                        }
+                    }
                 })
-                .collect::<Vec<_>>()
-        });
-        let mut reader = BufReader::with_capacity(4 << 20, file);
-        let mut position = 0u64;
-        let mut read_total = 0u64;
-        for (_, row, _) in rows {
-            let end = row.at.offset + u64::from(row.at.len);
-            let bytes = if end > len {
-                Err(format!(
-                    "it ends at {end}, past the end of its pack ({len} bytes)"
-                ))
-            } else {
-                if row.at.offset != position {
-                    reader.seek(SeekFrom::Start(row.at.offset))?;
-                }
-                let mut buf = vec![0u8; row.at.len as usize];
-                reader.read_exact(&mut buf)?;
-                position = end;
-                read_total += u64::from(row.at.len);
-                Ok(buf)
-            };
-            if let Some(rate) = rate.filter(|r| *r > 0) {
-                let due = Duration::from_secs_f64(read_total as f64 / rate as f64);
-                if let Some(wait) = due.checked_sub(started.elapsed()) {
-                    std::thread::sleep(wait);
-                }
+            })
+            .collect();
+        let mut first = 0;
+        while first < rows.len() {
+            if end_of(first) > len {
+                verdicts[first] = Some(format!(
+                    "it ends at {}, past the end of its pack ({len} bytes)",
+                    end_of(first)
+                ));
+                first += 1;
+                continue;
             }
-            if send.send((row.kind, row.id, row.codec, bytes)).is_err() {
+            let start = rows[first].1.at.offset;
+            let mut last = first + 1;
+            while last < rows.len() && end_of(last) <= len && end_of(last) - start <= SEGMENT {
+                last += 1;
+            }
+            let mut bytes = vec![0u8; (end_of(last - 1) - start) as usize];
+            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)?;
+            pacer.read(bytes.len() as u64);
+            let segment = Segment {
+                first,
+                last,
+                start,
+                bytes,
+            };
+            if send.send(segment).is_err() {
                 break;
             }
+            first = last;
         }
         drop(send);
-        Ok(checker.join().expect("the checking thread does not panic"))
-    })
+        for checker in checkers {
+            for (i, verdict) in checker.join().expect("the checking threads do not panic") {
+                verdicts[i] = verdict;
+            }
+        }
+        Ok(())
+    })?;
+    Ok(verdicts)
 }
 
 /// `None` when the stored bytes are the blob they are named for.
@@ -359,21 +401,29 @@ fn check_blob(
     kind: BlobKind,
     id: &[u8; 32],
     codec: ferry_protocol::compress::Codec,
-    stored: Vec<u8>,
+    stored: &[u8],
 ) -> Option<String> {
     let limit = if kind == BlobKind::Chunk {
         MAX_CHUNK as usize
     } else {
         MAX_MESSAGE
     };
-    let raw = match decompress(codec, stored, limit) {
-        Ok(raw) => raw,
-        Err(e) => return Some(format!("it does not decompress ({e})")),
+    let decompressed;
+    let raw = if codec == ferry_protocol::compress::Codec::None && stored.len() <= limit {
+        stored
+    } else {
+        match decompress(codec, stored.to_vec(), limit) {
+            Ok(raw) => {
+                decompressed = raw;
+                &decompressed[..]
+            }
+            Err(e) => return Some(format!("it does not decompress ({e})")),
+        }
     };
     let whole = match kind {
-        BlobKind::Chunk => ChunkId::of(&raw).0 == *id,
-        BlobKind::Tree => Tree::decode(&TreeId(*id), &raw).is_ok(),
-        BlobKind::Content => Content::decode(&ContentId(*id), &raw).is_ok(),
+        BlobKind::Chunk => ChunkId::of(raw).0 == *id,
+        BlobKind::Tree => Tree::decode(&TreeId(*id), raw).is_ok(),
+        BlobKind::Content => Content::decode(&ContentId(*id), raw).is_ok(),
         // Left by earlier versions, never read, collected as garbage.
         BlobKind::Signature => true,
     };

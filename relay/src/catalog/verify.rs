@@ -81,33 +81,38 @@ impl Catalog {
         rows.collect()
     }
 
-    /// Records blobs found whole now (only rows still where they were
-    /// read: a collection may have moved one meanwhile).
+    /// How many rows of `pack` were last verified before `cutoff_ms`, and
+    /// their bytes.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn mark_verified(&mut self, rows: &[(u64, BlobRow)]) -> rusqlite::Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut update = tx.prepare_cached(
-                "UPDATE blobs SET verified_at = ?6
-                 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND offset = ?5",
-            )?;
-            let now = now_ms();
-            for (client, row) in rows {
-                update.execute(params![
-                    *client as i64,
-                    row.kind as i64,
-                    &row.id[..],
-                    row.at.pack,
-                    row.at.offset as i64,
-                    now
-                ])?;
-            }
-        }
-        tx.commit()
+    pub fn due_in_pack(&self, pack: u32, cutoff_ms: i64) -> rusqlite::Result<(u64, u64)> {
+        self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs WHERE pack = ?1 AND verified_at < ?2",
+            params![pack, cutoff_ms],
+            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
+        )
+    }
+
+    /// Records the rows of `pack` up to offset `last` that were due (last
+    /// verified before `cutoff_ms`) as verified now, but for those found
+    /// damaged. Rows a collection or an upload added to the pack since it
+    /// was read lie past `last`, so they stay due.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn mark_pack_verified(
+        &mut self,
+        pack: u32,
+        last: u64,
+        cutoff_ms: i64,
+    ) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE blobs SET verified_at = ?4
+             WHERE pack = ?1 AND offset <= ?2 AND verified_at < ?3 AND state != 1",
+            params![pack, last as i64, cutoff_ms, now_ms()],
+        )?;
+        Ok(())
     }
 
     /// Marks a blob damaged, if its row is still the one read, and records
