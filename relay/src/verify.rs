@@ -21,6 +21,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
@@ -201,7 +202,9 @@ pub async fn periodic(
     }
 }
 
-/// Phase 2: read and hash the rows due, pack by pack.
+/// Phase 2: read and hash the rows due, pack by pack: [`WORKERS`]
+/// threads each read and hash whole packs, least recently verified first,
+/// while this one loads their rows and records what they found.
 fn check_blobs(
     catalog: &mut Catalog,
     packs_dir: &Path,
@@ -228,49 +231,113 @@ fn check_blobs(
     let budget = options
         .subset_percent
         .map(|p| (due_bytes as f64 * p.clamp(0.0, 100.0) / 100.0).ceil() as u64);
-    let mut pacer = Pacer {
+    let pacer = std::sync::Mutex::new(Pacer {
         rate: options.rate.filter(|r| *r > 0),
         started,
         bytes: 0,
-    };
-    let mut stopped = false;
-    for (pack, count) in due {
-        let over_time = options
-            .max_duration
-            .is_some_and(|max| started.elapsed() >= max);
-        let over_budget = budget.is_some_and(|b| report.bytes_checked >= b);
-        if stopped || over_time || over_budget {
-            stopped = true;
-            report.blobs_left += count;
-            continue;
-        }
-        report.packs += 1;
-        let rows = catalog.rows_to_verify(pack, cutoff)?;
-        let path = packs_dir.join(format!("{pack:08}.pack"));
-        let outcome = check_pack(&path, &rows, &mut pacer)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        for ((client, row, _), verdict) in rows.iter().zip(outcome) {
-            report.blobs_checked += 1;
-            report.bytes_checked += u64::from(row.at.len);
-            match verdict {
-                None => {}
-                // Marked only when the row is still where it was read (a
-                // collection may have moved it meanwhile).
-                Some(reason) if catalog.mark_damaged(*client, row, &reason)? => {
-                    tracing::error!(
-                        "verify: {} {} of client {client} in pack {pack:08} at {}: {reason}",
-                        kind_name(row.kind),
-                        hex(&row.id[..8]),
-                        row.at.offset
-                    );
-                    found.push((*client, *row, reason));
+    });
+    let (send_job, jobs) = sync_channel::<PackJob>(1);
+    let jobs = std::sync::Mutex::new(jobs);
+    let (send_done, done) = std::sync::mpsc::channel::<(PackJob, std::io::Result<Vec<Verdict>>)>();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..WORKERS {
+            let (jobs, pacer, send_done) = (&jobs, &pacer, send_done.clone());
+            scope.spawn(move || {
+                let mut buffer = Vec::new();
+                while let Ok(Ok(job)) = jobs.lock().map(|j| j.recv()) {
+                    let path = packs_dir.join(format!("{:08}.pack", job.pack));
+                    let verdicts = check_pack(&path, &job.rows, &mut buffer, pacer);
+                    if send_done.send((job, verdicts)).is_err() {
+                        return;
+                    }
                 }
-                Some(_) => {}
+            });
+        }
+        drop(send_done);
+        let mut dispatched = 0;
+        let mut stopped = false;
+        for (pack, count) in due {
+            let over_time = options
+                .max_duration
+                .is_some_and(|max| started.elapsed() >= max);
+            let over_budget = budget.is_some_and(|b| report.bytes_checked >= b);
+            if stopped || over_time || over_budget {
+                stopped = true;
+                report.blobs_left += count;
+                continue;
+            }
+            let rows = catalog.rows_to_verify(pack, cutoff)?;
+            report.bytes_checked += rows
+                .iter()
+                .map(|(_, r, _)| u64::from(r.at.len))
+                .sum::<u64>();
+            if send_job.send(PackJob { pack, rows }).is_err() {
+                break;
+            }
+            dispatched += 1;
+            while let Ok((job, verdicts)) = done.try_recv() {
+                record(catalog, packs_dir, job, verdicts, cutoff, report, found)?;
+                dispatched -= 1;
             }
         }
-        if let Some(last) = rows.iter().map(|(_, row, _)| row.at.offset).max() {
-            catalog.mark_pack_verified(pack, last, cutoff)?;
+        drop(send_job);
+        for _ in 0..dispatched {
+            let (job, verdicts) = done.recv().expect("every job is answered");
+            record(catalog, packs_dir, job, verdicts, cutoff, report, found)?;
         }
+        Ok(())
+    })
+}
+
+/// Threads that read and hash packs.
+const WORKERS: usize = 2;
+
+/// The rows of one pack to check.
+struct PackJob {
+    pack: u32,
+    rows: Vec<(u64, BlobRow, BlobState)>,
+}
+
+/// `None` when a blob is whole, else what is wrong.
+type Verdict = Option<String>;
+
+/// Records what a worker found in one pack: damage marked (when the row is
+/// still where it was read: a collection may have moved it meanwhile),
+/// the rest verified now.
+fn record(
+    catalog: &mut Catalog,
+    packs_dir: &Path,
+    job: PackJob,
+    verdicts: std::io::Result<Vec<Verdict>>,
+    cutoff: i64,
+    report: &mut Report,
+    found: &mut Vec<(u64, BlobRow, String)>,
+) -> Result<()> {
+    let pack = job.pack;
+    let verdicts = verdicts.with_context(|| {
+        format!(
+            "cannot read {}",
+            packs_dir.join(format!("{pack:08}.pack")).display()
+        )
+    })?;
+    report.packs += 1;
+    for ((client, row, _), verdict) in job.rows.iter().zip(verdicts) {
+        report.blobs_checked += 1;
+        let Some(reason) = verdict else {
+            continue;
+        };
+        if catalog.mark_damaged(*client, row, &reason)? {
+            tracing::error!(
+                "verify: {} {} of client {client} in pack {pack:08} at {}: {reason}",
+                kind_name(row.kind),
+                hex(&row.id[..8]),
+                row.at.offset
+            );
+            found.push((*client, *row, reason));
+        }
+    }
+    if let Some(last) = job.rows.iter().map(|(_, row, _)| row.at.offset).max() {
+        catalog.mark_pack_verified(pack, last, cutoff)?;
     }
     Ok(())
 }
@@ -283,39 +350,28 @@ struct Pacer {
 }
 
 impl Pacer {
-    fn read(&mut self, bytes: u64) {
+    /// Counts `bytes` read; returns how long to wait to stay under the rate.
+    fn read(&mut self, bytes: u64) -> Option<Duration> {
         self.bytes += bytes;
-        if let Some(rate) = self.rate {
-            let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
-            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
-                std::thread::sleep(wait);
-            }
-        }
+        let rate = self.rate?;
+        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        due.checked_sub(self.started.elapsed())
     }
 }
 
 /// Bytes of a pack read at once (several blobs, and the dead space
-/// between them), and threads that hash what was read.
+/// between them).
 const SEGMENT: u64 = 8 << 20;
-const CHECKERS: usize = 2;
 
-/// Rows `first..last` of a pack, read in one piece starting at `start`.
-struct Segment {
-    first: usize,
-    last: usize,
-    start: u64,
-    bytes: Vec<u8>,
-}
-
-/// Reads `rows` (in offset order) from one pack; for each, `None` when its
-/// bytes decompress and hash to its id, else what is wrong. This thread
-/// reads segments of [`SEGMENT`] bytes; [`CHECKERS`] threads decompress and
-/// hash them, so reading and hashing overlap and use every core.
+/// Reads `rows` (in offset order) from one pack, a segment of [`SEGMENT`]
+/// bytes at a time into `buffer`; for each, `None` when its bytes
+/// decompress and hash to its id, else what is wrong.
 fn check_pack(
     path: &Path,
     rows: &[(u64, BlobRow, BlobState)],
-    pacer: &mut Pacer,
-) -> Result<Vec<Option<String>>> {
+    buffer: &mut Vec<u8>,
+    pacer: &std::sync::Mutex<Pacer>,
+) -> std::io::Result<Vec<Verdict>> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
@@ -324,75 +380,45 @@ fn check_pack(
                 .map(|_| Some("its pack is missing".into()))
                 .collect());
         }
-        Err(e) => return Err(e.into()),
+        Err(e) => return Err(e),
     };
     let len = file.metadata()?.len();
     let end_of = |i: usize| rows[i].1.at.offset + u64::from(rows[i].1.at.len);
-    let mut verdicts: Vec<Option<String>> = vec![None; rows.len()];
-    let (send, receive) = sync_channel::<Segment>(CHECKERS);
-    let receive = std::sync::Mutex::new(receive);
-    std::thread::scope(|scope| -> Result<()> {
-        let checkers: Vec<_> = (0..CHECKERS)
-            .map(|_| {
-                let receive = &receive;
-                scope.spawn(move || {
-                    let mut out = Vec::new();
-                    loop {
-                        let segment = receive.lock().map(|r| r.recv());
-                        let Ok(Ok(segment)) = segment else {
-                            return out;
-                        };
-                        for (i, (_, row, _)) in rows
-                            .iter()
-                            .enumerate()
-                            .take(segment.last)
-                            .skip(segment.first)
-                        {
-                            let at = (row.at.offset - segment.start) as usize;
-                            let stored = &segment.bytes[at..at + row.at.len as usize];
-                            out.push((i, check_blob(row.kind, &row.id, row.codec, stored)));
-                        }
-                    }
-                })
-            })
-            .collect();
-        let mut first = 0;
-        while first < rows.len() {
-            if end_of(first) > len {
-                verdicts[first] = Some(format!(
-                    "it ends at {}, past the end of its pack ({len} bytes)",
-                    end_of(first)
-                ));
-                first += 1;
-                continue;
-            }
-            let start = rows[first].1.at.offset;
-            let mut last = first + 1;
-            while last < rows.len() && end_of(last) <= len && end_of(last) - start <= SEGMENT {
-                last += 1;
-            }
-            let mut bytes = vec![0u8; (end_of(last - 1) - start) as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut bytes, start)?;
-            pacer.read(bytes.len() as u64);
-            let segment = Segment {
-                first,
-                last,
-                start,
-                bytes,
-            };
-            if send.send(segment).is_err() {
-                break;
-            }
-            first = last;
+    let mut verdicts = Vec::with_capacity(rows.len());
+    let mut first = 0;
+    while first < rows.len() {
+        if end_of(first) > len {
+            verdicts.push(Some(format!(
+                "it ends at {}, past the end of its pack ({len} bytes)",
+                end_of(first)
+            )));
+            first += 1;
+            continue;
         }
-        drop(send);
-        for checker in checkers {
-            for (i, verdict) in checker.join().expect("the checking threads do not panic") {
-                verdicts[i] = verdict;
-            }
+        let start = rows[first].1.at.offset;
+        let mut last = first + 1;
+        while last < rows.len() && end_of(last) <= len && end_of(last) - start <= SEGMENT {
+            last += 1;
         }
-        Ok(())
-    })?;
+        let want = end_of(last - 1) - start;
+        buffer.clear();
+        // read_to_end fills spare capacity without zeroing it first.
+        (&file).seek(SeekFrom::Start(start))?;
+        (&file).take(want).read_to_end(buffer)?;
+        if (buffer.len() as u64) < want {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let wait = pacer.lock().map_or(None, |mut p| p.read(want));
+        if let Some(wait) = wait {
+            std::thread::sleep(wait);
+        }
+        for (_, row, _) in &rows[first..last] {
+            let at = (row.at.offset - start) as usize;
+            let stored = &buffer[at..at + row.at.len as usize];
+            verdicts.push(check_blob(row.kind, &row.id, row.codec, stored));
+        }
+        first = last;
+    }
     Ok(verdicts)
 }
 
