@@ -5,7 +5,8 @@
 //! 2. **Blobs**: pack by pack, least recently verified first, every row's
 //!    bytes are read sequentially, decompressed and hashed (BLAKE3) against
 //!    its id; a row past the end of its pack, or in a pack that is gone, is
-//!    damaged too. One thread reads, another checks. Each blob found whole
+//!    damaged too. Two workers each read and hash whole packs (in 8 MiB
+//!    segments) while the calling thread records results. Each blob found whole
 //!    records when (`verified_at`), so a run bounded by `--max-duration` or
 //!    `--subset` resumes where the last one stopped.
 //! 3. **Closure**: every snapshot's tree is walked; a damaged or missing blob
@@ -17,7 +18,7 @@
 //! again (see `Catalog::insert_blobs`), which heals every snapshot that
 //! named it. Verify only reads packs and writes catalog rows, so it runs
 //! beside a serving relay; a row that a collection moved while it was being
-//! read is checked again, never reported as damage.
+//! read is not reported as damage (it is checked where it went next time).
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
