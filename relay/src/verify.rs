@@ -5,7 +5,7 @@
 //! 2. **Blobs**: pack by pack, least recently verified first, every row's
 //!    bytes are read sequentially, decompressed and hashed (BLAKE3) against
 //!    its id; a row past the end of its pack, or in a pack that is gone, is
-//!    damaged too. Two workers each read and hash whole packs (in 8 MiB
+//!    damaged too. Two workers each read and hash whole packs (in 2 MiB
 //!    segments) while the calling thread records results. Each blob found whole
 //!    records when (`verified_at`), so a run bounded by `--max-duration` or
 //!    `--subset` resumes where the last one stopped.
@@ -362,7 +362,7 @@ impl Pacer {
 
 /// Bytes of a pack read at once (several blobs, and the dead space
 /// between them).
-const SEGMENT: u64 = 8 << 20;
+const SEGMENT: u64 = 2 << 20;
 
 /// Reads `rows` (in offset order) from one pack, a segment of [`SEGMENT`]
 /// bytes at a time into `buffer`; for each, `None` when its bytes
