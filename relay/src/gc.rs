@@ -49,7 +49,8 @@ pub struct GcReport {
     pub blobs_deleted: u64,
     /// Their stored bytes.
     pub bytes_unreferenced: u64,
-    /// Unreferenced blobs kept because they are younger than the grace period.
+    /// Unreferenced blobs kept for the grace period: younger than it, or
+    /// below a tree or content that is.
     pub blobs_in_grace: u64,
     /// Pack files deleted whole.
     pub packs_deleted: u64,
@@ -91,7 +92,11 @@ pub fn collect(
     catalog.begin_mark()?;
     let cutoff = now_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
     {
-        let mut marker = Marker { catalog, packs };
+        let mut marker = Marker {
+            catalog,
+            packs,
+            marked: 0,
+        };
         for (client, snapshot, root) in &roots {
             marker.tree(*client, TreeId(*root)).with_context(|| {
                 format!("snapshot {snapshot} is damaged; nothing was collected")
@@ -100,6 +105,7 @@ pub fn collect(
         // A young tree or content no snapshot reaches is kept for its grace
         // period, and so is everything below it: an upload told it exists
         // may name it without sending what is under it.
+        let reachable = marker.marked;
         for (client, kind, id) in marker.catalog.young_unmarked_objects(cutoff)? {
             let walked = match kind {
                 BlobKind::Tree => marker.tree(client, TreeId(id)),
@@ -109,11 +115,12 @@ pub fn collect(
                 tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {e:#}");
             }
         }
+        report.blobs_in_grace = marker.marked - reachable;
     }
     let (deleted, bytes, young) = catalog.sweep(cutoff)?;
     report.blobs_deleted = deleted;
     report.bytes_unreferenced = bytes;
-    report.blobs_in_grace = young;
+    report.blobs_in_grace += young;
     compact(catalog, packs, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
@@ -123,13 +130,22 @@ pub fn collect(
 struct Marker<'c, 'p> {
     catalog: &'c mut Catalog,
     packs: Packs<'p>,
+    /// Blobs marked so far.
+    marked: u64,
 }
 
 impl Marker<'_, '_> {
+    /// Marks a blob; true when it was not marked before.
+    fn mark(&mut self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+        let new = self.catalog.mark(client, kind, id)?;
+        self.marked += u64::from(new);
+        Ok(new)
+    }
+
     fn tree(&mut self, client: u64, root: TreeId) -> Result<()> {
         let mut trees = vec![root];
         while let Some(tree) = trees.pop() {
-            if !self.catalog.mark(client, BlobKind::Tree, &tree.0)? {
+            if !self.mark(client, BlobKind::Tree, &tree.0)? {
                 continue;
             }
             let Some(raw) = self.load(client, BlobKind::Tree, &tree.0)? else {
@@ -148,7 +164,7 @@ impl Marker<'_, '_> {
 
     /// A content, its parts (contents of chunks only) and their chunks.
     fn content(&mut self, client: u64, id: ContentId) -> Result<()> {
-        if !self.catalog.mark(client, BlobKind::Content, &id.0)? {
+        if !self.mark(client, BlobKind::Content, &id.0)? {
             return Ok(());
         }
         let Some(raw) = self.load(client, BlobKind::Content, &id.0)? else {
@@ -156,7 +172,7 @@ impl Marker<'_, '_> {
         };
         let content = Content::decode(&id, &raw)?;
         for chunk in &content.chunks {
-            self.catalog.mark(client, BlobKind::Chunk, &chunk.id.0)?;
+            self.mark(client, BlobKind::Chunk, &chunk.id.0)?;
         }
         for part in content.parts {
             self.content(client, part.id)?;
