@@ -379,7 +379,7 @@ fn verify(
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "catalog: {}; {} blobs ({} bytes) in {} packs checked, {} left for the next run; {} snapshots walked in {} ms",
+            "catalog: {}; {} blobs ({} bytes) in {} pack(s) checked, {} left for the next run; {} snapshot(s) walked in {} ms",
             report.catalog,
             report.blobs_checked,
             report.bytes_checked,
@@ -388,6 +388,12 @@ fn verify(
             report.snapshots,
             report.duration_ms
         );
+        if report.unindexed_tail_bytes > 0 || report.packs_unnamed > 0 {
+            println!(
+                "not damage: {} bytes at pack ends and {} pack(s) no row names (an interrupted write or collection; removed at the next start)",
+                report.unindexed_tail_bytes, report.packs_unnamed
+            );
+        }
         for d in &report.damaged {
             let at = match (d.pack, d.offset) {
                 (Some(pack), Some(offset)) => format!("pack {pack:08} at {offset}"),

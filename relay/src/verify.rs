@@ -91,6 +91,12 @@ pub struct Report {
     pub bytes_checked: u64,
     /// Blobs due that this run left for the next (time box or subset).
     pub blobs_left: u64,
+    /// Bytes at the end of packs that no row names (a torn tail, or an
+    /// upload that never synced): not damage, cut at the next start.
+    pub unindexed_tail_bytes: u64,
+    /// Pack files no row names at all (an interrupted collection): not
+    /// damage, deleted at the next start.
+    pub packs_unnamed: u64,
     /// Snapshots walked.
     pub snapshots: u64,
     /// Damage found (newly or still unhealed).
@@ -125,6 +131,7 @@ pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<R
     if report.catalog != "ok" {
         tracing::error!("verify: the catalog is damaged: {}", report.catalog);
     }
+    check_structure(&catalog, packs_dir, &mut report)?;
     let mut found = Vec::new();
     check_blobs(
         &mut catalog,
@@ -201,6 +208,34 @@ pub async fn periodic(
             Err(e) => tracing::error!("verify failed: {e}"),
         }
     }
+}
+
+/// The packs' structure: what lies past the last blob each names, and
+/// packs nothing names. (Rows past a pack's end are found with the blobs.)
+fn check_structure(catalog: &Catalog, packs_dir: &Path, report: &mut Report) -> Result<()> {
+    let ends = catalog.committed_pack_ends()?;
+    let listing = match std::fs::read_dir(packs_dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in listing {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(pack) = name
+            .to_str()
+            .and_then(|n| n.strip_suffix(".pack"))
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let len = entry.metadata()?.len();
+        match ends.get(&pack) {
+            Some(end) => report.unindexed_tail_bytes += len.saturating_sub(*end),
+            None => report.packs_unnamed += 1,
+        }
+    }
+    Ok(())
 }
 
 /// Phase 2: read and hash the rows due, pack by pack: [`WORKERS`]

@@ -75,6 +75,14 @@ fn a_flipped_byte_is_named_by_verify_healed_by_the_next_backup_and_restores_iden
     let (code, report) = verify(&relay);
     assert_eq!(code, Some(0), "a fresh store is clean: {report}");
     assert!(report["blobs_checked"].as_u64().unwrap() > 40, "{report}");
+    assert_eq!(report["unindexed_tail_bytes"], 0, "{report}");
+    // A pack nothing names (an interrupted collection) is not damage.
+    let orphan = relay.data().join("store/packs/00009999.pack");
+    fs::write(&orphan, b"left by an interrupted collection").unwrap();
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "{report}");
+    assert_eq!(report["packs_unnamed"], 1, "{report}");
+    fs::remove_file(&orphan).unwrap();
 
     // One byte in the middle of the pack (file data, with 3.5 MiB of it).
     let pack = packs(&relay).remove(0);
