@@ -80,7 +80,8 @@ fn pack_path(dir: &Path, pack: u32) -> PathBuf {
     dir.join(format!("{pack:08}.pack"))
 }
 
-fn pack_number(name: &std::ffi::OsStr) -> Option<u32> {
+/// The number of a pack file's name (`00000042.pack`), if it is one.
+pub fn pack_number(name: &std::ffi::OsStr) -> Option<u32> {
     name.to_str()
         .and_then(|n| n.strip_suffix(".pack"))
         .and_then(|n| n.parse::<u32>().ok())

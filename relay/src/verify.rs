@@ -221,12 +221,7 @@ fn check_structure(catalog: &Catalog, packs_dir: &Path, report: &mut Report) -> 
     };
     for entry in listing {
         let entry = entry?;
-        let name = entry.file_name();
-        let Some(pack) = name
-            .to_str()
-            .and_then(|n| n.strip_suffix(".pack"))
-            .and_then(|n| n.parse::<u32>().ok())
-        else {
+        let Some(pack) = crate::store::pack_number(&entry.file_name()) else {
             continue;
         };
         let len = entry.metadata()?.len();

@@ -6,6 +6,21 @@ use std::process::Stdio;
 use ferry_tests::tree::{listing, random_bytes};
 use ferry_tests::{ok, wait_for, Endpoint, Relay, DEADLINE};
 
+fn start_daemon(endpoint: &Endpoint) -> std::process::Child {
+    endpoint
+        .command()
+        .arg("daemon")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// `STATE/daemon.json`, once the daemon has written it.
+fn daemon_state(endpoint: &Endpoint) -> Option<serde_json::Value> {
+    serde_json::from_str(&fs::read_to_string(endpoint.state().join("daemon.json")).ok()?).ok()
+}
+
 #[test]
 fn the_daemon_recovers_from_a_relay_killed_mid_backup_and_completes_the_set() {
     let mut relay = Relay::start();
@@ -23,17 +38,8 @@ fn the_daemon_recovers_from_a_relay_killed_mid_backup_and_completes_the_set() {
         format!("[sets.default]\npaths = [{src:?}]\ninterval = \"1h\"\n"),
     )
     .unwrap();
-    let mut daemon = endpoint
-        .command()
-        .arg("daemon")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let state_file = endpoint.state().join("daemon.json");
-    let read_state = || -> Option<serde_json::Value> {
-        serde_json::from_str(&fs::read_to_string(&state_file).ok()?).ok()
-    };
+    let mut daemon = start_daemon(&endpoint);
+    let read_state = || daemon_state(&endpoint);
     // Live progress is published while the backup runs.
     wait_for("progress in daemon.json", DEADLINE, || {
         read_state()?["sets"]["default"]["running"]["bytes_scanned"]
@@ -100,18 +106,9 @@ fn the_daemon_checks_the_newest_snapshot_end_to_end_on_its_verify_interval() {
         format!("[sets.default]\npaths = [{src:?}]\ninterval = \"1h\"\nverify-interval = \"7d\"\n"),
     )
     .unwrap();
-    let mut daemon = endpoint
-        .command()
-        .arg("daemon")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let state_file = endpoint.state().join("daemon.json");
+    let mut daemon = start_daemon(&endpoint);
     let verify = wait_for("the check after the first backup", DEADLINE, || {
-        let state: serde_json::Value =
-            serde_json::from_str(&fs::read_to_string(&state_file).ok()?).ok()?;
-        let verify = state["sets"]["default"]["verify"].clone();
+        let verify = daemon_state(&endpoint)?["sets"]["default"]["verify"].clone();
         (!verify.is_null()).then_some(verify)
     });
     assert_eq!(verify["ok"], true, "{verify}");
