@@ -146,6 +146,7 @@ pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<R
         packs_dir,
         found: HashMap::new(),
         below: HashMap::new(),
+        files: HashMap::new(),
     };
     for (client, row, reason) in found {
         walk.found
@@ -517,7 +518,12 @@ struct Walk<'c, 'p> {
     /// Trees and contents walked, with the damaged blobs under them (none:
     /// everything under them is whole).
     below: HashMap<Key, Vec<Key>>,
+    /// Packs open for reading trees and contents.
+    files: HashMap<u32, File>,
 }
+
+/// Packs the closure walk keeps open at most.
+const OPEN_PACKS: usize = 64;
 
 impl Walk<'_, '_> {
     fn snapshots(&mut self, report: &mut Report) -> Result<()> {
@@ -542,12 +548,12 @@ impl Walk<'_, '_> {
         if let Some(below) = self.seen(&key, reach) {
             return Ok(below);
         }
-        let Some(raw) = self.load(key, reach)? else {
-            return Ok(vec![key]);
+        let Some((row, raw)) = self.load(key, reach)? else {
+            return Ok(self.below.get(&key).cloned().unwrap_or_default());
         };
         let tree = match Tree::decode(&id, &raw) {
             Ok(tree) => tree,
-            Err(e) => return self.damaged(key, &format!("{e}"), reach),
+            Err(e) => return self.damaged(key, &row, &format!("{e}"), reach),
         };
         let mut below = Vec::new();
         let base = reach.path.clone();
@@ -570,12 +576,12 @@ impl Walk<'_, '_> {
         if let Some(below) = self.seen(&key, reach) {
             return Ok(below);
         }
-        let Some(raw) = self.load(key, reach)? else {
-            return Ok(vec![key]);
+        let Some((row, raw)) = self.load(key, reach)? else {
+            return Ok(self.below.get(&key).cloned().unwrap_or_default());
         };
         let content = match Content::decode(&id, &raw) {
             Ok(content) => content,
-            Err(e) => return self.damaged(key, &format!("{e}"), reach),
+            Err(e) => return self.damaged(key, &row, &format!("{e}"), reach),
         };
         let mut below = Vec::new();
         for chunk in &content.chunks {
@@ -624,50 +630,75 @@ impl Walk<'_, '_> {
         Ok(below)
     }
 
-    /// A tree's or content's bytes, or `None` when it is damaged or missing
-    /// (recorded).
-    fn load(&mut self, key: Key, reach: &mut Reach) -> Result<Option<Vec<u8>>> {
+    /// A tree's or content's row and bytes, or `None` when it is damaged or
+    /// missing (recorded). A row a collection moves while it is read is
+    /// read again where it went.
+    fn load(&mut self, key: Key, reach: &mut Reach) -> Result<Option<(BlobRow, Vec<u8>)>> {
         let (client, kind, id) = key;
-        let Some((row, state)) = self.catalog.find_blob_state(client, kind, &id)? else {
-            self.record(key, None, "no row names it".into(), reach);
-            self.below.insert(key, vec![key]);
-            return Ok(None);
-        };
-        if state == BlobState::Damaged {
-            let reason = "found damaged by an earlier verify".to_string();
-            self.record(key, Some(&row), reason, reach);
-            self.below.insert(key, vec![key]);
-            return Ok(None);
-        }
-        let path = self.packs_dir.join(format!("{:08}.pack", row.at.pack));
-        let read = (|| -> std::io::Result<Vec<u8>> {
-            let file = File::open(&path)?;
-            let mut buf = vec![0u8; row.at.len as usize];
-            std::os::unix::fs::FileExt::read_exact_at(&file, &mut buf, row.at.offset)?;
-            Ok(buf)
-        })();
-        let raw = read
-            .map_err(|e| format!("cannot be read ({e})"))
-            .and_then(|stored| {
-                decompress(row.codec, stored, MAX_MESSAGE).map_err(|e| format!("{e}"))
-            });
-        match raw {
-            Ok(raw) => Ok(Some(raw)),
-            Err(reason) => {
-                self.damaged(key, &reason, reach)?;
-                Ok(None)
+        let mut attempts = 0;
+        loop {
+            let Some((row, state)) = self.catalog.find_blob_state(client, kind, &id)? else {
+                self.record(key, None, "no row names it".into(), reach);
+                self.below.insert(key, vec![key]);
+                return Ok(None);
+            };
+            if state == BlobState::Damaged {
+                let reason = "found damaged by an earlier verify".to_string();
+                self.record(key, Some(&row), reason, reach);
+                self.below.insert(key, vec![key]);
+                return Ok(None);
+            }
+            let raw = self
+                .read(&row)
+                .map_err(|e| format!("cannot be read ({e})"))
+                .and_then(|stored| {
+                    decompress(row.codec, stored, MAX_MESSAGE).map_err(|e| format!("{e}"))
+                });
+            let reason = match raw {
+                Ok(raw) => return Ok(Some((row, raw))),
+                Err(reason) => reason,
+            };
+            let moved = self
+                .catalog
+                .find_blob_state(client, kind, &id)?
+                .is_some_and(|(now, _)| now.at != row.at);
+            attempts += 1;
+            if !moved || attempts >= 3 {
+                self.damaged(key, &row, &reason, reach)?;
+                return Ok(None);
             }
         }
     }
 
-    /// Marks a tree or content whose bytes are wrong damaged (when its row
-    /// is still where it was read) and records it.
-    fn damaged(&mut self, key: Key, reason: &str, reach: &mut Reach) -> Result<Vec<Key>> {
-        let (client, kind, id) = key;
-        if let Some((row, _)) = self.catalog.find_blob_state(client, kind, &id)? {
-            self.catalog.mark_damaged(client, &row, reason)?;
-            self.record(key, Some(&row), reason.to_string(), reach);
+    /// The stored bytes of a row, through a small cache of open packs.
+    fn read(&mut self, row: &BlobRow) -> std::io::Result<Vec<u8>> {
+        if !self.files.contains_key(&row.at.pack) {
+            if self.files.len() >= OPEN_PACKS {
+                self.files.clear();
+            }
+            let path = self.packs_dir.join(format!("{:08}.pack", row.at.pack));
+            self.files.insert(row.at.pack, File::open(path)?);
         }
+        let file = &self.files[&row.at.pack];
+        let mut buf = vec![0u8; row.at.len as usize];
+        std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, row.at.offset)?;
+        Ok(buf)
+    }
+
+    /// Marks a tree or content whose bytes (read from `row`) are wrong
+    /// damaged, and records it, when its row is still where it was read.
+    fn damaged(
+        &mut self,
+        key: Key,
+        row: &BlobRow,
+        reason: &str,
+        reach: &mut Reach,
+    ) -> Result<Vec<Key>> {
+        if !self.catalog.mark_damaged(key.0, row, reason)? {
+            // Moved meanwhile: checked where it went by a later run.
+            return Ok(Vec::new());
+        }
+        self.record(key, Some(row), reason.to_string(), reach);
         self.below.insert(key, vec![key]);
         Ok(vec![key])
     }
