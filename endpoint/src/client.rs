@@ -199,9 +199,10 @@ impl RelayClient {
 
 /// Fails with a clear message when an answer is not the expected kind.
 pub fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
-    let text = format!("{got:?}");
-    let name = text.split([' ', '{', '(']).next().unwrap_or("?");
-    anyhow!("the relay answered {name} where {expected} was expected")
+    anyhow!(
+        "the relay answered {} where {expected} was expected",
+        got.name()
+    )
 }
 
 /// The relay answered a request with `Failed`: the error callers may look

@@ -54,6 +54,10 @@ pub struct Hello {
 }
 
 /// Everything that travels inside a session.
+///
+/// The order of the variants is part of the wire format (postcard encodes
+/// a variant by its index): add new ones at the end, never reorder or
+/// remove one without a new major protocol version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
     /// First message of each side.
@@ -268,6 +272,45 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// The variant's name, for logs and errors (never parsed from `Debug`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Ping { .. } => "Ping",
+            Message::Pong { .. } => "Pong",
+            Message::BackupBegin { .. } => "BackupBegin",
+            Message::BackupReady { .. } => "BackupReady",
+            Message::QueryChunks { .. } => "QueryChunks",
+            Message::ChunksMissing { .. } => "ChunksMissing",
+            Message::GetSignatures { .. } => "GetSignatures",
+            Message::Signatures { .. } => "Signatures",
+            Message::PutChunk { .. } => "PutChunk",
+            Message::PutDelta { .. } => "PutDelta",
+            Message::QueryObjects { .. } => "QueryObjects",
+            Message::ObjectsMissing { .. } => "ObjectsMissing",
+            Message::PutObject { .. } => "PutObject",
+            Message::Sync => "Sync",
+            Message::Synced { .. } => "Synced",
+            Message::Commit { .. } => "Commit",
+            Message::Committed { .. } => "Committed",
+            Message::ListSnapshots { .. } => "ListSnapshots",
+            Message::SnapshotList { .. } => "SnapshotList",
+            Message::GetObject { .. } => "GetObject",
+            Message::Object { .. } => "Object",
+            Message::GetChunk { .. } => "GetChunk",
+            Message::ChunkData { .. } => "ChunkData",
+            Message::ChunkDelta { .. } => "ChunkDelta",
+            Message::PutChunks { .. } => "PutChunks",
+            Message::Failed { .. } => "Failed",
+            Message::Close { .. } => "Close",
+            Message::PutObjectPatch { .. } => "PutObjectPatch",
+            Message::GetDamage => "GetDamage",
+            Message::Damage { .. } => "Damage",
+        }
+    }
+}
+
 /// Largest number of ids in one query.
 pub const MAX_BATCH: usize = 4096;
 
@@ -376,6 +419,16 @@ pub(crate) fn decode_exact<T: for<'de> Deserialize<'de>>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_the_variants() {
+        assert_eq!(Message::Sync.name(), "Sync");
+        assert_eq!(Message::Ping { nonce: 1 }.name(), "Ping");
+        let failed = Message::Failed {
+            message: "x".into(),
+        };
+        assert_eq!(failed.name(), "Failed");
+    }
     use proptest::prelude::*;
 
     fn any_message() -> impl Strategy<Value = Message> {

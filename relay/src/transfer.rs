@@ -281,7 +281,7 @@ impl Transfer {
                 let (damaged, healed) = self.catalog(|c| c.client_damage(client))?;
                 Some(Message::Damage { damaged, healed })
             }
-            other => bail!("unexpected message {}", message_name(&other)),
+            other => bail!("unexpected message {}", other.name()),
         })
     }
 
@@ -735,12 +735,4 @@ fn check_set_name(set: &str) -> Result<()> {
         "invalid backup set name {set:?}"
     );
     Ok(())
-}
-
-fn message_name(message: &Message) -> String {
-    let text = format!("{message:?}");
-    text.split([' ', '{', '('])
-        .next()
-        .unwrap_or("?")
-        .to_string()
 }
