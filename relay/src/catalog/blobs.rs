@@ -1,0 +1,114 @@
+//! The blob index: where each client's chunks, trees and contents are
+//! stored, written only after their pack is durable.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{codec_from_sql, now_ms, BlobKind, BlobRow, BlobState, Catalog};
+
+impl Catalog {
+    /// Where `client`'s blob is, if stored.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn find_blob(
+        &self,
+        client: u64,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> rusqlite::Result<Option<BlobRow>> {
+        Ok(self
+            .find_blob_state(client, kind, id)?
+            .filter(|(_, state)| *state != BlobState::Damaged)
+            .map(|(row, _)| row))
+    }
+
+    /// Like [`Catalog::find_blob`], also for a damaged blob, with its state.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn find_blob_state(
+        &self,
+        client: u64,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> rusqlite::Result<Option<(BlobRow, BlobState)>> {
+        self.conn
+            .prepare_cached(
+                "SELECT pack, offset, length, compressed, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
+            )?
+            .query_row(params![client as i64, kind as i64, &id[..]], |r| {
+                Ok((
+                    BlobRow {
+                        kind,
+                        id: *id,
+                        at: crate::store::BlobLocation {
+                            pack: r.get(0)?,
+                            offset: r.get::<_, i64>(1)? as u64,
+                            len: r.get(2)?,
+                        },
+                        codec: codec_from_sql(r.get(3)?)?,
+                    },
+                    BlobState::from_code(r.get(4)?),
+                ))
+            })
+            .optional()
+    }
+
+    /// Records durable blobs, in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn insert_blobs(&mut self, client: u64, rows: &[BlobRow]) -> rusqlite::Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            // A blob sent again in place of a damaged or incomplete one
+            // takes its row: that is how a backup heals a snapshot.
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (client_id, kind, id) DO UPDATE SET
+                   pack = excluded.pack, offset = excluded.offset, length = excluded.length,
+                   compressed = excluded.compressed, stored_at = excluded.stored_at,
+                   state = 0, verified_at = 0
+                 WHERE blobs.state != 0",
+            )?;
+            let mut healed = tx.prepare_cached(
+                "UPDATE damage SET healed_at = ?4
+                 WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
+            )?;
+            let now = now_ms();
+            for row in rows {
+                let changed = insert.execute(params![
+                    client as i64,
+                    row.kind as i64,
+                    &row.id[..],
+                    row.at.pack,
+                    row.at.offset as i64,
+                    row.at.len,
+                    row.codec.code(),
+                    now
+                ])?;
+                if changed > 0 {
+                    healed.execute(params![client as i64, row.kind as i64, &row.id[..], now])?;
+                }
+            }
+        }
+        tx.commit()
+    }
+
+    /// For each pack, the end of its last indexed blob (for cutting torn tails).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn committed_pack_ends(&self) -> rusqlite::Result<std::collections::HashMap<u32, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT pack, MAX(offset + length) FROM blobs GROUP BY pack")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64))
+        })?;
+        rows.collect()
+    }
+}

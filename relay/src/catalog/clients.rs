@@ -1,0 +1,160 @@
+//! Paired clients: looked up by key, name or id, listed, removed, seen.
+
+use ferry_protocol::keys::PublicKey;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::Catalog;
+
+/// A paired client as the catalog knows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientRecord {
+    /// The relay's id for the client.
+    pub id: u64,
+    /// The operator's name for it.
+    pub name: String,
+    /// Its static key's fingerprint.
+    pub fingerprint: String,
+    /// The host name the endpoint reported when pairing.
+    pub hostname: String,
+    /// When it was paired (RFC 3339).
+    pub paired_at: String,
+    /// When it last opened a session (RFC 3339), if ever.
+    pub last_seen_at: Option<String>,
+    /// The source address of its last session.
+    pub last_address: Option<String>,
+    /// Its own bandwidth limit (schedule text), replacing the configured
+    /// per-client rate; `None` when it has none.
+    pub limit: Option<String>,
+    /// Whether a set's first (full) backup may run over the internet.
+    pub internet_full_backups: bool,
+    /// The largest single file it may back up over the internet.
+    pub internet_max_file: Option<u64>,
+    /// Its static public key.
+    #[serde(skip)]
+    pub public_key: PublicKey,
+}
+
+impl PartialEq for ClientRecord {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+
+impl Eq for ClientRecord {}
+
+const CLIENT_COLUMNS: &str =
+    "SELECT id, name, public_key, hostname, created_at, last_seen_at, last_address, rate_limit,
+     internet_full_backups, internet_max_file FROM clients";
+
+pub(super) fn client_where(
+    conn: &Connection,
+    condition: &str,
+    param: impl rusqlite::ToSql,
+) -> rusqlite::Result<Option<ClientRecord>> {
+    conn.query_row(
+        &format!("{CLIENT_COLUMNS} WHERE {condition}"),
+        [param],
+        client_from_row,
+    )
+    .optional()
+}
+
+fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
+    let key: Vec<u8> = r.get(2)?;
+    let public_key = PublicKey::from_slice(&key).map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            2,
+            rusqlite::types::Type::Blob,
+            "bad key length".into(),
+        )
+    })?;
+    Ok(ClientRecord {
+        id: r.get::<_, i64>(0)? as u64,
+        name: r.get(1)?,
+        fingerprint: public_key.fingerprint().to_string(),
+        hostname: r.get(3)?,
+        paired_at: ferry_protocol::units::format_rfc3339(r.get(4)?),
+        last_seen_at: r
+            .get::<_, Option<i64>>(5)?
+            .map(ferry_protocol::units::format_rfc3339),
+        last_address: r.get(6)?,
+        limit: r.get(7)?,
+        internet_full_backups: r.get(8)?,
+        internet_max_file: r.get::<_, Option<i64>>(9)?.map(|n| n as u64),
+        public_key,
+    })
+}
+
+impl Catalog {
+    /// The active client with this key.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_by_key(&self, key: &PublicKey) -> rusqlite::Result<Option<ClientRecord>> {
+        client_where(
+            &self.conn,
+            "public_key = ?1 AND removed_at IS NULL",
+            &key.0[..],
+        )
+    }
+
+    /// The active client with this name.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_by_name(&self, name: &str) -> rusqlite::Result<Option<ClientRecord>> {
+        client_where(&self.conn, "name = ?1 AND removed_at IS NULL", name)
+    }
+
+    /// All active clients, by name.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn list_clients(&self) -> rusqlite::Result<Vec<ClientRecord>> {
+        let mut stmt = self.conn.prepare(&format!(
+            "{CLIENT_COLUMNS} WHERE removed_at IS NULL ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([], client_from_row)?;
+        rows.collect()
+    }
+
+    /// Ids of all active clients.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn active_client_ids(&self) -> rusqlite::Result<std::collections::HashSet<u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id FROM clients WHERE removed_at IS NULL")?;
+        let rows = stmt.query_map([], |r| r.get::<_, i64>(0).map(|id| id as u64))?;
+        rows.collect()
+    }
+
+    /// Revokes a client's key; returns whether an active client had that name.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn remove_client(&mut self, name: &str, now: i64) -> rusqlite::Result<bool> {
+        let n = self.conn.execute(
+            "UPDATE clients SET removed_at = ?2 WHERE name = ?1 AND removed_at IS NULL",
+            params![name, now],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Records a session opening. Skipped (no write, no fsync) when the same
+    /// address was recorded less than a minute ago, so a client reconnecting
+    /// in a loop does not cost a synchronous disk write per handshake.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn touch_client(&mut self, id: u64, address: &str, now: i64) -> rusqlite::Result<()> {
+        self.conn.execute(
+            "UPDATE clients SET last_seen_at = ?2, last_address = ?3 WHERE id = ?1
+             AND (last_seen_at IS NULL OR last_seen_at < ?2 - 60000 OR last_address IS NOT ?3)",
+            params![id as i64, now, address],
+        )?;
+        Ok(())
+    }
+}

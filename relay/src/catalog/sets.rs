@@ -1,0 +1,23 @@
+//! Backup sets: a client's named sets of paths.
+
+use rusqlite::params;
+
+use super::Catalog;
+
+impl Catalog {
+    /// The id of `client`'s backup set `name`, created if new.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn ensure_set(&mut self, client: u64, name: &str) -> rusqlite::Result<i64> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO backup_sets (client_id, name) VALUES (?1, ?2)",
+            params![client as i64, name],
+        )?;
+        self.conn.query_row(
+            "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
+            params![client as i64, name],
+            |r| r.get(0),
+        )
+    }
+}

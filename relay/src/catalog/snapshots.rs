@@ -1,0 +1,153 @@
+//! Snapshots: committed, listed, forgotten, and kept by retention rules.
+
+use rusqlite::{params, TransactionBehavior};
+use serde::Serialize;
+
+use super::Catalog;
+
+/// A snapshot row, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRow {
+    /// Its id.
+    pub id: u64,
+    /// Its client's name.
+    pub client: String,
+    /// Its backup set.
+    pub set: String,
+    /// Root tree id (hex).
+    pub root: String,
+    /// Start (RFC 3339).
+    pub started_at: String,
+    /// End (RFC 3339).
+    pub finished_at: String,
+    /// Files in it.
+    pub files: u64,
+    /// Bytes of file data in it.
+    pub bytes: u64,
+    #[serde(skip)]
+    /// Root tree id.
+    pub root_id: [u8; 32],
+    #[serde(skip)]
+    /// Start, ms.
+    pub started_ms: i64,
+    #[serde(skip)]
+    /// End, ms.
+    pub finished_ms: i64,
+}
+
+impl Catalog {
+    /// Commits a snapshot; returns its id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    #[allow(clippy::too_many_arguments)]
+    pub fn insert_snapshot(
+        &mut self,
+        client: u64,
+        set_id: i64,
+        root: &[u8; 32],
+        started_ms: i64,
+        finished_ms: i64,
+        files: u64,
+        bytes: u64,
+    ) -> rusqlite::Result<u64> {
+        self.conn.execute(
+            "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                client as i64,
+                set_id,
+                &root[..],
+                started_ms,
+                finished_ms,
+                files as i64,
+                bytes as i64
+            ],
+        )?;
+        Ok(self.conn.last_insert_rowid() as u64)
+    }
+
+    /// Forgets the snapshots of `client`'s set `set_id` that `retention` does
+    /// not keep, in one transaction; returns how many. Their data stays in
+    /// the store until the garbage collector finds it unreferenced.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn apply_retention(
+        &mut self,
+        client: u64,
+        set_id: i64,
+        retention: &ferry_protocol::retention::Retention,
+    ) -> rusqlite::Result<usize> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let snapshots: Vec<(u64, i64)> = tx
+            .prepare("SELECT id, finished_at FROM snapshots WHERE client_id = ?1 AND set_id = ?2")?
+            .query_map(params![client as i64, set_id], |r| {
+                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let keep: std::collections::HashSet<u64> = retention.keep(&snapshots).into_iter().collect();
+        let mut forgotten = 0;
+        for (id, _) in snapshots.iter().filter(|(id, _)| !keep.contains(id)) {
+            forgotten += tx.execute("DELETE FROM snapshots WHERE id = ?1", [*id as i64])?;
+        }
+        tx.commit()?;
+        Ok(forgotten)
+    }
+
+    /// Forgets the given snapshots; returns the ids that existed.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn forget_snapshots(&mut self, ids: &[u64]) -> rusqlite::Result<Vec<u64>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut forgotten = Vec::new();
+        for id in ids {
+            if tx.execute("DELETE FROM snapshots WHERE id = ?1", [*id as i64])? > 0 {
+                forgotten.push(*id);
+            }
+        }
+        tx.commit()?;
+        Ok(forgotten)
+    }
+
+    /// Snapshots, oldest first, optionally of one client and one set name.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn list_snapshots(
+        &self,
+        client: Option<u64>,
+        set: Option<&str>,
+    ) -> rusqlite::Result<Vec<SnapshotRow>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT s.id, c.name, b.name, s.root, s.started_at, s.finished_at, s.files, s.bytes
+             FROM snapshots s JOIN clients c ON c.id = s.client_id JOIN backup_sets b ON b.id = s.set_id
+             WHERE (?1 IS NULL OR s.client_id = ?1) AND (?2 IS NULL OR b.name = ?2)
+             ORDER BY s.id",
+        )?;
+        let rows = stmt.query_map(params![client.map(|c| c as i64), set], |r| {
+            let root: Vec<u8> = r.get(3)?;
+            let root_id: [u8; 32] = root.as_slice().try_into().unwrap_or([0; 32]);
+            let (started_ms, finished_ms): (i64, i64) = (r.get(4)?, r.get(5)?);
+            Ok(SnapshotRow {
+                id: r.get::<_, i64>(0)? as u64,
+                client: r.get(1)?,
+                set: r.get(2)?,
+                root: root_id.iter().map(|b| format!("{b:02x}")).collect(),
+                started_at: ferry_protocol::units::format_rfc3339(started_ms),
+                finished_at: ferry_protocol::units::format_rfc3339(finished_ms),
+                files: r.get::<_, i64>(6)? as u64,
+                bytes: r.get::<_, i64>(7)? as u64,
+                root_id,
+                started_ms,
+                finished_ms,
+            })
+        })?;
+        rows.collect()
+    }
+}
