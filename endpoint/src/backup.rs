@@ -171,7 +171,7 @@ pub async fn run(
         changed: Vec::new(),
         hardlinks: HashMap::new(),
         uploader: Uploader::new(Chooser::new(job.compression, {
-            let (day, minute) = ferry_protocol::throttle::local_now();
+            let (day, minute) = ferry_net::throttle::local_now();
             job.limit.rate_at(day, minute)
         })),
         excludes,

@@ -9,10 +9,10 @@
 use anyhow::{anyhow, bail, Result};
 use std::time::{Duration, Instant};
 
+use ferry_net::throttle::{local_now, Throttle};
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::Message;
 use ferry_protocol::schedule::Schedule;
-use ferry_protocol::throttle::{local_now, Throttle};
 
 use crate::connect::Session;
 

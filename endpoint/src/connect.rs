@@ -9,8 +9,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use ferry_net::io::{Channel, ChannelError, FramedIo};
 use ferry_protocol::frame::encode_frame;
-use ferry_protocol::io::{Channel, ChannelError, FramedIo};
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
 use ferry_protocol::message::{Hello, Message};
 use ferry_protocol::session::Initiator;

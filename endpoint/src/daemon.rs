@@ -149,7 +149,7 @@ pub async fn run(state: &StateDir) -> Result<()> {
     {
         let (stop, stopping) = (Arc::clone(&stop), Arc::clone(&stopping));
         tokio::spawn(async move {
-            ferry_protocol::io::termination_signal().await;
+            ferry_net::io::termination_signal().await;
             stopping.store(true, Ordering::SeqCst);
             stop.notify_waiters();
         });

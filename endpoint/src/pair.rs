@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
+use ferry_net::io::{ChannelError, FramedIo};
 use ferry_protocol::frame::encode_frame;
-use ferry_protocol::io::{ChannelError, FramedIo};
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
 use ferry_protocol::pairing::{EndpointStart, PairAccept, PairFrame, PairRequest, PairingCode};
 use ferry_protocol::version::{ConnectionKind, Preamble};

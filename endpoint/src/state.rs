@@ -10,7 +10,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ferry_protocol::io::keyfile;
+use ferry_net::io::keyfile;
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
 use serde::{Deserialize, Serialize};
 

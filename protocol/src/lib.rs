@@ -3,10 +3,9 @@
 //! This crate is *sans-IO*: it opens no socket, reads no clock and touches no
 //! disk. Callers pass bytes and the current time in (`handle_*`, `read_*`) and
 //! take bytes to send out (`poll_*`, `write_*`), so every state machine here can
-//! be unit-tested, property-tested and fuzzed without sockets. The exceptions
-//! are the optional modules of feature `io`: [`io`], the thin tokio adapter
-//! that moves frames over a socket and the 0600 key files, and [`throttle`],
-//! token buckets that sleep on timers.
+//! be unit-tested, property-tested and fuzzed without sockets. The IO edge
+//! (the tokio channel, key files, token buckets, the local clock) is the
+//! `ferry-net` crate beside it.
 //!
 //! Main types:
 //! - [`keys::StaticKeypair`], [`keys::PublicKey`], [`keys::Fingerprint`]: X25519
@@ -29,8 +28,6 @@ pub mod fragment;
 pub mod frame;
 pub mod fuzzing;
 pub mod ids;
-#[cfg(feature = "io")]
-pub mod io;
 pub mod keys;
 pub mod message;
 pub mod pairing;
@@ -38,8 +35,6 @@ pub mod patch;
 pub mod retention;
 pub mod schedule;
 pub mod session;
-#[cfg(feature = "io")]
-pub mod throttle;
 pub mod timestamp;
 pub mod transport;
 pub mod tree;

@@ -5,7 +5,7 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use ferry_protocol::io::keyfile;
+use ferry_net::io::keyfile;
 use ferry_protocol::keys::StaticKeypair;
 
 use crate::catalog::Catalog;

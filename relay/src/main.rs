@@ -445,7 +445,7 @@ fn serve(data: DataDir) -> Result<()> {
         let shutdown = CancellationToken::new();
         let signals = shutdown.clone();
         tokio::spawn(async move {
-            ferry_protocol::io::termination_signal().await;
+            ferry_net::io::termination_signal().await;
             signals.cancel();
         });
         ferry_relay::server::run(data, shutdown).await

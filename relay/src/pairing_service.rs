@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
-use ferry_protocol::io::FramedIo;
+use ferry_net::io::FramedIo;
 use ferry_protocol::pairing::{relay_reply, PairAccept, PairFrame};
 use ferry_protocol::version::{ConnectionKind, Preamble};
 use tokio::net::TcpStream;

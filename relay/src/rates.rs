@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
 
+use ferry_net::throttle::Throttle;
 use ferry_protocol::schedule::Schedule;
-use ferry_protocol::throttle::Throttle;
 use serde::{Deserialize, Serialize};
 
 use crate::config::RateSchedules;
@@ -229,7 +229,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-pub use ferry_protocol::throttle::local_now;
+pub use ferry_net::throttle::local_now;
 
 #[cfg(test)]
 mod tests {

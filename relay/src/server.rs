@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use ferry_protocol::io::keyfile;
-use ferry_protocol::io::FramedIo;
+use ferry_net::io::keyfile;
+use ferry_net::io::FramedIo;
 use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::timestamp::ReplayGuard;
 use ferry_protocol::version::Preamble;

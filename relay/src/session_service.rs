@@ -11,10 +11,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use anyhow::{anyhow, Result};
-use ferry_protocol::io::{Channel, ChannelError, FramedIo};
+use ferry_net::io::{Channel, ChannelError, FramedIo};
+use ferry_net::throttle::Throttle;
 use ferry_protocol::message::{Hello, Message};
 use ferry_protocol::session::Responder;
-use ferry_protocol::throttle::Throttle;
 use ferry_protocol::transport::Transport;
 use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use ferry_protocol::ProtocolError;

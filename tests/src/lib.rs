@@ -504,8 +504,8 @@ impl RawSession {
         use ferry_protocol::timestamp::Timestamp;
         use ferry_protocol::version::{ConnectionKind, Preamble};
 
-        let keys = ferry_protocol::io::keyfile::load(&endpoint.state().join("keys/endpoint.key"))
-            .expect("key");
+        let keys =
+            ferry_net::io::keyfile::load(&endpoint.state().join("keys/endpoint.key")).expect("key");
         let record = fs::read_to_string(endpoint.state().join("relay.toml")).expect("relay.toml");
         let relay_hex = record
             .lines()

@@ -21,7 +21,7 @@ fn stranger(paired: &Endpoint) -> Endpoint {
     )
     .unwrap();
     let keys = StaticKeypair::generate().unwrap();
-    ferry_protocol::io::keyfile::write_private(
+    ferry_net::io::keyfile::write_private(
         &other.state().join("keys/endpoint.key"),
         keys.secret_hex().as_bytes(),
     )

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use ferry_bench::{median, mib_per_s};
+use ferry_net::io::{keyfile, Channel, FramedIo};
 use ferry_protocol::frame::encode_frame;
-use ferry_protocol::io::{keyfile, Channel, FramedIo};
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
 use ferry_protocol::session::{Initiator, Responder};
 use ferry_protocol::timestamp::Timestamp;

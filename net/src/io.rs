@@ -1,6 +1,6 @@
 //! Thin tokio adapters around the sans-IO protocol, and key files on disk.
 //!
-//! [`FramedIo`] reads and writes [`crate::frame`] frames on any async stream
+//! [`FramedIo`] reads and writes [`ferry_protocol::frame`] frames on any async stream
 //! and counts the bytes that crossed it; [`Channel`] adds a
 //! [`Transport`] to move whole [`Message`]s. [`keyfile`] stores static keys
 //! with mode 0600 and refuses key files that others can read.
@@ -11,11 +11,11 @@ use std::io;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::frame::{encode_frame, parse_frame, HEADER_LEN, MAX_FRAME};
-use crate::message::Message;
-use crate::transport::{sealed_len, Transport};
-use crate::version::PREAMBLE_LEN;
-use crate::ProtocolError;
+use ferry_protocol::frame::{encode_frame, parse_frame, HEADER_LEN, MAX_FRAME};
+use ferry_protocol::message::Message;
+use ferry_protocol::transport::{sealed_len, Transport};
+use ferry_protocol::version::PREAMBLE_LEN;
+use ferry_protocol::ProtocolError;
 
 /// Why a channel operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -277,7 +277,7 @@ pub mod keyfile {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     use std::path::Path;
 
-    use crate::keys::StaticKeypair;
+    use ferry_protocol::keys::StaticKeypair;
 
     /// Writes `contents` to `path` with mode 0600: temp file, fsync, rename,
     /// fsync of the directory, so a crash leaves the old file or the new one.

@@ -1,0 +1,13 @@
+//! The IO edge of ferry, kept out of `ferry-protocol` so that crate stays
+//! sans-IO (no tokio, no timers, no clock, no disk):
+//!
+//! - [`io`]: [`io::FramedIo`] and [`io::Channel`], which move the protocol's
+//!   frames and sealed messages over a tokio stream; key files at mode 0600;
+//!   the termination signal.
+//! - [`throttle`]: token buckets that sleep on timers, and the local
+//!   weekday and minute that rate schedules are evaluated at.
+
+#![forbid(unsafe_code)]
+
+pub mod io;
+pub mod throttle;
