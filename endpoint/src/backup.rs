@@ -28,7 +28,7 @@ use ferry_protocol::chunking::Chunker;
 use ferry_protocol::compress::{compress_with, decompress};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::message::{Message, ObjectId, INCOMPLETE_SNAPSHOT, MAX_BATCH};
+use ferry_protocol::message::{Message, ObjectId, Refusal, MAX_BATCH};
 use ferry_protocol::tree::{
     ChunkRef, Content, ContentBuilder, ContentPart, Entry, EntryKind, Extent, Tree,
 };
@@ -214,7 +214,7 @@ pub async fn run(
         Ok(other) => return Err(unexpected("Committed", &other)),
         Err(e)
             if e.downcast_ref::<Refused>()
-                .is_some_and(|r| r.0.starts_with(INCOMPLETE_SNAPSHOT)) =>
+                .is_some_and(|r| r.code == Some(Refusal::IncompleteSnapshot)) =>
         {
             // What the cache remembers is no longer whole on the relay
             // (collected after its snapshots were forgotten, or found

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_net::throttle::{local_now, Throttle};
 use ferry_protocol::ids::ChunkId;
-use ferry_protocol::message::Message;
+use ferry_protocol::message::{Message, Refusal};
 use ferry_protocol::schedule::Schedule;
 
 use crate::connect::Session;
@@ -139,7 +139,10 @@ impl RelayClient {
         let last_words = async {
             loop {
                 match self.session.channel.recv().await {
-                    Ok(Message::Failed { message }) => return Some(Refused(message).into()),
+                    Ok(Message::Failed { message }) => return Some(Refused::other(message).into()),
+                    Ok(Message::Refused { code, message }) => {
+                        return Some(Refused::new(code, message).into())
+                    }
                     Ok(Message::Close { reason }) => {
                         return Some(anyhow!("the relay closed the session: {reason}"))
                     }
@@ -162,7 +165,8 @@ impl RelayClient {
             .await
             .map_err(|e| anyhow!("the session with the relay broke: {e}"))?;
         match answer {
-            Message::Failed { message } => Err(Refused(message).into()),
+            Message::Failed { message } => Err(Refused::other(message).into()),
+            Message::Refused { code, message } => Err(Refused::new(code, message).into()),
             Message::Close { reason } => bail!("the relay closed the session: {reason}"),
             other => Ok(other),
         }
@@ -205,8 +209,30 @@ pub fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
     )
 }
 
-/// The relay answered a request with `Failed`: the error callers may look
-/// for (with `downcast_ref`) to act on a particular refusal.
+/// The relay refused a request: the error callers may look for (with
+/// `downcast_ref`) to act on its code, never on its text.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("the relay refused: {0}")]
-pub struct Refused(pub String);
+#[error("the relay refused: {message}")]
+pub struct Refused {
+    /// Why, as the relay coded it (`None`: a `Failed` with text only,
+    /// from a relay before protocol 1.2 or an error that ends the session).
+    pub code: Option<Refusal>,
+    /// Why, for the user.
+    pub message: String,
+}
+
+impl Refused {
+    fn new(code: Refusal, message: String) -> Self {
+        Refused {
+            code: Some(code),
+            message,
+        }
+    }
+
+    fn other(message: String) -> Self {
+        Refused {
+            code: None,
+            message,
+        }
+    }
+}

@@ -107,7 +107,7 @@ pub(crate) fn object_bytes(answer: Result<Message>) -> Result<Vec<u8>> {
 /// session broke) stay as they are and end the restore.
 pub(crate) fn as_damage(e: anyhow::Error) -> anyhow::Error {
     match e.downcast::<Refused>() {
-        Ok(refused) => Damaged(refused.0).into(),
+        Ok(refused) => Damaged(refused.message).into(),
         Err(e) => e,
     }
 }

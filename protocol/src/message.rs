@@ -270,6 +270,30 @@ pub enum Message {
         /// Snapshots that reached damage a backup has healed since.
         healed: Vec<u64>,
     },
+    /// The request was refused, for a reason the endpoint acts on (`code`)
+    /// and one for people (`message`); sent to endpoints of protocol 1.2 or
+    /// later, older ones get `Failed` with the message.
+    Refused {
+        /// Why, as the endpoint decides on it.
+        code: Refusal,
+        /// Why, for the user.
+        message: String,
+    },
+}
+
+/// Why the relay refused a request. Its variant order is part of the wire
+/// format, as [`Message`]'s is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// A commit whose snapshot names something the relay lacks or holds
+    /// damaged: the endpoint clears its files cache and backs up again.
+    IncompleteSnapshot,
+    /// A set's first (full) backup over the internet, which this client's
+    /// policy forbids.
+    FullBackupNeedsLan,
+    /// No such object or chunk for this client (whether another client
+    /// has it is never said).
+    NoSuchObject,
 }
 
 impl Message {
@@ -307,6 +331,7 @@ impl Message {
             Message::PutObjectPatch { .. } => "PutObjectPatch",
             Message::GetDamage => "GetDamage",
             Message::Damage { .. } => "Damage",
+            Message::Refused { .. } => "Refused",
         }
     }
 }

@@ -144,8 +144,8 @@ async fn run_session(
     mut meter: Meter,
 ) -> Result<String> {
     let idle = shared.limits.idle_timeout;
-    match tokio::time::timeout(idle, channel.recv()).await {
-        Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => {}
+    let peer_minor = match tokio::time::timeout(idle, channel.recv()).await {
+        Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => hello.minor,
         Ok(Ok(Message::Hello(hello))) => {
             return Err(ProtocolError::VersionMismatch {
                 peer_role: "endpoint",
@@ -158,7 +158,12 @@ async fn run_session(
         Ok(Ok(_)) => return Err(ProtocolError::Unexpected("message before Hello").into()),
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Ok("no Hello before the idle timeout".into()),
-    }
+    };
+    // Endpoints before protocol 1.2 know refusals only as `Failed`.
+    let for_peer = |reply: Message| match reply {
+        Message::Refused { message, .. } if peer_minor < 2 => Message::Failed { message },
+        reply => reply,
+    };
     channel
         .send(&Message::Hello(Hello {
             major: PROTOCOL_MAJOR,
@@ -181,7 +186,7 @@ async fn run_session(
         };
         match event {
             Event::Reply(Some(Ok(reply))) => {
-                channel.send(&reply).await?;
+                channel.send(&for_peer(reply)).await?;
                 meter.settle(&channel.io).await;
             }
             Event::Reply(Some(Err(e))) => return refuse(channel, e).await,
@@ -205,7 +210,7 @@ async fn run_session(
                             // It stopped on an error: its last reply says which.
                             while let Some(reply) = replies.recv().await {
                                 match reply {
-                                    Ok(reply) => channel.send(&reply).await?,
+                                    Ok(reply) => channel.send(&for_peer(reply)).await?,
                                     Err(e) => return refuse(channel, e).await,
                                 }
                             }

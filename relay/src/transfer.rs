@@ -20,8 +20,8 @@ use ferry_protocol::compress::{compress, decompress, Codec};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{
-    set_missing, ChunkBatch, ChunkPut, Message, ObjectId, SnapshotInfo, INCOMPLETE_SNAPSHOT,
-    MAX_BATCH,
+    set_missing, ChunkBatch, ChunkPut, Message, ObjectId, Refusal, SnapshotInfo,
+    INCOMPLETE_SNAPSHOT, MAX_BATCH,
 };
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, EntryKind, Tree};
@@ -120,7 +120,8 @@ impl Transfer {
                 if self.policy.is_some_and(|p| !p.full_backups) {
                     let earlier = self.catalog(|c| c.list_snapshots(Some(client), Some(&set)))?;
                     if earlier.is_empty() {
-                        return Ok(Some(Message::Failed {
+                        return Ok(Some(Message::Refused {
+                            code: Refusal::FullBackupNeedsLan,
                             message: format!(
                                 "the first (full) backup of set {set:?} must run over the LAN: this relay lets this client send only incremental backups over the internet"
                             ),
@@ -270,7 +271,8 @@ impl Transfer {
                         codec: row.codec,
                         data,
                     }),
-                    None => Some(Message::Failed {
+                    None => Some(Message::Refused {
+                        code: Refusal::NoSuchObject,
                         message: format!("no such object {id:?}"),
                     }),
                 }
@@ -581,7 +583,8 @@ impl Transfer {
             .take()
             .ok_or_else(|| anyhow!("commit outside a backup"))?;
         if let Err(e) = closure {
-            return Ok(Message::Failed {
+            return Ok(Message::Refused {
+                code: Refusal::IncompleteSnapshot,
                 message: format!("{INCOMPLETE_SNAPSHOT}: {e:#}"),
             });
         }
@@ -702,7 +705,8 @@ impl Transfer {
     /// when that is smaller, else whole.
     fn get_chunk(&self, id: &ChunkId, base_signature: Option<Vec<u8>>) -> Result<Message> {
         let Some((row, stored)) = self.fetch(BlobKind::Chunk, &id.0)? else {
-            return Ok(Message::Failed {
+            return Ok(Message::Refused {
+                code: Refusal::NoSuchObject,
                 message: format!("no such chunk {}", id.short()),
             });
         };

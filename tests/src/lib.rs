@@ -491,11 +491,19 @@ pub struct RawSession {
 }
 
 impl RawSession {
-    /// Handshakes as `endpoint` and exchanges `Hello`s.
+    /// Handshakes as `endpoint` and exchanges `Hello`s, as a protocol 1.0 peer.
     ///
     /// # Panics
     /// When the relay does not accept the session.
     pub fn open(relay: &Relay, endpoint: &Endpoint) -> Self {
+        Self::open_as(relay, endpoint, 0)
+    }
+
+    /// Like [`RawSession::open`], saying protocol minor version `minor`.
+    ///
+    /// # Panics
+    /// When the relay does not accept the session.
+    pub fn open_as(relay: &Relay, endpoint: &Endpoint, minor: u16) -> Self {
         use std::io::{Read, Write};
 
         use ferry_protocol::frame::encode_frame;
@@ -530,7 +538,7 @@ impl RawSession {
         let mut session = RawSession { stream, transport };
         session.send(&Message::Hello(Hello {
             major: 1,
-            minor: 0,
+            minor,
             software: "test".into(),
         }));
         assert!(matches!(session.recv(), Some(Message::Hello(_))));

@@ -318,3 +318,32 @@ fn an_idle_session_is_closed_with_a_reason() {
     );
     relay.wait_for_log("session closed: client laptop from 127.0.0.1");
 }
+
+#[test]
+fn refusals_are_coded_for_current_endpoints_and_text_for_older_ones() {
+    use ferry_protocol::ids::TreeId;
+    use ferry_protocol::message::{Message, ObjectId, Refusal};
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let ask = Message::GetObject {
+        id: ObjectId::Tree(TreeId([7; 32])),
+    };
+    let mut current = RawSession::open_as(&relay, &endpoint, 2);
+    current.send(&ask);
+    match current.recv() {
+        Some(Message::Refused { code, message }) => {
+            assert_eq!(code, Refusal::NoSuchObject);
+            assert!(message.contains("no such object"), "{message}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    let mut older = RawSession::open_as(&relay, &endpoint, 1);
+    older.send(&ask);
+    match older.recv() {
+        Some(Message::Failed { message }) => {
+            assert!(message.contains("no such object"), "{message}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
