@@ -1,0 +1,299 @@
+//! Phase 2 of `verify`: the packs' structure, and every blob due read and
+//! hashed against its id by two workers.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use std::sync::mpsc::sync_channel;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use ferry_protocol::chunking::MAX_CHUNK;
+use ferry_protocol::compress::decompress;
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
+use ferry_protocol::tree::{Content, Tree};
+
+use super::{Options, Report};
+use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catalog};
+
+/// The packs' structure: what lies past the last blob each names, and
+/// packs nothing names. (Rows past a pack's end are found with the blobs.)
+pub(super) fn check_structure(
+    catalog: &Catalog,
+    packs_dir: &Path,
+    report: &mut Report,
+) -> Result<()> {
+    let ends = catalog.committed_pack_ends()?;
+    let listing = match std::fs::read_dir(packs_dir) {
+        Ok(listing) => listing,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    for entry in listing {
+        let entry = entry?;
+        let Some(pack) = crate::store::pack_number(&entry.file_name()) else {
+            continue;
+        };
+        let len = entry.metadata()?.len();
+        match ends.get(&pack) {
+            Some(end) => report.unindexed_tail_bytes += len.saturating_sub(*end),
+            None => report.packs_unnamed += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Phase 2: read and hash the rows due, pack by pack: [`WORKERS`]
+/// threads each read and hash whole packs, least recently verified first,
+/// while this one loads their rows and records what they found.
+pub(super) fn check_blobs(
+    catalog: &mut Catalog,
+    packs_dir: &Path,
+    options: &Options,
+    started: Instant,
+    report: &mut Report,
+    found: &mut Vec<(u64, BlobRow, String)>,
+) -> Result<()> {
+    let cutoff = match options.since_verified {
+        Some(since) => {
+            now_ms().saturating_sub(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
+        }
+        None => i64::MAX,
+    };
+    let mut due = Vec::new();
+    let mut due_bytes = 0u64;
+    for (pack, oldest) in catalog.packs_by_verification()? {
+        if oldest < cutoff {
+            let (rows, bytes) = catalog.due_in_pack(pack, cutoff)?;
+            due_bytes += bytes;
+            due.push((pack, rows));
+        }
+    }
+    let budget = options
+        .subset_percent
+        .map(|p| (due_bytes as f64 * p.clamp(0.0, 100.0) / 100.0).ceil() as u64);
+    let pacer = std::sync::Mutex::new(Pacer {
+        rate: options.rate.filter(|r| *r > 0),
+        started,
+        bytes: 0,
+    });
+    let (send_job, jobs) = sync_channel::<PackJob>(1);
+    let jobs = std::sync::Mutex::new(jobs);
+    let (send_done, done) = std::sync::mpsc::channel::<(PackJob, std::io::Result<Vec<Verdict>>)>();
+    std::thread::scope(|scope| -> Result<()> {
+        for _ in 0..WORKERS {
+            let (jobs, pacer, send_done) = (&jobs, &pacer, send_done.clone());
+            scope.spawn(move || {
+                let mut buffer = Vec::new();
+                while let Ok(Ok(job)) = jobs.lock().map(|j| j.recv()) {
+                    let path = packs_dir.join(format!("{:08}.pack", job.pack));
+                    let verdicts = check_pack(&path, &job.rows, &mut buffer, pacer);
+                    if send_done.send((job, verdicts)).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        drop(send_done);
+        let mut dispatched = 0;
+        let mut stopped = false;
+        for (pack, count) in due {
+            let over_time = options
+                .max_duration
+                .is_some_and(|max| started.elapsed() >= max);
+            let over_budget = budget.is_some_and(|b| report.bytes_checked >= b);
+            if stopped || over_time || over_budget {
+                stopped = true;
+                report.blobs_left += count;
+                continue;
+            }
+            let rows = catalog.rows_to_verify(pack, cutoff)?;
+            report.bytes_checked += rows
+                .iter()
+                .map(|(_, r, _)| u64::from(r.at.len))
+                .sum::<u64>();
+            if send_job.send(PackJob { pack, rows }).is_err() {
+                break;
+            }
+            dispatched += 1;
+            while let Ok((job, verdicts)) = done.try_recv() {
+                record(catalog, packs_dir, job, verdicts, cutoff, report, found)?;
+                dispatched -= 1;
+            }
+        }
+        drop(send_job);
+        for _ in 0..dispatched {
+            let (job, verdicts) = done.recv().expect("every job is answered");
+            record(catalog, packs_dir, job, verdicts, cutoff, report, found)?;
+        }
+        Ok(())
+    })
+}
+
+/// Threads that read and hash packs.
+const WORKERS: usize = 2;
+
+/// The rows of one pack to check.
+struct PackJob {
+    pack: u32,
+    rows: Vec<(u64, BlobRow, BlobState)>,
+}
+
+/// `None` when a blob is whole, else what is wrong.
+type Verdict = Option<String>;
+
+/// Records what a worker found in one pack: damage marked (when the row is
+/// still where it was read: a collection may have moved it meanwhile),
+/// the rest verified now.
+fn record(
+    catalog: &mut Catalog,
+    packs_dir: &Path,
+    job: PackJob,
+    verdicts: std::io::Result<Vec<Verdict>>,
+    cutoff: i64,
+    report: &mut Report,
+    found: &mut Vec<(u64, BlobRow, String)>,
+) -> Result<()> {
+    let pack = job.pack;
+    let verdicts = verdicts.with_context(|| {
+        format!(
+            "cannot read {}",
+            packs_dir.join(format!("{pack:08}.pack")).display()
+        )
+    })?;
+    report.packs += 1;
+    for ((client, row, _), verdict) in job.rows.iter().zip(verdicts) {
+        report.blobs_checked += 1;
+        let Some(reason) = verdict else {
+            continue;
+        };
+        if catalog.mark_damaged(*client, row, &reason)? {
+            tracing::error!(
+                "verify: {} {} of client {client} in pack {pack:08} at {}: {reason}",
+                kind_name(row.kind),
+                hex(&row.id[..8]),
+                row.at.offset
+            );
+            found.push((*client, *row, reason));
+        }
+    }
+    if let Some(last) = job.rows.iter().map(|(_, row, _)| row.at.offset).max() {
+        catalog.mark_pack_verified(pack, last, cutoff)?;
+    }
+    Ok(())
+}
+
+/// Keeps reads under a rate over the whole run.
+struct Pacer {
+    rate: Option<u64>,
+    started: Instant,
+    bytes: u64,
+}
+
+impl Pacer {
+    /// Counts `bytes` read; returns how long to wait to stay under the rate.
+    fn read(&mut self, bytes: u64) -> Option<Duration> {
+        self.bytes += bytes;
+        let rate = self.rate?;
+        let due = Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+        due.checked_sub(self.started.elapsed())
+    }
+}
+
+/// Bytes of a pack read at once (several blobs, and the dead space
+/// between them).
+const SEGMENT: u64 = 2 << 20;
+
+/// Reads `rows` (in offset order) from one pack, a segment of [`SEGMENT`]
+/// bytes at a time into `buffer`; for each, `None` when its bytes
+/// decompress and hash to its id, else what is wrong.
+fn check_pack(
+    path: &Path,
+    rows: &[(u64, BlobRow, BlobState)],
+    buffer: &mut Vec<u8>,
+    pacer: &std::sync::Mutex<Pacer>,
+) -> std::io::Result<Vec<Verdict>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Ok(rows
+                .iter()
+                .map(|_| Some("its pack is missing".into()))
+                .collect());
+        }
+        Err(e) => return Err(e),
+    };
+    let len = file.metadata()?.len();
+    let end_of = |i: usize| rows[i].1.at.offset + u64::from(rows[i].1.at.len);
+    let mut verdicts = Vec::with_capacity(rows.len());
+    let mut first = 0;
+    while first < rows.len() {
+        if end_of(first) > len {
+            verdicts.push(Some(format!(
+                "it ends at {}, past the end of its pack ({len} bytes)",
+                end_of(first)
+            )));
+            first += 1;
+            continue;
+        }
+        let start = rows[first].1.at.offset;
+        let mut last = first + 1;
+        while last < rows.len() && end_of(last) <= len && end_of(last) - start <= SEGMENT {
+            last += 1;
+        }
+        let want = end_of(last - 1) - start;
+        buffer.clear();
+        // read_to_end fills spare capacity without zeroing it first.
+        (&file).seek(SeekFrom::Start(start))?;
+        (&file).take(want).read_to_end(buffer)?;
+        if (buffer.len() as u64) < want {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let wait = pacer.lock().map_or(None, |mut p| p.read(want));
+        if let Some(wait) = wait {
+            std::thread::sleep(wait);
+        }
+        for (_, row, _) in &rows[first..last] {
+            let at = (row.at.offset - start) as usize;
+            let stored = &buffer[at..at + row.at.len as usize];
+            verdicts.push(check_blob(row.kind, &row.id, row.codec, stored));
+        }
+        first = last;
+    }
+    Ok(verdicts)
+}
+
+/// `None` when the stored bytes are the blob they are named for.
+fn check_blob(
+    kind: BlobKind,
+    id: &[u8; 32],
+    codec: ferry_protocol::compress::Codec,
+    stored: &[u8],
+) -> Option<String> {
+    let limit = if kind == BlobKind::Chunk {
+        MAX_CHUNK as usize
+    } else {
+        MAX_MESSAGE
+    };
+    let decompressed;
+    let raw = if codec == ferry_protocol::compress::Codec::None && stored.len() <= limit {
+        stored
+    } else {
+        match decompress(codec, stored.to_vec(), limit) {
+            Ok(raw) => {
+                decompressed = raw;
+                &decompressed[..]
+            }
+            Err(e) => return Some(format!("it does not decompress ({e})")),
+        }
+    };
+    let whole = match kind {
+        BlobKind::Chunk => ChunkId::of(raw).0 == *id,
+        BlobKind::Tree => Tree::decode(&TreeId(*id), raw).is_ok(),
+        BlobKind::Content => Content::decode(&ContentId(*id), raw).is_ok(),
+        // Left by earlier versions, never read, collected as garbage.
+        BlobKind::Signature => true,
+    };
+    (!whole).then(|| "its bytes do not match its id".into())
+}
