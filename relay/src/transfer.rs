@@ -740,3 +740,475 @@ fn check_set_name(set: &str) -> Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    //! The upload and restore rules, one `Transfer` per client over a real
+    //! temporary catalog and pack store, no socket.
+
+    use super::*;
+    use crate::config::{LimitsConfig, RelayConfig};
+    use crate::data_dir::DataDir;
+    use crate::store::PackStore;
+    use ferry_protocol::compress::Codec;
+    use ferry_protocol::keys::PublicKey;
+    use ferry_protocol::tree::{ChunkRef, Entry};
+    use std::sync::{Mutex, RwLock};
+
+    /// A relay's shared state in a temporary directory, with clients 1 and 2.
+    fn relay(dir: &std::path::Path) -> (Arc<Shared>, u64, u64) {
+        let config = RelayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            pair_listen: "127.0.0.1:0".parse().unwrap(),
+            public: Vec::new(),
+            lan_networks: crate::net::IpNet::default_lan(),
+            limits: LimitsConfig::default(),
+            rates: Default::default(),
+            gc: Default::default(),
+            verify: Default::default(),
+        };
+        let data = DataDir::new(dir.join("data"));
+        let keys = data.init(&config).unwrap();
+        let mut catalog = data.catalog().unwrap();
+        let mut clients = Vec::new();
+        for (name, key) in [("a", 1u8), ("b", 2u8)] {
+            let (id, _) = catalog
+                .create_pairing(name, 0, i64::MAX, u32::from(key))
+                .unwrap()
+                .unwrap();
+            let crate::catalog::PairOutcome::Paired(client) = catalog
+                .complete_pairing(id, &PublicKey([key; 32]), "host", 1)
+                .unwrap()
+            else {
+                panic!("pairing")
+            };
+            clients.push(client.id);
+        }
+        let store = PackStore::open(&data.store_dir(), &HashMap::new()).unwrap();
+        let shared = Shared {
+            keys,
+            limits: config.limits.resolve().unwrap(),
+            rates: crate::rates::Rates::new(config.rates.resolve().unwrap(), (0, 0)),
+            config,
+            catalog: Mutex::new(catalog),
+            store: Mutex::new(store),
+            pack_files: RwLock::new(()),
+            uploads: Arc::default(),
+            catalog_path: data.catalog_path(),
+            replay: Mutex::default(),
+            registry: Arc::default(),
+            session_addr: "127.0.0.1:0".parse().unwrap(),
+            shutdown: tokio_util::sync::CancellationToken::new(),
+        };
+        (Arc::new(shared), clients[0], clients[1])
+    }
+
+    fn begin(t: &mut Transfer) {
+        let ready = t
+            .handle(Message::BackupBegin {
+                set: "default".into(),
+                retention: Retention::default(),
+            })
+            .unwrap();
+        assert!(matches!(ready, Some(Message::BackupReady { .. })));
+    }
+
+    fn missing_chunks(t: &mut Transfer, ids: &[ChunkId]) -> Vec<bool> {
+        let Some(Message::ChunksMissing { missing }) = t
+            .handle(Message::QueryChunks { ids: ids.to_vec() })
+            .unwrap()
+        else {
+            panic!("ChunksMissing")
+        };
+        (0..ids.len())
+            .map(|i| missing[i / 8] & (1 << (i % 8)) != 0)
+            .collect()
+    }
+
+    fn put_chunk(t: &mut Transfer, data: &[u8]) -> ChunkId {
+        let id = ChunkId::of(data);
+        t.handle(Message::PutChunk {
+            id,
+            codec: Codec::None,
+            data: data.to_vec(),
+        })
+        .unwrap();
+        id
+    }
+
+    fn synced(t: &mut Transfer) -> Vec<ChunkId> {
+        let Some(Message::Synced { rejected }) = t.handle(Message::Sync).unwrap() else {
+            panic!("Synced")
+        };
+        rejected
+    }
+
+    /// A content of `chunks` and a root tree with one file of it.
+    fn file_tree(chunks: &[(ChunkId, usize)]) -> (ContentId, Vec<u8>, TreeId, Vec<u8>) {
+        let content = Content {
+            chunks: chunks
+                .iter()
+                .map(|(id, len)| ChunkRef {
+                    id: *id,
+                    len: *len as u32,
+                })
+                .collect(),
+            parts: Vec::new(),
+        };
+        let (content_id, content_bytes) = content.encode();
+        let size = chunks.iter().map(|(_, len)| *len as u64).sum();
+        let tree = Tree {
+            entries: vec![Entry {
+                name: b"f".to_vec(),
+                kind: EntryKind::File {
+                    size,
+                    content: content_id,
+                    sparse: None,
+                },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                xattrs: Vec::new(),
+            }],
+        };
+        let (tree_id, tree_bytes) = tree.encode().unwrap();
+        (content_id, content_bytes, tree_id, tree_bytes)
+    }
+
+    fn put_object(t: &mut Transfer, id: ObjectId, bytes: &[u8]) {
+        t.handle(Message::PutObject {
+            id,
+            codec: Codec::None,
+            data: bytes.to_vec(),
+        })
+        .unwrap();
+    }
+
+    fn commit(t: &mut Transfer, root: TreeId) -> Message {
+        t.handle(Message::Commit {
+            root,
+            files: 1,
+            bytes: 1,
+            started_ms: 0,
+        })
+        .unwrap()
+        .unwrap()
+    }
+
+    /// Backs up one file of `data` as client `t`; returns the snapshot's ids.
+    fn backup_one(t: &mut Transfer, data: &[u8]) -> (ChunkId, ContentId, TreeId, u64) {
+        begin(t);
+        let chunk = put_chunk(t, data);
+        let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+        put_object(t, ObjectId::Content(content), &content_bytes);
+        put_object(t, ObjectId::Tree(root), &tree_bytes);
+        let Message::Committed { snapshot } = commit(t, root) else {
+            panic!("Committed")
+        };
+        (chunk, content, root, snapshot)
+    }
+
+    #[test]
+    fn a_chunk_is_known_once_stored_and_a_wrong_id_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        let id = ChunkId::of(b"hello");
+        assert_eq!(missing_chunks(&mut t, &[id]), vec![true]);
+        put_chunk(&mut t, b"hello");
+        assert_eq!(missing_chunks(&mut t, &[id]), vec![false]);
+        assert!(synced(&mut t).is_empty());
+        let forged = t.handle(Message::PutChunk {
+            id: ChunkId::of(b"other"),
+            codec: Codec::None,
+            data: b"hello".to_vec(),
+        });
+        assert!(forged.is_err(), "a chunk whose bytes are not its id");
+    }
+
+    #[test]
+    fn uploads_outside_a_backup_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        let outside = t.handle(Message::PutChunk {
+            id: ChunkId::of(b"x"),
+            codec: Codec::None,
+            data: b"x".to_vec(),
+        });
+        assert!(outside.is_err());
+        assert!(t.handle(Message::Sync).is_err());
+    }
+
+    #[test]
+    fn a_delta_rebuilds_against_the_base_and_one_that_does_not_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        let base: Vec<u8> = (0..8192u32).flat_map(|i| i.to_le_bytes()).collect();
+        let base_id = put_chunk(&mut t, &base);
+        let mut new = base.clone();
+        new[100] ^= 1;
+        let new_id = ChunkId::of(&new);
+        let signature = delta::signature(&base);
+        let good = delta::diff(signature, &new).unwrap();
+        t.handle(Message::PutDelta {
+            id: new_id,
+            base: base_id,
+            codec: Codec::None,
+            delta: good,
+        })
+        .unwrap();
+        assert_eq!(missing_chunks(&mut t, &[new_id]), vec![false]);
+        // A delta naming an id its result does not have is reported back.
+        let liar = ChunkId::of(b"not what the delta builds");
+        let wrong = delta::diff(delta::signature(&base), &new).unwrap();
+        t.handle(Message::PutDelta {
+            id: liar,
+            base: base_id,
+            codec: Codec::None,
+            delta: wrong,
+        })
+        .unwrap();
+        assert_eq!(synced(&mut t), vec![liar]);
+        assert_eq!(missing_chunks(&mut t, &[liar]), vec![true]);
+    }
+
+    #[test]
+    fn a_commit_whose_closure_is_incomplete_is_refused_and_its_trees_are_not_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        // The tree names a content never sent.
+        let chunk = put_chunk(&mut t, b"data");
+        let (_, _, root, tree_bytes) = file_tree(&[(chunk, 4)]);
+        put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+        match commit(&mut t, root) {
+            Message::Refused { code, message } => {
+                assert_eq!(code, Refusal::IncompleteSnapshot);
+                assert!(message.contains("is missing"), "{message}");
+            }
+            other => panic!("expected Refused, got {other:?}"),
+        }
+        // The refused commit's tree was never indexed: the next backup is
+        // told it is missing, so it sends it (and what is under it) again.
+        begin(&mut t);
+        let Some(Message::ObjectsMissing { ids }) = t
+            .handle(Message::QueryObjects {
+                ids: vec![ObjectId::Tree(root)],
+            })
+            .unwrap()
+        else {
+            panic!("ObjectsMissing")
+        };
+        assert_eq!(ids, vec![ObjectId::Tree(root)]);
+    }
+
+    #[test]
+    fn a_whole_snapshot_commits_and_is_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        let (_, _, root, snapshot) = backup_one(&mut t, b"some file data");
+        let Some(Message::SnapshotList { snapshots }) =
+            t.handle(Message::ListSnapshots { set: None }).unwrap()
+        else {
+            panic!("SnapshotList")
+        };
+        assert_eq!(snapshots.len(), 1);
+        assert_eq!((snapshots[0].id, snapshots[0].root), (snapshot, root));
+    }
+
+    #[test]
+    fn a_patch_against_a_base_the_relay_lacks_is_dropped_and_the_commit_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        let chunk = put_chunk(&mut t, b"data");
+        let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, 4)]);
+        put_object(&mut t, ObjectId::Content(content), &content_bytes);
+        let base = TreeId([9; 32]);
+        t.handle(Message::PutObjectPatch {
+            id: ObjectId::Tree(root),
+            base: ObjectId::Tree(base),
+            patch: patch::diff(b"whatever", &tree_bytes),
+        })
+        .unwrap();
+        assert!(matches!(
+            commit(&mut t, root),
+            Message::Refused {
+                code: Refusal::IncompleteSnapshot,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_client_asking_for_anothers_data_gets_what_it_gets_for_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, b) = relay(dir.path());
+        let mut ta = Transfer::new(Arc::clone(&shared), a, None);
+        let (chunk, content, root, snapshot) = backup_one(&mut ta, b"a's secret");
+        let mut tb = Transfer::new(shared, b, None);
+        begin(&mut tb);
+        let unknown = ChunkId::of(b"nobody has this");
+        assert_eq!(missing_chunks(&mut tb, &[chunk, unknown]), vec![true, true]);
+        let answer =
+            |tb: &mut Transfer, id: ObjectId| match tb.handle(Message::GetObject { id }).unwrap() {
+                Some(Message::Refused { code, .. }) => code,
+                other => panic!("expected Refused, got {other:?}"),
+            };
+        assert_eq!(
+            answer(&mut tb, ObjectId::Tree(root)),
+            answer(&mut tb, ObjectId::Tree(TreeId([3; 32])))
+        );
+        assert_eq!(
+            answer(&mut tb, ObjectId::Content(content)),
+            Refusal::NoSuchObject
+        );
+        let got = tb
+            .handle(Message::GetChunk {
+                id: chunk,
+                base_signature: None,
+            })
+            .unwrap();
+        assert!(matches!(
+            got,
+            Some(Message::Refused {
+                code: Refusal::NoSuchObject,
+                ..
+            })
+        ));
+        let Some(Message::SnapshotList { snapshots }) =
+            tb.handle(Message::ListSnapshots { set: None }).unwrap()
+        else {
+            panic!("SnapshotList")
+        };
+        assert!(snapshots.iter().all(|s| s.id != snapshot));
+        // B's own copy of the same bytes is B's: it is stored for B.
+        put_chunk(&mut tb, b"a's secret");
+        assert_eq!(missing_chunks(&mut tb, &[chunk]), vec![false]);
+    }
+
+    #[test]
+    fn a_restore_gets_a_chunk_whole_or_as_a_delta_against_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        let data: Vec<u8> = (0..16384u32).flat_map(|i| i.to_le_bytes()).collect();
+        let (chunk, _, _, _) = backup_one(&mut t, &data);
+        let whole = t
+            .handle(Message::GetChunk {
+                id: chunk,
+                base_signature: None,
+            })
+            .unwrap();
+        assert!(matches!(whole, Some(Message::ChunkData { .. })));
+        let mut near = data.clone();
+        near[5] ^= 1;
+        let as_delta = t
+            .handle(Message::GetChunk {
+                id: chunk,
+                base_signature: Some(delta::signature(&near)),
+            })
+            .unwrap();
+        let Some(Message::ChunkDelta { codec, delta: d }) = as_delta else {
+            panic!("a delta is smaller than the chunk")
+        };
+        let d = decompress(codec, d, delta::MAX_DELTA).unwrap();
+        assert_eq!(delta::apply(&near, &d, &chunk).unwrap(), data);
+    }
+
+    #[test]
+    fn a_content_waits_for_its_chunks_before_it_is_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        let data = b"late chunk";
+        let chunk = ChunkId::of(data);
+        let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+        put_object(&mut t, ObjectId::Content(content), &content_bytes);
+        synced(&mut t);
+        // Held: a commit now would name a content whose chunk is not stored.
+        assert!(t
+            .handle(Message::Commit {
+                root,
+                files: 1,
+                bytes: 1,
+                started_ms: 0
+            })
+            .is_err());
+        begin(&mut t);
+        put_chunk(&mut t, data);
+        put_object(&mut t, ObjectId::Content(content), &content_bytes);
+        put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+        assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+    }
+
+    #[test]
+    fn the_endpoints_retention_hint_is_applied_at_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        for data in [&b"one"[..], b"two", b"three"] {
+            t.handle(Message::BackupBegin {
+                set: "default".into(),
+                retention: Retention {
+                    keep_last: Some(2),
+                    ..Retention::default()
+                },
+            })
+            .unwrap();
+            let chunk = put_chunk(&mut t, data);
+            let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+            put_object(&mut t, ObjectId::Content(content), &content_bytes);
+            put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+            assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+        }
+        let Some(Message::SnapshotList { snapshots }) =
+            t.handle(Message::ListSnapshots { set: None }).unwrap()
+        else {
+            panic!("SnapshotList")
+        };
+        let ids: Vec<u64> = snapshots.iter().map(|s| s.id).collect();
+        assert_eq!(ids, vec![2, 3]);
+    }
+
+    #[test]
+    fn gc_collects_what_only_a_forgotten_snapshot_reached() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(Arc::clone(&shared), a, None);
+        let (old_chunk, _, _, first) = backup_one(&mut t, b"first version");
+        let (new_chunk, _, _, _) = backup_one(&mut t, b"second version");
+        drop(t);
+        shared
+            .catalog
+            .lock()
+            .unwrap()
+            .forget_snapshots(&[first])
+            .unwrap();
+        let mut catalog = crate::catalog::Catalog::open(&shared.catalog_path).unwrap();
+        let packs = crate::gc::Packs {
+            store: &shared.store,
+            files: &shared.pack_files,
+        };
+        let report =
+            crate::gc::collect(&mut catalog, packs, std::time::Duration::ZERO, now_ms() + 1)
+                .unwrap();
+        assert_eq!(report.snapshots, 1);
+        assert_eq!(report.blobs_deleted, 3, "{report:?}");
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        assert_eq!(
+            missing_chunks(&mut t, &[old_chunk, new_chunk]),
+            vec![true, false]
+        );
+    }
+}
