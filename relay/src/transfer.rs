@@ -1211,4 +1211,137 @@ mod tests {
             vec![true, false]
         );
     }
+
+    #[test]
+    fn set_names_that_are_not_names_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        for bad in ["", "a/b", "tab\there", &"x".repeat(65)] {
+            let begun = t.handle(Message::BackupBegin {
+                set: bad.into(),
+                retention: Retention::default(),
+            });
+            assert!(begun.is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn over_the_internet_a_first_backup_can_be_refused_and_large_files_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let policy = InternetPolicy {
+            full_backups: false,
+            max_file: Some(8),
+        };
+        let mut t = Transfer::new(Arc::clone(&shared), a, Some(policy));
+        let begun = t
+            .handle(Message::BackupBegin {
+                set: "default".into(),
+                retention: Retention::default(),
+            })
+            .unwrap();
+        assert!(matches!(
+            begun,
+            Some(Message::Refused {
+                code: Refusal::FullBackupNeedsLan,
+                ..
+            })
+        ));
+        // Once a first backup ran on the LAN, incrementals may come from anywhere.
+        backup_one(&mut Transfer::new(Arc::clone(&shared), a, None), b"small");
+        let mut t = Transfer::new(shared, a, Some(policy));
+        begin(&mut t);
+        let chunk = put_chunk(&mut t, b"more than eight bytes");
+        let (content, content_bytes, _, _) = file_tree(&[(chunk, 21)]);
+        let too_large = t.handle(Message::PutObject {
+            id: ObjectId::Content(content),
+            codec: Codec::None,
+            data: content_bytes,
+        });
+        assert!(too_large.is_err());
+    }
+
+    #[test]
+    fn a_second_backup_begin_drops_what_the_first_left_unsynced() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        let id = put_chunk(&mut t, b"abandoned");
+        begin(&mut t);
+        assert_eq!(missing_chunks(&mut t, &[id]), vec![true]);
+    }
+
+    #[test]
+    fn batches_over_the_limit_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        begin(&mut t);
+        let ids = vec![ChunkId::of(b"x"); MAX_BATCH + 1];
+        assert!(t.handle(Message::QueryChunks { ids }).is_err());
+    }
+
+    #[test]
+    fn signatures_are_given_for_stored_chunks_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        let (chunk, _, _, _) = backup_one(&mut t, &[7u8; 4096]);
+        let Some(Message::Signatures { signatures }) = t
+            .handle(Message::GetSignatures {
+                ids: vec![chunk, ChunkId::of(b"absent")],
+            })
+            .unwrap()
+        else {
+            panic!("Signatures")
+        };
+        assert!(signatures[0].is_some() && signatures[1].is_none());
+    }
+
+    #[test]
+    fn verify_finds_a_flipped_byte_and_the_next_upload_heals_it() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(Arc::clone(&shared), a, None);
+        let data = vec![42u8; 10_000];
+        let (chunk, _, _, _) = backup_one(&mut t, &data);
+        let packs = dir.path().join("data/store/packs");
+        let at = shared
+            .catalog
+            .lock()
+            .unwrap()
+            .find_blob(a, BlobKind::Chunk, &chunk.0)
+            .unwrap()
+            .unwrap()
+            .at;
+        let pack = std::fs::OpenOptions::new()
+            .write(true)
+            .open(packs.join(format!("{:08}.pack", at.pack)))
+            .unwrap();
+        pack.write_all_at(b"!", at.offset + 5).unwrap();
+        let report = crate::verify::run(&shared.catalog_path, &packs, &Default::default()).unwrap();
+        assert!(report.is_damaged());
+        assert_eq!(report.damaged[0].kind, "chunk");
+        begin(&mut t);
+        assert_eq!(missing_chunks(&mut t, &[chunk]), vec![true]);
+        backup_one(&mut t, &data);
+        let report = crate::verify::run(&shared.catalog_path, &packs, &Default::default()).unwrap();
+        assert!(!report.is_damaged(), "{report:?}");
+        assert_eq!(report.healed.len(), 1);
+    }
+
+    #[test]
+    fn a_message_the_relay_never_expects_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, _) = relay(dir.path());
+        let mut t = Transfer::new(shared, a, None);
+        let error = t
+            .handle(Message::Committed { snapshot: 1 })
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("unexpected message Committed"), "{error}");
+    }
 }
