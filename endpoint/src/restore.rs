@@ -501,11 +501,8 @@ impl Restore<'_> {
         inside: bool,
     ) -> Boxed<'b, Result<()>> {
         Box::pin(async move {
-            let tree = match self.object(ObjectId::Tree(tree_id)).await {
-                Ok(raw) => decode_tree(&tree_id, &raw),
-                Err(e) => Err(e),
-            };
-            let tree = match tree {
+            let tree = self.object(ObjectId::Tree(tree_id)).await;
+            let tree = match tree.and_then(|raw| decode_tree(&tree_id, &raw)) {
                 Ok(tree) => tree,
                 Err(e) if e.is::<Damaged>() => {
                     self.fail(&path, format!("{e:#}; nothing below it was restored"));

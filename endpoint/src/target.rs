@@ -123,21 +123,7 @@ impl Target {
     /// # Errors
     /// I/O errors other than "absent".
     pub fn existing_file(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<File>> {
-        let name = name_arg(name)?;
-        match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st)
-                if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                    == rustix::fs::FileType::RegularFile => {}
-            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        Ok(Some(File::from(rustix::fs::openat(
-            dir,
-            name,
-            flags,
-            Mode::empty(),
-        )?)))
+        open_regular(dir, name_arg(name)?, OFlags::RDONLY)
     }
 
     /// Creates a fresh temporary file beside `name`, to be renamed over it.
@@ -167,17 +153,8 @@ impl Target {
     /// I/O errors other than "absent".
     pub fn leftover_temp(dir: &OwnedFd, name: &[u8]) -> io::Result<Option<(File, Vec<u8>)>> {
         let tmp = temp_name(name)?;
-        let tmp_arg = OsStr::from_bytes(&tmp);
-        match rustix::fs::statat(dir, tmp_arg, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st)
-                if rustix::fs::FileType::from_raw_mode(st.st_mode)
-                    == rustix::fs::FileType::RegularFile => {}
-            Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(None),
-            Err(e) => return Err(e.into()),
-        }
-        let flags = OFlags::RDWR | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-        let fd = rustix::fs::openat(dir, tmp_arg, flags, Mode::empty())?;
-        Ok(Some((File::from(fd), tmp)))
+        let file = open_regular(dir, OsStr::from_bytes(&tmp), OFlags::RDWR)?;
+        Ok(file.map(|file| (file, tmp)))
     }
 
     /// Whether nothing at all is at `name`, nor a temporary file of an
@@ -354,6 +331,26 @@ impl Target {
             AtFlags::SYMLINK_NOFOLLOW,
         )?)
     }
+}
+
+/// Opens `name` in `dir` with `access` (read, or read and write) when it
+/// is a regular file, never following a symlink; `None` when absent or
+/// something else.
+fn open_regular(dir: &OwnedFd, name: &OsStr, access: OFlags) -> io::Result<Option<File>> {
+    match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st)
+            if rustix::fs::FileType::from_raw_mode(st.st_mode)
+                == rustix::fs::FileType::RegularFile => {}
+        Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let flags = access | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(Some(File::from(rustix::fs::openat(
+        dir,
+        name,
+        flags,
+        Mode::empty(),
+    )?)))
 }
 
 /// The temporary name used while restoring `name` (hidden, fixed per name).

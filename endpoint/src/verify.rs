@@ -135,11 +135,8 @@ type Boxed<'b, T> = Pin<Box<dyn std::future::Future<Output = T> + 'b>>;
 impl Check<'_> {
     fn tree(&mut self, id: TreeId, path: Vec<Vec<u8>>) -> Boxed<'_, Result<()>> {
         Box::pin(async move {
-            let tree = match self.object(ObjectId::Tree(id)).await {
-                Ok(raw) => decode_tree(&id, &raw),
-                Err(e) => Err(e),
-            };
-            let tree = match tree {
+            let tree = self.object(ObjectId::Tree(id)).await;
+            let tree = match tree.and_then(|raw| decode_tree(&id, &raw)) {
                 Ok(tree) => tree,
                 Err(e) if e.is::<Damaged>() => {
                     self.report(&path, &format!("{e:#}; nothing below it was checked"));
@@ -187,10 +184,10 @@ impl Check<'_> {
     /// then compares with the local file, if asked.
     async fn file(&mut self, id: ContentId, size: u64, path: &[Vec<u8>]) -> Result<()> {
         let mut damage = None;
-        let content = match self.object(ObjectId::Content(id)).await {
-            Ok(raw) => decode_content(&id, &raw),
-            Err(e) => Err(e),
-        };
+        let content = self
+            .object(ObjectId::Content(id))
+            .await
+            .and_then(|raw| decode_content(&id, &raw));
         let mut chunks = Vec::new();
         match content {
             Ok(content) if content.parts.is_empty() => chunks = content.chunks,
