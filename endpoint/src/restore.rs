@@ -369,13 +369,9 @@ impl Restore<'_> {
 
     fn fail(&mut self, path: &[Vec<u8>], error: impl std::fmt::Display) {
         self.summary.errors += 1;
-        let shown: Vec<String> = path
-            .iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
         self.summary
             .messages
-            .push(format!("/{}: {error}", shown.join("/")));
+            .push(format!("{}: {error}", show_path(path)));
     }
 
     /// [`Target::quick_match`], unless `--checksum` asks to compare content.
@@ -1060,6 +1056,31 @@ impl Restore<'_> {
     }
 }
 
+/// Chunks `file` as a backup would and returns its content (chunk list);
+/// `each` sees every chunk's offset, length and id.
+pub(crate) fn chunk_file(
+    file: &File,
+    mut each: impl FnMut(u64, u32, ChunkId),
+) -> std::io::Result<Content> {
+    let mut builder = ContentBuilder::default();
+    for chunk in Chunker::new(std::io::BufReader::new(file)) {
+        let chunk = chunk?;
+        let len = chunk.data.len() as u32;
+        each(chunk.offset, len, chunk.id);
+        builder.push(ChunkRef { id: chunk.id, len });
+    }
+    Ok(builder.finish().0)
+}
+
+/// A path of the snapshot as `/a/b`, for messages.
+pub(crate) fn show_path(path: &[Vec<u8>]) -> String {
+    let shown: Vec<String> = path
+        .iter()
+        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .collect();
+    format!("/{}", shown.join("/"))
+}
+
 /// The target's current version of a file, chunked to find reusable chunks.
 struct LocalFile {
     file: File,
@@ -1075,18 +1096,10 @@ impl LocalFile {
         let len = file.metadata()?.len();
         let mut chunks = Vec::new();
         let mut by_id = HashMap::new();
-        let mut builder = ContentBuilder::default();
-        for chunk in Chunker::new(std::io::BufReader::new(&file)) {
-            let chunk = chunk?;
-            let n = chunk.data.len() as u32;
-            chunks.push((chunk.offset, n, chunk.id));
-            by_id.entry(chunk.id).or_insert((chunk.offset, n));
-            builder.push(ChunkRef {
-                id: chunk.id,
-                len: n,
-            });
-        }
-        let (content, _) = builder.finish();
+        let content = chunk_file(&file, |offset, n, id| {
+            chunks.push((offset, n, id));
+            by_id.entry(id).or_insert((offset, n));
+        })?;
         Ok(LocalFile {
             file,
             len,

@@ -13,15 +13,15 @@ use std::pin::Pin;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
-use ferry_protocol::chunking::Chunker;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId};
-use ferry_protocol::tree::{ContentBuilder, EntryKind};
+use ferry_protocol::tree::EntryKind;
 use serde::{Deserialize, Serialize};
 
 use crate::client::RelayClient;
 use crate::restore::{
-    chunk_data, decode_content, decode_tree, object_bytes, resolve, Damaged, Selector, WINDOW,
+    chunk_data, chunk_file, decode_content, decode_tree, object_bytes, resolve, show_path, Damaged,
+    Selector, WINDOW,
 };
 
 /// What to check.
@@ -260,13 +260,9 @@ impl Check<'_> {
     }
 
     fn report(&mut self, path: &[Vec<u8>], why: &str) {
-        let shown: Vec<String> = path
-            .iter()
-            .map(|c| String::from_utf8_lossy(c).into_owned())
-            .collect();
         self.summary
             .messages
-            .push(format!("/{}: {why}", shown.join("/")));
+            .push(format!("{}: {why}", show_path(path)));
     }
 }
 
@@ -282,13 +278,5 @@ fn local_path(root: &Path, path: &[Vec<u8>]) -> PathBuf {
 /// The content id of a local file, chunked as a backup would.
 fn local_content_id(path: &Path) -> std::io::Result<ContentId> {
     let file = std::fs::File::open(path)?;
-    let mut builder = ContentBuilder::default();
-    for chunk in Chunker::new(std::io::BufReader::new(file)) {
-        let chunk = chunk?;
-        builder.push(ferry_protocol::tree::ChunkRef {
-            id: chunk.id,
-            len: chunk.data.len() as u32,
-        });
-    }
-    Ok(builder.finish().0.encode().0)
+    Ok(chunk_file(&file, |_, _, _| {})?.encode().0)
 }

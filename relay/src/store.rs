@@ -142,6 +142,13 @@ impl PackStore {
         self.unsynced = false;
     }
 
+    /// Makes the next fsync fail with EIO while `trigger` exists (as
+    /// `FERRY_FAIL_FSYNC` does for a running relay).
+    #[cfg(test)]
+    pub fn fail_fsync_while(&mut self, trigger: PathBuf) {
+        self.fail_fsync = Some(trigger);
+    }
+
     /// Packs numbered below this are sealed: nothing is appended to them
     /// any more, so the garbage collector may rewrite or delete them.
     pub fn sealed_below(&self) -> u32 {
@@ -258,9 +265,10 @@ impl BlobStore for PackStore {
 
 /// Whether an I/O error means the disk (or the quota) is full.
 pub fn is_disk_full(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::StorageFull
-        || e.kind() == io::ErrorKind::QuotaExceeded
-        || matches!(e.raw_os_error(), Some(28 | 122))
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
 }
 
 /// An I/O error of the store as one clear line: a full disk says so first,
@@ -331,7 +339,7 @@ mod tests {
         let epoch = store.epoch();
         store.append(b"lost?").unwrap();
         fs::write(&trigger, b"").unwrap();
-        store.fail_fsync = Some(trigger.clone());
+        store.fail_fsync_while(trigger.clone());
         assert!(store.sync().is_err());
         assert!(!trigger.exists());
         assert_eq!(

@@ -56,16 +56,14 @@ struct Upload {
     _permit: Option<crate::gate::UploadPermit>,
     set_id: i64,
     retention: Retention,
-    /// The store's [`BlobStore::epoch`] when `pending`'s unsynced blobs
-    /// were appended: a failed fsync since then means they may be lost.
-    epoch: u64,
+    /// The store's [`BlobStore::epoch`] at the first append since the last
+    /// sync (`None`: nothing unsynced): a failed fsync since then, of this
+    /// session or another, means those blobs may be lost.
+    unsynced_since: Option<u64>,
     pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
     rejected: Vec<ChunkId>,
     new_trees: HashSet<TreeId>,
     new_contents: HashSet<ContentId>,
-    /// Trees appended since the last sync (they stay pending until the
-    /// commit, but must be durable by then).
-    trees_unsynced: bool,
 }
 
 fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
@@ -132,12 +130,10 @@ impl Transfer {
                 self.upload = None;
                 let permit = self.shared.uploads.enter();
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
-                let epoch = self.store_epoch();
                 self.upload = Some(Upload {
                     _permit: Some(permit),
                     set_id,
                     retention,
-                    epoch,
                     ..Upload::default()
                 });
                 Some(Message::BackupReady {
@@ -293,9 +289,7 @@ impl Transfer {
         match id {
             ObjectId::Tree(tree) => {
                 Tree::decode(&tree, raw)?;
-                let upload = self.upload()?;
-                upload.new_trees.insert(tree);
-                upload.trees_unsynced = true;
+                self.upload()?.new_trees.insert(tree);
             }
             ObjectId::Content(content) => {
                 let decoded = Content::decode(&content, raw)?;
@@ -352,14 +346,6 @@ impl Transfer {
             .lock()
             .unwrap_or_else(|p| p.into_inner());
         f(&mut catalog).map_err(crate::catalog::describe_error)
-    }
-
-    fn store_epoch(&self) -> u64 {
-        self.shared
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .epoch()
     }
 
     /// The blob's row: pending in this upload, or committed.
@@ -432,11 +418,12 @@ impl Transfer {
         if self.has(kind, &id)? {
             return Ok(());
         }
-        let at = {
+        let (at, epoch) = {
             let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-            store
+            let at = store
                 .append(&bytes)
-                .map_err(|e| storage_error(e, "writing a pack"))?
+                .map_err(|e| storage_error(e, "writing a pack"))?;
+            (at, store.epoch())
         };
         let row = BlobRow {
             kind,
@@ -444,7 +431,9 @@ impl Transfer {
             at,
             codec,
         };
-        self.upload()?.pending.insert((kind, id), row);
+        let upload = self.upload()?;
+        upload.unsynced_since.get_or_insert(epoch);
+        upload.pending.insert((kind, id), row);
         Ok(())
     }
 
@@ -535,8 +524,8 @@ impl Transfer {
             .filter(|r| !is_held(r.kind, &r.id))
             .copied()
             .collect();
-        let trees_unsynced = self.upload()?.trees_unsynced;
-        if rows.is_empty() && !trees_unsynced {
+        let unsynced_since = self.upload()?.unsynced_since;
+        if rows.is_empty() && unsynced_since.is_none() {
             return Ok(());
         }
         let epoch = {
@@ -549,13 +538,13 @@ impl Transfer {
         // Appended before a failed fsync (this session's or another's):
         // the bytes may be gone even though this fsync succeeded.
         ensure!(
-            epoch == self.upload()?.epoch,
+            unsynced_since.is_none_or(|since| since == epoch),
             "the relay's disk failed while this backup was being written (an fsync failed); nothing of it since the last sync was kept"
         );
         let client = self.client;
         self.catalog(|c| c.insert_blobs(client, &rows))?;
         let upload = self.upload()?;
-        upload.trees_unsynced = false;
+        upload.unsynced_since = None;
         upload.pending.retain(|(kind, id), _| is_held(*kind, id));
         Ok(())
     }
@@ -1343,5 +1332,34 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(error.contains("unexpected message Committed"), "{error}");
+    }
+
+    #[test]
+    fn a_failed_fsync_fails_every_upload_with_data_before_it_and_none_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let (shared, a, b) = relay(dir.path());
+        let trigger = dir.path().join("fail");
+        shared
+            .store
+            .lock()
+            .unwrap()
+            .fail_fsync_while(trigger.clone());
+        let mut ta = Transfer::new(Arc::clone(&shared), a, None);
+        let mut tb = Transfer::new(Arc::clone(&shared), b, None);
+        begin(&mut ta);
+        begin(&mut tb);
+        let lost = put_chunk(&mut ta, b"appended before the failure");
+        put_chunk(&mut tb, b"b's data");
+        std::fs::write(&trigger, b"").unwrap();
+        assert!(tb.handle(Message::Sync).is_err(), "b's own fsync failed");
+        // A's data shared the pack whose fsync failed: never acknowledged.
+        let error = ta.handle(Message::Sync).unwrap_err().to_string();
+        assert!(error.contains("an fsync failed"), "{error}");
+        // An upload that appends only after the failure is unaffected.
+        let mut tc = Transfer::new(shared, a, None);
+        begin(&mut tc);
+        let kept = put_chunk(&mut tc, b"appended after the failure");
+        assert!(synced(&mut tc).is_empty());
+        assert_eq!(missing_chunks(&mut tc, &[lost, kept]), vec![true, false]);
     }
 }

@@ -361,15 +361,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn client_name(&self, client: u64) -> rusqlite::Result<String> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT name FROM clients WHERE id = ?1",
-                [client as i64],
-                |r| r.get(0),
-            )
-            .optional()?
-            .unwrap_or_else(|| format!("#{client}")))
+        Ok(
+            super::clients::client_where(&self.conn, "id = ?1", client as i64)?
+                .map_or_else(|| format!("#{client}"), |c| c.name),
+        )
     }
 }
 

@@ -78,7 +78,7 @@ impl Walk<'_, '_> {
         if let Some(below) = self.seen(&key, reach) {
             return Ok(below);
         }
-        let Some((row, raw)) = self.load(key, reach)? else {
+        let Some((row, state, raw)) = self.load(key, reach)? else {
             return Ok(self.below.get(&key).cloned().unwrap_or_default());
         };
         let tree = match Tree::decode(&id, &raw) {
@@ -98,7 +98,7 @@ impl Walk<'_, '_> {
             }
         }
         reach.path = base;
-        self.settle(key, below)
+        self.settle(key, state, below)
     }
 
     fn content(&mut self, client: u64, id: ContentId, reach: &mut Reach) -> Result<Vec<Key>> {
@@ -106,7 +106,7 @@ impl Walk<'_, '_> {
         if let Some(below) = self.seen(&key, reach) {
             return Ok(below);
         }
-        let Some((row, raw)) = self.load(key, reach)? else {
+        let Some((row, state, raw)) = self.load(key, reach)? else {
             return Ok(self.below.get(&key).cloned().unwrap_or_default());
         };
         let content = match Content::decode(&id, &raw) {
@@ -136,7 +136,7 @@ impl Walk<'_, '_> {
         for part in content.parts {
             below.extend(self.content(client, part.id, reach)?);
         }
-        self.settle(key, below)
+        self.settle(key, state, below)
     }
 
     /// A tree or content walked before: the damage under it, now reached
@@ -151,19 +151,27 @@ impl Walk<'_, '_> {
         Some(below)
     }
 
-    fn settle(&mut self, key: Key, mut below: Vec<Key>) -> Result<Vec<Key>> {
+    /// Records what lies below a tree or content, and its state when that
+    /// changes (incomplete with damage below, whole again without).
+    fn settle(&mut self, key: Key, state: BlobState, mut below: Vec<Key>) -> Result<Vec<Key>> {
         below.sort_unstable_by_key(|k| (k.1 as u8, k.2));
         below.dedup();
-        self.catalog
-            .set_complete(key.0, key.1, &key.2, below.is_empty())?;
+        let clean = below.is_empty();
+        if clean == (state == BlobState::Incomplete) {
+            self.catalog.set_complete(key.0, key.1, &key.2, clean)?;
+        }
         self.below.insert(key, below.clone());
         Ok(below)
     }
 
-    /// A tree's or content's row and bytes, or `None` when it is damaged or
+    /// A tree's or content's row, state and bytes, or `None` when it is damaged or
     /// missing (recorded). A row a collection moves while it is read is
     /// read again where it went.
-    fn load(&mut self, key: Key, reach: &mut Reach) -> Result<Option<(BlobRow, Vec<u8>)>> {
+    fn load(
+        &mut self,
+        key: Key,
+        reach: &mut Reach,
+    ) -> Result<Option<(BlobRow, BlobState, Vec<u8>)>> {
         let (client, kind, id) = key;
         let mut attempts = 0;
         loop {
@@ -185,7 +193,7 @@ impl Walk<'_, '_> {
                     decompress(row.codec, stored, MAX_MESSAGE).map_err(|e| format!("{e}"))
                 });
             let reason = match raw {
-                Ok(raw) => return Ok(Some((row, raw))),
+                Ok(raw) => return Ok(Some((row, state, raw))),
                 Err(reason) => reason,
             };
             let moved = self
