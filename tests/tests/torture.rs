@@ -112,6 +112,17 @@ fn mismatches(endpoint: &Endpoint, src: &Path, work: &Path, snapshots: &[(u64, L
     bad
 }
 
+/// Forgets `snapshots` and starts `ferry-relay gc --grace 0s`.
+fn forget_and_collect(relay: &Relay, snapshots: &[u64]) -> Child {
+    let ids: Vec<String> = snapshots.iter().map(u64::to_string).collect();
+    let mut args = vec!["snapshots", "forget"];
+    args.extend(ids.iter().map(String::as_str));
+    ok(relay.admin(&args));
+    let mut gc = relay.command();
+    gc.args(["gc", "--grace", "0s"]);
+    spawn(gc)
+}
+
 fn verify_code(relay: &Relay) -> (Option<i32>, serde_json::Value) {
     let out = relay.admin(&["verify", "--json"]);
     let report = serde_json::from_str(&stdout(&out)).unwrap_or(serde_json::Value::Null);
@@ -172,18 +183,8 @@ fn relay_killed_during_gc_and_verify_killed() {
             live.push((summary["snapshot"].as_u64().unwrap(), listing(&src)));
         }
         // Forget the oldest half, collect, and kill the relay meanwhile.
-        let forget: Vec<String> = live
-            .drain(..live.len() / 2)
-            .map(|(id, _)| id.to_string())
-            .collect();
-        let mut args = vec!["snapshots", "forget"];
-        args.extend(forget.iter().map(String::as_str));
-        ok(relay.admin(&args));
-        let mut gc = spawn({
-            let mut c = relay.command();
-            c.args(["gc", "--grace", "0s"]);
-            c
-        });
+        let oldest: Vec<u64> = live.drain(..live.len() / 2).map(|(id, _)| id).collect();
+        let mut gc = forget_and_collect(&relay, &oldest);
         relay.wait_for_log("gc requested");
         relay.kill_and_restart();
         gc_kills += 1;
@@ -465,19 +466,9 @@ fn verify_beside_gc_never_reports_damage() {
                     .unwrap(),
             );
         }
-        let forget: Vec<String> = live
-            .drain(..live.len() / 2)
-            .map(|id| id.to_string())
-            .collect();
-        let mut args = vec!["snapshots", "forget"];
-        args.extend(forget.iter().map(String::as_str));
-        ok(relay.admin(&args));
+        let oldest: Vec<u64> = live.drain(..live.len() / 2).collect();
         // The collection rewrites packs while verify reads them.
-        let mut gc = spawn({
-            let mut c = relay.command();
-            c.args(["gc", "--grace", "0s"]);
-            c
-        });
+        let mut gc = forget_and_collect(&relay, &oldest);
         let (code, report) = verify_code(&relay);
         if code != Some(0) {
             eprintln!("verify beside gc: {report}");
