@@ -202,18 +202,33 @@ pub struct BlobRow {
     pub codec: Codec,
 }
 
-/// A catalog error as one clear line; a full disk says so first.
-pub fn describe_error(e: rusqlite::Error) -> anyhow::Error {
-    match e.sqlite_error_code() {
-        Some(rusqlite::ErrorCode::DiskFull) => {
-            anyhow::anyhow!("no space left on the relay's disk (catalog: {e})")
+/// A catalog failure, as one clear line: a full disk or a damaged file
+/// says so first, since that is what the operator must act on.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The disk under the catalog is full.
+    #[error("no space left on the relay's disk (catalog: {0})")]
+    DiskFull(#[source] rusqlite::Error),
+    /// The catalog file is damaged.
+    #[error("the relay's catalog is damaged ({0}); the operator can run `ferry-relay verify --repair-catalog`")]
+    Damaged(#[source] rusqlite::Error),
+    /// Any other SQLite error.
+    #[error("catalog error: {0}")]
+    Sqlite(#[source] rusqlite::Error),
+}
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(rusqlite::ErrorCode::DiskFull) => CatalogError::DiskFull(e),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt) => CatalogError::Damaged(e),
+            _ => CatalogError::Sqlite(e),
         }
-        Some(rusqlite::ErrorCode::DatabaseCorrupt) => anyhow::anyhow!(
-            "the relay's catalog is damaged ({e}); the operator can run `ferry-relay verify --repair-catalog`"
-        ),
-        _ => anyhow::anyhow!("catalog error: {e}"),
     }
 }
+
+/// What catalog queries return.
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
 fn codec_from_sql(code: u8) -> rusqlite::Result<Codec> {
     Codec::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(0, i64::from(code)))
@@ -237,7 +252,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors, e.g. a file that is not a database.
-    pub fn open(path: &Path) -> rusqlite::Result<Self> {
+    pub fn open(path: &Path) -> Result<Self> {
         let conn = Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -248,7 +263,7 @@ impl Catalog {
         Ok(catalog)
     }
 
-    fn migrate(&mut self) -> rusqlite::Result<()> {
+    fn migrate(&mut self) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -257,23 +272,27 @@ impl Catalog {
             tx.execute_batch(step)?;
             tx.pragma_update(None, "user_version", i + 1)?;
         }
-        tx.commit()
+        Ok(tx.commit()?)
     }
 
     /// The schema version after migration.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn schema_version(&self) -> rusqlite::Result<usize> {
-        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0))
+    pub fn schema_version(&self) -> Result<usize> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
     }
 
     /// Changes whenever another connection commits; cheap to poll.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn data_version(&self) -> rusqlite::Result<i64> {
-        self.conn.query_row("PRAGMA data_version", [], |r| r.get(0))
+    pub fn data_version(&self) -> Result<i64> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     /// Runs `PRAGMA quick_check` (the integrity check without index
@@ -281,17 +300,20 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn quick_check(&self) -> rusqlite::Result<String> {
-        self.conn.query_row("PRAGMA quick_check", [], |r| r.get(0))
+    pub fn quick_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA quick_check", [], |r| r.get(0))?)
     }
 
     /// Runs `PRAGMA integrity_check`; returns its first line ("ok" when clean).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn integrity_check(&self) -> rusqlite::Result<String> {
-        self.conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+    pub fn integrity_check(&self) -> Result<String> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 }
 

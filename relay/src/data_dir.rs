@@ -155,8 +155,7 @@ impl DataDir {
             );
         }
         Catalog::open(&self.catalog_path()).map_err(|e| {
-            let damaged = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt);
-            let advice = if damaged {
+            let advice = if matches!(e, crate::catalog::CatalogError::Damaged(_)) {
                 "; it is damaged: with the relay stopped, run `ferry-relay verify --repair-catalog`"
             } else {
                 ""

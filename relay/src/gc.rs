@@ -24,7 +24,6 @@
 //! `pack_files` shared around each lookup and read; only the deletion of a
 //! pack file takes it exclusively, so restores continue during a collection.
 
-use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -35,7 +34,7 @@ use ferry_protocol::tree::{Content, EntryKind, Tree};
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
-use crate::store::{BlobStore, PackStore};
+use crate::repo::Blobs;
 
 /// A sealed pack with at least this share of dead bytes is rewritten.
 pub const REPACK_DEAD_PERCENT: u64 = 20;
@@ -64,16 +63,6 @@ pub struct GcReport {
     pub duration_ms: u64,
 }
 
-/// The store a collection works on, shared with the sessions when the
-/// server runs it.
-#[derive(Debug, Clone, Copy)]
-pub struct Packs<'a> {
-    /// The pack store (appends go to its current pack).
-    pub store: &'a Mutex<PackStore>,
-    /// Held shared by readers, exclusively while a pack file is deleted.
-    pub files: &'a RwLock<()>,
-}
-
 /// Collects garbage: see the module documentation.
 ///
 /// # Errors
@@ -81,7 +70,7 @@ pub struct Packs<'a> {
 /// or I/O errors (what was done so far is consistent).
 pub fn collect(
     catalog: &mut Catalog,
-    packs: Packs<'_>,
+    blobs: &Blobs,
     grace: Duration,
     now_ms: i64,
 ) -> Result<GcReport> {
@@ -94,7 +83,7 @@ pub fn collect(
     {
         let mut marker = Marker {
             catalog,
-            packs,
+            blobs,
             marked: 0,
         };
         for (client, snapshot, root) in &roots {
@@ -121,7 +110,7 @@ pub fn collect(
     report.blobs_deleted = deleted;
     report.bytes_unreferenced = bytes;
     report.blobs_in_grace += young;
-    compact(catalog, packs, &mut report)?;
+    compact(catalog, blobs, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
@@ -129,7 +118,7 @@ pub fn collect(
 /// Walks snapshots into the catalog's mark set.
 struct Marker<'c, 'p> {
     catalog: &'c mut Catalog,
-    packs: Packs<'p>,
+    blobs: &'p Blobs,
     /// Blobs marked so far.
     marked: u64,
 }
@@ -193,31 +182,24 @@ impl Marker<'_, '_> {
         if state == BlobState::Damaged {
             return Ok(None);
         }
-        let stored = self
-            .packs
-            .store
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .read(&row.at)?;
+        let stored = self.blobs.read(&row.at)?;
         Ok(Some(decompress(row.codec, stored, MAX_MESSAGE)?))
     }
 }
 
 /// Phase 3: delete dead packs, rewrite mostly dead ones.
-fn compact(catalog: &mut Catalog, packs: Packs<'_>, report: &mut GcReport) -> Result<()> {
-    let (sealed_below, on_disk) = {
-        let store = packs.store.lock().unwrap_or_else(|p| p.into_inner());
-        (store.sealed_below(), store.packs()?)
-    };
+fn compact(catalog: &mut Catalog, blobs: &Blobs, report: &mut GcReport) -> Result<()> {
     let usage = catalog.pack_usage()?;
-    for (pack, len) in on_disk.into_iter().filter(|(p, _)| *p < sealed_below) {
+    for (pack, len) in blobs.sealed_packs()? {
         let live = usage.get(&pack).copied().unwrap_or_default();
         if live.blobs == 0 {
-            remove_pack(packs, pack)?;
+            blobs
+                .remove(pack)
+                .with_context(|| format!("cannot delete pack {pack:08}"))?;
             report.packs_deleted += 1;
             report.bytes_freed += len;
         } else if len.saturating_sub(live.bytes) * 100 >= len * REPACK_DEAD_PERCENT {
-            let moved = repack(catalog, packs, pack)?;
+            let moved = repack(catalog, blobs, pack)?;
             report.packs_repacked += 1;
             report.bytes_moved += moved;
             report.bytes_freed += len.saturating_sub(moved);
@@ -226,36 +208,22 @@ fn compact(catalog: &mut Catalog, packs: Packs<'_>, report: &mut GcReport) -> Re
     Ok(())
 }
 
-fn remove_pack(packs: Packs<'_>, pack: u32) -> Result<()> {
-    let _no_readers = packs.files.write().unwrap_or_else(|p| p.into_inner());
-    packs
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(pack)
-        .with_context(|| format!("cannot delete pack {pack:08}"))
-}
-
 /// Copies `pack`'s live blobs to the current pack, moves their rows, deletes
 /// `pack`; returns the bytes copied.
-fn repack(catalog: &mut Catalog, packs: Packs<'_>, pack: u32) -> Result<u64> {
+fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: u32) -> Result<u64> {
     let live = catalog.blobs_in_pack(pack)?;
     let mut moved = Vec::with_capacity(live.len());
     let mut bytes = 0;
     for (client, row) in live {
-        let mut store = packs.store.lock().unwrap_or_else(|p| p.into_inner());
-        let data = store.read(&row.at)?;
-        let at = store.append(&data)?;
+        let at = blobs.copy(&row.at)?;
         bytes += u64::from(at.len);
         moved.push((client, BlobRow { at, ..row }));
     }
-    packs
-        .store
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .sync()?;
+    blobs.sync()?;
     catalog.relocate(pack, &moved)?;
-    remove_pack(packs, pack)?;
+    blobs
+        .remove(pack)
+        .with_context(|| format!("cannot delete pack {pack:08}"))?;
     tracing::info!(
         "gc: rewrote pack {pack:08}: {} live blobs, {bytes} bytes moved",
         moved.len()

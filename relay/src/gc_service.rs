@@ -15,9 +15,9 @@ use tracing::{error, info};
 
 use crate::catalog::{now_ms, Catalog};
 use crate::data_dir::DataDir;
-use crate::gc::{collect, GcReport, Packs};
+use crate::gc::GcReport;
+use crate::repo::Repo;
 use crate::server::Shared;
-use crate::store::PackStore;
 
 const REQUEST_KEY: &str = "gc_request";
 const RESULT_KEY: &str = "gc_result";
@@ -42,25 +42,15 @@ pub struct GcOutcome {
     pub error: Option<String>,
 }
 
-/// Collects in the running server: waits for open uploads to end, keeps new
-/// ones out meanwhile, and works through its own catalog connection so
-/// sessions are not blocked on the shared one.
+/// Collects in the running server (see [`Repo::collect`]).
 ///
 /// # Errors
 /// Whatever the collection reports.
 pub async fn collect_in_server(shared: &Arc<Shared>, grace: Duration) -> Result<GcReport> {
-    let shared = Arc::clone(shared);
-    tokio::task::spawn_blocking(move || {
-        let _exclusive = shared.uploads.exclusive();
-        let mut catalog = Catalog::open(&shared.catalog_path)?;
-        let packs = Packs {
-            store: &shared.store,
-            files: &shared.pack_files,
-        };
-        collect(&mut catalog, packs, grace, now_ms())
-    })
-    .await
-    .context("collector failed")?
+    let repo = Arc::clone(&shared.repo);
+    tokio::task::spawn_blocking(move || repo.collect(grace, now_ms()))
+        .await
+        .context("collector failed")?
 }
 
 /// Runs a collection and logs what it did.
@@ -93,7 +83,7 @@ pub async fn periodic(shared: Arc<Shared>, interval: Duration, grace: Duration) 
 ///
 /// # Errors
 /// SQLite errors.
-pub fn pending_request(catalog: &Catalog) -> rusqlite::Result<Option<GcRequest>> {
+pub fn pending_request(catalog: &Catalog) -> crate::catalog::Result<Option<GcRequest>> {
     let Some(request) = catalog
         .setting(REQUEST_KEY)?
         .and_then(|text| serde_json::from_str::<GcRequest>(&text).ok())
@@ -113,7 +103,7 @@ pub fn pending_request(catalog: &Catalog) -> rusqlite::Result<Option<GcRequest>>
 ///
 /// # Errors
 /// SQLite errors.
-pub fn drop_stale_request(catalog: &mut Catalog) -> rusqlite::Result<()> {
+pub fn drop_stale_request(catalog: &mut Catalog) -> crate::catalog::Result<()> {
     let Some(request) = pending_request(catalog)? else {
         return Ok(());
     };
@@ -159,19 +149,8 @@ pub async fn serve_request(shared: Arc<Shared>, request: GcRequest) {
 /// A failed collection, or a server that stopped before answering.
 pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
     if let Some(_lock) = data.try_lock()? {
-        let mut catalog = data.catalog()?;
-        let store = PackStore::open(&data.store_dir(), &catalog.committed_pack_ends()?)
-            .with_context(|| format!("cannot open {}", data.store_dir().display()))?;
-        let (store, files) = (std::sync::Mutex::new(store), std::sync::RwLock::new(()));
-        return collect(
-            &mut catalog,
-            Packs {
-                store: &store,
-                files: &files,
-            },
-            grace,
-            now_ms(),
-        );
+        let repo = Repo::open_packs(data.catalog()?, &data.catalog_path(), &data.store_dir())?;
+        return repo.collect(grace, now_ms());
     }
     let mut catalog = data.catalog()?;
     let request = GcRequest {

@@ -3,7 +3,8 @@
 //!
 //! Main pieces:
 //! - [`data_dir::DataDir`]: where everything lives (`relay.toml`, `keys/`, the catalog).
-//! - [`catalog::Catalog`]: the SQLite catalog of clients and pending pairings.
+//! - [`repo::Repo`]: the storage handle (the SQLite [`catalog::Catalog`] and
+//!   the [`store::BlobStore`]) that uploads, restores and GC work on.
 //! - [`server::run`]: binds both listeners and runs until shut down.
 //! - [`pairing_service`] and [`session_service`]: one connection of each kind.
 //! - [`registry::Registry`]: live sessions, so a removed client is cut off at once.
@@ -20,6 +21,7 @@ pub mod net;
 pub mod pairing_service;
 pub mod rates;
 pub mod registry;
+pub mod repo;
 pub mod server;
 pub mod session_service;
 pub mod store;

@@ -374,7 +374,11 @@ fn verify(
             bail!("the catalog's indexes were rebuilt but it still does not check clean ({outcome}); restore catalog.sqlite from a copy, or ask for help");
         }
     }
-    let report = ferry_relay::verify::run(&data.catalog_path(), &data.store_dir(), options)?;
+    let report = ferry_relay::verify::run(
+        &data.catalog_path(),
+        &ferry_relay::store::PackReader::new(&data.store_dir()),
+        options,
+    )?;
     if json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -26,10 +26,9 @@ use crate::admission::Admission;
 use crate::catalog::Catalog;
 use crate::config::{Limits, RelayConfig};
 use crate::data_dir::DataDir;
-use crate::gate::UploadGate;
 use crate::rates::{local_now, Rates};
 use crate::registry::Registry;
-use crate::store::PackStore;
+use crate::repo::Repo;
 
 /// How often the server looks for admin changes (e.g. a removed client).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(400);
@@ -50,17 +49,8 @@ pub struct Shared {
     pub config: RelayConfig,
     /// Resolved limits.
     pub limits: Limits,
-    /// The catalog; only ever locked inside `spawn_blocking`.
-    pub catalog: Mutex<Catalog>,
-    /// The pack store; appends are serialized by this lock.
-    pub store: Mutex<PackStore>,
-    /// Held shared around each blob lookup and read; exclusively while the
-    /// garbage collector deletes a pack file.
-    pub pack_files: RwLock<()>,
-    /// Keeps uploads and garbage collection apart.
-    pub uploads: Arc<UploadGate>,
-    /// The catalog file, for the collector's own connection.
-    pub catalog_path: std::path::PathBuf,
+    /// The catalog and the blob store.
+    pub repo: Arc<Repo>,
     /// Bandwidth buckets.
     pub rates: Rates,
     /// Newest handshake timestamp per client key.
@@ -82,20 +72,13 @@ impl Shared {
     /// Runs `f` on the catalog off the async threads.
     ///
     /// # Errors
-    /// SQLite errors, or a panicked worker.
-    pub async fn db<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    /// Catalog errors, or a panicked worker.
+    pub async fn db<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&mut Catalog) -> rusqlite::Result<T> + Send + 'static,
+        F: FnOnce(&mut Catalog) -> crate::catalog::Result<T> + Send + 'static,
     {
-        let shared = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut catalog = shared.catalog.lock().unwrap_or_else(|p| p.into_inner());
-            f(&mut catalog)
-        })
-        .await
-        .context("catalog worker failed")?
-        .context("catalog error")
+        self.repo.db(f).await
     }
 }
 
@@ -138,13 +121,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     crate::gc_service::drop_stale_request(&mut catalog)?;
     let rates = Rates::new(config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
-    let store =
-        PackStore::open(&data.store_dir(), &catalog.committed_pack_ends()?).with_context(|| {
-            format!(
-                "cannot open the chunk store in {}",
-                data.store_dir().display()
-            )
-        })?;
+    let repo = Repo::open_packs(catalog, &data.catalog_path(), &data.store_dir())?;
     let sessions = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen for sessions on {}", config.listen))?;
@@ -165,11 +142,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         keys,
         config,
         limits: limits.clone(),
-        catalog: Mutex::new(catalog),
-        store: Mutex::new(store),
-        pack_files: RwLock::new(()),
-        uploads: Arc::new(UploadGate::default()),
-        catalog_path: data.catalog_path(),
+        repo: Arc::new(repo),
         rates,
         replay: Mutex::new(ReplayGuard::default()),
         registry: Arc::new(Registry::default()),

@@ -88,7 +88,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         full_backups: client.internet_full_backups,
         max_file: client.internet_max_file,
     });
-    let transfer = Transfer::new(Arc::clone(&shared), client.id, policy);
+    let transfer = Transfer::new(Arc::clone(&shared.repo), client.id, policy);
     let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer, meter).await {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),

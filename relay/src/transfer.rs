@@ -28,13 +28,12 @@ use ferry_protocol::tree::{Content, EntryKind, Tree};
 use ferry_protocol::{delta, patch};
 
 use crate::catalog::{now_ms, BlobKind, BlobRow, BlobState};
-use crate::server::Shared;
-use crate::store::{storage_error, BlobStore};
+use crate::repo::Repo;
 
 /// One session's transfer state.
 #[derive(Debug)]
 pub struct Transfer {
-    shared: Arc<Shared>,
+    repo: Arc<Repo>,
     client: u64,
     upload: Option<Upload>,
     policy: Option<InternetPolicy>,
@@ -76,9 +75,9 @@ fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
 impl Transfer {
     /// State for a session of `client`; `policy` applies when the session
     /// comes from the internet (`None` on the LAN).
-    pub fn new(shared: Arc<Shared>, client: u64, policy: Option<InternetPolicy>) -> Self {
+    pub fn new(repo: Arc<Repo>, client: u64, policy: Option<InternetPolicy>) -> Self {
         Transfer {
-            shared,
+            repo,
             client,
             upload: None,
             policy,
@@ -128,7 +127,7 @@ impl Transfer {
                 }
                 // A second BackupBegin replaces the open upload (and its permit).
                 self.upload = None;
-                let permit = self.shared.uploads.enter();
+                let permit = self.repo.enter_upload();
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
                 self.upload = Some(Upload {
                     _permit: Some(permit),
@@ -338,14 +337,9 @@ impl Transfer {
 
     fn catalog<T>(
         &self,
-        f: impl FnOnce(&mut crate::catalog::Catalog) -> rusqlite::Result<T>,
+        f: impl FnOnce(&mut crate::catalog::Catalog) -> crate::catalog::Result<T>,
     ) -> Result<T> {
-        let mut catalog = self
-            .shared
-            .catalog
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        f(&mut catalog).map_err(crate::catalog::describe_error)
+        Ok(self.repo.catalog(f)?)
     }
 
     /// The blob's row: pending in this upload, or committed.
@@ -377,19 +371,11 @@ impl Transfer {
     /// The blob's row and stored bytes. The lookup and the read happen
     /// under `pack_files`, so a collection cannot delete the pack between them.
     fn fetch(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<(BlobRow, Vec<u8>)>> {
-        let _pack_kept = self
-            .shared
-            .pack_files
-            .read()
-            .unwrap_or_else(|p| p.into_inner());
+        let reading = self.repo.blobs().reading();
         let Some(row) = self.find(kind, id)? else {
             return Ok(None);
         };
-        let store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-        let bytes = store
-            .read(&row.at)
-            .map_err(|e| storage_error(e, "reading a pack"))?;
-        Ok(Some((row, bytes)))
+        Ok(Some((row, reading.read(&row.at)?)))
     }
 
     /// The blob's bytes, decompressed.
@@ -418,13 +404,7 @@ impl Transfer {
         if self.has(kind, &id)? {
             return Ok(());
         }
-        let (at, epoch) = {
-            let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-            let at = store
-                .append(&bytes)
-                .map_err(|e| storage_error(e, "writing a pack"))?;
-            (at, store.epoch())
-        };
+        let (at, epoch) = self.repo.blobs().append(&bytes)?;
         let row = BlobRow {
             kind,
             id,
@@ -528,13 +508,7 @@ impl Transfer {
         if rows.is_empty() && unsynced_since.is_none() {
             return Ok(());
         }
-        let epoch = {
-            let mut store = self.shared.store.lock().unwrap_or_else(|p| p.into_inner());
-            store
-                .sync()
-                .map_err(|e| storage_error(e, "making a pack durable"))?;
-            store.epoch()
-        };
+        let epoch = self.repo.blobs().sync()?;
         // Appended before a failed fsync (this session's or another's):
         // the bytes may be gone even though this fsync succeeded.
         ensure!(
@@ -733,32 +707,19 @@ fn check_set_name(set: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     //! The upload and restore rules, one `Transfer` per client over a real
-    //! temporary catalog and pack store, no socket.
+    //! temporary catalog and an in-memory store, no socket.
 
     use super::*;
-    use crate::config::{LimitsConfig, RelayConfig};
-    use crate::data_dir::DataDir;
-    use crate::store::PackStore;
+    use crate::catalog::Catalog;
+    use crate::store::{BlobReader, MemoryStore};
     use ferry_protocol::compress::Codec;
     use ferry_protocol::keys::PublicKey;
     use ferry_protocol::tree::{ChunkRef, Entry};
-    use std::sync::{Mutex, RwLock};
 
-    /// A relay's shared state in a temporary directory, with clients 1 and 2.
-    fn relay(dir: &std::path::Path) -> (Arc<Shared>, u64, u64) {
-        let config = RelayConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            pair_listen: "127.0.0.1:0".parse().unwrap(),
-            public: Vec::new(),
-            lan_networks: crate::net::IpNet::default_lan(),
-            limits: LimitsConfig::default(),
-            rates: Default::default(),
-            gc: Default::default(),
-            verify: Default::default(),
-        };
-        let data = DataDir::new(dir.join("data"));
-        let keys = data.init(&config).unwrap();
-        let mut catalog = data.catalog().unwrap();
+    /// A relay's repo: a temporary catalog with clients a and b, and `store`.
+    fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, u64, u64) {
+        let path = dir.join("catalog.sqlite");
+        let mut catalog = Catalog::open(&path).unwrap();
         let mut clients = Vec::new();
         for (name, key) in [("a", 1u8), ("b", 2u8)] {
             let (id, _) = catalog
@@ -773,23 +734,16 @@ mod tests {
             };
             clients.push(client.id);
         }
-        let store = PackStore::open(&data.store_dir(), &HashMap::new()).unwrap();
-        let shared = Shared {
-            keys,
-            limits: config.limits.resolve().unwrap(),
-            rates: crate::rates::Rates::new(config.rates.resolve().unwrap(), (0, 0)),
-            config,
-            catalog: Mutex::new(catalog),
-            store: Mutex::new(store),
-            pack_files: RwLock::new(()),
-            uploads: Arc::default(),
-            catalog_path: data.catalog_path(),
-            replay: Mutex::default(),
-            registry: Arc::default(),
-            session_addr: "127.0.0.1:0".parse().unwrap(),
-            shutdown: tokio_util::sync::CancellationToken::new(),
-        };
-        (Arc::new(shared), clients[0], clients[1])
+        (
+            Arc::new(Repo::new(catalog, &path, store)),
+            clients[0],
+            clients[1],
+        )
+    }
+
+    /// [`relay_with`] an empty in-memory store.
+    fn relay(dir: &std::path::Path) -> (Arc<Repo>, u64, u64) {
+        relay_with(dir, MemoryStore::default())
     }
 
     fn begin(t: &mut Transfer) {
@@ -901,8 +855,8 @@ mod tests {
     #[test]
     fn a_chunk_is_known_once_stored_and_a_wrong_id_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         let id = ChunkId::of(b"hello");
         assert_eq!(missing_chunks(&mut t, &[id]), vec![true]);
@@ -920,8 +874,8 @@ mod tests {
     #[test]
     fn uploads_outside_a_backup_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         let outside = t.handle(Message::PutChunk {
             id: ChunkId::of(b"x"),
             codec: Codec::None,
@@ -934,8 +888,8 @@ mod tests {
     #[test]
     fn a_delta_rebuilds_against_the_base_and_one_that_does_not_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         let base: Vec<u8> = (0..8192u32).flat_map(|i| i.to_le_bytes()).collect();
         let base_id = put_chunk(&mut t, &base);
@@ -969,8 +923,8 @@ mod tests {
     #[test]
     fn a_commit_whose_closure_is_incomplete_is_refused_and_its_trees_are_not_kept() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         // The tree names a content never sent.
         let chunk = put_chunk(&mut t, b"data");
@@ -1000,8 +954,8 @@ mod tests {
     #[test]
     fn a_whole_snapshot_commits_and_is_listed() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         let (_, _, root, snapshot) = backup_one(&mut t, b"some file data");
         let Some(Message::SnapshotList { snapshots }) =
             t.handle(Message::ListSnapshots { set: None }).unwrap()
@@ -1015,8 +969,8 @@ mod tests {
     #[test]
     fn a_patch_against_a_base_the_relay_lacks_is_dropped_and_the_commit_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         let chunk = put_chunk(&mut t, b"data");
         let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, 4)]);
@@ -1040,10 +994,10 @@ mod tests {
     #[test]
     fn a_client_asking_for_anothers_data_gets_what_it_gets_for_none() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, b) = relay(dir.path());
-        let mut ta = Transfer::new(Arc::clone(&shared), a, None);
+        let (repo, a, b) = relay(dir.path());
+        let mut ta = Transfer::new(Arc::clone(&repo), a, None);
         let (chunk, content, root, snapshot) = backup_one(&mut ta, b"a's secret");
-        let mut tb = Transfer::new(shared, b, None);
+        let mut tb = Transfer::new(repo, b, None);
         begin(&mut tb);
         let unknown = ChunkId::of(b"nobody has this");
         assert_eq!(missing_chunks(&mut tb, &[chunk, unknown]), vec![true, true]);
@@ -1087,8 +1041,8 @@ mod tests {
     #[test]
     fn a_restore_gets_a_chunk_whole_or_as_a_delta_against_its_own() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         let data: Vec<u8> = (0..16384u32).flat_map(|i| i.to_le_bytes()).collect();
         let (chunk, _, _, _) = backup_one(&mut t, &data);
         let whole = t
@@ -1116,8 +1070,8 @@ mod tests {
     #[test]
     fn a_content_waits_for_its_chunks_before_it_is_indexed() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         let data = b"late chunk";
         let chunk = ChunkId::of(data);
@@ -1143,8 +1097,8 @@ mod tests {
     #[test]
     fn the_endpoints_retention_hint_is_applied_at_commit() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         for data in [&b"one"[..], b"two", b"three"] {
             t.handle(Message::BackupBegin {
                 set: "default".into(),
@@ -1172,28 +1126,18 @@ mod tests {
     #[test]
     fn gc_collects_what_only_a_forgotten_snapshot_reached() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(Arc::clone(&shared), a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(Arc::clone(&repo), a, None);
         let (old_chunk, _, _, first) = backup_one(&mut t, b"first version");
         let (new_chunk, _, _, _) = backup_one(&mut t, b"second version");
         drop(t);
-        shared
-            .catalog
-            .lock()
-            .unwrap()
-            .forget_snapshots(&[first])
+        repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+        let report = repo
+            .collect(std::time::Duration::ZERO, now_ms() + 1)
             .unwrap();
-        let mut catalog = crate::catalog::Catalog::open(&shared.catalog_path).unwrap();
-        let packs = crate::gc::Packs {
-            store: &shared.store,
-            files: &shared.pack_files,
-        };
-        let report =
-            crate::gc::collect(&mut catalog, packs, std::time::Duration::ZERO, now_ms() + 1)
-                .unwrap();
         assert_eq!(report.snapshots, 1);
         assert_eq!(report.blobs_deleted, 3, "{report:?}");
-        let mut t = Transfer::new(shared, a, None);
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         assert_eq!(
             missing_chunks(&mut t, &[old_chunk, new_chunk]),
@@ -1202,10 +1146,53 @@ mod tests {
     }
 
     #[test]
+    fn gc_deletes_dead_packs_and_rewrites_mostly_dead_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        // Packs of about one backup each.
+        let store = MemoryStore::with_pack_target(256);
+        let (repo, a, _) = relay_with(dir.path(), store.clone());
+        let mut t = Transfer::new(Arc::clone(&repo), a, None);
+        let noise = |seed: u8| -> Vec<u8> {
+            (0..600u32)
+                .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+                .collect()
+        };
+        let (_, _, _, first) = backup_one(&mut t, &noise(1));
+        let (kept, _, _, _) = backup_one(&mut t, &noise(2));
+        drop(t);
+        repo.blobs().seal().unwrap();
+        let before = store.packs().unwrap().len();
+        repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+        let report = repo
+            .collect(std::time::Duration::ZERO, now_ms() + 1)
+            .unwrap();
+        assert!(
+            report.packs_deleted + report.packs_repacked >= 1,
+            "{report:?}"
+        );
+        assert!(report.bytes_freed > 0, "{report:?}");
+        assert!(store.packs().unwrap().len() <= before);
+        let mut t = Transfer::new(repo, a, None);
+        let Some(Message::ChunkData { codec, data }) = t
+            .handle(Message::GetChunk {
+                id: kept,
+                base_signature: None,
+            })
+            .unwrap()
+        else {
+            panic!("ChunkData")
+        };
+        assert_eq!(
+            decompress(codec, data, MAX_CHUNK as usize).unwrap(),
+            noise(2)
+        );
+    }
+
+    #[test]
     fn set_names_that_are_not_names_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         for bad in ["", "a/b", "tab\there", &"x".repeat(65)] {
             let begun = t.handle(Message::BackupBegin {
                 set: bad.into(),
@@ -1218,12 +1205,12 @@ mod tests {
     #[test]
     fn over_the_internet_a_first_backup_can_be_refused_and_large_files_too() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
+        let (repo, a, _) = relay(dir.path());
         let policy = InternetPolicy {
             full_backups: false,
             max_file: Some(8),
         };
-        let mut t = Transfer::new(Arc::clone(&shared), a, Some(policy));
+        let mut t = Transfer::new(Arc::clone(&repo), a, Some(policy));
         let begun = t
             .handle(Message::BackupBegin {
                 set: "default".into(),
@@ -1238,8 +1225,8 @@ mod tests {
             })
         ));
         // Once a first backup ran on the LAN, incrementals may come from anywhere.
-        backup_one(&mut Transfer::new(Arc::clone(&shared), a, None), b"small");
-        let mut t = Transfer::new(shared, a, Some(policy));
+        backup_one(&mut Transfer::new(Arc::clone(&repo), a, None), b"small");
+        let mut t = Transfer::new(repo, a, Some(policy));
         begin(&mut t);
         let chunk = put_chunk(&mut t, b"more than eight bytes");
         let (content, content_bytes, _, _) = file_tree(&[(chunk, 21)]);
@@ -1254,8 +1241,8 @@ mod tests {
     #[test]
     fn a_second_backup_begin_drops_what_the_first_left_unsynced() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         let id = put_chunk(&mut t, b"abandoned");
         begin(&mut t);
@@ -1265,8 +1252,8 @@ mod tests {
     #[test]
     fn batches_over_the_limit_are_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         begin(&mut t);
         let ids = vec![ChunkId::of(b"x"); MAX_BATCH + 1];
         assert!(t.handle(Message::QueryChunks { ids }).is_err());
@@ -1275,8 +1262,8 @@ mod tests {
     #[test]
     fn signatures_are_given_for_stored_chunks_only() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         let (chunk, _, _, _) = backup_one(&mut t, &[7u8; 4096]);
         let Some(Message::Signatures { signatures }) = t
             .handle(Message::GetSignatures {
@@ -1291,33 +1278,26 @@ mod tests {
 
     #[test]
     fn verify_finds_a_flipped_byte_and_the_next_upload_heals_it() {
-        use std::os::unix::fs::FileExt;
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(Arc::clone(&shared), a, None);
+        let store = MemoryStore::default();
+        let (repo, a, _) = relay_with(dir.path(), store.clone());
+        let mut t = Transfer::new(Arc::clone(&repo), a, None);
         let data = vec![42u8; 10_000];
         let (chunk, _, _, _) = backup_one(&mut t, &data);
-        let packs = dir.path().join("data/store/packs");
-        let at = shared
-            .catalog
-            .lock()
-            .unwrap()
-            .find_blob(a, BlobKind::Chunk, &chunk.0)
+        let at = repo
+            .catalog(|c| c.find_blob(a, BlobKind::Chunk, &chunk.0))
             .unwrap()
             .unwrap()
             .at;
-        let pack = std::fs::OpenOptions::new()
-            .write(true)
-            .open(packs.join(format!("{:08}.pack", at.pack)))
-            .unwrap();
-        pack.write_all_at(b"!", at.offset + 5).unwrap();
-        let report = crate::verify::run(&shared.catalog_path, &packs, &Default::default()).unwrap();
+        store.flip(&at, 5);
+        let catalog = dir.path().join("catalog.sqlite");
+        let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
         assert!(report.is_damaged());
         assert_eq!(report.damaged[0].kind, "chunk");
         begin(&mut t);
         assert_eq!(missing_chunks(&mut t, &[chunk]), vec![true]);
         backup_one(&mut t, &data);
-        let report = crate::verify::run(&shared.catalog_path, &packs, &Default::default()).unwrap();
+        let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
         assert!(!report.is_damaged(), "{report:?}");
         assert_eq!(report.healed.len(), 1);
     }
@@ -1325,8 +1305,8 @@ mod tests {
     #[test]
     fn a_message_the_relay_never_expects_is_named_in_the_error() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, _) = relay(dir.path());
-        let mut t = Transfer::new(shared, a, None);
+        let (repo, a, _) = relay(dir.path());
+        let mut t = Transfer::new(repo, a, None);
         let error = t
             .handle(Message::Committed { snapshot: 1 })
             .unwrap_err()
@@ -1337,26 +1317,21 @@ mod tests {
     #[test]
     fn a_failed_fsync_fails_every_upload_with_data_before_it_and_none_after() {
         let dir = tempfile::tempdir().unwrap();
-        let (shared, a, b) = relay(dir.path());
-        let trigger = dir.path().join("fail");
-        shared
-            .store
-            .lock()
-            .unwrap()
-            .fail_fsync_while(trigger.clone());
-        let mut ta = Transfer::new(Arc::clone(&shared), a, None);
-        let mut tb = Transfer::new(Arc::clone(&shared), b, None);
+        let store = MemoryStore::default();
+        let (repo, a, b) = relay_with(dir.path(), store.clone());
+        let mut ta = Transfer::new(Arc::clone(&repo), a, None);
+        let mut tb = Transfer::new(Arc::clone(&repo), b, None);
         begin(&mut ta);
         begin(&mut tb);
         let lost = put_chunk(&mut ta, b"appended before the failure");
         put_chunk(&mut tb, b"b's data");
-        std::fs::write(&trigger, b"").unwrap();
+        store.fail_next_sync();
         assert!(tb.handle(Message::Sync).is_err(), "b's own fsync failed");
         // A's data shared the pack whose fsync failed: never acknowledged.
         let error = ta.handle(Message::Sync).unwrap_err().to_string();
         assert!(error.contains("an fsync failed"), "{error}");
         // An upload that appends only after the failure is unaffected.
-        let mut tc = Transfer::new(shared, a, None);
+        let mut tc = Transfer::new(repo, a, None);
         begin(&mut tc);
         let kept = put_chunk(&mut tc, b"appended after the failure");
         assert!(synced(&mut tc).is_empty());

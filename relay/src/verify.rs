@@ -31,6 +31,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use crate::catalog::{hex, kind_name, now_ms, Catalog, DamageRecord};
+use crate::store::BlobReader;
 
 /// Blobs healed within this long are listed in the report.
 const HEALED_SHOWN_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -110,13 +111,13 @@ impl Report {
     }
 }
 
-/// Verifies the store in `packs_dir` against the catalog at `catalog_path`.
+/// Verifies the blobs in `store` against the catalog at `catalog_path`.
 ///
 /// # Errors
 /// When the catalog cannot be opened or queried, or a pack cannot be listed.
-pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<Report> {
+pub fn run(catalog_path: &Path, store: &dyn BlobReader, options: &Options) -> Result<Report> {
     let started = Instant::now();
-    let mut catalog = Catalog::open(catalog_path).map_err(crate::catalog::describe_error)?;
+    let mut catalog = Catalog::open(catalog_path)?;
     let mut report = Report {
         catalog: catalog.integrity_check()?,
         ..Report::default()
@@ -124,11 +125,11 @@ pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<R
     if report.catalog != "ok" {
         tracing::error!("verify: the catalog is damaged: {}", report.catalog);
     }
-    packs::check_structure(&catalog, packs_dir, &mut report)?;
+    packs::check_structure(&catalog, store, &mut report)?;
     let mut found = Vec::new();
     packs::check_blobs(
         &mut catalog,
-        packs_dir,
+        store,
         options,
         started,
         &mut report,
@@ -136,10 +137,9 @@ pub fn run(catalog_path: &Path, packs_dir: &Path, options: &Options) -> Result<R
     )?;
     let mut walk = closure::Walk {
         catalog: &mut catalog,
-        packs_dir,
+        store,
         found: HashMap::new(),
         below: HashMap::new(),
-        files: HashMap::new(),
     };
     for (client, row, reason) in found {
         walk.found.insert(
@@ -185,7 +185,10 @@ pub async fn periodic(
             _ = tokio::time::sleep(interval) => {}
         }
         let (catalog, packs, options) = (catalog_path.clone(), packs_dir.clone(), options.clone());
-        let outcome = tokio::task::spawn_blocking(move || run(&catalog, &packs, &options)).await;
+        let outcome = tokio::task::spawn_blocking(move || {
+            run(&catalog, &crate::store::PackReader::new(&packs), &options)
+        })
+        .await;
         match outcome {
             Ok(Ok(report)) if report.is_damaged() => tracing::error!(
                 "verify: damage found: catalog {}; {} damaged blobs; snapshots {:?} (run `ferry-relay verify` for details)",

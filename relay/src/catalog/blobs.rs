@@ -3,19 +3,14 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{codec_from_sql, now_ms, BlobKind, BlobRow, BlobState, Catalog};
+use super::{codec_from_sql, now_ms, BlobKind, BlobRow, BlobState, Catalog, Result};
 
 impl Catalog {
     /// Where `client`'s blob is, if stored.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn find_blob(
-        &self,
-        client: u64,
-        kind: BlobKind,
-        id: &[u8; 32],
-    ) -> rusqlite::Result<Option<BlobRow>> {
+    pub fn find_blob(&self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<Option<BlobRow>> {
         Ok(self
             .find_blob_state(client, kind, id)?
             .filter(|(_, state)| *state != BlobState::Damaged)
@@ -31,8 +26,8 @@ impl Catalog {
         client: u64,
         kind: BlobKind,
         id: &[u8; 32],
-    ) -> rusqlite::Result<Option<(BlobRow, BlobState)>> {
-        self.conn
+    ) -> Result<Option<(BlobRow, BlobState)>> {
+        Ok(self.conn
             .prepare_cached(
                 "SELECT pack, offset, length, compressed, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
             )?
@@ -51,14 +46,14 @@ impl Catalog {
                     BlobState::from_code(r.get(4)?),
                 ))
             })
-            .optional()
+            .optional()?)
     }
 
     /// Records durable blobs, in one transaction.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn insert_blobs(&mut self, client: u64, rows: &[BlobRow]) -> rusqlite::Result<()> {
+    pub fn insert_blobs(&mut self, client: u64, rows: &[BlobRow]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -95,20 +90,20 @@ impl Catalog {
                 }
             }
         }
-        tx.commit()
+        Ok(tx.commit()?)
     }
 
     /// For each pack, the end of its last indexed blob (for cutting torn tails).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn committed_pack_ends(&self) -> rusqlite::Result<std::collections::HashMap<u32, u64>> {
+    pub fn committed_pack_ends(&self) -> Result<std::collections::HashMap<u32, u64>> {
         let mut stmt = self
             .conn
             .prepare("SELECT pack, MAX(offset + length) FROM blobs GROUP BY pack")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

@@ -1,5 +1,6 @@
 //! Paired clients: looked up by key, name or id, listed, removed, seen.
 
+use super::Result;
 use ferry_protocol::keys::PublicKey;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -91,51 +92,55 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_by_key(&self, key: &PublicKey) -> rusqlite::Result<Option<ClientRecord>> {
-        client_where(
+    pub fn client_by_key(&self, key: &PublicKey) -> Result<Option<ClientRecord>> {
+        Ok(client_where(
             &self.conn,
             "public_key = ?1 AND removed_at IS NULL",
             &key.0[..],
-        )
+        )?)
     }
 
     /// The active client with this name.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_by_name(&self, name: &str) -> rusqlite::Result<Option<ClientRecord>> {
-        client_where(&self.conn, "name = ?1 AND removed_at IS NULL", name)
+    pub fn client_by_name(&self, name: &str) -> Result<Option<ClientRecord>> {
+        Ok(client_where(
+            &self.conn,
+            "name = ?1 AND removed_at IS NULL",
+            name,
+        )?)
     }
 
     /// All active clients, by name.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn list_clients(&self) -> rusqlite::Result<Vec<ClientRecord>> {
+    pub fn list_clients(&self) -> Result<Vec<ClientRecord>> {
         let mut stmt = self.conn.prepare(&format!(
             "{CLIENT_COLUMNS} WHERE removed_at IS NULL ORDER BY name"
         ))?;
         let rows = stmt.query_map([], client_from_row)?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Ids of all active clients.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn active_client_ids(&self) -> rusqlite::Result<std::collections::HashSet<u64>> {
+    pub fn active_client_ids(&self) -> Result<std::collections::HashSet<u64>> {
         let mut stmt = self
             .conn
             .prepare("SELECT id FROM clients WHERE removed_at IS NULL")?;
         let rows = stmt.query_map([], |r| r.get::<_, i64>(0).map(|id| id as u64))?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Revokes a client's key; returns whether an active client had that name.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn remove_client(&mut self, name: &str, now: i64) -> rusqlite::Result<bool> {
+    pub fn remove_client(&mut self, name: &str, now: i64) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE clients SET removed_at = ?2 WHERE name = ?1 AND removed_at IS NULL",
             params![name, now],
@@ -149,7 +154,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn touch_client(&mut self, id: u64, address: &str, now: i64) -> rusqlite::Result<()> {
+    pub fn touch_client(&mut self, id: u64, address: &str, now: i64) -> Result<()> {
         self.conn.execute(
             "UPDATE clients SET last_seen_at = ?2, last_address = ?3 WHERE id = ?1
              AND (last_seen_at IS NULL OR last_seen_at < ?2 - 60000 OR last_address IS NOT ?3)",

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::{BlobKind, BlobRow, Catalog};
+use super::{BlobKind, BlobRow, Catalog, Result};
 use crate::store::BlobLocation;
 
 /// What remains in one pack after the sweep.
@@ -67,7 +67,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn snapshot_roots(&self) -> rusqlite::Result<Vec<(u64, u64, [u8; 32])>> {
+    pub fn snapshot_roots(&self) -> Result<Vec<(u64, u64, [u8; 32])>> {
         let mut stmt = self
             .conn
             .prepare("SELECT client_id, id, root FROM snapshots ORDER BY id")?;
@@ -79,15 +79,15 @@ impl Catalog {
                 .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, root.len() as i64))?;
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, root))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Starts a mark phase with an empty mark set.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn begin_mark(&mut self) -> rusqlite::Result<()> {
-        self.conn.execute_batch(
+    pub fn begin_mark(&mut self) -> Result<()> {
+        Ok(self.conn.execute_batch(
             "DROP TABLE IF EXISTS temp.marked;
              CREATE TEMP TABLE marked (
                  client_id INTEGER NOT NULL,
@@ -95,7 +95,7 @@ impl Catalog {
                  id BLOB NOT NULL,
                  PRIMARY KEY (client_id, kind, id)
              ) WITHOUT ROWID;",
-        )
+        )?)
     }
 
     /// Marks a blob reachable; true when it was not marked before (so the
@@ -103,7 +103,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn mark(&mut self, client: u64, kind: BlobKind, id: &[u8; 32]) -> rusqlite::Result<bool> {
+    pub fn mark(&mut self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
         let added = self
             .conn
             .prepare_cached(
@@ -118,10 +118,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn young_unmarked_objects(
-        &self,
-        cutoff_ms: i64,
-    ) -> rusqlite::Result<Vec<(u64, BlobKind, [u8; 32])>> {
+    pub fn young_unmarked_objects(&self, cutoff_ms: i64) -> Result<Vec<(u64, BlobKind, [u8; 32])>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id FROM blobs b WHERE stored_at >= ?1 AND kind IN (2, 3)
              AND NOT EXISTS (SELECT 1 FROM temp.marked m
@@ -134,7 +131,7 @@ impl Catalog {
                 id_column(r, 2)?,
             ))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Deletes the rows of every unmarked blob indexed before `cutoff_ms`, in
@@ -144,7 +141,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn sweep(&mut self, cutoff_ms: i64) -> rusqlite::Result<(u64, u64, u64)> {
+    pub fn sweep(&mut self, cutoff_ms: i64) -> Result<(u64, u64, u64)> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -174,7 +171,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn pack_usage(&self) -> rusqlite::Result<HashMap<u32, PackUsage>> {
+    pub fn pack_usage(&self) -> Result<HashMap<u32, PackUsage>> {
         let mut stmt = self
             .conn
             .prepare("SELECT pack, COUNT(*), SUM(length) FROM blobs GROUP BY pack")?;
@@ -187,19 +184,19 @@ impl Catalog {
                 },
             ))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Every blob indexed in `pack`, with its client, in pack order.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn blobs_in_pack(&self, pack: u32) -> rusqlite::Result<Vec<(u64, BlobRow)>> {
+    pub fn blobs_in_pack(&self, pack: u32) -> Result<Vec<(u64, BlobRow)>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id, offset, length, compressed FROM blobs WHERE pack = ?1 ORDER BY offset",
         )?;
         let rows = stmt.query_map([pack], |r| blob_in_pack(r, pack))?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Points rows at their blobs' new copies, in one transaction. Only rows
@@ -207,7 +204,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn relocate(&mut self, from: u32, moved: &[(u64, BlobRow)]) -> rusqlite::Result<()> {
+    pub fn relocate(&mut self, from: u32, moved: &[(u64, BlobRow)]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -227,6 +224,6 @@ impl Catalog {
                 ])?;
             }
         }
-        tx.commit()
+        Ok(tx.commit()?)
     }
 }

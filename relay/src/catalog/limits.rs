@@ -1,6 +1,7 @@
 //! Settings changed on a running relay: bandwidth limits, the internet
 //! policy per client, and small key/value settings.
 
+use super::Result;
 use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -12,7 +13,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn set_global_limit(&mut self, schedule: Option<&str>) -> rusqlite::Result<()> {
+    pub fn set_global_limit(&mut self, schedule: Option<&str>) -> Result<()> {
         self.set_setting("global_limit", schedule)
     }
 
@@ -20,7 +21,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn global_limit(&self) -> rusqlite::Result<Option<String>> {
+    pub fn global_limit(&self) -> Result<Option<String>> {
         self.setting("global_limit")
     }
 
@@ -28,7 +29,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn set_setting(&mut self, key: &str, value: Option<&str>) -> rusqlite::Result<()> {
+    pub fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
         match value {
             Some(text) => self.conn.execute(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
@@ -46,23 +47,20 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn setting(&self, key: &str) -> rusqlite::Result<Option<String>> {
-        self.conn
+    pub fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .conn
             .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
                 r.get(0)
             })
-            .optional()
+            .optional()?)
     }
 
     /// Sets (or with `None` clears) a client's own limit; false if no such client.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn set_client_limit(
-        &mut self,
-        name: &str,
-        schedule: Option<&str>,
-    ) -> rusqlite::Result<bool> {
+    pub fn set_client_limit(&mut self, name: &str, schedule: Option<&str>) -> Result<bool> {
         let n = self.conn.execute(
             "UPDATE clients SET rate_limit = ?2 WHERE name = ?1 AND removed_at IS NULL",
             params![name, schedule],
@@ -79,7 +77,7 @@ impl Catalog {
         name: &str,
         full_backups: Option<bool>,
         max_file: Option<Option<u64>>,
-    ) -> rusqlite::Result<bool> {
+    ) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -108,12 +106,12 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_limits(&self) -> rusqlite::Result<HashMap<u64, String>> {
+    pub fn client_limits(&self) -> Result<HashMap<u64, String>> {
         let mut stmt =
             self.conn.prepare("SELECT id, rate_limit FROM clients WHERE removed_at IS NULL AND rate_limit IS NOT NULL")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

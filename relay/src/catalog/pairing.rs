@@ -6,7 +6,7 @@ use ferry_protocol::pairing::PairingCode;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::clients::client_where;
-use super::{Catalog, ClientRecord, MAX_PAIRING_FAILURES};
+use super::{Catalog, ClientRecord, Result, MAX_PAIRING_FAILURES};
 
 /// A pending pairing found by nameplate.
 #[derive(Debug)]
@@ -73,7 +73,7 @@ impl Catalog {
         now: i64,
         expires_ms: i64,
         random: u32,
-    ) -> rusqlite::Result<Result<(i64, PairingCode), String>> {
+    ) -> Result<Result<(i64, PairingCode), String>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -123,7 +123,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn find_pairing(&mut self, nameplate: u32, now: i64) -> rusqlite::Result<PairingLookup> {
+    pub fn find_pairing(&mut self, nameplate: u32, now: i64) -> Result<PairingLookup> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -171,7 +171,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn record_pairing_failure(&mut self, id: i64) -> rusqlite::Result<u32> {
+    pub fn record_pairing_failure(&mut self, id: i64) -> Result<u32> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -200,7 +200,7 @@ impl Catalog {
         key: &PublicKey,
         hostname: &str,
         now: i64,
-    ) -> rusqlite::Result<PairOutcome> {
+    ) -> Result<PairOutcome> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -251,7 +251,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn pairing_state(&self, id: i64, now: i64) -> rusqlite::Result<PairingState> {
+    pub fn pairing_state(&self, id: i64, now: i64) -> Result<PairingState> {
         let (state, expires, client): (String, i64, Option<i64>) = self.conn.query_row(
             "SELECT state, expires_at, client_id FROM pairings WHERE id = ?1",
             [id],

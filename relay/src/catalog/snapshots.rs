@@ -1,5 +1,6 @@
 //! Snapshots: committed, listed, forgotten, and kept by retention rules.
 
+use super::Result;
 use rusqlite::{params, TransactionBehavior};
 use serde::Serialize;
 
@@ -50,7 +51,7 @@ impl Catalog {
         finished_ms: i64,
         files: u64,
         bytes: u64,
-    ) -> rusqlite::Result<u64> {
+    ) -> Result<u64> {
         self.conn.execute(
             "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -78,7 +79,7 @@ impl Catalog {
         client: u64,
         set_id: i64,
         retention: &ferry_protocol::retention::Retention,
-    ) -> rusqlite::Result<usize> {
+    ) -> Result<usize> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -101,7 +102,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn forget_snapshots(&mut self, ids: &[u64]) -> rusqlite::Result<Vec<u64>> {
+    pub fn forget_snapshots(&mut self, ids: &[u64]) -> Result<Vec<u64>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -123,7 +124,7 @@ impl Catalog {
         &self,
         client: Option<u64>,
         set: Option<&str>,
-    ) -> rusqlite::Result<Vec<SnapshotRow>> {
+    ) -> Result<Vec<SnapshotRow>> {
         let mut stmt = self.conn.prepare(
             "SELECT s.id, c.name, b.name, s.root, s.started_at, s.finished_at, s.files, s.bytes
              FROM snapshots s JOIN clients c ON c.id = s.client_id JOIN backup_sets b ON b.id = s.set_id
@@ -148,6 +149,6 @@ impl Catalog {
                 finished_ms,
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

@@ -5,7 +5,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog};
+use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog, Result};
 
 /// One damaged blob as recorded in the `damage` table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -52,12 +52,12 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn packs_by_verification(&self) -> rusqlite::Result<Vec<(u32, i64)>> {
+    pub fn packs_by_verification(&self) -> Result<Vec<(u32, i64)>> {
         let mut stmt = self.conn.prepare(
             "SELECT pack, MIN(verified_at) FROM blobs GROUP BY pack ORDER BY MIN(verified_at), pack",
         )?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The rows of `pack` last verified before `cutoff_ms`, in pack order,
@@ -69,7 +69,7 @@ impl Catalog {
         &self,
         pack: u32,
         cutoff_ms: i64,
-    ) -> rusqlite::Result<Vec<(u64, BlobRow, BlobState)>> {
+    ) -> Result<Vec<(u64, BlobRow, BlobState)>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id, offset, length, compressed, state FROM blobs
              WHERE pack = ?1 AND verified_at < ?2 ORDER BY offset",
@@ -78,7 +78,7 @@ impl Catalog {
             let (client, row) = super::garbage::blob_in_pack(r, pack)?;
             Ok((client, row, BlobState::from_code(r.get(6)?)))
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// How many rows of `pack` were last verified before `cutoff_ms`, and
@@ -86,12 +86,12 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn due_in_pack(&self, pack: u32, cutoff_ms: i64) -> rusqlite::Result<(u64, u64)> {
-        self.conn.query_row(
+    pub fn due_in_pack(&self, pack: u32, cutoff_ms: i64) -> Result<(u64, u64)> {
+        Ok(self.conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs WHERE pack = ?1 AND verified_at < ?2",
             params![pack, cutoff_ms],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )
+        )?)
     }
 
     /// Records the rows of `pack` up to offset `last` that were due (last
@@ -101,12 +101,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn mark_pack_verified(
-        &mut self,
-        pack: u32,
-        last: u64,
-        cutoff_ms: i64,
-    ) -> rusqlite::Result<()> {
+    pub fn mark_pack_verified(&mut self, pack: u32, last: u64, cutoff_ms: i64) -> Result<()> {
         self.conn.execute(
             "UPDATE blobs SET verified_at = ?4
              WHERE pack = ?1 AND offset <= ?2 AND verified_at < ?3 AND state != 1",
@@ -120,12 +115,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn mark_damaged(
-        &mut self,
-        client: u64,
-        row: &BlobRow,
-        reason: &str,
-    ) -> rusqlite::Result<bool> {
+    pub fn mark_damaged(&mut self, client: u64, row: &BlobRow, reason: &str) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -179,7 +169,7 @@ impl Catalog {
         kind: BlobKind,
         id: &[u8; 32],
         complete: bool,
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         let (from, to) = if complete {
             (BlobState::Incomplete, BlobState::Whole)
         } else {
@@ -204,7 +194,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn has_damage(&self, client: u64) -> rusqlite::Result<bool> {
+    pub fn has_damage(&self, client: u64) -> Result<bool> {
         Ok(self
             .conn
             .prepare_cached("SELECT 1 FROM blobs WHERE client_id = ?1 AND state != 0 LIMIT 1")?
@@ -223,7 +213,7 @@ impl Catalog {
         kind: BlobKind,
         id: &[u8; 32],
         snapshots: &[u64],
-    ) -> rusqlite::Result<()> {
+    ) -> Result<()> {
         let text = serde_json::to_string(snapshots).unwrap_or_else(|_| "[]".into());
         self.conn.execute(
             "UPDATE damage SET snapshots = ?4
@@ -238,7 +228,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_damage(&self, client: u64) -> rusqlite::Result<(Vec<u64>, Vec<u64>)> {
+    pub fn client_damage(&self, client: u64) -> Result<(Vec<u64>, Vec<u64>)> {
         let mut damaged = std::collections::BTreeSet::new();
         let mut healed = std::collections::BTreeSet::new();
         let mut stmt = self
@@ -277,7 +267,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn damage_records(&self, healed_since: Option<i64>) -> rusqlite::Result<Vec<DamageRecord>> {
+    pub fn damage_records(&self, healed_since: Option<i64>) -> Result<Vec<DamageRecord>> {
         let mut stmt = self.conn.prepare(
             "SELECT c.name, d.kind, d.blob, d.pack, d.offset, d.length, d.reason, d.found_at, d.healed_at
              FROM damage d JOIN clients c ON c.id = d.client_id
@@ -299,7 +289,7 @@ impl Catalog {
                     .map(ferry_protocol::units::format_rfc3339),
             })
         })?;
-        rows.collect()
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Repairs the catalog file at `path` (the relay stopped): first by
@@ -360,7 +350,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_name(&self, client: u64) -> rusqlite::Result<String> {
+    pub fn client_name(&self, client: u64) -> Result<String> {
         Ok(
             super::clients::client_where(&self.conn, "id = ?1", client as i64)?
                 .map_or_else(|| format!("#{client}"), |c| c.name),

@@ -3,8 +3,6 @@
 //! marked incomplete or whole by what lies below it.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fs::File;
-use std::path::Path;
 
 use anyhow::Result;
 use ferry_protocol::compress::decompress;
@@ -14,6 +12,7 @@ use ferry_protocol::tree::{Content, EntryKind, Tree};
 
 use super::Report;
 use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
+use crate::store::BlobReader;
 
 /// Paths listed per damaged blob, at most.
 const PATHS_SHOWN: usize = 10;
@@ -42,18 +41,13 @@ pub(super) type Key = (u64, BlobKind, [u8; 32]);
 /// Phase 3: the snapshots' closure.
 pub(super) struct Walk<'c, 'p> {
     pub(super) catalog: &'c mut Catalog,
-    pub(super) packs_dir: &'p Path,
+    pub(super) store: &'p dyn BlobReader,
     /// Damaged or missing blobs.
     pub(super) found: HashMap<Key, Finding>,
     /// Trees and contents walked, with the damaged blobs under them (none:
     /// everything under them is whole).
     pub(super) below: HashMap<Key, Vec<Key>>,
-    /// Packs open for reading trees and contents.
-    pub(super) files: HashMap<u32, File>,
 }
-
-/// Packs the closure walk keeps open at most.
-const OPEN_PACKS: usize = 64;
 
 impl Walk<'_, '_> {
     pub(super) fn snapshots(&mut self, report: &mut Report) -> Result<()> {
@@ -208,19 +202,9 @@ impl Walk<'_, '_> {
         }
     }
 
-    /// The stored bytes of a row, through a small cache of open packs.
+    /// The stored bytes of a row.
     fn read(&mut self, row: &BlobRow) -> std::io::Result<Vec<u8>> {
-        if !self.files.contains_key(&row.at.pack) {
-            if self.files.len() >= OPEN_PACKS {
-                self.files.clear();
-            }
-            let path = self.packs_dir.join(format!("{:08}.pack", row.at.pack));
-            self.files.insert(row.at.pack, File::open(path)?);
-        }
-        let file = &self.files[&row.at.pack];
-        let mut buf = vec![0u8; row.at.len as usize];
-        std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, row.at.offset)?;
-        Ok(buf)
+        self.store.read(&row.at)
     }
 
     /// Marks a tree or content whose bytes (read from `row`) are wrong

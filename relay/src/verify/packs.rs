@@ -1,9 +1,7 @@
 //! Phase 2 of `verify`: the packs' structure, and every blob due read and
 //! hashed against its id by two workers.
 
-use std::fs::File;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::Path;
+use std::collections::HashMap;
 use std::sync::mpsc::sync_channel;
 use std::time::{Duration, Instant};
 
@@ -16,26 +14,17 @@ use ferry_protocol::tree::{Content, Tree};
 
 use super::{Options, Report};
 use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catalog};
+use crate::store::BlobReader;
 
 /// The packs' structure: what lies past the last blob each names, and
 /// packs nothing names. (Rows past a pack's end are found with the blobs.)
 pub(super) fn check_structure(
     catalog: &Catalog,
-    packs_dir: &Path,
+    store: &dyn BlobReader,
     report: &mut Report,
 ) -> Result<()> {
     let ends = catalog.committed_pack_ends()?;
-    let listing = match std::fs::read_dir(packs_dir) {
-        Ok(listing) => listing,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e.into()),
-    };
-    for entry in listing {
-        let entry = entry?;
-        let Some(pack) = crate::store::pack_number(&entry.file_name()) else {
-            continue;
-        };
-        let len = entry.metadata()?.len();
+    for (pack, len) in store.packs()? {
         match ends.get(&pack) {
             Some(end) => report.unindexed_tail_bytes += len.saturating_sub(*end),
             None => report.packs_unnamed += 1,
@@ -49,7 +38,7 @@ pub(super) fn check_structure(
 /// while this one loads their rows and records what they found.
 pub(super) fn check_blobs(
     catalog: &mut Catalog,
-    packs_dir: &Path,
+    store: &dyn BlobReader,
     options: &Options,
     started: Instant,
     report: &mut Report,
@@ -61,6 +50,7 @@ pub(super) fn check_blobs(
         }
         None => i64::MAX,
     };
+    let lengths: HashMap<u32, u64> = store.packs()?.into_iter().collect();
     let mut due = Vec::new();
     let mut due_bytes = 0u64;
     for (pack, oldest) in catalog.packs_by_verification()? {
@@ -83,12 +73,12 @@ pub(super) fn check_blobs(
     let (send_done, done) = std::sync::mpsc::channel::<(PackJob, std::io::Result<Vec<Verdict>>)>();
     std::thread::scope(|scope| -> Result<()> {
         for _ in 0..WORKERS {
-            let (jobs, pacer, send_done) = (&jobs, &pacer, send_done.clone());
+            let (jobs, pacer, send_done, lengths) = (&jobs, &pacer, send_done.clone(), &lengths);
             scope.spawn(move || {
                 let mut buffer = Vec::new();
                 while let Ok(Ok(job)) = jobs.lock().map(|j| j.recv()) {
-                    let path = packs_dir.join(format!("{:08}.pack", job.pack));
-                    let verdicts = check_pack(&path, &job.rows, &mut buffer, pacer);
+                    let len = lengths.get(&job.pack).copied();
+                    let verdicts = check_pack(store, job.pack, len, &job.rows, &mut buffer, pacer);
                     if send_done.send((job, verdicts)).is_err() {
                         return;
                     }
@@ -118,14 +108,14 @@ pub(super) fn check_blobs(
             }
             dispatched += 1;
             while let Ok((job, verdicts)) = done.try_recv() {
-                record(catalog, packs_dir, job, verdicts, cutoff, report, found)?;
+                record(catalog, job, verdicts, cutoff, report, found)?;
                 dispatched -= 1;
             }
         }
         drop(send_job);
         for _ in 0..dispatched {
             let (job, verdicts) = done.recv().expect("every job is answered");
-            record(catalog, packs_dir, job, verdicts, cutoff, report, found)?;
+            record(catalog, job, verdicts, cutoff, report, found)?;
         }
         Ok(())
     })
@@ -148,7 +138,6 @@ type Verdict = Option<String>;
 /// the rest verified now.
 fn record(
     catalog: &mut Catalog,
-    packs_dir: &Path,
     job: PackJob,
     verdicts: std::io::Result<Vec<Verdict>>,
     cutoff: i64,
@@ -156,12 +145,7 @@ fn record(
     found: &mut Vec<(u64, BlobRow, String)>,
 ) -> Result<()> {
     let pack = job.pack;
-    let verdicts = verdicts.with_context(|| {
-        format!(
-            "cannot read {}",
-            packs_dir.join(format!("{pack:08}.pack")).display()
-        )
-    })?;
+    let verdicts = verdicts.with_context(|| format!("cannot read pack {pack:08}"))?;
     report.packs += 1;
     for ((client, row, _), verdict) in job.rows.iter().zip(verdicts) {
         report.blobs_checked += 1;
@@ -209,22 +193,19 @@ const SEGMENT: u64 = 2 << 20;
 /// bytes at a time into `buffer`; for each, `None` when its bytes
 /// decompress and hash to its id, else what is wrong.
 fn check_pack(
-    path: &Path,
+    store: &dyn BlobReader,
+    pack: u32,
+    len: Option<u64>,
     rows: &[(u64, BlobRow, BlobState)],
     buffer: &mut Vec<u8>,
     pacer: &std::sync::Mutex<Pacer>,
 ) -> std::io::Result<Vec<Verdict>> {
-    let file = match File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Ok(rows
-                .iter()
-                .map(|_| Some("its pack is missing".into()))
-                .collect());
-        }
-        Err(e) => return Err(e),
+    let Some(len) = len else {
+        return Ok(rows
+            .iter()
+            .map(|_| Some("its pack is missing".into()))
+            .collect());
     };
-    let len = file.metadata()?.len();
     let end_of = |i: usize| rows[i].1.at.offset + u64::from(rows[i].1.at.len);
     let mut verdicts = Vec::with_capacity(rows.len());
     let mut first = 0;
@@ -243,13 +224,7 @@ fn check_pack(
             last += 1;
         }
         let want = end_of(last - 1) - start;
-        buffer.clear();
-        // read_to_end fills spare capacity without zeroing it first.
-        (&file).seek(SeekFrom::Start(start))?;
-        (&file).take(want).read_to_end(buffer)?;
-        if (buffer.len() as u64) < want {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
+        store.read_into(pack, start, want, buffer)?;
         let wait = pacer.lock().map_or(None, |mut p| p.read(want));
         if let Some(wait) = wait {
             std::thread::sleep(wait);

@@ -1,0 +1,249 @@
+//! The storage handle: the catalog, the blob store and what keeps their
+//! users apart, behind one type.
+//!
+//! [`Repo`] is what the upload and restore rules ([`crate::transfer`]) and
+//! the garbage collector ([`crate::gc`]) work on; nothing else of the
+//! server reaches them. Two locks order the writers:
+//!
+//! - the *upload gate*: uploads hold it shared for their whole backup, a
+//!   collection exclusively (an upload may rely on a blob it was told exists);
+//! - the *pack files* lock: readers hold it shared around each lookup and
+//!   read, the collector exclusively only while it deletes a pack, so
+//!   restores go on during a collection.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::catalog::{self, Catalog};
+use crate::gate::{UploadGate, UploadPermit};
+use crate::gc::GcReport;
+use crate::store::{storage_error, BlobLocation, BlobStore, PackStore, StorageError};
+
+/// The catalog and the blob store of one relay.
+#[derive(Debug)]
+pub struct Repo {
+    /// The shared connection; only ever locked off the async threads.
+    catalog: Mutex<Catalog>,
+    /// The catalog's file, for the collector's own connection.
+    catalog_path: PathBuf,
+    blobs: Blobs,
+    uploads: Arc<UploadGate>,
+}
+
+impl Repo {
+    /// A repo over `catalog` (opened from `catalog_path`) and `store`.
+    pub fn new(catalog: Catalog, catalog_path: &Path, store: impl BlobStore + 'static) -> Self {
+        Repo {
+            catalog: Mutex::new(catalog),
+            catalog_path: catalog_path.to_path_buf(),
+            blobs: Blobs::new(store),
+            uploads: Arc::default(),
+        }
+    }
+
+    /// The relay's repo: `catalog` and the pack files in `packs_dir`, cut
+    /// back to what the catalog names.
+    ///
+    /// # Errors
+    /// SQLite or I/O errors.
+    pub fn open_packs(
+        catalog: Catalog,
+        catalog_path: &Path,
+        packs_dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let store = PackStore::open(packs_dir, &catalog.committed_pack_ends()?)
+            .with_context(|| format!("cannot open the chunk store in {}", packs_dir.display()))?;
+        Ok(Repo::new(catalog, catalog_path, store))
+    }
+
+    /// Runs `f` on the shared catalog connection, here (a blocking call).
+    ///
+    /// # Errors
+    /// What `f` returns.
+    pub fn catalog<T>(
+        &self,
+        f: impl FnOnce(&mut Catalog) -> catalog::Result<T>,
+    ) -> catalog::Result<T> {
+        f(&mut lock(&self.catalog))
+    }
+
+    /// Runs `f` on the shared catalog connection off the async threads.
+    ///
+    /// # Errors
+    /// What `f` returns, or a panicked worker.
+    pub async fn db<T, F>(self: &Arc<Self>, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Catalog) -> catalog::Result<T> + Send + 'static,
+    {
+        let repo = Arc::clone(self);
+        Ok(tokio::task::spawn_blocking(move || repo.catalog(f))
+            .await
+            .context("catalog worker failed")??)
+    }
+
+    /// The blob store.
+    pub fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// Admits an upload: it waits while a collection runs, and keeps the
+    /// next collection waiting until the permit is dropped.
+    pub fn enter_upload(&self) -> UploadPermit {
+        self.uploads.enter()
+    }
+
+    /// Collects garbage (see [`crate::gc`]) once open uploads end, keeping
+    /// new ones out meanwhile, through its own catalog connection so
+    /// sessions are not blocked on the shared one. Blocking.
+    ///
+    /// # Errors
+    /// Whatever the collection reports.
+    pub fn collect(&self, grace: Duration, now_ms: i64) -> anyhow::Result<GcReport> {
+        let _exclusive = self.uploads.exclusive();
+        let mut catalog = Catalog::open(&self.catalog_path)?;
+        crate::gc::collect(&mut catalog, &self.blobs, grace, now_ms)
+    }
+}
+
+/// A blob store shared by sessions and the collector.
+#[derive(Debug)]
+pub struct Blobs {
+    store: Mutex<Box<dyn BlobStore>>,
+    /// Held shared by readers, exclusively while a pack is deleted.
+    files: RwLock<()>,
+}
+
+/// Pack files held in place: a blob found in the catalog while this lives
+/// can be read, whatever the collector does meanwhile.
+#[derive(Debug)]
+pub struct Reading<'a> {
+    blobs: &'a Blobs,
+    _files: RwLockReadGuard<'a, ()>,
+}
+
+impl Reading<'_> {
+    /// Reads a blob.
+    ///
+    /// # Errors
+    /// The store's errors, named.
+    pub fn read(&self, at: &BlobLocation) -> Result<Vec<u8>, StorageError> {
+        self.blobs.read(at)
+    }
+}
+
+impl Blobs {
+    /// Shares `store`.
+    pub fn new(store: impl BlobStore + 'static) -> Self {
+        Blobs {
+            store: Mutex::new(Box::new(store)),
+            files: RwLock::new(()),
+        }
+    }
+
+    /// Holds the packs in place for a lookup and the reads that follow it.
+    pub fn reading(&self) -> Reading<'_> {
+        Reading {
+            blobs: self,
+            _files: self.files.read().unwrap_or_else(|p| p.into_inner()),
+        }
+    }
+
+    /// Reads a blob (the caller keeps the pack in place: it holds
+    /// [`Blobs::reading`], or it is the collector).
+    ///
+    /// # Errors
+    /// The store's errors, named.
+    pub fn read(&self, at: &BlobLocation) -> Result<Vec<u8>, StorageError> {
+        self.store()
+            .read(at)
+            .map_err(|e| storage_error(e, "reading a pack"))
+    }
+
+    /// Appends a blob; returns where, and the store's epoch after it.
+    ///
+    /// # Errors
+    /// The store's errors, named (a full disk first).
+    pub fn append(&self, data: &[u8]) -> Result<(BlobLocation, u64), StorageError> {
+        let mut store = self.store();
+        let at = store
+            .append(data)
+            .map_err(|e| storage_error(e, "writing a pack"))?;
+        Ok((at, store.epoch()))
+    }
+
+    /// Makes every appended blob durable; returns the epoch after it.
+    ///
+    /// # Errors
+    /// The store's errors, named.
+    pub fn sync(&self) -> Result<u64, StorageError> {
+        let mut store = self.store();
+        store
+            .sync()
+            .map_err(|e| storage_error(e, "making a pack durable"))?;
+        Ok(store.epoch())
+    }
+
+    /// Copies a blob to the current pack (the collector's rewrite).
+    ///
+    /// # Errors
+    /// The store's errors, named.
+    pub fn copy(&self, at: &BlobLocation) -> Result<BlobLocation, StorageError> {
+        let mut store = self.store();
+        let data = store
+            .read(at)
+            .map_err(|e| storage_error(e, "reading a pack"))?;
+        store
+            .append(&data)
+            .map_err(|e| storage_error(e, "writing a pack"))
+    }
+
+    /// The sealed packs (those the collector may rewrite or delete) with
+    /// their lengths.
+    ///
+    /// # Errors
+    /// The store's errors, named.
+    pub fn sealed_packs(&self) -> Result<Vec<(u32, u64)>, StorageError> {
+        let store = self.store();
+        let below = store.sealed_below();
+        let packs = store
+            .packs()
+            .map_err(|e| storage_error(e, "listing packs"))?;
+        Ok(packs.into_iter().filter(|(p, _)| *p < below).collect())
+    }
+
+    /// Seals the current pack.
+    ///
+    /// # Errors
+    /// The store's errors, named.
+    pub fn seal(&self) -> Result<(), StorageError> {
+        self.store()
+            .seal()
+            .map_err(|e| storage_error(e, "sealing a pack"))
+    }
+
+    /// Deletes a sealed pack once no reader holds the packs in place.
+    ///
+    /// # Errors
+    /// The store's errors, named.
+    pub fn remove(&self, pack: u32) -> Result<(), StorageError> {
+        let _no_readers = self.files.write().unwrap_or_else(|p| p.into_inner());
+        self.store()
+            .remove(pack)
+            .map_err(|e| storage_error(e, "deleting a pack"))
+    }
+
+    /// The store itself, locked (tests reach through it to damage blobs).
+    pub fn store(&self) -> MutexGuard<'_, Box<dyn BlobStore>> {
+        lock(&self.store)
+    }
+}
+
+/// Locks `mutex`, going on after a panic elsewhere: every holder leaves
+/// the state consistent between calls.
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -1,0 +1,360 @@
+//! [`PackStore`]: pack files in one directory (`DATA/store/packs/`).
+//!
+//! A relay killed mid-append leaves a tail no row names; [`PackStore::open`]
+//! cuts every pack back to the end of its last committed blob, and deletes
+//! packs no row names at all (left by an interrupted garbage collection).
+//! [`PackReader`] only reads, so `verify` can run beside a relay that writes.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore, PACK_TARGET};
+
+/// Reads pack files in one directory; never writes. Keeps up to
+/// [`OPEN_PACKS`] of them open, so reading many small blobs costs no
+/// `open` each.
+#[derive(Debug)]
+pub struct PackReader {
+    dir: PathBuf,
+    open: Mutex<HashMap<u32, Arc<File>>>,
+}
+
+/// Packs a reader keeps open at most.
+const OPEN_PACKS: usize = 64;
+
+impl PackReader {
+    /// Reads the packs in `dir`.
+    pub fn new(dir: &Path) -> Self {
+        PackReader {
+            dir: dir.to_path_buf(),
+            open: Mutex::default(),
+        }
+    }
+
+    /// The file of `pack`.
+    pub fn path(&self, pack: u32) -> PathBuf {
+        pack_path(&self.dir, pack)
+    }
+
+    fn file(&self, pack: u32) -> io::Result<Arc<File>> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(file) = open.get(&pack) {
+            return Ok(Arc::clone(file));
+        }
+        if open.len() >= OPEN_PACKS {
+            open.clear();
+        }
+        let file = Arc::new(File::open(self.path(pack))?);
+        open.insert(pack, Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Closes `pack` (before it is deleted, so its space is given back).
+    fn forget(&self, pack: u32) {
+        self.open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pack);
+    }
+}
+
+impl BlobReader for PackReader {
+    fn read_into(&self, pack: u32, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
+        let len = usize::try_from(len).map_err(|_| too_large())?;
+        // A reused buffer of the same size is not zeroed again.
+        buffer.resize(len, 0);
+        self.file(pack)?.read_exact_at(buffer, offset)
+    }
+
+    fn packs(&self) -> io::Result<Vec<(u32, u64)>> {
+        let listing = match fs::read_dir(&self.dir) {
+            Ok(listing) => listing,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e),
+        };
+        let mut packs = Vec::new();
+        for entry in listing {
+            let entry = entry?;
+            if let Some(number) = pack_number(&entry.file_name()) {
+                packs.push((number, entry.metadata()?.len()));
+            }
+        }
+        packs.sort_unstable();
+        Ok(packs)
+    }
+}
+
+/// Pack files in one directory.
+#[derive(Debug)]
+pub struct PackStore {
+    reader: PackReader,
+    /// The pack being appended to, and its length: the end of the last
+    /// blob written whole. Writes are positioned at that length (never
+    /// `O_APPEND`), so a failed write cannot shift the blobs after it.
+    current: Option<(u32, File, u64)>,
+    next_pack: u32,
+    unsynced: bool,
+    new_pack: bool,
+    epoch: u64,
+    /// A test hook: the file `FERRY_FAIL_FSYNC` named at open. While it
+    /// exists, the next fsync fails with EIO (and removes it).
+    fail_fsync: Option<PathBuf>,
+}
+
+fn pack_path(dir: &Path, pack: u32) -> PathBuf {
+    dir.join(format!("{pack:08}.pack"))
+}
+
+/// The number of a pack file's name (`00000042.pack`), if it is one.
+pub fn pack_number(name: &std::ffi::OsStr) -> Option<u32> {
+    name.to_str()
+        .and_then(|n| n.strip_suffix(".pack"))
+        .and_then(|n| n.parse::<u32>().ok())
+}
+
+impl PackStore {
+    /// Opens the store, cutting each pack back to `committed_end[pack]` (the
+    /// end of its last blob named in the catalog; absent means none).
+    ///
+    /// # Errors
+    /// I/O errors.
+    pub fn open(dir: &Path, committed_end: &HashMap<u32, u64>) -> io::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let mut last = 0u32;
+        for entry in fs::read_dir(dir)? {
+            let entry = entry?;
+            let Some(number) = pack_number(&entry.file_name()) else {
+                continue;
+            };
+            last = last.max(number);
+            let Some(&end) = committed_end.get(&number) else {
+                tracing::warn!("pack {number:08}: no catalog row names it; deleting it");
+                fs::remove_file(entry.path())?;
+                continue;
+            };
+            let file = OpenOptions::new().write(true).open(entry.path())?;
+            let len = file.metadata()?.len();
+            if len > end {
+                tracing::warn!(
+                    "pack {number:08}: cutting {} bytes no catalog row names (torn tail of an interrupted write)",
+                    len - end
+                );
+                file.set_len(end)?;
+                file.sync_all()?;
+            }
+        }
+        Ok(PackStore {
+            reader: PackReader::new(dir),
+            current: None,
+            next_pack: last + 1,
+            unsynced: false,
+            new_pack: false,
+            epoch: 0,
+            fail_fsync: std::env::var_os("FERRY_FAIL_FSYNC").map(PathBuf::from),
+        })
+    }
+
+    /// After a failed fsync nothing unsynced in the current pack can be
+    /// trusted: the pack is sealed as it is (its unindexed tail is cut at the
+    /// next start) and a new one is started by the next append.
+    fn poison(&mut self) {
+        if let Some((pack, _, _)) = self.current.take() {
+            tracing::error!(
+                "pack {pack:08}: an fsync failed; sealing it, nothing unsynced in it is indexed"
+            );
+        }
+        self.epoch += 1;
+        self.unsynced = false;
+    }
+
+    /// Makes the next fsync fail with EIO while `trigger` exists (as
+    /// `FERRY_FAIL_FSYNC` does for a running relay).
+    #[cfg(test)]
+    pub fn fail_fsync_while(&mut self, trigger: PathBuf) {
+        self.fail_fsync = Some(trigger);
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.reader.dir)?.sync_all()
+    }
+}
+
+impl BlobReader for PackStore {
+    fn read_into(&self, pack: u32, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
+        self.reader.read_into(pack, offset, len, buffer)
+    }
+
+    fn packs(&self) -> io::Result<Vec<(u32, u64)>> {
+        self.reader.packs()
+    }
+}
+
+impl BlobStore for PackStore {
+    fn append(&mut self, data: &[u8]) -> io::Result<BlobLocation> {
+        let len = u32::try_from(data.len()).map_err(|_| too_large())?;
+        if self
+            .current
+            .as_ref()
+            .is_some_and(|(_, _, size)| *size >= PACK_TARGET)
+        {
+            self.seal()?;
+        }
+        if self.current.is_none() {
+            let pack = self.next_pack;
+            self.next_pack += 1;
+            let file = OpenOptions::new()
+                .create_new(true)
+                .write(true)
+                .read(true)
+                .open(self.reader.path(pack))?;
+            self.current = Some((pack, file, 0));
+            self.new_pack = true;
+        }
+        let (pack, file, size) = self.current.as_mut().expect("opened above");
+        let offset = *size;
+        if let Err(e) = file.write_all_at(data, offset) {
+            // Cut what part of the blob was written, so the pack ends with
+            // its last whole blob; a failed cut only leaves an unnamed tail.
+            let _ = file.set_len(offset);
+            return Err(e);
+        }
+        *size += u64::from(len);
+        self.unsynced = true;
+        Ok(BlobLocation {
+            pack: *pack,
+            offset,
+            len,
+        })
+    }
+
+    fn sync(&mut self) -> io::Result<()> {
+        if self.unsynced {
+            if let Some((_, file, _)) = &self.current {
+                if let Err(e) =
+                    fail_point(self.fail_fsync.as_deref()).and_then(|()| file.sync_data())
+                {
+                    self.poison();
+                    return Err(e);
+                }
+            }
+            self.unsynced = false;
+        }
+        if self.new_pack {
+            self.sync_dir()?;
+            self.new_pack = false;
+        }
+        Ok(())
+    }
+
+    fn epoch(&self) -> u64 {
+        self.epoch
+    }
+
+    fn sealed_below(&self) -> u32 {
+        self.current
+            .as_ref()
+            .map_or(self.next_pack, |(pack, _, _)| *pack)
+    }
+
+    fn seal(&mut self) -> io::Result<()> {
+        let Some((_, file, _)) = &self.current else {
+            return Ok(());
+        };
+        if self.unsynced {
+            if let Err(e) = file.sync_all() {
+                self.poison();
+                return Err(e);
+            }
+        }
+        self.current = None;
+        self.unsynced = false;
+        Ok(())
+    }
+
+    fn remove(&mut self, pack: u32) -> io::Result<()> {
+        if pack >= self.sealed_below() {
+            return Err(not_sealed(pack));
+        }
+        self.reader.forget(pack);
+        fs::remove_file(self.reader.path(pack))?;
+        self.sync_dir()
+    }
+}
+
+/// A test hook: when `trigger` names an existing file, the operation fails
+/// with EIO once and the file is removed (so a test can inject one fsync
+/// error into a running relay).
+fn fail_point(trigger: Option<&Path>) -> io::Result<()> {
+    let Some(path) = trigger else {
+        return Ok(());
+    };
+    if fs::remove_file(path).is_ok() {
+        tracing::warn!("{}: injecting an I/O error", path.display());
+        return Err(io::Error::from_raw_os_error(5));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn append_read_and_torn_tail_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = PackStore::open(dir.path(), &HashMap::new()).unwrap();
+        let a = store.append(b"hello").unwrap();
+        let b = store.append(b"world!").unwrap();
+        store.sync().unwrap();
+        assert_eq!(store.read(&a).unwrap(), b"hello");
+        assert_eq!(store.read(&b).unwrap(), b"world!");
+        drop(store);
+        // A pack no row names at all (an interrupted collection) goes.
+        let orphan = dir.path().join("00000009.pack");
+        fs::write(&orphan, b"orphan").unwrap();
+        // Only `a` was committed to the catalog: the rest is a torn tail.
+        let ends = HashMap::from([(a.pack, a.offset + u64::from(a.len))]);
+        let mut store = PackStore::open(dir.path(), &ends).unwrap();
+        assert_eq!(store.read(&a).unwrap(), b"hello");
+        assert!(store.read(&b).is_err());
+        assert!(!orphan.exists());
+        assert_eq!(store.packs().unwrap(), vec![(a.pack, 5)]);
+        assert!(
+            store.remove(a.pack + 1).is_err(),
+            "the next pack is not sealed"
+        );
+        let c = store.append(b"next").unwrap();
+        assert_ne!(c.pack, a.pack, "a reopened store starts a new pack");
+        store.sync().unwrap();
+        assert_eq!(store.read(&c).unwrap(), b"next");
+    }
+
+    #[test]
+    fn a_failed_fsync_seals_the_pack_and_moves_the_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let trigger = dir.path().join("trigger");
+        let mut store = PackStore::open(&dir.path().join("packs"), &HashMap::new()).unwrap();
+        let a = store.append(b"before").unwrap();
+        store.sync().unwrap();
+        let epoch = store.epoch();
+        store.append(b"lost?").unwrap();
+        fs::write(&trigger, b"").unwrap();
+        store.fail_fsync_while(trigger.clone());
+        assert!(store.sync().is_err());
+        assert!(!trigger.exists());
+        assert_eq!(
+            store.epoch(),
+            epoch + 1,
+            "writers of unsynced blobs can tell"
+        );
+        let b = store.append(b"after").unwrap();
+        assert_ne!(b.pack, a.pack, "the pack that failed is sealed");
+        store.sync().unwrap();
+        assert_eq!(store.read(&a).unwrap(), b"before");
+        assert_eq!(store.read(&b).unwrap(), b"after");
+    }
+}
