@@ -72,7 +72,7 @@ impl StaticKeypair {
     /// # Errors
     /// [`ProtocolError::Crypto`] if the random source or curve code fails.
     pub fn generate() -> Result<Self, ProtocolError> {
-        let kp = snow::Builder::new(crate::session::params())
+        let kp = snow::Builder::new(crate::noise::session_params())
             .generate_keypair()
             .map_err(|_| ProtocolError::Crypto("key generation"))?;
         Self::from_secret_slice(&kp.private)

@@ -13,6 +13,7 @@
 //! - [`version::Preamble`]: the 8 cleartext bytes that open every connection and
 //!   let a peer of another major version get a clear error instead of a hang.
 //! - [`frame::FrameDecoder`]: the 2-byte length framing under Noise.
+//! - [`noise`]: the Noise parameters both handshakes use.
 //! - [`pairing`]: one-time short-code pairing (SPAKE2, then `Noise_XXpsk3`).
 //! - [`session`]: the `Noise_IK` handshake with a replay-proof timestamp.
 //! - [`transport::Transport`]: an established channel that seals application
@@ -30,6 +31,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod keys;
 pub mod message;
+pub mod noise;
 pub mod pairing;
 pub mod patch;
 pub mod retention;

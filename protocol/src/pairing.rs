@@ -29,8 +29,6 @@ use crate::transport::Transport;
 use crate::version::{ConnectionKind, Preamble};
 use crate::ProtocolError;
 
-/// Noise pattern of pairing.
-pub const PAIRING_PATTERN: &str = "Noise_XXpsk3_25519_ChaChaPoly_BLAKE2s";
 /// Largest nameplate.
 pub const MAX_NAMEPLATE: u32 = 999;
 /// Largest string field in pairing messages (names, addresses, reasons).
@@ -214,10 +212,7 @@ fn check_text(what: &'static str, text: &str) -> Result<(), ProtocolError> {
 }
 
 fn noise_builder(local: &StaticKeypair) -> Result<snow::Builder<'_>, ProtocolError> {
-    let params = PAIRING_PATTERN
-        .parse()
-        .map_err(|_| ProtocolError::Crypto("noise parameters"))?;
-    snow::Builder::new(params)
+    snow::Builder::new(crate::noise::pairing_params())
         .local_private_key(local.secret())
         .map_err(|_| ProtocolError::Crypto("pairing setup"))
 }

@@ -13,27 +13,15 @@
 //! answers. A relay that does not recognise the key sends nothing at all.
 
 use crate::keys::{PublicKey, StaticKeypair};
+use crate::noise::{crypto, session_params as params};
 use crate::timestamp::{Timestamp, TIMESTAMP_LEN};
 use crate::transport::Transport;
 use crate::version::{ConnectionKind, Preamble};
 use crate::ProtocolError;
 
-/// Noise pattern of sessions.
-pub const SESSION_PATTERN: &str = "Noise_IK_25519_ChaChaPoly_BLAKE2s";
 /// Largest first handshake message: 32 (e) + 48 (s + tag) + 12 + 16 (payload + tag).
 pub const FIRST_MESSAGE_LEN: usize = 32 + 48 + TIMESTAMP_LEN + 16;
 
-/// The session's Noise parameters.
-///
-/// # Panics
-/// Never: the pattern string is a constant that snow accepts (checked by tests).
-pub fn params() -> snow::params::NoiseParams {
-    SESSION_PATTERN.parse().expect("valid Noise pattern")
-}
-
-fn crypto(what: &'static str) -> impl FnOnce(snow::Error) -> ProtocolError {
-    move |_| ProtocolError::Crypto(what)
-}
 
 /// The endpoint's half of the handshake, after sending the first message.
 pub struct Initiator {

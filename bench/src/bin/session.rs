@@ -89,7 +89,7 @@ fn transports() -> Result<(
 fn raw_snow_encrypt() -> Result<f64> {
     let relay = StaticKeypair::generate()?;
     let endpoint = StaticKeypair::generate()?;
-    let params: snow::params::NoiseParams = ferry_protocol::session::SESSION_PATTERN.parse()?;
+    let params: snow::params::NoiseParams = ferry_protocol::noise::SESSION_PATTERN.parse()?;
     let mut init = snow::Builder::new(params.clone())
         .local_private_key(endpoint.secret())?
         .remote_public_key(&relay.public.0)?
