@@ -235,7 +235,9 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
-    /// The request failed; the message is for the user.
+    /// The request failed and the session ends; the message is for the
+    /// user. Sent to endpoints before protocol 1.2, and to those before 1.3
+    /// for a [`Refusal`] they do not know; later ones get `Refused`.
     Failed {
         /// What went wrong.
         message: String,
@@ -271,8 +273,9 @@ pub enum Message {
         healed: Vec<u64>,
     },
     /// The request was refused, for a reason the endpoint acts on (`code`)
-    /// and one for people (`message`); sent to endpoints of protocol 1.2 or
-    /// later, older ones get `Failed` with the message.
+    /// and one for people (`message`); sent to endpoints that know the code
+    /// ([`Refusal::since_minor`]), others get `Failed` with the message.
+    /// The codes that end the session are followed by the relay closing it.
     Refused {
         /// Why, as the endpoint decides on it.
         code: Refusal,
@@ -294,6 +297,26 @@ pub enum Refusal {
     /// No such object or chunk for this client (whether another client
     /// has it is never said).
     NoSuchObject,
+    /// The relay's disk is full (protocol 1.3): try again once the
+    /// operator made room; what was committed before is intact.
+    DiskFull,
+    /// The relay's disk or catalog failed (protocol 1.3); the operator
+    /// has the details in the relay's log.
+    StorageFailed,
+    /// The request broke the protocol's rules (protocol 1.3): a bug, or a
+    /// client that is not ferry.
+    ProtocolViolation,
+}
+
+impl Refusal {
+    /// The protocol minor version that introduced the code: a peer of an
+    /// older minor cannot decode it and is sent `Failed` instead.
+    pub fn since_minor(self) -> u16 {
+        match self {
+            Refusal::IncompleteSnapshot | Refusal::FullBackupNeedsLan | Refusal::NoSuchObject => 2,
+            Refusal::DiskFull | Refusal::StorageFailed | Refusal::ProtocolViolation => 3,
+        }
+    }
 }
 
 impl Message {
@@ -454,6 +477,29 @@ mod tests {
         };
         assert_eq!(failed.name(), "Failed");
     }
+    #[test]
+    fn refusal_codes_keep_their_wire_numbers_and_versions() {
+        let codes = [
+            Refusal::IncompleteSnapshot,
+            Refusal::FullBackupNeedsLan,
+            Refusal::NoSuchObject,
+            Refusal::DiskFull,
+            Refusal::StorageFailed,
+            Refusal::ProtocolViolation,
+        ];
+        for (number, code) in codes.into_iter().enumerate() {
+            let message = Message::Refused {
+                code,
+                message: String::new(),
+            };
+            let bytes = message.encode().unwrap();
+            // The variant index of `Refused`, then the code's.
+            assert_eq!(usize::from(bytes[1]), number, "{code:?}");
+            assert_eq!(Message::decode(&bytes).unwrap(), message);
+            assert!(code.since_minor() <= crate::version::PROTOCOL_MINOR);
+        }
+    }
+
     use proptest::prelude::*;
 
     fn any_message() -> impl Strategy<Value = Message> {

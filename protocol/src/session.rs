@@ -22,7 +22,6 @@ use crate::ProtocolError;
 /// Largest first handshake message: 32 (e) + 48 (s + tag) + 12 + 16 (payload + tag).
 pub const FIRST_MESSAGE_LEN: usize = 32 + 48 + TIMESTAMP_LEN + 16;
 
-
 /// The endpoint's half of the handshake, after sending the first message.
 pub struct Initiator {
     noise: snow::HandshakeState,

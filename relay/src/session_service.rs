@@ -24,7 +24,7 @@ use tracing::{info, warn};
 use crate::catalog::{now_ms, ClientRecord};
 use crate::rates::{local_now, PathKind};
 use crate::server::Shared;
-use crate::transfer::{InternetPolicy, Transfer};
+use crate::transfer::{InternetPolicy, Transfer, TransferError};
 
 /// The software string sent in `Hello`.
 pub const SOFTWARE: &str = concat!("ferry-relay ", env!("CARGO_PKG_VERSION"));
@@ -159,11 +159,7 @@ async fn run_session(
         Ok(Err(e)) => return Err(e.into()),
         Err(_) => return Ok("no Hello before the idle timeout".into()),
     };
-    // Endpoints before protocol 1.2 know refusals only as `Failed`.
-    let for_peer = |reply: Message| match reply {
-        Message::Refused { message, .. } if peer_minor < 2 => Message::Failed { message },
-        reply => reply,
-    };
+    let for_peer = |reply: Message| for_minor(reply, peer_minor);
     channel
         .send(&Message::Hello(Hello {
             major: PROTOCOL_MAJOR,
@@ -189,7 +185,7 @@ async fn run_session(
                 channel.send(&for_peer(reply)).await?;
                 meter.settle(&channel.io).await;
             }
-            Event::Reply(Some(Err(e))) => return refuse(channel, e).await,
+            Event::Reply(Some(Err(e))) => return refuse(channel, e, peer_minor).await,
             Event::Reply(None) => return Err(anyhow!("the session's worker stopped")),
             Event::Received(received) => {
                 meter.settle(&channel.io).await;
@@ -211,7 +207,7 @@ async fn run_session(
                             while let Some(reply) = replies.recv().await {
                                 match reply {
                                     Ok(reply) => channel.send(&for_peer(reply)).await?,
-                                    Err(e) => return refuse(channel, e).await,
+                                    Err(e) => return refuse(channel, e, peer_minor).await,
                                 }
                             }
                             return Err(anyhow!("the session's worker stopped"));
@@ -223,14 +219,32 @@ async fn run_session(
     }
 }
 
-/// Tells the endpoint why its session ends (`Failed`), then reads (and
-/// drops) what it still pipelines for a moment, so the refusal arrives
-/// instead of a reset that would lose it.
-async fn refuse(channel: &mut Channel<TcpStream>, error: anyhow::Error) -> Result<String> {
-    let message = format!("{error:#}");
-    let _ = channel.send(&Message::Failed { message }).await;
+/// A reply as a peer of protocol minor `peer_minor` can decode it: a
+/// refusal whose code it does not know becomes `Failed`.
+fn for_minor(reply: Message, peer_minor: u16) -> Message {
+    match reply {
+        Message::Refused { code, message } if peer_minor < code.since_minor() => {
+            Message::Failed { message }
+        }
+        reply => reply,
+    }
+}
+
+/// Tells the endpoint why its session ends (`Refused` with the error's
+/// code), then reads (and drops) what it still pipelines for a moment, so
+/// the refusal arrives instead of a reset that would lose it.
+async fn refuse(
+    channel: &mut Channel<TcpStream>,
+    error: TransferError,
+    peer_minor: u16,
+) -> Result<String> {
+    let refusal = Message::Refused {
+        code: error.refusal(),
+        message: error.to_string(),
+    };
+    let _ = channel.send(&for_minor(refusal, peer_minor)).await;
     channel.io.close(FAILED_LINGER).await;
-    Err(error)
+    Err(error.into())
 }
 
 /// How long a session that failed keeps reading after its `Failed`.
@@ -238,7 +252,7 @@ const FAILED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// What the message loop woke up for.
 enum Event {
-    Reply(Option<Result<Message>>),
+    Reply(Option<Result<Message, TransferError>>),
     Received(Result<Result<Message, ChannelError>, tokio::time::error::Elapsed>),
 }
 
@@ -259,7 +273,7 @@ impl Worker {
         mut transfer: Transfer,
     ) -> (
         tokio::sync::mpsc::Sender<Message>,
-        tokio::sync::mpsc::UnboundedReceiver<Result<Message>>,
+        tokio::sync::mpsc::UnboundedReceiver<Result<Message, TransferError>>,
         Arc<AtomicUsize>,
     ) {
         let (requests, mut incoming) = tokio::sync::mpsc::channel::<Message>(QUEUED);

@@ -346,4 +346,24 @@ fn refusals_are_coded_for_current_endpoints_and_text_for_older_ones() {
         }
         other => panic!("expected Failed, got {other:?}"),
     }
+    // A request that breaks the rules ends the session with a code that
+    // 1.3 introduced: 1.2 endpoints get it as text.
+    let upload_outside_a_backup = Message::Sync;
+    let mut current = RawSession::open_as(&relay, &endpoint, 3);
+    current.send(&upload_outside_a_backup);
+    match current.recv() {
+        Some(Message::Refused { code, message }) => {
+            assert_eq!(code, Refusal::ProtocolViolation);
+            assert!(message.contains("sync outside a backup"), "{message}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    let mut older = RawSession::open_as(&relay, &endpoint, 2);
+    older.send(&upload_outside_a_backup);
+    match older.recv() {
+        Some(Message::Failed { message }) => {
+            assert!(message.contains("sync outside a backup"), "{message}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
 }

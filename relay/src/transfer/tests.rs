@@ -1,0 +1,635 @@
+//! The upload and restore rules, one `Transfer` per client over a real
+//! temporary catalog and an in-memory store, no socket.
+
+use super::*;
+use crate::catalog::{now_ms, Catalog};
+use crate::store::{BlobReader, MemoryStore};
+use ferry_protocol::compress::Codec;
+use ferry_protocol::ids::ContentId;
+use ferry_protocol::keys::PublicKey;
+use ferry_protocol::patch;
+use ferry_protocol::retention::Retention;
+use ferry_protocol::tree::{ChunkRef, Entry};
+use ferry_protocol::tree::{Content, EntryKind, Tree};
+
+/// A relay's repo: a temporary catalog with clients a and b, and `store`.
+fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, u64, u64) {
+    let path = dir.join("catalog.sqlite");
+    let mut catalog = Catalog::open(&path).unwrap();
+    let mut clients = Vec::new();
+    for (name, key) in [("a", 1u8), ("b", 2u8)] {
+        let (id, _) = catalog
+            .create_pairing(name, 0, i64::MAX, u32::from(key))
+            .unwrap()
+            .unwrap();
+        let crate::catalog::PairOutcome::Paired(client) = catalog
+            .complete_pairing(id, &PublicKey([key; 32]), "host", 1)
+            .unwrap()
+        else {
+            panic!("pairing")
+        };
+        clients.push(client.id);
+    }
+    (
+        Arc::new(Repo::new(catalog, &path, store)),
+        clients[0],
+        clients[1],
+    )
+}
+
+/// [`relay_with`] an empty in-memory store.
+fn relay(dir: &std::path::Path) -> (Arc<Repo>, u64, u64) {
+    relay_with(dir, MemoryStore::default())
+}
+
+fn begin(t: &mut Transfer) {
+    let ready = t
+        .handle(Message::BackupBegin {
+            set: "default".into(),
+            retention: Retention::default(),
+        })
+        .unwrap();
+    assert!(matches!(ready, Some(Message::BackupReady { .. })));
+}
+
+fn missing_chunks(t: &mut Transfer, ids: &[ChunkId]) -> Vec<bool> {
+    let Some(Message::ChunksMissing { missing }) = t
+        .handle(Message::QueryChunks { ids: ids.to_vec() })
+        .unwrap()
+    else {
+        panic!("ChunksMissing")
+    };
+    (0..ids.len())
+        .map(|i| missing[i / 8] & (1 << (i % 8)) != 0)
+        .collect()
+}
+
+fn put_chunk(t: &mut Transfer, data: &[u8]) -> ChunkId {
+    let id = ChunkId::of(data);
+    t.handle(Message::PutChunk {
+        id,
+        codec: Codec::None,
+        data: data.to_vec(),
+    })
+    .unwrap();
+    id
+}
+
+fn synced(t: &mut Transfer) -> Vec<ChunkId> {
+    let Some(Message::Synced { rejected }) = t.handle(Message::Sync).unwrap() else {
+        panic!("Synced")
+    };
+    rejected
+}
+
+/// A content of `chunks` and a root tree with one file of it.
+fn file_tree(chunks: &[(ChunkId, usize)]) -> (ContentId, Vec<u8>, TreeId, Vec<u8>) {
+    let content = Content {
+        chunks: chunks
+            .iter()
+            .map(|(id, len)| ChunkRef {
+                id: *id,
+                len: *len as u32,
+            })
+            .collect(),
+        parts: Vec::new(),
+    };
+    let (content_id, content_bytes) = content.encode();
+    let size = chunks.iter().map(|(_, len)| *len as u64).sum();
+    let tree = Tree {
+        entries: vec![Entry {
+            name: b"f".to_vec(),
+            kind: EntryKind::File {
+                size,
+                content: content_id,
+                sparse: None,
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            xattrs: Vec::new(),
+        }],
+    };
+    let (tree_id, tree_bytes) = tree.encode().unwrap();
+    (content_id, content_bytes, tree_id, tree_bytes)
+}
+
+fn put_object(t: &mut Transfer, id: ObjectId, bytes: &[u8]) {
+    t.handle(Message::PutObject {
+        id,
+        codec: Codec::None,
+        data: bytes.to_vec(),
+    })
+    .unwrap();
+}
+
+fn commit(t: &mut Transfer, root: TreeId) -> Message {
+    t.handle(Message::Commit {
+        root,
+        files: 1,
+        bytes: 1,
+        started_ms: 0,
+    })
+    .unwrap()
+    .unwrap()
+}
+
+/// Backs up one file of `data` as client `t`; returns the snapshot's ids.
+fn backup_one(t: &mut Transfer, data: &[u8]) -> (ChunkId, ContentId, TreeId, u64) {
+    begin(t);
+    let chunk = put_chunk(t, data);
+    let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+    put_object(t, ObjectId::Content(content), &content_bytes);
+    put_object(t, ObjectId::Tree(root), &tree_bytes);
+    let Message::Committed { snapshot } = commit(t, root) else {
+        panic!("Committed")
+    };
+    (chunk, content, root, snapshot)
+}
+
+#[test]
+fn a_chunk_is_known_once_stored_and_a_wrong_id_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let id = ChunkId::of(b"hello");
+    assert_eq!(missing_chunks(&mut t, &[id]), vec![true]);
+    put_chunk(&mut t, b"hello");
+    assert_eq!(missing_chunks(&mut t, &[id]), vec![false]);
+    assert!(synced(&mut t).is_empty());
+    let forged = t.handle(Message::PutChunk {
+        id: ChunkId::of(b"other"),
+        codec: Codec::None,
+        data: b"hello".to_vec(),
+    });
+    assert!(forged.is_err(), "a chunk whose bytes are not its id");
+}
+
+#[test]
+fn uploads_outside_a_backup_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    let outside = t.handle(Message::PutChunk {
+        id: ChunkId::of(b"x"),
+        codec: Codec::None,
+        data: b"x".to_vec(),
+    });
+    assert!(outside.is_err());
+    assert!(t.handle(Message::Sync).is_err());
+}
+
+#[test]
+fn a_delta_rebuilds_against_the_base_and_one_that_does_not_is_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let base: Vec<u8> = (0..8192u32).flat_map(|i| i.to_le_bytes()).collect();
+    let base_id = put_chunk(&mut t, &base);
+    let mut new = base.clone();
+    new[100] ^= 1;
+    let new_id = ChunkId::of(&new);
+    let signature = delta::signature(&base);
+    let good = delta::diff(signature, &new).unwrap();
+    t.handle(Message::PutDelta {
+        id: new_id,
+        base: base_id,
+        codec: Codec::None,
+        delta: good,
+    })
+    .unwrap();
+    assert_eq!(missing_chunks(&mut t, &[new_id]), vec![false]);
+    // A delta naming an id its result does not have is reported back.
+    let liar = ChunkId::of(b"not what the delta builds");
+    let wrong = delta::diff(delta::signature(&base), &new).unwrap();
+    t.handle(Message::PutDelta {
+        id: liar,
+        base: base_id,
+        codec: Codec::None,
+        delta: wrong,
+    })
+    .unwrap();
+    assert_eq!(synced(&mut t), vec![liar]);
+    assert_eq!(missing_chunks(&mut t, &[liar]), vec![true]);
+}
+
+#[test]
+fn a_commit_whose_closure_is_incomplete_is_refused_and_its_trees_are_not_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    // The tree names a content never sent.
+    let chunk = put_chunk(&mut t, b"data");
+    let (_, _, root, tree_bytes) = file_tree(&[(chunk, 4)]);
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    match commit(&mut t, root) {
+        Message::Refused { code, message } => {
+            assert_eq!(code, Refusal::IncompleteSnapshot);
+            assert!(message.contains("is missing"), "{message}");
+        }
+        other => panic!("expected Refused, got {other:?}"),
+    }
+    // The refused commit's tree was never indexed: the next backup is
+    // told it is missing, so it sends it (and what is under it) again.
+    begin(&mut t);
+    let Some(Message::ObjectsMissing { ids }) = t
+        .handle(Message::QueryObjects {
+            ids: vec![ObjectId::Tree(root)],
+        })
+        .unwrap()
+    else {
+        panic!("ObjectsMissing")
+    };
+    assert_eq!(ids, vec![ObjectId::Tree(root)]);
+}
+
+#[test]
+fn a_whole_snapshot_commits_and_is_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    let (_, _, root, snapshot) = backup_one(&mut t, b"some file data");
+    let Some(Message::SnapshotList { snapshots }) =
+        t.handle(Message::ListSnapshots { set: None }).unwrap()
+    else {
+        panic!("SnapshotList")
+    };
+    assert_eq!(snapshots.len(), 1);
+    assert_eq!((snapshots[0].id, snapshots[0].root), (snapshot, root));
+}
+
+#[test]
+fn a_patch_against_a_base_the_relay_lacks_is_dropped_and_the_commit_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let chunk = put_chunk(&mut t, b"data");
+    let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, 4)]);
+    put_object(&mut t, ObjectId::Content(content), &content_bytes);
+    let base = TreeId([9; 32]);
+    t.handle(Message::PutObjectPatch {
+        id: ObjectId::Tree(root),
+        base: ObjectId::Tree(base),
+        patch: patch::diff(b"whatever", &tree_bytes),
+    })
+    .unwrap();
+    assert!(matches!(
+        commit(&mut t, root),
+        Message::Refused {
+            code: Refusal::IncompleteSnapshot,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_client_asking_for_anothers_data_gets_what_it_gets_for_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, b) = relay(dir.path());
+    let mut ta = Transfer::new(Arc::clone(&repo), a, None);
+    let (chunk, content, root, snapshot) = backup_one(&mut ta, b"a's secret");
+    let mut tb = Transfer::new(repo, b, None);
+    begin(&mut tb);
+    let unknown = ChunkId::of(b"nobody has this");
+    assert_eq!(missing_chunks(&mut tb, &[chunk, unknown]), vec![true, true]);
+    let answer =
+        |tb: &mut Transfer, id: ObjectId| match tb.handle(Message::GetObject { id }).unwrap() {
+            Some(Message::Refused { code, .. }) => code,
+            other => panic!("expected Refused, got {other:?}"),
+        };
+    assert_eq!(
+        answer(&mut tb, ObjectId::Tree(root)),
+        answer(&mut tb, ObjectId::Tree(TreeId([3; 32])))
+    );
+    assert_eq!(
+        answer(&mut tb, ObjectId::Content(content)),
+        Refusal::NoSuchObject
+    );
+    let got = tb
+        .handle(Message::GetChunk {
+            id: chunk,
+            base_signature: None,
+        })
+        .unwrap();
+    assert!(matches!(
+        got,
+        Some(Message::Refused {
+            code: Refusal::NoSuchObject,
+            ..
+        })
+    ));
+    let Some(Message::SnapshotList { snapshots }) =
+        tb.handle(Message::ListSnapshots { set: None }).unwrap()
+    else {
+        panic!("SnapshotList")
+    };
+    assert!(snapshots.iter().all(|s| s.id != snapshot));
+    // B's own copy of the same bytes is B's: it is stored for B.
+    put_chunk(&mut tb, b"a's secret");
+    assert_eq!(missing_chunks(&mut tb, &[chunk]), vec![false]);
+}
+
+#[test]
+fn a_restore_gets_a_chunk_whole_or_as_a_delta_against_its_own() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    let data: Vec<u8> = (0..16384u32).flat_map(|i| i.to_le_bytes()).collect();
+    let (chunk, _, _, _) = backup_one(&mut t, &data);
+    let whole = t
+        .handle(Message::GetChunk {
+            id: chunk,
+            base_signature: None,
+        })
+        .unwrap();
+    assert!(matches!(whole, Some(Message::ChunkData { .. })));
+    let mut near = data.clone();
+    near[5] ^= 1;
+    let as_delta = t
+        .handle(Message::GetChunk {
+            id: chunk,
+            base_signature: Some(delta::signature(&near)),
+        })
+        .unwrap();
+    let Some(Message::ChunkDelta { codec, delta: d }) = as_delta else {
+        panic!("a delta is smaller than the chunk")
+    };
+    let d = decompress(codec, d, delta::MAX_DELTA).unwrap();
+    assert_eq!(delta::apply(&near, &d, &chunk).unwrap(), data);
+}
+
+#[test]
+fn a_content_waits_for_its_chunks_before_it_is_indexed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let data = b"late chunk";
+    let chunk = ChunkId::of(data);
+    let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+    put_object(&mut t, ObjectId::Content(content), &content_bytes);
+    synced(&mut t);
+    // Held: a commit now would name a content whose chunk is not stored.
+    assert!(t
+        .handle(Message::Commit {
+            root,
+            files: 1,
+            bytes: 1,
+            started_ms: 0
+        })
+        .is_err());
+    begin(&mut t);
+    put_chunk(&mut t, data);
+    put_object(&mut t, ObjectId::Content(content), &content_bytes);
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+}
+
+#[test]
+fn the_endpoints_retention_hint_is_applied_at_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    for data in [&b"one"[..], b"two", b"three"] {
+        t.handle(Message::BackupBegin {
+            set: "default".into(),
+            retention: Retention {
+                keep_last: Some(2),
+                ..Retention::default()
+            },
+        })
+        .unwrap();
+        let chunk = put_chunk(&mut t, data);
+        let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+        put_object(&mut t, ObjectId::Content(content), &content_bytes);
+        put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+        assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+    }
+    let Some(Message::SnapshotList { snapshots }) =
+        t.handle(Message::ListSnapshots { set: None }).unwrap()
+    else {
+        panic!("SnapshotList")
+    };
+    let ids: Vec<u64> = snapshots.iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![2, 3]);
+}
+
+#[test]
+fn gc_collects_what_only_a_forgotten_snapshot_reached() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let (old_chunk, _, _, first) = backup_one(&mut t, b"first version");
+    let (new_chunk, _, _, _) = backup_one(&mut t, b"second version");
+    drop(t);
+    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+    let report = repo
+        .collect(std::time::Duration::ZERO, now_ms() + 1)
+        .unwrap();
+    assert_eq!(report.snapshots, 1);
+    assert_eq!(report.blobs_deleted, 3, "{report:?}");
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    assert_eq!(
+        missing_chunks(&mut t, &[old_chunk, new_chunk]),
+        vec![true, false]
+    );
+}
+
+#[test]
+fn gc_deletes_dead_packs_and_rewrites_mostly_dead_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    // Packs of about one backup each.
+    let store = MemoryStore::with_pack_target(256);
+    let (repo, a, _) = relay_with(dir.path(), store.clone());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let noise = |seed: u8| -> Vec<u8> {
+        (0..600u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
+            .collect()
+    };
+    let (_, _, _, first) = backup_one(&mut t, &noise(1));
+    let (kept, _, _, _) = backup_one(&mut t, &noise(2));
+    drop(t);
+    repo.blobs().seal().unwrap();
+    let before = store.packs().unwrap().len();
+    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+    let report = repo
+        .collect(std::time::Duration::ZERO, now_ms() + 1)
+        .unwrap();
+    assert!(
+        report.packs_deleted + report.packs_repacked >= 1,
+        "{report:?}"
+    );
+    assert!(report.bytes_freed > 0, "{report:?}");
+    assert!(store.packs().unwrap().len() <= before);
+    let mut t = Transfer::new(repo, a, None);
+    let Some(Message::ChunkData { codec, data }) = t
+        .handle(Message::GetChunk {
+            id: kept,
+            base_signature: None,
+        })
+        .unwrap()
+    else {
+        panic!("ChunkData")
+    };
+    assert_eq!(
+        decompress(codec, data, MAX_CHUNK as usize).unwrap(),
+        noise(2)
+    );
+}
+
+#[test]
+fn set_names_that_are_not_names_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    for bad in ["", "a/b", "tab\there", &"x".repeat(65)] {
+        let begun = t.handle(Message::BackupBegin {
+            set: bad.into(),
+            retention: Retention::default(),
+        });
+        assert!(begun.is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn over_the_internet_a_first_backup_can_be_refused_and_large_files_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let policy = InternetPolicy {
+        full_backups: false,
+        max_file: Some(8),
+    };
+    let mut t = Transfer::new(Arc::clone(&repo), a, Some(policy));
+    let begun = t
+        .handle(Message::BackupBegin {
+            set: "default".into(),
+            retention: Retention::default(),
+        })
+        .unwrap();
+    assert!(matches!(
+        begun,
+        Some(Message::Refused {
+            code: Refusal::FullBackupNeedsLan,
+            ..
+        })
+    ));
+    // Once a first backup ran on the LAN, incrementals may come from anywhere.
+    backup_one(&mut Transfer::new(Arc::clone(&repo), a, None), b"small");
+    let mut t = Transfer::new(repo, a, Some(policy));
+    begin(&mut t);
+    let chunk = put_chunk(&mut t, b"more than eight bytes");
+    let (content, content_bytes, _, _) = file_tree(&[(chunk, 21)]);
+    let too_large = t.handle(Message::PutObject {
+        id: ObjectId::Content(content),
+        codec: Codec::None,
+        data: content_bytes,
+    });
+    assert!(too_large.is_err());
+}
+
+#[test]
+fn a_second_backup_begin_drops_what_the_first_left_unsynced() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let id = put_chunk(&mut t, b"abandoned");
+    begin(&mut t);
+    assert_eq!(missing_chunks(&mut t, &[id]), vec![true]);
+}
+
+#[test]
+fn batches_over_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let ids = vec![ChunkId::of(b"x"); MAX_BATCH + 1];
+    assert!(t.handle(Message::QueryChunks { ids }).is_err());
+}
+
+#[test]
+fn signatures_are_given_for_stored_chunks_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    let (chunk, _, _, _) = backup_one(&mut t, &[7u8; 4096]);
+    let Some(Message::Signatures { signatures }) = t
+        .handle(Message::GetSignatures {
+            ids: vec![chunk, ChunkId::of(b"absent")],
+        })
+        .unwrap()
+    else {
+        panic!("Signatures")
+    };
+    assert!(signatures[0].is_some() && signatures[1].is_none());
+}
+
+#[test]
+fn verify_finds_a_flipped_byte_and_the_next_upload_heals_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::default();
+    let (repo, a, _) = relay_with(dir.path(), store.clone());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let data = vec![42u8; 10_000];
+    let (chunk, _, _, _) = backup_one(&mut t, &data);
+    let at = repo
+        .catalog(|c| c.find_blob(a, BlobKind::Chunk, &chunk.0))
+        .unwrap()
+        .unwrap()
+        .at;
+    store.flip(&at, 5);
+    let catalog = dir.path().join("catalog.sqlite");
+    let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
+    assert!(report.is_damaged());
+    assert_eq!(report.damaged[0].kind, "chunk");
+    begin(&mut t);
+    assert_eq!(missing_chunks(&mut t, &[chunk]), vec![true]);
+    backup_one(&mut t, &data);
+    let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
+    assert!(!report.is_damaged(), "{report:?}");
+    assert_eq!(report.healed.len(), 1);
+}
+
+#[test]
+fn a_message_the_relay_never_expects_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    let error = t
+        .handle(Message::Committed { snapshot: 1 })
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("unexpected message Committed"), "{error}");
+}
+
+#[test]
+fn a_failed_fsync_fails_every_upload_with_data_before_it_and_none_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::default();
+    let (repo, a, b) = relay_with(dir.path(), store.clone());
+    let mut ta = Transfer::new(Arc::clone(&repo), a, None);
+    let mut tb = Transfer::new(Arc::clone(&repo), b, None);
+    begin(&mut ta);
+    begin(&mut tb);
+    let lost = put_chunk(&mut ta, b"appended before the failure");
+    put_chunk(&mut tb, b"b's data");
+    store.fail_next_sync();
+    assert!(tb.handle(Message::Sync).is_err(), "b's own fsync failed");
+    // A's data shared the pack whose fsync failed: never acknowledged.
+    let error = ta.handle(Message::Sync).unwrap_err().to_string();
+    assert!(error.contains("an fsync failed"), "{error}");
+    // An upload that appends only after the failure is unaffected.
+    let mut tc = Transfer::new(repo, a, None);
+    begin(&mut tc);
+    let kept = put_chunk(&mut tc, b"appended after the failure");
+    assert!(synced(&mut tc).is_empty());
+    assert_eq!(missing_chunks(&mut tc, &[lost, kept]), vec![true, false]);
+}

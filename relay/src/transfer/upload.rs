@@ -1,0 +1,311 @@
+//! The upload rules: blobs are checked and appended as they come, indexed
+//! at `Sync` once durable, and a snapshot committed once its closure holds.
+
+use std::collections::{HashMap, HashSet};
+
+use ferry_protocol::compress::{compress, Codec};
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
+use ferry_protocol::message::{Message, ObjectId, Refusal, INCOMPLETE_SNAPSHOT};
+use ferry_protocol::retention::Retention;
+use ferry_protocol::tree::{Content, Tree};
+use ferry_protocol::{delta, patch};
+
+use super::closure::Gap;
+use super::{check, object_key, violation, Result, Transfer, TransferError};
+use crate::catalog::{now_ms, BlobKind, BlobRow};
+
+/// An open backup: blobs written but not yet in the catalog.
+#[derive(Debug, Default)]
+pub(super) struct Upload {
+    /// Keeps garbage collection out until this upload ends.
+    _permit: Option<crate::gate::UploadPermit>,
+    pub(super) set_id: i64,
+    pub(super) retention: Retention,
+    /// The store's epoch at the first append since the last sync (`None`:
+    /// nothing unsynced): a failed fsync since then, of this session or
+    /// another, means those blobs may be lost.
+    unsynced_since: Option<u64>,
+    pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
+    pub(super) rejected: Vec<ChunkId>,
+    new_trees: HashSet<TreeId>,
+    new_contents: HashSet<ContentId>,
+}
+
+impl Upload {
+    /// A backup of set `set_id` that holds `permit` until it ends.
+    pub(super) fn begin(
+        permit: crate::gate::UploadPermit,
+        set_id: i64,
+        retention: Retention,
+    ) -> Self {
+        Upload {
+            _permit: Some(permit),
+            set_id,
+            retention,
+            ..Upload::default()
+        }
+    }
+}
+
+impl Transfer {
+    /// Checks a tree or content (the relay trusts no object it has not
+    /// decoded) and stores it as `data`, which is `raw` compressed by `codec`.
+    pub(super) fn put_object(
+        &mut self,
+        id: ObjectId,
+        raw: &[u8],
+        codec: Codec,
+        data: Vec<u8>,
+    ) -> Result<()> {
+        match id {
+            ObjectId::Tree(tree) => {
+                Tree::decode(&tree, raw)?;
+                self.upload()?.new_trees.insert(tree);
+            }
+            ObjectId::Content(content) => {
+                let decoded = Content::decode(&content, raw)?;
+                if let Some(max) = self.policy.and_then(|p| p.max_file) {
+                    check!(
+                        decoded.len() <= max,
+                        "a file of {} bytes exceeds this client's limit of {max} bytes for single files over the internet",
+                        decoded.len()
+                    );
+                }
+                self.upload()?.new_contents.insert(content);
+            }
+        }
+        let (kind, key) = object_key(&id);
+        self.store_blob(kind, key, codec, data)
+    }
+
+    /// Rebuilds an object from a patch against an object of the same kind
+    /// this client stored before. Without the base the patch is dropped and
+    /// logged: the commit will name the object missing.
+    pub(super) fn put_object_patch(
+        &mut self,
+        id: ObjectId,
+        base: ObjectId,
+        patch: &[u8],
+    ) -> Result<()> {
+        let (kind, _) = object_key(&id);
+        let (base_kind, base_key) = object_key(&base);
+        check!(
+            kind == base_kind,
+            "a patch of a {kind:?} against a {base_kind:?}"
+        );
+        let Some(base_bytes) = self.load(base_kind, &base_key)? else {
+            tracing::warn!(
+                client = self.client,
+                ?base,
+                "object patch against a missing base dropped"
+            );
+            return Ok(());
+        };
+        let raw = patch::apply(&base_bytes, patch, MAX_MESSAGE)?;
+        let (codec, data) = compress(&raw);
+        self.put_object(id, &raw, codec, data)
+    }
+
+    pub(super) fn upload(&mut self) -> Result<&mut Upload> {
+        self.upload
+            .as_mut()
+            .ok_or_else(|| violation!("upload message outside a backup (no BackupBegin)"))
+    }
+
+    /// Appends a blob, already encoded as `codec` says, to the open upload.
+    pub(super) fn store_blob(
+        &mut self,
+        kind: BlobKind,
+        id: [u8; 32],
+        codec: Codec,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        // Outside a backup nothing is appended: it could never be indexed.
+        self.upload()?;
+        if self.has(kind, &id)? {
+            return Ok(());
+        }
+        let (at, epoch) = self.repo.blobs().append(&bytes)?;
+        let row = BlobRow {
+            kind,
+            id,
+            at,
+            codec,
+        };
+        let upload = self.upload()?;
+        upload.unsynced_since.get_or_insert(epoch);
+        upload.pending.insert((kind, id), row);
+        Ok(())
+    }
+
+    /// Rebuilds chunk `id` from `delta` against `base` and stores it, or
+    /// records it as rejected (the sender resends it whole).
+    pub(super) fn put_delta(&mut self, id: ChunkId, base: ChunkId, delta: &[u8]) -> Result<()> {
+        let rebuilt = match self.load(BlobKind::Chunk, &base.0)? {
+            Some(base) => delta::apply(&base, delta, &id).ok(),
+            None => None,
+        };
+        match rebuilt {
+            Some(raw) => self.store_chunk(id, &raw, None),
+            None => {
+                self.upload()?.rejected.push(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stores a verified chunk: as it came (`encoded`: the sender already
+    /// chose and tried compression), else lz4'd here.
+    pub(super) fn store_chunk(
+        &mut self,
+        id: ChunkId,
+        raw: &[u8],
+        encoded: Option<(Codec, Vec<u8>)>,
+    ) -> Result<()> {
+        if self.has(BlobKind::Chunk, &id.0)? {
+            return Ok(());
+        }
+        let (codec, bytes) = match encoded {
+            Some(encoded) => encoded,
+            None => compress(raw),
+        };
+        self.store_blob(BlobKind::Chunk, id.0, codec, bytes)
+    }
+
+    /// Pack data durable first, then the catalog rows that name it. A
+    /// content whose chunks are not all stored yet (a rejected delta is being
+    /// resent) stays pending, so a content in the catalog always has its chunks.
+    pub(super) fn sync(&mut self) -> Result<()> {
+        let mut held = HashSet::new();
+        let upload = self
+            .upload
+            .as_ref()
+            .ok_or_else(|| violation!("sync outside a backup"))?;
+        let contents: Vec<[u8; 32]> = upload
+            .pending
+            .keys()
+            .filter(|(kind, _)| *kind == BlobKind::Content)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut parted = Vec::new();
+        for id in contents {
+            let raw = self
+                .load(BlobKind::Content, &id)?
+                .ok_or_else(|| TransferError::Damaged("a pending content vanished".into()))?;
+            let content = Content::decode(&ContentId(id), &raw)?;
+            for chunk in &content.chunks {
+                if !self.has(BlobKind::Chunk, &chunk.id.0)? {
+                    held.insert(id);
+                    break;
+                }
+            }
+            if !content.parts.is_empty() {
+                parted.push((id, content.parts));
+            }
+        }
+        // A large file's content waits for its parts (parts hold only chunks).
+        for (id, parts) in parted {
+            for part in parts {
+                if held.contains(&part.id.0) || !self.has(BlobKind::Content, &part.id.0)? {
+                    held.insert(id);
+                    break;
+                }
+            }
+        }
+        // Trees wait for the commit: a tree in the catalog is one whose
+        // closure was checked, so a later backup may trust it (and skip
+        // what is under it) when told it exists.
+        let is_held = |kind: BlobKind, id: &[u8; 32]| {
+            kind == BlobKind::Tree || (kind == BlobKind::Content && held.contains(id))
+        };
+        let rows: Vec<BlobRow> = self
+            .upload()?
+            .pending
+            .values()
+            .filter(|r| !is_held(r.kind, &r.id))
+            .copied()
+            .collect();
+        let unsynced_since = self.upload()?.unsynced_since;
+        if rows.is_empty() && unsynced_since.is_none() {
+            return Ok(());
+        }
+        let epoch = self.repo.blobs().sync()?;
+        // Appended before a failed fsync (this session's or another's):
+        // the bytes may be gone even though this fsync succeeded.
+        if unsynced_since.is_some_and(|since| since != epoch) {
+            return Err(TransferError::SyncLost);
+        }
+        let client = self.client;
+        self.catalog(|c| c.insert_blobs(client, &rows))?;
+        let upload = self.upload()?;
+        upload.unsynced_since = None;
+        upload.pending.retain(|(kind, id), _| is_held(*kind, id));
+        Ok(())
+    }
+
+    pub(super) fn commit(
+        &mut self,
+        root: TreeId,
+        files: u64,
+        bytes: u64,
+        started_ms: i64,
+    ) -> Result<Message> {
+        self.sync()?;
+        let upload = self.upload()?;
+        if !upload.rejected.is_empty()
+            || upload
+                .pending
+                .keys()
+                .any(|(kind, _)| *kind != BlobKind::Tree)
+        {
+            return Err(violation!("commit before every rejected chunk was resent"));
+        }
+        let upload = self.upload()?;
+        let new = (
+            std::mem::take(&mut upload.new_trees),
+            std::mem::take(&mut upload.new_contents),
+        );
+        let closure = self.check_closure(&root, &new.0, &new.1);
+        // Taken either way: a refused commit's trees are never indexed.
+        let upload = self
+            .upload
+            .take()
+            .ok_or_else(|| violation!("commit outside a backup"))?;
+        match closure {
+            Ok(()) => {}
+            Err(Gap::Missing(gap)) => {
+                return Ok(Message::Refused {
+                    code: Refusal::IncompleteSnapshot,
+                    message: format!("{INCOMPLETE_SNAPSHOT}: {gap}"),
+                })
+            }
+            Err(Gap::Failed(e)) => return Err(e),
+        }
+        let client = self.client;
+        let trees: Vec<BlobRow> = upload.pending.values().copied().collect();
+        self.catalog(|c| c.insert_blobs(client, &trees))?;
+        let snapshot = self.catalog(|c| {
+            c.insert_snapshot(
+                client,
+                upload.set_id,
+                &root.0,
+                started_ms,
+                now_ms(),
+                files,
+                bytes,
+            )
+        })?;
+        tracing::info!(
+            "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"
+        );
+        if upload.retention.is_set() {
+            let (set_id, retention) = (upload.set_id, upload.retention);
+            let forgotten = self.catalog(|c| c.apply_retention(client, set_id, &retention))?;
+            if forgotten > 0 {
+                tracing::info!("client {client}: retention forgot {forgotten} older snapshot(s) of set {set_id}");
+            }
+        }
+        Ok(Message::Committed { snapshot })
+    }
+}
