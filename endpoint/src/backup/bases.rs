@@ -1,0 +1,134 @@
+//! The previous version of a changed file, as delta bases by offset, and
+//! the reader of a file's data extents (holes of sparse files skipped).
+
+use super::*;
+
+/// The previous version's chunks by offset: the base for a new chunk is the
+/// old chunk that covered the same offset. For a large file only one part of
+/// the old chunk list is held at a time.
+pub(super) struct Bases {
+    /// (start, id) of the chunks in view: the whole file, or one part.
+    pub(super) view: Vec<(u64, ChunkId)>,
+    /// End of the view.
+    pub(super) view_end: u64,
+    /// (start, part) of each part of a large file.
+    pub(super) parts: Vec<(u64, ContentPart)>,
+    /// The last parts loaded (index, id, bytes): bases for the new parts.
+    pub(super) loaded: Vec<(usize, ContentId, Vec<u8>)>,
+}
+
+/// Reads the data regions of a file one after another (all of it when dense).
+pub(super) struct ExtentReader<'e> {
+    pub(super) file: File,
+    pub(super) extents: &'e [Extent],
+    pub(super) current: usize,
+    pub(super) left: u64,
+}
+
+impl Bases {
+    pub(super) fn new(content: &Content) -> Self {
+        let mut bases = Bases {
+            view: Vec::new(),
+            view_end: 0,
+            parts: Vec::new(),
+            loaded: Vec::new(),
+        };
+        let mut at = 0u64;
+        for part in &content.parts {
+            bases.parts.push((at, *part));
+            at += part.len;
+        }
+        bases.show(0, &content.chunks);
+        bases
+    }
+
+    pub(super) fn show(&mut self, mut at: u64, chunks: &[ChunkRef]) {
+        self.view.clear();
+        for c in chunks {
+            self.view.push((at, c.id));
+            at += u64::from(c.len);
+        }
+        self.view_end = at;
+    }
+
+    /// The part to load before `offset` can be answered, if any.
+    pub(super) fn part_needed(&self, offset: u64) -> Option<usize> {
+        let in_view =
+            self.view.first().is_some_and(|(start, _)| *start <= offset) && offset < self.view_end;
+        if in_view || self.parts.is_empty() {
+            return None;
+        }
+        self.parts
+            .partition_point(|(start, _)| *start <= offset)
+            .checked_sub(1)
+    }
+
+    /// Shows part `index`, whose encoded bytes are `bytes`, checked against `id`.
+    pub(super) fn load(&mut self, index: usize, id: ContentId, bytes: Vec<u8>) -> Result<()> {
+        let part = Content::decode(&id, &bytes)?;
+        let start = self.parts[index].0;
+        self.show(start, &part.chunks);
+        if self.loaded.len() == 2 {
+            self.loaded.remove(0);
+        }
+        self.loaded.push((index, id, bytes));
+        Ok(())
+    }
+
+    /// The old part to patch new part `index` against: the old part of the
+    /// same index when loaded, else the last one loaded.
+    pub(super) fn part_base(&self, index: usize) -> Option<(ContentId, &[u8])> {
+        let (_, id, bytes) = self
+            .loaded
+            .iter()
+            .find(|(i, _, _)| *i == index)
+            .or(self.loaded.last())?;
+        Some((*id, bytes.as_slice()))
+    }
+
+    pub(super) fn at(&self, offset: u64) -> Option<ChunkId> {
+        if offset >= self.view_end {
+            return None;
+        }
+        let i = self
+            .view
+            .partition_point(|(start, _)| *start <= offset)
+            .checked_sub(1)?;
+        Some(self.view[i].1)
+    }
+}
+
+impl<'e> ExtentReader<'e> {
+    pub(super) fn new(file: File, extents: &'e [Extent]) -> Self {
+        ExtentReader {
+            file,
+            extents,
+            current: 0,
+            left: 0,
+        }
+    }
+}
+
+impl Read for ExtentReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.left == 0 {
+            let Some(extent) = self.extents.get(self.current) else {
+                return Ok(0);
+            };
+            self.file.seek(SeekFrom::Start(extent.offset))?;
+            self.left = extent.len;
+            self.current += 1;
+        }
+        let want = buf
+            .len()
+            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..want])?;
+        if n == 0 {
+            // The file shrank under us: the after-check will retry it.
+            self.left = 0;
+            return Ok(0);
+        }
+        self.left -= n as u64;
+        Ok(n)
+    }
+}

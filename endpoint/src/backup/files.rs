@@ -1,0 +1,274 @@
+//! One file: unchanged ones cost a cache lookup; changed ones are chunked,
+//! and each chunk sent whole or as a delta against the chunk at the same
+//! offset of the file's previous version.
+
+use super::*;
+
+/// Times a file that changes while being read is read again.
+pub(super) const TORN_RETRIES: usize = 3;
+
+/// Same size, mtime, ctime and inode as when cached.
+pub(super) fn unchanged(cached: &Known, meta: &Metadata) -> bool {
+    cached.size == meta.len()
+        && cached.mtime_ns == fsmeta::mtime_ns(meta)
+        && cached.ctime_ns == fsmeta::ctime_ns(meta)
+        && cached.inode == meta.ino()
+}
+
+/// Whether a file was not modified between two looks at it.
+pub(super) fn same_version(before: &Metadata, after: &Metadata) -> bool {
+    before.len() == after.len()
+        && fsmeta::mtime_ns(before) == fsmeta::mtime_ns(after)
+        && fsmeta::ctime_ns(before) == fsmeta::ctime_ns(after)
+        && before.ino() == after.ino()
+}
+
+impl Backup<'_> {
+    /// Stores one regular file; returns its entry kind and the metadata it
+    /// was read under, or `None` when it could not be read.
+    pub(super) async fn file(
+        &mut self,
+        path: &Path,
+        scanned: &Metadata,
+    ) -> Result<Option<(EntryKind, Metadata)>> {
+        let key = self.recorded(path).as_os_str().as_bytes().to_vec();
+        let cached = self.known(&key);
+        // Unchanged since the cache saw it (by the scan's lstat): not opened.
+        if let Some(c) = cached.as_ref().filter(|c| unchanged(c, scanned)) {
+            if self.max_file.is_none_or(|max| c.size <= max) {
+                self.summary.totals.files_unchanged += 1;
+                self.count(scanned);
+                let kind = EntryKind::File {
+                    size: c.size,
+                    content: c.content,
+                    sparse: c.sparse.clone(),
+                };
+                return Ok(Some((kind, scanned.clone())));
+            }
+        }
+        let mut previous = None;
+        for _ in 0..TORN_RETRIES {
+            let file = match std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .open(path)
+            {
+                Ok(file) => file,
+                Err(e) => {
+                    self.unreadable(path, &e.to_string());
+                    return Ok(None);
+                }
+            };
+            let before = file.metadata()?;
+            if let Some(max) = self.max_file.filter(|max| before.len() > *max) {
+                self.unreadable(
+                    path,
+                    &format!(
+                        "{} bytes is more than the relay accepts for a single file over the internet ({max} bytes); back it up from the LAN",
+                        before.len()
+                    ),
+                );
+                return Ok(None);
+            }
+            if let Some(c) = cached.as_ref().filter(|c| unchanged(c, &before)) {
+                self.summary.totals.files_unchanged += 1;
+                self.count(&before);
+                let kind = EntryKind::File {
+                    size: c.size,
+                    content: c.content,
+                    sparse: c.sparse.clone(),
+                };
+                return Ok(Some((kind, before)));
+            }
+            if previous.is_none() {
+                previous = self.previous_chunks(&key, cached.as_ref())?;
+            }
+            let extents = fsmeta::data_extents(&file, &before)?;
+            let whole = [Extent {
+                offset: 0,
+                len: before.len(),
+            }];
+            let reader = ExtentReader::new(file, extents.as_deref().unwrap_or(&whole));
+            let stored = self.store_data(reader, previous.as_ref()).await;
+            let (content_id, content) = match stored {
+                Ok(done) => done,
+                Err(e) if e.downcast_ref::<io::Error>().is_some() => {
+                    self.unreadable(path, &format!("{e:#}"));
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            };
+            let after = std::fs::symlink_metadata(path)?;
+            if !same_version(&before, &after) {
+                continue;
+            }
+            if cached.is_some() {
+                self.summary.totals.files_changed += 1;
+            } else {
+                self.summary.totals.files_new += 1;
+            }
+            self.count(&before);
+            let record = CachedFile {
+                known: Known {
+                    size: before.len(),
+                    mtime_ns: fsmeta::mtime_ns(&before),
+                    ctime_ns: fsmeta::ctime_ns(&before),
+                    inode: before.ino(),
+                    content: content_id,
+                    sparse: extents.clone(),
+                },
+                chunks: content,
+            };
+            self.changed.push((key, record));
+            let kind = EntryKind::File {
+                size: before.len(),
+                content: content_id,
+                sparse: extents,
+            };
+            return Ok(Some((kind, before)));
+        }
+        self.unreadable(
+            path,
+            &format!("changed while being read, {TORN_RETRIES} times; not stored"),
+        );
+        Ok(None)
+    }
+
+    /// What the cache knew of `key`; marks it seen, so it stays cached.
+    pub(super) fn known(&mut self, key: &[u8]) -> Option<Known> {
+        let (known, seen) = self.previous.files.get_mut(key)?;
+        *seen = true;
+        Some(known.clone())
+    }
+
+    /// The chunk list of a file's cached version: the bases for its deltas.
+    pub(super) fn previous_chunks(
+        &self,
+        key: &[u8],
+        known: Option<&Known>,
+    ) -> Result<Option<Content>> {
+        match known {
+            Some(k) => self.cache.chunks(&self.set, key, &k.content),
+            None => Ok(None),
+        }
+    }
+
+    pub(super) fn count(&mut self, meta: &Metadata) {
+        self.control
+            .files
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.summary.files += 1;
+        self.summary.bytes += meta.len();
+    }
+
+    /// Chunks and uploads a stream's data; returns its content.
+    pub(super) async fn store_data(
+        &mut self,
+        reader: impl Read,
+        previous: Option<&Content>,
+    ) -> Result<(ContentId, Content)> {
+        let mut builder = ContentBuilder::default();
+        let mut bases = previous.map(Bases::new);
+        let mut parts_cut = 0;
+        for chunk in Chunker::new(reader) {
+            let chunk = chunk?;
+            self.summary.totals.bytes_scanned += chunk.data.len() as u64;
+            self.control.bytes_scanned.fetch_add(
+                chunk.data.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            let part = builder.push(ChunkRef {
+                id: chunk.id,
+                len: chunk.data.len() as u32,
+            });
+            let base = match bases.as_mut() {
+                Some(b) => self.base_at(b, chunk.offset).await?,
+                None => None,
+            };
+            // The previous version had this very chunk here: the relay holds
+            // it (the commit checks, and a refusal clears the files cache).
+            if base != Some(chunk.id) {
+                self.uploader.push(self.client, chunk, base).await?;
+            }
+            if let Some((id, bytes)) = part {
+                let base = bases.as_ref().and_then(|b| b.part_base(parts_cut));
+                self.put_content(id, &bytes, base).await?;
+                parts_cut += 1;
+            }
+        }
+        let (content, last_part) = builder.finish();
+        if let Some((id, bytes)) = last_part {
+            let base = bases.as_ref().and_then(|b| b.part_base(parts_cut));
+            self.put_content(id, &bytes, base).await?;
+        }
+        let (id, bytes) = content.encode();
+        let previous = previous.map(Content::encode);
+        let base = previous.as_ref().map(|(id, bytes)| (*id, bytes.as_slice()));
+        self.put_content(id, &bytes, base).await?;
+        Ok((id, content))
+    }
+
+    /// Sends a content, patched against the previous version's `base` when
+    /// there is one; not at all when it is that version (the relay has it).
+    pub(super) async fn put_content(
+        &mut self,
+        id: ContentId,
+        bytes: &[u8],
+        base: Option<(ContentId, &[u8])>,
+    ) -> Result<()> {
+        if base.is_some_and(|(base, _)| base == id) {
+            return Ok(());
+        }
+        let base = base.map(|(base, bytes)| (ObjectId::Content(base), bytes));
+        self.put_object(ObjectId::Content(id), bytes, base).await
+    }
+
+    /// Sends an object: as a patch against `base` (an object the relay
+    /// holds: the same directory's or file's previous version) when that is
+    /// smaller, else whole.
+    pub(super) async fn put_object(
+        &mut self,
+        id: ObjectId,
+        bytes: &[u8],
+        base: Option<(ObjectId, &[u8])>,
+    ) -> Result<()> {
+        let (codec, data) = compress_with(self.uploader.chooser().method(), bytes);
+        if let Some((base, base_bytes)) = base {
+            let patch = ferry_protocol::patch::diff(base_bytes, bytes);
+            if patch.len() < data.len() {
+                self.summary.objects_patched += 1;
+                return self
+                    .client
+                    .send(&Message::PutObjectPatch { id, base, patch })
+                    .await;
+            }
+        }
+        self.client
+            .send(&Message::PutObject { id, codec, data })
+            .await
+    }
+
+    /// The previous version's chunk at `offset`, loading the part of a large
+    /// file's content that covers it when needed.
+    pub(super) async fn base_at(
+        &mut self,
+        bases: &mut Bases,
+        offset: u64,
+    ) -> Result<Option<ChunkId>> {
+        if let Some(index) = bases.part_needed(offset) {
+            let id = bases.parts[index].1.id;
+            let part = match self
+                .client
+                .request(&Message::GetObject {
+                    id: ObjectId::Content(id),
+                })
+                .await?
+            {
+                Message::Object { codec, data } => decompress(codec, data, MAX_MESSAGE)?,
+                other => return Err(unexpected("Object", &other)),
+            };
+            bases.load(index, id, part)?;
+        }
+        Ok(bases.at(offset))
+    }
+}

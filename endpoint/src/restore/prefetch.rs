@@ -1,0 +1,178 @@
+//! Asking ahead: the contents of a directory's files, and the chunks of the
+//! next new files, requested before they are reached so a directory of
+//! small files costs no round trip per file.
+
+use super::*;
+
+/// Chunks asked ahead for the new files of a run of files, at most.
+pub(super) const AHEAD_CHUNKS: usize = 256;
+
+/// Bytes of those chunks, at most.
+pub(super) const AHEAD_BYTES: u64 = 8 << 20;
+
+/// Chunks of the next new files, asked for before those files are reached,
+/// so that a directory of small files does not wait for a round trip per
+/// file. The relay answers in order: answers to chunks asked ahead come
+/// before any later request's, and are read into `received` first.
+#[derive(Default)]
+pub(super) struct Ahead {
+    /// Asked, answer not read yet, in order.
+    pub(super) in_flight: std::collections::VecDeque<ChunkId>,
+    /// Answers read, checked, not used yet (or why the chunk is damaged).
+    pub(super) received: HashMap<ChunkId, std::result::Result<Vec<u8>, String>>,
+    /// Asked and not yet claimed by a file.
+    pub(super) unclaimed: std::collections::HashSet<ChunkId>,
+}
+
+impl Restore<'_> {
+    /// Fetches the contents of the files of `tree` that will be restored,
+    /// [`WINDOW`] requests in flight at a time, so a directory of small
+    /// files costs a few round trips rather than one per file.
+    pub(super) async fn prefetch_contents(&mut self, tree: &Tree, path: &[Vec<u8>]) -> Result<()> {
+        self.read_ahead_answers().await?;
+        let mut wanted = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for entry in &tree.entries {
+            let EntryKind::File { content, size, .. } = entry.kind else {
+                continue;
+            };
+            let mut snapshot_path = path.to_vec();
+            snapshot_path.push(entry.name.clone());
+            let Place::At(at) = self.place(&snapshot_path) else {
+                continue;
+            };
+            // A file the quick check will find in place needs no content.
+            if let Some((name, parent)) = at.split_last() {
+                let dir = self.parent_dir(parent);
+                if let Ok(dir) = dir {
+                    if self.quick_match(&dir, name, entry, size)?.is_some() {
+                        continue;
+                    }
+                }
+            }
+            if !self.contents.contains_key(&content) && seen.insert(content) {
+                wanted.push(content);
+            }
+        }
+        let mut asked = std::collections::VecDeque::new();
+        for id in wanted {
+            self.client
+                .send(&Message::GetObject {
+                    id: ObjectId::Content(id),
+                })
+                .await?;
+            asked.push_back(id);
+            if asked.len() >= WINDOW {
+                let id = asked.pop_front().expect("not empty");
+                self.take_content_answer(id).await?;
+            }
+        }
+        while let Some(id) = asked.pop_front() {
+            self.take_content_answer(id).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer to a prefetched content; a damaged one is left
+    /// out (the file that needs it asks again and fails alone).
+    pub(super) async fn take_content_answer(&mut self, id: ContentId) -> Result<()> {
+        match object_bytes(self.client.answer().await) {
+            Ok(raw) => {
+                self.contents.insert(id, raw);
+                Ok(())
+            }
+            Err(e) if e.is::<Damaged>() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Asks for the chunks of the new files (nothing in the target at their
+    /// name) among the next `entries` up to the next directory, within
+    /// [`AHEAD_CHUNKS`] and [`AHEAD_BYTES`]; their contents were prefetched.
+    /// Returns how many entries it went through.
+    pub(super) async fn ask_ahead(&mut self, entries: &[Entry], path: &[Vec<u8>]) -> Result<usize> {
+        let (mut count, mut bytes) = (0, 0u64);
+        for (k, entry) in entries.iter().enumerate() {
+            if count >= AHEAD_CHUNKS || bytes >= AHEAD_BYTES {
+                return Ok(k);
+            }
+            let EntryKind::File { content, .. } = &entry.kind else {
+                if matches!(entry.kind, EntryKind::Dir { .. }) {
+                    return Ok(k);
+                }
+                continue;
+            };
+            let mut snapshot_path = path.to_vec();
+            snapshot_path.push(entry.name.clone());
+            let Place::At(at) = self.place(&snapshot_path) else {
+                continue;
+            };
+            let Some((name, parent)) = at.split_last() else {
+                continue;
+            };
+            let Ok(dir) = self.parent_dir(parent) else {
+                continue;
+            };
+            if !Target::absent(&dir, name)? {
+                continue;
+            }
+            let Some(raw) = self.contents.get(content) else {
+                continue;
+            };
+            let Ok(chunks) = Content::decode(content, raw) else {
+                continue;
+            };
+            for chunk in &chunks.chunks {
+                if count >= AHEAD_CHUNKS || bytes >= AHEAD_BYTES {
+                    // The rest of this file is asked for as it is written.
+                    return Ok(k + 1);
+                }
+                if !self.ahead.unclaimed.insert(chunk.id) {
+                    continue;
+                }
+                self.client
+                    .send(&Message::GetChunk {
+                        id: chunk.id,
+                        base_signature: None,
+                    })
+                    .await?;
+                self.ahead.in_flight.push_back(chunk.id);
+                count += 1;
+                bytes += u64::from(chunk.len);
+            }
+        }
+        Ok(entries.len())
+    }
+
+    /// Reads the answers to every chunk asked ahead, so the next answer is
+    /// to whatever is asked next.
+    pub(super) async fn read_ahead_answers(&mut self) -> Result<()> {
+        while let Some(id) = self.ahead.in_flight.pop_front() {
+            let data = self.ahead_answer(id).await?;
+            self.ahead.received.insert(id, data);
+        }
+        Ok(())
+    }
+
+    /// The answer to a chunk asked ahead: its bytes, or why it is damaged.
+    pub(super) async fn ahead_answer(
+        &mut self,
+        id: ChunkId,
+    ) -> Result<std::result::Result<Vec<u8>, String>> {
+        match self.chunk_answer(id, None).await {
+            Ok(data) => Ok(Ok(data)),
+            Err(e) => match e.downcast::<Damaged>() {
+                Ok(damaged) => Ok(Err(damaged.0)),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Forgets the chunks asked ahead that no file used (a file that failed).
+    pub(super) async fn drop_ahead(&mut self) -> Result<()> {
+        self.read_ahead_answers().await?;
+        self.ahead.received.clear();
+        self.ahead.unclaimed.clear();
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Walking the snapshot: trees fetched as they are entered, each entry
+//! placed under the target (or skipped) and created in turn.
+
+use super::*;
+
+pub(super) type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
+
+pub(super) fn starts_with(path: &[Vec<u8>], prefix: &[Vec<u8>]) -> bool {
+    path.len() >= prefix.len() && path[..prefix.len()] == *prefix
+}
+
+impl Restore<'_> {
+    pub(super) fn place(&self, snapshot_path: &[Vec<u8>]) -> Place {
+        let selected =
+            self.filters.is_empty() || self.filters.iter().any(|f| starts_with(snapshot_path, f));
+        let above_filter = self.filters.iter().any(|f| starts_with(f, snapshot_path));
+        let mapped = match &self.map_from {
+            None => Some(snapshot_path.to_vec()),
+            Some(from) if starts_with(snapshot_path, from) => {
+                Some(snapshot_path[from.len()..].to_vec())
+            }
+            Some(_) => None,
+        };
+        let above_map = self
+            .map_from
+            .as_ref()
+            .is_some_and(|from| starts_with(from, snapshot_path));
+        match mapped {
+            Some(at) if selected => Place::At(at),
+            _ if above_filter || above_map => Place::Through,
+            _ => Place::Skip,
+        }
+    }
+
+    pub(super) async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
+        if let ObjectId::Content(content) = id {
+            if let Some(raw) = self.contents.remove(&content) {
+                return Ok(raw);
+            }
+        }
+        self.read_ahead_answers().await?;
+        let answer = self.client.request(&Message::GetObject { id }).await;
+        object_bytes(answer)
+    }
+
+    pub(super) fn walk<'b>(
+        &'b mut self,
+        tree_id: TreeId,
+        path: Vec<Vec<u8>>,
+        inside: bool,
+    ) -> Boxed<'b, Result<()>> {
+        Box::pin(async move {
+            let tree = self.object(ObjectId::Tree(tree_id)).await;
+            let tree = match tree.and_then(|raw| decode_tree(&tree_id, &raw)) {
+                Ok(tree) => tree,
+                Err(e) if e.is::<Damaged>() => {
+                    self.fail(&path, format!("{e:#}; nothing below it was restored"));
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            };
+            self.prefetch_contents(&tree, &path).await?;
+            // Entries before this index were considered for asking ahead.
+            let mut considered = 0;
+            for (i, entry) in tree.entries.iter().enumerate() {
+                let entry = entry.clone();
+                if matches!(entry.kind, EntryKind::Dir { .. }) {
+                    // A run of files ends: nothing asked ahead outlives it.
+                    self.drop_ahead().await?;
+                } else if i >= considered && self.ahead.unclaimed.is_empty() {
+                    considered = i + self.ask_ahead(&tree.entries[i..], &path).await?;
+                }
+                let mut snapshot_path = path.clone();
+                snapshot_path.push(entry.name.clone());
+                let place = if inside {
+                    match self.place(&snapshot_path) {
+                        Place::At(at) => Place::At(at),
+                        _ => Place::Skip,
+                    }
+                } else {
+                    self.place(&snapshot_path)
+                };
+                match (place, &entry.kind) {
+                    (Place::Skip, _) => {}
+                    (Place::Through, EntryKind::Dir { tree }) => {
+                        let tree = *tree;
+                        self.walk(tree, snapshot_path, false).await?;
+                    }
+                    (Place::Through, _) => {}
+                    (Place::At(at), _) => self.entry(entry, snapshot_path, at).await?,
+                }
+            }
+            self.drop_ahead().await
+        })
+    }
+
+    pub(super) async fn entry(
+        &mut self,
+        entry: Entry,
+        snapshot_path: Vec<Vec<u8>>,
+        at: Vec<Vec<u8>>,
+    ) -> Result<()> {
+        self.placed += 1;
+        let Some((name, parent)) = at.split_last() else {
+            // The mapped directory itself: the target root takes its metadata.
+            if let EntryKind::Dir { tree } = entry.kind {
+                self.walk(tree, snapshot_path, true).await?;
+                self.dirs.push((Vec::new(), entry));
+            }
+            return Ok(());
+        };
+        let dir = match self.parent_dir(parent) {
+            Ok(dir) => dir,
+            Err(e) => {
+                self.fail(&snapshot_path, e);
+                return Ok(());
+            }
+        };
+        match &entry.kind {
+            EntryKind::Dir { tree } => {
+                let tree = *tree;
+                if let Err(e) = self.target.dir(&at) {
+                    self.fail(&snapshot_path, e);
+                    return Ok(());
+                }
+                self.walk(tree, snapshot_path, true).await?;
+                self.dirs.push((at, entry));
+            }
+            EntryKind::File {
+                size,
+                content,
+                sparse,
+            } => {
+                let (size, content, sparse) = (*size, *content, sparse.clone());
+                match self
+                    .file(&dir, name, &entry, size, content, sparse.as_deref())
+                    .await
+                {
+                    Ok(written) => {
+                        self.restored.insert(snapshot_path.clone(), at.clone());
+                        if let Some((file, tmp)) = written {
+                            self.written_bytes += size;
+                            self.written.push(Written {
+                                file,
+                                dir: Arc::clone(&dir),
+                                tmp,
+                                name: name.clone(),
+                                snapshot_path,
+                            });
+                            if self.written.len() >= SETTLE_FILES
+                                || self.written_bytes >= SETTLE_BYTES
+                            {
+                                self.settle();
+                            }
+                        }
+                    }
+                    Err(e) if e.is::<std::io::Error>() || e.is::<Damaged>() => {
+                        self.fail(&snapshot_path, format!("{e:#}"))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            EntryKind::Symlink { target } => {
+                let target = target.clone();
+                self.symlinks.push((at, entry, target));
+            }
+            EntryKind::Hardlink { target } => {
+                // The file linked to must be under its name first.
+                self.settle();
+                let original: Vec<Vec<u8>> =
+                    target.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
+                let Some(first) = self.restored.get(&original).cloned() else {
+                    self.fail(&snapshot_path, "hard link to a file that was not restored");
+                    return Ok(());
+                };
+                let (first_name, first_parent) =
+                    first.split_last().expect("restored paths are not empty");
+                let linked = self
+                    .target
+                    .dir(first_parent)
+                    .and_then(|first_dir| Target::hardlink(&first_dir, first_name, &dir, name));
+                if let Err(e) = linked {
+                    self.fail(&snapshot_path, e);
+                }
+            }
+            EntryKind::Fifo => {
+                let made = Target::node(&dir, name, rustix::fs::FileType::Fifo, 0)
+                    .and_then(|()| self.target.apply_at(&dir, name, &entry, false));
+                if let Err(e) = made {
+                    self.fail(&snapshot_path, e);
+                }
+            }
+            EntryKind::Device { character, rdev } => {
+                if !self.target.as_root() {
+                    self.fail(&snapshot_path, "device nodes are restored only as root");
+                    return Ok(());
+                }
+                let kind = if *character {
+                    rustix::fs::FileType::CharacterDevice
+                } else {
+                    rustix::fs::FileType::BlockDevice
+                };
+                let made = Target::node(&dir, name, kind, *rdev)
+                    .and_then(|()| self.target.apply_at(&dir, name, &entry, false));
+                if let Err(e) = made {
+                    self.fail(&snapshot_path, e);
+                }
+            }
+        }
+        Ok(())
+    }
+}
