@@ -22,6 +22,7 @@ pub mod jobs;
 pub mod pair;
 pub mod restore;
 pub mod state;
+pub mod status;
 pub mod summary;
 pub mod target;
 pub mod uploader;

@@ -4,21 +4,19 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
 use ferry_endpoint::backup;
-use ferry_endpoint::connect::{connect, Session};
-use ferry_endpoint::daemon::DaemonState;
 use ferry_endpoint::jobs;
 use ferry_endpoint::pair::pair;
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
+use ferry_net::table::{Align, Table};
 use ferry_protocol::message::Message;
 use ferry_protocol::pairing::PairingCode;
 use ferry_protocol::schedule::Schedule;
-use ferry_protocol::units::format_rfc3339;
+use ferry_protocol::units::{format_rfc3339, format_size};
 
 /// ferry: back up to your relay from anywhere.
 #[derive(Debug, Parser)]
@@ -212,7 +210,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             name,
             json,
         } => run_pair(&state, &relay, &code, name, json).await?,
-        Command::Status { json, watch } => run_status(&state, json, watch).await?,
+        Command::Status { json, watch } => ferry_endpoint::status::run(&state, json, watch).await?,
         Command::Backup {
             limit,
             compression,
@@ -290,21 +288,6 @@ fn set_of(set: Option<String>, backup: Selector) -> Option<String> {
     }
 }
 
-fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<ExitCode> {
     let summary = jobs::run(state, job, &backup::Control::default()).await?;
     let set = &job.set;
@@ -321,9 +304,9 @@ async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<E
             summary.totals.files_new,
             summary.totals.files_changed,
             summary.totals.files_unchanged,
-            human_bytes(summary.totals.bytes_scanned),
-            human_bytes(summary.totals.bytes_sent),
-            human_bytes(summary.totals.bytes_received),
+            format_size(summary.totals.bytes_scanned),
+            format_size(summary.totals.bytes_sent),
+            format_size(summary.totals.bytes_received),
             summary.totals.duration_s
         );
     }
@@ -360,20 +343,23 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
     } else if list.is_empty() {
         println!("no snapshots");
     } else {
-        println!(
-            "{:>6}  {:<16} {:<21} {:>8} {:>12}",
-            "ID", "SET", "FINISHED", "FILES", "SIZE"
-        );
+        let mut table = Table::new(&[
+            ("ID", Align::Right),
+            ("SET", Align::Left),
+            ("FINISHED", Align::Left),
+            ("FILES", Align::Right),
+            ("SIZE", Align::Right),
+        ]);
         for s in list {
-            println!(
-                "{:>6}  {:<16} {:<21} {:>8} {:>12}",
-                s.id,
+            table.row(vec![
+                s.id.to_string(),
                 s.set,
                 format_rfc3339(s.finished_ms),
-                s.files,
-                human_bytes(s.bytes)
-            );
+                s.files.to_string(),
+                format_size(s.bytes),
+            ]);
         }
+        print!("{}", table.render());
     }
     Ok(())
 }
@@ -395,8 +381,8 @@ async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -
             summary.totals.files_new,
             summary.totals.files_changed,
             summary.totals.files_unchanged,
-            human_bytes(summary.totals.bytes_sent),
-            human_bytes(summary.totals.bytes_received),
+            format_size(summary.totals.bytes_sent),
+            format_size(summary.totals.bytes_received),
             summary.totals.duration_s
         );
     }
@@ -425,7 +411,7 @@ async fn run_verify(
             "snapshot {}: {} files ({}) checked whole, {} damaged, {} differ{}; {} received in {:.1} s",
             summary.snapshot,
             summary.files_checked,
-            human_bytes(summary.bytes_checked),
+            format_size(summary.bytes_checked),
             summary.files_damaged,
             summary.files_differ,
             if summary.complete {
@@ -433,7 +419,7 @@ async fn run_verify(
             } else {
                 " (stopped at --max-duration: the next run resumes)"
             },
-            human_bytes(summary.bytes_received),
+            format_size(summary.bytes_received),
             summary.duration_s
         );
     }
@@ -492,158 +478,4 @@ async fn run_pair(
         println!("session addresses:    {}", record.addresses.join(", "));
     }
     Ok(())
-}
-
-/// Prints what `ferry daemon` last wrote: per set, the last result, the next
-/// run and the progress of a running backup. Shown even when the relay is away.
-fn print_daemon(daemon: &DaemonState) {
-    let shown = |l: &ferry_endpoint::daemon::LastRun| {
-        let verdict = if l.ok { "ok" } else { "failed" };
-        format!("{verdict} at {}: {}", l.finished_at, l.message)
-    };
-    for (name, set) in &daemon.sets {
-        let last = set.last.as_ref().map_or("never run".to_string(), shown);
-        println!("set {name:?}: last {last}; next run {}", set.next_run);
-        if let Some(verify) = &set.verify {
-            println!("set {name:?}: last check {}", shown(verify));
-        }
-        if let Some(p) = &set.running {
-            println!(
-                "set {name:?}: running since {}: {} files, {} read",
-                p.started_at,
-                p.files,
-                human_bytes(p.bytes_scanned)
-            );
-        }
-    }
-}
-
-async fn run_status(state: &StateDir, json: bool, watch: bool) -> Result<()> {
-    let daemon = DaemonState::load(state);
-    if let (Some(daemon), false) = (&daemon, json) {
-        print_daemon(daemon);
-    }
-    let record = state.paired_relay()?;
-    let keys = state.keys()?;
-    let timeouts = state.config()?.connect.resolve()?;
-    let relay_key = record.relay_public_key()?;
-    let mut session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
-    let rtt = ping(&mut session, 0).await?;
-    let (damaged, healed) = damage(&mut session).await?;
-    if json {
-        let out = serde_json::json!({
-            "relay_fingerprint": relay_key.fingerprint().to_string(),
-            "endpoint_fingerprint": keys.public.fingerprint().to_string(),
-            "daemon": daemon,
-            "client": record.client_name,
-            "address": session.address,
-            "path": session.path.as_str(),
-            "relay_software": session.relay_hello.software,
-            "rtt_ms": rtt.as_secs_f64() * 1000.0,
-            "snapshots_damaged": damaged,
-            "snapshots_healed": healed,
-        });
-        println!("{out}");
-    } else {
-        println!(
-            "relay:      {} ({})",
-            relay_key.fingerprint(),
-            session.relay_hello.software
-        );
-        println!(
-            "endpoint:   {} (client {:?})",
-            keys.public.fingerprint(),
-            record.client_name
-        );
-        println!(
-            "connected:  {} over the {}",
-            session.address,
-            session.path.as_str()
-        );
-        println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
-        if !damaged.is_empty() {
-            println!("DAMAGED:    snapshots {damaged:?} reach data the relay found damaged; the next backup that still holds it heals them");
-        }
-        if !healed.is_empty() {
-            println!("healed:     snapshots {healed:?} were damaged and are whole again");
-        }
-    }
-    if watch {
-        watch_session(&mut session).await?;
-    }
-    let _ = session
-        .channel
-        .send(&Message::Close {
-            reason: "status done".into(),
-        })
-        .await;
-    Ok(())
-}
-
-/// Pings every second and prints the round trip until the session ends;
-/// a `Close` from the relay (e.g. this client was removed) ends it at once.
-async fn watch_session(session: &mut Session) -> Result<()> {
-    let mut ticker = tokio::time::interval(Duration::from_secs(1));
-    ticker.tick().await;
-    let mut outstanding: Option<(u64, Instant)> = None;
-    for nonce in 1.. {
-        tokio::select! {
-            _ = ticker.tick() => {
-                if outstanding.is_none() {
-                    session.channel.send(&Message::Ping { nonce }).await.context("the session broke")?;
-                    outstanding = Some((nonce, Instant::now()));
-                }
-            }
-            received = session.channel.recv() => match received.context("the session broke")? {
-                Message::Pong { nonce: n } => {
-                    if let Some((_, sent)) = outstanding.filter(|(o, _)| *o == n) {
-                        println!("round trip: {:.2} ms", sent.elapsed().as_secs_f64() * 1000.0);
-                        outstanding = None;
-                    }
-                }
-                Message::Close { reason } => bail!("the relay closed the session: {reason}"),
-                _ => {}
-            }
-        }
-    }
-    Ok(())
-}
-
-/// The snapshots of this client the relay found damaged, and those healed
-/// since (none from a relay older than protocol 1.1, which cannot tell).
-async fn damage(session: &mut Session) -> Result<(Vec<u64>, Vec<u64>)> {
-    if session.relay_hello.minor < 1 {
-        return Ok((Vec::new(), Vec::new()));
-    }
-    session
-        .channel
-        .send(&Message::GetDamage)
-        .await
-        .context("the session broke")?;
-    loop {
-        match session.channel.recv().await.context("the session broke")? {
-            Message::Damage { damaged, healed } => return Ok((damaged, healed)),
-            Message::Failed { message } => bail!("the relay refused: {message}"),
-            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
-            _ => continue,
-        }
-    }
-}
-
-/// Sends a ping and waits for its pong; a `Close` from the relay is an error
-/// that carries the relay's reason.
-async fn ping(session: &mut Session, nonce: u64) -> Result<Duration> {
-    let started = Instant::now();
-    session
-        .channel
-        .send(&Message::Ping { nonce })
-        .await
-        .context("the session broke")?;
-    loop {
-        match session.channel.recv().await.context("the session broke")? {
-            Message::Pong { nonce: n } if n == nonce => return Ok(started.elapsed()),
-            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
-            _ => continue,
-        }
-    }
 }

@@ -6,8 +6,10 @@
 //!   the termination signal.
 //! - [`throttle`]: token buckets that sleep on timers, and the local
 //!   weekday and minute that rate schedules are evaluated at.
+//! - [`table`]: the text tables both binaries print.
 
 #![forbid(unsafe_code)]
 
 pub mod io;
+pub mod table;
 pub mod throttle;

@@ -99,6 +99,22 @@ pub fn format_rate(rate: Option<u64>) -> String {
     }
 }
 
+/// Formats a byte count for people: `512 B`, `1.5 MiB`.
+pub fn format_size(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
 pub fn format_rfc3339(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);

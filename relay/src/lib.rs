@@ -10,6 +10,7 @@
 //! - [`registry::Registry`]: live sessions, so a removed client is cut off at once.
 //! - [`admission::Admission`]: connection caps and per-source handshake rates.
 
+pub mod admin;
 pub mod admission;
 pub mod catalog;
 pub mod config;

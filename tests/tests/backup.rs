@@ -127,6 +127,22 @@ fn every_kind_of_entry_restores_identical_and_old_snapshots_stay_restorable() {
     ])))
     .unwrap();
     assert_eq!(list.as_array().unwrap().len(), 2);
+    let table = ok(relay.admin(&["snapshots", "list", "--client", "laptop"]));
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(
+        lines[0].trim_start().starts_with("ID") && lines[0].contains("CLIENT"),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 3, "{table}");
+    assert!(lines[1].contains("laptop"), "{table}");
+    let clients = ok(relay.admin(&["clients", "list"]));
+    assert!(
+        clients
+            .lines()
+            .nth(1)
+            .is_some_and(|l| l.starts_with("laptop ")),
+        "{clients}"
+    );
     let mine: serde_json::Value =
         serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
     assert_eq!(mine[1]["id"], second["snapshot"]);

@@ -1,0 +1,173 @@
+//! `ferry status`: what the daemon last did, and the relay as reached now.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use ferry_protocol::message::Message;
+use ferry_protocol::units::format_size;
+
+use crate::connect::{connect, Session};
+use crate::daemon::DaemonState;
+use crate::state::StateDir;
+
+/// Prints what `ferry daemon` last wrote: per set, the last result, the next
+/// run and the progress of a running backup. Shown even when the relay is away.
+fn print_daemon(daemon: &DaemonState) {
+    let shown = |l: &crate::daemon::LastRun| {
+        let verdict = if l.ok { "ok" } else { "failed" };
+        format!("{verdict} at {}: {}", l.finished_at, l.message)
+    };
+    for (name, set) in &daemon.sets {
+        let last = set.last.as_ref().map_or("never run".to_string(), shown);
+        println!("set {name:?}: last {last}; next run {}", set.next_run);
+        if let Some(verify) = &set.verify {
+            println!("set {name:?}: last check {}", shown(verify));
+        }
+        if let Some(p) = &set.running {
+            println!(
+                "set {name:?}: running since {}: {} files, {} read",
+                p.started_at,
+                p.files,
+                format_size(p.bytes_scanned)
+            );
+        }
+    }
+}
+
+/// Runs `ferry status`: the daemon's last runs, then the relay reached
+/// now (round trip, damage); with `watch`, pings every second until the
+/// session ends.
+///
+/// # Errors
+/// No paired relay, or the relay cannot be reached.
+pub async fn run(state: &StateDir, json: bool, watch: bool) -> Result<()> {
+    let daemon = DaemonState::load(state);
+    if let (Some(daemon), false) = (&daemon, json) {
+        print_daemon(daemon);
+    }
+    let record = state.paired_relay()?;
+    let keys = state.keys()?;
+    let timeouts = state.config()?.connect.resolve()?;
+    let relay_key = record.relay_public_key()?;
+    let mut session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
+    let rtt = ping(&mut session, 0).await?;
+    let (damaged, healed) = damage(&mut session).await?;
+    if json {
+        let out = serde_json::json!({
+            "relay_fingerprint": relay_key.fingerprint().to_string(),
+            "endpoint_fingerprint": keys.public.fingerprint().to_string(),
+            "daemon": daemon,
+            "client": record.client_name,
+            "address": session.address,
+            "path": session.path.as_str(),
+            "relay_software": session.relay_hello.software,
+            "rtt_ms": rtt.as_secs_f64() * 1000.0,
+            "snapshots_damaged": damaged,
+            "snapshots_healed": healed,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "relay:      {} ({})",
+            relay_key.fingerprint(),
+            session.relay_hello.software
+        );
+        println!(
+            "endpoint:   {} (client {:?})",
+            keys.public.fingerprint(),
+            record.client_name
+        );
+        println!(
+            "connected:  {} over the {}",
+            session.address,
+            session.path.as_str()
+        );
+        println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
+        if !damaged.is_empty() {
+            println!("DAMAGED:    snapshots {damaged:?} reach data the relay found damaged; the next backup that still holds it heals them");
+        }
+        if !healed.is_empty() {
+            println!("healed:     snapshots {healed:?} were damaged and are whole again");
+        }
+    }
+    if watch {
+        watch_session(&mut session).await?;
+    }
+    let _ = session
+        .channel
+        .send(&Message::Close {
+            reason: "status done".into(),
+        })
+        .await;
+    Ok(())
+}
+
+/// Pings every second and prints the round trip until the session ends;
+/// a `Close` from the relay (e.g. this client was removed) ends it at once.
+async fn watch_session(session: &mut Session) -> Result<()> {
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.tick().await;
+    let mut outstanding: Option<(u64, Instant)> = None;
+    for nonce in 1.. {
+        tokio::select! {
+            _ = ticker.tick() => {
+                if outstanding.is_none() {
+                    session.channel.send(&Message::Ping { nonce }).await.context("the session broke")?;
+                    outstanding = Some((nonce, Instant::now()));
+                }
+            }
+            received = session.channel.recv() => match received.context("the session broke")? {
+                Message::Pong { nonce: n } => {
+                    if let Some((_, sent)) = outstanding.filter(|(o, _)| *o == n) {
+                        println!("round trip: {:.2} ms", sent.elapsed().as_secs_f64() * 1000.0);
+                        outstanding = None;
+                    }
+                }
+                Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The snapshots of this client the relay found damaged, and those healed
+/// since (none from a relay older than protocol 1.1, which cannot tell).
+async fn damage(session: &mut Session) -> Result<(Vec<u64>, Vec<u64>)> {
+    if session.relay_hello.minor < 1 {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    session
+        .channel
+        .send(&Message::GetDamage)
+        .await
+        .context("the session broke")?;
+    loop {
+        match session.channel.recv().await.context("the session broke")? {
+            Message::Damage { damaged, healed } => return Ok((damaged, healed)),
+            Message::Failed { message } | Message::Refused { message, .. } => {
+                bail!("the relay refused: {message}")
+            }
+            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Sends a ping and waits for its pong; a `Close` from the relay is an error
+/// that carries the relay's reason.
+async fn ping(session: &mut Session, nonce: u64) -> Result<Duration> {
+    let started = Instant::now();
+    session
+        .channel
+        .send(&Message::Ping { nonce })
+        .await
+        .context("the session broke")?;
+    loop {
+        match session.channel.recv().await.context("the session broke")? {
+            Message::Pong { nonce: n } if n == nonce => return Ok(started.elapsed()),
+            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+            _ => continue,
+        }
+    }
+}

@@ -1,0 +1,69 @@
+//! The admin commands of `ferry-relay` (everything but `init` and
+//! `serve`): each works on the data directory, beside a serving relay or
+//! not, and prints text or JSON. Tables go through
+//! [`ferry_net::table::Table`], shared with the endpoint's commands.
+
+pub mod clients;
+pub mod pair;
+pub mod snapshots;
+pub mod verify;
+
+use std::time::Duration;
+
+use anyhow::Result;
+use ferry_protocol::schedule::Schedule;
+
+use crate::data_dir::DataDir;
+
+/// Parses a rate or a schedule argument.
+///
+/// # Errors
+/// Text that is neither.
+pub fn parse_schedule(text: &str) -> Result<Schedule, String> {
+    Schedule::parse(text)
+}
+
+/// Runs `ferry-relay limit`: sets (or with `None`, resets) the global limit.
+///
+/// # Errors
+/// Catalog errors.
+pub fn global_limit(data: &DataDir, global: Option<&Schedule>) -> Result<()> {
+    let text = global.map(Schedule::to_text);
+    data.catalog()?.set_global_limit(text.as_deref())?;
+    match text {
+        Some(text) => {
+            println!("global limit set to {text} (a running relay applies it within 2 s)")
+        }
+        None => println!("global limit reset to relay.toml's rates"),
+    }
+    Ok(())
+}
+
+/// Runs `ferry-relay gc`: collects (in the running relay if there is one)
+/// with `grace`, or relay.toml's.
+///
+/// # Errors
+/// A failed collection.
+pub fn gc(data: &DataDir, grace: Option<Duration>, json: bool) -> Result<()> {
+    let grace = match grace {
+        Some(grace) => grace,
+        None => data.config()?.gc.resolve()?.grace,
+    };
+    let report = crate::gc_service::run_now(data, grace)?;
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!(
+            "kept {} snapshots; deleted {} unreferenced blobs ({} bytes), kept {} younger than the grace period; deleted {} packs, rewrote {}; freed {} bytes in {} ms",
+            report.snapshots,
+            report.blobs_deleted,
+            report.bytes_unreferenced,
+            report.blobs_in_grace,
+            report.packs_deleted,
+            report.packs_repacked,
+            report.bytes_freed,
+            report.duration_ms
+        );
+    }
+    Ok(())
+}
