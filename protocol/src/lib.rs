@@ -16,6 +16,7 @@
 //! - [`noise`]: the Noise parameters both handshakes use.
 //! - [`pairing`]: one-time short-code pairing (SPAKE2, then `Noise_XXpsk3`).
 //! - [`session`]: the `Noise_IK` handshake with a replay-proof timestamp.
+//! - [`walk`]: the one walk over a snapshot's trees and contents.
 //! - [`transport::Transport`]: an established channel that seals application
 //!   [`message::Message`]s into frames and opens them again.
 
@@ -42,5 +43,6 @@ pub mod transport;
 pub mod tree;
 pub mod units;
 pub mod version;
+pub mod walk;
 
 pub use error::ProtocolError;
