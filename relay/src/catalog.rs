@@ -156,6 +156,16 @@ pub enum BlobKind {
     Content = 3,
 }
 
+impl BlobKind {
+    /// The kind and id of a node a walk reaches.
+    pub fn of(node: ferry_protocol::walk::Node) -> (BlobKind, [u8; 32]) {
+        match node {
+            ferry_protocol::walk::Node::Tree(id) => (BlobKind::Tree, id.0),
+            ferry_protocol::walk::Node::Content(id) => (BlobKind::Content, id.0),
+        }
+    }
+}
+
 /// Whether a stored blob can be trusted (column `state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobState {

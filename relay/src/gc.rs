@@ -30,7 +30,9 @@ use anyhow::{anyhow, Context, Result};
 use ferry_protocol::compress::decompress;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ContentId, TreeId};
-use ferry_protocol::tree::{Content, EntryKind, Tree};
+use ferry_protocol::tree::ChunkRef;
+use ferry_protocol::walk::{walk, Node, Visitor};
+use ferry_protocol::ProtocolError;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
@@ -84,22 +86,26 @@ pub fn collect(
         let mut marker = Marker {
             catalog,
             blobs,
+            client: 0,
             marked: 0,
         };
         for (client, snapshot, root) in &roots {
-            marker.tree(*client, TreeId(*root)).with_context(|| {
-                format!("snapshot {snapshot} is damaged; nothing was collected")
-            })?;
+            marker
+                .walk(*client, Node::Tree(TreeId(*root)))
+                .with_context(|| {
+                    format!("snapshot {snapshot} is damaged; nothing was collected")
+                })?;
         }
         // A young tree or content no snapshot reaches is kept for its grace
         // period, and so is everything below it: an upload told it exists
         // may name it without sending what is under it.
         let reachable = marker.marked;
         for (client, kind, id) in marker.catalog.young_unmarked_objects(cutoff)? {
-            let walked = match kind {
-                BlobKind::Tree => marker.tree(client, TreeId(id)),
-                _ => marker.content(client, ContentId(id)),
+            let node = match kind {
+                BlobKind::Tree => Node::Tree(TreeId(id)),
+                _ => Node::Content(ContentId(id)),
             };
+            let walked = marker.walk(client, node);
             if let Err(e) = walked {
                 tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {e:#}");
             }
@@ -119,71 +125,62 @@ pub fn collect(
 struct Marker<'c, 'p> {
     catalog: &'c mut Catalog,
     blobs: &'p Blobs,
+    /// Whose snapshot is walked.
+    client: u64,
     /// Blobs marked so far.
     marked: u64,
 }
 
 impl Marker<'_, '_> {
     /// Marks a blob; true when it was not marked before.
-    fn mark(&mut self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
-        let new = self.catalog.mark(client, kind, id)?;
+    fn mark(&mut self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+        let new = self.catalog.mark(self.client, kind, id)?;
         self.marked += u64::from(new);
         Ok(new)
     }
 
-    fn tree(&mut self, client: u64, root: TreeId) -> Result<()> {
-        let mut trees = vec![root];
-        while let Some(tree) = trees.pop() {
-            if !self.mark(client, BlobKind::Tree, &tree.0)? {
-                continue;
-            }
-            let Some(raw) = self.load(client, BlobKind::Tree, &tree.0)? else {
-                continue;
-            };
-            for entry in Tree::decode(&tree, &raw)?.entries {
-                match entry.kind {
-                    EntryKind::Dir { tree } => trees.push(tree),
-                    EntryKind::File { content, .. } => self.content(client, content)?,
-                    _ => {}
-                }
-            }
-        }
-        Ok(())
+    /// Marks `root` of `client` and everything below it.
+    fn walk(&mut self, client: u64, root: Node) -> Result<()> {
+        self.client = client;
+        walk(root, self)
+    }
+}
+
+impl Visitor for Marker<'_, '_> {
+    type Error = anyhow::Error;
+
+    /// Walked below only the first time it is marked.
+    fn enter(&mut self, node: Node, _: &[Vec<u8>]) -> Result<bool> {
+        let (kind, id) = BlobKind::of(node);
+        self.mark(kind, &id)
     }
 
-    /// A content, its parts (contents of chunks only) and their chunks.
-    fn content(&mut self, client: u64, id: ContentId) -> Result<()> {
-        if !self.mark(client, BlobKind::Content, &id.0)? {
-            return Ok(());
-        }
-        let Some(raw) = self.load(client, BlobKind::Content, &id.0)? else {
-            return Ok(());
-        };
-        let content = Content::decode(&id, &raw)?;
-        for chunk in &content.chunks {
-            self.mark(client, BlobKind::Chunk, &chunk.id.0)?;
-        }
-        for part in content.parts {
-            self.content(client, part.id)?;
-        }
-        Ok(())
-    }
-
-    /// The blob's bytes; `None` for one `verify` found damaged (kept,
-    /// marked, not walked: a backup may yet send it again).
-    fn load(&self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+    /// `None` for a blob `verify` found damaged (kept, marked, not walked:
+    /// a backup may yet send it again).
+    fn load(&mut self, node: Node, _: &[Vec<u8>]) -> Result<Option<Vec<u8>>> {
+        let (kind, id) = BlobKind::of(node);
         let (row, state) = self
             .catalog
-            .find_blob_state(client, kind, id)?
+            .find_blob_state(self.client, kind, &id)?
             .ok_or_else(|| {
-                let short: String = id[..8].iter().map(|b| format!("{b:02x}")).collect();
-                anyhow!("it references a {kind:?} {short} the store lacks")
+                anyhow!(
+                    "it references a {kind:?} {} the store lacks",
+                    crate::catalog::hex(&id[..8])
+                )
             })?;
         if state == BlobState::Damaged {
             return Ok(None);
         }
         let stored = self.blobs.read(&row.at)?;
         Ok(Some(decompress(row.codec, stored, MAX_MESSAGE)?))
+    }
+
+    fn undecodable(&mut self, _: Node, error: ProtocolError, _: &[Vec<u8>]) -> Result<()> {
+        Err(error.into())
+    }
+
+    fn chunk(&mut self, _: ContentId, chunk: &ChunkRef, _: &[Vec<u8>]) -> Result<()> {
+        self.mark(BlobKind::Chunk, &chunk.id.0).map(drop)
     }
 }
 

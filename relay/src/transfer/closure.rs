@@ -1,14 +1,15 @@
 //! What a commit must reach: the root, and everything new in this upload
-//! names only what the client holds whole.
+//! names only what the client holds whole (a [`walk`] over them).
 
 use std::collections::HashSet;
 
 use ferry_protocol::ids::{ContentId, TreeId};
-use ferry_protocol::tree::{Content, EntryKind, Tree};
+use ferry_protocol::tree::ChunkRef;
+use ferry_protocol::walk::{walk, Node, Visitor};
 use ferry_protocol::ProtocolError;
 
 use super::{Transfer, TransferError};
-use crate::catalog::BlobKind;
+use crate::catalog::{kind_name, BlobKind};
 
 /// Why a snapshot cannot be committed.
 #[derive(Debug)]
@@ -38,7 +39,7 @@ impl Transfer {
     /// were complete when they were indexed: a tree is indexed only by the
     /// commit that checked it (see `sync`). Once something this client
     /// stored was found damaged, a tree that exists may not be whole below
-    /// it, so the whole snapshot is checked instead.
+    /// it, so the whole snapshot is walked instead.
     pub(super) fn check_closure(
         &self,
         root: &TreeId,
@@ -47,70 +48,24 @@ impl Transfer {
     ) -> Result<(), Gap> {
         self.require(BlobKind::Tree, &root.0, "root tree")?;
         let client = self.client;
-        if self.catalog(|c| c.has_damage(client))? {
-            let contents = self.check_trees(vec![*root], true)?;
-            return self.check_contents(contents.into_iter().collect(), true);
-        }
-        self.check_trees(new_trees.iter().copied().collect(), false)?;
-        self.check_contents(new_contents.iter().copied().collect(), false)
-    }
-
-    /// Checks that what each tree names exists; with `descend`, walks into
-    /// the subtrees too and returns every content reached.
-    fn check_trees(
-        &self,
-        mut trees: Vec<TreeId>,
-        descend: bool,
-    ) -> Result<HashSet<ContentId>, Gap> {
-        let mut seen = HashSet::new();
-        let mut contents = HashSet::new();
-        while let Some(tree) = trees.pop() {
-            if !seen.insert(tree) {
-                continue;
-            }
-            let raw = self
-                .load(BlobKind::Tree, &tree.0)?
-                .ok_or_else(|| Gap::Missing(format!("tree {} is missing", tree.short())))?;
-            for entry in Tree::decode(&tree, &raw).map_err(Gap::undecodable)?.entries {
-                match entry.kind {
-                    EntryKind::Dir { tree } => {
-                        self.require(BlobKind::Tree, &tree.0, "tree")?;
-                        if descend {
-                            trees.push(tree);
-                        }
-                    }
-                    EntryKind::File { content, .. } => {
-                        self.require(BlobKind::Content, &content.0, "content")?;
-                        if descend {
-                            contents.insert(content);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        Ok(contents)
-    }
-
-    /// Checks the chunks (and parts) of `contents`; with `deep`, the chunks
-    /// of the parts too.
-    fn check_contents(&self, mut contents: Vec<ContentId>, deep: bool) -> Result<(), Gap> {
-        while let Some(content_id) = contents.pop() {
-            let raw = self
-                .load(BlobKind::Content, &content_id.0)?
-                .ok_or_else(|| {
-                    Gap::Missing(format!("content {} is missing", content_id.short()))
-                })?;
-            let content = Content::decode(&content_id, &raw).map_err(Gap::undecodable)?;
-            for chunk in &content.chunks {
-                self.require(BlobKind::Chunk, &chunk.id.0, "chunk")?;
-            }
-            for part in &content.parts {
-                self.require(BlobKind::Content, &part.id.0, "content part")?;
-                if deep {
-                    contents.push(part.id);
-                }
-            }
+        let deep = self.catalog(|c| c.has_damage(client))?;
+        let roots: Vec<Node> = if deep {
+            vec![Node::Tree(*root)]
+        } else {
+            let trees = new_trees.iter().copied().map(Node::Tree);
+            trees
+                .chain(new_contents.iter().copied().map(Node::Content))
+                .collect()
+        };
+        let mut check = Closure {
+            transfer: self,
+            deep,
+            seen: HashSet::new(),
+            root: None,
+        };
+        for node in roots {
+            check.root = Some(node);
+            walk(node, &mut check)?;
         }
         Ok(())
     }
@@ -125,5 +80,50 @@ impl Transfer {
                 crate::catalog::hex(&id[..8])
             )))
         }
+    }
+}
+
+/// The closure check as a walk: each object it starts from is loaded and
+/// what it names required; with `deep`, everything below is walked too.
+struct Closure<'t> {
+    transfer: &'t Transfer,
+    deep: bool,
+    seen: HashSet<Node>,
+    /// The object the current walk starts from.
+    root: Option<Node>,
+}
+
+impl Visitor for Closure<'_> {
+    type Error = Gap;
+
+    fn enter(&mut self, node: Node, _: &[Vec<u8>]) -> Result<bool, Gap> {
+        if Some(node) != self.root {
+            let (kind, id) = BlobKind::of(node);
+            self.transfer.require(kind, &id, kind_name(kind))?;
+            if !self.deep {
+                return Ok(false);
+            }
+        }
+        Ok(self.seen.insert(node))
+    }
+
+    fn load(&mut self, node: Node, _: &[Vec<u8>]) -> Result<Option<Vec<u8>>, Gap> {
+        let (kind, id) = BlobKind::of(node);
+        match self.transfer.load(kind, &id)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => Err(Gap::Missing(format!(
+                "{} {} is missing",
+                kind_name(kind),
+                crate::catalog::hex(&id[..8])
+            ))),
+        }
+    }
+
+    fn undecodable(&mut self, _: Node, error: ProtocolError, _: &[Vec<u8>]) -> Result<(), Gap> {
+        Err(Gap::undecodable(error))
+    }
+
+    fn chunk(&mut self, _: ContentId, chunk: &ChunkRef, _: &[Vec<u8>]) -> Result<(), Gap> {
+        self.transfer.require(BlobKind::Chunk, &chunk.id.0, "chunk")
     }
 }
