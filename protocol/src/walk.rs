@@ -115,7 +115,7 @@ pub fn walk<V: Visitor>(root: Node, visitor: &mut V) -> Result<(), V::Error> {
             continue;
         };
         let below = match node {
-            Node::Tree(id) => Tree::decode(&id, &bytes).map(|tree| below_tree(tree)),
+            Node::Tree(id) => Tree::decode(&id, &bytes).map(below_tree),
             Node::Content(id) => Content::decode(&id, &bytes).map(|content| {
                 (
                     content.chunks,
