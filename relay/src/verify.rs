@@ -135,12 +135,7 @@ pub fn run(catalog_path: &Path, store: &dyn BlobReader, options: &Options) -> Re
         &mut report,
         &mut found,
     )?;
-    let mut walk = closure::Walk {
-        catalog: &mut catalog,
-        store,
-        found: HashMap::new(),
-        below: HashMap::new(),
-    };
+    let mut walk = closure::Walk::new(&mut catalog, store, HashMap::new());
     for (client, row, reason) in found {
         walk.found.insert(
             (client, row.kind, row.id),

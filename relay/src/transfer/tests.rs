@@ -633,3 +633,38 @@ fn a_failed_fsync_fails_every_upload_with_data_before_it_and_none_after() {
     assert!(synced(&mut tc).is_empty());
     assert_eq!(missing_chunks(&mut tc, &[lost, kept]), vec![true, false]);
 }
+
+#[test]
+fn verify_names_every_snapshot_and_path_that_reach_a_damaged_content() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::default();
+    let (repo, a, _) = relay_with(dir.path(), store.clone());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let (_, content, _, first) = backup_one(&mut t, b"the same file twice");
+    let (_, _, _, second) = backup_one(&mut t, b"the same file twice");
+    let at = repo
+        .catalog(|c| c.find_blob(a, BlobKind::Content, &content.0))
+        .unwrap()
+        .unwrap()
+        .at;
+    store.flip(&at, 0);
+    let catalog = dir.path().join("catalog.sqlite");
+    let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    let damaged = &report.damaged[0];
+    assert_eq!(damaged.kind, "content");
+    assert_eq!(damaged.snapshots, vec![first, second]);
+    assert_eq!(damaged.paths, vec!["/f".to_string()]);
+    assert_eq!(report.snapshots_damaged, vec![first, second]);
+    // The next backup is told the content is missing, so sends it again.
+    begin(&mut t);
+    let Some(Message::ObjectsMissing { ids }) = t
+        .handle(Message::QueryObjects {
+            ids: vec![ObjectId::Content(content)],
+        })
+        .unwrap()
+    else {
+        panic!("ObjectsMissing")
+    };
+    assert_eq!(ids, vec![ObjectId::Content(content)]);
+}

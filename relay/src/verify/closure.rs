@@ -8,7 +8,9 @@ use anyhow::Result;
 use ferry_protocol::compress::decompress;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ContentId, TreeId};
-use ferry_protocol::tree::{Content, EntryKind, Tree};
+use ferry_protocol::tree::ChunkRef;
+use ferry_protocol::walk::{walk, Node, Visitor};
+use ferry_protocol::ProtocolError;
 
 use super::Report;
 use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
@@ -38,7 +40,7 @@ impl Finding {
 
 pub(super) type Key = (u64, BlobKind, [u8; 32]);
 
-/// Phase 3: the snapshots' closure.
+/// Phase 3: the snapshots' closure, as a [`walk`] over each.
 pub(super) struct Walk<'c, 'p> {
     pub(super) catalog: &'c mut Catalog,
     pub(super) store: &'p dyn BlobReader,
@@ -47,102 +49,86 @@ pub(super) struct Walk<'c, 'p> {
     /// Trees and contents walked, with the damaged blobs under them (none:
     /// everything under them is whole).
     pub(super) below: HashMap<Key, Vec<Key>>,
+    /// The snapshot being walked, and its client.
+    snapshot: u64,
+    client: u64,
+    /// The trees and contents entered and not yet left, innermost last.
+    open: Vec<Open>,
+    /// The damage below the snapshot's root.
+    reached: Vec<Key>,
 }
 
-impl Walk<'_, '_> {
+/// A tree or content being walked.
+struct Open {
+    key: Key,
+    /// Its state, once loaded.
+    state: BlobState,
+    /// The damaged blobs found below it so far.
+    below: Vec<Key>,
+    /// When it could not be read or decoded: the damage it is, instead of
+    /// what lies below.
+    unread: Option<Vec<Key>>,
+}
+
+impl<'c, 'p> Walk<'c, 'p> {
+    /// A walk that records into `found` (what phase 2 found already).
+    pub(super) fn new(
+        catalog: &'c mut Catalog,
+        store: &'p dyn BlobReader,
+        found: HashMap<Key, Finding>,
+    ) -> Self {
+        Walk {
+            catalog,
+            store,
+            found,
+            below: HashMap::new(),
+            snapshot: 0,
+            client: 0,
+            open: Vec::new(),
+            reached: Vec::new(),
+        }
+    }
+
     pub(super) fn snapshots(&mut self, report: &mut Report) -> Result<()> {
         let roots = self.catalog.snapshot_roots()?;
         report.snapshots = roots.len() as u64;
         for (client, snapshot, root) in roots {
-            let mut reach = Reach {
-                snapshot,
-                path: String::new(),
-            };
-            if !self.tree(client, TreeId(root), &mut reach)?.is_empty() {
+            (self.client, self.snapshot) = (client, snapshot);
+            walk(Node::Tree(TreeId(root)), self)?;
+            if !std::mem::take(&mut self.reached).is_empty() {
                 report.snapshots_damaged.push(snapshot);
             }
         }
         Ok(())
     }
 
-    /// The damaged blobs under a tree; records the state of each tree and
-    /// content it walks (incomplete when something under it is damaged).
-    fn tree(&mut self, client: u64, id: TreeId, reach: &mut Reach) -> Result<Vec<Key>> {
-        let key = (client, BlobKind::Tree, id.0);
-        if let Some(below) = self.seen(&key, reach) {
-            return Ok(below);
-        }
-        let Some((row, state, raw)) = self.load(key, reach)? else {
-            return Ok(self.below.get(&key).cloned().unwrap_or_default());
-        };
-        let tree = match Tree::decode(&id, &raw) {
-            Ok(tree) => tree,
-            Err(e) => return self.damaged(key, &row, &format!("{e}"), reach),
-        };
-        let mut below = Vec::new();
-        let base = reach.path.clone();
-        for entry in tree.entries {
-            reach.path = format!("{base}/{}", String::from_utf8_lossy(&entry.name));
-            match entry.kind {
-                EntryKind::Dir { tree } => below.extend(self.tree(client, tree, reach)?),
-                EntryKind::File { content, .. } => {
-                    below.extend(self.content(client, content, reach)?);
-                }
-                _ => {}
-            }
-        }
-        reach.path = base;
-        self.settle(key, state, below)
+    fn key(&self, node: Node) -> Key {
+        let (kind, id) = BlobKind::of(node);
+        (self.client, kind, id)
     }
 
-    fn content(&mut self, client: u64, id: ContentId, reach: &mut Reach) -> Result<Vec<Key>> {
-        let key = (client, BlobKind::Content, id.0);
-        if let Some(below) = self.seen(&key, reach) {
-            return Ok(below);
+    fn reach(&self, path: &[Vec<u8>]) -> Reach {
+        let names: Vec<std::borrow::Cow<'_, str>> =
+            path.iter().map(|n| String::from_utf8_lossy(n)).collect();
+        Reach {
+            snapshot: self.snapshot,
+            path: format!("/{}", names.join("/")),
         }
-        let Some((row, state, raw)) = self.load(key, reach)? else {
-            return Ok(self.below.get(&key).cloned().unwrap_or_default());
-        };
-        let content = match Content::decode(&id, &raw) {
-            Ok(content) => content,
-            Err(e) => return self.damaged(key, &row, &format!("{e}"), reach),
-        };
-        let mut below = Vec::new();
-        for chunk in &content.chunks {
-            let chunk_key = (client, BlobKind::Chunk, chunk.id.0);
-            if let Some(finding) = self.found.get_mut(&chunk_key) {
-                finding.reached(reach);
-                below.push(chunk_key);
-                continue;
-            }
-            let found = self
-                .catalog
-                .find_blob_state(client, BlobKind::Chunk, &chunk.id.0)?;
-            let reason = match found {
-                Some((_, BlobState::Damaged)) => "found damaged by an earlier verify",
-                Some(_) => continue,
-                None => "no row names it",
-            };
-            let row = found.map(|(row, _)| row);
-            self.record(chunk_key, row.as_ref(), reason.into(), reach);
-            below.push(chunk_key);
-        }
-        for part in content.parts {
-            below.extend(self.content(client, part.id, reach)?);
-        }
-        self.settle(key, state, below)
     }
 
-    /// A tree or content walked before: the damage under it, now reached
-    /// from this snapshot too.
-    fn seen(&mut self, key: &Key, reach: &Reach) -> Option<Vec<Key>> {
-        let below = self.below.get(key)?.clone();
-        for damaged in &below {
-            if let Some(finding) = self.found.get_mut(damaged) {
-                finding.snapshots.insert(reach.snapshot);
-            }
+    /// Adds damage to what lies below the innermost open node (or the root).
+    fn add_below(&mut self, keys: &[Key]) {
+        match self.open.last_mut() {
+            Some(open) => open.below.extend_from_slice(keys),
+            None => self.reached.extend_from_slice(keys),
         }
-        Some(below)
+    }
+
+    /// The innermost open node could not be read or decoded: it is `damage`.
+    fn unread(&mut self, damage: Vec<Key>) {
+        if let Some(open) = self.open.last_mut() {
+            open.unread = Some(damage);
+        }
     }
 
     /// Records what lies below a tree or content, and its state when that
@@ -158,53 +144,11 @@ impl Walk<'_, '_> {
         Ok(below)
     }
 
-    /// A tree's or content's row, state and bytes, or `None` when it is damaged or
-    /// missing (recorded). A row a collection moves while it is read is
-    /// read again where it went.
-    fn load(
-        &mut self,
-        key: Key,
-        reach: &mut Reach,
-    ) -> Result<Option<(BlobRow, BlobState, Vec<u8>)>> {
-        let (client, kind, id) = key;
-        let mut attempts = 0;
-        loop {
-            let Some((row, state)) = self.catalog.find_blob_state(client, kind, &id)? else {
-                self.record(key, None, "no row names it".into(), reach);
-                self.below.insert(key, vec![key]);
-                return Ok(None);
-            };
-            if state == BlobState::Damaged {
-                let reason = "found damaged by an earlier verify".to_string();
-                self.record(key, Some(&row), reason, reach);
-                self.below.insert(key, vec![key]);
-                return Ok(None);
-            }
-            let raw = self
-                .read(&row)
-                .map_err(|e| format!("cannot be read ({e})"))
-                .and_then(|stored| {
-                    decompress(row.codec, stored, MAX_MESSAGE).map_err(|e| format!("{e}"))
-                });
-            let reason = match raw {
-                Ok(raw) => return Ok(Some((row, state, raw))),
-                Err(reason) => reason,
-            };
-            let moved = self
-                .catalog
-                .find_blob_state(client, kind, &id)?
-                .is_some_and(|(now, _)| now.at != row.at);
-            attempts += 1;
-            if !moved || attempts >= 3 {
-                self.damaged(key, &row, &reason, reach)?;
-                return Ok(None);
-            }
-        }
-    }
-
-    /// The stored bytes of a row.
-    fn read(&mut self, row: &BlobRow) -> std::io::Result<Vec<u8>> {
-        self.store.read(&row.at)
+    /// A missing or known-damaged blob, recorded as reached here.
+    fn lacking(&mut self, key: Key, row: Option<&BlobRow>, reason: &str, path: &[Vec<u8>]) {
+        let reach = self.reach(path);
+        self.record(key, row, reason.into(), &reach);
+        self.below.insert(key, vec![key]);
     }
 
     /// Marks a tree or content whose bytes (read from `row`) are wrong
@@ -214,13 +158,14 @@ impl Walk<'_, '_> {
         key: Key,
         row: &BlobRow,
         reason: &str,
-        reach: &mut Reach,
+        path: &[Vec<u8>],
     ) -> Result<Vec<Key>> {
         if !self.catalog.mark_damaged(key.0, row, reason)? {
             // Moved meanwhile: checked where it went by a later run.
             return Ok(Vec::new());
         }
-        self.record(key, Some(row), reason.to_string(), reach);
+        let reach = self.reach(path);
+        self.record(key, Some(row), reason.to_string(), &reach);
         self.below.insert(key, vec![key]);
         Ok(vec![key])
     }
@@ -230,6 +175,128 @@ impl Walk<'_, '_> {
             .entry(key)
             .or_insert_with(|| Finding::new(row, reason))
             .reached(reach);
+    }
+}
+
+impl Visitor for Walk<'_, '_> {
+    type Error = anyhow::Error;
+
+    /// A node walked before adds the damage under it, now reached from
+    /// this snapshot too; a new one is opened.
+    fn enter(&mut self, node: Node, _: &[Vec<u8>]) -> Result<bool> {
+        let key = self.key(node);
+        if let Some(below) = self.below.get(&key).cloned() {
+            for damaged in &below {
+                if let Some(finding) = self.found.get_mut(damaged) {
+                    finding.snapshots.insert(self.snapshot);
+                }
+            }
+            self.add_below(&below);
+            return Ok(false);
+        }
+        self.open.push(Open {
+            key,
+            state: BlobState::Whole,
+            below: Vec::new(),
+            unread: None,
+        });
+        Ok(true)
+    }
+
+    /// The bytes, or `None` when the blob is missing or damaged (recorded).
+    /// A row a collection moves while it is read is read again where it went.
+    fn load(&mut self, node: Node, path: &[Vec<u8>]) -> Result<Option<Vec<u8>>> {
+        let key = self.key(node);
+        let (client, kind, id) = key;
+        let mut attempts = 0;
+        loop {
+            let Some((row, state)) = self.catalog.find_blob_state(client, kind, &id)? else {
+                self.lacking(key, None, "no row names it", path);
+                self.unread(vec![key]);
+                return Ok(None);
+            };
+            if state == BlobState::Damaged {
+                self.lacking(key, Some(&row), "found damaged by an earlier verify", path);
+                self.unread(vec![key]);
+                return Ok(None);
+            }
+            let raw = self
+                .store
+                .read(&row.at)
+                .map_err(|e| format!("cannot be read ({e})"))
+                .and_then(|stored| {
+                    decompress(row.codec, stored, MAX_MESSAGE).map_err(|e| format!("{e}"))
+                });
+            let reason = match raw {
+                Ok(raw) => {
+                    if let Some(open) = self.open.last_mut() {
+                        open.state = state;
+                    }
+                    return Ok(Some(raw));
+                }
+                Err(reason) => reason,
+            };
+            let moved = self
+                .catalog
+                .find_blob_state(client, kind, &id)?
+                .is_some_and(|(now, _)| now.at != row.at);
+            attempts += 1;
+            if !moved || attempts >= 3 {
+                let damage = self.damaged(key, &row, &reason, path)?;
+                self.unread(damage);
+                return Ok(None);
+            }
+        }
+    }
+
+    fn undecodable(&mut self, node: Node, error: ProtocolError, path: &[Vec<u8>]) -> Result<()> {
+        let key = self.key(node);
+        let (client, kind, id) = key;
+        let damage = match self.catalog.find_blob_state(client, kind, &id)? {
+            Some((row, _)) => self.damaged(key, &row, &error.to_string(), path)?,
+            None => Vec::new(),
+        };
+        self.unread(damage);
+        Ok(())
+    }
+
+    /// A chunk that is missing or found damaged is damage below its content.
+    fn chunk(&mut self, _: ContentId, chunk: &ChunkRef, path: &[Vec<u8>]) -> Result<()> {
+        let chunk_key = (self.client, BlobKind::Chunk, chunk.id.0);
+        if self.found.contains_key(&chunk_key) {
+            let reach = self.reach(path);
+            if let Some(finding) = self.found.get_mut(&chunk_key) {
+                finding.reached(&reach);
+            }
+            self.add_below(&[chunk_key]);
+            return Ok(());
+        }
+        let found = self
+            .catalog
+            .find_blob_state(self.client, BlobKind::Chunk, &chunk.id.0)?;
+        let reason = match found {
+            Some((_, BlobState::Damaged)) => "found damaged by an earlier verify",
+            Some(_) => return Ok(()),
+            None => "no row names it",
+        };
+        let row = found.map(|(row, _)| row);
+        let reach = self.reach(path);
+        self.record(chunk_key, row.as_ref(), reason.into(), &reach);
+        self.add_below(&[chunk_key]);
+        Ok(())
+    }
+
+    /// What lies below a node settles its state, and counts for its parent.
+    fn leave(&mut self, _: Node) -> Result<()> {
+        let Some(open) = self.open.pop() else {
+            return Ok(());
+        };
+        let below = match open.unread {
+            Some(damage) => damage,
+            None => self.settle(open.key, open.state, open.below)?,
+        };
+        self.add_below(&below);
+        Ok(())
     }
 }
 
@@ -243,11 +310,7 @@ impl Finding {
     fn reached(&mut self, reach: &Reach) {
         self.snapshots.insert(reach.snapshot);
         if self.paths.len() < PATHS_SHOWN && !self.paths.contains(&reach.path) {
-            self.paths.push(if reach.path.is_empty() {
-                "/".into()
-            } else {
-                reach.path.clone()
-            });
+            self.paths.push(reach.path.clone());
         }
     }
 }
