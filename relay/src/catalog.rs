@@ -142,6 +142,37 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX blobs_not_whole ON blobs(client_id) WHERE state != 0;",
 ];
 
+/// A client's id in the catalog (`clients.id`): never reused, never
+/// confused with a snapshot's or a set's.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct ClientId(pub u64);
+
+impl std::fmt::Display for ClientId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl rusqlite::ToSql for ClientId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        let id = i64::try_from(self.0)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        Ok(id.into())
+    }
+}
+
+impl rusqlite::types::FromSql for ClientId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let id = i64::column_result(value)?;
+        u64::try_from(id)
+            .map(ClientId)
+            .map_err(|_| rusqlite::types::FromSqlError::OutOfRange(id))
+    }
+}
+
 /// What a blob is; part of its key, so a chunk and a tree never collide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum BlobKind {
@@ -333,7 +364,7 @@ mod tests {
     use ferry_protocol::keys::PublicKey;
 
     /// A catalog with one paired client; returns the catalog and its id.
-    fn with_client(dir: &Path) -> (Catalog, u64) {
+    fn with_client(dir: &Path) -> (Catalog, ClientId) {
         let mut cat = Catalog::open(&dir.join("c.sqlite")).unwrap();
         let (id, _) = cat
             .create_pairing("laptop", 0, i64::MAX, 1)

@@ -24,6 +24,7 @@
 //! `pack_files` shared around each lookup and read; only the deletion of a
 //! pack file takes it exclusively, so restores continue during a collection.
 
+use crate::catalog::ClientId;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
@@ -86,7 +87,7 @@ pub fn collect(
         let mut marker = Marker {
             catalog,
             blobs,
-            client: 0,
+            client: ClientId(0),
             marked: 0,
         };
         for (client, snapshot, root) in &roots {
@@ -126,7 +127,7 @@ struct Marker<'c, 'p> {
     catalog: &'c mut Catalog,
     blobs: &'p Blobs,
     /// Whose snapshot is walked.
-    client: u64,
+    client: ClientId,
     /// Blobs marked so far.
     marked: u64,
 }
@@ -140,7 +141,7 @@ impl Marker<'_, '_> {
     }
 
     /// Marks `root` of `client` and everything below it.
-    fn walk(&mut self, client: u64, root: Node) -> Result<()> {
+    fn walk(&mut self, client: ClientId, root: Node) -> Result<()> {
         self.client = client;
         walk(root, self)
     }

@@ -135,7 +135,7 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
         ),
     };
     let accept = PairAccept {
-        client_id: client.id,
+        client_id: client.id.0,
         client_name: client.name.clone(),
         addresses: session_addresses(shared, io),
     };

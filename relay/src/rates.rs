@@ -10,6 +10,7 @@
 //! re-evaluates schedules, applies rates to live buckets, drops buckets of
 //! clients that left, and measures the rates actually flowing.
 
+use crate::catalog::ClientId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
@@ -63,10 +64,10 @@ struct Measured {
 pub struct Rates {
     config: RateSchedules,
     global_override: Mutex<Option<Schedule>>,
-    client_overrides: Mutex<HashMap<u64, Schedule>>,
+    client_overrides: Mutex<HashMap<ClientId, Schedule>>,
     lan: Arc<Throttle>,
     internet: Arc<Throttle>,
-    clients: Mutex<HashMap<(u64, PathKind), Measured>>,
+    clients: Mutex<HashMap<(ClientId, PathKind), Measured>>,
     measured: Mutex<(Instant, u64, u64, u64, u64)>,
 }
 
@@ -88,7 +89,7 @@ impl Rates {
 
     /// Replaces the overrides (from the catalog). Bad stored text is ignored
     /// with a log line: the admin command validates before storing.
-    pub fn set_overrides(&self, global: Option<String>, clients: HashMap<u64, String>) {
+    pub fn set_overrides(&self, global: Option<String>, clients: HashMap<ClientId, String>) {
         let parse = |what: &str, text: &str| match Schedule::parse(text) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -107,7 +108,7 @@ impl Rates {
     /// the catalog (read as its session starts) and applies them.
     pub fn session_starts(
         &self,
-        client: u64,
+        client: ClientId,
         own: Option<String>,
         global: Option<String>,
         now: (u32, u32),
@@ -129,7 +130,7 @@ impl Rates {
         }
     }
 
-    fn client_rate(&self, client: u64, path: PathKind, now: (u32, u32)) -> Option<u64> {
+    fn client_rate(&self, client: ClientId, path: PathKind, now: (u32, u32)) -> Option<u64> {
         if let Some(own) = lock(&self.client_overrides).get(&client) {
             return own.rate_at(now.0, now.1);
         }
@@ -140,7 +141,7 @@ impl Rates {
     }
 
     /// The bucket shared by `client`'s sessions over `path`.
-    pub fn client(&self, client: u64, path: PathKind, now: (u32, u32)) -> Arc<Throttle> {
+    pub fn client(&self, client: ClientId, path: PathKind, now: (u32, u32)) -> Arc<Throttle> {
         let mut clients = lock(&self.clients);
         if let Some(existing) = clients
             .get(&(client, path))
@@ -177,7 +178,7 @@ impl Rates {
         let elapsed = measured.0.elapsed().as_secs_f64().max(1e-3);
         let mut clients = lock(&self.clients);
         clients.retain(|_, m| m.throttle.strong_count() > 0);
-        let keys: Vec<(u64, PathKind)> = clients.keys().copied().collect();
+        let keys: Vec<(ClientId, PathKind)> = clients.keys().copied().collect();
         for key in keys {
             let rate = self.client_rate(key.0, key.1, now);
             let m = clients.get_mut(&key).expect("listed");
@@ -250,11 +251,11 @@ mod tests {
         let rates = Rates::new(schedules(), monday_morning);
         assert_eq!(rates.global(PathKind::Internet).rate(), Some(2 << 20));
         assert_eq!(rates.global(PathKind::Lan).rate(), None);
-        let client = rates.client(7, PathKind::Internet, monday_morning);
+        let client = rates.client(ClientId(7), PathKind::Internet, monday_morning);
         assert_eq!(client.rate(), Some(1 << 20));
         rates.set_overrides(
             Some("unlimited".into()),
-            HashMap::from([(7, "3MiB/s".to_string())]),
+            HashMap::from([(ClientId(7), "3MiB/s".to_string())]),
         );
         rates.refresh((5, 0));
         assert_eq!(rates.global(PathKind::Internet).rate(), None);

@@ -1,5 +1,6 @@
 //! Live sessions by client, so that revoking a key closes its sessions at once.
 
+use crate::catalog::ClientId;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 /// The relay's table of open sessions.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<u64, HashMap<u64, CancellationToken>>>,
+    sessions: Mutex<HashMap<ClientId, HashMap<u64, CancellationToken>>>,
     next_id: AtomicU64,
 }
 
@@ -17,7 +18,7 @@ pub struct Registry {
 #[derive(Debug)]
 pub struct SessionEntry {
     registry: Arc<Registry>,
-    client: u64,
+    client: ClientId,
     id: u64,
     /// Cancelled when the client's key is revoked.
     pub revoked: CancellationToken,
@@ -36,12 +37,14 @@ impl Drop for SessionEntry {
 }
 
 impl Registry {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, HashMap<u64, CancellationToken>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<ClientId, HashMap<u64, CancellationToken>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a new session of `client`.
-    pub fn register(self: &Arc<Self>, client: u64) -> SessionEntry {
+    pub fn register(self: &Arc<Self>, client: ClientId) -> SessionEntry {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let revoked = CancellationToken::new();
         self.lock()
@@ -58,7 +61,7 @@ impl Registry {
 
     /// Revokes every session whose client is not in `active`; returns the
     /// revoked clients' ids.
-    pub fn revoke_inactive(&self, active: &HashSet<u64>) -> Vec<u64> {
+    pub fn revoke_inactive(&self, active: &HashSet<ClientId>) -> Vec<ClientId> {
         let map = self.lock();
         let mut revoked = Vec::new();
         for (client, sessions) in map.iter().filter(|(c, _)| !active.contains(c)) {
@@ -86,11 +89,11 @@ mod tests {
     #[test]
     fn revoke_and_unregister() {
         let registry = Arc::new(Registry::default());
-        let a = registry.register(1);
-        let b = registry.register(2);
+        let a = registry.register(ClientId(1));
+        let b = registry.register(ClientId(2));
         assert_eq!(registry.len(), 2);
-        let revoked = registry.revoke_inactive(&HashSet::from([2]));
-        assert_eq!(revoked, vec![1]);
+        let revoked = registry.revoke_inactive(&HashSet::from([ClientId(2)]));
+        assert_eq!(revoked, vec![ClientId(1)]);
         assert!(a.revoked.is_cancelled());
         assert!(!b.revoked.is_cancelled());
         drop(a);

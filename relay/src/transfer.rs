@@ -19,6 +19,7 @@
 mod closure;
 mod upload;
 
+use crate::catalog::ClientId;
 use std::sync::Arc;
 
 use ferry_protocol::chunking::MAX_CHUNK;
@@ -98,7 +99,7 @@ pub(crate) use {check, violation};
 #[derive(Debug)]
 pub struct Transfer {
     repo: Arc<Repo>,
-    client: u64,
+    client: ClientId,
     upload: Option<Upload>,
     policy: Option<InternetPolicy>,
 }
@@ -122,7 +123,7 @@ fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
 impl Transfer {
     /// State for a session of `client`; `policy` applies when the session
     /// comes from the internet (`None` on the LAN).
-    pub fn new(repo: Arc<Repo>, client: u64, policy: Option<InternetPolicy>) -> Self {
+    pub fn new(repo: Arc<Repo>, client: ClientId, policy: Option<InternetPolicy>) -> Self {
         Transfer {
             repo,
             client,
@@ -140,11 +141,11 @@ impl Transfer {
         }
         match self.sync() {
             Ok(()) => tracing::info!(
-                client = self.client,
+                client = %self.client,
                 "an unfinished upload's data was made durable for its next run"
             ),
             Err(e) => tracing::warn!(
-                client = self.client,
+                client = %self.client,
                 "an unfinished upload's data could not be kept: {e:#}"
             ),
         }

@@ -3,14 +3,19 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{codec_from_sql, now_ms, BlobKind, BlobRow, BlobState, Catalog, Result};
+use super::{codec_from_sql, now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 
 impl Catalog {
     /// Where `client`'s blob is, if stored.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn find_blob(&self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<Option<BlobRow>> {
+    pub fn find_blob(
+        &self,
+        client: ClientId,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> Result<Option<BlobRow>> {
         Ok(self
             .find_blob_state(client, kind, id)?
             .filter(|(_, state)| *state != BlobState::Damaged)
@@ -23,7 +28,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn find_blob_state(
         &self,
-        client: u64,
+        client: ClientId,
         kind: BlobKind,
         id: &[u8; 32],
     ) -> Result<Option<(BlobRow, BlobState)>> {
@@ -31,7 +36,7 @@ impl Catalog {
             .prepare_cached(
                 "SELECT pack, offset, length, compressed, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
             )?
-            .query_row(params![client as i64, kind as i64, &id[..]], |r| {
+            .query_row(params![client, kind as i64, &id[..]], |r| {
                 Ok((
                     BlobRow {
                         kind,
@@ -53,7 +58,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn insert_blobs(&mut self, client: u64, rows: &[BlobRow]) -> Result<()> {
+    pub fn insert_blobs(&mut self, client: ClientId, rows: &[BlobRow]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -76,7 +81,7 @@ impl Catalog {
             let now = now_ms();
             for row in rows {
                 let changed = insert.execute(params![
-                    client as i64,
+                    client,
                     row.kind as i64,
                     &row.id[..],
                     row.at.pack,
@@ -86,7 +91,7 @@ impl Catalog {
                     now
                 ])?;
                 if changed > 0 {
-                    healed.execute(params![client as i64, row.kind as i64, &row.id[..], now])?;
+                    healed.execute(params![client, row.kind as i64, &row.id[..], now])?;
                 }
             }
         }

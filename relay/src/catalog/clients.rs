@@ -1,6 +1,6 @@
 //! Paired clients: looked up by key, name or id, listed, removed, seen.
 
-use super::Result;
+use super::{ClientId, Result};
 use ferry_protocol::keys::PublicKey;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::Serialize;
@@ -11,7 +11,7 @@ use super::Catalog;
 #[derive(Debug, Clone, Serialize)]
 pub struct ClientRecord {
     /// The relay's id for the client.
-    pub id: u64,
+    pub id: ClientId,
     /// The operator's name for it.
     pub name: String,
     /// Its static key's fingerprint.
@@ -71,7 +71,7 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
         )
     })?;
     Ok(ClientRecord {
-        id: r.get::<_, i64>(0)? as u64,
+        id: r.get(0)?,
         name: r.get(1)?,
         fingerprint: public_key.fingerprint().to_string(),
         hostname: r.get(3)?,
@@ -128,11 +128,11 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn active_client_ids(&self) -> Result<std::collections::HashSet<u64>> {
+    pub fn active_client_ids(&self) -> Result<std::collections::HashSet<ClientId>> {
         let mut stmt = self
             .conn
             .prepare("SELECT id FROM clients WHERE removed_at IS NULL")?;
-        let rows = stmt.query_map([], |r| r.get::<_, i64>(0).map(|id| id as u64))?;
+        let rows = stmt.query_map([], |r| r.get::<_, ClientId>(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -154,11 +154,11 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn touch_client(&mut self, id: u64, address: &str, now: i64) -> Result<()> {
+    pub fn touch_client(&mut self, id: ClientId, address: &str, now: i64) -> Result<()> {
         self.conn.execute(
             "UPDATE clients SET last_seen_at = ?2, last_address = ?3 WHERE id = ?1
              AND (last_seen_at IS NULL OR last_seen_at < ?2 - 60000 OR last_address IS NOT ?3)",
-            params![id as i64, now, address],
+            params![id, now, address],
         )?;
         Ok(())
     }

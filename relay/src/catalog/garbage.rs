@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::{BlobKind, BlobRow, Catalog, Result};
+use super::{BlobKind, BlobRow, Catalog, ClientId, Result};
 use crate::store::BlobLocation;
 
 /// What remains in one pack after the sweep.
@@ -45,9 +45,12 @@ fn id_column(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> 
 
 /// A row of `SELECT client_id, kind, id, offset, length, compressed`
 /// (in that order, first) of blobs in `pack`.
-pub(super) fn blob_in_pack(r: &rusqlite::Row<'_>, pack: u32) -> rusqlite::Result<(u64, BlobRow)> {
+pub(super) fn blob_in_pack(
+    r: &rusqlite::Row<'_>,
+    pack: u32,
+) -> rusqlite::Result<(ClientId, BlobRow)> {
     Ok((
-        r.get::<_, i64>(0)? as u64,
+        r.get::<_, ClientId>(0)?,
         BlobRow {
             kind: BlobKind::from_code(r.get(1)?)?,
             id: id_column(r, 2)?,
@@ -67,7 +70,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn snapshot_roots(&self) -> Result<Vec<(u64, u64, [u8; 32])>> {
+    pub fn snapshot_roots(&self) -> Result<Vec<(ClientId, u64, [u8; 32])>> {
         let mut stmt = self
             .conn
             .prepare("SELECT client_id, id, root FROM snapshots ORDER BY id")?;
@@ -77,7 +80,7 @@ impl Catalog {
                 .as_slice()
                 .try_into()
                 .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, root.len() as i64))?;
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64, root))
+            Ok((r.get::<_, ClientId>(0)?, r.get::<_, i64>(1)? as u64, root))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -103,13 +106,13 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn mark(&mut self, client: u64, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+    pub fn mark(&mut self, client: ClientId, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
         let added = self
             .conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO temp.marked (client_id, kind, id) VALUES (?1, ?2, ?3)",
             )?
-            .execute(params![client as i64, kind as i64, &id[..]])?;
+            .execute(params![client, kind as i64, &id[..]])?;
         Ok(added == 1)
     }
 
@@ -118,7 +121,10 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn young_unmarked_objects(&self, cutoff_ms: i64) -> Result<Vec<(u64, BlobKind, [u8; 32])>> {
+    pub fn young_unmarked_objects(
+        &self,
+        cutoff_ms: i64,
+    ) -> Result<Vec<(ClientId, BlobKind, [u8; 32])>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id FROM blobs b WHERE stored_at >= ?1 AND kind IN (2, 3)
              AND NOT EXISTS (SELECT 1 FROM temp.marked m
@@ -126,7 +132,7 @@ impl Catalog {
         )?;
         let rows = stmt.query_map([cutoff_ms], |r| {
             Ok((
-                r.get::<_, i64>(0)? as u64,
+                r.get::<_, ClientId>(0)?,
                 BlobKind::from_code(r.get(1)?)?,
                 id_column(r, 2)?,
             ))
@@ -191,7 +197,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn blobs_in_pack(&self, pack: u32) -> Result<Vec<(u64, BlobRow)>> {
+    pub fn blobs_in_pack(&self, pack: u32) -> Result<Vec<(ClientId, BlobRow)>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id, offset, length, compressed FROM blobs WHERE pack = ?1 ORDER BY offset",
         )?;
@@ -204,7 +210,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn relocate(&mut self, from: u32, moved: &[(u64, BlobRow)]) -> Result<()> {
+    pub fn relocate(&mut self, from: u32, moved: &[(ClientId, BlobRow)]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -215,7 +221,7 @@ impl Catalog {
             )?;
             for (client, row) in moved {
                 update.execute(params![
-                    *client as i64,
+                    *client,
                     row.kind as i64,
                     &row.id[..],
                     row.at.pack,

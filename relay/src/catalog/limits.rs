@@ -1,7 +1,7 @@
 //! Settings changed on a running relay: bandwidth limits, the internet
 //! policy per client, and small key/value settings.
 
-use super::Result;
+use super::{ClientId, Result};
 use std::collections::HashMap;
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
@@ -106,11 +106,11 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_limits(&self) -> Result<HashMap<u64, String>> {
+    pub fn client_limits(&self) -> Result<HashMap<ClientId, String>> {
         let mut stmt =
             self.conn.prepare("SELECT id, rate_limit FROM clients WHERE removed_at IS NULL AND rate_limit IS NOT NULL")?;
         let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get::<_, String>(1)?))
+            Ok((r.get::<_, ClientId>(0)?, r.get::<_, String>(1)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

@@ -1,6 +1,6 @@
 //! Backup sets: a client's named sets of paths.
 
-use super::Result;
+use super::{ClientId, Result};
 use rusqlite::params;
 
 use super::Catalog;
@@ -10,14 +10,14 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn ensure_set(&mut self, client: u64, name: &str) -> Result<i64> {
+    pub fn ensure_set(&mut self, client: ClientId, name: &str) -> Result<i64> {
         self.conn.execute(
             "INSERT OR IGNORE INTO backup_sets (client_id, name) VALUES (?1, ?2)",
-            params![client as i64, name],
+            params![client, name],
         )?;
         Ok(self.conn.query_row(
             "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
-            params![client as i64, name],
+            params![client, name],
             |r| r.get(0),
         )?)
     }

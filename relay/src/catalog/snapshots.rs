@@ -1,6 +1,6 @@
 //! Snapshots: committed, listed, forgotten, and kept by retention rules.
 
-use super::Result;
+use super::{ClientId, Result};
 use rusqlite::{params, TransactionBehavior};
 use serde::Serialize;
 
@@ -44,7 +44,7 @@ impl Catalog {
     #[allow(clippy::too_many_arguments)]
     pub fn insert_snapshot(
         &mut self,
-        client: u64,
+        client: ClientId,
         set_id: i64,
         root: &[u8; 32],
         started_ms: i64,
@@ -56,7 +56,7 @@ impl Catalog {
             "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
-                client as i64,
+                client,
                 set_id,
                 &root[..],
                 started_ms,
@@ -76,7 +76,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn apply_retention(
         &mut self,
-        client: u64,
+        client: ClientId,
         set_id: i64,
         retention: &ferry_protocol::retention::Retention,
     ) -> Result<usize> {
@@ -85,7 +85,7 @@ impl Catalog {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let snapshots: Vec<(u64, i64)> = tx
             .prepare("SELECT id, finished_at FROM snapshots WHERE client_id = ?1 AND set_id = ?2")?
-            .query_map(params![client as i64, set_id], |r| {
+            .query_map(params![client, set_id], |r| {
                 Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -122,7 +122,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn list_snapshots(
         &self,
-        client: Option<u64>,
+        client: Option<ClientId>,
         set: Option<&str>,
     ) -> Result<Vec<SnapshotRow>> {
         let mut stmt = self.conn.prepare(
@@ -131,7 +131,7 @@ impl Catalog {
              WHERE (?1 IS NULL OR s.client_id = ?1) AND (?2 IS NULL OR b.name = ?2)
              ORDER BY s.id",
         )?;
-        let rows = stmt.query_map(params![client.map(|c| c as i64), set], |r| {
+        let rows = stmt.query_map(params![client, set], |r| {
             let root: Vec<u8> = r.get(3)?;
             let root_id: [u8; 32] = root.as_slice().try_into().unwrap_or([0; 32]);
             let (started_ms, finished_ms): (i64, i64) = (r.get(4)?, r.get(5)?);

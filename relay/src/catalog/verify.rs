@@ -5,7 +5,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog, Result};
+use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 
 /// One damaged blob as recorded in the `damage` table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Catalog {
         &self,
         pack: u32,
         cutoff_ms: i64,
-    ) -> Result<Vec<(u64, BlobRow, BlobState)>> {
+    ) -> Result<Vec<(ClientId, BlobRow, BlobState)>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id, offset, length, compressed, state FROM blobs
              WHERE pack = ?1 AND verified_at < ?2 ORDER BY offset",
@@ -115,7 +115,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn mark_damaged(&mut self, client: u64, row: &BlobRow, reason: &str) -> Result<bool> {
+    pub fn mark_damaged(&mut self, client: ClientId, row: &BlobRow, reason: &str) -> Result<bool> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -123,7 +123,7 @@ impl Catalog {
             "UPDATE blobs SET state = 1
              WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND offset = ?5",
             params![
-                client as i64,
+                client,
                 row.kind as i64,
                 &row.id[..],
                 row.at.pack,
@@ -134,7 +134,7 @@ impl Catalog {
             let known: Option<i64> = tx
                 .query_row(
                     "SELECT id FROM damage WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
-                    params![client as i64, row.kind as i64, &row.id[..]],
+                    params![client, row.kind as i64, &row.id[..]],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -143,7 +143,7 @@ impl Catalog {
                     "INSERT INTO damage (client_id, kind, blob, pack, offset, length, reason, found_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
-                        client as i64,
+                        client,
                         row.kind as i64,
                         &row.id[..],
                         row.at.pack,
@@ -165,7 +165,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn set_complete(
         &mut self,
-        client: u64,
+        client: ClientId,
         kind: BlobKind,
         id: &[u8; 32],
         complete: bool,
@@ -180,7 +180,7 @@ impl Catalog {
                 "UPDATE blobs SET state = ?5 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = ?4",
             )?
             .execute(params![
-                client as i64,
+                client,
                 kind as i64,
                 &id[..],
                 from.code(),
@@ -194,11 +194,11 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn has_damage(&self, client: u64) -> Result<bool> {
+    pub fn has_damage(&self, client: ClientId) -> Result<bool> {
         Ok(self
             .conn
             .prepare_cached("SELECT 1 FROM blobs WHERE client_id = ?1 AND state != 0 LIMIT 1")?
-            .query_row([client as i64], |_| Ok(()))
+            .query_row([client], |_| Ok(()))
             .optional()?
             .is_some())
     }
@@ -209,7 +209,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn set_damage_snapshots(
         &mut self,
-        client: u64,
+        client: ClientId,
         kind: BlobKind,
         id: &[u8; 32],
         snapshots: &[u64],
@@ -218,7 +218,7 @@ impl Catalog {
         self.conn.execute(
             "UPDATE damage SET snapshots = ?4
              WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
-            params![client as i64, kind as i64, &id[..], text],
+            params![client, kind as i64, &id[..], text],
         )?;
         Ok(())
     }
@@ -228,13 +228,13 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_damage(&self, client: u64) -> Result<(Vec<u64>, Vec<u64>)> {
+    pub fn client_damage(&self, client: ClientId) -> Result<(Vec<u64>, Vec<u64>)> {
         let mut damaged = std::collections::BTreeSet::new();
         let mut healed = std::collections::BTreeSet::new();
         let mut stmt = self
             .conn
             .prepare("SELECT snapshots, healed_at IS NOT NULL FROM damage WHERE client_id = ?1")?;
-        let rows = stmt.query_map([client as i64], |r| {
+        let rows = stmt.query_map([client], |r| {
             Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
         })?;
         for row in rows {
@@ -249,7 +249,7 @@ impl Catalog {
         let existing: std::collections::HashSet<u64> = self
             .conn
             .prepare("SELECT id FROM snapshots WHERE client_id = ?1")?
-            .query_map([client as i64], |r| Ok(r.get::<_, i64>(0)? as u64))?
+            .query_map([client], |r| Ok(r.get::<_, i64>(0)? as u64))?
             .collect::<rusqlite::Result<_>>()?;
         let keep = |set: std::collections::BTreeSet<u64>| -> Vec<u64> {
             set.into_iter().filter(|id| existing.contains(id)).collect()
@@ -350,11 +350,9 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn client_name(&self, client: u64) -> Result<String> {
-        Ok(
-            super::clients::client_where(&self.conn, "id = ?1", client as i64)?
-                .map_or_else(|| format!("#{client}"), |c| c.name),
-        )
+    pub fn client_name(&self, client: ClientId) -> Result<String> {
+        Ok(super::clients::client_where(&self.conn, "id = ?1", client)?
+            .map_or_else(|| format!("#{client}"), |c| c.name))
     }
 }
 

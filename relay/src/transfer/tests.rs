@@ -13,7 +13,7 @@ use ferry_protocol::tree::{ChunkRef, Entry};
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 
 /// A relay's repo: a temporary catalog with clients a and b, and `store`.
-fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, u64, u64) {
+fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, ClientId, ClientId) {
     let path = dir.join("catalog.sqlite");
     let mut catalog = Catalog::open(&path).unwrap();
     let mut clients = Vec::new();
@@ -38,7 +38,7 @@ fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, u64, u64
 }
 
 /// [`relay_with`] an empty in-memory store.
-fn relay(dir: &std::path::Path) -> (Arc<Repo>, u64, u64) {
+fn relay(dir: &std::path::Path) -> (Arc<Repo>, ClientId, ClientId) {
     relay_with(dir, MemoryStore::default())
 }
 

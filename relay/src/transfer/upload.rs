@@ -96,7 +96,7 @@ impl Transfer {
         );
         let Some(base_bytes) = self.load(base_kind, &base_key)? else {
             tracing::warn!(
-                client = self.client,
+                client = %self.client,
                 ?base,
                 "object patch against a missing base dropped"
             );

@@ -2,6 +2,7 @@
 //! to the snapshots and paths that reach it, and each tree and content
 //! marked incomplete or whole by what lies below it.
 
+use crate::catalog::ClientId;
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Result;
@@ -38,7 +39,7 @@ impl Finding {
     }
 }
 
-pub(super) type Key = (u64, BlobKind, [u8; 32]);
+pub(super) type Key = (ClientId, BlobKind, [u8; 32]);
 
 /// Phase 3: the snapshots' closure, as a [`walk`] over each.
 pub(super) struct Walk<'c, 'p> {
@@ -51,7 +52,7 @@ pub(super) struct Walk<'c, 'p> {
     pub(super) below: HashMap<Key, Vec<Key>>,
     /// The snapshot being walked, and its client.
     snapshot: u64,
-    client: u64,
+    client: ClientId,
     /// The trees and contents entered and not yet left, innermost last.
     open: Vec<Open>,
     /// The damage below the snapshot's root.
@@ -83,7 +84,7 @@ impl<'c, 'p> Walk<'c, 'p> {
             found,
             below: HashMap::new(),
             snapshot: 0,
-            client: 0,
+            client: ClientId(0),
             open: Vec::new(),
             reached: Vec::new(),
         }

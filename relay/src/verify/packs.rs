@@ -13,7 +13,7 @@ use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::tree::{Content, Tree};
 
 use super::{Options, Report};
-use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catalog};
+use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId};
 use crate::store::BlobReader;
 
 /// The packs' structure: what lies past the last blob each names, and
@@ -42,7 +42,7 @@ pub(super) fn check_blobs(
     options: &Options,
     started: Instant,
     report: &mut Report,
-    found: &mut Vec<(u64, BlobRow, String)>,
+    found: &mut Vec<(ClientId, BlobRow, String)>,
 ) -> Result<()> {
     let cutoff = match options.since_verified {
         Some(since) => {
@@ -127,7 +127,7 @@ const WORKERS: usize = 2;
 /// The rows of one pack to check.
 struct PackJob {
     pack: u32,
-    rows: Vec<(u64, BlobRow, BlobState)>,
+    rows: Vec<(ClientId, BlobRow, BlobState)>,
 }
 
 /// `None` when a blob is whole, else what is wrong.
@@ -142,7 +142,7 @@ fn record(
     verdicts: std::io::Result<Vec<Verdict>>,
     cutoff: i64,
     report: &mut Report,
-    found: &mut Vec<(u64, BlobRow, String)>,
+    found: &mut Vec<(ClientId, BlobRow, String)>,
 ) -> Result<()> {
     let pack = job.pack;
     let verdicts = verdicts.with_context(|| format!("cannot read pack {pack:08}"))?;
@@ -196,7 +196,7 @@ fn check_pack(
     store: &dyn BlobReader,
     pack: u32,
     len: Option<u64>,
-    rows: &[(u64, BlobRow, BlobState)],
+    rows: &[(ClientId, BlobRow, BlobState)],
     buffer: &mut Vec<u8>,
     pacer: &std::sync::Mutex<Pacer>,
 ) -> std::io::Result<Vec<Verdict>> {
