@@ -142,36 +142,58 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX blobs_not_whole ON blobs(client_id) WHERE state != 0;",
 ];
 
-/// A client's id in the catalog (`clients.id`): never reused, never
-/// confused with a snapshot's or a set's.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
-#[serde(transparent)]
-pub struct ClientId(pub u64);
+/// Declares a row id of the catalog as its own type, stored as SQLite's
+/// integer and shown as the number, so ids of different tables are never
+/// mixed up.
+macro_rules! row_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize,
+            serde::Deserialize,
+        )]
+        #[serde(transparent)]
+        pub struct $name(pub u64);
 
-impl std::fmt::Display for ClientId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+
+        impl rusqlite::ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+                let id = i64::try_from(self.0)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                Ok(id.into())
+            }
+        }
+
+        impl rusqlite::types::FromSql for $name {
+            fn column_result(
+                value: rusqlite::types::ValueRef<'_>,
+            ) -> rusqlite::types::FromSqlResult<Self> {
+                let id = i64::column_result(value)?;
+                u64::try_from(id)
+                    .map($name)
+                    .map_err(|_| rusqlite::types::FromSqlError::OutOfRange(id))
+            }
+        }
+    };
 }
 
-impl rusqlite::ToSql for ClientId {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        let id = i64::try_from(self.0)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        Ok(id.into())
-    }
-}
-
-impl rusqlite::types::FromSql for ClientId {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let id = i64::column_result(value)?;
-        u64::try_from(id)
-            .map(ClientId)
-            .map_err(|_| rusqlite::types::FromSqlError::OutOfRange(id))
-    }
-}
+row_id!(
+    /// A client's id (`clients.id`).
+    ClientId
+);
+row_id!(
+    /// A snapshot's id (`snapshots.id`): never reused, the number users see.
+    SnapshotId
+);
+row_id!(
+    /// A backup set's id (`backup_sets.id`), one per client and set name.
+    SetId
+);
 
 /// What a blob is; part of its key, so a chunk and a tree never collide.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -396,7 +418,10 @@ mod tests {
         let third = cat
             .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
             .unwrap();
-        assert_eq!((first, second, third), (1, 2, 3));
+        assert_eq!(
+            (first, second, third),
+            (SnapshotId(1), SnapshotId(2), SnapshotId(3))
+        );
     }
 
     #[test]

@@ -291,7 +291,7 @@ impl Transfer {
                 let snapshots = rows
                     .into_iter()
                     .map(|r| SnapshotInfo {
-                        id: r.id,
+                        id: r.id.0,
                         set: r.set,
                         root: TreeId(r.root_id),
                         started_ms: r.started_ms,

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::catalog::{hex, kind_name, now_ms, Catalog, DamageRecord};
+use crate::catalog::{hex, kind_name, now_ms, Catalog, DamageRecord, SnapshotId};
 use crate::store::BlobReader;
 
 /// Blobs healed within this long are listed in the report.
@@ -67,7 +67,7 @@ pub struct Damage {
     /// What is wrong.
     pub reason: String,
     /// Snapshots that reach it.
-    pub snapshots: Vec<u64>,
+    pub snapshots: Vec<SnapshotId>,
     /// Some of the paths that reach it (as backed up).
     pub paths: Vec<String>,
 }
@@ -96,7 +96,7 @@ pub struct Report {
     /// Damage found (newly or still unhealed).
     pub damaged: Vec<Damage>,
     /// Snapshots that reach damage.
-    pub snapshots_damaged: Vec<u64>,
+    pub snapshots_damaged: Vec<SnapshotId>,
     /// Blobs found damaged earlier and sent again by a backup in the last
     /// seven days.
     pub healed: Vec<DamageRecord>,
@@ -145,7 +145,7 @@ pub fn run(catalog_path: &Path, store: &dyn BlobReader, options: &Options) -> Re
     walk.snapshots(&mut report)?;
     let closure::Walk { found, .. } = walk;
     for ((client, kind, id), finding) in found {
-        let snapshots: Vec<u64> = finding.snapshots.iter().copied().collect();
+        let snapshots: Vec<SnapshotId> = finding.snapshots.iter().copied().collect();
         catalog.set_damage_snapshots(client, kind, &id, &snapshots)?;
         report.damaged.push(Damage {
             client: catalog.client_name(client)?,

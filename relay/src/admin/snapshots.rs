@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use ferry_net::table::{Align, Table};
 
+use crate::catalog::SnapshotId;
 use crate::data_dir::DataDir;
 
 /// `ferry-relay snapshots …`.
@@ -40,6 +41,7 @@ pub fn run(data: &DataDir, command: SnapshotsCommand) -> Result<ExitCode> {
     match command {
         SnapshotsCommand::List { client, set, json } => list(data, client, set, json)?,
         SnapshotsCommand::Forget { ids } => {
+            let ids: Vec<SnapshotId> = ids.into_iter().map(SnapshotId).collect();
             let forgotten = data.catalog()?.forget_snapshots(&ids)?;
             for id in &ids {
                 if forgotten.contains(id) {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::{BlobKind, BlobRow, Catalog, ClientId, Result};
+use super::{BlobKind, BlobRow, Catalog, ClientId, Result, SnapshotId};
 use crate::store::BlobLocation;
 
 /// What remains in one pack after the sweep.
@@ -70,7 +70,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn snapshot_roots(&self) -> Result<Vec<(ClientId, u64, [u8; 32])>> {
+    pub fn snapshot_roots(&self) -> Result<Vec<(ClientId, SnapshotId, [u8; 32])>> {
         let mut stmt = self
             .conn
             .prepare("SELECT client_id, id, root FROM snapshots ORDER BY id")?;
@@ -80,7 +80,7 @@ impl Catalog {
                 .as_slice()
                 .try_into()
                 .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, root.len() as i64))?;
-            Ok((r.get::<_, ClientId>(0)?, r.get::<_, i64>(1)? as u64, root))
+            Ok((r.get::<_, ClientId>(0)?, r.get::<_, SnapshotId>(1)?, root))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }

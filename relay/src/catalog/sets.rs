@@ -1,6 +1,6 @@
 //! Backup sets: a client's named sets of paths.
 
-use super::{ClientId, Result};
+use super::{ClientId, Result, SetId};
 use rusqlite::params;
 
 use super::Catalog;
@@ -10,7 +10,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn ensure_set(&mut self, client: ClientId, name: &str) -> Result<i64> {
+    pub fn ensure_set(&mut self, client: ClientId, name: &str) -> Result<SetId> {
         self.conn.execute(
             "INSERT OR IGNORE INTO backup_sets (client_id, name) VALUES (?1, ?2)",
             params![client, name],

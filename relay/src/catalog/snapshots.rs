@@ -1,6 +1,6 @@
 //! Snapshots: committed, listed, forgotten, and kept by retention rules.
 
-use super::{ClientId, Result};
+use super::{ClientId, Result, SetId, SnapshotId};
 use rusqlite::{params, TransactionBehavior};
 use serde::Serialize;
 
@@ -10,7 +10,7 @@ use super::Catalog;
 #[derive(Debug, Clone, Serialize)]
 pub struct SnapshotRow {
     /// Its id.
-    pub id: u64,
+    pub id: SnapshotId,
     /// Its client's name.
     pub client: String,
     /// Its backup set.
@@ -45,13 +45,13 @@ impl Catalog {
     pub fn insert_snapshot(
         &mut self,
         client: ClientId,
-        set_id: i64,
+        set_id: SetId,
         root: &[u8; 32],
         started_ms: i64,
         finished_ms: i64,
         files: u64,
         bytes: u64,
-    ) -> Result<u64> {
+    ) -> Result<SnapshotId> {
         self.conn.execute(
             "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -65,7 +65,7 @@ impl Catalog {
                 bytes as i64
             ],
         )?;
-        Ok(self.conn.last_insert_rowid() as u64)
+        Ok(SnapshotId(self.conn.last_insert_rowid() as u64))
     }
 
     /// Forgets the snapshots of `client`'s set `set_id` that `retention` does
@@ -77,7 +77,7 @@ impl Catalog {
     pub fn apply_retention(
         &mut self,
         client: ClientId,
-        set_id: i64,
+        set_id: SetId,
         retention: &ferry_protocol::retention::Retention,
     ) -> Result<usize> {
         let tx = self
@@ -102,13 +102,13 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn forget_snapshots(&mut self, ids: &[u64]) -> Result<Vec<u64>> {
+    pub fn forget_snapshots(&mut self, ids: &[SnapshotId]) -> Result<Vec<SnapshotId>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut forgotten = Vec::new();
         for id in ids {
-            if tx.execute("DELETE FROM snapshots WHERE id = ?1", [*id as i64])? > 0 {
+            if tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])? > 0 {
                 forgotten.push(*id);
             }
         }
@@ -136,7 +136,7 @@ impl Catalog {
             let root_id: [u8; 32] = root.as_slice().try_into().unwrap_or([0; 32]);
             let (started_ms, finished_ms): (i64, i64) = (r.get(4)?, r.get(5)?);
             Ok(SnapshotRow {
-                id: r.get::<_, i64>(0)? as u64,
+                id: r.get(0)?,
                 client: r.get(1)?,
                 set: r.get(2)?,
                 root: root_id.iter().map(|b| format!("{b:02x}")).collect(),

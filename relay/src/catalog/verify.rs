@@ -5,7 +5,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
+use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result, SnapshotId};
 
 /// One damaged blob as recorded in the `damage` table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -212,7 +212,7 @@ impl Catalog {
         client: ClientId,
         kind: BlobKind,
         id: &[u8; 32],
-        snapshots: &[u64],
+        snapshots: &[SnapshotId],
     ) -> Result<()> {
         let text = serde_json::to_string(snapshots).unwrap_or_else(|_| "[]".into());
         self.conn.execute(

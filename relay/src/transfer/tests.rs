@@ -2,7 +2,7 @@
 //! temporary catalog and an in-memory store, no socket.
 
 use super::*;
-use crate::catalog::{now_ms, Catalog};
+use crate::catalog::{now_ms, Catalog, SnapshotId};
 use crate::store::{BlobReader, MemoryStore};
 use ferry_protocol::compress::Codec;
 use ferry_protocol::ids::ContentId;
@@ -136,7 +136,7 @@ fn commit(t: &mut Transfer, root: TreeId) -> Message {
 }
 
 /// Backs up one file of `data` as client `t`; returns the snapshot's ids.
-fn backup_one(t: &mut Transfer, data: &[u8]) -> (ChunkId, ContentId, TreeId, u64) {
+fn backup_one(t: &mut Transfer, data: &[u8]) -> (ChunkId, ContentId, TreeId, SnapshotId) {
     begin(t);
     let chunk = put_chunk(t, data);
     let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
@@ -145,7 +145,7 @@ fn backup_one(t: &mut Transfer, data: &[u8]) -> (ChunkId, ContentId, TreeId, u64
     let Message::Committed { snapshot } = commit(t, root) else {
         panic!("Committed")
     };
-    (chunk, content, root, snapshot)
+    (chunk, content, root, SnapshotId(snapshot))
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn a_whole_snapshot_commits_and_is_listed() {
         panic!("SnapshotList")
     };
     assert_eq!(snapshots.len(), 1);
-    assert_eq!((snapshots[0].id, snapshots[0].root), (snapshot, root));
+    assert_eq!((snapshots[0].id, snapshots[0].root), (snapshot.0, root));
 }
 
 #[test]
@@ -328,7 +328,7 @@ fn a_client_asking_for_anothers_data_gets_what_it_gets_for_none() {
     else {
         panic!("SnapshotList")
     };
-    assert!(snapshots.iter().all(|s| s.id != snapshot));
+    assert!(snapshots.iter().all(|s| s.id != snapshot.0));
     // B's own copy of the same bytes is B's: it is stored for B.
     put_chunk(&mut tb, b"a's secret");
     assert_eq!(missing_chunks(&mut tb, &[chunk]), vec![false]);

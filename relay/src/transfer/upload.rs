@@ -13,14 +13,14 @@ use ferry_protocol::{delta, patch};
 
 use super::closure::Gap;
 use super::{check, object_key, violation, Result, Transfer, TransferError};
-use crate::catalog::{now_ms, BlobKind, BlobRow};
+use crate::catalog::{now_ms, BlobKind, BlobRow, SetId};
 
 /// An open backup: blobs written but not yet in the catalog.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Upload {
     /// Keeps garbage collection out until this upload ends.
     _permit: Option<crate::gate::UploadPermit>,
-    pub(super) set_id: i64,
+    pub(super) set_id: SetId,
     pub(super) retention: Retention,
     /// The store's epoch at the first append since the last sync (`None`:
     /// nothing unsynced): a failed fsync since then, of this session or
@@ -36,14 +36,18 @@ impl Upload {
     /// A backup of set `set_id` that holds `permit` until it ends.
     pub(super) fn begin(
         permit: crate::gate::UploadPermit,
-        set_id: i64,
+        set_id: SetId,
         retention: Retention,
     ) -> Self {
         Upload {
             _permit: Some(permit),
             set_id,
             retention,
-            ..Upload::default()
+            unsynced_since: None,
+            pending: HashMap::new(),
+            rejected: Vec::new(),
+            new_trees: HashSet::new(),
+            new_contents: HashSet::new(),
         }
     }
 }
@@ -306,6 +310,8 @@ impl Transfer {
                 tracing::info!("client {client}: retention forgot {forgotten} older snapshot(s) of set {set_id}");
             }
         }
-        Ok(Message::Committed { snapshot })
+        Ok(Message::Committed {
+            snapshot: snapshot.0,
+        })
     }
 }

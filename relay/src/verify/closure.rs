@@ -14,7 +14,7 @@ use ferry_protocol::walk::{walk, Node, Visitor};
 use ferry_protocol::ProtocolError;
 
 use super::Report;
-use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
+use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog, SnapshotId};
 use crate::store::BlobReader;
 
 /// Paths listed per damaged blob, at most.
@@ -24,7 +24,7 @@ const PATHS_SHOWN: usize = 10;
 pub(super) struct Finding {
     pub(super) at: Option<(u32, u64, u32)>,
     pub(super) reason: String,
-    pub(super) snapshots: BTreeSet<u64>,
+    pub(super) snapshots: BTreeSet<SnapshotId>,
     pub(super) paths: Vec<String>,
 }
 
@@ -51,7 +51,7 @@ pub(super) struct Walk<'c, 'p> {
     /// everything under them is whole).
     pub(super) below: HashMap<Key, Vec<Key>>,
     /// The snapshot being walked, and its client.
-    snapshot: u64,
+    snapshot: SnapshotId,
     client: ClientId,
     /// The trees and contents entered and not yet left, innermost last.
     open: Vec<Open>,
@@ -83,7 +83,7 @@ impl<'c, 'p> Walk<'c, 'p> {
             store,
             found,
             below: HashMap::new(),
-            snapshot: 0,
+            snapshot: SnapshotId(0),
             client: ClientId(0),
             open: Vec::new(),
             reached: Vec::new(),
@@ -303,7 +303,7 @@ impl Visitor for Walk<'_, '_> {
 
 /// Where the walk is: which snapshot, which path.
 struct Reach {
-    snapshot: u64,
+    snapshot: SnapshotId,
     path: String,
 }
 
