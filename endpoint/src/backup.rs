@@ -50,7 +50,7 @@ use serde::Serialize;
 use crate::summary::Totals;
 
 use crate::cache::{CachedFile, FilesCache, Known, SetCache, SetUpdate};
-use crate::client::{unexpected, Refused, RelayClient};
+use crate::client::{unexpected, ClientError, RelayClient};
 use crate::compression::{method_name, Chooser, Compression};
 use crate::exclude::Excludes;
 use crate::fsmeta;
@@ -222,17 +222,14 @@ pub async fn run(
     let snapshot = match run.client.request(&commit).await {
         Ok(Message::Committed { snapshot }) => snapshot,
         Ok(other) => return Err(unexpected("Committed", &other)),
-        Err(e)
-            if e.downcast_ref::<Refused>()
-                .is_some_and(|r| r.code == Some(Refusal::IncompleteSnapshot)) =>
-        {
+        Err(ClientError::Refused(r)) if r.code == Some(Refusal::IncompleteSnapshot) => {
             // What the cache remembers is no longer whole on the relay
             // (collected after its snapshots were forgotten, or found
             // damaged by `verify`): read everything again.
             run.cache.clear(&run.set)?;
-            return Err(StaleCache(format!("{e}")).into());
+            return Err(StaleCache(r.to_string()).into());
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let Backup {
         client,

@@ -2,19 +2,54 @@
 //!
 //! [`RelayClient::request`] sends one message and waits for its answer;
 //! [`RelayClient::send`] sends one that has none (chunk and object uploads),
-//! so uploads stream without a round trip each. A `Failed` answer becomes an
-//! error carrying the relay's message; a `Close` ends the session with the
-//! relay's reason.
+//! so uploads stream without a round trip each. Errors are a [`ClientError`]:
+//! a `Refused` (or `Failed`) answer is [`ClientError::Refused`] with the
+//! relay's code and message, a `Close` ends the session with the relay's
+//! reason, and a broken link keeps its [`ChannelError`].
 
-use anyhow::{anyhow, bail, Result};
 use std::time::{Duration, Instant};
 
+use ferry_net::io::ChannelError;
 use ferry_net::throttle::{local_now, Throttle};
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::{Message, Refusal};
 use ferry_protocol::schedule::Schedule;
 
 use crate::connect::Session;
+
+/// What a request to the relay can end in, other than its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The relay refused the request.
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    /// The relay closed the session, for this reason.
+    #[error("the relay closed the session: {0}")]
+    Closed(String),
+    /// The link broke.
+    #[error("the session with the relay broke: {0}")]
+    Broken(#[source] ChannelError),
+    /// An answer of the wrong kind.
+    #[error("the relay answered {got} where {expected} was expected")]
+    Unexpected {
+        /// What was expected.
+        expected: &'static str,
+        /// What came.
+        got: &'static str,
+    },
+}
+
+/// What [`RelayClient`]'s calls return.
+pub type Result<T, E = ClientError> = std::result::Result<T, E>;
+
+/// The relay's refusal inside an error, if that is what it is: the one
+/// place callers look for it, to act on its code.
+pub fn refusal(error: &anyhow::Error) -> Option<&Refused> {
+    match error.downcast_ref::<ClientError>() {
+        Some(ClientError::Refused(refused)) => Some(refused),
+        _ => None,
+    }
+}
 
 /// An open session used for transfers.
 #[derive(Debug)]
@@ -110,7 +145,12 @@ impl RelayClient {
                     self.syncs_owed -= 1;
                     self.rejected.extend(rejected);
                 }
-                other => return Err(unexpected("Synced", &other)),
+                other => {
+                    return Err(ClientError::Unexpected {
+                        expected: "Synced",
+                        got: other.name(),
+                    })
+                }
             }
         }
     }
@@ -135,25 +175,22 @@ impl RelayClient {
     /// A write failed: the relay may have refused something and closed.
     /// Its last words are read (for a moment) so the user sees the reason,
     /// not a broken pipe.
-    async fn why_broken(&mut self, error: impl std::fmt::Display) -> anyhow::Error {
+    async fn why_broken(&mut self, error: ChannelError) -> ClientError {
         let last_words = async {
             loop {
                 match self.session.channel.recv().await {
-                    Ok(Message::Failed { message }) => return Some(Refused::other(message).into()),
-                    Ok(Message::Refused { code, message }) => {
-                        return Some(Refused::new(code, message).into())
+                    Ok(answer) => {
+                        if let Err(reason) = answer_or_end(answer) {
+                            return Some(reason);
+                        }
                     }
-                    Ok(Message::Close { reason }) => {
-                        return Some(anyhow!("the relay closed the session: {reason}"))
-                    }
-                    Ok(_) => {}
                     Err(_) => return None,
                 }
             }
         };
         match tokio::time::timeout(Duration::from_secs(3), last_words).await {
             Ok(Some(reason)) => reason,
-            _ => anyhow!("the session with the relay broke: {error}"),
+            _ => ClientError::Broken(error),
         }
     }
 
@@ -163,13 +200,8 @@ impl RelayClient {
             .channel
             .recv()
             .await
-            .map_err(|e| anyhow!("the session with the relay broke: {e}"))?;
-        match answer {
-            Message::Failed { message } => Err(Refused::other(message).into()),
-            Message::Refused { code, message } => Err(Refused::new(code, message).into()),
-            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
-            other => Ok(other),
-        }
+            .map_err(ClientError::Broken)?;
+        answer_or_end(answer)
     }
 
     /// Bytes sent on the connection so far (handshake, framing and encryption included).
@@ -201,16 +233,27 @@ impl RelayClient {
     }
 }
 
-/// Fails with a clear message when an answer is not the expected kind.
-pub fn unexpected(expected: &str, got: &Message) -> anyhow::Error {
-    anyhow!(
-        "the relay answered {} where {expected} was expected",
-        got.name()
-    )
+/// An answer, or the refusal or close that ends the request instead.
+fn answer_or_end(answer: Message) -> Result<Message> {
+    match answer {
+        Message::Failed { message } => Err(Refused::other(message).into()),
+        Message::Refused { code, message } => Err(Refused::new(code, message).into()),
+        Message::Close { reason } => Err(ClientError::Closed(reason)),
+        other => Ok(other),
+    }
 }
 
-/// The relay refused a request: the error callers may look for (with
-/// `downcast_ref`) to act on its code, never on its text.
+/// Fails with a clear message when an answer is not the expected kind.
+pub fn unexpected(expected: &'static str, got: &Message) -> anyhow::Error {
+    ClientError::Unexpected {
+        expected,
+        got: got.name(),
+    }
+    .into()
+}
+
+/// The relay refused a request: what callers look for (see [`refusal`])
+/// to act on its code, never on its text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the relay refused: {message}")]
 pub struct Refused {

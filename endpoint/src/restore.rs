@@ -52,7 +52,7 @@ use serde::Serialize;
 
 use crate::summary::Totals;
 
-use crate::client::{unexpected, Refused, RelayClient};
+use crate::client::{self, unexpected, ClientError, RelayClient};
 use crate::target::Target;
 
 /// Requests kept in flight (and chunks queued for writing) at a time.
@@ -67,7 +67,7 @@ pub struct Damaged(String);
 
 /// The bytes of an answer to `GetObject`: a refusal (no such object) is
 /// damage, as is an answer that does not decompress.
-pub(crate) fn object_bytes(answer: Result<Message>) -> Result<Vec<u8>> {
+pub(crate) fn object_bytes(answer: client::Result<Message>) -> Result<Vec<u8>> {
     match answer {
         Ok(Message::Object { codec, data }) => decompress(codec, data, MAX_MESSAGE)
             .map_err(|e| Damaged(format!("an object that does not decompress ({e})")).into()),
@@ -78,10 +78,10 @@ pub(crate) fn object_bytes(answer: Result<Message>) -> Result<Vec<u8>> {
 
 /// A relay's refusal of one request becomes [`Damaged`]; other errors (the
 /// session broke) stay as they are and end the restore.
-pub(crate) fn as_damage(e: anyhow::Error) -> anyhow::Error {
-    match e.downcast::<Refused>() {
-        Ok(refused) => Damaged(refused.message).into(),
-        Err(e) => e,
+pub(crate) fn as_damage(e: ClientError) -> anyhow::Error {
+    match e {
+        ClientError::Refused(refused) => Damaged(refused.message).into(),
+        e => e.into(),
     }
 }
 
@@ -91,7 +91,7 @@ fn chunk_damaged(id: &ChunkId, why: String) -> anyhow::Error {
 
 /// The bytes of an answer to `GetChunk` sent without a base, checked
 /// against `id`; a refusal or wrong bytes are [`Damaged`].
-pub(crate) fn chunk_data(answer: Result<Message>, id: &ChunkId) -> Result<Vec<u8>> {
+pub(crate) fn chunk_data(answer: client::Result<Message>, id: &ChunkId) -> Result<Vec<u8>> {
     match answer.map_err(as_damage)? {
         Message::ChunkData { codec, data } => {
             let data = decompress(codec, data, MAX_CHUNK as usize)

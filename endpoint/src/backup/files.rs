@@ -7,6 +7,12 @@ use super::*;
 /// Times a file that changes while being read is read again.
 pub(super) const TORN_RETRIES: usize = 3;
 
+/// Reading the file being backed up failed (it is skipped and named;
+/// the backup goes on), as opposed to the relay or the link failing.
+#[derive(Debug, thiserror::Error)]
+#[error(transparent)]
+pub(super) struct Unreadable(io::Error);
+
 /// Same size, mtime, ctime and inode as when cached.
 pub(super) fn unchanged(cached: &Known, meta: &Metadata) -> bool {
     cached.size == meta.len()
@@ -92,7 +98,7 @@ impl Backup<'_> {
             let stored = self.store_data(reader, previous.as_ref()).await;
             let (content_id, content) = match stored {
                 Ok(done) => done,
-                Err(e) if e.downcast_ref::<io::Error>().is_some() => {
+                Err(e) if e.downcast_ref::<Unreadable>().is_some() => {
                     self.unreadable(path, &format!("{e:#}"));
                     return Ok(None);
                 }
@@ -171,7 +177,7 @@ impl Backup<'_> {
         let mut bases = previous.map(Bases::new);
         let mut parts_cut = 0;
         for chunk in Chunker::new(reader) {
-            let chunk = chunk?;
+            let chunk = chunk.map_err(Unreadable)?;
             self.summary.totals.bytes_scanned += chunk.data.len() as u64;
             self.control.bytes_scanned.fetch_add(
                 chunk.data.len() as u64,
@@ -237,15 +243,16 @@ impl Backup<'_> {
             let patch = ferry_protocol::patch::diff(base_bytes, bytes);
             if patch.len() < data.len() {
                 self.summary.objects_patched += 1;
-                return self
+                return Ok(self
                     .client
                     .send(&Message::PutObjectPatch { id, base, patch })
-                    .await;
+                    .await?);
             }
         }
-        self.client
+        Ok(self
+            .client
             .send(&Message::PutObject { id, codec, data })
-            .await
+            .await?)
     }
 
     /// The previous version's chunk at `offset`, loading the part of a large
