@@ -15,9 +15,16 @@ use crate::ProtocolError;
 pub const BLOCK_SIZE: u32 = 1024;
 /// Bytes of MD4 kept per block (collisions cost efficiency only: BLAKE3 decides).
 pub const STRONG_HASH_LEN: u32 = 8;
-/// Largest serialized signature accepted (that of a [`MAX_CHUNK`] chunk, with room).
+/// The serialized signature's header: magic, block size, strong hash size
+/// (each a big-endian `u32`).
+const SIGNATURE_HEADER: usize = 12;
+/// MD4's magic in a serialized signature (the only kind [`signature`] makes).
+const MD4_MAGIC: u32 = 0x7273_0136;
+/// Bytes per block in a serialized signature: CRC and strong hash.
+const BLOCK_ENTRY: usize = 4 + STRONG_HASH_LEN as usize;
+/// Largest serialized signature accepted: that of a [`MAX_CHUNK`] chunk.
 pub const MAX_SIGNATURE: usize =
-    16 + (MAX_CHUNK / BLOCK_SIZE) as usize * (4 + STRONG_HASH_LEN as usize) + 1024;
+    SIGNATURE_HEADER + MAX_CHUNK.div_ceil(BLOCK_SIZE) as usize * BLOCK_ENTRY;
 /// Largest delta accepted: a whole chunk of literals plus command overhead.
 pub const MAX_DELTA: usize = MAX_CHUNK as usize + 4096;
 
@@ -30,12 +37,15 @@ pub fn signature(chunk: &[u8]) -> Vec<u8> {
     fast_rsync::Signature::calculate(chunk, options).into_serialized()
 }
 
-/// A delta that turns the chunk behind `signature` into `new`.
+/// Checks a signature from the network is one [`signature`] could have
+/// made: MD4, [`BLOCK_SIZE`], [`STRONG_HASH_LEN`], whole block entries, no
+/// more blocks than a [`MAX_CHUNK`] chunk has. fast_rsync trusts what it
+/// is given (a block size of 0 loops forever or overflows), so nothing
+/// else reaches it.
 ///
 /// # Errors
-/// [`ProtocolError::TooLarge`] or [`ProtocolError::Malformed`] for a signature
-/// from the network that is oversized or invalid.
-pub fn diff(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+/// [`ProtocolError::TooLarge`] or [`ProtocolError::Malformed`].
+pub fn check_signature(signature: &[u8]) -> Result<(), ProtocolError> {
     if signature.len() > MAX_SIGNATURE {
         return Err(ProtocolError::TooLarge {
             what: "signature",
@@ -43,6 +53,30 @@ pub fn diff(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, ProtocolError> {
             max: MAX_SIGNATURE,
         });
     }
+    let field = |at: usize| {
+        signature
+            .get(at..at + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_be_bytes)
+    };
+    let well_formed = field(0) == Some(MD4_MAGIC)
+        && field(4) == Some(BLOCK_SIZE)
+        && field(8) == Some(STRONG_HASH_LEN)
+        && (signature.len() - SIGNATURE_HEADER) % BLOCK_ENTRY == 0;
+    if well_formed {
+        Ok(())
+    } else {
+        Err(ProtocolError::Malformed("rsync signature"))
+    }
+}
+
+/// A delta that turns the chunk behind `signature` into `new`.
+///
+/// # Errors
+/// [`ProtocolError::TooLarge`] or [`ProtocolError::Malformed`] for a signature
+/// from the network that is oversized or not one [`signature`] makes.
+pub fn diff(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    check_signature(&signature)?;
     let signature = fast_rsync::Signature::deserialize(signature)
         .map_err(|_| ProtocolError::Malformed("rsync signature"))?;
     let mut out = Vec::new();
@@ -111,6 +145,53 @@ mod tests {
             let base = data(5000, 3);
             let _ = apply(&base, &delta, &ChunkId::of(b"x"));
         }
+    }
+
+    /// A signature header and `blocks` entries of `crc` and a zero hash.
+    fn crafted(magic: u32, block: u32, hash: u32, blocks: usize, crc: u32) -> Vec<u8> {
+        let mut sig = Vec::new();
+        for field in [magic, block, hash] {
+            sig.extend_from_slice(&field.to_be_bytes());
+        }
+        for _ in 0..blocks {
+            sig.extend_from_slice(&crc.to_be_bytes());
+            sig.extend(std::iter::repeat_n(0u8, hash as usize));
+        }
+        sig
+    }
+
+    #[test]
+    fn signatures_signature_would_not_make_are_refused_before_fast_rsync() {
+        let new = data(4096, 5);
+        for (why, sig) in [
+            (
+                "block size 0, CRC 0: fast_rsync loops",
+                crafted(MD4_MAGIC, 0, 0, 1, 0),
+            ),
+            (
+                "block size 0, CRC 1: fast_rsync overflows",
+                crafted(MD4_MAGIC, 0, 0, 1, 1),
+            ),
+            ("another block size", crafted(MD4_MAGIC, 4096, 8, 1, 0)),
+            ("another hash size", crafted(MD4_MAGIC, 1024, 16, 1, 0)),
+            ("BLAKE2", crafted(0x7273_0137, 1024, 8, 1, 0)),
+            (
+                "a torn entry",
+                crafted(MD4_MAGIC, 1024, 8, 1, 0)[..20].to_vec(),
+            ),
+            (
+                "too many blocks",
+                crafted(MD4_MAGIC, 1024, 8, MAX_SIGNATURE / 12 + 1, 0),
+            ),
+            ("no header", vec![0x72, 0x73]),
+        ] {
+            assert!(diff(sig, &new).is_err(), "{why}");
+        }
+        // What `signature` makes passes, down to the empty chunk's.
+        for base in [Vec::new(), data(1, 1), data(MAX_CHUNK as usize, 2)] {
+            check_signature(&signature(&base)).unwrap();
+        }
+        assert!(diff(crafted(MD4_MAGIC, 1024, 8, 3, 7), &new).is_ok());
     }
 
     #[test]

@@ -73,6 +73,14 @@ pub fn pairing_first_frame(data: &[u8]) {
     }
 }
 
+/// Treats bytes as an rsync signature from the network (the relay gets one
+/// in `GetChunk`, the endpoint in `Signatures`) and diffs a fixed chunk
+/// against it: must answer within the time a real signature takes.
+pub fn signature_diff(data: &[u8]) {
+    let new: Vec<u8> = (0..8192u32).map(|i| (i * 37 % 253) as u8).collect();
+    let _ = crate::delta::diff(data.to_vec(), &new);
+}
+
 /// Treats bytes as an rsync delta from the network, applied to a fixed base.
 pub fn delta_apply(data: &[u8]) {
     let base: Vec<u8> = (0..4096u32).map(|i| (i * 31 % 251) as u8).collect();

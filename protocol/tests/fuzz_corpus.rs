@@ -23,6 +23,7 @@ const TARGETS: &[Target] = &[
     ("session_first", fuzzing::session_first_message),
     ("pairing_first", fuzzing::pairing_first_frame),
     ("delta_apply", fuzzing::delta_apply),
+    ("signature_diff", fuzzing::signature_diff),
     ("lz4", fuzzing::lz4),
     ("zstd", fuzzing::zstd),
     ("chunk_batch", fuzzing::chunk_batch),
@@ -78,6 +79,15 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let delta =
         ferry_protocol::delta::diff(ferry_protocol::delta::signature(&base), &edited).unwrap();
     out.push(("delta_apply", "small-edit", delta));
+    out.push((
+        "signature_diff",
+        "valid",
+        ferry_protocol::delta::signature(&base),
+    ));
+    // Block size 0, hash size 0, one block of CRC 0: fast_rsync's endless loop.
+    let mut endless = 0x7273_0136u32.to_be_bytes().to_vec();
+    endless.extend_from_slice(&[0; 12]);
+    out.push(("signature_diff", "block-size-zero", endless));
     out.push((
         "lz4",
         "text",

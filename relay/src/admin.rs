@@ -64,6 +64,12 @@ pub fn gc(data: &DataDir, grace: Option<Duration>, json: bool) -> Result<()> {
             report.bytes_freed,
             report.duration_ms
         );
+        if !report.snapshots_damaged.is_empty() {
+            println!(
+                "damaged snapshots {:?} name blobs the store lacks; what else they reach was kept (`ferry-relay verify` names what is missing)",
+                report.snapshots_damaged
+            );
+        }
     }
     Ok(())
 }

@@ -4,11 +4,13 @@
 //!
 //! 1. **Mark**: walk every snapshot's tree (trees, contents, their parts,
 //!    chunks) into a mark set. Signatures stored by earlier versions (they
-//!    are now computed when asked) are never marked, so they go. A blob a snapshot
-//!    names but the store lacks stops the collection before anything is
-//!    deleted: the catalog is not what we think, so nothing is certain. A
-//!    blob `verify` found damaged is marked (its row waits for a backup to
-//!    heal it) but not walked.
+//!    are now computed when asked) are never marked, so they go. A blob a
+//!    snapshot names but the store lacks (or that does not decode) is that
+//!    snapshot's problem: it is reported (`snapshots_damaged`), everything
+//!    else the snapshot reaches is kept, and the collection goes on, so one
+//!    client cannot switch collection off for all. A blob `verify` found
+//!    damaged is marked (its row waits for a backup to heal it) but not
+//!    walked.
 //! 2. **Sweep**: delete the rows of unmarked blobs indexed before the grace
 //!    cutoff, in one transaction. Younger ones belong to an upload that may
 //!    yet resume (a laptop that lost its link) and are kept.
@@ -27,7 +29,7 @@
 use crate::catalog::ClientId;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use ferry_protocol::compress::decompress;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ContentId, TreeId};
@@ -64,13 +66,17 @@ pub struct GcReport {
     pub bytes_freed: u64,
     /// Wall time of the whole collection, in milliseconds.
     pub duration_ms: u64,
+    /// Snapshots that name a blob the store lacks or that does not decode:
+    /// kept, and what they reach that exists is kept; `ferry-relay verify`
+    /// names what is missing.
+    #[serde(default)]
+    pub snapshots_damaged: Vec<u64>,
 }
 
 /// Collects garbage: see the module documentation.
 ///
 /// # Errors
-/// A snapshot referencing a missing blob (nothing is deleted then), SQLite
-/// or I/O errors (what was done so far is consistent).
+/// SQLite or I/O errors (what was done so far is consistent).
 pub fn collect(
     catalog: &mut Catalog,
     blobs: &Blobs,
@@ -89,13 +95,17 @@ pub fn collect(
             blobs,
             client: ClientId(0),
             marked: 0,
+            gaps: Vec::new(),
         };
         for (client, snapshot, root) in &roots {
-            marker
-                .walk(*client, Node::Tree(TreeId(*root)))
-                .with_context(|| {
-                    format!("snapshot {snapshot} is damaged; nothing was collected")
-                })?;
+            marker.walk(*client, Node::Tree(TreeId(*root)))?;
+            if let Some(gap) = marker.gaps.first() {
+                tracing::warn!(
+                    "gc: snapshot {snapshot} is damaged ({gap}{}); what it reaches that exists is kept",
+                    if marker.gaps.len() > 1 { ", and more" } else { "" }
+                );
+                report.snapshots_damaged.push(snapshot.0);
+            }
         }
         // A young tree or content no snapshot reaches is kept for its grace
         // period, and so is everything below it: an upload told it exists
@@ -106,9 +116,9 @@ pub fn collect(
                 BlobKind::Tree => Node::Tree(TreeId(id)),
                 _ => Node::Content(ContentId(id)),
             };
-            let walked = marker.walk(client, node);
-            if let Err(e) = walked {
-                tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {e:#}");
+            marker.walk(client, node)?;
+            if let Some(gap) = marker.gaps.first() {
+                tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {gap}");
             }
         }
         report.blobs_in_grace = marker.marked - reachable;
@@ -130,6 +140,8 @@ struct Marker<'c, 'p> {
     client: ClientId,
     /// Blobs marked so far.
     marked: u64,
+    /// What the current walk found missing or undecodable.
+    gaps: Vec<String>,
 }
 
 impl Marker<'_, '_> {
@@ -143,6 +155,7 @@ impl Marker<'_, '_> {
     /// Marks `root` of `client` and everything below it.
     fn walk(&mut self, client: ClientId, root: Node) -> Result<()> {
         self.client = client;
+        self.gaps.clear();
         walk(root, self)
     }
 }
@@ -157,27 +170,38 @@ impl Visitor for Marker<'_, '_> {
     }
 
     /// `None` for a blob `verify` found damaged (kept, marked, not walked:
-    /// a backup may yet send it again).
+    /// a backup may yet send it again), or one the store lacks (a gap).
     fn load(&mut self, node: Node, _: &[Vec<u8>]) -> Result<Option<Vec<u8>>> {
         let (kind, id) = BlobKind::of(node);
-        let (row, state) = self
-            .catalog
-            .find_blob_state(self.client, kind, &id)?
-            .ok_or_else(|| {
-                anyhow!(
-                    "it references a {kind:?} {} the store lacks",
-                    crate::catalog::hex(&id[..8])
-                )
-            })?;
+        let Some((row, state)) = self.catalog.find_blob_state(self.client, kind, &id)? else {
+            self.gaps.push(format!(
+                "it names a {} {} the store lacks",
+                crate::catalog::kind_name(kind),
+                crate::catalog::hex(&id[..8])
+            ));
+            return Ok(None);
+        };
         if state == BlobState::Damaged {
             return Ok(None);
         }
         let stored = self.blobs.read(&row.at)?;
-        Ok(Some(decompress(row.codec, stored, MAX_MESSAGE)?))
+        match decompress(row.codec, stored, MAX_MESSAGE) {
+            Ok(raw) => Ok(Some(raw)),
+            Err(e) => {
+                self.undecodable(node, e, &[])?;
+                Ok(None)
+            }
+        }
     }
 
-    fn undecodable(&mut self, _: Node, error: ProtocolError, _: &[Vec<u8>]) -> Result<()> {
-        Err(error.into())
+    fn undecodable(&mut self, node: Node, error: ProtocolError, _: &[Vec<u8>]) -> Result<()> {
+        let (kind, id) = BlobKind::of(node);
+        self.gaps.push(format!(
+            "its {} {} does not decode ({error})",
+            crate::catalog::kind_name(kind),
+            crate::catalog::hex(&id[..8])
+        ));
+        Ok(())
     }
 
     fn chunk(&mut self, _: ContentId, chunk: &ChunkRef, _: &[Vec<u8>]) -> Result<()> {

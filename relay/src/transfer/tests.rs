@@ -668,3 +668,74 @@ fn verify_names_every_snapshot_and_path_that_reach_a_damaged_content() {
     };
     assert_eq!(ids, vec![ObjectId::Content(content)]);
 }
+
+#[test]
+fn a_tree_left_by_an_abandoned_upload_cannot_be_committed_by_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    // A tree naming a content that was never sent.
+    let (content, _, root, tree_bytes) = file_tree(&[(ChunkId::of(b"never sent"), 10)]);
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    assert!(synced(&mut t).is_empty());
+    for _ in 0..2 {
+        let refused = commit(&mut t, root);
+        assert!(
+            matches!(
+                refused,
+                Message::Refused {
+                    code: Refusal::IncompleteSnapshot,
+                    ..
+                }
+            ),
+            "{refused:?}"
+        );
+        // A second BackupBegin starts from nothing the first left.
+        begin(&mut t);
+    }
+    let Some(Message::ObjectsMissing { ids }) = t
+        .handle(Message::QueryObjects {
+            ids: vec![ObjectId::Tree(root), ObjectId::Content(content)],
+        })
+        .unwrap()
+    else {
+        panic!("ObjectsMissing")
+    };
+    assert_eq!(ids.len(), 2, "neither was kept");
+}
+
+#[test]
+fn gc_reports_a_snapshot_naming_a_missing_blob_and_collects_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let (old_chunk, _, _, first) = backup_one(&mut t, b"first version");
+    let (_, content, _, second) = backup_one(&mut t, b"second version");
+    let (_, _, _, third) = backup_one(&mut t, b"third version");
+    drop(t);
+    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+    // The second snapshot's content row goes (a catalog that lost it).
+    rusqlite::Connection::open(dir.path().join("catalog.sqlite"))
+        .unwrap()
+        .execute("DELETE FROM blobs WHERE id = ?1", [&content.0[..]])
+        .unwrap();
+    let report = repo
+        .collect(std::time::Duration::ZERO, now_ms() + 1)
+        .unwrap();
+    assert_eq!(report.snapshots_damaged, vec![second.0], "{report:?}");
+    assert!(
+        report.blobs_deleted >= 3,
+        "the first snapshot's went: {report:?}"
+    );
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    assert_eq!(missing_chunks(&mut t, &[old_chunk]), vec![true]);
+    let Some(Message::SnapshotList { snapshots }) =
+        t.handle(Message::ListSnapshots { set: None }).unwrap()
+    else {
+        panic!("SnapshotList")
+    };
+    let ids: Vec<u64> = snapshots.iter().map(|s| s.id).collect();
+    assert_eq!(ids, vec![second.0, third.0]);
+}

@@ -1,0 +1,138 @@
+//! A paired client turned hostile, through the real relay binary and a raw
+//! protocol client: each attack gets a clear refusal, and the relay goes
+//! on serving everyone else.
+
+use std::time::{Duration, Instant};
+
+use ferry_protocol::ids::ChunkId;
+use ferry_protocol::message::{Message, Refusal};
+use ferry_tests::{arg, paired, RawSession};
+
+/// A signature header with block size 0 and hash size 0, and one block of
+/// CRC `crc`: fast_rsync loops forever on CRC 0 and overflows on CRC 1.
+fn zero_block_signature(crc: u32) -> Vec<u8> {
+    let mut signature = 0x7273_0136u32.to_be_bytes().to_vec();
+    signature.extend_from_slice(&[0; 8]);
+    signature.extend_from_slice(&crc.to_be_bytes());
+    signature
+}
+
+#[test]
+fn a_crafted_rsync_signature_is_refused_within_a_second_and_the_relay_serves_on() {
+    let (mut relay, endpoint) = paired();
+    let source = tempfile::tempdir().unwrap();
+    // Smaller than the smallest chunk: the file is one chunk, named by its hash.
+    let data: Vec<u8> = (0..1500u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(source.path().join("small.bin"), &data).unwrap();
+    endpoint.backup_json(&[arg(source.path())]);
+    for crc in [0, 1] {
+        let mut raw = RawSession::open_as(&relay, &endpoint, 3);
+        let started = Instant::now();
+        raw.send(&Message::GetChunk {
+            id: ChunkId::of(&data),
+            base_signature: Some(zero_block_signature(crc)),
+        });
+        match raw.recv() {
+            Some(Message::Refused { code, message }) => {
+                assert_eq!(code, Refusal::ProtocolViolation);
+                assert!(message.contains("rsync signature"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "answered in {:?}",
+            started.elapsed()
+        );
+    }
+    // The relay still serves, and still stops when asked.
+    assert!(endpoint.status_json()["rtt_ms"].is_number());
+    let restored = tempfile::tempdir().unwrap();
+    endpoint.restore_json(&[
+        "--map-from",
+        arg(source.path()),
+        "--map-to",
+        arg(restored.path()),
+    ]);
+    assert_eq!(
+        std::fs::read(restored.path().join("small.bin")).unwrap(),
+        data
+    );
+    let stopping = Instant::now();
+    assert!(relay.terminate().success());
+    assert!(stopping.elapsed() < Duration::from_secs(5));
+}
+
+#[test]
+fn a_commit_naming_a_missing_object_is_refused_and_gc_still_runs() {
+    use ferry_protocol::compress::Codec;
+    use ferry_protocol::ids::ContentId;
+    use ferry_protocol::message::ObjectId;
+    use ferry_protocol::retention::Retention;
+    use ferry_protocol::tree::{Entry, EntryKind, Tree};
+
+    let (relay, endpoint) = paired();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("kept.txt"), b"an honest backup").unwrap();
+    endpoint.backup_json(&[arg(source.path())]);
+    let (root, tree) = Tree {
+        entries: vec![Entry {
+            name: b"ghost".to_vec(),
+            kind: EntryKind::File {
+                size: 5,
+                content: ContentId([7; 32]),
+                sparse: None,
+            },
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            xattrs: Vec::new(),
+        }],
+    }
+    .encode()
+    .unwrap();
+    let mut raw = RawSession::open_as(&relay, &endpoint, 3);
+    for _ in 0..2 {
+        raw.send(&Message::BackupBegin {
+            set: "default".into(),
+            retention: Retention::default(),
+        });
+        assert!(matches!(raw.recv(), Some(Message::BackupReady { .. })));
+        raw.send(&Message::PutObject {
+            id: ObjectId::Tree(root),
+            codec: Codec::None,
+            data: tree.clone(),
+        });
+        raw.send(&Message::Commit {
+            root,
+            files: 1,
+            bytes: 5,
+            started_ms: 0,
+        });
+        match raw.recv() {
+            Some(Message::Refused { code, message }) => {
+                assert_eq!(code, Refusal::IncompleteSnapshot);
+                assert!(message.contains("is missing"), "{message}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+    let gc: serde_json::Value = serde_json::from_str(&ferry_tests::ok(
+        relay.admin(&["gc", "--grace", "0s", "--json"]),
+    ))
+    .unwrap();
+    assert_eq!(gc["snapshots"], 1);
+    assert_eq!(gc["snapshots_damaged"], serde_json::json!([]));
+    let restored = tempfile::tempdir().unwrap();
+    endpoint.restore_json(&[
+        "--map-from",
+        arg(source.path()),
+        "--map-to",
+        arg(restored.path()),
+    ]);
+    assert_eq!(
+        std::fs::read(restored.path().join("kept.txt")).unwrap(),
+        b"an honest backup"
+    );
+}
