@@ -42,15 +42,6 @@ pub enum ClientError {
 /// What [`RelayClient`]'s calls return.
 pub type Result<T, E = ClientError> = std::result::Result<T, E>;
 
-/// The relay's refusal inside an error, if that is what it is: the one
-/// place callers look for it, to act on its code.
-pub fn refusal(error: &anyhow::Error) -> Option<&Refused> {
-    match error.downcast_ref::<ClientError>() {
-        Some(ClientError::Refused(refused)) => Some(refused),
-        _ => None,
-    }
-}
-
 /// An open session used for transfers.
 #[derive(Debug)]
 pub struct RelayClient {
@@ -252,8 +243,8 @@ pub fn unexpected(expected: &'static str, got: &Message) -> anyhow::Error {
     .into()
 }
 
-/// The relay refused a request: what callers look for (see [`refusal`])
-/// to act on its code, never on its text.
+/// The relay refused a request: callers match [`ClientError::Refused`] to
+/// act on its code, never on its text.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("the relay refused: {message}")]
 pub struct Refused {
