@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::catalog::{now_ms, Catalog, SnapshotId};
-use crate::store::{BlobReader, MemoryStore};
+use crate::store::MemoryStore;
 use ferry_protocol::compress::Codec;
 use ferry_protocol::ids::ContentId;
 use ferry_protocol::keys::PublicKey;
@@ -11,6 +11,8 @@ use ferry_protocol::patch;
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{ChunkRef, Entry};
 use ferry_protocol::tree::{Content, EntryKind, Tree};
+
+mod storage;
 
 /// A relay's repo: a temporary catalog with clients a and b, and `store`.
 fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, ClientId, ClientId) {
@@ -420,71 +422,6 @@ fn the_endpoints_retention_hint_is_applied_at_commit() {
 }
 
 #[test]
-fn gc_collects_what_only_a_forgotten_snapshot_reached() {
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, a, _) = relay(dir.path());
-    let mut t = Transfer::new(Arc::clone(&repo), a, None);
-    let (old_chunk, _, _, first) = backup_one(&mut t, b"first version");
-    let (new_chunk, _, _, _) = backup_one(&mut t, b"second version");
-    drop(t);
-    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 1)
-        .unwrap();
-    assert_eq!(report.snapshots, 1);
-    assert_eq!(report.blobs_deleted, 3, "{report:?}");
-    let mut t = Transfer::new(repo, a, None);
-    begin(&mut t);
-    assert_eq!(
-        missing_chunks(&mut t, &[old_chunk, new_chunk]),
-        vec![true, false]
-    );
-}
-
-#[test]
-fn gc_deletes_dead_packs_and_rewrites_mostly_dead_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    // Packs of about one backup each.
-    let store = MemoryStore::with_pack_target(256);
-    let (repo, a, _) = relay_with(dir.path(), store.clone());
-    let mut t = Transfer::new(Arc::clone(&repo), a, None);
-    let noise = |seed: u8| -> Vec<u8> {
-        (0..600u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8 ^ seed)
-            .collect()
-    };
-    let (_, _, _, first) = backup_one(&mut t, &noise(1));
-    let (kept, _, _, _) = backup_one(&mut t, &noise(2));
-    drop(t);
-    repo.blobs().seal().unwrap();
-    let before = store.packs().unwrap().len();
-    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 1)
-        .unwrap();
-    assert!(
-        report.packs_deleted + report.packs_repacked >= 1,
-        "{report:?}"
-    );
-    assert!(report.bytes_freed > 0, "{report:?}");
-    assert!(store.packs().unwrap().len() <= before);
-    let mut t = Transfer::new(repo, a, None);
-    let Some(Message::ChunkData { codec, data }) = t
-        .handle(Message::GetChunk {
-            id: kept,
-            base_signature: None,
-        })
-        .unwrap()
-    else {
-        panic!("ChunkData")
-    };
-    assert_eq!(
-        decompress(codec, data, MAX_CHUNK as usize).unwrap(),
-        noise(2)
-    );
-}
-
-#[test]
 fn set_names_that_are_not_names_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, a, _) = relay(dir.path());
@@ -573,32 +510,6 @@ fn signatures_are_given_for_stored_chunks_only() {
 }
 
 #[test]
-fn verify_finds_a_flipped_byte_and_the_next_upload_heals_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = MemoryStore::default();
-    let (repo, a, _) = relay_with(dir.path(), store.clone());
-    let mut t = Transfer::new(Arc::clone(&repo), a, None);
-    let data = vec![42u8; 10_000];
-    let (chunk, _, _, _) = backup_one(&mut t, &data);
-    let at = repo
-        .catalog(|c| c.find_blob(a, BlobKind::Chunk, &chunk.0))
-        .unwrap()
-        .unwrap()
-        .at;
-    store.flip(&at, 5);
-    let catalog = dir.path().join("catalog.sqlite");
-    let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
-    assert!(report.is_damaged());
-    assert_eq!(report.damaged[0].kind, "chunk");
-    begin(&mut t);
-    assert_eq!(missing_chunks(&mut t, &[chunk]), vec![true]);
-    backup_one(&mut t, &data);
-    let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
-    assert!(!report.is_damaged(), "{report:?}");
-    assert_eq!(report.healed.len(), 1);
-}
-
-#[test]
 fn a_message_the_relay_never_expects_is_named_in_the_error() {
     let dir = tempfile::tempdir().unwrap();
     let (repo, a, _) = relay(dir.path());
@@ -608,65 +519,6 @@ fn a_message_the_relay_never_expects_is_named_in_the_error() {
         .unwrap_err()
         .to_string();
     assert!(error.contains("unexpected message Committed"), "{error}");
-}
-
-#[test]
-fn a_failed_fsync_fails_every_upload_with_data_before_it_and_none_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = MemoryStore::default();
-    let (repo, a, b) = relay_with(dir.path(), store.clone());
-    let mut ta = Transfer::new(Arc::clone(&repo), a, None);
-    let mut tb = Transfer::new(Arc::clone(&repo), b, None);
-    begin(&mut ta);
-    begin(&mut tb);
-    let lost = put_chunk(&mut ta, b"appended before the failure");
-    put_chunk(&mut tb, b"b's data");
-    store.fail_next_sync();
-    assert!(tb.handle(Message::Sync).is_err(), "b's own fsync failed");
-    // A's data shared the pack whose fsync failed: never acknowledged.
-    let error = ta.handle(Message::Sync).unwrap_err().to_string();
-    assert!(error.contains("an fsync failed"), "{error}");
-    // An upload that appends only after the failure is unaffected.
-    let mut tc = Transfer::new(repo, a, None);
-    begin(&mut tc);
-    let kept = put_chunk(&mut tc, b"appended after the failure");
-    assert!(synced(&mut tc).is_empty());
-    assert_eq!(missing_chunks(&mut tc, &[lost, kept]), vec![true, false]);
-}
-
-#[test]
-fn verify_names_every_snapshot_and_path_that_reach_a_damaged_content() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = MemoryStore::default();
-    let (repo, a, _) = relay_with(dir.path(), store.clone());
-    let mut t = Transfer::new(Arc::clone(&repo), a, None);
-    let (_, content, _, first) = backup_one(&mut t, b"the same file twice");
-    let (_, _, _, second) = backup_one(&mut t, b"the same file twice");
-    let at = repo
-        .catalog(|c| c.find_blob(a, BlobKind::Content, &content.0))
-        .unwrap()
-        .unwrap()
-        .at;
-    store.flip(&at, 0);
-    let catalog = dir.path().join("catalog.sqlite");
-    let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
-    assert_eq!(report.damaged.len(), 1, "{report:?}");
-    let damaged = &report.damaged[0];
-    assert_eq!(damaged.kind, "content");
-    assert_eq!(damaged.snapshots, vec![first, second]);
-    assert_eq!(damaged.paths, vec!["/f".to_string()]);
-    assert_eq!(report.snapshots_damaged, vec![first, second]);
-    // The next backup is told the content is missing, so sends it again.
-    begin(&mut t);
-    let Some(Message::ObjectsMissing { ids }) = t
-        .handle(Message::QueryObjects {
-            ids: vec![ObjectId::Content(content)],
-        })
-        .unwrap()
-    else {
-        panic!("ObjectsMissing")
-    };
-    assert_eq!(ids, vec![ObjectId::Content(content)]);
 }
 
 #[test]
@@ -703,39 +555,4 @@ fn a_tree_left_by_an_abandoned_upload_cannot_be_committed_by_the_next() {
         panic!("ObjectsMissing")
     };
     assert_eq!(ids.len(), 2, "neither was kept");
-}
-
-#[test]
-fn gc_reports_a_snapshot_naming_a_missing_blob_and_collects_the_rest() {
-    let dir = tempfile::tempdir().unwrap();
-    let (repo, a, _) = relay(dir.path());
-    let mut t = Transfer::new(Arc::clone(&repo), a, None);
-    let (old_chunk, _, _, first) = backup_one(&mut t, b"first version");
-    let (_, content, _, second) = backup_one(&mut t, b"second version");
-    let (_, _, _, third) = backup_one(&mut t, b"third version");
-    drop(t);
-    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
-    // The second snapshot's content row goes (a catalog that lost it).
-    rusqlite::Connection::open(dir.path().join("catalog.sqlite"))
-        .unwrap()
-        .execute("DELETE FROM blobs WHERE id = ?1", [&content.0[..]])
-        .unwrap();
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 1)
-        .unwrap();
-    assert_eq!(report.snapshots_damaged, vec![second.0], "{report:?}");
-    assert!(
-        report.blobs_deleted >= 3,
-        "the first snapshot's went: {report:?}"
-    );
-    let mut t = Transfer::new(repo, a, None);
-    begin(&mut t);
-    assert_eq!(missing_chunks(&mut t, &[old_chunk]), vec![true]);
-    let Some(Message::SnapshotList { snapshots }) =
-        t.handle(Message::ListSnapshots { set: None }).unwrap()
-    else {
-        panic!("SnapshotList")
-    };
-    let ids: Vec<u64> = snapshots.iter().map(|s| s.id).collect();
-    assert_eq!(ids, vec![second.0, third.0]);
 }
