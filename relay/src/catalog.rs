@@ -265,6 +265,23 @@ pub struct BlobRow {
     pub codec: Codec,
 }
 
+impl BlobRow {
+    /// The row's owner, key and place as SQL values, in the order the
+    /// `blobs` and `damage` tables list them: client, kind, id, pack,
+    /// offset, length.
+    pub(crate) fn key_and_place(&self, client: ClientId) -> [rusqlite::types::Value; 6] {
+        use rusqlite::types::Value;
+        [
+            Value::Integer(client.0 as i64),
+            Value::Integer(self.kind as i64),
+            Value::Blob(self.id.to_vec()),
+            Value::Integer(self.at.pack.into()),
+            Value::Integer(self.at.offset as i64),
+            Value::Integer(self.at.len.into()),
+        ]
+    }
+}
+
 /// A catalog failure, as one clear line: a full disk or a damaged file
 /// says so first, since that is what the operator must act on.
 #[derive(Debug, thiserror::Error)]

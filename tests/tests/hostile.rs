@@ -2,11 +2,12 @@
 //! protocol client: each attack gets a clear refusal, and the relay goes
 //! on serving everyone else.
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::{Message, Refusal};
-use ferry_tests::{arg, paired, RawSession};
+use ferry_tests::{arg, paired, Endpoint, RawSession};
 
 /// A signature header with block size 0 and hash size 0, and one block of
 /// CRC `crc`: fast_rsync loops forever on CRC 0 and overflows on CRC 1.
@@ -15,6 +16,13 @@ fn zero_block_signature(crc: u32) -> Vec<u8> {
     signature.extend_from_slice(&[0; 8]);
     signature.extend_from_slice(&crc.to_be_bytes());
     signature
+}
+
+/// Restores the newest snapshot of `source` and checks `name` holds `bytes`.
+fn assert_restores(endpoint: &Endpoint, source: &Path, name: &str, bytes: &[u8]) {
+    let restored = tempfile::tempdir().unwrap();
+    endpoint.restore_json(&["--map-from", arg(source), "--map-to", arg(restored.path())]);
+    assert_eq!(std::fs::read(restored.path().join(name)).unwrap(), bytes);
 }
 
 #[test]
@@ -47,17 +55,7 @@ fn a_crafted_rsync_signature_is_refused_within_a_second_and_the_relay_serves_on(
     }
     // The relay still serves, and still stops when asked.
     assert!(endpoint.status_json()["rtt_ms"].is_number());
-    let restored = tempfile::tempdir().unwrap();
-    endpoint.restore_json(&[
-        "--map-from",
-        arg(source.path()),
-        "--map-to",
-        arg(restored.path()),
-    ]);
-    assert_eq!(
-        std::fs::read(restored.path().join("small.bin")).unwrap(),
-        data
-    );
+    assert_restores(&endpoint, source.path(), "small.bin", &data);
     let stopping = Instant::now();
     assert!(relay.terminate().success());
     assert!(stopping.elapsed() < Duration::from_secs(5));
@@ -124,15 +122,5 @@ fn a_commit_naming_a_missing_object_is_refused_and_gc_still_runs() {
     .unwrap();
     assert_eq!(gc["snapshots"], 1);
     assert_eq!(gc["snapshots_damaged"], serde_json::json!([]));
-    let restored = tempfile::tempdir().unwrap();
-    endpoint.restore_json(&[
-        "--map-from",
-        arg(source.path()),
-        "--map-to",
-        arg(restored.path()),
-    ]);
-    assert_eq!(
-        std::fs::read(restored.path().join("kept.txt")).unwrap(),
-        b"an honest backup"
-    );
+    assert_restores(&endpoint, source.path(), "kept.txt", b"an honest backup");
 }

@@ -80,16 +80,9 @@ impl Catalog {
             )?;
             let now = now_ms();
             for row in rows {
-                let changed = insert.execute(params![
-                    client,
-                    row.kind as i64,
-                    &row.id[..],
-                    row.at.pack,
-                    row.at.offset as i64,
-                    row.at.len,
-                    row.codec.code(),
-                    now
-                ])?;
+                let more = [row.codec.code().into(), now.into()];
+                let values = row.key_and_place(client).into_iter().chain(more);
+                let changed = insert.execute(rusqlite::params_from_iter(values))?;
                 if changed > 0 {
                     healed.execute(params![client, row.kind as i64, &row.id[..], now])?;
                 }

@@ -142,16 +142,11 @@ impl Catalog {
                 tx.execute(
                     "INSERT INTO damage (client_id, kind, blob, pack, offset, length, reason, found_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        client,
-                        row.kind as i64,
-                        &row.id[..],
-                        row.at.pack,
-                        row.at.offset as i64,
-                        row.at.len,
-                        reason,
-                        now_ms()
-                    ],
+                    rusqlite::params_from_iter(
+                        row.key_and_place(client)
+                            .into_iter()
+                            .chain([reason.to_owned().into(), now_ms().into()]),
+                    ),
                 )?;
             }
         }
