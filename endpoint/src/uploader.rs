@@ -19,7 +19,7 @@ use ferry_protocol::chunking::Chunk;
 use ferry_protocol::compress::{compress_with, Codec, Method, ZSTD_LEVEL};
 use ferry_protocol::delta;
 use ferry_protocol::ids::ChunkId;
-use ferry_protocol::message::{is_missing, ChunkBatch, ChunkPut, Message};
+use ferry_protocol::message::{is_missing, ChunkBatch, ChunkPut, Message, MAX_BATCH};
 
 use crate::client::{unexpected, RelayClient};
 use crate::compression::Chooser;
@@ -37,6 +37,10 @@ pub const SLOW_PUT_BYTES: usize = 1 << 20;
 pub const SYNC_BYTES: usize = 16 << 20;
 /// Delta-sent chunk bytes kept for resending, after which a sync is forced.
 pub const SYNC_DELTA_BYTES: usize = 16 << 20;
+/// Chunks sent before a sync, whatever their size: the relay holds a row
+/// for each until then and refuses more than
+/// [`MAX_UNSYNCED_CHUNKS`](ferry_protocol::message::MAX_UNSYNCED_CHUNKS).
+pub const SYNC_CHUNKS: usize = ferry_protocol::message::MAX_UNSYNCED_CHUNKS / 4;
 
 /// What went, counted for the summary.
 #[derive(Debug, Default, Clone, Copy)]
@@ -56,6 +60,8 @@ pub struct Uploader {
     deltas: HashMap<ChunkId, Vec<u8>>,
     delta_bytes: usize,
     unsynced_bytes: usize,
+    /// Chunks sent since the last sync.
+    unsynced_chunks: usize,
     chooser: Chooser,
     sent: Sent,
     /// The last batch, being compressed on a blocking thread, and its raw size.
@@ -78,6 +84,7 @@ impl Uploader {
             deltas: HashMap::new(),
             delta_bytes: 0,
             unsynced_bytes: 0,
+            unsynced_chunks: 0,
             chooser,
             sent: Sent::default(),
             compressing: None,
@@ -169,6 +176,7 @@ impl Uploader {
                 ChunkPut::Delta { delta, .. } => delta.len(),
             };
             batch.push(put);
+            self.unsynced_chunks += 1;
             if batch_bytes >= self.put_bytes() {
                 self.put(client, std::mem::take(&mut batch), batch_bytes)
                     .await?;
@@ -178,12 +186,13 @@ impl Uploader {
         self.put(client, batch, batch_bytes).await?;
         if self.delta_bytes >= SYNC_DELTA_BYTES {
             self.sync_sent(client).await?;
-        } else if self.unsynced_bytes >= SYNC_BYTES {
+        } else if self.unsynced_bytes >= SYNC_BYTES || self.unsynced_chunks >= SYNC_CHUNKS {
             if self.deltas.is_empty() {
                 // Nothing to resend if rejected: no need to wait while the
                 // relay flushes.
                 client.sync_later().await?;
                 self.unsynced_bytes = 0;
+                self.unsynced_chunks = 0;
             } else {
                 self.sync_sent(client).await?;
             }
@@ -274,6 +283,7 @@ impl Uploader {
         let mut deltas = std::mem::take(&mut self.deltas);
         self.delta_bytes = 0;
         self.unsynced_bytes = 0;
+        self.unsynced_chunks = 0;
         if rejected.is_empty() {
             return Ok(());
         }
@@ -286,6 +296,10 @@ impl Uploader {
             bytes += data.len();
             let put = self.whole(data);
             batch.push(put);
+            if batch.len() == MAX_BATCH {
+                self.put(client, std::mem::take(&mut batch), bytes).await?;
+                bytes = 0;
+            }
         }
         self.put(client, batch, bytes).await?;
         self.drain(client).await?;

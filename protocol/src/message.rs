@@ -359,8 +359,14 @@ impl Message {
     }
 }
 
-/// Largest number of ids in one query.
+/// Largest number of ids in one query, and of chunks in one
+/// [`ChunkBatch`].
 pub const MAX_BATCH: usize = 4096;
+
+/// Most chunks a sender may put between two `Sync`s: the relay holds a row
+/// for each until the sync, so it refuses more (the endpoint syncs at a
+/// quarter of this).
+pub const MAX_UNSYNCED_CHUNKS: usize = 32_768;
 
 /// One chunk in a [`ChunkBatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -402,13 +408,37 @@ impl ChunkBatch {
         postcard::to_allocvec(self).map_err(|_| ProtocolError::Malformed("chunk batch encoding"))
     }
 
-    /// Decodes exactly one batch.
+    /// Decodes exactly one batch of at most [`MAX_BATCH`] chunks. The
+    /// count is read before anything is decoded: a few bytes of empty
+    /// entries must not become millions of them.
     ///
     /// # Errors
-    /// [`ProtocolError::Malformed`] for anything else.
+    /// [`ProtocolError::TooLarge`] for more chunks, [`ProtocolError::Malformed`]
+    /// for anything else.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let count = leading_varint(bytes).ok_or(ProtocolError::Malformed("chunk batch"))?;
+        if count > MAX_BATCH as u64 {
+            return Err(ProtocolError::TooLarge {
+                what: "chunk batch",
+                len: usize::try_from(count).unwrap_or(usize::MAX),
+                max: MAX_BATCH,
+            });
+        }
         decode_exact(bytes, "chunk batch")
     }
+}
+
+/// The varint postcard starts a sequence with (its length), if `bytes`
+/// begins with a whole one.
+fn leading_varint(bytes: &[u8]) -> Option<u64> {
+    let mut value = 0u64;
+    for (i, byte) in bytes.iter().take(10).enumerate() {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some(value);
+        }
+    }
+    None
 }
 
 /// Sets bit `i` of a [`Message::ChunksMissing`] bitmap.
@@ -477,6 +507,26 @@ mod tests {
         };
         assert_eq!(failed.name(), "Failed");
     }
+    #[test]
+    fn a_batch_of_more_chunks_than_allowed_is_refused_before_decoding() {
+        let full = ChunkBatch(vec![ChunkPut::Whole(Vec::new()); MAX_BATCH]);
+        assert_eq!(ChunkBatch::decode(&full.encode().unwrap()), Ok(full));
+        // A few kilobytes of empty entries claiming two million chunks.
+        let mut hostile = Vec::new();
+        let mut count = 2_000_000u64;
+        while count >= 0x80 {
+            hostile.push((count as u8) | 0x80);
+            count >>= 7;
+        }
+        hostile.push(count as u8);
+        hostile.extend(std::iter::repeat_n([0u8, 0u8], 4096).flatten());
+        assert!(matches!(
+            ChunkBatch::decode(&hostile),
+            Err(ProtocolError::TooLarge { .. })
+        ));
+        assert!(ChunkBatch::decode(&[0x80]).is_err());
+    }
+
     #[test]
     fn refusal_codes_keep_their_wire_numbers_and_versions() {
         let codes = [

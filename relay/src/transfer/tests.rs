@@ -7,6 +7,7 @@ use crate::store::MemoryStore;
 use ferry_protocol::compress::Codec;
 use ferry_protocol::ids::ContentId;
 use ferry_protocol::keys::PublicKey;
+use ferry_protocol::message::MAX_UNSYNCED_CHUNKS;
 use ferry_protocol::patch;
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{ChunkRef, Entry};
@@ -555,4 +556,40 @@ fn a_tree_left_by_an_abandoned_upload_cannot_be_committed_by_the_next() {
         panic!("ObjectsMissing")
     };
     assert_eq!(ids.len(), 2, "neither was kept");
+}
+
+#[test]
+fn chunks_without_a_sync_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let batch = |from: usize, count: usize| {
+        let puts = (from..from + count)
+            .map(|i| ChunkPut::Whole(i.to_le_bytes().to_vec()))
+            .collect();
+        let data = ChunkBatch(puts).encode().unwrap();
+        Message::PutChunks {
+            codec: Codec::None,
+            data,
+        }
+    };
+    for start in (0..MAX_UNSYNCED_CHUNKS).step_by(MAX_BATCH) {
+        t.handle(batch(start, MAX_BATCH)).unwrap();
+    }
+    let refused = t.handle(batch(MAX_UNSYNCED_CHUNKS, 1)).unwrap_err();
+    assert!(matches!(refused, TransferError::Violation(_)), "{refused}");
+    assert!(refused.to_string().contains("without a Sync"), "{refused}");
+    // A sender that syncs in time is never refused.
+    let mut t = Transfer::new(Arc::clone(&t.repo), a, None);
+    begin(&mut t);
+    for (n, start) in (0..MAX_UNSYNCED_CHUNKS + 2 * MAX_BATCH)
+        .step_by(MAX_BATCH)
+        .enumerate()
+    {
+        t.handle(batch(start, MAX_BATCH)).unwrap();
+        if n % 4 == 3 {
+            assert!(synced(&mut t).is_empty());
+        }
+    }
 }

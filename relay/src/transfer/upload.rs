@@ -6,7 +6,9 @@ use std::collections::{HashMap, HashSet};
 use ferry_protocol::compress::{compress, Codec};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::message::{Message, ObjectId, Refusal, INCOMPLETE_SNAPSHOT};
+use ferry_protocol::message::{
+    Message, ObjectId, Refusal, INCOMPLETE_SNAPSHOT, MAX_UNSYNCED_CHUNKS,
+};
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, Tree};
 use ferry_protocol::{delta, patch};
@@ -26,6 +28,8 @@ pub(super) struct Upload {
     /// nothing unsynced): a failed fsync since then, of this session or
     /// another, means those blobs may be lost.
     unsynced_since: Option<u64>,
+    /// Chunks stored since the last sync (their rows wait for it).
+    unsynced_chunks: usize,
     pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
     pub(super) rejected: Vec<ChunkId>,
     new_trees: HashSet<TreeId>,
@@ -44,6 +48,7 @@ impl Upload {
             set_id,
             retention,
             unsynced_since: None,
+            unsynced_chunks: 0,
             pending: HashMap::new(),
             rejected: Vec::new(),
             new_trees: HashSet::new(),
@@ -126,7 +131,13 @@ impl Transfer {
         bytes: Vec<u8>,
     ) -> Result<()> {
         // Outside a backup nothing is appended: it could never be indexed.
-        self.upload()?;
+        let upload = self.upload()?;
+        if kind == BlobKind::Chunk {
+            check!(
+                upload.unsynced_chunks < MAX_UNSYNCED_CHUNKS,
+                "more than {MAX_UNSYNCED_CHUNKS} chunks sent without a Sync"
+            );
+        }
         if self.has(kind, &id)? {
             return Ok(());
         }
@@ -139,6 +150,7 @@ impl Transfer {
         };
         let upload = self.upload()?;
         upload.unsynced_since.get_or_insert(epoch);
+        upload.unsynced_chunks += usize::from(kind == BlobKind::Chunk);
         upload.pending.insert((kind, id), row);
         Ok(())
     }
@@ -153,7 +165,13 @@ impl Transfer {
         match rebuilt {
             Some(raw) => self.store_chunk(id, &raw, None),
             None => {
-                self.upload()?.rejected.push(id);
+                let upload = self.upload()?;
+                check!(
+                    upload.unsynced_chunks < MAX_UNSYNCED_CHUNKS,
+                    "more than {MAX_UNSYNCED_CHUNKS} chunks sent without a Sync"
+                );
+                upload.unsynced_chunks += 1;
+                upload.rejected.push(id);
                 Ok(())
             }
         }
@@ -244,6 +262,7 @@ impl Transfer {
         self.catalog(|c| c.insert_blobs(client, &rows))?;
         let upload = self.upload()?;
         upload.unsynced_since = None;
+        upload.unsynced_chunks = 0;
         upload.pending.retain(|(kind, id), _| is_held(*kind, id));
         Ok(())
     }
