@@ -6,7 +6,7 @@
 //! and drops any first message that is not strictly newer ([`ReplayGuard`]).
 //! The caller supplies the time: this crate reads no clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::keys::PublicKey;
 use crate::ProtocolError;
@@ -70,9 +70,29 @@ impl Timestamp {
 #[derive(Debug, Default)]
 pub struct ReplayGuard {
     newest: HashMap<PublicKey, Timestamp>,
+    /// Peers whose newest timestamp changed since [`ReplayGuard::take_changes`].
+    changed: HashSet<PublicKey>,
 }
 
 impl ReplayGuard {
+    /// A guard that starts from timestamps saved earlier (so a first
+    /// message captured before a restart is still refused after it).
+    pub fn with_saved(saved: impl IntoIterator<Item = (PublicKey, Timestamp)>) -> Self {
+        ReplayGuard {
+            newest: saved.into_iter().collect(),
+            changed: HashSet::new(),
+        }
+    }
+
+    /// The timestamps accepted since the last call, to be saved.
+    pub fn take_changes(&mut self) -> Vec<(PublicKey, Timestamp)> {
+        let changed = std::mem::take(&mut self.changed);
+        changed
+            .into_iter()
+            .filter_map(|key| self.newest.get(&key).map(|ts| (key, *ts)))
+            .collect()
+    }
+
     /// Accepts `ts` for `peer` if it is strictly newer than any accepted before,
     /// and remembers it.
     ///
@@ -87,6 +107,7 @@ impl ReplayGuard {
             Some(newest) if ts <= *newest => Err(ProtocolError::Replay),
             _ => {
                 self.newest.insert(peer, ts);
+                self.changed.insert(peer);
                 Ok(())
             }
         }
@@ -101,6 +122,21 @@ impl ReplayGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn saved_times_still_refuse_and_changes_are_handed_out_once() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let old = Timestamp { secs: 10, nanos: 0 };
+        let mut guard = ReplayGuard::with_saved([(a, old)]);
+        assert_eq!(guard.check_and_record(a, old), Err(ProtocolError::Replay));
+        let newer = Timestamp { secs: 11, nanos: 0 };
+        guard.check_and_record(a, newer).unwrap();
+        guard.check_and_record(b, old).unwrap();
+        let mut changes = guard.take_changes();
+        changes.sort();
+        assert_eq!(changes, vec![(a, newer), (b, old)]);
+        assert!(guard.take_changes().is_empty());
+    }
 
     #[test]
     fn replay_and_order() {

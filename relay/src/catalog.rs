@@ -140,6 +140,13 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX damage_by_blob ON damage(client_id, kind, blob);
     CREATE INDEX blobs_not_whole ON blobs(client_id) WHERE state != 0;",
+    // 8: the newest handshake timestamp accepted per key, so a captured
+    // first message gets no answer after a restart either.
+    "CREATE TABLE handshakes (
+        public_key BLOB PRIMARY KEY,
+        secs INTEGER NOT NULL,
+        nanos INTEGER NOT NULL
+    );",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

@@ -121,6 +121,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     crate::gc_service::drop_stale_request(&mut catalog)?;
     let rates = Rates::new(config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
+    let handshakes = catalog.handshake_times()?;
     let repo = Repo::open_packs(catalog, &data.catalog_path(), &data.store_dir())?;
     let sessions = TcpListener::bind(config.listen)
         .await
@@ -144,7 +145,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         limits: limits.clone(),
         repo: Arc::new(repo),
         rates,
-        replay: Mutex::new(ReplayGuard::default()),
+        replay: Mutex::new(ReplayGuard::with_saved(handshakes)),
         registry: Arc::new(Registry::default()),
         session_addr,
         shutdown: shutdown.clone(),
@@ -200,6 +201,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
     {
         warn!("some connections did not finish within {SHUTDOWN_GRACE:?}; dropping them");
     }
+    save_handshake_times(&shared).await;
     // A missing file is fine: the relay is stopping either way.
     let _ = std::fs::remove_file(data.listen_file());
     info!("relay stopped");
@@ -307,9 +309,27 @@ async fn watch_catalog(
                 }
                 shared.rates.refresh(local_now());
                 publish_rates(&shared, &rates_file);
+                save_handshake_times(&shared).await;
             }
             Err(e) => error!("cannot watch the catalog: {e:#}"),
         }
+    }
+}
+
+/// Saves the handshake timestamps accepted since the last save (one
+/// transaction, only when there are any), so replay protection survives a
+/// restart; a crash loses at most one watch interval of them.
+async fn save_handshake_times(shared: &Shared) {
+    let times = shared
+        .replay
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take_changes();
+    if times.is_empty() {
+        return;
+    }
+    if let Err(e) = shared.db(move |c| c.save_handshake_times(&times)).await {
+        error!("cannot save handshake times (replay protection across restarts): {e:#}");
     }
 }
 

@@ -127,6 +127,42 @@ fn a_replayed_first_handshake_message_opens_no_session() {
 }
 
 #[test]
+fn a_first_message_replayed_after_the_relay_restarts_opens_no_session() {
+    let mut relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let proxy = Proxy::start(relay.session_addr, None);
+    endpoint.set_addresses(&[proxy.addr.to_string()]);
+    assert!(endpoint.status_json()["rtt_ms"].is_number());
+    let sent = proxy.sent_to_relay();
+    let first = sent[..8 + 2 + usize::from(u16::from_be_bytes([sent[8], sent[9]]))].to_vec();
+    let replay_gets_no_answer = |relay: &Relay| {
+        let mut replay = TcpStream::connect(relay.session_addr).unwrap();
+        replay.write_all(&first).unwrap();
+        read_to_eof(&mut replay).is_empty()
+    };
+    // Killed with no warning, once the watcher saved the time (it does
+    // within a watch interval); then stopped cleanly.
+    let catalog = relay.data().join("catalog.sqlite");
+    wait_for("the handshake time saved", DEADLINE, || {
+        let db = rusqlite::Connection::open(&catalog).ok()?;
+        let saved: i64 = db
+            .query_row("SELECT COUNT(*) FROM handshakes", [], |r| r.get(0))
+            .ok()?;
+        (saved == 1).then_some(())
+    });
+    relay.kill_and_restart();
+    assert!(replay_gets_no_answer(&relay), "answered after kill -9");
+    relay.terminate();
+    relay.start_again();
+    assert!(replay_gets_no_answer(&relay), "answered after a restart");
+    relay.wait_for_log("replayed or stale handshake");
+    // The endpoint itself, with a fresh timestamp, still gets in.
+    endpoint.set_addresses(&[relay.session_addr.to_string()]);
+    assert!(endpoint.status_json()["rtt_ms"].is_number());
+}
+
+#[test]
 fn a_flipped_byte_in_any_frame_ends_the_session_and_the_relay_stays_up() {
     let mut relay = Relay::start();
     let endpoint = Endpoint::new();

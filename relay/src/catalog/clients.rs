@@ -2,7 +2,8 @@
 
 use super::{ClientId, Result};
 use ferry_protocol::keys::PublicKey;
-use rusqlite::{params, Connection, OptionalExtension};
+use ferry_protocol::timestamp::Timestamp;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::Catalog;
@@ -88,6 +89,59 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
 }
 
 impl Catalog {
+    /// The newest handshake timestamp accepted per key, as last saved.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn handshake_times(&self) -> Result<Vec<(PublicKey, Timestamp)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT public_key, secs, nanos FROM handshakes")?;
+        let rows = stmt.query_map([], |r| {
+            let key: Vec<u8> = r.get(0)?;
+            let secs: i64 = r.get(1)?;
+            let nanos: i64 = r.get(2)?;
+            Ok((key, secs, nanos))
+        })?;
+        let mut times = Vec::new();
+        for row in rows {
+            let (key, secs, nanos) = row?;
+            // A row that does not parse protects nothing; it is skipped.
+            if let (Ok(key), Ok(secs), Ok(nanos)) = (
+                PublicKey::from_slice(&key),
+                u64::try_from(secs),
+                u32::try_from(nanos),
+            ) {
+                times.push((key, Timestamp { secs, nanos }));
+            }
+        }
+        Ok(times)
+    }
+
+    /// Saves newer handshake timestamps (an older one never replaces a
+    /// newer), in one transaction.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn save_handshake_times(&mut self, times: &[(PublicKey, Timestamp)]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO handshakes (public_key, secs, nanos) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (public_key) DO UPDATE SET secs = excluded.secs, nanos = excluded.nanos
+                 WHERE excluded.secs > handshakes.secs
+                    OR (excluded.secs = handshakes.secs AND excluded.nanos > handshakes.nanos)",
+            )?;
+            for (key, ts) in times {
+                let secs = i64::try_from(ts.secs).unwrap_or(i64::MAX);
+                upsert.execute(params![&key.0[..], secs, ts.nanos])?;
+            }
+        }
+        Ok(tx.commit()?)
+    }
+
     /// The active client with this key.
     ///
     /// # Errors
