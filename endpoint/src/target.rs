@@ -317,12 +317,7 @@ impl Target {
             )?;
         }
         if !is_symlink {
-            rustix::fs::chmodat(
-                dir,
-                name,
-                Mode::from_raw_mode(entry.mode & 0o7777),
-                AtFlags::empty(),
-            )?;
+            chmod_unless_symlink(dir, name, Mode::from_raw_mode(entry.mode & 0o7777))?;
         }
         Ok(rustix::fs::utimensat(
             dir,
@@ -331,6 +326,30 @@ impl Target {
             AtFlags::SYMLINK_NOFOLLOW,
         )?)
     }
+}
+
+/// Sets the mode of `name` in `dir` (a FIFO or device node just made)
+/// without following a symlink swapped in meanwhile: the node is pinned
+/// with an `O_PATH | O_NOFOLLOW` descriptor, checked not to be a symlink,
+/// and changed through that descriptor (`/proc/self/fd`, as glibc's
+/// `fchmodat(AT_SYMLINK_NOFOLLOW)` does), never by the name again.
+fn chmod_unless_symlink(dir: &OwnedFd, name: &OsStr, mode: Mode) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let pinned = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let kind = rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(&pinned)?.st_mode);
+    if kind == rustix::fs::FileType::Symlink {
+        return Err(io::Error::other(format!(
+            "{} became a symlink while it was restored; its mode was not set",
+            String::from_utf8_lossy(name.as_bytes())
+        )));
+    }
+    let through = format!("/proc/self/fd/{}", pinned.as_raw_fd());
+    Ok(rustix::fs::chmod(through.as_str(), mode)?)
 }
 
 /// Opens `name` in `dir` with `access` (read, or read and write) when it
@@ -421,6 +440,45 @@ mod tests {
             .unwrap()
             .is_file());
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn a_symlink_swapped_in_for_a_new_fifo_does_not_get_its_mode() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"x").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let target = Target::open(&dir.path().join("t")).unwrap();
+        let top = target.dir(&[]).unwrap();
+        let entry = |mode| ferry_protocol::tree::Entry {
+            name: b"pipe".to_vec(),
+            kind: ferry_protocol::tree::EntryKind::Fifo,
+            mode,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            xattrs: Vec::new(),
+        };
+        Target::node(&top, b"pipe", rustix::fs::FileType::Fifo, 0).unwrap();
+        target
+            .apply_at(&top, b"pipe", &entry(0o640), false)
+            .unwrap();
+        let pipe = dir.path().join("t/pipe");
+        assert_eq!(
+            std::fs::metadata(&pipe).unwrap().permissions().mode() & 0o7777,
+            0o640
+        );
+        // Between mknodat and the mode, another user swaps in a symlink.
+        std::fs::remove_file(&pipe).unwrap();
+        std::os::unix::fs::symlink(&secret, &pipe).unwrap();
+        assert!(target
+            .apply_at(&top, b"pipe", &entry(0o666), false)
+            .is_err());
+        assert_eq!(
+            std::fs::metadata(&secret).unwrap().permissions().mode() & 0o7777,
+            0o600
+        );
     }
 
     #[test]
