@@ -19,7 +19,9 @@ use ferry_protocol::chunking::Chunk;
 use ferry_protocol::compress::{compress_with, Codec, Method, ZSTD_LEVEL};
 use ferry_protocol::delta;
 use ferry_protocol::ids::ChunkId;
-use ferry_protocol::message::{is_missing, ChunkBatch, ChunkPut, Message, MAX_BATCH};
+use ferry_protocol::message::{
+    is_missing, ChunkBatch, ChunkPut, Message, MAX_BATCH, MAX_SIGNATURES,
+};
 
 use crate::client::{unexpected, RelayClient};
 use crate::compression::Chooser;
@@ -356,23 +358,20 @@ async fn signatures(
 ) -> Result<HashMap<ChunkId, Vec<u8>>> {
     let wanted: Vec<ChunkId> = bases.collect::<HashSet<_>>().into_iter().collect();
     let mut found = HashMap::new();
-    if wanted.is_empty() {
-        return Ok(found);
-    }
-    match client
-        .request(&Message::GetSignatures {
-            ids: wanted.clone(),
-        })
-        .await?
-    {
-        Message::Signatures { signatures } if signatures.len() == wanted.len() => {
-            for (id, signature) in wanted.into_iter().zip(signatures) {
-                if let Some(signature) = signature {
-                    found.insert(id, signature.into_vec());
+    for ids in wanted.chunks(MAX_SIGNATURES) {
+        match client
+            .request(&Message::GetSignatures { ids: ids.to_vec() })
+            .await?
+        {
+            Message::Signatures { signatures } if signatures.len() == ids.len() => {
+                for (id, signature) in ids.iter().zip(signatures) {
+                    if let Some(signature) = signature {
+                        found.insert(*id, signature.into_vec());
+                    }
                 }
             }
-            Ok(found)
+            other => return Err(unexpected("Signatures", &other)),
         }
-        other => Err(unexpected("Signatures", &other)),
     }
+    Ok(found)
 }

@@ -363,6 +363,10 @@ impl Message {
 /// [`ChunkBatch`].
 pub const MAX_BATCH: usize = 4096;
 
+/// Most signatures asked for at once, each of a different chunk: each
+/// costs the relay a read and an MD4 pass over up to 256 KiB.
+pub const MAX_SIGNATURES: usize = 512;
+
 /// Most chunks a sender may put between two `Sync`s: the relay holds a row
 /// for each until the sync, so it refuses more (the endpoint syncs at a
 /// quarter of this).

@@ -156,8 +156,13 @@ impl Content {
 
     /// Total bytes.
     pub fn len(&self) -> u64 {
-        self.chunks.iter().map(|c| u64::from(c.len)).sum::<u64>()
-            + self.parts.iter().map(|p| p.len).sum::<u64>()
+        // Saturating: part lengths come from the network, and a sum that
+        // wrapped would pass any size limit.
+        self.chunks
+            .iter()
+            .map(|c| u64::from(c.len))
+            .chain(self.parts.iter().map(|p| p.len))
+            .fold(0u64, u64::saturating_add)
     }
 
     /// Whether it has no data.
@@ -325,6 +330,19 @@ pub fn check_relative_path(path: &[u8]) -> Result<(), ProtocolError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn declared_part_lengths_cannot_wrap_the_total() {
+        let part = |len| ContentPart {
+            id: ContentId([1; 32]),
+            len,
+        };
+        let content = Content {
+            chunks: Vec::new(),
+            parts: vec![part(u64::MAX), part(2)],
+        };
+        assert_eq!(content.len(), u64::MAX);
+    }
 
     fn entry(name: &[u8], kind: EntryKind) -> Entry {
         Entry {

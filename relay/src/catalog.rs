@@ -33,6 +33,7 @@ mod verify;
 pub use clients::ClientRecord;
 pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
+pub use sets::MAX_SETS;
 pub use snapshots::SnapshotRow;
 pub use verify::{hex, kind_name, DamageRecord};
 
@@ -429,7 +430,7 @@ mod tests {
     fn a_forgotten_snapshots_id_is_never_given_again() {
         let dir = tempfile::tempdir().unwrap();
         let (mut cat, client) = with_client(dir.path());
-        let set = cat.ensure_set(client, "default").unwrap();
+        let set = cat.ensure_set(client, "default").unwrap().unwrap();
         let first = cat
             .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
             .unwrap();

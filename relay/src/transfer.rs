@@ -28,6 +28,7 @@ use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, TreeId};
 use ferry_protocol::message::{
     set_missing, ChunkBatch, ChunkPut, Message, ObjectId, Refusal, SnapshotInfo, MAX_BATCH,
+    MAX_SIGNATURES,
 };
 use ferry_protocol::{delta, ProtocolError};
 
@@ -177,6 +178,13 @@ impl Transfer {
                 self.upload = None;
                 let permit = self.repo.enter_upload();
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
+                let set_id = set_id.ok_or_else(|| {
+                    violation!(
+                        "a backup set {set:?} would be this client's {}th; the limit is {}",
+                        crate::catalog::MAX_SETS + 1,
+                        crate::catalog::MAX_SETS
+                    )
+                })?;
                 self.upload = Some(Upload::begin(permit, set_id, retention));
                 Some(Message::BackupReady {
                     max_file: self.policy.and_then(|p| p.max_file),
@@ -193,7 +201,16 @@ impl Transfer {
                 Some(Message::ChunksMissing { missing })
             }
             Message::GetSignatures { ids } => {
-                check_batch(ids.len())?;
+                check!(
+                    ids.len() <= MAX_SIGNATURES,
+                    "{} signatures asked for at once; the limit is {MAX_SIGNATURES}",
+                    ids.len()
+                );
+                let distinct: std::collections::HashSet<&ChunkId> = ids.iter().collect();
+                check!(
+                    distinct.len() == ids.len(),
+                    "the same chunk's signature asked for twice in one request"
+                );
                 let signatures = ids
                     .iter()
                     .map(|id| {

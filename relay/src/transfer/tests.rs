@@ -593,3 +593,45 @@ fn chunks_without_a_sync_are_bounded() {
         }
     }
 }
+
+#[test]
+fn a_client_cannot_make_backup_sets_without_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, b) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let begin_set = |t: &mut Transfer, set: String| {
+        t.handle(Message::BackupBegin {
+            set,
+            retention: Retention::default(),
+        })
+    };
+    for i in 0..crate::catalog::MAX_SETS {
+        begin_set(&mut t, format!("set-{i}")).unwrap();
+    }
+    let refused = begin_set(&mut t, "one more".into()).unwrap_err();
+    assert!(
+        refused.to_string().contains("the limit is 256"),
+        "{refused}"
+    );
+    // Its existing sets go on, and other clients are not affected.
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    begin_set(&mut t, "set-7".into()).unwrap();
+    let mut other = Transfer::new(repo, b, None);
+    begin_set(&mut other, "one more".into()).unwrap();
+}
+
+#[test]
+fn signature_requests_are_bounded_and_distinct() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    let (chunk, _, _, _) = backup_one(&mut t, &[9u8; 8192]);
+    let twice = t.handle(Message::GetSignatures {
+        ids: vec![chunk; 2],
+    });
+    assert!(twice.unwrap_err().to_string().contains("asked for twice"));
+    let many = (0..=ferry_protocol::message::MAX_SIGNATURES as u32)
+        .map(|i| ChunkId::of(&i.to_le_bytes()))
+        .collect();
+    assert!(t.handle(Message::GetSignatures { ids: many }).is_err());
+}

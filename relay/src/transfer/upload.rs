@@ -30,6 +30,8 @@ pub(super) struct Upload {
     unsynced_since: Option<u64>,
     /// Chunks stored since the last sync (their rows wait for it).
     unsynced_chunks: usize,
+    /// A patch against a missing base was logged already.
+    told_missing_base: bool,
     pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
     pub(super) rejected: Vec<ChunkId>,
     new_trees: HashSet<TreeId>,
@@ -49,6 +51,7 @@ impl Upload {
             retention,
             unsynced_since: None,
             unsynced_chunks: 0,
+            told_missing_base: false,
             pending: HashMap::new(),
             rejected: Vec::new(),
             new_trees: HashSet::new(),
@@ -104,11 +107,16 @@ impl Transfer {
             "a patch of a {kind:?} against a {base_kind:?}"
         );
         let Some(base_bytes) = self.load(base_kind, &base_key)? else {
-            tracing::warn!(
-                client = %self.client,
-                ?base,
-                "object patch against a missing base dropped"
-            );
+            let client = self.client;
+            let upload = self.upload()?;
+            // Once per upload: a client must not be able to flood the log.
+            if !std::mem::replace(&mut upload.told_missing_base, true) {
+                tracing::warn!(
+                    client = %client,
+                    ?base,
+                    "object patch against a missing base dropped (the commit will name what is missing; further ones in this upload are not logged)"
+                );
+            }
             return Ok(());
         };
         let raw = patch::apply(&base_bytes, patch, MAX_MESSAGE)?;
