@@ -6,7 +6,7 @@
 //! `STATE/endpoint.toml` holds optional settings.
 
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -91,6 +91,10 @@ impl StateDir {
             .mode(0o700)
             .create(self.root.join("keys"))
             .with_context(|| format!("cannot create {}", self.root.display()))?;
+        // One that existed keeps its mode otherwise: only this user may
+        // look at what it says about the backups.
+        fs::set_permissions(&self.root, fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make {} private", self.root.display()))?;
         let (keys, _) = keyfile::load_or_create(&self.key_path())
             .with_context(|| format!("cannot load or create {}", self.key_path().display()))?;
         Ok(keys)

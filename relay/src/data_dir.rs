@@ -86,6 +86,10 @@ impl DataDir {
                 .mode(0o700)
                 .create(&dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
+            // A directory that existed keeps its mode otherwise (0755 from
+            // a package or by hand): only the relay's user may look in.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .with_context(|| format!("cannot make {} private", dir.display()))?;
         }
         let (keys, _) = keyfile::load_or_create(&self.key_path())
             .with_context(|| format!("cannot create {}", self.key_path().display()))?;

@@ -124,3 +124,40 @@ fn a_commit_naming_a_missing_object_is_refused_and_gc_still_runs() {
     assert_eq!(gc["snapshots_damaged"], serde_json::json!([]));
     assert_restores(&endpoint, source.path(), "kept.txt", b"an honest backup");
 }
+
+#[test]
+fn what_the_relay_and_the_endpoint_write_only_their_user_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |path: &Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    // A data directory made beforehand with the usual 0755.
+    let existing = tempfile::tempdir().unwrap();
+    let data = existing.path().join("relay");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut init = std::process::Command::new(ferry_tests::binary("ferry-relay"));
+    init.args([
+        "--data",
+        arg(&data),
+        "init",
+        "--listen",
+        "127.0.0.1:0",
+        "--pair-listen",
+        "127.0.0.1:0",
+    ]);
+    ferry_tests::ok(ferry_tests::run(init));
+    assert_eq!(mode(&data), 0o700);
+    assert_eq!(mode(&data.join("catalog.sqlite")), 0o600);
+
+    let (relay, endpoint) = paired();
+    let source = tempfile::tempdir().unwrap();
+    std::fs::write(source.path().join("private.txt"), b"payroll").unwrap();
+    endpoint.backup_json(&[arg(source.path())]);
+    let packs = relay.data().join("store/packs");
+    assert_eq!(mode(&relay.data().join("store")), 0o700);
+    assert_eq!(mode(&packs), 0o700);
+    for pack in std::fs::read_dir(&packs).unwrap() {
+        assert_eq!(mode(&pack.unwrap().path()), 0o600);
+    }
+    assert_eq!(mode(&endpoint.state()), 0o700);
+    assert_eq!(mode(&endpoint.state().join("cache.sqlite")), 0o600);
+}

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -123,7 +123,12 @@ impl PackStore {
     /// # Errors
     /// I/O errors.
     pub fn open(dir: &Path, committed_end: &HashMap<u32, u64>) -> io::Result<Self> {
-        fs::create_dir_all(dir)?;
+        // Only the relay's user may read what clients stored.
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         let mut last = 0u32;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -210,6 +215,7 @@ impl BlobStore for PackStore {
                 .create_new(true)
                 .write(true)
                 .read(true)
+                .mode(0o600)
                 .open(self.reader.path(pack))?;
             self.current = Some((pack, file, 0));
             self.new_pack = true;
