@@ -143,6 +143,7 @@ impl EndpointConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
         };
+        ferry_net::io::keyfile::check_trusted(path)?;
         let config: EndpointConfig =
             toml::from_str(&text).with_context(|| format!("invalid {}", path.display()))?;
         config.connect.resolve()?;

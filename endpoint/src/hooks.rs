@@ -58,7 +58,13 @@ impl SnapshotScripts {
             }
         }
         match (create, remove) {
-            (Some(create), Some(remove)) => Ok(SnapshotScripts { create, remove }),
+            (Some(create), Some(remove)) => {
+                // They run as root: nobody else may have written them.
+                for trusted in [cfg, &create, &remove] {
+                    ferry_net::io::keyfile::check_trusted(trusted)?;
+                }
+                Ok(SnapshotScripts { create, remove })
+            }
             _ => bail!(
                 "{} must name create_filesystem_snapshot and remove_filesystem_snapshot",
                 cfg.display()

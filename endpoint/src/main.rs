@@ -353,7 +353,7 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
         for s in list {
             table.row(vec![
                 s.id.to_string(),
-                s.set,
+                ferry_protocol::units::printable(s.set.as_bytes()),
                 format_rfc3339(s.finished_ms),
                 s.files.to_string(),
                 format_size(s.bytes),

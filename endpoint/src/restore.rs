@@ -351,7 +351,7 @@ pub(crate) fn chunk_file(
 pub(crate) fn show_path(path: &[Vec<u8>]) -> String {
     let shown: Vec<String> = path
         .iter()
-        .map(|c| String::from_utf8_lossy(c).into_owned())
+        .map(|c| ferry_protocol::units::printable(c))
         .collect();
     format!("/{}", shown.join("/"))
 }

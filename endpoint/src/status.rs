@@ -70,7 +70,7 @@ pub async fn run(state: &StateDir, json: bool, watch: bool) -> Result<()> {
         println!(
             "relay:      {} ({})",
             relay_key.fingerprint(),
-            session.relay_hello.software
+            ferry_protocol::units::printable(session.relay_hello.software.as_bytes())
         );
         println!(
             "endpoint:   {} (client {:?})",

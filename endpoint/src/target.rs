@@ -287,7 +287,7 @@ impl Target {
             )
             .is_err()
             {
-                failed.push(String::from_utf8_lossy(name).into_owned());
+                failed.push(ferry_protocol::units::printable(name));
             }
         }
         rustix::fs::futimens(fd, &times(entry.mtime_ns))?;
@@ -345,7 +345,7 @@ fn chmod_unless_symlink(dir: &OwnedFd, name: &OsStr, mode: Mode) -> io::Result<(
     if kind == rustix::fs::FileType::Symlink {
         return Err(io::Error::other(format!(
             "{} became a symlink while it was restored; its mode was not set",
-            String::from_utf8_lossy(name.as_bytes())
+            ferry_protocol::units::printable(name.as_bytes())
         )));
     }
     let through = format!("/proc/self/fd/{}", pinned.as_raw_fd());

@@ -270,7 +270,8 @@ pub async fn termination_signal() {
     }
 }
 
-/// Static key files: hex text, mode 0600, written atomically.
+/// Static key files: hex text, mode 0600, written atomically; and the
+/// check that a configuration file or script is safe to act on.
 pub mod keyfile {
     use std::fs::{self, File, OpenOptions};
     use std::io::{self, Write};
@@ -297,6 +298,45 @@ pub mod keyfile {
         file.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
+    }
+
+    /// Checks that only this user (or root) can change `path` and the
+    /// directory holding it: a configuration file, or a script the
+    /// endpoint runs (as root, for snapshots), that others can write would
+    /// let them act as this user. As ssh refuses such files.
+    ///
+    /// # Errors
+    /// `PermissionDenied` naming the file and what is wrong; I/O errors.
+    pub fn check_trusted(path: &Path) -> io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let me = rustix::process::geteuid().as_raw();
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        for (what, place) in [(path, false), (dir.unwrap_or(Path::new(".")), true)] {
+            let meta = fs::metadata(what)?;
+            let sticky = place && meta.mode() & 0o1000 != 0;
+            let problem = if meta.uid() != me && meta.uid() != 0 {
+                Some(format!("is owned by user {}", meta.uid()))
+            } else if meta.mode() & 0o022 != 0 && !sticky {
+                Some(format!(
+                    "can be written by others (mode {:04o})",
+                    meta.mode() & 0o7777
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                let fix = if place { "its directory" } else { "it" };
+                return Err(io::Error::new(
+                    io::ErrorKind::PermissionDenied,
+                    format!(
+                        "refusing {}: {} {problem}; make {fix} writable by its owner only",
+                        path.display(),
+                        what.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Loads the key pair at `path`.

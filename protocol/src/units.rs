@@ -99,6 +99,21 @@ pub fn format_rate(rate: Option<u64>) -> String {
     }
 }
 
+/// Bytes from the network (a file name, a host name, a relay's software
+/// string) as text safe to print: invalid UTF-8 replaced, and control
+/// characters escaped (`\u{1b}`), so no peer can drive the terminal.
+pub fn printable(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for c in String::from_utf8_lossy(bytes).chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// Formats a byte count for people: `512 B`, `1.5 MiB`.
 pub fn format_size(n: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -146,6 +161,13 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_sent_to_the_terminal() {
+        assert_eq!(printable(b"plain name.txt"), "plain name.txt");
+        assert_eq!(printable(b"red\x1b[31m\n"), "red\\u{1b}[31m\\n");
+        assert_eq!(printable(b"caf\xc3\xa9 \xff"), "caf\u{e9} \u{fffd}");
+    }
 
     #[test]
     fn durations() {

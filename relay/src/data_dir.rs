@@ -144,7 +144,11 @@ impl DataDir {
     /// # Errors
     /// When missing or invalid.
     pub fn config(&self) -> Result<RelayConfig> {
-        RelayConfig::load(&self.config_path())
+        let path = self.config_path();
+        if path.exists() {
+            keyfile::check_trusted(&path)?;
+        }
+        RelayConfig::load(&path)
     }
 
     /// Opens the catalog (it must exist: `init` creates it).

@@ -119,7 +119,9 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
             bail!("wrong pairing code ({left} attempt(s) left)");
         }
     };
-    let (id, key, hostname) = (pending.id, proven.endpoint, proven.request.hostname.clone());
+    // Shown in `clients list` and logs: no control characters from the peer.
+    let hostname = ferry_protocol::units::printable(proven.request.hostname.as_bytes());
+    let (id, key) = (pending.id, proven.endpoint);
     let client = match shared
         .db(move |c| c.complete_pairing(id, &key, &hostname, now_ms()))
         .await?

@@ -161,3 +161,56 @@ fn what_the_relay_and_the_endpoint_write_only_their_user_can_read() {
     assert_eq!(mode(&endpoint.state()), 0o700);
     assert_eq!(mode(&endpoint.state().join("cache.sqlite")), 0o600);
 }
+
+#[test]
+fn configuration_and_scripts_others_can_write_are_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let chmod = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("a.txt"), b"a").unwrap();
+    let script = work.path().join("snap.sh");
+    std::fs::write(&script, "#!/bin/sh\necho \"SNAPSHOT=$2\"\n").unwrap();
+    chmod(&script, 0o755);
+    let cfg = work.path().join("snapshot.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "create_filesystem_snapshot={0}\nremove_filesystem_snapshot={0}\n",
+            script.display()
+        ),
+    )
+    .unwrap();
+    let config = endpoint.state().join("endpoint.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "snapshot-config = {cfg:?}\n\n[sets.vm]\npaths = [{data:?}]\nrequire-snapshot = true\n"
+        ),
+    )
+    .unwrap();
+    endpoint.backup_json(&["--set", "vm"]);
+
+    for (file, mode) in [(&config, 0o666), (&cfg, 0o664), (&script, 0o777)] {
+        chmod(file, mode);
+        let out = endpoint.ferry(&["backup", "--set", "vm"]);
+        assert_eq!(out.status.code(), Some(1), "{}", file.display());
+        let said = ferry_tests::stderr(&out);
+        assert!(
+            said.contains("refusing") && said.contains("can be written by others"),
+            "{said}"
+        );
+        chmod(file, if file == &script { 0o755 } else { 0o644 });
+    }
+    endpoint.backup_json(&["--set", "vm"]);
+
+    let relay_toml = relay.data().join("relay.toml");
+    chmod(&relay_toml, 0o666);
+    let out = relay.admin(&["gc"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(ferry_tests::stderr(&out).contains("can be written by others"));
+}

@@ -109,8 +109,10 @@ impl<'c, 'p> Walk<'c, 'p> {
     }
 
     fn reach(&self, path: &[Vec<u8>]) -> Reach {
-        let names: Vec<std::borrow::Cow<'_, str>> =
-            path.iter().map(|n| String::from_utf8_lossy(n)).collect();
+        let names: Vec<String> = path
+            .iter()
+            .map(|n| ferry_protocol::units::printable(n))
+            .collect();
         Reach {
             snapshot: self.snapshot,
             path: format!("/{}", names.join("/")),
