@@ -363,13 +363,11 @@ fn open_regular(dir: &OwnedFd, name: &OsStr, access: OFlags) -> io::Result<Optio
         Ok(_) | Err(rustix::io::Errno::NOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let flags = access | OFlags::NOFOLLOW | OFlags::CLOEXEC;
-    Ok(Some(File::from(rustix::fs::openat(
-        dir,
-        name,
-        flags,
-        Mode::empty(),
-    )?)))
+    // Non-blocking, and checked again once open: something swapped in
+    // since the stat (a FIFO) must neither hang the restore nor be used.
+    let flags = access | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NONBLOCK;
+    let file = File::from(rustix::fs::openat(dir, name, flags, Mode::empty())?);
+    Ok(file.metadata()?.is_file().then_some(file))
 }
 
 /// The temporary name used while restoring `name` (hidden, fixed per name).

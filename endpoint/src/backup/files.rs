@@ -54,9 +54,12 @@ impl Backup<'_> {
         }
         let mut previous = None;
         for _ in 0..TORN_RETRIES {
+            // Non-blocking: a FIFO swapped in since the scan must not hang
+            // the backup in open (it is then refused below).
+            let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
             let file = match std::fs::OpenOptions::new()
                 .read(true)
-                .custom_flags(rustix::fs::OFlags::NOFOLLOW.bits() as i32)
+                .custom_flags(flags.bits() as i32)
                 .open(path)
             {
                 Ok(file) => file,
@@ -66,6 +69,10 @@ impl Backup<'_> {
                 }
             };
             let before = file.metadata()?;
+            if !before.is_file() {
+                self.unreadable(path, "it is no longer a regular file");
+                return Ok(None);
+            }
             if let Some(max) = self.max_file.filter(|max| before.len() > *max) {
                 self.unreadable(
                     path,
