@@ -22,6 +22,11 @@ use tracing::debug;
 
 use crate::config::ConnectTimeouts;
 
+/// A write the relay does not take within this long (one message, at most
+/// a few MiB) ends the session: a relay that stops reading must not hang a
+/// backup for ever.
+pub const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// The software string sent in `Hello`.
 pub const SOFTWARE: &str = concat!("ferry ", env!("CARGO_PKG_VERSION"));
 
@@ -191,6 +196,7 @@ async fn handshake(
             address: address.to_string(),
             expected: relay.fingerprint().to_string(),
         })?;
+    io.set_write_timeout(Some(WRITE_STALL));
     let mut channel = Channel::new(io, transport);
     channel
         .send(&Message::Hello(Hello {

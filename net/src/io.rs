@@ -29,6 +29,9 @@ pub enum ChannelError {
     /// The peer sent bytes that break the protocol.
     #[error("{0}")]
     Protocol(#[from] ProtocolError),
+    /// A write was not taken within this long: the peer stopped reading.
+    #[error("the peer stopped reading (a write was not taken within {0:?})")]
+    Stalled(std::time::Duration),
 }
 
 /// Bytes the read buffer asks the socket for at a time: several frames, so
@@ -44,6 +47,8 @@ pub struct FramedIo<S> {
     bytes_read: u64,
     bytes_written: u64,
     write_time: std::time::Duration,
+    /// A write that takes longer fails with [`ChannelError::Stalled`].
+    write_timeout: Option<std::time::Duration>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
@@ -56,7 +61,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
             bytes_read: 0,
             bytes_written: 0,
             write_time: std::time::Duration::ZERO,
+            write_timeout: None,
         }
+    }
+
+    /// Fails any later write the peer does not take whole within `timeout`: a
+    /// peer that stops reading must not hold the sender (its task, its
+    /// buffers, its permits) for ever.
+    pub fn set_write_timeout(&mut self, timeout: Option<std::time::Duration>) {
+        self.write_timeout = timeout;
     }
 
     /// Bytes received on the stream so far (framing and encryption included).
@@ -144,8 +157,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FramedIo<S> {
     /// [`ChannelError::Io`] on socket errors.
     pub async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), ChannelError> {
         let started = std::time::Instant::now();
-        self.stream.write_all(bytes).await?;
-        self.stream.flush().await?;
+        let write = async {
+            self.stream.write_all(bytes).await?;
+            self.stream.flush().await
+        };
+        match self.write_timeout {
+            Some(limit) => tokio::time::timeout(limit, write)
+                .await
+                .map_err(|_| ChannelError::Stalled(limit))??,
+            None => write.await?,
+        }
         self.write_time += started.elapsed();
         self.bytes_written += bytes.len() as u64;
         Ok(())

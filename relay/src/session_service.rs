@@ -83,6 +83,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         shared.rates.global(kind),
         &io,
     );
+    // A client that stops reading is cut off after the idle timeout.
+    io.set_write_timeout(Some(shared.limits.idle_timeout));
     let mut channel = Channel::new(io, transport);
     let policy = (kind == PathKind::Internet).then_some(InternetPolicy {
         full_backups: client.internet_full_backups,

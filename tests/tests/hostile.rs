@@ -214,3 +214,34 @@ fn configuration_and_scripts_others_can_write_are_refused() {
     assert_eq!(out.status.code(), Some(1));
     assert!(ferry_tests::stderr(&out).contains("can be written by others"));
 }
+
+#[test]
+fn a_client_that_stops_reading_is_cut_off_and_the_others_go_on() {
+    use ferry_tests::{Relay, RelayOptions};
+    let relay = Relay::start_with(RelayOptions {
+        limits: Some(
+            "handshake-timeout = \"10s\"\nidle-timeout = \"2s\"\nmax-connections = 64\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n".into(),
+        ),
+        ..RelayOptions::default()
+    });
+    let endpoint = ferry_tests::Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let source = tempfile::tempdir().unwrap();
+    // One chunk (under the smallest chunk size) that does not compress.
+    let data: Vec<u8> = (0..15_000u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect();
+    std::fs::write(source.path().join("one-chunk.bin"), &data).unwrap();
+    endpoint.backup_json(&[arg(source.path())]);
+    let mut raw = RawSession::open_as(&relay, &endpoint, 3);
+    let started = Instant::now();
+    for _ in 0..2000 {
+        raw.send(&Message::GetChunk {
+            id: ChunkId::of(&data),
+            base_signature: None,
+        });
+    }
+    relay.wait_for_log("the peer stopped reading");
+    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(endpoint.status_json()["rtt_ms"].is_number());
+}
