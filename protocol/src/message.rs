@@ -306,6 +306,9 @@ pub enum Refusal {
     /// The request broke the protocol's rules (protocol 1.3): a bug, or a
     /// client that is not ferry.
     ProtocolViolation,
+    /// The backup set is being backed up by another session of the same
+    /// client (protocol 1.3): try again when that one ends.
+    SetBusy,
 }
 
 impl Refusal {
@@ -314,7 +317,10 @@ impl Refusal {
     pub fn since_minor(self) -> u16 {
         match self {
             Refusal::IncompleteSnapshot | Refusal::FullBackupNeedsLan | Refusal::NoSuchObject => 2,
-            Refusal::DiskFull | Refusal::StorageFailed | Refusal::ProtocolViolation => 3,
+            Refusal::DiskFull
+            | Refusal::StorageFailed
+            | Refusal::ProtocolViolation
+            | Refusal::SetBusy => 3,
         }
     }
 }
@@ -540,6 +546,7 @@ mod tests {
             Refusal::DiskFull,
             Refusal::StorageFailed,
             Refusal::ProtocolViolation,
+            Refusal::SetBusy,
         ];
         for (number, code) in codes.into_iter().enumerate() {
             let message = Message::Refused {

@@ -7,8 +7,15 @@
 //! held. A waiting collection goes first: new uploads wait for it, so a
 //! steady stream of backups cannot starve it. Waits happen on the blocking
 //! pool, never on the async threads.
+//!
+//! It also keeps two uploads of the same backup set apart (the daemon's
+//! scheduled run and one started by hand): the second is refused at once,
+//! never queued behind the first.
 
+use std::collections::HashSet;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use crate::catalog::{ClientId, SetId};
 
 /// The gate shared by the sessions and the collector.
 #[derive(Debug, Default)]
@@ -21,12 +28,15 @@ pub struct UploadGate {
 struct GateState {
     uploads: usize,
     collecting: bool,
+    /// The sets with an open upload.
+    sets: HashSet<(ClientId, SetId)>,
 }
 
 /// Held by an open upload; released on drop.
 #[derive(Debug)]
 pub struct UploadPermit {
     gate: Arc<UploadGate>,
+    set: (ClientId, SetId),
 }
 
 /// Held by a running collection; released on drop.
@@ -44,16 +54,24 @@ impl UploadGate {
         self.changed.wait(guard).unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Admits an upload, waiting while a collection runs or waits to run.
-    pub fn enter(self: &Arc<Self>) -> UploadPermit {
+    /// Admits an upload of `set`, waiting while a collection runs or waits
+    /// to run; `None` at once when that set has an open upload already.
+    pub fn enter(self: &Arc<Self>, set: (ClientId, SetId)) -> Option<UploadPermit> {
         let mut state = self.lock();
+        if state.sets.contains(&set) {
+            return None;
+        }
         while state.collecting {
             state = self.wait(state);
         }
-        state.uploads += 1;
-        UploadPermit {
-            gate: Arc::clone(self),
+        if !state.sets.insert(set) {
+            return None;
         }
+        state.uploads += 1;
+        Some(UploadPermit {
+            gate: Arc::clone(self),
+            set,
+        })
     }
 
     /// Waits for any other collection, then for every open upload to end.
@@ -77,7 +95,10 @@ impl UploadGate {
 
 impl Drop for UploadPermit {
     fn drop(&mut self) {
-        self.gate.lock().uploads -= 1;
+        let mut state = self.gate.lock();
+        state.uploads -= 1;
+        state.sets.remove(&self.set);
+        drop(state);
         self.gate.changed.notify_all();
     }
 }
@@ -97,7 +118,7 @@ mod tests {
     #[test]
     fn collection_waits_for_uploads_and_new_uploads_wait_for_it() {
         let gate = Arc::new(UploadGate::default());
-        let upload = gate.enter();
+        let upload = gate.enter(SET).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let collector = {
@@ -117,7 +138,7 @@ mod tests {
         drop(upload);
         assert_eq!(rx.recv_timeout(Duration::from_secs(5)), Ok("collecting"));
         // The collection holds the gate: a new upload waits until it is done.
-        let second = gate.enter();
+        let second = gate.enter(SET).unwrap();
         assert!(
             done.load(std::sync::atomic::Ordering::SeqCst),
             "the upload entered during the collection"
@@ -125,5 +146,21 @@ mod tests {
         assert_eq!(gate.uploads(), 1);
         drop(second);
         collector.join().unwrap();
+    }
+
+    const SET: (ClientId, SetId) = (ClientId(1), SetId(1));
+
+    #[test]
+    fn a_second_upload_of_the_same_set_is_refused_until_the_first_ends() {
+        let gate = Arc::new(UploadGate::default());
+        let first = gate.enter(SET).unwrap();
+        assert!(gate.enter(SET).is_none());
+        let other_set = gate.enter((ClientId(1), SetId(2))).unwrap();
+        let other_client = gate.enter((ClientId(2), SetId(1))).unwrap();
+        drop(first);
+        let again = gate.enter(SET).unwrap();
+        assert_eq!(gate.uploads(), 3);
+        drop((again, other_set, other_client));
+        assert_eq!(gate.uploads(), 0);
     }
 }

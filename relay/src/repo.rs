@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use crate::catalog::{self, Catalog};
+use crate::catalog::{self, Catalog, ClientId, SetId};
 use crate::gate::{UploadGate, UploadPermit};
 use crate::gc::GcReport;
 use crate::store::{storage_error, BlobLocation, BlobStore, PackStore, StorageError};
@@ -90,10 +90,11 @@ impl Repo {
         &self.blobs
     }
 
-    /// Admits an upload: it waits while a collection runs, and keeps the
-    /// next collection waiting until the permit is dropped.
-    pub fn enter_upload(&self) -> UploadPermit {
-        self.uploads.enter()
+    /// Admits an upload of `client`'s set `set`: it waits while a
+    /// collection runs, and keeps the next collection waiting until the
+    /// permit is dropped; `None` when that set has an open upload already.
+    pub fn enter_upload(&self, client: ClientId, set: SetId) -> Option<UploadPermit> {
+        self.uploads.enter((client, set))
     }
 
     /// Collects garbage (see [`crate::gc`]) once open uploads end, keeping

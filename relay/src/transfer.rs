@@ -176,7 +176,6 @@ impl Transfer {
                 }
                 // A second BackupBegin replaces the open upload (and its permit).
                 self.upload = None;
-                let permit = self.repo.enter_upload();
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
                 let set_id = set_id.ok_or_else(|| {
                     violation!(
@@ -185,6 +184,14 @@ impl Transfer {
                         crate::catalog::MAX_SETS
                     )
                 })?;
+                let Some(permit) = self.repo.enter_upload(client, set_id) else {
+                    return Ok(Some(Message::Refused {
+                        code: Refusal::SetBusy,
+                        message: format!(
+                            "set {set:?} is being backed up by another session of this client; try again when it ends"
+                        ),
+                    }));
+                };
                 self.upload = Some(Upload::begin(permit, set_id, retention));
                 Some(Message::BackupReady {
                     max_file: self.policy.and_then(|p| p.max_file),

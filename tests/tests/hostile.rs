@@ -245,3 +245,48 @@ fn a_client_that_stops_reading_is_cut_off_and_the_others_go_on() {
     assert!(started.elapsed() < Duration::from_secs(15));
     assert!(endpoint.status_json()["rtt_ms"].is_number());
 }
+
+#[test]
+fn a_second_backup_of_the_same_set_is_refused_not_queued() {
+    use ferry_protocol::retention::Retention;
+    let (relay, endpoint) = paired();
+    let begin = |raw: &mut RawSession, set: &str| {
+        raw.send(&Message::BackupBegin {
+            set: set.into(),
+            retention: Retention::default(),
+        });
+        raw.recv()
+    };
+    let mut first = RawSession::open_as(&relay, &endpoint, 3);
+    assert!(matches!(
+        begin(&mut first, "default"),
+        Some(Message::BackupReady { .. })
+    ));
+    let mut second = RawSession::open_as(&relay, &endpoint, 3);
+    let started = Instant::now();
+    match begin(&mut second, "default") {
+        Some(Message::Refused { code, message }) => {
+            assert_eq!(code, Refusal::SetBusy);
+            assert!(message.contains("another session"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "refused at once"
+    );
+    // Another set goes on meanwhile; once the first session ends, so does this one.
+    assert!(matches!(
+        begin(&mut second, "other"),
+        Some(Message::BackupReady { .. })
+    ));
+    drop(first);
+    ferry_tests::wait_for("the first upload to end", ferry_tests::DEADLINE, || {
+        let mut third = RawSession::open_as(&relay, &endpoint, 3);
+        matches!(
+            begin(&mut third, "default"),
+            Some(Message::BackupReady { .. })
+        )
+        .then_some(())
+    });
+}
