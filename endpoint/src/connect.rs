@@ -27,6 +27,10 @@ use crate::config::ConnectTimeouts;
 /// backup for ever.
 pub const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Handshakes tried on an address that closes without a word before
+/// concluding it refuses this key (an overloaded relay drops some).
+pub const HANDSHAKE_TRIES: u32 = 3;
+
 /// The software string sent in `Hello`.
 pub const SOFTWARE: &str = concat!("ferry ", env!("CARGO_PKG_VERSION"));
 
@@ -36,8 +40,10 @@ pub enum ConnectError {
     /// No address answered.
     #[error("cannot reach the relay: {0}")]
     Unreachable(String),
-    /// The relay closed the connection at the handshake.
-    #[error("the relay at {address} refused the handshake: this endpoint's key is not paired with it (or was removed); pair again with `ferry pair`")]
+    /// The relay closed the connection at the handshake, every time it
+    /// was asked: what it does for a key it does not know, and what an
+    /// overloaded relay may do too.
+    #[error("the relay at {address} refused the handshake {HANDSHAKE_TRIES} times without a word: either this endpoint's key is not paired with it (or was removed), and `ferry pair` pairs it again, or the relay is overloaded and dropping connections, and a later try succeeds")]
     Refused {
         /// The address that refused.
         address: String,
@@ -129,17 +135,35 @@ pub async fn connect(
             }
         };
         let _ = stream.set_nodelay(true);
-        let attempt = handshake(stream, keys, relay, address);
-        return match tokio::time::timeout(timeouts.handshake, attempt).await {
-            Ok(Ok((channel, relay_hello))) => Ok(Session {
-                channel,
-                address: address.clone(),
-                path,
-                relay_hello,
-            }),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ConnectError::Timeout(address.clone())),
-        };
+        let mut stream = Some(stream);
+        let mut tried = 0;
+        loop {
+            tried += 1;
+            let stream = match stream.take() {
+                Some(stream) => stream,
+                None => match TcpStream::connect(address.as_str()).await {
+                    Ok(stream) => stream,
+                    Err(e) => return Err(ConnectError::Unreachable(format!("{address}: {e}"))),
+                },
+            };
+            let attempt = handshake(stream, keys, relay, address);
+            match tokio::time::timeout(timeouts.handshake, attempt).await {
+                Ok(Ok((channel, relay_hello))) => {
+                    return Ok(Session {
+                        channel,
+                        address: address.clone(),
+                        path,
+                        relay_hello,
+                    })
+                }
+                Ok(Err(ConnectError::Refused { .. })) if tried < HANDSHAKE_TRIES => {
+                    debug!("{address} closed at the handshake; trying again");
+                    tokio::time::sleep(Duration::from_millis(300 * u64::from(tried))).await;
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(ConnectError::Timeout(address.clone())),
+            }
+        }
     }
     Err(ConnectError::Unreachable(if failures.is_empty() {
         "no relay addresses are known".into()

@@ -41,13 +41,26 @@ impl Proxy {
     /// # Panics
     /// When it cannot bind.
     pub fn start(target: SocketAddr, flip: Option<Flip>) -> Self {
+        Self::start_dropping(target, flip, 0)
+    }
+
+    /// Like [`Proxy::start`], but closes the first `drops` connections at
+    /// once without a word, as an overloaded relay may.
+    ///
+    /// # Panics
+    /// When it cannot bind.
+    pub fn start_dropping(target: SocketAddr, flip: Option<Flip>, drops: usize) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let addr = listener.local_addr().expect("addr");
         let recorded = Arc::new(Mutex::new(Vec::new()));
         let record = Arc::clone(&recorded);
         thread::spawn(move || {
-            for client in listener.incoming() {
+            for (accepted, client) in listener.incoming().enumerate() {
                 let Ok(client) = client else { return };
+                if accepted < drops {
+                    drop(client);
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(target) else {
                     return;
                 };

@@ -127,6 +127,27 @@ fn a_replayed_first_handshake_message_opens_no_session() {
 }
 
 #[test]
+fn a_handshake_dropped_without_a_word_is_tried_again_before_blaming_the_key() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // An overloaded relay drops two connections, then answers.
+    let proxy = Proxy::start_dropping(relay.session_addr, None, 2);
+    endpoint.set_addresses(&[proxy.addr.to_string()]);
+    assert!(endpoint.status_json()["rtt_ms"].is_number());
+    // One that drops every connection: the message names both causes.
+    let proxy = Proxy::start_dropping(relay.session_addr, None, usize::MAX);
+    endpoint.set_addresses(&[proxy.addr.to_string()]);
+    let out = endpoint.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let said = stderr(&out);
+    assert!(
+        said.contains("refused the handshake 3 times") && said.contains("overloaded"),
+        "{said}"
+    );
+}
+
+#[test]
 fn a_first_message_replayed_after_the_relay_restarts_opens_no_session() {
     let mut relay = Relay::start();
     let endpoint = Endpoint::new();

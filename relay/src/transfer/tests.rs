@@ -581,7 +581,9 @@ fn chunks_without_a_sync_are_bounded() {
     assert!(matches!(refused, TransferError::Violation(_)), "{refused}");
     assert!(refused.to_string().contains("without a Sync"), "{refused}");
     // A sender that syncs in time is never refused.
-    let mut t = Transfer::new(Arc::clone(&t.repo), a, None);
+    let repo = Arc::clone(&t.repo);
+    drop(t);
+    let mut t = Transfer::new(repo, a, None);
     begin(&mut t);
     for (n, start) in (0..MAX_UNSYNCED_CHUNKS + 2 * MAX_BATCH)
         .step_by(MAX_BATCH)

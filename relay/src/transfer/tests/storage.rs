@@ -111,7 +111,9 @@ fn a_failed_fsync_fails_every_upload_with_data_before_it_and_none_after() {
     // A's data shared the pack whose fsync failed: never acknowledged.
     let error = ta.handle(Message::Sync).unwrap_err().to_string();
     assert!(error.contains("an fsync failed"), "{error}");
-    // An upload that appends only after the failure is unaffected.
+    // An upload that appends only after the failure is unaffected (the
+    // failed one's session is over: one upload per set at a time).
+    drop(ta);
     let mut tc = Transfer::new(repo, a, None);
     begin(&mut tc);
     let kept = put_chunk(&mut tc, b"appended after the failure");
