@@ -408,6 +408,23 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nameplates_are_drawn_from_the_free_ones_not_handed_out_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let pick = |cat: &mut Catalog, name: &str, high: u64| {
+            let (_, code) = cat
+                .create_pairing(name, 0, i64::MAX, (high << 32) | 7)
+                .unwrap()
+                .unwrap();
+            code.nameplate
+        };
+        assert_eq!(pick(&mut cat, "a", 500), 501);
+        // 501 is taken now: the same draw lands on the next free one.
+        assert_eq!(pick(&mut cat, "b", 500), 502);
+        assert_eq!(pick(&mut cat, "c", 0), 1);
+    }
     use ferry_protocol::keys::PublicKey;
 
     /// A catalog with one paired client; returns the catalog and its id.

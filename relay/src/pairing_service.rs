@@ -60,6 +60,9 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     io.close(LINGER).await;
 }
 
+/// What an endpoint is told about any code that cannot be used.
+pub const UNUSABLE_CODE: &str = "this pairing code cannot be used: it is wrong, expired, used or burned by wrong attempts; check it, or ask for a new one (`ferry-relay pair`)";
+
 async fn refuse_early(io: &mut FramedIo<TcpStream>, reason: &str) -> Result<()> {
     io.write_raw(&Preamble::current(ConnectionKind::Pairing).encode())
         .await?;
@@ -92,14 +95,29 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
     else {
         bail!("unexpected pairing message");
     };
-    let pending = match shared.db(move |c| c.find_pairing(nameplate, now_ms())).await? {
+    // The operator's log says why; the peer gets one answer for every kind
+    // of unusable code, so probing tells it nothing about other codes.
+    let unusable = |why: String| {
+        warn!("pairing from {peer}: {why}");
+        anyhow!(UNUSABLE_CODE)
+    };
+    let pending = match shared
+        .db(move |c| c.find_pairing(nameplate, now_ms()))
+        .await?
+    {
         PairingLookup::Pending(pending) => pending,
-        PairingLookup::Expired => bail!("pairing code expired; create a new one with `ferry-relay pair`"),
-        PairingLookup::Burned => bail!(
-            "pairing code burned after {MAX_PAIRING_FAILURES} failed attempts; create a new one with `ferry-relay pair`"
-        ),
-        PairingLookup::Used => bail!("pairing code already used; create a new one with `ferry-relay pair`"),
-        PairingLookup::Unknown => bail!("unknown pairing code; check it, or create one with `ferry-relay pair`"),
+        PairingLookup::Expired => return Err(unusable(format!("code {nameplate}-… expired"))),
+        PairingLookup::Burned => {
+            return Err(unusable(format!(
+                "code {nameplate}-… was burned after {MAX_PAIRING_FAILURES} failed attempts"
+            )))
+        }
+        PairingLookup::Used => {
+            return Err(unusable(format!("code {nameplate}-… was used already")))
+        }
+        PairingLookup::Unknown => {
+            return Err(unusable(format!("no code has nameplate {nameplate}")))
+        }
     };
     let (replied, reply) = relay_reply(&pending.code, &shared.keys, &spake, &noise)?;
     io.write_frame(&reply.encode()?).await?;
@@ -111,12 +129,11 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
         Err(_) => {
             let id = pending.id;
             let left = shared.db(move |c| c.record_pairing_failure(id)).await?;
-            if left == 0 {
-                bail!(
-                    "wrong pairing code; the code is now burned after {MAX_PAIRING_FAILURES} failed attempts, create a new one with `ferry-relay pair`"
-                );
-            }
-            bail!("wrong pairing code ({left} attempt(s) left)");
+            return Err(unusable(if left == 0 {
+                format!("wrong pairing code for {nameplate}-…; it is now burned after {MAX_PAIRING_FAILURES} failed attempts")
+            } else {
+                format!("wrong pairing code for {nameplate}-… ({left} attempt(s) left)")
+            }));
         }
     };
     // Shown in `clients list` and logs: no control characters from the peer.

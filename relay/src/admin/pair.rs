@@ -29,7 +29,7 @@ pub fn run(
     let relay = data.keys()?;
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    let (pairing_id, code) = match catalog.create_pairing(name, now, expires, OsRng.next_u32())? {
+    let (pairing_id, code) = match catalog.create_pairing(name, now, expires, OsRng.next_u64())? {
         Ok(created) => created,
         Err(message) => bail!(message),
     };

@@ -63,6 +63,9 @@ pub enum PairOutcome {
 impl Catalog {
     /// Registers a pending pairing for `client_name`, valid until `expires_ms`.
     /// A pending code for the same name is replaced. Returns its id and code.
+    /// `random` (from the OS) picks the secret (its low half) and, among the
+    /// free ones, the nameplate (its high half): nameplates in order would
+    /// tell a prober which ones are pending.
     ///
     /// # Errors
     /// `Ok(Err(message))` when the name is taken by an active client or every
@@ -72,7 +75,7 @@ impl Catalog {
         client_name: &str,
         now: i64,
         expires_ms: i64,
-        random: u32,
+        random: u64,
     ) -> Result<Result<(i64, PairingCode), String>> {
         let tx = self
             .conn
@@ -95,14 +98,16 @@ impl Catalog {
             .prepare("SELECT nameplate FROM pairings WHERE state = 'pending'")?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        let Some(nameplate) =
-            (1..=ferry_protocol::pairing::MAX_NAMEPLATE).find(|n| !used.contains(n))
-        else {
+        let free: Vec<u32> = (1..=ferry_protocol::pairing::MAX_NAMEPLATE)
+            .filter(|n| !used.contains(n))
+            .collect();
+        if free.is_empty() {
             return Ok(Err(
                 "too many pending pairings; wait for some to expire".into()
             ));
-        };
-        let code = PairingCode::new(nameplate, random).expect("nameplate in range");
+        }
+        let nameplate = free[(random >> 32) as usize % free.len()];
+        let code = PairingCode::new(nameplate, random as u32).expect("nameplate in range");
         tx.execute(
             "INSERT INTO pairings (nameplate, secret, client_name, created_at, expires_at, state)
              VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",

@@ -22,7 +22,7 @@ fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, ClientId
     let mut clients = Vec::new();
     for (name, key) in [("a", 1u8), ("b", 2u8)] {
         let (id, _) = catalog
-            .create_pairing(name, 0, i64::MAX, u32::from(key))
+            .create_pairing(name, 0, i64::MAX, u64::from(key))
             .unwrap()
             .unwrap();
         let crate::catalog::PairOutcome::Paired(client) = catalog
