@@ -107,6 +107,11 @@ enum Command {
         /// time match (slower: reads every existing file).
         #[arg(long)]
         checksum: bool,
+        /// As root into a directory other than `/`: also restore setuid and
+        /// setgid bits, device nodes and `security.capability` (what a
+        /// hostile relay could use to take over this machine).
+        #[arg(long)]
+        preserve_privileges: bool,
         /// Only these paths (absolute, as backed up).
         paths: Vec<PathBuf>,
     },
@@ -244,6 +249,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             map_to,
             json,
             checksum,
+            preserve_privileges,
             paths,
         } => {
             let set = set_of(set, backup);
@@ -254,6 +260,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 map_to,
                 paths,
                 checksum,
+                preserve_privileges,
             };
             return run_restore(&state, &request, json).await;
         }

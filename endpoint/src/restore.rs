@@ -143,6 +143,9 @@ pub struct Request {
     /// Compare existing target files by content even when their size and
     /// modification time match the snapshot's (rsync's `--checksum`).
     pub checksum: bool,
+    /// Restore setuid/setgid bits, device nodes and `security.capability`
+    /// as root into a directory other than `/` too.
+    pub preserve_privileges: bool,
 }
 
 /// What a restore did: the `--json` summary.
@@ -209,7 +212,7 @@ fn components(path: &Path) -> Vec<Vec<u8>> {
 pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary> {
     let started = Instant::now();
     let info = resolve(client, request.set.as_deref(), request.snapshot).await?;
-    let target = Target::open(&request.map_to)
+    let target = Target::open(&request.map_to, request.preserve_privileges)
         .with_context(|| format!("cannot open the target {}", request.map_to.display()))?;
     let mut restore = Restore {
         client,

@@ -23,7 +23,13 @@ use rustix::fs::{AtFlags, Mode, OFlags, Timespec, Timestamps};
 pub struct Target {
     root: OwnedFd,
     as_root: bool,
+    /// Setuid/setgid bits, device nodes and `security.capability` are
+    /// restored: as root, only into `/` or when asked.
+    privileges: bool,
 }
+
+/// Mode bits that give a file its owner's or group's powers when run.
+const PRIVILEGE_BITS: u32 = 0o6000;
 
 /// A name as a path argument, checked.
 fn name_arg(name: &[u8]) -> io::Result<&OsStr> {
@@ -38,15 +44,37 @@ const DIR_FLAGS: OFlags = OFlags::DIRECTORY
 
 impl Target {
     /// Opens (creating) the target directory `dir`, which the user named.
+    /// As root, privileges (setuid/setgid bits, device nodes,
+    /// `security.capability`) are restored only into `/` or with
+    /// `preserve_privileges`: what a relay sends must not become a root
+    /// shell in a directory someone restores into to look at.
     ///
     /// # Errors
     /// I/O errors.
-    pub fn open(dir: &Path) -> io::Result<Self> {
+    pub fn open(dir: &Path, preserve_privileges: bool) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let root = rustix::fs::open(dir, DIR_FLAGS, Mode::empty())?;
+        let as_root = rustix::process::geteuid().is_root();
+        let into_root = std::fs::canonicalize(dir)? == Path::new("/");
         Ok(Target {
             root,
-            as_root: rustix::process::geteuid().is_root(),
+            as_root,
+            privileges: !as_root || preserve_privileges || into_root,
+        })
+    }
+
+    /// Whether device nodes may be made here (as root, with privileges).
+    pub fn devices(&self) -> bool {
+        self.as_root && self.privileges
+    }
+
+    /// `mode` as restored here: without setuid/setgid unless privileges are.
+    fn mode(&self, mode: u32) -> Mode {
+        let mode = mode & 0o7777;
+        Mode::from_raw_mode(if self.privileges {
+            mode
+        } else {
+            mode & !PRIVILEGE_BITS
         })
     }
 
@@ -276,9 +304,13 @@ impl Target {
                 Some(rustix::fs::Gid::from_raw(entry.gid)),
             )?;
         }
-        rustix::fs::fchmod(fd, Mode::from_raw_mode(entry.mode & 0o7777))?;
+        rustix::fs::fchmod(fd, self.mode(entry.mode))?;
         let mut failed = Vec::new();
         for (name, value) in &entry.xattrs {
+            if !self.privileges && name.as_slice() == b"security.capability" {
+                failed.push("security.capability (restored with --preserve-privileges)".into());
+                continue;
+            }
             if rustix::fs::fsetxattr(
                 fd,
                 OsStr::from_bytes(name),
@@ -317,7 +349,7 @@ impl Target {
             )?;
         }
         if !is_symlink {
-            chmod_unless_symlink(dir, name, Mode::from_raw_mode(entry.mode & 0o7777))?;
+            chmod_unless_symlink(dir, name, self.mode(entry.mode))?;
         }
         Ok(rustix::fs::utimensat(
             dir,
@@ -400,7 +432,7 @@ mod tests {
     #[test]
     fn hostile_names_are_refused_before_any_write() {
         let dir = tempfile::tempdir().unwrap();
-        let target = Target::open(&dir.path().join("t")).unwrap();
+        let target = Target::open(&dir.path().join("t"), false).unwrap();
         for hostile in [&b".."[..], b".", b"", b"a/b", b"/etc", b"x\0y"] {
             assert!(
                 target.dir(&names(&[b"ok", hostile])).is_err(),
@@ -424,7 +456,7 @@ mod tests {
         let outside = dir.path().join("outside");
         std::fs::create_dir_all(&outside).unwrap();
         let root = dir.path().join("t");
-        let target = Target::open(&root).unwrap();
+        let target = Target::open(&root, false).unwrap();
         // A symlink the restore itself made (a symlink entry) or one planted in the target.
         let top = target.dir(&[]).unwrap();
         Target::symlink(&top, b"link", outside.as_os_str().as_bytes()).unwrap();
@@ -447,7 +479,7 @@ mod tests {
         let secret = dir.path().join("secret");
         std::fs::write(&secret, b"x").unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-        let target = Target::open(&dir.path().join("t")).unwrap();
+        let target = Target::open(&dir.path().join("t"), false).unwrap();
         let top = target.dir(&[]).unwrap();
         let entry = |mode| ferry_protocol::tree::Entry {
             name: b"pipe".to_vec(),

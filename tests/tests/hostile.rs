@@ -290,3 +290,57 @@ fn a_second_backup_of_the_same_set_is_refused_not_queued() {
         .then_some(())
     });
 }
+
+#[test]
+fn a_root_restore_elsewhere_than_slash_leaves_out_privileges_unless_asked() {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "this test restores as root (device nodes, setuid bits): run the suite as root, as CI does"
+    );
+    let (_relay, endpoint) = paired();
+    let source = tempfile::tempdir().unwrap();
+    let tool = source.path().join("tool");
+    std::fs::write(&tool, b"#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &source.path().join("null"),
+        rustix::fs::FileType::CharacterDevice,
+        rustix::fs::Mode::from_raw_mode(0o666),
+        rustix::fs::makedev(1, 3),
+    )
+    .unwrap();
+    endpoint.backup_json(&[arg(source.path())]);
+    let restore = |extra: &[&str]| {
+        let out = tempfile::tempdir().unwrap();
+        let mut args = vec![
+            "restore",
+            "--map-from",
+            arg(source.path()),
+            "--map-to",
+            arg(out.path()),
+        ];
+        args.extend_from_slice(extra);
+        let result = endpoint.ferry(&args);
+        (out, result)
+    };
+    let (plain, result) = restore(&[]);
+    let said = ferry_tests::stderr(&result);
+    assert!(said.contains("--preserve-privileges"), "{said}");
+    let mode = std::fs::metadata(plain.path().join("tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o755, "no setuid bit");
+    assert!(!plain.path().join("null").exists());
+    let (asked, result) = restore(&["--preserve-privileges"]);
+    assert!(result.status.success(), "{}", ferry_tests::stderr(&result));
+    let mode = std::fs::metadata(asked.path().join("tool"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o4755);
+    let node = std::fs::symlink_metadata(asked.path().join("null")).unwrap();
+    assert!(node.file_type().is_char_device());
+}

@@ -191,8 +191,11 @@ impl Restore<'_> {
                 }
             }
             EntryKind::Device { character, rdev } => {
-                if !self.target.as_root() {
-                    self.fail(&snapshot_path, "device nodes are restored only as root");
+                if !self.target.devices() {
+                    self.fail(
+                        &snapshot_path,
+                        "device nodes are restored only as root, into / or with --preserve-privileges",
+                    );
                     return Ok(());
                 }
                 let kind = if *character {
