@@ -305,7 +305,7 @@ fn a_root_restore_elsewhere_than_slash_leaves_out_privileges_unless_asked() {
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o4755)).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &source.path().join("null"),
+        source.path().join("null"),
         rustix::fs::FileType::CharacterDevice,
         rustix::fs::Mode::from_raw_mode(0o666),
         rustix::fs::makedev(1, 3),
