@@ -10,6 +10,11 @@ pub(super) const AHEAD_CHUNKS: usize = 256;
 /// Bytes of those chunks, at most.
 pub(super) const AHEAD_BYTES: u64 = 8 << 20;
 
+/// Bytes of contents prefetched for one directory, at most: each may be
+/// up to a message's size, and a hostile relay could send a directory of
+/// 100,000 of them. Past this, files fetch their contents when reached.
+pub(super) const PREFETCH_BYTES: usize = 64 << 20;
+
 /// Chunks of the next new files, asked for before those files are reached,
 /// so that a directory of small files does not wait for a round trip per
 /// file. The relay answers in order: answers to chunks asked ahead come
@@ -55,7 +60,11 @@ impl Restore<'_> {
             }
         }
         let mut asked = std::collections::VecDeque::new();
+        let mut held = 0;
         for id in wanted {
+            if held >= PREFETCH_BYTES {
+                break;
+            }
             self.client
                 .send(&Message::GetObject {
                     id: ObjectId::Content(id),
@@ -64,7 +73,7 @@ impl Restore<'_> {
             asked.push_back(id);
             if asked.len() >= WINDOW {
                 let id = asked.pop_front().expect("not empty");
-                self.take_content_answer(id).await?;
+                held += self.take_content_answer(id).await?;
             }
         }
         while let Some(id) = asked.pop_front() {
@@ -73,15 +82,17 @@ impl Restore<'_> {
         Ok(())
     }
 
-    /// Reads the answer to a prefetched content; a damaged one is left
-    /// out (the file that needs it asks again and fails alone).
-    pub(super) async fn take_content_answer(&mut self, id: ContentId) -> Result<()> {
+    /// Reads the answer to a prefetched content; returns its size. A
+    /// damaged one is left out (the file that needs it asks again and
+    /// fails alone).
+    pub(super) async fn take_content_answer(&mut self, id: ContentId) -> Result<usize> {
         match object_bytes(self.client.answer().await) {
             Ok(raw) => {
+                let len = raw.len();
                 self.contents.insert(id, raw);
-                Ok(())
+                Ok(len)
             }
-            Err(e) if e.is::<Damaged>() => Ok(()),
+            Err(e) if e.is::<Damaged>() => Ok(0),
             Err(e) => Err(e),
         }
     }
