@@ -1,14 +1,22 @@
 //! Who may open a connection now: a global cap, a cap per source address, and
 //! a handshake rate per source address (the expensive Diffie-Hellman work
 //! happens per handshake, so that is what a flood must not buy cheaply).
+//!
+//! Connections that have not finished their handshake have a budget of
+//! their own, a quarter of the global cap: when it is full, or the global
+//! cap is, the oldest of them is evicted and its slot given to the
+//! newcomer. Idle connections from anywhere can then hold at most that
+//! quarter, and a paired client, which authenticates in one round trip,
+//! always gets through.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Limits;
 
@@ -40,18 +48,80 @@ pub struct Admission {
     per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
     per_source_max: usize,
     handshakes: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    unauthenticated: Arc<Mutex<Unauthenticated>>,
+    unauthenticated_max: usize,
+}
+
+/// The connections still in their handshake, oldest first; each holds its
+/// global slot here, so evicting it frees the slot at once.
+#[derive(Debug, Default)]
+struct Unauthenticated {
+    next: u64,
+    waiting: VecDeque<Waiting>,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    id: u64,
+    evicted: CancellationToken,
+    slot: OwnedSemaphorePermit,
+}
+
+impl Unauthenticated {
+    /// Takes connection `id` out (with its slot), if it is still waiting.
+    fn remove(&mut self, id: u64) -> Option<Waiting> {
+        let at = self.waiting.iter().position(|w| w.id == id)?;
+        self.waiting.remove(at)
+    }
+
+    /// Evicts the oldest waiting connection; returns its slot.
+    fn evict_oldest(&mut self) -> Option<OwnedSemaphorePermit> {
+        let oldest = self.waiting.pop_front()?;
+        oldest.evicted.cancel();
+        Some(oldest.slot)
+    }
 }
 
 /// Held for the life of an admitted connection; frees its slots on drop.
 #[derive(Debug)]
 pub struct Ticket {
-    _global: OwnedSemaphorePermit,
+    /// The global slot, once authenticated (until then it is in the queue).
+    slot: Mutex<Option<OwnedSemaphorePermit>>,
     per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
     source: IpAddr,
+    unauthenticated: Arc<Mutex<Unauthenticated>>,
+    id: u64,
+    evicted: CancellationToken,
+}
+
+impl Ticket {
+    /// Resolves when newer connections evicted this one from the budget of
+    /// connections still in their handshake: the caller drops it then.
+    pub async fn evicted(&self) {
+        self.evicted.cancelled().await;
+    }
+
+    /// The handshake succeeded: the connection leaves the budget of those
+    /// still in their handshake and can no longer be evicted. False when it
+    /// was evicted meanwhile (its slot is gone: the caller drops it).
+    pub fn authenticated(&self) -> bool {
+        match lock(&self.unauthenticated).remove(self.id) {
+            Some(waiting) => {
+                *lock(&self.slot) = Some(waiting.slot);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Drop for Ticket {
     fn drop(&mut self) {
+        lock(&self.unauthenticated).remove(self.id);
         let mut map = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(n) = map.get_mut(&self.source) {
             *n -= 1;
@@ -74,6 +144,8 @@ impl Admission {
             per_source: Arc::new(Mutex::new(HashMap::new())),
             per_source_max: limits.max_connections_per_source,
             handshakes,
+            unauthenticated: Arc::default(),
+            unauthenticated_max: (limits.max_connections / 4).max(1),
         }
     }
 
@@ -87,19 +159,42 @@ impl Admission {
                 .check_key(&source)
                 .map_err(|_| Refusal::RateLimited)?;
         }
-        let permit = Arc::clone(&self.global)
-            .try_acquire_owned()
-            .map_err(|_| Refusal::Full)?;
+        let slot = match Arc::clone(&self.global).try_acquire_owned() {
+            Ok(slot) => slot,
+            // Full: the oldest connection still in its handshake makes room.
+            Err(_) => lock(&self.unauthenticated)
+                .evict_oldest()
+                .ok_or(Refusal::Full)?,
+        };
         let mut map = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
         let count = map.entry(source).or_insert(0);
         if *count >= self.per_source_max {
             return Err(Refusal::SourceFull);
         }
         *count += 1;
+        drop(map);
+        let evicted = CancellationToken::new();
+        let id = {
+            let mut pending = lock(&self.unauthenticated);
+            if pending.waiting.len() >= self.unauthenticated_max {
+                pending.evict_oldest();
+            }
+            pending.next += 1;
+            let id = pending.next;
+            pending.waiting.push_back(Waiting {
+                id,
+                evicted: evicted.clone(),
+                slot,
+            });
+            id
+        };
         Ok(Ticket {
-            _global: permit,
+            slot: Mutex::new(None),
             per_source: Arc::clone(&self.per_source),
             source,
+            unauthenticated: Arc::clone(&self.unauthenticated),
+            id,
+            evicted,
         })
     }
 
@@ -132,10 +227,15 @@ mod tests {
         let a = Admission::new(&limits(3, 2, 0));
         let one: IpAddr = "10.0.0.1".parse().unwrap();
         let two: IpAddr = "10.0.0.2".parse().unwrap();
+        // Authenticated connections hold their slots; only those still in
+        // their handshake can be made to give theirs up.
         let t1 = a.admit(one).unwrap();
-        let _t2 = a.admit(one).unwrap();
+        assert!(t1.authenticated());
+        let t2 = a.admit(one).unwrap();
+        assert!(t2.authenticated());
         assert_eq!(a.admit(one).unwrap_err(), Refusal::SourceFull);
-        let _t3 = a.admit(two).unwrap();
+        let t3 = a.admit(two).unwrap();
+        assert!(t3.authenticated());
         assert_eq!(a.admit(two).unwrap_err(), Refusal::Full);
         drop(t1);
         assert!(a.admit(one).is_ok());
@@ -148,5 +248,28 @@ mod tests {
         let admitted = (0..50).filter(|_| a.admit(one).is_ok()).count();
         assert!((10..=12).contains(&admitted), "{admitted}");
         assert!(a.admit("10.0.0.2".parse().unwrap()).is_ok());
+    }
+
+    #[tokio::test]
+    async fn the_oldest_unauthenticated_connection_makes_room_never_an_authenticated_one() {
+        // 8 connections: 2 may be in their handshake at once.
+        let a = Admission::new(&limits(8, 8, 0));
+        let source: IpAddr = "10.0.0.1".parse().unwrap();
+        let first = a.admit(source).unwrap();
+        assert!(first.authenticated());
+        let second = a.admit(source).unwrap();
+        let third = a.admit(source).unwrap();
+        let fourth = a.admit(source).unwrap();
+        // The fourth evicted the second (the oldest still handshaking).
+        tokio::time::timeout(Duration::from_secs(1), second.evicted())
+            .await
+            .expect("evicted");
+        for kept in [&first, &third, &fourth] {
+            assert!(
+                tokio::time::timeout(Duration::from_millis(50), kept.evicted())
+                    .await
+                    .is_err()
+            );
+        }
     }
 }

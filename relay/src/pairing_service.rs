@@ -15,6 +15,7 @@ use ferry_protocol::version::{ConnectionKind, Preamble};
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use crate::admission::Ticket;
 use crate::catalog::{now_ms, PairOutcome, PairingLookup, MAX_PAIRING_FAILURES};
 use crate::server::Shared;
 
@@ -22,7 +23,17 @@ use crate::server::Shared;
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one pairing connection from `peer`.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ticket: Ticket) {
+    tokio::select! {
+        () = ticket.evicted() => {
+            info!("pairing from {peer} dropped: newer connections needed its place among those not yet authenticated");
+        }
+        () = serve_admitted(&shared, stream, peer) => {}
+    }
+}
+
+/// Serves one pairing connection whose ticket is held by the caller.
+async fn serve_admitted(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let mut io = FramedIo::new(stream);
     if !shared.is_lan(peer.ip()) {
         warn!("refused pairing from {peer}: not in the configured LAN networks");
@@ -46,7 +57,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     }
     let result = tokio::time::timeout(
         shared.limits.handshake_timeout,
-        pair(&shared, &mut io, peer),
+        pair(shared, &mut io, peer),
     )
     .await;
     let outcome = match result {

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Ticket};
 use crate::catalog::Catalog;
 use crate::config::{Limits, RelayConfig};
 use crate::data_dir::DataDir;
@@ -215,7 +215,7 @@ async fn accept_loop<H, Fut>(
     tracker: TaskTracker,
     handler: H,
 ) where
-    H: Fn(Arc<Shared>, TcpStream, SocketAddr) -> Fut,
+    H: Fn(Arc<Shared>, TcpStream, SocketAddr, Ticket) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
@@ -237,11 +237,7 @@ async fn accept_loop<H, Fut>(
             Ok(ticket) => {
                 // Nagle would delay small handshake and ping frames.
                 let _ = stream.set_nodelay(true);
-                let task = handler(Arc::clone(&shared), stream, peer);
-                tracker.spawn(async move {
-                    let _ticket = ticket;
-                    task.await;
-                });
+                tracker.spawn(handler(Arc::clone(&shared), stream, peer, ticket));
             }
             Err(refusal) => {
                 warn!("refused connection from {peer}: {refusal}");

@@ -21,6 +21,7 @@ use ferry_protocol::ProtocolError;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
+use crate::admission::Ticket;
 use crate::catalog::{now_ms, ClientRecord};
 use crate::rates::{local_now, PathKind};
 use crate::server::Shared;
@@ -30,10 +31,15 @@ use crate::transfer::{InternetPolicy, Transfer, TransferError};
 pub const SOFTWARE: &str = concat!("ferry-relay ", env!("CARGO_PKG_VERSION"));
 
 /// Serves one session connection from `peer`.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ticket: Ticket) {
     let mut io = FramedIo::new(stream);
-    let handshake =
-        tokio::time::timeout(shared.limits.handshake_timeout, handshake(&shared, &mut io)).await;
+    let handshake = tokio::select! {
+        () = ticket.evicted() => {
+            info!("handshake from {peer} dropped: newer connections needed its place among those not yet authenticated");
+            return;
+        }
+        done = tokio::time::timeout(shared.limits.handshake_timeout, handshake(&shared, &mut io)) => done,
+    };
     let (transport, client) = match handshake {
         Err(_) => {
             info!("handshake from {peer} timed out");
@@ -46,6 +52,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
         }
         Ok(Ok(accepted)) => accepted,
     };
+    if !ticket.authenticated() {
+        info!("session from {peer} dropped: evicted while its handshake finished");
+        return;
+    }
     let entry = shared.registry.register(client.id);
     let path = if shared.is_lan(peer.ip()) {
         "lan"

@@ -344,3 +344,43 @@ fn a_root_restore_elsewhere_than_slash_leaves_out_privileges_unless_asked() {
     let node = std::fs::symlink_metadata(asked.path().join("null")).unwrap();
     assert!(node.file_type().is_char_device());
 }
+
+#[test]
+fn a_paired_endpoint_gets_in_while_two_thousand_idle_connections_are_held() {
+    use ferry_tests::{Relay, RelayOptions};
+    // A generous handshake timeout, so the flood is still held when the
+    // endpoint comes (an attacker reconnects as often as it must).
+    let relay = Relay::start_with(RelayOptions {
+        limits: Some(
+            "handshake-timeout = \"60s\"\nidle-timeout = \"5m\"\nmax-connections = 1024\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n".into(),
+        ),
+        ..RelayOptions::default()
+    });
+    let endpoint = ferry_tests::Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // 2,000 connections that never say a word, from 50 other addresses
+    // (each within the per-source cap and handshake rate).
+    let mut idle = Vec::new();
+
+    for source in 0..50u8 {
+        for _ in 0..40 {
+            let socket =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            let from: std::net::SocketAddr = format!("127.0.1.{}:0", source + 1).parse().unwrap();
+            socket.bind(&from.into()).unwrap();
+            if socket.connect(&relay.session_addr.into()).is_ok() {
+                idle.push(socket);
+            }
+        }
+    }
+    assert!(idle.len() >= 1900, "only {} connected", idle.len());
+    let started = Instant::now();
+    let status = endpoint.ferry(&["status", "--json"]);
+    assert!(status.status.success(), "{}", ferry_tests::stderr(&status));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}

@@ -326,10 +326,17 @@ fn the_global_connection_cap_refuses_extra_connections_and_frees_slots() {
     });
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
-    let held: Vec<TcpStream> = (0..2)
+    // Idle connections that never authenticate cannot fill the cap: each
+    // new one evicts the oldest (a quarter of the cap may be handshaking).
+    let idle: Vec<TcpStream> = (0..4)
         .map(|_| TcpStream::connect(relay.session_addr).unwrap())
         .collect();
-    // Once the relay has accepted both, a session is refused, and told why.
+    assert!(endpoint.status_json()["rtt_ms"].is_number());
+    drop(idle);
+    // Two authenticated sessions can: then a session is refused, and told why.
+    let held: Vec<RawSession> = (0..2)
+        .map(|_| RawSession::open(&relay, &endpoint))
+        .collect();
     let err = wait_for("the cap to bite", DEADLINE, || {
         let out = endpoint.ferry(&["status"]);
         (!out.status.success()).then(|| stderr(&out))
