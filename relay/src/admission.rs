@@ -41,6 +41,22 @@ impl std::fmt::Display for Refusal {
     }
 }
 
+/// The group a source address is counted in: an IPv4 address is its own
+/// (a /32), an IPv6 address counts as its /64, which one subscriber holds
+/// whole, so it cannot pass for 2⁶⁴ sources.
+pub fn source_group(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+            }
+        },
+    }
+}
+
 /// Connection admission for one listener set.
 #[derive(Debug)]
 pub struct Admission {
@@ -149,11 +165,13 @@ impl Admission {
         }
     }
 
-    /// Admits a connection from `source`, or says why not.
+    /// Admits a connection from `source`, or says why not. Sources are
+    /// counted by [`source_group`]: one IPv6 /64 is one source.
     ///
     /// # Errors
     /// The [`Refusal`] reason.
     pub fn admit(&self, source: IpAddr) -> Result<Ticket, Refusal> {
+        let source = source_group(source);
         if let Some(limiter) = &self.handshakes {
             limiter
                 .check_key(&source)
@@ -271,5 +289,19 @@ mod tests {
                     .is_err()
             );
         }
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_is_one_source() {
+        let a = Admission::new(&limits(100, 2, 0));
+        let mut tickets = Vec::new();
+        for host in ["2001:db8:1:2::1", "2001:db8:1:2::ffff:1"] {
+            tickets.push(a.admit(host.parse().unwrap()).unwrap());
+        }
+        let same_64 = "2001:db8:1:2:abcd::9".parse().unwrap();
+        assert_eq!(a.admit(same_64).unwrap_err(), Refusal::SourceFull);
+        assert!(a.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(source_group(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 }
