@@ -55,11 +55,8 @@ async fn serve_admitted(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAdd
         io.close(LINGER).await;
         return;
     }
-    let result = tokio::time::timeout(
-        shared.limits.handshake_timeout,
-        pair(shared, &mut io, peer),
-    )
-    .await;
+    let result =
+        tokio::time::timeout(shared.limits.handshake_timeout, pair(shared, &mut io, peer)).await;
     let outcome = match result {
         Err(_) => Err(anyhow!("timed out")),
         Ok(outcome) => outcome,
