@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+pub mod relay;
+
 /// The median of some samples (the mean of the middle two for even counts).
 ///
 /// # Panics

@@ -9,16 +9,16 @@
 //! binaries only the throughput part runs. `bench/run.sh` builds them.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+use ferry_bench::relay::{self, PairedClient};
 use ferry_bench::{median, mib_per_s};
-use ferry_net::io::{keyfile, Channel, FramedIo};
+use ferry_net::io::{Channel, FramedIo};
 use ferry_protocol::frame::encode_frame;
-use ferry_protocol::keys::{PublicKey, StaticKeypair};
+use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::session::{Initiator, Responder};
 use ferry_protocol::timestamp::Timestamp;
 use ferry_protocol::version::{ConnectionKind, Preamble};
@@ -142,85 +142,21 @@ async fn channel_over_loopback() -> Result<f64> {
     Ok(mib_per_s(got, start.elapsed()))
 }
 
-struct PairedClient {
-    keys: StaticKeypair,
-    relay: PublicKey,
-}
-
 /// Starts a real relay, pairs some clients through the real binaries, then
 /// has workers open sessions as fast as the relay answers.
 async fn handshake_rate(relay_bin: &PathBuf, endpoint_bin: &PathBuf) -> Result<Vec<f64>> {
     const CLIENTS: usize = 16;
-    let dir = tempfile::tempdir()?;
-    let data = dir.path().join("relay");
-    let ok = |c: &mut Command| -> Result<String> {
-        let out = c.output()?;
-        if !out.status.success() {
-            bail!("{c:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    ok(Command::new(relay_bin).arg("--data").arg(&data).args([
-        "init",
-        "--listen",
-        "127.0.0.1:0",
-        "--pair-listen",
-        "127.0.0.1:0",
-    ]))?;
-    let config = std::fs::read_to_string(data.join("relay.toml"))?;
-    let config = config.replace(
-        "handshakes-per-second-per-source = 20",
-        "handshakes-per-second-per-source = 0",
-    );
-    std::fs::write(data.join("relay.toml"), config)?;
-    let mut relay = Command::new(relay_bin)
-        .arg("--data")
-        .arg(&data)
-        .arg("serve")
-        .env("RUST_LOG", "warn")
-        .stderr(Stdio::null())
-        .spawn()?;
-    let listen = data.join("run/listen.json");
-    let started = Instant::now();
-    let v: serde_json::Value = loop {
-        if let Ok(text) = std::fs::read_to_string(&listen) {
-            break serde_json::from_str(&text)?;
-        }
-        if started.elapsed() > Duration::from_secs(20) {
-            bail!("relay did not start");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let session: std::net::SocketAddr = v["session"].as_str().context("session")?.parse()?;
-    let pairing = v["pairing"].as_str().context("pairing")?.to_string();
-    let mut clients = Vec::new();
-    for i in 0..CLIENTS {
-        let name = format!("bench-{i}");
-        let out = ok(Command::new(relay_bin)
-            .arg("--data")
-            .arg(&data)
-            .args(["pair", "--name", &name, "--json"]))?;
-        let code: serde_json::Value = serde_json::from_str(&out)?;
-        let state = dir.path().join(&name);
-        ok(Command::new(endpoint_bin).arg("--state").arg(&state).args([
-            "pair",
-            "--relay",
-            &pairing,
-            "--code",
-            code["code"].as_str().context("code")?,
-        ]))?;
-        let keys = keyfile::load(&state.join("keys/endpoint.key"))?;
-        let record = std::fs::read_to_string(state.join("relay.toml"))?;
-        let hex = record
-            .lines()
-            .find_map(|l| l.strip_prefix("relay-key = "))
-            .context("relay-key")?
-            .trim_matches('"');
-        clients.push(Arc::new(PairedClient {
-            keys,
-            relay: PublicKey::from_hex(hex)?,
-        }));
-    }
+    let mut relay = relay::start(relay_bin, endpoint_bin, CLIENTS, |config| {
+        config.replace(
+            "handshakes-per-second-per-source = 20",
+            "handshakes-per-second-per-source = 0",
+        )
+    })?;
+    let session = relay.session;
+    let clients: Vec<Arc<PairedClient>> = std::mem::take(&mut relay.clients)
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let mut rates = Vec::new();
     for _ in 0..ROUNDS {
         let count = Arc::new(AtomicU64::new(0));
@@ -247,8 +183,7 @@ async fn handshake_rate(relay_bin: &PathBuf, endpoint_bin: &PathBuf) -> Result<V
         }
         rates.push(n as f64 / window.as_secs_f64());
     }
-    let _ = relay.kill();
-    let _ = relay.wait();
+    drop(relay);
     Ok(rates)
 }
 
