@@ -144,7 +144,10 @@ async fn channel_over_loopback() -> Result<f64> {
 
 /// Starts a real relay, pairs some clients through the real binaries, then
 /// has workers open sessions as fast as the relay answers.
-async fn handshake_rate(relay_bin: &PathBuf, endpoint_bin: &PathBuf) -> Result<Vec<f64>> {
+async fn handshake_rate(
+    relay_bin: &std::path::Path,
+    endpoint_bin: &std::path::Path,
+) -> Result<Vec<f64>> {
     const CLIENTS: usize = 16;
     let mut relay = relay::start(relay_bin, endpoint_bin, CLIENTS, |config| {
         config.replace(
