@@ -100,7 +100,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         full_backups: client.internet_full_backups,
         max_file: client.internet_max_file,
     });
-    let transfer = Transfer::new(Arc::clone(&shared.repo), client.id, policy);
+    let transfer = Transfer::new(Arc::clone(&shared.repo), client.id, policy)
+        .with_stall_limit(shared.limits.idle_timeout);
     let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer, meter).await {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),
@@ -296,7 +297,9 @@ impl Worker {
             while let Some(request) = incoming.blocking_recv() {
                 let result = match request {
                     // Answered in turn, after the replies before it.
-                    Message::Ping { nonce } => Ok(Some(Message::Pong { nonce })),
+                    Message::Ping { nonce } => {
+                        transfer.ping().map(|()| Some(Message::Pong { nonce }))
+                    }
                     request => transfer.handle(request),
                 };
                 handled.fetch_sub(1, Ordering::AcqRel);

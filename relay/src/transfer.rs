@@ -103,6 +103,9 @@ pub struct Transfer {
     client: ClientId,
     upload: Option<Upload>,
     policy: Option<InternetPolicy>,
+    /// An open upload with nothing sent for it for this long is ended (see
+    /// [`Transfer::ping`]).
+    stall_limit: Option<std::time::Duration>,
 }
 
 /// What a client may do when its session comes from the internet.
@@ -130,6 +133,33 @@ impl Transfer {
             client,
             upload: None,
             policy,
+            stall_limit: None,
+        }
+    }
+
+    /// Ends an open upload that makes no progress for `limit` (it holds
+    /// the next collection, and so everyone's backups, while it is open).
+    pub fn with_stall_limit(mut self, limit: std::time::Duration) -> Self {
+        self.stall_limit = Some(limit);
+        self
+    }
+
+    /// Answers a keep-alive. A client that keeps its session alive with
+    /// pings while its open upload makes no progress is cut off here: the
+    /// idle timeout alone would never end it.
+    ///
+    /// # Errors
+    /// [`TransferError::Violation`] naming the stall.
+    pub fn ping(&self) -> Result<()> {
+        let stalled = self
+            .stall_limit
+            .zip(self.upload.as_ref())
+            .filter(|(limit, upload)| upload.progress.elapsed() > *limit);
+        match stalled {
+            Some((limit, _)) => Err(violation!(
+                "the upload made no progress for {limit:?}; it is ended so collections and other backups are not held"
+            )),
+            None => Ok(()),
         }
     }
 
@@ -159,6 +189,26 @@ impl Transfer {
     /// A protocol violation or a storage failure: the session should report
     /// it and end.
     pub fn handle(&mut self, message: Message) -> Result<Option<Message>> {
+        let progress = matches!(
+            message,
+            Message::QueryChunks { .. }
+                | Message::GetSignatures { .. }
+                | Message::PutChunk { .. }
+                | Message::PutDelta { .. }
+                | Message::PutChunks { .. }
+                | Message::QueryObjects { .. }
+                | Message::PutObject { .. }
+                | Message::PutObjectPatch { .. }
+                | Message::Sync
+        );
+        let reply = self.dispatch(message)?;
+        if let Some(upload) = self.upload.as_mut().filter(|_| progress) {
+            upload.progress = std::time::Instant::now();
+        }
+        Ok(reply)
+    }
+
+    fn dispatch(&mut self, message: Message) -> Result<Option<Message>> {
         Ok(match message {
             Message::BackupBegin { set, retention } => {
                 check_set_name(&set)?;

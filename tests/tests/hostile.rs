@@ -384,3 +384,48 @@ fn a_paired_endpoint_gets_in_while_two_thousand_idle_connections_are_held() {
     );
     drop(idle);
 }
+
+#[test]
+fn an_open_upload_kept_alive_by_pings_alone_is_ended_and_gc_runs() {
+    use ferry_protocol::retention::Retention;
+    use ferry_tests::{Relay, RelayOptions};
+    let relay = Relay::start_with(RelayOptions {
+        limits: Some(
+            "handshake-timeout = \"10s\"\nidle-timeout = \"2s\"\nmax-connections = 64\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n".into(),
+        ),
+        ..RelayOptions::default()
+    });
+    let endpoint = ferry_tests::Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let mut raw = RawSession::open_as(&relay, &endpoint, 3);
+    raw.send(&Message::BackupBegin {
+        set: "default".into(),
+        retention: Retention::default(),
+    });
+    assert!(matches!(raw.recv(), Some(Message::BackupReady { .. })));
+    let started = Instant::now();
+    // A collection asked for now waits for the open upload.
+    let gc = std::thread::spawn({
+        let mut command = relay.command();
+        command.args(["gc", "--grace", "0s", "--json"]);
+        move || ferry_tests::run(command)
+    });
+    let ended = loop {
+        raw.send(&Message::Ping { nonce: 1 });
+        match raw.recv() {
+            Some(Message::Pong { .. }) => std::thread::sleep(Duration::from_millis(300)),
+            other => break other,
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never ended");
+    };
+    match ended {
+        Some(Message::Refused { code, message }) => {
+            assert_eq!(code, Refusal::ProtocolViolation);
+            assert!(message.contains("made no progress"), "{message}");
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    let gc = gc.join().unwrap();
+    assert!(gc.status.success(), "{}", ferry_tests::stderr(&gc));
+    assert!(started.elapsed() < Duration::from_secs(15));
+}

@@ -32,6 +32,8 @@ pub(super) struct Upload {
     unsynced_chunks: usize,
     /// A patch against a missing base was logged already.
     told_missing_base: bool,
+    /// When the client last sent something for this upload.
+    pub(super) progress: std::time::Instant,
     pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
     pub(super) rejected: Vec<ChunkId>,
     new_trees: HashSet<TreeId>,
@@ -52,6 +54,7 @@ impl Upload {
             unsynced_since: None,
             unsynced_chunks: 0,
             told_missing_base: false,
+            progress: std::time::Instant::now(),
             pending: HashMap::new(),
             rejected: Vec::new(),
             new_trees: HashSet::new(),
