@@ -348,6 +348,26 @@ fn a_root_restore_elsewhere_than_slash_leaves_out_privileges_unless_asked() {
 #[test]
 fn a_paired_endpoint_gets_in_while_two_thousand_idle_connections_are_held() {
     use ferry_tests::{Relay, RelayOptions};
+    // 2,000 sockets here and up to the relay's cap there: raise the soft
+    // descriptor limit to the hard one (the relay inherits it).
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let wanted = 4096u64;
+    if limit.current.is_some_and(|c| c < wanted) {
+        let raised = limit.maximum.map_or(wanted, |m| m.min(wanted));
+        setrlimit(
+            Resource::Nofile,
+            Rlimit {
+                current: Some(raised),
+                maximum: limit.maximum,
+            },
+        )
+        .unwrap();
+        assert!(
+            raised >= wanted,
+            "this test holds 2,000 connections: the hard limit on open files ({raised}) is too low"
+        );
+    }
     // A generous handshake timeout, so the flood is still held when the
     // endpoint comes (an attacker reconnects as often as it must).
     let relay = Relay::start_with(RelayOptions {
