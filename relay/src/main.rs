@@ -228,9 +228,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Blocking threads beyond one per connection: catalog calls, the
+/// collector, verify, key lookups of handshakes in progress.
+const BLOCKING_SPARE: usize = 64;
+
 fn serve(data: DataDir) -> Result<()> {
+    // Each session's worker holds a blocking thread for the session's life:
+    // the pool must outnumber the sessions, or the catalog work of every
+    // handshake (the key lookup) and of the admin watcher would queue
+    // behind them once it is full (tokio's default is 512, below the
+    // default cap of 1,024 connections).
+    let limits = data.config()?.limits.resolve()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(limits.max_connections + BLOCKING_SPARE)
         .build()
         .context("cannot start the runtime")?;
     runtime.block_on(async {
