@@ -78,11 +78,6 @@ impl Target {
         })
     }
 
-    /// Whether ownership and devices can be restored (running as root).
-    pub fn as_root(&self) -> bool {
-        self.as_root
-    }
-
     /// Opens the directory at `names` below the target, creating missing
     /// directories (mode 0700 until their own metadata is applied).
     ///

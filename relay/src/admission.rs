@@ -135,16 +135,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Gives back one of `source`'s connections.
+fn release_source(per_source: &Mutex<HashMap<IpAddr, usize>>, source: IpAddr) {
+    let mut map = lock(per_source);
+    if let Some(n) = map.get_mut(&source) {
+        *n -= 1;
+        if *n == 0 {
+            map.remove(&source);
+        }
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         lock(&self.unauthenticated).remove(self.id);
-        let mut map = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = map.get_mut(&self.source) {
-            *n -= 1;
-            if *n == 0 {
-                map.remove(&self.source);
-            }
-        }
+        release_source(&self.per_source, self.source);
     }
 }
 
@@ -177,20 +182,25 @@ impl Admission {
                 .check_key(&source)
                 .map_err(|_| Refusal::RateLimited)?;
         }
-        let slot = match Arc::clone(&self.global).try_acquire_owned() {
-            Ok(slot) => slot,
-            // Full: the oldest connection still in its handshake makes room.
-            Err(_) => lock(&self.unauthenticated)
-                .evict_oldest()
-                .ok_or(Refusal::Full)?,
-        };
-        let mut map = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
-        let count = map.entry(source).or_insert(0);
-        if *count >= self.per_source_max {
-            return Err(Refusal::SourceFull);
+        // The source's share first: a connection refused for its source
+        // must not have evicted another on its way.
+        {
+            let mut map = lock(&self.per_source);
+            let count = map.entry(source).or_insert(0);
+            if *count >= self.per_source_max {
+                return Err(Refusal::SourceFull);
+            }
+            *count += 1;
         }
-        *count += 1;
-        drop(map);
+        let slot = match Arc::clone(&self.global).try_acquire_owned() {
+            Ok(slot) => Some(slot),
+            // Full: the oldest connection still in its handshake makes room.
+            Err(_) => lock(&self.unauthenticated).evict_oldest(),
+        };
+        let Some(slot) = slot else {
+            release_source(&self.per_source, source);
+            return Err(Refusal::Full);
+        };
         let evicted = CancellationToken::new();
         let id = {
             let mut pending = lock(&self.unauthenticated);
@@ -303,5 +313,31 @@ mod tests {
         assert!(a.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
         assert_eq!(source_group(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_connection_refused_for_its_source_evicts_nobody() {
+        // A cap of 4: three sessions, one connection still handshaking.
+        let a = Admission::new(&limits(4, 1, 0));
+        let sessions: Vec<Ticket> = (1..=3)
+            .map(|n| {
+                let ticket = a.admit(format!("10.0.0.{n}").parse().unwrap()).unwrap();
+                assert!(ticket.authenticated());
+                ticket
+            })
+            .collect();
+        let pending = a.admit("10.0.0.9".parse().unwrap()).unwrap();
+        // A source at its share is refused, and the cap being full does not
+        // make it evict the handshaking connection first.
+        assert_eq!(
+            a.admit("10.0.0.1".parse().unwrap()).unwrap_err(),
+            Refusal::SourceFull
+        );
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), pending.evicted())
+                .await
+                .is_err()
+        );
+        drop(sessions);
     }
 }

@@ -33,13 +33,6 @@ pub struct BlobLocation {
     pub len: u32,
 }
 
-impl BlobLocation {
-    /// The offset just past the blob.
-    pub fn end(&self) -> u64 {
-        self.offset + u64::from(self.len)
-    }
-}
-
 /// Reading what a store holds: all `verify` needs, so it can run beside a
 /// relay that writes.
 pub trait BlobReader: Send + Sync {
