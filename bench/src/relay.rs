@@ -3,11 +3,15 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context, Result};
 use ferry_net::io::keyfile;
+use ferry_protocol::frame::encode_frame;
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
+use ferry_protocol::session::Initiator;
+use ferry_protocol::timestamp::Timestamp;
+use ferry_protocol::version::{ConnectionKind, Preamble};
 
 /// A client paired with the relay: its key and the relay's.
 #[derive(Debug)]
@@ -16,6 +20,27 @@ pub struct PairedClient {
     pub keys: StaticKeypair,
     /// The relay's public key.
     pub relay: PublicKey,
+}
+
+impl PairedClient {
+    /// Starts a session handshake now: the initiator's state, and the
+    /// bytes to send (the preamble and the first message, framed).
+    ///
+    /// # Errors
+    /// When the clock is before 1970 or snow fails.
+    pub fn first_message(&self) -> Result<(Initiator, Vec<u8>)> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
+        let mut first = Vec::new();
+        let initiator = Initiator::start(
+            &self.keys,
+            &self.relay,
+            Timestamp::from_unix(now),
+            &mut first,
+        )?;
+        let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
+        encode_frame(&first, &mut out)?;
+        Ok((initiator, out))
+    }
 }
 
 /// A running relay; killed on drop.

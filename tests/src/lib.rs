@@ -132,6 +132,19 @@ pub struct RelayOptions {
     pub env: Vec<(String, String)>,
 }
 
+/// A `[limits]` table for [`RelayOptions::limits`], at 20 handshakes per
+/// second per source.
+pub fn limits(
+    handshake_timeout: &str,
+    idle_timeout: &str,
+    max_connections: usize,
+    per_source: usize,
+) -> String {
+    format!(
+        "handshake-timeout = {handshake_timeout:?}\nidle-timeout = {idle_timeout:?}\nmax-connections = {max_connections}\nmax-connections-per-source = {per_source}\nhandshakes-per-second-per-source = 20\n"
+    )
+}
+
 /// A running `ferry-relay serve` in a temporary data directory.
 #[derive(Debug)]
 pub struct Relay {

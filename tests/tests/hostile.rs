@@ -219,9 +219,7 @@ fn configuration_and_scripts_others_can_write_are_refused() {
 fn a_client_that_stops_reading_is_cut_off_and_the_others_go_on() {
     use ferry_tests::{Relay, RelayOptions};
     let relay = Relay::start_with(RelayOptions {
-        limits: Some(
-            "handshake-timeout = \"10s\"\nidle-timeout = \"2s\"\nmax-connections = 64\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n".into(),
-        ),
+        limits: Some(ferry_tests::limits("10s", "2s", 64, 64)),
         ..RelayOptions::default()
     });
     let endpoint = ferry_tests::Endpoint::new();
@@ -371,9 +369,7 @@ fn a_paired_endpoint_gets_in_while_two_thousand_idle_connections_are_held() {
     // A generous handshake timeout, so the flood is still held when the
     // endpoint comes (an attacker reconnects as often as it must).
     let relay = Relay::start_with(RelayOptions {
-        limits: Some(
-            "handshake-timeout = \"60s\"\nidle-timeout = \"5m\"\nmax-connections = 1024\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n".into(),
-        ),
+        limits: Some(ferry_tests::limits("60s", "5m", 1024, 64)),
         ..RelayOptions::default()
     });
     let endpoint = ferry_tests::Endpoint::new();
@@ -410,9 +406,7 @@ fn an_open_upload_kept_alive_by_pings_alone_is_ended_and_gc_runs() {
     use ferry_protocol::retention::Retention;
     use ferry_tests::{Relay, RelayOptions};
     let relay = Relay::start_with(RelayOptions {
-        limits: Some(
-            "handshake-timeout = \"10s\"\nidle-timeout = \"2s\"\nmax-connections = 64\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n".into(),
-        ),
+        limits: Some(ferry_tests::limits("10s", "2s", 64, 64)),
         ..RelayOptions::default()
     });
     let endpoint = ferry_tests::Endpoint::new();

@@ -296,9 +296,7 @@ fn sigterm_stops_the_relay_cleanly() {
 }
 
 fn limits(handshake_timeout: &str, max_connections: usize) -> String {
-    format!(
-        "handshake-timeout = {handshake_timeout:?}\nidle-timeout = \"5m\"\nmax-connections = {max_connections}\nmax-connections-per-source = 64\nhandshakes-per-second-per-source = 20\n"
-    )
+    ferry_tests::limits(handshake_timeout, "5m", max_connections, 64)
 }
 
 #[test]
@@ -353,10 +351,7 @@ fn the_global_connection_cap_refuses_extra_connections_and_frees_slots() {
 #[test]
 fn an_idle_session_is_closed_with_a_reason() {
     let relay = Relay::start_with(ferry_tests::RelayOptions {
-        limits: Some(
-            "handshake-timeout = \"10s\"\nidle-timeout = \"1s\"\nmax-connections = 10\nmax-connections-per-source = 10\nhandshakes-per-second-per-source = 20\n"
-                .into(),
-        ),
+        limits: Some(ferry_tests::limits("10s", "1s", 10, 10)),
         ..Default::default()
     });
     let endpoint = Endpoint::new();

@@ -8,18 +8,14 @@
 //! (`bench/flood.sh` builds the binaries and runs 50 × 10^6).
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use ferry_bench::relay::{self, peak_rss_mib, PairedClient};
 use ferry_net::io::{Channel, FramedIo};
 use ferry_protocol::compress::Codec;
-use ferry_protocol::frame::encode_frame;
 use ferry_protocol::message::{ChunkBatch, ChunkPut, Hello, Message, MAX_BATCH};
 use ferry_protocol::retention::Retention;
-use ferry_protocol::session::Initiator;
-use ferry_protocol::timestamp::Timestamp;
-use ferry_protocol::version::{ConnectionKind, Preamble};
 use tokio::net::TcpStream;
 
 fn arg(name: &str) -> Option<String> {
@@ -104,16 +100,7 @@ async fn flood_inner(
 ) -> Result<(usize, String)> {
     let stream = TcpStream::connect(addr).await?;
     let mut io = FramedIo::new(stream);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    let mut first = Vec::new();
-    let initiator = Initiator::start(
-        &client.keys,
-        &client.relay,
-        Timestamp::from_unix(now),
-        &mut first,
-    )?;
-    let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
-    encode_frame(&first, &mut out)?;
+    let (initiator, out) = client.first_message()?;
     io.write_raw(&out).await?;
     io.read_preamble().await?;
     let answer = io.read_frame().await?;

@@ -11,17 +11,15 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use ferry_bench::relay::{self, PairedClient};
 use ferry_bench::{median, mib_per_s};
 use ferry_net::io::{Channel, FramedIo};
-use ferry_protocol::frame::encode_frame;
 use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::session::{Initiator, Responder};
 use ferry_protocol::timestamp::Timestamp;
-use ferry_protocol::version::{ConnectionKind, Preamble};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -195,16 +193,7 @@ async fn handshake_rate(
 async fn one_handshake(addr: std::net::SocketAddr, client: &PairedClient) -> Result<()> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?;
-    let mut first = Vec::new();
-    Initiator::start(
-        &client.keys,
-        &client.relay,
-        Timestamp::from_unix(now),
-        &mut first,
-    )?;
-    let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
-    encode_frame(&first, &mut out)?;
+    let (_, out) = client.first_message()?;
     stream.write_all(&out).await?;
     let mut answer = [0u8; 8 + 2 + 48];
     stream.read_exact(&mut answer).await?;
