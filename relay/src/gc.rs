@@ -11,20 +11,26 @@
 //!    client cannot switch collection off for all. A blob `verify` found
 //!    damaged is marked (its row waits for a backup to heal it) but not
 //!    walked.
-//! 2. **Sweep**: delete the rows of unmarked blobs indexed before the grace
-//!    cutoff, in one transaction. Younger ones belong to an upload that may
-//!    yet resume (a laptop that lost its link) and are kept.
-//! 3. **Compact**: delete sealed packs no row names; rewrite sealed packs at
+//!    Trees and contents stored or reused within the grace period are
+//!    walked too (an upload told they exist may name them).
+//! 2. **Sweep**: delete the rows of unmarked blobs stored or reused before
+//!    the cutoff, in one transaction holding the catalog's write lock,
+//!    after marking what was committed or reused since the mark began.
+//!    The cutoff is the grace period, or the start of the oldest open
+//!    upload if earlier: younger blobs belong to an upload that is open or
+//!    may yet resume (a laptop that lost its link) and are kept.
+//! 3. **Compact**: among sealed packs below every open upload's first pack,
+//!    delete those no row names; rewrite sealed packs at
 //!    least [`REPACK_DEAD_PERCENT`] dead by copying their live blobs to the
 //!    current pack, fsyncing, pointing the rows at the copies (one
 //!    transaction), then deleting the old pack. A crash before the rows move
 //!    leaves an unnamed tail (cut at the next start); after, an unnamed pack
 //!    (deleted at the next start).
 //!
-//! The caller keeps uploads out while this runs (see `crate::gate`): an
-//! upload may rely on a blob it was told exists. Readers take
+//! Uploads go on while this runs and never wait for it, nor it for them
+//! (see `crate::gate` for what keeps their blobs). Readers take
 //! `pack_files` shared around each lookup and read; only the deletion of a
-//! pack file takes it exclusively, so restores continue during a collection.
+//! pack file takes it exclusively, so restores continue too.
 
 use crate::catalog::ClientId;
 use std::time::{Duration, Instant};
@@ -39,6 +45,7 @@ use ferry_protocol::ProtocolError;
 use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
+use crate::gate::OpenUploads;
 use crate::repo::Blobs;
 
 /// A sealed pack with at least this share of dead bytes is rewritten.
@@ -73,6 +80,10 @@ pub struct GcReport {
     pub snapshots_damaged: Vec<u64>,
 }
 
+/// Young trees and contents marked in one pass below which marking stops
+/// before the sweep (the rest is marked holding the write lock).
+const SETTLED: u64 = 1_000;
+
 /// Collects garbage: see the module documentation.
 ///
 /// # Errors
@@ -80,54 +91,46 @@ pub struct GcReport {
 pub fn collect(
     catalog: &mut Catalog,
     blobs: &Blobs,
+    uploads: &OpenUploads,
     grace: Duration,
     now_ms: i64,
 ) -> Result<GcReport> {
     let started = Instant::now();
     let mut report = GcReport::default();
-    let roots = catalog.snapshot_roots()?;
-    report.snapshots = roots.len() as u64;
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    // Nothing an open upload reused or stored is older than its start.
+    let cutoff = || {
+        let oldest = uploads.oldest().map_or(i64::MAX, |o| o.since_ms);
+        now_ms.saturating_sub(grace_ms).min(oldest)
+    };
     catalog.begin_mark()?;
-    let cutoff = now_ms.saturating_sub(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-    {
-        let mut marker = Marker {
-            catalog,
-            blobs,
-            client: ClientId(0),
-            marked: 0,
-            gaps: Vec::new(),
-        };
-        for (client, snapshot, root) in &roots {
-            marker.walk(*client, Node::Tree(TreeId(*root)))?;
-            if let Some(gap) = marker.gaps.first() {
-                tracing::warn!(
-                    "gc: snapshot {snapshot} is damaged ({gap}{}); what it reaches that exists is kept",
-                    if marker.gaps.len() > 1 { ", and more" } else { "" }
-                );
-                report.snapshots_damaged.push(snapshot.0);
-            }
+    let mut marked = Marker::new(catalog, blobs).snapshots(&mut report)?;
+    // A young tree or content no snapshot reaches is kept for its grace
+    // period, and so is everything below it: an upload told it exists may
+    // name it without sending what is under it. Uploads go on meanwhile,
+    // so this repeats until few new ones turn up.
+    for _ in 0..3 {
+        let young = Marker::new(catalog, blobs).young(cutoff())?;
+        marked.1 += young;
+        if young < SETTLED {
+            break;
         }
-        // A young tree or content no snapshot reaches is kept for its grace
-        // period, and so is everything below it: an upload told it exists
-        // may name it without sending what is under it.
-        let reachable = marker.marked;
-        for (client, kind, id) in marker.catalog.young_unmarked_objects(cutoff)? {
-            let node = match kind {
-                BlobKind::Tree => Node::Tree(TreeId(id)),
-                _ => Node::Content(ContentId(id)),
-            };
-            marker.walk(client, node)?;
-            if let Some(gap) = marker.gaps.first() {
-                tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {gap}");
-            }
-        }
-        report.blobs_in_grace = marker.marked - reachable;
     }
-    let (deleted, bytes, young) = catalog.sweep(cutoff)?;
+    // Last marks and the sweep under the write lock: what was committed or
+    // reused since is marked before anything is deleted.
+    let (deleted, bytes, young) = catalog.write_locked(|catalog| -> Result<_> {
+        let cutoff = cutoff();
+        let (snapshots, _) = Marker::new(catalog, blobs).snapshots(&mut report)?;
+        marked.0 += snapshots;
+        marked.1 += Marker::new(catalog, blobs).young(cutoff)?;
+        Ok(catalog.sweep(cutoff)?)
+    })?;
+    catalog.end_mark()?;
+    report.snapshots = catalog.snapshot_roots()?.len() as u64;
     report.blobs_deleted = deleted;
     report.bytes_unreferenced = bytes;
-    report.blobs_in_grace += young;
-    compact(catalog, blobs, &mut report)?;
+    report.blobs_in_grace = marked.1 + young;
+    compact(catalog, blobs, uploads, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
@@ -144,7 +147,50 @@ struct Marker<'c, 'p> {
     gaps: Vec<String>,
 }
 
-impl Marker<'_, '_> {
+impl<'c, 'p> Marker<'c, 'p> {
+    fn new(catalog: &'c mut Catalog, blobs: &'p Blobs) -> Self {
+        Marker {
+            catalog,
+            blobs,
+            client: ClientId(0),
+            marked: 0,
+            gaps: Vec::new(),
+        }
+    }
+
+    /// Marks every snapshot not marked yet and what it reaches; reports the
+    /// damaged ones. Returns (blobs marked, 0).
+    fn snapshots(mut self, report: &mut GcReport) -> Result<(u64, u64)> {
+        for (client, snapshot, root) in self.catalog.snapshot_roots()? {
+            self.walk(client, Node::Tree(TreeId(root)))?;
+            if let Some(gap) = self.gaps.first() {
+                tracing::warn!(
+                    "gc: snapshot {snapshot} is damaged ({gap}{}); what it reaches that exists is kept",
+                    if self.gaps.len() > 1 { ", and more" } else { "" }
+                );
+                report.snapshots_damaged.push(snapshot.0);
+            }
+        }
+        Ok((self.marked, 0))
+    }
+
+    /// Marks the trees and contents stored or reused at or after `cutoff`
+    /// that are not marked yet, and what they reach; returns how many
+    /// blobs that marked.
+    fn young(mut self, cutoff: i64) -> Result<u64> {
+        for (client, kind, id) in self.catalog.young_unmarked_objects(cutoff)? {
+            let node = match kind {
+                BlobKind::Tree => Node::Tree(TreeId(id)),
+                _ => Node::Content(ContentId(id)),
+            };
+            self.walk(client, node)?;
+            if let Some(gap) = self.gaps.first() {
+                tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {gap}");
+            }
+        }
+        Ok(self.marked)
+    }
+
     /// Marks a blob; true when it was not marked before.
     fn mark(&mut self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
         let new = self.catalog.mark(self.client, kind, id)?;
@@ -210,9 +256,19 @@ impl Visitor for Marker<'_, '_> {
 }
 
 /// Phase 3: delete dead packs, rewrite mostly dead ones.
-fn compact(catalog: &mut Catalog, blobs: &Blobs, report: &mut GcReport) -> Result<()> {
+fn compact(
+    catalog: &mut Catalog,
+    blobs: &Blobs,
+    uploads: &OpenUploads,
+    report: &mut GcReport,
+) -> Result<()> {
+    // In this order: an upload opened after the listing appends only to
+    // packs above every pack listed; one closed before the open uploads
+    // are read has indexed all it wrote before the usage is counted.
+    let sealed = blobs.sealed_packs()?;
+    let held_from = uploads.oldest().map_or(u32::MAX, |o| o.first_pack);
     let usage = catalog.pack_usage()?;
-    for (pack, len) in blobs.sealed_packs()? {
+    for (pack, len) in sealed.into_iter().filter(|(pack, _)| *pack < held_from) {
         let live = usage.get(&pack).copied().unwrap_or_default();
         if live.blobs == 0 {
             blobs

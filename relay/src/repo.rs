@@ -3,13 +3,12 @@
 //!
 //! [`Repo`] is what the upload and restore rules ([`crate::transfer`]) and
 //! the garbage collector ([`crate::gc`]) work on; nothing else of the
-//! server reaches them. Two locks order the writers:
+//! server reaches them. Uploads, restores and collections run side by side:
 //!
-//! - the *upload gate*: uploads hold it shared for their whole backup, a
-//!   collection exclusively (an upload may rely on a blob it was told exists);
+//! - the *open uploads* ([`crate::gate`]) tell a collection what it must
+//!   keep for uploads that have not committed yet;
 //! - the *pack files* lock: readers hold it shared around each lookup and
-//!   read, the collector exclusively only while it deletes a pack, so
-//!   restores go on during a collection.
+//!   read, the collector exclusively only while it deletes a pack.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -18,7 +17,7 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::catalog::{self, Catalog, ClientId, SetId};
-use crate::gate::{UploadGate, UploadPermit};
+use crate::gate::{OpenUploads, Opened, UploadPermit};
 use crate::gc::GcReport;
 use crate::store::{storage_error, BlobLocation, BlobStore, PackStore, StorageError};
 
@@ -30,7 +29,7 @@ pub struct Repo {
     /// The catalog's file, for the collector's own connection.
     catalog_path: PathBuf,
     blobs: Blobs,
-    uploads: Arc<UploadGate>,
+    uploads: Arc<OpenUploads>,
 }
 
 impl Repo {
@@ -90,23 +89,29 @@ impl Repo {
         &self.blobs
     }
 
-    /// Admits an upload of `client`'s set `set`: it waits while a
-    /// collection runs, and keeps the next collection waiting until the
-    /// permit is dropped; `None` when that set has an open upload already.
+    /// Opens an upload of `client`'s set `set`, at once, collection or
+    /// not; what it reuses and appends is kept by collections until the
+    /// permit is dropped. `None` when that set has an open upload already.
     pub fn enter_upload(&self, client: ClientId, set: SetId) -> Option<UploadPermit> {
-        self.uploads.enter((client, set))
+        // Read before registering: a pack sealed in between holds nothing
+        // of this upload, and it appends only to packs from this one on.
+        let first_pack = self.blobs.store().sealed_below();
+        let opened = Opened {
+            since_ms: catalog::now_ms(),
+            first_pack,
+        };
+        self.uploads.enter((client, set), opened)
     }
 
-    /// Collects garbage (see [`crate::gc`]) once open uploads end, keeping
-    /// new ones out meanwhile, through its own catalog connection so
-    /// sessions are not blocked on the shared one. Blocking.
+    /// Collects garbage (see [`crate::gc`]) beside open uploads, through
+    /// its own catalog connection so sessions are not blocked on the
+    /// shared one. Blocking.
     ///
     /// # Errors
     /// Whatever the collection reports.
     pub fn collect(&self, grace: Duration, now_ms: i64) -> anyhow::Result<GcReport> {
-        let _exclusive = self.uploads.exclusive();
         let mut catalog = Catalog::open(&self.catalog_path)?;
-        crate::gc::collect(&mut catalog, &self.blobs, grace, now_ms)
+        crate::gc::collect(&mut catalog, &self.blobs, &self.uploads, grace, now_ms)
     }
 }
 

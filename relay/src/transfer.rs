@@ -32,7 +32,7 @@ use ferry_protocol::message::{
 };
 use ferry_protocol::{delta, ProtocolError};
 
-use crate::catalog::{BlobKind, BlobRow, BlobState, CatalogError};
+use crate::catalog::{now_ms, BlobKind, BlobRow, BlobState, CatalogError};
 use crate::repo::Repo;
 use crate::store::StorageError;
 use upload::Upload;
@@ -137,8 +137,8 @@ impl Transfer {
         }
     }
 
-    /// Ends an open upload that makes no progress for `limit` (it holds
-    /// the next collection, and so everyone's backups, while it is open).
+    /// Ends an open upload that makes no progress for `limit` (while it is
+    /// open, collections keep everything stored since it began).
     pub fn with_stall_limit(mut self, limit: std::time::Duration) -> Self {
         self.stall_limit = Some(limit);
         self
@@ -249,9 +249,10 @@ impl Transfer {
             }
             Message::QueryChunks { ids } => {
                 check_batch(ids.len())?;
+                let ids: Vec<[u8; 32]> = ids.iter().map(|id| id.0).collect();
                 let mut missing = vec![0u8; ids.len().div_ceil(8)];
-                for (i, id) in ids.iter().enumerate() {
-                    if !self.has(BlobKind::Chunk, &id.0)? {
+                for (i, found) in self.reuse(BlobKind::Chunk, &ids)?.into_iter().enumerate() {
+                    if !found {
                         set_missing(&mut missing, i);
                     }
                 }
@@ -331,12 +332,23 @@ impl Transfer {
             Message::QueryObjects { ids } => {
                 check_batch(ids.len())?;
                 let mut missing = Vec::new();
-                for id in ids {
-                    let (kind, key) = object_key(&id);
-                    if !self.has(kind, &key)? {
-                        missing.push(id);
-                    }
+                for kind in [BlobKind::Tree, BlobKind::Content] {
+                    let asked: Vec<&ObjectId> =
+                        ids.iter().filter(|id| object_key(id).0 == kind).collect();
+                    let keys: Vec<[u8; 32]> = asked.iter().map(|id| object_key(id).1).collect();
+                    let found = self.reuse(kind, &keys)?;
+                    missing.extend(
+                        asked
+                            .into_iter()
+                            .zip(found)
+                            .filter(|(_, f)| !f)
+                            .map(|(id, _)| *id),
+                    );
                 }
+                // In the order asked.
+                let order: std::collections::HashMap<ObjectId, usize> =
+                    ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+                missing.sort_by_key(|id| order[id]);
                 Some(Message::ObjectsMissing { ids: missing })
             }
             Message::PutObject { id, codec, data } => {
@@ -430,6 +442,41 @@ impl Transfer {
         let client = self.client;
         let found = self.catalog(|c| c.find_blob_state(client, kind, id))?;
         Ok(found.is_some_and(|(_, state)| state == BlobState::Whole))
+    }
+
+    /// Which of the client's blobs `ids` are stored whole (as [`Self::has`]),
+    /// for an upload that will name the ones that are: pending in this
+    /// upload, or reused from the catalog and so kept by collections
+    /// running beside it (`Catalog::reuse`).
+    fn reuse(&mut self, kind: BlobKind, ids: &[[u8; 32]]) -> Result<Vec<bool>> {
+        let Some(upload) = &self.upload else {
+            return ids.iter().map(|id| self.has(kind, id)).collect();
+        };
+        let mut found: Vec<bool> = ids
+            .iter()
+            .map(|id| upload.pending.contains_key(&(kind, *id)))
+            .collect();
+        let lookups: Vec<[u8; 32]> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, pending)| !**pending)
+            .map(|(id, _)| *id)
+            .collect();
+        if lookups.is_empty() {
+            return Ok(found);
+        }
+        let (client, since) = (self.client, upload.since_ms());
+        let stored = self.catalog(|c| c.reuse(client, kind, &lookups, since, now_ms()))?;
+        let mut stored = stored.into_iter();
+        for f in found.iter_mut().filter(|f| !**f) {
+            *f = stored.next().unwrap_or(false);
+        }
+        Ok(found)
+    }
+
+    /// [`Self::reuse`] of one blob.
+    fn reuse_one(&mut self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+        Ok(self.reuse(kind, std::slice::from_ref(id))?[0])
     }
 
     /// The blob's row and stored bytes. The lookup and the read happen

@@ -418,7 +418,7 @@ fn an_open_upload_kept_alive_by_pings_alone_is_ended_and_gc_runs() {
     });
     assert!(matches!(raw.recv(), Some(Message::BackupReady { .. })));
     let started = Instant::now();
-    // A collection asked for now waits for the open upload.
+    // A collection asked for now runs beside the open upload.
     let gc = std::thread::spawn({
         let mut command = relay.command();
         command.args(["gc", "--grace", "0s", "--json"]);
@@ -442,4 +442,66 @@ fn an_open_upload_kept_alive_by_pings_alone_is_ended_and_gc_runs() {
     let gc = gc.join().unwrap();
     assert!(gc.status.success(), "{}", ferry_tests::stderr(&gc));
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+#[test]
+fn a_backup_beside_a_slow_upload_and_a_collection_waits_for_neither() {
+    use ferry_tests::tree::random_bytes;
+    use ferry_tests::{ok, wait_for, DEADLINE};
+    let (relay, slow) = paired();
+    let fast = Endpoint::new();
+    fast.pair_with(&relay, "desk");
+    let work = tempfile::tempdir().unwrap();
+    let (slow_dir, fast_dir) = (work.path().join("slow"), work.path().join("fast"));
+    std::fs::create_dir_all(&slow_dir).unwrap();
+    std::fs::create_dir_all(&fast_dir).unwrap();
+    // 512 KiB at 64 KiB/s: an upload open for well over ten seconds.
+    let (slow_data, fast_data) = (random_bytes(512 << 10, 61), random_bytes(1 << 20, 62));
+    std::fs::write(slow_dir.join("big"), &slow_data).unwrap();
+    std::fs::write(fast_dir.join("doc"), &fast_data).unwrap();
+    ok(relay.admin(&["clients", "limit", "laptop", "64KiB/s"]));
+    let mut upload = slow
+        .command()
+        .args(["backup", arg(&slow_dir)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the slow upload to flow", DEADLINE, || {
+        let list: serde_json::Value =
+            serde_json::from_str(&ok(relay.admin(&["clients", "list", "--json"]))).ok()?;
+        let laptop = list.as_array()?.iter().find(|c| c["name"] == "laptop")?;
+        laptop["rate"].as_u64().filter(|r| *r > 0)
+    });
+    let started = Instant::now();
+    let gc = std::thread::spawn({
+        let mut command = relay.command();
+        command.args(["gc", "--grace", "0s", "--json"]);
+        move || ferry_tests::run(command)
+    });
+    fast.backup_json(&[arg(&fast_dir)]);
+    let backed_up = started.elapsed();
+    let gc = gc.join().unwrap();
+    assert!(gc.status.success(), "{}", ferry_tests::stderr(&gc));
+    let collected = started.elapsed();
+    assert!(
+        backed_up < Duration::from_secs(10),
+        "the 1 MiB backup took {backed_up:?} beside the slow upload and the collection"
+    );
+    assert!(
+        collected < Duration::from_secs(10),
+        "the collection took {collected:?}: it waited for the slow upload"
+    );
+    assert!(
+        upload.try_wait().unwrap().is_none(),
+        "the slow upload should still be running"
+    );
+    let status = wait_for("the slow upload to end", Duration::from_secs(60), || {
+        upload.try_wait().unwrap()
+    });
+    assert!(status.success(), "the slow upload failed");
+    // A second collection after both, then each restores identical.
+    ok(relay.admin(&["gc", "--grace", "0s"]));
+    assert_restores(&slow, &slow_dir, "big", &slow_data);
+    assert_restores(&fast, &fast_dir, "doc", &fast_data);
 }

@@ -91,6 +91,48 @@ impl Catalog {
         Ok(tx.commit()?)
     }
 
+    /// Which of `client`'s blobs `ids` are stored whole, for an upload that
+    /// began at `since_ms` and will name the ones that are: each is
+    /// stamped `now_ms` unless stamped since the upload began, so a
+    /// collection running beside the upload keeps it (see `crate::gate`).
+    /// One transaction holding the write lock: a sweep deletes a blob
+    /// either before this looks (it is missing, and sent again) or after
+    /// the upload is done with it.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn reuse(
+        &mut self,
+        client: ClientId,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<bool>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut found = Vec::with_capacity(ids.len());
+        {
+            let mut stamp = tx.prepare_cached(
+                "UPDATE blobs SET stored_at = ?4
+                 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = 0 AND stored_at < ?5",
+            )?;
+            let mut whole = tx.prepare_cached(
+                "SELECT 1 FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = 0",
+            )?;
+            for id in ids {
+                let key = params![client, kind as i64, &id[..]];
+                let present =
+                    stamp.execute(params![client, kind as i64, &id[..], now_ms, since_ms])? > 0
+                        || whole.exists(key)?;
+                found.push(present);
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+
     /// For each pack, the end of its last indexed blob (for cutting torn tails).
     ///
     /// # Errors

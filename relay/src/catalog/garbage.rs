@@ -140,37 +140,70 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Deletes the rows of every unmarked blob indexed before `cutoff_ms`, in
-    /// one transaction; returns how many and their stored bytes. Younger
-    /// unmarked blobs (an upload that may yet resume) are kept and counted
-    /// in the third figure.
+    /// Runs `f` holding the catalog's write lock (`BEGIN IMMEDIATE`): no
+    /// upload indexes, commits or reuses a blob meanwhile. Committed when
+    /// `f` succeeds, rolled back when it fails.
+    ///
+    /// # Errors
+    /// SQLite errors, or what `f` returns.
+    pub fn write_locked<T, E: From<super::CatalogError>>(
+        &mut self,
+        f: impl FnOnce(&mut Catalog) -> std::result::Result<T, E>,
+    ) -> std::result::Result<T, E> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| E::from(super::CatalogError::from(e)))?;
+        match f(self) {
+            Ok(value) => {
+                self.conn
+                    .execute_batch("COMMIT")
+                    .map_err(|e| E::from(super::CatalogError::from(e)))?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = self.conn.execute_batch("ROLLBACK") {
+                    tracing::warn!("catalog: a rollback failed: {rollback}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the rows of every unmarked blob indexed before `cutoff_ms`;
+    /// returns how many and their stored bytes. Younger unmarked blobs (an
+    /// upload that may yet resume) are kept and counted in the third
+    /// figure. Runs inside [`Catalog::write_locked`], after the last marks.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn sweep(&mut self, cutoff_ms: i64) -> Result<(u64, u64, u64)> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
         const UNMARKED: &str = "NOT EXISTS (SELECT 1 FROM temp.marked m
             WHERE m.client_id = b.client_id AND m.kind = b.kind AND m.id = b.id)";
-        let (count, bytes): (i64, i64) = tx.query_row(
+        let (count, bytes): (i64, i64) = self.conn.query_row(
             &format!("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs b WHERE stored_at < ?1 AND {UNMARKED}"),
             [cutoff_ms],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let young: i64 = tx.query_row(
+        let young: i64 = self.conn.query_row(
             &format!("SELECT COUNT(*) FROM blobs b WHERE stored_at >= ?1 AND {UNMARKED}"),
             [cutoff_ms],
             |r| r.get(0),
         )?;
-        tx.execute(
+        self.conn.execute(
             &format!("DELETE FROM blobs AS b WHERE stored_at < ?1 AND {UNMARKED}"),
             [cutoff_ms],
         )?;
-        tx.commit()?;
-        self.conn
-            .execute_batch("DROP TABLE IF EXISTS temp.marked")?;
         Ok((count as u64, bytes as u64, young as u64))
+    }
+
+    /// Ends a mark phase: drops the mark set.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn end_mark(&mut self) -> Result<()> {
+        Ok(self
+            .conn
+            .execute_batch("DROP TABLE IF EXISTS temp.marked")?)
     }
 
     /// For each pack that still holds indexed blobs, how many and how many bytes.

@@ -67,6 +67,14 @@ fn missing_chunks(t: &mut Transfer, ids: &[ChunkId]) -> Vec<bool> {
         .collect()
 }
 
+fn missing_objects(t: &mut Transfer, ids: Vec<ObjectId>) -> Vec<ObjectId> {
+    let Some(Message::ObjectsMissing { ids }) = t.handle(Message::QueryObjects { ids }).unwrap()
+    else {
+        panic!("ObjectsMissing")
+    };
+    ids
+}
+
 fn put_chunk(t: &mut Transfer, data: &[u8]) -> ChunkId {
     let id = ChunkId::of(data);
     t.handle(Message::PutChunk {
@@ -239,14 +247,7 @@ fn a_commit_whose_closure_is_incomplete_is_refused_and_its_trees_are_not_kept() 
     // The refused commit's tree was never indexed: the next backup is
     // told it is missing, so it sends it (and what is under it) again.
     begin(&mut t);
-    let Some(Message::ObjectsMissing { ids }) = t
-        .handle(Message::QueryObjects {
-            ids: vec![ObjectId::Tree(root)],
-        })
-        .unwrap()
-    else {
-        panic!("ObjectsMissing")
-    };
+    let ids = missing_objects(&mut t, vec![ObjectId::Tree(root)]);
     assert_eq!(ids, vec![ObjectId::Tree(root)]);
 }
 
@@ -547,14 +548,10 @@ fn a_tree_left_by_an_abandoned_upload_cannot_be_committed_by_the_next() {
         // A second BackupBegin starts from nothing the first left.
         begin(&mut t);
     }
-    let Some(Message::ObjectsMissing { ids }) = t
-        .handle(Message::QueryObjects {
-            ids: vec![ObjectId::Tree(root), ObjectId::Content(content)],
-        })
-        .unwrap()
-    else {
-        panic!("ObjectsMissing")
-    };
+    let ids = missing_objects(
+        &mut t,
+        vec![ObjectId::Tree(root), ObjectId::Content(content)],
+    );
     assert_eq!(ids.len(), 2, "neither was kept");
 }
 

@@ -20,8 +20,8 @@ use crate::catalog::{now_ms, BlobKind, BlobRow, SetId};
 /// An open backup: blobs written but not yet in the catalog.
 #[derive(Debug)]
 pub(super) struct Upload {
-    /// Keeps garbage collection out until this upload ends.
-    _permit: Option<crate::gate::UploadPermit>,
+    /// Tells collections what to keep for this upload until it ends.
+    permit: crate::gate::UploadPermit,
     pub(super) set_id: SetId,
     pub(super) retention: Retention,
     /// The store's epoch at the first append since the last sync (`None`:
@@ -48,7 +48,7 @@ impl Upload {
         retention: Retention,
     ) -> Self {
         Upload {
-            _permit: Some(permit),
+            permit,
             set_id,
             retention,
             unsynced_since: None,
@@ -60,6 +60,14 @@ impl Upload {
             new_trees: HashSet::new(),
             new_contents: HashSet::new(),
         }
+    }
+}
+
+impl Upload {
+    /// The catalog time this upload began: what it reuses is stamped no
+    /// older, so collections keep it.
+    pub(super) fn since_ms(&self) -> i64 {
+        self.permit.opened().since_ms
     }
 }
 
@@ -133,8 +141,23 @@ impl Transfer {
             .ok_or_else(|| violation!("upload message outside a backup (no BackupBegin)"))
     }
 
-    /// Appends a blob, already encoded as `codec` says, to the open upload.
+    /// Appends a blob, already encoded as `codec` says, to the open upload,
+    /// unless the client has it stored already.
     pub(super) fn store_blob(
+        &mut self,
+        kind: BlobKind,
+        id: [u8; 32],
+        codec: Codec,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        if self.reuse_one(kind, &id)? {
+            return Ok(());
+        }
+        self.append_blob(kind, id, codec, bytes)
+    }
+
+    /// Appends a blob the client does not have stored.
+    fn append_blob(
         &mut self,
         kind: BlobKind,
         id: [u8; 32],
@@ -148,9 +171,6 @@ impl Transfer {
                 upload.unsynced_chunks < MAX_UNSYNCED_CHUNKS,
                 "more than {MAX_UNSYNCED_CHUNKS} chunks sent without a Sync"
             );
-        }
-        if self.has(kind, &id)? {
-            return Ok(());
         }
         let (at, epoch) = self.repo.blobs().append(&bytes)?;
         let row = BlobRow {
@@ -196,14 +216,14 @@ impl Transfer {
         raw: &[u8],
         encoded: Option<(Codec, Vec<u8>)>,
     ) -> Result<()> {
-        if self.has(BlobKind::Chunk, &id.0)? {
+        if self.reuse_one(BlobKind::Chunk, &id.0)? {
             return Ok(());
         }
         let (codec, bytes) = match encoded {
             Some(encoded) => encoded,
             None => compress(raw),
         };
-        self.store_blob(BlobKind::Chunk, id.0, codec, bytes)
+        self.append_blob(BlobKind::Chunk, id.0, codec, bytes)
     }
 
     /// Pack data durable first, then the catalog rows that name it. A

@@ -145,14 +145,7 @@ fn verify_names_every_snapshot_and_path_that_reach_a_damaged_content() {
     assert_eq!(report.snapshots_damaged, vec![first, second]);
     // The next backup is told the content is missing, so sends it again.
     begin(&mut t);
-    let Some(Message::ObjectsMissing { ids }) = t
-        .handle(Message::QueryObjects {
-            ids: vec![ObjectId::Content(content)],
-        })
-        .unwrap()
-    else {
-        panic!("ObjectsMissing")
-    };
+    let ids = missing_objects(&mut t, vec![ObjectId::Content(content)]);
     assert_eq!(ids, vec![ObjectId::Content(content)]);
 }
 
@@ -189,4 +182,79 @@ fn gc_reports_a_snapshot_naming_a_missing_blob_and_collects_the_rest() {
     };
     let ids: Vec<u64> = snapshots.iter().map(|s| s.id).collect();
     assert_eq!(ids, vec![second.0, third.0]);
+}
+
+/// What an open upload was told exists survives a collection that runs
+/// beside it (neither waits), and the collection still takes the rest.
+#[test]
+fn gc_beside_an_open_upload_keeps_what_it_reused_and_collects_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let (reused, _, root, first) = backup_one(&mut t, b"a file the laptop still has");
+    let (dropped, _, _, second) = backup_one(&mut t, b"a file the laptop deleted");
+    repo.catalog(|c| c.forget_snapshots(&[first, second]))
+        .unwrap();
+    repo.catalog(|c| c.age_blobs(60_000)).unwrap();
+    // The next backup names the first file again: its tree and chunk exist.
+    begin(&mut t);
+    let ids = missing_objects(&mut t, vec![ObjectId::Tree(root)]);
+    assert!(ids.is_empty(), "the old tree is there to reuse");
+    assert_eq!(missing_chunks(&mut t, &[reused]), vec![false]);
+    // A collection now (a grace of zero, a minute on) runs at once.
+    let report = repo
+        .collect(std::time::Duration::ZERO, now_ms() + 60_000)
+        .unwrap();
+    assert_eq!(report.snapshots, 0);
+    assert!(
+        report.blobs_deleted >= 3,
+        "the deleted file's blobs go: {report:?}"
+    );
+    assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+    // Once committed, the reused blobs are the new snapshot's: kept for good.
+    let report = repo
+        .collect(std::time::Duration::ZERO, now_ms() + 3_600_000)
+        .unwrap();
+    assert_eq!(
+        (report.snapshots, report.blobs_deleted),
+        (1, 0),
+        "{report:?}"
+    );
+    begin(&mut t);
+    assert_eq!(
+        missing_chunks(&mut t, &[reused, dropped]),
+        vec![false, true]
+    );
+}
+
+/// Blobs an open upload appended and has not indexed (trees wait for the
+/// commit) sit in a pack no row names; a collection must not delete it.
+#[test]
+fn gc_beside_an_open_upload_leaves_the_packs_it_writes_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStore::with_pack_target(64);
+    let (repo, a, _) = relay_with(dir.path(), store.clone());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    begin(&mut t);
+    let data = vec![7u8; 200];
+    let chunk = put_chunk(&mut t, &data);
+    let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+    put_object(&mut t, ObjectId::Content(content), &content_bytes);
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    assert!(synced(&mut t).is_empty());
+    // The tree's pack is sealed and no row names it yet.
+    repo.blobs().seal().unwrap();
+    let report = repo
+        .collect(std::time::Duration::ZERO, now_ms() + 60_000)
+        .unwrap();
+    assert_eq!(report.packs_deleted, 0, "{report:?}");
+    assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+    let Some(Message::Object { .. }) = t
+        .handle(Message::GetObject {
+            id: ObjectId::Tree(root),
+        })
+        .unwrap()
+    else {
+        panic!("the committed tree is readable")
+    };
 }
