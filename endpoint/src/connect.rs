@@ -28,7 +28,9 @@ use crate::config::ConnectTimeouts;
 pub const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Handshakes tried on an address that closes without a word before
-/// concluding it refuses this key (an overloaded relay drops some).
+/// concluding it refuses this key (an overloaded relay drops some). The
+/// last one goes without the first message's MAC, as relays older than
+/// protocol 1.4 expect it.
 pub const HANDSHAKE_TRIES: u32 = 3;
 
 /// The software string sent in `Hello`.
@@ -146,7 +148,12 @@ pub async fn connect(
                     Err(e) => return Err(ConnectError::Unreachable(format!("{address}: {e}"))),
                 },
             };
-            let attempt = handshake(stream, keys, relay, address);
+            let first = if tried < HANDSHAKE_TRIES {
+                FirstMessage::WithMac
+            } else {
+                FirstMessage::WithoutMac
+            };
+            let attempt = handshake(stream, keys, relay, address, first);
             match tokio::time::timeout(timeouts.handshake, attempt).await {
                 Ok(Ok((channel, relay_hello))) => {
                     return Ok(Session {
@@ -181,11 +188,21 @@ fn now() -> Timestamp {
     )
 }
 
+/// The form of the first handshake message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FirstMessage {
+    /// With the MAC made with the relay's key (protocol 1.4 on).
+    WithMac,
+    /// Without it, for relays older than 1.4.
+    WithoutMac,
+}
+
 async fn handshake(
     stream: TcpStream,
     keys: &StaticKeypair,
     relay: &PublicKey,
     address: &str,
+    form: FirstMessage,
 ) -> Result<(Channel<TcpStream>, Hello), ConnectError> {
     let protocol = |source: ChannelError| ConnectError::Protocol {
         address: address.to_string(),
@@ -199,8 +216,11 @@ async fn handshake(
     };
     let mut io = FramedIo::new(stream);
     let mut first = Vec::new();
-    let initiator =
-        Initiator::start(keys, relay, now(), &mut first).map_err(|e| protocol(e.into()))?;
+    let initiator = match form {
+        FirstMessage::WithMac => Initiator::start(keys, relay, now(), &mut first),
+        FirstMessage::WithoutMac => Initiator::start_without_mac(keys, relay, now(), &mut first),
+    }
+    .map_err(|e| protocol(e.into()))?;
     let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
     encode_frame(&first, &mut out).map_err(|e| protocol(e.into()))?;
     io.write_raw(&out).await.map_err(protocol)?;

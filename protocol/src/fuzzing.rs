@@ -61,9 +61,12 @@ pub fn chunk_batch(data: &[u8]) {
     }
 }
 
-/// Treats bytes as the first `Noise_IK` message arriving at the relay.
+/// Treats bytes as the first `Noise_IK` frame arriving at the relay: the
+/// MAC check, then the message.
 pub fn session_first_message(data: &[u8]) {
-    let _ = Responder::read_first(&fixed_relay_keys(), data);
+    let keys = fixed_relay_keys();
+    let (message, _) = crate::session::check_first_mac(&keys.public, data);
+    let _ = Responder::read_first(&keys, message);
 }
 
 /// Treats bytes as the first pairing frame arriving at the relay.

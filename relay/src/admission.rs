@@ -1,6 +1,9 @@
 //! Who may open a connection now: a global cap, a cap per source address, and
 //! a handshake rate per source address (the expensive Diffie-Hellman work
 //! happens per handshake, so that is what a flood must not buy cheaply).
+//! Past a global handshake rate the relay is *under load*, and the session
+//! handshake drops first messages without the MAC only holders of the
+//! relay's key can make (see `ferry_protocol::session`).
 //!
 //! Connections that have not finished their handshake have a budget of
 //! their own, a quarter of the global cap: when it is full, or the global
@@ -14,11 +17,11 @@ use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Limits;
+use crate::config::{Limits, SourcePrefixes};
 
 /// Why a connection was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,17 +44,25 @@ impl std::fmt::Display for Refusal {
     }
 }
 
-/// The group a source address is counted in: an IPv4 address is its own
-/// (a /32), an IPv6 address counts as its /64, which one subscriber holds
-/// whole, so it cannot pass for 2⁶⁴ sources.
-pub fn source_group(ip: IpAddr) -> IpAddr {
+/// The group a source address is counted in: its first `prefixes` bits.
+/// By default an IPv4 address is its own (a /32) and an IPv6 address
+/// counts as its /64, which one subscriber holds whole, so it cannot pass
+/// for 2⁶⁴ sources. An IPv4-mapped IPv6 address counts as IPv4.
+pub fn source_group(ip: IpAddr, prefixes: SourcePrefixes) -> IpAddr {
     match ip {
-        IpAddr::V4(_) => ip,
+        IpAddr::V4(v4) => {
+            let mask = u32::MAX
+                .checked_shl(32 - u32::from(prefixes.v4))
+                .unwrap_or(0);
+            IpAddr::V4(std::net::Ipv4Addr::from(u32::from(v4) & mask))
+        }
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
+            Some(v4) => source_group(IpAddr::V4(v4), prefixes),
             None => {
-                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(prefixes.v6))
+                    .unwrap_or(0);
+                IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
             }
         },
     }
@@ -64,6 +75,8 @@ pub struct Admission {
     per_source: Arc<Mutex<HashMap<IpAddr, usize>>>,
     per_source_max: usize,
     handshakes: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    all_handshakes: Option<Arc<DefaultDirectRateLimiter>>,
+    prefixes: SourcePrefixes,
     unauthenticated: Arc<Mutex<Unauthenticated>>,
     unauthenticated_max: usize,
 }
@@ -108,9 +121,18 @@ pub struct Ticket {
     unauthenticated: Arc<Mutex<Unauthenticated>>,
     id: u64,
     evicted: CancellationToken,
+    all_handshakes: Option<Arc<DefaultDirectRateLimiter>>,
 }
 
 impl Ticket {
+    /// Counts this connection's handshake against the global rate; false
+    /// when the relay is under load (past it).
+    pub fn handshake_within_rate(&self) -> bool {
+        self.all_handshakes
+            .as_ref()
+            .is_none_or(|limiter| limiter.check().is_ok())
+    }
+
     /// Resolves when newer connections evicted this one from the budget of
     /// connections still in their handshake: the caller drops it then.
     pub async fn evicted(&self) {
@@ -156,27 +178,34 @@ impl Drop for Ticket {
 impl Admission {
     /// Builds admission from the configured limits.
     pub fn new(limits: &Limits) -> Self {
-        let handshakes = NonZeroU32::new(limits.handshakes_per_second_per_source).map(|rate| {
-            let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 > 0"));
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
+        let quota = |rate: u32| {
+            NonZeroU32::new(rate).map(|rate| {
+                let burst = rate.saturating_mul(NonZeroU32::new(2).expect("2 > 0"));
+                Quota::per_second(rate).allow_burst(burst)
+            })
+        };
+        let handshakes = quota(limits.handshakes_per_second_per_source).map(RateLimiter::keyed);
+        let all_handshakes =
+            quota(limits.handshakes_per_second).map(|q| Arc::new(RateLimiter::direct(q)));
         Admission {
             global: Arc::new(Semaphore::new(limits.max_connections)),
             per_source: Arc::new(Mutex::new(HashMap::new())),
             per_source_max: limits.max_connections_per_source,
             handshakes,
+            all_handshakes,
+            prefixes: limits.source_prefixes,
             unauthenticated: Arc::default(),
             unauthenticated_max: (limits.max_connections / 4).max(1),
         }
     }
 
     /// Admits a connection from `source`, or says why not. Sources are
-    /// counted by [`source_group`]: one IPv6 /64 is one source.
+    /// counted by [`source_group`]: by default one IPv6 /64 is one source.
     ///
     /// # Errors
     /// The [`Refusal`] reason.
     pub fn admit(&self, source: IpAddr) -> Result<Ticket, Refusal> {
-        let source = source_group(source);
+        let source = source_group(source, self.prefixes);
         if let Some(limiter) = &self.handshakes {
             limiter
                 .check_key(&source)
@@ -223,6 +252,7 @@ impl Admission {
             unauthenticated: Arc::clone(&self.unauthenticated),
             id,
             evicted,
+            all_handshakes: self.all_handshakes.clone(),
         })
     }
 
@@ -247,6 +277,8 @@ mod tests {
             max_connections: max,
             max_connections_per_source: per_source,
             handshakes_per_second_per_source: rate,
+            handshakes_per_second: 0,
+            source_prefixes: SourcePrefixes::default(),
         }
     }
 
@@ -312,7 +344,47 @@ mod tests {
         assert_eq!(a.admit(same_64).unwrap_err(), Refusal::SourceFull);
         assert!(a.admit("2001:db8:1:3::1".parse().unwrap()).is_ok());
         let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
-        assert_eq!(source_group(mapped), "10.0.0.1".parse::<IpAddr>().unwrap());
+        let prefixes = SourcePrefixes::default();
+        assert_eq!(
+            source_group(mapped, prefixes),
+            "10.0.0.1".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn source_prefixes_are_configurable() {
+        let group = |ip: &str, v4, v6| {
+            source_group(ip.parse().unwrap(), SourcePrefixes { v4, v6 }).to_string()
+        };
+        assert_eq!(group("192.0.2.77", 24, 64), "192.0.2.0");
+        assert_eq!(group("192.0.2.77", 32, 64), "192.0.2.77");
+        assert_eq!(group("2001:db8:1:2:3::9", 32, 48), "2001:db8:1::");
+        assert_eq!(group("2001:db8:1:2:3::9", 32, 128), "2001:db8:1:2:3::9");
+        assert_eq!(group("::ffff:192.0.2.77", 16, 64), "192.0.0.0");
+        let mut limits = limits(100, 1, 0);
+        limits.source_prefixes.v4 = 24;
+        let a = Admission::new(&limits);
+        let _first = a.admit("192.0.2.1".parse().unwrap()).unwrap();
+        assert_eq!(
+            a.admit("192.0.2.200".parse().unwrap()).unwrap_err(),
+            Refusal::SourceFull
+        );
+        assert!(a.admit("192.0.3.1".parse().unwrap()).is_ok());
+    }
+
+    #[test]
+    fn past_the_global_handshake_rate_the_relay_is_under_load() {
+        let mut limits = limits(1000, 1000, 0);
+        limits.handshakes_per_second = 5;
+        let a = Admission::new(&limits);
+        let within = (0..50)
+            .filter(|n| {
+                a.admit(format!("10.0.{n}.1").parse().unwrap())
+                    .unwrap()
+                    .handshake_within_rate()
+            })
+            .count();
+        assert!((10..=12).contains(&within), "{within}");
     }
 
     #[tokio::test]

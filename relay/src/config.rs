@@ -221,6 +221,17 @@ pub struct LimitsConfig {
     /// Handshakes per second accepted from one source address (burst: twice
     /// that); 0 turns the limit off (benchmarks only).
     pub handshakes_per_second_per_source: u32,
+    /// Handshakes per second, all sources together (burst: twice that),
+    /// beyond which the relay is *under load*: a first message without the
+    /// MAC made with the relay's key (endpoints older than 1.4) is then
+    /// dropped before any key agreement; 0 never counts as under load.
+    pub handshakes_per_second: u32,
+    /// How many leading bits of an IPv4 address make one source for the
+    /// per-source limits (32: each address).
+    pub ipv4_source_prefix: u8,
+    /// The same for IPv6 (64: one subscriber's network, which a single
+    /// customer holds whole).
+    pub ipv6_source_prefix: u8,
 }
 
 impl Default for LimitsConfig {
@@ -231,6 +242,9 @@ impl Default for LimitsConfig {
             max_connections: 1024,
             max_connections_per_source: 64,
             handshakes_per_second_per_source: 20,
+            handshakes_per_second: 500,
+            ipv4_source_prefix: 32,
+            ipv6_source_prefix: 64,
         }
     }
 }
@@ -248,6 +262,26 @@ pub struct Limits {
     pub max_connections_per_source: usize,
     /// See [`LimitsConfig::handshakes_per_second_per_source`].
     pub handshakes_per_second_per_source: u32,
+    /// See [`LimitsConfig::handshakes_per_second`].
+    pub handshakes_per_second: u32,
+    /// See [`LimitsConfig::ipv4_source_prefix`] and
+    /// [`LimitsConfig::ipv6_source_prefix`].
+    pub source_prefixes: SourcePrefixes,
+}
+
+/// How many leading bits of an address make one source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourcePrefixes {
+    /// For IPv4, 8 to 32.
+    pub v4: u8,
+    /// For IPv6, 16 to 128.
+    pub v6: u8,
+}
+
+impl Default for SourcePrefixes {
+    fn default() -> Self {
+        SourcePrefixes { v4: 32, v6: 64 }
+    }
 }
 
 impl LimitsConfig {
@@ -259,12 +293,26 @@ impl LimitsConfig {
         let duration = |key: &str, text: &str| {
             parse_duration(text).map_err(|e| anyhow::anyhow!("limits.{key}: {e}"))
         };
+        let prefix = |key: &str, bits: u8, min: u8, max: u8| {
+            if (min..=max).contains(&bits) {
+                Ok(bits)
+            } else {
+                Err(anyhow::anyhow!(
+                    "limits.{key}: {bits} bits; it must be from {min} to {max}"
+                ))
+            }
+        };
         Ok(Limits {
             handshake_timeout: duration("handshake-timeout", &self.handshake_timeout)?,
             idle_timeout: duration("idle-timeout", &self.idle_timeout)?,
             max_connections: self.max_connections.max(1),
             max_connections_per_source: self.max_connections_per_source.max(1),
             handshakes_per_second_per_source: self.handshakes_per_second_per_source,
+            handshakes_per_second: self.handshakes_per_second,
+            source_prefixes: SourcePrefixes {
+                v4: prefix("ipv4-source-prefix", self.ipv4_source_prefix, 8, 32)?,
+                v6: prefix("ipv6-source-prefix", self.ipv6_source_prefix, 16, 128)?,
+            },
         })
     }
 }

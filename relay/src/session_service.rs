@@ -10,11 +10,11 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use ferry_net::io::{Channel, ChannelError, FramedIo};
 use ferry_net::throttle::Throttle;
 use ferry_protocol::message::{Hello, Message};
-use ferry_protocol::session::Responder;
+use ferry_protocol::session::{check_first_mac, FirstMac, Responder};
 use ferry_protocol::transport::Transport;
 use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use ferry_protocol::ProtocolError;
@@ -38,7 +38,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
             info!("handshake from {peer} dropped: newer connections needed its place among those not yet authenticated");
             return;
         }
-        done = tokio::time::timeout(shared.limits.handshake_timeout, handshake(&shared, &mut io)) => done,
+        done = tokio::time::timeout(shared.limits.handshake_timeout, handshake(&shared, &mut io, &ticket)) => done,
     };
     let (transport, client) = match handshake {
         Err(_) => {
@@ -119,6 +119,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
 async fn handshake(
     shared: &Arc<Shared>,
     io: &mut FramedIo<TcpStream>,
+    ticket: &Ticket,
 ) -> Result<(Transport, ClientRecord)> {
     let preamble = Preamble::decode(&io.read_preamble().await?, ConnectionKind::Session)?;
     let ours = Preamble::current(ConnectionKind::Session).encode();
@@ -126,8 +127,22 @@ async fn handshake(
         io.write_raw(&ours).await?;
         return Err(mismatch.into());
     }
-    let first = io.read_frame().await?;
-    let responder = Responder::read_first(&shared.keys, &first)
+    let frame = io.read_frame().await?;
+    // Before any key agreement: only holders of this relay's key can make
+    // the MAC, and under load a first message without one is dropped.
+    let (first, mac) = check_first_mac(&shared.keys.public, &frame);
+    let within_rate = ticket.handshake_within_rate();
+    match mac {
+        FirstMac::Valid => {}
+        FirstMac::Invalid => bail!(
+            "the first handshake message's MAC was not made with this relay's key; dropped before any key agreement"
+        ),
+        FirstMac::Absent if within_rate => {}
+        FirstMac::Absent => bail!(
+            "under load (past limits.handshakes-per-second): a first handshake message without a MAC (an endpoint older than 1.4) dropped before any key agreement"
+        ),
+    }
+    let responder = Responder::read_first(&shared.keys, first)
         .map_err(|e| anyhow!("first handshake message rejected: {e}"))?;
     let key = responder.peer;
     let client = shared

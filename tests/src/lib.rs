@@ -470,6 +470,29 @@ impl Endpoint {
         serde_json::from_str(&out).expect("restore --json")
     }
 
+    /// This endpoint's key pair and the relay key it paired with, as the
+    /// state directory holds them.
+    ///
+    /// # Panics
+    /// When the endpoint is not paired.
+    pub fn session_keys(
+        &self,
+    ) -> (
+        ferry_protocol::keys::StaticKeypair,
+        ferry_protocol::keys::PublicKey,
+    ) {
+        let keys =
+            ferry_net::io::keyfile::load(&self.state().join("keys/endpoint.key")).expect("key");
+        let record = fs::read_to_string(self.state().join("relay.toml")).expect("relay.toml");
+        let relay_hex = record
+            .lines()
+            .find_map(|l| l.strip_prefix("relay-key = "))
+            .expect("relay-key");
+        let relay_key =
+            ferry_protocol::keys::PublicKey::from_hex(relay_hex.trim_matches('"')).expect("hex");
+        (keys, relay_key)
+    }
+
     /// Rewrites the session addresses recorded at pairing.
     pub fn set_addresses(&self, addresses: &[String]) {
         let path = self.state().join("relay.toml");
@@ -512,7 +535,8 @@ impl RawSession {
         Self::open_as(relay, endpoint, 0)
     }
 
-    /// Like [`RawSession::open`], saying protocol minor version `minor`.
+    /// Like [`RawSession::open`], saying protocol minor version `minor`
+    /// (its first message has the MAC from 1.4 on, as such peers send).
     ///
     /// # Panics
     /// When the relay does not accept the session.
@@ -525,21 +549,18 @@ impl RawSession {
         use ferry_protocol::timestamp::Timestamp;
         use ferry_protocol::version::{ConnectionKind, Preamble};
 
-        let keys =
-            ferry_net::io::keyfile::load(&endpoint.state().join("keys/endpoint.key")).expect("key");
-        let record = fs::read_to_string(endpoint.state().join("relay.toml")).expect("relay.toml");
-        let relay_hex = record
-            .lines()
-            .find_map(|l| l.strip_prefix("relay-key = "))
-            .expect("relay-key");
-        let relay_key =
-            ferry_protocol::keys::PublicKey::from_hex(relay_hex.trim_matches('"')).expect("hex");
+        let (keys, relay_key) = endpoint.session_keys();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .expect("clock");
         let mut first = Vec::new();
-        let initiator = Initiator::start(&keys, &relay_key, Timestamp::from_unix(now), &mut first)
-            .expect("start");
+        let now = Timestamp::from_unix(now);
+        let initiator = if minor >= 4 {
+            Initiator::start(&keys, &relay_key, now, &mut first)
+        } else {
+            Initiator::start_without_mac(&keys, &relay_key, now, &mut first)
+        }
+        .expect("start");
         let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
         encode_frame(&first, &mut out).expect("frame");
         let mut stream = std::net::TcpStream::connect(relay.session_addr).expect("connect");

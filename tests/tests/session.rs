@@ -426,3 +426,76 @@ fn refusals_are_coded_for_current_endpoints_and_text_for_older_ones() {
         other => panic!("expected Failed, got {other:?}"),
     }
 }
+
+/// The preamble and the first handshake frame of `endpoint`, its MAC as
+/// `mac` says: made with the relay's key, `Some(bytes)` in its place, or
+/// none (an endpoint older than 1.4).
+fn first_frame(endpoint: &Endpoint, mac: Option<Option<[u8; 32]>>) -> Vec<u8> {
+    use ferry_protocol::session::{Initiator, MAC_LEN};
+    use ferry_protocol::timestamp::Timestamp;
+    let (keys, relay_key) = endpoint.session_keys();
+    let now = Timestamp::from_unix(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap(),
+    );
+    let mut first = Vec::new();
+    match mac {
+        None => drop(Initiator::start_without_mac(&keys, &relay_key, now, &mut first).unwrap()),
+        Some(given) => {
+            drop(Initiator::start(&keys, &relay_key, now, &mut first).unwrap());
+            if let Some(bytes) = given {
+                let at = first.len() - MAC_LEN;
+                first[at..].copy_from_slice(&bytes);
+            }
+        }
+    }
+    let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
+    ferry_protocol::frame::encode_frame(&first, &mut out).unwrap();
+    out
+}
+
+/// Sends `frame` as a new connection; true when the relay answers it.
+fn answered(relay: &Relay, frame: &[u8]) -> bool {
+    let mut stream = TcpStream::connect(relay.session_addr).unwrap();
+    stream.write_all(frame).unwrap();
+    stream.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut preamble = [0u8; 8];
+    stream.read_exact(&mut preamble).is_ok()
+}
+
+#[test]
+fn a_first_message_whose_mac_is_not_made_with_the_relays_key_is_dropped_before_key_agreement() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    assert!(!answered(
+        &relay,
+        &first_frame(&endpoint, Some(Some([7; 32])))
+    ));
+    relay.wait_for_log("MAC was not made with this relay's key; dropped before any key agreement");
+    // The same message with its true MAC, and without one, are answered.
+    assert!(answered(&relay, &first_frame(&endpoint, Some(None))));
+    assert!(answered(&relay, &first_frame(&endpoint, None)));
+}
+
+#[test]
+fn under_load_first_messages_without_a_mac_are_dropped_and_current_endpoints_get_in() {
+    let relay = Relay::start_with(ferry_tests::RelayOptions {
+        limits: Some(limits("10s", 64) + "handshakes-per-second = 1\n"),
+        ..ferry_tests::RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // A burst of two, then one a second: most of these are past the rate.
+    let legacy = (0..6)
+        .filter(|_| answered(&relay, &first_frame(&endpoint, None)))
+        .count();
+    assert!((1..=3).contains(&legacy), "{legacy} of 6 answered");
+    relay.wait_for_log("under load (past limits.handshakes-per-second)");
+    // Handshakes with the MAC are answered whatever the load.
+    for _ in 0..4 {
+        assert!(answered(&relay, &first_frame(&endpoint, Some(None))));
+    }
+    assert_eq!(endpoint.status_json()["path"], "lan");
+}
