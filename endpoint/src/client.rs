@@ -29,6 +29,9 @@ pub enum ClientError {
     /// The link broke.
     #[error("the session with the relay broke: {0}")]
     Broken(#[source] ChannelError),
+    /// The relay sent nothing for this long while a request waited.
+    #[error("the relay sent nothing for {0:?} while a request waited: the relay or the link stopped, and the session was ended")]
+    Silent(Duration),
     /// An answer of the wrong kind.
     #[error("the relay answered {got} where {expected} was expected")]
     Unexpected {
@@ -185,14 +188,30 @@ impl RelayClient {
         }
     }
 
+    /// The next answer; [`Message::Working`] in between only resets the
+    /// wait, and a relay silent for [`RelayClient::silence_limit`] ends it.
     async fn next_answer(&mut self) -> Result<Message> {
-        let answer = self
-            .session
-            .channel
-            .recv()
-            .await
-            .map_err(ClientError::Broken)?;
-        answer_or_end(answer)
+        let limit = self.silence_limit();
+        loop {
+            let answer = tokio::time::timeout(limit, self.session.channel.recv())
+                .await
+                .map_err(|_| ClientError::Silent(limit))?
+                .map_err(ClientError::Broken)?;
+            if answer != Message::Working {
+                return answer_or_end(answer);
+            }
+        }
+    }
+
+    /// How long the relay may send nothing while a request waits: the
+    /// configured silence timeout, or, from relays older than 1.4 which do
+    /// not say they are working, at least as long as a write may stall.
+    fn silence_limit(&self) -> Duration {
+        if self.session.relay_hello.minor >= 4 {
+            self.session.silence
+        } else {
+            crate::connect::WRITE_STALL.max(self.session.silence)
+        }
     }
 
     /// Bytes sent on the connection so far (handshake, framing and encryption included).

@@ -80,6 +80,11 @@ pub struct ConnectConfig {
     pub timeout: String,
     /// Time allowed for the handshake once connected.
     pub handshake_timeout: String,
+    /// A relay (of protocol 1.4 on, which says it is working every 10 s
+    /// while busy) that sends nothing for this long while a request waits
+    /// has stopped, or its link has: the session is ended. Keep it well
+    /// above those 10 s.
+    pub silence_timeout: String,
 }
 
 impl Default for ConnectConfig {
@@ -88,6 +93,7 @@ impl Default for ConnectConfig {
             lan_timeout: "1500ms".into(),
             timeout: "10s".into(),
             handshake_timeout: "10s".into(),
+            silence_timeout: "60s".into(),
         }
     }
 }
@@ -101,6 +107,8 @@ pub struct ConnectTimeouts {
     pub internet: Duration,
     /// See [`ConnectConfig::handshake_timeout`].
     pub handshake: Duration,
+    /// See [`ConnectConfig::silence_timeout`].
+    pub silence: Duration,
 }
 
 impl ConnectConfig {
@@ -116,6 +124,7 @@ impl ConnectConfig {
             lan: d("lan-timeout", &self.lan_timeout)?,
             internet: d("timeout", &self.timeout)?,
             handshake: d("handshake-timeout", &self.handshake_timeout)?,
+            silence: d("silence-timeout", &self.silence_timeout)?,
         })
     }
 }

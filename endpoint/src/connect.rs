@@ -104,6 +104,9 @@ pub struct Session {
     pub path: Path,
     /// The relay's greeting.
     pub relay_hello: Hello,
+    /// How long the relay may be silent while a request waits (see
+    /// `ConnectTimeouts::silence`).
+    pub silence: Duration,
 }
 
 /// Opens a session: tries `addresses` in order (the first with the LAN
@@ -161,6 +164,7 @@ pub async fn connect(
                         address: address.clone(),
                         path,
                         relay_hello,
+                        silence: timeouts.silence,
                     })
                 }
                 Ok(Err(ConnectError::Refused { .. })) if tried < HANDSHAKE_TRIES => {

@@ -282,7 +282,15 @@ pub enum Message {
         /// Why, for the user.
         message: String,
     },
+    /// The relay is still working on the oldest request not yet answered
+    /// (a long commit, an fsync): sent every [`WORKING_INTERVAL`] while it
+    /// is, to endpoints of protocol 1.4 on, so their read timeout tells a
+    /// relay that went silent from one that is busy.
+    Working,
 }
+
+/// How often the relay says [`Message::Working`] while a request waits.
+pub const WORKING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why the relay refused a request. Its variant order is part of the wire
 /// format, as [`Message`]'s is.
@@ -361,6 +369,7 @@ impl Message {
             Message::GetDamage => "GetDamage",
             Message::Damage { .. } => "Damage",
             Message::Refused { .. } => "Refused",
+            Message::Working => "Working",
         }
     }
 }
@@ -575,6 +584,7 @@ mod tests {
             any::<u64>().prop_map(|nonce| Message::Ping { nonce }),
             any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
             ".{0,200}".prop_map(|reason| Message::Close { reason }),
+            Just(Message::Working),
             (
                 any::<[u8; 32]>(),
                 any::<[u8; 32]>(),

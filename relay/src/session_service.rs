@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Result};
 use ferry_net::io::{Channel, ChannelError, FramedIo};
 use ferry_net::throttle::Throttle;
-use ferry_protocol::message::{Hello, Message};
+use ferry_protocol::message::{Hello, Message, WORKING_INTERVAL};
 use ferry_protocol::session::{check_first_mac, FirstMac, Responder};
 use ferry_protocol::transport::Transport;
 use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
@@ -196,6 +196,10 @@ async fn run_session(
         }))
         .await?;
     let (requests, mut replies, busy) = Worker::start(transfer);
+    // Said when a request has waited a whole interval with nothing sent.
+    let mut working = tokio::time::interval(WORKING_INTERVAL);
+    working.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sent_since_tick = true;
     loop {
         let event = tokio::select! {
             biased;
@@ -207,10 +211,19 @@ async fn run_session(
             }
             reply = replies.recv() => Event::Reply(reply),
             received = tokio::time::timeout(idle, channel.recv()) => Event::Received(received),
+            _ = working.tick() => Event::Tick,
         };
         match event {
+            Event::Tick => {
+                let waiting = busy.load(Ordering::Acquire) > 0;
+                if waiting && !sent_since_tick && peer_minor >= WORKING_SINCE_MINOR {
+                    channel.send(&Message::Working).await?;
+                }
+                sent_since_tick = false;
+            }
             Event::Reply(Some(Ok(reply))) => {
                 channel.send(&for_peer(reply)).await?;
+                sent_since_tick = true;
                 meter.settle(&channel.io).await;
             }
             Event::Reply(Some(Err(e))) => return refuse(channel, e, peer_minor).await,
@@ -278,8 +291,13 @@ async fn refuse(
 /// How long a session that failed keeps reading after its `Failed`.
 const FAILED_LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// The first protocol minor whose endpoints understand [`Message::Working`].
+const WORKING_SINCE_MINOR: u16 = 4;
+
 /// What the message loop woke up for.
 enum Event {
+    /// Time to say [`Message::Working`] if a request has waited all along.
+    Tick,
     Reply(Option<Result<Message, TransferError>>),
     Received(Result<Result<Message, ChannelError>, tokio::time::error::Elapsed>),
 }
