@@ -188,6 +188,7 @@ pub async fn run(
         view: None,
         control,
         max_file: max_file_allowed,
+        unsynced_objects: 0,
     };
     let mut root = DirNode::default();
     match source {
@@ -313,6 +314,9 @@ struct Backup<'a> {
     control: &'a Control,
     /// The largest single file the relay accepts in this session.
     max_file: Option<u64>,
+    /// Trees and contents sent since the last `Sync` this backup asked for
+    /// on their account (the relay holds them in memory until one).
+    unsynced_objects: usize,
 }
 
 impl Backup<'_> {}

@@ -387,6 +387,12 @@ pub const MAX_SIGNATURES: usize = 512;
 /// quarter of this).
 pub const MAX_UNSYNCED_CHUNKS: usize = 32_768;
 
+/// Most trees and contents a sender may have pending between two `Sync`s
+/// (contents held for chunks not yet stored count too): the relay holds a
+/// row for each in memory, so it refuses more (the endpoint syncs at a
+/// thirty-second of this).
+pub const MAX_PENDING_OBJECTS: usize = 1 << 18;
+
 /// One chunk in a [`ChunkBatch`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChunkPut {

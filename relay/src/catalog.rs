@@ -29,6 +29,7 @@ mod limits;
 mod pairing;
 mod sets;
 mod snapshots;
+mod staged;
 mod verify;
 pub use clients::ClientRecord;
 pub use garbage::PackUsage;
@@ -148,6 +149,18 @@ const MIGRATIONS: &[&str] = &[
         secs INTEGER NOT NULL,
         nanos INTEGER NOT NULL
     );",
+    // 9: the trees an open upload sent, durable but not yet checked by its
+    // commit (see `staged.rs`); emptied at every start.
+    "CREATE TABLE staged_trees (
+        upload INTEGER NOT NULL,
+        client_id INTEGER NOT NULL,
+        id BLOB NOT NULL,
+        pack INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        length INTEGER NOT NULL,
+        compressed INTEGER NOT NULL,
+        PRIMARY KEY (upload, id)
+    ) WITHOUT ROWID;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

@@ -30,6 +30,8 @@ pub struct Repo {
     catalog_path: PathBuf,
     blobs: Blobs,
     uploads: Arc<OpenUploads>,
+    /// The last upload id handed out (staged trees are keyed by it).
+    last_upload: std::sync::atomic::AtomicU64,
 }
 
 impl Repo {
@@ -40,6 +42,7 @@ impl Repo {
             catalog_path: catalog_path.to_path_buf(),
             blobs: Blobs::new(store),
             uploads: Arc::default(),
+            last_upload: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -87,6 +90,14 @@ impl Repo {
     /// The blob store.
     pub fn blobs(&self) -> &Blobs {
         &self.blobs
+    }
+
+    /// A new upload's id, unique while this process runs (staged trees
+    /// are dropped at every start).
+    pub fn next_upload_id(&self) -> u64 {
+        self.last_upload
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1
     }
 
     /// Opens an upload of `client`'s set `set`, at once, collection or

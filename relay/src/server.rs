@@ -119,6 +119,8 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         );
     }
     crate::gc_service::drop_stale_request(&mut catalog)?;
+    // Trees staged by uploads a killed relay left open: no upload is open now.
+    catalog.drop_all_staged_trees()?;
     let rates = Rates::new(config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;

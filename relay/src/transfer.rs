@@ -242,7 +242,7 @@ impl Transfer {
                         ),
                     }));
                 };
-                self.upload = Some(Upload::begin(permit, set_id, retention));
+                self.upload = Some(Upload::begin(&self.repo, permit, set_id, retention));
                 Some(Message::BackupReady {
                     max_file: self.policy.and_then(|p| p.max_file),
                 })
@@ -418,26 +418,42 @@ impl Transfer {
         Ok(self.repo.catalog(f)?)
     }
 
-    /// The blob's row: pending in this upload, or committed.
+    /// The blob's row: pending or staged in this upload, or committed.
     fn find(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<BlobRow>> {
-        if let Some(row) = self
-            .upload
-            .as_ref()
-            .and_then(|u| u.pending.get(&(kind, *id)))
-        {
-            return Ok(Some(*row));
+        if let Some(row) = self.sent_now(kind, id)? {
+            return Ok(Some(row));
         }
         let client = self.client;
         self.catalog(|c| c.find_blob(client, kind, id))
     }
 
+    /// The row of a blob this upload sent and the catalog does not index
+    /// yet: pending (unsynced, or a content held for its chunks), or a
+    /// tree staged for the commit.
+    fn sent_now(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<BlobRow>> {
+        let Some(upload) = &self.upload else {
+            return Ok(None);
+        };
+        if let Some(row) = upload.pending.get(&(kind, *id)) {
+            return Ok(Some(*row));
+        }
+        if kind != BlobKind::Tree || !upload.staged {
+            return Ok(None);
+        }
+        let upload_id = upload.id;
+        self.catalog(|c| c.staged_tree(upload_id, id))
+    }
+
+    /// Whether `tree` was sent by this upload (so the commit checks it).
+    fn is_new_tree(&self, tree: &TreeId) -> Result<bool> {
+        Ok(self.sent_now(BlobKind::Tree, &tree.0)?.is_some())
+    }
+
     /// Whether the client holds the blob whole, as uploads need it: a
     /// damaged or incomplete one counts as missing, so it is sent again.
     fn has(&self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
-        if let Some(upload) = &self.upload {
-            if upload.pending.contains_key(&(kind, *id)) {
-                return Ok(true);
-            }
+        if self.sent_now(kind, id)?.is_some() {
+            return Ok(true);
         }
         let client = self.client;
         let found = self.catalog(|c| c.find_blob_state(client, kind, id))?;
@@ -449,13 +465,13 @@ impl Transfer {
     /// upload, or reused from the catalog and so kept by collections
     /// running beside it (`Catalog::reuse`).
     fn reuse(&mut self, kind: BlobKind, ids: &[[u8; 32]]) -> Result<Vec<bool>> {
-        let Some(upload) = &self.upload else {
+        let Some(since) = self.upload.as_ref().map(Upload::since_ms) else {
             return ids.iter().map(|id| self.has(kind, id)).collect();
         };
         let mut found: Vec<bool> = ids
             .iter()
-            .map(|id| upload.pending.contains_key(&(kind, *id)))
-            .collect();
+            .map(|id| Ok(self.sent_now(kind, id)?.is_some()))
+            .collect::<Result<_>>()?;
         let lookups: Vec<[u8; 32]> = ids
             .iter()
             .zip(&found)
@@ -465,7 +481,7 @@ impl Transfer {
         if lookups.is_empty() {
             return Ok(found);
         }
-        let (client, since) = (self.client, upload.since_ms());
+        let client = self.client;
         let stored = self.catalog(|c| c.reuse(client, kind, &lookups, since, now_ms()))?;
         let mut stored = stored.into_iter();
         for f in found.iter_mut().filter(|f| !**f) {

@@ -4,6 +4,11 @@
 
 use super::*;
 
+/// Trees and contents sent between two `Sync`s asked for on their account:
+/// the relay holds them in memory until one (it refuses more than
+/// [`ferry_protocol::message::MAX_PENDING_OBJECTS`]).
+const SYNC_OBJECTS: usize = ferry_protocol::message::MAX_PENDING_OBJECTS / 32;
+
 /// Times a file that changes while being read is read again.
 pub(super) const TORN_RETRIES: usize = 3;
 
@@ -246,20 +251,23 @@ impl Backup<'_> {
         base: Option<(ObjectId, &[u8])>,
     ) -> Result<()> {
         let (codec, data) = compress_with(self.uploader.chooser().method(), bytes);
-        if let Some((base, base_bytes)) = base {
-            let patch = ferry_protocol::patch::diff(base_bytes, bytes);
-            if patch.len() < data.len() {
+        let patch = base
+            .map(|(base, base_bytes)| (base, ferry_protocol::patch::diff(base_bytes, bytes)))
+            .filter(|(_, patch)| patch.len() < data.len());
+        let message = match patch {
+            Some((base, patch)) => {
                 self.summary.objects_patched += 1;
-                return Ok(self
-                    .client
-                    .send(&Message::PutObjectPatch { id, base, patch })
-                    .await?);
+                Message::PutObjectPatch { id, base, patch }
             }
+            None => Message::PutObject { id, codec, data },
+        };
+        self.client.send(&message).await?;
+        self.unsynced_objects += 1;
+        if self.unsynced_objects >= SYNC_OBJECTS {
+            self.client.sync_later().await?;
+            self.unsynced_objects = 0;
         }
-        Ok(self
-            .client
-            .send(&Message::PutObject { id, codec, data })
-            .await?)
+        Ok(())
     }
 
     /// The previous version's chunk at `offset`, loading the part of a large

@@ -1,5 +1,5 @@
-//! What a commit must reach: the root, and everything new in this upload
-//! names only what the client holds whole (a [`walk`] over them).
+//! What a commit must reach: the root, and every tree this upload sent
+//! names only what the client holds whole (a [`walk`] from the root).
 
 use std::collections::HashSet;
 
@@ -34,40 +34,26 @@ impl From<TransferError> for Gap {
 }
 
 impl Transfer {
-    /// Checks that the root exists and that every tree and content uploaded
-    /// in this backup references only what exists. Trees in the catalog
-    /// were complete when they were indexed: a tree is indexed only by the
-    /// commit that checked it (see `sync`). Once something this client
-    /// stored was found damaged, a tree that exists may not be whole below
-    /// it, so the whole snapshot is walked instead.
-    pub(super) fn check_closure(
-        &self,
-        root: &TreeId,
-        new_trees: &HashSet<TreeId>,
-        new_contents: &HashSet<ContentId>,
-    ) -> Result<(), Gap> {
+    /// Checks that the root exists and that every tree this upload sent,
+    /// walked down from the root, names only what the client holds whole.
+    /// A tree in the catalog was complete when it was indexed (a tree is
+    /// indexed only by the commit that checked it), and a content in the
+    /// catalog has its chunks and parts (it is indexed only once they are,
+    /// see `sync`): the walk does not go below either. Once something this
+    /// client stored was found damaged, an object that exists may not be
+    /// whole below it, so the whole snapshot is walked instead.
+    pub(super) fn check_closure(&self, root: &TreeId) -> Result<(), Gap> {
         self.require(BlobKind::Tree, &root.0, "root tree")?;
         let client = self.client;
         let deep = self.catalog(|c| c.has_damage(client))?;
-        let roots: Vec<Node> = if deep {
-            vec![Node::Tree(*root)]
-        } else {
-            let trees = new_trees.iter().copied().map(Node::Tree);
-            trees
-                .chain(new_contents.iter().copied().map(Node::Content))
-                .collect()
-        };
+        let root = Node::Tree(*root);
         let mut check = Closure {
             transfer: self,
             deep,
             seen: HashSet::new(),
-            root: None,
+            root,
         };
-        for node in roots {
-            check.root = Some(node);
-            walk(node, &mut check)?;
-        }
-        Ok(())
+        walk(root, &mut check)
     }
 
     /// Fails naming the blob when the client does not hold it whole.
@@ -83,24 +69,25 @@ impl Transfer {
     }
 }
 
-/// The closure check as a walk: each object it starts from is loaded and
-/// what it names required; with `deep`, everything below is walked too.
+/// The closure check as a walk from the root: what each tree of this
+/// upload names is required, and only those trees are walked below; with
+/// `deep`, everything is.
 struct Closure<'t> {
     transfer: &'t Transfer,
     deep: bool,
     seen: HashSet<Node>,
-    /// The object the current walk starts from.
-    root: Option<Node>,
+    root: Node,
 }
 
 impl Visitor for Closure<'_> {
     type Error = Gap;
 
     fn enter(&mut self, node: Node, _: &[Vec<u8>]) -> Result<bool, Gap> {
-        if Some(node) != self.root {
+        if node != self.root {
             let (kind, id) = BlobKind::of(node);
             self.transfer.require(kind, &id, kind_name(kind))?;
-            if !self.deep {
+            let sent_now = matches!(node, Node::Tree(tree) if self.transfer.is_new_tree(&tree)?);
+            if !self.deep && !sent_now {
                 return Ok(false);
             }
         }

@@ -634,3 +634,61 @@ fn signature_requests_are_bounded_and_distinct() {
         .collect();
     assert!(t.handle(Message::GetSignatures { ids: many }).is_err());
 }
+
+#[test]
+fn an_uploads_trees_wait_on_disk_not_in_memory_until_its_commit_indexes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    begin(&mut t);
+    let data = b"a file in a tree";
+    let chunk = put_chunk(&mut t, data);
+    let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
+    put_object(&mut t, ObjectId::Content(content), &content_bytes);
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    assert!(synced(&mut t).is_empty());
+    let upload = t.upload.as_ref().unwrap();
+    assert!(
+        upload.pending.is_empty(),
+        "nothing held in memory after a sync"
+    );
+    let staged_as = upload.id;
+    assert!(repo
+        .catalog(|c| c.staged_tree(staged_as, &root.0))
+        .unwrap()
+        .is_some());
+    // Not indexed: another session of the client is told it is missing.
+    let mut other = Transfer::new(Arc::clone(&repo), a, None);
+    assert_eq!(
+        missing_objects(&mut other, vec![ObjectId::Tree(root)]),
+        vec![ObjectId::Tree(root)]
+    );
+    assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+    assert!(missing_objects(&mut other, vec![ObjectId::Tree(root)]).is_empty());
+    assert!(repo
+        .catalog(|c| c.staged_tree(staged_as, &root.0))
+        .unwrap()
+        .is_none());
+}
+
+#[test]
+fn an_upload_that_ends_without_a_commit_leaves_no_staged_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    begin(&mut t);
+    let (_, _, root, tree_bytes) = file_tree(&[]);
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    assert!(synced(&mut t).is_empty());
+    let staged_as = t.upload.as_ref().unwrap().id;
+    // A second BackupBegin ends the first upload; so would a dropped link.
+    begin(&mut t);
+    assert!(repo
+        .catalog(|c| c.staged_tree(staged_as, &root.0))
+        .unwrap()
+        .is_none());
+    assert_eq!(
+        missing_objects(&mut t, vec![ObjectId::Tree(root)]),
+        vec![ObjectId::Tree(root)]
+    );
+}

@@ -7,7 +7,7 @@ use ferry_protocol::compress::{compress, Codec};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{
-    Message, ObjectId, Refusal, INCOMPLETE_SNAPSHOT, MAX_UNSYNCED_CHUNKS,
+    Message, ObjectId, Refusal, INCOMPLETE_SNAPSHOT, MAX_PENDING_OBJECTS, MAX_UNSYNCED_CHUNKS,
 };
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, Tree};
@@ -17,11 +17,18 @@ use super::closure::Gap;
 use super::{check, object_key, violation, Result, Transfer, TransferError};
 use crate::catalog::{now_ms, BlobKind, BlobRow, SetId};
 
-/// An open backup: blobs written but not yet in the catalog.
+/// An open backup: blobs written but not yet in the catalog, and its trees
+/// staged there until the commit.
 #[derive(Debug)]
 pub(super) struct Upload {
     /// Tells collections what to keep for this upload until it ends.
     permit: crate::gate::UploadPermit,
+    /// Names its staged trees (`Catalog::stage_trees`).
+    pub(super) id: u64,
+    /// Where its staged trees are dropped if it ends without a commit.
+    repo: std::sync::Arc<crate::repo::Repo>,
+    /// Trees staged and not yet indexed by a commit.
+    pub(super) staged: bool,
     pub(super) set_id: SetId,
     pub(super) retention: Retention,
     /// The store's epoch at the first append since the last sync (`None`:
@@ -30,25 +37,30 @@ pub(super) struct Upload {
     unsynced_since: Option<u64>,
     /// Chunks stored since the last sync (their rows wait for it).
     unsynced_chunks: usize,
+    /// Trees and contents pending (unsynced, or held for their chunks).
+    pending_objects: usize,
     /// A patch against a missing base was logged already.
     told_missing_base: bool,
     /// When the client last sent something for this upload.
     pub(super) progress: std::time::Instant,
     pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
     pub(super) rejected: Vec<ChunkId>,
-    new_trees: HashSet<TreeId>,
-    new_contents: HashSet<ContentId>,
 }
 
 impl Upload {
-    /// A backup of set `set_id` that holds `permit` until it ends.
+    /// A backup of set `set_id` into `repo` that holds `permit` until it ends.
     pub(super) fn begin(
+        repo: &std::sync::Arc<crate::repo::Repo>,
         permit: crate::gate::UploadPermit,
         set_id: SetId,
         retention: Retention,
     ) -> Self {
         Upload {
             permit,
+            id: repo.next_upload_id(),
+            repo: std::sync::Arc::clone(repo),
+            staged: false,
+            pending_objects: 0,
             set_id,
             retention,
             unsynced_since: None,
@@ -57,8 +69,18 @@ impl Upload {
             progress: std::time::Instant::now(),
             pending: HashMap::new(),
             rejected: Vec::new(),
-            new_trees: HashSet::new(),
-            new_contents: HashSet::new(),
+        }
+    }
+}
+
+impl Drop for Upload {
+    /// An upload that ends without a commit leaves no staged tree behind.
+    fn drop(&mut self) {
+        if self.staged {
+            let id = self.id;
+            if let Err(e) = self.repo.catalog(|c| c.drop_staged_trees(id)) {
+                tracing::warn!("cannot drop the staged trees of an abandoned upload: {e:#}");
+            }
         }
     }
 }
@@ -84,7 +106,6 @@ impl Transfer {
         match id {
             ObjectId::Tree(tree) => {
                 Tree::decode(&tree, raw)?;
-                self.upload()?.new_trees.insert(tree);
             }
             ObjectId::Content(content) => {
                 let decoded = Content::decode(&content, raw)?;
@@ -95,7 +116,6 @@ impl Transfer {
                         decoded.len()
                     );
                 }
-                self.upload()?.new_contents.insert(content);
             }
         }
         let (kind, key) = object_key(&id);
@@ -171,6 +191,11 @@ impl Transfer {
                 upload.unsynced_chunks < MAX_UNSYNCED_CHUNKS,
                 "more than {MAX_UNSYNCED_CHUNKS} chunks sent without a Sync"
             );
+        } else {
+            check!(
+                upload.pending_objects < MAX_PENDING_OBJECTS,
+                "more than {MAX_PENDING_OBJECTS} trees and contents sent without a Sync (or held for chunks never sent)"
+            );
         }
         let (at, epoch) = self.repo.blobs().append(&bytes)?;
         let row = BlobRow {
@@ -182,6 +207,7 @@ impl Transfer {
         let upload = self.upload()?;
         upload.unsynced_since.get_or_insert(epoch);
         upload.unsynced_chunks += usize::from(kind == BlobKind::Chunk);
+        upload.pending_objects += usize::from(kind != BlobKind::Chunk);
         upload.pending.insert((kind, id), row);
         Ok(())
     }
@@ -266,21 +292,20 @@ impl Transfer {
                 }
             }
         }
-        // Trees wait for the commit: a tree in the catalog is one whose
-        // closure was checked, so a later backup may trust it (and skip
-        // what is under it) when told it exists.
-        let is_held = |kind: BlobKind, id: &[u8; 32]| {
-            kind == BlobKind::Tree || (kind == BlobKind::Content && held.contains(id))
-        };
-        let rows: Vec<BlobRow> = self
+        let is_held =
+            |kind: BlobKind, id: &[u8; 32]| kind == BlobKind::Content && held.contains(id);
+        // Trees wait for the commit, staged on disk: a tree in the catalog
+        // is one whose closure was checked, so a later backup may trust it
+        // (and skip what is under it) when told it exists.
+        let (trees, rows): (Vec<BlobRow>, Vec<BlobRow>) = self
             .upload()?
             .pending
             .values()
             .filter(|r| !is_held(r.kind, &r.id))
             .copied()
-            .collect();
+            .partition(|r| r.kind == BlobKind::Tree);
         let unsynced_since = self.upload()?.unsynced_since;
-        if rows.is_empty() && unsynced_since.is_none() {
+        if rows.is_empty() && trees.is_empty() && unsynced_since.is_none() {
             return Ok(());
         }
         let epoch = self.repo.blobs().sync()?;
@@ -289,12 +314,17 @@ impl Transfer {
         if unsynced_since.is_some_and(|since| since != epoch) {
             return Err(TransferError::SyncLost);
         }
-        let client = self.client;
+        let (client, upload_id) = (self.client, self.upload()?.id);
+        if !trees.is_empty() {
+            self.upload()?.staged = true;
+            self.catalog(|c| c.stage_trees(upload_id, client, &trees))?;
+        }
         self.catalog(|c| c.insert_blobs(client, &rows))?;
         let upload = self.upload()?;
         upload.unsynced_since = None;
         upload.unsynced_chunks = 0;
         upload.pending.retain(|(kind, id), _| is_held(*kind, id));
+        upload.pending_objects = upload.pending.len();
         Ok(())
     }
 
@@ -307,22 +337,13 @@ impl Transfer {
     ) -> Result<Message> {
         self.sync()?;
         let upload = self.upload()?;
-        if !upload.rejected.is_empty()
-            || upload
-                .pending
-                .keys()
-                .any(|(kind, _)| *kind != BlobKind::Tree)
-        {
+        if !upload.rejected.is_empty() || !upload.pending.is_empty() {
             return Err(violation!("commit before every rejected chunk was resent"));
         }
-        let upload = self.upload()?;
-        let new = (
-            std::mem::take(&mut upload.new_trees),
-            std::mem::take(&mut upload.new_contents),
-        );
-        let closure = self.check_closure(&root, &new.0, &new.1);
-        // Taken either way: a refused commit's trees are never indexed.
-        let upload = self
+        let closure = self.check_closure(&root);
+        // Taken either way: a refused commit's trees are never indexed (they
+        // are dropped with it).
+        let mut upload = self
             .upload
             .take()
             .ok_or_else(|| violation!("commit outside a backup"))?;
@@ -337,8 +358,11 @@ impl Transfer {
             Err(Gap::Failed(e)) => return Err(e),
         }
         let client = self.client;
-        let trees: Vec<BlobRow> = upload.pending.values().copied().collect();
-        self.catalog(|c| c.insert_blobs(client, &trees))?;
+        if upload.staged {
+            let upload_id = upload.id;
+            self.catalog(|c| c.index_staged_trees(upload_id))?;
+            upload.staged = false;
+        }
         let snapshot = self.catalog(|c| {
             c.insert_snapshot(
                 client,

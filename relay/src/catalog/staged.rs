@@ -1,0 +1,125 @@
+//! Trees an open upload sent, staged apart from the blob index.
+//!
+//! A tree in `blobs` is one whose closure a commit checked, so a later
+//! backup told it exists skips all that is under it. An upload's own trees
+//! therefore wait for its commit; they wait here, on disk, rather than in
+//! the relay's memory (a backup of a million directories would otherwise
+//! hold a million rows in RAM until it ends). The commit moves them into
+//! `blobs`; an upload that ends without one drops them, and a start drops
+//! what a killed relay left.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{codec_from_sql, now_ms, BlobKind, BlobRow, Catalog, ClientId, Result};
+use crate::store::BlobLocation;
+
+impl Catalog {
+    /// Stages `client`'s trees `rows` (durable in their packs) for `upload`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn stage_trees(&mut self, upload: u64, client: ClientId, rows: &[BlobRow]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO staged_trees (upload, client_id, id, pack, offset, length, compressed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for row in rows {
+                insert.execute(params![
+                    upload as i64,
+                    client,
+                    &row.id[..],
+                    row.at.pack,
+                    row.at.offset as i64,
+                    row.at.len,
+                    row.codec.code()
+                ])?;
+            }
+        }
+        Ok(tx.commit()?)
+    }
+
+    /// A tree staged by `upload`, if it is.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn staged_tree(&self, upload: u64, id: &[u8; 32]) -> Result<Option<BlobRow>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT pack, offset, length, compressed FROM staged_trees WHERE upload = ?1 AND id = ?2",
+            )?
+            .query_row(params![upload as i64, &id[..]], |r| {
+                Ok(BlobRow {
+                    kind: BlobKind::Tree,
+                    id: *id,
+                    at: BlobLocation {
+                        pack: r.get(0)?,
+                        offset: r.get::<_, i64>(1)? as u64,
+                        len: r.get(2)?,
+                    },
+                    codec: codec_from_sql(r.get(3)?)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Moves `upload`'s staged trees into the blob index (its commit
+    /// checked them), in one transaction; as `insert_blobs` does, a tree
+    /// sent again in place of a damaged one takes its row and heals it.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn index_staged_trees(&mut self, upload: u64) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE damage SET healed_at = ?3
+             WHERE kind = ?2 AND healed_at IS NULL AND EXISTS (SELECT 1 FROM staged_trees s
+                 WHERE s.upload = ?1 AND s.client_id = damage.client_id AND s.id = damage.blob)",
+            params![upload as i64, BlobKind::Tree as i64, now],
+        )?;
+        tx.execute(
+            "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at)
+             SELECT client_id, ?2, id, pack, offset, length, compressed, ?3
+             FROM staged_trees WHERE upload = ?1 AND true
+             ON CONFLICT (client_id, kind, id) DO UPDATE SET
+               pack = excluded.pack, offset = excluded.offset, length = excluded.length,
+               compressed = excluded.compressed, stored_at = excluded.stored_at,
+               state = 0, verified_at = 0
+             WHERE blobs.state != 0",
+            params![upload as i64, BlobKind::Tree as i64, now],
+        )?;
+        tx.execute(
+            "DELETE FROM staged_trees WHERE upload = ?1",
+            [upload as i64],
+        )?;
+        Ok(tx.commit()?)
+    }
+
+    /// Drops `upload`'s staged trees (it ended without a commit).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn drop_staged_trees(&mut self, upload: u64) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM staged_trees WHERE upload = ?1",
+            [upload as i64],
+        )?;
+        Ok(())
+    }
+
+    /// Drops every staged tree: at start, no upload is open.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn drop_all_staged_trees(&mut self) -> Result<()> {
+        self.conn.execute("DELETE FROM staged_trees", [])?;
+        Ok(())
+    }
+}
