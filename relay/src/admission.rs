@@ -276,6 +276,7 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             max_connections: max,
             max_connections_per_source: per_source,
+            max_sessions_per_client: 8,
             handshakes_per_second_per_source: rate,
             handshakes_per_second: 0,
             source_prefixes: SourcePrefixes::default(),

@@ -218,6 +218,9 @@ pub struct LimitsConfig {
     pub max_connections: usize,
     /// Concurrent connections from one source address.
     pub max_connections_per_source: usize,
+    /// Concurrent sessions of one client (each holds memory and a worker
+    /// thread on the relay); one more is told so and closed.
+    pub max_sessions_per_client: usize,
     /// Handshakes per second accepted from one source address (burst: twice
     /// that); 0 turns the limit off (benchmarks only).
     pub handshakes_per_second_per_source: u32,
@@ -241,6 +244,7 @@ impl Default for LimitsConfig {
             idle_timeout: "5m".into(),
             max_connections: 1024,
             max_connections_per_source: 64,
+            max_sessions_per_client: 8,
             handshakes_per_second_per_source: 20,
             handshakes_per_second: 500,
             ipv4_source_prefix: 32,
@@ -260,6 +264,8 @@ pub struct Limits {
     pub max_connections: usize,
     /// See [`LimitsConfig::max_connections_per_source`].
     pub max_connections_per_source: usize,
+    /// See [`LimitsConfig::max_sessions_per_client`].
+    pub max_sessions_per_client: usize,
     /// See [`LimitsConfig::handshakes_per_second_per_source`].
     pub handshakes_per_second_per_source: u32,
     /// See [`LimitsConfig::handshakes_per_second`].
@@ -307,6 +313,7 @@ impl LimitsConfig {
             idle_timeout: duration("idle-timeout", &self.idle_timeout)?,
             max_connections: self.max_connections.max(1),
             max_connections_per_source: self.max_connections_per_source.max(1),
+            max_sessions_per_client: self.max_sessions_per_client.max(1),
             handshakes_per_second_per_source: self.handshakes_per_second_per_source,
             handshakes_per_second: self.handshakes_per_second,
             source_prefixes: SourcePrefixes {

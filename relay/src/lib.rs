@@ -20,6 +20,7 @@ pub mod gc;
 pub mod gc_service;
 pub mod net;
 pub mod pairing_service;
+pub mod queue_budget;
 pub mod rates;
 pub mod registry;
 pub mod repo;

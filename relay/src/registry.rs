@@ -43,20 +43,24 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a new session of `client`.
-    pub fn register(self: &Arc<Self>, client: ClientId) -> SessionEntry {
+    /// Registers a new session of `client`; `None` when it has `max` open
+    /// already (each holds memory and a worker thread: one client may not
+    /// take them all).
+    pub fn register(self: &Arc<Self>, client: ClientId, max: usize) -> Option<SessionEntry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let revoked = CancellationToken::new();
-        self.lock()
-            .entry(client)
-            .or_default()
-            .insert(id, revoked.clone());
-        SessionEntry {
+        let mut map = self.lock();
+        let sessions = map.entry(client).or_default();
+        if sessions.len() >= max {
+            return None;
+        }
+        sessions.insert(id, revoked.clone());
+        Some(SessionEntry {
             registry: Arc::clone(self),
             client,
             id,
             revoked,
-        }
+        })
     }
 
     /// Revokes every session whose client is not in `active`; returns the
@@ -89,8 +93,12 @@ mod tests {
     #[test]
     fn revoke_and_unregister() {
         let registry = Arc::new(Registry::default());
-        let a = registry.register(ClientId(1));
-        let b = registry.register(ClientId(2));
+        let a = registry.register(ClientId(1), 1).unwrap();
+        assert!(
+            registry.register(ClientId(1), 1).is_none(),
+            "one session per client here"
+        );
+        let b = registry.register(ClientId(2), 1).unwrap();
         assert_eq!(registry.len(), 2);
         let revoked = registry.revoke_inactive(&HashSet::from([ClientId(2)]));
         assert_eq!(revoked, vec![ClientId(1)]);

@@ -57,6 +57,9 @@ pub struct Shared {
     pub replay: Mutex<ReplayGuard>,
     /// Open sessions.
     pub registry: Arc<Registry>,
+    /// Received bytes all sessions together may hold waiting for their
+    /// workers (see `crate::queue_budget`).
+    pub queued: Arc<tokio::sync::Semaphore>,
     /// The bound session listener address.
     pub session_addr: SocketAddr,
     /// Cancelled when the relay shuts down.
@@ -149,6 +152,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         rates,
         replay: Mutex::new(ReplayGuard::with_saved(handshakes)),
         registry: Arc::new(Registry::default()),
+        queued: crate::queue_budget::QueueBudget::relay_wide(),
         session_addr,
         shutdown: shutdown.clone(),
     });

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 
 use crate::admission::Ticket;
 use crate::catalog::{now_ms, ClientRecord};
+use crate::queue_budget::{QueueBudget, Queued};
 use crate::rates::{local_now, PathKind};
 use crate::server::Shared;
 use crate::transfer::{InternetPolicy, Transfer, TransferError};
@@ -56,7 +57,25 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         info!("session from {peer} dropped: evicted while its handshake finished");
         return;
     }
-    let entry = shared.registry.register(client.id);
+    let Some(entry) = shared
+        .registry
+        .register(client.id, shared.limits.max_sessions_per_client)
+    else {
+        let reason = format!(
+            "this client has {} sessions open already, the most the relay allows (limits.max-sessions-per-client); try again when one ends",
+            shared.limits.max_sessions_per_client
+        );
+        warn!(
+            "session of client {} from {peer} refused: {reason}",
+            client.name
+        );
+        let mut channel = Channel::new(io, transport);
+        if let Ok(Some(_)) = greet(&mut channel, shared.limits.handshake_timeout).await {
+            let _ = close(&mut channel, &reason).await;
+        }
+        channel.io.close(std::time::Duration::from_secs(1)).await;
+        return;
+    };
     let path = if shared.is_lan(peer.ip()) {
         "lan"
     } else {
@@ -172,30 +191,13 @@ async fn run_session(
     mut meter: Meter,
 ) -> Result<String> {
     let idle = shared.limits.idle_timeout;
-    let peer_minor = match tokio::time::timeout(idle, channel.recv()).await {
-        Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => hello.minor,
-        Ok(Ok(Message::Hello(hello))) => {
-            return Err(ProtocolError::VersionMismatch {
-                peer_role: "endpoint",
-                peer: hello.major,
-                our_role: "relay",
-                ours: PROTOCOL_MAJOR,
-            }
-            .into())
-        }
-        Ok(Ok(_)) => return Err(ProtocolError::Unexpected("message before Hello").into()),
-        Ok(Err(e)) => return Err(e.into()),
-        Err(_) => return Ok("no Hello before the idle timeout".into()),
+    let Some(peer_minor) = greet(channel, idle).await? else {
+        return Ok("no Hello before the idle timeout".into());
     };
     let for_peer = |reply: Message| for_minor(reply, peer_minor);
-    channel
-        .send(&Message::Hello(Hello {
-            major: PROTOCOL_MAJOR,
-            minor: PROTOCOL_MINOR,
-            software: SOFTWARE.into(),
-        }))
-        .await?;
     let (requests, mut replies, busy) = Worker::start(transfer);
+    let budget = QueueBudget::for_session(&shared.queued);
+    let mut read_so_far = channel.io.bytes_read();
     // Said when a request has waited a whole interval with nothing sent.
     let mut working = tokio::time::interval(WORKING_INTERVAL);
     working.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -242,8 +244,14 @@ async fn run_session(
                     }
                     Ok(Ok(request)) => {
                         busy.fetch_add(1, Ordering::AcqRel);
+                        // The bytes that carried it, held until the worker
+                        // is done: waits while the budgets are spent, and
+                        // only then reads on.
+                        let carried = channel.io.bytes_read() - read_so_far;
+                        read_so_far = channel.io.bytes_read();
+                        let held = budget.hold(carried).await;
                         // Waits only while the worker has QUEUED requests.
-                        if requests.send(request).await.is_err() {
+                        if requests.send((request, held)).await.is_err() {
                             // It stopped on an error: its last reply says which.
                             while let Some(reply) = replies.recv().await {
                                 match reply {
@@ -258,6 +266,37 @@ async fn run_session(
             }
         }
     }
+}
+
+/// Exchanges `Hello`s: the endpoint's first, then ours. Returns the
+/// endpoint's protocol minor, or `None` when it said nothing for `wait`.
+///
+/// # Errors
+/// Another major version, another first message, or a broken channel.
+async fn greet(channel: &mut Channel<TcpStream>, wait: std::time::Duration) -> Result<Option<u16>> {
+    let peer_minor = match tokio::time::timeout(wait, channel.recv()).await {
+        Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => hello.minor,
+        Ok(Ok(Message::Hello(hello))) => {
+            return Err(ProtocolError::VersionMismatch {
+                peer_role: "endpoint",
+                peer: hello.major,
+                our_role: "relay",
+                ours: PROTOCOL_MAJOR,
+            }
+            .into())
+        }
+        Ok(Ok(_)) => return Err(ProtocolError::Unexpected("message before Hello").into()),
+        Ok(Err(e)) => return Err(e.into()),
+        Err(_) => return Ok(None),
+    };
+    channel
+        .send(&Message::Hello(Hello {
+            major: PROTOCOL_MAJOR,
+            minor: PROTOCOL_MINOR,
+            software: SOFTWARE.into(),
+        }))
+        .await?;
+    Ok(Some(peer_minor))
 }
 
 /// A reply as a peer of protocol minor `peer_minor` can decode it: a
@@ -306,6 +345,14 @@ enum Event {
 /// decrypts the next ones while it stores (or checks, or reads) this one.
 const QUEUED: usize = 4;
 
+/// Where a session's requests go to its worker, with their share of the
+/// queue budgets.
+type Requests = tokio::sync::mpsc::Sender<(Message, Queued)>;
+
+/// Where the worker's replies (and the error that ends the session) come
+/// back, in order.
+type Replies = tokio::sync::mpsc::UnboundedReceiver<Result<Message, TransferError>>;
+
 /// A session's requests handled in order on a blocking thread, so storage
 /// never runs on the async runtime and a session costs no thread hop per
 /// message: while requests keep coming the worker does not sleep.
@@ -315,19 +362,13 @@ impl Worker {
     /// Starts the worker; returns where to send requests, where replies (and
     /// the error that ends the session) come back in order, and the count of
     /// requests sent and not yet handled, which the sender increments.
-    fn start(
-        mut transfer: Transfer,
-    ) -> (
-        tokio::sync::mpsc::Sender<Message>,
-        tokio::sync::mpsc::UnboundedReceiver<Result<Message, TransferError>>,
-        Arc<AtomicUsize>,
-    ) {
-        let (requests, mut incoming) = tokio::sync::mpsc::channel::<Message>(QUEUED);
+    fn start(mut transfer: Transfer) -> (Requests, Replies, Arc<AtomicUsize>) {
+        let (requests, mut incoming) = tokio::sync::mpsc::channel::<(Message, Queued)>(QUEUED);
         let (outgoing, replies) = tokio::sync::mpsc::unbounded_channel();
         let busy = Arc::new(AtomicUsize::new(0));
         let handled = Arc::clone(&busy);
         tokio::task::spawn_blocking(move || {
-            while let Some(request) = incoming.blocking_recv() {
+            while let Some((request, held)) = incoming.blocking_recv() {
                 let result = match request {
                     // Answered in turn, after the replies before it.
                     Message::Ping { nonce } => {
@@ -335,6 +376,7 @@ impl Worker {
                     }
                     request => transfer.handle(request),
                 };
+                drop(held);
                 handled.fetch_sub(1, Ordering::AcqRel);
                 let reply = match result {
                     Ok(None) => continue,

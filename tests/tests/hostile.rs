@@ -505,3 +505,33 @@ fn a_backup_beside_a_slow_upload_and_a_collection_waits_for_neither() {
     assert_restores(&slow, &slow_dir, "big", &slow_data);
     assert_restores(&fast, &fast_dir, "doc", &fast_data);
 }
+
+#[test]
+fn a_client_cannot_open_sessions_without_end() {
+    use ferry_tests::{Relay, RelayOptions};
+    let relay = Relay::start_with(RelayOptions {
+        limits: Some(ferry_tests::limits("10s", "5m", 64, 64) + "max-sessions-per-client = 2\n"),
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let first = RawSession::open_as(&relay, &endpoint, 4);
+    let _second = RawSession::open_as(&relay, &endpoint, 4);
+    let mut third = RawSession::open_as(&relay, &endpoint, 4);
+    match third.recv() {
+        Some(Message::Close { reason }) => {
+            assert!(reason.contains("2 sessions open already"), "{reason}")
+        }
+        other => panic!("expected Close, got {other:?}"),
+    }
+    let out = endpoint.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = ferry_tests::stderr(&out);
+    assert!(err.contains("max-sessions-per-client"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // One ends: the next gets in.
+    drop(first);
+    ferry_tests::wait_for("a session slot", ferry_tests::DEADLINE, || {
+        endpoint.ferry(&["status"]).status.success().then_some(())
+    });
+}
