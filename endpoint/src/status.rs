@@ -116,7 +116,7 @@ async fn watch_session(session: &mut Session) -> Result<()> {
                     outstanding = Some((nonce, Instant::now()));
                 }
             }
-            received = session.channel.recv() => match received.context("the session broke")? {
+            received = recv(session) => match received? {
                 Message::Pong { nonce: n } => {
                     if let Some((_, sent)) = outstanding.filter(|(o, _)| *o == n) {
                         println!("round trip: {:.2} ms", sent.elapsed().as_secs_f64() * 1000.0);
@@ -131,6 +131,18 @@ async fn watch_session(session: &mut Session) -> Result<()> {
     Ok(())
 }
 
+/// The relay's next message; a relay silent for the session's silence
+/// timeout is an error, as in backups and restores.
+async fn recv(session: &mut Session) -> Result<Message> {
+    match tokio::time::timeout(session.silence, session.channel.recv()).await {
+        Ok(received) => received.context("the session broke"),
+        Err(_) => bail!(
+            "the relay sent nothing for {:?} while a request waited: the relay or the link stopped",
+            session.silence
+        ),
+    }
+}
+
 /// The snapshots of this client the relay found damaged, and those healed
 /// since (none from a relay older than protocol 1.1, which cannot tell).
 async fn damage(session: &mut Session) -> Result<(Vec<u64>, Vec<u64>)> {
@@ -143,7 +155,7 @@ async fn damage(session: &mut Session) -> Result<(Vec<u64>, Vec<u64>)> {
         .await
         .context("the session broke")?;
     loop {
-        match session.channel.recv().await.context("the session broke")? {
+        match recv(session).await? {
             Message::Damage { damaged, healed } => return Ok((damaged, healed)),
             Message::Failed { message } | Message::Refused { message, .. } => {
                 bail!("the relay refused: {message}")
@@ -164,7 +176,7 @@ async fn ping(session: &mut Session, nonce: u64) -> Result<Duration> {
         .await
         .context("the session broke")?;
     loop {
-        match session.channel.recv().await.context("the session broke")? {
+        match recv(session).await? {
             Message::Pong { nonce: n } if n == nonce => return Ok(started.elapsed()),
             Message::Close { reason } => bail!("the relay closed the session: {reason}"),
             _ => continue,

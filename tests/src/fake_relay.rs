@@ -11,7 +11,9 @@ use std::thread::JoinHandle;
 use ferry_protocol::frame::encode_frame;
 use ferry_protocol::message::{Hello, Message};
 use ferry_protocol::session::{check_first_mac, FirstMac, Responder};
-use ferry_protocol::version::{ConnectionKind, Preamble, PREAMBLE_LEN};
+use ferry_protocol::version::{
+    ConnectionKind, Preamble, PREAMBLE_LEN, PROTOCOL_MAJOR, PROTOCOL_MINOR,
+};
 
 use crate::{RawSession, DEADLINE};
 
@@ -25,16 +27,17 @@ pub struct FakeRelay {
 
 impl FakeRelay {
     /// Serves sessions with the key in `relay_data` (a relay data
-    /// directory), each run by `script` after the `Hello`s (it says
-    /// protocol 1.`minor`).
+    /// directory), each run by `script` after the `Hello`s (it says this
+    /// build's protocol version, and `software` for its name).
     ///
     /// # Panics
     /// When the key cannot be read or the port bound.
     pub fn start(
         relay_data: &Path,
-        minor: u16,
+        software: &str,
         script: impl Fn(&mut RawSession) + Send + 'static,
     ) -> Self {
+        let software = software.to_string();
         let keys =
             ferry_net::io::keyfile::load(&relay_data.join("keys/relay.key")).expect("relay key");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -63,9 +66,9 @@ impl FakeRelay {
                 let mut session = RawSession { stream, transport };
                 assert!(matches!(session.recv(), Some(Message::Hello(_))));
                 session.send(&Message::Hello(Hello {
-                    major: 1,
-                    minor,
-                    software: "fake relay".into(),
+                    major: PROTOCOL_MAJOR,
+                    minor: PROTOCOL_MINOR,
+                    software: software.clone(),
                 }));
                 script(&mut session);
             }
@@ -75,4 +78,51 @@ impl FakeRelay {
             _thread: thread,
         }
     }
+}
+
+/// A script that answers every request as an agreeable relay would (all
+/// chunks and objects missing, every sync clean, every commit taken), but
+/// with `signature` for every signature asked for.
+pub fn answer_with_signature(signature: Vec<u8>) -> impl Fn(&mut RawSession) + Send + 'static {
+    move |session| {
+        while let Some(request) = session.recv() {
+            let reply = match request {
+                Message::BackupBegin { .. } => Message::BackupReady { max_file: None },
+                Message::QueryChunks { ids } => Message::ChunksMissing {
+                    missing: vec![0xff; ids.len().div_ceil(8)],
+                },
+                Message::GetSignatures { ids } => Message::Signatures {
+                    signatures: ids
+                        .iter()
+                        .map(|_| Some(serde_bytes::ByteBuf::from(signature.clone())))
+                        .collect(),
+                },
+                Message::QueryObjects { ids } => Message::ObjectsMissing { ids },
+                Message::Sync => Message::Synced {
+                    rejected: Vec::new(),
+                },
+                Message::Commit { .. } => Message::Committed { snapshot: 99 },
+                Message::ListSnapshots { .. } => Message::SnapshotList {
+                    snapshots: Vec::new(),
+                },
+                Message::Ping { nonce } => Message::Pong { nonce },
+                Message::GetDamage => Message::Damage {
+                    damaged: Vec::new(),
+                    healed: Vec::new(),
+                },
+                _ => continue,
+            };
+            session.send(&reply);
+        }
+    }
+}
+
+/// An rsync signature header with block size 0 and hash size 0, and one
+/// block of CRC `crc`: fast_rsync loops forever on CRC 0 and overflows on
+/// CRC 1, so both sides must refuse it before it gets there.
+pub fn zero_block_signature(crc: u32) -> Vec<u8> {
+    let mut signature = 0x7273_0136u32.to_be_bytes().to_vec();
+    signature.extend_from_slice(&[0; 8]);
+    signature.extend_from_slice(&crc.to_be_bytes());
+    signature
 }

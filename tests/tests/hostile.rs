@@ -7,16 +7,8 @@ use std::time::{Duration, Instant};
 
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::{Message, Refusal};
+use ferry_tests::fake_relay::zero_block_signature;
 use ferry_tests::{arg, paired, Endpoint, RawSession};
-
-/// A signature header with block size 0 and hash size 0, and one block of
-/// CRC `crc`: fast_rsync loops forever on CRC 0 and overflows on CRC 1.
-fn zero_block_signature(crc: u32) -> Vec<u8> {
-    let mut signature = 0x7273_0136u32.to_be_bytes().to_vec();
-    signature.extend_from_slice(&[0; 8]);
-    signature.extend_from_slice(&crc.to_be_bytes());
-    signature
-}
 
 /// Restores the newest snapshot of `source` and checks `name` holds `bytes`.
 fn assert_restores(endpoint: &Endpoint, source: &Path, name: &str, bytes: &[u8]) {

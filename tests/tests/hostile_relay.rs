@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use ferry_protocol::message::Message;
-use ferry_tests::fake_relay::FakeRelay;
+use ferry_tests::fake_relay::{answer_with_signature, zero_block_signature, FakeRelay};
 use ferry_tests::{arg, paired, stderr, Endpoint};
 
 /// An endpoint paired with a real relay, now stopped, whose key `script`
@@ -16,7 +16,7 @@ fn against_fake(
 ) -> (Endpoint, FakeRelay, tempfile::TempDir) {
     let (mut relay, endpoint) = paired();
     relay.terminate();
-    let fake = FakeRelay::start(&relay.data(), 4, script);
+    let fake = FakeRelay::start(&relay.data(), "fake relay", script);
     endpoint.set_addresses(&[fake.addr.to_string()]);
     std::fs::write(
         endpoint.state().join("endpoint.toml"),
@@ -42,6 +42,11 @@ fn a_relay_that_goes_silent_ends_the_backup_after_the_silence_timeout() {
     assert!(err.contains("sent nothing for 2s"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(took < Duration::from_secs(10), "gave up after {took:?}");
+    // `ferry status` too.
+    let out = endpoint.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("sent nothing for 2s"), "{err}");
 }
 
 #[test]
@@ -62,4 +67,53 @@ fn a_relay_that_says_it_is_working_is_waited_for() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains("the fake relay is done"), "{err}");
+}
+
+#[test]
+fn a_crafted_signature_from_the_relay_ends_the_backup_at_once_with_one_line() {
+    let (mut relay, endpoint) = paired();
+    let source = tempfile::tempdir().unwrap();
+    let path = source.path().join("big");
+    let mut data = ferry_tests::tree::random_bytes(512 << 10, 131);
+    std::fs::write(&path, &data).unwrap();
+    endpoint.backup_json(&[arg(source.path())]);
+    // An edit in the middle: the changed chunk has a predecessor, whose
+    // signature the endpoint asks the relay for.
+    data[200_000..200_100].fill(7);
+    std::fs::write(&path, &data).unwrap();
+    relay.terminate();
+    let fake = FakeRelay::start(
+        &relay.data(),
+        "fake relay",
+        answer_with_signature(zero_block_signature(0)),
+    );
+    endpoint.set_addresses(&[fake.addr.to_string()]);
+    let started = Instant::now();
+    let out = endpoint.ferry(&["backup", arg(source.path())]);
+    let took = started.elapsed();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("signature"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
+fn control_characters_in_what_the_relay_says_reach_no_terminal() {
+    let (mut relay, endpoint) = paired();
+    relay.terminate();
+    let fake = FakeRelay::start(
+        &relay.data(),
+        "evil\x1b]0;pwned\x07\x1b[2Jrelay",
+        answer_with_signature(Vec::new()),
+    );
+    endpoint.set_addresses(&[fake.addr.to_string()]);
+    let out = endpoint.ferry(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("evil"), "{shown}");
+    assert!(
+        !shown.contains('\x1b') && !shown.contains('\x07'),
+        "{shown:?}"
+    );
 }
