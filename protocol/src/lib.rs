@@ -30,6 +30,7 @@ pub mod fragment;
 pub mod frame;
 pub mod fuzzing;
 pub mod ids;
+pub mod keep;
 pub mod keys;
 pub mod message;
 pub mod noise;

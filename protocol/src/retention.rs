@@ -41,31 +41,13 @@ impl Retention {
         if let Some(n) = self.keep_last {
             keep.extend(newest_first.iter().take(n as usize).map(|s| s.0));
         }
-        let day = |ms: i64| ms.div_euclid(86_400_000);
-        // Days since the epoch, shifted so weeks start on Monday (1970-01-01 was a Thursday).
-        let week = |ms: i64| (day(ms) + 3).div_euclid(7);
-        let month = |ms: i64| {
-            let (y, m, _) = crate::units::civil_from_days(day(ms));
-            y * 12 + i64::from(m)
-        };
         for (count, bucket) in [
-            (self.keep_daily, &day as &dyn Fn(i64) -> i64),
-            (self.keep_weekly, &week),
-            (self.keep_monthly, &month),
+            (self.keep_daily, Bucket::Day),
+            (self.keep_weekly, Bucket::Week),
+            (self.keep_monthly, Bucket::Month),
         ] {
-            let Some(count) = count else { continue };
-            let mut last_bucket = None;
-            let mut taken = 0;
-            for (id, ms) in &newest_first {
-                if taken >= count {
-                    break;
-                }
-                let b = bucket(*ms);
-                if last_bucket != Some(b) {
-                    keep.insert(*id);
-                    last_bucket = Some(b);
-                    taken += 1;
-                }
+            if let Some(count) = count {
+                keep.extend(newest_per_bucket(&newest_first, count, bucket));
             }
         }
         newest_first
@@ -74,6 +56,64 @@ impl Retention {
             .filter(|id| keep.contains(id))
             .collect()
     }
+}
+
+/// A calendar period snapshots are grouped by (UTC; weeks start on Monday).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    /// An hour.
+    Hour,
+    /// A day.
+    Day,
+    /// An ISO week.
+    Week,
+    /// A month.
+    Month,
+    /// A year.
+    Year,
+    /// `n` months: the month count since year 0, divided by `n`.
+    Months(u32),
+    /// A fixed span of this many milliseconds since the epoch.
+    Span(u64),
+}
+
+impl Bucket {
+    /// The bucket a time (ms since the epoch) falls in.
+    pub fn of(self, ms: i64) -> i64 {
+        let day = ms.div_euclid(86_400_000);
+        let month = || {
+            let (y, m, _) = crate::units::civil_from_days(day);
+            y * 12 + i64::from(m) - 1
+        };
+        match self {
+            Bucket::Hour => ms.div_euclid(3_600_000),
+            Bucket::Day => day,
+            // 1970-01-01 was a Thursday: shifted so weeks start on Monday.
+            Bucket::Week => (day + 3).div_euclid(7),
+            Bucket::Month => month(),
+            Bucket::Year => month().div_euclid(12),
+            Bucket::Months(n) => month().div_euclid(i64::from(n.max(1))),
+            Bucket::Span(span) => ms.div_euclid(i64::try_from(span.max(1)).unwrap_or(i64::MAX)),
+        }
+    }
+}
+
+/// Of `newest_first` (id, time), the newest snapshot of each of the
+/// `count` most recent buckets that have one.
+pub fn newest_per_bucket(newest_first: &[(u64, i64)], count: u32, bucket: Bucket) -> Vec<u64> {
+    let mut kept = Vec::new();
+    let mut last_bucket = None;
+    for (id, ms) in newest_first {
+        if kept.len() >= count as usize {
+            break;
+        }
+        let b = bucket.of(*ms);
+        if last_bucket != Some(b) {
+            kept.push(*id);
+            last_bucket = Some(b);
+        }
+    }
+    kept
 }
 
 #[cfg(test)]

@@ -1,0 +1,281 @@
+//! What the relay keeps of a backup set, and why: its own retention rules
+//! (the floor), the endpoint's hints (which can keep more, never less),
+//! archival, protection.
+//!
+//! A snapshot is kept when any of these keeps it:
+//!
+//! - it is **protected** by the relay's admin;
+//! - it is the set's **newest**;
+//! - the relay has **no rule** for the set (then everything is kept: an
+//!   endpoint alone can never forget anything);
+//! - the relay's **rules**: `keep-last`, the newest of each of the last
+//!   `keep-hourly` hours (likewise days, weeks, months, years), everything
+//!   within `keep-within`; then at least `min-count` (the newest ones) and
+//!   at most `max-count` of them (the oldest go first);
+//! - **archival** (UrBackup's): the newest snapshot of each `archive-every`
+//!   period, for `archive-for`, whatever `max-count` says;
+//! - the endpoint's **hints** ([`Retention`]), only where the relay has
+//!   rules: they add to what the rules keep.
+//!
+//! Pure: the caller passes the snapshots' times and "now" in, so tests
+//! need no clock.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::retention::{newest_per_bucket, Bucket, Retention};
+
+/// Why a snapshot is kept (several may hold at once).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeptBy {
+    /// Protected by the relay's admin.
+    Protected,
+    /// The set's newest snapshot.
+    Newest,
+    /// The relay has no retention rule for the set.
+    NoRules,
+    /// `keep-last`.
+    Last,
+    /// `keep-hourly`.
+    Hourly,
+    /// `keep-daily`.
+    Daily,
+    /// `keep-weekly`.
+    Weekly,
+    /// `keep-monthly`.
+    Monthly,
+    /// `keep-yearly`.
+    Yearly,
+    /// `keep-within`.
+    Within,
+    /// `min-count`.
+    MinCount,
+    /// `archive-every` / `archive-for`.
+    Archived,
+    /// The endpoint's hints.
+    Hint,
+}
+
+impl KeptBy {
+    /// The name shown in tables and JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            KeptBy::Protected => "protected",
+            KeptBy::Newest => "newest",
+            KeptBy::NoRules => "no-rules",
+            KeptBy::Last => "last",
+            KeptBy::Hourly => "hourly",
+            KeptBy::Daily => "daily",
+            KeptBy::Weekly => "weekly",
+            KeptBy::Monthly => "monthly",
+            KeptBy::Yearly => "yearly",
+            KeptBy::Within => "within",
+            KeptBy::MinCount => "min-count",
+            KeptBy::Archived => "archived",
+            KeptBy::Hint => "hint",
+        }
+    }
+}
+
+/// A span of time as retention rules say it: `36h`, `14d`, `2w`,
+/// `6 months`, `1 year`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Period {
+    /// Hours, days or weeks: a fixed number of milliseconds.
+    Millis(u64),
+    /// Calendar months.
+    Months(u32),
+}
+
+impl Period {
+    /// Parses `N unit` (the space is optional): `h`/`hour(s)`, `d`/`day(s)`,
+    /// `w`/`week(s)`, `month(s)`, `y`/`year(s)`.
+    ///
+    /// # Errors
+    /// A message naming the text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let bad = || format!("invalid period {text:?}: use a number and hours, days, weeks, months or years (e.g. \"14d\", \"6 months\")");
+        let n: u32 = number.parse().map_err(|_| bad())?;
+        let hours = |per: u64| Ok(Period::Millis(u64::from(n) * per * 3_600_000));
+        match unit.trim() {
+            "h" | "hour" | "hours" => hours(1),
+            "d" | "day" | "days" => hours(24),
+            "w" | "week" | "weeks" => hours(24 * 7),
+            "month" | "months" => Ok(Period::Months(n)),
+            "y" | "year" | "years" => Ok(Period::Months(n.saturating_mul(12))),
+            _ => Err(bad()),
+        }
+    }
+
+    /// Its length, as a span back from now (a month counts as the average
+    /// Gregorian month, 30.44 days).
+    pub fn as_millis(self) -> u64 {
+        match self {
+            Period::Millis(ms) => ms,
+            // A Gregorian month on average: 365.2425 / 12 days.
+            Period::Months(n) => u64::from(n) * 2_629_746_000,
+        }
+    }
+
+    /// The buckets of this length snapshots are grouped in.
+    fn bucket(self) -> Bucket {
+        match self {
+            Period::Millis(ms) => Bucket::Span(ms),
+            Period::Months(n) => Bucket::Months(n),
+        }
+    }
+}
+
+/// The relay's retention rules for a set (all unset: keep everything).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Rules {
+    /// Keep this many newest snapshots.
+    pub keep_last: Option<u32>,
+    /// Keep the newest snapshot of each of this many hours.
+    pub keep_hourly: Option<u32>,
+    /// Likewise days.
+    pub keep_daily: Option<u32>,
+    /// Likewise ISO weeks.
+    pub keep_weekly: Option<u32>,
+    /// Likewise months.
+    pub keep_monthly: Option<u32>,
+    /// Likewise years.
+    pub keep_yearly: Option<u32>,
+    /// Keep everything this recent.
+    pub keep_within: Option<Period>,
+    /// Keep at least this many (the newest), whatever the rules above say.
+    pub min_count: Option<u32>,
+    /// Of what the rules above keep, at most this many (the oldest go).
+    pub max_count: Option<u32>,
+    /// Archive the newest snapshot of each such period...
+    pub archive_every: Option<Period>,
+    /// ...for this long.
+    pub archive_for: Option<Period>,
+}
+
+impl Rules {
+    /// Whether any rule is set (none: everything is kept).
+    pub fn is_set(&self) -> bool {
+        *self != Rules::default()
+    }
+}
+
+/// One snapshot of a set, as retention sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its id.
+    pub id: u64,
+    /// When it finished, in ms since the epoch.
+    pub time_ms: i64,
+    /// Protected by the admin.
+    pub protected: bool,
+}
+
+/// For every snapshot of a set, why it is kept (empty: it is forgotten).
+pub type Decision = BTreeMap<u64, Vec<KeptBy>>;
+
+/// Decides what to keep of one set's `snapshots` under the relay's `rules`
+/// and the endpoint's `hints`, at `now_ms` (see the module documentation).
+pub fn decide(snapshots: &[Snapshot], rules: &Rules, hints: &Retention, now_ms: i64) -> Decision {
+    let mut newest_first: Vec<Snapshot> = snapshots.to_vec();
+    newest_first.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then(b.id.cmp(&a.id)));
+    let times: Vec<(u64, i64)> = newest_first.iter().map(|s| (s.id, s.time_ms)).collect();
+    let mut decision: Decision = newest_first.iter().map(|s| (s.id, Vec::new())).collect();
+    let mut keep = |id: u64, why: KeptBy| {
+        if let Some(reasons) = decision.get_mut(&id) {
+            if !reasons.contains(&why) {
+                reasons.push(why);
+            }
+        }
+    };
+    for s in newest_first.iter().filter(|s| s.protected) {
+        keep(s.id, KeptBy::Protected);
+    }
+    if let Some(newest) = newest_first.first() {
+        keep(newest.id, KeptBy::Newest);
+    }
+    if !rules.is_set() {
+        for s in &newest_first {
+            keep(s.id, KeptBy::NoRules);
+        }
+        return sorted(decision);
+    }
+    for (id, why) in ruled(&times, rules, now_ms) {
+        keep(id, why);
+    }
+    if let (Some(every), Some(span)) = (rules.archive_every, rules.archive_for) {
+        let since = now_ms.saturating_sub(i64::try_from(span.as_millis()).unwrap_or(i64::MAX));
+        let recent: Vec<(u64, i64)> = times.iter().copied().filter(|(_, t)| *t >= since).collect();
+        for id in newest_per_bucket(&recent, u32::MAX, every.bucket()) {
+            keep(id, KeptBy::Archived);
+        }
+    }
+    if hints.is_set() {
+        for id in hints.keep(&times) {
+            keep(id, KeptBy::Hint);
+        }
+    }
+    sorted(decision)
+}
+
+/// What the keep rules, `min-count` and `max-count` keep, newest first.
+fn ruled(times: &[(u64, i64)], rules: &Rules, now_ms: i64) -> Vec<(u64, KeptBy)> {
+    let mut kept: Vec<(u64, KeptBy)> = Vec::new();
+    let add = |id: u64, why: KeptBy, kept: &mut Vec<(u64, KeptBy)>| {
+        if !kept.iter().any(|(k, _)| *k == id) {
+            kept.push((id, why));
+        }
+    };
+    if let Some(n) = rules.keep_last {
+        for (id, _) in times.iter().take(n as usize) {
+            add(*id, KeptBy::Last, &mut kept);
+        }
+    }
+    for (count, bucket, why) in [
+        (rules.keep_hourly, Bucket::Hour, KeptBy::Hourly),
+        (rules.keep_daily, Bucket::Day, KeptBy::Daily),
+        (rules.keep_weekly, Bucket::Week, KeptBy::Weekly),
+        (rules.keep_monthly, Bucket::Month, KeptBy::Monthly),
+        (rules.keep_yearly, Bucket::Year, KeptBy::Yearly),
+    ] {
+        if let Some(count) = count {
+            for id in newest_per_bucket(times, count, bucket) {
+                add(id, why, &mut kept);
+            }
+        }
+    }
+    if let Some(within) = rules.keep_within {
+        let since = now_ms.saturating_sub(i64::try_from(within.as_millis()).unwrap_or(i64::MAX));
+        for (id, _) in times.iter().filter(|(_, t)| *t >= since) {
+            add(*id, KeptBy::Within, &mut kept);
+        }
+    }
+    if let Some(min) = rules.min_count {
+        for (id, _) in times.iter().take(min as usize) {
+            add(*id, KeptBy::MinCount, &mut kept);
+        }
+    }
+    // Newest first, so the oldest are cut by `max-count`.
+    let rank: BTreeMap<u64, usize> = times.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+    kept.sort_by_key(|(id, _)| rank[id]);
+    if let Some(max) = rules.max_count {
+        let floor = rules.min_count.unwrap_or(0).max(max) as usize;
+        kept.truncate(floor);
+    }
+    kept
+}
+
+/// Each snapshot's reasons in a stable order.
+fn sorted(mut decision: Decision) -> Decision {
+    decision.values_mut().for_each(|reasons| reasons.sort());
+    decision
+}
+
+#[cfg(test)]
+mod tests;
