@@ -80,8 +80,9 @@ impl KeptBy {
 }
 
 /// A span of time as retention rules say it: `36h`, `14d`, `2w`,
-/// `6 months`, `1 year`.
+/// `6 months`, `1 year` (written so in TOML and JSON too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum Period {
     /// Hours, days or weeks: a fixed number of milliseconds.
     Millis(u64),
@@ -99,7 +100,9 @@ impl Period {
         let t = text.trim();
         let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
         let (number, unit) = t.split_at(split);
-        let bad = || format!("invalid period {text:?}: use a number and hours, days, weeks, months or years (e.g. \"14d\", \"6 months\")");
+        let bad = || {
+            format!("invalid period {text:?}: use a number and hours, days, weeks, months or years (e.g. \"14d\", \"6 months\")")
+        };
         let n: u32 = number.parse().map_err(|_| bad())?;
         let hours = |per: u64| Ok(Period::Millis(u64::from(n) * per * 3_600_000));
         match unit.trim() {
@@ -127,6 +130,38 @@ impl Period {
         match self {
             Period::Millis(ms) => Bucket::Span(ms),
             Period::Months(n) => Bucket::Months(n),
+        }
+    }
+}
+
+impl TryFrom<String> for Period {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        Period::parse(&text)
+    }
+}
+
+impl From<Period> for String {
+    fn from(period: Period) -> String {
+        period.to_string()
+    }
+}
+
+impl std::fmt::Display for Period {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const HOUR: u64 = 3_600_000;
+        match *self {
+            Period::Months(n) if n % 12 == 0 && n > 0 => write!(f, "{}y", n / 12),
+            Period::Months(1) => f.write_str("1 month"),
+            Period::Months(n) => write!(f, "{n} months"),
+            Period::Millis(ms) if ms % (168 * HOUR) == 0 && ms > 0 => {
+                write!(f, "{}w", ms / (168 * HOUR))
+            }
+            Period::Millis(ms) if ms % (24 * HOUR) == 0 && ms > 0 => {
+                write!(f, "{}d", ms / (24 * HOUR))
+            }
+            Period::Millis(ms) => write!(f, "{}h", ms / HOUR),
         }
     }
 }
@@ -262,7 +297,11 @@ fn ruled(times: &[(u64, i64)], rules: &Rules, now_ms: i64) -> Vec<(u64, KeptBy)>
         }
     }
     // Newest first, so the oldest are cut by `max-count`.
-    let rank: BTreeMap<u64, usize> = times.iter().enumerate().map(|(i, (id, _))| (*id, i)).collect();
+    let rank: BTreeMap<u64, usize> = times
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (*id, i))
+        .collect();
     kept.sort_by_key(|(id, _)| rank[id]);
     if let Some(max) = rules.max_count {
         let floor = rules.min_count.unwrap_or(0).max(max) as usize;

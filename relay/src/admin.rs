@@ -5,6 +5,7 @@
 
 pub mod clients;
 pub mod pair;
+pub mod retention;
 pub mod snapshots;
 pub mod verify;
 

@@ -27,6 +27,7 @@ mod clients;
 mod garbage;
 mod limits;
 mod pairing;
+mod retention;
 mod sets;
 mod snapshots;
 mod staged;
@@ -34,6 +35,7 @@ mod verify;
 pub use clients::ClientRecord;
 pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
+pub use retention::SetDecision;
 pub use sets::MAX_SETS;
 pub use snapshots::SnapshotRow;
 pub use verify::{hex, kind_name, DamageRecord};
@@ -161,6 +163,18 @@ const MIGRATIONS: &[&str] = &[
         compressed INTEGER NOT NULL,
         PRIMARY KEY (upload, id)
     ) WITHOUT ROWID;",
+    // 10: retention decided by the relay: its rules per client (`set_name`
+    // '') or per set, the endpoint's last hints per set (they may only add
+    // to what the rules keep), snapshots the admin protected, and quotas.
+    "CREATE TABLE retention_rules (
+        client_id INTEGER NOT NULL,
+        set_name TEXT NOT NULL,
+        rules TEXT NOT NULL,
+        PRIMARY KEY (client_id, set_name)
+    );
+    ALTER TABLE backup_sets ADD COLUMN hints TEXT;
+    ALTER TABLE snapshots ADD COLUMN protected INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE clients ADD COLUMN quota INTEGER;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's
@@ -476,7 +490,10 @@ mod tests {
         let second = cat
             .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
             .unwrap();
-        assert_eq!(cat.forget_snapshots(&[second]).unwrap(), vec![second]);
+        assert_eq!(
+            cat.forget_snapshots(&[second]).unwrap(),
+            (vec![second], vec![])
+        );
         drop(cat);
         let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
         let third = cat

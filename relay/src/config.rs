@@ -41,6 +41,14 @@ pub struct RelayConfig {
     /// Scheduled verification of the store.
     #[serde(default)]
     pub verify: VerifyConfig,
+    /// The relay's retention rules for every set that has none of its own
+    /// (`ferry-relay clients retention`); none: everything is kept.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub retention: ferry_protocol::keep::Rules,
+}
+
+fn is_default(rules: &ferry_protocol::keep::Rules) -> bool {
+    !rules.is_set()
 }
 
 /// `[verify]`: when the server checks the store by itself (as

@@ -83,7 +83,24 @@ enum Command {
         #[arg(long, conflicts_with = "global")]
         reset: bool,
     },
-    /// List or forget committed snapshots.
+    /// What the retention rules keep of every set and why; forget the rest
+    /// (their data goes at the next garbage collection).
+    Retention {
+        /// Print what would be forgotten and why; forget nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Only this client's sets.
+        #[arg(long)]
+        client: Option<String>,
+        /// Decide as it will be this long from now (`400d`), to see what
+        /// the rules will do; only with `--dry-run`.
+        #[arg(long, value_parser = ferry_protocol::keep::Period::parse, requires = "dry_run")]
+        ahead: Option<ferry_protocol::keep::Period>,
+        /// JSON array output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List, forget, protect or unprotect committed snapshots.
     Snapshots {
         #[command(subcommand)]
         command: SnapshotsCommand,
@@ -190,6 +207,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 rates: Default::default(),
                 gc: Default::default(),
                 verify: Default::default(),
+                retention: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());
@@ -223,6 +241,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             return admin::verify::run(&data, &options, repair_catalog, json);
         }
+        Command::Retention {
+            dry_run,
+            client,
+            ahead,
+            json,
+        } => return admin::retention::run(&data, client.as_deref(), dry_run, ahead, json),
         Command::Gc { grace, json } => admin::gc(&data, grace, json)?,
     }
     Ok(ExitCode::SUCCESS)

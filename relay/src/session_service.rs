@@ -120,7 +120,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         max_file: client.internet_max_file,
     });
     let transfer = Transfer::new(Arc::clone(&shared.repo), client.id, policy)
-        .with_stall_limit(shared.limits.idle_timeout);
+        .with_stall_limit(shared.limits.idle_timeout)
+        .with_retention_defaults(shared.config.retention);
     let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer, meter).await {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),

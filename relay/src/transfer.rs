@@ -106,6 +106,9 @@ pub struct Transfer {
     /// An open upload with nothing sent for it for this long is ended (see
     /// [`Transfer::ping`]).
     stall_limit: Option<std::time::Duration>,
+    /// The relay's retention rules where the catalog stores none for the
+    /// client or set (`relay.toml` `[retention]`).
+    retention_defaults: ferry_protocol::keep::Rules,
 }
 
 /// What a client may do when its session comes from the internet.
@@ -134,7 +137,14 @@ impl Transfer {
             upload: None,
             policy,
             stall_limit: None,
+            retention_defaults: ferry_protocol::keep::Rules::default(),
         }
+    }
+
+    /// Applies `defaults` where the catalog stores no retention rule.
+    pub fn with_retention_defaults(mut self, defaults: ferry_protocol::keep::Rules) -> Self {
+        self.retention_defaults = defaults;
+        self
     }
 
     /// Ends an open upload that makes no progress for `limit` (while it is

@@ -190,10 +190,12 @@ fn snapshot_hooks_are_called_and_the_backup_reads_the_frozen_view() {
 }
 
 #[test]
-fn the_relay_applies_a_sets_retention_hints_after_each_backup() {
+fn a_sets_retention_hints_keep_more_than_the_relays_rules_after_each_backup() {
     let relay = Relay::start();
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
+    // The relay keeps one; the set's hints ask for two, so two are kept.
+    ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "1"]));
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     fs::create_dir_all(&src).unwrap();

@@ -48,7 +48,10 @@ fn hints_keep_more_never_less_than_the_relays_rules() {
         ..Rules::default()
     };
     let now = START + 10 * DAY;
-    assert_eq!(kept(&decide(&snaps, &rules, &hints_last(1), now)), vec![3, 4, 5]);
+    assert_eq!(
+        kept(&decide(&snaps, &rules, &hints_last(1), now)),
+        vec![3, 4, 5]
+    );
     let more = decide(&snaps, &rules, &hints_last(4), now);
     assert_eq!(kept(&more), vec![2, 3, 4, 5]);
     assert_eq!(more[&2], vec![KeptBy::Hint]);
@@ -63,7 +66,10 @@ fn min_and_max_count_and_within() {
         keep_within: Some(Period::parse("2d").unwrap()),
         ..Rules::default()
     };
-    assert_eq!(kept(&decide(&snaps, &within, &Retention::default(), now)), vec![8, 9, 10]);
+    assert_eq!(
+        kept(&decide(&snaps, &within, &Retention::default(), now)),
+        vec![8, 9, 10]
+    );
     let floor = Rules {
         min_count: Some(5),
         ..within
@@ -104,17 +110,27 @@ fn archival_keeps_one_per_period_for_its_span() {
     // The last day of each month (ids: day of year + 1), the current month's newest.
     assert!((6..=8).contains(&archived.len()), "{archived:?}");
     // 2026-10-31 is day 303 of 2026 (id 304): archived; 2026-10-30 is not.
-    assert!(archived.contains(&304) && !archived.contains(&303), "{archived:?}");
+    assert!(
+        archived.contains(&304) && !archived.contains(&303),
+        "{archived:?}"
+    );
     assert_eq!(kept(&decision).len(), archived.len() + 1);
 }
 
 #[test]
 fn periods_parse() {
     assert_eq!(Period::parse("36h"), Ok(Period::Millis(36 * 3_600_000)));
-    assert_eq!(Period::parse("2 weeks"), Ok(Period::Millis(14 * 86_400_000)));
+    assert_eq!(
+        Period::parse("2 weeks"),
+        Ok(Period::Millis(14 * 86_400_000))
+    );
     assert_eq!(Period::parse("6 months"), Ok(Period::Months(6)));
     assert_eq!(Period::parse("1y"), Ok(Period::Months(12)));
     assert!(Period::parse("fortnight").is_err());
+    for text in ["36h", "2w", "6 months", "1y", "3d"] {
+        assert_eq!(Period::parse(text).unwrap().to_string(), text);
+    }
+    assert_eq!(Period::Months(1).to_string(), "1 month");
     assert!(Period::parse("3 eons").is_err());
 }
 
@@ -130,19 +146,23 @@ fn any_rules() -> impl Strategy<Value = Rules> {
         (count(), count(), count(), count(), count(), count()),
         (period(), count(), count(), period(), period()),
     )
-        .prop_map(|((last, hourly, daily, weekly, monthly, yearly), (within, min, max, every, span))| Rules {
-            keep_last: last,
-            keep_hourly: hourly,
-            keep_daily: daily,
-            keep_weekly: weekly,
-            keep_monthly: monthly,
-            keep_yearly: yearly,
-            keep_within: within,
-            min_count: min,
-            max_count: max,
-            archive_every: every,
-            archive_for: span,
-        })
+        .prop_map(
+            |((last, hourly, daily, weekly, monthly, yearly), (within, min, max, every, span))| {
+                Rules {
+                    keep_last: last,
+                    keep_hourly: hourly,
+                    keep_daily: daily,
+                    keep_weekly: weekly,
+                    keep_monthly: monthly,
+                    keep_yearly: yearly,
+                    keep_within: within,
+                    min_count: min,
+                    max_count: max,
+                    archive_every: every,
+                    archive_for: span,
+                }
+            },
+        )
 }
 
 fn any_hints() -> impl Strategy<Value = Retention> {

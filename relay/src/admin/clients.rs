@@ -56,6 +56,21 @@ pub enum ClientsCommand {
         #[arg(long, conflicts_with = "rate")]
         reset: bool,
     },
+    /// Set the relay's retention rules for a client, or one of its sets:
+    /// they decide what is kept (the endpoint's hints can only keep more).
+    Retention {
+        /// The client's name.
+        name: String,
+        /// Only this backup set (default: the client's default for all).
+        #[arg(long)]
+        set: Option<String>,
+        /// The rules to set.
+        #[command(flatten)]
+        rules: super::retention::RulesArgs,
+        /// Remove the rules here (the client's, or relay.toml's, apply).
+        #[arg(long)]
+        reset: bool,
+    },
 }
 
 /// A size cap, or none.
@@ -208,6 +223,15 @@ pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
                 bail!("no client named {name:?}");
             }
             println!("removed client {name:?}: its sessions are closed and its key is refused");
+        }
+        ClientsCommand::Retention {
+            name,
+            set,
+            rules,
+            reset,
+        } => {
+            drop(catalog);
+            super::retention::set_rules(data, &name, set.as_deref(), &rules, reset)?;
         }
     }
     Ok(())

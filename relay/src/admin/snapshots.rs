@@ -25,8 +25,21 @@ pub enum SnapshotsCommand {
         json: bool,
     },
     /// Forget snapshots; their data goes at the next garbage collection.
+    /// A protected snapshot is refused until it is unprotected.
     Forget {
         /// Snapshot ids (as `snapshots list` shows them).
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// Protect snapshots: neither retention nor `forget` removes them.
+    Protect {
+        /// Snapshot ids.
+        #[arg(required = true)]
+        ids: Vec<u64>,
+    },
+    /// Lift the protection of snapshots.
+    Unprotect {
+        /// Snapshot ids.
         #[arg(required = true)]
         ids: Vec<u64>,
     },
@@ -42,21 +55,47 @@ pub fn run(data: &DataDir, command: SnapshotsCommand) -> Result<ExitCode> {
         SnapshotsCommand::List { client, set, json } => list(data, client, set, json)?,
         SnapshotsCommand::Forget { ids } => {
             let ids: Vec<SnapshotId> = ids.into_iter().map(SnapshotId).collect();
-            let forgotten = data.catalog()?.forget_snapshots(&ids)?;
+            let (forgotten, protected) = data.catalog()?.forget_snapshots(&ids)?;
             for id in &ids {
                 if forgotten.contains(id) {
                     println!("forgot snapshot {id}");
+                } else if protected.contains(id) {
+                    eprintln!("ferry-relay: snapshot {id} is protected; `ferry-relay snapshots unprotect {id}` first");
                 } else {
                     eprintln!("ferry-relay: no snapshot {id}");
                 }
             }
+            if !forgotten.is_empty() {
+                println!("their data is freed by the next garbage collection (`ferry-relay gc`)");
+            }
             if forgotten.len() < ids.len() {
                 return Ok(ExitCode::FAILURE);
             }
-            println!("their data is freed by the next garbage collection (`ferry-relay gc`)");
         }
+        SnapshotsCommand::Protect { ids } => return protect(data, ids, true),
+        SnapshotsCommand::Unprotect { ids } => return protect(data, ids, false),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Protects or unprotects `ids`; fails naming those that do not exist.
+fn protect(data: &DataDir, ids: Vec<u64>, protect: bool) -> Result<ExitCode> {
+    let ids: Vec<SnapshotId> = ids.into_iter().map(SnapshotId).collect();
+    let found = data.catalog()?.protect_snapshots(&ids, protect)?;
+    for id in &ids {
+        if !found.contains(id) {
+            eprintln!("ferry-relay: no snapshot {id}");
+        } else if protect {
+            println!("protected snapshot {id}");
+        } else {
+            println!("unprotected snapshot {id}");
+        }
+    }
+    Ok(if found.len() == ids.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 fn list(data: &DataDir, client: Option<String>, set: Option<String>, json: bool) -> Result<()> {
@@ -70,7 +109,16 @@ fn list(data: &DataDir, client: Option<String>, set: Option<String>, json: bool)
         ),
         None => None,
     };
-    let rows = catalog.list_snapshots(client_id, set.as_deref())?;
+    let mut rows = catalog.list_snapshots(client_id, set.as_deref())?;
+    let decided = super::retention::decisions(data, &catalog, client.as_deref(), None)?;
+    let kept_by: std::collections::HashMap<u64, Vec<&'static str>> = decided
+        .iter()
+        .flat_map(|set| set.decision.iter())
+        .map(|(id, why)| (*id, super::retention::reasons(why)))
+        .collect();
+    for row in &mut rows {
+        row.kept_by = kept_by.get(&row.id.0).cloned().unwrap_or_default();
+    }
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {
@@ -83,6 +131,7 @@ fn list(data: &DataDir, client: Option<String>, set: Option<String>, json: bool)
             ("FINISHED", Align::Left),
             ("FILES", Align::Right),
             ("BYTES", Align::Right),
+            ("KEPT BY", Align::Left),
         ]);
         for r in rows {
             table.row(vec![
@@ -92,6 +141,7 @@ fn list(data: &DataDir, client: Option<String>, set: Option<String>, json: bool)
                 r.finished_at,
                 r.files.to_string(),
                 r.bytes.to_string(),
+                r.kept_by.join(","),
             ]);
         }
         print!("{}", table.render());

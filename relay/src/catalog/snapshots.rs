@@ -1,7 +1,7 @@
 //! Snapshots: committed, listed, forgotten, and kept by retention rules.
 
 use super::{ClientId, Result, SetId, SnapshotId};
-use rusqlite::{params, TransactionBehavior};
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::Catalog;
@@ -25,6 +25,10 @@ pub struct SnapshotRow {
     pub files: u64,
     /// Bytes of file data in it.
     pub bytes: u64,
+    /// Protected by the admin (`ferry-relay snapshots protect`).
+    pub protected: bool,
+    /// Why retention keeps it (filled by the listings that decide it).
+    pub kept_by: Vec<&'static str>,
     #[serde(skip)]
     /// Root tree id.
     pub root_id: [u8; 32],
@@ -68,52 +72,36 @@ impl Catalog {
         Ok(SnapshotId(self.conn.last_insert_rowid() as u64))
     }
 
-    /// Forgets the snapshots of `client`'s set `set_id` that `retention` does
-    /// not keep, in one transaction; returns how many. Their data stays in
-    /// the store until the garbage collector finds it unreferenced.
+    /// Forgets the given snapshots, except protected ones; returns the ids
+    /// forgotten and the ids protected (the others do not exist).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn apply_retention(
+    pub fn forget_snapshots(
         &mut self,
-        client: ClientId,
-        set_id: SetId,
-        retention: &ferry_protocol::retention::Retention,
-    ) -> Result<usize> {
+        ids: &[SnapshotId],
+    ) -> Result<(Vec<SnapshotId>, Vec<SnapshotId>)> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let snapshots: Vec<(u64, i64)> = tx
-            .prepare("SELECT id, finished_at FROM snapshots WHERE client_id = ?1 AND set_id = ?2")?
-            .query_map(params![client, set_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
-        let keep: std::collections::HashSet<u64> = retention.keep(&snapshots).into_iter().collect();
-        let mut forgotten = 0;
-        for (id, _) in snapshots.iter().filter(|(id, _)| !keep.contains(id)) {
-            forgotten += tx.execute("DELETE FROM snapshots WHERE id = ?1", [*id as i64])?;
-        }
-        tx.commit()?;
-        Ok(forgotten)
-    }
-
-    /// Forgets the given snapshots; returns the ids that existed.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn forget_snapshots(&mut self, ids: &[SnapshotId]) -> Result<Vec<SnapshotId>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut forgotten = Vec::new();
+        let (mut forgotten, mut protected) = (Vec::new(), Vec::new());
         for id in ids {
-            if tx.execute("DELETE FROM snapshots WHERE id = ?1", [id])? > 0 {
+            if tx.execute(
+                "DELETE FROM snapshots WHERE id = ?1 AND protected = 0",
+                [id],
+            )? > 0
+            {
                 forgotten.push(*id);
+            } else if tx
+                .query_row("SELECT 1 FROM snapshots WHERE id = ?1", [id], |_| Ok(()))
+                .optional()?
+                .is_some()
+            {
+                protected.push(*id);
             }
         }
         tx.commit()?;
-        Ok(forgotten)
+        Ok((forgotten, protected))
     }
 
     /// Snapshots, oldest first, optionally of one client and one set name.
@@ -126,7 +114,7 @@ impl Catalog {
         set: Option<&str>,
     ) -> Result<Vec<SnapshotRow>> {
         let mut stmt = self.conn.prepare(
-            "SELECT s.id, c.name, b.name, s.root, s.started_at, s.finished_at, s.files, s.bytes
+            "SELECT s.id, c.name, b.name, s.root, s.started_at, s.finished_at, s.files, s.bytes, s.protected
              FROM snapshots s JOIN clients c ON c.id = s.client_id JOIN backup_sets b ON b.id = s.set_id
              WHERE (?1 IS NULL OR s.client_id = ?1) AND (?2 IS NULL OR b.name = ?2)
              ORDER BY s.id",
@@ -144,6 +132,8 @@ impl Catalog {
                 finished_at: ferry_protocol::units::format_rfc3339(finished_ms),
                 files: r.get::<_, i64>(6)? as u64,
                 bytes: r.get::<_, i64>(7)? as u64,
+                protected: r.get(8)?,
+                kept_by: Vec::new(),
                 root_id,
                 started_ms,
                 finished_ms,

@@ -394,21 +394,23 @@ fn a_content_waits_for_its_chunks_before_it_is_indexed() {
     assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
 }
 
-#[test]
-fn the_endpoints_retention_hint_is_applied_at_commit() {
+/// Backs up `n` versions of one file with the endpoint hinting
+/// `keep_last`, under the relay's `rules`; returns the ids listed after.
+fn after_backups(n: usize, hint_last: u32, rules: ferry_protocol::keep::Rules) -> Vec<u64> {
     let dir = tempfile::tempdir().unwrap();
     let (repo, a, _) = relay(dir.path());
-    let mut t = Transfer::new(repo, a, None);
-    for data in [&b"one"[..], b"two", b"three"] {
+    let mut t = Transfer::new(repo, a, None).with_retention_defaults(rules);
+    for i in 0..n {
         t.handle(Message::BackupBegin {
             set: "default".into(),
             retention: Retention {
-                keep_last: Some(2),
+                keep_last: Some(hint_last),
                 ..Retention::default()
             },
         })
         .unwrap();
-        let chunk = put_chunk(&mut t, data);
+        let data = format!("version {i}");
+        let chunk = put_chunk(&mut t, data.as_bytes());
         let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, data.len())]);
         put_object(&mut t, ObjectId::Content(content), &content_bytes);
         put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
@@ -419,8 +421,21 @@ fn the_endpoints_retention_hint_is_applied_at_commit() {
     else {
         panic!("SnapshotList")
     };
-    let ids: Vec<u64> = snapshots.iter().map(|s| s.id).collect();
-    assert_eq!(ids, vec![2, 3]);
+    snapshots.iter().map(|s| s.id).collect()
+}
+
+#[test]
+fn the_relays_rules_decide_and_the_endpoints_hints_only_keep_more() {
+    use ferry_protocol::keep::Rules;
+    let last = |n| Rules {
+        keep_last: Some(n),
+        ..Rules::default()
+    };
+    // No rule on the relay: the endpoint cannot forget anything.
+    assert_eq!(after_backups(3, 1, Rules::default()), vec![1, 2, 3]);
+    // The relay keeps 3 whatever the endpoint asks; asking for more keeps more.
+    assert_eq!(after_backups(5, 1, last(3)), vec![3, 4, 5]);
+    assert_eq!(after_backups(5, 4, last(3)), vec![2, 3, 4, 5]);
 }
 
 #[test]

@@ -377,12 +377,19 @@ impl Transfer {
         tracing::info!(
             "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"
         );
-        if upload.retention.is_set() {
-            let (set_id, retention) = (upload.set_id, upload.retention);
-            let forgotten = self.catalog(|c| c.apply_retention(client, set_id, &retention))?;
-            if forgotten > 0 {
-                tracing::info!("client {client}: retention forgot {forgotten} older snapshot(s) of set {set_id}");
-            }
+        // The relay's rules decide; the hints just sent can only keep more.
+        let (set_id, hints, defaults) = (upload.set_id, upload.retention, self.retention_defaults);
+        let forgotten = self.catalog(|c| {
+            c.save_hints(set_id, &hints)?;
+            let decisions =
+                c.retention_decisions(Some(client), Some(set_id), &defaults, now_ms())?;
+            c.apply_decisions(&decisions)
+        })?;
+        if !forgotten.is_empty() {
+            tracing::info!(
+                "client {client}: retention forgot {} older snapshot(s) of set {set_id}",
+                forgotten.len()
+            );
         }
         Ok(Message::Committed {
             snapshot: snapshot.0,

@@ -1,0 +1,234 @@
+//! Retention as the relay decides it: its rules per client or set, the
+//! endpoint's hints per set, protected snapshots; see
+//! `ferry_protocol::keep` for the decision itself.
+
+use ferry_protocol::keep::{decide, Decision, Rules, Snapshot};
+use ferry_protocol::retention::Retention;
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{Catalog, CatalogError, ClientId, Result, SetId, SnapshotId};
+
+/// The scope of a rule: a client's default, or one of its sets.
+fn scope(set: Option<&str>) -> &str {
+    set.unwrap_or("")
+}
+
+fn json_error(e: serde_json::Error) -> CatalogError {
+    CatalogError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+}
+
+/// What retention decided for one set.
+#[derive(Debug, Clone)]
+pub struct SetDecision {
+    /// The set's owner.
+    pub client: ClientId,
+    /// The set.
+    pub set_id: SetId,
+    /// The set's name.
+    pub set: String,
+    /// The rules that applied (`None`: none anywhere, everything kept).
+    pub rules: Option<Rules>,
+    /// For each snapshot, why it is kept (empty: forgotten).
+    pub decision: Decision,
+}
+
+impl Catalog {
+    /// Sets (or with `None`, removes) the relay's rules for `client`, or
+    /// for its set `set`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_rules(
+        &mut self,
+        client: ClientId,
+        set: Option<&str>,
+        rules: Option<&Rules>,
+    ) -> Result<()> {
+        match rules {
+            Some(rules) => {
+                let text = serde_json::to_string(rules).map_err(json_error)?;
+                self.conn.execute(
+                    "INSERT INTO retention_rules (client_id, set_name, rules) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (client_id, set_name) DO UPDATE SET rules = excluded.rules",
+                    params![client, scope(set), text],
+                )?;
+            }
+            None => {
+                self.conn.execute(
+                    "DELETE FROM retention_rules WHERE client_id = ?1 AND set_name = ?2",
+                    params![client, scope(set)],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The rules stored for `client`'s set `set`: the set's own, else the
+    /// client's; `None` when neither is stored (the relay's defaults apply).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn stored_rules(&self, client: ClientId, set: &str) -> Result<Option<Rules>> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT rules FROM retention_rules WHERE client_id = ?1 AND set_name IN (?2, '')
+                 ORDER BY set_name = '' LIMIT 1",
+                params![client, set],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| serde_json::from_str(&t).map_err(json_error))
+            .transpose()
+    }
+
+    /// Records the endpoint's hints for a set (sent with each backup).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn save_hints(&mut self, set_id: SetId, hints: &Retention) -> Result<()> {
+        let text = serde_json::to_string(hints).map_err(json_error)?;
+        self.conn.execute(
+            "UPDATE backup_sets SET hints = ?2 WHERE id = ?1",
+            params![set_id, text],
+        )?;
+        Ok(())
+    }
+
+    /// What retention decides now for every set (of `client`, and only
+    /// set `set`, if given), with `defaults` where the catalog stores no rule.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn retention_decisions(
+        &self,
+        client: Option<ClientId>,
+        set: Option<SetId>,
+        defaults: &Rules,
+        now_ms: i64,
+    ) -> Result<Vec<SetDecision>> {
+        let sets: Vec<(ClientId, SetId, String, Option<String>)> = self
+            .conn
+            .prepare(
+                "SELECT client_id, id, name, hints FROM backup_sets
+                 WHERE (?1 IS NULL OR client_id = ?1) AND (?2 IS NULL OR id = ?2)
+                 ORDER BY client_id, name",
+            )?
+            .query_map(params![client, set], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut decisions = Vec::with_capacity(sets.len());
+        for (client, set_id, set, hints) in sets {
+            let hints: Retention = match hints {
+                Some(text) => serde_json::from_str(&text).map_err(json_error)?,
+                None => Retention::default(),
+            };
+            let rules = self
+                .stored_rules(client, &set)?
+                .or(Some(*defaults))
+                .filter(Rules::is_set);
+            let snapshots = self.set_snapshots(set_id)?;
+            let decision = decide(&snapshots, &rules.unwrap_or_default(), &hints, now_ms);
+            decisions.push(SetDecision {
+                client,
+                set_id,
+                set,
+                rules,
+                decision,
+            });
+        }
+        Ok(decisions)
+    }
+
+    /// A set's snapshots as retention sees them.
+    fn set_snapshots(&self, set_id: SetId) -> Result<Vec<Snapshot>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id, finished_at, protected FROM snapshots WHERE set_id = ?1")?
+            .query_map([set_id], |r| {
+                Ok(Snapshot {
+                    id: r.get::<_, i64>(0)? as u64,
+                    time_ms: r.get(1)?,
+                    protected: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Forgets what `decisions` keep for no reason, in one transaction,
+    /// never a protected snapshot (protection may have come since the
+    /// decision); returns the ids forgotten.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn apply_decisions(&mut self, decisions: &[SetDecision]) -> Result<Vec<SnapshotId>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut forgotten = Vec::new();
+        {
+            let mut forget =
+                tx.prepare_cached("DELETE FROM snapshots WHERE id = ?1 AND protected = 0")?;
+            for set in decisions {
+                for (id, _) in set.decision.iter().filter(|(_, why)| why.is_empty()) {
+                    if forget.execute([*id as i64])? > 0 {
+                        forgotten.push(SnapshotId(*id));
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(forgotten)
+    }
+
+    /// Every client's name by id (removed clients too: their snapshots stay).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_names(&self) -> Result<std::collections::HashMap<ClientId, String>> {
+        Ok(self
+            .conn
+            .prepare("SELECT id, name FROM clients")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every snapshot's finish time (ms) by id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn snapshot_times(&self) -> Result<std::collections::HashMap<u64, i64>> {
+        Ok(self
+            .conn
+            .prepare("SELECT id, finished_at FROM snapshots")?
+            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Protects (or unprotects) snapshots; returns the ids that exist.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn protect_snapshots(
+        &mut self,
+        ids: &[SnapshotId],
+        protect: bool,
+    ) -> Result<Vec<SnapshotId>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut found = Vec::new();
+        for id in ids {
+            if tx.execute(
+                "UPDATE snapshots SET protected = ?2 WHERE id = ?1",
+                params![id, protect],
+            )? > 0
+            {
+                found.push(*id);
+            }
+        }
+        tx.commit()?;
+        Ok(found)
+    }
+}

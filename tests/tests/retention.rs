@@ -1,0 +1,165 @@
+//! Retention decided by the relay, through the real binaries: the relay's
+//! rules are the floor, an endpoint's hints (or a hostile client's) can
+//! only keep more, protected snapshots stay until the admin says.
+
+use std::fs;
+use std::path::Path;
+
+use ferry_protocol::ids::TreeId;
+use ferry_protocol::message::{Message, ObjectId};
+use ferry_protocol::retention::Retention;
+use ferry_protocol::tree::Tree;
+use ferry_tests::{ok, paired, Endpoint, RawSession, Relay};
+
+/// `n` backups of `src` (a file changed each time); returns their ids.
+fn backups(endpoint: &Endpoint, src: &Path, n: usize, from: usize) -> Vec<u64> {
+    (from..from + n)
+        .map(|i| {
+            fs::write(src.join("note"), format!("version {i}")).unwrap();
+            endpoint.backup_json(&["--set", "docs"])["snapshot"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The relay's listing: (id, kept_by) of each snapshot.
+fn listed(relay: &Relay) -> Vec<(u64, Vec<String>)> {
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(relay.admin(&["snapshots", "list", "--json"]))).unwrap();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let why = s["kept_by"].as_array().unwrap();
+            (
+                s["id"].as_u64().unwrap(),
+                why.iter()
+                    .map(|w| w.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn docs_set(endpoint: &Endpoint, src: &Path, hints: &str) {
+    fs::create_dir_all(src).unwrap();
+    fs::write(
+        endpoint.state().join("endpoint.toml"),
+        format!("[sets.docs]\npaths = [{src:?}]\n{hints}"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_endpoint_asking_to_keep_one_keeps_the_relays_three() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    docs_set(&endpoint, &src, "keep-last = 1\n");
+    let out = ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "3"]));
+    assert!(out.contains("keep-last 3"), "{out}");
+    let made = backups(&endpoint, &src, 5, 0);
+    let kept = listed(&relay);
+    assert_eq!(
+        kept.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        made[2..].to_vec()
+    );
+    assert!(
+        kept.iter()
+            .all(|(_, why)| why.contains(&"last".to_string())),
+        "{kept:?}"
+    );
+}
+
+#[test]
+fn the_most_destructive_hints_and_an_empty_tree_lose_nothing_the_rules_keep() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    docs_set(&endpoint, &src, "");
+    ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "3"]));
+    let made = backups(&endpoint, &src, 3, 0);
+    // A stolen laptop: keep nothing, and commit an empty tree, twice.
+    let (empty, bytes) = Tree {
+        entries: Vec::new(),
+    }
+    .encode()
+    .unwrap();
+    for _ in 0..2 {
+        let mut raw = RawSession::open_as(&relay, &endpoint, 4);
+        raw.send(&Message::BackupBegin {
+            set: "docs".into(),
+            retention: Retention {
+                keep_last: Some(0),
+                keep_daily: Some(0),
+                keep_weekly: Some(0),
+                keep_monthly: Some(0),
+            },
+        });
+        assert!(matches!(raw.recv(), Some(Message::BackupReady { .. })));
+        raw.send(&Message::PutObject {
+            id: ObjectId::Tree(empty),
+            codec: ferry_protocol::compress::Codec::None,
+            data: bytes.clone(),
+        });
+        raw.send(&Message::Commit {
+            root: TreeId(empty.0),
+            files: 0,
+            bytes: 0,
+            started_ms: 0,
+        });
+        assert!(matches!(raw.recv(), Some(Message::Committed { .. })));
+    }
+    // The relay's three newest: the hostile two and the last real one.
+    let kept: Vec<u64> = listed(&relay).iter().map(|(id, _)| *id).collect();
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert!(kept.contains(&made[2]), "{kept:?}");
+    // The admin raises the floor: from now on more are kept.
+    ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "10"]));
+    backups(&endpoint, &src, 1, 10);
+    assert_eq!(listed(&relay).len(), 4);
+}
+
+#[test]
+fn a_protected_snapshot_survives_forget_and_retention_until_unprotected() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    docs_set(&endpoint, &src, "");
+    let first = backups(&endpoint, &src, 1, 0)[0];
+    let out = ok(relay.admin(&["snapshots", "protect", &first.to_string()]));
+    assert!(out.contains("protected"), "{out}");
+    let forget = relay.admin(&["snapshots", "forget", &first.to_string()]);
+    assert_eq!(forget.status.code(), Some(1));
+    assert!(
+        ferry_tests::stderr(&forget).contains("is protected"),
+        "{}",
+        ferry_tests::stderr(&forget)
+    );
+    ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "1"]));
+    let later = backups(&endpoint, &src, 3, 1);
+    let kept = listed(&relay);
+    assert_eq!(
+        kept.iter().map(|(id, _)| *id).collect::<Vec<_>>(),
+        vec![first, later[2]]
+    );
+    assert_eq!(kept[0].1, vec!["protected".to_string()]);
+    // The dry run says what goes once it is unprotected, and why the rest stays.
+    ok(relay.admin(&["snapshots", "unprotect", &first.to_string()]));
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(relay.admin(&["retention", "--dry-run", "--json"]))).unwrap();
+    let fate = |id: u64| {
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["snapshot"] == id)
+            .map(|f| f["action"].as_str().unwrap().to_string())
+    };
+    assert_eq!(fate(first).as_deref(), Some("forget"));
+    assert_eq!(fate(later[2]).as_deref(), Some("keep"));
+    assert_eq!(listed(&relay).len(), 2, "a dry run forgets nothing");
+    let out = ok(relay.admin(&["retention"]));
+    assert!(out.contains("forgot 1 snapshot"), "{out}");
+    assert_eq!(listed(&relay).len(), 1);
+}
