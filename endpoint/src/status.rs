@@ -52,6 +52,7 @@ pub async fn run(state: &StateDir, json: bool, watch: bool) -> Result<()> {
     let mut session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
     let rtt = ping(&mut session, 0).await?;
     let (damaged, healed) = damage(&mut session).await?;
+    let usage = usage(&mut session).await?;
     if json {
         let out = serde_json::json!({
             "relay_fingerprint": relay_key.fingerprint().to_string(),
@@ -64,6 +65,9 @@ pub async fn run(state: &StateDir, json: bool, watch: bool) -> Result<()> {
             "rtt_ms": rtt.as_secs_f64() * 1000.0,
             "snapshots_damaged": damaged,
             "snapshots_healed": healed,
+            "stored_bytes": usage.map(|u| u.stored),
+            "quota": usage.and_then(|u| u.quota),
+            "quota_warning": usage.is_some_and(|u| u.warn()),
         });
         println!("{out}");
     } else {
@@ -83,6 +87,15 @@ pub async fn run(state: &StateDir, json: bool, watch: bool) -> Result<()> {
             session.path.as_str()
         );
         println!("round trip: {:.2} ms", rtt.as_secs_f64() * 1000.0);
+        if let Some(usage) = usage {
+            println!("stored:     {}", usage.text());
+            if usage.warn() {
+                println!(
+                    "QUOTA:      past {} % of this client's quota; backups that would pass it are refused",
+                    usage.warn_percent
+                );
+            }
+        }
         if !damaged.is_empty() {
             println!("DAMAGED:    snapshots {damaged:?} reach data the relay found damaged; the next backup that still holds it heals them");
         }
@@ -140,6 +153,69 @@ async fn recv(session: &mut Session) -> Result<Message> {
             "the relay sent nothing for {:?} while a request waited: the relay or the link stopped",
             session.silence
         ),
+    }
+}
+
+/// What this client stores on the relay, and its quota.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    stored: u64,
+    quota: Option<u64>,
+    warn_percent: u8,
+}
+
+impl Usage {
+    /// Past the relay's warning share of the quota.
+    fn warn(self) -> bool {
+        self.quota.is_some_and(|q| {
+            self.stored.saturating_mul(100) > q.saturating_mul(self.warn_percent.into())
+        })
+    }
+
+    fn text(self) -> String {
+        use ferry_protocol::units::format_size;
+        match self.quota {
+            Some(q) => format!(
+                "{} of a {} quota ({} %)",
+                format_size(self.stored),
+                format_size(q),
+                self.stored.saturating_mul(100) / q.max(1)
+            ),
+            None => format!("{} (no quota)", format_size(self.stored)),
+        }
+    }
+}
+
+/// This client's storage on the relay (`None` from a relay older than
+/// protocol 1.4, which cannot tell).
+async fn usage(session: &mut Session) -> Result<Option<Usage>> {
+    if session.relay_hello.minor < 4 {
+        return Ok(None);
+    }
+    session
+        .channel
+        .send(&Message::GetUsage)
+        .await
+        .context("the session broke")?;
+    loop {
+        match recv(session).await? {
+            Message::Usage {
+                stored,
+                quota,
+                warn_percent,
+            } => {
+                return Ok(Some(Usage {
+                    stored,
+                    quota,
+                    warn_percent,
+                }))
+            }
+            Message::Failed { message } | Message::Refused { message, .. } => {
+                bail!("the relay refused: {message}")
+            }
+            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
+            _ => continue,
+        }
     }
 }
 

@@ -287,6 +287,20 @@ pub enum Message {
     /// is, to endpoints of protocol 1.4 on, so their read timeout tells a
     /// relay that went silent from one that is busy.
     Working,
+    /// Asks how much this client stores on the relay and its quota
+    /// (protocol 1.4); answered by `Usage`.
+    GetUsage,
+    /// What this client's data takes on the relay's disk (after dedup and
+    /// compression, until the next collection frees what no snapshot
+    /// reaches), and its quota.
+    Usage {
+        /// Bytes stored.
+        stored: u64,
+        /// The quota in bytes, if it has one.
+        quota: Option<u64>,
+        /// The share of the quota past which the relay warns, in percent.
+        warn_percent: u8,
+    },
 }
 
 /// How often the relay says [`Message::Working`] while a request waits.
@@ -317,6 +331,10 @@ pub enum Refusal {
     /// The backup set is being backed up by another session of the same
     /// client (protocol 1.3): try again when that one ends.
     SetBusy,
+    /// The backup would pass the client's quota (protocol 1.4): what was
+    /// stored before is untouched; the admin raises the quota, or older
+    /// snapshots go.
+    QuotaExceeded,
 }
 
 impl Refusal {
@@ -329,6 +347,7 @@ impl Refusal {
             | Refusal::StorageFailed
             | Refusal::ProtocolViolation
             | Refusal::SetBusy => 3,
+            Refusal::QuotaExceeded => 4,
         }
     }
 }
@@ -370,6 +389,8 @@ impl Message {
             Message::Damage { .. } => "Damage",
             Message::Refused { .. } => "Refused",
             Message::Working => "Working",
+            Message::GetUsage => "GetUsage",
+            Message::Usage { .. } => "Usage",
         }
     }
 }
@@ -562,6 +583,7 @@ mod tests {
             Refusal::StorageFailed,
             Refusal::ProtocolViolation,
             Refusal::SetBusy,
+            Refusal::QuotaExceeded,
         ];
         for (number, code) in codes.into_iter().enumerate() {
             let message = Message::Refused {
@@ -591,6 +613,16 @@ mod tests {
             any::<u64>().prop_map(|nonce| Message::Pong { nonce }),
             ".{0,200}".prop_map(|reason| Message::Close { reason }),
             Just(Message::Working),
+            Just(Message::GetUsage),
+            (any::<u64>(), any::<Option<u64>>(), any::<u8>()).prop_map(
+                |(stored, quota, warn_percent)| {
+                    Message::Usage {
+                        stored,
+                        quota,
+                        warn_percent,
+                    }
+                }
+            ),
             (
                 any::<[u8; 32]>(),
                 any::<[u8; 32]>(),

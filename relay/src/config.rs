@@ -45,6 +45,85 @@ pub struct RelayConfig {
     /// (`ferry-relay clients retention`); none: everything is kept.
     #[serde(default, skip_serializing_if = "is_default")]
     pub retention: ferry_protocol::keep::Rules,
+    /// Storage quotas.
+    #[serde(default)]
+    pub quota: QuotaConfig,
+}
+
+/// `[quota]`: how much each client may store (after dedup and compression).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct QuotaConfig {
+    /// Every client's quota unless it has its own (`100GiB`, `unlimited`).
+    pub per_client: String,
+    /// Past this share of its quota a client's use is logged and shown in
+    /// `ferry status`, in percent.
+    pub warn_percent: u8,
+}
+
+impl Default for QuotaConfig {
+    fn default() -> Self {
+        QuotaConfig {
+            per_client: "unlimited".into(),
+            warn_percent: 90,
+        }
+    }
+}
+
+/// Quotas resolved for the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// See [`QuotaConfig::per_client`]; `None`: unlimited.
+    pub per_client: Option<u64>,
+    /// See [`QuotaConfig::warn_percent`].
+    pub warn_percent: u8,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            per_client: None,
+            warn_percent: 90,
+        }
+    }
+}
+
+impl Quotas {
+    /// The quota of a client whose own setting is `own` (see
+    /// `ClientRecord::own_quota`).
+    pub fn of(&self, own: Option<Option<u64>>) -> Option<u64> {
+        own.unwrap_or(self.per_client)
+    }
+}
+
+impl QuotaConfig {
+    /// Resolves the size.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn resolve(&self) -> Result<Quotas> {
+        anyhow::ensure!(
+            (1..=100).contains(&self.warn_percent),
+            "quota.warn-percent: {} is not a percentage from 1 to 100",
+            self.warn_percent
+        );
+        Ok(Quotas {
+            per_client: parse_quota(&self.per_client)
+                .map_err(|e| anyhow::anyhow!("quota.per-client: {e}"))?,
+            warn_percent: self.warn_percent,
+        })
+    }
+}
+
+/// Parses a quota: a size, or `unlimited`.
+///
+/// # Errors
+/// A size that does not parse.
+pub fn parse_quota(text: &str) -> Result<Option<u64>, String> {
+    match text.trim() {
+        "unlimited" | "none" => Ok(None),
+        size => ferry_protocol::units::parse_size(size).map(Some),
+    }
 }
 
 fn is_default(rules: &ferry_protocol::keep::Rules) -> bool {
@@ -350,6 +429,7 @@ impl RelayConfig {
         config.rates.resolve()?;
         config.gc.resolve()?;
         config.verify.resolve()?;
+        config.quota.resolve()?;
         Ok(config)
     }
 

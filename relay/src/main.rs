@@ -208,6 +208,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 gc: Default::default(),
                 verify: Default::default(),
                 retention: Default::default(),
+                quota: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());

@@ -121,7 +121,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
     });
     let transfer = Transfer::new(Arc::clone(&shared.repo), client.id, policy)
         .with_stall_limit(shared.limits.idle_timeout)
-        .with_retention_defaults(shared.config.retention);
+        .with_retention_defaults(shared.config.retention)
+        .with_quotas(shared.config.quota.resolve().unwrap_or_default());
     let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer, meter).await {
         Ok(reason) => reason,
         Err(e) => format!("{e:#}"),

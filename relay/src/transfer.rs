@@ -55,6 +55,9 @@ pub enum TransferError {
     /// The catalog failed.
     #[error(transparent)]
     Catalog(#[from] CatalogError),
+    /// The backup would pass the client's quota; what it sent is dropped.
+    #[error("quota: {0}")]
+    Quota(String),
     /// An fsync failed after this upload appended: what it sent since its
     /// last sync may be lost, so none of it is indexed.
     #[error("the relay's disk failed while this backup was being written (an fsync failed); nothing of it since the last sync was kept")]
@@ -66,6 +69,7 @@ impl TransferError {
     pub fn refusal(&self) -> Refusal {
         match self {
             TransferError::Violation(_) | TransferError::Decode(_) => Refusal::ProtocolViolation,
+            TransferError::Quota(_) => Refusal::QuotaExceeded,
             TransferError::Storage(StorageError::Full { .. })
             | TransferError::Catalog(CatalogError::DiskFull(_)) => Refusal::DiskFull,
             TransferError::Damaged(_)
@@ -109,6 +113,8 @@ pub struct Transfer {
     /// The relay's retention rules where the catalog stores none for the
     /// client or set (`relay.toml` `[retention]`).
     retention_defaults: ferry_protocol::keep::Rules,
+    /// The relay's quotas (`relay.toml` `[quota]`).
+    quotas: crate::config::Quotas,
 }
 
 /// What a client may do when its session comes from the internet.
@@ -138,7 +144,22 @@ impl Transfer {
             policy,
             stall_limit: None,
             retention_defaults: ferry_protocol::keep::Rules::default(),
+            quotas: crate::config::Quotas::default(),
         }
+    }
+
+    /// Applies the relay's quotas (a client's own quota overrides them).
+    pub fn with_quotas(mut self, quotas: crate::config::Quotas) -> Self {
+        self.quotas = quotas;
+        self
+    }
+
+    /// The client's quota and what it stores now.
+    fn usage(&self) -> Result<(Option<u64>, u64)> {
+        let client = self.client;
+        let own = self.catalog(|c| c.own_quota(client))?;
+        let stored = self.catalog(|c| c.client_stored_bytes(client))?;
+        Ok((self.quotas.of(own), stored))
     }
 
     /// Applies `defaults` where the catalog stores no retention rule.
@@ -252,7 +273,15 @@ impl Transfer {
                         ),
                     }));
                 };
-                self.upload = Some(Upload::begin(&self.repo, permit, set_id, retention));
+                let mut upload = Upload::begin(&self.repo, permit, set_id, retention);
+                if let (Some(limit), stored) = self.usage()? {
+                    upload.quota = Some(upload::QuotaUse {
+                        limit,
+                        stored,
+                        added: 0,
+                    });
+                }
+                self.upload = Some(upload);
                 Some(Message::BackupReady {
                     max_file: self.policy.and_then(|p| p.max_file),
                 })
@@ -412,6 +441,14 @@ impl Transfer {
                 }
             }
             Message::GetChunk { id, base_signature } => Some(self.get_chunk(&id, base_signature)?),
+            Message::GetUsage => {
+                let (quota, stored) = self.usage()?;
+                Some(Message::Usage {
+                    stored,
+                    quota,
+                    warn_percent: self.quotas.warn_percent,
+                })
+            }
             Message::GetDamage => {
                 let client = self.client;
                 let (damaged, healed) = self.catalog(|c| c.client_damage(client))?;

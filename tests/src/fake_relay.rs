@@ -106,6 +106,11 @@ pub fn answer_with_signature(signature: Vec<u8>) -> impl Fn(&mut RawSession) + S
                     snapshots: Vec::new(),
                 },
                 Message::Ping { nonce } => Message::Pong { nonce },
+                Message::GetUsage => Message::Usage {
+                    stored: 0,
+                    quota: None,
+                    warn_percent: 90,
+                },
                 Message::GetDamage => Message::Damage {
                     damaged: Vec::new(),
                     healed: Vec::new(),

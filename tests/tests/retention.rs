@@ -163,3 +163,50 @@ fn a_protected_snapshot_survives_forget_and_retention_until_unprotected() {
     assert!(out.contains("forgot 1 snapshot"), "{out}");
     assert_eq!(listed(&relay).len(), 1);
 }
+
+#[test]
+fn a_backup_over_the_quota_is_refused_and_everything_before_stays_whole() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let small = ferry_tests::tree::random_bytes(1 << 20, 71);
+    fs::write(src.join("small"), &small).unwrap();
+    let out = ok(relay.admin(&["clients", "quota", "laptop", "8MiB"]));
+    assert!(out.contains("8.0 MiB"), "{out}");
+    endpoint.backup_json(&[ferry_tests::arg(&src)]);
+    // 20 MiB that do not compress: past the quota.
+    fs::write(
+        src.join("big"),
+        ferry_tests::tree::random_bytes(20 << 20, 72),
+    )
+    .unwrap();
+    let refused = endpoint.ferry(&["backup", ferry_tests::arg(&src)]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = ferry_tests::stderr(&refused);
+    assert!(err.contains("quota of 8.0 MiB"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    // The relay and the session are fine; the status shows the storage.
+    let status = endpoint.status_json();
+    assert_eq!(status["quota"], 8 << 20);
+    assert!(
+        status["stored_bytes"].as_u64().unwrap() < 2 << 20,
+        "{status}"
+    );
+    let list = ok(relay.admin(&["clients", "list", "--json"]));
+    assert!(list.contains("\"stored_bytes\""), "{list}");
+    // The earlier snapshot restores identical.
+    let out = work.path().join("out");
+    endpoint.restore_json(&[
+        "--map-from",
+        ferry_tests::arg(&src),
+        "--map-to",
+        ferry_tests::arg(&out),
+    ]);
+    assert_eq!(fs::read(out.join("small")).unwrap(), small);
+    assert!(!out.join("big").exists());
+    // A backup that fits goes through at once.
+    fs::remove_file(src.join("big")).unwrap();
+    fs::write(src.join("note"), b"fits").unwrap();
+    endpoint.backup_json(&[ferry_tests::arg(&src)]);
+}

@@ -5,10 +5,11 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use ferry_net::table::{Align, Table};
 use ferry_protocol::schedule::Schedule;
-use ferry_protocol::units::format_rate;
+use ferry_protocol::units::{format_rate, format_size};
 
 use super::parse_schedule;
 use crate::catalog::{now_ms, ClientRecord};
+use crate::config::Quotas;
 use crate::data_dir::DataDir;
 use crate::rates::RateReport;
 
@@ -56,6 +57,18 @@ pub enum ClientsCommand {
         #[arg(long, conflicts_with = "rate")]
         reset: bool,
     },
+    /// Set a client's storage quota (after dedup and compression): a
+    /// backup that would pass it is refused.
+    Quota {
+        /// The client's name.
+        name: String,
+        /// A size (`8MiB`, `100GiB`) or `unlimited`.
+        #[arg(value_parser = parse_quota_arg, required_unless_present = "reset")]
+        quota: Option<QuotaArg>,
+        /// Go back to relay.toml's `[quota] per-client`.
+        #[arg(long, conflicts_with = "quota")]
+        reset: bool,
+    },
     /// Set the relay's retention rules for a client, or one of its sets:
     /// they decide what is kept (the endpoint's hints can only keep more).
     Retention {
@@ -88,6 +101,18 @@ pub fn parse_max_file(text: &str) -> Result<MaxFile, String> {
     ferry_protocol::units::parse_size(text).map(|n| MaxFile(Some(n)))
 }
 
+/// A quota on the command line: bytes, or `None` for unlimited.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaArg(pub Option<u64>);
+
+/// Parses a quota argument: a size, or `unlimited`.
+///
+/// # Errors
+/// A size that does not parse.
+pub fn parse_quota_arg(text: &str) -> Result<QuotaArg, String> {
+    crate::config::parse_quota(text).map(QuotaArg)
+}
+
 /// The serving relay's published rates, if it is running (fresh within 5 s).
 fn live_rates(data: &DataDir) -> Option<RateReport> {
     let text = std::fs::read_to_string(data.rates_file()).ok()?;
@@ -95,13 +120,45 @@ fn live_rates(data: &DataDir) -> Option<RateReport> {
     (now_ms() - report.at_ms < 5_000).then_some(report)
 }
 
-/// A client as JSON, with its limit in force and current rate when the relay runs.
-fn client_json(c: &ClientRecord, live: Option<&RateReport>) -> serde_json::Value {
+/// A client as JSON, with its limit in force and current rate when the
+/// relay runs, and its storage (`stored_bytes`, `quota`).
+fn client_json(c: &ClientRecord, live: Option<&RateReport>, storage: Storage) -> serde_json::Value {
     let mut v = serde_json::to_value(c).unwrap_or_default();
     let flow = live.and_then(|r| r.clients.get(&c.id.to_string()));
     v["limit_in_force"] = flow.map_or(serde_json::Value::Null, |f| serde_json::json!(f.limit));
     v["rate"] = flow.map_or(serde_json::Value::Null, |f| serde_json::json!(f.rate));
+    v["stored_bytes"] = serde_json::json!(storage.stored);
+    v["quota"] = serde_json::json!(storage.quota);
     v
+}
+
+/// What a client stores and may store.
+#[derive(Debug, Clone, Copy)]
+struct Storage {
+    stored: u64,
+    quota: Option<u64>,
+}
+
+impl Storage {
+    fn of(catalog: &crate::catalog::Catalog, quotas: &Quotas, c: &ClientRecord) -> Result<Self> {
+        Ok(Storage {
+            stored: catalog.client_stored_bytes(c.id)?,
+            quota: quotas.of(c.own_quota),
+        })
+    }
+
+    /// `3.2 MiB of 8.0 MiB (40 %)`, or `3.2 MiB` without a quota.
+    fn text(self) -> String {
+        match self.quota {
+            Some(quota) => format!(
+                "{} of {} ({} %)",
+                format_size(self.stored),
+                format_size(quota),
+                self.stored.saturating_mul(100) / quota.max(1)
+            ),
+            None => format_size(self.stored),
+        }
+    }
 }
 
 /// Runs `ferry-relay clients COMMAND`.
@@ -110,15 +167,22 @@ fn client_json(c: &ClientRecord, live: Option<&RateReport>) -> serde_json::Value
 /// An unknown client, catalog errors.
 pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
     let mut catalog = data.catalog()?;
+    let quotas = data.config()?.quota.resolve()?;
     match command {
         ClientsCommand::List { json } => {
             let clients = catalog.list_clients()?;
             let live = live_rates(data);
             if json {
-                let rows: Vec<serde_json::Value> = clients
+                let rows = clients
                     .iter()
-                    .map(|c| client_json(c, live.as_ref()))
-                    .collect();
+                    .map(|c| {
+                        Ok(client_json(
+                            c,
+                            live.as_ref(),
+                            Storage::of(&catalog, &quotas, c)?,
+                        ))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else if clients.is_empty() {
                 println!("no clients; pair one with `ferry-relay pair --name NAME`");
@@ -129,16 +193,19 @@ pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
                     ("HOST", Align::Left),
                     ("LIMIT", Align::Left),
                     ("RATE", Align::Left),
+                    ("STORED", Align::Left),
                     ("LAST SEEN", Align::Left),
                 ]);
                 for c in clients {
                     let flow = live.as_ref().and_then(|r| r.clients.get(&c.id.to_string()));
+                    let storage = Storage::of(&catalog, &quotas, &c)?;
                     table.row(vec![
                         c.name,
                         c.fingerprint.to_string(),
                         c.hostname,
                         c.limit.unwrap_or_else(|| "(config)".into()),
                         flow.map_or("-".to_string(), |f| format_rate(Some(f.rate))),
+                        storage.text(),
                         c.last_seen_at.unwrap_or_else(|| "never".into()),
                     ]);
                 }
@@ -150,10 +217,11 @@ pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
                 bail!("no client named {name:?}");
             };
             let live = live_rates(data);
+            let storage = Storage::of(&catalog, &quotas, &c)?;
             if json {
                 println!(
                     "{}",
-                    serde_json::to_string_pretty(&client_json(&c, live.as_ref()))?
+                    serde_json::to_string_pretty(&client_json(&c, live.as_ref(), storage))?
                 );
             } else {
                 let flow = live.as_ref().and_then(|r| r.clients.get(&c.id.to_string()));
@@ -173,6 +241,7 @@ pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
                         .as_deref()
                         .unwrap_or("none (relay.toml's per-client rate)")
                 );
+                println!("stored:       {}", storage.text());
                 if let Some(flow) = flow {
                     println!("limit now:    {}", format_rate(flow.limit));
                     println!("rate now:     {}", format_rate(Some(flow.rate)));
@@ -223,6 +292,18 @@ pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
                 bail!("no client named {name:?}");
             }
             println!("removed client {name:?}: its sessions are closed and its key is refused");
+        }
+        ClientsCommand::Quota { name, quota, reset } => {
+            let setting = if reset { None } else { quota.map(|q| q.0) };
+            if !catalog.set_quota(&name, setting)? {
+                bail!("no client named {name:?}");
+            }
+            let shown = match setting {
+                None => "relay.toml's [quota] per-client".to_string(),
+                Some(None) => "unlimited".to_string(),
+                Some(Some(n)) => ferry_protocol::units::format_size(n),
+            };
+            println!("quota of {name:?} set to {shown} (from its next backup)");
         }
         ClientsCommand::Retention {
             name,

@@ -32,6 +32,9 @@ pub struct ClientRecord {
     pub internet_full_backups: bool,
     /// The largest single file it may back up over the internet.
     pub internet_max_file: Option<u64>,
+    /// Its own quota: `None` the relay's default, `Some(None)` unlimited.
+    #[serde(skip)]
+    pub own_quota: Option<Option<u64>>,
     /// Its static public key.
     #[serde(skip)]
     pub public_key: PublicKey,
@@ -47,7 +50,7 @@ impl Eq for ClientRecord {}
 
 const CLIENT_COLUMNS: &str =
     "SELECT id, name, public_key, hostname, created_at, last_seen_at, last_address, rate_limit,
-     internet_full_backups, internet_max_file FROM clients";
+     internet_full_backups, internet_max_file, quota FROM clients";
 
 pub(super) fn client_where(
     conn: &Connection,
@@ -84,6 +87,9 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
         limit: r.get(7)?,
         internet_full_backups: r.get(8)?,
         internet_max_file: r.get::<_, Option<i64>>(9)?.map(|n| n as u64),
+        own_quota: r
+            .get::<_, Option<i64>>(10)?
+            .map(|n| u64::try_from(n).ok().filter(|n| *n > 0)),
         public_key,
     })
 }

@@ -206,6 +206,49 @@ impl Catalog {
             .collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Bytes `client`'s blobs take in the store (after dedup and
+    /// compression; what no snapshot reaches counts until it is collected).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_stored_bytes(&self, client: ClientId) -> Result<u64> {
+        let bytes: i64 = self.conn.query_row(
+            "SELECT COALESCE(SUM(length), 0) FROM blobs WHERE client_id = ?1",
+            [client],
+            |r| r.get(0),
+        )?;
+        Ok(bytes as u64)
+    }
+
+    /// A client's own quota setting (see `ClientRecord::own_quota`).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn own_quota(&self, client: ClientId) -> Result<Option<Option<u64>>> {
+        let value: Option<i64> = self
+            .conn
+            .query_row("SELECT quota FROM clients WHERE id = ?1", [client], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .flatten();
+        Ok(value.map(|n| u64::try_from(n).ok().filter(|n| *n > 0)))
+    }
+
+    /// Sets a client's own quota: `None` back to the relay's default,
+    /// `Some(None)` unlimited; false when there is no such client.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_quota(&mut self, name: &str, quota: Option<Option<u64>>) -> Result<bool> {
+        let value: Option<i64> =
+            quota.map(|q| q.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)));
+        Ok(self.conn.execute(
+            "UPDATE clients SET quota = ?2 WHERE name = ?1 AND removed_at IS NULL",
+            params![name, value],
+        )? > 0)
+    }
+
     /// Protects (or unprotects) snapshots; returns the ids that exist.
     ///
     /// # Errors

@@ -11,6 +11,7 @@ use ferry_protocol::message::{
 };
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, Tree};
+use ferry_protocol::units::format_size;
 use ferry_protocol::{delta, patch};
 
 use super::closure::Gap;
@@ -44,6 +45,8 @@ pub(super) struct Upload {
     /// When the client last sent something for this upload.
     pub(super) progress: std::time::Instant,
     pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
+    /// The client's quota and its use, when it has one.
+    pub(super) quota: Option<QuotaUse>,
     pub(super) rejected: Vec<ChunkId>,
 }
 
@@ -69,8 +72,20 @@ impl Upload {
             progress: std::time::Instant::now(),
             pending: HashMap::new(),
             rejected: Vec::new(),
+            quota: None,
         }
     }
+}
+
+/// A client's quota as one upload uses it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct QuotaUse {
+    /// The quota, in bytes.
+    pub(super) limit: u64,
+    /// What the client stored when the upload began.
+    pub(super) stored: u64,
+    /// What this upload has appended since.
+    pub(super) added: u64,
 }
 
 impl Drop for Upload {
@@ -196,6 +211,21 @@ impl Transfer {
                 upload.pending_objects < MAX_PENDING_OBJECTS,
                 "more than {MAX_PENDING_OBJECTS} trees and contents sent without a Sync (or held for chunks never sent)"
             );
+        }
+        if let Some(quota) = &mut upload.quota {
+            let after = quota.stored + quota.added + bytes.len() as u64;
+            if after > quota.limit {
+                let message = format!(
+                    "this backup would pass the client's quota of {}: {} is stored, and {} more did not fit; nothing of this backup was kept (what was stored before is untouched)",
+                    format_size(quota.limit),
+                    format_size(quota.stored + quota.added),
+                    format_size(bytes.len() as u64)
+                );
+                // Dropped, not made durable for a resume: it would not fit.
+                self.upload = None;
+                return Err(TransferError::Quota(message));
+            }
+            quota.added += bytes.len() as u64;
         }
         let (at, epoch) = self.repo.blobs().append(&bytes)?;
         let row = BlobRow {
@@ -385,6 +415,19 @@ impl Transfer {
                 c.retention_decisions(Some(client), Some(set_id), &defaults, now_ms())?;
             c.apply_decisions(&decisions)
         })?;
+        if let Some(quota) = upload.quota {
+            let used = quota.stored + quota.added;
+            if used.saturating_mul(100)
+                > quota.limit.saturating_mul(self.quotas.warn_percent.into())
+            {
+                tracing::warn!(
+                    "client {client} uses {} of its quota of {} ({} %)",
+                    format_size(used),
+                    format_size(quota.limit),
+                    used.saturating_mul(100) / quota.limit.max(1)
+                );
+            }
+        }
         if !forgotten.is_empty() {
             tracing::info!(
                 "client {client}: retention forgot {} older snapshot(s) of set {set_id}",
