@@ -214,6 +214,11 @@ impl RelayClient {
         }
     }
 
+    /// The relay's protocol minor version (what it can answer).
+    pub fn relay_minor(&self) -> u16 {
+        self.session.relay_hello.minor
+    }
+
     /// Bytes sent on the connection so far (handshake, framing and encryption included).
     pub fn bytes_sent(&self) -> u64 {
         self.session.channel.io.bytes_written()

@@ -326,9 +326,31 @@ async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<E
 
 async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Result<()> {
     let mut client = jobs::open_client(state).await?;
-    let list = match client.request(&Message::ListSnapshots { set }).await? {
+    let list = match client
+        .request(&Message::ListSnapshots { set: set.clone() })
+        .await?
+    {
         Message::SnapshotList { snapshots } => snapshots,
         other => return Err(ferry_endpoint::client::unexpected("SnapshotList", &other)),
+    };
+    // Why the relay keeps each (relays from protocol 1.4 say).
+    let kept_by: std::collections::HashMap<u64, Vec<String>> = if client.relay_minor() >= 4 {
+        match client.request(&Message::GetKeptBy { set }).await? {
+            Message::KeptBy { snapshots } => snapshots.into_iter().collect(),
+            other => return Err(ferry_endpoint::client::unexpected("KeptBy", &other)),
+        }
+    } else {
+        Default::default()
+    };
+    let kept = |id: u64| -> Vec<String> {
+        kept_by
+            .get(&id)
+            .map(|why| {
+                why.iter()
+                    .map(|w| ferry_protocol::units::printable(w.as_bytes()))
+                    .collect()
+            })
+            .unwrap_or_default()
     };
     client.close().await;
     if json {
@@ -343,6 +365,7 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
                     "finished_at": format_rfc3339(s.finished_ms),
                     "files": s.files,
                     "bytes": s.bytes,
+                    "kept_by": kept(s.id),
                 })
             })
             .collect();
@@ -356,6 +379,7 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
             ("FINISHED", Align::Left),
             ("FILES", Align::Right),
             ("SIZE", Align::Right),
+            ("KEPT BY", Align::Left),
         ]);
         for s in list {
             table.row(vec![
@@ -364,6 +388,7 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
                 format_rfc3339(s.finished_ms),
                 s.files.to_string(),
                 format_size(s.bytes),
+                kept(s.id).join(","),
             ]);
         }
         print!("{}", table.render());

@@ -301,6 +301,19 @@ pub enum Message {
         /// The share of the quota past which the relay warns, in percent.
         warn_percent: u8,
     },
+    /// Asks why the relay keeps each snapshot of this client (of one set),
+    /// as its retention decides now (protocol 1.4); answered by `KeptBy`.
+    GetKeptBy {
+        /// Only this set's.
+        set: Option<String>,
+    },
+    /// Each snapshot's reasons to be kept (`last`, `daily`, `archived`,
+    /// `protected`, `hint`, …; see `crate::keep::KeptBy::name`); none: the
+    /// next backup of its set forgets it.
+    KeptBy {
+        /// (snapshot id, reasons).
+        snapshots: Vec<(u64, Vec<String>)>,
+    },
 }
 
 /// How often the relay says [`Message::Working`] while a request waits.
@@ -391,6 +404,8 @@ impl Message {
             Message::Working => "Working",
             Message::GetUsage => "GetUsage",
             Message::Usage { .. } => "Usage",
+            Message::GetKeptBy { .. } => "GetKeptBy",
+            Message::KeptBy { .. } => "KeptBy",
         }
     }
 }
@@ -614,6 +629,12 @@ mod tests {
             ".{0,200}".prop_map(|reason| Message::Close { reason }),
             Just(Message::Working),
             Just(Message::GetUsage),
+            proptest::option::of(".{0,20}").prop_map(|set| Message::GetKeptBy { set }),
+            proptest::collection::vec(
+                (any::<u64>(), proptest::collection::vec(".{0,9}", 0..3)),
+                0..4
+            )
+            .prop_map(|snapshots| Message::KeptBy { snapshots }),
             (any::<u64>(), any::<Option<u64>>(), any::<u8>()).prop_map(
                 |(stored, quota, warn_percent)| {
                     Message::Usage {

@@ -441,6 +441,18 @@ impl Transfer {
                 }
             }
             Message::GetChunk { id, base_signature } => Some(self.get_chunk(&id, base_signature)?),
+            Message::GetKeptBy { set } => {
+                let (client, defaults) = (self.client, self.retention_defaults);
+                let decisions = self
+                    .catalog(|c| c.retention_decisions(Some(client), None, &defaults, now_ms()))?;
+                let snapshots = decisions
+                    .into_iter()
+                    .filter(|d| set.as_ref().is_none_or(|s| *s == d.set))
+                    .flat_map(|d| d.decision.into_iter())
+                    .map(|(id, why)| (id, why.iter().map(|k| k.name().to_string()).collect()))
+                    .collect();
+                Some(Message::KeptBy { snapshots })
+            }
             Message::GetUsage => {
                 let (quota, stored) = self.usage()?;
                 Some(Message::Usage {
