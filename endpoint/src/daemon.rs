@@ -116,6 +116,28 @@ pub fn backoff(failures: u32) -> Duration {
     doubled.min(BACKOFF_CAP).mul_f64(0.8 + 0.4 * jitter_unit())
 }
 
+/// Whether `error` is a refusal only the relay's admin can lift: over the
+/// quota, or a full backup the client's policy keeps off the internet.
+fn waits_for_the_admin(error: &anyhow::Error) -> bool {
+    use ferry_protocol::message::Refusal;
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<crate::client::ClientError>()
+            .and_then(|e| match e {
+                crate::client::ClientError::Refused(r) => r.code,
+                _ => None,
+            })
+            .or_else(|| {
+                cause
+                    .downcast_ref::<crate::client::Refused>()
+                    .and_then(|r| r.code)
+            })
+            .is_some_and(|code| {
+                matches!(code, Refusal::QuotaExceeded | Refusal::FullBackupNeedsLan)
+            })
+    })
+}
+
 /// Runs until SIGTERM or SIGINT.
 ///
 /// # Errors
@@ -246,7 +268,13 @@ pub async fn run(state: &StateDir) -> Result<()> {
             }
             Err(e) => {
                 entry.failures += 1;
-                let wait = backoff(entry.failures);
+                // A refusal that retrying soon cannot change (a quota, a
+                // policy) waits for the set's next run, not the backoff.
+                let wait = if waits_for_the_admin(&e) {
+                    jittered(intervals[&name]).max(backoff(entry.failures))
+                } else {
+                    backoff(entry.failures)
+                };
                 tracing::warn!("set {name}: {e:#}; retrying in {wait:?}");
                 entry.last = Some(LastRun {
                     ok: false,
@@ -332,6 +360,24 @@ fn wall_time(at: tokio::time::Instant) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_refusal_waits_for_the_admin_other_failures_do_not() {
+        use crate::client::{ClientError, Refused};
+        use ferry_protocol::message::Refusal;
+        let refused = |code| {
+            anyhow::Error::from(ClientError::Refused(Refused {
+                code: Some(code),
+                message: "no".into(),
+            }))
+        };
+        assert!(waits_for_the_admin(&refused(Refusal::QuotaExceeded)));
+        assert!(waits_for_the_admin(
+            &refused(Refusal::QuotaExceeded).context("backup of set docs")
+        ));
+        assert!(!waits_for_the_admin(&refused(Refusal::SetBusy)));
+        assert!(!waits_for_the_admin(&anyhow::anyhow!("link down")));
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {
