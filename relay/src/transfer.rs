@@ -443,8 +443,14 @@ impl Transfer {
             Message::GetChunk { id, base_signature } => Some(self.get_chunk(&id, base_signature)?),
             Message::GetKeptBy { set } => {
                 let (client, defaults) = (self.client, self.retention_defaults);
-                let decisions = self
-                    .catalog(|c| c.retention_decisions(Some(client), None, &defaults, now_ms()))?;
+                let decisions = self.catalog(|c| {
+                    c.retention_decisions(
+                        Some(client),
+                        None,
+                        &defaults,
+                        crate::catalog::retention_now_ms(),
+                    )
+                })?;
                 let snapshots = decisions
                     .into_iter()
                     .filter(|d| set.as_ref().is_none_or(|s| *s == d.set))

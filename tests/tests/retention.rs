@@ -210,3 +210,53 @@ fn a_backup_over_the_quota_is_refused_and_everything_before_stays_whole() {
     fs::write(src.join("note"), b"fits").unwrap();
     endpoint.backup_json(&[ferry_tests::arg(&src)]);
 }
+
+#[test]
+fn archival_keeps_the_newest_snapshot_of_each_month() {
+    // The relay's calendar moved by a test hook, not by sleeping.
+    let clock = tempfile::NamedTempFile::new().unwrap();
+    let ahead = |days: i64, secs: i64| {
+        fs::write(clock.path(), ((days * 86_400 + secs) * 1000).to_string()).unwrap()
+    };
+    ahead(0, 0);
+    let relay = Relay::start_with(ferry_tests::RelayOptions {
+        env: vec![(
+            "FERRY_CLOCK_AHEAD_FILE".into(),
+            clock.path().to_str().unwrap().into(),
+        )],
+        ..ferry_tests::RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    docs_set(&endpoint, &src, "");
+    ok(relay.admin(&[
+        "clients",
+        "retention",
+        "laptop",
+        "--keep-last",
+        "1",
+        "--archive-every",
+        "1 month",
+        "--archive-for",
+        "1 year",
+    ]));
+    // Three months 40 days apart, and the third month twice.
+    let mut made = Vec::new();
+    for (i, (days, secs)) in [(0, 0), (40, 0), (80, 0), (80, 60)].into_iter().enumerate() {
+        ahead(days, secs);
+        made.extend(backups(&endpoint, &src, 1, i));
+    }
+    let kept = listed(&relay);
+    let why = |id: u64| {
+        kept.iter()
+            .find(|(k, _)| *k == id)
+            .map(|(_, w)| w.join(","))
+    };
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert_eq!(why(made[0]).as_deref(), Some("archived"));
+    assert_eq!(why(made[1]).as_deref(), Some("archived"));
+    assert_eq!(why(made[2]), None, "superseded within its month");
+    assert_eq!(why(made[3]).as_deref(), Some("newest,last,archived"));
+}

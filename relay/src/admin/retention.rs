@@ -15,7 +15,7 @@ use ferry_protocol::keep::{KeptBy, Period, Rules};
 use ferry_protocol::units::format_rfc3339;
 use serde::Serialize;
 
-use crate::catalog::{now_ms, Catalog, ClientId, SetDecision};
+use crate::catalog::{Catalog, ClientId, SetDecision};
 use crate::data_dir::DataDir;
 
 /// Retention rules on the command line; unset ones stay unset.
@@ -166,7 +166,12 @@ pub fn decisions(
     let client = client.map(|name| client_id(catalog, name)).transpose()?;
     let defaults = data.config()?.retention;
     let ahead_ms = ahead.map_or(0, |p| i64::try_from(p.as_millis()).unwrap_or(i64::MAX));
-    Ok(catalog.retention_decisions(client, None, &defaults, now_ms().saturating_add(ahead_ms))?)
+    Ok(catalog.retention_decisions(
+        client,
+        None,
+        &defaults,
+        crate::catalog::retention_now_ms().saturating_add(ahead_ms),
+    )?)
 }
 
 /// Names of reasons.

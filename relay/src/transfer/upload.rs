@@ -16,7 +16,7 @@ use ferry_protocol::{delta, patch};
 
 use super::closure::Gap;
 use super::{check, object_key, violation, Result, Transfer, TransferError};
-use crate::catalog::{now_ms, BlobKind, BlobRow, SetId};
+use crate::catalog::{BlobKind, BlobRow, SetId};
 
 /// An open backup: blobs written but not yet in the catalog, and its trees
 /// staged there until the commit.
@@ -399,7 +399,7 @@ impl Transfer {
                 upload.set_id,
                 &root.0,
                 started_ms,
-                now_ms(),
+                crate::catalog::retention_now_ms(),
                 files,
                 bytes,
             )
@@ -411,8 +411,12 @@ impl Transfer {
         let (set_id, hints, defaults) = (upload.set_id, upload.retention, self.retention_defaults);
         let forgotten = self.catalog(|c| {
             c.save_hints(set_id, &hints)?;
-            let decisions =
-                c.retention_decisions(Some(client), Some(set_id), &defaults, now_ms())?;
+            let decisions = c.retention_decisions(
+                Some(client),
+                Some(set_id),
+                &defaults,
+                crate::catalog::retention_now_ms(),
+            )?;
             c.apply_decisions(&decisions)
         })?;
         if let Some(quota) = upload.quota {
