@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # ferry against rsync over ssh, side by side in one run, on generated data.
-# Usage: bench/compare.sh [--quick] [RUNS]
+# Usage: bench/compare.sh [--quick] [--link road|hotel|office] [RUNS]
 #   --quick: small datasets (under 2 minutes); default: the full sizes of issue 4.
+#   --link: every scenario, ferry's and rsync's alike, through an emulated
+#     link (bench/src/bin/link.rs: delay, rate per direction, bounded queue):
+#     road 60 ms / 10 Mbit/s up / 50 down, hotel 200 ms / 2 / 8, office
+#     20 ms / 100 / 100; the table then gives the physical bound beside each
+#     figure (the wire bytes at the rate of the direction that carries most
+#     of them, plus one round trip).
 # Each scenario runs ferry, rsync -a and rsync -az alternately, RUNS times
 # (default 3), and the table gives medians: wall time, bytes on the wire
 # (ferry: --json bytes_sent + bytes_received; rsync: --stats), peak RSS of both
@@ -9,18 +15,32 @@
 # ferry's ratios to rsync -a (time) and rsync -az (wire).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-QUICK=0
-if [ "${1:-}" = "--quick" ]; then QUICK=1; shift; fi
+QUICK=0; LINK=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) QUICK=1; shift ;;
+    --link) LINK=$2; shift 2 ;;
+    *) break ;;
+  esac
+done
 RUNS=${1:-3}
-if [ $QUICK = 1 ]; then
+if [ $QUICK = 1 ] && [ -n "$LINK" ]; then
+  # Small enough that the slowest link (hotel, 2 Mbit/s up) stays in minutes.
+  D1_MIB=8; D2_FILES=1000; D2_BYTES=5000000; D3_FILES=200; D3_BYTES=10000000
+elif [ $QUICK = 1 ]; then
   D1_MIB=64; D2_FILES=2000; D2_BYTES=20000000; D3_FILES=200; D3_BYTES=10000000
 else
   D1_MIB=1024; D2_FILES=20000; D2_BYTES=1000000000; D3_FILES=2000; D3_BYTES=100000000
 fi
 
 source bench/lib.sh
+[ -n "$LINK" ] && link_profile
 bench_setup
 start_sshd
+if [ -n "$LINK" ]; then
+  start_link "$SSHD_PORT"
+  SSH=${SSH/-p $SSHD_PORT/-p $LINK_PORT}
+fi
 
 echo "generating datasets in $WORK ..." >&2
 "$BIN/gen" "$WORK/D1.img" $((D1_MIB << 20)) 1
@@ -44,6 +64,12 @@ ferry_fresh() {
   init_relay "$WORK/f-relay"
   start_relay "$WORK/f-relay"
   pair_endpoint "$WORK/f-relay" "$WORK/f-ep" bench
+  if [ -n "$LINK" ]; then
+    # Sessions go through the link (pairing stays on the LAN, as for users).
+    local session; session=$(grep -o '"session":"[^"]*"' "$WORK/f-relay/run/listen.json" | cut -d'"' -f4)
+    start_link "${session##*:}"
+    sed -i "s|^addresses = .*|addresses = [\"127.0.0.1:$LINK_PORT\"]|" "$WORK/f-ep/relay.toml"
+  fi
 }
 # Runs `ferry ARGS` measured; the relay is restarted first so its VmHWM is this run's.
 ferry_measured() { # SCENARIO ARGS...
@@ -124,7 +150,8 @@ for run in $(seq 1 "$RUNS"); do
     rsync_measured "restore D2m onto D2" "$tool" "$REMOTE/" "$WORK/restore/"
   done
 
-  # D3 initial over a 2 MB/s link.
+  # D3 initial over a 2 MB/s link (not through an emulated link: it is one).
+  [ -n "$LINK" ] && continue
   rm -rf "$S"; cp -a "$WORK/D3" "$S"
   ferry_fresh
   ferry_measured "D3 initial, 2 MB/s" backup --limit 2MB/s "$S"
@@ -136,13 +163,14 @@ done
 
 # --- table -------------------------------------------------------------------
 echo
-echo "## ferry vs rsync over ssh ($([ $QUICK = 1 ] && echo quick || echo full) datasets, medians of $RUNS runs; $((SECONDS / 60)) min $((SECONDS % 60)) s in all)"
+echo "## ferry vs rsync over ssh ($([ $QUICK = 1 ] && echo quick || echo full) datasets, medians of $RUNS runs$([ -n "$LINK" ] && echo ", through the emulated $LINK link"); $((SECONDS / 60)) min $((SECONDS % 60)) s in all)"
 echo
 echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB."
 echo "D1 ${D1_MIB} MiB random; D2 ${D2_FILES} text files, ${D2_BYTES} B; D3 ${D3_FILES} files, ${D3_BYTES} B."
 echo
-python3 - "$RESULTS" <<'PY'
+python3 - "$RESULTS" "${LINK_UP:-}" "${LINK_DOWN:-}" "${LINK_RTT:-}" <<'PY'
 import sys, statistics, collections
+link = [float(x) for x in sys.argv[2:5]] if sys.argv[2] else None
 rows = collections.defaultdict(list)
 order = []
 for line in open(sys.argv[1]):
@@ -155,12 +183,20 @@ def med(scenario, tool, i):
     return statistics.median(values) if values else None
 def mb(n):
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
-print("| scenario | tool | wall (s) | wire | client RSS (MiB) | server RSS (MiB) |")
-print("| --- | --- | --- | --- | --- | --- |")
+def bound(s, tool):
+    # The wire bytes at the rate of the direction carrying most of them
+    # (down for restores, up otherwise), plus one round trip.
+    up, down, rtt = link
+    rate = down if s.startswith("restore") else up
+    return med(s, tool, 1) / rate + rtt
+extra = " bound (s) |" if link else ""
+print("| scenario | tool | wall (s) |" + extra + " wire | client RSS (MiB) | server RSS (MiB) |")
+print("| --- | --- | --- |" + (" --- |" if link else "") + " --- | --- | --- |")
 for s in order:
     for tool in ("ferry", "rsync", "rsync-z"):
         if (s, tool) in rows:
-            print(f"| {s} | {tool} | {med(s, tool, 0):.2f} | {mb(med(s, tool, 1))} | {med(s, tool, 2):.0f} | {med(s, tool, 3):.0f} |")
+            b = f" {bound(s, tool):.2f} |" if link else ""
+            print(f"| {s} | {tool} | {med(s, tool, 0):.2f} |{b} {mb(med(s, tool, 1))} | {med(s, tool, 2):.0f} | {med(s, tool, 3):.0f} |")
 print()
 print("| scenario | wall ferry/rsync | wall ferry/rsync -z | wire ferry/rsync -z |")
 print("| --- | --- | --- | --- |")

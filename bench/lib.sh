@@ -15,6 +15,7 @@ bench_setup() {
 
 bench_cleanup() {
   stop_relay
+  for pid in "${LINK_PIDS[@]:-}"; do [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; done
   [ -n "${SSHD_PID:-}" ] && kill "$SSHD_PID" 2>/dev/null || true
   rm -rf "$WORK"
 }
@@ -42,6 +43,7 @@ start_sshd() {
   ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/user" <<<y >/dev/null
   cp "$WORK/ssh/user.pub" "$WORK/ssh/authorized_keys"
   local port; port=$(free_port)
+  SSHD_PORT=$port
   cat > "$WORK/ssh/sshd_config" <<CFG
 Port $port
 ListenAddress 127.0.0.1
@@ -91,4 +93,27 @@ pair_endpoint() {
 peak_mib() { awk -F: '/Maximum resident set size/ {gsub(/ /, "", $2); printf "%.0f", $2/1024}' "$1"; }
 wall_s() {
   awk -F': ' '/Elapsed \(wall clock\)/ { n = split($2, p, ":"); s = 0; for (i = 1; i <= n; i++) s = s * 60 + p[i]; printf "%.2f", s }' "$1"
+}
+
+# The shape of link profile $LINK: LINK_ARGS for bench/src/bin/link.rs, and
+# LINK_UP / LINK_DOWN (bytes/s) and LINK_RTT (s) for the physical bound.
+link_profile() {
+  case "$LINK" in
+    road) LINK_ARGS=(--rtt 60ms --up 10Mbit --down 50Mbit); LINK_UP=1250000; LINK_DOWN=6250000; LINK_RTT=0.06 ;;
+    hotel) LINK_ARGS=(--rtt 200ms --up 2Mbit --down 8Mbit); LINK_UP=250000; LINK_DOWN=1000000; LINK_RTT=0.2 ;;
+    office) LINK_ARGS=(--rtt 20ms --up 100Mbit --down 100Mbit); LINK_UP=12500000; LINK_DOWN=12500000; LINK_RTT=0.02 ;;
+    *) echo "unknown link profile ${LINK:-} (road, hotel, office)" >&2; return 1 ;;
+  esac
+}
+
+# Starts an emulated link (profile $LINK) in front of 127.0.0.1:$1; sets
+# LINK_PORT. "Up" is from the connecting side (the endpoint, rsync's client).
+LINK_PIDS=()
+start_link() {
+  link_profile
+  rm -f "$WORK/link.$1"
+  "$BIN/link" --to "127.0.0.1:$1" "${LINK_ARGS[@]}" > "$WORK/link.$1" &
+  LINK_PIDS+=($!)
+  for _ in $(seq 1 100); do [ -s "$WORK/link.$1" ] && break; sleep 0.05; done
+  LINK_PORT=$(head -n1 "$WORK/link.$1")
 }
