@@ -249,6 +249,7 @@ pub async fn run(
     summary.chunks_delta = uploader.sent().deltas;
     summary.totals.bytes_sent = client.bytes_sent();
     summary.totals.bytes_received = client.bytes_received();
+    summary.totals.round_trips = client.round_trips();
     summary.totals.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
 }

@@ -56,6 +56,8 @@ pub struct RelayClient {
     syncs_owed: usize,
     /// Chunks their answers rejected.
     rejected: Vec<ChunkId>,
+    /// Times an answer was waited for (see [`RelayClient::round_trips`]).
+    waits: u64,
 }
 
 /// The endpoint's own upload limit: a schedule, re-read every second.
@@ -75,6 +77,7 @@ impl RelayClient {
             throttled: Duration::ZERO,
             syncs_owed: 0,
             rejected: Vec::new(),
+            waits: 0,
         }
     }
 
@@ -129,6 +132,7 @@ impl RelayClient {
     /// # Errors
     /// As [`RelayClient::request`].
     pub async fn answer(&mut self) -> Result<Message> {
+        self.waits += 1;
         loop {
             let answer = self.next_answer().await?;
             if self.syncs_owed == 0 {
@@ -212,6 +216,13 @@ impl RelayClient {
         } else {
             crate::connect::WRITE_STALL.max(self.session.silence)
         }
+    }
+
+    /// Times this side stopped to wait for an answer ([`RelayClient::request`]
+    /// and [`RelayClient::answer`] calls): each costs a round trip unless
+    /// the answer was already on its way.
+    pub fn round_trips(&self) -> u64 {
+        self.waits
     }
 
     /// The relay's protocol minor version (what it can answer).

@@ -258,6 +258,7 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
     let mut summary = restore.summary;
     summary.totals.bytes_sent = restore.client.bytes_sent();
     summary.totals.bytes_received = restore.client.bytes_received();
+    summary.totals.round_trips = restore.client.round_trips();
     summary.totals.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
 }

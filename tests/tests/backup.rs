@@ -206,6 +206,10 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
     eprintln!("figure: unchanged 10,000 files: bytes_sent = {sent}");
     assert!(sent < 16 * 1024, "an unchanged backup sent {sent} bytes");
     assert_eq!(second["bytes_scanned"], 0);
+    // Round trips, not directories, are what a slow link multiplies.
+    let waits = second["round_trips"].as_u64().unwrap();
+    eprintln!("figure: unchanged 10,000 files in 100 directories: round_trips = {waits}");
+    assert!(waits <= 8, "an unchanged backup waited {waits} times");
 
     // One file changed in each of 20 directories, one removed, one added:
     // each changed directory's tree goes as a patch against its previous
@@ -223,6 +227,9 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
     let sent = third["bytes_sent"].as_u64().unwrap();
     eprintln!("figure: 22 changed directories of 100 files: bytes_sent = {sent}, objects patched = {patched}");
     assert!(sent < 40 * 1024, "22 changed directories sent {sent} bytes");
+    let waits = third["round_trips"].as_u64().unwrap();
+    eprintln!("figure: 22 changed directories: round_trips = {waits}");
+    assert!(waits <= 16, "22 changed directories waited {waits} times");
     let out = work.path().join("out");
     endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
     assert_eq!(listing(&out), listing(&src));
