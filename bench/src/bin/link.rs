@@ -107,7 +107,9 @@ async fn carry(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, shape: Shape) {
                     break;
                 }
                 // Held until the piece leaves the link.
-                let Ok(permit) = room.acquire_many(n as u32).await else { break };
+                let Ok(permit) = room.acquire_many(n as u32).await else {
+                    break;
+                };
                 permit.forget();
                 if pieces.send((Instant::now(), buffer[..n].to_vec())).is_err() {
                     break;
