@@ -58,6 +58,8 @@ pub struct RelayClient {
     rejected: Vec<ChunkId>,
     /// Times an answer was waited for (see [`RelayClient::round_trips`]).
     waits: u64,
+    /// Something was sent since the last answer was read.
+    sent_since_answer: bool,
 }
 
 /// The endpoint's own upload limit: a schedule, re-read every second.
@@ -78,6 +80,7 @@ impl RelayClient {
             syncs_owed: 0,
             rejected: Vec::new(),
             waits: 0,
+            sent_since_answer: false,
         }
     }
 
@@ -97,6 +100,7 @@ impl RelayClient {
     /// # Errors
     /// When the session breaks.
     pub async fn send(&mut self, message: &Message) -> Result<()> {
+        self.sent_since_answer = true;
         let before = self.session.channel.io.bytes_written();
         if let Err(e) = self.session.channel.send(message).await {
             return Err(self.why_broken(e).await);
@@ -132,7 +136,11 @@ impl RelayClient {
     /// # Errors
     /// As [`RelayClient::request`].
     pub async fn answer(&mut self) -> Result<Message> {
-        self.waits += 1;
+        // Answers read one after another, with nothing sent between, came
+        // back in one round trip.
+        if std::mem::take(&mut self.sent_since_answer) {
+            self.waits += 1;
+        }
         loop {
             let answer = self.next_answer().await?;
             if self.syncs_owed == 0 {
@@ -218,9 +226,10 @@ impl RelayClient {
         }
     }
 
-    /// Times this side stopped to wait for an answer ([`RelayClient::request`]
-    /// and [`RelayClient::answer`] calls): each costs a round trip unless
-    /// the answer was already on its way.
+    /// Times this side stopped to wait for the relay after sending: the
+    /// first answer read after a send (answers read back to back count
+    /// once, they came in one round trip). What a link's round-trip time
+    /// multiplies.
     pub fn round_trips(&self) -> u64 {
         self.waits
     }

@@ -231,12 +231,14 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         dirs: Vec::new(),
         placed: 0,
         contents: HashMap::new(),
+        trees: HashMap::new(),
         checksum: request.checksum,
         last_dir: None,
         written: Vec::new(),
         written_bytes: 0,
         ahead: Ahead::default(),
     };
+    restore.prefetch_trees(info.root).await?;
     let walked = restore.walk(info.root, Vec::new(), false).await;
     // Also after a failure: what was written takes its name, for the next run.
     restore.settle();
@@ -288,6 +290,9 @@ struct Restore<'a> {
     /// Contents of the files of the directories being walked, fetched in
     /// pipelined batches when a directory is entered, taken when used.
     contents: HashMap<ContentId, Vec<u8>>,
+    /// The snapshot's trees, fetched ahead breadth-first in pipelined
+    /// batches before the walk (at most `PREFETCH_TREE_BYTES`).
+    trees: HashMap<TreeId, Vec<u8>>,
     /// See [`Request::checksum`].
     checksum: bool,
     /// The directory the last entry went into, kept open: siblings follow

@@ -15,6 +15,15 @@ pub(super) const AHEAD_BYTES: u64 = 8 << 20;
 /// 100,000 of them. Past this, files fetch their contents when reached.
 pub(super) const PREFETCH_BYTES: usize = 64 << 20;
 
+/// Bytes of trees fetched ahead before the walk, at most (a hostile relay
+/// could name millions); past this, directories fetch their tree when
+/// entered.
+pub(super) const PREFETCH_TREE_BYTES: usize = 64 << 20;
+
+/// Trees asked for at once while prefetching (their answers, each at most
+/// a message, are read back to back).
+pub(super) const BATCH_TREES: usize = 64;
+
 /// Chunks of the next new files, asked for before those files are reached,
 /// so that a directory of small files does not wait for a round trip per
 /// file. The relay answers in order: answers to chunks asked ahead come
@@ -30,6 +39,59 @@ pub(super) struct Ahead {
 }
 
 impl Restore<'_> {
+    /// Fetches the snapshot's trees from `root` down, breadth-first,
+    /// [`BATCH_TREES`] requests at a time, only where the walk will
+    /// go (the selected paths and those above them), so entering a
+    /// directory costs no round trip. A damaged or undecodable tree is
+    /// left for the walk to ask again and report.
+    pub(super) async fn prefetch_trees(&mut self, root: TreeId) -> Result<()> {
+        let mut frontier = std::collections::VecDeque::from([(root, Vec::<Vec<u8>>::new())]);
+        let mut held = 0;
+        let mut seen = std::collections::HashSet::new();
+        while !frontier.is_empty() && held < PREFETCH_TREE_BYTES {
+            // A batch asked at once, its answers read back to back.
+            let mut batch = Vec::new();
+            while batch.len() < BATCH_TREES {
+                let Some((id, path)) = frontier.pop_front() else {
+                    break;
+                };
+                if seen.insert(id) {
+                    self.client
+                        .send(&Message::GetObject {
+                            id: ObjectId::Tree(id),
+                        })
+                        .await?;
+                    batch.push((id, path));
+                }
+            }
+            for (id, path) in batch {
+                let raw = match object_bytes(self.client.answer().await) {
+                    Ok(raw) => raw,
+                    Err(e) if e.is::<Damaged>() => continue,
+                    Err(e) => return Err(e),
+                };
+                let Ok(tree) = decode_tree(&id, &raw) else {
+                    continue;
+                };
+                for entry in &tree.entries {
+                    if let EntryKind::Dir { tree: sub } = entry.kind {
+                        let mut sub_path = path.clone();
+                        sub_path.push(entry.name.clone());
+                        if !matches!(self.place(&sub_path), Place::Skip) {
+                            frontier.push_back((sub, sub_path));
+                        }
+                    }
+                }
+                // Past the bound the rest of the batch is read and dropped.
+                if held < PREFETCH_TREE_BYTES {
+                    held += raw.len();
+                    self.trees.insert(id, raw);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Fetches the contents of the files of `tree` that will be restored,
     /// [`WINDOW`] requests in flight at a time, so a directory of small
     /// files costs a few round trips rather than one per file.

@@ -33,10 +33,14 @@ impl Restore<'_> {
     }
 
     pub(super) async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
-        if let ObjectId::Content(content) = id {
-            if let Some(raw) = self.contents.remove(&content) {
-                return Ok(raw);
-            }
+        let prefetched = match id {
+            ObjectId::Content(content) => self.contents.remove(&content),
+            // Kept: the same tree may stand at several paths (empty
+            // directories, copies).
+            ObjectId::Tree(tree) => self.trees.get(&tree).cloned(),
+        };
+        if let Some(raw) = prefetched {
+            return Ok(raw);
         }
         self.read_ahead_answers().await?;
         let answer = self.client.request(&Message::GetObject { id }).await;
