@@ -20,6 +20,9 @@ pub(super) const PREFETCH_BYTES: usize = 64 << 20;
 /// entered.
 pub(super) const PREFETCH_TREE_BYTES: usize = 64 << 20;
 
+/// Contents asked for at once while prefetching a directory's.
+pub(super) const BATCH_CONTENTS: usize = 64;
+
 /// Trees asked for at once while prefetching (their answers, each at most
 /// a message, are read back to back).
 pub(super) const BATCH_TREES: usize = 64;
@@ -93,8 +96,8 @@ impl Restore<'_> {
     }
 
     /// Fetches the contents of the files of `tree` that will be restored,
-    /// [`WINDOW`] requests in flight at a time, so a directory of small
-    /// files costs a few round trips rather than one per file.
+    /// [`BATCH_CONTENTS`] requests at a time, so a directory of small
+    /// files costs a round trip per batch rather than one per file.
     pub(super) async fn prefetch_contents(&mut self, tree: &Tree, path: &[Vec<u8>]) -> Result<()> {
         self.read_ahead_answers().await?;
         let mut wanted = Vec::new();
@@ -121,25 +124,28 @@ impl Restore<'_> {
                 wanted.push(content);
             }
         }
-        let mut asked = std::collections::VecDeque::new();
         let mut held = 0;
-        for id in wanted {
+        // Batches asked at once, their answers read back to back: a
+        // directory of small files costs a round trip per batch.
+        for batch in wanted.chunks(BATCH_CONTENTS) {
             if held >= PREFETCH_BYTES {
                 break;
             }
-            self.client
-                .send(&Message::GetObject {
-                    id: ObjectId::Content(id),
-                })
-                .await?;
-            asked.push_back(id);
-            if asked.len() >= WINDOW {
-                let id = asked.pop_front().expect("not empty");
-                held += self.take_content_answer(id).await?;
+            for id in batch {
+                self.client
+                    .send(&Message::GetObject {
+                        id: ObjectId::Content(*id),
+                    })
+                    .await?;
             }
-        }
-        while let Some(id) = asked.pop_front() {
-            self.take_content_answer(id).await?;
+            for id in batch {
+                held += self.take_content_answer(*id).await?;
+                if held >= PREFETCH_BYTES {
+                    // Past the bound the rest is read and dropped (the
+                    // files fetch their contents when reached).
+                    self.contents.remove(id);
+                }
+            }
         }
         Ok(())
     }
