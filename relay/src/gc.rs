@@ -104,14 +104,16 @@ pub fn collect(
         now_ms.saturating_sub(grace_ms).min(oldest)
     };
     catalog.begin_mark()?;
-    let mut marked = Marker::new(catalog, blobs).snapshots(&mut report)?;
+    Marker::new(catalog, blobs).snapshots(&mut report)?;
+    // Blobs kept only for the grace period (or an open upload).
+    let mut in_grace = 0;
     // A young tree or content no snapshot reaches is kept for its grace
     // period, and so is everything below it: an upload told it exists may
     // name it without sending what is under it. Uploads go on meanwhile,
     // so this repeats until few new ones turn up.
     for _ in 0..3 {
         let young = Marker::new(catalog, blobs).young(cutoff())?;
-        marked.1 += young;
+        in_grace += young;
         if young < SETTLED {
             break;
         }
@@ -120,16 +122,15 @@ pub fn collect(
     // reused since is marked before anything is deleted.
     let (deleted, bytes, young) = catalog.write_locked(|catalog| -> Result<_> {
         let cutoff = cutoff();
-        let (snapshots, _) = Marker::new(catalog, blobs).snapshots(&mut report)?;
-        marked.0 += snapshots;
-        marked.1 += Marker::new(catalog, blobs).young(cutoff)?;
+        Marker::new(catalog, blobs).snapshots(&mut report)?;
+        in_grace += Marker::new(catalog, blobs).young(cutoff)?;
         Ok(catalog.sweep(cutoff)?)
     })?;
     catalog.end_mark()?;
     report.snapshots = catalog.snapshot_roots()?.len() as u64;
     report.blobs_deleted = deleted;
     report.bytes_unreferenced = bytes;
-    report.blobs_in_grace = marked.1 + young;
+    report.blobs_in_grace = in_grace + young;
     compact(catalog, blobs, uploads, &mut report)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
@@ -159,8 +160,8 @@ impl<'c, 'p> Marker<'c, 'p> {
     }
 
     /// Marks every snapshot not marked yet and what it reaches; reports the
-    /// damaged ones. Returns (blobs marked, 0).
-    fn snapshots(mut self, report: &mut GcReport) -> Result<(u64, u64)> {
+    /// damaged ones.
+    fn snapshots(mut self, report: &mut GcReport) -> Result<()> {
         for (client, snapshot, root) in self.catalog.snapshot_roots()? {
             self.walk(client, Node::Tree(TreeId(root)))?;
             if let Some(gap) = self.gaps.first() {
@@ -171,7 +172,7 @@ impl<'c, 'p> Marker<'c, 'p> {
                 report.snapshots_damaged.push(snapshot.0);
             }
         }
-        Ok((self.marked, 0))
+        Ok(())
     }
 
     /// Marks the trees and contents stored or reused at or after `cutoff`

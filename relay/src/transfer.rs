@@ -154,12 +154,18 @@ impl Transfer {
         self
     }
 
-    /// The client's quota and what it stores now.
-    fn usage(&self) -> Result<(Option<u64>, u64)> {
+    /// The client's quota, if it has one.
+    fn quota(&self) -> Result<Option<u64>> {
         let client = self.client;
         let own = self.catalog(|c| c.own_quota(client))?;
-        let stored = self.catalog(|c| c.client_stored_bytes(client))?;
-        Ok((self.quotas.of(own), stored))
+        Ok(self.quotas.of(own))
+    }
+
+    /// What the client stores now (a sum over its blob rows: asked only
+    /// where it is needed).
+    fn stored(&self) -> Result<u64> {
+        let client = self.client;
+        self.catalog(|c| c.client_stored_bytes(client))
     }
 
     /// Applies `defaults` where the catalog stores no retention rule.
@@ -274,10 +280,11 @@ impl Transfer {
                     }));
                 };
                 let mut upload = Upload::begin(&self.repo, permit, set_id, retention);
-                if let (Some(limit), stored) = self.usage()? {
+                // Summed only for a client that has a quota.
+                if let Some(limit) = self.quota()? {
                     upload.quota = Some(upload::QuotaUse {
                         limit,
-                        stored,
+                        stored: self.stored()?,
                         added: 0,
                     });
                 }
@@ -459,14 +466,11 @@ impl Transfer {
                     .collect();
                 Some(Message::KeptBy { snapshots })
             }
-            Message::GetUsage => {
-                let (quota, stored) = self.usage()?;
-                Some(Message::Usage {
-                    stored,
-                    quota,
-                    warn_percent: self.quotas.warn_percent,
-                })
-            }
+            Message::GetUsage => Some(Message::Usage {
+                stored: self.stored()?,
+                quota: self.quota()?,
+                warn_percent: self.quotas.warn_percent,
+            }),
             Message::GetDamage => {
                 let client = self.client;
                 let (damaged, healed) = self.catalog(|c| c.client_damage(client))?;
