@@ -184,24 +184,44 @@ fn main() -> ExitCode {
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("ferry: error: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(run(cli)) {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("ferry: error: {e:#}");
+    // The commands run on a thread of their own with a deep stack (only
+    // reserved, not used): a restore walks a snapshot's directories
+    // recursively, up to the deepest path Linux allows (`MAX_DEPTH`).
+    let commands = std::thread::Builder::new()
+        .name("ferry".into())
+        .stack_size(STACK_BYTES)
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    eprintln!("ferry: error: cannot start the runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run(cli)) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("ferry: error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        });
+    match commands.map(std::thread::JoinHandle::join) {
+        Ok(Ok(code)) => code,
+        _ => {
+            eprintln!("ferry: error: the command's thread failed");
             ExitCode::FAILURE
         }
     }
 }
+
+/// The stack of the thread that runs commands (their futures are polled
+/// there by `block_on`; a reservation: pages are used only as deep as a
+/// walk goes).
+const STACK_BYTES: usize = 256 << 20;
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let state = match cli.state {

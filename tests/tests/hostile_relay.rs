@@ -117,3 +117,81 @@ fn control_characters_in_what_the_relay_says_reach_no_terminal() {
         "{shown:?}"
     );
 }
+
+/// A snapshot of `depth` directories each inside the last, as a relay
+/// could make up: (root id, every tree by id).
+fn chain_of_directories(
+    depth: usize,
+) -> (
+    ferry_protocol::ids::TreeId,
+    std::collections::HashMap<ferry_protocol::ids::TreeId, Vec<u8>>,
+) {
+    use ferry_protocol::tree::{Entry, EntryKind, Tree};
+    let mut trees = std::collections::HashMap::new();
+    let (mut id, bytes) = Tree {
+        entries: Vec::new(),
+    }
+    .encode()
+    .unwrap();
+    trees.insert(id, bytes);
+    for _ in 0..depth {
+        let (parent, bytes) = Tree {
+            entries: vec![Entry {
+                name: b"d".to_vec(),
+                kind: EntryKind::Dir { tree: id },
+                mode: 0o755,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                xattrs: Vec::new(),
+            }],
+        }
+        .encode()
+        .unwrap();
+        trees.insert(parent, bytes);
+        id = parent;
+    }
+    (id, trees)
+}
+
+#[test]
+fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() {
+    use ferry_protocol::message::{ObjectId, SnapshotInfo};
+    let (root, trees) = chain_of_directories(100_000);
+    let (endpoint, _fake, _source) = against_fake("60s", move |session| {
+        while let Some(request) = session.recv() {
+            let reply = match request {
+                Message::ListSnapshots { .. } => Message::SnapshotList {
+                    snapshots: vec![SnapshotInfo {
+                        id: 1,
+                        set: "default".into(),
+                        root,
+                        started_ms: 0,
+                        finished_ms: 0,
+                        files: 0,
+                        bytes: 0,
+                    }],
+                },
+                Message::GetObject {
+                    id: ObjectId::Tree(tree),
+                } => Message::Object {
+                    codec: ferry_protocol::compress::Codec::None,
+                    data: trees[&tree].clone(),
+                },
+                _ => continue,
+            };
+            session.send(&reply);
+        }
+    });
+    let target = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = endpoint.ferry(&["restore", "--map-to", arg(target.path())]);
+    let err = stderr(&out);
+    assert!(
+        out.status.code() == Some(1) || out.status.code() == Some(3),
+        "{:?}: {err}",
+        out.status
+    );
+    assert!(err.contains("deeper than"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(15));
+}

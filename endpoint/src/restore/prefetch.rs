@@ -80,7 +80,9 @@ impl Restore<'_> {
                     if let EntryKind::Dir { tree: sub } = entry.kind {
                         let mut sub_path = path.clone();
                         sub_path.push(entry.name.clone());
-                        if !matches!(self.place(&sub_path), Place::Skip) {
+                        if sub_path.len() <= super::walk::MAX_DEPTH
+                            && !matches!(self.place(&sub_path), Place::Skip)
+                        {
                             frontier.push_back((sub, sub_path));
                         }
                     }

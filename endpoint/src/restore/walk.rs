@@ -5,6 +5,12 @@ use super::*;
 
 pub(super) type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
 
+/// Directories deeper than this are not restored (and nothing below them):
+/// no path of more components fits Linux's PATH_MAX (4,096 bytes, each
+/// component and its slash at least two), and a relay could otherwise make
+/// up a chain of a million directories to exhaust the walk's stack and time.
+pub(super) const MAX_DEPTH: usize = 2048;
+
 pub(super) fn starts_with(path: &[Vec<u8>], prefix: &[Vec<u8>]) -> bool {
     path.len() >= prefix.len() && path[..prefix.len()] == *prefix
 }
@@ -54,6 +60,13 @@ impl Restore<'_> {
         inside: bool,
     ) -> Boxed<'b, Result<()>> {
         Box::pin(async move {
+            if path.len() > MAX_DEPTH {
+                self.fail(
+                    &path[..1],
+                    format!("a directory in it lies deeper than {MAX_DEPTH} levels; nothing below that depth was restored"),
+                );
+                return Ok(());
+            }
             let tree = self.object(ObjectId::Tree(tree_id)).await;
             let tree = match tree.and_then(|raw| decode_tree(&tree_id, &raw)) {
                 Ok(tree) => tree,
