@@ -58,8 +58,9 @@ pub struct RelayClient {
     rejected: Vec<ChunkId>,
     /// Times an answer was waited for (see [`RelayClient::round_trips`]).
     waits: u64,
-    /// Something was sent since the last answer was read.
-    sent_since_answer: bool,
+    /// For each request whose answer is not read yet, in order: whether it
+    /// was sent with no other answer awaited (it opened a flight).
+    awaited: std::collections::VecDeque<bool>,
 }
 
 /// The endpoint's own upload limit: a schedule, re-read every second.
@@ -80,7 +81,7 @@ impl RelayClient {
             syncs_owed: 0,
             rejected: Vec::new(),
             waits: 0,
-            sent_since_answer: false,
+            awaited: std::collections::VecDeque::new(),
         }
     }
 
@@ -100,7 +101,6 @@ impl RelayClient {
     /// # Errors
     /// When the session breaks.
     pub async fn send(&mut self, message: &Message) -> Result<()> {
-        self.sent_since_answer = true;
         let before = self.session.channel.io.bytes_written();
         if let Err(e) = self.session.channel.send(message).await {
             return Err(self.why_broken(e).await);
@@ -125,23 +125,37 @@ impl RelayClient {
     /// # Errors
     /// When the session breaks, the relay closes it, or answers `Failed`.
     pub async fn request(&mut self, message: &Message) -> Result<Message> {
-        self.send(message).await?;
+        self.ask(message).await?;
         self.answer().await
     }
 
-    /// Receives the answer to the oldest request sent with [`RelayClient::send`]
-    /// and not yet answered (answers come in order), so requests can be
-    /// pipelined.
+    /// Sends a request whose answer is read later with
+    /// [`RelayClient::answer`], so requests can be pipelined.
+    ///
+    /// # Errors
+    /// As [`RelayClient::send`].
+    pub async fn ask(&mut self, message: &Message) -> Result<()> {
+        self.awaited.push_back(self.awaited.is_empty());
+        self.send(message).await
+    }
+
+    /// Answers asked for with [`RelayClient::ask`] and not read yet.
+    pub fn awaited(&self) -> usize {
+        self.awaited.len()
+    }
+
+    /// Receives the answer to the oldest request sent with [`RelayClient::ask`]
+    /// and not yet answered (answers come in order).
     ///
     /// # Errors
     /// As [`RelayClient::request`].
     pub async fn answer(&mut self) -> Result<Message> {
-        // Answers read one after another, with nothing sent between, came
-        // back in one round trip.
-        if std::mem::take(&mut self.sent_since_answer) {
-            self.waits += 1;
-        }
         loop {
+            // A request sent when no other answer was awaited left the
+            // link empty: its answer costs a whole round trip.
+            if self.awaited.pop_front().unwrap_or(true) {
+                self.waits += 1;
+            }
             let answer = self.next_answer().await?;
             if self.syncs_owed == 0 {
                 return Ok(answer);
@@ -168,7 +182,7 @@ impl RelayClient {
     /// # Errors
     /// As [`RelayClient::send`].
     pub async fn sync_later(&mut self) -> Result<()> {
-        self.send(&Message::Sync).await?;
+        self.ask(&Message::Sync).await?;
         self.syncs_owed += 1;
         Ok(())
     }
@@ -226,10 +240,11 @@ impl RelayClient {
         }
     }
 
-    /// Times this side stopped to wait for the relay after sending: the
-    /// first answer read after a send (answers read back to back count
-    /// once, they came in one round trip). What a link's round-trip time
-    /// multiplies.
+    /// Times this side waited a whole round trip for the relay: answers to
+    /// requests sent while no other answer was awaited (the link had
+    /// nothing of ours in flight). Answers to requests pipelined behind
+    /// others cost none: they come while earlier ones are read. What a
+    /// link's round-trip time multiplies.
     pub fn round_trips(&self) -> u64 {
         self.waits
     }

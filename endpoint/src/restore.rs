@@ -5,7 +5,9 @@
 //! metadata is set. Otherwise the target's current version (if any) is
 //! chunked; chunks it already has are copied locally, and for each of the
 //! others the relay sends a delta against the target's chunk at the same
-//! place (we send that chunk's signature), or the whole chunk. Every chunk is
+//! place (we send that chunk's signature), or the whole chunk. Requests go
+//! out as a stream, as far ahead of the writes as a window allows, and
+//! answers are written as they arrive (see `stream`). Every chunk is
 //! checked against its BLAKE3 id before it is written. Data goes to a
 //! temporary file beside the name, which takes the file's metadata and
 //! starts its writeback; once a batch of such files is written, each is
@@ -16,18 +18,21 @@
 //! else, and directory metadata last, deepest first, so nothing later
 //! disturbs it.
 //!
-//! The pieces: `walk` (the trees, entry by entry), `prefetch` (contents and
-//! chunks asked ahead), `files` (one file's chunks into a temporary file,
-//! made durable and renamed in batches), `local` (what the target holds).
+//! The pieces: `prefetch` (the trees, fetched ahead), `walk` (the trees,
+//! entry by entry), `files` (whether a file needs writing, its temporary
+//! file, made durable and renamed in batches), `stream` (contents and
+//! chunks asked ahead and written as they arrive), `local` (what the
+//! target holds, and where a content's bytes go).
 
 mod files;
 mod local;
 mod prefetch;
+mod stream;
 mod walk;
 
-use files::{Written, SETTLE_BYTES, SETTLE_FILES};
-use local::{ExtentWriter, LocalFile};
-use prefetch::Ahead;
+use files::{FileEntry, Output, Written};
+use local::{Layout, LocalFile};
+use stream::{Job, Stream};
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -55,7 +60,7 @@ use crate::summary::Totals;
 use crate::client::{self, unexpected, ClientError, RelayClient};
 use crate::target::Target;
 
-/// Requests kept in flight (and chunks queued for writing) at a time.
+/// Chunk requests `ferry verify` keeps in flight.
 pub const WINDOW: usize = 16;
 
 /// Something the snapshot names that the relay could not give back whole
@@ -230,16 +235,18 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         symlinks: Vec::new(),
         dirs: Vec::new(),
         placed: 0,
-        contents: HashMap::new(),
         trees: HashMap::new(),
         checksum: request.checksum,
         last_dir: None,
         written: Vec::new(),
         written_bytes: 0,
-        ahead: Ahead::default(),
+        stream: Stream::new(stream::max_files()),
     };
     restore.prefetch_trees(info.root).await?;
-    let walked = restore.walk(info.root, Vec::new(), false).await;
+    let walked = match restore.walk(info.root, Vec::new(), false).await {
+        Ok(()) => restore.drain().await,
+        Err(e) => Err(e),
+    };
     // Also after a failure: what was written takes its name, for the next run.
     restore.settle();
     walked?;
@@ -287,9 +294,6 @@ struct Restore<'a> {
     dirs: Vec<(Vec<Vec<u8>>, Entry)>,
     /// Entries selected for restoring (zero means the selection matched nothing).
     placed: u64,
-    /// Contents of the files of the directories being walked, fetched in
-    /// pipelined batches when a directory is entered, taken when used.
-    contents: HashMap<ContentId, Vec<u8>>,
     /// The snapshot's trees, fetched ahead breadth-first in pipelined
     /// batches before the walk (at most `PREFETCH_TREE_BYTES`).
     trees: HashMap<TreeId, Vec<u8>>,
@@ -302,8 +306,8 @@ struct Restore<'a> {
     written: Vec<Written>,
     /// Their bytes.
     written_bytes: u64,
-    /// Chunks asked ahead of the files that need them.
-    ahead: Ahead,
+    /// The files whose contents and chunks are asked for and being written.
+    stream: Stream,
 }
 
 impl Restore<'_> {

@@ -209,7 +209,7 @@ impl Check<'_> {
         let mut asked = std::collections::VecDeque::new();
         for chunk in &chunks {
             self.client
-                .send(&Message::GetChunk {
+                .ask(&Message::GetChunk {
                     id: chunk.id,
                     base_signature: None,
                 })

@@ -3,11 +3,13 @@
 //!
 //! The binaries are the ones cargo built for this checkout, found next to the
 //! test executable (`target/<profile>/`). `cargo test --workspace` builds them,
-//! because the relay and endpoint packages have integration tests of their own.
+//! because the relay, endpoint and bench packages have integration tests of
+//! their own (`link`, the emulated link, is bench's).
 //! Every wait here is on a condition (a file appearing, a log line, a process
 //! exiting) with a deadline, never a fixed sleep.
 
 pub mod fake_relay;
+pub mod link;
 pub mod proxy;
 pub mod tree;
 

@@ -13,18 +13,16 @@ pub(super) struct LocalFile {
     pub(super) content: Content,
 }
 
-/// Writes a content's bytes into the data regions of a (possibly sparse) file.
-pub(super) struct ExtentWriter<'f> {
-    pub(super) file: &'f File,
-    pub(super) extents: &'f [Extent],
-    pub(super) current: usize,
-    pub(super) done: u64,
-    /// Content bytes of the chunks queued so far (see [`ExtentWriter::in_place`]).
-    pub(super) queued: u64,
-    /// The file's own earlier contents, when completing it in place.
-    pub(super) earlier: Option<&'f LocalFile>,
+/// Where a content's bytes go in a (possibly sparse) file: its data
+/// regions, in order, so a chunk can be written at its content offset in
+/// whatever order the chunks arrive.
+pub(super) struct Layout {
+    extents: Vec<Extent>,
+    /// The content offset at which each extent begins.
+    starts: Vec<u64>,
+    /// Content bytes the extents hold.
+    total: u64,
 }
-
 impl LocalFile {
     pub(super) fn scan(file: File) -> std::io::Result<Self> {
         let len = file.metadata()?.len();
@@ -57,58 +55,97 @@ impl LocalFile {
     }
 }
 
-impl ExtentWriter<'_> {
-    /// Takes the place of the content's next chunk (the `index`th, queued
-    /// in order); true when it is already there (an interrupted restore
-    /// wrote it). Only for non-sparse files, where content offsets are file
-    /// offsets.
-    pub(super) fn in_place(&mut self, index: usize, chunk: &ChunkRef) -> bool {
-        let at = self.queued;
-        self.queued += u64::from(chunk.len);
-        self.extents.len() == 1
-            && self.earlier.is_some_and(|local| {
-                local.chunks.get(index).is_some_and(|&(offset, len, id)| {
-                    id == chunk.id && len == chunk.len && offset == at
-                })
-            })
+impl Layout {
+    /// The layout of a file of `size` bytes: its data extents when sparse,
+    /// else the whole file.
+    pub(super) fn new(size: u64, sparse: Option<&[Extent]>) -> Self {
+        let extents = sparse.map_or_else(
+            || {
+                vec![Extent {
+                    offset: 0,
+                    len: size,
+                }]
+            },
+            <[Extent]>::to_vec,
+        );
+        let mut starts = Vec::with_capacity(extents.len());
+        let mut total = 0u64;
+        for extent in &extents {
+            starts.push(total);
+            total = total.saturating_add(extent.len);
+        }
+        Layout {
+            extents,
+            starts,
+            total,
+        }
     }
 
-    /// Moves past `len` bytes already in place.
-    pub(super) fn skip(&mut self, len: u64) -> std::io::Result<()> {
-        self.done += len;
-        let extent = self.extents.get(self.current).map_or(0, |e| e.len);
-        if self.done > extent {
+    /// Content bytes the file's data regions hold.
+    pub(super) fn total(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether content offsets are file offsets (not sparse).
+    pub(super) fn is_whole(&self) -> bool {
+        self.extents.len() == 1 && self.extents[0].offset == 0
+    }
+
+    /// Writes `data`, the content's bytes from `offset`, at their places in `file`.
+    pub(super) fn write(&self, file: &File, offset: u64, mut data: &[u8]) -> std::io::Result<()> {
+        if offset.saturating_add(data.len() as u64) > self.total {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidData,
                 "content longer than its extents",
             ));
         }
-        if self.done == extent {
-            self.current += 1;
-            self.done = 0;
+        let mut at = offset;
+        let mut i = self.starts.partition_point(|&s| s <= at).saturating_sub(1);
+        while !data.is_empty() {
+            let extent = &self.extents[i];
+            let inside = at - self.starts[i];
+            let room = extent.len - inside;
+            let n = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+            file.write_all_at(&data[..n], extent.offset + inside)?;
+            at += n as u64;
+            data = &data[n..];
+            i += 1;
         }
         Ok(())
     }
+}
 
-    pub(super) fn write(&mut self, mut data: &[u8]) -> std::io::Result<()> {
-        while !data.is_empty() {
-            let Some(extent) = self.extents.get(self.current) else {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "content longer than its extents",
-                ));
-            };
-            let room = extent.len - self.done;
-            let n = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
-            self.file
-                .write_all_at(&data[..n], extent.offset + self.done)?;
-            self.done += n as u64;
-            data = &data[n..];
-            if self.done == extent.len {
-                self.current += 1;
-                self.done = 0;
-            }
-        }
-        Ok(())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn extent(offset: u64, len: u64) -> Extent {
+        Extent { offset, len }
+    }
+
+    #[test]
+    fn chunks_land_at_their_extents_in_any_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("f"))
+            .unwrap();
+        let layout = Layout::new(40, Some(&[extent(2, 3), extent(10, 5), extent(30, 4)]));
+        assert_eq!(layout.total(), 12);
+        // "abcdefghijkl" across the three extents, written back to front.
+        layout.write(&file, 7, b"hijkl").unwrap();
+        layout.write(&file, 0, b"abcdefg").unwrap();
+        file.set_len(40).unwrap();
+        let mut all = vec![0u8; 40];
+        file.read_exact_at(&mut all, 0).unwrap();
+        let mut expected = vec![0u8; 40];
+        expected[2..5].copy_from_slice(b"abc");
+        expected[10..15].copy_from_slice(b"defgh");
+        expected[30..34].copy_from_slice(b"ijkl");
+        assert_eq!(all, expected);
+        assert!(layout.write(&file, 10, b"xyz").is_err(), "past the extents");
     }
 }

@@ -38,18 +38,21 @@ impl Restore<'_> {
         }
     }
 
-    pub(super) async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
-        let prefetched = match id {
-            ObjectId::Content(content) => self.contents.remove(&content),
-            // Kept: the same tree may stand at several paths (empty
-            // directories, copies).
-            ObjectId::Tree(tree) => self.trees.get(&tree).cloned(),
-        };
-        if let Some(raw) = prefetched {
-            return Ok(raw);
+    /// A tree, fetched ahead or asked for now (after every answer to come:
+    /// they come in order).
+    pub(super) async fn tree(&mut self, id: TreeId) -> Result<Vec<u8>> {
+        // Kept: the same tree may stand at several paths (empty
+        // directories, copies).
+        if let Some(raw) = self.trees.get(&id) {
+            return Ok(raw.clone());
         }
-        self.read_ahead_answers().await?;
-        let answer = self.client.request(&Message::GetObject { id }).await;
+        self.drain().await?;
+        let answer = self
+            .client
+            .request(&Message::GetObject {
+                id: ObjectId::Tree(id),
+            })
+            .await;
         object_bytes(answer)
     }
 
@@ -67,7 +70,7 @@ impl Restore<'_> {
                 );
                 return Ok(());
             }
-            let tree = self.object(ObjectId::Tree(tree_id)).await;
+            let tree = self.tree(tree_id).await;
             let tree = match tree.and_then(|raw| decode_tree(&tree_id, &raw)) {
                 Ok(tree) => tree,
                 Err(e) if e.is::<Damaged>() => {
@@ -76,17 +79,7 @@ impl Restore<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            self.prefetch_contents(&tree, &path).await?;
-            // Entries before this index were considered for asking ahead.
-            let mut considered = 0;
-            for (i, entry) in tree.entries.iter().enumerate() {
-                let entry = entry.clone();
-                if matches!(entry.kind, EntryKind::Dir { .. }) {
-                    // A run of files ends: nothing asked ahead outlives it.
-                    self.drop_ahead().await?;
-                } else if i >= considered && self.ahead.unclaimed.is_empty() {
-                    considered = i + self.ask_ahead(&tree.entries[i..], &path).await?;
-                }
+            for entry in tree.entries {
                 let mut snapshot_path = path.clone();
                 snapshot_path.push(entry.name.clone());
                 let place = if inside {
@@ -107,7 +100,7 @@ impl Restore<'_> {
                     (Place::At(at), _) => self.entry(entry, snapshot_path, at).await?,
                 }
             }
-            self.drop_ahead().await
+            Ok(())
         })
     }
 
@@ -143,34 +136,16 @@ impl Restore<'_> {
                 self.walk(tree, snapshot_path, true).await?;
                 self.dirs.push((at, entry));
             }
-            EntryKind::File {
-                size,
-                content,
-                sparse,
-            } => {
-                let (size, content, sparse) = (*size, *content, sparse.clone());
-                match self
-                    .file(&dir, name, &entry, size, content, sparse.as_deref())
-                    .await
-                {
-                    Ok(written) => {
-                        self.restored.insert(snapshot_path.clone(), at.clone());
-                        if let Some((file, tmp)) = written {
-                            self.written_bytes += size;
-                            self.written.push(Written {
-                                file,
-                                dir: Arc::clone(&dir),
-                                tmp,
-                                name: name.clone(),
-                                snapshot_path,
-                            });
-                            if self.written.len() >= SETTLE_FILES
-                                || self.written_bytes >= SETTLE_BYTES
-                            {
-                                self.settle();
-                            }
-                        }
-                    }
+            EntryKind::File { .. } => {
+                let file = FileEntry {
+                    dir,
+                    name: name.clone(),
+                    entry,
+                    snapshot_path: snapshot_path.clone(),
+                    at: at.clone(),
+                };
+                match self.file(file).await {
+                    Ok(()) => {}
                     Err(e) if e.is::<std::io::Error>() || e.is::<Damaged>() => {
                         self.fail(&snapshot_path, format!("{e:#}"))
                     }
@@ -183,6 +158,7 @@ impl Restore<'_> {
             }
             EntryKind::Hardlink { target } => {
                 // The file linked to must be under its name first.
+                self.drain().await?;
                 self.settle();
                 let original: Vec<Vec<u8>> =
                     target.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();

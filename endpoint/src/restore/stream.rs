@@ -1,0 +1,521 @@
+//! The restore as a stream: the contents and chunks of the files the walk
+//! reaches are asked for as far ahead as the windows allow, and the relay's
+//! answers, which come in the order asked, are written as they arrive. The
+//! walk never waits for a directory's or a file's answers, so a restore
+//! waits for the link's round trip a handful of times, not once per
+//! directory or file, and the link stays busy while files are written.
+//!
+//! Each file is a [`Job`]: its content (chunk list) is asked for when the
+//! walk reaches it; when the content arrives, its chunks are placed from
+//! the target's own copy or asked for (with the signature of the target's
+//! chunk at the same place, for a delta), each written at its offset as it
+//! arrives; a large file's parts are asked for one ahead. A file whose
+//! answers are all in is made ready to settle (see `files`), or, when
+//! something it needs is damaged, its temporary file is removed and it is
+//! named.
+
+use super::files::SETTLE_FILES;
+use super::*;
+
+use std::collections::{BTreeMap, VecDeque};
+
+use ferry_protocol::chunking::MIN_CHUNK;
+use ferry_protocol::tree::{ContentPart, PART_CHUNKS};
+
+/// Chunk bytes asked for and not yet received, at most: several times a
+/// fast link's bandwidth-delay product (50 Mbit/s × 200 ms is 1.25 MB), so
+/// the link does not idle while answers are written.
+pub(super) const WINDOW_BYTES: u64 = 16 << 20;
+
+/// Estimated bytes of file contents asked for and not yet received, at
+/// most (each file's estimate is the largest content its size allows).
+pub(super) const CONTENT_WINDOW_BYTES: u64 = 16 << 20;
+
+/// Files in the stream at once, at most: each holds its temporary file and
+/// perhaps the target's current version open (see [`max_files`]).
+pub(super) const MAX_FILES: usize = 512;
+
+/// Bytes a content's encoding takes per chunk or part it lists, at most
+/// (a 32-byte id and a varint length), and for itself.
+const BYTES_PER_REF: u64 = 48;
+const CONTENT_OVERHEAD: u64 = 16;
+
+/// The most chunks a file of `data` bytes can have: every chunk but the
+/// last is at least [`MIN_CHUNK`] (doubled, with room, so no honest
+/// snapshot is refused). A relay's chunk list longer than this is damage,
+/// which bounds what a file's chunk list can cost in memory.
+fn max_chunks(data: u64) -> u64 {
+    2 * (data / u64::from(MIN_CHUNK)) + 16
+}
+
+/// The largest content a file of `data` bytes can have: a chunk list, or
+/// for more than [`PART_CHUNKS`] chunks a list of parts.
+fn content_estimate(data: u64) -> u64 {
+    let chunks = max_chunks(data);
+    let refs = if chunks > PART_CHUNKS as u64 {
+        chunks / PART_CHUNKS as u64 + 1
+    } else {
+        chunks
+    };
+    CONTENT_OVERHEAD + refs * BYTES_PER_REF
+}
+
+/// The most files the stream may hold given this process's limit on open
+/// files (raised to its hard limit when it can be): four descriptors each
+/// at most (its temporary file, the target's copy, and once written,
+/// waiting to settle, the same), and room for everything else.
+pub(super) fn max_files() -> usize {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if let Some(hard) = limit.maximum {
+        if limit.current.is_some_and(|soft| soft < hard) {
+            limit.current = Some(hard.min(1 << 16));
+            // If it cannot be raised, the current limit decides below.
+            let _ = setrlimit(Resource::Nofile, limit);
+        }
+    }
+    let soft = getrlimit(Resource::Nofile).current.unwrap_or(1 << 16);
+    let room = usize::try_from(soft)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(256);
+    (room.saturating_sub(SETTLE_FILES * 2) / 2).clamp(8, MAX_FILES)
+}
+
+/// A file in the stream: asked for, being written.
+pub(super) struct Job {
+    /// Its path in the snapshot (for messages and hard links).
+    pub(super) snapshot_path: Vec<Vec<u8>>,
+    /// Its path below the target.
+    pub(super) at: Vec<Vec<u8>>,
+    /// Its name in `dir`.
+    pub(super) name: Vec<u8>,
+    /// The directory it goes into.
+    pub(super) dir: Arc<OwnedFd>,
+    /// Its entry, whose metadata it takes.
+    pub(super) entry: Entry,
+    /// Its size.
+    pub(super) size: u64,
+    /// Its content (chunk list).
+    pub(super) content: ContentId,
+    /// Where its content's bytes go.
+    pub(super) layout: Layout,
+    /// The target's current version, whose chunks are reused or serve as
+    /// delta bases; or, when `out.in_place`, the interrupted restore's
+    /// temporary file itself.
+    pub(super) local: Option<LocalFile>,
+    /// The temporary file written.
+    pub(super) out: Output,
+}
+
+/// A job's progress through the stream.
+struct Progress {
+    job: Job,
+    /// Chunks known and not yet asked for or placed, in order.
+    pending: VecDeque<ChunkRef>,
+    /// Parts not yet asked for (a large file's).
+    parts: VecDeque<ContentPart>,
+    /// A part is asked for and not yet received.
+    part_asked: bool,
+    /// Answers asked for this file and not yet read.
+    awaited: usize,
+    /// Index (in the whole file) and content offset of the next pending chunk.
+    next_index: usize,
+    next_offset: u64,
+    /// Why the file cannot be restored, once known: nothing more is asked for it.
+    failed: Option<anyhow::Error>,
+}
+
+/// An answer to come, in the order asked.
+enum Expected {
+    /// A file's content, or one of its parts, estimated at `estimate` bytes.
+    ChunkList {
+        job: u64,
+        id: ContentId,
+        part: bool,
+        estimate: u64,
+    },
+    /// A chunk, to be written at `offset`; asked with the signature of the
+    /// target's `index`th chunk when `with_base`.
+    Chunk {
+        job: u64,
+        id: ChunkId,
+        index: usize,
+        offset: u64,
+        len: u32,
+        with_base: bool,
+    },
+}
+
+/// The files in flight and the answers to come.
+#[derive(Default)]
+pub(super) struct Stream {
+    jobs: BTreeMap<u64, Progress>,
+    next_job: u64,
+    expected: VecDeque<Expected>,
+    /// Chunk bytes asked for, not received.
+    chunk_bytes: u64,
+    /// Estimated content bytes asked for, not received.
+    content_bytes: u64,
+    /// See [`max_files`].
+    max_files: usize,
+}
+
+impl Stream {
+    /// An empty stream holding at most `max_files` files.
+    pub(super) fn new(max_files: usize) -> Self {
+        Stream {
+            max_files,
+            ..Stream::default()
+        }
+    }
+}
+
+impl Restore<'_> {
+    /// Puts a file into the stream: its content is asked for once there is
+    /// room (answers are read and written until there is).
+    pub(super) async fn stream_file(&mut self, job: Job) -> Result<()> {
+        let estimate = content_estimate(job.layout.total());
+        while self.stream.jobs.len() >= self.stream.max_files
+            || (self.stream.content_bytes > 0
+                && self.stream.content_bytes + estimate > CONTENT_WINDOW_BYTES)
+        {
+            self.step().await?;
+        }
+        let key = self.stream.next_job;
+        self.stream.next_job += 1;
+        let content = job.content;
+        let mut progress = Progress {
+            job,
+            pending: VecDeque::new(),
+            parts: VecDeque::new(),
+            part_asked: false,
+            awaited: 0,
+            next_index: 0,
+            next_offset: 0,
+            failed: None,
+        };
+        // An empty file's content is known: nothing to ask.
+        if content != Content::default().encode().0 {
+            self.client
+                .ask(&Message::GetObject {
+                    id: ObjectId::Content(content),
+                })
+                .await?;
+            self.stream.expected.push_back(Expected::ChunkList {
+                job: key,
+                id: content,
+                part: false,
+                estimate,
+            });
+            self.stream.content_bytes += estimate;
+            progress.awaited = 1;
+        }
+        self.stream.jobs.insert(key, progress);
+        self.finish_if_done(key);
+        Ok(())
+    }
+
+    /// Reads every answer to come and finishes every file in the stream.
+    pub(super) async fn drain(&mut self) -> Result<()> {
+        self.fill().await?;
+        while !self.stream.expected.is_empty() {
+            self.step().await?;
+        }
+        if !self.stream.jobs.is_empty() {
+            bail!("files were left unfinished with nothing asked for them");
+        }
+        Ok(())
+    }
+
+    /// Reads the next answer, uses it, and asks for what there is now room for.
+    async fn step(&mut self) -> Result<()> {
+        let Some(next) = self.stream.expected.pop_front() else {
+            return Ok(());
+        };
+        let answer = self.client.answer().await;
+        let key = match next {
+            Expected::ChunkList {
+                job,
+                id,
+                part,
+                estimate,
+            } => {
+                self.stream.content_bytes -= estimate;
+                let raw = match object_bytes(answer) {
+                    Err(e) if !e.is::<Damaged>() => return Err(e),
+                    raw => raw,
+                };
+                self.chunk_list_arrived(job, id, part, raw);
+                job
+            }
+            Expected::Chunk {
+                job,
+                id,
+                index,
+                offset,
+                len,
+                with_base,
+            } => {
+                self.stream.chunk_bytes -= u64::from(len);
+                let progress = self
+                    .stream
+                    .jobs
+                    .get_mut(&job)
+                    .context("a chunk for no file")?;
+                progress.awaited -= 1;
+                let base = progress
+                    .job
+                    .local
+                    .as_ref()
+                    .filter(|_| with_base)
+                    .and_then(|local| {
+                        local
+                            .chunks
+                            .get(index)
+                            .map(|&(at, n, _)| local.read_at(at, n))
+                    });
+                let data = match base.transpose() {
+                    Ok(base) => chunk_answer(answer, &id, base, &mut self.summary),
+                    Err(e) => Err(e.into()),
+                };
+                match data {
+                    Ok(data) if progress.failed.is_none() => {
+                        let job_ = &progress.job;
+                        if let Err(e) = job_.layout.write(&job_.out.file, offset, &data) {
+                            progress.failed = Some(e.into());
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.is::<Damaged>() || e.is::<std::io::Error>() => {
+                        progress.failed.get_or_insert(e);
+                    }
+                    Err(e) => return Err(e),
+                }
+                job
+            }
+        };
+        self.finish_if_done(key);
+        self.fill().await
+    }
+
+    /// A file's content or part arrived (or is damaged): its chunks and
+    /// parts join what is to be asked for.
+    fn chunk_list_arrived(&mut self, key: u64, id: ContentId, part: bool, raw: Result<Vec<u8>>) {
+        let Some(progress) = self.stream.jobs.get_mut(&key) else {
+            return;
+        };
+        progress.awaited -= 1;
+        progress.part_asked &= !part;
+        if progress.failed.is_some() {
+            return;
+        }
+        let data = progress.job.layout.total();
+        let content = raw.and_then(|raw| decode_content(&id, &raw)).and_then(|c| {
+            let fits = if part {
+                c.parts.is_empty()
+            } else {
+                c.len() <= data
+                    && c.chunks.len() as u64 <= max_chunks(data)
+                    && c.parts.len() as u64 <= max_chunks(data) / PART_CHUNKS as u64 + 1
+            };
+            if fits {
+                Ok(c)
+            } else {
+                Err(Damaged(format!(
+                    "file list {} does not fit a file of {data} bytes",
+                    id.short()
+                ))
+                .into())
+            }
+        });
+        match content {
+            Ok(content) => {
+                progress.pending.extend(content.chunks);
+                progress.parts.extend(content.parts);
+            }
+            Err(e) => progress.failed = Some(e),
+        }
+    }
+
+    /// Asks for (or places, from the target's own copy) the chunks of the
+    /// files in the stream, oldest first, while the window has room.
+    async fn fill(&mut self) -> Result<()> {
+        let keys: Vec<u64> = self.stream.jobs.keys().copied().collect();
+        for key in keys {
+            let full = self.feed(key).await?;
+            self.finish_if_done(key);
+            if full {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Feeds one file's chunks; true when the window is full.
+    async fn feed(&mut self, key: u64) -> Result<bool> {
+        loop {
+            let Some(progress) = self.stream.jobs.get_mut(&key) else {
+                return Ok(false);
+            };
+            if progress.failed.is_some() {
+                progress.pending.clear();
+                progress.parts.clear();
+                return Ok(false);
+            }
+            // The next part is asked for while this one's chunks travel.
+            if !progress.part_asked && progress.pending.len() <= PART_CHUNKS {
+                if let Some(part) = progress.parts.pop_front() {
+                    let estimate = CONTENT_OVERHEAD + PART_CHUNKS as u64 * BYTES_PER_REF;
+                    self.client
+                        .ask(&Message::GetObject {
+                            id: ObjectId::Content(part.id),
+                        })
+                        .await?;
+                    self.stream.expected.push_back(Expected::ChunkList {
+                        job: key,
+                        id: part.id,
+                        part: true,
+                        estimate,
+                    });
+                    self.stream.content_bytes += estimate;
+                    progress.part_asked = true;
+                    progress.awaited += 1;
+                }
+            }
+            let Some(&chunk) = progress.pending.front() else {
+                return Ok(false);
+            };
+            let (index, offset) = (progress.next_index, progress.next_offset);
+            let job = &progress.job;
+            let local = job.local.as_ref();
+            let in_place = job.out.in_place
+                && job.layout.is_whole()
+                && local
+                    .is_some_and(|l| l.chunks.get(index) == Some(&(offset, chunk.len, chunk.id)));
+            if !in_place {
+                match local.map(|l| l.read(&chunk.id)).transpose() {
+                    Ok(Some(Some(data))) if ChunkId::of(&data) == chunk.id => {
+                        if let Err(e) = job.layout.write(&job.out.file, offset, &data) {
+                            progress.failed = Some(e.into());
+                        }
+                    }
+                    Err(e) => progress.failed = Some(e.into()),
+                    Ok(_) => {
+                        if self.stream.chunk_bytes >= WINDOW_BYTES {
+                            return Ok(true);
+                        }
+                        let base = local.and_then(|l| l.chunks.get(index));
+                        let signature =
+                            match base.map(|&(at, n, _)| local.expect("a base").read_at(at, n)) {
+                                Some(Ok(base)) => Some(delta::signature(&base)),
+                                Some(Err(e)) => {
+                                    progress.failed = Some(e.into());
+                                    continue;
+                                }
+                                None => None,
+                            };
+                        let with_base = signature.is_some();
+                        self.client
+                            .ask(&Message::GetChunk {
+                                id: chunk.id,
+                                base_signature: signature,
+                            })
+                            .await?;
+                        self.stream.expected.push_back(Expected::Chunk {
+                            job: key,
+                            id: chunk.id,
+                            index,
+                            offset,
+                            len: chunk.len,
+                            with_base,
+                        });
+                        self.stream.chunk_bytes += u64::from(chunk.len);
+                        progress.awaited += 1;
+                        progress.pending.pop_front();
+                        progress.next_index += 1;
+                        progress.next_offset += u64::from(chunk.len);
+                        continue;
+                    }
+                }
+            }
+            if progress.failed.is_none() {
+                self.summary.chunks_local += 1;
+            }
+            progress.pending.pop_front();
+            progress.next_index += 1;
+            progress.next_offset += u64::from(chunk.len);
+        }
+    }
+
+    /// A file whose answers are all in leaves the stream: written, it waits
+    /// to settle; failed, its temporary file goes and it is named.
+    fn finish_if_done(&mut self, key: u64) {
+        let done = self.stream.jobs.get(&key).is_some_and(|p| {
+            p.awaited == 0
+                && !p.part_asked
+                && (p.failed.is_some() || (p.pending.is_empty() && p.parts.is_empty()))
+        });
+        if !done {
+            return;
+        }
+        let Some(progress) = self.stream.jobs.remove(&key) else {
+            return;
+        };
+        let job = progress.job;
+        let failed = match progress.failed {
+            Some(e) => Err(e),
+            None => self.complete(&job),
+        };
+        match failed {
+            Ok(()) => self.written_file(job),
+            Err(e) => {
+                Target::remove_temp(&job.dir, &job.out.tmp);
+                self.fail(&job.snapshot_path, format!("{e:#}"));
+            }
+        }
+    }
+}
+
+/// Reads the relay's answer to a `GetChunk` for `id` (asked with `base`'s
+/// signature, if any), checks it, and counts how it came.
+fn chunk_answer(
+    answer: client::Result<Message>,
+    id: &ChunkId,
+    base: Option<Vec<u8>>,
+    summary: &mut Summary,
+) -> Result<Vec<u8>> {
+    let damaged = |why: String| -> anyhow::Error { chunk_damaged(id, why) };
+    match answer.map_err(as_damage)? {
+        answer @ Message::ChunkData { .. } => {
+            summary.chunks_full += 1;
+            chunk_data(Ok(answer), id)
+        }
+        Message::ChunkDelta {
+            codec,
+            delta: bytes,
+        } => {
+            let base = base.context("the relay sent a delta without a base")?;
+            summary.chunks_delta += 1;
+            let delta = decompress(codec, bytes, delta::MAX_DELTA)
+                .map_err(|e| damaged(format!("its delta does not decompress ({e})")))?;
+            delta::apply(&base, &delta, id)
+                .map_err(|e| damaged(format!("its delta does not rebuild it ({e})")))
+        }
+        other => Err(unexpected("ChunkData", &other)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_estimates_cover_what_a_size_allows() {
+        // A small file: a short chunk list.
+        assert!(content_estimate(100) >= CONTENT_OVERHEAD + BYTES_PER_REF);
+        // Past PART_CHUNKS chunks, a list of parts, never a huge estimate.
+        let huge = content_estimate(1 << 40);
+        assert!(huge < 1 << 20, "{huge}");
+        assert!(max_chunks(1 << 20) > u64::from(1u32 << 20) / u64::from(MIN_CHUNK));
+    }
+}

@@ -1,0 +1,86 @@
+//! Over an emulated internet link (100 ms round trip): what a round trip
+//! costs is counted, not timed. A restore of 2,000 files in 200 directories
+//! is a stream, not a conversation per directory or file.
+
+use std::fs;
+
+use ferry_tests::link::Link;
+use ferry_tests::tree::{listing, random_bytes};
+use ferry_tests::{arg, paired};
+
+/// 2,000 small files (text and a few binary) in 200 directories of 20
+/// groups.
+fn make_tree(root: &std::path::Path) {
+    for g in 0..20 {
+        for d in 0..10 {
+            let dir = root.join(format!("g{g:02}/d{d}"));
+            fs::create_dir_all(&dir).unwrap();
+            for f in 0..10 {
+                let path = dir.join(format!("f{f}.txt"));
+                if f == 9 {
+                    let seed = (g * 100 + d * 10 + f) as u64;
+                    fs::write(path, random_bytes(3000 + f * 100, seed)).unwrap();
+                } else {
+                    fs::write(path, format!("group {g} dir {d} file {f}\n").repeat(f + 1)).unwrap();
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src);
+    endpoint.backup_json(&[arg(&src)]);
+
+    let link = Link::start(relay.session_addr, "100ms", "10Mbit", "50Mbit");
+    endpoint.set_addresses(&[link.addr.to_string()]);
+
+    // Into an empty directory.
+    let out = work.path().join("out");
+    let restored = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_eq!(listing(&out), listing(&src));
+    assert_eq!(restored["files_new"], 2000, "{restored}");
+    let waits = restored["round_trips"].as_u64().unwrap();
+    eprintln!(
+        "figure: restore of 2,000 files in 200 directories over 100 ms: round_trips = {waits}, {:.2} s",
+        restored["duration_s"].as_f64().unwrap()
+    );
+    assert!(
+        waits < 20,
+        "the restore waited {waits} round trips: {restored}"
+    );
+
+    // Onto the previous version: 30 files edited in 30 directories, 10 new;
+    // the rest is found in place.
+    for i in 0..30 {
+        let path = src.join(format!("g{:02}/d{}/f3.txt", i % 20, i / 20 * 3));
+        fs::write(&path, format!("edited {i}\n")).unwrap();
+    }
+    for i in 0..10 {
+        fs::write(
+            src.join(format!("g{i:02}/d5/new.txt")),
+            format!("new {i}\n"),
+        )
+        .unwrap();
+    }
+    endpoint.set_addresses(&[relay.session_addr.to_string()]);
+    endpoint.backup_json(&[arg(&src)]);
+    endpoint.set_addresses(&[link.addr.to_string()]);
+    let restored = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_eq!(listing(&out), listing(&src));
+    assert_eq!(restored["files_new"], 10, "{restored}");
+    assert_eq!(restored["files_changed"], 30, "{restored}");
+    let waits = restored["round_trips"].as_u64().unwrap();
+    eprintln!(
+        "figure: restore onto the previous version over 100 ms: round_trips = {waits}, {:.2} s",
+        restored["duration_s"].as_f64().unwrap()
+    );
+    assert!(
+        waits < 20,
+        "the restore waited {waits} round trips: {restored}"
+    );
+}
