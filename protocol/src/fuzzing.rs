@@ -61,6 +61,21 @@ pub fn chunk_batch(data: &[u8]) {
     }
 }
 
+/// Treats bytes as the replies of a `Fetched` (decompressed): a batch
+/// that decodes encodes back to itself.
+///
+/// # Panics
+/// As [`message`].
+pub fn fetch_replies(data: &[u8]) {
+    if let Ok(replies) = crate::fetch::FetchReplies::decode(data) {
+        let again = replies.encode().expect("decoded replies encode");
+        assert_eq!(
+            crate::fetch::FetchReplies::decode(&again).as_ref(),
+            Ok(&replies)
+        );
+    }
+}
+
 /// Treats bytes as the first `Noise_IK` frame arriving at the relay: the
 /// MAC check, then the message.
 pub fn session_first_message(data: &[u8]) {

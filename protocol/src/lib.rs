@@ -26,6 +26,7 @@ pub mod chunking;
 pub mod compress;
 pub mod delta;
 pub mod error;
+pub mod fetch;
 pub mod fragment;
 pub mod frame;
 pub mod fuzzing;

@@ -314,6 +314,25 @@ pub enum Message {
         /// (snapshot id, reasons).
         snapshots: Vec<(u64, Vec<String>)>,
     },
+    /// Asks for many objects and chunks at once (protocol 1.5; at most
+    /// [`MAX_FETCH`](crate::fetch::MAX_FETCH) items), the batch of replies
+    /// compressed as `codec` says; answered by `Fetched`.
+    Fetch {
+        /// What is asked for, in order.
+        items: Vec<crate::fetch::FetchItem>,
+        /// How the endpoint wants the replies compressed (for its downlink).
+        codec: Codec,
+    },
+    /// The replies to a `Fetch`: `data` decompresses (to at most
+    /// [`MAX_FETCH_RAW`](crate::fetch::MAX_FETCH_RAW)) to a
+    /// [`FetchReplies`](crate::fetch::FetchReplies), one per item, in order.
+    Fetched {
+        /// How `data` is compressed.
+        codec: Codec,
+        /// The encoded replies.
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+    },
 }
 
 /// How often the relay says [`Message::Working`] while a request waits.
@@ -406,6 +425,8 @@ impl Message {
             Message::Usage { .. } => "Usage",
             Message::GetKeptBy { .. } => "GetKeptBy",
             Message::KeptBy { .. } => "KeptBy",
+            Message::Fetch { .. } => "Fetch",
+            Message::Fetched { .. } => "Fetched",
         }
     }
 }
@@ -477,16 +498,31 @@ impl ChunkBatch {
     /// [`ProtocolError::TooLarge`] for more chunks, [`ProtocolError::Malformed`]
     /// for anything else.
     pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
-        let count = leading_varint(bytes).ok_or(ProtocolError::Malformed("chunk batch"))?;
-        if count > MAX_BATCH as u64 {
-            return Err(ProtocolError::TooLarge {
-                what: "chunk batch",
-                len: usize::try_from(count).unwrap_or(usize::MAX),
-                max: MAX_BATCH,
-            });
-        }
-        decode_exact(bytes, "chunk batch")
+        decode_counted(bytes, MAX_BATCH, "chunk batch")
     }
+}
+
+/// Decodes exactly one sequence-led value (a batch) of at most `max`
+/// entries, reading the count before anything is decoded: a few bytes of
+/// empty entries must not become millions of them.
+///
+/// # Errors
+/// [`ProtocolError::TooLarge`] for more entries, [`ProtocolError::Malformed`]
+/// for anything else.
+pub(crate) fn decode_counted<T: for<'de> Deserialize<'de>>(
+    bytes: &[u8],
+    max: usize,
+    what: &'static str,
+) -> Result<T, ProtocolError> {
+    let count = leading_varint(bytes).ok_or(ProtocolError::Malformed(what))?;
+    if count > max as u64 {
+        return Err(ProtocolError::TooLarge {
+            what,
+            len: usize::try_from(count).unwrap_or(usize::MAX),
+            max,
+        });
+    }
+    decode_exact(bytes, what)
 }
 
 /// The varint postcard starts a sequence with (its length), if `bytes`
@@ -689,6 +725,34 @@ mod tests {
                     base_signature
                 }
             ),
+            (
+                proptest::collection::vec(
+                    (
+                        any::<[u8; 32]>(),
+                        proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20))
+                    ),
+                    0..5
+                ),
+                0u8..3
+            )
+                .prop_map(|(items, codec)| Message::Fetch {
+                    items: items
+                        .into_iter()
+                        .map(|(id, base_signature)| match base_signature {
+                            Some(_) => crate::fetch::FetchItem::Chunk {
+                                id: ChunkId(id),
+                                base_signature
+                            },
+                            None =>
+                                crate::fetch::FetchItem::Object(ObjectId::Content(ContentId(id))),
+                        })
+                        .collect(),
+                    codec: Codec::from_code(codec).unwrap_or_default(),
+                }),
+            proptest::collection::vec(any::<u8>(), 0..100).prop_map(|data| Message::Fetched {
+                codec: Codec::Zstd,
+                data
+            }),
         ]
     }
 

@@ -27,6 +27,7 @@ const TARGETS: &[Target] = &[
     ("lz4", fuzzing::lz4),
     ("zstd", fuzzing::zstd),
     ("chunk_batch", fuzzing::chunk_batch),
+    ("fetch_replies", fuzzing::fetch_replies),
     ("objects", fuzzing::objects),
     ("object_patch", fuzzing::object_patch),
 ];
@@ -111,6 +112,25 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         },
     ]);
     out.push(("chunk_batch", "whole-and-delta", batch.encode().unwrap()));
+    let replies = ferry_protocol::fetch::FetchReplies(vec![
+        ferry_protocol::fetch::FetchReply::Data {
+            codec: ferry_protocol::compress::Codec::None,
+            data: b"small file".to_vec(),
+        },
+        ferry_protocol::fetch::FetchReply::Delta {
+            codec: ferry_protocol::compress::Codec::None,
+            delta: vec![0x72, 0x73, 0x02, 0x36, 0, 0, 0, 1],
+        },
+        ferry_protocol::fetch::FetchReply::Refused {
+            code: ferry_protocol::message::Refusal::NoSuchObject,
+            message: "no such chunk".into(),
+        },
+    ]);
+    out.push((
+        "fetch_replies",
+        "data-delta-refused",
+        replies.encode().unwrap(),
+    ));
     let tree = ferry_protocol::tree::Tree {
         entries: vec![ferry_protocol::tree::Entry {
             name: b"file".to_vec(),

@@ -294,11 +294,22 @@ async fn greet(channel: &mut Channel<TcpStream>, wait: std::time::Duration) -> R
     channel
         .send(&Message::Hello(Hello {
             major: PROTOCOL_MAJOR,
-            minor: PROTOCOL_MINOR,
+            minor: announced_minor(),
             software: SOFTWARE.into(),
         }))
         .await?;
     Ok(Some(peer_minor))
+}
+
+/// The protocol minor the relay announces: its own, unless the test hook
+/// `FERRY_ANNOUNCE_MINOR` names an older one (end-to-end tests check that
+/// today's endpoint still works with an older relay this way; the relay
+/// answers the older requests as before).
+fn announced_minor() -> u16 {
+    std::env::var("FERRY_ANNOUNCE_MINOR")
+        .ok()
+        .and_then(|text| text.parse::<u16>().ok())
+        .map_or(PROTOCOL_MINOR, |minor| minor.min(PROTOCOL_MINOR))
 }
 
 /// A reply as a peer of protocol minor `peer_minor` can decode it: a

@@ -17,6 +17,7 @@
 //! code the endpoint is told.
 
 mod closure;
+mod serve;
 mod upload;
 
 use crate::catalog::ClientId;
@@ -434,20 +435,9 @@ impl Transfer {
                     .collect();
                 Some(Message::SnapshotList { snapshots })
             }
-            Message::GetObject { id } => {
-                let (kind, key) = object_key(&id);
-                match self.fetch(kind, &key)? {
-                    Some((row, data)) => Some(Message::Object {
-                        codec: row.codec,
-                        data,
-                    }),
-                    None => Some(Message::Refused {
-                        code: Refusal::NoSuchObject,
-                        message: format!("no such object {id:?}"),
-                    }),
-                }
-            }
+            Message::GetObject { id } => Some(self.get_object(&id)?),
             Message::GetChunk { id, base_signature } => Some(self.get_chunk(&id, base_signature)?),
+            Message::Fetch { items, codec } => Some(self.fetch_batch(items, codec)?),
             Message::GetKeptBy { set } => {
                 let (client, defaults) = (self.client, self.retention_defaults);
                 let decisions = self.catalog(|c| {
@@ -586,29 +576,6 @@ impl Transfer {
         };
         decompress(row.codec, stored, limit).map(Some).map_err(|e| {
             TransferError::Damaged(format!("{kind:?} {}: {e}", crate::catalog::hex(&id[..8])))
-        })
-    }
-
-    /// A chunk for a restore: as a delta against the caller's similar chunk
-    /// when that is smaller, else whole.
-    fn get_chunk(&self, id: &ChunkId, base_signature: Option<Vec<u8>>) -> Result<Message> {
-        let Some((row, stored)) = self.fetch(BlobKind::Chunk, &id.0)? else {
-            return Ok(Message::Refused {
-                code: Refusal::NoSuchObject,
-                message: format!("no such chunk {}", id.short()),
-            });
-        };
-        if let Some(signature) = base_signature {
-            let raw = decompress(row.codec, stored.clone(), MAX_CHUNK as usize)?;
-            let delta = delta::diff(signature, &raw)?;
-            let (codec, delta) = compress(&delta);
-            if delta.len() < stored.len() {
-                return Ok(Message::ChunkDelta { codec, delta });
-            }
-        }
-        Ok(Message::ChunkData {
-            codec: row.codec,
-            data: stored,
         })
     }
 }

@@ -131,3 +131,17 @@ pub fn zero_block_signature(crc: u32) -> Vec<u8> {
     signature.extend_from_slice(&crc.to_be_bytes());
     signature
 }
+
+/// A `Fetched` message carrying `replies`, as a relay of protocol 1.5 on
+/// answers a `Fetch` (uncompressed).
+///
+/// # Panics
+/// When the replies do not encode (they always do).
+pub fn fetched(replies: Vec<ferry_protocol::fetch::FetchReply>) -> Message {
+    Message::Fetched {
+        codec: ferry_protocol::compress::Codec::None,
+        data: ferry_protocol::fetch::FetchReplies(replies)
+            .encode()
+            .expect("replies encode"),
+    }
+}

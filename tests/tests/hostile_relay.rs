@@ -156,36 +156,37 @@ fn chain_of_directories(
 
 #[test]
 fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() {
-    use ferry_protocol::message::{ObjectId, SnapshotInfo};
+    use ferry_protocol::fetch::{FetchItem, FetchReply};
+    use ferry_protocol::message::ObjectId;
+    use ferry_tests::fake_relay::fetched;
     let (root, trees) = chain_of_directories(100_000);
-    let (endpoint, _fake, _source) = against_fake("60s", move |session| {
-        while let Some(request) = session.recv() {
-            let reply = match request {
-                Message::ListSnapshots { .. } => Message::SnapshotList {
-                    snapshots: vec![SnapshotInfo {
-                        id: 1,
-                        set: "default".into(),
-                        root,
-                        started_ms: 0,
-                        finished_ms: 0,
-                        files: 0,
-                        bytes: 0,
-                    }],
-                },
-                Message::GetObject {
-                    id: ObjectId::Tree(tree),
-                } => Message::Object {
-                    codec: ferry_protocol::compress::Codec::None,
-                    data: trees[&tree].clone(),
-                },
-                _ => continue,
-            };
-            session.send(&reply);
-        }
+    let (out, took, _target) = restore_from_fake(move |request| {
+        Some(match request {
+            Message::ListSnapshots { .. } => one_snapshot(root),
+            Message::GetObject {
+                id: ObjectId::Tree(tree),
+            } => Message::Object {
+                codec: ferry_protocol::compress::Codec::None,
+                data: trees[&tree].clone(),
+            },
+            Message::Fetch { items, .. } => fetched(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        FetchItem::Object(ObjectId::Tree(tree)) => FetchReply::Data {
+                            codec: ferry_protocol::compress::Codec::None,
+                            data: trees[tree].clone(),
+                        },
+                        _ => FetchReply::Refused {
+                            code: ferry_protocol::message::Refusal::NoSuchObject,
+                            message: "no such object".into(),
+                        },
+                    })
+                    .collect(),
+            ),
+            _ => return None,
+        })
     });
-    let target = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let out = endpoint.ferry(&["restore", "--map-to", arg(target.path())]);
     let err = stderr(&out);
     assert!(
         out.status.code() == Some(1) || out.status.code() == Some(3),
@@ -193,5 +194,74 @@ fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() 
         out.status
     );
     assert!(err.contains("deeper than"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(15));
+    assert!(took < Duration::from_secs(15));
+}
+
+/// A restore into an empty directory from a fake relay that answers each
+/// request with `answer` (none: no answer); what it printed, how long it
+/// took, and the target.
+fn restore_from_fake(
+    answer: impl Fn(Message) -> Option<Message> + Send + 'static,
+) -> (std::process::Output, Duration, tempfile::TempDir) {
+    let (endpoint, _fake, _source) = against_fake("60s", move |session| {
+        while let Some(request) = session.recv() {
+            if let Some(reply) = answer(request) {
+                session.send(&reply);
+            }
+        }
+    });
+    let target = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = endpoint.ferry(&["restore", "--map-to", arg(target.path())]);
+    (out, started.elapsed(), target)
+}
+
+/// The answer to `ListSnapshots` of a relay holding one snapshot, of `root`.
+fn one_snapshot(root: ferry_protocol::ids::TreeId) -> Message {
+    Message::SnapshotList {
+        snapshots: vec![ferry_protocol::message::SnapshotInfo {
+            id: 1,
+            set: "default".into(),
+            root,
+            started_ms: 0,
+            finished_ms: 0,
+            files: 0,
+            bytes: 0,
+        }],
+    }
+}
+
+/// A relay that answers a restore's batched fetches with `replies(n)` for
+/// a fetch of `n` items: the restore ends at once with `expected` on one
+/// line, nothing written.
+fn fetches_answered_with(
+    replies: impl Fn(usize) -> Vec<ferry_protocol::fetch::FetchReply> + Send + 'static,
+    expected: &str,
+) {
+    use ferry_protocol::ids::TreeId;
+    use ferry_tests::fake_relay::fetched;
+    let (out, took, target) = restore_from_fake(move |request| match request {
+        Message::ListSnapshots { .. } => Some(one_snapshot(TreeId([7; 32]))),
+        Message::Fetch { items, .. } => Some(fetched(replies(items.len()))),
+        _ => None,
+    });
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(expected), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(took < Duration::from_secs(15));
+    assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn a_fetch_answered_with_too_few_replies_ends_the_restore_with_one_line() {
+    fetches_answered_with(|_| Vec::new(), "sent 0 replies to a fetch of 1");
+}
+
+#[test]
+fn a_relay_that_puts_off_every_fetch_ends_the_restore_rather_than_looping() {
+    fetches_answered_with(
+        |n| vec![ferry_protocol::fetch::FetchReply::Later; n],
+        "put off the first item",
+    );
 }

@@ -6,7 +6,7 @@ use std::fs;
 
 use ferry_tests::link::Link;
 use ferry_tests::tree::{listing, random_bytes};
-use ferry_tests::{arg, paired};
+use ferry_tests::{arg, paired, Endpoint, Relay, RelayOptions};
 
 /// 2,000 small files (text and a few binary) in 200 directories of 20
 /// groups.
@@ -19,7 +19,7 @@ fn make_tree(root: &std::path::Path) {
                 let path = dir.join(format!("f{f}.txt"));
                 if f == 9 {
                     let seed = (g * 100 + d * 10 + f) as u64;
-                    fs::write(path, random_bytes(3000 + f * 100, seed)).unwrap();
+                    fs::write(path, random_bytes(600 + d * 10, seed)).unwrap();
                 } else {
                     fs::write(path, format!("group {g} dir {d} file {f}\n").repeat(f + 1)).unwrap();
                 }
@@ -82,5 +82,46 @@ fn a_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips() {
     assert!(
         waits < 20,
         "the restore waited {waits} round trips: {restored}"
+    );
+}
+
+#[test]
+fn a_restore_fetches_in_compressed_batches_and_still_works_with_an_older_relay() {
+    // Today's relay, and one that says it speaks protocol 1.4 (before
+    // batched fetches): the endpoint asks it for each object and chunk on
+    // its own, as before.
+    let (_relay, endpoint) = paired();
+    let older = Relay::start_with(RelayOptions {
+        env: vec![("FERRY_ANNOUNCE_MINOR".into(), "4".into())],
+        ..RelayOptions::default()
+    });
+    let older_endpoint = Endpoint::new();
+    older_endpoint.pair_with(&older, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src);
+    endpoint.backup_json(&[arg(&src)]);
+    older_endpoint.backup_json(&[arg(&src)]);
+
+    let out = work.path().join("out");
+    let batched = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_eq!(listing(&out), listing(&src));
+    let older_out = work.path().join("older");
+    let one_by_one =
+        older_endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&older_out)]);
+    assert_eq!(listing(&older_out), listing(&src));
+    assert_eq!(one_by_one["files_new"], 2000, "{one_by_one}");
+    let (batched_bytes, single_bytes) = (
+        batched["bytes_received"].as_u64().unwrap(),
+        one_by_one["bytes_received"].as_u64().unwrap(),
+    );
+    eprintln!(
+        "figure: restore of 2,000 small files received {batched_bytes} bytes in batches, {single_bytes} one by one"
+    );
+    // Replies compressed together (zstd across small files) against each
+    // compressed alone (lz4, as stored) with its own message.
+    assert!(
+        batched_bytes * 10 < single_bytes * 7,
+        "batched {batched_bytes} bytes, one by one {single_bytes}"
     );
 }

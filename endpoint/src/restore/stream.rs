@@ -20,6 +20,9 @@ use super::*;
 use std::collections::{BTreeMap, VecDeque};
 
 use ferry_protocol::chunking::MIN_CHUNK;
+use ferry_protocol::compress::Codec;
+use ferry_protocol::fetch::{FetchItem, FetchReplies, FetchReply, FETCH_BYTES, MAX_FETCH_RAW};
+use ferry_protocol::message::Refusal;
 use ferry_protocol::tree::{ContentPart, PART_CHUNKS};
 
 /// Chunk bytes asked for and not yet received, at most: several times a
@@ -30,6 +33,9 @@ pub(super) const WINDOW_BYTES: u64 = 16 << 20;
 /// Estimated bytes of file contents asked for and not yet received, at
 /// most (each file's estimate is the largest content its size allows).
 pub(super) const CONTENT_WINDOW_BYTES: u64 = 16 << 20;
+
+/// Asks sent together in one `Fetch`, at most.
+const BATCH_ITEMS: usize = 256;
 
 /// Files in the stream at once, at most: each holds its temporary file and
 /// perhaps the target's current version open (see [`max_files`]).
@@ -151,7 +157,17 @@ enum Expected {
 pub(super) struct Stream {
     jobs: BTreeMap<u64, Progress>,
     next_job: u64,
+    /// What each reply to come answers, in order.
     expected: VecDeque<Expected>,
+    /// Asks not sent yet: they go together in one `Fetch`.
+    pub(super) batch: Vec<FetchItem>,
+    /// Their estimated reply bytes.
+    batch_bytes: u64,
+    /// Replies each answer message to come carries, in order (one each
+    /// from relays before 1.5, which answer every ask on its own).
+    pub(super) messages: VecDeque<usize>,
+    /// How replies are to be compressed.
+    downlink: Downlink,
     /// Chunk bytes asked for, not received.
     chunk_bytes: u64,
     /// Estimated content bytes asked for, not received.
@@ -196,17 +212,18 @@ impl Restore<'_> {
         };
         // An empty file's content is known: nothing to ask.
         if content != Content::default().encode().0 {
-            self.client
-                .ask(&Message::GetObject {
-                    id: ObjectId::Content(content),
-                })
-                .await?;
-            self.stream.expected.push_back(Expected::ChunkList {
+            let expected = Expected::ChunkList {
                 job: key,
                 id: content,
                 part: false,
                 estimate,
-            });
+            };
+            self.ask(
+                FetchItem::Object(ObjectId::Content(content)),
+                expected,
+                estimate,
+            )
+            .await?;
             self.stream.content_bytes += estimate;
             progress.awaited = 1;
         }
@@ -215,10 +232,84 @@ impl Restore<'_> {
         Ok(())
     }
 
+    /// Adds an ask to the batch, which goes once it is full (or when an
+    /// answer is waited for).
+    async fn ask(&mut self, item: FetchItem, expected: Expected, estimate: u64) -> Result<()> {
+        self.stream.batch.push(item);
+        self.stream.batch_bytes += estimate;
+        self.stream.expected.push_back(expected);
+        if self.stream.batch.len() >= BATCH_ITEMS || self.stream.batch_bytes >= FETCH_BYTES {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends the batch: one `Fetch`, or to a relay before 1.5 each ask on its own.
+    pub(super) async fn flush(&mut self) -> Result<()> {
+        if self.stream.batch.is_empty() {
+            return Ok(());
+        }
+        let items = std::mem::take(&mut self.stream.batch);
+        self.stream.batch_bytes = 0;
+        if self.client.relay_minor() >= 5 {
+            let codec = self.stream.downlink.codec(self.client.bytes_received());
+            self.stream.messages.push_back(items.len());
+            return Ok(self.client.ask(&Message::Fetch { items, codec }).await?);
+        }
+        for item in items {
+            let message = match item {
+                FetchItem::Object(id) => Message::GetObject { id },
+                FetchItem::Chunk { id, base_signature } => Message::GetChunk { id, base_signature },
+            };
+            self.stream.messages.push_back(1);
+            self.client.ask(&message).await?;
+        }
+        Ok(())
+    }
+
+    /// The replies of the next answer message, as many as it carries.
+    pub(super) async fn replies(&mut self, count: usize) -> Result<Vec<FetchReply>> {
+        let answer = self.client.answer().await;
+        if self.client.relay_minor() < 5 {
+            let reply = match answer {
+                Ok(Message::Object { codec, data } | Message::ChunkData { codec, data }) => {
+                    FetchReply::Data { codec, data }
+                }
+                Ok(Message::ChunkDelta { codec, delta }) => FetchReply::Delta { codec, delta },
+                Ok(other) => return Err(unexpected("Object or ChunkData", &other)),
+                Err(ClientError::Refused(refused)) => FetchReply::Refused {
+                    code: refused.code.unwrap_or(Refusal::NoSuchObject),
+                    message: refused.message,
+                },
+                Err(e) => return Err(e.into()),
+            };
+            return Ok(vec![reply]);
+        }
+        let (codec, data) = match answer? {
+            Message::Fetched { codec, data } => (codec, data),
+            other => return Err(unexpected("Fetched", &other)),
+        };
+        let raw = decompress(codec, data, MAX_FETCH_RAW)
+            .context("the relay's replies do not decompress")?;
+        let replies = FetchReplies::decode(&raw).context("the relay's replies do not decode")?;
+        if replies.0.len() != count {
+            bail!(
+                "the relay sent {} replies to a fetch of {count}",
+                replies.0.len()
+            );
+        }
+        // Every batch answers at least its first item, so asking again
+        // what was put off always ends.
+        if replies.0.first() == Some(&FetchReply::Later) {
+            bail!("the relay put off the first item of a fetch, which it must answer");
+        }
+        Ok(replies.0)
+    }
+
     /// Reads every answer to come and finishes every file in the stream.
     pub(super) async fn drain(&mut self) -> Result<()> {
         self.fill().await?;
-        while !self.stream.expected.is_empty() {
+        while !self.stream.messages.is_empty() || !self.stream.batch.is_empty() {
             self.step().await?;
         }
         if !self.stream.jobs.is_empty() {
@@ -227,13 +318,71 @@ impl Restore<'_> {
         Ok(())
     }
 
-    /// Reads the next answer, uses it, and asks for what there is now room for.
+    /// Reads the next answer message, uses its replies, and asks for what
+    /// there is now room for.
     async fn step(&mut self) -> Result<()> {
-        let Some(next) = self.stream.expected.pop_front() else {
+        if self.stream.messages.is_empty() {
+            self.flush().await?;
+        }
+        let Some(count) = self.stream.messages.pop_front() else {
             return Ok(());
         };
-        let answer = self.client.answer().await;
-        let key = match next {
+        let mut later = Vec::new();
+        for reply in self.replies(count).await? {
+            let next = self
+                .stream
+                .expected
+                .pop_front()
+                .context("a reply to nothing asked")?;
+            if reply == FetchReply::Later {
+                later.push(next);
+                continue;
+            }
+            let key = self.reply_arrived(next, reply)?;
+            self.finish_if_done(key);
+        }
+        // What did not fit the relay's batch is asked for again.
+        for next in later {
+            let (item, estimate) = self.item_for(&next)?;
+            self.ask(item, next, estimate).await?;
+        }
+        self.fill().await
+    }
+
+    /// What to ask for again for an answer to come, and its estimate.
+    fn item_for(&self, expected: &Expected) -> Result<(FetchItem, u64)> {
+        Ok(match *expected {
+            Expected::ChunkList { id, estimate, .. } => {
+                (FetchItem::Object(ObjectId::Content(id)), estimate)
+            }
+            Expected::Chunk {
+                job,
+                id,
+                index,
+                len,
+                with_base,
+                ..
+            } => {
+                let progress = self.stream.jobs.get(&job).context("a chunk for no file")?;
+                let base = match progress.job.local.as_ref().filter(|_| with_base) {
+                    Some(local) => {
+                        let &(at, n, _) = local.chunks.get(index).context("a base not held")?;
+                        Some(delta::signature(&local.read_at(at, n)?))
+                    }
+                    None => None,
+                };
+                let item = FetchItem::Chunk {
+                    id,
+                    base_signature: base,
+                };
+                (item, u64::from(len))
+            }
+        })
+    }
+
+    /// Uses one reply; returns the file it was for.
+    fn reply_arrived(&mut self, next: Expected, reply: FetchReply) -> Result<u64> {
+        Ok(match next {
             Expected::ChunkList {
                 job,
                 id,
@@ -241,9 +390,15 @@ impl Restore<'_> {
                 estimate,
             } => {
                 self.stream.content_bytes -= estimate;
-                let raw = match object_bytes(answer) {
-                    Err(e) if !e.is::<Damaged>() => return Err(e),
-                    raw => raw,
+                let raw = match reply {
+                    FetchReply::Data { codec, data } => decompress(codec, data, MAX_MESSAGE)
+                        .map_err(|e| {
+                            Damaged(format!("an object that does not decompress ({e})")).into()
+                        }),
+                    FetchReply::Refused { message, .. } => Err(Damaged(message).into()),
+                    FetchReply::Delta { .. } | FetchReply::Later => {
+                        bail!("the relay sent a delta for a file list")
+                    }
                 };
                 self.chunk_list_arrived(job, id, part, raw);
                 job
@@ -275,7 +430,7 @@ impl Restore<'_> {
                             .map(|&(at, n, _)| local.read_at(at, n))
                     });
                 let data = match base.transpose() {
-                    Ok(base) => chunk_answer(answer, &id, base, &mut self.summary),
+                    Ok(base) => chunk_reply(reply, &id, base, &mut self.summary),
                     Err(e) => Err(e.into()),
                 };
                 match data {
@@ -293,9 +448,7 @@ impl Restore<'_> {
                 }
                 job
             }
-        };
-        self.finish_if_done(key);
-        self.fill().await
+        })
     }
 
     /// A file's content or part arrived (or is damaged): its chunks and
@@ -348,7 +501,7 @@ impl Restore<'_> {
                 break;
             }
         }
-        Ok(())
+        self.flush().await
     }
 
     /// Feeds one file's chunks; true when the window is full.
@@ -366,20 +519,18 @@ impl Restore<'_> {
             if !progress.part_asked && progress.pending.len() <= PART_CHUNKS {
                 if let Some(part) = progress.parts.pop_front() {
                     let estimate = CONTENT_OVERHEAD + PART_CHUNKS as u64 * BYTES_PER_REF;
-                    self.client
-                        .ask(&Message::GetObject {
-                            id: ObjectId::Content(part.id),
-                        })
-                        .await?;
-                    self.stream.expected.push_back(Expected::ChunkList {
+                    progress.part_asked = true;
+                    progress.awaited += 1;
+                    self.stream.content_bytes += estimate;
+                    let expected = Expected::ChunkList {
                         job: key,
                         id: part.id,
                         part: true,
                         estimate,
-                    });
-                    self.stream.content_bytes += estimate;
-                    progress.part_asked = true;
-                    progress.awaited += 1;
+                    };
+                    let item = FetchItem::Object(ObjectId::Content(part.id));
+                    self.ask(item, expected, estimate).await?;
+                    continue;
                 }
             }
             let Some(&chunk) = progress.pending.front() else {
@@ -414,26 +565,24 @@ impl Restore<'_> {
                                 }
                                 None => None,
                             };
-                        let with_base = signature.is_some();
-                        self.client
-                            .ask(&Message::GetChunk {
-                                id: chunk.id,
-                                base_signature: signature,
-                            })
-                            .await?;
-                        self.stream.expected.push_back(Expected::Chunk {
+                        let expected = Expected::Chunk {
                             job: key,
                             id: chunk.id,
                             index,
                             offset,
                             len: chunk.len,
-                            with_base,
-                        });
+                            with_base: signature.is_some(),
+                        };
                         self.stream.chunk_bytes += u64::from(chunk.len);
                         progress.awaited += 1;
                         progress.pending.pop_front();
                         progress.next_index += 1;
                         progress.next_offset += u64::from(chunk.len);
+                        let item = FetchItem::Chunk {
+                            id: chunk.id,
+                            base_signature: signature,
+                        };
+                        self.ask(item, expected, u64::from(chunk.len)).await?;
                         continue;
                     }
                 }
@@ -476,21 +625,21 @@ impl Restore<'_> {
     }
 }
 
-/// Reads the relay's answer to a `GetChunk` for `id` (asked with `base`'s
-/// signature, if any), checks it, and counts how it came.
-fn chunk_answer(
-    answer: client::Result<Message>,
+/// A chunk from the relay's reply (asked with `base`'s signature, if
+/// any), checked against its id, and counted by how it came.
+fn chunk_reply(
+    reply: FetchReply,
     id: &ChunkId,
     base: Option<Vec<u8>>,
     summary: &mut Summary,
 ) -> Result<Vec<u8>> {
     let damaged = |why: String| -> anyhow::Error { chunk_damaged(id, why) };
-    match answer.map_err(as_damage)? {
-        answer @ Message::ChunkData { .. } => {
+    match reply {
+        FetchReply::Data { codec, data } => {
             summary.chunks_full += 1;
-            chunk_data(Ok(answer), id)
+            chunk_data(Ok(Message::ChunkData { codec, data }), id)
         }
-        Message::ChunkDelta {
+        FetchReply::Delta {
             codec,
             delta: bytes,
         } => {
@@ -501,7 +650,43 @@ fn chunk_answer(
             delta::apply(&base, &delta, id)
                 .map_err(|e| damaged(format!("its delta does not rebuild it ({e})")))
         }
-        other => Err(unexpected("ChunkData", &other)),
+        FetchReply::Refused { message, .. } => Err(Damaged(message).into()),
+        FetchReply::Later => bail!("a chunk put off was taken as received"),
+    }
+}
+
+/// Chooses how the relay compresses replies, by the rate they arrive at:
+/// zstd (packed tighter, the relay's CPU spent) while the downlink is
+/// slow, lz4 once it carries more than [`FAST_DOWNLINK`].
+#[derive(Default)]
+struct Downlink {
+    /// Bytes received and when, at the start of the current window.
+    since: Option<(u64, std::time::Instant)>,
+    fast: bool,
+}
+
+/// Bytes received between two decisions.
+const DOWNLINK_WINDOW: u64 = 8 << 20;
+
+/// Bytes per second past which the downlink is fast: zstd at the relay
+/// would then set the pace.
+const FAST_DOWNLINK: f64 = 40e6;
+
+impl Downlink {
+    /// The codec for the next batch, `received` bytes into the session.
+    fn codec(&mut self, received: u64) -> Codec {
+        let now = std::time::Instant::now();
+        let (start, at) = *self.since.get_or_insert((received, now));
+        if received - start >= DOWNLINK_WINDOW {
+            let rate = (received - start) as f64 / now.duration_since(at).as_secs_f64().max(1e-6);
+            self.fast = rate > FAST_DOWNLINK;
+            self.since = Some((received, now));
+        }
+        if self.fast {
+            Codec::Lz4
+        } else {
+            Codec::Zstd
+        }
     }
 }
 

@@ -707,3 +707,93 @@ fn an_upload_that_ends_without_a_commit_leaves_no_staged_tree() {
         vec![ObjectId::Tree(root)]
     );
 }
+
+/// Sends a `Fetch` and decodes its replies.
+fn fetch(
+    t: &mut Transfer,
+    items: Vec<ferry_protocol::fetch::FetchItem>,
+) -> Vec<ferry_protocol::fetch::FetchReply> {
+    let Some(Message::Fetched { codec, data }) = t
+        .handle(Message::Fetch {
+            items,
+            codec: Codec::Zstd,
+        })
+        .unwrap()
+    else {
+        panic!("Fetched")
+    };
+    let raw = decompress(codec, data, MAX_MESSAGE).unwrap();
+    ferry_protocol::fetch::FetchReplies::decode(&raw).unwrap().0
+}
+
+#[test]
+fn a_fetch_answers_in_order_and_puts_off_what_passes_a_message() {
+    use ferry_protocol::fetch::{FetchItem, FetchReply, MAX_FETCH};
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, b) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    begin(&mut t);
+    // 24 incompressible chunks of 200 KiB: 4.7 MiB, more than a message.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let chunks: Vec<Vec<u8>> = (0..24)
+        .map(|_| {
+            (0..200 * 1024)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    state as u8
+                })
+                .collect()
+        })
+        .collect();
+    let ids: Vec<ChunkId> = chunks.iter().map(|c| put_chunk(&mut t, c)).collect();
+    synced(&mut t);
+    let ask = |ids: &[ChunkId]| -> Vec<FetchItem> {
+        ids.iter()
+            .map(|id| FetchItem::Chunk {
+                id: *id,
+                base_signature: None,
+            })
+            .collect()
+    };
+    let replies = fetch(&mut t, ask(&ids));
+    assert_eq!(replies.len(), ids.len());
+    let answered = replies
+        .iter()
+        .take_while(|r| **r != FetchReply::Later)
+        .count();
+    assert!((15..24).contains(&answered), "{answered} answered");
+    assert!(replies[answered..].iter().all(|r| *r == FetchReply::Later));
+    for (reply, chunk) in replies.iter().zip(&chunks).take(answered) {
+        let FetchReply::Data { codec, data } = reply else {
+            panic!("{reply:?}")
+        };
+        assert_eq!(
+            &decompress(*codec, data.clone(), MAX_CHUNK as usize).unwrap(),
+            chunk
+        );
+    }
+    // What was put off comes when asked again.
+    let again = fetch(&mut t, ask(&ids[answered..]));
+    assert!(matches!(again[0], FetchReply::Data { .. }));
+
+    // Another client's chunk is refused in its place, as alone.
+    let mut other = Transfer::new(repo, b, None);
+    let replies = fetch(&mut other, ask(&ids[..2]));
+    assert!(replies.iter().all(|r| matches!(
+        r,
+        FetchReply::Refused {
+            code: Refusal::NoSuchObject,
+            ..
+        }
+    )));
+    // More items than allowed end the session as a violation.
+    let too_many = vec![FetchItem::Object(ObjectId::Tree(TreeId([1; 32]))); MAX_FETCH + 1];
+    assert!(other
+        .handle(Message::Fetch {
+            items: too_many,
+            codec: Codec::None
+        })
+        .is_err());
+}
