@@ -10,9 +10,9 @@
 //! answers are written as they arrive (see `stream`). Every chunk is
 //! checked against its BLAKE3 id before it is written. Data goes to a
 //! temporary file beside the name, which takes the file's metadata and
-//! starts its writeback; once a batch of such files is written, each is
-//! fsynced (by then its data is mostly on disk, so the restore does not wait
-//! on one file's writes at a time) and renamed over its name, so a file
+//! starts its writeback; once a batch of such files is written, a thread
+//! fsyncs each (by then its data is mostly on disk) and renames it over its
+//! name while the next batch is received and written, so a file
 //! under its final name always has durable data (what an interrupted
 //! restore's quick check relies on). Symlinks are created after everything
 //! else, and directory metadata last, deepest first, so nothing later
@@ -20,18 +20,21 @@
 //!
 //! The pieces: `prefetch` (the trees, fetched ahead), `walk` (the trees,
 //! entry by entry), `files` (whether a file needs writing, its temporary
-//! file, made durable and renamed in batches), `stream` (contents and
-//! chunks asked ahead and written as they arrive), `local` (what the
-//! target holds, and where a content's bytes go).
+//! file), `stream` (contents and chunks asked ahead and written as they
+//! arrive), `settle` (written files made durable and renamed in batches,
+//! on a thread), `local` (what the target holds, and where a content's
+//! bytes go).
 
 mod files;
 mod local;
 mod prefetch;
+mod settle;
 mod stream;
 mod walk;
 
 use files::{FileEntry, Output, Written};
 use local::{Layout, LocalFile};
+use settle::{Failure, Settler};
 use stream::{Job, Stream};
 
 use std::collections::HashMap;
@@ -241,6 +244,7 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         written: Vec::new(),
         written_bytes: 0,
         stream: Stream::new(stream::max_files()),
+        settler: Settler::start(),
     };
     restore.prefetch_trees(info.root).await?;
     let walked = match restore.walk(info.root, Vec::new(), false).await {
@@ -248,7 +252,7 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         Err(e) => Err(e),
     };
     // Also after a failure: what was written takes its name, for the next run.
-    restore.settle();
+    restore.settle_all();
     walked?;
     if restore.placed == 0 {
         let under: Vec<String> = request
@@ -308,6 +312,8 @@ struct Restore<'a> {
     written_bytes: u64,
     /// The files whose contents and chunks are asked for and being written.
     stream: Stream,
+    /// Makes written files durable and renames them, beside the stream.
+    settler: Settler,
 }
 
 impl Restore<'_> {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::compress::Codec;
 use crate::fragment::MAX_MESSAGE;
-use crate::ids::ChunkId;
+use crate::ids::{ChunkId, TreeId};
 use crate::message::{decode_counted, ObjectId, Refusal};
 use crate::ProtocolError;
 
@@ -44,6 +44,10 @@ pub enum FetchItem {
         #[serde(with = "serde_bytes")]
         base_signature: Option<Vec<u8>>,
     },
+    /// A tree and the trees below it, breadth-first, as many as the
+    /// batch has room for (answered by [`FetchReply::Trees`]): a
+    /// snapshot's directories in one round trip rather than one per level.
+    Trees(TreeId),
 }
 
 /// The reply to one item of a `Fetch`.
@@ -76,7 +80,14 @@ pub enum FetchReply {
     /// Not in this batch, which is full ([`MAX_FETCH_RAW`]): ask again.
     /// The first item of a batch is always answered.
     Later,
+    /// The encoded trees asked for with [`FetchItem::Trees`], the first
+    /// the one named, the rest below it breadth-first (at most
+    /// [`MAX_SUBTREES`]); each is named by its hash.
+    Trees(Vec<serde_bytes::ByteBuf>),
 }
+
+/// Trees in one [`FetchReply::Trees`], at most.
+pub const MAX_SUBTREES: usize = 65_536;
 
 impl FetchReply {
     /// Bytes it carries.
@@ -86,6 +97,7 @@ impl FetchReply {
             FetchReply::Delta { delta, .. } => delta.len(),
             FetchReply::Refused { message, .. } => message.len(),
             FetchReply::Later => 0,
+            FetchReply::Trees(trees) => trees.iter().map(|t| t.len() + 4).sum(),
         }
     }
 
@@ -141,6 +153,10 @@ mod tests {
                 message
             }),
             Just(FetchReply::Later),
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 0..4)
+                .prop_map(|trees| FetchReply::Trees(
+                    trees.into_iter().map(serde_bytes::ByteBuf::from).collect()
+                )),
         ]
     }
 

@@ -177,6 +177,10 @@ fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() 
                             codec: ferry_protocol::compress::Codec::None,
                             data: trees[tree].clone(),
                         },
+                        // One level at a time, as a relay with little room would.
+                        FetchItem::Trees(tree) => {
+                            FetchReply::Trees(vec![trees[tree].clone().into()])
+                        }
                         _ => FetchReply::Refused {
                             code: ferry_protocol::message::Refusal::NoSuchObject,
                             message: "no such object".into(),

@@ -56,21 +56,28 @@ impl Restore<'_> {
         Ok(fd)
     }
 
-    /// Makes each written file durable, then renames it over its name; a
-    /// file that fails either is counted (when its fsync failed, its
-    /// temporary file stays for the next run to reuse).
+    /// Hands the written files to the settling thread (see `settle`),
+    /// which makes each durable and then renames it over its name; a file
+    /// that fails either is counted once known.
     pub(super) fn settle(&mut self) {
-        for w in std::mem::take(&mut self.written) {
-            let done = w
-                .file
-                .sync_all()
-                .and_then(|()| Target::commit_temp(&w.dir, &w.tmp, &w.name));
-            if let Err(e) = done {
-                self.restored.remove(&w.snapshot_path);
-                self.fail(&w.snapshot_path, e);
-            }
-        }
+        let failed = self.settler.hand_over(std::mem::take(&mut self.written));
         self.written_bytes = 0;
+        self.settle_failed(failed);
+    }
+
+    /// [`Restore::settle`], and waits until every file written so far is
+    /// under its name (or counted as failed).
+    pub(super) fn settle_all(&mut self) {
+        self.settle();
+        let failed = self.settler.wait();
+        self.settle_failed(failed);
+    }
+
+    fn settle_failed(&mut self, failed: Vec<Failure>) {
+        for (path, e) in failed {
+            self.restored.remove(&path);
+            self.fail(&path, e);
+        }
     }
 
     /// Restores one regular file: when the target holds it already, sets

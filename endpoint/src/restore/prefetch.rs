@@ -3,6 +3,8 @@
 
 use super::*;
 
+use std::collections::{HashSet, VecDeque};
+
 use ferry_protocol::fetch::{FetchItem, FetchReply};
 
 /// Bytes of trees fetched ahead before the walk, at most (a hostile relay
@@ -18,18 +20,19 @@ pub(super) const TREES_IN_FLIGHT: usize = 256;
 pub(super) const BATCH_TREES: usize = 64;
 
 impl Restore<'_> {
-    /// Fetches the snapshot's trees from `root` down, breadth-first, with
-    /// up to [`TREES_IN_FLIGHT`] asked and a directory's subdirectories
-    /// asked as soon as it arrives, only where the walk will go (the
-    /// selected paths and those above them): the whole costs about a round
-    /// trip per level of the first directories, not per directory. A
-    /// damaged or undecodable tree is left for the walk to ask again and
-    /// report.
+    /// Fetches the snapshot's trees from `root` down before the walk, so
+    /// entering a directory costs no round trip: each ask is for a tree
+    /// and those below it (the relay sends as many as fit a batch;
+    /// relays before 1.5 send the one), then for what is still missing
+    /// below, breadth-first, only where the walk will go (the selected
+    /// paths and those above them). A damaged or undecodable tree is left
+    /// for the walk to ask again and report.
     pub(super) async fn prefetch_trees(&mut self, root: TreeId) -> Result<()> {
-        let mut frontier = std::collections::VecDeque::from([(root, Vec::<Vec<u8>>::new())]);
-        let mut asked = std::collections::VecDeque::new();
+        let mut frontier = VecDeque::from([(root, Vec::<Vec<u8>>::new())]);
+        let mut asked = VecDeque::new();
         let mut held = 0;
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
+        let mut expanded = HashSet::new();
         loop {
             // Batches of what the frontier holds, while there is room.
             while asked.len() < TREES_IN_FLIGHT && held < PREFETCH_TREE_BYTES {
@@ -39,9 +42,7 @@ impl Restore<'_> {
                         break;
                     };
                     if seen.insert(id) {
-                        self.stream
-                            .batch
-                            .push(FetchItem::Object(ObjectId::Tree(id)));
+                        self.stream.batch.push(FetchItem::Trees(id));
                         asked.push_back((id, path));
                         batch += 1;
                     }
@@ -56,10 +57,11 @@ impl Restore<'_> {
             };
             for reply in self.replies(count).await? {
                 let (id, path) = asked.pop_front().context("a reply to nothing asked")?;
-                let raw = match reply {
+                let trees = match reply {
+                    FetchReply::Trees(trees) => trees.into_iter().map(|t| t.into_vec()).collect(),
                     FetchReply::Data { codec, data } => {
                         match decompress(codec, data, MAX_MESSAGE) {
-                            Ok(raw) => raw,
+                            Ok(raw) => vec![raw],
                             Err(_) => continue,
                         }
                     }
@@ -72,24 +74,52 @@ impl Restore<'_> {
                     // Damaged, or not a tree: the walk asks again and reports it.
                     FetchReply::Refused { .. } | FetchReply::Delta { .. } => continue,
                 };
-                let Ok(tree) = decode_tree(&id, &raw) else {
-                    continue;
-                };
-                for entry in &tree.entries {
-                    if let EntryKind::Dir { tree: sub } = entry.kind {
-                        let mut sub_path = path.clone();
-                        sub_path.push(entry.name.clone());
-                        if sub_path.len() <= super::walk::MAX_DEPTH
-                            && !matches!(self.place(&sub_path), Place::Skip)
-                        {
-                            frontier.push_back((sub, sub_path));
-                        }
+                // Past the bound what came is dropped.
+                for raw in trees {
+                    if held < PREFETCH_TREE_BYTES {
+                        held += raw.len();
+                        self.trees.insert(TreeId::of(&raw), raw);
                     }
                 }
-                // Past the bound what was asked is read and dropped.
-                if held < PREFETCH_TREE_BYTES {
-                    held += raw.len();
-                    self.trees.insert(id, raw);
+                self.missing_below(id, path, &seen, &mut expanded, &mut frontier);
+            }
+        }
+    }
+
+    /// Adds to `frontier` the trees below `id` (at `path`) that the walk
+    /// will enter and that are neither held nor asked for, looking through
+    /// those held; each tree is looked through once.
+    fn missing_below(
+        &self,
+        id: TreeId,
+        path: Vec<Vec<u8>>,
+        asked: &HashSet<TreeId>,
+        expanded: &mut HashSet<TreeId>,
+        frontier: &mut VecDeque<(TreeId, Vec<Vec<u8>>)>,
+    ) {
+        let mut stack = vec![(id, path)];
+        while let Some((id, path)) = stack.pop() {
+            let Some(raw) = self.trees.get(&id) else {
+                if !asked.contains(&id) {
+                    frontier.push_back((id, path));
+                }
+                continue;
+            };
+            if !expanded.insert(id) {
+                continue;
+            }
+            let Ok(tree) = decode_tree(&id, raw) else {
+                continue;
+            };
+            for entry in &tree.entries {
+                if let EntryKind::Dir { tree: sub } = entry.kind {
+                    let mut sub_path = path.clone();
+                    sub_path.push(entry.name.clone());
+                    if sub_path.len() <= super::walk::MAX_DEPTH
+                        && !matches!(self.place(&sub_path), Place::Skip)
+                    {
+                        stack.push((sub, sub_path));
+                    }
                 }
             }
         }

@@ -14,7 +14,7 @@
 //! something it needs is damaged, its temporary file is removed and it is
 //! named.
 
-use super::files::SETTLE_FILES;
+use super::settle::HELD_FILES;
 use super::*;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -67,9 +67,10 @@ fn content_estimate(data: u64) -> u64 {
 }
 
 /// The most files the stream may hold given this process's limit on open
-/// files (raised to its hard limit when it can be): four descriptors each
-/// at most (its temporary file, the target's copy, and once written,
-/// waiting to settle, the same), and room for everything else.
+/// files (raised to its hard limit when it can be): two descriptors each
+/// at most (its temporary file, the target's copy), beside the written
+/// files waiting to settle (a file and its directory each) and room for
+/// everything else.
 pub(super) fn max_files() -> usize {
     use rustix::process::{getrlimit, setrlimit, Resource};
     let mut limit = getrlimit(Resource::Nofile);
@@ -84,7 +85,7 @@ pub(super) fn max_files() -> usize {
     let room = usize::try_from(soft)
         .unwrap_or(usize::MAX)
         .saturating_sub(256);
-    (room.saturating_sub(SETTLE_FILES * 2) / 2).clamp(8, MAX_FILES)
+    (room.saturating_sub(HELD_FILES * 2) / 2).clamp(8, MAX_FILES)
 }
 
 /// A file in the stream: asked for, being written.
@@ -259,6 +260,9 @@ impl Restore<'_> {
         for item in items {
             let message = match item {
                 FetchItem::Object(id) => Message::GetObject { id },
+                FetchItem::Trees(id) => Message::GetObject {
+                    id: ObjectId::Tree(id),
+                },
                 FetchItem::Chunk { id, base_signature } => Message::GetChunk { id, base_signature },
             };
             self.stream.messages.push_back(1);
@@ -396,8 +400,8 @@ impl Restore<'_> {
                             Damaged(format!("an object that does not decompress ({e})")).into()
                         }),
                     FetchReply::Refused { message, .. } => Err(Damaged(message).into()),
-                    FetchReply::Delta { .. } | FetchReply::Later => {
-                        bail!("the relay sent a delta for a file list")
+                    FetchReply::Delta { .. } | FetchReply::Later | FetchReply::Trees(_) => {
+                        bail!("the relay sent something else for a file list")
                     }
                 };
                 self.chunk_list_arrived(job, id, part, raw);
@@ -652,6 +656,7 @@ fn chunk_reply(
         }
         FetchReply::Refused { message, .. } => Err(Damaged(message).into()),
         FetchReply::Later => bail!("a chunk put off was taken as received"),
+        FetchReply::Trees(_) => bail!("the relay sent directories for a chunk"),
     }
 }
 

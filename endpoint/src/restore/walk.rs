@@ -159,7 +159,7 @@ impl Restore<'_> {
             EntryKind::Hardlink { target } => {
                 // The file linked to must be under its name first.
                 self.drain().await?;
-                self.settle();
+                self.settle_all();
                 let original: Vec<Vec<u8>> =
                     target.split(|b| *b == b'/').map(<[u8]>::to_vec).collect();
                 let Some(first) = self.restored.get(&original).cloned() else {

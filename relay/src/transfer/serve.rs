@@ -3,9 +3,12 @@
 //! together, as the endpoint asks for its downlink.
 
 use ferry_protocol::compress::{compress_with, Codec, Method, ZSTD_LEVEL};
-use ferry_protocol::fetch::{FetchItem, FetchReplies, FetchReply, MAX_FETCH, MAX_FETCH_RAW};
-use ferry_protocol::ids::ChunkId;
+use ferry_protocol::fetch::{
+    FetchItem, FetchReplies, FetchReply, MAX_FETCH, MAX_FETCH_RAW, MAX_SUBTREES,
+};
+use ferry_protocol::ids::{ChunkId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, Refusal};
+use ferry_protocol::tree::{EntryKind, Tree};
 
 use super::*;
 
@@ -74,6 +77,15 @@ impl Transfer {
             let answer = match item {
                 FetchItem::Object(id) => self.get_object(&id)?,
                 FetchItem::Chunk { id, base_signature } => self.get_chunk(&id, base_signature)?,
+                FetchItem::Trees(root) => {
+                    let reply = self.subtrees(root, MAX_FETCH_RAW - raw, replies.is_empty())?;
+                    if reply == FetchReply::Later {
+                        raw = MAX_FETCH_RAW;
+                    }
+                    raw += reply.len() + 16;
+                    replies.push(reply);
+                    continue;
+                }
             };
             let (codec, data, delta) = match answer {
                 Message::Object { codec, data } | Message::ChunkData { codec, data } => {
@@ -120,5 +132,58 @@ impl Transfer {
         };
         let (codec, data) = compress_with(method, &encoded);
         Ok(Message::Fetched { codec, data })
+    }
+
+    /// `root` and the trees below it, breadth-first, while they fit in
+    /// `room` bytes; a tree this client lacks, or that does not decode, is
+    /// left out with what is below it. When `root` alone does not fit, it
+    /// is put off, or as the batch's `first` reply sent as stored (it fits
+    /// a message as it did alone).
+    fn subtrees(&self, root: TreeId, room: usize, first: bool) -> Result<FetchReply> {
+        let mut queue = std::collections::VecDeque::from([root]);
+        let mut seen = std::collections::HashSet::from([root]);
+        let mut trees = Vec::new();
+        let mut used = 0usize;
+        while let Some(id) = queue.pop_front() {
+            if trees.len() >= MAX_SUBTREES {
+                break;
+            }
+            let Some(raw) = self.load(BlobKind::Tree, &id.0)? else {
+                if id == root {
+                    return Ok(FetchReply::Refused {
+                        code: Refusal::NoSuchObject,
+                        message: format!("no such directory {}", id.short()),
+                    });
+                }
+                continue;
+            };
+            if used + raw.len() + 4 > room {
+                if !trees.is_empty() {
+                    break;
+                }
+                if !first {
+                    return Ok(FetchReply::Later);
+                }
+                return Ok(match self.get_object(&ObjectId::Tree(root))? {
+                    Message::Object { codec, data } => FetchReply::Data { codec, data },
+                    _ => FetchReply::Refused {
+                        code: Refusal::NoSuchObject,
+                        message: format!("no such directory {}", root.short()),
+                    },
+                });
+            }
+            if let Ok(tree) = Tree::decode(&id, &raw) {
+                for entry in &tree.entries {
+                    if let EntryKind::Dir { tree } = entry.kind {
+                        if seen.insert(tree) {
+                            queue.push_back(tree);
+                        }
+                    }
+                }
+            }
+            used += raw.len() + 4;
+            trees.push(serde_bytes::ByteBuf::from(raw));
+        }
+        Ok(FetchReply::Trees(trees))
     }
 }

@@ -778,6 +778,40 @@ fn a_fetch_answers_in_order_and_puts_off_what_passes_a_message() {
     let again = fetch(&mut t, ask(&ids[answered..]));
     assert!(matches!(again[0], FetchReply::Data { .. }));
 
+    // A snapshot's trees come with the root's, breadth-first.
+    let (_, _, below, _) = backup_one(&mut t, b"in a directory");
+    begin(&mut t);
+    let parent = Tree {
+        entries: vec![Entry {
+            name: b"d".to_vec(),
+            kind: EntryKind::Dir { tree: below },
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime_ns: 0,
+            xattrs: Vec::new(),
+        }],
+    };
+    let (root, root_bytes) = parent.encode().unwrap();
+    put_object(&mut t, ObjectId::Tree(root), &root_bytes);
+    synced(&mut t);
+    let replies = fetch(
+        &mut t,
+        vec![FetchItem::Trees(root), FetchItem::Trees(TreeId([9; 32]))],
+    );
+    let FetchReply::Trees(trees) = &replies[0] else {
+        panic!("{:?}", replies[0])
+    };
+    let named: Vec<TreeId> = trees.iter().map(|t| TreeId::of(t)).collect();
+    assert_eq!(named, vec![root, below]);
+    assert!(matches!(
+        replies[1],
+        FetchReply::Refused {
+            code: Refusal::NoSuchObject,
+            ..
+        }
+    ));
+
     // Another client's chunk is refused in its place, as alone.
     let mut other = Transfer::new(repo, b, None);
     let replies = fetch(&mut other, ask(&ids[..2]));
