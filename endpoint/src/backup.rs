@@ -41,7 +41,7 @@ use ferry_protocol::chunking::Chunker;
 use ferry_protocol::compress::{compress_with, decompress};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::message::{Message, ObjectId, Refusal, MAX_BATCH};
+use ferry_protocol::message::{Message, ObjectId, Refusal};
 use ferry_protocol::tree::{
     ChunkRef, Content, ContentBuilder, ContentPart, Entry, EntryKind, Extent, Tree,
 };
@@ -213,7 +213,7 @@ pub async fn run(
     }
     let mut trees = Trees::default();
     let root_id = trees.build(b"/".to_vec(), root)?;
-    run.upload_trees(root_id, &trees).await?;
+    run.upload_trees(&trees).await?;
     let commit = Message::Commit {
         root: root_id,
         files: run.summary.files,

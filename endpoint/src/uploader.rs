@@ -138,10 +138,22 @@ impl Uploader {
             return Ok(());
         }
         let ids = queue.iter().map(|(c, _)| c.id).collect();
-        let bitmap = match client.request(&Message::QueryChunks { ids }).await? {
+        client.ask(&Message::QueryChunks { ids }).await?;
+        // The bases' signatures are asked for at once, before knowing which
+        // chunks are missing: one round trip, not two (a base of a chunk
+        // the relay turns out to have costs its signature).
+        let bases: Vec<ChunkId> = queue
+            .iter()
+            .filter_map(|(_, b)| *b)
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let asked = ask_signatures(client, &bases).await?;
+        let bitmap = match client.answer().await? {
             Message::ChunksMissing { missing } => missing,
             other => return Err(unexpected("ChunksMissing", &other)),
         };
+        let signatures = read_signatures(client, &bases, asked).await?;
         let missing: Vec<(Chunk, Option<ChunkId>)> = queue
             .into_iter()
             .enumerate()
@@ -151,7 +163,6 @@ impl Uploader {
         if missing.is_empty() {
             return Ok(());
         }
-        let signatures = signatures(client, missing.iter().filter_map(|(_, b)| *b)).await?;
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for (chunk, base) in missing {
@@ -266,14 +277,20 @@ impl Uploader {
         Ok(())
     }
 
-    /// Sends the queue, then makes everything sent durable on the relay,
-    /// resending whole any chunk whose delta it could not apply.
+    /// Sends the queue and what is being compressed; when deltas were sent
+    /// since the last sync, makes everything durable on the relay, resending
+    /// whole any chunk whose delta it could not apply. Otherwise nothing
+    /// sent can be rejected, and the commit's own sync makes it durable:
+    /// no round trip.
     ///
     /// # Errors
     /// When the session breaks or the relay rejects whole chunks.
     pub async fn flush(&mut self, client: &mut RelayClient) -> Result<()> {
         // Sends the queue; it syncs by itself if it crossed SYNC_BYTES.
         self.send_queue(client).await?;
+        if self.deltas.is_empty() {
+            return self.drain(client).await;
+        }
         self.sync_sent(client).await
     }
 
@@ -351,18 +368,27 @@ pub async fn sync(client: &mut RelayClient) -> Result<Vec<ChunkId>> {
     }
 }
 
-/// The relay's signatures of `bases` (those it has), in one request.
-async fn signatures(
+/// Asks for the relay's signatures of `bases`, [`MAX_SIGNATURES`] per
+/// request; returns how many requests went.
+async fn ask_signatures(client: &mut RelayClient, bases: &[ChunkId]) -> Result<usize> {
+    for ids in bases.chunks(MAX_SIGNATURES) {
+        client
+            .ask(&Message::GetSignatures { ids: ids.to_vec() })
+            .await?;
+    }
+    Ok(bases.chunks(MAX_SIGNATURES).len())
+}
+
+/// Reads the answers to [`ask_signatures`]: the signatures of `bases` the
+/// relay has.
+async fn read_signatures(
     client: &mut RelayClient,
-    bases: impl Iterator<Item = ChunkId>,
+    bases: &[ChunkId],
+    asked: usize,
 ) -> Result<HashMap<ChunkId, Vec<u8>>> {
-    let wanted: Vec<ChunkId> = bases.collect::<HashSet<_>>().into_iter().collect();
     let mut found = HashMap::new();
-    for ids in wanted.chunks(MAX_SIGNATURES) {
-        match client
-            .request(&Message::GetSignatures { ids: ids.to_vec() })
-            .await?
-        {
+    for ids in bases.chunks(MAX_SIGNATURES).take(asked) {
+        match client.answer().await? {
             Message::Signatures { signatures } if signatures.len() == ids.len() => {
                 for (id, signature) in ids.iter().zip(signatures) {
                     if let Some(signature) = signature {

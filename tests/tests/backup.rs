@@ -209,7 +209,8 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
     // Round trips, not directories, are what a slow link multiplies.
     let waits = second["round_trips"].as_u64().unwrap();
     eprintln!("figure: unchanged 10,000 files in 100 directories: round_trips = {waits}");
-    assert!(waits <= 8, "an unchanged backup waited {waits} times");
+    // BackupBegin and Commit: nothing is asked about unchanged trees.
+    assert!(waits <= 3, "an unchanged backup waited {waits} times");
     // A restore onto a copy that holds it all: the trees come ahead, in
     // windows, not one directory per round trip.
     let copy = work.path().join("copy");
@@ -223,7 +224,7 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
     eprintln!(
         "figure: restore of 10,000 files in 100 directories onto a copy: round_trips = {waits}"
     );
-    assert!(waits <= 20, "the restore waited {waits} times");
+    assert!(waits <= 5, "the restore waited {waits} times");
 
     // One file changed in each of 20 directories, one removed, one added:
     // each changed directory's tree goes as a patch against its previous
@@ -243,7 +244,8 @@ fn an_unchanged_tree_of_10000_files_costs_a_few_hundred_bytes() {
     assert!(sent < 40 * 1024, "22 changed directories sent {sent} bytes");
     let waits = third["round_trips"].as_u64().unwrap();
     eprintln!("figure: 22 changed directories: round_trips = {waits}");
-    assert!(waits <= 16, "22 changed directories waited {waits} times");
+    // Not one per directory nor per level: changed trees go unasked.
+    assert!(waits <= 5, "22 changed directories waited {waits} times");
     let out = work.path().join("out");
     endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
     assert_eq!(listing(&out), listing(&src));

@@ -7,17 +7,10 @@ use super::*;
 /// A snapshot's trees, built bottom-up.
 #[derive(Debug, Default)]
 pub(super) struct Trees {
-    /// Each distinct tree: its bytes, its subtrees and a directory it is.
-    pub(super) by_id: HashMap<TreeId, BuiltTree>,
+    /// Each distinct tree's bytes.
+    pub(super) by_id: HashMap<TreeId, Vec<u8>>,
     /// Every directory (`/`-separated absolute path) and its tree.
     pub(super) dirs: Vec<(Vec<u8>, TreeId)>,
-}
-
-#[derive(Debug)]
-pub(super) struct BuiltTree {
-    pub(super) bytes: Vec<u8>,
-    pub(super) subtrees: Vec<TreeId>,
-    pub(super) path: Vec<u8>,
 }
 
 /// What changed in the files cache: files read (new or changed), files and
@@ -37,7 +30,7 @@ pub(super) fn cache_update(
     let mut changed_trees = Vec::new();
     for (path, id) in trees.dirs {
         if old_trees.remove(&path) != Some(id) {
-            changed_trees.push((path, id, trees.by_id[&id].bytes.clone()));
+            changed_trees.push((path, id, trees.by_id[&id].clone()));
         }
     }
     SetUpdate {
@@ -49,53 +42,37 @@ pub(super) fn cache_update(
 }
 
 impl Backup<'_> {
-    /// Asks top-down which trees the relay lacks, uploads them children
-    /// first, and makes them durable.
-    pub(super) async fn upload_trees(&mut self, root: TreeId, trees: &Trees) -> Result<()> {
-        // Every chunk durable (rejected deltas resent) before any tree is.
-        self.uploader.flush(self.client).await?;
-        let mut to_check = vec![root];
-        let mut missing_order = Vec::new();
-        let mut queued = HashSet::from([root]);
-        while !to_check.is_empty() {
-            let take = to_check.len().min(MAX_BATCH);
-            let batch: Vec<TreeId> = to_check.drain(..take).collect();
-            let ids = batch.iter().map(|t| ObjectId::Tree(*t)).collect();
-            let missing = match self.client.request(&Message::QueryObjects { ids }).await? {
-                Message::ObjectsMissing { ids } => ids,
-                other => return Err(unexpected("ObjectsMissing", &other)),
-            };
-            for id in missing {
-                let ObjectId::Tree(tree) = id else { continue };
-                missing_order.push(tree);
-                if let Some(built) = trees.by_id.get(&tree) {
-                    to_check.extend(built.subtrees.iter().filter(|c| queued.insert(**c)));
-                }
+    /// Uploads the trees that differ from the cached snapshot's at the same
+    /// path, children first, without asking which the relay lacks (a
+    /// changed directory's tree is new; an unchanged one the relay holds,
+    /// or the commit's closure check says otherwise and the files cache is
+    /// cleared), then makes the upload durable where it must be.
+    pub(super) async fn upload_trees(&mut self, trees: &Trees) -> Result<()> {
+        let mut sent = HashSet::new();
+        // `dirs` lists children before their parents.
+        for (path, tree) in &trees.dirs {
+            if self.previous.trees.get(path) == Some(tree) || !sent.insert(*tree) {
+                continue;
             }
-        }
-        for tree in missing_order.iter().rev() {
             let built = trees
                 .by_id
                 .get(tree)
-                .context("relay asked for an unknown tree")?;
+                .context("a directory without its tree")?;
             // The same directory's tree in the cached snapshot: the relay has it.
-            let base = match self.previous.trees.get(&built.path) {
-                Some(old) if old != tree => self
+            let base = match self.previous.trees.get(path) {
+                Some(old) => self
                     .cache
-                    .tree(&self.set, &built.path, old)?
+                    .tree(&self.set, path, old)?
                     .map(|bytes| (*old, bytes)),
-                _ => None,
+                None => None,
             };
             let base = base
                 .as_ref()
                 .map(|(old, bytes)| (ObjectId::Tree(*old), bytes.as_slice()));
-            self.put_object(ObjectId::Tree(*tree), &built.bytes, base)
-                .await?;
+            self.put_object(ObjectId::Tree(*tree), built, base).await?;
         }
-        if !crate::uploader::sync(self.client).await?.is_empty() {
-            bail!("the relay rejected chunks while storing trees");
-        }
-        Ok(())
+        // Rejected deltas resent whole, if any were sent.
+        self.uploader.flush(self.client).await
     }
 }
 
@@ -103,7 +80,6 @@ impl Trees {
     /// Builds `dir`'s tree (found at `path`) and those below it; returns its id.
     pub(super) fn build(&mut self, path: Vec<u8>, dir: DirNode) -> Result<TreeId> {
         let mut entries = Vec::with_capacity(dir.children.len());
-        let mut subtrees = Vec::new();
         for (name, child) in dir.children {
             match child {
                 Node::Leaf(entry) => entries.push(entry),
@@ -116,18 +92,13 @@ impl Trees {
                     sub_path.extend_from_slice(&name);
                     let id = self.build(sub_path, sub)?;
                     entry.kind = EntryKind::Dir { tree: id };
-                    subtrees.push(id);
                     entries.push(entry);
                 }
             }
         }
         let (id, bytes) = Tree { entries }.encode()?;
-        self.dirs.push((path.clone(), id));
-        self.by_id.entry(id).or_insert(BuiltTree {
-            bytes,
-            subtrees,
-            path,
-        });
+        self.dirs.push((path, id));
+        self.by_id.entry(id).or_insert(bytes);
         Ok(id)
     }
 }
