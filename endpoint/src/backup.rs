@@ -39,6 +39,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use ferry_protocol::chunking::Chunker;
 use ferry_protocol::compress::{compress_with, decompress};
+use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, Refusal};

@@ -56,7 +56,7 @@ pub struct Sent {
 /// The chunk queue of one backup.
 #[derive(Debug)]
 pub struct Uploader {
-    queue: Vec<(Chunk, Option<ChunkId>)>,
+    queue: Vec<(Chunk, Vec<ChunkId>)>,
     queued_bytes: usize,
     /// Chunks sent as deltas since the last sync, to resend whole if rejected.
     deltas: HashMap<ChunkId, Vec<u8>>,
@@ -103,8 +103,8 @@ impl Uploader {
         &self.chooser
     }
 
-    /// Queues a chunk with the previous version's chunk at its place (the
-    /// delta base, if any); sends the queue when it is full.
+    /// Queues a chunk with the previous version's chunks that covered its
+    /// place (the delta base, if any); sends the queue when it is full.
     ///
     /// # Errors
     /// When the session breaks.
@@ -112,10 +112,9 @@ impl Uploader {
         &mut self,
         client: &mut RelayClient,
         chunk: Chunk,
-        base: Option<ChunkId>,
+        base: Vec<ChunkId>,
     ) -> Result<()> {
         self.queued_bytes += chunk.data.len();
-        let base = base.filter(|b| *b != chunk.id);
         self.queue.push((chunk, base));
         if self.queue.len() >= BATCH_CHUNKS || self.queued_bytes >= BATCH_BYTES {
             self.send_queue(client).await?;
@@ -129,7 +128,7 @@ impl Uploader {
     /// When the session breaks or the relay refuses.
     pub async fn send_queue(&mut self, client: &mut RelayClient) -> Result<()> {
         let mut unique = HashSet::new();
-        let queue: Vec<(Chunk, Option<ChunkId>)> = std::mem::take(&mut self.queue)
+        let mut queue: Vec<(Chunk, Vec<ChunkId>)> = std::mem::take(&mut self.queue)
             .into_iter()
             .filter(|(c, _)| unique.insert(c.id))
             .collect();
@@ -142,9 +141,15 @@ impl Uploader {
         // The bases' signatures are asked for at once, before knowing which
         // chunks are missing: one round trip, not two (a base of a chunk
         // the relay turns out to have costs its signature).
-        let bases: Vec<ChunkId> = queue
-            .iter()
-            .filter_map(|(_, b)| *b)
+        // Relays before 1.5 join no bases: the first chunk alone is the base.
+        let joins = client.relay_minor() >= 5;
+        let bases: Vec<Vec<ChunkId>> = queue
+            .iter_mut()
+            .filter(|(_, b)| !b.is_empty())
+            .map(|(_, b)| {
+                b.truncate(if joins { delta::MAX_BASE_CHUNKS } else { 1 });
+                b.clone()
+            })
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
@@ -153,8 +158,8 @@ impl Uploader {
             Message::ChunksMissing { missing } => missing,
             other => return Err(unexpected("ChunksMissing", &other)),
         };
-        let signatures = read_signatures(client, &bases, asked).await?;
-        let missing: Vec<(Chunk, Option<ChunkId>)> = queue
+        let signatures = read_signatures(client, asked).await?;
+        let missing: Vec<(Chunk, Vec<ChunkId>)> = queue
             .into_iter()
             .enumerate()
             .filter(|(i, _)| is_missing(&bitmap, *i))
@@ -166,17 +171,24 @@ impl Uploader {
         let mut batch = Vec::new();
         let mut batch_bytes = 0;
         for (chunk, base) in missing {
-            let put = match base.and_then(|b| signatures.get(&b).map(|s| (b, s))) {
-                Some((base, signature)) => {
-                    let delta = delta::diff(signature.clone(), &chunk.data)?;
+            let put = match signatures.get(&base) {
+                Some(signature) => {
+                    let delta = delta::diff_over(signature.clone(), &chunk.data)?;
                     if delta.len() < chunk.data.len() {
                         self.sent.deltas += 1;
                         self.delta_bytes += chunk.data.len();
                         self.deltas.insert(chunk.id, chunk.data);
-                        ChunkPut::Delta {
-                            id: chunk.id,
-                            base,
-                            delta,
+                        match base.as_slice() {
+                            [one] => ChunkPut::Delta {
+                                id: chunk.id,
+                                base: *one,
+                                delta,
+                            },
+                            _ => ChunkPut::DeltaOver {
+                                id: chunk.id,
+                                bases: base,
+                                delta,
+                            },
                         }
                     } else {
                         self.whole(chunk.data)
@@ -186,7 +198,7 @@ impl Uploader {
             };
             batch_bytes += match &put {
                 ChunkPut::Whole(data) | ChunkPut::Packed { data, .. } => data.len(),
-                ChunkPut::Delta { delta, .. } => delta.len(),
+                ChunkPut::Delta { delta, .. } | ChunkPut::DeltaOver { delta, .. } => delta.len(),
             };
             batch.push(put);
             self.unsynced_chunks += 1;
@@ -368,31 +380,51 @@ pub async fn sync(client: &mut RelayClient) -> Result<Vec<ChunkId>> {
     }
 }
 
-/// Asks for the relay's signatures of `bases`, [`MAX_SIGNATURES`] per
-/// request; returns how many requests went.
-async fn ask_signatures(client: &mut RelayClient, bases: &[ChunkId]) -> Result<usize> {
-    for ids in bases.chunks(MAX_SIGNATURES) {
-        client
-            .ask(&Message::GetSignatures { ids: ids.to_vec() })
-            .await?;
+/// Asks for the relay's signatures of `bases` (each a run of chunks,
+/// joined), [`MAX_SIGNATURES`] chunks per request; returns the requests'
+/// bases, in order. Relays before 1.5 are asked for single chunks.
+async fn ask_signatures(
+    client: &mut RelayClient,
+    bases: &[Vec<ChunkId>],
+) -> Result<Vec<Vec<Vec<ChunkId>>>> {
+    let mut requests: Vec<Vec<Vec<ChunkId>>> = Vec::new();
+    let mut chunks = 0;
+    for base in bases {
+        if requests.is_empty() || chunks + base.len() > MAX_SIGNATURES {
+            requests.push(Vec::new());
+            chunks = 0;
+        }
+        chunks += base.len();
+        requests.last_mut().expect("one request").push(base.clone());
     }
-    Ok(bases.chunks(MAX_SIGNATURES).len())
+    for request in &requests {
+        let message = if client.relay_minor() >= 5 {
+            Message::GetBaseSignatures {
+                bases: request.clone(),
+            }
+        } else {
+            Message::GetSignatures {
+                ids: request.iter().map(|b| b[0]).collect(),
+            }
+        };
+        client.ask(&message).await?;
+    }
+    Ok(requests)
 }
 
-/// Reads the answers to [`ask_signatures`]: the signatures of `bases` the
-/// relay has.
+/// Reads the answers to [`ask_signatures`]: the signatures of the bases
+/// the relay has.
 async fn read_signatures(
     client: &mut RelayClient,
-    bases: &[ChunkId],
-    asked: usize,
-) -> Result<HashMap<ChunkId, Vec<u8>>> {
+    requests: Vec<Vec<Vec<ChunkId>>>,
+) -> Result<HashMap<Vec<ChunkId>, Vec<u8>>> {
     let mut found = HashMap::new();
-    for ids in bases.chunks(MAX_SIGNATURES).take(asked) {
+    for bases in requests {
         match client.answer().await? {
-            Message::Signatures { signatures } if signatures.len() == ids.len() => {
-                for (id, signature) in ids.iter().zip(signatures) {
+            Message::Signatures { signatures } if signatures.len() == bases.len() => {
+                for (base, signature) in bases.into_iter().zip(signatures) {
                     if let Some(signature) = signature {
-                        found.insert(*id, signature.into_vec());
+                        found.insert(base, signature.into_vec());
                     }
                 }
             }

@@ -28,6 +28,18 @@ pub const MAX_SIGNATURE: usize =
 /// Largest delta accepted: a whole chunk of literals plus command overhead.
 pub const MAX_DELTA: usize = MAX_CHUNK as usize + 4096;
 
+/// Chunks a delta's base may join, at most: a new chunk whose boundaries
+/// moved spans parts of several old ones, and a delta against just one
+/// would send the rest as literals.
+pub const MAX_BASE_CHUNKS: usize = 4;
+
+/// Bytes of a joined base, at most.
+pub const MAX_BASE: usize = 2 * MAX_CHUNK as usize;
+
+/// Largest serialized signature of a joined base.
+pub const MAX_BASE_SIGNATURE: usize =
+    SIGNATURE_HEADER + (MAX_BASE as u32).div_ceil(BLOCK_SIZE) as usize * BLOCK_ENTRY;
+
 /// The serialized rsync signature of `chunk`.
 pub fn signature(chunk: &[u8]) -> Vec<u8> {
     let options = fast_rsync::SignatureOptions {
@@ -46,11 +58,20 @@ pub fn signature(chunk: &[u8]) -> Vec<u8> {
 /// # Errors
 /// [`ProtocolError::TooLarge`] or [`ProtocolError::Malformed`].
 pub fn check_signature(signature: &[u8]) -> Result<(), ProtocolError> {
-    if signature.len() > MAX_SIGNATURE {
+    check_signature_within(signature, MAX_SIGNATURE)
+}
+
+/// [`check_signature`] for a signature of at most `max` bytes (that of a
+/// joined base, [`MAX_BASE_SIGNATURE`], for [`diff_over`]).
+///
+/// # Errors
+/// As [`check_signature`].
+fn check_signature_within(signature: &[u8], max: usize) -> Result<(), ProtocolError> {
+    if signature.len() > max {
         return Err(ProtocolError::TooLarge {
             what: "signature",
             len: signature.len(),
-            max: MAX_SIGNATURE,
+            max,
         });
     }
     let field = |at: usize| {
@@ -77,6 +98,20 @@ pub fn check_signature(signature: &[u8]) -> Result<(), ProtocolError> {
 /// from the network that is oversized or not one [`signature`] makes.
 pub fn diff(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     check_signature(&signature)?;
+    diff_checked(signature, new)
+}
+
+/// [`diff`] against the signature of a joined base (several chunks one
+/// after another, at most [`MAX_BASE`] bytes).
+///
+/// # Errors
+/// As [`diff`].
+pub fn diff_over(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+    check_signature_within(&signature, MAX_BASE_SIGNATURE)?;
+    diff_checked(signature, new)
+}
+
+fn diff_checked(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     let signature = fast_rsync::Signature::deserialize(signature)
         .map_err(|_| ProtocolError::Malformed("rsync signature"))?;
     let mut out = Vec::new();

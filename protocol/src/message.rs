@@ -333,6 +333,16 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
+    /// Asks for the signatures of joined bases (protocol 1.5): each the
+    /// chunks named, one after another (at most
+    /// [`MAX_BASE_CHUNKS`](crate::delta::MAX_BASE_CHUNKS) of them,
+    /// [`MAX_BASE`](crate::delta::MAX_BASE) bytes), [`MAX_SIGNATURES`]
+    /// chunks in all; answered by `Signatures` (none for a base the relay
+    /// cannot join).
+    GetBaseSignatures {
+        /// The bases, each a run of chunks.
+        bases: Vec<Vec<ChunkId>>,
+    },
 }
 
 /// How often the relay says [`Message::Working`] while a request waits.
@@ -427,6 +437,7 @@ impl Message {
             Message::KeptBy { .. } => "KeptBy",
             Message::Fetch { .. } => "Fetch",
             Message::Fetched { .. } => "Fetched",
+            Message::GetBaseSignatures { .. } => "GetBaseSignatures",
         }
     }
 }
@@ -471,6 +482,17 @@ pub enum ChunkPut {
         id: ChunkId,
         /// The chunk the delta applies to.
         base: ChunkId,
+        /// The delta.
+        #[serde(with = "serde_bytes")]
+        delta: Vec<u8>,
+    },
+    /// A chunk as an rsync delta against chunks the relay holds, joined
+    /// one after another (protocol 1.5; see `GetBaseSignatures`).
+    DeltaOver {
+        /// The id of the rebuilt chunk, checked by the relay.
+        id: ChunkId,
+        /// The chunks the delta applies to, in order.
+        bases: Vec<ChunkId>,
         /// The delta.
         #[serde(with = "serde_bytes")]
         delta: Vec<u8>,
@@ -753,6 +775,13 @@ mod tests {
                 codec: Codec::Zstd,
                 data
             }),
+            proptest::collection::vec(proptest::collection::vec(any::<[u8; 32]>(), 0..4), 0..4)
+                .prop_map(|bases| Message::GetBaseSignatures {
+                    bases: bases
+                        .into_iter()
+                        .map(|b| b.into_iter().map(ChunkId).collect())
+                        .collect()
+                }),
         ]
     }
 

@@ -231,6 +231,7 @@ impl Transfer {
             message,
             Message::QueryChunks { .. }
                 | Message::GetSignatures { .. }
+                | Message::GetBaseSignatures { .. }
                 | Message::PutChunk { .. }
                 | Message::PutDelta { .. }
                 | Message::PutChunks { .. }
@@ -327,6 +328,28 @@ impl Transfer {
                     .collect::<Result<_>>()?;
                 Some(Message::Signatures { signatures })
             }
+            Message::GetBaseSignatures { bases } => {
+                let chunks: usize = bases.iter().map(Vec::len).sum();
+                check!(
+                    chunks <= MAX_SIGNATURES,
+                    "{chunks} chunks' signatures asked for at once; the limit is {MAX_SIGNATURES}"
+                );
+                check!(
+                    bases
+                        .iter()
+                        .all(|b| (1..=delta::MAX_BASE_CHUNKS).contains(&b.len())),
+                    "a base of no chunk or more than {}",
+                    delta::MAX_BASE_CHUNKS
+                );
+                let signatures = bases
+                    .iter()
+                    .map(|base| {
+                        let joined = self.joined_base(base)?;
+                        Ok(joined.map(|raw| serde_bytes::ByteBuf::from(delta::signature(&raw))))
+                    })
+                    .collect::<Result<_>>()?;
+                Some(Message::Signatures { signatures })
+            }
             Message::PutChunk { id, codec, data } => {
                 let raw = decompress(codec, data.clone(), MAX_CHUNK as usize)?;
                 check!(
@@ -345,7 +368,7 @@ impl Transfer {
                 delta: bytes,
             } => {
                 let delta = decompress(codec, bytes, delta::MAX_DELTA)?;
-                self.put_delta(id, base, &delta)?;
+                self.put_delta(id, &[base], &delta)?;
                 None
             }
             Message::PutChunks { codec, data } => {
@@ -370,7 +393,21 @@ impl Transfer {
                                 "a delta of {} bytes exceeds the limit",
                                 delta.len()
                             );
-                            self.put_delta(id, base, &delta)?;
+                            self.put_delta(id, &[base], &delta)?;
+                        }
+                        ChunkPut::DeltaOver { id, bases, delta } => {
+                            check!(
+                                delta.len() <= delta::MAX_DELTA,
+                                "a delta of {} bytes exceeds the limit",
+                                delta.len()
+                            );
+                            check!(
+                                (1..=delta::MAX_BASE_CHUNKS).contains(&bases.len()),
+                                "a delta over {} chunks; the limit is {}",
+                                bases.len(),
+                                delta::MAX_BASE_CHUNKS
+                            );
+                            self.put_delta(id, &bases, &delta)?;
                         }
                     }
                 }

@@ -97,6 +97,12 @@ pub fn answer_with_signature(signature: Vec<u8>) -> impl Fn(&mut RawSession) + S
                         .map(|_| Some(serde_bytes::ByteBuf::from(signature.clone())))
                         .collect(),
                 },
+                Message::GetBaseSignatures { bases } => Message::Signatures {
+                    signatures: bases
+                        .iter()
+                        .map(|_| Some(serde_bytes::ByteBuf::from(signature.clone())))
+                        .collect(),
+                },
                 Message::QueryObjects { ids } => Message::ObjectsMissing { ids },
                 Message::Sync => Message::Synced {
                     rejected: Vec::new(),

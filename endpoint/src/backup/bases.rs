@@ -86,15 +86,38 @@ impl Bases {
         Some((*id, bytes.as_slice()))
     }
 
-    pub(super) fn at(&self, offset: u64) -> Option<ChunkId> {
+    /// The old chunks that covered `len` bytes at `offset`, in order: the
+    /// delta base of the new chunk there (one when boundaries stayed, more
+    /// when they moved), at most [`delta::MAX_BASE_CHUNKS`] of them and
+    /// [`delta::MAX_BASE`] bytes, within the part in view.
+    pub(super) fn covering(&self, offset: u64, len: u64) -> Vec<ChunkId> {
         if offset >= self.view_end {
-            return None;
+            return Vec::new();
         }
-        let i = self
+        let Some(first) = self
             .view
             .partition_point(|(start, _)| *start <= offset)
-            .checked_sub(1)?;
-        Some(self.view[i].1)
+            .checked_sub(1)
+        else {
+            return Vec::new();
+        };
+        let mut covering = Vec::new();
+        let mut joined = 0;
+        for (i, (start, id)) in self.view.iter().enumerate().skip(first) {
+            let end = self
+                .view
+                .get(i + 1)
+                .map_or(self.view_end, |(next, _)| *next);
+            if *start >= offset + len.max(1)
+                || covering.len() == delta::MAX_BASE_CHUNKS
+                || joined + (end - start) > delta::MAX_BASE as u64
+            {
+                break;
+            }
+            joined += end - start;
+            covering.push(*id);
+        }
+        covering
     }
 }
 

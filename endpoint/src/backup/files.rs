@@ -200,12 +200,15 @@ impl Backup<'_> {
                 len: chunk.data.len() as u32,
             });
             let base = match bases.as_mut() {
-                Some(b) => self.base_at(b, chunk.offset).await?,
-                None => None,
+                Some(b) => {
+                    self.bases_at(b, chunk.offset, chunk.data.len() as u64)
+                        .await?
+                }
+                None => Vec::new(),
             };
             // The previous version had this very chunk here: the relay holds
             // it (the commit checks, and a refusal clears the files cache).
-            if base != Some(chunk.id) {
+            if !base.contains(&chunk.id) {
                 self.uploader.push(self.client, chunk, base).await?;
             }
             if let Some((id, bytes)) = part {
@@ -270,13 +273,14 @@ impl Backup<'_> {
         Ok(())
     }
 
-    /// The previous version's chunk at `offset`, loading the part of a large
-    /// file's content that covers it when needed.
-    pub(super) async fn base_at(
+    /// The previous version's chunks that covered `len` bytes at `offset`,
+    /// loading the part of a large file's content that covers it when needed.
+    pub(super) async fn bases_at(
         &mut self,
         bases: &mut Bases,
         offset: u64,
-    ) -> Result<Option<ChunkId>> {
+        len: u64,
+    ) -> Result<Vec<ChunkId>> {
         if let Some(index) = bases.part_needed(offset) {
             let id = bases.parts[index].1.id;
             let part = match self
@@ -291,6 +295,6 @@ impl Backup<'_> {
             };
             bases.load(index, id, part)?;
         }
-        Ok(bases.at(offset))
+        Ok(bases.covering(offset, len))
     }
 }

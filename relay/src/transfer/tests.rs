@@ -831,3 +831,54 @@ fn a_fetch_answers_in_order_and_puts_off_what_passes_a_message() {
         })
         .is_err());
 }
+
+#[test]
+fn a_delta_over_joined_chunks_rebuilds_and_bounds_hold() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let first: Vec<u8> = (0..20_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let second: Vec<u8> = (0..30_000u32).map(|i| (i * 13 % 241) as u8).collect();
+    let (x, y) = (put_chunk(&mut t, &first), put_chunk(&mut t, &second));
+    synced(&mut t);
+    let signatures = |t: &mut Transfer, bases: Vec<Vec<ChunkId>>| match t
+        .handle(Message::GetBaseSignatures { bases })
+        .unwrap()
+    {
+        Some(Message::Signatures { signatures }) => signatures,
+        other => panic!("{other:?}"),
+    };
+    let unknown = ChunkId::of(b"unknown");
+    let got = signatures(&mut t, vec![vec![x, y], vec![x, unknown]]);
+    assert!(
+        got[0].is_some() && got[1].is_none(),
+        "a base it lacks has none"
+    );
+    // A chunk whose boundaries moved: the end of the first and the start
+    // of the second, with an edit.
+    let mut new = first[15_000..].to_vec();
+    new.extend_from_slice(&second[..10_000]);
+    new[7_000..7_100].fill(9);
+    let delta = delta::diff_over(got[0].clone().unwrap().into_vec(), &new).unwrap();
+    assert!(delta.len() < 2_000, "{} bytes", delta.len());
+    let id = ChunkId::of(&new);
+    let batch = ChunkBatch(vec![ChunkPut::DeltaOver {
+        id,
+        bases: vec![x, y],
+        delta,
+    }]);
+    t.handle(Message::PutChunks {
+        codec: Codec::None,
+        data: batch.encode().unwrap(),
+    })
+    .unwrap();
+    assert!(synced(&mut t).is_empty());
+    assert_eq!(missing_chunks(&mut t, &[id]), vec![false]);
+    // More chunks in a base than allowed end the session.
+    assert!(t
+        .handle(Message::GetBaseSignatures {
+            bases: vec![vec![x; delta::MAX_BASE_CHUNKS + 1]]
+        })
+        .is_err());
+}

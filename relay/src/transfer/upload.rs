@@ -244,8 +244,8 @@ impl Transfer {
 
     /// Rebuilds chunk `id` from `delta` against `base` and stores it, or
     /// records it as rejected (the sender resends it whole).
-    pub(super) fn put_delta(&mut self, id: ChunkId, base: ChunkId, delta: &[u8]) -> Result<()> {
-        let rebuilt = match self.load(BlobKind::Chunk, &base.0)? {
+    pub(super) fn put_delta(&mut self, id: ChunkId, bases: &[ChunkId], delta: &[u8]) -> Result<()> {
+        let rebuilt = match self.joined_base(bases)? {
             Some(base) => delta::apply(&base, delta, &id).ok(),
             None => None,
         };
@@ -262,6 +262,26 @@ impl Transfer {
                 Ok(())
             }
         }
+    }
+
+    /// The chunks `bases` joined one after another, when this client has
+    /// them all and they are at most [`delta::MAX_BASE`] bytes together
+    /// (one to [`delta::MAX_BASE_CHUNKS`] of them).
+    pub(super) fn joined_base(&self, bases: &[ChunkId]) -> Result<Option<Vec<u8>>> {
+        if bases.is_empty() || bases.len() > delta::MAX_BASE_CHUNKS {
+            return Ok(None);
+        }
+        let mut joined = Vec::new();
+        for base in bases {
+            let Some(raw) = self.load(BlobKind::Chunk, &base.0)? else {
+                return Ok(None);
+            };
+            if joined.len() + raw.len() > delta::MAX_BASE {
+                return Ok(None);
+            }
+            joined.extend_from_slice(&raw);
+        }
+        Ok(Some(joined))
     }
 
     /// Stores a verified chunk: as it came (`encoded`: the sender already
