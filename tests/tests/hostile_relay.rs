@@ -269,3 +269,76 @@ fn a_relay_that_puts_off_every_fetch_ends_the_restore_rather_than_looping() {
         "put off the first item",
     );
 }
+
+#[test]
+fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
+    // A 100-byte file whose content has one part listing 16,384 chunks: a
+    // relay could make a stream of such files hold gigabytes of chunk
+    // lists. The file is named damaged; the restore goes on.
+    use ferry_protocol::fetch::{FetchItem, FetchReply};
+    use ferry_protocol::ids::ChunkId;
+    use ferry_protocol::message::ObjectId;
+    use ferry_protocol::tree::{ChunkRef, Content, ContentPart, Entry, EntryKind, Tree};
+    use ferry_tests::fake_relay::fetched;
+    let (part, part_bytes) = Content {
+        chunks: vec![
+            ChunkRef {
+                id: ChunkId([1; 32]),
+                len: 0,
+            };
+            16_384
+        ],
+        parts: Vec::new(),
+    }
+    .encode();
+    let (content, content_bytes) = Content {
+        chunks: Vec::new(),
+        parts: vec![ContentPart { id: part, len: 100 }],
+    }
+    .encode();
+    let file = |name: &[u8]| Entry {
+        name: name.to_vec(),
+        kind: EntryKind::File {
+            size: 100,
+            content,
+            sparse: None,
+        },
+        mode: 0o644,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+        xattrs: Vec::new(),
+    };
+    let (root, root_bytes) = Tree {
+        entries: vec![file(b"a"), file(b"b")],
+    }
+    .encode()
+    .unwrap();
+    let (out, took, _target) = restore_from_fake(move |request| {
+        let data = |bytes: &Vec<u8>| FetchReply::Data {
+            codec: ferry_protocol::compress::Codec::None,
+            data: bytes.clone(),
+        };
+        Some(match request {
+            Message::ListSnapshots { .. } => one_snapshot(root),
+            Message::Fetch { items, .. } => fetched(
+                items
+                    .iter()
+                    .map(|item| match item {
+                        FetchItem::Trees(_) => FetchReply::Trees(vec![root_bytes.clone().into()]),
+                        FetchItem::Object(ObjectId::Content(id)) if *id == content => {
+                            data(&content_bytes)
+                        }
+                        _ => data(&part_bytes),
+                    })
+                    .collect(),
+            ),
+            _ => return None,
+        })
+    });
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("does not fit a file of 100 bytes"), "{err}");
+    assert_eq!(err.matches("does not fit").count(), 2, "{err}");
+    assert!(took < Duration::from_secs(15));
+}

@@ -467,9 +467,11 @@ impl Restore<'_> {
             return;
         }
         let data = progress.job.layout.total();
+        // Chunks listed so far: placed or asked, and pending.
+        let listed = (progress.next_index + progress.pending.len()) as u64;
         let content = raw.and_then(|raw| decode_content(&id, &raw)).and_then(|c| {
             let fits = if part {
-                c.parts.is_empty()
+                c.parts.is_empty() && listed + c.chunks.len() as u64 <= max_chunks(data)
             } else {
                 c.len() <= data
                     && c.chunks.len() as u64 <= max_chunks(data)
