@@ -197,3 +197,22 @@ pub fn mkfifo(path: &Path) {
     )
     .expect("mkfifo");
 }
+
+/// A snapshot entry named `name` of `kind`, owned by root, mode 0644 for
+/// files (0755 otherwise), time 0, no extended attributes: what tests that
+/// make up trees (for raw peers and fake relays) need.
+pub fn entry(name: &[u8], kind: ferry_protocol::tree::EntryKind) -> ferry_protocol::tree::Entry {
+    let mode = match kind {
+        ferry_protocol::tree::EntryKind::File { .. } => 0o644,
+        _ => 0o755,
+    };
+    ferry_protocol::tree::Entry {
+        name: name.to_vec(),
+        kind,
+        mode,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+        xattrs: Vec::new(),
+    }
+}

@@ -59,26 +59,21 @@ fn a_commit_naming_a_missing_object_is_refused_and_gc_still_runs() {
     use ferry_protocol::ids::ContentId;
     use ferry_protocol::message::ObjectId;
     use ferry_protocol::retention::Retention;
-    use ferry_protocol::tree::{Entry, EntryKind, Tree};
+    use ferry_protocol::tree::{EntryKind, Tree};
 
     let (relay, endpoint) = paired();
     let source = tempfile::tempdir().unwrap();
     std::fs::write(source.path().join("kept.txt"), b"an honest backup").unwrap();
     endpoint.backup_json(&[arg(source.path())]);
     let (root, tree) = Tree {
-        entries: vec![Entry {
-            name: b"ghost".to_vec(),
-            kind: EntryKind::File {
+        entries: vec![ferry_tests::tree::entry(
+            b"ghost",
+            EntryKind::File {
                 size: 5,
                 content: ContentId([7; 32]),
                 sparse: None,
             },
-            mode: 0o644,
-            uid: 0,
-            gid: 0,
-            mtime_ns: 0,
-            xattrs: Vec::new(),
-        }],
+        )],
     }
     .encode()
     .unwrap();

@@ -126,7 +126,7 @@ fn chain_of_directories(
     ferry_protocol::ids::TreeId,
     std::collections::HashMap<ferry_protocol::ids::TreeId, Vec<u8>>,
 ) {
-    use ferry_protocol::tree::{Entry, EntryKind, Tree};
+    use ferry_protocol::tree::{EntryKind, Tree};
     let mut trees = std::collections::HashMap::new();
     let (mut id, bytes) = Tree {
         entries: Vec::new(),
@@ -136,15 +136,7 @@ fn chain_of_directories(
     trees.insert(id, bytes);
     for _ in 0..depth {
         let (parent, bytes) = Tree {
-            entries: vec![Entry {
-                name: b"d".to_vec(),
-                kind: EntryKind::Dir { tree: id },
-                mode: 0o755,
-                uid: 0,
-                gid: 0,
-                mtime_ns: 0,
-                xattrs: Vec::new(),
-            }],
+            entries: vec![ferry_tests::tree::entry(b"d", EntryKind::Dir { tree: id })],
         }
         .encode()
         .unwrap();
@@ -278,7 +270,7 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
     use ferry_protocol::fetch::{FetchItem, FetchReply};
     use ferry_protocol::ids::ChunkId;
     use ferry_protocol::message::ObjectId;
-    use ferry_protocol::tree::{ChunkRef, Content, ContentPart, Entry, EntryKind, Tree};
+    use ferry_protocol::tree::{ChunkRef, Content, ContentPart, EntryKind, Tree};
     use ferry_tests::fake_relay::fetched;
     let (part, part_bytes) = Content {
         chunks: vec![
@@ -296,18 +288,15 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
         parts: vec![ContentPart { id: part, len: 100 }],
     }
     .encode();
-    let file = |name: &[u8]| Entry {
-        name: name.to_vec(),
-        kind: EntryKind::File {
-            size: 100,
-            content,
-            sparse: None,
-        },
-        mode: 0o644,
-        uid: 0,
-        gid: 0,
-        mtime_ns: 0,
-        xattrs: Vec::new(),
+    let file = |name: &[u8]| {
+        ferry_tests::tree::entry(
+            name,
+            EntryKind::File {
+                size: 100,
+                content,
+                sparse: None,
+            },
+        )
     };
     let (root, root_bytes) = Tree {
         entries: vec![file(b"a"), file(b"b")],
