@@ -22,8 +22,9 @@ pub struct Totals {
     pub bytes_sent: u64,
     /// Bytes received on the connection.
     pub bytes_received: u64,
-    /// Times this side waited for the relay's answer before it could go
-    /// on: what a link's round-trip time multiplies.
+    /// Times this side waited a whole round trip for the relay: answers to
+    /// requests sent while no other answer was awaited (see
+    /// `RelayClient::round_trips`). What a link's round-trip time multiplies.
     pub round_trips: u64,
     /// Wall time in seconds.
     pub duration_s: f64,

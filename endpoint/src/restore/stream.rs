@@ -682,7 +682,11 @@ const FAST_DOWNLINK: f64 = 40e6;
 impl Downlink {
     /// The codec for the next batch, `received` bytes into the session.
     fn codec(&mut self, received: u64) -> Codec {
-        let now = std::time::Instant::now();
+        self.codec_at(received, std::time::Instant::now())
+    }
+
+    /// [`Downlink::codec`] at `now`.
+    fn codec_at(&mut self, received: u64, now: std::time::Instant) -> Codec {
         let (start, at) = *self.since.get_or_insert((received, now));
         if received - start >= DOWNLINK_WINDOW {
             let rate = (received - start) as f64 / now.duration_since(at).as_secs_f64().max(1e-6);
@@ -700,6 +704,25 @@ impl Downlink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_come_zstd_on_a_slow_downlink_and_lz4_on_a_fast_one() {
+        use std::time::{Duration, Instant};
+        let start = Instant::now();
+        let mut downlink = Downlink::default();
+        assert_eq!(downlink.codec_at(0, start), Codec::Zstd, "unknown: zstd");
+        // 16 MiB in 0.1 s: 168 MB/s, zstd would set the pace.
+        let fast = downlink.codec_at(16 << 20, start + Duration::from_millis(100));
+        assert_eq!(fast, Codec::Lz4);
+        // Then 16 MiB in 4 s: 4 MB/s.
+        let slow = downlink.codec_at(32 << 20, start + Duration::from_millis(4100));
+        assert_eq!(slow, Codec::Zstd);
+        // Less than a window since: no new decision.
+        assert_eq!(
+            downlink.codec_at(33 << 20, start + Duration::from_secs(5)),
+            Codec::Zstd
+        );
+    }
 
     #[test]
     fn content_estimates_cover_what_a_size_allows() {
