@@ -225,8 +225,10 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
     let mut restore = Restore {
         client,
         target,
-        map_from: request.map_from.as_deref().map(components),
-        filters: request.paths.iter().map(|p| components(p)).collect(),
+        selection: Selection {
+            map_from: request.map_from.as_deref().map(components),
+            filters: request.paths.iter().map(|p| components(p)).collect(),
+        },
         summary: Summary {
             totals: Totals {
                 snapshot: info.id,
@@ -276,6 +278,15 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
     Ok(summary)
 }
 
+/// What a restore takes from the snapshot, and where it puts it.
+#[derive(Debug, Clone)]
+struct Selection {
+    /// Only what was under this path (components)...
+    map_from: Option<Vec<Vec<u8>>>,
+    /// ...and under one of these, if any.
+    filters: Vec<Vec<Vec<u8>>>,
+}
+
 /// Where an entry goes.
 enum Place {
     /// Not restored.
@@ -289,8 +300,8 @@ enum Place {
 struct Restore<'a> {
     client: &'a mut RelayClient,
     target: Target,
-    map_from: Option<Vec<Vec<u8>>>,
-    filters: Vec<Vec<Vec<u8>>>,
+    /// What is restored, and where.
+    selection: Selection,
     summary: Summary,
     /// Snapshot path → target path of restored files, for hardlinks.
     restored: HashMap<Vec<Vec<u8>>, Vec<Vec<u8>>>,

@@ -20,9 +20,9 @@ use super::*;
 use std::collections::{BTreeMap, VecDeque};
 
 use ferry_protocol::chunking::MIN_CHUNK;
-use ferry_protocol::compress::Codec;
-use ferry_protocol::fetch::{FetchItem, FetchReplies, FetchReply, FETCH_BYTES, MAX_FETCH_RAW};
-use ferry_protocol::message::Refusal;
+use ferry_protocol::fetch::{FetchItem, FetchReply};
+
+use crate::fetcher::Fetcher;
 use ferry_protocol::tree::{ContentPart, PART_CHUNKS};
 
 /// Chunk bytes asked for and not yet received, at most: several times a
@@ -33,9 +33,6 @@ pub(super) const WINDOW_BYTES: u64 = 16 << 20;
 /// Estimated bytes of file contents asked for and not yet received, at
 /// most (each file's estimate is the largest content its size allows).
 pub(super) const CONTENT_WINDOW_BYTES: u64 = 16 << 20;
-
-/// Asks sent together in one `Fetch`, at most.
-const BATCH_ITEMS: usize = 256;
 
 /// Files in the stream at once, at most: each holds its temporary file and
 /// perhaps the target's current version open (see [`max_files`]).
@@ -160,15 +157,8 @@ pub(super) struct Stream {
     next_job: u64,
     /// What each reply to come answers, in order.
     expected: VecDeque<Expected>,
-    /// Asks not sent yet: they go together in one `Fetch`.
-    pub(super) batch: Vec<FetchItem>,
-    /// Their estimated reply bytes.
-    batch_bytes: u64,
-    /// Replies each answer message to come carries, in order (one each
-    /// from relays before 1.5, which answer every ask on its own).
-    pub(super) messages: VecDeque<usize>,
-    /// How replies are to be compressed.
-    downlink: Downlink,
+    /// The batches asked and to be asked.
+    pub(super) fetcher: Fetcher,
     /// Chunk bytes asked for, not received.
     chunk_bytes: u64,
     /// Estimated content bytes asked for, not received.
@@ -236,84 +226,14 @@ impl Restore<'_> {
     /// Adds an ask to the batch, which goes once it is full (or when an
     /// answer is waited for).
     async fn ask(&mut self, item: FetchItem, expected: Expected, estimate: u64) -> Result<()> {
-        self.stream.batch.push(item);
-        self.stream.batch_bytes += estimate;
         self.stream.expected.push_back(expected);
-        if self.stream.batch.len() >= BATCH_ITEMS || self.stream.batch_bytes >= FETCH_BYTES {
-            self.flush().await?;
-        }
-        Ok(())
-    }
-
-    /// Sends the batch: one `Fetch`, or to a relay before 1.5 each ask on its own.
-    pub(super) async fn flush(&mut self) -> Result<()> {
-        if self.stream.batch.is_empty() {
-            return Ok(());
-        }
-        let items = std::mem::take(&mut self.stream.batch);
-        self.stream.batch_bytes = 0;
-        if self.client.relay_minor() >= 5 {
-            let codec = self.stream.downlink.codec(self.client.bytes_received());
-            self.stream.messages.push_back(items.len());
-            return Ok(self.client.ask(&Message::Fetch { items, codec }).await?);
-        }
-        for item in items {
-            let message = match item {
-                FetchItem::Object(id) => Message::GetObject { id },
-                FetchItem::Trees(id) => Message::GetObject {
-                    id: ObjectId::Tree(id),
-                },
-                FetchItem::Chunk { id, base_signature } => Message::GetChunk { id, base_signature },
-            };
-            self.stream.messages.push_back(1);
-            self.client.ask(&message).await?;
-        }
-        Ok(())
-    }
-
-    /// The replies of the next answer message, as many as it carries.
-    pub(super) async fn replies(&mut self, count: usize) -> Result<Vec<FetchReply>> {
-        let answer = self.client.answer().await;
-        if self.client.relay_minor() < 5 {
-            let reply = match answer {
-                Ok(Message::Object { codec, data } | Message::ChunkData { codec, data }) => {
-                    FetchReply::Data { codec, data }
-                }
-                Ok(Message::ChunkDelta { codec, delta }) => FetchReply::Delta { codec, delta },
-                Ok(other) => return Err(unexpected("Object or ChunkData", &other)),
-                Err(ClientError::Refused(refused)) => FetchReply::Refused {
-                    code: refused.code.unwrap_or(Refusal::NoSuchObject),
-                    message: refused.message,
-                },
-                Err(e) => return Err(e.into()),
-            };
-            return Ok(vec![reply]);
-        }
-        let (codec, data) = match answer? {
-            Message::Fetched { codec, data } => (codec, data),
-            other => return Err(unexpected("Fetched", &other)),
-        };
-        let raw = decompress(codec, data, MAX_FETCH_RAW)
-            .context("the relay's replies do not decompress")?;
-        let replies = FetchReplies::decode(&raw).context("the relay's replies do not decode")?;
-        if replies.0.len() != count {
-            bail!(
-                "the relay sent {} replies to a fetch of {count}",
-                replies.0.len()
-            );
-        }
-        // Every batch answers at least its first item, so asking again
-        // what was put off always ends.
-        if replies.0.first() == Some(&FetchReply::Later) {
-            bail!("the relay put off the first item of a fetch, which it must answer");
-        }
-        Ok(replies.0)
+        self.stream.fetcher.add(self.client, item, estimate).await
     }
 
     /// Reads every answer to come and finishes every file in the stream.
     pub(super) async fn drain(&mut self) -> Result<()> {
         self.fill().await?;
-        while !self.stream.messages.is_empty() || !self.stream.batch.is_empty() {
+        while self.stream.fetcher.pending() {
             self.step().await?;
         }
         if !self.stream.jobs.is_empty() {
@@ -325,14 +245,11 @@ impl Restore<'_> {
     /// Reads the next answer message, uses its replies, and asks for what
     /// there is now room for.
     async fn step(&mut self) -> Result<()> {
-        if self.stream.messages.is_empty() {
-            self.flush().await?;
-        }
-        let Some(count) = self.stream.messages.pop_front() else {
+        let Some(replies) = self.stream.fetcher.next(self.client).await? else {
             return Ok(());
         };
         let mut later = Vec::new();
-        for reply in self.replies(count).await? {
+        for reply in replies {
             let next = self
                 .stream
                 .expected
@@ -507,7 +424,7 @@ impl Restore<'_> {
                 break;
             }
         }
-        self.flush().await
+        self.stream.fetcher.flush(self.client).await
     }
 
     /// Feeds one file's chunks; true when the window is full.
@@ -662,67 +579,9 @@ fn chunk_reply(
     }
 }
 
-/// Chooses how the relay compresses replies, by the rate they arrive at:
-/// zstd (packed tighter, the relay's CPU spent) while the downlink is
-/// slow, lz4 once it carries more than [`FAST_DOWNLINK`].
-#[derive(Default)]
-struct Downlink {
-    /// Bytes received and when, at the start of the current window.
-    since: Option<(u64, std::time::Instant)>,
-    fast: bool,
-}
-
-/// Bytes received between two decisions.
-const DOWNLINK_WINDOW: u64 = 8 << 20;
-
-/// Bytes per second past which the downlink is fast: zstd at the relay
-/// would then set the pace.
-const FAST_DOWNLINK: f64 = 40e6;
-
-impl Downlink {
-    /// The codec for the next batch, `received` bytes into the session.
-    fn codec(&mut self, received: u64) -> Codec {
-        self.codec_at(received, std::time::Instant::now())
-    }
-
-    /// [`Downlink::codec`] at `now`.
-    fn codec_at(&mut self, received: u64, now: std::time::Instant) -> Codec {
-        let (start, at) = *self.since.get_or_insert((received, now));
-        if received - start >= DOWNLINK_WINDOW {
-            let rate = (received - start) as f64 / now.duration_since(at).as_secs_f64().max(1e-6);
-            self.fast = rate > FAST_DOWNLINK;
-            self.since = Some((received, now));
-        }
-        if self.fast {
-            Codec::Lz4
-        } else {
-            Codec::Zstd
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replies_come_zstd_on_a_slow_downlink_and_lz4_on_a_fast_one() {
-        use std::time::{Duration, Instant};
-        let start = Instant::now();
-        let mut downlink = Downlink::default();
-        assert_eq!(downlink.codec_at(0, start), Codec::Zstd, "unknown: zstd");
-        // 16 MiB in 0.1 s: 168 MB/s, zstd would set the pace.
-        let fast = downlink.codec_at(16 << 20, start + Duration::from_millis(100));
-        assert_eq!(fast, Codec::Lz4);
-        // Then 16 MiB in 4 s: 4 MB/s.
-        let slow = downlink.codec_at(32 << 20, start + Duration::from_millis(4100));
-        assert_eq!(slow, Codec::Zstd);
-        // Less than a window since: no new decision.
-        assert_eq!(
-            downlink.codec_at(33 << 20, start + Duration::from_secs(5)),
-            Codec::Zstd
-        );
-    }
 
     #[test]
     fn content_estimates_cover_what_a_size_allows() {

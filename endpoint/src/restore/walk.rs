@@ -5,17 +5,15 @@ use super::*;
 
 pub(super) type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
 
-/// Directories deeper than this are not restored (and nothing below them):
-/// no path of more components fits Linux's PATH_MAX (4,096 bytes, each
-/// component and its slash at least two), and a relay could otherwise make
-/// up a chain of a million directories to exhaust the walk's stack and time.
-pub(super) const MAX_DEPTH: usize = 2048;
+/// Directories deeper than this are not restored (see the fetcher's).
+pub(super) use crate::fetcher::MAX_DEPTH;
 
 pub(super) fn starts_with(path: &[Vec<u8>], prefix: &[Vec<u8>]) -> bool {
     path.len() >= prefix.len() && path[..prefix.len()] == *prefix
 }
 
-impl Restore<'_> {
+impl Selection {
+    /// Where the entry at `snapshot_path` goes.
     pub(super) fn place(&self, snapshot_path: &[Vec<u8>]) -> Place {
         let selected =
             self.filters.is_empty() || self.filters.iter().any(|f| starts_with(snapshot_path, f));
@@ -36,6 +34,12 @@ impl Restore<'_> {
             _ if above_filter || above_map => Place::Through,
             _ => Place::Skip,
         }
+    }
+}
+
+impl Restore<'_> {
+    pub(super) fn place(&self, snapshot_path: &[Vec<u8>]) -> Place {
+        self.selection.place(snapshot_path)
     }
 
     /// A tree, fetched ahead or asked for now (after every answer to come:
