@@ -71,7 +71,7 @@ pub const WINDOW: usize = 16;
 /// it fail and are named, the rest of the restore goes on.
 #[derive(Debug, thiserror::Error)]
 #[error("damaged on the relay: {0}")]
-pub struct Damaged(String);
+pub struct Damaged(pub(crate) String);
 
 /// The bytes of an answer to `GetObject`: a refusal (no such object) is
 /// damage, as is an answer that does not decompress.

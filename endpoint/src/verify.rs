@@ -12,17 +12,49 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use anyhow::Result;
+use std::collections::{HashMap, VecDeque};
+
+use anyhow::{Context, Result};
+use ferry_protocol::compress::decompress;
+use ferry_protocol::fetch::{FetchItem, FetchReply};
+use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId};
-use ferry_protocol::tree::EntryKind;
+use ferry_protocol::tree::{ChunkRef, EntryKind};
 use serde::{Deserialize, Serialize};
 
 use crate::client::RelayClient;
+use crate::fetcher::{prefetch_trees, Fetcher};
 use crate::restore::{
-    chunk_data, chunk_file, decode_content, decode_tree, object_bytes, resolve, show_path, Damaged,
-    Selector, WINDOW,
+    chunk_data, chunk_file, decode_content, decode_tree, resolve, show_path, Damaged, Selector,
 };
+
+/// Files checked together, at most: their contents are asked for in one
+/// batch, then their chunks.
+const RUN_FILES: usize = 256;
+
+/// Chunk bytes asked for and not yet received, at most.
+const WINDOW_BYTES: u64 = 16 << 20;
+
+/// A content's reply estimated (a small file's chunk list), and a part's.
+const CONTENT_ESTIMATE: u64 = 1024;
+const PART_ESTIMATE: u64 = 16384 * 48;
+
+/// Bytes of trees fetched ahead, at most.
+const TREES_AHEAD: usize = 64 << 20;
+
+/// A reply's bytes: decompressed (within a message's size), or why the
+/// relay could not give them.
+fn reply_bytes(reply: FetchReply) -> Result<Vec<u8>> {
+    match reply {
+        FetchReply::Data { codec, data } => decompress(codec, data, MAX_MESSAGE)
+            .map_err(|e| Damaged(format!("data that does not decompress ({e})")).into()),
+        FetchReply::Refused { message, .. } => Err(Damaged(message).into()),
+        FetchReply::Delta { .. } | FetchReply::Later | FetchReply::Trees(_) => {
+            anyhow::bail!("the relay sent something other than the data asked for")
+        }
+    }
+}
 
 /// What to check.
 #[derive(Debug, Clone)]
@@ -87,8 +119,12 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         .and_then(|b| serde_json::from_slice::<Progress>(&b).ok())
         .filter(|p| p.snapshot == info.id)
         .map(|p| p.last);
+    let mut fetcher = Fetcher::default();
+    let trees = prefetch_trees(&mut fetcher, client, info.root, TREES_AHEAD, |_| true).await?;
     let mut check = Check {
         client,
+        fetcher,
+        trees,
         request,
         started,
         resume,
@@ -120,6 +156,10 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
 
 struct Check<'a> {
     client: &'a mut RelayClient,
+    /// Batched asks: a run of files' contents, then their chunks.
+    fetcher: Fetcher,
+    /// The snapshot's trees, fetched ahead as subtrees.
+    trees: HashMap<TreeId, Vec<u8>>,
     request: &'a Request,
     started: Instant,
     /// Files up to this path were checked by the run this one resumes.
@@ -145,6 +185,9 @@ impl Check<'_> {
                 }
                 Err(e) => return Err(e),
             };
+            // Files between subdirectories are checked together, a run at
+            // a time: their contents in one batch, then their chunks.
+            let mut run = Vec::new();
             for entry in tree.entries {
                 if self.stopped {
                     return Ok(());
@@ -152,106 +195,199 @@ impl Check<'_> {
                 let mut entry_path = path.clone();
                 entry_path.push(entry.name.clone());
                 match entry.kind {
-                    EntryKind::Dir { tree } => self.tree(tree, entry_path).await?,
+                    EntryKind::Dir { tree } => {
+                        self.files(std::mem::take(&mut run)).await?;
+                        self.tree(tree, entry_path).await?;
+                    }
                     EntryKind::File { content, size, .. } => {
                         if self.resume.as_ref().is_some_and(|r| entry_path <= *r) {
                             self.summary.files_resumed += 1;
                             continue;
                         }
-                        if self
-                            .request
-                            .max_duration
-                            .is_some_and(|max| self.started.elapsed() >= max)
-                        {
-                            self.stopped = true;
-                            return Ok(());
+                        run.push((content, size, entry_path));
+                        if run.len() >= RUN_FILES {
+                            self.files(std::mem::take(&mut run)).await?;
                         }
-                        self.file(content, size, &entry_path).await?;
-                        self.last = entry_path;
                     }
                     _ => {}
                 }
             }
-            Ok(())
+            self.files(run).await
         })
     }
 
+    /// A tree, fetched ahead or asked for now.
     async fn object(&mut self, id: ObjectId) -> Result<Vec<u8>> {
-        object_bytes(self.client.request(&Message::GetObject { id }).await)
+        if let ObjectId::Tree(tree) = id {
+            if let Some(raw) = self.trees.get(&tree) {
+                return Ok(raw.clone());
+            }
+        }
+        let item = FetchItem::Object(id);
+        self.fetch(vec![(item, 0)]).await?.remove(0)
     }
 
-    /// Receives every chunk of a file ([`WINDOW`] in flight) and checks it;
-    /// then compares with the local file, if asked.
-    async fn file(&mut self, id: ContentId, size: u64, path: &[Vec<u8>]) -> Result<()> {
-        let mut damage = None;
-        let content = self
-            .object(ObjectId::Content(id))
-            .await
-            .and_then(|raw| decode_content(&id, &raw));
-        let mut chunks = Vec::new();
-        match content {
-            Ok(content) if content.parts.is_empty() => chunks = content.chunks,
-            Ok(content) => {
-                for part in content.parts {
-                    match self.object(ObjectId::Content(part.id)).await {
-                        Ok(raw) => match decode_content(&part.id, &raw) {
-                            Ok(part) => chunks.extend(part.chunks),
-                            Err(e) => damage = Some(e),
-                        },
-                        Err(e) if e.is::<Damaged>() => damage = Some(e),
-                        Err(e) => return Err(e),
-                    }
-                }
-            }
-            Err(e) if e.is::<Damaged>() => damage = Some(e),
-            Err(e) => return Err(e),
-        }
-        let mut asked = std::collections::VecDeque::new();
-        for chunk in &chunks {
-            self.client
-                .ask(&Message::GetChunk {
-                    id: chunk.id,
-                    base_signature: None,
-                })
+    /// Asks for `items` (with their estimated sizes) and returns a reply
+    /// for each, in order: the bytes, or why the relay could not give them.
+    async fn fetch(&mut self, items: Vec<(FetchItem, u64)>) -> Result<Vec<Result<Vec<u8>>>> {
+        let mut out: Vec<Option<Result<Vec<u8>>>> = Vec::new();
+        out.resize_with(items.len(), || None);
+        let mut asked = VecDeque::new();
+        let mut in_flight = 0u64;
+        for (i, (item, estimate)) in items.into_iter().enumerate() {
+            in_flight += estimate;
+            self.fetcher
+                .add(self.client, item.clone(), estimate)
                 .await?;
-            asked.push_back(chunk.id);
-            if asked.len() >= WINDOW {
-                let next = asked.pop_front().expect("not empty");
-                self.chunk(next, &mut damage).await?;
+            asked.push_back((i, item, estimate));
+            while in_flight >= WINDOW_BYTES {
+                in_flight -= self.receive(&mut asked, &mut out).await?;
             }
         }
-        while let Some(next) = asked.pop_front() {
-            self.chunk(next, &mut damage).await?;
+        while !asked.is_empty() {
+            self.receive(&mut asked, &mut out).await?;
         }
-        if let Some(e) = damage {
-            self.summary.files_damaged += 1;
-            self.report(path, &format!("{e:#}"));
+        out.into_iter()
+            .map(|reply| reply.context("an item never answered"))
+            .collect()
+    }
+
+    /// Reads the next answer message into `out`; returns the estimated
+    /// bytes it answered. What the relay put off is asked again.
+    async fn receive(
+        &mut self,
+        asked: &mut VecDeque<(usize, FetchItem, u64)>,
+        out: &mut [Option<Result<Vec<u8>>>],
+    ) -> Result<u64> {
+        let replies = self
+            .fetcher
+            .next(self.client)
+            .await?
+            .context("an answer to nothing asked")?;
+        let mut answered = 0;
+        for reply in replies {
+            let (i, item, estimate) = asked.pop_front().context("a reply to nothing asked")?;
+            if reply == FetchReply::Later {
+                self.fetcher
+                    .add(self.client, item.clone(), estimate)
+                    .await?;
+                asked.push_back((i, item, estimate));
+                continue;
+            }
+            answered += estimate;
+            out[i] = Some(reply_bytes(reply));
+        }
+        Ok(answered)
+    }
+
+    /// Checks a run of files: their contents asked for together, then
+    /// their parts, then every chunk (up to [`WINDOW_BYTES`] in flight),
+    /// each received and hashed; then each is compared with the local file,
+    /// if asked. A time-boxed run stops before a run once its time is up.
+    async fn files(&mut self, run: Vec<(ContentId, u64, Vec<Vec<u8>>)>) -> Result<()> {
+        if run.is_empty() {
             return Ok(());
         }
-        self.summary.files_checked += 1;
-        self.summary.bytes_checked += size;
-        if let Some(root) = &self.request.against {
-            let local = local_path(root, path);
-            match local_content_id(&local) {
-                Ok(local_id) if local_id == id => {}
-                Ok(_) => self.differs(path, "differs from the local file"),
-                Err(e) => self.differs(path, &format!("the local file cannot be read ({e})")),
+        if self
+            .request
+            .max_duration
+            .is_some_and(|max| self.started.elapsed() >= max)
+        {
+            self.stopped = true;
+            return Ok(());
+        }
+        let asks = run
+            .iter()
+            .map(|(id, ..)| (FetchItem::Object(ObjectId::Content(*id)), CONTENT_ESTIMATE))
+            .collect();
+        let contents = self.fetch(asks).await?;
+        let mut damage: Vec<Option<anyhow::Error>> = Vec::new();
+        let mut chunks: Vec<Vec<ChunkRef>> = Vec::new();
+        let mut parts = Vec::new();
+        for (i, ((id, ..), raw)) in run.iter().zip(contents).enumerate() {
+            match raw.and_then(|raw| decode_content(id, &raw)) {
+                Ok(content) => {
+                    parts.extend(content.parts.iter().map(|p| (i, p.id)));
+                    chunks.push(content.chunks);
+                    damage.push(None);
+                }
+                Err(e) if e.is::<Damaged>() => {
+                    chunks.push(Vec::new());
+                    damage.push(Some(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        // A large file's parts, in order.
+        let asks = parts
+            .iter()
+            .map(|(_, id)| (FetchItem::Object(ObjectId::Content(*id)), PART_ESTIMATE))
+            .collect();
+        for ((i, id), raw) in parts.iter().zip(self.fetch(asks).await?) {
+            match raw.and_then(|raw| decode_content(id, &raw)) {
+                Ok(part) => chunks[*i].extend(part.chunks),
+                Err(e) if e.is::<Damaged>() => {
+                    damage[*i].get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let owners: Vec<(usize, ChunkId)> = chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| damage[*i].is_none())
+            .flat_map(|(i, list)| list.iter().map(move |c| (i, c.id)))
+            .collect();
+        let asks = chunks
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| damage[*i].is_none())
+            .flat_map(|(_, list)| list.iter())
+            .map(|c| {
+                let item = FetchItem::Chunk {
+                    id: c.id,
+                    base_signature: None,
+                };
+                (item, u64::from(c.len))
+            })
+            .collect();
+        for ((i, id), raw) in owners.iter().zip(self.fetch(asks).await?) {
+            let checked = raw.and_then(|raw| {
+                chunk_data(
+                    Ok(Message::ChunkData {
+                        codec: ferry_protocol::compress::Codec::None,
+                        data: raw,
+                    }),
+                    id,
+                )
+            });
+            match checked {
+                Ok(_) => {}
+                Err(e) if e.is::<Damaged>() => {
+                    damage[*i].get_or_insert(e);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        for ((id, size, path), damage) in run.into_iter().zip(damage) {
+            self.last.clone_from(&path);
+            if let Some(e) = damage {
+                self.summary.files_damaged += 1;
+                self.report(&path, &format!("{e:#}"));
+                continue;
+            }
+            self.summary.files_checked += 1;
+            self.summary.bytes_checked += size;
+            if let Some(root) = &self.request.against {
+                let local = local_path(root, &path);
+                match local_content_id(&local) {
+                    Ok(local_id) if local_id == id => {}
+                    Ok(_) => self.differs(&path, "differs from the local file"),
+                    Err(e) => self.differs(&path, &format!("the local file cannot be read ({e})")),
+                }
             }
         }
         Ok(())
-    }
-
-    /// Reads one chunk answer; damage is kept in `damage`.
-    async fn chunk(&mut self, id: ChunkId, damage: &mut Option<anyhow::Error>) -> Result<()> {
-        let answer = self.client.answer().await;
-        match chunk_data(answer, &id) {
-            Ok(_) => Ok(()),
-            Err(e) if e.is::<Damaged>() => {
-                damage.get_or_insert(e);
-                Ok(())
-            }
-            Err(e) => Err(e),
-        }
     }
 
     fn differs(&mut self, path: &[Vec<u8>], why: &str) {
