@@ -155,3 +155,50 @@ impl Read for ExtentReader<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn content(lens: &[u32]) -> (Content, Vec<ChunkId>) {
+        let ids: Vec<ChunkId> = (0..lens.len()).map(|i| ChunkId([i as u8; 32])).collect();
+        let chunks = lens
+            .iter()
+            .zip(&ids)
+            .map(|(len, id)| ChunkRef { id: *id, len: *len })
+            .collect();
+        (
+            Content {
+                chunks,
+                parts: Vec::new(),
+            },
+            ids,
+        )
+    }
+
+    #[test]
+    fn a_new_chunk_is_based_on_every_old_chunk_it_overlaps() {
+        let (old, ids) = content(&[100, 200, 300, 400]);
+        let bases = Bases::new(&old);
+        // Same boundaries: the one chunk.
+        assert_eq!(bases.covering(100, 200), vec![ids[1]]);
+        // Boundaries moved: the end of one and the start of the next.
+        assert_eq!(bases.covering(250, 100), vec![ids[1], ids[2]]);
+        // Past the old end: nothing; an empty chunk: the one at its place.
+        assert_eq!(bases.covering(1000, 10), Vec::<ChunkId>::new());
+        assert_eq!(bases.covering(0, 0), vec![ids[0]]);
+        // At most MAX_BASE_CHUNKS of them.
+        let (many, _) = content(&[10; 10]);
+        assert_eq!(
+            Bases::new(&many).covering(0, 100).len(),
+            delta::MAX_BASE_CHUNKS
+        );
+        // At most MAX_BASE bytes: a base is never cut inside a chunk.
+        let big = delta::MAX_BASE as u32 / 2 + 1;
+        let (large, large_ids) = content(&[big, big, big]);
+        assert_eq!(
+            Bases::new(&large).covering(0, u64::from(big) * 3),
+            vec![large_ids[0]]
+        );
+    }
+}
