@@ -212,10 +212,23 @@ async fn handshake(
         address: address.to_string(),
         source,
     };
+    // Closed or reset before the handshake's answer: the relay dropped
+    // the connection (a reset when it closed with our first message
+    // unread, as an overloaded relay does).
     let refused_on_eof = |e: ChannelError| match e {
         ChannelError::Closed => ConnectError::Refused {
             address: address.to_string(),
         },
+        ChannelError::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            ) =>
+        {
+            ConnectError::Refused {
+                address: address.to_string(),
+            }
+        }
         other => protocol(other),
     };
     let mut io = FramedIo::new(stream);
@@ -227,7 +240,7 @@ async fn handshake(
     .map_err(|e| protocol(e.into()))?;
     let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
     encode_frame(&first, &mut out).map_err(|e| protocol(e.into()))?;
-    io.write_raw(&out).await.map_err(protocol)?;
+    io.write_raw(&out).await.map_err(refused_on_eof)?;
 
     let preamble = io.read_preamble().await.map_err(refused_on_eof)?;
     let preamble = Preamble::decode(&preamble, ConnectionKind::Session).map_err(|e| match e {
