@@ -121,6 +121,44 @@ pub(crate) fn decode_tree(id: &TreeId, raw: &[u8]) -> Result<Tree> {
     Tree::decode(id, raw).map_err(|e| Damaged(format!("directory {}: {e}", id.short())).into())
 }
 
+/// The most chunks a file of `data` bytes can have: every chunk but the
+/// last is at least [`MIN_CHUNK`](ferry_protocol::chunking::MIN_CHUNK)
+/// (doubled, with room, so no honest snapshot is refused). A relay's chunk
+/// list longer than this is damage, which bounds what a file's chunk list
+/// can cost in memory.
+pub(crate) fn max_chunks(data: u64) -> u64 {
+    2 * (data / u64::from(ferry_protocol::chunking::MIN_CHUNK)) + 16
+}
+
+/// `content` (named `id`), a file's content or (`part`) one of its parts
+/// after `listed` chunks, if it fits a file of `data` bytes: no more
+/// bytes, no more chunks than [`max_chunks`] allows, no nested parts.
+pub(crate) fn fits_file(
+    content: Content,
+    id: &ContentId,
+    part: bool,
+    listed: u64,
+    data: u64,
+) -> Result<Content> {
+    let limit = max_chunks(data);
+    let fits = if part {
+        content.parts.is_empty() && listed + content.chunks.len() as u64 <= limit
+    } else {
+        content.len() <= data
+            && content.chunks.len() as u64 <= limit
+            && content.parts.len() as u64 <= limit / ferry_protocol::tree::PART_CHUNKS as u64 + 1
+    };
+    if fits {
+        Ok(content)
+    } else {
+        Err(Damaged(format!(
+            "file list {} does not fit a file of {data} bytes",
+            id.short()
+        ))
+        .into())
+    }
+}
+
 /// Decodes a content, or reports it damaged.
 pub(crate) fn decode_content(id: &ContentId, raw: &[u8]) -> Result<Content> {
     Content::decode(id, raw).map_err(|e| Damaged(format!("file list {}: {e}", id.short())).into())

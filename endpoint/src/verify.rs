@@ -26,7 +26,8 @@ use serde::{Deserialize, Serialize};
 use crate::client::RelayClient;
 use crate::fetcher::{prefetch_trees, Fetcher};
 use crate::restore::{
-    chunk_data, chunk_file, decode_content, decode_tree, resolve, show_path, Damaged, Selector,
+    chunk_data, chunk_file, decode_content, decode_tree, fits_file, resolve, show_path, Damaged,
+    Selector,
 };
 
 /// Files checked together, at most: their contents are asked for in one
@@ -304,8 +305,11 @@ impl Check<'_> {
         let mut damage: Vec<Option<anyhow::Error>> = Vec::new();
         let mut chunks: Vec<Vec<ChunkRef>> = Vec::new();
         let mut parts = Vec::new();
-        for (i, ((id, ..), raw)) in run.iter().zip(contents).enumerate() {
-            match raw.and_then(|raw| decode_content(id, &raw)) {
+        // Chunk lists no longer than the files' sizes allow: a relay cannot
+        // make a run hold more than its files are worth.
+        for (i, ((id, size, _), raw)) in run.iter().zip(contents).enumerate() {
+            let decoded = raw.and_then(|raw| decode_content(id, &raw));
+            match decoded.and_then(|c| fits_file(c, id, false, 0, *size)) {
                 Ok(content) => {
                     parts.extend(content.parts.iter().map(|p| (i, p.id)));
                     chunks.push(content.chunks);
@@ -324,7 +328,9 @@ impl Check<'_> {
             .map(|(_, id)| (FetchItem::Object(ObjectId::Content(*id)), PART_ESTIMATE))
             .collect();
         for ((i, id), raw) in parts.iter().zip(self.fetch(asks).await?) {
-            match raw.and_then(|raw| decode_content(id, &raw)) {
+            let (listed, size) = (chunks[*i].len() as u64, run[*i].1);
+            let decoded = raw.and_then(|raw| decode_content(id, &raw));
+            match decoded.and_then(|c| fits_file(c, id, true, listed, size)) {
                 Ok(part) => chunks[*i].extend(part.chunks),
                 Err(e) if e.is::<Damaged>() => {
                     damage[*i].get_or_insert(e);

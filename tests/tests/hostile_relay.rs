@@ -199,6 +199,15 @@ fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() 
 fn restore_from_fake(
     answer: impl Fn(Message) -> Option<Message> + Send + 'static,
 ) -> (std::process::Output, Duration, tempfile::TempDir) {
+    run_against_fake(answer, |target| vec!["restore", "--map-to", arg(target)])
+}
+
+/// `ferry ARGS` (made from a scratch directory) against a fake relay that
+/// answers each request with `answer`.
+fn run_against_fake(
+    answer: impl Fn(Message) -> Option<Message> + Send + 'static,
+    args: impl Fn(&std::path::Path) -> Vec<&str>,
+) -> (std::process::Output, Duration, tempfile::TempDir) {
     let (endpoint, _fake, _source) = against_fake("60s", move |session| {
         while let Some(request) = session.recv() {
             if let Some(reply) = answer(request) {
@@ -208,7 +217,7 @@ fn restore_from_fake(
     });
     let target = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = endpoint.ferry(&["restore", "--map-to", arg(target.path())]);
+    let out = endpoint.ferry(&args(target.path()));
     (out, started.elapsed(), target)
 }
 
@@ -303,7 +312,7 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
     }
     .encode()
     .unwrap();
-    let (out, took, _target) = restore_from_fake(move |request| {
+    let answer = move |request: Message| {
         let data = |bytes: &Vec<u8>| FetchReply::Data {
             codec: ferry_protocol::compress::Codec::None,
             data: bytes.clone(),
@@ -324,10 +333,15 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
             ),
             _ => return None,
         })
-    });
-    let err = stderr(&out);
-    assert_eq!(out.status.code(), Some(3), "{err}");
-    assert!(err.contains("does not fit a file of 100 bytes"), "{err}");
-    assert_eq!(err.matches("does not fit").count(), 2, "{err}");
+    };
+    // A restore, and a check that writes nothing, name both files.
+    let (restored, took, _target) = restore_from_fake(answer.clone());
+    let (checked, _, _) = run_against_fake(answer, |_| vec!["verify"]);
+    for out in [restored, checked] {
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(3), "{err}");
+        assert!(err.contains("does not fit a file of 100 bytes"), "{err}");
+        assert_eq!(err.matches("does not fit").count(), 2, "{err}");
+    }
     assert!(took < Duration::from_secs(15));
 }

@@ -19,11 +19,12 @@ use super::*;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use ferry_protocol::chunking::MIN_CHUNK;
 use ferry_protocol::fetch::{FetchItem, FetchReply};
 
 use crate::fetcher::Fetcher;
 use ferry_protocol::tree::{ContentPart, PART_CHUNKS};
+
+use super::{fits_file, max_chunks};
 
 /// Chunk bytes asked for and not yet received, at most: several times a
 /// fast link's bandwidth-delay product (50 Mbit/s × 200 ms is 1.25 MB), so
@@ -42,14 +43,6 @@ pub(super) const MAX_FILES: usize = 512;
 /// (a 32-byte id and a varint length), and for itself.
 const BYTES_PER_REF: u64 = 48;
 const CONTENT_OVERHEAD: u64 = 16;
-
-/// The most chunks a file of `data` bytes can have: every chunk but the
-/// last is at least [`MIN_CHUNK`] (doubled, with room, so no honest
-/// snapshot is refused). A relay's chunk list longer than this is damage,
-/// which bounds what a file's chunk list can cost in memory.
-fn max_chunks(data: u64) -> u64 {
-    2 * (data / u64::from(MIN_CHUNK)) + 16
-}
 
 /// The largest content a file of `data` bytes can have: a chunk list, or
 /// for more than [`PART_CHUNKS`] chunks a list of parts.
@@ -386,24 +379,9 @@ impl Restore<'_> {
         let data = progress.job.layout.total();
         // Chunks listed so far: placed or asked, and pending.
         let listed = (progress.next_index + progress.pending.len()) as u64;
-        let content = raw.and_then(|raw| decode_content(&id, &raw)).and_then(|c| {
-            let fits = if part {
-                c.parts.is_empty() && listed + c.chunks.len() as u64 <= max_chunks(data)
-            } else {
-                c.len() <= data
-                    && c.chunks.len() as u64 <= max_chunks(data)
-                    && c.parts.len() as u64 <= max_chunks(data) / PART_CHUNKS as u64 + 1
-            };
-            if fits {
-                Ok(c)
-            } else {
-                Err(Damaged(format!(
-                    "file list {} does not fit a file of {data} bytes",
-                    id.short()
-                ))
-                .into())
-            }
-        });
+        let content = raw
+            .and_then(|raw| decode_content(&id, &raw))
+            .and_then(|c| fits_file(c, &id, part, listed, data));
         match content {
             Ok(content) => {
                 progress.pending.extend(content.chunks);
@@ -590,6 +568,9 @@ mod tests {
         // Past PART_CHUNKS chunks, a list of parts, never a huge estimate.
         let huge = content_estimate(1 << 40);
         assert!(huge < 1 << 20, "{huge}");
-        assert!(max_chunks(1 << 20) > u64::from(1u32 << 20) / u64::from(MIN_CHUNK));
+        assert!(
+            max_chunks(1 << 20)
+                > u64::from(1u32 << 20) / u64::from(ferry_protocol::chunking::MIN_CHUNK)
+        );
     }
 }
