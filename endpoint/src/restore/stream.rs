@@ -9,7 +9,8 @@
 //! walk reaches it; when the content arrives, its chunks are placed from
 //! the target's own copy or asked for (with the signature of the target's
 //! chunk at the same place, for a delta), each written at its offset as it
-//! arrives; a large file's parts are asked for one ahead. A file whose
+//! arrives; a large file's parts are asked for one ahead. Asks go in
+//! batches (`crate::fetcher`). A file whose
 //! answers are all in is made ready to settle (see `files`), or, when
 //! something it needs is damaged, its temporary file is removed and it is
 //! named.
@@ -20,11 +21,9 @@ use super::*;
 use std::collections::{BTreeMap, VecDeque};
 
 use ferry_protocol::fetch::{FetchItem, FetchReply};
-
-use crate::fetcher::Fetcher;
 use ferry_protocol::tree::{ContentPart, PART_CHUNKS};
 
-use super::{fits_file, max_chunks};
+use crate::fetcher::Fetcher;
 
 /// Chunk bytes asked for and not yet received, at most: several times a
 /// fast link's bandwidth-delay product (50 Mbit/s × 200 ms is 1.25 MB), so
