@@ -38,8 +38,8 @@ pub fn check_size(len: usize) -> Result<(), ProtocolError> {
 }
 
 /// Splits `message` into flagged plaintexts of at most [`MAX_PLAINTEXT`] bytes,
-/// calling `emit` for each in order. A message that fits one plaintext is
-/// extended in place with its flag and handed over whole.
+/// calling `emit` for each in order, each a slice of `message` itself with
+/// its flag in place (no piece is copied).
 ///
 /// # Errors
 /// [`ProtocolError::TooLarge`] for messages over [`MAX_MESSAGE`]; errors from
@@ -49,19 +49,23 @@ pub fn split(
     mut emit: impl FnMut(&[u8]) -> Result<(), ProtocolError>,
 ) -> Result<(), ProtocolError> {
     check_size(message.len())?;
-    if message.len() <= MAX_FRAGMENT {
-        message.push(LAST);
-        return emit(&message);
+    let total = message.len();
+    // The last piece's flag, after the message; every other piece borrows
+    // the byte after it for its flag while it is emitted, so no piece is
+    // copied.
+    message.push(LAST);
+    let mut start = 0;
+    loop {
+        let end = (start + MAX_FRAGMENT).min(total);
+        if end == total {
+            return emit(&message[start..]);
+        }
+        let next = message[end];
+        message[end] = MORE;
+        emit(&message[start..=end])?;
+        message[end] = next;
+        start = end;
     }
-    let mut plaintext = Vec::with_capacity(MAX_PLAINTEXT);
-    let mut pieces = message.chunks(MAX_FRAGMENT).peekable();
-    while let Some(piece) = pieces.next() {
-        plaintext.clear();
-        plaintext.extend_from_slice(piece);
-        plaintext.push(if pieces.peek().is_some() { MORE } else { LAST });
-        emit(&plaintext)?;
-    }
-    Ok(())
 }
 
 /// Joins flagged plaintexts back into whole messages.
@@ -79,23 +83,58 @@ impl Reassembler {
     /// [`ProtocolError::TooLarge`] when the message would exceed [`MAX_MESSAGE`].
     pub fn handle_plaintext(
         &mut self,
-        mut plaintext: Vec<u8>,
+        plaintext: Vec<u8>,
     ) -> Result<Option<Vec<u8>>, ProtocolError> {
-        let flag = plaintext
-            .pop()
-            .ok_or(ProtocolError::Malformed("empty fragment"))?;
+        self.push_with(plaintext.len(), |room| {
+            room.copy_from_slice(&plaintext);
+            Ok(plaintext.len())
+        })
+    }
+
+    /// Takes one plaintext that `fill` writes (at most `len` bytes, returning
+    /// how many) straight after the pieces joined so far: a decryption
+    /// lands where the message is being joined, with no buffer of its own
+    /// and no copy. Returns the whole message when this was its last piece.
+    ///
+    /// # Errors
+    /// As [`Reassembler::handle_plaintext`], and `fill`'s.
+    pub fn push_with(
+        &mut self,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, ProtocolError>,
+    ) -> Result<Option<Vec<u8>>, ProtocolError> {
+        let start = self.pending.len();
+        self.pending.resize(start + len, 0);
+        let written = match fill(&mut self.pending[start..]) {
+            Ok(written) => written.min(len),
+            Err(e) => {
+                self.pending.truncate(start);
+                return Err(e);
+            }
+        };
+        self.pending.truncate(start + written);
+        if written == 0 {
+            return Err(ProtocolError::Malformed("empty fragment"));
+        }
+        let flag = self.pending.pop().unwrap_or(LAST);
         if flag != MORE && flag != LAST {
             return Err(ProtocolError::Malformed("fragment flag"));
         }
-        if flag == LAST && self.pending.is_empty() {
-            return Ok(Some(plaintext));
+        check_size(self.pending.len())?;
+        if flag == LAST {
+            return Ok(Some(std::mem::take(&mut self.pending)));
         }
-        let len = self.pending.len() + plaintext.len();
-        check_size(len)?;
-        self.pending.extend_from_slice(&plaintext);
-        Ok((flag == LAST).then(|| std::mem::take(&mut self.pending)))
+        if start == 0 {
+            // A message of several pieces: room for a batch's worth at
+            // once, rather than growing (and copying) piece by piece.
+            self.pending.reserve(JOIN_RESERVE);
+        }
+        Ok(None)
     }
 }
+
+/// Bytes reserved when a message turns out to come in several pieces.
+const JOIN_RESERVE: usize = 2 << 20;
 
 #[cfg(test)]
 mod tests {

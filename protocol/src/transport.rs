@@ -137,16 +137,16 @@ impl Transport {
     /// # Errors
     /// As [`Transport::open`].
     pub fn open_bytes(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ProtocolError> {
-        let mut plaintext = vec![0u8; frame.len()];
-        let len = self
-            .noise
-            .read_message(frame, &mut plaintext)
-            .map_err(|_| ProtocolError::Crypto("decryption of a frame"))?;
-        plaintext.truncate(len);
+        let noise = &mut self.noise;
+        let joined = self.reassembler.push_with(frame.len(), |room| {
+            noise
+                .read_message(frame, room)
+                .map_err(|_| ProtocolError::Crypto("decryption of a frame"))
+        })?;
         self.received += 1;
         if self.received % self.rekey_interval == 0 {
             self.noise.rekey_incoming();
         }
-        self.reassembler.handle_plaintext(plaintext)
+        Ok(joined)
     }
 }

@@ -58,8 +58,8 @@ impl Transfer {
     /// The replies to a `Fetch`, in order, compressed together as `codec`
     /// asks: for zstd each is decompressed first, so the batch's context
     /// spans them all (small files compress as a stream, not one by one);
-    /// otherwise each goes as stored. Past [`MAX_FETCH_RAW`] bytes the rest
-    /// are answered [`FetchReply::Later`].
+    /// otherwise each goes as stored and the batch as it is. Past
+    /// [`MAX_FETCH_RAW`] bytes the rest are answered [`FetchReply::Later`].
     pub(super) fn fetch_batch(&self, items: Vec<FetchItem>, codec: Codec) -> Result<Message> {
         check!(
             items.len() <= MAX_FETCH,
@@ -125,12 +125,13 @@ impl Transfer {
             });
         }
         let encoded = FetchReplies(replies).encode()?;
-        let method = match codec {
-            Codec::Zstd => Method::Zstd(ZSTD_LEVEL),
-            Codec::Lz4 => Method::Lz4,
-            Codec::None => Method::None,
+        // Otherwise each reply is as stored (compressed on its own or not
+        // worth it): compressing the batch again would only cost time.
+        let (codec, data) = if together {
+            compress_with(Method::Zstd(ZSTD_LEVEL), &encoded)
+        } else {
+            (Codec::None, encoded)
         };
-        let (codec, data) = compress_with(method, &encoded);
         Ok(Message::Fetched { codec, data })
     }
 
