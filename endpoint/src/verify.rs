@@ -94,6 +94,9 @@ pub struct Summary {
     pub bytes_sent: u64,
     /// Bytes received on the connection.
     pub bytes_received: u64,
+    /// Times this side waited a whole round trip for the relay (as in
+    /// backup and restore summaries).
+    pub round_trips: u64,
     /// Wall time in seconds.
     pub duration_s: f64,
     /// One line per damaged or differing file.
@@ -151,6 +154,7 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
     summary.complete = !check.stopped;
     summary.bytes_sent = client.bytes_sent();
     summary.bytes_received = client.bytes_received();
+    summary.round_trips = client.round_trips();
     summary.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
 }

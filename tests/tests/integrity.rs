@@ -376,6 +376,9 @@ fn ferry_verify_checks_a_snapshot_end_to_end_and_against_local_files() {
     assert_eq!(code, Some(0), "{summary}");
     assert_eq!(summary["files_checked"], 13, "{summary}");
     assert_eq!(summary["complete"], true, "{summary}");
+    // Trees as subtrees, files a run at a time: not a round trip per file.
+    let waits = summary["round_trips"].as_u64().unwrap();
+    assert!(waits <= 8, "verify waited {waits} round trips: {summary}");
 
     // A local change is named as a difference.
     fs::write(src.join("docs/f004.bin"), b"changed").unwrap();
