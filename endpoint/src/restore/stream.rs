@@ -143,7 +143,6 @@ enum Expected {
 }
 
 /// The files in flight and the answers to come.
-#[derive(Default)]
 pub(super) struct Stream {
     jobs: BTreeMap<u64, Progress>,
     next_job: u64,
@@ -157,14 +156,22 @@ pub(super) struct Stream {
     content_bytes: u64,
     /// See [`max_files`].
     max_files: usize,
+    /// The id of an empty file's content, which is never asked for.
+    empty_content: ContentId,
 }
 
 impl Stream {
     /// An empty stream holding at most `max_files` files.
     pub(super) fn new(max_files: usize) -> Self {
         Stream {
+            jobs: BTreeMap::new(),
+            next_job: 0,
+            expected: VecDeque::new(),
+            fetcher: Fetcher::default(),
+            chunk_bytes: 0,
+            content_bytes: 0,
             max_files,
-            ..Stream::default()
+            empty_content: Content::default().encode().0,
         }
     }
 }
@@ -194,7 +201,7 @@ impl Restore<'_> {
             failed: None,
         };
         // An empty file's content is known: nothing to ask.
-        if content != Content::default().encode().0 {
+        if content != self.stream.empty_content {
             let expected = Expected::ChunkList {
                 job: key,
                 id: content,
@@ -455,7 +462,13 @@ impl Restore<'_> {
                         if self.stream.chunk_bytes >= WINDOW_BYTES {
                             return Ok(true);
                         }
-                        let base = local.and_then(|l| l.chunks.get(index));
+                        // The base is read again when the delta arrives, so
+                        // it must not change meanwhile: never the temporary
+                        // file being completed in place, which this very
+                        // stream writes to.
+                        let base = local
+                            .filter(|_| !job.out.in_place)
+                            .and_then(|l| l.chunks.get(index));
                         let signature =
                             match base.map(|&(at, n, _)| local.expect("a base").read_at(at, n)) {
                                 Some(Ok(base)) => Some(delta::signature(&base)),
