@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::compress::{decompress, Codec};
-use ferry_protocol::fetch::{FetchItem, FetchReplies, FetchReply, FETCH_BYTES, MAX_FETCH_RAW};
+use ferry_protocol::fetch::{FetchItem, FetchReplies, FetchReply, FETCH_BYTES};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::TreeId;
 use ferry_protocol::message::{Message, ObjectId, Refusal};
@@ -134,7 +134,9 @@ impl Fetcher {
             Message::Fetched { codec, data } => (codec, data),
             other => return Err(unexpected("Fetched", &other)),
         };
-        let raw = decompress(codec, data, MAX_FETCH_RAW)
+        // Within a message, not MAX_FETCH_RAW: a batch's first reply goes
+        // as stored even past that, as it would fit an answer of its own.
+        let raw = decompress(codec, data, MAX_MESSAGE)
             .context("the relay's replies do not decompress")?;
         let replies = FetchReplies::decode(&raw).context("the relay's replies do not decode")?;
         if replies.0.len() != count {

@@ -19,10 +19,11 @@ use crate::ProtocolError;
 pub const MAX_FETCH: usize = 1024;
 
 /// Bytes of a batch's replies before compression, at most (a message
-/// less room for its framing): what the endpoint decompresses it into.
-/// The endpoint keeps its asks well below (at most [`FETCH_BYTES`] of
-/// chunks and estimated contents); past it the relay answers the rest
-/// [`FetchReply::Later`].
+/// less room for its framing), except a batch whose first reply alone is
+/// larger: that one goes as stored, as it would in an answer of its own,
+/// so a batch decompresses to at most a message. The endpoint keeps its
+/// asks well below (at most [`FETCH_BYTES`] of chunks and estimated
+/// contents); past it the relay answers the rest [`FetchReply::Later`].
 pub const MAX_FETCH_RAW: usize = MAX_MESSAGE - 4096;
 
 /// Bytes of chunks (by their listed lengths) and estimated contents the
