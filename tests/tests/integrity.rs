@@ -401,3 +401,67 @@ fn ferry_verify_checks_a_snapshot_end_to_end_and_against_local_files() {
     assert_eq!(summary["complete"], false, "{summary}");
     assert_eq!(summary["files_checked"], 0, "{summary}");
 }
+
+/// Unmounts a tmpfs when dropped.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn a_restore_onto_a_full_disk_names_what_did_not_fit_and_leaves_the_rest_whole() {
+    // Four 3 MiB files into an 8 MiB filesystem: the stream writes several
+    // files at once, and those that run out of room must fail alone, named,
+    // their temporary files gone; the others restore identical.
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..4u64 {
+        fs::write(src.join(format!("f{i}.bin")), random_bytes(3 << 20, 40 + i)).unwrap();
+    }
+    endpoint.backup_json(&[arg(&src)]);
+    let target = work.path().join("small");
+    ferry_tests::mount_tmpfs(&target, "8m");
+    let _unmount = Unmount(target.clone());
+    let out = endpoint.ferry(&[
+        "restore",
+        "--json",
+        "--map-from",
+        arg(&src),
+        "--map-to",
+        arg(&target),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let failed = summary["errors"].as_u64().unwrap();
+    assert_eq!(
+        err.matches("No space left on device").count() as u64,
+        failed,
+        "{err}"
+    );
+    let mut whole = 0;
+    for entry in fs::read_dir(&target).unwrap() {
+        let name = entry.unwrap().file_name();
+        let restored = fs::read(target.join(&name)).unwrap();
+        assert_eq!(
+            restored,
+            fs::read(src.join(&name)).unwrap_or_default(),
+            "{name:?} is not a whole restored file (a temporary file left behind?)"
+        );
+        whole += 1;
+    }
+    eprintln!("figure: 4 x 3 MiB onto an 8 MiB disk: {whole} restored whole, {failed} named");
+    assert!(
+        whole >= 1 && failed >= 1,
+        "{whole} whole, {failed} failed: {err}"
+    );
+    assert_eq!(whole + failed, 4, "{err}");
+}
