@@ -173,15 +173,10 @@ impl Usage {
     }
 
     fn text(self) -> String {
-        use ferry_protocol::units::format_size;
+        let usage = ferry_protocol::units::format_usage(self.stored, self.quota);
         match self.quota {
-            Some(q) => format!(
-                "{} of a {} quota ({} %)",
-                format_size(self.stored),
-                format_size(q),
-                self.stored.saturating_mul(100) / q.max(1)
-            ),
-            None => format!("{} (no quota)", format_size(self.stored)),
+            Some(_) => usage,
+            None => format!("{usage} (no quota)"),
         }
     }
 }

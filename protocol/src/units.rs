@@ -130,6 +130,21 @@ pub fn format_size(n: u64) -> String {
     }
 }
 
+/// Storage against a quota, for people: `3.2 MiB of 8.0 MiB (40 %)`, or
+/// `3.2 MiB` without one (the relay's `clients` and the endpoint's
+/// `status` say it alike).
+pub fn format_usage(stored: u64, quota: Option<u64>) -> String {
+    match quota {
+        Some(quota) => format!(
+            "{} of {} ({} %)",
+            format_size(stored),
+            format_size(quota),
+            stored.saturating_mul(100) / quota.max(1)
+        ),
+        None => format_size(stored),
+    }
+}
+
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
 pub fn format_rfc3339(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use ferry_net::table::{Align, Table};
 use ferry_protocol::schedule::Schedule;
-use ferry_protocol::units::{format_rate, format_size};
+use ferry_protocol::units::format_rate;
 
 use super::parse_schedule;
 use crate::catalog::{now_ms, ClientRecord};
@@ -149,15 +149,7 @@ impl Storage {
 
     /// `3.2 MiB of 8.0 MiB (40 %)`, or `3.2 MiB` without a quota.
     fn text(self) -> String {
-        match self.quota {
-            Some(quota) => format!(
-                "{} of {} ({} %)",
-                format_size(self.stored),
-                format_size(quota),
-                self.stored.saturating_mul(100) / quota.max(1)
-            ),
-            None => format_size(self.stored),
-        }
+        ferry_protocol::units::format_usage(self.stored, self.quota)
     }
 }
 
