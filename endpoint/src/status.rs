@@ -187,31 +187,20 @@ async fn usage(session: &mut Session) -> Result<Option<Usage>> {
     if session.relay_hello.minor < 4 {
         return Ok(None);
     }
-    session
-        .channel
-        .send(&Message::GetUsage)
-        .await
-        .context("the session broke")?;
-    loop {
-        match recv(session).await? {
-            Message::Usage {
-                stored,
-                quota,
-                warn_percent,
-            } => {
-                return Ok(Some(Usage {
-                    stored,
-                    quota,
-                    warn_percent,
-                }))
-            }
-            Message::Failed { message } | Message::Refused { message, .. } => {
-                bail!("the relay refused: {message}")
-            }
-            Message::Close { reason } => bail!("the relay closed the session: {reason}"),
-            _ => continue,
-        }
-    }
+    let usage = request(session, &Message::GetUsage, |answer| match answer {
+        Message::Usage {
+            stored,
+            quota,
+            warn_percent,
+        } => Some(Usage {
+            stored,
+            quota,
+            warn_percent,
+        }),
+        _ => None,
+    })
+    .await?;
+    Ok(Some(usage))
 }
 
 /// The snapshots of this client the relay found damaged, and those healed
@@ -220,19 +209,37 @@ async fn damage(session: &mut Session) -> Result<(Vec<u64>, Vec<u64>)> {
     if session.relay_hello.minor < 1 {
         return Ok((Vec::new(), Vec::new()));
     }
+    request(session, &Message::GetDamage, |answer| match answer {
+        Message::Damage { damaged, healed } => Some((damaged, healed)),
+        _ => None,
+    })
+    .await
+}
+
+/// Sends `message` and returns what `take` makes of the first answer it
+/// knows (others, such as `Working`, are passed over); a refusal or a close
+/// ends it with the relay's reason.
+async fn request<T>(
+    session: &mut Session,
+    message: &Message,
+    take: impl Fn(Message) -> Option<T>,
+) -> Result<T> {
     session
         .channel
-        .send(&Message::GetDamage)
+        .send(message)
         .await
         .context("the session broke")?;
     loop {
         match recv(session).await? {
-            Message::Damage { damaged, healed } => return Ok((damaged, healed)),
             Message::Failed { message } | Message::Refused { message, .. } => {
                 bail!("the relay refused: {message}")
             }
             Message::Close { reason } => bail!("the relay closed the session: {reason}"),
-            _ => continue,
+            answer => {
+                if let Some(taken) = take(answer) {
+                    return Ok(taken);
+                }
+            }
         }
     }
 }
