@@ -36,7 +36,7 @@ pub use clients::ClientRecord;
 pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
 pub use retention::SetDecision;
-pub use sets::MAX_SETS;
+pub use sets::{SetSummary, MAX_SETS};
 pub use snapshots::SnapshotRow;
 pub use verify::{hex, kind_name, DamageRecord};
 

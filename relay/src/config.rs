@@ -48,6 +48,127 @@ pub struct RelayConfig {
     /// Storage quotas.
     #[serde(default)]
     pub quota: QuotaConfig,
+    /// The status page and metrics listener (off unless `listen` is set).
+    #[serde(default)]
+    pub web: WebConfig,
+    /// Alerts: stale sets, quotas, damage, failed backups.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+/// `[web]`: the status page, `/api/status` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WebConfig {
+    /// Where to listen (`127.0.0.1:7332`); none: no web listener.
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token every request must carry; required
+    /// unless `listen` is a loopback address.
+    pub token_file: Option<std::path::PathBuf>,
+}
+
+/// `[alerts]`: when a set counts as stale, how often to look, and what to run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct AlertsConfig {
+    /// A set with no snapshot committed for this long is stale.
+    pub stale_after: String,
+    /// Per client (`"laptop"`) or per set (`"laptop/home"`): their own
+    /// `stale-after`, the set's before the client's.
+    pub stale_after_for: std::collections::BTreeMap<String, String>,
+    /// How often the relay looks.
+    pub check_interval: String,
+    /// Run once when something goes wrong and once when it recovers: a
+    /// string is run by `/bin/sh -c` (the operator's own text), a list as
+    /// the program and its arguments. What it is about is passed only in
+    /// the environment (`FERRY_CLIENT`, `FERRY_SET`, `FERRY_LAST_SUCCESS`,
+    /// `FERRY_REASON`, `FERRY_MESSAGE`), never in the command line.
+    pub command: Option<AlertCommand>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            stale_after: "2d".into(),
+            stale_after_for: std::collections::BTreeMap::new(),
+            check_interval: "5m".into(),
+            command: None,
+        }
+    }
+}
+
+/// `alerts.command`: shell text or a program with arguments.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AlertCommand {
+    /// Run by `/bin/sh -c`.
+    Shell(String),
+    /// Run directly: the program, then its arguments.
+    Program(Vec<String>),
+}
+
+/// [`AlertsConfig`] resolved.
+#[derive(Debug, Clone)]
+pub struct Alerts {
+    /// See [`AlertsConfig::stale_after`].
+    pub stale_after: Duration,
+    /// See [`AlertsConfig::stale_after_for`].
+    pub stale_after_for: std::collections::BTreeMap<String, Duration>,
+    /// See [`AlertsConfig::check_interval`].
+    pub check_interval: Duration,
+    /// The program and its arguments (`None`: alerts are only shown).
+    pub command: Option<Vec<String>>,
+}
+
+impl Alerts {
+    /// How long `client`'s set `set` may go without a snapshot.
+    pub fn stale_after(&self, client: &str, set: &str) -> Duration {
+        self.stale_after_for
+            .get(&format!("{client}/{set}"))
+            .or_else(|| self.stale_after_for.get(client))
+            .copied()
+            .unwrap_or(self.stale_after)
+    }
+}
+
+impl AlertsConfig {
+    /// Resolves the human strings.
+    ///
+    /// # Errors
+    /// A message naming the bad key.
+    pub fn resolve(&self) -> Result<Alerts> {
+        let duration = |key: &str, text: &str| {
+            parse_duration(text).map_err(|e| anyhow::anyhow!("alerts.{key}: {e}"))
+        };
+        let mut stale_after_for = std::collections::BTreeMap::new();
+        for (name, text) in &self.stale_after_for {
+            stale_after_for.insert(
+                name.clone(),
+                duration(&format!("stale-after-for.{name:?}"), text)?,
+            );
+        }
+        let command = match &self.command {
+            None => None,
+            Some(AlertCommand::Shell(text)) => {
+                anyhow::ensure!(!text.trim().is_empty(), "alerts.command is empty");
+                Some(vec!["/bin/sh".into(), "-c".into(), text.clone()])
+            }
+            Some(AlertCommand::Program(argv)) => {
+                anyhow::ensure!(
+                    argv.first().is_some_and(|p| !p.is_empty()),
+                    "alerts.command: the list must start with the program to run"
+                );
+                Some(argv.clone())
+            }
+        };
+        Ok(Alerts {
+            stale_after: duration("stale-after", &self.stale_after)?,
+            stale_after_for,
+            check_interval: duration("check-interval", &self.check_interval)?
+                .max(Duration::from_millis(100)),
+            command,
+        })
+    }
 }
 
 /// `[quota]`: how much each client may store (after dedup and compression).

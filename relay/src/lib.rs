@@ -12,6 +12,7 @@
 
 pub mod admin;
 pub mod admission;
+pub mod alerts;
 pub mod catalog;
 pub mod config;
 pub mod data_dir;
@@ -27,5 +28,7 @@ pub mod repo;
 pub mod server;
 pub mod session_service;
 pub mod store;
+pub mod telemetry;
 pub mod transfer;
 pub mod verify;
+pub mod web;

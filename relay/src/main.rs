@@ -52,7 +52,13 @@ enum Command {
         lan_networks: Vec<IpNet>,
     },
     /// Run the relay until SIGINT or SIGTERM.
-    Serve,
+    Serve {
+        /// Serve the status page, /api/status and /metrics here (overrides
+        /// relay.toml's [web] listen; any address but loopback needs
+        /// [web] token-file).
+        #[arg(long, value_name = "ADDR")]
+        web: Option<SocketAddr>,
+    },
     /// Create a one-time pairing code for a new endpoint.
     Pair {
         /// The client's name on this relay.
@@ -169,7 +175,7 @@ fn main() -> ExitCode {
 fn init_logging(cli: &Cli) {
     let default = match (&cli.command, cli.verbose) {
         (_, true) => "debug",
-        (Command::Serve, false) => "info",
+        (Command::Serve { .. }, false) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
@@ -209,12 +215,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 verify: Default::default(),
                 retention: Default::default(),
                 quota: Default::default(),
+                web: Default::default(),
+                alerts: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());
             println!("relay fingerprint: {}", keys.public.fingerprint());
         }
-        Command::Serve => serve(data)?,
+        Command::Serve { web } => serve(data, web)?,
         Command::Pair {
             name,
             ttl,
@@ -257,7 +265,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// collector, verify, key lookups of handshakes in progress.
 const BLOCKING_SPARE: usize = 64;
 
-fn serve(data: DataDir) -> Result<()> {
+fn serve(data: DataDir, web: Option<SocketAddr>) -> Result<()> {
     // Each session's worker holds a blocking thread for the session's life:
     // the pool must outnumber the sessions, or the catalog work of every
     // handshake (the key lookup) and of the admin watcher would queue
@@ -276,6 +284,6 @@ fn serve(data: DataDir) -> Result<()> {
             ferry_net::io::termination_signal().await;
             signals.cancel();
         });
-        ferry_relay::server::run(data, shutdown).await
+        ferry_relay::server::run(data, web, shutdown).await
     })
 }

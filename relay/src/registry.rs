@@ -43,6 +43,14 @@ impl Registry {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Open sessions per client, for the status page and metrics.
+    pub fn open_by_client(&self) -> HashMap<ClientId, usize> {
+        self.lock()
+            .iter()
+            .map(|(client, sessions)| (*client, sessions.len()))
+            .collect()
+    }
+
     /// Registers a new session of `client`; `None` when it has `max` open
     /// already (each holds memory and a worker thread: one client may not
     /// take them all).

@@ -64,6 +64,8 @@ pub struct Shared {
     pub session_addr: SocketAddr,
     /// Cancelled when the relay shuts down.
     pub shutdown: CancellationToken,
+    /// Counters for the metrics, the status page and the alerts.
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 impl Shared {
@@ -85,15 +87,23 @@ impl Shared {
     }
 }
 
-/// Serves the relay in `data` until `shutdown` is cancelled.
+/// Serves the relay in `data` until `shutdown` is cancelled; `web`
+/// overrides `[web] listen`.
 ///
 /// # Errors
 /// When the data directory is unusable or a listener cannot be bound.
-pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
+pub async fn run(
+    data: DataDir,
+    web: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> Result<()> {
     let config = data.config()?;
     let limits = config.limits.resolve()?;
     let gc = config.gc.resolve()?;
     let verify = config.verify.resolve()?;
+    let alerts = config.alerts.resolve()?;
+    config.quota.resolve()?;
+    let web = crate::web::WebSettings::resolve(&config.web, web)?;
     // Admin commands take the lock for an instant to see whether a relay
     // serves (`ferry-relay gc` waiting for one): a start at that instant
     // waits a moment rather than failing.
@@ -136,7 +146,19 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         .with_context(|| format!("cannot listen for pairing on {}", config.pair_listen))?;
     let session_addr = sessions.local_addr()?;
     let pair_addr = pairing.local_addr()?;
-    let listen = serde_json::json!({"session": session_addr, "pairing": pair_addr});
+    let web = match web {
+        Some(settings) => {
+            let listener = crate::web::bind(&settings).await?;
+            Some((settings, listener))
+        }
+        None => None,
+    };
+    let web_addr = match &web {
+        Some((_, listener)) => Some(listener.local_addr()?),
+        None => None,
+    };
+    let listen =
+        serde_json::json!({"session": session_addr, "pairing": pair_addr, "web": web_addr});
     keyfile::write_private(&data.listen_file(), listen.to_string().as_bytes())
         .context("cannot write run/listen.json")?;
     info!(
@@ -144,6 +166,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         keys.public.fingerprint()
     );
 
+    let tracker = TaskTracker::new();
     let shared = Arc::new(Shared {
         keys,
         config,
@@ -155,9 +178,14 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
         queued: crate::queue_budget::QueueBudget::relay_wide(),
         session_addr,
         shutdown: shutdown.clone(),
+        telemetry: Arc::default(),
     });
+    if let (Some((settings, listener)), Some(bound)) = (web, web_addr) {
+        crate::web::announce(&settings, bound);
+        tracker.spawn(crate::web::serve(Arc::clone(&shared), settings, listener));
+    }
+    tracker.spawn(crate::alerts::watch(Arc::clone(&shared), alerts));
     let admission = Arc::new(Admission::new(&limits));
-    let tracker = TaskTracker::new();
     tracker.spawn(accept_loop(
         Arc::clone(&shared),
         Arc::clone(&admission),
@@ -192,6 +220,7 @@ pub async fn run(data: DataDir, shutdown: CancellationToken) -> Result<()> {
             verify.options,
             interval,
             shutdown.clone(),
+            Arc::clone(&shared.telemetry),
         ));
     }
 

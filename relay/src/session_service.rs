@@ -18,6 +18,7 @@ use ferry_protocol::session::{check_first_mac, FirstMac, Responder};
 use ferry_protocol::transport::Transport;
 use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use ferry_protocol::ProtocolError;
+use prometheus_client::metrics::counter::Counter;
 use tokio::net::TcpStream;
 use tracing::{info, warn};
 
@@ -37,6 +38,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
     let handshake = tokio::select! {
         () = ticket.evicted() => {
             info!("handshake from {peer} dropped: newer connections needed its place among those not yet authenticated");
+            shared.telemetry.handshake("dropped");
             return;
         }
         done = tokio::time::timeout(shared.limits.handshake_timeout, handshake(&shared, &mut io, &ticket)) => done,
@@ -44,10 +46,12 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
     let (transport, client) = match handshake {
         Err(_) => {
             info!("handshake from {peer} timed out");
+            shared.telemetry.handshake("timed_out");
             return;
         }
         Ok(Err(e)) => {
             warn!("refused session from {peer}: {e:#}");
+            shared.telemetry.handshake("refused");
             io.close(std::time::Duration::from_secs(1)).await;
             return;
         }
@@ -55,8 +59,10 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
     };
     if !ticket.authenticated() {
         info!("session from {peer} dropped: evicted while its handshake finished");
+        shared.telemetry.handshake("dropped");
         return;
     }
+    shared.telemetry.handshake("accepted");
     let Some(entry) = shared
         .registry
         .register(client.id, shared.limits.max_sessions_per_client)
@@ -111,7 +117,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         shared.rates.client(client.id, kind, local_now()),
         shared.rates.global(kind),
         &io,
-    );
+    )
+    .counting(shared.telemetry.traffic(&client.name));
     // A client that stops reading is cut off after the idle timeout.
     io.set_write_timeout(Some(shared.limits.idle_timeout));
     let mut channel = Channel::new(io, transport);
@@ -123,10 +130,25 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         .with_stall_limit(shared.limits.idle_timeout)
         .with_retention_defaults(shared.config.retention)
         .with_quotas(shared.config.quota.resolve().unwrap_or_default());
-    let reason = match run_session(&shared, &mut channel, &entry.revoked, transfer, meter).await {
-        Ok(reason) => reason,
+    let mut backup = BackupWatch::default();
+    let ended = run_session(
+        &shared,
+        &mut channel,
+        &entry.revoked,
+        transfer,
+        meter,
+        &mut backup,
+    )
+    .await;
+    let reason = match &ended {
+        Ok(reason) => reason.clone(),
         Err(e) => format!("{e:#}"),
     };
+    if ended.is_err() || backup.open {
+        shared
+            .telemetry
+            .session_failed(&client.name, &reason, backup.open);
+    }
     channel.io.close(std::time::Duration::from_secs(1)).await;
     info!(
         "session closed: client {} from {peer}: {reason} ({} bytes in, {} bytes out)",
@@ -191,6 +213,7 @@ async fn run_session(
     revoked: &tokio_util::sync::CancellationToken,
     transfer: Transfer,
     mut meter: Meter,
+    backup: &mut BackupWatch,
 ) -> Result<String> {
     let idle = shared.limits.idle_timeout;
     let Some(peer_minor) = greet(channel, idle).await? else {
@@ -226,6 +249,10 @@ async fn run_session(
                 sent_since_tick = false;
             }
             Event::Reply(Some(Ok(reply))) => {
+                if matches!(reply, Message::Committed { .. }) {
+                    backup.open = false;
+                    shared.telemetry.backup_committed();
+                }
                 channel.send(&for_peer(reply)).await?;
                 sent_since_tick = true;
                 meter.settle(&channel.io).await;
@@ -245,6 +272,9 @@ async fn run_session(
                         return Ok(format!("the endpoint closed: {reason}"))
                     }
                     Ok(Ok(request)) => {
+                        if matches!(request, Message::BackupBegin { .. }) {
+                            backup.open = true;
+                        }
                         busy.fetch_add(1, Ordering::AcqRel);
                         // The bytes that carried it, held until the worker
                         // is done: waits while the budgets are spent, and
@@ -407,13 +437,23 @@ impl Worker {
     }
 }
 
-/// Makes a session's traffic wait on its client's bucket and the global one.
+/// Whether a session has an upload open: begun, not yet committed. A
+/// session that ends so counts as a failed backup.
+#[derive(Debug, Default)]
+pub struct BackupWatch {
+    /// `BackupBegin` received and no `Committed` sent since.
+    pub open: bool,
+}
+
+/// Makes a session's traffic wait on its client's bucket and the global
+/// one, and counts it for the metrics.
 #[derive(Debug)]
 pub struct Meter {
     client: Arc<Throttle>,
     global: Arc<Throttle>,
     read: u64,
     written: u64,
+    counted: Option<(Counter, Counter)>,
 }
 
 impl Meter {
@@ -424,15 +464,33 @@ impl Meter {
             global,
             read: io.bytes_read(),
             written: io.bytes_written(),
+            counted: None,
         }
+    }
+
+    /// Also adds the bytes read and written to these counters, those of
+    /// the handshake first.
+    pub fn counting(mut self, (received, sent): (Counter, Counter)) -> Self {
+        received.inc_by(self.read);
+        sent.inc_by(self.written);
+        self.counted = Some((received, sent));
+        self
     }
 
     /// Waits for the bytes moved since the last call, in both directions.
     /// Waiting after a read delays the next one, so TCP slows the sender.
     pub async fn settle(&mut self, io: &FramedIo<TcpStream>) {
-        let moved = (io.bytes_read() - self.read) + (io.bytes_written() - self.written);
+        let (read, written) = (
+            io.bytes_read() - self.read,
+            io.bytes_written() - self.written,
+        );
+        let moved = read + written;
         self.read = io.bytes_read();
         self.written = io.bytes_written();
+        if let Some((received, sent)) = &self.counted {
+            received.inc_by(read);
+            sent.inc_by(written);
+        }
         if moved > 0 {
             self.client.consume(moved as usize).await;
             self.global.consume(moved as usize).await;

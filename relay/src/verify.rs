@@ -173,6 +173,7 @@ pub async fn periodic(
     options: Options,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
+    telemetry: std::sync::Arc<crate::telemetry::Telemetry>,
 ) {
     loop {
         tokio::select! {
@@ -184,22 +185,42 @@ pub async fn periodic(
             run(&catalog, &crate::store::PackReader::new(&packs), &options)
         })
         .await;
-        match outcome {
-            Ok(Ok(report)) if report.is_damaged() => tracing::error!(
-                "verify: damage found: catalog {}; {} damaged blobs; snapshots {:?} (run `ferry-relay verify` for details)",
-                report.catalog,
-                report.damaged.len(),
-                report.snapshots_damaged
-            ),
-            Ok(Ok(report)) => tracing::info!(
-                "verify: clean: {} blobs ({} bytes) checked, {} left for the next run, in {} ms",
-                report.blobs_checked,
-                report.bytes_checked,
-                report.blobs_left,
-                report.duration_ms
-            ),
-            Ok(Err(e)) => tracing::error!("verify failed: {e:#}"),
-            Err(e) => tracing::error!("verify failed: {e}"),
-        }
+        let (ok, summary, damaged) = match outcome {
+            Ok(Ok(report)) if report.is_damaged() => {
+                let summary = format!(
+                    "damage found: catalog {}; {} damaged blobs; snapshots {:?}",
+                    report.catalog,
+                    report.damaged.len(),
+                    report.snapshots_damaged
+                );
+                tracing::error!("verify: {summary} (run `ferry-relay verify` for details)");
+                (true, summary, report.damaged.len() as u64)
+            }
+            Ok(Ok(report)) => {
+                let summary = format!(
+                    "clean: {} blobs ({} bytes) checked, {} left for the next run, in {} ms",
+                    report.blobs_checked,
+                    report.bytes_checked,
+                    report.blobs_left,
+                    report.duration_ms
+                );
+                tracing::info!("verify: {summary}");
+                (true, summary, 0)
+            }
+            Ok(Err(e)) => {
+                tracing::error!("verify failed: {e:#}");
+                (false, format!("failed: {e:#}"), 0)
+            }
+            Err(e) => {
+                tracing::error!("verify failed: {e}");
+                (false, format!("failed: {e}"), 0)
+            }
+        };
+        telemetry.verify_ran(crate::telemetry::Run {
+            at_ms: crate::catalog::now_ms(),
+            ok,
+            summary,
+            damaged,
+        });
     }
 }

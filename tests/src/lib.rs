@@ -133,6 +133,24 @@ pub struct RelayOptions {
     pub tmpfs: Option<String>,
     /// Environment variables of `serve` (test hooks such as `FERRY_FAIL_FSYNC`).
     pub env: Vec<(String, String)>,
+    /// Lines put into tables of relay.toml (see [`set_in_section`]): the
+    /// table's name (`web`) and its lines.
+    pub sections: Vec<(String, String)>,
+    /// Edits relay.toml last (after `limits` and `sections`).
+    pub edit: Option<fn(String) -> String>,
+}
+
+/// `toml` with `lines` at the start of table `[section]` (added at the end
+/// when it has none).
+pub fn set_in_section(toml: &str, section: &str, lines: &str) -> String {
+    let header = format!("[{section}]\n");
+    match toml.find(&header) {
+        Some(at) => {
+            let (head, tail) = toml.split_at(at + header.len());
+            format!("{head}{lines}\n{tail}")
+        }
+        None => format!("{toml}\n{header}{lines}\n"),
+    }
 }
 
 /// A `[limits]` table for [`RelayOptions::limits`], at 20 handshakes per
@@ -205,6 +223,19 @@ impl Relay {
             let head = text.split("[limits]").next().expect("text");
             fs::write(&path, format!("{head}[limits]\n{limits}\n")).expect("write relay.toml");
         }
+        if !options.sections.is_empty() {
+            let path = data.join("relay.toml");
+            let mut text = fs::read_to_string(&path).expect("relay.toml");
+            for (section, lines) in &options.sections {
+                text = set_in_section(&text, section, lines);
+            }
+            fs::write(&path, text).expect("write relay.toml");
+        }
+        if let Some(edit) = options.edit {
+            let path = data.join("relay.toml");
+            let text = fs::read_to_string(&path).expect("relay.toml");
+            fs::write(&path, edit(text)).expect("write relay.toml");
+        }
         let (child, session_addr, pair_addr) = spawn_serve(dir.path(), &data, &options.env);
         Relay {
             dir,
@@ -274,7 +305,9 @@ impl Relay {
         let data = self.data();
         let path = data.join("relay.toml");
         let text = edit(fs::read_to_string(&path).expect("relay.toml"));
-        let pinned: Vec<String> = text
+        // Only the top-level keys: `[web] listen` stays as it is.
+        let top_level = text.find("\n[").unwrap_or(text.len());
+        let pinned: Vec<String> = text[..top_level]
             .lines()
             .map(|line| {
                 if line.starts_with("listen = ") {
@@ -285,6 +318,7 @@ impl Relay {
                     line.to_string()
                 }
             })
+            .chain(text[top_level..].lines().map(str::to_string))
             .collect();
         fs::write(&path, pinned.join("\n") + "\n").expect("write relay.toml");
         let _ = fs::remove_file(data.join("run").join("listen.json"));
@@ -294,6 +328,18 @@ impl Relay {
             (self.session_addr, self.pair_addr)
         );
         self.child = child;
+    }
+
+    /// The web listener's address, from `run/listen.json` (`[web] listen`).
+    pub fn web_addr(&self) -> SocketAddr {
+        let text =
+            fs::read_to_string(self.data().join("run").join("listen.json")).expect("listen.json");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("listen.json is JSON");
+        v["web"]
+            .as_str()
+            .expect("a web address: set [web] listen")
+            .parse()
+            .expect("socket address")
     }
 
     /// Bytes in the relay's pack files: grows as it receives data.
@@ -611,4 +657,65 @@ impl RawSession {
             }
         }
     }
+}
+
+/// An HTTP response as a test reads it.
+#[derive(Debug)]
+pub struct HttpResponse {
+    /// The status code.
+    pub status: u16,
+    /// The header lines, as sent.
+    pub headers: String,
+    /// The body.
+    pub body: String,
+}
+
+/// `GET path` on `addr` over HTTP/1.1 with `Connection: close`, and a
+/// bearer `token` when given. (A client's few lines, for tests; the relay
+/// serves with axum.)
+pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the web listener");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("a header and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .expect("a status line");
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    HttpResponse {
+        status,
+        headers: head.to_string(),
+        body: if chunked {
+            dechunk(body)
+        } else {
+            body.to_string()
+        },
+    }
+}
+
+/// The body of a chunked transfer.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+    out
 }

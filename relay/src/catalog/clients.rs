@@ -21,6 +21,9 @@ pub struct ClientRecord {
     pub hostname: String,
     /// When it was paired (RFC 3339).
     pub paired_at: String,
+    /// The same, ms since the epoch.
+    #[serde(skip)]
+    pub paired_ms: i64,
     /// When it last opened a session (RFC 3339), if ever.
     pub last_seen_at: Option<String>,
     /// The source address of its last session.
@@ -80,6 +83,7 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
         fingerprint: public_key.fingerprint().to_string(),
         hostname: r.get(3)?,
         paired_at: ferry_protocol::units::format_rfc3339(r.get(4)?),
+        paired_ms: r.get(4)?,
         last_seen_at: r
             .get::<_, Option<i64>>(5)?
             .map(ferry_protocol::units::format_rfc3339),

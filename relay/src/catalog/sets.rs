@@ -32,4 +32,55 @@ impl Catalog {
             )
             .optional()?)
     }
+
+    /// Every set of every active client with its snapshot count and the end
+    /// of its newest snapshot (what the status page, the metrics and the
+    /// staleness alerts report), in client then set order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_summaries(&self) -> Result<Vec<SetSummary>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT bs.client_id, bs.name, COUNT(s.id), MAX(s.finished_at)
+             FROM backup_sets bs
+             JOIN clients c ON c.id = bs.client_id AND c.removed_at IS NULL
+             LEFT JOIN snapshots s ON s.set_id = bs.id
+             GROUP BY bs.id ORDER BY bs.client_id, bs.name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(SetSummary {
+                client: r.get(0)?,
+                set: r.get(1)?,
+                snapshots: r.get::<_, i64>(2)? as u64,
+                last_success_ms: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Bytes of every blob the catalog indexes, all clients together.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn store_bytes(&self) -> Result<u64> {
+        let bytes: i64 =
+            self.conn
+                .query_row("SELECT COALESCE(SUM(length), 0) FROM blobs", [], |r| {
+                    r.get(0)
+                })?;
+        Ok(bytes as u64)
+    }
+}
+
+/// One backup set as [`Catalog::set_summaries`] sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetSummary {
+    /// Its client.
+    pub client: ClientId,
+    /// Its name.
+    pub set: String,
+    /// Snapshots it holds.
+    pub snapshots: u64,
+    /// When its newest snapshot was committed (ms), if it has one.
+    pub last_success_ms: Option<i64>,
 }

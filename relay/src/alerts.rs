@@ -1,0 +1,313 @@
+//! Alerts (`[alerts]`): every `check-interval` the relay reads its
+//! [`Status`] and tells the operator, once, when something goes wrong and
+//! once when it recovers: a set gone stale (`stale` / `recovered`), a
+//! client past `quota.warn-percent` of its quota (`quota` / `quota-ok`),
+//! damage found in a client's data (`damage` / `damage-healed`), and every
+//! failed backup (`backup-failed`). Each alert is a warning in the log;
+//! with `command` set it also runs that command, with what it is about
+//! only in its environment (`FERRY_CLIENT`, `FERRY_SET`,
+//! `FERRY_LAST_SUCCESS`, `FERRY_REASON`, `FERRY_MESSAGE`), so no name a
+//! client chose is ever parsed by a shell.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use crate::config::Alerts;
+use crate::server::Shared;
+use crate::web::page::age;
+use crate::web::status::Status;
+
+/// A command that has not finished after this long is killed.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// One thing to tell the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    /// The client's name.
+    pub client: String,
+    /// The set's name (empty when the alert is about the whole client).
+    pub set: String,
+    /// When the set (or the client's newest set) last backed up, RFC 3339,
+    /// or `never`.
+    pub last_success: String,
+    /// `stale`, `recovered`, `quota`, `quota-ok`, `damage`,
+    /// `damage-healed` or `backup-failed`.
+    pub reason: &'static str,
+    /// One line for people.
+    pub message: String,
+}
+
+/// A condition that holds for a while: which kind, which client, which set.
+type Condition = (&'static str, String, String);
+
+/// The conditions that held at the last check.
+#[derive(Debug, Default)]
+pub struct Conditions {
+    held: BTreeSet<Condition>,
+}
+
+impl Conditions {
+    /// The alerts for `status`: each condition that began or ended since
+    /// the last call. Clients no longer paired are forgotten silently.
+    pub fn update(&mut self, status: &Status) -> Vec<Alert> {
+        let mut now = BTreeSet::new();
+        let mut alerts = Vec::new();
+        for client in &status.clients {
+            let newest = client
+                .sets
+                .iter()
+                .filter_map(|s| s.last_success_at.clone())
+                .max()
+                .unwrap_or_else(|| "never".into());
+            // Each set, or the client itself while it has none.
+            let mut watched: Vec<(String, bool, String, String)> = client
+                .sets
+                .iter()
+                .map(|set| {
+                    let message = match set.age_s {
+                        Some(s) => format!(
+                            "no backup of {}/{} for {} (stale after {})",
+                            client.name,
+                            set.name,
+                            age(s),
+                            age(set.stale_after_s)
+                        ),
+                        None => format!("{}/{} has no snapshot yet", client.name, set.name),
+                    };
+                    let last = set
+                        .last_success_at
+                        .clone()
+                        .unwrap_or_else(|| "never".into());
+                    (set.name.clone(), set.stale, last, message)
+                })
+                .collect();
+            if client.sets.is_empty() {
+                let message = format!("{} has not backed up since it was paired", client.name);
+                watched.push((String::new(), client.stale, "never".into(), message));
+            }
+            for (set, stale, last, message) in watched {
+                let condition = ("stale", client.name.clone(), set.clone());
+                let was = self.held.contains(&condition);
+                if stale {
+                    now.insert(condition);
+                }
+                let (reason, message) = match (was, stale) {
+                    (false, true) => ("stale", message),
+                    (true, false) => (
+                        "recovered",
+                        format!("{}/{set} backed up again at {last}", client.name),
+                    ),
+                    _ => continue,
+                };
+                alerts.push(Alert {
+                    client: client.name.clone(),
+                    set,
+                    last_success: last,
+                    reason,
+                    message,
+                });
+            }
+            let whole = |kind: &'static str, holds: bool, now: &mut BTreeSet<Condition>| {
+                let condition = (kind, client.name.clone(), String::new());
+                let was = self.held.contains(&condition);
+                if holds {
+                    now.insert(condition);
+                }
+                (was != holds).then_some(holds)
+            };
+            if let Some(holds) = whole("quota", client.quota_warning, &mut now) {
+                alerts.push(Alert {
+                    client: client.name.clone(),
+                    set: String::new(),
+                    last_success: newest.clone(),
+                    reason: if holds { "quota" } else { "quota-ok" },
+                    message: format!(
+                        "{} stores {}",
+                        client.name,
+                        ferry_protocol::units::format_usage(client.stored_bytes, client.quota)
+                    ),
+                });
+            }
+            if let Some(holds) = whole("damage", client.damage_open > 0, &mut now) {
+                alerts.push(Alert {
+                    client: client.name.clone(),
+                    set: String::new(),
+                    last_success: newest.clone(),
+                    reason: if holds { "damage" } else { "damage-healed" },
+                    message: if holds {
+                        format!(
+                            "{} damaged blob(s) of {} (run `ferry-relay verify`; the client's next backup sends them again)",
+                            client.damage_open, client.name
+                        )
+                    } else {
+                        format!("every damaged blob of {} was sent again", client.name)
+                    },
+                });
+            }
+        }
+        self.held = now;
+        alerts
+    }
+}
+
+/// Checks every `alerts.check_interval` until the relay shuts down.
+pub async fn watch(shared: Arc<Shared>, alerts: Alerts) {
+    let mut conditions = Conditions::default();
+    loop {
+        tokio::select! {
+            _ = shared.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(alerts.check_interval) => {}
+        }
+        let status = match crate::web::status::read(&shared).await {
+            Ok(status) => status,
+            Err(e) => {
+                error!("alerts: cannot read the relay's status: {e:#}");
+                continue;
+            }
+        };
+        let mut fired = conditions.update(&status);
+        for (client, event) in shared.telemetry.take_failed_backups() {
+            fired.push(Alert {
+                last_success: last_success_of(&status, &client),
+                client,
+                set: String::new(),
+                reason: "backup-failed",
+                message: event.message,
+            });
+        }
+        for alert in fired {
+            warn!(
+                "alert {}: {} (client {:?}, set {:?})",
+                alert.reason, alert.message, alert.client, alert.set
+            );
+            if let Some(command) = &alerts.command {
+                run(command, &alert).await;
+            }
+        }
+    }
+}
+
+fn last_success_of(status: &Status, client: &str) -> String {
+    status
+        .clients
+        .iter()
+        .find(|c| c.name == client)
+        .and_then(|c| {
+            c.sets
+                .iter()
+                .filter_map(|s| s.last_success_at.clone())
+                .max()
+        })
+        .unwrap_or_else(|| "never".into())
+}
+
+/// Runs the alert command for `alert`, logging how it ended.
+async fn run(command: &[String], alert: &Alert) {
+    let Some((program, args)) = command.split_first() else {
+        return;
+    };
+    let child = tokio::process::Command::new(program)
+        .args(args)
+        .env("FERRY_CLIENT", &alert.client)
+        .env("FERRY_SET", &alert.set)
+        .env("FERRY_LAST_SUCCESS", &alert.last_success)
+        .env("FERRY_REASON", alert.reason)
+        .env("FERRY_MESSAGE", &alert.message)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
+        Ok(Ok(output)) if output.status.success() => {
+            info!("alert command ran for {} ({})", alert.client, alert.reason);
+        }
+        Ok(Ok(output)) => error!(
+            "alert command for {} ({}) failed ({}): {}",
+            alert.client,
+            alert.reason,
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        ),
+        Ok(Err(e)) => error!("alert command {program:?} could not start: {e}"),
+        Err(_) => error!(
+            "alert command for {} ({}) did not finish within {COMMAND_TIMEOUT:?}; killed",
+            alert.client, alert.reason
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::web::status::{ClientStatus, SetStatus};
+
+    fn status(stale: bool, quota_warning: bool, damage: u64) -> Status {
+        Status {
+            generated_at: String::new(),
+            generated_ms: 0,
+            fingerprint: String::new(),
+            version: "",
+            sessions_open: 0,
+            store_bytes: 0,
+            damage_open: damage,
+            gc: None,
+            verify: None,
+            clients: vec![ClientStatus {
+                name: "laptop".into(),
+                hostname: String::new(),
+                fingerprint: String::new(),
+                last_seen_at: None,
+                last_address: None,
+                stored_bytes: 95,
+                quota: Some(100),
+                quota_warning,
+                damage_open: damage,
+                sessions: 0,
+                rate: 0,
+                limit: None,
+                received_bytes: 0,
+                sent_bytes: 0,
+                last_error: None,
+                stale,
+                sets: vec![SetStatus {
+                    name: "home".into(),
+                    snapshots: 1,
+                    last_success_at: Some("2026-12-01T00:00:00Z".into()),
+                    last_success_ms: Some(0),
+                    age_s: Some(5),
+                    stale_after_s: 4,
+                    stale,
+                }],
+            }],
+        }
+    }
+
+    #[test]
+    fn each_condition_alerts_once_when_it_begins_and_once_when_it_ends() {
+        let mut conditions = Conditions::default();
+        assert!(conditions.update(&status(false, false, 0)).is_empty());
+        let began = conditions.update(&status(true, true, 2));
+        let reasons: Vec<_> = began.iter().map(|a| a.reason).collect();
+        assert_eq!(reasons, ["stale", "quota", "damage"]);
+        assert_eq!(began[0].set, "home");
+        assert_eq!(began[0].last_success, "2026-12-01T00:00:00Z");
+        assert!(
+            conditions.update(&status(true, true, 2)).is_empty(),
+            "still the same: nothing new"
+        );
+        let ended: Vec<_> = conditions
+            .update(&status(false, false, 0))
+            .iter()
+            .map(|a| a.reason)
+            .collect();
+        assert_eq!(ended, ["recovered", "quota-ok", "damage-healed"]);
+        let mut gone = status(true, true, 1);
+        gone.clients.clear();
+        assert!(
+            conditions.update(&gone).is_empty(),
+            "a removed client is forgotten"
+        );
+    }
+}

@@ -1,0 +1,307 @@
+//! The relay's state at a glance: every client with its sets, when each
+//! last backed up and whether that is too long ago, its storage, its live
+//! sessions and rate, its last error; the store, the last collection and
+//! verification. One [`Status`] feeds the page, `/api/status`, `/metrics`
+//! and the alerts, so they never disagree.
+
+use std::collections::HashMap;
+
+use anyhow::Result;
+use ferry_protocol::units::format_rfc3339;
+use serde::Serialize;
+
+use crate::catalog::{now_ms, ClientRecord, SetSummary};
+use crate::config::{Alerts, Quotas};
+use crate::rates::RateReport;
+use crate::server::Shared;
+use crate::telemetry::{Event, Run};
+
+/// Everything the status page shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// When this was read (RFC 3339).
+    pub generated_at: String,
+    /// The same, ms since the epoch.
+    pub generated_ms: i64,
+    /// The relay's key fingerprint.
+    pub fingerprint: String,
+    /// Its software version.
+    pub version: &'static str,
+    /// Sessions open now.
+    pub sessions_open: usize,
+    /// Bytes of every blob stored, all clients together.
+    pub store_bytes: u64,
+    /// Damaged blobs found by verification and not yet sent again.
+    pub damage_open: u64,
+    /// The last collection since the relay started.
+    pub gc: Option<Run>,
+    /// The last verification since the relay started.
+    pub verify: Option<Run>,
+    /// Every paired client, by name.
+    pub clients: Vec<ClientStatus>,
+}
+
+/// One client.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClientStatus {
+    /// The operator's name for it.
+    pub name: String,
+    /// The host name it reported when pairing.
+    pub hostname: String,
+    /// Its key's fingerprint.
+    pub fingerprint: String,
+    /// When it last opened a session (RFC 3339).
+    pub last_seen_at: Option<String>,
+    /// From where.
+    pub last_address: Option<String>,
+    /// Bytes it stores (after dedup and compression).
+    pub stored_bytes: u64,
+    /// Its quota, bytes (`None`: unlimited).
+    pub quota: Option<u64>,
+    /// Whether its storage is past `quota.warn-percent` of the quota.
+    pub quota_warning: bool,
+    /// Its damaged blobs not yet sent again.
+    pub damage_open: u64,
+    /// Sessions it has open now.
+    pub sessions: usize,
+    /// Bytes per second through its sessions now.
+    pub rate: u64,
+    /// The limit on them now (`None`: unlimited or no session).
+    pub limit: Option<u64>,
+    /// Bytes received from it since the relay started.
+    pub received_bytes: u64,
+    /// Bytes sent to it since the relay started.
+    pub sent_bytes: u64,
+    /// The last error of its sessions since the relay started.
+    pub last_error: Option<Event>,
+    /// Whether any of its sets is stale.
+    pub stale: bool,
+    /// Its backup sets.
+    pub sets: Vec<SetStatus>,
+}
+
+/// One backup set.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetStatus {
+    /// Its name.
+    pub name: String,
+    /// Snapshots it holds.
+    pub snapshots: u64,
+    /// When its newest snapshot was committed (RFC 3339).
+    pub last_success_at: Option<String>,
+    /// The same, ms since the epoch.
+    pub last_success_ms: Option<i64>,
+    /// Seconds since then.
+    pub age_s: Option<u64>,
+    /// How long it may go without a snapshot, seconds.
+    pub stale_after_s: u64,
+    /// Whether it went longer (or never had one).
+    pub stale: bool,
+}
+
+/// What the catalog says, read in one call.
+struct Stored {
+    clients: Vec<(ClientRecord, u64)>,
+    sets: Vec<SetSummary>,
+    store_bytes: u64,
+    damage: HashMap<String, u64>,
+}
+
+/// Reads the status now.
+///
+/// # Errors
+/// Catalog errors.
+pub async fn read(shared: &Shared) -> Result<Status> {
+    let stored = shared
+        .db(|c| {
+            let clients = c
+                .list_clients()?
+                .into_iter()
+                .map(|client| {
+                    let bytes = c.client_stored_bytes(client.id)?;
+                    Ok((client, bytes))
+                })
+                .collect::<crate::catalog::Result<Vec<_>>>()?;
+            let mut damage = HashMap::new();
+            for record in c.damage_records(None)? {
+                if record.healed_at.is_none() {
+                    *damage.entry(record.client).or_insert(0) += 1;
+                }
+            }
+            Ok(Stored {
+                clients,
+                sets: c.set_summaries()?,
+                store_bytes: c.store_bytes()?,
+                damage,
+            })
+        })
+        .await?;
+    let alerts = shared.config.alerts.resolve()?;
+    let quotas = shared.config.quota.resolve()?;
+    let live = Live {
+        sessions: shared.registry.open_by_client(),
+        rates: shared.rates.report(now_ms()),
+        errors: shared.telemetry.last_errors(),
+    };
+    let (gc, verify) = shared.telemetry.runs();
+    let now = now_ms();
+    let clients = stored
+        .clients
+        .iter()
+        .map(|(client, stored_bytes)| {
+            let sets = stored
+                .sets
+                .iter()
+                .filter(|s| s.client == client.id)
+                .map(|s| set_status(s, &client.name, client.paired_ms, &alerts, now))
+                .collect();
+            let never_backed_up = client_never_backed_up(client, &stored.sets, &alerts, now);
+            let mut status = client_status(
+                client,
+                *stored_bytes,
+                sets,
+                &stored.damage,
+                &live,
+                shared,
+                &quotas,
+            );
+            status.stale |= never_backed_up;
+            status
+        })
+        .collect();
+    Ok(Status {
+        generated_at: format_rfc3339(now),
+        generated_ms: now,
+        fingerprint: shared.keys.public.fingerprint().to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        sessions_open: shared.registry.len(),
+        store_bytes: stored.store_bytes,
+        damage_open: stored.damage.values().sum(),
+        gc,
+        verify,
+        clients,
+    })
+}
+
+/// What only the running relay knows.
+struct Live {
+    sessions: HashMap<crate::catalog::ClientId, usize>,
+    rates: RateReport,
+    errors: HashMap<String, Event>,
+}
+
+fn client_status(
+    client: &ClientRecord,
+    stored_bytes: u64,
+    sets: Vec<SetStatus>,
+    damage: &HashMap<String, u64>,
+    live: &Live,
+    shared: &Shared,
+    quotas: &Quotas,
+) -> ClientStatus {
+    let flow = live.rates.clients.get(&client.id.to_string());
+    let quota = quotas.of(client.own_quota);
+    let (received, sent) = shared.telemetry.traffic(&client.name);
+    ClientStatus {
+        name: client.name.clone(),
+        hostname: client.hostname.clone(),
+        fingerprint: client.fingerprint.clone(),
+        last_seen_at: client.last_seen_at.clone(),
+        last_address: client.last_address.clone(),
+        stored_bytes,
+        quota,
+        quota_warning: quota.is_some_and(|q| {
+            stored_bytes.saturating_mul(100) >= q.saturating_mul(u64::from(quotas.warn_percent))
+        }),
+        damage_open: damage.get(&client.name).copied().unwrap_or(0),
+        sessions: live.sessions.get(&client.id).copied().unwrap_or(0),
+        rate: flow.map_or(0, |f| f.rate),
+        limit: flow.and_then(|f| f.limit),
+        received_bytes: received.get(),
+        sent_bytes: sent.get(),
+        last_error: live.errors.get(&client.name).cloned(),
+        stale: sets.iter().any(|s: &SetStatus| s.stale),
+        sets,
+    }
+}
+
+/// Whether `client` has no set at all and was paired longer ago than its
+/// `stale-after`: a laptop that never backed up.
+fn client_never_backed_up(
+    client: &ClientRecord,
+    sets: &[SetSummary],
+    alerts: &Alerts,
+    now: i64,
+) -> bool {
+    !sets.iter().any(|s| s.client == client.id)
+        && (now - client.paired_ms).max(0) as u128
+            > alerts.stale_after(&client.name, "").as_millis()
+}
+
+/// A set's status at `now` (ms). A set without a snapshot is judged from
+/// its client's pairing: its first backup has had that long to succeed.
+pub fn set_status(
+    summary: &SetSummary,
+    client: &str,
+    paired_ms: i64,
+    alerts: &Alerts,
+    now: i64,
+) -> SetStatus {
+    let stale_after = alerts.stale_after(client, &summary.set);
+    let age_ms = summary.last_success_ms.map(|at| (now - at).max(0));
+    let since = summary.last_success_ms.unwrap_or(paired_ms);
+    SetStatus {
+        name: summary.set.clone(),
+        snapshots: summary.snapshots,
+        last_success_at: summary.last_success_ms.map(format_rfc3339),
+        last_success_ms: summary.last_success_ms,
+        age_s: age_ms.map(|ms| ms as u64 / 1000),
+        stale_after_s: stale_after.as_secs(),
+        stale: (now - since).max(0) as u128 > stale_after.as_millis(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::ClientId;
+    use crate::config::AlertsConfig;
+
+    #[test]
+    fn a_set_is_stale_past_its_own_limit_or_without_a_snapshot() {
+        let mut config = AlertsConfig::default();
+        config
+            .stale_after_for
+            .insert("laptop/photos".into(), "7d".into());
+        config.stale_after_for.insert("nas".into(), "1h".into());
+        let alerts = config.resolve().unwrap();
+        let day = 86_400_000;
+        let summary = |set: &str, last| SetSummary {
+            client: ClientId(1),
+            set: set.into(),
+            snapshots: 1,
+            last_success_ms: last,
+        };
+        let now = 100 * day;
+        let paired = now - 10 * day;
+        let status =
+            |set, last, client| set_status(&summary(set, last), client, paired, &alerts, now);
+        let home = status("home", Some(now - 3 * day), "laptop");
+        assert!(home.stale, "3 days against the default 2");
+        assert_eq!(home.age_s, Some(3 * 86_400));
+        assert!(
+            !status("photos", Some(now - 3 * day), "laptop").stale,
+            "its own 7 days"
+        );
+        assert!(
+            status("home", Some(now - 2 * 3_600_000), "nas").stale,
+            "the client's own hour"
+        );
+        assert!(
+            status("new", None, "laptop").stale,
+            "paired 10 days ago, never backed up"
+        );
+        let fresh = set_status(&summary("new", None), "laptop", now - 1000, &alerts, now);
+        assert!(!fresh.stale, "just paired: its first backup has time");
+    }
+}

@@ -1,0 +1,283 @@
+//! The relay's web listener end to end: `/metrics` read by a real
+//! Prometheus parser, the status page and `/api/status` naming the client,
+//! the staleness alert run once and its recovery, and the token a
+//! non-loopback listener needs.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use ferry_tests::{
+    http_get, ok, run, set_in_section, stderr, wait_for, Endpoint, Relay, RelayOptions, DEADLINE,
+};
+
+/// The samples of an OpenMetrics text, as Python's `prometheus_client`
+/// parser reads them: one `name labels value` JSON line each.
+fn parse_metrics(text: &str) -> Vec<serde_json::Value> {
+    let script = r#"
+import json, sys
+try:
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+except ImportError:
+    sys.exit("python3's prometheus_client is missing: pip install prometheus_client (.ci/run installs it)")
+for family in text_string_to_metric_families(sys.stdin.read()):
+    for s in family.samples:
+        print(json.dumps({"name": s.name, "labels": s.labels, "value": s.value}))
+"#;
+    let mut child = Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 is needed to parse the metrics");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write metrics");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "the Prometheus parser rejected /metrics: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("sample"))
+        .collect()
+}
+
+fn sample<'a>(
+    samples: &'a [serde_json::Value],
+    name: &str,
+    labels: &[(&str, &str)],
+) -> Option<&'a serde_json::Value> {
+    samples
+        .iter()
+        .find(|s| s["name"] == name && labels.iter().all(|(k, v)| s["labels"][k] == *v))
+}
+
+fn tree(dir: &Path) {
+    fs::create_dir_all(dir.join("docs")).unwrap();
+    for i in 0..20 {
+        fs::write(
+            dir.join("docs").join(format!("f{i}.txt")),
+            format!("file {i}\n").repeat(50),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn metrics_page_and_a_stale_alert_once() {
+    let work = tempfile::tempdir().unwrap();
+    let alerts = work.path().join("alerts.log");
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![
+            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
+            (
+                "alerts".into(),
+                format!(
+                    "command = 'echo \"$FERRY_REASON|$FERRY_CLIENT|$FERRY_SET|$FERRY_LAST_SUCCESS\" >> {}'",
+                    alerts.display()
+                ),
+            ),
+        ],
+        edit: Some(|text| {
+            text.replace("stale-after = \"2d\"", "stale-after = \"4s\"")
+                .replace("check-interval = \"5m\"", "check-interval = \"1s\"")
+        }),
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop-<b>");
+    let src = work.path().join("src");
+    tree(&src);
+    let summary = endpoint.backup_json(&[src.to_str().unwrap()]);
+    let backed_up = Instant::now();
+    let web = relay.web_addr();
+    relay.wait_for_log(&format!(
+        "web status on http://{web}/ (loopback only, no token)"
+    ));
+
+    let api = http_get(web, "/api/status", None);
+    assert_eq!(api.status, 200, "{api:?}");
+    let status: serde_json::Value = serde_json::from_str(&api.body).expect("JSON");
+    assert_eq!(status["clients"][0]["name"], "laptop-<b>");
+    assert_eq!(status["clients"][0]["sets"][0]["snapshots"], 1);
+    assert_eq!(status["clients"][0]["stale"], false);
+    let set = status["clients"][0]["sets"][0]["name"]
+        .as_str()
+        .expect("a set")
+        .to_string();
+
+    let metrics = http_get(web, "/metrics", None);
+    assert_eq!(metrics.status, 200, "{metrics:?}");
+    assert!(metrics.headers.contains("application/openmetrics-text"));
+    let samples = parse_metrics(&metrics.body);
+    let client = [("client", "laptop-<b>")];
+    let last = sample(
+        &samples,
+        "ferry_client_last_success_timestamp_seconds",
+        &[("client", "laptop-<b>"), ("set", &set)],
+    )
+    .unwrap_or_else(|| panic!("no last success for laptop-<b>/{set} in\n{}", metrics.body));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - last["value"].as_f64().unwrap()).abs() < 60.0,
+        "{last}"
+    );
+    let received = sample(&samples, "ferry_client_received_bytes_total", &client).unwrap();
+    assert!(
+        received["value"].as_f64().unwrap() >= summary["bytes_sent"].as_f64().unwrap(),
+        "the relay counted at least what the endpoint sent: {received} vs {summary}"
+    );
+    assert!(sample(&samples, "ferry_client_sent_bytes_total", &client).is_some());
+    assert!(
+        sample(&samples, "ferry_client_stored_bytes", &client).unwrap()["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+    assert_eq!(
+        sample(&samples, "ferry_backups_total", &[("result", "committed")]).unwrap()["value"],
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &samples,
+            "ferry_handshakes_total",
+            &[("result", "accepted")]
+        )
+        .unwrap()["value"],
+        1.0
+    );
+    assert!(sample(&samples, "ferry_sessions_open", &[]).is_some());
+    assert!(
+        sample(&samples, "ferry_store_bytes", &[]).unwrap()["value"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
+
+    let page = http_get(web, "/", None);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("laptop-&lt;b&gt;"),
+        "the page names the client, escaped:\n{}",
+        page.body
+    );
+    assert!(!page.body.contains("laptop-<b>"), "never unescaped");
+
+    // Four seconds without a backup: stale, and the command runs once,
+    // within 8 s, with the names in its environment.
+    let read = || fs::read_to_string(&alerts).unwrap_or_default();
+    let line = wait_for("the stale alert", Duration::from_secs(8), || {
+        read()
+            .lines()
+            .find(|l| l.starts_with("stale|"))
+            .map(str::to_string)
+    });
+    assert!(
+        backed_up.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        backed_up.elapsed()
+    );
+    let fields: Vec<&str> = line.split('|').collect();
+    assert_eq!(fields[..3], ["stale", "laptop-<b>", set.as_str()]);
+    assert!(
+        fields[3].starts_with("20"),
+        "an RFC 3339 last success: {line}"
+    );
+    let stale_page = http_get(web, "/", None).body;
+    assert!(
+        stale_page.contains("class=\"client stale\""),
+        "stale stands out"
+    );
+
+    // A backup: recovered, said once; the stale alert was said only once.
+    fs::write(src.join("docs").join("new.txt"), "new").unwrap();
+    endpoint.backup_json(&[src.to_str().unwrap()]);
+    wait_for("the recovery alert", DEADLINE, || {
+        read().contains("recovered|laptop-<b>|").then_some(())
+    });
+    let text = read();
+    assert_eq!(text.matches("stale|").count(), 1, "{text}");
+    assert_eq!(text.matches("recovered|").count(), 1, "{text}");
+    relay.wait_for_log("alert stale: no backup of laptop-<b>/");
+}
+
+#[test]
+fn a_web_listener_beyond_loopback_needs_a_token() {
+    let mut relay = Relay::start();
+    let data = relay.data();
+    let config = data.join("relay.toml");
+    let original = fs::read_to_string(&config).unwrap();
+    relay.terminate();
+
+    // No token file: the relay refuses to start, saying why.
+    fs::write(
+        &config,
+        set_in_section(&original, "web", "listen = \"0.0.0.0:0\""),
+    )
+    .unwrap();
+    let out = run({
+        let mut c = relay.command();
+        c.arg("serve");
+        c
+    });
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not a loopback address: set [web] token-file"),
+        "{}",
+        stderr(&out)
+    );
+
+    // With one (mode 0600): a request without it gets 401, with it 200.
+    let token_file = data.join("web-token");
+    let token = "s3cret-token-for-the-status-page";
+    fs::write(&token_file, format!("{token}\n")).unwrap();
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o644)).unwrap();
+    let lines = format!(
+        "listen = \"0.0.0.0:0\"\ntoken-file = {:?}",
+        token_file.display().to_string()
+    );
+    fs::write(&config, set_in_section(&original, "web", &lines)).unwrap();
+    let out = run({
+        let mut c = relay.command();
+        c.arg("serve");
+        c
+    });
+    assert!(
+        stderr(&out).contains("can be read by other users: chmod 600"),
+        "{}",
+        stderr(&out)
+    );
+    fs::set_permissions(&token_file, fs::Permissions::from_mode(0o600)).unwrap();
+    relay.start_again();
+    let port = relay.web_addr().port();
+    let web = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let refused = http_get(web, "/metrics", None);
+    assert_eq!(refused.status, 401, "{refused:?}");
+    assert!(
+        refused.headers.contains("www-authenticate: Bearer")
+            || refused.headers.contains("WWW-Authenticate: Bearer")
+    );
+    assert_eq!(
+        http_get(web, "/", Some("wrong-token-of-some-length")).status,
+        401
+    );
+    let allowed = http_get(web, "/metrics", Some(token));
+    assert_eq!(allowed.status, 200, "{allowed:?}");
+    assert!(allowed.body.contains("ferry_sessions_open"));
+    relay.wait_for_log("web: refused GET /metrics: missing or wrong bearer token");
+    ok(relay.admin(&["clients", "list"]));
+}
