@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ferry_endpoint::backup;
 use ferry_endpoint::jobs;
 use ferry_endpoint::pair::pair;
@@ -115,6 +115,8 @@ enum Command {
         /// Only these paths (absolute, as backed up).
         paths: Vec<PathBuf>,
     },
+    #[command(flatten)]
+    Docs(ferry_net::cli_docs::DocsCommand),
     /// Fetch a snapshot end to end and check every byte against its hash,
     /// writing nothing (exit 3: damage, or differences with --against).
     Verify {
@@ -224,11 +226,17 @@ fn main() -> ExitCode {
 const STACK_BYTES: usize = 256 << 20;
 
 async fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Docs(docs) = &cli.command {
+        docs.run(Cli::command())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let state = match cli.state {
         Some(dir) => StateDir::new(dir),
         None => StateDir::default_location()?,
     };
     match cli.command {
+        // Printed above, before a state or data directory is needed.
+        Command::Docs(_) => {}
         Command::Pair {
             relay,
             code,

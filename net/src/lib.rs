@@ -7,9 +7,11 @@
 //! - [`throttle`]: token buckets that sleep on timers, and the local
 //!   weekday and minute that rate schedules are evaluated at.
 //! - [`table`]: the text tables both binaries print.
+//! - [`cli_docs`]: shell completions and man pages of both binaries.
 
 #![forbid(unsafe_code)]
 
+pub mod cli_docs;
 pub mod io;
 pub mod table;
 pub mod throttle;

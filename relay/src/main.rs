@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use ferry_protocol::schedule::Schedule;
 use ferry_protocol::units::parse_duration;
 use ferry_relay::admin::{
@@ -111,6 +111,8 @@ enum Command {
         #[command(subcommand)]
         command: SnapshotsCommand,
     },
+    #[command(flatten)]
+    Docs(ferry_net::cli_docs::DocsCommand),
     /// Collect garbage now: delete data no snapshot reaches and rewrite packs
     /// that are mostly dead (in the running relay, or here if none runs).
     Gc {
@@ -189,11 +191,17 @@ fn init_logging(cli: &Cli) {
 }
 
 fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Docs(docs) = &cli.command {
+        docs.run(Cli::command())?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let Some(root) = cli.data else {
         bail!("no data directory: pass --data DIR or set FERRY_RELAY_DATA");
     };
     let data = DataDir::new(root);
     match cli.command {
+        // Printed above, before a state or data directory is needed.
+        Command::Docs(_) => {}
         Command::Init {
             listen,
             pair_listen,

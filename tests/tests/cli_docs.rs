@@ -1,0 +1,51 @@
+//! Shell completions and man pages of both binaries, as a packager
+//! installs them.
+
+use std::process::Command;
+
+use ferry_tests::{binary, ok, run};
+
+fn output(bin: &str, args: &[&str]) -> String {
+    let mut command = Command::new(binary(bin));
+    command.args(args);
+    ok(run(command))
+}
+
+#[test]
+fn completions_for_each_shell_name_the_subcommands() {
+    for bin in ["ferry", "ferry-relay"] {
+        let bash = output(bin, &["completions", "bash"]);
+        assert!(
+            bash.contains(&format!("complete -F _{}", bin.replace('-', "__"))),
+            "{bash}"
+        );
+        let zsh = output(bin, &["completions", "zsh"]);
+        assert!(zsh.starts_with(&format!("#compdef {bin}")), "{zsh}");
+        let fish = output(bin, &["completions", "fish"]);
+        assert!(fish.contains(&format!("complete -c {bin}")), "{fish}");
+    }
+    assert!(output("ferry", &["completions", "bash"]).contains("restore"));
+    assert!(output("ferry-relay", &["completions", "fish"]).contains("retention"));
+    let mut wrong = Command::new(binary("ferry"));
+    wrong.args(["completions", "tcsh"]);
+    let out = run(wrong);
+    assert_eq!(out.status.code(), Some(2), "a usage error");
+}
+
+#[test]
+fn man_pages_print_or_go_into_a_directory() {
+    let page = output("ferry", &["man"]);
+    assert!(page.contains(".TH ferry 1"), "{page}");
+    let dir = tempfile::tempdir().unwrap();
+    output(
+        "ferry-relay",
+        &["man", "--dir", dir.path().to_str().unwrap()],
+    );
+    let serve = std::fs::read_to_string(dir.path().join("ferry-relay-serve.1")).unwrap();
+    assert!(serve.contains("ferry\\-relay serve"), "{serve}");
+    assert!(
+        serve.contains("\\-\\-web"),
+        "the serve page names --web: {serve}"
+    );
+    assert!(dir.path().join("ferry-relay.1").exists());
+}
