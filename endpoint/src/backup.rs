@@ -124,8 +124,9 @@ pub struct Control {
     /// Set to stop at the next file: what was sent so far is made durable
     /// first, so the next run resumes from there.
     pub stop: std::sync::atomic::AtomicBool,
-    /// Files done so far.
-    pub files: std::sync::atomic::AtomicU64,
+    /// Files and bytes handled so far, and what crossed the link (the
+    /// progress bar and the daemon's status show them).
+    pub live: crate::progress::Live,
     /// File bytes read so far.
     pub bytes_scanned: std::sync::atomic::AtomicU64,
 }
@@ -173,6 +174,11 @@ pub async fn run(
         other => return Err(unexpected("BackupReady", &other)),
     };
     let previous = cache.load(set)?;
+    // The last backup's size: what this one likely covers.
+    control.live.bytes_expected.store(
+        previous.files.values().map(|(known, _)| known.size).sum(),
+        std::sync::atomic::Ordering::Relaxed,
+    );
     let mut run = Backup {
         client,
         cache,

@@ -230,7 +230,7 @@ pub async fn run(state: &StateDir) -> Result<()> {
                         let entry = status.sets.entry(name.clone()).or_default();
                         entry.running = Some(Progress {
                             started_at: format_rfc3339(started),
-                            files: control.files.load(Ordering::Relaxed),
+                            files: control.live.files.load(Ordering::Relaxed),
                             bytes_scanned: control.bytes_scanned.load(Ordering::Relaxed),
                         });
                         status.save(state);

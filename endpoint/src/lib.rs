@@ -21,6 +21,7 @@ pub mod fsmeta;
 pub mod hooks;
 pub mod jobs;
 pub mod pair;
+pub mod progress;
 pub mod restore;
 pub mod state;
 pub mod status;

@@ -10,6 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use ferry_endpoint::backup;
 use ferry_endpoint::jobs;
 use ferry_endpoint::pair::pair;
+use ferry_endpoint::progress::{Bar, Direction, Live};
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
 use ferry_net::table::{Align, Table};
@@ -324,7 +325,10 @@ fn set_of(set: Option<String>, backup: Selector) -> Option<String> {
 }
 
 async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<ExitCode> {
-    let summary = jobs::run(state, job, &backup::Control::default()).await?;
+    let control = backup::Control::default();
+    let summary = Bar::new(Direction::Up, json)
+        .follow(&control.live, jobs::run(state, job, &control))
+        .await?;
     let set = &job.set;
     for error in &summary.errors {
         eprintln!("ferry: cannot read {error}");
@@ -426,7 +430,10 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
 
 async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -> Result<ExitCode> {
     let mut client = jobs::open_client(state).await?;
-    let summary = restore::run(&mut client, request).await?;
+    let live = Live::default();
+    let summary = Bar::new(Direction::Down, json)
+        .follow(&live, restore::run(&mut client, request, &live))
+        .await?;
     client.close().await;
     for message in &summary.messages {
         eprintln!("ferry: cannot restore {message}");

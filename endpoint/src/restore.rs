@@ -32,6 +32,7 @@ mod settle;
 mod stream;
 mod walk;
 
+use crate::progress::Live;
 use files::{FileEntry, Output, Written};
 use local::{Layout, LocalFile};
 use settle::{Failure, Settler};
@@ -255,13 +256,18 @@ fn components(path: &Path) -> Vec<Vec<u8>> {
 ///
 /// # Errors
 /// Session failures and an unusable target; entries that fail are counted.
-pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary> {
+pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Result<Summary> {
     let started = Instant::now();
     let info = resolve(client, request.set.as_deref(), request.snapshot).await?;
+    if request.map_from.is_none() && request.paths.is_empty() {
+        live.bytes_expected
+            .store(info.bytes, std::sync::atomic::Ordering::Relaxed);
+    }
     let target = Target::open(&request.map_to, request.preserve_privileges)
         .with_context(|| format!("cannot open the target {}", request.map_to.display()))?;
     let mut restore = Restore {
         client,
+        live,
         target,
         selection: Selection {
             map_from: request.map_from.as_deref().map(components),
@@ -337,6 +343,8 @@ enum Place {
 
 struct Restore<'a> {
     client: &'a mut RelayClient,
+    /// What the progress bar shows.
+    live: &'a Live,
     target: Target,
     /// What is restored, and where.
     selection: Selection,

@@ -172,9 +172,11 @@ impl Backup<'_> {
     }
 
     pub(super) fn count(&mut self, meta: &Metadata) {
-        self.control
-            .files
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.control.live.file_done(
+            meta.len(),
+            self.client.bytes_sent(),
+            self.client.bytes_received(),
+        );
         self.summary.files += 1;
         self.summary.bytes += meta.len();
     }

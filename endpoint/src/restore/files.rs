@@ -101,6 +101,8 @@ impl Restore<'_> {
             bail!("not a file");
         };
         let (size, content) = (*size, *content);
+        self.live
+            .file_done(size, self.client.bytes_sent(), self.client.bytes_received());
         let layout = Layout::new(size, sparse.as_deref());
         if let Some(metadata_too) = self.quick_match(&dir, &name, &entry, size)? {
             // rsync's quick check: same size and modification time, same file.
