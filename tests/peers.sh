@@ -1,12 +1,19 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs from outside Rust, when missing:
 # Python's prometheus_client (the Prometheus parser that reads the relay's
-# /metrics in tests/tests/web.rs). Run by .ci/run and by the README's second
-# command; a test whose peer is missing fails with a line naming it.
+# /metrics) and Debian's chromium (the headless browser that loads its status
+# page), both for tests/tests/web.rs. Run by .ci/run and by the README's
+# second command; a test whose peer is missing fails with a line naming it.
 set -euo pipefail
 
 if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "installing Python's prometheus_client (the tests parse /metrics with it)" >&2
   python3 -m pip install --quiet prometheus_client 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages prometheus_client
+fi
+
+if ! command -v chromium >/dev/null; then
+  echo "installing Debian's chromium (tests/tests/web.rs loads the status page in it)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi

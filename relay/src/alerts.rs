@@ -84,10 +84,11 @@ impl Conditions {
                     (set.name.clone(), set.stale, last, message)
                 })
                 .collect();
-            if client.sets.is_empty() {
-                let message = format!("{} has not backed up since it was paired", client.name);
-                watched.push((String::new(), client.stale, "never".into(), message));
-            }
+            // The client itself: stale while it has no set at all, and
+            // recovered with its first snapshot.
+            let message = format!("{} has not backed up since it was paired", client.name);
+            let never = client.sets.is_empty() && client.stale;
+            watched.push((String::new(), never, newest.clone(), message));
             for (set, stale, last, message) in watched {
                 let condition = ("stale", client.name.clone(), set.clone());
                 let was = self.held.contains(&condition);
@@ -303,6 +304,17 @@ mod tests {
             .map(|a| a.reason)
             .collect();
         assert_eq!(ended, ["recovered", "quota-ok", "damage-healed"]);
+        let mut fresh = status(false, false, 0);
+        fresh.clients[0].sets.clear();
+        fresh.clients[0].stale = true;
+        let never: Vec<_> = conditions.update(&fresh).iter().map(|a| a.reason).collect();
+        assert_eq!(never, ["stale"], "paired long ago, no set yet");
+        let first: Vec<_> = conditions
+            .update(&status(false, false, 0))
+            .iter()
+            .map(|a| (a.reason, a.set.clone()))
+            .collect();
+        assert_eq!(first, [("recovered", String::new())], "its first snapshot");
         let mut gone = status(true, true, 1);
         gone.clients.clear();
         assert!(

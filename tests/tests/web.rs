@@ -281,3 +281,76 @@ fn a_web_listener_beyond_loopback_needs_a_token() {
     relay.wait_for_log("web: refused GET /metrics: missing or wrong bearer token");
     ok(relay.admin(&["clients", "list"]));
 }
+
+/// Headless Chromium with the flags this machine's closed network needs.
+fn chromium(profile: &Path) -> Command {
+    let mut c = Command::new("chromium");
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--window-size=1100,520",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+#[test]
+fn the_status_page_in_a_real_browser() {
+    assert!(
+        Command::new("chromium")
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success()),
+        "Debian's chromium is missing: apt-get install chromium (tests/peers.sh installs it)"
+    );
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
+        ..RelayOptions::default()
+    });
+    let work = tempfile::tempdir().unwrap();
+    let (laptop, office) = (Endpoint::new(), Endpoint::new());
+    laptop.pair_with(&relay, "anna-laptop");
+    office.pair_with(&relay, "office-nas");
+    let src = work.path().join("src");
+    tree(&src);
+    laptop.backup_json(&[src.to_str().unwrap()]);
+    let url = format!("http://{}/", relay.web_addr());
+
+    // The page as the browser built it: it names both clients.
+    let profile = work.path().join("profile");
+    let dom = run({
+        let mut c = chromium(&profile);
+        c.args(["--dump-dom", &url]);
+        c
+    });
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    assert!(dom.contains("anna-laptop"), "{dom}");
+    assert!(dom.contains("office-nas"), "{dom}");
+    assert!(
+        dom.contains("no backup yet"),
+        "a client that never backed up says so: {dom}"
+    );
+
+    // And a screenshot, under the test's output.
+    let shot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = fs::remove_file(&shot);
+    let out = run({
+        let mut c = chromium(&profile);
+        c.arg(format!("--screenshot={}", shot.display())).arg(&url);
+        c
+    });
+    let png = fs::read(&shot).unwrap_or_else(|_| panic!("no screenshot: {}", stderr(&out)));
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 5_000,
+        "{} bytes",
+        png.len()
+    );
+    eprintln!("screenshot: {}", shot.display());
+}

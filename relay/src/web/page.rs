@@ -18,7 +18,7 @@ h1{font-size:1.3em;margin:0 0 .2em}p.meta{color:#666;margin:0 0 1em}\
 table{border-collapse:collapse;width:100%}th,td{text-align:left;padding:.35em .6em;\
 border-bottom:1px solid #ddd;vertical-align:top}th{background:#f4f4f4}\
 .stale{background:#fde2e1}.stale .age{color:#b00;font-weight:bold}\
-.warn{color:#b00}.ok{color:#2a7a2a}.muted{color:#888}ul.sets{margin:0;padding:0;list-style:none}";
+.warn{color:#b00}.t{white-space:nowrap}.ok{color:#2a7a2a}.muted{color:#888}ul.sets{margin:0;padding:0;list-style:none}";
 
 /// The page for `status`.
 pub fn render(status: &Status) -> String {
@@ -70,7 +70,7 @@ pub fn render(status: &Status) -> String {
 fn client_row(html: &mut String, client: &ClientStatus) {
     let _ = write!(
         html,
-        "<tr class=\"client{}\" data-client=\"{}\"><td><b>{}</b><br><span class=\"muted\">{} · seen {}</span></td><td><ul class=\"sets\">",
+        "<tr class=\"client{}\" data-client=\"{}\"><td><b>{}</b><br><span class=\"muted\">{} · seen <span class=\"t\">{}</span></span></td><td><ul class=\"sets\">",
         if client.stale { " stale" } else { "" },
         escape(&client.name),
         escape(&client.name),
@@ -108,7 +108,7 @@ fn client_row(html: &mut String, client: &ClientStatus) {
         },
         match &client.last_error {
             Some(e) => format!(
-                "<span class=\"warn\">{}</span><br><span class=\"muted\">{}</span>",
+                "<span class=\"warn\">{}</span><br><span class=\"muted t\">{}</span>",
                 escape(&e.message),
                 escape(&ferry_protocol::units::format_rfc3339(e.at_ms))
             ),
@@ -123,7 +123,7 @@ fn set_item(html: &mut String, set: &SetStatus) {
         .map_or("never".to_string(), |s| format!("{} ago", age(s)));
     let _ = write!(
         html,
-        "<li class=\"set{}\">{}: {} <span class=\"age\">({ago})</span>{}</li>",
+        "<li class=\"set{}\">{}: <span class=\"t\">{}</span> <span class=\"age t\">({ago})</span>{}</li>",
         if set.stale { " stale" } else { "" },
         escape(&set.name),
         escape(set.last_success_at.as_deref().unwrap_or("no snapshot")),
