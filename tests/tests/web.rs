@@ -161,6 +161,7 @@ fn metrics_page_and_a_stale_alert_once() {
         1.0
     );
     assert!(sample(&samples, "ferry_sessions_open", &[]).is_some());
+    dashboard_reads_only_what_the_relay_exports(&samples);
     assert!(
         sample(&samples, "ferry_store_bytes", &[]).unwrap()["value"]
             .as_f64()
@@ -353,4 +354,117 @@ fn the_status_page_in_a_real_browser() {
         png.len()
     );
     eprintln!("screenshot: {}", shot.display());
+}
+
+/// A client name an attacker chose, as the alert scripts must pass it on.
+const HOSTILE: &str = "x\"; touch /tmp/pwned-$(id -u) `id` 'q\\n";
+
+fn alert_env(c: &mut Command) {
+    c.env("FERRY_CLIENT", HOSTILE)
+        .env("FERRY_SET", "home")
+        .env("FERRY_LAST_SUCCESS", "2026-12-01T00:00:00Z")
+        .env("FERRY_REASON", "stale")
+        .env(
+            "FERRY_MESSAGE",
+            format!("no backup of {HOSTILE}/home for 2d"),
+        );
+}
+
+#[test]
+fn the_deploy_alert_scripts_pass_names_on_inert() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join("deploy");
+    let work = tempfile::tempdir().unwrap();
+
+    // Mail: the message a fake sendmail receives names the client verbatim.
+    let mail = work.path().join("mail.txt");
+    let sendmail = work.path().join("sendmail");
+    fs::write(&sendmail, format!("#!/bin/sh\ncat > {}\n", mail.display())).unwrap();
+    fs::set_permissions(&sendmail, fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run({
+        let mut c = Command::new(root.join("alert-mail.sh"));
+        c.arg("admin@example.com").env("SENDMAIL", &sendmail);
+        alert_env(&mut c);
+        c
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = fs::read_to_string(&mail).unwrap();
+    assert!(text.starts_with("To: admin@example.com\n"), "{text}");
+    assert!(
+        text.contains(&format!("client:       {HOSTILE}\n")),
+        "{text}"
+    );
+
+    // Webhook: one POST whose JSON body holds the name as a string.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let server = std::thread::spawn(move || {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut length = 0;
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+            if line == "\r\n" {
+                break;
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body).unwrap();
+        (&stream)
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        body
+    });
+    let out = run({
+        let mut c = Command::new(root.join("alert-webhook.sh"));
+        c.arg(&url);
+        alert_env(&mut c);
+        c
+    });
+    assert!(out.status.success(), "{}", stderr(&out));
+    let body: serde_json::Value = serde_json::from_slice(&server.join().unwrap()).unwrap();
+    assert_eq!(body["client"], HOSTILE);
+    assert_eq!(body["reason"], "stale");
+    assert_eq!(body["last_success"], "2026-12-01T00:00:00Z");
+    assert!(
+        !Path::new("/tmp/pwned-0").exists(),
+        "nothing the name said was run"
+    );
+}
+
+/// Every `ferry_…` series the Grafana dashboard in deploy/ queries is one
+/// the relay exports (those only present after a collection, a
+/// verification or with a quota set excepted).
+fn dashboard_reads_only_what_the_relay_exports(samples: &[serde_json::Value]) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana-dashboard.json");
+    let text = fs::read_to_string(&path).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    assert_eq!(dashboard["uid"], "ferry-relay");
+    let later = [
+        "ferry_gc_last_run_timestamp_seconds",
+        "ferry_verify_last_run_timestamp_seconds",
+        "ferry_client_quota_bytes",
+    ];
+    let mut checked = 0;
+    for (at, _) in text.match_indices("ferry_") {
+        let name: String = text[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        if name == "ferry_" || later.contains(&name.as_str()) {
+            continue;
+        }
+        assert!(
+            samples.iter().any(|s| s["name"] == name.as_str()),
+            "the dashboard queries {name}, which /metrics does not have"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 8, "{checked}");
 }
