@@ -32,20 +32,30 @@ impl DocsCommand {
     /// # Errors
     /// When a man page cannot be written.
     pub fn run(&self, command: clap::Command) -> std::io::Result<()> {
-        match self {
-            DocsCommand::Completions { shell } => {
-                print_completions(*shell, command);
-                Ok(())
-            }
+        let done = match self {
+            DocsCommand::Completions { shell } => print_completions(*shell, command),
             DocsCommand::Man { dir } => write_man(command, dir.as_deref()),
+        };
+        match done {
+            // `ferry man | head`: the reader had enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+            other => other,
         }
     }
 }
 
 /// Prints the completion script of `command` for `shell` to stdout.
-pub fn print_completions(shell: Shell, mut command: clap::Command) {
+///
+/// # Errors
+/// When stdout cannot be written.
+pub fn print_completions(shell: Shell, mut command: clap::Command) -> std::io::Result<()> {
     let name = command.get_name().to_string();
-    clap_complete::generate(shell, &mut command, name, &mut std::io::stdout());
+    // Made whole first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut command, name, &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)?;
+    out.flush()
 }
 
 /// Prints `command`'s man page to stdout, or, with `dir`, writes it and

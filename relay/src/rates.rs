@@ -48,15 +48,63 @@ pub struct RateReport {
 pub struct Flow {
     /// The limit in force, bytes per second (`None`: unlimited).
     pub limit: Option<u64>,
-    /// Bytes per second measured over the last interval.
+    /// Bytes per second over the last [`RATE_WINDOW`].
     pub rate: u64,
 }
 
 #[derive(Debug)]
 struct Measured {
     throttle: Weak<Throttle>,
-    last_bytes: u64,
+    window: RateWindow,
+}
+
+/// How far back a measured rate looks. A session counts its bytes a whole
+/// message at a time (up to 4 MiB), so a slow client's bytes arrive in
+/// bursts seconds apart: over a shorter window its rate would read 0, then
+/// many times its real rate.
+pub const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Samples closer together than this are not kept.
+const MIN_SAMPLE_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// A byte counter's samples over the last [`RATE_WINDOW`], and the rate
+/// they give.
+#[derive(Debug, Default)]
+pub struct RateWindow {
+    samples: std::collections::VecDeque<(Instant, u64)>,
     rate: u64,
+}
+
+impl RateWindow {
+    /// Records the counter's value `bytes` at `now`; returns the rate since
+    /// the newest sample at least [`RATE_WINDOW`] old (or the oldest kept).
+    pub fn record(&mut self, now: Instant, bytes: u64) -> u64 {
+        // Refreshes come with every session start too: samples closer than
+        // this add nothing and would only grow the window.
+        if self
+            .samples
+            .back()
+            .is_some_and(|&(at, _)| now.duration_since(at) < MIN_SAMPLE_GAP)
+        {
+            return self.rate;
+        }
+        while self.samples.len() >= 2 && now.duration_since(self.samples[1].0) >= RATE_WINDOW {
+            self.samples.pop_front();
+        }
+        self.rate = match self.samples.front() {
+            Some(&(at, base)) if now > at => {
+                (bytes.saturating_sub(base) as f64 / now.duration_since(at).as_secs_f64()) as u64
+            }
+            _ => 0,
+        };
+        self.samples.push_back((now, bytes));
+        self.rate
+    }
+
+    /// The rate at the last [`RateWindow::record`].
+    pub fn rate(&self) -> u64 {
+        self.rate
+    }
 }
 
 /// All buckets and what sets their rates.
@@ -68,7 +116,8 @@ pub struct Rates {
     lan: Arc<Throttle>,
     internet: Arc<Throttle>,
     clients: Mutex<HashMap<(ClientId, PathKind), Measured>>,
-    measured: Mutex<(Instant, u64, u64, u64, u64)>,
+    /// The global LAN and internet buckets' rates.
+    measured: Mutex<(RateWindow, RateWindow)>,
 }
 
 impl Rates {
@@ -81,7 +130,7 @@ impl Rates {
             global_override: Mutex::new(None),
             client_overrides: Mutex::new(HashMap::new()),
             clients: Mutex::new(HashMap::new()),
-            measured: Mutex::new((Instant::now(), 0, 0, 0, 0)),
+            measured: Mutex::new(Default::default()),
         };
         rates.refresh(now);
         rates
@@ -154,8 +203,7 @@ impl Rates {
             (client, path),
             Measured {
                 throttle: Arc::downgrade(&throttle),
-                last_bytes: 0,
-                rate: 0,
+                window: RateWindow::default(),
             },
         );
         throttle
@@ -174,8 +222,7 @@ impl Rates {
         };
         self.lan.set_rate(lan);
         self.internet.set_rate(internet);
-        let mut measured = lock(&self.measured);
-        let elapsed = measured.0.elapsed().as_secs_f64().max(1e-3);
+        let now_instant = Instant::now();
         let mut clients = lock(&self.clients);
         clients.retain(|_, m| m.throttle.strong_count() > 0);
         let keys: Vec<(ClientId, PathKind)> = clients.keys().copied().collect();
@@ -184,19 +231,14 @@ impl Rates {
             let m = clients.get_mut(&key).expect("listed");
             if let Some(t) = m.throttle.upgrade() {
                 t.set_rate(rate);
-                let bytes = t.bytes_through();
-                m.rate = ((bytes - m.last_bytes) as f64 / elapsed) as u64;
-                m.last_bytes = bytes;
+                m.window.record(now_instant, t.bytes_through());
             }
         }
-        let (lan_bytes, internet_bytes) = (self.lan.bytes_through(), self.internet.bytes_through());
-        *measured = (
-            Instant::now(),
-            lan_bytes,
-            internet_bytes,
-            ((lan_bytes - measured.1) as f64 / elapsed) as u64,
-            ((internet_bytes - measured.2) as f64 / elapsed) as u64,
-        );
+        let mut measured = lock(&self.measured);
+        measured.0.record(now_instant, self.lan.bytes_through());
+        measured
+            .1
+            .record(now_instant, self.internet.bytes_through());
     }
 
     /// Limits in force and rates measured at the last refresh.
@@ -209,17 +251,17 @@ impl Rates {
             };
             let flow = clients.entry(id.to_string()).or_default();
             flow.limit = t.rate();
-            flow.rate += m.rate;
+            flow.rate += m.window.rate();
         }
         RateReport {
             at_ms,
             lan: Flow {
                 limit: self.lan.rate(),
-                rate: measured.3,
+                rate: measured.0.rate(),
             },
             internet: Flow {
                 limit: self.internet.rate(),
-                rate: measured.4,
+                rate: measured.1.rate(),
             },
             clients,
         }
@@ -266,6 +308,38 @@ mod tests {
         assert!(
             rates.report(0).clients.is_empty(),
             "a client that left is pruned"
+        );
+    }
+
+    #[test]
+    fn a_client_whose_bytes_come_in_bursts_reads_its_average_rate() {
+        let mut window = RateWindow::default();
+        let start = Instant::now();
+        let mut bytes = 0;
+        let mut rates = Vec::new();
+        // 1 MiB counted every 3.2 s (about 330 KB/s), sampled every 400 ms.
+        for tick in 0..80u64 {
+            if tick % 8 == 7 {
+                bytes += 1 << 20;
+            }
+            let rate = window.record(start + std::time::Duration::from_millis(400 * tick), bytes);
+            if tick >= 16 {
+                rates.push(rate);
+            }
+        }
+        assert!(
+            rates.iter().all(|r| (150_000..=450_000).contains(r)),
+            "never 0, never many times the average: {rates:?}"
+        );
+        assert!(window.samples.len() <= 14, "{}", window.samples.len());
+        let same = start + std::time::Duration::from_millis(400 * 80);
+        window.record(same, bytes);
+        let before = window.samples.len();
+        window.record(same + std::time::Duration::from_millis(10), bytes + 5);
+        assert_eq!(
+            window.samples.len(),
+            before,
+            "samples 10 ms apart are not kept"
         );
     }
 }
