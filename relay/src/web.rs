@@ -4,7 +4,10 @@
 //! axum. Off unless configured. A loopback address needs nothing more; any
 //! other needs `[web] token-file`, and then every request must carry
 //! `Authorization: Bearer TOKEN` (compared in constant time), or gets 401.
+//! At most `listener::MAX_CONNECTIONS` connections are served at once, so
+//! the page can never take the file descriptors the sessions need.
 
+pub mod listener;
 pub mod metrics;
 pub mod page;
 pub mod status;
@@ -118,7 +121,7 @@ pub async fn serve(shared: Arc<Shared>, settings: WebSettings, listener: TcpList
         .route("/metrics", get(metrics_text))
         .layer(middleware::from_fn_with_state(app.clone(), authorize))
         .with_state(app);
-    if let Err(e) = axum::serve(listener, router)
+    if let Err(e) = axum::serve(listener::Capped::new(listener), router)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
     {
