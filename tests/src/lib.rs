@@ -421,7 +421,7 @@ fn spawn_serve(
         .append(true)
         .open(dir.join("relay.log"))
         .expect("log file");
-    let child = Command::new(binary("ferry-relay"))
+    let mut child = Command::new(binary("ferry-relay"))
         .arg("--data")
         .arg(data)
         .arg("serve")
@@ -434,6 +434,10 @@ fn spawn_serve(
         .expect("spawn relay");
     let listen = data.join("run").join("listen.json");
     let v: serde_json::Value = wait_for("relay listen.json", DEADLINE, || {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            let log = fs::read_to_string(dir.join("relay.log")).unwrap_or_default();
+            panic!("ferry-relay serve exited ({status}) before listening:\n{log}");
+        }
         fs::read_to_string(&listen)
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok())

@@ -468,3 +468,76 @@ fn dashboard_reads_only_what_the_relay_exports(samples: &[serde_json::Value]) {
     }
     assert!(checked >= 8, "{checked}");
 }
+
+#[test]
+fn quota_and_failed_backup_alerts() {
+    let work = tempfile::tempdir().unwrap();
+    let alerts = work.path().join("alerts.log");
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![
+            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
+            (
+                "alerts".into(),
+                format!(
+                    "command = ['/bin/sh', '-c', 'echo \"$FERRY_REASON|$FERRY_CLIENT|$FERRY_MESSAGE\" >> {}']",
+                    alerts.display()
+                ),
+            ),
+        ],
+        edit: Some(|text| {
+            text.replace(
+                "[quota]\nper-client = \"unlimited\"",
+                "[quota]\nper-client = \"1MiB\"",
+            )
+                .replace("check-interval = \"5m\"", "check-interval = \"1s\"")
+        }),
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "nas");
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(
+        src.join("a.bin"),
+        ferry_tests::tree::random_bytes(960 << 10, 1),
+    )
+    .unwrap();
+    endpoint.backup_json(&[src.to_str().unwrap()]);
+    let read = || fs::read_to_string(&alerts).unwrap_or_default();
+    let quota = wait_for("the quota alert", DEADLINE, || {
+        read()
+            .lines()
+            .find(|l| l.starts_with("quota|nas|"))
+            .map(str::to_string)
+    });
+    assert!(quota.contains("of 1.0 MiB"), "{quota}");
+
+    fs::write(
+        src.join("b.bin"),
+        ferry_tests::tree::random_bytes(300 << 10, 2),
+    )
+    .unwrap();
+    let refused = run({
+        let mut c = endpoint.command();
+        c.args(["backup", src.to_str().unwrap()]);
+        c
+    });
+    assert!(!refused.status.success());
+    let failed = wait_for("the failed-backup alert", DEADLINE, || {
+        read()
+            .lines()
+            .find(|l| l.starts_with("backup-failed|nas|"))
+            .map(str::to_string)
+    });
+    assert!(failed.contains("quota"), "{failed}");
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(relay.web_addr(), "/api/status", None).body).unwrap();
+    assert!(
+        status["clients"][0]["last_error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("quota"),
+        "{status}"
+    );
+    assert_eq!(read().matches("quota|nas|").count(), 1, "{}", read());
+}
