@@ -136,21 +136,34 @@ pub struct RelayOptions {
     /// Lines put into tables of relay.toml (see [`set_in_section`]): the
     /// table's name (`web`) and its lines.
     pub sections: Vec<(String, String)>,
-    /// Edits relay.toml last (after `limits` and `sections`).
-    pub edit: Option<fn(String) -> String>,
 }
 
-/// `toml` with `lines` at the start of table `[section]` (added at the end
-/// when it has none).
+/// `toml` with `lines` (`key = value` each) in table `[section]`: a key
+/// the table has already is replaced, others go at its start; the table is
+/// added at the end when there is none.
 pub fn set_in_section(toml: &str, section: &str, lines: &str) -> String {
     let header = format!("[{section}]\n");
-    match toml.find(&header) {
-        Some(at) => {
-            let (head, tail) = toml.split_at(at + header.len());
-            format!("{head}{lines}\n{tail}")
+    let Some(at) = toml.find(&header) else {
+        return format!("{toml}\n{header}{lines}\n");
+    };
+    let start = at + header.len();
+    let end = toml[start..]
+        .find("\n[")
+        .map_or(toml.len(), |i| start + i + 1);
+    let mut table: Vec<String> = toml[start..end].lines().map(str::to_string).collect();
+    let key = |line: &str| line.split('=').next().unwrap_or("").trim().to_string();
+    let mut new = Vec::new();
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        match table
+            .iter_mut()
+            .find(|old| old.contains('=') && key(old) == key(line))
+        {
+            Some(old) => *old = line.to_string(),
+            None => new.push(line.to_string()),
         }
-        None => format!("{toml}\n{header}{lines}\n"),
     }
+    new.extend(table);
+    format!("{}{}\n{}", &toml[..start], new.join("\n"), &toml[end..])
 }
 
 /// A `[limits]` table for [`RelayOptions::limits`], at 20 handshakes per
@@ -230,11 +243,6 @@ impl Relay {
                 text = set_in_section(&text, section, lines);
             }
             fs::write(&path, text).expect("write relay.toml");
-        }
-        if let Some(edit) = options.edit {
-            let path = data.join("relay.toml");
-            let text = fs::read_to_string(&path).expect("relay.toml");
-            fs::write(&path, edit(text)).expect("write relay.toml");
         }
         let (child, session_addr, pair_addr) = spawn_serve(dir.path(), &data, &options.env);
         Relay {

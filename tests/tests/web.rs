@@ -73,27 +73,34 @@ fn tree(dir: &Path) {
     }
 }
 
+/// A relay with the web listener on loopback, alerts checked every
+/// second with `command` (a relay.toml line), and `more` relay.toml lines
+/// by table.
+fn alerting_relay(command: &str, more: &[(&str, &str)]) -> Relay {
+    let mut sections = vec![
+        ("web".to_string(), "listen = \"127.0.0.1:0\"".to_string()),
+        (
+            "alerts".to_string(),
+            format!("check-interval = \"1s\"\n{command}"),
+        ),
+    ];
+    sections.extend(more.iter().map(|(t, l)| (t.to_string(), l.to_string())));
+    Relay::start_with(RelayOptions {
+        sections,
+        ..RelayOptions::default()
+    })
+}
+
 #[test]
 fn metrics_page_and_a_stale_alert_once() {
     let work = tempfile::tempdir().unwrap();
     let alerts = work.path().join("alerts.log");
-    let relay = Relay::start_with(RelayOptions {
-        sections: vec![
-            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
-            (
-                "alerts".into(),
-                format!(
-                    "command = 'echo \"$FERRY_REASON|$FERRY_CLIENT|$FERRY_SET|$FERRY_LAST_SUCCESS\" >> {}'",
-                    alerts.display()
-                ),
-            ),
-        ],
-        edit: Some(|text| {
-            text.replace("stale-after = \"2d\"", "stale-after = \"4s\"")
-                .replace("check-interval = \"5m\"", "check-interval = \"1s\"")
-        }),
-        ..RelayOptions::default()
-    });
+    // The command as shell text.
+    let command = format!(
+        "command = 'echo \"$FERRY_REASON|$FERRY_CLIENT|$FERRY_SET|$FERRY_LAST_SUCCESS\" >> {}'",
+        alerts.display()
+    );
+    let relay = alerting_relay(&command, &[("alerts", "stale-after = \"4s\"")]);
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop-<b>");
     let src = work.path().join("src");
@@ -473,26 +480,12 @@ fn dashboard_reads_only_what_the_relay_exports(samples: &[serde_json::Value]) {
 fn quota_and_failed_backup_alerts() {
     let work = tempfile::tempdir().unwrap();
     let alerts = work.path().join("alerts.log");
-    let relay = Relay::start_with(RelayOptions {
-        sections: vec![
-            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
-            (
-                "alerts".into(),
-                format!(
-                    "command = ['/bin/sh', '-c', 'echo \"$FERRY_REASON|$FERRY_CLIENT|$FERRY_MESSAGE\" >> {}']",
-                    alerts.display()
-                ),
-            ),
-        ],
-        edit: Some(|text| {
-            text.replace(
-                "[quota]\nper-client = \"unlimited\"",
-                "[quota]\nper-client = \"1MiB\"",
-            )
-                .replace("check-interval = \"5m\"", "check-interval = \"1s\"")
-        }),
-        ..RelayOptions::default()
-    });
+    // The command as a program and its arguments.
+    let command = format!(
+        "command = ['/bin/sh', '-c', 'echo \"$FERRY_REASON|$FERRY_CLIENT|$FERRY_MESSAGE\" >> {}']",
+        alerts.display()
+    );
+    let relay = alerting_relay(&command, &[("quota", "per-client = \"1MiB\"")]);
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "nas");
     let src = work.path().join("src");
