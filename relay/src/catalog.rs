@@ -28,6 +28,7 @@ mod garbage;
 mod limits;
 mod pairing;
 mod retention;
+pub mod runs;
 mod sets;
 mod snapshots;
 mod staged;

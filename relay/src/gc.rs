@@ -80,6 +80,23 @@ pub struct GcReport {
     pub snapshots_damaged: Vec<u64>,
 }
 
+impl GcReport {
+    /// One line for logs and the status page.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} snapshots kept; {} unreferenced blobs ({} bytes) deleted, {} in their grace period; {} packs deleted, {} rewritten; {} bytes freed in {} ms",
+            self.snapshots,
+            self.blobs_deleted,
+            self.bytes_unreferenced,
+            self.blobs_in_grace,
+            self.packs_deleted,
+            self.packs_repacked,
+            self.bytes_freed,
+            self.duration_ms
+        )
+    }
+}
+
 /// Young trees and contents marked in one pass below which marking stops
 /// before the sweep (the rest is marked holding the write lock).
 const SETTLED: u64 = 1_000;
@@ -89,6 +106,20 @@ const SETTLED: u64 = 1_000;
 /// # Errors
 /// SQLite or I/O errors (what was done so far is consistent).
 pub fn collect(
+    catalog: &mut Catalog,
+    blobs: &Blobs,
+    uploads: &OpenUploads,
+    grace: Duration,
+    now_ms: i64,
+) -> Result<GcReport> {
+    let outcome = collect_unrecorded(catalog, blobs, uploads, grace, now_ms);
+    crate::catalog::runs::record(catalog, crate::catalog::runs::RunKind::Gc, &outcome, |r| {
+        (r.summary(), 0)
+    });
+    outcome
+}
+
+fn collect_unrecorded(
     catalog: &mut Catalog,
     blobs: &Blobs,
     uploads: &OpenUploads,

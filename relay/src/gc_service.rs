@@ -56,27 +56,10 @@ pub async fn collect_in_server(shared: &Arc<Shared>, grace: Duration) -> Result<
 /// Runs a collection and logs what it did.
 pub async fn collect_and_log(shared: &Arc<Shared>, grace: Duration) -> Result<GcReport> {
     let outcome = collect_in_server(shared, grace).await;
-    let summary = match &outcome {
-        Ok(r) => {
-            let summary = format!(
-                "{} snapshots kept; {} unreferenced blobs ({} bytes) deleted, {} in their grace period; {} packs deleted, {} rewritten; {} bytes freed in {} ms",
-                r.snapshots, r.blobs_deleted, r.bytes_unreferenced, r.blobs_in_grace,
-                r.packs_deleted, r.packs_repacked, r.bytes_freed, r.duration_ms
-            );
-            info!("gc: {summary}");
-            summary
-        }
-        Err(e) => {
-            error!("gc failed: {e:#}");
-            format!("failed: {e:#}")
-        }
-    };
-    shared.telemetry.gc_ran(crate::telemetry::Run {
-        at_ms: now_ms(),
-        ok: outcome.is_ok(),
-        summary,
-        damaged: 0,
-    });
+    match &outcome {
+        Ok(r) => info!("gc: {}", r.summary()),
+        Err(e) => error!("gc failed: {e:#}"),
+    }
     outcome
 }
 

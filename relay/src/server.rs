@@ -220,7 +220,6 @@ pub async fn run(
             verify.options,
             interval,
             shutdown.clone(),
-            Arc::clone(&shared.telemetry),
         ));
     }
 

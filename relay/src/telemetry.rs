@@ -1,7 +1,7 @@
 //! What the relay counts while it serves, for `/metrics`, the status page
 //! and the alerts: handshakes and backups by result, each client's bytes
-//! in and out, the last error of each client's sessions, the last
-//! collection and verification. Counters live in memory (Prometheus
+//! in and out, the last error of each client's sessions. Counters live in
+//! memory (Prometheus
 //! expects counters to restart at zero with the process); everything a
 //! restart must not forget (snapshots, storage, damage) is read from the
 //! catalog when asked.
@@ -37,19 +37,6 @@ pub struct Event {
     pub message: String,
 }
 
-/// A finished collection or verification run.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Run {
-    /// When it ended (ms since the epoch).
-    pub at_ms: i64,
-    /// Whether it ran to the end without an error.
-    pub ok: bool,
-    /// What it did or found, one line.
-    pub summary: String,
-    /// Damaged blobs found (verification only).
-    pub damaged: u64,
-}
-
 /// The relay's live counters (one per server, in `Shared`).
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -69,8 +56,6 @@ pub struct Telemetry {
 struct Events {
     last_error: HashMap<String, Event>,
     failed_backups: Vec<(String, Event)>,
-    gc: Option<Run>,
-    verify: Option<Run>,
 }
 
 impl Telemetry {
@@ -125,22 +110,6 @@ impl Telemetry {
     /// Failed backups since the last call, for the alerts.
     pub fn take_failed_backups(&self) -> Vec<(String, Event)> {
         std::mem::take(&mut self.events().failed_backups)
-    }
-
-    /// Records a finished collection.
-    pub fn gc_ran(&self, run: Run) {
-        self.events().gc = Some(run);
-    }
-
-    /// Records a finished verification.
-    pub fn verify_ran(&self, run: Run) {
-        self.events().verify = Some(run);
-    }
-
-    /// The last collection and verification since the relay started.
-    pub fn runs(&self) -> (Option<Run>, Option<Run>) {
-        let events = self.events();
-        (events.gc.clone(), events.verify.clone())
     }
 
     /// The counters of `client`'s bytes in and out (shared handles: a

@@ -109,6 +109,23 @@ impl Report {
     pub fn is_damaged(&self) -> bool {
         self.catalog != "ok" || !self.damaged.is_empty() || !self.snapshots_damaged.is_empty()
     }
+
+    /// One line for logs and the status page.
+    pub fn summary(&self) -> String {
+        if self.is_damaged() {
+            format!(
+                "damage found: catalog {}; {} damaged blobs; snapshots {:?}",
+                self.catalog,
+                self.damaged.len(),
+                self.snapshots_damaged
+            )
+        } else {
+            format!(
+                "clean: {} blobs ({} bytes) checked, {} left for the next run, in {} ms",
+                self.blobs_checked, self.bytes_checked, self.blobs_left, self.duration_ms
+            )
+        }
+    }
 }
 
 /// Verifies the blobs in `store` against the catalog at `catalog_path`.
@@ -116,8 +133,23 @@ impl Report {
 /// # Errors
 /// When the catalog cannot be opened or queried, or a pack cannot be listed.
 pub fn run(catalog_path: &Path, store: &dyn BlobReader, options: &Options) -> Result<Report> {
-    let started = Instant::now();
     let mut catalog = Catalog::open(catalog_path)?;
+    let outcome = run_unrecorded(&mut catalog, store, options);
+    crate::catalog::runs::record(
+        &mut catalog,
+        crate::catalog::runs::RunKind::Verify,
+        &outcome,
+        |r| (r.summary(), r.damaged.len() as u64),
+    );
+    outcome
+}
+
+fn run_unrecorded(
+    catalog: &mut Catalog,
+    store: &dyn BlobReader,
+    options: &Options,
+) -> Result<Report> {
+    let started = Instant::now();
     let mut report = Report {
         catalog: catalog.integrity_check()?,
         ..Report::default()
@@ -125,17 +157,10 @@ pub fn run(catalog_path: &Path, store: &dyn BlobReader, options: &Options) -> Re
     if report.catalog != "ok" {
         tracing::error!("verify: the catalog is damaged: {}", report.catalog);
     }
-    packs::check_structure(&catalog, store, &mut report)?;
+    packs::check_structure(catalog, store, &mut report)?;
     let mut found = Vec::new();
-    packs::check_blobs(
-        &mut catalog,
-        store,
-        options,
-        started,
-        &mut report,
-        &mut found,
-    )?;
-    let mut walk = closure::Walk::new(&mut catalog, store, HashMap::new());
+    packs::check_blobs(catalog, store, options, started, &mut report, &mut found)?;
+    let mut walk = closure::Walk::new(catalog, store, HashMap::new());
     for (client, row, reason) in found {
         walk.found.insert(
             (client, row.kind, row.id),
@@ -173,7 +198,6 @@ pub async fn periodic(
     options: Options,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
-    telemetry: std::sync::Arc<crate::telemetry::Telemetry>,
 ) {
     loop {
         tokio::select! {
@@ -185,42 +209,14 @@ pub async fn periodic(
             run(&catalog, &crate::store::PackReader::new(&packs), &options)
         })
         .await;
-        let (ok, summary, damaged) = match outcome {
-            Ok(Ok(report)) if report.is_damaged() => {
-                let summary = format!(
-                    "damage found: catalog {}; {} damaged blobs; snapshots {:?}",
-                    report.catalog,
-                    report.damaged.len(),
-                    report.snapshots_damaged
-                );
-                tracing::error!("verify: {summary} (run `ferry-relay verify` for details)");
-                (true, summary, report.damaged.len() as u64)
-            }
-            Ok(Ok(report)) => {
-                let summary = format!(
-                    "clean: {} blobs ({} bytes) checked, {} left for the next run, in {} ms",
-                    report.blobs_checked,
-                    report.bytes_checked,
-                    report.blobs_left,
-                    report.duration_ms
-                );
-                tracing::info!("verify: {summary}");
-                (true, summary, 0)
-            }
-            Ok(Err(e)) => {
-                tracing::error!("verify failed: {e:#}");
-                (false, format!("failed: {e:#}"), 0)
-            }
-            Err(e) => {
-                tracing::error!("verify failed: {e}");
-                (false, format!("failed: {e}"), 0)
-            }
-        };
-        telemetry.verify_ran(crate::telemetry::Run {
-            at_ms: crate::catalog::now_ms(),
-            ok,
-            summary,
-            damaged,
-        });
+        match outcome {
+            Ok(Ok(report)) if report.is_damaged() => tracing::error!(
+                "verify: {} (run `ferry-relay verify` for details)",
+                report.summary()
+            ),
+            Ok(Ok(report)) => tracing::info!("verify: {}", report.summary()),
+            Ok(Err(e)) => tracing::error!("verify failed: {e:#}"),
+            Err(e) => tracing::error!("verify failed: {e}"),
+        }
     }
 }

@@ -534,3 +534,32 @@ fn quota_and_failed_backup_alerts() {
     );
     assert_eq!(read().matches("quota|nas|").count(), 1, "{}", read());
 }
+
+#[test]
+fn the_last_collection_and_verification_show_wherever_they_ran_and_survive_a_restart() {
+    let mut relay = alerting_relay("", &[]);
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    tree(&work.path().join("src"));
+    endpoint.backup_json(&[work.path().join("src").to_str().unwrap()]);
+    ok(relay.admin(&["gc"]));
+    ok(relay.admin(&["verify"]));
+    relay.kill_and_restart();
+    let samples = parse_metrics(&http_get(relay.web_addr(), "/metrics", None).body);
+    for name in [
+        "ferry_gc_last_run_timestamp_seconds",
+        "ferry_verify_last_run_timestamp_seconds",
+    ] {
+        assert!(
+            sample(&samples, name, &[]).is_some(),
+            "no {name} after a restart"
+        );
+    }
+    let page = http_get(relay.web_addr(), "/", None).body;
+    assert!(page.contains("last collection: "), "{page}");
+    assert!(
+        page.contains("last verification: ") && page.contains("clean: "),
+        "{page}"
+    );
+}

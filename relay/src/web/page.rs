@@ -8,7 +8,7 @@ use std::fmt::Write;
 use ferry_protocol::units::{format_rate, format_size, format_usage};
 
 use super::status::{ClientStatus, SetStatus, Status};
-use crate::telemetry::Run;
+use crate::catalog::runs::Run;
 
 /// Seconds between the page's own reloads.
 pub const REFRESH_SECONDS: u32 = 10;
@@ -140,7 +140,7 @@ fn set_item(html: &mut String, set: &SetStatus) {
 
 fn run_text(what: &str, run: Option<&Run>) -> String {
     match run {
-        None => format!("no {what} since start"),
+        None => format!("no {what} yet"),
         Some(run) => format!(
             "last {what}: {} ({})",
             escape(&ferry_protocol::units::format_rfc3339(run.at_ms)),

@@ -10,11 +10,12 @@ use anyhow::Result;
 use ferry_protocol::units::format_rfc3339;
 use serde::Serialize;
 
+use crate::catalog::runs::{Run, RunKind};
 use crate::catalog::{now_ms, ClientRecord, SetSummary};
 use crate::config::{Alerts, Quotas};
 use crate::rates::RateReport;
 use crate::server::Shared;
-use crate::telemetry::{Event, Run};
+use crate::telemetry::Event;
 
 /// Everything the status page shows.
 #[derive(Debug, Clone, Serialize)]
@@ -33,9 +34,9 @@ pub struct Status {
     pub store_bytes: u64,
     /// Damaged blobs found by verification and not yet sent again.
     pub damage_open: u64,
-    /// The last collection since the relay started.
+    /// The last collection, wherever it ran.
     pub gc: Option<Run>,
-    /// The last verification since the relay started.
+    /// The last verification, wherever it ran.
     pub verify: Option<Run>,
     /// Every paired client, by name.
     pub clients: Vec<ClientStatus>,
@@ -105,6 +106,8 @@ struct Stored {
     sets: Vec<SetSummary>,
     store_bytes: u64,
     damage: HashMap<String, u64>,
+    gc: Option<Run>,
+    verify: Option<Run>,
 }
 
 /// Reads the status now.
@@ -133,6 +136,8 @@ pub async fn read(shared: &Shared) -> Result<Status> {
                 sets: c.set_summaries()?,
                 store_bytes: c.store_bytes()?,
                 damage,
+                gc: c.last_run(RunKind::Gc)?,
+                verify: c.last_run(RunKind::Verify)?,
             })
         })
         .await?;
@@ -143,7 +148,6 @@ pub async fn read(shared: &Shared) -> Result<Status> {
         rates: shared.rates.report(now_ms()),
         errors: shared.telemetry.last_errors(),
     };
-    let (gc, verify) = shared.telemetry.runs();
     let now = now_ms();
     let clients = stored
         .clients
@@ -177,8 +181,8 @@ pub async fn read(shared: &Shared) -> Result<Status> {
         sessions_open: shared.registry.len(),
         store_bytes: stored.store_bytes,
         damage_open: stored.damage.values().sum(),
-        gc,
-        verify,
+        gc: stored.gc.clone(),
+        verify: stored.verify.clone(),
         clients,
     })
 }

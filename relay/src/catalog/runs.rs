@@ -1,0 +1,109 @@
+//! The last collection and the last verification, wherever they ran (the
+//! server on its schedule, `ferry-relay gc`, `ferry-relay verify`), kept in
+//! the catalog's settings so the status page, `/metrics` and a restarted
+//! relay know them.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Catalog, Result};
+
+/// A finished collection or verification.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    /// When it ended (ms since the epoch).
+    pub at_ms: i64,
+    /// Whether it ran to its end without an error (found damage is not one).
+    pub ok: bool,
+    /// What it did or found, one line.
+    pub summary: String,
+    /// Damaged blobs it found (verification only).
+    pub damaged: u64,
+}
+
+/// Which kind of run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunKind {
+    /// A garbage collection.
+    Gc,
+    /// A verification of the store.
+    Verify,
+}
+
+impl RunKind {
+    fn key(self) -> &'static str {
+        match self {
+            RunKind::Gc => "last_gc_run",
+            RunKind::Verify => "last_verify_run",
+        }
+    }
+}
+
+impl Catalog {
+    /// Records `run` as the last of its kind.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn record_run(&mut self, kind: RunKind, run: &Run) -> Result<()> {
+        let text = serde_json::to_string(run).unwrap_or_default();
+        self.set_setting(kind.key(), Some(&text))
+    }
+
+    /// The last run of `kind`, if one was recorded (a damaged record reads
+    /// as none).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn last_run(&self, kind: RunKind) -> Result<Option<Run>> {
+        Ok(self
+            .setting(kind.key())?
+            .and_then(|text| serde_json::from_str(&text).ok()))
+    }
+}
+
+/// Records the outcome of a run, for the status page: best effort (a
+/// failure to record is logged, never the run's failure).
+pub fn record<T>(
+    catalog: &mut Catalog,
+    kind: RunKind,
+    outcome: &anyhow::Result<T>,
+    describe: impl FnOnce(&T) -> (String, u64),
+) {
+    let (ok, summary, damaged) = match outcome {
+        Ok(report) => {
+            let (summary, damaged) = describe(report);
+            (true, summary, damaged)
+        }
+        Err(e) => (false, format!("failed: {e:#}"), 0),
+    };
+    let run = Run {
+        at_ms: super::now_ms(),
+        ok,
+        summary,
+        damaged,
+    };
+    if let Err(e) = catalog.record_run(kind, &run) {
+        tracing::error!("cannot record the last {kind:?} run: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_run_of_each_kind_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        assert_eq!(catalog.last_run(RunKind::Gc).unwrap(), None);
+        let failed: anyhow::Result<u64> = Err(anyhow::anyhow!("disk gone"));
+        record(&mut catalog, RunKind::Gc, &failed, |_| (String::new(), 0));
+        record(&mut catalog, RunKind::Verify, &Ok(3u64), |n| {
+            (format!("{n} damaged"), *n)
+        });
+        let gc = catalog.last_run(RunKind::Gc).unwrap().unwrap();
+        assert!(!gc.ok && gc.summary.contains("disk gone"), "{gc:?}");
+        let verify = catalog.last_run(RunKind::Verify).unwrap().unwrap();
+        assert!(verify.ok);
+        assert_eq!((verify.summary.as_str(), verify.damaged), ("3 damaged", 3));
+    }
+}
