@@ -41,15 +41,26 @@ pub struct Alert {
 }
 
 /// A condition that holds for a while: which kind, which client, which set.
-type Condition = (&'static str, String, String);
+type Condition = (String, String, String);
 
-/// The conditions that held at the last check.
-#[derive(Debug, Default)]
+/// The conditions that held at the last check. Kept in the catalog's
+/// settings ([`HELD_KEY`]), so a restarted relay does not say again what
+/// it said before.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Conditions {
     held: BTreeSet<Condition>,
 }
 
+/// The catalog setting that holds the [`Conditions`] as JSON.
+pub const HELD_KEY: &str = "alerts_held";
+
 impl Conditions {
+    /// What the catalog holds (nothing when unreadable: alerts are said again).
+    fn load(text: Option<String>) -> Self {
+        text.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    }
+
     /// The alerts for `status`: each condition that began or ended since
     /// the last call. Clients no longer paired are forgotten silently.
     pub fn update(&mut self, status: &Status) -> Vec<Alert> {
@@ -90,7 +101,7 @@ impl Conditions {
             let never = client.sets.is_empty() && client.stale;
             watched.push((String::new(), never, newest.clone(), message));
             for (set, stale, last, message) in watched {
-                let condition = ("stale", client.name.clone(), set.clone());
+                let condition = ("stale".to_string(), client.name.clone(), set.clone());
                 let was = self.held.contains(&condition);
                 if stale {
                     now.insert(condition);
@@ -112,7 +123,7 @@ impl Conditions {
                 });
             }
             let whole = |kind: &'static str, holds: bool, now: &mut BTreeSet<Condition>| {
-                let condition = (kind, client.name.clone(), String::new());
+                let condition = (kind.to_string(), client.name.clone(), String::new());
                 let was = self.held.contains(&condition);
                 if holds {
                     now.insert(condition);
@@ -156,7 +167,23 @@ impl Conditions {
 
 /// Checks every `alerts.check_interval` until the relay shuts down.
 pub async fn watch(shared: Arc<Shared>, alerts: Alerts) {
-    let mut conditions = Conditions::default();
+    let mut conditions = match shared.db(|c| c.setting(HELD_KEY)).await {
+        Ok(text) => Conditions::load(text),
+        Err(e) => {
+            error!("alerts: cannot read what was said before: {e:#}");
+            Conditions::default()
+        }
+    };
+    info!(
+        "alerts: checking every {:?}; {} condition(s) held from before{}",
+        alerts.check_interval,
+        conditions.held.len(),
+        if alerts.command.is_some() {
+            ""
+        } else {
+            "; no alert command set (alerts go to this log only)"
+        }
+    );
     loop {
         tokio::select! {
             _ = shared.shutdown.cancelled() => return,
@@ -169,6 +196,7 @@ pub async fn watch(shared: Arc<Shared>, alerts: Alerts) {
                 continue;
             }
         };
+        let before = conditions.clone();
         let mut fired = conditions.update(&status);
         for (client, event) in shared.telemetry.take_failed_backups() {
             fired.push(Alert {
@@ -186,6 +214,17 @@ pub async fn watch(shared: Arc<Shared>, alerts: Alerts) {
             );
             if let Some(command) = &alerts.command {
                 run(command, &alert).await;
+            }
+        }
+        // Recorded after the commands ran: a relay killed in between says
+        // it again rather than never.
+        if conditions != before {
+            let text = serde_json::to_string(&conditions).unwrap_or_default();
+            if let Err(e) = shared
+                .db(move |c| c.set_setting(HELD_KEY, Some(&text)))
+                .await
+            {
+                error!("alerts: cannot record what was said: {e:#}");
             }
         }
     }
@@ -315,6 +354,13 @@ mod tests {
             .map(|a| (a.reason, a.set.clone()))
             .collect();
         assert_eq!(first, [("recovered", String::new())], "its first snapshot");
+        let saved = serde_json::to_string(&conditions).unwrap();
+        let mut restarted = Conditions::load(Some(saved));
+        assert!(
+            restarted.update(&status(false, false, 0)).is_empty(),
+            "a restarted relay does not say again what it said"
+        );
+        assert_eq!(Conditions::load(Some("junk".into())), Conditions::default());
         let mut gone = status(true, true, 1);
         gone.clients.clear();
         assert!(

@@ -211,6 +211,17 @@ fn metrics_page_and_a_stale_alert_once() {
         "stale stands out"
     );
 
+    // A restart remembers what was said (a clean stop lets the check that
+    // alerted record it; a kill in between would say it again).
+    let mut relay = relay;
+    assert!(relay.terminate().success());
+    relay.start_again();
+    relay.wait_for_log("1 condition(s) held from before");
+    let web = relay.web_addr();
+    assert!(http_get(web, "/", None)
+        .body
+        .contains("class=\"client stale\""));
+
     // A backup: recovered, said once; the stale alert was said only once.
     fs::write(src.join("docs").join("new.txt"), "new").unwrap();
     endpoint.backup_json(&[src.to_str().unwrap()]);
