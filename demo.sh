@@ -21,10 +21,11 @@ run() { echo "\$ $*" | sed "s#$BIN/##g; s#$WORK#\$DEMO#g"; "$@"; }
 echo
 echo "== 1. the relay: create its key, config and catalog, then serve"
 run "$BIN/ferry-relay" --data "$WORK/relay" init --listen 127.0.0.1:0 --pair-listen 127.0.0.1:0
-"$BIN/ferry-relay" --data "$WORK/relay" serve 2> "$WORK/relay.log" &
+"$BIN/ferry-relay" --data "$WORK/relay" serve --web 127.0.0.1:0 2> "$WORK/relay.log" &
 RELAY_PID=$!
 for _ in $(seq 1 200); do [ -s "$WORK/relay/run/listen.json" ] && break; sleep 0.05; done
 PAIR_ADDR=$(json_field pairing < "$WORK/relay/run/listen.json")
+WEB_ADDR=$(json_field web < "$WORK/relay/run/listen.json")
 echo "relay is serving: $(cat "$WORK/relay/run/listen.json")"
 
 echo
@@ -74,6 +75,12 @@ echo "== 9. the relay's view, and a check of every stored byte"
 run "$BIN/ferry-relay" --data "$WORK/relay" clients list
 run "$BIN/ferry-relay" --data "$WORK/relay" snapshots list
 run "$BIN/ferry-relay" --data "$WORK/relay" verify
+echo "\$ curl -s http://$WEB_ADDR/metrics | grep demo-laptop   # the status page: http://$WEB_ADDR/"
+fetch() { # URL (curl, or python3 where curl is missing)
+  if command -v curl >/dev/null; then curl -s "$1"; else
+    python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' "$1"; fi
+}
+fetch "http://$WEB_ADDR/metrics" | grep 'demo-laptop' || true
 
 echo
 echo "== 10. the relay's log (each session: bytes in and out), then a clean stop"
