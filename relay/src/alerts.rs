@@ -2,8 +2,8 @@
 //! [`Status`] and tells the operator, once, when something goes wrong and
 //! once when it recovers: a set gone stale (`stale` / `recovered`), a
 //! client past `quota.warn-percent` of its quota (`quota` / `quota-ok`),
-//! damage found in a client's data (`damage` / `damage-healed`), and every
-//! failed backup (`backup-failed`). Each alert is a warning in the log;
+//! damage found in a client's data (`damage` / `damage-healed`), and failed
+//! backups (`backup-failed`, one per client per check however many failed). Each alert is a warning in the log;
 //! with `command` set it also runs that command, with what it is about
 //! only in its environment (`FERRY_CLIENT`, `FERRY_SET`,
 //! `FERRY_LAST_SUCCESS`, `FERRY_REASON`, `FERRY_MESSAGE`), so no name a
@@ -17,6 +17,7 @@ use tracing::{error, info, warn};
 
 use crate::config::Alerts;
 use crate::server::Shared;
+use crate::telemetry::Event;
 use crate::web::page::age;
 use crate::web::status::Status;
 
@@ -198,15 +199,10 @@ pub async fn watch(shared: Arc<Shared>, alerts: Alerts) {
         };
         let before = conditions.clone();
         let mut fired = conditions.update(&status);
-        for (client, event) in shared.telemetry.take_failed_backups() {
-            fired.push(Alert {
-                last_success: last_success_of(&status, &client),
-                client,
-                set: String::new(),
-                reason: "backup-failed",
-                message: event.message,
-            });
-        }
+        fired.extend(failed_backups(
+            shared.telemetry.take_failed_backups(),
+            &status,
+        ));
         for alert in fired {
             warn!(
                 "alert {}: {} (client {:?}, set {:?})",
@@ -228,6 +224,35 @@ pub async fn watch(shared: Arc<Shared>, alerts: Alerts) {
             }
         }
     }
+}
+
+/// One `backup-failed` alert per client for the failures since the last
+/// check, however many there were: a stolen laptop that starts and drops
+/// backups in a loop must not flood the operator's mailbox.
+fn failed_backups(failures: Vec<(String, Event)>, status: &Status) -> Vec<Alert> {
+    let mut by_client: std::collections::BTreeMap<String, (usize, Event)> = Default::default();
+    for (client, event) in failures {
+        let entry = by_client.entry(client).or_insert((0, event.clone()));
+        entry.0 += 1;
+        entry.1 = event;
+    }
+    by_client
+        .into_iter()
+        .map(|(client, (count, last))| Alert {
+            last_success: last_success_of(status, &client),
+            message: if count == 1 {
+                last.message
+            } else {
+                format!(
+                    "{count} backups failed since the last check; the last: {}",
+                    last.message
+                )
+            },
+            client,
+            set: String::new(),
+            reason: "backup-failed",
+        })
+        .collect()
 }
 
 fn last_success_of(status: &Status, client: &str) -> String {
@@ -366,6 +391,36 @@ mod tests {
         assert!(
             conditions.update(&gone).is_empty(),
             "a removed client is forgotten"
+        );
+    }
+
+    #[test]
+    fn failed_backups_are_one_alert_per_client_per_check() {
+        let event = |m: &str| Event {
+            at_ms: 0,
+            message: m.into(),
+        };
+        let failures = vec![
+            ("laptop".to_string(), event("quota")),
+            ("nas".to_string(), event("disk full")),
+            ("laptop".to_string(), event("idle timeout")),
+            ("laptop".to_string(), event("the endpoint disconnected")),
+        ];
+        let alerts = failed_backups(failures, &status(false, false, 0));
+        assert_eq!(alerts.len(), 2);
+        assert_eq!(alerts[0].client, "laptop");
+        assert_eq!(
+            alerts[0].message,
+            "3 backups failed since the last check; the last: the endpoint disconnected"
+        );
+        assert_eq!(alerts[0].last_success, "2026-12-01T00:00:00Z");
+        assert_eq!(
+            (alerts[1].client.as_str(), alerts[1].message.as_str()),
+            ("nas", "disk full")
+        );
+        assert_eq!(
+            alerts[1].last_success, "never",
+            "a client the status does not list"
         );
     }
 }
