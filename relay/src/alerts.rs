@@ -3,9 +3,9 @@
 //! once when it recovers: a set gone stale (`stale` / `recovered`), a
 //! client past `quota.warn-percent` of its quota (`quota` / `quota-ok`),
 //! damage found in a client's data (`damage` / `damage-healed`), and failed
-//! backups (`backup-failed`, one per client per check however many failed). Each alert is a warning in the log;
-//! with `command` set it also runs that command, with what it is about
-//! only in its environment (`FERRY_CLIENT`, `FERRY_SET`,
+//! backups (`backup-failed`, one per client per check however many failed).
+//! Each alert is a warning in the log; with `command` set it also runs that
+//! command, with what it is about only in its environment (`FERRY_CLIENT`, `FERRY_SET`,
 //! `FERRY_LAST_SUCCESS`, `FERRY_REASON`, `FERRY_MESSAGE`), so no name a
 //! client chose is ever parsed by a shell.
 
