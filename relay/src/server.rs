@@ -66,6 +66,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Counters for the metrics, the status page and the alerts.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// The storage sums the status reads, cached briefly.
+    pub storage_sums: crate::web::status::StorageSums,
 }
 
 impl Shared {
@@ -179,6 +181,7 @@ pub async fn run(
         session_addr,
         shutdown: shutdown.clone(),
         telemetry: Arc::default(),
+        storage_sums: Default::default(),
     });
     if let (Some((settings, listener)), Some(bound)) = (web, web_addr) {
         crate::web::announce(&settings, bound);

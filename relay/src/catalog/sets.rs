@@ -58,17 +58,17 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Bytes of every blob the catalog indexes, all clients together.
+    /// Bytes of the blobs each client stores (after dedup and
+    /// compression), in one pass over the blob index.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn store_bytes(&self) -> Result<u64> {
-        let bytes: i64 =
-            self.conn
-                .query_row("SELECT COALESCE(SUM(length), 0) FROM blobs", [], |r| {
-                    r.get(0)
-                })?;
-        Ok(bytes as u64)
+    pub fn stored_bytes_by_client(&self) -> Result<std::collections::HashMap<ClientId, u64>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT client_id, SUM(length) FROM blobs GROUP BY client_id")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }
 

@@ -11,11 +11,12 @@ use ferry_protocol::units::format_rfc3339;
 use serde::Serialize;
 
 use crate::catalog::runs::{Run, RunKind};
-use crate::catalog::{now_ms, ClientRecord, SetSummary};
+use crate::catalog::{now_ms, ClientId, ClientRecord, SetSummary};
 use crate::config::{Alerts, Quotas};
 use crate::rates::RateReport;
 use crate::server::Shared;
 use crate::telemetry::Event;
+use std::sync::Arc;
 
 /// Everything the status page shows.
 #[derive(Debug, Clone, Serialize)]
@@ -100,11 +101,40 @@ pub struct SetStatus {
     pub stale: bool,
 }
 
+/// How long the storage sums stay in [`StorageSums`]: they read the whole
+/// blob index, so a status page reloading and Prometheus scraping every
+/// few seconds must not make the relay do that each time.
+pub const SUMS_TTL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Bytes stored per client.
+type Sums = Arc<HashMap<ClientId, u64>>;
+
+/// The bytes each client stores, as last summed, and when.
+#[derive(Debug, Default)]
+pub struct StorageSums {
+    last: tokio::sync::Mutex<Option<(std::time::Instant, Sums)>>,
+}
+
+impl StorageSums {
+    /// The sums, read again when older than [`SUMS_TTL`] (requests at once
+    /// wait for one reading).
+    async fn get(&self, shared: &Shared) -> Result<Sums> {
+        let mut last = self.last.lock().await;
+        if let Some((at, sums)) = last.as_ref() {
+            if at.elapsed() < SUMS_TTL {
+                return Ok(Arc::clone(sums));
+            }
+        }
+        let sums = Arc::new(shared.db(|c| c.stored_bytes_by_client()).await?);
+        *last = Some((std::time::Instant::now(), Arc::clone(&sums)));
+        Ok(sums)
+    }
+}
+
 /// What the catalog says, read in one call.
 struct Stored {
-    clients: Vec<(ClientRecord, u64)>,
+    clients: Vec<ClientRecord>,
     sets: Vec<SetSummary>,
-    store_bytes: u64,
     damage: HashMap<String, u64>,
     gc: Option<Run>,
     verify: Option<Run>,
@@ -115,16 +145,10 @@ struct Stored {
 /// # Errors
 /// Catalog errors.
 pub async fn read(shared: &Shared) -> Result<Status> {
+    let sums = shared.storage_sums.get(shared).await?;
     let stored = shared
         .db(|c| {
-            let clients = c
-                .list_clients()?
-                .into_iter()
-                .map(|client| {
-                    let bytes = c.client_stored_bytes(client.id)?;
-                    Ok((client, bytes))
-                })
-                .collect::<crate::catalog::Result<Vec<_>>>()?;
+            let clients = c.list_clients()?;
             let mut damage = HashMap::new();
             for record in c.damage_records(None)? {
                 if record.healed_at.is_none() {
@@ -134,7 +158,6 @@ pub async fn read(shared: &Shared) -> Result<Status> {
             Ok(Stored {
                 clients,
                 sets: c.set_summaries()?,
-                store_bytes: c.store_bytes()?,
                 damage,
                 gc: c.last_run(RunKind::Gc)?,
                 verify: c.last_run(RunKind::Verify)?,
@@ -152,7 +175,7 @@ pub async fn read(shared: &Shared) -> Result<Status> {
     let clients = stored
         .clients
         .iter()
-        .map(|(client, stored_bytes)| {
+        .map(|client| {
             let sets = stored
                 .sets
                 .iter()
@@ -162,7 +185,7 @@ pub async fn read(shared: &Shared) -> Result<Status> {
             let never_backed_up = client_never_backed_up(client, &stored.sets, &alerts, now);
             let mut status = client_status(
                 client,
-                *stored_bytes,
+                sums.get(&client.id).copied().unwrap_or(0),
                 sets,
                 &stored.damage,
                 &live,
@@ -179,7 +202,7 @@ pub async fn read(shared: &Shared) -> Result<Status> {
         fingerprint: shared.keys.public.fingerprint().to_string(),
         version: env!("CARGO_PKG_VERSION"),
         sessions_open: shared.registry.len(),
-        store_bytes: stored.store_bytes,
+        store_bytes: sums.values().sum(),
         damage_open: stored.damage.values().sum(),
         gc: stored.gc.clone(),
         verify: stored.verify.clone(),
