@@ -573,4 +573,26 @@ fn the_last_collection_and_verification_show_wherever_they_ran_and_survive_a_res
         page.contains("last verification: ") && page.contains("clean: "),
         "{page}"
     );
+
+    // Damage found by verify shows at once, counted per client.
+    let pack = fs::read_dir(relay.data().join("store/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| fs::metadata(p).unwrap().len())
+        .unwrap();
+    let mut bytes = fs::read(&pack).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    fs::write(&pack, bytes).unwrap();
+    assert_eq!(relay.admin(&["verify"]).status.code(), Some(3));
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(relay.web_addr(), "/api/status", None).body).unwrap();
+    assert!(status["damage_open"].as_u64().unwrap() >= 1, "{status}");
+    assert_eq!(status["clients"][0]["damage_open"], status["damage_open"]);
+    assert!(status["verify"]["summary"]
+        .as_str()
+        .unwrap()
+        .starts_with("damage found"));
+    let page = http_get(relay.web_addr(), "/", None).body;
+    assert!(page.contains("damaged blob(s)"), "{page}");
 }

@@ -257,6 +257,19 @@ impl Catalog {
         Ok((damaged, healed))
     }
 
+    /// Damaged blobs not yet sent again, counted per client name.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn open_damage_by_client(&self) -> Result<std::collections::HashMap<String, u64>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT c.name, COUNT(*) FROM damage d JOIN clients c ON c.id = d.client_id
+             WHERE d.healed_at IS NULL GROUP BY d.client_id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Damage records, oldest first: every one, or with `healed_since`
     /// only those healed since then.
     ///

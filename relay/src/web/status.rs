@@ -148,17 +148,10 @@ pub async fn read(shared: &Shared) -> Result<Status> {
     let sums = shared.storage_sums.get(shared).await?;
     let stored = shared
         .db(|c| {
-            let clients = c.list_clients()?;
-            let mut damage = HashMap::new();
-            for record in c.damage_records(None)? {
-                if record.healed_at.is_none() {
-                    *damage.entry(record.client).or_insert(0) += 1;
-                }
-            }
             Ok(Stored {
-                clients,
+                clients: c.list_clients()?,
                 sets: c.set_summaries()?,
-                damage,
+                damage: c.open_damage_by_client()?,
                 gc: c.last_run(RunKind::Gc)?,
                 verify: c.last_run(RunKind::Verify)?,
             })
