@@ -19,6 +19,7 @@
 //! and the files cache updated).
 
 mod bases;
+pub mod estimate;
 mod files;
 mod scan;
 mod trees;
@@ -174,9 +175,12 @@ pub async fn run(
         other => return Err(unexpected("BackupReady", &other)),
     };
     let previous = cache.load(set)?;
-    // The last backup's size: what this one likely covers.
-    control.live.bytes_expected.store(
+    // The last backup's size: what this one likely covers (until a walk
+    // of the paths, when one runs, knows better).
+    let _ = control.live.bytes_expected.compare_exchange(
+        0,
         previous.files.values().map(|(known, _)| known.size).sum(),
+        std::sync::atomic::Ordering::Relaxed,
         std::sync::atomic::Ordering::Relaxed,
     );
     let mut run = Backup {

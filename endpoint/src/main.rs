@@ -325,8 +325,19 @@ fn set_of(set: Option<String>, backup: Selector) -> Option<String> {
 }
 
 async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<ExitCode> {
-    let control = backup::Control::default();
-    let summary = Bar::new(Direction::Up, json)
+    let control = std::sync::Arc::new(backup::Control::default());
+    let bar = Bar::new(Direction::Up, json);
+    if let (true, backup::Source::Paths(paths)) = (bar.is_shown(), &job.source) {
+        // The ETA: this walk's sum replaces the files cache's guess.
+        let control = std::sync::Arc::clone(&control);
+        backup::estimate::in_background(paths.clone(), job.excludes.clone(), move |bytes| {
+            control
+                .live
+                .bytes_expected
+                .store(bytes, std::sync::atomic::Ordering::Relaxed);
+        });
+    }
+    let summary = bar
         .follow(&control.live, jobs::run(state, job, &control))
         .await?;
     let set = &job.set;

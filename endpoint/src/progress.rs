@@ -69,6 +69,11 @@ impl Bar {
         }
     }
 
+    /// Whether the bar is drawn (stderr is a terminal, no `--json`).
+    pub fn is_shown(&self) -> bool {
+        self.bar.is_some()
+    }
+
     /// Runs `job`, redrawing from `live` until it ends; then clears the bar.
     pub async fn follow<F: Future>(self, live: &Live, job: F) -> F::Output {
         let Some(bar) = self.bar else {

@@ -47,6 +47,10 @@ fn backup_and_restore_show_a_bar_on_a_terminal_only() {
     );
     assert!(shown.contains("sent"), "{shown}");
     assert!(
+        shown.contains("ETA") && shown.contains("/4.00 MiB"),
+        "a first backup's size comes from a walk of its paths: {shown}"
+    );
+    assert!(
         shown.contains("snapshot 1 of set"),
         "the summary still prints: {shown}"
     );
