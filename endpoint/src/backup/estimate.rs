@@ -53,7 +53,7 @@ mod tests {
         std::fs::write(root.join("cache").join("big"), vec![0u8; 5000]).unwrap();
         std::os::unix::fs::symlink("/usr", root.join("link")).unwrap();
         let none = Excludes::new(&[]).unwrap();
-        assert_eq!(bytes_under(&[root.clone()], &none), 6000);
+        assert_eq!(bytes_under(std::slice::from_ref(&root), &none), 6000);
         let excludes = Excludes::new(&["cache".to_string()]).unwrap();
         assert_eq!(bytes_under(&[root], &excludes), 1000);
     }
