@@ -14,9 +14,12 @@
 //!
 //! It also keeps two uploads of the same backup set apart (the daemon's
 //! scheduled run and one started by hand): the second is refused at once,
-//! never queued behind the first.
+//! never queued behind the first; and it counts, per client, the bytes its
+//! uploads append, so concurrent uploads of one client (other sets, other
+//! sessions) share its quota instead of each having it whole.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::catalog::{ClientId, SetId};
@@ -25,6 +28,23 @@ use crate::catalog::{ClientId, SetId};
 #[derive(Debug, Default)]
 pub struct OpenUploads {
     open: Mutex<HashMap<(ClientId, SetId), Opened>>,
+    /// Each client's bytes appended by its uploads (see [`ClientAppends`]).
+    appended: Mutex<HashMap<ClientId, Arc<ClientAppends>>>,
+}
+
+/// One client's appended bytes, shared by its uploads, so that concurrent
+/// uploads (other sets, other sessions) share its quota: an upload counts
+/// what the client stored when it began, what uploads that ended since
+/// retired, and what open uploads hold now. Never less than the truth: a
+/// blob counted twice (stored and still held, say) only makes the quota
+/// stricter for as long as the uploads that see it twice stay open.
+#[derive(Debug, Default)]
+pub struct ClientAppends {
+    /// Bytes appended by this client's open uploads.
+    pub open: AtomicU64,
+    /// Bytes appended by its uploads that have ended since the relay
+    /// started (never decreases).
+    pub retired: AtomicU64,
 }
 
 /// When an upload began, in the terms the collector needs.
@@ -42,12 +62,18 @@ pub struct UploadPermit {
     uploads: Arc<OpenUploads>,
     set: (ClientId, SetId),
     opened: Opened,
+    appended: Arc<ClientAppends>,
 }
 
 impl UploadPermit {
     /// When this upload began.
     pub fn opened(&self) -> Opened {
         self.opened
+    }
+
+    /// The bytes this client's uploads appended, shared by all of them.
+    pub fn client_appends(&self) -> &Arc<ClientAppends> {
+        &self.appended
     }
 }
 
@@ -63,10 +89,19 @@ impl OpenUploads {
             return None;
         }
         open.insert(set, opened);
+        drop(open);
+        let appended = Arc::clone(
+            self.appended
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .entry(set.0)
+                .or_default(),
+        );
         Some(UploadPermit {
             uploads: Arc::clone(self),
             set,
             opened,
+            appended,
         })
     }
 

@@ -284,11 +284,8 @@ impl Transfer {
                 let mut upload = Upload::begin(&self.repo, permit, set_id, retention);
                 // Summed only for a client that has a quota.
                 if let Some(limit) = self.quota()? {
-                    upload.quota = Some(upload::QuotaUse {
-                        limit,
-                        stored: self.stored()?,
-                        added: 0,
-                    });
+                    let appends = Arc::clone(upload.permit.client_appends());
+                    upload.quota = Some(upload::QuotaUse::start(limit, appends, || self.stored())?);
                 }
                 self.upload = Some(upload);
                 Some(Message::BackupReady {

@@ -882,3 +882,91 @@ fn a_delta_over_joined_chunks_rebuilds_and_bounds_hold() {
         })
         .is_err());
 }
+
+/// A paired client holds up to eight sessions, each may back up another of
+/// its sets: the quota must hold for all of them together, not for each.
+#[test]
+fn concurrent_uploads_of_one_client_share_its_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, b) = relay(dir.path());
+    let quotas = crate::config::Quotas {
+        per_client: Some(100_000),
+        warn_percent: 90,
+    };
+    let session = |client| Transfer::new(Arc::clone(&repo), client, None).with_quotas(quotas);
+    let (mut home, mut photos, mut other) = (session(a), session(a), session(b));
+    for (t, set) in [
+        (&mut home, "home"),
+        (&mut photos, "photos"),
+        (&mut other, "home"),
+    ] {
+        begin_set(t, set);
+    }
+    // Incompressible, 60 kB each: one fits the quota, two do not.
+    put_chunk(&mut home, &noise(1));
+    refused_for_quota(&mut photos, noise(2));
+    put_chunk(&mut other, &noise(3));
+    assert!(
+        synced(&mut other).is_empty(),
+        "another client's quota is its own"
+    );
+
+    // An upload that ended after another began still counts for it, and
+    // one that begins while another holds unsynced bytes sees them.
+    drop((home, photos));
+    let mut early = session(a);
+    begin_set(&mut early, "early");
+    let mut late = session(a);
+    begin_set(&mut late, "late");
+    put_chunk(&mut late, &noise(4));
+    drop(late);
+    refused_for_quota(&mut early, noise(5));
+    drop(early);
+
+    // Bytes another upload holds unsynced when this one begins count too
+    // (the catalog does not know them yet).
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let session = |client| Transfer::new(Arc::clone(&repo), client, None).with_quotas(quotas);
+    let mut first = session(a);
+    begin_set(&mut first, "first");
+    put_chunk(&mut first, &noise(6));
+    let mut then = session(a);
+    begin_set(&mut then, "then");
+    refused_for_quota(&mut then, noise(7));
+}
+
+/// Incompressible bytes: what a chunk of them costs is its length.
+fn noise(seed: u64) -> Vec<u8> {
+    let mut bytes = vec![0; 60_000];
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&seed.to_le_bytes());
+    hasher.finalize_xof().fill(&mut bytes);
+    bytes
+}
+
+/// Sends `data` as a chunk and asserts the quota refuses it.
+fn refused_for_quota(t: &mut Transfer, data: Vec<u8>) {
+    let refused = t.handle(Message::PutChunk {
+        id: ChunkId::of(&data),
+        codec: Codec::None,
+        data,
+    });
+    assert!(
+        matches!(refused, Err(TransferError::Quota(_))),
+        "this upload must count the client's other uploads: {refused:?}"
+    );
+}
+
+fn begin_set(t: &mut Transfer, set: &str) {
+    let ready = t
+        .handle(Message::BackupBegin {
+            set: set.into(),
+            retention: Retention::default(),
+        })
+        .unwrap();
+    assert!(
+        matches!(ready, Some(Message::BackupReady { .. })),
+        "{ready:?}"
+    );
+}

@@ -2,6 +2,8 @@
 //! at `Sync` once durable, and a snapshot committed once its closure holds.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use ferry_protocol::compress::{compress, Codec};
 use ferry_protocol::fragment::MAX_MESSAGE;
@@ -17,13 +19,14 @@ use ferry_protocol::{delta, patch};
 use super::closure::Gap;
 use super::{check, object_key, violation, Result, Transfer, TransferError};
 use crate::catalog::{BlobKind, BlobRow, SetId};
+use crate::gate::ClientAppends;
 
 /// An open backup: blobs written but not yet in the catalog, and its trees
 /// staged there until the commit.
 #[derive(Debug)]
 pub(super) struct Upload {
     /// Tells collections what to keep for this upload until it ends.
-    permit: crate::gate::UploadPermit,
+    pub(super) permit: crate::gate::UploadPermit,
     /// Names its staged trees (`Catalog::stage_trees`).
     pub(super) id: u64,
     /// Where its staged trees are dropped if it ends without a commit.
@@ -78,14 +81,75 @@ impl Upload {
 }
 
 /// A client's quota as one upload uses it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 pub(super) struct QuotaUse {
     /// The quota, in bytes.
     pub(super) limit: u64,
     /// What the client stored when the upload began.
     pub(super) stored: u64,
-    /// What this upload has appended since.
-    pub(super) added: u64,
+    /// The client's appends, shared by its uploads (`crate::gate`).
+    pub(super) appends: Arc<ClientAppends>,
+    /// `appends.retired` when this upload began, read before `stored`.
+    pub(super) retired_at_start: u64,
+    /// Bytes this upload appended (held in `appends.open` until it ends).
+    pub(super) mine: u64,
+}
+
+impl QuotaUse {
+    /// Starts counting for an upload: `stored` is read after the retired
+    /// bytes, so an upload ending in between counts twice, never not at all.
+    pub(super) fn start(
+        limit: u64,
+        appends: Arc<ClientAppends>,
+        stored: impl FnOnce() -> Result<u64>,
+    ) -> Result<Self> {
+        let retired_at_start = appends.retired.load(Ordering::Acquire);
+        Ok(QuotaUse {
+            limit,
+            stored: stored()?,
+            appends,
+            retired_at_start,
+            mine: 0,
+        })
+    }
+
+    fn in_use_with(&self, open: u64) -> u64 {
+        let retired = self
+            .appends
+            .retired
+            .load(Ordering::Acquire)
+            .saturating_sub(self.retired_at_start);
+        self.stored.saturating_add(retired).saturating_add(open)
+    }
+
+    /// What the client uses now, as far as this upload can tell.
+    pub(super) fn in_use(&self) -> u64 {
+        self.in_use_with(self.appends.open.load(Ordering::Acquire))
+    }
+
+    /// Reserves `bytes` for an append; `Err` with what is in use when they
+    /// would pass the quota (then nothing is reserved). The reservation is
+    /// one atomic step, so two uploads appending at once cannot both slip
+    /// under the quota.
+    pub(super) fn reserve(&mut self, bytes: u64) -> std::result::Result<(), u64> {
+        let open = self.appends.open.fetch_add(bytes, Ordering::AcqRel);
+        let in_use = self.in_use_with(open);
+        if in_use.saturating_add(bytes) > self.limit {
+            self.appends.open.fetch_sub(bytes, Ordering::AcqRel);
+            return Err(in_use);
+        }
+        self.mine += bytes;
+        Ok(())
+    }
+}
+
+impl Drop for QuotaUse {
+    /// The upload ended (committed or not): what it appended is now stored
+    /// (or garbage until a collection), no longer held open.
+    fn drop(&mut self) {
+        self.appends.retired.fetch_add(self.mine, Ordering::AcqRel);
+        self.appends.open.fetch_sub(self.mine, Ordering::AcqRel);
+    }
 }
 
 impl Drop for Upload {
@@ -213,19 +277,17 @@ impl Transfer {
             );
         }
         if let Some(quota) = &mut upload.quota {
-            let after = quota.stored + quota.added + bytes.len() as u64;
-            if after > quota.limit {
+            if let Err(in_use) = quota.reserve(bytes.len() as u64) {
                 let message = format!(
                     "this backup would pass the client's quota of {}: {} is stored, and {} more did not fit; nothing of this backup was kept (what was stored before is untouched)",
                     format_size(quota.limit),
-                    format_size(quota.stored + quota.added),
+                    format_size(in_use),
                     format_size(bytes.len() as u64)
                 );
                 // Dropped, not made durable for a resume: it would not fit.
                 self.upload = None;
                 return Err(TransferError::Quota(message));
             }
-            quota.added += bytes.len() as u64;
         }
         let (at, epoch) = self.repo.blobs().append(&bytes)?;
         let row = BlobRow {
@@ -439,8 +501,8 @@ impl Transfer {
             )?;
             c.apply_decisions(&decisions)
         })?;
-        if let Some(quota) = upload.quota {
-            let used = quota.stored + quota.added;
+        if let Some(quota) = &upload.quota {
+            let used = quota.in_use();
             if used.saturating_mul(100)
                 > quota.limit.saturating_mul(self.quotas.warn_percent.into())
             {
