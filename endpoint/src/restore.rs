@@ -301,6 +301,11 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
     restore.settle_all();
     walked?;
     if restore.placed == 0 {
+        // Nothing placed because what holds it is damaged (the root, say):
+        // that is the news, not an empty selection.
+        if let Some(first) = restore.summary.messages.first() {
+            bail!("nothing of snapshot {} could be restored: {first}", info.id);
+        }
         let under: Vec<String> = request
             .map_from
             .iter()

@@ -138,6 +138,17 @@ pub fn zero_block_signature(crc: u32) -> Vec<u8> {
     signature
 }
 
+/// The `Fetched` answer of one reply per item, each made by `reply`.
+///
+/// # Panics
+/// When the replies do not encode (they always do).
+pub fn fetched_each(
+    items: &[ferry_protocol::fetch::FetchItem],
+    reply: impl Fn(&ferry_protocol::fetch::FetchItem) -> ferry_protocol::fetch::FetchReply,
+) -> Message {
+    fetched(items.iter().map(reply).collect())
+}
+
 /// A `Fetched` message carrying `replies`, as a relay of protocol 1.5 on
 /// answers a `Fetch` (uncompressed).
 ///

@@ -150,7 +150,7 @@ fn chain_of_directories(
 fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() {
     use ferry_protocol::fetch::{FetchItem, FetchReply};
     use ferry_protocol::message::ObjectId;
-    use ferry_tests::fake_relay::fetched;
+    use ferry_tests::fake_relay::fetched_each;
     let (root, trees) = chain_of_directories(100_000);
     let (out, took, _target) = restore_from_fake(move |request| {
         Some(match request {
@@ -161,25 +161,18 @@ fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() 
                 codec: ferry_protocol::compress::Codec::None,
                 data: trees[&tree].clone(),
             },
-            Message::Fetch { items, .. } => fetched(
-                items
-                    .iter()
-                    .map(|item| match item {
-                        FetchItem::Object(ObjectId::Tree(tree)) => FetchReply::Data {
-                            codec: ferry_protocol::compress::Codec::None,
-                            data: trees[tree].clone(),
-                        },
-                        // One level at a time, as a relay with little room would.
-                        FetchItem::Trees(tree) => {
-                            FetchReply::Trees(vec![trees[tree].clone().into()])
-                        }
-                        _ => FetchReply::Refused {
-                            code: ferry_protocol::message::Refusal::NoSuchObject,
-                            message: "no such object".into(),
-                        },
-                    })
-                    .collect(),
-            ),
+            Message::Fetch { items, .. } => fetched_each(&items, |item| match item {
+                FetchItem::Object(ObjectId::Tree(tree)) => FetchReply::Data {
+                    codec: ferry_protocol::compress::Codec::None,
+                    data: trees[tree].clone(),
+                },
+                // One level at a time, as a relay with little room would.
+                FetchItem::Trees(tree) => FetchReply::Trees(vec![trees[tree].clone().into()]),
+                _ => FetchReply::Refused {
+                    code: ferry_protocol::message::Refusal::NoSuchObject,
+                    message: "no such object".into(),
+                },
+            }),
             _ => return None,
         })
     });
@@ -280,7 +273,7 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
     use ferry_protocol::ids::ChunkId;
     use ferry_protocol::message::ObjectId;
     use ferry_protocol::tree::{ChunkRef, Content, ContentPart, EntryKind, Tree};
-    use ferry_tests::fake_relay::fetched;
+    use ferry_tests::fake_relay::fetched_each;
     let (part, part_bytes) = Content {
         chunks: vec![
             ChunkRef {
@@ -319,18 +312,11 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
         };
         Some(match request {
             Message::ListSnapshots { .. } => one_snapshot(root),
-            Message::Fetch { items, .. } => fetched(
-                items
-                    .iter()
-                    .map(|item| match item {
-                        FetchItem::Trees(_) => FetchReply::Trees(vec![root_bytes.clone().into()]),
-                        FetchItem::Object(ObjectId::Content(id)) if *id == content => {
-                            data(&content_bytes)
-                        }
-                        _ => data(&part_bytes),
-                    })
-                    .collect(),
-            ),
+            Message::Fetch { items, .. } => fetched_each(&items, |item| match item {
+                FetchItem::Trees(_) => FetchReply::Trees(vec![root_bytes.clone().into()]),
+                FetchItem::Object(ObjectId::Content(id)) if *id == content => data(&content_bytes),
+                _ => data(&part_bytes),
+            }),
             _ => return None,
         })
     };
@@ -344,4 +330,69 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
         assert_eq!(err.matches("does not fit").count(), 2, "{err}");
     }
     assert!(took < Duration::from_secs(15));
+}
+
+#[test]
+fn junk_and_unasked_trees_from_the_relay_are_not_trusted_or_hoarded() {
+    // Asked for a snapshot's trees, the relay sends bytes that are no tree,
+    // and a pile of valid trees nobody asked for; asked for the root as an
+    // object, it refuses. Nothing may be written, the trees sent must not
+    // stand in for the root, and the restore must end at once, saying so.
+    use ferry_protocol::fetch::{FetchItem, FetchReply};
+    use ferry_protocol::ids::TreeId;
+    use ferry_protocol::tree::{EntryKind, Tree};
+    use ferry_tests::fake_relay::fetched_each;
+    let unasked: Vec<Vec<u8>> = (0..2_000u32)
+        .map(|i| {
+            let name = format!("planted-{i}");
+            Tree {
+                entries: vec![ferry_tests::tree::entry(
+                    name.as_bytes(),
+                    EntryKind::Symlink {
+                        target: b"/etc/shadow".to_vec(),
+                    },
+                )],
+            }
+            .encode()
+            .unwrap()
+            .1
+        })
+        .collect();
+    let root = TreeId([9; 32]);
+    let answer = move |request: Message| {
+        Some(match request {
+            Message::ListSnapshots { .. } => one_snapshot(root),
+            Message::Fetch { items, .. } => fetched_each(&items, |item| match item {
+                FetchItem::Trees(_) => {
+                    let mut came = vec![b"\\xffnot a tree at all".to_vec().into()];
+                    came.extend(unasked.iter().map(|t| t.clone().into()));
+                    FetchReply::Trees(came)
+                }
+                _ => FetchReply::Refused {
+                    code: ferry_protocol::message::Refusal::NoSuchObject,
+                    message: "no such object".into(),
+                },
+            }),
+            // The root asked for alone: no such tree.
+            Message::GetObject { .. } => Message::Refused {
+                code: ferry_protocol::message::Refusal::NoSuchObject,
+                message: "no such object".into(),
+            },
+            _ => return None,
+        })
+    };
+    let (out, took, target) = restore_from_fake(answer);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("nothing of snapshot 1 could be restored: /:"),
+        "the damaged root is the news: {err}"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert_eq!(
+        std::fs::read_dir(target.path()).unwrap().count(),
+        0,
+        "a planted tree was restored: {err}"
+    );
 }
