@@ -396,3 +396,83 @@ fn junk_and_unasked_trees_from_the_relay_are_not_trusted_or_hoarded() {
         "a planted tree was restored: {err}"
     );
 }
+
+#[test]
+fn a_delta_that_does_not_rebuild_is_asked_for_whole_before_the_file_is_called_damaged() {
+    // The target holds an older version of the file: the chunk is asked
+    // for as a delta against it. The delta does not rebuild the chunk (a
+    // relay's fault, or the user changed the file meanwhile): the chunk is
+    // asked for whole, and the file is restored, not named damaged.
+    use ferry_protocol::compress::Codec;
+    use ferry_protocol::fetch::{FetchItem, FetchReply};
+    use ferry_protocol::ids::ChunkId;
+    use ferry_protocol::message::ObjectId;
+    use ferry_protocol::tree::{ChunkRef, Content, EntryKind, Tree};
+    use ferry_tests::fake_relay::fetched_each;
+    let chunk: Vec<u8> = b"the new version of the file\n".repeat(700);
+    let id = ChunkId::of(&chunk);
+    let (content, content_bytes) = Content {
+        chunks: vec![ChunkRef {
+            id,
+            len: chunk.len() as u32,
+        }],
+        parts: Vec::new(),
+    }
+    .encode();
+    let (root, root_bytes) = Tree {
+        entries: vec![ferry_tests::tree::entry(
+            b"f",
+            EntryKind::File {
+                size: chunk.len() as u64,
+                content,
+                sparse: None,
+            },
+        )],
+    }
+    .encode()
+    .unwrap();
+    let whole_asks = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = std::sync::Arc::clone(&whole_asks);
+    let answer = move |request: Message| {
+        let data = |bytes: &[u8]| FetchReply::Data {
+            codec: Codec::None,
+            data: bytes.to_vec(),
+        };
+        Some(match request {
+            Message::ListSnapshots { .. } => one_snapshot(root),
+            Message::Fetch { items, .. } => fetched_each(&items, |item| match item {
+                FetchItem::Trees(_) => FetchReply::Trees(vec![root_bytes.clone().into()]),
+                FetchItem::Object(ObjectId::Content(_)) => data(&content_bytes),
+                FetchItem::Chunk {
+                    base_signature: Some(_),
+                    ..
+                } => FetchReply::Delta {
+                    codec: Codec::None,
+                    delta: b"rs\x026 not a delta that rebuilds anything".to_vec(),
+                },
+                _ => {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    data(&chunk)
+                }
+            }),
+            _ => return None,
+        })
+    };
+    let wanted = b"the new version of the file\n".repeat(700);
+    let (out, _, target) = run_against_fake(answer, |target| {
+        std::fs::write(
+            target.join("f"),
+            b"the old version of the file\n".repeat(700),
+        )
+        .unwrap();
+        vec!["restore", "--map-to", arg(target)]
+    });
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert_eq!(std::fs::read(target.path().join("f")).unwrap(), wanted);
+    assert_eq!(
+        whole_asks.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "asked for whole once, after the delta failed"
+    );
+}

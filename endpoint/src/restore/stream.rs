@@ -258,8 +258,10 @@ impl Restore<'_> {
                 later.push(next);
                 continue;
             }
-            let key = self.reply_arrived(next, reply)?;
-            self.finish_if_done(key);
+            match self.reply_arrived(next, reply)? {
+                Arrived::For(key) => self.finish_if_done(key),
+                Arrived::AskAgain(next) => later.push(next),
+            }
         }
         // What did not fit the relay's batch is asked for again.
         for next in later {
@@ -300,9 +302,9 @@ impl Restore<'_> {
         })
     }
 
-    /// Uses one reply; returns the file it was for.
-    fn reply_arrived(&mut self, next: Expected, reply: FetchReply) -> Result<u64> {
-        Ok(match next {
+    /// Uses one reply; returns the file it was for, or what to ask again.
+    fn reply_arrived(&mut self, next: Expected, reply: FetchReply) -> Result<Arrived> {
+        Ok(Arrived::For(match next {
             Expected::ChunkList {
                 job,
                 id,
@@ -353,6 +355,20 @@ impl Restore<'_> {
                     Ok(base) => chunk_reply(reply, &id, base, &mut self.summary),
                     Err(e) => Err(e.into()),
                 };
+                if data.as_ref().is_err_and(|e| e.is::<DeltaFailed>()) {
+                    // The relay's delta, or a base the user changed since
+                    // it was read: the chunk itself is asked for instead.
+                    self.stream.chunk_bytes += u64::from(len);
+                    progress.awaited += 1;
+                    return Ok(Arrived::AskAgain(Expected::Chunk {
+                        job,
+                        id,
+                        index,
+                        offset,
+                        len,
+                        with_base: false,
+                    }));
+                }
                 match data {
                     Ok(data) if progress.failed.is_none() => {
                         let job_ = &progress.job;
@@ -368,7 +384,7 @@ impl Restore<'_> {
                 }
                 job
             }
-        })
+        }))
     }
 
     /// A file's content or part arrived (or is damaged): its chunks and
@@ -538,6 +554,28 @@ impl Restore<'_> {
     }
 }
 
+/// What a reply meant for the stream.
+enum Arrived {
+    /// It was for this file.
+    For(u64),
+    /// It must be asked for again, so.
+    AskAgain(Expected),
+}
+
+/// A delta that did not rebuild its chunk: either the relay's fault or a
+/// base that changed on disk since its signature was read (the user edited
+/// the file); the chunk is asked for whole before anything is called damaged.
+#[derive(Debug)]
+struct DeltaFailed;
+
+impl std::fmt::Display for DeltaFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a delta did not rebuild its chunk")
+    }
+}
+
+impl std::error::Error for DeltaFailed {}
+
 /// A chunk from the relay's reply (asked with `base`'s signature, if
 /// any), checked against its id, and counted by how it came.
 fn chunk_reply(
@@ -557,11 +595,11 @@ fn chunk_reply(
             delta: bytes,
         } => {
             let base = base.context("the relay sent a delta without a base")?;
-            summary.chunks_delta += 1;
             let delta = decompress(codec, bytes, delta::MAX_DELTA)
                 .map_err(|e| damaged(format!("its delta does not decompress ({e})")))?;
-            delta::apply(&base, &delta, id)
-                .map_err(|e| damaged(format!("its delta does not rebuild it ({e})")))
+            let chunk = delta::apply(&base, &delta, id).map_err(|_| DeltaFailed)?;
+            summary.chunks_delta += 1;
+            Ok(chunk)
         }
         FetchReply::Refused { message, .. } => Err(Damaged(message).into()),
         FetchReply::Later => bail!("a chunk put off was taken as received"),
