@@ -140,10 +140,23 @@ fn too_large(what: &'static str, len: usize, max: usize) -> ProtocolError {
 /// `max_len`; [`ProtocolError::Malformed`] for invalid data.
 pub fn decompress(codec: Codec, bytes: Vec<u8>, max_len: usize) -> Result<Vec<u8>, ProtocolError> {
     match codec {
+        Codec::None if bytes.len() <= max_len => Ok(bytes),
+        codec => decompress_slice(codec, &bytes, max_len),
+    }
+}
+
+/// [`decompress`] from borrowed bytes, for a caller that keeps them (the
+/// relay keeps a stored chunk as it is when its unpacked form does not fit
+/// a batch): no copy of the input.
+///
+/// # Errors
+/// As [`decompress`].
+pub fn decompress_slice(codec: Codec, bytes: &[u8], max_len: usize) -> Result<Vec<u8>, ProtocolError> {
+    match codec {
         Codec::None if bytes.len() > max_len => Err(too_large("payload", bytes.len(), max_len)),
-        Codec::None => Ok(bytes),
+        Codec::None => Ok(bytes.to_vec()),
         Codec::Lz4 => {
-            let (declared, body) = lz4_flex::block::uncompressed_size(&bytes)
+            let (declared, body) = lz4_flex::block::uncompressed_size(bytes)
                 .map_err(|_| ProtocolError::Malformed("lz4 size header"))?;
             if declared > max_len {
                 return Err(too_large("decompressed payload", declared, max_len));
@@ -152,7 +165,7 @@ pub fn decompress(codec: Codec, bytes: Vec<u8>, max_len: usize) -> Result<Vec<u8
                 .map_err(|_| ProtocolError::Malformed("lz4 data"))
         }
         Codec::Zstd => {
-            let declared = zstd::zstd_safe::get_frame_content_size(&bytes)
+            let declared = zstd::zstd_safe::get_frame_content_size(bytes)
                 .ok()
                 .flatten()
                 .ok_or(ProtocolError::Malformed("zstd frame header"))?;
@@ -165,7 +178,7 @@ pub fn decompress(codec: Codec, bytes: Vec<u8>, max_len: usize) -> Result<Vec<u8
                 if cell.is_none() {
                     *cell = zstd::bulk::Decompressor::new().ok();
                 }
-                cell.as_mut()?.decompress(&bytes, declared).ok()
+                cell.as_mut()?.decompress(bytes, declared).ok()
             });
             match out {
                 Some(out) if out.len() == declared => Ok(out),

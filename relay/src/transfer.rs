@@ -24,7 +24,7 @@ use crate::catalog::ClientId;
 use std::sync::Arc;
 
 use ferry_protocol::chunking::MAX_CHUNK;
-use ferry_protocol::compress::{compress, decompress};
+use ferry_protocol::compress::{compress, decompress, decompress_slice};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, TreeId};
 use ferry_protocol::message::{
@@ -348,7 +348,7 @@ impl Transfer {
                 Some(Message::Signatures { signatures })
             }
             Message::PutChunk { id, codec, data } => {
-                let raw = decompress(codec, data.clone(), MAX_CHUNK as usize)?;
+                let raw = decompress_slice(codec, &data, MAX_CHUNK as usize)?;
                 check!(
                     ChunkId::of(&raw) == id,
                     "chunk {} does not match its id",
@@ -381,7 +381,7 @@ impl Transfer {
                             self.store_chunk(ChunkId::of(&data), &data, None)?;
                         }
                         ChunkPut::Packed { codec, data } => {
-                            let raw = decompress(codec, data.clone(), MAX_CHUNK as usize)?;
+                            let raw = decompress_slice(codec, &data, MAX_CHUNK as usize)?;
                             self.store_chunk(ChunkId::of(&raw), &raw, Some((codec, data)))?;
                         }
                         ChunkPut::Delta { id, base, delta } => {
@@ -433,7 +433,7 @@ impl Transfer {
                 Some(Message::ObjectsMissing { ids: missing })
             }
             Message::PutObject { id, codec, data } => {
-                let raw = decompress(codec, data.clone(), MAX_MESSAGE)?;
+                let raw = decompress_slice(codec, &data, MAX_MESSAGE)?;
                 self.put_object(id, &raw, codec, data)?;
                 None
             }

@@ -2,7 +2,7 @@
 //! `GetChunk`), or many in one `Fetch` whose replies travel compressed
 //! together, as the endpoint asks for its downlink.
 
-use ferry_protocol::compress::{compress_with, Codec, Method, ZSTD_LEVEL};
+use ferry_protocol::compress::{compress_with, decompress_slice, Codec, Method, ZSTD_LEVEL};
 use ferry_protocol::fetch::{
     FetchItem, FetchReplies, FetchReply, MAX_FETCH, MAX_FETCH_RAW, MAX_SUBTREES,
 };
@@ -42,7 +42,7 @@ impl Transfer {
             });
         };
         if let Some(signature) = base_signature {
-            let raw = decompress(row.codec, stored.clone(), MAX_CHUNK as usize)?;
+            let raw = decompress_slice(row.codec, &stored, MAX_CHUNK as usize)?;
             let delta = delta::diff(signature, &raw)?;
             let (codec, delta) = compress(&delta);
             if delta.len() < stored.len() {
@@ -99,7 +99,7 @@ impl Transfer {
                 other => return Err(violation!("no reply to fetch as {}", other.name())),
             };
             let unpacked = if together && codec != Codec::None {
-                Some(decompress(codec, data.clone(), MAX_MESSAGE)?)
+                Some(decompress_slice(codec, &data, MAX_MESSAGE)?)
             } else {
                 None
             };
