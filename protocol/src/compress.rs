@@ -151,7 +151,11 @@ pub fn decompress(codec: Codec, bytes: Vec<u8>, max_len: usize) -> Result<Vec<u8
 ///
 /// # Errors
 /// As [`decompress`].
-pub fn decompress_slice(codec: Codec, bytes: &[u8], max_len: usize) -> Result<Vec<u8>, ProtocolError> {
+pub fn decompress_slice(
+    codec: Codec,
+    bytes: &[u8],
+    max_len: usize,
+) -> Result<Vec<u8>, ProtocolError> {
     match codec {
         Codec::None if bytes.len() > max_len => Err(too_large("payload", bytes.len(), max_len)),
         Codec::None => Ok(bytes.to_vec()),
