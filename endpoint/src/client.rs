@@ -52,15 +52,21 @@ pub struct RelayClient {
     limit: Option<UploadLimit>,
     /// Time spent waiting on this endpoint's own upload limit.
     throttled: Duration,
-    /// `Sync`s sent by [`RelayClient::sync_later`] and not answered yet.
-    syncs_owed: usize,
-    /// Chunks their answers rejected.
+    /// Chunks the answers to [`RelayClient::sync_later`] rejected.
     rejected: Vec<ChunkId>,
     /// Times an answer was waited for (see [`RelayClient::round_trips`]).
     waits: u64,
-    /// For each request whose answer is not read yet, in order: whether it
-    /// was sent with no other answer awaited (it opened a flight).
-    awaited: std::collections::VecDeque<bool>,
+    /// Each request whose answer is not read yet, in order.
+    awaited: std::collections::VecDeque<Awaited>,
+}
+
+/// A request whose answer is not read yet.
+#[derive(Debug, Clone, Copy)]
+struct Awaited {
+    /// Sent with no other answer awaited: it opened a flight.
+    opened_flight: bool,
+    /// A [`RelayClient::sync_later`]: its answer is taken in passing.
+    sync_later: bool,
 }
 
 /// The endpoint's own upload limit: a schedule, re-read every second.
@@ -78,7 +84,6 @@ impl RelayClient {
             session,
             limit: None,
             throttled: Duration::ZERO,
-            syncs_owed: 0,
             rejected: Vec::new(),
             waits: 0,
             awaited: std::collections::VecDeque::new(),
@@ -135,7 +140,10 @@ impl RelayClient {
     /// # Errors
     /// As [`RelayClient::send`].
     pub async fn ask(&mut self, message: &Message) -> Result<()> {
-        self.awaited.push_back(self.awaited.is_empty());
+        self.awaited.push_back(Awaited {
+            opened_flight: self.awaited.is_empty(),
+            sync_later: false,
+        });
         self.send(message).await
     }
 
@@ -151,20 +159,20 @@ impl RelayClient {
     /// As [`RelayClient::request`].
     pub async fn answer(&mut self) -> Result<Message> {
         loop {
+            let awaited = self.awaited.pop_front();
             // A request sent when no other answer was awaited left the
             // link empty: its answer costs a whole round trip.
-            if self.awaited.pop_front().unwrap_or(true) {
+            if awaited.is_none_or(|a| a.opened_flight) {
                 self.waits += 1;
             }
             let answer = self.next_answer().await?;
-            if self.syncs_owed == 0 {
+            // Answers come in the order asked: a `sync_later`'s is taken
+            // here, where it falls, and the next one read.
+            if !awaited.is_some_and(|a| a.sync_later) {
                 return Ok(answer);
             }
             match answer {
-                Message::Synced { rejected } => {
-                    self.syncs_owed -= 1;
-                    self.rejected.extend(rejected);
-                }
+                Message::Synced { rejected } => self.rejected.extend(rejected),
                 other => {
                     return Err(ClientError::Unexpected {
                         expected: "Synced",
@@ -176,14 +184,17 @@ impl RelayClient {
     }
 
     /// Sends a `Sync` without waiting for its answer, so the upload goes on
-    /// while the relay flushes; the answer is read before the next one, and
-    /// the chunks it rejects are kept for [`RelayClient::take_rejected`].
+    /// while the relay flushes; its answer is taken in passing by the
+    /// [`RelayClient::answer`] that reaches it, and the chunks it rejects
+    /// are kept for [`RelayClient::take_rejected`].
     ///
     /// # Errors
     /// As [`RelayClient::send`].
     pub async fn sync_later(&mut self) -> Result<()> {
         self.ask(&Message::Sync).await?;
-        self.syncs_owed += 1;
+        if let Some(sync) = self.awaited.back_mut() {
+            sync.sync_later = true;
+        }
         Ok(())
     }
 

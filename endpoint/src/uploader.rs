@@ -2,8 +2,9 @@
 //! compressed together.
 //!
 //! Chunks queue here from every file the backup reads, so a tree of small
-//! files costs one `QueryChunks` round trip per [`BATCH_CHUNKS`] chunks, not
-//! one per file. The chunks the relay lacks go in `PutChunks` messages of
+//! files costs one `QueryChunks` per [`BATCH_CHUNKS`] chunks, not one per
+//! file; and its answer is read only when the next queue is full (or at a
+//! flush), so the round trip passes while the backup reads on. The chunks the relay lacks go in `PutChunks` messages of
 //! about [`PUT_BYTES`] before compression, so zstd sees across small files
 //! as rsync's compressed stream does. A missing chunk goes as an rsync delta
 //! against the chunk at the same place in the file's previous version when
@@ -68,6 +69,15 @@ pub struct Uploader {
     sent: Sent,
     /// The last batch, being compressed on a blocking thread, and its raw size.
     compressing: Option<(Compressing, usize)>,
+    /// The queue asked about last, whose answers are not read yet.
+    asked: Option<Asked>,
+}
+
+/// A queue whose `QueryChunks` and base signatures were asked for.
+#[derive(Debug)]
+struct Asked {
+    queue: Vec<(Chunk, Vec<ChunkId>)>,
+    signatures: Vec<Vec<Vec<ChunkId>>>,
 }
 
 /// A batch being compressed: its codec, bytes and the time it took.
@@ -90,6 +100,7 @@ impl Uploader {
             chooser,
             sent: Sent::default(),
             compressing: None,
+            asked: None,
         }
     }
 
@@ -122,11 +133,14 @@ impl Uploader {
         Ok(())
     }
 
-    /// Sends the queued chunks the relay lacks.
+    /// Sends what the relay lacks of the queue asked about before, then
+    /// asks about this one (its answers are read by the next call, or by
+    /// [`Uploader::settle`]).
     ///
     /// # Errors
     /// When the session breaks or the relay refuses.
     pub async fn send_queue(&mut self, client: &mut RelayClient) -> Result<()> {
+        self.settle(client).await?;
         let mut unique = HashSet::new();
         let mut queue: Vec<(Chunk, Vec<ChunkId>)> = std::mem::take(&mut self.queue)
             .into_iter()
@@ -153,7 +167,28 @@ impl Uploader {
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let asked = ask_signatures(client, &bases).await?;
+        let signatures = ask_signatures(client, &bases).await?;
+        self.asked = Some(Asked { queue, signatures });
+        Ok(())
+    }
+
+    /// Reads the answers about the queue asked about last, if any, and
+    /// sends the chunks the relay lacks. Whoever waits for another answer
+    /// of the relay calls this first: answers come in order.
+    ///
+    /// # Errors
+    /// When the session breaks or the relay refuses.
+    pub async fn settle(&mut self, client: &mut RelayClient) -> Result<()> {
+        let Some(Asked {
+            queue,
+            signatures: asked,
+        }) = self.asked.take()
+        else {
+            return Ok(());
+        };
+        // The last batch compressed goes out while the answers come back:
+        // held until the next batch, it would leave the link idle.
+        self.drain(client).await?;
         let bitmap = match client.answer().await? {
             Message::ChunksMissing { missing } => missing,
             other => return Err(unexpected("ChunksMissing", &other)),
@@ -300,6 +335,7 @@ impl Uploader {
     pub async fn flush(&mut self, client: &mut RelayClient) -> Result<()> {
         // Sends the queue; it syncs by itself if it crossed SYNC_BYTES.
         self.send_queue(client).await?;
+        self.settle(client).await?;
         if self.deltas.is_empty() {
             return self.drain(client).await;
         }

@@ -285,6 +285,8 @@ impl Backup<'_> {
     ) -> Result<Vec<ChunkId>> {
         if let Some(index) = bases.part_needed(offset) {
             let id = bases.parts[index].1.id;
+            // Answers come in order: the chunk query's first.
+            self.uploader.settle(self.client).await?;
             let part = match self
                 .client
                 .request(&Message::GetObject {
