@@ -8,8 +8,10 @@
 //! only moves bytes.
 
 use std::io;
+use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use ferry_protocol::frame::{encode_frame, parse_frame, HEADER_LEN, MAX_FRAME};
 use ferry_protocol::message::Message;
@@ -212,6 +214,11 @@ pub struct Channel<S> {
     transport: Transport,
     /// Output buffer kept for the connection's life, grown on demand.
     out: Vec<u8>,
+    /// Shared by the channels whose messages of several frames may be
+    /// joined at once (see [`Channel::joining_within`]).
+    joins: Option<Arc<Semaphore>>,
+    /// This channel's place among them while it joins a message.
+    joining: Option<OwnedSemaphorePermit>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
@@ -221,7 +228,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
             io,
             transport,
             out: Vec::new(),
+            joins: None,
+            joining: None,
         }
+    }
+
+    /// Joins a message of several frames (up to 4 MiB) only while holding
+    /// one of `joins`' permits: a relay bounds what all its sessions'
+    /// half-received messages hold together (each waiting channel holds one
+    /// frame). Past its first frame, a message waits here for a permit
+    /// before its room is made, and gives it back when it is whole.
+    pub fn joining_within(mut self, joins: Arc<Semaphore>) -> Self {
+        self.joins = Some(joins);
+        self
     }
 
     /// Encrypts and sends one message.
@@ -253,8 +272,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
     /// frame that fails to authenticate: close the connection then.
     pub async fn recv_encoded(&mut self) -> Result<Vec<u8>, ChannelError> {
         loop {
+            // A message of several frames goes on only with a permit (if
+            // this channel is bounded); taken before the next frame is read,
+            // so a cancelled wait loses nothing.
+            if self.transport.joining() && self.joining.is_none() {
+                if let Some(joins) = &self.joins {
+                    let permit = Arc::clone(joins)
+                        .acquire_owned()
+                        .await
+                        .map_err(|_| ChannelError::Closed)?;
+                    self.joining = Some(permit);
+                }
+                self.transport.reserve_join();
+            }
             let frame = self.io.next_frame().await?;
             if let Some(bytes) = self.transport.open_bytes(frame)? {
+                self.joining = None;
                 return Ok(bytes);
             }
         }
@@ -403,5 +436,62 @@ pub mod keyfile {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A receiving channel bounded by `joins`, the socket its peer writes
+    /// to, and a message of several frames sealed for it.
+    async fn bounded(joins: &Arc<Semaphore>) -> (Channel<TcpStream>, TcpStream, Vec<u8>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let writer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (reader, _) = listener.accept().await.unwrap();
+        let (mut sender, receiver) = ferry_protocol::session::local_pair().unwrap();
+        let message = vec![7u8; 1 << 20];
+        let mut sealed = vec![0; sealed_len(message.len())];
+        let n = sender.seal_into(message, &mut sealed).unwrap();
+        sealed.truncate(n);
+        let channel =
+            Channel::new(FramedIo::new(reader), receiver).joining_within(Arc::clone(joins));
+        (channel, writer, sealed)
+    }
+
+    #[tokio::test]
+    async fn messages_of_several_frames_are_joined_only_within_the_shared_permits() {
+        let joins = Arc::new(Semaphore::new(1));
+        let (mut a, mut a_writer, a_sealed) = bounded(&joins).await;
+        let (mut b, mut b_writer, b_sealed) = bounded(&joins).await;
+        // A's first half arrives: A joins, holding the only permit.
+        let half = a_sealed.len() / 2;
+        a_writer.write_all(&a_sealed[..half]).await.unwrap();
+        let a_recv = tokio::spawn(async move { (a.recv_encoded().await.unwrap().len(), a) });
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while joins.available_permits() > 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("A takes the permit");
+        // B's whole message arrives, but B waits after its first frame.
+        b_writer.write_all(&b_sealed).await.unwrap();
+        let waiting = tokio::time::timeout(Duration::from_millis(300), b.recv_encoded()).await;
+        assert!(waiting.is_err(), "B joins nothing while A holds the permit");
+        assert!(b.transport.joining(), "B holds its first frame only");
+        // A completes and gives the permit back; B goes on.
+        a_writer.write_all(&a_sealed[half..]).await.unwrap();
+        assert_eq!(a_recv.await.unwrap().0, 1 << 20);
+        let got = tokio::time::timeout(Duration::from_secs(5), b.recv_encoded())
+            .await
+            .expect("B completes once the permit is free")
+            .unwrap();
+        assert_eq!(got.len(), 1 << 20);
+        assert_eq!(joins.available_permits(), 1);
     }
 }

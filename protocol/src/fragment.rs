@@ -124,12 +124,21 @@ impl Reassembler {
         if flag == LAST {
             return Ok(Some(std::mem::take(&mut self.pending)));
         }
-        if start == 0 {
-            // A message of several pieces: room for a batch's worth at
-            // once, rather than growing (and copying) piece by piece.
-            self.pending.reserve(JOIN_RESERVE);
-        }
         Ok(None)
+    }
+
+    /// Whether a message of several pieces is being joined.
+    pub fn joining(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Makes room for a batch's worth of a message of several pieces at
+    /// once, rather than growing (and copying) piece by piece. The caller
+    /// decides when: a relay does it only once the memory is granted.
+    pub fn reserve_join(&mut self) {
+        if self.joining() && self.pending.capacity() < JOIN_RESERVE {
+            self.pending.reserve(JOIN_RESERVE - self.pending.len());
+        }
     }
 }
 

@@ -132,6 +132,18 @@ impl Transport {
         }
     }
 
+    /// Whether a message of several frames is being joined (see
+    /// [`Reassembler::joining`](crate::fragment::Reassembler::joining)).
+    pub fn joining(&self) -> bool {
+        self.reassembler.joining()
+    }
+
+    /// Room for the message being joined (see
+    /// [`Reassembler::reserve_join`](crate::fragment::Reassembler::reserve_join)).
+    pub fn reserve_join(&mut self) {
+        self.reassembler.reserve_join();
+    }
+
     /// Like [`Transport::open`], returning the raw message bytes.
     ///
     /// # Errors

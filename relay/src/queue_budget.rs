@@ -18,6 +18,17 @@ pub const SESSION_QUEUE_BYTES: usize = 8 << 20;
 /// Received bytes all sessions together may have waiting.
 pub const RELAY_QUEUE_BYTES: usize = 256 << 20;
 
+/// Sessions that may be joining a message of several frames at once: each
+/// holds up to a message's 4 MiB while it does, so together at most
+/// 256 MiB; the others wait with one frame read (see
+/// `ferry_net::io::Channel::joining_within`).
+pub const MAX_JOINING: usize = 64;
+
+/// The relay-wide permits of [`MAX_JOINING`].
+pub fn joins() -> Arc<Semaphore> {
+    Arc::new(Semaphore::new(MAX_JOINING))
+}
+
 /// The budgets a session draws on.
 #[derive(Debug, Clone)]
 pub struct QueueBudget {

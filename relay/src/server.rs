@@ -68,6 +68,9 @@ pub struct Shared {
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// The storage sums the status reads, cached briefly.
     pub storage_sums: crate::web::status::StorageSums,
+    /// Sessions joining a message of several frames at once (see
+    /// `crate::queue_budget::MAX_JOINING`).
+    pub joins: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -182,6 +185,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         telemetry: Arc::default(),
         storage_sums: Default::default(),
+        joins: crate::queue_budget::joins(),
     });
     if let (Some((settings, listener)), Some(bound)) = (web, web_addr) {
         crate::web::announce(&settings, bound);

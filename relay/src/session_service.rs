@@ -121,7 +121,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
     .counting(shared.telemetry.traffic(&client.name));
     // A client that stops reading is cut off after the idle timeout.
     io.set_write_timeout(Some(shared.limits.idle_timeout));
-    let mut channel = Channel::new(io, transport);
+    let mut channel = Channel::new(io, transport).joining_within(Arc::clone(&shared.joins));
     let policy = (kind == PathKind::Internet).then_some(InternetPolicy {
         full_backups: client.internet_full_backups,
         max_file: client.internet_max_file,

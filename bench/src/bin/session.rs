@@ -21,8 +21,6 @@ use ferry_bench::relay::{self, PairedClient};
 use ferry_bench::{median, mib_per_s};
 use ferry_net::io::{Channel, FramedIo};
 use ferry_protocol::keys::StaticKeypair;
-use ferry_protocol::session::{Initiator, Responder};
-use ferry_protocol::timestamp::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -82,18 +80,7 @@ fn transports() -> Result<(
     ferry_protocol::transport::Transport,
     ferry_protocol::transport::Transport,
 )> {
-    let endpoint = StaticKeypair::generate()?;
-    let relay = StaticKeypair::generate()?;
-    let mut first = Vec::new();
-    let initiator = Initiator::start_without_mac(
-        &endpoint,
-        &relay.public,
-        Timestamp { secs: 1, nanos: 0 },
-        &mut first,
-    )?;
-    let mut answer = Vec::new();
-    let responder = Responder::read_first(&relay, &first)?.accept(&mut answer)?;
-    Ok((initiator.finish(&answer)?, responder))
+    Ok(ferry_protocol::session::local_pair()?)
 }
 
 /// Raw snow: encrypt VOLUME bytes in Noise-sized messages, nothing else.
