@@ -63,7 +63,7 @@ pub struct WebConfig {
     /// Where to listen (`127.0.0.1:7332`); none: no web listener.
     pub listen: Option<SocketAddr>,
     /// A file holding the bearer token every request must carry; required
-    /// unless `listen` is a loopback address.
+    /// unless `listen` is a loopback address. Relative: in the data directory.
     pub token_file: Option<std::path::PathBuf>,
 }
 

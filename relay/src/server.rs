@@ -108,7 +108,10 @@ pub async fn run(
     let verify = config.verify.resolve()?;
     let alerts = config.alerts.resolve()?;
     config.quota.resolve()?;
-    let web = crate::web::WebSettings::resolve(&config.web, web)?;
+    let mut web_config = config.web.clone();
+    // A relative token file is the data directory's, wherever the relay runs.
+    web_config.token_file = web_config.token_file.map(|path| data.root().join(path));
+    let web = crate::web::WebSettings::resolve(&web_config, web)?;
     // Admin commands take the lock for an instant to see whether a relay
     // serves (`ferry-relay gc` waiting for one): a start at that instant
     // waits a moment rather than failing.
