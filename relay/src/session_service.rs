@@ -145,9 +145,17 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         Err(e) => format!("{e:#}"),
     };
     if ended.is_err() || backup.open {
-        shared
+        let event = shared
             .telemetry
             .session_failed(&client.name, &reason, backup.open);
+        let id = client.id;
+        // Kept in the catalog, so the status page still says it after a restart.
+        if let Err(e) = shared.db(move |c| c.record_client_error(id, &event)).await {
+            warn!(
+                "cannot record the last error of client {}: {e:#}",
+                client.name
+            );
+        }
     }
     channel.io.close(std::time::Duration::from_secs(1)).await;
     info!(

@@ -1,12 +1,11 @@
 //! What the relay counts while it serves, for `/metrics`, the status page
 //! and the alerts: handshakes and backups by result, each client's bytes
-//! in and out, the last error of each client's sessions. Counters live in
+//! in and out, failed backups waiting for the alerts. Counters live in
 //! memory (Prometheus
 //! expects counters to restart at zero with the process); everything a
 //! restart must not forget (snapshots, storage, damage) is read from the
 //! catalog when asked.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -29,7 +28,7 @@ pub struct ClientLabel {
 }
 
 /// Something that went wrong, with when.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct Event {
     /// When (ms since the epoch).
     pub at_ms: i64,
@@ -54,7 +53,6 @@ pub struct Telemetry {
 
 #[derive(Debug, Default)]
 struct Events {
-    last_error: HashMap<String, Event>,
     failed_backups: Vec<(String, Event)>,
 }
 
@@ -79,8 +77,9 @@ impl Telemetry {
 
     /// Records why a session of `client` failed; `during_backup` when it
     /// had an upload open, which then counts as a failed backup (and is
-    /// kept for the alerts to report once).
-    pub fn session_failed(&self, client: &str, message: &str, during_backup: bool) {
+    /// kept for the alerts to report once). Returns the event, for the
+    /// catalog to keep as the client's last error.
+    pub fn session_failed(&self, client: &str, message: &str, during_backup: bool) -> Event {
         let event = Event {
             at_ms: crate::catalog::now_ms(),
             message: message.to_string(),
@@ -99,12 +98,7 @@ impl Telemetry {
                 .failed_backups
                 .push((client.to_string(), event.clone()));
         }
-        events.last_error.insert(client.to_string(), event);
-    }
-
-    /// The last error of each client's sessions since the relay started.
-    pub fn last_errors(&self) -> HashMap<String, Event> {
-        self.events().last_error.clone()
+        event
     }
 
     /// Failed backups since the last call, for the alerts.
@@ -136,9 +130,9 @@ mod tests {
     fn failures_during_backups_count_and_wait_for_the_alerts() {
         let t = Telemetry::default();
         t.session_failed("laptop", "idle timeout", false);
-        t.session_failed("laptop", "disk full", true);
+        let event = t.session_failed("laptop", "disk full", true);
         t.backup_committed();
-        assert_eq!(t.last_errors()["laptop"].message, "disk full");
+        assert_eq!(event.message, "disk full");
         let failed = t.take_failed_backups();
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].0, "laptop");

@@ -60,6 +60,45 @@ impl Catalog {
     }
 }
 
+/// The settings key of a client's last session error.
+fn error_key(client: super::ClientId) -> String {
+    format!("last_error/{client}")
+}
+
+impl Catalog {
+    /// Keeps `event` as the last error of `client`'s sessions.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn record_client_error(
+        &mut self,
+        client: super::ClientId,
+        event: &crate::telemetry::Event,
+    ) -> Result<()> {
+        let text = serde_json::to_string(event).unwrap_or_default();
+        self.set_setting(&error_key(client), Some(&text))
+    }
+
+    /// The last error of each client's sessions that has one.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_errors(
+        &self,
+    ) -> Result<std::collections::HashMap<super::ClientId, crate::telemetry::Event>> {
+        let mut found = std::collections::HashMap::new();
+        for client in self.list_clients()? {
+            if let Some(event) = self
+                .setting(&error_key(client.id))?
+                .and_then(|text| serde_json::from_str(&text).ok())
+            {
+                found.insert(client.id, event);
+            }
+        }
+        Ok(found)
+    }
+}
+
 /// Records the outcome of a run, for the status page: best effort (a
 /// failure to record is logged, never the run's failure).
 pub fn record<T>(

@@ -74,7 +74,7 @@ pub struct ClientStatus {
     pub received_bytes: u64,
     /// Bytes sent to it since the relay started.
     pub sent_bytes: u64,
-    /// The last error of its sessions since the relay started.
+    /// The last error of its sessions (kept in the catalog).
     pub last_error: Option<Event>,
     /// Whether any of its sets is stale.
     pub stale: bool,
@@ -136,6 +136,7 @@ struct Stored {
     clients: Vec<ClientRecord>,
     sets: Vec<SetSummary>,
     damage: HashMap<String, u64>,
+    errors: HashMap<ClientId, Event>,
     gc: Option<Run>,
     verify: Option<Run>,
 }
@@ -152,6 +153,7 @@ pub async fn read(shared: &Shared) -> Result<Status> {
                 clients: c.list_clients()?,
                 sets: c.set_summaries()?,
                 damage: c.open_damage_by_client()?,
+                errors: c.client_errors()?,
                 gc: c.last_run(RunKind::Gc)?,
                 verify: c.last_run(RunKind::Verify)?,
             })
@@ -162,7 +164,7 @@ pub async fn read(shared: &Shared) -> Result<Status> {
     let live = Live {
         sessions: shared.registry.open_by_client(),
         rates: shared.rates.report(now_ms()),
-        errors: shared.telemetry.last_errors(),
+        errors: stored.errors.clone(),
     };
     let now = now_ms();
     let clients = stored
@@ -203,11 +205,11 @@ pub async fn read(shared: &Shared) -> Result<Status> {
     })
 }
 
-/// What only the running relay knows.
+/// What the running relay knows, and the clients' last errors.
 struct Live {
     sessions: HashMap<crate::catalog::ClientId, usize>,
     rates: RateReport,
-    errors: HashMap<String, Event>,
+    errors: HashMap<ClientId, Event>,
 }
 
 fn client_status(
@@ -239,7 +241,7 @@ fn client_status(
         limit: flow.and_then(|f| f.limit),
         received_bytes: received.get(),
         sent_bytes: sent.get(),
-        last_error: live.errors.get(&client.name).cloned(),
+        last_error: live.errors.get(&client.id).cloned(),
         stale: sets.iter().any(|s: &SetStatus| s.stale),
         sets,
     }
