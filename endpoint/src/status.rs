@@ -167,9 +167,7 @@ struct Usage {
 impl Usage {
     /// Past the relay's warning share of the quota.
     fn warn(self) -> bool {
-        self.quota.is_some_and(|q| {
-            self.stored.saturating_mul(100) > q.saturating_mul(self.warn_percent.into())
-        })
+        ferry_protocol::units::past_warning(self.stored, self.quota, self.warn_percent)
     }
 
     fn text(self) -> String {

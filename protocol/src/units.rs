@@ -145,6 +145,13 @@ pub fn format_usage(stored: u64, quota: Option<u64>) -> String {
     }
 }
 
+/// Whether `stored` bytes are past `warn_percent` of `quota`: the one test
+/// behind the relay's log line, its alerts and status page, and `ferry
+/// status` (no quota: never).
+pub fn past_warning(stored: u64, quota: Option<u64>, warn_percent: u8) -> bool {
+    quota.is_some_and(|q| u128::from(stored) * 100 > u128::from(q) * u128::from(warn_percent))
+}
+
 /// Formats milliseconds since the Unix epoch as RFC 3339 UTC, to the second.
 pub fn format_rfc3339(unix_ms: i64) -> String {
     let secs = unix_ms.div_euclid(1000);
@@ -214,5 +221,16 @@ mod tests {
         assert_eq!(format_rfc3339(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_rfc3339(1_795_000_000_000), "2026-11-18T11:06:40Z");
         assert_eq!(format_rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn a_quota_warns_only_past_its_share() {
+        assert!(
+            !past_warning(90, Some(100), 90),
+            "at the share: not past it"
+        );
+        assert!(past_warning(91, Some(100), 90));
+        assert!(!past_warning(u64::MAX, None, 90), "no quota, no warning");
+        assert!(past_warning(u64::MAX, Some(u64::MAX - 1), 100));
     }
 }

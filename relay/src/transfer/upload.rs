@@ -502,15 +502,11 @@ impl Transfer {
             c.apply_decisions(&decisions)
         })?;
         if let Some(quota) = &upload.quota {
-            let used = quota.in_use();
-            if used.saturating_mul(100)
-                > quota.limit.saturating_mul(self.quotas.warn_percent.into())
-            {
+            let (used, limit) = (quota.in_use(), Some(quota.limit));
+            if ferry_protocol::units::past_warning(used, limit, self.quotas.warn_percent) {
                 tracing::warn!(
-                    "client {client} uses {} of its quota of {} ({} %)",
-                    format_size(used),
-                    format_size(quota.limit),
-                    used.saturating_mul(100) / quota.limit.max(1)
+                    "client {client} uses {} of its quota",
+                    ferry_protocol::units::format_usage(used, limit)
                 );
             }
         }

@@ -232,9 +232,11 @@ fn client_status(
         last_address: client.last_address.clone(),
         stored_bytes,
         quota,
-        quota_warning: quota.is_some_and(|q| {
-            stored_bytes.saturating_mul(100) >= q.saturating_mul(u64::from(quotas.warn_percent))
-        }),
+        quota_warning: ferry_protocol::units::past_warning(
+            stored_bytes,
+            quota,
+            quotas.warn_percent,
+        ),
         damage_open: damage.get(&client.name).copied().unwrap_or(0),
         sessions: live.sessions.get(&client.id).copied().unwrap_or(0),
         rate: flow.map_or(0, |f| f.rate),
