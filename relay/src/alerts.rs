@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::config::Alerts;
 use crate::server::Shared;
 use crate::telemetry::Event;
 use crate::web::page::age;
@@ -68,97 +67,89 @@ impl Conditions {
         let mut now = BTreeSet::new();
         let mut alerts = Vec::new();
         for client in &status.clients {
-            let newest = client
-                .sets
-                .iter()
-                .filter_map(|s| s.last_success_at.clone())
-                .max()
-                .unwrap_or_else(|| "never".into());
-            // Each set, or the client itself while it has none.
-            let mut watched: Vec<(String, bool, String, String)> = client
-                .sets
-                .iter()
-                .map(|set| {
-                    let message = match set.age_s {
-                        Some(s) => format!(
-                            "no backup of {}/{} for {} (stale after {})",
-                            client.name,
-                            set.name,
-                            age(s),
-                            age(set.stale_after_s)
-                        ),
-                        None => format!("{}/{} has no snapshot yet", client.name, set.name),
-                    };
-                    let last = set
-                        .last_success_at
-                        .clone()
-                        .unwrap_or_else(|| "never".into());
-                    (set.name.clone(), set.stale, last, message)
-                })
-                .collect();
-            // The client itself: stale while it has no set at all, and
-            // recovered with its first snapshot.
-            let message = format!("{} has not backed up since it was paired", client.name);
-            let never = client.sets.is_empty() && client.stale;
-            watched.push((String::new(), never, newest.clone(), message));
-            for (set, stale, last, message) in watched {
-                let condition = ("stale".to_string(), client.name.clone(), set.clone());
-                let was = self.held.contains(&condition);
-                if stale {
-                    now.insert(condition);
-                }
-                let (reason, message) = match (was, stale) {
-                    (false, true) => ("stale", message),
-                    (true, false) => (
-                        "recovered",
-                        format!("{}/{set} backed up again at {last}", client.name),
-                    ),
-                    _ => continue,
-                };
-                alerts.push(Alert {
-                    client: client.name.clone(),
-                    set,
-                    last_success: last,
-                    reason,
-                    message,
-                });
-            }
-            let whole = |kind: &'static str, holds: bool, now: &mut BTreeSet<Condition>| {
-                let condition = (kind.to_string(), client.name.clone(), String::new());
+            let newest = client.last_success();
+            // Whether `kind` about `set` of this client began (`Some(true)`)
+            // or ended (`Some(false)`) since the last check.
+            let mut edge = |kind: &str, set: &str, holds: bool| {
+                let condition = (kind.to_string(), client.name.clone(), set.to_string());
                 let was = self.held.contains(&condition);
                 if holds {
                     now.insert(condition);
                 }
                 (was != holds).then_some(holds)
             };
-            if let Some(holds) = whole("quota", client.quota_warning, &mut now) {
-                alerts.push(Alert {
-                    client: client.name.clone(),
-                    set: String::new(),
-                    last_success: newest.clone(),
-                    reason: if holds { "quota" } else { "quota-ok" },
-                    message: format!(
-                        "{} stores {}",
-                        client.name,
-                        ferry_protocol::units::format_usage(client.stored_bytes, client.quota)
-                    ),
-                });
+            let alert = |set: &str, last: String, reason, message| Alert {
+                client: client.name.clone(),
+                set: set.to_string(),
+                last_success: last,
+                reason,
+                message,
+            };
+            for set in &client.sets {
+                let last = set
+                    .last_success_at
+                    .clone()
+                    .unwrap_or_else(|| "never".into());
+                match edge("stale", &set.name, set.stale) {
+                    Some(true) => {
+                        let message = match set.age_s {
+                            Some(s) => format!(
+                                "no backup of {}/{} for {} (stale after {})",
+                                client.name,
+                                set.name,
+                                age(s),
+                                age(set.stale_after_s)
+                            ),
+                            None => format!("{}/{} has no snapshot yet", client.name, set.name),
+                        };
+                        alerts.push(alert(&set.name, last, "stale", message));
+                    }
+                    Some(false) => {
+                        let message =
+                            format!("{}/{} backed up again at {last}", client.name, set.name);
+                        alerts.push(alert(&set.name, last, "recovered", message));
+                    }
+                    None => {}
+                }
             }
-            if let Some(holds) = whole("damage", client.damage_open > 0, &mut now) {
-                alerts.push(Alert {
-                    client: client.name.clone(),
-                    set: String::new(),
-                    last_success: newest.clone(),
-                    reason: if holds { "damage" } else { "damage-healed" },
-                    message: if holds {
+            // The client itself: stale while it has no set at all, and
+            // recovered with its first snapshot.
+            match edge("stale", "", client.sets.is_empty() && client.stale) {
+                Some(true) => {
+                    let message = format!("{} has not backed up since it was paired", client.name);
+                    alerts.push(alert("", newest.clone(), "stale", message));
+                }
+                Some(false) => {
+                    let message = format!("{} backed up at {newest}", client.name);
+                    alerts.push(alert("", newest.clone(), "recovered", message));
+                }
+                None => {}
+            }
+            if let Some(holds) = edge("quota", "", client.quota_warning) {
+                let message = format!(
+                    "{} stores {}",
+                    client.name,
+                    ferry_protocol::units::format_usage(client.stored_bytes, client.quota)
+                );
+                let reason = if holds { "quota" } else { "quota-ok" };
+                alerts.push(alert("", newest.clone(), reason, message));
+            }
+            if let Some(holds) = edge("damage", "", client.damage_open > 0) {
+                let (reason, message) = if holds {
+                    (
+                        "damage",
                         format!(
                             "{} damaged blob(s) of {} (run `ferry-relay verify`; the client's next backup sends them again)",
                             client.damage_open, client.name
-                        )
-                    } else {
-                        format!("every damaged blob of {} was sent again", client.name)
-                    },
-                });
+                        ),
+                    )
+                } else {
+                    (
+                        "damage-healed",
+                        format!("every damaged blob of {} was sent again", client.name),
+                    )
+                };
+                alerts.push(alert("", newest.clone(), reason, message));
             }
         }
         self.held = now;
@@ -167,7 +158,8 @@ impl Conditions {
 }
 
 /// Checks every `alerts.check_interval` until the relay shuts down.
-pub async fn watch(shared: Arc<Shared>, alerts: Alerts) {
+pub async fn watch(shared: Arc<Shared>) {
+    let alerts = &shared.alerts;
     let mut conditions = match shared.db(|c| c.setting(HELD_KEY)).await {
         Ok(text) => Conditions::load(text),
         Err(e) => {
@@ -239,7 +231,11 @@ fn failed_backups(failures: Vec<(String, Event)>, status: &Status) -> Vec<Alert>
     by_client
         .into_iter()
         .map(|(client, (count, last))| Alert {
-            last_success: last_success_of(status, &client),
+            last_success: status
+                .clients
+                .iter()
+                .find(|c| c.name == client)
+                .map_or_else(|| "never".into(), |c| c.last_success()),
             message: if count == 1 {
                 last.message
             } else {
@@ -253,20 +249,6 @@ fn failed_backups(failures: Vec<(String, Event)>, status: &Status) -> Vec<Alert>
             reason: "backup-failed",
         })
         .collect()
-}
-
-fn last_success_of(status: &Status, client: &str) -> String {
-    status
-        .clients
-        .iter()
-        .find(|c| c.name == client)
-        .and_then(|c| {
-            c.sets
-                .iter()
-                .filter_map(|s| s.last_success_at.clone())
-                .max()
-        })
-        .unwrap_or_else(|| "never".into())
 }
 
 /// Runs the alert command for `alert`, logging how it ended.

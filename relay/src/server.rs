@@ -64,6 +64,10 @@ pub struct Shared {
     pub session_addr: SocketAddr,
     /// Cancelled when the relay shuts down.
     pub shutdown: CancellationToken,
+    /// `[alerts]`, resolved.
+    pub alerts: crate::config::Alerts,
+    /// `[quota]`, resolved.
+    pub quotas: crate::config::Quotas,
     /// Counters for the metrics, the status page and the alerts.
     pub telemetry: Arc<crate::telemetry::Telemetry>,
     /// The storage sums the status reads, cached briefly.
@@ -107,7 +111,7 @@ pub async fn run(
     let gc = config.gc.resolve()?;
     let verify = config.verify.resolve()?;
     let alerts = config.alerts.resolve()?;
-    config.quota.resolve()?;
+    let quotas = config.quota.resolve()?;
     let mut web_config = config.web.clone();
     // A relative token file is the data directory's, wherever the relay runs.
     web_config.token_file = web_config.token_file.map(|path| data.root().join(path));
@@ -186,6 +190,8 @@ pub async fn run(
         queued: crate::queue_budget::QueueBudget::relay_wide(),
         session_addr,
         shutdown: shutdown.clone(),
+        alerts,
+        quotas,
         telemetry: Arc::default(),
         storage_sums: Default::default(),
         joins: crate::queue_budget::joins(),
@@ -194,7 +200,7 @@ pub async fn run(
         crate::web::announce(&settings, bound);
         tracker.spawn(crate::web::serve(Arc::clone(&shared), settings, listener));
     }
-    tracker.spawn(crate::alerts::watch(Arc::clone(&shared), alerts));
+    tracker.spawn(crate::alerts::watch(Arc::clone(&shared)));
     let admission = Arc::new(Admission::new(&limits));
     tracker.spawn(accept_loop(
         Arc::clone(&shared),

@@ -129,7 +129,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
     let transfer = Transfer::new(Arc::clone(&shared.repo), client.id, policy)
         .with_stall_limit(shared.limits.idle_timeout)
         .with_retention_defaults(shared.config.retention)
-        .with_quotas(shared.config.quota.resolve().unwrap_or_default());
+        .with_quotas(shared.quotas);
     let mut backup = BackupWatch::default();
     let ended = run_session(
         &shared,

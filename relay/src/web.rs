@@ -19,7 +19,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -130,16 +130,12 @@ pub async fn serve(shared: Arc<Shared>, settings: WebSettings, listener: TcpList
 }
 
 /// Lets a request through when no token is needed or it carries the token.
-async fn authorize(
-    State(app): State<App>,
-    headers: HeaderMap,
-    request: Request,
-    next: Next,
-) -> Response {
+async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
     let Some(expected) = app.token_hash else {
         return next.run(request).await;
     };
-    let offered = headers
+    let offered = request
+        .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))

@@ -60,10 +60,8 @@ impl Catalog {
     }
 }
 
-/// The settings key of a client's last session error.
-fn error_key(client: super::ClientId) -> String {
-    format!("last_error/{client}")
-}
+/// The settings keys of clients' last session errors: this, then the id.
+const ERROR_KEY: &str = "last_error/";
 
 impl Catalog {
     /// Keeps `event` as the last error of `client`'s sessions.
@@ -76,23 +74,29 @@ impl Catalog {
         event: &crate::telemetry::Event,
     ) -> Result<()> {
         let text = serde_json::to_string(event).unwrap_or_default();
-        self.set_setting(&error_key(client), Some(&text))
+        self.set_setting(&format!("{ERROR_KEY}{client}"), Some(&text))
     }
 
-    /// The last error of each client's sessions that has one.
+    /// The last error of each client's sessions that has one (one query;
+    /// an unreadable record is left out).
     ///
     /// # Errors
     /// SQLite errors.
     pub fn client_errors(
         &self,
     ) -> Result<std::collections::HashMap<super::ClientId, crate::telemetry::Event>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT substr(key, ?2), value FROM settings WHERE substr(key, 1, ?3) = ?1")?;
+        let rows = stmt.query_map(
+            rusqlite::params![ERROR_KEY, ERROR_KEY.len() + 1, ERROR_KEY.len()],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        )?;
         let mut found = std::collections::HashMap::new();
-        for client in self.list_clients()? {
-            if let Some(event) = self
-                .setting(&error_key(client.id))?
-                .and_then(|text| serde_json::from_str(&text).ok())
-            {
-                found.insert(client.id, event);
+        for row in rows {
+            let (id, text) = row?;
+            if let (Ok(id), Ok(event)) = (id.parse::<u64>(), serde_json::from_str(&text)) {
+                found.insert(super::ClientId(id), event);
             }
         }
         Ok(found)
@@ -144,5 +148,30 @@ mod tests {
         let verify = catalog.last_run(RunKind::Verify).unwrap().unwrap();
         assert!(verify.ok);
         assert_eq!((verify.summary.as_str(), verify.damaged), ("3 damaged", 3));
+    }
+
+    #[test]
+    fn each_clients_last_error_is_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
+        let event = |m: &str| crate::telemetry::Event {
+            at_ms: 1,
+            message: m.into(),
+        };
+        use super::super::ClientId;
+        catalog
+            .record_client_error(ClientId(7), &event("first"))
+            .unwrap();
+        catalog
+            .record_client_error(ClientId(7), &event("idle timeout"))
+            .unwrap();
+        catalog
+            .record_client_error(ClientId(12), &event("disk full"))
+            .unwrap();
+        catalog.set_setting("last_error/junk", Some("{}")).unwrap();
+        let errors = catalog.client_errors().unwrap();
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert_eq!(errors[&ClientId(7)].message, "idle timeout");
+        assert_eq!(errors[&ClientId(12)].message, "disk full");
     }
 }

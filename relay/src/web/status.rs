@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::catalog::runs::{Run, RunKind};
 use crate::catalog::{now_ms, ClientId, ClientRecord, SetSummary};
-use crate::config::{Alerts, Quotas};
+use crate::config::Alerts;
 use crate::rates::RateReport;
 use crate::server::Shared;
 use crate::telemetry::Event;
@@ -141,6 +141,16 @@ struct Stored {
     verify: Option<Run>,
 }
 
+/// Everything a client's status is made of, read once per status.
+struct Sources<'a> {
+    stored: Stored,
+    sums: &'a HashMap<ClientId, u64>,
+    sessions: HashMap<ClientId, usize>,
+    rates: RateReport,
+    shared: &'a Shared,
+    now: i64,
+}
+
 /// Reads the status now.
 ///
 /// # Errors
@@ -159,37 +169,20 @@ pub async fn read(shared: &Shared) -> Result<Status> {
             })
         })
         .await?;
-    let alerts = shared.config.alerts.resolve()?;
-    let quotas = shared.config.quota.resolve()?;
-    let live = Live {
-        sessions: shared.registry.open_by_client(),
-        rates: shared.rates.report(now_ms()),
-        errors: stored.errors.clone(),
-    };
     let now = now_ms();
-    let clients = stored
+    let from = Sources {
+        stored,
+        sums: &sums,
+        sessions: shared.registry.open_by_client(),
+        rates: shared.rates.report(now),
+        shared,
+        now,
+    };
+    let clients = from
+        .stored
         .clients
         .iter()
-        .map(|client| {
-            let sets = stored
-                .sets
-                .iter()
-                .filter(|s| s.client == client.id)
-                .map(|s| set_status(s, &client.name, client.paired_ms, &alerts, now))
-                .collect();
-            let never_backed_up = client_never_backed_up(client, &stored.sets, &alerts, now);
-            let mut status = client_status(
-                client,
-                sums.get(&client.id).copied().unwrap_or(0),
-                sets,
-                &stored.damage,
-                &live,
-                shared,
-                &quotas,
-            );
-            status.stale |= never_backed_up;
-            status
-        })
+        .map(|client| client_status(client, &from))
         .collect();
     Ok(Status {
         generated_at: format_rfc3339(now),
@@ -198,32 +191,33 @@ pub async fn read(shared: &Shared) -> Result<Status> {
         version: env!("CARGO_PKG_VERSION"),
         sessions_open: shared.registry.len(),
         store_bytes: sums.values().sum(),
-        damage_open: stored.damage.values().sum(),
-        gc: stored.gc.clone(),
-        verify: stored.verify.clone(),
+        damage_open: from.stored.damage.values().sum(),
+        gc: from.stored.gc.clone(),
+        verify: from.stored.verify.clone(),
         clients,
     })
 }
 
-/// What the running relay knows, and the clients' last errors.
-struct Live {
-    sessions: HashMap<crate::catalog::ClientId, usize>,
-    rates: RateReport,
-    errors: HashMap<ClientId, Event>,
-}
-
-fn client_status(
-    client: &ClientRecord,
-    stored_bytes: u64,
-    sets: Vec<SetStatus>,
-    damage: &HashMap<String, u64>,
-    live: &Live,
-    shared: &Shared,
-    quotas: &Quotas,
-) -> ClientStatus {
-    let flow = live.rates.clients.get(&client.id.to_string());
+fn client_status(client: &ClientRecord, from: &Sources<'_>) -> ClientStatus {
+    let (alerts, quotas) = (&from.shared.alerts, &from.shared.quotas);
+    let sets: Vec<SetStatus> = from
+        .stored
+        .sets
+        .iter()
+        .filter(|s| s.client == client.id)
+        .map(|s| set_status(s, &client.name, client.paired_ms, alerts, from.now))
+        .collect();
+    // A client paired that long ago with no set at all never backed up.
+    let never_backed_up = sets.is_empty()
+        && older_than(
+            client.paired_ms,
+            alerts.stale_after(&client.name, ""),
+            from.now,
+        );
+    let flow = from.rates.clients.get(&client.id.to_string());
     let quota = quotas.of(client.own_quota);
-    let (received, sent) = shared.telemetry.traffic(&client.name);
+    let stored_bytes = from.sums.get(&client.id).copied().unwrap_or(0);
+    let (received, sent) = from.shared.telemetry.traffic(&client.name);
     ClientStatus {
         name: client.name.clone(),
         hostname: client.hostname.clone(),
@@ -237,29 +231,33 @@ fn client_status(
             quota,
             quotas.warn_percent,
         ),
-        damage_open: damage.get(&client.name).copied().unwrap_or(0),
-        sessions: live.sessions.get(&client.id).copied().unwrap_or(0),
+        damage_open: from.stored.damage.get(&client.name).copied().unwrap_or(0),
+        sessions: from.sessions.get(&client.id).copied().unwrap_or(0),
         rate: flow.map_or(0, |f| f.rate),
         limit: flow.and_then(|f| f.limit),
         received_bytes: received.get(),
         sent_bytes: sent.get(),
-        last_error: live.errors.get(&client.id).cloned(),
-        stale: sets.iter().any(|s: &SetStatus| s.stale),
+        last_error: from.stored.errors.get(&client.id).cloned(),
+        stale: never_backed_up || sets.iter().any(|s| s.stale),
         sets,
     }
 }
 
-/// Whether `client` has no set at all and was paired longer ago than its
-/// `stale-after`: a laptop that never backed up.
-fn client_never_backed_up(
-    client: &ClientRecord,
-    sets: &[SetSummary],
-    alerts: &Alerts,
-    now: i64,
-) -> bool {
-    !sets.iter().any(|s| s.client == client.id)
-        && (now - client.paired_ms).max(0) as u128
-            > alerts.stale_after(&client.name, "").as_millis()
+impl ClientStatus {
+    /// When its newest snapshot of any set was committed (RFC 3339), or
+    /// `never`.
+    pub fn last_success(&self) -> String {
+        self.sets
+            .iter()
+            .filter_map(|s| s.last_success_at.clone())
+            .max()
+            .unwrap_or_else(|| "never".into())
+    }
+}
+
+/// Whether more than `limit` passed from `since` (ms) to `now` (ms).
+fn older_than(since: i64, limit: std::time::Duration, now: i64) -> bool {
+    (now - since).max(0) as u128 > limit.as_millis()
 }
 
 /// A set's status at `now` (ms). A set without a snapshot is judged from
@@ -273,6 +271,7 @@ pub fn set_status(
 ) -> SetStatus {
     let stale_after = alerts.stale_after(client, &summary.set);
     let age_ms = summary.last_success_ms.map(|at| (now - at).max(0));
+    // Without a snapshot, its first backup has had since the pairing.
     let since = summary.last_success_ms.unwrap_or(paired_ms);
     SetStatus {
         name: summary.set.clone(),
@@ -281,7 +280,7 @@ pub fn set_status(
         last_success_ms: summary.last_success_ms,
         age_s: age_ms.map(|ms| ms as u64 / 1000),
         stale_after_s: stale_after.as_secs(),
-        stale: (now - since).max(0) as u128 > stale_after.as_millis(),
+        stale: older_than(since, stale_after, now),
     }
 }
 
