@@ -5,10 +5,18 @@
 //! A snapshot is kept when any of these keeps it:
 //!
 //! - it is **protected** by the relay's admin;
-//! - it is the set's **newest**;
+//! - it is the set's **newest**: the last one committed (commit order, not
+//!   a clock that can step back or forward);
+//! - it is **locked**: younger than the lock period (`[retention] lock`,
+//!   [`DEFAULT_LOCK`] unless the relay's operator says otherwise), or dated
+//!   after "now" (a clock stepped back); nothing a client sends makes
+//!   retention forget it;
+//! - it is **held**: the relay holds it until a time of its own choosing
+//!   (the snapshot before a suspicious backup);
 //! - the relay has **no rule** for the set (then everything is kept: an
 //!   endpoint alone can never forget anything);
-//! - the relay's **rules**: `keep-last`, the newest of each of the last
+//! - the relay's **rules**, which count only snapshots that differ from the
+//!   one before them (ten identical backups count as one): `keep-last`, the newest of each of the last
 //!   `keep-hourly` hours (likewise days, weeks, months, years), everything
 //!   within `keep-within`; then at least `min-count` (the newest ones) and
 //!   at most `max-count` of them (the oldest go first);
@@ -34,6 +42,10 @@ pub enum KeptBy {
     Protected,
     /// The set's newest snapshot.
     Newest,
+    /// Younger than the lock period.
+    Locked,
+    /// Held by the relay (the snapshot before a suspicious backup).
+    Held,
     /// The relay has no retention rule for the set.
     NoRules,
     /// `keep-last`.
@@ -64,6 +76,8 @@ impl KeptBy {
         match self {
             KeptBy::Protected => "protected",
             KeptBy::Newest => "newest",
+            KeptBy::Locked => "locked",
+            KeptBy::Held => "held",
             KeptBy::NoRules => "no-rules",
             KeptBy::Last => "last",
             KeptBy::Hourly => "hourly",
@@ -166,6 +180,13 @@ impl std::fmt::Display for Period {
     }
 }
 
+/// The lock when nobody set one: two weeks. A stolen laptop is noticed and
+/// revoked within days, a holiday lasts up to two weeks, and ransomware
+/// that encrypts a home directory is found when its owner is back; a lock
+/// costs only the chunks that changed in that time, since snapshots share
+/// everything else.
+pub const DEFAULT_LOCK: Period = Period::Millis(14 * 24 * 3_600_000);
+
 /// The relay's retention rules for a set (all unset: keep everything).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -192,12 +213,31 @@ pub struct Rules {
     pub archive_every: Option<Period>,
     /// ...for this long.
     pub archive_for: Option<Period>,
+    /// Nothing younger than this is forgotten, whatever the rules above
+    /// say (unset: [`DEFAULT_LOCK`]; `0h` turns the lock off).
+    pub lock: Option<Period>,
 }
 
 impl Rules {
-    /// Whether any rule is set (none: everything is kept).
+    /// Whether any rule that forgets is set (none: everything is kept; the
+    /// lock alone forgets nothing).
     pub fn is_set(&self) -> bool {
-        *self != Rules::default()
+        Rules {
+            lock: None,
+            ..*self
+        } != Rules::default()
+    }
+
+    /// The rules that apply where `own` are stored for a set (or its
+    /// client) and `defaults` are the relay's: `own`'s keep rules if it has
+    /// any, else the defaults'; `own`'s lock, else the defaults', else
+    /// [`DEFAULT_LOCK`].
+    pub fn effective(own: Option<&Rules>, defaults: &Rules) -> Rules {
+        let lock = own.and_then(|r| r.lock).or(defaults.lock);
+        Rules {
+            lock: Some(lock.unwrap_or(DEFAULT_LOCK)),
+            ..*own.filter(|r| r.is_set()).unwrap_or(defaults)
+        }
     }
 }
 
@@ -210,6 +250,11 @@ pub struct Snapshot {
     pub time_ms: i64,
     /// Protected by the admin.
     pub protected: bool,
+    /// Its tree is the same as the snapshot's before it in the set (count
+    /// rules do not count it).
+    pub unchanged: bool,
+    /// Held by the relay until this time (ms since the epoch; 0: not held).
+    pub held_until_ms: i64,
 }
 
 /// For every snapshot of a set, why it is kept (empty: it is forgotten).
@@ -217,9 +262,10 @@ pub type Decision = BTreeMap<u64, Vec<KeptBy>>;
 
 /// Decides what to keep of one set's `snapshots` under the relay's `rules`
 /// and the endpoint's `hints`, at `now_ms` (see the module documentation).
+/// Snapshots are ranked by id, the order they were committed in.
 pub fn decide(snapshots: &[Snapshot], rules: &Rules, hints: &Retention, now_ms: i64) -> Decision {
     let mut newest_first: Vec<Snapshot> = snapshots.to_vec();
-    newest_first.sort_by(|a, b| b.time_ms.cmp(&a.time_ms).then(b.id.cmp(&a.id)));
+    newest_first.sort_by(|a, b| b.id.cmp(&a.id));
     let times: Vec<(u64, i64)> = newest_first.iter().map(|s| (s.id, s.time_ms)).collect();
     let mut decision: Decision = newest_first.iter().map(|s| (s.id, Vec::new())).collect();
     let mut keep = |id: u64, why: KeptBy| {
@@ -229,11 +275,20 @@ pub fn decide(snapshots: &[Snapshot], rules: &Rules, hints: &Retention, now_ms: 
             }
         }
     };
-    for s in newest_first.iter().filter(|s| s.protected) {
-        keep(s.id, KeptBy::Protected);
-    }
     if let Some(newest) = newest_first.first() {
         keep(newest.id, KeptBy::Newest);
+    }
+    let lock = i64::try_from(rules.lock.unwrap_or(DEFAULT_LOCK).as_millis()).unwrap_or(i64::MAX);
+    for s in &newest_first {
+        if s.protected {
+            keep(s.id, KeptBy::Protected);
+        }
+        if lock > 0 && s.time_ms > now_ms.saturating_sub(lock) {
+            keep(s.id, KeptBy::Locked);
+        }
+        if s.held_until_ms > now_ms {
+            keep(s.id, KeptBy::Held);
+        }
     }
     if !rules.is_set() {
         for s in &newest_first {
@@ -241,12 +296,22 @@ pub fn decide(snapshots: &[Snapshot], rules: &Rules, hints: &Retention, now_ms: 
         }
         return sorted(decision);
     }
-    for (id, why) in ruled(&times, rules, now_ms) {
+    // Count rules count a run of identical snapshots once (its oldest).
+    let counted: Vec<(u64, i64)> = newest_first
+        .iter()
+        .filter(|s| !s.unchanged)
+        .map(|s| (s.id, s.time_ms))
+        .collect();
+    for (id, why) in ruled(&counted, &times, rules, now_ms) {
         keep(id, why);
     }
     if let (Some(every), Some(span)) = (rules.archive_every, rules.archive_for) {
         let since = now_ms.saturating_sub(i64::try_from(span.as_millis()).unwrap_or(i64::MAX));
-        let recent: Vec<(u64, i64)> = times.iter().copied().filter(|(_, t)| *t >= since).collect();
+        let recent: Vec<(u64, i64)> = counted
+            .iter()
+            .copied()
+            .filter(|(_, t)| *t >= since)
+            .collect();
         for id in newest_per_bucket(&recent, u32::MAX, every.bucket()) {
             keep(id, KeptBy::Archived);
         }
@@ -259,8 +324,14 @@ pub fn decide(snapshots: &[Snapshot], rules: &Rules, hints: &Retention, now_ms: 
     sorted(decision)
 }
 
-/// What the keep rules, `min-count` and `max-count` keep, newest first.
-fn ruled(times: &[(u64, i64)], rules: &Rules, now_ms: i64) -> Vec<(u64, KeptBy)> {
+/// What the keep rules, `min-count` and `max-count` keep, newest first: the
+/// counting rules over `counted`, `keep-within` over all of `times`.
+fn ruled(
+    counted: &[(u64, i64)],
+    times: &[(u64, i64)],
+    rules: &Rules,
+    now_ms: i64,
+) -> Vec<(u64, KeptBy)> {
     let mut kept: Vec<(u64, KeptBy)> = Vec::new();
     let add = |id: u64, why: KeptBy, kept: &mut Vec<(u64, KeptBy)>| {
         if !kept.iter().any(|(k, _)| *k == id) {
@@ -268,7 +339,7 @@ fn ruled(times: &[(u64, i64)], rules: &Rules, now_ms: i64) -> Vec<(u64, KeptBy)>
         }
     };
     if let Some(n) = rules.keep_last {
-        for (id, _) in times.iter().take(n as usize) {
+        for (id, _) in counted.iter().take(n as usize) {
             add(*id, KeptBy::Last, &mut kept);
         }
     }
@@ -280,7 +351,7 @@ fn ruled(times: &[(u64, i64)], rules: &Rules, now_ms: i64) -> Vec<(u64, KeptBy)>
         (rules.keep_yearly, Bucket::Year, KeptBy::Yearly),
     ] {
         if let Some(count) = count {
-            for id in newest_per_bucket(times, count, bucket) {
+            for id in newest_per_bucket(counted, count, bucket) {
                 add(id, why, &mut kept);
             }
         }
@@ -292,7 +363,7 @@ fn ruled(times: &[(u64, i64)], rules: &Rules, now_ms: i64) -> Vec<(u64, KeptBy)>
         }
     }
     if let Some(min) = rules.min_count {
-        for (id, _) in times.iter().take(min as usize) {
+        for (id, _) in counted.iter().take(min as usize) {
             add(*id, KeptBy::MinCount, &mut kept);
         }
     }

@@ -28,10 +28,11 @@ impl Retention {
             || self.keep_monthly.is_some()
     }
 
-    /// Of `snapshots` (id, finish time in ms since the epoch), the ids to keep.
+    /// Of `snapshots` (id, finish time in ms since the epoch), the ids to
+    /// keep; the newest is the highest id (the last committed).
     pub fn keep(&self, snapshots: &[(u64, i64)]) -> Vec<u64> {
         let mut newest_first = snapshots.to_vec();
-        newest_first.sort_by(|a, b| b.1.cmp(&a.1).then(b.0.cmp(&a.0)));
+        newest_first.sort_by(|a, b| b.0.cmp(&a.0));
         if !self.is_set() {
             return newest_first.iter().map(|s| s.0).collect();
         }

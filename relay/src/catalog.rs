@@ -176,6 +176,9 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE backup_sets ADD COLUMN hints TEXT;
     ALTER TABLE snapshots ADD COLUMN protected INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE clients ADD COLUMN quota INTEGER;",
+    // 11: a snapshot the relay holds until a time (the one before a
+    // suspicious backup), whatever retention says.
+    "ALTER TABLE snapshots ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

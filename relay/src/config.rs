@@ -248,7 +248,7 @@ pub fn parse_quota(text: &str) -> Result<Option<u64>, String> {
 }
 
 fn is_default(rules: &ferry_protocol::keep::Rules) -> bool {
-    !rules.is_set()
+    *rules == ferry_protocol::keep::Rules::default()
 }
 
 /// `[verify]`: when the server checks the store by itself (as

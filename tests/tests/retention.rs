@@ -57,7 +57,15 @@ fn an_endpoint_asking_to_keep_one_keeps_the_relays_three() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     docs_set(&endpoint, &src, "keep-last = 1\n");
-    let out = ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "3"]));
+    let out = ok(relay.admin(&[
+        "clients",
+        "retention",
+        "laptop",
+        "--keep-last",
+        "3",
+        "--lock",
+        "0h",
+    ]));
     assert!(out.contains("keep-last 3"), "{out}");
     let made = backups(&endpoint, &src, 5, 0);
     let kept = listed(&relay);
@@ -78,7 +86,15 @@ fn the_most_destructive_hints_and_an_empty_tree_lose_nothing_the_rules_keep() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     docs_set(&endpoint, &src, "");
-    ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "3"]));
+    ok(relay.admin(&[
+        "clients",
+        "retention",
+        "laptop",
+        "--keep-last",
+        "3",
+        "--lock",
+        "0h",
+    ]));
     let made = backups(&endpoint, &src, 3, 0);
     // A stolen laptop: keep nothing, and commit an empty tree, twice.
     let (empty, bytes) = Tree {
@@ -111,14 +127,18 @@ fn the_most_destructive_hints_and_an_empty_tree_lose_nothing_the_rules_keep() {
         });
         assert!(matches!(raw.recv(), Some(Message::Committed { .. })));
     }
-    // The relay's three newest: the hostile two and the last real one.
+    // Even with the lock off: the two identical empty trees count once, so
+    // the relay's three are the first empty one and the last two real ones.
     let kept: Vec<u64> = listed(&relay).iter().map(|(id, _)| *id).collect();
-    assert_eq!(kept.len(), 3, "{kept:?}");
-    assert!(kept.contains(&made[2]), "{kept:?}");
+    assert_eq!(kept.len(), 4, "{kept:?}");
+    assert!(
+        kept.contains(&made[2]) && kept.contains(&made[1]),
+        "{kept:?}"
+    );
     // The admin raises the floor: from now on more are kept.
     ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "10"]));
     backups(&endpoint, &src, 1, 10);
-    assert_eq!(listed(&relay).len(), 4);
+    assert_eq!(listed(&relay).len(), 5);
 }
 
 #[test]
@@ -137,7 +157,15 @@ fn a_protected_snapshot_survives_forget_and_retention_until_unprotected() {
         "{}",
         ferry_tests::stderr(&forget)
     );
-    ok(relay.admin(&["clients", "retention", "laptop", "--keep-last", "1"]));
+    ok(relay.admin(&[
+        "clients",
+        "retention",
+        "laptop",
+        "--keep-last",
+        "1",
+        "--lock",
+        "0h",
+    ]));
     let later = backups(&endpoint, &src, 3, 1);
     let kept = listed(&relay);
     assert_eq!(
@@ -241,6 +269,8 @@ fn archival_keeps_the_newest_snapshot_of_each_month() {
         "1 month",
         "--archive-for",
         "1 year",
+        "--lock",
+        "0h",
     ]));
     // Three months 40 days apart, and the third month twice.
     let mut made = Vec::new();
@@ -259,4 +289,116 @@ fn archival_keeps_the_newest_snapshot_of_each_month() {
     assert_eq!(why(made[1]).as_deref(), Some("archived"));
     assert_eq!(why(made[2]), None, "superseded within its month");
     assert_eq!(why(made[3]).as_deref(), Some("newest,last,archived"));
+}
+
+/// The relay's `[retention]` table of `deploy/relay.example.toml`.
+fn example_rules() -> String {
+    let example = include_str!("../../deploy/relay.example.toml");
+    let start = example.find("[retention]\n").expect("[retention]") + "[retention]\n".len();
+    let end = example[start..]
+        .find("\n[")
+        .map_or(example.len(), |i| start + i);
+    example[start..end]
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn twelve_empty_backups_from_a_stolen_laptop_leave_every_real_snapshot_of_the_day() {
+    let rules = example_rules();
+    assert!(rules.contains("keep-last = 10"), "{rules}");
+    let relay = Relay::start_with(ferry_tests::RelayOptions {
+        sections: vec![("retention".into(), rules)],
+        ..ferry_tests::RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    docs_set(&endpoint, &src, "keep-last = 1\n");
+    let real = backups(&endpoint, &src, 3, 0);
+    // The thief points the set at an empty directory and backs up twelve times.
+    let empty = work.path().join("empty");
+    docs_set(&endpoint, &empty, "keep-last = 1\n");
+    for _ in 0..12 {
+        endpoint.backup_json(&["--set", "docs"]);
+    }
+    let kept = listed(&relay);
+    for id in &real {
+        let why = kept.iter().find(|(k, _)| k == id).map(|(_, w)| w.clone());
+        assert!(
+            why.as_ref()
+                .is_some_and(|w| w.contains(&"locked".to_string())),
+            "real snapshot {id} not kept by the lock: {kept:?}"
+        );
+    }
+    assert_eq!(kept.len(), 15, "{kept:?}");
+    // The retention dry run names the lock as the reason.
+    let plan = ok(relay.admin(&["retention", "--dry-run"]));
+    assert!(plan.contains("locked"), "{plan}");
+    assert!(plan.contains("0 snapshot(s) would be forgotten"), "{plan}");
+    // The last real snapshot restores.
+    let out = work.path().join("out");
+    endpoint.restore_json(&[
+        "-b",
+        &real[2].to_string(),
+        "--map-from",
+        ferry_tests::arg(&src),
+        "--map-to",
+        ferry_tests::arg(&out),
+    ]);
+    assert_eq!(fs::read(out.join("note")).unwrap(), b"version 2");
+}
+
+#[test]
+fn a_relay_clock_stepped_back_never_forgets_the_snapshot_it_commits() {
+    let clock = tempfile::NamedTempFile::new().unwrap();
+    let ahead = |days: i64| fs::write(clock.path(), (days * 86_400_000).to_string()).unwrap();
+    ahead(0);
+    let relay = Relay::start_with(ferry_tests::RelayOptions {
+        env: vec![(
+            "FERRY_CLOCK_AHEAD_FILE".into(),
+            clock.path().to_str().unwrap().into(),
+        )],
+        ..ferry_tests::RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    docs_set(&endpoint, &src, "");
+    // The lock off: commit order alone must keep the new snapshot.
+    ok(relay.admin(&[
+        "clients",
+        "retention",
+        "laptop",
+        "--keep-last",
+        "3",
+        "--lock",
+        "0h",
+    ]));
+    backups(&endpoint, &src, 2, 0);
+    ahead(365);
+    backups(&endpoint, &src, 3, 2);
+    // NTP steps the relay's clock back a year.
+    ahead(0);
+    let last = backups(&endpoint, &src, 1, 5)[0];
+    let kept: Vec<u64> = listed(&relay).iter().map(|(id, _)| *id).collect();
+    assert!(
+        kept.contains(&last),
+        "snapshot {last} forgotten at its own commit: {kept:?}"
+    );
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    let out = work.path().join("out");
+    endpoint.restore_json(&[
+        "--set",
+        "docs",
+        "--map-from",
+        ferry_tests::arg(&src),
+        "--map-to",
+        ferry_tests::arg(&out),
+    ]);
+    assert_eq!(fs::read(out.join("note")).unwrap(), b"version 5");
 }

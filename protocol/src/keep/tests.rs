@@ -13,8 +13,18 @@ fn every(n: u64, step: i64) -> Vec<Snapshot> {
             id: i + 1,
             time_ms: START + i as i64 * step,
             protected: false,
+            unchanged: false,
+            held_until_ms: 0,
         })
         .collect()
+}
+
+/// No rule, and no lock (the lock's own tests set one).
+fn unlocked() -> Rules {
+    Rules {
+        lock: Some(Period::Millis(0)),
+        ..Rules::default()
+    }
 }
 
 fn kept(decision: &Decision) -> Vec<u64> {
@@ -45,7 +55,7 @@ fn hints_keep_more_never_less_than_the_relays_rules() {
     let snaps = every(5, DAY);
     let rules = Rules {
         keep_last: Some(3),
-        ..Rules::default()
+        ..unlocked()
     };
     let now = START + 10 * DAY;
     assert_eq!(
@@ -64,7 +74,7 @@ fn min_and_max_count_and_within() {
     let now = START + 9 * DAY;
     let within = Rules {
         keep_within: Some(Period::parse("2d").unwrap()),
-        ..Rules::default()
+        ..unlocked()
     };
     assert_eq!(
         kept(&decide(&snaps, &within, &Retention::default(), now)),
@@ -81,7 +91,7 @@ fn min_and_max_count_and_within() {
     let cap = Rules {
         keep_daily: Some(30),
         max_count: Some(4),
-        ..Rules::default()
+        ..unlocked()
     };
     assert_eq!(
         kept(&decide(&snaps, &cap, &Retention::default(), now)),
@@ -99,7 +109,7 @@ fn archival_keeps_one_per_period_for_its_span() {
         keep_last: Some(2),
         archive_every: Some(Period::parse("1 month").unwrap()),
         archive_for: Some(Period::parse("6 months").unwrap()),
-        ..Rules::default()
+        ..unlocked()
     };
     let decision = decide(&snaps, &rules, &Retention::default(), now);
     let archived: Vec<u64> = decision
@@ -155,6 +165,7 @@ fn any_rules() -> impl Strategy<Value = Rules> {
                     keep_weekly: weekly,
                     keep_monthly: monthly,
                     keep_yearly: yearly,
+                    lock: Some(Period::Millis(0)),
                     keep_within: within,
                     min_count: min,
                     max_count: max,
@@ -184,6 +195,8 @@ fn any_snapshots() -> impl Strategy<Value = Vec<Snapshot>> {
                 id: i as u64 + 1,
                 time_ms: START + t,
                 protected,
+                unchanged: false,
+                held_until_ms: 0,
             })
             .collect()
     })
@@ -222,8 +235,93 @@ proptest! {
                 prop_assert!(both[&s.id].contains(&KeptBy::Protected));
             }
         }
-        if let Some(newest) = snaps.iter().max_by(|a, b| a.time_ms.cmp(&b.time_ms).then(a.id.cmp(&b.id))) {
+        if let Some(newest) = snaps.iter().max_by_key(|s| s.id) {
             prop_assert!(both[&newest.id].contains(&KeptBy::Newest));
         }
     }
+}
+
+#[test]
+fn a_relay_clock_stepped_back_never_forgets_the_snapshot_being_committed() {
+    const YEAR: i64 = 365 * DAY;
+    // Two backups, three with the clock a year ahead, then one corrected.
+    let times = [0, HOUR, YEAR, YEAR + HOUR, YEAR + 2 * HOUR, 2 * HOUR];
+    let snaps: Vec<Snapshot> = times
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Snapshot {
+            id: i as u64 + 1,
+            time_ms: START + t,
+            protected: false,
+            unchanged: false,
+            held_until_ms: 0,
+        })
+        .collect();
+    let rules = Rules {
+        keep_last: Some(3),
+        ..unlocked()
+    };
+    let decision = decide(&snaps, &rules, &Retention::default(), START + 2 * HOUR);
+    assert_eq!(kept(&decision), vec![4, 5, 6], "the last three committed");
+    assert!(decision[&6].contains(&KeptBy::Newest));
+    // With a lock, what is dated in the future is locked too.
+    let locked = decide(
+        &snaps,
+        &Rules {
+            lock: Some(Period::parse("1d").unwrap()),
+            ..rules
+        },
+        &Retention::default(),
+        START + 2 * HOUR,
+    );
+    assert_eq!(kept(&locked), vec![1, 2, 3, 4, 5, 6]);
+    assert!(locked[&3].contains(&KeptBy::Locked));
+}
+
+#[test]
+fn nothing_younger_than_the_lock_is_forgotten_whatever_the_counts() {
+    // Twelve backups within an hour, keep-last 1, max-count 1.
+    let snaps = every(12, 60_000);
+    let rules = Rules {
+        keep_last: Some(1),
+        max_count: Some(1),
+        lock: None,
+        ..unlocked()
+    };
+    let now = START + HOUR;
+    let decision = decide(&snaps, &rules, &Retention::default(), now);
+    assert_eq!(kept(&decision).len(), 12, "the default lock holds them all");
+    assert!(decision[&1].contains(&KeptBy::Locked));
+    // Once the lock has passed, the counts decide again.
+    let later = decide(&snaps, &rules, &Retention::default(), now + 15 * DAY);
+    assert_eq!(kept(&later), vec![12]);
+}
+
+#[test]
+fn count_rules_count_a_run_of_identical_snapshots_once() {
+    // Three real backups, then nine identical (empty) ones.
+    let mut snaps = every(12, HOUR);
+    for s in snaps.iter_mut().skip(4) {
+        s.unchanged = true;
+    }
+    let rules = Rules {
+        keep_last: Some(3),
+        ..unlocked()
+    };
+    let decision = decide(&snaps, &rules, &Retention::default(), START + DAY);
+    assert_eq!(kept(&decision), vec![2, 3, 4, 12]);
+}
+
+#[test]
+fn a_held_snapshot_is_kept_until_its_time() {
+    let mut snaps = every(3, DAY);
+    snaps[0].held_until_ms = START + 10 * DAY;
+    let rules = Rules {
+        keep_last: Some(1),
+        ..unlocked()
+    };
+    let held = decide(&snaps, &rules, &Retention::default(), START + 5 * DAY);
+    assert_eq!(held[&1], vec![KeptBy::Held]);
+    let after = decide(&snaps, &rules, &Retention::default(), START + 11 * DAY);
+    assert_eq!(kept(&after), vec![3]);
 }

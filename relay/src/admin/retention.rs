@@ -54,6 +54,10 @@ pub struct RulesArgs {
     /// …for this long (`1 year`).
     #[arg(long, value_parser = Period::parse, requires = "archive_every")]
     pub archive_for: Option<Period>,
+    /// Forget nothing younger than this, whatever the rules say (`14d`;
+    /// `0h` turns the lock off; unset: relay.toml's, else two weeks).
+    #[arg(long, value_parser = Period::parse)]
+    pub lock: Option<Period>,
 }
 
 impl RulesArgs {
@@ -71,15 +75,20 @@ impl RulesArgs {
             max_count: self.max_count,
             archive_every: self.archive_every,
             archive_for: self.archive_for,
+            lock: self.lock,
         }
     }
 }
 
 /// Rules as one line: `keep-last 3, keep-daily 14` (or `none`).
 pub fn describe(rules: Option<&Rules>) -> String {
-    let Some(rules) = rules.filter(|r| r.is_set()) else {
+    let Some(rules) = rules.filter(|r| **r != Rules::default()) else {
         return "none (everything is kept)".into();
     };
+    if !rules.is_set() {
+        let lock = rules.lock.map(|p| p.to_string()).unwrap_or_default();
+        return format!("none (everything is kept), lock {lock}");
+    }
     let value = serde_json::to_value(rules).unwrap_or_default();
     let parts: Vec<String> = value
         .as_object()
@@ -120,8 +129,8 @@ pub fn set_rules(
         return Ok(());
     }
     anyhow::ensure!(
-        rules.is_set(),
-        "give at least one rule (--keep-last N, --keep-daily N, …) or --reset"
+        rules != Rules::default(),
+        "give at least one rule (--keep-last N, --keep-daily N, …, --lock P) or --reset"
     );
     catalog.set_rules(client, set, Some(&rules))?;
     println!("retention rules of {scope}: {}", describe(Some(&rules)));

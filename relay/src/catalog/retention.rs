@@ -124,10 +124,8 @@ impl Catalog {
                 Some(text) => serde_json::from_str(&text).map_err(json_error)?,
                 None => Retention::default(),
             };
-            let rules = self
-                .stored_rules(client, &set)?
-                .or(Some(*defaults))
-                .filter(Rules::is_set);
+            let own = self.stored_rules(client, &set)?;
+            let rules = Some(Rules::effective(own.as_ref(), defaults)).filter(Rules::is_set);
             let snapshots = self.set_snapshots(set_id)?;
             let decision = decide(&snapshots, &rules.unwrap_or_default(), &hints, now_ms);
             decisions.push(SetDecision {
@@ -141,19 +139,37 @@ impl Catalog {
         Ok(decisions)
     }
 
-    /// A set's snapshots as retention sees them.
+    /// A set's snapshots as retention sees them, in commit order.
     fn set_snapshots(&self, set_id: SetId) -> Result<Vec<Snapshot>> {
-        Ok(self
+        let rows: Vec<(Snapshot, Vec<u8>)> = self
             .conn
-            .prepare_cached("SELECT id, finished_at, protected FROM snapshots WHERE set_id = ?1")?
+            .prepare_cached(
+                "SELECT id, finished_at, protected, held_until, root FROM snapshots
+                 WHERE set_id = ?1 ORDER BY id",
+            )?
             .query_map([set_id], |r| {
-                Ok(Snapshot {
-                    id: r.get::<_, i64>(0)? as u64,
-                    time_ms: r.get(1)?,
-                    protected: r.get(2)?,
-                })
+                Ok((
+                    Snapshot {
+                        id: r.get::<_, i64>(0)? as u64,
+                        time_ms: r.get(1)?,
+                        protected: r.get(2)?,
+                        unchanged: false,
+                        held_until_ms: r.get(3)?,
+                    },
+                    r.get(4)?,
+                ))
             })?
-            .collect::<rusqlite::Result<_>>()?)
+            .collect::<rusqlite::Result<_>>()?;
+        let mut previous: Option<&[u8]> = None;
+        let mut snapshots = Vec::with_capacity(rows.len());
+        for (snapshot, root) in &rows {
+            snapshots.push(Snapshot {
+                unchanged: previous == Some(root.as_slice()),
+                ..*snapshot
+            });
+            previous = Some(root);
+        }
+        Ok(snapshots)
     }
 
     /// Forgets what `decisions` keep for no reason, in one transaction,

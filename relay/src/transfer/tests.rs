@@ -426,9 +426,10 @@ fn after_backups(n: usize, hint_last: u32, rules: ferry_protocol::keep::Rules) -
 
 #[test]
 fn the_relays_rules_decide_and_the_endpoints_hints_only_keep_more() {
-    use ferry_protocol::keep::Rules;
+    use ferry_protocol::keep::{Period, Rules};
     let last = |n| Rules {
         keep_last: Some(n),
+        lock: Some(Period::Millis(0)),
         ..Rules::default()
     };
     // No rule on the relay: the endpoint cannot forget anything.
@@ -436,6 +437,12 @@ fn the_relays_rules_decide_and_the_endpoints_hints_only_keep_more() {
     // The relay keeps 3 whatever the endpoint asks; asking for more keeps more.
     assert_eq!(after_backups(5, 1, last(3)), vec![3, 4, 5]);
     assert_eq!(after_backups(5, 4, last(3)), vec![2, 3, 4, 5]);
+    // Unless the operator turns it off, the lock keeps every recent one.
+    let locked = Rules {
+        lock: None,
+        ..last(3)
+    };
+    assert_eq!(after_backups(5, 1, locked), vec![1, 2, 3, 4, 5]);
 }
 
 #[test]
