@@ -14,20 +14,83 @@
 //!
 //! It also keeps two uploads of the same backup set apart (the daemon's
 //! scheduled run and one started by hand): the second is refused at once,
-//! never queued behind the first; and it counts, per client, the bytes its
+//! never queued behind the first — unless the first one's session has been
+//! silent for a while (a laptop whose Wi-Fi dropped without a word): then
+//! the new one takes the set and the silent session is told to end
+//! ([`Liveness`]); and it counts, per client, the bytes its
 //! uploads append, so concurrent uploads of one client (other sets, other
 //! sessions) share its quota instead of each having it whole.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::catalog::{ClientId, SetId};
+
+/// A session's signs of life, shared by its message loop (which marks
+/// what it hears) and the uploads it opens (which another session of the
+/// same client may take over once it has been silent long enough).
+#[derive(Debug)]
+pub struct Liveness {
+    /// When the session last heard from its endpoint, or last worked on
+    /// one of its requests (ms, catalog clock).
+    heard_ms: AtomicI64,
+    /// Silent this long, the session's upload may be taken over (ms).
+    dead_after_ms: i64,
+    /// Cancelled when another session took its upload over.
+    replaced: CancellationToken,
+}
+
+impl Liveness {
+    /// A session heard from now, that may be replaced after `dead_after`
+    /// of silence.
+    pub fn new(dead_after: std::time::Duration) -> Self {
+        Liveness {
+            heard_ms: AtomicI64::new(crate::catalog::now_ms()),
+            dead_after_ms: i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX),
+            replaced: CancellationToken::new(),
+        }
+    }
+
+    /// Marks the session alive now.
+    pub fn heard(&self) {
+        self.heard_ms
+            .store(crate::catalog::now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether it has been silent for at least its dead-after at `now_ms`.
+    fn is_silent(&self, now_ms: i64) -> bool {
+        now_ms.saturating_sub(self.heard_ms.load(Ordering::Relaxed)) >= self.dead_after_ms
+    }
+
+    /// Cancelled when another session took this one's upload over.
+    pub fn replaced(&self) -> &CancellationToken {
+        &self.replaced
+    }
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Liveness::new(std::time::Duration::from_secs(30))
+    }
+}
+
+/// Who holds a set's upload.
+#[derive(Debug)]
+struct Holder {
+    opened: Opened,
+    /// Tells this holder from a later one of the same set.
+    serial: u64,
+    life: Arc<Liveness>,
+}
 
 /// The uploads open right now, shared by the sessions and the collector.
 #[derive(Debug, Default)]
 pub struct OpenUploads {
-    open: Mutex<HashMap<(ClientId, SetId), Opened>>,
+    open: Mutex<HashMap<(ClientId, SetId), Holder>>,
+    serials: AtomicU64,
     /// Each client's bytes appended by its uploads (see [`ClientAppends`]).
     appended: Mutex<HashMap<ClientId, Arc<ClientAppends>>>,
 }
@@ -61,6 +124,7 @@ pub struct Opened {
 pub struct UploadPermit {
     uploads: Arc<OpenUploads>,
     set: (ClientId, SetId),
+    serial: u64,
     opened: Opened,
     appended: Arc<ClientAppends>,
 }
@@ -78,17 +142,40 @@ impl UploadPermit {
 }
 
 impl OpenUploads {
-    fn lock(&self) -> MutexGuard<'_, HashMap<(ClientId, SetId), Opened>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(ClientId, SetId), Holder>> {
         self.open.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Opens an upload of `set`; `None` when that set has one open already.
-    pub fn enter(self: &Arc<Self>, set: (ClientId, SetId), opened: Opened) -> Option<UploadPermit> {
+    /// Opens an upload of `set` for the session living by `life`; `None`
+    /// when another session that is not silent has that set open. A
+    /// silent one is told to end (its [`Liveness::replaced`]) and loses it.
+    pub fn enter(
+        self: &Arc<Self>,
+        set: (ClientId, SetId),
+        opened: Opened,
+        life: &Arc<Liveness>,
+    ) -> Option<UploadPermit> {
         let mut open = self.lock();
-        if open.contains_key(&set) {
-            return None;
+        if let Some(holder) = open.get(&set) {
+            if !holder.life.is_silent(crate::catalog::now_ms()) {
+                return None;
+            }
+            tracing::warn!(
+                "client {}: a silent session's upload of set {} is taken over by a newer session",
+                set.0,
+                set.1
+            );
+            holder.life.replaced.cancel();
         }
-        open.insert(set, opened);
+        let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+        open.insert(
+            set,
+            Holder {
+                opened,
+                serial,
+                life: Arc::clone(life),
+            },
+        );
         drop(open);
         let appended = Arc::clone(
             self.appended
@@ -100,6 +187,7 @@ impl OpenUploads {
         Some(UploadPermit {
             uploads: Arc::clone(self),
             set,
+            serial,
             opened,
             appended,
         })
@@ -109,8 +197,8 @@ impl OpenUploads {
     /// (each the minimum on its own), `None` when none is open.
     pub fn oldest(&self) -> Option<Opened> {
         let open = self.lock();
-        let since_ms = open.values().map(|o| o.since_ms).min()?;
-        let first_pack = open.values().map(|o| o.first_pack).min()?;
+        let since_ms = open.values().map(|h| h.opened.since_ms).min()?;
+        let first_pack = open.values().map(|h| h.opened.first_pack).min()?;
         Some(Opened {
             since_ms,
             first_pack,
@@ -125,7 +213,11 @@ impl OpenUploads {
 
 impl Drop for UploadPermit {
     fn drop(&mut self) {
-        self.uploads.lock().remove(&self.set);
+        let mut open = self.uploads.lock();
+        // A replaced permit leaves its successor's entry alone.
+        if open.get(&self.set).is_some_and(|h| h.serial == self.serial) {
+            open.remove(&self.set);
+        }
     }
 }
 
@@ -142,15 +234,23 @@ mod tests {
         }
     }
 
+    fn alive() -> Arc<Liveness> {
+        Arc::new(Liveness::default())
+    }
+
     #[test]
     fn a_second_upload_of_the_same_set_is_refused_until_the_first_ends() {
         let uploads = Arc::new(OpenUploads::default());
-        let first = uploads.enter(SET, at(1, 1)).unwrap();
-        assert!(uploads.enter(SET, at(2, 1)).is_none());
-        let other_set = uploads.enter((ClientId(1), SetId(2)), at(2, 1)).unwrap();
-        let other_client = uploads.enter((ClientId(2), SetId(1)), at(2, 1)).unwrap();
+        let first = uploads.enter(SET, at(1, 1), &alive()).unwrap();
+        assert!(uploads.enter(SET, at(2, 1), &alive()).is_none());
+        let other_set = uploads
+            .enter((ClientId(1), SetId(2)), at(2, 1), &alive())
+            .unwrap();
+        let other_client = uploads
+            .enter((ClientId(2), SetId(1)), at(2, 1), &alive())
+            .unwrap();
         drop(first);
-        let again = uploads.enter(SET, at(3, 1)).unwrap();
+        let again = uploads.enter(SET, at(3, 1), &alive()).unwrap();
         assert_eq!(uploads.count(), 3);
         drop((again, other_set, other_client));
         assert_eq!(uploads.count(), 0);
@@ -160,11 +260,29 @@ mod tests {
     fn the_oldest_is_the_earliest_start_and_the_lowest_pack() {
         let uploads = Arc::new(OpenUploads::default());
         assert_eq!(uploads.oldest(), None);
-        let early = uploads.enter(SET, at(100, 7)).unwrap();
-        let late = uploads.enter((ClientId(2), SetId(1)), at(200, 5)).unwrap();
+        let early = uploads.enter(SET, at(100, 7), &alive()).unwrap();
+        let late = uploads
+            .enter((ClientId(2), SetId(1)), at(200, 5), &alive())
+            .unwrap();
         assert_eq!(uploads.oldest(), Some(at(100, 5)));
         drop(early);
         assert_eq!(uploads.oldest(), Some(at(200, 5)));
         assert_eq!(late.opened(), at(200, 5));
+    }
+
+    #[test]
+    fn a_silent_sessions_upload_is_taken_over_and_its_permit_leaves_the_new_one() {
+        let uploads = Arc::new(OpenUploads::default());
+        let silent = Arc::new(Liveness::new(std::time::Duration::ZERO));
+        let dead = uploads.enter(SET, at(1, 1), &silent).unwrap();
+        let fresh = alive();
+        let taken = uploads.enter(SET, at(2, 1), &fresh).unwrap();
+        assert!(silent.replaced().is_cancelled());
+        // The replaced permit ends later: the new upload stays registered.
+        drop(dead);
+        assert_eq!(uploads.count(), 1);
+        assert!(uploads.enter(SET, at(3, 1), &alive()).is_none());
+        drop(taken);
+        assert_eq!(uploads.count(), 0);
     }
 }

@@ -103,7 +103,12 @@ impl Repo {
     /// Opens an upload of `client`'s set `set`, at once, collection or
     /// not; what it reuses and appends is kept by collections until the
     /// permit is dropped. `None` when that set has an open upload already.
-    pub fn enter_upload(&self, client: ClientId, set: SetId) -> Option<UploadPermit> {
+    pub fn enter_upload(
+        &self,
+        client: ClientId,
+        set: SetId,
+        life: &Arc<crate::gate::Liveness>,
+    ) -> Option<UploadPermit> {
         // Read before registering: a pack sealed in between holds nothing
         // of this upload, and it appends only to packs from this one on.
         let first_pack = self.blobs.store().sealed_below();
@@ -111,7 +116,7 @@ impl Repo {
             since_ms: catalog::now_ms(),
             first_pack,
         };
-        self.uploads.enter((client, set), opened)
+        self.uploads.enter((client, set), opened, life)
     }
 
     /// Collects garbage (see [`crate::gc`]) beside open uploads, through

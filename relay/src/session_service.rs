@@ -15,6 +15,7 @@ use ferry_net::io::{Channel, ChannelError, FramedIo};
 use ferry_net::throttle::Throttle;
 use ferry_protocol::message::{Hello, Message, WORKING_INTERVAL};
 use ferry_protocol::session::{check_first_mac, FirstMac, Responder};
+use ferry_protocol::timestamp::{Timestamp, MAX_AHEAD_SECS};
 use ferry_protocol::transport::Transport;
 use ferry_protocol::version::{ConnectionKind, Preamble, PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use ferry_protocol::ProtocolError;
@@ -24,6 +25,7 @@ use tracing::{info, warn};
 
 use crate::admission::Ticket;
 use crate::catalog::{now_ms, ClientRecord};
+use crate::gate::Liveness;
 use crate::queue_budget::{QueueBudget, Queued};
 use crate::rates::{local_now, PathKind};
 use crate::server::Shared;
@@ -55,7 +57,21 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
             io.close(std::time::Duration::from_secs(1)).await;
             return;
         }
-        Ok(Ok(accepted)) => accepted,
+        Ok(Ok(Handshaken::Refused {
+            transport,
+            client,
+            reason,
+        })) => {
+            warn!("refused session of client {client} from {peer}: {reason}");
+            shared.telemetry.handshake("refused");
+            let mut channel = Channel::new(io, transport);
+            if let Ok(Some(_)) = greet(&mut channel, shared.limits.handshake_timeout).await {
+                let _ = close(&mut channel, &reason).await;
+            }
+            channel.io.close(std::time::Duration::from_secs(1)).await;
+            return;
+        }
+        Ok(Ok(Handshaken::Accepted(transport, client))) => (transport, client),
     };
     if !ticket.authenticated() {
         info!("session from {peer} dropped: evicted while its handshake finished");
@@ -126,7 +142,13 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         full_backups: client.internet_full_backups,
         max_file: client.internet_max_file,
     });
+    // Silent half the idle timeout (at most 30 s), its upload may be taken
+    // over by a new session of the same client (a dropped Wi-Fi's).
+    let life = Arc::new(Liveness::new(
+        (shared.limits.idle_timeout / 2).min(std::time::Duration::from_secs(30)),
+    ));
     let transfer = Transfer::new(Arc::clone(&shared.repo), client.id, policy)
+        .with_liveness(Arc::clone(&life))
         .with_stall_limit(shared.limits.idle_timeout)
         .with_retention_defaults(shared.config.retention)
         .with_quotas(shared.quotas);
@@ -135,6 +157,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         &shared,
         &mut channel,
         &entry.revoked,
+        &life,
         transfer,
         meter,
         &mut backup,
@@ -166,12 +189,66 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
     );
 }
 
+/// How a handshake that proved a paired key ended.
+enum Handshaken {
+    /// A session may begin.
+    Accepted(Transport, ClientRecord),
+    /// The key is paired but its timestamp was refused: the endpoint is
+    /// told why over the finished handshake (its clock, not its pairing, is
+    /// wrong), and nothing else happens (a replayed message's sender cannot
+    /// read it, and no state changes).
+    Refused {
+        /// The finished handshake's transport.
+        transport: Transport,
+        /// The client's name.
+        client: String,
+        /// What to tell the endpoint.
+        reason: String,
+    },
+}
+
+/// Two handshakes of one endpoint this close together may arrive out of
+/// order (the daemon and a backup by hand): the later is refused without a
+/// word, and the endpoint tries again at once with a new timestamp.
+const RACING_HANDSHAKES: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Why `refused` (a timestamp check's error for a paired key) is told to
+/// the endpoint, or `None` when it is dropped without a word.
+fn timestamp_refusal(
+    refused: &ferry_protocol::ProtocolError,
+    sent: Timestamp,
+    newest: Option<Timestamp>,
+) -> Option<String> {
+    let secs = |t: Timestamp| std::time::Duration::new(t.secs, t.nanos);
+    match refused {
+        ferry_protocol::ProtocolError::ClockAhead { ahead_secs } => Some(format!(
+            "this endpoint's clock is {} ahead of the relay's (at most {} is allowed): set its clock right (or the relay's, if the relay's is wrong) and try again",
+            crate::web::page::age(*ahead_secs),
+            crate::web::page::age(MAX_AHEAD_SECS),
+        )),
+        ferry_protocol::ProtocolError::Replay => {
+            let newest = secs(newest?);
+            let behind = newest.saturating_sub(secs(sent));
+            (behind >= RACING_HANDSHAKES).then(|| {
+                format!(
+                    "this endpoint's clock is {} behind a handshake it made before (its clock was ahead, or went back); it is accepted again once its clock passes {}",
+                    crate::web::page::age(behind.as_secs()),
+                    ferry_protocol::units::format_rfc3339(
+                        i64::try_from(newest.as_millis()).unwrap_or(i64::MAX)
+                    ),
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
 /// Runs the handshake; returns the transport and the authenticated client.
 async fn handshake(
     shared: &Arc<Shared>,
     io: &mut FramedIo<TcpStream>,
     ticket: &Ticket,
-) -> Result<(Transport, ClientRecord)> {
+) -> Result<Handshaken> {
     let preamble = Preamble::decode(&io.read_preamble().await?, ConnectionKind::Session)?;
     let ours = Preamble::current(ConnectionKind::Session).encode();
     if let Err(mismatch) = preamble.check_version("endpoint", "relay") {
@@ -200,18 +277,40 @@ async fn handshake(
         .db(move |c| c.client_by_key(&key))
         .await?
         .ok_or_else(|| anyhow!("key {} is not a paired client", key.fingerprint()))?;
-    shared
-        .replay
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .check_and_record(key, responder.timestamp)
-        .map_err(|e| anyhow!("client {}: {e}", client.name))?;
+    let sent = responder.timestamp;
+    let checked = {
+        let mut replay = shared.replay.lock().unwrap_or_else(|p| p.into_inner());
+        replay
+            .check_and_record(key, sent, wall_clock())
+            .map_err(|e| (timestamp_refusal(&e, sent, replay.newest(&key)), e))
+    };
+    let told = match checked {
+        Ok(()) => None,
+        Err((Some(reason), _)) => Some(reason),
+        Err((None, e)) => bail!("client {}: {e}", client.name),
+    };
     let mut out = ours.to_vec();
     let mut answer = Vec::new();
     let transport = responder.accept(&mut answer)?;
     ferry_protocol::frame::encode_frame(&answer, &mut out)?;
     io.write_raw(&out).await?;
-    Ok((transport, client))
+    Ok(match told {
+        None => Handshaken::Accepted(transport, client),
+        Some(reason) => Handshaken::Refused {
+            transport,
+            client: client.name,
+            reason,
+        },
+    })
+}
+
+/// The relay's wall clock as a handshake timestamp.
+fn wall_clock() -> Timestamp {
+    Timestamp::from_unix(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
 }
 
 /// The message loop; returns why the session ended when it ended cleanly.
@@ -219,6 +318,7 @@ async fn run_session(
     shared: &Arc<Shared>,
     channel: &mut Channel<TcpStream>,
     revoked: &tokio_util::sync::CancellationToken,
+    life: &Liveness,
     transfer: Transfer,
     mut meter: Meter,
     backup: &mut BackupWatch,
@@ -235,6 +335,10 @@ async fn run_session(
     let mut working = tokio::time::interval(WORKING_INTERVAL);
     working.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut sent_since_tick = true;
+    // One deadline for the whole silence, moved on by what is heard: made
+    // anew each turn, the working tick would end every wait before it fired.
+    let silence = tokio::time::sleep(idle);
+    tokio::pin!(silence);
     loop {
         let event = tokio::select! {
             biased;
@@ -244,13 +348,21 @@ async fn run_session(
             _ = shared.shutdown.cancelled() => {
                 return close(channel, "the relay is shutting down").await;
             }
+            _ = life.replaced().cancelled() => {
+                return close(channel, "a newer session of this client took over its backup after this one fell silent").await;
+            }
             reply = replies.recv() => Event::Reply(reply),
-            received = tokio::time::timeout(idle, channel.recv()) => Event::Received(received),
+            received = channel.recv() => Event::Received(Ok(received)),
             _ = working.tick() => Event::Tick,
+            () = &mut silence => Event::Received(Err(())),
         };
         match event {
             Event::Tick => {
                 let waiting = busy.load(Ordering::Acquire) > 0;
+                if waiting {
+                    // Working on its request is not silence.
+                    life.heard();
+                }
                 if waiting && !sent_since_tick && peer_minor >= WORKING_SINCE_MINOR {
                     channel.send(&Message::Working).await?;
                 }
@@ -269,11 +381,15 @@ async fn run_session(
             Event::Reply(None) => return Err(anyhow!("the session's worker stopped")),
             Event::Received(received) => {
                 meter.settle(&channel.io).await;
+                if received.is_ok() {
+                    life.heard();
+                }
+                silence.as_mut().reset(tokio::time::Instant::now() + idle);
                 match received {
                     // Not idle while the worker handles a request (a commit,
                     // a backup waiting for a collection to finish).
-                    Err(_) if busy.load(Ordering::Acquire) > 0 => {}
-                    Err(_) => return close(channel, "idle timeout").await,
+                    Err(()) if busy.load(Ordering::Acquire) > 0 => {}
+                    Err(()) => return close(channel, "idle timeout").await,
                     Ok(Err(ChannelError::Closed)) => return Ok("the endpoint disconnected".into()),
                     Ok(Err(e)) => return Err(e.into()),
                     Ok(Ok(Message::Close { reason })) => {
@@ -389,7 +505,8 @@ enum Event {
     /// Time to say [`Message::Working`] if a request has waited all along.
     Tick,
     Reply(Option<Result<Message, TransferError>>),
-    Received(Result<Result<Message, ChannelError>, tokio::time::error::Elapsed>),
+    /// A message, or `Err(())` when the idle deadline passed first.
+    Received(Result<Result<Message, ChannelError>, ()>),
 }
 
 /// Requests a session's worker holds at most: the network side reads and

@@ -116,6 +116,8 @@ pub struct Transfer {
     retention_defaults: ferry_protocol::keep::Rules,
     /// The relay's quotas (`relay.toml` `[quota]`).
     quotas: crate::config::Quotas,
+    /// The session's signs of life (a silent one's upload may be taken over).
+    life: Arc<crate::gate::Liveness>,
 }
 
 /// What a client may do when its session comes from the internet.
@@ -146,7 +148,14 @@ impl Transfer {
             stall_limit: None,
             retention_defaults: ferry_protocol::keep::Rules::default(),
             quotas: crate::config::Quotas::default(),
+            life: Arc::default(),
         }
+    }
+
+    /// Shares the session's signs of life with the uploads it opens.
+    pub fn with_liveness(mut self, life: Arc<crate::gate::Liveness>) -> Self {
+        self.life = life;
+        self
     }
 
     /// Applies the relay's quotas (a client's own quota overrides them).
@@ -273,7 +282,7 @@ impl Transfer {
                         crate::catalog::MAX_SETS
                     )
                 })?;
-                let Some(permit) = self.repo.enter_upload(client, set_id) else {
+                let Some(permit) = self.repo.enter_upload(client, set_id, &self.life) else {
                     return Ok(Some(Message::Refused {
                         code: Refusal::SetBusy,
                         message: format!(

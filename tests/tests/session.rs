@@ -499,3 +499,140 @@ fn under_load_first_messages_without_a_mac_are_dropped_and_current_endpoints_get
     }
     assert_eq!(endpoint.status_json()["path"], "lan");
 }
+
+/// A relay whose idle timeout (12 s) is longer than the 10 s working tick.
+fn relay_idling_after_12s() -> Relay {
+    Relay::start_with(ferry_tests::RelayOptions {
+        limits: Some(ferry_tests::limits("10s", "12s", 64, 64)),
+        ..ferry_tests::RelayOptions::default()
+    })
+}
+
+#[test]
+fn a_silent_session_is_closed_at_the_idle_timeout_whatever_ticks_pass() {
+    let relay = relay_idling_after_12s();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let mut raw = RawSession::open_as(&relay, &endpoint, 4);
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(180)))
+        .unwrap();
+    let started = Instant::now();
+    // The relay says why, then closes: nothing else comes first.
+    match raw.recv() {
+        Some(ferry_protocol::message::Message::Close { reason }) => {
+            assert!(reason.contains("idle timeout"), "{reason}")
+        }
+        other => panic!("expected Close, got {other:?}"),
+    }
+    assert!(raw.recv().is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(120),
+        "{:?}",
+        started.elapsed()
+    );
+    relay.wait_for_log("idle timeout");
+}
+
+#[test]
+fn a_backup_dropped_without_a_word_does_not_hold_its_set_from_the_next_one() {
+    use ferry_protocol::message::Message;
+    let relay = relay_idling_after_12s();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("note"), b"after the roam").unwrap();
+    std::fs::write(
+        endpoint.state().join("endpoint.toml"),
+        format!("[sets.docs]\npaths = [{src:?}]\n"),
+    )
+    .unwrap();
+    // The laptop's Wi-Fi drops mid-backup: the connection stays open, silent.
+    let mut roamed = RawSession::open_as(&relay, &endpoint, 4);
+    roamed.send(&Message::BackupBegin {
+        set: "docs".into(),
+        retention: ferry_protocol::retention::Retention::default(),
+    });
+    assert!(matches!(roamed.recv(), Some(Message::BackupReady { .. })));
+    // Back online, the same laptop backs up the set: refused while the
+    // silent session may still be alive, then it takes the set over.
+    let done = wait_for("a backup of the set", Duration::from_secs(150), || {
+        let out = endpoint.ferry(&["backup", "--set", "docs", "--json"]);
+        out.status.success().then_some(out)
+    });
+    let report: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert!(report["snapshot"].as_u64().is_some(), "{report}");
+    relay.wait_for_log("taken over by a newer session");
+    // The silent session is told why and closed.
+    roamed
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
+    match roamed.recv() {
+        Some(Message::Close { reason }) => assert!(reason.contains("took over"), "{reason}"),
+        other => panic!("expected Close, got {other:?}"),
+    }
+}
+
+/// The relay's answer to a raw session made with the clock `ahead` (or,
+/// negative, behind) of the real one: `Ok` when it answers a request,
+/// `Err` with the reason it closed.
+fn handshake_with_clock(relay: &Relay, endpoint: &Endpoint, ahead: i64) -> Result<(), String> {
+    use ferry_protocol::message::Message;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let at = if ahead >= 0 {
+        now + Duration::from_secs(ahead.unsigned_abs())
+    } else {
+        now - Duration::from_secs(ahead.unsigned_abs())
+    };
+    let mut raw = RawSession::handshake_at(relay, endpoint, 4, at);
+    assert!(matches!(raw.recv(), Some(Message::Hello(_))));
+    raw.send(&Message::GetUsage);
+    match raw.recv() {
+        Some(Message::Usage { .. }) => Ok(()),
+        Some(Message::Close { reason }) => Err(reason),
+        other => panic!("expected Usage or Close, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_endpoint_clock_once_ahead_is_told_so_and_is_not_locked_out_until_it_catches_up() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // A dead RTC battery puts the laptop a year ahead: refused, and told why.
+    let year = 365 * 86_400;
+    let refused = handshake_with_clock(&relay, &endpoint, year).unwrap_err();
+    assert!(
+        refused.contains("clock is") && refused.contains("ahead of the relay's"),
+        "{refused}"
+    );
+    // Its clock set right, it gets in at once: the year was never recorded.
+    let status = endpoint.ferry(&["snapshots"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    // Ahead by less than the allowance is accepted; a clock then set back
+    // is told the truth (not to pair again) and gets in once it passes.
+    handshake_with_clock(&relay, &endpoint, 8).unwrap();
+    let behind = endpoint.ferry(&["snapshots"]);
+    let err = stderr(&behind);
+    assert!(!behind.status.success());
+    assert!(err.contains("behind a handshake it made before"), "{err}");
+    assert!(!err.contains("pair"), "{err}");
+    wait_for(
+        "the clock to pass its old handshake",
+        Duration::from_secs(120),
+        || {
+            endpoint
+                .ferry(&["snapshots"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let log = relay.log();
+    assert!(log.contains("refused session of client laptop"), "{log}");
+}
