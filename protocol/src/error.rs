@@ -49,6 +49,13 @@ pub enum ProtocolError {
     /// A handshake timestamp not newer than the last one accepted for this key.
     #[error("replayed or stale handshake")]
     Replay,
+    /// A handshake timestamp further ahead of the relay's clock than
+    /// [`crate::timestamp::MAX_AHEAD_SECS`].
+    #[error("the handshake's time is {ahead_secs} s ahead of the relay's clock")]
+    ClockAhead {
+        /// How far ahead, in seconds.
+        ahead_secs: u64,
+    },
     /// A message arrived that the state machine does not expect now.
     #[error("unexpected {0}")]
     Unexpected(&'static str),

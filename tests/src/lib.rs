@@ -602,6 +602,22 @@ impl RawSession {
     /// # Panics
     /// When the relay does not accept the session.
     pub fn open_as(relay: &Relay, endpoint: &Endpoint, minor: u16) -> Self {
+        use ferry_protocol::message::Message;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock");
+        let mut session = Self::handshake_at(relay, endpoint, minor, now);
+        assert!(matches!(session.recv(), Some(Message::Hello(_))));
+        session
+    }
+
+    /// Handshakes as `endpoint` with its clock at `now` (since the Unix
+    /// epoch) and sends `Hello` as protocol minor `minor`; the relay's
+    /// answer is left to read.
+    ///
+    /// # Panics
+    /// When the relay does not finish the handshake.
+    pub fn handshake_at(relay: &Relay, endpoint: &Endpoint, minor: u16, now: Duration) -> Self {
         use std::io::{Read, Write};
 
         use ferry_protocol::frame::encode_frame;
@@ -611,9 +627,6 @@ impl RawSession {
         use ferry_protocol::version::{ConnectionKind, Preamble};
 
         let (keys, relay_key) = endpoint.session_keys();
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("clock");
         let mut first = Vec::new();
         let now = Timestamp::from_unix(now);
         let initiator = if minor >= 4 {
@@ -636,7 +649,6 @@ impl RawSession {
             minor,
             software: "test".into(),
         }));
-        assert!(matches!(session.recv(), Some(Message::Hello(_))));
         session
     }
 
