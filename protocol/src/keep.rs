@@ -265,7 +265,7 @@ pub type Decision = BTreeMap<u64, Vec<KeptBy>>;
 /// Snapshots are ranked by id, the order they were committed in.
 pub fn decide(snapshots: &[Snapshot], rules: &Rules, hints: &Retention, now_ms: i64) -> Decision {
     let mut newest_first: Vec<Snapshot> = snapshots.to_vec();
-    newest_first.sort_by(|a, b| b.id.cmp(&a.id));
+    newest_first.sort_by_key(|s| std::cmp::Reverse(s.id));
     let times: Vec<(u64, i64)> = newest_first.iter().map(|s| (s.id, s.time_ms)).collect();
     let mut decision: Decision = newest_first.iter().map(|s| (s.id, Vec::new())).collect();
     let mut keep = |id: u64, why: KeptBy| {

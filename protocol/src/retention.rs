@@ -32,7 +32,7 @@ impl Retention {
     /// keep; the newest is the highest id (the last committed).
     pub fn keep(&self, snapshots: &[(u64, i64)]) -> Vec<u64> {
         let mut newest_first = snapshots.to_vec();
-        newest_first.sort_by(|a, b| b.0.cmp(&a.0));
+        newest_first.sort_by_key(|s| std::cmp::Reverse(s.0));
         if !self.is_set() {
             return newest_first.iter().map(|s| s.0).collect();
         }

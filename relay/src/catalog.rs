@@ -39,7 +39,7 @@ pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
 pub use retention::SetDecision;
 pub use sets::{SetSummary, MAX_SETS};
 pub use snapshots::SnapshotRow;
-pub use verify::{hex, kind_name, DamageRecord};
+pub use verify::{hex, kind_name, settle_interrupted_repair, DamageRecord};
 
 /// Failed attempts after which a pairing code is burned.
 pub const MAX_PAIRING_FAILURES: u32 = 3;
@@ -446,6 +446,19 @@ impl Catalog {
         Ok(self
             .conn
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+    }
+
+    /// Whether the catalog knows no client and no blob (a new relay's, or
+    /// one emptied by mistake).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn knows_nothing(&self) -> Result<bool> {
+        Ok(self.conn.query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM clients) AND NOT EXISTS (SELECT 1 FROM blobs)",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// Makes every blob look stored `by_ms` earlier (tests of the grace

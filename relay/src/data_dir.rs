@@ -157,6 +157,16 @@ impl DataDir {
     /// When missing or not a catalog.
     pub fn catalog(&self) -> Result<Catalog> {
         if !self.catalog_path().exists() {
+            if self
+                .catalog_path()
+                .with_extension("sqlite.damaged")
+                .exists()
+            {
+                bail!(
+                    "{} is missing: a catalog repair was interrupted; `ferry-relay serve` or `ferry-relay verify --repair-catalog` finishes it",
+                    self.catalog_path().display()
+                );
+            }
             bail!(
                 "{} is not a relay data directory (no catalog.sqlite); run `ferry-relay init` first",
                 self.root.display()

@@ -56,6 +56,15 @@ impl Repo {
         catalog_path: &Path,
         packs_dir: &Path,
     ) -> anyhow::Result<Self> {
+        let packs = crate::store::count_packs(packs_dir)?;
+        if packs > 0 && catalog.knows_nothing()? {
+            anyhow::bail!(
+                "the catalog {} knows no client and no blob, but {} holds {packs} pack(s): it is not this store's catalog, or it was emptied. Nothing was changed. Put the right catalog.sqlite back (from a copy), or move {} away to start an empty store",
+                catalog_path.display(),
+                packs_dir.display(),
+                packs_dir.display()
+            );
+        }
         let store = PackStore::open(packs_dir, &catalog.committed_pack_ends()?)
             .with_context(|| format!("cannot open the chunk store in {}", packs_dir.display()))?;
         Ok(Repo::new(catalog, catalog_path, store))

@@ -135,6 +135,9 @@ pub async fn run(
         );
     };
     let keys = data.keys()?;
+    if let Some(done) = crate::catalog::settle_interrupted_repair(&data.catalog_path())? {
+        tracing::warn!("{done}");
+    }
     let mut catalog = data.catalog()?;
     let checked = catalog.quick_check()?;
     if checked != "ok" {

@@ -71,7 +71,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
             channel.io.close(std::time::Duration::from_secs(1)).await;
             return;
         }
-        Ok(Ok(Handshaken::Accepted(transport, client))) => (transport, client),
+        Ok(Ok(Handshaken::Accepted(transport, client))) => (transport, *client),
     };
     if !ticket.authenticated() {
         info!("session from {peer} dropped: evicted while its handshake finished");
@@ -192,7 +192,7 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
 /// How a handshake that proved a paired key ended.
 enum Handshaken {
     /// A session may begin.
-    Accepted(Transport, ClientRecord),
+    Accepted(Transport, Box<ClientRecord>),
     /// The key is paired but its timestamp was refused: the endpoint is
     /// told why over the finished handshake (its clock, not its pairing, is
     /// wrong), and nothing else happens (a replayed message's sender cannot
@@ -295,7 +295,7 @@ async fn handshake(
     ferry_protocol::frame::encode_frame(&answer, &mut out)?;
     io.write_raw(&out).await?;
     Ok(match told {
-        None => Handshaken::Accepted(transport, client),
+        None => Handshaken::Accepted(transport, Box::new(client)),
         Some(reason) => Handshaken::Refused {
             transport,
             client: client.name,

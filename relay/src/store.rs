@@ -17,7 +17,7 @@ mod pack_files;
 use std::io;
 
 pub use memory::MemoryStore;
-pub use pack_files::{pack_number, PackReader, PackStore};
+pub use pack_files::{count_packs, pack_number, quarantine_dir, PackReader, PackStore};
 
 /// Size at which a pack is closed and a new one started.
 pub const PACK_TARGET: u64 = 64 * 1024 * 1024;

@@ -16,6 +16,19 @@ pub fn run(
     repair_catalog: bool,
     json: bool,
 ) -> Result<ExitCode> {
+    // Held through the repair: a serving relay must never see its catalog
+    // renamed away under it (what it commits then would be lost).
+    let _lock = if repair_catalog {
+        let Some(lock) = data.try_lock()? else {
+            bail!(
+                "a ferry-relay is serving {} (or another repair runs): stop it first (`systemctl stop ferry-relay`), then run --repair-catalog again; nothing was changed",
+                data.root().display()
+            );
+        };
+        Some(lock)
+    } else {
+        None
+    };
     if repair_catalog {
         let outcome = crate::catalog::Catalog::repair_file(&data.catalog_path())?;
         if outcome == "ok" {
@@ -44,7 +57,7 @@ pub fn run(
         );
         if report.unindexed_tail_bytes > 0 || report.packs_unnamed > 0 {
             println!(
-                "not damage: {} bytes at pack ends and {} pack(s) no row names (an interrupted write or collection; removed at the next start)",
+                "not damage: {} bytes at pack ends and {} pack(s) no row names (an interrupted write or collection; moved to store/quarantine/ at the next start)",
                 report.unindexed_tail_bytes, report.packs_unnamed
             );
         }

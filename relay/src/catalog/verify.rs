@@ -311,7 +311,15 @@ impl Catalog {
     /// # Errors
     /// SQLite or I/O errors.
     pub fn repair_file(path: &std::path::Path) -> anyhow::Result<String> {
-        let conn = rusqlite::Connection::open(path)?;
+        if let Some(done) = settle_interrupted_repair(path)? {
+            tracing::warn!("{done}");
+        }
+        // Never created: a missing catalog is an error, not an empty one.
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot open the catalog {}: {e}", path.display()))?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let reindexed = conn
             .execute_batch("REINDEX")
@@ -340,12 +348,8 @@ impl Catalog {
         let damaged = path.with_extension("sqlite.damaged");
         std::fs::rename(path, &damaged)?;
         for suffix in ["-wal", "-shm"] {
-            let mut side = path.as_os_str().to_owned();
-            side.push(suffix);
-            let mut kept = damaged.as_os_str().to_owned();
-            kept.push(suffix);
             // Absent when SQLite closed cleanly; an old WAL must never meet the new file.
-            let _ = std::fs::rename(&side, &kept);
+            let _ = std::fs::rename(with_suffix(path, suffix), with_suffix(&damaged, suffix));
         }
         std::fs::rename(&fresh, path)?;
         if let Some(dir) = path.parent() {
@@ -362,6 +366,72 @@ impl Catalog {
         Ok(super::clients::client_where(&self.conn, "id = ?1", client)?
             .map_or_else(|| format!("#{client}"), |c| c.name))
     }
+}
+
+/// `path` with `suffix` after its name (`catalog.sqlite` + `-wal`).
+fn with_suffix(path: &std::path::Path, suffix: &str) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    name.into()
+}
+
+/// Finishes, or rolls back, the file swap of a catalog repair that a kill
+/// (or a power cut) interrupted; says what it did. Call it only while
+/// holding the data directory's lock.
+///
+/// The repair writes and checks `catalog.sqlite.repaired`, then renames
+/// the catalog to `.damaged`, then the copy to the catalog. So: a catalog
+/// beside a `.repaired` is the original (the copy is unfinished: dropped);
+/// no catalog but a `.repaired` and a `.damaged` means the copy was whole
+/// (it is put in place); no catalog but a `.damaged` alone means the
+/// original is put back.
+///
+/// # Errors
+/// I/O errors.
+pub fn settle_interrupted_repair(path: &std::path::Path) -> anyhow::Result<Option<String>> {
+    let fresh = path.with_extension("sqlite.repaired");
+    let damaged = path.with_extension("sqlite.damaged");
+    let sync_dir = || -> std::io::Result<()> {
+        match path.parent() {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    };
+    if path.exists() {
+        if !fresh.exists() {
+            return Ok(None);
+        }
+        std::fs::remove_file(&fresh)?;
+        sync_dir()?;
+        return Ok(Some(format!(
+            "removed {}: an unfinished copy left by an interrupted catalog repair (the catalog itself was never replaced)",
+            fresh.display()
+        )));
+    }
+    if fresh.exists() && damaged.exists() {
+        std::fs::rename(&fresh, path)?;
+        sync_dir()?;
+        return Ok(Some(format!(
+            "finished an interrupted catalog repair: its checked copy is now {} (the damaged one stays as {})",
+            path.display(),
+            damaged.display()
+        )));
+    }
+    if damaged.exists() && !fresh.exists() {
+        for suffix in ["-wal", "-shm"] {
+            let side = with_suffix(&damaged, suffix);
+            if side.exists() {
+                std::fs::rename(&side, with_suffix(path, suffix))?;
+            }
+        }
+        std::fs::rename(&damaged, path)?;
+        sync_dir()?;
+        return Ok(Some(format!(
+            "rolled back an interrupted catalog repair: {} is the catalog again",
+            path.display()
+        )));
+    }
+    Ok(None)
 }
 
 /// Copies every table of `from` (read by table scans, never through an

@@ -1,8 +1,11 @@
 //! [`PackStore`]: pack files in one directory (`DATA/store/packs/`).
 //!
 //! A relay killed mid-append leaves a tail no row names; [`PackStore::open`]
-//! cuts every pack back to the end of its last committed blob, and deletes
-//! packs no row names at all (left by an interrupted garbage collection).
+//! cuts every pack back to the end of its last committed blob, and moves
+//! packs no row names at all (left by an interrupted garbage collection or
+//! upload) to `store/quarantine/`. Nothing at start deletes stored bytes:
+//! a catalog restored from an older copy, or emptied, must never cost the
+//! packs it does not know — a cut tail is kept there too.
 //! [`PackReader`] only reads, so `verify` can run beside a relay that writes.
 
 use std::collections::HashMap;
@@ -105,6 +108,51 @@ pub struct PackStore {
     fail_fsync: Option<PathBuf>,
 }
 
+/// How many pack files `dir` holds (0 when it does not exist).
+///
+/// # Errors
+/// I/O errors other than a missing directory.
+pub fn count_packs(dir: &Path) -> io::Result<usize> {
+    match fs::read_dir(dir) {
+        Ok(entries) => Ok(entries
+            .filter_map(Result::ok)
+            .filter(|e| pack_number(&e.file_name()).is_some())
+            .count()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Where packs and tails no catalog row names are kept: `store/quarantine/`
+/// beside `store/packs/`.
+pub fn quarantine_dir(packs: &Path) -> PathBuf {
+    packs.parent().map_or_else(
+        || packs.join("quarantine"),
+        |store| store.join("quarantine"),
+    )
+}
+
+fn make_private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+}
+
+/// Copies `file` from `from` on into a new file `to`, synced.
+fn save_tail(file: &File, from: u64, to: &Path) -> io::Result<()> {
+    let mut out = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(to)?;
+    let mut reader = io::BufReader::new(file);
+    io::Seek::seek(&mut reader, io::SeekFrom::Start(from))?;
+    io::copy(&mut reader, &mut out)?;
+    out.sync_all()
+}
+
 fn pack_path(dir: &Path, pack: u32) -> PathBuf {
     dir.join(format!("{pack:08}.pack"))
 }
@@ -129,6 +177,7 @@ impl PackStore {
             .mode(0o700)
             .create(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+        let quarantine = quarantine_dir(dir);
         let mut last = 0u32;
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
@@ -137,16 +186,28 @@ impl PackStore {
             };
             last = last.max(number);
             let Some(&end) = committed_end.get(&number) else {
-                tracing::warn!("pack {number:08}: no catalog row names it; deleting it");
-                fs::remove_file(entry.path())?;
+                let kept = quarantine.join(entry.file_name());
+                make_private_dir(&quarantine)?;
+                fs::rename(entry.path(), &kept)?;
+                tracing::warn!(
+                    "pack {number:08}: no catalog row names it (an interrupted collection or upload, or a catalog older than the store); moved to {}, delete it once the catalog is known to be right",
+                    kept.display()
+                );
                 continue;
             };
-            let file = OpenOptions::new().write(true).open(entry.path())?;
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(entry.path())?;
             let len = file.metadata()?.len();
             if len > end {
+                let kept = quarantine.join(format!("{number:08}.pack.tail-{end}"));
+                make_private_dir(&quarantine)?;
+                save_tail(&file, end, &kept)?;
                 tracing::warn!(
-                    "pack {number:08}: cutting {} bytes no catalog row names (torn tail of an interrupted write)",
-                    len - end
+                    "pack {number:08}: cutting {} bytes no catalog row names (torn tail of an interrupted write); kept in {}",
+                    len - end,
+                    kept.display()
                 );
                 file.set_len(end)?;
                 file.sync_all()?;
@@ -311,23 +372,32 @@ mod tests {
 
     #[test]
     fn append_read_and_torn_tail_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = PackStore::open(dir.path(), &HashMap::new()).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("packs");
+        let mut store = PackStore::open(dir.as_path(), &HashMap::new()).unwrap();
         let a = store.append(b"hello").unwrap();
         let b = store.append(b"world!").unwrap();
         store.sync().unwrap();
         assert_eq!(store.read(&a).unwrap(), b"hello");
         assert_eq!(store.read(&b).unwrap(), b"world!");
         drop(store);
-        // A pack no row names at all (an interrupted collection) goes.
-        let orphan = dir.path().join("00000009.pack");
+        // A pack no row names at all (an interrupted collection) is moved
+        // aside, never deleted.
+        let orphan = dir.as_path().join("00000009.pack");
         fs::write(&orphan, b"orphan").unwrap();
         // Only `a` was committed to the catalog: the rest is a torn tail.
         let ends = HashMap::from([(a.pack, a.offset + u64::from(a.len))]);
-        let mut store = PackStore::open(dir.path(), &ends).unwrap();
+        let mut store = PackStore::open(dir.as_path(), &ends).unwrap();
         assert_eq!(store.read(&a).unwrap(), b"hello");
         assert!(store.read(&b).is_err());
         assert!(!orphan.exists());
+        let quarantine = quarantine_dir(dir.as_path());
+        assert_eq!(
+            fs::read(quarantine.join("00000009.pack")).unwrap(),
+            b"orphan"
+        );
+        let tail = quarantine.join(format!("{:08}.pack.tail-5", a.pack));
+        assert_eq!(fs::read(tail).unwrap(), b"world!");
         assert_eq!(store.packs().unwrap(), vec![(a.pack, 5)]);
         assert!(
             store.remove(a.pack + 1).is_err(),
