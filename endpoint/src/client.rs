@@ -17,6 +17,9 @@ use ferry_protocol::schedule::Schedule;
 
 use crate::connect::Session;
 
+/// Bytes written between two waits of a rate limit.
+const PACED_SLICE: usize = 16 * 1024;
+
 /// What a request to the relay can end in, other than its answer.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -106,22 +109,31 @@ impl RelayClient {
     /// # Errors
     /// When the session breaks.
     pub async fn send(&mut self, message: &Message) -> Result<()> {
-        let before = self.session.channel.io.bytes_written();
-        if let Err(e) = self.session.channel.send(message).await {
-            return Err(self.why_broken(e).await);
+        let Some(limit) = &mut self.limit else {
+            return match self.session.channel.send(message).await {
+                Ok(()) => Ok(()),
+                Err(e) => Err(self.why_broken(e).await),
+            };
+        };
+        if limit.checked.elapsed() >= Duration::from_secs(1) {
+            let (day, minute) = local_now();
+            limit.throttle.set_rate(limit.schedule.rate_at(day, minute));
+            limit.checked = Instant::now();
         }
-        if let Some(limit) = &mut self.limit {
-            if limit.checked.elapsed() >= Duration::from_secs(1) {
-                let (day, minute) = local_now();
-                limit.throttle.set_rate(limit.schedule.rate_at(day, minute));
-                limit.checked = Instant::now();
-            }
-            let sent = self.session.channel.io.bytes_written() - before;
-            let started = Instant::now();
-            limit.throttle.consume(sent as usize).await;
-            self.throttled += started.elapsed();
+        // Paced a slice at a time: the relay sees the bytes trickle in at
+        // the limit instead of a burst and then silence.
+        let started = Instant::now();
+        let throttle = &limit.throttle;
+        let sent = self
+            .session
+            .channel
+            .send_paced(message, PACED_SLICE, |n| throttle.consume(n))
+            .await;
+        self.throttled += started.elapsed();
+        match sent {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.why_broken(e).await),
         }
-        Ok(())
     }
 
     /// Sends a request and returns its answer; a `Failed` answer is a

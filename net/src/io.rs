@@ -251,6 +251,43 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Channel<S> {
         self.send_encoded(message.encode()?).await
     }
 
+    /// Like [`Channel::send`], writing at most `slice` bytes at a time and
+    /// awaiting `pace(n)` after each `n` written: a rate limit then holds
+    /// the bytes themselves, so the peer sees a steady trickle rather than
+    /// a burst and then minutes of silence (which it would take for a dead
+    /// link), and a sender learns of a closed connection within one slice.
+    ///
+    /// # Errors
+    /// As [`Channel::send`].
+    pub async fn send_paced<F, Fut>(
+        &mut self,
+        message: &Message,
+        slice: usize,
+        mut pace: F,
+    ) -> Result<(), ChannelError>
+    where
+        F: FnMut(usize) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let bytes = message.encode()?;
+        let needed = sealed_len(bytes.len());
+        if self.out.len() < needed {
+            self.out.resize(needed, 0);
+        }
+        let written = self.transport.seal_into(bytes, &mut self.out)?;
+        let out = std::mem::take(&mut self.out);
+        let mut sent = Ok(());
+        for piece in out[..written].chunks(slice.max(1)) {
+            sent = self.io.write_raw(piece).await;
+            if sent.is_err() {
+                break;
+            }
+            pace(piece.len()).await;
+        }
+        self.out = out;
+        sent
+    }
+
     /// Encrypts and sends one already-encoded application message.
     ///
     /// # Errors

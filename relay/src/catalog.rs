@@ -179,6 +179,10 @@ const MIGRATIONS: &[&str] = &[
     // 11: a snapshot the relay holds until a time (the one before a
     // suspicious backup), whatever retention says.
     "ALTER TABLE snapshots ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0;",
+    // 12: bytes a client's uploads appended and never indexed (refused,
+    // abandoned): charged to its quota until a collection after them.
+    "ALTER TABLE clients ADD COLUMN unindexed_bytes INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE clients ADD COLUMN unindexed_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

@@ -322,6 +322,10 @@ pub struct GcConfig {
     /// Unreferenced data younger than this is kept, so an interrupted
     /// upload can resume without sending it again.
     pub grace: String,
+    /// An upload open longer than this no longer holds collections back
+    /// and is ended (the next run resumes it): a backup throttled to a
+    /// trickle cannot stop collection for everyone.
+    pub max_upload_age: String,
 }
 
 impl Default for GcConfig {
@@ -329,6 +333,7 @@ impl Default for GcConfig {
         GcConfig {
             interval: "1d".into(),
             grace: "1d".into(),
+            max_upload_age: "12h".into(),
         }
     }
 }
@@ -340,6 +345,8 @@ pub struct GcSchedule {
     pub interval: Option<Duration>,
     /// See [`GcConfig::grace`].
     pub grace: Duration,
+    /// See [`GcConfig::max_upload_age`].
+    pub max_upload_age: Duration,
 }
 
 impl GcConfig {
@@ -357,7 +364,14 @@ impl GcConfig {
             ),
         };
         let grace = parse_duration(&self.grace).map_err(|e| anyhow::anyhow!("gc.grace: {e}"))?;
-        Ok(GcSchedule { interval, grace })
+        let max_upload_age = parse_duration(&self.max_upload_age)
+            .map_err(|e| anyhow::anyhow!("gc.max-upload-age: {e}"))?
+            .max(Duration::from_secs(1));
+        Ok(GcSchedule {
+            interval,
+            grace,
+            max_upload_age,
+        })
     }
 }
 

@@ -41,6 +41,8 @@ pub struct Liveness {
     dead_after_ms: i64,
     /// Cancelled when another session took its upload over.
     replaced: CancellationToken,
+    /// Cancelled when a collection expired its upload (open too long).
+    expired: CancellationToken,
 }
 
 impl Liveness {
@@ -51,6 +53,7 @@ impl Liveness {
             heard_ms: AtomicI64::new(crate::catalog::now_ms()),
             dead_after_ms: i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX),
             replaced: CancellationToken::new(),
+            expired: CancellationToken::new(),
         }
     }
 
@@ -69,6 +72,11 @@ impl Liveness {
     pub fn replaced(&self) -> &CancellationToken {
         &self.replaced
     }
+
+    /// Cancelled when a collection expired this session's upload.
+    pub fn expired(&self) -> &CancellationToken {
+        &self.expired
+    }
 }
 
 impl Default for Liveness {
@@ -77,10 +85,47 @@ impl Default for Liveness {
     }
 }
 
+/// An upload's standing with collections. An upload open longer than the
+/// relay's maximum age ([`OpenUploads::set_max_age`]) is expired: from then
+/// on collections no longer keep what it appended or reused, so it may
+/// never index anything again. Its catalog writes run inside
+/// [`UploadFence::run`], which expiry waits for: what was indexed before is
+/// an ordinary row the collection sees, nothing is indexed after.
+#[derive(Debug, Default)]
+pub struct UploadFence {
+    expired: Mutex<bool>,
+    /// The same, read without waiting (by collections holding the catalog).
+    expired_now: std::sync::atomic::AtomicBool,
+}
+
+impl UploadFence {
+    /// Runs `f` (the upload's catalog writes) unless the upload expired;
+    /// expiry waits until `f` is done.
+    pub fn run<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        let expired = self.expired.lock().unwrap_or_else(|p| p.into_inner());
+        (!*expired).then(f)
+    }
+
+    /// Whether the upload expired.
+    pub fn is_expired(&self) -> bool {
+        self.expired_now.load(Ordering::Acquire)
+    }
+
+    fn expire(&self) {
+        let mut expired = self.expired.lock().unwrap_or_else(|p| p.into_inner());
+        *expired = true;
+        self.expired_now.store(true, Ordering::Release);
+    }
+}
+
+/// A client's backup set, as uploads are keyed.
+type SetKey = (ClientId, SetId);
+
 /// Who holds a set's upload.
 #[derive(Debug)]
 struct Holder {
     opened: Opened,
+    fence: Arc<UploadFence>,
     /// Tells this holder from a later one of the same set.
     serial: u64,
     life: Arc<Liveness>,
@@ -91,6 +136,9 @@ struct Holder {
 pub struct OpenUploads {
     open: Mutex<HashMap<(ClientId, SetId), Holder>>,
     serials: AtomicU64,
+    /// Uploads open longer than this (ms; 0: no limit) are expired by the
+    /// next collection ([`OpenUploads::expire_overdue`]).
+    max_age_ms: AtomicI64,
     /// Each client's bytes appended by its uploads (see [`ClientAppends`]).
     appended: Mutex<HashMap<ClientId, Arc<ClientAppends>>>,
 }
@@ -126,6 +174,7 @@ pub struct UploadPermit {
     set: (ClientId, SetId),
     serial: u64,
     opened: Opened,
+    fence: Arc<UploadFence>,
     appended: Arc<ClientAppends>,
 }
 
@@ -138,6 +187,16 @@ impl UploadPermit {
     /// The bytes this client's uploads appended, shared by all of them.
     pub fn client_appends(&self) -> &Arc<ClientAppends> {
         &self.appended
+    }
+
+    /// The client whose upload this is.
+    pub fn client(&self) -> ClientId {
+        self.set.0
+    }
+
+    /// This upload's standing with collections.
+    pub fn fence(&self) -> &UploadFence {
+        &self.fence
     }
 }
 
@@ -168,10 +227,12 @@ impl OpenUploads {
             holder.life.replaced.cancel();
         }
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
+        let fence = Arc::new(UploadFence::default());
         open.insert(
             set,
             Holder {
                 opened,
+                fence: Arc::clone(&fence),
                 serial,
                 life: Arc::clone(life),
             },
@@ -189,16 +250,58 @@ impl OpenUploads {
             set,
             serial,
             opened,
+            fence,
             appended,
         })
+    }
+
+    /// Collections keep nothing for an upload open longer than `max_age`
+    /// (a stock backup throttled to a trickle would otherwise hold every
+    /// collection for as long as it runs); such an upload is ended.
+    pub fn set_max_age(&self, max_age: std::time::Duration) {
+        self.max_age_ms.store(
+            i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Expires every upload open longer than the maximum age at `now_ms`
+    /// (waiting for any catalog write it is making); returns how many.
+    /// A collection calls it first, then keeps nothing for them.
+    pub fn expire_overdue(&self, now_ms: i64) -> usize {
+        let max_age = self.max_age_ms.load(Ordering::Relaxed);
+        if max_age <= 0 {
+            return 0;
+        }
+        let overdue: Vec<(SetKey, Arc<UploadFence>, Arc<Liveness>)> = self
+            .lock()
+            .iter()
+            .filter(|(_, h)| {
+                !h.fence.is_expired() && now_ms.saturating_sub(h.opened.since_ms) > max_age
+            })
+            .map(|(set, h)| (*set, Arc::clone(&h.fence), Arc::clone(&h.life)))
+            .collect();
+        for (set, fence, life) in &overdue {
+            fence.expire();
+            // Its session is told and closed now, not when its next
+            // (perhaps minutes-long) message arrives.
+            life.expired.cancel();
+            tracing::warn!(
+                "client {}: the upload of set {} has been open longer than gc.max-upload-age; collections no longer wait for it, and it is ended",
+                set.0,
+                set.1
+            );
+        }
+        overdue.len()
     }
 
     /// The earliest start and the lowest first pack among open uploads
     /// (each the minimum on its own), `None` when none is open.
     pub fn oldest(&self) -> Option<Opened> {
         let open = self.lock();
-        let since_ms = open.values().map(|h| h.opened.since_ms).min()?;
-        let first_pack = open.values().map(|h| h.opened.first_pack).min()?;
+        let held = || open.values().filter(|h| !h.fence.is_expired());
+        let since_ms = held().map(|h| h.opened.since_ms).min()?;
+        let first_pack = held().map(|h| h.opened.first_pack).min()?;
         Some(Opened {
             since_ms,
             first_pack,
@@ -284,5 +387,27 @@ mod tests {
         assert!(uploads.enter(SET, at(3, 1), &alive()).is_none());
         drop(taken);
         assert_eq!(uploads.count(), 0);
+    }
+
+    #[test]
+    fn an_upload_past_the_maximum_age_is_expired_and_no_longer_holds_collections() {
+        let uploads = Arc::new(OpenUploads::default());
+        uploads.set_max_age(std::time::Duration::from_millis(1_000));
+        let old = uploads.enter(SET, at(100, 3), &alive()).unwrap();
+        let young = uploads
+            .enter((ClientId(2), SetId(1)), at(5_000, 7), &alive())
+            .unwrap();
+        assert_eq!(uploads.oldest(), Some(at(100, 3)));
+        assert_eq!(uploads.expire_overdue(5_500), 1);
+        assert!(old.fence().is_expired());
+        assert_eq!(
+            old.fence().run(|| "indexed"),
+            None,
+            "nothing is indexed after"
+        );
+        assert_eq!(young.fence().run(|| "indexed"), Some("indexed"));
+        assert_eq!(uploads.oldest(), Some(at(5_000, 7)));
+        // Still open: the set stays busy until the expired upload ends.
+        assert_eq!(uploads.count(), 2);
     }
 }

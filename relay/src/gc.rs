@@ -19,13 +19,17 @@
 //!    The cutoff is the grace period, or the start of the oldest open
 //!    upload if earlier: younger blobs belong to an upload that is open or
 //!    may yet resume (a laptop that lost its link) and are kept.
-//! 3. **Compact**: among sealed packs below every open upload's first pack,
+//! 3. **Compact**: the current pack is sealed (appends go on in a new one);
+//!    among sealed packs below every open upload's first pack,
 //!    delete those no row names; rewrite sealed packs at
 //!    least [`REPACK_DEAD_PERCENT`] dead by copying their live blobs to the
 //!    current pack, fsyncing, pointing the rows at the copies (one
 //!    transaction), then deleting the old pack. A crash before the rows move
-//!    leaves an unnamed tail (cut at the next start); after, an unnamed pack
-//!    (deleted at the next start).
+//!    leaves an unnamed tail (cut at the next start, kept in
+//!    `store/quarantine/`); after, an unnamed pack (moved there).
+//!
+//! An upload open longer than `gc.max-upload-age` holds none of this
+//! back: it is expired first (`crate::gate::UploadFence`) and fails.
 //!
 //! Uploads go on while this runs and never wait for it, nor it for them
 //! (see `crate::gate` for what keeps their blobs). Readers take
@@ -78,6 +82,10 @@ pub struct GcReport {
     /// names what is missing.
     #[serde(default)]
     pub snapshots_damaged: Vec<u64>,
+    /// Uploads open longer than `gc.max-upload-age`, ended so that nothing
+    /// is kept for them.
+    #[serde(default)]
+    pub uploads_expired: u64,
 }
 
 impl GcReport {
@@ -127,7 +135,11 @@ fn collect_unrecorded(
     now_ms: i64,
 ) -> Result<GcReport> {
     let started = Instant::now();
-    let mut report = GcReport::default();
+    // Uploads open too long are ended first: nothing is kept for them.
+    let mut report = GcReport {
+        uploads_expired: uploads.expire_overdue(now_ms) as u64,
+        ..GcReport::default()
+    };
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
     // Nothing an open upload reused or stored is older than its start.
     let cutoff = || {
@@ -163,6 +175,9 @@ fn collect_unrecorded(
     report.bytes_unreferenced = bytes;
     report.blobs_in_grace = in_grace + young;
     compact(catalog, blobs, uploads, &mut report)?;
+    // What ended uploads left unindexed before this run is reclaimed now
+    // (or sits in a pack under the rewrite threshold): charged no more.
+    catalog.clear_unindexed_before(now_ms)?;
     report.duration_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     Ok(report)
 }
@@ -294,9 +309,12 @@ fn compact(
     uploads: &OpenUploads,
     report: &mut GcReport,
 ) -> Result<()> {
-    // In this order: an upload opened after the listing appends only to
-    // packs above every pack listed; one closed before the open uploads
-    // are read has indexed all it wrote before the usage is counted.
+    // The pack being appended to is sealed first, so what was swept from
+    // it is reclaimed now, not left unnamed for the next start. In this
+    // order: an upload opened after the listing appends only to packs
+    // above every pack listed; one closed before the open uploads are read
+    // has indexed all it wrote before the usage is counted.
+    blobs.seal()?;
     let sealed = blobs.sealed_packs()?;
     let held_from = uploads.oldest().map_or(u32::MAX, |o| o.first_pack);
     let usage = catalog.pack_usage()?;

@@ -128,6 +128,11 @@ impl Repo {
         self.uploads.enter((client, set), opened, life)
     }
 
+    /// The open uploads.
+    pub fn uploads(&self) -> &OpenUploads {
+        &self.uploads
+    }
+
     /// Collects garbage (see [`crate::gc`]) beside open uploads, through
     /// its own catalog connection so sessions are not blocked on the
     /// shared one. Blocking.

@@ -153,6 +153,7 @@ pub async fn run(
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;
     let repo = Repo::open_packs(catalog, &data.catalog_path(), &data.store_dir())?;
+    repo.uploads().set_max_age(gc.max_upload_age);
     let sessions = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen for sessions on {}", config.listen))?;

@@ -339,6 +339,7 @@ async fn run_session(
     // anew each turn, the working tick would end every wait before it fired.
     let silence = tokio::time::sleep(idle);
     tokio::pin!(silence);
+    let mut heard_bytes = channel.io.bytes_read();
     loop {
         let event = tokio::select! {
             biased;
@@ -351,10 +352,24 @@ async fn run_session(
             _ = life.replaced().cancelled() => {
                 return close(channel, "a newer session of this client took over its backup after this one fell silent").await;
             }
+            _ = life.expired().cancelled() => {
+                return close(channel, &TransferError::Expired.to_string()).await;
+            }
             reply = replies.recv() => Event::Reply(reply),
             received = channel.recv() => Event::Received(Ok(received)),
             _ = working.tick() => Event::Tick,
-            () = &mut silence => Event::Received(Err(())),
+            () = &mut silence => {
+                // Frames of a message still arriving (a large one over a
+                // slow link) are not silence.
+                let read = channel.io.bytes_read();
+                if read > heard_bytes {
+                    heard_bytes = read;
+                    life.heard();
+                    silence.as_mut().reset(tokio::time::Instant::now() + idle);
+                    continue;
+                }
+                Event::Received(Err(()))
+            }
         };
         match event {
             Event::Tick => {

@@ -31,6 +31,7 @@ use ferry_protocol::message::{
     set_missing, ChunkBatch, ChunkPut, Message, ObjectId, Refusal, SnapshotInfo, MAX_BATCH,
     MAX_SIGNATURES,
 };
+use ferry_protocol::units::format_size;
 use ferry_protocol::{delta, ProtocolError};
 
 use crate::catalog::{now_ms, BlobKind, BlobRow, BlobState, CatalogError};
@@ -63,6 +64,10 @@ pub enum TransferError {
     /// last sync may be lost, so none of it is indexed.
     #[error("the relay's disk failed while this backup was being written (an fsync failed); nothing of it since the last sync was kept")]
     SyncLost,
+    /// The upload was open longer than the relay's maximum upload age, and
+    /// a collection no longer keeps what it sent.
+    #[error("this backup was open longer than the relay allows (gc.max-upload-age), so collections no longer wait for it and it was ended; what it made durable is kept for the next run, which sends the rest")]
+    Expired,
 }
 
 impl TransferError {
@@ -77,6 +82,8 @@ impl TransferError {
             | TransferError::Storage(_)
             | TransferError::Catalog(_)
             | TransferError::SyncLost => Refusal::StorageFailed,
+            // "Try again": the next run goes on where this one stopped.
+            TransferError::Expired => Refusal::SetBusy,
         }
     }
 }
@@ -294,7 +301,18 @@ impl Transfer {
                 // Summed only for a client that has a quota.
                 if let Some(limit) = self.quota()? {
                     let appends = Arc::clone(upload.permit.client_appends());
-                    upload.quota = Some(upload::QuotaUse::start(limit, appends, || self.stored())?);
+                    let quota = upload::QuotaUse::start(limit, appends, || self.stored())?;
+                    if quota.in_use() >= limit {
+                        return Ok(Some(Message::Refused {
+                            code: Refusal::QuotaExceeded,
+                            message: format!(
+                                "this client uses {} of its quota of {} (what it stores, and what backups that did not finish left until the next collection): nothing more fits; forget snapshots on the relay (`ferry-relay snapshots forget`) and let it collect, or ask its operator for a larger quota (`ferry-relay clients quota`)",
+                                format_size(quota.in_use()),
+                                format_size(limit)
+                            ),
+                        }));
+                    }
+                    upload.quota = Some(quota);
                 }
                 self.upload = Some(upload);
                 Some(Message::BackupReady {

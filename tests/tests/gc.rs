@@ -221,3 +221,57 @@ fn what_a_young_unreferenced_tree_names_is_kept_with_it() {
     restore_into(&endpoint, &summary["snapshot"].to_string(), &src, &out);
     assert_eq!(listing(&out), listing(&src));
 }
+
+#[test]
+fn a_trickling_upload_held_open_does_not_stop_a_collection_from_freeing_dead_bytes() {
+    let mut relay = Relay::start_with(ferry_tests::RelayOptions {
+        sections: vec![("gc".into(), "max-upload-age = \"3s\"\n".into())],
+        ..ferry_tests::RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    // A stock backup throttled to 2 KiB/s: its 1 MiB would take minutes.
+    let slow = work.path().join("slow");
+    fs::create_dir_all(&slow).unwrap();
+    fs::write(slow.join("trickle.bin"), random_bytes(MIB, 42)).unwrap();
+    let trickle = endpoint
+        .command()
+        .args(["backup", "--set", "slow", "--limit", "2KiB/s", arg(&slow)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    relay.wait_for_log("session opened");
+    // Beside it, 3 MiB backed up and forgotten: dead bytes stored after
+    // the trickle began, which a collection used to keep for it.
+    let old = work.path().join("old");
+    fs::create_dir_all(&old).unwrap();
+    fs::write(old.join("gone.bin"), random_bytes(3 * MIB, 41)).unwrap();
+    let gone = endpoint.backup_json(&["--set", "docs", arg(&old)])["snapshot"]
+        .as_u64()
+        .unwrap();
+    ok(relay.admin(&["snapshots", "forget", &gone.to_string()]));
+    // Once the trickle has been open longer than gc.max-upload-age, a
+    // collection sweeps them and gives their space back (hang guard:
+    // minutes).
+    let before = relay.pack_bytes();
+    let freed = ferry_tests::wait_for(
+        "a collection that frees the dead bytes",
+        std::time::Duration::from_secs(180),
+        || {
+            let report = gc(&relay, "0s");
+            let freed = report["bytes_freed"].as_u64().unwrap();
+            (freed >= 3 * MIB as u64).then_some(report)
+        },
+    );
+    eprintln!("figure: gc beside a trickling upload: {freed}");
+    assert!(before - relay.pack_bytes() >= 3 * MIB as u64);
+    relay.wait_for_log("longer than gc.max-upload-age");
+    // The trickling backup is ended with one line that says why.
+    let out = trickle.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("open longer than the relay allows"), "{err}");
+    assert!(relay.is_running());
+}

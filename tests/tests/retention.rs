@@ -214,12 +214,18 @@ fn a_backup_over_the_quota_is_refused_and_everything_before_stays_whole() {
     let err = ferry_tests::stderr(&refused);
     assert!(err.contains("quota of 8.0 MiB"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    // The relay and the session are fine; the status shows the storage.
+    // The relay and the session are fine; the status shows the storage,
+    // with what the refused backup left charged until a collection.
     let status = endpoint.status_json();
     assert_eq!(status["quota"], 8 << 20);
     assert!(
-        status["stored_bytes"].as_u64().unwrap() < 2 << 20,
+        status["stored_bytes"].as_u64().unwrap() <= 8 << 20,
         "{status}"
+    );
+    ok(relay.admin(&["gc"]));
+    assert!(
+        endpoint.status_json()["stored_bytes"].as_u64().unwrap() < 8 << 20,
+        "the collection reclaimed what the refused backup left"
     );
     let list = ok(relay.admin(&["clients", "list", "--json"]));
     assert!(list.contains("\"stored_bytes\""), "{list}");
@@ -401,4 +407,39 @@ fn a_relay_clock_stepped_back_never_forgets_the_snapshot_it_commits() {
         ferry_tests::arg(&out),
     ]);
     assert_eq!(fs::read(out.join("note")).unwrap(), b"version 5");
+}
+
+#[test]
+fn eight_refused_over_quota_backups_leave_the_store_near_the_quota() {
+    let (relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    ok(relay.admin(&["clients", "quota", "laptop", "4MiB"]));
+    // 12 MiB that do not compress: three times the quota.
+    fs::write(
+        src.join("big"),
+        ferry_tests::tree::random_bytes(12 << 20, 73),
+    )
+    .unwrap();
+    let mut last = String::new();
+    for _ in 0..8 {
+        let refused = endpoint.ferry(&["backup", ferry_tests::arg(&src)]);
+        assert_eq!(refused.status.code(), Some(1));
+        last = ferry_tests::stderr(&refused);
+        assert!(last.contains("quota of 4.0 MiB"), "{last}");
+        assert_eq!(last.lines().count(), 1, "{last}");
+    }
+    let packs = relay.pack_bytes();
+    assert!(
+        packs < (4 << 20) + (1 << 20),
+        "eight refused backups left {packs} bytes of packs for a 4 MiB quota"
+    );
+    // What they left is charged: the client sees it, and is told what to do.
+    let stored = endpoint.status_json()["stored_bytes"].as_u64().unwrap();
+    assert!(stored + (1 << 20) > packs, "{stored} charged for {packs}");
+    assert!(
+        last.contains("ferry-relay snapshots forget") || last.contains("did not fit"),
+        "{last}"
+    );
 }

@@ -222,18 +222,47 @@ impl Catalog {
             .collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Bytes `client`'s blobs take in the store (after dedup and
-    /// compression; what no snapshot reaches counts until it is collected).
+    /// Bytes `client` is charged for in the store: its blobs (after dedup
+    /// and compression; what no snapshot reaches counts until it is
+    /// collected), and what its uploads appended and never indexed (until
+    /// the next collection, see [`Catalog::charge_unindexed`]).
     ///
     /// # Errors
     /// SQLite errors.
     pub fn client_stored_bytes(&self, client: ClientId) -> Result<u64> {
         let bytes: i64 = self.conn.query_row(
-            "SELECT COALESCE(SUM(length), 0) FROM blobs WHERE client_id = ?1",
+            "SELECT COALESCE((SELECT SUM(length) FROM blobs WHERE client_id = ?1), 0)
+                  + COALESCE((SELECT unindexed_bytes FROM clients WHERE id = ?1), 0)",
             [client],
             |r| r.get(0),
         )?;
         Ok(bytes as u64)
+    }
+
+    /// Charges `client` for `bytes` an upload appended and never indexed
+    /// (refused, abandoned, failed): they take disk until a collection.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn charge_unindexed(&mut self, client: ClientId, bytes: u64, now_ms: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE clients SET unindexed_bytes = unindexed_bytes + ?2, unindexed_at = ?3 WHERE id = ?1",
+            params![client, i64::try_from(bytes).unwrap_or(i64::MAX), now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// A collection that began at `began_ms` reclaimed what uploads left
+    /// unindexed before it: no client is charged for that any more.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn clear_unindexed_before(&mut self, began_ms: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE clients SET unindexed_bytes = 0 WHERE unindexed_bytes > 0 AND unindexed_at < ?1",
+            [began_ms],
+        )?;
+        Ok(())
     }
 
     /// A client's own quota setting (see `ClientRecord::own_quota`).

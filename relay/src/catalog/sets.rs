@@ -58,8 +58,8 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Bytes of the blobs each client stores (after dedup and
-    /// compression), in one pass over the blob index.
+    /// Bytes each client is charged for (see
+    /// [`Catalog::client_stored_bytes`]), in one pass over the blob index.
     ///
     /// # Errors
     /// SQLite errors.
@@ -68,7 +68,16 @@ impl Catalog {
             .conn
             .prepare("SELECT client_id, SUM(length) FROM blobs GROUP BY client_id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let mut stored: std::collections::HashMap<ClientId, u64> =
+            rows.collect::<rusqlite::Result<_>>()?;
+        let mut unindexed = self
+            .conn
+            .prepare("SELECT id, unindexed_bytes FROM clients WHERE unindexed_bytes > 0")?;
+        for row in unindexed.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))? {
+            let (client, bytes): (ClientId, u64) = row?;
+            *stored.entry(client).or_default() += bytes;
+        }
+        Ok(stored)
     }
 }
 

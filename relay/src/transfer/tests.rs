@@ -918,9 +918,19 @@ fn concurrent_uploads_of_one_client_share_its_quota() {
         "another client's quota is its own"
     );
 
+    // What an upload appended and never indexed is charged once it ends:
+    // an upload that begins later sees it.
+    drop((home, photos));
+    let mut after = session(a);
+    begin_set(&mut after, "after");
+    refused_for_quota(&mut after, noise(8));
+    drop(after);
+
     // An upload that ended after another began still counts for it, and
     // one that begins while another holds unsynced bytes sees them.
-    drop((home, photos));
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let session = |client| Transfer::new(Arc::clone(&repo), client, None).with_quotas(quotas);
     let mut early = session(a);
     begin_set(&mut early, "early");
     let mut late = session(a);

@@ -51,7 +51,17 @@ pub(super) struct Upload {
     /// The client's quota and its use, when it has one.
     pub(super) quota: Option<QuotaUse>,
     pub(super) rejected: Vec<ChunkId>,
+    /// Bytes appended and not indexed yet (unsynced blobs, staged trees):
+    /// if the upload ends without a commit, the client is charged for them
+    /// until a collection reclaims them.
+    unindexed: u64,
 }
+
+/// Most bytes an upload may hold appended and not indexed (unsynced
+/// blobs, held contents, trees staged for the commit): above what an honest
+/// endpoint reaches (it syncs every quarter of [`MAX_UNSYNCED_CHUNKS`]
+/// chunks, 2 GiB at most), so one upload cannot hold the disk unaccounted.
+pub const MAX_UNINDEXED: u64 = 3 << 30;
 
 impl Upload {
     /// A backup of set `set_id` into `repo` that holds `permit` until it ends.
@@ -76,7 +86,17 @@ impl Upload {
             pending: HashMap::new(),
             rejected: Vec::new(),
             quota: None,
+            unindexed: 0,
         }
+    }
+
+    /// Runs `write` (catalog writes that index this upload's blobs) unless
+    /// a collection expired the upload (see `crate::gate::UploadFence`).
+    fn indexing<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+        self.permit
+            .fence()
+            .run(write)
+            .unwrap_or_else(|| Err(TransferError::Expired))
     }
 }
 
@@ -153,8 +173,22 @@ impl Drop for QuotaUse {
 }
 
 impl Drop for Upload {
-    /// An upload that ends without a commit leaves no staged tree behind.
+    /// An upload that ends without a commit leaves no staged tree behind,
+    /// and its client is charged for what it appended and never indexed.
     fn drop(&mut self) {
+        if self.unindexed > 0 {
+            let (client, bytes) = (self.permit.client(), self.unindexed);
+            let charged = self
+                .repo
+                .catalog(|c| c.charge_unindexed(client, bytes, crate::catalog::now_ms()));
+            match charged {
+                Ok(()) => tracing::info!(
+                    "client {client}: an upload ended with {} appended and never indexed; charged to its quota until the next collection",
+                    format_size(bytes)
+                ),
+                Err(e) => tracing::warn!("cannot charge client {client} for an ended upload: {e:#}"),
+            }
+        }
         if self.staged {
             let id = self.id;
             if let Err(e) = self.repo.catalog(|c| c.drop_staged_trees(id)) {
@@ -276,6 +310,14 @@ impl Transfer {
                 "more than {MAX_PENDING_OBJECTS} trees and contents sent without a Sync (or held for chunks never sent)"
             );
         }
+        if upload.permit.fence().is_expired() {
+            return Err(TransferError::Expired);
+        }
+        check!(
+            upload.unindexed + bytes.len() as u64 <= MAX_UNINDEXED,
+            "more than {} appended and not indexed (sent without a Sync, or held for a commit)",
+            format_size(MAX_UNINDEXED)
+        );
         if let Some(quota) = &mut upload.quota {
             if let Err(in_use) = quota.reserve(bytes.len() as u64) {
                 let message = format!(
@@ -297,6 +339,7 @@ impl Transfer {
             codec,
         };
         let upload = self.upload()?;
+        upload.unindexed += bytes.len() as u64;
         upload.unsynced_since.get_or_insert(epoch);
         upload.unsynced_chunks += usize::from(kind == BlobKind::Chunk);
         upload.pending_objects += usize::from(kind != BlobKind::Chunk);
@@ -427,12 +470,22 @@ impl Transfer {
             return Err(TransferError::SyncLost);
         }
         let (client, upload_id) = (self.client, self.upload()?.id);
-        if !trees.is_empty() {
-            self.upload()?.staged = true;
-            self.catalog(|c| c.stage_trees(upload_id, client, &trees))?;
-        }
-        self.catalog(|c| c.insert_blobs(client, &rows))?;
+        let repo = Arc::clone(&self.repo);
         let upload = self.upload()?;
+        if !trees.is_empty() {
+            upload.staged = true;
+        }
+        upload.indexing(|| {
+            repo.catalog(|c| {
+                if !trees.is_empty() {
+                    c.stage_trees(upload_id, client, &trees)?;
+                }
+                c.insert_blobs(client, &rows)
+            })
+            .map_err(TransferError::from)
+        })?;
+        let indexed: u64 = rows.iter().map(|r| u64::from(r.at.len)).sum();
+        upload.unindexed = upload.unindexed.saturating_sub(indexed);
         upload.unsynced_since = None;
         upload.unsynced_chunks = 0;
         upload.pending.retain(|(kind, id), _| is_held(*kind, id));
@@ -470,22 +523,27 @@ impl Transfer {
             Err(Gap::Failed(e)) => return Err(e),
         }
         let client = self.client;
-        if upload.staged {
-            let upload_id = upload.id;
-            self.catalog(|c| c.index_staged_trees(upload_id))?;
-            upload.staged = false;
-        }
-        let snapshot = self.catalog(|c| {
-            c.insert_snapshot(
-                client,
-                upload.set_id,
-                &root.0,
-                started_ms,
-                crate::catalog::retention_now_ms(),
-                files,
-                bytes,
-            )
+        let (upload_id, staged, set_id) = (upload.id, upload.staged, upload.set_id);
+        let repo = Arc::clone(&self.repo);
+        let snapshot = upload.indexing(|| {
+            repo.catalog(|c| {
+                if staged {
+                    c.index_staged_trees(upload_id)?;
+                }
+                c.insert_snapshot(
+                    client,
+                    set_id,
+                    &root.0,
+                    started_ms,
+                    crate::catalog::retention_now_ms(),
+                    files,
+                    bytes,
+                )
+            })
+            .map_err(TransferError::from)
         })?;
+        upload.staged = false;
+        upload.unindexed = 0;
         tracing::info!(
             "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"
         );
