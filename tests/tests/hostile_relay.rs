@@ -41,7 +41,7 @@ fn a_relay_that_goes_silent_ends_the_backup_after_the_silence_timeout() {
     let err = stderr(&out);
     assert!(err.contains("sent nothing for 2s"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(took < Duration::from_secs(10), "gave up after {took:?}");
+    assert!(took < Duration::from_secs(60), "gave up after {took:?}");
     // `ferry status` too.
     let out = endpoint.ferry(&["status"]);
     assert_eq!(out.status.code(), Some(1));
@@ -95,7 +95,7 @@ fn a_crafted_signature_from_the_relay_ends_the_backup_at_once_with_one_line() {
     let err = stderr(&out);
     assert!(err.contains("signature"), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn a_snapshot_deeper_than_any_path_ends_the_restore_with_one_line_not_a_crash() 
         out.status
     );
     assert!(err.contains("deeper than"), "{err}");
-    assert!(took < Duration::from_secs(15));
+    assert!(took < Duration::from_secs(90));
 }
 
 /// A restore into an empty directory from a fake relay that answers each
@@ -247,7 +247,7 @@ fn fetches_answered_with(
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains(expected), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(took < Duration::from_secs(15));
+    assert!(took < Duration::from_secs(90));
     assert_eq!(std::fs::read_dir(target.path()).unwrap().count(), 0);
 }
 
@@ -329,7 +329,7 @@ fn a_file_list_longer_than_its_size_allows_is_damage_not_memory() {
         assert!(err.contains("does not fit a file of 100 bytes"), "{err}");
         assert_eq!(err.matches("does not fit").count(), 2, "{err}");
     }
-    assert!(took < Duration::from_secs(15));
+    assert!(took < Duration::from_secs(90));
 }
 
 #[test]
@@ -389,7 +389,7 @@ fn junk_and_unasked_trees_from_the_relay_are_not_trusted_or_hoarded() {
         err.contains("nothing of snapshot 1 could be restored: /:"),
         "the damaged root is the news: {err}"
     );
-    assert!(took < Duration::from_secs(15), "{took:?}");
+    assert!(took < Duration::from_secs(90), "{took:?}");
     assert_eq!(
         std::fs::read_dir(target.path()).unwrap().count(),
         0,
