@@ -106,6 +106,36 @@ pub async fn bind(settings: &WebSettings) -> Result<TcpListener> {
 struct App {
     shared: Arc<Shared>,
     token_hash: Option<[u8; 32]>,
+    /// Log lines about refused requests, rate-limited.
+    refusals: Arc<LogGate>,
+}
+
+/// Warnings that a flood of requests or connections would repeat: at most
+/// one line per [`LogGate::EVERY`], which says how many were held back.
+#[derive(Debug, Default)]
+pub struct LogGate {
+    state: std::sync::Mutex<(Option<std::time::Instant>, u64)>,
+}
+
+impl LogGate {
+    /// The least time between two lines.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+    /// Logs `line` as a warning, unless one was logged less than
+    /// [`LogGate::EVERY`] ago (then it is only counted).
+    pub fn warn(&self, line: std::fmt::Arguments<'_>) {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        let (last, held_back) = &mut *state;
+        if last.is_some_and(|at| at.elapsed() < Self::EVERY) {
+            *held_back += 1;
+            return;
+        }
+        match std::mem::take(held_back) {
+            0 => warn!("{line}"),
+            n => warn!("{line} ({n} more like it since the last such line)"),
+        }
+        *last = Some(std::time::Instant::now());
+    }
 }
 
 /// Serves the web listener until the relay shuts down.
@@ -114,6 +144,7 @@ pub async fn serve(shared: Arc<Shared>, settings: WebSettings, listener: TcpList
     let app = App {
         shared,
         token_hash: settings.token_hash,
+        refusals: Arc::default(),
     };
     let router = Router::new()
         .route("/", get(status_page))
@@ -143,11 +174,11 @@ async fn authorize(State(app): State<App>, request: Request, next: Next) -> Resp
     match offered {
         Some(hash) if bool::from(hash.ct_eq(&expected)) => next.run(request).await,
         _ => {
-            warn!(
+            app.refusals.warn(format_args!(
                 "web: refused {} {}: missing or wrong bearer token",
                 request.method(),
                 request.uri().path()
-            );
+            ));
             (
                 StatusCode::UNAUTHORIZED,
                 [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -597,3 +597,87 @@ fn the_last_collection_and_verification_show_wherever_they_ran_and_survive_a_res
     let page = http_get(relay.web_addr(), "/", None).body;
     assert!(page.contains("damaged blob(s)"), "{page}");
 }
+
+#[test]
+fn two_hundred_idle_connections_do_not_take_the_metrics_away() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
+        ..RelayOptions::default()
+    });
+    let addr = relay.web_addr();
+    // 200 connections from one address (127.0.0.2) that send nothing,
+    // each opened again as soon as the relay closes it.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let reopened = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let flood = std::thread::spawn({
+        let (stop, reopened) = (
+            std::sync::Arc::clone(&stop),
+            std::sync::Arc::clone(&reopened),
+        );
+        move || {
+            let open = || {
+                let s = from_address([127, 0, 0, 2], addr).expect("connect from 127.0.0.2");
+                s.set_nonblocking(true).expect("nonblocking");
+                s
+            };
+            let mut idle: Vec<std::net::TcpStream> = (0..200).map(|_| open()).collect();
+            while !stop.load(Ordering::Relaxed) {
+                for conn in &mut idle {
+                    let mut buf = [0u8; 64];
+                    let closed = match std::io::Read::read(conn, &mut buf) {
+                        Ok(0) => true,
+                        Ok(_) => false,
+                        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+                    };
+                    if closed {
+                        *conn = open();
+                        reopened.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+    });
+    // The flood is on: the relay is closing its connections and they come back.
+    wait_for("the flood to cycle", DEADLINE, || {
+        (reopened.load(Ordering::Relaxed) >= 100).then_some(())
+    });
+    // Each scrape answers within Prometheus's default scrape timeout (10 s).
+    for _ in 0..7 {
+        let asked = Instant::now();
+        let metrics = http_get(addr, "/metrics", None);
+        assert_eq!(metrics.status, 200);
+        assert!(
+            metrics.body.contains("ferry_sessions_open"),
+            "{}",
+            metrics.body
+        );
+        assert!(
+            asked.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            asked.elapsed()
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    eprintln!(
+        "figure: the flood reopened {} connections",
+        reopened.load(Ordering::Relaxed)
+    );
+    // What the relay said about it was held to a few lines.
+    let said = relay
+        .log()
+        .lines()
+        .filter(|l| l.contains("web:") && l.contains("connection"))
+        .count();
+    assert!(said <= 5, "{said} log lines about the flood");
+}
+
+/// A connection to `to` from the loopback address `from`.
+fn from_address(from: [u8; 4], to: std::net::SocketAddr) -> std::io::Result<std::net::TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    socket.bind(&std::net::SocketAddr::from((from, 0)).into())?;
+    socket.connect(&to.into())?;
+    Ok(socket.into())
+}
