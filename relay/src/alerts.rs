@@ -2,8 +2,10 @@
 //! [`Status`] and tells the operator, once, when something goes wrong and
 //! once when it recovers: a set gone stale (`stale` / `recovered`), a
 //! client past `quota.warn-percent` of its quota (`quota` / `quota-ok`),
-//! damage found in a client's data (`damage` / `damage-healed`), and failed
-//! backups (`backup-failed`, one per client per check however many failed).
+//! damage found in a client's data (`damage` / `damage-healed`), failed
+//! backups (`backup-failed`, one per client per check however many failed),
+//! and suspicious backups (`suspicious`, once per snapshot: see
+//! `crate::suspicion`).
 //! Each alert is a warning in the log; with `command` set it also runs that
 //! command, with what it is about only in its environment (`FERRY_CLIENT`, `FERRY_SET`,
 //! `FERRY_LAST_SUCCESS`, `FERRY_REASON`, `FERRY_MESSAGE`), so no name a
@@ -34,7 +36,7 @@ pub struct Alert {
     /// or `never`.
     pub last_success: String,
     /// `stale`, `recovered`, `quota`, `quota-ok`, `damage`,
-    /// `damage-healed` or `backup-failed`.
+    /// `damage-healed`, `backup-failed` or `suspicious`.
     pub reason: &'static str,
     /// One line for people.
     pub message: String,
@@ -195,6 +197,14 @@ pub async fn watch(shared: Arc<Shared>) {
             shared.telemetry.take_failed_backups(),
             &status,
         ));
+        let suspicious = match shared.db(|c| c.suspicious_backups()).await {
+            Ok(found) => found,
+            Err(e) => {
+                error!("alerts: cannot read suspicious backups: {e:#}");
+                Vec::new()
+            }
+        };
+        fired.extend(suspicious.iter().map(|s| suspicious_alert(s, &status)));
         for alert in fired {
             warn!(
                 "alert {}: {} (client {:?}, set {:?})",
@@ -206,6 +216,11 @@ pub async fn watch(shared: Arc<Shared>) {
         }
         // Recorded after the commands ran: a relay killed in between says
         // it again rather than never.
+        for said in suspicious {
+            if let Err(e) = shared.db(move |c| c.said_suspicious(said.snapshot)).await {
+                error!("alerts: cannot record what was said: {e:#}");
+            }
+        }
         if conditions != before {
             let text = serde_json::to_string(&conditions).unwrap_or_default();
             if let Err(e) = shared
@@ -215,6 +230,21 @@ pub async fn watch(shared: Arc<Shared>) {
                 error!("alerts: cannot record what was said: {e:#}");
             }
         }
+    }
+}
+
+/// The `suspicious` alert about one backup.
+fn suspicious_alert(backup: &crate::catalog::SuspiciousBackup, status: &Status) -> Alert {
+    Alert {
+        last_success: status
+            .clients
+            .iter()
+            .find(|c| c.name == backup.client)
+            .map_or_else(|| "never".into(), |c| c.last_success()),
+        client: backup.client.clone(),
+        set: backup.set.clone(),
+        reason: "suspicious",
+        message: backup.message.clone(),
     }
 }
 

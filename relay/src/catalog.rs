@@ -32,6 +32,7 @@ pub mod runs;
 mod sets;
 mod snapshots;
 mod staged;
+mod suspicious;
 mod verify;
 pub use clients::ClientRecord;
 pub use garbage::PackUsage;
@@ -39,6 +40,7 @@ pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
 pub use retention::SetDecision;
 pub use sets::{SetSummary, MAX_SETS};
 pub use snapshots::SnapshotRow;
+pub use suspicious::SuspiciousBackup;
 pub use verify::{hex, kind_name, settle_interrupted_repair, DamageRecord};
 
 /// Failed attempts after which a pairing code is burned.

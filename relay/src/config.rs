@@ -84,6 +84,9 @@ pub struct AlertsConfig {
     /// the environment (`FERRY_CLIENT`, `FERRY_SET`, `FERRY_LAST_SUCCESS`,
     /// `FERRY_REASON`, `FERRY_MESSAGE`), never in the command line.
     pub command: Option<AlertCommand>,
+    /// `[alerts.suspicious]`: when a backup is suspicious (see
+    /// `crate::suspicion`).
+    pub suspicious: crate::suspicion::Thresholds,
 }
 
 impl Default for AlertsConfig {
@@ -93,6 +96,7 @@ impl Default for AlertsConfig {
             stale_after_for: std::collections::BTreeMap::new(),
             check_interval: "5m".into(),
             command: None,
+            suspicious: crate::suspicion::Thresholds::default(),
         }
     }
 }
@@ -118,6 +122,8 @@ pub struct Alerts {
     pub check_interval: Duration,
     /// The program and its arguments (`None`: alerts are only shown).
     pub command: Option<Vec<String>>,
+    /// See [`AlertsConfig::suspicious`].
+    pub suspicious: crate::suspicion::Thresholds,
 }
 
 impl Alerts {
@@ -167,6 +173,7 @@ impl AlertsConfig {
             check_interval: duration("check-interval", &self.check_interval)?
                 .max(Duration::from_millis(100)),
             command,
+            suspicious: self.suspicious,
         })
     }
 }

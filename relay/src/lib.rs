@@ -28,6 +28,7 @@ pub mod repo;
 pub mod server;
 pub mod session_service;
 pub mod store;
+pub mod suspicion;
 pub mod telemetry;
 pub mod transfer;
 pub mod verify;

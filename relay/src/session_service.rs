@@ -151,7 +151,8 @@ pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tic
         .with_liveness(Arc::clone(&life))
         .with_stall_limit(shared.limits.idle_timeout)
         .with_retention_defaults(shared.config.retention)
-        .with_quotas(shared.quotas);
+        .with_quotas(shared.quotas)
+        .with_suspicion(shared.alerts.suspicious);
     let mut backup = BackupWatch::default();
     let ended = run_session(
         &shared,

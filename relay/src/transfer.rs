@@ -125,6 +125,8 @@ pub struct Transfer {
     quotas: crate::config::Quotas,
     /// The session's signs of life (a silent one's upload may be taken over).
     life: Arc<crate::gate::Liveness>,
+    /// When a backup is suspicious (`[alerts.suspicious]`).
+    suspicion: crate::suspicion::Thresholds,
 }
 
 /// What a client may do when its session comes from the internet.
@@ -156,7 +158,14 @@ impl Transfer {
             retention_defaults: ferry_protocol::keep::Rules::default(),
             quotas: crate::config::Quotas::default(),
             life: Arc::default(),
+            suspicion: crate::suspicion::Thresholds::default(),
         }
+    }
+
+    /// Judges committed backups by `thresholds` (see `crate::suspicion`).
+    pub fn with_suspicion(mut self, thresholds: crate::suspicion::Thresholds) -> Self {
+        self.suspicion = thresholds;
+        self
     }
 
     /// Shares the session's signs of life with the uploads it opens.

@@ -681,3 +681,117 @@ fn from_address(from: [u8; 4], to: std::net::SocketAddr) -> std::io::Result<std:
     socket.connect(&to.into())?;
     Ok(socket.into())
 }
+
+/// Every regular file under `dir`.
+fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            found.extend(files_under(&path));
+        } else {
+            found.push(path);
+        }
+    }
+    found
+}
+
+#[test]
+fn suspicious_backups_alert_once_each_and_hold_the_snapshot_before() {
+    let work = tempfile::tempdir().unwrap();
+    let alerts = work.path().join("alerts.log");
+    let command = format!(
+        "command = ['/bin/sh', '-c', 'echo \"$FERRY_REASON|$FERRY_CLIENT|$FERRY_SET|$FERRY_MESSAGE\" >> {}']",
+        alerts.display()
+    );
+    // With the lock off, only the hold keeps a snapshot beyond keep-last 1.
+    let relay = alerting_relay(&command, &[("retention", "keep-last = 1\nlock = \"0h\"")]);
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    // The benchmark's D2, small: 300 text files.
+    let src = work.path().join("home");
+    ok(run({
+        let mut gen = Command::new(ferry_tests::binary("gen-tree"));
+        gen.arg("tree").arg(&src).args(["300", "2000000", "3"]);
+        gen
+    }));
+    fs::write(
+        endpoint.state().join("endpoint.toml"),
+        format!("[sets.home]\npaths = [{src:?}]\n"),
+    )
+    .unwrap();
+    let backup = || {
+        endpoint.backup_json(&["--set", "home"])["snapshot"]
+            .as_u64()
+            .unwrap()
+    };
+    backup();
+    // An ordinary day's edits (the benchmark's D2 -> D2m): nothing said.
+    ok(run({
+        let mut gen = Command::new(ferry_tests::binary("gen-tree"));
+        gen.arg("mutate").arg(&src).args(["10", "5", "5", "4"]);
+        gen
+    }));
+    let edited = backup();
+    // Ransomware: every file rewritten with random bytes of its size.
+    for (i, file) in files_under(&src).iter().enumerate() {
+        let len = fs::metadata(file).unwrap().len() as usize;
+        fs::write(file, ferry_tests::tree::random_bytes(len, 900 + i as u64)).unwrap();
+    }
+    let encrypted = backup();
+    // Then everything deleted.
+    for file in files_under(&src) {
+        fs::remove_file(file).unwrap();
+    }
+    backup();
+    let said = wait_for("two suspicious alerts", DEADLINE, || {
+        let text = fs::read_to_string(&alerts).unwrap_or_default();
+        let lines: Vec<String> = text
+            .lines()
+            .filter(|l| l.starts_with("suspicious|"))
+            .map(str::to_string)
+            .collect();
+        (lines.len() >= 2).then_some(lines)
+    });
+    assert!(
+        said[0].contains("laptop|home|") && said[0].contains("rewritten"),
+        "{said:?}"
+    );
+    assert!(
+        said[1].contains("files where the snapshot before held"),
+        "{said:?}"
+    );
+    // Said once each: nothing waits to be said any more.
+    wait_for("the alerts recorded as said", DEADLINE, || {
+        let db = rusqlite::Connection::open(relay.data().join("catalog.sqlite")).ok()?;
+        let left: i64 = db
+            .query_row(
+                "SELECT COUNT(*) FROM settings WHERE key LIKE 'suspicious/%'",
+                [],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (left == 0).then_some(())
+    });
+    let text = fs::read_to_string(&alerts).unwrap();
+    assert_eq!(
+        text.lines()
+            .filter(|l| l.starts_with("suspicious|"))
+            .count(),
+        2,
+        "{text}"
+    );
+    // The snapshot before each is held, whatever keep-last 1 says.
+    let plan: serde_json::Value =
+        serde_json::from_str(&ok(relay.admin(&["retention", "--dry-run", "--json"]))).unwrap();
+    let why = |id: u64| {
+        plan.as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["snapshot"] == id)
+            .map(|f| f["kept_by"].to_string())
+            .unwrap_or_default()
+    };
+    assert!(why(edited).contains("held"), "{plan}");
+    assert!(why(encrypted).contains("held"), "{plan}");
+}

@@ -82,6 +82,28 @@ impl Catalog {
             .transpose()
     }
 
+    /// The lock that applies to `client`'s set `set_id` (its rules', the
+    /// client's, `defaults`', else the default lock).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn lock_of(
+        &self,
+        client: ClientId,
+        set_id: SetId,
+        defaults: &Rules,
+    ) -> Result<ferry_protocol::keep::Period> {
+        let set: String = self.conn.query_row(
+            "SELECT name FROM backup_sets WHERE id = ?1",
+            [set_id],
+            |r| r.get(0),
+        )?;
+        let own = self.stored_rules(client, &set)?;
+        Ok(Rules::effective(own.as_ref(), defaults)
+            .lock
+            .unwrap_or(ferry_protocol::keep::DEFAULT_LOCK))
+    }
+
     /// Records the endpoint's hints for a set (sent with each backup).
     ///
     /// # Errors

@@ -18,8 +18,10 @@ use ferry_protocol::{delta, patch};
 
 use super::closure::Gap;
 use super::{check, object_key, violation, Result, Transfer, TransferError};
-use crate::catalog::{BlobKind, BlobRow, SetId};
+use crate::catalog::{BlobKind, BlobRow, SetId, SnapshotId};
 use crate::gate::ClientAppends;
+use crate::suspicion::Size;
+use ferry_protocol::keep::DEFAULT_LOCK;
 
 /// An open backup: blobs written but not yet in the catalog, and its trees
 /// staged there until the commit.
@@ -55,6 +57,8 @@ pub(super) struct Upload {
     /// if the upload ends without a commit, the client is charged for them
     /// until a collection reclaims them.
     unindexed: u64,
+    /// Bytes appended in all (new data: how much of the snapshot changed).
+    appended: u64,
 }
 
 /// Most bytes an upload may hold appended and not indexed (unsynced
@@ -87,6 +91,7 @@ impl Upload {
             rejected: Vec::new(),
             quota: None,
             unindexed: 0,
+            appended: 0,
         }
     }
 
@@ -207,6 +212,37 @@ impl Upload {
 }
 
 impl Transfer {
+    /// Holds the snapshot before `snapshot` and keeps a `suspicious` alert
+    /// when `snapshot` (of size `now`, its upload having appended
+    /// `appended` bytes) looks like an emptied or encrypted set.
+    fn judge(&self, set_id: SetId, snapshot: SnapshotId, now: Size, appended: u64) -> Result<()> {
+        let (client, defaults, limits) = (self.client, self.retention_defaults, self.suspicion);
+        self.catalog(|c| {
+            let Some((before, size)) = c.snapshot_before(set_id, snapshot)? else {
+                return Ok(());
+            };
+            let Some(why) = crate::suspicion::judge(size, now, appended, &limits) else {
+                return Ok(());
+            };
+            // The lock's length, and never less than the default lock's
+            // (an operator who turned the lock off still gets this).
+            let lock = c.lock_of(client, set_id, &defaults)?;
+            let lock = if lock.as_millis() < DEFAULT_LOCK.as_millis() {
+                DEFAULT_LOCK
+            } else {
+                lock
+            };
+            let until = crate::catalog::retention_now_ms()
+                .saturating_add(i64::try_from(lock.as_millis()).unwrap_or(i64::MAX));
+            c.hold_snapshot(before, until)?;
+            let message = format!(
+                "snapshot {snapshot} is suspicious: {why}; snapshot {before} is held for {lock} whatever retention says"
+            );
+            tracing::warn!("client {client}: {message}");
+            c.record_suspicious(client, set_id, snapshot, before, &message)
+        })
+    }
+
     /// Checks a tree or content (the relay trusts no object it has not
     /// decoded) and stores it as `data`, which is `raw` compressed by `codec`.
     pub(super) fn put_object(
@@ -340,6 +376,7 @@ impl Transfer {
         };
         let upload = self.upload()?;
         upload.unindexed += bytes.len() as u64;
+        upload.appended += bytes.len() as u64;
         upload.unsynced_since.get_or_insert(epoch);
         upload.unsynced_chunks += usize::from(kind == BlobKind::Chunk);
         upload.pending_objects += usize::from(kind != BlobKind::Chunk);
@@ -547,6 +584,7 @@ impl Transfer {
         tracing::info!(
             "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"
         );
+        self.judge(set_id, snapshot, Size { files, bytes }, upload.appended)?;
         // The relay's rules decide; the hints just sent can only keep more.
         let (set_id, hints, defaults) = (upload.set_id, upload.retention, self.retention_defaults);
         let forgotten = self.catalog(|c| {

@@ -72,15 +72,16 @@ impl Conn {
         matches!(self.peeker.peek(&mut byte), Ok(n) if n > 0)
     }
 
-    /// Whether it may be displaced at `now_ms`, and how stale it is (the
+    /// Whether it may be displaced at `now_ms`, a new connection being
+    /// given `first_words` to send its request, and how stale it is (the
     /// older its last sign of use, the sooner it goes).
-    fn idle_since(&self, now_ms: u64) -> Option<u64> {
+    fn idle_since(&self, now_ms: u64, first_words: std::time::Duration) -> Option<u64> {
         let quiet_for = |since: u64, span: std::time::Duration| {
             now_ms.saturating_sub(since) >= span.as_millis() as u64
         };
         match self.last_head_ms.load(Ordering::Relaxed) {
             _ if self.has_bytes_waiting() => None,
-            u64::MAX if quiet_for(self.opened_ms, FIRST_WORDS) => Some(self.opened_ms),
+            u64::MAX if quiet_for(self.opened_ms, first_words) => Some(self.opened_ms),
             u64::MAX => None,
             head if quiet_for(head, QUIET) => Some(head),
             _ => None,
@@ -92,6 +93,8 @@ impl Conn {
 #[derive(Debug)]
 struct Open {
     began: Instant,
+    /// See [`FIRST_WORDS`].
+    first_words: std::time::Duration,
     conns: Mutex<Vec<Arc<Conn>>>,
     /// Log lines about displaced and refused connections, rate-limited.
     said: crate::web::LogGate,
@@ -111,7 +114,10 @@ impl Open {
             .iter()
             .filter(|c| source.is_none_or(|s| c.source == s) && !c.displaced.is_cancelled())
             .enumerate()
-            .filter_map(|(order, c)| c.idle_since(now).map(|since| ((since, order), c)))
+            .filter_map(|(order, c)| {
+                c.idle_since(now, self.first_words)
+                    .map(|since| ((since, order), c))
+            })
             .min_by_key(|(since, _)| *since);
         match stalest {
             Some((_, conn)) => {
@@ -149,10 +155,21 @@ impl Capped {
             lifetime: LIFETIME,
             open: Arc::new(Open {
                 began: Instant::now(),
+                first_words: FIRST_WORDS,
                 conns: Mutex::default(),
                 said: crate::web::LogGate::default(),
             }),
         }
+    }
+
+    /// New connections displaceable at once, not after [`FIRST_WORDS`]
+    /// (tests of displacement).
+    #[cfg(test)]
+    fn displacing_at_once(mut self) -> Self {
+        if let Some(open) = Arc::get_mut(&mut self.open) {
+            open.first_words = std::time::Duration::ZERO;
+        }
+        self
     }
 
     /// Connections closed after `lifetime` instead of [`LIFETIME`].
@@ -387,7 +404,8 @@ mod tests {
     #[tokio::test]
     async fn an_idle_connection_makes_room_and_busy_ones_are_kept() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut capped = Capped::new(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        let mut capped =
+            Capped::new(TcpListener::bind("127.0.0.1:0").await.unwrap()).displacing_at_once();
         let addr = capped.local_addr().unwrap();
         // Fifteen busy connections (each sent a request head), one idle.
         let mut clients = Vec::new();
