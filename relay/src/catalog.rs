@@ -185,6 +185,9 @@ const MIGRATIONS: &[&str] = &[
     // abandoned): charged to its quota until a collection after them.
     "ALTER TABLE clients ADD COLUMN unindexed_bytes INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE clients ADD COLUMN unindexed_at INTEGER NOT NULL DEFAULT 0;",
+    // 13: trees and contents are stored twice, one copy right after the
+    // other (`copies` 2): `verify` repairs a rotten byte from the copy.
+    "ALTER TABLE blobs ADD COLUMN copies INTEGER NOT NULL DEFAULT 1;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's
@@ -308,6 +311,28 @@ pub struct BlobRow {
     /// How the stored bytes are compressed (column `compressed`: 0 none,
     /// 1 lz4, 2 zstd).
     pub codec: Codec,
+    /// How many copies are stored, one right after the other (`at.len`
+    /// bytes each): 2 for trees and contents (small, and every file below
+    /// them depends on them), 1 for chunks and rows older than copies.
+    pub copies: u8,
+}
+
+impl BlobRow {
+    /// The copies a blob of `kind` is stored with.
+    pub fn copies_of(kind: BlobKind) -> u8 {
+        match kind {
+            BlobKind::Tree | BlobKind::Content => 2,
+            BlobKind::Chunk | BlobKind::Signature => 1,
+        }
+    }
+
+    /// Where all its copies lie, together.
+    pub fn span(&self) -> crate::store::BlobLocation {
+        crate::store::BlobLocation {
+            len: self.at.len.saturating_mul(u32::from(self.copies.max(1))),
+            ..self.at
+        }
+    }
 }
 
 impl BlobRow {
@@ -555,6 +580,7 @@ mod tests {
             id: [9; 32],
             at: at(0),
             codec: Codec::None,
+            copies: 1,
         };
         cat.insert_blobs(client, &[row]).unwrap();
         assert!(!cat.has_damage(client).unwrap());

@@ -343,8 +343,13 @@ fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: u32) -> Result<u64> {
     let mut moved = Vec::with_capacity(live.len());
     let mut bytes = 0;
     for (client, row) in live {
-        let at = blobs.copy(&row.at)?;
-        bytes += u64::from(at.len);
+        // Every copy moves with it.
+        let span = blobs.copy(&row.span())?;
+        bytes += u64::from(span.len);
+        let at = crate::store::BlobLocation {
+            len: row.at.len,
+            ..span
+        };
         moved.push((client, BlobRow { at, ..row }));
     }
     blobs.sync()?;

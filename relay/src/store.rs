@@ -59,6 +59,21 @@ pub trait BlobReader: Send + Sync {
         self.read_into(at.pack, at.offset, u64::from(at.len), &mut out)?;
         Ok(out)
     }
+
+    /// Writes `bytes` over what `pack` holds at `offset` (the same length,
+    /// inside what is stored), durably: a rotten copy of a blob repaired
+    /// from its good copy. Nothing else moves, so readers and writers
+    /// beside it are unaffected.
+    ///
+    /// # Errors
+    /// I/O errors; `Unsupported` for a store that cannot.
+    fn repair_in_place(&self, pack: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let _ = (pack, offset, bytes);
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this store cannot repair in place",
+        ))
+    }
 }
 
 /// Storage for immutable blobs: everything uploads, restores, the garbage

@@ -72,6 +72,21 @@ pub struct Damage {
     pub paths: Vec<String>,
 }
 
+/// A rotten copy of a blob this run wrote over from its good copy.
+#[derive(Debug, Clone, Serialize)]
+pub struct RepairedCopy {
+    /// `tree` or `content`.
+    pub kind: &'static str,
+    /// The blob id, hex.
+    pub blob: String,
+    /// Its pack.
+    pub pack: u32,
+    /// Where the rotten copy was.
+    pub offset: u64,
+    /// Its length.
+    pub length: u32,
+}
+
 /// What a run found; `ferry-relay verify --json` prints it.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
@@ -100,6 +115,9 @@ pub struct Report {
     /// Blobs found damaged earlier and sent again by a backup in the last
     /// seven days.
     pub healed: Vec<DamageRecord>,
+    /// Rotten copies of trees and contents written over from their good
+    /// copy by this run (not damage: nothing was lost).
+    pub repaired: Vec<RepairedCopy>,
     /// Wall time, milliseconds.
     pub duration_ms: u64,
 }
@@ -121,8 +139,12 @@ impl Report {
             )
         } else {
             format!(
-                "clean: {} blobs ({} bytes) checked, {} left for the next run, in {} ms",
-                self.blobs_checked, self.bytes_checked, self.blobs_left, self.duration_ms
+                "clean: {} blobs ({} bytes) checked, {} left for the next run, {} rotten copies repaired from their twins, in {} ms",
+                self.blobs_checked,
+                self.bytes_checked,
+                self.blobs_left,
+                self.repaired.len(),
+                self.duration_ms
             )
         }
     }

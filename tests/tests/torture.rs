@@ -305,11 +305,13 @@ fn relay_disk_full_at_several_points() {
     assert_eq!(failures, 0);
 }
 
-/// Every indexed blob: (pack, offset, length).
+/// Every indexed blob with all its copies: (pack, offset, stored length).
 fn indexed_blobs(relay: &Relay) -> Vec<(u32, u64, u64)> {
     let db = rusqlite::Connection::open(relay.data().join("catalog.sqlite")).unwrap();
     let mut stmt = db
-        .prepare("SELECT pack, offset, length FROM blobs WHERE kind != 1 ORDER BY pack, offset")
+        .prepare(
+            "SELECT pack, offset, length * copies FROM blobs WHERE kind != 1 ORDER BY pack, offset",
+        )
         .unwrap();
     let rows = stmt
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
@@ -328,14 +330,30 @@ fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(iterations(5, 1000));
     let (mut relay, endpoint) = paired();
-    // Every blob must be one a backup can send again: the directories above
-    // the source are part of each snapshot, so they must not change between
-    // backups (/tmp's modification time moves with every other test).
+    // The directories above the source are part of each snapshot, and they
+    // change under it throughout (another process creating files beside
+    // it): a rotten tree they hold can never be sent again by a backup, so
+    // only its second copy can repair it.
     let work = tempfile::Builder::new()
         .prefix("ferry-flips-")
-        .tempdir_in("/var/tmp")
+        .tempdir()
         .unwrap();
     let scratch = tempfile::tempdir().unwrap();
+    let touching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let toucher = std::thread::spawn({
+        let (touching, above) = (std::sync::Arc::clone(&touching), work.path().to_path_buf());
+        move || {
+            let mut touches = 0u64;
+            while touching.load(std::sync::atomic::Ordering::Relaxed) {
+                let beside = above.join(format!("beside-{}", touches % 7));
+                let _ = fs::write(&beside, touches.to_le_bytes());
+                let _ = fs::remove_file(&beside);
+                touches += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            touches
+        }
+    });
     let src = work.path().join("src");
     let mut rng = Rng(0x5eed_0005);
     mutate(&src, &mut rng, 20, 96 * 1024);
@@ -343,7 +361,7 @@ fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
     fs::write(src.join("sub/big.bin"), random_bytes(3 * MIB, 5)).unwrap();
     endpoint.backup_json(&[arg(&src)]);
     let expected = listing(&src);
-    let (mut found, mut healed, mut wrong) = (0, 0, 0);
+    let (mut found, mut repaired, mut healed, mut wrong) = (0, 0, 0, 0);
     let out = scratch.path().join("out");
     for i in 0..n {
         relay.terminate();
@@ -362,15 +380,21 @@ fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
             .unwrap();
         drop(file);
         let (code, report) = verify_code(&relay);
-        let named = report["damaged"].as_array().is_some_and(|d| {
-            d.iter().any(|x| {
-                x["pack"].as_u64() == Some(u64::from(pack))
-                    && x["offset"].as_u64().is_some_and(|o| o <= at)
-                    && x["offset"].as_u64().unwrap() + x["length"].as_u64().unwrap() > at
+        let names = |list: &str| {
+            report[list].as_array().is_some_and(|d| {
+                d.iter().any(|x| {
+                    x["pack"].as_u64() == Some(u64::from(pack))
+                        && x["offset"].as_u64().is_some_and(|o| o <= at)
+                        && x["offset"].as_u64().unwrap() + x["length"].as_u64().unwrap() > at
+                })
             })
-        });
-        if code == Some(3) && named {
+        };
+        if code == Some(3) && names("damaged") {
             found += 1;
+        } else if code == Some(0) && names("repaired") {
+            // A tree's or content's rotten copy, written over from its twin.
+            found += 1;
+            repaired += 1;
         } else {
             eprintln!("flip at pack {pack} offset {at} not found: {report}");
         }
@@ -391,11 +415,13 @@ fn single_byte_flips_are_found_healed_and_never_restored_wrong() {
             eprintln!("flip {i} not healed: {report}");
         }
     }
+    touching.store(false, std::sync::atomic::Ordering::Relaxed);
+    let touches = toucher.join().unwrap();
     fs::remove_dir_all(&out).ok();
     let restored = restore(&endpoint, 1, &src, &out);
     let identical = restored.status.success() && listing(&out) == expected;
     eprintln!(
-        "figure: {n} single-byte flips: {found} found by verify, {healed} healed by the next backup, {wrong} wrong files restored; snapshot 1 identical after: {identical}"
+        "figure: {n} single-byte flips (the source's parent changed {touches} times meanwhile): {found} found by verify ({repaired} of them repaired at once from the second copy), {healed} whole after the next backup, {wrong} wrong files restored; snapshot 1 identical after: {identical}"
     );
     assert_eq!((found, healed, wrong), (n, n, 0));
     assert!(identical);

@@ -34,7 +34,7 @@ impl Catalog {
     ) -> Result<Option<(BlobRow, BlobState)>> {
         Ok(self.conn
             .prepare_cached(
-                "SELECT pack, offset, length, compressed, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
+                "SELECT pack, offset, length, compressed, copies, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
             )?
             .query_row(params![client, kind as i64, &id[..]], |r| {
                 Ok((
@@ -47,8 +47,9 @@ impl Catalog {
                             len: r.get(2)?,
                         },
                         codec: codec_from_sql(r.get(3)?)?,
+                        copies: r.get(4)?,
                     },
-                    BlobState::from_code(r.get(4)?),
+                    BlobState::from_code(r.get(5)?),
                 ))
             })
             .optional()?)
@@ -66,11 +67,12 @@ impl Catalog {
             // A blob sent again in place of a damaged or incomplete one
             // takes its row: that is how a backup heals a snapshot.
             let mut insert = tx.prepare_cached(
-                "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at, copies)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (client_id, kind, id) DO UPDATE SET
                    pack = excluded.pack, offset = excluded.offset, length = excluded.length,
                    compressed = excluded.compressed, stored_at = excluded.stored_at,
+                   copies = excluded.copies,
                    state = 0, verified_at = 0
                  WHERE blobs.state != 0",
             )?;
@@ -80,7 +82,11 @@ impl Catalog {
             )?;
             let now = now_ms();
             for row in rows {
-                let more = [row.codec.code().into(), now.into()];
+                let more = [
+                    row.codec.code().into(),
+                    now.into(),
+                    i64::from(row.copies).into(),
+                ];
                 let values = row.key_and_place(client).into_iter().chain(more);
                 let changed = insert.execute(rusqlite::params_from_iter(values))?;
                 if changed > 0 {
@@ -140,7 +146,7 @@ impl Catalog {
     pub fn committed_pack_ends(&self) -> Result<std::collections::HashMap<u32, u64>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT pack, MAX(offset + length) FROM blobs GROUP BY pack")?;
+            .prepare("SELECT pack, MAX(offset + length * copies) FROM blobs GROUP BY pack")?;
         let rows = stmt.query_map([], |r| {
             Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64))
         })?;

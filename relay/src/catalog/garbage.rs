@@ -43,8 +43,8 @@ fn id_column(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> 
         .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, id.len() as i64))
 }
 
-/// A row of `SELECT client_id, kind, id, offset, length, compressed`
-/// (in that order, first) of blobs in `pack`.
+/// A row of `SELECT client_id, kind, id, offset, length, compressed,
+/// copies` (in that order, first) of blobs in `pack`.
 pub(super) fn blob_in_pack(
     r: &rusqlite::Row<'_>,
     pack: u32,
@@ -60,6 +60,7 @@ pub(super) fn blob_in_pack(
                 len: r.get(4)?,
             },
             codec: super::codec_from_sql(r.get(5)?)?,
+            copies: r.get(6)?,
         },
     ))
 }
@@ -213,7 +214,7 @@ impl Catalog {
     pub fn pack_usage(&self) -> Result<HashMap<u32, PackUsage>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT pack, COUNT(*), SUM(length) FROM blobs GROUP BY pack")?;
+            .prepare("SELECT pack, COUNT(*), SUM(length * copies) FROM blobs GROUP BY pack")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, u32>(0)?,
@@ -232,7 +233,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn blobs_in_pack(&self, pack: u32) -> Result<Vec<(ClientId, BlobRow)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT client_id, kind, id, offset, length, compressed FROM blobs WHERE pack = ?1 ORDER BY offset",
+            "SELECT client_id, kind, id, offset, length, compressed, copies FROM blobs WHERE pack = ?1 ORDER BY offset",
         )?;
         let rows = stmt.query_map([pack], |r| blob_in_pack(r, pack))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -253,7 +253,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn client_stored_bytes(&self, client: ClientId) -> Result<u64> {
         let bytes: i64 = self.conn.query_row(
-            "SELECT COALESCE((SELECT SUM(length) FROM blobs WHERE client_id = ?1), 0)
+            "SELECT COALESCE((SELECT SUM(length * copies) FROM blobs WHERE client_id = ?1), 0)
                   + COALESCE((SELECT unindexed_bytes FROM clients WHERE id = ?1), 0)",
             [client],
             |r| r.get(0),

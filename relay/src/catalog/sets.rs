@@ -66,7 +66,7 @@ impl Catalog {
     pub fn stored_bytes_by_client(&self) -> Result<std::collections::HashMap<ClientId, u64>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT client_id, SUM(length) FROM blobs GROUP BY client_id")?;
+            .prepare("SELECT client_id, SUM(length * copies) FROM blobs GROUP BY client_id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         let mut stored: std::collections::HashMap<ClientId, u64> =
             rows.collect::<rusqlite::Result<_>>()?;

@@ -62,6 +62,8 @@ impl Catalog {
                         len: r.get(2)?,
                     },
                     codec: codec_from_sql(r.get(3)?)?,
+                    // Staged only by this version, which stores trees twice.
+                    copies: BlobRow::copies_of(BlobKind::Tree),
                 })
             })
             .optional()?)
@@ -85,15 +87,21 @@ impl Catalog {
             params![upload as i64, BlobKind::Tree as i64, now],
         )?;
         tx.execute(
-            "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at)
-             SELECT client_id, ?2, id, pack, offset, length, compressed, ?3
+            "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at, copies)
+             SELECT client_id, ?2, id, pack, offset, length, compressed, ?3, ?4
              FROM staged_trees WHERE upload = ?1 AND true
              ON CONFLICT (client_id, kind, id) DO UPDATE SET
                pack = excluded.pack, offset = excluded.offset, length = excluded.length,
                compressed = excluded.compressed, stored_at = excluded.stored_at,
+               copies = excluded.copies,
                state = 0, verified_at = 0
              WHERE blobs.state != 0",
-            params![upload as i64, BlobKind::Tree as i64, now],
+            params![
+                upload as i64,
+                BlobKind::Tree as i64,
+                now,
+                BlobRow::copies_of(BlobKind::Tree)
+            ],
         )?;
         tx.execute(
             "DELETE FROM staged_trees WHERE upload = ?1",

@@ -71,12 +71,12 @@ impl Catalog {
         cutoff_ms: i64,
     ) -> Result<Vec<(ClientId, BlobRow, BlobState)>> {
         let mut stmt = self.conn.prepare(
-            "SELECT client_id, kind, id, offset, length, compressed, state FROM blobs
+            "SELECT client_id, kind, id, offset, length, compressed, copies, state FROM blobs
              WHERE pack = ?1 AND verified_at < ?2 ORDER BY offset",
         )?;
         let rows = stmt.query_map(params![pack, cutoff_ms], |r| {
             let (client, row) = super::garbage::blob_in_pack(r, pack)?;
-            Ok((client, row, BlobState::from_code(r.get(6)?)))
+            Ok((client, row, BlobState::from_code(r.get(7)?)))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -88,7 +88,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn due_in_pack(&self, pack: u32, cutoff_ms: i64) -> Result<(u64, u64)> {
         Ok(self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs WHERE pack = ?1 AND verified_at < ?2",
+            "SELECT COUNT(*), COALESCE(SUM(length * copies), 0) FROM blobs WHERE pack = ?1 AND verified_at < ?2",
             params![pack, cutoff_ms],
             |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
         )?)

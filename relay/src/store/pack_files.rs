@@ -89,6 +89,21 @@ impl BlobReader for PackReader {
         packs.sort_unstable();
         Ok(packs)
     }
+
+    fn repair_in_place(&self, pack: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(pack_path(&self.dir, pack))?;
+        let end = offset.saturating_add(bytes.len() as u64);
+        if end > file.metadata()?.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "a repair past the end of its pack",
+            ));
+        }
+        file.write_all_at(bytes, offset)?;
+        file.sync_data()
+    }
 }
 
 /// Pack files in one directory.
@@ -256,6 +271,10 @@ impl BlobReader for PackStore {
 
     fn packs(&self) -> io::Result<Vec<(u32, u64)>> {
         self.reader.packs()
+    }
+
+    fn repair_in_place(&self, pack: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.reader.repair_in_place(pack, offset, bytes)
     }
 }
 

@@ -349,13 +349,15 @@ impl Transfer {
         if upload.permit.fence().is_expired() {
             return Err(TransferError::Expired);
         }
+        // What it takes on disk, every copy counted.
+        let stored = bytes.len() as u64 * u64::from(BlobRow::copies_of(kind));
         check!(
-            upload.unindexed + bytes.len() as u64 <= MAX_UNINDEXED,
+            upload.unindexed + stored <= MAX_UNINDEXED,
             "more than {} appended and not indexed (sent without a Sync, or held for a commit)",
             format_size(MAX_UNINDEXED)
         );
         if let Some(quota) = &mut upload.quota {
-            if let Err(in_use) = quota.reserve(bytes.len() as u64) {
+            if let Err(in_use) = quota.reserve(stored) {
                 let message = format!(
                     "this backup would pass the client's quota of {}: {} is stored, and {} more did not fit; nothing of this backup was kept (what was stored before is untouched)",
                     format_size(quota.limit),
@@ -367,15 +369,28 @@ impl Transfer {
                 return Err(TransferError::Quota(message));
             }
         }
-        let (at, epoch) = self.repo.blobs().append(&bytes)?;
+        // Trees and contents twice, one copy right after the other.
+        let copies = BlobRow::copies_of(kind);
+        let (span, epoch) = if copies > 1 {
+            self.repo
+                .blobs()
+                .append(&bytes.repeat(usize::from(copies)))?
+        } else {
+            self.repo.blobs().append(&bytes)?
+        };
+        let at = crate::store::BlobLocation {
+            len: span.len / u32::from(copies),
+            ..span
+        };
         let row = BlobRow {
             kind,
             id,
             at,
             codec,
+            copies,
         };
         let upload = self.upload()?;
-        upload.unindexed += bytes.len() as u64;
+        upload.unindexed += stored;
         upload.appended += bytes.len() as u64;
         upload.unsynced_since.get_or_insert(epoch);
         upload.unsynced_chunks += usize::from(kind == BlobKind::Chunk);
@@ -521,7 +536,7 @@ impl Transfer {
             })
             .map_err(TransferError::from)
         })?;
-        let indexed: u64 = rows.iter().map(|r| u64::from(r.at.len)).sum();
+        let indexed: u64 = rows.iter().map(|r| u64::from(r.span().len)).sum();
         upload.unindexed = upload.unindexed.saturating_sub(indexed);
         upload.unsynced_since = None;
         upload.unsynced_chunks = 0;

@@ -108,14 +108,14 @@ pub(super) fn check_blobs(
             }
             dispatched += 1;
             while let Ok((job, verdicts)) = done.try_recv() {
-                record(catalog, job, verdicts, cutoff, report, found)?;
+                record(catalog, store, job, verdicts, cutoff, report, found)?;
                 dispatched -= 1;
             }
         }
         drop(send_job);
         for _ in 0..dispatched {
             let (job, verdicts) = done.recv().expect("every job is answered");
-            record(catalog, job, verdicts, cutoff, report, found)?;
+            record(catalog, store, job, verdicts, cutoff, report, found)?;
         }
         Ok(())
     })
@@ -130,14 +130,23 @@ struct PackJob {
     rows: Vec<(ClientId, BlobRow, BlobState)>,
 }
 
-/// `None` when a blob is whole, else what is wrong.
-type Verdict = Option<String>;
+/// What a worker found of one blob.
+enum Verdict {
+    /// Every copy is whole.
+    Whole,
+    /// One copy is rotten and the other whole: write these bytes (the
+    /// whole one) at this offset (over the rotten one).
+    Repair(u64, Vec<u8>),
+    /// What is wrong (with every copy).
+    Damaged(String),
+}
 
 /// Records what a worker found in one pack: damage marked (when the row is
 /// still where it was read: a collection may have moved it meanwhile),
 /// the rest verified now.
 fn record(
     catalog: &mut Catalog,
+    store: &dyn BlobReader,
     job: PackJob,
     verdicts: std::io::Result<Vec<Verdict>>,
     cutoff: i64,
@@ -149,8 +158,30 @@ fn record(
     report.packs += 1;
     for ((client, row, _), verdict) in job.rows.iter().zip(verdicts) {
         report.blobs_checked += 1;
-        let Some(reason) = verdict else {
-            continue;
+        let reason = match verdict {
+            Verdict::Whole => continue,
+            Verdict::Repair(offset, bytes) => match store.repair_in_place(pack, offset, &bytes) {
+                Ok(()) => {
+                    tracing::warn!(
+                        "verify: {} {} of client {client} in pack {pack:08}: the copy at {offset} was rotten; written over from its twin",
+                        kind_name(row.kind),
+                        hex(&row.id[..8])
+                    );
+                    report.repaired.push(crate::verify::RepairedCopy {
+                        kind: kind_name(row.kind),
+                        blob: hex(&row.id),
+                        pack,
+                        offset,
+                        length: row.at.len,
+                    });
+                    continue;
+                }
+                // A collection may have moved the row (and deleted the
+                // pack) meanwhile: the next run looks again.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => format!("a copy is rotten and could not be repaired from its twin ({e})"),
+            },
+            Verdict::Damaged(reason) => reason,
         };
         if catalog.mark_damaged(*client, row, &reason)? {
             tracing::error!(
@@ -203,15 +234,15 @@ fn check_pack(
     let Some(len) = len else {
         return Ok(rows
             .iter()
-            .map(|_| Some("its pack is missing".into()))
+            .map(|_| Verdict::Damaged("its pack is missing".into()))
             .collect());
     };
-    let end_of = |i: usize| rows[i].1.at.offset + u64::from(rows[i].1.at.len);
+    let end_of = |i: usize| rows[i].1.at.offset + u64::from(rows[i].1.span().len);
     let mut verdicts = Vec::with_capacity(rows.len());
     let mut first = 0;
     while first < rows.len() {
         if end_of(first) > len {
-            verdicts.push(Some(format!(
+            verdicts.push(Verdict::Damaged(format!(
                 "it ends at {}, past the end of its pack ({len} bytes)",
                 end_of(first)
             )));
@@ -231,12 +262,37 @@ fn check_pack(
         }
         for (_, row, _) in &rows[first..last] {
             let at = (row.at.offset - start) as usize;
-            let stored = &buffer[at..at + row.at.len as usize];
-            verdicts.push(check_blob(row.kind, &row.id, row.codec, stored));
+            verdicts.push(check_copies(row, &buffer[at..at + row.span().len as usize]));
         }
         first = last;
     }
     Ok(verdicts)
+}
+
+/// The verdict on every copy of `row`, stored as `span`.
+fn check_copies(row: &BlobRow, span: &[u8]) -> Verdict {
+    let len = row.at.len as usize;
+    let check = |copy: usize| {
+        check_blob(
+            row.kind,
+            &row.id,
+            row.codec,
+            &span[copy * len..(copy + 1) * len],
+        )
+    };
+    let Some(first_wrong) = check(0) else {
+        if row.copies < 2 || check(1).is_none() {
+            return Verdict::Whole;
+        }
+        return Verdict::Repair(row.at.offset + len as u64, span[..len].to_vec());
+    };
+    if row.copies < 2 {
+        return Verdict::Damaged(first_wrong);
+    }
+    match check(1) {
+        None => Verdict::Repair(row.at.offset, span[len..2 * len].to_vec()),
+        Some(_) => Verdict::Damaged(format!("{first_wrong}, and so does its second copy")),
+    }
 }
 
 /// `None` when the stored bytes are the blob they are named for.
