@@ -1,6 +1,6 @@
 #!/bin/sh
 # ferry-relay alert command: one mail per alert through the local sendmail.
-#   [alerts] command = "/usr/local/lib/ferry/alert-mail.sh admin@example.com"
+#   [alerts] command = "/usr/lib/ferry/alert-mail.sh admin@example.com"
 # What the alert is about arrives only in the environment (FERRY_CLIENT,
 # FERRY_SET, FERRY_LAST_SUCCESS, FERRY_REASON, FERRY_MESSAGE), never in the
 # command line, and is only ever expanded inside double quotes here.

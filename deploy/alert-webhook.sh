@@ -1,7 +1,7 @@
 #!/bin/sh
 # ferry-relay alert command: POSTs each alert as JSON to a webhook (Slack,
 # Mattermost, ntfy, a chat bridge...).
-#   [alerts] command = ["/usr/local/lib/ferry/alert-webhook.sh", "https://hooks.example.com/ferry"]
+#   [alerts] command = ["/usr/lib/ferry/alert-webhook.sh", "https://hooks.example.com/ferry"]
 # The JSON is built by python3's json module from the environment, so no
 # name a client chose can break out of its string.
 set -eu

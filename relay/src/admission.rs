@@ -5,6 +5,11 @@
 //! handshake drops first messages without the MAC only holders of the
 //! relay's key can make (see `ferry_protocol::session`).
 //!
+//! The per-source cap counts only connections still in their handshake: an
+//! office of a hundred paired laptops behind one NAT address holds a
+//! hundred sessions, while a stranger there can hold at most the cap of
+//! handshakes it cannot finish.
+//!
 //! Connections that have not finished their handshake have a budget of
 //! their own, a quarter of the global cap: when it is full, or the global
 //! cap is, the oldest of them is evicted and its slot given to the
@@ -122,6 +127,8 @@ pub struct Ticket {
     id: u64,
     evicted: CancellationToken,
     all_handshakes: Option<Arc<DefaultDirectRateLimiter>>,
+    /// Whether it still counts against its source (until authenticated).
+    counts_for_source: std::sync::atomic::AtomicBool,
 }
 
 impl Ticket {
@@ -146,9 +153,20 @@ impl Ticket {
         match lock(&self.unauthenticated).remove(self.id) {
             Some(waiting) => {
                 *lock(&self.slot) = Some(waiting.slot);
+                self.leave_source();
                 true
             }
             None => false,
+        }
+    }
+
+    /// Stops counting against its source's cap (once).
+    fn leave_source(&self) {
+        if self
+            .counts_for_source
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            release_source(&self.per_source, self.source);
         }
     }
 }
@@ -171,7 +189,7 @@ fn release_source(per_source: &Mutex<HashMap<IpAddr, usize>>, source: IpAddr) {
 impl Drop for Ticket {
     fn drop(&mut self) {
         lock(&self.unauthenticated).remove(self.id);
-        release_source(&self.per_source, self.source);
+        self.leave_source();
     }
 }
 
@@ -253,6 +271,7 @@ impl Admission {
             id,
             evicted,
             all_handshakes: self.all_handshakes.clone(),
+            counts_for_source: std::sync::atomic::AtomicBool::new(true),
         })
     }
 
@@ -285,21 +304,22 @@ mod tests {
 
     #[test]
     fn caps_and_release() {
-        let a = Admission::new(&limits(3, 2, 0));
+        let a = Admission::new(&limits(8, 2, 0));
         let one: IpAddr = "10.0.0.1".parse().unwrap();
-        let two: IpAddr = "10.0.0.2".parse().unwrap();
-        // Authenticated connections hold their slots; only those still in
-        // their handshake can be made to give theirs up.
+        // A source holds at most 2 connections in their handshake.
         let t1 = a.admit(one).unwrap();
-        assert!(t1.authenticated());
         let t2 = a.admit(one).unwrap();
-        assert!(t2.authenticated());
         assert_eq!(a.admit(one).unwrap_err(), Refusal::SourceFull);
-        let t3 = a.admit(two).unwrap();
-        assert!(t3.authenticated());
-        assert_eq!(a.admit(two).unwrap_err(), Refusal::Full);
-        drop(t1);
+        // Authenticated ones no longer count for it (an office behind one
+        // NAT address): two more may handshake.
+        assert!(t1.authenticated() && t2.authenticated());
+        let t3 = a.admit(one).unwrap();
+        let t4 = a.admit(one).unwrap();
+        assert_eq!(a.admit(one).unwrap_err(), Refusal::SourceFull);
+        // One that ends gives its place back.
+        drop(t4);
         assert!(a.admit(one).is_ok());
+        drop((t1, t2, t3));
     }
 
     #[test]
@@ -400,10 +420,10 @@ mod tests {
             })
             .collect();
         let pending = a.admit("10.0.0.9".parse().unwrap()).unwrap();
-        // A source at its share is refused, and the cap being full does not
-        // make it evict the handshaking connection first.
+        // A source at its share (of handshakes) is refused, and the cap
+        // being full does not make it evict the handshaking connection first.
         assert_eq!(
-            a.admit("10.0.0.1".parse().unwrap()).unwrap_err(),
+            a.admit("10.0.0.9".parse().unwrap()).unwrap_err(),
             Refusal::SourceFull
         );
         assert!(

@@ -260,13 +260,16 @@ async fn handshake(
     // Before any key agreement: only holders of this relay's key can make
     // the MAC, and under load a first message without one is dropped.
     let (first, mac) = check_first_mac(&shared.keys.public, &frame);
-    let within_rate = ticket.handshake_within_rate();
+    // Only first messages that pass the MAC, or carry none, count against
+    // the relay-wide handshake rate: junk cannot spend it.
     match mac {
-        FirstMac::Valid => {}
+        FirstMac::Valid => {
+            ticket.handshake_within_rate();
+        }
         FirstMac::Invalid => bail!(
             "the first handshake message's MAC was not made with this relay's key; dropped before any key agreement"
         ),
-        FirstMac::Absent if within_rate => {}
+        FirstMac::Absent if ticket.handshake_within_rate() => {}
         FirstMac::Absent => bail!(
             "under load (past limits.handshakes-per-second): a first handshake message without a MAC (an endpoint older than 1.4) dropped before any key agreement"
         ),
@@ -409,7 +412,7 @@ async fn run_session(
                     Ok(Err(ChannelError::Closed)) => return Ok("the endpoint disconnected".into()),
                     Ok(Err(e)) => return Err(e.into()),
                     Ok(Ok(Message::Close { reason })) => {
-                        return Ok(format!("the endpoint closed: {reason}"))
+                        return Ok(format!("the endpoint closed: {}", bounded_text(&reason)))
                     }
                     Ok(Ok(request)) => {
                         if matches!(request, Message::BackupBegin { .. }) {
@@ -438,6 +441,24 @@ async fn run_session(
             }
         }
     }
+}
+
+/// Longest text from an endpoint the relay keeps (its `Close` reason): it
+/// goes to the log, the catalog, the status page and the alert command.
+const MAX_PEER_TEXT: usize = 512;
+
+/// `text` as the relay keeps what an endpoint said: control characters
+/// escaped (no forged log lines, no NUL for the alert command), at most
+/// [`MAX_PEER_TEXT`] characters.
+fn bounded_text(text: &str) -> String {
+    let mut kept: String = ferry_protocol::units::printable(text.as_bytes())
+        .chars()
+        .take(MAX_PEER_TEXT)
+        .collect();
+    if text.chars().count() > MAX_PEER_TEXT {
+        kept.push_str("… (cut)");
+    }
+    kept
 }
 
 /// Exchanges `Hello`s: the endpoint's first, then ours. Returns the

@@ -108,6 +108,24 @@ struct App {
     token_hash: Option<[u8; 32]>,
     /// Log lines about refused requests, rate-limited.
     refusals: Arc<LogGate>,
+    /// Without a token, the `Host` a request must name (the loopback
+    /// listener under its names): a page of some web site that a browser
+    /// on this host loads cannot read it by DNS rebinding.
+    hosts: Arc<Vec<String>>,
+}
+
+/// The `Host` values that name a loopback listener on `port`.
+fn loopback_hosts(listen: SocketAddr, port: u16) -> Vec<String> {
+    let mut hosts = vec![
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("[::1]:{port}"),
+    ];
+    let own = SocketAddr::new(listen.ip(), port).to_string();
+    if !hosts.contains(&own) {
+        hosts.push(own);
+    }
+    hosts
 }
 
 /// Warnings that a flood of requests or connections would repeat: at most
@@ -141,10 +159,14 @@ impl LogGate {
 /// Serves the web listener until the relay shuts down.
 pub async fn serve(shared: Arc<Shared>, settings: WebSettings, listener: TcpListener) {
     let shutdown = shared.shutdown.clone();
+    let port = listener
+        .local_addr()
+        .map_or(settings.listen.port(), |a| a.port());
     let app = App {
         shared,
         token_hash: settings.token_hash,
         refusals: Arc::default(),
+        hosts: Arc::new(loopback_hosts(settings.listen, port)),
     };
     let router = Router::new()
         .route("/", get(status_page))
@@ -163,7 +185,25 @@ pub async fn serve(shared: Arc<Shared>, settings: WebSettings, listener: TcpList
 /// Lets a request through when no token is needed or it carries the token.
 async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
     let Some(expected) = app.token_hash else {
-        return next.run(request).await;
+        let host = request
+            .headers()
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+            return next.run(request).await;
+        }
+        app.refusals.warn(format_args!(
+            "web: refused {} {}: Host {:?} is not this loopback listener (a web page's DNS rebinding?)",
+            request.method(),
+            request.uri().path(),
+            ferry_protocol::units::printable(host.as_bytes())
+        ));
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "this status page answers only to its loopback address\n",
+        )
+            .into_response();
     };
     let offered = request
         .headers()

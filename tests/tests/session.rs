@@ -636,3 +636,51 @@ fn an_endpoint_clock_once_ahead_is_told_so_and_is_not_locked_out_until_it_catche
     let log = relay.log();
     assert!(log.contains("refused session of client laptop"), "{log}");
 }
+
+#[test]
+fn an_endpoints_close_reason_is_kept_escaped_and_short() {
+    use ferry_protocol::message::Message;
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let mut raw = RawSession::open_as(&relay, &endpoint, 4);
+    // A forged log line, a NUL for the alert command, and 100 KiB more.
+    let reason = format!(
+        "bye\n2026-01-01T00:00:00Z  INFO session closed: client admin\0{}",
+        "x".repeat(100 << 10)
+    );
+    raw.send(&Message::Close { reason });
+    let log = relay.wait_for_log("the endpoint closed: bye");
+    let line = log
+        .lines()
+        .find(|l| l.contains("the endpoint closed: bye"))
+        .unwrap();
+    assert!(line.contains("bye\\n2026"), "{line}");
+    assert!(!log.contains("\0"));
+    assert!(line.len() < 2_000, "{} bytes", line.len());
+    assert!(!log.lines().any(|l| l.starts_with("2026-01-01T00:00:00Z")));
+}
+
+#[test]
+fn an_office_behind_one_address_holds_more_sessions_than_the_per_source_cap() {
+    // Four connections per source, counting only those still handshaking.
+    let relay = Relay::start_with(ferry_tests::RelayOptions {
+        limits: Some(ferry_tests::limits("10s", "5m", 64, 4)),
+        ..ferry_tests::RelayOptions::default()
+    });
+    let laptops: Vec<Endpoint> = (0..12)
+        .map(|i| {
+            let laptop = Endpoint::new();
+            laptop.pair_with(&relay, &format!("laptop{i}"));
+            laptop
+        })
+        .collect();
+    // Twelve sessions from 127.0.0.1 open at once.
+    let sessions: Vec<RawSession> = laptops
+        .iter()
+        .map(|laptop| RawSession::open_as(&relay, laptop, 4))
+        .collect();
+    assert_eq!(sessions.len(), 12);
+    let log = relay.log();
+    assert!(!log.contains("connection limit is reached"), "{log}");
+}

@@ -575,15 +575,21 @@ fn the_last_collection_and_verification_show_wherever_they_ran_and_survive_a_res
         "{page}"
     );
 
-    // Damage found by verify shows at once, counted per client.
-    let pack = fs::read_dir(relay.data().join("store/packs"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .max_by_key(|p| fs::metadata(p).unwrap().len())
-        .unwrap();
+    // Damage found by verify shows at once, counted per client: a byte of
+    // a chunk (trees and contents have a second copy verify repairs from).
+    let (pack, offset, length): (u32, u64, u64) = rusqlite::Connection::open(
+        relay.data().join("catalog.sqlite"),
+    )
+    .unwrap()
+    .query_row(
+        "SELECT pack, offset, length FROM blobs WHERE kind = 0 ORDER BY length DESC LIMIT 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )
+    .unwrap();
+    let pack = relay.data().join(format!("store/packs/{pack:08}.pack"));
     let mut bytes = fs::read(&pack).unwrap();
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0x40;
+    bytes[(offset + length / 2) as usize] ^= 0x40;
     fs::write(&pack, bytes).unwrap();
     assert_eq!(relay.admin(&["verify"]).status.code(), Some(3));
     let status: serde_json::Value =
@@ -794,4 +800,32 @@ fn suspicious_backups_alert_once_each_and_hold_the_snapshot_before() {
     };
     assert!(why(edited).contains("held"), "{plan}");
     assert!(why(encrypted).contains("held"), "{plan}");
+}
+
+#[test]
+fn without_a_token_the_page_answers_only_to_its_loopback_names() {
+    use std::io::{Read, Write};
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
+        ..RelayOptions::default()
+    });
+    let addr = relay.web_addr();
+    let ask = |host: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    // A web site's page that a browser here loads, by DNS rebinding.
+    let rebound = ask(&format!("evil.example:{}", addr.port()));
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    assert!(!rebound.contains("clients"), "{rebound}");
+    let own = ask(&format!("localhost:{}", addr.port()));
+    assert!(own.starts_with("HTTP/1.1 200"), "{own}");
+    relay.wait_for_log("is not this loopback listener");
 }
