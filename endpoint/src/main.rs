@@ -446,8 +446,8 @@ async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -
         .follow(&live, restore::run(&mut client, request, &live))
         .await?;
     client.close().await;
-    for message in &summary.messages {
-        eprintln!("ferry: cannot restore {message}");
+    for line in summary.lines() {
+        eprintln!("ferry: cannot restore {line}");
     }
     if json {
         println!("{}", serde_json::to_string(&summary)?);

@@ -209,9 +209,36 @@ pub struct Summary {
     pub chunks_full: u64,
     /// Entries that could not be restored (named on stderr).
     pub errors: u64,
-    /// One line per failed entry.
+    /// One line per failed entry (those that did not fit a full disk are
+    /// one line together).
     #[serde(skip)]
     pub messages: Vec<String>,
+    /// Files left out because the target's disk is full (counted in
+    /// `errors`); after the first, nothing more is asked of the relay.
+    pub did_not_fit: u64,
+    /// The first of them.
+    #[serde(skip)]
+    pub first_not_fitting: Option<String>,
+}
+
+impl Summary {
+    /// The lines to tell the user: one per failed entry, and one for all
+    /// that did not fit.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = self.messages.clone();
+        if let Some(first) = &self.first_not_fitting {
+            lines.push(format!(
+                "{} file(s): the target's disk is full (No space left on device), from {first} on; nothing more was fetched, and everything restored before it is whole: free some space and run the restore again",
+                self.did_not_fit
+            ));
+        }
+        lines
+    }
+}
+
+/// Whether `error` says the disk is full.
+pub(crate) fn is_disk_full(error: &str) -> bool {
+    error.contains("No space left on device") || error.contains("os error 28")
 }
 
 /// Finds the snapshot a request names.
@@ -303,7 +330,7 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
     if restore.placed == 0 {
         // Nothing placed because what holds it is damaged (the root, say):
         // that is the news, not an empty selection.
-        if let Some(first) = restore.summary.messages.first() {
+        if let Some(first) = restore.summary.lines().first() {
             bail!("nothing of snapshot {} could be restored: {first}", info.id);
         }
         let under: Vec<String> = request
@@ -381,9 +408,23 @@ struct Restore<'a> {
 impl Restore<'_> {
     fn fail(&mut self, path: &[Vec<u8>], error: impl std::fmt::Display) {
         self.summary.errors += 1;
+        let error = error.to_string();
+        if is_disk_full(&error) {
+            self.summary.did_not_fit += 1;
+            self.summary
+                .first_not_fitting
+                .get_or_insert_with(|| show_path(path));
+            return;
+        }
         self.summary
             .messages
             .push(format!("{}: {error}", show_path(path)));
+    }
+
+    /// Whether the target's disk filled up: files not started yet are
+    /// left out without asking the relay for them.
+    fn disk_is_full(&self) -> bool {
+        self.summary.first_not_fitting.is_some()
     }
 
     /// Symlinks last, then directory metadata deepest first.

@@ -112,6 +112,12 @@ impl DataDir {
             .with_context(|| format!("cannot load the relay key {}", self.key_path().display()))
     }
 
+    /// `run/reserve`: bytes the relay keeps on its disk so that, stopped on
+    /// a full disk, it can start again (see `crate::reserve`).
+    pub fn reserve_path(&self) -> PathBuf {
+        self.root.join("run").join("reserve")
+    }
+
     /// `run/relay.lock`: held by `serve` (and an offline `gc`) while it runs.
     pub fn lock_path(&self) -> PathBuf {
         self.root.join("run").join("relay.lock")

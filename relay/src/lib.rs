@@ -25,6 +25,7 @@ pub mod queue_budget;
 pub mod rates;
 pub mod registry;
 pub mod repo;
+pub mod reserve;
 pub mod server;
 pub mod session_service;
 pub mod store;

@@ -32,6 +32,8 @@ pub struct Repo {
     uploads: Arc<OpenUploads>,
     /// The last upload id handed out (staged trees are keyed by it).
     last_upload: std::sync::atomic::AtomicU64,
+    /// The disk reserve (the relay's; none in unit tests).
+    reserve: Option<Arc<crate::reserve::DiskReserve>>,
 }
 
 impl Repo {
@@ -43,7 +45,21 @@ impl Repo {
             blobs: Blobs::new(store),
             uploads: Arc::default(),
             last_upload: std::sync::atomic::AtomicU64::new(0),
+            reserve: None,
         }
+    }
+
+    /// Keeps `reserve`: while it is released, backups are refused.
+    pub fn with_reserve(mut self, reserve: Arc<crate::reserve::DiskReserve>) -> Self {
+        self.reserve = Some(reserve);
+        self
+    }
+
+    /// Whether a backup may begin (see `crate::reserve`).
+    pub fn accepts_backups(&self) -> bool {
+        self.reserve
+            .as_ref()
+            .is_none_or(|reserve| reserve.accepts_backups())
     }
 
     /// The relay's repo: `catalog` and the pack files in `packs_dir`, cut

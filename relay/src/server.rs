@@ -138,7 +138,20 @@ pub async fn run(
     if let Some(done) = crate::catalog::settle_interrupted_repair(&data.catalog_path())? {
         tracing::warn!("{done}");
     }
-    let mut catalog = data.catalog()?;
+    let reserve = Arc::new(crate::reserve::DiskReserve::new(data.reserve_path()));
+    let mut catalog = match data.catalog() {
+        Ok(catalog) => catalog,
+        // Stopped on a full disk: the reserve makes room to start, so
+        // restores work while backups are refused until there is room.
+        Err(e) if reserve.release() => {
+            tracing::warn!(
+                "cannot open the catalog ({e:#}); released the disk reserve ({} bytes) to start: the disk is full, so restores are served and backups refused until there is room",
+                crate::reserve::RESERVE_BYTES
+            );
+            data.catalog()?
+        }
+        Err(e) => return Err(e),
+    };
     let checked = catalog.quick_check()?;
     if checked != "ok" {
         anyhow::bail!(
@@ -154,6 +167,8 @@ pub async fn run(
     let handshakes = catalog.handshake_times()?;
     let repo = Repo::open_packs(catalog, &data.catalog_path(), &data.store_dir())?;
     repo.uploads().set_max_age(gc.max_upload_age);
+    reserve.ensure();
+    let repo = repo.with_reserve(reserve);
     let sessions = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen for sessions on {}", config.listen))?;
@@ -175,8 +190,14 @@ pub async fn run(
     };
     let listen =
         serde_json::json!({"session": session_addr, "pairing": pair_addr, "web": web_addr});
-    keyfile::write_private(&data.listen_file(), listen.to_string().as_bytes())
-        .context("cannot write run/listen.json")?;
+    // A full disk must not keep the relay from serving restores: without
+    // this file only tools that look for a relay started on port 0 miss it.
+    if let Err(e) = keyfile::write_private(&data.listen_file(), listen.to_string().as_bytes()) {
+        tracing::error!(
+            "cannot write {} ({e:#}); serving anyway (is the disk full? backups are refused until there is room, restores work)",
+            data.listen_file().display()
+        );
+    }
     info!(
         "relay {} listening: sessions on {session_addr}, pairing on {pair_addr}",
         keys.public.fingerprint()

@@ -290,6 +290,12 @@ impl Transfer {
                 }
                 // A second BackupBegin replaces the open upload (and its permit).
                 self.upload = None;
+                if !self.repo.accepts_backups() {
+                    return Ok(Some(Message::Refused {
+                        code: Refusal::DiskFull,
+                        message: "no space left on the relay's disk: it serves restores, and accepts backups again once its operator frees space".into(),
+                    }));
+                }
                 let set_id = self.catalog(|c| c.ensure_set(client, &set))?;
                 let set_id = set_id.ok_or_else(|| {
                     violation!(

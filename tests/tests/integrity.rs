@@ -417,8 +417,9 @@ impl Drop for Unmount {
 #[test]
 fn a_restore_onto_a_full_disk_names_what_did_not_fit_and_leaves_the_rest_whole() {
     // Four 3 MiB files into an 8 MiB filesystem: the stream writes several
-    // files at once, and those that run out of room must fail alone, named,
-    // their temporary files gone; the others restore identical.
+    // files at once, and those that run out of room must fail alone, in one
+    // line with their count, their temporary files gone; the others restore
+    // identical.
     let (_relay, endpoint) = paired();
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
@@ -442,9 +443,11 @@ fn a_restore_onto_a_full_disk_names_what_did_not_fit_and_leaves_the_rest_whole()
     assert_eq!(out.status.code(), Some(3), "{err}");
     let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
     let failed = summary["errors"].as_u64().unwrap();
-    assert_eq!(
-        err.matches("No space left on device").count() as u64,
-        failed,
+    // One line for all that did not fit, with the count; nothing else.
+    assert_eq!(summary["did_not_fit"].as_u64(), Some(failed), "{summary}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!("{failed} file(s): the target's disk is full")),
         "{err}"
     );
     let mut whole = 0;
@@ -464,4 +467,109 @@ fn a_restore_onto_a_full_disk_names_what_did_not_fit_and_leaves_the_rest_whole()
         "{whole} whole, {failed} failed: {err}"
     );
     assert_eq!(whole + failed, 4, "{err}");
+}
+
+#[test]
+fn a_restore_onto_a_full_disk_stops_asking_for_what_cannot_fit() {
+    // 480 files of 64 KiB (30 MiB) into a 2 MiB filesystem: at most the
+    // stream's window (16 MiB) is asked for past the first that fails.
+    let (_relay, endpoint) = paired();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..480u64 {
+        fs::write(
+            src.join(format!("f{i:03}.bin")),
+            random_bytes(64 << 10, 500 + i),
+        )
+        .unwrap();
+    }
+    endpoint.backup_json(&[arg(&src)]);
+    let target = work.path().join("tiny");
+    ferry_tests::mount_tmpfs(&target, "2m");
+    let _unmount = Unmount(target.clone());
+    let out = endpoint.ferry(&[
+        "restore",
+        "--json",
+        "--map-from",
+        arg(&src),
+        "--map-to",
+        arg(&target),
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let received = summary["bytes_received"].as_u64().unwrap();
+    eprintln!("figure: 30 MiB onto a 2 MiB disk: {received} bytes received; {err}");
+    assert!(
+        received < 22 << 20,
+        "{received} bytes fetched for a 2 MiB disk: it did not stop"
+    );
+}
+
+#[test]
+fn a_relay_stopped_on_a_full_disk_starts_again_and_serves_restores() {
+    let mut relay = Relay::start_with(RelayOptions {
+        tmpfs: Some("24m".into()),
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = source(&work.path().join("src"), 10, 2, 8);
+    endpoint.backup_json(&[arg(&src)]);
+    // Its addresses pinned in relay.toml (while there is room to write).
+    relay.kill_and_restart();
+    relay.terminate();
+    // Something else fills the disk to the last byte.
+    {
+        use std::io::Write;
+        let mut filler = fs::File::create(relay.data().join("filler")).unwrap();
+        let block = vec![0x5a; 64 << 10];
+        while filler.write_all(&block).is_ok() {}
+        let _ = filler.sync_all();
+    }
+    let log = work.path().join("relay.log");
+    let mut serve = relay.command();
+    serve
+        .arg("serve")
+        .env("RUST_LOG", "info")
+        .stderr(fs::File::create(&log).unwrap());
+    let mut child = Killed(serve.spawn().unwrap());
+    ferry_tests::wait_for("the relay to listen", ferry_tests::DEADLINE, || {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            panic!(
+                "the relay exited ({status}) on a full disk:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening:")
+            .then_some(())
+    });
+    // Restores work; a backup is told the disk is full, in one line.
+    let out = work.path().join("out");
+    ok(restore(&endpoint, "1", &src, &out));
+    assert_eq!(listing(&out), listing(&src));
+    fs::write(src.join("new.bin"), random_bytes(MIB, 9)).unwrap();
+    let refused = endpoint.ferry(&["backup", arg(&src)]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("no space left on the relay's disk"),
+        "{}",
+        stderr(&refused)
+    );
+    drop(child);
+}
+
+/// A process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -429,10 +429,16 @@ impl Restore<'_> {
 
     /// Feeds one file's chunks; true when the window is full.
     async fn feed(&mut self, key: u64) -> Result<bool> {
+        let disk_full = self.disk_is_full();
         loop {
             let Some(progress) = self.stream.jobs.get_mut(&key) else {
                 return Ok(false);
             };
+            // Once the target's disk is full nothing more is asked for: the
+            // files waiting for their chunks fail with it.
+            if disk_full && progress.failed.is_none() {
+                progress.failed = Some(anyhow::anyhow!(std::io::Error::from_raw_os_error(28)));
+            }
             if progress.failed.is_some() {
                 progress.pending.clear();
                 progress.parts.clear();

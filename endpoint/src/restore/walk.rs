@@ -140,6 +140,9 @@ impl Restore<'_> {
                 self.walk(tree, snapshot_path, true).await?;
                 self.dirs.push((at, entry));
             }
+            EntryKind::File { .. } if self.disk_is_full() => {
+                self.fail(&snapshot_path, "No space left on device");
+            }
             EntryKind::File { .. } => {
                 let file = FileEntry {
                     dir,

@@ -202,12 +202,17 @@ impl PackStore {
             last = last.max(number);
             let Some(&end) = committed_end.get(&number) else {
                 let kept = quarantine.join(entry.file_name());
-                make_private_dir(&quarantine)?;
-                fs::rename(entry.path(), &kept)?;
-                tracing::warn!(
-                    "pack {number:08}: no catalog row names it (an interrupted collection or upload, or a catalog older than the store); moved to {}, delete it once the catalog is known to be right",
-                    kept.display()
-                );
+                match make_private_dir(&quarantine).and_then(|()| fs::rename(entry.path(), &kept)) {
+                    Ok(()) => tracing::warn!(
+                        "pack {number:08}: no catalog row names it (an interrupted collection or upload, or a catalog older than the store); moved to {}, delete it once the catalog is known to be right",
+                        kept.display()
+                    ),
+                    // A full disk must not keep the relay from serving restores.
+                    Err(e) => tracing::warn!(
+                        "pack {number:08}: no catalog row names it, and it cannot be moved to {} ({e}); left in place",
+                        quarantine.display()
+                    ),
+                }
                 continue;
             };
             let file = OpenOptions::new()
@@ -217,15 +222,29 @@ impl PackStore {
             let len = file.metadata()?.len();
             if len > end {
                 let kept = quarantine.join(format!("{number:08}.pack.tail-{end}"));
-                make_private_dir(&quarantine)?;
-                save_tail(&file, end, &kept)?;
-                tracing::warn!(
-                    "pack {number:08}: cutting {} bytes no catalog row names (torn tail of an interrupted write); kept in {}",
-                    len - end,
-                    kept.display()
-                );
-                file.set_len(end)?;
-                file.sync_all()?;
+                let saved =
+                    make_private_dir(&quarantine).and_then(|()| save_tail(&file, end, &kept));
+                match saved {
+                    Ok(()) => {
+                        tracing::warn!(
+                            "pack {number:08}: cutting {} bytes no catalog row names (torn tail of an interrupted write); kept in {}",
+                            len - end,
+                            kept.display()
+                        );
+                        file.set_len(end)?;
+                        file.sync_all()?;
+                    }
+                    // Not cut, then (new blobs go to a new pack anyway): a
+                    // full disk must not keep the relay from serving restores.
+                    Err(e) => {
+                        let _ = fs::remove_file(&kept);
+                        tracing::warn!(
+                            "pack {number:08}: {} bytes at its end no catalog row names stay there: they cannot be kept in {} ({e})",
+                            len - end,
+                            quarantine.display()
+                        );
+                    }
+                }
             }
         }
         Ok(PackStore {
