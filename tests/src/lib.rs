@@ -277,6 +277,24 @@ impl Relay {
         run(c)
     }
 
+    /// `clients retention CLIENT --keep-last N --lock 0h MORE…`: a count
+    /// rule with the lock off, for tests of what the counts forget; returns
+    /// what the command printed.
+    pub fn keep_last_unlocked(&self, client: &str, n: u32, more: &[&str]) -> String {
+        let n = n.to_string();
+        let mut args = vec![
+            "clients",
+            "retention",
+            client,
+            "--keep-last",
+            &n,
+            "--lock",
+            "0h",
+        ];
+        args.extend_from_slice(more);
+        ok(self.admin(&args))
+    }
+
     /// Creates a pairing code for `name` (JSON mode) and returns it.
     pub fn pairing_code(&self, name: &str) -> String {
         let out = ok(self.admin(&["pair", "--name", name, "--json"]));

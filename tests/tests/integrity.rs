@@ -403,6 +403,27 @@ fn ferry_verify_checks_a_snapshot_end_to_end_and_against_local_files() {
 }
 
 /// Unmounts a tmpfs when dropped.
+/// Restores the newest snapshot of `src` with `--json` onto a new tmpfs of
+/// `size` at `target` (unmounted when the returned guard goes).
+fn restore_onto_tmpfs(
+    endpoint: &Endpoint,
+    src: &Path,
+    target: &Path,
+    size: &str,
+) -> (Output, PathBuf, Unmount) {
+    ferry_tests::mount_tmpfs(target, size);
+    let unmount = Unmount(target.to_path_buf());
+    let out = endpoint.ferry(&[
+        "restore",
+        "--json",
+        "--map-from",
+        arg(src),
+        "--map-to",
+        arg(target),
+    ]);
+    (out, target.to_path_buf(), unmount)
+}
+
 struct Unmount(PathBuf);
 
 impl Drop for Unmount {
@@ -428,17 +449,8 @@ fn a_restore_onto_a_full_disk_names_what_did_not_fit_and_leaves_the_rest_whole()
         fs::write(src.join(format!("f{i}.bin")), random_bytes(3 << 20, 40 + i)).unwrap();
     }
     endpoint.backup_json(&[arg(&src)]);
-    let target = work.path().join("small");
-    ferry_tests::mount_tmpfs(&target, "8m");
-    let _unmount = Unmount(target.clone());
-    let out = endpoint.ferry(&[
-        "restore",
-        "--json",
-        "--map-from",
-        arg(&src),
-        "--map-to",
-        arg(&target),
-    ]);
+    let (out, target, _unmount) =
+        restore_onto_tmpfs(&endpoint, &src, &work.path().join("small"), "8m");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     let summary: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
@@ -485,17 +497,8 @@ fn a_restore_onto_a_full_disk_stops_asking_for_what_cannot_fit() {
         .unwrap();
     }
     endpoint.backup_json(&[arg(&src)]);
-    let target = work.path().join("tiny");
-    ferry_tests::mount_tmpfs(&target, "2m");
-    let _unmount = Unmount(target.clone());
-    let out = endpoint.ferry(&[
-        "restore",
-        "--json",
-        "--map-from",
-        arg(&src),
-        "--map-to",
-        arg(&target),
-    ]);
+    let (out, _target, _unmount) =
+        restore_onto_tmpfs(&endpoint, &src, &work.path().join("tiny"), "2m");
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(3), "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");

@@ -57,15 +57,7 @@ fn an_endpoint_asking_to_keep_one_keeps_the_relays_three() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     docs_set(&endpoint, &src, "keep-last = 1\n");
-    let out = ok(relay.admin(&[
-        "clients",
-        "retention",
-        "laptop",
-        "--keep-last",
-        "3",
-        "--lock",
-        "0h",
-    ]));
+    let out = relay.keep_last_unlocked("laptop", 3, &[]);
     assert!(out.contains("keep-last 3"), "{out}");
     let made = backups(&endpoint, &src, 5, 0);
     let kept = listed(&relay);
@@ -86,15 +78,7 @@ fn the_most_destructive_hints_and_an_empty_tree_lose_nothing_the_rules_keep() {
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     docs_set(&endpoint, &src, "");
-    ok(relay.admin(&[
-        "clients",
-        "retention",
-        "laptop",
-        "--keep-last",
-        "3",
-        "--lock",
-        "0h",
-    ]));
+    relay.keep_last_unlocked("laptop", 3, &[]);
     let made = backups(&endpoint, &src, 3, 0);
     // A stolen laptop: keep nothing, and commit an empty tree, twice.
     let (empty, bytes) = Tree {
@@ -157,15 +141,7 @@ fn a_protected_snapshot_survives_forget_and_retention_until_unprotected() {
         "{}",
         ferry_tests::stderr(&forget)
     );
-    ok(relay.admin(&[
-        "clients",
-        "retention",
-        "laptop",
-        "--keep-last",
-        "1",
-        "--lock",
-        "0h",
-    ]));
+    relay.keep_last_unlocked("laptop", 1, &[]);
     let later = backups(&endpoint, &src, 3, 1);
     let kept = listed(&relay);
     assert_eq!(
@@ -248,36 +224,19 @@ fn a_backup_over_the_quota_is_refused_and_everything_before_stays_whole() {
 #[test]
 fn archival_keeps_the_newest_snapshot_of_each_month() {
     // The relay's calendar moved by a test hook, not by sleeping.
-    let clock = tempfile::NamedTempFile::new().unwrap();
-    let ahead = |days: i64, secs: i64| {
-        fs::write(clock.path(), ((days * 86_400 + secs) * 1000).to_string()).unwrap()
-    };
-    ahead(0, 0);
-    let relay = Relay::start_with(ferry_tests::RelayOptions {
-        env: vec![(
-            "FERRY_CLOCK_AHEAD_FILE".into(),
-            clock.path().to_str().unwrap().into(),
-        )],
-        ..ferry_tests::RelayOptions::default()
-    });
-    let endpoint = Endpoint::new();
-    endpoint.pair_with(&relay, "laptop");
-    let work = tempfile::tempdir().unwrap();
-    let src = work.path().join("src");
-    docs_set(&endpoint, &src, "");
-    ok(relay.admin(&[
-        "clients",
-        "retention",
+    let Clocked {
+        clock,
+        relay,
+        endpoint,
+        work: _work,
+        src,
+    } = Clocked::start();
+    let ahead = |days: i64, secs: i64| clock.ahead_ms((days * 86_400 + secs) * 1000);
+    relay.keep_last_unlocked(
         "laptop",
-        "--keep-last",
-        "1",
-        "--archive-every",
-        "1 month",
-        "--archive-for",
-        "1 year",
-        "--lock",
-        "0h",
-    ]));
+        1,
+        &["--archive-every", "1 month", "--archive-for", "1 year"],
+    );
     // Three months 40 days apart, and the third month twice.
     let mut made = Vec::new();
     for (i, (days, secs)) in [(0, 0), (40, 0), (80, 0), (80, 60)].into_iter().enumerate() {
@@ -295,6 +254,51 @@ fn archival_keeps_the_newest_snapshot_of_each_month() {
     assert_eq!(why(made[1]).as_deref(), Some("archived"));
     assert_eq!(why(made[2]), None, "superseded within its month");
     assert_eq!(why(made[3]).as_deref(), Some("newest,last,archived"));
+}
+
+/// A file naming how far the relay's clock is ahead (its test hook).
+struct Clock(tempfile::NamedTempFile);
+
+impl Clock {
+    fn ahead_ms(&self, ms: i64) {
+        fs::write(self.0.path(), ms.to_string()).unwrap();
+    }
+}
+
+/// A relay whose clock the test moves, and an endpoint paired as "laptop"
+/// with its set `docs` at `src`.
+struct Clocked {
+    clock: Clock,
+    relay: Relay,
+    endpoint: Endpoint,
+    work: tempfile::TempDir,
+    src: std::path::PathBuf,
+}
+
+impl Clocked {
+    fn start() -> Self {
+        let clock = Clock(tempfile::NamedTempFile::new().unwrap());
+        clock.ahead_ms(0);
+        let relay = Relay::start_with(ferry_tests::RelayOptions {
+            env: vec![(
+                "FERRY_CLOCK_AHEAD_FILE".into(),
+                clock.0.path().to_str().unwrap().into(),
+            )],
+            ..ferry_tests::RelayOptions::default()
+        });
+        let endpoint = Endpoint::new();
+        endpoint.pair_with(&relay, "laptop");
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("src");
+        docs_set(&endpoint, &src, "");
+        Clocked {
+            clock,
+            relay,
+            endpoint,
+            work,
+            src,
+        }
+    }
 }
 
 /// The relay's `[retention]` table of `deploy/relay.example.toml`.
@@ -360,31 +364,16 @@ fn twelve_empty_backups_from_a_stolen_laptop_leave_every_real_snapshot_of_the_da
 
 #[test]
 fn a_relay_clock_stepped_back_never_forgets_the_snapshot_it_commits() {
-    let clock = tempfile::NamedTempFile::new().unwrap();
-    let ahead = |days: i64| fs::write(clock.path(), (days * 86_400_000).to_string()).unwrap();
-    ahead(0);
-    let relay = Relay::start_with(ferry_tests::RelayOptions {
-        env: vec![(
-            "FERRY_CLOCK_AHEAD_FILE".into(),
-            clock.path().to_str().unwrap().into(),
-        )],
-        ..ferry_tests::RelayOptions::default()
-    });
-    let endpoint = Endpoint::new();
-    endpoint.pair_with(&relay, "laptop");
-    let work = tempfile::tempdir().unwrap();
-    let src = work.path().join("src");
-    docs_set(&endpoint, &src, "");
+    let Clocked {
+        clock,
+        relay,
+        endpoint,
+        work,
+        src,
+    } = Clocked::start();
+    let ahead = |days: i64| clock.ahead_ms(days * 86_400_000);
     // The lock off: commit order alone must keep the new snapshot.
-    ok(relay.admin(&[
-        "clients",
-        "retention",
-        "laptop",
-        "--keep-last",
-        "3",
-        "--lock",
-        "0h",
-    ]));
+    relay.keep_last_unlocked("laptop", 3, &[]);
     backups(&endpoint, &src, 2, 0);
     ahead(365);
     backups(&endpoint, &src, 3, 2);

@@ -195,15 +195,7 @@ fn a_sets_retention_hints_keep_more_than_the_relays_rules_after_each_backup() {
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
     // The relay keeps one; the set's hints ask for two, so two are kept.
-    ok(relay.admin(&[
-        "clients",
-        "retention",
-        "laptop",
-        "--keep-last",
-        "1",
-        "--lock",
-        "0h",
-    ]));
+    relay.keep_last_unlocked("laptop", 1, &[]);
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     fs::create_dir_all(&src).unwrap();
