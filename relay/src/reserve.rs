@@ -89,7 +89,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_released_reserve_refuses_backups_until_it_is_made_again() {
+    fn a_released_reserve_is_made_again_once_the_disk_has_room() {
         let dir = tempfile::tempdir().unwrap();
         let reserve = DiskReserve::new(dir.path().join("reserve"));
         assert!(!reserve.release(), "nothing to release yet");

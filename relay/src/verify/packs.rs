@@ -101,7 +101,7 @@ pub(super) fn check_blobs(
             let rows = catalog.rows_to_verify(pack, cutoff)?;
             report.bytes_checked += rows
                 .iter()
-                .map(|(_, r, _)| u64::from(r.at.len))
+                .map(|(_, r, _)| u64::from(r.span().len))
                 .sum::<u64>();
             if send_job.send(PackJob { pack, rows }).is_err() {
                 break;
