@@ -180,9 +180,37 @@ pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     (y, m, d)
 }
 
+/// Seconds as its largest unit and the next, when not zero: `3d 4h`,
+/// `5m 2s`, `1h`.
+pub fn format_age(seconds: u64) -> String {
+    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
+    let first = UNITS
+        .iter()
+        .position(|(size, _)| seconds >= *size)
+        .unwrap_or(UNITS.len() - 1);
+    let (size, name) = UNITS[first];
+    let mut text = format!("{}{name}", seconds / size);
+    if let Some((next, next_name)) = UNITS.get(first + 1) {
+        let rest = seconds % size / next;
+        if rest > 0 {
+            text.push_str(&format!(" {rest}{next_name}"));
+        }
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ages_read_as_the_two_largest_units() {
+        assert_eq!(format_age(0), "0s");
+        assert_eq!(format_age(59), "59s");
+        assert_eq!(format_age(3_600 * 26 + 61), "1d 2h");
+        assert_eq!(format_age(3_601), "1h");
+        assert_eq!(format_age(125), "2m 5s");
+    }
 
     #[test]
     fn control_characters_are_shown_not_sent_to_the_terminal() {

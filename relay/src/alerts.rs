@@ -17,10 +17,11 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::server::Shared;
+use crate::status::Status;
+use crate::status::StatusSources;
 use crate::telemetry::Event;
-use crate::web::page::age;
-use crate::web::status::Status;
+use ferry_protocol::units::format_age;
+use tokio_util::sync::CancellationToken;
 
 /// A command that has not finished after this long is killed.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -99,8 +100,8 @@ impl Conditions {
                                 "no backup of {}/{} for {} (stale after {})",
                                 client.name,
                                 set.name,
-                                age(s),
-                                age(set.stale_after_s)
+                                format_age(s),
+                                format_age(set.stale_after_s)
                             ),
                             None => format!("{}/{} has no snapshot yet", client.name, set.name),
                         };
@@ -160,9 +161,9 @@ impl Conditions {
 }
 
 /// Checks every `alerts.check_interval` until the relay shuts down.
-pub async fn watch(shared: Arc<Shared>) {
-    let alerts = &shared.alerts;
-    let mut conditions = match shared.db(|c| c.setting(HELD_KEY)).await {
+pub async fn watch(sources: Arc<StatusSources>, shutdown: CancellationToken) {
+    let alerts = &sources.alerts;
+    let mut conditions = match sources.repo.db(|c| c.setting(HELD_KEY)).await {
         Ok(text) => Conditions::load(text),
         Err(e) => {
             error!("alerts: cannot read what was said before: {e:#}");
@@ -181,10 +182,10 @@ pub async fn watch(shared: Arc<Shared>) {
     );
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(alerts.check_interval) => {}
         }
-        let status = match crate::web::status::read(&shared).await {
+        let status = match sources.read().await {
             Ok(status) => status,
             Err(e) => {
                 error!("alerts: cannot read the relay's status: {e:#}");
@@ -194,10 +195,10 @@ pub async fn watch(shared: Arc<Shared>) {
         let before = conditions.clone();
         let mut fired = conditions.update(&status);
         fired.extend(failed_backups(
-            shared.telemetry.take_failed_backups(),
+            sources.telemetry.take_failed_backups(),
             &status,
         ));
-        let suspicious = match shared.db(|c| c.suspicious_backups()).await {
+        let suspicious = match sources.repo.db(|c| c.suspicious_backups()).await {
             Ok(found) => found,
             Err(e) => {
                 error!("alerts: cannot read suspicious backups: {e:#}");
@@ -217,13 +218,18 @@ pub async fn watch(shared: Arc<Shared>) {
         // Recorded after the commands ran: a relay killed in between says
         // it again rather than never.
         for said in suspicious {
-            if let Err(e) = shared.db(move |c| c.said_suspicious(said.snapshot)).await {
+            if let Err(e) = sources
+                .repo
+                .db(move |c| c.said_suspicious(said.snapshot))
+                .await
+            {
                 error!("alerts: cannot record what was said: {e:#}");
             }
         }
         if conditions != before {
             let text = serde_json::to_string(&conditions).unwrap_or_default();
-            if let Err(e) = shared
+            if let Err(e) = sources
+                .repo
                 .db(move |c| c.set_setting(HELD_KEY, Some(&text)))
                 .await
             {
@@ -318,7 +324,7 @@ async fn run(command: &[String], alert: &Alert) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::web::status::{ClientStatus, SetStatus};
+    use crate::status::{ClientStatus, SetStatus};
 
     fn status(stale: bool, quota_warning: bool, damage: u64) -> Status {
         Status {

@@ -50,7 +50,7 @@ impl Liveness {
     /// of silence.
     pub fn new(dead_after: std::time::Duration) -> Self {
         Liveness {
-            heard_ms: AtomicI64::new(crate::catalog::now_ms()),
+            heard_ms: AtomicI64::new(crate::clock::now_ms()),
             dead_after_ms: i64::try_from(dead_after.as_millis()).unwrap_or(i64::MAX),
             replaced: CancellationToken::new(),
             expired: CancellationToken::new(),
@@ -60,7 +60,7 @@ impl Liveness {
     /// Marks the session alive now.
     pub fn heard(&self) {
         self.heard_ms
-            .store(crate::catalog::now_ms(), Ordering::Relaxed);
+            .store(crate::clock::now_ms(), Ordering::Relaxed);
     }
 
     /// Whether it has been silent for at least its dead-after at `now_ms`.
@@ -216,7 +216,7 @@ impl OpenUploads {
     ) -> Option<UploadPermit> {
         let mut open = self.lock();
         if let Some(holder) = open.get(&set) {
-            if !holder.life.is_silent(crate::catalog::now_ms()) {
+            if !holder.life.is_silent(crate::clock::now_ms()) {
                 return None;
             }
             tracing::warn!(

@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
 use crate::gate::OpenUploads;
-use crate::repo::Blobs;
+use crate::repo::{Blobs, Repo};
 
 /// A sealed pack with at least this share of dead bytes is rewritten.
 pub const REPACK_DEAD_PERCENT: u64 = 20;
@@ -108,6 +108,21 @@ impl GcReport {
 /// Young trees and contents marked in one pass below which marking stops
 /// before the sweep (the rest is marked holding the write lock).
 const SETTLED: u64 = 1_000;
+
+/// Collects garbage in `repo` beside its open uploads, through a catalog
+/// connection of its own so sessions are not blocked on the shared one.
+/// Blocking.
+///
+/// # Errors
+/// Whatever the collection reports.
+pub fn collect_beside_uploads(
+    repo: &Repo,
+    grace: Duration,
+    now_ms: i64,
+) -> anyhow::Result<GcReport> {
+    let mut catalog = Catalog::open(repo.catalog_path())?;
+    collect(&mut catalog, repo.blobs(), repo.uploads(), grace, now_ms)
+}
 
 /// Collects garbage: see the module documentation.
 ///

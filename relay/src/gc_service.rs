@@ -13,11 +13,12 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tracing::{error, info};
 
-use crate::catalog::{now_ms, Catalog};
+use crate::catalog::Catalog;
+use crate::clock::now_ms;
 use crate::data_dir::DataDir;
 use crate::gc::GcReport;
 use crate::repo::Repo;
-use crate::server::Shared;
+use tokio_util::sync::CancellationToken;
 
 const REQUEST_KEY: &str = "gc_request";
 const RESULT_KEY: &str = "gc_result";
@@ -42,20 +43,20 @@ pub struct GcOutcome {
     pub error: Option<String>,
 }
 
-/// Collects in the running server (see [`Repo::collect`]).
+/// Collects in the running server (see [`crate::gc::collect_beside_uploads`]).
 ///
 /// # Errors
 /// Whatever the collection reports.
-pub async fn collect_in_server(shared: &Arc<Shared>, grace: Duration) -> Result<GcReport> {
-    let repo = Arc::clone(&shared.repo);
-    tokio::task::spawn_blocking(move || repo.collect(grace, now_ms()))
+pub async fn collect_in_server(repo: &Arc<Repo>, grace: Duration) -> Result<GcReport> {
+    let repo = Arc::clone(repo);
+    tokio::task::spawn_blocking(move || crate::gc::collect_beside_uploads(&repo, grace, now_ms()))
         .await
         .context("collector failed")?
 }
 
 /// Runs a collection and logs what it did.
-pub async fn collect_and_log(shared: &Arc<Shared>, grace: Duration) -> Result<GcReport> {
-    let outcome = collect_in_server(shared, grace).await;
+pub async fn collect_and_log(repo: &Arc<Repo>, grace: Duration) -> Result<GcReport> {
+    let outcome = collect_in_server(repo, grace).await;
     match &outcome {
         Ok(r) => info!("gc: {}", r.summary()),
         Err(e) => error!("gc failed: {e:#}"),
@@ -64,14 +65,19 @@ pub async fn collect_and_log(shared: &Arc<Shared>, grace: Duration) -> Result<Gc
 }
 
 /// Collects every `interval` until shutdown.
-pub async fn periodic(shared: Arc<Shared>, interval: Duration, grace: Duration) {
+pub async fn periodic(
+    repo: Arc<Repo>,
+    interval: Duration,
+    grace: Duration,
+    shutdown: CancellationToken,
+) {
     loop {
         tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
         // Failures are logged; the next interval tries again.
-        let _ = collect_and_log(&shared, grace).await;
+        let _ = collect_and_log(&repo, grace).await;
     }
 }
 
@@ -114,9 +120,9 @@ pub fn drop_stale_request(catalog: &mut Catalog) -> crate::catalog::Result<()> {
 }
 
 /// Answers `request` in the server.
-pub async fn serve_request(shared: Arc<Shared>, request: GcRequest) {
+pub async fn serve_request(repo: Arc<Repo>, request: GcRequest) {
     info!("gc requested by `ferry-relay gc`");
-    let outcome = collect_and_log(&shared, Duration::from_millis(request.grace_ms)).await;
+    let outcome = collect_and_log(&repo, Duration::from_millis(request.grace_ms)).await;
     let outcome = match outcome {
         Ok(report) => GcOutcome {
             request: request.id,
@@ -130,7 +136,7 @@ pub async fn serve_request(shared: Arc<Shared>, request: GcRequest) {
         },
     };
     let text = serde_json::to_string(&outcome).unwrap_or_default();
-    if let Err(e) = shared
+    if let Err(e) = repo
         .db(move |c| c.set_setting(RESULT_KEY, Some(&text)))
         .await
     {
@@ -146,7 +152,7 @@ pub async fn serve_request(shared: Arc<Shared>, request: GcRequest) {
 pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
     if let Some(_lock) = data.try_lock()? {
         let repo = Repo::open_packs(data.catalog()?, &data.catalog_path(), &data.store_dir())?;
-        return repo.collect(grace, now_ms());
+        return crate::gc::collect_beside_uploads(&repo, grace, now_ms());
     }
     let mut catalog = data.catalog()?;
     let request = GcRequest {

@@ -16,26 +16,57 @@ use tokio::net::TcpStream;
 use tracing::{info, warn};
 
 use crate::admission::Ticket;
-use crate::catalog::{now_ms, PairOutcome, PairingLookup, MAX_PAIRING_FAILURES};
-use crate::server::Shared;
+use crate::catalog::{PairOutcome, PairingLookup, MAX_PAIRING_FAILURES};
+use crate::clock::now_ms;
+use crate::net::IpNet;
+use crate::repo::Repo;
+use ferry_protocol::keys::StaticKeypair;
+
+/// What pairing needs of the relay, built once by `server::run`.
+#[derive(Debug)]
+pub struct PairingContext {
+    /// The relay's static key.
+    pub keys: StaticKeypair,
+    /// Sources allowed to pair.
+    pub lan_networks: Vec<IpNet>,
+    /// How long a pairing may take.
+    pub handshake_timeout: std::time::Duration,
+    /// Where pairing codes and clients are kept.
+    pub repo: Arc<Repo>,
+    /// The bound session listener, given to endpoints.
+    pub session_addr: SocketAddr,
+    /// Public `HOST:PORT`s given to endpoints after the LAN one.
+    pub public: Vec<String>,
+}
+
+impl PairingContext {
+    fn is_lan(&self, ip: std::net::IpAddr) -> bool {
+        self.lan_networks.iter().any(|net| net.contains(ip))
+    }
+}
 
 /// How long a closing connection waits for the endpoint to close its side.
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one pairing connection from `peer`.
-pub async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, ticket: Ticket) {
+pub async fn serve(
+    pairing: Arc<PairingContext>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    ticket: Ticket,
+) {
     tokio::select! {
         () = ticket.evicted() => {
             info!("pairing from {peer} dropped: newer connections needed its place among those not yet authenticated");
         }
-        () = serve_admitted(&shared, stream, peer) => {}
+        () = serve_admitted(&pairing, stream, peer) => {}
     }
 }
 
 /// Serves one pairing connection whose ticket is held by the caller.
-async fn serve_admitted(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_admitted(pairing: &Arc<PairingContext>, stream: TcpStream, peer: SocketAddr) {
     let mut io = FramedIo::new(stream);
-    if !shared.is_lan(peer.ip()) {
+    if !pairing.is_lan(peer.ip()) {
         warn!("refused pairing from {peer}: not in the configured LAN networks");
         let reason = format!(
             "pairing is accepted only from the relay's LAN networks, and {} is not in them",
@@ -46,7 +77,7 @@ async fn serve_admitted(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAdd
             io.read_preamble().await?;
             io.read_frame().await
         };
-        if tokio::time::timeout(shared.limits.handshake_timeout, opening)
+        if tokio::time::timeout(pairing.handshake_timeout, opening)
             .await
             .is_ok()
         {
@@ -56,7 +87,7 @@ async fn serve_admitted(shared: &Arc<Shared>, stream: TcpStream, peer: SocketAdd
         return;
     }
     let result =
-        tokio::time::timeout(shared.limits.handshake_timeout, pair(shared, &mut io, peer)).await;
+        tokio::time::timeout(pairing.handshake_timeout, pair(pairing, &mut io, peer)).await;
     let outcome = match result {
         Err(_) => Err(anyhow!("timed out")),
         Ok(outcome) => outcome,
@@ -90,7 +121,11 @@ async fn read_pair_frame(io: &mut FramedIo<TcpStream>) -> Result<PairFrame> {
     Ok(PairFrame::decode(&io.read_frame().await?)?)
 }
 
-async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAddr) -> Result<()> {
+async fn pair(
+    pairing: &Arc<PairingContext>,
+    io: &mut FramedIo<TcpStream>,
+    peer: SocketAddr,
+) -> Result<()> {
     let preamble = Preamble::decode(&io.read_preamble().await?, ConnectionKind::Pairing)?;
     io.write_raw(&Preamble::current(ConnectionKind::Pairing).encode())
         .await?;
@@ -109,7 +144,8 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
         warn!("pairing from {peer}: {why}");
         anyhow!(UNUSABLE_CODE)
     };
-    let pending = match shared
+    let pending = match pairing
+        .repo
         .db(move |c| c.find_pairing(nameplate, now_ms()))
         .await?
     {
@@ -127,7 +163,7 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
             return Err(unusable(format!("no code has nameplate {nameplate}")))
         }
     };
-    let (replied, reply) = relay_reply(&pending.code, &shared.keys, &spake, &noise)?;
+    let (replied, reply) = relay_reply(&pending.code, &pairing.keys, &spake, &noise)?;
     io.write_frame(&reply.encode()?).await?;
     let PairFrame::Noise(proof) = read_pair_frame(io).await? else {
         bail!("unexpected pairing message");
@@ -136,7 +172,10 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
         Ok(proven) => proven,
         Err(_) => {
             let id = pending.id;
-            let left = shared.db(move |c| c.record_pairing_failure(id)).await?;
+            let left = pairing
+                .repo
+                .db(move |c| c.record_pairing_failure(id))
+                .await?;
             return Err(unusable(if left == 0 {
                 format!("wrong pairing code for {nameplate}-…; it is now burned after {MAX_PAIRING_FAILURES} failed attempts")
             } else {
@@ -147,7 +186,8 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
     // Shown in `clients list` and logs: no control characters from the peer.
     let hostname = ferry_protocol::units::printable(proven.request.hostname.as_bytes());
     let (id, key) = (pending.id, proven.endpoint);
-    let client = match shared
+    let client = match pairing
+        .repo
         .db(move |c| c.complete_pairing(id, &key, &hostname, now_ms()))
         .await?
     {
@@ -164,7 +204,7 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
     let accept = PairAccept {
         client_id: client.id.0,
         client_name: client.name.clone(),
-        addresses: session_addresses(shared, io),
+        addresses: session_addresses(pairing, io),
     };
     io.write_frame(&proven.seal_accept(&accept)?.encode()?)
         .await?;
@@ -177,14 +217,14 @@ async fn pair(shared: &Arc<Shared>, io: &mut FramedIo<TcpStream>, peer: SocketAd
 
 /// The session addresses for a client: the address on which this LAN
 /// connection reached us, with the session port, then the public ones.
-fn session_addresses(shared: &Shared, io: &FramedIo<TcpStream>) -> Vec<String> {
-    let listen = shared.session_addr;
+fn session_addresses(pairing: &PairingContext, io: &FramedIo<TcpStream>) -> Vec<String> {
+    let listen = pairing.session_addr;
     let lan_ip = if listen.ip().is_unspecified() {
         io.get_ref().local_addr().map_or(listen.ip(), |a| a.ip())
     } else {
         listen.ip()
     };
     let mut addresses = vec![SocketAddr::new(lan_ip, listen.port()).to_string()];
-    addresses.extend(shared.config.public.iter().cloned());
+    addresses.extend(pairing.public.iter().cloned());
     addresses
 }

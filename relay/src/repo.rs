@@ -12,13 +12,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
-use std::time::Duration;
 
 use anyhow::Context;
 
 use crate::catalog::{self, Catalog, ClientId, SetId};
 use crate::gate::{OpenUploads, Opened, UploadPermit};
-use crate::gc::GcReport;
 use crate::store::{storage_error, BlobLocation, BlobStore, PackStore, StorageError};
 
 /// The catalog and the blob store of one relay.
@@ -138,7 +136,7 @@ impl Repo {
         // of this upload, and it appends only to packs from this one on.
         let first_pack = self.blobs.store().sealed_below();
         let opened = Opened {
-            since_ms: catalog::now_ms(),
+            since_ms: crate::clock::now_ms(),
             first_pack,
         };
         self.uploads.enter((client, set), opened, life)
@@ -149,15 +147,10 @@ impl Repo {
         &self.uploads
     }
 
-    /// Collects garbage (see [`crate::gc`]) beside open uploads, through
-    /// its own catalog connection so sessions are not blocked on the
-    /// shared one. Blocking.
-    ///
-    /// # Errors
-    /// Whatever the collection reports.
-    pub fn collect(&self, grace: Duration, now_ms: i64) -> anyhow::Result<GcReport> {
-        let mut catalog = Catalog::open(&self.catalog_path)?;
-        crate::gc::collect(&mut catalog, &self.blobs, &self.uploads, grace, now_ms)
+    /// Where the catalog lives, for work that opens its own connection
+    /// (the collector, so sessions are not blocked on the shared one).
+    pub fn catalog_path(&self) -> &Path {
+        &self.catalog_path
     }
 }
 

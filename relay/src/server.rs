@@ -6,14 +6,13 @@
 //! shutting down and given a moment to finish before the function returns.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use ferry_net::io::keyfile;
 use ferry_net::io::FramedIo;
-use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::timestamp::ReplayGuard;
 use ferry_protocol::version::Preamble;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,12 +22,14 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::admission::{Admission, Ticket};
-use crate::catalog::Catalog;
 use crate::config::{Limits, RelayConfig};
 use crate::data_dir::DataDir;
+use crate::pairing_service::PairingContext;
 use crate::rates::{local_now, Rates};
 use crate::registry::Registry;
 use crate::repo::Repo;
+use crate::session_service::SessionContext;
+use crate::status::StatusSources;
 
 /// How often the server looks for admin changes (e.g. a removed client).
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(400);
@@ -40,60 +41,53 @@ const LOCK_TRIES: usize = 20;
 /// How long open connections get to finish after shutdown begins.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 
-/// State shared by every connection handler.
-#[derive(Debug)]
-pub struct Shared {
-    /// The relay's static key.
-    pub keys: StaticKeypair,
-    /// The loaded configuration.
-    pub config: RelayConfig,
-    /// Resolved limits.
-    pub limits: Limits,
-    /// The catalog and the blob store.
-    pub repo: Arc<Repo>,
-    /// Bandwidth buckets.
-    pub rates: Rates,
-    /// Newest handshake timestamp per client key.
-    pub replay: Mutex<ReplayGuard>,
-    /// Open sessions.
-    pub registry: Arc<Registry>,
-    /// Received bytes all sessions together may hold waiting for their
-    /// workers (see `crate::queue_budget`).
-    pub queued: Arc<tokio::sync::Semaphore>,
-    /// The bound session listener address.
-    pub session_addr: SocketAddr,
-    /// Cancelled when the relay shuts down.
-    pub shutdown: CancellationToken,
-    /// `[alerts]`, resolved.
-    pub alerts: crate::config::Alerts,
-    /// `[quota]`, resolved.
-    pub quotas: crate::config::Quotas,
-    /// Counters for the metrics, the status page and the alerts.
-    pub telemetry: Arc<crate::telemetry::Telemetry>,
-    /// The storage sums the status reads, cached briefly.
-    pub storage_sums: crate::web::status::StorageSums,
-    /// Sessions joining a message of several frames at once (see
-    /// `crate::queue_budget::MAX_JOINING`).
-    pub joins: Arc<Semaphore>,
+/// `relay.toml`'s sections the server needs, resolved.
+struct Settings {
+    config: RelayConfig,
+    limits: Limits,
+    gc: crate::config::GcSchedule,
+    verify: crate::config::VerifySchedule,
+    alerts: crate::config::Alerts,
+    quotas: crate::config::Quotas,
+    web: Option<crate::web::WebSettings>,
 }
 
-impl Shared {
-    /// Whether `ip` is in the configured LAN networks.
-    pub fn is_lan(&self, ip: IpAddr) -> bool {
-        self.config.lan_networks.iter().any(|net| net.contains(ip))
+impl Settings {
+    fn resolve(data: &DataDir, web: Option<SocketAddr>) -> Result<Self> {
+        let config = data.config()?;
+        let mut web_config = config.web.clone();
+        // A relative token file is the data directory's, wherever the relay runs.
+        web_config.token_file = web_config.token_file.map(|path| data.root().join(path));
+        Ok(Settings {
+            limits: config.limits.resolve()?,
+            gc: config.gc.resolve()?,
+            verify: config.verify.resolve()?,
+            alerts: config.alerts.resolve()?,
+            quotas: config.quota.resolve()?,
+            web: crate::web::WebSettings::resolve(&web_config, web)?,
+            config,
+        })
     }
+}
 
-    /// Runs `f` on the catalog off the async threads.
-    ///
-    /// # Errors
-    /// Catalog errors, or a panicked worker.
-    pub async fn db<T, F>(&self, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Catalog) -> crate::catalog::Result<T> + Send + 'static,
-    {
-        self.repo.db(f).await
-    }
+/// Handshake timestamps saved by the last run (replay protection).
+type SavedHandshakes = Vec<(
+    ferry_protocol::keys::PublicKey,
+    ferry_protocol::timestamp::Timestamp,
+)>;
+
+/// The listeners, bound.
+struct Listeners {
+    sessions: TcpListener,
+    pairing: TcpListener,
+    web: Option<(crate::web::WebSettings, TcpListener)>,
+}
+
+/// What the server's tasks share, each taking the parts it uses.
+struct Parts {
+    sessions: Arc<SessionContext>,
+    pairing: Arc<PairingContext>,
+    status: Arc<StatusSources>,
 }
 
 /// Serves the relay in `data` until `shutdown` is cancelled; `web`
@@ -106,35 +100,97 @@ pub async fn run(
     web: Option<SocketAddr>,
     shutdown: CancellationToken,
 ) -> Result<()> {
-    let config = data.config()?;
-    let limits = config.limits.resolve()?;
-    let gc = config.gc.resolve()?;
-    let verify = config.verify.resolve()?;
-    let alerts = config.alerts.resolve()?;
-    let quotas = config.quota.resolve()?;
-    let mut web_config = config.web.clone();
-    // A relative token file is the data directory's, wherever the relay runs.
-    web_config.token_file = web_config.token_file.map(|path| data.root().join(path));
-    let web = crate::web::WebSettings::resolve(&web_config, web)?;
-    // Admin commands take the lock for an instant to see whether a relay
-    // serves (`ferry-relay gc` waiting for one): a start at that instant
-    // waits a moment rather than failing.
-    let mut lock = data.try_lock()?;
+    let mut settings = Settings::resolve(&data, web)?;
+    let _lock = lock(&data).await?;
+    let keys = data.keys()?;
+    let (repo, rates, handshakes) = open_repo(&data, &settings)?;
+    let listeners = bind(&data, &settings.config, settings.web.take()).await?;
+    info!(
+        "relay {} listening: sessions on {}, pairing on {}",
+        keys.public.fingerprint(),
+        listeners.sessions.local_addr()?,
+        listeners.pairing.local_addr()?
+    );
+    let repo = Arc::new(repo);
+    let (registry, telemetry) = (Arc::new(Registry::default()), Arc::default());
+    let parts = Parts {
+        status: Arc::new(StatusSources::new(
+            Arc::clone(&repo),
+            Arc::clone(&registry),
+            Arc::clone(&rates),
+            Arc::clone(&telemetry),
+            keys.public.fingerprint().to_string(),
+            (settings.alerts.clone(), settings.quotas),
+        )),
+        pairing: Arc::new(PairingContext {
+            keys: keys.clone(),
+            lan_networks: settings.config.lan_networks.clone(),
+            handshake_timeout: settings.limits.handshake_timeout,
+            repo: Arc::clone(&repo),
+            session_addr: listeners.sessions.local_addr()?,
+            public: settings.config.public.clone(),
+        }),
+        sessions: Arc::new(SessionContext {
+            keys,
+            limits: settings.limits.clone(),
+            lan_networks: settings.config.lan_networks.clone(),
+            retention: settings.config.retention,
+            quotas: settings.quotas,
+            suspicion: settings.alerts.suspicious,
+            repo,
+            rates,
+            replay: Mutex::new(ReplayGuard::with_saved(handshakes)),
+            registry,
+            queued: crate::queue_budget::QueueBudget::relay_wide(),
+            joins: crate::queue_budget::joins(),
+            telemetry,
+            shutdown: shutdown.clone(),
+        }),
+    };
+    let tracker = TaskTracker::new();
+    spawn_tasks(&tracker, &data, &settings, listeners, &parts, &shutdown);
+    shutdown.cancelled().await;
+    info!(
+        "shutting down: closing {} open session(s)",
+        parts.sessions.registry.len()
+    );
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!("some connections did not finish within {SHUTDOWN_GRACE:?}; dropping them");
+    }
+    save_handshake_times(&parts.sessions).await;
+    // A missing file is fine: the relay is stopping either way.
+    let _ = std::fs::remove_file(data.listen_file());
+    info!("relay stopped");
+    Ok(())
+}
+
+/// Takes the data directory's lock. Admin commands take it for an instant
+/// to see whether a relay serves (`ferry-relay gc` waiting for one): a
+/// start at that instant waits a moment rather than failing.
+async fn lock(data: &DataDir) -> Result<crate::data_dir::DataLock> {
     for _ in 0..LOCK_TRIES {
-        if lock.is_some() {
-            break;
+        if let Some(lock) = data.try_lock()? {
+            return Ok(lock);
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
-        lock = data.try_lock()?;
     }
-    let Some(_lock) = lock else {
-        anyhow::bail!(
+    data.try_lock()?.ok_or_else(|| {
+        anyhow::anyhow!(
             "another ferry-relay is serving {} ({} is locked)",
             data.root().display(),
             data.lock_path().display()
-        );
-    };
-    let keys = data.keys()?;
+        )
+    })
+}
+
+/// Opens the catalog (finishing an interrupted repair, checking it, using
+/// the disk reserve to start on a full disk) and the packs; returns the
+/// repo, the rates with the stored limits, and the saved handshake times.
+fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, SavedHandshakes)> {
     if let Some(done) = crate::catalog::settle_interrupted_repair(&data.catalog_path())? {
         tracing::warn!("{done}");
     }
@@ -162,21 +218,27 @@ pub async fn run(
     crate::gc_service::drop_stale_request(&mut catalog)?;
     // Trees staged by uploads a killed relay left open: no upload is open now.
     catalog.drop_all_staged_trees()?;
-    let rates = Rates::new(config.rates.resolve()?, local_now());
+    let rates = Rates::new(settings.config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;
     let repo = Repo::open_packs(catalog, &data.catalog_path(), &data.store_dir())?;
-    repo.uploads().set_max_age(gc.max_upload_age);
+    repo.uploads().set_max_age(settings.gc.max_upload_age);
     reserve.ensure();
-    let repo = repo.with_reserve(reserve);
+    Ok((repo.with_reserve(reserve), Arc::new(rates), handshakes))
+}
+
+/// Binds the listeners and writes their addresses to `run/listen.json`.
+async fn bind(
+    data: &DataDir,
+    config: &RelayConfig,
+    web: Option<crate::web::WebSettings>,
+) -> Result<Listeners> {
     let sessions = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen for sessions on {}", config.listen))?;
     let pairing = TcpListener::bind(config.pair_listen)
         .await
         .with_context(|| format!("cannot listen for pairing on {}", config.pair_listen))?;
-    let session_addr = sessions.local_addr()?;
-    let pair_addr = pairing.local_addr()?;
     let web = match web {
         Some(settings) => {
             let listener = crate::web::bind(&settings).await?;
@@ -188,8 +250,11 @@ pub async fn run(
         Some((_, listener)) => Some(listener.local_addr()?),
         None => None,
     };
-    let listen =
-        serde_json::json!({"session": session_addr, "pairing": pair_addr, "web": web_addr});
+    let listen = serde_json::json!({
+        "session": sessions.local_addr()?,
+        "pairing": pairing.local_addr()?,
+        "web": web_addr,
+    });
     // A full disk must not keep the relay from serving restores: without
     // this file only tools that look for a relay started on port 0 miss it.
     if let Err(e) = keyfile::write_private(&data.listen_file(), listen.to_string().as_bytes()) {
@@ -198,105 +263,91 @@ pub async fn run(
             data.listen_file().display()
         );
     }
-    info!(
-        "relay {} listening: sessions on {session_addr}, pairing on {pair_addr}",
-        keys.public.fingerprint()
-    );
-
-    let tracker = TaskTracker::new();
-    let shared = Arc::new(Shared {
-        keys,
-        config,
-        limits: limits.clone(),
-        repo: Arc::new(repo),
-        rates,
-        replay: Mutex::new(ReplayGuard::with_saved(handshakes)),
-        registry: Arc::new(Registry::default()),
-        queued: crate::queue_budget::QueueBudget::relay_wide(),
-        session_addr,
-        shutdown: shutdown.clone(),
-        alerts,
-        quotas,
-        telemetry: Arc::default(),
-        storage_sums: Default::default(),
-        joins: crate::queue_budget::joins(),
-    });
-    if let (Some((settings, listener)), Some(bound)) = (web, web_addr) {
-        crate::web::announce(&settings, bound);
-        tracker.spawn(crate::web::serve(Arc::clone(&shared), settings, listener));
-    }
-    tracker.spawn(crate::alerts::watch(Arc::clone(&shared)));
-    let admission = Arc::new(Admission::new(&limits));
-    tracker.spawn(accept_loop(
-        Arc::clone(&shared),
-        Arc::clone(&admission),
+    Ok(Listeners {
         sessions,
+        pairing,
+        web,
+    })
+}
+
+/// Starts the listeners' accept loops and the background tasks.
+fn spawn_tasks(
+    tracker: &TaskTracker,
+    data: &DataDir,
+    settings: &Settings,
+    listeners: Listeners,
+    parts: &Parts,
+    shutdown: &CancellationToken,
+) {
+    if let Some((web, listener)) = listeners.web {
+        if let Ok(bound) = listener.local_addr() {
+            crate::web::announce(&web, bound);
+        }
+        let status = Arc::clone(&parts.status);
+        tracker.spawn(crate::web::serve(status, web, listener, shutdown.clone()));
+    }
+    let status = Arc::clone(&parts.status);
+    tracker.spawn(crate::alerts::watch(status, shutdown.clone()));
+    let admission = Arc::new(Admission::new(&settings.limits));
+    tracker.spawn(accept_loop(
+        Arc::clone(&parts.sessions),
+        Arc::clone(&admission),
+        listeners.sessions,
         tracker.clone(),
+        shutdown.clone(),
         crate::session_service::serve,
     ));
     tracker.spawn(accept_loop(
-        Arc::clone(&shared),
+        Arc::clone(&parts.pairing),
         Arc::clone(&admission),
-        pairing,
+        listeners.pairing,
         tracker.clone(),
+        shutdown.clone(),
         crate::pairing_service::serve,
     ));
     tracker.spawn(watch_catalog(
-        Arc::clone(&shared),
+        Arc::clone(&parts.sessions),
         admission,
         data.rates_file(),
     ));
-    if let Some(interval) = gc.interval {
-        tracker.spawn(crate::gc_service::periodic(
-            Arc::clone(&shared),
+    let repo = &parts.sessions.repo;
+    if let Some(interval) = settings.gc.interval {
+        let gc = crate::gc_service::periodic(
+            Arc::clone(repo),
             interval,
-            gc.grace,
-        ));
+            settings.gc.grace,
+            shutdown.clone(),
+        );
+        tracker.spawn(gc);
     }
-
-    if let Some(interval) = verify.interval {
+    if let Some(interval) = settings.verify.interval {
         tracker.spawn(crate::verify::periodic(
             data.catalog_path(),
             data.store_dir(),
-            verify.options,
+            settings.verify.options.clone(),
             interval,
             shutdown.clone(),
         ));
     }
-
-    shutdown.cancelled().await;
-    info!(
-        "shutting down: closing {} open session(s)",
-        shared.registry.len()
-    );
-    tracker.close();
-    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
-        .await
-        .is_err()
-    {
-        warn!("some connections did not finish within {SHUTDOWN_GRACE:?}; dropping them");
-    }
-    save_handshake_times(&shared).await;
-    // A missing file is fine: the relay is stopping either way.
-    let _ = std::fs::remove_file(data.listen_file());
-    info!("relay stopped");
-    Ok(())
 }
 
-async fn accept_loop<H, Fut>(
-    shared: Arc<Shared>,
+/// Accepts connections on `listener` until shutdown, handing each one
+/// admitted to `handler` with `context`.
+async fn accept_loop<C, H, Fut>(
+    context: Arc<C>,
     admission: Arc<Admission>,
     listener: TcpListener,
     tracker: TaskTracker,
+    shutdown: CancellationToken,
     handler: H,
 ) where
-    H: Fn(Arc<Shared>, TcpStream, SocketAddr, Ticket) -> Fut,
+    H: Fn(Arc<C>, TcpStream, SocketAddr, Ticket) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let refusals = Arc::new(Semaphore::new(MAX_REFUSALS_IN_FLIGHT));
     loop {
         let accepted = tokio::select! {
-            _ = shared.shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         let (stream, peer) = match accepted {
@@ -312,7 +363,7 @@ async fn accept_loop<H, Fut>(
             Ok(ticket) => {
                 // Nagle would delay small handshake and ping frames.
                 let _ = stream.set_nodelay(true);
-                tracker.spawn(handler(Arc::clone(&shared), stream, peer, ticket));
+                tracker.spawn(handler(Arc::clone(&context), stream, peer, ticket));
             }
             Err(refusal) => {
                 warn!("refused connection from {peer}: {refusal}");
@@ -335,7 +386,7 @@ async fn accept_loop<H, Fut>(
 /// Notices admin changes made by other processes and acts on them: sessions
 /// of removed clients are closed, limits reloaded, `ferry-relay gc` answered.
 async fn watch_catalog(
-    shared: Arc<Shared>,
+    shared: Arc<SessionContext>,
     admission: Arc<Admission>,
     rates_file: std::path::PathBuf,
 ) {
@@ -352,6 +403,7 @@ async fn watch_catalog(
             admission.prune();
         }
         let checked = shared
+            .repo
             .db(move |c| {
                 let version = c.data_version()?;
                 if Some(version) == last_version {
@@ -369,7 +421,7 @@ async fn watch_catalog(
                     if let Some(request) = gc.filter(|r| Some(r.id) != gc_started) {
                         gc_started = Some(request.id);
                         tokio::spawn(crate::gc_service::serve_request(
-                            Arc::clone(&shared),
+                            Arc::clone(&shared.repo),
                             request,
                         ));
                     }
@@ -390,7 +442,7 @@ async fn watch_catalog(
 /// Saves the handshake timestamps accepted since the last save (one
 /// transaction, only when there are any), so replay protection survives a
 /// restart; a crash loses at most one watch interval of them.
-async fn save_handshake_times(shared: &Shared) {
+async fn save_handshake_times(shared: &SessionContext) {
     let times = shared
         .replay
         .lock()
@@ -399,15 +451,19 @@ async fn save_handshake_times(shared: &Shared) {
     if times.is_empty() {
         return;
     }
-    if let Err(e) = shared.db(move |c| c.save_handshake_times(&times)).await {
+    if let Err(e) = shared
+        .repo
+        .db(move |c| c.save_handshake_times(&times))
+        .await
+    {
         error!("cannot save handshake times (replay protection across restarts): {e:#}");
     }
 }
 
 /// Writes `run/rates.json` for `ferry-relay clients list` to show live rates.
 /// Ephemeral: written by rename, not fsynced; a failure is only logged.
-fn publish_rates(shared: &Shared, path: &std::path::Path) {
-    let report = shared.rates.report(crate::catalog::now_ms());
+fn publish_rates(shared: &SessionContext, path: &std::path::Path) {
+    let report = shared.rates.report(crate::clock::now_ms());
     let tmp = path.with_extension("tmp");
     let written = serde_json::to_vec(&report)
         .map_err(std::io::Error::other)

@@ -81,7 +81,7 @@ impl Telemetry {
     /// catalog to keep as the client's last error.
     pub fn session_failed(&self, client: &str, message: &str, during_backup: bool) -> Event {
         let event = Event {
-            at_ms: crate::catalog::now_ms(),
+            at_ms: crate::clock::now_ms(),
             message: message.to_string(),
         };
         let mut events = self.events();

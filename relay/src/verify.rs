@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::catalog::{hex, kind_name, now_ms, Catalog, DamageRecord, SnapshotId};
+use crate::catalog::{hex, kind_name, Catalog, DamageRecord, SnapshotId};
+use crate::clock::now_ms;
 use crate::store::BlobReader;
 
 /// Blobs healed within this long are listed in the report.

@@ -10,7 +10,6 @@
 pub mod listener;
 pub mod metrics;
 pub mod page;
-pub mod status;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -29,7 +28,8 @@ use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
 use crate::config::WebConfig;
-use crate::server::Shared;
+use crate::status::StatusSources;
+use tokio_util::sync::CancellationToken;
 
 /// Where the web listener listens and what it asks of requests.
 #[derive(Debug, Clone)]
@@ -104,7 +104,7 @@ pub async fn bind(settings: &WebSettings) -> Result<TcpListener> {
 
 #[derive(Clone)]
 struct App {
-    shared: Arc<Shared>,
+    status: Arc<StatusSources>,
     token_hash: Option<[u8; 32]>,
     /// Log lines about refused requests, rate-limited.
     refusals: Arc<LogGate>,
@@ -157,13 +157,17 @@ impl LogGate {
 }
 
 /// Serves the web listener until the relay shuts down.
-pub async fn serve(shared: Arc<Shared>, settings: WebSettings, listener: TcpListener) {
-    let shutdown = shared.shutdown.clone();
+pub async fn serve(
+    status: Arc<StatusSources>,
+    settings: WebSettings,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) {
     let port = listener
         .local_addr()
         .map_or(settings.listen.port(), |a| a.port());
     let app = App {
-        shared,
+        status,
         token_hash: settings.token_hash,
         refusals: Arc::default(),
         hosts: Arc::new(loopback_hosts(settings.listen, port)),
@@ -230,22 +234,22 @@ async fn authorize(State(app): State<App>, request: Request, next: Next) -> Resp
 }
 
 async fn status_page(State(app): State<App>) -> Response {
-    match status::read(&app.shared).await {
+    match app.status.read().await {
         Ok(status) => Html(page::render(&status)).into_response(),
         Err(e) => failed(&e),
     }
 }
 
 async fn status_json(State(app): State<App>) -> Response {
-    match status::read(&app.shared).await {
+    match app.status.read().await {
         Ok(status) => Json(status).into_response(),
         Err(e) => failed(&e),
     }
 }
 
 async fn metrics_text(State(app): State<App>) -> Response {
-    let text = status::read(&app.shared).await.and_then(|status| {
-        metrics::render(&status, &app.shared.telemetry).map_err(anyhow::Error::from)
+    let text = app.status.read().await.and_then(|status| {
+        metrics::render(&status, &app.status.telemetry).map_err(anyhow::Error::from)
     });
     match text {
         Ok(text) => (

@@ -8,7 +8,8 @@ use ferry_protocol::schedule::Schedule;
 use ferry_protocol::units::format_rate;
 
 use super::parse_schedule;
-use crate::catalog::{now_ms, ClientRecord};
+use crate::catalog::ClientRecord;
+use crate::clock::now_ms;
 use crate::config::Quotas;
 use crate::data_dir::DataDir;
 use crate::rates::RateReport;

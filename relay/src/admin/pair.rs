@@ -7,7 +7,8 @@ use anyhow::{bail, Result};
 use ferry_protocol::units::format_rfc3339;
 use rand_core::{OsRng, RngCore};
 
-use crate::catalog::{now_ms, PairingState};
+use crate::catalog::PairingState;
+use crate::clock::now_ms;
 use crate::data_dir::DataDir;
 
 /// Runs `ferry-relay pair`: makes a code and, unless `no_wait`, waits for

@@ -179,7 +179,7 @@ pub fn decisions(
         client,
         None,
         &defaults,
-        crate::catalog::retention_now_ms().saturating_add(ahead_ms),
+        crate::clock::retention_now_ms().saturating_add(ahead_ms),
     )?)
 }
 

@@ -3,7 +3,8 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{codec_from_sql, now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
+use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
+use crate::clock::now_ms;
 
 impl Catalog {
     /// Where `client`'s blob is, if stored.

@@ -119,7 +119,7 @@ pub fn record<T>(
         Err(e) => (false, format!("failed: {e:#}"), 0),
     };
     let run = Run {
-        at_ms: super::now_ms(),
+        at_ms: crate::clock::now_ms(),
         ok,
         summary,
         damaged,

@@ -10,7 +10,8 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
-use super::{codec_from_sql, now_ms, BlobKind, BlobRow, Catalog, ClientId, Result};
+use super::{codec_from_sql, BlobKind, BlobRow, Catalog, ClientId, Result};
+use crate::clock::now_ms;
 use crate::store::BlobLocation;
 
 impl Catalog {

@@ -5,7 +5,8 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
-use super::{now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result, SnapshotId};
+use super::{BlobKind, BlobRow, BlobState, Catalog, ClientId, Result, SnapshotId};
+use crate::clock::now_ms;
 
 /// One damaged blob as recorded in the `damage` table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

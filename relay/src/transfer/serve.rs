@@ -10,6 +10,7 @@ use ferry_protocol::ids::{ChunkId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, Refusal};
 use ferry_protocol::tree::{EntryKind, Tree};
 
+use super::lookup::object_key;
 use super::*;
 
 impl Transfer {

@@ -2,7 +2,8 @@
 //! temporary catalog and an in-memory store, no socket.
 
 use super::*;
-use crate::catalog::{now_ms, Catalog, SnapshotId};
+use crate::catalog::{Catalog, SnapshotId};
+use crate::clock::now_ms;
 use crate::store::MemoryStore;
 use ferry_protocol::compress::Codec;
 use ferry_protocol::ids::ContentId;

@@ -1,27 +1,23 @@
 //! The upload rules: blobs are checked and appended as they come, indexed
 //! at `Sync` once durable, and a snapshot committed once its closure holds.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ferry_protocol::compress::{compress, Codec};
 use ferry_protocol::fragment::MAX_MESSAGE;
-use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::message::{
-    Message, ObjectId, Refusal, INCOMPLETE_SNAPSHOT, MAX_PENDING_OBJECTS, MAX_UNSYNCED_CHUNKS,
-};
+use ferry_protocol::ids::ChunkId;
+use ferry_protocol::message::{ObjectId, MAX_PENDING_OBJECTS, MAX_UNSYNCED_CHUNKS};
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{Content, Tree};
 use ferry_protocol::units::format_size;
 use ferry_protocol::{delta, patch};
 
-use super::closure::Gap;
-use super::{check, object_key, violation, Result, Transfer, TransferError};
-use crate::catalog::{BlobKind, BlobRow, SetId, SnapshotId};
+use super::lookup::object_key;
+use super::{check, violation, Result, Transfer, TransferError};
+use crate::catalog::{BlobKind, BlobRow, SetId};
 use crate::gate::ClientAppends;
-use crate::suspicion::Size;
-use ferry_protocol::keep::DEFAULT_LOCK;
 
 /// An open backup: blobs written but not yet in the catalog, and its trees
 /// staged there until the commit.
@@ -40,13 +36,13 @@ pub(super) struct Upload {
     /// The store's epoch at the first append since the last sync (`None`:
     /// nothing unsynced): a failed fsync since then, of this session or
     /// another, means those blobs may be lost.
-    unsynced_since: Option<u64>,
+    pub(super) unsynced_since: Option<u64>,
     /// Chunks stored since the last sync (their rows wait for it).
-    unsynced_chunks: usize,
+    pub(super) unsynced_chunks: usize,
     /// Trees and contents pending (unsynced, or held for their chunks).
-    pending_objects: usize,
+    pub(super) pending_objects: usize,
     /// A patch against a missing base was logged already.
-    told_missing_base: bool,
+    pub(super) told_missing_base: bool,
     /// When the client last sent something for this upload.
     pub(super) progress: std::time::Instant,
     pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
@@ -56,9 +52,9 @@ pub(super) struct Upload {
     /// Bytes appended and not indexed yet (unsynced blobs, staged trees):
     /// if the upload ends without a commit, the client is charged for them
     /// until a collection reclaims them.
-    unindexed: u64,
+    pub(super) unindexed: u64,
     /// Bytes appended in all (new data: how much of the snapshot changed).
-    appended: u64,
+    pub(super) appended: u64,
 }
 
 /// Most bytes an upload may hold appended and not indexed (unsynced
@@ -97,7 +93,7 @@ impl Upload {
 
     /// Runs `write` (catalog writes that index this upload's blobs) unless
     /// a collection expired the upload (see `crate::gate::UploadFence`).
-    fn indexing<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
+    pub(super) fn indexing<T>(&self, write: impl FnOnce() -> Result<T>) -> Result<T> {
         self.permit
             .fence()
             .run(write)
@@ -185,7 +181,7 @@ impl Drop for Upload {
             let (client, bytes) = (self.permit.client(), self.unindexed);
             let charged = self
                 .repo
-                .catalog(|c| c.charge_unindexed(client, bytes, crate::catalog::now_ms()));
+                .catalog(|c| c.charge_unindexed(client, bytes, crate::clock::now_ms()));
             match charged {
                 Ok(()) => tracing::info!(
                     "client {client}: an upload ended with {} appended and never indexed; charged to its quota until the next collection",
@@ -212,37 +208,6 @@ impl Upload {
 }
 
 impl Transfer {
-    /// Holds the snapshot before `snapshot` and keeps a `suspicious` alert
-    /// when `snapshot` (of size `now`, its upload having appended
-    /// `appended` bytes) looks like an emptied or encrypted set.
-    fn judge(&self, set_id: SetId, snapshot: SnapshotId, now: Size, appended: u64) -> Result<()> {
-        let (client, defaults, limits) = (self.client, self.retention_defaults, self.suspicion);
-        self.catalog(|c| {
-            let Some((before, size)) = c.snapshot_before(set_id, snapshot)? else {
-                return Ok(());
-            };
-            let Some(why) = crate::suspicion::judge(size, now, appended, &limits) else {
-                return Ok(());
-            };
-            // The lock's length, and never less than the default lock's
-            // (an operator who turned the lock off still gets this).
-            let lock = c.lock_of(client, set_id, &defaults)?;
-            let lock = if lock.as_millis() < DEFAULT_LOCK.as_millis() {
-                DEFAULT_LOCK
-            } else {
-                lock
-            };
-            let until = crate::catalog::retention_now_ms()
-                .saturating_add(i64::try_from(lock.as_millis()).unwrap_or(i64::MAX));
-            c.hold_snapshot(before, until)?;
-            let message = format!(
-                "snapshot {snapshot} is suspicious: {why}; snapshot {before} is held for {lock} whatever retention says"
-            );
-            tracing::warn!("client {client}: {message}");
-            c.record_suspicious(client, set_id, snapshot, before, &message)
-        })
-    }
-
     /// Checks a tree or content (the relay trusts no object it has not
     /// decoded) and stores it as `data`, which is `raw` compressed by `codec`.
     pub(super) fn put_object(
@@ -457,178 +422,5 @@ impl Transfer {
             None => compress(raw),
         };
         self.append_blob(BlobKind::Chunk, id.0, codec, bytes)
-    }
-
-    /// Pack data durable first, then the catalog rows that name it. A
-    /// content whose chunks are not all stored yet (a rejected delta is being
-    /// resent) stays pending, so a content in the catalog always has its chunks.
-    pub(super) fn sync(&mut self) -> Result<()> {
-        let mut held = HashSet::new();
-        let upload = self
-            .upload
-            .as_ref()
-            .ok_or_else(|| violation!("sync outside a backup"))?;
-        let contents: Vec<[u8; 32]> = upload
-            .pending
-            .keys()
-            .filter(|(kind, _)| *kind == BlobKind::Content)
-            .map(|(_, id)| *id)
-            .collect();
-        let mut parted = Vec::new();
-        for id in contents {
-            let raw = self
-                .load(BlobKind::Content, &id)?
-                .ok_or_else(|| TransferError::Damaged("a pending content vanished".into()))?;
-            let content = Content::decode(&ContentId(id), &raw)?;
-            for chunk in &content.chunks {
-                if !self.has(BlobKind::Chunk, &chunk.id.0)? {
-                    held.insert(id);
-                    break;
-                }
-            }
-            if !content.parts.is_empty() {
-                parted.push((id, content.parts));
-            }
-        }
-        // A large file's content waits for its parts (parts hold only chunks).
-        for (id, parts) in parted {
-            for part in parts {
-                if held.contains(&part.id.0) || !self.has(BlobKind::Content, &part.id.0)? {
-                    held.insert(id);
-                    break;
-                }
-            }
-        }
-        let is_held =
-            |kind: BlobKind, id: &[u8; 32]| kind == BlobKind::Content && held.contains(id);
-        // Trees wait for the commit, staged on disk: a tree in the catalog
-        // is one whose closure was checked, so a later backup may trust it
-        // (and skip what is under it) when told it exists.
-        let (trees, rows): (Vec<BlobRow>, Vec<BlobRow>) = self
-            .upload()?
-            .pending
-            .values()
-            .filter(|r| !is_held(r.kind, &r.id))
-            .copied()
-            .partition(|r| r.kind == BlobKind::Tree);
-        let unsynced_since = self.upload()?.unsynced_since;
-        if rows.is_empty() && trees.is_empty() && unsynced_since.is_none() {
-            return Ok(());
-        }
-        let epoch = self.repo.blobs().sync()?;
-        // Appended before a failed fsync (this session's or another's):
-        // the bytes may be gone even though this fsync succeeded.
-        if unsynced_since.is_some_and(|since| since != epoch) {
-            return Err(TransferError::SyncLost);
-        }
-        let (client, upload_id) = (self.client, self.upload()?.id);
-        let repo = Arc::clone(&self.repo);
-        let upload = self.upload()?;
-        if !trees.is_empty() {
-            upload.staged = true;
-        }
-        upload.indexing(|| {
-            repo.catalog(|c| {
-                if !trees.is_empty() {
-                    c.stage_trees(upload_id, client, &trees)?;
-                }
-                c.insert_blobs(client, &rows)
-            })
-            .map_err(TransferError::from)
-        })?;
-        let indexed: u64 = rows.iter().map(|r| u64::from(r.span().len)).sum();
-        upload.unindexed = upload.unindexed.saturating_sub(indexed);
-        upload.unsynced_since = None;
-        upload.unsynced_chunks = 0;
-        upload.pending.retain(|(kind, id), _| is_held(*kind, id));
-        upload.pending_objects = upload.pending.len();
-        Ok(())
-    }
-
-    pub(super) fn commit(
-        &mut self,
-        root: TreeId,
-        files: u64,
-        bytes: u64,
-        started_ms: i64,
-    ) -> Result<Message> {
-        self.sync()?;
-        let upload = self.upload()?;
-        if !upload.rejected.is_empty() || !upload.pending.is_empty() {
-            return Err(violation!("commit before every rejected chunk was resent"));
-        }
-        let closure = self.check_closure(&root);
-        // Taken either way: a refused commit's trees are never indexed (they
-        // are dropped with it).
-        let mut upload = self
-            .upload
-            .take()
-            .ok_or_else(|| violation!("commit outside a backup"))?;
-        match closure {
-            Ok(()) => {}
-            Err(Gap::Missing(gap)) => {
-                return Ok(Message::Refused {
-                    code: Refusal::IncompleteSnapshot,
-                    message: format!("{INCOMPLETE_SNAPSHOT}: {gap}"),
-                })
-            }
-            Err(Gap::Failed(e)) => return Err(e),
-        }
-        let client = self.client;
-        let (upload_id, staged, set_id) = (upload.id, upload.staged, upload.set_id);
-        let repo = Arc::clone(&self.repo);
-        let snapshot = upload.indexing(|| {
-            repo.catalog(|c| {
-                if staged {
-                    c.index_staged_trees(upload_id)?;
-                }
-                c.insert_snapshot(
-                    client,
-                    set_id,
-                    &root.0,
-                    started_ms,
-                    crate::catalog::retention_now_ms(),
-                    files,
-                    bytes,
-                )
-            })
-            .map_err(TransferError::from)
-        })?;
-        upload.staged = false;
-        upload.unindexed = 0;
-        tracing::info!(
-            "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"
-        );
-        self.judge(set_id, snapshot, Size { files, bytes }, upload.appended)?;
-        // The relay's rules decide; the hints just sent can only keep more.
-        let (set_id, hints, defaults) = (upload.set_id, upload.retention, self.retention_defaults);
-        let forgotten = self.catalog(|c| {
-            c.save_hints(set_id, &hints)?;
-            let decisions = c.retention_decisions(
-                Some(client),
-                Some(set_id),
-                &defaults,
-                crate::catalog::retention_now_ms(),
-            )?;
-            c.apply_decisions(&decisions)
-        })?;
-        if let Some(quota) = &upload.quota {
-            let (used, limit) = (quota.in_use(), Some(quota.limit));
-            if ferry_protocol::units::past_warning(used, limit, self.quotas.warn_percent) {
-                tracing::warn!(
-                    "client {client} uses {} of its quota",
-                    ferry_protocol::units::format_usage(used, limit)
-                );
-            }
-        }
-        if !forgotten.is_empty() {
-            tracing::info!(
-                "client {client}: retention forgot {} older snapshot(s) of set {set_id}",
-                forgotten.len()
-            );
-        }
-        Ok(Message::Committed {
-            snapshot: snapshot.0,
-        })
     }
 }

@@ -13,7 +13,8 @@ use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::tree::{Content, Tree};
 
 use super::{Options, Report};
-use crate::catalog::{hex, kind_name, now_ms, BlobKind, BlobRow, BlobState, Catalog, ClientId};
+use crate::catalog::{hex, kind_name, BlobKind, BlobRow, BlobState, Catalog, ClientId};
+use crate::clock::now_ms;
 use crate::store::BlobReader;
 
 /// The packs' structure: what lies past the last blob each names, and

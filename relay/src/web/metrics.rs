@@ -11,7 +11,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 
-use super::status::Status;
+use crate::status::Status;
 use crate::telemetry::{ClientLabel, Telemetry};
 
 /// The labels of a per-set series.

@@ -7,8 +7,9 @@ use std::fmt::Write;
 
 use ferry_protocol::units::{format_rate, format_size, format_usage};
 
-use super::status::{ClientStatus, SetStatus, Status};
 use crate::catalog::runs::Run;
+use crate::status::{ClientStatus, SetStatus, Status};
+use ferry_protocol::units::format_age;
 
 /// Seconds between the page's own reloads.
 pub const REFRESH_SECONDS: u32 = 10;
@@ -120,7 +121,7 @@ fn client_row(html: &mut String, client: &ClientStatus) {
 fn set_item(html: &mut String, set: &SetStatus) {
     let ago = set
         .age_s
-        .map_or("never".to_string(), |s| format!("{} ago", age(s)));
+        .map_or("never".to_string(), |s| format!("{} ago", format_age(s)));
     let _ = write!(
         html,
         "<li class=\"set{}\">{}: <span class=\"t\">{}</span> <span class=\"age t\">({ago})</span>{}</li>",
@@ -130,7 +131,7 @@ fn set_item(html: &mut String, set: &SetStatus) {
         if set.stale {
             format!(
                 " <b class=\"warn\">stale (over {})</b>",
-                age(set.stale_after_s)
+                format_age(set.stale_after_s)
             )
         } else {
             String::new()
@@ -147,25 +148,6 @@ fn run_text(what: &str, run: Option<&Run>) -> String {
             escape(&run.summary)
         ),
     }
-}
-
-/// Seconds as its largest unit and the next, when not zero: `3d 4h`,
-/// `5m 2s`, `1h`.
-pub fn age(seconds: u64) -> String {
-    const UNITS: [(u64, &str); 4] = [(86_400, "d"), (3_600, "h"), (60, "m"), (1, "s")];
-    let first = UNITS
-        .iter()
-        .position(|(size, _)| seconds >= *size)
-        .unwrap_or(UNITS.len() - 1);
-    let (size, name) = UNITS[first];
-    let mut text = format!("{}{name}", seconds / size);
-    if let Some((next, next_name)) = UNITS.get(first + 1) {
-        let rest = seconds % size / next;
-        if rest > 0 {
-            text.push_str(&format!(" {rest}{next_name}"));
-        }
-    }
-    text
 }
 
 /// `text` safe inside HTML text and attribute values.
@@ -195,14 +177,5 @@ mod tests {
             escape("<script>alert('x')</script>&\"\u{1b}"),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;\u{fffd}"
         );
-    }
-
-    #[test]
-    fn ages_read_as_the_two_largest_units() {
-        assert_eq!(age(0), "0s");
-        assert_eq!(age(59), "59s");
-        assert_eq!(age(3_600 * 26 + 61), "1d 2h");
-        assert_eq!(age(3_601), "1h");
-        assert_eq!(age(125), "2m 5s");
     }
 }

@@ -13,9 +13,8 @@ fn gc_collects_what_only_a_forgotten_snapshot_reached() {
     let (new_chunk, _, _, _) = backup_one(&mut t, b"second version");
     drop(t);
     repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 1)
-        .unwrap();
+    let report =
+        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
     assert_eq!(report.snapshots, 1);
     assert_eq!(report.blobs_deleted, 3, "{report:?}");
     let mut t = Transfer::new(repo, a, None);
@@ -44,9 +43,8 @@ fn gc_deletes_dead_packs_and_rewrites_mostly_dead_ones() {
     repo.blobs().seal().unwrap();
     let before = store.packs().unwrap().len();
     repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 1)
-        .unwrap();
+    let report =
+        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
     assert!(
         report.packs_deleted + report.packs_repacked >= 1,
         "{report:?}"
@@ -164,9 +162,8 @@ fn gc_reports_a_snapshot_naming_a_missing_blob_and_collects_the_rest() {
         .unwrap()
         .execute("DELETE FROM blobs WHERE id = ?1", [&content.0[..]])
         .unwrap();
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 1)
-        .unwrap();
+    let report =
+        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
     assert_eq!(report.snapshots_damaged, vec![second.0], "{report:?}");
     assert!(
         report.blobs_deleted >= 3,
@@ -202,9 +199,9 @@ fn gc_beside_an_open_upload_keeps_what_it_reused_and_collects_the_rest() {
     assert!(ids.is_empty(), "the old tree is there to reuse");
     assert_eq!(missing_chunks(&mut t, &[reused]), vec![false]);
     // A collection now (a grace of zero, a minute on) runs at once.
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 60_000)
-        .unwrap();
+    let report =
+        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 60_000)
+            .unwrap();
     assert_eq!(report.snapshots, 0);
     assert!(
         report.blobs_deleted >= 3,
@@ -212,9 +209,9 @@ fn gc_beside_an_open_upload_keeps_what_it_reused_and_collects_the_rest() {
     );
     assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
     // Once committed, the reused blobs are the new snapshot's: kept for good.
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 3_600_000)
-        .unwrap();
+    let report =
+        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 3_600_000)
+            .unwrap();
     assert_eq!(
         (report.snapshots, report.blobs_deleted),
         (1, 0),
@@ -244,9 +241,9 @@ fn gc_beside_an_open_upload_leaves_the_packs_it_writes_to() {
     assert!(synced(&mut t).is_empty());
     // The tree's pack is sealed and no row names it yet.
     repo.blobs().seal().unwrap();
-    let report = repo
-        .collect(std::time::Duration::ZERO, now_ms() + 60_000)
-        .unwrap();
+    let report =
+        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 60_000)
+            .unwrap();
     assert_eq!(report.packs_deleted, 0, "{report:?}");
     assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
     let Some(Message::Object { .. }) = t

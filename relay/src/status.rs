@@ -11,11 +11,16 @@ use ferry_protocol::units::format_rfc3339;
 use serde::Serialize;
 
 use crate::catalog::runs::{Run, RunKind};
-use crate::catalog::{now_ms, ClientId, ClientRecord, SetSummary};
+use crate::catalog::{ClientId, ClientRecord, SetSummary};
+use crate::clock::now_ms;
 use crate::config::Alerts;
+use crate::config::Quotas;
 use crate::rates::RateReport;
-use crate::server::Shared;
+use crate::rates::Rates;
+use crate::registry::Registry;
+use crate::repo::Repo;
 use crate::telemetry::Event;
+use crate::telemetry::Telemetry;
 use std::sync::Arc;
 
 /// Everything the status page shows.
@@ -118,14 +123,14 @@ pub struct StorageSums {
 impl StorageSums {
     /// The sums, read again when older than [`SUMS_TTL`] (requests at once
     /// wait for one reading).
-    async fn get(&self, shared: &Shared) -> Result<Sums> {
+    async fn get(&self, repo: &Arc<Repo>) -> Result<Sums> {
         let mut last = self.last.lock().await;
         if let Some((at, sums)) = last.as_ref() {
             if at.elapsed() < SUMS_TTL {
                 return Ok(Arc::clone(sums));
             }
         }
-        let sums = Arc::new(shared.db(|c| c.stored_bytes_by_client()).await?);
+        let sums = Arc::new(repo.db(|c| c.stored_bytes_by_client()).await?);
         *last = Some((std::time::Instant::now(), Arc::clone(&sums)));
         Ok(sums)
     }
@@ -147,17 +152,67 @@ struct Sources<'a> {
     sums: &'a HashMap<ClientId, u64>,
     sessions: HashMap<ClientId, usize>,
     rates: RateReport,
-    shared: &'a Shared,
+    of: &'a StatusSources,
     now: i64,
 }
 
-/// Reads the status now.
-///
-/// # Errors
-/// Catalog errors.
-pub async fn read(shared: &Shared) -> Result<Status> {
-    let sums = shared.storage_sums.get(shared).await?;
-    let stored = shared
+/// What the status is read from: the relay's parts the page, the metrics
+/// and the alerts look at, built once by `server::run`.
+#[derive(Debug)]
+pub struct StatusSources {
+    /// The catalog and the store.
+    pub repo: Arc<Repo>,
+    /// Open sessions.
+    pub registry: Arc<Registry>,
+    /// Bandwidth buckets.
+    pub rates: Arc<Rates>,
+    /// Counters since start.
+    pub telemetry: Arc<Telemetry>,
+    /// The relay key's fingerprint.
+    pub fingerprint: String,
+    /// `[alerts]`, resolved.
+    pub alerts: Alerts,
+    /// `[quota]`, resolved.
+    pub quotas: Quotas,
+    /// The storage sums, cached briefly.
+    sums: StorageSums,
+}
+
+impl StatusSources {
+    /// Sources over these parts.
+    pub fn new(
+        repo: Arc<Repo>,
+        registry: Arc<Registry>,
+        rates: Arc<Rates>,
+        telemetry: Arc<Telemetry>,
+        fingerprint: String,
+        (alerts, quotas): (Alerts, Quotas),
+    ) -> Self {
+        StatusSources {
+            repo,
+            registry,
+            rates,
+            telemetry,
+            fingerprint,
+            alerts,
+            quotas,
+            sums: StorageSums::default(),
+        }
+    }
+
+    /// Reads the status now.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub async fn read(&self) -> Result<Status> {
+        read(self).await
+    }
+}
+
+async fn read(of: &StatusSources) -> Result<Status> {
+    let sums = of.sums.get(&of.repo).await?;
+    let stored = of
+        .repo
         .db(|c| {
             Ok(Stored {
                 clients: c.list_clients()?,
@@ -173,9 +228,9 @@ pub async fn read(shared: &Shared) -> Result<Status> {
     let from = Sources {
         stored,
         sums: &sums,
-        sessions: shared.registry.open_by_client(),
-        rates: shared.rates.report(now),
-        shared,
+        sessions: of.registry.open_by_client(),
+        rates: of.rates.report(now),
+        of,
         now,
     };
     let clients = from
@@ -187,9 +242,9 @@ pub async fn read(shared: &Shared) -> Result<Status> {
     Ok(Status {
         generated_at: format_rfc3339(now),
         generated_ms: now,
-        fingerprint: shared.keys.public.fingerprint().to_string(),
+        fingerprint: of.fingerprint.clone(),
         version: env!("CARGO_PKG_VERSION"),
-        sessions_open: shared.registry.len(),
+        sessions_open: of.registry.len(),
         store_bytes: sums.values().sum(),
         damage_open: from.stored.damage.values().sum(),
         gc: from.stored.gc.clone(),
@@ -199,7 +254,7 @@ pub async fn read(shared: &Shared) -> Result<Status> {
 }
 
 fn client_status(client: &ClientRecord, from: &Sources<'_>) -> ClientStatus {
-    let (alerts, quotas) = (&from.shared.alerts, &from.shared.quotas);
+    let (alerts, quotas) = (&from.of.alerts, &from.of.quotas);
     let sets: Vec<SetStatus> = from
         .stored
         .sets
@@ -217,7 +272,7 @@ fn client_status(client: &ClientRecord, from: &Sources<'_>) -> ClientStatus {
     let flow = from.rates.clients.get(&client.id.to_string());
     let quota = quotas.of(client.own_quota);
     let stored_bytes = from.sums.get(&client.id).copied().unwrap_or(0);
-    let (received, sent) = from.shared.telemetry.traffic(&client.name);
+    let (received, sent) = from.of.telemetry.traffic(&client.name);
     ClientStatus {
         name: client.name.clone(),
         hostname: client.hostname.clone(),

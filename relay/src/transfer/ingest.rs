@@ -1,0 +1,178 @@
+//! What an upload is sent: which chunks and objects the relay lacks, the
+//! signatures deltas are made against, and the chunks themselves (whole,
+//! compressed, or as deltas), each checked before it is stored.
+
+use ferry_protocol::chunking::MAX_CHUNK;
+use ferry_protocol::compress::{decompress, decompress_slice, Codec};
+use ferry_protocol::delta;
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::ChunkId;
+use ferry_protocol::message::{
+    set_missing, ChunkBatch, ChunkPut, Message, ObjectId, MAX_BATCH, MAX_SIGNATURES,
+};
+
+use super::lookup::object_key;
+use super::{check, violation, Result, Transfer};
+use crate::catalog::BlobKind;
+
+impl Transfer {
+    /// Which of `ids` the client lacks (a bit each).
+    pub(super) fn query_chunks(&mut self, ids: &[ChunkId]) -> Result<Message> {
+        check_batch(ids.len())?;
+        let ids: Vec<[u8; 32]> = ids.iter().map(|id| id.0).collect();
+        let mut missing = vec![0u8; ids.len().div_ceil(8)];
+        for (i, found) in self.reuse(BlobKind::Chunk, &ids)?.into_iter().enumerate() {
+            if !found {
+                set_missing(&mut missing, i);
+            }
+        }
+        Ok(Message::ChunksMissing { missing })
+    }
+
+    /// The rsync signatures of stored chunks, computed when asked (most
+    /// chunks are never a delta base, so ingest skips it).
+    pub(super) fn signatures(&self, ids: &[ChunkId]) -> Result<Message> {
+        check!(
+            ids.len() <= MAX_SIGNATURES,
+            "{} signatures asked for at once; the limit is {MAX_SIGNATURES}",
+            ids.len()
+        );
+        let distinct: std::collections::HashSet<&ChunkId> = ids.iter().collect();
+        check!(
+            distinct.len() == ids.len(),
+            "the same chunk's signature asked for twice in one request"
+        );
+        let signatures = ids
+            .iter()
+            .map(|id| {
+                let chunk = self.load(BlobKind::Chunk, &id.0)?;
+                Ok(chunk.map(|raw| serde_bytes::ByteBuf::from(delta::signature(&raw))))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Message::Signatures { signatures })
+    }
+
+    /// The signatures of bases of several chunks joined.
+    pub(super) fn base_signatures(&self, bases: &[Vec<ChunkId>]) -> Result<Message> {
+        let chunks: usize = bases.iter().map(Vec::len).sum();
+        check!(
+            chunks <= MAX_SIGNATURES,
+            "{chunks} chunks' signatures asked for at once; the limit is {MAX_SIGNATURES}"
+        );
+        check!(
+            bases
+                .iter()
+                .all(|b| (1..=delta::MAX_BASE_CHUNKS).contains(&b.len())),
+            "a base of no chunk or more than {}",
+            delta::MAX_BASE_CHUNKS
+        );
+        let signatures = bases
+            .iter()
+            .map(|base| {
+                let joined = self.joined_base(base)?;
+                Ok(joined.map(|raw| serde_bytes::ByteBuf::from(delta::signature(&raw))))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Message::Signatures { signatures })
+    }
+
+    /// One chunk, compressed by `codec`: checked against its id and stored
+    /// as it came (no second compression).
+    pub(super) fn put_chunk(&mut self, id: ChunkId, codec: Codec, data: Vec<u8>) -> Result<()> {
+        let raw = decompress_slice(codec, &data, MAX_CHUNK as usize)?;
+        check!(
+            ChunkId::of(&raw) == id,
+            "chunk {} does not match its id",
+            id.short()
+        );
+        self.store_chunk(id, &raw, Some((codec, data)))
+    }
+
+    /// One chunk as a delta against `base`, compressed by `codec`.
+    pub(super) fn put_delta_message(
+        &mut self,
+        id: ChunkId,
+        base: ChunkId,
+        codec: Codec,
+        bytes: Vec<u8>,
+    ) -> Result<()> {
+        let delta = decompress(codec, bytes, delta::MAX_DELTA)?;
+        self.put_delta(id, &[base], &delta)
+    }
+
+    /// A batch of chunks, whole, compressed or as deltas.
+    pub(super) fn put_chunks(&mut self, codec: Codec, data: Vec<u8>) -> Result<()> {
+        let raw = decompress(codec, data, MAX_MESSAGE)?;
+        for put in ChunkBatch::decode(&raw)?.0 {
+            match put {
+                ChunkPut::Whole(data) => {
+                    check!(
+                        data.len() <= MAX_CHUNK as usize,
+                        "a chunk of {} bytes exceeds the largest chunk",
+                        data.len()
+                    );
+                    self.store_chunk(ChunkId::of(&data), &data, None)?;
+                }
+                ChunkPut::Packed { codec, data } => {
+                    let raw = decompress_slice(codec, &data, MAX_CHUNK as usize)?;
+                    self.store_chunk(ChunkId::of(&raw), &raw, Some((codec, data)))?;
+                }
+                ChunkPut::Delta { id, base, delta } => {
+                    check_delta(&delta)?;
+                    self.put_delta(id, &[base], &delta)?;
+                }
+                ChunkPut::DeltaOver { id, bases, delta } => {
+                    check_delta(&delta)?;
+                    check!(
+                        (1..=delta::MAX_BASE_CHUNKS).contains(&bases.len()),
+                        "a delta over {} chunks; the limit is {}",
+                        bases.len(),
+                        delta::MAX_BASE_CHUNKS
+                    );
+                    self.put_delta(id, &bases, &delta)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Which of the trees and contents `ids` the client lacks, in the order
+    /// asked.
+    pub(super) fn query_objects(&mut self, ids: &[ObjectId]) -> Result<Message> {
+        check_batch(ids.len())?;
+        let mut missing = Vec::new();
+        for kind in [BlobKind::Tree, BlobKind::Content] {
+            let asked: Vec<&ObjectId> = ids.iter().filter(|id| object_key(id).0 == kind).collect();
+            let keys: Vec<[u8; 32]> = asked.iter().map(|id| object_key(id).1).collect();
+            let found = self.reuse(kind, &keys)?;
+            missing.extend(
+                asked
+                    .into_iter()
+                    .zip(found)
+                    .filter(|(_, f)| !f)
+                    .map(|(id, _)| *id),
+            );
+        }
+        let order: std::collections::HashMap<ObjectId, usize> =
+            ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+        missing.sort_by_key(|id| order[id]);
+        Ok(Message::ObjectsMissing { ids: missing })
+    }
+}
+
+fn check_batch(len: usize) -> Result<()> {
+    check!(
+        len <= MAX_BATCH,
+        "batch of {len} ids exceeds the limit of {MAX_BATCH}"
+    );
+    Ok(())
+}
+
+fn check_delta(delta: &[u8]) -> Result<()> {
+    check!(
+        delta.len() <= delta::MAX_DELTA,
+        "a delta of {} bytes exceeds the limit",
+        delta.len()
+    );
+    Ok(())
+}

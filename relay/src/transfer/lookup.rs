@@ -1,0 +1,136 @@
+//! Where a session finds a client's blobs: pending in its open upload,
+//! staged for the commit, or committed in the catalog; and their bytes.
+
+use ferry_protocol::chunking::MAX_CHUNK;
+use ferry_protocol::compress::decompress;
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::TreeId;
+use ferry_protocol::message::ObjectId;
+
+use super::upload::Upload;
+use super::{Result, Transfer, TransferError};
+use crate::catalog::{BlobKind, BlobRow, BlobState};
+use crate::clock::now_ms;
+
+/// The catalog's key of a tree or content.
+pub(super) fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
+    match id {
+        ObjectId::Tree(t) => (BlobKind::Tree, t.0),
+        ObjectId::Content(c) => (BlobKind::Content, c.0),
+    }
+}
+
+impl Transfer {
+    pub(super) fn catalog<T>(
+        &self,
+        f: impl FnOnce(&mut crate::catalog::Catalog) -> crate::catalog::Result<T>,
+    ) -> Result<T> {
+        Ok(self.repo.catalog(f)?)
+    }
+
+    /// The blob's row: pending or staged in this upload, or committed.
+    pub(super) fn find(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<BlobRow>> {
+        if let Some(row) = self.sent_now(kind, id)? {
+            return Ok(Some(row));
+        }
+        let client = self.client;
+        self.catalog(|c| c.find_blob(client, kind, id))
+    }
+
+    /// The row of a blob this upload sent and the catalog does not index
+    /// yet: pending (unsynced, or a content held for its chunks), or a
+    /// tree staged for the commit.
+    pub(super) fn sent_now(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<BlobRow>> {
+        let Some(upload) = &self.upload else {
+            return Ok(None);
+        };
+        if let Some(row) = upload.pending.get(&(kind, *id)) {
+            return Ok(Some(*row));
+        }
+        if kind != BlobKind::Tree || !upload.staged {
+            return Ok(None);
+        }
+        let upload_id = upload.id;
+        self.catalog(|c| c.staged_tree(upload_id, id))
+    }
+
+    /// Whether `tree` was sent by this upload (so the commit checks it).
+    pub(super) fn is_new_tree(&self, tree: &TreeId) -> Result<bool> {
+        Ok(self.sent_now(BlobKind::Tree, &tree.0)?.is_some())
+    }
+
+    /// Whether the client holds the blob whole, as uploads need it: a
+    /// damaged or incomplete one counts as missing, so it is sent again.
+    pub(super) fn has(&self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+        if self.sent_now(kind, id)?.is_some() {
+            return Ok(true);
+        }
+        let client = self.client;
+        let found = self.catalog(|c| c.find_blob_state(client, kind, id))?;
+        Ok(found.is_some_and(|(_, state)| state == BlobState::Whole))
+    }
+
+    /// Which of the client's blobs `ids` are stored whole (as [`Self::has`]),
+    /// for an upload that will name the ones that are: pending in this
+    /// upload, or reused from the catalog and so kept by collections
+    /// running beside it (`Catalog::reuse`).
+    pub(super) fn reuse(&mut self, kind: BlobKind, ids: &[[u8; 32]]) -> Result<Vec<bool>> {
+        let Some(since) = self.upload.as_ref().map(Upload::since_ms) else {
+            return ids.iter().map(|id| self.has(kind, id)).collect();
+        };
+        let mut found: Vec<bool> = ids
+            .iter()
+            .map(|id| Ok(self.sent_now(kind, id)?.is_some()))
+            .collect::<Result<_>>()?;
+        let lookups: Vec<[u8; 32]> = ids
+            .iter()
+            .zip(&found)
+            .filter(|(_, pending)| !**pending)
+            .map(|(id, _)| *id)
+            .collect();
+        if lookups.is_empty() {
+            return Ok(found);
+        }
+        let client = self.client;
+        let stored = self.catalog(|c| c.reuse(client, kind, &lookups, since, now_ms()))?;
+        let mut stored = stored.into_iter();
+        for f in found.iter_mut().filter(|f| !**f) {
+            *f = stored.next().unwrap_or(false);
+        }
+        Ok(found)
+    }
+
+    /// [`Self::reuse`] of one blob.
+    pub(super) fn reuse_one(&mut self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+        Ok(self.reuse(kind, std::slice::from_ref(id))?[0])
+    }
+
+    /// The blob's row and stored bytes. The lookup and the read happen
+    /// under `pack_files`, so a collection cannot delete the pack between them.
+    pub(super) fn fetch(
+        &self,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> Result<Option<(BlobRow, Vec<u8>)>> {
+        let reading = self.repo.blobs().reading();
+        let Some(row) = self.find(kind, id)? else {
+            return Ok(None);
+        };
+        Ok(Some((row, reading.read(&row.at)?)))
+    }
+
+    /// The blob's bytes, decompressed.
+    pub(super) fn load(&self, kind: BlobKind, id: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        let Some((row, stored)) = self.fetch(kind, id)? else {
+            return Ok(None);
+        };
+        let limit = if kind == BlobKind::Chunk {
+            MAX_CHUNK as usize
+        } else {
+            MAX_MESSAGE
+        };
+        decompress(row.codec, stored, limit).map(Some).map_err(|e| {
+            TransferError::Damaged(format!("{kind:?} {}: {e}", crate::catalog::hex(&id[..8])))
+        })
+    }
+}

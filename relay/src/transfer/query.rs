@@ -1,0 +1,64 @@
+//! Questions about what the client has: its snapshots, why each is kept,
+//! its storage use and its damage.
+
+use ferry_protocol::ids::TreeId;
+use ferry_protocol::message::{Message, SnapshotInfo};
+
+use super::{Result, Transfer};
+
+impl Transfer {
+    /// The client's snapshots (of `set`, or all).
+    pub(super) fn snapshots(&self, set: Option<&str>) -> Result<Message> {
+        let client = self.client;
+        let rows = self.catalog(move |c| c.list_snapshots(Some(client), set))?;
+        let snapshots = rows
+            .into_iter()
+            .map(|r| SnapshotInfo {
+                id: r.id.0,
+                set: r.set,
+                root: TreeId(r.root_id),
+                started_ms: r.started_ms,
+                finished_ms: r.finished_ms,
+                files: r.files,
+                bytes: r.bytes,
+            })
+            .collect();
+        Ok(Message::SnapshotList { snapshots })
+    }
+
+    /// Why each of the client's snapshots (of `set`, or all) is kept.
+    pub(super) fn kept_by(&self, set: Option<&str>) -> Result<Message> {
+        let (client, defaults) = (self.client, self.retention_defaults);
+        let decisions = self.catalog(|c| {
+            c.retention_decisions(
+                Some(client),
+                None,
+                &defaults,
+                crate::clock::retention_now_ms(),
+            )
+        })?;
+        let snapshots = decisions
+            .into_iter()
+            .filter(|d| set.is_none_or(|s| s == d.set))
+            .flat_map(|d| d.decision.into_iter())
+            .map(|(id, why)| (id, why.iter().map(|k| k.name().to_string()).collect()))
+            .collect();
+        Ok(Message::KeptBy { snapshots })
+    }
+
+    /// What the client stores and may store.
+    pub(super) fn usage(&self) -> Result<Message> {
+        Ok(Message::Usage {
+            stored: self.stored()?,
+            quota: self.quota()?,
+            warn_percent: self.quotas.warn_percent,
+        })
+    }
+
+    /// The client's damaged and healed blobs.
+    pub(super) fn damage(&self) -> Result<Message> {
+        let client = self.client;
+        let (damaged, healed) = self.catalog(|c| c.client_damage(client))?;
+        Ok(Message::Damage { damaged, healed })
+    }
+}
