@@ -315,3 +315,6 @@ impl Transfer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
