@@ -31,6 +31,7 @@ mod prefetch;
 mod settle;
 mod stream;
 mod walk;
+mod window;
 
 use crate::progress::Live;
 use files::{FileEntry, Output, Written};
@@ -316,7 +317,7 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
         last_dir: None,
         written: Vec::new(),
         written_bytes: 0,
-        stream: Stream::new(stream::max_files()),
+        stream: Stream::new(window::max_files()),
         settler: Settler::start(),
     };
     restore.prefetch_trees(info.root).await?;

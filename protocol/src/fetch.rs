@@ -10,9 +10,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Codec;
+use crate::decoding::decode_counted;
 use crate::fragment::MAX_MESSAGE;
+use crate::ids::ObjectId;
 use crate::ids::{ChunkId, TreeId};
-use crate::message::{decode_counted, ObjectId, Refusal};
+use crate::refusal::Refusal;
 use crate::ProtocolError;
 
 /// Items in one `Fetch`, at most.

@@ -66,6 +66,15 @@ hash_id!(
     TreeId
 );
 
+/// A tree or content stored on the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ObjectId {
+    /// A directory.
+    Tree(TreeId),
+    /// A file version's chunk list.
+    Content(ContentId),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

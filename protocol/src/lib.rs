@@ -24,6 +24,7 @@
 
 pub mod chunking;
 pub mod compress;
+pub mod decoding;
 pub mod delta;
 pub mod error;
 pub mod fetch;
@@ -37,6 +38,7 @@ pub mod message;
 pub mod noise;
 pub mod pairing;
 pub mod patch;
+pub mod refusal;
 pub mod retention;
 pub mod schedule;
 pub mod session;

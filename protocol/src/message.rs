@@ -10,18 +10,12 @@
 use serde::{Deserialize, Serialize};
 
 use crate::compress::Codec;
-use crate::ids::{ChunkId, ContentId, TreeId};
+use crate::decoding::{decode_counted, decode_exact};
+pub use crate::ids::ObjectId;
+use crate::ids::{ChunkId, TreeId};
+pub use crate::refusal::Refusal;
 use crate::retention::Retention;
 use crate::ProtocolError;
-
-/// A tree or content stored on the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ObjectId {
-    /// A directory.
-    Tree(TreeId),
-    /// A file version's chunk list.
-    Content(ContentId),
-}
 
 /// One snapshot as listed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -348,52 +342,6 @@ pub enum Message {
 /// How often the relay says [`Message::Working`] while a request waits.
 pub const WORKING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Why the relay refused a request. Its variant order is part of the wire
-/// format, as [`Message`]'s is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Refusal {
-    /// A commit whose snapshot names something the relay lacks or holds
-    /// damaged: the endpoint clears its files cache and backs up again.
-    IncompleteSnapshot,
-    /// A set's first (full) backup over the internet, which this client's
-    /// policy forbids.
-    FullBackupNeedsLan,
-    /// No such object or chunk for this client (whether another client
-    /// has it is never said).
-    NoSuchObject,
-    /// The relay's disk is full (protocol 1.3): try again once the
-    /// operator made room; what was committed before is intact.
-    DiskFull,
-    /// The relay's disk or catalog failed (protocol 1.3); the operator
-    /// has the details in the relay's log.
-    StorageFailed,
-    /// The request broke the protocol's rules (protocol 1.3): a bug, or a
-    /// client that is not ferry.
-    ProtocolViolation,
-    /// The backup set is being backed up by another session of the same
-    /// client (protocol 1.3): try again when that one ends.
-    SetBusy,
-    /// The backup would pass the client's quota (protocol 1.4): what was
-    /// stored before is untouched; the admin raises the quota, or older
-    /// snapshots go.
-    QuotaExceeded,
-}
-
-impl Refusal {
-    /// The protocol minor version that introduced the code: a peer of an
-    /// older minor cannot decode it and is sent `Failed` instead.
-    pub fn since_minor(self) -> u16 {
-        match self {
-            Refusal::IncompleteSnapshot | Refusal::FullBackupNeedsLan | Refusal::NoSuchObject => 2,
-            Refusal::DiskFull
-            | Refusal::StorageFailed
-            | Refusal::ProtocolViolation
-            | Refusal::SetBusy => 3,
-            Refusal::QuotaExceeded => 4,
-        }
-    }
-}
-
 impl Message {
     /// The variant's name, for logs and errors (never parsed from `Debug`).
     pub fn name(&self) -> &'static str {
@@ -524,42 +472,6 @@ impl ChunkBatch {
     }
 }
 
-/// Decodes exactly one sequence-led value (a batch) of at most `max`
-/// entries, reading the count before anything is decoded: a few bytes of
-/// empty entries must not become millions of them.
-///
-/// # Errors
-/// [`ProtocolError::TooLarge`] for more entries, [`ProtocolError::Malformed`]
-/// for anything else.
-pub(crate) fn decode_counted<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    max: usize,
-    what: &'static str,
-) -> Result<T, ProtocolError> {
-    let count = leading_varint(bytes).ok_or(ProtocolError::Malformed(what))?;
-    if count > max as u64 {
-        return Err(ProtocolError::TooLarge {
-            what,
-            len: usize::try_from(count).unwrap_or(usize::MAX),
-            max,
-        });
-    }
-    decode_exact(bytes, what)
-}
-
-/// The varint postcard starts a sequence with (its length), if `bytes`
-/// begins with a whole one.
-fn leading_varint(bytes: &[u8]) -> Option<u64> {
-    let mut value = 0u64;
-    for (i, byte) in bytes.iter().take(10).enumerate() {
-        value |= u64::from(byte & 0x7f) << (7 * i);
-        if byte & 0x80 == 0 {
-            return Some(value);
-        }
-    }
-    None
-}
-
 /// Sets bit `i` of a [`Message::ChunksMissing`] bitmap.
 pub fn set_missing(bitmap: &mut Vec<u8>, i: usize) {
     if bitmap.len() <= i / 8 {
@@ -597,25 +509,10 @@ impl Message {
     }
 }
 
-/// Decodes exactly one postcard value from `bytes`: trailing bytes are an
-/// error, as is anything that does not decode. Every decoder of network
-/// bytes in this crate goes through here.
-///
-/// # Errors
-/// [`ProtocolError::Malformed`] naming `what`.
-pub(crate) fn decode_exact<T: for<'de> Deserialize<'de>>(
-    bytes: &[u8],
-    what: &'static str,
-) -> Result<T, ProtocolError> {
-    match postcard::take_from_bytes::<T>(bytes) {
-        Ok((value, [])) => Ok(value),
-        _ => Err(ProtocolError::Malformed(what)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::ContentId;
 
     #[test]
     fn names_are_the_variants() {

@@ -23,8 +23,8 @@
 use serde::{Deserialize, Serialize};
 use spake2::{Ed25519Group, Identity, Password, Spake2};
 
+use crate::decoding::decode_exact;
 use crate::keys::{PublicKey, StaticKeypair};
-use crate::message::decode_exact;
 use crate::transport::Transport;
 use crate::version::{ConnectionKind, Preamble};
 use crate::ProtocolError;

@@ -10,8 +10,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::decoding::decode_exact;
 use crate::ids::{ChunkId, ContentId, TreeId};
-use crate::message::decode_exact;
 use crate::ProtocolError;
 
 /// Largest name, symlink target or xattr name, in bytes.
