@@ -9,7 +9,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use ferry_net::io::{Channel, ChannelError, FramedIo};
+use ferry_net::io::{BoxStream, Channel, ChannelError, FramedIo};
 use ferry_protocol::frame::encode_frame;
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
 use ferry_protocol::message::{Hello, Message};
@@ -97,7 +97,7 @@ impl Path {
 #[derive(Debug)]
 pub struct Session {
     /// The encrypted channel.
-    pub channel: Channel<TcpStream>,
+    pub channel: Channel<BoxStream>,
     /// The address that answered.
     pub address: String,
     /// LAN or internet.
@@ -156,7 +156,7 @@ pub async fn connect(
             } else {
                 FirstMessage::WithoutMac
             };
-            let attempt = handshake(stream, keys, relay, address, first);
+            let attempt = handshake(Box::new(stream), keys, relay, address, first);
             match tokio::time::timeout(timeouts.handshake, attempt).await {
                 Ok(Ok((channel, relay_hello))) => {
                     return Ok(Session {
@@ -183,6 +183,30 @@ pub async fn connect(
     }))
 }
 
+/// Opens a session over `stream`, already connected to the relay (an
+/// in-process pipe in the tests' pair harness): the handshake and the
+/// `Hello`s, as [`connect`] does over TCP.
+///
+/// # Errors
+/// [`ConnectError`], one clear reason.
+pub async fn over(
+    stream: BoxStream,
+    keys: &StaticKeypair,
+    relay: &PublicKey,
+    silence: Duration,
+) -> Result<Session, ConnectError> {
+    let address = "in-process";
+    let (channel, relay_hello) =
+        handshake(stream, keys, relay, address, FirstMessage::WithMac).await?;
+    Ok(Session {
+        channel,
+        address: address.into(),
+        path: Path::Lan,
+        relay_hello,
+        silence,
+    })
+}
+
 /// The wall clock as a handshake timestamp.
 fn now() -> Timestamp {
     Timestamp::from_unix(
@@ -202,12 +226,12 @@ enum FirstMessage {
 }
 
 async fn handshake(
-    stream: TcpStream,
+    stream: BoxStream,
     keys: &StaticKeypair,
     relay: &PublicKey,
     address: &str,
     form: FirstMessage,
-) -> Result<(Channel<TcpStream>, Hello), ConnectError> {
+) -> Result<(Channel<BoxStream>, Hello), ConnectError> {
     let protocol = |source: ChannelError| ConnectError::Protocol {
         address: address.to_string(),
         source,

@@ -36,6 +36,21 @@ pub enum ChannelError {
     Stalled(std::time::Duration),
 }
 
+/// A byte stream a session runs over: a TCP connection, or one end of an
+/// in-process pipe (`tokio::io::duplex`, the pair harness of the tests).
+pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> Stream for T {}
+
+impl std::fmt::Debug for dyn Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Stream")
+    }
+}
+
+/// Any [`Stream`], boxed: what an endpoint's session holds.
+pub type BoxStream = Box<dyn Stream>;
+
 /// Bytes the read buffer asks the socket for at a time: several frames, so
 /// bulk transfers cost few system calls.
 const READ_CHUNK: usize = 4 * (HEADER_LEN + MAX_FRAME);

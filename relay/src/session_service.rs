@@ -20,11 +20,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Result;
+use ferry_net::io::Stream;
 use ferry_net::io::{Channel, FramedIo};
 use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::timestamp::ReplayGuard;
 use ferry_protocol::transport::Transport;
-use tokio::net::TcpStream;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -112,7 +112,12 @@ impl SessionContext {
 }
 
 /// Serves one session connection from `peer`.
-pub async fn serve(ctx: Arc<SessionContext>, stream: TcpStream, peer: SocketAddr, ticket: Ticket) {
+pub async fn serve<S: Stream>(
+    ctx: Arc<SessionContext>,
+    stream: S,
+    peer: SocketAddr,
+    ticket: Ticket,
+) {
     let io = FramedIo::new(stream);
     let Some((mut io, transport, client)) = authenticate(&ctx, io, peer, &ticket).await else {
         return;
@@ -172,12 +177,12 @@ pub async fn serve(ctx: Arc<SessionContext>, stream: TcpStream, peer: SocketAddr
 
 /// Runs the handshake within its timeout and says how it went (log and
 /// telemetry); the transport and client when a session may begin.
-async fn authenticate(
+async fn authenticate<S: Stream>(
     ctx: &SessionContext,
-    mut io: FramedIo<TcpStream>,
+    mut io: FramedIo<S>,
     peer: SocketAddr,
     ticket: &Ticket,
-) -> Option<(FramedIo<TcpStream>, Transport, ClientRecord)> {
+) -> Option<(FramedIo<S>, Transport, ClientRecord)> {
     let timeout = ctx.limits.handshake_timeout;
     let handshake = tokio::select! {
         () = ticket.evicted() => {
@@ -221,7 +226,7 @@ async fn authenticate(
 }
 
 /// Greets the endpoint, tells it `reason` and closes.
-async fn tell_and_close(mut channel: Channel<TcpStream>, reason: &str, wait: Duration) {
+async fn tell_and_close<S: Stream>(mut channel: Channel<S>, reason: &str, wait: Duration) {
     if let Ok(Some(_)) = greet(&mut channel, wait).await {
         let _ = close(&mut channel, reason).await;
     }
@@ -251,11 +256,11 @@ async fn record_start(ctx: &SessionContext, client: &ClientRecord, peer: SocketA
 
 /// Records a failed session as the client's last error, closes the
 /// connection and logs how the session ended.
-async fn finish(
+async fn finish<S: Stream>(
     ctx: &SessionContext,
     client: &ClientRecord,
     peer: SocketAddr,
-    mut channel: Channel<TcpStream>,
+    mut channel: Channel<S>,
     ended: Result<String>,
     backup: &BackupWatch,
 ) {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{anyhow, Result};
+use ferry_net::io::Stream;
 use ferry_net::io::{Channel, ChannelError};
 use ferry_protocol::message::{Hello, Message, WORKING_INTERVAL};
 use ferry_protocol::version::{PROTOCOL_MAJOR, PROTOCOL_MINOR};
 use ferry_protocol::ProtocolError;
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::meter::{BackupWatch, Meter};
@@ -31,9 +31,9 @@ pub(super) struct Ends<'a> {
 }
 
 /// The message loop; returns why the session ended when it ended cleanly.
-pub(super) async fn run(
+pub(super) async fn run<S: Stream>(
     ctx: &SessionContext,
-    channel: &mut Channel<TcpStream>,
+    channel: &mut Channel<S>,
     ends: Ends<'_>,
     transfer: Transfer,
     meter: Meter,
@@ -66,9 +66,9 @@ pub(super) async fn run(
 }
 
 /// One session's message loop and what it keeps between turns.
-struct Conversation<'a> {
+struct Conversation<'a, S> {
     ctx: &'a SessionContext,
-    channel: &'a mut Channel<TcpStream>,
+    channel: &'a mut Channel<S>,
     ends: Ends<'a>,
     meter: Meter,
     backup: &'a mut BackupWatch,
@@ -109,7 +109,7 @@ async fn ended(ctx: &SessionContext, ends: &Ends<'_>) -> String {
     }
 }
 
-impl Conversation<'_> {
+impl<S: Stream> Conversation<'_, S> {
     async fn run(&mut self) -> Result<String> {
         // Said when a request has waited a whole interval with nothing sent.
         let mut working = tokio::time::interval(WORKING_INTERVAL);
@@ -272,7 +272,10 @@ fn bounded_text(text: &str) -> String {
 ///
 /// # Errors
 /// Another major version, another first message, or a broken channel.
-pub(super) async fn greet(channel: &mut Channel<TcpStream>, wait: Duration) -> Result<Option<u16>> {
+pub(super) async fn greet<S: Stream>(
+    channel: &mut Channel<S>,
+    wait: Duration,
+) -> Result<Option<u16>> {
     let peer_minor = match tokio::time::timeout(wait, channel.recv()).await {
         Ok(Ok(Message::Hello(hello))) if hello.major == PROTOCOL_MAJOR => hello.minor,
         Ok(Ok(Message::Hello(hello))) => {
@@ -323,8 +326,8 @@ fn for_minor(reply: Message, peer_minor: u16) -> Message {
 /// Tells the endpoint why its session ends (`Refused` with the error's
 /// code), then reads (and drops) what it still pipelines for a moment, so
 /// the refusal arrives instead of a reset that would lose it.
-async fn refuse(
-    channel: &mut Channel<TcpStream>,
+async fn refuse<S: Stream>(
+    channel: &mut Channel<S>,
     error: TransferError,
     peer_minor: u16,
 ) -> Result<String> {
@@ -347,7 +350,7 @@ const WORKING_SINCE_MINOR: u16 = 4;
 ///
 /// # Errors
 /// None: the peer may already be gone.
-pub(super) async fn close(channel: &mut Channel<TcpStream>, reason: &str) -> Result<String> {
+pub(super) async fn close<S: Stream>(channel: &mut Channel<S>, reason: &str) -> Result<String> {
     // Best effort: the peer may already be gone.
     let _ = channel
         .send(&Message::Close {

@@ -3,11 +3,11 @@
 
 use anyhow::{anyhow, bail, Result};
 use ferry_net::io::FramedIo;
+use ferry_net::io::Stream;
 use ferry_protocol::session::{check_first_mac, FirstMac, Responder};
 use ferry_protocol::timestamp::{Timestamp, MAX_AHEAD_SECS};
 use ferry_protocol::transport::Transport;
 use ferry_protocol::version::{ConnectionKind, Preamble};
-use tokio::net::TcpStream;
 
 use super::SessionContext;
 use crate::admission::Ticket;
@@ -68,9 +68,9 @@ fn timestamp_refusal(
 }
 
 /// Runs the handshake; returns the transport and the authenticated client.
-pub(super) async fn handshake(
+pub(super) async fn handshake<S: Stream>(
     ctx: &SessionContext,
-    io: &mut FramedIo<TcpStream>,
+    io: &mut FramedIo<S>,
     ticket: &Ticket,
 ) -> Result<Handshaken> {
     let preamble = Preamble::decode(&io.read_preamble().await?, ConnectionKind::Session)?;

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use ferry_net::io::FramedIo;
+use ferry_net::io::Stream;
 use ferry_net::throttle::Throttle;
 use prometheus_client::metrics::counter::Counter;
-use tokio::net::TcpStream;
 
 /// Whether a session has an upload open: begun, not yet committed. A
 /// session that ends so counts as a failed backup.
@@ -29,7 +29,7 @@ pub struct Meter {
 
 impl Meter {
     /// Meters through these buckets from now on.
-    pub fn new(client: Arc<Throttle>, global: Arc<Throttle>, io: &FramedIo<TcpStream>) -> Self {
+    pub fn new<S: Stream>(client: Arc<Throttle>, global: Arc<Throttle>, io: &FramedIo<S>) -> Self {
         Meter {
             client,
             global,
@@ -50,7 +50,7 @@ impl Meter {
 
     /// Waits for the bytes moved since the last call, in both directions.
     /// Waiting after a read delays the next one, so TCP slows the sender.
-    pub async fn settle(&mut self, io: &FramedIo<TcpStream>) {
+    pub async fn settle<S: Stream>(&mut self, io: &FramedIo<S>) {
         let (read, written) = (
             io.bytes_read() - self.read,
             io.bytes_written() - self.written,
