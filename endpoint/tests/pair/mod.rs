@@ -31,7 +31,7 @@ use ferry_relay::rates::{local_now, Rates};
 use ferry_relay::registry::Registry;
 use ferry_relay::repo::Repo;
 use ferry_relay::session_service::SessionContext;
-use ferry_relay::store::{BlobStore, MemoryStore};
+use ferry_relay::store::MemoryStore;
 
 /// Bytes the in-memory pipe holds in each direction before a writer waits
 /// (a socket's buffers, roughly).
@@ -49,6 +49,8 @@ pub struct Pair {
     pub keys: StaticKeypair,
     /// The endpoint's client id on the relay.
     pub client: ClientId,
+    /// The relay's blob store (shared with `repo`), to damage.
+    pub store: MemoryStore,
     admission: Admission,
 }
 
@@ -75,7 +77,8 @@ impl Pair {
         else {
             panic!("pairing failed")
         };
-        let repo = Arc::new(Repo::new(catalog, &path, MemoryStore::default()));
+        let store = MemoryStore::default();
+        let repo = Arc::new(Repo::new(catalog, &path, store.clone()));
         let limits = LimitsConfig::default().resolve().unwrap();
         let rates = Rates::new(RatesConfig::default().resolve().unwrap(), local_now());
         let relay = Arc::new(SessionContext {
@@ -100,6 +103,7 @@ impl Pair {
             relay,
             keys,
             client: record.id,
+            store,
             admission: Admission::new(&limits),
         }
     }
@@ -195,7 +199,7 @@ impl Pair {
         restore::run(client, &request, &Default::default()).await
     }
 
-    /// Flips one byte of every stored blob of `kind` that `pick` chooses,
+    /// Flips one bit of every stored blob of `kind` that `pick` chooses,
     /// as rot on the relay's disk would; returns how many.
     pub fn damage(&self, kind: BlobKind, pick: impl Fn(&[u8; 32]) -> bool) -> usize {
         let client = self.client;
@@ -213,14 +217,8 @@ impl Pair {
             .filter(|(owner, r, _)| *owner == client && r.kind == kind && pick(&r.id))
             .map(|(_, r, _)| r)
             .collect::<Vec<_>>();
-        let store = self.repo.blobs().store();
         for row in &rows {
-            let mut bytes = store.read(&row.at).unwrap();
-            let last = bytes.len() - 1;
-            bytes[last] ^= 0x55;
-            store
-                .repair_in_place(row.at.pack, row.at.offset, &bytes)
-                .unwrap();
+            self.store.flip(&row.at, u64::from(row.at.len) / 2);
         }
         rows.len()
     }
@@ -270,6 +268,3 @@ pub fn same_files(a: &Path, b: &Path) -> bool {
     }
     files(a) == files(b)
 }
-
-/// Suppresses the unused warning of helpers some test files do not use.
-pub fn _uses(_: &dyn BlobStore) {}
