@@ -9,14 +9,8 @@ pub fn now_ms() -> i64 {
 }
 
 /// The time retention sees: when a snapshot is committed, and "now" when
-/// rules are applied at a commit. The wall clock, unless the test hook
-/// `FERRY_CLOCK_AHEAD_FILE` names a file holding a number of milliseconds
-/// to add (end-to-end tests of archival and calendar rules move the
-/// relay's calendar this way, without sleeping).
+/// rules are applied at a commit. The wall clock, unless a test build's
+/// hook moves it ([`crate::test_hooks::clock_ahead_ms`]).
 pub fn retention_now_ms() -> i64 {
-    let ahead = std::env::var_os("FERRY_CLOCK_AHEAD_FILE")
-        .and_then(|path| std::fs::read_to_string(path).ok())
-        .and_then(|text| text.trim().parse::<i64>().ok())
-        .unwrap_or(0);
-    now_ms().saturating_add(ahead)
+    now_ms().saturating_add(crate::test_hooks::clock_ahead_ms())
 }

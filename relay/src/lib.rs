@@ -33,6 +33,7 @@ pub mod status;
 pub mod store;
 pub mod suspicion;
 pub mod telemetry;
+pub mod test_hooks;
 pub mod transfer;
 pub mod verify;
 pub mod web;

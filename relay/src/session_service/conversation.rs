@@ -301,15 +301,11 @@ pub(super) async fn greet<S: Stream>(
     Ok(Some(peer_minor))
 }
 
-/// The protocol minor the relay announces: its own, unless the test hook
-/// `FERRY_ANNOUNCE_MINOR` names an older one (end-to-end tests check that
-/// today's endpoint still works with an older relay this way; the relay
-/// answers the older requests as before).
+/// The protocol minor the relay announces: its own, unless a test build's
+/// hook names an older one ([`crate::test_hooks::announced_minor`]; the
+/// relay answers the older requests as before).
 fn announced_minor() -> u16 {
-    std::env::var("FERRY_ANNOUNCE_MINOR")
-        .ok()
-        .and_then(|text| text.parse::<u16>().ok())
-        .map_or(PROTOCOL_MINOR, |minor| minor.min(PROTOCOL_MINOR))
+    crate::test_hooks::announced_minor().map_or(PROTOCOL_MINOR, |minor| minor.min(PROTOCOL_MINOR))
 }
 
 /// A reply as a peer of protocol minor `peer_minor` can decode it: a

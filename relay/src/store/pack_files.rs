@@ -254,7 +254,7 @@ impl PackStore {
             unsynced: false,
             new_pack: false,
             epoch: 0,
-            fail_fsync: std::env::var_os("FERRY_FAIL_FSYNC").map(PathBuf::from),
+            fail_fsync: crate::test_hooks::fail_fsync_trigger(),
         })
     }
 
