@@ -345,7 +345,7 @@ impl BlobRow {
             Value::Integer(client.0 as i64),
             Value::Integer(self.kind as i64),
             Value::Blob(self.id.to_vec()),
-            Value::Integer(self.at.pack.into()),
+            Value::Integer(self.at.pack.0.into()),
             Value::Integer(self.at.offset as i64),
             Value::Integer(self.at.len.into()),
         ]
@@ -551,7 +551,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut cat, client) = with_client(dir.path());
         let at = |offset| crate::store::BlobLocation {
-            pack: 1,
+            pack: crate::store::PackId(1),
             offset,
             len: 10,
         };

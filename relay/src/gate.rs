@@ -164,7 +164,7 @@ pub struct Opened {
     /// The catalog time (ms) it began: what it reuses is stamped no older.
     pub since_ms: i64,
     /// The pack current when it began: it appends to none below.
-    pub first_pack: u32,
+    pub first_pack: crate::store::PackId,
 }
 
 /// Held by an open upload; released on drop.
@@ -333,7 +333,7 @@ mod tests {
     fn at(since_ms: i64, first_pack: u32) -> Opened {
         Opened {
             since_ms,
-            first_pack,
+            first_pack: crate::store::PackId(first_pack),
         }
     }
 

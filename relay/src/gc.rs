@@ -51,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
 use crate::gate::OpenUploads;
 use crate::repo::{Blobs, Repo};
+use crate::store::PackId;
 
 /// A sealed pack with at least this share of dead bytes is rewritten.
 pub const REPACK_DEAD_PERCENT: u64 = 20;
@@ -331,7 +332,7 @@ fn compact(
     // has indexed all it wrote before the usage is counted.
     blobs.seal()?;
     let sealed = blobs.sealed_packs()?;
-    let held_from = uploads.oldest().map_or(u32::MAX, |o| o.first_pack);
+    let held_from = uploads.oldest().map_or(PackId(u32::MAX), |o| o.first_pack);
     let usage = catalog.pack_usage()?;
     for (pack, len) in sealed.into_iter().filter(|(pack, _)| *pack < held_from) {
         let live = usage.get(&pack).copied().unwrap_or_default();
@@ -353,7 +354,7 @@ fn compact(
 
 /// Copies `pack`'s live blobs to the current pack, moves their rows, deletes
 /// `pack`; returns the bytes copied.
-fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: u32) -> Result<u64> {
+fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: PackId) -> Result<u64> {
     let live = catalog.blobs_in_pack(pack)?;
     let mut moved = Vec::with_capacity(live.len());
     let mut bytes = 0;

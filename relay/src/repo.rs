@@ -17,7 +17,7 @@ use anyhow::Context;
 
 use crate::catalog::{self, Catalog, ClientId, SetId};
 use crate::gate::{OpenUploads, Opened, UploadPermit};
-use crate::store::{storage_error, BlobLocation, BlobStore, PackStore, StorageError};
+use crate::store::{storage_error, BlobLocation, BlobStore, PackId, PackStore, StorageError};
 
 /// The catalog and the blob store of one relay.
 #[derive(Debug)]
@@ -251,7 +251,7 @@ impl Blobs {
     ///
     /// # Errors
     /// The store's errors, named.
-    pub fn sealed_packs(&self) -> Result<Vec<(u32, u64)>, StorageError> {
+    pub fn sealed_packs(&self) -> Result<Vec<(PackId, u64)>, StorageError> {
         let store = self.store();
         let below = store.sealed_below();
         let packs = store
@@ -274,7 +274,7 @@ impl Blobs {
     ///
     /// # Errors
     /// The store's errors, named.
-    pub fn remove(&self, pack: u32) -> Result<(), StorageError> {
+    pub fn remove(&self, pack: PackId) -> Result<(), StorageError> {
         let _no_readers = self.files.write().unwrap_or_else(|p| p.into_inner());
         self.store()
             .remove(pack)

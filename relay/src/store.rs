@@ -22,11 +22,54 @@ pub use pack_files::{count_packs, pack_number, quarantine_dir, PackReader, PackS
 /// Size at which a pack is closed and a new one started.
 pub const PACK_TARGET: u64 = 64 * 1024 * 1024;
 
+/// A pack's number: packs are numbered in the order they were started, so
+/// "below" means older (the collector's floor, the sealed ones).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    serde::Serialize,
+    serde::Deserialize,
+)]
+#[serde(transparent)]
+pub struct PackId(pub u32);
+
+impl PackId {
+    /// The pack after this one.
+    pub fn next(self) -> PackId {
+        PackId(self.0 + 1)
+    }
+}
+
+impl std::fmt::Display for PackId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:08}", self.0)
+    }
+}
+
+impl rusqlite::ToSql for PackId {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.0.into())
+    }
+}
+
+impl rusqlite::types::FromSql for PackId {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        u32::column_result(value).map(PackId)
+    }
+}
+
 /// Where a blob lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobLocation {
-    /// Pack number.
-    pub pack: u32,
+    /// Its pack.
+    pub pack: PackId,
     /// Offset in the pack.
     pub offset: u64,
     /// Stored length.
@@ -42,13 +85,19 @@ pub trait BlobReader: Send + Sync {
     /// # Errors
     /// I/O errors; `UnexpectedEof` when the range passes the pack's end;
     /// `NotFound` when the pack does not exist.
-    fn read_into(&self, pack: u32, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<()>;
+    fn read_into(
+        &self,
+        pack: PackId,
+        offset: u64,
+        len: u64,
+        buffer: &mut Vec<u8>,
+    ) -> io::Result<()>;
 
     /// Every pack with its length, in number order.
     ///
     /// # Errors
     /// I/O errors.
-    fn packs(&self) -> io::Result<Vec<(u32, u64)>>;
+    fn packs(&self) -> io::Result<Vec<(PackId, u64)>>;
 
     /// Reads a blob back.
     ///
@@ -67,7 +116,7 @@ pub trait BlobReader: Send + Sync {
     ///
     /// # Errors
     /// I/O errors; `Unsupported` for a store that cannot.
-    fn repair_in_place(&self, pack: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn repair_in_place(&self, pack: PackId, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let _ = (pack, offset, bytes);
         Err(io::Error::new(
             io::ErrorKind::Unsupported,
@@ -100,7 +149,7 @@ pub trait BlobStore: BlobReader + std::fmt::Debug {
 
     /// Packs numbered below this are sealed: nothing is appended to them
     /// any more, so the garbage collector may rewrite or delete them.
-    fn sealed_below(&self) -> u32;
+    fn sealed_below(&self) -> PackId;
 
     /// Makes the current pack durable and sealed; the next append starts
     /// a new one.
@@ -114,12 +163,12 @@ pub trait BlobStore: BlobReader + std::fmt::Debug {
     ///
     /// # Errors
     /// I/O errors, or `pack` is not sealed.
-    fn remove(&mut self, pack: u32) -> io::Result<()>;
+    fn remove(&mut self, pack: PackId) -> io::Result<()>;
 }
 
 /// The error of removing a pack that is still being written.
-fn not_sealed(pack: u32) -> io::Error {
-    io::Error::other(format!("pack {pack:08} is still being written"))
+fn not_sealed(pack: PackId) -> io::Error {
+    io::Error::other(format!("pack {pack} is still being written"))
 }
 
 /// The error of a blob larger than a location can name.

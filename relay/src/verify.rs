@@ -60,7 +60,7 @@ pub struct Damage {
     /// Its id, hex.
     pub blob: String,
     /// Its pack, offset and stored length (absent when no row names it).
-    pub pack: Option<u32>,
+    pub pack: Option<crate::store::PackId>,
     /// Offset in the pack.
     pub offset: Option<u64>,
     /// Stored length.
@@ -81,7 +81,7 @@ pub struct RepairedCopy {
     /// The blob id, hex.
     pub blob: String,
     /// Its pack.
-    pub pack: u32,
+    pub pack: crate::store::PackId,
     /// Where the rotten copy was.
     pub offset: u64,
     /// Its length.

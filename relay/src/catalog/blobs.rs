@@ -144,13 +144,13 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn committed_pack_ends(&self) -> Result<std::collections::HashMap<u32, u64>> {
+    pub fn committed_pack_ends(
+        &self,
+    ) -> Result<std::collections::HashMap<crate::store::PackId, u64>> {
         let mut stmt = self
             .conn
             .prepare("SELECT pack, MAX(offset + length * copies) FROM blobs GROUP BY pack")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, u32>(0)?, r.get::<_, i64>(1)? as u64))
-        })?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 }

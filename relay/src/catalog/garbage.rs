@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use rusqlite::{params, TransactionBehavior};
 
 use super::{BlobKind, BlobRow, Catalog, ClientId, Result, SnapshotId};
-use crate::store::BlobLocation;
+use crate::store::{BlobLocation, PackId};
 
 /// What remains in one pack after the sweep.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -47,7 +47,7 @@ fn id_column(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> 
 /// copies` (in that order, first) of blobs in `pack`.
 pub(super) fn blob_in_pack(
     r: &rusqlite::Row<'_>,
-    pack: u32,
+    pack: PackId,
 ) -> rusqlite::Result<(ClientId, BlobRow)> {
     Ok((
         r.get::<_, ClientId>(0)?,
@@ -211,13 +211,13 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn pack_usage(&self) -> Result<HashMap<u32, PackUsage>> {
+    pub fn pack_usage(&self) -> Result<HashMap<PackId, PackUsage>> {
         let mut stmt = self
             .conn
             .prepare("SELECT pack, COUNT(*), SUM(length * copies) FROM blobs GROUP BY pack")?;
         let rows = stmt.query_map([], |r| {
             Ok((
-                r.get::<_, u32>(0)?,
+                r.get(0)?,
                 PackUsage {
                     blobs: r.get::<_, i64>(1)? as u64,
                     bytes: r.get::<_, i64>(2)? as u64,
@@ -231,7 +231,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn blobs_in_pack(&self, pack: u32) -> Result<Vec<(ClientId, BlobRow)>> {
+    pub fn blobs_in_pack(&self, pack: PackId) -> Result<Vec<(ClientId, BlobRow)>> {
         let mut stmt = self.conn.prepare(
             "SELECT client_id, kind, id, offset, length, compressed, copies FROM blobs WHERE pack = ?1 ORDER BY offset",
         )?;
@@ -244,7 +244,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn relocate(&mut self, from: u32, moved: &[(ClientId, BlobRow)]) -> Result<()> {
+    pub fn relocate(&mut self, from: PackId, moved: &[(ClientId, BlobRow)]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use super::{BlobKind, BlobRow, BlobState, Catalog, ClientId, Result, SnapshotId};
 use crate::clock::now_ms;
+use crate::store::PackId;
 
 /// One damaged blob as recorded in the `damage` table.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct DamageRecord {
     /// The blob id, hex.
     pub blob: String,
     /// Where it was.
-    pub pack: u32,
+    pub pack: PackId,
     /// Its offset in the pack.
     pub offset: u64,
     /// Its stored length.
@@ -53,7 +54,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn packs_by_verification(&self) -> Result<Vec<(u32, i64)>> {
+    pub fn packs_by_verification(&self) -> Result<Vec<(PackId, i64)>> {
         let mut stmt = self.conn.prepare(
             "SELECT pack, MIN(verified_at) FROM blobs GROUP BY pack ORDER BY MIN(verified_at), pack",
         )?;
@@ -68,7 +69,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn rows_to_verify(
         &self,
-        pack: u32,
+        pack: PackId,
         cutoff_ms: i64,
     ) -> Result<Vec<(ClientId, BlobRow, BlobState)>> {
         let mut stmt = self.conn.prepare(
@@ -87,7 +88,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn due_in_pack(&self, pack: u32, cutoff_ms: i64) -> Result<(u64, u64)> {
+    pub fn due_in_pack(&self, pack: PackId, cutoff_ms: i64) -> Result<(u64, u64)> {
         Ok(self.conn.query_row(
             "SELECT COUNT(*), COALESCE(SUM(length * copies), 0) FROM blobs WHERE pack = ?1 AND verified_at < ?2",
             params![pack, cutoff_ms],
@@ -102,7 +103,7 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn mark_pack_verified(&mut self, pack: u32, last: u64, cutoff_ms: i64) -> Result<()> {
+    pub fn mark_pack_verified(&mut self, pack: PackId, last: u64, cutoff_ms: i64) -> Result<()> {
         self.conn.execute(
             "UPDATE blobs SET verified_at = ?4
              WHERE pack = ?1 AND offset <= ?2 AND verified_at < ?3 AND state != 1",

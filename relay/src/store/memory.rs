@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore};
+use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore, PackId};
 
 /// Packs in memory; clones share them.
 #[derive(Debug, Clone, Default)]
@@ -18,10 +18,10 @@ pub struct MemoryStore {
 
 #[derive(Debug, Default)]
 struct Packs {
-    packs: BTreeMap<u32, Vec<u8>>,
+    packs: BTreeMap<PackId, Vec<u8>>,
     /// The pack being appended to.
-    current: Option<u32>,
-    next_pack: u32,
+    current: Option<PackId>,
+    next_pack: PackId,
     /// Roll over to a new pack at this size (0: the file store's target).
     pack_target: u64,
     epoch: u64,
@@ -73,13 +73,19 @@ impl Packs {
         self.current = None;
     }
 
-    fn sealed_below(&self) -> u32 {
-        self.current.unwrap_or(self.next_pack + 1)
+    fn sealed_below(&self) -> PackId {
+        self.current.unwrap_or(self.next_pack.next())
     }
 }
 
 impl BlobReader for MemoryStore {
-    fn read_into(&self, pack: u32, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
+    fn read_into(
+        &self,
+        pack: PackId,
+        offset: u64,
+        len: u64,
+        buffer: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let packs = self.lock();
         let bytes = packs
             .packs
@@ -95,7 +101,7 @@ impl BlobReader for MemoryStore {
         Ok(())
     }
 
-    fn packs(&self) -> io::Result<Vec<(u32, u64)>> {
+    fn packs(&self) -> io::Result<Vec<(PackId, u64)>> {
         Ok(self
             .lock()
             .packs
@@ -118,7 +124,7 @@ impl BlobStore for MemoryStore {
         let pack = match packs.current {
             Some(pack) => pack,
             None => {
-                packs.next_pack += 1;
+                packs.next_pack = packs.next_pack.next();
                 packs.current = Some(packs.next_pack);
                 packs.next_pack
             }
@@ -143,7 +149,7 @@ impl BlobStore for MemoryStore {
         self.lock().epoch
     }
 
-    fn sealed_below(&self) -> u32 {
+    fn sealed_below(&self) -> PackId {
         self.lock().sealed_below()
     }
 
@@ -152,7 +158,7 @@ impl BlobStore for MemoryStore {
         Ok(())
     }
 
-    fn remove(&mut self, pack: u32) -> io::Result<()> {
+    fn remove(&mut self, pack: PackId) -> io::Result<()> {
         let mut packs = self.lock();
         if pack >= packs.sealed_below() {
             return Err(not_sealed(pack));

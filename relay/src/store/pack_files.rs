@@ -15,7 +15,7 @@ use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore, PACK_TARGET};
+use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore, PackId, PACK_TARGET};
 
 /// Reads pack files in one directory; never writes. Keeps up to
 /// [`OPEN_PACKS`] of them open, so reading many small blobs costs no
@@ -23,7 +23,7 @@ use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore, PACK_TAR
 #[derive(Debug)]
 pub struct PackReader {
     dir: PathBuf,
-    open: Mutex<HashMap<u32, Arc<File>>>,
+    open: Mutex<HashMap<PackId, Arc<File>>>,
 }
 
 /// Packs a reader keeps open at most.
@@ -39,11 +39,11 @@ impl PackReader {
     }
 
     /// The file of `pack`.
-    pub fn path(&self, pack: u32) -> PathBuf {
+    pub fn path(&self, pack: PackId) -> PathBuf {
         pack_path(&self.dir, pack)
     }
 
-    fn file(&self, pack: u32) -> io::Result<Arc<File>> {
+    fn file(&self, pack: PackId) -> io::Result<Arc<File>> {
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(file) = open.get(&pack) {
             return Ok(Arc::clone(file));
@@ -57,7 +57,7 @@ impl PackReader {
     }
 
     /// Closes `pack` (before it is deleted, so its space is given back).
-    fn forget(&self, pack: u32) {
+    fn forget(&self, pack: PackId) {
         self.open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -66,14 +66,20 @@ impl PackReader {
 }
 
 impl BlobReader for PackReader {
-    fn read_into(&self, pack: u32, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
+    fn read_into(
+        &self,
+        pack: PackId,
+        offset: u64,
+        len: u64,
+        buffer: &mut Vec<u8>,
+    ) -> io::Result<()> {
         let len = usize::try_from(len).map_err(|_| too_large())?;
         // A reused buffer of the same size is not zeroed again.
         buffer.resize(len, 0);
         self.file(pack)?.read_exact_at(buffer, offset)
     }
 
-    fn packs(&self) -> io::Result<Vec<(u32, u64)>> {
+    fn packs(&self) -> io::Result<Vec<(PackId, u64)>> {
         let listing = match fs::read_dir(&self.dir) {
             Ok(listing) => listing,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -90,7 +96,7 @@ impl BlobReader for PackReader {
         Ok(packs)
     }
 
-    fn repair_in_place(&self, pack: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn repair_in_place(&self, pack: PackId, offset: u64, bytes: &[u8]) -> io::Result<()> {
         let file = OpenOptions::new()
             .write(true)
             .open(pack_path(&self.dir, pack))?;
@@ -113,8 +119,8 @@ pub struct PackStore {
     /// The pack being appended to, and its length: the end of the last
     /// blob written whole. Writes are positioned at that length (never
     /// `O_APPEND`), so a failed write cannot shift the blobs after it.
-    current: Option<(u32, File, u64)>,
-    next_pack: u32,
+    current: Option<(PackId, File, u64)>,
+    next_pack: PackId,
     unsynced: bool,
     new_pack: bool,
     epoch: u64,
@@ -168,15 +174,16 @@ fn save_tail(file: &File, from: u64, to: &Path) -> io::Result<()> {
     out.sync_all()
 }
 
-fn pack_path(dir: &Path, pack: u32) -> PathBuf {
+fn pack_path(dir: &Path, pack: PackId) -> PathBuf {
     dir.join(format!("{pack:08}.pack"))
 }
 
 /// The number of a pack file's name (`00000042.pack`), if it is one.
-pub fn pack_number(name: &std::ffi::OsStr) -> Option<u32> {
+pub fn pack_number(name: &std::ffi::OsStr) -> Option<PackId> {
     name.to_str()
         .and_then(|n| n.strip_suffix(".pack"))
         .and_then(|n| n.parse::<u32>().ok())
+        .map(PackId)
 }
 
 impl PackStore {
@@ -185,7 +192,7 @@ impl PackStore {
     ///
     /// # Errors
     /// I/O errors.
-    pub fn open(dir: &Path, committed_end: &HashMap<u32, u64>) -> io::Result<Self> {
+    pub fn open(dir: &Path, committed_end: &HashMap<PackId, u64>) -> io::Result<Self> {
         // Only the relay's user may read what clients stored.
         fs::DirBuilder::new()
             .recursive(true)
@@ -193,7 +200,7 @@ impl PackStore {
             .create(dir)?;
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
         let quarantine = quarantine_dir(dir);
-        let mut last = 0u32;
+        let mut last = PackId(0);
         for entry in fs::read_dir(dir)? {
             let entry = entry?;
             let Some(number) = pack_number(&entry.file_name()) else {
@@ -250,7 +257,7 @@ impl PackStore {
         Ok(PackStore {
             reader: PackReader::new(dir),
             current: None,
-            next_pack: last + 1,
+            next_pack: last.next(),
             unsynced: false,
             new_pack: false,
             epoch: 0,
@@ -284,15 +291,21 @@ impl PackStore {
 }
 
 impl BlobReader for PackStore {
-    fn read_into(&self, pack: u32, offset: u64, len: u64, buffer: &mut Vec<u8>) -> io::Result<()> {
+    fn read_into(
+        &self,
+        pack: PackId,
+        offset: u64,
+        len: u64,
+        buffer: &mut Vec<u8>,
+    ) -> io::Result<()> {
         self.reader.read_into(pack, offset, len, buffer)
     }
 
-    fn packs(&self) -> io::Result<Vec<(u32, u64)>> {
+    fn packs(&self) -> io::Result<Vec<(PackId, u64)>> {
         self.reader.packs()
     }
 
-    fn repair_in_place(&self, pack: u32, offset: u64, bytes: &[u8]) -> io::Result<()> {
+    fn repair_in_place(&self, pack: PackId, offset: u64, bytes: &[u8]) -> io::Result<()> {
         self.reader.repair_in_place(pack, offset, bytes)
     }
 }
@@ -309,7 +322,7 @@ impl BlobStore for PackStore {
         }
         if self.current.is_none() {
             let pack = self.next_pack;
-            self.next_pack += 1;
+            self.next_pack = self.next_pack.next();
             let file = OpenOptions::new()
                 .create_new(true)
                 .write(true)
@@ -359,7 +372,7 @@ impl BlobStore for PackStore {
         self.epoch
     }
 
-    fn sealed_below(&self) -> u32 {
+    fn sealed_below(&self) -> PackId {
         self.current
             .as_ref()
             .map_or(self.next_pack, |(pack, _, _)| *pack)
@@ -380,7 +393,7 @@ impl BlobStore for PackStore {
         Ok(())
     }
 
-    fn remove(&mut self, pack: u32) -> io::Result<()> {
+    fn remove(&mut self, pack: PackId) -> io::Result<()> {
         if pack >= self.sealed_below() {
             return Err(not_sealed(pack));
         }
@@ -438,7 +451,7 @@ mod tests {
         assert_eq!(fs::read(tail).unwrap(), b"world!");
         assert_eq!(store.packs().unwrap(), vec![(a.pack, 5)]);
         assert!(
-            store.remove(a.pack + 1).is_err(),
+            store.remove(a.pack.next()).is_err(),
             "the next pack is not sealed"
         );
         let c = store.append(b"next").unwrap();

@@ -22,7 +22,7 @@ const PATHS_SHOWN: usize = 10;
 
 /// What verify knows is wrong with one blob.
 pub(super) struct Finding {
-    pub(super) at: Option<(u32, u64, u32)>,
+    pub(super) at: Option<(crate::store::PackId, u64, u32)>,
     pub(super) reason: String,
     pub(super) snapshots: BTreeSet<SnapshotId>,
     pub(super) paths: Vec<String>,

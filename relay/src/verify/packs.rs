@@ -15,7 +15,7 @@ use ferry_protocol::tree::{Content, Tree};
 use super::{Options, Report};
 use crate::catalog::{hex, kind_name, BlobKind, BlobRow, BlobState, Catalog, ClientId};
 use crate::clock::now_ms;
-use crate::store::BlobReader;
+use crate::store::{BlobReader, PackId};
 
 /// The packs' structure: what lies past the last blob each names, and
 /// packs nothing names. (Rows past a pack's end are found with the blobs.)
@@ -51,7 +51,7 @@ pub(super) fn check_blobs(
         }
         None => i64::MAX,
     };
-    let lengths: HashMap<u32, u64> = store.packs()?.into_iter().collect();
+    let lengths: HashMap<PackId, u64> = store.packs()?.into_iter().collect();
     let mut due = Vec::new();
     let mut due_bytes = 0u64;
     for (pack, oldest) in catalog.packs_by_verification()? {
@@ -127,7 +127,7 @@ const WORKERS: usize = 2;
 
 /// The rows of one pack to check.
 struct PackJob {
-    pack: u32,
+    pack: PackId,
     rows: Vec<(ClientId, BlobRow, BlobState)>,
 }
 
@@ -226,7 +226,7 @@ const SEGMENT: u64 = 2 << 20;
 /// decompress and hash to its id, else what is wrong.
 fn check_pack(
     store: &dyn BlobReader,
-    pack: u32,
+    pack: PackId,
     len: Option<u64>,
     rows: &[(ClientId, BlobRow, BlobState)],
     buffer: &mut Vec<u8>,
