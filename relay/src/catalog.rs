@@ -267,6 +267,43 @@ impl BlobKind {
     }
 }
 
+/// A stored blob's name: its kind and its id. What the walks, the
+/// collector, verify, quotas and the commit's closure work with: none of
+/// them needs an object's bytes beyond what [`crate::objects::References`]
+/// says it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct BlobKey {
+    /// What it is.
+    pub kind: BlobKind,
+    /// Its id (a BLAKE3 hash, or a keyed one).
+    pub id: [u8; 32],
+}
+
+impl BlobKey {
+    /// A tree's key.
+    pub fn tree(id: [u8; 32]) -> Self {
+        BlobKey {
+            kind: BlobKind::Tree,
+            id,
+        }
+    }
+
+    /// The first bytes of its id in hex, and its kind: how logs name it.
+    pub fn short(&self) -> String {
+        format!("{} {}", kind_name(self.kind), hex(&self.id[..8]))
+    }
+}
+
+impl BlobRow {
+    /// The blob's key.
+    pub fn key(&self) -> BlobKey {
+        BlobKey {
+            kind: self.kind,
+            id: self.id,
+        }
+    }
+}
+
 /// Whether a stored blob can be trusted (column `state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobState {

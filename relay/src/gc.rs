@@ -42,14 +42,13 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use ferry_protocol::compress::decompress;
 use ferry_protocol::fragment::MAX_MESSAGE;
-use ferry_protocol::ids::{ContentId, TreeId};
-use ferry_protocol::tree::ChunkRef;
-use ferry_protocol::walk::{walk, Node, Visitor};
 use ferry_protocol::ProtocolError;
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog};
+use crate::catalog::{BlobKey, BlobKind, BlobRow, BlobState, Catalog};
 use crate::gate::OpenUploads;
+use crate::objects::Reach;
+use crate::plaintext::OpenObjects;
 use crate::repo::{Blobs, Repo};
 use crate::store::PackId;
 
@@ -225,7 +224,7 @@ impl<'c, 'p> Marker<'c, 'p> {
     /// damaged ones.
     fn snapshots(mut self, report: &mut GcReport) -> Result<()> {
         for (client, snapshot, root) in self.catalog.snapshot_roots()? {
-            self.walk(client, Node::Tree(TreeId(root)))?;
+            self.walk(client, BlobKey::tree(root))?;
             if let Some(gap) = self.gaps.first() {
                 tracing::warn!(
                     "gc: snapshot {snapshot} is damaged ({gap}{}); what it reaches that exists is kept",
@@ -242,11 +241,7 @@ impl<'c, 'p> Marker<'c, 'p> {
     /// blobs that marked.
     fn young(mut self, cutoff: i64) -> Result<u64> {
         for (client, kind, id) in self.catalog.young_unmarked_objects(cutoff)? {
-            let node = match kind {
-                BlobKind::Tree => Node::Tree(TreeId(id)),
-                _ => Node::Content(ContentId(id)),
-            };
-            self.walk(client, node)?;
+            self.walk(client, BlobKey { kind, id })?;
             if let Some(gap) = self.gaps.first() {
                 tracing::warn!("gc: an unreferenced young {kind:?} is not whole: {gap}");
             }
@@ -262,32 +257,30 @@ impl<'c, 'p> Marker<'c, 'p> {
     }
 
     /// Marks `root` of `client` and everything below it.
-    fn walk(&mut self, client: ClientId, root: Node) -> Result<()> {
+    fn walk(&mut self, client: ClientId, root: BlobKey) -> Result<()> {
         self.client = client;
         self.gaps.clear();
-        walk(root, self)
+        crate::objects::walk(root, &OpenObjects, self)
     }
 }
 
-impl Visitor for Marker<'_, '_> {
+impl Reach for Marker<'_, '_> {
     type Error = anyhow::Error;
 
     /// Walked below only the first time it is marked.
-    fn enter(&mut self, node: Node, _: &[Vec<u8>]) -> Result<bool> {
-        let (kind, id) = BlobKind::of(node);
-        self.mark(kind, &id)
+    fn enter(&mut self, key: BlobKey) -> Result<bool> {
+        self.mark(key.kind, &key.id)
     }
 
     /// `None` for a blob `verify` found damaged (kept, marked, not walked:
     /// a backup may yet send it again), or one the store lacks (a gap).
-    fn load(&mut self, node: Node, _: &[Vec<u8>]) -> Result<Option<Vec<u8>>> {
-        let (kind, id) = BlobKind::of(node);
-        let Some((row, state)) = self.catalog.find_blob_state(self.client, kind, &id)? else {
-            self.gaps.push(format!(
-                "it names a {} {} the store lacks",
-                crate::catalog::kind_name(kind),
-                crate::catalog::hex(&id[..8])
-            ));
+    fn load(&mut self, key: BlobKey) -> Result<Option<Vec<u8>>> {
+        let Some((row, state)) = self
+            .catalog
+            .find_blob_state(self.client, key.kind, &key.id)?
+        else {
+            self.gaps
+                .push(format!("it names a {} the store lacks", key.short()));
             return Ok(None);
         };
         if state == BlobState::Damaged {
@@ -297,24 +290,16 @@ impl Visitor for Marker<'_, '_> {
         match decompress(row.codec, stored, MAX_MESSAGE) {
             Ok(raw) => Ok(Some(raw)),
             Err(e) => {
-                self.undecodable(node, e, &[])?;
+                self.undecodable(key, e)?;
                 Ok(None)
             }
         }
     }
 
-    fn undecodable(&mut self, node: Node, error: ProtocolError, _: &[Vec<u8>]) -> Result<()> {
-        let (kind, id) = BlobKind::of(node);
-        self.gaps.push(format!(
-            "its {} {} does not decode ({error})",
-            crate::catalog::kind_name(kind),
-            crate::catalog::hex(&id[..8])
-        ));
+    fn undecodable(&mut self, key: BlobKey, error: ProtocolError) -> Result<()> {
+        self.gaps
+            .push(format!("its {} does not decode ({error})", key.short()));
         Ok(())
-    }
-
-    fn chunk(&mut self, _: ContentId, chunk: &ChunkRef, _: &[Vec<u8>]) -> Result<()> {
-        self.mark(BlobKind::Chunk, &chunk.id.0).map(drop)
     }
 }
 

@@ -1,15 +1,16 @@
 //! What a commit must reach: the root, and every tree this upload sent
-//! names only what the client holds whole (a [`walk`] from the root).
+//! names only what the client holds whole (a walk over references from the
+//! root, see `crate::objects`).
 
 use std::collections::HashSet;
 
-use ferry_protocol::ids::{ContentId, TreeId};
-use ferry_protocol::tree::ChunkRef;
-use ferry_protocol::walk::{walk, Node, Visitor};
+use ferry_protocol::ids::TreeId;
 use ferry_protocol::ProtocolError;
 
 use super::{Transfer, TransferError};
-use crate::catalog::{kind_name, BlobKind};
+use crate::catalog::{kind_name, BlobKey, BlobKind};
+use crate::objects::{walk, Reach};
+use crate::plaintext::OpenObjects;
 
 /// Why a snapshot cannot be committed.
 #[derive(Debug)]
@@ -46,14 +47,14 @@ impl Transfer {
         self.require(BlobKind::Tree, &root.0, "root tree")?;
         let client = self.client;
         let deep = self.catalog(|c| c.has_damage(client))?;
-        let root = Node::Tree(*root);
+        let root = BlobKey::tree(root.0);
         let mut check = Closure {
             transfer: self,
             deep,
             seen: HashSet::new(),
             root,
         };
-        walk(root, &mut check)
+        walk(root, &OpenObjects, &mut check)
     }
 
     /// Fails naming the blob when the client does not hold it whole.
@@ -75,42 +76,34 @@ impl Transfer {
 struct Closure<'t> {
     transfer: &'t Transfer,
     deep: bool,
-    seen: HashSet<Node>,
-    root: Node,
+    seen: HashSet<BlobKey>,
+    root: BlobKey,
 }
 
-impl Visitor for Closure<'_> {
+impl Reach for Closure<'_> {
     type Error = Gap;
 
-    fn enter(&mut self, node: Node, _: &[Vec<u8>]) -> Result<bool, Gap> {
-        if node != self.root {
-            let (kind, id) = BlobKind::of(node);
-            self.transfer.require(kind, &id, kind_name(kind))?;
-            let sent_now = matches!(node, Node::Tree(tree) if self.transfer.is_new_tree(&tree)?);
+    fn enter(&mut self, key: BlobKey) -> Result<bool, Gap> {
+        if key != self.root {
+            self.transfer
+                .require(key.kind, &key.id, kind_name(key.kind))?;
+            let sent_now =
+                key.kind == BlobKind::Tree && self.transfer.is_new_tree(&TreeId(key.id))?;
             if !self.deep && !sent_now {
                 return Ok(false);
             }
         }
-        Ok(self.seen.insert(node))
+        Ok(self.seen.insert(key))
     }
 
-    fn load(&mut self, node: Node, _: &[Vec<u8>]) -> Result<Option<Vec<u8>>, Gap> {
-        let (kind, id) = BlobKind::of(node);
-        match self.transfer.load(kind, &id)? {
+    fn load(&mut self, key: BlobKey) -> Result<Option<Vec<u8>>, Gap> {
+        match self.transfer.load(key.kind, &key.id)? {
             Some(bytes) => Ok(Some(bytes)),
-            None => Err(Gap::Missing(format!(
-                "{} {} is missing",
-                kind_name(kind),
-                crate::catalog::hex(&id[..8])
-            ))),
+            None => Err(Gap::Missing(format!("{} is missing", key.short()))),
         }
     }
 
-    fn undecodable(&mut self, _: Node, error: ProtocolError, _: &[Vec<u8>]) -> Result<(), Gap> {
+    fn undecodable(&mut self, _: BlobKey, error: ProtocolError) -> Result<(), Gap> {
         Err(Gap::undecodable(error))
-    }
-
-    fn chunk(&mut self, _: ContentId, chunk: &ChunkRef, _: &[Vec<u8>]) -> Result<(), Gap> {
-        self.transfer.require(BlobKind::Chunk, &chunk.id.0, "chunk")
     }
 }

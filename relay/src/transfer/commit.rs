@@ -6,15 +6,16 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ferry_protocol::ids::{ContentId, TreeId};
+use ferry_protocol::ids::TreeId;
 use ferry_protocol::keep::DEFAULT_LOCK;
 use ferry_protocol::message::{Message, Refusal, INCOMPLETE_SNAPSHOT};
-use ferry_protocol::tree::Content;
 
 use super::closure::Gap;
 use super::upload::Upload;
 use super::{violation, Result, Transfer, TransferError};
-use crate::catalog::{BlobKind, BlobRow, SetId, SnapshotId};
+use crate::catalog::{BlobKey, BlobKind, BlobRow, SetId, SnapshotId};
+use crate::objects::References;
+use crate::plaintext::OpenObjects;
 use crate::suspicion::Size;
 
 impl Transfer {
@@ -64,13 +65,14 @@ impl Transfer {
         upload.unindexed = upload.unindexed.saturating_sub(indexed);
         upload.unsynced_since = None;
         upload.unsynced_chunks = 0;
-        upload.pending.retain(|(kind, id), _| is_held(*kind, id));
+        upload.pending.retain(|key, _| is_held(key.kind, &key.id));
         upload.pending_objects = upload.pending.len();
         Ok(())
     }
 
-    /// The pending contents that must wait: a chunk of theirs is not stored
-    /// yet, or (a large file's) a part of theirs is not or waits too.
+    /// The pending contents that must wait: a chunk they name is not stored
+    /// yet, or (a large file's) a part they name is not or waits too. Read
+    /// through the contents' references, as the walks read them.
     fn held_contents(&self) -> Result<HashSet<[u8; 32]>> {
         let upload = self
             .upload
@@ -79,30 +81,37 @@ impl Transfer {
         let contents: Vec<[u8; 32]> = upload
             .pending
             .keys()
-            .filter(|(kind, _)| *kind == BlobKind::Content)
-            .map(|(_, id)| *id)
+            .filter(|key| key.kind == BlobKind::Content)
+            .map(|key| key.id)
             .collect();
         let mut held = HashSet::new();
         let mut parted = Vec::new();
         for id in contents {
+            let key = BlobKey {
+                kind: BlobKind::Content,
+                id,
+            };
             let raw = self
-                .load(BlobKind::Content, &id)?
+                .load(key.kind, &id)?
                 .ok_or_else(|| TransferError::Damaged("a pending content vanished".into()))?;
-            let content = Content::decode(&ContentId(id), &raw)?;
-            for chunk in &content.chunks {
-                if !self.has(BlobKind::Chunk, &chunk.id.0)? {
+            let (chunks, parts): (Vec<BlobKey>, Vec<BlobKey>) = OpenObjects
+                .references(key, &raw)?
+                .into_iter()
+                .partition(|named| named.kind == BlobKind::Chunk);
+            for chunk in &chunks {
+                if !self.has(chunk.kind, &chunk.id)? {
                     held.insert(id);
                     break;
                 }
             }
-            if !content.parts.is_empty() {
-                parted.push((id, content.parts));
+            if !parts.is_empty() {
+                parted.push((id, parts));
             }
         }
         // A large file's content waits for its parts (parts hold only chunks).
         for (id, parts) in parted {
             for part in parts {
-                if held.contains(&part.id.0) || !self.has(BlobKind::Content, &part.id.0)? {
+                if held.contains(&part.id) || !self.has(part.kind, &part.id)? {
                     held.insert(id);
                     break;
                 }

@@ -142,8 +142,11 @@ impl Transfer {
         check_batch(ids.len())?;
         let mut missing = Vec::new();
         for kind in [BlobKind::Tree, BlobKind::Content] {
-            let asked: Vec<&ObjectId> = ids.iter().filter(|id| object_key(id).0 == kind).collect();
-            let keys: Vec<[u8; 32]> = asked.iter().map(|id| object_key(id).1).collect();
+            let asked: Vec<&ObjectId> = ids
+                .iter()
+                .filter(|id| object_key(id).kind == kind)
+                .collect();
+            let keys: Vec<[u8; 32]> = asked.iter().map(|id| object_key(id).id).collect();
             let found = self.reuse(kind, &keys)?;
             missing.extend(
                 asked

@@ -9,14 +9,17 @@ use ferry_protocol::message::ObjectId;
 
 use super::upload::Upload;
 use super::{Result, Transfer, TransferError};
-use crate::catalog::{BlobKind, BlobRow, BlobState};
+use crate::catalog::{BlobKey, BlobKind, BlobRow, BlobState};
 use crate::clock::now_ms;
 
 /// The catalog's key of a tree or content.
-pub(super) fn object_key(id: &ObjectId) -> (BlobKind, [u8; 32]) {
+pub(super) fn object_key(id: &ObjectId) -> BlobKey {
     match id {
-        ObjectId::Tree(t) => (BlobKind::Tree, t.0),
-        ObjectId::Content(c) => (BlobKind::Content, c.0),
+        ObjectId::Tree(t) => BlobKey::tree(t.0),
+        ObjectId::Content(c) => BlobKey {
+            kind: BlobKind::Content,
+            id: c.0,
+        },
     }
 }
 
@@ -44,7 +47,7 @@ impl Transfer {
         let Some(upload) = &self.upload else {
             return Ok(None);
         };
-        if let Some(row) = upload.pending.get(&(kind, *id)) {
+        if let Some(row) = upload.pending.get(&BlobKey { kind, id: *id }) {
             return Ok(Some(*row));
         }
         if kind != BlobKind::Tree || !upload.staged {

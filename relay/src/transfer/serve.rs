@@ -12,11 +12,12 @@ use ferry_protocol::tree::{EntryKind, Tree};
 
 use super::lookup::object_key;
 use super::*;
+use crate::catalog::BlobKey;
 
 impl Transfer {
     /// A tree or content, as stored.
     pub(super) fn get_object(&self, id: &ObjectId) -> Result<Message> {
-        let (kind, key) = object_key(id);
+        let BlobKey { kind, id: key } = object_key(id);
         Ok(match self.fetch(kind, &key)? {
             Some((row, data)) => Message::Object {
                 codec: row.codec,

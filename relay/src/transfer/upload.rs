@@ -16,7 +16,7 @@ use ferry_protocol::{delta, patch};
 
 use super::lookup::object_key;
 use super::{check, violation, Result, Transfer, TransferError};
-use crate::catalog::{BlobKind, BlobRow, SetId};
+use crate::catalog::{BlobKey, BlobKind, BlobRow, SetId};
 use crate::gate::ClientAppends;
 
 /// An open backup: blobs written but not yet in the catalog, and its trees
@@ -45,7 +45,7 @@ pub(super) struct Upload {
     pub(super) told_missing_base: bool,
     /// When the client last sent something for this upload.
     pub(super) progress: std::time::Instant,
-    pub(super) pending: HashMap<(BlobKind, [u8; 32]), BlobRow>,
+    pub(super) pending: HashMap<BlobKey, BlobRow>,
     /// The client's quota and its use, when it has one.
     pub(super) quota: Option<QuotaUse>,
     pub(super) rejected: Vec<ChunkId>,
@@ -232,7 +232,7 @@ impl Transfer {
                 }
             }
         }
-        let (kind, key) = object_key(&id);
+        let BlobKey { kind, id: key } = object_key(&id);
         self.store_blob(kind, key, codec, data)
     }
 
@@ -245,8 +245,11 @@ impl Transfer {
         base: ObjectId,
         patch: &[u8],
     ) -> Result<()> {
-        let (kind, _) = object_key(&id);
-        let (base_kind, base_key) = object_key(&base);
+        let kind = object_key(&id).kind;
+        let BlobKey {
+            kind: base_kind,
+            id: base_key,
+        } = object_key(&base);
         check!(
             kind == base_kind,
             "a patch of a {kind:?} against a {base_kind:?}"
@@ -360,7 +363,7 @@ impl Transfer {
         upload.unsynced_since.get_or_insert(epoch);
         upload.unsynced_chunks += usize::from(kind == BlobKind::Chunk);
         upload.pending_objects += usize::from(kind != BlobKind::Chunk);
-        upload.pending.insert((kind, id), row);
+        upload.pending.insert(BlobKey { kind, id }, row);
         Ok(())
     }
 
