@@ -27,6 +27,7 @@ mod clients;
 mod garbage;
 mod limits;
 mod pairing;
+pub mod ports;
 mod retention;
 pub mod runs;
 mod sets;
@@ -37,6 +38,7 @@ mod verify;
 pub use clients::ClientRecord;
 pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
+pub use ports::{BlobIndex, DamageLog};
 pub use retention::SetDecision;
 pub use sets::{SetSummary, MAX_SETS};
 pub use snapshots::SnapshotRow;
@@ -337,7 +339,7 @@ impl BlobState {
 }
 
 /// A blob's index row.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BlobRow {
     /// What it is.
     pub kind: BlobKind,

@@ -36,6 +36,7 @@
 //! `pack_files` shared around each lookup and read; only the deletion of a
 //! pack file takes it exclusively, so restores continue too.
 
+use crate::catalog::BlobIndex;
 use crate::catalog::ClientId;
 use std::time::{Duration, Instant};
 

@@ -17,7 +17,9 @@ use anyhow::Context;
 
 use crate::catalog::{self, Catalog, ClientId, SetId};
 use crate::gate::{OpenUploads, Opened, UploadPermit};
-use crate::store::{storage_error, BlobLocation, BlobStore, PackId, PackStore, StorageError};
+use crate::store::{
+    storage_error, BlobLocation, BlobReader, BlobStore, PackId, PackStore, StorageError,
+};
 
 /// The catalog and the blob store of one relay.
 #[derive(Debug)]
@@ -158,6 +160,9 @@ impl Repo {
 #[derive(Debug)]
 pub struct Blobs {
     store: Mutex<Box<dyn BlobStore>>,
+    /// The store's reader: reads never take `store`'s lock, so they never
+    /// wait on a session's fsync.
+    reader: Arc<dyn BlobReader>,
     /// Held shared by readers, exclusively while a pack is deleted.
     files: RwLock<()>,
 }
@@ -184,6 +189,7 @@ impl Blobs {
     /// Shares `store`.
     pub fn new(store: impl BlobStore + 'static) -> Self {
         Blobs {
+            reader: store.reader(),
             store: Mutex::new(Box::new(store)),
             files: RwLock::new(()),
         }
@@ -203,7 +209,7 @@ impl Blobs {
     /// # Errors
     /// The store's errors, named.
     pub fn read(&self, at: &BlobLocation) -> Result<Vec<u8>, StorageError> {
-        self.store()
+        self.reader
             .read(at)
             .map_err(|e| storage_error(e, "reading a pack"))
     }
@@ -237,11 +243,8 @@ impl Blobs {
     /// # Errors
     /// The store's errors, named.
     pub fn copy(&self, at: &BlobLocation) -> Result<BlobLocation, StorageError> {
-        let mut store = self.store();
-        let data = store
-            .read(at)
-            .map_err(|e| storage_error(e, "reading a pack"))?;
-        store
+        let data = self.read(at)?;
+        self.store()
             .append(&data)
             .map_err(|e| storage_error(e, "writing a pack"))
     }

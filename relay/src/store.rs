@@ -78,7 +78,7 @@ pub struct BlobLocation {
 
 /// Reading what a store holds: all `verify` needs, so it can run beside a
 /// relay that writes.
-pub trait BlobReader: Send + Sync {
+pub trait BlobReader: Send + Sync + std::fmt::Debug {
     /// Reads `len` bytes of `pack` at `offset` into `buffer` (replacing
     /// what it held; its capacity is reused).
     ///
@@ -128,6 +128,11 @@ pub trait BlobReader: Send + Sync {
 /// Storage for immutable blobs: everything uploads, restores, the garbage
 /// collector and repair do to bytes.
 pub trait BlobStore: BlobReader + std::fmt::Debug {
+    /// A reader of what this store holds that shares none of its writer's
+    /// state: reads through it never wait on an append, a sync or a seal
+    /// (`repo::Blobs` reads through it while the writer is locked).
+    fn reader(&self) -> std::sync::Arc<dyn BlobReader>;
+
     /// Appends a blob to the current pack; it is durable only after
     /// [`BlobStore::sync`].
     ///
@@ -214,3 +219,6 @@ pub fn storage_error(source: io::Error, doing: &'static str) -> StorageError {
         StorageError::Failed { doing, source }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,31 +3,16 @@
 
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
+use super::ports::BlobIndex;
 use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 use crate::clock::now_ms;
 
-impl Catalog {
-    /// Where `client`'s blob is, if stored.
+impl BlobIndex for Catalog {
+    /// See [`BlobIndex::find_blob_state`].
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn find_blob(
-        &self,
-        client: ClientId,
-        kind: BlobKind,
-        id: &[u8; 32],
-    ) -> Result<Option<BlobRow>> {
-        Ok(self
-            .find_blob_state(client, kind, id)?
-            .filter(|(_, state)| *state != BlobState::Damaged)
-            .map(|(row, _)| row))
-    }
-
-    /// Like [`Catalog::find_blob`], also for a damaged blob, with its state.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn find_blob_state(
+    fn find_blob_state(
         &self,
         client: ClientId,
         kind: BlobKind,
@@ -56,11 +41,11 @@ impl Catalog {
             .optional()?)
     }
 
-    /// Records durable blobs, in one transaction.
+    /// See [`BlobIndex::insert_blobs`]: one transaction.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn insert_blobs(&mut self, client: ClientId, rows: &[BlobRow]) -> Result<()> {
+    fn insert_blobs(&mut self, client: ClientId, rows: &[BlobRow]) -> Result<()> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -98,17 +83,13 @@ impl Catalog {
         Ok(tx.commit()?)
     }
 
-    /// Which of `client`'s blobs `ids` are stored whole, for an upload that
-    /// began at `since_ms` and will name the ones that are: each is
-    /// stamped `now_ms` unless stamped since the upload began, so a
-    /// collection running beside the upload keeps it (see `crate::gate`).
-    /// One transaction holding the write lock: a sweep deletes a blob
-    /// either before this looks (it is missing, and sent again) or after
-    /// the upload is done with it.
+    /// See [`BlobIndex::reuse`]: one transaction holding the write lock,
+    /// so a sweep deletes a blob either before this looks (it is missing,
+    /// and sent again) or after the upload is done with it.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn reuse(
+    fn reuse(
         &mut self,
         client: ClientId,
         kind: BlobKind,
@@ -139,7 +120,9 @@ impl Catalog {
         tx.commit()?;
         Ok(found)
     }
+}
 
+impl Catalog {
     /// For each pack, the end of its last indexed blob (for cutting torn tails).
     ///
     /// # Errors

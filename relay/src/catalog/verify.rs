@@ -5,6 +5,7 @@
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use super::ports::DamageLog;
 use super::{BlobKind, BlobRow, BlobState, Catalog, ClientId, Result, SnapshotId};
 use crate::clock::now_ms;
 use crate::store::PackId;
@@ -112,50 +113,6 @@ impl Catalog {
         Ok(())
     }
 
-    /// Marks a blob damaged, if its row is still the one read, and records
-    /// why (once per blob until it is healed); true when it was marked.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn mark_damaged(&mut self, client: ClientId, row: &BlobRow, reason: &str) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let changed = tx.execute(
-            "UPDATE blobs SET state = 1
-             WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND offset = ?5",
-            params![
-                client,
-                row.kind as i64,
-                &row.id[..],
-                row.at.pack,
-                row.at.offset as i64
-            ],
-        )?;
-        if changed > 0 {
-            let known: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM damage WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
-                    params![client, row.kind as i64, &row.id[..]],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if known.is_none() {
-                tx.execute(
-                    "INSERT INTO damage (client_id, kind, blob, pack, offset, length, reason, found_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    rusqlite::params_from_iter(
-                        row.key_and_place(client)
-                            .into_iter()
-                            .chain([reason.to_owned().into(), now_ms().into()]),
-                    ),
-                )?;
-            }
-        }
-        tx.commit()?;
-        Ok(changed > 0)
-    }
-
     /// Sets a whole-or-incomplete state (never touches a damaged row).
     ///
     /// # Errors
@@ -184,20 +141,6 @@ impl Catalog {
                 to.code()
             ])?;
         Ok(())
-    }
-
-    /// Whether any of the client's blobs is damaged or incomplete (then a
-    /// commit checks its snapshot's whole closure).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn has_damage(&self, client: ClientId) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE client_id = ?1 AND state != 0 LIMIT 1")?
-            .query_row([client], |_| Ok(()))
-            .optional()?
-            .is_some())
     }
 
     /// Records which snapshots reach a damaged blob (as `verify` found).
@@ -482,4 +425,64 @@ fn copy_tables(from: &rusqlite::Connection, to: &std::path::Path) -> rusqlite::R
         }
     }
     Ok(())
+}
+
+impl DamageLog for Catalog {
+    /// Marks a blob damaged, if its row is still the one read, and records
+    /// why (once per blob until it is healed); true when it was marked.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn mark_damaged(&mut self, client: ClientId, row: &BlobRow, reason: &str) -> Result<bool> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE blobs SET state = 1
+             WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND offset = ?5",
+            params![
+                client,
+                row.kind as i64,
+                &row.id[..],
+                row.at.pack,
+                row.at.offset as i64
+            ],
+        )?;
+        if changed > 0 {
+            let known: Option<i64> = tx
+                .query_row(
+                    "SELECT id FROM damage WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
+                    params![client, row.kind as i64, &row.id[..]],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if known.is_none() {
+                tx.execute(
+                    "INSERT INTO damage (client_id, kind, blob, pack, offset, length, reason, found_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    rusqlite::params_from_iter(
+                        row.key_and_place(client)
+                            .into_iter()
+                            .chain([reason.to_owned().into(), now_ms().into()]),
+                    ),
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(changed > 0)
+    }
+
+    /// Whether any of the client's blobs is damaged or incomplete (then a
+    /// commit checks its snapshot's whole closure).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    fn has_damage(&self, client: ClientId) -> Result<bool> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM blobs WHERE client_id = ?1 AND state != 0 LIMIT 1")?
+            .query_row([client], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
 }

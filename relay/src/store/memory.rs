@@ -112,6 +112,11 @@ impl BlobReader for MemoryStore {
 }
 
 impl BlobStore for MemoryStore {
+    /// Clones share the packs, so a clone reads what this one writes.
+    fn reader(&self) -> Arc<dyn BlobReader> {
+        Arc::new(self.clone())
+    }
+
     fn append(&mut self, data: &[u8]) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
         let mut packs = self.lock();

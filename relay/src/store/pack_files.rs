@@ -115,7 +115,7 @@ impl BlobReader for PackReader {
 /// Pack files in one directory.
 #[derive(Debug)]
 pub struct PackStore {
-    reader: PackReader,
+    reader: Arc<PackReader>,
     /// The pack being appended to, and its length: the end of the last
     /// blob written whole. Writes are positioned at that length (never
     /// `O_APPEND`), so a failed write cannot shift the blobs after it.
@@ -255,7 +255,7 @@ impl PackStore {
             }
         }
         Ok(PackStore {
-            reader: PackReader::new(dir),
+            reader: Arc::new(PackReader::new(dir)),
             current: None,
             next_pack: last.next(),
             unsynced: false,
@@ -311,6 +311,10 @@ impl BlobReader for PackStore {
 }
 
 impl BlobStore for PackStore {
+    fn reader(&self) -> Arc<dyn BlobReader> {
+        Arc::clone(&self.reader) as Arc<dyn BlobReader>
+    }
+
     fn append(&mut self, data: &[u8]) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
         if self

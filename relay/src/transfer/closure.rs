@@ -8,6 +8,7 @@ use ferry_protocol::ids::TreeId;
 use ferry_protocol::ProtocolError;
 
 use super::{Transfer, TransferError};
+use crate::catalog::DamageLog;
 use crate::catalog::{kind_name, BlobKey, BlobKind};
 use crate::objects::{walk, Reach};
 use crate::plaintext::OpenObjects;

@@ -13,6 +13,7 @@ use ferry_protocol::message::{Message, Refusal, INCOMPLETE_SNAPSHOT};
 use super::closure::Gap;
 use super::upload::Upload;
 use super::{violation, Result, Transfer, TransferError};
+use crate::catalog::BlobIndex;
 use crate::catalog::{BlobKey, BlobKind, BlobRow, SetId, SnapshotId};
 use crate::objects::References;
 use crate::plaintext::OpenObjects;

@@ -9,6 +9,7 @@ use ferry_protocol::message::ObjectId;
 
 use super::upload::Upload;
 use super::{Result, Transfer, TransferError};
+use crate::catalog::BlobIndex;
 use crate::catalog::{BlobKey, BlobKind, BlobRow, BlobState};
 use crate::clock::now_ms;
 

@@ -3,6 +3,7 @@
 //! marked incomplete or whole by what lies below it.
 
 use crate::catalog::ClientId;
+use crate::catalog::{BlobIndex, DamageLog};
 use std::collections::{BTreeSet, HashMap};
 
 use anyhow::Result;

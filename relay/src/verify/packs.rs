@@ -13,6 +13,7 @@ use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::tree::{Content, Tree};
 
 use super::{Options, Report};
+use crate::catalog::DamageLog;
 use crate::catalog::{hex, kind_name, BlobKind, BlobRow, BlobState, Catalog, ClientId};
 use crate::clock::now_ms;
 use crate::store::{BlobReader, PackId};

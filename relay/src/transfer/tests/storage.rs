@@ -2,6 +2,7 @@
 //! finding and healing damage, a failed fsync.
 
 use super::*;
+use crate::catalog::BlobIndex;
 use crate::store::BlobReader;
 
 #[test]

@@ -1,0 +1,83 @@
+//! The catalog as the ports the rules use. SQLite implements them
+//! ([`Catalog`](super::Catalog), in `blobs.rs` and `verify.rs`); another
+//! catalog (PostgreSQL) is one more implementation, and must pass the same
+//! rules tests (`ports/tests.rs`, run against SQLite and an in-memory
+//! fake). The rest of the catalog (clients, sets, snapshots, retention,
+//! garbage) is still `Catalog`'s own methods: the next ports to draw.
+
+use super::{BlobKind, BlobRow, BlobState, ClientId, Result};
+
+/// Where each client's blobs are, and whether they are whole: what uploads
+/// look up, index and reuse.
+pub trait BlobIndex {
+    /// `client`'s blob with its state (a damaged one too), if stored.
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn find_blob_state(
+        &self,
+        client: ClientId,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> Result<Option<(BlobRow, BlobState)>>;
+
+    /// Where `client`'s blob is, if stored and not damaged.
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn find_blob(
+        &self,
+        client: ClientId,
+        kind: BlobKind,
+        id: &[u8; 32],
+    ) -> Result<Option<BlobRow>> {
+        Ok(self
+            .find_blob_state(client, kind, id)?
+            .filter(|(_, state)| *state != BlobState::Damaged)
+            .map(|(row, _)| row))
+    }
+
+    /// Records durable blobs, all or none. A blob sent again in place of a
+    /// damaged or incomplete one takes its row (whole again: that is how a
+    /// backup heals a snapshot); a whole row is kept as it is.
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn insert_blobs(&mut self, client: ClientId, rows: &[BlobRow]) -> Result<()>;
+
+    /// Which of `client`'s blobs `ids` are stored whole, for an upload that
+    /// began at `since_ms` and will name the ones that are: each is stamped
+    /// `now_ms` unless stamped since the upload began, so a collection
+    /// running beside the upload keeps it (see `crate::gate`).
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn reuse(
+        &mut self,
+        client: ClientId,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+        since_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<bool>>;
+}
+
+/// What verification found rotten.
+pub trait DamageLog {
+    /// Marks a blob damaged, if its row is still the one read (same place),
+    /// and records why (once per blob until it is healed); true when it
+    /// was marked.
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn mark_damaged(&mut self, client: ClientId, row: &BlobRow, reason: &str) -> Result<bool>;
+
+    /// Whether any blob of `client` is damaged or incomplete.
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn has_damage(&self, client: ClientId) -> Result<bool>;
+}
+
+#[cfg(test)]
+mod tests;
