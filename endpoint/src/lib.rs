@@ -23,6 +23,7 @@ pub mod jobs;
 pub mod pair;
 pub mod progress;
 pub mod restore;
+pub mod snapshot;
 pub mod state;
 pub mod status;
 pub mod summary;

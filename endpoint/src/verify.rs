@@ -25,9 +25,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::client::RelayClient;
 use crate::fetcher::{prefetch_trees, Fetcher};
-use crate::restore::{
+use crate::restore::Selector;
+use crate::snapshot::{
     chunk_data, chunk_file, decode_content, decode_tree, fits_file, resolve, show_path, Damaged,
-    Selector,
 };
 
 /// Files checked together, at most: their contents are asked for in one
