@@ -1,23 +1,19 @@
-//! Batched fetches from the relay, for restores and checks: asks go
-//! together in one `Fetch` (protocol 1.5; one message back, its replies
-//! compressed together as the downlink calls for), or to older relays one
-//! by one, answered in order either way. And a snapshot's trees fetched
-//! ahead as subtrees, so walking its directories costs no round trip each.
+//! Batched fetches from the relay, for restores and checks: the driver of
+//! the sans-IO [`FetchQueue`] (whose rules say how asks are batched and
+//! answers read), and a snapshot's trees fetched ahead as subtrees, so
+//! walking its directories costs no round trip each.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use anyhow::{bail, Context, Result};
-use ferry_protocol::compress::{decompress, Codec};
-use ferry_protocol::fetch::{FetchItem, FetchReplies, FetchReply, FETCH_BYTES};
+use anyhow::{Context, Result};
+use ferry_protocol::compress::decompress;
+use ferry_protocol::fetch::{FetchItem, FetchReply};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::TreeId;
-use ferry_protocol::message::{Message, ObjectId, Refusal};
 use ferry_protocol::tree::{EntryKind, Tree};
 
-use crate::client::{unexpected, ClientError, RelayClient};
-
-/// Asks sent together in one `Fetch`, at most.
-const BATCH_ITEMS: usize = 256;
+use crate::client::RelayClient;
+use crate::fetch_queue::FetchQueue;
 
 /// Trees asked for and not yet received, at most.
 const TREES_IN_FLIGHT: usize = 256;
@@ -32,18 +28,11 @@ const BATCH_TREES: usize = 64;
 /// up a chain of a million directories to exhaust a walk's stack and time.
 pub const MAX_DEPTH: usize = 2048;
 
-/// Asks batched and sent, and the answers to come.
-#[derive(Default)]
+/// The driver of a [`FetchQueue`]: moves its messages over a
+/// `RelayClient` and hands it the answers, in order.
+#[derive(Debug, Default)]
 pub struct Fetcher {
-    /// Asks not sent yet.
-    batch: Vec<FetchItem>,
-    /// Their estimated reply bytes.
-    batch_bytes: u64,
-    /// Replies each answer message to come carries, in order (one each
-    /// from relays before 1.5, which answer every ask on its own).
-    messages: VecDeque<usize>,
-    /// How replies are to be compressed.
-    downlink: Downlink,
+    queue: FetchQueue,
 }
 
 impl Fetcher {
@@ -58,9 +47,7 @@ impl Fetcher {
         item: FetchItem,
         estimate: u64,
     ) -> Result<()> {
-        self.batch.push(item);
-        self.batch_bytes += estimate;
-        if self.batch.len() >= BATCH_ITEMS || self.batch_bytes >= FETCH_BYTES {
+        if self.queue.push(item, estimate) {
             self.flush(client).await?;
         }
         Ok(())
@@ -68,7 +55,7 @@ impl Fetcher {
 
     /// Whether asks are batched or answers awaited.
     pub fn pending(&self) -> bool {
-        !self.batch.is_empty() || !self.messages.is_empty()
+        self.queue.pending()
     }
 
     /// Sends the batch: one `Fetch`, or to a relay before 1.5 each ask on its own.
@@ -76,25 +63,10 @@ impl Fetcher {
     /// # Errors
     /// When the session breaks.
     pub async fn flush(&mut self, client: &mut RelayClient) -> Result<()> {
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let items = std::mem::take(&mut self.batch);
-        self.batch_bytes = 0;
-        if client.relay_minor() >= 5 {
-            let codec = self.downlink.codec(client.bytes_received());
-            self.messages.push_back(items.len());
-            return Ok(client.ask(&Message::Fetch { items, codec }).await?);
-        }
-        for item in items {
-            let message = match item {
-                FetchItem::Object(id) => Message::GetObject { id },
-                FetchItem::Trees(id) => Message::GetObject {
-                    id: ObjectId::Tree(id),
-                },
-                FetchItem::Chunk { id, base_signature } => Message::GetChunk { id, base_signature },
-            };
-            self.messages.push_back(1);
+        let received = client.bytes_received();
+        self.queue
+            .flush(client.relay_minor(), received, std::time::Instant::now());
+        while let Some(message) = self.queue.poll_request() {
             client.ask(&message).await?;
         }
         Ok(())
@@ -105,50 +77,16 @@ impl Fetcher {
     ///
     /// # Errors
     /// When the session breaks, or the relay's answer is not replies to
-    /// what was asked: too few or too many, undecodable, or a batch whose
-    /// first item it put off (it must answer one, so asking again ends).
+    /// what was asked (see [`FetchQueue::handle`]).
     pub async fn next(&mut self, client: &mut RelayClient) -> Result<Option<Vec<FetchReply>>> {
-        if self.messages.is_empty() {
+        if !self.queue.awaiting() {
             self.flush(client).await?;
         }
-        let Some(count) = self.messages.pop_front() else {
+        if !self.queue.awaiting() {
             return Ok(None);
-        };
+        }
         let answer = client.answer().await;
-        if client.relay_minor() < 5 {
-            let reply = match answer {
-                Ok(Message::Object { codec, data } | Message::ChunkData { codec, data }) => {
-                    FetchReply::Data { codec, data }
-                }
-                Ok(Message::ChunkDelta { codec, delta }) => FetchReply::Delta { codec, delta },
-                Ok(other) => return Err(unexpected("Object or ChunkData", &other)),
-                Err(ClientError::Refused(refused)) => FetchReply::Refused {
-                    code: refused.code.unwrap_or(Refusal::NoSuchObject),
-                    message: refused.message,
-                },
-                Err(e) => return Err(e.into()),
-            };
-            return Ok(Some(vec![reply]));
-        }
-        let (codec, data) = match answer? {
-            Message::Fetched { codec, data } => (codec, data),
-            other => return Err(unexpected("Fetched", &other)),
-        };
-        // Within a message, not MAX_FETCH_RAW: a batch's first reply goes
-        // as stored even past that, as it would fit an answer of its own.
-        let raw = decompress(codec, data, MAX_MESSAGE)
-            .context("the relay's replies do not decompress")?;
-        let replies = FetchReplies::decode(&raw).context("the relay's replies do not decode")?;
-        if replies.0.len() != count {
-            bail!(
-                "the relay sent {} replies to a fetch of {count}",
-                replies.0.len()
-            );
-        }
-        if replies.0.first() == Some(&FetchReply::Later) {
-            bail!("the relay put off the first item of a fetch, which it must answer");
-        }
-        Ok(Some(replies.0))
+        self.queue.handle(answer).map(Some)
     }
 }
 
@@ -184,7 +122,7 @@ pub async fn prefetch_trees(
                     break;
                 };
                 if seen.insert(id) {
-                    fetcher.batch.push(FetchItem::Trees(id));
+                    fetcher.queue.batch.push(FetchItem::Trees(id));
                     asked.push_back((id, path));
                     batch += 1;
                 }
@@ -248,68 +186,5 @@ pub async fn prefetch_trees(
                 }
             }
         }
-    }
-}
-
-/// Chooses how the relay compresses replies, by the rate they arrive at:
-/// zstd (packed tighter, the relay's CPU spent) while the downlink is
-/// slow, lz4 once it carries more than [`FAST_DOWNLINK`].
-#[derive(Default)]
-struct Downlink {
-    /// Bytes received and when, at the start of the current window.
-    since: Option<(u64, std::time::Instant)>,
-    fast: bool,
-}
-
-/// Bytes received between two decisions.
-const DOWNLINK_WINDOW: u64 = 8 << 20;
-
-/// Bytes per second past which the downlink is fast: zstd at the relay
-/// would then set the pace.
-const FAST_DOWNLINK: f64 = 40e6;
-
-impl Downlink {
-    /// The codec for the next batch, `received` bytes into the session.
-    fn codec(&mut self, received: u64) -> Codec {
-        self.codec_at(received, std::time::Instant::now())
-    }
-
-    /// [`Downlink::codec`] at `now`.
-    fn codec_at(&mut self, received: u64, now: std::time::Instant) -> Codec {
-        let (start, at) = *self.since.get_or_insert((received, now));
-        if received - start >= DOWNLINK_WINDOW {
-            let rate = (received - start) as f64 / now.duration_since(at).as_secs_f64().max(1e-6);
-            self.fast = rate > FAST_DOWNLINK;
-            self.since = Some((received, now));
-        }
-        if self.fast {
-            Codec::Lz4
-        } else {
-            Codec::Zstd
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn replies_come_zstd_on_a_slow_downlink_and_lz4_on_a_fast_one() {
-        use std::time::{Duration, Instant};
-        let start = Instant::now();
-        let mut downlink = Downlink::default();
-        assert_eq!(downlink.codec_at(0, start), Codec::Zstd, "unknown: zstd");
-        // 16 MiB in 0.1 s: 168 MB/s, zstd would set the pace.
-        let fast = downlink.codec_at(16 << 20, start + Duration::from_millis(100));
-        assert_eq!(fast, Codec::Lz4);
-        // Then 16 MiB in 4 s: 4 MB/s.
-        let slow = downlink.codec_at(32 << 20, start + Duration::from_millis(4100));
-        assert_eq!(slow, Codec::Zstd);
-        // Less than a window since: no new decision.
-        assert_eq!(
-            downlink.codec_at(33 << 20, start + Duration::from_secs(5)),
-            Codec::Zstd
-        );
     }
 }

@@ -16,6 +16,7 @@ pub mod config;
 pub mod connect;
 pub mod daemon;
 pub mod exclude;
+pub mod fetch_queue;
 pub mod fetcher;
 pub mod fsmeta;
 pub mod hooks;
