@@ -159,10 +159,13 @@ impl Repo {
 /// A blob store shared by sessions and the collector.
 #[derive(Debug)]
 pub struct Blobs {
-    store: Mutex<Box<dyn BlobStore>>,
-    /// The store's reader: reads never take `store`'s lock, so they never
+    store: Box<dyn BlobStore>,
+    /// The store's reader: reads never take a writer's lock, so they never
     /// wait on a session's fsync.
     reader: Arc<dyn BlobReader>,
+    /// Held while an append or a sync reads the epoch after it, so a
+    /// failed fsync in between (another session's) cannot go unseen.
+    writes: Mutex<()>,
     /// Held shared by readers, exclusively while a pack is deleted.
     files: RwLock<()>,
 }
@@ -190,7 +193,8 @@ impl Blobs {
     pub fn new(store: impl BlobStore + 'static) -> Self {
         Blobs {
             reader: store.reader(),
-            store: Mutex::new(Box::new(store)),
+            store: Box::new(store),
+            writes: Mutex::new(()),
             files: RwLock::new(()),
         }
     }
@@ -219,11 +223,12 @@ impl Blobs {
     /// # Errors
     /// The store's errors, named (a full disk first).
     pub fn append(&self, data: &[u8]) -> Result<(BlobLocation, u64), StorageError> {
-        let mut store = self.store();
-        let at = store
+        let _writes = lock(&self.writes);
+        let at = self
+            .store
             .append(data)
             .map_err(|e| storage_error(e, "writing a pack"))?;
-        Ok((at, store.epoch()))
+        Ok((at, self.store.epoch()))
     }
 
     /// Makes every appended blob durable; returns the epoch after it.
@@ -231,11 +236,11 @@ impl Blobs {
     /// # Errors
     /// The store's errors, named.
     pub fn sync(&self) -> Result<u64, StorageError> {
-        let mut store = self.store();
-        store
+        let _writes = lock(&self.writes);
+        self.store
             .sync()
             .map_err(|e| storage_error(e, "making a pack durable"))?;
-        Ok(store.epoch())
+        Ok(self.store.epoch())
     }
 
     /// Copies a blob to the current pack (the collector's rewrite).
@@ -244,7 +249,8 @@ impl Blobs {
     /// The store's errors, named.
     pub fn copy(&self, at: &BlobLocation) -> Result<BlobLocation, StorageError> {
         let data = self.read(at)?;
-        self.store()
+        let _writes = lock(&self.writes);
+        self.store
             .append(&data)
             .map_err(|e| storage_error(e, "writing a pack"))
     }
@@ -255,9 +261,9 @@ impl Blobs {
     /// # Errors
     /// The store's errors, named.
     pub fn sealed_packs(&self) -> Result<Vec<(PackId, u64)>, StorageError> {
-        let store = self.store();
-        let below = store.sealed_below();
-        let packs = store
+        let below = self.store.sealed_below();
+        let packs = self
+            .store
             .packs()
             .map_err(|e| storage_error(e, "listing packs"))?;
         Ok(packs.into_iter().filter(|(p, _)| *p < below).collect())
@@ -268,7 +274,7 @@ impl Blobs {
     /// # Errors
     /// The store's errors, named.
     pub fn seal(&self) -> Result<(), StorageError> {
-        self.store()
+        self.store
             .seal()
             .map_err(|e| storage_error(e, "sealing a pack"))
     }
@@ -279,14 +285,14 @@ impl Blobs {
     /// The store's errors, named.
     pub fn remove(&self, pack: PackId) -> Result<(), StorageError> {
         let _no_readers = self.files.write().unwrap_or_else(|p| p.into_inner());
-        self.store()
+        self.store
             .remove(pack)
             .map_err(|e| storage_error(e, "deleting a pack"))
     }
 
-    /// The store itself, locked (tests reach through it to damage blobs).
-    pub fn store(&self) -> MutexGuard<'_, Box<dyn BlobStore>> {
-        lock(&self.store)
+    /// The store itself (tests reach through it to damage blobs).
+    pub fn store(&self) -> &dyn BlobStore {
+        self.store.as_ref()
     }
 }
 

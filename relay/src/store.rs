@@ -126,8 +126,10 @@ pub trait BlobReader: Send + Sync + std::fmt::Debug {
 }
 
 /// Storage for immutable blobs: everything uploads, restores, the garbage
-/// collector and repair do to bytes.
-pub trait BlobStore: BlobReader + std::fmt::Debug {
+/// collector and repair do to bytes. Shared (`Send + Sync`, `&self`): a
+/// store keeps its own writer state behind its own lock, and reads through
+/// [`BlobStore::reader`] never take it.
+pub trait BlobStore: BlobReader {
     /// A reader of what this store holds that shares none of its writer's
     /// state: reads through it never wait on an append, a sync or a seal
     /// (`repo::Blobs` reads through it while the writer is locked).
@@ -138,13 +140,13 @@ pub trait BlobStore: BlobReader + std::fmt::Debug {
     ///
     /// # Errors
     /// I/O errors (a full disk among them).
-    fn append(&mut self, data: &[u8]) -> io::Result<BlobLocation>;
+    fn append(&self, data: &[u8]) -> io::Result<BlobLocation>;
 
     /// Makes every appended blob durable.
     ///
     /// # Errors
     /// I/O errors; an fsync error must fail the backup, never be retried.
-    fn sync(&mut self) -> io::Result<()>;
+    fn sync(&self) -> io::Result<()>;
 
     /// Counts the failures that may have lost appended, not yet durable
     /// blobs (a failed fsync). A writer that appended in one epoch and
@@ -161,14 +163,14 @@ pub trait BlobStore: BlobReader + std::fmt::Debug {
     ///
     /// # Errors
     /// I/O errors (the pack is sealed either way).
-    fn seal(&mut self) -> io::Result<()>;
+    fn seal(&self) -> io::Result<()>;
 
     /// Deletes a sealed pack durably. The caller has made sure no catalog
     /// row names it any more.
     ///
     /// # Errors
     /// I/O errors, or `pack` is not sealed.
-    fn remove(&mut self, pack: PackId) -> io::Result<()>;
+    fn remove(&self, pack: PackId) -> io::Result<()>;
 }
 
 /// The error of removing a pack that is still being written.

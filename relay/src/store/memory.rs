@@ -117,7 +117,7 @@ impl BlobStore for MemoryStore {
         Arc::new(self.clone())
     }
 
-    fn append(&mut self, data: &[u8]) -> io::Result<BlobLocation> {
+    fn append(&self, data: &[u8]) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
         let mut packs = self.lock();
         let full = packs
@@ -140,7 +140,7 @@ impl BlobStore for MemoryStore {
         Ok(BlobLocation { pack, offset, len })
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync(&self) -> io::Result<()> {
         let mut packs = self.lock();
         if std::mem::take(&mut packs.fail_next_sync) {
             packs.seal();
@@ -158,12 +158,12 @@ impl BlobStore for MemoryStore {
         self.lock().sealed_below()
     }
 
-    fn seal(&mut self) -> io::Result<()> {
+    fn seal(&self) -> io::Result<()> {
         self.lock().seal();
         Ok(())
     }
 
-    fn remove(&mut self, pack: PackId) -> io::Result<()> {
+    fn remove(&self, pack: PackId) -> io::Result<()> {
         let mut packs = self.lock();
         if pack >= packs.sealed_below() {
             return Err(not_sealed(pack));
@@ -179,7 +179,7 @@ mod tests {
 
     #[test]
     fn packs_roll_over_and_only_sealed_ones_go() {
-        let mut store = MemoryStore::with_pack_target(8);
+        let store = MemoryStore::with_pack_target(8);
         let a = store.append(b"0123456789").unwrap();
         let b = store.append(b"next").unwrap();
         assert_ne!(a.pack, b.pack, "a full pack rolls over");

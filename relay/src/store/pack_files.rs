@@ -116,6 +116,13 @@ impl BlobReader for PackReader {
 #[derive(Debug)]
 pub struct PackStore {
     reader: Arc<PackReader>,
+    /// What appending changes, behind the store's own lock.
+    writer: Mutex<Writer>,
+}
+
+/// A pack store's writer state.
+#[derive(Debug)]
+struct Writer {
     /// The pack being appended to, and its length: the end of the last
     /// blob written whole. Writes are positioned at that length (never
     /// `O_APPEND`), so a failed write cannot shift the blobs after it.
@@ -256,13 +263,44 @@ impl PackStore {
         }
         Ok(PackStore {
             reader: Arc::new(PackReader::new(dir)),
-            current: None,
-            next_pack: last.next(),
-            unsynced: false,
-            new_pack: false,
-            epoch: 0,
-            fail_fsync: crate::test_hooks::fail_fsync_trigger(),
+            writer: Mutex::new(Writer {
+                current: None,
+                next_pack: last.next(),
+                unsynced: false,
+                new_pack: false,
+                epoch: 0,
+                fail_fsync: crate::test_hooks::fail_fsync_trigger(),
+            }),
         })
+    }
+
+    fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Writer {
+    fn sealed_below(&self) -> PackId {
+        self.current
+            .as_ref()
+            .map_or(self.next_pack, |(pack, _, _)| *pack)
+    }
+
+    /// Makes the current pack durable and sealed; the next append starts a
+    /// new one.
+    fn seal(&mut self) -> io::Result<()> {
+        let Some((_, file, _)) = &self.current else {
+            return Ok(());
+        };
+        if self.unsynced {
+            if let Err(e) = file.sync_all() {
+                self.poison();
+                return Err(e);
+            }
+        }
+        self.current = None;
+        self.unsynced = false;
+        Ok(())
     }
 
     /// After a failed fsync nothing unsynced in the current pack can be
@@ -277,12 +315,14 @@ impl PackStore {
         self.epoch += 1;
         self.unsynced = false;
     }
+}
 
+impl PackStore {
     /// Makes the next fsync fail with EIO while `trigger` exists (as
     /// `FERRY_FAIL_FSYNC` does for a running relay).
     #[cfg(test)]
-    pub fn fail_fsync_while(&mut self, trigger: PathBuf) {
-        self.fail_fsync = Some(trigger);
+    pub fn fail_fsync_while(&self, trigger: PathBuf) {
+        self.writer().fail_fsync = Some(trigger);
     }
 
     fn sync_dir(&self) -> io::Result<()> {
@@ -315,28 +355,29 @@ impl BlobStore for PackStore {
         Arc::clone(&self.reader) as Arc<dyn BlobReader>
     }
 
-    fn append(&mut self, data: &[u8]) -> io::Result<BlobLocation> {
+    fn append(&self, data: &[u8]) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
-        if self
+        let mut writer = self.writer();
+        if writer
             .current
             .as_ref()
             .is_some_and(|(_, _, size)| *size >= PACK_TARGET)
         {
-            self.seal()?;
+            writer.seal()?;
         }
-        if self.current.is_none() {
-            let pack = self.next_pack;
-            self.next_pack = self.next_pack.next();
+        if writer.current.is_none() {
+            let pack = writer.next_pack;
+            writer.next_pack = pack.next();
             let file = OpenOptions::new()
                 .create_new(true)
                 .write(true)
                 .read(true)
                 .mode(0o600)
                 .open(self.reader.path(pack))?;
-            self.current = Some((pack, file, 0));
-            self.new_pack = true;
+            writer.current = Some((pack, file, 0));
+            writer.new_pack = true;
         }
-        let (pack, file, size) = self.current.as_mut().expect("opened above");
+        let (pack, file, size) = writer.current.as_mut().expect("opened above");
         let offset = *size;
         if let Err(e) = file.write_all_at(data, offset) {
             // Cut what part of the blob was written, so the pack ends with
@@ -345,59 +386,44 @@ impl BlobStore for PackStore {
             return Err(e);
         }
         *size += u64::from(len);
-        self.unsynced = true;
-        Ok(BlobLocation {
-            pack: *pack,
-            offset,
-            len,
-        })
+        let pack = *pack;
+        writer.unsynced = true;
+        Ok(BlobLocation { pack, offset, len })
     }
 
-    fn sync(&mut self) -> io::Result<()> {
-        if self.unsynced {
-            if let Some((_, file, _)) = &self.current {
-                if let Err(e) =
-                    fail_point(self.fail_fsync.as_deref()).and_then(|()| file.sync_data())
-                {
-                    self.poison();
+    fn sync(&self) -> io::Result<()> {
+        let mut writer = self.writer();
+        if writer.unsynced {
+            if let Some((_, file, _)) = &writer.current {
+                let synced =
+                    fail_point(writer.fail_fsync.as_deref()).and_then(|()| file.sync_data());
+                if let Err(e) = synced {
+                    writer.poison();
                     return Err(e);
                 }
             }
-            self.unsynced = false;
+            writer.unsynced = false;
         }
-        if self.new_pack {
+        if writer.new_pack {
             self.sync_dir()?;
-            self.new_pack = false;
+            writer.new_pack = false;
         }
         Ok(())
     }
 
     fn epoch(&self) -> u64 {
-        self.epoch
+        self.writer().epoch
     }
 
     fn sealed_below(&self) -> PackId {
-        self.current
-            .as_ref()
-            .map_or(self.next_pack, |(pack, _, _)| *pack)
+        self.writer().sealed_below()
     }
 
-    fn seal(&mut self) -> io::Result<()> {
-        let Some((_, file, _)) = &self.current else {
-            return Ok(());
-        };
-        if self.unsynced {
-            if let Err(e) = file.sync_all() {
-                self.poison();
-                return Err(e);
-            }
-        }
-        self.current = None;
-        self.unsynced = false;
-        Ok(())
+    fn seal(&self) -> io::Result<()> {
+        self.writer().seal()
     }
 
-    fn remove(&mut self, pack: PackId) -> io::Result<()> {
+    fn remove(&self, pack: PackId) -> io::Result<()> {
         if pack >= self.sealed_below() {
             return Err(not_sealed(pack));
         }
@@ -429,7 +455,7 @@ mod tests {
     fn append_read_and_torn_tail_cut() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("packs");
-        let mut store = PackStore::open(dir.as_path(), &HashMap::new()).unwrap();
+        let store = PackStore::open(dir.as_path(), &HashMap::new()).unwrap();
         let a = store.append(b"hello").unwrap();
         let b = store.append(b"world!").unwrap();
         store.sync().unwrap();
@@ -442,7 +468,7 @@ mod tests {
         fs::write(&orphan, b"orphan").unwrap();
         // Only `a` was committed to the catalog: the rest is a torn tail.
         let ends = HashMap::from([(a.pack, a.offset + u64::from(a.len))]);
-        let mut store = PackStore::open(dir.as_path(), &ends).unwrap();
+        let store = PackStore::open(dir.as_path(), &ends).unwrap();
         assert_eq!(store.read(&a).unwrap(), b"hello");
         assert!(store.read(&b).is_err());
         assert!(!orphan.exists());
@@ -468,7 +494,7 @@ mod tests {
     fn a_failed_fsync_seals_the_pack_and_moves_the_epoch() {
         let dir = tempfile::tempdir().unwrap();
         let trigger = dir.path().join("trigger");
-        let mut store = PackStore::open(&dir.path().join("packs"), &HashMap::new()).unwrap();
+        let store = PackStore::open(&dir.path().join("packs"), &HashMap::new()).unwrap();
         let a = store.append(b"before").unwrap();
         store.sync().unwrap();
         let epoch = store.epoch();

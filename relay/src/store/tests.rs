@@ -22,7 +22,7 @@ fn stores() -> Vec<(Box<dyn BlobStore>, Option<tempfile::TempDir>)> {
 
 #[test]
 fn what_is_appended_reads_back_before_and_after_a_sync() {
-    for (mut store, _dir) in stores() {
+    for (store, _dir) in stores() {
         let a = store.append(b"first blob").unwrap();
         let b = store.append(b"second").unwrap();
         assert_eq!(store.read(&a).unwrap(), b"first blob", "{store:?}");
@@ -35,7 +35,7 @@ fn what_is_appended_reads_back_before_and_after_a_sync() {
 
 #[test]
 fn only_sealed_packs_are_removed_and_then_they_are_gone() {
-    for (mut store, _dir) in stores() {
+    for (store, _dir) in stores() {
         let a = store.append(b"blob").unwrap();
         store.sync().unwrap();
         assert!(store.sealed_below() <= a.pack, "{store:?}");
@@ -55,7 +55,7 @@ fn only_sealed_packs_are_removed_and_then_they_are_gone() {
 
 #[test]
 fn the_pack_list_has_every_pack_with_its_length() {
-    for (mut store, _dir) in stores() {
+    for (store, _dir) in stores() {
         let a = store.append(&[1; 100]).unwrap();
         store.seal().unwrap();
         let b = store.append(&[2; 50]).unwrap();
@@ -67,7 +67,7 @@ fn the_pack_list_has_every_pack_with_its_length() {
 
 #[test]
 fn a_read_past_a_packs_end_fails_and_a_successful_sync_keeps_the_epoch() {
-    for (mut store, _dir) in stores() {
+    for (store, _dir) in stores() {
         let a = store.append(b"12345").unwrap();
         let epoch = store.epoch();
         store.sync().unwrap();
@@ -106,11 +106,11 @@ impl BlobStore for SlowSync {
         self.inner.reader()
     }
 
-    fn append(&mut self, data: &[u8]) -> io::Result<BlobLocation> {
+    fn append(&self, data: &[u8]) -> io::Result<BlobLocation> {
         self.inner.append(data)
     }
 
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync(&self) -> io::Result<()> {
         self.started.lock().unwrap().send(()).unwrap();
         self.release.lock().unwrap().recv().unwrap();
         self.inner.sync()
@@ -124,11 +124,11 @@ impl BlobStore for SlowSync {
         self.inner.sealed_below()
     }
 
-    fn seal(&mut self) -> io::Result<()> {
+    fn seal(&self) -> io::Result<()> {
         self.inner.seal()
     }
 
-    fn remove(&mut self, pack: PackId) -> io::Result<()> {
+    fn remove(&self, pack: PackId) -> io::Result<()> {
         self.inner.remove(pack)
     }
 }
@@ -162,4 +162,30 @@ fn a_read_does_not_wait_for_another_sessions_fsync() {
     reading.join().unwrap();
     let got = got.expect("the read waited for the other session's fsync");
     assert_eq!(got.unwrap(), b"committed earlier");
+}
+
+#[test]
+fn stores_are_shared_by_reference_across_threads() {
+    fn shared<T: BlobStore + Send + Sync + 'static>() {}
+    shared::<PackStore>();
+    shared::<MemoryStore>();
+    // Appends from two threads at once through `&self` land whole.
+    for (store, _dir) in stores() {
+        let store: Arc<dyn BlobStore> = Arc::from(store);
+        let threads: Vec<_> = (0..2u8)
+            .map(|t| {
+                let store = Arc::clone(&store);
+                std::thread::spawn(move || {
+                    (0..50u8)
+                        .map(|i| (store.append(&[t, i, t, i]).unwrap(), [t, i, t, i]))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for thread in threads {
+            for (at, bytes) in thread.join().unwrap() {
+                assert_eq!(store.read(&at).unwrap(), bytes, "{store:?}");
+            }
+        }
+    }
 }
