@@ -1,11 +1,16 @@
-//! Where the relay reads what open-mode objects say: the one module whose
-//! code decodes a client's trees and contents for the rules (the commit's
-//! closure, the collector's mark). A sealed client's objects carry their
-//! references in a clear header and never come here.
+//! Where the relay reads what open-mode clients store: the one module whose
+//! code looks inside a client's trees, contents and chunks. The rules call
+//! it for what only plaintext can give: the references the walks follow,
+//! an object checked before it is stored, an object or chunk rebuilt from
+//! a patch or a delta, a chunk's signature, a chunk answered as a delta,
+//! the subtrees of a batched tree fetch, and verify's check of an object's
+//! id. A sealed client's objects carry their references in a clear header,
+//! and its endpoint does the diffing: sealed mode never comes here.
 
-use ferry_protocol::ids::{ContentId, TreeId};
+use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::tree::{Content, EntryKind, Tree};
-use ferry_protocol::ProtocolError;
+use ferry_protocol::{delta, patch, ProtocolError};
 
 use crate::catalog::{BlobKey, BlobKind};
 use crate::objects::References;
@@ -42,6 +47,72 @@ impl References for OpenObjects {
             }
             BlobKind::Chunk | BlobKind::Signature => Ok(Vec::new()),
         }
+    }
+}
+
+impl OpenObjects {
+    /// Checks a tree or content before it is stored (the relay trusts no
+    /// object it has not decoded): it decodes as what its id names. Returns
+    /// a content's file length (the per-file limit applies to it).
+    ///
+    /// # Errors
+    /// It does not decode, or hashes to another id.
+    pub fn check(key: BlobKey, raw: &[u8]) -> Result<Option<u64>, ProtocolError> {
+        match key.kind {
+            BlobKind::Tree => Tree::decode(&TreeId(key.id), raw).map(|_| None),
+            BlobKind::Content => Ok(Some(Content::decode(&ContentId(key.id), raw)?.len())),
+            BlobKind::Chunk | BlobKind::Signature => Err(ProtocolError::Malformed("object kind")),
+        }
+    }
+
+    /// Whether `raw` is the blob `key` names (verify's check).
+    pub fn is_whole(key: BlobKey, raw: &[u8]) -> bool {
+        match key.kind {
+            BlobKind::Chunk => ChunkId::of(raw).0 == key.id,
+            BlobKind::Tree | BlobKind::Content => OpenObjects.references(key, raw).is_ok(),
+            // Left by earlier versions, never read, collected as garbage.
+            BlobKind::Signature => true,
+        }
+    }
+
+    /// A tree or content rebuilt from a patch against its previous version.
+    ///
+    /// # Errors
+    /// A patch that does not apply within [`MAX_MESSAGE`].
+    pub fn patched(base: &[u8], patch: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        patch::apply(base, patch, MAX_MESSAGE)
+    }
+
+    /// The rsync signature of a stored chunk, computed when asked.
+    pub fn signature(raw: &[u8]) -> Vec<u8> {
+        delta::signature(raw)
+    }
+
+    /// Chunk `id` rebuilt from an rsync delta against `base`, if it rebuilds
+    /// and hashes to `id`.
+    pub fn rebuilt(base: &[u8], delta: &[u8], id: &ChunkId) -> Option<Vec<u8>> {
+        delta::apply(base, delta, id).ok()
+    }
+
+    /// A stored chunk as a delta against the endpoint's signature of the
+    /// chunk it holds at that place.
+    ///
+    /// # Errors
+    /// A signature that does not decode.
+    pub fn delta_for(signature: Vec<u8>, raw: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        delta::diff(signature, raw)
+    }
+
+    /// The directories a tree names, for a batched tree fetch; none when it
+    /// does not decode.
+    pub fn subtrees(id: TreeId, raw: &[u8]) -> Vec<TreeId> {
+        OpenObjects
+            .references(BlobKey::tree(id.0), raw)
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|named| named.kind == BlobKind::Tree)
+            .map(|named| TreeId(named.id))
+            .collect()
     }
 }
 

@@ -32,7 +32,7 @@ use ferry_protocol::chunking::MAX_CHUNK;
 use ferry_protocol::compress::{compress, decompress_slice};
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::message::{Message, Refusal};
-use ferry_protocol::{delta, ProtocolError};
+use ferry_protocol::ProtocolError;
 
 use crate::catalog::{BlobKind, CatalogError};
 use crate::repo::Repo;

@@ -14,6 +14,7 @@ use ferry_protocol::message::{
 use super::lookup::object_key;
 use super::{check, violation, Result, Transfer};
 use crate::catalog::BlobKind;
+use crate::plaintext::OpenObjects;
 
 impl Transfer {
     /// Which of `ids` the client lacks (a bit each).
@@ -46,7 +47,7 @@ impl Transfer {
             .iter()
             .map(|id| {
                 let chunk = self.load(BlobKind::Chunk, &id.0)?;
-                Ok(chunk.map(|raw| serde_bytes::ByteBuf::from(delta::signature(&raw))))
+                Ok(chunk.map(|raw| serde_bytes::ByteBuf::from(OpenObjects::signature(&raw))))
             })
             .collect::<Result<_>>()?;
         Ok(Message::Signatures { signatures })
@@ -70,7 +71,7 @@ impl Transfer {
             .iter()
             .map(|base| {
                 let joined = self.joined_base(base)?;
-                Ok(joined.map(|raw| serde_bytes::ByteBuf::from(delta::signature(&raw))))
+                Ok(joined.map(|raw| serde_bytes::ByteBuf::from(OpenObjects::signature(&raw))))
             })
             .collect::<Result<_>>()?;
         Ok(Message::Signatures { signatures })

@@ -8,11 +8,11 @@ use ferry_protocol::fetch::{
 };
 use ferry_protocol::ids::{ChunkId, TreeId};
 use ferry_protocol::message::{Message, ObjectId, Refusal};
-use ferry_protocol::tree::{EntryKind, Tree};
 
 use super::lookup::object_key;
 use super::*;
 use crate::catalog::BlobKey;
+use crate::plaintext::OpenObjects;
 
 impl Transfer {
     /// A tree or content, as stored.
@@ -45,7 +45,7 @@ impl Transfer {
         };
         if let Some(signature) = base_signature {
             let raw = decompress_slice(row.codec, &stored, MAX_CHUNK as usize)?;
-            let delta = delta::diff(signature, &raw)?;
+            let delta = OpenObjects::delta_for(signature, &raw)?;
             let (codec, delta) = compress(&delta);
             if delta.len() < stored.len() {
                 return Ok(Message::ChunkDelta { codec, delta });
@@ -175,13 +175,9 @@ impl Transfer {
                     },
                 });
             }
-            if let Ok(tree) = Tree::decode(&id, &raw) {
-                for entry in &tree.entries {
-                    if let EntryKind::Dir { tree } = entry.kind {
-                        if seen.insert(tree) {
-                            queue.push_back(tree);
-                        }
-                    }
+            for tree in OpenObjects::subtrees(id, &raw) {
+                if seen.insert(tree) {
+                    queue.push_back(tree);
                 }
             }
             used += raw.len() + 4;

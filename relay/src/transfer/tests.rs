@@ -10,10 +10,10 @@ use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::keys::PublicKey;
 use ferry_protocol::message::MAX_UNSYNCED_CHUNKS;
 use ferry_protocol::message::{ChunkBatch, ChunkPut, ObjectId, Refusal, MAX_BATCH};
-use ferry_protocol::patch;
 use ferry_protocol::retention::Retention;
 use ferry_protocol::tree::{ChunkRef, Entry};
 use ferry_protocol::tree::{Content, EntryKind, Tree};
+use ferry_protocol::{delta, patch};
 
 mod storage;
 

@@ -6,18 +6,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ferry_protocol::compress::{compress, Codec};
-use ferry_protocol::fragment::MAX_MESSAGE;
+use ferry_protocol::delta;
 use ferry_protocol::ids::ChunkId;
 use ferry_protocol::message::{ObjectId, MAX_PENDING_OBJECTS, MAX_UNSYNCED_CHUNKS};
 use ferry_protocol::retention::Retention;
-use ferry_protocol::tree::{Content, Tree};
 use ferry_protocol::units::format_size;
-use ferry_protocol::{delta, patch};
 
 use super::lookup::object_key;
 use super::{check, violation, Result, Transfer, TransferError};
 use crate::catalog::{BlobKey, BlobKind, BlobRow, SetId};
 use crate::gate::ClientAppends;
+use crate::plaintext::OpenObjects;
 
 /// An open backup: blobs written but not yet in the catalog, and its trees
 /// staged there until the commit.
@@ -217,23 +216,15 @@ impl Transfer {
         codec: Codec,
         data: Vec<u8>,
     ) -> Result<()> {
-        match id {
-            ObjectId::Tree(tree) => {
-                Tree::decode(&tree, raw)?;
-            }
-            ObjectId::Content(content) => {
-                let decoded = Content::decode(&content, raw)?;
-                if let Some(max) = self.policy.and_then(|p| p.max_file) {
-                    check!(
-                        decoded.len() <= max,
-                        "a file of {} bytes exceeds this client's limit of {max} bytes for single files over the internet",
-                        decoded.len()
-                    );
-                }
-            }
+        let key = object_key(&id);
+        let file_len = OpenObjects::check(key, raw)?;
+        if let Some((len, max)) = file_len.zip(self.policy.and_then(|p| p.max_file)) {
+            check!(
+                len <= max,
+                "a file of {len} bytes exceeds this client's limit of {max} bytes for single files over the internet"
+            );
         }
-        let BlobKey { kind, id: key } = object_key(&id);
-        self.store_blob(kind, key, codec, data)
+        self.store_blob(key.kind, key.id, codec, data)
     }
 
     /// Rebuilds an object from a patch against an object of the same kind
@@ -267,7 +258,7 @@ impl Transfer {
             }
             return Ok(());
         };
-        let raw = patch::apply(&base_bytes, patch, MAX_MESSAGE)?;
+        let raw = OpenObjects::patched(&base_bytes, patch)?;
         let (codec, data) = compress(&raw);
         self.put_object(id, &raw, codec, data)
     }
@@ -371,7 +362,7 @@ impl Transfer {
     /// records it as rejected (the sender resends it whole).
     pub(super) fn put_delta(&mut self, id: ChunkId, bases: &[ChunkId], delta: &[u8]) -> Result<()> {
         let rebuilt = match self.joined_base(bases)? {
-            Some(base) => delta::apply(&base, delta, &id).ok(),
+            Some(base) => OpenObjects::rebuilt(&base, delta, &id),
             None => None,
         };
         match rebuilt {

@@ -9,13 +9,12 @@ use anyhow::{Context, Result};
 use ferry_protocol::chunking::MAX_CHUNK;
 use ferry_protocol::compress::decompress;
 use ferry_protocol::fragment::MAX_MESSAGE;
-use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
-use ferry_protocol::tree::{Content, Tree};
 
 use super::{Options, Report};
 use crate::catalog::DamageLog;
-use crate::catalog::{hex, kind_name, BlobKind, BlobRow, BlobState, Catalog, ClientId};
+use crate::catalog::{hex, kind_name, BlobKey, BlobKind, BlobRow, BlobState, Catalog, ClientId};
 use crate::clock::now_ms;
+use crate::plaintext::OpenObjects;
 use crate::store::{BlobReader, PackId};
 
 /// The packs' structure: what lies past the last blob each names, and
@@ -321,12 +320,6 @@ fn check_blob(
             Err(e) => return Some(format!("it does not decompress ({e})")),
         }
     };
-    let whole = match kind {
-        BlobKind::Chunk => ChunkId::of(raw).0 == *id,
-        BlobKind::Tree => Tree::decode(&TreeId(*id), raw).is_ok(),
-        BlobKind::Content => Content::decode(&ContentId(*id), raw).is_ok(),
-        // Left by earlier versions, never read, collected as garbage.
-        BlobKind::Signature => true,
-    };
+    let whole = OpenObjects::is_whole(BlobKey { kind, id: *id }, raw);
     (!whole).then(|| "its bytes do not match its id".into())
 }
