@@ -190,6 +190,15 @@ const MIGRATIONS: &[&str] = &[
     // 13: trees and contents are stored twice, one copy right after the
     // other (`copies` 2): `verify` repairs a rotten byte from the copy.
     "ALTER TABLE blobs ADD COLUMN copies INTEGER NOT NULL DEFAULT 1;",
+    // 14: a pairing code may hand an existing client to a new machine (a
+    // lost laptop's): `replaces` names the client; the keys it had are kept.
+    "ALTER TABLE pairings ADD COLUMN replaces INTEGER REFERENCES clients(id);
+    CREATE TABLE replaced_keys (
+        client_id INTEGER NOT NULL REFERENCES clients(id),
+        public_key BLOB NOT NULL,
+        hostname TEXT NOT NULL,
+        replaced_at INTEGER NOT NULL
+    );",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

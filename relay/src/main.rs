@@ -73,6 +73,11 @@ enum Command {
         /// Exit after printing the code instead of waiting for the endpoint.
         #[arg(long)]
         no_wait: bool,
+        /// Move the paired client NAME to the endpoint that uses the code (a
+        /// lost, stolen or replaced machine): its old key is refused and its
+        /// sets, snapshots, quota and retention go to the new endpoint.
+        #[arg(long)]
+        replace: bool,
     },
     /// List, show or remove paired clients.
     Clients {
@@ -236,7 +241,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             ttl,
             json,
             no_wait,
-        } => return admin::pair::run(&data, &name, ttl, json, no_wait),
+            replace,
+        } => {
+            let options = admin::pair::PairOptions {
+                ttl,
+                json,
+                no_wait,
+                replace,
+            };
+            return admin::pair::run(&data, &name, options);
+        }
         Command::Clients { command } => admin::clients::run(&data, command)?,
         Command::Limit { global, reset } => {
             admin::global_limit(&data, global.as_ref().filter(|_| !reset))?;

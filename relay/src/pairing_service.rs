@@ -37,6 +37,9 @@ pub struct PairingContext {
     pub session_addr: SocketAddr,
     /// Public `HOST:PORT`s given to endpoints after the LAN one.
     pub public: Vec<String>,
+    /// Open sessions: a client handed to a new machine loses the old
+    /// machine's at once.
+    pub registry: Arc<crate::registry::Registry>,
 }
 
 impl PairingContext {
@@ -186,21 +189,11 @@ async fn pair(
     // Shown in `clients list` and logs: no control characters from the peer.
     let hostname = ferry_protocol::units::printable(proven.request.hostname.as_bytes());
     let (id, key) = (pending.id, proven.endpoint);
-    let client = match pairing
+    let outcome = pairing
         .repo
         .db(move |c| c.complete_pairing(id, &key, &hostname, now_ms()))
-        .await?
-    {
-        PairOutcome::Paired(client) => client,
-        PairOutcome::NoLongerValid => bail!("pairing code expired or already used"),
-        PairOutcome::KeyAlreadyPaired(name) => {
-            bail!("this endpoint's key is already paired as client {name:?}")
-        }
-        PairOutcome::NameTaken => bail!(
-            "the client name {:?} was taken meanwhile",
-            pending.client_name
-        ),
-    };
+        .await?;
+    let (client, replaced) = paired_client(outcome, &pending.client_name)?;
     let accept = PairAccept {
         client_id: client.id.0,
         client_name: client.name.clone(),
@@ -208,11 +201,39 @@ async fn pair(
     };
     io.write_frame(&proven.seal_accept(&accept)?.encode()?)
         .await?;
-    info!(
-        "paired client {} (endpoint fingerprint {}, host {:?}) from {peer}",
-        client.name, client.fingerprint, client.hostname
-    );
+    match replaced {
+        None => info!(
+            "paired client {} (endpoint fingerprint {}, host {:?}) from {peer}",
+            client.name, client.fingerprint, client.hostname
+        ),
+        Some(old) => {
+            let closed = pairing
+                .registry
+                .revoke_other_keys(client.id, &client.public_key);
+            warn!(
+                "client {} moved to a new machine (endpoint fingerprint {}, host {:?}) from {peer}: its old key {old} is refused from now on ({closed} session(s) of it closed)",
+                client.name, client.fingerprint, client.hostname
+            );
+        }
+    }
     Ok(())
+}
+
+/// The client a completed pairing made or handed over, and the fingerprint
+/// of the key it replaced, if it did.
+fn paired_client(
+    outcome: PairOutcome,
+    name: &str,
+) -> Result<(Box<crate::catalog::ClientRecord>, Option<String>)> {
+    match outcome {
+        PairOutcome::Paired(client) => Ok((client, None)),
+        PairOutcome::Replaced(client, old) => Ok((client, Some(old))),
+        PairOutcome::NoLongerValid => bail!("pairing code expired or already used"),
+        PairOutcome::KeyAlreadyPaired(name) => {
+            bail!("this endpoint's key is already paired as client {name:?}")
+        }
+        PairOutcome::NameTaken => bail!("the client name {name:?} was taken meanwhile"),
+    }
 }
 
 /// The session addresses for a client: the address on which this LAN

@@ -1,7 +1,9 @@
-//! Live sessions by client, so that revoking a key closes its sessions at once.
+//! Live sessions by client and key, so that revoking a key (a removed
+//! client, or one handed to a new machine) closes its sessions at once.
 
 use crate::catalog::ClientId;
-use std::collections::{HashMap, HashSet};
+use ferry_protocol::keys::PublicKey;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -10,8 +12,16 @@ use tokio_util::sync::CancellationToken;
 /// The relay's table of open sessions.
 #[derive(Debug, Default)]
 pub struct Registry {
-    sessions: Mutex<HashMap<ClientId, HashMap<u64, CancellationToken>>>,
+    sessions: Mutex<HashMap<ClientId, HashMap<u64, Session>>>,
     next_id: AtomicU64,
+}
+
+/// A session as the registry holds it.
+#[derive(Debug)]
+struct Session {
+    /// The key it was opened with.
+    key: PublicKey,
+    revoked: CancellationToken,
 }
 
 /// One registered session; unregisters itself on drop.
@@ -37,9 +47,7 @@ impl Drop for SessionEntry {
 }
 
 impl Registry {
-    fn lock(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<ClientId, HashMap<u64, CancellationToken>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<ClientId, HashMap<u64, Session>>> {
         self.sessions.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -51,10 +59,15 @@ impl Registry {
             .collect()
     }
 
-    /// Registers a new session of `client`; `None` when it has `max` open
-    /// already (each holds memory and a worker thread: one client may not
-    /// take them all).
-    pub fn register(self: &Arc<Self>, client: ClientId, max: usize) -> Option<SessionEntry> {
+    /// Registers a new session of `client`, opened with `key`; `None` when
+    /// it has `max` open already (each holds memory and a worker thread:
+    /// one client may not take them all).
+    pub fn register(
+        self: &Arc<Self>,
+        client: ClientId,
+        key: PublicKey,
+        max: usize,
+    ) -> Option<SessionEntry> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let revoked = CancellationToken::new();
         let mut map = self.lock();
@@ -62,7 +75,13 @@ impl Registry {
         if sessions.len() >= max {
             return None;
         }
-        sessions.insert(id, revoked.clone());
+        sessions.insert(
+            id,
+            Session {
+                key,
+                revoked: revoked.clone(),
+            },
+        );
         Some(SessionEntry {
             registry: Arc::clone(self),
             client,
@@ -71,16 +90,34 @@ impl Registry {
         })
     }
 
-    /// Revokes every session whose client is not in `active`; returns the
-    /// revoked clients' ids.
-    pub fn revoke_inactive(&self, active: &HashSet<ClientId>) -> Vec<ClientId> {
+    /// Revokes every session whose client is not in `active` or was opened
+    /// with another key than the client's now; returns their clients' ids.
+    pub fn revoke_inactive(&self, active: &HashMap<ClientId, PublicKey>) -> Vec<ClientId> {
         let map = self.lock();
         let mut revoked = Vec::new();
-        for (client, sessions) in map.iter().filter(|(c, _)| !active.contains(c)) {
-            sessions.values().for_each(CancellationToken::cancel);
-            revoked.push(*client);
+        for (client, sessions) in map.iter() {
+            let stale = sessions
+                .values()
+                .filter(|s| active.get(client) != Some(&s.key))
+                .inspect(|s| s.revoked.cancel())
+                .count();
+            if stale > 0 {
+                revoked.push(*client);
+            }
         }
         revoked
+    }
+
+    /// Revokes the sessions of `client` opened with another key than
+    /// `key` (it was just handed to a new machine); returns how many.
+    pub fn revoke_other_keys(&self, client: ClientId, key: &PublicKey) -> usize {
+        self.lock().get(&client).map_or(0, |sessions| {
+            sessions
+                .values()
+                .filter(|s| s.key != *key)
+                .inspect(|s| s.revoked.cancel())
+                .count()
+        })
     }
 
     /// Number of open sessions.
@@ -101,19 +138,32 @@ mod tests {
     #[test]
     fn revoke_and_unregister() {
         let registry = Arc::new(Registry::default());
-        let a = registry.register(ClientId(1), 1).unwrap();
+        let (one, two) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let a = registry.register(ClientId(1), one, 1).unwrap();
         assert!(
-            registry.register(ClientId(1), 1).is_none(),
+            registry.register(ClientId(1), one, 1).is_none(),
             "one session per client here"
         );
-        let b = registry.register(ClientId(2), 1).unwrap();
+        let b = registry.register(ClientId(2), two, 1).unwrap();
         assert_eq!(registry.len(), 2);
-        let revoked = registry.revoke_inactive(&HashSet::from([ClientId(2)]));
+        let revoked = registry.revoke_inactive(&HashMap::from([(ClientId(2), two)]));
         assert_eq!(revoked, vec![ClientId(1)]);
         assert!(a.revoked.is_cancelled());
         assert!(!b.revoked.is_cancelled());
         drop(a);
         drop(b);
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_client_handed_to_a_new_key_loses_the_old_keys_sessions() {
+        let registry = Arc::new(Registry::default());
+        let (old, new) = (PublicKey([1; 32]), PublicKey([9; 32]));
+        let lost = registry.register(ClientId(1), old, 4).unwrap();
+        let found = registry.register(ClientId(1), new, 4).unwrap();
+        let revoked = registry.revoke_inactive(&HashMap::from([(ClientId(1), new)]));
+        assert_eq!(revoked, vec![ClientId(1)]);
+        assert!(lost.revoked.is_cancelled());
+        assert!(!found.revoked.is_cancelled());
     }
 }

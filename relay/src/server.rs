@@ -129,6 +129,7 @@ pub async fn run(
             repo: Arc::clone(&repo),
             session_addr: listeners.sessions.local_addr()?,
             public: settings.config.public.clone(),
+            registry: Arc::clone(&registry),
         }),
         sessions: Arc::new(SessionContext {
             keys,
@@ -411,7 +412,7 @@ async fn watch_catalog(
                 }
                 let limits = (c.global_limit()?, c.client_limits()?);
                 let gc = crate::gc_service::pending_request(c)?;
-                Ok((version, Some((c.active_client_ids()?, limits, gc))))
+                Ok((version, Some((c.active_client_keys()?, limits, gc))))
             })
             .await;
         match checked {
@@ -426,7 +427,7 @@ async fn watch_catalog(
                         ));
                     }
                     for client in shared.registry.revoke_inactive(&active) {
-                        info!("client {client} was removed: closing its sessions");
+                        info!("client {client} was removed or moved to a new key: closing the old sessions");
                     }
                     shared.rates.set_overrides(global, clients);
                 }

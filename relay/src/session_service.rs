@@ -123,7 +123,7 @@ pub async fn serve<S: Stream>(
         return;
     };
     let max = ctx.limits.max_sessions_per_client;
-    let Some(entry) = ctx.registry.register(client.id, max) else {
+    let Some(entry) = ctx.registry.register(client.id, client.public_key, max) else {
         let reason = format!(
             "this client has {max} sessions open already, the most the relay allows (limits.max-sessions-per-client); try again when one ends"
         );

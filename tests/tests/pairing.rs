@@ -5,7 +5,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::process::Stdio;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ferry_tests::{ok, read_until, stderr, wait_for, Endpoint, Relay, RelayOptions, DEADLINE};
+use std::fs;
+
+use ferry_tests::tree::{listing, random_bytes};
+use ferry_tests::{arg, ok, read_until, stderr, wait_for, Endpoint, Relay, RelayOptions, DEADLINE};
 
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
@@ -180,4 +183,100 @@ fn pairing_twice_from_the_same_state_is_refused_clearly() {
     let out = endpoint.try_pair(&relay, &code);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("already paired"), "{}", stderr(&out));
+}
+
+/// A `pair --replace` code for `name`: its JSON says which key it replaces.
+fn replacing_code(relay: &Relay, name: &str) -> (String, String) {
+    let out = ok(relay.admin(&["pair", "--name", name, "--replace", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&out).expect("pair --json");
+    let replaces = v["replaces"].as_str().expect("replaces").to_string();
+    (v["code"].as_str().expect("code").to_string(), replaces)
+}
+
+#[test]
+fn a_lost_laptop_is_replaced_restores_everything_and_its_old_key_is_refused() {
+    let relay = Relay::start();
+    let lost = Endpoint::new();
+    lost.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("home");
+    fs::create_dir_all(src.join("docs")).unwrap();
+    fs::write(src.join("docs/thesis.txt"), b"years of work").unwrap();
+    fs::write(src.join("big.bin"), random_bytes(300_000, 42)).unwrap();
+    let before = listing(&src);
+    lost.backup_json(&["--set", "home", arg(&src)]);
+    let old_fingerprint = lost.status_json()["endpoint_fingerprint"].clone();
+
+    // The laptop is gone: the operator moves "laptop" to a new machine.
+    let (code, replaces) = replacing_code(&relay, "laptop");
+    assert_eq!(Some(replaces.as_str()), old_fingerprint.as_str());
+    let found = Endpoint::new();
+    ok(found.try_pair(&relay, &code));
+    relay.wait_for_log("moved to a new machine");
+
+    // Everything the old machine stored is the new one's.
+    let out = work.path().join("restored");
+    found.restore_json(&[
+        "--set",
+        "home",
+        "--map-from",
+        arg(&src),
+        "--map-to",
+        arg(&out),
+    ]);
+    assert_eq!(listing(&out), before);
+    let again = found.backup_json(&["--set", "home", arg(&src)]);
+    assert_eq!(again["chunks_sent"], 0, "the relay holds it all: {again}");
+
+    // The old key is refused, with one line, and the relay stays up.
+    let refused = lost.ferry(&["status"]);
+    assert_eq!(refused.status.code(), Some(1));
+    let err = stderr(&refused);
+    assert!(err.contains("refused the handshake"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    relay.wait_for_log("is not a paired client");
+    let clients: serde_json::Value =
+        serde_json::from_str(&ok(relay.admin(&["clients", "list", "--json"]))).unwrap();
+    let laptop = &clients.as_array().unwrap()[0];
+    assert_eq!(laptop["name"], "laptop");
+    assert_eq!(
+        laptop["fingerprint"],
+        found.status_json()["endpoint_fingerprint"]
+    );
+}
+
+#[test]
+fn replacing_needs_a_paired_client_and_pairing_its_name_again_says_how() {
+    let relay = Relay::start();
+    let out = relay.admin(&["pair", "--name", "ghost", "--replace", "--json"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("none to replace"), "{}", stderr(&out));
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let out = relay.admin(&["pair", "--name", "laptop", "--json"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--replace"), "{}", stderr(&out));
+}
+
+#[test]
+fn the_old_machines_open_session_is_closed_when_its_client_moves() {
+    let relay = Relay::start();
+    let lost = Endpoint::new();
+    lost.pair_with(&relay, "laptop");
+    let mut watch = lost
+        .command()
+        .args(["status", "--watch"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watch.stdout.take().unwrap());
+    read_until(&mut lines, "round trip");
+    let (code, _) = replacing_code(&relay, "laptop");
+    ok(Endpoint::new().try_pair(&relay, &code));
+    let status = wait_for("the old machine's session to end", DEADLINE, || {
+        watch.try_wait().unwrap()
+    });
+    assert_eq!(status.code(), Some(1));
+    relay.wait_for_log("1 session(s) of it closed");
 }

@@ -211,12 +211,27 @@ pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
             };
             let live = live_rates(data);
             let storage = Storage::of(&catalog, &quotas, &c)?;
+            let replaced = catalog.replaced_keys(c.id)?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&client_json(&c, live.as_ref(), storage))?
-                );
+                let mut v = client_json(&c, live.as_ref(), storage);
+                v["replaced_keys"] = replaced
+                    .iter()
+                    .map(|(fingerprint, host, at)| {
+                        serde_json::json!({
+                            "fingerprint": fingerprint,
+                            "hostname": host,
+                            "replaced_at": ferry_protocol::units::format_rfc3339(*at),
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
             } else {
+                for (fingerprint, host, at) in &replaced {
+                    println!(
+                        "replaced key: {fingerprint} (host {host:?}), refused since {}",
+                        ferry_protocol::units::format_rfc3339(*at)
+                    );
+                }
                 let flow = live.as_ref().and_then(|r| r.clients.get(&c.id.to_string()));
                 println!("name:         {}", c.name);
                 println!("id:           {}", c.id);

@@ -11,18 +11,32 @@ use crate::catalog::PairingState;
 use crate::clock::now_ms;
 use crate::data_dir::DataDir;
 
+/// How `ferry-relay pair` was asked to run.
+#[derive(Debug, Clone, Copy)]
+pub struct PairOptions {
+    /// How long the code stays valid.
+    pub ttl: Duration,
+    /// Print JSON and exit without waiting.
+    pub json: bool,
+    /// Exit after printing the code.
+    pub no_wait: bool,
+    /// Hand the paired client of that name to the endpoint that uses the
+    /// code, revoking the key it had (a lost or replaced machine).
+    pub replace: bool,
+}
+
 /// Runs `ferry-relay pair`: makes a code and, unless `no_wait`, waits for
 /// the endpoint to use it.
 ///
 /// # Errors
 /// An invalid name, a code that expires or is burned, catalog errors.
-pub fn run(
-    data: &DataDir,
-    name: &str,
-    ttl: Duration,
-    json: bool,
-    no_wait: bool,
-) -> Result<ExitCode> {
+pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode> {
+    let PairOptions {
+        ttl,
+        json,
+        no_wait,
+        replace,
+    } = options;
     if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '/') {
         bail!("invalid client name {name:?}: use 1 to 64 printable characters, no '/'");
     }
@@ -30,17 +44,30 @@ pub fn run(
     let relay = data.keys()?;
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
-    let (pairing_id, code) = match catalog.create_pairing(name, now, expires, OsRng.next_u64())? {
+    let random = OsRng.next_u64();
+    let created = if replace {
+        catalog.create_replacing_pairing(name, now, expires, random)?
+    } else {
+        catalog.create_pairing(name, now, expires, random)?
+    };
+    let (pairing_id, code) = match created {
         Ok(created) => created,
         Err(message) => bail!(message),
     };
+    let replaced = match replace {
+        true => catalog.client_by_name(name)?,
+        false => None,
+    };
     if json {
-        let out = serde_json::json!({
+        let mut out = serde_json::json!({
             "code": code.reveal(),
             "expires_at": format_rfc3339(expires),
             "name": name,
             "relay_fingerprint": relay.public.fingerprint().to_string(),
         });
+        if let Some(old) = &replaced {
+            out["replaces"] = old.fingerprint.clone().into();
+        }
         println!("{out}");
         return Ok(ExitCode::SUCCESS);
     }
@@ -49,6 +76,12 @@ pub fn run(
         code.reveal(),
         format_rfc3339(expires)
     );
+    if let Some(old) = &replaced {
+        println!(
+            "it replaces {name:?}'s key (fingerprint {}, host {:?}): once an endpoint uses the code, that key is refused and {name:?}'s sets, snapshots, quota and retention belong to the new endpoint",
+            old.fingerprint, old.hostname
+        );
+    }
     println!("relay fingerprint: {}", relay.public.fingerprint());
     println!(
         "on the endpoint run: ferry pair --relay RELAY_LAN_HOST:PAIR_PORT --code {}",
@@ -64,8 +97,9 @@ pub fn run(
         match catalog.pairing_state(pairing_id, now_ms())? {
             PairingState::Pending => std::thread::sleep(Duration::from_millis(200)),
             PairingState::Used(client) => {
+                let done = if replace { "moved" } else { "paired" };
                 println!(
-                    "paired {:?}: endpoint fingerprint {}, relay fingerprint {}",
+                    "{done} {:?}: endpoint fingerprint {}, relay fingerprint {}",
                     client.name,
                     client.fingerprint,
                     relay.public.fingerprint()

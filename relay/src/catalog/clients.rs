@@ -188,15 +188,20 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Ids of all active clients.
+    /// Every active client with its key.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn active_client_ids(&self) -> Result<std::collections::HashSet<ClientId>> {
+    pub fn active_client_keys(&self) -> Result<std::collections::HashMap<ClientId, PublicKey>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT id FROM clients WHERE removed_at IS NULL")?;
-        let rows = stmt.query_map([], |r| r.get::<_, ClientId>(0))?;
+            .prepare("SELECT id, public_key FROM clients WHERE removed_at IS NULL")?;
+        let rows = stmt.query_map([], |r| {
+            let key: Vec<u8> = r.get(1)?;
+            let key = <[u8; 32]>::try_from(key.as_slice())
+                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(1, key.len() as i64))?;
+            Ok((r.get::<_, ClientId>(0)?, PublicKey(key)))
+        })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 

@@ -6,7 +6,7 @@ use ferry_protocol::pairing::PairingCode;
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::clients::client_where;
-use super::{Catalog, ClientRecord, Result, MAX_PAIRING_FAILURES};
+use super::{Catalog, ClientId, ClientRecord, Result, MAX_PAIRING_FAILURES};
 
 /// A pending pairing found by nameplate.
 #[derive(Debug)]
@@ -52,6 +52,9 @@ pub enum PairingState {
 pub enum PairOutcome {
     /// The client was created.
     Paired(Box<ClientRecord>),
+    /// An existing client was handed to this key (`pair --replace`); the
+    /// fingerprint of the key it had, now refused.
+    Replaced(Box<ClientRecord>, String),
     /// The code stopped being valid meanwhile (expired, burned or used).
     NoLongerValid,
     /// This key already belongs to an active client of that name.
@@ -61,15 +64,14 @@ pub enum PairOutcome {
 }
 
 impl Catalog {
-    /// Registers a pending pairing for `client_name`, valid until `expires_ms`.
-    /// A pending code for the same name is replaced. Returns its id and code.
-    /// `random` (from the OS) picks the secret (its low half) and, among the
-    /// free ones, the nameplate (its high half): nameplates in order would
-    /// tell a prober which ones are pending.
+    /// Registers a pending pairing for a new client `client_name`, valid
+    /// until `expires_ms`. A pending code for the same name is replaced.
+    /// Returns its id and code. `random` (from the OS) picks the secret
+    /// (its low half) and, among the free nameplates, the nameplate.
     ///
     /// # Errors
-    /// `Ok(Err(message))` when the name is taken by an active client or every
-    /// nameplate is in use; SQLite errors otherwise.
+    /// SQLite errors; the inner error is a message for the operator (the
+    /// name is taken, or no nameplate is free).
     pub fn create_pairing(
         &mut self,
         client_name: &str,
@@ -77,18 +79,57 @@ impl Catalog {
         expires_ms: i64,
         random: u64,
     ) -> Result<Result<(i64, PairingCode), String>> {
+        self.new_pairing(client_name, now, expires_ms, random, false)
+    }
+
+    /// Like [`Catalog::create_pairing`], for a code that hands the paired
+    /// client `client_name` (its sets, snapshots, quota and retention) to
+    /// the endpoint that uses it, and revokes the key it had: the
+    /// lost-laptop drill.
+    ///
+    /// # Errors
+    /// As [`Catalog::create_pairing`]; the inner error when no client of
+    /// that name is paired.
+    pub fn create_replacing_pairing(
+        &mut self,
+        client_name: &str,
+        now: i64,
+        expires_ms: i64,
+        random: u64,
+    ) -> Result<Result<(i64, PairingCode), String>> {
+        self.new_pairing(client_name, now, expires_ms, random, true)
+    }
+
+    fn new_pairing(
+        &mut self,
+        client_name: &str,
+        now: i64,
+        expires_ms: i64,
+        random: u64,
+        replace: bool,
+    ) -> Result<Result<(i64, PairingCode), String>> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let taken: bool = tx.query_row(
-            "SELECT EXISTS(SELECT 1 FROM clients WHERE name = ?1 AND removed_at IS NULL)",
-            [client_name],
-            |r| r.get(0),
-        )?;
-        if taken {
-            return Ok(Err(format!(
-                "a client named {client_name:?} is already paired; remove it first with `ferry-relay clients remove {client_name}`"
-            )));
+        let existing: Option<ClientId> = tx
+            .query_row(
+                "SELECT id FROM clients WHERE name = ?1 AND removed_at IS NULL",
+                [client_name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match (existing, replace) {
+            (Some(_), false) => {
+                return Ok(Err(format!(
+                    "a client named {client_name:?} is already paired; to move it to a new machine (its old key is then refused), `ferry-relay pair --name {client_name} --replace`; to drop it, `ferry-relay clients remove {client_name}`"
+                )))
+            }
+            (None, true) => {
+                return Ok(Err(format!(
+                    "no client named {client_name:?} is paired, so there is none to replace; pair a new one without --replace"
+                )))
+            }
+            _ => {}
         }
         tx.execute(
             "UPDATE pairings SET state = 'expired' WHERE state = 'pending' AND (expires_at <= ?1 OR client_name = ?2)",
@@ -109,14 +150,15 @@ impl Catalog {
         let nameplate = free[(random >> 32) as usize % free.len()];
         let code = PairingCode::new(nameplate, random as u32).expect("nameplate in range");
         tx.execute(
-            "INSERT INTO pairings (nameplate, secret, client_name, created_at, expires_at, state)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending')",
+            "INSERT INTO pairings (nameplate, secret, client_name, created_at, expires_at, state, replaces)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
             params![
                 nameplate,
                 code.secret_digits(),
                 client_name,
                 now,
-                expires_ms
+                expires_ms,
+                existing
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -209,14 +251,14 @@ impl Catalog {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, i64, String)> = tx
+        let row: Option<(String, i64, String, Option<ClientId>)> = tx
             .query_row(
-                "SELECT client_name, expires_at, state FROM pairings WHERE id = ?1",
+                "SELECT client_name, expires_at, state, replaces FROM pairings WHERE id = ?1",
                 [pairing_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
             )
             .optional()?;
-        let Some((name, expires, state)) = row else {
+        let Some((name, expires, state, replaces)) = row else {
             return Ok(PairOutcome::NoLongerValid);
         };
         if state != "pending" || expires <= now {
@@ -231,6 +273,9 @@ impl Catalog {
             .optional()?
         {
             return Ok(PairOutcome::KeyAlreadyPaired(existing));
+        }
+        if let Some(client) = replaces {
+            return hand_over(tx, pairing_id, client, key, hostname, now);
         }
         let inserted = tx.execute(
             "INSERT INTO clients (name, public_key, hostname, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -250,6 +295,23 @@ impl Catalog {
         let record = client_where(&tx, "id = ?1", id)?.expect("just inserted");
         tx.commit()?;
         Ok(PairOutcome::Paired(Box::new(record)))
+    }
+
+    /// The keys client `name` had before `pair --replace` handed it to new
+    /// machines, newest first: fingerprint, host name and when.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn replaced_keys(&self, client: ClientId) -> Result<Vec<(String, String, i64)>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT public_key, hostname, replaced_at FROM replaced_keys
+             WHERE client_id = ?1 ORDER BY replaced_at DESC, rowid DESC",
+        )?;
+        let rows = stmt.query_map([client], |r| {
+            let key: Vec<u8> = r.get(0)?;
+            Ok((fingerprint_of(&key), r.get(1)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// The state of the pairing with row `id`, for waiting on it.
@@ -273,4 +335,52 @@ impl Catalog {
             _ => PairingState::Expired,
         })
     }
+}
+
+/// Hands `client` to `key` (a `pair --replace` code used): its old key is
+/// kept in `replaced_keys` and refused from now on; its sets, snapshots,
+/// quota and retention stay its own.
+fn hand_over(
+    tx: rusqlite::Transaction<'_>,
+    pairing_id: i64,
+    client: ClientId,
+    key: &PublicKey,
+    hostname: &str,
+    now: i64,
+) -> Result<PairOutcome> {
+    let moved = tx.execute(
+        "INSERT INTO replaced_keys (client_id, public_key, hostname, replaced_at)
+         SELECT id, public_key, hostname, ?2 FROM clients WHERE id = ?1 AND removed_at IS NULL",
+        params![client, now],
+    )?;
+    if moved == 0 {
+        // Removed since the code was made.
+        return Ok(PairOutcome::NoLongerValid);
+    }
+    let old: Vec<u8> = tx.query_row(
+        "SELECT public_key FROM clients WHERE id = ?1",
+        [client],
+        |r| r.get(0),
+    )?;
+    tx.execute(
+        "UPDATE clients SET public_key = ?2, hostname = ?3 WHERE id = ?1",
+        params![client, &key.0[..], hostname],
+    )?;
+    tx.execute(
+        "UPDATE pairings SET state = 'used', client_id = ?2 WHERE id = ?1",
+        params![pairing_id, client],
+    )?;
+    let record = client_where(&tx, "id = ?1", client)?.expect("the client exists");
+    tx.commit()?;
+    Ok(PairOutcome::Replaced(
+        Box::new(record),
+        fingerprint_of(&old),
+    ))
+}
+
+/// The fingerprint of a stored public key.
+fn fingerprint_of(key: &[u8]) -> String {
+    <[u8; 32]>::try_from(key)
+        .map(|bytes| PublicKey(bytes).fingerprint().to_string())
+        .unwrap_or_else(|_| "(malformed key)".into())
 }

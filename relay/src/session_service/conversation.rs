@@ -102,7 +102,7 @@ enum Event {
 async fn ended(ctx: &SessionContext, ends: &Ends<'_>) -> String {
     tokio::select! {
         biased;
-        _ = ends.revoked.cancelled() => "this endpoint's key was removed from the relay".into(),
+        _ = ends.revoked.cancelled() => "this endpoint's key was removed from the relay, or its client was moved to a new machine (`ferry-relay pair --replace`)".into(),
         _ = ctx.shutdown.cancelled() => "the relay is shutting down".into(),
         _ = ends.life.replaced().cancelled() => "a newer session of this client took over its backup after this one fell silent".into(),
         _ = ends.life.expired().cancelled() => TransferError::Expired.to_string(),
