@@ -41,6 +41,7 @@ pub mod patch;
 pub mod refusal;
 pub mod retention;
 pub mod schedule;
+pub mod sealed;
 pub mod session;
 pub mod timestamp;
 pub mod transport;

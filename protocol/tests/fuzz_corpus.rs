@@ -12,6 +12,7 @@ use ferry_protocol::frame::encode_frame;
 use ferry_protocol::fuzzing;
 use ferry_protocol::message::{Hello, Message};
 use ferry_protocol::pairing::EndpointStart;
+use ferry_protocol::sealed::{seal, SealedKind, StorageId};
 use ferry_protocol::session::Initiator;
 use ferry_protocol::timestamp::Timestamp;
 
@@ -30,6 +31,7 @@ const TARGETS: &[Target] = &[
     ("fetch_replies", fuzzing::fetch_replies),
     ("objects", fuzzing::objects),
     ("object_patch", fuzzing::object_patch),
+    ("sealed", fuzzing::sealed),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -152,6 +154,12 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
         "small-edit",
         ferry_protocol::patch::diff(&base, &changed),
     ));
+    let keys = fuzzing::fixed_sealing_keys();
+    let tree_refs = vec![StorageId([1; 32]), StorageId([2; 32])];
+    let (_, tree) = seal(&keys, SealedKind::Tree, tree_refs, b"a sealed tree").unwrap();
+    out.push(("sealed", "tree-with-refs", tree));
+    let (_, chunk) = seal(&keys, SealedKind::Chunk, Vec::new(), &changed[..3000]).unwrap();
+    out.push(("sealed", "chunk", chunk));
     out
 }
 
