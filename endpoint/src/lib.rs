@@ -21,6 +21,7 @@ pub mod fetcher;
 pub mod fsmeta;
 pub mod hooks;
 pub mod jobs;
+pub mod key;
 pub mod pair;
 pub mod progress;
 pub mod restore;

@@ -50,6 +50,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The client's vault key: a passphrase on the relay, paper, recovery.
+    Key {
+        #[command(subcommand)]
+        command: ferry_endpoint::key::KeyCommand,
+    },
     /// Back up paths (recorded under their absolute paths) as a new snapshot.
     Backup {
         /// The backup set.
@@ -245,6 +250,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => run_pair(&state, &relay, &code, name, json).await?,
         Command::Status { json, watch } => ferry_endpoint::status::run(&state, json, watch).await?,
+        Command::Key { command } => ferry_endpoint::key::run(&state, command).await?,
         Command::Backup {
             limit,
             compression,

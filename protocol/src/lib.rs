@@ -47,6 +47,7 @@ pub mod timestamp;
 pub mod transport;
 pub mod tree;
 pub mod units;
+pub mod vault;
 pub mod version;
 pub mod walk;
 

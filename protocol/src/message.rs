@@ -337,7 +337,33 @@ pub enum Message {
         /// The bases, each a run of chunks.
         bases: Vec<Vec<ChunkId>>,
     },
+    /// Keeps this client's wrapped vault key on the relay (protocol 1.6):
+    /// the vault key sealed under a key made from the owner's passphrase,
+    /// opaque to the relay, at most [`MAX_KEY_WRAP`] bytes; it replaces
+    /// the one kept before. Answered by `KeyWrapKept`.
+    SetKeyWrap {
+        /// The wrapped key.
+        #[serde(with = "serde_bytes")]
+        wrapped: Vec<u8>,
+    },
+    /// The wrapped key was kept (made durable).
+    KeyWrapKept,
+    /// Asks for this client's wrapped vault key (protocol 1.6): a new
+    /// machine that took over the client opens it with the passphrase.
+    /// Answered by `KeyWrap`.
+    GetKeyWrap,
+    /// The client's wrapped vault key, if one is kept.
+    KeyWrap {
+        /// The wrapped key.
+        wrapped: Option<serde_bytes::ByteBuf>,
+    },
 }
+
+/// The most bytes a wrapped vault key may take on the relay.
+pub const MAX_KEY_WRAP: usize = 1024;
+
+/// The first protocol minor whose relays keep wrapped vault keys.
+pub const KEY_WRAP_SINCE_MINOR: u16 = 6;
 
 /// How often the relay says [`Message::Working`] while a request waits.
 pub const WORKING_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
@@ -386,6 +412,10 @@ impl Message {
             Message::Fetch { .. } => "Fetch",
             Message::Fetched { .. } => "Fetched",
             Message::GetBaseSignatures { .. } => "GetBaseSignatures",
+            Message::SetKeyWrap { .. } => "SetKeyWrap",
+            Message::KeyWrapKept => "KeyWrapKept",
+            Message::GetKeyWrap => "GetKeyWrap",
+            Message::KeyWrap { .. } => "KeyWrap",
         }
     }
 }

@@ -199,6 +199,13 @@ const MIGRATIONS: &[&str] = &[
         hostname TEXT NOT NULL,
         replaced_at INTEGER NOT NULL
     );",
+    // 15: each client's vault key wrapped under its owner's passphrase
+    // (opaque here), for a new machine to recover.
+    "CREATE TABLE key_wraps (
+        client_id INTEGER PRIMARY KEY REFERENCES clients(id),
+        wrapped BLOB NOT NULL,
+        updated_at INTEGER NOT NULL
+    );",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

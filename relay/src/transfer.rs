@@ -311,6 +311,8 @@ impl Transfer {
             Message::GetKeptBy { set } => self.kept_by(set.as_deref()).map(Some),
             Message::GetUsage => self.usage().map(Some),
             Message::GetDamage => self.damage().map(Some),
+            Message::SetKeyWrap { wrapped } => self.set_key_wrap(wrapped).map(Some),
+            Message::GetKeyWrap => self.key_wrap().map(Some),
             other => Err(violation!("unexpected message {}", other.name())),
         }
     }

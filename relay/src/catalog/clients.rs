@@ -188,6 +188,34 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// Keeps `client`'s wrapped vault key (replacing the one kept before).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_key_wrap(&mut self, client: ClientId, wrapped: &[u8], now: i64) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO key_wraps (client_id, wrapped, updated_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (client_id) DO UPDATE SET wrapped = excluded.wrapped, updated_at = excluded.updated_at",
+            params![client, wrapped, now],
+        )?;
+        Ok(())
+    }
+
+    /// `client`'s wrapped vault key, if one is kept.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn key_wrap(&self, client: ClientId) -> Result<Option<Vec<u8>>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT wrapped FROM key_wraps WHERE client_id = ?1",
+                [client],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
     /// Every active client with its key.
     ///
     /// # Errors

@@ -2,9 +2,9 @@
 //! its storage use and its damage.
 
 use ferry_protocol::ids::TreeId;
-use ferry_protocol::message::{Message, SnapshotInfo};
+use ferry_protocol::message::{Message, SnapshotInfo, MAX_KEY_WRAP};
 
-use super::{Result, Transfer};
+use super::{check, violation, Result, Transfer};
 
 impl Transfer {
     /// The client's snapshots (of `set`, or all).
@@ -60,5 +60,26 @@ impl Transfer {
         let client = self.client;
         let (damaged, healed) = self.catalog(|c| c.client_damage(client))?;
         Ok(Message::Damage { damaged, healed })
+    }
+
+    /// Keeps the client's wrapped vault key.
+    pub(super) fn set_key_wrap(&self, wrapped: Vec<u8>) -> Result<Message> {
+        check!(
+            wrapped.len() <= MAX_KEY_WRAP,
+            "a wrapped key of {} bytes; the limit is {MAX_KEY_WRAP}",
+            wrapped.len()
+        );
+        let client = self.client;
+        self.catalog(|c| c.set_key_wrap(client, &wrapped, crate::clock::now_ms()))?;
+        Ok(Message::KeyWrapKept)
+    }
+
+    /// The client's wrapped vault key, if kept.
+    pub(super) fn key_wrap(&self) -> Result<Message> {
+        let client = self.client;
+        let wrapped = self.catalog(|c| c.key_wrap(client))?;
+        Ok(Message::KeyWrap {
+            wrapped: wrapped.map(serde_bytes::ByteBuf::from),
+        })
     }
 }

@@ -1,0 +1,254 @@
+//! `ferry key`: the client's vault key, from which every key of its sealed
+//! data comes (`ferry_protocol::sealed`), kept where a lost laptop cannot
+//! take it along: on paper (`export --paper`, `import`) and on the relay
+//! wrapped under a passphrase (`passphrase`, then `recover` on the machine
+//! that took the client over with `ferry-relay pair --replace`).
+//!
+//! The vault key is made at first need (these commands, a sealed backup),
+//! not at pairing, so a new machine that took a client over recovers the
+//! client's vault instead of making another. It lives in
+//! `STATE/keys/vault.key` at mode 0600.
+//!
+//! A passphrase comes from `--passphrase-file FILE`, else the file
+//! `FERRY_PASSPHRASE_FILE` names, else the terminal (not echoed); never
+//! from the command line, where other users could see it.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Subcommand;
+use ferry_net::io::keyfile;
+use ferry_protocol::message::{Message, KEY_WRAP_SINCE_MINOR};
+use ferry_protocol::sealed::VaultKey;
+use ferry_protocol::vault;
+use zeroize::Zeroizing;
+
+use crate::client::{unexpected, RelayClient};
+use crate::state::StateDir;
+
+/// `ferry key …`.
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Set or change the passphrase that guards this client's vault key on
+    /// the relay (a new machine recovers the key with it).
+    Passphrase {
+        /// Read the passphrase from this file (else FERRY_PASSPHRASE_FILE,
+        /// else the terminal).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+    /// Print the vault key as text to keep on paper.
+    Export {
+        /// As text with a checksum, in groups of four (the only form).
+        #[arg(long)]
+        paper: bool,
+    },
+    /// Read a vault key printed by `ferry key export --paper` from FILE (or
+    /// `-` for standard input).
+    Import {
+        /// The paper key's text.
+        file: PathBuf,
+    },
+    /// Fetch this client's vault key from the relay and open it with its
+    /// passphrase (on a machine that took the client over).
+    Recover {
+        /// Read the passphrase from this file (else FERRY_PASSPHRASE_FILE,
+        /// else the terminal).
+        #[arg(long)]
+        passphrase_file: Option<PathBuf>,
+    },
+}
+
+/// Runs `ferry key …`.
+///
+/// # Errors
+/// One line for the user: a weak or wrong passphrase, a paper key with a
+/// typo, a vault key that would be replaced, a relay too old or unreachable.
+pub async fn run(state: &StateDir, command: KeyCommand) -> Result<()> {
+    match command {
+        KeyCommand::Passphrase { passphrase_file } => {
+            let vault = vault_or_new(state)?;
+            let passphrase = passphrase(passphrase_file.as_deref(), true)?;
+            if let Err(why) = vault::check_passphrase(&passphrase) {
+                bail!("a weak passphrase: {why}; nothing was changed");
+            }
+            let wrapped = vault::wrap(&vault, passphrase.as_bytes(), random(), random());
+            let mut client = key_client(state).await?;
+            match client.request(&Message::SetKeyWrap { wrapped }).await? {
+                Message::KeyWrapKept => {}
+                other => return Err(unexpected("KeyWrapKept", &other)),
+            }
+            client.close().await;
+            println!(
+                "the vault key ({}) is kept on the relay under this passphrase: a machine that takes this client over recovers it with `ferry key recover`",
+                vault::fingerprint(&vault)
+            );
+        }
+        KeyCommand::Export { .. } => {
+            let vault = vault_or_new(state)?;
+            print!("{}", vault::paper(&vault));
+            println!("fingerprint: {}", vault::fingerprint(&vault));
+            eprintln!("whoever holds this text can open this client's sealed backups: keep it as you keep a house key");
+        }
+        KeyCommand::Import { file } => {
+            let text = Zeroizing::new(read_text(&file)?);
+            let imported = vault::from_paper(&text)?;
+            keep(state, &imported)?;
+            println!("vault key {} imported", vault::fingerprint(&imported));
+        }
+        KeyCommand::Recover { passphrase_file } => {
+            let mut client = key_client(state).await?;
+            let wrapped = match client.request(&Message::GetKeyWrap).await? {
+                Message::KeyWrap { wrapped: Some(w) } => w.into_vec(),
+                Message::KeyWrap { wrapped: None } => bail!(
+                    "the relay keeps no passphrase-wrapped key for this client (set one with `ferry key passphrase` on a machine that has the key, or import its paper key)"
+                ),
+                other => return Err(unexpected("KeyWrap", &other)),
+            };
+            client.close().await;
+            let passphrase = passphrase(passphrase_file.as_deref(), false)?;
+            let recovered = vault::unwrap(&wrapped, passphrase.as_bytes())
+                .map_err(|e| anyhow::anyhow!("{e}; nothing was written"))?;
+            keep(state, &recovered)?;
+            println!("vault key {} recovered", vault::fingerprint(&recovered));
+        }
+    }
+    Ok(())
+}
+
+/// Where the vault key lives.
+fn vault_path(state: &StateDir) -> PathBuf {
+    state.root().join("keys").join("vault.key")
+}
+
+/// The vault key, if this endpoint has one.
+///
+/// # Errors
+/// A key file others can read, or one that is not 32 bytes in hex.
+pub fn load_vault(state: &StateDir) -> Result<Option<VaultKey>> {
+    let path = vault_path(state);
+    if !path.exists() {
+        return Ok(None);
+    }
+    keyfile::check_trusted(&path).with_context(|| format!("refusing to use {}", path.display()))?;
+    let text = Zeroizing::new(std::fs::read_to_string(&path)?);
+    let mut bytes = [0u8; 32];
+    let hex = text.trim();
+    if hex.len() != 64 || !hex.is_ascii() {
+        bail!("{} is not a vault key", path.display());
+    }
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
+            .with_context(|| format!("{} is not a vault key", path.display()))?;
+    }
+    Ok(Some(VaultKey::from_bytes(bytes)))
+}
+
+/// The vault key, made now (from the OS's randomness) if there is none.
+fn vault_or_new(state: &StateDir) -> Result<VaultKey> {
+    if let Some(vault) = load_vault(state)? {
+        return Ok(vault);
+    }
+    state.load_or_create_keys()?;
+    let vault = VaultKey::from_bytes(random());
+    write_vault(state, &vault)?;
+    Ok(vault)
+}
+
+/// Keeps `vault` as this endpoint's, unless it has another.
+fn keep(state: &StateDir, vault: &VaultKey) -> Result<()> {
+    match load_vault(state)? {
+        Some(have) if have.expose() == vault.expose() => Ok(()),
+        Some(have) => bail!(
+            "this endpoint has another vault key ({}); it is not replaced (move {} away first if you mean to)",
+            vault::fingerprint(&have),
+            vault_path(state).display()
+        ),
+        None => {
+            state.load_or_create_keys()?;
+            write_vault(state, vault)
+        }
+    }
+}
+
+fn write_vault(state: &StateDir, vault: &VaultKey) -> Result<()> {
+    let hex: Zeroizing<String> =
+        Zeroizing::new(vault.expose().iter().map(|b| format!("{b:02x}")).collect());
+    let path = vault_path(state);
+    keyfile::write_private(&path, hex.as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// A session with a relay that keeps wrapped keys.
+async fn key_client(state: &StateDir) -> Result<RelayClient> {
+    let client = crate::jobs::open_client(state).await?;
+    if client.relay_minor() < KEY_WRAP_SINCE_MINOR {
+        bail!(
+            "the relay speaks protocol 1.{}; keeping a vault key needs 1.{KEY_WRAP_SINCE_MINOR}: upgrade the relay",
+            client.relay_minor()
+        );
+    }
+    Ok(client)
+}
+
+/// The passphrase: from `file`, else `FERRY_PASSPHRASE_FILE`, else the
+/// terminal (asked twice when `confirm`).
+fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Zeroizing<String>> {
+    let from_env = std::env::var_os("FERRY_PASSPHRASE_FILE").map(PathBuf::from);
+    if let Some(file) = file.map(Path::to_path_buf).or(from_env) {
+        let text = Zeroizing::new(
+            std::fs::read_to_string(&file)
+                .with_context(|| format!("cannot read the passphrase file {}", file.display()))?,
+        );
+        return Ok(Zeroizing::new(
+            text.trim_end_matches(['\n', '\r']).to_string(),
+        ));
+    }
+    if !std::io::stdin().is_terminal() {
+        bail!("no passphrase: give --passphrase-file FILE or FERRY_PASSPHRASE_FILE (there is no terminal to ask on)");
+    }
+    let first = ask("passphrase: ")?;
+    if confirm && *ask("the same again: ")? != *first {
+        bail!("the two passphrases differ; nothing was changed");
+    }
+    Ok(first)
+}
+
+/// Reads a line from the terminal with echo off.
+fn ask(prompt: &str) -> Result<Zeroizing<String>> {
+    use rustix::termios::{tcgetattr, tcsetattr, LocalModes, OptionalActions};
+    let stdin = std::io::stdin();
+    let saved = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+    let mut quiet = saved.clone();
+    quiet.local_modes.remove(LocalModes::ECHO);
+    tcsetattr(&stdin, OptionalActions::Now, &quiet).context("cannot turn echo off")?;
+    eprint!("{prompt}");
+    let _ = std::io::stderr().flush();
+    let mut line = Zeroizing::new(String::new());
+    let read = stdin.read_line(&mut line);
+    let _ = tcsetattr(&stdin, OptionalActions::Now, &saved);
+    eprintln!();
+    read.context("cannot read the passphrase")?;
+    Ok(Zeroizing::new(
+        line.trim_end_matches(['\n', '\r']).to_string(),
+    ))
+}
+
+/// A file's text, or standard input's for `-`.
+fn read_text(file: &Path) -> Result<String> {
+    if file == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))
+}
+
+/// Bytes from the OS's randomness.
+fn random<const N: usize>() -> [u8; N] {
+    use rand_core::{OsRng, RngCore};
+    let mut bytes = [0u8; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}

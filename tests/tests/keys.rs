@@ -1,0 +1,110 @@
+//! `ferry key`: the vault key on paper, on the relay under a passphrase,
+//! and recovered by the machine that took a lost laptop's client over.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use ferry_tests::{arg, ok, stderr, Endpoint, Relay};
+
+/// The vault key's fingerprint as `key export` prints it.
+fn vault_fingerprint(endpoint: &Endpoint) -> String {
+    let out = ok(endpoint.ferry(&["key", "export", "--paper"]));
+    out.lines()
+        .find_map(|l| l.strip_prefix("fingerprint: "))
+        .expect("a fingerprint line")
+        .to_string()
+}
+
+fn vault_file(endpoint: &Endpoint) -> std::path::PathBuf {
+    endpoint.state().join("keys/vault.key")
+}
+
+#[test]
+fn a_paper_key_moves_the_vault_and_a_typo_is_refused() {
+    let relay = Relay::start();
+    let first = Endpoint::new();
+    first.pair_with(&relay, "laptop");
+    let paper = ok(first.ferry(&["key", "export", "--paper"]));
+    assert!(paper.starts_with("ferry vault key v1\n"), "{paper}");
+    let mode = fs::metadata(vault_file(&first))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let work = tempfile::tempdir().unwrap();
+    let text: String = paper.lines().take(3).map(|l| format!("{l}\n")).collect();
+    let file = work.path().join("paper.txt");
+    fs::write(&file, &text).unwrap();
+
+    let second = Endpoint::new();
+    let imported = ok(second.ferry(&["key", "import", arg(&file)]));
+    assert!(imported.contains(&vault_fingerprint(&first)), "{imported}");
+    assert_eq!(vault_fingerprint(&second), vault_fingerprint(&first));
+
+    let mut chars: Vec<char> = text.chars().collect();
+    let at = text.find('\n').unwrap() + 2;
+    chars[at] = if chars[at] == '7' { '8' } else { '7' };
+    fs::write(&file, chars.into_iter().collect::<String>()).unwrap();
+    let third = Endpoint::new();
+    let out = third.ferry(&["key", "import", arg(&file)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("checksum"), "{}", stderr(&out));
+    assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    assert!(!vault_file(&third).exists());
+}
+
+#[test]
+fn the_machine_that_takes_a_lost_laptop_over_recovers_its_vault_with_the_passphrase() {
+    let relay = Relay::start();
+    let lost = Endpoint::new();
+    lost.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let right = work.path().join("passphrase");
+    fs::write(&right, "river cobalt maple seventy\n").unwrap();
+    ok(lost.ferry(&["key", "passphrase", "--passphrase-file", arg(&right)]));
+    let fingerprint = vault_fingerprint(&lost);
+
+    let out = ok(relay.admin(&["pair", "--name", "laptop", "--replace", "--json"]));
+    let code: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let found = Endpoint::new();
+    ok(found.try_pair(&relay, code["code"].as_str().unwrap()));
+
+    let wrong = work.path().join("wrong");
+    fs::write(&wrong, "river cobalt maple seventy-one").unwrap();
+    let out = found.ferry(&["key", "recover", "--passphrase-file", arg(&wrong)]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("passphrase does not open"), "{err}");
+    assert!(err.contains("nothing was written"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!vault_file(&found).exists());
+
+    let recovered = found
+        .command()
+        .args(["key", "recover"])
+        .env("FERRY_PASSPHRASE_FILE", &right)
+        .output()
+        .unwrap();
+    assert!(recovered.status.success(), "{}", stderr(&recovered));
+    assert_eq!(vault_fingerprint(&found), fingerprint);
+}
+
+#[test]
+fn a_weak_passphrase_is_refused_with_its_reason_and_nothing_is_kept() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let weak = work.path().join("weak");
+    fs::write(&weak, "hunter2").unwrap();
+    let out = endpoint.ferry(&["key", "passphrase", "--passphrase-file", arg(&weak)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("too short"), "{}", stderr(&out));
+    let out = endpoint.ferry(&["key", "recover", "--passphrase-file", arg(&weak)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("keeps no passphrase-wrapped key"),
+        "{}",
+        stderr(&out)
+    );
+}
