@@ -21,7 +21,7 @@ use clap::Subcommand;
 use ferry_net::io::keyfile;
 use ferry_protocol::message::{Message, KEY_WRAP_SINCE_MINOR};
 use ferry_protocol::sealed::VaultKey;
-use ferry_protocol::vault;
+use ferry_protocol::{recovery, vault};
 use zeroize::Zeroizing;
 
 use crate::client::{unexpected, RelayClient};
@@ -51,12 +51,17 @@ pub enum KeyCommand {
         file: PathBuf,
     },
     /// Fetch this client's vault key from the relay and open it with its
-    /// passphrase (on a machine that took the client over).
+    /// passphrase (on a machine that took the client over), or with the
+    /// organisation's recovery identity.
     Recover {
         /// Read the passphrase from this file (else FERRY_PASSPHRASE_FILE,
         /// else the terminal).
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+        /// Open it with this recovery identity (the operator's offline
+        /// secret, from `ferry-relay recovery-key new`) instead.
+        #[arg(long, conflicts_with = "passphrase_file")]
+        identity: Option<PathBuf>,
     },
 }
 
@@ -68,22 +73,7 @@ pub enum KeyCommand {
 pub async fn run(state: &StateDir, command: KeyCommand) -> Result<()> {
     match command {
         KeyCommand::Passphrase { passphrase_file } => {
-            let vault = vault_or_new(state)?;
-            let passphrase = passphrase(passphrase_file.as_deref(), true)?;
-            if let Err(why) = vault::check_passphrase(&passphrase) {
-                bail!("a weak passphrase: {why}; nothing was changed");
-            }
-            let wrapped = vault::wrap(&vault, passphrase.as_bytes(), random(), random());
-            let mut client = key_client(state).await?;
-            match client.request(&Message::SetKeyWrap { wrapped }).await? {
-                Message::KeyWrapKept => {}
-                other => return Err(unexpected("KeyWrapKept", &other)),
-            }
-            client.close().await;
-            println!(
-                "the vault key ({}) is kept on the relay under this passphrase: a machine that takes this client over recovers it with `ferry key recover`",
-                vault::fingerprint(&vault)
-            );
+            set_passphrase(state, passphrase_file).await?
         }
         KeyCommand::Export { .. } => {
             let vault = vault_or_new(state)?;
@@ -97,24 +87,110 @@ pub async fn run(state: &StateDir, command: KeyCommand) -> Result<()> {
             keep(state, &imported)?;
             println!("vault key {} imported", vault::fingerprint(&imported));
         }
-        KeyCommand::Recover { passphrase_file } => {
-            let mut client = key_client(state).await?;
-            let wrapped = match client.request(&Message::GetKeyWrap).await? {
-                Message::KeyWrap { wrapped: Some(w) } => w.into_vec(),
-                Message::KeyWrap { wrapped: None } => bail!(
-                    "the relay keeps no passphrase-wrapped key for this client (set one with `ferry key passphrase` on a machine that has the key, or import its paper key)"
-                ),
-                other => return Err(unexpected("KeyWrap", &other)),
-            };
-            client.close().await;
-            let passphrase = passphrase(passphrase_file.as_deref(), false)?;
-            let recovered = vault::unwrap(&wrapped, passphrase.as_bytes())
-                .map_err(|e| anyhow::anyhow!("{e}; nothing was written"))?;
-            keep(state, &recovered)?;
-            println!("vault key {} recovered", vault::fingerprint(&recovered));
-        }
+        KeyCommand::Recover {
+            passphrase_file,
+            identity,
+        } => recover(state, passphrase_file, identity).await?,
     }
     Ok(())
+}
+
+/// `ferry key passphrase`: the vault key wrapped under a new passphrase
+/// and, when the relay has a recovery recipient, to it, both kept there.
+async fn set_passphrase(state: &StateDir, file: Option<PathBuf>) -> Result<()> {
+    let vault = vault_or_new(state)?;
+    let passphrase = passphrase(file.as_deref(), true)?;
+    if let Err(why) = vault::check_passphrase(&passphrase) {
+        bail!("a weak passphrase: {why}; nothing was changed");
+    }
+    let wrapped = vault::wrap(&vault, passphrase.as_bytes(), random(), random());
+    let mut client = key_client(state).await?;
+    let (_, recipient) = key_wraps(&mut client).await?;
+    kept(client.request(&Message::SetKeyWrap { wrapped }).await?)?;
+    if let Some(recipient) = &recipient {
+        let wrapped = recovery::wrap_to(&vault, recipient, random(), random());
+        kept(
+            client
+                .request(&Message::SetRecoveryWrap { wrapped })
+                .await?,
+        )?;
+    }
+    client.close().await;
+    println!(
+        "the vault key ({}) is kept on the relay under this passphrase{}: a machine that takes this client over recovers it with `ferry key recover`",
+        vault::fingerprint(&vault),
+        if recipient.is_some() {
+            " and for the organisation's recovery key"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
+/// `ferry key recover`: the vault key the relay keeps, opened with the
+/// passphrase or the recovery identity, kept here.
+async fn recover(state: &StateDir, file: Option<PathBuf>, identity: Option<PathBuf>) -> Result<()> {
+    let mut client = key_client(state).await?;
+    let (wraps, _) = key_wraps(&mut client).await?;
+    client.close().await;
+    let (under_passphrase, to_recipient) = wraps;
+    let recovered = match identity {
+        Some(path) => {
+            let text = Zeroizing::new(read_text(&path)?);
+            let identity = recovery::Identity::decode(&text)?;
+            let wrapped = to_recipient.context(
+                "the relay keeps no copy of this client's vault key for the recovery key (its endpoint never wrapped it: the relay had no [sealed] recovery-recipient then)",
+            )?;
+            recovery::unwrap_with(&wrapped, &identity)
+        }
+        None => {
+            let wrapped = under_passphrase.context(
+                "the relay keeps no passphrase-wrapped key for this client (set one with `ferry key passphrase` on a machine that has the key, or import its paper key)",
+            )?;
+            let passphrase = passphrase(file.as_deref(), false)?;
+            vault::unwrap(&wrapped, passphrase.as_bytes())
+        }
+    }
+    .map_err(|e| anyhow::anyhow!("{e}; nothing was written"))?;
+    keep(state, &recovered)?;
+    println!("vault key {} recovered", vault::fingerprint(&recovered));
+    Ok(())
+}
+
+/// What the relay keeps of this client's vault key (under its passphrase,
+/// to the recipient) and its recovery recipient.
+async fn key_wraps(
+    client: &mut RelayClient,
+) -> Result<(
+    (Option<Vec<u8>>, Option<Vec<u8>>),
+    Option<recovery::Recipient>,
+)> {
+    match client.request(&Message::GetKeyWrap).await? {
+        Message::KeyWrap {
+            wrapped,
+            recovery: to_recipient,
+            recipient,
+        } => {
+            let recipient = recipient
+                .map(|r| <[u8; 32]>::try_from(r.as_slice()).map(recovery::Recipient))
+                .transpose()
+                .map_err(|_| anyhow::anyhow!("the relay's recovery recipient is not 32 bytes"))?;
+            let wraps = (
+                wrapped.map(|w| w.into_vec()),
+                to_recipient.map(|w| w.into_vec()),
+            );
+            Ok((wraps, recipient))
+        }
+        other => Err(unexpected("KeyWrap", &other)),
+    }
+}
+
+fn kept(answer: Message) -> Result<()> {
+    match answer {
+        Message::KeyWrapKept => Ok(()),
+        other => Err(unexpected("KeyWrapKept", &other)),
+    }
 }
 
 /// Where the vault key lives.

@@ -38,6 +38,7 @@ pub mod message;
 pub mod noise;
 pub mod pairing;
 pub mod patch;
+pub mod recovery;
 pub mod refusal;
 pub mod retention;
 pub mod schedule;

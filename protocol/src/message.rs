@@ -352,10 +352,24 @@ pub enum Message {
     /// machine that took over the client opens it with the passphrase.
     /// Answered by `KeyWrap`.
     GetKeyWrap,
-    /// The client's wrapped vault key, if one is kept.
+    /// The client's wrapped vault keys, as kept, and the relay's recovery
+    /// recipient, if its operator set one (the endpoint wraps its vault key
+    /// to it too, with `SetRecoveryWrap`).
     KeyWrap {
-        /// The wrapped key.
+        /// Under the owner's passphrase.
         wrapped: Option<serde_bytes::ByteBuf>,
+        /// To the organisation's recovery recipient.
+        recovery: Option<serde_bytes::ByteBuf>,
+        /// The recovery recipient (an X25519 public key, 32 bytes).
+        recipient: Option<serde_bytes::ByteBuf>,
+    },
+    /// Keeps this client's vault key wrapped to the relay's recovery
+    /// recipient (protocol 1.6), at most [`MAX_KEY_WRAP`] bytes. Answered
+    /// by `KeyWrapKept`.
+    SetRecoveryWrap {
+        /// The wrapped key.
+        #[serde(with = "serde_bytes")]
+        wrapped: Vec<u8>,
     },
 }
 
@@ -416,6 +430,7 @@ impl Message {
             Message::KeyWrapKept => "KeyWrapKept",
             Message::GetKeyWrap => "GetKeyWrap",
             Message::KeyWrap { .. } => "KeyWrap",
+            Message::SetRecoveryWrap { .. } => "SetRecoveryWrap",
         }
     }
 }

@@ -47,6 +47,10 @@ pub enum VaultError {
     /// The passphrase does not open the wrap (or the wrap was altered).
     #[error("the passphrase does not open this client's vault key")]
     WrongPassphrase,
+    /// The recovery identity does not open the wrap (it was made for
+    /// another recipient, or altered).
+    #[error("this recovery identity does not open this client's vault key (it was wrapped to another recovery recipient)")]
+    WrongIdentity,
     /// The wrap is not one this version reads, or asks for too much.
     #[error("the wrapped vault key is malformed: {0}")]
     Malformed(&'static str),
@@ -200,27 +204,8 @@ pub fn from_paper(text: &str) -> Result<VaultKey, VaultError> {
         .lines()
         .filter(|line| !line.trim().eq_ignore_ascii_case(PAPER_TITLE))
         .collect::<String>();
-    let mut bits: u64 = 0;
-    let mut held = 0;
-    let mut bytes = Vec::with_capacity(34);
-    for c in body.chars().filter(|c| !c.is_whitespace() && *c != '-') {
-        let c = match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            c => c,
-        };
-        let value = PAPER_ALPHABET
-            .iter()
-            .position(|&a| a as char == c)
-            .ok_or(VaultError::Paper("a character that is not in a paper key"))?;
-        bits = (bits << 5) | value as u64;
-        held += 5;
-        if held >= 8 {
-            held -= 8;
-            bytes.push((bits >> held) as u8);
-            bits &= (1 << held) - 1;
-        }
-    }
+    let mut bytes =
+        base32_decode(&body).ok_or(VaultError::Paper("a character that is not in a paper key"))?;
     if bytes.len() != 34 {
         return Err(VaultError::Paper("its length (a group missing or extra)"));
     }
@@ -233,7 +218,31 @@ pub fn from_paper(text: &str) -> Result<VaultKey, VaultError> {
     Ok(VaultKey::from_bytes(key))
 }
 
-fn base32(bytes: &[u8]) -> String {
+/// Crockford base32 read back (case, spaces and dashes ignored; `O` as
+/// `0`, `I` and `L` as `1`); `None` for a character outside the alphabet.
+pub(crate) fn base32_decode(text: &str) -> Option<Vec<u8>> {
+    let (mut bits, mut held) = (0u64, 0);
+    let mut bytes = Vec::new();
+    for c in text.chars().filter(|c| !c.is_whitespace() && *c != '-') {
+        let c = match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        };
+        let value = PAPER_ALPHABET.iter().position(|&a| a as char == c)?;
+        bits = (bits << 5) | value as u64;
+        held += 5;
+        if held >= 8 {
+            held -= 8;
+            bytes.push((bits >> held) as u8);
+            bits &= (1 << held) - 1;
+        }
+    }
+    Some(bytes)
+}
+
+/// Crockford base32 of `bytes`, without padding.
+pub(crate) fn base32(bytes: &[u8]) -> String {
     let mut out = String::new();
     let (mut bits, mut held) = (0u64, 0);
     for &b in bytes {

@@ -74,3 +74,32 @@ pub fn gc(data: &DataDir, grace: Option<Duration>, json: bool) -> Result<()> {
     }
     Ok(())
 }
+
+/// `ferry-relay recovery-key --new FILE`: writes a new recovery identity to
+/// `file` (mode 0600, never over an existing file) and prints its
+/// recipient for `relay.toml`.
+///
+/// # Errors
+/// An existing file, or one that cannot be written.
+pub fn recovery_key(file: &std::path::Path) -> anyhow::Result<()> {
+    use rand_core::{OsRng, RngCore};
+    if file.exists() {
+        anyhow::bail!(
+            "{} exists; a recovery identity is never written over (it may be the only key to clients' vaults)",
+            file.display()
+        );
+    }
+    let mut secret = [0u8; 32];
+    OsRng.fill_bytes(&mut secret);
+    let identity = ferry_protocol::recovery::Identity::from_secret(secret);
+    zeroize::Zeroize::zeroize(&mut secret);
+    let text = zeroize::Zeroizing::new(format!("{}\n", identity.encode()));
+    ferry_net::io::keyfile::write_private(file, text.as_bytes())?;
+    println!("[sealed]");
+    println!("recovery-recipient = \"{}\"", identity.recipient().encode());
+    eprintln!(
+        "wrote the recovery identity to {}: keep it offline (it opens every client's vault); put the two lines above into relay.toml",
+        file.display()
+    );
+    Ok(())
+}

@@ -199,11 +199,13 @@ const MIGRATIONS: &[&str] = &[
         hostname TEXT NOT NULL,
         replaced_at INTEGER NOT NULL
     );",
-    // 15: each client's vault key wrapped under its owner's passphrase
-    // (opaque here), for a new machine to recover.
+    // 15: each client's vault key wrapped under its owner's passphrase and
+    // to the organisation's recovery recipient (opaque here), for a new
+    // machine or the operator to recover.
     "CREATE TABLE key_wraps (
         client_id INTEGER PRIMARY KEY REFERENCES clients(id),
-        wrapped BLOB NOT NULL,
+        wrapped BLOB,
+        recovery BLOB,
         updated_at INTEGER NOT NULL
     );",
 ];

@@ -13,7 +13,10 @@ use ferry_protocol::schedule::{RateSpec, Schedule};
 use ferry_protocol::units::parse_duration;
 use serde::{Deserialize, Serialize};
 
+mod sealed;
+
 use crate::net::IpNet;
+pub use sealed::SealedConfig;
 
 /// The contents of `relay.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -54,6 +57,9 @@ pub struct RelayConfig {
     /// Alerts: stale sets, quotas, damage, failed backups.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// What sealed clients are told (the recovery recipient).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub sealed: SealedConfig,
 }
 
 /// `[web]`: the status page, `/api/status` and `/metrics`.
@@ -254,8 +260,8 @@ pub fn parse_quota(text: &str) -> Result<Option<u64>, String> {
     }
 }
 
-fn is_default(rules: &ferry_protocol::keep::Rules) -> bool {
-    *rules == ferry_protocol::keep::Rules::default()
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
 }
 
 /// `[verify]`: when the server checks the store by itself (as

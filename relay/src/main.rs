@@ -79,6 +79,14 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// The organisation's recovery key: `--new FILE` writes an identity
+    /// (keep it offline) and prints the recipient for relay.toml's
+    /// `[sealed] recovery-recipient`.
+    RecoveryKey {
+        /// Where to write the new identity (mode 0600; it must not exist).
+        #[arg(long)]
+        new: std::path::PathBuf,
+    },
     /// List, show or remove paired clients.
     Clients {
         #[command(subcommand)]
@@ -230,6 +238,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 quota: Default::default(),
                 web: Default::default(),
                 alerts: Default::default(),
+                sealed: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());
@@ -252,6 +261,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             return admin::pair::run(&data, &name, options);
         }
         Command::Clients { command } => admin::clients::run(&data, command)?,
+        Command::RecoveryKey { new } => admin::recovery_key(&new)?,
         Command::Limit { global, reset } => {
             admin::global_limit(&data, global.as_ref().filter(|_| !reset))?;
         }

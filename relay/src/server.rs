@@ -50,6 +50,7 @@ struct Settings {
     alerts: crate::config::Alerts,
     quotas: crate::config::Quotas,
     web: Option<crate::web::WebSettings>,
+    recovery_recipient: Option<[u8; 32]>,
 }
 
 impl Settings {
@@ -65,6 +66,7 @@ impl Settings {
             alerts: config.alerts.resolve()?,
             quotas: config.quota.resolve()?,
             web: crate::web::WebSettings::resolve(&web_config, web)?,
+            recovery_recipient: config.sealed.recipient()?,
             config,
         })
     }
@@ -138,6 +140,7 @@ pub async fn run(
             retention: settings.config.retention,
             quotas: settings.quotas,
             suspicion: settings.alerts.suspicious,
+            recovery_recipient: settings.recovery_recipient,
             repo,
             rates,
             replay: Mutex::new(ReplayGuard::with_saved(handshakes)),

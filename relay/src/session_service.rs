@@ -62,6 +62,8 @@ pub struct SessionContext {
     pub quotas: Quotas,
     /// `[alerts.suspicious]`: when a backup is held as suspicious.
     pub suspicion: crate::suspicion::Thresholds,
+    /// `[sealed] recovery-recipient`, read.
+    pub recovery_recipient: Option<[u8; 32]>,
     /// The catalog and the blob store.
     pub repo: Arc<Repo>,
     /// Bandwidth buckets.
@@ -108,6 +110,7 @@ impl SessionContext {
             .with_retention_defaults(self.retention)
             .with_quotas(self.quotas)
             .with_suspicion(self.suspicion)
+            .with_recovery_recipient(self.recovery_recipient)
     }
 }
 

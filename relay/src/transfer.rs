@@ -127,6 +127,9 @@ pub struct Transfer {
     life: Arc<crate::gate::Liveness>,
     /// When a backup is suspicious (`[alerts.suspicious]`).
     suspicion: crate::suspicion::Thresholds,
+    /// The organisation's recovery recipient (`[sealed]`), given to
+    /// endpoints to wrap their vault keys to.
+    recovery_recipient: Option<[u8; 32]>,
 }
 
 /// What a client may do when its session comes from the internet.
@@ -152,7 +155,14 @@ impl Transfer {
             quotas: crate::config::Quotas::default(),
             life: Arc::default(),
             suspicion: crate::suspicion::Thresholds::default(),
+            recovery_recipient: None,
         }
+    }
+
+    /// Gives endpoints `recipient` to wrap their vault keys to.
+    pub fn with_recovery_recipient(mut self, recipient: Option<[u8; 32]>) -> Self {
+        self.recovery_recipient = recipient;
+        self
     }
 
     /// Judges committed backups by `thresholds` (see `crate::suspicion`).
@@ -311,7 +321,8 @@ impl Transfer {
             Message::GetKeptBy { set } => self.kept_by(set.as_deref()).map(Some),
             Message::GetUsage => self.usage().map(Some),
             Message::GetDamage => self.damage().map(Some),
-            Message::SetKeyWrap { wrapped } => self.set_key_wrap(wrapped).map(Some),
+            Message::SetKeyWrap { wrapped } => self.set_key_wrap(false, wrapped).map(Some),
+            Message::SetRecoveryWrap { wrapped } => self.set_key_wrap(true, wrapped).map(Some),
             Message::GetKeyWrap => self.key_wrap().map(Some),
             other => Err(violation!("unexpected message {}", other.name())),
         }

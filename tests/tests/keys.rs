@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use ferry_tests::{arg, ok, stderr, Endpoint, Relay};
+use ferry_tests::{arg, ok, stderr, Endpoint, Relay, RelayOptions};
 
 /// The vault key's fingerprint as `key export` prints it.
 fn vault_fingerprint(endpoint: &Endpoint) -> String {
@@ -107,4 +107,75 @@ fn a_weak_passphrase_is_refused_with_its_reason_and_nothing_is_kept() {
         "{}",
         stderr(&out)
     );
+}
+
+/// A new recovery identity written to `file`; returns its recipient.
+fn new_recovery_key(file: &std::path::Path) -> String {
+    let data = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(ferry_tests::binary("ferry-relay"))
+        .args([
+            "--data",
+            arg(data.path()),
+            "recovery-key",
+            "--new",
+            arg(file),
+        ])
+        .output()
+        .unwrap();
+    let stdout = ok(out);
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("recovery-recipient"))
+        .unwrap();
+    line.split('"').nth(1).unwrap().to_string()
+}
+
+#[test]
+fn the_organisations_recovery_key_opens_a_vault_whose_passphrase_copy_is_gone() {
+    let work = tempfile::tempdir().unwrap();
+    let identity = work.path().join("recovery.identity");
+    let recipient = new_recovery_key(&identity);
+    let mode = fs::metadata(&identity).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![(
+            "sealed".into(),
+            format!("recovery-recipient = \"{recipient}\""),
+        )],
+        ..RelayOptions::default()
+    });
+    let lost = Endpoint::new();
+    lost.pair_with(&relay, "laptop");
+    let passphrase = work.path().join("passphrase");
+    fs::write(&passphrase, "river cobalt maple seventy").unwrap();
+    let said = ok(lost.ferry(&["key", "passphrase", "--passphrase-file", arg(&passphrase)]));
+    assert!(said.contains("recovery key"), "{said}");
+    let fingerprint = vault_fingerprint(&lost);
+
+    let out = ok(relay.admin(&["pair", "--name", "laptop", "--replace", "--json"]));
+    let code: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let found = Endpoint::new();
+    ok(found.try_pair(&relay, code["code"].as_str().unwrap()));
+    // The passphrase-wrapped copy is gone (or the passphrase forgotten).
+    let catalog = rusqlite::Connection::open(relay.data().join("catalog.sqlite")).unwrap();
+    catalog.busy_timeout(ferry_tests::DEADLINE).unwrap();
+    catalog
+        .execute("UPDATE key_wraps SET wrapped = NULL", [])
+        .unwrap();
+    let out = found.ferry(&["key", "recover", "--passphrase-file", arg(&passphrase)]);
+    assert!(
+        stderr(&out).contains("keeps no passphrase-wrapped key"),
+        "{}",
+        stderr(&out)
+    );
+
+    let other = work.path().join("other.identity");
+    new_recovery_key(&other);
+    let out = found.ferry(&["key", "recover", "--identity", arg(&other)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("does not open"), "{}", stderr(&out));
+    assert!(!vault_file(&found).exists());
+
+    ok(found.ferry(&["key", "recover", "--identity", arg(&identity)]));
+    assert_eq!(vault_fingerprint(&found), fingerprint);
 }

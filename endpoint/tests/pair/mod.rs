@@ -88,6 +88,7 @@ impl Pair {
             retention: Default::default(),
             quotas,
             suspicion: Default::default(),
+            recovery_recipient: None,
             repo: Arc::clone(&repo),
             rates: Arc::new(rates),
             replay: Mutex::new(ReplayGuard::default()),

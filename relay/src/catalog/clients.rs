@@ -98,6 +98,10 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
     })
 }
 
+/// A client's vault key as kept: (under its passphrase, to the recovery
+/// recipient).
+pub type KeyWraps = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 impl Catalog {
     /// The newest handshake timestamp accepted per key, as last saved.
     ///
@@ -188,32 +192,44 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Keeps `client`'s wrapped vault key (replacing the one kept before).
+    /// Keeps `client`'s vault key wrapped under its passphrase (`recovery`
+    /// false) or to the recovery recipient (true), replacing the one kept.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn set_key_wrap(&mut self, client: ClientId, wrapped: &[u8], now: i64) -> Result<()> {
+    pub fn set_key_wrap(
+        &mut self,
+        client: ClientId,
+        recovery: bool,
+        wrapped: &[u8],
+        now: i64,
+    ) -> Result<()> {
+        let column = if recovery { "recovery" } else { "wrapped" };
         self.conn.execute(
-            "INSERT INTO key_wraps (client_id, wrapped, updated_at) VALUES (?1, ?2, ?3)
-             ON CONFLICT (client_id) DO UPDATE SET wrapped = excluded.wrapped, updated_at = excluded.updated_at",
+            &format!(
+                "INSERT INTO key_wraps (client_id, {column}, updated_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (client_id) DO UPDATE SET {column} = excluded.{column}, updated_at = excluded.updated_at"
+            ),
             params![client, wrapped, now],
         )?;
         Ok(())
     }
 
-    /// `client`'s wrapped vault key, if one is kept.
+    /// `client`'s wrapped vault keys: under its passphrase, and to the
+    /// recovery recipient.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn key_wrap(&self, client: ClientId) -> Result<Option<Vec<u8>>> {
+    pub fn key_wraps(&self, client: ClientId) -> Result<KeyWraps> {
         Ok(self
             .conn
             .query_row(
-                "SELECT wrapped FROM key_wraps WHERE client_id = ?1",
+                "SELECT wrapped, recovery FROM key_wraps WHERE client_id = ?1",
                 [client],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
-            .optional()?)
+            .optional()?
+            .unwrap_or_default())
     }
 
     /// Every active client with its key.

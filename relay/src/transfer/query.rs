@@ -62,24 +62,29 @@ impl Transfer {
         Ok(Message::Damage { damaged, healed })
     }
 
-    /// Keeps the client's wrapped vault key.
-    pub(super) fn set_key_wrap(&self, wrapped: Vec<u8>) -> Result<Message> {
+    /// Keeps the client's wrapped vault key (`recovery`: the one wrapped
+    /// to the recovery recipient).
+    pub(super) fn set_key_wrap(&self, recovery: bool, wrapped: Vec<u8>) -> Result<Message> {
         check!(
             wrapped.len() <= MAX_KEY_WRAP,
             "a wrapped key of {} bytes; the limit is {MAX_KEY_WRAP}",
             wrapped.len()
         );
         let client = self.client;
-        self.catalog(|c| c.set_key_wrap(client, &wrapped, crate::clock::now_ms()))?;
+        self.catalog(|c| c.set_key_wrap(client, recovery, &wrapped, crate::clock::now_ms()))?;
         Ok(Message::KeyWrapKept)
     }
 
-    /// The client's wrapped vault key, if kept.
+    /// The client's wrapped vault keys, and the recovery recipient.
     pub(super) fn key_wrap(&self) -> Result<Message> {
         let client = self.client;
-        let wrapped = self.catalog(|c| c.key_wrap(client))?;
+        let (wrapped, recovery) = self.catalog(|c| c.key_wraps(client))?;
         Ok(Message::KeyWrap {
             wrapped: wrapped.map(serde_bytes::ByteBuf::from),
+            recovery: recovery.map(serde_bytes::ByteBuf::from),
+            recipient: self
+                .recovery_recipient
+                .map(|r| serde_bytes::ByteBuf::from(r.to_vec())),
         })
     }
 }
