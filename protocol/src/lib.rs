@@ -33,6 +33,7 @@ pub mod frame;
 pub mod fuzzing;
 pub mod ids;
 pub mod keep;
+pub mod keyed_chunking;
 pub mod keys;
 pub mod message;
 pub mod noise;
