@@ -147,6 +147,7 @@ pub fn fixed_sealing_keys() -> crate::sealed::SealingKeys {
 pub fn sealed(data: &[u8]) {
     use crate::sealed::{open, Header, SealedKind, StorageId};
     let _ = Header::read(data);
+    let _ = crate::root::Root::decode(data);
     let keys = fixed_sealing_keys();
     let id = StorageId::of(data);
     for kind in [SealedKind::Chunk, SealedKind::Tree, SealedKind::Content] {

@@ -42,6 +42,7 @@ pub mod patch;
 pub mod recovery;
 pub mod refusal;
 pub mod retention;
+pub mod root;
 pub mod schedule;
 pub mod sealed;
 pub mod session;
