@@ -275,6 +275,9 @@ pub enum BlobKind {
     Tree = 2,
     /// A file version's chunk list.
     Content = 3,
+    /// A sealed client's object (`ferry_protocol::sealed`): the relay knows
+    /// of it only its clear header (kind, refs, padded length) and its id.
+    Sealed = 4,
 }
 
 impl BlobKind {
@@ -379,7 +382,7 @@ impl BlobRow {
     pub fn copies_of(kind: BlobKind) -> u8 {
         match kind {
             BlobKind::Tree | BlobKind::Content => 2,
-            BlobKind::Chunk | BlobKind::Signature => 1,
+            BlobKind::Chunk | BlobKind::Signature | BlobKind::Sealed => 1,
         }
     }
 

@@ -49,9 +49,9 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{BlobKey, BlobKind, BlobRow, BlobState, Catalog};
 use crate::gate::OpenUploads;
 use crate::objects::Reach;
-use crate::plaintext::OpenObjects;
 use crate::repo::{Blobs, Repo};
 use crate::store::PackId;
+use crate::stored_objects::StoredObjects;
 
 /// A sealed pack with at least this share of dead bytes is rewritten.
 pub const REPACK_DEAD_PERCENT: u64 = 20;
@@ -261,7 +261,7 @@ impl<'c, 'p> Marker<'c, 'p> {
     fn walk(&mut self, client: ClientId, root: BlobKey) -> Result<()> {
         self.client = client;
         self.gaps.clear();
-        crate::objects::walk(root, &OpenObjects, self)
+        crate::objects::walk(root, &StoredObjects, self)
     }
 }
 

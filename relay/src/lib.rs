@@ -33,6 +33,7 @@ pub mod server;
 pub mod session_service;
 pub mod status;
 pub mod store;
+pub mod stored_objects;
 pub mod suspicion;
 pub mod telemetry;
 pub mod test_hooks;

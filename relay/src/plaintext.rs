@@ -45,7 +45,7 @@ impl References for OpenObjects {
                     .map(|p| named(BlobKind::Content, p.id.0));
                 Ok(chunks.chain(parts).collect())
             }
-            BlobKind::Chunk | BlobKind::Signature => Ok(Vec::new()),
+            BlobKind::Chunk | BlobKind::Signature | BlobKind::Sealed => Ok(Vec::new()),
         }
     }
 }
@@ -61,7 +61,9 @@ impl OpenObjects {
         match key.kind {
             BlobKind::Tree => Tree::decode(&TreeId(key.id), raw).map(|_| None),
             BlobKind::Content => Ok(Some(Content::decode(&ContentId(key.id), raw)?.len())),
-            BlobKind::Chunk | BlobKind::Signature => Err(ProtocolError::Malformed("object kind")),
+            BlobKind::Chunk | BlobKind::Signature | BlobKind::Sealed => {
+                Err(ProtocolError::Malformed("object kind"))
+            }
         }
     }
 
@@ -72,6 +74,8 @@ impl OpenObjects {
             BlobKind::Tree | BlobKind::Content => OpenObjects.references(key, raw).is_ok(),
             // Left by earlier versions, never read, collected as garbage.
             BlobKind::Signature => true,
+            // Not an open-mode object: `crate::stored_objects::is_whole` checks it.
+            BlobKind::Sealed => false,
         }
     }
 

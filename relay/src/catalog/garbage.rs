@@ -28,6 +28,7 @@ impl BlobKind {
             1 => BlobKind::Signature,
             2 => BlobKind::Tree,
             3 => BlobKind::Content,
+            4 => BlobKind::Sealed,
             other => {
                 return Err(rusqlite::Error::IntegralValueOutOfRange(1, other));
             }

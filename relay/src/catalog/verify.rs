@@ -40,6 +40,7 @@ pub fn kind_name(kind: BlobKind) -> &'static str {
         BlobKind::Signature => "signature",
         BlobKind::Tree => "tree",
         BlobKind::Content => "content",
+        BlobKind::Sealed => "sealed object",
     }
 }
 

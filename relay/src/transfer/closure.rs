@@ -11,7 +11,7 @@ use super::{Transfer, TransferError};
 use crate::catalog::DamageLog;
 use crate::catalog::{kind_name, BlobKey, BlobKind};
 use crate::objects::{walk, Reach};
-use crate::plaintext::OpenObjects;
+use crate::stored_objects::StoredObjects;
 
 /// Why a snapshot cannot be committed.
 #[derive(Debug)]
@@ -55,7 +55,7 @@ impl Transfer {
             seen: HashSet::new(),
             root,
         };
-        walk(root, &OpenObjects, &mut check)
+        walk(root, &StoredObjects, &mut check)
     }
 
     /// Fails naming the blob when the client does not hold it whole.

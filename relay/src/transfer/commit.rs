@@ -16,7 +16,7 @@ use super::{violation, Result, Transfer, TransferError};
 use crate::catalog::BlobIndex;
 use crate::catalog::{BlobKey, BlobKind, BlobRow, SetId, SnapshotId};
 use crate::objects::References;
-use crate::plaintext::OpenObjects;
+use crate::stored_objects::StoredObjects;
 use crate::suspicion::Size;
 
 impl Transfer {
@@ -95,7 +95,7 @@ impl Transfer {
             let raw = self
                 .load(key.kind, &id)?
                 .ok_or_else(|| TransferError::Damaged("a pending content vanished".into()))?;
-            let (chunks, parts): (Vec<BlobKey>, Vec<BlobKey>) = OpenObjects
+            let (chunks, parts): (Vec<BlobKey>, Vec<BlobKey>) = StoredObjects
                 .references(key, &raw)?
                 .into_iter()
                 .partition(|named| named.kind == BlobKind::Chunk);

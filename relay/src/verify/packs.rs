@@ -14,7 +14,6 @@ use super::{Options, Report};
 use crate::catalog::DamageLog;
 use crate::catalog::{hex, kind_name, BlobKey, BlobKind, BlobRow, BlobState, Catalog, ClientId};
 use crate::clock::now_ms;
-use crate::plaintext::OpenObjects;
 use crate::store::{BlobReader, PackId};
 
 /// The packs' structure: what lies past the last blob each names, and
@@ -320,6 +319,6 @@ fn check_blob(
             Err(e) => return Some(format!("it does not decompress ({e})")),
         }
     };
-    let whole = OpenObjects::is_whole(BlobKey { kind, id: *id }, raw);
+    let whole = crate::stored_objects::is_whole(BlobKey { kind, id: *id }, raw);
     (!whole).then(|| "its bytes do not match its id".into())
 }
