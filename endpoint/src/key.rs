@@ -37,6 +37,12 @@ pub enum KeyCommand {
         /// else the terminal).
         #[arg(long)]
         passphrase_file: Option<PathBuf>,
+        /// Also wrap the vault key to the organisation's recovery key, this
+        /// recipient (`ferry-recipient-…`, from its operator). The relay's
+        /// word alone is never taken for it: a relay that named its own
+        /// key would otherwise get every vault.
+        #[arg(long)]
+        recovery_recipient: Option<String>,
     },
     /// Print the vault key as text to keep on paper.
     Export {
@@ -72,9 +78,10 @@ pub enum KeyCommand {
 /// typo, a vault key that would be replaced, a relay too old or unreachable.
 pub async fn run(state: &StateDir, command: KeyCommand) -> Result<()> {
     match command {
-        KeyCommand::Passphrase { passphrase_file } => {
-            set_passphrase(state, passphrase_file).await?
-        }
+        KeyCommand::Passphrase {
+            passphrase_file,
+            recovery_recipient,
+        } => set_passphrase(state, passphrase_file, recovery_recipient.as_deref()).await?,
         KeyCommand::Export { .. } => {
             let vault = vault_or_new(state)?;
             print!("{}", vault::paper(&vault));
@@ -96,8 +103,14 @@ pub async fn run(state: &StateDir, command: KeyCommand) -> Result<()> {
 }
 
 /// `ferry key passphrase`: the vault key wrapped under a new passphrase
-/// and, when the relay has a recovery recipient, to it, both kept there.
-async fn set_passphrase(state: &StateDir, file: Option<PathBuf>) -> Result<()> {
+/// and, when the owner names the recovery recipient (`given`) and the
+/// relay names the same, to it; both kept on the relay.
+async fn set_passphrase(
+    state: &StateDir,
+    file: Option<PathBuf>,
+    given: Option<&str>,
+) -> Result<()> {
+    let given = given.map(recovery::Recipient::decode).transpose()?;
     let vault = vault_or_new(state)?;
     let passphrase = passphrase(file.as_deref(), true)?;
     if let Err(why) = vault::check_passphrase(&passphrase) {
@@ -105,7 +118,8 @@ async fn set_passphrase(state: &StateDir, file: Option<PathBuf>) -> Result<()> {
     }
     let wrapped = vault::wrap(&vault, passphrase.as_bytes(), random(), random());
     let mut client = key_client(state).await?;
-    let (_, recipient) = key_wraps(&mut client).await?;
+    let (_, offered) = key_wraps(&mut client).await?;
+    let recipient = trusted_recipient(given, offered)?;
     kept(client.request(&Message::SetKeyWrap { wrapped }).await?)?;
     if let Some(recipient) = &recipient {
         let wrapped = recovery::wrap_to(&vault, recipient, random(), random());
@@ -126,6 +140,34 @@ async fn set_passphrase(state: &StateDir, file: Option<PathBuf>) -> Result<()> {
         }
     );
     Ok(())
+}
+
+/// The recovery recipient to wrap to: the one the owner gave, when the
+/// relay names the same one. The relay alone is never believed (it could
+/// name its own key); one it names that the owner did not give is only
+/// mentioned.
+///
+/// # Errors
+/// The owner gave one and the relay names another, or none.
+fn trusted_recipient(
+    given: Option<recovery::Recipient>,
+    offered: Option<recovery::Recipient>,
+) -> Result<Option<recovery::Recipient>> {
+    match (given, offered) {
+        (Some(given), Some(offered)) if given == offered => Ok(Some(given)),
+        (Some(given), _) => bail!(
+            "the relay does not name recovery recipient {} (its relay.toml [sealed] recovery-recipient differs or is unset); nothing was changed",
+            given.encode()
+        ),
+        (None, Some(offered)) => {
+            eprintln!(
+                "the relay names recovery recipient {}; the vault key is wrapped to it only when you give it too (--recovery-recipient), as your organisation told you",
+                offered.encode()
+            );
+            Ok(None)
+        }
+        (None, None) => Ok(None),
+    }
 }
 
 /// `ferry key recover`: the vault key the relay keeps, opened with the

@@ -148,7 +148,47 @@ fn the_organisations_recovery_key_opens_a_vault_whose_passphrase_copy_is_gone() 
     lost.pair_with(&relay, "laptop");
     let passphrase = work.path().join("passphrase");
     fs::write(&passphrase, "river cobalt maple seventy").unwrap();
-    let said = ok(lost.ferry(&["key", "passphrase", "--passphrase-file", arg(&passphrase)]));
+    // The relay's word alone does not make the endpoint wrap its vault to
+    // a recipient (a hostile relay would name its own key).
+    let alone = lost.ferry(&["key", "passphrase", "--passphrase-file", arg(&passphrase)]);
+    assert!(
+        stderr(&alone).contains("only when you give it"),
+        "{}",
+        stderr(&alone)
+    );
+    let catalog = rusqlite::Connection::open(relay.data().join("catalog.sqlite")).unwrap();
+    catalog.busy_timeout(ferry_tests::DEADLINE).unwrap();
+    let kept: Option<Vec<u8>> = catalog
+        .query_row("SELECT recovery FROM key_wraps", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        kept.is_none(),
+        "wrapped to a recipient the owner never gave"
+    );
+    let other = work.path().join("other.identity");
+    let other_recipient = new_recovery_key(&other);
+    let mismatch = lost.ferry(&[
+        "key",
+        "passphrase",
+        "--passphrase-file",
+        arg(&passphrase),
+        "--recovery-recipient",
+        &other_recipient,
+    ]);
+    assert_eq!(mismatch.status.code(), Some(1));
+    assert!(
+        stderr(&mismatch).contains("does not name"),
+        "{}",
+        stderr(&mismatch)
+    );
+    let said = ok(lost.ferry(&[
+        "key",
+        "passphrase",
+        "--passphrase-file",
+        arg(&passphrase),
+        "--recovery-recipient",
+        &recipient,
+    ]));
     assert!(said.contains("recovery key"), "{said}");
     let fingerprint = vault_fingerprint(&lost);
 
@@ -157,8 +197,6 @@ fn the_organisations_recovery_key_opens_a_vault_whose_passphrase_copy_is_gone() 
     let found = Endpoint::new();
     ok(found.try_pair(&relay, code["code"].as_str().unwrap()));
     // The passphrase-wrapped copy is gone (or the passphrase forgotten).
-    let catalog = rusqlite::Connection::open(relay.data().join("catalog.sqlite")).unwrap();
-    catalog.busy_timeout(ferry_tests::DEADLINE).unwrap();
     catalog
         .execute("UPDATE key_wraps SET wrapped = NULL", [])
         .unwrap();
@@ -169,8 +207,6 @@ fn the_organisations_recovery_key_opens_a_vault_whose_passphrase_copy_is_gone() 
         stderr(&out)
     );
 
-    let other = work.path().join("other.identity");
-    new_recovery_key(&other);
     let out = found.ferry(&["key", "recover", "--identity", arg(&other)]);
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("does not open"), "{}", stderr(&out));
