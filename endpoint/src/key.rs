@@ -19,6 +19,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use ferry_net::io::keyfile;
+use ferry_protocol::keys::{from_hex, to_hex};
 use ferry_protocol::message::{Message, KEY_WRAP_SINCE_MINOR};
 use ferry_protocol::sealed::VaultKey;
 use ferry_protocol::{recovery, vault};
@@ -251,15 +252,8 @@ pub fn load_vault(state: &StateDir) -> Result<Option<VaultKey>> {
     }
     keyfile::check_trusted(&path).with_context(|| format!("refusing to use {}", path.display()))?;
     let text = Zeroizing::new(std::fs::read_to_string(&path)?);
-    let mut bytes = [0u8; 32];
-    let hex = text.trim();
-    if hex.len() != 64 || !hex.is_ascii() {
-        bail!("{} is not a vault key", path.display());
-    }
-    for (i, byte) in bytes.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16)
-            .with_context(|| format!("{} is not a vault key", path.display()))?;
-    }
+    let bytes = from_hex::<32>(text.trim())
+        .with_context(|| format!("{} is not a vault key", path.display()))?;
     Ok(Some(VaultKey::from_bytes(bytes)))
 }
 
@@ -291,8 +285,7 @@ fn keep(state: &StateDir, vault: &VaultKey) -> Result<()> {
 }
 
 fn write_vault(state: &StateDir, vault: &VaultKey) -> Result<()> {
-    let hex: Zeroizing<String> =
-        Zeroizing::new(vault.expose().iter().map(|b| format!("{b:02x}")).collect());
+    let hex = Zeroizing::new(to_hex(vault.expose()));
     let path = vault_path(state);
     keyfile::write_private(&path, hex.as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))

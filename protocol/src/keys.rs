@@ -155,29 +155,38 @@ impl fmt::Debug for Fingerprint {
 
 /// RFC 4648 base32, lowercase, no padding (input length a multiple of 5 here).
 fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    base32_with(b"abcdefghijklmnopqrstuvwxyz234567", bytes)
+}
+
+/// Base32 of `bytes` in `alphabet`, no padding (the last group padded with
+/// zero bits).
+pub(crate) fn base32_with(alphabet: &[u8; 32], bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
-    let mut buffer: u32 = 0;
-    let mut bits = 0;
+    let (mut buffer, mut bits) = (0u64, 0);
     for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
+        buffer = (buffer << 8) | u64::from(b);
         bits += 8;
         while bits >= 5 {
             bits -= 5;
-            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
+            out.push(alphabet[((buffer >> bits) & 31) as usize] as char);
         }
     }
     if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+        out.push(alphabet[((buffer << (5 - bits)) & 31) as usize] as char);
     }
     out
 }
 
-fn to_hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes` (key files).
+pub fn to_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn from_hex<const N: usize>(text: &str) -> Result<[u8; N], ProtocolError> {
+/// Exactly `N` bytes read from hex text (key files).
+///
+/// # Errors
+/// [`ProtocolError::Malformed`] unless the text is `2 N` hex digits.
+pub fn from_hex<const N: usize>(text: &str) -> Result<[u8; N], ProtocolError> {
     let bytes = text.as_bytes();
     if bytes.len() != 2 * N {
         return Err(ProtocolError::Malformed("hex key"));

@@ -18,13 +18,11 @@
 //! Recipients and identities are written in Crockford base32 with a 2-byte
 //! checksum, after a prefix that says which is which.
 
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use zeroize::Zeroize;
 
 use crate::sealed::VaultKey;
-use crate::vault::{base32, base32_decode, VaultError};
+use crate::vault::{base32, base32_decode, open_key, seal_key, VaultError};
 
 /// A recipient's text prefix.
 const RECIPIENT_PREFIX: &str = "ferry-recipient-";
@@ -155,17 +153,12 @@ pub fn wrap_to(
     let ephemeral = MontgomeryPoint::mul_base_clamped(ephemeral_secret).to_bytes();
     let shared = MontgomeryPoint(recipient.0).mul_clamped(ephemeral_secret);
     ephemeral_secret.zeroize();
-    let mut key = wrap_key(&shared, &ephemeral, recipient);
-    let sealed = XChaCha20Poly1305::new((&key).into())
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: vault.expose(),
-                aad: WRAP_CONTEXT,
-            },
-        )
-        .expect("sealing 32 bytes cannot fail");
-    key.zeroize();
+    let sealed = seal_key(
+        wrap_key(&shared, &ephemeral, recipient),
+        &nonce,
+        vault,
+        WRAP_CONTEXT,
+    );
     let mut out = Vec::with_capacity(RECIPIENT_WRAP_LEN);
     out.push(WRAP_VERSION);
     out.extend_from_slice(&ephemeral);
@@ -187,21 +180,9 @@ pub fn unwrap_with(wrapped: &[u8], identity: &Identity) -> Result<VaultKey, Vaul
     }
     let ephemeral: [u8; 32] = wrapped[1..33].try_into().expect("32 bytes");
     let shared = MontgomeryPoint(ephemeral).mul_clamped(identity.0);
-    let mut key = wrap_key(&shared, &ephemeral, &identity.recipient());
-    let opened = XChaCha20Poly1305::new((&key).into()).decrypt(
-        XNonce::from_slice(&wrapped[33..57]),
-        Payload {
-            msg: &wrapped[57..],
-            aad: WRAP_CONTEXT,
-        },
-    );
-    key.zeroize();
-    let mut bytes = opened.map_err(|_| VaultError::WrongIdentity)?;
-    let vault = <[u8; 32]>::try_from(bytes.as_slice())
-        .map(VaultKey::from_bytes)
-        .map_err(|_| VaultError::Malformed("the key's length"));
-    bytes.zeroize();
-    vault
+    let key = wrap_key(&shared, &ephemeral, &identity.recipient());
+    open_key(key, &wrapped[33..57], &wrapped[57..], WRAP_CONTEXT)
+        .ok_or(VaultError::WrongIdentity)?
 }
 
 #[cfg(test)]

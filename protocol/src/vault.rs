@@ -97,18 +97,9 @@ pub fn check_passphrase(passphrase: &str) -> Result<(), String> {
 /// # Panics
 /// Never with the fixed parameters (argon2 accepts them).
 pub fn wrap(vault: &VaultKey, passphrase: &[u8], salt: [u8; 16], nonce: [u8; 24]) -> Vec<u8> {
-    let mut key = derive(passphrase, &salt, WRAP_MEMORY_KIB, WRAP_PASSES, 1)
+    let key = derive(passphrase, &salt, WRAP_MEMORY_KIB, WRAP_PASSES, 1)
         .expect("the fixed argon2 parameters are valid");
-    let sealed = XChaCha20Poly1305::new((&key).into())
-        .encrypt(
-            XNonce::from_slice(&nonce),
-            Payload {
-                msg: vault.expose(),
-                aad: WRAP_CONTEXT,
-            },
-        )
-        .expect("sealing 32 bytes cannot fail");
-    key.zeroize();
+    let sealed = seal_key(key, &nonce, vault, WRAP_CONTEXT);
     let mut out = Vec::with_capacity(WRAP_LEN);
     out.push(WRAP_VERSION);
     out.extend_from_slice(&WRAP_MEMORY_KIB.to_le_bytes());
@@ -139,22 +130,54 @@ pub fn unwrap(wrapped: &[u8], passphrase: &[u8]) -> Result<VaultKey, VaultError>
     }
     let salt = &wrapped[13..29];
     let nonce = &wrapped[29..53];
-    let mut key = derive(passphrase, salt, memory, passes, lanes)
+    let key = derive(passphrase, salt, memory, passes, lanes)
         .ok_or(VaultError::Malformed("its parameters"))?;
+    open_key(key, nonce, &wrapped[53..], WRAP_CONTEXT).ok_or(VaultError::WrongPassphrase)?
+}
+
+/// `vault` sealed under `key` (zeroized after) with XChaCha20-Poly1305,
+/// `context` as associated data: the body of every wrap.
+pub(crate) fn seal_key(
+    mut key: [u8; 32],
+    nonce: &[u8; 24],
+    vault: &VaultKey,
+    context: &[u8],
+) -> Vec<u8> {
+    let sealed = XChaCha20Poly1305::new((&key).into())
+        .encrypt(
+            XNonce::from_slice(nonce),
+            Payload {
+                msg: vault.expose(),
+                aad: context,
+            },
+        )
+        .expect("sealing 32 bytes cannot fail");
+    key.zeroize();
+    sealed
+}
+
+/// Opens what [`seal_key`] sealed; `None` when `key` does not open it
+/// (the caller says why: a wrong passphrase or identity, or an altered wrap).
+pub(crate) fn open_key(
+    mut key: [u8; 32],
+    nonce: &[u8],
+    sealed: &[u8],
+    context: &[u8],
+) -> Option<Result<VaultKey, VaultError>> {
     let opened = XChaCha20Poly1305::new((&key).into()).decrypt(
         XNonce::from_slice(nonce),
         Payload {
-            msg: &wrapped[53..],
-            aad: WRAP_CONTEXT,
+            msg: sealed,
+            aad: context,
         },
     );
     key.zeroize();
-    let mut bytes = opened.map_err(|_| VaultError::WrongPassphrase)?;
+    let mut bytes = opened.ok()?;
     let vault = <[u8; 32]>::try_from(bytes.as_slice())
         .map(VaultKey::from_bytes)
         .map_err(|_| VaultError::Malformed("the key's length"));
     bytes.zeroize();
-    vault
+    Some(vault)
 }
 
 fn derive(
@@ -243,20 +266,7 @@ pub(crate) fn base32_decode(text: &str) -> Option<Vec<u8>> {
 
 /// Crockford base32 of `bytes`, without padding.
 pub(crate) fn base32(bytes: &[u8]) -> String {
-    let mut out = String::new();
-    let (mut bits, mut held) = (0u64, 0);
-    for &b in bytes {
-        bits = (bits << 8) | u64::from(b);
-        held += 8;
-        while held >= 5 {
-            held -= 5;
-            out.push(PAPER_ALPHABET[((bits >> held) & 31) as usize] as char);
-        }
-    }
-    if held > 0 {
-        out.push(PAPER_ALPHABET[((bits << (5 - held)) & 31) as usize] as char);
-    }
-    out
+    crate::keys::base32_with(PAPER_ALPHABET, bytes)
 }
 
 /// A vault key's fingerprint, for people to compare: it says nothing of the key.
