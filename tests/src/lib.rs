@@ -529,6 +529,21 @@ impl Endpoint {
         ok(self.try_pair(relay, &relay.pairing_code(name)))
     }
 
+    /// Starts `ferry status --watch` and waits until its session is open
+    /// (a round trip shown); returns the process and its output, read on.
+    pub fn watching(&self) -> (std::process::Child, BufReader<ChildStdout>) {
+        let mut watch = self
+            .command()
+            .args(["status", "--watch"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("ferry status --watch");
+        let mut lines = BufReader::new(watch.stdout.take().expect("stdout"));
+        read_until(&mut lines, "round trip");
+        (watch, lines)
+    }
+
     /// Runs `ferry status --json`, asserting success.
     pub fn status_json(&self) -> serde_json::Value {
         let out = ok(self.ferry(&["status", "--json"]));

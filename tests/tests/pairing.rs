@@ -263,15 +263,7 @@ fn the_old_machines_open_session_is_closed_when_its_client_moves() {
     let relay = Relay::start();
     let lost = Endpoint::new();
     lost.pair_with(&relay, "laptop");
-    let mut watch = lost
-        .command()
-        .args(["status", "--watch"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap());
-    read_until(&mut lines, "round trip");
+    let (mut watch, _lines) = lost.watching();
     let (code, _) = replacing_code(&relay, "laptop");
     ok(Endpoint::new().try_pair(&relay, &code));
     let status = wait_for("the old machine's session to end", DEADLINE, || {

@@ -1,15 +1,14 @@
 //! Sessions through the real binaries: refusals, revocation, replay,
 //! tampering and version mismatch, with the relay staying up throughout.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use ferry_protocol::keys::StaticKeypair;
 use ferry_protocol::version::{ConnectionKind, Preamble};
 use ferry_tests::proxy::{Direction, Flip, Proxy};
-use ferry_tests::{read_until, stderr, wait_for, Endpoint, RawSession, Relay, DEADLINE};
+use ferry_tests::{stderr, wait_for, Endpoint, RawSession, Relay, DEADLINE};
 
 /// An endpoint that knows the relay but whose key the relay never paired.
 fn stranger(paired: &Endpoint) -> Endpoint {
@@ -57,15 +56,7 @@ fn removing_a_client_ends_its_session_within_2s_and_refuses_it_after() {
     let mut relay = Relay::start();
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
-    let mut watch = endpoint
-        .command()
-        .args(["status", "--watch"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(watch.stdout.take().unwrap());
-    read_until(&mut lines, "round trip");
+    let (mut watch, _lines) = endpoint.watching();
 
     let removed_at = Instant::now();
     assert!(relay
