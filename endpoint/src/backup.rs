@@ -20,11 +20,12 @@
 
 mod bases;
 pub mod estimate;
-mod files;
+pub(crate) mod files;
 mod scan;
 mod trees;
 
-use bases::{Bases, ExtentReader};
+use bases::Bases;
+pub(crate) use bases::ExtentReader;
 use trees::{cache_update, Trees};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -270,7 +271,7 @@ pub async fn run(
 /// again reads and sends what is missing.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}; the files cache was cleared")]
-pub struct StaleCache(String);
+pub struct StaleCache(pub(crate) String);
 
 /// Makes `path` absolute and lexically normal (no `.` or `..`), without
 /// resolving symlinks: a symlink given on the command line is stored as one.

@@ -19,6 +19,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ferry_protocol::ids::{ContentId, TreeId};
+use ferry_protocol::sealed_objects::ChunkEntry;
 use ferry_protocol::tree::{Content, Extent};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -107,6 +108,12 @@ impl FilesCache {
                 path BLOB NOT NULL,
                 id BLOB NOT NULL,
                 bytes BLOB NOT NULL,
+                PRIMARY KEY (set_name, path)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS sealed_entries (
+                set_name TEXT NOT NULL,
+                path BLOB NOT NULL,
+                entries BLOB NOT NULL,
                 PRIMARY KEY (set_name, path)
             ) WITHOUT ROWID;",
         )?;
@@ -231,6 +238,42 @@ impl FilesCache {
         Ok(())
     }
 
+    /// A sealed client's chunk entries for `path` in `set` at its last
+    /// backup: the bases of its next version's patches.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sealed_entries(&self, set: &str, path: &[u8]) -> Result<Option<Vec<ChunkEntry>>> {
+        let bytes: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT entries FROM sealed_entries WHERE set_name = ?1 AND path = ?2")?
+            .query_row(params![set, path], |r| r.get(0))
+            .optional()?;
+        Ok(bytes.and_then(|b| postcard::from_bytes(&b).ok()))
+    }
+
+    /// Keeps the chunk entries of the files a sealed backup read.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn save_sealed_entries(
+        &mut self,
+        set: &str,
+        files: &[(Vec<u8>, Vec<ChunkEntry>)],
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR REPLACE INTO sealed_entries (set_name, path, entries) VALUES (?1, ?2, ?3)",
+            )?;
+            for (path, entries) in files {
+                insert.execute(params![set, path, postcard::to_allocvec(entries)?])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets everything cached for `set`: its next backup reads every file.
     ///
     /// # Errors
@@ -238,6 +281,7 @@ impl FilesCache {
     pub fn clear(&mut self, set: &str) -> Result<()> {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM files WHERE set_name = ?1", [set])?;
+        tx.execute("DELETE FROM sealed_entries WHERE set_name = ?1", [set])?;
         tx.execute("DELETE FROM trees WHERE set_name = ?1", [set])?;
         tx.commit()?;
         Ok(())

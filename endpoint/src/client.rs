@@ -352,3 +352,16 @@ impl Refused {
         }
     }
 }
+
+/// Opens a session with the paired relay (LAN address first).
+///
+/// # Errors
+/// When the endpoint is not paired or no address answers.
+pub async fn open_client(state: &crate::state::StateDir) -> anyhow::Result<RelayClient> {
+    let record = state.paired_relay()?;
+    let keys = state.keys()?;
+    let timeouts = state.config()?.connect.resolve()?;
+    let relay_key = record.relay_public_key()?;
+    let session = crate::connect::connect(&keys, &relay_key, &record.addresses, timeouts).await?;
+    Ok(RelayClient::new(session))
+}

@@ -10,7 +10,6 @@ use ferry_protocol::schedule::Schedule;
 use crate::backup::{self, Control, Job, Source, Summary};
 use crate::cache::FilesCache;
 use crate::client::RelayClient;
-use crate::connect::connect;
 use crate::exclude::Excludes;
 use crate::hooks::SnapshotScripts;
 use crate::state::StateDir;
@@ -81,18 +80,7 @@ pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
     })
 }
 
-/// Opens a session with the paired relay (LAN address first).
-///
-/// # Errors
-/// When the endpoint is not paired or no address answers.
-pub async fn open_client(state: &StateDir) -> Result<RelayClient> {
-    let record = state.paired_relay()?;
-    let keys = state.keys()?;
-    let timeouts = state.config()?.connect.resolve()?;
-    let relay_key = record.relay_public_key()?;
-    let session = connect(&keys, &relay_key, &record.addresses, timeouts).await?;
-    Ok(RelayClient::new(session))
-}
+pub use crate::client::open_client;
 
 /// Runs `job` over a new session.
 ///
@@ -109,6 +97,11 @@ pub async fn run(state: &StateDir, job: &Job, control: &Control) -> Result<Summa
     let mut cache = FilesCache::open(&state.cache_path())?;
     let mut client = open_client(state).await?;
     client.limit_uploads(job.limit.clone());
+    if state.relay()?.is_some_and(|r| r.sealed) {
+        let summary = run_sealed(state, &mut client, &mut cache, job).await?;
+        client.close().await;
+        return Ok(summary);
+    }
     let summary = match backup::run(&mut client, &mut cache, job, control).await {
         Err(e) if e.downcast_ref::<backup::StaleCache>().is_some() => {
             // Once, on the same session: every file is read and whatever
@@ -121,4 +114,24 @@ pub async fn run(state: &StateDir, job: &Job, control: &Control) -> Result<Summa
     };
     client.close().await;
     Ok(summary)
+}
+
+/// A sealed client's backup, run again once reading every file when the
+/// relay no longer holds what the files cache names.
+async fn run_sealed(
+    state: &StateDir,
+    client: &mut RelayClient,
+    cache: &mut FilesCache,
+    job: &Job,
+) -> Result<Summary> {
+    use crate::sealed;
+    let keys = sealed::keys(state, client, sealed::KeyUse::Backup).await?;
+    match sealed::backup::run(state, client, cache, &keys, job).await {
+        Err(e) if e.downcast_ref::<backup::StaleCache>().is_some() => {
+            tracing::warn!("{e}; backing up again, reading every file");
+            eprintln!("ferry: {e}; backing up again, reading every file");
+            sealed::backup::run(state, client, cache, &keys, job).await
+        }
+        other => other,
+    }
 }

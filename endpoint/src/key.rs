@@ -201,6 +201,46 @@ async fn recover(state: &StateDir, file: Option<PathBuf>, identity: Option<PathB
     Ok(())
 }
 
+/// This client's vault key for a sealed job: the one kept here; else the
+/// relay's copy under the owner's passphrase (from `--passphrase-file`'s
+/// `FERRY_PASSPHRASE_FILE` or the terminal), then kept here; else, when
+/// `may_create` and the client has no snapshot on the relay, a new one.
+///
+/// # Errors
+/// A wrong passphrase (one line, nothing written), or a client whose
+/// history was sealed under a key this endpoint does not have.
+pub async fn vault_for(
+    state: &StateDir,
+    client: &mut RelayClient,
+    may_create: bool,
+) -> Result<VaultKey> {
+    if let Some(vault) = load_vault(state)? {
+        return Ok(vault);
+    }
+    let ((under_passphrase, _), _) = key_wraps(client).await?;
+    if let Some(wrapped) = under_passphrase {
+        let passphrase = passphrase(None, false)?;
+        let vault = vault::unwrap(&wrapped, passphrase.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{e}; nothing was written"))?;
+        keep(state, &vault)?;
+        return Ok(vault);
+    }
+    let history = match client
+        .request(&Message::ListSnapshots { set: None })
+        .await?
+    {
+        Message::SnapshotList { snapshots } => !snapshots.is_empty(),
+        other => return Err(unexpected("SnapshotList", &other)),
+    };
+    if history || !may_create {
+        bail!(
+            "this endpoint has no vault key for this sealed client{}: import it (`ferry key import FILE`) or recover it (`ferry key recover`)",
+            if history { ", whose snapshots were sealed with one" } else { "" }
+        );
+    }
+    vault_or_new(state)
+}
+
 /// What the relay keeps of this client's vault key (under its passphrase,
 /// to the recipient) and its recovery recipient.
 async fn key_wraps(
@@ -293,7 +333,7 @@ fn write_vault(state: &StateDir, vault: &VaultKey) -> Result<()> {
 
 /// A session with a relay that keeps wrapped keys.
 async fn key_client(state: &StateDir) -> Result<RelayClient> {
-    let client = crate::jobs::open_client(state).await?;
+    let client = crate::client::open_client(state).await?;
     if client.relay_minor() < KEY_WRAP_SINCE_MINOR {
         bail!(
             "the relay speaks protocol 1.{}; keeping a vault key needs 1.{KEY_WRAP_SINCE_MINOR}: upgrade the relay",

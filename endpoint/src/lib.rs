@@ -25,6 +25,7 @@ pub mod key;
 pub mod pair;
 pub mod progress;
 pub mod restore;
+pub mod sealed;
 pub mod snapshot;
 pub mod state;
 pub mod status;

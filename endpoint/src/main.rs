@@ -46,6 +46,10 @@ enum Command {
         /// The name this endpoint reports to the relay (default: the host name).
         #[arg(long)]
         name: Option<String>,
+        /// Keep this client's data readable by the relay (open mode, which
+        /// lets the relay compute restore deltas) instead of sealed.
+        #[arg(long)]
+        open: bool,
         /// Print one JSON object.
         #[arg(long)]
         json: bool,
@@ -247,8 +251,9 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             relay,
             code,
             name,
+            open,
             json,
-        } => run_pair(&state, &relay, &code, name, json).await?,
+        } => run_pair(&state, &relay, &code, name, !open, json).await?,
         Command::Status { json, watch } => ferry_endpoint::status::run(&state, json, watch).await?,
         Command::Key { command } => ferry_endpoint::key::run(&state, command).await?,
         Command::Backup {
@@ -448,9 +453,15 @@ async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Res
 async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -> Result<ExitCode> {
     let mut client = jobs::open_client(state).await?;
     let live = Live::default();
-    let summary = Bar::new(Direction::Down, json)
-        .follow(&live, restore::run(&mut client, request, &live))
-        .await?;
+    let summary = if state.relay()?.is_some_and(|r| r.sealed) {
+        use ferry_endpoint::sealed;
+        let keys = sealed::keys(state, &mut client, sealed::KeyUse::Restore).await?;
+        sealed::restore::run(state, &mut client, &keys, request).await?
+    } else {
+        Bar::new(Direction::Down, json)
+            .follow(&live, restore::run(&mut client, request, &live))
+            .await?
+    };
     client.close().await;
     for line in summary.lines() {
         eprintln!("ferry: cannot restore {line}");
@@ -525,6 +536,7 @@ async fn run_pair(
     relay: &str,
     code: &PairingCode,
     name: Option<String>,
+    sealed: bool,
     json: bool,
 ) -> Result<()> {
     if let Some(existing) = state.relay()? {
@@ -537,13 +549,14 @@ async fn run_pair(
     }
     let keys = state.load_or_create_keys()?;
     let hostname = name.unwrap_or_else(hostname);
-    let (relay_key, accept) = pair(relay, code, &keys, &hostname).await?;
+    let (relay_key, accept) = pair(relay, code, &keys, &hostname, sealed).await?;
     let record = RelayRecord {
         relay_key: relay_key.to_hex(),
         relay_fingerprint: relay_key.fingerprint().to_string(),
         client_id: accept.client_id,
         client_name: accept.client_name.clone(),
         addresses: accept.addresses.clone(),
+        sealed: accept.sealed,
     };
     state.save_relay(&record)?;
     if json {
@@ -553,6 +566,7 @@ async fn run_pair(
             "client": record.client_name,
             "client_id": record.client_id,
             "addresses": record.addresses,
+            "mode": if record.sealed { "sealed" } else { "open" },
         });
         println!("{out}");
     } else {
@@ -560,6 +574,14 @@ async fn run_pair(
         println!("relay fingerprint:    {}", record.relay_fingerprint);
         println!("endpoint fingerprint: {}", keys.public.fingerprint());
         println!("session addresses:    {}", record.addresses.join(", "));
+        println!(
+            "mode:                 {}",
+            if record.sealed {
+                "sealed (the relay cannot read this client's data)"
+            } else {
+                "open (the relay can read this client's data)"
+            }
+        );
     }
     Ok(())
 }

@@ -13,8 +13,9 @@ use tokio::net::TcpStream;
 /// How long pairing may take once connected.
 pub const PAIRING_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Pairs with the relay at `address` using `code`; returns the relay's key
-/// and what it handed us.
+/// Pairs with the relay at `address` using `code`, as a sealed client
+/// unless `sealed` is false; returns the relay's key and what it handed us
+/// (for a machine taking over a client, the client's own mode).
 ///
 /// # Errors
 /// One clear reason: unreachable, refused by the relay (wrong, expired or
@@ -24,6 +25,7 @@ pub async fn pair(
     code: &PairingCode,
     keys: &StaticKeypair,
     hostname: &str,
+    sealed: bool,
 ) -> Result<(PublicKey, PairAccept)> {
     let stream = tokio::time::timeout(Duration::from_secs(10), TcpStream::connect(address))
         .await
@@ -32,7 +34,7 @@ pub async fn pair(
     let _ = stream.set_nodelay(true);
     tokio::time::timeout(
         PAIRING_TIMEOUT,
-        exchange(FramedIo::new(stream), code, keys, hostname),
+        exchange(FramedIo::new(stream), code, keys, hostname, sealed),
     )
     .await
     .map_err(|_| anyhow!("the relay at {address} did not finish pairing in time"))?
@@ -43,6 +45,7 @@ async fn exchange(
     code: &PairingCode,
     keys: &StaticKeypair,
     hostname: &str,
+    sealed: bool,
 ) -> Result<(PublicKey, PairAccept)> {
     // Preamble and Start travel together: one round trip fewer, and the
     // relay can refuse with a message having read all we sent.
@@ -59,6 +62,7 @@ async fn exchange(
     };
     let request = PairRequest {
         hostname: hostname.to_string(),
+        sealed,
     };
     let (finish, proof) = start.read_reply(&spake, &noise, &request)?;
     io.write_frame(&proof.encode()?).await?;

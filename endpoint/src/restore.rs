@@ -165,10 +165,7 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
         client,
         live,
         target,
-        selection: Selection {
-            map_from: request.map_from.as_deref().map(components),
-            filters: request.paths.iter().map(|p| components(p)).collect(),
-        },
+        selection: Selection::of(request),
         summary: Summary {
             totals: Totals {
                 snapshot: info.id,
@@ -225,15 +222,25 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
 
 /// What a restore takes from the snapshot, and where it puts it.
 #[derive(Debug, Clone)]
-struct Selection {
+pub(crate) struct Selection {
     /// Only what was under this path (components)...
     map_from: Option<Vec<Vec<u8>>>,
     /// ...and under one of these, if any.
     filters: Vec<Vec<Vec<u8>>>,
 }
 
+impl Selection {
+    /// What `request` selects.
+    pub(crate) fn of(request: &Request) -> Self {
+        Selection {
+            map_from: request.map_from.as_deref().map(components),
+            filters: request.paths.iter().map(|p| components(p)).collect(),
+        }
+    }
+}
+
 /// Where an entry goes.
-enum Place {
+pub(crate) enum Place {
     /// Not restored.
     Skip,
     /// An ancestor of what is restored: walk into it, create nothing.

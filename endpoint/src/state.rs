@@ -30,6 +30,10 @@ pub struct RelayRecord {
     pub client_name: String,
     /// Session addresses, tried in order (LAN first).
     pub addresses: Vec<String>,
+    /// Whether the client keeps its data sealed (pairings before sealed
+    /// mode are open).
+    #[serde(default)]
+    pub sealed: bool,
 }
 
 impl RelayRecord {

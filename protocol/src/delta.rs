@@ -127,6 +127,19 @@ fn diff_checked(signature: Vec<u8>, new: &[u8]) -> Result<Vec<u8>, ProtocolError
 /// [`ProtocolError::Malformed`] for an invalid delta (a copy outside the base,
 /// trailing bytes), [`ProtocolError::Crypto`] when the result is not `expected`.
 pub fn apply(base: &[u8], delta: &[u8], expected: &ChunkId) -> Result<Vec<u8>, ProtocolError> {
+    let out = rebuild(base, delta)?;
+    if ChunkId::of(&out) != *expected {
+        return Err(ProtocolError::Crypto("rebuilt chunk does not match its id"));
+    }
+    Ok(out)
+}
+
+/// Applies `delta` to `base`, at most a largest chunk out; the caller
+/// checks what comes out (a sealed patch checks it by its keyed id).
+///
+/// # Errors
+/// As [`apply`], without the id check.
+pub fn rebuild(base: &[u8], delta: &[u8]) -> Result<Vec<u8>, ProtocolError> {
     if delta.len() > MAX_DELTA {
         return Err(ProtocolError::TooLarge {
             what: "delta",
@@ -137,9 +150,6 @@ pub fn apply(base: &[u8], delta: &[u8], expected: &ChunkId) -> Result<Vec<u8>, P
     let mut out = Vec::new();
     fast_rsync::apply_limited(base, delta, &mut out, MAX_CHUNK as usize)
         .map_err(|_| ProtocolError::Malformed("rsync delta"))?;
-    if ChunkId::of(&out) != *expected {
-        return Err(ProtocolError::Crypto("rebuilt chunk does not match its id"));
-    }
     Ok(out)
 }
 

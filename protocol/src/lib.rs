@@ -22,6 +22,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bitmap;
 pub mod chunking;
 pub mod compress;
 pub mod decoding;
@@ -45,6 +46,7 @@ pub mod retention;
 pub mod root;
 pub mod schedule;
 pub mod sealed;
+pub mod sealed_objects;
 pub mod session;
 pub mod timestamp;
 pub mod transport;

@@ -15,6 +15,7 @@ pub use crate::ids::ObjectId;
 use crate::ids::{ChunkId, TreeId};
 pub use crate::refusal::Refusal;
 use crate::retention::Retention;
+pub use crate::sealed::StorageId;
 use crate::ProtocolError;
 
 /// One snapshot as listed.
@@ -371,7 +372,52 @@ pub enum Message {
         #[serde(with = "serde_bytes")]
         wrapped: Vec<u8>,
     },
+    /// Which of these sealed objects does the relay lack (protocol 1.7)?
+    /// At most [`MAX_BATCH`] ids; answered by `ChunksMissing`, a bit per id.
+    QuerySealed {
+        /// Storage ids.
+        ids: Vec<StorageId>,
+    },
+    /// Sealed objects for the open backup (protocol 1.7), children before
+    /// what names them; the relay names each by its hash, reads only its
+    /// clear header, and indexes it at the next `Sync` once everything it
+    /// names is stored. No answer.
+    PutSealed {
+        /// The objects, header and body each.
+        objects: Vec<serde_bytes::ByteBuf>,
+    },
+    /// Fetches sealed objects (protocol 1.7), at most [`MAX_BATCH`];
+    /// answered by `SealedObjects`.
+    GetSealed {
+        /// Storage ids.
+        ids: Vec<StorageId>,
+    },
+    /// Sealed objects, in the order asked: `None` for one the client does
+    /// not hold. Fewer than asked when the rest would not fit one message:
+    /// ask again for those.
+    SealedObjects {
+        /// The objects' bytes.
+        objects: Vec<Option<serde_bytes::ByteBuf>>,
+    },
+    /// Commits the open backup as a sealed snapshot whose root object is
+    /// `root` (protocol 1.7): the relay checks that the root and all it
+    /// reaches are stored; answered by `Committed` or refused as incomplete.
+    CommitSealed {
+        /// The root object's storage id.
+        root: StorageId,
+        /// Files in the snapshot (for listings, quotas' context and the
+        /// suspicion check; the relay could count contents from the
+        /// reference graph anyway).
+        files: u64,
+        /// Bytes of file data (about what the padded chunks add up to).
+        bytes: u64,
+        /// Start of the backup, ms since the epoch.
+        started_ms: i64,
+    },
 }
+
+/// The first protocol minor whose relays store sealed objects.
+pub const SEALED_SINCE_MINOR: u16 = 7;
 
 /// The most bytes a wrapped vault key may take on the relay.
 pub const MAX_KEY_WRAP: usize = 1024;
@@ -431,6 +477,11 @@ impl Message {
             Message::GetKeyWrap => "GetKeyWrap",
             Message::KeyWrap { .. } => "KeyWrap",
             Message::SetRecoveryWrap { .. } => "SetRecoveryWrap",
+            Message::QuerySealed { .. } => "QuerySealed",
+            Message::PutSealed { .. } => "PutSealed",
+            Message::GetSealed { .. } => "GetSealed",
+            Message::SealedObjects { .. } => "SealedObjects",
+            Message::CommitSealed { .. } => "CommitSealed",
         }
     }
 }
@@ -517,18 +568,7 @@ impl ChunkBatch {
     }
 }
 
-/// Sets bit `i` of a [`Message::ChunksMissing`] bitmap.
-pub fn set_missing(bitmap: &mut Vec<u8>, i: usize) {
-    if bitmap.len() <= i / 8 {
-        bitmap.resize(i / 8 + 1, 0);
-    }
-    bitmap[i / 8] |= 1 << (i % 8);
-}
-
-/// Whether bit `i` of a [`Message::ChunksMissing`] bitmap is set.
-pub fn is_missing(bitmap: &[u8], i: usize) -> bool {
-    bitmap.get(i / 8).is_some_and(|b| b & (1 << (i % 8)) != 0)
-}
+pub use crate::bitmap::{is_missing, set_missing};
 
 /// How a `Failed` answer to `Commit` begins when the snapshot names data the
 /// relay does not have (for example data the endpoint's files cache

@@ -167,6 +167,23 @@ impl PairFrame {
 pub struct PairRequest {
     /// The endpoint's host name, for the operator's listings.
     pub hostname: String,
+    /// Whether the client keeps its data sealed (protocol 1.7; endpoints
+    /// before it send no such field and are open).
+    pub sealed: bool,
+}
+
+/// A [`PairRequest`] as endpoints before protocol 1.7 send it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LegacyPairRequest {
+    hostname: String,
+}
+
+/// A [`PairAccept`] as endpoints before protocol 1.7 read it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct LegacyPairAccept {
+    client_id: u64,
+    client_name: String,
+    addresses: Vec<String>,
 }
 
 /// What the relay hands the endpoint when pairing succeeds.
@@ -178,6 +195,9 @@ pub struct PairAccept {
     pub client_name: String,
     /// Session addresses to try, in order: the LAN address first, then public ones.
     pub addresses: Vec<String>,
+    /// Whether the client is sealed: what it asked for, or, for a machine
+    /// taking over a client (`pair --replace`), what that client is.
+    pub sealed: bool,
 }
 
 impl PairAccept {
@@ -346,7 +366,18 @@ impl EndpointFinish {
             .open_bytes(message)
             .map_err(|_| ProtocolError::Crypto("the relay's acceptance (wrong pairing code?)"))?
             .ok_or(ProtocolError::Malformed("pair accept"))?;
-        let accept: PairAccept = decode_exact(&bytes, "pair accept")?;
+        let accept = match decode_exact::<PairAccept>(&bytes, "pair accept") {
+            Ok(accept) => accept,
+            Err(e) => match decode_exact::<LegacyPairAccept>(&bytes, "pair accept") {
+                Ok(old) => PairAccept {
+                    client_id: old.client_id,
+                    client_name: old.client_name,
+                    addresses: old.addresses,
+                    sealed: false,
+                },
+                Err(_) => return Err(e),
+            },
+        };
         accept.check()?;
         Ok((self.relay, accept))
     }
@@ -370,6 +401,9 @@ pub struct RelayProven {
     pub endpoint: PublicKey,
     /// What the endpoint asked for.
     pub request: PairRequest,
+    /// The endpoint is older than protocol 1.7 (its acceptance is sent
+    /// in the form it reads).
+    legacy: bool,
     transport: Transport,
 }
 
@@ -419,7 +453,19 @@ impl RelayReplied {
     /// as a failed attempt.
     pub fn read_proof(mut self, message: &[u8]) -> Result<RelayProven, ProtocolError> {
         let payload = decrypt_into(&mut self.noise, message, "pairing proof (wrong code)")?;
-        let request: PairRequest = decode_exact(&payload, "pair request")?;
+        let (request, legacy) = match decode_exact::<PairRequest>(&payload, "pair request") {
+            Ok(request) => (request, false),
+            Err(e) => match decode_exact::<LegacyPairRequest>(&payload, "pair request") {
+                Ok(old) => {
+                    let request = PairRequest {
+                        hostname: old.hostname,
+                        sealed: false,
+                    };
+                    (request, true)
+                }
+                Err(_) => return Err(e),
+            },
+        };
         check_text("host name", &request.hostname)?;
         let endpoint = PublicKey::from_slice(
             self.noise
@@ -433,6 +479,7 @@ impl RelayReplied {
         Ok(RelayProven {
             endpoint,
             request,
+            legacy,
             transport: Transport::new(transport),
         })
     }
@@ -445,8 +492,16 @@ impl RelayProven {
     /// [`ProtocolError::TooLarge`] if `accept` breaks the limits.
     pub fn seal_accept(mut self, accept: &PairAccept) -> Result<PairFrame, ProtocolError> {
         accept.check()?;
-        let bytes =
-            postcard::to_allocvec(accept).map_err(|_| ProtocolError::Malformed("pair accept"))?;
+        let bytes = if self.legacy {
+            postcard::to_allocvec(&LegacyPairAccept {
+                client_id: accept.client_id,
+                client_name: accept.client_name.clone(),
+                addresses: accept.addresses.clone(),
+            })
+        } else {
+            postcard::to_allocvec(accept)
+        }
+        .map_err(|_| ProtocolError::Malformed("pair accept"))?;
         let mut framed = Vec::new();
         self.transport.seal_bytes(bytes, &mut framed)?;
         // One fragment, one frame: strip the 2-byte length to get the Noise message.
@@ -483,6 +538,7 @@ mod tests {
         };
         let request = PairRequest {
             hostname: "laptop".into(),
+            sealed: true,
         };
         let (finish, proof) = start.read_reply(&spake, &noise, &request)?;
         let PairFrame::Noise(proof) = proof else {
@@ -495,6 +551,7 @@ mod tests {
             client_id: 7,
             client_name: "laptop".into(),
             addresses: vec!["127.0.0.1:1".into()],
+            sealed: true,
         };
         let PairFrame::Noise(sealed) = proven.seal_accept(&accept)? else {
             panic!()

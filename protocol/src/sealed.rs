@@ -32,6 +32,7 @@
 
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::fragment::MAX_MESSAGE;
@@ -41,6 +42,9 @@ use crate::ProtocolError;
 pub const SEALED_VERSION: u8 = 1;
 /// The most refs a header may list (a tree of 65,536 entries).
 pub const MAX_REFS: usize = 1 << 16;
+/// The most bytes one sealed object may take, header and body: one
+/// `PutSealed` or `SealedObjects` carries it with room to spare.
+pub const MAX_SEALED_OBJECT: usize = MAX_MESSAGE - 64 * 1024;
 /// The longest plaintext a sealed object holds.
 pub const MAX_PLAINTEXT: usize = MAX_MESSAGE;
 /// Bytes of the header before its refs.
@@ -84,7 +88,7 @@ impl SealedKind {
 }
 
 /// A sealed object's name on the relay: BLAKE3 of its header and body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StorageId(pub [u8; 32]);
 
 impl StorageId {
@@ -322,6 +326,14 @@ pub fn seal(
     let mut out = header;
     out.extend_from_slice(&nonce);
     out.extend_from_slice(&sealed);
+    let max = MAX_SEALED_OBJECT;
+    if out.len() > max {
+        return Err(ProtocolError::TooLarge {
+            what: "sealed object",
+            len: out.len(),
+            max,
+        });
+    }
     Ok((StorageId::of(&out), out))
 }
 

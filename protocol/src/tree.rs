@@ -245,6 +245,17 @@ impl Tree {
         Ok(tree)
     }
 
+    /// Decodes and validates a tree whose bytes were authenticated some
+    /// other way (a sealed tree, opened under its vault): no id check.
+    ///
+    /// # Errors
+    /// [`ProtocolError::Malformed`] when the bytes do not decode or break a rule.
+    pub fn decode_opened(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        let tree: Tree = decode_exact(bytes, "tree")?;
+        tree.check()?;
+        Ok(tree)
+    }
+
     /// Checks the rules listed in the module docs.
     ///
     /// # Errors

@@ -208,6 +208,10 @@ const MIGRATIONS: &[&str] = &[
         recovery BLOB,
         updated_at INTEGER NOT NULL
     );",
+    // 16: sealed clients (chosen at pairing) and sealed snapshots, whose
+    // root is a sealed object (kind 4) rather than a tree (kind 2).
+    "ALTER TABLE clients ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE snapshots ADD COLUMN root_kind INTEGER NOT NULL DEFAULT 2;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's
@@ -572,7 +576,7 @@ mod tests {
             .unwrap()
             .unwrap();
         let PairOutcome::Paired(client) = cat
-            .complete_pairing(id, &PublicKey([1; 32]), "host", 1)
+            .complete_pairing(id, &PublicKey([1; 32]), "host", false, 1)
             .unwrap()
         else {
             panic!()
@@ -586,10 +590,10 @@ mod tests {
         let (mut cat, client) = with_client(dir.path());
         let set = cat.ensure_set(client, "default").unwrap().unwrap();
         let first = cat
-            .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
+            .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
             .unwrap();
         let second = cat
-            .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
+            .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
             .unwrap();
         assert_eq!(
             cat.forget_snapshots(&[second]).unwrap(),
@@ -598,7 +602,7 @@ mod tests {
         drop(cat);
         let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
         let third = cat
-            .insert_snapshot(client, set, &[0; 32], 0, 1, 0, 0)
+            .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
             .unwrap();
         assert_eq!(
             (first, second, third),
@@ -663,7 +667,10 @@ mod tests {
         assert_eq!(p.code, code);
         assert_eq!(cat.record_pairing_failure(p.id).unwrap(), 2);
         let key = PublicKey([7; 32]);
-        let PairOutcome::Paired(c) = cat.complete_pairing(p.id, &key, "host", 1600).unwrap() else {
+        let PairOutcome::Paired(c) = cat
+            .complete_pairing(p.id, &key, "host", false, 1600)
+            .unwrap()
+        else {
             panic!()
         };
         assert_eq!(cat.client_by_key(&key).unwrap().unwrap().name, "laptop");

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 mod sealed;
 
 use crate::net::IpNet;
-pub use sealed::SealedConfig;
+pub use sealed::{ClientsConfig, SealedConfig};
 
 /// The contents of `relay.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -60,6 +60,9 @@ pub struct RelayConfig {
     /// What sealed clients are told (the recovery recipient).
     #[serde(default, skip_serializing_if = "is_default")]
     pub sealed: SealedConfig,
+    /// Rules for pairing clients.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub clients: ClientsConfig,
 }
 
 /// `[web]`: the status page, `/api/status` and `/metrics`.

@@ -225,7 +225,7 @@ impl<'c, 'p> Marker<'c, 'p> {
     /// damaged ones.
     fn snapshots(mut self, report: &mut GcReport) -> Result<()> {
         for (client, snapshot, root) in self.catalog.snapshot_roots()? {
-            self.walk(client, BlobKey::tree(root))?;
+            self.walk(client, root)?;
             if let Some(gap) = self.gaps.first() {
                 tracing::warn!(
                     "gc: snapshot {snapshot} is damaged ({gap}{}); what it reaches that exists is kept",

@@ -239,6 +239,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 web: Default::default(),
                 alerts: Default::default(),
                 sealed: Default::default(),
+                clients: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());

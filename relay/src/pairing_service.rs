@@ -40,6 +40,8 @@ pub struct PairingContext {
     /// Open sessions: a client handed to a new machine loses the old
     /// machine's at once.
     pub registry: Arc<crate::registry::Registry>,
+    /// Open-mode pairings are refused (`[clients] require-sealed`).
+    pub require_sealed: bool,
 }
 
 impl PairingContext {
@@ -188,16 +190,23 @@ async fn pair(
     };
     // Shown in `clients list` and logs: no control characters from the peer.
     let hostname = ferry_protocol::units::printable(proven.request.hostname.as_bytes());
+    let sealed = proven.request.sealed;
+    if pairing.require_sealed && !sealed {
+        return Err(unusable(
+            "this relay keeps only sealed clients (relay.toml [clients] require-sealed); pair without --open".into(),
+        ));
+    }
     let (id, key) = (pending.id, proven.endpoint);
     let outcome = pairing
         .repo
-        .db(move |c| c.complete_pairing(id, &key, &hostname, now_ms()))
+        .db(move |c| c.complete_pairing(id, &key, &hostname, sealed, now_ms()))
         .await?;
     let (client, replaced) = paired_client(outcome, &pending.client_name)?;
     let accept = PairAccept {
         client_id: client.id.0,
         client_name: client.name.clone(),
         addresses: session_addresses(pairing, io),
+        sealed: client.mode == "sealed",
     };
     io.write_frame(&proven.seal_accept(&accept)?.encode()?)
         .await?;

@@ -132,6 +132,7 @@ pub async fn run(
             session_addr: listeners.sessions.local_addr()?,
             public: settings.config.public.clone(),
             registry: Arc::clone(&registry),
+            require_sealed: settings.config.clients.require_sealed,
         }),
         sessions: Arc::new(SessionContext {
             keys,

@@ -22,6 +22,7 @@ mod commit;
 mod ingest;
 mod lookup;
 mod query;
+mod sealed;
 mod serve;
 mod upload;
 
@@ -34,7 +35,7 @@ use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::message::{Message, Refusal};
 use ferry_protocol::ProtocolError;
 
-use crate::catalog::{BlobKind, CatalogError};
+use crate::catalog::{BlobKey, BlobKind, CatalogError};
 use crate::repo::Repo;
 use crate::store::StorageError;
 use upload::Upload;
@@ -266,6 +267,8 @@ impl Transfer {
                 | Message::QueryObjects { .. }
                 | Message::PutObject { .. }
                 | Message::PutObjectPatch { .. }
+                | Message::QuerySealed { .. }
+                | Message::PutSealed { .. }
                 | Message::Sync
         );
         let reply = self.dispatch(message)?;
@@ -311,7 +314,24 @@ impl Transfer {
                 files,
                 bytes,
                 started_ms,
-            } => self.commit(root, files, bytes, started_ms).map(Some),
+            } => self
+                .commit(BlobKey::tree(root.0), files, bytes, started_ms)
+                .map(Some),
+            Message::CommitSealed {
+                root,
+                files,
+                bytes,
+                started_ms,
+            } => {
+                let root = BlobKey {
+                    kind: BlobKind::Sealed,
+                    id: root.0,
+                };
+                self.commit(root, files, bytes, started_ms).map(Some)
+            }
+            Message::QuerySealed { ids } => self.query_sealed(&ids).map(Some),
+            Message::PutSealed { objects } => self.put_sealed(objects).map(stored),
+            Message::GetSealed { ids } => self.get_sealed(&ids).map(Some),
             Message::ListSnapshots { set } => self.snapshots(set.as_deref()).map(Some),
             Message::GetObject { id } => self.get_object(&id).map(Some),
             Message::GetChunk { id, base_signature } => {

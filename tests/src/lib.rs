@@ -483,6 +483,9 @@ fn spawn_serve(
 #[derive(Debug)]
 pub struct Endpoint {
     dir: tempfile::TempDir,
+    /// Pairs as a sealed client (`ferry pair`'s default); the suite's
+    /// older tests, written for open mode, pair with `--open`.
+    sealed: bool,
 }
 
 impl Default for Endpoint {
@@ -496,6 +499,24 @@ impl Endpoint {
     pub fn new() -> Self {
         Endpoint {
             dir: tempfile::tempdir().expect("tempdir"),
+            sealed: false,
+        }
+    }
+
+    /// A fresh, unpaired endpoint that pairs as a sealed client.
+    pub fn sealed() -> Self {
+        Endpoint {
+            sealed: true,
+            ..Self::new()
+        }
+    }
+
+    /// A fresh endpoint that pairs sealed or open as `sealed` says.
+    pub fn in_mode(sealed: bool) -> Self {
+        if sealed {
+            Self::sealed()
+        } else {
+            Self::new()
         }
     }
 
@@ -521,7 +542,11 @@ impl Endpoint {
     /// Runs `ferry pair` against `relay` with `code`.
     pub fn try_pair(&self, relay: &Relay, code: &str) -> Output {
         let addr = relay.pair_addr.to_string();
-        self.ferry(&["pair", "--relay", &addr, "--code", code])
+        let mut args = vec!["pair", "--relay", &addr, "--code", code];
+        if !self.sealed {
+            args.push("--open");
+        }
+        self.ferry(&args)
     }
 
     /// Pairs with `relay` under `name`, asserting success.

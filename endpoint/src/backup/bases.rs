@@ -18,7 +18,7 @@ pub(super) struct Bases {
 }
 
 /// Reads the data regions of a file one after another (all of it when dense).
-pub(super) struct ExtentReader<'e> {
+pub(crate) struct ExtentReader<'e> {
     pub(super) file: File,
     pub(super) extents: &'e [Extent],
     pub(super) current: usize,
@@ -122,7 +122,7 @@ impl Bases {
 }
 
 impl<'e> ExtentReader<'e> {
-    pub(super) fn new(file: File, extents: &'e [Extent]) -> Self {
+    pub(crate) fn new(file: File, extents: &'e [Extent]) -> Self {
         ExtentReader {
             file,
             extents,

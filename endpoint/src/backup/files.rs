@@ -10,7 +10,7 @@ use super::*;
 const SYNC_OBJECTS: usize = ferry_protocol::message::MAX_PENDING_OBJECTS / 32;
 
 /// Times a file that changes while being read is read again.
-pub(super) const TORN_RETRIES: usize = 3;
+pub(crate) const TORN_RETRIES: usize = 3;
 
 /// Reading the file being backed up failed (it is skipped and named;
 /// the backup goes on), as opposed to the relay or the link failing.
@@ -19,7 +19,7 @@ pub(super) const TORN_RETRIES: usize = 3;
 pub(super) struct Unreadable(io::Error);
 
 /// Same size, mtime, ctime and inode as when cached.
-pub(super) fn unchanged(cached: &Known, meta: &Metadata) -> bool {
+pub(crate) fn unchanged(cached: &Known, meta: &Metadata) -> bool {
     cached.size == meta.len()
         && cached.mtime_ns == fsmeta::mtime_ns(meta)
         && cached.ctime_ns == fsmeta::ctime_ns(meta)
@@ -27,7 +27,7 @@ pub(super) fn unchanged(cached: &Known, meta: &Metadata) -> bool {
 }
 
 /// Whether a file was not modified between two looks at it.
-pub(super) fn same_version(before: &Metadata, after: &Metadata) -> bool {
+pub(crate) fn same_version(before: &Metadata, after: &Metadata) -> bool {
     before.len() == after.len()
         && fsmeta::mtime_ns(before) == fsmeta::mtime_ns(after)
         && fsmeta::ctime_ns(before) == fsmeta::ctime_ns(after)

@@ -14,7 +14,7 @@ pub(super) fn starts_with(path: &[Vec<u8>], prefix: &[Vec<u8>]) -> bool {
 
 impl Selection {
     /// Where the entry at `snapshot_path` goes.
-    pub(super) fn place(&self, snapshot_path: &[Vec<u8>]) -> Place {
+    pub(crate) fn place(&self, snapshot_path: &[Vec<u8>]) -> Place {
         let selected =
             self.filters.is_empty() || self.filters.iter().any(|f| starts_with(snapshot_path, f));
         let above_filter = self.filters.iter().any(|f| starts_with(f, snapshot_path));

@@ -72,7 +72,7 @@ impl Pair {
             .unwrap()
             .unwrap();
         let PairOutcome::Paired(record) = catalog
-            .complete_pairing(pairing, &keys.public, "host", 1)
+            .complete_pairing(pairing, &keys.public, "host", false, 1)
             .unwrap()
         else {
             panic!("pairing failed")

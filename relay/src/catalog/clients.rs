@@ -41,6 +41,8 @@ pub struct ClientRecord {
     /// Its static public key.
     #[serde(skip)]
     pub public_key: PublicKey,
+    /// How it keeps its data: `sealed` (the relay cannot read it) or `open`.
+    pub mode: &'static str,
 }
 
 impl PartialEq for ClientRecord {
@@ -53,7 +55,7 @@ impl Eq for ClientRecord {}
 
 const CLIENT_COLUMNS: &str =
     "SELECT id, name, public_key, hostname, created_at, last_seen_at, last_address, rate_limit,
-     internet_full_backups, internet_max_file, quota FROM clients";
+     internet_full_backups, internet_max_file, quota, sealed FROM clients";
 
 pub(super) fn client_where(
     conn: &Connection,
@@ -95,6 +97,11 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
             .get::<_, Option<i64>>(10)?
             .map(|n| u64::try_from(n).ok().filter(|n| *n > 0)),
         public_key,
+        mode: if r.get::<_, bool>(11)? {
+            "sealed"
+        } else {
+            "open"
+        },
     })
 }
 

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use rusqlite::{params, TransactionBehavior};
 
-use super::{BlobKind, BlobRow, Catalog, ClientId, Result, SnapshotId};
+use super::{BlobKey, BlobKind, BlobRow, Catalog, ClientId, Result, SnapshotId};
 use crate::store::{BlobLocation, PackId};
 
 /// What remains in one pack after the sweep.
@@ -72,16 +72,21 @@ impl Catalog {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn snapshot_roots(&self) -> Result<Vec<(ClientId, SnapshotId, [u8; 32])>> {
+    pub fn snapshot_roots(&self) -> Result<Vec<(ClientId, SnapshotId, BlobKey)>> {
         let mut stmt = self
             .conn
-            .prepare("SELECT client_id, id, root FROM snapshots ORDER BY id")?;
+            .prepare("SELECT client_id, id, root, root_kind FROM snapshots ORDER BY id")?;
         let rows = stmt.query_map([], |r| {
             let root: Vec<u8> = r.get(2)?;
-            let root: [u8; 32] = root
+            let id: [u8; 32] = root
                 .as_slice()
                 .try_into()
                 .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, root.len() as i64))?;
+            let kind = match r.get::<_, i64>(3)? {
+                4 => BlobKind::Sealed,
+                _ => BlobKind::Tree,
+            };
+            let root = BlobKey { kind, id };
             Ok((r.get::<_, ClientId>(0)?, r.get::<_, SnapshotId>(1)?, root))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)

@@ -237,7 +237,9 @@ impl Catalog {
         Ok(MAX_PAIRING_FAILURES.saturating_sub(failures))
     }
 
-    /// Turns a proven pairing into a client, in one transaction.
+    /// Turns a proven pairing into a client, in one transaction: a new one
+    /// in the mode the endpoint asked for (`sealed`), or, for a machine
+    /// taking over a client, that client in its own mode.
     ///
     /// # Errors
     /// SQLite errors.
@@ -246,6 +248,7 @@ impl Catalog {
         pairing_id: i64,
         key: &PublicKey,
         hostname: &str,
+        sealed: bool,
         now: i64,
     ) -> Result<PairOutcome> {
         let tx = self
@@ -278,8 +281,8 @@ impl Catalog {
             return hand_over(tx, pairing_id, client, key, hostname, now);
         }
         let inserted = tx.execute(
-            "INSERT INTO clients (name, public_key, hostname, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![name, &key.0[..], hostname, now],
+            "INSERT INTO clients (name, public_key, hostname, created_at, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, &key.0[..], hostname, now, sealed],
         );
         if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
             if e.code == rusqlite::ErrorCode::ConstraintViolation {

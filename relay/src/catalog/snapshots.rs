@@ -1,6 +1,6 @@
 //! Snapshots: committed, listed, forgotten, and kept by retention rules.
 
-use super::{ClientId, Result, SetId, SnapshotId};
+use super::{BlobKey, ClientId, Result, SetId, SnapshotId};
 use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
@@ -50,23 +50,24 @@ impl Catalog {
         &mut self,
         client: ClientId,
         set_id: SetId,
-        root: &[u8; 32],
+        root: BlobKey,
         started_ms: i64,
         finished_ms: i64,
         files: u64,
         bytes: u64,
     ) -> Result<SnapshotId> {
         self.conn.execute(
-            "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes, root_kind)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 client,
                 set_id,
-                &root[..],
+                &root.id[..],
                 started_ms,
                 finished_ms,
                 files as i64,
-                bytes as i64
+                bytes as i64,
+                root.kind as i64
             ],
         )?;
         Ok(SnapshotId(self.conn.last_insert_rowid() as u64))

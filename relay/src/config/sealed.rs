@@ -1,4 +1,5 @@
-//! `[sealed]`: what the relay tells sealed clients.
+//! `[sealed]`: what the relay tells sealed clients; `[clients]`: which
+//! modes it pairs.
 
 use anyhow::{Context, Result};
 use ferry_protocol::recovery::Recipient;
@@ -30,4 +31,14 @@ impl SealedConfig {
             })
             .transpose()
     }
+}
+
+/// `[clients]` as written in `relay.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ClientsConfig {
+    /// Refuse open-mode pairings (`ferry pair --open`): every new client
+    /// keeps its data sealed.
+    #[serde(default)]
+    pub require_sealed: bool,
 }

@@ -44,11 +44,14 @@ impl Transfer {
     /// see `sync`): the walk does not go below either. Once something this
     /// client stored was found damaged, an object that exists may not be
     /// whole below it, so the whole snapshot is walked instead.
-    pub(super) fn check_closure(&self, root: &TreeId) -> Result<(), Gap> {
-        self.require(BlobKind::Tree, &root.0, "root tree")?;
+    ///
+    /// A sealed object is indexed only once everything it names is stored
+    /// (see `sync`), so below a sealed root the walk requires what it names
+    /// and goes no deeper unless the client has damage.
+    pub(super) fn check_closure(&self, root: BlobKey) -> Result<(), Gap> {
+        self.require(root.kind, &root.id, "root")?;
         let client = self.client;
         let deep = self.catalog(|c| c.has_damage(client))?;
-        let root = BlobKey::tree(root.0);
         let mut check = Closure {
             transfer: self,
             deep,

@@ -6,7 +6,6 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use ferry_protocol::ids::TreeId;
 use ferry_protocol::keep::DEFAULT_LOCK;
 use ferry_protocol::message::{Message, Refusal, INCOMPLETE_SNAPSHOT};
 
@@ -24,6 +23,12 @@ impl Transfer {
     /// content whose chunks are not all stored yet (a rejected delta is being
     /// resent) stays pending, so a content in the catalog always has its chunks.
     pub(super) fn sync(&mut self) -> Result<()> {
+        let refused = self.sealed_not_whole()?;
+        if !refused.is_empty() {
+            self.upload()?
+                .pending
+                .retain(|key, _| key.kind != BlobKind::Sealed || !refused.contains(&key.id));
+        }
         let held = self.held_contents()?;
         let is_held =
             |kind: BlobKind, id: &[u8; 32]| kind == BlobKind::Content && held.contains(id);
@@ -125,7 +130,7 @@ impl Transfer {
     /// what its closure lacks.
     pub(super) fn commit(
         &mut self,
-        root: TreeId,
+        root: BlobKey,
         files: u64,
         bytes: u64,
         started_ms: i64,
@@ -135,7 +140,7 @@ impl Transfer {
         if !upload.rejected.is_empty() || !upload.pending.is_empty() {
             return Err(violation!("commit before every rejected chunk was resent"));
         }
-        let closure = self.check_closure(&root);
+        let closure = self.check_closure(root);
         // Taken either way: a refused commit's trees are never indexed (they
         // are dropped with it).
         let mut upload = self
@@ -170,7 +175,7 @@ impl Transfer {
     fn record_snapshot(
         &self,
         upload: &mut Upload,
-        root: TreeId,
+        root: BlobKey,
         (files, bytes): (u64, u64),
         started_ms: i64,
     ) -> Result<SnapshotId> {
@@ -185,7 +190,7 @@ impl Transfer {
                 c.insert_snapshot(
                     client,
                     set_id,
-                    &root.0,
+                    root,
                     started_ms,
                     crate::clock::retention_now_ms(),
                     files,

@@ -28,7 +28,7 @@ fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, ClientId
             .unwrap()
             .unwrap();
         let crate::catalog::PairOutcome::Paired(client) = catalog
-            .complete_pairing(id, &PublicKey([key; 32]), "host", 1)
+            .complete_pairing(id, &PublicKey([key; 32]), "host", false, 1)
             .unwrap()
         else {
             panic!("pairing")

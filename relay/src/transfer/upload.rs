@@ -54,6 +54,9 @@ pub(super) struct Upload {
     pub(super) unindexed: u64,
     /// Bytes appended in all (new data: how much of the snapshot changed).
     pub(super) appended: u64,
+    /// Sealed objects appended since the last sync that name others, in
+    /// the order they came, with what they name (see `sealed`).
+    pub(super) sealed_refs: Vec<([u8; 32], Vec<[u8; 32]>)>,
 }
 
 /// Most bytes an upload may hold appended and not indexed (unsynced
@@ -87,6 +90,7 @@ impl Upload {
             quota: None,
             unindexed: 0,
             appended: 0,
+            sealed_refs: Vec::new(),
         }
     }
 
@@ -284,13 +288,26 @@ impl Transfer {
         self.append_blob(kind, id, codec, bytes)
     }
 
-    /// Appends a blob the client does not have stored.
+    /// Appends a blob the client does not have stored, as many copies as
+    /// its kind keeps.
     fn append_blob(
         &mut self,
         kind: BlobKind,
         id: [u8; 32],
         codec: Codec,
         bytes: Vec<u8>,
+    ) -> Result<()> {
+        self.append_copies(kind, id, codec, bytes, BlobRow::copies_of(kind))
+    }
+
+    /// Appends `copies` copies of a blob the client does not have stored.
+    pub(super) fn append_copies(
+        &mut self,
+        kind: BlobKind,
+        id: [u8; 32],
+        codec: Codec,
+        bytes: Vec<u8>,
+        copies: u8,
     ) -> Result<()> {
         // Outside a backup nothing is appended: it could never be indexed.
         let upload = self.upload()?;
@@ -309,7 +326,7 @@ impl Transfer {
             return Err(TransferError::Expired);
         }
         // What it takes on disk, every copy counted.
-        let stored = bytes.len() as u64 * u64::from(BlobRow::copies_of(kind));
+        let stored = bytes.len() as u64 * u64::from(copies);
         check!(
             upload.unindexed + stored <= MAX_UNINDEXED,
             "more than {} appended and not indexed (sent without a Sync, or held for a commit)",
@@ -329,7 +346,6 @@ impl Transfer {
             }
         }
         // Trees and contents twice, one copy right after the other.
-        let copies = BlobRow::copies_of(kind);
         let (span, epoch) = if copies > 1 {
             self.repo
                 .blobs()

@@ -15,8 +15,9 @@ use ferry_protocol::walk::{walk, Node, Visitor};
 use ferry_protocol::ProtocolError;
 
 use super::Report;
-use crate::catalog::{BlobKind, BlobRow, BlobState, Catalog, SnapshotId};
+use crate::catalog::{BlobKey, BlobKind, BlobRow, BlobState, Catalog, SnapshotId};
 use crate::store::BlobReader;
+use crate::stored_objects::StoredObjects;
 
 /// Paths listed per damaged blob, at most.
 const PATHS_SHOWN: usize = 10;
@@ -96,7 +97,13 @@ impl<'c, 'p> Walk<'c, 'p> {
         report.snapshots = roots.len() as u64;
         for (client, snapshot, root) in roots {
             (self.client, self.snapshot) = (client, snapshot);
-            walk(Node::Tree(TreeId(root)), self)?;
+            match root.kind {
+                BlobKind::Sealed => {
+                    let mut sealed = SealedWalk { walk: self };
+                    crate::objects::walk(root, &StoredObjects, &mut sealed)?;
+                }
+                _ => walk(Node::Tree(TreeId(root.id)), self)?,
+            }
             if !std::mem::take(&mut self.reached).is_empty() {
                 report.snapshots_damaged.push(snapshot);
             }
@@ -300,6 +307,67 @@ impl Visitor for Walk<'_, '_> {
             None => self.settle(open.key, open.state, open.below)?,
         };
         self.add_below(&below);
+        Ok(())
+    }
+}
+
+/// A sealed snapshot's closure: what its objects' headers name, every
+/// object loaded once per verify (names and paths are the endpoint's
+/// secret: damage is reported by snapshot alone). Each object is walked
+/// once per verify: a damaged blob is attributed to the snapshots that
+/// reach it first or directly, not yet to later snapshots that reach it
+/// only through an object an earlier one walked (their commits still
+/// walk deep once the client has damage, so healing does not depend on it).
+struct SealedWalk<'w, 'c, 'p> {
+    walk: &'w mut Walk<'c, 'p>,
+}
+
+impl crate::objects::Reach for SealedWalk<'_, '_, '_> {
+    type Error = anyhow::Error;
+
+    fn enter(&mut self, key: BlobKey) -> Result<bool> {
+        let key = (self.walk.client, key.kind, key.id);
+        if let Some(finding) = self.walk.found.get_mut(&key) {
+            finding.snapshots.insert(self.walk.snapshot);
+            self.walk.reached.push(key);
+            return Ok(false);
+        }
+        // Walked for an earlier snapshot: its damage (none, or recorded
+        // above) is known.
+        Ok(self.walk.below.insert(key, Vec::new()).is_none())
+    }
+
+    fn load(&mut self, key: BlobKey) -> Result<Option<Vec<u8>>> {
+        let node = (self.walk.client, key.kind, key.id);
+        let found = self.walk.catalog.find_blob_state(node.0, node.1, &node.2)?;
+        let raw = match &found {
+            Some((row, BlobState::Whole | BlobState::Incomplete)) => self
+                .walk
+                .store
+                .read(&row.at)
+                .ok()
+                .and_then(|stored| decompress(row.codec, stored, MAX_MESSAGE).ok()),
+            _ => None,
+        };
+        if raw.is_none() {
+            let reason = match &found {
+                None => "no row names it",
+                Some((_, BlobState::Damaged)) => "found damaged by an earlier verify",
+                Some(_) => "cannot be read",
+            };
+            self.walk
+                .lacking(node, found.as_ref().map(|(row, _)| row), reason, &[]);
+            self.walk.reached.push(node);
+        }
+        Ok(raw)
+    }
+
+    fn undecodable(&mut self, key: BlobKey, error: ProtocolError) -> Result<()> {
+        let node = (self.walk.client, key.kind, key.id);
+        if let Some((row, _)) = self.walk.catalog.find_blob_state(node.0, node.1, &node.2)? {
+            self.walk.damaged(node, &row, &error.to_string(), &[])?;
+            self.walk.reached.push(node);
+        }
         Ok(())
     }
 }

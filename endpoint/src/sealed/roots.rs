@@ -1,0 +1,168 @@
+//! A sealed set's history as the relay serves it, checked against what this
+//! endpoint has seen (`STATE/sealed-seen.json`): a rollback, a fork, a
+//! broken chain or another set's root is refused with one line.
+
+use std::collections::{BTreeMap, HashMap};
+
+use anyhow::{Context, Result};
+use ferry_protocol::message::{Message, SnapshotInfo, StorageId};
+use ferry_protocol::root::{check_newest, Root, Seen};
+use ferry_protocol::sealed::{SealedKind, SealingKeys};
+
+use super::remote::Remote;
+use crate::client::unexpected;
+use crate::state::StateDir;
+
+/// The newest roots seen, by set.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SeenFile {
+    sets: BTreeMap<String, (u64, String)>,
+}
+
+fn seen_path(state: &StateDir) -> std::path::PathBuf {
+    state.root().join("sealed-seen.json")
+}
+
+fn read_seen(state: &StateDir) -> Result<SeenFile> {
+    let path = seen_path(state);
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SeenFile::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// The newest root of `set` this endpoint has seen.
+///
+/// # Errors
+/// A damaged file.
+pub fn seen(state: &StateDir, set: &str) -> Result<Option<Seen>> {
+    let file = read_seen(state)?;
+    let Some((sequence, id)) = file.sets.get(set) else {
+        return Ok(None);
+    };
+    let id = ferry_protocol::keys::from_hex::<32>(id).context("sealed-seen.json: a bad id")?;
+    Ok(Some(Seen {
+        sequence: *sequence,
+        id,
+    }))
+}
+
+/// Remembers `now` as the newest root of `set` seen.
+///
+/// # Errors
+/// The file cannot be written.
+pub fn remember(state: &StateDir, set: &str, now: Seen) -> Result<()> {
+    let mut file = read_seen(state)?;
+    file.sets.insert(
+        set.to_string(),
+        (now.sequence, ferry_protocol::keys::to_hex(&now.id)),
+    );
+    let path = seen_path(state);
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(&file)?)?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The relay's snapshots of `set` (all sets for `None`), oldest first.
+///
+/// # Errors
+/// Session failures.
+pub async fn list(remote: &mut Remote<'_>, set: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+    let request = Message::ListSnapshots {
+        set: set.map(str::to_string),
+    };
+    match remote.client().request(&request).await? {
+        Message::SnapshotList { snapshots } => Ok(snapshots),
+        other => Err(unexpected("SnapshotList", &other)),
+    }
+}
+
+/// Opens the roots of `set`'s snapshots the relay lists and checks the
+/// newest against what was seen; returns it (none for a set without
+/// snapshots) and remembers it as seen.
+///
+/// # Errors
+/// A root that does not open, a rollback, a fork, a broken chain, a root
+/// of another set.
+pub async fn newest(
+    state: &StateDir,
+    remote: &mut Remote<'_>,
+    keys: &SealingKeys,
+    set: &str,
+) -> Result<Option<(StorageId, Root)>> {
+    let listed = list(remote, Some(set)).await?;
+    let seen = seen(state, set)?;
+    if listed.is_empty() {
+        if let Some(seen) = seen {
+            anyhow::bail!(
+                "the relay lists no snapshot of set {set:?}, but this endpoint has seen snapshot {} of it: a rollback",
+                seen.sequence
+            );
+        }
+        return Ok(None);
+    }
+    let ids: Vec<StorageId> = listed.iter().map(|s| StorageId(s.root.0)).collect();
+    let roots = open_roots(remote, keys, &ids).await?;
+    let newest = roots
+        .iter()
+        .max_by_key(|(_, root)| root.sequence)
+        .map(|(id, root)| (*id, root.clone()))
+        .context("no root")?;
+    // Newest first, following each root's previous link down to what was
+    // seen, while the relay still keeps the roots on the way.
+    let mut chain = vec![newest.clone()];
+    if let Some(seen) = seen {
+        while let Some((_, last)) = chain.last().filter(|(_, r)| r.sequence > seen.sequence) {
+            let Some((id, root)) = last
+                .previous
+                .and_then(|p| roots.get_key_value(&StorageId(p)))
+            else {
+                break;
+            };
+            chain.push((*id, root.clone()));
+        }
+        if chain
+            .last()
+            .is_some_and(|(_, r)| r.sequence > seen.sequence)
+        {
+            // Retention forgot the roots between: only a rollback can be told.
+            remember(
+                state,
+                set,
+                Seen {
+                    sequence: newest.1.sequence,
+                    id: newest.0 .0,
+                },
+            )?;
+            return Ok(Some(newest));
+        }
+    }
+    let now = check_newest(set, seen, &chain).map_err(|e| anyhow::anyhow!("{e}"))?;
+    remember(state, set, now)?;
+    Ok(Some(newest))
+}
+
+/// Fetches and opens roots.
+///
+/// # Errors
+/// A root that does not open or decode.
+pub async fn open_roots(
+    remote: &mut Remote<'_>,
+    keys: &SealingKeys,
+    ids: &[StorageId],
+) -> Result<HashMap<StorageId, Root>> {
+    remote
+        .open_all(keys, SealedKind::Root, ids)
+        .await?
+        .into_iter()
+        .map(|(id, (_, plain))| {
+            let root = Root::decode(&plain).map_err(|e| {
+                anyhow::anyhow!("the relay served a root that does not decode: {e}")
+            })?;
+            Ok((id, root))
+        })
+        .collect()
+}

@@ -1,0 +1,140 @@
+//! The sealed backup's walk: the paths of a set walked into directory
+//! nodes, each regular file handed to `file` as it is reached.
+
+use std::collections::BTreeMap;
+use std::fs::Metadata;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+use ferry_protocol::tree::EntryKind;
+
+use super::backup::{Dir, Node, Sealed};
+use crate::backup::absolute;
+use crate::fsmeta;
+
+type Boxed<'b, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'b>>;
+
+impl Sealed<'_, '_> {
+    /// Adds one requested path and its ancestors to the tree.
+    pub(super) async fn add_path(&mut self, root: &mut Dir, path: &Path) -> Result<()> {
+        let path = absolute(path)?;
+        let names: Vec<Vec<u8>> = path
+            .components()
+            .filter_map(|c| match c {
+                std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
+                _ => None,
+            })
+            .collect();
+        let Some((last, parents)) = names.split_last() else {
+            bail!("backing up / itself is not supported; name the directories to back up");
+        };
+        let mut dir = root;
+        let mut at = std::path::PathBuf::from("/");
+        for name in parents {
+            at.push(std::ffi::OsStr::from_bytes(name));
+            let meta = std::fs::symlink_metadata(&at)
+                .with_context(|| format!("cannot read {}", at.display()))?;
+            let xattrs = fsmeta::read_xattrs(&at).unwrap_or_default();
+            let node = dir.children.entry(name.clone()).or_insert_with(|| {
+                Node::Dir(Dir {
+                    entry: Some(fsmeta::entry(name.clone(), &meta, EntryKind::Fifo, xattrs)),
+                    children: BTreeMap::new(),
+                })
+            });
+            dir = match node {
+                Node::Dir(d) => d,
+                Node::Leaf(_) => bail!("{} is both a file and a directory", at.display()),
+            };
+        }
+        let meta = std::fs::symlink_metadata(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        if let Some(node) = self.scan(&path, last.clone(), meta).await? {
+            dir.children.insert(last.clone(), node);
+        }
+        Ok(())
+    }
+
+    /// Scans one path; `None` when it could not be read (counted, named).
+    fn scan<'b>(
+        &'b mut self,
+        path: &'b Path,
+        name: Vec<u8>,
+        meta: Metadata,
+    ) -> Boxed<'b, Result<Option<Node>>> {
+        Box::pin(async move {
+            let xattrs = fsmeta::read_xattrs(path).unwrap_or_default();
+            if meta.is_dir() {
+                let mut dir = Dir {
+                    entry: Some(fsmeta::entry(name, &meta, EntryKind::Fifo, xattrs)),
+                    children: BTreeMap::new(),
+                };
+                let mut children: Vec<Vec<u8>> = match std::fs::read_dir(path) {
+                    Ok(listing) => listing
+                        .filter_map(|item| item.ok())
+                        .map(|item| item.file_name().as_bytes().to_vec())
+                        .collect(),
+                    Err(e) => {
+                        self.unreadable(path, &e.to_string());
+                        Vec::new()
+                    }
+                };
+                children.sort();
+                for child in children {
+                    let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
+                    if self.job.excludes.excludes(&child_path) {
+                        continue;
+                    }
+                    let Ok(child_meta) = std::fs::symlink_metadata(&child_path) else {
+                        self.unreadable(&child_path, "it vanished");
+                        continue;
+                    };
+                    if let Some(node) = self.scan(&child_path, child.clone(), child_meta).await? {
+                        dir.children.insert(child, node);
+                    }
+                }
+                return Ok(Some(Node::Dir(dir)));
+            }
+            if meta.is_file() {
+                if meta.nlink() > 1 {
+                    let rel = path.as_os_str().as_bytes()[1..].to_vec();
+                    if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
+                        let kind = EntryKind::Hardlink {
+                            target: first.clone(),
+                        };
+                        return Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs))));
+                    }
+                    self.hardlinks.insert((meta.dev(), meta.ino()), rel);
+                }
+                return Ok(self
+                    .file(path, &meta)
+                    .await?
+                    .map(|(kind, meta)| Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs))));
+            }
+            match fsmeta::special_kind(path, &meta) {
+                Ok(Some(kind)) => Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs)))),
+                Ok(None) => {
+                    self.unreadable(path, "unsupported file type (socket?)");
+                    Ok(None)
+                }
+                Err(e) => {
+                    self.unreadable(path, &e.to_string());
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    pub(super) fn unreadable(&mut self, path: &Path, why: &str) {
+        self.summary.files_unreadable += 1;
+        self.summary
+            .errors
+            .push(format!("{}: {why}", path.display()));
+    }
+
+    pub(super) fn count(&mut self, size: u64) {
+        self.summary.files += 1;
+        self.summary.bytes += size;
+    }
+}
