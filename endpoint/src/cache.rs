@@ -19,7 +19,7 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use ferry_protocol::ids::{ContentId, TreeId};
-use ferry_protocol::sealed_objects::ChunkEntry;
+use ferry_protocol::sealed::StorageId;
 use ferry_protocol::tree::{Content, Extent};
 use rusqlite::{params, Connection, OptionalExtension};
 
@@ -71,6 +71,23 @@ pub struct SetUpdate {
     pub trees_gone: Vec<Vec<u8>>,
 }
 
+/// A sealed client's chunk as the files cache keeps it: what the next
+/// version of its file needs to reuse it or patch against it without
+/// asking the relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CachedChunk {
+    /// Its data object (a chunk or a patch).
+    pub data: StorageId,
+    /// Its signature object.
+    pub signature: StorageId,
+    /// Its keyed id.
+    pub keyed: [u8; 32],
+    /// Its length.
+    pub len: u32,
+    /// Patches between `data` and a whole chunk.
+    pub depth: u8,
+}
+
 /// The cache database.
 #[derive(Debug)]
 pub struct FilesCache {
@@ -109,6 +126,11 @@ impl FilesCache {
                 id BLOB NOT NULL,
                 bytes BLOB NOT NULL,
                 PRIMARY KEY (set_name, path)
+            ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS sealed_trees (
+                set_name TEXT NOT NULL,
+                id BLOB NOT NULL,
+                PRIMARY KEY (set_name, id)
             ) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS sealed_entries (
                 set_name TEXT NOT NULL,
@@ -243,7 +265,7 @@ impl FilesCache {
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn sealed_entries(&self, set: &str, path: &[u8]) -> Result<Option<Vec<ChunkEntry>>> {
+    pub fn sealed_entries(&self, set: &str, path: &[u8]) -> Result<Option<Vec<CachedChunk>>> {
         let bytes: Option<Vec<u8>> = self
             .conn
             .prepare_cached("SELECT entries FROM sealed_entries WHERE set_name = ?1 AND path = ?2")?
@@ -259,7 +281,7 @@ impl FilesCache {
     pub fn save_sealed_entries(
         &mut self,
         set: &str,
-        files: &[(Vec<u8>, Vec<ChunkEntry>)],
+        files: &[(Vec<u8>, Vec<CachedChunk>)],
     ) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
@@ -274,6 +296,44 @@ impl FilesCache {
         Ok(())
     }
 
+    /// The sealed trees of `set`'s last committed snapshot: the relay
+    /// holds them.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sealed_trees(&self, set: &str) -> Result<std::collections::HashSet<StorageId>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id FROM sealed_trees WHERE set_name = ?1")?;
+        let rows = stmt.query_map([set], |r| r.get::<_, Vec<u8>>(0))?;
+        let mut ids = std::collections::HashSet::new();
+        for row in rows {
+            if let Ok(id) = <[u8; 32]>::try_from(row?.as_slice()) {
+                ids.insert(StorageId(id));
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Keeps `ids` as the sealed trees of `set`'s last committed snapshot.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn save_sealed_trees(&mut self, set: &str, ids: &[StorageId]) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM sealed_trees WHERE set_name = ?1", [set])?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO sealed_trees (set_name, id) VALUES (?1, ?2)",
+            )?;
+            for id in ids {
+                insert.execute(params![set, &id.0[..]])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Forgets everything cached for `set`: its next backup reads every file.
     ///
     /// # Errors
@@ -282,6 +342,7 @@ impl FilesCache {
         let tx = self.conn.transaction()?;
         tx.execute("DELETE FROM files WHERE set_name = ?1", [set])?;
         tx.execute("DELETE FROM sealed_entries WHERE set_name = ?1", [set])?;
+        tx.execute("DELETE FROM sealed_trees WHERE set_name = ?1", [set])?;
         tx.execute("DELETE FROM trees WHERE set_name = ?1", [set])?;
         tx.commit()?;
         Ok(())

@@ -4,14 +4,19 @@
 //! plaintext ids).
 //!
 //! - A **chunk** is a codec byte and the chunk's bytes as that codec packs
-//!   them (compressed before sealing: ciphertext does not compress).
-//! - A **signature** is the chunk's rsync signature ([`crate::delta`]).
-//! - A **patch** rebuilds a chunk from the chunk its one ref names (itself
-//!   a chunk or a patch): the rebuilt chunk's keyed id, the chain's depth,
-//!   and the rsync delta.
-//! - A **content** lists a file's chunks (each its data object, its
-//!   signature object, keyed id, length and chain depth) or, for a large
-//!   file, its parts (contents of up to [`PART_CHUNKS`] chunks each).
+//!   them (compressed before sealing: ciphertext does not compress). Its
+//!   one ref is its signature, so what keeps the chunk keeps the signature
+//!   its next version's patch is made against.
+//! - A **signature** is the chunk's rsync signature ([`crate::delta`]),
+//!   or, for a patched chunk, a [`SignaturePatch`] against its base's
+//!   signature (its one ref).
+//! - A **patch** rebuilds a chunk from its base (a chunk or a patch): the
+//!   base, the rebuilt chunk's keyed id, the chain's depth and the rsync
+//!   delta; its refs are the base and the rebuilt chunk's signature.
+//! - A **content** lists a file's chunks (each its data object, length and
+//!   chain depth) or, for a file of more than [`PART_CHUNKS`] chunks, its
+//!   parts (contents themselves, [`MAX_PARTS`] at most per level): a small
+//!   Merkle tree, so a changed chunk re-sends a few short lists.
 //!
 //! Every decoder bounds what it reads before it allocates: these bytes
 //! were authenticated, but by a key a stolen laptop also holds.
@@ -27,12 +32,21 @@ use crate::ProtocolError;
 
 pub use crate::sealed::MAX_SEALED_OBJECT;
 
-/// Most chunks (or parts) one content lists: with their signatures, under
-/// [`crate::sealed::MAX_REFS`] refs and well under a message.
-pub const PART_CHUNKS: usize = 8192;
+/// Most chunks one content lists: a changed chunk re-sends the content
+/// that lists it (about 40 bytes per chunk), so files of more chunks are
+/// contents of parts.
+pub const PART_CHUNKS: usize = 8;
+
+/// Most parts one content lists; a file with more is a content of
+/// contents of parts, up to [`MAX_CONTENT_LEVELS`] deep.
+pub const MAX_PARTS: usize = 8;
 
 /// The longest chain of patches a chunk may be rebuilt through.
 pub const MAX_CHAIN: u8 = 8;
+
+/// Levels of parts a content may nest (8 chunks × 8¹² parts: far past
+/// any file).
+pub const MAX_CONTENT_LEVELS: usize = 12;
 
 /// A chunk's plaintext: packed by `method` when that is smaller.
 pub fn encode_chunk(method: Method, data: &[u8]) -> Vec<u8> {
@@ -58,6 +72,8 @@ pub fn decode_chunk(plain: &[u8]) -> Result<Vec<u8>, ProtocolError> {
 /// A chunk as a delta against its base (the patch's one ref).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Patch {
+    /// The chunk (or patch) the delta applies to; one of the refs.
+    pub base: StorageId,
     /// The rebuilt chunk's keyed id (checked after the rebuild).
     pub keyed: [u8; 32],
     /// Patches from here down to a whole chunk: 1 for a patch on a chunk.
@@ -77,13 +93,19 @@ impl Patch {
         postcard::to_allocvec(self).map_err(|_| ProtocolError::Malformed("sealed patch"))
     }
 
-    /// A patch read from its plaintext.
+    /// A patch read from its plaintext, whose header named `refs`.
     ///
     /// # Errors
-    /// As [`Patch::encode`], and bytes that are not exactly one patch.
-    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+    /// As [`Patch::encode`], bytes that are not exactly one patch, and a
+    /// base its header does not name.
+    pub fn decode(bytes: &[u8], refs: &[StorageId]) -> Result<Self, ProtocolError> {
         let patch: Patch = decode_exact(bytes, "sealed patch")?;
         patch.check()?;
+        if refs.len() != 2 || !refs.contains(&patch.base) {
+            return Err(ProtocolError::Malformed(
+                "a sealed patch whose header does not name its base and signature",
+            ));
+        }
         Ok(patch)
     }
 
@@ -102,23 +124,118 @@ impl Patch {
     }
 }
 
+/// A chunk's signature as a patch against its base's (the signature
+/// object's one ref): the blocks whose entries differ. A 1-byte edit
+/// changes one block's entry, so a patched chunk's signature costs tens of
+/// bytes, not one entry per block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignaturePatch {
+    /// Blocks of the new signature.
+    pub blocks: u32,
+    /// The entries that differ from the base's (or that it lacks), by
+    /// block, in increasing order.
+    pub changed: Vec<(u32, [u8; SIGNATURE_ENTRY])>,
+}
+
+/// Bytes of one block's entry in a signature.
+pub const SIGNATURE_ENTRY: usize = 12;
+/// Bytes of a signature's header.
+const SIGNATURE_HEAD: usize = 12;
+
+impl SignaturePatch {
+    /// What turns signature `old` into `new` (both as [`crate::delta::signature`] makes them).
+    pub fn between(old: &[u8], new: &[u8]) -> Self {
+        let entry = |sig: &[u8], i: usize| {
+            sig.get(
+                SIGNATURE_HEAD + i * SIGNATURE_ENTRY..SIGNATURE_HEAD + (i + 1) * SIGNATURE_ENTRY,
+            )
+            .map(|e| <[u8; SIGNATURE_ENTRY]>::try_from(e).expect("an entry"))
+        };
+        let blocks = new.len().saturating_sub(SIGNATURE_HEAD) / SIGNATURE_ENTRY;
+        let changed = (0..blocks)
+            .filter_map(|i| {
+                let now = entry(new, i)?;
+                (entry(old, i) != Some(now)).then_some((i as u32, now))
+            })
+            .collect();
+        SignaturePatch {
+            blocks: blocks as u32,
+            changed,
+        }
+    }
+
+    /// The signature this patch makes of `old`.
+    ///
+    /// # Errors
+    /// More blocks than a largest chunk has, entries out of order or past
+    /// the blocks, or a block neither patched nor in `old`.
+    pub fn apply(&self, old: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+        let blocks = self.blocks as usize;
+        if blocks > MAX_CHUNK.div_ceil(crate::delta::BLOCK_SIZE) as usize
+            || self.changed.windows(2).any(|w| w[0].0 >= w[1].0)
+            || self
+                .changed
+                .last()
+                .is_some_and(|(i, _)| *i as usize >= blocks)
+            || old.len() < SIGNATURE_HEAD
+        {
+            return Err(ProtocolError::Malformed("signature patch"));
+        }
+        let mut out = old[..SIGNATURE_HEAD].to_vec();
+        let mut changed = self.changed.iter().peekable();
+        for i in 0..blocks {
+            match changed.next_if(|(at, _)| *at as usize == i) {
+                Some((_, entry)) => out.extend_from_slice(entry),
+                None => out.extend_from_slice(
+                    old.get(
+                        SIGNATURE_HEAD + i * SIGNATURE_ENTRY
+                            ..SIGNATURE_HEAD + (i + 1) * SIGNATURE_ENTRY,
+                    )
+                    .ok_or(ProtocolError::Malformed("signature patch past its base"))?,
+                ),
+            }
+        }
+        crate::delta::check_signature(&out)?;
+        Ok(out)
+    }
+
+    /// The patch's plaintext.
+    ///
+    /// # Errors
+    /// Never in practice.
+    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+        postcard::to_allocvec(self).map_err(|_| ProtocolError::Malformed("signature patch"))
+    }
+
+    /// A patch read from its plaintext (checked when applied).
+    ///
+    /// # Errors
+    /// Bytes that are not exactly one patch.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ProtocolError> {
+        decode_exact(bytes, "signature patch")
+    }
+}
+
 /// One chunk of a sealed content.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChunkEntry {
     /// The object holding its data: a chunk, or a patch.
     pub data: StorageId,
-    /// Its signature object (what the next version's delta is made against).
-    pub signature: StorageId,
-    /// Its keyed id: what a rebuilt chunk is checked against.
-    pub keyed: [u8; 32],
     /// Its length.
     pub len: u32,
     /// Patches between `data` and a whole chunk (0: `data` is one).
     pub depth: u8,
 }
 
+/// A content as its plaintext holds it: places among the header's refs.
+#[derive(Serialize, Deserialize)]
+struct CompactContent {
+    chunks: Vec<(u16, u32, u8)>,
+    parts: Vec<(u16, u64)>,
+}
+
 /// A file's data: its chunks, or the parts of a large file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SealedContent {
     /// The chunks, in order.
     pub chunks: Vec<ChunkEntry>,
@@ -132,7 +249,7 @@ impl SealedContent {
         let mut refs: Vec<StorageId> = self
             .chunks
             .iter()
-            .flat_map(|c| [c.data, c.signature])
+            .map(|c| c.data)
             .chain(self.parts.iter().map(|(id, _)| *id))
             .collect();
         refs.sort_unstable();
@@ -152,23 +269,68 @@ impl SealedContent {
         self.len() == 0
     }
 
-    /// The content's plaintext.
+    /// The content's plaintext: each object it names is written as its
+    /// place among the header's refs (two bytes, not the 32 of its id,
+    /// which the header holds already).
     ///
     /// # Errors
     /// As [`SealedContent::decode`] would refuse it.
     pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
         self.check()?;
-        postcard::to_allocvec(self).map_err(|_| ProtocolError::Malformed("sealed content"))
+        let refs = self.refs();
+        let place = |id: &StorageId| refs.binary_search(id).map(|i| i as u16).unwrap_or(0);
+        let compact = CompactContent {
+            chunks: self
+                .chunks
+                .iter()
+                .map(|c| (place(&c.data), c.len, c.depth))
+                .collect(),
+            parts: self
+                .parts
+                .iter()
+                .map(|(id, len)| (place(id), *len))
+                .collect(),
+        };
+        postcard::to_allocvec(&compact).map_err(|_| ProtocolError::Malformed("sealed content"))
     }
 
     /// A content read from its plaintext, whose header named `refs`.
     ///
     /// # Errors
     /// Bytes that are not exactly one content; chunks and parts both, more
-    /// than [`PART_CHUNKS`] of either, a chunk over the largest chunk or a
-    /// chain past [`MAX_CHAIN`]; refs that are not the ones it names.
+    /// than [`PART_CHUNKS`] chunks or [`MAX_PARTS`] parts, a chunk over the
+    /// largest chunk or a chain past [`MAX_CHAIN`]; a place past the refs,
+    /// or refs it does not name.
     pub fn decode(bytes: &[u8], refs: &[StorageId]) -> Result<Self, ProtocolError> {
-        let content: SealedContent = decode_exact(bytes, "sealed content")?;
+        let compact: CompactContent = decode_exact(bytes, "sealed content")?;
+        if compact.chunks.len() > PART_CHUNKS || compact.parts.len() > MAX_PARTS {
+            return Err(ProtocolError::Malformed("sealed content too long"));
+        }
+        let named = |place: u16| {
+            refs.get(usize::from(place))
+                .copied()
+                .ok_or(ProtocolError::Malformed(
+                    "a sealed content's place past its refs",
+                ))
+        };
+        let content = SealedContent {
+            chunks: compact
+                .chunks
+                .into_iter()
+                .map(|(place, len, depth)| {
+                    Ok(ChunkEntry {
+                        data: named(place)?,
+                        len,
+                        depth,
+                    })
+                })
+                .collect::<Result<_, ProtocolError>>()?,
+            parts: compact
+                .parts
+                .into_iter()
+                .map(|(place, len)| Ok((named(place)?, len)))
+                .collect::<Result<_, ProtocolError>>()?,
+        };
         content.check()?;
         if content.refs() != refs {
             return Err(ProtocolError::Malformed(
@@ -183,11 +345,11 @@ impl SealedContent {
         if !self.chunks.is_empty() && !self.parts.is_empty() {
             return malformed("a sealed content with both chunks and parts");
         }
-        if self.chunks.len() > PART_CHUNKS || self.parts.len() > PART_CHUNKS {
+        if self.chunks.len() > PART_CHUNKS || self.parts.len() > MAX_PARTS {
             return Err(ProtocolError::TooLarge {
                 what: "sealed content",
                 len: self.chunks.len().max(self.parts.len()),
-                max: PART_CHUNKS,
+                max: PART_CHUNKS.max(MAX_PARTS),
             });
         }
         if self
@@ -212,15 +374,19 @@ mod tests {
         assert!(plain.len() < 1000);
         assert_eq!(decode_chunk(&plain).unwrap(), data);
         let patch = Patch {
+            base: StorageId([9; 32]),
             keyed: [1; 32],
             depth: 2,
             delta: vec![1, 2, 3],
         };
-        assert_eq!(Patch::decode(&patch.encode().unwrap()).unwrap(), patch);
+        let refs = [StorageId([3; 32]), StorageId([9; 32])];
+        assert_eq!(
+            Patch::decode(&patch.encode().unwrap(), &refs).unwrap(),
+            patch
+        );
+        assert!(Patch::decode(&patch.encode().unwrap(), &refs[..1]).is_err());
         let entry = ChunkEntry {
             data: StorageId([2; 32]),
-            signature: StorageId([3; 32]),
-            keyed: [4; 32],
             len: 100,
             depth: 0,
         };
@@ -237,20 +403,43 @@ mod tests {
     }
 
     #[test]
+    fn a_signature_patch_rebuilds_the_new_signature() {
+        let old_chunk: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let mut new_chunk = old_chunk.clone();
+        new_chunk[35_000] ^= 1;
+        new_chunk.extend_from_slice(&[9; 3000]);
+        let (old, new) = (
+            crate::delta::signature(&old_chunk),
+            crate::delta::signature(&new_chunk),
+        );
+        let patch = SignaturePatch::between(&old, &new);
+        assert!(patch.changed.len() <= 5, "{}", patch.changed.len());
+        let decoded = SignaturePatch::decode(&patch.encode().unwrap()).unwrap();
+        assert_eq!(decoded.apply(&old).unwrap(), new);
+        let mut lying = patch.clone();
+        lying.blocks += 400;
+        assert!(lying.apply(&old).is_err());
+    }
+
+    #[test]
     fn lying_or_oversized_objects_do_not_decode() {
         let content = SealedContent {
             chunks: vec![ChunkEntry {
                 data: StorageId([2; 32]),
-                signature: StorageId([3; 32]),
-                keyed: [4; 32],
                 len: 100,
                 depth: 0,
             }],
             parts: Vec::new(),
         };
         let bytes = content.encode().unwrap();
-        assert!(SealedContent::decode(&bytes, &[StorageId([2; 32])]).is_err());
+        // A header naming more than the content holds, or fewer.
+        let more = [StorageId([2; 32]), StorageId([3; 32])];
+        assert!(SealedContent::decode(&bytes, &more).is_err());
+        assert!(SealedContent::decode(&bytes, &[]).is_err());
         let deep = Patch {
+            base: StorageId([0; 32]),
             keyed: [0; 32],
             depth: MAX_CHAIN + 1,
             delta: Vec::new(),

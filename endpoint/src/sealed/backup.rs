@@ -10,7 +10,7 @@
 //! remembers each file's chunk entries, so unchanged files are not read
 //! and changed ones find their bases without asking the relay.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -25,14 +25,15 @@ use ferry_protocol::message::{Message, Refusal, StorageId};
 use ferry_protocol::root::{Root, Seen};
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
 use ferry_protocol::sealed_objects::{
-    encode_chunk, ChunkEntry, Patch, SealedContent, MAX_CHAIN, PART_CHUNKS,
+    encode_chunk, ChunkEntry, Patch, SealedContent, SignaturePatch, MAX_CHAIN, MAX_PARTS,
+    PART_CHUNKS,
 };
 use ferry_protocol::tree::{Entry, EntryKind, Extent, Tree};
 
-use super::remote::Remote;
+use super::remote::{Remote, Send};
 use crate::backup::files::{same_version, unchanged};
 use crate::backup::{ExtentReader, Job, Source, StaleCache, Summary};
-use crate::cache::{CachedFile, FilesCache, Known, SetCache, SetUpdate};
+use crate::cache::{CachedChunk, CachedFile, FilesCache, Known, SetCache, SetUpdate};
 use crate::client::{unexpected, ClientError, RelayClient};
 use crate::fsmeta;
 use crate::state::StateDir;
@@ -60,7 +61,7 @@ pub(super) struct Sealed<'a, 'c> {
     cache: &'a mut FilesCache,
     set: String,
     previous: SetCache,
-    changed: Vec<(Vec<u8>, CachedFile, Vec<ChunkEntry>)>,
+    changed: Vec<(Vec<u8>, CachedFile, Vec<CachedChunk>)>,
     /// First path of each multiply-linked inode.
     pub(super) hardlinks: HashMap<(u64, u64), Vec<u8>>,
     pub(super) job: &'a Job,
@@ -110,18 +111,18 @@ pub async fn run(
     for path in paths {
         run.add_path(&mut root, path).await?;
     }
-    let tree = run.trees(root).await?;
-    let sequence = before.as_ref().map_or(1, |(_, r)| r.sequence + 1);
+    let (tree, trees) = run.trees(root).await?;
+    let sequence = before.map_or(1, |seen| seen.sequence + 1);
     let root = Root {
         set: job.set.clone(),
         sequence,
-        previous: before.map(|(id, _)| id.0),
+        previous: before.map(|seen| seen.id),
         time_ms: started_ms,
         tree: tree.0,
     };
     let (root_id, bytes) = seal(keys, SealedKind::Root, vec![tree], &root.encode()?)?;
-    run.remote.put(bytes).await?;
-    run.remote.flush().await?;
+    run.remote.queue(root_id, bytes, Send::Always).await?;
+    run.remote.drain().await?;
     let commit = Message::CommitSealed {
         root: root_id,
         files: run.summary.files,
@@ -155,6 +156,7 @@ pub async fn run(
         ..
     } = run;
     save_cache(cache, &set, previous, changed)?;
+    cache.save_sealed_trees(&set, &trees)?;
     let client = remote.into_client();
     summary.totals.snapshot = snapshot;
     summary.compression = "lz4".into();
@@ -170,7 +172,7 @@ fn save_cache(
     cache: &mut FilesCache,
     set: &str,
     previous: SetCache,
-    changed: Vec<(Vec<u8>, CachedFile, Vec<ChunkEntry>)>,
+    changed: Vec<(Vec<u8>, CachedFile, Vec<CachedChunk>)>,
 ) -> Result<()> {
     let files_gone = previous
         .files
@@ -178,7 +180,7 @@ fn save_cache(
         .filter(|(_, (_, seen))| !seen)
         .map(|(path, _)| path)
         .collect();
-    let entries: Vec<(Vec<u8>, Vec<ChunkEntry>)> = changed
+    let entries: Vec<(Vec<u8>, Vec<CachedChunk>)> = changed
         .iter()
         .map(|(path, _, entries)| (path.clone(), entries.clone()))
         .collect();
@@ -287,14 +289,14 @@ impl Sealed<'_, '_> {
         Ok(None)
     }
 
-    /// Chunks `reader`, sends what the relay lacks, seals the content;
-    /// returns its storage id and the chunk entries.
+    /// Chunks `reader`, queues what the relay may lack, seals the
+    /// content; returns its storage id and the chunks as the cache keeps them.
     async fn store(
         &mut self,
         reader: impl std::io::Read,
-        bases: &[ChunkEntry],
-    ) -> Result<(StorageId, Vec<ChunkEntry>)> {
-        let mut entries: Vec<ChunkEntry> = Vec::new();
+        bases: &[CachedChunk],
+    ) -> Result<(StorageId, Vec<CachedChunk>)> {
+        let mut chunks_out: Vec<CachedChunk> = Vec::new();
         let mut chunks = KeyedChunker::new(reader, self.keys);
         loop {
             let mut batch = Vec::with_capacity(BATCH);
@@ -304,188 +306,234 @@ impl Sealed<'_, '_> {
             if batch.is_empty() {
                 break;
             }
-            let first = entries.len();
+            let first = chunks_out.len();
             let sent = self.send_chunks(batch, bases, first).await?;
-            entries.extend(sent);
+            chunks_out.extend(sent);
         }
-        let content = self.seal_content(&entries).await?;
-        Ok((content, entries))
+        let (content, objects) = content_objects(self.keys, &chunks_out)?;
+        // Parts the previous version had too are on the relay (it was
+        // committed); a new file's may be another file's: asked.
+        let (how, held) = if bases.is_empty() {
+            (Send::IfMissing, HashSet::new())
+        } else {
+            let (_, old) = content_objects(self.keys, bases)?;
+            (Send::Always, old.into_iter().map(|(id, _)| id).collect())
+        };
+        for (id, bytes) in objects {
+            if !held.contains(&id) {
+                self.remote.queue(id, bytes, how).await?;
+            }
+        }
+        Ok((content, chunks_out))
     }
 
     /// One batch of chunks: each reused from the previous version when its
-    /// keyed id is there, else sealed whole or as a patch, with its signature.
+    /// keyed id is there, else sealed whole (sent if the relay lacks it) or
+    /// as a patch against the chunk at the same place of the previous
+    /// version, with its signature. The bases' signatures are fetched in one
+    /// round trip for the batch.
     async fn send_chunks(
         &mut self,
         batch: Vec<Vec<u8>>,
-        bases: &[ChunkEntry],
+        bases: &[CachedChunk],
         first: usize,
-    ) -> Result<Vec<ChunkEntry>> {
+    ) -> Result<Vec<CachedChunk>> {
         let keys = self.keys;
-        let known: HashMap<[u8; 32], ChunkEntry> = bases.iter().map(|e| (e.keyed, *e)).collect();
-        let mut out: Vec<Option<ChunkEntry>> = Vec::with_capacity(batch.len());
-        let mut fresh = Vec::new();
-        for (i, data) in batch.iter().enumerate() {
-            let keyed = keys.keyed_id(data);
-            if let Some(entry) = known.get(&keyed) {
-                out.push(Some(*entry));
-                self.summary.totals.bytes_scanned += data.len() as u64;
-                continue;
-            }
-            let (data_id, sealed) = seal(
-                keys,
-                SealedKind::Chunk,
-                Vec::new(),
-                &encode_chunk(Method::Lz4, data),
-            )?;
-            let (sig_id, sig) = seal(
-                keys,
-                SealedKind::Signature,
-                Vec::new(),
-                &delta::signature(data),
-            )?;
-            fresh.push((i, keyed, data_id, sealed, sig_id, sig));
-            out.push(None);
-        }
-        let ids: Vec<StorageId> = fresh
-            .iter()
-            .flat_map(|(_, _, data, _, sig, _)| [*data, *sig])
-            .collect();
-        let missing = self.remote.missing(&ids).await?;
-        // Bases for the chunks the relay lacks: the same place in the
-        // previous version, while its chain is short enough.
+        let known: HashMap<[u8; 32], CachedChunk> = bases.iter().map(|c| (c.keyed, *c)).collect();
         let base_of = |i: usize| {
             bases
                 .get(first + i)
                 .filter(|b| b.depth < MAX_CHAIN)
                 .copied()
         };
-        let wanted: Vec<StorageId> = fresh
+        let wanted: Vec<StorageId> = batch
             .iter()
-            .zip(missing.chunks(2))
-            .filter(|(_, m)| m[0])
-            .filter_map(|((i, ..), _)| base_of(*i).map(|b| b.signature))
+            .enumerate()
+            .filter(|(_, data)| !known.contains_key(&keys.keyed_id(data)))
+            .filter_map(|(i, _)| base_of(i).map(|b| b.signature))
             .collect();
-        let signatures = self
-            .remote
-            .open_all(keys, SealedKind::Signature, &wanted)
-            .await?;
-        for ((i, keyed, data_id, sealed, sig_id, sig), m) in
-            fresh.into_iter().zip(missing.chunks(2))
-        {
-            let data = &batch[i];
-            let mut entry = ChunkEntry {
-                data: data_id,
-                signature: sig_id,
+        let signatures = self.signatures(&wanted).await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for (i, data) in batch.iter().enumerate() {
+            self.summary.totals.bytes_scanned += data.len() as u64;
+            let keyed = keys.keyed_id(data);
+            if let Some(cached) = known.get(&keyed) {
+                out.push(*cached);
+                continue;
+            }
+            let new_signature = delta::signature(data);
+            let patched = base_of(i).and_then(|base| {
+                let old = signatures.get(&base.signature)?;
+                let delta = delta::diff(old.clone(), data).ok()?;
+                (delta.len() < data.len() / 2).then_some((base, delta, old))
+            });
+            // A patched chunk's signature as a patch of its base's.
+            let sig_patch = patched.as_ref().map(|(base, _, old)| {
+                let patch = SignaturePatch::between(old, &new_signature);
+                (base.signature, patch)
+            });
+            let (signature, sig) = match sig_patch {
+                Some((base, patch)) => {
+                    seal(keys, SealedKind::Signature, vec![base], &patch.encode()?)?
+                }
+                None => seal(keys, SealedKind::Signature, Vec::new(), &new_signature)?,
+            };
+            let mut chunk = CachedChunk {
+                data: signature,
+                signature,
                 keyed,
                 len: data.len() as u32,
                 depth: 0,
             };
-            if m[0] {
-                let patched = base_of(i).and_then(|base| {
-                    let (_, signature) = signatures.get(&base.signature)?;
-                    let delta = delta::diff(signature.clone(), data).ok()?;
-                    (delta.len() < data.len() / 2).then_some((base, delta))
-                });
-                match patched {
-                    Some((base, delta)) => {
-                        let patch = Patch {
-                            keyed,
-                            depth: base.depth + 1,
-                            delta,
-                        };
-                        let (id, bytes) =
-                            seal(keys, SealedKind::Patch, vec![base.data], &patch.encode()?)?;
-                        entry.data = id;
-                        entry.depth = patch.depth;
-                        self.summary.chunks_delta += 1;
-                        self.remote.put(bytes).await?;
-                    }
-                    None => {
-                        self.summary.chunks_sent += 1;
-                        self.remote.put(sealed).await?;
-                    }
+            match patched {
+                Some((base, delta, _)) => {
+                    let patch = Patch {
+                        base: base.data,
+                        keyed,
+                        depth: base.depth + 1,
+                        delta,
+                    };
+                    let refs = vec![base.data, signature];
+                    let (id, bytes) = seal(keys, SealedKind::Patch, refs, &patch.encode()?)?;
+                    (chunk.data, chunk.depth) = (id, patch.depth);
+                    self.summary.chunks_delta += 1;
+                    self.remote.queue(signature, sig, Send::Always).await?;
+                    self.remote.queue(id, bytes, Send::Always).await?;
+                }
+                None => {
+                    let plain = encode_chunk(Method::Lz4, data);
+                    let (id, bytes) = seal(keys, SealedKind::Chunk, vec![signature], &plain)?;
+                    chunk.data = id;
+                    self.remote.queue(signature, sig, Send::IfMissing).await?;
+                    self.remote.queue(id, bytes, Send::ChunkIfMissing).await?;
                 }
             }
-            if m[1] {
-                self.remote.put(sig).await?;
-            }
-            self.summary.totals.bytes_scanned += data.len() as u64;
-            out[i] = Some(entry);
+            out.push(chunk);
         }
-        Ok(out
-            .into_iter()
-            .map(|e| e.expect("every chunk placed"))
-            .collect())
+        Ok(out)
     }
 
-    /// Seals a file's content (in parts when it is large) and sends what
-    /// the relay lacks; returns its storage id.
-    async fn seal_content(&mut self, entries: &[ChunkEntry]) -> Result<StorageId> {
-        let mut parts = Vec::new();
-        if entries.len() > PART_CHUNKS {
-            for part in entries.chunks(PART_CHUNKS) {
-                let content = SealedContent {
-                    chunks: part.to_vec(),
-                    parts: Vec::new(),
-                };
-                let id = self
-                    .send_object(SealedKind::Content, content.refs(), &content.encode()?)
-                    .await?;
-                parts.push((id, content.len()));
+    /// The signatures `ids` in full, each rebuilt through its chain of
+    /// signature patches (a fetch per link of the longest chain).
+    async fn signatures(&mut self, ids: &[StorageId]) -> Result<HashMap<StorageId, Vec<u8>>> {
+        let starts: Vec<(StorageId, SealedKind)> =
+            ids.iter().map(|id| (*id, SealedKind::Signature)).collect();
+        let (chains, opened) = self
+            .remote
+            .chains(
+                self.keys,
+                &starts,
+                usize::from(MAX_CHAIN),
+                |header, _, kind| match header.refs.as_slice() {
+                    [] => Ok(None),
+                    [base] => Ok(Some((*base, kind))),
+                    _ => bail!("a sealed signature names more than one base"),
+                },
+            )
+            .await?;
+        let mut out = HashMap::with_capacity(ids.len());
+        for chain in chains {
+            let bottom = chain.last().expect("not empty");
+            let mut full = opened[bottom].1.clone();
+            delta::check_signature(&full)?;
+            for id in chain.iter().rev().skip(1) {
+                full = SignaturePatch::decode(&opened[id].1)?.apply(&full)?;
             }
+            out.insert(chain[0], full);
         }
-        let content = if parts.is_empty() {
-            SealedContent {
-                chunks: entries.to_vec(),
-                parts: Vec::new(),
-            }
-        } else {
-            SealedContent {
-                chunks: Vec::new(),
-                parts,
-            }
-        };
-        self.send_object(SealedKind::Content, content.refs(), &content.encode()?)
-            .await
+        Ok(out)
     }
 
-    /// Seals an object and sends it unless the relay has it.
-    async fn send_object(
-        &mut self,
-        kind: SealedKind,
-        refs: Vec<StorageId>,
-        plain: &[u8],
-    ) -> Result<StorageId> {
-        let (id, bytes) = seal(self.keys, kind, refs, plain)?;
-        if self.remote.missing(&[id]).await?[0] {
-            self.remote.put(bytes).await?;
-        }
-        Ok(id)
-    }
-
-    /// Seals the trees bottom-up, sends those the relay lacks (children
-    /// first); returns the root tree's storage id.
-    async fn trees(&mut self, root: Dir) -> Result<StorageId> {
+    /// Seals the trees bottom-up and queues them, children first: those
+    /// of the set's last snapshot are on the relay, the others are sent
+    /// (asked first when the set has no snapshot here yet: another set may
+    /// hold them). Returns the root tree's storage id and every tree's.
+    async fn trees(&mut self, root: Dir) -> Result<(StorageId, Vec<StorageId>)> {
         let mut sealed = Vec::new();
         let id = seal_tree(self.keys, root, &mut sealed)?;
-        let ids: Vec<StorageId> = sealed.iter().map(|(id, _)| *id).collect();
-        let missing = self.remote.missing(&ids).await?;
-        let mut sent = std::collections::HashSet::new();
-        for ((id, bytes), missing) in sealed.into_iter().zip(missing) {
-            if missing && sent.insert(id) {
-                self.remote.put(bytes).await?;
+        let held = self.cache.sealed_trees(&self.set)?;
+        let how = if held.is_empty() {
+            Send::IfMissing
+        } else {
+            Send::Always
+        };
+        let ids = sealed.iter().map(|(id, _)| *id).collect();
+        for (id, bytes) in sealed {
+            if !held.contains(&id) {
+                self.remote.queue(id, bytes, how).await?;
             }
         }
-        Ok(id)
+        Ok((id, ids))
     }
 }
 
-/// Seals `dir` and those below it into `out`, children first.
-fn seal_tree(
+/// A sealed object: its storage id and bytes.
+type SealedObject = (StorageId, Vec<u8>);
+
+/// A file's content sealed: its storage id, and every object of it,
+/// children first. A file of more than [`PART_CHUNKS`] chunks is a
+/// content of parts (of parts, for a large one), so a changed chunk
+/// changes only the short lists above it. Sealing is deterministic: the
+/// same chunks give the same objects.
+fn content_objects(
     keys: &SealingKeys,
-    dir: Dir,
-    out: &mut Vec<(StorageId, Vec<u8>)>,
-) -> Result<StorageId> {
+    chunks: &[CachedChunk],
+) -> Result<(StorageId, Vec<SealedObject>)> {
+    let entries: Vec<ChunkEntry> = chunks
+        .iter()
+        .map(|c| ChunkEntry {
+            data: c.data,
+            len: c.len,
+            depth: c.depth,
+        })
+        .collect();
+    let mut objects = Vec::new();
+    let mut seal_one = |content: SealedContent| -> Result<(StorageId, u64)> {
+        let (id, bytes) = seal(
+            keys,
+            SealedKind::Content,
+            content.refs(),
+            &content.encode()?,
+        )?;
+        objects.push((id, bytes));
+        Ok((id, content.len()))
+    };
+    if entries.len() <= PART_CHUNKS {
+        let (id, _) = seal_one(SealedContent {
+            chunks: entries,
+            parts: Vec::new(),
+        })?;
+        return Ok((id, objects));
+    }
+    let mut parts = entries
+        .chunks(PART_CHUNKS)
+        .map(|part| {
+            seal_one(SealedContent {
+                chunks: part.to_vec(),
+                parts: Vec::new(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    while parts.len() > MAX_PARTS {
+        parts = parts
+            .chunks(MAX_PARTS)
+            .map(|group| {
+                seal_one(SealedContent {
+                    chunks: Vec::new(),
+                    parts: group.to_vec(),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+    }
+    let (id, _) = seal_one(SealedContent {
+        chunks: Vec::new(),
+        parts,
+    })?;
+    Ok((id, objects))
+}
+
+/// Seals `dir` and those below it into `out`, children first.
+fn seal_tree(keys: &SealingKeys, dir: Dir, out: &mut Vec<SealedObject>) -> Result<StorageId> {
     let mut entries = Vec::with_capacity(dir.children.len());
     let mut refs = Vec::new();
     for (_, child) in dir.children {

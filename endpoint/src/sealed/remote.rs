@@ -2,7 +2,7 @@
 //! by storage id. Queries and fetches go in batches, several in flight, so
 //! a thousand objects cost a round trip or two, not a thousand.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Result};
 use ferry_protocol::message::{is_missing, Message, StorageId, MAX_BATCH};
@@ -13,6 +13,8 @@ use crate::client::{unexpected, RelayClient};
 
 /// Bytes of objects gathered before they go in one `PutSealed`.
 const PUT_BYTES: usize = 2 * 1024 * 1024;
+/// Bytes of objects queued before a drain.
+const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Fetch batches in flight at once.
 const IN_FLIGHT: usize = 4;
 /// Ids asked for in one `GetSealed` (small objects: many; the relay sends
@@ -22,13 +24,36 @@ const GET_BATCH: usize = 64;
 /// Sealed objects out and in through one session.
 pub struct Remote<'c> {
     client: &'c mut RelayClient,
-    /// Objects waiting to be sent together.
-    outgoing: Vec<serde_bytes::ByteBuf>,
-    outgoing_bytes: usize,
+    /// Objects queued, in the order they must reach the relay.
+    queued: Vec<Outgoing>,
+    queued_bytes: usize,
     /// Objects sent since the last sync.
     unsynced: usize,
-    /// Bytes of sealed objects sent, in all.
-    pub bytes_put: u64,
+    /// Ids sent in this session (an object queued twice goes once).
+    sent: HashSet<StorageId>,
+    /// Whole chunks sent (the others the relay held).
+    pub whole_chunks_sent: u64,
+}
+
+/// One object waiting to be sent.
+struct Outgoing {
+    id: StorageId,
+    bytes: Vec<u8>,
+    /// Sent only if the relay lacks it (asked in one batch at the drain).
+    ask: bool,
+    /// A whole chunk, counted when it is sent.
+    whole_chunk: bool,
+}
+
+/// How an object is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Send {
+    /// Always (it names something new, so the relay cannot hold it).
+    Always,
+    /// Only if the relay lacks it.
+    IfMissing,
+    /// A whole chunk, only if the relay lacks it (counted when sent).
+    ChunkIfMissing,
 }
 
 impl<'c> Remote<'c> {
@@ -36,10 +61,11 @@ impl<'c> Remote<'c> {
     pub fn new(client: &'c mut RelayClient) -> Self {
         Remote {
             client,
-            outgoing: Vec::new(),
-            outgoing_bytes: 0,
+            queued: Vec::new(),
+            queued_bytes: 0,
             unsynced: 0,
-            bytes_put: 0,
+            sent: HashSet::new(),
+            whole_chunks_sent: 0,
         }
     }
 
@@ -53,7 +79,7 @@ impl<'c> Remote<'c> {
         self.client
     }
 
-    /// Which of `ids` the relay lacks, in order.
+    /// Which of `ids` the relay lacks, in order: one round trip for all.
     ///
     /// # Errors
     /// Session failures and answers that are not bitmaps.
@@ -78,32 +104,73 @@ impl<'c> Remote<'c> {
         Ok(missing)
     }
 
-    /// Queues `object` for the relay; objects go in the order queued, so
-    /// queue what an object names before it.
+    /// Queues the object `id`; objects reach the relay in the order queued
+    /// (queue what an object names before it), those queued `IfMissing`
+    /// only when a query, one per drain, says the relay lacks them.
     ///
     /// # Errors
-    /// Session failures.
-    pub async fn put(&mut self, object: Vec<u8>) -> Result<()> {
-        self.outgoing_bytes += object.len();
-        self.outgoing.push(serde_bytes::ByteBuf::from(object));
-        if self.outgoing_bytes >= PUT_BYTES || self.outgoing.len() >= MAX_BATCH {
-            self.flush().await?;
+    /// Session failures of a drain.
+    pub async fn queue(&mut self, id: StorageId, bytes: Vec<u8>, how: Send) -> Result<()> {
+        self.queued_bytes += bytes.len();
+        self.queued.push(Outgoing {
+            id,
+            bytes,
+            ask: how != Send::Always,
+            whole_chunk: how == Send::ChunkIfMissing,
+        });
+        if self.queued_bytes >= QUEUE_BYTES || self.queued.len() >= MAX_BATCH {
+            self.drain().await?;
         }
         Ok(())
     }
 
-    /// Sends what is queued.
+    /// Sends what is queued: one query for those that may be held, then
+    /// the objects in order, a few megabytes per message.
     ///
     /// # Errors
     /// Session failures.
-    pub async fn flush(&mut self) -> Result<()> {
-        if self.outgoing.is_empty() {
+    pub async fn drain(&mut self) -> Result<()> {
+        let queued = std::mem::take(&mut self.queued);
+        self.queued_bytes = 0;
+        let asked: Vec<StorageId> = queued
+            .iter()
+            .filter(|o| o.ask && !self.sent.contains(&o.id))
+            .map(|o| o.id)
+            .collect();
+        let lacking: HashSet<StorageId> = if asked.is_empty() {
+            HashSet::new()
+        } else {
+            let missing = self.missing(&asked).await?;
+            asked
+                .into_iter()
+                .zip(missing)
+                .filter(|(_, m)| *m)
+                .map(|(id, _)| id)
+                .collect()
+        };
+        let mut message = Vec::new();
+        let mut message_bytes = 0;
+        for object in queued {
+            if (object.ask && !lacking.contains(&object.id)) || !self.sent.insert(object.id) {
+                continue;
+            }
+            self.whole_chunks_sent += u64::from(object.whole_chunk);
+
+            message_bytes += object.bytes.len();
+            message.push(serde_bytes::ByteBuf::from(object.bytes));
+            if message_bytes >= PUT_BYTES {
+                self.put(std::mem::take(&mut message)).await?;
+                message_bytes = 0;
+            }
+        }
+        self.put(message).await
+    }
+
+    async fn put(&mut self, objects: Vec<serde_bytes::ByteBuf>) -> Result<()> {
+        if objects.is_empty() {
             return Ok(());
         }
-        let objects = std::mem::take(&mut self.outgoing);
         self.unsynced += objects.len();
-        self.bytes_put += self.outgoing_bytes as u64;
-        self.outgoing_bytes = 0;
         self.client.send(&Message::PutSealed { objects }).await?;
         // The relay holds a row per object until a sync.
         if self.unsynced >= ferry_protocol::message::MAX_PENDING_OBJECTS / 8 {
@@ -197,21 +264,61 @@ impl<'c> Remote<'c> {
             .collect()
     }
 
-    /// Queued objects sent, and all sent made durable.
+    /// Follows chains of objects, each naming the next (a patch its base):
+    /// every start opened, then what `link` says each names, level by
+    /// level, one batch of fetches per link, until every chain ends.
+    /// Returns each chain, start first, and everything opened.
     ///
     /// # Errors
-    /// Session failures.
-    pub async fn sync(&mut self) -> Result<()> {
-        self.flush().await?;
-        match self.client.request(&Message::Sync).await? {
-            Message::Synced { .. } => {}
-            other => return Err(unexpected("Synced", &other)),
+    /// As [`Remote::open_all`], what `link` refuses, and a chain longer
+    /// than `longest`.
+    pub async fn chains(
+        &mut self,
+        keys: &SealingKeys,
+        starts: &[(StorageId, SealedKind)],
+        longest: usize,
+        link: impl Fn(&Header, &[u8], SealedKind) -> Result<Option<(StorageId, SealedKind)>>,
+    ) -> Result<(Vec<Vec<StorageId>>, Opened)> {
+        let mut chains: Vec<Vec<(StorageId, SealedKind)>> =
+            starts.iter().map(|start| vec![*start]).collect();
+        let mut ended = vec![false; chains.len()];
+        let mut opened: Opened = HashMap::new();
+        for _ in 0..=longest {
+            let mut wanted: HashMap<SealedKind, Vec<StorageId>> = HashMap::new();
+            for (chain, _) in chains.iter().zip(&ended).filter(|(_, e)| !**e) {
+                let (id, kind) = *chain.last().expect("not empty");
+                if !opened.contains_key(&id) {
+                    wanted.entry(kind).or_default().push(id);
+                }
+            }
+            for (kind, ids) in wanted {
+                opened.extend(self.open_all(keys, kind, &ids).await?);
+            }
+            for (chain, ended) in chains.iter_mut().zip(ended.iter_mut()) {
+                if *ended {
+                    continue;
+                }
+                let (id, kind) = *chain.last().expect("not empty");
+                let (header, plain) = &opened[&id];
+                match link(header, plain, kind)? {
+                    Some(next) => chain.push(next),
+                    None => *ended = true,
+                }
+            }
+            if ended.iter().all(|e| *e) {
+                let chains = chains
+                    .into_iter()
+                    .map(|c| c.into_iter().map(|(id, _)| id).collect())
+                    .collect();
+                return Ok((chains, opened));
+            }
         }
-        self.client.take_rejected();
-        self.unsynced = 0;
-        Ok(())
+        bail!("the relay serves a chain of sealed objects longer than {longest}")
     }
 }
+
+/// Sealed objects opened: each one's header and plaintext.
+pub type Opened = HashMap<StorageId, (Header, Vec<u8>)>;
 
 /// A storage id as people see it in messages.
 pub fn short(id: &StorageId) -> String {

@@ -13,7 +13,9 @@ use std::os::unix::fs::FileExt;
 use anyhow::{bail, Context, Result};
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{Header, SealedKind, SealingKeys};
-use ferry_protocol::sealed_objects::{decode_chunk, ChunkEntry, Patch, SealedContent, MAX_CHAIN};
+use ferry_protocol::sealed_objects::{
+    decode_chunk, ChunkEntry, Patch, SealedContent, MAX_CHAIN, MAX_CONTENT_LEVELS,
+};
 use ferry_protocol::tree::{Entry, EntryKind, Tree};
 
 use super::remote::{short, Remote};
@@ -344,96 +346,90 @@ fn write_logical(
     }
 }
 
-/// A file's chunk entries, through its parts when it has them.
+/// A file's chunk entries, through its parts (level by level) when it has
+/// them; every part must hold what the content above says it does.
 async fn content_entries(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     id: StorageId,
 ) -> Result<Vec<ChunkEntry>> {
-    let opened = remote.open_all(keys, SealedKind::Content, &[id]).await?;
-    let (header, plain) = &opened[&id];
-    let content = SealedContent::decode(plain, &header.refs)
-        .map_err(|e| anyhow::anyhow!("sealed content {} does not decode: {e}", short(&id)))?;
-    if content.parts.is_empty() {
-        return Ok(content.chunks);
-    }
-    let ids: Vec<StorageId> = content.parts.iter().map(|(id, _)| *id).collect();
-    let parts = remote.open_all(keys, SealedKind::Content, &ids).await?;
-    let mut entries = Vec::new();
-    for (part, len) in &content.parts {
-        let (header, plain) = &parts[part];
-        let part_content = SealedContent::decode(plain, &header.refs)
-            .map_err(|e| anyhow::anyhow!("sealed content {} does not decode: {e}", short(part)))?;
-        if !part_content.parts.is_empty() || part_content.len() != *len {
-            bail!(
-                "sealed content {} is not the part its file names",
-                short(part)
-            );
+    let mut level: Vec<(StorageId, Option<u64>)> = vec![(id, None)];
+    for _ in 0..=MAX_CONTENT_LEVELS {
+        let ids: Vec<StorageId> = level.iter().map(|(id, _)| *id).collect();
+        let opened = remote.open_all(keys, SealedKind::Content, &ids).await?;
+        let mut entries = Vec::new();
+        let mut parts = Vec::new();
+        for (id, len) in &level {
+            let (header, plain) = &opened[id];
+            let content = SealedContent::decode(plain, &header.refs).map_err(|e| {
+                anyhow::anyhow!("sealed content {} does not decode: {e}", short(id))
+            })?;
+            if len.is_some_and(|len| len != content.len()) {
+                bail!(
+                    "sealed content {} is not the part its file names",
+                    short(id)
+                );
+            }
+            entries.extend(content.chunks);
+            parts.extend(content.parts.into_iter().map(|(id, len)| (id, Some(len))));
         }
-        entries.extend(part_content.chunks);
+        match (entries.is_empty(), parts.is_empty()) {
+            (_, true) => return Ok(entries),
+            (true, false) => level = parts,
+            (false, false) => bail!("a sealed content mixes chunks and parts across a level"),
+        }
     }
-    Ok(entries)
+    bail!("a sealed content nests deeper than {MAX_CONTENT_LEVELS} levels")
 }
 
 /// The chunks of `window`, rebuilt through their patch chains (a fetch per
-/// link of the longest chain) and each checked against its keyed id.
+/// link of the longest chain) and each patch's result checked against its
+/// keyed id.
 async fn rebuild(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     window: &[ChunkEntry],
 ) -> Result<Vec<Vec<u8>>> {
-    // Each chunk's chain, from its data object down to a whole chunk.
-    let mut chains: Vec<Vec<(StorageId, u8)>> =
-        window.iter().map(|e| vec![(e.data, e.depth)]).collect();
-    let mut opened: HashMap<StorageId, (Header, Vec<u8>)> = HashMap::new();
-    for _ in 0..=MAX_CHAIN {
-        let mut wanted: HashMap<SealedKind, Vec<StorageId>> = HashMap::new();
-        for chain in &chains {
-            let (id, depth) = *chain.last().expect("not empty");
-            if !opened.contains_key(&id) {
-                let kind = if depth == 0 {
+    let starts: Vec<(StorageId, SealedKind)> = window
+        .iter()
+        .map(|e| {
+            (
+                e.data,
+                if e.depth == 0 {
+                    SealedKind::Chunk
+                } else {
+                    SealedKind::Patch
+                },
+            )
+        })
+        .collect();
+    let (chains, opened) = remote
+        .chains(
+            keys,
+            &starts,
+            usize::from(MAX_CHAIN),
+            |header, plain, kind| {
+                if kind == SealedKind::Chunk {
+                    return Ok(None);
+                }
+                let patch = Patch::decode(plain, &header.refs)?;
+                let below = if patch.depth == 1 {
                     SealedKind::Chunk
                 } else {
                     SealedKind::Patch
                 };
-                wanted.entry(kind).or_default().push(id);
-            }
-        }
-        if wanted.is_empty() {
-            break;
-        }
-        for (kind, ids) in wanted {
-            opened.extend(remote.open_all(keys, kind, &ids).await?);
-        }
-        for chain in &mut chains {
-            let (id, depth) = *chain.last().expect("not empty");
-            if depth == 0 {
-                continue;
-            }
-            let (header, _) = &opened[&id];
-            let [base] = header.refs.as_slice() else {
-                bail!(
-                    "sealed patch {} names {} bases, not one",
-                    short(&id),
-                    header.refs.len()
-                );
-            };
-            chain.push((*base, depth - 1));
-        }
-    }
+                Ok(Some((patch.base, below)))
+            },
+        )
+        .await?;
     let mut out = Vec::with_capacity(window.len());
     for (entry, chain) in window.iter().zip(&chains) {
-        let (bottom, depth) = *chain.last().expect("not empty");
-        if depth != 0 {
-            bail!(
-                "sealed chunk {}: its chain is longer than {MAX_CHAIN}",
-                short(&entry.data)
-            );
-        }
-        let mut data = decode_chunk(&opened[&bottom].1)
-            .map_err(|e| anyhow::anyhow!("sealed chunk {}: {e}", short(&bottom)))?;
-        for (id, _) in chain.iter().rev().skip(1) {
-            let patch = Patch::decode(&opened[id].1)
+        let bottom = chain.last().expect("not empty");
+        let mut data = decode_chunk(&opened[bottom].1)
+            .map_err(|e| anyhow::anyhow!("sealed chunk {}: {e}", short(bottom)))?;
+        for id in chain.iter().rev().skip(1) {
+            let (header, plain) = &opened[id];
+            let patch = Patch::decode(plain, &header.refs)
                 .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
             data = ferry_protocol::delta::rebuild(&data, &patch.delta)
                 .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
@@ -441,7 +437,9 @@ async fn rebuild(
                 bail!("sealed patch {} does not rebuild its chunk", short(id));
             }
         }
-        if keys.keyed_id(&data) != entry.keyed || data.len() != entry.len as usize {
+        // A whole chunk is authentic by its seal; a patch's result was
+        // checked by its keyed id above.
+        if data.len() != entry.len as usize {
             bail!(
                 "sealed chunk {} is not the chunk its file names",
                 short(&entry.data)

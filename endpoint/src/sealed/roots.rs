@@ -80,9 +80,11 @@ pub async fn list(remote: &mut Remote<'_>, set: Option<&str>) -> Result<Vec<Snap
     }
 }
 
-/// Opens the roots of `set`'s snapshots the relay lists and checks the
-/// newest against what was seen; returns it (none for a set without
-/// snapshots) and remembers it as seen.
+/// Checks the newest root of `set` the relay lists against what was
+/// seen; returns it (none for a set without snapshots) and remembers it as
+/// seen. When it is the root seen last, nothing is fetched; else the
+/// listed roots are opened and the chain from the newest down to the one
+/// seen is checked.
 ///
 /// # Errors
 /// A root that does not open, a rollback, a fork, a broken chain, a root
@@ -92,7 +94,7 @@ pub async fn newest(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     set: &str,
-) -> Result<Option<(StorageId, Root)>> {
+) -> Result<Option<Seen>> {
     let listed = list(remote, Some(set)).await?;
     let seen = seen(state, set)?;
     if listed.is_empty() {
@@ -103,6 +105,10 @@ pub async fn newest(
             );
         }
         return Ok(None);
+    }
+    let last = listed.iter().max_by_key(|s| s.id).map(|s| s.root.0);
+    if let Some(seen) = seen.filter(|seen| Some(seen.id) == last) {
+        return Ok(Some(seen));
     }
     let ids: Vec<StorageId> = listed.iter().map(|s| StorageId(s.root.0)).collect();
     let roots = open_roots(remote, keys, &ids).await?;
@@ -129,20 +135,17 @@ pub async fn newest(
             .is_some_and(|(_, r)| r.sequence > seen.sequence)
         {
             // Retention forgot the roots between: only a rollback can be told.
-            remember(
-                state,
-                set,
-                Seen {
-                    sequence: newest.1.sequence,
-                    id: newest.0 .0,
-                },
-            )?;
-            return Ok(Some(newest));
+            let now = Seen {
+                sequence: newest.1.sequence,
+                id: newest.0 .0,
+            };
+            remember(state, set, now)?;
+            return Ok(Some(now));
         }
     }
     let now = check_newest(set, seen, &chain).map_err(|e| anyhow::anyhow!("{e}"))?;
     remember(state, set, now)?;
-    Ok(Some(newest))
+    Ok(Some(now))
 }
 
 /// Fetches and opens roots.

@@ -104,7 +104,10 @@ impl Transfer {
     /// or was accepted before it). These are not indexed; the commit then
     /// finds its root missing and the endpoint sends everything again.
     pub(super) fn sealed_not_whole(&mut self) -> Result<HashSet<[u8; 32]>> {
-        let named = std::mem::take(&mut self.upload()?.sealed_refs);
+        let Some(upload) = self.upload.as_mut() else {
+            return Ok(HashSet::new());
+        };
+        let named = std::mem::take(&mut upload.sealed_refs);
         let mut refused = HashSet::new();
         for (id, refs) in named {
             let mut whole = true;
