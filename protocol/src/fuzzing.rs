@@ -154,3 +154,23 @@ pub fn sealed(data: &[u8]) {
         let _ = open(&keys, &id, data, kind);
     }
 }
+
+/// Decodes bytes as each sealed plaintext an endpoint reads once an object
+/// opened (a stolen laptop's key seals anything): contents (against refs
+/// taken from the first bytes), patches, signature patches (applied to a
+/// real signature), chunks, trees and roots.
+pub fn sealed_plaintexts(data: &[u8]) {
+    use crate::sealed::StorageId;
+    use crate::sealed_objects::{decode_chunk, Patch, SealedContent, SignaturePatch};
+    let count = usize::from(data.first().copied().unwrap_or(0) % 12);
+    let refs: Vec<StorageId> = (0..count).map(|i| StorageId([i as u8; 32])).collect();
+    let body = data.get(1..).unwrap_or_default();
+    let _ = SealedContent::decode(body, &refs);
+    let _ = Patch::decode(body, &refs);
+    if let Ok(patch) = SignaturePatch::decode(body) {
+        let _ = patch.apply(&crate::delta::signature(&[7; 5000]));
+    }
+    let _ = decode_chunk(data);
+    let _ = crate::tree::Tree::decode_opened(data);
+    let _ = crate::root::Root::decode(data);
+}

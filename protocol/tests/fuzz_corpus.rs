@@ -13,6 +13,7 @@ use ferry_protocol::fuzzing;
 use ferry_protocol::message::{Hello, Message};
 use ferry_protocol::pairing::EndpointStart;
 use ferry_protocol::sealed::{seal, SealedKind, StorageId};
+use ferry_protocol::sealed_objects::{ChunkEntry, SealedContent, SignaturePatch};
 use ferry_protocol::session::Initiator;
 use ferry_protocol::timestamp::Timestamp;
 
@@ -32,6 +33,7 @@ const TARGETS: &[Target] = &[
     ("objects", fuzzing::objects),
     ("object_patch", fuzzing::object_patch),
     ("sealed", fuzzing::sealed),
+    ("sealed_plaintexts", fuzzing::sealed_plaintexts),
 ];
 
 fn corpus_dir(target: &str) -> PathBuf {
@@ -160,6 +162,24 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     out.push(("sealed", "tree-with-refs", tree));
     let (_, chunk) = seal(&keys, SealedKind::Chunk, Vec::new(), &changed[..3000]).unwrap();
     out.push(("sealed", "chunk", chunk));
+    let content = SealedContent {
+        chunks: vec![ChunkEntry {
+            data: StorageId([0; 32]),
+            len: 3000,
+            depth: 1,
+        }],
+        parts: Vec::new(),
+    };
+    let mut plain = vec![1];
+    plain.extend(content.encode().unwrap());
+    out.push(("sealed_plaintexts", "content", plain));
+    let old = ferry_protocol::delta::signature(&[7; 5000]);
+    let mut edited = [7u8; 5000];
+    edited[2500] = 8;
+    let new = ferry_protocol::delta::signature(&edited);
+    let mut plain = vec![0];
+    plain.extend(SignaturePatch::between(&old, &new).encode().unwrap());
+    out.push(("sealed_plaintexts", "signature-patch", plain));
     out
 }
 
