@@ -7,6 +7,7 @@
 //! endpoint has seen), `backup` and `restore`.
 
 pub mod backup;
+mod files;
 pub mod remote;
 pub mod restore;
 pub mod roots;

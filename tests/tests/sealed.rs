@@ -180,3 +180,224 @@ fn the_lost_laptop_drill_restores_a_sealed_history_with_the_passphrase() {
         stderr(&old)
     );
 }
+
+/// `ferry-relay verify --json` and its exit code.
+fn verify(relay: &Relay) -> (Option<i32>, serde_json::Value) {
+    let out = relay.admin(&["verify", "--json"]);
+    let report = serde_json::from_str(&ferry_tests::stdout(&out)).expect("verify --json");
+    (out.status.code(), report)
+}
+
+/// The relay's pack files.
+fn packs(relay: &Relay) -> Vec<std::path::PathBuf> {
+    let mut packs: Vec<_> = fs::read_dir(relay.data().join("store/packs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    packs.sort();
+    packs
+}
+
+fn restore_into(endpoint: &Endpoint, snapshot: &str, from: &Path, to: &Path) {
+    endpoint.restore_json(&["-b", snapshot, "--map-from", arg(from), "--map-to", arg(to)]);
+}
+
+#[test]
+fn a_flipped_byte_in_a_sealed_pack_is_found_by_ids_alone_and_healed_by_the_next_backup() {
+    let (relay, endpoint) = paired_sealed();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    for i in 0..20 {
+        fs::write(
+            src.join(format!("f{i}")),
+            random_bytes(20_000 + i * 1000, i as u64),
+        )
+        .unwrap();
+    }
+    fs::write(src.join("big"), random_bytes(3 << 20, 99)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "{report}");
+
+    let pack = packs(&relay).remove(0);
+    let middle = fs::metadata(&pack).unwrap().len() / 2;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&pack)
+        .unwrap();
+    let mut byte = [0u8];
+    std::os::unix::fs::FileExt::read_exact_at(&file, &mut byte, middle).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, &[byte[0] ^ 0x40], middle).unwrap();
+
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(3), "{report}");
+    assert_eq!(
+        report["snapshots_damaged"],
+        serde_json::json!([1]),
+        "{report}"
+    );
+    assert!(
+        !report.to_string().contains("/f"),
+        "verify names no file: {report}"
+    );
+
+    // A restore over the damage refuses the altered object in one line.
+    let out = work.path().join("damaged");
+    let refused = endpoint.ferry(&["restore", "--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert_eq!(stderr(&refused).lines().count(), 1, "{}", stderr(&refused));
+
+    // The next backup of the unchanged source sends the damaged object again.
+    endpoint.backup_json(&[arg(&src)]);
+    let (code, report) = verify(&relay);
+    assert_eq!(code, Some(0), "healed: {report}");
+    for snapshot in ["1", "2"] {
+        let out = work.path().join(format!("healed{snapshot}"));
+        restore_into(&endpoint, snapshot, &src, &out);
+        assert_eq!(listing(&out), listing(&src), "snapshot {snapshot}");
+    }
+}
+
+#[test]
+fn sealed_snapshots_are_forgotten_by_the_relays_retention_and_collected_by_ids() {
+    let (mut relay, endpoint) = paired_sealed();
+    relay.keep_last_unlocked("laptop", 1, &[]);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("kept.bin"), random_bytes(1 << 20, 1)).unwrap();
+    fs::write(src.join("changing.bin"), random_bytes(2 << 20, 2)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    fs::write(src.join("changing.bin"), random_bytes(2 << 20, 3)).unwrap();
+    let second = endpoint.backup_json(&[arg(&src)]);
+    let list: serde_json::Value =
+        serde_json::from_str(&ok(relay.admin(&["snapshots", "list", "--json"]))).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    relay.kill_and_restart();
+    let before = relay.pack_bytes();
+    let out = ok(relay.admin(&["gc", "--grace", "0s", "--json"]));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    eprintln!("figure: sealed gc after forgetting 2 MiB of 5 MiB: {report}");
+    let unreferenced = report["bytes_unreferenced"].as_u64().unwrap();
+    assert!(
+        unreferenced >= 2 << 20,
+        "the old version is garbage: {report}"
+    );
+    assert!(relay.pack_bytes() + (2 << 20) <= before, "{report}");
+    let out = work.path().join("out");
+    restore_into(&endpoint, &second["snapshot"].to_string(), &src, &out);
+    assert_eq!(listing(&out), listing(&src));
+}
+
+/// A copy of directory `from` at `to` (the relay's data, an endpoint's state).
+fn copy_dir(from: &Path, to: &Path) {
+    let status = std::process::Command::new("cp")
+        .args(["-a", arg(from), arg(to)])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[test]
+fn a_relay_that_rolls_a_set_back_or_forks_it_is_refused_in_one_line() {
+    let (mut relay, endpoint) = paired_sealed();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a"), b"first").unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    let _ = relay.terminate();
+    let first = work.path().join("relay-after-1");
+    copy_dir(&relay.data(), &first);
+    let twin = work.path().join("endpoint-after-1");
+    copy_dir(&endpoint.state(), &twin);
+    relay.start_again();
+    fs::write(src.join("a"), b"second").unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+
+    // The relay's disk put back as it was after the first backup.
+    let _ = relay.terminate();
+    fs::remove_dir_all(relay.data()).unwrap();
+    copy_dir(&first, &relay.data());
+    relay.start_again();
+    let out = work.path().join("out");
+    let refused = endpoint.ferry(&["restore", "--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_ne!(refused.status.code(), Some(0));
+    let err = stderr(&refused);
+    assert!(err.contains("rollback"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(!out.exists(), "nothing written");
+
+    // Another history from the same point (the twin's second backup) is a fork.
+    let forked = std::process::Command::new(ferry_tests::binary("ferry"))
+        .args(["--state", arg(&twin), "backup", arg(&src)])
+        .output()
+        .unwrap();
+    assert!(forked.status.success(), "{}", stderr(&forked));
+    let refused = endpoint.ferry(&["backup", arg(&src)]);
+    assert_ne!(refused.status.code(), Some(0));
+    let err = stderr(&refused);
+    assert!(err.contains("fork"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn a_relay_that_swaps_or_truncates_a_sealed_object_is_refused_and_nothing_is_written() {
+    let (mut relay, endpoint) = paired_sealed();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("one"), random_bytes(50_000, 1)).unwrap();
+    fs::write(src.join("two"), random_bytes(50_000, 2)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    let _ = relay.terminate();
+    let catalog = rusqlite::Connection::open(relay.data().join("catalog.sqlite")).unwrap();
+    // The largest objects are the two files' chunks: one served for the other.
+    let rows: Vec<(Vec<u8>, i64, i64, i64)> = catalog
+        .prepare("SELECT id, pack, offset, length FROM blobs ORDER BY length DESC LIMIT 2")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let (a, b) = (&rows[0], &rows[1]);
+    let point = |id: &[u8], at: &(Vec<u8>, i64, i64, i64)| {
+        catalog
+            .execute(
+                "UPDATE blobs SET pack = ?2, offset = ?3, length = ?4 WHERE id = ?1",
+                rusqlite::params![id, at.1, at.2, at.3],
+            )
+            .unwrap();
+    };
+    point(&a.0, b);
+    relay.start_again();
+    let out = work.path().join("swapped");
+    let refused = endpoint.ferry(&["restore", "--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_ne!(refused.status.code(), Some(0));
+    let err = stderr(&refused);
+    assert!(err.contains("not the object asked for"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    nothing_wrong(&out, &src);
+
+    // The same object cut short.
+    let _ = relay.terminate();
+    point(&a.0, &(a.0.clone(), a.1, a.2, a.3 - 100));
+    relay.start_again();
+    let out = work.path().join("truncated");
+    let refused = endpoint.ferry(&["restore", "--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_ne!(refused.status.code(), Some(0));
+    assert_eq!(stderr(&refused).lines().count(), 1, "{}", stderr(&refused));
+    nothing_wrong(&out, &src);
+}
+
+/// Every file the restore put under its final name is the source's.
+fn nothing_wrong(out: &Path, src: &Path) {
+    for name in ["one", "two"] {
+        if let Ok(bytes) = fs::read(out.join(name)) {
+            assert_eq!(bytes, fs::read(src.join(name)).unwrap(), "{name} is wrong");
+        }
+    }
+}

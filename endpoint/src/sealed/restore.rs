@@ -7,26 +7,20 @@
 //! symlinks follow, directory metadata last, deepest first.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::os::unix::fs::FileExt;
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{Header, SealedKind, SealingKeys};
-use ferry_protocol::sealed_objects::{
-    decode_chunk, ChunkEntry, Patch, SealedContent, MAX_CHAIN, MAX_CONTENT_LEVELS,
-};
+use ferry_protocol::sealed_objects::{decode_chunk, ChunkEntry, Patch, MAX_CHAIN};
 use ferry_protocol::tree::{Entry, EntryKind, Tree};
 
+use super::files;
 use super::remote::{short, Remote};
 use crate::client::RelayClient;
 use crate::restore::{Place, Request, Selection, Summary};
 use crate::snapshot::{resolve, show_path};
 use crate::state::StateDir;
 use crate::target::Target;
-
-/// Chunks fetched and written together.
-const WINDOW: usize = 64;
 
 /// An entry of the snapshot: its path there, and where it goes.
 struct Placed {
@@ -152,7 +146,9 @@ fn check_tree_refs(tree: &Tree, header: &Header, id: &StorageId) -> Result<()> {
     Ok(())
 }
 
-/// Creates every placed entry under the target.
+/// Creates every placed entry under the target: directories as they come,
+/// then the files (streamed, see `files`), FIFOs and devices, hard links to
+/// files restored, symlinks, and directory metadata last, deepest first.
 async fn write_all(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
@@ -160,51 +156,60 @@ async fn write_all(
     placed: Vec<Placed>,
     summary: &mut Summary,
 ) -> Result<()> {
-    let mut restored: HashMap<Vec<Vec<u8>>, Vec<Vec<u8>>> = HashMap::new();
-    let mut dirs = Vec::new();
-    let mut symlinks = Vec::new();
+    let (mut dirs, mut files, mut links, mut others) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for item in placed {
-        let result = match &item.entry.kind {
-            EntryKind::Dir { .. } => target.dir(&item.at).map(|_| ()).map_err(Into::into),
-            EntryKind::File {
-                size,
-                content,
-                sparse,
-            } => {
+        match &item.entry.kind {
+            EntryKind::Dir { .. } => match target.dir(&item.at) {
+                Ok(_) => dirs.push(item),
+                Err(e) => fail(summary, &item.at, &e),
+            },
+            EntryKind::File { content, .. } => {
                 let content = StorageId(content.0);
-                let sparse = sparse.clone();
-                write_file(
-                    remote,
-                    keys,
-                    target,
-                    &item,
-                    content,
-                    *size,
-                    sparse.as_deref(),
-                )
-                .await
+                files.push((
+                    item.from.clone(),
+                    files::FileJob {
+                        at: item.at,
+                        entry: item.entry,
+                        content,
+                    },
+                ));
             }
+            EntryKind::Hardlink { .. } => links.push(item),
+            _ => others.push(item),
+        }
+    }
+    let (froms, jobs): (Vec<Vec<Vec<u8>>>, Vec<files::FileJob>) = files.into_iter().unzip();
+    let failed = files::write(remote, keys, target, &jobs).await?;
+    let failed_jobs: std::collections::HashSet<usize> = failed.iter().map(|(i, _)| *i).collect();
+    for (i, why) in &failed {
+        fail(summary, &jobs[*i].at, why);
+    }
+    summary.totals.files_new += (jobs.len() - failed_jobs.len()) as u64;
+    let restored: HashMap<Vec<Vec<u8>>, Vec<Vec<u8>>> = froms
+        .into_iter()
+        .zip(&jobs)
+        .enumerate()
+        .filter(|(i, _)| !failed_jobs.contains(i))
+        .map(|(_, (from, job))| (from, job.at.clone()))
+        .collect();
+    for item in links {
+        if let EntryKind::Hardlink { target: first } = &item.entry.kind {
+            if let Err(e) = hardlink(target, &restored, &item, first) {
+                fail(summary, &item.at, &e);
+            }
+        }
+    }
+    let mut symlinks = Vec::new();
+    for item in others {
+        match &item.entry.kind {
             EntryKind::Symlink { target: link } => {
-                symlinks.push((item.at.clone(), item.entry.clone(), link.clone()));
-                Ok(())
+                symlinks.push((item.at.clone(), item.entry.clone(), link.clone()))
             }
-            EntryKind::Hardlink { target: first } => hardlink(target, &restored, &item, first),
-            EntryKind::Fifo | EntryKind::Device { .. } => special(target, &item),
-        };
-        match result {
-            Ok(()) => {
-                summary.totals.files_new +=
-                    u64::from(matches!(item.entry.kind, EntryKind::File { .. }));
-                if let EntryKind::Dir { .. } = item.entry.kind {
-                    dirs.push((item.at.clone(), item.entry.clone()));
+            _ => {
+                if let Err(e) = special(target, &item) {
+                    fail(summary, &item.at, &e);
                 }
-                restored.insert(item.from, item.at);
-            }
-            Err(e) => {
-                summary.errors += 1;
-                summary
-                    .messages
-                    .push(format!("{}: {e:#}", show_path(&item.at)));
             }
         }
     }
@@ -215,21 +220,25 @@ async fn write_all(
             target.apply_at(&dir, name, &entry, true)
         });
         if let Err(e) = made {
-            summary.errors += 1;
-            summary.messages.push(format!("{}: {e}", show_path(&at)));
+            fail(summary, &at, &e);
         }
     }
-    dirs.sort_by_key(|(at, _)| std::cmp::Reverse(at.len()));
-    for (at, entry) in dirs {
+    dirs.sort_by_key(|item| std::cmp::Reverse(item.at.len()));
+    for item in dirs {
         if let Err(e) = target
-            .dir(&at)
-            .and_then(|fd| target.apply_to_fd(&fd, &entry))
+            .dir(&item.at)
+            .and_then(|fd| target.apply_to_fd(&fd, &item.entry))
         {
-            summary.errors += 1;
-            summary.messages.push(format!("{}: {e}", show_path(&at)));
+            fail(summary, &item.at, &e);
         }
     }
     Ok(())
+}
+
+/// Counts and names an entry that could not be restored.
+fn fail(summary: &mut Summary, at: &[Vec<u8>], e: &dyn std::fmt::Display) {
+    summary.errors += 1;
+    summary.messages.push(format!("{}: {e}", show_path(at)));
 }
 
 fn hardlink(
@@ -270,122 +279,10 @@ fn special(target: &Target, item: &Placed) -> Result<()> {
     Ok(())
 }
 
-/// Writes one file: its chunks fetched a window at a time, rebuilt and
-/// checked, written at their place (a sparse file's data regions at their
-/// offsets), then the file renamed over its name.
-async fn write_file(
-    remote: &mut Remote<'_>,
-    keys: &SealingKeys,
-    target: &Target,
-    item: &Placed,
-    content: StorageId,
-    size: u64,
-    sparse: Option<&[ferry_protocol::tree::Extent]>,
-) -> Result<()> {
-    let entries = content_entries(remote, keys, content).await?;
-    let total: u64 = entries.iter().map(|e| u64::from(e.len)).sum();
-    let (name, parent) = item.at.split_last().context("a file has a name")?;
-    let dir = target.dir(parent)?;
-    let (file, tmp) = Target::temp_file(&dir, name)?;
-    let written = async {
-        let mut offset = 0u64;
-        for window in entries.chunks(WINDOW) {
-            let chunks = rebuild(remote, keys, window).await?;
-            for data in chunks {
-                write_logical(&file, offset, &data, sparse)?;
-                offset += data.len() as u64;
-            }
-        }
-        if offset != total {
-            bail!("its chunks add up to {offset} bytes, not {total}");
-        }
-        file.set_len(size)?;
-        target.apply_to_fd(&file, &item.entry)?;
-        anyhow::Ok(())
-    }
-    .await;
-    match written {
-        Ok(()) => Ok(Target::commit_temp(&dir, &tmp, name)?),
-        Err(e) => {
-            Target::remove_temp(&dir, &tmp);
-            Err(e)
-        }
-    }
-}
-
-/// Writes `data`, at `offset` of the file's data regions concatenated, to
-/// where those bytes lie in the file.
-fn write_logical(
-    file: &File,
-    offset: u64,
-    data: &[u8],
-    sparse: Option<&[ferry_protocol::tree::Extent]>,
-) -> std::io::Result<()> {
-    let Some(extents) = sparse else {
-        return file.write_all_at(data, offset);
-    };
-    let (mut logical, mut rest, mut at) = (0u64, data, offset);
-    for extent in extents {
-        if rest.is_empty() {
-            break;
-        }
-        let end = logical + extent.len;
-        if at < end {
-            let within = at - logical;
-            let n = ((extent.len - within) as usize).min(rest.len());
-            file.write_all_at(&rest[..n], extent.offset + within)?;
-            rest = &rest[n..];
-            at += n as u64;
-        }
-        logical = end;
-    }
-    if rest.is_empty() {
-        Ok(())
-    } else {
-        Err(std::io::Error::other("data past the file's regions"))
-    }
-}
-
-/// A file's chunk entries, through its parts (level by level) when it has
-/// them; every part must hold what the content above says it does.
-async fn content_entries(
-    remote: &mut Remote<'_>,
-    keys: &SealingKeys,
-    id: StorageId,
-) -> Result<Vec<ChunkEntry>> {
-    let mut level: Vec<(StorageId, Option<u64>)> = vec![(id, None)];
-    for _ in 0..=MAX_CONTENT_LEVELS {
-        let ids: Vec<StorageId> = level.iter().map(|(id, _)| *id).collect();
-        let opened = remote.open_all(keys, SealedKind::Content, &ids).await?;
-        let mut entries = Vec::new();
-        let mut parts = Vec::new();
-        for (id, len) in &level {
-            let (header, plain) = &opened[id];
-            let content = SealedContent::decode(plain, &header.refs).map_err(|e| {
-                anyhow::anyhow!("sealed content {} does not decode: {e}", short(id))
-            })?;
-            if len.is_some_and(|len| len != content.len()) {
-                bail!(
-                    "sealed content {} is not the part its file names",
-                    short(id)
-                );
-            }
-            entries.extend(content.chunks);
-            parts.extend(content.parts.into_iter().map(|(id, len)| (id, Some(len))));
-        }
-        match (entries.is_empty(), parts.is_empty()) {
-            (_, true) => return Ok(entries),
-            (true, false) => level = parts,
-            (false, false) => bail!("a sealed content mixes chunks and parts across a level"),
-        }
-    }
-    bail!("a sealed content nests deeper than {MAX_CONTENT_LEVELS} levels")
-}
-
 /// The chunks of `window`, rebuilt through their patch chains (a fetch per
 /// link of the longest chain) and each patch's result checked against its
 /// keyed id.
-async fn rebuild(
+pub(super) async fn rebuild(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     window: &[ChunkEntry],
