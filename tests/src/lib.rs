@@ -113,10 +113,15 @@ pub fn arg(path: &Path) -> &str {
     path.to_str().expect("UTF-8 test path")
 }
 
-/// A running relay and an endpoint paired with it as "laptop".
+/// A running relay and an endpoint paired with it as "laptop" (open mode).
 pub fn paired() -> (Relay, Endpoint) {
+    paired_in(false)
+}
+
+/// A running relay and an endpoint paired with it as "laptop", sealed or open.
+pub fn paired_in(sealed: bool) -> (Relay, Endpoint) {
     let relay = Relay::start();
-    let endpoint = Endpoint::new();
+    let endpoint = Endpoint::in_mode(sealed);
     endpoint.pair_with(&relay, "laptop");
     (relay, endpoint)
 }

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ferry_protocol::compress::Codec;
 use ferry_tests::tree::{listing, mkfifo, random_bytes, set_mtime, set_xattr};
-use ferry_tests::{arg, ok, paired, stderr, wait_for, DEADLINE};
+use ferry_tests::{arg, ok, paired, paired_in, stderr, wait_for, DEADLINE};
 
 /// A tree holding every case ferry must restore faithfully.
 fn fidelity_tree(root: &Path) {
@@ -65,7 +65,18 @@ fn fidelity_tree(root: &Path) {
 
 #[test]
 fn every_kind_of_entry_restores_identical_and_old_snapshots_stay_restorable() {
-    let (relay, endpoint) = paired();
+    every_kind_of_entry_restores_identical(false);
+}
+
+#[test]
+fn every_kind_of_entry_restores_identical_from_a_sealed_client() {
+    every_kind_of_entry_restores_identical(true);
+}
+
+/// Modes, xattrs, hardlinks, sparse files, non-UTF-8 names, FIFOs: every
+/// snapshot restores identical, whole or narrowed, in either mode.
+fn every_kind_of_entry_restores_identical(sealed: bool) {
+    let (relay, endpoint) = paired_in(sealed);
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     fidelity_tree(&src);
@@ -433,7 +444,16 @@ fn unreadable_files_are_named_and_exit_3_with_a_snapshot() {
 
 #[test]
 fn a_relay_killed_mid_backup_keeps_every_snapshot_and_takes_the_next_backup() {
-    let (mut relay, endpoint) = paired();
+    a_relay_killed_mid_backup_keeps_every_snapshot(false);
+}
+
+#[test]
+fn a_relay_killed_mid_sealed_backup_keeps_every_snapshot_and_takes_the_next_backup() {
+    a_relay_killed_mid_backup_keeps_every_snapshot(true);
+}
+
+fn a_relay_killed_mid_backup_keeps_every_snapshot(sealed: bool) {
+    let (mut relay, endpoint) = paired_in(sealed);
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     fs::create_dir_all(&src).unwrap();
