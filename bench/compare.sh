@@ -9,7 +9,8 @@
 #     20 ms / 100 / 100; the table then gives the physical bound beside each
 #     figure (the wire bytes at the rate of the direction that carries most
 #     of them, plus one round trip).
-# Each scenario runs ferry, rsync -a and rsync -az alternately, RUNS times
+# Each scenario runs ferry (an open client, then a sealed one: the
+# "ferry-sealed" rows; D1 and D2), rsync -a and rsync -az alternately, RUNS times
 # (default 3), and the table gives medians: wall time, bytes on the wire
 # (ferry: --json bytes_sent + bytes_received; rsync: --stats), peak RSS of both
 # sides (/usr/bin/time -v; the relay's VmHWM, restarted before each run), and
@@ -59,13 +60,16 @@ record() { # SCENARIO TOOL WALL WIRE CLIENT_MIB SERVER_MIB
 json_num() { grep -o "\"$1\":[0-9.]*" "$2" | head -n1 | cut -d: -f2; }
 
 # --- ferry -------------------------------------------------------------------
-# A fresh relay and endpoint for a scenario: $WORK/f-relay, $WORK/f-ep.
+# A fresh relay and endpoint for a scenario: $WORK/f-relay, $WORK/f-ep; the
+# client open (tool "ferry") or sealed ($1 = sealed: tool "ferry-sealed").
 ferry_fresh() {
+  local mode=${1:-open}
+  FERRY_TOOL=ferry; [ "$mode" = sealed ] && FERRY_TOOL=ferry-sealed
   stop_relay
   rm -rf "$WORK/f-relay" "$WORK/f-relay.log" "$WORK/f-ep"
   init_relay "$WORK/f-relay"
   start_relay "$WORK/f-relay"
-  pair_endpoint "$WORK/f-relay" "$WORK/f-ep" bench
+  pair_endpoint "$WORK/f-relay" "$WORK/f-ep" bench "$mode"
   if [ -n "$LINK" ]; then
     # Sessions go through the link (pairing stays on the LAN, as for users).
     local session; session=$(grep -o '"session":"[^"]*"' "$WORK/f-relay/run/listen.json" | cut -d'"' -f4)
@@ -81,7 +85,7 @@ ferry_measured() { # SCENARIO ARGS...
   /usr/bin/time -v -o "$WORK/t" "$BIN/ferry" --state "$WORK/f-ep" "$@" --json > "$WORK/out.json"
   local relay_mib; relay_mib=$(awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$RELAY_PID/status")
   local wire=$(( $(json_num bytes_sent "$WORK/out.json") + $(json_num bytes_received "$WORK/out.json") ))
-  record "$scenario" ferry "$(wall_s "$WORK/t")" "$wire" "$(peak_mib "$WORK/t")" "$relay_mib"
+  record "$scenario" "$FERRY_TOOL" "$(wall_s "$WORK/t")" "$wire" "$(peak_mib "$WORK/t")" "$relay_mib"
 }
 ferry_unmeasured() { "$BIN/ferry" --state "$WORK/f-ep" "$@" >/dev/null; }
 
@@ -109,11 +113,13 @@ S=$WORK/src   # the path backed up: datasets are copied here, so paths stay the 
 for run in $(seq 1 "$RUNS"); do
   echo "run $run of $RUNS ($(date +%T)) ..." >&2
   # D1 initial, then D1 -> D1m.
-  rm -rf "$S"; mkdir -p "$S"; cp "$WORK/D1.img" "$S/disk.img"
-  ferry_fresh
-  ferry_measured "D1 initial" backup "$S"
-  cp "$WORK/D1m.img" "$S/disk.img"
-  ferry_measured "D1 -> D1m" backup "$S"
+  for mode in open sealed; do
+    rm -rf "$S"; mkdir -p "$S"; cp "$WORK/D1.img" "$S/disk.img"
+    ferry_fresh "$mode"
+    ferry_measured "D1 initial" backup "$S"
+    cp "$WORK/D1m.img" "$S/disk.img"
+    ferry_measured "D1 -> D1m" backup "$S"
+  done
   for tool in rsync rsync-z; do
     rm -rf "$WORK/r"; mkdir -p "$WORK/r"; cp "$WORK/D1.img" "$S/disk.img"
     rsync_measured "D1 initial" "$tool" "$S/" "$REMOTE/"
@@ -124,16 +130,18 @@ for run in $(seq 1 "$RUNS"); do
   # D2 initial, D2 -> D2m, D2m again, restores.
   # D2m is D2 edited in place (as a user's edits: inodes stay), the same
   # deterministic edits for every tool.
-  rm -rf "$S"; cp -a "$WORK/D2" "$S"
-  ferry_fresh
-  ferry_measured "D2 initial" backup "$S"
-  "$BIN/gen-tree" mutate "$S" 10 5 5 4
-  ferry_measured "D2 -> D2m" backup "$S"
-  ferry_measured "D2m, no change" backup "$S"
-  rm -rf "$WORK/restore"
-  ferry_measured "restore D2m into empty dir" restore --map-from "$S" --map-to "$WORK/restore"
-  rm -rf "$WORK/restore"; cp -a "$WORK/D2" "$WORK/restore"
-  ferry_measured "restore D2m onto D2" restore --map-from "$S" --map-to "$WORK/restore"
+  for mode in open sealed; do
+    rm -rf "$S"; cp -a "$WORK/D2" "$S"
+    ferry_fresh "$mode"
+    ferry_measured "D2 initial" backup "$S"
+    "$BIN/gen-tree" mutate "$S" 10 5 5 4
+    ferry_measured "D2 -> D2m" backup "$S"
+    ferry_measured "D2m, no change" backup "$S"
+    rm -rf "$WORK/restore"
+    ferry_measured "restore D2m into empty dir" restore --map-from "$S" --map-to "$WORK/restore"
+    rm -rf "$WORK/restore"; cp -a "$WORK/D2" "$WORK/restore"
+    ferry_measured "restore D2m onto D2" restore --map-from "$S" --map-to "$WORK/restore"
+  done
   # D2 initial again with zstd forced: auto picks lz4 on loopback (compressing
   # is what holds it back there); this is what a slow link gets. Read in
   # place (the same bytes as the copy rsync reads; a fresh relay).
@@ -195,15 +203,18 @@ extra = " bound (s) |" if link else ""
 print("| scenario | tool | wall (s) |" + extra + " wire | client RSS (MiB) | server RSS (MiB) |")
 print("| --- | --- | --- |" + (" --- |" if link else "") + " --- | --- | --- |")
 for s in order:
-    for tool in ("ferry", "rsync", "rsync-z"):
+    for tool in ("ferry", "ferry-sealed", "rsync", "rsync-z"):
         if (s, tool) in rows:
             b = f" {bound(s, tool):.2f} |" if link else ""
             print(f"| {s} | {tool} | {med(s, tool, 0):.2f} |{b} {mb(med(s, tool, 1))} | {med(s, tool, 2):.0f} | {med(s, tool, 3):.0f} |")
 print()
-print("| scenario | wall ferry/rsync | wall ferry/rsync -z | wire ferry/rsync -z |")
-print("| --- | --- | --- | --- |")
+print("| scenario | wall ferry/rsync | wall ferry/rsync -z | wire ferry/rsync -z | wall sealed/open | wire sealed/open | wall sealed/rsync -z |")
+print("| --- | --- | --- | --- | --- | --- | --- |")
+def ratio(a, b):
+    return f"{a / b:.2f}" if a is not None and b else "-"
 for s in order:
     f, r, z = (med(s, "ferry", 0), med(s, "rsync", 0), med(s, "rsync-z", 0))
     fw, zw = med(s, "ferry", 1), med(s, "rsync-z", 1)
-    print(f"| {s} | {f / r:.2f} | {f / z:.2f} | {fw / zw:.2f} |")
+    sf, sw = med(s, "ferry-sealed", 0), med(s, "ferry-sealed", 1)
+    print(f"| {s} | {ratio(f, r)} | {ratio(f, z)} | {ratio(fw, zw)} | {ratio(sf, f)} | {ratio(sw, fw)} | {ratio(sf, z)} |")
 PY

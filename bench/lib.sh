@@ -81,12 +81,15 @@ stop_relay() {
   RELAY_PID=
 }
 
-# Pairs endpoint state $2 with the running relay in $1 as client $3.
+# Pairs endpoint state $2 with the running relay in $1 as client $3, in
+# mode $4: open (the default here, as the figures before sealed mode were
+# taken) or sealed.
 pair_endpoint() {
-  local pair code
+  local pair code mode=()
+  [ "${4:-open}" = open ] && mode=(--open)
   pair=$(grep -o '"pairing":"[^"]*"' "$1/run/listen.json" | cut -d'"' -f4)
   code=$("$BIN/ferry-relay" --data "$1" pair --name "$3" --json | grep -o '"code":"[^"]*"' | cut -d'"' -f4)
-  "$BIN/ferry" --state "$2" pair --relay "$pair" --code "$code" >/dev/null
+  "$BIN/ferry" --state "$2" pair --relay "$pair" --code "$code" "${mode[@]}" >/dev/null
 }
 
 # Peak RSS in MiB and wall seconds from a `/usr/bin/time -v` report.

@@ -98,7 +98,7 @@ pub async fn run(state: &StateDir, job: &Job, control: &Control) -> Result<Summa
     let mut client = open_client(state).await?;
     client.limit_uploads(job.limit.clone());
     if state.relay()?.is_some_and(|r| r.sealed) {
-        let summary = run_sealed(state, &mut client, &mut cache, job).await?;
+        let summary = run_sealed(state, &mut client, &mut cache, job, control).await?;
         client.close().await;
         return Ok(summary);
     }
@@ -123,14 +123,15 @@ async fn run_sealed(
     client: &mut RelayClient,
     cache: &mut FilesCache,
     job: &Job,
+    control: &Control,
 ) -> Result<Summary> {
     use crate::sealed;
     let keys = sealed::keys(state, client, sealed::KeyUse::Backup).await?;
-    match sealed::backup::run(state, client, cache, &keys, job).await {
+    match sealed::backup::run(state, client, cache, &keys, job, control).await {
         Err(e) if e.downcast_ref::<backup::StaleCache>().is_some() => {
             tracing::warn!("{e}; backing up again, reading every file");
             eprintln!("ferry: {e}; backing up again, reading every file");
-            sealed::backup::run(state, client, cache, &keys, job).await
+            sealed::backup::run(state, client, cache, &keys, job, control).await
         }
         other => other,
     }

@@ -493,6 +493,11 @@ async fn run_verify(
     request: &ferry_endpoint::verify::Request,
     json: bool,
 ) -> Result<ExitCode> {
+    if state.relay()?.is_some_and(|r| r.sealed) {
+        bail!(
+            "`ferry verify` reads open-mode snapshots and this client is sealed: `ferry restore --map-to SCRATCH_DIR` fetches, opens and checks every object of a snapshot (a sealed verify is not built yet)"
+        );
+    }
     let mut client = jobs::open_client(state).await?;
     let summary = ferry_endpoint::verify::run(&mut client, request).await?;
     client.close().await;

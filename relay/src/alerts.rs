@@ -341,6 +341,7 @@ mod tests {
                 name: "laptop".into(),
                 hostname: String::new(),
                 fingerprint: String::new(),
+                mode: "open",
                 last_seen_at: None,
                 last_address: None,
                 stored_bytes: 95,

@@ -57,6 +57,8 @@ pub struct ClientStatus {
     pub hostname: String,
     /// Its key's fingerprint.
     pub fingerprint: String,
+    /// `sealed` (the relay cannot read its data) or `open`.
+    pub mode: &'static str,
     /// When it last opened a session (RFC 3339).
     pub last_seen_at: Option<String>,
     /// From where.
@@ -277,6 +279,7 @@ fn client_status(client: &ClientRecord, from: &Sources<'_>) -> ClientStatus {
         name: client.name.clone(),
         hostname: client.hostname.clone(),
         fingerprint: client.fingerprint.clone(),
+        mode: client.mode,
         last_seen_at: client.last_seen_at.clone(),
         last_address: client.last_address.clone(),
         stored_bytes,

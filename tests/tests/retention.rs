@@ -170,7 +170,17 @@ fn a_protected_snapshot_survives_forget_and_retention_until_unprotected() {
 
 #[test]
 fn a_backup_over_the_quota_is_refused_and_everything_before_stays_whole() {
-    let (relay, endpoint) = paired();
+    over_the_quota(false);
+}
+
+#[test]
+fn a_sealed_backup_over_the_quota_of_its_sealed_bytes_is_refused_and_everything_before_stays_whole()
+{
+    over_the_quota(true);
+}
+
+fn over_the_quota(sealed: bool) {
+    let (relay, endpoint) = ferry_tests::paired_in(sealed);
     let work = tempfile::tempdir().unwrap();
     let src = work.path().join("src");
     fs::create_dir_all(&src).unwrap();

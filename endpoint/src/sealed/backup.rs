@@ -32,7 +32,7 @@ use ferry_protocol::tree::{Entry, EntryKind, Extent, Tree};
 
 use super::remote::{Remote, Send};
 use crate::backup::files::{same_version, unchanged};
-use crate::backup::{ExtentReader, Job, Source, StaleCache, Summary};
+use crate::backup::{Control, ExtentReader, Job, Source, StaleCache, Summary};
 use crate::cache::{CachedChunk, CachedFile, FilesCache, Known, SetCache, SetUpdate};
 use crate::client::{unexpected, ClientError, RelayClient};
 use crate::fsmeta;
@@ -66,6 +66,12 @@ pub(super) struct Sealed<'a, 'c> {
     pub(super) hardlinks: HashMap<(u64, u64), Vec<u8>>,
     pub(super) job: &'a Job,
     pub(super) summary: Summary,
+    /// Progress out, stop requests in.
+    pub(super) control: &'a Control,
+    /// The largest single file the relay takes in this session.
+    max_file: Option<u64>,
+    /// How chunks are compressed before they are sealed.
+    method: Method,
 }
 
 /// Runs one sealed backup of `job`.
@@ -78,20 +84,30 @@ pub async fn run(
     cache: &mut FilesCache,
     keys: &SealingKeys,
     job: &Job,
+    control: &Control,
 ) -> Result<Summary> {
     let started = std::time::Instant::now();
     let started_ms = crate::now_ms();
-    match client
+    if job.hooks.is_some() {
+        bail!("set {:?} requires a filesystem snapshot; snapshot scripts are not supported for sealed clients yet", job.set);
+    }
+    let max_file = match client
         .request(&Message::BackupBegin {
             set: job.set.clone(),
             retention: job.retention,
         })
         .await?
     {
-        Message::BackupReady { .. } => {}
+        Message::BackupReady { max_file } => max_file,
         other => return Err(unexpected("BackupReady", &other)),
-    }
+    };
     let previous = cache.load(&job.set)?;
+    // As open mode starts (by the link's rate), without adapting: each
+    // chunk is compressed alone, so zstd's ratio counts for more.
+    let method = {
+        let (day, minute) = ferry_net::throttle::local_now();
+        crate::compression::Chooser::new(job.compression, job.limit.rate_at(day, minute)).method()
+    };
     let mut run = Sealed {
         remote: Remote::new(client),
         keys,
@@ -102,6 +118,9 @@ pub async fn run(
         hardlinks: HashMap::new(),
         job,
         summary: Summary::default(),
+        control,
+        max_file,
+        method,
     };
     let before = super::roots::newest(state, &mut run.remote, keys, &job.set).await?;
     let mut root = Dir::default();
@@ -159,7 +178,7 @@ pub async fn run(
     cache.save_sealed_trees(&set, &trees)?;
     let client = remote.into_client();
     summary.totals.snapshot = snapshot;
-    summary.compression = "lz4".into();
+    summary.compression = crate::compression::method_name(method);
     summary.totals.bytes_sent = client.bytes_sent();
     summary.totals.bytes_received = client.bytes_received();
     summary.totals.round_trips = client.round_trips();
@@ -241,6 +260,14 @@ impl Sealed<'_, '_> {
                 self.unreadable(path, "it is no longer a regular file");
                 return Ok(None);
             }
+            if let Some(max) = self.max_file.filter(|max| before.len() > *max) {
+                let why = format!(
+                    "{} bytes is more than the relay accepts for a single file over the internet ({max} bytes); back it up from the LAN",
+                    before.len()
+                );
+                self.unreadable(path, &why);
+                return Ok(None);
+            }
             let extents = fsmeta::data_extents(&file, &before)?;
             let whole = [Extent {
                 offset: 0,
@@ -306,8 +333,8 @@ impl Sealed<'_, '_> {
             if batch.is_empty() {
                 break;
             }
-            let first = chunks_out.len();
-            let sent = self.send_chunks(batch, bases, first).await?;
+            let offset: u64 = chunks_out.iter().map(|c| u64::from(c.len)).sum();
+            let sent = self.send_chunks(batch, bases, offset).await?;
             chunks_out.extend(sent);
         }
         let (content, objects) = content_objects(self.keys, &chunks_out)?;
@@ -327,24 +354,42 @@ impl Sealed<'_, '_> {
         Ok((content, chunks_out))
     }
 
-    /// One batch of chunks: each reused from the previous version when its
-    /// keyed id is there, else sealed whole (sent if the relay lacks it) or
-    /// as a patch against the chunk at the same place of the previous
-    /// version, with its signature. The bases' signatures are fetched in one
-    /// round trip for the batch.
+    /// One batch of chunks (the first at `offset` of the file's data):
+    /// each reused from the previous version when its keyed id is there,
+    /// else sealed whole (sent if the relay lacks it) or as a patch against
+    /// the previous version's chunk at the same offset, with its signature.
+    /// The bases' signatures are fetched in one round trip for the batch.
     async fn send_chunks(
         &mut self,
         batch: Vec<Vec<u8>>,
         bases: &[CachedChunk],
-        first: usize,
+        offset: u64,
     ) -> Result<Vec<CachedChunk>> {
         let keys = self.keys;
         let known: HashMap<[u8; 32], CachedChunk> = bases.iter().map(|c| (c.keyed, *c)).collect();
+        // Where each old chunk starts, and each new one of the batch.
+        let starts: Vec<u64> = bases
+            .iter()
+            .scan(0u64, |at, c| {
+                let start = *at;
+                *at += u64::from(c.len);
+                Some(start)
+            })
+            .collect();
+        let offsets: Vec<u64> = batch
+            .iter()
+            .scan(offset, |at, data| {
+                let start = *at;
+                *at += data.len() as u64;
+                Some(start)
+            })
+            .collect();
         let base_of = |i: usize| {
-            bases
-                .get(first + i)
-                .filter(|b| b.depth < MAX_CHAIN)
-                .copied()
+            let at = offsets[i];
+            let j = starts
+                .partition_point(|start| *start <= at)
+                .checked_sub(1)?;
+            bases.get(j).filter(|b| b.depth < MAX_CHAIN).copied()
         };
         let wanted: Vec<StorageId> = batch
             .iter()
@@ -401,7 +446,7 @@ impl Sealed<'_, '_> {
                     self.remote.queue(id, bytes, Send::Always).await?;
                 }
                 None => {
-                    let plain = encode_chunk(Method::Lz4, data);
+                    let plain = encode_chunk(self.method, data);
                     let (id, bytes) = seal(keys, SealedKind::Chunk, vec![signature], &plain)?;
                     chunk.data = id;
                     self.remote.queue(signature, sig, Send::IfMissing).await?;

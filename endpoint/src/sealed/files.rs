@@ -137,8 +137,18 @@ pub(super) async fn write(
     keys: &SealingKeys,
     target: &Target,
     jobs: &[FileJob],
-) -> Result<Vec<(usize, String)>> {
-    let ids: Vec<StorageId> = jobs.iter().map(|j| j.content).collect();
+) -> Result<Written> {
+    // rsync's quick check: a file of the same size and mtime is the same.
+    let mut unchanged = vec![false; jobs.len()];
+    for (job, same) in jobs.iter().zip(unchanged.iter_mut()) {
+        *same = matches!(already_there(target, job), Ok(true));
+    }
+    let ids: Vec<StorageId> = jobs
+        .iter()
+        .zip(&unchanged)
+        .filter(|(_, same)| !**same)
+        .map(|(j, _)| j.content)
+        .collect();
     let chunks = contents(remote, keys, &ids).await?;
     let mut writer = Writer {
         target,
@@ -149,6 +159,9 @@ pub(super) async fn write(
     };
     let result = async {
         for (i, job) in jobs.iter().enumerate() {
+            if unchanged[i] {
+                continue;
+            }
             let list = &chunks[&job.content];
             let file = match start(target, job, i, list.len()) {
                 Ok(file) => file,
@@ -177,7 +190,39 @@ pub(super) async fn write(
         }
         return Err(e);
     }
-    Ok(writer.failed)
+    Ok(Written {
+        failed: writer.failed,
+        unchanged: unchanged.iter().filter(|u| **u).count() as u64,
+    })
+}
+
+/// What [`write`] did.
+pub(super) struct Written {
+    /// Jobs that could not be written, with why.
+    pub(super) failed: Vec<(usize, String)>,
+    /// Files the target held already (same size and mtime).
+    pub(super) unchanged: u64,
+}
+
+/// Whether the target holds the file already (same size and mtime), its
+/// metadata set now if only that differs.
+fn already_there(target: &Target, job: &FileJob) -> Result<bool> {
+    let ferry_protocol::tree::EntryKind::File { size, .. } = &job.entry.kind else {
+        return Ok(false);
+    };
+    let (name, parent) = job.at.split_last().context("a file has a name")?;
+    let dir = target.dir(parent)?;
+    match target.quick_match(&dir, name, &job.entry, *size)? {
+        Some(true) => Ok(true),
+        Some(false) => match Target::existing_file(&dir, name)? {
+            Some(file) => {
+                target.apply_to_fd(&file, &job.entry)?;
+                Ok(true)
+            }
+            None => Ok(false),
+        },
+        None => Ok(false),
+    }
 }
 
 /// The files being written and the window of chunks asked for them.

@@ -180,12 +180,14 @@ async fn write_all(
         }
     }
     let (froms, jobs): (Vec<Vec<Vec<u8>>>, Vec<files::FileJob>) = files.into_iter().unzip();
-    let failed = files::write(remote, keys, target, &jobs).await?;
-    let failed_jobs: std::collections::HashSet<usize> = failed.iter().map(|(i, _)| *i).collect();
-    for (i, why) in &failed {
+    let written = files::write(remote, keys, target, &jobs).await?;
+    let failed_jobs: std::collections::HashSet<usize> =
+        written.failed.iter().map(|(i, _)| *i).collect();
+    for (i, why) in &written.failed {
         fail(summary, &jobs[*i].at, why);
     }
-    summary.totals.files_new += (jobs.len() - failed_jobs.len()) as u64;
+    summary.totals.files_unchanged += written.unchanged;
+    summary.totals.files_new += (jobs.len() - failed_jobs.len()) as u64 - written.unchanged;
     let restored: HashMap<Vec<Vec<u8>>, Vec<Vec<u8>>> = froms
         .into_iter()
         .zip(&jobs)

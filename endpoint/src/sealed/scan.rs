@@ -82,6 +82,9 @@ impl Sealed<'_, '_> {
                 };
                 children.sort();
                 for child in children {
+                    if self.control.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        bail!("stopped; what was sent is kept and the next run resumes from there");
+                    }
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
                     if self.job.excludes.excludes(&child_path) {
                         continue;
@@ -134,6 +137,7 @@ impl Sealed<'_, '_> {
     }
 
     pub(super) fn count(&mut self, size: u64) {
+        self.control.live.file_done(size, 0, 0);
         self.summary.files += 1;
         self.summary.bytes += size;
     }

@@ -71,11 +71,12 @@ pub fn render(status: &Status) -> String {
 fn client_row(html: &mut String, client: &ClientStatus) {
     let _ = write!(
         html,
-        "<tr class=\"client{}\" data-client=\"{}\"><td><b>{}</b><br><span class=\"muted\">{} · seen <span class=\"t\">{}</span></span></td><td><ul class=\"sets\">",
+        "<tr class=\"client{}\" data-client=\"{}\"><td><b>{}</b><br><span class=\"muted\">{} · {} · seen <span class=\"t\">{}</span></span></td><td><ul class=\"sets\">",
         if client.stale { " stale" } else { "" },
         escape(&client.name),
         escape(&client.name),
         escape(&client.hostname),
+        client.mode,
         escape(client.last_seen_at.as_deref().unwrap_or("never")),
     );
     if client.sets.is_empty() {
