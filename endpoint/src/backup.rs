@@ -21,7 +21,7 @@
 mod bases;
 pub mod estimate;
 pub(crate) mod files;
-mod scan;
+pub(crate) mod scan;
 mod trees;
 
 use bases::Bases;
@@ -135,13 +135,16 @@ pub struct Control {
 
 /// A directory under construction.
 #[derive(Debug, Default)]
-struct DirNode {
-    entry: Option<Entry>,
-    children: BTreeMap<Vec<u8>, Node>,
+pub(crate) struct DirNode {
+    /// Its own entry (the kind is set once its tree is built).
+    pub(crate) entry: Option<Entry>,
+    /// What it holds, by name.
+    pub(crate) children: BTreeMap<Vec<u8>, Node>,
 }
 
+/// A directory or anything else, as the scan found it.
 #[derive(Debug)]
-enum Node {
+pub(crate) enum Node {
     Dir(DirNode),
     Leaf(Entry),
 }
@@ -232,18 +235,8 @@ pub async fn run(
         bytes: run.summary.bytes,
         started_ms,
     };
-    let snapshot = match run.client.request(&commit).await {
-        Ok(Message::Committed { snapshot }) => snapshot,
-        Ok(other) => return Err(unexpected("Committed", &other)),
-        Err(ClientError::Refused(r)) if r.code == Some(Refusal::IncompleteSnapshot) => {
-            // What the cache remembers is no longer whole on the relay
-            // (collected after its snapshots were forgotten, or found
-            // damaged by `verify`): read everything again.
-            run.cache.clear(&run.set)?;
-            return Err(StaleCache(r.to_string()).into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let answer = run.client.request(&commit).await;
+    let snapshot = committed(answer, run.cache, &run.set)?;
     let Backup {
         client,
         cache,
@@ -264,6 +257,30 @@ pub async fn run(
     summary.totals.round_trips = client.round_trips();
     summary.totals.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// The snapshot a commit made, from the relay's answer. A commit refused
+/// as incomplete means what the files cache remembers is no longer whole
+/// on the relay (collected after its snapshots were forgotten, or found
+/// damaged by `verify`): the set's cache is cleared and a [`StaleCache`]
+/// error says to read everything again.
+///
+/// # Errors
+/// The refusal, or any other answer.
+pub(crate) fn committed(
+    answer: Result<Message, ClientError>,
+    cache: &mut FilesCache,
+    set: &str,
+) -> Result<u64> {
+    match answer {
+        Ok(Message::Committed { snapshot }) => Ok(snapshot),
+        Ok(other) => Err(unexpected("Committed", &other)),
+        Err(ClientError::Refused(r)) if r.code == Some(Refusal::IncompleteSnapshot) => {
+            cache.clear(set)?;
+            Err(StaleCache(r.to_string()).into())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// The relay refused the commit because something the files cache named

@@ -58,6 +58,18 @@ pub struct SetCache {
     pub trees: HashMap<Vec<u8>, TreeId>,
 }
 
+impl SetCache {
+    /// The files this backup did not see again (gone, or no longer backed
+    /// up), taken out.
+    pub fn unseen_files(&mut self) -> Vec<Vec<u8>> {
+        std::mem::take(&mut self.files)
+            .into_iter()
+            .filter(|(_, (_, seen))| !seen)
+            .map(|(path, _)| path)
+            .collect()
+    }
+}
+
 /// What a backup changes in its set's cache.
 #[derive(Debug, Default)]
 pub struct SetUpdate {

@@ -64,6 +64,24 @@ pub fn special_kind(path: &Path, meta: &Metadata) -> io::Result<Option<EntryKind
     })
 }
 
+/// The entry of a non-regular, non-directory file (a symlink, a FIFO, a
+/// device), or why it cannot be backed up.
+///
+/// # Errors
+/// The reason, for the user: a socket, or a symlink that cannot be read.
+pub fn special_entry(
+    path: &Path,
+    name: Vec<u8>,
+    meta: &Metadata,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Entry, String> {
+    match special_kind(path, meta) {
+        Ok(Some(kind)) => Ok(entry(name, meta, kind, xattrs)),
+        Ok(None) => Err("unsupported file type (socket?)".into()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Extended attributes of `path` (not following a final symlink), sorted.
 /// A filesystem without xattr support has none.
 ///

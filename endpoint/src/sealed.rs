@@ -8,6 +8,7 @@
 
 pub mod backup;
 mod files;
+mod objects;
 pub mod remote;
 pub mod restore;
 pub mod roots;

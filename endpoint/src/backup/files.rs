@@ -18,6 +18,39 @@ pub(crate) const TORN_RETRIES: usize = 3;
 #[error(transparent)]
 pub(super) struct Unreadable(io::Error);
 
+/// Opens a file to back up, or says why it cannot be: without following a
+/// symlink, and non-blocking (a FIFO swapped in since the scan must not
+/// hang the backup in open); it must still be a regular file, of at most
+/// `max_file` bytes (the relay's limit for this session).
+///
+/// # Errors
+/// Reading the opened file's metadata failed.
+pub(crate) fn open_regular(
+    path: &Path,
+    max_file: Option<u64>,
+) -> io::Result<Result<(File, Metadata), String>> {
+    let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(Err("it is no longer a regular file".into()));
+    }
+    if let Some(max) = max_file.filter(|max| meta.len() > *max) {
+        return Ok(Err(format!(
+            "{} bytes is more than the relay accepts for a single file over the internet ({max} bytes); back it up from the LAN",
+            meta.len()
+        )));
+    }
+    Ok(Ok((file, meta)))
+}
+
 /// Same size, mtime, ctime and inode as when cached.
 pub(crate) fn unchanged(cached: &Known, meta: &Metadata) -> bool {
     cached.size == meta.len()
@@ -59,35 +92,13 @@ impl Backup<'_> {
         }
         let mut previous = None;
         for _ in 0..TORN_RETRIES {
-            // Non-blocking: a FIFO swapped in since the scan must not hang
-            // the backup in open (it is then refused below).
-            let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(flags.bits() as i32)
-                .open(path)
-            {
-                Ok(file) => file,
-                Err(e) => {
-                    self.unreadable(path, &e.to_string());
+            let (file, before) = match open_regular(path, self.max_file)? {
+                Ok(opened) => opened,
+                Err(why) => {
+                    self.unreadable(path, &why);
                     return Ok(None);
                 }
             };
-            let before = file.metadata()?;
-            if !before.is_file() {
-                self.unreadable(path, "it is no longer a regular file");
-                return Ok(None);
-            }
-            if let Some(max) = self.max_file.filter(|max| before.len() > *max) {
-                self.unreadable(
-                    path,
-                    &format!(
-                        "{} bytes is more than the relay accepts for a single file over the internet ({max} bytes); back it up from the LAN",
-                        before.len()
-                    ),
-                );
-                return Ok(None);
-            }
             if let Some(c) = cached.as_ref().filter(|c| unchanged(c, &before)) {
                 self.summary.totals.files_unchanged += 1;
                 self.count(&before);

@@ -5,6 +5,44 @@ use super::*;
 
 pub(super) type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
 
+/// The directory node that holds `path` (absolute), its ancestors added
+/// to the tree with their metadata as needed; and `path`'s last name.
+///
+/// # Errors
+/// `/` itself, an ancestor that cannot be read, or one that is a file in
+/// this backup.
+pub(crate) fn parent_node<'r>(
+    root: &'r mut DirNode,
+    path: &Path,
+) -> Result<(&'r mut DirNode, Vec<u8>)> {
+    let components = names(path);
+    let Some((last, parents)) = components.split_last() else {
+        bail!("backing up / itself is not supported; name the directories to back up");
+    };
+    let mut dir = root;
+    let mut at = PathBuf::from("/");
+    for name in parents {
+        at.push(std::ffi::OsStr::from_bytes(name));
+        let meta = std::fs::symlink_metadata(&at)
+            .with_context(|| format!("cannot read {}", at.display()))?;
+        let xattrs = fsmeta::read_xattrs(&at).unwrap_or_default();
+        let node = dir.children.entry(name.clone()).or_insert_with(|| {
+            Node::Dir(DirNode {
+                entry: Some(fsmeta::entry(name.clone(), &meta, EntryKind::Fifo, xattrs)),
+                children: BTreeMap::new(),
+            })
+        });
+        dir = match node {
+            Node::Dir(d) => d,
+            Node::Leaf(_) => bail!(
+                "{} is both a file and a directory in this backup",
+                at.display()
+            ),
+        };
+    }
+    Ok((dir, last.clone()))
+}
+
 impl Backup<'_> {
     /// Adds one requested path and its ancestors to the tree, reading it from
     /// `read_from` (a filesystem snapshot of it) when given.
@@ -15,31 +53,7 @@ impl Backup<'_> {
         read_from: Option<&Path>,
     ) -> Result<()> {
         let path = absolute(path)?;
-        let components = names(&path);
-        let Some((last, parents)) = components.split_last() else {
-            bail!("backing up / itself is not supported; name the directories to back up");
-        };
-        let mut dir = root;
-        let mut at = PathBuf::from("/");
-        for name in parents {
-            at.push(std::ffi::OsStr::from_bytes(name));
-            let meta = std::fs::symlink_metadata(&at)
-                .with_context(|| format!("cannot read {}", at.display()))?;
-            let xattrs = fsmeta::read_xattrs(&at).unwrap_or_default();
-            let node = dir.children.entry(name.clone()).or_insert_with(|| {
-                Node::Dir(DirNode {
-                    entry: Some(fsmeta::entry(name.clone(), &meta, EntryKind::Fifo, xattrs)),
-                    children: BTreeMap::new(),
-                })
-            });
-            dir = match node {
-                Node::Dir(d) => d,
-                Node::Leaf(_) => bail!(
-                    "{} is both a file and a directory in this backup",
-                    at.display()
-                ),
-            };
-        }
+        let (dir, last) = parent_node(root, &path)?;
         let read = read_from.map_or_else(|| path.clone(), Path::to_path_buf);
         let meta = std::fs::symlink_metadata(&read)
             .with_context(|| format!("cannot read {}", read.display()))?;
@@ -192,14 +206,10 @@ impl Backup<'_> {
                     None => Ok(None),
                 };
             }
-            match fsmeta::special_kind(path, &meta) {
-                Ok(Some(kind)) => Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs)))),
-                Ok(None) => {
-                    self.unreadable(path, "unsupported file type (socket?)");
-                    Ok(None)
-                }
-                Err(e) => {
-                    self.unreadable(path, &e.to_string());
+            match fsmeta::special_entry(path, name, &meta, xattrs) {
+                Ok(entry) => Ok(Some(Node::Leaf(entry))),
+                Err(why) => {
+                    self.unreadable(path, &why);
                     Ok(None)
                 }
             }

@@ -20,12 +20,8 @@ pub(super) fn cache_update(
     files: Vec<(Vec<u8>, CachedFile)>,
     trees: Trees,
 ) -> SetUpdate {
-    let files_gone = previous
-        .files
-        .into_iter()
-        .filter(|(_, (_, seen))| !seen)
-        .map(|(path, _)| path)
-        .collect();
+    let mut previous = previous;
+    let files_gone = previous.unseen_files();
     let mut old_trees = previous.trees;
     let mut changed_trees = Vec::new();
     for (path, id) in trees.dirs {

@@ -10,49 +10,34 @@
 //! remembers each file's chunk entries, so unchanged files are not read
 //! and changed ones find their bases without asking the relay.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ferry_protocol::compress::Method;
 use ferry_protocol::delta;
-use ferry_protocol::ids::{ContentId, TreeId};
+use ferry_protocol::ids::ContentId;
 use ferry_protocol::keyed_chunking::KeyedChunker;
-use ferry_protocol::message::{Message, Refusal, StorageId};
+use ferry_protocol::message::{Message, StorageId};
 use ferry_protocol::root::{Root, Seen};
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
-use ferry_protocol::sealed_objects::{
-    encode_chunk, ChunkEntry, Patch, SealedContent, SignaturePatch, MAX_CHAIN, MAX_PARTS,
-    PART_CHUNKS,
-};
-use ferry_protocol::tree::{Entry, EntryKind, Extent, Tree};
+use ferry_protocol::sealed_objects::{encode_chunk, Patch, SignaturePatch, MAX_CHAIN};
+use ferry_protocol::tree::{EntryKind, Extent};
 
+use super::objects::{content_objects, seal_tree};
 use super::remote::{Remote, Send};
-use crate::backup::files::{same_version, unchanged};
-use crate::backup::{Control, ExtentReader, Job, Source, StaleCache, Summary};
+use crate::backup::files::{open_regular, same_version, unchanged};
+use crate::backup::{Control, DirNode, ExtentReader, Job, Source, Summary};
 use crate::cache::{CachedChunk, CachedFile, FilesCache, Known, SetCache, SetUpdate};
-use crate::client::{unexpected, ClientError, RelayClient};
+use crate::client::{unexpected, RelayClient};
 use crate::fsmeta;
 use crate::state::StateDir;
 
 /// Chunks read, sealed and queried together.
 const BATCH: usize = 256;
-
-/// A directory under construction.
-#[derive(Default)]
-pub(super) struct Dir {
-    pub(super) entry: Option<Entry>,
-    pub(super) children: BTreeMap<Vec<u8>, Node>,
-}
-
-/// A directory or anything else, as the walk found it.
-pub(super) enum Node {
-    Dir(Dir),
-    Leaf(Entry),
-}
 
 /// One sealed backup under way.
 pub(super) struct Sealed<'a, 'c> {
@@ -123,7 +108,7 @@ pub async fn run(
         method,
     };
     let before = super::roots::newest(state, &mut run.remote, keys, &job.set).await?;
-    let mut root = Dir::default();
+    let mut root = DirNode::default();
     let Source::Paths(paths) = &job.source else {
         bail!("a sealed client backs up paths; a command's output is not supported in sealed mode yet");
     };
@@ -148,15 +133,8 @@ pub async fn run(
         bytes: run.summary.bytes,
         started_ms,
     };
-    let snapshot = match run.remote.client().request(&commit).await {
-        Ok(Message::Committed { snapshot }) => snapshot,
-        Ok(other) => return Err(unexpected("Committed", &other)),
-        Err(ClientError::Refused(r)) if r.code == Some(Refusal::IncompleteSnapshot) => {
-            run.cache.clear(&run.set)?;
-            return Err(StaleCache(r.to_string()).into());
-        }
-        Err(e) => return Err(e.into()),
-    };
+    let answer = run.remote.client().request(&commit).await;
+    let snapshot = crate::backup::committed(answer, run.cache, &run.set)?;
     super::roots::remember(
         state,
         &job.set,
@@ -190,15 +168,10 @@ pub async fn run(
 fn save_cache(
     cache: &mut FilesCache,
     set: &str,
-    previous: SetCache,
+    mut previous: SetCache,
     changed: Vec<(Vec<u8>, CachedFile, Vec<CachedChunk>)>,
 ) -> Result<()> {
-    let files_gone = previous
-        .files
-        .into_iter()
-        .filter(|(_, (_, seen))| !seen)
-        .map(|(path, _)| path)
-        .collect();
+    let files_gone = previous.unseen_files();
     let entries: Vec<(Vec<u8>, Vec<CachedChunk>)> = changed
         .iter()
         .map(|(path, _, entries)| (path.clone(), entries.clone()))
@@ -243,31 +216,13 @@ impl Sealed<'_, '_> {
             None => Vec::new(),
         };
         for _ in 0..crate::backup::files::TORN_RETRIES {
-            let flags = rustix::fs::OFlags::NOFOLLOW | rustix::fs::OFlags::NONBLOCK;
-            let file = match std::fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(flags.bits() as i32)
-                .open(path)
-            {
-                Ok(file) => file,
-                Err(e) => {
-                    self.unreadable(path, &e.to_string());
+            let (file, before) = match open_regular(path, self.max_file)? {
+                Ok(opened) => opened,
+                Err(why) => {
+                    self.unreadable(path, &why);
                     return Ok(None);
                 }
             };
-            let before = file.metadata()?;
-            if !before.is_file() {
-                self.unreadable(path, "it is no longer a regular file");
-                return Ok(None);
-            }
-            if let Some(max) = self.max_file.filter(|max| before.len() > *max) {
-                let why = format!(
-                    "{} bytes is more than the relay accepts for a single file over the internet ({max} bytes); back it up from the LAN",
-                    before.len()
-                );
-                self.unreadable(path, &why);
-                return Ok(None);
-            }
             let extents = fsmeta::data_extents(&file, &before)?;
             let whole = [Extent {
                 offset: 0,
@@ -493,7 +448,7 @@ impl Sealed<'_, '_> {
     /// of the set's last snapshot are on the relay, the others are sent
     /// (asked first when the set has no snapshot here yet: another set may
     /// hold them). Returns the root tree's storage id and every tree's.
-    async fn trees(&mut self, root: Dir) -> Result<(StorageId, Vec<StorageId>)> {
+    async fn trees(&mut self, root: DirNode) -> Result<(StorageId, Vec<StorageId>)> {
         let mut sealed = Vec::new();
         let id = seal_tree(self.keys, root, &mut sealed)?;
         let held = self.cache.sealed_trees(&self.set)?;
@@ -510,96 +465,4 @@ impl Sealed<'_, '_> {
         }
         Ok((id, ids))
     }
-}
-
-/// A sealed object: its storage id and bytes.
-type SealedObject = (StorageId, Vec<u8>);
-
-/// A file's content sealed: its storage id, and every object of it,
-/// children first. A file of more than [`PART_CHUNKS`] chunks is a
-/// content of parts (of parts, for a large one), so a changed chunk
-/// changes only the short lists above it. Sealing is deterministic: the
-/// same chunks give the same objects.
-fn content_objects(
-    keys: &SealingKeys,
-    chunks: &[CachedChunk],
-) -> Result<(StorageId, Vec<SealedObject>)> {
-    let entries: Vec<ChunkEntry> = chunks
-        .iter()
-        .map(|c| ChunkEntry {
-            data: c.data,
-            len: c.len,
-            depth: c.depth,
-        })
-        .collect();
-    let mut objects = Vec::new();
-    let mut seal_one = |content: SealedContent| -> Result<(StorageId, u64)> {
-        let (id, bytes) = seal(
-            keys,
-            SealedKind::Content,
-            content.refs(),
-            &content.encode()?,
-        )?;
-        objects.push((id, bytes));
-        Ok((id, content.len()))
-    };
-    if entries.len() <= PART_CHUNKS {
-        let (id, _) = seal_one(SealedContent {
-            chunks: entries,
-            parts: Vec::new(),
-        })?;
-        return Ok((id, objects));
-    }
-    let mut parts = entries
-        .chunks(PART_CHUNKS)
-        .map(|part| {
-            seal_one(SealedContent {
-                chunks: part.to_vec(),
-                parts: Vec::new(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    while parts.len() > MAX_PARTS {
-        parts = parts
-            .chunks(MAX_PARTS)
-            .map(|group| {
-                seal_one(SealedContent {
-                    chunks: Vec::new(),
-                    parts: group.to_vec(),
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-    }
-    let (id, _) = seal_one(SealedContent {
-        chunks: Vec::new(),
-        parts,
-    })?;
-    Ok((id, objects))
-}
-
-/// Seals `dir` and those below it into `out`, children first.
-fn seal_tree(keys: &SealingKeys, dir: Dir, out: &mut Vec<SealedObject>) -> Result<StorageId> {
-    let mut entries = Vec::with_capacity(dir.children.len());
-    let mut refs = Vec::new();
-    for (_, child) in dir.children {
-        match child {
-            Node::Leaf(entry) => {
-                if let EntryKind::File { content, .. } = &entry.kind {
-                    refs.push(StorageId(content.0));
-                }
-                entries.push(entry);
-            }
-            Node::Dir(mut sub) => {
-                let mut entry = sub.entry.take().context("directory without metadata")?;
-                let id = seal_tree(keys, sub, out)?;
-                refs.push(id);
-                entry.kind = EntryKind::Dir { tree: TreeId(id.0) };
-                entries.push(entry);
-            }
-        }
-    }
-    let (_, plain) = Tree { entries }.encode()?;
-    let (id, bytes) = seal(keys, SealedKind::Tree, refs, &plain)?;
-    out.push((id, bytes));
-    Ok(id)
 }

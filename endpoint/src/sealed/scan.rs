@@ -10,44 +10,19 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use ferry_protocol::tree::EntryKind;
 
-use super::backup::{Dir, Node, Sealed};
+use super::backup::Sealed;
 use crate::backup::absolute;
+use crate::backup::scan::parent_node;
+use crate::backup::{DirNode, Node};
 use crate::fsmeta;
 
 type Boxed<'b, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'b>>;
 
 impl Sealed<'_, '_> {
     /// Adds one requested path and its ancestors to the tree.
-    pub(super) async fn add_path(&mut self, root: &mut Dir, path: &Path) -> Result<()> {
+    pub(super) async fn add_path(&mut self, root: &mut DirNode, path: &Path) -> Result<()> {
         let path = absolute(path)?;
-        let names: Vec<Vec<u8>> = path
-            .components()
-            .filter_map(|c| match c {
-                std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
-                _ => None,
-            })
-            .collect();
-        let Some((last, parents)) = names.split_last() else {
-            bail!("backing up / itself is not supported; name the directories to back up");
-        };
-        let mut dir = root;
-        let mut at = std::path::PathBuf::from("/");
-        for name in parents {
-            at.push(std::ffi::OsStr::from_bytes(name));
-            let meta = std::fs::symlink_metadata(&at)
-                .with_context(|| format!("cannot read {}", at.display()))?;
-            let xattrs = fsmeta::read_xattrs(&at).unwrap_or_default();
-            let node = dir.children.entry(name.clone()).or_insert_with(|| {
-                Node::Dir(Dir {
-                    entry: Some(fsmeta::entry(name.clone(), &meta, EntryKind::Fifo, xattrs)),
-                    children: BTreeMap::new(),
-                })
-            });
-            dir = match node {
-                Node::Dir(d) => d,
-                Node::Leaf(_) => bail!("{} is both a file and a directory", at.display()),
-            };
-        }
+        let (dir, last) = parent_node(root, &path)?;
         let meta = std::fs::symlink_metadata(&path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         if let Some(node) = self.scan(&path, last.clone(), meta).await? {
@@ -66,7 +41,7 @@ impl Sealed<'_, '_> {
         Box::pin(async move {
             let xattrs = fsmeta::read_xattrs(path).unwrap_or_default();
             if meta.is_dir() {
-                let mut dir = Dir {
+                let mut dir = DirNode {
                     entry: Some(fsmeta::entry(name, &meta, EntryKind::Fifo, xattrs)),
                     children: BTreeMap::new(),
                 };
@@ -115,14 +90,10 @@ impl Sealed<'_, '_> {
                     .await?
                     .map(|(kind, meta)| Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs))));
             }
-            match fsmeta::special_kind(path, &meta) {
-                Ok(Some(kind)) => Ok(Some(Node::Leaf(fsmeta::entry(name, &meta, kind, xattrs)))),
-                Ok(None) => {
-                    self.unreadable(path, "unsupported file type (socket?)");
-                    Ok(None)
-                }
-                Err(e) => {
-                    self.unreadable(path, &e.to_string());
+            match fsmeta::special_entry(path, name, &meta, xattrs) {
+                Ok(entry) => Ok(Some(Node::Leaf(entry))),
+                Err(why) => {
+                    self.unreadable(path, &why);
                     Ok(None)
                 }
             }
