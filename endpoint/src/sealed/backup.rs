@@ -16,7 +16,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use ferry_protocol::compress::Method;
 use ferry_protocol::delta;
 use ferry_protocol::ids::ContentId;
@@ -24,10 +24,10 @@ use ferry_protocol::keyed_chunking::KeyedChunker;
 use ferry_protocol::message::{Message, StorageId};
 use ferry_protocol::root::{Root, Seen};
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
-use ferry_protocol::sealed_objects::{encode_chunk, Patch, SignaturePatch, MAX_CHAIN};
+use ferry_protocol::sealed_objects::{SignaturePatch, MAX_CHAIN};
 use ferry_protocol::tree::{EntryKind, Extent};
 
-use super::objects::{content_objects, seal_tree};
+use super::objects::{content_objects, seal_chunks, seal_tree};
 use super::remote::{Remote, Send};
 use crate::backup::files::{open_regular, same_version, unchanged};
 use crate::backup::{Control, DirNode, ExtentReader, Job, Source, Summary};
@@ -346,69 +346,48 @@ impl Sealed<'_, '_> {
                 .checked_sub(1)?;
             bases.get(j).filter(|b| b.depth < MAX_CHAIN).copied()
         };
-        let wanted: Vec<StorageId> = batch
-            .iter()
-            .enumerate()
-            .filter(|(_, data)| !known.contains_key(&keys.keyed_id(data)))
-            .filter_map(|(i, _)| base_of(i).map(|b| b.signature))
+        let keyed: Vec<[u8; 32]> = batch.iter().map(|data| keys.keyed_id(data)).collect();
+        let wanted: Vec<StorageId> = (0..batch.len())
+            .filter(|i| !known.contains_key(&keyed[*i]))
+            .filter_map(|i| base_of(i).map(|b| b.signature))
             .collect();
         let signatures = self.signatures(&wanted).await?;
+        // The chunks not reused, sealed on every core.
+        let fresh: Vec<(usize, Option<CachedChunk>)> = (0..batch.len())
+            .filter(|i| !known.contains_key(&keyed[*i]))
+            .map(|i| {
+                let base = base_of(i).filter(|b| signatures.contains_key(&b.signature));
+                (i, base)
+            })
+            .collect();
+        let sealed = seal_chunks(keys, self.method, &batch, &keyed, &fresh, &signatures)?;
+        let mut sealed = sealed.into_iter();
         let mut out = Vec::with_capacity(batch.len());
-        for (i, data) in batch.iter().enumerate() {
+        for (data, keyed) in batch.iter().zip(keyed) {
             self.summary.totals.bytes_scanned += data.len() as u64;
-            let keyed = keys.keyed_id(data);
             if let Some(cached) = known.get(&keyed) {
                 out.push(*cached);
                 continue;
             }
-            let new_signature = delta::signature(data);
-            let patched = base_of(i).and_then(|base| {
-                let old = signatures.get(&base.signature)?;
-                let delta = delta::diff(old.clone(), data).ok()?;
-                (delta.len() < data.len() / 2).then_some((base, delta, old))
-            });
-            // A patched chunk's signature as a patch of its base's.
-            let sig_patch = patched.as_ref().map(|(base, _, old)| {
-                let patch = SignaturePatch::between(old, &new_signature);
-                (base.signature, patch)
-            });
-            let (signature, sig) = match sig_patch {
-                Some((base, patch)) => {
-                    seal(keys, SealedKind::Signature, vec![base], &patch.encode()?)?
-                }
-                None => seal(keys, SealedKind::Signature, Vec::new(), &new_signature)?,
-            };
-            let mut chunk = CachedChunk {
-                data: signature,
-                signature,
-                keyed,
-                len: data.len() as u32,
-                depth: 0,
-            };
-            match patched {
-                Some((base, delta, _)) => {
-                    let patch = Patch {
-                        base: base.data,
-                        keyed,
-                        depth: base.depth + 1,
-                        delta,
-                    };
-                    let refs = vec![base.data, signature];
-                    let (id, bytes) = seal(keys, SealedKind::Patch, refs, &patch.encode()?)?;
-                    (chunk.data, chunk.depth) = (id, patch.depth);
-                    self.summary.chunks_delta += 1;
-                    self.remote.queue(signature, sig, Send::Always).await?;
-                    self.remote.queue(id, bytes, Send::Always).await?;
-                }
-                None => {
-                    let plain = encode_chunk(self.method, data);
-                    let (id, bytes) = seal(keys, SealedKind::Chunk, vec![signature], &plain)?;
-                    chunk.data = id;
-                    self.remote.queue(signature, sig, Send::IfMissing).await?;
-                    self.remote.queue(id, bytes, Send::ChunkIfMissing).await?;
-                }
+            let chunk = sealed.next().context("a chunk not sealed")?;
+            if chunk.cached.depth > 0 {
+                self.summary.chunks_delta += 1;
+                self.remote
+                    .queue(chunk.cached.signature, chunk.signature, Send::Always)
+                    .await?;
+                self.remote
+                    .queue(chunk.cached.data, chunk.data, Send::Always)
+                    .await?;
+            } else {
+                let (signature, data) = (chunk.cached.signature, chunk.cached.data);
+                self.remote
+                    .queue(signature, chunk.signature, Send::IfMissing)
+                    .await?;
+                self.remote
+                    .queue(data, chunk.data, Send::ChunkIfMissing)
+                    .await?;
             }
-            out.push(chunk);
+            out.push(chunk.cached);
         }
         Ok(out)
     }

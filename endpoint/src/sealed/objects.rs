@@ -1,13 +1,19 @@
 //! What a sealed backup seals, as pure functions of the vault's keys and
-//! what was read: a file's content (a small Merkle list of its chunks) and
-//! a snapshot's trees. Sealing is deterministic, so the same input gives
+//! what was read: chunks (whole or as patches, on every core), a file's
+//! content (a small Merkle list of its chunks) and a snapshot's trees. Sealing is deterministic, so the same input gives
 //! the same objects: what lets a backup tell what the relay holds already.
 
+use std::collections::HashMap;
+
 use anyhow::{Context, Result};
+use ferry_protocol::compress::Method;
+use ferry_protocol::delta;
 use ferry_protocol::ids::TreeId;
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
-use ferry_protocol::sealed_objects::{ChunkEntry, SealedContent, MAX_PARTS, PART_CHUNKS};
+use ferry_protocol::sealed_objects::{
+    encode_chunk, ChunkEntry, Patch, SealedContent, SignaturePatch, MAX_PARTS, PART_CHUNKS,
+};
 use ferry_protocol::tree::{EntryKind, Tree};
 
 use crate::backup::{DirNode, Node};
@@ -107,4 +113,120 @@ pub(super) fn seal_tree(
     let (id, bytes) = seal(keys, SealedKind::Tree, refs, &plain)?;
     out.push((id, bytes));
     Ok(id)
+}
+
+/// A chunk sealed: what the cache keeps of it, and its objects' bytes.
+pub(super) struct SealedChunk {
+    /// Its data object (a chunk or a patch), signature object, keyed id,
+    /// length and depth.
+    pub(super) cached: CachedChunk,
+    /// The data object's bytes.
+    pub(super) data: Vec<u8>,
+    /// The signature object's bytes.
+    pub(super) signature: Vec<u8>,
+}
+
+/// Seals the chunks `fresh` names (each by its place in `batch`, with the
+/// previous version's chunk at its offset when its signature is at hand),
+/// spread over every core: each as a patch against that base when the
+/// patch is under half the chunk (its signature then a patch of the
+/// base's), else whole, compressed by `method`. In `fresh`'s order.
+///
+/// # Errors
+/// Sealing past the limits (it cannot, for chunks).
+pub(super) fn seal_chunks(
+    keys: &SealingKeys,
+    method: Method,
+    batch: &[Vec<u8>],
+    keyed: &[[u8; 32]],
+    fresh: &[(usize, Option<CachedChunk>)],
+    signatures: &HashMap<StorageId, Vec<u8>>,
+) -> Result<Vec<SealedChunk>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let per = fresh.len().div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = fresh
+            .chunks(per)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|(i, base)| {
+                            let old = base.and_then(|b| Some((b, signatures.get(&b.signature)?)));
+                            seal_chunk(keys, method, &batch[*i], keyed[*i], old)
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(fresh.len());
+        for handle in handles {
+            out.extend(
+                handle
+                    .join()
+                    .map_err(|_| anyhow::anyhow!("sealing failed"))??,
+            );
+        }
+        Ok(out)
+    })
+}
+
+/// One chunk sealed (see [`seal_chunks`]).
+fn seal_chunk(
+    keys: &SealingKeys,
+    method: Method,
+    data: &[u8],
+    keyed: [u8; 32],
+    base: Option<(CachedChunk, &Vec<u8>)>,
+) -> Result<SealedChunk> {
+    let new_signature = delta::signature(data);
+    let patched = base.and_then(|(base, old)| {
+        let delta = delta::diff(old.clone(), data).ok()?;
+        (delta.len() < data.len() / 2).then_some((base, delta, old))
+    });
+    let len = data.len() as u32;
+    let Some((base, delta, old)) = patched else {
+        let (signature, sig) = seal(keys, SealedKind::Signature, Vec::new(), &new_signature)?;
+        let plain = encode_chunk(method, data);
+        let (id, bytes) = seal(keys, SealedKind::Chunk, vec![signature], &plain)?;
+        let cached = CachedChunk {
+            data: id,
+            signature,
+            keyed,
+            len,
+            depth: 0,
+        };
+        return Ok(SealedChunk {
+            cached,
+            data: bytes,
+            signature: sig,
+        });
+    };
+    // A patched chunk's signature as a patch of its base's.
+    let sig_patch = SignaturePatch::between(old, &new_signature);
+    let (signature, sig) = seal(
+        keys,
+        SealedKind::Signature,
+        vec![base.signature],
+        &sig_patch.encode()?,
+    )?;
+    let patch = Patch {
+        base: base.data,
+        keyed,
+        depth: base.depth + 1,
+        delta,
+    };
+    let refs = vec![base.data, signature];
+    let (id, bytes) = seal(keys, SealedKind::Patch, refs, &patch.encode()?)?;
+    let cached = CachedChunk {
+        data: id,
+        signature,
+        keyed,
+        len,
+        depth: patch.depth,
+    };
+    Ok(SealedChunk {
+        cached,
+        data: bytes,
+        signature: sig,
+    })
 }
