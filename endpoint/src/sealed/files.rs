@@ -18,8 +18,11 @@ use ferry_protocol::tree::{Entry, Extent};
 use super::remote::{short, Remote};
 use crate::target::Target;
 
-/// Chunks fetched and written together, across files.
-const WINDOW: usize = 64;
+/// Chunks fetched and written together, across files, at most...
+const WINDOW_CHUNKS: usize = 1024;
+/// ...and at most this many bytes of them: a window costs a round trip
+/// or two whatever its size, so small files go many to a window.
+const WINDOW_BYTES: u64 = 16 << 20;
 
 /// One file to write.
 pub(super) struct FileJob {
@@ -155,6 +158,7 @@ pub(super) async fn write(
         jobs,
         open: Vec::new(),
         window: Vec::new(),
+        window_bytes: 0,
         failed: Vec::new(),
     };
     let result = async {
@@ -176,7 +180,8 @@ pub(super) async fn write(
             }
             for chunk in list {
                 writer.window.push((writer.open.len() - 1, *chunk));
-                if writer.window.len() == WINDOW {
+                writer.window_bytes += u64::from(chunk.len);
+                if writer.window.len() == WINDOW_CHUNKS || writer.window_bytes >= WINDOW_BYTES {
                     writer.drain(remote, keys).await?;
                 }
             }
@@ -233,6 +238,8 @@ struct Writer<'t> {
     open: Vec<Open>,
     /// Chunks to fetch, each with its file's place in `open`.
     window: Vec<(usize, ChunkEntry)>,
+    /// Their bytes.
+    window_bytes: u64,
     /// Jobs that failed, with why.
     failed: Vec<(usize, String)>,
 }
@@ -243,6 +250,7 @@ impl Writer<'_> {
     async fn drain(&mut self, remote: &mut Remote<'_>, keys: &SealingKeys) -> Result<()> {
         let entries: Vec<ChunkEntry> = self.window.iter().map(|(_, c)| *c).collect();
         let data = super::restore::rebuild(remote, keys, &entries).await?;
+        self.window_bytes = 0;
         for ((slot, _), bytes) in self.window.drain(..).zip(data) {
             let file = &mut self.open[slot];
             let ferry_protocol::tree::EntryKind::File { sparse, .. } =

@@ -16,7 +16,7 @@ const PUT_BYTES: usize = 2 * 1024 * 1024;
 /// Bytes of objects queued before a drain.
 const QUEUE_BYTES: usize = 16 * 1024 * 1024;
 /// Fetch batches in flight at once.
-const IN_FLIGHT: usize = 4;
+const IN_FLIGHT: usize = 16;
 /// Ids asked for in one `GetSealed` (small objects: many; the relay sends
 /// fewer when they do not fit one message).
 const GET_BATCH: usize = 64;
