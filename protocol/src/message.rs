@@ -419,6 +419,10 @@ pub enum Message {
 /// The first protocol minor whose relays store sealed objects.
 pub const SEALED_SINCE_MINOR: u16 = 7;
 
+/// Most refs the sealed objects sent between two `Sync`s may name in all:
+/// the relay holds them (32 bytes each) until the sync checks them.
+pub const MAX_UNSYNCED_REFS: usize = 1 << 22;
+
 /// The most bytes a wrapped vault key may take on the relay.
 pub const MAX_KEY_WRAP: usize = 1024;
 

@@ -29,6 +29,8 @@ pub struct Remote<'c> {
     queued_bytes: usize,
     /// Objects sent since the last sync.
     unsynced: usize,
+    /// What they name, in all.
+    unsynced_refs: usize,
     /// Ids sent in this session (an object queued twice goes once).
     sent: HashSet<StorageId>,
     /// Whole chunks sent (the others the relay held).
@@ -64,6 +66,7 @@ impl<'c> Remote<'c> {
             queued: Vec::new(),
             queued_bytes: 0,
             unsynced: 0,
+            unsynced_refs: 0,
             sent: HashSet::new(),
             whole_chunks_sent: 0,
         }
@@ -171,11 +174,17 @@ impl<'c> Remote<'c> {
             return Ok(());
         }
         self.unsynced += objects.len();
+        self.unsynced_refs += objects
+            .iter()
+            .map(|o| Header::read(o).map_or(0, |(h, _)| h.refs.len()))
+            .sum::<usize>();
         self.client.send(&Message::PutSealed { objects }).await?;
-        // The relay holds a row per object until a sync.
-        if self.unsynced >= ferry_protocol::message::MAX_PENDING_OBJECTS / 8 {
+        // The relay holds a row per object, and what it names, until a sync.
+        if self.unsynced >= ferry_protocol::message::MAX_PENDING_OBJECTS / 8
+            || self.unsynced_refs >= ferry_protocol::message::MAX_UNSYNCED_REFS / 4
+        {
             self.client.sync_later().await?;
-            self.unsynced = 0;
+            (self.unsynced, self.unsynced_refs) = (0, 0);
         }
         Ok(())
     }

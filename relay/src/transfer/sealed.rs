@@ -11,7 +11,7 @@
 use std::collections::HashSet;
 
 use ferry_protocol::fragment::MAX_MESSAGE;
-use ferry_protocol::message::{set_missing, Message, StorageId, MAX_BATCH};
+use ferry_protocol::message::{set_missing, Message, StorageId, MAX_BATCH, MAX_UNSYNCED_REFS};
 use ferry_protocol::sealed::Header;
 use ferry_protocol::sealed_objects::MAX_SEALED_OBJECT;
 
@@ -71,8 +71,14 @@ impl Transfer {
                 copies,
             )?;
             if !header.refs.is_empty() {
+                let upload = self.upload()?;
+                upload.sealed_ref_count += header.refs.len();
+                check!(
+                    upload.sealed_ref_count <= MAX_UNSYNCED_REFS,
+                    "sealed objects naming more than {MAX_UNSYNCED_REFS} objects sent without a Sync"
+                );
                 let refs = header.refs.iter().map(|r| r.0).collect();
-                self.upload()?.sealed_refs.push((id, refs));
+                upload.sealed_refs.push((id, refs));
             }
         }
         Ok(())
@@ -108,6 +114,7 @@ impl Transfer {
             return Ok(HashSet::new());
         };
         let named = std::mem::take(&mut upload.sealed_refs);
+        upload.sealed_ref_count = 0;
         let mut refused = HashSet::new();
         for (id, refs) in named {
             let mut whole = true;

@@ -15,6 +15,7 @@ use ferry_protocol::tree::{ChunkRef, Entry};
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 use ferry_protocol::{delta, patch};
 
+mod sealed;
 mod storage;
 
 /// A relay's repo: a temporary catalog with clients a and b, and `store`.

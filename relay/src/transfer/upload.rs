@@ -57,6 +57,8 @@ pub(super) struct Upload {
     /// Sealed objects appended since the last sync that name others, in
     /// the order they came, with what they name (see `sealed`).
     pub(super) sealed_refs: Vec<([u8; 32], Vec<[u8; 32]>)>,
+    /// The refs in `sealed_refs`, in all.
+    pub(super) sealed_ref_count: usize,
 }
 
 /// Most bytes an upload may hold appended and not indexed (unsynced
@@ -91,6 +93,7 @@ impl Upload {
             unindexed: 0,
             appended: 0,
             sealed_refs: Vec::new(),
+            sealed_ref_count: 0,
         }
     }
 
