@@ -37,7 +37,7 @@ sed -n 1,2p "$WORK/pair.out"
 CODE=$(sed -n 's/.*: \([0-9]*-[0-9]*-[0-9]*\) .*/\1/p' "$WORK/pair.out" | head -n1)
 
 echo
-echo "== 3. the endpoint pairs over the LAN (SPAKE2 on the code, then Noise_XXpsk3)"
+echo "== 3. the endpoint pairs over the LAN (SPAKE2 on the code, then Noise_XXpsk3), sealed: the relay will hold nothing it can read"
 run "$BIN/ferry" --state "$WORK/endpoint" pair --relay "$PAIR_ADDR" --code "$CODE"
 wait "$PAIR_PID"
 echo "-- the relay side printed:"
@@ -66,7 +66,7 @@ run "$BIN/ferry" --state "$WORK/endpoint" restore --map-from "$WORK/data" --map-
 diff -r "$WORK/data" "$WORK/restored" && echo "restored tree is identical to the source"
 
 echo
-echo "== 8. restore the first snapshot over it: the target's own chunks are reused, deltas cover the rest"
+echo "== 8. restore the first snapshot over it: files the target holds unchanged are skipped"
 run "$BIN/ferry" --state "$WORK/endpoint" restore -b 1 --map-from "$WORK/data" --map-to "$WORK/restored"
 run "$BIN/ferry" --state "$WORK/endpoint" snapshots
 
