@@ -100,6 +100,16 @@ pub struct CachedChunk {
     pub depth: u8,
 }
 
+/// A sealed client's file as the files cache keeps it.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct SealedFile {
+    /// Its chunks.
+    pub chunks: Vec<CachedChunk>,
+    /// Their signatures in full, by signature object (none for a large
+    /// file: those are fetched from the relay when needed).
+    pub signatures: Vec<(StorageId, serde_bytes::ByteBuf)>,
+}
+
 /// The cache database.
 #[derive(Debug)]
 pub struct FilesCache {
@@ -272,12 +282,13 @@ impl FilesCache {
         Ok(())
     }
 
-    /// A sealed client's chunk entries for `path` in `set` at its last
-    /// backup: the bases of its next version's patches.
+    /// What a sealed backup kept of `path` in `set`: its chunks (the bases
+    /// of its next version's patches) and, for a file not too large, their
+    /// signatures (so a patch needs no round trip to the relay).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn sealed_entries(&self, set: &str, path: &[u8]) -> Result<Option<Vec<CachedChunk>>> {
+    pub fn sealed_file(&self, set: &str, path: &[u8]) -> Result<Option<SealedFile>> {
         let bytes: Option<Vec<u8>> = self
             .conn
             .prepare_cached("SELECT entries FROM sealed_entries WHERE set_name = ?1 AND path = ?2")?
@@ -286,22 +297,18 @@ impl FilesCache {
         Ok(bytes.and_then(|b| postcard::from_bytes(&b).ok()))
     }
 
-    /// Keeps the chunk entries of the files a sealed backup read.
+    /// Keeps what a sealed backup read of each file.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn save_sealed_entries(
-        &mut self,
-        set: &str,
-        files: &[(Vec<u8>, Vec<CachedChunk>)],
-    ) -> Result<()> {
+    pub fn save_sealed_files(&mut self, set: &str, files: &[(Vec<u8>, SealedFile)]) -> Result<()> {
         let tx = self.conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(
                 "INSERT OR REPLACE INTO sealed_entries (set_name, path, entries) VALUES (?1, ?2, ?3)",
             )?;
-            for (path, entries) in files {
-                insert.execute(params![set, path, postcard::to_allocvec(entries)?])?;
+            for (path, file) in files {
+                insert.execute(params![set, path, postcard::to_allocvec(file)?])?;
             }
         }
         tx.commit()?;

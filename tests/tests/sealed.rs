@@ -401,3 +401,29 @@ fn nothing_wrong(out: &Path, src: &Path) {
         }
     }
 }
+
+#[test]
+fn edits_in_many_files_cost_a_few_round_trips_not_one_per_file() {
+    let (_relay, endpoint) = paired_sealed();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut files: Vec<Vec<u8>> = (0..30).map(|i| random_bytes(100_000, 40 + i)).collect();
+    for (i, data) in files.iter().enumerate() {
+        fs::write(src.join(format!("f{i}")), data).unwrap();
+    }
+    endpoint.backup_json(&[arg(&src)]);
+    for (i, data) in files.iter_mut().enumerate() {
+        data[50_000] ^= 1;
+        fs::write(src.join(format!("f{i}")), &data).unwrap();
+    }
+    let second = endpoint.backup_json(&[arg(&src)]);
+    assert_eq!(second["files_changed"], 30, "{second}");
+    assert_eq!(second["chunks_delta"], 30, "{second}");
+    // The bases' signatures come from the files cache: no fetch per file.
+    let round_trips = second["round_trips"].as_u64().unwrap();
+    assert!(round_trips <= 6, "{round_trips} round trips: {second}");
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_eq!(listing(&out), listing(&src));
+}

@@ -124,6 +124,8 @@ pub(super) struct SealedChunk {
     pub(super) data: Vec<u8>,
     /// The signature object's bytes.
     pub(super) signature: Vec<u8>,
+    /// The chunk's signature in full (what the files cache keeps).
+    pub(super) full_signature: Vec<u8>,
 }
 
 /// Seals the chunks `fresh` names (each by its place in `batch`, with the
@@ -199,6 +201,7 @@ fn seal_chunk(
             cached,
             data: bytes,
             signature: sig,
+            full_signature: new_signature,
         });
     };
     // A patched chunk's signature as a patch of its base's.
@@ -228,5 +231,6 @@ fn seal_chunk(
         cached,
         data: bytes,
         signature: sig,
+        full_signature: new_signature,
     })
 }
