@@ -144,8 +144,12 @@ fn the_organisations_recovery_key_opens_a_vault_whose_passphrase_copy_is_gone() 
         )],
         ..RelayOptions::default()
     });
-    let lost = Endpoint::new();
+    let lost = Endpoint::sealed();
     lost.pair_with(&relay, "laptop");
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("thesis.txt"), b"the only copy of chapter three").unwrap();
+    ok(lost.ferry(&["backup", arg(&src)]));
     let passphrase = work.path().join("passphrase");
     fs::write(&passphrase, "river cobalt maple seventy").unwrap();
     // The relay's word alone does not make the endpoint wrap its vault to
@@ -194,7 +198,7 @@ fn the_organisations_recovery_key_opens_a_vault_whose_passphrase_copy_is_gone() 
 
     let out = ok(relay.admin(&["pair", "--name", "laptop", "--replace", "--json"]));
     let code: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let found = Endpoint::new();
+    let found = Endpoint::sealed();
     ok(found.try_pair(&relay, code["code"].as_str().unwrap()));
     // The passphrase-wrapped copy is gone (or the passphrase forgotten).
     catalog
@@ -214,4 +218,11 @@ fn the_organisations_recovery_key_opens_a_vault_whose_passphrase_copy_is_gone() 
 
     ok(found.ferry(&["key", "recover", "--identity", arg(&identity)]));
     assert_eq!(vault_fingerprint(&found), fingerprint);
+    // The organisation's key opened the sealed history.
+    let out = work.path().join("out");
+    ok(found.ferry(&["restore", "--map-from", arg(&src), "--map-to", arg(&out)]));
+    assert_eq!(
+        fs::read(out.join("thesis.txt")).unwrap(),
+        b"the only copy of chapter three"
+    );
 }
