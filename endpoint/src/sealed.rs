@@ -8,6 +8,7 @@
 
 pub mod backup;
 mod files;
+mod local;
 mod objects;
 pub mod remote;
 pub mod restore;

@@ -15,6 +15,7 @@ use ferry_protocol::sealed::{SealedKind, SealingKeys};
 use ferry_protocol::sealed_objects::{ChunkEntry, SealedContent, MAX_CONTENT_LEVELS};
 use ferry_protocol::tree::{Entry, Extent};
 
+use super::local::Held;
 use super::remote::{short, Remote};
 use crate::target::Target;
 
@@ -46,6 +47,8 @@ struct Open {
     left: usize,
     /// The first write that failed (the file is then not settled).
     error: Option<String>,
+    /// What the target held under its name before (chunks read from it).
+    held: Option<Held>,
 }
 
 /// Each content's chunk list, through its parts, for many contents at
@@ -167,7 +170,7 @@ pub(super) async fn write(
                 continue;
             }
             let list = &chunks[&job.content];
-            let file = match start(target, job, i, list.len()) {
+            let file = match start(keys, target, job, i, list.len()) {
                 Ok(file) => file,
                 Err(e) => {
                     writer.failed.push((i, format!("{e:#}")));
@@ -249,7 +252,12 @@ impl Writer<'_> {
     /// whose chunks are all written.
     async fn drain(&mut self, remote: &mut Remote<'_>, keys: &SealingKeys) -> Result<()> {
         let entries: Vec<ChunkEntry> = self.window.iter().map(|(_, c)| *c).collect();
-        let data = super::restore::rebuild(remote, keys, &entries).await?;
+        let held: Vec<Option<&Held>> = self
+            .window
+            .iter()
+            .map(|(slot, _)| self.open[*slot].held.as_ref())
+            .collect();
+        let data = super::restore::rebuild(remote, keys, &entries, &held).await?;
         self.window_bytes = 0;
         for ((slot, _), bytes) in self.window.drain(..).zip(data) {
             let file = &mut self.open[slot];
@@ -287,9 +295,20 @@ impl Writer<'_> {
 }
 
 /// A file's temporary copy, opened.
-fn start(target: &Target, job: &FileJob, index: usize, chunks: usize) -> Result<Open> {
+fn start(
+    keys: &SealingKeys,
+    target: &Target,
+    job: &FileJob,
+    index: usize,
+    chunks: usize,
+) -> Result<Open> {
     let (name, parent) = job.at.split_last().context("a file has a name")?;
     let dir = target.dir(parent)?;
+    // An older version under the name: its chunks need not be fetched.
+    let held = match Target::existing_file(&dir, name) {
+        Ok(Some(file)) if chunks > 0 => Held::read(keys, file),
+        _ => None,
+    };
     let (file, tmp) = Target::temp_file(&dir, name)?;
     Ok(Open {
         job: index,
@@ -299,6 +318,7 @@ fn start(target: &Target, job: &FileJob, index: usize, chunks: usize) -> Result<
         written: 0,
         left: chunks,
         error: None,
+        held,
     })
 }
 

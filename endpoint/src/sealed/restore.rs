@@ -15,6 +15,7 @@ use ferry_protocol::sealed_objects::{decode_chunk, ChunkEntry, Patch, MAX_CHAIN}
 use ferry_protocol::tree::{Entry, EntryKind, Tree};
 
 use super::files;
+use super::local::Held;
 use super::remote::{short, Remote};
 use crate::client::RelayClient;
 use crate::restore::{Place, Request, Selection, Summary};
@@ -283,25 +284,36 @@ fn special(target: &Target, item: &Placed) -> Result<()> {
 
 /// The chunks of `window`, rebuilt through their patch chains (a fetch per
 /// link of the longest chain) and each patch's result checked against its
-/// keyed id.
+/// keyed id. What the target holds (`held`, each entry's file's older
+/// version) is read, not fetched: a chunk it holds whole, or the base a
+/// chain reaches.
 pub(super) async fn rebuild(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     window: &[ChunkEntry],
+    held: &[Option<&Held>],
 ) -> Result<Vec<Vec<u8>>> {
-    let starts: Vec<(StorageId, SealedKind)> = window
-        .iter()
-        .map(|e| {
-            (
-                e.data,
-                if e.depth == 0 {
-                    SealedKind::Chunk
-                } else {
-                    SealedKind::Patch
-                },
-            )
-        })
-        .collect();
+    let holds = |id: &StorageId| held.iter().flatten().find(|h| h.has(id)).copied();
+    let local = |id: &StorageId| -> Result<Option<Vec<u8>>> {
+        match holds(id) {
+            Some(h) => h.chunk(keys, id),
+            None => Ok(None),
+        }
+    };
+    let mut out: Vec<Option<Vec<u8>>> = Vec::with_capacity(window.len());
+    let mut starts = Vec::new();
+    for entry in window {
+        let data = local(&entry.data)?;
+        if data.is_none() {
+            let kind = if entry.depth == 0 {
+                SealedKind::Chunk
+            } else {
+                SealedKind::Patch
+            };
+            starts.push((entry.data, kind));
+        }
+        out.push(data);
+    }
     let (chains, opened) = remote
         .chains(
             keys,
@@ -312,6 +324,9 @@ pub(super) async fn rebuild(
                     return Ok(None);
                 }
                 let patch = Patch::decode(plain, &header.refs)?;
+                if holds(&patch.base).is_some() {
+                    return Ok(None);
+                }
                 let below = if patch.depth == 1 {
                     SealedKind::Chunk
                 } else {
@@ -321,30 +336,63 @@ pub(super) async fn rebuild(
             },
         )
         .await?;
-    let mut out = Vec::with_capacity(window.len());
-    for (entry, chain) in window.iter().zip(&chains) {
-        let bottom = chain.last().expect("not empty");
-        let mut data = decode_chunk(&opened[bottom].1)
-            .map_err(|e| anyhow::anyhow!("sealed chunk {}: {e}", short(bottom)))?;
-        for id in chain.iter().rev().skip(1) {
-            let (header, plain) = &opened[id];
-            let patch = Patch::decode(plain, &header.refs)
-                .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
-            data = ferry_protocol::delta::rebuild(&data, &patch.delta)
-                .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
-            if keys.keyed_id(&data) != patch.keyed {
-                bail!("sealed patch {} does not rebuild its chunk", short(id));
+    let mut chains = chains.into_iter();
+    let mut rebuilt = Vec::with_capacity(window.len());
+    for (entry, data) in window.iter().zip(out) {
+        let data = match data {
+            Some(data) => data,
+            None => {
+                let chain = chains.next().context("a chain per chunk")?;
+                through_chain(keys, &chain, &opened, &local)?
             }
-        }
-        // A whole chunk is authentic by its seal; a patch's result was
-        // checked by its keyed id above.
+        };
+        // A whole chunk is authentic by its seal (or its id, read here); a
+        // patch's result was checked by its keyed id.
         if data.len() != entry.len as usize {
             bail!(
                 "sealed chunk {} is not the chunk its file names",
                 short(&entry.data)
             );
         }
-        out.push(data);
+        rebuilt.push(data);
     }
-    Ok(out)
+    Ok(rebuilt)
+}
+
+/// A chunk rebuilt along `chain` (its data object first): from the whole
+/// chunk at its end, or from the base the target holds, up through each
+/// patch.
+fn through_chain(
+    keys: &SealingKeys,
+    chain: &[StorageId],
+    opened: &super::remote::Opened,
+    local: &dyn Fn(&StorageId) -> Result<Option<Vec<u8>>>,
+) -> Result<Vec<u8>> {
+    let bottom = chain.last().context("an empty chain")?;
+    let (header, plain) = &opened[bottom];
+    let (mut data, patches) = if header.kind == SealedKind::Chunk {
+        let data = decode_chunk(plain)
+            .map_err(|e| anyhow::anyhow!("sealed chunk {}: {e}", short(bottom)))?;
+        (data, &chain[..chain.len() - 1])
+    } else {
+        let patch = Patch::decode(plain, &header.refs)?;
+        let base = local(&patch.base)?.with_context(|| {
+            format!(
+                "the target's copy of chunk {} changed while restoring",
+                short(&patch.base)
+            )
+        })?;
+        (base, chain)
+    };
+    for id in patches.iter().rev() {
+        let (header, plain) = &opened[id];
+        let patch = Patch::decode(plain, &header.refs)
+            .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
+        data = ferry_protocol::delta::rebuild(&data, &patch.delta)
+            .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
+        if keys.keyed_id(&data) != patch.keyed {
+            bail!("sealed patch {} does not rebuild its chunk", short(id));
+        }
+    }
+    Ok(data)
 }
