@@ -115,6 +115,10 @@ pub(super) fn seal_tree(
     Ok(id)
 }
 
+/// Bytes of chunks below which a batch is sealed on one thread (spawning
+/// costs more than it saves for a small file's chunk or two).
+const PARALLEL_FROM: usize = 1 << 20;
+
 /// A chunk sealed: what the cache keeps of it, and its objects' bytes.
 pub(super) struct SealedChunk {
     /// Its data object (a chunk or a patch), signature object, keyed id,
@@ -144,20 +148,23 @@ pub(super) fn seal_chunks(
     fresh: &[(usize, Option<CachedChunk>)],
     signatures: &HashMap<StorageId, Vec<u8>>,
 ) -> Result<Vec<SealedChunk>> {
+    let seal_one = |(i, base): &(usize, Option<CachedChunk>)| {
+        let old = base.and_then(|b| Some((b, signatures.get(&b.signature)?)));
+        seal_chunk(keys, method, &batch[*i], keyed[*i], old)
+    };
+    // Threads for a batch worth them: a small file's chunk is sealed here.
+    let bytes: usize = fresh.iter().map(|(i, _)| batch[*i].len()).sum();
+    if bytes < PARALLEL_FROM {
+        return fresh.iter().map(seal_one).collect();
+    }
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
     let per = fresh.len().div_ceil(workers).max(1);
     std::thread::scope(|scope| {
         let handles: Vec<_> = fresh
             .chunks(per)
             .map(|part| {
-                scope.spawn(move || {
-                    part.iter()
-                        .map(|(i, base)| {
-                            let old = base.and_then(|b| Some((b, signatures.get(&b.signature)?)));
-                            seal_chunk(keys, method, &batch[*i], keyed[*i], old)
-                        })
-                        .collect::<Result<Vec<_>>>()
-                })
+                let seal_one = &seal_one;
+                scope.spawn(move || part.iter().map(seal_one).collect::<Result<Vec<_>>>())
             })
             .collect();
         let mut out = Vec::with_capacity(fresh.len());
