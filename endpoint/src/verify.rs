@@ -30,9 +30,15 @@ use crate::snapshot::{
     chunk_data, chunk_file, decode_content, decode_tree, fits_file, resolve, show_path, Damaged,
 };
 
-/// Files checked together, at most: their contents are asked for in one
-/// batch, then their chunks.
-const RUN_FILES: usize = 256;
+/// Files checked together, at most, whatever directories they are in:
+/// their contents are asked for in one batch, then their parts, then
+/// their chunks, so a run costs about three round trips (200,000 files:
+/// about forty, not one run per directory).
+const RUN_FILES: usize = 16_384;
+
+/// Bytes of files checked together, at most (a run's chunk lists stay a
+/// few megabytes; a time-boxed check stops between runs).
+const RUN_BYTES: u64 = 1 << 30;
 
 /// Chunk bytes asked for and not yet received, at most.
 const WINDOW_BYTES: u64 = 16 << 20;
@@ -132,6 +138,8 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         request,
         started,
         resume,
+        run: Vec::new(),
+        run_bytes: 0,
         last: Vec::new(),
         stopped: false,
         summary: Summary {
@@ -140,6 +148,8 @@ pub async fn run(client: &mut RelayClient, request: &Request) -> Result<Summary>
         },
     };
     check.tree(info.root, Vec::new()).await?;
+    let run = std::mem::take(&mut check.run);
+    check.files(run).await?;
     let progress = Progress {
         snapshot: info.id,
         last: std::mem::take(&mut check.last),
@@ -169,6 +179,10 @@ struct Check<'a> {
     started: Instant,
     /// Files up to this path were checked by the run this one resumes.
     resume: Option<Vec<Vec<u8>>>,
+    /// Files met by the walk and not yet checked, in its order.
+    run: Vec<(ContentId, u64, Vec<Vec<u8>>)>,
+    /// Their bytes.
+    run_bytes: u64,
     /// The last file checked.
     last: Vec<Vec<u8>>,
     stopped: bool,
@@ -190,9 +204,7 @@ impl Check<'_> {
                 }
                 Err(e) => return Err(e),
             };
-            // Files between subdirectories are checked together, a run at
-            // a time: their contents in one batch, then their chunks.
-            let mut run = Vec::new();
+            // Files are checked a run at a time, across directories.
             for entry in tree.entries {
                 if self.stopped {
                     return Ok(());
@@ -200,24 +212,24 @@ impl Check<'_> {
                 let mut entry_path = path.clone();
                 entry_path.push(entry.name.clone());
                 match entry.kind {
-                    EntryKind::Dir { tree } => {
-                        self.files(std::mem::take(&mut run)).await?;
-                        self.tree(tree, entry_path).await?;
-                    }
+                    EntryKind::Dir { tree } => self.tree(tree, entry_path).await?,
                     EntryKind::File { content, size, .. } => {
                         if self.resume.as_ref().is_some_and(|r| entry_path <= *r) {
                             self.summary.files_resumed += 1;
                             continue;
                         }
-                        run.push((content, size, entry_path));
-                        if run.len() >= RUN_FILES {
-                            self.files(std::mem::take(&mut run)).await?;
+                        self.run.push((content, size, entry_path));
+                        self.run_bytes += size;
+                        if self.run.len() >= RUN_FILES || self.run_bytes >= RUN_BYTES {
+                            let run = std::mem::take(&mut self.run);
+                            self.run_bytes = 0;
+                            self.files(run).await?;
                         }
                     }
                     _ => {}
                 }
             }
-            self.files(run).await
+            Ok(())
         })
     }
 
@@ -235,7 +247,17 @@ impl Check<'_> {
     /// Asks for `items` (with their estimated sizes) and returns a reply
     /// for each, in order: the bytes, or why the relay could not give them.
     async fn fetch(&mut self, items: Vec<(FetchItem, u64)>) -> Result<Vec<Result<Vec<u8>>>> {
-        let mut out: Vec<Option<Result<Vec<u8>>>> = Vec::new();
+        self.fetch_with(items, |_, reply| reply).await
+    }
+
+    /// As [`Check::fetch`], each reply passed through `keep` as it
+    /// arrives (a chunk is checked and dropped, not held to the end).
+    async fn fetch_with<T>(
+        &mut self,
+        items: Vec<(FetchItem, u64)>,
+        mut keep: impl FnMut(usize, Result<Vec<u8>>) -> T,
+    ) -> Result<Vec<T>> {
+        let mut out: Vec<Option<T>> = Vec::new();
         out.resize_with(items.len(), || None);
         let mut asked = VecDeque::new();
         let mut in_flight = 0u64;
@@ -246,23 +268,25 @@ impl Check<'_> {
                 .await?;
             asked.push_back((i, item, estimate));
             while in_flight >= WINDOW_BYTES {
-                in_flight -= self.receive(&mut asked, &mut out).await?;
+                in_flight -= self.receive(&mut asked, &mut out, &mut keep).await?;
             }
         }
         while !asked.is_empty() {
-            self.receive(&mut asked, &mut out).await?;
+            self.receive(&mut asked, &mut out, &mut keep).await?;
         }
         out.into_iter()
             .map(|reply| reply.context("an item never answered"))
             .collect()
     }
 
-    /// Reads the next answer message into `out`; returns the estimated
-    /// bytes it answered. What the relay put off is asked again.
-    async fn receive(
+    /// Reads the next answer message into `out` through `keep`; returns
+    /// the estimated bytes it answered. What the relay put off is asked
+    /// again.
+    async fn receive<T>(
         &mut self,
         asked: &mut VecDeque<(usize, FetchItem, u64)>,
-        out: &mut [Option<Result<Vec<u8>>>],
+        out: &mut [Option<T>],
+        keep: &mut impl FnMut(usize, Result<Vec<u8>>) -> T,
     ) -> Result<u64> {
         let replies = self
             .fetcher
@@ -280,7 +304,7 @@ impl Check<'_> {
                 continue;
             }
             answered += estimate;
-            out[i] = Some(reply_bytes(reply));
+            out[i] = Some(keep(i, reply_bytes(reply)));
         }
         Ok(answered)
     }
@@ -361,18 +385,21 @@ impl Check<'_> {
                 (item, u64::from(c.len))
             })
             .collect();
-        for ((i, id), raw) in owners.iter().zip(self.fetch(asks).await?) {
-            let checked = raw.and_then(|raw| {
-                chunk_data(
-                    Ok(Message::ChunkData {
+        // Each chunk checked as it arrives, its bytes dropped.
+        let checked = self
+            .fetch_with(asks, |k, raw| {
+                raw.and_then(|raw| {
+                    let reply = Message::ChunkData {
                         codec: ferry_protocol::compress::Codec::None,
                         data: raw,
-                    }),
-                    id,
-                )
-            });
+                    };
+                    chunk_data(Ok(reply), &owners[k].1).map(drop)
+                })
+            })
+            .await?;
+        for ((i, _), checked) in owners.iter().zip(checked) {
             match checked {
-                Ok(_) => {}
+                Ok(()) => {}
                 Err(e) if e.is::<Damaged>() => {
                     damage[*i].get_or_insert(e);
                 }

@@ -1,6 +1,6 @@
 //! Over an emulated internet link (100 ms round trip): what a round trip
 //! costs is counted, not timed. A restore of 2,000 files in 200 directories
-//! is a stream, not a conversation per directory or file.
+//! is a stream, not a conversation per directory or file; so is a verify.
 
 use std::fs;
 
@@ -43,6 +43,17 @@ fn a_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips() {
     let out = work.path().join("out");
     let restored = restore_in_few_round_trips(&endpoint, &src, &out, "into an empty directory");
     assert_eq!(restored["files_new"], 2000, "{restored}");
+
+    // ferry verify reads the same snapshot back: runs of files across
+    // directories, not a run per directory (it waited 400 round trips).
+    let verified = endpoint.ferry(&["verify", "--json"]);
+    let verified: serde_json::Value = serde_json::from_slice(&verified.stdout).unwrap();
+    assert_eq!(verified["files_checked"], 2000, "{verified}");
+    let waits = verified["round_trips"].as_u64().unwrap();
+    eprintln!(
+        "figure: verify of 2,000 files in 200 directories over 100 ms: round_trips = {waits}"
+    );
+    assert!(waits < 20, "verify waited {waits} round trips: {verified}");
 
     // Onto the previous version: 30 files edited in 30 directories, 10 new;
     // the rest is found in place.
