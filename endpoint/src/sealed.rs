@@ -6,6 +6,7 @@
 //! pipelined), `roots` (the set's history checked against what this
 //! endpoint has seen), `backup` and `restore`.
 
+mod align;
 pub mod backup;
 mod files;
 mod local;

@@ -12,7 +12,9 @@
 //!   signature (its one ref).
 //! - A **patch** rebuilds a chunk from its base (a chunk or a patch): the
 //!   base, the rebuilt chunk's keyed id, the chain's depth and the rsync
-//!   delta; its refs are the base and the rebuilt chunk's signature.
+//!   delta, compressed as chunks are (an edit's literals are mostly the
+//!   file's own text); its refs are the base and the rebuilt chunk's
+//!   signature.
 //! - A **content** lists a file's chunks (each its data object, length and
 //!   chain depth) or, for a file of more than [`PART_CHUNKS`] chunks, its
 //!   parts (contents themselves, [`MAX_PARTS`] at most per level): a small
@@ -70,7 +72,7 @@ pub fn decode_chunk(plain: &[u8]) -> Result<Vec<u8>, ProtocolError> {
 }
 
 /// A chunk as a delta against its base (the patch's one ref).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Patch {
     /// The chunk (or patch) the delta applies to; one of the refs.
     pub base: StorageId,
@@ -79,27 +81,55 @@ pub struct Patch {
     /// Patches from here down to a whole chunk: 1 for a patch on a chunk.
     pub depth: u8,
     /// The rsync delta.
-    #[serde(with = "serde_bytes")]
     pub delta: Vec<u8>,
 }
 
+/// A patch as its plaintext holds it: the delta packed by a codec.
+#[derive(Serialize, Deserialize)]
+struct PackedPatch {
+    base: StorageId,
+    keyed: [u8; 32],
+    depth: u8,
+    codec: u8,
+    #[serde(with = "serde_bytes")]
+    delta: Vec<u8>,
+}
+
 impl Patch {
-    /// The patch's plaintext.
+    /// The patch's plaintext, its delta compressed by `method` (kept as is
+    /// when that is not smaller).
     ///
     /// # Errors
     /// A depth outside 1..=[`MAX_CHAIN`] or a delta over [`MAX_DELTA`].
-    pub fn encode(&self) -> Result<Vec<u8>, ProtocolError> {
+    pub fn encode(&self, method: Method) -> Result<Vec<u8>, ProtocolError> {
         self.check()?;
-        postcard::to_allocvec(self).map_err(|_| ProtocolError::Malformed("sealed patch"))
+        let (codec, delta) = compress_with(method, &self.delta);
+        let packed = PackedPatch {
+            base: self.base,
+            keyed: self.keyed,
+            depth: self.depth,
+            codec: codec.code(),
+            delta,
+        };
+        postcard::to_allocvec(&packed).map_err(|_| ProtocolError::Malformed("sealed patch"))
     }
 
     /// A patch read from its plaintext, whose header named `refs`.
     ///
     /// # Errors
-    /// As [`Patch::encode`], bytes that are not exactly one patch, and a
-    /// base its header does not name.
+    /// As [`Patch::encode`], bytes that are not exactly one patch, a delta
+    /// that does not unpack within [`MAX_DELTA`], and a base its header
+    /// does not name.
     pub fn decode(bytes: &[u8], refs: &[StorageId]) -> Result<Self, ProtocolError> {
-        let patch: Patch = decode_exact(bytes, "sealed patch")?;
+        let packed: PackedPatch = decode_exact(bytes, "sealed patch")?;
+        let codec =
+            Codec::from_code(packed.codec).ok_or(ProtocolError::Malformed("sealed patch codec"))?;
+        let patch = Patch {
+            base: packed.base,
+            keyed: packed.keyed,
+            depth: packed.depth,
+            delta: decompress_slice(codec, &packed.delta, MAX_DELTA)?,
+        };
         patch.check()?;
         if refs.len() != 2 || !refs.contains(&patch.base) {
             return Err(ProtocolError::Malformed(
@@ -381,10 +411,18 @@ mod tests {
         };
         let refs = [StorageId([3; 32]), StorageId([9; 32])];
         assert_eq!(
-            Patch::decode(&patch.encode().unwrap(), &refs).unwrap(),
+            Patch::decode(&patch.encode(Method::Zstd(3)).unwrap(), &refs).unwrap(),
             patch
         );
-        assert!(Patch::decode(&patch.encode().unwrap(), &refs[..1]).is_err());
+        assert!(Patch::decode(&patch.encode(Method::None).unwrap(), &refs[..1]).is_err());
+        // An edit's literals are compressed: text shrinks, and comes back.
+        let wordy = Patch {
+            delta: b"the quick brown fox jumps over the lazy dog. ".repeat(200),
+            ..patch
+        };
+        let plain = wordy.encode(Method::Zstd(3)).unwrap();
+        assert!(plain.len() < wordy.delta.len() / 10, "{}", plain.len());
+        assert_eq!(Patch::decode(&plain, &refs).unwrap(), wordy);
         let entry = ChunkEntry {
             data: StorageId([2; 32]),
             len: 100,
@@ -444,7 +482,7 @@ mod tests {
             depth: MAX_CHAIN + 1,
             delta: Vec::new(),
         };
-        assert!(deep.encode().is_err());
+        assert!(deep.encode(Method::None).is_err());
         assert!(decode_chunk(&[9, 1, 2]).is_err());
         assert!(decode_chunk(&[]).is_err());
     }

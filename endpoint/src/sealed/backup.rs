@@ -27,6 +27,7 @@ use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
 use ferry_protocol::sealed_objects::{SignaturePatch, MAX_CHAIN};
 use ferry_protocol::tree::{EntryKind, Extent};
 
+use super::align::{cut_at_old_starts, most_overlapping, starts_of};
 use super::objects::{content_objects, seal_chunks, seal_tree};
 use super::remote::{Remote, Send};
 use crate::backup::files::{open_regular, same_version, unchanged};
@@ -159,6 +160,13 @@ pub async fn run(
     } = run;
     save_cache(cache, &set, previous, changed)?;
     cache.save_sealed_trees(&set, &trees)?;
+    let names = ["chunk", "patch", "signature", "content", "tree", "root"];
+    let sent: Vec<String> = names
+        .iter()
+        .zip(remote.sent_by_kind)
+        .map(|(kind, (count, bytes))| format!("{kind} {count} ({bytes} B)"))
+        .collect();
+    tracing::debug!("sealed objects sent: {}", sent.join(", "));
     let client = remote.into_client();
     summary.totals.snapshot = snapshot;
     summary.compression = crate::compression::method_name(method);
@@ -340,8 +348,9 @@ impl Sealed<'_, '_> {
 
     /// One batch of chunks (the first at `offset` of the file's data):
     /// each reused from the previous version when its keyed id is there,
-    /// else sealed whole (sent if the relay lacks it) or as a patch against
-    /// the previous version's chunk at the same offset, with its signature.
+    /// else cut again where an old chunk began inside it ([`super::align`])
+    /// and sealed whole (sent if the relay lacks it) or as a patch against
+    /// the old chunk it overlaps most, with its signature.
     /// The bases' signatures come from `signatures` (the files cache's
     /// copies), else from the relay, in one round trip for the batch; the
     /// new chunks' signatures are added to it.
@@ -354,31 +363,22 @@ impl Sealed<'_, '_> {
     ) -> Result<Vec<CachedChunk>> {
         let keys = self.keys;
         let known: HashMap<[u8; 32], CachedChunk> = bases.iter().map(|c| (c.keyed, *c)).collect();
-        // Where each old chunk starts, and each new one of the batch.
-        let starts: Vec<u64> = bases
-            .iter()
-            .scan(0u64, |at, c| {
-                let start = *at;
-                *at += u64::from(c.len);
-                Some(start)
-            })
-            .collect();
-        let offsets: Vec<u64> = batch
-            .iter()
-            .scan(offset, |at, data| {
-                let start = *at;
-                *at += data.len() as u64;
-                Some(start)
-            })
-            .collect();
+        // Where each old chunk starts, and how long it is.
+        let old_lens: Vec<u64> = bases.iter().map(|c| u64::from(c.len)).collect();
+        let starts = starts_of(old_lens.iter().copied(), 0);
+        let mut keyed: Vec<[u8; 32]> = batch.iter().map(|data| keys.keyed_id(data)).collect();
+        let fresh: Vec<bool> = keyed.iter().map(|k| !known.contains_key(k)).collect();
+        let count = batch.len();
+        let batch = cut_at_old_starts(batch, &fresh, offset, &starts);
+        if batch.len() != count {
+            keyed = batch.iter().map(|data| keys.keyed_id(data)).collect();
+        }
+        let offsets = starts_of(batch.iter().map(|data| data.len() as u64), offset);
         let base_of = |i: usize| {
-            let at = offsets[i];
-            let j = starts
-                .partition_point(|start| *start <= at)
-                .checked_sub(1)?;
+            let (start, end) = (offsets[i], offsets[i] + batch[i].len() as u64);
+            let j = most_overlapping(&starts, &old_lens, start, end)?;
             bases.get(j).filter(|b| b.depth < MAX_CHAIN).copied()
         };
-        let keyed: Vec<[u8; 32]> = batch.iter().map(|data| keys.keyed_id(data)).collect();
         let wanted: Vec<StorageId> = (0..batch.len())
             .filter(|i| !known.contains_key(&keyed[*i]))
             .filter_map(|i| base_of(i).map(|b| b.signature))

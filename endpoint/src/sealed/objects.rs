@@ -226,7 +226,7 @@ fn seal_chunk(
         delta,
     };
     let refs = vec![base.data, signature];
-    let (id, bytes) = seal(keys, SealedKind::Patch, refs, &patch.encode()?)?;
+    let (id, bytes) = seal(keys, SealedKind::Patch, refs, &patch.encode(method)?)?;
     let cached = CachedChunk {
         data: id,
         signature,

@@ -35,6 +35,9 @@ pub struct Remote<'c> {
     sent: HashSet<StorageId>,
     /// Whole chunks sent (the others the relay held).
     pub whole_chunks_sent: u64,
+    /// Objects sent and their bytes, by kind (chunk, patch, signature,
+    /// content, tree, root): what the debug log shows at the end.
+    pub sent_by_kind: [(u64, u64); 6],
 }
 
 /// One object waiting to be sent.
@@ -69,6 +72,7 @@ impl<'c> Remote<'c> {
             unsynced_refs: 0,
             sent: HashSet::new(),
             whole_chunks_sent: 0,
+            sent_by_kind: [(0, 0); 6],
         }
     }
 
@@ -158,6 +162,10 @@ impl<'c> Remote<'c> {
                 continue;
             }
             self.whole_chunks_sent += u64::from(object.whole_chunk);
+            if let Ok((header, _)) = Header::read(&object.bytes) {
+                let sent = &mut self.sent_by_kind[header.kind as usize];
+                (sent.0, sent.1) = (sent.0 + 1, sent.1 + object.bytes.len() as u64);
+            }
 
             message_bytes += object.bytes.len();
             message.push(serde_bytes::ByteBuf::from(object.bytes));
