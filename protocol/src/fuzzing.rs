@@ -161,7 +161,7 @@ pub fn sealed(data: &[u8]) {
 /// real signature), chunks, trees and roots.
 pub fn sealed_plaintexts(data: &[u8]) {
     use crate::sealed::StorageId;
-    use crate::sealed_objects::{decode_chunk, Patch, SealedContent, SignaturePatch};
+    use crate::sealed_objects::{decode_chunk, decode_tree, Patch, SealedContent, SignaturePatch};
     let count = usize::from(data.first().copied().unwrap_or(0) % 12);
     let refs: Vec<StorageId> = (0..count).map(|i| StorageId([i as u8; 32])).collect();
     let body = data.get(1..).unwrap_or_default();
@@ -171,6 +171,6 @@ pub fn sealed_plaintexts(data: &[u8]) {
         let _ = patch.apply(&crate::delta::signature(&[7; 5000]));
     }
     let _ = decode_chunk(data);
-    let _ = crate::tree::Tree::decode_opened(data);
+    let _ = decode_tree(body, &refs);
     let _ = crate::root::Root::decode(data);
 }

@@ -15,6 +15,11 @@
 //!   delta, compressed as chunks are (an edit's literals are mostly the
 //!   file's own text); its refs are the base and the rebuilt chunk's
 //!   signature.
+//! - A **tree** is a directory ([`crate::tree::Tree`]) whose children (a
+//!   file's content, a subdirectory's tree) are named by their place among
+//!   the header's refs rather than again in full, compressed with zstd at a
+//!   fixed level (so the same directory seals the same): a changed
+//!   directory re-sends its names and metadata, not its ids twice.
 //! - A **content** lists a file's chunks (each its data object, length and
 //!   chain depth) or, for a file of more than [`PART_CHUNKS`] chunks, its
 //!   parts (contents themselves, [`MAX_PARTS`] at most per level): a small
@@ -26,10 +31,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::chunking::MAX_CHUNK;
-use crate::compress::{compress_with, decompress_slice, Codec, Method};
+use crate::compress::{compress_with, decompress_slice, Codec, Method, ZSTD_LEVEL};
 use crate::decoding::decode_exact;
 use crate::delta::MAX_DELTA;
+use crate::ids::{ContentId, TreeId};
 use crate::sealed::StorageId;
+use crate::sealed::MAX_PLAINTEXT;
+use crate::tree::{EntryKind, Tree};
 use crate::ProtocolError;
 
 pub use crate::sealed::MAX_SEALED_OBJECT;
@@ -393,6 +401,87 @@ impl SealedContent {
     }
 }
 
+/// A child of a tree: the id its entry names, if it names one.
+fn child_mut(kind: &mut EntryKind) -> Option<&mut [u8; 32]> {
+    match kind {
+        EntryKind::File {
+            content: ContentId(id),
+            ..
+        }
+        | EntryKind::Dir { tree: TreeId(id) } => Some(id),
+        _ => None,
+    }
+}
+
+/// The place `place` written where an id goes: its first four bytes, the
+/// rest zero (compressed away).
+fn place_id(place: usize) -> [u8; 32] {
+    let mut id = [0; 32];
+    id[..4].copy_from_slice(&(place as u32).to_le_bytes());
+    id
+}
+
+/// A sealed tree's refs (what its entries name, sorted, each once) and
+/// its plaintext: `tree` sorted and checked, each child named by its place
+/// among the refs, compressed.
+///
+/// # Errors
+/// As [`Tree::encode`].
+pub fn encode_tree(mut tree: Tree) -> Result<(Vec<StorageId>, Vec<u8>), ProtocolError> {
+    let mut refs: Vec<StorageId> = tree
+        .entries
+        .iter_mut()
+        .filter_map(|e| child_mut(&mut e.kind).map(|id| StorageId(*id)))
+        .collect();
+    refs.sort_unstable();
+    refs.dedup();
+    for entry in &mut tree.entries {
+        if let Some(id) = child_mut(&mut entry.kind) {
+            let place = refs.binary_search(&StorageId(*id)).unwrap_or_default();
+            *id = place_id(place);
+        }
+    }
+    let (_, plain) = tree.encode()?;
+    let (codec, packed) = compress_with(Method::Zstd(ZSTD_LEVEL), &plain);
+    let mut out = Vec::with_capacity(1 + packed.len());
+    out.push(codec.code());
+    out.extend_from_slice(&packed);
+    Ok((refs, out))
+}
+
+/// A tree read from its plaintext, whose header named `refs`: every
+/// child's place must be one of the refs, and every ref named by a child.
+///
+/// # Errors
+/// Bytes that do not unpack or decode, a tree that breaks
+/// [`Tree::check`], a place past the refs, and refs no child names.
+pub fn decode_tree(plain: &[u8], refs: &[StorageId]) -> Result<Tree, ProtocolError> {
+    let (&code, packed) = plain
+        .split_first()
+        .ok_or(ProtocolError::Malformed("sealed tree"))?;
+    let codec = Codec::from_code(code).ok_or(ProtocolError::Malformed("sealed tree codec"))?;
+    let mut tree = Tree::decode_opened(&decompress_slice(codec, packed, MAX_PLAINTEXT)?)?;
+    let mut named = vec![false; refs.len()];
+    for entry in &mut tree.entries {
+        if let Some(id) = child_mut(&mut entry.kind) {
+            let place = u32::from_le_bytes([id[0], id[1], id[2], id[3]]) as usize;
+            if id[4..].iter().any(|b| *b != 0) || place >= refs.len() {
+                return Err(ProtocolError::Malformed(
+                    "a sealed tree child that is not one of its refs",
+                ));
+            }
+            named[place] = true;
+            *id = refs[place].0;
+        }
+    }
+    if named.contains(&false) {
+        return Err(ProtocolError::Malformed(
+            "a sealed tree whose header names what its entries do not",
+        ));
+    }
+    Ok(tree)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -438,6 +527,90 @@ mod tests {
             content
         );
         assert_eq!(content.len(), 200);
+    }
+
+    fn entry(name: &str, kind: EntryKind) -> crate::tree::Entry {
+        crate::tree::Entry {
+            name: name.as_bytes().to_vec(),
+            kind,
+            mode: 0o644,
+            uid: 1000,
+            gid: 1000,
+            mtime_ns: 1_700_000_000_000_000_000,
+            xattrs: Vec::new(),
+        }
+    }
+
+    /// A directory of 50 files (two sharing a content), a subdirectory and
+    /// a symlink.
+    fn directory() -> Tree {
+        let mut entries: Vec<_> = (0..50u8)
+            .map(|i| {
+                let kind = EntryKind::File {
+                    size: 1000 + u64::from(i),
+                    content: ContentId([i.max(1).wrapping_mul(37); 32]),
+                    sparse: None,
+                };
+                entry(&format!("f{i:05}.txt"), kind)
+            })
+            .collect();
+        entries.push(entry(
+            "sub",
+            EntryKind::Dir {
+                tree: TreeId([201; 32]),
+            },
+        ));
+        let target = b"f00001.txt".to_vec();
+        entries.push(entry("link", EntryKind::Symlink { target }));
+        Tree { entries }
+    }
+
+    #[test]
+    fn a_sealed_tree_names_its_children_once_and_comes_back_whole() {
+        let tree = directory();
+        let (refs, plain) = encode_tree(tree.clone()).unwrap();
+        assert_eq!(refs.len(), 50, "49 distinct contents and the subdirectory");
+        let (_, whole) = tree.clone().encode().unwrap();
+        assert!(
+            plain.len() * 3 < whole.len(),
+            "{} vs {}",
+            plain.len(),
+            whole.len()
+        );
+        let mut sorted = tree.clone();
+        sorted.entries.sort_by(|a, b| a.name.cmp(&b.name));
+        assert_eq!(decode_tree(&plain, &refs).unwrap(), sorted);
+        // The same directory seals the same.
+        assert_eq!(encode_tree(tree).unwrap(), (refs, plain));
+    }
+
+    #[test]
+    fn a_sealed_tree_whose_refs_lie_is_refused() {
+        let (refs, plain) = encode_tree(directory()).unwrap();
+        // A ref no child names, or one missing; other refs name other
+        // children (the storage id the endpoint asked for decides them).
+        let mut more = refs.clone();
+        more.push(StorageId([255; 32]));
+        assert!(decode_tree(&plain, &more).is_err());
+        assert!(decode_tree(&plain, &refs[1..]).is_err());
+        let other: Vec<StorageId> = refs.iter().map(|r| StorageId([r.0[0] ^ 1; 32])).collect();
+        let reopened = decode_tree(&plain, &other).unwrap();
+        assert_ne!(reopened, decode_tree(&plain, &refs).unwrap());
+        // A child whose id is not a place among the refs.
+        let mut lying = directory();
+        lying.entries.truncate(1);
+        let (_, plain) = encode_tree(lying.clone()).unwrap();
+        assert!(decode_tree(&plain, &[]).is_err());
+        let (_, raw) = lying.encode().unwrap();
+        let mut packed = vec![Codec::None.code()];
+        packed.extend_from_slice(&raw);
+        let one = [StorageId([1; 32])];
+        assert!(
+            decode_tree(&packed, &one).is_err(),
+            "a full id, not a place"
+        );
+        assert!(decode_tree(&[], &one).is_err());
+        assert!(decode_tree(&[9, 1, 2], &one).is_err());
     }
 
     #[test]

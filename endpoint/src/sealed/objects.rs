@@ -12,7 +12,8 @@ use ferry_protocol::ids::TreeId;
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
 use ferry_protocol::sealed_objects::{
-    encode_chunk, ChunkEntry, Patch, SealedContent, SignaturePatch, MAX_PARTS, PART_CHUNKS,
+    encode_chunk, encode_tree, ChunkEntry, Patch, SealedContent, SignaturePatch, MAX_PARTS,
+    PART_CHUNKS,
 };
 use ferry_protocol::tree::{EntryKind, Tree};
 
@@ -91,25 +92,18 @@ pub(super) fn seal_tree(
     out: &mut Vec<SealedObject>,
 ) -> Result<StorageId> {
     let mut entries = Vec::with_capacity(dir.children.len());
-    let mut refs = Vec::new();
     for (_, child) in dir.children {
         match child {
-            Node::Leaf(entry) => {
-                if let EntryKind::File { content, .. } = &entry.kind {
-                    refs.push(StorageId(content.0));
-                }
-                entries.push(entry);
-            }
+            Node::Leaf(entry) => entries.push(entry),
             Node::Dir(mut sub) => {
                 let mut entry = sub.entry.take().context("directory without metadata")?;
                 let id = seal_tree(keys, sub, out)?;
-                refs.push(id);
                 entry.kind = EntryKind::Dir { tree: TreeId(id.0) };
                 entries.push(entry);
             }
         }
     }
-    let (_, plain) = Tree { entries }.encode()?;
+    let (refs, plain) = encode_tree(Tree { entries })?;
     let (id, bytes) = seal(keys, SealedKind::Tree, refs, &plain)?;
     out.push((id, bytes));
     Ok(id)

@@ -10,9 +10,9 @@ use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::message::StorageId;
-use ferry_protocol::sealed::{Header, SealedKind, SealingKeys};
-use ferry_protocol::sealed_objects::{decode_chunk, ChunkEntry, Patch, MAX_CHAIN};
-use ferry_protocol::tree::{Entry, EntryKind, Tree};
+use ferry_protocol::sealed::{SealedKind, SealingKeys};
+use ferry_protocol::sealed_objects::{decode_chunk, decode_tree, ChunkEntry, Patch, MAX_CHAIN};
+use ferry_protocol::tree::{Entry, EntryKind};
 
 use super::files;
 use super::local::Held;
@@ -103,9 +103,8 @@ async fn walk(
         let mut next = Vec::new();
         for (path, id) in level {
             let (header, plain) = &trees[&id];
-            let tree = Tree::decode_opened(plain)
+            let tree = decode_tree(plain, &header.refs)
                 .map_err(|e| anyhow::anyhow!("sealed tree {} does not decode: {e}", short(&id)))?;
-            check_tree_refs(&tree, header, &id)?;
             for entry in tree.entries {
                 let mut from = path.clone();
                 from.push(entry.name.clone());
@@ -123,28 +122,6 @@ async fn walk(
         level = next;
     }
     Ok(placed)
-}
-
-/// A tree's header must name exactly what its entries name.
-fn check_tree_refs(tree: &Tree, header: &Header, id: &StorageId) -> Result<()> {
-    let mut named: Vec<StorageId> = tree
-        .entries
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EntryKind::File { content, .. } => Some(StorageId(content.0)),
-            EntryKind::Dir { tree } => Some(StorageId(tree.0)),
-            _ => None,
-        })
-        .collect();
-    named.sort_unstable();
-    named.dedup();
-    if named != header.refs {
-        bail!(
-            "sealed tree {} names other objects in its header than in its entries",
-            short(id)
-        );
-    }
-    Ok(())
 }
 
 /// Creates every placed entry under the target: directories as they come,
