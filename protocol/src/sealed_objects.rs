@@ -42,21 +42,49 @@ use crate::ProtocolError;
 
 pub use crate::sealed::MAX_SEALED_OBJECT;
 
-/// Most chunks one content lists: a changed chunk re-sends the content
-/// that lists it (about 40 bytes per chunk), so files of more chunks are
-/// contents of parts.
+/// Most chunks a file may have and still be one content: a changed chunk
+/// re-sends the content that lists it (about 40 bytes per chunk, and its
+/// id in the header), so files of more chunks are contents of parts.
 pub const PART_CHUNKS: usize = 8;
 
-/// Most parts one content lists; a file with more is a content of
-/// contents of parts, up to [`MAX_CONTENT_LEVELS`] deep.
-pub const MAX_PARTS: usize = 8;
+/// Most entries (chunks or parts) one content lists. Parts are cut where
+/// an entry's storage id says so ([`group_ends`]), not every so many
+/// entries, so a chunk added or removed changes the parts around it, not
+/// every part after it.
+pub const MAX_PARTS: usize = 32;
+
+/// Fewest entries a part is cut after (the last part of a list may hold
+/// fewer): each level of parts is at most a quarter of the one below.
+pub const MIN_PARTS: usize = 4;
+
+/// Where a list of entries named by `ids` is cut into parts: after an
+/// entry whose id's last byte is a multiple of 8 once a part holds
+/// [`MIN_PARTS`], and at [`MAX_PARTS`] (about 8 per part). Returns each
+/// part's end.
+pub fn group_ends(ids: impl Iterator<Item = StorageId>) -> Vec<usize> {
+    let mut ends = Vec::new();
+    let mut start = 0;
+    let mut count = 0;
+    for (i, id) in ids.enumerate() {
+        count = i + 1;
+        let len = count - start;
+        if len >= MAX_PARTS || (len >= MIN_PARTS && id.0[31] % 8 == 0) {
+            ends.push(count);
+            start = count;
+        }
+    }
+    if start < count {
+        ends.push(count);
+    }
+    ends
+}
 
 /// The longest chain of patches a chunk may be rebuilt through.
 pub const MAX_CHAIN: u8 = 8;
 
-/// Levels of parts a content may nest (8 chunks × 8¹² parts: far past
-/// any file).
-pub const MAX_CONTENT_LEVELS: usize = 12;
+/// Levels of parts a content may nest (at least 4¹⁶ chunks, 64 TiB of
+/// the smallest: far past any file; about 8 per level in practice).
+pub const MAX_CONTENT_LEVELS: usize = 16;
 
 /// A chunk's plaintext: packed by `method` when that is smaller.
 pub fn encode_chunk(method: Method, data: &[u8]) -> Vec<u8> {
@@ -336,12 +364,12 @@ impl SealedContent {
     ///
     /// # Errors
     /// Bytes that are not exactly one content; chunks and parts both, more
-    /// than [`PART_CHUNKS`] chunks or [`MAX_PARTS`] parts, a chunk over the
+    /// than [`MAX_PARTS`] chunks or parts, a chunk over the
     /// largest chunk or a chain past [`MAX_CHAIN`]; a place past the refs,
     /// or refs it does not name.
     pub fn decode(bytes: &[u8], refs: &[StorageId]) -> Result<Self, ProtocolError> {
         let compact: CompactContent = decode_exact(bytes, "sealed content")?;
-        if compact.chunks.len() > PART_CHUNKS || compact.parts.len() > MAX_PARTS {
+        if compact.chunks.len() > MAX_PARTS || compact.parts.len() > MAX_PARTS {
             return Err(ProtocolError::Malformed("sealed content too long"));
         }
         let named = |place: u16| {
@@ -383,11 +411,11 @@ impl SealedContent {
         if !self.chunks.is_empty() && !self.parts.is_empty() {
             return malformed("a sealed content with both chunks and parts");
         }
-        if self.chunks.len() > PART_CHUNKS || self.parts.len() > MAX_PARTS {
+        if self.chunks.len() > MAX_PARTS || self.parts.len() > MAX_PARTS {
             return Err(ProtocolError::TooLarge {
                 what: "sealed content",
                 len: self.chunks.len().max(self.parts.len()),
-                max: PART_CHUNKS.max(MAX_PARTS),
+                max: MAX_PARTS,
             });
         }
         if self
@@ -611,6 +639,35 @@ mod tests {
         );
         assert!(decode_tree(&[], &one).is_err());
         assert!(decode_tree(&[9, 1, 2], &one).is_err());
+    }
+
+    #[test]
+    fn parts_are_cut_by_ids_so_a_removed_chunk_moves_only_its_own_part() {
+        let ids: Vec<StorageId> = (0..2000u32)
+            .map(|i| StorageId(*blake3::hash(&i.to_le_bytes()).as_bytes()))
+            .collect();
+        let ends = group_ends(ids.iter().copied());
+        assert_eq!(*ends.last().unwrap(), ids.len());
+        let lens: Vec<usize> = std::iter::once(0)
+            .chain(ends.iter().copied())
+            .zip(&ends)
+            .map(|(start, end)| end - start)
+            .collect();
+        assert!(lens.iter().all(|len| *len <= MAX_PARTS));
+        assert!(lens[..lens.len() - 1].iter().all(|len| *len >= MIN_PARTS));
+        let mean = ids.len() / lens.len();
+        assert!((6..=14).contains(&mean), "{mean} per part");
+        // One entry removed near the start: the parts after its own (and
+        // perhaps the next) are the same lists, shifted by one.
+        let mut fewer = ids.clone();
+        fewer.remove(100);
+        let after: Vec<usize> = group_ends(fewer.iter().copied())
+            .into_iter()
+            .filter(|end| *end > 140)
+            .map(|end| end + 1)
+            .collect();
+        let before: Vec<usize> = ends.into_iter().filter(|end| *end > 141).collect();
+        assert_eq!(after, before);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use ferry_protocol::ids::TreeId;
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
 use ferry_protocol::sealed_objects::{
-    encode_chunk, encode_tree, ChunkEntry, Patch, SealedContent, SignaturePatch, MAX_PARTS,
+    encode_chunk, encode_tree, group_ends, ChunkEntry, Patch, SealedContent, SignaturePatch,
     PART_CHUNKS,
 };
 use ferry_protocol::tree::{EntryKind, Tree};
@@ -25,8 +25,9 @@ pub(super) type SealedObject = (StorageId, Vec<u8>);
 
 /// A file's content sealed: its storage id, and every object of it,
 /// children first. A file of more than [`PART_CHUNKS`] chunks is a
-/// content of parts (of parts, for a large one), so a changed chunk
-/// changes only the short lists above it. Sealing is deterministic: the
+/// content of parts (of parts, for a large one) cut where the entries'
+/// ids say, so a changed, added or removed chunk changes only the short
+/// lists above it. Sealing is deterministic: the
 /// same chunks give the same objects.
 pub(super) fn content_objects(
     keys: &SealingKeys,
@@ -58,18 +59,16 @@ pub(super) fn content_objects(
         })?;
         return Ok((id, objects));
     }
-    let mut parts = entries
-        .chunks(PART_CHUNKS)
-        .map(|part| {
+    let mut parts = in_groups(&entries, |c| c.data)
+        .map(|group| {
             seal_one(SealedContent {
-                chunks: part.to_vec(),
+                chunks: group.to_vec(),
                 parts: Vec::new(),
             })
         })
         .collect::<Result<Vec<_>>>()?;
-    while parts.len() > MAX_PARTS {
-        parts = parts
-            .chunks(MAX_PARTS)
+    while parts.len() > PART_CHUNKS {
+        parts = in_groups(&parts, |(id, _)| *id)
             .map(|group| {
                 seal_one(SealedContent {
                     chunks: Vec::new(),
@@ -83,6 +82,13 @@ pub(super) fn content_objects(
         parts,
     })?;
     Ok((id, objects))
+}
+
+/// `items` cut into parts where their ids say ([`group_ends`]).
+fn in_groups<T>(items: &[T], id: impl Fn(&T) -> StorageId) -> impl Iterator<Item = &[T]> {
+    let ends = group_ends(items.iter().map(id));
+    let starts = std::iter::once(0).chain(ends.clone());
+    starts.zip(ends).map(move |(start, end)| &items[start..end])
 }
 
 /// Seals `dir` and those below it into `out`, children first.
