@@ -414,6 +414,27 @@ pub enum Message {
         /// Start of the backup, ms since the epoch.
         started_ms: i64,
     },
+    /// Fetches the sealed roots, trees and contents at and below `roots`
+    /// (protocol 1.7), at most [`MAX_BATCH`]: the relay follows the clear
+    /// headers' refs breadth-first and sends each root, tree and content it
+    /// reaches once (chunks, patches and signatures it passes over), as
+    /// many as fit one reply, so a restore learns a snapshot's shape in a
+    /// round trip or two instead of one per level. Answered by
+    /// `SealedBelow`.
+    GetSealedBelow {
+        /// Where to start (snapshot roots, trees or contents).
+        roots: Vec<StorageId>,
+        /// Bytes of objects the endpoint wants at most in the reply (the
+        /// relay sends no more than a message holds).
+        room: u32,
+    },
+    /// Trees and contents reached, each with its storage id, breadth
+    /// first. Those past the reply's room are not sent: the endpoint asks
+    /// for what it still lacks (below it, or one by one).
+    SealedBelow {
+        /// The objects sent.
+        objects: Vec<(StorageId, serde_bytes::ByteBuf)>,
+    },
 }
 
 /// The first protocol minor whose relays store sealed objects.
@@ -486,6 +507,8 @@ impl Message {
             Message::GetSealed { .. } => "GetSealed",
             Message::SealedObjects { .. } => "SealedObjects",
             Message::CommitSealed { .. } => "CommitSealed",
+            Message::GetSealedBelow { .. } => "GetSealedBelow",
+            Message::SealedBelow { .. } => "SealedBelow",
         }
     }
 }

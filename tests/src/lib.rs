@@ -623,9 +623,20 @@ impl Endpoint {
     pub fn set_addresses(&self, addresses: &[String]) {
         let path = self.state().join("relay.toml");
         let text = fs::read_to_string(&path).expect("relay.toml");
-        let head = text.split("addresses = ").next().expect("text");
         let list: Vec<String> = addresses.iter().map(|a| format!("{a:?}")).collect();
-        fs::write(&path, format!("{head}addresses = [{}]\n", list.join(", "))).expect("write");
+        let line = format!("addresses = [{}]", list.join(", "));
+        // Only the addresses line: what follows it (the client's mode) stays.
+        let lines: Vec<&str> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("addresses = ") {
+                    line.as_str()
+                } else {
+                    l
+                }
+            })
+            .collect();
+        fs::write(&path, lines.join("\n") + "\n").expect("write");
     }
 }
 

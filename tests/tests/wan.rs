@@ -76,6 +76,24 @@ fn a_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips() {
     assert_eq!(restored["files_changed"], 30, "{restored}");
 }
 
+#[test]
+fn a_sealed_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips() {
+    // The relay cannot read a sealed client's trees, but it can follow
+    // their headers' refs: it sends the trees and contents below the
+    // restored directory in one reply, not a level per round trip.
+    let (relay, endpoint) = ferry_tests::paired_in(true);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    make_tree(&src);
+    endpoint.backup_json(&[arg(&src)]);
+    let link = Link::start(relay.session_addr, "100ms", "10Mbit", "50Mbit");
+    endpoint.set_addresses(&[link.addr.to_string()]);
+    let out = work.path().join("out");
+    let restored =
+        restore_in_few_round_trips(&endpoint, &src, &out, "sealed, into an empty directory");
+    assert_eq!(restored["files_new"], 2000, "{restored}");
+}
+
 /// Restores `src` onto `out`, checks it is identical and that the restore
 /// waited fewer than 20 round trips; returns its summary.
 fn restore_in_few_round_trips(

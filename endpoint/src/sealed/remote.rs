@@ -20,6 +20,9 @@ const IN_FLIGHT: usize = 16;
 /// Ids asked for in one `GetSealed` (small objects: many; the relay sends
 /// fewer when they do not fit one message).
 const GET_BATCH: usize = 64;
+/// Bytes of roots, trees and contents kept from `GetSealedBelow` replies,
+/// at most: past it, what is missing is fetched as it is needed.
+const BELOW_BYTES: usize = 64 << 20;
 
 /// Sealed objects out and in through one session.
 pub struct Remote<'c> {
@@ -38,6 +41,10 @@ pub struct Remote<'c> {
     /// Objects sent and their bytes, by kind (chunk, patch, signature,
     /// content, tree, root): what the debug log shows at the end.
     pub sent_by_kind: [(u64, u64); 6],
+    /// Roots, trees and contents the relay sent ahead.
+    ahead: HashMap<StorageId, Vec<u8>>,
+    /// Their bytes.
+    ahead_bytes: usize,
 }
 
 /// One object waiting to be sent.
@@ -73,6 +80,8 @@ impl<'c> Remote<'c> {
             sent: HashSet::new(),
             whole_chunks_sent: 0,
             sent_by_kind: [(0, 0); 6],
+            ahead: HashMap::new(),
+            ahead_bytes: 0,
         }
     }
 
@@ -197,6 +206,47 @@ impl<'c> Remote<'c> {
         Ok(())
     }
 
+    /// Asks the relay for the trees and contents at and below those of
+    /// `roots` not already at hand, up to `room` bytes a reply, in one
+    /// round trip (a batch per [`MAX_BATCH`] roots, all in flight); later
+    /// fetches take them from what came. Nothing is trusted until opened.
+    ///
+    /// # Errors
+    /// Session failures and answers that are not `SealedBelow`.
+    pub async fn ahead_below(&mut self, roots: &[StorageId], room: u32) -> Result<()> {
+        let missing: Vec<StorageId> = roots
+            .iter()
+            .filter(|id| !self.ahead.contains_key(id))
+            .copied()
+            .collect();
+        if missing.is_empty() || self.ahead_bytes >= BELOW_BYTES {
+            return Ok(());
+        }
+        let batches: Vec<&[StorageId]> = missing.chunks(MAX_BATCH).collect();
+        for batch in &batches {
+            self.client
+                .ask(&Message::GetSealedBelow {
+                    roots: batch.to_vec(),
+                    room,
+                })
+                .await?;
+        }
+        for _ in &batches {
+            let objects = match self.client.answer().await? {
+                Message::SealedBelow { objects } => objects,
+                other => return Err(unexpected("SealedBelow", &other)),
+            };
+            for (id, bytes) in objects {
+                if bytes.len() > MAX_SEALED_OBJECT || self.ahead_bytes >= BELOW_BYTES {
+                    continue;
+                }
+                self.ahead_bytes += bytes.len();
+                self.ahead.insert(id, bytes.into_vec());
+            }
+        }
+        Ok(())
+    }
+
     /// Fetches the objects `ids` (each once), as stored: the caller opens them.
     ///
     /// # Errors
@@ -207,6 +257,15 @@ impl<'c> Remote<'c> {
         wanted.sort_unstable();
         wanted.dedup();
         let mut got = HashMap::with_capacity(wanted.len());
+        // What the relay sent ahead first (kept: a root or a tree may be
+        // asked for twice; all of it within BELOW_BYTES).
+        wanted.retain(|id| match self.ahead.get(id) {
+            Some(bytes) => {
+                got.insert(*id, bytes.clone());
+                false
+            }
+            None => true,
+        });
         let mut queue: std::collections::VecDeque<Vec<StorageId>> =
             wanted.chunks(GET_BATCH).map(<[_]>::to_vec).collect();
         let mut flying: std::collections::VecDeque<Vec<StorageId>> = Default::default();

@@ -44,8 +44,10 @@ pub async fn run(
     let started = std::time::Instant::now();
     let info = resolve(client, request.set.as_deref(), request.snapshot).await?;
     let mut remote = Remote::new(client);
-    super::roots::newest(state, &mut remote, keys, &info.set).await?;
     let root_id = StorageId(info.root.0);
+    // The root and the first levels below it in one round trip.
+    remote.ahead_below(&[root_id], THROUGH_ROOM).await?;
+    super::roots::newest(state, &mut remote, keys, &info.set).await?;
     let roots = super::roots::open_roots(&mut remote, keys, &[root_id]).await?;
     let root = roots
         .get(&root_id)
@@ -79,8 +81,12 @@ pub async fn run(
     Ok(summary)
 }
 
-/// Opens the trees breadth first, a level per batch of fetches; returns the
-/// selected entries in snapshot order (parents before children).
+/// Bytes of trees asked for ahead below the ancestors of what is restored.
+const THROUGH_ROOM: u32 = 256 * 1024;
+
+/// Opens the trees breadth first (what the relay sent ahead below them, or
+/// a level per batch of fetches); returns the selected entries in snapshot
+/// order (parents before children).
 async fn walk(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
@@ -88,7 +94,8 @@ async fn walk(
     root: StorageId,
 ) -> Result<Vec<Placed>> {
     let mut placed = Vec::new();
-    let mut level: Vec<(Vec<Vec<u8>>, StorageId)> = vec![(Vec::new(), root)];
+    let whole = matches!(selection.place(&[]), Place::At(_));
+    let mut level: Vec<(Vec<Vec<u8>>, StorageId, bool)> = vec![(Vec::new(), root, whole)];
     let mut depth = 0;
     while !level.is_empty() {
         depth += 1;
@@ -98,10 +105,21 @@ async fn walk(
                 crate::fetcher::MAX_DEPTH
             );
         }
-        let ids: Vec<StorageId> = level.iter().map(|(_, id)| *id).collect();
+        let ids: Vec<StorageId> = level.iter().map(|(_, id, _)| *id).collect();
+        // Below a directory restored whole, the relay sends what lies
+        // below it too, a message's worth: deeper levels and the files'
+        // contents then cost no round trip of their own. Below the
+        // ancestors of what is restored, a little (their chain down to it,
+        // usually; not a sibling's whole history).
+        let (wholes, through): (Vec<_>, Vec<_>) = level.iter().partition(|(_, _, w)| *w);
+        let ids_of = |l: Vec<&(Vec<Vec<u8>>, StorageId, bool)>| -> Vec<StorageId> {
+            l.into_iter().map(|(_, id, _)| *id).collect()
+        };
+        remote.ahead_below(&ids_of(wholes), u32::MAX).await?;
+        remote.ahead_below(&ids_of(through), THROUGH_ROOM).await?;
         let trees = remote.open_all(keys, SealedKind::Tree, &ids).await?;
         let mut next = Vec::new();
-        for (path, id) in level {
+        for (path, id, _) in level {
             let (header, plain) = &trees[&id];
             let tree = decode_tree(plain, &header.refs)
                 .map_err(|e| anyhow::anyhow!("sealed tree {} does not decode: {e}", short(&id)))?;
@@ -111,7 +129,8 @@ async fn walk(
                 let place = selection.place(&from);
                 if let EntryKind::Dir { tree } = &entry.kind {
                     if !matches!(place, Place::Skip) {
-                        next.push((from.clone(), StorageId(tree.0)));
+                        let whole = matches!(place, Place::At(_));
+                        next.push((from.clone(), StorageId(tree.0), whole));
                     }
                 }
                 if let Place::At(at) = place {

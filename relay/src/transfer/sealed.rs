@@ -8,11 +8,11 @@
 //! So a sealed object in the catalog always has what it names, and a
 //! commit need only find its root (see `closure`).
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::message::{set_missing, Message, StorageId, MAX_BATCH, MAX_UNSYNCED_REFS};
-use ferry_protocol::sealed::Header;
+use ferry_protocol::sealed::{Header, SealedKind};
 use ferry_protocol::sealed_objects::MAX_SEALED_OBJECT;
 
 use super::{check, violation, Result, Transfer};
@@ -20,6 +20,9 @@ use crate::catalog::BlobKind;
 
 /// Room left in a `SealedObjects` reply for its framing.
 const REPLY_ROOM: usize = MAX_MESSAGE - 16 * 1024;
+
+/// Ids a `GetSealedBelow` holds waiting to be looked at, at most (2 MiB).
+const MAX_BELOW_QUEUE: usize = 1 << 16;
 
 impl Transfer {
     /// Which of `ids` the client lacks (a bit each); those it holds are
@@ -103,6 +106,57 @@ impl Transfer {
             objects.push(found.map(|(_, bytes)| serde_bytes::ByteBuf::from(bytes)));
         }
         Ok(Message::SealedObjects { objects })
+    }
+
+    /// The trees and contents at and below `roots`, breadth-first, each
+    /// once, as many as fit `room` bytes and one reply. An object is followed only when its
+    /// row says it is stored twice (trees, contents and roots are; chunks,
+    /// patches and signatures once), so the walk never reads file data;
+    /// only roots, trees and contents are sent, and at most [`MAX_BELOW_QUEUE`]
+    /// ids wait to be looked at (past that, what an object names is not
+    /// followed: the endpoint asks for it).
+    pub(super) fn get_sealed_below(&self, roots: &[StorageId], room: usize) -> Result<Message> {
+        check!(
+            roots.len() <= MAX_BATCH,
+            "batch of {} ids exceeds the limit of {MAX_BATCH}",
+            roots.len()
+        );
+        let mut queue: VecDeque<StorageId> = roots.iter().copied().collect();
+        let mut seen: HashSet<StorageId> = queue.iter().copied().collect();
+        let mut objects = Vec::new();
+        let mut room = room.min(REPLY_ROOM);
+        let reading = self.repo.blobs().reading();
+        while let Some(id) = queue.pop_front() {
+            let Some(row) = self.find(BlobKind::Sealed, &id.0)? else {
+                continue;
+            };
+            if row.copies < 2 {
+                continue;
+            }
+            // Full: the walk ends (what is left is asked for again).
+            let need = row.at.len as usize + 48;
+            if need > room {
+                break;
+            }
+            let bytes = reading.read(&row.at)?;
+            let Ok((header, _)) = Header::read(&bytes) else {
+                continue;
+            };
+            if !matches!(
+                header.kind,
+                SealedKind::Root | SealedKind::Tree | SealedKind::Content
+            ) {
+                continue;
+            }
+            for r in &header.refs {
+                if queue.len() < MAX_BELOW_QUEUE && seen.insert(*r) {
+                    queue.push_back(*r);
+                }
+            }
+            room -= need;
+            objects.push((id, serde_bytes::ByteBuf::from(bytes)));
+        }
+        Ok(Message::SealedBelow { objects })
     }
 
     /// At a sync: the pending sealed objects that name something not

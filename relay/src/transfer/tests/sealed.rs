@@ -124,3 +124,70 @@ fn a_sealed_object_that_is_not_one_or_names_too_much_ends_the_session() {
     let refused = refused.expect("refused past the bound");
     assert!(refused.to_string().contains("without a Sync"), "{refused}");
 }
+
+fn below(t: &mut Transfer, roots: &[StorageId], room: u32) -> Vec<StorageId> {
+    match t
+        .handle(Message::GetSealedBelow {
+            roots: roots.to_vec(),
+            room,
+        })
+        .unwrap()
+    {
+        Some(Message::SealedBelow { objects }) => objects.into_iter().map(|(id, _)| id).collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_trees_and_contents_below_a_root_come_in_one_reply_without_file_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, b) = relay(dir.path());
+    let keys = keys();
+    let (chunk, chunk_bytes) = seal(&keys, SealedKind::Chunk, vec![], b"data").unwrap();
+    let (content, content_bytes) = seal(&keys, SealedKind::Content, vec![chunk], b"c").unwrap();
+    let (sub, sub_bytes) = seal(&keys, SealedKind::Tree, vec![content], b"sub").unwrap();
+    let (tree, tree_bytes) = seal(&keys, SealedKind::Tree, vec![sub, content], b"t").unwrap();
+    let (root, root_bytes) = seal(&keys, SealedKind::Root, vec![tree], b"root").unwrap();
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    begin(&mut t);
+    put(
+        &mut t,
+        &[
+            &chunk_bytes,
+            &content_bytes,
+            &sub_bytes,
+            &tree_bytes,
+            &root_bytes,
+        ],
+    );
+    assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+
+    // Breadth first (a tree's refs in their sorted order), each once, the
+    // chunk passed over.
+    let all = below(&mut t, &[root], u32::MAX);
+    assert_eq!(all[..2], [root, tree]);
+    let mut rest = all[2..].to_vec();
+    rest.sort_unstable();
+    let mut expected = vec![sub, content];
+    expected.sort_unstable();
+    assert_eq!(rest, expected);
+    assert_eq!(below(&mut t, &[sub], u32::MAX), [sub, content]);
+    assert_eq!(below(&mut t, &[chunk], u32::MAX), Vec::<StorageId>::new());
+    // Within the room asked for: the root alone, then nothing.
+    let one = root_bytes.len() as u32 + 48;
+    assert_eq!(below(&mut t, &[root], one), [root]);
+    assert_eq!(below(&mut t, &[root], 10), Vec::<StorageId>::new());
+    // Another client reaches nothing; too many roots end the session.
+    let mut other = Transfer::new(Arc::clone(&repo), b, None);
+    assert_eq!(
+        below(&mut other, &[root], u32::MAX),
+        Vec::<StorageId>::new()
+    );
+    let err = other
+        .handle(Message::GetSealedBelow {
+            roots: vec![root; ferry_protocol::message::MAX_BATCH + 1],
+            room: 1,
+        })
+        .unwrap_err();
+    assert_eq!(err.refusal(), Refusal::ProtocolViolation);
+}
