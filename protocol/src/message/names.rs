@@ -1,0 +1,63 @@
+//! Each message's name, for logs and errors.
+
+use super::Message;
+
+impl Message {
+    /// The variant's name, for logs and errors (never parsed from `Debug`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::Ping { .. } => "Ping",
+            Message::Pong { .. } => "Pong",
+            Message::BackupBegin { .. } => "BackupBegin",
+            Message::BackupReady { .. } => "BackupReady",
+            Message::QueryChunks { .. } => "QueryChunks",
+            Message::ChunksMissing { .. } => "ChunksMissing",
+            Message::GetSignatures { .. } => "GetSignatures",
+            Message::Signatures { .. } => "Signatures",
+            Message::PutChunk { .. } => "PutChunk",
+            Message::PutDelta { .. } => "PutDelta",
+            Message::QueryObjects { .. } => "QueryObjects",
+            Message::ObjectsMissing { .. } => "ObjectsMissing",
+            Message::PutObject { .. } => "PutObject",
+            Message::Sync => "Sync",
+            Message::Synced { .. } => "Synced",
+            Message::Commit { .. } => "Commit",
+            Message::Committed { .. } => "Committed",
+            Message::ListSnapshots { .. } => "ListSnapshots",
+            Message::SnapshotList { .. } => "SnapshotList",
+            Message::GetObject { .. } => "GetObject",
+            Message::Object { .. } => "Object",
+            Message::GetChunk { .. } => "GetChunk",
+            Message::ChunkData { .. } => "ChunkData",
+            Message::ChunkDelta { .. } => "ChunkDelta",
+            Message::PutChunks { .. } => "PutChunks",
+            Message::Failed { .. } => "Failed",
+            Message::Close { .. } => "Close",
+            Message::PutObjectPatch { .. } => "PutObjectPatch",
+            Message::GetDamage => "GetDamage",
+            Message::Damage { .. } => "Damage",
+            Message::Refused { .. } => "Refused",
+            Message::Working => "Working",
+            Message::GetUsage => "GetUsage",
+            Message::Usage { .. } => "Usage",
+            Message::GetKeptBy { .. } => "GetKeptBy",
+            Message::KeptBy { .. } => "KeptBy",
+            Message::Fetch { .. } => "Fetch",
+            Message::Fetched { .. } => "Fetched",
+            Message::GetBaseSignatures { .. } => "GetBaseSignatures",
+            Message::SetKeyWrap { .. } => "SetKeyWrap",
+            Message::KeyWrapKept => "KeyWrapKept",
+            Message::GetKeyWrap => "GetKeyWrap",
+            Message::KeyWrap { .. } => "KeyWrap",
+            Message::SetRecoveryWrap { .. } => "SetRecoveryWrap",
+            Message::QuerySealed { .. } => "QuerySealed",
+            Message::PutSealed { .. } => "PutSealed",
+            Message::GetSealed { .. } => "GetSealed",
+            Message::SealedObjects { .. } => "SealedObjects",
+            Message::CommitSealed { .. } => "CommitSealed",
+            Message::GetSealedBelow { .. } => "GetSealedBelow",
+            Message::SealedBelow { .. } => "SealedBelow",
+        }
+    }
+}
