@@ -8,14 +8,19 @@
 use std::fs;
 use std::path::PathBuf;
 
+use ferry_protocol::compress::Method;
 use ferry_protocol::frame::encode_frame;
 use ferry_protocol::fuzzing;
+use ferry_protocol::ids::{ContentId, TreeId};
 use ferry_protocol::message::{Hello, Message};
 use ferry_protocol::pairing::EndpointStart;
 use ferry_protocol::sealed::{seal, SealedKind, StorageId};
-use ferry_protocol::sealed_objects::{ChunkEntry, SealedContent, SignaturePatch};
+use ferry_protocol::sealed_objects::{
+    encode_tree, ChunkEntry, Patch, SealedContent, SignaturePatch,
+};
 use ferry_protocol::session::Initiator;
 use ferry_protocol::timestamp::Timestamp;
+use ferry_protocol::tree::{Entry, EntryKind, Tree};
 
 type Target = (&'static str, fn(&[u8]));
 
@@ -180,6 +185,41 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     let mut plain = vec![0];
     plain.extend(SignaturePatch::between(&old, &new).encode().unwrap());
     out.push(("sealed_plaintexts", "signature-patch", plain));
+    // A directory of a file and a subdirectory, naming refs 0 and 1.
+    let entry = |name: &str, kind| Entry {
+        name: name.as_bytes().to_vec(),
+        kind,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime_ns: 0,
+        xattrs: Vec::new(),
+    };
+    let file = EntryKind::File {
+        size: 3000,
+        content: ContentId([0; 32]),
+        sparse: None,
+    };
+    let dir = EntryKind::Dir {
+        tree: TreeId([1; 32]),
+    };
+    let tree = Tree {
+        entries: vec![entry("a.txt", file), entry("sub", dir)],
+    };
+    let mut plain = vec![2];
+    plain.extend(encode_tree(tree).unwrap().1);
+    out.push(("sealed_plaintexts", "tree", plain));
+    // A patch against ref 0, its delta compressed.
+    let delta = ferry_protocol::delta::diff(old.clone(), &edited).unwrap();
+    let patch = Patch {
+        base: StorageId([0; 32]),
+        keyed: [5; 32],
+        depth: 1,
+        delta,
+    };
+    let mut plain = vec![2];
+    plain.extend(patch.encode(Method::Zstd(3)).unwrap());
+    out.push(("sealed_plaintexts", "patch", plain));
     out
 }
 
