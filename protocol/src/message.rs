@@ -429,6 +429,9 @@ pub enum Message {
         /// Bytes of objects the endpoint wants at most in the reply (the
         /// relay sends no more than a message holds).
         room: u32,
+        /// Whether file contents are wanted too, or only roots and trees
+        /// (a restore onto files the target mostly holds needs few).
+        contents: bool,
     },
     /// Trees and contents reached, each with its storage id, breadth
     /// first. Those past the reply's room are not sent: the endpoint asks

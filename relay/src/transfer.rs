@@ -332,9 +332,13 @@ impl Transfer {
             Message::QuerySealed { ids } => self.query_sealed(&ids).map(Some),
             Message::PutSealed { objects } => self.put_sealed(objects).map(stored),
             Message::GetSealed { ids } => self.get_sealed(&ids).map(Some),
-            Message::GetSealedBelow { roots, room } => {
-                self.get_sealed_below(&roots, room as usize).map(Some)
-            }
+            Message::GetSealedBelow {
+                roots,
+                room,
+                contents,
+            } => self
+                .get_sealed_below(&roots, room as usize, contents)
+                .map(Some),
             Message::ListSnapshots { set } => self.snapshots(set.as_deref()).map(Some),
             Message::GetObject { id } => self.get_object(&id).map(Some),
             Message::GetChunk { id, base_signature } => {

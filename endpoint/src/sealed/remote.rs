@@ -207,13 +207,19 @@ impl<'c> Remote<'c> {
     }
 
     /// Asks the relay for the trees and contents at and below those of
-    /// `roots` not already at hand, up to `room` bytes a reply, in one
+    /// `roots` not already at hand (contents only if `contents`), up to
+    /// `room` bytes a reply, in one
     /// round trip (a batch per [`MAX_BATCH`] roots, all in flight); later
     /// fetches take them from what came. Nothing is trusted until opened.
     ///
     /// # Errors
     /// Session failures and answers that are not `SealedBelow`.
-    pub async fn ahead_below(&mut self, roots: &[StorageId], room: u32) -> Result<()> {
+    pub async fn ahead_below(
+        &mut self,
+        roots: &[StorageId],
+        room: u32,
+        contents: bool,
+    ) -> Result<()> {
         let missing: Vec<StorageId> = roots
             .iter()
             .filter(|id| !self.ahead.contains_key(id))
@@ -228,6 +234,7 @@ impl<'c> Remote<'c> {
                 .ask(&Message::GetSealedBelow {
                     roots: batch.to_vec(),
                     room,
+                    contents,
                 })
                 .await?;
         }

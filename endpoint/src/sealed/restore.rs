@@ -45,8 +45,13 @@ pub async fn run(
     let info = resolve(client, request.set.as_deref(), request.snapshot).await?;
     let mut remote = Remote::new(client);
     let root_id = StorageId(info.root.0);
+    // Into an empty target every file's content is needed; onto files it
+    // holds, few are (those unchanged are skipped before their contents).
+    let contents = std::fs::read_dir(&request.map_to).map_or(true, |mut d| d.next().is_none());
     // The root and the first levels below it in one round trip.
-    remote.ahead_below(&[root_id], THROUGH_ROOM).await?;
+    remote
+        .ahead_below(&[root_id], THROUGH_ROOM, contents)
+        .await?;
     super::roots::newest(state, &mut remote, keys, &info.set).await?;
     let roots = super::roots::open_roots(&mut remote, keys, &[root_id]).await?;
     let root = roots
@@ -63,7 +68,14 @@ pub async fn run(
     let target = Target::open(&request.map_to, request.preserve_privileges)
         .with_context(|| format!("cannot open the target {}", request.map_to.display()))?;
     let selection = Selection::of(request);
-    let placed = walk(&mut remote, keys, &selection, StorageId(root.tree)).await?;
+    let placed = walk(
+        &mut remote,
+        keys,
+        &selection,
+        StorageId(root.tree),
+        contents,
+    )
+    .await?;
     if placed.is_empty() {
         bail!(
             "snapshot {} holds nothing under the paths asked for",
@@ -84,14 +96,16 @@ pub async fn run(
 /// Bytes of trees asked for ahead below the ancestors of what is restored.
 const THROUGH_ROOM: u32 = 256 * 1024;
 
-/// Opens the trees breadth first (what the relay sent ahead below them, or
-/// a level per batch of fetches); returns the selected entries in snapshot
-/// order (parents before children).
+/// Opens the trees breadth first (what the relay sent ahead below them,
+/// with the files' contents if `contents`, or a level per batch of
+/// fetches); returns the selected entries in snapshot order (parents
+/// before children).
 async fn walk(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     selection: &Selection,
     root: StorageId,
+    contents: bool,
 ) -> Result<Vec<Placed>> {
     let mut placed = Vec::new();
     let whole = matches!(selection.place(&[]), Place::At(_));
@@ -115,8 +129,12 @@ async fn walk(
         let ids_of = |l: Vec<&(Vec<Vec<u8>>, StorageId, bool)>| -> Vec<StorageId> {
             l.into_iter().map(|(_, id, _)| *id).collect()
         };
-        remote.ahead_below(&ids_of(wholes), u32::MAX).await?;
-        remote.ahead_below(&ids_of(through), THROUGH_ROOM).await?;
+        remote
+            .ahead_below(&ids_of(wholes), u32::MAX, contents)
+            .await?;
+        remote
+            .ahead_below(&ids_of(through), THROUGH_ROOM, contents)
+            .await?;
         let trees = remote.open_all(keys, SealedKind::Tree, &ids).await?;
         let mut next = Vec::new();
         for (path, id, _) in level {

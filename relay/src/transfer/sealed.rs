@@ -108,14 +108,20 @@ impl Transfer {
         Ok(Message::SealedObjects { objects })
     }
 
-    /// The trees and contents at and below `roots`, breadth-first, each
-    /// once, as many as fit `room` bytes and one reply. An object is followed only when its
+    /// The roots, trees and (if `contents`) contents at and below
+    /// `roots`, breadth-first, each once, as many as fit `room` bytes and
+    /// one reply. An object is followed only when its
     /// row says it is stored twice (trees, contents and roots are; chunks,
     /// patches and signatures once), so the walk never reads file data;
     /// only roots, trees and contents are sent, and at most [`MAX_BELOW_QUEUE`]
     /// ids wait to be looked at (past that, what an object names is not
     /// followed: the endpoint asks for it).
-    pub(super) fn get_sealed_below(&self, roots: &[StorageId], room: usize) -> Result<Message> {
+    pub(super) fn get_sealed_below(
+        &self,
+        roots: &[StorageId],
+        room: usize,
+        contents: bool,
+    ) -> Result<Message> {
         check!(
             roots.len() <= MAX_BATCH,
             "batch of {} ids exceeds the limit of {MAX_BATCH}",
@@ -142,10 +148,12 @@ impl Transfer {
             let Ok((header, _)) = Header::read(&bytes) else {
                 continue;
             };
-            if !matches!(
-                header.kind,
-                SealedKind::Root | SealedKind::Tree | SealedKind::Content
-            ) {
+            let wanted = match header.kind {
+                SealedKind::Root | SealedKind::Tree => true,
+                SealedKind::Content => contents,
+                _ => false,
+            };
+            if !wanted {
                 continue;
             }
             for r in &header.refs {

@@ -126,10 +126,15 @@ fn a_sealed_object_that_is_not_one_or_names_too_much_ends_the_session() {
 }
 
 fn below(t: &mut Transfer, roots: &[StorageId], room: u32) -> Vec<StorageId> {
+    below_with(t, roots, room, true)
+}
+
+fn below_with(t: &mut Transfer, roots: &[StorageId], room: u32, contents: bool) -> Vec<StorageId> {
     match t
         .handle(Message::GetSealedBelow {
             roots: roots.to_vec(),
             room,
+            contents,
         })
         .unwrap()
     {
@@ -172,6 +177,8 @@ fn the_trees_and_contents_below_a_root_come_in_one_reply_without_file_data() {
     expected.sort_unstable();
     assert_eq!(rest, expected);
     assert_eq!(below(&mut t, &[sub], u32::MAX), [sub, content]);
+    // Trees only: the contents neither sent nor followed.
+    assert_eq!(below_with(&mut t, &[sub], u32::MAX, false), [sub]);
     assert_eq!(below(&mut t, &[chunk], u32::MAX), Vec::<StorageId>::new());
     // Within the room asked for: the root alone, then nothing.
     let one = root_bytes.len() as u32 + 48;
@@ -187,6 +194,7 @@ fn the_trees_and_contents_below_a_root_come_in_one_reply_without_file_data() {
         .handle(Message::GetSealedBelow {
             roots: vec![root; ferry_protocol::message::MAX_BATCH + 1],
             room: 1,
+            contents: true,
         })
         .unwrap_err();
     assert_eq!(err.refusal(), Refusal::ProtocolViolation);
