@@ -445,6 +445,11 @@ fn a_restore_onto_the_older_version_fetches_only_the_patches() {
     restore_into(&endpoint, &first["snapshot"].to_string(), &src, &out);
     let onto = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&out)]);
     assert_eq!(fs::read(out.join("big.bin")).unwrap(), data);
+    assert_eq!(
+        onto["files_changed"], 1,
+        "written over the older version: {onto}"
+    );
+    assert_eq!(onto["files_new"], 0, "{onto}");
     let received = onto["bytes_received"].as_u64().unwrap();
     eprintln!("figure: sealed restore of a 1-byte edit onto the older 4 MiB version received {received} bytes");
     assert!(received < 64 * 1024, "received {received}: {onto}");

@@ -145,10 +145,11 @@ pub(super) async fn write(
     jobs: &[FileJob],
 ) -> Result<Written> {
     // rsync's quick check: a file of the same size and mtime is the same.
-    let mut unchanged = vec![false; jobs.len()];
-    for (job, same) in jobs.iter().zip(unchanged.iter_mut()) {
-        *same = matches!(already_there(target, job), Ok(true));
-    }
+    let found: Vec<AtTarget> = jobs
+        .iter()
+        .map(|job| already_there(target, job).unwrap_or(AtTarget::Nothing))
+        .collect();
+    let unchanged: Vec<bool> = found.iter().map(|f| *f == AtTarget::Same).collect();
     let ids: Vec<StorageId> = jobs
         .iter()
         .zip(&unchanged)
@@ -198,9 +199,15 @@ pub(super) async fn write(
         }
         return Err(e);
     }
+    let replaced = found
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| **f == AtTarget::Other && !writer.failed.iter().any(|(j, _)| j == i))
+        .count() as u64;
     Ok(Written {
         failed: writer.failed,
         unchanged: unchanged.iter().filter(|u| **u).count() as u64,
+        replaced,
     })
 }
 
@@ -210,27 +217,42 @@ pub(super) struct Written {
     pub(super) failed: Vec<(usize, String)>,
     /// Files the target held already (same size and mtime).
     pub(super) unchanged: u64,
+    /// Files written over another version the target held.
+    pub(super) replaced: u64,
 }
 
-/// Whether the target holds the file already (same size and mtime), its
-/// metadata set now if only that differs.
-fn already_there(target: &Target, job: &FileJob) -> Result<bool> {
+/// What the target holds where a file goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AtTarget {
+    /// The file itself (same size and mtime; metadata set if it differed).
+    Same,
+    /// Another version of it.
+    Other,
+    /// No file.
+    Nothing,
+}
+
+/// What the target holds where `job` goes: the file already (same size
+/// and mtime; its metadata set now if only that differs), another version,
+/// or nothing.
+fn already_there(target: &Target, job: &FileJob) -> Result<AtTarget> {
     let ferry_protocol::tree::EntryKind::File { size, .. } = &job.entry.kind else {
-        return Ok(false);
+        return Ok(AtTarget::Nothing);
     };
     let (name, parent) = job.at.split_last().context("a file has a name")?;
     let dir = target.dir(parent)?;
-    match target.quick_match(&dir, name, &job.entry, *size)? {
-        Some(true) => Ok(true),
-        Some(false) => match Target::existing_file(&dir, name)? {
-            Some(file) => {
-                target.apply_to_fd(&file, &job.entry)?;
-                Ok(true)
-            }
-            None => Ok(false),
-        },
-        None => Ok(false),
+    let quick = target.quick_match(&dir, name, &job.entry, *size)?;
+    if quick == Some(true) {
+        return Ok(AtTarget::Same);
     }
+    Ok(match Target::existing_file(&dir, name)? {
+        Some(file) if quick == Some(false) => {
+            target.apply_to_fd(&file, &job.entry)?;
+            AtTarget::Same
+        }
+        Some(_) => AtTarget::Other,
+        None => AtTarget::Nothing,
+    })
 }
 
 /// The files being written and the window of chunks asked for them.

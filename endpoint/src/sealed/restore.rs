@@ -202,7 +202,9 @@ async fn write_all(
         fail(summary, &jobs[*i].at, why);
     }
     summary.totals.files_unchanged += written.unchanged;
-    summary.totals.files_new += (jobs.len() - failed_jobs.len()) as u64 - written.unchanged;
+    summary.totals.files_changed += written.replaced;
+    summary.totals.files_new +=
+        (jobs.len() - failed_jobs.len()) as u64 - written.unchanged - written.replaced;
     let restored: HashMap<Vec<Vec<u8>>, Vec<Vec<u8>>> = froms
         .into_iter()
         .zip(&jobs)
