@@ -30,18 +30,12 @@ fn make_tree(root: &std::path::Path) {
 
 #[test]
 fn a_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips() {
-    let (relay, endpoint) = paired();
-    let work = tempfile::tempdir().unwrap();
-    let src = work.path().join("src");
-    make_tree(&src);
-    endpoint.backup_json(&[arg(&src)]);
-
-    let link = Link::start(relay.session_addr, "100ms", "10Mbit", "50Mbit");
-    endpoint.set_addresses(&[link.addr.to_string()]);
+    let behind = BehindLink::backed_up(false);
+    let (relay, endpoint, work, src) = (&behind.relay, &behind.endpoint, &behind.work, &behind.src);
 
     // Into an empty directory.
     let out = work.path().join("out");
-    let restored = restore_in_few_round_trips(&endpoint, &src, &out, "into an empty directory");
+    let restored = restore_in_few_round_trips(endpoint, src, &out, "into an empty directory", 20);
     assert_eq!(restored["files_new"], 2000, "{restored}");
 
     // ferry verify reads the same snapshot back: runs of files across
@@ -69,9 +63,10 @@ fn a_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips() {
         .unwrap();
     }
     endpoint.set_addresses(&[relay.session_addr.to_string()]);
-    endpoint.backup_json(&[arg(&src)]);
-    endpoint.set_addresses(&[link.addr.to_string()]);
-    let restored = restore_in_few_round_trips(&endpoint, &src, &out, "onto the previous version");
+    endpoint.backup_json(&[arg(src)]);
+    endpoint.set_addresses(&[behind.link.addr.to_string()]);
+    let what = "onto the previous version";
+    let restored = restore_in_few_round_trips(endpoint, src, &out, what, 20);
     assert_eq!(restored["files_new"], 10, "{restored}");
     assert_eq!(restored["files_changed"], 30, "{restored}");
 }
@@ -81,26 +76,51 @@ fn a_sealed_restore_of_2000_files_over_a_100ms_link_waits_only_a_few_round_trips
     // The relay cannot read a sealed client's trees, but it can follow
     // their headers' refs: it sends the trees and contents below the
     // restored directory in one reply, not a level per round trip.
-    let (relay, endpoint) = ferry_tests::paired_in(true);
-    let work = tempfile::tempdir().unwrap();
-    let src = work.path().join("src");
-    make_tree(&src);
-    endpoint.backup_json(&[arg(&src)]);
-    let link = Link::start(relay.session_addr, "100ms", "10Mbit", "50Mbit");
-    endpoint.set_addresses(&[link.addr.to_string()]);
-    let out = work.path().join("out");
-    let restored =
-        restore_in_few_round_trips(&endpoint, &src, &out, "sealed, into an empty directory");
+    // Level by level it waited 12 round trips; 6 with the trees sent ahead.
+    let behind = BehindLink::backed_up(true);
+    let out = behind.work.path().join("out");
+    let what = "sealed, into an empty directory";
+    let restored = restore_in_few_round_trips(&behind.endpoint, &behind.src, &out, what, 9);
     assert_eq!(restored["files_new"], 2000, "{restored}");
 }
 
+/// A relay and an endpoint (open or sealed) that backed up [`make_tree`],
+/// the endpoint then talking to the relay through a 100 ms link.
+struct BehindLink {
+    relay: Relay,
+    endpoint: Endpoint,
+    work: tempfile::TempDir,
+    src: std::path::PathBuf,
+    link: Link,
+}
+
+impl BehindLink {
+    fn backed_up(sealed: bool) -> Self {
+        let (relay, endpoint) = ferry_tests::paired_in(sealed);
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("src");
+        make_tree(&src);
+        endpoint.backup_json(&[arg(&src)]);
+        let link = Link::start(relay.session_addr, "100ms", "10Mbit", "50Mbit");
+        endpoint.set_addresses(&[link.addr.to_string()]);
+        BehindLink {
+            relay,
+            endpoint,
+            work,
+            src,
+            link,
+        }
+    }
+}
+
 /// Restores `src` onto `out`, checks it is identical and that the restore
-/// waited fewer than 20 round trips; returns its summary.
+/// waited fewer than `most` round trips; returns its summary.
 fn restore_in_few_round_trips(
     endpoint: &Endpoint,
     src: &std::path::Path,
     out: &std::path::Path,
     what: &str,
+    most: u64,
 ) -> serde_json::Value {
     let restored = endpoint.restore_json(&["--map-from", arg(src), "--map-to", arg(out)]);
     assert_eq!(listing(out), listing(src));
@@ -110,7 +130,7 @@ fn restore_in_few_round_trips(
         restored["duration_s"].as_f64().unwrap()
     );
     assert!(
-        waits < 20,
+        waits < most,
         "the restore waited {waits} round trips: {restored}"
     );
     restored
