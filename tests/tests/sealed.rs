@@ -382,8 +382,30 @@ fn a_relay_that_swaps_or_truncates_a_sealed_object_is_refused_and_nothing_is_wri
     assert_eq!(err.lines().count(), 1, "{err}");
     nothing_wrong(&out, &src);
 
-    // The same object cut short.
+    // Two directories or file lists swapped: they now come ahead of the
+    // walk (GetSealedBelow), and are checked as they are used.
     let _ = relay.terminate();
+    point(&a.0, a);
+    let meta: Vec<(Vec<u8>, i64, i64, i64)> = catalog
+        .prepare("SELECT id, pack, offset, length FROM blobs WHERE copies = 2 ORDER BY length DESC LIMIT 2")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    point(&meta[0].0, &meta[1]);
+    relay.start_again();
+    let out = work.path().join("swapped-tree");
+    let refused = endpoint.ferry(&["restore", "--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_ne!(refused.status.code(), Some(0));
+    let err = stderr(&refused);
+    assert!(err.contains("not the object asked for"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    nothing_wrong(&out, &src);
+    let _ = relay.terminate();
+    point(&meta[0].0, &meta[0]);
+
+    // The same object cut short.
     point(&a.0, &(a.0.clone(), a.1, a.2, a.3 - 100));
     relay.start_again();
     let out = work.path().join("truncated");
