@@ -142,6 +142,33 @@ pub(crate) struct DirNode {
     pub(crate) children: BTreeMap<Vec<u8>, Node>,
 }
 
+impl DirNode {
+    /// The directory's entries, each subdirectory's kind naming the tree
+    /// `subtree` builds for it (given its name and node), children first.
+    ///
+    /// # Errors
+    /// What `subtree` returns, and a subdirectory without metadata.
+    pub(crate) fn into_entries(
+        self,
+        mut subtree: impl FnMut(&[u8], DirNode) -> Result<ferry_protocol::ids::TreeId>,
+    ) -> Result<Vec<Entry>> {
+        let mut entries = Vec::with_capacity(self.children.len());
+        for (name, child) in self.children {
+            match child {
+                Node::Leaf(entry) => entries.push(entry),
+                Node::Dir(mut sub) => {
+                    let mut entry = sub.entry.take().context("directory without metadata")?;
+                    entry.kind = EntryKind::Dir {
+                        tree: subtree(&name, sub)?,
+                    };
+                    entries.push(entry);
+                }
+            }
+        }
+        Ok(entries)
+    }
+}
+
 /// A directory or anything else, as the scan found it.
 #[derive(Debug)]
 pub(crate) enum Node {

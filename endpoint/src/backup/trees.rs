@@ -75,23 +75,14 @@ impl Backup<'_> {
 impl Trees {
     /// Builds `dir`'s tree (found at `path`) and those below it; returns its id.
     pub(super) fn build(&mut self, path: Vec<u8>, dir: DirNode) -> Result<TreeId> {
-        let mut entries = Vec::with_capacity(dir.children.len());
-        for (name, child) in dir.children {
-            match child {
-                Node::Leaf(entry) => entries.push(entry),
-                Node::Dir(mut sub) => {
-                    let mut entry = sub.entry.take().context("directory without metadata")?;
-                    let mut sub_path = path.clone();
-                    if sub_path.len() > 1 {
-                        sub_path.push(b'/');
-                    }
-                    sub_path.extend_from_slice(&name);
-                    let id = self.build(sub_path, sub)?;
-                    entry.kind = EntryKind::Dir { tree: id };
-                    entries.push(entry);
-                }
+        let entries = dir.into_entries(|name, sub| {
+            let mut sub_path = path.clone();
+            if sub_path.len() > 1 {
+                sub_path.push(b'/');
             }
-        }
+            sub_path.extend_from_slice(name);
+            self.build(sub_path, sub)
+        })?;
         let (id, bytes) = Tree { entries }.encode()?;
         self.dirs.push((path, id));
         self.by_id.entry(id).or_insert(bytes);

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use ferry_protocol::compress::Method;
 use ferry_protocol::delta;
 use ferry_protocol::ids::TreeId;
@@ -15,9 +15,9 @@ use ferry_protocol::sealed_objects::{
     encode_chunk, encode_tree, group_ends, ChunkEntry, Patch, SealedContent, SignaturePatch,
     PART_CHUNKS,
 };
-use ferry_protocol::tree::{EntryKind, Tree};
+use ferry_protocol::tree::Tree;
 
-use crate::backup::{DirNode, Node};
+use crate::backup::DirNode;
 use crate::cache::CachedChunk;
 
 /// A sealed object: its storage id and bytes.
@@ -97,18 +97,7 @@ pub(super) fn seal_tree(
     dir: DirNode,
     out: &mut Vec<SealedObject>,
 ) -> Result<StorageId> {
-    let mut entries = Vec::with_capacity(dir.children.len());
-    for (_, child) in dir.children {
-        match child {
-            Node::Leaf(entry) => entries.push(entry),
-            Node::Dir(mut sub) => {
-                let mut entry = sub.entry.take().context("directory without metadata")?;
-                let id = seal_tree(keys, sub, out)?;
-                entry.kind = EntryKind::Dir { tree: TreeId(id.0) };
-                entries.push(entry);
-            }
-        }
-    }
+    let entries = dir.into_entries(|_, sub| Ok(TreeId(seal_tree(keys, sub, out)?.0)))?;
     let (refs, plain) = encode_tree(Tree { entries })?;
     let (id, bytes) = seal(keys, SealedKind::Tree, refs, &plain)?;
     out.push((id, bytes));
