@@ -8,6 +8,7 @@
 
 mod align;
 pub mod backup;
+mod dictionary;
 mod files;
 mod local;
 mod objects;

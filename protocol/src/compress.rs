@@ -133,6 +133,22 @@ fn too_large(what: &'static str, len: usize, max: usize) -> ProtocolError {
     ProtocolError::TooLarge { what, len, max }
 }
 
+/// The size a zstd frame declares it holds, at most `max_len`.
+///
+/// # Errors
+/// A frame without its size, or one over `max_len`.
+pub(crate) fn zstd_declared(frame: &[u8], max_len: usize) -> Result<usize, ProtocolError> {
+    let declared = zstd::zstd_safe::get_frame_content_size(frame)
+        .ok()
+        .flatten()
+        .ok_or(ProtocolError::Malformed("zstd frame header"))?;
+    let declared = usize::try_from(declared).unwrap_or(usize::MAX);
+    if declared > max_len {
+        return Err(too_large("decompressed payload", declared, max_len));
+    }
+    Ok(declared)
+}
+
 /// Undoes [`compress_with`]: `codec` says which form `bytes` is in.
 ///
 /// # Errors
@@ -169,14 +185,7 @@ pub fn decompress_slice(
                 .map_err(|_| ProtocolError::Malformed("lz4 data"))
         }
         Codec::Zstd => {
-            let declared = zstd::zstd_safe::get_frame_content_size(bytes)
-                .ok()
-                .flatten()
-                .ok_or(ProtocolError::Malformed("zstd frame header"))?;
-            let declared = usize::try_from(declared).unwrap_or(usize::MAX);
-            if declared > max_len {
-                return Err(too_large("decompressed payload", declared, max_len));
-            }
+            let declared = zstd_declared(bytes, max_len)?;
             let out = ZSTD_DECOMPRESSOR.with(|cell| {
                 let mut cell = cell.borrow_mut();
                 if cell.is_none() {

@@ -158,9 +158,12 @@ pub fn sealed(data: &[u8]) {
 /// Decodes bytes as each sealed plaintext an endpoint reads once an object
 /// opened (a stolen laptop's key seals anything): contents (against refs
 /// taken from the first bytes), patches, signature patches (applied to a
-/// real signature), chunks, trees and roots.
+/// real signature), chunks (with and without a dictionary read from the
+/// same bytes), trees and roots.
 pub fn sealed_plaintexts(data: &[u8]) {
+    use crate::compress::Method;
     use crate::sealed::StorageId;
+    use crate::sealed_dictionary::Dictionary;
     use crate::sealed_objects::{decode_chunk, decode_tree, Patch, SealedContent, SignaturePatch};
     let count = usize::from(data.first().copied().unwrap_or(0) % 12);
     let refs: Vec<StorageId> = (0..count).map(|i| StorageId([i as u8; 32])).collect();
@@ -170,7 +173,10 @@ pub fn sealed_plaintexts(data: &[u8]) {
     if let Ok(patch) = SignaturePatch::decode(body) {
         let _ = patch.apply(&crate::delta::signature(&[7; 5000]));
     }
-    let _ = decode_chunk(data);
+    let _ = decode_chunk(data, None);
+    if let Ok(dictionary) = Dictionary::new(body, Method::Zstd(3)) {
+        let _ = decode_chunk(body, Some(&dictionary));
+    }
     let _ = decode_tree(body, &refs);
     let _ = crate::root::Root::decode(data);
 }

@@ -46,6 +46,7 @@ pub mod retention;
 pub mod root;
 pub mod schedule;
 pub mod sealed;
+pub mod sealed_dictionary;
 pub mod sealed_objects;
 pub mod session;
 pub mod timestamp;

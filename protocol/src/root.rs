@@ -67,6 +67,22 @@ impl Root {
         }
         Ok(root)
     }
+
+    /// The dictionary a root's header names beside its tree (see
+    /// [`crate::sealed_dictionary`]), if any.
+    ///
+    /// # Errors
+    /// Refs that do not name the root's tree, or name more than one other.
+    pub fn dictionary(&self, refs: &[StorageId]) -> Result<Option<StorageId>, ProtocolError> {
+        let mut others = refs.iter().filter(|r| r.0 != self.tree);
+        match (refs.len(), others.next(), others.next()) {
+            (1, None, _) => Ok(None),
+            (2, Some(dictionary), None) => Ok(Some(*dictionary)),
+            _ => Err(ProtocolError::Malformed(
+                "a root whose header does not name its tree and at most a dictionary",
+            )),
+        }
+    }
 }
 
 /// The newest root of a set the endpoint has seen: its sequence and id.
@@ -161,6 +177,26 @@ pub fn check_newest(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_root_names_its_tree_and_at_most_a_dictionary() {
+        let root = &chain("docs", 1)[0].1;
+        let (tree, dictionary, other) = (
+            StorageId(root.tree),
+            StorageId([0xd1; 32]),
+            StorageId([0x07; 32]),
+        );
+        assert_eq!(root.dictionary(&[tree]).unwrap(), None);
+        let mut both = vec![tree, dictionary];
+        both.sort();
+        assert_eq!(root.dictionary(&both).unwrap(), Some(dictionary));
+        assert!(root.dictionary(&[]).is_err());
+        assert!(root.dictionary(&[other]).is_err());
+        assert!(root.dictionary(&[other, dictionary]).is_err());
+        let mut three = vec![tree, dictionary, other];
+        three.sort();
+        assert!(root.dictionary(&three).is_err());
+    }
 
     /// A chain of `n` roots of `set`, newest first, ids made up.
     fn chain(set: &str, n: u64) -> Vec<(StorageId, Root)> {

@@ -71,6 +71,10 @@ pub enum SealedKind {
     Tree = 4,
     /// A snapshot's signed root.
     Root = 5,
+    /// The vault's compression dictionary
+    /// ([`crate::sealed_dictionary`]), named by the roots whose chunks it
+    /// packs.
+    Dictionary = 6,
 }
 
 impl SealedKind {
@@ -82,6 +86,7 @@ impl SealedKind {
             3 => SealedKind::Content,
             4 => SealedKind::Tree,
             5 => SealedKind::Root,
+            6 => SealedKind::Dictionary,
             _ => return Err(ProtocolError::Malformed("sealed object kind")),
         })
     }

@@ -6,7 +6,8 @@
 //! - A **chunk** is a codec byte and the chunk's bytes as that codec packs
 //!   them (compressed before sealing: ciphertext does not compress). Its
 //!   one ref is its signature, so what keeps the chunk keeps the signature
-//!   its next version's patch is made against.
+//!   its next version's patch is made against; a chunk shorter than the
+//!   smallest cut has none (the endpoint's files cache alone keeps it).
 //! - A **signature** is the chunk's rsync signature ([`crate::delta`]),
 //!   or, for a patched chunk, a [`SignaturePatch`] against its base's
 //!   signature (its one ref).
@@ -14,7 +15,7 @@
 //!   base, the rebuilt chunk's keyed id, the chain's depth and the rsync
 //!   delta, compressed as chunks are (an edit's literals are mostly the
 //!   file's own text); its refs are the base and the rebuilt chunk's
-//!   signature.
+//!   signature (the base alone for a chunk without one).
 //! - A **tree** is a directory ([`crate::tree::Tree`]) whose children (a
 //!   file's content, a subdirectory's tree) are named by their place among
 //!   the header's refs rather than again in full, compressed with zstd at a
@@ -37,6 +38,7 @@ use crate::delta::MAX_DELTA;
 use crate::ids::{ContentId, TreeId};
 use crate::sealed::StorageId;
 use crate::sealed::MAX_PLAINTEXT;
+use crate::sealed_dictionary::{pack, unpack, Dictionary};
 use crate::tree::{EntryKind, Tree};
 use crate::ProtocolError;
 
@@ -86,11 +88,12 @@ pub const MAX_CHAIN: u8 = 8;
 /// the smallest: far past any file; about 8 per level in practice).
 pub const MAX_CONTENT_LEVELS: usize = 16;
 
-/// A chunk's plaintext: packed by `method` when that is smaller.
-pub fn encode_chunk(method: Method, data: &[u8]) -> Vec<u8> {
-    let (codec, packed) = compress_with(method, data);
+/// A chunk's plaintext: packed by `method` (with the vault's `dictionary`
+/// when there is one and `method` is zstd) when that is smaller.
+pub fn encode_chunk(method: Method, dictionary: Option<&Dictionary>, data: &[u8]) -> Vec<u8> {
+    let (code, packed) = pack(method, dictionary, data);
     let mut out = Vec::with_capacity(1 + packed.len());
-    out.push(codec.code());
+    out.push(code);
     out.extend_from_slice(&packed);
     out
 }
@@ -98,13 +101,16 @@ pub fn encode_chunk(method: Method, data: &[u8]) -> Vec<u8> {
 /// The chunk a chunk's plaintext holds.
 ///
 /// # Errors
-/// An unknown codec, bytes that do not unpack, more than a largest chunk.
-pub fn decode_chunk(plain: &[u8]) -> Result<Vec<u8>, ProtocolError> {
+/// An unknown codec, a dictionary's codec without the dictionary, bytes
+/// that do not unpack, more than a largest chunk.
+pub fn decode_chunk(
+    plain: &[u8],
+    dictionary: Option<&Dictionary>,
+) -> Result<Vec<u8>, ProtocolError> {
     let (&code, packed) = plain
         .split_first()
         .ok_or(ProtocolError::Malformed("sealed chunk"))?;
-    let codec = Codec::from_code(code).ok_or(ProtocolError::Malformed("sealed chunk codec"))?;
-    decompress_slice(codec, packed, MAX_CHUNK as usize)
+    unpack(code, dictionary, packed, MAX_CHUNK as usize)
 }
 
 /// A chunk as a delta against its base (the patch's one ref).
@@ -167,9 +173,10 @@ impl Patch {
             delta: decompress_slice(codec, &packed.delta, MAX_DELTA)?,
         };
         patch.check()?;
-        if refs.len() != 2 || !refs.contains(&patch.base) {
+        // Its base and, for a chunk long enough to be signed, its signature.
+        if !(1..=2).contains(&refs.len()) || !refs.contains(&patch.base) {
             return Err(ProtocolError::Malformed(
-                "a sealed patch whose header does not name its base and signature",
+                "a sealed patch whose header does not name its base",
             ));
         }
         Ok(patch)
@@ -517,9 +524,9 @@ mod tests {
     #[test]
     fn chunks_patches_and_contents_round_trip() {
         let data = vec![7u8; 100_000];
-        let plain = encode_chunk(Method::Lz4, &data);
+        let plain = encode_chunk(Method::Lz4, None, &data);
         assert!(plain.len() < 1000);
-        assert_eq!(decode_chunk(&plain).unwrap(), data);
+        assert_eq!(decode_chunk(&plain, None).unwrap(), data);
         let patch = Patch {
             base: StorageId([9; 32]),
             keyed: [1; 32],
@@ -713,7 +720,7 @@ mod tests {
             delta: Vec::new(),
         };
         assert!(deep.encode(Method::None).is_err());
-        assert!(decode_chunk(&[9, 1, 2]).is_err());
-        assert!(decode_chunk(&[]).is_err());
+        assert!(decode_chunk(&[9, 1, 2], None).is_err());
+        assert!(decode_chunk(&[], None).is_err());
     }
 }

@@ -130,33 +130,13 @@ fn the_lost_laptop_drill_restores_a_sealed_history_with_the_passphrase() {
     fs::write(src.join("docs/thesis.txt"), random_bytes(200_000, 5)).unwrap();
     fs::write(src.join("notes"), b"remember the milk").unwrap();
     lost.backup_json(&[arg(&src)]);
-    let right = work.path().join("passphrase");
-    fs::write(&right, "river cobalt maple seventy\n").unwrap();
-    ok(lost.ferry(&["key", "passphrase", "--passphrase-file", arg(&right)]));
-
-    let out = ok(relay.admin(&["pair", "--name", "laptop", "--replace", "--json"]));
-    let code: serde_json::Value = serde_json::from_str(&out).unwrap();
-    let found = Endpoint::sealed();
-    ok(found.try_pair(&relay, code["code"].as_str().unwrap()));
+    let (found, right) = take_over(&relay, &lost, work.path());
 
     // A wrong passphrase: one line, nothing written.
     let wrong = work.path().join("wrong");
     fs::write(&wrong, "river cobalt maple seventy-one").unwrap();
     let out_dir = work.path().join("out");
-    let restore = |passphrase: &Path| {
-        found
-            .command()
-            .args([
-                "restore",
-                "--map-from",
-                arg(&src),
-                "--map-to",
-                arg(&out_dir),
-            ])
-            .env("FERRY_PASSPHRASE_FILE", passphrase)
-            .output()
-            .unwrap()
-    };
+    let restore = |passphrase: &Path| restore_with(&found, passphrase, &src, &out_dir);
     let refused = restore(&wrong);
     assert_eq!(refused.status.code(), Some(1));
     let err = stderr(&refused);
@@ -179,6 +159,36 @@ fn the_lost_laptop_drill_restores_a_sealed_history_with_the_passphrase() {
         "{}",
         stderr(&old)
     );
+}
+
+/// The lost-laptop takeover: `lost` sets a passphrase, the relay hands
+/// its client to a new machine, which pairs. Returns the new machine and
+/// the passphrase's file.
+fn take_over(relay: &Relay, lost: &Endpoint, work: &Path) -> (Endpoint, std::path::PathBuf) {
+    let passphrase = work.join("passphrase");
+    fs::write(&passphrase, "river cobalt maple seventy\n").unwrap();
+    ok(lost.ferry(&["key", "passphrase", "--passphrase-file", arg(&passphrase)]));
+    let out = ok(relay.admin(&["pair", "--name", "laptop", "--replace", "--json"]));
+    let code: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let found = Endpoint::sealed();
+    ok(found.try_pair(relay, code["code"].as_str().unwrap()));
+    (found, passphrase)
+}
+
+/// `ferry restore --map-from FROM --map-to TO` with the passphrase in
+/// `FERRY_PASSPHRASE_FILE`.
+fn restore_with(
+    endpoint: &Endpoint,
+    passphrase: &Path,
+    from: &Path,
+    to: &Path,
+) -> std::process::Output {
+    endpoint
+        .command()
+        .args(["restore", "--map-from", arg(from), "--map-to", arg(to)])
+        .env("FERRY_PASSPHRASE_FILE", passphrase)
+        .output()
+        .unwrap()
 }
 
 /// `ferry-relay verify --json` and its exit code.
@@ -475,4 +485,88 @@ fn a_restore_onto_the_older_version_fetches_only_the_patches() {
     let received = onto["bytes_received"].as_u64().unwrap();
     eprintln!("figure: sealed restore of a 1-byte edit onto the older 4 MiB version received {received} bytes");
     assert!(received < 64 * 1024, "received {received}: {onto}");
+}
+
+/// `count` small text files of a few kilobytes, words from a small
+/// vocabulary (what a source tree or a mail folder looks like to zstd).
+fn small_text_files(dir: &Path, count: usize) {
+    const WORDS: [&str; 24] = [
+        "ferry",
+        "relay",
+        "sealed",
+        "chunk",
+        "delta",
+        "restore",
+        "backup",
+        "laptop",
+        "office",
+        "vault",
+        "key",
+        "tree",
+        "root",
+        "patch",
+        "signature",
+        "window",
+        "link",
+        "hotel",
+        "road",
+        "fn",
+        "let",
+        "match",
+        "Ok",
+        "Err",
+    ];
+    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+    for i in 0..count {
+        let sub = dir.join(format!("d{:02}", i / 100));
+        fs::create_dir_all(&sub).unwrap();
+        let mut text = String::new();
+        while text.len() < 2_000 + (i % 7) * 500 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            text.push_str(WORDS[(state % WORDS.len() as u64) as usize]);
+            text.push(if state % 11 == 0 { '\n' } else { ' ' });
+        }
+        fs::write(sub.join(format!("f{i:04}.txt")), text).unwrap();
+    }
+}
+
+#[test]
+fn the_vaults_dictionary_packs_small_files_and_a_new_machine_finds_it_in_the_root() {
+    let (relay, lost) = paired_sealed();
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    // About 1.6 MB: past the samples a dictionary is trained on.
+    small_text_files(&src, 600);
+    let first = lost.backup_json(&[arg(&src)]);
+    let dictionary = lost.state().join("sealed-dictionary");
+    let mode = fs::metadata(&dictionary).unwrap().permissions();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+        0o600
+    );
+    // Another machine takes the client over: its restore unpacks the
+    // chunks packed with the dictionary the root names.
+    let (found, passphrase) = take_over(&relay, &lost, work.path());
+    let out_dir = work.path().join("out");
+    let restored = restore_with(&found, &passphrase, &src, &out_dir);
+    assert!(restored.status.success(), "{}", stderr(&restored));
+    assert_eq!(listing(&out_dir), listing(&src));
+
+    // Its first backup, with no files cache, packs with the same
+    // dictionary (found in the newest root, where one trained on the files
+    // now, a new one first among them, would differ): the same ids, so
+    // the chunks are not sent again.
+    fs::write(src.join("d00/a-new.txt"), random_bytes(16_384, 9)).unwrap();
+    let again = found.backup_json(&[arg(&src)]);
+    let (sent_first, sent_again) = (
+        first["bytes_sent"].as_u64().unwrap(),
+        again["bytes_sent"].as_u64().unwrap(),
+    );
+    assert!(
+        sent_again * 10 < sent_first,
+        "{sent_again} bytes sent again of {sent_first}"
+    );
+    assert!(found.state().join("sealed-dictionary").exists());
 }

@@ -28,7 +28,8 @@ use ferry_protocol::sealed_objects::{SignaturePatch, MAX_CHAIN};
 use ferry_protocol::tree::{EntryKind, Extent};
 
 use super::align::{cut_at_old_starts, most_overlapping, starts_of};
-use super::objects::{content_objects, seal_chunks, seal_tree};
+use super::dictionary::VaultDictionary;
+use super::objects::{content_objects, seal_chunks, seal_tree, signed};
 use super::remote::{Remote, Send};
 use crate::backup::files::{open_regular, same_version, unchanged};
 use crate::backup::{Control, DirNode, ExtentReader, Job, Source, Summary};
@@ -63,6 +64,8 @@ pub(super) struct Sealed<'a, 'c> {
     max_file: Option<u64>,
     /// How chunks are compressed before they are sealed.
     method: Method,
+    /// The vault's dictionary chunks are packed with, if any.
+    dictionary: Option<VaultDictionary>,
 }
 
 /// Runs one sealed backup of `job`.
@@ -112,12 +115,22 @@ pub async fn run(
         control,
         max_file,
         method,
+        dictionary: None,
     };
     let before = super::roots::newest(state, &mut run.remote, keys, &job.set).await?;
-    let mut root = DirNode::default();
     let Source::Paths(paths) = &job.source else {
         bail!("a sealed client backs up paths; a command's output is not supported in sealed mode yet");
     };
+    run.dictionary = super::dictionary::for_backup(
+        state,
+        &mut run.remote,
+        keys,
+        (&job.set, before),
+        (paths, &job.excludes),
+        method,
+    )
+    .await?;
+    let mut root = DirNode::default();
     for path in paths {
         run.add_path(&mut root, path).await?;
     }
@@ -130,7 +143,9 @@ pub async fn run(
         time_ms: started_ms,
         tree: tree.0,
     };
-    let (root_id, bytes) = seal(keys, SealedKind::Root, vec![tree], &root.encode()?)?;
+    let dictionary = run.dictionary.as_ref().map(|d| d.id);
+    let refs = std::iter::once(tree).chain(dictionary).collect();
+    let (root_id, bytes) = seal(keys, SealedKind::Root, refs, &root.encode()?)?;
     run.remote.queue(root_id, bytes, Send::Always).await?;
     run.remote.drain().await?;
     let commit = Message::CommitSealed {
@@ -149,6 +164,9 @@ pub async fn run(
             id: root_id.0,
         },
     )?;
+    if let Some(dictionary) = dictionary {
+        super::dictionary::remember_named(state, &job.set, &root_id.0, &dictionary)?;
+    }
     let Sealed {
         remote,
         cache,
@@ -160,7 +178,15 @@ pub async fn run(
     } = run;
     save_cache(cache, &set, previous, changed)?;
     cache.save_sealed_trees(&set, &trees)?;
-    let names = ["chunk", "patch", "signature", "content", "tree", "root"];
+    let names = [
+        "chunk",
+        "patch",
+        "signature",
+        "content",
+        "tree",
+        "root",
+        "dictionary",
+    ];
     let sent: Vec<String> = names
         .iter()
         .zip(remote.sent_by_kind)
@@ -381,7 +407,8 @@ impl Sealed<'_, '_> {
         };
         let wanted: Vec<StorageId> = (0..batch.len())
             .filter(|i| !known.contains_key(&keyed[*i]))
-            .filter_map(|i| base_of(i).map(|b| b.signature))
+            .filter_map(|i| base_of(i).filter(|b| signed(b.len as usize)))
+            .map(|b| b.signature)
             .filter(|id| !signatures.contains_key(id))
             .collect();
         let fetched = self.signatures(&wanted).await?;
@@ -394,7 +421,16 @@ impl Sealed<'_, '_> {
                 (i, base)
             })
             .collect();
-        let sealed = seal_chunks(keys, self.method, &batch, &keyed, &fresh, signatures)?;
+        let dictionary = self.dictionary.as_ref().map(|d| &d.prepared);
+        let sealed = seal_chunks(
+            keys,
+            (self.method, dictionary),
+            &batch,
+            &keyed,
+            &fresh,
+            signatures,
+        )?;
+
         let mut sealed = sealed.into_iter();
         let mut out = Vec::with_capacity(batch.len());
         for (data, keyed) in batch.iter().zip(keyed) {
@@ -405,20 +441,24 @@ impl Sealed<'_, '_> {
             }
             let chunk = sealed.next().context("a chunk not sealed")?;
             let (signature, data_id) = (chunk.cached.signature, chunk.cached.data);
-            if chunk.cached.depth > 0 {
+            let patched = chunk.cached.depth > 0;
+            if patched {
                 self.summary.chunks_delta += 1;
-                self.remote
-                    .queue(signature, chunk.signature, Send::Always)
-                    .await?;
-                self.remote.queue(data_id, chunk.data, Send::Always).await?;
-            } else {
-                self.remote
-                    .queue(signature, chunk.signature, Send::IfMissing)
-                    .await?;
-                self.remote
-                    .queue(data_id, chunk.data, Send::ChunkIfMissing)
-                    .await?;
             }
+            if let Some(bytes) = chunk.signature {
+                let how = if patched {
+                    Send::Always
+                } else {
+                    Send::IfMissing
+                };
+                self.remote.queue(signature, bytes, how).await?;
+            }
+            let how = if patched {
+                Send::Always
+            } else {
+                Send::ChunkIfMissing
+            };
+            self.remote.queue(data_id, chunk.data, how).await?;
             signatures.insert(signature, chunk.full_signature);
             out.push(chunk.cached);
         }

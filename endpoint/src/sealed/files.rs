@@ -17,6 +17,7 @@ use ferry_protocol::tree::{Entry, Extent};
 
 use super::local::Held;
 use super::remote::{short, Remote};
+use super::restore::Opening;
 use crate::target::Target;
 
 /// Chunks fetched and written together, across files, at most...
@@ -140,7 +141,7 @@ pub(super) async fn contents(
 /// nothing more from it is trusted; the temporary copies are removed).
 pub(super) async fn write(
     remote: &mut Remote<'_>,
-    keys: &SealingKeys,
+    opening: &Opening<'_>,
     target: &Target,
     jobs: &[FileJob],
 ) -> Result<Written> {
@@ -156,7 +157,7 @@ pub(super) async fn write(
         .filter(|(_, same)| !**same)
         .map(|(j, _)| j.content)
         .collect();
-    let chunks = contents(remote, keys, &ids).await?;
+    let chunks = contents(remote, opening.keys, &ids).await?;
     let mut writer = Writer {
         target,
         jobs,
@@ -171,7 +172,7 @@ pub(super) async fn write(
                 continue;
             }
             let list = &chunks[&job.content];
-            let file = match start(keys, target, job, i, list.len()) {
+            let file = match start(opening, target, job, i, list.len()) {
                 Ok(file) => file,
                 Err(e) => {
                     writer.failed.push((i, format!("{e:#}")));
@@ -186,11 +187,11 @@ pub(super) async fn write(
                 writer.window.push((writer.open.len() - 1, *chunk));
                 writer.window_bytes += u64::from(chunk.len);
                 if writer.window.len() == WINDOW_CHUNKS || writer.window_bytes >= WINDOW_BYTES {
-                    writer.drain(remote, keys).await?;
+                    writer.drain(remote, opening).await?;
                 }
             }
         }
-        writer.drain(remote, keys).await
+        writer.drain(remote, opening).await
     }
     .await;
     if let Err(e) = result {
@@ -272,14 +273,14 @@ struct Writer<'t> {
 impl Writer<'_> {
     /// Fetches and writes the window's chunks, then settles every file
     /// whose chunks are all written.
-    async fn drain(&mut self, remote: &mut Remote<'_>, keys: &SealingKeys) -> Result<()> {
+    async fn drain(&mut self, remote: &mut Remote<'_>, opening: &Opening<'_>) -> Result<()> {
         let entries: Vec<ChunkEntry> = self.window.iter().map(|(_, c)| *c).collect();
         let held: Vec<Option<&Held>> = self
             .window
             .iter()
             .map(|(slot, _)| self.open[*slot].held.as_ref())
             .collect();
-        let data = super::restore::rebuild(remote, keys, &entries, &held).await?;
+        let data = super::restore::rebuild(remote, opening, &entries, &held).await?;
         self.window_bytes = 0;
         for ((slot, _), bytes) in self.window.drain(..).zip(data) {
             let file = &mut self.open[slot];
@@ -318,7 +319,7 @@ impl Writer<'_> {
 
 /// A file's temporary copy, opened.
 fn start(
-    keys: &SealingKeys,
+    opening: &Opening<'_>,
     target: &Target,
     job: &FileJob,
     index: usize,
@@ -328,7 +329,7 @@ fn start(
     let dir = target.dir(parent)?;
     // An older version under the name: its chunks need not be fetched.
     let held = match Target::existing_file(&dir, name) {
-        Ok(Some(file)) if chunks > 0 => Held::read(keys, file),
+        Ok(Some(file)) if chunks > 0 => Held::read(opening, file),
         _ => None,
     };
     let (file, tmp) = Target::temp_file(&dir, name)?;

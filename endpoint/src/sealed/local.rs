@@ -10,16 +10,17 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 
 use anyhow::Result;
-use ferry_protocol::compress::Method;
+use ferry_protocol::compress::{Method, ZSTD_LEVEL};
 use ferry_protocol::delta;
 use ferry_protocol::keyed_chunking::KeyedChunker;
 use ferry_protocol::message::StorageId;
-use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
-use ferry_protocol::sealed_objects::encode_chunk;
+
+use super::objects::seal_whole;
+use super::restore::Opening;
 
 /// The compressions a backup picks from (see `crate::compression`): a
 /// chunk sealed under another is fetched, not found here.
-const METHODS: [Method; 3] = [Method::Zstd(3), Method::Lz4, Method::None];
+const METHODS: [Method; 3] = [Method::Zstd(ZSTD_LEVEL), Method::Lz4, Method::None];
 
 /// Files larger than this are not read for chunks (the cost of sealing
 /// them three ways is then more than fetching what changed).
@@ -36,14 +37,18 @@ pub(super) struct Held {
 impl Held {
     /// Reads `file` (the target's current version of a file being
     /// restored); `None` when it is too large or unreadable.
-    pub(super) fn read(keys: &SealingKeys, file: File) -> Option<Self> {
+    pub(super) fn read(opening: &Opening<'_>, file: File) -> Option<Self> {
         if file.metadata().ok()?.len() > LARGEST {
             return None;
         }
         let mut chunks = HashMap::new();
-        for chunk in KeyedChunker::new(&file, keys) {
+        for chunk in KeyedChunker::new(&file, opening.keys) {
             let chunk = chunk.ok()?;
-            for (i, id) in whole_ids(keys, &chunk.data).ok()?.into_iter().enumerate() {
+            for (i, id) in whole_ids(opening, &chunk.data)
+                .ok()?
+                .into_iter()
+                .enumerate()
+            {
                 chunks.insert(id, (chunk.offset, chunk.data.len() as u32, i));
             }
         }
@@ -60,33 +65,26 @@ impl Held {
     ///
     /// # Errors
     /// The file cannot be read.
-    pub(super) fn chunk(&self, keys: &SealingKeys, id: &StorageId) -> Result<Option<Vec<u8>>> {
+    pub(super) fn chunk(&self, opening: &Opening<'_>, id: &StorageId) -> Result<Option<Vec<u8>>> {
         let Some(&(offset, len, method)) = self.chunks.get(id) else {
             return Ok(None);
         };
         let mut bytes = vec![0u8; len as usize];
         self.file.read_exact_at(&mut bytes, offset)?;
-        Ok((whole_ids(keys, &bytes)?[method] == *id).then_some(bytes))
+        Ok((whole_ids(opening, &bytes)?[method] == *id).then_some(bytes))
     }
 }
 
-/// The storage ids a backup gives `data` sealed whole, under each of
-/// [`METHODS`].
-fn whole_ids(keys: &SealingKeys, data: &[u8]) -> Result<[StorageId; 3]> {
-    let (signature, _) = seal(
-        keys,
-        SealedKind::Signature,
-        Vec::new(),
-        &delta::signature(data),
-    )?;
-    let mut ids = [StorageId([0; 32]); 3];
-    for (id, method) in ids.iter_mut().zip(METHODS) {
-        (*id, _) = seal(
-            keys,
-            SealedKind::Chunk,
-            vec![signature],
-            &encode_chunk(method, data),
-        )?;
-    }
-    Ok(ids)
+/// The storage ids a backup gives `data` sealed whole: under each of
+/// [`METHODS`], and packed with the snapshot's dictionary.
+fn whole_ids(opening: &Opening<'_>, data: &[u8]) -> Result<Vec<StorageId>> {
+    let signature = delta::signature(data);
+    let dictionary = opening.dictionary.as_ref();
+    let packings = dictionary
+        .map(|d| (Method::Zstd(ZSTD_LEVEL), Some(d)))
+        .into_iter()
+        .chain(METHODS.map(|method| (method, None)));
+    packings
+        .map(|packing| Ok(seal_whole(opening.keys, packing, data, &signature)?.chunk.0))
+        .collect()
 }

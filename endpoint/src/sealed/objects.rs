@@ -6,11 +6,13 @@
 use std::collections::HashMap;
 
 use anyhow::Result;
+use ferry_protocol::chunking::MIN_CHUNK;
 use ferry_protocol::compress::Method;
 use ferry_protocol::delta;
 use ferry_protocol::ids::TreeId;
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
+use ferry_protocol::sealed_dictionary::Dictionary;
 use ferry_protocol::sealed_objects::{
     encode_chunk, encode_tree, group_ends, ChunkEntry, Patch, SealedContent, SignaturePatch,
     PART_CHUNKS,
@@ -115,8 +117,9 @@ pub(super) struct SealedChunk {
     pub(super) cached: CachedChunk,
     /// The data object's bytes.
     pub(super) data: Vec<u8>,
-    /// The signature object's bytes.
-    pub(super) signature: Vec<u8>,
+    /// The signature object's bytes; `None` for a chunk too short to be
+    /// [`signed`] (its signature lives only in the files cache).
+    pub(super) signature: Option<Vec<u8>>,
     /// The chunk's signature in full (what the files cache keeps).
     pub(super) full_signature: Vec<u8>,
 }
@@ -125,13 +128,14 @@ pub(super) struct SealedChunk {
 /// previous version's chunk at its offset when its signature is at hand),
 /// spread over every core: each as a patch against that base when the
 /// patch is under half the chunk (its signature then a patch of the
-/// base's), else whole, compressed by `method`. In `fresh`'s order.
+/// base's), else whole, packed by `packing` (a method and the vault's
+/// dictionary, if any). In `fresh`'s order.
 ///
 /// # Errors
 /// Sealing past the limits (it cannot, for chunks).
 pub(super) fn seal_chunks(
     keys: &SealingKeys,
-    method: Method,
+    packing: (Method, Option<&Dictionary>),
     batch: &[Vec<u8>],
     keyed: &[[u8; 32]],
     fresh: &[(usize, Option<CachedChunk>)],
@@ -139,7 +143,7 @@ pub(super) fn seal_chunks(
 ) -> Result<Vec<SealedChunk>> {
     let seal_one = |(i, base): &(usize, Option<CachedChunk>)| {
         let old = base.and_then(|b| Some((b, signatures.get(&b.signature)?)));
-        seal_chunk(keys, method, &batch[*i], keyed[*i], old)
+        seal_chunk(keys, packing, &batch[*i], keyed[*i], old)
     };
     // Threads for a batch worth them: a small file's chunk is sealed here.
     let bytes: usize = fresh.iter().map(|(i, _)| batch[*i].len()).sum();
@@ -168,10 +172,64 @@ pub(super) fn seal_chunks(
     })
 }
 
+/// Chunks shorter than this (a file smaller than the smallest cut, or a
+/// file's last chunk) have no signature object on the relay: its header,
+/// nonce and tag (about 60 bytes) and 1.2 % of the chunk would be paid on
+/// every such chunk for a patch only a backup without its files cache
+/// could want, and such a backup has no previous version to patch against.
+/// Their signatures live in the files cache alone.
+pub(super) const SIGNED_FROM: usize = MIN_CHUNK as usize;
+
+/// Whether a chunk of `len` bytes has its signature on the relay.
+pub(super) fn signed(len: usize) -> bool {
+    len >= SIGNED_FROM
+}
+
+/// A chunk sealed whole (a chunk object naming its signature object when
+/// [`signed`]).
+pub(super) struct Whole {
+    /// The chunk object's storage id and bytes.
+    pub(super) chunk: SealedObject,
+    /// The signature object's storage id (what the files cache keys the
+    /// signature by) and, when [`signed`], its bytes.
+    pub(super) signature: (StorageId, Option<Vec<u8>>),
+}
+
+/// `data` sealed whole, packed by `method` (and the vault's dictionary,
+/// when there is one), its rsync signature being
+/// `full_signature`.
+///
+/// # Errors
+/// Sealing past the limits (it cannot, for chunks).
+pub(super) fn seal_whole(
+    keys: &SealingKeys,
+    (method, dictionary): (Method, Option<&Dictionary>),
+    data: &[u8],
+    full_signature: &[u8],
+) -> Result<Whole> {
+    let (signature, sig) = seal(keys, SealedKind::Signature, Vec::new(), full_signature)?;
+    let is_signed = signed(data.len());
+    let refs = if is_signed {
+        vec![signature]
+    } else {
+        Vec::new()
+    };
+    let chunk = seal(
+        keys,
+        SealedKind::Chunk,
+        refs,
+        &encode_chunk(method, dictionary, data),
+    )?;
+    Ok(Whole {
+        chunk,
+        signature: (signature, is_signed.then_some(sig)),
+    })
+}
+
 /// One chunk sealed (see [`seal_chunks`]).
 fn seal_chunk(
     keys: &SealingKeys,
-    method: Method,
+    (method, dictionary): (Method, Option<&Dictionary>),
     data: &[u8],
     keyed: [u8; 32],
     base: Option<(CachedChunk, &Vec<u8>)>,
@@ -183,9 +241,8 @@ fn seal_chunk(
     });
     let len = data.len() as u32;
     let Some((base, delta, old)) = patched else {
-        let (signature, sig) = seal(keys, SealedKind::Signature, Vec::new(), &new_signature)?;
-        let plain = encode_chunk(method, data);
-        let (id, bytes) = seal(keys, SealedKind::Chunk, vec![signature], &plain)?;
+        let whole = seal_whole(keys, (method, dictionary), data, &new_signature)?;
+        let ((id, bytes), (signature, sig)) = (whole.chunk, whole.signature);
         let cached = CachedChunk {
             data: id,
             signature,
@@ -200,21 +257,30 @@ fn seal_chunk(
             full_signature: new_signature,
         });
     };
-    // A patched chunk's signature as a patch of its base's.
-    let sig_patch = SignaturePatch::between(old, &new_signature);
-    let (signature, sig) = seal(
-        keys,
-        SealedKind::Signature,
-        vec![base.signature],
-        &sig_patch.encode()?,
-    )?;
+    // A patched chunk's signature as a patch of its base's when the relay
+    // holds that, else in full; on the relay only when the chunk is signed.
+    let (signature, sig) = if signed(base.len as usize) && signed(data.len()) {
+        let sig_patch = SignaturePatch::between(old, &new_signature);
+        seal(
+            keys,
+            SealedKind::Signature,
+            vec![base.signature],
+            &sig_patch.encode()?,
+        )?
+    } else {
+        seal(keys, SealedKind::Signature, Vec::new(), &new_signature)?
+    };
     let patch = Patch {
         base: base.data,
         keyed,
         depth: base.depth + 1,
         delta,
     };
-    let refs = vec![base.data, signature];
+    let (refs, sig) = if signed(data.len()) {
+        (vec![base.data, signature], Some(sig))
+    } else {
+        (vec![base.data], None)
+    };
     let (id, bytes) = seal(keys, SealedKind::Patch, refs, &patch.encode(method)?)?;
     let cached = CachedChunk {
         data: id,
@@ -229,4 +295,61 @@ fn seal_chunk(
         signature: sig,
         full_signature: new_signature,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferry_protocol::fuzzing::fixed_sealing_keys;
+    use ferry_protocol::sealed::Header;
+
+    fn refs(bytes: &[u8]) -> Vec<StorageId> {
+        Header::read(bytes).unwrap().0.refs
+    }
+
+    fn sealed(
+        keys: &SealingKeys,
+        data: &[u8],
+        base: Option<(CachedChunk, &Vec<u8>)>,
+    ) -> SealedChunk {
+        let keyed = keys.keyed_id(data);
+        seal_chunk(keys, (Method::Zstd(3), None), data, keyed, base).unwrap()
+    }
+
+    #[test]
+    fn a_chunk_shorter_than_the_smallest_cut_keeps_its_signature_here_only() {
+        let keys = fixed_sealing_keys();
+        let small: Vec<u8> = (0..3_000u32)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        let large: Vec<u8> = (0..20_000u32)
+            .flat_map(|i| (i * 7919).to_le_bytes())
+            .collect();
+        for (data, expect_signed) in [(&small, false), (&large, true)] {
+            let whole = sealed(&keys, data, None);
+            assert_eq!(whole.signature.is_some(), expect_signed);
+            let named = refs(&whole.data);
+            assert_eq!(named == vec![whole.cached.signature], expect_signed);
+            assert_eq!(named.is_empty(), !expect_signed);
+            // Its next version is a patch naming its base, and its
+            // signature only when signed.
+            let mut edited = data.clone();
+            edited[100] ^= 1;
+            let patch = sealed(&keys, &edited, Some((whole.cached, &whole.full_signature)));
+            assert_eq!(patch.cached.depth, 1);
+            assert_eq!(patch.signature.is_some(), expect_signed);
+            let named = refs(&patch.data);
+            assert!(named.contains(&whole.cached.data));
+            assert_eq!(named.len(), if expect_signed { 2 } else { 1 });
+            let plain = ferry_protocol::sealed::open(
+                &keys,
+                &patch.cached.data,
+                &patch.data,
+                SealedKind::Patch,
+            )
+            .unwrap()
+            .1;
+            assert!(Patch::decode(&plain, &named).is_ok());
+        }
+    }
 }

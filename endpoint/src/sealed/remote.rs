@@ -39,8 +39,8 @@ pub struct Remote<'c> {
     /// Whole chunks sent (the others the relay held).
     pub whole_chunks_sent: u64,
     /// Objects sent and their bytes, by kind (chunk, patch, signature,
-    /// content, tree, root): what the debug log shows at the end.
-    pub sent_by_kind: [(u64, u64); 6],
+    /// content, tree, root, dictionary): what the debug log shows at the end.
+    pub sent_by_kind: [(u64, u64); 7],
     /// Roots, trees and contents the relay sent ahead.
     ahead: HashMap<StorageId, Vec<u8>>,
     /// Their bytes.
@@ -79,7 +79,7 @@ impl<'c> Remote<'c> {
             unsynced_refs: 0,
             sent: HashSet::new(),
             whole_chunks_sent: 0,
-            sent_by_kind: [(0, 0); 6],
+            sent_by_kind: [(0, 0); 7],
             ahead: HashMap::new(),
             ahead_bytes: 0,
         }

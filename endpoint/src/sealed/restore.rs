@@ -9,8 +9,10 @@
 use std::collections::HashMap;
 
 use anyhow::{bail, Context, Result};
+use ferry_protocol::compress::{Method, ZSTD_LEVEL};
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{SealedKind, SealingKeys};
+use ferry_protocol::sealed_dictionary::Dictionary;
 use ferry_protocol::sealed_objects::{decode_chunk, decode_tree, ChunkEntry, Patch, MAX_CHAIN};
 use ferry_protocol::tree::{Entry, EntryKind};
 
@@ -57,6 +59,7 @@ pub async fn run(
     let root = roots
         .get(&root_id)
         .context("the relay did not serve the root")?;
+    let (root, dictionary) = (&root.root, root.dictionary);
     if root.set != info.set {
         bail!(
             "the relay served a root of set {:?} as snapshot {} of set {:?}",
@@ -84,13 +87,43 @@ pub async fn run(
     }
     let mut summary = Summary::default();
     summary.totals.snapshot = info.id;
-    write_all(&mut remote, keys, &target, placed, &mut summary).await?;
+    let opening = Opening::new(&mut remote, keys, dictionary).await?;
+    write_all(&mut remote, &opening, &target, placed, &mut summary).await?;
     let client = remote.into_client();
     summary.totals.bytes_sent = client.bytes_sent();
     summary.totals.bytes_received = client.bytes_received();
     summary.totals.round_trips = client.round_trips();
     summary.totals.duration_s = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// What opens and unpacks a snapshot's file data: the vault's keys and
+/// the dictionary its root names.
+pub(super) struct Opening<'k> {
+    /// The vault's keys.
+    pub(super) keys: &'k SealingKeys,
+    /// The dictionary the snapshot's chunks may be packed with, prepared
+    /// as a backup on a fast link packs (to tell what the target holds).
+    pub(super) dictionary: Option<Dictionary>,
+}
+
+impl<'k> Opening<'k> {
+    /// The keys, with the dictionary `id` fetched (the relay sent it ahead
+    /// with the root) and checked.
+    async fn new(
+        remote: &mut Remote<'_>,
+        keys: &'k SealingKeys,
+        id: Option<StorageId>,
+    ) -> Result<Self> {
+        let dictionary = match id {
+            Some(id) => {
+                let bytes = super::dictionary::fetch(remote, keys, id).await?;
+                Some(Dictionary::new(&bytes, Method::Zstd(ZSTD_LEVEL))?)
+            }
+            None => None,
+        };
+        Ok(Opening { keys, dictionary })
+    }
 }
 
 /// Bytes of trees asked for ahead below the ancestors of what is restored.
@@ -166,7 +199,7 @@ async fn walk(
 /// files restored, symlinks, and directory metadata last, deepest first.
 async fn write_all(
     remote: &mut Remote<'_>,
-    keys: &SealingKeys,
+    opening: &Opening<'_>,
     target: &Target,
     placed: Vec<Placed>,
     summary: &mut Summary,
@@ -195,7 +228,7 @@ async fn write_all(
         }
     }
     let (froms, jobs): (Vec<Vec<Vec<u8>>>, Vec<files::FileJob>) = files.into_iter().unzip();
-    let written = files::write(remote, keys, target, &jobs).await?;
+    let written = files::write(remote, opening, target, &jobs).await?;
     let failed_jobs: std::collections::HashSet<usize> =
         written.failed.iter().map(|(i, _)| *i).collect();
     for (i, why) in &written.failed {
@@ -305,14 +338,14 @@ fn special(target: &Target, item: &Placed) -> Result<()> {
 /// chain reaches.
 pub(super) async fn rebuild(
     remote: &mut Remote<'_>,
-    keys: &SealingKeys,
+    opening: &Opening<'_>,
     window: &[ChunkEntry],
     held: &[Option<&Held>],
 ) -> Result<Vec<Vec<u8>>> {
     let holds = |id: &StorageId| held.iter().flatten().find(|h| h.has(id)).copied();
     let local = |id: &StorageId| -> Result<Option<Vec<u8>>> {
         match holds(id) {
-            Some(h) => h.chunk(keys, id),
+            Some(h) => h.chunk(opening, id),
             None => Ok(None),
         }
     };
@@ -332,7 +365,7 @@ pub(super) async fn rebuild(
     }
     let (chains, opened) = remote
         .chains(
-            keys,
+            opening.keys,
             &starts,
             usize::from(MAX_CHAIN),
             |header, plain, kind| {
@@ -359,7 +392,7 @@ pub(super) async fn rebuild(
             Some(data) => data,
             None => {
                 let chain = chains.next().context("a chain per chunk")?;
-                through_chain(keys, &chain, &opened, &local)?
+                through_chain(opening, &chain, &opened, &local)?
             }
         };
         // A whole chunk is authentic by its seal (or its id, read here); a
@@ -379,7 +412,7 @@ pub(super) async fn rebuild(
 /// chunk at its end, or from the base the target holds, up through each
 /// patch.
 fn through_chain(
-    keys: &SealingKeys,
+    opening: &Opening<'_>,
     chain: &[StorageId],
     opened: &super::remote::Opened,
     local: &dyn Fn(&StorageId) -> Result<Option<Vec<u8>>>,
@@ -387,7 +420,7 @@ fn through_chain(
     let bottom = chain.last().context("an empty chain")?;
     let (header, plain) = &opened[bottom];
     let (mut data, patches) = if header.kind == SealedKind::Chunk {
-        let data = decode_chunk(plain)
+        let data = decode_chunk(plain, opening.dictionary.as_ref())
             .map_err(|e| anyhow::anyhow!("sealed chunk {}: {e}", short(bottom)))?;
         (data, &chain[..chain.len() - 1])
     } else {
@@ -406,7 +439,7 @@ fn through_chain(
             .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
         data = ferry_protocol::delta::rebuild(&data, &patch.delta)
             .map_err(|e| anyhow::anyhow!("sealed patch {}: {e}", short(id)))?;
-        if keys.keyed_id(&data) != patch.keyed {
+        if opening.keys.keyed_id(&data) != patch.keyed {
             bail!("sealed patch {} does not rebuild its chunk", short(id));
         }
     }

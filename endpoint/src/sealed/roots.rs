@@ -111,7 +111,11 @@ pub async fn newest(
         return Ok(Some(seen));
     }
     let ids: Vec<StorageId> = listed.iter().map(|s| StorageId(s.root.0)).collect();
-    let roots = open_roots(remote, keys, &ids).await?;
+    let roots: HashMap<StorageId, Root> = open_roots(remote, keys, &ids)
+        .await?
+        .into_iter()
+        .map(|(id, opened)| (id, opened.root))
+        .collect();
     let newest = roots
         .iter()
         .max_by_key(|(_, root)| root.sequence)
@@ -148,24 +152,34 @@ pub async fn newest(
     Ok(Some(now))
 }
 
+/// A root opened: what it holds, and the dictionary its header names.
+#[derive(Debug, Clone)]
+pub struct OpenedRoot {
+    /// The root.
+    pub root: Root,
+    /// The vault's dictionary its snapshot's chunks may be packed with.
+    pub dictionary: Option<StorageId>,
+}
+
 /// Fetches and opens roots.
 ///
 /// # Errors
-/// A root that does not open or decode.
+/// A root that does not open or decode, or whose header names more than
+/// its tree and a dictionary.
 pub async fn open_roots(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     ids: &[StorageId],
-) -> Result<HashMap<StorageId, Root>> {
+) -> Result<HashMap<StorageId, OpenedRoot>> {
     remote
         .open_all(keys, SealedKind::Root, ids)
         .await?
         .into_iter()
-        .map(|(id, (_, plain))| {
-            let root = Root::decode(&plain).map_err(|e| {
-                anyhow::anyhow!("the relay served a root that does not decode: {e}")
-            })?;
-            Ok((id, root))
+        .map(|(id, (header, plain))| {
+            let bad = |e| anyhow::anyhow!("the relay served a root that does not decode: {e}");
+            let root = Root::decode(&plain).map_err(bad)?;
+            let dictionary = root.dictionary(&header.refs).map_err(bad)?;
+            Ok((id, OpenedRoot { root, dictionary }))
         })
         .collect()
 }

@@ -108,12 +108,12 @@ impl Transfer {
         Ok(Message::SealedObjects { objects })
     }
 
-    /// The roots, trees and (if `contents`) contents at and below
-    /// `roots`, breadth-first, each once, as many as fit `room` bytes and
+    /// The roots, their dictionaries, trees and (if `contents`) contents
+    /// at and below `roots`, breadth-first, each once, as many as fit `room` bytes and
     /// one reply. An object is followed only when its
     /// row says it is stored twice (trees, contents and roots are; chunks,
     /// patches and signatures once), so the walk never reads file data;
-    /// only roots, trees and contents are sent, and at most [`MAX_BELOW_QUEUE`]
+    /// only roots, dictionaries, trees and contents are sent, and at most [`MAX_BELOW_QUEUE`]
     /// ids wait to be looked at (past that, what an object names is not
     /// followed: the endpoint asks for it).
     pub(super) fn get_sealed_below(
@@ -149,7 +149,7 @@ impl Transfer {
                 continue;
             };
             let wanted = match header.kind {
-                SealedKind::Root | SealedKind::Tree => true,
+                SealedKind::Root | SealedKind::Tree | SealedKind::Dictionary => true,
                 SealedKind::Content => contents,
                 _ => false,
             };
@@ -202,11 +202,12 @@ impl Transfer {
 }
 
 /// Copies kept of a sealed object: two of the small objects that name
-/// others (contents, trees, roots), one of chunks, signatures and patches.
+/// others (contents, trees, roots) and of the vault's dictionary (every
+/// chunk packed with it needs it), one of chunks, signatures and patches.
 fn sealed_copies(header: &Header) -> u8 {
     use ferry_protocol::sealed::SealedKind;
     match header.kind {
-        SealedKind::Content | SealedKind::Tree | SealedKind::Root => 2,
+        SealedKind::Content | SealedKind::Tree | SealedKind::Root | SealedKind::Dictionary => 2,
         SealedKind::Chunk | SealedKind::Patch | SealedKind::Signature => 1,
     }
 }
