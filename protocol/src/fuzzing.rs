@@ -164,7 +164,9 @@ pub fn sealed_plaintexts(data: &[u8]) {
     use crate::compress::Method;
     use crate::sealed::StorageId;
     use crate::sealed_dictionary::Dictionary;
-    use crate::sealed_objects::{decode_chunk, decode_tree, Patch, SealedContent, SignaturePatch};
+    use crate::sealed_objects::{
+        decode_chunk, decode_sealed_tree, Patch, SealedContent, SignaturePatch,
+    };
     let count = usize::from(data.first().copied().unwrap_or(0) % 12);
     let refs: Vec<StorageId> = (0..count).map(|i| StorageId([i as u8; 32])).collect();
     let body = data.get(1..).unwrap_or_default();
@@ -177,6 +179,6 @@ pub fn sealed_plaintexts(data: &[u8]) {
     if let Ok(dictionary) = Dictionary::new(body, Method::Zstd(3)) {
         let _ = decode_chunk(body, Some(&dictionary));
     }
-    let _ = decode_tree(body, &refs);
+    let _ = decode_sealed_tree(body, &refs);
     let _ = crate::root::Root::decode(data);
 }

@@ -21,6 +21,9 @@
 //!   the header's refs rather than again in full, compressed with zstd at a
 //!   fixed level (so the same directory seals the same): a changed
 //!   directory re-sends its names and metadata, not its ids twice.
+//!   A directory of more than [`PART_ENTRIES`] entries is a tree of parts
+//!   (trees of runs of its entries, cut where their names' keyed hashes
+//!   say), so one changed file re-sends a part and the list of parts.
 //! - A **content** lists a file's chunks (each its data object, length and
 //!   chain depth) or, for a file of more than [`PART_CHUNKS`] chunks, its
 //!   parts (contents themselves, [`MAX_PARTS`] at most per level): a small
@@ -517,6 +520,45 @@ pub fn decode_tree(plain: &[u8], refs: &[StorageId]) -> Result<Tree, ProtocolErr
     Ok(tree)
 }
 
+/// Most entries a directory may have and still be one tree: a larger one
+/// is a tree of parts ([`SealedTree::Parts`]), each a tree of a run of its
+/// entries cut where their names say, so a changed file re-sends a part
+/// and the short list of parts, not every entry's id.
+pub const PART_ENTRIES: usize = 16;
+
+/// The whole plaintext of a tree of parts (a tree's plaintext otherwise
+/// starts with a codec's code).
+const PARTS_CODE: u8 = 0xFF;
+
+/// What a sealed tree holds once opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SealedTree {
+    /// The directory's entries.
+    Entries(Tree),
+    /// Trees whose entries, together, are the directory's: its refs.
+    Parts(Vec<StorageId>),
+}
+
+/// The plaintext of a tree of parts (its refs name the parts).
+pub fn encode_parts() -> Vec<u8> {
+    vec![PARTS_CODE]
+}
+
+/// A sealed tree read from its plaintext, whose header named `refs`: a
+/// directory's entries ([`decode_tree`]) or its parts.
+///
+/// # Errors
+/// As [`decode_tree`], and a tree of parts that names none.
+pub fn decode_sealed_tree(plain: &[u8], refs: &[StorageId]) -> Result<SealedTree, ProtocolError> {
+    if plain != [PARTS_CODE] {
+        return decode_tree(plain, refs).map(SealedTree::Entries);
+    }
+    if refs.is_empty() {
+        return Err(ProtocolError::Malformed("a sealed tree of no parts"));
+    }
+    Ok(SealedTree::Parts(refs.to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -696,6 +738,22 @@ mod tests {
         let mut lying = patch.clone();
         lying.blocks += 400;
         assert!(lying.apply(&old).is_err());
+    }
+
+    #[test]
+    fn a_tree_of_parts_names_its_parts_and_nothing_else() {
+        let parts = vec![StorageId([1; 32]), StorageId([2; 32])];
+        assert_eq!(
+            decode_sealed_tree(&encode_parts(), &parts).unwrap(),
+            SealedTree::Parts(parts.clone())
+        );
+        assert!(decode_sealed_tree(&encode_parts(), &[]).is_err());
+        let (refs, plain) = encode_tree(directory()).unwrap();
+        assert!(matches!(
+            decode_sealed_tree(&plain, &refs).unwrap(),
+            SealedTree::Entries(_)
+        ));
+        assert!(decode_sealed_tree(&[PARTS_CODE, 0], &parts).is_err());
     }
 
     #[test]

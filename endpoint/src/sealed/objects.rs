@@ -14,10 +14,10 @@ use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
 use ferry_protocol::sealed_dictionary::Dictionary;
 use ferry_protocol::sealed_objects::{
-    encode_chunk, encode_tree, group_ends, ChunkEntry, Patch, SealedContent, SignaturePatch,
-    PART_CHUNKS,
+    encode_chunk, encode_parts, encode_tree, group_ends, ChunkEntry, Patch, SealedContent,
+    SignaturePatch, PART_CHUNKS, PART_ENTRIES,
 };
-use ferry_protocol::tree::Tree;
+use ferry_protocol::tree::{Entry, Tree};
 
 use crate::backup::DirNode;
 use crate::cache::CachedChunk;
@@ -93,15 +93,31 @@ fn in_groups<T>(items: &[T], id: impl Fn(&T) -> StorageId) -> impl Iterator<Item
     starts.zip(ends).map(move |(start, end)| &items[start..end])
 }
 
-/// Seals `dir` and those below it into `out`, children first.
+/// Seals `dir` and those below it into `out`, children first: a
+/// directory of more than [`PART_ENTRIES`] entries as a tree of parts, cut
+/// where the keyed hashes of its names say ([`group_ends`]), so an added,
+/// removed or changed entry changes only its part and the list of parts.
 pub(super) fn seal_tree(
     keys: &SealingKeys,
     dir: DirNode,
     out: &mut Vec<SealedObject>,
 ) -> Result<StorageId> {
     let entries = dir.into_entries(|_, sub| Ok(TreeId(seal_tree(keys, sub, out)?.0)))?;
-    let (refs, plain) = encode_tree(Tree { entries })?;
-    let (id, bytes) = seal(keys, SealedKind::Tree, refs, &plain)?;
+    let mut seal_entries = |entries: Vec<Entry>| -> Result<StorageId> {
+        let (refs, plain) = encode_tree(Tree { entries })?;
+        let (id, bytes) = seal(keys, SealedKind::Tree, refs, &plain)?;
+        out.push((id, bytes));
+        Ok(id)
+    };
+    if entries.len() <= PART_ENTRIES {
+        return seal_entries(entries);
+    }
+    let mut parts = in_groups(&entries, |e| StorageId(keys.keyed_id(&e.name)))
+        .map(|group| seal_entries(group.to_vec()))
+        .collect::<Result<Vec<_>>>()?;
+    parts.sort_unstable();
+    parts.dedup();
+    let (id, bytes) = seal(keys, SealedKind::Tree, parts, &encode_parts())?;
     out.push((id, bytes));
     Ok(id)
 }
@@ -302,6 +318,7 @@ mod tests {
     use super::*;
     use ferry_protocol::fuzzing::fixed_sealing_keys;
     use ferry_protocol::sealed::Header;
+    use ferry_protocol::sealed_objects::MAX_PARTS;
 
     fn refs(bytes: &[u8]) -> Vec<StorageId> {
         Header::read(bytes).unwrap().0.refs
@@ -314,6 +331,50 @@ mod tests {
     ) -> SealedChunk {
         let keyed = keys.keyed_id(data);
         seal_chunk(keys, (Method::Zstd(3), None), data, keyed, base).unwrap()
+    }
+
+    /// A directory of `count` files, file `changed` naming other content.
+    fn directory(count: usize, changed: Option<usize>) -> DirNode {
+        let mut dir = DirNode::default();
+        for i in 0..count {
+            let name = format!("file-{i:04}.txt").into_bytes();
+            let content = [if Some(i) == changed { 0xee } else { i as u8 }; 32];
+            let entry = Entry {
+                name: name.clone(),
+                kind: ferry_protocol::tree::EntryKind::File {
+                    size: 10,
+                    content: ferry_protocol::ids::ContentId(content),
+                    sparse: None,
+                },
+                mode: 0o644,
+                uid: 0,
+                gid: 0,
+                mtime_ns: 0,
+                xattrs: Vec::new(),
+            };
+            dir.children.insert(name, crate::backup::Node::Leaf(entry));
+        }
+        dir
+    }
+
+    #[test]
+    fn a_changed_file_in_a_large_directory_reseals_its_part_and_the_list_of_parts() {
+        let keys = fixed_sealing_keys();
+        let mut before = Vec::new();
+        seal_tree(&keys, directory(200, None), &mut before).unwrap();
+        let mut after = Vec::new();
+        seal_tree(&keys, directory(200, Some(77)), &mut after).unwrap();
+        assert!(before.len() > 200 / MAX_PARTS, "{} parts", before.len() - 1);
+        let old: std::collections::HashSet<_> = before.iter().map(|(id, _)| *id).collect();
+        let new: Vec<_> = after.iter().filter(|(id, _)| !old.contains(id)).collect();
+        assert_eq!(new.len(), 2, "a part and the list of parts");
+        let resent: usize = new.iter().map(|(_, bytes)| bytes.len()).sum();
+        let whole: usize = before.iter().map(|(_, bytes)| bytes.len()).sum();
+        assert!(resent * 4 < whole, "{resent} of {whole} bytes");
+        // A small directory stays one tree.
+        let mut small = Vec::new();
+        seal_tree(&keys, directory(PART_ENTRIES, None), &mut small).unwrap();
+        assert_eq!(small.len(), 1);
     }
 
     #[test]

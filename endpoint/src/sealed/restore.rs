@@ -13,7 +13,9 @@ use ferry_protocol::compress::{Method, ZSTD_LEVEL};
 use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{SealedKind, SealingKeys};
 use ferry_protocol::sealed_dictionary::Dictionary;
-use ferry_protocol::sealed_objects::{decode_chunk, decode_tree, ChunkEntry, Patch, MAX_CHAIN};
+use ferry_protocol::sealed_objects::{
+    decode_chunk, decode_sealed_tree, ChunkEntry, Patch, SealedTree, MAX_CHAIN,
+};
 use ferry_protocol::tree::{Entry, EntryKind};
 
 use super::files;
@@ -146,7 +148,8 @@ async fn walk(
     let mut depth = 0;
     while !level.is_empty() {
         depth += 1;
-        if depth > crate::fetcher::MAX_DEPTH {
+        // A directory of parts takes two levels.
+        if depth > 2 * crate::fetcher::MAX_DEPTH {
             bail!(
                 "the snapshot's directories nest deeper than {}",
                 crate::fetcher::MAX_DEPTH
@@ -170,10 +173,19 @@ async fn walk(
             .await?;
         let trees = remote.open_all(keys, SealedKind::Tree, &ids).await?;
         let mut next = Vec::new();
-        for (path, id, _) in level {
+        for (path, id, whole) in level {
             let (header, plain) = &trees[&id];
-            let tree = decode_tree(plain, &header.refs)
+            let tree = decode_sealed_tree(plain, &header.refs)
                 .map_err(|e| anyhow::anyhow!("sealed tree {} does not decode: {e}", short(&id)))?;
+            let tree = match tree {
+                SealedTree::Entries(tree) => tree,
+                SealedTree::Parts(parts) => {
+                    // The parts are read at the next level, as the
+                    // directory's entries there.
+                    next.extend(parts.into_iter().map(|part| (path.clone(), part, whole)));
+                    continue;
+                }
+            };
             for entry in tree.entries {
                 let mut from = path.clone();
                 from.push(entry.name.clone());
