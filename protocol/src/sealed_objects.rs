@@ -34,7 +34,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::chunking::MAX_CHUNK;
+use crate::chunking::{MAX_CHUNK, MIN_CHUNK};
 use crate::compress::{compress_with, decompress_slice, Codec, Method, ZSTD_LEVEL};
 use crate::decoding::decode_exact;
 use crate::delta::MAX_DELTA;
@@ -459,9 +459,29 @@ fn place_id(place: usize) -> [u8; 32] {
     id
 }
 
+/// Whether a file of `data` bytes (its length without holes) is named in
+/// its tree by its one chunk's data object (a chunk or a patch) rather
+/// than by a content: a file shorter than the smallest cut is one chunk,
+/// and a content listing it would cost an object (about 90 bytes) per
+/// small file. Empty files keep an (empty) content.
+pub fn names_its_chunk(data: u64) -> bool {
+    (1..u64::from(MIN_CHUNK)).contains(&data)
+}
+
+/// The bytes of a file's data: its size less its holes.
+pub fn data_len(size: u64, sparse: Option<&[crate::tree::Extent]>) -> u64 {
+    sparse.map_or(size, |extents| extents.iter().map(|e| e.len).sum())
+}
+
+/// Set in a tree's codec byte: its small files name their chunks
+/// ([`names_its_chunk`]). Trees sealed before that named a content for
+/// every file, and are read so still.
+const NAMES_CHUNKS: u8 = 0x40;
+
 /// A sealed tree's refs (what its entries name, sorted, each once) and
 /// its plaintext: `tree` sorted and checked, each child named by its place
-/// among the refs, compressed.
+/// among the refs, compressed; small files name their chunks
+/// ([`names_its_chunk`]).
 ///
 /// # Errors
 /// As [`Tree::encode`].
@@ -482,22 +502,25 @@ pub fn encode_tree(mut tree: Tree) -> Result<(Vec<StorageId>, Vec<u8>), Protocol
     let (_, plain) = tree.encode()?;
     let (codec, packed) = compress_with(Method::Zstd(ZSTD_LEVEL), &plain);
     let mut out = Vec::with_capacity(1 + packed.len());
-    out.push(codec.code());
+    out.push(codec.code() | NAMES_CHUNKS);
     out.extend_from_slice(&packed);
     Ok((refs, out))
 }
 
 /// A tree read from its plaintext, whose header named `refs`: every
 /// child's place must be one of the refs, and every ref named by a child.
+/// Returns it, and whether its small files name their chunks.
 ///
 /// # Errors
 /// Bytes that do not unpack or decode, a tree that breaks
 /// [`Tree::check`], a place past the refs, and refs no child names.
-pub fn decode_tree(plain: &[u8], refs: &[StorageId]) -> Result<Tree, ProtocolError> {
+pub fn decode_tree(plain: &[u8], refs: &[StorageId]) -> Result<(Tree, bool), ProtocolError> {
     let (&code, packed) = plain
         .split_first()
         .ok_or(ProtocolError::Malformed("sealed tree"))?;
-    let codec = Codec::from_code(code).ok_or(ProtocolError::Malformed("sealed tree codec"))?;
+    let names_chunks = code & NAMES_CHUNKS != 0;
+    let codec = Codec::from_code(code & !NAMES_CHUNKS)
+        .ok_or(ProtocolError::Malformed("sealed tree codec"))?;
     let mut tree = Tree::decode_opened(&decompress_slice(codec, packed, MAX_PLAINTEXT)?)?;
     let mut named = vec![false; refs.len()];
     for entry in &mut tree.entries {
@@ -517,7 +540,7 @@ pub fn decode_tree(plain: &[u8], refs: &[StorageId]) -> Result<Tree, ProtocolErr
             "a sealed tree whose header names what its entries do not",
         ));
     }
-    Ok(tree)
+    Ok((tree, names_chunks))
 }
 
 /// Most entries a directory may have and still be one tree: a larger one
@@ -533,8 +556,9 @@ const PARTS_CODE: u8 = 0xFF;
 /// What a sealed tree holds once opened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SealedTree {
-    /// The directory's entries.
-    Entries(Tree),
+    /// The directory's entries, and whether its small files name their
+    /// chunks ([`names_its_chunk`]).
+    Entries(Tree, bool),
     /// Trees whose entries, together, are the directory's: its refs.
     Parts(Vec<StorageId>),
 }
@@ -551,7 +575,7 @@ pub fn encode_parts() -> Vec<u8> {
 /// As [`decode_tree`], and a tree of parts that names none.
 pub fn decode_sealed_tree(plain: &[u8], refs: &[StorageId]) -> Result<SealedTree, ProtocolError> {
     if plain != [PARTS_CODE] {
-        return decode_tree(plain, refs).map(SealedTree::Entries);
+        return decode_tree(plain, refs).map(|(tree, names)| SealedTree::Entries(tree, names));
     }
     if refs.is_empty() {
         return Err(ProtocolError::Malformed("a sealed tree of no parts"));
@@ -656,7 +680,7 @@ mod tests {
         );
         let mut sorted = tree.clone();
         sorted.entries.sort_by(|a, b| a.name.cmp(&b.name));
-        assert_eq!(decode_tree(&plain, &refs).unwrap(), sorted);
+        assert_eq!(decode_tree(&plain, &refs).unwrap(), (sorted, true));
         // The same directory seals the same.
         assert_eq!(encode_tree(tree).unwrap(), (refs, plain));
     }
@@ -741,6 +765,27 @@ mod tests {
     }
 
     #[test]
+    fn small_files_name_their_chunk_in_new_trees_and_a_content_in_older_ones() {
+        assert!(!names_its_chunk(0));
+        assert!(names_its_chunk(1));
+        assert!(names_its_chunk(u64::from(MIN_CHUNK) - 1));
+        assert!(!names_its_chunk(u64::from(MIN_CHUNK)));
+        let holes = [crate::tree::Extent {
+            offset: 0,
+            len: 100,
+        }];
+        assert_eq!(data_len(1 << 30, Some(&holes)), 100);
+        assert_eq!(data_len(5000, None), 5000);
+        let (refs, mut plain) = encode_tree(directory()).unwrap();
+        assert!(decode_tree(&plain, &refs).unwrap().1);
+        // A tree sealed before small files named their chunks.
+        plain[0] &= !NAMES_CHUNKS;
+        let (tree, names) = decode_tree(&plain, &refs).unwrap();
+        assert!(!names);
+        assert_eq!(tree.entries.len(), directory().entries.len());
+    }
+
+    #[test]
     fn a_tree_of_parts_names_its_parts_and_nothing_else() {
         let parts = vec![StorageId([1; 32]), StorageId([2; 32])];
         assert_eq!(
@@ -751,7 +796,7 @@ mod tests {
         let (refs, plain) = encode_tree(directory()).unwrap();
         assert!(matches!(
             decode_sealed_tree(&plain, &refs).unwrap(),
-            SealedTree::Entries(_)
+            SealedTree::Entries(_, true)
         ));
         assert!(decode_sealed_tree(&[PARTS_CODE, 0], &parts).is_err());
     }

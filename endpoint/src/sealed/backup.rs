@@ -30,7 +30,7 @@ use ferry_protocol::tree::{EntryKind, Extent};
 use super::align::{cut_at_old_starts, most_overlapping, starts_of};
 use super::dictionary::VaultDictionary;
 use super::objects::{content_objects, seal_chunks, seal_tree, signed};
-use super::remote::{Remote, Send};
+use super::remote::{Kinds, Remote, Send};
 use crate::backup::files::{open_regular, same_version, unchanged};
 use crate::backup::{Control, DirNode, ExtentReader, Job, Source, Summary};
 use crate::cache::{CachedChunk, CachedFile, FilesCache, Known, SealedFile, SetCache, SetUpdate};
@@ -468,17 +468,19 @@ impl Sealed<'_, '_> {
     /// The signatures `ids` in full, each rebuilt through its chain of
     /// signature patches (a fetch per link of the longest chain).
     async fn signatures(&mut self, ids: &[StorageId]) -> Result<HashMap<StorageId, Vec<u8>>> {
-        let starts: Vec<(StorageId, SealedKind)> =
-            ids.iter().map(|id| (*id, SealedKind::Signature)).collect();
+        let starts: Vec<(StorageId, Kinds)> = ids
+            .iter()
+            .map(|id| (*id, &[SealedKind::Signature][..]))
+            .collect();
         let (chains, opened) = self
             .remote
             .chains(
                 self.keys,
                 &starts,
                 usize::from(MAX_CHAIN),
-                |header, _, kind| match header.refs.as_slice() {
+                |header, _| match header.refs.as_slice() {
                     [] => Ok(None),
-                    [base] => Ok(Some((*base, kind))),
+                    [base] => Ok(Some((*base, &[SealedKind::Signature][..]))),
                     _ => bail!("a sealed signature names more than one base"),
                 },
             )

@@ -32,9 +32,21 @@ pub(super) struct FileJob {
     pub(super) at: Vec<Vec<u8>>,
     /// Its entry (metadata, size, sparse regions).
     pub(super) entry: Entry,
-    /// Its content.
-    pub(super) content: StorageId,
+    /// Its data.
+    pub(super) data: FileData,
 }
+
+/// How a file's data is named.
+pub(super) enum FileData {
+    /// By a content listing its chunks.
+    Content(StorageId),
+    /// By its one chunk, for a small file (its depth [`ANY_DEPTH`]).
+    Chunk(ChunkEntry),
+}
+
+/// The depth of a small file's chunk named by its tree: a whole chunk or a
+/// patch, as its header says.
+pub(super) const ANY_DEPTH: u8 = u8::MAX;
 
 /// A file being written: its temporary copy and what is left of it.
 struct Open {
@@ -155,7 +167,10 @@ pub(super) async fn write(
         .iter()
         .zip(&unchanged)
         .filter(|(_, same)| !**same)
-        .map(|(j, _)| j.content)
+        .filter_map(|(j, _)| match j.data {
+            FileData::Content(id) => Some(id),
+            FileData::Chunk(_) => None,
+        })
         .collect();
     let chunks = contents(remote, opening.keys, &ids).await?;
     let mut writer = Writer {
@@ -171,7 +186,10 @@ pub(super) async fn write(
             if unchanged[i] {
                 continue;
             }
-            let list = &chunks[&job.content];
+            let list = match &job.data {
+                FileData::Content(id) => &chunks[id][..],
+                FileData::Chunk(chunk) => std::slice::from_ref(chunk),
+            };
             let file = match start(opening, target, job, i, list.len()) {
                 Ok(file) => file,
                 Err(e) => {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use ferry_protocol::chunking::MIN_CHUNK;
 use ferry_protocol::compress::Method;
 use ferry_protocol::delta;
@@ -14,8 +14,8 @@ use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
 use ferry_protocol::sealed_dictionary::Dictionary;
 use ferry_protocol::sealed_objects::{
-    encode_chunk, encode_parts, encode_tree, group_ends, ChunkEntry, Patch, SealedContent,
-    SignaturePatch, PART_CHUNKS, PART_ENTRIES,
+    encode_chunk, encode_parts, encode_tree, group_ends, names_its_chunk, ChunkEntry, Patch,
+    SealedContent, SignaturePatch, PART_CHUNKS, PART_ENTRIES,
 };
 use ferry_protocol::tree::{Entry, Tree};
 
@@ -26,7 +26,9 @@ use crate::cache::CachedChunk;
 pub(super) type SealedObject = (StorageId, Vec<u8>);
 
 /// A file's content sealed: its storage id, and every object of it,
-/// children first. A file of more than [`PART_CHUNKS`] chunks is a
+/// children first. A file shorter than the smallest cut
+/// ([`names_its_chunk`]) is named by its one chunk's data object, with no
+/// content object. A file of more than [`PART_CHUNKS`] chunks is a
 /// content of parts (of parts, for a large one) cut where the entries'
 /// ids say, so a changed, added or removed chunk changes only the short
 /// lists above it. Sealing is deterministic: the
@@ -35,6 +37,13 @@ pub(super) fn content_objects(
     keys: &SealingKeys,
     chunks: &[CachedChunk],
 ) -> Result<(StorageId, Vec<SealedObject>)> {
+    let data: u64 = chunks.iter().map(|c| u64::from(c.len)).sum();
+    if names_its_chunk(data) {
+        let [chunk] = chunks else {
+            bail!("a file of {data} bytes cut into {} chunks", chunks.len());
+        };
+        return Ok((chunk.data, Vec::new()));
+    }
     let entries: Vec<ChunkEntry> = chunks
         .iter()
         .map(|c| ChunkEntry {

@@ -332,10 +332,32 @@ impl<'c> Remote<'c> {
         kind: SealedKind,
         ids: &[StorageId],
     ) -> Result<HashMap<StorageId, (Header, Vec<u8>)>> {
+        self.open_any(keys, &[kind], ids).await
+    }
+
+    /// As [`Remote::open_all`], each object being of one of `kinds` (a
+    /// small file's chunk is a chunk or a patch).
+    ///
+    /// # Errors
+    /// As [`Remote::open_all`].
+    pub async fn open_any(
+        &mut self,
+        keys: &SealingKeys,
+        kinds: &[SealedKind],
+        ids: &[StorageId],
+    ) -> Result<HashMap<StorageId, (Header, Vec<u8>)>> {
         let fetched = self.get(ids).await?;
         fetched
             .into_iter()
             .map(|(id, bytes)| {
+                // The kind its header claims when it is one of those asked
+                // for (opening checks the claim), else the first.
+                let kind = Header::read(&bytes)
+                    .ok()
+                    .map(|(header, _)| header.kind)
+                    .filter(|kind| kinds.contains(kind))
+                    .or(kinds.first().copied())
+                    .ok_or_else(|| anyhow::anyhow!("no kind of sealed object asked for"))?;
                 let opened = open(keys, &id, &bytes, kind).map_err(|e| {
                     anyhow::anyhow!(
                         "the relay served sealed {kind:?} {} that does not open: {e}; nothing more is trusted from it",
@@ -358,32 +380,32 @@ impl<'c> Remote<'c> {
     pub async fn chains(
         &mut self,
         keys: &SealingKeys,
-        starts: &[(StorageId, SealedKind)],
+        starts: &[(StorageId, Kinds)],
         longest: usize,
-        link: impl Fn(&Header, &[u8], SealedKind) -> Result<Option<(StorageId, SealedKind)>>,
+        link: impl Fn(&Header, &[u8]) -> Result<Option<(StorageId, Kinds)>>,
     ) -> Result<(Vec<Vec<StorageId>>, Opened)> {
-        let mut chains: Vec<Vec<(StorageId, SealedKind)>> =
+        let mut chains: Vec<Vec<(StorageId, Kinds)>> =
             starts.iter().map(|start| vec![*start]).collect();
         let mut ended = vec![false; chains.len()];
         let mut opened: Opened = HashMap::new();
         for _ in 0..=longest {
-            let mut wanted: HashMap<SealedKind, Vec<StorageId>> = HashMap::new();
+            let mut wanted: HashMap<Kinds, Vec<StorageId>> = HashMap::new();
             for (chain, _) in chains.iter().zip(&ended).filter(|(_, e)| !**e) {
                 let (id, kind) = *chain.last().expect("not empty");
                 if !opened.contains_key(&id) {
                     wanted.entry(kind).or_default().push(id);
                 }
             }
-            for (kind, ids) in wanted {
-                opened.extend(self.open_all(keys, kind, &ids).await?);
+            for (kinds, ids) in wanted {
+                opened.extend(self.open_any(keys, kinds, &ids).await?);
             }
             for (chain, ended) in chains.iter_mut().zip(ended.iter_mut()) {
                 if *ended {
                     continue;
                 }
-                let (id, kind) = *chain.last().expect("not empty");
+                let (id, _) = *chain.last().expect("not empty");
                 let (header, plain) = &opened[&id];
-                match link(header, plain, kind)? {
+                match link(header, plain)? {
                     Some(next) => chain.push(next),
                     None => *ended = true,
                 }
@@ -399,6 +421,9 @@ impl<'c> Remote<'c> {
         bail!("the relay serves a chain of sealed objects longer than {longest}")
     }
 }
+
+/// The kinds an object asked for may be (its header says which).
+pub type Kinds = &'static [SealedKind];
 
 /// Sealed objects opened: each one's header and plaintext.
 pub type Opened = HashMap<StorageId, (Header, Vec<u8>)>;

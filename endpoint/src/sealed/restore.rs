@@ -14,13 +14,14 @@ use ferry_protocol::message::StorageId;
 use ferry_protocol::sealed::{SealedKind, SealingKeys};
 use ferry_protocol::sealed_dictionary::Dictionary;
 use ferry_protocol::sealed_objects::{
-    decode_chunk, decode_sealed_tree, ChunkEntry, Patch, SealedTree, MAX_CHAIN,
+    data_len, decode_chunk, decode_sealed_tree, names_its_chunk, ChunkEntry, Patch, SealedTree,
+    MAX_CHAIN,
 };
 use ferry_protocol::tree::{Entry, EntryKind};
 
 use super::files;
 use super::local::Held;
-use super::remote::{short, Remote};
+use super::remote::{short, Kinds, Remote};
 use crate::client::RelayClient;
 use crate::restore::{Place, Request, Selection, Summary};
 use crate::snapshot::{resolve, show_path};
@@ -32,6 +33,8 @@ struct Placed {
     from: Vec<Vec<u8>>,
     at: Vec<Vec<u8>>,
     entry: Entry,
+    /// Its tree names a small file's chunk rather than a content.
+    names_chunk: bool,
 }
 
 /// Runs a sealed restore.
@@ -177,8 +180,8 @@ async fn walk(
             let (header, plain) = &trees[&id];
             let tree = decode_sealed_tree(plain, &header.refs)
                 .map_err(|e| anyhow::anyhow!("sealed tree {} does not decode: {e}", short(&id)))?;
-            let tree = match tree {
-                SealedTree::Entries(tree) => tree,
+            let (tree, names_chunk) = match tree {
+                SealedTree::Entries(tree, names_chunk) => (tree, names_chunk),
                 SealedTree::Parts(parts) => {
                     // The parts are read at the next level, as the
                     // directory's entries there.
@@ -197,7 +200,12 @@ async fn walk(
                     }
                 }
                 if let Place::At(at) = place {
-                    placed.push(Placed { from, at, entry });
+                    placed.push(Placed {
+                        from,
+                        at,
+                        entry,
+                        names_chunk,
+                    });
                 }
             }
         }
@@ -224,14 +232,29 @@ async fn write_all(
                 Ok(_) => dirs.push(item),
                 Err(e) => fail(summary, &item.at, &e),
             },
-            EntryKind::File { content, .. } => {
-                let content = StorageId(content.0);
+            EntryKind::File {
+                content,
+                size,
+                sparse,
+            } => {
+                let id = StorageId(content.0);
+                let data = data_len(*size, sparse.as_deref());
+                let data = match u32::try_from(data) {
+                    Ok(len) if item.names_chunk && names_its_chunk(data) => {
+                        files::FileData::Chunk(ChunkEntry {
+                            data: id,
+                            len,
+                            depth: files::ANY_DEPTH,
+                        })
+                    }
+                    _ => files::FileData::Content(id),
+                };
                 files.push((
                     item.from.clone(),
                     files::FileJob {
                         at: item.at,
                         entry: item.entry,
-                        content,
+                        data,
                     },
                 ));
             }
@@ -366,12 +389,12 @@ pub(super) async fn rebuild(
     for entry in window {
         let data = local(&entry.data)?;
         if data.is_none() {
-            let kind = if entry.depth == 0 {
-                SealedKind::Chunk
-            } else {
-                SealedKind::Patch
+            let kinds: Kinds = match entry.depth {
+                0 => &[SealedKind::Chunk],
+                files::ANY_DEPTH => &[SealedKind::Chunk, SealedKind::Patch],
+                _ => &[SealedKind::Patch],
             };
-            starts.push((entry.data, kind));
+            starts.push((entry.data, kinds));
         }
         out.push(data);
     }
@@ -380,18 +403,18 @@ pub(super) async fn rebuild(
             opening.keys,
             &starts,
             usize::from(MAX_CHAIN),
-            |header, plain, kind| {
-                if kind == SealedKind::Chunk {
+            |header, plain| {
+                if header.kind == SealedKind::Chunk {
                     return Ok(None);
                 }
                 let patch = Patch::decode(plain, &header.refs)?;
                 if holds(&patch.base).is_some() {
                     return Ok(None);
                 }
-                let below = if patch.depth == 1 {
-                    SealedKind::Chunk
+                let below: Kinds = if patch.depth == 1 {
+                    &[SealedKind::Chunk]
                 } else {
-                    SealedKind::Patch
+                    &[SealedKind::Patch]
                 };
                 Ok(Some((patch.base, below)))
             },
