@@ -141,6 +141,19 @@ pub async fn resolve(
         Message::SnapshotList { snapshots } => snapshots,
         other => return Err(unexpected("SnapshotList", &other)),
     };
+    choose(list, set, selector)
+}
+
+/// The snapshot `selector` picks from `list` (the relay's listing of
+/// `set`, or of every set).
+///
+/// # Errors
+/// No such snapshot.
+pub fn choose(
+    list: Vec<SnapshotInfo>,
+    set: Option<&str>,
+    selector: Selector,
+) -> Result<SnapshotInfo> {
     let found = match selector {
         Selector::Last => list.into_iter().last(),
         Selector::Id(id) => list.into_iter().find(|s| s.id == id),

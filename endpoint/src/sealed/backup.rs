@@ -85,15 +85,26 @@ pub async fn run(
     if job.hooks.is_some() {
         bail!("set {:?} requires a filesystem snapshot; snapshot scripts are not supported for sealed clients yet", job.set);
     }
-    let max_file = match client
-        .request(&Message::BackupBegin {
+    // The set's snapshots are asked for with the backup's start: one
+    // round trip for both.
+    client
+        .ask(&Message::BackupBegin {
             set: job.set.clone(),
             retention: job.retention,
         })
-        .await?
-    {
+        .await?;
+    client
+        .ask(&Message::ListSnapshots {
+            set: Some(job.set.clone()),
+        })
+        .await?;
+    let max_file = match client.answer().await? {
         Message::BackupReady { max_file } => max_file,
         other => return Err(unexpected("BackupReady", &other)),
+    };
+    let listed = match client.answer().await? {
+        Message::SnapshotList { snapshots } => snapshots,
+        other => return Err(unexpected("SnapshotList", &other)),
     };
     let previous = cache.load(&job.set)?;
     // As open mode starts (by the link's rate), without adapting: each
@@ -117,7 +128,7 @@ pub async fn run(
         method,
         dictionary: None,
     };
-    let before = super::roots::newest(state, &mut run.remote, keys, &job.set).await?;
+    let before = super::roots::newest(state, &mut run.remote, keys, &job.set, listed).await?;
     let Source::Paths(paths) = &job.source else {
         bail!("a sealed client backs up paths; a command's output is not supported in sealed mode yet");
     };

@@ -109,6 +109,32 @@ pub(super) async fn fetch(
     Ok(bytes)
 }
 
+/// The dictionary `id` a restored snapshot's root names: this endpoint's
+/// copy when it is that one (sealing is deterministic: the same bytes
+/// seal to the same id), else fetched, checked, and kept here when this
+/// endpoint has none (a machine that took the client over).
+///
+/// # Errors
+/// As [`fetch`]; a damaged copy here.
+pub(super) async fn for_restore(
+    state: &StateDir,
+    remote: &mut Remote<'_>,
+    keys: &SealingKeys,
+    id: StorageId,
+) -> Result<Vec<u8>> {
+    let kept = load(state)?;
+    if let Some(bytes) = &kept {
+        if seal(keys, SealedKind::Dictionary, Vec::new(), bytes)?.0 == id {
+            return Ok(kept.unwrap_or_default());
+        }
+    }
+    let bytes = fetch(remote, keys, id).await?;
+    if kept.is_none() {
+        save(state, &bytes)?;
+    }
+    Ok(bytes)
+}
+
 /// The roots this endpoint committed naming a dictionary, by set: the
 /// root's id and the dictionary's, in hex.
 fn read_named(state: &StateDir) -> Result<BTreeMap<String, (String, String)>> {
@@ -222,7 +248,12 @@ const SAMPLE_ENTRIES: usize = 20_000;
 /// with the dictionary, as a later machine packs it again.
 fn sample(paths: &[PathBuf], excludes: &Excludes) -> Samples {
     let mut samples = Samples::default();
-    let mut pending: Vec<PathBuf> = paths.iter().rev().cloned().collect();
+    // As the walk names them: absolute, so the excludes match alike.
+    let mut pending: Vec<PathBuf> = paths
+        .iter()
+        .rev()
+        .filter_map(|path| crate::backup::absolute(path).ok())
+        .collect();
     let mut looked = 0;
     while let Some(path) = pending.pop() {
         looked += 1;

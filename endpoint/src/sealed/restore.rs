@@ -24,7 +24,7 @@ use super::local::Held;
 use super::remote::{short, Kinds, Remote};
 use crate::client::RelayClient;
 use crate::restore::{Place, Request, Selection, Summary};
-use crate::snapshot::{resolve, show_path};
+use crate::snapshot::{choose, show_path};
 use crate::state::StateDir;
 use crate::target::Target;
 
@@ -49,8 +49,10 @@ pub async fn run(
     request: &Request,
 ) -> Result<Summary> {
     let started = std::time::Instant::now();
-    let info = resolve(client, request.set.as_deref(), request.snapshot).await?;
     let mut remote = Remote::new(client);
+    // One listing picks the snapshot and checks the set's newest root.
+    let listed = super::roots::list(&mut remote, request.set.as_deref()).await?;
+    let info = choose(listed.clone(), request.set.as_deref(), request.snapshot)?;
     let root_id = StorageId(info.root.0);
     // Into an empty target every file's content is needed; onto files it
     // holds, few are (those unchanged are skipped before their contents).
@@ -59,7 +61,7 @@ pub async fn run(
     remote
         .ahead_below(&[root_id], THROUGH_ROOM, contents)
         .await?;
-    super::roots::newest(state, &mut remote, keys, &info.set).await?;
+    super::roots::newest(state, &mut remote, keys, &info.set, listed).await?;
     let roots = super::roots::open_roots(&mut remote, keys, &[root_id]).await?;
     let root = roots
         .get(&root_id)
@@ -92,7 +94,7 @@ pub async fn run(
     }
     let mut summary = Summary::default();
     summary.totals.snapshot = info.id;
-    let opening = Opening::new(&mut remote, keys, dictionary).await?;
+    let opening = Opening::new(state, &mut remote, keys, dictionary).await?;
     write_all(&mut remote, &opening, &target, placed, &mut summary).await?;
     let client = remote.into_client();
     summary.totals.bytes_sent = client.bytes_sent();
@@ -113,16 +115,17 @@ pub(super) struct Opening<'k> {
 }
 
 impl<'k> Opening<'k> {
-    /// The keys, with the dictionary `id` fetched (the relay sent it ahead
-    /// with the root) and checked.
+    /// The keys, with the dictionary `id` (this endpoint's copy when it
+    /// is that one, else fetched and checked).
     async fn new(
+        state: &StateDir,
         remote: &mut Remote<'_>,
         keys: &'k SealingKeys,
         id: Option<StorageId>,
     ) -> Result<Self> {
         let dictionary = match id {
             Some(id) => {
-                let bytes = super::dictionary::fetch(remote, keys, id).await?;
+                let bytes = super::dictionary::for_restore(state, remote, keys, id).await?;
                 Some(Dictionary::new(&bytes, Method::Zstd(ZSTD_LEVEL))?)
             }
             None => None,

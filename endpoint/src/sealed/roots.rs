@@ -80,7 +80,8 @@ pub async fn list(remote: &mut Remote<'_>, set: Option<&str>) -> Result<Vec<Snap
     }
 }
 
-/// Checks the newest root of `set` the relay lists against what was
+/// Checks the newest root of `set` in `listed` (the relay's listing of
+/// that set or of every set: the others are left out) against what was
 /// seen; returns it (none for a set without snapshots) and remembers it as
 /// seen. When it is the root seen last, nothing is fetched; else the
 /// listed roots are opened and the chain from the newest down to the one
@@ -94,8 +95,9 @@ pub async fn newest(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     set: &str,
+    listed: Vec<SnapshotInfo>,
 ) -> Result<Option<Seen>> {
-    let listed = list(remote, Some(set)).await?;
+    let listed: Vec<SnapshotInfo> = listed.into_iter().filter(|s| s.set == set).collect();
     let seen = seen(state, set)?;
     if listed.is_empty() {
         if let Some(seen) = seen {

@@ -108,14 +108,15 @@ impl Transfer {
         Ok(Message::SealedObjects { objects })
     }
 
-    /// The roots, their dictionaries, trees and (if `contents`) contents
-    /// at and below `roots`, breadth-first, each once, as many as fit `room` bytes and
-    /// one reply. An object is followed only when its
-    /// row says it is stored twice (trees, contents and roots are; chunks,
-    /// patches and signatures once), so the walk never reads file data;
-    /// only roots, dictionaries, trees and contents are sent, and at most [`MAX_BELOW_QUEUE`]
-    /// ids wait to be looked at (past that, what an object names is not
-    /// followed: the endpoint asks for it).
+    /// The roots, trees and (if `contents`) contents at and below `roots`
+    /// (not the vault's dictionary: the endpoint that made it keeps it),
+    /// breadth-first, each once, as many as fit `room` bytes and one
+    /// reply. An object is followed only when its row says it is stored
+    /// twice (trees, contents, roots and dictionaries are; chunks, patches
+    /// and signatures once), so the walk never reads file data; only
+    /// roots, trees and contents are sent, and at most
+    /// [`MAX_BELOW_QUEUE`] ids wait to be looked at (past that, what an
+    /// object names is not followed: the endpoint asks for it).
     pub(super) fn get_sealed_below(
         &self,
         roots: &[StorageId],
@@ -149,7 +150,7 @@ impl Transfer {
                 continue;
             };
             let wanted = match header.kind {
-                SealedKind::Root | SealedKind::Tree | SealedKind::Dictionary => true,
+                SealedKind::Root | SealedKind::Tree => true,
                 SealedKind::Content => contents,
                 _ => false,
             };
