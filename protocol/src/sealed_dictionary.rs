@@ -96,6 +96,15 @@ pub fn check(dictionary: &[u8]) -> Result<(), ProtocolError> {
     Ok(())
 }
 
+thread_local! {
+    // One zstd context per thread, for every chunk it packs or unpacks (a
+    // context costs more to make than a small chunk to compress).
+    static CCTX: std::cell::RefCell<Option<zstd::zstd_safe::CCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+    static DCTX: std::cell::RefCell<Option<zstd::zstd_safe::DCtx<'static>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
 /// A dictionary made ready to compress at one zstd level and to
 /// decompress (zstd's prepared forms, shared by every thread).
 pub struct Dictionary {
@@ -135,18 +144,27 @@ impl Dictionary {
     /// than `data` and this dictionary was prepared for zstd.
     fn compress(&self, data: &[u8]) -> Option<Vec<u8>> {
         let encoder = self.encoder.as_ref()?;
-        let mut compressor = zstd::bulk::Compressor::with_prepared_dictionary(encoder).ok()?;
-        let packed = compressor.compress(data).ok()?;
+        let mut packed = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
+        CCTX.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let cctx = cell.get_or_insert_with(zstd::zstd_safe::CCtx::create);
+            cctx.compress_using_cdict(&mut packed, data, encoder.as_cdict())
+                .ok()
+        })?;
         (packed.len() < data.len()).then_some(packed)
     }
 
     /// Undoes [`Dictionary::compress`], within `max_len` bytes.
     fn decompress(&self, packed: &[u8], max_len: usize) -> Result<Vec<u8>, ProtocolError> {
         let declared = zstd_declared(packed, max_len)?;
-        let mut decompressor = zstd::bulk::Decompressor::with_prepared_dictionary(&self.decoder)
-            .map_err(|_| ProtocolError::Malformed("zstd dictionary"))?;
-        match decompressor.decompress(packed, declared) {
-            Ok(out) if out.len() == declared => Ok(out),
+        let mut out = Vec::with_capacity(declared);
+        let done = DCTX.with(|cell| {
+            let mut cell = cell.borrow_mut();
+            let dctx = cell.get_or_insert_with(zstd::zstd_safe::DCtx::create);
+            dctx.decompress_using_ddict(&mut out, packed, self.decoder.as_ddict())
+        });
+        match done {
+            Ok(len) if len == declared && out.len() == declared => Ok(out),
             _ => Err(ProtocolError::Malformed(
                 "a chunk that does not unpack with the vault's dictionary",
             )),
