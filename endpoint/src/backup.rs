@@ -26,6 +26,7 @@ mod trees;
 
 use bases::Bases;
 pub(crate) use bases::ExtentReader;
+use scan::Walker;
 use trees::{cache_update, Trees};
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -240,13 +241,12 @@ pub async fn run(
                     None => run.add_path(&mut root, path, None).await?,
                     Some(hooks) => {
                         let path = absolute(path)?;
-                        let uid = crate::hooks::snapshot_uid();
-                        let snapshot = hooks.create(&uid, &path, set)?;
-                        let added = run.add_path(&mut root, &path, Some(&snapshot)).await;
-                        // Always, also after a failure: the snapshot must not outlive the backup.
-                        let removed = hooks.remove(&uid, &snapshot, &path, set);
-                        added?;
-                        removed?;
+                        let (run, root, at) = (&mut run, &mut root, path.clone());
+                        hooks
+                            .with_snapshot(&path, set, |snapshot| async move {
+                                run.add_path(root, &at, Some(&snapshot)).await
+                            })
+                            .await?;
                     }
                 }
             }

@@ -33,6 +33,25 @@ pub fn snapshot_uid() -> String {
 }
 
 impl SnapshotScripts {
+    /// Runs `add` with a fresh filesystem snapshot of `path` (for set
+    /// `set`) to read from, then removes the snapshot, also when `add`
+    /// failed: the snapshot must not outlive the backup.
+    ///
+    /// # Errors
+    /// The scripts' failures, and `add`'s.
+    pub async fn with_snapshot<F, Fut>(&self, path: &Path, set: &str, add: F) -> Result<()>
+    where
+        F: FnOnce(PathBuf) -> Fut,
+        Fut: std::future::Future<Output = Result<()>>,
+    {
+        let uid = snapshot_uid();
+        let snapshot = self.create(&uid, path, set)?;
+        let added = add(snapshot.clone()).await;
+        let removed = self.remove(&uid, &snapshot, path, set);
+        added?;
+        removed
+    }
+
     /// Reads `snapshot.cfg`.
     ///
     /// # Errors

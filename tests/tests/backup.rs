@@ -8,7 +8,7 @@ use std::path::Path;
 
 use ferry_protocol::compress::Codec;
 use ferry_tests::tree::{listing, mkfifo, random_bytes, set_mtime, set_xattr};
-use ferry_tests::{arg, ok, paired, paired_in, stderr, wait_for, DEADLINE};
+use ferry_tests::{arg, ok, paired, paired_in, stderr, wait_for, Endpoint, Relay, DEADLINE};
 
 /// A tree holding every case ferry must restore faithfully.
 fn fidelity_tree(root: &Path) {
@@ -520,6 +520,18 @@ fn a_relay_killed_mid_backup_keeps_every_snapshot(sealed: bool) {
 #[test]
 fn a_commands_output_is_backed_up_with_deltas() {
     let (_relay, endpoint) = paired();
+    commands_output_is_backed_up_with_deltas(&endpoint);
+}
+
+#[test]
+fn a_commands_output_is_backed_up_sealed_with_deltas() {
+    let relay = Relay::start();
+    let endpoint = Endpoint::sealed();
+    endpoint.pair_with(&relay, "laptop");
+    commands_output_is_backed_up_with_deltas(&endpoint);
+}
+
+fn commands_output_is_backed_up_with_deltas(endpoint: &Endpoint) {
     let work = tempfile::tempdir().unwrap();
     let dump = work.path().join("dump-source");
     let mut data = random_bytes(3 << 20, 5);

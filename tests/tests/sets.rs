@@ -90,9 +90,17 @@ fn sets_keep_their_own_paths_excludes_and_histories() {
 
 #[test]
 fn snapshot_hooks_are_called_and_the_backup_reads_the_frozen_view() {
+    hooks_are_called_and_the_backup_reads_the_frozen_view(Endpoint::new());
+}
+
+#[test]
+fn snapshot_hooks_are_called_and_a_sealed_backup_reads_the_frozen_view() {
+    hooks_are_called_and_the_backup_reads_the_frozen_view(Endpoint::sealed());
+}
+
+fn hooks_are_called_and_the_backup_reads_the_frozen_view(endpoint: Endpoint) {
     use std::os::unix::fs::PermissionsExt;
     let relay = Relay::start();
-    let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("volume");

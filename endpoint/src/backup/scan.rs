@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub(super) type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
+pub(crate) type Boxed<'b, T> = Pin<Box<dyn Future<Output = T> + 'b>>;
 
 /// The directory node that holds `path` (absolute), its ancestors added
 /// to the tree with their metadata as needed; and `path`'s last name.
@@ -43,96 +43,89 @@ pub(crate) fn parent_node<'r>(
     Ok((dir, last.clone()))
 }
 
-impl Backup<'_> {
-    /// Adds one requested path and its ancestors to the tree, reading it from
-    /// `read_from` (a filesystem snapshot of it) when given.
-    pub(super) async fn add_path(
-        &mut self,
-        root: &mut DirNode,
+/// A path a set asks for: the directory node it goes in, its name there,
+/// where it is read from and its metadata there.
+pub(crate) struct Requested<'r> {
+    /// The node of its parent directory.
+    pub(crate) dir: &'r mut DirNode,
+    /// Its name in it.
+    pub(crate) name: Vec<u8>,
+    /// Where it is read: itself, or its filesystem snapshot.
+    pub(crate) read: PathBuf,
+    /// Its metadata there.
+    pub(crate) meta: std::fs::Metadata,
+    /// Its original path and its snapshot's, when read from a snapshot.
+    pub(crate) view: Option<(PathBuf, PathBuf)>,
+}
+
+impl<'r> Requested<'r> {
+    /// `path` (read from `read_from`, a filesystem snapshot of it, when
+    /// given) placed under `root`, its ancestors made.
+    ///
+    /// # Errors
+    /// A path that cannot be made absolute or read.
+    pub(crate) fn find(
+        root: &'r mut DirNode,
         path: &Path,
         read_from: Option<&Path>,
-    ) -> Result<()> {
+    ) -> Result<Self> {
         let path = absolute(path)?;
-        let (dir, last) = parent_node(root, &path)?;
+        let (dir, name) = parent_node(root, &path)?;
         let read = read_from.map_or_else(|| path.clone(), Path::to_path_buf);
         let meta = std::fs::symlink_metadata(&read)
             .with_context(|| format!("cannot read {}", read.display()))?;
-        self.view = Some((path.clone(), read.clone()));
-        let node = self.scan(&read, last.clone(), meta).await;
-        self.view = None;
-        let node = node?;
-        if let Some(node) = node {
-            dir.children.insert(last.clone(), node);
-        }
-        Ok(())
+        let view = read_from.map(|_| (path, read.clone()));
+        Ok(Requested {
+            dir,
+            name,
+            read,
+            meta,
+            view,
+        })
     }
+}
 
-    /// Runs `command` and stores its output as the file `name` at the root.
-    pub(super) async fn add_command(
-        &mut self,
-        root: &mut DirNode,
-        command: &str,
-        name: &str,
-    ) -> Result<()> {
-        ferry_protocol::tree::check_name(name.as_bytes())
-            .map_err(|_| anyhow::anyhow!("invalid --name {name:?}: use a plain file name"))?;
-        let mut child = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .with_context(|| format!("cannot run {command:?}"))?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let key = format!("command:{name}").into_bytes();
-        let cached = self.known(&key);
-        let previous = self.previous_chunks(&key, cached.as_ref())?;
-        let stored = self.store_data(stdout, previous.as_ref()).await;
-        let status = child.wait()?;
-        let (content_id, content) = stored?;
-        if !status.success() {
-            bail!("the command {command:?} failed ({status}); no snapshot was made");
-        }
-        let size = content.len();
-        if cached.is_some() {
-            self.summary.totals.files_changed += 1;
-        } else {
-            self.summary.totals.files_new += 1;
-        }
-        self.summary.files += 1;
-        self.summary.bytes += size;
-        let entry = Entry {
-            name: name.as_bytes().to_vec(),
-            kind: EntryKind::File {
-                size,
-                content: content_id,
-                sparse: None,
-            },
-            mode: 0o600,
-            uid: rustix::process::geteuid().as_raw(),
-            gid: rustix::process::getegid().as_raw(),
-            mtime_ns: crate::now_ms().saturating_mul(1_000_000),
-            xattrs: Vec::new(),
-        };
-        let record = CachedFile {
-            known: Known {
-                size,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                inode: 0,
-                content: content_id,
-                sparse: None,
-            },
-            chunks: content,
-        };
-        self.changed.push((key, record));
-        root.children
-            .insert(name.as_bytes().to_vec(), Node::Leaf(entry));
-        Ok(())
+/// What walks a set's paths into directory nodes: an open backup or a
+/// sealed one (each reads and stores files its own way).
+pub(crate) trait Walker {
+    /// Scans one path read at `path`; `None` when it could not be read.
+    fn scan<'b>(
+        &'b mut self,
+        path: &'b Path,
+        name: Vec<u8>,
+        meta: Metadata,
+    ) -> Boxed<'b, Result<Option<Node>>>;
+
+    /// While a path is read from a filesystem snapshot: its original path
+    /// and the snapshot's (what files are recorded under).
+    fn set_view(&mut self, view: Option<(PathBuf, PathBuf)>);
+
+    /// Adds one requested path and its ancestors to the tree, reading it
+    /// from `read_from` (a filesystem snapshot of it) when given.
+    fn add_path<'b>(
+        &'b mut self,
+        root: &'b mut DirNode,
+        path: &'b Path,
+        read_from: Option<&'b Path>,
+    ) -> Boxed<'b, Result<()>> {
+        Box::pin(async move {
+            let requested = Requested::find(root, path, read_from)?;
+            self.set_view(requested.view);
+            let node = self
+                .scan(&requested.read, requested.name.clone(), requested.meta)
+                .await;
+            self.set_view(None);
+            if let Some(node) = node? {
+                requested.dir.children.insert(requested.name, node);
+            }
+            Ok(())
+        })
     }
+}
 
+impl Walker for Backup<'_> {
     /// Scans one path; `None` when it could not be read (counted, named).
-    pub(super) fn scan<'b>(
+    fn scan<'b>(
         &'b mut self,
         path: &'b Path,
         name: Vec<u8>,
@@ -216,6 +209,55 @@ impl Backup<'_> {
         })
     }
 
+    fn set_view(&mut self, view: Option<(PathBuf, PathBuf)>) {
+        self.view = view;
+    }
+}
+
+impl Backup<'_> {
+    /// Runs `command` and stores its output as the file `name` at the root.
+    pub(super) async fn add_command(
+        &mut self,
+        root: &mut DirNode,
+        command: &str,
+        name: &str,
+    ) -> Result<()> {
+        let (mut child, stdout) = spawn_command(command, name)?;
+        let key = format!("command:{name}").into_bytes();
+        let cached = self.known(&key);
+        let previous = self.previous_chunks(&key, cached.as_ref())?;
+        let stored = self.store_data(stdout, previous.as_ref()).await;
+        let status = child.wait()?;
+        let (content_id, content) = stored?;
+        if !status.success() {
+            bail!("the command {command:?} failed ({status}); no snapshot was made");
+        }
+        let size = content.len();
+        if cached.is_some() {
+            self.summary.totals.files_changed += 1;
+        } else {
+            self.summary.totals.files_new += 1;
+        }
+        self.summary.files += 1;
+        self.summary.bytes += size;
+        let entry = command_entry(name, size, content_id);
+        let record = CachedFile {
+            known: Known {
+                size,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                inode: 0,
+                content: content_id,
+                sparse: None,
+            },
+            chunks: content,
+        };
+        self.changed.push((key, record));
+        root.children
+            .insert(name.as_bytes().to_vec(), Node::Leaf(entry));
+        Ok(())
+    }
+
     pub(super) fn unreadable(&mut self, path: &Path, why: &str) {
         let shown = self.recorded(path);
         self.summary.files_unreadable += 1;
@@ -227,13 +269,60 @@ impl Backup<'_> {
     /// The path a file is recorded under: while reading from a filesystem
     /// snapshot, its original path.
     pub(super) fn recorded(&self, read: &Path) -> PathBuf {
-        match &self.view {
-            Some((original, snapshot)) => match read.strip_prefix(snapshot) {
-                Ok(rest) if rest.as_os_str().is_empty() => original.clone(),
-                Ok(rest) => original.join(rest),
-                Err(_) => read.to_path_buf(),
-            },
-            None => read.to_path_buf(),
-        }
+        recorded(self.view.as_ref(), read)
+    }
+}
+
+/// The path a file read at `read` is recorded under: while reading from a
+/// filesystem snapshot (`view`: the original path and the snapshot's), its
+/// original path.
+pub(crate) fn recorded(view: Option<&(PathBuf, PathBuf)>, read: &Path) -> PathBuf {
+    match view {
+        Some((original, snapshot)) => match read.strip_prefix(snapshot) {
+            Ok(rest) if rest.as_os_str().is_empty() => original.clone(),
+            Ok(rest) => original.join(rest),
+            Err(_) => read.to_path_buf(),
+        },
+        None => read.to_path_buf(),
+    }
+}
+
+/// Starts `command` (by `sh -c`) for a set whose source is a command's
+/// output, after checking the file `name` it is stored as.
+///
+/// # Errors
+/// A name that is not a plain file name; a command that cannot start.
+pub(crate) fn spawn_command(
+    command: &str,
+    name: &str,
+) -> Result<(std::process::Child, std::process::ChildStdout)> {
+    ferry_protocol::tree::check_name(name.as_bytes())
+        .map_err(|_| anyhow::anyhow!("invalid --name {name:?}: use a plain file name"))?;
+    let mut child = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    Ok((child, stdout))
+}
+
+/// The entry of a command's output stored as the file `name` at the root:
+/// owned by whoever ran it, 0600, dated now.
+pub(crate) fn command_entry(name: &str, size: u64, content: ContentId) -> Entry {
+    Entry {
+        name: name.as_bytes().to_vec(),
+        kind: EntryKind::File {
+            size,
+            content,
+            sparse: None,
+        },
+        mode: 0o600,
+        uid: rustix::process::geteuid().as_raw(),
+        gid: rustix::process::getegid().as_raw(),
+        mtime_ns: crate::now_ms().saturating_mul(1_000_000),
+        xattrs: Vec::new(),
     }
 }

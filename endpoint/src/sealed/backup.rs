@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::compress::Method;
@@ -32,6 +32,7 @@ use super::dictionary::VaultDictionary;
 use super::objects::{content_objects, seal_chunks, seal_tree, signed};
 use super::remote::{Kinds, Remote, Send};
 use crate::backup::files::{open_regular, same_version, unchanged};
+use crate::backup::scan::Walker;
 use crate::backup::{Control, DirNode, ExtentReader, Job, Source, Summary};
 use crate::cache::{CachedChunk, CachedFile, FilesCache, Known, SealedFile, SetCache, SetUpdate};
 use crate::client::{unexpected, RelayClient};
@@ -50,10 +51,14 @@ const BATCH: usize = 256;
 pub(super) struct Sealed<'a, 'c> {
     remote: Remote<'c>,
     keys: &'a SealingKeys,
-    cache: &'a mut FilesCache,
-    set: String,
+    pub(super) cache: &'a mut FilesCache,
+    pub(super) set: String,
     previous: SetCache,
-    changed: Vec<(Vec<u8>, CachedFile, SealedFile)>,
+    /// Files read: their path (or command key), cache record and chunks.
+    pub(super) changed: Vec<(Vec<u8>, CachedFile, SealedFile)>,
+    /// While reading from a filesystem snapshot: the original path and
+    /// the snapshot's.
+    pub(super) view: Option<(PathBuf, PathBuf)>,
     /// First path of each multiply-linked inode.
     pub(super) hardlinks: HashMap<(u64, u64), Vec<u8>>,
     pub(super) job: &'a Job,
@@ -82,9 +87,6 @@ pub async fn run(
 ) -> Result<Summary> {
     let started = std::time::Instant::now();
     let started_ms = crate::now_ms();
-    if job.hooks.is_some() {
-        bail!("set {:?} requires a filesystem snapshot; snapshot scripts are not supported for sealed clients yet", job.set);
-    }
     // The set's snapshots are asked for with the backup's start: one
     // round trip for both.
     client
@@ -121,6 +123,7 @@ pub async fn run(
         previous,
         changed: Vec::new(),
         hardlinks: HashMap::new(),
+        view: None,
         job,
         summary: Summary::default(),
         control,
@@ -129,21 +132,38 @@ pub async fn run(
         dictionary: None,
     };
     let before = super::roots::newest(state, &mut run.remote, keys, &job.set, listed).await?;
-    let Source::Paths(paths) = &job.source else {
-        bail!("a sealed client backs up paths; a command's output is not supported in sealed mode yet");
+    let paths = match &job.source {
+        Source::Paths(paths) => paths.clone(),
+        Source::Command { .. } => Vec::new(),
     };
     run.dictionary = super::dictionary::for_backup(
         state,
         &mut run.remote,
         keys,
         (&job.set, before),
-        (paths, &job.excludes),
+        (&paths, &job.excludes),
         method,
     )
     .await?;
     let mut root = DirNode::default();
-    for path in paths {
-        run.add_path(&mut root, path).await?;
+    match (&job.source, &job.hooks) {
+        (Source::Command { command, name }, _) => run.add_command(&mut root, command, name).await?,
+        (Source::Paths(_), None) => {
+            for path in &paths {
+                run.add_path(&mut root, path, None).await?;
+            }
+        }
+        (Source::Paths(_), Some(hooks)) => {
+            for path in &paths {
+                let path = crate::backup::absolute(path)?;
+                let (run, root, at) = (&mut run, &mut root, path.clone());
+                hooks
+                    .with_snapshot(&path, &job.set, |snapshot| async move {
+                        run.add_path(root, &at, Some(&snapshot)).await
+                    })
+                    .await?;
+            }
+        }
     }
     let (tree, trees) = run.trees(root).await?;
     let sequence = before.map_or(1, |seen| seen.sequence + 1);
@@ -245,11 +265,8 @@ impl Sealed<'_, '_> {
         path: &Path,
         scanned: &Metadata,
     ) -> Result<Option<(EntryKind, Metadata)>> {
-        let key = path.as_os_str().as_bytes().to_vec();
-        let cached = self.previous.files.get_mut(&key).map(|(known, seen)| {
-            *seen = true;
-            known.clone()
-        });
+        let key = self.recorded(path).as_os_str().as_bytes().to_vec();
+        let cached = self.known(&key);
         if let Some(c) = cached.as_ref().filter(|c| unchanged(c, scanned)) {
             self.summary.totals.files_unchanged += 1;
             self.count(c.size);
@@ -290,12 +307,7 @@ impl Sealed<'_, '_> {
             if !same_version(&before, &after) {
                 continue;
             }
-            if cached.is_some() {
-                self.summary.totals.files_changed += 1;
-            } else {
-                self.summary.totals.files_new += 1;
-            }
-            self.count(before.len());
+            self.count_read(cached.is_some(), before.len());
             let content = ContentId(content.0);
             let record = CachedFile {
                 known: Known {
@@ -320,10 +332,29 @@ impl Sealed<'_, '_> {
         Ok(None)
     }
 
+    /// What the files cache knew of the file (or command) `key`, which
+    /// this backup has now seen.
+    pub(super) fn known(&mut self, key: &[u8]) -> Option<Known> {
+        self.previous.files.get_mut(key).map(|(known, seen)| {
+            *seen = true;
+            known.clone()
+        })
+    }
+
+    /// Counts a file read, new or changed (`known` before), of `size` bytes.
+    pub(super) fn count_read(&mut self, known: bool, size: u64) {
+        if known {
+            self.summary.totals.files_changed += 1;
+        } else {
+            self.summary.totals.files_new += 1;
+        }
+        self.count(size);
+    }
+
     /// Chunks `reader`, queues what the relay may lack, seals the
     /// content; returns its storage id and what the cache keeps of the
     /// file (its chunks, and their signatures unless it is large).
-    async fn store(
+    pub(super) async fn store(
         &mut self,
         reader: impl std::io::Read,
         previous: &SealedFile,

@@ -1,36 +1,25 @@
 //! The sealed backup's walk: the paths of a set walked into directory
-//! nodes, each regular file handed to `file` as it is reached.
+//! nodes (read from a filesystem snapshot when the set asks for one), each
+//! regular file handed to `file` as it is reached; or a command's output
+//! stored as one file.
 
 use std::collections::BTreeMap;
 use std::fs::Metadata;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
+use ferry_protocol::ids::ContentId;
 use ferry_protocol::tree::EntryKind;
 
 use super::backup::Sealed;
-use crate::backup::absolute;
-use crate::backup::scan::parent_node;
+use crate::backup::scan::{command_entry, recorded, spawn_command, Boxed, Walker};
 use crate::backup::{DirNode, Node};
+use crate::cache::{CachedFile, Known};
 use crate::fsmeta;
 
-type Boxed<'b, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + 'b>>;
-
-impl Sealed<'_, '_> {
-    /// Adds one requested path and its ancestors to the tree.
-    pub(super) async fn add_path(&mut self, root: &mut DirNode, path: &Path) -> Result<()> {
-        let path = absolute(path)?;
-        let (dir, last) = parent_node(root, &path)?;
-        let meta = std::fs::symlink_metadata(&path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
-        if let Some(node) = self.scan(&path, last.clone(), meta).await? {
-            dir.children.insert(last.clone(), node);
-        }
-        Ok(())
-    }
-
+impl Walker for Sealed<'_, '_> {
     /// Scans one path; `None` when it could not be read (counted, named).
     fn scan<'b>(
         &'b mut self,
@@ -61,7 +50,7 @@ impl Sealed<'_, '_> {
                         bail!("stopped; what was sent is kept and the next run resumes from there");
                     }
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
-                    if self.job.excludes.excludes(&child_path) {
+                    if self.job.excludes.excludes(&self.recorded(&child_path)) {
                         continue;
                     }
                     let Ok(child_meta) = std::fs::symlink_metadata(&child_path) else {
@@ -76,7 +65,7 @@ impl Sealed<'_, '_> {
             }
             if meta.is_file() {
                 if meta.nlink() > 1 {
-                    let rel = path.as_os_str().as_bytes()[1..].to_vec();
+                    let rel = self.recorded(path).as_os_str().as_bytes()[1..].to_vec();
                     if let Some(first) = self.hardlinks.get(&(meta.dev(), meta.ino())) {
                         let kind = EntryKind::Hardlink {
                             target: first.clone(),
@@ -100,11 +89,65 @@ impl Sealed<'_, '_> {
         })
     }
 
+    fn set_view(&mut self, view: Option<(PathBuf, PathBuf)>) {
+        self.view = view;
+    }
+}
+
+impl Sealed<'_, '_> {
+    /// Runs `command` and stores its output as the file `name` at the root.
+    pub(super) async fn add_command(
+        &mut self,
+        root: &mut DirNode,
+        command: &str,
+        name: &str,
+    ) -> Result<()> {
+        let (mut child, stdout) = spawn_command(command, name)?;
+        let key = format!("command:{name}").into_bytes();
+        let cached = self.known(&key);
+        let previous = match &cached {
+            Some(_) => self.cache.sealed_file(&self.set, &key)?.unwrap_or_default(),
+            None => Default::default(),
+        };
+        let stored = self.store(stdout, &previous).await;
+        let status = child.wait()?;
+        let (content, kept) = stored?;
+        if !status.success() {
+            bail!("the command {command:?} failed ({status}); no snapshot was made");
+        }
+        let size: u64 = kept.chunks.iter().map(|c| u64::from(c.len)).sum();
+        self.count_read(cached.is_some(), size);
+        let content = ContentId(content.0);
+        let record = CachedFile {
+            known: Known {
+                size,
+                mtime_ns: 0,
+                ctime_ns: 0,
+                inode: 0,
+                content,
+                sparse: None,
+            },
+            chunks: Default::default(),
+        };
+        self.changed.push((key, record, kept));
+        let entry = command_entry(name, size, content);
+        root.children
+            .insert(name.as_bytes().to_vec(), Node::Leaf(entry));
+        Ok(())
+    }
+
+    /// The path a file read at `read` is recorded under (its original
+    /// path while reading from a filesystem snapshot).
+    pub(super) fn recorded(&self, read: &Path) -> std::path::PathBuf {
+        recorded(self.view.as_ref(), read)
+    }
+
     pub(super) fn unreadable(&mut self, path: &Path, why: &str) {
+        let shown = self.recorded(path);
         self.summary.files_unreadable += 1;
         self.summary
             .errors
-            .push(format!("{}: {why}", path.display()));
+            .push(format!("{}: {why}", shown.display()));
     }
 
     pub(super) fn count(&mut self, size: u64) {
