@@ -13,8 +13,12 @@ use crate::client::{unexpected, RelayClient};
 
 /// Bytes of objects gathered before they go in one `PutSealed`.
 const PUT_BYTES: usize = 2 * 1024 * 1024;
-/// Bytes of objects queued before a drain.
-const QUEUE_BYTES: usize = 16 * 1024 * 1024;
+/// Bytes of objects queued before they become a stage: asked about at
+/// once, sent once the answer is read (a few stages later), so sealing
+/// goes on while the relay answers and the link carries what went before.
+const STAGE_BYTES: usize = 512 * 1024;
+/// Stages asked about and not yet sent, at most.
+const STAGES: usize = 4;
 /// Fetch batches in flight at once.
 const IN_FLIGHT: usize = 16;
 /// Ids asked for in one `GetSealed` (small objects: many; the relay sends
@@ -30,6 +34,8 @@ pub struct Remote<'c> {
     /// Objects queued, in the order they must reach the relay.
     queued: Vec<Outgoing>,
     queued_bytes: usize,
+    /// Stages asked about, oldest first: sent in this order.
+    stages: std::collections::VecDeque<Stage>,
     /// Objects sent since the last sync.
     unsynced: usize,
     /// What they name, in all.
@@ -45,6 +51,13 @@ pub struct Remote<'c> {
     ahead: HashMap<StorageId, Vec<u8>>,
     /// Their bytes.
     ahead_bytes: usize,
+}
+
+/// Objects asked about together, sent once the relay answered.
+struct Stage {
+    objects: Vec<Outgoing>,
+    /// The ids asked about, in the order of the queries' answers.
+    asked: Vec<StorageId>,
 }
 
 /// One object waiting to be sent.
@@ -75,6 +88,7 @@ impl<'c> Remote<'c> {
             client,
             queued: Vec::new(),
             queued_bytes: 0,
+            stages: std::collections::VecDeque::new(),
             unsynced: 0,
             unsynced_refs: 0,
             sent: HashSet::new(),
@@ -90,8 +104,10 @@ impl<'c> Remote<'c> {
         self.client
     }
 
-    /// The session, for the requests that are not about objects.
+    /// The session, for the requests that are not about objects (none
+    /// may be asked while stages wait: [`Remote::drain`] first).
     pub fn client(&mut self) -> &mut RelayClient {
+        debug_assert!(self.stages.is_empty(), "objects still wait for answers");
         self.client
     }
 
@@ -100,16 +116,28 @@ impl<'c> Remote<'c> {
     /// # Errors
     /// Session failures and answers that are not bitmaps.
     pub async fn missing(&mut self, ids: &[StorageId]) -> Result<Vec<bool>> {
-        let mut missing = Vec::with_capacity(ids.len());
-        let batches: Vec<&[StorageId]> = ids.chunks(MAX_BATCH).collect();
-        for batch in &batches {
+        self.settle().await?;
+        self.ask_missing(ids).await?;
+        self.read_missing(ids).await
+    }
+
+    /// Asks which of `ids` the relay lacks (answers read by
+    /// [`Remote::read_missing`], in order).
+    async fn ask_missing(&mut self, ids: &[StorageId]) -> Result<()> {
+        for batch in ids.chunks(MAX_BATCH) {
             self.client
                 .ask(&Message::QuerySealed {
                     ids: batch.to_vec(),
                 })
                 .await?;
         }
-        for batch in batches {
+        Ok(())
+    }
+
+    /// The answers to [`Remote::ask_missing`] for `ids`.
+    async fn read_missing(&mut self, ids: &[StorageId]) -> Result<Vec<bool>> {
+        let mut missing = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(MAX_BATCH) {
             match self.client.answer().await? {
                 Message::ChunksMissing { missing: bitmap } => {
                     missing.extend((0..batch.len()).map(|i| is_missing(&bitmap, i)));
@@ -134,39 +162,69 @@ impl<'c> Remote<'c> {
             ask: how != Send::Always,
             whole_chunk: how == Send::ChunkIfMissing,
         });
-        if self.queued_bytes >= QUEUE_BYTES || self.queued.len() >= MAX_BATCH {
-            self.drain().await?;
+        if self.queued_bytes >= STAGE_BYTES || self.queued.len() >= MAX_BATCH {
+            self.stage().await?;
         }
         Ok(())
     }
 
-    /// Sends what is queued: one query for those that may be held, then
-    /// the objects in order, a few megabytes per message.
+    /// Sends everything queued: the stages asked about, then what is left
+    /// (one query for those that may be held, then the objects in order, a
+    /// few megabytes per message).
     ///
     /// # Errors
     /// Session failures.
     pub async fn drain(&mut self) -> Result<()> {
-        let queued = std::mem::take(&mut self.queued);
+        self.stage().await?;
+        self.settle().await
+    }
+
+    /// What is queued becomes a stage: asked about now, sent when its
+    /// answer is read, once more than [`STAGES`] stages wait.
+    async fn stage(&mut self) -> Result<()> {
+        let objects = std::mem::take(&mut self.queued);
         self.queued_bytes = 0;
-        let asked: Vec<StorageId> = queued
+        if objects.is_empty() {
+            return Ok(());
+        }
+        let asked: Vec<StorageId> = objects
             .iter()
             .filter(|o| o.ask && !self.sent.contains(&o.id))
             .map(|o| o.id)
             .collect();
-        let lacking: HashSet<StorageId> = if asked.is_empty() {
-            HashSet::new()
-        } else {
-            let missing = self.missing(&asked).await?;
-            asked
-                .into_iter()
-                .zip(missing)
-                .filter(|(_, m)| *m)
-                .map(|(id, _)| id)
-                .collect()
+        self.ask_missing(&asked).await?;
+        self.stages.push_back(Stage { objects, asked });
+        while self.stages.len() > STAGES {
+            self.send_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Sends every stage waiting (before any other request is asked: the
+    /// answers come in order).
+    async fn settle(&mut self) -> Result<()> {
+        while !self.stages.is_empty() {
+            self.send_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Reads the oldest stage's answer and sends its objects the relay
+    /// lacks (or was not asked about), in order.
+    async fn send_oldest(&mut self) -> Result<()> {
+        let Some(Stage { objects, asked }) = self.stages.pop_front() else {
+            return Ok(());
         };
+        let missing = self.read_missing(&asked).await?;
+        let lacking: HashSet<StorageId> = asked
+            .into_iter()
+            .zip(missing)
+            .filter(|(_, m)| *m)
+            .map(|(id, _)| id)
+            .collect();
         let mut message = Vec::new();
         let mut message_bytes = 0;
-        for object in queued {
+        for object in objects {
             if (object.ask && !lacking.contains(&object.id)) || !self.sent.insert(object.id) {
                 continue;
             }
@@ -220,6 +278,7 @@ impl<'c> Remote<'c> {
         room: u32,
         contents: bool,
     ) -> Result<()> {
+        self.settle().await?;
         let missing: Vec<StorageId> = roots
             .iter()
             .filter(|id| !self.ahead.contains_key(id))
@@ -260,6 +319,7 @@ impl<'c> Remote<'c> {
     /// Session failures, an object the relay does not have, and more
     /// objects than asked.
     pub async fn get(&mut self, ids: &[StorageId]) -> Result<HashMap<StorageId, Vec<u8>>> {
+        self.settle().await?;
         let mut wanted: Vec<StorageId> = ids.to_vec();
         wanted.sort_unstable();
         wanted.dedup();
