@@ -14,7 +14,7 @@
 //! ([`DICTIONARY_CODEC`]), and zstd checks the dictionary's id in the frame:
 //! a relay that serves another of the vault's dictionaries is caught.
 
-use zstd::dict::{DecoderDictionary, EncoderDictionary};
+use zstd::zstd_safe::{CDict, DDict};
 
 use crate::compress::{compress_with, zstd_declared, Codec, Method};
 use crate::ProtocolError;
@@ -109,8 +109,8 @@ thread_local! {
 /// decompress (zstd's prepared forms, shared by every thread).
 pub struct Dictionary {
     level: Option<i32>,
-    encoder: Option<EncoderDictionary<'static>>,
-    decoder: DecoderDictionary<'static>,
+    encoder: Option<CDict<'static>>,
+    decoder: DDict<'static>,
 }
 
 impl std::fmt::Debug for Dictionary {
@@ -126,17 +126,24 @@ impl Dictionary {
     /// that is zstd (lz4 and none do not use it).
     ///
     /// # Errors
-    /// As [`check`].
+    /// As [`check`], and bytes zstd cannot load as a dictionary (a vault
+    /// key that seals anything can seal those: found by fuzzing, where
+    /// zstd's own wrappers panic).
     pub fn new(bytes: &[u8], method: Method) -> Result<Self, ProtocolError> {
         check(bytes)?;
         let level = match method {
             Method::Zstd(level) => Some(level),
             Method::Lz4 | Method::None => None,
         };
+        let unusable = || ProtocolError::Malformed("a sealed dictionary zstd cannot load");
+        let encoder = match level {
+            Some(level) => Some(CDict::try_create(bytes, level).ok_or_else(unusable)?),
+            None => None,
+        };
         Ok(Dictionary {
             level,
-            encoder: level.map(|level| EncoderDictionary::copy(bytes, level)),
-            decoder: DecoderDictionary::copy(bytes),
+            encoder,
+            decoder: DDict::try_create(bytes).ok_or_else(unusable)?,
         })
     }
 
@@ -147,9 +154,11 @@ impl Dictionary {
         let mut packed = Vec::with_capacity(zstd::zstd_safe::compress_bound(data.len()));
         CCTX.with(|cell| {
             let mut cell = cell.borrow_mut();
-            let cctx = cell.get_or_insert_with(zstd::zstd_safe::CCtx::create);
-            cctx.compress_using_cdict(&mut packed, data, encoder.as_cdict())
-                .ok()
+            if cell.is_none() {
+                *cell = zstd::zstd_safe::CCtx::try_create();
+            }
+            let cctx = cell.as_mut()?;
+            cctx.compress_using_cdict(&mut packed, data, encoder).ok()
         })?;
         (packed.len() < data.len()).then_some(packed)
     }
@@ -160,11 +169,15 @@ impl Dictionary {
         let mut out = Vec::with_capacity(declared);
         let done = DCTX.with(|cell| {
             let mut cell = cell.borrow_mut();
-            let dctx = cell.get_or_insert_with(zstd::zstd_safe::DCtx::create);
-            dctx.decompress_using_ddict(&mut out, packed, self.decoder.as_ddict())
+            if cell.is_none() {
+                *cell = zstd::zstd_safe::DCtx::try_create();
+            }
+            let dctx = cell.as_mut()?;
+            dctx.decompress_using_ddict(&mut out, packed, &self.decoder)
+                .ok()
         });
         match done {
-            Ok(len) if len == declared && out.len() == declared => Ok(out),
+            Some(len) if len == declared && out.len() == declared => Ok(out),
             _ => Err(ProtocolError::Malformed(
                 "a chunk that does not unpack with the vault's dictionary",
             )),
@@ -277,6 +290,15 @@ mod tests {
         let other = Dictionary::new(&other.train().unwrap(), Method::Zstd(3)).unwrap();
         assert!(unpack(code, Some(&other), &packed, 1 << 20).is_err());
         assert!(check(b"not a dictionary").is_err());
+        // zstd's magic and a header zstd cannot load (found by fuzzing:
+        // zstd's own wrappers panicked on it).
+        let unloadable = [
+            0x37, 0xa4, 0x30, 0xec, 0x30, 0xa4, 0x37, 0x01, 0x00, 0x23, 0x00, 0x09, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0xbc, 0x01, 0xff, 0xfe, 0x00, 0x00, 0xfb, 0xff, 0xff, 0x05,
+            0x00, 0x01, 0xa7, 0x35, 0xff, 0x00, 0x01, 0x00,
+        ];
+        assert!(Dictionary::new(&unloadable, Method::Zstd(3)).is_err());
         assert!(check(&vec![0u8; MAX_DICTIONARY + 1]).is_err());
         // lz4 and none leave the dictionary unused.
         let lz4 = Dictionary::new(&bytes, Method::Lz4).unwrap();
