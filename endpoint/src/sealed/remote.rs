@@ -284,10 +284,49 @@ impl<'c> Remote<'c> {
             .filter(|id| !self.ahead.contains_key(id))
             .copied()
             .collect();
-        if missing.is_empty() || self.ahead_bytes >= BELOW_BYTES {
-            return Ok(());
+        let asked = self.ask_below(&missing, room, contents).await?;
+        self.read_below(asked).await
+    }
+
+    /// The relay's snapshots of `set` (of every set for `None`), with
+    /// what lies below `guess` — the root this endpoint saw last, usually
+    /// the one restored — asked for in the same round trip (as
+    /// [`Remote::ahead_below`]; a wrong guess costs at most `room` bytes).
+    ///
+    /// # Errors
+    /// Session failures and answers of the wrong kind.
+    pub async fn list_guessing(
+        &mut self,
+        set: Option<&str>,
+        guess: Option<StorageId>,
+        (room, contents): (u32, bool),
+    ) -> Result<Vec<ferry_protocol::message::SnapshotInfo>> {
+        self.settle().await?;
+        self.client
+            .ask(&Message::ListSnapshots {
+                set: set.map(str::to_string),
+            })
+            .await?;
+        let guess: Vec<StorageId> = guess
+            .filter(|id| !self.ahead.contains_key(id))
+            .into_iter()
+            .collect();
+        let asked = self.ask_below(&guess, room, contents).await?;
+        let listed = match self.client.answer().await? {
+            Message::SnapshotList { snapshots } => snapshots,
+            other => return Err(unexpected("SnapshotList", &other)),
+        };
+        self.read_below(asked).await?;
+        Ok(listed)
+    }
+
+    /// Asks for what lies below `roots` (nothing once [`BELOW_BYTES`] are
+    /// kept); returns how many answers to read.
+    async fn ask_below(&mut self, roots: &[StorageId], room: u32, contents: bool) -> Result<usize> {
+        if roots.is_empty() || self.ahead_bytes >= BELOW_BYTES {
+            return Ok(0);
         }
-        let batches: Vec<&[StorageId]> = missing.chunks(MAX_BATCH).collect();
+        let batches: Vec<&[StorageId]> = roots.chunks(MAX_BATCH).collect();
         for batch in &batches {
             self.client
                 .ask(&Message::GetSealedBelow {
@@ -297,7 +336,13 @@ impl<'c> Remote<'c> {
                 })
                 .await?;
         }
-        for _ in &batches {
+        Ok(batches.len())
+    }
+
+    /// Reads `answers` replies to [`Remote::ask_below`] into what was sent
+    /// ahead.
+    async fn read_below(&mut self, answers: usize) -> Result<()> {
+        for _ in 0..answers {
             let objects = match self.client.answer().await? {
                 Message::SealedBelow { objects } => objects,
                 other => return Err(unexpected("SealedBelow", &other)),

@@ -50,14 +50,19 @@ pub async fn run(
 ) -> Result<Summary> {
     let started = std::time::Instant::now();
     let mut remote = Remote::new(client);
-    // One listing picks the snapshot and checks the set's newest root.
-    let listed = super::roots::list(&mut remote, request.set.as_deref()).await?;
-    let info = choose(listed.clone(), request.set.as_deref(), request.snapshot)?;
-    let root_id = StorageId(info.root.0);
     // Into an empty target every file's content is needed; onto files it
     // holds, few are (those unchanged are skipped before their contents).
     let contents = std::fs::read_dir(&request.map_to).map_or(true, |mut d| d.next().is_none());
-    // The root and the first levels below it in one round trip.
+    // One listing picks the snapshot and checks the set's newest root;
+    // with it, what lies below the root seen last (usually the one
+    // restored: then the root and the first levels below it cost no
+    // round trip of their own).
+    let guess = super::roots::last_seen(state, request.set.as_deref())?;
+    let listed = remote
+        .list_guessing(request.set.as_deref(), guess, (THROUGH_ROOM, contents))
+        .await?;
+    let info = choose(listed.clone(), request.set.as_deref(), request.snapshot)?;
+    let root_id = StorageId(info.root.0);
     remote
         .ahead_below(&[root_id], THROUGH_ROOM, contents)
         .await?;

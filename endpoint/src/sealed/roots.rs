@@ -50,6 +50,26 @@ pub fn seen(state: &StateDir, set: &str) -> Result<Option<Seen>> {
     }))
 }
 
+/// The root this endpoint saw last of `set`, or of its one set for
+/// `None` (with several sets seen, which is newest is the relay's to say).
+///
+/// # Errors
+/// A damaged file.
+pub fn last_seen(state: &StateDir, set: Option<&str>) -> Result<Option<StorageId>> {
+    let only = match set {
+        Some(set) => set.to_string(),
+        None => {
+            let file = read_seen(state)?;
+            let mut sets = file.sets.keys();
+            match (sets.next(), sets.next()) {
+                (Some(only), None) => only.clone(),
+                _ => return Ok(None),
+            }
+        }
+    };
+    Ok(seen(state, &only)?.map(|seen| StorageId(seen.id)))
+}
+
 /// Remembers `now` as the newest root of `set` seen.
 ///
 /// # Errors
