@@ -171,3 +171,28 @@ impl StateDir {
         EndpointConfig::load_or_default(&self.root.join("endpoint.toml"))
     }
 }
+
+/// A small JSON state file (`STATE/sealed-seen.json` and the like): its
+/// value, or the default when it does not exist yet.
+///
+/// # Errors
+/// A file that cannot be read or is damaged.
+pub fn read_json<T: serde::de::DeserializeOwned + Default>(path: &Path) -> Result<T> {
+    match fs::read(path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+}
+
+/// Writes a small JSON state file whole (a temporary copy renamed over it).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}

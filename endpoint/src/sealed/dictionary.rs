@@ -138,14 +138,7 @@ pub(super) async fn for_restore(
 /// The roots this endpoint committed naming a dictionary, by set: the
 /// root's id and the dictionary's, in hex.
 fn read_named(state: &StateDir) -> Result<BTreeMap<String, (String, String)>> {
-    let path = named_path(state);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    crate::state::read_json(&named_path(state))
 }
 
 fn pair(root: &[u8; 32], dictionary: &StorageId) -> (String, String) {
@@ -180,10 +173,7 @@ pub(super) fn remember_named(
 ) -> Result<()> {
     let mut named = read_named(state)?;
     named.insert(set.to_string(), pair(root, dictionary));
-    let path = named_path(state);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&named)?)?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    crate::state::write_json(&named_path(state), &named)
 }
 
 /// The dictionary a backup of `set` packs with, found as the module says

@@ -24,14 +24,7 @@ fn seen_path(state: &StateDir) -> std::path::PathBuf {
 }
 
 fn read_seen(state: &StateDir) -> Result<SeenFile> {
-    let path = seen_path(state);
-    match std::fs::read(&path) {
-        Ok(bytes) => {
-            serde_json::from_slice(&bytes).with_context(|| format!("{} is damaged", path.display()))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(SeenFile::default()),
-        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
+    crate::state::read_json(&seen_path(state))
 }
 
 /// The newest root of `set` this endpoint has seen.
@@ -80,10 +73,7 @@ pub fn remember(state: &StateDir, set: &str, now: Seen) -> Result<()> {
         set.to_string(),
         (now.sequence, ferry_protocol::keys::to_hex(&now.id)),
     );
-    let path = seen_path(state);
-    let tmp = path.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(&file)?)?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("cannot write {}", path.display()))
+    crate::state::write_json(&seen_path(state), &file)
 }
 
 /// The relay's snapshots of `set` (all sets for `None`), oldest first.
