@@ -14,6 +14,7 @@ use ferry_protocol::compress::{Method, ZSTD_LEVEL};
 use ferry_protocol::delta;
 use ferry_protocol::keyed_chunking::KeyedChunker;
 use ferry_protocol::message::StorageId;
+use ferry_protocol::sealed_dictionary::Dictionary;
 
 use super::objects::seal_whole;
 use super::restore::Opening;
@@ -30,7 +31,8 @@ const LARGEST: u64 = 1 << 30;
 /// storage ids the chunk would have.
 pub(super) struct Held {
     file: File,
-    /// Each chunk's place, length and the compression its id was made under.
+    /// Each chunk's place, length and the packing its id was made under
+    /// (its place in [`packings`]).
     chunks: HashMap<StorageId, (u64, u32, usize)>,
 }
 
@@ -44,11 +46,9 @@ impl Held {
         let mut chunks = HashMap::new();
         for chunk in KeyedChunker::new(&file, opening.keys) {
             let chunk = chunk.ok()?;
-            for (i, id) in whole_ids(opening, &chunk.data)
-                .ok()?
-                .into_iter()
-                .enumerate()
-            {
+            let signature = delta::signature(&chunk.data);
+            for (i, packing) in packings(opening).into_iter().enumerate() {
+                let id = whole_id(opening, packing, &chunk.data, &signature).ok()?;
                 chunks.insert(id, (chunk.offset, chunk.data.len() as u32, i));
             }
         }
@@ -66,25 +66,36 @@ impl Held {
     /// # Errors
     /// The file cannot be read.
     pub(super) fn chunk(&self, opening: &Opening<'_>, id: &StorageId) -> Result<Option<Vec<u8>>> {
-        let Some(&(offset, len, method)) = self.chunks.get(id) else {
+        let Some(&(offset, len, packing)) = self.chunks.get(id) else {
             return Ok(None);
         };
         let mut bytes = vec![0u8; len as usize];
         self.file.read_exact_at(&mut bytes, offset)?;
-        Ok((whole_ids(opening, &bytes)?[method] == *id).then_some(bytes))
+        // Sealed again only as the id was made (not every way).
+        let packing = packings(opening)[packing];
+        let again = whole_id(opening, packing, &bytes, &delta::signature(&bytes))?;
+        Ok((again == *id).then_some(bytes))
     }
 }
 
-/// The storage ids a backup gives `data` sealed whole: under each of
-/// [`METHODS`], and packed with the snapshot's dictionary.
-fn whole_ids(opening: &Opening<'_>, data: &[u8]) -> Result<Vec<StorageId>> {
-    let signature = delta::signature(data);
+/// The ways a backup may have packed a chunk sealed whole: with the
+/// snapshot's dictionary, then each of [`METHODS`].
+fn packings<'o>(opening: &'o Opening<'_>) -> Vec<(Method, Option<&'o Dictionary>)> {
     let dictionary = opening.dictionary.as_ref();
-    let packings = dictionary
+    dictionary
         .map(|d| (Method::Zstd(ZSTD_LEVEL), Some(d)))
         .into_iter()
-        .chain(METHODS.map(|method| (method, None)));
-    packings
-        .map(|packing| Ok(seal_whole(opening.keys, packing, data, &signature)?.chunk.0))
+        .chain(METHODS.map(|method| (method, None)))
         .collect()
+}
+
+/// The storage id a backup gives `data` (whose rsync signature is
+/// `signature`) sealed whole, packed as `packing` says.
+fn whole_id(
+    opening: &Opening<'_>,
+    packing: (Method, Option<&Dictionary>),
+    data: &[u8],
+    signature: &[u8],
+) -> Result<StorageId> {
+    Ok(seal_whole(opening.keys, packing, data, signature)?.chunk.0)
 }
