@@ -22,6 +22,7 @@ mod commit;
 mod ingest;
 mod lookup;
 mod query;
+mod reused;
 mod sealed;
 mod serve;
 mod upload;

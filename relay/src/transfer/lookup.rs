@@ -104,11 +104,6 @@ impl Transfer {
         Ok(found)
     }
 
-    /// [`Self::reuse`] of one blob.
-    pub(super) fn reuse_one(&mut self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
-        Ok(self.reuse(kind, std::slice::from_ref(id))?[0])
-    }
-
     /// The blob's row and stored bytes. The lookup and the read happen
     /// under `pack_files`, so a collection cannot delete the pack between them.
     pub(super) fn fetch(

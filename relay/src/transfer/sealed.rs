@@ -62,27 +62,37 @@ impl Transfer {
             );
             let (header, _) = Header::read(&bytes)?;
             let id = StorageId::of(&bytes).0;
-            if self.reuse_one(BlobKind::Sealed, &id)? {
-                continue;
-            }
             let copies = sealed_copies(&header);
-            self.append_copies(
+            self.store_unless_stored(
                 BlobKind::Sealed,
                 id,
                 ferry_protocol::compress::Codec::None,
                 bytes,
                 copies,
             )?;
-            if !header.refs.is_empty() {
-                let upload = self.upload()?;
-                upload.sealed_ref_count += header.refs.len();
-                check!(
-                    upload.sealed_ref_count <= MAX_UNSYNCED_REFS,
-                    "sealed objects naming more than {MAX_UNSYNCED_REFS} objects sent without a Sync"
-                );
-                let refs = header.refs.iter().map(|r| r.0).collect();
-                upload.sealed_refs.push((id, refs));
-            }
+        }
+        Ok(())
+    }
+
+    /// Appends a sealed object the client lacks, remembering what it names
+    /// for the sync.
+    pub(super) fn append_sealed(&mut self, id: [u8; 32], bytes: Vec<u8>, copies: u8) -> Result<()> {
+        let refs: Vec<[u8; 32]> = Header::read(&bytes)?.0.refs.iter().map(|r| r.0).collect();
+        self.append_copies(
+            BlobKind::Sealed,
+            id,
+            ferry_protocol::compress::Codec::None,
+            bytes,
+            copies,
+        )?;
+        if !refs.is_empty() {
+            let upload = self.upload()?;
+            upload.sealed_ref_count += refs.len();
+            check!(
+                upload.sealed_ref_count <= MAX_UNSYNCED_REFS,
+                "sealed objects naming more than {MAX_UNSYNCED_REFS} objects sent without a Sync"
+            );
+            upload.sealed_refs.push((id, refs));
         }
         Ok(())
     }

@@ -59,6 +59,9 @@ pub(super) struct Upload {
     pub(super) sealed_refs: Vec<([u8; 32], Vec<[u8; 32]>)>,
     /// The refs in `sealed_refs`, in all.
     pub(super) sealed_ref_count: usize,
+    /// Blobs sent that the client has stored already, to be stamped as
+    /// reused together (see `reused`).
+    pub(super) reused: super::reused::HeldReuse,
 }
 
 /// Most bytes an upload may hold appended and not indexed (unsynced
@@ -94,6 +97,7 @@ impl Upload {
             appended: 0,
             sealed_refs: Vec::new(),
             sealed_ref_count: 0,
+            reused: Default::default(),
         }
     }
 
@@ -285,22 +289,7 @@ impl Transfer {
         codec: Codec,
         bytes: Vec<u8>,
     ) -> Result<()> {
-        if self.reuse_one(kind, &id)? {
-            return Ok(());
-        }
-        self.append_blob(kind, id, codec, bytes)
-    }
-
-    /// Appends a blob the client does not have stored, as many copies as
-    /// its kind keeps.
-    fn append_blob(
-        &mut self,
-        kind: BlobKind,
-        id: [u8; 32],
-        codec: Codec,
-        bytes: Vec<u8>,
-    ) -> Result<()> {
-        self.append_copies(kind, id, codec, bytes, BlobRow::copies_of(kind))
+        self.store_unless_stored(kind, id, codec, bytes, BlobRow::copies_of(kind))
     }
 
     /// Appends `copies` copies of a blob the client does not have stored.
@@ -427,13 +416,13 @@ impl Transfer {
         raw: &[u8],
         encoded: Option<(Codec, Vec<u8>)>,
     ) -> Result<()> {
-        if self.reuse_one(BlobKind::Chunk, &id.0)? {
+        if self.sent_now(BlobKind::Chunk, &id.0)?.is_some() {
             return Ok(());
         }
         let (codec, bytes) = match encoded {
             Some(encoded) => encoded,
             None => compress(raw),
         };
-        self.append_blob(BlobKind::Chunk, id.0, codec, bytes)
+        self.store_blob(BlobKind::Chunk, id.0, codec, bytes)
     }
 }

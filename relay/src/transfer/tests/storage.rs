@@ -256,3 +256,38 @@ fn gc_beside_an_open_upload_leaves_the_packs_it_writes_to() {
         panic!("the committed tree is readable")
     };
 }
+
+/// Blobs sent again that the client has stored are stamped as reused in
+/// batches, not one by one; one a collection removes before its batch is
+/// stamped is appended from the bytes sent, so the commit still holds.
+#[test]
+fn blobs_sent_again_and_collected_before_their_stamp_are_kept_from_what_was_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let data = b"a file sent again by a laptop that lost its files cache";
+    let (_, content, root, first) = backup_one(&mut t, data);
+    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+    repo.catalog(|c| c.age_blobs(60_000)).unwrap();
+    begin(&mut t);
+    put_chunk(&mut t, data);
+    let (_, content_bytes, _, tree_bytes) = file_tree(&[(ChunkId::of(data), data.len())]);
+    put_object(&mut t, ObjectId::Content(content), &content_bytes);
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    // Held, not stamped yet: a collection now removes all three.
+    let report =
+        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 60_000)
+            .unwrap();
+    assert_eq!(report.blobs_deleted, 3, "{report:?}");
+    assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
+    let Some(Message::ChunkData { data: stored, .. }) = t
+        .handle(Message::GetChunk {
+            id: ChunkId::of(data),
+            base_signature: None,
+        })
+        .unwrap()
+    else {
+        panic!("the chunk sent again is stored")
+    };
+    assert_eq!(stored, data);
+}

@@ -1,0 +1,128 @@
+//! Blobs an upload sends that the client has stored already (a second set
+//! over the same files, a lost files cache, a reinstalled laptop): each is
+//! held, bytes and all, and stamped as reused with the others in one
+//! catalog transaction (`Catalog::reuse`: one fsync) when enough are held
+//! and at every sync, instead of one write transaction per blob. A blob a
+//! collection removed in between is appended from the bytes held, so
+//! nothing the upload sent is lost.
+
+use ferry_protocol::compress::Codec;
+
+use super::{Result, Transfer};
+use crate::catalog::{BlobIndex, BlobKind, BlobState};
+
+/// Blobs held at most before they are stamped.
+const HELD_BLOBS: usize = 1024;
+
+/// Bytes held at most before the same (per upload: a relay serving many
+/// sessions holds this for each).
+const HELD_BYTES: usize = 1 << 20;
+
+/// One blob sent again, as it came.
+#[derive(Debug)]
+struct HeldBlob {
+    kind: BlobKind,
+    id: [u8; 32],
+    codec: Codec,
+    bytes: Vec<u8>,
+    copies: u8,
+}
+
+/// The blobs an upload holds until they are stamped.
+#[derive(Debug, Default)]
+pub(super) struct HeldReuse {
+    blobs: Vec<HeldBlob>,
+    bytes: usize,
+}
+
+impl HeldReuse {
+    /// Holds a blob; whether enough are held to stamp them now.
+    fn hold(&mut self, blob: HeldBlob) -> bool {
+        self.bytes += blob.bytes.len();
+        self.blobs.push(blob);
+        self.blobs.len() >= HELD_BLOBS || self.bytes >= HELD_BYTES
+    }
+}
+
+impl Transfer {
+    /// Stores a blob the upload sent, as `copies` copies encoded by
+    /// `codec`: appended unless the client has it whole already, in which
+    /// case it is held to be stamped as reused with others.
+    pub(super) fn store_unless_stored(
+        &mut self,
+        kind: BlobKind,
+        id: [u8; 32],
+        codec: Codec,
+        bytes: Vec<u8>,
+        copies: u8,
+    ) -> Result<()> {
+        if self.sent_now(kind, &id)?.is_some() {
+            return Ok(());
+        }
+        let client = self.client;
+        let found = self.catalog(|c| c.find_blob_state(client, kind, &id))?;
+        if !found.is_some_and(|(_, state)| state == BlobState::Whole) {
+            return self.append_sent(kind, id, codec, bytes, copies);
+        }
+        let blob = HeldBlob {
+            kind,
+            id,
+            codec,
+            bytes,
+            copies,
+        };
+        if self.upload()?.reused.hold(blob) {
+            self.stamp_reused()?;
+        }
+        Ok(())
+    }
+
+    /// Stamps the held blobs as reused, a transaction per kind; appends
+    /// any a collection removed since they were looked up.
+    pub(super) fn stamp_reused(&mut self) -> Result<()> {
+        let Some(upload) = self.upload.as_mut() else {
+            return Ok(());
+        };
+        let held = std::mem::take(&mut upload.reused).blobs;
+        for kind in [
+            BlobKind::Chunk,
+            BlobKind::Tree,
+            BlobKind::Content,
+            BlobKind::Sealed,
+        ] {
+            let (of_kind, ids): (Vec<&HeldBlob>, Vec<[u8; 32]>) = held
+                .iter()
+                .filter(|b| b.kind == kind)
+                .map(|b| (b, b.id))
+                .unzip();
+            if ids.is_empty() {
+                continue;
+            }
+            let found = self.reuse(kind, &ids)?;
+            for (blob, found) in of_kind.into_iter().zip(found) {
+                if !found && self.sent_now(kind, &blob.id)?.is_none() {
+                    let bytes = blob.bytes.clone();
+                    self.append_sent(kind, blob.id, blob.codec, bytes, blob.copies)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Appends a blob the upload sent and the client lacks: a sealed
+    /// object with what it names remembered for the sync.
+    fn append_sent(
+        &mut self,
+        kind: BlobKind,
+        id: [u8; 32],
+        codec: Codec,
+        bytes: Vec<u8>,
+        copies: u8,
+    ) -> Result<()> {
+        if kind == BlobKind::Sealed {
+            self.append_sealed(id, bytes, copies)
+        } else {
+            self.append_copies(kind, id, codec, bytes, copies)
+        }
+    }
+}
