@@ -81,9 +81,11 @@ pub struct Summary {
     pub bytes: u64,
     /// The compression chunks went with at the end (`lz4`, `zstd-3`, `none`).
     pub compression: String,
-    /// One line per unreadable file.
-    #[serde(skip)]
+    /// One line per unreadable file: its path and why.
+    #[serde(rename = "unreadable")]
     pub errors: Vec<String>,
+    /// Paths of the set that did not exist, left out (exit 3).
+    pub paths_missing: Vec<String>,
 }
 
 /// What a backup reads.

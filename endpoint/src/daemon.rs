@@ -249,8 +249,11 @@ pub async fn run(state: &StateDir) -> Result<()> {
                     finished_at: format_rfc3339(crate::now_ms()),
                     snapshot: Some(summary.totals.snapshot),
                     message: format!(
-                        "{} files, {} bytes sent in {:.1} s",
-                        summary.files, summary.totals.bytes_sent, summary.totals.duration_s
+                        "{} files, {} bytes sent in {:.1} s{}",
+                        summary.files,
+                        summary.totals.bytes_sent,
+                        summary.totals.duration_s,
+                        missing_note(&summary.paths_missing)
                     ),
                 });
                 tracing::info!("set {name}: snapshot {}", summary.totals.snapshot);
@@ -355,6 +358,15 @@ async fn verify_set(state: &StateDir, name: &str) -> LastRun {
 fn wall_time(at: tokio::time::Instant) -> String {
     let ahead = at.saturating_duration_since(tokio::time::Instant::now());
     format_rfc3339(crate::now_ms() + i64::try_from(ahead.as_millis()).unwrap_or(0))
+}
+
+/// What a status line adds for a set's paths that did not exist.
+fn missing_note(missing: &[String]) -> String {
+    if missing.is_empty() {
+        String::new()
+    } else {
+        format!("; left out, missing: {}", missing.join(", "))
+    }
 }
 
 #[cfg(test)]

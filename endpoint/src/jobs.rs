@@ -82,18 +82,49 @@ pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
 
 pub use crate::client::open_client;
 
-/// Runs `job` over a new session.
+/// Runs `job` over a new session. A path of the job that does not exist
+/// (a USB disk not plugged in) is left out with a warning and named in the
+/// summary's `paths_missing` (exit 3, as restic does): the rest is backed
+/// up. Only a job none of whose paths exist fails.
 ///
 /// # Errors
-/// When a path is missing, the relay cannot be reached, or the backup fails.
+/// When no path exists, the relay cannot be reached, or the backup fails.
 pub async fn run(state: &StateDir, job: &Job, control: &Control) -> Result<Summary> {
-    if let Source::Paths(paths) = &job.source {
-        for path in paths {
-            if std::fs::symlink_metadata(path).is_err() {
-                bail!("{}: no such file or directory", path.display());
-            }
-        }
+    let (job, missing) = without_missing_paths(job)?;
+    let mut summary = run_present(state, &job, control).await?;
+    summary.paths_missing = missing;
+    Ok(summary)
+}
+
+/// `job` without the paths that do not exist, and those paths.
+///
+/// # Errors
+/// When none exists.
+fn without_missing_paths(job: &Job) -> Result<(Job, Vec<String>)> {
+    let Source::Paths(paths) = &job.source else {
+        return Ok((job.clone(), Vec::new()));
+    };
+    let (present, missing): (Vec<PathBuf>, Vec<PathBuf>) = paths
+        .iter()
+        .cloned()
+        .partition(|path| std::fs::symlink_metadata(path).is_ok());
+    let missing: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+    if present.is_empty() {
+        bail!("{}: no such file or directory", missing.join(", "));
     }
+    for path in &missing {
+        tracing::warn!(
+            "set {:?}: {path} does not exist; backing up the rest",
+            job.set
+        );
+        eprintln!("ferry: warning: {path}: no such file or directory; backing up the rest");
+    }
+    let mut job = job.clone();
+    job.source = Source::Paths(present);
+    Ok((job, missing))
+}
+
+async fn run_present(state: &StateDir, job: &Job, control: &Control) -> Result<Summary> {
     let mut cache = FilesCache::open(&state.cache_path())?;
     let mut client = open_client(state).await?;
     client.limit_uploads(job.limit.clone());

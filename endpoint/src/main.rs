@@ -181,6 +181,7 @@ fn parse_code(text: &str) -> Result<PairingCode, String> {
 const PARTIAL: u8 = 3;
 
 fn main() -> ExitCode {
+    ferry_net::pipe::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         let level = match (&cli.command, cli.verbose) {
@@ -215,6 +216,9 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(run(cli)) {
                 Ok(code) => code,
+                Err(e) if ferry_net::pipe::is_closed_pipe(e.chain()) => {
+                    ExitCode::from(ferry_net::pipe::BROKEN_PIPE_EXIT)
+                }
                 Err(e) => {
                     eprintln!("ferry: error: {e:#}");
                     ExitCode::FAILURE
@@ -371,11 +375,13 @@ async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<E
             summary.totals.duration_s
         );
     }
-    Ok(if summary.files_unreadable > 0 {
-        ExitCode::from(PARTIAL)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(
+        if summary.files_unreadable > 0 || !summary.paths_missing.is_empty() {
+            ExitCode::from(PARTIAL)
+        } else {
+            ExitCode::SUCCESS
+        },
+    )
 }
 
 async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Result<()> {

@@ -7,11 +7,13 @@
 //! - [`throttle`]: token buckets that sleep on timers, and the local
 //!   weekday and minute that rate schedules are evaluated at.
 //! - [`table`]: the text tables both binaries print.
+//! - [`pipe`]: a closed standard output ends a command quietly.
 //! - [`cli_docs`]: shell completions and man pages of both binaries.
 
 #![forbid(unsafe_code)]
 
 pub mod cli_docs;
 pub mod io;
+pub mod pipe;
 pub mod table;
 pub mod throttle;

@@ -176,10 +176,14 @@ fn parse_rate(text: &str) -> Result<u64, String> {
 }
 
 fn main() -> ExitCode {
+    ferry_net::pipe::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     init_logging(&cli);
     match run(cli) {
         Ok(code) => code,
+        Err(e) if ferry_net::pipe::is_closed_pipe(e.chain()) => {
+            ExitCode::from(ferry_net::pipe::BROKEN_PIPE_EXIT)
+        }
         Err(e) => {
             eprintln!("ferry-relay: error: {e:#}");
             ExitCode::FAILURE

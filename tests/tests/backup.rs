@@ -461,6 +461,8 @@ fn unreadable_files_are_named_and_exit_3_with_a_snapshot() {
     assert!(stderr(&out).contains("socket"), "{}", stderr(&out));
     let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["files_unreadable"], 1);
+    let named = summary["unreadable"][0].as_str().unwrap();
+    assert!(named.contains("socket"), "{summary}");
     assert!(summary["snapshot"].as_u64().unwrap() >= 1);
 }
 

@@ -49,3 +49,35 @@ fn man_pages_print_or_go_into_a_directory() {
     );
     assert!(dir.path().join("ferry-relay.1").exists());
 }
+
+/// Runs `command` with its standard output closed before it prints (as
+/// `| head -1` closes it after a line); returns its exit code and stderr.
+fn with_stdout_closed(mut command: Command) -> (Option<i32>, String) {
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_closed_pipe_ends_commands_quietly() {
+    let (relay, endpoint) = ferry_tests::paired();
+    let mut status = endpoint.command();
+    status.arg("status");
+    let mut clients = relay.command();
+    clients.args(["clients", "list"]);
+    let mut man = Command::new(binary("ferry"));
+    man.arg("man");
+    for command in [status, clients, man] {
+        let (code, err) = with_stdout_closed(command);
+        assert!(matches!(code, Some(0 | 141)), "exit {code:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+        assert!(!err.contains("error"), "{err}");
+    }
+}

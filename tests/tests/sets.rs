@@ -4,7 +4,7 @@
 use std::fs;
 
 use ferry_tests::tree::listing;
-use ferry_tests::{ok, stderr, Endpoint, Relay};
+use ferry_tests::{arg, ok, paired_in, stderr, Endpoint, Relay};
 
 #[test]
 fn sets_keep_their_own_paths_excludes_and_histories() {
@@ -247,4 +247,45 @@ fn a_sets_retention_hints_keep_more_than_the_relays_rules_after_each_backup() {
         out.to_str().unwrap(),
     ]);
     assert_eq!(fs::read(out.join("note")).unwrap(), b"version 3");
+}
+
+#[test]
+fn a_set_whose_usb_disk_is_not_plugged_in_backs_up_the_rest_and_exits_3() {
+    for sealed in [false, true] {
+        let (_relay, endpoint) = paired_in(sealed);
+        let work = tempfile::tempdir().unwrap();
+        let docs = work.path().join("docs");
+        fs::create_dir_all(&docs).unwrap();
+        fs::write(docs.join("letter.txt"), b"dear relay").unwrap();
+        let usb = work.path().join("media/usb-disk");
+        let config = format!("[sets.laptop]\npaths = [{docs:?}, {usb:?}]\n");
+        fs::write(endpoint.state().join("endpoint.toml"), config).unwrap();
+
+        let out = endpoint.ferry(&["backup", "--set", "laptop", "--json"]);
+        assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+        let err = stderr(&out);
+        assert!(
+            err.contains("warning") && err.contains(&*usb.to_string_lossy()),
+            "{err}"
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(summary["paths_missing"][0], arg(&usb), "{summary}");
+        assert_eq!(summary["files"], 1, "{summary}");
+        let restored = work.path().join("out");
+        endpoint.restore_json(&[
+            "--set",
+            "laptop",
+            "--map-from",
+            arg(&docs),
+            "--map-to",
+            arg(&restored),
+        ]);
+        assert_eq!(listing(&restored), listing(&docs));
+
+        // None of the paths there: a failure, one line, no snapshot.
+        fs::remove_dir_all(&docs).unwrap();
+        let out = endpoint.ferry(&["backup", "--set", "laptop"]);
+        assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+        assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
+    }
 }
