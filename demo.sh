@@ -66,8 +66,10 @@ run "$BIN/ferry" --state "$WORK/endpoint" restore --map-from "$WORK/data" --map-
 diff -r "$WORK/data" "$WORK/restored" && echo "restored tree is identical to the source"
 
 echo
-echo "== 8. restore the first snapshot over it: files the target holds unchanged are skipped"
+echo "== 8. restore the first snapshot over it: files changed since are kept (a local edit is never"
+echo "      overwritten unless asked), then rolled back with --overwrite if-changed; unchanged ones are skipped"
 run "$BIN/ferry" --state "$WORK/endpoint" restore -b 1 --map-from "$WORK/data" --map-to "$WORK/restored"
+run "$BIN/ferry" --state "$WORK/endpoint" restore -b 1 --map-from "$WORK/data" --map-to "$WORK/restored" --overwrite if-changed
 run "$BIN/ferry" --state "$WORK/endpoint" snapshots
 
 echo

@@ -22,6 +22,7 @@ pub mod fsmeta;
 pub mod hooks;
 pub mod jobs;
 pub mod key;
+pub mod overwrite;
 pub mod pair;
 pub mod progress;
 pub mod restore;

@@ -9,12 +9,12 @@ use anyhow::{bail, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use ferry_endpoint::backup;
 use ferry_endpoint::jobs;
+use ferry_endpoint::overwrite::Overwrite;
 use ferry_endpoint::pair::pair;
 use ferry_endpoint::progress::{Bar, Direction, Live};
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
 use ferry_net::table::{Align, Table};
-use ferry_protocol::message::Message;
 use ferry_protocol::pairing::PairingCode;
 use ferry_protocol::schedule::Schedule;
 use ferry_protocol::units::{format_rfc3339, format_size};
@@ -122,6 +122,12 @@ enum Command {
         /// hostile relay could use to take over this machine).
         #[arg(long)]
         preserve_privileges: bool,
+        /// What happens to a local file or symlink that differs from the
+        /// snapshot's: if-newer (the default) keeps what changed after the
+        /// snapshot's version, never keeps all, if-changed and always
+        /// replace.
+        #[arg(long, value_enum, default_value_t)]
+        overwrite: Overwrite,
         /// Only these paths (absolute, as backed up).
         paths: Vec<PathBuf>,
     },
@@ -294,6 +300,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             json,
             checksum,
             preserve_privileges,
+            overwrite,
             paths,
         } => {
             let set = set_of(set, backup);
@@ -305,6 +312,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 paths,
                 checksum,
                 preserve_privileges,
+                overwrite,
             };
             return run_restore(&state, &request, json).await;
         }
@@ -386,32 +394,8 @@ async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<E
 
 async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Result<()> {
     let mut client = jobs::open_client(state).await?;
-    let list = match client
-        .request(&Message::ListSnapshots { set: set.clone() })
-        .await?
-    {
-        Message::SnapshotList { snapshots } => snapshots,
-        other => return Err(ferry_endpoint::client::unexpected("SnapshotList", &other)),
-    };
-    // Why the relay keeps each (relays from protocol 1.4 say).
-    let kept_by: std::collections::HashMap<u64, Vec<String>> = if client.relay_minor() >= 4 {
-        match client.request(&Message::GetKeptBy { set }).await? {
-            Message::KeptBy { snapshots } => snapshots.into_iter().collect(),
-            other => return Err(ferry_endpoint::client::unexpected("KeptBy", &other)),
-        }
-    } else {
-        Default::default()
-    };
-    let kept = |id: u64| -> Vec<String> {
-        kept_by
-            .get(&id)
-            .map(|why| {
-                why.iter()
-                    .map(|w| ferry_protocol::units::printable(w.as_bytes()))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let (list, kept_by) = ferry_endpoint::snapshot::list_kept_by(&mut client, set).await?;
+    let kept = |id: u64| kept_by.get(&id).cloned().unwrap_or_default();
     client.close().await;
     if json {
         let rows: Vec<serde_json::Value> = list
@@ -472,16 +456,20 @@ async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -
     for line in summary.lines() {
         eprintln!("ferry: cannot restore {line}");
     }
+    if summary.kept.count > 0 {
+        eprintln!("ferry: {}", request.overwrite.kept_line(summary.kept.count));
+    }
     if json {
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "restored snapshot {} into {}: {} new, {} changed, {} unchanged files; {} sent, {} received in {:.1} s",
+            "restored snapshot {} into {}: {} new, {} changed, {} unchanged files, {} kept; {} sent, {} received in {:.1} s",
             summary.totals.snapshot,
             request.map_to.display(),
             summary.totals.files_new,
             summary.totals.files_changed,
             summary.totals.files_unchanged,
+            summary.kept.count,
             format_size(summary.totals.bytes_sent),
             format_size(summary.totals.bytes_received),
             summary.totals.duration_s

@@ -91,6 +91,8 @@ pub struct Request {
     /// Restore setuid/setgid bits, device nodes and `security.capability`
     /// as root into a directory other than `/` too.
     pub preserve_privileges: bool,
+    /// What happens to a local file or symlink that differs.
+    pub overwrite: crate::overwrite::Overwrite,
 }
 
 /// What a restore did: the `--json` summary.
@@ -117,6 +119,9 @@ pub struct Summary {
     /// The first of them.
     #[serde(skip)]
     pub first_not_fitting: Option<String>,
+    /// Local files and symlinks kept by the overwrite policy.
+    #[serde(flatten)]
+    pub kept: crate::overwrite::Kept,
 }
 
 impl Summary {
@@ -179,6 +184,7 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
         placed: 0,
         trees: HashMap::new(),
         checksum: request.checksum,
+        overwrite: request.overwrite,
         last_dir: None,
         written: Vec::new(),
         written_bytes: 0,
@@ -268,6 +274,8 @@ struct Restore<'a> {
     trees: HashMap<TreeId, Vec<u8>>,
     /// See [`Request::checksum`].
     checksum: bool,
+    /// See [`Request::overwrite`].
+    overwrite: crate::overwrite::Overwrite,
     /// The directory the last entry went into, kept open: siblings follow
     /// one another, so most entries need no path walk.
     last_dir: Option<(Vec<Vec<u8>>, Arc<OwnedFd>)>,
@@ -308,11 +316,17 @@ impl Restore<'_> {
         for (at, entry, target) in std::mem::take(&mut self.symlinks) {
             let (name, parent) = at.split_last().expect("symlinks have a name");
             let made = self.target.dir(parent).and_then(|dir| {
+                if self.overwrite.keeps(&dir, name, &entry)? {
+                    return Ok(false);
+                }
                 Target::symlink(&dir, name, &target)?;
-                self.target.apply_at(&dir, name, &entry, true)
+                self.target.apply_at(&dir, name, &entry, true)?;
+                Ok(true)
             });
-            if let Err(e) = made {
-                self.fail(&at, e);
+            match made {
+                Ok(true) => {}
+                Ok(false) => self.summary.kept.add(show_path(&at)),
+                Err(e) => self.fail(&at, e),
             }
         }
         let mut dirs = std::mem::take(&mut self.dirs);

@@ -4,6 +4,7 @@
 //! and what could not be had named [`Damaged`]. Restore and verify read
 //! snapshots through here, and browsing will.
 
+use std::collections::HashMap;
 use std::fs::File;
 
 use anyhow::{Context, Result};
@@ -13,8 +14,41 @@ use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, SnapshotInfo};
 use ferry_protocol::tree::{ChunkRef, Content, ContentBuilder, Tree};
+use ferry_protocol::units::printable;
 
 use crate::client::{self, unexpected, ClientError, RelayClient};
+
+/// The set's snapshots (every set's without one), oldest first, and why
+/// the relay keeps each (relays from protocol 1.4 say; printable text).
+///
+/// # Errors
+/// Session failures and unexpected answers.
+pub async fn list_kept_by(
+    client: &mut RelayClient,
+    set: Option<String>,
+) -> Result<(Vec<SnapshotInfo>, HashMap<u64, Vec<String>>)> {
+    let list = match client
+        .request(&Message::ListSnapshots { set: set.clone() })
+        .await?
+    {
+        Message::SnapshotList { snapshots } => snapshots,
+        other => return Err(unexpected("SnapshotList", &other)),
+    };
+    if client.relay_minor() < 4 {
+        return Ok((list, HashMap::new()));
+    }
+    let kept_by = match client.request(&Message::GetKeptBy { set }).await? {
+        Message::KeptBy { snapshots } => snapshots
+            .into_iter()
+            .map(|(id, why)| {
+                let why = why.iter().map(|w| printable(w.as_bytes())).collect();
+                (id, why)
+            })
+            .collect(),
+        other => return Err(unexpected("KeptBy", &other)),
+    };
+    Ok((list, kept_by))
+}
 
 /// Something the snapshot names that the relay could not give back whole
 /// (it lacks it, or its bytes do not match their id): the entries that need

@@ -406,7 +406,15 @@ fn a_restore_of_many_small_files_mixes_chunks_asked_ahead_with_deltas_in_order()
         old[0] ^= 1;
         fs::write(target.join(format!("m/f{i:03}")), old).unwrap();
     }
-    let summary = endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&target)]);
+    // Written after the backup, they are newer: replaced only when asked.
+    let summary = endpoint.restore_json(&[
+        "--map-from",
+        arg(&src),
+        "--map-to",
+        arg(&target),
+        "--overwrite",
+        "if-changed",
+    ]);
     assert_eq!(summary["errors"], 0, "{summary}");
     let (restored, original) = (listing(&target), listing(&src));
     let differing: Vec<String> = original

@@ -465,7 +465,14 @@ fn a_delta_that_does_not_rebuild_is_asked_for_whole_before_the_file_is_called_da
             b"the old version of the file\n".repeat(700),
         )
         .unwrap();
-        vec!["restore", "--map-to", arg(target)]
+        // Written now, newer than the snapshot's: replaced only when asked.
+        vec![
+            "restore",
+            "--map-to",
+            arg(target),
+            "--overwrite",
+            "if-changed",
+        ]
     });
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");

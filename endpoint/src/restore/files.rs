@@ -115,6 +115,12 @@ impl Restore<'_> {
             self.restored.insert(snapshot_path, at);
             return Ok(());
         }
+        if self.overwrite.keeps(&dir, &name, &entry)? {
+            self.summary.kept.add(show_path(&snapshot_path));
+            // A hard link to it links to the file kept.
+            self.restored.insert(snapshot_path, at);
+            return Ok(());
+        }
         let existing = Target::existing_file(&dir, &name)?;
         // An interrupted restore of this file: its temporary file is
         // completed in place, so no later interruption loses what it holds.

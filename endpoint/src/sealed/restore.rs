@@ -7,6 +7,7 @@
 //! symlinks follow, directory metadata last, deepest first.
 
 use std::collections::HashMap;
+use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::compress::{Method, ZSTD_LEVEL};
@@ -23,6 +24,7 @@ use super::files;
 use super::local::Held;
 use super::remote::{short, Kinds, Remote};
 use crate::client::RelayClient;
+use crate::overwrite::Overwrite;
 use crate::restore::{Place, Request, Selection, Summary};
 use crate::snapshot::{choose, show_path};
 use crate::state::StateDir;
@@ -99,6 +101,11 @@ pub async fn run(
     }
     let mut summary = Summary::default();
     summary.totals.snapshot = info.id;
+    let placed = if contents {
+        placed
+    } else {
+        keep_local(&target, placed, request.overwrite, &mut summary)?
+    };
     let opening = Opening::new(state, &mut remote, keys, dictionary).await?;
     write_all(&mut remote, &opening, &target, placed, &mut summary).await?;
     let client = remote.into_client();
@@ -328,6 +335,50 @@ async fn write_all(
         }
     }
     Ok(())
+}
+
+/// `placed` without the local files and symlinks `overwrite` keeps, each
+/// counted and named in `summary`.
+///
+/// # Errors
+/// I/O errors looking at the target.
+fn keep_local(
+    target: &Target,
+    placed: Vec<Placed>,
+    overwrite: Overwrite,
+    summary: &mut Summary,
+) -> Result<Vec<Placed>> {
+    let mut last: Option<(Vec<Vec<u8>>, OwnedFd)> = None;
+    let mut left = Vec::with_capacity(placed.len());
+    for item in placed {
+        let Some((name, parent)) = item.at.split_last() else {
+            left.push(item);
+            continue;
+        };
+        if !matches!(
+            item.entry.kind,
+            EntryKind::File { .. } | EntryKind::Symlink { .. }
+        ) {
+            left.push(item);
+            continue;
+        }
+        if last
+            .as_ref()
+            .is_none_or(|(path, _)| path.as_slice() != parent)
+        {
+            last = target.dir(parent).ok().map(|fd| (parent.to_vec(), fd));
+        }
+        let kept = match &last {
+            Some((_, dir)) => overwrite.keeps(dir, name, &item.entry)?,
+            None => false,
+        };
+        if kept {
+            summary.kept.add(show_path(&item.from));
+        } else {
+            left.push(item);
+        }
+    }
+    Ok(left)
 }
 
 /// Counts and names an entry that could not be restored.

@@ -185,6 +185,7 @@ impl Pair {
             paths: Vec::new(),
             checksum: false,
             preserve_privileges: false,
+            overwrite: Default::default(),
         }
     }
 
