@@ -164,13 +164,12 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
         live.bytes_expected
             .store(info.bytes, std::sync::atomic::Ordering::Relaxed);
     }
-    let target = Target::open(&request.map_to, request.preserve_privileges)
-        .with_context(|| format!("cannot open the target {}", request.map_to.display()))?;
+    let (target, selection) = open_target(request)?;
     let mut restore = Restore {
         client,
         live,
         target,
-        selection: Selection::of(request),
+        selection,
         summary: Summary {
             totals: Totals {
                 snapshot: info.id,
@@ -233,14 +232,38 @@ pub(crate) struct Selection {
     map_from: Option<Vec<Vec<u8>>>,
     /// ...and under one of these, if any.
     filters: Vec<Vec<Vec<u8>>>,
+    /// The name the entry at `map_from` takes below the target (its
+    /// contents go into the target itself without one).
+    renamed: Option<Vec<u8>>,
 }
 
-impl Selection {
-    /// What `request` selects.
-    pub(crate) fn of(request: &Request) -> Self {
-        Selection {
-            map_from: request.map_from.as_deref().map(components),
-            filters: request.paths.iter().map(|p| components(p)).collect(),
+/// The target a restore writes into, and what it places there. A
+/// `--map-to` that names nothing yet (or a file) is where the entry at
+/// `--map-from` goes under that very name, file or directory: so
+/// `--map-from FILE --map-to NEWNAME` restores the file as NEWNAME (it made
+/// an empty directory NEWNAME and restored nothing). A `--map-to` that is a
+/// directory takes what was under `--map-from`, as before.
+///
+/// # Errors
+/// A target that cannot be opened (or made).
+pub(crate) fn open_target(request: &Request) -> Result<(Target, Selection)> {
+    let mut selection = Selection {
+        map_from: request.map_from.as_deref().map(components),
+        filters: request.paths.iter().map(|p| components(p)).collect(),
+        renamed: None,
+    };
+    let to = &request.map_to;
+    let is_dir = std::fs::metadata(to).is_ok_and(|m| m.is_dir());
+    let cannot = |e| anyhow::anyhow!("cannot open the target {}: {e}", to.display());
+    match (&selection.map_from, to.file_name()) {
+        (Some(from), Some(name)) if !is_dir && !from.is_empty() => {
+            selection.renamed = Some(name.as_bytes().to_vec());
+            let target = Target::open_parent_of(to, request.preserve_privileges).map_err(cannot)?;
+            Ok((target, selection))
+        }
+        _ => {
+            let target = Target::open(to, request.preserve_privileges).map_err(cannot)?;
+            Ok((target, selection))
         }
     }
 }

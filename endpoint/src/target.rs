@@ -63,6 +63,28 @@ impl Target {
         })
     }
 
+    /// The directory `path` will be made in (made first if missing), as a
+    /// target for the one entry named `path`: never `/` itself, so
+    /// privileges are restored only when asked, as for any directory.
+    ///
+    /// # Errors
+    /// I/O errors; a path without a parent.
+    pub fn open_parent_of(path: &Path, preserve_privileges: bool) -> io::Result<Self> {
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            Some(_) => Path::new("."),
+            None => return Err(io::Error::other("no directory to put it in")),
+        };
+        std::fs::create_dir_all(parent)?;
+        let root = rustix::fs::open(parent, DIR_FLAGS, Mode::empty())?;
+        let as_root = rustix::process::geteuid().is_root();
+        Ok(Target {
+            root,
+            as_root,
+            privileges: !as_root || preserve_privileges,
+        })
+    }
+
     /// Whether device nodes may be made here (as root, with privileges).
     pub fn devices(&self) -> bool {
         self.as_root && self.privileges

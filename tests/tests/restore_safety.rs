@@ -105,3 +105,44 @@ fn a_restore_keeps_local_edits_unless_the_overwrite_policy_says_so() {
         assert_eq!(listing(&out), listing(&src), "{mode}");
     }
 }
+
+#[test]
+fn a_single_file_is_restored_under_a_new_name_or_into_a_directory() {
+    for sealed in [false, true] {
+        let (_relay, endpoint) = paired_in(sealed);
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("src");
+        fs::create_dir_all(src.join("docs")).unwrap();
+        fs::write(src.join("docs/thesis.txt"), "chapter one").unwrap();
+        fs::write(src.join("docs/other.txt"), "not asked for").unwrap();
+        endpoint.backup_json(&[arg(&src)]);
+        let file = src.join("docs/thesis.txt");
+        let mode = if sealed { "sealed" } else { "open" };
+
+        // A new name (it made an empty directory of that name before).
+        let renamed = work.path().join("out/thesis-before-edits.txt");
+        let summary = endpoint.restore_json(&["--map-from", arg(&file), "--map-to", arg(&renamed)]);
+        assert_eq!(summary["files_new"], 1, "{mode}: {summary}");
+        assert_eq!(
+            fs::read_to_string(&renamed).unwrap(),
+            "chapter one",
+            "{mode}"
+        );
+        assert_eq!(fs::read_dir(work.path().join("out")).unwrap().count(), 1);
+
+        // An existing directory: the file goes into it under its name.
+        let dir = work.path().join("existing");
+        fs::create_dir_all(&dir).unwrap();
+        endpoint.restore_json(&["--map-from", arg(&file), "--map-to", arg(&dir)]);
+        assert_eq!(
+            fs::read_to_string(dir.join("thesis.txt")).unwrap(),
+            "chapter one",
+            "{mode}"
+        );
+
+        // A directory under a new name, as before.
+        let copy = work.path().join("docs-copy");
+        endpoint.restore_json(&["--map-from", arg(&src.join("docs")), "--map-to", arg(&copy)]);
+        assert_eq!(listing(&copy), listing(&src.join("docs")), "{mode}");
+    }
+}

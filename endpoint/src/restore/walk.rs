@@ -20,9 +20,13 @@ impl Selection {
         let above_filter = self.filters.iter().any(|f| starts_with(f, snapshot_path));
         let mapped = match &self.map_from {
             None => Some(snapshot_path.to_vec()),
-            Some(from) if starts_with(snapshot_path, from) => {
-                Some(snapshot_path[from.len()..].to_vec())
-            }
+            Some(from) if starts_with(snapshot_path, from) => Some(
+                self.renamed
+                    .iter()
+                    .cloned()
+                    .chain(snapshot_path[from.len()..].iter().cloned())
+                    .collect(),
+            ),
             Some(_) => None,
         };
         let above_map = self
@@ -35,11 +39,23 @@ impl Selection {
             _ => Place::Skip,
         }
     }
+
+    /// [`Selection::place`] of `entry`: a file (or any non-directory) at
+    /// `--map-from` itself, restored into an existing directory, goes into
+    /// it under its own name (the target directory cannot become a file).
+    pub(crate) fn place_entry(&self, snapshot_path: &[Vec<u8>], entry: &Entry) -> Place {
+        match self.place(snapshot_path) {
+            Place::At(at) if at.is_empty() && !matches!(entry.kind, EntryKind::Dir { .. }) => {
+                Place::At(snapshot_path.last().into_iter().cloned().collect())
+            }
+            place => place,
+        }
+    }
 }
 
 impl Restore<'_> {
-    pub(super) fn place(&self, snapshot_path: &[Vec<u8>]) -> Place {
-        self.selection.place(snapshot_path)
+    pub(super) fn place(&self, snapshot_path: &[Vec<u8>], entry: &Entry) -> Place {
+        self.selection.place_entry(snapshot_path, entry)
     }
 
     /// A tree, fetched ahead or asked for now (after every answer to come:
@@ -87,12 +103,12 @@ impl Restore<'_> {
                 let mut snapshot_path = path.clone();
                 snapshot_path.push(entry.name.clone());
                 let place = if inside {
-                    match self.place(&snapshot_path) {
+                    match self.place(&snapshot_path, &entry) {
                         Place::At(at) => Place::At(at),
                         _ => Place::Skip,
                     }
                 } else {
-                    self.place(&snapshot_path)
+                    self.place(&snapshot_path, &entry)
                 };
                 match (place, &entry.kind) {
                     (Place::Skip, _) => {}

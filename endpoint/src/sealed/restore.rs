@@ -25,7 +25,7 @@ use super::local::Held;
 use super::remote::{short, Kinds, Remote};
 use crate::client::RelayClient;
 use crate::overwrite::Overwrite;
-use crate::restore::{Place, Request, Selection, Summary};
+use crate::restore::{open_target, Place, Request, Selection, Summary};
 use crate::snapshot::{choose, show_path};
 use crate::state::StateDir;
 use crate::target::Target;
@@ -82,9 +82,7 @@ pub async fn run(
             info.set
         );
     }
-    let target = Target::open(&request.map_to, request.preserve_privileges)
-        .with_context(|| format!("cannot open the target {}", request.map_to.display()))?;
-    let selection = Selection::of(request);
+    let (target, selection) = open_target(request)?;
     let placed = walk(
         &mut remote,
         keys,
@@ -207,7 +205,7 @@ async fn walk(
             for entry in tree.entries {
                 let mut from = path.clone();
                 from.push(entry.name.clone());
-                let place = selection.place(&from);
+                let place = selection.place_entry(&from, &entry);
                 if let EntryKind::Dir { tree } = &entry.kind {
                     if !matches!(place, Place::Skip) {
                         let whole = matches!(place, Place::At(_));
