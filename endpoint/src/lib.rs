@@ -9,6 +9,7 @@
 //!   returns an established [`connect::Session`].
 
 pub mod backup;
+pub mod browse;
 pub mod cache;
 pub mod client;
 pub mod compression;

@@ -14,10 +14,9 @@ use ferry_endpoint::pair::pair;
 use ferry_endpoint::progress::{Bar, Direction, Live};
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::state::{RelayRecord, StateDir};
-use ferry_net::table::{Align, Table};
 use ferry_protocol::pairing::PairingCode;
 use ferry_protocol::schedule::Schedule;
-use ferry_protocol::units::{format_rfc3339, format_size};
+use ferry_protocol::units::format_size;
 
 /// ferry: back up to your relay from anywhere.
 #[derive(Debug, Parser)]
@@ -92,6 +91,26 @@ enum Command {
         /// Only this backup set.
         #[arg(long)]
         set: Option<String>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List what a snapshot holds at a path (its root without one).
+    Ls {
+        /// The backup set (default: `default`, or any set with -b ID).
+        #[arg(long)]
+        set: Option<String>,
+        /// Snapshot id, or `last`.
+        #[arg(short = 'b', long = "backup", default_value = "last", value_parser = parse_selector)]
+        backup: Selector,
+        /// A directory or file, absolute as backed up.
+        path: Option<PathBuf>,
+        /// Mode, owner, size and modification time too.
+        #[arg(short, long)]
+        long: bool,
+        /// Everything below the path, not only its entries.
+        #[arg(short = 'R', long)]
+        recursive: bool,
         /// Print a JSON array.
         #[arg(long)]
         json: bool,
@@ -291,7 +310,25 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             return run_backup(&state, &job, json).await;
         }
         Command::Daemon => ferry_endpoint::daemon::run(&state).await?,
-        Command::Snapshots { set, json } => run_snapshots(&state, set, json).await?,
+        Command::Snapshots { set, json } => {
+            ferry_endpoint::browse::print_snapshots(&state, set, json).await?
+        }
+        Command::Ls {
+            set,
+            backup,
+            path,
+            long,
+            recursive,
+            json,
+        } => {
+            let request = ferry_endpoint::browse::ListRequest {
+                set: set_of(set, backup),
+                snapshot: backup,
+                path,
+                recursive,
+            };
+            ferry_endpoint::browse::print_list(&state, &request, long, json).await?
+        }
         Command::Restore {
             set,
             backup,
@@ -390,54 +427,6 @@ async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<E
             ExitCode::SUCCESS
         },
     )
-}
-
-async fn run_snapshots(state: &StateDir, set: Option<String>, json: bool) -> Result<()> {
-    let mut client = jobs::open_client(state).await?;
-    let (list, kept_by) = ferry_endpoint::snapshot::list_kept_by(&mut client, set).await?;
-    let kept = |id: u64| kept_by.get(&id).cloned().unwrap_or_default();
-    client.close().await;
-    if json {
-        let rows: Vec<serde_json::Value> = list
-            .iter()
-            .map(|s| {
-                serde_json::json!({
-                    "id": s.id,
-                    "set": s.set,
-                    "root": s.root.to_string(),
-                    "started_at": format_rfc3339(s.started_ms),
-                    "finished_at": format_rfc3339(s.finished_ms),
-                    "files": s.files,
-                    "bytes": s.bytes,
-                    "kept_by": kept(s.id),
-                })
-            })
-            .collect();
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else if list.is_empty() {
-        println!("no snapshots");
-    } else {
-        let mut table = Table::new(&[
-            ("ID", Align::Right),
-            ("SET", Align::Left),
-            ("FINISHED", Align::Left),
-            ("FILES", Align::Right),
-            ("SIZE", Align::Right),
-            ("KEPT BY", Align::Left),
-        ]);
-        for s in list {
-            table.row(vec![
-                s.id.to_string(),
-                ferry_protocol::units::printable(s.set.as_bytes()),
-                format_rfc3339(s.finished_ms),
-                s.files.to_string(),
-                format_size(s.bytes),
-                kept(s.id).join(","),
-            ]);
-        }
-        print!("{}", table.render());
-    }
-    Ok(())
 }
 
 async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -> Result<ExitCode> {

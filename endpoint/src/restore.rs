@@ -144,7 +144,8 @@ pub(crate) fn is_disk_full(error: &str) -> bool {
     error.contains("No space left on device") || error.contains("os error 28")
 }
 
-fn components(path: &Path) -> Vec<Vec<u8>> {
+/// A path's names, as a snapshot's paths are kept.
+pub(crate) fn components(path: &Path) -> Vec<Vec<u8>> {
     path.components()
         .filter_map(|c| match c {
             std::path::Component::Normal(n) => Some(n.as_bytes().to_vec()),
@@ -235,6 +236,17 @@ pub(crate) struct Selection {
     /// The name the entry at `map_from` takes below the target (its
     /// contents go into the target itself without one).
     renamed: Option<Vec<u8>>,
+}
+
+impl Selection {
+    /// Everything under `path` (the whole snapshot for `None`), in place.
+    pub(crate) fn under(path: Option<Vec<Vec<u8>>>) -> Self {
+        Selection {
+            map_from: None,
+            filters: path.into_iter().collect(),
+            renamed: None,
+        }
+    }
 }
 
 /// The target a restore writes into, and what it places there. A

@@ -11,7 +11,7 @@ use std::os::fd::OwnedFd;
 
 use anyhow::{bail, Context, Result};
 use ferry_protocol::compress::{Method, ZSTD_LEVEL};
-use ferry_protocol::message::StorageId;
+use ferry_protocol::message::{SnapshotInfo, StorageId};
 use ferry_protocol::sealed::{SealedKind, SealingKeys};
 use ferry_protocol::sealed_dictionary::Dictionary;
 use ferry_protocol::sealed_objects::{
@@ -23,18 +23,21 @@ use ferry_protocol::tree::{Entry, EntryKind};
 use super::files;
 use super::local::Held;
 use super::remote::{short, Kinds, Remote};
+use super::roots::OpenedRoot;
 use crate::client::RelayClient;
 use crate::overwrite::Overwrite;
-use crate::restore::{open_target, Place, Request, Selection, Summary};
+use crate::restore::{open_target, Place, Request, Selection, Selector, Summary};
 use crate::snapshot::{choose, show_path};
 use crate::state::StateDir;
 use crate::target::Target;
 
 /// An entry of the snapshot: its path there, and where it goes.
-struct Placed {
-    from: Vec<Vec<u8>>,
+pub(crate) struct Placed {
+    /// Its path in the snapshot.
+    pub(crate) from: Vec<Vec<u8>>,
     at: Vec<Vec<u8>>,
-    entry: Entry,
+    /// The entry.
+    pub(crate) entry: Entry,
     /// Its tree names a small file's chunk rather than a content.
     names_chunk: bool,
 }
@@ -55,39 +58,21 @@ pub async fn run(
     // Into an empty target every file's content is needed; onto files it
     // holds, few are (those unchanged are skipped before their contents).
     let contents = std::fs::read_dir(&request.map_to).map_or(true, |mut d| d.next().is_none());
-    // One listing picks the snapshot and checks the set's newest root;
-    // with it, what lies below the root seen last (usually the one
-    // restored: then the root and the first levels below it cost no
-    // round trip of their own).
-    let guess = super::roots::last_seen(state, request.set.as_deref())?;
-    let listed = remote
-        .list_guessing(request.set.as_deref(), guess, (THROUGH_ROOM, contents))
-        .await?;
-    let info = choose(listed.clone(), request.set.as_deref(), request.snapshot)?;
-    let root_id = StorageId(info.root.0);
-    remote
-        .ahead_below(&[root_id], THROUGH_ROOM, contents)
-        .await?;
-    super::roots::newest(state, &mut remote, keys, &info.set, listed).await?;
-    let roots = super::roots::open_roots(&mut remote, keys, &[root_id]).await?;
-    let root = roots
-        .get(&root_id)
-        .context("the relay did not serve the root")?;
+    let (info, root) = open_snapshot(
+        state,
+        &mut remote,
+        keys,
+        (request.set.as_deref(), request.snapshot),
+        contents,
+    )
+    .await?;
     let (root, dictionary) = (&root.root, root.dictionary);
-    if root.set != info.set {
-        bail!(
-            "the relay served a root of set {:?} as snapshot {} of set {:?}",
-            root.set,
-            info.id,
-            info.set
-        );
-    }
     let (target, selection) = open_target(request)?;
     let placed = walk(
         &mut remote,
         keys,
         &selection,
-        StorageId(root.tree),
+        (StorageId(root.tree), usize::MAX),
         contents,
     )
     .await?;
@@ -147,15 +132,57 @@ impl<'k> Opening<'k> {
 /// Bytes of trees asked for ahead below the ancestors of what is restored.
 const THROUGH_ROOM: u32 = 256 * 1024;
 
-/// Opens the trees breadth first (what the relay sent ahead below them,
-/// with the files' contents if `contents`, or a level per batch of
-/// fetches); returns the selected entries in snapshot order (parents
-/// before children).
-async fn walk(
+/// Picks the snapshot `which` names (a set, if any, and a selector) and
+/// opens its root, checked against rollback, forks and a swapped set; with
+/// it, what lies below the root seen last is asked for (usually the one
+/// wanted: then the root and the first levels below it cost no round trip
+/// of their own), with the files' contents if `contents`.
+///
+/// # Errors
+/// Session failures, no such snapshot, a root the relay altered, swapped
+/// or rolled back.
+pub(crate) async fn open_snapshot(
+    state: &StateDir,
+    remote: &mut Remote<'_>,
+    keys: &SealingKeys,
+    which: (Option<&str>, Selector),
+    contents: bool,
+) -> Result<(SnapshotInfo, OpenedRoot)> {
+    let (set, selector) = which;
+    let guess = super::roots::last_seen(state, set)?;
+    let listed = remote
+        .list_guessing(set, guess, (THROUGH_ROOM, contents))
+        .await?;
+    let info = choose(listed.clone(), set, selector)?;
+    let root_id = StorageId(info.root.0);
+    remote
+        .ahead_below(&[root_id], THROUGH_ROOM, contents)
+        .await?;
+    super::roots::newest(state, remote, keys, &info.set, listed).await?;
+    let mut roots = super::roots::open_roots(remote, keys, &[root_id]).await?;
+    let root = roots
+        .remove(&root_id)
+        .context("the relay did not serve the root")?;
+    if root.root.set != info.set {
+        bail!(
+            "the relay served a root of set {:?} as snapshot {} of set {:?}",
+            root.root.set,
+            info.id,
+            info.set
+        );
+    }
+    Ok((info, root))
+}
+
+/// Opens the trees breadth first from `root` (what the relay sent ahead
+/// below them, with the files' contents if `contents`, or a level per
+/// batch of fetches), not below `depth` components; returns the selected
+/// entries in snapshot order (parents before children).
+pub(crate) async fn walk(
     remote: &mut Remote<'_>,
     keys: &SealingKeys,
     selection: &Selection,
-    root: StorageId,
+    (root, depth_limit): (StorageId, usize),
     contents: bool,
 ) -> Result<Vec<Placed>> {
     let mut placed = Vec::new();
@@ -207,7 +234,7 @@ async fn walk(
                 from.push(entry.name.clone());
                 let place = selection.place_entry(&from, &entry);
                 if let EntryKind::Dir { tree } = &entry.kind {
-                    if !matches!(place, Place::Skip) {
+                    if !matches!(place, Place::Skip) && from.len() < depth_limit {
                         let whole = matches!(place, Place::At(_));
                         next.push((from.clone(), StorageId(tree.0), whole));
                     }
