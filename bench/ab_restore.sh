@@ -4,6 +4,7 @@
 # both alike.
 # Usage: bench/ab_restore.sh BEFORE_BIN_DIR AFTER_BIN_DIR [RUNS]
 #   AB_BIG_MIB=256: one random file of that size instead of the tree.
+#   AB_TREE=/usr/share/doc: a copy of that tree instead.
 #   e.g. git worktree add /tmp/before REV && (cd /tmp/before && cargo build --release)
 #        bench/ab_restore.sh /tmp/before/target/release target/release 6
 set -euo pipefail
@@ -12,7 +13,9 @@ W=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$W"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 bin() { if [ "$1" = before ]; then echo "$BEFORE"; else echo "$AFTER"; fi; }
-if [ -n "${AB_BIG_MIB:-}" ]; then
+if [ -n "${AB_TREE:-}" ]; then
+  cp -a "$AB_TREE" "$W/D2"
+elif [ -n "${AB_BIG_MIB:-}" ]; then
   mkdir -p "$W/D2"; "$AFTER/gen" "$W/D2/disk.img" $((AB_BIG_MIB << 20)) 9 >/dev/null
 else
   "$AFTER/gen-tree" tree "$W/D2" 2000 20000000 3 >/dev/null
