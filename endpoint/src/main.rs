@@ -245,7 +245,7 @@ fn main() -> ExitCode {
                     ExitCode::from(ferry_net::pipe::BROKEN_PIPE_EXIT)
                 }
                 Err(e) => {
-                    eprintln!("ferry: error: {e:#}");
+                    ferry_net::failure::report("ferry", &format!("{e:#}"));
                     ExitCode::FAILURE
                 }
             }

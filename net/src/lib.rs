@@ -7,12 +7,14 @@
 //! - [`throttle`]: token buckets that sleep on timers, and the local
 //!   weekday and minute that rate schedules are evaluated at.
 //! - [`table`]: the text tables both binaries print.
-//! - [`pipe`]: a closed standard output ends a command quietly.
+//! - [`pipe`]: a closed standard output ends a command quietly; [`failure`]:
+//!   a failed command's line, and its JSON object with `--json`.
 //! - [`cli_docs`]: shell completions and man pages of both binaries.
 
 #![forbid(unsafe_code)]
 
 pub mod cli_docs;
+pub mod failure;
 pub mod io;
 pub mod pipe;
 pub mod table;

@@ -185,7 +185,7 @@ fn main() -> ExitCode {
             ExitCode::from(ferry_net::pipe::BROKEN_PIPE_EXIT)
         }
         Err(e) => {
-            eprintln!("ferry-relay: error: {e:#}");
+            ferry_net::failure::report("ferry-relay", &format!("{e:#}"));
             ExitCode::FAILURE
         }
     }

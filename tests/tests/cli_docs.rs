@@ -81,3 +81,22 @@ fn a_closed_pipe_ends_commands_quietly() {
         assert!(!err.contains("error"), "{err}");
     }
 }
+
+#[test]
+fn a_failure_with_json_is_one_line_and_a_json_error_object() {
+    let (relay, endpoint) = ferry_tests::paired();
+    let out = endpoint.ferry(&["backup", "--json", "/nonexistent/usb-disk"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        answer["error"].as_str().unwrap().contains("no such file"),
+        "{answer}"
+    );
+    // The relay's admin commands alike.
+    let out = relay.admin(&["clients", "show", "nobody", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(answer["error"].is_string(), "{answer}");
+}
