@@ -11,27 +11,51 @@ use crate::daemon::DaemonState;
 use crate::state::StateDir;
 
 /// Prints what `ferry daemon` last wrote: per set, the last result, the next
-/// run and the progress of a running backup. Shown even when the relay is away.
-fn print_daemon(daemon: &DaemonState) {
+/// run and the progress of a running backup. Shown even when the relay is
+/// away; a daemon that no longer runs is said to, and its schedule and
+/// progress are not shown as current.
+fn print_daemon(daemon: &DaemonState, running: bool) {
     let shown = |l: &crate::daemon::LastRun| {
         let verdict = if l.ok { "ok" } else { "failed" };
         format!("{verdict} at {}: {}", l.finished_at, l.message)
     };
+    if !running {
+        println!(
+            "daemon: not running (process {} is gone); what it last did:",
+            daemon.pid
+        );
+    }
     for (name, set) in &daemon.sets {
         let last = set.last.as_ref().map_or("never run".to_string(), shown);
-        println!("set {name:?}: last {last}; next run {}", set.next_run);
+        let next = if running {
+            set.next_run.as_str()
+        } else {
+            "none (no daemon)"
+        };
+        println!("set {name:?}: last {last}; next run {next}");
         if let Some(verify) = &set.verify {
             println!("set {name:?}: last check {}", shown(verify));
         }
         if let Some(p) = &set.running {
+            let doing = if running { "running" } else { "cut off" };
             println!(
-                "set {name:?}: running since {}: {} files, {} read",
+                "set {name:?}: {doing} since {}: {} files, {} read",
                 p.started_at,
                 p.files,
                 format_size(p.bytes_scanned)
             );
         }
     }
+}
+
+/// Whether process `pid` is a `ferry daemon` still running (a pid reused by
+/// another program is not).
+fn daemon_runs(pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    args.first().is_some_and(|a| a.ends_with(b"ferry")) && args.contains(&&b"daemon"[..])
 }
 
 /// Runs `ferry status`: the daemon's last runs, then the relay reached
@@ -42,8 +66,9 @@ fn print_daemon(daemon: &DaemonState) {
 /// No paired relay, or the relay cannot be reached.
 pub async fn run(state: &StateDir, json: bool, watch: bool) -> Result<()> {
     let daemon = DaemonState::load(state);
+    let daemon_running = daemon.as_ref().is_some_and(|d| daemon_runs(d.pid));
     if let (Some(daemon), false) = (&daemon, json) {
-        print_daemon(daemon);
+        print_daemon(daemon, daemon_running);
     }
     let record = state.paired_relay()?;
     let keys = state.keys()?;
@@ -58,6 +83,7 @@ pub async fn run(state: &StateDir, json: bool, watch: bool) -> Result<()> {
             "relay_fingerprint": relay_key.fingerprint().to_string(),
             "endpoint_fingerprint": keys.public.fingerprint().to_string(),
             "daemon": daemon,
+            "daemon_running": daemon_running,
             "client": record.client_name,
             "address": session.address,
             "path": session.path.as_str(),

@@ -120,6 +120,17 @@ fn the_daemon_checks_the_newest_snapshot_end_to_end_on_its_verify_interval() {
             .contains("5 files checked whole"),
         "{verify}"
     );
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(endpoint.ferry(&["status", "--json"]))).unwrap();
+    assert_eq!(status["daemon_running"], true, "{status}");
+
+    // Killed: its schedule is no longer shown as current.
     let _ = daemon.kill();
     let _ = daemon.wait();
+    let status: serde_json::Value =
+        serde_json::from_str(&ok(endpoint.ferry(&["status", "--json"]))).unwrap();
+    assert_eq!(status["daemon_running"], false, "{status}");
+    let shown = ok(endpoint.ferry(&["status"]));
+    assert!(shown.contains("daemon: not running"), "{shown}");
+    assert!(shown.contains("next run none (no daemon)"), "{shown}");
 }
