@@ -27,16 +27,6 @@ pub enum Overwrite {
 }
 
 impl Overwrite {
-    /// How the policy is spelled on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Overwrite::Always => "always",
-            Overwrite::IfChanged => "if-changed",
-            Overwrite::IfNewer => "if-newer",
-            Overwrite::Never => "never",
-        }
-    }
-
     /// Whether what is at `name` in `dir` stays where the snapshot's
     /// `entry` would go: only a local file or symlink that differs from it,
     /// and only as the policy says. A file of the same size and

@@ -249,6 +249,17 @@ impl Selection {
     }
 }
 
+/// Whether `path` holds nothing a restore could meet: it does not exist, or
+/// is an empty directory (a file there is something: a restore under its
+/// name meets it).
+pub(crate) fn holds_nothing(path: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Err(_) => true,
+        Ok(meta) if meta.is_dir() => std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_none()),
+        Ok(_) => false,
+    }
+}
+
 /// The target a restore writes into, and what it places there. A
 /// `--map-to` that names nothing yet (or a file) is where the entry at
 /// `--map-from` goes under that very name, file or directory: so

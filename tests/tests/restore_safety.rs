@@ -130,6 +130,16 @@ fn a_single_file_is_restored_under_a_new_name_or_into_a_directory() {
         );
         assert_eq!(fs::read_dir(work.path().join("out")).unwrap().count(), 1);
 
+        // Onto a local file of that name edited since: kept, as everywhere.
+        fs::write(&renamed, "my edit since the backup").unwrap();
+        let (summary, _) = restore_onto(&endpoint, &file, &renamed, &[]);
+        assert_eq!(summary["entries_kept"], 1, "{mode}: {summary}");
+        assert_eq!(
+            fs::read_to_string(&renamed).unwrap(),
+            "my edit since the backup",
+            "{mode}"
+        );
+
         // An existing directory: the file goes into it under its name.
         let dir = work.path().join("existing");
         fs::create_dir_all(&dir).unwrap();

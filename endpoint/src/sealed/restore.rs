@@ -26,7 +26,7 @@ use super::remote::{short, Kinds, Remote};
 use super::roots::OpenedRoot;
 use crate::client::RelayClient;
 use crate::overwrite::Overwrite;
-use crate::restore::{open_target, Place, Request, Selection, Selector, Summary};
+use crate::restore::{holds_nothing, open_target, Place, Request, Selection, Selector, Summary};
 use crate::snapshot::{choose, show_path};
 use crate::state::StateDir;
 use crate::target::Target;
@@ -57,7 +57,7 @@ pub async fn run(
     let mut remote = Remote::new(client);
     // Into an empty target every file's content is needed; onto files it
     // holds, few are (those unchanged are skipped before their contents).
-    let contents = std::fs::read_dir(&request.map_to).map_or(true, |mut d| d.next().is_none());
+    let contents = holds_nothing(&request.map_to);
     let (info, root) = open_snapshot(
         state,
         &mut remote,
