@@ -9,7 +9,7 @@
 use ferry_protocol::compress::Codec;
 
 use super::{Result, Transfer};
-use crate::catalog::{BlobIndex, BlobKind, BlobState};
+use crate::catalog::BlobKind;
 
 /// Blobs held at most before they are stamped.
 const HELD_BLOBS: usize = 1024;
@@ -59,9 +59,7 @@ impl Transfer {
         if self.sent_now(kind, &id)?.is_some() {
             return Ok(());
         }
-        let client = self.client;
-        let found = self.catalog(|c| c.find_blob_state(client, kind, &id))?;
-        if !found.is_some_and(|(_, state)| state == BlobState::Whole) {
+        if !self.has(kind, &id)? {
             return self.append_sent(kind, id, codec, bytes, copies);
         }
         let blob = HeldBlob {
@@ -83,26 +81,23 @@ impl Transfer {
         let Some(upload) = self.upload.as_mut() else {
             return Ok(());
         };
-        let held = std::mem::take(&mut upload.reused).blobs;
+        let mut held = std::mem::take(&mut upload.reused).blobs;
         for kind in [
             BlobKind::Chunk,
             BlobKind::Tree,
             BlobKind::Content,
             BlobKind::Sealed,
         ] {
-            let (of_kind, ids): (Vec<&HeldBlob>, Vec<[u8; 32]>) = held
-                .iter()
-                .filter(|b| b.kind == kind)
-                .map(|b| (b, b.id))
-                .unzip();
-            if ids.is_empty() {
+            let of_kind: Vec<HeldBlob>;
+            (of_kind, held) = held.into_iter().partition(|b| b.kind == kind);
+            if of_kind.is_empty() {
                 continue;
             }
+            let ids: Vec<[u8; 32]> = of_kind.iter().map(|b| b.id).collect();
             let found = self.reuse(kind, &ids)?;
             for (blob, found) in of_kind.into_iter().zip(found) {
                 if !found && self.sent_now(kind, &blob.id)?.is_none() {
-                    let bytes = blob.bytes.clone();
-                    self.append_sent(kind, blob.id, blob.codec, bytes, blob.copies)?;
+                    self.append_sent(kind, blob.id, blob.codec, blob.bytes, blob.copies)?;
                 }
             }
         }

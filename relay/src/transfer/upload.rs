@@ -421,6 +421,9 @@ impl Transfer {
         }
         let (codec, bytes) = match encoded {
             Some(encoded) => encoded,
+            // Held to be stamped, not compressed: appended as it came only
+            // if a collection removed it meanwhile.
+            None if self.has(BlobKind::Chunk, &id.0)? => (Codec::None, raw.to_vec()),
             None => compress(raw),
         };
         self.store_blob(BlobKind::Chunk, id.0, codec, bytes)
