@@ -88,6 +88,18 @@ pub struct Summary {
     pub paths_missing: Vec<String>,
 }
 
+impl Summary {
+    /// Counts a file read whole: changed when the files cache knew it
+    /// (`known`), new otherwise.
+    pub(crate) fn count_read(&mut self, known: bool) {
+        if known {
+            self.totals.files_changed += 1;
+        } else {
+            self.totals.files_new += 1;
+        }
+    }
+}
+
 /// What a backup reads.
 #[derive(Debug, Clone)]
 pub enum Source {

@@ -131,11 +131,7 @@ impl Backup<'_> {
             if !same_version(&before, &after) {
                 continue;
             }
-            if cached.is_some() {
-                self.summary.totals.files_changed += 1;
-            } else {
-                self.summary.totals.files_new += 1;
-            }
+            self.summary.count_read(cached.is_some());
             self.count(&before);
             let record = CachedFile {
                 known: Known {

@@ -222,34 +222,21 @@ impl Backup<'_> {
         command: &str,
         name: &str,
     ) -> Result<()> {
-        let (mut child, stdout) = spawn_command(command, name)?;
+        let (child, stdout) = spawn_command(command, name)?;
         let key = format!("command:{name}").into_bytes();
         let cached = self.known(&key);
         let previous = self.previous_chunks(&key, cached.as_ref())?;
         let stored = self.store_data(stdout, previous.as_ref()).await;
-        let status = child.wait()?;
+        let finished = command_finished(child, command);
         let (content_id, content) = stored?;
-        if !status.success() {
-            bail!("the command {command:?} failed ({status}); no snapshot was made");
-        }
+        finished?;
         let size = content.len();
-        if cached.is_some() {
-            self.summary.totals.files_changed += 1;
-        } else {
-            self.summary.totals.files_new += 1;
-        }
+        self.summary.count_read(cached.is_some());
         self.summary.files += 1;
         self.summary.bytes += size;
         let entry = command_entry(name, size, content_id);
         let record = CachedFile {
-            known: Known {
-                size,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                inode: 0,
-                content: content_id,
-                sparse: None,
-            },
+            known: command_known(size, content_id),
             chunks: content,
         };
         self.changed.push((key, record));
@@ -307,6 +294,32 @@ pub(crate) fn spawn_command(
         .with_context(|| format!("cannot run {command:?}"))?;
     let stdout = child.stdout.take().context("no stdout")?;
     Ok((child, stdout))
+}
+
+/// Waits for `command`, whose output was stored: one that failed makes no
+/// snapshot.
+///
+/// # Errors
+/// The command failed, or could not be waited for.
+pub(crate) fn command_finished(mut child: std::process::Child, command: &str) -> Result<()> {
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("the command {command:?} failed ({status}); no snapshot was made");
+    }
+    Ok(())
+}
+
+/// What the files cache knows of a command's output: its size and content
+/// (there is no file behind it to compare times and inodes with).
+pub(crate) fn command_known(size: u64, content: ContentId) -> Known {
+    Known {
+        size,
+        mtime_ns: 0,
+        ctime_ns: 0,
+        inode: 0,
+        content,
+        sparse: None,
+    }
 }
 
 /// The entry of a command's output stored as the file `name` at the root:

@@ -343,11 +343,7 @@ impl Sealed<'_, '_> {
 
     /// Counts a file read, new or changed (`known` before), of `size` bytes.
     pub(super) fn count_read(&mut self, known: bool, size: u64) {
-        if known {
-            self.summary.totals.files_changed += 1;
-        } else {
-            self.summary.totals.files_new += 1;
-        }
+        self.summary.count_read(known);
         self.count(size);
     }
 

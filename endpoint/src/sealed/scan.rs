@@ -14,9 +14,11 @@ use ferry_protocol::ids::ContentId;
 use ferry_protocol::tree::EntryKind;
 
 use super::backup::Sealed;
-use crate::backup::scan::{command_entry, recorded, spawn_command, Boxed, Walker};
+use crate::backup::scan::{
+    command_entry, command_finished, command_known, recorded, spawn_command, Boxed, Walker,
+};
 use crate::backup::{DirNode, Node};
-use crate::cache::{CachedFile, Known};
+use crate::cache::CachedFile;
 use crate::fsmeta;
 
 impl Walker for Sealed<'_, '_> {
@@ -102,7 +104,7 @@ impl Sealed<'_, '_> {
         command: &str,
         name: &str,
     ) -> Result<()> {
-        let (mut child, stdout) = spawn_command(command, name)?;
+        let (child, stdout) = spawn_command(command, name)?;
         let key = format!("command:{name}").into_bytes();
         let cached = self.known(&key);
         let previous = match &cached {
@@ -110,23 +112,14 @@ impl Sealed<'_, '_> {
             None => Default::default(),
         };
         let stored = self.store(stdout, &previous).await;
-        let status = child.wait()?;
+        let finished = command_finished(child, command);
         let (content, kept) = stored?;
-        if !status.success() {
-            bail!("the command {command:?} failed ({status}); no snapshot was made");
-        }
+        finished?;
         let size: u64 = kept.chunks.iter().map(|c| u64::from(c.len)).sum();
         self.count_read(cached.is_some(), size);
         let content = ContentId(content.0);
         let record = CachedFile {
-            known: Known {
-                size,
-                mtime_ns: 0,
-                ctime_ns: 0,
-                inode: 0,
-                content,
-                sparse: None,
-            },
+            known: command_known(size, content),
             chunks: Default::default(),
         };
         self.changed.push((key, record, kept));
