@@ -2,6 +2,11 @@
 //! read from its trees by the endpoint, open or sealed alike (the relay of
 //! a sealed client cannot read them, and need not).
 
+pub mod command;
+pub mod diff;
+pub mod dump;
+pub mod find;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 
@@ -45,6 +50,75 @@ pub struct Listed {
     pub entry: Entry,
 }
 
+/// How this client's snapshots are read: open trees as the relay holds
+/// them, or sealed ones opened and checked with the vault's keys.
+pub enum Reader {
+    /// An open client.
+    Open,
+    /// A sealed client, and its vault's keys.
+    Sealed(Box<ferry_protocol::sealed::SealingKeys>),
+}
+
+impl Reader {
+    /// The reader for the client `state` is paired as (a sealed client's
+    /// keys fetched or asked for as a restore needs them).
+    ///
+    /// # Errors
+    /// The state cannot be read; a sealed client's keys cannot be had.
+    pub async fn new(state: &StateDir, client: &mut RelayClient) -> Result<Self> {
+        if state.relay()?.is_some_and(|r| r.sealed) {
+            use crate::sealed;
+            let keys = sealed::keys(state, client, sealed::KeyUse::Restore).await?;
+            Ok(Self::Sealed(Box::new(keys)))
+        } else {
+            Ok(Self::Open)
+        }
+    }
+
+    /// The entries of snapshot `which` that `selection` places, no deeper
+    /// than `depth_limit` components, parents before children.
+    ///
+    /// # Errors
+    /// Session failures, no such snapshot, a tree damaged or (sealed)
+    /// altered.
+    pub(crate) async fn entries(
+        &self,
+        state: &StateDir,
+        client: &mut RelayClient,
+        which: (Option<&str>, Selector),
+        selection: &Selection,
+        depth_limit: usize,
+    ) -> Result<(SnapshotInfo, Vec<Listed>)> {
+        match self {
+            Self::Open => {
+                let info = resolve(client, which.0, which.1).await?;
+                let found = open_entries(client, info.root, selection, depth_limit).await?;
+                Ok((info, found))
+            }
+            Self::Sealed(keys) => {
+                sealed_entries(state, client, keys, which, selection, depth_limit).await
+            }
+        }
+    }
+
+    /// Runs `request` as an open or a sealed restore.
+    ///
+    /// # Errors
+    /// As the restore's.
+    pub async fn restore(
+        &self,
+        state: &StateDir,
+        client: &mut RelayClient,
+        request: &crate::restore::Request,
+        live: &crate::progress::Live,
+    ) -> Result<crate::restore::Summary> {
+        match self {
+            Self::Open => crate::restore::run(client, request, live).await,
+            Self::Sealed(keys) => crate::sealed::restore::run(state, client, keys, request).await,
+        }
+    }
+}
+
 /// The entries `request` asks for, parents before children, and the
 /// snapshot they are from.
 ///
@@ -54,6 +128,7 @@ pub struct Listed {
 pub async fn list(
     state: &StateDir,
     client: &mut RelayClient,
+    reader: &Reader,
     request: &ListRequest,
 ) -> Result<(SnapshotInfo, Vec<Listed>)> {
     let under = request.path.as_deref().map(crate::restore::components);
@@ -66,13 +141,9 @@ pub async fn list(
         base + 1
     };
     let which = (request.set.as_deref(), request.snapshot);
-    let (info, found) = if state.relay()?.is_some_and(|r| r.sealed) {
-        sealed_entries(state, client, which, &selection, depth_limit).await?
-    } else {
-        let info = resolve(client, which.0, which.1).await?;
-        let found = open_entries(client, info.root, &selection, depth_limit).await?;
-        (info, found)
-    };
+    let (info, found) = reader
+        .entries(state, client, which, &selection, depth_limit)
+        .await?;
     // The directory's entries, or the file itself.
     let listed: Vec<Listed> = found
         .into_iter()
@@ -139,17 +210,17 @@ async fn open_entries(
 async fn sealed_entries(
     state: &StateDir,
     client: &mut RelayClient,
+    keys: &ferry_protocol::sealed::SealingKeys,
     which: (Option<&str>, Selector),
     selection: &Selection,
     depth_limit: usize,
 ) -> Result<(SnapshotInfo, Vec<Listed>)> {
     use crate::sealed;
-    let keys = sealed::keys(state, client, sealed::KeyUse::Restore).await?;
     let mut remote = sealed::remote::Remote::new(client);
     let (info, root) =
-        sealed::restore::open_snapshot(state, &mut remote, &keys, which, false).await?;
+        sealed::restore::open_snapshot(state, &mut remote, keys, which, false).await?;
     let root = (StorageId(root.root.tree), depth_limit);
-    let placed = sealed::restore::walk(&mut remote, &keys, selection, root, false).await?;
+    let placed = sealed::restore::walk(&mut remote, keys, selection, root, false).await?;
     let listed = placed
         .into_iter()
         .map(|p| Listed {
@@ -172,7 +243,8 @@ pub async fn print_list(
     json: bool,
 ) -> Result<()> {
     let mut client = crate::jobs::open_client(state).await?;
-    let (_, listed) = list(state, &mut client, request).await?;
+    let reader = Reader::new(state, &mut client).await?;
+    let (_, listed) = list(state, &mut client, &reader, request).await?;
     client.close().await;
     if json {
         println!("{}", serde_json::to_string_pretty(&to_json(&listed))?);
@@ -238,7 +310,7 @@ pub async fn print_snapshots(state: &StateDir, set: Option<String>, json: bool) 
 }
 
 /// What an entry is, as `ls -l` writes its first letter.
-fn kind_name(kind: &EntryKind) -> &'static str {
+pub(crate) fn kind_name(kind: &EntryKind) -> &'static str {
     match kind {
         EntryKind::File { .. } => "file",
         EntryKind::Dir { .. } => "dir",
@@ -250,7 +322,7 @@ fn kind_name(kind: &EntryKind) -> &'static str {
 }
 
 /// The bytes a file holds (0 for other entries).
-fn size_of(kind: &EntryKind) -> u64 {
+pub(crate) fn size_of(kind: &EntryKind) -> u64 {
     match kind {
         EntryKind::File { size, .. } => *size,
         _ => 0,

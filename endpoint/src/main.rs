@@ -13,6 +13,7 @@ use ferry_endpoint::overwrite::Overwrite;
 use ferry_endpoint::pair::pair;
 use ferry_endpoint::progress::{Bar, Direction, Live};
 use ferry_endpoint::restore::{self, Selector};
+use ferry_endpoint::snapshot::set_of;
 use ferry_endpoint::state::{RelayRecord, StateDir};
 use ferry_protocol::pairing::PairingCode;
 use ferry_protocol::schedule::Schedule;
@@ -95,33 +96,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// List what a snapshot holds at a path (its root without one).
-    Ls {
-        /// The backup set (default: `default`, or any set with -b ID).
-        #[arg(long)]
-        set: Option<String>,
-        /// Snapshot id, or `last`.
-        #[arg(short = 'b', long = "backup", default_value = "last", value_parser = parse_selector)]
-        backup: Selector,
-        /// A directory or file, absolute as backed up.
-        path: Option<PathBuf>,
-        /// Mode, owner, size and modification time too.
-        #[arg(short, long)]
-        long: bool,
-        /// Everything below the path, not only its entries.
-        #[arg(short = 'R', long)]
-        recursive: bool,
-        /// Print a JSON array.
-        #[arg(long)]
-        json: bool,
-    },
+    #[command(flatten)]
+    Browse(ferry_endpoint::browse::command::BrowseCommand),
     /// Restore a snapshot (or some paths of it) into a directory.
     Restore {
         /// The backup set (default: `default`, or any set with -b ID).
         #[arg(long)]
         set: Option<String>,
         /// Snapshot id, or `last`.
-        #[arg(short = 'b', long = "backup", default_value = "last", value_parser = parse_selector)]
+        #[arg(short = 'b', long = "backup", default_value = "last")]
         backup: Selector,
         /// Restore what was under this absolute path...
         #[arg(long)]
@@ -159,7 +142,7 @@ enum Command {
         #[arg(long)]
         set: Option<String>,
         /// Snapshot id, or `last`.
-        #[arg(short = 'b', long = "backup", default_value = "last", value_parser = parse_selector)]
+        #[arg(short = 'b', long = "backup", default_value = "last")]
         backup: Selector,
         /// Also compare each file with the local file at its path below
         /// this directory (`/`: where it was backed up from).
@@ -187,15 +170,6 @@ enum Command {
 
 fn parse_schedule(text: &str) -> Result<Schedule, String> {
     Schedule::parse(text)
-}
-
-fn parse_selector(text: &str) -> Result<Selector, String> {
-    if text == "last" {
-        return Ok(Selector::Last);
-    }
-    text.parse()
-        .map(Selector::Id)
-        .map_err(|_| format!("expected a snapshot id or `last`, not {text:?}"))
 }
 
 fn parse_code(text: &str) -> Result<PairingCode, String> {
@@ -313,22 +287,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots { set, json } => {
             ferry_endpoint::browse::print_snapshots(&state, set, json).await?
         }
-        Command::Ls {
-            set,
-            backup,
-            path,
-            long,
-            recursive,
-            json,
-        } => {
-            let request = ferry_endpoint::browse::ListRequest {
-                set: set_of(set, backup),
-                snapshot: backup,
-                path,
-                recursive,
-            };
-            ferry_endpoint::browse::print_list(&state, &request, long, json).await?
-        }
+        Command::Browse(command) => ferry_endpoint::browse::command::run(&state, command).await?,
         Command::Restore {
             set,
             backup,
@@ -372,16 +331,6 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The set a snapshot is looked up in: the one named, else `default` for
-/// `last`, else any (an id is unique across sets).
-fn set_of(set: Option<String>, backup: Selector) -> Option<String> {
-    match (set, backup) {
-        (Some(set), _) => Some(set),
-        (None, Selector::Last) => Some("default".to_string()),
-        (None, Selector::Id(_)) => None,
-    }
 }
 
 async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<ExitCode> {
@@ -432,15 +381,10 @@ async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<E
 async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -> Result<ExitCode> {
     let mut client = jobs::open_client(state).await?;
     let live = Live::default();
-    let summary = if state.relay()?.is_some_and(|r| r.sealed) {
-        use ferry_endpoint::sealed;
-        let keys = sealed::keys(state, &mut client, sealed::KeyUse::Restore).await?;
-        sealed::restore::run(state, &mut client, &keys, request).await?
-    } else {
-        Bar::new(Direction::Down, json)
-            .follow(&live, restore::run(&mut client, request, &live))
-            .await?
-    };
+    let reader = ferry_endpoint::browse::Reader::new(state, &mut client).await?;
+    let summary = Bar::new(Direction::Down, json)
+        .follow(&live, reader.restore(state, &mut client, request, &live))
+        .await?;
     client.close().await;
     for line in summary.lines() {
         eprintln!("ferry: cannot restore {line}");

@@ -27,13 +27,7 @@ pub async fn list_kept_by(
     client: &mut RelayClient,
     set: Option<String>,
 ) -> Result<(Vec<SnapshotInfo>, HashMap<u64, Vec<String>>)> {
-    let list = match client
-        .request(&Message::ListSnapshots { set: set.clone() })
-        .await?
-    {
-        Message::SnapshotList { snapshots } => snapshots,
-        other => return Err(unexpected("SnapshotList", &other)),
-    };
+    let list = list(client, set.as_deref()).await?;
     if client.relay_minor() < 4 {
         return Ok((list, HashMap::new()));
     }
@@ -166,16 +160,47 @@ pub async fn resolve(
     set: Option<&str>,
     selector: Selector,
 ) -> Result<SnapshotInfo> {
-    let list = match client
+    choose(list(client, set).await?, set, selector)
+}
+
+/// The set's snapshots (every set's without one), oldest first.
+///
+/// # Errors
+/// Session failures and unexpected answers.
+pub async fn list(client: &mut RelayClient, set: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+    match client
         .request(&Message::ListSnapshots {
             set: set.map(str::to_string),
         })
         .await?
     {
-        Message::SnapshotList { snapshots } => snapshots,
-        other => return Err(unexpected("SnapshotList", &other)),
-    };
-    choose(list, set, selector)
+        Message::SnapshotList { snapshots } => Ok(snapshots),
+        other => Err(unexpected("SnapshotList", &other)),
+    }
+}
+
+impl std::str::FromStr for Selector {
+    type Err = String;
+
+    /// `last`, or a snapshot id.
+    fn from_str(text: &str) -> Result<Self, String> {
+        if text == "last" {
+            return Ok(Self::Last);
+        }
+        text.parse()
+            .map(Self::Id)
+            .map_err(|_| format!("expected a snapshot id or `last`, not {text:?}"))
+    }
+}
+
+/// The set a snapshot is looked up in: the one named, else `default` for
+/// `last`, else any (an id is unique across sets).
+pub fn set_of(set: Option<String>, selector: Selector) -> Option<String> {
+    match (set, selector) {
+        (Some(set), _) => Some(set),
+        (None, Selector::Last) => Some("default".to_string()),
+        (None, Selector::Id(_)) => None,
+    }
 }
 
 /// The snapshot `selector` picks from `list` (the relay's listing of

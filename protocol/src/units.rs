@@ -166,6 +166,61 @@ pub fn format_rfc3339(unix_ms: i64) -> String {
     )
 }
 
+/// A point in time as a user writes it, to milliseconds since the Unix
+/// epoch: `2026-12-03`, `2026-12-03T14:05:00Z` (RFC 3339 in UTC), or an
+/// age before `now_ms` (`7d`, `12h`: see [`parse_duration`]).
+///
+/// # Errors
+/// Anything else, and dates that do not exist.
+pub fn parse_time(text: &str, now_ms: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(age) = parse_duration(text) {
+        return Ok(now_ms.saturating_sub(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)));
+    }
+    let wrong = || {
+        format!("expected a date (2026-12-03), a UTC time (2026-12-03T14:05:00Z) or an age (7d), not {text:?}")
+    };
+    let (date, time) = match text.split_once(['T', ' ']) {
+        Some((date, time)) => (date, Some(time.strip_suffix('Z').ok_or_else(wrong)?)),
+        None => (text, None),
+    };
+    let numbers = |part: &str, sep: char, count: usize| -> Option<Vec<i64>> {
+        let fields: Vec<i64> = part
+            .split(sep)
+            .map(|f| f.parse().ok())
+            .collect::<Option<_>>()?;
+        (fields.len() == count).then_some(fields)
+    };
+    let ymd = numbers(date, '-', 3).ok_or_else(wrong)?;
+    let hms = match time {
+        Some(time) => numbers(time, ':', 3).ok_or_else(wrong)?,
+        None => vec![0, 0, 0],
+    };
+    let (y, m, d) = (ymd[0], ymd[1], ymd[2]);
+    let days = days_from_civil(y, m, d).ok_or_else(wrong)?;
+    if !(0..24).contains(&hms[0]) || !(0..60).contains(&hms[1]) || !(0..=60).contains(&hms[2]) {
+        return Err(wrong());
+    }
+    Ok((days * 86_400 + hms[0] * 3600 + hms[1] * 60 + hms[2]) * 1000)
+}
+
+/// A proleptic Gregorian date to days since 1970-01-01, if it exists
+/// (the inverse of [`civil_from_days`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || !(0..=9999).contains(&y) {
+        return None;
+    }
+    let y_adj = if m <= 2 { y - 1 } else { y };
+    let era = y_adj.div_euclid(400);
+    let yoe = y_adj - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    // 2026-02-30 would fold into March: only dates that come back exist.
+    (civil_from_days(days) == (y, m as u32, d as u32)).then_some(days)
+}
+
 /// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
 pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -242,6 +297,29 @@ mod tests {
             assert!(parse_rate(bad).is_err(), "{bad}");
         }
         assert_eq!(format_rate(Some(2 << 20)), "2.0 MiB/s");
+    }
+
+    #[test]
+    fn user_times_parse_as_dates_utc_times_or_ages() {
+        let ms = parse_time("2026-12-03T14:05:09Z", 0).unwrap();
+        assert_eq!(format_rfc3339(ms), "2026-12-03T14:05:09Z");
+        assert_eq!(
+            format_rfc3339(parse_time("2024-02-29", 0).unwrap()),
+            "2024-02-29T00:00:00Z"
+        );
+        assert_eq!(
+            parse_time("1d", 100_000_000).unwrap(),
+            100_000_000 - 86_400_000
+        );
+        for wrong in [
+            "2026-02-30",
+            "2026-13-01",
+            "yesterday",
+            "2026-12-03T25:00:00Z",
+            "2026-12-03T10:00:00",
+        ] {
+            assert!(parse_time(wrong, 0).is_err(), "{wrong}");
+        }
     }
 
     #[test]

@@ -81,3 +81,191 @@ fn ls_shows_a_directory_a_tree_and_a_file_of_a_snapshot() {
         );
     }
 }
+
+/// Two snapshots of one tree: the first, then an edit, a removal, an
+/// addition and a chmod. Returns the source directory.
+fn two_snapshots(endpoint: &ferry_tests::Endpoint, work: &std::path::Path) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let src = work.join("src");
+    fs::create_dir_all(src.join("docs/sub")).unwrap();
+    fs::write(src.join("docs/thesis.txt"), "chapter one").unwrap();
+    fs::write(src.join("docs/old.conf"), "gone soon").unwrap();
+    fs::write(src.join("docs/sub/data.bin"), pattern_bytes(300_000)).unwrap();
+    fs::write(src.join("docs/sub/mode.conf"), "same").unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    fs::write(src.join("docs/thesis.txt"), "chapter one, and two").unwrap();
+    fs::remove_file(src.join("docs/old.conf")).unwrap();
+    fs::write(src.join("docs/new.conf"), "fresh").unwrap();
+    fs::set_permissions(
+        src.join("docs/sub/mode.conf"),
+        fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    src
+}
+
+/// Deterministic bytes that do not compress to nothing.
+fn pattern_bytes(len: usize) -> Vec<u8> {
+    let mut x: u32 = 12345;
+    (0..len)
+        .map(|_| {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+            (x >> 16) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn find_names_the_snapshots_that_hold_a_path_and_diff_shows_what_changed() {
+    for sealed in [false, true] {
+        let (_relay, endpoint) = paired_in(sealed);
+        let mode = if sealed { "sealed" } else { "open" };
+        let work = tempfile::tempdir().unwrap();
+        let src = two_snapshots(&endpoint, work.path());
+        let top = src.display().to_string();
+
+        // find: by name, across both snapshots.
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(endpoint.ferry(&["find", "--json", "*.conf"]))).unwrap();
+        let mut seen: Vec<(u64, String)> = rows
+            .iter()
+            .map(|r| {
+                let path = r["path"].as_str().unwrap();
+                (
+                    r["snapshot"].as_u64().unwrap(),
+                    path[top.len()..].to_string(),
+                )
+            })
+            .collect();
+        seen.sort();
+        let (first, second) = (seen[0].0, seen.last().unwrap().0);
+        assert_eq!(
+            seen,
+            [
+                (first, "/docs/old.conf".to_string()),
+                (first, "/docs/sub/mode.conf".to_string()),
+                (second, "/docs/new.conf".to_string()),
+                (second, "/docs/sub/mode.conf".to_string()),
+            ],
+            "{mode}"
+        );
+        // By whole path, and in text: the snapshot, then the file's line.
+        let text = ok(endpoint.ferry(&["find", &format!("{top}/**/thesis.txt")]));
+        assert_eq!(text.matches("snapshot ").count(), 2, "{mode}: {text}");
+        assert!(
+            text.contains("20 B") && text.contains("11 B"),
+            "{mode}: {text}"
+        );
+        // --since in the future: nothing.
+        let none = ok(endpoint.ferry(&["find", "--since", "2999-01-01", "*.conf"]));
+        assert!(none.contains("no snapshot holds"), "{mode}: {none}");
+
+        // diff: each kind of change, and nothing else.
+        let out: serde_json::Value = serde_json::from_str(&ok(endpoint.ferry(&[
+            "diff",
+            "--json",
+            &first.to_string(),
+            &second.to_string(),
+        ])))
+        .unwrap();
+        let changes: Vec<(String, String)> = out["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                let path = c["path"].as_str().unwrap();
+                (
+                    path[top.len()..].to_string(),
+                    c["change"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            changes,
+            [
+                ("/docs/new.conf".to_string(), "added".to_string()),
+                ("/docs/old.conf".to_string(), "removed".to_string()),
+                ("/docs/sub/mode.conf".to_string(), "metadata".to_string()),
+                ("/docs/thesis.txt".to_string(), "modified".to_string()),
+            ],
+            "{mode}"
+        );
+        // Text, below one path, and `last` for the newest.
+        let text = ok(endpoint.ferry(&[
+            "diff",
+            &first.to_string(),
+            "last",
+            &format!("{top}/docs/sub"),
+        ]));
+        assert!(
+            text.contains("U    ") && text.contains("mode.conf"),
+            "{mode}: {text}"
+        );
+        assert!(
+            text.contains("0 added, 0 removed, 0 modified, 1 with other metadata"),
+            "{mode}: {text}"
+        );
+    }
+}
+
+#[test]
+fn dump_writes_a_file_to_stdout_and_a_directory_as_a_tar_stream() {
+    for sealed in [false, true] {
+        let (_relay, endpoint) = paired_in(sealed);
+        let mode = if sealed { "sealed" } else { "open" };
+        let work = tempfile::tempdir().unwrap();
+        let src = two_snapshots(&endpoint, work.path());
+        let top = src.display().to_string();
+
+        // A file: its bytes, of the snapshot asked for.
+        let data = endpoint.ferry(&["dump", &format!("{top}/docs/sub/data.bin")]);
+        assert!(data.status.success(), "{mode}: {}", stderr(&data));
+        assert_eq!(data.stdout, pattern_bytes(300_000), "{mode}");
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
+        let first = rows[0]["id"].as_u64().unwrap().to_string();
+        let old = endpoint.ferry(&["dump", "-b", &first, &format!("{top}/docs/thesis.txt")]);
+        assert_eq!(old.stdout, b"chapter one", "{mode}");
+
+        // A directory: a tar stream that unpacks to the tree as it was.
+        let tarball = work.path().join("docs.tar");
+        let dumped = endpoint.ferry(&["dump", &format!("{top}/docs")]);
+        assert!(dumped.status.success(), "{mode}: {}", stderr(&dumped));
+        fs::write(&tarball, &dumped.stdout).unwrap();
+        let out = work.path().join("unpacked");
+        fs::create_dir(&out).unwrap();
+        let untar = std::process::Command::new("tar")
+            .args(["-xf", arg(&tarball), "-C", arg(&out)])
+            .output()
+            .unwrap();
+        assert!(untar.status.success(), "{mode}: {}", stderr(&untar));
+        for name in ["thesis.txt", "new.conf", "sub/data.bin", "sub/mode.conf"] {
+            assert_eq!(
+                fs::read(out.join("docs").join(name)).unwrap(),
+                fs::read(src.join("docs").join(name)).unwrap(),
+                "{mode}: {name}"
+            );
+        }
+        assert!(!out.join("docs/old.conf").exists(), "{mode}");
+
+        // A path the snapshot lacks: one line, exit 1, nothing on stdout.
+        let missing = endpoint.ferry(&["dump", &format!("{top}/docs/none")]);
+        assert_eq!(missing.status.code(), Some(1), "{mode}");
+        assert!(missing.stdout.is_empty(), "{mode}");
+        assert!(
+            stderr(&missing).contains("holds nothing at"),
+            "{mode}: {}",
+            stderr(&missing)
+        );
+        // The scratch directory is gone after a dump, also a failed one.
+        let scratch = work.path().join("tmp");
+        fs::create_dir(&scratch).unwrap();
+        for path in [format!("{top}/docs"), format!("{top}/docs/none")] {
+            let mut command = endpoint.command();
+            command.env("TMPDIR", &scratch).args(["dump", &path]);
+            let _ = ferry_tests::run(command);
+        }
+        assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "{mode}");
+    }
+}

@@ -1,0 +1,157 @@
+//! The command line of seeing into snapshots: `ferry ls`, `find`, `diff`
+//! and `dump` (flattened into `ferry`'s commands).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+
+use super::diff::DiffRequest;
+use super::dump::DumpRequest;
+use super::find::FindRequest;
+use super::ListRequest;
+use crate::restore::Selector;
+use crate::snapshot::set_of;
+use crate::state::StateDir;
+
+/// `ferry ls | find | diff | dump`.
+#[derive(Debug, Subcommand)]
+pub enum BrowseCommand {
+    /// List what a snapshot holds at a path (its root without one).
+    Ls {
+        /// The backup set (default: `default`, or any set with -b ID).
+        #[arg(long)]
+        set: Option<String>,
+        /// Snapshot id, or `last`.
+        #[arg(short = 'b', long = "backup", default_value = "last")]
+        backup: Selector,
+        /// A directory or file, absolute as backed up.
+        path: Option<PathBuf>,
+        /// Mode, owner, size and modification time too.
+        #[arg(short, long)]
+        long: bool,
+        /// Everything below the path, not only its entries.
+        #[arg(short = 'R', long)]
+        recursive: bool,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Find which snapshots hold paths matching a pattern.
+    Find {
+        /// A glob matched against names (`*.conf`), or against whole paths
+        /// when it holds a `/` (`/home/*/notes/**`).
+        pattern: String,
+        /// Only this backup set's snapshots (default: every set's).
+        #[arg(long)]
+        set: Option<String>,
+        /// Only snapshots finished since: a date (2026-12-03), a UTC time
+        /// (2026-12-03T14:05:00Z) or an age (7d).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<i64>,
+        /// Only snapshots finished until then (same forms).
+        #[arg(long, value_parser = parse_time)]
+        until: Option<i64>,
+        /// Print a JSON array of matches.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what changed between two snapshots: + added, - removed,
+    /// M modified, U metadata only.
+    Diff {
+        /// The first snapshot: an id, or `last`.
+        from: Selector,
+        /// The second snapshot: an id, or `last`.
+        to: Selector,
+        /// Only below this path, absolute as backed up.
+        path: Option<PathBuf>,
+        /// The set `last` means (default: `default`).
+        #[arg(long)]
+        set: Option<String>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a file of a snapshot to standard output, or a directory as a
+    /// tar stream.
+    Dump {
+        /// The backup set (default: `default`, or any set with -b ID).
+        #[arg(long)]
+        set: Option<String>,
+        /// Snapshot id, or `last`.
+        #[arg(short = 'b', long = "backup", default_value = "last")]
+        backup: Selector,
+        /// The file or directory, absolute as backed up.
+        path: PathBuf,
+    },
+}
+
+fn parse_time(text: &str) -> Result<i64, String> {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    ferry_protocol::units::parse_time(text, now)
+}
+
+/// Runs `command` for the client `state` is paired as.
+///
+/// # Errors
+/// One line for the user (see each command).
+pub async fn run(state: &StateDir, command: BrowseCommand) -> Result<()> {
+    match command {
+        BrowseCommand::Ls {
+            set,
+            backup,
+            path,
+            long,
+            recursive,
+            json,
+        } => {
+            let request = ListRequest {
+                set: set_of(set, backup),
+                snapshot: backup,
+                path,
+                recursive,
+            };
+            super::print_list(state, &request, long, json).await
+        }
+        BrowseCommand::Find {
+            pattern,
+            set,
+            since,
+            until,
+            json,
+        } => {
+            let request = FindRequest {
+                pattern,
+                set,
+                since_ms: since,
+                until_ms: until,
+            };
+            super::find::print_found(state, &request, json).await
+        }
+        BrowseCommand::Diff {
+            from,
+            to,
+            path,
+            set,
+            json,
+        } => {
+            let request = DiffRequest {
+                set,
+                from,
+                to,
+                path,
+            };
+            super::diff::print_diff(state, &request, json).await
+        }
+        BrowseCommand::Dump { set, backup, path } => {
+            let request = DumpRequest {
+                set: set_of(set, backup),
+                snapshot: backup,
+                path,
+            };
+            super::dump::dump(state, &request, &mut std::io::stdout().lock()).await
+        }
+    }
+}
