@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the test suite needs from outside Rust, when missing:
+# Installs what the test suite needs from outside Rust, when missing
+# (FUSE itself, /dev/fuse, is the kernel's: tests/tests/mount.rs names it
+# when it is absent):
 # Python's prometheus_client (the Prometheus parser that reads the relay's
 # /metrics) and Debian's chromium (the headless browser that loads its status
 # page), both for tests/tests/web.rs. Run by .ci/run and by the README's
@@ -18,10 +20,13 @@ if ! command -v chromium >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
 fi
 
-# curl: deploy/alert-webhook.sh posts with it; dpkg-deb: deploy/package.sh.
+# curl: deploy/alert-webhook.sh posts with it; dpkg-deb: deploy/package.sh;
+# fusermount3 (Debian's fuse3): tests/tests/mount.rs unmounts `ferry mount`
+# with it, as a user would.
 need=()
 command -v curl >/dev/null || need+=(curl)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
+command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null

@@ -2,7 +2,6 @@
 //! read from its trees by the endpoint, open or sealed alike (the relay of
 //! a sealed client cannot read them, and need not).
 
-pub mod command;
 pub mod diff;
 pub mod dump;
 pub mod find;

@@ -97,7 +97,7 @@ enum Command {
         json: bool,
     },
     #[command(flatten)]
-    Browse(ferry_endpoint::browse::command::BrowseCommand),
+    Browse(ferry_endpoint::snapshot_commands::BrowseCommand),
     /// Restore a snapshot (or some paths of it) into a directory.
     Restore {
         /// The backup set (default: `default`, or any set with -b ID).
@@ -188,7 +188,9 @@ fn main() -> ExitCode {
             (Command::Daemon, false) => "info",
             _ => "warn",
         };
-        tracing_subscriber::EnvFilter::new(level)
+        // fuser says at warn what is routine for a mount (an unmount that
+        // `fusermount -u` already did).
+        tracing_subscriber::EnvFilter::new(format!("{level},fuser=error"))
     });
     tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -287,7 +289,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Snapshots { set, json } => {
             ferry_endpoint::browse::print_snapshots(&state, set, json).await?
         }
-        Command::Browse(command) => ferry_endpoint::browse::command::run(&state, command).await?,
+        Command::Browse(command) => ferry_endpoint::snapshot_commands::run(&state, command).await?,
         Command::Restore {
             set,
             backup,

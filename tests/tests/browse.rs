@@ -90,7 +90,11 @@ fn two_snapshots(endpoint: &ferry_tests::Endpoint, work: &std::path::Path) -> st
     fs::create_dir_all(src.join("docs/sub")).unwrap();
     fs::write(src.join("docs/thesis.txt"), "chapter one").unwrap();
     fs::write(src.join("docs/old.conf"), "gone soon").unwrap();
-    fs::write(src.join("docs/sub/data.bin"), pattern_bytes(300_000)).unwrap();
+    fs::write(
+        src.join("docs/sub/data.bin"),
+        ferry_tests::tree::random_bytes(300_000, 3),
+    )
+    .unwrap();
     fs::write(src.join("docs/sub/mode.conf"), "same").unwrap();
     endpoint.backup_json(&[arg(&src)]);
     fs::write(src.join("docs/thesis.txt"), "chapter one, and two").unwrap();
@@ -103,17 +107,6 @@ fn two_snapshots(endpoint: &ferry_tests::Endpoint, work: &std::path::Path) -> st
     .unwrap();
     endpoint.backup_json(&[arg(&src)]);
     src
-}
-
-/// Deterministic bytes that do not compress to nothing.
-fn pattern_bytes(len: usize) -> Vec<u8> {
-    let mut x: u32 = 12345;
-    (0..len)
-        .map(|_| {
-            x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
-            (x >> 16) as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -221,7 +214,11 @@ fn dump_writes_a_file_to_stdout_and_a_directory_as_a_tar_stream() {
         // A file: its bytes, of the snapshot asked for.
         let data = endpoint.ferry(&["dump", &format!("{top}/docs/sub/data.bin")]);
         assert!(data.status.success(), "{mode}: {}", stderr(&data));
-        assert_eq!(data.stdout, pattern_bytes(300_000), "{mode}");
+        assert_eq!(
+            data.stdout,
+            ferry_tests::tree::random_bytes(300_000, 3),
+            "{mode}"
+        );
         let rows: Vec<serde_json::Value> =
             serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
         let first = rows[0]["id"].as_u64().unwrap().to_string();

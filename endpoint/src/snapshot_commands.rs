@@ -1,20 +1,20 @@
-//! The command line of seeing into snapshots: `ferry ls`, `find`, `diff`
-//! and `dump` (flattened into `ferry`'s commands).
+//! The command line of seeing into snapshots: `ferry ls`, `find`, `diff`,
+//! `dump` and `mount` (flattened into `ferry`'s commands).
 
 use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
 
-use super::diff::DiffRequest;
-use super::dump::DumpRequest;
-use super::find::FindRequest;
-use super::ListRequest;
+use crate::browse::diff::DiffRequest;
+use crate::browse::dump::DumpRequest;
+use crate::browse::find::FindRequest;
+use crate::browse::ListRequest;
 use crate::restore::Selector;
 use crate::snapshot::set_of;
 use crate::state::StateDir;
 
-/// `ferry ls | find | diff | dump`.
+/// `ferry ls | find | diff | dump | mount`.
 #[derive(Debug, Subcommand)]
 pub enum BrowseCommand {
     /// List what a snapshot holds at a path (its root without one).
@@ -84,6 +84,19 @@ pub enum BrowseCommand {
         /// The file or directory, absolute as backed up.
         path: PathBuf,
     },
+    /// Mount the snapshots read-only (FUSE) at an empty directory:
+    /// sets/SET/ID-TIME/… and sets/SET/latest. Ends on Ctrl-C, SIGTERM or
+    /// `fusermount -u MOUNTPOINT`.
+    Mount {
+        /// An empty directory.
+        mountpoint: PathBuf,
+        /// Only this backup set's snapshots (default: every set's).
+        #[arg(long)]
+        set: Option<String>,
+        /// Bytes of fetched files kept on local disk, beyond the files open now.
+        #[arg(long, default_value = "1GiB", value_parser = ferry_protocol::units::parse_size)]
+        cache_size: u64,
+    },
 }
 
 fn parse_time(text: &str) -> Result<i64, String> {
@@ -113,7 +126,7 @@ pub async fn run(state: &StateDir, command: BrowseCommand) -> Result<()> {
                 path,
                 recursive,
             };
-            super::print_list(state, &request, long, json).await
+            crate::browse::print_list(state, &request, long, json).await
         }
         BrowseCommand::Find {
             pattern,
@@ -128,7 +141,7 @@ pub async fn run(state: &StateDir, command: BrowseCommand) -> Result<()> {
                 since_ms: since,
                 until_ms: until,
             };
-            super::find::print_found(state, &request, json).await
+            crate::browse::find::print_found(state, &request, json).await
         }
         BrowseCommand::Diff {
             from,
@@ -143,7 +156,7 @@ pub async fn run(state: &StateDir, command: BrowseCommand) -> Result<()> {
                 to,
                 path,
             };
-            super::diff::print_diff(state, &request, json).await
+            crate::browse::diff::print_diff(state, &request, json).await
         }
         BrowseCommand::Dump { set, backup, path } => {
             let request = DumpRequest {
@@ -151,7 +164,19 @@ pub async fn run(state: &StateDir, command: BrowseCommand) -> Result<()> {
                 snapshot: backup,
                 path,
             };
-            super::dump::dump(state, &request, &mut std::io::stdout().lock()).await
+            crate::browse::dump::dump(state, &request, &mut std::io::stdout().lock()).await
+        }
+        BrowseCommand::Mount {
+            mountpoint,
+            set,
+            cache_size,
+        } => {
+            let request = crate::mount::MountRequest {
+                mountpoint,
+                set,
+                cache_bytes: cache_size,
+            };
+            crate::mount::run(state, &request).await
         }
     }
 }
