@@ -28,6 +28,7 @@ pub mod overwrite;
 pub mod pair;
 pub mod progress;
 pub mod restore;
+pub mod restore_plan;
 pub mod sealed;
 pub mod snapshot;
 pub mod snapshot_commands;

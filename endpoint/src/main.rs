@@ -130,6 +130,15 @@ enum Command {
         /// replace.
         #[arg(long, value_enum, default_value_t)]
         overwrite: Overwrite,
+        /// List what would be written, replaced, kept and (with --delete)
+        /// removed; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// After a restore without errors, remove what the snapshot lacks
+        /// below the directory restored into (--map-from's target, or each
+        /// path given).
+        #[arg(long)]
+        delete: bool,
         /// Only these paths (absolute, as backed up).
         paths: Vec<PathBuf>,
     },
@@ -299,6 +308,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             checksum,
             preserve_privileges,
             overwrite,
+            dry_run,
+            delete,
             paths,
         } => {
             let set = set_of(set, backup);
@@ -312,7 +323,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 preserve_privileges,
                 overwrite,
             };
-            return run_restore(&state, &request, json).await;
+            return run_restore(&state, &request, (dry_run, delete), json).await;
         }
         Command::Verify {
             set,
@@ -380,13 +391,39 @@ async fn run_backup(state: &StateDir, job: &backup::Job, json: bool) -> Result<E
     )
 }
 
-async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -> Result<ExitCode> {
+async fn run_restore(
+    state: &StateDir,
+    request: &restore::Request,
+    (dry_run, delete): (bool, bool),
+    json: bool,
+) -> Result<ExitCode> {
+    use ferry_endpoint::restore_plan;
     let mut client = jobs::open_client(state).await?;
-    let live = Live::default();
     let reader = ferry_endpoint::browse::Reader::new(state, &mut client).await?;
-    let summary = Bar::new(Direction::Down, json)
+    let mut doomed = Vec::new();
+    restore_plan::check_paths(state, &mut client, &reader, request).await?;
+    if dry_run || delete {
+        let plan = restore_plan::plan(state, &mut client, &reader, request, delete).await?;
+        if dry_run {
+            client.close().await;
+            restore_plan::print_plan(&plan, json)?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        doomed = plan.remove;
+    }
+    let live = Live::default();
+    let mut summary = Bar::new(Direction::Down, json)
         .follow(&live, reader.restore(state, &mut client, request, &live))
         .await?;
+    if delete && summary.errors > 0 {
+        eprintln!("ferry: --delete removed nothing: the restore had errors (above); run it again");
+    } else if delete {
+        let (removed, failed) = restore_plan::remove(&doomed);
+        summary.entries_deleted = removed;
+        summary.errors += failed;
+        doomed.truncate(ferry_endpoint::overwrite::KEPT_LISTED);
+        summary.deleted = doomed;
+    }
     client.close().await;
     for line in summary.lines() {
         eprintln!("ferry: cannot restore {line}");
@@ -398,13 +435,14 @@ async fn run_restore(state: &StateDir, request: &restore::Request, json: bool) -
         println!("{}", serde_json::to_string(&summary)?);
     } else {
         println!(
-            "restored snapshot {} into {}: {} new, {} changed, {} unchanged files, {} kept; {} sent, {} received in {:.1} s",
+            "restored snapshot {} into {}: {} new, {} changed, {} unchanged files, {} kept, {} deleted; {} sent, {} received in {:.1} s",
             summary.totals.snapshot,
             request.map_to.display(),
             summary.totals.files_new,
             summary.totals.files_changed,
             summary.totals.files_unchanged,
             summary.kept.count,
+            summary.entries_deleted,
             format_size(summary.totals.bytes_sent),
             format_size(summary.totals.bytes_received),
             summary.totals.duration_s

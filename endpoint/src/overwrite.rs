@@ -26,6 +26,66 @@ pub enum Overwrite {
     Never,
 }
 
+/// What the target holds where a snapshot's entry would go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Local {
+    /// Nothing.
+    Absent,
+    /// The same file version (size and modification time) or link target.
+    Same,
+    /// A directory (where a directory goes: nothing to do; else the
+    /// restore's own refusal).
+    Dir,
+    /// A file or symlink that differs; `newer`: modified at or after the
+    /// snapshot's entry.
+    Differs {
+        /// Modified at or after the snapshot's entry.
+        newer: bool,
+    },
+    /// Something a policy does not judge (another kind of entry, or of
+    /// local file): restored as before.
+    Other,
+}
+
+/// What is at `name` in `dir`, against the snapshot's `entry`.
+///
+/// # Errors
+/// I/O errors other than "absent".
+pub fn local_state(dir: &OwnedFd, name: &[u8], entry: &Entry) -> std::io::Result<Local> {
+    let name = OsStr::from_bytes(name);
+    let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(st) => st,
+        Err(rustix::io::Errno::NOENT) => return Ok(Local::Absent),
+        Err(e) => return Err(e.into()),
+    };
+    let local_ns = (st.st_mtime as i64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(st.st_mtime_nsec as i64);
+    let kind = FileType::from_raw_mode(st.st_mode);
+    if kind == FileType::Directory {
+        return Ok(Local::Dir);
+    }
+    let same = match (&entry.kind, kind) {
+        (EntryKind::File { size, .. }, FileType::RegularFile) => {
+            st.st_size as u64 == *size && local_ns == entry.mtime_ns
+        }
+        (EntryKind::File { .. }, _) => false,
+        (EntryKind::Symlink { target }, FileType::Symlink) => {
+            rustix::fs::readlinkat(dir, name, Vec::new())
+                .is_ok_and(|link| link.as_bytes() == target.as_slice())
+        }
+        (EntryKind::Symlink { .. }, _) => false,
+        _ => return Ok(Local::Other),
+    };
+    Ok(if same {
+        Local::Same
+    } else {
+        Local::Differs {
+            newer: entry.mtime_ns <= local_ns,
+        }
+    })
+}
+
 impl Overwrite {
     /// Whether what is at `name` in `dir` stays where the snapshot's
     /// `entry` would go: only a local file or symlink that differs from it,
@@ -41,31 +101,19 @@ impl Overwrite {
         if matches!(self, Overwrite::Always | Overwrite::IfChanged) {
             return Ok(false);
         }
-        let name = OsStr::from_bytes(name);
-        let st = match rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW) {
-            Ok(st) => st,
-            Err(rustix::io::Errno::NOENT) => return Ok(false),
-            Err(e) => return Err(e.into()),
-        };
-        let local_ns = (st.st_mtime as i64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(st.st_mtime_nsec as i64);
-        let same = match (&entry.kind, FileType::from_raw_mode(st.st_mode)) {
-            (EntryKind::File { size, .. }, FileType::RegularFile) => {
-                st.st_size as u64 == *size && local_ns == entry.mtime_ns
-            }
-            (EntryKind::File { .. }, _) => false,
-            (EntryKind::Symlink { target }, FileType::Symlink) => {
-                rustix::fs::readlinkat(dir, name, Vec::new())
-                    .is_ok_and(|link| link.as_bytes() == target.as_slice())
-            }
-            (EntryKind::Symlink { .. }, _) => false,
-            _ => return Ok(false),
-        };
-        if same || FileType::from_raw_mode(st.st_mode) == FileType::Directory {
-            return Ok(false);
+        Ok(self.keeps_state(local_state(dir, name, entry)?))
+    }
+
+    /// Whether the policy keeps what [`local_state`] found.
+    pub fn keeps_state(self, local: Local) -> bool {
+        match local {
+            Local::Differs { newer } => match self {
+                Overwrite::Always | Overwrite::IfChanged => false,
+                Overwrite::IfNewer => newer,
+                Overwrite::Never => true,
+            },
+            _ => false,
         }
-        Ok(self == Overwrite::Never || entry.mtime_ns <= local_ns)
     }
 
     /// The line that tells how many entries were kept, and how to replace

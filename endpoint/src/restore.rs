@@ -122,6 +122,10 @@ pub struct Summary {
     /// Local files and symlinks kept by the overwrite policy.
     #[serde(flatten)]
     pub kept: crate::overwrite::Kept,
+    /// Local entries `--delete` removed (the snapshot lacks them).
+    pub entries_deleted: u64,
+    /// Their paths (the first 100).
+    pub deleted: Vec<String>,
 }
 
 impl Summary {
@@ -270,6 +274,21 @@ pub(crate) fn holds_nothing(path: &Path) -> bool {
 /// # Errors
 /// A target that cannot be opened (or made).
 pub(crate) fn open_target(request: &Request) -> Result<(Target, Selection)> {
+    let (base, selection) = selection_of(request);
+    let to = &request.map_to;
+    let cannot = |e| anyhow::anyhow!("cannot open the target {}: {e}", to.display());
+    let target = if selection.renamed.is_some() {
+        Target::open_parent_of(to, request.preserve_privileges)
+    } else {
+        Target::open(&base, request.preserve_privileges)
+    };
+    Ok((target.map_err(cannot)?, selection))
+}
+
+/// The directory entries are placed below (`--map-to`, or its parent when
+/// the entry at `--map-from` takes `--map-to`'s name) and what goes
+/// there, as [`open_target`] decides, touching nothing.
+pub(crate) fn selection_of(request: &Request) -> (PathBuf, Selection) {
     let mut selection = Selection {
         map_from: request.map_from.as_deref().map(components),
         filters: request.paths.iter().map(|p| components(p)).collect(),
@@ -277,17 +296,18 @@ pub(crate) fn open_target(request: &Request) -> Result<(Target, Selection)> {
     };
     let to = &request.map_to;
     let is_dir = std::fs::metadata(to).is_ok_and(|m| m.is_dir());
-    let cannot = |e| anyhow::anyhow!("cannot open the target {}: {e}", to.display());
     match (&selection.map_from, to.file_name()) {
         (Some(from), Some(name)) if !is_dir && !from.is_empty() => {
             selection.renamed = Some(name.as_bytes().to_vec());
-            let target = Target::open_parent_of(to, request.preserve_privileges).map_err(cannot)?;
-            Ok((target, selection))
+            let parent = to.parent().unwrap_or(Path::new("."));
+            let parent = if parent.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                parent
+            };
+            (parent.to_path_buf(), selection)
         }
-        _ => {
-            let target = Target::open(to, request.preserve_privileges).map_err(cannot)?;
-            Ok((target, selection))
-        }
+        _ => (to.clone(), selection),
     }
 }
 

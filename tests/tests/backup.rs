@@ -744,7 +744,7 @@ fn restoring_a_path_the_snapshot_does_not_hold_is_an_error() {
     ]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("holds nothing under /no/such/dir"),
+        stderr(&out).contains("holds nothing at /no/such/dir"),
         "{}",
         stderr(&out)
     );

@@ -156,3 +156,172 @@ fn a_single_file_is_restored_under_a_new_name_or_into_a_directory() {
         assert_eq!(listing(&copy), listing(&src.join("docs")), "{mode}");
     }
 }
+
+#[test]
+fn dry_run_lists_what_a_restore_would_do_and_delete_removes_only_what_the_snapshot_lacks() {
+    for sealed in [false, true] {
+        let (_relay, endpoint) = paired_in(sealed);
+        let mode = if sealed { "sealed" } else { "open" };
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("same.txt"), "same").unwrap();
+        fs::write(src.join("stale.txt"), "snapshot's").unwrap();
+        fs::write(src.join("edited.txt"), "snapshot's").unwrap();
+        fs::write(src.join("sub/new.txt"), "only in the snapshot").unwrap();
+        endpoint.backup_json(&[arg(&src)]);
+
+        // The target: one file as in the snapshot, one older copy, one
+        // local edit (newer), one missing, and two things the snapshot lacks.
+        let out = work.path().join("out");
+        fs::create_dir_all(out.join("sub")).unwrap();
+        fs::create_dir_all(out.join("junk/deeper")).unwrap();
+        std::process::Command::new("cp")
+            .args(["-a", arg(&src.join("same.txt")), arg(&out.join("same.txt"))])
+            .status()
+            .unwrap();
+        write_stale(&out.join("stale.txt"), "old");
+        fs::write(out.join("edited.txt"), "my edit, after the backup").unwrap();
+        fs::write(out.join("sub/extra.txt"), "not in the snapshot").unwrap();
+        fs::write(out.join("junk/deeper/x"), "x").unwrap();
+        let before = listing(&out);
+
+        let dry = |more: &[&str]| -> serde_json::Value {
+            let mut args = vec![
+                "restore",
+                "--dry-run",
+                "--json",
+                "--map-from",
+                arg(&src),
+                "--map-to",
+                arg(&out),
+            ];
+            args.extend_from_slice(more);
+            let done = endpoint.ferry(&args);
+            assert_eq!(done.status.code(), Some(0), "{mode}: {}", stderr(&done));
+            serde_json::from_slice(&done.stdout).unwrap()
+        };
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            let mut names: Vec<String> = v
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| {
+                    p.as_str()
+                        .unwrap()
+                        .strip_prefix(arg(&out))
+                        .unwrap()
+                        .to_string()
+                })
+                .collect();
+            names.sort();
+            names
+        };
+        let plan = dry(&["--delete"]);
+        assert_eq!(names(&plan["write"]), ["/sub/new.txt"], "{mode}");
+        assert_eq!(names(&plan["replace"]), ["/stale.txt"], "{mode}");
+        assert_eq!(names(&plan["keep"]), ["/edited.txt"], "{mode}");
+        assert_eq!(
+            names(&plan["remove"]),
+            ["/junk", "/sub/extra.txt"],
+            "{mode}"
+        );
+        assert_eq!(
+            listing(&out),
+            before,
+            "{mode}: a dry run changed the target"
+        );
+        // Without --delete nothing is listed for removal; `always` replaces the edit.
+        let plan = dry(&["--overwrite", "always"]);
+        assert!(plan["remove"].as_array().unwrap().is_empty(), "{mode}");
+        assert_eq!(
+            names(&plan["replace"]),
+            ["/edited.txt", "/stale.txt"],
+            "{mode}"
+        );
+
+        // The restore with --delete: the extras go, the edit stays.
+        let (summary, _) = restore_onto(&endpoint, &src, &out, &["--delete"]);
+        assert_eq!(summary["entries_deleted"], 2, "{mode}: {summary}");
+        assert!(
+            !out.join("junk").exists() && !out.join("sub/extra.txt").exists(),
+            "{mode}"
+        );
+        assert_eq!(
+            fs::read_to_string(out.join("edited.txt")).unwrap(),
+            "my edit, after the backup",
+            "{mode}"
+        );
+        assert_eq!(
+            fs::read_to_string(out.join("stale.txt")).unwrap(),
+            "snapshot's",
+            "{mode}"
+        );
+        assert_eq!(
+            fs::read_to_string(out.join("sub/new.txt")).unwrap(),
+            "only in the snapshot"
+        );
+
+        // --delete with nothing to keep in step with (a whole snapshot onto
+        // a directory): refused before anything is written.
+        let elsewhere = work.path().join("elsewhere");
+        let refused = endpoint.ferry(&["restore", "--delete", "--map-to", arg(&elsewhere)]);
+        assert_eq!(refused.status.code(), Some(1), "{mode}");
+        assert!(
+            stderr(&refused).contains("--delete removes what the snapshot lacks"),
+            "{mode}: {}",
+            stderr(&refused)
+        );
+        assert!(!elsewhere.exists(), "{mode}");
+    }
+}
+
+#[test]
+fn a_path_the_snapshot_lacks_names_the_newest_snapshot_that_holds_it() {
+    for sealed in [false, true] {
+        let (_relay, endpoint) = paired_in(sealed);
+        let mode = if sealed { "sealed" } else { "open" };
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("src");
+        fs::create_dir_all(&src).unwrap();
+        fs::write(src.join("kept.txt"), "kept").unwrap();
+        fs::write(src.join("thesis.txt"), "first draft").unwrap();
+        let first = endpoint.backup_json(&[arg(&src)])["snapshot"]
+            .as_u64()
+            .unwrap();
+        fs::write(src.join("thesis.txt"), "second draft").unwrap();
+        let second = endpoint.backup_json(&[arg(&src)])["snapshot"]
+            .as_u64()
+            .unwrap();
+        fs::remove_file(src.join("thesis.txt")).unwrap();
+        let third = endpoint.backup_json(&[arg(&src)])["snapshot"]
+            .as_u64()
+            .unwrap();
+
+        let out = work.path().join("out");
+        let thesis = src.join("thesis.txt");
+        let missing = endpoint.ferry(&["restore", "--map-to", arg(&out), arg(&thesis)]);
+        assert_eq!(missing.status.code(), Some(1), "{mode}");
+        let line = stderr(&missing);
+        assert!(
+            line.contains(&format!("snapshot {third} holds nothing at"))
+                && line.contains(&format!("that does is {second} "))
+                && line.contains(&format!("-b {second}")),
+            "{mode}: {line}"
+        );
+        assert!(!out.exists(), "{mode}: nothing is written");
+        // Nowhere at all: said so.
+        let nowhere = endpoint.ferry(&[
+            "restore",
+            "--map-to",
+            arg(&out),
+            arg(&src.join("never.txt")),
+        ]);
+        assert!(
+            stderr(&nowhere).contains("nor does any other snapshot"),
+            "{mode}: {}",
+            stderr(&nowhere)
+        );
+        let _ = first;
+    }
+}
