@@ -21,6 +21,7 @@
 mod bases;
 pub mod estimate;
 pub(crate) mod files;
+pub mod preview;
 pub(crate) mod scan;
 mod trees;
 
@@ -330,6 +331,34 @@ pub(crate) fn committed(
 #[derive(Debug, thiserror::Error)]
 #[error("{0}; the files cache was cleared")]
 pub struct StaleCache(pub(crate) String);
+
+/// `job` without the paths that do not exist, and those paths.
+///
+/// # Errors
+/// When none exists.
+pub fn without_missing_paths(job: &Job) -> Result<(Job, Vec<String>)> {
+    let Source::Paths(paths) = &job.source else {
+        return Ok((job.clone(), Vec::new()));
+    };
+    let (present, missing): (Vec<PathBuf>, Vec<PathBuf>) = paths
+        .iter()
+        .cloned()
+        .partition(|path| std::fs::symlink_metadata(path).is_ok());
+    let missing: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
+    if present.is_empty() {
+        bail!("{}: no such file or directory", missing.join(", "));
+    }
+    for path in &missing {
+        tracing::warn!(
+            "set {:?}: {path} does not exist; backing up the rest",
+            job.set
+        );
+        eprintln!("ferry: warning: {path}: no such file or directory; backing up the rest");
+    }
+    let mut job = job.clone();
+    job.source = Source::Paths(present);
+    Ok((job, missing))
+}
 
 /// Makes `path` absolute and lexically normal (no `.` or `..`), without
 /// resolving symlinks: a symlink given on the command line is stored as one.

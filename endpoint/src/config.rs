@@ -35,8 +35,21 @@ pub struct SetConfig {
     pub paths: Vec<std::path::PathBuf>,
     /// Glob patterns to leave out: without a `/` they match a name anywhere
     /// (`*.tmp`, `node_modules`); with one, the whole absolute path
-    /// (`/home/me/cache/**`).
+    /// (`/home/me/cache/**`); a trailing `/` matches directories only
+    /// (`target/`).
     pub exclude: Vec<String>,
+    /// Files of patterns in `.gitignore` syntax, rooted at `/` (`target/`,
+    /// `*.o`, `!keep.o`, `/home/me/Downloads`).
+    pub exclude_file: Vec<std::path::PathBuf>,
+    /// Leave out directories holding a file of one of these names
+    /// (`.nobackup`).
+    pub exclude_if_present: Vec<String>,
+    /// Leave out directories tagged as caches by a `CACHEDIR.TAG` (default
+    /// true: the tag's whole purpose is to say "do not back this up").
+    pub exclude_caches: Option<bool>,
+    /// Stay on the filesystem of each path: mount points below it are left
+    /// out.
+    pub one_file_system: bool,
     /// Back up a command's output instead of paths (with `name`).
     pub command: Option<String>,
     /// The file name of the command's output.

@@ -10,25 +10,48 @@ use ferry_protocol::schedule::Schedule;
 use crate::backup::{self, Control, Job, Source, Summary};
 use crate::cache::FilesCache;
 use crate::client::RelayClient;
-use crate::exclude::Excludes;
+use crate::exclude::{ExcludeConfig, Excludes};
 use crate::hooks::SnapshotScripts;
 use crate::state::StateDir;
 
-/// What the command line adds to a set's configuration.
-#[derive(Debug, Default, Clone)]
+/// What the command line adds to a set's configuration (`ferry backup`'s
+/// options; the daemon adds nothing).
+#[derive(Debug, Default, Clone, clap::Args)]
 pub struct Overrides {
-    /// Paths instead of the set's.
-    pub paths: Vec<PathBuf>,
-    /// A command (with `name`) instead of the set's.
-    pub command: Option<String>,
-    /// The command output's file name.
-    pub name: Option<String>,
-    /// More exclude patterns.
-    pub exclude: Vec<String>,
-    /// An upload limit instead of endpoint.toml's.
+    /// Upload limit for this run: a rate (`2MiB/s`) or schedule; replaces
+    /// endpoint.toml's `upload.limit`.
+    #[arg(long, value_parser = Schedule::parse)]
     pub limit: Option<Schedule>,
-    /// A compression instead of endpoint.toml's.
+    /// Chunk compression: auto (by the link's limit or measured speed),
+    /// lz4, zstd or none; replaces endpoint.toml's `upload.compression`.
+    #[arg(long)]
     pub compression: Option<crate::compression::Compression>,
+    /// Back up this shell command's standard output instead of files.
+    #[arg(long, requires = "name", conflicts_with = "paths")]
+    pub command: Option<String>,
+    /// The file name the command's output is stored under.
+    #[arg(long, requires = "command")]
+    pub name: Option<String>,
+    /// Leave out files matching this glob (repeatable; added to the set's
+    /// `exclude`; a trailing `/` matches directories only).
+    #[arg(long)]
+    pub exclude: Vec<String>,
+    /// Leave out what this file's patterns match (`.gitignore` syntax;
+    /// repeatable; added to the set's `exclude-file`).
+    #[arg(long)]
+    pub exclude_file: Vec<PathBuf>,
+    /// Leave out directories holding a file of this name (repeatable).
+    #[arg(long)]
+    pub exclude_if_present: Vec<String>,
+    /// Back up directories tagged as caches (`CACHEDIR.TAG`) too.
+    #[arg(long)]
+    pub keep_caches: bool,
+    /// Stay on each path's filesystem (leave out mount points below it).
+    #[arg(long)]
+    pub one_file_system: bool,
+    /// Files and directories to back up (default: the set's `paths` in
+    /// endpoint.toml).
+    pub paths: Vec<PathBuf>,
 }
 
 /// Resolves the job for `set`.
@@ -50,8 +73,16 @@ pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
             state.root().display()
         ),
     };
-    let mut patterns = set_config.exclude;
-    patterns.extend(overrides.exclude);
+    let mut excludes = ExcludeConfig {
+        patterns: set_config.exclude,
+        files: set_config.exclude_file,
+        caches: set_config.exclude_caches.unwrap_or(true) && !overrides.keep_caches,
+        if_present: set_config.exclude_if_present,
+        one_file_system: set_config.one_file_system || overrides.one_file_system,
+    };
+    excludes.patterns.extend(overrides.exclude);
+    excludes.files.extend(overrides.exclude_file);
+    excludes.if_present.extend(overrides.exclude_if_present);
     let hooks = if set_config.require_snapshot {
         let cfg = config
             .snapshot_config
@@ -72,7 +103,7 @@ pub fn plan(state: &StateDir, set: &str, overrides: Overrides) -> Result<Job> {
     Ok(Job {
         set: set.to_string(),
         source,
-        excludes: Excludes::new(&patterns)?,
+        excludes: Excludes::from_config(&excludes)?,
         hooks,
         limit,
         retention,
@@ -90,38 +121,10 @@ pub use crate::client::open_client;
 /// # Errors
 /// When no path exists, the relay cannot be reached, or the backup fails.
 pub async fn run(state: &StateDir, job: &Job, control: &Control) -> Result<Summary> {
-    let (job, missing) = without_missing_paths(job)?;
+    let (job, missing) = crate::backup::without_missing_paths(job)?;
     let mut summary = run_present(state, &job, control).await?;
     summary.paths_missing = missing;
     Ok(summary)
-}
-
-/// `job` without the paths that do not exist, and those paths.
-///
-/// # Errors
-/// When none exists.
-fn without_missing_paths(job: &Job) -> Result<(Job, Vec<String>)> {
-    let Source::Paths(paths) = &job.source else {
-        return Ok((job.clone(), Vec::new()));
-    };
-    let (present, missing): (Vec<PathBuf>, Vec<PathBuf>) = paths
-        .iter()
-        .cloned()
-        .partition(|path| std::fs::symlink_metadata(path).is_ok());
-    let missing: Vec<String> = missing.iter().map(|p| p.display().to_string()).collect();
-    if present.is_empty() {
-        bail!("{}: no such file or directory", missing.join(", "));
-    }
-    for path in &missing {
-        tracing::warn!(
-            "set {:?}: {path} does not exist; backing up the rest",
-            job.set
-        );
-        eprintln!("ferry: warning: {path}: no such file or directory; backing up the rest");
-    }
-    let mut job = job.clone();
-    job.source = Source::Paths(present);
-    Ok((job, missing))
 }
 
 async fn run_present(state: &StateDir, job: &Job, control: &Control) -> Result<Summary> {

@@ -16,7 +16,6 @@ use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::snapshot::set_of;
 use ferry_endpoint::state::{RelayRecord, StateDir};
 use ferry_protocol::pairing::PairingCode;
-use ferry_protocol::schedule::Schedule;
 use ferry_protocol::units::format_size;
 
 /// ferry: back up to your relay from anywhere.
@@ -67,25 +66,13 @@ enum Command {
         /// Print one JSON summary.
         #[arg(long)]
         json: bool,
-        /// Upload limit for this run: a rate (`2MiB/s`) or schedule; replaces
-        /// endpoint.toml's `upload.limit`.
-        #[arg(long, value_parser = parse_schedule)]
-        limit: Option<Schedule>,
-        /// Chunk compression: auto (by the link's limit or measured speed),
-        /// lz4, zstd or none; replaces endpoint.toml's `upload.compression`.
+        /// List what would be read (new or changed since the last backup,
+        /// by the files cache) and what is left out and by which rule;
+        /// send nothing.
         #[arg(long)]
-        compression: Option<ferry_endpoint::compression::Compression>,
-        /// Back up this shell command's standard output instead of files.
-        #[arg(long, requires = "name", conflicts_with = "paths")]
-        command: Option<String>,
-        /// The file name the command's output is stored under.
-        #[arg(long, requires = "command")]
-        name: Option<String>,
-        /// Leave out files matching this glob (repeatable; added to the set's `exclude`).
-        #[arg(long)]
-        exclude: Vec<String>,
-        /// Files and directories to back up (default: the set's `paths` in endpoint.toml).
-        paths: Vec<PathBuf>,
+        dry_run: bool,
+        #[command(flatten)]
+        overrides: jobs::Overrides,
     },
     /// List the snapshots on the relay.
     Snapshots {
@@ -175,10 +162,6 @@ enum Command {
         #[arg(long)]
         watch: bool,
     },
-}
-
-fn parse_schedule(text: &str) -> Result<Schedule, String> {
-    Schedule::parse(text)
 }
 
 fn parse_code(text: &str) -> Result<PairingCode, String> {
@@ -271,27 +254,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { json, watch } => ferry_endpoint::status::run(&state, json, watch).await?,
         Command::Key { command } => ferry_endpoint::key::run(&state, command).await?,
         Command::Backup {
-            limit,
-            compression,
             set,
             json,
-            paths,
-            command,
-            name,
-            exclude,
+            dry_run,
+            overrides,
         } => {
-            let job = jobs::plan(
-                &state,
-                &set,
-                jobs::Overrides {
-                    paths,
-                    command,
-                    name,
-                    exclude,
-                    limit,
-                    compression,
-                },
-            )?;
+            let job = jobs::plan(&state, &set, overrides)?;
+            if dry_run {
+                let preview = backup::preview::preview(&state, &job)?;
+                backup::preview::print(&preview, json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             return run_backup(&state, &job, json).await;
         }
         Command::Daemon => ferry_endpoint::daemon::run(&state).await?,

@@ -444,6 +444,16 @@ pub fn mount_tmpfs(path: &Path, size: &str) {
     );
 }
 
+/// Unmounts a test's filesystem (lazily) when dropped: when the test
+/// ends, passed or not.
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 fn spawn_serve(
     dir: &Path,
     data: &Path,

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use ferry_tests::tree::{listing, random_bytes};
-use ferry_tests::{arg, ok, paired, stderr, stdout, Endpoint, Relay, RelayOptions};
+use ferry_tests::{arg, ok, paired, stderr, stdout, Endpoint, Relay, RelayOptions, Unmount};
 
 const MIB: usize = 1 << 20;
 
@@ -422,17 +422,6 @@ fn restore_onto_tmpfs(
         arg(target),
     ]);
     (out, target.to_path_buf(), unmount)
-}
-
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount")
-            .arg("-l")
-            .arg(&self.0)
-            .status();
-    }
 }
 
 #[test]

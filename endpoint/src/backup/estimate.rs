@@ -1,32 +1,72 @@
-//! How many bytes a backup will cover, for the progress bar's ETA: a walk
-//! of the paths that only reads metadata (no file is opened), skipping
-//! what the excludes skip and never following a symlink. It runs beside
-//! the backup, which does not wait for it.
+//! A walk of a backup's paths that reads metadata only (no file is
+//! opened), skipping what the excludes skip and never following a symlink:
+//! how many bytes a backup will cover (the progress bar's ETA, beside the
+//! backup, which does not wait for it), what `backup --dry-run` lists, and
+//! where the sealed dictionary's samples come from.
 
-use std::path::PathBuf;
+use std::fs::Metadata;
+use std::ops::ControlFlow;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 
-use crate::exclude::Excludes;
+use crate::exclude::{Excludes, Why};
+
+/// What [`walk`] meets.
+pub enum Seen<'a> {
+    /// An entry the backup takes (a directory is entered after).
+    Taken(&'a Path, &'a Metadata),
+    /// An entry the excludes leave out, and why (never entered).
+    Left(&'a Path, Why),
+}
+
+/// Walks `paths` (absolute) depth first in the backup's order (names
+/// sorted), reading metadata only, never following a symlink, the
+/// excludes applied as the backup applies them (to what is below each
+/// path, not to the path itself). Entries that cannot be read are
+/// skipped. `visit` may stop the walk.
+pub fn walk(
+    paths: &[PathBuf],
+    excludes: &Excludes,
+    mut visit: impl FnMut(Seen) -> ControlFlow<()>,
+) {
+    // (path, its directory's device; none for the paths themselves)
+    let mut stack: Vec<(PathBuf, Option<u64>)> =
+        paths.iter().rev().map(|p| (p.clone(), None)).collect();
+    while let Some((path, parent_dev)) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if let Some(why) = parent_dev.and_then(|dev| excludes.why(&path, &path, &meta, dev)) {
+            if visit(Seen::Left(&path, why)).is_break() {
+                return;
+            }
+            continue;
+        }
+        if visit(Seen::Taken(&path, &meta)).is_break() {
+            return;
+        }
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                let mut children: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+                children.sort();
+                stack.extend(children.into_iter().rev().map(|c| (c, Some(meta.dev()))));
+            }
+        }
+    }
+}
 
 /// The bytes of the regular files under `paths` that `excludes` leaves in.
 /// Entries that cannot be read count as nothing.
 pub fn bytes_under(paths: &[PathBuf], excludes: &Excludes) -> u64 {
     let mut total = 0u64;
-    let mut stack: Vec<PathBuf> = paths.to_vec();
-    while let Some(path) = stack.pop() {
-        if excludes.excludes(&path) {
-            continue;
-        }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_file() {
-            total = total.saturating_add(meta.len());
-        } else if meta.is_dir() {
-            if let Ok(entries) = std::fs::read_dir(&path) {
-                stack.extend(entries.flatten().map(|e| e.path()));
+    walk(paths, excludes, |seen| {
+        if let Seen::Taken(_, meta) = seen {
+            if meta.is_file() {
+                total = total.saturating_add(meta.len());
             }
         }
-    }
+        ControlFlow::Continue(())
+    });
     total
 }
 

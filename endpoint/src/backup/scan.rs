@@ -165,9 +165,6 @@ impl Walker for Backup<'_> {
                         bail!("stopped; what was sent is kept and the next run resumes from there");
                     }
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
-                    if self.excludes.excludes(&self.recorded(&child_path)) {
-                        continue;
-                    }
                     let child_meta = match std::fs::symlink_metadata(&child_path) {
                         Ok(m) => m,
                         Err(e) => {
@@ -175,6 +172,13 @@ impl Walker for Backup<'_> {
                             continue;
                         }
                     };
+                    let recorded = self.recorded(&child_path);
+                    if (self.excludes)
+                        .why(&recorded, &child_path, &child_meta, meta.dev())
+                        .is_some()
+                    {
+                        continue;
+                    }
                     if let Some(node) = self.scan(&child_path, child.clone(), child_meta).await? {
                         dir.children.insert(child, node);
                     }

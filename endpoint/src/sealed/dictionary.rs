@@ -18,8 +18,10 @@ use ferry_protocol::sealed::{seal, SealedKind, SealingKeys};
 use ferry_protocol::sealed_dictionary::{check, Dictionary, Samples, SAMPLE_PIECE};
 
 use super::remote::{Remote, Send};
+use crate::backup::estimate::Seen as Walked;
 use crate::exclude::Excludes;
 use crate::state::StateDir;
+use std::ops::ControlFlow;
 
 /// The vault's dictionary: its storage id, its bytes sealed, and its
 /// prepared form.
@@ -239,35 +241,27 @@ const SAMPLE_ENTRIES: usize = 20_000;
 fn sample(paths: &[PathBuf], excludes: &Excludes) -> Samples {
     let mut samples = Samples::default();
     // As the walk names them: absolute, so the excludes match alike.
-    let mut pending: Vec<PathBuf> = paths
+    let roots: Vec<PathBuf> = paths
         .iter()
-        .rev()
         .filter_map(|path| crate::backup::absolute(path).ok())
         .collect();
     let mut looked = 0;
-    while let Some(path) = pending.pop() {
+    crate::backup::estimate::walk(&roots, excludes, |seen| {
         looked += 1;
         if samples.full() || looked > SAMPLE_ENTRIES {
-            break;
+            return ControlFlow::Break(());
         }
-        let Ok(meta) = std::fs::symlink_metadata(&path) else {
-            continue;
-        };
-        if meta.is_dir() {
-            let Ok(listing) = std::fs::read_dir(&path) else {
-                continue;
-            };
-            let mut children: Vec<PathBuf> = listing.flatten().map(|e| e.path()).collect();
-            children.sort();
-            pending.extend(children.into_iter().rev().filter(|c| !excludes.excludes(c)));
-        } else if meta.is_file() {
-            let mut piece = Vec::with_capacity(SAMPLE_PIECE);
-            let read = std::fs::File::open(&path)
-                .and_then(|f| f.take(SAMPLE_PIECE as u64).read_to_end(&mut piece));
-            if read.is_ok() {
-                samples.add(&piece);
+        if let Walked::Taken(path, meta) = seen {
+            if meta.is_file() {
+                let mut piece = Vec::with_capacity(SAMPLE_PIECE);
+                let read = std::fs::File::open(path)
+                    .and_then(|f| f.take(SAMPLE_PIECE as u64).read_to_end(&mut piece));
+                if read.is_ok() {
+                    samples.add(&piece);
+                }
             }
         }
-    }
+        ControlFlow::Continue(())
+    });
     samples
 }

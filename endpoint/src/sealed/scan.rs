@@ -52,13 +52,17 @@ impl Walker for Sealed<'_, '_> {
                         bail!("stopped; what was sent is kept and the next run resumes from there");
                     }
                     let child_path = path.join(std::ffi::OsStr::from_bytes(&child));
-                    if self.job.excludes.excludes(&self.recorded(&child_path)) {
-                        continue;
-                    }
                     let Ok(child_meta) = std::fs::symlink_metadata(&child_path) else {
                         self.unreadable(&child_path, "it vanished");
                         continue;
                     };
+                    let recorded = self.recorded(&child_path);
+                    if (self.job.excludes)
+                        .why(&recorded, &child_path, &child_meta, meta.dev())
+                        .is_some()
+                    {
+                        continue;
+                    }
                     if let Some(node) = self.scan(&child_path, child.clone(), child_meta).await? {
                         dir.children.insert(child, node);
                     }
