@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod pair;
 pub mod retention;
+pub mod sets;
 pub mod snapshots;
 pub mod verify;
 

@@ -40,7 +40,7 @@ pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
 pub use ports::{BlobIndex, DamageLog};
 pub use retention::SetDecision;
-pub use sets::{SetSummary, MAX_SETS};
+pub use sets::{SetRemoval, SetSummary, MAX_SETS};
 pub use snapshots::SnapshotRow;
 pub use suspicious::SuspiciousBackup;
 pub use verify::{hex, kind_name, settle_interrupted_repair, DamageRecord};

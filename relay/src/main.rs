@@ -12,7 +12,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use ferry_protocol::schedule::Schedule;
 use ferry_protocol::units::parse_duration;
 use ferry_relay::admin::{
-    self, clients::ClientsCommand, parse_schedule, snapshots::SnapshotsCommand,
+    self, clients::ClientsCommand, parse_schedule, sets::SetsCommand, snapshots::SnapshotsCommand,
 };
 use ferry_relay::config::{LimitsConfig, RelayConfig};
 use ferry_relay::data_dir::DataDir;
@@ -123,6 +123,11 @@ enum Command {
     Snapshots {
         #[command(subcommand)]
         command: SnapshotsCommand,
+    },
+    /// Remove a client's retired backup set.
+    Sets {
+        #[command(subcommand)]
+        command: SetsCommand,
     },
     #[command(flatten)]
     Docs(ferry_net::cli_docs::DocsCommand),
@@ -271,6 +276,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             admin::global_limit(&data, global.as_ref().filter(|_| !reset))?;
         }
         Command::Snapshots { command } => return admin::snapshots::run(&data, command),
+        Command::Sets { command } => return admin::sets::run(&data, command),
         Command::Verify {
             max_duration,
             subset,

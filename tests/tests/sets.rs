@@ -289,3 +289,81 @@ fn a_set_whose_usb_disk_is_not_plugged_in_backs_up_the_rest_and_exits_3() {
         assert_eq!(stderr(&out).lines().count(), 1, "{}", stderr(&out));
     }
 }
+
+#[test]
+fn a_retired_set_is_removed_with_its_snapshots_and_never_alerts_again() {
+    use ferry_tests::{http_get, wait_for, RelayOptions};
+    let work = tempfile::tempdir().unwrap();
+    let alerts = work.path().join("alerts.log");
+    let command = format!(
+        "check-interval = \"1s\"\ncommand = 'echo \"$FERRY_REASON|$FERRY_SET\" >> {}'",
+        alerts.display()
+    );
+    // Set `old` goes stale at once; `probe`, backed up after the removal,
+    // too: its alert shows the checker ran after the removal.
+    let stale = "\"laptop/old\" = \"1s\"\n\"laptop/probe\" = \"1s\"";
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![
+            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
+            ("alerts".into(), command),
+            ("alerts.stale-after-for".into(), stale.into()),
+        ],
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "a").unwrap();
+    let first = endpoint.backup_json(&["--set", "old", arg(&src)])["snapshot"].to_string();
+    endpoint.backup_json(&["--set", "old", arg(&src)]);
+    endpoint.backup_json(&["--set", "docs", arg(&src)]);
+    let log = || fs::read_to_string(&alerts).unwrap_or_default();
+    wait_for(
+        "old's stale alert",
+        std::time::Duration::from_secs(60),
+        || log().contains("stale|old").then_some(()),
+    );
+
+    // A protected snapshot stops the removal; nothing changes.
+    ok(relay.admin(&["snapshots", "protect", &first]));
+    let refused = relay.admin(&["sets", "remove", "laptop", "old"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("protected"),
+        "{}",
+        stderr(&refused)
+    );
+    ok(relay.admin(&["snapshots", "unprotect", &first]));
+    let removed = ok(relay.admin(&["sets", "remove", "laptop", "old"]));
+    assert!(removed.contains("2 snapshot(s)"), "{removed}");
+    let missing = relay.admin(&["sets", "remove", "laptop", "old"]);
+    assert!(
+        stderr(&missing).contains("has no set \"old\""),
+        "{}",
+        stderr(&missing)
+    );
+
+    // Gone from the endpoint's list and the status page; docs untouched.
+    let left: Vec<serde_json::Value> =
+        serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["set"], "docs");
+    let status: serde_json::Value =
+        serde_json::from_str(&http_get(relay.web_addr(), "/api/status", None).body).unwrap();
+    let sets: Vec<&str> = status["clients"][0]["sets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(sets, ["docs"]);
+    // No alert about it after: neither stale again nor "recovered".
+    endpoint.backup_json(&["--set", "probe", arg(&src)]);
+    wait_for(
+        "probe's stale alert",
+        std::time::Duration::from_secs(60),
+        || log().contains("stale|probe").then_some(()),
+    );
+    assert_eq!(log().matches("|old").count(), 1, "{}", log());
+}

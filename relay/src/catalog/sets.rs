@@ -33,6 +33,47 @@ impl Catalog {
             .optional()?)
     }
 
+    /// Removes `client`'s set `name`, retired: its snapshots are forgotten
+    /// (their data goes at the next collection), its retention rules and
+    /// hints dropped, and the set itself, so no staleness alert follows.
+    /// Refused, changing nothing, while it holds protected snapshots.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn remove_set(&mut self, client: ClientId, name: &str) -> Result<SetRemoval> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let id: Option<SetId> = tx
+            .query_row(
+                "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
+                params![client, name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(id) = id else {
+            return Ok(SetRemoval::NoSuchSet);
+        };
+        let protected: i64 = tx.query_row(
+            "SELECT COUNT(*) FROM snapshots WHERE set_id = ?1 AND protected = 1",
+            [id],
+            |r| r.get(0),
+        )?;
+        if protected > 0 {
+            return Ok(SetRemoval::Protected(protected as u64));
+        }
+        let forgotten = tx.execute("DELETE FROM snapshots WHERE set_id = ?1", [id])?;
+        tx.execute(
+            "DELETE FROM retention_rules WHERE client_id = ?1 AND set_name = ?2",
+            params![client, name],
+        )?;
+        tx.execute("DELETE FROM backup_sets WHERE id = ?1", [id])?;
+        tx.commit()?;
+        Ok(SetRemoval::Removed {
+            snapshots: forgotten as u64,
+        })
+    }
+
     /// Every set of every active client with its snapshot count and the end
     /// of its newest snapshot (what the status page, the metrics and the
     /// staleness alerts report), in client then set order.
@@ -92,4 +133,18 @@ pub struct SetSummary {
     pub snapshots: u64,
     /// When its newest snapshot was committed (ms), if it has one.
     pub last_success_ms: Option<i64>,
+}
+
+/// What [`Catalog::remove_set`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetRemoval {
+    /// The set is gone, and this many snapshots with it.
+    Removed {
+        /// Snapshots forgotten.
+        snapshots: u64,
+    },
+    /// Nothing: the client has no such set.
+    NoSuchSet,
+    /// Nothing: this many of its snapshots are protected.
+    Protected(u64),
 }
