@@ -10,6 +10,7 @@ pub mod sets;
 pub mod snapshots;
 pub mod verify;
 
+use ferry_protocol::units::format_size;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -56,14 +57,14 @@ pub fn gc(data: &DataDir, grace: Option<Duration>, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "kept {} snapshots; deleted {} unreferenced blobs ({} bytes), kept {} younger than the grace period; deleted {} packs, rewrote {}; freed {} bytes in {} ms",
+            "kept {} snapshots; deleted {} unreferenced blobs ({}), kept {} younger than the grace period; deleted {} packs, rewrote {}; freed {} in {} ms",
             report.snapshots,
             report.blobs_deleted,
-            report.bytes_unreferenced,
+            format_size(report.bytes_unreferenced),
             report.blobs_in_grace,
             report.packs_deleted,
             report.packs_repacked,
-            report.bytes_freed,
+            format_size(report.bytes_freed),
             report.duration_ms
         );
         if !report.snapshots_damaged.is_empty() {

@@ -278,7 +278,7 @@ pub fn run(data: &DataDir, command: ClientsCommand) -> Result<()> {
                     "not run"
                 },
                 c.internet_max_file
-                    .map_or("unlimited".to_string(), |m| format!("{m} bytes"))
+                    .map_or("unlimited".to_string(), ferry_protocol::units::format_size)
             );
         }
         ClientsCommand::Limit { name, rate, reset } => {

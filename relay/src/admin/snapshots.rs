@@ -130,7 +130,7 @@ fn list(data: &DataDir, client: Option<String>, set: Option<String>, json: bool)
             ("SET", Align::Left),
             ("FINISHED", Align::Left),
             ("FILES", Align::Right),
-            ("BYTES", Align::Right),
+            ("SIZE", Align::Right),
             ("KEPT BY", Align::Left),
         ]);
         for r in rows {
@@ -140,7 +140,7 @@ fn list(data: &DataDir, client: Option<String>, set: Option<String>, json: bool)
                 r.set,
                 r.finished_at,
                 r.files.to_string(),
-                r.bytes.to_string(),
+                ferry_protocol::units::format_size(r.bytes),
                 r.kept_by.join(","),
             ]);
         }

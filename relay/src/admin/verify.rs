@@ -1,5 +1,6 @@
 //! `ferry-relay verify`: runs [`crate::verify::run`] and prints what it found.
 
+use ferry_protocol::units::format_size;
 use std::process::ExitCode;
 
 use anyhow::{bail, Result};
@@ -46,10 +47,10 @@ pub fn run(
         println!("{}", serde_json::to_string(&report)?);
     } else {
         println!(
-            "catalog: {}; {} blobs ({} bytes) in {} pack(s) checked, {} left for the next run; {} snapshot(s) walked in {} ms",
+            "catalog: {}; {} blobs ({}) in {} pack(s) checked, {} left for the next run; {} snapshot(s) walked in {} ms",
             report.catalog,
             report.blobs_checked,
-            report.bytes_checked,
+            format_size(report.bytes_checked),
             report.packs,
             report.blobs_left,
             report.snapshots,
@@ -57,8 +58,9 @@ pub fn run(
         );
         if report.unindexed_tail_bytes > 0 || report.packs_unnamed > 0 {
             println!(
-                "not damage: {} bytes at pack ends and {} pack(s) no row names (an interrupted write or collection; moved to store/quarantine/ at the next start)",
-                report.unindexed_tail_bytes, report.packs_unnamed
+                "not damage: {} at pack ends and {} pack(s) no row names (an interrupted write or collection; moved to store/quarantine/ at the next start)",
+                format_size(report.unindexed_tail_bytes),
+                report.packs_unnamed
             );
         }
         for d in &report.damaged {
