@@ -29,16 +29,6 @@ export RESTIC_PASSWORD=bench RESTIC_REPOSITORY="$WORK/restic"
 restic init -q >/dev/null
 restic backup -q "$SRC" >/dev/null
 
-# Seconds `"$@"` takes.
-seconds() {
-  local start; start=$(date +%s.%N)
-  "$@" >/dev/null
-  echo "$(date +%s.%N) - $start" | bc
-}
-median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
-declare -A T
-record() { T[$1]="${T[$1]:-} $2"; }
-med() { tr ' ' '\n' <<<"${T[$1]}" | grep . | median; }
 
 for run in $(seq 1 "$RUNS"); do
   for mode in open sealed; do

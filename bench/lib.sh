@@ -120,3 +120,15 @@ start_link() {
   for _ in $(seq 1 100); do [ -s "$WORK/link.$1" ] && break; sleep 0.05; done
   LINK_PORT=$(head -n1 "$WORK/link.$1")
 }
+
+# Timings by name: `record NAME "$(seconds CMD…)"` in each run, then
+# `med NAME` for the median of the runs.
+seconds() {
+  local start; start=$(date +%s.%N)
+  "$@" >/dev/null
+  echo "$(date +%s.%N) - $start" | bc
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { printf "%.2f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+declare -A T
+record() { T[$1]="${T[$1]:-} $2"; }
+med() { tr ' ' '\n' <<<"${T[$1]}" | grep . | median; }

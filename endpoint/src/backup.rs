@@ -271,13 +271,14 @@ pub async fn run(
     let mut trees = Trees::default();
     let root_id = trees.build(b"/".to_vec(), root)?;
     run.upload_trees(&trees).await?;
+    let labelled = crate::labels::ask(run.client, root_id.0, &label_paths(source), None).await?;
     let commit = Message::Commit {
         root: root_id,
         files: run.summary.files,
         bytes: run.summary.bytes,
         started_ms,
     };
-    let answer = run.client.request(&commit).await;
+    let answer = crate::labels::commit(run.client, labelled, &commit).await;
     let snapshot = committed(answer, run.cache, &run.set)?;
     let Backup {
         client,
@@ -358,6 +359,22 @@ pub fn without_missing_paths(job: &Job) -> Result<(Job, Vec<String>)> {
     let mut job = job.clone();
     job.source = Source::Paths(present);
     Ok((job, missing))
+}
+
+/// What a backup of `source` covers, as its label says it.
+pub fn label_paths(source: &Source) -> Vec<String> {
+    match source {
+        Source::Paths(paths) => paths
+            .iter()
+            .map(|p| {
+                absolute(p)
+                    .unwrap_or_else(|_| p.clone())
+                    .display()
+                    .to_string()
+            })
+            .collect(),
+        Source::Command { name, .. } => vec![format!("command:{name}")],
+    }
 }
 
 /// Makes `path` absolute and lexically normal (no `.` or `..`), without

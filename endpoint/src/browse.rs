@@ -256,7 +256,8 @@ pub async fn print_list(
 }
 
 /// Prints the set's snapshots (every set's without one), oldest first,
-/// with why the relay keeps each: a table, or a JSON array.
+/// with why the relay keeps each and the host and paths each covers (its
+/// label): a table, or a JSON array.
 ///
 /// # Errors
 /// The relay cannot be reached or answers wrongly.
@@ -264,6 +265,7 @@ pub async fn print_snapshots(state: &StateDir, set: Option<String>, json: bool) 
     let mut client = crate::jobs::open_client(state).await?;
     let (list, kept_by) = crate::snapshot::list_kept_by(&mut client, set).await?;
     let kept = |id: u64| kept_by.get(&id).cloned().unwrap_or_default();
+    let labels = crate::labels::fetch(state, &mut client, &list).await?;
     client.close().await;
     if json {
         let rows: Vec<serde_json::Value> = list
@@ -278,6 +280,8 @@ pub async fn print_snapshots(state: &StateDir, set: Option<String>, json: bool) 
                     "files": s.files,
                     "bytes": s.bytes,
                     "kept_by": kept(s.id),
+                    "host": labels.get(&s.id).map(|l| printable(l.host.as_bytes())),
+                    "paths": labels.get(&s.id).map(|l| l.paths.clone()).unwrap_or_default(),
                 })
             })
             .collect();
@@ -292,8 +296,11 @@ pub async fn print_snapshots(state: &StateDir, set: Option<String>, json: bool) 
             ("FILES", Align::Right),
             ("SIZE", Align::Right),
             ("KEPT BY", Align::Left),
+            ("HOST", Align::Left),
+            ("PATHS", Align::Left),
         ]);
         for s in list {
+            let label = labels.get(&s.id);
             table.row(vec![
                 s.id.to_string(),
                 printable(s.set.as_bytes()),
@@ -301,6 +308,8 @@ pub async fn print_snapshots(state: &StateDir, set: Option<String>, json: bool) 
                 s.files.to_string(),
                 format_size(s.bytes),
                 kept(s.id).join(","),
+                label.map_or_else(String::new, |l| printable(l.host.as_bytes())),
+                label.map_or_else(String::new, crate::labels::shown_paths),
             ]);
         }
         print!("{}", table.render());

@@ -23,6 +23,7 @@ pub mod fsmeta;
 pub mod hooks;
 pub mod jobs;
 pub mod key;
+pub mod labels;
 pub mod mount;
 pub mod overwrite;
 pub mod pair;

@@ -374,8 +374,8 @@ async fn run_restore(
     let mut client = jobs::open_client(state).await?;
     let reader = ferry_endpoint::browse::Reader::new(state, &mut client).await?;
     let mut doomed = Vec::new();
-    restore_plan::check_paths(state, &mut client, &reader, request).await?;
     if dry_run || delete {
+        restore_plan::check_paths(state, &mut client, &reader, request).await?;
         let plan = restore_plan::plan(state, &mut client, &reader, request, delete).await?;
         if dry_run {
             client.close().await;
@@ -385,9 +385,17 @@ async fn run_restore(
         doomed = plan.remove;
     }
     let live = Live::default();
-    let mut summary = Bar::new(Direction::Down, json)
+    let restored = Bar::new(Direction::Down, json)
         .follow(&live, reader.restore(state, &mut client, request, &live))
-        .await?;
+        .await;
+    let mut summary = match restored {
+        // Which snapshot does hold it: said instead.
+        Err(e) if e.downcast_ref::<restore::HoldsNothing>().is_some() => {
+            restore_plan::check_paths(state, &mut client, &reader, request).await?;
+            return Err(e);
+        }
+        other => other?,
+    };
     if delete && summary.errors > 0 {
         eprintln!("ferry: --delete removed nothing: the restore had errors (above); run it again");
     } else if delete {
@@ -470,12 +478,6 @@ async fn run_verify(
     })
 }
 
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
-}
-
 async fn run_pair(
     state: &StateDir,
     relay: &str,
@@ -493,7 +495,7 @@ async fn run_pair(
         );
     }
     let keys = state.load_or_create_keys()?;
-    let hostname = name.unwrap_or_else(hostname);
+    let hostname = name.unwrap_or_else(ferry_endpoint::labels::host);
     let (relay_key, accept) = pair(relay, code, &keys, &hostname, sealed).await?;
     let record = RelayRecord {
         relay_key: relay_key.to_hex(),

@@ -143,6 +143,17 @@ impl Summary {
     }
 }
 
+/// A restore whose paths the snapshot lacks: nothing was written (the
+/// command line then names the newest snapshot that holds them).
+#[derive(Debug, thiserror::Error)]
+#[error("snapshot {snapshot} holds nothing under {under}")]
+pub struct HoldsNothing {
+    /// The snapshot.
+    pub snapshot: u64,
+    /// The paths asked for.
+    pub under: String,
+}
+
 /// Whether `error` says the disk is full.
 pub(crate) fn is_disk_full(error: &str) -> bool {
     error.contains("No space left on device") || error.contains("os error 28")
@@ -215,11 +226,11 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
             .chain(request.paths.iter())
             .map(|p| p.display().to_string())
             .collect();
-        bail!(
-            "snapshot {} holds nothing under {}",
-            info.id,
-            under.join(", ")
-        );
+        return Err(HoldsNothing {
+            snapshot: info.id,
+            under: under.join(", "),
+        }
+        .into());
     }
     restore.finish();
     let mut summary = restore.summary;

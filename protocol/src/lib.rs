@@ -36,6 +36,7 @@ pub mod ids;
 pub mod keep;
 pub mod keyed_chunking;
 pub mod keys;
+pub mod label;
 pub mod message;
 pub mod noise;
 pub mod pairing;

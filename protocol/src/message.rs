@@ -440,7 +440,39 @@ pub enum Message {
         /// The objects sent.
         objects: Vec<(StorageId, serde_bytes::ByteBuf)>,
     },
+    /// Says where the snapshot this upload will commit was made and what
+    /// it covers (protocol 1.8): a [`crate::label::SnapshotLabel`], at
+    /// most [`MAX_LABEL`] bytes, opaque to the relay (sealed under the
+    /// vault for a sealed client). Kept with the snapshot at its commit;
+    /// answered by `LabelKept`.
+    SetLabel {
+        /// The encoded (or sealed) label.
+        #[serde(with = "serde_bytes")]
+        label: Vec<u8>,
+    },
+    /// The label will be kept with the snapshot the upload commits.
+    LabelKept,
+    /// Asks for the labels of these snapshots of this client (protocol
+    /// 1.8; at most [`MAX_LABELS`] ids). Answered by `Labels`.
+    GetLabels {
+        /// Snapshot ids.
+        snapshots: Vec<u64>,
+    },
+    /// The labels of the snapshots asked for that have one.
+    Labels {
+        /// (snapshot id, label as it was set).
+        labels: Vec<(u64, serde_bytes::ByteBuf)>,
+    },
 }
+
+/// The first protocol minor whose relays keep snapshot labels.
+pub const LABEL_SINCE_MINOR: u16 = 8;
+
+/// The most bytes a snapshot's label may take on the relay.
+pub const MAX_LABEL: usize = 4096;
+
+/// The most snapshots one `GetLabels` may name.
+pub const MAX_LABELS: usize = 256;
 
 /// The first protocol minor whose relays store sealed objects.
 pub const SEALED_SINCE_MINOR: u16 = 7;
@@ -642,6 +674,21 @@ mod tests {
             Just(Message::Working),
             Just(Message::GetUsage),
             proptest::option::of(".{0,20}").prop_map(|set| Message::GetKeptBy { set }),
+            proptest::collection::vec(any::<u8>(), 0..64)
+                .prop_map(|label| Message::SetLabel { label }),
+            Just(Message::LabelKept),
+            proptest::collection::vec(any::<u64>(), 0..8)
+                .prop_map(|snapshots| Message::GetLabels { snapshots }),
+            proptest::collection::vec(
+                (any::<u64>(), proptest::collection::vec(any::<u8>(), 0..16)),
+                0..4
+            )
+            .prop_map(|labels| Message::Labels {
+                labels: labels
+                    .into_iter()
+                    .map(|(id, l)| (id, serde_bytes::ByteBuf::from(l)))
+                    .collect()
+            }),
             proptest::collection::vec(
                 (any::<u64>(), proptest::collection::vec(".{0,9}", 0..3)),
                 0..4

@@ -75,6 +75,10 @@ pub enum SealedKind {
     /// ([`crate::sealed_dictionary`]), named by the roots whose chunks it
     /// packs.
     Dictionary = 6,
+    /// A snapshot's label ([`crate::label`]), kept beside the snapshot in
+    /// the relay's catalog (never in its store), naming the root it
+    /// describes.
+    Label = 7,
 }
 
 impl SealedKind {
@@ -87,6 +91,7 @@ impl SealedKind {
             4 => SealedKind::Tree,
             5 => SealedKind::Root,
             6 => SealedKind::Dictionary,
+            7 => SealedKind::Label,
             _ => return Err(ProtocolError::Malformed("sealed object kind")),
         })
     }

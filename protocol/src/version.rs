@@ -12,7 +12,7 @@ use crate::ProtocolError;
 /// The major version: peers must agree on it exactly.
 pub const PROTOCOL_MAJOR: u16 = 1;
 /// The minor version: additive changes; exchanged in `Hello`.
-pub const PROTOCOL_MINOR: u16 = 7;
+pub const PROTOCOL_MINOR: u16 = 8;
 /// The protocol's name, bound into every Noise prologue.
 pub const PROTOCOL_NAME: &[u8] = b"ferry";
 /// Length of the preamble on the wire.

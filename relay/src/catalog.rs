@@ -212,6 +212,9 @@ const MIGRATIONS: &[&str] = &[
     // root is a sealed object (kind 4) rather than a tree (kind 2).
     "ALTER TABLE clients ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE snapshots ADD COLUMN root_kind INTEGER NOT NULL DEFAULT 2;",
+    // 17: each snapshot's label (the host and paths it covers), opaque:
+    // sealed under the vault for a sealed client.
+    "ALTER TABLE snapshots ADD COLUMN label BLOB;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

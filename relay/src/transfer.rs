@@ -347,6 +347,8 @@ impl Transfer {
             }
             Message::Fetch { items, codec } => self.fetch_batch(items, codec).map(Some),
             Message::GetKeptBy { set } => self.kept_by(set.as_deref()).map(Some),
+            Message::SetLabel { label } => self.set_label(label).map(Some),
+            Message::GetLabels { snapshots } => self.labels(&snapshots).map(Some),
             Message::GetUsage => self.usage().map(Some),
             Message::GetDamage => self.damage().map(Some),
             Message::SetKeyWrap { wrapped } => self.set_key_wrap(false, wrapped).map(Some),

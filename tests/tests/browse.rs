@@ -266,3 +266,38 @@ fn dump_writes_a_file_to_stdout_and_a_directory_as_a_tar_stream() {
         assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "{mode}");
     }
 }
+
+#[test]
+fn snapshots_show_the_host_and_the_paths_each_covers() {
+    for sealed in [false, true] {
+        let (_relay, endpoint) = paired_in(sealed);
+        let mode = if sealed { "sealed" } else { "open" };
+        let work = tempfile::tempdir().unwrap();
+        let (docs, code) = (work.path().join("docs"), work.path().join("code"));
+        fs::create_dir_all(&docs).unwrap();
+        fs::create_dir_all(&code).unwrap();
+        fs::write(docs.join("a.txt"), "a").unwrap();
+        endpoint.backup_json(&[arg(&docs), arg(&code)]);
+        endpoint.backup_json(&["--set", "db", "--command", "echo dump", "--name", "db.sql"]);
+
+        let rows: Vec<serde_json::Value> =
+            serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
+        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(rows[0]["host"], host.trim(), "{mode}: {rows:?}");
+        assert_eq!(
+            rows[0]["paths"],
+            serde_json::json!([arg(&docs), arg(&code)]),
+            "{mode}"
+        );
+        assert_eq!(
+            rows[1]["paths"],
+            serde_json::json!(["command:db.sql"]),
+            "{mode}"
+        );
+        let table = ok(endpoint.ferry(&["snapshots"]));
+        assert!(
+            table.contains("PATHS") && table.contains(&format!("{}, {}", arg(&docs), arg(&code))),
+            "{mode}: {table}"
+        );
+    }
+}

@@ -52,7 +52,9 @@ fn paired_sealed() -> (Relay, Endpoint) {
 fn the_relay_keeps_no_name_and_no_byte_it_could_read() {
     let (relay, endpoint) = paired_sealed();
     let work = tempfile::tempdir().unwrap();
-    let src = work.path().join("src");
+    // The path backed up names the marker too: the snapshot's label
+    // (host and paths) is sealed, and the relay learns no path from it.
+    let src = work.path().join(format!("src-{MARKER}"));
     let named = src.join(format!("dir-{MARKER}"));
     fs::create_dir_all(&named).unwrap();
     let mut text = Vec::new();

@@ -179,13 +179,21 @@ pub async fn run(
     let (root_id, bytes) = seal(keys, SealedKind::Root, refs, &root.encode()?)?;
     run.remote.queue(root_id, bytes, Send::Always).await?;
     run.remote.drain().await?;
+    let client = run.remote.client();
+    let labelled = crate::labels::ask(
+        client,
+        root_id.0,
+        &crate::backup::label_paths(&job.source),
+        Some(keys),
+    )
+    .await?;
     let commit = Message::CommitSealed {
         root: root_id,
         files: run.summary.files,
         bytes: run.summary.bytes,
         started_ms,
     };
-    let answer = run.remote.client().request(&commit).await;
+    let answer = crate::labels::commit(run.remote.client(), labelled, &commit).await;
     let snapshot = crate::backup::committed(answer, run.cache, &run.set)?;
     super::roots::remember(
         state,

@@ -77,10 +77,17 @@ pub async fn run(
     )
     .await?;
     if placed.is_empty() {
-        bail!(
-            "snapshot {} holds nothing under the paths asked for",
-            info.id
-        );
+        let under: Vec<String> = request
+            .map_from
+            .iter()
+            .chain(&request.paths)
+            .map(|p| p.display().to_string())
+            .collect();
+        return Err(crate::restore::HoldsNothing {
+            snapshot: info.id,
+            under: under.join(", "),
+        }
+        .into());
     }
     let mut summary = Summary::default();
     summary.totals.snapshot = info.id;

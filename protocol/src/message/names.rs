@@ -58,6 +58,10 @@ impl Message {
             Message::CommitSealed { .. } => "CommitSealed",
             Message::GetSealedBelow { .. } => "GetSealedBelow",
             Message::SealedBelow { .. } => "SealedBelow",
+            Message::SetLabel { .. } => "SetLabel",
+            Message::LabelKept => "LabelKept",
+            Message::GetLabels { .. } => "GetLabels",
+            Message::Labels { .. } => "Labels",
         }
     }
 }

@@ -73,6 +73,38 @@ impl Catalog {
         Ok(SnapshotId(self.conn.last_insert_rowid() as u64))
     }
 
+    /// Keeps `label` (opaque, bounded by the session) with `snapshot`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_snapshot_label(&mut self, snapshot: SnapshotId, label: &[u8]) -> Result<()> {
+        self.conn.execute(
+            "UPDATE snapshots SET label = ?2 WHERE id = ?1",
+            params![snapshot, label],
+        )?;
+        Ok(())
+    }
+
+    /// The labels of `client`'s snapshots among `ids` that have one.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn snapshot_labels(&self, client: ClientId, ids: &[u64]) -> Result<Vec<(u64, Vec<u8>)>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT label FROM snapshots WHERE id = ?1 AND client_id = ?2 AND label IS NOT NULL",
+        )?;
+        let mut labels = Vec::new();
+        for id in ids {
+            let label: Option<Vec<u8>> = stmt
+                .query_row(params![*id as i64, client], |r| r.get(0))
+                .optional()?;
+            if let Some(label) = label {
+                labels.push((*id, label));
+            }
+        }
+        Ok(labels)
+    }
+
     /// Forgets the given snapshots, except protected ones; returns the ids
     /// forgotten and the ids protected (the others do not exist).
     ///

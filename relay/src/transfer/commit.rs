@@ -182,13 +182,14 @@ impl Transfer {
     ) -> Result<SnapshotId> {
         let client = self.client;
         let (upload_id, staged, set_id) = (upload.id, upload.staged, upload.set_id);
+        let label = upload.label.take();
         let repo = Arc::clone(&self.repo);
         let snapshot = upload.indexing(|| {
             repo.catalog(|c| {
                 if staged {
                     c.index_staged_trees(upload_id)?;
                 }
-                c.insert_snapshot(
+                let snapshot = c.insert_snapshot(
                     client,
                     set_id,
                     root,
@@ -196,7 +197,11 @@ impl Transfer {
                     crate::clock::retention_now_ms(),
                     files,
                     bytes,
-                )
+                )?;
+                if let Some(label) = &label {
+                    c.set_snapshot_label(snapshot, label)?;
+                }
+                Ok(snapshot)
             })
             .map_err(TransferError::from)
         })?;

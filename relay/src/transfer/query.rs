@@ -46,6 +46,37 @@ impl Transfer {
         Ok(Message::KeptBy { snapshots })
     }
 
+    /// Keeps the label of the snapshot the open upload will commit.
+    pub(super) fn set_label(&mut self, label: Vec<u8>) -> Result<Message> {
+        if label.len() > ferry_protocol::message::MAX_LABEL {
+            return Err(violation!(
+                "a snapshot label of {} bytes (at most {})",
+                label.len(),
+                ferry_protocol::message::MAX_LABEL
+            ));
+        }
+        self.upload()?.label = Some(label);
+        Ok(Message::LabelKept)
+    }
+
+    /// The labels of this client's snapshots among `ids`.
+    pub(super) fn labels(&self, ids: &[u64]) -> Result<Message> {
+        if ids.len() > ferry_protocol::message::MAX_LABELS {
+            return Err(violation!(
+                "labels of {} snapshots asked for at once (at most {})",
+                ids.len(),
+                ferry_protocol::message::MAX_LABELS
+            ));
+        }
+        let client = self.client;
+        let labels = self.catalog(|c| c.snapshot_labels(client, ids))?;
+        let labels = labels
+            .into_iter()
+            .map(|(id, l)| (id, serde_bytes::ByteBuf::from(l)))
+            .collect();
+        Ok(Message::Labels { labels })
+    }
+
     /// What the client stores and may store.
     pub(super) fn usage(&self) -> Result<Message> {
         Ok(Message::Usage {

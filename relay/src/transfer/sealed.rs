@@ -219,6 +219,6 @@ fn sealed_copies(header: &Header) -> u8 {
     use ferry_protocol::sealed::SealedKind;
     match header.kind {
         SealedKind::Content | SealedKind::Tree | SealedKind::Root | SealedKind::Dictionary => 2,
-        SealedKind::Chunk | SealedKind::Patch | SealedKind::Signature => 1,
+        SealedKind::Chunk | SealedKind::Patch | SealedKind::Signature | SealedKind::Label => 1,
     }
 }

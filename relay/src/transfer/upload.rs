@@ -54,6 +54,8 @@ pub(super) struct Upload {
     pub(super) unindexed: u64,
     /// Bytes appended in all (new data: how much of the snapshot changed).
     pub(super) appended: u64,
+    /// The snapshot's label (`SetLabel`), kept with it at the commit.
+    pub(super) label: Option<Vec<u8>>,
     /// Sealed objects appended since the last sync that name others, in
     /// the order they came, with what they name (see `sealed`).
     pub(super) sealed_refs: Vec<([u8; 32], Vec<[u8; 32]>)>,
@@ -83,6 +85,7 @@ impl Upload {
             id: repo.next_upload_id(),
             repo: std::sync::Arc::clone(repo),
             staged: false,
+            label: None,
             pending_objects: 0,
             set_id,
             retention,
