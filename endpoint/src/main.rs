@@ -385,12 +385,17 @@ async fn run_restore(
         doomed = plan.remove;
     }
     let live = Live::default();
+    let target_was_there = request.map_to.symlink_metadata().is_ok();
     let restored = Bar::new(Direction::Down, json)
         .follow(&live, reader.restore(state, &mut client, request, &live))
         .await;
     let mut summary = match restored {
         // Which snapshot does hold it: said instead.
         Err(e) if e.downcast_ref::<restore::HoldsNothing>().is_some() => {
+            if !target_was_there {
+                // Only the empty directory the restore made: not left behind.
+                let _ = std::fs::remove_dir(&request.map_to);
+            }
             restore_plan::check_paths(state, &mut client, &reader, request).await?;
             return Err(e);
         }
