@@ -410,6 +410,15 @@ async fn run_restore(
         doomed.truncate(ferry_endpoint::overwrite::KEPT_LISTED);
         summary.deleted = doomed;
     }
+    // Several paths asked for: one the snapshot lacks is still an error.
+    let asked = request.paths.len() + usize::from(request.map_from.is_some());
+    let lacking = if asked > 1 {
+        restore_plan::check_paths(state, &mut client, &reader, request)
+            .await
+            .err()
+    } else {
+        None
+    };
     client.close().await;
     for line in summary.lines() {
         eprintln!("ferry: cannot restore {line}");
@@ -433,6 +442,10 @@ async fn run_restore(
             format_size(summary.totals.bytes_received),
             summary.totals.duration_s
         );
+    }
+    if let Some(e) = lacking {
+        eprintln!("ferry: error: the other paths were restored, but {e:#}");
+        return Ok(ExitCode::FAILURE);
     }
     Ok(if summary.errors > 0 {
         ExitCode::from(PARTIAL)

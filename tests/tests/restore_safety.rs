@@ -310,6 +310,20 @@ fn a_path_the_snapshot_lacks_names_the_newest_snapshot_that_holds_it() {
             "{mode}: {line}"
         );
         assert!(!out.exists(), "{mode}: nothing is written");
+        // With another path that is there: that one is restored, and the
+        // lacking one is still exit 1, named as before.
+        let kept = src.join("kept.txt");
+        let both = endpoint.ferry(&["restore", "--map-to", arg(&out), arg(&kept), arg(&thesis)]);
+        assert_eq!(both.status.code(), Some(1), "{mode}");
+        assert!(
+            stderr(&both).contains("the other paths were restored")
+                && stderr(&both).contains(&format!("-b {second}")),
+            "{mode}: {}",
+            stderr(&both)
+        );
+        let restored_kept = out.join(kept.strip_prefix("/").unwrap());
+        assert_eq!(fs::read_to_string(restored_kept).unwrap(), "kept", "{mode}");
+        fs::remove_dir_all(&out).unwrap();
         // Nowhere at all: said so.
         let nowhere = endpoint.ferry(&[
             "restore",
