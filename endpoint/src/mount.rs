@@ -1,6 +1,8 @@
 //! `ferry mount MOUNTPOINT`: the relay's snapshots as a read-only
 //! filesystem (FUSE), `sets/SET/ID-TIME/…` with a `latest` link in each
-//! set, for open and sealed clients alike. Directories come from the
+//! set, for open and sealed clients alike; snapshots made while it is
+//! mounted appear (the relay is asked again, at most every 5 s, when the
+//! list of sets or snapshots is looked at). Directories come from the
 //! snapshots' trees, read the first time one is entered; a file's bytes
 //! are fetched when it is first opened, into a bounded local cache. The
 //! mount ends cleanly on SIGINT, SIGTERM or `fusermount -u`.
@@ -47,7 +49,8 @@ pub async fn run(state: &StateDir, request: &MountRequest) -> Result<()> {
     let nodes = nodes::Nodes::new(&snapshots);
     let cache = cache::Cache::new(Scratch::new(&std::env::temp_dir())?, request.cache_bytes);
     let remote = remote::Remote::new(state.clone(), reader, client);
-    let filesystem = fs::SnapshotFs::new(nodes, cache, remote, tokio::runtime::Handle::current());
+    let runtime = tokio::runtime::Handle::current();
+    let filesystem = fs::SnapshotFs::new(nodes, (cache, remote), runtime, request.set.clone());
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,

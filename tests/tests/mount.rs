@@ -147,6 +147,27 @@ fn cp_out_of_the_mount_matches_the_restore_and_the_mount_ends_cleanly() {
             "{mode}: the mount shows extended attributes"
         );
 
+        // A backup made while mounted shows up, and latest moves to it.
+        fs::write(src.join("docs/fresh.txt"), "made after the mount").unwrap();
+        let third = endpoint.backup_json(&[arg(&src)])["snapshot"].to_string();
+        wait_for(
+            "the new snapshot in the mount",
+            Duration::from_secs(120),
+            || {
+                let _ = fs::read_dir(&set).ok()?.count();
+                let latest = fs::read_link(set.join("latest")).ok()?;
+                latest
+                    .to_string_lossy()
+                    .starts_with(&format!("{third}-"))
+                    .then_some(())
+            },
+        );
+        assert_eq!(
+            fs::read_to_string(inside("latest").join("docs/fresh.txt")).unwrap(),
+            "made after the mount",
+            "{mode}"
+        );
+
         // fusermount -u ends it: exit 0, nothing mounted.
         let unmounted = Command::new("fusermount3")
             .arg("-u")

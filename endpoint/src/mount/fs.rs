@@ -26,6 +26,11 @@ use super::remote::Remote;
 
 /// How long the kernel may keep what it was told: a snapshot never changes.
 const TTL: Duration = Duration::from_secs(3600);
+/// ...but the list of sets and snapshots does, and `latest` moves.
+const LISTING_TTL: Duration = Duration::from_secs(1);
+/// The relay is asked for new snapshots at most this often, when someone
+/// looks at the list of sets or snapshots.
+const REFRESH: Duration = Duration::from_secs(5);
 
 /// A file opened first is fetched with the files beside it in its
 /// directory not held yet, up to this many bytes in all: one restore,
@@ -43,16 +48,20 @@ pub struct SnapshotFs {
     handles: Mutex<HashMap<u64, (PathBuf, Arc<File>)>>,
     next_handle: AtomicU64,
     runtime: tokio::runtime::Handle,
+    /// Only this set's snapshots are shown, if given.
+    set: Option<String>,
+    /// When the list of snapshots was last asked for.
+    refreshed: Mutex<std::time::Instant>,
 }
 
 impl SnapshotFs {
     /// The filesystem over `nodes`, fetching through `remote` into `cache`
-    /// on `runtime`.
+    /// on `runtime`; only `set`'s snapshots, if given.
     pub fn new(
         nodes: Nodes,
-        cache: Cache,
-        remote: Remote,
+        (cache, remote): (Cache, Remote),
         runtime: tokio::runtime::Handle,
+        set: Option<String>,
     ) -> Self {
         Self {
             nodes: RwLock::new(nodes),
@@ -61,6 +70,61 @@ impl SnapshotFs {
             handles: Mutex::new(HashMap::new()),
             next_handle: AtomicU64::new(1),
             runtime,
+            set,
+            refreshed: Mutex::new(std::time::Instant::now()),
+        }
+    }
+
+    /// Whether `ino` is the root, `sets` or a set's directory: listings
+    /// that grow as backups are made.
+    fn is_listing(&self, ino: u64) -> bool {
+        let nodes = self.nodes();
+        let sets = nodes.lookup(1, b"sets");
+        ino == 1 || Some(ino) == sets || nodes.get(ino).is_some_and(|n| Some(n.parent) == sets)
+    }
+
+    /// How long the kernel may keep `ino`'s entry and attributes.
+    fn ttl(&self, ino: u64) -> Duration {
+        let parent = self.nodes().get(ino).map_or(1, |n| n.parent);
+        if self.is_listing(ino) || self.is_listing(parent) {
+            LISTING_TTL
+        } else {
+            TTL
+        }
+    }
+
+    /// Adds the snapshots made since the last look, when `ino` is a
+    /// listing and the last look is [`REFRESH`] old. A relay that does not
+    /// answer leaves the listing as it was.
+    fn refresh(&self, ino: u64) {
+        if !self.is_listing(ino) {
+            return;
+        }
+        {
+            let mut last = self
+                .refreshed
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if last.elapsed() < REFRESH {
+                return;
+            }
+            *last = std::time::Instant::now();
+        }
+        match self
+            .runtime
+            .block_on(self.remote.snapshots(self.set.clone()))
+        {
+            Ok(snapshots) => {
+                let mut nodes = self
+                    .nodes
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let added = nodes.add_snapshots(&snapshots);
+                if added > 0 {
+                    tracing::info!("mount: {added} new snapshot(s)");
+                }
+            }
+            Err(e) => tracing::warn!("mount: cannot list new snapshots: {e:#}"),
         }
     }
 
@@ -175,19 +239,23 @@ impl Filesystem for SnapshotFs {
         if let Err(e) = self.read_snapshot(parent.0) {
             return reply.error(e);
         }
-        let nodes = self.nodes();
-        match nodes
-            .lookup(parent.0, name.as_bytes())
-            .and_then(|ino| nodes.get(ino))
-        {
-            Some(node) => reply.entry(&TTL, &node.attr, Generation(0)),
-            None => reply.error(Errno::ENOENT),
+        // A name not known yet may be a snapshot made since the mount.
+        let found = self.nodes().lookup(parent.0, name.as_bytes());
+        let found = found.or_else(|| {
+            self.refresh(parent.0);
+            self.nodes().lookup(parent.0, name.as_bytes())
+        });
+        let attr = found.and_then(|ino| self.nodes().get(ino).map(|n| n.attr));
+        match (found, attr) {
+            (Some(ino), Some(attr)) => reply.entry(&self.ttl(ino), &attr, Generation(0)),
+            _ => reply.error(Errno::ENOENT),
         }
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.nodes().get(ino.0) {
-            Some(node) => reply.attr(&TTL, &node.attr),
+        let attr = self.nodes().get(ino.0).map(|n| n.attr);
+        match attr {
+            Some(attr) => reply.attr(&self.ttl(ino.0), &attr),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -314,6 +382,9 @@ impl Filesystem for SnapshotFs {
     ) {
         if let Err(e) = self.read_snapshot(ino.0) {
             return reply.error(e);
+        }
+        if offset == 0 {
+            self.refresh(ino.0);
         }
         let nodes = self.nodes();
         let Some(node) = nodes.get(ino.0) else {

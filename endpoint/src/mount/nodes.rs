@@ -140,46 +140,60 @@ impl Nodes {
     pub fn new(snapshots: &[SnapshotInfo]) -> Self {
         let now = SystemTime::now();
         let mut nodes = Self::default();
-        let root = nodes.add(
-            1,
-            NodeKind::Dir(BTreeMap::new()),
-            virtual_attr(FileType::Directory, 0, now),
-        );
-        let sets = nodes.add_child(
-            root,
-            b"sets",
-            NodeKind::Dir(BTreeMap::new()),
-            virtual_attr(FileType::Directory, 0, now),
-        );
-        let mut set_dirs: HashMap<&str, u64> = HashMap::new();
-        for info in snapshots {
-            let set = *set_dirs.entry(&info.set).or_insert_with(|| {
-                let attr = virtual_attr(FileType::Directory, 0, now);
-                nodes.add_child(
-                    sets,
-                    &component(&info.set),
-                    NodeKind::Dir(BTreeMap::new()),
-                    attr,
-                )
-            });
-            let name = snapshot_name(info);
-            let attr = virtual_attr(FileType::Directory, 0, time_of_ms(info.finished_ms));
-            nodes.add_child(set, name.as_bytes(), NodeKind::Unread(info.id), attr);
-        }
-        let mut latest: HashMap<&str, &SnapshotInfo> = HashMap::new();
-        for info in snapshots {
-            latest.insert(&info.set, info);
-        }
-        for (set, info) in latest {
-            let target = snapshot_name(info).into_bytes();
-            let attr = virtual_attr(
-                FileType::Symlink,
-                target.len() as u64,
-                time_of_ms(info.finished_ms),
-            );
-            nodes.add_child(set_dirs[set], b"latest", NodeKind::Symlink(target), attr);
-        }
+        let dir = || virtual_attr(FileType::Directory, 0, now);
+        let root = nodes.add(1, NodeKind::Dir(BTreeMap::new()), dir());
+        nodes.add_child(root, b"sets", NodeKind::Dir(BTreeMap::new()), dir());
+        nodes.add_snapshots(snapshots);
         nodes
+    }
+
+    /// Adds the snapshots of `snapshots` (oldest first) not shown yet, and
+    /// points each set's `latest` at its newest. Returns how many were new.
+    pub fn add_snapshots(&mut self, snapshots: &[SnapshotInfo]) -> usize {
+        let Some(sets) = self.lookup(1, b"sets") else {
+            return 0;
+        };
+        let mut added = 0;
+        let mut newest: BTreeMap<Vec<u8>, &SnapshotInfo> = BTreeMap::new();
+        for info in snapshots {
+            let set_name = component(&info.set);
+            let set = match self.lookup(sets, &set_name) {
+                Some(set) => set,
+                None => {
+                    let attr = virtual_attr(FileType::Directory, 0, SystemTime::now());
+                    self.add_child(sets, &set_name, NodeKind::Dir(BTreeMap::new()), attr)
+                }
+            };
+            let name = snapshot_name(info);
+            if self.lookup(set, name.as_bytes()).is_none() {
+                let attr = virtual_attr(FileType::Directory, 0, time_of_ms(info.finished_ms));
+                self.add_child(set, name.as_bytes(), NodeKind::Unread(info.id), attr);
+                added += 1;
+            }
+            newest.insert(set_name, info);
+        }
+        for (set_name, info) in newest {
+            let Some(set) = self.lookup(sets, &set_name) else {
+                continue;
+            };
+            let target = snapshot_name(info).into_bytes();
+            let time = time_of_ms(info.finished_ms);
+            let attr = virtual_attr(FileType::Symlink, target.len() as u64, time);
+            match self.lookup(set, b"latest") {
+                Some(latest) => {
+                    let node = &mut self.nodes[latest as usize - 1];
+                    node.kind = NodeKind::Symlink(target);
+                    node.attr = FileAttr {
+                        ino: INodeNo(latest),
+                        ..attr
+                    };
+                }
+                None => {
+                    self.add_child(set, b"latest", NodeKind::Symlink(target), attr);
+                }
+            }
+        }
+        added
     }
 
     /// Adds a node under `parent`; returns its inode.
@@ -298,6 +312,29 @@ mod tests {
                 xattrs: Vec::new(),
             },
         }
+    }
+
+    #[test]
+    fn snapshots_made_after_the_mount_are_added_and_latest_moves() {
+        let mut nodes = Nodes::new(&[info(1, "docs")]);
+        let sets = nodes.lookup(1, b"sets").unwrap();
+        let docs = nodes.lookup(sets, b"docs").unwrap();
+        let latest = nodes.lookup(docs, b"latest").unwrap();
+        assert_eq!(
+            nodes.add_snapshots(&[info(1, "docs"), info(4, "docs"), info(5, "new")]),
+            2
+        );
+        assert_eq!(
+            nodes.lookup(docs, b"latest"),
+            Some(latest),
+            "the same inode"
+        );
+        let NodeKind::Symlink(target) = &nodes.get(latest).unwrap().kind else {
+            panic!()
+        };
+        assert!(target.starts_with(b"4-"));
+        assert!(nodes.lookup(sets, b"new").is_some());
+        assert_eq!(nodes.add_snapshots(&[info(4, "docs")]), 0);
     }
 
     #[test]

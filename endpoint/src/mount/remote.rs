@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use anyhow::{bail, Result};
+use ferry_protocol::message::SnapshotInfo;
 
 use crate::browse::{Listed, Reader};
 use crate::client::RelayClient;
@@ -62,6 +63,18 @@ impl Remote {
             }
         }
         Err(failure.expect("tried"))
+    }
+
+    /// The snapshots of `set` (every set's without one), oldest first.
+    ///
+    /// # Errors
+    /// Session failures.
+    pub async fn snapshots(&self, set: Option<String>) -> Result<Vec<SnapshotInfo>> {
+        self.on_session(|client, _, _| {
+            let set = set.clone();
+            Box::pin(async move { crate::snapshot::list(client, set.as_deref()).await })
+        })
+        .await
     }
 
     /// Every entry of snapshot `snapshot`, parents first.
