@@ -143,7 +143,8 @@ pub fn fixed_sealing_keys() -> crate::sealed::SealingKeys {
 
 /// Reads bytes as a sealed object's header (what the relay does, with no
 /// key), then opens them as each kind under the fixed vault (what an
-/// endpoint does with what a relay hands back).
+/// endpoint does with what a relay hands back), a snapshot label among
+/// them.
 pub fn sealed(data: &[u8]) {
     use crate::sealed::{open, Header, SealedKind, StorageId};
     let _ = Header::read(data);
@@ -153,13 +154,16 @@ pub fn sealed(data: &[u8]) {
     for kind in [SealedKind::Chunk, SealedKind::Tree, SealedKind::Content] {
         let _ = open(&keys, &id, data, kind);
     }
+    // A sealed snapshot label, as `ferry snapshots` opens what a relay
+    // hands back (protocol 1.8).
+    let _ = crate::label::SnapshotLabel::open(data, &keys, &[1; 32]);
 }
 
 /// Decodes bytes as each sealed plaintext an endpoint reads once an object
 /// opened (a stolen laptop's key seals anything): contents (against refs
 /// taken from the first bytes), patches, signature patches (applied to a
 /// real signature), chunks (with and without a dictionary read from the
-/// same bytes), trees and roots.
+/// same bytes), trees, roots, and an open client's snapshot label.
 pub fn sealed_plaintexts(data: &[u8]) {
     use crate::compress::Method;
     use crate::sealed::StorageId;
@@ -181,4 +185,6 @@ pub fn sealed_plaintexts(data: &[u8]) {
     }
     let _ = decode_sealed_tree(body, &refs);
     let _ = crate::root::Root::decode(data);
+    // An open client's snapshot label, as the relay hands it back.
+    let _ = crate::label::SnapshotLabel::decode(data, &[1; 32]);
 }

@@ -167,6 +167,9 @@ fn seeds() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     out.push(("sealed", "tree-with-refs", tree));
     let (_, chunk) = seal(&keys, SealedKind::Chunk, Vec::new(), &changed[..3000]).unwrap();
     out.push(("sealed", "chunk", chunk));
+    let label = ferry_protocol::label::SnapshotLabel::new([1; 32], "laptop", &["/home/me".into()]);
+    out.push(("sealed", "label", label.seal(&keys).unwrap()));
+    out.push(("sealed_plaintexts", "open-label", label.encode()));
     let content = SealedContent {
         chunks: vec![ChunkEntry {
             data: StorageId([0; 32]),
