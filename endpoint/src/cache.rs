@@ -56,9 +56,22 @@ pub struct SetCache {
     pub files: HashMap<Vec<u8>, (Known, bool)>,
     /// Every cached directory's tree id by path.
     pub trees: HashMap<Vec<u8>, TreeId>,
+    /// Files known from another set's cache (the set's own holds none: its
+    /// first backup, over files another set backed up), and that set.
+    pub borrowed: HashMap<Vec<u8>, String>,
 }
 
 impl SetCache {
+    /// The files known from another set's cache that this backup saw
+    /// unchanged, with that set: they become this set's own.
+    pub fn adopted(&self) -> Vec<(Vec<u8>, String)> {
+        self.files
+            .iter()
+            .filter(|(_, (_, seen))| *seen)
+            .filter_map(|(path, _)| Some((path.clone(), self.borrowed.get(path)?.clone())))
+            .collect()
+    }
+
     /// The files this backup did not see again (gone, or no longer backed
     /// up), taken out.
     pub fn unseen_files(&mut self) -> Vec<Vec<u8>> {
@@ -81,6 +94,9 @@ pub struct SetUpdate {
     pub trees: Vec<(Vec<u8>, TreeId, Vec<u8>)>,
     /// Directories gone.
     pub trees_gone: Vec<Vec<u8>>,
+    /// Files known from another set's cache, seen unchanged: copied from
+    /// that set (path, set).
+    pub adopted: Vec<(Vec<u8>, String)>,
 }
 
 /// A sealed client's chunk as the files cache keeps it: what the next
@@ -154,6 +170,7 @@ impl FilesCache {
                 id BLOB NOT NULL,
                 PRIMARY KEY (set_name, id)
             ) WITHOUT ROWID;
+            CREATE TABLE IF NOT EXISTS cleared_sets (set_name TEXT PRIMARY KEY) WITHOUT ROWID;
             CREATE TABLE IF NOT EXISTS sealed_entries (
                 set_name TEXT NOT NULL,
                 path BLOB NOT NULL,
@@ -170,10 +187,50 @@ impl FilesCache {
     /// # Errors
     /// SQLite errors.
     pub fn load(&self, set: &str) -> Result<SetCache> {
+        let mut files = self.files_where("set_name = ?1", set, |_| {})?;
+        let mut borrowed = HashMap::new();
+        let cleared: bool = self
+            .conn
+            .prepare_cached("SELECT 1 FROM cleared_sets WHERE set_name = ?1")?
+            .exists([set])?;
+        if files.is_empty() && !cleared {
+            // A set's first backup over files another set backed up: known
+            // by their size, times and inode, not read again. Should the
+            // relay no longer hold what they name, the commit says so, this
+            // set's cache is cleared, and the backup reads every file.
+            files = self.files_where("set_name != ?1", set, |(path, from)| {
+                borrowed.insert(path, from);
+            })?;
+        }
+        let mut trees = HashMap::new();
+        let mut select = self
+            .conn
+            .prepare("SELECT path, id FROM trees WHERE set_name = ?1")?;
+        let mut rows = select.query([set])?;
+        while let Some(r) = rows.next()? {
+            if let Ok(id) = TreeId::from_slice(&r.get::<_, Vec<u8>>(1)?) {
+                trees.insert(r.get(0)?, id);
+            }
+        }
+        Ok(SetCache {
+            files,
+            trees,
+            borrowed,
+        })
+    }
+
+    /// The cached files of the sets `condition` (on `set`) picks, a
+    /// damaged row left out; `each` sees each path and its set.
+    fn files_where(
+        &self,
+        condition: &str,
+        set: &str,
+        mut each: impl FnMut((Vec<u8>, String)),
+    ) -> Result<HashMap<Vec<u8>, (Known, bool)>> {
         let mut files = HashMap::new();
-        let mut select = self.conn.prepare(
-            "SELECT path, size, mtime_ns, ctime_ns, inode, content, sparse FROM files WHERE set_name = ?1",
-        )?;
+        let mut select = self.conn.prepare(&format!(
+            "SELECT path, size, mtime_ns, ctime_ns, inode, content, sparse, set_name FROM files WHERE {condition}"
+        ))?;
         let mut rows = select.query([set])?;
         while let Some(r) = rows.next()? {
             let Ok(content) = ContentId::from_slice(&r.get::<_, Vec<u8>>(5)?) else {
@@ -194,19 +251,11 @@ impl FilesCache {
                 content,
                 sparse,
             };
-            files.insert(r.get(0)?, (known, false));
+            let path: Vec<u8> = r.get(0)?;
+            each((path.clone(), r.get(7)?));
+            files.insert(path, (known, false));
         }
-        let mut trees = HashMap::new();
-        let mut select = self
-            .conn
-            .prepare("SELECT path, id FROM trees WHERE set_name = ?1")?;
-        let mut rows = select.query([set])?;
-        while let Some(r) = rows.next()? {
-            if let Ok(id) = TreeId::from_slice(&r.get::<_, Vec<u8>>(1)?) {
-                trees.insert(r.get(0)?, id);
-            }
-        }
-        Ok(SetCache { files, trees })
+        Ok(files)
     }
 
     /// The chunk list cached for `path` in `set`, when it is `content`'s.
@@ -241,7 +290,21 @@ impl FilesCache {
     /// SQLite errors.
     pub fn save(&mut self, set: &str, update: &SetUpdate) -> Result<()> {
         let tx = self.conn.transaction()?;
+        tx.execute("DELETE FROM cleared_sets WHERE set_name = ?1", [set])?;
         {
+            let mut adopt = tx.prepare_cached(
+                "INSERT OR IGNORE INTO files (set_name, path, size, mtime_ns, ctime_ns, inode, content, chunks, sparse)
+                 SELECT ?1, path, size, mtime_ns, ctime_ns, inode, content, chunks, sparse
+                 FROM files WHERE set_name = ?2 AND path = ?3",
+            )?;
+            let mut adopt_sealed = tx.prepare_cached(
+                "INSERT OR IGNORE INTO sealed_entries (set_name, path, entries)
+                 SELECT ?1, path, entries FROM sealed_entries WHERE set_name = ?2 AND path = ?3",
+            )?;
+            for (path, from) in &update.adopted {
+                adopt.execute(params![set, from, path])?;
+                adopt_sealed.execute(params![set, from, path])?;
+            }
             let mut delete =
                 tx.prepare_cached("DELETE FROM files WHERE set_name = ?1 AND path = ?2")?;
             for path in &update.files_gone {
@@ -353,7 +416,8 @@ impl FilesCache {
         Ok(())
     }
 
-    /// Forgets everything cached for `set`: its next backup reads every file.
+    /// Forgets everything cached for `set`: its next backup reads every
+    /// file (borrowing nothing from another set's cache).
     ///
     /// # Errors
     /// SQLite errors.
@@ -363,6 +427,11 @@ impl FilesCache {
         tx.execute("DELETE FROM sealed_entries WHERE set_name = ?1", [set])?;
         tx.execute("DELETE FROM sealed_trees WHERE set_name = ?1", [set])?;
         tx.execute("DELETE FROM trees WHERE set_name = ?1", [set])?;
+        // Its next backup reads every file, not another set's cache's.
+        tx.execute(
+            "INSERT OR IGNORE INTO cleared_sets (set_name) VALUES (?1)",
+            [set],
+        )?;
         tx.commit()?;
         Ok(())
     }
@@ -427,9 +496,46 @@ mod tests {
         );
         assert_eq!(loaded.trees[&b"/".to_vec()], tree);
         assert_eq!(cache.tree("s", b"/", &tree).unwrap(), Some(bytes));
-        assert!(cache.load("other").unwrap().files.is_empty());
+        // A set with nothing cached knows another set's files.
+        assert_eq!(cache.load("other").unwrap().borrowed[&b"/b".to_vec()], "s");
         cache.clear("s").unwrap();
         let cleared = cache.load("s").unwrap();
         assert!(cleared.files.is_empty() && cleared.trees.is_empty());
+    }
+
+    #[test]
+    fn a_new_set_borrows_another_sets_files_and_keeps_those_it_saw() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cache = FilesCache::open(&dir.path().join("c.sqlite")).unwrap();
+        let first = SetUpdate {
+            files: vec![(b"/a".to_vec(), file(10)), (b"/b".to_vec(), file(20))],
+            ..SetUpdate::default()
+        };
+        cache.save("docs", &first).unwrap();
+        let mut borrowed = cache.load("copy").unwrap();
+        assert_eq!(borrowed.files.len(), 2);
+        // The backup saw /a unchanged, and not /b.
+        borrowed.files.get_mut(b"/a".as_slice()).unwrap().1 = true;
+        let update = SetUpdate {
+            adopted: borrowed.adopted(),
+            files_gone: borrowed.unseen_files(),
+            ..SetUpdate::default()
+        };
+        cache.save("copy", &update).unwrap();
+        let own = cache.load("copy").unwrap();
+        assert!(own.borrowed.is_empty(), "its own now");
+        assert_eq!(own.files.keys().collect::<Vec<_>>(), [&b"/a".to_vec()]);
+        let a = &own.files[&b"/a".to_vec()].0;
+        assert_eq!(
+            cache.chunks("copy", b"/a", &a.content).unwrap(),
+            Some(file(10).chunks)
+        );
+        // Cleared (the relay lacked what it named): nothing borrowed again.
+        cache.clear("copy").unwrap();
+        assert!(cache.load("copy").unwrap().files.is_empty());
+        assert!(
+            cache.load("third").unwrap().files.len() == 2,
+            "others still borrow"
+        );
     }
 }

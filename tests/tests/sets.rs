@@ -367,3 +367,49 @@ fn a_retired_set_is_removed_with_its_snapshots_and_never_alerts_again() {
     );
     assert_eq!(log().matches("|old").count(), 1, "{}", log());
 }
+
+#[test]
+fn a_new_set_over_files_another_set_backed_up_reads_none_of_them_unless_the_relay_lost_them() {
+    for sealed in [false, true] {
+        let (relay, endpoint) = paired_in(sealed);
+        let mode = if sealed { "sealed" } else { "open" };
+        let work = tempfile::tempdir().unwrap();
+        let src = work.path().join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        for i in 0..20 {
+            let data = ferry_tests::tree::random_bytes(20_000, i);
+            fs::write(src.join("sub").join(format!("f{i}")), data).unwrap();
+        }
+        let first = endpoint.backup_json(&["--set", "a", arg(&src)]);
+        assert_eq!(first["files_new"], 20, "{mode}: {first}");
+        // Set b over the same files: the files cache of set a knows them.
+        let second = endpoint.backup_json(&["--set", "b", arg(&src)]);
+        assert_eq!(second["files_unchanged"], 20, "{mode}: {second}");
+        assert_eq!(second["bytes_scanned"], 0, "{mode}: {second}");
+        let out = work.path().join("out-b");
+        endpoint.restore_json(&["--set", "b", "--map-from", arg(&src), "--map-to", arg(&out)]);
+        assert_eq!(listing(&out), listing(&src), "{mode}");
+        // Its own now: b's next backup borrows nothing and reads nothing.
+        let again = endpoint.backup_json(&["--set", "b", arg(&src)]);
+        assert_eq!(again["files_unchanged"], 20, "{mode}: {again}");
+
+        // Both sets retired and collected: the relay holds none of it, and
+        // a set c that borrows their cache finds out at its commit and
+        // reads every file once.
+        ok(relay.admin(&["sets", "remove", "laptop", "a"]));
+        ok(relay.admin(&["sets", "remove", "laptop", "b"]));
+        ok(relay.admin(&["gc", "--grace", "0s"]));
+        let third = endpoint.ferry(&["backup", "--json", "--set", "c", arg(&src)]);
+        assert_eq!(third.status.code(), Some(0), "{mode}: {}", stderr(&third));
+        assert!(
+            stderr(&third).contains("backing up again, reading every file"),
+            "{mode}: {}",
+            stderr(&third)
+        );
+        let summary: serde_json::Value = serde_json::from_slice(&third.stdout).unwrap();
+        assert_eq!(summary["files_new"], 20, "{mode}: {summary}");
+        let out = work.path().join("out-c");
+        endpoint.restore_json(&["--set", "c", "--map-from", arg(&src), "--map-to", arg(&out)]);
+        assert_eq!(listing(&out), listing(&src), "{mode}");
+    }
+}

@@ -21,6 +21,7 @@ pub(super) fn cache_update(
     trees: Trees,
 ) -> SetUpdate {
     let mut previous = previous;
+    let adopted = previous.adopted();
     let files_gone = previous.unseen_files();
     let mut old_trees = previous.trees;
     let mut changed_trees = Vec::new();
@@ -34,6 +35,7 @@ pub(super) fn cache_update(
         files_gone,
         trees: changed_trees,
         trees_gone: old_trees.into_keys().collect(),
+        adopted,
     }
 }
 

@@ -249,6 +249,7 @@ fn save_cache(
     mut previous: SetCache,
     changed: Vec<(Vec<u8>, CachedFile, SealedFile)>,
 ) -> Result<()> {
+    let adopted = previous.adopted();
     let files_gone = previous.unseen_files();
     let mut sealed = Vec::with_capacity(changed.len());
     let mut files = Vec::with_capacity(changed.len());
@@ -261,6 +262,7 @@ fn save_cache(
         files_gone,
         trees: Vec::new(),
         trees_gone: Vec::new(),
+        adopted,
     };
     cache.save(set, &update)?;
     cache.save_sealed_files(set, &sealed)
