@@ -4,13 +4,15 @@
 # about 4,500 files here).
 # Usage: bench/everyday.sh [RUNS] [TREE]
 # Each run, for an open and a sealed client on a fresh relay: the first
-# backup (set a); a backup of the same files as a new set (set b: an empty
-# files cache, every chunk already on the relay: a reinstalled laptop, a
-# second set over the same files); a restore of set a into an empty
-# directory (durable when ferry exits). Beside them, alternately: cp -a of
+# backup (set a); a backup of the same files as a new set (set b: every
+# chunk already on the relay; its first backup borrows set a's files
+# cache); a backup as set c after the files cache was deleted (a
+# reinstalled laptop: every file read again); a restore of set a into an
+# empty directory (durable when ferry exits). Beside them, alternately: cp -a of
 # the tree then sync, and restic's restore of the same tree from a local
 # repository then sync (Debian's restic, installed here). The table gives
-# medians, and the goals' ratios: reused / first backup (goal <= 0.3),
+# medians, and the goals' ratios: reused / first backup (goal <= 0.3; the
+# lost cache's ratio beside it),
 # restore / (cp -a + sync) (goal <= 2), restore / restic's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,9 @@ for run in $(seq 1 "$RUNS"); do
     init_relay "$R"; start_relay "$R"; pair_endpoint "$R" "$E" b "$mode"
     record "$mode-first" "$(seconds "$BIN/ferry" --state "$E" backup --set a "$SRC")"
     record "$mode-reused" "$(seconds "$BIN/ferry" --state "$E" backup --set b "$SRC")"
+    # A lost files cache (a reinstalled laptop): every file read again.
+    rm -f "$E"/cache.sqlite*
+    record "$mode-lost" "$(seconds "$BIN/ferry" --state "$E" backup --set c "$SRC")"
     record "$mode-restore" "$(seconds "$BIN/ferry" --state "$E" restore --set a --map-from "$SRC" --map-to "$WORK/out-$mode")"
     cmp <(cd "$SRC" && find . | sort) <(cd "$WORK/out-$mode" && find . | sort) >/dev/null || {
       echo "the restore differs from the tree" >&2; exit 1; }
@@ -52,12 +57,12 @@ done
 cp_s=$(med cp); restic_s=$(med restic)
 echo "Everyday paths: $files files, $((bytes >> 20)) MiB ($TREE), medians of $RUNS runs"
 echo
-echo "| client | first backup | same files, new set | ratio (goal <= 0.3) | restore into empty | / cp -a + sync (goal <= 2) | / restic restore + sync |"
-echo "|---|---|---|---|---|---|---|"
+echo "| client | first backup | same files, new set | ratio (goal <= 0.3) | files cache lost | ratio | restore into empty | / cp -a + sync (goal <= 2) | / restic restore + sync |"
+echo "|---|---|---|---|---|---|---|---|---|"
 for mode in open sealed; do
-  first=$(med "$mode-first"); reused=$(med "$mode-reused"); restore=$(med "$mode-restore")
-  printf "| %s | %s s | %s s | %.2f | %s s | %.2f | %.2f |\n" "$mode" "$first" "$reused" \
-    "$(echo "$reused / $first" | bc -l)" "$restore" \
+  first=$(med "$mode-first"); reused=$(med "$mode-reused"); lost=$(med "$mode-lost"); restore=$(med "$mode-restore")
+  printf "| %s | %s s | %s s | %.2f | %s s | %.2f | %s s | %.2f | %.2f |\n" "$mode" "$first" "$reused" \
+    "$(echo "$reused / $first" | bc -l)" "$lost" "$(echo "$lost / $first" | bc -l)" "$restore" \
     "$(echo "$restore / $cp_s" | bc -l)" "$(echo "$restore / $restic_s" | bc -l)"
 done
 echo
