@@ -109,15 +109,30 @@ fn two_snapshots(endpoint: &ferry_tests::Endpoint, work: &std::path::Path) -> st
     src
 }
 
-#[test]
-fn find_names_the_snapshots_that_hold_a_path_and_diff_shows_what_changed() {
+/// Runs `test` for an open and a sealed client, each with
+/// [`two_snapshots`] made: the endpoint, the work directory, the source,
+/// its path as text, and the mode's name.
+fn with_two_snapshots(
+    test: impl Fn(&ferry_tests::Endpoint, &std::path::Path, &std::path::Path, &str, &str),
+) {
     for sealed in [false, true] {
         let (_relay, endpoint) = paired_in(sealed);
         let mode = if sealed { "sealed" } else { "open" };
         let work = tempfile::tempdir().unwrap();
         let src = two_snapshots(&endpoint, work.path());
-        let top = src.display().to_string();
+        test(
+            &endpoint,
+            work.path(),
+            &src,
+            &src.display().to_string(),
+            mode,
+        );
+    }
+}
 
+#[test]
+fn find_names_the_snapshots_that_hold_a_path_and_diff_shows_what_changed() {
+    with_two_snapshots(|endpoint, _work, _src, top, mode| {
         // find: by name, across both snapshots.
         let rows: Vec<serde_json::Value> =
             serde_json::from_str(&ok(endpoint.ferry(&["find", "--json", "*.conf"]))).unwrap();
@@ -199,18 +214,12 @@ fn find_names_the_snapshots_that_hold_a_path_and_diff_shows_what_changed() {
             text.contains("0 added, 0 removed, 0 modified, 1 with other metadata"),
             "{mode}: {text}"
         );
-    }
+    });
 }
 
 #[test]
 fn dump_writes_a_file_to_stdout_and_a_directory_as_a_tar_stream() {
-    for sealed in [false, true] {
-        let (_relay, endpoint) = paired_in(sealed);
-        let mode = if sealed { "sealed" } else { "open" };
-        let work = tempfile::tempdir().unwrap();
-        let src = two_snapshots(&endpoint, work.path());
-        let top = src.display().to_string();
-
+    with_two_snapshots(|endpoint, work, src, top, mode| {
         // A file: its bytes, of the snapshot asked for.
         let data = endpoint.ferry(&["dump", &format!("{top}/docs/sub/data.bin")]);
         assert!(data.status.success(), "{mode}: {}", stderr(&data));
@@ -226,11 +235,11 @@ fn dump_writes_a_file_to_stdout_and_a_directory_as_a_tar_stream() {
         assert_eq!(old.stdout, b"chapter one", "{mode}");
 
         // A directory: a tar stream that unpacks to the tree as it was.
-        let tarball = work.path().join("docs.tar");
+        let tarball = work.join("docs.tar");
         let dumped = endpoint.ferry(&["dump", &format!("{top}/docs")]);
         assert!(dumped.status.success(), "{mode}: {}", stderr(&dumped));
         fs::write(&tarball, &dumped.stdout).unwrap();
-        let out = work.path().join("unpacked");
+        let out = work.join("unpacked");
         fs::create_dir(&out).unwrap();
         let untar = std::process::Command::new("tar")
             .args(["-xf", arg(&tarball), "-C", arg(&out)])
@@ -256,7 +265,7 @@ fn dump_writes_a_file_to_stdout_and_a_directory_as_a_tar_stream() {
             stderr(&missing)
         );
         // The scratch directory is gone after a dump, also a failed one.
-        let scratch = work.path().join("tmp");
+        let scratch = work.join("tmp");
         fs::create_dir(&scratch).unwrap();
         for path in [format!("{top}/docs"), format!("{top}/docs/none")] {
             let mut command = endpoint.command();
@@ -264,7 +273,7 @@ fn dump_writes_a_file_to_stdout_and_a_directory_as_a_tar_stream() {
             let _ = ferry_tests::run(command);
         }
         assert_eq!(fs::read_dir(&scratch).unwrap().count(), 0, "{mode}");
-    }
+    });
 }
 
 #[test]
