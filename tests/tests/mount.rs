@@ -32,8 +32,29 @@ fn is_mounted(dir: &Path) -> bool {
         .any(|l| l.split(' ').nth(1) == Some(dir.as_str()))
 }
 
+/// A running `ferry mount`: should the test fail while it runs, the
+/// process is killed and the mount lazily detached, so nothing outlives
+/// the test.
+struct Mounted {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = Command::new("fusermount3")
+                .arg("-uz")
+                .arg(&self.dir)
+                .status();
+        }
+    }
+}
+
 /// `ferry mount` at `dir`, once its tree answers.
-fn mount(endpoint: &Endpoint, dir: &Path) -> Child {
+fn mount(endpoint: &Endpoint, dir: &Path) -> Mounted {
     let child = endpoint
         .command()
         .args(["mount", arg(dir)])
@@ -41,18 +62,22 @@ fn mount(endpoint: &Endpoint, dir: &Path) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
+    let mounted = Mounted {
+        child,
+        dir: dir.to_path_buf(),
+    };
     wait_for("the mount", Duration::from_secs(60), || {
         dir.join("sets/default/latest")
             .symlink_metadata()
             .ok()
             .map(|_| ())
     });
-    child
+    mounted
 }
 
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+fn wait_exit(mounted: &mut Mounted) -> std::process::ExitStatus {
     wait_for("ferry mount to end", Duration::from_secs(60), || {
-        child.try_wait().unwrap()
+        mounted.child.try_wait().unwrap()
     })
 }
 
@@ -186,7 +211,7 @@ fn cp_out_of_the_mount_matches_the_restore_and_the_mount_ends_cleanly() {
         let mut child = mount(&endpoint, &mnt);
         assert!(is_mounted(&mnt), "{mode}");
         rustix::process::kill_process(
-            rustix::process::Pid::from_raw(child.id() as i32).unwrap(),
+            rustix::process::Pid::from_raw(child.child.id() as i32).unwrap(),
             rustix::process::Signal::TERM,
         )
         .unwrap();
