@@ -31,6 +31,7 @@ pub mod progress;
 pub mod restore;
 pub mod restore_plan;
 pub mod sealed;
+pub mod sets;
 pub mod snapshot;
 pub mod snapshot_commands;
 pub mod state;

@@ -74,6 +74,11 @@ enum Command {
         #[command(flatten)]
         overrides: jobs::Overrides,
     },
+    /// What this endpoint keeps of its backup sets.
+    Sets {
+        #[command(subcommand)]
+        command: ferry_endpoint::sets::SetsCommand,
+    },
     /// List the snapshots on the relay.
     Snapshots {
         /// Only this backup set.
@@ -268,6 +273,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             return run_backup(&state, &job, json).await;
         }
         Command::Daemon => ferry_endpoint::daemon::run(&state).await?,
+        Command::Sets { command } => ferry_endpoint::sets::run(&state, command)?,
         Command::Snapshots { set, json } => {
             ferry_endpoint::browse::print_snapshots(&state, set, json).await?
         }

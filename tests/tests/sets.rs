@@ -413,3 +413,30 @@ fn a_new_set_over_files_another_set_backed_up_reads_none_of_them_unless_the_rela
         assert_eq!(listing(&out), listing(&src), "{mode}");
     }
 }
+
+#[test]
+fn a_sealed_client_starts_a_removed_set_again_only_when_told_to() {
+    let (relay, endpoint) = paired_in(true);
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.txt"), "first").unwrap();
+    endpoint.backup_json(&["--set", "x", arg(&src)]);
+    ok(relay.admin(&["sets", "remove", "laptop", "x"]));
+    // To the endpoint a removed set looks like a relay hiding history.
+    let refused = endpoint.ferry(&["backup", "--set", "x", arg(&src)]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("a rollback") && stderr(&refused).contains("ferry sets forget x"),
+        "{}",
+        stderr(&refused)
+    );
+    let forgot = ok(endpoint.ferry(&["sets", "forget", "x"]));
+    assert!(forgot.contains("starts a new history"), "{forgot}");
+    fs::write(src.join("a.txt"), "second").unwrap();
+    let again = endpoint.backup_json(&["--set", "x", arg(&src)]);
+    assert_eq!(again["files_new"], 1, "{again}");
+    let out = work.path().join("out");
+    endpoint.restore_json(&["--set", "x", "--map-from", arg(&src), "--map-to", arg(&out)]);
+    assert_eq!(listing(&out), listing(&src));
+}

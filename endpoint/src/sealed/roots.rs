@@ -76,6 +76,20 @@ pub fn remember(state: &StateDir, set: &str, now: Seen) -> Result<()> {
     crate::state::write_json(&seen_path(state), &file)
 }
 
+/// Forgets the newest root seen of `set` (a set the relay's operator
+/// removed); returns whether one was remembered.
+///
+/// # Errors
+/// The file cannot be read or written.
+pub fn forget(state: &StateDir, set: &str) -> Result<bool> {
+    let mut file = read_seen(state)?;
+    let had = file.sets.remove(set).is_some();
+    if had {
+        crate::state::write_json(&seen_path(state), &file)?;
+    }
+    Ok(had)
+}
+
 /// The relay's snapshots of `set` (all sets for `None`), oldest first.
 ///
 /// # Errors
@@ -112,7 +126,7 @@ pub async fn newest(
     if listed.is_empty() {
         if let Some(seen) = seen {
             anyhow::bail!(
-                "the relay lists no snapshot of set {set:?}, but this endpoint has seen snapshot {} of it: a rollback",
+                "the relay lists no snapshot of set {set:?}, but this endpoint has seen snapshot {} of it: a rollback (if the relay's operator removed the set, `ferry sets forget {set}` starts it again)",
                 seen.sequence
             );
         }
