@@ -254,6 +254,12 @@ pub(crate) struct Selection {
 }
 
 impl Selection {
+    /// Whether the entry at `--map-from` takes `--map-to`'s own name
+    /// (rather than going into `--map-to`).
+    pub(crate) fn takes_new_name(&self) -> bool {
+        self.renamed.is_some()
+    }
+
     /// Everything under `path` (the whole snapshot for `None`), in place.
     pub(crate) fn under(path: Option<Vec<Vec<u8>>>) -> Self {
         Selection {

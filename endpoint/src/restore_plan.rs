@@ -177,21 +177,25 @@ pub async fn plan(
     Ok(plan)
 }
 
-/// The directories `--delete` keeps in step with the snapshot: the target
-/// of `--map-from`, or each path asked for below the target; never a
-/// whole snapshot restored onto `/` or elsewhere by default.
+/// What `--delete` keeps in step with the snapshot: the target of
+/// `--map-from` (the very file or directory `--map-to` names when it takes
+/// a new name), or each path asked for, where it lands below the target;
+/// never a whole snapshot restored onto `/` or elsewhere by default, and
+/// never more than what was asked for.
 fn delete_scopes(request: &Request, base: &Path) -> Result<Vec<PathBuf>> {
-    if request.map_from.is_some() {
-        return Ok(vec![base.to_path_buf()]);
+    let below = |p: &Path| base.join(p.strip_prefix("/").unwrap_or(p));
+    match (&request.map_from, request.paths.is_empty()) {
+        (Some(_), _) if selection_of(request).1.takes_new_name() => Ok(vec![request.map_to.clone()]),
+        (Some(_), true) => Ok(vec![base.to_path_buf()]),
+        (Some(from), false) => Ok(request
+            .paths
+            .iter()
+            .filter_map(|p| p.strip_prefix(from).ok())
+            .map(below)
+            .collect()),
+        (None, false) => Ok(request.paths.iter().map(|p| below(p)).collect()),
+        (None, true) => bail!("--delete removes what the snapshot lacks below the directory restored into: name it with --map-from (or give the paths to restore)"),
     }
-    if request.paths.is_empty() {
-        bail!("--delete removes what the snapshot lacks below the directory restored into: name it with --map-from (or give the paths to restore)");
-    }
-    Ok(request
-        .paths
-        .iter()
-        .map(|p| base.join(p.strip_prefix("/").unwrap_or(p)))
-        .collect())
 }
 
 /// The directory `dir` opened to look up names in, if it exists.

@@ -262,6 +262,49 @@ fn dry_run_lists_what_a_restore_would_do_and_delete_removes_only_what_the_snapsh
             "only in the snapshot"
         );
 
+        // --delete reaches no further than what was asked for: a file
+        // restored under a new name leaves its neighbours alone...
+        let beside = work.path().join("beside");
+        fs::create_dir_all(&beside).unwrap();
+        fs::write(beside.join("neighbour.txt"), "mine").unwrap();
+        let renamed = beside.join("renamed.txt");
+        let done = endpoint.ferry(&[
+            "restore",
+            "--delete",
+            "--map-from",
+            arg(&src.join("same.txt")),
+            "--map-to",
+            arg(&renamed),
+        ]);
+        assert_eq!(done.status.code(), Some(0), "{mode}: {}", stderr(&done));
+        assert_eq!(fs::read_to_string(&renamed).unwrap(), "same", "{mode}");
+        assert_eq!(
+            fs::read_to_string(beside.join("neighbour.txt")).unwrap(),
+            "mine",
+            "{mode}"
+        );
+        // ...and one path of --map-from's tree leaves the rest of the target.
+        let part = work.path().join("part");
+        fs::create_dir_all(part.join("sub")).unwrap();
+        fs::write(part.join("keepme.txt"), "not asked for").unwrap();
+        fs::write(part.join("sub/extra.txt"), "lacking").unwrap();
+        let done = endpoint.ferry(&[
+            "restore",
+            "--delete",
+            "--map-from",
+            arg(&src),
+            "--map-to",
+            arg(&part),
+            arg(&src.join("sub")),
+        ]);
+        assert_eq!(done.status.code(), Some(0), "{mode}: {}", stderr(&done));
+        assert!(
+            part.join("keepme.txt").exists(),
+            "{mode}: --delete went past the path asked for"
+        );
+        assert!(!part.join("sub/extra.txt").exists(), "{mode}");
+        assert!(part.join("sub/new.txt").exists(), "{mode}");
+
         // --delete with nothing to keep in step with (a whole snapshot onto
         // a directory): refused before anything is written.
         let elsewhere = work.path().join("elsewhere");
