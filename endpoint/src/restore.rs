@@ -154,6 +154,22 @@ pub struct HoldsNothing {
     pub under: String,
 }
 
+impl HoldsNothing {
+    /// That snapshot `snapshot` holds none of the paths `request` asks for.
+    pub fn of(snapshot: u64, request: &Request) -> Self {
+        let under: Vec<String> = request
+            .map_from
+            .iter()
+            .chain(&request.paths)
+            .map(|p| p.display().to_string())
+            .collect();
+        HoldsNothing {
+            snapshot,
+            under: under.join(", "),
+        }
+    }
+}
+
 /// Whether `error` says the disk is full.
 pub(crate) fn is_disk_full(error: &str) -> bool {
     error.contains("No space left on device") || error.contains("os error 28")
@@ -220,17 +236,7 @@ pub async fn run(client: &mut RelayClient, request: &Request, live: &Live) -> Re
         if let Some(first) = restore.summary.lines().first() {
             bail!("nothing of snapshot {} could be restored: {first}", info.id);
         }
-        let under: Vec<String> = request
-            .map_from
-            .iter()
-            .chain(request.paths.iter())
-            .map(|p| p.display().to_string())
-            .collect();
-        return Err(HoldsNothing {
-            snapshot: info.id,
-            under: under.join(", "),
-        }
-        .into());
+        return Err(HoldsNothing::of(info.id, request).into());
     }
     restore.finish();
     let mut summary = restore.summary;

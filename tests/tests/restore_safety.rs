@@ -352,6 +352,10 @@ fn a_path_the_snapshot_lacks_names_the_newest_snapshot_that_holds_it() {
                 && line.contains(&format!("-b {second}")),
             "{mode}: {line}"
         );
+        assert!(
+            !line.contains(&format!("-b {first}")),
+            "{mode}: the newest that holds it, not the oldest: {line}"
+        );
         assert!(!out.exists(), "{mode}: nothing is written");
         // With another path that is there: that one is restored, and the
         // lacking one is still exit 1, named as before.
@@ -379,6 +383,5 @@ fn a_path_the_snapshot_lacks_names_the_newest_snapshot_that_holds_it() {
             "{mode}: {}",
             stderr(&nowhere)
         );
-        let _ = first;
     }
 }

@@ -77,17 +77,7 @@ pub async fn run(
     )
     .await?;
     if placed.is_empty() {
-        let under: Vec<String> = request
-            .map_from
-            .iter()
-            .chain(&request.paths)
-            .map(|p| p.display().to_string())
-            .collect();
-        return Err(crate::restore::HoldsNothing {
-            snapshot: info.id,
-            under: under.join(", "),
-        }
-        .into());
+        return Err(crate::restore::HoldsNothing::of(info.id, request).into());
     }
     let mut summary = Summary::default();
     summary.totals.snapshot = info.id;
