@@ -3,7 +3,9 @@
 # ways out in one run: `ferry restore` and `ferry dump` of the same file,
 # and `cat` of the local source (the disk's bound; the relay is on
 # loopback). Each for an open and a sealed client on a fresh relay.
-# Usage: bench/mount.sh [RUNS] [SIZE_MIB]   (default 3 runs of 1024 MiB)
+# Usage: [LINK=office|road|hotel] bench/mount.sh [RUNS] [SIZE_MIB]
+#   (default 3 runs of 1024 MiB on loopback; with LINK, sessions go through
+#   the emulated link and the table gives its downstream bound)
 # The first read through the mount fetches the file into the mount's
 # cache (a restore of it and, ahead, its neighbours); the second read
 # comes from that cache. Medians, in MiB/s.
@@ -27,6 +29,12 @@ for run in $(seq 1 "$RUNS"); do
   for mode in open sealed; do
     R="$WORK/relay-$mode"; E="$WORK/ep-$mode"; M="$WORK/mnt"
     init_relay "$R"; start_relay "$R"; pair_endpoint "$R" "$E" b "$mode"
+    if [ -n "${LINK:-}" ]; then
+      # Sessions through the link (pairing stays on the LAN, as for users).
+      session=$(grep -o '"session":"[^"]*"' "$R/run/listen.json" | cut -d'"' -f4)
+      start_link "${session##*:}"
+      sed -i "s|^addresses = .*|addresses = [\"127.0.0.1:$LINK_PORT\"]|" "$E/relay.toml"
+    fi
     "$BIN/ferry" --state "$E" backup "$WORK/src" >/dev/null
     mkdir -p "$M"
     "$BIN/ferry" --state "$E" mount --cache-size "$((SIZE_MIB * 2))MiB" "$M" 2>/dev/null &
@@ -51,7 +59,9 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 rate() { echo "scale=0; $SIZE_MIB / $1" | bc -l; }
-echo "Reading one ${SIZE_MIB} MiB file (random, incompressible) through ferry mount, medians of $RUNS runs; relay on loopback, page cache dropped before each read"
+where="relay on loopback"
+[ -n "${LINK:-}" ] && where="sessions through the emulated $LINK link"
+echo "Reading one ${SIZE_MIB} MiB file (random, incompressible) through ferry mount, medians of $RUNS runs; $where, page cache dropped before each read"
 echo
 echo "| client | mount: first read | mount: again (cached) | ferry restore | ferry dump |"
 echo "|---|---|---|---|---|"
@@ -66,3 +76,7 @@ done
 cat_s=$(med cat)
 echo
 echo "Bound: cat of the local file $cat_s s ($(rate "$cat_s") MiB/s)."
+if [ -n "${LINK:-}" ]; then
+  link_profile
+  echo "Link bound: ${SIZE_MIB} MiB down at $((LINK_DOWN / 1000)) kB/s = $(echo "scale=1; $SIZE_MIB * 1048576 / $LINK_DOWN" | bc) s ($(echo "scale=1; $LINK_DOWN / 1048576" | bc) MiB/s), plus a round trip of ${LINK_RTT} s per wait."
+fi
