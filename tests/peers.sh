@@ -4,7 +4,8 @@
 # when it is absent):
 # Python's prometheus_client (the Prometheus parser that reads the relay's
 # /metrics) and Debian's chromium (the headless browser that loads its status
-# page), both for tests/tests/web.rs. Run by .ci/run and by the README's
+# page), both for tests/tests/web.rs; moto's S3 server, from PyPI (the
+# object store of relay/src/store/tests.rs and tests/tests/storage.rs). Run by .ci/run and by the README's
 # second command; a test whose peer is missing fails with a line naming it.
 set -euo pipefail
 
@@ -12,6 +13,12 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
   echo "installing Python's prometheus_client (the tests parse /metrics with it)" >&2
   python3 -m pip install --quiet prometheus_client 2>/dev/null ||
     python3 -m pip install --quiet --break-system-packages prometheus_client
+fi
+
+if ! python3 -c 'import moto.server' 2>/dev/null; then
+  echo "installing moto's S3 server (the object store the storage tests run against)" >&2
+  python3 -m pip install --quiet 'moto[server]' 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 
 if ! command -v chromium >/dev/null; then

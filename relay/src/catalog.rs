@@ -412,7 +412,7 @@ impl BlobRow {
             Value::Integer(client.0 as i64),
             Value::Integer(self.kind as i64),
             Value::Blob(self.id.to_vec()),
-            Value::Integer(self.at.pack.0.into()),
+            Value::Integer(self.at.pack.0 as i64),
             Value::Integer(self.at.offset as i64),
             Value::Integer(self.at.len.into()),
         ]

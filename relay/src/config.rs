@@ -14,9 +14,11 @@ use ferry_protocol::units::parse_duration;
 use serde::{Deserialize, Serialize};
 
 mod sealed;
+mod storage;
 
 use crate::net::IpNet;
 pub use sealed::{ClientsConfig, SealedConfig};
+pub use storage::{S3Settings, StorageConfig, StorageKind};
 
 /// The contents of `relay.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +65,9 @@ pub struct RelayConfig {
     /// Rules for pairing clients.
     #[serde(default, skip_serializing_if = "is_default")]
     pub clients: ClientsConfig,
+    /// Where pack bytes live: the relay's disk, or an object store.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub storage: StorageConfig,
 }
 
 /// `[web]`: the status page, `/api/status` and `/metrics`.

@@ -54,6 +54,53 @@ impl DataDir {
         self.root.join("store").join("packs")
     }
 
+    /// Where the packs are, by `[storage]` in relay.toml.
+    ///
+    /// # Errors
+    /// Incomplete object store settings, or no relay id.
+    pub fn storage(&self, config: &crate::config::StorageConfig) -> Result<crate::store::Storage> {
+        Ok(match config.s3()? {
+            None => crate::store::Storage::Local(self.store_dir()),
+            Some(settings) => crate::store::Storage::S3 {
+                settings,
+                dir: self.root.join("store").join("s3"),
+                relay: self.relay_id()?,
+            },
+        })
+    }
+
+    /// `relay-id`: this relay's number among the relays sharing one store
+    /// (0 to 1023, drawn at random the first time it is asked for).
+    ///
+    /// # Errors
+    /// I/O errors, or a file that does not hold such a number.
+    pub fn relay_id(&self) -> Result<u16> {
+        let path = self.root.join("relay-id");
+        match fs::read_to_string(&path) {
+            Ok(text) => text
+                .trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|id| *id <= crate::store::s3::MAX_RELAY_ID)
+                .with_context(|| {
+                    format!(
+                        "{} must hold a number from 0 to {}",
+                        path.display(),
+                        crate::store::s3::MAX_RELAY_ID
+                    )
+                }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut bytes = [0u8; 2];
+                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
+                let id = u16::from_le_bytes(bytes) & crate::store::s3::MAX_RELAY_ID;
+                keyfile::write_private(&path, format!("{id}\n").as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                Ok(id)
+            }
+            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        }
+    }
+
     /// Limits in force and measured rates, rewritten by `serve` about twice a second.
     pub fn rates_file(&self) -> PathBuf {
         self.root.join("run").join("rates.json")

@@ -330,7 +330,7 @@ mod tests {
 
     const SET: (ClientId, SetId) = (ClientId(1), SetId(1));
 
-    fn at(since_ms: i64, first_pack: u32) -> Opened {
+    fn at(since_ms: i64, first_pack: u64) -> Opened {
         Opened {
             since_ms,
             first_pack: crate::store::PackId(first_pack),

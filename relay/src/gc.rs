@@ -318,7 +318,7 @@ fn compact(
     // has indexed all it wrote before the usage is counted.
     blobs.seal()?;
     let sealed = blobs.sealed_packs()?;
-    let held_from = uploads.oldest().map_or(PackId(u32::MAX), |o| o.first_pack);
+    let held_from = uploads.oldest().map_or(PackId(u64::MAX), |o| o.first_pack);
     let usage = catalog.pack_usage()?;
     for (pack, len) in sealed.into_iter().filter(|(pack, _)| *pack < held_from) {
         let live = usage.get(&pack).copied().unwrap_or_default();

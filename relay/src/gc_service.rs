@@ -151,7 +151,8 @@ pub async fn serve_request(repo: Arc<Repo>, request: GcRequest) {
 /// A failed collection, or a server that stopped before answering.
 pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
     if let Some(_lock) = data.try_lock()? {
-        let repo = Repo::open_packs(data.catalog()?, &data.catalog_path(), &data.store_dir())?;
+        let storage = data.storage(&data.config()?.storage)?;
+        let repo = Repo::open(data.catalog()?, &data.catalog_path(), &storage)?;
         return crate::gc::collect_beside_uploads(&repo, grace, now_ms());
     }
     let mut catalog = data.catalog()?;

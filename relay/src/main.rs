@@ -249,6 +249,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 alerts: Default::default(),
                 sealed: Default::default(),
                 clients: Default::default(),
+                storage: Default::default(),
             };
             let keys = data.init(&config)?;
             println!("initialized relay in {}", data.root().display());

@@ -39,6 +39,11 @@ pub struct Repo {
 impl Repo {
     /// A repo over `catalog` (opened from `catalog_path`) and `store`.
     pub fn new(catalog: Catalog, catalog_path: &Path, store: impl BlobStore + 'static) -> Self {
+        Self::with_store(catalog, catalog_path, Box::new(store))
+    }
+
+    /// A repo over `catalog` (opened from `catalog_path`) and `store`.
+    pub fn with_store(catalog: Catalog, catalog_path: &Path, store: Box<dyn BlobStore>) -> Self {
         Repo {
             catalog: Mutex::new(catalog),
             catalog_path: catalog_path.to_path_buf(),
@@ -62,28 +67,38 @@ impl Repo {
             .is_none_or(|reserve| reserve.accepts_backups())
     }
 
-    /// The relay's repo: `catalog` and the pack files in `packs_dir`, cut
-    /// back to what the catalog names.
+    /// The relay's repo: `catalog` and the packs `storage` names (pack
+    /// files are cut back to what the catalog names).
     ///
     /// # Errors
-    /// SQLite or I/O errors.
-    pub fn open_packs(
+    /// SQLite or storage errors, or a catalog that cannot be this store's.
+    pub fn open(
         catalog: Catalog,
         catalog_path: &Path,
-        packs_dir: &Path,
+        storage: &crate::store::Storage,
     ) -> anyhow::Result<Self> {
-        let packs = crate::store::count_packs(packs_dir)?;
-        if packs > 0 && catalog.knows_nothing()? {
-            anyhow::bail!(
-                "the catalog {} knows no client and no blob, but {} holds {packs} pack(s): it is not this store's catalog, or it was emptied. Nothing was changed. Put the right catalog.sqlite back (from a copy), or move {} away to start an empty store",
-                catalog_path.display(),
-                packs_dir.display(),
-                packs_dir.display()
-            );
-        }
-        let store = PackStore::open(packs_dir, &catalog.committed_pack_ends()?)
-            .with_context(|| format!("cannot open the chunk store in {}", packs_dir.display()))?;
-        Ok(Repo::new(catalog, catalog_path, store))
+        let opened = |e: std::io::Error| {
+            anyhow::Error::new(e).context(format!("cannot open {}", storage.describe()))
+        };
+        let store: Box<dyn BlobStore> = match storage {
+            crate::store::Storage::Local(dir) => {
+                let packs = crate::store::count_packs(dir)?;
+                refuse_a_stranger(&catalog, catalog_path, packs, storage)?;
+                let ends = catalog.committed_pack_ends()?;
+                Box::new(PackStore::open(dir, &ends).map_err(opened)?)
+            }
+            crate::store::Storage::S3 {
+                settings,
+                dir,
+                relay,
+            } => {
+                let store = crate::store::S3Store::open(settings, dir, *relay).map_err(opened)?;
+                let packs = store.packs().map_err(opened)?.len();
+                refuse_a_stranger(&catalog, catalog_path, packs, storage)?;
+                Box::new(store)
+            }
+        };
+        Ok(Repo::with_store(catalog, catalog_path, store))
     }
 
     /// Runs `f` on the shared catalog connection, here (a blocking call).
@@ -156,6 +171,25 @@ impl Repo {
     }
 }
 
+/// Refuses a catalog that knows nothing beside a store holding `packs`
+/// packs: the wrong catalog, or an emptied one, must never be taken as
+/// the truth about them.
+fn refuse_a_stranger(
+    catalog: &Catalog,
+    catalog_path: &Path,
+    packs: usize,
+    storage: &crate::store::Storage,
+) -> anyhow::Result<()> {
+    if packs > 0 && catalog.knows_nothing()? {
+        anyhow::bail!(
+            "the catalog {} knows no client and no blob, but {} hold(s) {packs} pack(s): it is not this store's catalog, or it was emptied. Nothing was changed. Put the right catalog back (from a copy), or point [storage] at an empty store",
+            catalog_path.display(),
+            storage.describe(),
+        );
+    }
+    Ok(())
+}
+
 /// A blob store shared by sessions and the collector.
 #[derive(Debug)]
 pub struct Blobs {
@@ -190,10 +224,10 @@ impl Reading<'_> {
 
 impl Blobs {
     /// Shares `store`.
-    pub fn new(store: impl BlobStore + 'static) -> Self {
+    pub fn new(store: Box<dyn BlobStore>) -> Self {
         Blobs {
             reader: store.reader(),
-            store: Box::new(store),
+            store,
             writes: Mutex::new(()),
             files: RwLock::new(()),
         }

@@ -226,7 +226,8 @@ fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, S
     let rates = Rates::new(settings.config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;
-    let repo = Repo::open_packs(catalog, &data.catalog_path(), &data.store_dir())?;
+    let storage = data.storage(&settings.config.storage)?;
+    let repo = Repo::open(catalog, &data.catalog_path(), &storage)?;
     repo.uploads().set_max_age(settings.gc.max_upload_age);
     reserve.ensure();
     Ok((repo.with_reserve(reserve), Arc::new(rates), handshakes))
@@ -328,7 +329,7 @@ fn spawn_tasks(
     if let Some(interval) = settings.verify.interval {
         tracker.spawn(crate::verify::periodic(
             data.catalog_path(),
-            data.store_dir(),
+            repo.blobs().store().reader(),
             settings.verify.options.clone(),
             interval,
             shutdown.clone(),

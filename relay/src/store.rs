@@ -7,17 +7,52 @@
 //! [`BlobStore::sync`], and only then do catalog rows name the blobs. What
 //! no row names is garbage a store may drop at open.
 //!
-//! Two stores: [`PackStore`], pack files in a directory (the relay's), and
-//! [`MemoryStore`], in memory (the unit tests'). Another backend (an
-//! S3-compatible store) is one more file implementing both traits.
+//! Three stores: [`PackStore`], pack files in a directory (a relay's own
+//! disk, the default); [`S3Store`], objects in an S3-compatible store (see
+//! `s3.rs`); and [`MemoryStore`], in memory (the unit tests').
+
+/// Implements [`BlobReader`] for a store by its `reader` field: a store
+/// reads as its reader does.
+macro_rules! reads_through_its_reader {
+    ($store:ty) => {
+        impl $crate::store::BlobReader for $store {
+            fn read_into(
+                &self,
+                pack: $crate::store::PackId,
+                offset: u64,
+                len: u64,
+                buffer: &mut Vec<u8>,
+            ) -> std::io::Result<()> {
+                self.reader.read_into(pack, offset, len, buffer)
+            }
+
+            fn packs(&self) -> std::io::Result<Vec<($crate::store::PackId, u64)>> {
+                self.reader.packs()
+            }
+
+            fn repair_in_place(
+                &self,
+                pack: $crate::store::PackId,
+                offset: u64,
+                bytes: &[u8],
+            ) -> std::io::Result<()> {
+                self.reader.repair_in_place(pack, offset, bytes)
+            }
+        }
+    };
+}
 
 mod memory;
+#[cfg(any(test, feature = "test-hooks"))]
+pub mod moto;
 mod pack_files;
+pub mod s3;
 
 use std::io;
 
 pub use memory::MemoryStore;
 pub use pack_files::{count_packs, pack_number, quarantine_dir, PackReader, PackStore};
+pub use s3::{S3Reader, S3Store};
 
 /// Size at which a pack is closed and a new one started.
 pub const PACK_TARGET: u64 = 64 * 1024 * 1024;
@@ -38,7 +73,7 @@ pub const PACK_TARGET: u64 = 64 * 1024 * 1024;
     serde::Deserialize,
 )]
 #[serde(transparent)]
-pub struct PackId(pub u32);
+pub struct PackId(pub u64);
 
 impl PackId {
     /// The pack after this one.
@@ -55,13 +90,13 @@ impl std::fmt::Display for PackId {
 
 impl rusqlite::ToSql for PackId {
     fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.0.into())
+        self.0.to_sql()
     }
 }
 
 impl rusqlite::types::FromSql for PackId {
     fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        u32::column_result(value).map(PackId)
+        u64::column_result(value).map(PackId)
     }
 }
 
@@ -171,6 +206,50 @@ pub trait BlobStore: BlobReader {
     /// # Errors
     /// I/O errors, or `pack` is not sealed.
     fn remove(&self, pack: PackId) -> io::Result<()>;
+}
+
+/// Where a relay's packs live: its `[storage]`, resolved.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// Pack files in this directory (`DATA/store/packs`).
+    Local(std::path::PathBuf),
+    /// Objects in an S3-compatible store.
+    S3 {
+        /// The store and its keys.
+        settings: s3::S3Settings,
+        /// The read cache and the packs being built (`DATA/store/s3`).
+        dir: std::path::PathBuf,
+        /// This relay's id, in the name of every pack it writes.
+        relay: u16,
+    },
+}
+
+impl Storage {
+    /// A reader of what the store holds, sharing nothing with a writer (a
+    /// `verify` beside a serving relay).
+    ///
+    /// # Errors
+    /// The store's settings refused, or local I/O errors.
+    pub fn reader(&self) -> io::Result<std::sync::Arc<dyn BlobReader>> {
+        Ok(match self {
+            Storage::Local(packs) => std::sync::Arc::new(PackReader::new(packs)),
+            Storage::S3 { settings, dir, .. } => {
+                // Its own cache: a serving relay's is not shared across processes.
+                let cache = dir.join(format!("cache-{}", std::process::id()));
+                std::sync::Arc::new(s3::open_reader(settings, &cache, &dir.join("staging"))?)
+            }
+        })
+    }
+
+    /// What and where, for messages: `pack files in DIR`, `bucket B at URL`.
+    pub fn describe(&self) -> String {
+        match self {
+            Storage::Local(packs) => format!("the pack files in {}", packs.display()),
+            Storage::S3 { settings, .. } => {
+                format!("bucket {} at {}", settings.bucket, settings.endpoint)
+            }
+        }
+    }
 }
 
 /// The error of removing a pack that is still being written.

@@ -217,7 +217,7 @@ fn run_unrecorded(
 /// configured rate), logging what it found, until `shutdown`.
 pub async fn periodic(
     catalog_path: std::path::PathBuf,
-    packs_dir: std::path::PathBuf,
+    store: std::sync::Arc<dyn crate::store::BlobReader>,
     options: Options,
     interval: Duration,
     shutdown: tokio_util::sync::CancellationToken,
@@ -227,11 +227,9 @@ pub async fn periodic(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let (catalog, packs, options) = (catalog_path.clone(), packs_dir.clone(), options.clone());
-        let outcome = tokio::task::spawn_blocking(move || {
-            run(&catalog, &crate::store::PackReader::new(&packs), &options)
-        })
-        .await;
+        let (catalog, store, options) = (catalog_path.clone(), store.clone(), options.clone());
+        let outcome =
+            tokio::task::spawn_blocking(move || run(&catalog, store.as_ref(), &options)).await;
         match outcome {
             Ok(Ok(report)) if report.is_damaged() => tracing::error!(
                 "verify: {} (run `ferry-relay verify` for details)",

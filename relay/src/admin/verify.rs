@@ -40,7 +40,7 @@ pub fn run(
     }
     let report = crate::verify::run(
         &data.catalog_path(),
-        &crate::store::PackReader::new(&data.store_dir()),
+        data.storage(&data.config()?.storage)?.reader()?.as_ref(),
         options,
     )?;
     if json {

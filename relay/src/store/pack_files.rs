@@ -189,7 +189,7 @@ fn pack_path(dir: &Path, pack: PackId) -> PathBuf {
 pub fn pack_number(name: &std::ffi::OsStr) -> Option<PackId> {
     name.to_str()
         .and_then(|n| n.strip_suffix(".pack"))
-        .and_then(|n| n.parse::<u32>().ok())
+        .and_then(|n| n.parse::<u64>().ok())
         .map(PackId)
 }
 
@@ -330,25 +330,7 @@ impl PackStore {
     }
 }
 
-impl BlobReader for PackStore {
-    fn read_into(
-        &self,
-        pack: PackId,
-        offset: u64,
-        len: u64,
-        buffer: &mut Vec<u8>,
-    ) -> io::Result<()> {
-        self.reader.read_into(pack, offset, len, buffer)
-    }
-
-    fn packs(&self) -> io::Result<Vec<(PackId, u64)>> {
-        self.reader.packs()
-    }
-
-    fn repair_in_place(&self, pack: PackId, offset: u64, bytes: &[u8]) -> io::Result<()> {
-        self.reader.repair_in_place(pack, offset, bytes)
-    }
-}
+reads_through_its_reader!(PackStore);
 
 impl BlobStore for PackStore {
     fn reader(&self) -> Arc<dyn BlobReader> {
@@ -358,34 +340,18 @@ impl BlobStore for PackStore {
     fn append(&self, data: &[u8]) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
         let mut writer = self.writer();
-        if writer
-            .current
-            .as_ref()
-            .is_some_and(|(_, _, size)| *size >= PACK_TARGET)
-        {
+        if is_full(writer.current.as_ref()) {
             writer.seal()?;
         }
         if writer.current.is_none() {
             let pack = writer.next_pack;
             writer.next_pack = pack.next();
-            let file = OpenOptions::new()
-                .create_new(true)
-                .write(true)
-                .read(true)
-                .mode(0o600)
-                .open(self.reader.path(pack))?;
+            let file = create_pack_file(&self.reader.path(pack))?;
             writer.current = Some((pack, file, 0));
             writer.new_pack = true;
         }
         let (pack, file, size) = writer.current.as_mut().expect("opened above");
-        let offset = *size;
-        if let Err(e) = file.write_all_at(data, offset) {
-            // Cut what part of the blob was written, so the pack ends with
-            // its last whole blob; a failed cut only leaves an unnamed tail.
-            let _ = file.set_len(offset);
-            return Err(e);
-        }
-        *size += u64::from(len);
+        let offset = append_to(file, size, data)?;
         let pack = *pack;
         writer.unsynced = true;
         Ok(BlobLocation { pack, offset, len })
@@ -431,6 +397,36 @@ impl BlobStore for PackStore {
         fs::remove_file(self.reader.path(pack))?;
         self.sync_dir()
     }
+}
+
+/// Whether the pack being written has reached [`PACK_TARGET`].
+pub(super) fn is_full(current: Option<&(PackId, File, u64)>) -> bool {
+    current.is_some_and(|(_, _, size)| *size >= PACK_TARGET)
+}
+
+/// Creates a new pack file, readable by the relay's user only (never
+/// one that exists).
+pub(super) fn create_pack_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .read(true)
+        .mode(0o600)
+        .open(path)
+}
+
+/// Writes `data` at `*size` in `file` (positioned, never `O_APPEND`) and
+/// moves `*size` past it; returns where it starts. A failed write is cut
+/// back, so the pack ends with its last whole blob (a failed cut only
+/// leaves a tail no row names).
+pub(super) fn append_to(file: &File, size: &mut u64, data: &[u8]) -> io::Result<u64> {
+    let offset = *size;
+    if let Err(e) = file.write_all_at(data, offset) {
+        let _ = file.set_len(offset);
+        return Err(e);
+    }
+    *size += data.len() as u64;
+    Ok(offset)
 }
 
 /// A test hook: when `trigger` names an existing file, the operation fails

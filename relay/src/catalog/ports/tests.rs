@@ -105,7 +105,7 @@ impl<T: BlobIndex + DamageLog + std::fmt::Debug> Rules for T {}
 const A: ClientId = ClientId(1);
 const B: ClientId = ClientId(2);
 
-fn row(kind: BlobKind, id: u8, pack: u32, offset: u64) -> BlobRow {
+fn row(kind: BlobKind, id: u8, pack: u64, offset: u64) -> BlobRow {
     BlobRow {
         kind,
         id: [id; 32],
