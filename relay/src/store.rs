@@ -282,6 +282,14 @@ pub enum StorageError {
         /// The underlying error.
         source: io::Error,
     },
+    /// The object store failed (after its retries).
+    #[error("the relay's object store failed ({doing}: {source})")]
+    Remote {
+        /// What the relay was doing.
+        doing: &'static str,
+        /// The underlying error.
+        source: io::Error,
+    },
     /// Any other I/O failure.
     #[error("the relay's disk failed ({doing}: {source})")]
     Failed {
@@ -294,8 +302,13 @@ pub enum StorageError {
 
 /// Names an I/O error of the store by what the relay was `doing`.
 pub fn storage_error(source: io::Error, doing: &'static str) -> StorageError {
+    let remote = source
+        .get_ref()
+        .is_some_and(|inner| inner.is::<s3::ObjectStoreFailure>());
     if is_disk_full(&source) {
         StorageError::Full { doing, source }
+    } else if remote {
+        StorageError::Remote { doing, source }
     } else {
         StorageError::Failed { doing, source }
     }

@@ -73,6 +73,18 @@ pub enum TransferError {
 }
 
 impl TransferError {
+    /// The line the endpoint is told: the error, but for the object
+    /// store's, whose details (addresses, names in the bucket) are the
+    /// operator's, and are in the relay's log.
+    pub fn told(&self) -> String {
+        match self {
+            TransferError::Storage(StorageError::Remote { doing, .. }) => format!(
+                "the relay's object store failed ({doing}); its operator finds the details in the relay's log"
+            ),
+            other => other.to_string(),
+        }
+    }
+
     /// The code the endpoint is told.
     pub fn refusal(&self) -> Refusal {
         match self {
@@ -272,7 +284,18 @@ impl Transfer {
                 | Message::PutSealed { .. }
                 | Message::Sync
         );
-        let reply = self.dispatch(message)?;
+        let reply = match self.dispatch(message) {
+            Ok(reply) => reply,
+            Err(e @ (TransferError::Storage(_) | TransferError::SyncLost)) => {
+                // Ended here, not synced again on the way out: a store
+                // that just failed is not asked once more (an object store
+                // retries for seconds), and the set is free for the next
+                // run at once.
+                self.upload = None;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(upload) = self.upload.as_mut().filter(|_| progress) {
             upload.progress = std::time::Instant::now();
         }

@@ -9,6 +9,7 @@
 //! exiting) with a deadline, never a fixed sleep.
 
 pub mod fake_relay;
+pub mod faults;
 pub mod link;
 pub mod proxy;
 pub mod tree;

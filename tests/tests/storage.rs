@@ -7,13 +7,15 @@ use std::fs;
 use std::path::Path;
 
 use ferry_relay::store::moto::Moto;
+use ferry_tests::faults::{Fault, FaultProxy};
 use ferry_tests::tree::{listing, random_bytes};
-use ferry_tests::{arg, ok, Endpoint, Relay, RelayOptions};
+use ferry_tests::{arg, ok, stderr, Endpoint, Relay, RelayOptions};
 
 const MIB: usize = 1 << 20;
 
-/// A relay over a fresh bucket `name`, its keys in a 0600 file in `work`.
-fn relay_over_bucket(work: &Path, name: &str, cache: &str) -> Relay {
+/// A relay over a fresh bucket `name`, its keys in a 0600 file in `work`,
+/// reaching the store at `endpoint` (moto's, or a proxy in front of it).
+fn relay_over_bucket(work: &Path, name: &str, cache: &str, endpoint: &str) -> Relay {
     let moto = Moto::shared();
     moto.bucket(name);
     let keys = work.join(format!("{name}.keys"));
@@ -28,7 +30,7 @@ fn relay_over_bucket(work: &Path, name: &str, cache: &str) -> Relay {
             "storage".into(),
             format!(
                 "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{name}\"\ncredentials-file = \"{}\"\ncache-size = \"{cache}\"",
-                moto.endpoint,
+                endpoint,
                 keys.display()
             ),
         )],
@@ -53,7 +55,7 @@ fn restore_into(endpoint: &Endpoint, snapshot: &str, from: &Path, to: &Path) {
 #[test]
 fn snapshots_in_an_object_store_restore_identical_after_a_restart_and_a_gc() {
     let work = tempfile::tempdir().unwrap();
-    let mut relay = relay_over_bucket(work.path(), "snapshots", "8MiB");
+    let mut relay = relay_over_bucket(work.path(), "snapshots", "8MiB", &Moto::shared().endpoint);
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
     let src = work.path().join("src");
@@ -103,4 +105,62 @@ fn snapshots_in_an_object_store_restore_identical_after_a_restart_and_a_gc() {
     let to = work.path().join("after-gc");
     restore_into(&endpoint, "2", &src, &to);
     assert_eq!(listing(&to), second);
+}
+
+#[test]
+fn a_failing_object_store_gets_retries_then_one_clear_refusal_and_nothing_is_acknowledged() {
+    let work = tempfile::tempdir().unwrap();
+    let proxy = FaultProxy::start(&Moto::shared().endpoint);
+    let relay = relay_over_bucket(work.path(), "faults", "8MiB", &proxy.endpoint);
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("a.bin"), random_bytes(MIB, 1)).unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    let first = listing(&src);
+
+    for (n, fault) in [Fault::Status500, Fault::Reset].into_iter().enumerate() {
+        proxy.set(fault);
+        let refused = proxy.refused();
+        fs::write(src.join("b.bin"), random_bytes(MIB, 10 + n as u64)).unwrap();
+        let failed = endpoint.ferry(&["backup", arg(&src)]);
+        assert_eq!(
+            failed.status.code(),
+            Some(1),
+            "{fault:?}: {}",
+            stderr(&failed)
+        );
+        let told = stderr(&failed);
+        assert!(
+            told.contains("the relay's object store failed") && !told.contains(&proxy.endpoint),
+            "{fault:?}: one line naming the store, not its address: {told}"
+        );
+        assert!(
+            proxy.refused() - refused >= 3,
+            "{fault:?}: retried before refusing ({} requests refused)",
+            proxy.refused() - refused
+        );
+        proxy.set(Fault::None);
+    }
+    assert!(
+        relay.log().contains("its upload failed"),
+        "the operator sees it"
+    );
+    let snapshots: serde_json::Value =
+        serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
+    assert_eq!(
+        snapshots.as_array().unwrap().len(),
+        1,
+        "nothing acknowledged: {snapshots}"
+    );
+
+    // Healed, the next backup sends what the failed ones lost.
+    endpoint.backup_json(&[arg(&src)]);
+    let second = listing(&src);
+    for (snapshot, expected) in [("1", &first), ("2", &second)] {
+        let to = work.path().join(format!("restored-{snapshot}"));
+        restore_into(&endpoint, snapshot, &src, &to);
+        assert_eq!(&listing(&to), expected, "snapshot {snapshot}");
+    }
 }

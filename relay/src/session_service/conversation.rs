@@ -329,7 +329,7 @@ async fn refuse<S: Stream>(
 ) -> Result<String> {
     let refusal = Message::Refused {
         code: error.refusal(),
-        message: error.to_string(),
+        message: error.told(),
     };
     let _ = channel.send(&for_minor(refusal, peer_minor)).await;
     channel.io.close(FAILED_LINGER).await;

@@ -71,13 +71,26 @@ fn now_ms() -> u64 {
     u64::try_from(crate::clock::now_ms()).unwrap_or(0)
 }
 
+/// An object store's failure, inside the I/O error the store returns (so
+/// `super::storage_error` names the object store, not a disk).
+#[derive(Debug)]
+pub struct ObjectStoreFailure(String);
+
+impl std::fmt::Display for ObjectStoreFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ObjectStoreFailure {}
+
 /// An object store error as an I/O error naming what was done to what.
 fn failed(doing: &str, what: &ObjectPath, e: object_store::Error) -> io::Error {
     let kind = match e {
         object_store::Error::NotFound { .. } => io::ErrorKind::NotFound,
         _ => io::ErrorKind::Other,
     };
-    io::Error::new(kind, format!("object store: {doing} {what}: {e}"))
+    io::Error::new(kind, ObjectStoreFailure(format!("{doing} {what}: {e}")))
 }
 
 /// Makes `dir` (and its parents), readable by the relay's user only.
