@@ -63,7 +63,7 @@ for run in $(seq 1 "$RUNS"); do
     record "$backend-incremental" "$(seconds "$BIN/ferry" --state "$E" backup "$SRC")"
     stop_relay; start_relay "$R"
     record "$backend-restore" "$(seconds "$BIN/ferry" --state "$E" restore --map-from "$SRC" --map-to "$WORK/out")"
-    diff -r "$SRC" "$WORK/out" >/dev/null || { echo "$backend: the restore differs from the tree" >&2; exit 1; }
+    diff -r --no-dereference "$SRC" "$WORK/out" >/dev/null || { echo "$backend: the restore differs from the tree" >&2; exit 1; }
     stop_relay
     rm -rf "$WORK/out" "$R" "$E"
     rm -rf "$SRC" && mv "$WORK/before" "$SRC"

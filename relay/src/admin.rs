@@ -4,6 +4,7 @@
 //! [`ferry_net::table::Table`], shared with the endpoint's commands.
 
 pub mod clients;
+pub mod migrate;
 pub mod pair;
 pub mod retention;
 pub mod sets;

@@ -142,6 +142,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Move a stopped relay's pack files into an S3-compatible object store
+    /// (each read back and compared), then point relay.toml at it.
+    /// Endpoints notice nothing.
+    Migrate(admin::migrate::MigrateArgs),
     /// Check the store: re-hash every blob, check each pack's structure,
     /// the catalog and each snapshot's closure. Exit 0 clean, 3 damage
     /// found (named; the next backup holding the data heals it), 1 could
@@ -301,6 +305,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => return admin::retention::run(&data, client.as_deref(), dry_run, ahead, json),
         Command::Gc { grace, json } => admin::gc(&data, grace, json)?,
+        Command::Migrate(args) => admin::migrate::run(&data, &args)?,
     }
     Ok(ExitCode::SUCCESS)
 }

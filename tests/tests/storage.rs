@@ -13,6 +13,18 @@ use ferry_tests::{arg, ok, stderr, Endpoint, Relay, RelayOptions};
 
 const MIB: usize = 1 << 20;
 
+/// A 0600 file in `work` with moto's keys.
+fn keys_file(work: &Path) -> std::path::PathBuf {
+    let keys = work.join("s3.keys");
+    fs::write(
+        &keys,
+        "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    keys
+}
+
 /// A relay over a fresh bucket `name`, its keys in a 0600 file in `work`,
 /// reaching the store at `endpoint` (moto's, or a proxy in front of it).
 fn relay_over_bucket(work: &Path, name: &str, cache: &str, endpoint: &str) -> Relay {
@@ -163,4 +175,71 @@ fn a_failing_object_store_gets_retries_then_one_clear_refusal_and_nothing_is_ack
         restore_into(&endpoint, snapshot, &src, &to);
         assert_eq!(&listing(&to), expected, "snapshot {snapshot}");
     }
+}
+
+#[test]
+fn a_relay_with_history_migrates_to_an_object_store_and_every_snapshot_restores_identical() {
+    let work = tempfile::tempdir().unwrap();
+    let mut relay = Relay::start();
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let src = work.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    let mut versions = Vec::new();
+    for n in 0..3u64 {
+        fs::write(src.join("changing.bin"), random_bytes(MIB, n)).unwrap();
+        fs::write(src.join(format!("added-{n}.txt")), format!("version {n}\n")).unwrap();
+        endpoint.backup_json(&[arg(&src)]);
+        versions.push(listing(&src));
+    }
+    let local = relay.pack_bytes();
+    Moto::shared().bucket("migrated");
+    let keys = keys_file(work.path());
+    let migrate = [
+        "migrate",
+        "--to-storage",
+        "s3://migrated/ferry",
+        "--endpoint",
+        &Moto::shared().endpoint,
+        "--credentials-file",
+        arg(&keys),
+    ];
+    let refused = relay.admin(&migrate);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        stderr(&refused).contains("stop it first"),
+        "{}",
+        stderr(&refused)
+    );
+
+    relay.terminate();
+    let said = ok(relay.admin(&migrate));
+    assert!(said.contains("read back identical"), "{said}");
+    let objects = Moto::shared().objects("migrated");
+    let stored: u64 = objects
+        .iter()
+        .filter(|(key, _)| key.starts_with("ferry/packs/"))
+        .map(|(_, size)| size)
+        .sum();
+    assert_eq!(
+        stored, local,
+        "every pack byte is in the bucket: {objects:?}"
+    );
+    assert_eq!(relay.pack_bytes(), 0, "the pack files were moved aside");
+    assert!(relay.data().join("store/packs.migrated").is_dir());
+
+    relay.start_again();
+    for (n, expected) in versions.iter().enumerate() {
+        let snapshot = (n + 1).to_string();
+        let to = work.path().join(format!("restored-{snapshot}"));
+        restore_into(&endpoint, &snapshot, &src, &to);
+        assert_eq!(&listing(&to), expected, "snapshot {snapshot}");
+    }
+    ok(relay.admin(&["verify"]));
+    // The endpoint goes on as before; its next backup lands in the bucket.
+    fs::write(src.join("after.txt"), "after the move\n").unwrap();
+    endpoint.backup_json(&[arg(&src)]);
+    let to = work.path().join("restored-after");
+    restore_into(&endpoint, "4", &src, &to);
+    assert_eq!(listing(&to), listing(&src));
 }

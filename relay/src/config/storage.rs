@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::store::s3::S3Settings;
 
 /// `[storage]` as written in `relay.toml`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct StorageConfig {
     /// `local` (pack files under `DATA/store/packs/`) or `s3`.
@@ -53,6 +53,21 @@ pub enum StorageKind {
     Local,
     /// An S3-compatible object store.
     S3,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            kind: StorageKind::Local,
+            endpoint: None,
+            bucket: None,
+            prefix: String::new(),
+            region: default_region(),
+            path_style: true,
+            credentials_file: None,
+            cache_size: default_cache_size(),
+        }
+    }
 }
 
 fn default_region() -> String {
@@ -164,6 +179,11 @@ mod tests {
     #[test]
     fn local_is_the_default_and_s3_needs_its_settings() {
         let local: StorageConfig = toml::from_str("").unwrap();
+        assert_eq!(
+            local,
+            StorageConfig::default(),
+            "an empty table is the default"
+        );
         assert_eq!(local.kind, StorageKind::Local);
         assert!(local.s3().unwrap().is_none());
         let no_bucket: StorageConfig =

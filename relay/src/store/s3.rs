@@ -194,6 +194,18 @@ impl S3Reader {
         })
     }
 
+    /// Uploads `bytes` as the whole of `pack`.
+    fn put(&self, pack: PackId, bytes: Vec<u8>) -> io::Result<()> {
+        let (store, path) = (Arc::clone(&self.store), self.path(pack));
+        self.bridge.run(async move {
+            store
+                .put(&path, bytes.into())
+                .await
+                .map(|_| ())
+                .map_err(|e| failed("uploading", &path, e))
+        })
+    }
+
     /// Reads from the pack still being written here, if it is that one.
     fn read_staged(&self, pack: PackId, offset: u64, buffer: &mut [u8]) -> io::Result<bool> {
         match File::open(self.staged_path(pack)) {
@@ -422,14 +434,40 @@ impl S3Store {
     fn upload(&self, pack: PackId, file: &File, len: u64) -> io::Result<()> {
         let mut bytes = vec![0; usize::try_from(len).map_err(|_| too_large())?];
         file.read_exact_at(&mut bytes, 0)?;
-        let (store, path) = (Arc::clone(&self.reader.store), self.reader.path(pack));
-        self.reader.bridge.run(async move {
-            store
-                .put(&path, bytes.into())
-                .await
-                .map(|_| ())
-                .map_err(|e| failed("uploading", &path, e))
-        })
+        self.reader.put(pack, bytes)
+    }
+}
+
+impl S3Store {
+    /// Stores `bytes` as the whole of `pack` (a pack moved in from another
+    /// store: `ferry-relay migrate`), unless the store holds it already
+    /// with the same bytes. Its id keeps the name it had, so the catalog's
+    /// rows name it unchanged.
+    ///
+    /// # Errors
+    /// The object store's errors, or a pack of that id holding other bytes.
+    pub fn import(&self, pack: PackId, bytes: Vec<u8>) -> io::Result<()> {
+        match self.reader.length(pack) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+            Ok(len) => {
+                let mut held = Vec::new();
+                if len == bytes.len() as u64 {
+                    self.reader.read_into(pack, 0, len, &mut held)?;
+                }
+                if held == bytes {
+                    return Ok(());
+                }
+                return Err(io::Error::other(format!(
+                    "the store already holds a pack {pack} with other bytes; nothing was written over it"
+                )));
+            }
+        }
+        self.reader.lengths().remove(&pack);
+        let len = bytes.len() as u64;
+        self.reader.put(pack, bytes)?;
+        self.reader.lengths().insert(pack, len);
+        Ok(())
     }
 }
 
