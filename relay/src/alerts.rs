@@ -335,6 +335,7 @@ mod tests {
             sessions_open: 0,
             store_bytes: 0,
             damage_open: damage,
+            object_store: None,
             gc: None,
             verify: None,
             clients: vec![ClientStatus {

@@ -40,6 +40,9 @@ pub struct Status {
     pub store_bytes: u64,
     /// Damaged blobs found by verification and not yet sent again.
     pub damage_open: u64,
+    /// The object store's counters, when the packs are in one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store: Option<crate::store::StoreCounters>,
     /// The last collection, wherever it ran.
     pub gc: Option<Run>,
     /// The last verification, wherever it ran.
@@ -249,6 +252,7 @@ async fn read(of: &StatusSources) -> Result<Status> {
         sessions_open: of.registry.len(),
         store_bytes: sums.values().sum(),
         damage_open: from.stored.damage.values().sum(),
+        object_store: of.repo.blobs().store().counters(),
         gc: from.stored.gc.clone(),
         verify: from.stored.verify.clone(),
         clients,

@@ -38,6 +38,10 @@ macro_rules! reads_through_its_reader {
             ) -> std::io::Result<()> {
                 self.reader.repair_in_place(pack, offset, bytes)
             }
+
+            fn counters(&self) -> Option<$crate::store::StoreCounters> {
+                self.reader.counters()
+            }
         }
     };
 }
@@ -111,6 +115,18 @@ pub struct BlobLocation {
     pub len: u32,
 }
 
+/// How an object store has been doing since the relay started (the
+/// status page and `/metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct StoreCounters {
+    /// Reads served whole by the local cache.
+    pub cache_hits: u64,
+    /// Reads that had to ask the store.
+    pub cache_misses: u64,
+    /// Requests that failed after their retries.
+    pub request_errors: u64,
+}
+
 /// Reading what a store holds: all `verify` needs, so it can run beside a
 /// relay that writes.
 pub trait BlobReader: Send + Sync + std::fmt::Debug {
@@ -142,6 +158,11 @@ pub trait BlobReader: Send + Sync + std::fmt::Debug {
         let mut out = Vec::new();
         self.read_into(at.pack, at.offset, u64::from(at.len), &mut out)?;
         Ok(out)
+    }
+
+    /// The object store's counters (`None` for stores on local disk).
+    fn counters(&self) -> Option<StoreCounters> {
+        None
     }
 
     /// Writes `bytes` over what `pack` holds at `offset` (the same length,

@@ -9,7 +9,7 @@ use std::path::Path;
 use ferry_relay::store::moto::Moto;
 use ferry_tests::faults::{Fault, FaultProxy};
 use ferry_tests::tree::{listing, random_bytes};
-use ferry_tests::{arg, ok, stderr, Endpoint, Relay, RelayOptions};
+use ferry_tests::{arg, http_get, ok, stderr, Endpoint, Relay, RelayOptions};
 
 const MIB: usize = 1 << 20;
 
@@ -38,14 +38,17 @@ fn relay_over_bucket(work: &Path, name: &str, cache: &str, endpoint: &str) -> Re
     .unwrap();
     fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     Relay::start_with(RelayOptions {
-        sections: vec![(
+        sections: vec![
+            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
+            (
             "storage".into(),
             format!(
                 "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{name}\"\ncredentials-file = \"{}\"\ncache-size = \"{cache}\"",
                 endpoint,
                 keys.display()
             ),
-        )],
+        ),
+        ],
         ..RelayOptions::default()
     })
 }
@@ -104,6 +107,23 @@ fn snapshots_in_an_object_store_restore_identical_after_a_restart_and_a_gc() {
     }
     // Clean: exit 0.
     ok(relay.admin(&["verify"]));
+    let metrics = http_get(relay.web_addr(), "/metrics", None).body;
+    let value = |name: &str| {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}_total ")))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or_else(|| panic!("{name} in /metrics:\n{metrics}"))
+    };
+    assert!(
+        value("ferry_store_cache_misses") > 0,
+        "cold reads asked the store"
+    );
+    assert!(
+        value("ferry_store_cache_hits") > 0,
+        "a 4 MiB block serves the blobs beside"
+    );
+    assert_eq!(value("ferry_store_request_errors"), 0);
 
     // Forgotten, the first version's chunks are collected out of the bucket.
     ok(relay.admin(&["snapshots", "forget", "1"]));

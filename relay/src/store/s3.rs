@@ -148,9 +148,29 @@ pub struct S3Reader {
     staging: PathBuf,
     /// Pack lengths seen in listings and uploads (a pack never changes).
     lengths: Mutex<HashMap<PackId, u64>>,
+    /// Requests that failed after their retries.
+    errors: std::sync::atomic::AtomicU64,
 }
 
 impl S3Reader {
+    /// Runs a request on the store's runtime, counting it if it failed
+    /// (a missing object is an answer, not a failure).
+    fn request<T, F>(&self, work: F) -> io::Result<T>
+    where
+        T: Send + 'static,
+        F: std::future::Future<Output = io::Result<T>> + Send + 'static,
+    {
+        let outcome = self.bridge.run(work);
+        if outcome
+            .as_ref()
+            .is_err_and(|e| e.kind() != io::ErrorKind::NotFound)
+        {
+            self.errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        outcome
+    }
+
     fn path(&self, pack: PackId) -> ObjectPath {
         ObjectPath::from(format!("{}{}", self.prefix, object_name(pack)))
     }
@@ -159,17 +179,12 @@ impl S3Reader {
         self.staging.join(format!("{pack}"))
     }
 
-    /// The cache's hits and misses since start.
-    pub fn cache_counts(&self) -> (u64, u64) {
-        self.cache.counts()
-    }
-
     fn length(&self, pack: PackId) -> io::Result<u64> {
         if let Some(len) = self.lengths().get(&pack) {
             return Ok(*len);
         }
         let (store, path) = (Arc::clone(&self.store), self.path(pack));
-        let len = self.bridge.run(async move {
+        let len = self.request(async move {
             store
                 .head(&path)
                 .await
@@ -186,7 +201,7 @@ impl S3Reader {
 
     fn get_range(&self, pack: PackId, range: std::ops::Range<u64>) -> io::Result<bytes::Bytes> {
         let (store, path) = (Arc::clone(&self.store), self.path(pack));
-        self.bridge.run(async move {
+        self.request(async move {
             store
                 .get_range(&path, range)
                 .await
@@ -197,7 +212,7 @@ impl S3Reader {
     /// Uploads `bytes` as the whole of `pack`.
     fn put(&self, pack: PackId, bytes: Vec<u8>) -> io::Result<()> {
         let (store, path) = (Arc::clone(&self.store), self.path(pack));
-        self.bridge.run(async move {
+        self.request(async move {
             store
                 .put(&path, bytes.into())
                 .await
@@ -269,10 +284,19 @@ impl BlobReader for S3Reader {
         Ok(())
     }
 
+    fn counters(&self) -> Option<super::StoreCounters> {
+        let (cache_hits, cache_misses) = self.cache.counts();
+        Some(super::StoreCounters {
+            cache_hits,
+            cache_misses,
+            request_errors: self.errors.load(std::sync::atomic::Ordering::Relaxed),
+        })
+    }
+
     fn packs(&self) -> io::Result<Vec<(PackId, u64)>> {
         let store = Arc::clone(&self.store);
         let under = ObjectPath::from(format!("{}packs", self.prefix));
-        let listed = self.bridge.run(async move {
+        let listed = self.request(async move {
             store
                 .list(Some(&under))
                 .try_collect::<Vec<_>>()
@@ -363,6 +387,7 @@ pub fn open_reader(settings: &S3Settings, cache: &Path, staging: &Path) -> io::R
         cache: BlockCache::open(cache, settings.cache_bytes)?,
         staging: staging.to_path_buf(),
         lengths: Mutex::default(),
+        errors: std::sync::atomic::AtomicU64::new(0),
     })
 }
 
@@ -532,7 +557,7 @@ impl BlobStore for S3Store {
             return Err(not_sealed(pack));
         }
         let (store, path) = (Arc::clone(&self.reader.store), self.reader.path(pack));
-        self.reader.bridge.run(async move {
+        self.reader.request(async move {
             match store.delete(&path).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(failed("deleting", &path, e)),

@@ -7,6 +7,7 @@
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
@@ -64,6 +65,29 @@ pub fn render(status: &Status, telemetry: &Telemetry) -> Result<String, std::fmt
         Unit::Bytes,
         store,
     );
+    if let Some(counters) = status.object_store {
+        for (name, help, value) in [
+            (
+                "ferry_store_cache_hits",
+                "Reads of the object store served by the local cache",
+                counters.cache_hits,
+            ),
+            (
+                "ferry_store_cache_misses",
+                "Reads that asked the object store",
+                counters.cache_misses,
+            ),
+            (
+                "ferry_store_request_errors",
+                "Object store requests that failed after their retries",
+                counters.request_errors,
+            ),
+        ] {
+            let counter = Counter::<u64>::default();
+            counter.inc_by(value);
+            registry.register(name, help, counter);
+        }
+    }
     let damage = Gauge::<i64>::default();
     damage.set(count(status.damage_open));
     registry.register(
