@@ -28,6 +28,7 @@ mod garbage;
 mod limits;
 mod pairing;
 pub mod ports;
+mod relays;
 mod retention;
 pub mod runs;
 mod sets;
@@ -39,6 +40,7 @@ pub use clients::ClientRecord;
 pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
 pub use ports::{BlobIndex, DamageLog};
+pub use relays::{Lease, Registered};
 pub use retention::SetDecision;
 pub use sets::{SetRemoval, SetSummary, MAX_SETS};
 pub use snapshots::SnapshotRow;
@@ -215,6 +217,19 @@ const MIGRATIONS: &[&str] = &[
     // 17: each snapshot's label (the host and paths it covers), opaque:
     // sealed under the vault for a sealed client.
     "ALTER TABLE snapshots ADD COLUMN label BLOB;",
+    // 18: the relays sharing this catalog (each its own id, in the name of
+    // every pack it writes), and leases on work only one may do at a time.
+    "CREATE TABLE relays (
+        id INTEGER PRIMARY KEY,
+        holder TEXT NOT NULL UNIQUE,
+        registered_at INTEGER NOT NULL
+    );
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        relay INTEGER NOT NULL,
+        token INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

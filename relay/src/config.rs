@@ -15,10 +15,12 @@ use serde::{Deserialize, Serialize};
 
 mod sealed;
 mod storage;
+mod web;
 
 use crate::net::IpNet;
 pub use sealed::{ClientsConfig, SealedConfig};
-pub use storage::{S3Settings, StorageConfig, StorageKind};
+pub use storage::{CatalogConfig, S3Settings, StorageConfig, StorageKind};
+pub use web::WebConfig;
 
 /// The contents of `relay.toml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -68,17 +70,9 @@ pub struct RelayConfig {
     /// Where pack bytes live: the relay's disk, or an object store.
     #[serde(default, skip_serializing_if = "is_default")]
     pub storage: StorageConfig,
-}
-
-/// `[web]`: the status page, `/api/status` and `/metrics`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct WebConfig {
-    /// Where to listen (`127.0.0.1:7332`); none: no web listener.
-    pub listen: Option<SocketAddr>,
-    /// A file holding the bearer token every request must carry; required
-    /// unless `listen` is a loopback address. Relative: in the data directory.
-    pub token_file: Option<std::path::PathBuf>,
+    /// Where the catalog is: the data directory, or a shared file.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub catalog: CatalogConfig,
 }
 
 /// `[alerts]`: when a set counts as stale, how often to look, and what to run.

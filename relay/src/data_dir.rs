@@ -21,12 +21,17 @@ pub struct DataLock {
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
+    /// The catalog's file, once read from relay.toml's `[catalog]`.
+    catalog: std::sync::OnceLock<PathBuf>,
 }
 
 impl DataDir {
     /// Names a data directory (nothing is read yet).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DataDir { root: root.into() }
+        DataDir {
+            root: root.into(),
+            catalog: std::sync::OnceLock::new(),
+        }
     }
 
     /// The directory itself.
@@ -44,9 +49,18 @@ impl DataDir {
         self.root.join("keys").join("relay.key")
     }
 
-    /// The SQLite catalog.
+    /// The SQLite catalog: relay.toml's `[catalog] url`, else
+    /// `DATA/catalog.sqlite`.
     pub fn catalog_path(&self) -> PathBuf {
-        self.root.join("catalog.sqlite")
+        self.catalog
+            .get_or_init(|| {
+                let shared = self
+                    .config()
+                    .ok()
+                    .and_then(|config| config.catalog.sqlite_path().ok().flatten());
+                shared.unwrap_or_else(|| self.root.join("catalog.sqlite"))
+            })
+            .clone()
     }
 
     /// The pack files.
@@ -69,36 +83,52 @@ impl DataDir {
         })
     }
 
-    /// `relay-id`: this relay's number among the relays sharing one store
-    /// (0 to 1023, drawn at random the first time it is asked for).
+    /// `relay-id`: this relay's number among the relays sharing one
+    /// catalog and store (0 to 1023): registered in the catalog under this
+    /// host and directory, the lowest free one the first time.
     ///
     /// # Errors
-    /// I/O errors, or a file that does not hold such a number.
+    /// I/O or catalog errors, a file that does not hold such a number, or
+    /// an id another relay holds (a copied data directory).
     pub fn relay_id(&self) -> Result<u16> {
         let path = self.root.join("relay-id");
-        match fs::read_to_string(&path) {
-            Ok(text) => text
-                .trim()
-                .parse::<u16>()
-                .ok()
-                .filter(|id| *id <= crate::store::s3::MAX_RELAY_ID)
-                .with_context(|| {
-                    format!(
-                        "{} must hold a number from 0 to {}",
-                        path.display(),
-                        crate::store::s3::MAX_RELAY_ID
-                    )
-                }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let mut bytes = [0u8; 2];
-                rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut bytes);
-                let id = u16::from_le_bytes(bytes) & crate::store::s3::MAX_RELAY_ID;
-                keyfile::write_private(&path, format!("{id}\n").as_bytes())
-                    .with_context(|| format!("cannot write {}", path.display()))?;
-                Ok(id)
+        let max = crate::store::s3::MAX_RELAY_ID;
+        let kept = match fs::read_to_string(&path) {
+            Ok(text) => Some(
+                text.trim()
+                    .parse::<u16>()
+                    .ok()
+                    .filter(|id| *id <= max)
+                    .with_context(|| {
+                        format!("{} must hold a number from 0 to {max}", path.display())
+                    })?,
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
+        let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let holder = format!("{}:{}", host.trim(), root.display());
+        let registered =
+            self.catalog()?
+                .register_relay(&holder, kept, max, crate::clock::now_ms())?;
+        let id = match registered {
+            crate::catalog::Registered::Id(id) => id,
+            crate::catalog::Registered::TakenBy(other) => bail!(
+                "relay id {} ({}) is registered to another relay ({other}): a copied data directory? Delete {} to draw a new id",
+                kept.unwrap_or_default(),
+                path.display(),
+                path.display()
+            ),
+            crate::catalog::Registered::Full => {
+                bail!("every relay id (0 to {max}) is registered in the catalog")
             }
-            Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        if kept != Some(id) {
+            keyfile::write_private(&path, format!("{id}\n").as_bytes())
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
+        Ok(id)
     }
 
     /// Limits in force and measured rates, rewritten by `serve` about twice a second.
@@ -116,7 +146,7 @@ impl DataDir {
     ///
     /// # Errors
     /// When the directory already holds a relay, or on I/O errors.
-    pub fn init(&self, config: &RelayConfig) -> Result<StaticKeypair> {
+    pub fn init(&self, config: &RelayConfig, identity: Option<&Path>) -> Result<StaticKeypair> {
         if self.config_path().exists() {
             bail!(
                 "{} already holds a relay (relay.toml exists)",
@@ -138,13 +168,24 @@ impl DataDir {
             fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
                 .with_context(|| format!("cannot make {} private", dir.display()))?;
         }
+        if let Some(identity) = identity {
+            keyfile::load(identity).with_context(|| {
+                format!("cannot use {} as the relay's identity", identity.display())
+            })?;
+            let key = fs::read(identity)
+                .with_context(|| format!("cannot read {}", identity.display()))?;
+            keyfile::write_private(&self.key_path(), &key)?;
+        }
         let (keys, _) = keyfile::load_or_create(&self.key_path())
             .with_context(|| format!("cannot create {}", self.key_path().display()))?;
-        Catalog::open(&self.catalog_path())
-            .with_context(|| format!("cannot create {}", self.catalog_path().display()))?;
+        let catalog = config
+            .catalog
+            .sqlite_path()?
+            .unwrap_or_else(|| self.catalog_path());
+        Catalog::open(&catalog).with_context(|| format!("cannot create {}", catalog.display()))?;
         // It holds pending pairing codes; SQLite gives its -wal and -shm files
         // the same mode.
-        fs::set_permissions(self.catalog_path(), fs::Permissions::from_mode(0o600))?;
+        fs::set_permissions(&catalog, fs::Permissions::from_mode(0o600))?;
         keyfile::write_private(&self.config_path(), config.to_toml()?.as_bytes())
             .with_context(|| format!("cannot write {}", self.config_path().display()))?;
         Ok(keys)

@@ -50,6 +50,15 @@ enum Command {
         /// loopback and private ranges).
         #[arg(long = "lan-network")]
         lan_networks: Vec<IpNet>,
+        /// Present this key (another relay's `keys/relay.key`, mode 0600)
+        /// instead of a new one: relays of one service share one identity,
+        /// which endpoints pin.
+        #[arg(long, value_name = "FILE")]
+        identity: Option<PathBuf>,
+        /// The catalog: `sqlite:///ABSOLUTE/PATH`, shared by the relays of
+        /// one service on one host (default: DATA/catalog.sqlite).
+        #[arg(long, value_name = "URL")]
+        catalog: Option<String>,
     },
     /// Run the relay until SIGINT or SIGTERM.
     Serve {
@@ -233,6 +242,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             pair_listen,
             public,
             lan_networks,
+            identity,
+            catalog,
         } => {
             let config = RelayConfig {
                 listen,
@@ -254,8 +265,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 sealed: Default::default(),
                 clients: Default::default(),
                 storage: Default::default(),
+                catalog: ferry_relay::config::CatalogConfig { url: catalog },
             };
-            let keys = data.init(&config)?;
+            let keys = data.init(&config, identity.as_deref())?;
             println!("initialized relay in {}", data.root().display());
             println!("relay fingerprint: {}", keys.public.fingerprint());
         }

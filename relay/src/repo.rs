@@ -132,6 +132,15 @@ impl Repo {
         &self.blobs
     }
 
+    /// Makes this repo's upload ids relay `relay`'s: its id in their top
+    /// bits, so relays sharing a catalog never stage under the same one.
+    pub fn set_relay(&self, relay: u16) {
+        self.last_upload.store(
+            upload_ids_of(relay).start,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// A new upload's id, unique while this process runs (staged trees
     /// are dropped at every start).
     pub fn next_upload_id(&self) -> u64 {
@@ -170,6 +179,15 @@ impl Repo {
         &self.catalog_path
     }
 }
+
+/// The upload ids relay `relay` hands out (its id in the top bits).
+pub fn upload_ids_of(relay: u16) -> std::ops::Range<u64> {
+    let start = u64::from(relay) << UPLOAD_ID_BITS;
+    start..start + (1 << UPLOAD_ID_BITS)
+}
+
+/// Bits of an upload id below the relay's id.
+const UPLOAD_ID_BITS: u32 = 52;
 
 /// Refuses a catalog that knows nothing beside a store holding `packs`
 /// packs: the wrong catalog, or an emptied one, must never be taken as

@@ -221,13 +221,16 @@ fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, S
         );
     }
     crate::gc_service::drop_stale_request(&mut catalog)?;
-    // Trees staged by uploads a killed relay left open: no upload is open now.
-    catalog.drop_all_staged_trees()?;
+    // Trees staged by uploads this relay left open when killed: none of
+    // its uploads is open now (relays sharing the catalog keep theirs).
+    let relay = data.relay_id()?;
+    catalog.drop_staged_trees_of(crate::repo::upload_ids_of(relay))?;
     let rates = Rates::new(settings.config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;
     let storage = data.storage(&settings.config.storage)?;
     let repo = Repo::open(catalog, &data.catalog_path(), &storage)?;
+    repo.set_relay(relay);
     repo.uploads().set_max_age(settings.gc.max_upload_age);
     reserve.ensure();
     Ok((repo.with_reserve(reserve), Arc::new(rates), handshakes))

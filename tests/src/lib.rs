@@ -144,6 +144,8 @@ pub struct RelayOptions {
     /// Lines put into tables of relay.toml (see [`set_in_section`]): the
     /// table's name (`web`) and its lines.
     pub sections: Vec<(String, String)>,
+    /// More arguments to `init` (`--identity FILE`, `--catalog URL`).
+    pub init_args: Vec<String>,
 }
 
 /// `toml` with `lines` (`key = value` each) in table `[section]`: a key
@@ -232,6 +234,7 @@ impl Relay {
         for public in &options.public {
             init.args(["--public", public]);
         }
+        init.args(&options.init_args);
         let out = ok(run(init));
         let fingerprint = out
             .lines()

@@ -123,12 +123,16 @@ impl Catalog {
         Ok(())
     }
 
-    /// Drops every staged tree: at start, no upload is open.
+    /// Drops the trees staged under the upload ids `uploads` (one relay's):
+    /// at its start none of its uploads is open (other relays' may be).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn drop_all_staged_trees(&mut self) -> Result<()> {
-        self.conn.execute("DELETE FROM staged_trees", [])?;
+    pub fn drop_staged_trees_of(&mut self, uploads: std::ops::Range<u64>) -> Result<()> {
+        self.conn.execute(
+            "DELETE FROM staged_trees WHERE upload >= ?1 AND upload < ?2",
+            params![uploads.start as i64, uploads.end as i64],
+        )?;
         Ok(())
     }
 }

@@ -1,5 +1,7 @@
 //! `[storage]`: where the relay keeps pack bytes — its own disk (the
-//! default) or an S3-compatible object store.
+//! default) or an S3-compatible object store; `[catalog]`: where its
+//! catalog is — in the data directory (the default) or a file several
+//! relays share.
 
 use std::path::{Path, PathBuf};
 
@@ -66,6 +68,35 @@ impl Default for StorageConfig {
             path_style: true,
             credentials_file: None,
             cache_size: default_cache_size(),
+        }
+    }
+}
+
+/// `[catalog]` as written in `relay.toml`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct CatalogConfig {
+    /// `sqlite:///ABSOLUTE/PATH` (a catalog several relays on one host
+    /// share); none: `DATA/catalog.sqlite`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl CatalogConfig {
+    /// The catalog file `url` names, if it names one.
+    ///
+    /// # Errors
+    /// A URL that is not `sqlite:///ABSOLUTE/PATH`.
+    pub fn sqlite_path(&self) -> Result<Option<PathBuf>> {
+        let Some(url) = &self.url else {
+            return Ok(None);
+        };
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            bail!("relay.toml [catalog] url: PostgreSQL catalogs are not built yet; use sqlite:///PATH");
+        }
+        match url.strip_prefix("sqlite://") {
+            Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
+            _ => bail!("relay.toml [catalog] url takes sqlite:///ABSOLUTE/PATH, not {url}"),
         }
     }
 }

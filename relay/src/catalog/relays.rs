@@ -1,0 +1,234 @@
+//! The relays sharing one catalog, and leases on work one of them does at
+//! a time (a collection).
+//!
+//! Each relay registers under a *holder* name (its host and data
+//! directory) and gets the lowest free id; the id goes into the name of
+//! every pack it writes and every upload id it hands out, so two relays
+//! never write the same object or stage under the same upload.
+//!
+//! A lease is held until it expires; each new holder gets a larger token,
+//! and the holder's writes check that the token is still the lease's
+//! (fencing): a holder frozen past its lease and then resumed finds its
+//! token stale, and its writes are refused.
+
+use rusqlite::{params, OptionalExtension, TransactionBehavior};
+
+use super::{Catalog, Result};
+
+/// What registering a relay found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Registered {
+    /// The relay's id.
+    Id(u16),
+    /// The id asked for is another relay's (named).
+    TakenBy(String),
+    /// Every id up to the largest is taken.
+    Full,
+}
+
+/// A lease as held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    /// The relay holding it.
+    pub relay: u16,
+    /// Its fencing token: larger for every new holder.
+    pub token: i64,
+    /// When it ends unless renewed (ms since the epoch).
+    pub expires_at: i64,
+}
+
+impl Catalog {
+    /// Registers `holder` as relay `wanted` (its id kept from an earlier
+    /// start), or under the lowest free id up to `max`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn register_relay(
+        &mut self,
+        holder: &str,
+        wanted: Option<u16>,
+        max: u16,
+        now_ms: i64,
+    ) -> Result<Registered> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mine: Option<u16> = tx
+            .query_row("SELECT id FROM relays WHERE holder = ?1", [holder], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if let Some(id) = mine {
+            if wanted.is_none_or(|w| w == id) {
+                return Ok(Registered::Id(id));
+            }
+        }
+        let id = match wanted {
+            Some(id) => {
+                let other: Option<String> = tx
+                    .query_row("SELECT holder FROM relays WHERE id = ?1", [id], |r| {
+                        r.get(0)
+                    })
+                    .optional()?;
+                if let Some(other) = other.filter(|o| o != holder) {
+                    return Ok(Registered::TakenBy(other));
+                }
+                id
+            }
+            None => {
+                let taken: Vec<u16> = tx
+                    .prepare("SELECT id FROM relays ORDER BY id")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                match (0..=max).find(|id| !taken.contains(id)) {
+                    Some(id) => id,
+                    None => return Ok(Registered::Full),
+                }
+            }
+        };
+        tx.execute("DELETE FROM relays WHERE holder = ?1", [holder])?;
+        tx.execute(
+            "INSERT INTO relays (id, holder, registered_at) VALUES (?1, ?2, ?3)",
+            params![id, holder, now_ms],
+        )?;
+        tx.commit()?;
+        Ok(Registered::Id(id))
+    }
+
+    /// Takes lease `name` for `relay` for `ttl_ms`, if it is free, expired
+    /// or already `relay`'s (then renewed, keeping its token).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn take_lease(
+        &mut self,
+        name: &str,
+        relay: u16,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let held: Option<(u16, i64, i64)> = tx
+            .query_row(
+                "SELECT relay, token, expires_at FROM leases WHERE name = ?1",
+                [name],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let token = match held {
+            Some((holder, token, expires_at)) if holder == relay && expires_at > now_ms => token,
+            Some((_, _, expires_at)) if expires_at > now_ms => return Ok(None),
+            Some((_, token, _)) => token + 1,
+            None => 1,
+        };
+        let lease = Lease {
+            relay,
+            token,
+            expires_at: now_ms + ttl_ms,
+        };
+        tx.execute(
+            "INSERT INTO leases (name, relay, token, expires_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (name) DO UPDATE SET relay = ?2, token = ?3, expires_at = ?4",
+            params![name, relay, token, lease.expires_at],
+        )?;
+        tx.commit()?;
+        Ok(Some(lease))
+    }
+
+    /// Whether `lease` is still lease `name`'s holder at `now_ms`: the
+    /// fence every write under it checks.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn lease_holds(&self, name: &str, lease: &Lease, now_ms: i64) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM leases WHERE name = ?1 AND relay = ?2 AND token = ?3 AND expires_at > ?4",
+                params![name, lease.relay, lease.token, now_ms],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Gives lease `name` back, if `lease` still holds it.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn release_lease(&mut self, name: &str, lease: &Lease) -> Result<()> {
+        self.conn.execute(
+            "UPDATE leases SET expires_at = 0 WHERE name = ?1 AND relay = ?2 AND token = ?3",
+            params![name, lease.relay, lease.token],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog() -> (Catalog, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        (Catalog::open(&dir.path().join("c.sqlite")).unwrap(), dir)
+    }
+
+    #[test]
+    fn relays_get_the_lowest_free_id_and_keep_theirs() {
+        let (mut c, _dir) = catalog();
+        assert_eq!(
+            c.register_relay("a:/d", None, 3, 1).unwrap(),
+            Registered::Id(0)
+        );
+        assert_eq!(
+            c.register_relay("b:/d", None, 3, 1).unwrap(),
+            Registered::Id(1)
+        );
+        assert_eq!(
+            c.register_relay("a:/d", Some(0), 3, 2).unwrap(),
+            Registered::Id(0)
+        );
+        assert_eq!(
+            c.register_relay("c:/d", Some(1), 3, 2).unwrap(),
+            Registered::TakenBy("b:/d".into())
+        );
+        // An id kept from before the catalog knew relays is registered as it is.
+        assert_eq!(
+            c.register_relay("c:/d", Some(3), 3, 2).unwrap(),
+            Registered::Id(3)
+        );
+        assert_eq!(
+            c.register_relay("d:/d", None, 3, 2).unwrap(),
+            Registered::Id(2)
+        );
+        assert_eq!(
+            c.register_relay("e:/d", None, 3, 2).unwrap(),
+            Registered::Full
+        );
+    }
+
+    #[test]
+    fn a_lease_has_one_holder_and_a_new_holder_fences_the_old_one() {
+        let (mut c, _dir) = catalog();
+        let first = c.take_lease("gc", 1, 1_000, 500).unwrap().unwrap();
+        assert_eq!(c.take_lease("gc", 2, 1_200, 500).unwrap(), None, "held");
+        let renewed = c.take_lease("gc", 1, 1_300, 500).unwrap().unwrap();
+        assert_eq!((renewed.token, renewed.expires_at), (first.token, 1_800));
+        assert!(c.lease_holds("gc", &renewed, 1_700).unwrap());
+        // Relay 1 froze past its lease: relay 2 takes it, and 1's token is stale.
+        let second = c.take_lease("gc", 2, 1_900, 500).unwrap().unwrap();
+        assert!(second.token > first.token);
+        assert!(!c.lease_holds("gc", &renewed, 1_901).unwrap());
+        assert!(c.lease_holds("gc", &second, 1_901).unwrap());
+        c.release_lease("gc", &renewed).unwrap();
+        assert!(
+            c.lease_holds("gc", &second, 1_902).unwrap(),
+            "a stale holder cannot release it"
+        );
+        c.release_lease("gc", &second).unwrap();
+        assert!(c.take_lease("gc", 3, 1_903, 500).unwrap().is_some());
+    }
+}

@@ -1,0 +1,16 @@
+//! `[web]`: the status page's listener.
+
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// `[web]`: the status page, `/api/status` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct WebConfig {
+    /// Where to listen (`127.0.0.1:7332`); none: no web listener.
+    pub listen: Option<SocketAddr>,
+    /// A file holding the bearer token every request must carry; required
+    /// unless `listen` is a loopback address. Relative: in the data directory.
+    pub token_file: Option<std::path::PathBuf>,
+}

@@ -1,0 +1,152 @@
+//! Several relays, one service: three relays on loopback present one
+//! identity and share one catalog and one bucket (moto's S3 server).
+//! Endpoints back up at once, spread over them; one relay is killed with
+//! -9 in the middle; every endpoint finishes (the failed runs once more,
+//! as its daemon would, through the next address); every snapshot then
+//! restores identical through each relay, and verify is clean.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ferry_relay::store::moto::Moto;
+use ferry_tests::tree::{listing, random_bytes};
+use ferry_tests::{arg, ok, wait_for, Endpoint, Relay, RelayOptions};
+
+const MIB: usize = 1 << 20;
+const ENDPOINTS: usize = 8;
+
+/// Relay options over the shared catalog and bucket, presenting
+/// `identity` when given.
+fn service_relay(work: &Path, identity: Option<&Path>) -> Relay {
+    let keys = work.join("s3.keys");
+    let mut init_args = vec![
+        "--catalog".to_string(),
+        format!("sqlite://{}", work.join("catalog.sqlite").display()),
+    ];
+    if let Some(identity) = identity {
+        init_args.extend(["--identity".to_string(), identity.display().to_string()]);
+    }
+    Relay::start_with(RelayOptions {
+        init_args,
+        sections: vec![(
+            "storage".into(),
+            format!(
+                "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"service\"\ncredentials-file = \"{}\"",
+                Moto::shared().endpoint,
+                keys.display()
+            ),
+        )],
+        ..RelayOptions::default()
+    })
+}
+
+fn source(work: &Path, n: usize) -> PathBuf {
+    let src = work.join(format!("src-{n}"));
+    fs::create_dir_all(src.join("notes")).unwrap();
+    fs::write(
+        src.join("data.bin"),
+        random_bytes((2 + n % 3) * MIB, n as u64),
+    )
+    .unwrap();
+    for i in 0..10 {
+        fs::write(
+            src.join("notes").join(format!("{i}.txt")),
+            format!("endpoint {n} note {i}\n"),
+        )
+        .unwrap();
+    }
+    src
+}
+
+#[test]
+fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup() {
+    let work = tempfile::tempdir().unwrap();
+    Moto::shared().bucket("service");
+    let keys = work.path().join("s3.keys");
+    fs::write(
+        &keys,
+        "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
+    )
+    .unwrap();
+    fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let first = service_relay(work.path(), None);
+    let identity = first.data().join("keys/relay.key");
+    let mut relays = vec![first];
+    for _ in 0..2 {
+        relays.push(service_relay(work.path(), Some(&identity)));
+    }
+    let ids: Vec<String> = relays
+        .iter()
+        .map(|r| fs::read_to_string(r.data().join("relay-id")).unwrap())
+        .collect();
+    assert!(
+        ids[0] != ids[1] && ids[1] != ids[2] && ids[0] != ids[2],
+        "{ids:?}"
+    );
+    assert!(
+        relays
+            .iter()
+            .all(|r| r.fingerprint == relays[0].fingerprint),
+        "one identity"
+    );
+
+    // Paired through the first; each then lists the three relays, starting
+    // at its own, so the sessions spread.
+    let addresses: Vec<String> = relays.iter().map(|r| r.session_addr.to_string()).collect();
+    let endpoints: Vec<Endpoint> = (0..ENDPOINTS)
+        .map(|n| {
+            let endpoint = if n % 2 == 0 {
+                Endpoint::new()
+            } else {
+                Endpoint::sealed()
+            };
+            endpoint.pair_with(&relays[0], &format!("laptop-{n}"));
+            let mut list = addresses.clone();
+            list.rotate_left(n % 3);
+            endpoint.set_addresses(&list);
+            endpoint
+        })
+        .collect();
+    let sources: Vec<PathBuf> = (0..ENDPOINTS).map(|n| source(work.path(), n)).collect();
+
+    let runs: Vec<_> = endpoints
+        .iter()
+        .zip(&sources)
+        .map(|(endpoint, src)| {
+            let mut command = endpoint.command();
+            command.args(["backup", arg(src)]);
+            command.spawn().unwrap()
+        })
+        .collect();
+    // Killed with -9 as soon as it serves a session: mid-upload.
+    wait_for(
+        "a session on the second relay",
+        std::time::Duration::from_secs(120),
+        || relays[1].log().contains("session opened").then_some(()),
+    );
+    let status = Command::new("kill")
+        .args(["-9", &relays[1].pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut retried = 0;
+    for ((run, endpoint), src) in runs.into_iter().zip(&endpoints).zip(&sources) {
+        if !run.wait_with_output().unwrap().status.success() {
+            retried += 1;
+            endpoint.backup_json(&[arg(src)]);
+        }
+    }
+    eprintln!("figure: {retried} of {ENDPOINTS} backups ran again after the relay was killed");
+
+    relays[1].start_again();
+    for (n, (endpoint, src)) in endpoints.iter().zip(&sources).enumerate() {
+        for (k, relay) in relays.iter().enumerate() {
+            endpoint.set_addresses(&[relay.session_addr.to_string()]);
+            let to = work.path().join(format!("restored-{n}-{k}"));
+            endpoint.restore_json(&["--map-from", arg(src), "--map-to", arg(&to)]);
+            assert_eq!(listing(&to), listing(src), "endpoint {n} through relay {k}");
+        }
+    }
+    ok(relays[2].admin(&["verify"]));
+}
