@@ -13,11 +13,13 @@ use ferry_protocol::schedule::{RateSpec, Schedule};
 use ferry_protocol::units::parse_duration;
 use serde::{Deserialize, Serialize};
 
+mod gc;
 mod sealed;
 mod storage;
 mod web;
 
 use crate::net::IpNet;
+pub use gc::{GcConfig, GcSchedule};
 pub use sealed::{ClientsConfig, SealedConfig};
 pub use storage::{CatalogConfig, S3Settings, StorageConfig, StorageKind};
 pub use web::WebConfig;
@@ -324,68 +326,6 @@ impl VerifyConfig {
                 since_verified: Some(duration("since-verified", &self.since_verified)?),
                 rate,
             },
-        })
-    }
-}
-
-/// `[gc]`: when the server collects garbage by itself.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct GcConfig {
-    /// Time between collections (`off`: only `ferry-relay gc`).
-    pub interval: String,
-    /// Unreferenced data younger than this is kept, so an interrupted
-    /// upload can resume without sending it again.
-    pub grace: String,
-    /// An upload open longer than this no longer holds collections back
-    /// and is ended (the next run resumes it): a backup throttled to a
-    /// trickle cannot stop collection for everyone.
-    pub max_upload_age: String,
-}
-
-impl Default for GcConfig {
-    fn default() -> Self {
-        GcConfig {
-            interval: "1d".into(),
-            grace: "1d".into(),
-            max_upload_age: "12h".into(),
-        }
-    }
-}
-
-/// [`GcConfig`] resolved.
-#[derive(Debug, Clone, Copy)]
-pub struct GcSchedule {
-    /// `None`: never by itself.
-    pub interval: Option<Duration>,
-    /// See [`GcConfig::grace`].
-    pub grace: Duration,
-    /// See [`GcConfig::max_upload_age`].
-    pub max_upload_age: Duration,
-}
-
-impl GcConfig {
-    /// Resolves the human strings.
-    ///
-    /// # Errors
-    /// A message naming the bad key.
-    pub fn resolve(&self) -> Result<GcSchedule> {
-        let interval = match self.interval.trim() {
-            "off" => None,
-            text => Some(
-                parse_duration(text)
-                    .map_err(|e| anyhow::anyhow!("gc.interval: {e} (or \"off\")"))?
-                    .max(Duration::from_secs(1)),
-            ),
-        };
-        let grace = parse_duration(&self.grace).map_err(|e| anyhow::anyhow!("gc.grace: {e}"))?;
-        let max_upload_age = parse_duration(&self.max_upload_age)
-            .map_err(|e| anyhow::anyhow!("gc.max-upload-age: {e}"))?
-            .max(Duration::from_secs(1));
-        Ok(GcSchedule {
-            interval,
-            grace,
-            max_upload_age,
         })
     }
 }

@@ -36,6 +36,10 @@
 //! `pack_files` shared around each lookup and read; only the deletion of a
 //! pack file takes it exclusively, so restores continue too.
 
+mod fence;
+
+pub use fence::{Fence, GC_LEASE};
+
 use crate::catalog::BlobIndex;
 use crate::catalog::ClientId;
 use std::time::{Duration, Instant};
@@ -122,7 +126,14 @@ pub fn collect_beside_uploads(
     now_ms: i64,
 ) -> anyhow::Result<GcReport> {
     let mut catalog = Catalog::open(repo.catalog_path())?;
-    collect(&mut catalog, repo.blobs(), repo.uploads(), grace, now_ms)
+    collect(
+        &mut catalog,
+        repo.blobs(),
+        repo.uploads(),
+        grace,
+        now_ms,
+        &Fence::unshared(),
+    )
 }
 
 /// Collects garbage: see the module documentation.
@@ -135,8 +146,9 @@ pub fn collect(
     uploads: &OpenUploads,
     grace: Duration,
     now_ms: i64,
+    fence: &Fence,
 ) -> Result<GcReport> {
-    let outcome = collect_unrecorded(catalog, blobs, uploads, grace, now_ms);
+    let outcome = collect_unrecorded(catalog, blobs, uploads, grace, now_ms, fence);
     crate::catalog::runs::record(catalog, crate::catalog::runs::RunKind::Gc, &outcome, |r| {
         (r.summary(), 0)
     });
@@ -149,6 +161,7 @@ fn collect_unrecorded(
     uploads: &OpenUploads,
     grace: Duration,
     now_ms: i64,
+    fence: &Fence,
 ) -> Result<GcReport> {
     let started = Instant::now();
     // Uploads open too long are ended first: nothing is kept for them.
@@ -183,6 +196,8 @@ fn collect_unrecorded(
         let cutoff = cutoff();
         Marker::new(catalog, blobs).snapshots(&mut report)?;
         in_grace += Marker::new(catalog, blobs).young(cutoff)?;
+        // In the sweep's own transaction: a stale holder deletes no row.
+        fence.check(catalog)?;
         Ok(catalog.sweep(cutoff)?)
     })?;
     catalog.end_mark()?;
@@ -190,7 +205,8 @@ fn collect_unrecorded(
     report.blobs_deleted = deleted;
     report.bytes_unreferenced = bytes;
     report.blobs_in_grace = in_grace + young;
-    compact(catalog, blobs, uploads, &mut report)?;
+    let young_packs = now_ms.saturating_sub(grace_ms);
+    compact(catalog, blobs, uploads, young_packs, fence, &mut report)?;
     // What ended uploads left unindexed before this run is reclaimed now
     // (or sits in a pack under the rewrite threshold): charged no more.
     catalog.clear_unindexed_before(now_ms)?;
@@ -309,6 +325,8 @@ fn compact(
     catalog: &mut Catalog,
     blobs: &Blobs,
     uploads: &OpenUploads,
+    young_since_ms: i64,
+    fence: &Fence,
     report: &mut GcReport,
 ) -> Result<()> {
     // The pack being appended to is sealed first, so what was swept from
@@ -320,8 +338,20 @@ fn compact(
     let sealed = blobs.sealed_packs()?;
     let held_from = uploads.oldest().map_or(PackId(u64::MAX), |o| o.first_pack);
     let usage = catalog.pack_usage()?;
-    for (pack, len) in sealed.into_iter().filter(|(pack, _)| *pack < held_from) {
+    // A pack started within the grace period may belong to another relay's
+    // upload that has not indexed it yet (relays sharing a store): kept.
+    let settled = |pack: &PackId| {
+        blobs
+            .store()
+            .pack_started_ms(*pack)
+            .is_none_or(|started| started < young_since_ms)
+    };
+    for (pack, len) in sealed
+        .into_iter()
+        .filter(|(pack, _)| *pack < held_from && settled(pack))
+    {
         let live = usage.get(&pack).copied().unwrap_or_default();
+        fence.check(catalog)?;
         if live.blobs == 0 {
             blobs
                 .remove(pack)
@@ -329,7 +359,7 @@ fn compact(
             report.packs_deleted += 1;
             report.bytes_freed += len;
         } else if len.saturating_sub(live.bytes) * 100 >= len * REPACK_DEAD_PERCENT {
-            let moved = repack(catalog, blobs, pack)?;
+            let moved = repack(catalog, blobs, pack, fence)?;
             report.packs_repacked += 1;
             report.bytes_moved += moved;
             report.bytes_freed += len.saturating_sub(moved);
@@ -340,7 +370,7 @@ fn compact(
 
 /// Copies `pack`'s live blobs to the current pack, moves their rows, deletes
 /// `pack`; returns the bytes copied.
-fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: PackId) -> Result<u64> {
+fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: PackId, fence: &Fence) -> Result<u64> {
     let live = catalog.blobs_in_pack(pack)?;
     let mut moved = Vec::with_capacity(live.len());
     let mut bytes = 0;
@@ -355,6 +385,7 @@ fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: PackId) -> Result<u64> {
         moved.push((client, BlobRow { at, ..row }));
     }
     blobs.sync()?;
+    fence.check(catalog)?;
     catalog.relocate(pack, &moved)?;
     blobs
         .remove(pack)

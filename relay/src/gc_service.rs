@@ -16,7 +16,7 @@ use tracing::{error, info};
 use crate::catalog::Catalog;
 use crate::clock::now_ms;
 use crate::data_dir::DataDir;
-use crate::gc::GcReport;
+use crate::gc::{Fence, GcReport};
 use crate::repo::Repo;
 use tokio_util::sync::CancellationToken;
 
@@ -43,25 +43,80 @@ pub struct GcOutcome {
     pub error: Option<String>,
 }
 
-/// Collects in the running server (see [`crate::gc::collect_beside_uploads`]).
+/// Collects in the running server, answering `request` if it is one:
+/// `None` when another relay sharing the catalog collects (or answered).
 ///
 /// # Errors
 /// Whatever the collection reports.
-pub async fn collect_in_server(repo: &Arc<Repo>, grace: Duration) -> Result<GcReport> {
+pub async fn collect_in_server(
+    repo: &Arc<Repo>,
+    grace: Duration,
+    request: Option<GcRequest>,
+) -> Result<Option<GcReport>> {
     let repo = Arc::clone(repo);
-    tokio::task::spawn_blocking(move || crate::gc::collect_beside_uploads(&repo, grace, now_ms()))
+    tokio::task::spawn_blocking(move || collect_leased(&repo, grace, now_ms(), request))
         .await
         .context("collector failed")?
 }
 
-/// Runs a collection and logs what it did.
-pub async fn collect_and_log(repo: &Arc<Repo>, grace: Duration) -> Result<GcReport> {
-    let outcome = collect_in_server(repo, grace).await;
+/// Collects holding the catalog's `gc` lease (relays sharing a catalog
+/// collect one at a time, see `crate::gc::Fence`), and answers `request`
+/// before giving the lease back, so no other relay answers it again.
+/// `None`: another relay holds the lease, or answered `request` already.
+/// Blocking.
+///
+/// # Errors
+/// Whatever the collection reports, or the lease lost meanwhile.
+pub fn collect_leased(
+    repo: &Repo,
+    grace: Duration,
+    now_ms: i64,
+    request: Option<GcRequest>,
+) -> Result<Option<GcReport>> {
+    let mut catalog = Catalog::open(repo.catalog_path())?;
+    let fence = match repo.relay() {
+        None => Fence::unshared(),
+        Some((relay, lease)) => match Fence::take(&mut catalog, relay, lease)? {
+            Ok(fence) => fence,
+            Err(holder) => {
+                info!(
+                    "gc: relay {} is collecting (its lease runs {} s more); this relay leaves it to it",
+                    holder.relay,
+                    (holder.expires_at - now_ms).max(0) / 1000
+                );
+                return Ok(None);
+            }
+        },
+    };
+    if request.is_some() && pending_request(&catalog)? != request {
+        fence.release(&mut catalog);
+        return Ok(None);
+    }
+    let outcome = crate::gc::collect(
+        &mut catalog,
+        repo.blobs(),
+        repo.uploads(),
+        grace,
+        now_ms,
+        &fence,
+    );
     match &outcome {
-        Ok(r) => info!("gc: {}", r.summary()),
+        Ok(report) => info!("gc: {}", report.summary()),
         Err(e) => error!("gc failed: {e:#}"),
     }
-    outcome
+    if let Some(request) = request {
+        let answer = GcOutcome {
+            request: request.id,
+            report: outcome.as_ref().ok().cloned(),
+            error: outcome.as_ref().err().map(|e| format!("{e:#}")),
+        };
+        let text = serde_json::to_string(&answer).unwrap_or_default();
+        if let Err(e) = catalog.set_setting(RESULT_KEY, Some(&text)) {
+            error!("cannot record the gc result: {e:#}");
+        }
+    }
+    fence.release(&mut catalog);
+    outcome.map(Some)
 }
 
 /// Collects every `interval` until shutdown.
@@ -77,7 +132,7 @@ pub async fn periodic(
             _ = tokio::time::sleep(interval) => {}
         }
         // Failures are logged; the next interval tries again.
-        let _ = collect_and_log(&repo, grace).await;
+        let _ = collect_in_server(&repo, grace, None).await;
     }
 }
 
@@ -109,6 +164,10 @@ pub fn drop_stale_request(catalog: &mut Catalog) -> crate::catalog::Result<()> {
     let Some(request) = pending_request(catalog)? else {
         return Ok(());
     };
+    // Another relay sharing the catalog is collecting: it answers.
+    if catalog.lease(crate::gc::GC_LEASE, now_ms())?.is_some() {
+        return Ok(());
+    }
     tracing::warn!("dropping a gc request left by a relay that stopped before collecting");
     let outcome = GcOutcome {
         request: request.id,
@@ -119,29 +178,15 @@ pub fn drop_stale_request(catalog: &mut Catalog) -> crate::catalog::Result<()> {
     catalog.set_setting(RESULT_KEY, Some(&text))
 }
 
-/// Answers `request` in the server.
+/// Answers `request` in the server (unless another relay does).
 pub async fn serve_request(repo: Arc<Repo>, request: GcRequest) {
     info!("gc requested by `ferry-relay gc`");
-    let outcome = collect_and_log(&repo, Duration::from_millis(request.grace_ms)).await;
-    let outcome = match outcome {
-        Ok(report) => GcOutcome {
-            request: request.id,
-            report: Some(report),
-            error: None,
-        },
-        Err(e) => GcOutcome {
-            request: request.id,
-            report: None,
-            error: Some(format!("{e:#}")),
-        },
-    };
-    let text = serde_json::to_string(&outcome).unwrap_or_default();
-    if let Err(e) = repo
-        .db(move |c| c.set_setting(RESULT_KEY, Some(&text)))
-        .await
-    {
-        error!("cannot record the gc result: {e:#}");
-    }
+    let _ = collect_in_server(
+        &repo,
+        Duration::from_millis(request.grace_ms),
+        Some(request),
+    )
+    .await;
 }
 
 /// `ferry-relay gc`: collects now, in the running server if there is one,
@@ -151,9 +196,17 @@ pub async fn serve_request(repo: Arc<Repo>, request: GcRequest) {
 /// A failed collection, or a server that stopped before answering.
 pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
     if let Some(_lock) = data.try_lock()? {
-        let storage = data.storage(&data.config()?.storage)?;
+        let config = data.config()?;
+        let storage = data.storage(&config.storage)?;
         let repo = Repo::open(data.catalog()?, &data.catalog_path(), &storage)?;
-        return crate::gc::collect_beside_uploads(&repo, grace, now_ms());
+        // Other relays may share the catalog: collect under the lease.
+        repo.set_relay(data.relay_id()?, config.gc.resolve()?.lease);
+        return match collect_leased(&repo, grace, now_ms(), None)? {
+            Some(report) => Ok(report),
+            None => {
+                bail!("another relay sharing the catalog is collecting now; try again after it")
+            }
+        };
     }
     let mut catalog = data.catalog()?;
     let request = GcRequest {

@@ -34,6 +34,8 @@ pub struct Repo {
     last_upload: std::sync::atomic::AtomicU64,
     /// The disk reserve (the relay's; none in unit tests).
     reserve: Option<Arc<crate::reserve::DiskReserve>>,
+    /// This relay's id and collection lease (none in unit tests).
+    relay: std::sync::OnceLock<(u16, std::time::Duration)>,
 }
 
 impl Repo {
@@ -51,6 +53,7 @@ impl Repo {
             uploads: Arc::default(),
             last_upload: std::sync::atomic::AtomicU64::new(0),
             reserve: None,
+            relay: std::sync::OnceLock::new(),
         }
     }
 
@@ -132,13 +135,21 @@ impl Repo {
         &self.blobs
     }
 
-    /// Makes this repo's upload ids relay `relay`'s: its id in their top
-    /// bits, so relays sharing a catalog never stage under the same one.
-    pub fn set_relay(&self, relay: u16) {
+    /// Makes this repo relay `relay`'s: its id in the top bits of its
+    /// upload ids (relays sharing a catalog never stage under the same
+    /// one), and its collections taken in turn under the catalog's lease,
+    /// renewed for `gc_lease`.
+    pub fn set_relay(&self, relay: u16, gc_lease: std::time::Duration) {
         self.last_upload.store(
             upload_ids_of(relay).start,
             std::sync::atomic::Ordering::Relaxed,
         );
+        let _ = self.relay.set((relay, gc_lease));
+    }
+
+    /// This relay's id and collection lease, once set.
+    pub fn relay(&self) -> Option<(u16, std::time::Duration)> {
+        self.relay.get().copied()
     }
 
     /// A new upload's id, unique while this process runs (staged trees

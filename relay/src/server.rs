@@ -230,7 +230,7 @@ fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, S
     let handshakes = catalog.handshake_times()?;
     let storage = data.storage(&settings.config.storage)?;
     let repo = Repo::open(catalog, &data.catalog_path(), &storage)?;
-    repo.set_relay(relay);
+    repo.set_relay(relay, settings.gc.lease);
     repo.uploads().set_max_age(settings.gc.max_upload_age);
     reserve.ensure();
     Ok((repo.with_reserve(reserve), Arc::new(rates), handshakes))

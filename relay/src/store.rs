@@ -221,6 +221,13 @@ pub trait BlobStore: BlobReader {
     /// I/O errors (the pack is sealed either way).
     fn seal(&self) -> io::Result<()>;
 
+    /// When `pack` was started (ms since the epoch), for stores whose pack
+    /// ids say so (the object store's); `None`: not known.
+    fn pack_started_ms(&self, pack: PackId) -> Option<i64> {
+        let _ = pack;
+        None
+    }
+
     /// Deletes a sealed pack durably. The caller has made sure no catalog
     /// row names it any more.
     ///

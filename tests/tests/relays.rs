@@ -2,8 +2,10 @@
 //! identity and share one catalog and one bucket (moto's S3 server).
 //! Endpoints back up at once, spread over them; one relay is killed with
 //! -9 in the middle; every endpoint finishes (the failed runs once more,
-//! as its daemon would, through the next address); every snapshot then
-//! restores identical through each relay, and verify is clean.
+//! as its daemon would, through the next address); a collection asked of
+//! one relay meanwhile runs on exactly one; every snapshot then restores
+//! identical through each relay, a collection that deletes loses nothing,
+//! and verify is clean.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -130,6 +132,15 @@ fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup()
         .status()
         .unwrap();
     assert!(status.success());
+    // A collection during the backups (the default grace: it deletes
+    // nothing young), asked of one relay: the relays share the request,
+    // and exactly one of them collects.
+    let gc = relays[2]
+        .command()
+        .args(["gc", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut retried = 0;
     for ((run, endpoint), src) in runs.into_iter().zip(&endpoints).zip(&sources) {
         if !run.wait_with_output().unwrap().status.success() {
@@ -138,6 +149,24 @@ fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup()
         }
     }
     eprintln!("figure: {retried} of {ENDPOINTS} backups ran again after the relay was killed");
+    assert!(gc.wait_with_output().unwrap().status.success());
+    let collected = [&relays[0], &relays[2]]
+        .iter()
+        .filter(|r| r.log().contains("snapshots kept;"))
+        .count();
+    assert_eq!(collected, 1, "one relay collected");
+
+    // Endpoint 0 changes a file; its first snapshot is forgotten and
+    // collected at once (grace 0): only what nothing else names goes.
+    fs::write(sources[0].join("data.bin"), random_bytes(MIB, 99)).unwrap();
+    endpoints[0].backup_json(&[arg(&sources[0])]);
+    let forgotten: serde_json::Value =
+        serde_json::from_str(&ok(endpoints[0].ferry(&["snapshots", "--json"]))).unwrap();
+    let first = forgotten[0]["id"].to_string();
+    ok(relays[0].admin(&["snapshots", "forget", &first]));
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(relays[0].admin(&["gc", "--grace", "0s", "--json"]))).unwrap();
+    assert!(report["blobs_deleted"].as_u64().unwrap() > 0, "{report}");
 
     relays[1].start_again();
     for (n, (endpoint, src)) in endpoints.iter().zip(&sources).enumerate() {

@@ -154,6 +154,42 @@ impl Catalog {
             .is_some())
     }
 
+    /// Renews `lease` for `ttl_ms` from `now_ms` if it still holds lease
+    /// `name` (one statement: it runs inside a caller's transaction too);
+    /// false when it no longer does.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn renew_lease(&self, name: &str, lease: &Lease, now_ms: i64, ttl_ms: i64) -> Result<bool> {
+        let changed = self.conn.execute(
+            "UPDATE leases SET expires_at = ?5
+             WHERE name = ?1 AND relay = ?2 AND token = ?3 AND expires_at > ?4",
+            params![name, lease.relay, lease.token, now_ms, now_ms + ttl_ms],
+        )?;
+        Ok(changed == 1)
+    }
+
+    /// Lease `name` as it stands, if it is held at `now_ms`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn lease(&self, name: &str, now_ms: i64) -> Result<Option<Lease>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT relay, token, expires_at FROM leases WHERE name = ?1 AND expires_at > ?2",
+                params![name, now_ms],
+                |r| {
+                    Ok(Lease {
+                        relay: r.get(0)?,
+                        token: r.get(1)?,
+                        expires_at: r.get(2)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
     /// Gives lease `name` back, if `lease` still holds it.
     ///
     /// # Errors
@@ -218,6 +254,11 @@ mod tests {
         let renewed = c.take_lease("gc", 1, 1_300, 500).unwrap().unwrap();
         assert_eq!((renewed.token, renewed.expires_at), (first.token, 1_800));
         assert!(c.lease_holds("gc", &renewed, 1_700).unwrap());
+        assert!(c.renew_lease("gc", &renewed, 1_700, 150).unwrap());
+        assert!(
+            !c.lease_holds("gc", &renewed, 1_850).unwrap(),
+            "renewed to 1,850 only"
+        );
         // Relay 1 froze past its lease: relay 2 takes it, and 1's token is stale.
         let second = c.take_lease("gc", 2, 1_900, 500).unwrap().unwrap();
         assert!(second.token > first.token);
@@ -228,7 +269,9 @@ mod tests {
             c.lease_holds("gc", &second, 1_902).unwrap(),
             "a stale holder cannot release it"
         );
+        assert_eq!(c.lease("gc", 1_902).unwrap(), Some(second));
         c.release_lease("gc", &second).unwrap();
+        assert_eq!(c.lease("gc", 1_902).unwrap(), None);
         assert!(c.take_lease("gc", 3, 1_903, 500).unwrap().is_some());
     }
 }

@@ -552,6 +552,10 @@ impl BlobStore for S3Store {
         self.upload_current(&mut writer)
     }
 
+    fn pack_started_ms(&self, pack: PackId) -> Option<i64> {
+        i64::try_from(pack.0 >> RELAY_BITS).ok()
+    }
+
     fn remove(&self, pack: PackId) -> io::Result<()> {
         if pack >= self.sealed_below() {
             return Err(not_sealed(pack));

@@ -291,3 +291,65 @@ fn blobs_sent_again_and_collected_before_their_stamp_are_kept_from_what_was_sent
     };
     assert_eq!(stored, data);
 }
+
+#[test]
+fn relays_sharing_a_catalog_collect_in_turn_and_a_stale_lease_deletes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let (_, _, _, first) = backup_one(&mut t, b"first version");
+    backup_one(&mut t, b"second version");
+    drop(t);
+    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+    let grace = std::time::Duration::ZERO;
+    let lease = std::time::Duration::from_secs(60);
+    repo.set_relay(3, lease);
+    // Relay 7 holds the lease: relay 3 leaves the collection to it.
+    let held = repo
+        .catalog(|c| c.take_lease(crate::gc::GC_LEASE, 7, now_ms(), 60_000))
+        .unwrap()
+        .unwrap();
+    let waited = crate::gc_service::collect_leased(&repo, grace, now_ms() + 1, None).unwrap();
+    assert_eq!(waited, None, "left to relay 7");
+    // A holder whose lease was taken over (it was stopped past it) is
+    // fenced off: its collection fails before deleting a row.
+    let mut catalog = crate::catalog::Catalog::open(repo.catalog_path()).unwrap();
+    let stale = crate::gc::Fence::take(&mut catalog, 7, lease)
+        .unwrap()
+        .unwrap();
+    repo.catalog(|c| c.release_lease(crate::gc::GC_LEASE, &held))
+        .unwrap();
+    let other = repo
+        .catalog(|c| c.take_lease(crate::gc::GC_LEASE, 3, now_ms(), 60_000))
+        .unwrap()
+        .unwrap();
+    assert!(other.token > held.token);
+    let refused = crate::gc::collect(
+        &mut catalog,
+        repo.blobs(),
+        repo.uploads(),
+        grace,
+        now_ms() + 1,
+        &stale,
+    )
+    .unwrap_err();
+    assert!(
+        format!("{refused:#}").contains("taken by another relay"),
+        "{refused:#}"
+    );
+    repo.catalog(|c| c.release_lease(crate::gc::GC_LEASE, &other))
+        .unwrap();
+    let report = crate::gc_service::collect_leased(&repo, grace, now_ms() + 1, None)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        report.blobs_deleted, 3,
+        "nothing was deleted before: {report:?}"
+    );
+    assert_eq!(
+        repo.catalog(|c| c.lease(crate::gc::GC_LEASE, now_ms()))
+            .unwrap(),
+        None,
+        "given back"
+    );
+}
