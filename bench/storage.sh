@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The relay's storage backends side by side in one run (issue 27): local
-# pack files against an S3-compatible object store (moto's server on
-# loopback, installed here from PyPI), on a copy of a documentation tree
-# (/usr/share/doc by default).
-# Usage: bench/storage.sh [RUNS] [TREE]
+# pack files against an S3-compatible object store (STORE=moto, the
+# default: moto's server on loopback, installed here from PyPI; or
+# STORE=garage: three Garage nodes, see bench/s3.sh), on a copy of a
+# documentation tree (/usr/share/doc by default).
+# Usage: [STORE=moto|garage] bench/storage.sh [RUNS] [TREE]
 # Each run, for each backend on a fresh relay and an open client: the first
 # backup; an incremental after 5% of the files were rewritten; a restore
 # into an empty directory with the relay just restarted (so the object
@@ -14,33 +15,20 @@ cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 TREE=${2:-/usr/share/doc}
 source bench/lib.sh
-python3 -c 'import moto.server' 2>/dev/null || python3 -m pip install --quiet 'moto[server]'
+source bench/s3.sh
 bench_setup
 SRC="$WORK/tree"
 cp -a "$TREE" "$SRC"
 files=$(find "$SRC" -type f | wc -l)
 bytes=$(du -sb "$SRC" | cut -f1)
 
-# moto on a free port, ended with this script.
-MOTO_PORT=$(free_port)
-python3 -c "from moto.server import main; main(['-H', '127.0.0.1', '-p', '$MOTO_PORT'])" 2>"$WORK/moto.log" &
-MOTO_PID=$!
-trap 'kill $MOTO_PID 2>/dev/null; bench_cleanup' EXIT
-for _ in $(seq 1 100); do curl -s "http://127.0.0.1:$MOTO_PORT/" >/dev/null && break; sleep 0.1; done
-printf 'access-key-id = "bench"\nsecret-access-key = "bench"\n' >"$WORK/s3.keys"
-chmod 600 "$WORK/s3.keys"
+start_store
+trap 'stop_store; bench_cleanup' EXIT
 
 # Points relay $1 at bucket $2 (created now).
 use_bucket() {
-  curl -sf -X PUT "http://127.0.0.1:$MOTO_PORT/$2" >/dev/null
-  cat >>"$1/relay.toml" <<TOML
-
-[storage]
-kind = "s3"
-endpoint = "http://127.0.0.1:$MOTO_PORT"
-bucket = "$2"
-credentials-file = "$WORK/s3.keys"
-TOML
+  make_bucket "$2"
+  storage_toml "$2" >>"$1/relay.toml"
 }
 
 # Rewrites every 20th file of the tree (run $1): new bytes, same size.
@@ -70,7 +58,7 @@ for run in $(seq 1 "$RUNS"); do
   done
 done
 
-echo "Storage backends: $files files, $((bytes >> 20)) MiB ($TREE), medians of $RUNS runs, open client, loopback"
+echo "Storage backends: $files files, $((bytes >> 20)) MiB ($TREE), medians of $RUNS runs, open client, loopback, s3 = $STORE"
 echo
 echo "| backend | first backup | ratio | incremental (5% of files rewritten) | ratio | restore, cold cache | ratio |"
 echo "|---|---|---|---|---|---|---|"

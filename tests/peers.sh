@@ -38,3 +38,10 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+
+# --garage: also Garage (a distributed S3-compatible store) for bench/'s
+# STORE=garage tier: three nodes on loopback, replication 3 (bench/s3.sh).
+if [ "${1:-}" = --garage ] && ! command -v garage >/dev/null; then
+  echo "installing Garage (cargo install garage: a real distributed object store for bench/)" >&2
+  cargo install --locked --quiet garage --version 2.5.0 --no-default-features --features bundled-libs,sqlite
+fi
