@@ -190,6 +190,7 @@ fn collect_unrecorded(
             break;
         }
     }
+    crate::test_hooks::hold_collection();
     // Last marks and the sweep under the write lock: what was committed or
     // reused since is marked before anything is deleted.
     let (deleted, bytes, young) = catalog.write_locked(|catalog| -> Result<_> {

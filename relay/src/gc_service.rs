@@ -79,7 +79,7 @@ pub fn collect_leased(
         Some((relay, lease)) => match Fence::take(&mut catalog, relay, lease)? {
             Ok(fence) => fence,
             Err(holder) => {
-                info!(
+                tracing::debug!(
                     "gc: relay {} is collecting (its lease runs {} s more); this relay leaves it to it",
                     holder.relay,
                     (holder.expires_at - now_ms).max(0) / 1000
@@ -132,7 +132,11 @@ pub async fn periodic(
             _ = tokio::time::sleep(interval) => {}
         }
         // Failures are logged; the next interval tries again.
-        let _ = collect_in_server(&repo, grace, None).await;
+        if let Ok(None) = collect_in_server(&repo, grace, None).await {
+            info!(
+                "gc: another relay sharing the catalog is collecting; this relay skips this round"
+            );
+        }
     }
 }
 
@@ -178,16 +182,33 @@ pub fn drop_stale_request(catalog: &mut Catalog) -> crate::catalog::Result<()> {
     catalog.set_setting(RESULT_KEY, Some(&text))
 }
 
-/// Answers `request` in the server (unless another relay does).
+/// Answers `request` in the server, unless another relay sharing the
+/// catalog does: while one holds the lease this relay waits, and takes
+/// the request over if the holder never answers it (stopped past its
+/// lease).
 pub async fn serve_request(repo: Arc<Repo>, request: GcRequest) {
     info!("gc requested by `ferry-relay gc`");
-    let _ = collect_in_server(
-        &repo,
-        Duration::from_millis(request.grace_ms),
-        Some(request),
-    )
-    .await;
+    let grace = Duration::from_millis(request.grace_ms);
+    for round in 0.. {
+        if !matches!(
+            collect_in_server(&repo, grace, Some(request)).await,
+            Ok(None)
+        ) {
+            return;
+        }
+        let pending = repo.db(|c| pending_request(c)).await;
+        if !matches!(pending, Ok(Some(still)) if still == request) {
+            return;
+        }
+        if round == 0 {
+            info!("gc: another relay sharing the catalog is collecting; this relay waits, and answers if it does not");
+        }
+        tokio::time::sleep(LEASE_POLL).await;
+    }
 }
+
+/// How often a relay waiting for another's collection looks again.
+const LEASE_POLL: Duration = Duration::from_millis(500);
 
 /// `ferry-relay gc`: collects now, in the running server if there is one,
 /// else here (holding the data directory's lock meanwhile).

@@ -35,3 +35,22 @@ pub fn fail_fsync_trigger() -> Option<std::path::PathBuf> {
     }
     std::env::var_os("FERRY_FAIL_FSYNC").map(std::path::PathBuf::from)
 }
+
+/// Holds a collection that took its lease, before its sweep, while the
+/// file `FERRY_GC_HOLD` names exists (tests that freeze a lease holder
+/// there and let another relay take the lease).
+pub fn hold_collection() {
+    if !cfg!(feature = "test-hooks") {
+        return;
+    }
+    let Some(path) = std::env::var_os("FERRY_GC_HOLD") else {
+        return;
+    };
+    let path = std::path::PathBuf::from(path);
+    if path.exists() {
+        tracing::warn!("gc: held before the sweep while {} exists", path.display());
+    }
+    while path.exists() {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

@@ -1,6 +1,7 @@
 //! A fault-injecting proxy in front of an HTTP server (the tests' object
-//! store): it passes connections through, answers every request with a
-//! 500, or resets each connection as it opens. Changing the fault closes
+//! store): it passes connections through (at once, or late), answers every
+//! request with a 500, resets each connection as it opens, or cuts each
+//! one after its first bytes (an upload cut in half). Changing the fault closes
 //! every open connection, so a client's pooled one cannot slip past it.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -18,6 +19,12 @@ pub enum Fault {
     Status500,
     /// Closes each connection as soon as it is accepted.
     Reset,
+    /// Passes each connection's first bytes toward the server (a request's
+    /// head and part of its body), then cuts it: an upload cut in half.
+    CutAfter(usize),
+    /// Passes bytes through, each connection starting this late: a slow
+    /// store.
+    Slow(std::time::Duration),
 }
 
 #[derive(Debug)]
@@ -86,27 +93,64 @@ fn serve(client: TcpStream, target: SocketAddr, shared: &Shared) {
             let _ = client.shutdown(Shutdown::Both);
         }
         Fault::Status500 => answer_500(client, shared),
-        Fault::None => {
-            let Ok(server) = TcpStream::connect(target) else {
-                return;
-            };
-            {
-                let mut open = shared.open.lock().unwrap();
-                open.push(client.try_clone().unwrap());
-                open.push(server.try_clone().unwrap());
+        Fault::CutAfter(limit) => cut_after(client, target, limit, shared),
+        Fault::Slow(delay) => {
+            thread::sleep(delay);
+            pass(client, target, shared);
+        }
+        Fault::None => pass(client, target, shared),
+    }
+}
+
+/// Forwards `limit` bytes of the request, then closes both ends.
+fn cut_after(client: TcpStream, target: SocketAddr, limit: usize, shared: &Shared) {
+    let Ok(mut server) = TcpStream::connect(target) else {
+        return;
+    };
+    shared
+        .open
+        .lock()
+        .unwrap()
+        .push(client.try_clone().unwrap());
+    let mut forwarded = 0;
+    let mut buffer = vec![0; 64 * 1024];
+    let mut reader = &client;
+    while forwarded < limit {
+        let want = buffer.len().min(limit - forwarded);
+        match reader.read(&mut buffer[..want]) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                if server.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+                forwarded += n;
             }
-            let (mut up_from, mut up_to) =
-                (client.try_clone().unwrap(), server.try_clone().unwrap());
-            let up = thread::spawn(move || {
-                let _ = std::io::copy(&mut up_from, &mut up_to);
-                let _ = up_to.shutdown(Shutdown::Write);
-            });
-            let (mut down_from, mut down_to) = (server, client);
-            let _ = std::io::copy(&mut down_from, &mut down_to);
-            let _ = down_to.shutdown(Shutdown::Write);
-            let _ = up.join();
         }
     }
+    shared.refused.fetch_add(1, Ordering::Relaxed);
+    let _ = server.shutdown(Shutdown::Both);
+    let _ = client.shutdown(Shutdown::Both);
+}
+
+/// Passes bytes both ways until either end closes.
+fn pass(client: TcpStream, target: SocketAddr, shared: &Shared) {
+    let Ok(server) = TcpStream::connect(target) else {
+        return;
+    };
+    {
+        let mut open = shared.open.lock().unwrap();
+        open.push(client.try_clone().unwrap());
+        open.push(server.try_clone().unwrap());
+    }
+    let (mut up_from, mut up_to) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = thread::spawn(move || {
+        let _ = std::io::copy(&mut up_from, &mut up_to);
+        let _ = up_to.shutdown(Shutdown::Write);
+    });
+    let (mut down_from, mut down_to) = (server, client);
+    let _ = std::io::copy(&mut down_from, &mut down_to);
+    let _ = down_to.shutdown(Shutdown::Write);
+    let _ = up.join();
 }
 
 /// Reads each request (its head and its `Content-Length` body) and answers

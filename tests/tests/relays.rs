@@ -18,10 +18,26 @@ use ferry_tests::{arg, ok, wait_for, Endpoint, Relay, RelayOptions};
 const MIB: usize = 1 << 20;
 const ENDPOINTS: usize = 8;
 
-/// Relay options over the shared catalog and bucket, presenting
-/// `identity` when given.
-fn service_relay(work: &Path, identity: Option<&Path>) -> Relay {
+/// A relay of the service in `work`: its catalog file and bucket
+/// `bucket` shared, presenting `identity` when given, with `[gc]` lines
+/// `gc` and environment `env` (test hooks).
+fn service_relay(
+    work: &Path,
+    bucket: &str,
+    identity: Option<&Path>,
+    gc: &str,
+    env: Vec<(String, String)>,
+) -> Relay {
     let keys = work.join("s3.keys");
+    if !keys.exists() {
+        Moto::shared().bucket(bucket);
+        fs::write(
+            &keys,
+            "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
+        )
+        .unwrap();
+        fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    }
     let mut init_args = vec![
         "--catalog".to_string(),
         format!("sqlite://{}", work.join("catalog.sqlite").display()),
@@ -29,16 +45,19 @@ fn service_relay(work: &Path, identity: Option<&Path>) -> Relay {
     if let Some(identity) = identity {
         init_args.extend(["--identity".to_string(), identity.display().to_string()]);
     }
+    let storage = format!(
+        "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"{bucket}\"\ncredentials-file = \"{}\"",
+        Moto::shared().endpoint,
+        keys.display()
+    );
+    let mut sections = vec![("storage".to_string(), storage)];
+    if !gc.is_empty() {
+        sections.push(("gc".into(), gc.into()));
+    }
     Relay::start_with(RelayOptions {
         init_args,
-        sections: vec![(
-            "storage".into(),
-            format!(
-                "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"service\"\ncredentials-file = \"{}\"",
-                Moto::shared().endpoint,
-                keys.display()
-            ),
-        )],
+        sections,
+        env,
         ..RelayOptions::default()
     })
 }
@@ -64,19 +83,17 @@ fn source(work: &Path, n: usize) -> PathBuf {
 #[test]
 fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup() {
     let work = tempfile::tempdir().unwrap();
-    Moto::shared().bucket("service");
-    let keys = work.path().join("s3.keys");
-    fs::write(
-        &keys,
-        "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
-    )
-    .unwrap();
-    fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    let first = service_relay(work.path(), None);
+    let first = service_relay(work.path(), "service", None, "", vec![]);
     let identity = first.data().join("keys/relay.key");
     let mut relays = vec![first];
     for _ in 0..2 {
-        relays.push(service_relay(work.path(), Some(&identity)));
+        relays.push(service_relay(
+            work.path(),
+            "service",
+            Some(&identity),
+            "",
+            vec![],
+        ));
     }
     let ids: Vec<String> = relays
         .iter()
@@ -178,4 +195,58 @@ fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup()
         }
     }
     ok(relays[2].admin(&["verify"]));
+}
+
+#[test]
+fn a_lease_holder_stopped_past_its_lease_deletes_nothing_once_resumed() {
+    let work = tempfile::tempdir().unwrap();
+    // The first relay collects every second under a 2 s lease, and its
+    // collection waits before the sweep while `hold` exists.
+    let hold = work.path().join("hold");
+    fs::write(&hold, "").unwrap();
+    let env = vec![("FERRY_GC_HOLD".to_string(), hold.display().to_string())];
+    let first = service_relay(
+        work.path(),
+        "frozen",
+        None,
+        "interval = \"1s\"\nlease = \"2s\"",
+        env,
+    );
+    let identity = first.data().join("keys/relay.key");
+    let second = service_relay(
+        work.path(),
+        "frozen",
+        Some(&identity),
+        "interval = \"off\"",
+        vec![],
+    );
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&first, "laptop");
+    endpoint.set_addresses(&[second.session_addr.to_string()]);
+    let src = source(work.path(), 0);
+    endpoint.backup_json(&[arg(&src)]);
+
+    first.wait_for_log("gc: held before the sweep");
+    let signal = |sig: &str, relay: &Relay| {
+        let status = Command::new("kill")
+            .args([sig, &relay.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP", &first);
+    fs::remove_file(&hold).unwrap();
+    // Asked of the second relay, the collection waits out the stopped
+    // holder's lease, then runs there under a new token.
+    let report: serde_json::Value =
+        serde_json::from_str(&ok(second.admin(&["gc", "--json"]))).unwrap();
+    assert_eq!(report["snapshots"], 1, "{report}");
+    signal("-CONT", &first);
+    let refused = first.wait_for_log("taken by another relay");
+    assert!(refused.contains("deletes nothing more"), "{refused}");
+
+    let to = work.path().join("restored");
+    endpoint.restore_json(&["--map-from", arg(&src), "--map-to", arg(&to)]);
+    assert_eq!(listing(&to), listing(&src));
+    ok(second.admin(&["verify"]));
 }

@@ -152,7 +152,10 @@ fn a_failing_object_store_gets_retries_then_one_clear_refusal_and_nothing_is_ack
     endpoint.backup_json(&[arg(&src)]);
     let first = listing(&src);
 
-    for (n, fault) in [Fault::Status500, Fault::Reset].into_iter().enumerate() {
+    let objects = Moto::shared().objects("faults");
+    // 500s, resets, and uploads cut in half (after 64 KiB of a 1 MiB pack).
+    let faults = [Fault::Status500, Fault::Reset, Fault::CutAfter(64 << 10)];
+    for (n, fault) in faults.into_iter().enumerate() {
         proxy.set(fault);
         let refused = proxy.refused();
         fs::write(src.join("b.bin"), random_bytes(MIB, 10 + n as u64)).unwrap();
@@ -179,6 +182,11 @@ fn a_failing_object_store_gets_retries_then_one_clear_refusal_and_nothing_is_ack
         relay.log().contains("its upload failed"),
         "the operator sees it"
     );
+    assert_eq!(
+        Moto::shared().objects("faults"),
+        objects,
+        "no failed upload left an object, whole or cut"
+    );
     let snapshots: serde_json::Value =
         serde_json::from_str(&ok(endpoint.ferry(&["snapshots", "--json"]))).unwrap();
     assert_eq!(
@@ -187,8 +195,11 @@ fn a_failing_object_store_gets_retries_then_one_clear_refusal_and_nothing_is_ack
         "nothing acknowledged: {snapshots}"
     );
 
-    // Healed, the next backup sends what the failed ones lost.
+    // Healed but slow (each connection 300 ms late), the next backup
+    // sends what the failed ones lost.
+    proxy.set(Fault::Slow(std::time::Duration::from_millis(300)));
     endpoint.backup_json(&[arg(&src)]);
+    proxy.set(Fault::None);
     let second = listing(&src);
     for (snapshot, expected) in [("1", &first), ("2", &second)] {
         let to = work.path().join(format!("restored-{snapshot}"));
