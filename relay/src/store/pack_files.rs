@@ -340,7 +340,7 @@ impl BlobStore for PackStore {
     fn append(&self, data: &[u8]) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
         let mut writer = self.writer();
-        if is_full(writer.current.as_ref()) {
+        if is_full(writer.current.as_ref(), PACK_TARGET) {
             writer.seal()?;
         }
         if writer.current.is_none() {
@@ -399,9 +399,9 @@ impl BlobStore for PackStore {
     }
 }
 
-/// Whether the pack being written has reached [`PACK_TARGET`].
-pub(super) fn is_full(current: Option<&(PackId, File, u64)>) -> bool {
-    current.is_some_and(|(_, _, size)| *size >= PACK_TARGET)
+/// Whether the pack being written has reached `target` bytes.
+pub(super) fn is_full(current: Option<&(PackId, File, u64)>, target: u64) -> bool {
+    current.is_some_and(|(_, _, size)| *size >= target)
 }
 
 /// Creates a new pack file, readable by the relay's user only (never

@@ -18,6 +18,7 @@
 
 mod bridge;
 pub mod cache;
+mod uploads;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -149,7 +150,7 @@ pub struct S3Reader {
     /// Pack lengths seen in listings and uploads (a pack never changes).
     lengths: Mutex<HashMap<PackId, u64>>,
     /// Requests that failed after their retries.
-    errors: std::sync::atomic::AtomicU64,
+    errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl S3Reader {
@@ -211,14 +212,29 @@ impl S3Reader {
 
     /// Uploads `bytes` as the whole of `pack`.
     fn put(&self, pack: PackId, bytes: Vec<u8>) -> io::Result<()> {
+        bridge::wait(&self.start_put(pack, bytes)?)
+    }
+
+    /// Starts uploading `bytes` as the whole of `pack`.
+    fn start_put(&self, pack: PackId, bytes: Vec<u8>) -> io::Result<bridge::Outcome<()>> {
         let (store, path) = (Arc::clone(&self.store), self.path(pack));
-        self.request(async move {
-            store
-                .put(&path, bytes.into())
-                .await
+        let errors = Arc::clone(&self.errors);
+        self.bridge.start(async move {
+            let outcome = store.put(&path, bytes.into()).await;
+            if outcome.is_err() {
+                errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            outcome
                 .map(|_| ())
                 .map_err(|e| failed("uploading", &path, e))
         })
+    }
+
+    /// Takes note that `pack` (`len` bytes) is in the store: its staging
+    /// file becomes its cached copy.
+    fn uploaded(&self, pack: PackId, len: u64) {
+        self.lengths().insert(pack, len);
+        self.cache.adopt(pack, &self.staged_path(pack), len);
     }
 
     /// Reads from the pack still being written here, if it is that one.
@@ -322,12 +338,16 @@ pub struct S3Store {
     reader: Arc<S3Reader>,
     relay: u16,
     writer: Mutex<Writer>,
+    /// Size at which a pack is sent and a new one started.
+    pack_target: u64,
 }
 
 #[derive(Debug, Default)]
 struct Writer {
     /// The pack being built, its staging file and its length.
     current: Option<(PackId, File, u64)>,
+    /// Full packs on their way to the store.
+    uploads: uploads::InFlight,
     /// When the last pack was started (a new one starts later).
     last_ms: u64,
     epoch: u64,
@@ -387,7 +407,7 @@ pub fn open_reader(settings: &S3Settings, cache: &Path, staging: &Path) -> io::R
         cache: BlockCache::open(cache, settings.cache_bytes)?,
         staging: staging.to_path_buf(),
         lengths: Mutex::default(),
-        errors: std::sync::atomic::AtomicU64::new(0),
+        errors: Arc::default(),
     })
 }
 
@@ -424,6 +444,7 @@ impl S3Store {
             reader: Arc::new(reader),
             relay,
             writer: Mutex::default(),
+            pack_target: super::PACK_TARGET,
         })
     }
 
@@ -431,35 +452,31 @@ impl S3Store {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Uploads the pack being built, if it holds anything; the next
-    /// append starts another. A failed upload drops it and counts in the
-    /// epoch: nothing in it may be named.
-    fn upload_current(&self, writer: &mut Writer) -> io::Result<()> {
+    /// Sends packs at `bytes` instead of `PACK_TARGET` (tests).
+    #[cfg(test)]
+    pub fn with_pack_target(mut self, bytes: u64) -> Self {
+        self.pack_target = bytes;
+        self
+    }
+
+    /// Starts uploading the pack being built, if it holds anything; the
+    /// next append starts another.
+    fn send_current(&self, writer: &mut Writer) -> io::Result<()> {
         let Some((pack, file, len)) = writer.current.take() else {
             return Ok(());
         };
-        let staged = self.reader.staged_path(pack);
-        let uploaded = self.upload(pack, &file, len);
-        drop(file);
-        match uploaded {
-            Ok(()) => {
-                self.reader.lengths().insert(pack, len);
-                self.reader.cache.adopt(pack, &staged, len);
-                Ok(())
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&staged);
-                writer.epoch += 1;
-                tracing::error!("pack {pack}: its upload failed ({e}); nothing in it is indexed");
-                Err(e)
-            }
-        }
+        let Writer { uploads, epoch, .. } = writer;
+        uploads.start(&self.reader, pack, &file, len, epoch)
     }
 
-    fn upload(&self, pack: PackId, file: &File, len: u64) -> io::Result<()> {
-        let mut bytes = vec![0; usize::try_from(len).map_err(|_| too_large())?];
-        file.read_exact_at(&mut bytes, 0)?;
-        self.reader.put(pack, bytes)
+    /// Uploads the pack being built and waits for every upload: then all
+    /// that was appended is in the store. A failed upload drops its pack
+    /// and counts in the epoch: nothing in it may be named.
+    fn upload_all(&self, writer: &mut Writer) -> io::Result<()> {
+        let sent = self.send_current(writer);
+        let Writer { uploads, epoch, .. } = writer;
+        let finished = uploads.finish_all(&self.reader, epoch);
+        sent.and(finished)
     }
 }
 
@@ -515,8 +532,9 @@ impl BlobStore for S3Store {
     fn append(&self, data: &[u8]) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
         let mut writer = self.writer();
-        if is_full(writer.current.as_ref()) {
-            self.upload_current(&mut writer)?;
+        if is_full(writer.current.as_ref(), self.pack_target) {
+            // In the background: appends go on into the next pack.
+            self.send_current(&mut writer)?;
         }
         if writer.current.is_none() {
             let ms = now_ms().max(writer.last_ms + 1);
@@ -536,7 +554,7 @@ impl BlobStore for S3Store {
 
     fn sync(&self) -> io::Result<()> {
         let mut writer = self.writer();
-        self.upload_current(&mut writer)
+        self.upload_all(&mut writer)
     }
 
     fn epoch(&self) -> u64 {
@@ -549,7 +567,7 @@ impl BlobStore for S3Store {
 
     fn seal(&self) -> io::Result<()> {
         let mut writer = self.writer();
-        self.upload_current(&mut writer)
+        self.upload_all(&mut writer)
     }
 
     fn pack_started_ms(&self, pack: PackId) -> Option<i64> {
@@ -576,6 +594,35 @@ impl BlobStore for S3Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn full_packs_upload_in_the_background_and_a_sync_waits_for_them() {
+        let moto = crate::store::moto::Moto::shared();
+        let settings = moto.settings("background", 0);
+        let dir = tempfile::tempdir().unwrap();
+        let store = S3Store::open(&settings, dir.path(), 1)
+            .unwrap()
+            .with_pack_target(1000);
+        let blobs: Vec<Vec<u8>> = (0..7u8).map(|n| vec![n; 600]).collect();
+        let at: Vec<BlobLocation> = blobs.iter().map(|b| store.append(b).unwrap()).collect();
+        // Every second blob fills a pack: four packs, three sent already.
+        assert_eq!(
+            at.iter()
+                .map(|a| a.pack)
+                .collect::<std::collections::HashSet<_>>()
+                .len(),
+            4
+        );
+        store.sync().unwrap();
+        assert_eq!(store.epoch(), 0);
+        // Another relay, with no cache, reads every blob from the bucket.
+        let other = tempfile::tempdir().unwrap();
+        let reader = S3Store::open(&settings, other.path(), 2).unwrap();
+        assert_eq!(reader.packs().unwrap().len(), 4);
+        for (blob, at) in blobs.iter().zip(&at) {
+            assert_eq!(&reader.read(at).unwrap(), blob);
+        }
+    }
 
     #[test]
     fn object_names_and_pack_ids_read_back() {

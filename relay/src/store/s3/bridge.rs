@@ -39,14 +39,41 @@ impl Bridge {
         T: Send + 'static,
         F: Future<Output = io::Result<T>> + Send + 'static,
     {
-        let stopped = || io::Error::other("the object store's runtime stopped");
+        wait(&self.start(work)?)
+    }
+
+    /// Starts `work` on the runtime; its outcome arrives on the channel
+    /// returned (see [`wait`]).
+    ///
+    /// # Errors
+    /// The runtime having stopped.
+    pub fn start<T, F>(&self, work: F) -> io::Result<Outcome<T>>
+    where
+        T: Send + 'static,
+        F: Future<Output = io::Result<T>> + Send + 'static,
+    {
         let runtime = self.runtime.as_ref().ok_or_else(stopped)?;
         let (done, outcome) = std::sync::mpsc::sync_channel(1);
         runtime.spawn(async move {
             let _ = done.send(work.await);
         });
-        outcome.recv().map_err(|_| stopped())?
+        Ok(outcome)
     }
+}
+
+/// Where a started call's outcome arrives.
+pub type Outcome<T> = std::sync::mpsc::Receiver<io::Result<T>>;
+
+/// Waits for a started call's outcome.
+///
+/// # Errors
+/// What the call returned, or the runtime having stopped.
+pub fn wait<T>(outcome: &Outcome<T>) -> io::Result<T> {
+    outcome.recv().map_err(|_| stopped())?
+}
+
+fn stopped() -> io::Error {
+    io::Error::other("the object store's runtime stopped")
 }
 
 impl Drop for Bridge {
