@@ -336,6 +336,7 @@ mod tests {
             store_bytes: 0,
             damage_open: damage,
             object_store: None,
+            relays: Vec::new(),
             gc: None,
             verify: None,
             clients: vec![ClientStatus {

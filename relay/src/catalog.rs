@@ -40,7 +40,7 @@ pub use clients::ClientRecord;
 pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
 pub use ports::{BlobIndex, DamageLog};
-pub use relays::{Lease, Registered};
+pub use relays::{Lease, Registered, RelayRow};
 pub use retention::SetDecision;
 pub use sets::{SetRemoval, SetSummary, MAX_SETS};
 pub use snapshots::SnapshotRow;
@@ -230,6 +230,8 @@ const MIGRATIONS: &[&str] = &[
         token INTEGER NOT NULL,
         expires_at INTEGER NOT NULL
     );",
+    // 19: when each relay last said it was up (0: it stopped cleanly).
+    "ALTER TABLE relays ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

@@ -24,6 +24,7 @@ pub mod net;
 pub mod objects;
 pub mod pairing_service;
 pub mod plaintext;
+pub mod presence;
 pub mod queue_budget;
 pub mod rates;
 pub mod registry;

@@ -320,6 +320,13 @@ fn spawn_tasks(
         data.rates_file(),
     ));
     let repo = &parts.sessions.repo;
+    if let Some((relay, _)) = repo.relay() {
+        tracker.spawn(crate::presence::heartbeat(
+            Arc::clone(repo),
+            relay,
+            shutdown.clone(),
+        ));
+    }
     if let Some(interval) = settings.gc.interval {
         let gc = crate::gc_service::periodic(
             Arc::clone(repo),

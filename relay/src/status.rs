@@ -43,12 +43,27 @@ pub struct Status {
     /// The object store's counters, when the packs are in one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object_store: Option<crate::store::StoreCounters>,
+    /// The relays sharing this catalog, this one among them.
+    pub relays: Vec<RelayStatus>,
     /// The last collection, wherever it ran.
     pub gc: Option<Run>,
     /// The last verification, wherever it ran.
     pub verify: Option<Run>,
     /// Every paired client, by name.
     pub clients: Vec<ClientStatus>,
+}
+
+/// One relay of the service.
+#[derive(Debug, Clone, Serialize)]
+pub struct RelayStatus {
+    /// Its id.
+    pub id: u16,
+    /// Its host and data directory.
+    pub holder: String,
+    /// Whether it said it was up lately (`crate::presence`).
+    pub up: bool,
+    /// When it last did (ms since the epoch; 0: it stopped cleanly).
+    pub seen_ms: i64,
 }
 
 /// One client.
@@ -149,6 +164,7 @@ struct Stored {
     errors: HashMap<ClientId, Event>,
     gc: Option<Run>,
     verify: Option<Run>,
+    relays: Vec<crate::catalog::RelayRow>,
 }
 
 /// Everything a client's status is made of, read once per status.
@@ -226,6 +242,7 @@ async fn read(of: &StatusSources) -> Result<Status> {
                 errors: c.client_errors()?,
                 gc: c.last_run(RunKind::Gc)?,
                 verify: c.last_run(RunKind::Verify)?,
+                relays: c.relays()?,
             })
         })
         .await?;
@@ -253,6 +270,18 @@ async fn read(of: &StatusSources) -> Result<Status> {
         store_bytes: sums.values().sum(),
         damage_open: from.stored.damage.values().sum(),
         object_store: of.repo.blobs().store().counters(),
+        relays: from
+            .stored
+            .relays
+            .iter()
+            .cloned()
+            .map(|r| RelayStatus {
+                up: crate::presence::is_up(r.seen_at, now),
+                id: r.id,
+                holder: r.holder,
+                seen_ms: r.seen_at,
+            })
+            .collect(),
         gc: from.stored.gc.clone(),
         verify: from.stored.verify.clone(),
         clients,

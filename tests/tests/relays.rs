@@ -13,19 +13,19 @@ use std::process::Command;
 
 use ferry_relay::store::moto::Moto;
 use ferry_tests::tree::{listing, random_bytes};
-use ferry_tests::{arg, ok, wait_for, Endpoint, Relay, RelayOptions};
+use ferry_tests::{arg, http_get, ok, wait_for, Endpoint, Relay, RelayOptions};
 
 const MIB: usize = 1 << 20;
 const ENDPOINTS: usize = 8;
 
 /// A relay of the service in `work`: its catalog file and bucket
-/// `bucket` shared, presenting `identity` when given, with `[gc]` lines
-/// `gc` and environment `env` (test hooks).
+/// `bucket` shared, presenting `identity` when given, with more relay.toml
+/// `sections` (table, lines) and environment `env` (test hooks).
 fn service_relay(
     work: &Path,
     bucket: &str,
     identity: Option<&Path>,
-    gc: &str,
+    more: &[(&str, &str)],
     env: Vec<(String, String)>,
 ) -> Relay {
     let keys = work.join("s3.keys");
@@ -51,9 +51,7 @@ fn service_relay(
         keys.display()
     );
     let mut sections = vec![("storage".to_string(), storage)];
-    if !gc.is_empty() {
-        sections.push(("gc".into(), gc.into()));
-    }
+    sections.extend(more.iter().map(|(t, l)| (t.to_string(), l.to_string())));
     Relay::start_with(RelayOptions {
         init_args,
         sections,
@@ -83,7 +81,8 @@ fn source(work: &Path, n: usize) -> PathBuf {
 #[test]
 fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup() {
     let work = tempfile::tempdir().unwrap();
-    let first = service_relay(work.path(), "service", None, "", vec![]);
+    let web = [("web", "listen = \"127.0.0.1:0\"")];
+    let first = service_relay(work.path(), "service", None, &web, vec![]);
     let identity = first.data().join("keys/relay.key");
     let mut relays = vec![first];
     for _ in 0..2 {
@@ -91,10 +90,23 @@ fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup()
             work.path(),
             "service",
             Some(&identity),
-            "",
+            &[],
             vec![],
         ));
     }
+    // Each says it is up, and each relay's /metrics shows them all.
+    let up = |relays: &[Relay]| {
+        let metrics = http_get(relays[0].web_addr(), "/metrics", None).body;
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("ferry_relay_up{") && l.ends_with(" 1"))
+            .count()
+    };
+    wait_for(
+        "three relays up",
+        std::time::Duration::from_secs(60),
+        || (up(&relays) == 3).then_some(()),
+    );
     let ids: Vec<String> = relays
         .iter()
         .map(|r| fs::read_to_string(r.data().join("relay-id")).unwrap())
@@ -195,6 +207,9 @@ fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup()
         }
     }
     ok(relays[2].admin(&["verify"]));
+    // Stopped cleanly, a relay says so: the others show it down at once.
+    relays[2].terminate();
+    assert_eq!(up(&relays), 2);
 }
 
 #[test]
@@ -209,7 +224,7 @@ fn a_lease_holder_stopped_past_its_lease_deletes_nothing_once_resumed() {
         work.path(),
         "frozen",
         None,
-        "interval = \"1s\"\nlease = \"2s\"",
+        &[("gc", "interval = \"1s\"\nlease = \"2s\"")],
         env,
     );
     let identity = first.data().join("keys/relay.key");
@@ -217,7 +232,7 @@ fn a_lease_holder_stopped_past_its_lease_deletes_nothing_once_resumed() {
         work.path(),
         "frozen",
         Some(&identity),
-        "interval = \"off\"",
+        &[("gc", "interval = \"off\"")],
         vec![],
     );
     let endpoint = Endpoint::new();

@@ -26,6 +26,17 @@ pub enum Registered {
     Full,
 }
 
+/// A relay registered in the catalog.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RelayRow {
+    /// Its id.
+    pub id: u16,
+    /// Its host and data directory.
+    pub holder: String,
+    /// When it last said it was up (ms since the epoch; 0: stopped).
+    pub seen_at: i64,
+}
+
 /// A lease as held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lease {
@@ -93,6 +104,36 @@ impl Catalog {
         )?;
         tx.commit()?;
         Ok(Registered::Id(id))
+    }
+
+    /// Records that relay `id` is up at `now_ms` (0: it stopped).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn relay_seen(&self, id: u16, now_ms: i64) -> Result<()> {
+        self.conn.execute(
+            "UPDATE relays SET seen_at = ?2 WHERE id = ?1",
+            params![id, now_ms],
+        )?;
+        Ok(())
+    }
+
+    /// Every registered relay, by id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn relays(&self) -> Result<Vec<RelayRow>> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT id, holder, seen_at FROM relays ORDER BY id")?;
+        let rows = stmt.query_map([], |r| {
+            Ok(RelayRow {
+                id: r.get(0)?,
+                holder: r.get(1)?,
+                seen_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     /// Takes lease `name` for `relay` for `ttl_ms`, if it is free, expired

@@ -22,6 +22,13 @@ struct SetLabels {
     set: String,
 }
 
+/// The labels of a per-relay series.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RelayLabels {
+    relay: String,
+    holder: String,
+}
+
 type IntGauges<L> = Family<L, Gauge>;
 type FloatGauges<L> = Family<L, Gauge<f64, AtomicU64>>;
 
@@ -88,6 +95,19 @@ pub fn render(status: &Status, telemetry: &Telemetry) -> Result<String, std::fmt
             registry.register(name, help, counter);
         }
     }
+    let relays = IntGauges::<RelayLabels>::default();
+    for relay in &status.relays {
+        let labels = RelayLabels {
+            relay: relay.id.to_string(),
+            holder: relay.holder.clone(),
+        };
+        relays.get_or_create(&labels).set(i64::from(relay.up));
+    }
+    registry.register(
+        "ferry_relay_up",
+        "Whether each relay sharing this catalog said it was up in the last 20 s",
+        relays,
+    );
     let damage = Gauge::<i64>::default();
     damage.set(count(status.damage_open));
     registry.register(

@@ -47,6 +47,20 @@ pub fn render(status: &Status) -> String {
         status.damage_open,
         escape(&status.generated_at),
     );
+    if status.relays.len() > 1 {
+        let up = status.relays.iter().filter(|r| r.up).count();
+        let names: Vec<String> = status
+            .relays
+            .iter()
+            .map(|r| format!("{} {}", r.id, if r.up { "up" } else { "down" }))
+            .collect();
+        html.push_str(&format!(
+            "<p class=\"meta\">relays sharing this catalog: <span class=\"{}\">{up} of {} up</span> ({})</p>",
+            if up < status.relays.len() { "warn" } else { "ok" },
+            status.relays.len(),
+            escape(&names.join(", "))
+        ));
+    }
     if status.clients.is_empty() {
         html.push_str(
             "<p>No clients yet: pair one with <code>ferry-relay pair --name NAME</code>.</p>",
