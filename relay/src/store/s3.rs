@@ -2,9 +2,10 @@
 //! `object_store` crate), for relays that keep nothing on their own disk
 //! but a cache and the pack being written.
 //!
-//! A pack is built in `DATA/store/staging/` and uploaded whole — at every
-//! [`BlobStore::sync`] (an upload's commit) and when it reaches
-//! `PACK_TARGET` — under a name that is never used twice:
+//! A pack is built in `DATA/store/s3/staging/` and uploaded whole — at
+//! every [`BlobStore::sync`] (an upload's commit), and in the background
+//! when it reaches [`S3_PACK_TARGET`] (a sync waits for those too) — under
+//! a name that is never used twice:
 //! `PREFIX/packs/<ms>-<relay>.pack`, the time it was started and the relay
 //! that wrote it. Its [`PackId`] is the same two numbers (`ms << 10 |
 //! relay`), so packs sort by age across relays and no relay needs another's
@@ -18,6 +19,7 @@
 
 mod bridge;
 pub mod cache;
+mod readahead;
 mod uploads;
 
 use std::collections::HashMap;
@@ -37,6 +39,12 @@ use super::pack_files::{append_to, create_pack_file, is_full};
 use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore, PackId};
 use bridge::Bridge;
 use cache::{blocks_of, BlockCache, BLOCK};
+
+/// Size at which an object-store pack is sent and a new one started:
+/// smaller than local packs, so more of a backup's uploading overlaps
+/// its reading (a pack uploads in the background while the next fills),
+/// and less waits at its commit.
+pub const S3_PACK_TARGET: u64 = 16 * 1024 * 1024;
 
 /// Relay ids fit in the low bits of a pack's id.
 pub const RELAY_BITS: u32 = 10;
@@ -145,7 +153,8 @@ pub struct S3Reader {
     store: Arc<dyn ObjectStore>,
     bridge: Arc<Bridge>,
     prefix: String,
-    cache: BlockCache,
+    cache: Arc<BlockCache>,
+    readahead: readahead::Readahead,
     staging: PathBuf,
     /// Pack lengths seen in listings and uploads (a pack never changes).
     lengths: Mutex<HashMap<PackId, u64>>,
@@ -259,14 +268,62 @@ impl S3Reader {
         }
         for block in blocks_of(offset, buffer.len() as u64) {
             let start = block * BLOCK;
-            let data = self.get_range(pack, start..(start + BLOCK).min(pack_len))?;
-            self.cache.put_block(pack, block, &data)?;
+            let data = self.block(pack, block, start..(start + BLOCK).min(pack_len))?;
             let from = offset.max(start);
             let to = end.min(start + data.len() as u64);
             buffer[(from - offset) as usize..(to - offset) as usize]
                 .copy_from_slice(&data[(from - start) as usize..(to - start) as usize]);
         }
+        self.read_ahead(pack, (end - 1) / BLOCK + 1, pack_len);
         Ok(())
+    }
+
+    /// Block `block` of `pack` (its bytes `range`): from the fetch ahead
+    /// that holds it if one runs, else fetched now; kept in the cache.
+    fn block(
+        &self,
+        pack: PackId,
+        block: u64,
+        range: std::ops::Range<u64>,
+    ) -> io::Result<bytes::Bytes> {
+        if let Some(done) = self.readahead.claim(pack, block) {
+            let mut data = Vec::new();
+            let len = range.end - range.start;
+            if bridge::wait(&done).is_ok() && self.cache.read(pack, range.start, len, &mut data)? {
+                return Ok(data.into());
+            }
+        }
+        let data = self.get_range(pack, range)?;
+        self.cache.put_block(pack, block, &data)?;
+        Ok(data)
+    }
+
+    /// Starts fetching `block` of `pack` into the cache in the background,
+    /// unless it is there, past the pack's end, or fetched already.
+    fn read_ahead(&self, pack: PackId, block: u64, pack_len: u64) {
+        let start = block * BLOCK;
+        if start >= pack_len
+            || self.cache.holds(pack, start, 1)
+            || !self.readahead.should_start(pack, block)
+        {
+            return;
+        }
+        let (store, path, cache) = (
+            Arc::clone(&self.store),
+            self.path(pack),
+            Arc::clone(&self.cache),
+        );
+        let range = start..(start + BLOCK).min(pack_len);
+        let fetch = async move {
+            let data = store
+                .get_range(&path, range)
+                .await
+                .map_err(|e| failed("reading ahead in", &path, e))?;
+            cache.put_block(pack, block, &data)
+        };
+        if let Ok(done) = self.bridge.start(fetch) {
+            self.readahead.started(pack, block, done);
+        }
     }
 }
 
@@ -404,7 +461,8 @@ pub fn open_reader(settings: &S3Settings, cache: &Path, staging: &Path) -> io::R
         store: connect(settings)?,
         bridge: Arc::new(Bridge::new()?),
         prefix: settings.prefix.clone(),
-        cache: BlockCache::open(cache, settings.cache_bytes)?,
+        cache: Arc::new(BlockCache::open(cache, settings.cache_bytes)?),
+        readahead: readahead::Readahead::default(),
         staging: staging.to_path_buf(),
         lengths: Mutex::default(),
         errors: Arc::default(),
@@ -444,7 +502,7 @@ impl S3Store {
             reader: Arc::new(reader),
             relay,
             writer: Mutex::default(),
-            pack_target: super::PACK_TARGET,
+            pack_target: S3_PACK_TARGET,
         })
     }
 
@@ -452,7 +510,7 @@ impl S3Store {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Sends packs at `bytes` instead of `PACK_TARGET` (tests).
+    /// Sends packs at `bytes` instead of [`S3_PACK_TARGET`] (tests).
     #[cfg(test)]
     pub fn with_pack_target(mut self, bytes: u64) -> Self {
         self.pack_target = bytes;
@@ -619,6 +677,33 @@ mod tests {
         let other = tempfile::tempdir().unwrap();
         let reader = S3Store::open(&settings, other.path(), 2).unwrap();
         assert_eq!(reader.packs().unwrap().len(), 4);
+        for (blob, at) in blobs.iter().zip(&at) {
+            assert_eq!(&reader.read(at).unwrap(), blob);
+        }
+    }
+
+    #[test]
+    fn a_read_that_fetched_a_block_fetches_the_next_one_ahead() {
+        let moto = crate::store::moto::Moto::shared();
+        let settings = moto.settings("ahead", 64 << 20);
+        let dir = tempfile::tempdir().unwrap();
+        let store = S3Store::open(&settings, dir.path(), 1).unwrap();
+        let blobs: Vec<Vec<u8>> = (0..3u8).map(|n| vec![n; 4 << 20]).collect();
+        let at: Vec<BlobLocation> = blobs.iter().map(|b| store.append(b).unwrap()).collect();
+        store.sync().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let reader = S3Store::open(&settings, other.path(), 2).unwrap();
+        let first = BlobLocation { len: 100, ..at[0] };
+        assert_eq!(reader.read(&first).unwrap(), vec![0; 100]);
+        // The block after it arrives in the cache without being asked for.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !reader.reader.cache.holds(at[1].pack, cache::BLOCK, 1) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "block 1 was not read ahead"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         for (blob, at) in blobs.iter().zip(&at) {
             assert_eq!(&reader.read(at).unwrap(), blob);
         }

@@ -93,6 +93,15 @@ impl BlockCache {
         self.dir.join(format!("{pack}"))
     }
 
+    /// Whether `len` bytes of `pack` at `offset` are all here (not counted
+    /// as a hit or a miss).
+    pub fn holds(&self, pack: PackId, offset: u64, len: u64) -> bool {
+        self.state()
+            .packs
+            .get(&pack)
+            .is_some_and(|cached| cached.holds(offset, len))
+    }
+
     /// Reads `len` bytes of `pack` at `offset` into `buffer` if they are
     /// all here; false (a miss) if not.
     ///
