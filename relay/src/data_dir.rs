@@ -109,13 +109,15 @@ impl DataDir {
         let root = fs::canonicalize(&self.root).unwrap_or_else(|_| self.root.clone());
         let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let holder = format!("{}:{}", host.trim(), root.display());
+        let now = crate::clock::now_ms();
+        let up_within = i64::try_from(crate::presence::UP_WITHIN.as_millis()).unwrap_or(i64::MAX);
         let registered =
             self.catalog()?
-                .register_relay(&holder, kept, max, crate::clock::now_ms())?;
+                .register_relay(&holder, kept, max, now, now - up_within)?;
         let id = match registered {
             crate::catalog::Registered::Id(id) => id,
             crate::catalog::Registered::TakenBy(other) => bail!(
-                "relay id {} ({}) is registered to another relay ({other}): a copied data directory? Delete {} to draw a new id",
+                "relay id {} ({}) is another relay's, which is running ({other}): a copied data directory? Delete {} to draw a new id",
                 kept.unwrap_or_default(),
                 path.display(),
                 path.display()

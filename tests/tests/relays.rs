@@ -249,7 +249,28 @@ fn a_lease_holder_stopped_past_its_lease_deletes_nothing_once_resumed() {
             .unwrap();
         assert!(status.success());
     };
-    signal("-STOP", &first);
+    // Stopped outside a catalog write: one frozen inside a write would
+    // hold the shared SQLite file's lock, and every relay would wait on it
+    // (a limit of a shared SQLite catalog, not of the lease).
+    let catalog = work.path().join("catalog.sqlite");
+    let writable = || {
+        let conn = rusqlite::Connection::open(&catalog).unwrap();
+        conn.busy_timeout(std::time::Duration::from_millis(300))
+            .unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok()
+    };
+    wait_for(
+        "the first relay stopped outside a catalog write",
+        std::time::Duration::from_secs(120),
+        || {
+            signal("-STOP", &first);
+            if writable() {
+                return Some(());
+            }
+            signal("-CONT", &first);
+            None
+        },
+    );
     fs::remove_file(&hold).unwrap();
     // Asked of the second relay, the collection waits out the stopped
     // holder's lease, then runs there under a new token.

@@ -50,7 +50,10 @@ pub struct Lease {
 
 impl Catalog {
     /// Registers `holder` as relay `wanted` (its id kept from an earlier
-    /// start), or under the lowest free id up to `max`.
+    /// start), or under the lowest free id up to `max`. An id registered
+    /// to another holder is taken over if that one has not said it was up
+    /// since `stale_before` (a data directory moved to another path);
+    /// otherwise it is refused (a copy of a running relay's directory).
     ///
     /// # Errors
     /// SQLite errors.
@@ -60,6 +63,7 @@ impl Catalog {
         wanted: Option<u16>,
         max: u16,
         now_ms: i64,
+        stale_before: i64,
     ) -> Result<Registered> {
         let tx = self
             .conn
@@ -76,14 +80,18 @@ impl Catalog {
         }
         let id = match wanted {
             Some(id) => {
-                let other: Option<String> = tx
-                    .query_row("SELECT holder FROM relays WHERE id = ?1", [id], |r| {
-                        r.get(0)
-                    })
+                let other: Option<(String, i64)> = tx
+                    .query_row(
+                        "SELECT holder, seen_at FROM relays WHERE id = ?1",
+                        [id],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
                     .optional()?;
-                if let Some(other) = other.filter(|o| o != holder) {
+                let running = other.filter(|(o, seen_at)| o != holder && *seen_at >= stale_before);
+                if let Some((other, _)) = running {
                     return Ok(Registered::TakenBy(other));
                 }
+                tx.execute("DELETE FROM relays WHERE id = ?1", [id])?;
                 id
             }
             None => {
@@ -256,35 +264,34 @@ mod tests {
     #[test]
     fn relays_get_the_lowest_free_id_and_keep_theirs() {
         let (mut c, _dir) = catalog();
+        let mut register =
+            |holder: &str, wanted| c.register_relay(holder, wanted, 3, 100, 50).unwrap();
+        assert_eq!(register("a:/d", None), Registered::Id(0));
+        assert_eq!(register("b:/d", None), Registered::Id(1));
+        assert_eq!(register("a:/d", Some(0)), Registered::Id(0));
+        // An id kept from before the catalog knew relays is registered as it is.
+        assert_eq!(register("c:/d", Some(3)), Registered::Id(3));
+        assert_eq!(register("d:/d", None), Registered::Id(2));
+        assert_eq!(register("e:/d", None), Registered::Full);
+        // Relay 1 said it was up since 50: a copy of its directory is refused.
+        c.relay_seen(1, 77).unwrap();
         assert_eq!(
-            c.register_relay("a:/d", None, 3, 1).unwrap(),
-            Registered::Id(0)
-        );
-        assert_eq!(
-            c.register_relay("b:/d", None, 3, 1).unwrap(),
-            Registered::Id(1)
-        );
-        assert_eq!(
-            c.register_relay("a:/d", Some(0), 3, 2).unwrap(),
-            Registered::Id(0)
-        );
-        assert_eq!(
-            c.register_relay("c:/d", Some(1), 3, 2).unwrap(),
+            c.register_relay("copy:/d", Some(1), 3, 100, 50).unwrap(),
             Registered::TakenBy("b:/d".into())
         );
-        // An id kept from before the catalog knew relays is registered as it is.
+        // Relay 0 has not been seen since: moved elsewhere, it keeps its id.
         assert_eq!(
-            c.register_relay("c:/d", Some(3), 3, 2).unwrap(),
-            Registered::Id(3)
+            c.register_relay("a:/moved", Some(0), 3, 100, 50).unwrap(),
+            Registered::Id(0)
         );
-        assert_eq!(
-            c.register_relay("d:/d", None, 3, 2).unwrap(),
-            Registered::Id(2)
-        );
-        assert_eq!(
-            c.register_relay("e:/d", None, 3, 2).unwrap(),
-            Registered::Full
-        );
+        let rows: Vec<(u16, String, i64)> = c
+            .relays()
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.id, r.holder, r.seen_at))
+            .collect();
+        assert_eq!(rows[0], (0, "a:/moved".to_string(), 0));
+        assert_eq!(rows[1], (1, "b:/d".to_string(), 77));
     }
 
     #[test]
