@@ -232,6 +232,12 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 19: when each relay last said it was up (0: it stopped cleanly).
     "ALTER TABLE relays ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;",
+    // 20: packs a collection emptied, deleted a grace period later (in a
+    // store shared by relays, one may still be reading them).
+    "CREATE TABLE condemned_packs (
+        pack INTEGER PRIMARY KEY,
+        condemned_at INTEGER NOT NULL
+    );",
 ];
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's

@@ -26,7 +26,11 @@
 //!    current pack, fsyncing, pointing the rows at the copies (one
 //!    transaction), then deleting the old pack. A crash before the rows move
 //!    leaves an unnamed tail (cut at the next start, kept in
-//!    `store/quarantine/`); after, an unnamed pack (moved there).
+//!    `store/quarantine/`); after, an unnamed pack (moved there). In a
+//!    store relays share (`BlobStore::deletes_later`: the object store's),
+//!    an emptied pack is condemned instead, and deleted by the first
+//!    collection a grace period later: another relay may still be reading
+//!    it from a row it looked up before the move.
 //!
 //! An upload open longer than `gc.max-upload-age` holds none of this
 //! back: it is expired first (`crate::gate::UploadFence`) and fails.
@@ -206,8 +210,11 @@ fn collect_unrecorded(
     report.blobs_deleted = deleted;
     report.bytes_unreferenced = bytes;
     report.blobs_in_grace = in_grace + young;
-    let young_packs = now_ms.saturating_sub(grace_ms);
-    compact(catalog, blobs, uploads, young_packs, fence, &mut report)?;
+    let young = Young {
+        since_ms: now_ms.saturating_sub(grace_ms),
+        now_ms,
+    };
+    compact(catalog, blobs, uploads, young, fence, &mut report)?;
     // What ended uploads left unindexed before this run is reclaimed now
     // (or sits in a pack under the rewrite threshold): charged no more.
     catalog.clear_unindexed_before(now_ms)?;
@@ -322,11 +329,18 @@ impl Reach for Marker<'_, '_> {
 }
 
 /// Phase 3: delete dead packs, rewrite mostly dead ones.
+/// What counts as young in this collection: since when, and now.
+#[derive(Debug, Clone, Copy)]
+struct Young {
+    since_ms: i64,
+    now_ms: i64,
+}
+
 fn compact(
     catalog: &mut Catalog,
     blobs: &Blobs,
     uploads: &OpenUploads,
-    young_since_ms: i64,
+    young: Young,
     fence: &Fence,
     report: &mut GcReport,
 ) -> Result<()> {
@@ -345,7 +359,7 @@ fn compact(
         blobs
             .store()
             .pack_started_ms(*pack)
-            .is_none_or(|started| started < young_since_ms)
+            .is_none_or(|started| started < young.since_ms)
     };
     for (pack, len) in sealed
         .into_iter()
@@ -354,23 +368,38 @@ fn compact(
         let live = usage.get(&pack).copied().unwrap_or_default();
         fence.check(catalog)?;
         if live.blobs == 0 {
-            blobs
-                .remove(pack)
-                .with_context(|| format!("cannot delete pack {pack:08}"))?;
-            report.packs_deleted += 1;
-            report.bytes_freed += len;
+            if delete_emptied(catalog, blobs, pack, young)? {
+                report.packs_deleted += 1;
+                report.bytes_freed += len;
+            }
         } else if len.saturating_sub(live.bytes) * 100 >= len * REPACK_DEAD_PERCENT {
             let moved = repack(catalog, blobs, pack, fence)?;
             report.packs_repacked += 1;
             report.bytes_moved += moved;
-            report.bytes_freed += len.saturating_sub(moved);
+            if delete_emptied(catalog, blobs, pack, young)? {
+                report.bytes_freed += len.saturating_sub(moved);
+            }
         }
     }
     Ok(())
 }
 
-/// Copies `pack`'s live blobs to the current pack, moves their rows, deletes
-/// `pack`; returns the bytes copied.
+/// Deletes `pack`, which no row names any more, unless its store deletes
+/// later (`BlobStore::deletes_later`) and it was condemned within the
+/// grace period: then it waits for a later collection. True when deleted.
+fn delete_emptied(catalog: &Catalog, blobs: &Blobs, pack: PackId, young: Young) -> Result<bool> {
+    if blobs.store().deletes_later() && catalog.condemn_pack(pack, young.now_ms)? > young.since_ms {
+        return Ok(false);
+    }
+    blobs
+        .remove(pack)
+        .with_context(|| format!("cannot delete pack {pack:08}"))?;
+    catalog.forget_condemned_pack(pack)?;
+    Ok(true)
+}
+
+/// Copies `pack`'s live blobs to the current pack and moves their rows
+/// (the caller deletes `pack`); returns the bytes copied.
 fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: PackId, fence: &Fence) -> Result<u64> {
     let live = catalog.blobs_in_pack(pack)?;
     let mut moved = Vec::with_capacity(live.len());
@@ -388,9 +417,6 @@ fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: PackId, fence: &Fence) -> 
     blobs.sync()?;
     fence.check(catalog)?;
     catalog.relocate(pack, &moved)?;
-    blobs
-        .remove(pack)
-        .with_context(|| format!("cannot delete pack {pack:08}"))?;
     tracing::info!(
         "gc: rewrote pack {pack:08}: {} live blobs, {bytes} bytes moved",
         moved.len()

@@ -228,6 +228,14 @@ pub trait BlobStore: BlobReader {
         None
     }
 
+    /// Whether a pack no row names is deleted only a grace period after it
+    /// was emptied: the store is shared by relays, and one may still read
+    /// it from a row it looked up before (the object store's). Local packs
+    /// are read by this process alone, held in place while read.
+    fn deletes_later(&self) -> bool {
+        false
+    }
+
     /// Deletes a sealed pack durably. The caller has made sure no catalog
     /// row names it any more.
     ///

@@ -213,6 +213,33 @@ impl Catalog {
             .execute_batch("DROP TABLE IF EXISTS temp.marked")?)
     }
 
+    /// Condemns `pack` at `now_ms` (no row names it any more) unless it is
+    /// already; returns when it was condemned first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn condemn_pack(&self, pack: PackId, now_ms: i64) -> Result<i64> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO condemned_packs (pack, condemned_at) VALUES (?1, ?2)",
+            params![pack, now_ms],
+        )?;
+        Ok(self.conn.query_row(
+            "SELECT condemned_at FROM condemned_packs WHERE pack = ?1",
+            [pack],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Forgets a condemned pack (deleted).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn forget_condemned_pack(&self, pack: PackId) -> Result<()> {
+        self.conn
+            .execute("DELETE FROM condemned_packs WHERE pack = ?1", [pack])?;
+        Ok(())
+    }
+
     /// For each pack that still holds indexed blobs, how many and how many bytes.
     ///
     /// # Errors

@@ -628,6 +628,10 @@ impl BlobStore for S3Store {
         self.upload_all(&mut writer)
     }
 
+    fn deletes_later(&self) -> bool {
+        true
+    }
+
     fn pack_started_ms(&self, pack: PackId) -> Option<i64> {
         i64::try_from(pack.0 >> RELAY_BITS).ok()
     }

@@ -19,7 +19,10 @@ mod sealed;
 mod storage;
 
 /// A relay's repo: a temporary catalog with clients a and b, and `store`.
-fn relay_with(dir: &std::path::Path, store: MemoryStore) -> (Arc<Repo>, ClientId, ClientId) {
+fn relay_with(
+    dir: &std::path::Path,
+    store: impl crate::store::BlobStore + 'static,
+) -> (Arc<Repo>, ClientId, ClientId) {
     let path = dir.join("catalog.sqlite");
     let mut catalog = Catalog::open(&path).unwrap();
     let mut clients = Vec::new();

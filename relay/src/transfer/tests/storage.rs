@@ -353,3 +353,38 @@ fn relays_sharing_a_catalog_collect_in_turn_and_a_stale_lease_deletes_nothing() 
         "given back"
     );
 }
+
+#[test]
+fn a_shared_store_deletes_an_emptied_pack_only_a_grace_period_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = crate::store::moto::Moto::shared().settings("condemned", 0);
+    let store = crate::store::S3Store::open(&settings, &dir.path().join("s3"), 1).unwrap();
+    let (repo, a, _) = relay_with(dir.path(), store);
+    let mut t = Transfer::new(Arc::clone(&repo), a, None);
+    let (_, _, _, first) = backup_one(&mut t, b"first version, alone in its pack");
+    let (kept, _, _, _) = backup_one(&mut t, b"second version");
+    drop(t);
+    repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
+    let packs = || repo.blobs().store().packs().unwrap().len();
+    let before = packs();
+    let hour = 3_600_000;
+    let grace = std::time::Duration::from_millis(hour as u64);
+    // Two hours on, the first snapshot's blobs are swept and its pack is
+    // emptied: condemned, not deleted (a relay may still be reading it).
+    let later = now_ms() + 2 * hour;
+    let report = crate::gc::collect_beside_uploads(&repo, grace, later).unwrap();
+    assert!(report.blobs_deleted > 0, "{report:?}");
+    assert_eq!(report.packs_deleted, 0, "{report:?}");
+    assert_eq!(packs(), before);
+    // A grace period after it was condemned, it goes.
+    let report = crate::gc::collect_beside_uploads(&repo, grace, later + 2 * hour).unwrap();
+    assert!(report.packs_deleted >= 1, "{report:?}");
+    assert!(packs() < before);
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    assert_eq!(
+        missing_chunks(&mut t, &[kept]),
+        vec![false],
+        "the rest is kept"
+    );
+}
