@@ -76,6 +76,11 @@ start_relay() {
   echo "relay did not start" >&2; return 1
 }
 
+# The session address of the running relay in $1.
+session_addr() {
+  grep -o '"session":"[^"]*"' "$1/run/listen.json" | cut -d'"' -f4
+}
+
 stop_relay() {
   [ -n "${RELAY_PID:-}" ] && kill "$RELAY_PID" 2>/dev/null && wait "$RELAY_PID" 2>/dev/null || true
   RELAY_PID=

@@ -28,15 +28,6 @@ for n in $(seq 1 "$ENDPOINTS"); do
   done
 done
 
-# Starts relay $1 (a data dir) in the background; adds its pid.
-start_one() {
-  rm -f "$1/run/listen.json"
-  "$BIN/ferry-relay" --data "$1" serve 2>>"$1.log" &
-  RELAY_PIDS+=($!)
-  for _ in $(seq 1 200); do [ -s "$1/run/listen.json" ] && return 0; sleep 0.05; done
-  echo "relay $1 did not start" >&2; return 1
-}
-
 for run in $(seq 1 "$RUNS"); do
   for relays in 1 2 3; do
     tag="$relays-$run"
@@ -49,8 +40,9 @@ for run in $(seq 1 "$RUNS"); do
       "$BIN/ferry-relay" --data "$R" init --listen "127.0.0.1:0" --pair-listen "127.0.0.1:0" \
         --catalog "sqlite://$WORK/catalog-$tag.sqlite" "${identity[@]}" >/dev/null
       storage_toml "bench-$tag" >>"$R/relay.toml"
-      start_one "$R"
-      addresses+=("\"$(grep -o '"session":"[^"]*"' "$R/run/listen.json" | cut -d'"' -f4)\"")
+      start_relay "$R"
+      RELAY_PIDS+=("$RELAY_PID")
+      addresses+=("\"$(session_addr "$R")\"")
     done
     for n in $(seq 1 "$ENDPOINTS"); do
       E="$WORK/ep-$tag-$n"

@@ -20,12 +20,10 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null; stop_store; bench_cleanup' EXIT
 make_bucket service
 
+# Starts relay $1 of the three, keeping its pid.
 start_one() {
-  rm -f "$WORK/relay-$1/run/listen.json"
-  "$BIN/ferry-relay" --data "$WORK/relay-$1" serve 2>>"$WORK/relay-$1.log" &
-  PIDS[$1]=$!
-  for _ in $(seq 1 200); do [ -s "$WORK/relay-$1/run/listen.json" ] && return 0; sleep 0.05; done
-  echo "relay $1 did not start" >&2; return 1
+  start_relay "$WORK/relay-$1"
+  PIDS[$1]=$RELAY_PID
 }
 
 addresses=()
@@ -36,7 +34,7 @@ for r in 1 2 3; do
     --pair-listen "127.0.0.1:$(free_port)" --catalog "sqlite://$WORK/catalog.sqlite" "${identity[@]}" >/dev/null
   storage_toml service >>"$WORK/relay-$r/relay.toml"
   start_one "$r"
-  addresses+=("\"$(grep -o '"session":"[^"]*"' "$WORK/relay-$r/run/listen.json" | cut -d'"' -f4)\"")
+  addresses+=("\"$(session_addr "$WORK/relay-$r")\"")
 done
 
 for n in $(seq 1 "$ENDPOINTS"); do

@@ -265,12 +265,14 @@ async fn a_cache_that_names_collected_data_is_cleared_and_the_next_backup_whole(
         .map(|s| s.id)
         .collect();
     pair.repo.catalog(|c| c.forget_snapshots(&ids)).unwrap();
-    ferry_relay::gc::collect_beside_uploads(
+    ferry_relay::gc_service::collect_leased(
         &pair.repo,
         std::time::Duration::ZERO,
         ferry_relay::clock::now_ms() + 1,
+        None,
     )
-    .unwrap();
+    .unwrap()
+    .expect("no lease to wait for");
     let mut client = pair.connect().await;
     let error = pair.backup(&mut client, "docs", &[&src]).await.unwrap_err();
     assert!(

@@ -57,7 +57,7 @@ use serde::{Deserialize, Serialize};
 use crate::catalog::{BlobKey, BlobKind, BlobRow, BlobState, Catalog};
 use crate::gate::OpenUploads;
 use crate::objects::Reach;
-use crate::repo::{Blobs, Repo};
+use crate::repo::Blobs;
 use crate::store::PackId;
 use crate::stored_objects::StoredObjects;
 
@@ -117,28 +117,6 @@ impl GcReport {
 /// Young trees and contents marked in one pass below which marking stops
 /// before the sweep (the rest is marked holding the write lock).
 const SETTLED: u64 = 1_000;
-
-/// Collects garbage in `repo` beside its open uploads, through a catalog
-/// connection of its own so sessions are not blocked on the shared one.
-/// Blocking.
-///
-/// # Errors
-/// Whatever the collection reports.
-pub fn collect_beside_uploads(
-    repo: &Repo,
-    grace: Duration,
-    now_ms: i64,
-) -> anyhow::Result<GcReport> {
-    let mut catalog = Catalog::open(repo.catalog_path())?;
-    collect(
-        &mut catalog,
-        repo.blobs(),
-        repo.uploads(),
-        grace,
-        now_ms,
-        &Fence::unshared(),
-    )
-}
 
 /// Collects garbage: see the module documentation.
 ///
@@ -366,8 +344,8 @@ fn compact(
         .filter(|(pack, _)| *pack < held_from && settled(pack))
     {
         let live = usage.get(&pack).copied().unwrap_or_default();
-        fence.check(catalog)?;
         if live.blobs == 0 {
+            fence.check(catalog)?;
             if delete_emptied(catalog, blobs, pack, young)? {
                 report.packs_deleted += 1;
                 report.bytes_freed += len;

@@ -77,12 +77,10 @@ pub fn collect_leased(
     let fence = match repo.relay() {
         None => Fence::unshared(),
         Some((relay, lease)) => match Fence::take(&mut catalog, relay, lease)? {
-            Ok(fence) => fence,
-            Err(holder) => {
+            Some(fence) => fence,
+            None => {
                 tracing::debug!(
-                    "gc: relay {} is collecting (its lease runs {} s more); this relay leaves it to it",
-                    holder.relay,
-                    (holder.expires_at - now_ms).max(0) / 1000
+                    "gc: another relay holds the collection lease; this relay leaves it"
                 );
                 return Ok(None);
             }

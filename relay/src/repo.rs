@@ -96,7 +96,7 @@ impl Repo {
                 relay,
             } => {
                 let store = crate::store::S3Store::open(settings, dir, *relay).map_err(opened)?;
-                let packs = store.packs().map_err(opened)?.len();
+                let packs = store.packs_at_open();
                 refuse_a_stranger(&catalog, catalog_path, packs, storage)?;
                 Box::new(store)
             }

@@ -28,16 +28,11 @@ fn service_relay(
     more: &[(&str, &str)],
     env: Vec<(String, String)>,
 ) -> Relay {
-    let keys = work.join("s3.keys");
-    if !keys.exists() {
+    // The service's first relay (the one with a new identity) makes its bucket.
+    if identity.is_none() {
         Moto::shared().bucket(bucket);
-        fs::write(
-            &keys,
-            "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
-        )
-        .unwrap();
-        fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
+    let keys = Moto::keys_file(work);
     let mut init_args = vec![
         "--catalog".to_string(),
         format!("sqlite://{}", work.join("catalog.sqlite").display()),

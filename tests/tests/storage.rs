@@ -13,30 +13,12 @@ use ferry_tests::{arg, http_get, ok, stderr, Endpoint, Relay, RelayOptions};
 
 const MIB: usize = 1 << 20;
 
-/// A 0600 file in `work` with moto's keys.
-fn keys_file(work: &Path) -> std::path::PathBuf {
-    let keys = work.join("s3.keys");
-    fs::write(
-        &keys,
-        "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
-    )
-    .unwrap();
-    fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
-    keys
-}
-
 /// A relay over a fresh bucket `name`, its keys in a 0600 file in `work`,
 /// reaching the store at `endpoint` (moto's, or a proxy in front of it).
 fn relay_over_bucket(work: &Path, name: &str, cache: &str, endpoint: &str) -> Relay {
     let moto = Moto::shared();
     moto.bucket(name);
-    let keys = work.join(format!("{name}.keys"));
-    fs::write(
-        &keys,
-        "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
-    )
-    .unwrap();
-    fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let keys = Moto::keys_file(work);
     Relay::start_with(RelayOptions {
         sections: vec![
             ("web".into(), "listen = \"127.0.0.1:0\"".into()),
@@ -225,7 +207,7 @@ fn a_relay_with_history_migrates_to_an_object_store_and_every_snapshot_restores_
     }
     let local = relay.pack_bytes();
     Moto::shared().bucket("migrated");
-    let keys = keys_file(work.path());
+    let keys = Moto::keys_file(work.path());
     let migrate = [
         "migrate",
         "--to-storage",

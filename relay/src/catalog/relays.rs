@@ -186,23 +186,6 @@ impl Catalog {
         Ok(Some(lease))
     }
 
-    /// Whether `lease` is still lease `name`'s holder at `now_ms`: the
-    /// fence every write under it checks.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn lease_holds(&self, name: &str, lease: &Lease, now_ms: i64) -> Result<bool> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT 1 FROM leases WHERE name = ?1 AND relay = ?2 AND token = ?3 AND expires_at > ?4",
-                params![name, lease.relay, lease.token, now_ms],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-    }
-
     /// Renews `lease` for `ttl_ms` from `now_ms` if it still holds lease
     /// `name` (one statement: it runs inside a caller's transaction too);
     /// false when it no longer does.
@@ -297,27 +280,32 @@ mod tests {
     #[test]
     fn a_lease_has_one_holder_and_a_new_holder_fences_the_old_one() {
         let (mut c, _dir) = catalog();
+        let holder = |c: &Catalog, at| c.lease("gc", at).unwrap().map(|l| (l.relay, l.token));
         let first = c.take_lease("gc", 1, 1_000, 500).unwrap().unwrap();
         assert_eq!(c.take_lease("gc", 2, 1_200, 500).unwrap(), None, "held");
         let renewed = c.take_lease("gc", 1, 1_300, 500).unwrap().unwrap();
         assert_eq!((renewed.token, renewed.expires_at), (first.token, 1_800));
-        assert!(c.lease_holds("gc", &renewed, 1_700).unwrap());
+        assert_eq!(holder(&c, 1_700), Some((1, first.token)));
         assert!(c.renew_lease("gc", &renewed, 1_700, 150).unwrap());
-        assert!(
-            !c.lease_holds("gc", &renewed, 1_850).unwrap(),
-            "renewed to 1,850 only"
-        );
+        assert_eq!(holder(&c, 1_850), None, "renewed to 1,850 only");
         // Relay 1 froze past its lease: relay 2 takes it, and 1's token is stale.
+        assert!(
+            !c.renew_lease("gc", &renewed, 1_860, 500).unwrap(),
+            "expired"
+        );
         let second = c.take_lease("gc", 2, 1_900, 500).unwrap().unwrap();
         assert!(second.token > first.token);
-        assert!(!c.lease_holds("gc", &renewed, 1_901).unwrap());
-        assert!(c.lease_holds("gc", &second, 1_901).unwrap());
-        c.release_lease("gc", &renewed).unwrap();
         assert!(
-            c.lease_holds("gc", &second, 1_902).unwrap(),
+            !c.renew_lease("gc", &renewed, 1_901, 500).unwrap(),
+            "fenced"
+        );
+        assert_eq!(holder(&c, 1_901), Some((2, second.token)));
+        c.release_lease("gc", &renewed).unwrap();
+        assert_eq!(
+            c.lease("gc", 1_902).unwrap(),
+            Some(second),
             "a stale holder cannot release it"
         );
-        assert_eq!(c.lease("gc", 1_902).unwrap(), Some(second));
         c.release_lease("gc", &second).unwrap();
         assert_eq!(c.lease("gc", 1_902).unwrap(), None);
         assert!(c.take_lease("gc", 3, 1_903, 500).unwrap().is_some());

@@ -32,27 +32,19 @@ impl Fence {
         }
     }
 
-    /// Takes the lease for `relay` for `ttl`; `Err` is the lease another
-    /// relay holds.
+    /// Takes the lease for `relay` for `ttl`; `None` while another relay
+    /// holds it.
     ///
     /// # Errors
     /// Catalog errors.
-    pub fn take(catalog: &mut Catalog, relay: u16, ttl: Duration) -> Result<Result<Fence, Lease>> {
-        let now = now_ms();
-        let ttl = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
-        if let Some(lease) = catalog.take_lease(GC_LEASE, relay, now, ttl)? {
-            return Ok(Ok(Fence {
+    pub fn take(catalog: &mut Catalog, relay: u16, ttl: Duration) -> Result<Option<Fence>> {
+        let ttl_ms = i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX);
+        Ok(catalog
+            .take_lease(GC_LEASE, relay, now_ms(), ttl_ms)?
+            .map(|lease| Fence {
                 lease: Some(lease),
-                ttl_ms: ttl,
-            }));
-        }
-        let holder = catalog.lease(GC_LEASE, now)?;
-        // Expired between the two reads: named as this relay's, tokenless.
-        Ok(Err(holder.unwrap_or(Lease {
-            relay,
-            token: 0,
-            expires_at: now,
-        })))
+                ttl_ms,
+            }))
     }
 
     /// Checks that the lease is still this collection's, and renews it

@@ -112,6 +112,23 @@ impl Moto {
             .collect()
     }
 
+    /// Writes moto's keys as a relay's `credentials-file` (mode 0600) in
+    /// `dir`, and returns its path.
+    ///
+    /// # Panics
+    /// When it cannot be written.
+    pub fn keys_file(dir: &std::path::Path) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let keys = dir.join("s3.keys");
+        std::fs::write(
+            &keys,
+            "access-key-id = \"testing\"\nsecret-access-key = \"testing\"\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+        keys
+    }
+
     /// Settings for bucket `name` (created now) with a read cache of
     /// `cache_bytes`.
     pub fn settings(&self, name: &str, cache_bytes: u64) -> S3Settings {

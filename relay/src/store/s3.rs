@@ -293,7 +293,15 @@ impl S3Reader {
                 return Ok(data.into());
             }
         }
+        let want = range.end - range.start;
         let data = self.get_range(pack, range)?;
+        // A store that answers short must not leave zeros in a blob.
+        if data.len() as u64 != want {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("pack {pack}: the store sent {} of {want} bytes", data.len()),
+            ));
+        }
         self.cache.put_block(pack, block, &data)?;
         Ok(data)
     }
@@ -314,11 +322,16 @@ impl S3Reader {
             Arc::clone(&self.cache),
         );
         let range = start..(start + BLOCK).min(pack_len);
+        let want = range.end - range.start;
         let fetch = async move {
             let data = store
                 .get_range(&path, range)
                 .await
                 .map_err(|e| failed("reading ahead in", &path, e))?;
+            if data.len() as u64 != want {
+                // Not kept: the reader asks again, and names the short answer.
+                return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+            }
             cache.put_block(pack, block, &data)
         };
         if let Ok(done) = self.bridge.start(fetch) {
@@ -397,6 +410,8 @@ pub struct S3Store {
     writer: Mutex<Writer>,
     /// Size at which a pack is sent and a new one started.
     pack_target: u64,
+    /// How many packs the store held when it was opened.
+    packs_at_open: usize,
 }
 
 #[derive(Debug, Default)]
@@ -489,7 +504,7 @@ impl S3Store {
             Err(e) => return Err(e),
         }
         make_private_dir(&reader.staging)?;
-        reader.packs().map_err(|e| {
+        let listed = reader.packs().map_err(|e| {
             io::Error::new(
                 e.kind(),
                 format!(
@@ -503,11 +518,17 @@ impl S3Store {
             relay,
             writer: Mutex::default(),
             pack_target: S3_PACK_TARGET,
+            packs_at_open: listed.len(),
         })
     }
 
     fn writer(&self) -> std::sync::MutexGuard<'_, Writer> {
         self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many packs the store held when it was opened (listed then).
+    pub fn packs_at_open(&self) -> usize {
+        self.packs_at_open
     }
 
     /// Sends packs at `bytes` instead of [`S3_PACK_TARGET`] (tests).

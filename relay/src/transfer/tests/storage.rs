@@ -5,6 +5,16 @@ use super::*;
 use crate::catalog::BlobIndex;
 use crate::store::BlobReader;
 
+/// A collection of `repo` at `now_ms`, as a relay alone runs it.
+fn collect(
+    repo: &Repo,
+    grace: std::time::Duration,
+    now_ms: i64,
+) -> anyhow::Result<crate::gc::GcReport> {
+    let report = crate::gc_service::collect_leased(repo, grace, now_ms, None)?;
+    Ok(report.expect("no lease to wait for"))
+}
+
 #[test]
 fn gc_collects_what_only_a_forgotten_snapshot_reached() {
     let dir = tempfile::tempdir().unwrap();
@@ -14,8 +24,7 @@ fn gc_collects_what_only_a_forgotten_snapshot_reached() {
     let (new_chunk, _, _, _) = backup_one(&mut t, b"second version");
     drop(t);
     repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
-    let report =
-        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
+    let report = collect(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
     assert_eq!(report.snapshots, 1);
     assert_eq!(report.blobs_deleted, 3, "{report:?}");
     let mut t = Transfer::new(repo, a, None);
@@ -44,8 +53,7 @@ fn gc_deletes_dead_packs_and_rewrites_mostly_dead_ones() {
     repo.blobs().seal().unwrap();
     let before = store.packs().unwrap().len();
     repo.catalog(|c| c.forget_snapshots(&[first])).unwrap();
-    let report =
-        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
+    let report = collect(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
     assert!(
         report.packs_deleted + report.packs_repacked >= 1,
         "{report:?}"
@@ -163,8 +171,7 @@ fn gc_reports_a_snapshot_naming_a_missing_blob_and_collects_the_rest() {
         .unwrap()
         .execute("DELETE FROM blobs WHERE id = ?1", [&content.0[..]])
         .unwrap();
-    let report =
-        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
+    let report = collect(&repo, std::time::Duration::ZERO, now_ms() + 1).unwrap();
     assert_eq!(report.snapshots_damaged, vec![second.0], "{report:?}");
     assert!(
         report.blobs_deleted >= 3,
@@ -200,9 +207,7 @@ fn gc_beside_an_open_upload_keeps_what_it_reused_and_collects_the_rest() {
     assert!(ids.is_empty(), "the old tree is there to reuse");
     assert_eq!(missing_chunks(&mut t, &[reused]), vec![false]);
     // A collection now (a grace of zero, a minute on) runs at once.
-    let report =
-        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 60_000)
-            .unwrap();
+    let report = collect(&repo, std::time::Duration::ZERO, now_ms() + 60_000).unwrap();
     assert_eq!(report.snapshots, 0);
     assert!(
         report.blobs_deleted >= 3,
@@ -210,9 +215,7 @@ fn gc_beside_an_open_upload_keeps_what_it_reused_and_collects_the_rest() {
     );
     assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
     // Once committed, the reused blobs are the new snapshot's: kept for good.
-    let report =
-        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 3_600_000)
-            .unwrap();
+    let report = collect(&repo, std::time::Duration::ZERO, now_ms() + 3_600_000).unwrap();
     assert_eq!(
         (report.snapshots, report.blobs_deleted),
         (1, 0),
@@ -242,9 +245,7 @@ fn gc_beside_an_open_upload_leaves_the_packs_it_writes_to() {
     assert!(synced(&mut t).is_empty());
     // The tree's pack is sealed and no row names it yet.
     repo.blobs().seal().unwrap();
-    let report =
-        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 60_000)
-            .unwrap();
+    let report = collect(&repo, std::time::Duration::ZERO, now_ms() + 60_000).unwrap();
     assert_eq!(report.packs_deleted, 0, "{report:?}");
     assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
     let Some(Message::Object { .. }) = t
@@ -275,9 +276,7 @@ fn blobs_sent_again_and_collected_before_their_stamp_are_kept_from_what_was_sent
     put_object(&mut t, ObjectId::Content(content), &content_bytes);
     put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
     // Held, not stamped yet: a collection now removes all three.
-    let report =
-        crate::gc::collect_beside_uploads(&repo, std::time::Duration::ZERO, now_ms() + 60_000)
-            .unwrap();
+    let report = collect(&repo, std::time::Duration::ZERO, now_ms() + 60_000).unwrap();
     assert_eq!(report.blobs_deleted, 3, "{report:?}");
     assert!(matches!(commit(&mut t, root), Message::Committed { .. }));
     let Some(Message::ChunkData { data: stored, .. }) = t
@@ -372,12 +371,12 @@ fn a_shared_store_deletes_an_emptied_pack_only_a_grace_period_later() {
     // Two hours on, the first snapshot's blobs are swept and its pack is
     // emptied: condemned, not deleted (a relay may still be reading it).
     let later = now_ms() + 2 * hour;
-    let report = crate::gc::collect_beside_uploads(&repo, grace, later).unwrap();
+    let report = collect(&repo, grace, later).unwrap();
     assert!(report.blobs_deleted > 0, "{report:?}");
     assert_eq!(report.packs_deleted, 0, "{report:?}");
     assert_eq!(packs(), before);
     // A grace period after it was condemned, it goes.
-    let report = crate::gc::collect_beside_uploads(&repo, grace, later + 2 * hour).unwrap();
+    let report = collect(&repo, grace, later + 2 * hour).unwrap();
     assert!(report.packs_deleted >= 1, "{report:?}");
     assert!(packs() < before);
     let mut t = Transfer::new(repo, a, None);
