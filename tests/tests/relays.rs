@@ -208,7 +208,7 @@ fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup()
 }
 
 #[test]
-fn a_lease_holder_stopped_past_its_lease_deletes_nothing_once_resumed() {
+fn a_lease_holder_held_past_its_lease_deletes_nothing_once_it_goes_on() {
     let work = tempfile::tempdir().unwrap();
     // The first relay collects every second under a 2 s lease, and its
     // collection waits before the sweep while `hold` exists.
@@ -223,11 +223,12 @@ fn a_lease_holder_stopped_past_its_lease_deletes_nothing_once_resumed() {
         env,
     );
     let identity = first.data().join("keys/relay.key");
+    // The second collects every second too, holding nothing back.
     let second = service_relay(
         work.path(),
         "frozen",
         Some(&identity),
-        &[("gc", "interval = \"off\"")],
+        &[("gc", "interval = \"1s\"")],
         vec![],
     );
     let endpoint = Endpoint::new();
@@ -237,42 +238,16 @@ fn a_lease_holder_stopped_past_its_lease_deletes_nothing_once_resumed() {
     endpoint.backup_json(&[arg(&src)]);
 
     first.wait_for_log("gc: held before the sweep");
-    let signal = |sig: &str, relay: &Relay| {
-        let status = Command::new("kill")
-            .args([sig, &relay.pid().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    };
-    // Stopped outside a catalog write: one frozen inside a write would
-    // hold the shared SQLite file's lock, and every relay would wait on it
-    // (a limit of a shared SQLite catalog, not of the lease).
-    let catalog = work.path().join("catalog.sqlite");
-    let writable = || {
-        let conn = rusqlite::Connection::open(&catalog).unwrap();
-        conn.busy_timeout(std::time::Duration::from_millis(300))
-            .unwrap();
-        conn.execute_batch("BEGIN IMMEDIATE; ROLLBACK;").is_ok()
-    };
-    wait_for(
-        "the first relay stopped outside a catalog write",
-        std::time::Duration::from_secs(120),
-        || {
-            signal("-STOP", &first);
-            if writable() {
-                return Some(());
-            }
-            signal("-CONT", &first);
-            None
-        },
-    );
+    // The first relay's collector is held there, as frozen, past its 2 s
+    // lease, while the rest of that relay runs on. (Stopping the whole
+    // relay with SIGSTOP was tried: caught inside a write to the shared
+    // SQLite file, it holds the file's lock and every relay waits on it — a
+    // limit of a shared SQLite catalog, not of the lease — and full-suite
+    // runs hit that.) The second relay's collection waits out the lease,
+    // then runs under a new token.
+    second.wait_for_log("snapshots kept;");
+    // Let go, the first finds its token stale and deletes nothing.
     fs::remove_file(&hold).unwrap();
-    // Asked of the second relay, the collection waits out the stopped
-    // holder's lease, then runs there under a new token.
-    let report: serde_json::Value =
-        serde_json::from_str(&ok(second.admin(&["gc", "--json"]))).unwrap();
-    assert_eq!(report["snapshots"], 1, "{report}");
-    signal("-CONT", &first);
     let refused = first.wait_for_log("taken by another relay");
     assert!(refused.contains("deletes nothing more"), "{refused}");
 

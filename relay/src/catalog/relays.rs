@@ -144,8 +144,8 @@ impl Catalog {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Takes lease `name` for `relay` for `ttl_ms`, if it is free, expired
-    /// or already `relay`'s (then renewed, keeping its token).
+    /// Takes lease `name` for `relay` for `ttl_ms`, if it is free or
+    /// expired, with a larger token than any before.
     ///
     /// # Errors
     /// SQLite errors.
@@ -166,8 +166,9 @@ impl Catalog {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
+        // Held (by another relay, or by another collection of this one)
+        // until it expires; renewing is `renew_lease`'s.
         let token = match held {
-            Some((holder, token, expires_at)) if holder == relay && expires_at > now_ms => token,
             Some((_, _, expires_at)) if expires_at > now_ms => return Ok(None),
             Some((_, token, _)) => token + 1,
             None => 1,
@@ -283,7 +284,13 @@ mod tests {
         let holder = |c: &Catalog, at| c.lease("gc", at).unwrap().map(|l| (l.relay, l.token));
         let first = c.take_lease("gc", 1, 1_000, 500).unwrap().unwrap();
         assert_eq!(c.take_lease("gc", 2, 1_200, 500).unwrap(), None, "held");
-        let renewed = c.take_lease("gc", 1, 1_300, 500).unwrap().unwrap();
+        assert_eq!(
+            c.take_lease("gc", 1, 1_300, 500).unwrap(),
+            None,
+            "a second collection of the holder waits too"
+        );
+        assert!(c.renew_lease("gc", &first, 1_300, 500).unwrap());
+        let renewed = c.lease("gc", 1_300).unwrap().unwrap();
         assert_eq!((renewed.token, renewed.expires_at), (first.token, 1_800));
         assert_eq!(holder(&c, 1_700), Some((1, first.token)));
         assert!(c.renew_lease("gc", &renewed, 1_700, 150).unwrap());

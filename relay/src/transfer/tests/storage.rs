@@ -312,14 +312,15 @@ fn relays_sharing_a_catalog_collect_in_turn_and_a_stale_lease_deletes_nothing() 
     assert_eq!(waited, None, "left to relay 7");
     // A holder whose lease was taken over (it was stopped past it) is
     // fenced off: its collection fails before deleting a row.
+    repo.catalog(|c| c.release_lease(crate::gc::GC_LEASE, &held))
+        .unwrap();
     let mut catalog = crate::catalog::Catalog::open(repo.catalog_path()).unwrap();
     let stale = crate::gc::Fence::take(&mut catalog, 7, lease)
         .unwrap()
         .unwrap();
-    repo.catalog(|c| c.release_lease(crate::gc::GC_LEASE, &held))
-        .unwrap();
+    // Two minutes on, its lease long expired, relay 3 takes the lease.
     let other = repo
-        .catalog(|c| c.take_lease(crate::gc::GC_LEASE, 3, now_ms(), 60_000))
+        .catalog(|c| c.take_lease(crate::gc::GC_LEASE, 3, now_ms() + 120_000, 60_000))
         .unwrap()
         .unwrap();
     assert!(other.token > held.token);
