@@ -5,7 +5,9 @@
 # Python's prometheus_client (the Prometheus parser that reads the relay's
 # /metrics) and Debian's chromium (the headless browser that loads its status
 # page), both for tests/tests/web.rs; moto's S3 server, from PyPI (the
-# object store of relay/src/store/tests.rs and tests/tests/storage.rs). Run by .ci/run and by the README's
+# object store of relay/src/store/tests.rs and tests/tests/storage.rs);
+# Debian's PostgreSQL (the shared catalog of the catalog's tests and
+# tests/tests/relays.rs). Run by .ci/run and by the README's
 # second command; a test whose peer is missing fails with a line naming it.
 set -euo pipefail
 
@@ -25,6 +27,14 @@ if ! command -v chromium >/dev/null; then
   echo "installing Debian's chromium (tests/tests/web.rs loads the status page in it)" >&2
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+fi
+
+# Debian's PostgreSQL: relay/src/catalog/pg_server.rs makes a cluster with
+# its initdb and pg_ctl (the catalog's unit tests and tests/tests/relays.rs).
+if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  echo "installing Debian's postgresql (the catalog's tests run against it)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi
 
 # curl: deploy/alert-webhook.sh posts with it; dpkg-deb: deploy/package.sh;

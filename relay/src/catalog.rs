@@ -20,19 +20,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_protocol::compress::Codec;
-use rusqlite::{Connection, TransactionBehavior};
+use sql::{args, Db};
 
 mod blobs;
 mod clients;
 mod garbage;
 mod limits;
 mod pairing;
+pub mod pg_server;
 pub mod ports;
 mod relays;
 mod retention;
 pub mod runs;
+mod schema;
 mod sets;
 mod snapshots;
+pub(crate) mod sql;
 mod staged;
 mod suspicious;
 mod verify;
@@ -50,195 +53,57 @@ pub use verify::{hex, kind_name, settle_interrupted_repair, DamageRecord};
 /// Failed attempts after which a pairing code is burned.
 pub const MAX_PAIRING_FAILURES: u32 = 3;
 
-const MIGRATIONS: &[&str] = &[
-    // 1: clients and pairings.
-    "CREATE TABLE clients (
-        id INTEGER PRIMARY KEY,
-        name TEXT NOT NULL,
-        public_key BLOB NOT NULL,
-        hostname TEXT NOT NULL DEFAULT '',
-        created_at INTEGER NOT NULL,
-        removed_at INTEGER,
-        last_seen_at INTEGER,
-        last_address TEXT
-    );
-    CREATE UNIQUE INDEX clients_active_name ON clients(name) WHERE removed_at IS NULL;
-    CREATE UNIQUE INDEX clients_active_key ON clients(public_key) WHERE removed_at IS NULL;
-    CREATE TABLE pairings (
-        id INTEGER PRIMARY KEY,
-        nameplate INTEGER NOT NULL,
-        secret TEXT NOT NULL,
-        client_name TEXT NOT NULL,
-        created_at INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL,
-        failures INTEGER NOT NULL DEFAULT 0,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'used', 'burned', 'expired')),
-        client_id INTEGER REFERENCES clients(id)
-    );
-    CREATE UNIQUE INDEX pairings_pending_nameplate ON pairings(nameplate) WHERE state = 'pending';",
-    // 2: backup sets, the blob index (chunks, signatures, trees, contents) and snapshots.
-    "CREATE TABLE backup_sets (
-        id INTEGER PRIMARY KEY,
-        client_id INTEGER NOT NULL REFERENCES clients(id),
-        name TEXT NOT NULL,
-        UNIQUE (client_id, name)
-    );
-    CREATE TABLE blobs (
-        client_id INTEGER NOT NULL,
-        kind INTEGER NOT NULL,
-        id BLOB NOT NULL,
-        pack INTEGER NOT NULL,
-        offset INTEGER NOT NULL,
-        length INTEGER NOT NULL,
-        compressed INTEGER NOT NULL,
-        PRIMARY KEY (client_id, kind, id)
-    ) WITHOUT ROWID;
-    CREATE INDEX blobs_by_pack ON blobs(pack);
-    CREATE TABLE snapshots (
-        id INTEGER PRIMARY KEY,
-        client_id INTEGER NOT NULL REFERENCES clients(id),
-        set_id INTEGER NOT NULL REFERENCES backup_sets(id),
-        root BLOB NOT NULL,
-        started_at INTEGER NOT NULL,
-        finished_at INTEGER NOT NULL,
-        files INTEGER NOT NULL,
-        bytes INTEGER NOT NULL
-    );
-    CREATE INDEX snapshots_by_set ON snapshots(client_id, set_id, id);",
-    // 3: bandwidth limits set on a running relay.
-    "ALTER TABLE clients ADD COLUMN rate_limit TEXT;
-    CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
-    // 4: what a client may do over the internet.
-    "ALTER TABLE clients ADD COLUMN internet_full_backups INTEGER NOT NULL DEFAULT 1;
-    ALTER TABLE clients ADD COLUMN internet_max_file INTEGER;",
-    // 5: when each blob was indexed, for the garbage collector's grace period.
-    "ALTER TABLE blobs ADD COLUMN stored_at INTEGER NOT NULL DEFAULT 0;",
-    // 6: snapshot ids are never reused (a `restore -b 7` written down last
-    // week must never restore another snapshot that took the number).
-    "CREATE TABLE snapshots_v6 (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        client_id INTEGER NOT NULL REFERENCES clients(id),
-        set_id INTEGER NOT NULL REFERENCES backup_sets(id),
-        root BLOB NOT NULL,
-        started_at INTEGER NOT NULL,
-        finished_at INTEGER NOT NULL,
-        files INTEGER NOT NULL,
-        bytes INTEGER NOT NULL
-    );
-    INSERT INTO snapshots_v6 SELECT id, client_id, set_id, root, started_at, finished_at, files, bytes FROM snapshots;
-    DROP TABLE snapshots;
-    ALTER TABLE snapshots_v6 RENAME TO snapshots;
-    CREATE INDEX snapshots_by_set ON snapshots(client_id, set_id, id);",
-    // 7: verification. `state`: 0 whole, 1 damaged (its bytes are wrong:
-    // treated as missing, so a backup that holds the data sends it again),
-    // 2 incomplete (whole, but something it reaches is damaged: readable for
-    // restores, missing to uploads so they send it again). `damage`: what
-    // verify found, and when a backup healed it.
-    "ALTER TABLE blobs ADD COLUMN state INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE blobs ADD COLUMN verified_at INTEGER NOT NULL DEFAULT 0;
-    CREATE TABLE damage (
-        id INTEGER PRIMARY KEY,
-        client_id INTEGER NOT NULL,
-        kind INTEGER NOT NULL,
-        blob BLOB NOT NULL,
-        pack INTEGER NOT NULL,
-        offset INTEGER NOT NULL,
-        length INTEGER NOT NULL,
-        reason TEXT NOT NULL,
-        found_at INTEGER NOT NULL,
-        healed_at INTEGER,
-        snapshots TEXT NOT NULL DEFAULT '[]'
-    );
-    CREATE INDEX damage_by_blob ON damage(client_id, kind, blob);
-    CREATE INDEX blobs_not_whole ON blobs(client_id) WHERE state != 0;",
-    // 8: the newest handshake timestamp accepted per key, so a captured
-    // first message gets no answer after a restart either.
-    "CREATE TABLE handshakes (
-        public_key BLOB PRIMARY KEY,
-        secs INTEGER NOT NULL,
-        nanos INTEGER NOT NULL
-    );",
-    // 9: the trees an open upload sent, durable but not yet checked by its
-    // commit (see `staged.rs`); emptied at every start.
-    "CREATE TABLE staged_trees (
-        upload INTEGER NOT NULL,
-        client_id INTEGER NOT NULL,
-        id BLOB NOT NULL,
-        pack INTEGER NOT NULL,
-        offset INTEGER NOT NULL,
-        length INTEGER NOT NULL,
-        compressed INTEGER NOT NULL,
-        PRIMARY KEY (upload, id)
-    ) WITHOUT ROWID;",
-    // 10: retention decided by the relay: its rules per client (`set_name`
-    // '') or per set, the endpoint's last hints per set (they may only add
-    // to what the rules keep), snapshots the admin protected, and quotas.
-    "CREATE TABLE retention_rules (
-        client_id INTEGER NOT NULL,
-        set_name TEXT NOT NULL,
-        rules TEXT NOT NULL,
-        PRIMARY KEY (client_id, set_name)
-    );
-    ALTER TABLE backup_sets ADD COLUMN hints TEXT;
-    ALTER TABLE snapshots ADD COLUMN protected INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE clients ADD COLUMN quota INTEGER;",
-    // 11: a snapshot the relay holds until a time (the one before a
-    // suspicious backup), whatever retention says.
-    "ALTER TABLE snapshots ADD COLUMN held_until INTEGER NOT NULL DEFAULT 0;",
-    // 12: bytes a client's uploads appended and never indexed (refused,
-    // abandoned): charged to its quota until a collection after them.
-    "ALTER TABLE clients ADD COLUMN unindexed_bytes INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE clients ADD COLUMN unindexed_at INTEGER NOT NULL DEFAULT 0;",
-    // 13: trees and contents are stored twice, one copy right after the
-    // other (`copies` 2): `verify` repairs a rotten byte from the copy.
-    "ALTER TABLE blobs ADD COLUMN copies INTEGER NOT NULL DEFAULT 1;",
-    // 14: a pairing code may hand an existing client to a new machine (a
-    // lost laptop's): `replaces` names the client; the keys it had are kept.
-    "ALTER TABLE pairings ADD COLUMN replaces INTEGER REFERENCES clients(id);
-    CREATE TABLE replaced_keys (
-        client_id INTEGER NOT NULL REFERENCES clients(id),
-        public_key BLOB NOT NULL,
-        hostname TEXT NOT NULL,
-        replaced_at INTEGER NOT NULL
-    );",
-    // 15: each client's vault key wrapped under its owner's passphrase and
-    // to the organisation's recovery recipient (opaque here), for a new
-    // machine or the operator to recover.
-    "CREATE TABLE key_wraps (
-        client_id INTEGER PRIMARY KEY REFERENCES clients(id),
-        wrapped BLOB,
-        recovery BLOB,
-        updated_at INTEGER NOT NULL
-    );",
-    // 16: sealed clients (chosen at pairing) and sealed snapshots, whose
-    // root is a sealed object (kind 4) rather than a tree (kind 2).
-    "ALTER TABLE clients ADD COLUMN sealed INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE snapshots ADD COLUMN root_kind INTEGER NOT NULL DEFAULT 2;",
-    // 17: each snapshot's label (the host and paths it covers), opaque:
-    // sealed under the vault for a sealed client.
-    "ALTER TABLE snapshots ADD COLUMN label BLOB;",
-    // 18: the relays sharing this catalog (each its own id, in the name of
-    // every pack it writes), and leases on work only one may do at a time.
-    "CREATE TABLE relays (
-        id INTEGER PRIMARY KEY,
-        holder TEXT NOT NULL UNIQUE,
-        registered_at INTEGER NOT NULL
-    );
-    CREATE TABLE leases (
-        name TEXT PRIMARY KEY,
-        relay INTEGER NOT NULL,
-        token INTEGER NOT NULL,
-        expires_at INTEGER NOT NULL
-    );",
-    // 19: when each relay last said it was up (0: it stopped cleanly).
-    "ALTER TABLE relays ADD COLUMN seen_at INTEGER NOT NULL DEFAULT 0;",
-    // 20: packs a collection emptied, deleted a grace period later (in a
-    // store shared by relays, one may still be reading them).
-    "CREATE TABLE condemned_packs (
-        pack INTEGER PRIMARY KEY,
-        condemned_at INTEGER NOT NULL
-    );",
-];
+/// Where a catalog is: an SQLite file, or a PostgreSQL database several
+/// relays on several hosts share.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CatalogAt {
+    /// An SQLite file.
+    File(std::path::PathBuf),
+    /// A PostgreSQL database: its `postgres://` URL.
+    Postgres(String),
+}
+
+impl std::fmt::Display for CatalogAt {
+    /// The file's path, or the URL without its password (for messages).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogAt::File(path) => path.display().fmt(f),
+            CatalogAt::Postgres(url) => f.write_str(&without_password(url)),
+        }
+    }
+}
+
+impl From<&std::path::Path> for CatalogAt {
+    fn from(path: &std::path::Path) -> Self {
+        CatalogAt::File(path.to_path_buf())
+    }
+}
+
+impl From<&std::path::PathBuf> for CatalogAt {
+    fn from(path: &std::path::PathBuf) -> Self {
+        CatalogAt::File(path.clone())
+    }
+}
+
+impl From<&CatalogAt> for CatalogAt {
+    fn from(at: &CatalogAt) -> Self {
+        at.clone()
+    }
+}
+
+/// `url` with the password of its `user:password@` part hidden.
+fn without_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or_default();
+            format!("{scheme}://{name}:…@{host}")
+        }
+        _ => url.to_owned(),
+    }
+}
 
 /// Declares a row id of the catalog as its own type, stored as SQLite's
 /// integer and shown as the number, so ids of different tables are never
@@ -259,24 +124,6 @@ macro_rules! row_id {
             }
         }
 
-        impl rusqlite::ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-                let id = i64::try_from(self.0)
-                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                Ok(id.into())
-            }
-        }
-
-        impl rusqlite::types::FromSql for $name {
-            fn column_result(
-                value: rusqlite::types::ValueRef<'_>,
-            ) -> rusqlite::types::FromSqlResult<Self> {
-                let id = i64::column_result(value)?;
-                u64::try_from(id)
-                    .map($name)
-                    .map_err(|_| rusqlite::types::FromSqlError::OutOfRange(id))
-            }
-        }
     };
 }
 
@@ -429,15 +276,14 @@ impl BlobRow {
     /// The row's owner, key and place as SQL values, in the order the
     /// `blobs` and `damage` tables list them: client, kind, id, pack,
     /// offset, length.
-    pub(crate) fn key_and_place(&self, client: ClientId) -> [rusqlite::types::Value; 6] {
-        use rusqlite::types::Value;
+    pub(crate) fn key_and_place(&self, client: ClientId) -> [sql::Value; 6] {
         [
-            Value::Integer(client.0 as i64),
-            Value::Integer(self.kind as i64),
-            Value::Blob(self.id.to_vec()),
-            Value::Integer(self.at.pack.0 as i64),
-            Value::Integer(self.at.offset as i64),
-            Value::Integer(self.at.len.into()),
+            client.into(),
+            (self.kind as i64).into(),
+            (&self.id).into(),
+            self.at.pack.into(),
+            self.at.offset.into(),
+            self.at.len.into(),
         ]
     }
 }
@@ -448,20 +294,33 @@ impl BlobRow {
 pub enum CatalogError {
     /// The disk under the catalog is full.
     #[error("no space left on the relay's disk (catalog: {0})")]
-    DiskFull(#[source] rusqlite::Error),
+    DiskFull(String),
     /// The catalog file is damaged.
     #[error("the relay's catalog is damaged ({0}); the operator can run `ferry-relay verify --repair-catalog`")]
-    Damaged(#[source] rusqlite::Error),
+    Damaged(String),
     /// Any other SQLite error.
     #[error("catalog error: {0}")]
     Sqlite(#[source] rusqlite::Error),
+    /// PostgreSQL refused a statement.
+    #[error("catalog error (PostgreSQL): {0}")]
+    Postgres(String),
+    /// The connection to PostgreSQL is lost or was never made.
+    #[error("the relay's catalog (PostgreSQL) cannot be reached: {0}")]
+    Unreachable(String),
+    /// A row that would break a uniqueness or reference rule.
+    #[error("catalog error: {0}")]
+    Conflict(String),
+    /// A value that is not what its column holds.
+    #[error("catalog error: {0}")]
+    Value(String),
 }
 
 impl From<rusqlite::Error> for CatalogError {
     fn from(e: rusqlite::Error) -> Self {
         match e.sqlite_error_code() {
-            Some(rusqlite::ErrorCode::DiskFull) => CatalogError::DiskFull(e),
-            Some(rusqlite::ErrorCode::DatabaseCorrupt) => CatalogError::Damaged(e),
+            Some(rusqlite::ErrorCode::DiskFull) => CatalogError::DiskFull(e.to_string()),
+            Some(rusqlite::ErrorCode::DatabaseCorrupt) => CatalogError::Damaged(e.to_string()),
+            Some(rusqlite::ErrorCode::ConstraintViolation) => CatalogError::Conflict(e.to_string()),
             _ => CatalogError::Sqlite(e),
         }
     }
@@ -470,42 +329,56 @@ impl From<rusqlite::Error> for CatalogError {
 /// What catalog queries return.
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
 
-fn codec_from_sql(code: u8) -> rusqlite::Result<Codec> {
-    Codec::from_code(code).ok_or(rusqlite::Error::IntegralValueOutOfRange(0, i64::from(code)))
+fn codec_from_sql(code: u8) -> Result<Codec> {
+    Codec::from_code(code).ok_or_else(|| CatalogError::Value(format!("no codec numbered {code}")))
 }
 
 /// One connection to the catalog.
 #[derive(Debug)]
 pub struct Catalog {
-    conn: Connection,
+    db: Db,
 }
 
 impl Catalog {
+    /// Opens (creating if needed) and migrates the catalog `at`.
+    ///
+    /// # Errors
+    /// SQLite errors (a file that is not a database); an unreachable
+    /// PostgreSQL, refused credentials.
+    pub fn open_at(at: &CatalogAt) -> Result<Self> {
+        match at {
+            CatalogAt::File(path) => Self::open(path),
+            CatalogAt::Postgres(url) => {
+                let mut catalog = Catalog {
+                    db: Db::connect_postgres(url)?,
+                };
+                catalog.migrate_postgres()?;
+                Ok(catalog)
+            }
+        }
+    }
+
+    /// Which engine holds this catalog.
+    pub fn engine(&self) -> sql::Engine {
+        self.db.engine()
+    }
+
     /// Opens (creating if needed) and migrates the catalog at `path`.
     ///
     /// # Errors
     /// SQLite errors, e.g. a file that is not a database.
     pub fn open(path: &Path) -> Result<Self> {
-        let conn = Connection::open(path)?;
+        let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", true)?;
-        let mut catalog = Catalog { conn };
+        conn.set_prepared_statement_cache_capacity(256);
+        let mut catalog = Catalog {
+            db: Db::Sqlite(conn),
+        };
         catalog.migrate()?;
         Ok(catalog)
-    }
-
-    fn migrate(&mut self) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let version: usize = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        for (i, step) in MIGRATIONS.iter().enumerate().skip(version) {
-            tx.execute_batch(step)?;
-            tx.pragma_update(None, "user_version", i + 1)?;
-        }
-        Ok(tx.commit()?)
     }
 
     /// The schema version after migration.
@@ -513,9 +386,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn schema_version(&self) -> Result<usize> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))?)
+        match self.engine() {
+            sql::Engine::Sqlite => self.db.value("PRAGMA user_version", args![]),
+            sql::Engine::Postgres => self.db.value("SELECT version FROM ferry_schema", args![]),
+        }
     }
 
     /// Changes whenever another connection commits; cheap to poll.
@@ -523,9 +397,14 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn data_version(&self) -> Result<i64> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+        match self.engine() {
+            sql::Engine::Sqlite => self.db.value("PRAGMA data_version", args![]),
+            // The next transaction id: it moves with every write anywhere.
+            sql::Engine::Postgres => self.db.value(
+                "SELECT CAST(CAST(pg_snapshot_xmax(pg_current_snapshot()) AS TEXT) AS BIGINT)",
+                args![],
+            ),
+        }
     }
 
     /// Runs `PRAGMA quick_check` (the integrity check without index
@@ -534,9 +413,11 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn quick_check(&self) -> Result<String> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))?)
+        match self.engine() {
+            sql::Engine::Sqlite => self.db.value("PRAGMA quick_check", args![]),
+            // PostgreSQL checks its pages itself (and `pg_amcheck` more).
+            sql::Engine::Postgres => Ok("ok".into()),
+        }
     }
 
     /// Runs `PRAGMA integrity_check`; returns its first line ("ok" when clean).
@@ -544,9 +425,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn integrity_check(&self) -> Result<String> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        match self.engine() {
+            sql::Engine::Sqlite => self.db.value("PRAGMA integrity_check", args![]),
+            sql::Engine::Postgres => Ok("ok".into()),
+        }
     }
 
     /// Whether the catalog knows no client and no blob (a new relay's, or
@@ -555,21 +437,30 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn knows_nothing(&self) -> Result<bool> {
-        Ok(self.conn.query_row(
+        self.db.value(
             "SELECT NOT EXISTS (SELECT 1 FROM clients) AND NOT EXISTS (SELECT 1 FROM blobs)",
-            [],
-            |r| r.get(0),
-        )?)
+            args![],
+        )
     }
 
     /// Makes every blob look stored `by_ms` earlier (tests of the grace
     /// period, without waiting for it).
     #[cfg(test)]
     pub fn age_blobs(&mut self, by_ms: i64) -> Result<()> {
-        self.conn
-            .execute("UPDATE blobs SET stored_at = stored_at - ?1", [by_ms])?;
+        self.db
+            .execute("UPDATE blobs SET stored_at = stored_at - ?1", args![by_ms])?;
         Ok(())
     }
+}
+
+/// A fresh catalog on each engine, with what holds it: an SQLite file,
+/// and a database in the tests' PostgreSQL ([`pg_server::PgServer`]).
+#[cfg(test)]
+pub(crate) fn test_catalogs() -> Vec<(CatalogAt, Option<tempfile::TempDir>)> {
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = CatalogAt::File(dir.path().join("c.sqlite"));
+    let postgres = CatalogAt::Postgres(pg_server::PgServer::shared().database());
+    vec![(sqlite, Some(dir)), (postgres, None)]
 }
 
 #[cfg(test)]
@@ -578,25 +469,25 @@ mod tests {
 
     #[test]
     fn nameplates_are_drawn_from_the_free_ones_not_handed_out_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let pick = |cat: &mut Catalog, name: &str, high: u64| {
-            let (_, code) = cat
-                .create_pairing(name, 0, i64::MAX, (high << 32) | 7)
-                .unwrap()
-                .unwrap();
-            code.nameplate
-        };
-        assert_eq!(pick(&mut cat, "a", 500), 501);
-        // 501 is taken now: the same draw lands on the next free one.
-        assert_eq!(pick(&mut cat, "b", 500), 502);
-        assert_eq!(pick(&mut cat, "c", 0), 1);
+        for (at, _dir) in test_catalogs() {
+            let mut cat = Catalog::open_at(&at).unwrap();
+            let pick = |cat: &mut Catalog, name: &str, high: u64| {
+                let (_, code) = cat
+                    .create_pairing(name, 0, i64::MAX, (high << 32) | 7)
+                    .unwrap()
+                    .unwrap();
+                code.nameplate
+            };
+            assert_eq!(pick(&mut cat, "a", 500), 501);
+            // 501 is taken now: the same draw lands on the next free one.
+            assert_eq!(pick(&mut cat, "b", 500), 502);
+            assert_eq!(pick(&mut cat, "c", 0), 1);
+        }
     }
     use ferry_protocol::keys::PublicKey;
 
-    /// A catalog with one paired client; returns the catalog and its id.
-    fn with_client(dir: &Path) -> (Catalog, ClientId) {
-        let mut cat = Catalog::open(&dir.join("c.sqlite")).unwrap();
+    /// Adds one paired client; returns its id.
+    fn with_client(cat: &mut Catalog) -> ClientId {
         let (id, _) = cat
             .create_pairing("laptop", 0, i64::MAX, 1)
             .unwrap()
@@ -607,129 +498,135 @@ mod tests {
         else {
             panic!()
         };
-        (cat, client.id)
+        client.id
     }
 
     #[test]
     fn a_forgotten_snapshots_id_is_never_given_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut cat, client) = with_client(dir.path());
-        let set = cat.ensure_set(client, "default").unwrap().unwrap();
-        let first = cat
-            .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
-            .unwrap();
-        let second = cat
-            .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
-            .unwrap();
-        assert_eq!(
-            cat.forget_snapshots(&[second]).unwrap(),
-            (vec![second], vec![])
-        );
-        drop(cat);
-        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let third = cat
-            .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
-            .unwrap();
-        assert_eq!(
-            (first, second, third),
-            (SnapshotId(1), SnapshotId(2), SnapshotId(3))
-        );
+        for (at, _dir) in test_catalogs() {
+            let mut cat = Catalog::open_at(&at).unwrap();
+            let client = with_client(&mut cat);
+            let set = cat.ensure_set(client, "default").unwrap().unwrap();
+            let first = cat
+                .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
+                .unwrap();
+            let second = cat
+                .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
+                .unwrap();
+            assert_eq!(
+                cat.forget_snapshots(&[second]).unwrap(),
+                (vec![second], vec![])
+            );
+            drop(cat);
+            let mut cat = Catalog::open_at(&at).unwrap();
+            let third = cat
+                .insert_snapshot(client, set, BlobKey::tree([0; 32]), 0, 1, 0, 0)
+                .unwrap();
+            assert_eq!(
+                (first, second, third),
+                (SnapshotId(1), SnapshotId(2), SnapshotId(3)),
+                "{at}"
+            );
+        }
     }
 
     #[test]
     fn a_damaged_blob_is_missing_until_sent_again_and_then_healed() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut cat, client) = with_client(dir.path());
-        let at = |offset| crate::store::BlobLocation {
-            pack: crate::store::PackId(1),
-            offset,
-            len: 10,
-        };
-        let row = BlobRow {
-            kind: BlobKind::Chunk,
-            id: [9; 32],
-            at: at(0),
-            codec: Codec::None,
-            copies: 1,
-        };
-        cat.insert_blobs(client, &[row]).unwrap();
-        assert!(!cat.has_damage(client).unwrap());
-        // A row that moved meanwhile is not marked.
-        let moved = BlobRow { at: at(5), ..row };
-        assert!(!cat.mark_damaged(client, &moved, "bad").unwrap());
-        assert!(cat.mark_damaged(client, &row, "bad").unwrap());
-        assert!(cat
-            .find_blob(client, BlobKind::Chunk, &[9; 32])
-            .unwrap()
-            .is_none());
-        assert!(cat.has_damage(client).unwrap());
-        assert_eq!(cat.damage_records(None).unwrap()[0].healed_at, None);
-        // A backup sends it again: the new copy takes the row.
-        let again = BlobRow { at: at(100), ..row };
-        cat.insert_blobs(client, &[again]).unwrap();
-        let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();
-        assert_eq!(found.map(|r| r.at), Some(at(100)));
-        assert!(!cat.has_damage(client).unwrap());
-        assert!(cat.damage_records(None).unwrap()[0].healed_at.is_some());
-        // A whole blob sent again keeps its row.
-        cat.insert_blobs(client, &[row]).unwrap();
-        let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();
-        assert_eq!(found.map(|r| r.at), Some(at(100)));
+        for (at, _dir) in test_catalogs() {
+            let mut cat = Catalog::open_at(&at).unwrap();
+            let client = with_client(&mut cat);
+            let at = |offset| crate::store::BlobLocation {
+                pack: crate::store::PackId(1),
+                offset,
+                len: 10,
+            };
+            let row = BlobRow {
+                kind: BlobKind::Chunk,
+                id: [9; 32],
+                at: at(0),
+                codec: Codec::None,
+                copies: 1,
+            };
+            cat.insert_blobs(client, &[row]).unwrap();
+            assert!(!cat.has_damage(client).unwrap());
+            // A row that moved meanwhile is not marked.
+            let moved = BlobRow { at: at(5), ..row };
+            assert!(!cat.mark_damaged(client, &moved, "bad").unwrap());
+            assert!(cat.mark_damaged(client, &row, "bad").unwrap());
+            assert!(cat
+                .find_blob(client, BlobKind::Chunk, &[9; 32])
+                .unwrap()
+                .is_none());
+            assert!(cat.has_damage(client).unwrap());
+            assert_eq!(cat.damage_records(None).unwrap()[0].healed_at, None);
+            // A backup sends it again: the new copy takes the row.
+            let again = BlobRow { at: at(100), ..row };
+            cat.insert_blobs(client, &[again]).unwrap();
+            let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();
+            assert_eq!(found.map(|r| r.at), Some(at(100)));
+            assert!(!cat.has_damage(client).unwrap());
+            assert!(cat.damage_records(None).unwrap()[0].healed_at.is_some());
+            // A whole blob sent again keeps its row.
+            cat.insert_blobs(client, &[row]).unwrap();
+            let found = cat.find_blob(client, BlobKind::Chunk, &[9; 32]).unwrap();
+            assert_eq!(found.map(|r| r.at), Some(at(100)));
+        }
     }
 
     #[test]
     fn pairing_lifecycle() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cat = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        assert_eq!(cat.schema_version().unwrap(), MIGRATIONS.len());
-        let (id, code) = cat
-            .create_pairing("laptop", 1000, 2000, 12345678)
-            .unwrap()
-            .unwrap();
-        assert_eq!(code.nameplate, 1);
-        let PairingLookup::Pending(p) = cat.find_pairing(1, 1500).unwrap() else {
-            panic!()
-        };
-        assert_eq!(p.code, code);
-        assert_eq!(cat.record_pairing_failure(p.id).unwrap(), 2);
-        let key = PublicKey([7; 32]);
-        let PairOutcome::Paired(c) = cat
-            .complete_pairing(p.id, &key, "host", false, 1600)
-            .unwrap()
-        else {
-            panic!()
-        };
-        assert_eq!(cat.client_by_key(&key).unwrap().unwrap().name, "laptop");
-        assert!(matches!(
-            cat.find_pairing(1, 1700).unwrap(),
-            PairingLookup::Used
-        ));
-        assert!(
-            matches!(cat.pairing_state(id, 1700).unwrap(), PairingState::Used(r) if r.id == c.id)
-        );
-        assert!(cat
-            .create_pairing("laptop", 1800, 2800, 1)
-            .unwrap()
-            .is_err());
-        assert!(cat.remove_client("laptop", 1900).unwrap());
-        assert!(cat.client_by_key(&key).unwrap().is_none());
-        // Expiry and burning.
-        let (_, code) = cat.create_pairing("other", 3000, 4000, 1).unwrap().unwrap();
-        assert!(matches!(
-            cat.find_pairing(code.nameplate, 4000).unwrap(),
-            PairingLookup::Expired
-        ));
-        let (_, code) = cat.create_pairing("third", 5000, 9000, 1).unwrap().unwrap();
-        let PairingLookup::Pending(p) = cat.find_pairing(code.nameplate, 5001).unwrap() else {
-            panic!()
-        };
-        for left in [2, 1, 0] {
-            assert_eq!(cat.record_pairing_failure(p.id).unwrap(), left);
+        for (at, _dir) in test_catalogs() {
+            let mut cat = Catalog::open_at(&at).unwrap();
+            assert_eq!(cat.schema_version().unwrap(), schema::MIGRATIONS.len());
+            let (id, code) = cat
+                .create_pairing("laptop", 1000, 2000, 12345678)
+                .unwrap()
+                .unwrap();
+            assert_eq!(code.nameplate, 1);
+            let PairingLookup::Pending(p) = cat.find_pairing(1, 1500).unwrap() else {
+                panic!()
+            };
+            assert_eq!(p.code, code);
+            assert_eq!(cat.record_pairing_failure(p.id).unwrap(), 2);
+            let key = PublicKey([7; 32]);
+            let PairOutcome::Paired(c) = cat
+                .complete_pairing(p.id, &key, "host", false, 1600)
+                .unwrap()
+            else {
+                panic!()
+            };
+            assert_eq!(cat.client_by_key(&key).unwrap().unwrap().name, "laptop");
+            assert!(matches!(
+                cat.find_pairing(1, 1700).unwrap(),
+                PairingLookup::Used
+            ));
+            assert!(
+                matches!(cat.pairing_state(id, 1700).unwrap(), PairingState::Used(r) if r.id == c.id)
+            );
+            assert!(cat
+                .create_pairing("laptop", 1800, 2800, 1)
+                .unwrap()
+                .is_err());
+            assert!(cat.remove_client("laptop", 1900).unwrap());
+            assert!(cat.client_by_key(&key).unwrap().is_none());
+            // Expiry and burning.
+            let (_, code) = cat.create_pairing("other", 3000, 4000, 1).unwrap().unwrap();
+            assert!(matches!(
+                cat.find_pairing(code.nameplate, 4000).unwrap(),
+                PairingLookup::Expired
+            ));
+            let (_, code) = cat.create_pairing("third", 5000, 9000, 1).unwrap().unwrap();
+            let PairingLookup::Pending(p) = cat.find_pairing(code.nameplate, 5001).unwrap() else {
+                panic!()
+            };
+            for left in [2, 1, 0] {
+                assert_eq!(cat.record_pairing_failure(p.id).unwrap(), left);
+            }
+            assert!(matches!(
+                cat.find_pairing(code.nameplate, 5002).unwrap(),
+                PairingLookup::Burned
+            ));
+            assert_eq!(cat.integrity_check().unwrap(), "ok");
         }
-        assert!(matches!(
-            cat.find_pairing(code.nameplate, 5002).unwrap(),
-            PairingLookup::Burned
-        ));
-        assert_eq!(cat.integrity_check().unwrap(), "ok");
     }
 }

@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use ferry_net::io::keyfile;
 use ferry_protocol::keys::StaticKeypair;
 
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, CatalogAt};
 use crate::config::RelayConfig;
 
 /// The exclusive lock on a data directory; see [`DataDir::try_lock`].
@@ -21,8 +21,8 @@ pub struct DataLock {
 #[derive(Debug, Clone)]
 pub struct DataDir {
     root: PathBuf,
-    /// The catalog's file, once read from relay.toml's `[catalog]`.
-    catalog: std::sync::OnceLock<PathBuf>,
+    /// The catalog, once read from relay.toml's `[catalog]`.
+    catalog: std::sync::OnceLock<CatalogAt>,
 }
 
 impl DataDir {
@@ -49,18 +49,27 @@ impl DataDir {
         self.root.join("keys").join("relay.key")
     }
 
-    /// The SQLite catalog: relay.toml's `[catalog] url`, else
+    /// The catalog: relay.toml's `[catalog] url`, else
     /// `DATA/catalog.sqlite`.
-    pub fn catalog_path(&self) -> PathBuf {
+    pub fn catalog_at(&self) -> CatalogAt {
         self.catalog
             .get_or_init(|| {
                 let shared = self
                     .config()
                     .ok()
-                    .and_then(|config| config.catalog.sqlite_path().ok().flatten());
-                shared.unwrap_or_else(|| self.root.join("catalog.sqlite"))
+                    .and_then(|config| config.catalog.location().ok().flatten());
+                shared.unwrap_or_else(|| CatalogAt::File(self.root.join("catalog.sqlite")))
             })
             .clone()
+    }
+
+    /// The SQLite catalog's file (`DATA/catalog.sqlite` when the catalog
+    /// is in PostgreSQL: no file is there then).
+    pub fn catalog_path(&self) -> PathBuf {
+        match self.catalog_at() {
+            CatalogAt::File(path) => path,
+            CatalogAt::Postgres(_) => self.root.join("catalog.sqlite"),
+        }
     }
 
     /// The pack files.
@@ -182,12 +191,15 @@ impl DataDir {
             .with_context(|| format!("cannot create {}", self.key_path().display()))?;
         let catalog = config
             .catalog
-            .sqlite_path()?
-            .unwrap_or_else(|| self.catalog_path());
-        Catalog::open(&catalog).with_context(|| format!("cannot create {}", catalog.display()))?;
-        // It holds pending pairing codes; SQLite gives its -wal and -shm files
-        // the same mode.
-        fs::set_permissions(&catalog, fs::Permissions::from_mode(0o600))?;
+            .location()?
+            .unwrap_or_else(|| CatalogAt::File(self.root.join("catalog.sqlite")));
+        Catalog::open_at(&catalog)
+            .with_context(|| format!("cannot create the catalog {catalog}"))?;
+        if let CatalogAt::File(file) = &catalog {
+            // It holds pending pairing codes; SQLite gives its -wal and -shm
+            // files the same mode.
+            fs::set_permissions(file, fs::Permissions::from_mode(0o600))?;
+        }
         keyfile::write_private(&self.config_path(), config.to_toml()?.as_bytes())
             .with_context(|| format!("cannot write {}", self.config_path().display()))?;
         Ok(keys)
@@ -252,6 +264,10 @@ impl DataDir {
     /// # Errors
     /// When missing or not a catalog.
     pub fn catalog(&self) -> Result<Catalog> {
+        let at = self.catalog_at();
+        if let CatalogAt::Postgres(_) = at {
+            return Catalog::open_at(&at).with_context(|| format!("cannot open the catalog {at}"));
+        }
         if !self.catalog_path().exists() {
             if self
                 .catalog_path()

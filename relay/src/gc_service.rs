@@ -73,7 +73,7 @@ pub fn collect_leased(
     now_ms: i64,
     request: Option<GcRequest>,
 ) -> Result<Option<GcReport>> {
-    let mut catalog = Catalog::open(repo.catalog_path())?;
+    let mut catalog = Catalog::open_at(repo.catalog_at())?;
     let fence = match repo.relay() {
         None => Fence::unshared(),
         Some((relay, lease)) => match Fence::take(&mut catalog, relay, lease)? {
@@ -217,7 +217,7 @@ pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
     if let Some(_lock) = data.try_lock()? {
         let config = data.config()?;
         let storage = data.storage(&config.storage)?;
-        let repo = Repo::open(data.catalog()?, &data.catalog_path(), &storage)?;
+        let repo = Repo::open(data.catalog()?, data.catalog_at(), &storage)?;
         // Other relays may share the catalog: collect under the lease.
         repo.set_relay(data.relay_id()?, config.gc.resolve()?.lease);
         return match collect_leased(&repo, grace, now_ms(), None)? {

@@ -10,12 +10,11 @@
 //! - the *pack files* lock: readers hold it shared around each lookup and
 //!   read, the collector exclusively only while it deletes a pack.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use anyhow::Context;
 
-use crate::catalog::{self, Catalog, ClientId, SetId};
+use crate::catalog::{self, Catalog, CatalogAt, ClientId, SetId};
 use crate::gate::{OpenUploads, Opened, UploadPermit};
 use crate::store::{
     storage_error, BlobLocation, BlobReader, BlobStore, PackId, PackStore, StorageError,
@@ -26,8 +25,8 @@ use crate::store::{
 pub struct Repo {
     /// The shared connection; only ever locked off the async threads.
     catalog: Mutex<Catalog>,
-    /// The catalog's file, for the collector's own connection.
-    catalog_path: PathBuf,
+    /// Where the catalog is, for the collector's own connection.
+    catalog_at: CatalogAt,
     blobs: Blobs,
     uploads: Arc<OpenUploads>,
     /// The last upload id handed out (staged trees are keyed by it).
@@ -39,16 +38,24 @@ pub struct Repo {
 }
 
 impl Repo {
-    /// A repo over `catalog` (opened from `catalog_path`) and `store`.
-    pub fn new(catalog: Catalog, catalog_path: &Path, store: impl BlobStore + 'static) -> Self {
-        Self::with_store(catalog, catalog_path, Box::new(store))
+    /// A repo over `catalog` (opened from `at`) and `store`.
+    pub fn new(
+        catalog: Catalog,
+        at: impl Into<CatalogAt>,
+        store: impl BlobStore + 'static,
+    ) -> Self {
+        Self::with_store(catalog, at, Box::new(store))
     }
 
-    /// A repo over `catalog` (opened from `catalog_path`) and `store`.
-    pub fn with_store(catalog: Catalog, catalog_path: &Path, store: Box<dyn BlobStore>) -> Self {
+    /// A repo over `catalog` (opened from `at`) and `store`.
+    pub fn with_store(
+        catalog: Catalog,
+        at: impl Into<CatalogAt>,
+        store: Box<dyn BlobStore>,
+    ) -> Self {
         Repo {
             catalog: Mutex::new(catalog),
-            catalog_path: catalog_path.to_path_buf(),
+            catalog_at: at.into(),
             blobs: Blobs::new(store),
             uploads: Arc::default(),
             last_upload: std::sync::atomic::AtomicU64::new(0),
@@ -77,16 +84,17 @@ impl Repo {
     /// SQLite or storage errors, or a catalog that cannot be this store's.
     pub fn open(
         catalog: Catalog,
-        catalog_path: &Path,
+        at: impl Into<CatalogAt>,
         storage: &crate::store::Storage,
     ) -> anyhow::Result<Self> {
+        let at = at.into();
         let opened = |e: std::io::Error| {
             anyhow::Error::new(e).context(format!("cannot open {}", storage.describe()))
         };
         let store: Box<dyn BlobStore> = match storage {
             crate::store::Storage::Local(dir) => {
                 let packs = crate::store::count_packs(dir)?;
-                refuse_a_stranger(&catalog, catalog_path, packs, storage)?;
+                refuse_a_stranger(&catalog, &at, packs, storage)?;
                 let ends = catalog.committed_pack_ends()?;
                 Box::new(PackStore::open(dir, &ends).map_err(opened)?)
             }
@@ -97,11 +105,11 @@ impl Repo {
             } => {
                 let store = crate::store::S3Store::open(settings, dir, *relay).map_err(opened)?;
                 let packs = store.packs_at_open();
-                refuse_a_stranger(&catalog, catalog_path, packs, storage)?;
+                refuse_a_stranger(&catalog, &at, packs, storage)?;
                 Box::new(store)
             }
         };
-        Ok(Repo::with_store(catalog, catalog_path, store))
+        Ok(Repo::with_store(catalog, at, store))
     }
 
     /// Runs `f` on the shared catalog connection, here (a blocking call).
@@ -186,8 +194,8 @@ impl Repo {
 
     /// Where the catalog lives, for work that opens its own connection
     /// (the collector, so sessions are not blocked on the shared one).
-    pub fn catalog_path(&self) -> &Path {
-        &self.catalog_path
+    pub fn catalog_at(&self) -> &CatalogAt {
+        &self.catalog_at
     }
 }
 
@@ -205,14 +213,14 @@ const UPLOAD_ID_BITS: u32 = 52;
 /// the truth about them.
 fn refuse_a_stranger(
     catalog: &Catalog,
-    catalog_path: &Path,
+    at: &CatalogAt,
     packs: usize,
     storage: &crate::store::Storage,
 ) -> anyhow::Result<()> {
     if packs > 0 && catalog.knows_nothing()? {
         anyhow::bail!(
             "the catalog {} knows no client and no blob, but {} hold(s) {packs} pack(s): it is not this store's catalog, or it was emptied. Nothing was changed. Put the right catalog back (from a copy), or point [storage] at an empty store",
-            catalog_path.display(),
+                        at,
             storage.describe(),
         );
     }

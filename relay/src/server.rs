@@ -217,7 +217,7 @@ fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, S
     if checked != "ok" {
         anyhow::bail!(
             "the catalog {} is damaged ({checked}); with the relay stopped, run `ferry-relay verify --repair-catalog`",
-            data.catalog_path().display()
+                        data.catalog_at()
         );
     }
     crate::gc_service::drop_stale_request(&mut catalog)?;
@@ -229,7 +229,7 @@ fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, S
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;
     let storage = data.storage(&settings.config.storage)?;
-    let repo = Repo::open(catalog, &data.catalog_path(), &storage)?;
+    let repo = Repo::open(catalog, data.catalog_at(), &storage)?;
     repo.set_relay(relay, settings.gc.lease);
     repo.uploads().set_max_age(settings.gc.max_upload_age);
     reserve.ensure();
@@ -338,7 +338,7 @@ fn spawn_tasks(
     }
     if let Some(interval) = settings.verify.interval {
         tracker.spawn(crate::verify::periodic(
-            data.catalog_path(),
+            data.catalog_at(),
             repo.blobs().store().reader(),
             settings.verify.options.clone(),
             interval,

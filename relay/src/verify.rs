@@ -24,13 +24,12 @@ mod closure;
 mod packs;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::catalog::{hex, kind_name, Catalog, DamageRecord, SnapshotId};
+use crate::catalog::{hex, kind_name, Catalog, CatalogAt, DamageRecord, SnapshotId};
 use crate::clock::now_ms;
 use crate::store::BlobReader;
 
@@ -151,12 +150,12 @@ impl Report {
     }
 }
 
-/// Verifies the blobs in `store` against the catalog at `catalog_path`.
+/// Verifies the blobs in `store` against the catalog `at`.
 ///
 /// # Errors
 /// When the catalog cannot be opened or queried, or a pack cannot be listed.
-pub fn run(catalog_path: &Path, store: &dyn BlobReader, options: &Options) -> Result<Report> {
-    let mut catalog = Catalog::open(catalog_path)?;
+pub fn run(at: impl Into<CatalogAt>, store: &dyn BlobReader, options: &Options) -> Result<Report> {
+    let mut catalog = Catalog::open_at(&at.into())?;
     let outcome = run_unrecorded(&mut catalog, store, options);
     crate::catalog::runs::record(
         &mut catalog,
@@ -216,7 +215,7 @@ fn run_unrecorded(
 /// Verifies every `interval` in the server (beside uploads, at the
 /// configured rate), logging what it found, until `shutdown`.
 pub async fn periodic(
-    catalog_path: std::path::PathBuf,
+    at: CatalogAt,
     store: std::sync::Arc<dyn crate::store::BlobReader>,
     options: Options,
     interval: Duration,
@@ -227,7 +226,7 @@ pub async fn periodic(
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let (catalog, store, options) = (catalog_path.clone(), store.clone(), options.clone());
+        let (catalog, store, options) = (at.clone(), store.clone(), options.clone());
         let outcome =
             tokio::task::spawn_blocking(move || run(&catalog, store.as_ref(), &options)).await;
         match outcome {

@@ -31,6 +31,9 @@ pub fn run(
         None
     };
     if repair_catalog {
+        if let crate::catalog::CatalogAt::Postgres(_) = data.catalog_at() {
+            bail!("--repair-catalog repairs an SQLite catalog; this relay's is in PostgreSQL, which checks and repairs its own (`pg_amcheck`, `REINDEX`); nothing was changed");
+        }
         let outcome = crate::catalog::Catalog::repair_file(&data.catalog_path())?;
         if outcome == "ok" {
             eprintln!("catalog repaired: its indexes were rebuilt and it checks clean");
@@ -39,7 +42,7 @@ pub fn run(
         }
     }
     let report = crate::verify::run(
-        &data.catalog_path(),
+        data.catalog_at(),
         data.storage(&data.config()?.storage)?.reader()?.as_ref(),
         options,
     )?;

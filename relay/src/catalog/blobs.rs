@@ -1,9 +1,8 @@
 //! The blob index: where each client's chunks, trees and contents are
 //! stored, written only after their pack is durable.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
-
 use super::ports::BlobIndex;
+use super::sql::args;
 use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 use crate::clock::now_ms;
 
@@ -18,18 +17,16 @@ impl BlobIndex for Catalog {
         kind: BlobKind,
         id: &[u8; 32],
     ) -> Result<Option<(BlobRow, BlobState)>> {
-        Ok(self.conn
-            .prepare_cached(
-                "SELECT pack, offset, length, compressed, copies, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
-            )?
-            .query_row(params![client, kind as i64, &id[..]], |r| {
+        self.db.row(
+                "SELECT pack, \"offset\", length, compressed, copies, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
+            args![client, kind as i64, id], |r| {
                 Ok((
                     BlobRow {
                         kind,
                         id: *id,
                         at: crate::store::BlobLocation {
                             pack: r.get(0)?,
-                            offset: r.get::<_, i64>(1)? as u64,
+                            offset: r.get(1)?,
                             len: r.get(2)?,
                         },
                         codec: codec_from_sql(r.get(3)?)?,
@@ -38,7 +35,6 @@ impl BlobIndex for Catalog {
                     BlobState::from_code(r.get(5)?),
                 ))
             })
-            .optional()?)
     }
 
     /// See [`BlobIndex::insert_blobs`]: one transaction.
@@ -46,41 +42,33 @@ impl BlobIndex for Catalog {
     /// # Errors
     /// SQLite errors.
     fn insert_blobs(&mut self, client: ClientId, rows: &[BlobRow]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            // A blob sent again in place of a damaged or incomplete one
-            // takes its row: that is how a backup heals a snapshot.
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at, copies)
+        let tx = self.db.write()?;
+        // A blob sent again in place of a damaged or incomplete one
+        // takes its row: that is how a backup heals a snapshot.
+        let now = now_ms();
+        for row in rows {
+            let more = [row.codec.code().into(), now.into(), row.copies.into()];
+            let values: Vec<_> = row.key_and_place(client).into_iter().chain(more).collect();
+            let changed = tx.execute(
+                "INSERT INTO blobs (client_id, kind, id, pack, \"offset\", length, compressed, stored_at, copies)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
                  ON CONFLICT (client_id, kind, id) DO UPDATE SET
-                   pack = excluded.pack, offset = excluded.offset, length = excluded.length,
+                   pack = excluded.pack, \"offset\" = excluded.\"offset\", length = excluded.length,
                    compressed = excluded.compressed, stored_at = excluded.stored_at,
                    copies = excluded.copies,
                    state = 0, verified_at = 0
                  WHERE blobs.state != 0",
+                &values,
             )?;
-            let mut healed = tx.prepare_cached(
-                "UPDATE damage SET healed_at = ?4
-                 WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
-            )?;
-            let now = now_ms();
-            for row in rows {
-                let more = [
-                    row.codec.code().into(),
-                    now.into(),
-                    i64::from(row.copies).into(),
-                ];
-                let values = row.key_and_place(client).into_iter().chain(more);
-                let changed = insert.execute(rusqlite::params_from_iter(values))?;
-                if changed > 0 {
-                    healed.execute(params![client, row.kind as i64, &row.id[..], now])?;
-                }
+            if changed > 0 {
+                tx.execute(
+                    "UPDATE damage SET healed_at = ?4
+                     WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
+                    args![client, row.kind as i64, &row.id, now],
+                )?;
             }
         }
-        Ok(tx.commit()?)
+        tx.commit()
     }
 
     /// See [`BlobIndex::reuse`]: one transaction holding the write lock,
@@ -97,25 +85,19 @@ impl BlobIndex for Catalog {
         since_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<bool>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.write()?;
         let mut found = Vec::with_capacity(ids.len());
-        {
-            let mut stamp = tx.prepare_cached(
+        for id in ids {
+            let present = tx.execute(
                 "UPDATE blobs SET stored_at = ?4
                  WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = 0 AND stored_at < ?5",
-            )?;
-            let mut whole = tx.prepare_cached(
-                "SELECT 1 FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = 0",
-            )?;
-            for id in ids {
-                let key = params![client, kind as i64, &id[..]];
-                let present =
-                    stamp.execute(params![client, kind as i64, &id[..], now_ms, since_ms])? > 0
-                        || whole.exists(key)?;
-                found.push(present);
-            }
+                args![client, kind as i64, id, now_ms, since_ms],
+            )? > 0
+                || tx.exists(
+                    "SELECT 1 FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = 0",
+                    args![client, kind as i64, id],
+                )?;
+            found.push(present);
         }
         tx.commit()?;
         Ok(found)
@@ -130,10 +112,11 @@ impl Catalog {
     pub fn committed_pack_ends(
         &self,
     ) -> Result<std::collections::HashMap<crate::store::PackId, u64>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT pack, MAX(offset + length * copies) FROM blobs GROUP BY pack")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows(
+            "SELECT pack, MAX(\"offset\" + length * copies) FROM blobs GROUP BY pack",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(rows.into_iter().collect())
     }
 }

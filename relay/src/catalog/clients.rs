@@ -1,9 +1,9 @@
 //! Paired clients: looked up by key, name or id, listed, removed, seen.
 
+use super::sql::{args, Db, Row, Value};
 use super::{ClientId, Result};
 use ferry_protocol::keys::PublicKey;
 use ferry_protocol::timestamp::Timestamp;
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::Catalog;
@@ -58,27 +58,19 @@ const CLIENT_COLUMNS: &str =
      internet_full_backups, internet_max_file, quota, sealed FROM clients";
 
 pub(super) fn client_where(
-    conn: &Connection,
+    db: &Db,
     condition: &str,
-    param: impl rusqlite::ToSql,
-) -> rusqlite::Result<Option<ClientRecord>> {
-    conn.query_row(
+    param: impl Into<Value>,
+) -> Result<Option<ClientRecord>> {
+    db.row(
         &format!("{CLIENT_COLUMNS} WHERE {condition}"),
-        [param],
+        &[param.into()],
         client_from_row,
     )
-    .optional()
 }
 
-fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
-    let key: Vec<u8> = r.get(2)?;
-    let public_key = PublicKey::from_slice(&key).map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
-            2,
-            rusqlite::types::Type::Blob,
-            "bad key length".into(),
-        )
-    })?;
+fn client_from_row(r: &Row) -> Result<ClientRecord> {
+    let public_key = PublicKey(r.get(2)?);
     Ok(ClientRecord {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -87,21 +79,17 @@ fn client_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ClientRecord> {
         paired_at: ferry_protocol::units::format_rfc3339(r.get(4)?),
         paired_ms: r.get(4)?,
         last_seen_at: r
-            .get::<_, Option<i64>>(5)?
+            .get::<Option<i64>>(5)?
             .map(ferry_protocol::units::format_rfc3339),
         last_address: r.get(6)?,
         limit: r.get(7)?,
         internet_full_backups: r.get(8)?,
-        internet_max_file: r.get::<_, Option<i64>>(9)?.map(|n| n as u64),
+        internet_max_file: r.get(9)?,
         own_quota: r
-            .get::<_, Option<i64>>(10)?
+            .get::<Option<i64>>(10)?
             .map(|n| u64::try_from(n).ok().filter(|n| *n > 0)),
         public_key,
-        mode: if r.get::<_, bool>(11)? {
-            "sealed"
-        } else {
-            "open"
-        },
+        mode: if r.get::<bool>(11)? { "sealed" } else { "open" },
     })
 }
 
@@ -115,18 +103,18 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn handshake_times(&self) -> Result<Vec<(PublicKey, Timestamp)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT public_key, secs, nanos FROM handshakes")?;
-        let rows = stmt.query_map([], |r| {
-            let key: Vec<u8> = r.get(0)?;
-            let secs: i64 = r.get(1)?;
-            let nanos: i64 = r.get(2)?;
-            Ok((key, secs, nanos))
-        })?;
+        let rows = self.db.rows(
+            "SELECT public_key, secs, nanos FROM handshakes",
+            args![],
+            |r| {
+                let key: Vec<u8> = r.get(0)?;
+                let secs: i64 = r.get(1)?;
+                let nanos: i64 = r.get(2)?;
+                Ok((key, secs, nanos))
+            },
+        )?;
         let mut times = Vec::new();
-        for row in rows {
-            let (key, secs, nanos) = row?;
+        for (key, secs, nanos) in rows {
             // A row that does not parse protects nothing; it is skipped.
             if let (Ok(key), Ok(secs), Ok(nanos)) = (
                 PublicKey::from_slice(&key),
@@ -145,22 +133,18 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn save_handshake_times(&mut self, times: &[(PublicKey, Timestamp)]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut upsert = tx.prepare_cached(
+        let tx = self.db.write()?;
+        for (key, ts) in times {
+            let secs = i64::try_from(ts.secs).unwrap_or(i64::MAX);
+            tx.execute(
                 "INSERT INTO handshakes (public_key, secs, nanos) VALUES (?1, ?2, ?3)
                  ON CONFLICT (public_key) DO UPDATE SET secs = excluded.secs, nanos = excluded.nanos
                  WHERE excluded.secs > handshakes.secs
                     OR (excluded.secs = handshakes.secs AND excluded.nanos > handshakes.nanos)",
+                args![&key.0, secs, ts.nanos],
             )?;
-            for (key, ts) in times {
-                let secs = i64::try_from(ts.secs).unwrap_or(i64::MAX);
-                upsert.execute(params![&key.0[..], secs, ts.nanos])?;
-            }
         }
-        Ok(tx.commit()?)
+        tx.commit()
     }
 
     /// The active client with this key.
@@ -168,11 +152,7 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn client_by_key(&self, key: &PublicKey) -> Result<Option<ClientRecord>> {
-        Ok(client_where(
-            &self.conn,
-            "public_key = ?1 AND removed_at IS NULL",
-            &key.0[..],
-        )?)
+        client_where(&self.db, "public_key = ?1 AND removed_at IS NULL", &key.0)
     }
 
     /// The active client with this name.
@@ -180,11 +160,7 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn client_by_name(&self, name: &str) -> Result<Option<ClientRecord>> {
-        Ok(client_where(
-            &self.conn,
-            "name = ?1 AND removed_at IS NULL",
-            name,
-        )?)
+        client_where(&self.db, "name = ?1 AND removed_at IS NULL", name)
     }
 
     /// All active clients, by name.
@@ -192,11 +168,11 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn list_clients(&self) -> Result<Vec<ClientRecord>> {
-        let mut stmt = self.conn.prepare(&format!(
-            "{CLIENT_COLUMNS} WHERE removed_at IS NULL ORDER BY name"
-        ))?;
-        let rows = stmt.query_map([], client_from_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.db.rows(
+            &format!("{CLIENT_COLUMNS} WHERE removed_at IS NULL ORDER BY name"),
+            args![],
+            client_from_row,
+        )
     }
 
     /// Keeps `client`'s vault key wrapped under its passphrase (`recovery`
@@ -212,12 +188,12 @@ impl Catalog {
         now: i64,
     ) -> Result<()> {
         let column = if recovery { "recovery" } else { "wrapped" };
-        self.conn.execute(
+        self.db.execute(
             &format!(
                 "INSERT INTO key_wraps (client_id, {column}, updated_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (client_id) DO UPDATE SET {column} = excluded.{column}, updated_at = excluded.updated_at"
             ),
-            params![client, wrapped, now],
+            args![client, wrapped, now],
         )?;
         Ok(())
     }
@@ -229,13 +205,12 @@ impl Catalog {
     /// SQLite errors.
     pub fn key_wraps(&self, client: ClientId) -> Result<KeyWraps> {
         Ok(self
-            .conn
-            .query_row(
+            .db
+            .row(
                 "SELECT wrapped, recovery FROM key_wraps WHERE client_id = ?1",
-                [client],
+                args![client],
                 |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?
+            )?
             .unwrap_or_default())
     }
 
@@ -244,16 +219,12 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn active_client_keys(&self) -> Result<std::collections::HashMap<ClientId, PublicKey>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, public_key FROM clients WHERE removed_at IS NULL")?;
-        let rows = stmt.query_map([], |r| {
-            let key: Vec<u8> = r.get(1)?;
-            let key = <[u8; 32]>::try_from(key.as_slice())
-                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(1, key.len() as i64))?;
-            Ok((r.get::<_, ClientId>(0)?, PublicKey(key)))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows(
+            "SELECT id, public_key FROM clients WHERE removed_at IS NULL",
+            args![],
+            |r| Ok((r.get::<ClientId>(0)?, PublicKey(r.get(1)?))),
+        )?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Revokes a client's key; returns whether an active client had that name.
@@ -261,9 +232,9 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn remove_client(&mut self, name: &str, now: i64) -> Result<bool> {
-        let n = self.conn.execute(
+        let n = self.db.execute(
             "UPDATE clients SET removed_at = ?2 WHERE name = ?1 AND removed_at IS NULL",
-            params![name, now],
+            args![name, now],
         )?;
         Ok(n > 0)
     }
@@ -275,10 +246,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn touch_client(&mut self, id: ClientId, address: &str, now: i64) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE clients SET last_seen_at = ?2, last_address = ?3 WHERE id = ?1
-             AND (last_seen_at IS NULL OR last_seen_at < ?2 - 60000 OR last_address IS NOT ?3)",
-            params![id, now, address],
+             AND (last_seen_at IS NULL OR last_seen_at < ?2 - 60000 OR last_address IS DISTINCT FROM ?3)",
+            args![id, now, address],
         )?;
         Ok(())
     }

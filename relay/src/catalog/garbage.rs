@@ -7,8 +7,7 @@
 
 use std::collections::HashMap;
 
-use rusqlite::{params, TransactionBehavior};
-
+use super::sql::{args, Engine, Row};
 use super::{BlobKey, BlobKind, BlobRow, Catalog, ClientId, Result, SnapshotId};
 use crate::store::{BlobLocation, PackId};
 
@@ -22,7 +21,7 @@ pub struct PackUsage {
 }
 
 impl BlobKind {
-    pub(super) fn from_code(code: i64) -> rusqlite::Result<Self> {
+    pub(super) fn from_code(code: i64) -> Result<Self> {
         Ok(match code {
             0 => BlobKind::Chunk,
             1 => BlobKind::Signature,
@@ -30,34 +29,25 @@ impl BlobKind {
             3 => BlobKind::Content,
             4 => BlobKind::Sealed,
             other => {
-                return Err(rusqlite::Error::IntegralValueOutOfRange(1, other));
+                return Err(super::CatalogError::Value(format!(
+                    "no blob kind numbered {other}"
+                )));
             }
         })
     }
 }
 
-/// A 32-byte id column.
-fn id_column(r: &rusqlite::Row<'_>, index: usize) -> rusqlite::Result<[u8; 32]> {
-    let id: Vec<u8> = r.get(index)?;
-    id.as_slice()
-        .try_into()
-        .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, id.len() as i64))
-}
-
 /// A row of `SELECT client_id, kind, id, offset, length, compressed,
 /// copies` (in that order, first) of blobs in `pack`.
-pub(super) fn blob_in_pack(
-    r: &rusqlite::Row<'_>,
-    pack: PackId,
-) -> rusqlite::Result<(ClientId, BlobRow)> {
+pub(super) fn blob_in_pack(r: &Row, pack: PackId) -> Result<(ClientId, BlobRow)> {
     Ok((
-        r.get::<_, ClientId>(0)?,
+        r.get::<ClientId>(0)?,
         BlobRow {
             kind: BlobKind::from_code(r.get(1)?)?,
-            id: id_column(r, 2)?,
+            id: r.get(2)?,
             at: BlobLocation {
                 pack,
-                offset: r.get::<_, i64>(3)? as u64,
+                offset: r.get(3)?,
                 len: r.get(4)?,
             },
             codec: super::codec_from_sql(r.get(5)?)?,
@@ -73,23 +63,20 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn snapshot_roots(&self) -> Result<Vec<(ClientId, SnapshotId, BlobKey)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT client_id, id, root, root_kind FROM snapshots ORDER BY id")?;
-        let rows = stmt.query_map([], |r| {
-            let root: Vec<u8> = r.get(2)?;
-            let id: [u8; 32] = root
-                .as_slice()
-                .try_into()
-                .map_err(|_| rusqlite::Error::IntegralValueOutOfRange(2, root.len() as i64))?;
-            let kind = match r.get::<_, i64>(3)? {
-                4 => BlobKind::Sealed,
-                _ => BlobKind::Tree,
-            };
-            let root = BlobKey { kind, id };
-            Ok((r.get::<_, ClientId>(0)?, r.get::<_, SnapshotId>(1)?, root))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows(
+            "SELECT client_id, id, root, root_kind FROM snapshots ORDER BY id",
+            args![],
+            |r| {
+                let id: [u8; 32] = r.get(2)?;
+                let kind = match r.get::<i64>(3)? {
+                    4 => BlobKind::Sealed,
+                    _ => BlobKind::Tree,
+                };
+                let root = BlobKey { kind, id };
+                Ok((r.get::<ClientId>(0)?, r.get::<SnapshotId>(1)?, root))
+            },
+        )?;
+        Ok(rows)
     }
 
     /// Starts a mark phase with an empty mark set.
@@ -97,15 +84,26 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn begin_mark(&mut self) -> Result<()> {
-        Ok(self.conn.execute_batch(
-            "DROP TABLE IF EXISTS temp.marked;
-             CREATE TEMP TABLE marked (
-                 client_id INTEGER NOT NULL,
-                 kind INTEGER NOT NULL,
-                 id BLOB NOT NULL,
-                 PRIMARY KEY (client_id, kind, id)
-             ) WITHOUT ROWID;",
-        )?)
+        self.db.batch(match self.db.engine() {
+            Engine::Sqlite => {
+                "DROP TABLE IF EXISTS temp.marked;
+                 CREATE TEMP TABLE marked (
+                     client_id INTEGER NOT NULL,
+                     kind INTEGER NOT NULL,
+                     id BLOB NOT NULL,
+                     PRIMARY KEY (client_id, kind, id)
+                 ) WITHOUT ROWID;"
+            }
+            Engine::Postgres => {
+                "DROP TABLE IF EXISTS pg_temp.marked;
+                 CREATE TEMP TABLE marked (
+                     client_id BIGINT NOT NULL,
+                     kind BIGINT NOT NULL,
+                     id BYTEA NOT NULL,
+                     PRIMARY KEY (client_id, kind, id)
+                 );"
+            }
+        })
     }
 
     /// Marks a blob reachable; true when it was not marked before (so the
@@ -114,12 +112,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn mark(&mut self, client: ClientId, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
-        let added = self
-            .conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO temp.marked (client_id, kind, id) VALUES (?1, ?2, ?3)",
-            )?
-            .execute(params![client, kind as i64, &id[..]])?;
+        let added = self.db.execute(
+            "INSERT INTO marked (client_id, kind, id) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+            args![client, kind as i64, id],
+        )?;
         Ok(added == 1)
     }
 
@@ -132,19 +128,20 @@ impl Catalog {
         &self,
         cutoff_ms: i64,
     ) -> Result<Vec<(ClientId, BlobKind, [u8; 32])>> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.rows(
             "SELECT client_id, kind, id FROM blobs b WHERE stored_at >= ?1 AND kind IN (2, 3)
-             AND NOT EXISTS (SELECT 1 FROM temp.marked m
+             AND NOT EXISTS (SELECT 1 FROM marked m
                  WHERE m.client_id = b.client_id AND m.kind = b.kind AND m.id = b.id)",
+            args![cutoff_ms],
+            |r| {
+                Ok((
+                    r.get::<ClientId>(0)?,
+                    BlobKind::from_code(r.get(1)?)?,
+                    r.get(2)?,
+                ))
+            },
         )?;
-        let rows = stmt.query_map([cutoff_ms], |r| {
-            Ok((
-                r.get::<_, ClientId>(0)?,
-                BlobKind::from_code(r.get(1)?)?,
-                id_column(r, 2)?,
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows)
     }
 
     /// Runs `f` holding the catalog's write lock (`BEGIN IMMEDIATE`): no
@@ -157,18 +154,14 @@ impl Catalog {
         &mut self,
         f: impl FnOnce(&mut Catalog) -> std::result::Result<T, E>,
     ) -> std::result::Result<T, E> {
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .map_err(|e| E::from(super::CatalogError::from(e)))?;
+        self.db.begin_write().map_err(E::from)?;
         match f(self) {
             Ok(value) => {
-                self.conn
-                    .execute_batch("COMMIT")
-                    .map_err(|e| E::from(super::CatalogError::from(e)))?;
+                self.db.batch("COMMIT").map_err(E::from)?;
                 Ok(value)
             }
             Err(e) => {
-                if let Err(rollback) = self.conn.execute_batch("ROLLBACK") {
+                if let Err(rollback) = self.db.batch("ROLLBACK") {
                     tracing::warn!("catalog: a rollback failed: {rollback}");
                 }
                 Err(e)
@@ -184,23 +177,25 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn sweep(&mut self, cutoff_ms: i64) -> Result<(u64, u64, u64)> {
-        const UNMARKED: &str = "NOT EXISTS (SELECT 1 FROM temp.marked m
+        const UNMARKED: &str = "NOT EXISTS (SELECT 1 FROM marked m
             WHERE m.client_id = b.client_id AND m.kind = b.kind AND m.id = b.id)";
-        let (count, bytes): (i64, i64) = self.conn.query_row(
-            &format!("SELECT COUNT(*), COALESCE(SUM(length), 0) FROM blobs b WHERE stored_at < ?1 AND {UNMARKED}"),
-            [cutoff_ms],
-            |r| Ok((r.get(0)?, r.get(1)?)),
+        let count: u64 = self.db.value(
+            &format!("SELECT COUNT(*) FROM blobs b WHERE stored_at < ?1 AND {UNMARKED}"),
+            args![cutoff_ms],
         )?;
-        let young: i64 = self.conn.query_row(
+        let bytes: u64 = self.db.value(
+            &format!("SELECT CAST(COALESCE(SUM(length), 0) AS BIGINT) FROM blobs b WHERE stored_at < ?1 AND {UNMARKED}"),
+            args![cutoff_ms],
+        )?;
+        let young: u64 = self.db.value(
             &format!("SELECT COUNT(*) FROM blobs b WHERE stored_at >= ?1 AND {UNMARKED}"),
-            [cutoff_ms],
-            |r| r.get(0),
+            args![cutoff_ms],
         )?;
-        self.conn.execute(
+        self.db.execute(
             &format!("DELETE FROM blobs AS b WHERE stored_at < ?1 AND {UNMARKED}"),
-            [cutoff_ms],
+            args![cutoff_ms],
         )?;
-        Ok((count as u64, bytes as u64, young as u64))
+        Ok((count, bytes, young))
     }
 
     /// Ends a mark phase: drops the mark set.
@@ -208,9 +203,7 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn end_mark(&mut self) -> Result<()> {
-        Ok(self
-            .conn
-            .execute_batch("DROP TABLE IF EXISTS temp.marked")?)
+        self.db.batch("DROP TABLE IF EXISTS marked")
     }
 
     /// Condemns `pack` at `now_ms` (no row names it any more) unless it is
@@ -219,15 +212,14 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn condemn_pack(&self, pack: PackId, now_ms: i64) -> Result<i64> {
-        self.conn.execute(
-            "INSERT OR IGNORE INTO condemned_packs (pack, condemned_at) VALUES (?1, ?2)",
-            params![pack, now_ms],
+        self.db.execute(
+            "INSERT INTO condemned_packs (pack, condemned_at) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
+            args![pack, now_ms],
         )?;
-        Ok(self.conn.query_row(
+        self.db.value(
             "SELECT condemned_at FROM condemned_packs WHERE pack = ?1",
-            [pack],
-            |r| r.get(0),
-        )?)
+            args![pack],
+        )
     }
 
     /// Forgets a condemned pack (deleted).
@@ -235,8 +227,8 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn forget_condemned_pack(&self, pack: PackId) -> Result<()> {
-        self.conn
-            .execute("DELETE FROM condemned_packs WHERE pack = ?1", [pack])?;
+        self.db
+            .execute("DELETE FROM condemned_packs WHERE pack = ?1", args![pack])?;
         Ok(())
     }
 
@@ -245,19 +237,20 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn pack_usage(&self) -> Result<HashMap<PackId, PackUsage>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT pack, COUNT(*), SUM(length * copies) FROM blobs GROUP BY pack")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get(0)?,
-                PackUsage {
-                    blobs: r.get::<_, i64>(1)? as u64,
-                    bytes: r.get::<_, i64>(2)? as u64,
-                },
-            ))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows(
+            "SELECT pack, COUNT(*), CAST(SUM(length * copies) AS BIGINT) FROM blobs GROUP BY pack",
+            args![],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    PackUsage {
+                        blobs: r.get(1)?,
+                        bytes: r.get(2)?,
+                    },
+                ))
+            },
+        )?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Every blob indexed in `pack`, with its client, in pack order.
@@ -265,11 +258,8 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn blobs_in_pack(&self, pack: PackId) -> Result<Vec<(ClientId, BlobRow)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT client_id, kind, id, offset, length, compressed, copies FROM blobs WHERE pack = ?1 ORDER BY offset",
-        )?;
-        let rows = stmt.query_map([pack], |r| blob_in_pack(r, pack))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows("SELECT client_id, kind, id, \"offset\", length, compressed, copies FROM blobs WHERE pack = ?1 ORDER BY \"offset\"", args![pack], |r| blob_in_pack(r, pack))?;
+        Ok(rows)
     }
 
     /// Points rows at their blobs' new copies, in one transaction. Only rows
@@ -278,25 +268,21 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn relocate(&mut self, from: PackId, moved: &[(ClientId, BlobRow)]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut update = tx.prepare_cached(
-                "UPDATE blobs SET pack = ?4, offset = ?5
+        let tx = self.db.write()?;
+        for (client, row) in moved {
+            tx.execute(
+                "UPDATE blobs SET pack = ?4, \"offset\" = ?5
                  WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?6",
-            )?;
-            for (client, row) in moved {
-                update.execute(params![
-                    *client,
+                args![
+                    client,
                     row.kind as i64,
-                    &row.id[..],
+                    &row.id,
                     row.at.pack,
-                    row.at.offset as i64,
+                    row.at.offset,
                     from
-                ])?;
-            }
+                ],
+            )?;
         }
-        Ok(tx.commit()?)
+        tx.commit()
     }
 }

@@ -4,7 +4,7 @@
 use super::{ClientId, Result};
 use std::collections::HashMap;
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::sql::args;
 
 use super::Catalog;
 
@@ -31,14 +31,14 @@ impl Catalog {
     /// SQLite errors.
     pub fn set_setting(&mut self, key: &str, value: Option<&str>) -> Result<()> {
         match value {
-            Some(text) => self.conn.execute(
+            Some(text) => self.db.execute(
                 "INSERT INTO settings (key, value) VALUES (?1, ?2)
                  ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                [key, text],
+                args![key, text],
             )?,
             None => self
-                .conn
-                .execute("DELETE FROM settings WHERE key = ?1", [key])?,
+                .db
+                .execute("DELETE FROM settings WHERE key = ?1", args![key])?,
         };
         Ok(())
     }
@@ -48,12 +48,11 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn setting(&self, key: &str) -> Result<Option<String>> {
-        Ok(self
-            .conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
-                r.get(0)
-            })
-            .optional()?)
+        self.db.row(
+            "SELECT value FROM settings WHERE key = ?1",
+            args![key],
+            |r| r.get(0),
+        )
     }
 
     /// Sets (or with `None` clears) a client's own limit; false if no such client.
@@ -61,9 +60,9 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn set_client_limit(&mut self, name: &str, schedule: Option<&str>) -> Result<bool> {
-        let n = self.conn.execute(
+        let n = self.db.execute(
             "UPDATE clients SET rate_limit = ?2 WHERE name = ?1 AND removed_at IS NULL",
-            params![name, schedule],
+            args![name, schedule],
         )?;
         Ok(n > 0)
     }
@@ -78,24 +77,21 @@ impl Catalog {
         full_backups: Option<bool>,
         max_file: Option<Option<u64>>,
     ) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut found = tx.query_row(
+        let tx = self.db.write()?;
+        let mut found = tx.value::<i64>(
             "SELECT COUNT(*) FROM clients WHERE name = ?1 AND removed_at IS NULL",
-            [name],
-            |r| r.get::<_, i64>(0),
+            args![name],
         )? > 0;
         if let Some(full) = full_backups {
             found &= tx.execute(
                 "UPDATE clients SET internet_full_backups = ?2 WHERE name = ?1 AND removed_at IS NULL",
-                params![name, full],
+                args![name, full],
             )? > 0;
         }
         if let Some(max) = max_file {
             found &= tx.execute(
                 "UPDATE clients SET internet_max_file = ?2 WHERE name = ?1 AND removed_at IS NULL",
-                params![name, max.map(|m| m as i64)],
+                args![name, max],
             )? > 0;
         }
         tx.commit()?;
@@ -107,11 +103,11 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn client_limits(&self) -> Result<HashMap<ClientId, String>> {
-        let mut stmt =
-            self.conn.prepare("SELECT id, rate_limit FROM clients WHERE removed_at IS NULL AND rate_limit IS NOT NULL")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((r.get::<_, ClientId>(0)?, r.get::<_, String>(1)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows(
+            "SELECT id, rate_limit FROM clients WHERE removed_at IS NULL AND rate_limit IS NOT NULL",
+            args![],
+            |r| Ok((r.get::<ClientId>(0)?, r.get::<String>(1)?)),
+        )?;
+        Ok(rows.into_iter().collect())
     }
 }

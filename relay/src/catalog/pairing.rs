@@ -1,12 +1,12 @@
 //! Pairing codes: created by `ferry-relay pair`, looked up by nameplate,
 //! burned after failures, completed into a client.
 
+use super::sql::{args, Tx};
 use ferry_protocol::keys::PublicKey;
 use ferry_protocol::pairing::PairingCode;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::clients::client_where;
-use super::{Catalog, ClientId, ClientRecord, Result, MAX_PAIRING_FAILURES};
+use super::{Catalog, CatalogError, ClientId, ClientRecord, Result, MAX_PAIRING_FAILURES};
 
 /// A pending pairing found by nameplate.
 #[derive(Debug)]
@@ -108,16 +108,12 @@ impl Catalog {
         random: u64,
         replace: bool,
     ) -> Result<Result<(i64, PairingCode), String>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let existing: Option<ClientId> = tx
-            .query_row(
-                "SELECT id FROM clients WHERE name = ?1 AND removed_at IS NULL",
-                [client_name],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let tx = self.db.write()?;
+        let existing: Option<ClientId> = tx.row(
+            "SELECT id FROM clients WHERE name = ?1 AND removed_at IS NULL",
+            args![client_name],
+            |r| r.get(0),
+        )?;
         match (existing, replace) {
             (Some(_), false) => {
                 return Ok(Err(format!(
@@ -133,12 +129,13 @@ impl Catalog {
         }
         tx.execute(
             "UPDATE pairings SET state = 'expired' WHERE state = 'pending' AND (expires_at <= ?1 OR client_name = ?2)",
-            params![now, client_name],
+            args![now, client_name],
         )?;
-        let used: Vec<u32> = tx
-            .prepare("SELECT nameplate FROM pairings WHERE state = 'pending'")?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let used: Vec<u32> = tx.rows(
+            "SELECT nameplate FROM pairings WHERE state = 'pending'",
+            args![],
+            |r| r.get(0),
+        )?;
         let free: Vec<u32> = (1..=ferry_protocol::pairing::MAX_NAMEPLATE)
             .filter(|n| !used.contains(n))
             .collect();
@@ -149,10 +146,10 @@ impl Catalog {
         }
         let nameplate = free[(random >> 32) as usize % free.len()];
         let code = PairingCode::new(nameplate, random as u32).expect("nameplate in range");
-        tx.execute(
+        let id: i64 = tx.value(
             "INSERT INTO pairings (nameplate, secret, client_name, created_at, expires_at, state, replaces)
-             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6) RETURNING id",
+            args![
                 nameplate,
                 code.secret_digits(),
                 client_name,
@@ -160,8 +157,7 @@ impl Catalog {
                 expires_ms,
                 existing
             ],
-        )?;
-        let id = tx.last_insert_rowid();
+                )?;
         tx.commit()?;
         Ok(Ok((id, code)))
     }
@@ -171,29 +167,28 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn find_pairing(&mut self, nameplate: u32, now: i64) -> Result<PairingLookup> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row = tx
-            .query_row(
-                "SELECT id, secret, client_name, expires_at, state FROM pairings
+        let tx = self.db.write()?;
+        let row = tx.row(
+            "SELECT id, secret, client_name, expires_at, state FROM pairings
                  WHERE nameplate = ?1 ORDER BY id DESC LIMIT 1",
-                [nameplate],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, i64>(3)?,
-                        r.get::<_, String>(4)?,
-                    ))
-                },
-            )
-            .optional()?;
+            args![nameplate],
+            |r| {
+                Ok((
+                    r.get::<i64>(0)?,
+                    r.get::<String>(1)?,
+                    r.get::<String>(2)?,
+                    r.get::<i64>(3)?,
+                    r.get::<String>(4)?,
+                ))
+            },
+        )?;
         let lookup = match row {
             None => PairingLookup::Unknown,
             Some((id, _, _, expires, state)) if state == "pending" && expires <= now => {
-                tx.execute("UPDATE pairings SET state = 'expired' WHERE id = ?1", [id])?;
+                tx.execute(
+                    "UPDATE pairings SET state = 'expired' WHERE id = ?1",
+                    args![id],
+                )?;
                 PairingLookup::Expired
             }
             Some((id, secret, client_name, _, state)) if state == "pending" => {
@@ -219,18 +214,15 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn record_pairing_failure(&mut self, id: i64) -> Result<u32> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let failures: u32 = tx.query_row(
+        let tx = self.db.write()?;
+        let failures: u32 = tx.value(
             "UPDATE pairings SET failures = failures + 1 WHERE id = ?1 RETURNING failures",
-            [id],
-            |r| r.get(0),
+            args![id],
         )?;
         if failures >= MAX_PAIRING_FAILURES {
             tx.execute(
                 "UPDATE pairings SET state = 'burned' WHERE id = ?1 AND state = 'pending'",
-                [id],
+                args![id],
             )?;
         }
         tx.commit()?;
@@ -251,49 +243,39 @@ impl Catalog {
         sealed: bool,
         now: i64,
     ) -> Result<PairOutcome> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let row: Option<(String, i64, String, Option<ClientId>)> = tx
-            .query_row(
-                "SELECT client_name, expires_at, state, replaces FROM pairings WHERE id = ?1",
-                [pairing_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-            )
-            .optional()?;
+        let tx = self.db.write()?;
+        let row: Option<(String, i64, String, Option<ClientId>)> = tx.row(
+            "SELECT client_name, expires_at, state, replaces FROM pairings WHERE id = ?1",
+            args![pairing_id],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
         let Some((name, expires, state, replaces)) = row else {
             return Ok(PairOutcome::NoLongerValid);
         };
         if state != "pending" || expires <= now {
             return Ok(PairOutcome::NoLongerValid);
         }
-        if let Some(existing) = tx
-            .query_row(
-                "SELECT name FROM clients WHERE public_key = ?1 AND removed_at IS NULL",
-                [&key.0[..]],
-                |r| r.get::<_, String>(0),
-            )
-            .optional()?
-        {
+        if let Some(existing) = tx.row(
+            "SELECT name FROM clients WHERE public_key = ?1 AND removed_at IS NULL",
+            args![&key.0],
+            |r| r.get::<String>(0),
+        )? {
             return Ok(PairOutcome::KeyAlreadyPaired(existing));
         }
         if let Some(client) = replaces {
             return hand_over(tx, pairing_id, client, key, hostname, now);
         }
-        let inserted = tx.execute(
-            "INSERT INTO clients (name, public_key, hostname, created_at, sealed) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![name, &key.0[..], hostname, now, sealed],
+        let inserted = tx.value::<i64>(
+            "INSERT INTO clients (name, public_key, hostname, created_at, sealed) VALUES (?1, ?2, ?3, ?4, ?5) RETURNING id",
+            args![name, &key.0, hostname, now, sealed],
         );
-        if let Err(rusqlite::Error::SqliteFailure(e, _)) = &inserted {
-            if e.code == rusqlite::ErrorCode::ConstraintViolation {
-                return Ok(PairOutcome::NameTaken);
-            }
+        if let Err(CatalogError::Conflict(_)) = &inserted {
+            return Ok(PairOutcome::NameTaken);
         }
-        inserted?;
-        let id = tx.last_insert_rowid();
+        let id = inserted?;
         tx.execute(
             "UPDATE pairings SET state = 'used', client_id = ?2 WHERE id = ?1",
-            params![pairing_id, id],
+            args![pairing_id, id],
         )?;
         let record = client_where(&tx, "id = ?1", id)?.expect("just inserted");
         tx.commit()?;
@@ -306,15 +288,15 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn replaced_keys(&self, client: ClientId) -> Result<Vec<(String, String, i64)>> {
-        let mut stmt = self.conn.prepare(
+        self.db.rows(
             "SELECT public_key, hostname, replaced_at FROM replaced_keys
              WHERE client_id = ?1 ORDER BY replaced_at DESC, rowid DESC",
-        )?;
-        let rows = stmt.query_map([client], |r| {
-            let key: Vec<u8> = r.get(0)?;
-            Ok((fingerprint_of(&key), r.get(1)?, r.get(2)?))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            args![client],
+            |r| {
+                let key: Vec<u8> = r.get(0)?;
+                Ok((fingerprint_of(&key), r.get(1)?, r.get(2)?))
+            },
+        )
     }
 
     /// The state of the pairing with row `id`, for waiting on it.
@@ -322,15 +304,18 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn pairing_state(&self, id: i64, now: i64) -> Result<PairingState> {
-        let (state, expires, client): (String, i64, Option<i64>) = self.conn.query_row(
-            "SELECT state, expires_at, client_id FROM pairings WHERE id = ?1",
-            [id],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )?;
+        let (state, expires, client): (String, i64, Option<i64>) = self
+            .db
+            .row(
+                "SELECT state, expires_at, client_id FROM pairings WHERE id = ?1",
+                args![id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?
+            .ok_or_else(|| CatalogError::Value(format!("no pairing {id}")))?;
         Ok(match state.as_str() {
             "pending" if expires > now => PairingState::Pending,
             "used" => match client {
-                Some(id) => client_where(&self.conn, "id = ?1", id)?
+                Some(id) => client_where(&self.db, "id = ?1", id)?
                     .map_or(PairingState::Expired, |c| PairingState::Used(Box::new(c))),
                 None => PairingState::Expired,
             },
@@ -344,7 +329,7 @@ impl Catalog {
 /// kept in `replaced_keys` and refused from now on; its sets, snapshots,
 /// quota and retention stay its own.
 fn hand_over(
-    tx: rusqlite::Transaction<'_>,
+    tx: Tx<'_>,
     pairing_id: i64,
     client: ClientId,
     key: &PublicKey,
@@ -354,24 +339,23 @@ fn hand_over(
     let moved = tx.execute(
         "INSERT INTO replaced_keys (client_id, public_key, hostname, replaced_at)
          SELECT id, public_key, hostname, ?2 FROM clients WHERE id = ?1 AND removed_at IS NULL",
-        params![client, now],
+        args![client, now],
     )?;
     if moved == 0 {
         // Removed since the code was made.
         return Ok(PairOutcome::NoLongerValid);
     }
-    let old: Vec<u8> = tx.query_row(
+    let old: Vec<u8> = tx.value(
         "SELECT public_key FROM clients WHERE id = ?1",
-        [client],
-        |r| r.get(0),
+        args![client],
     )?;
     tx.execute(
         "UPDATE clients SET public_key = ?2, hostname = ?3 WHERE id = ?1",
-        params![client, &key.0[..], hostname],
+        args![client, &key.0, hostname],
     )?;
     tx.execute(
         "UPDATE pairings SET state = 'used', client_id = ?2 WHERE id = ?1",
-        params![pairing_id, client],
+        args![pairing_id, client],
     )?;
     let record = client_where(&tx, "id = ?1", client)?.expect("the client exists");
     tx.commit()?;

@@ -2,9 +2,9 @@
 //! endpoint's hints per set, protected snapshots; see
 //! `ferry_protocol::keep` for the decision itself.
 
+use super::sql::args;
 use ferry_protocol::keep::{decide, Decision, Rules, Snapshot};
 use ferry_protocol::retention::Retention;
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 
 use super::{Catalog, CatalogError, ClientId, Result, SetId, SnapshotId};
 
@@ -14,7 +14,7 @@ fn scope(set: Option<&str>) -> &str {
 }
 
 fn json_error(e: serde_json::Error) -> CatalogError {
-    CatalogError::Sqlite(rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
+    CatalogError::Value(format!("stored retention does not parse: {e}"))
 }
 
 /// What retention decided for one set.
@@ -47,16 +47,16 @@ impl Catalog {
         match rules {
             Some(rules) => {
                 let text = serde_json::to_string(rules).map_err(json_error)?;
-                self.conn.execute(
+                self.db.execute(
                     "INSERT INTO retention_rules (client_id, set_name, rules) VALUES (?1, ?2, ?3)
                      ON CONFLICT (client_id, set_name) DO UPDATE SET rules = excluded.rules",
-                    params![client, scope(set), text],
+                    args![client, scope(set), text],
                 )?;
             }
             None => {
-                self.conn.execute(
+                self.db.execute(
                     "DELETE FROM retention_rules WHERE client_id = ?1 AND set_name = ?2",
-                    params![client, scope(set)],
+                    args![client, scope(set)],
                 )?;
             }
         }
@@ -69,15 +69,12 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn stored_rules(&self, client: ClientId, set: &str) -> Result<Option<Rules>> {
-        let text: Option<String> = self
-            .conn
-            .query_row(
-                "SELECT rules FROM retention_rules WHERE client_id = ?1 AND set_name IN (?2, '')
-                 ORDER BY set_name = '' LIMIT 1",
-                params![client, set],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let text: Option<String> = self.db.row(
+            "SELECT rules FROM retention_rules WHERE client_id = ?1 AND set_name IN (?2, '')
+             ORDER BY set_name = '' LIMIT 1",
+            args![client, set],
+            |r| r.get(0),
+        )?;
         text.map(|t| serde_json::from_str(&t).map_err(json_error))
             .transpose()
     }
@@ -93,11 +90,9 @@ impl Catalog {
         set_id: SetId,
         defaults: &Rules,
     ) -> Result<ferry_protocol::keep::Period> {
-        let set: String = self.conn.query_row(
-            "SELECT name FROM backup_sets WHERE id = ?1",
-            [set_id],
-            |r| r.get(0),
-        )?;
+        let set: String = self
+            .db
+            .value("SELECT name FROM backup_sets WHERE id = ?1", args![set_id])?;
         let own = self.stored_rules(client, &set)?;
         Ok(Rules::effective(own.as_ref(), defaults)
             .lock
@@ -110,9 +105,9 @@ impl Catalog {
     /// SQLite errors.
     pub fn save_hints(&mut self, set_id: SetId, hints: &Retention) -> Result<()> {
         let text = serde_json::to_string(hints).map_err(json_error)?;
-        self.conn.execute(
+        self.db.execute(
             "UPDATE backup_sets SET hints = ?2 WHERE id = ?1",
-            params![set_id, text],
+            args![set_id, text],
         )?;
         Ok(())
     }
@@ -129,17 +124,13 @@ impl Catalog {
         defaults: &Rules,
         now_ms: i64,
     ) -> Result<Vec<SetDecision>> {
-        let sets: Vec<(ClientId, SetId, String, Option<String>)> = self
-            .conn
-            .prepare(
-                "SELECT client_id, id, name, hints FROM backup_sets
-                 WHERE (?1 IS NULL OR client_id = ?1) AND (?2 IS NULL OR id = ?2)
-                 ORDER BY client_id, name",
-            )?
-            .query_map(params![client, set], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+        let sets: Vec<(ClientId, SetId, String, Option<String>)> = self.db.rows(
+            "SELECT client_id, id, name, hints FROM backup_sets
+             WHERE (CAST(?1 AS BIGINT) IS NULL OR client_id = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR id = ?2)
+             ORDER BY client_id, name",
+            args![client, set],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )?;
         let mut decisions = Vec::with_capacity(sets.len());
         for (client, set_id, set, hints) in sets {
             let hints: Retention = match hints {
@@ -163,16 +154,14 @@ impl Catalog {
 
     /// A set's snapshots as retention sees them, in commit order.
     fn set_snapshots(&self, set_id: SetId) -> Result<Vec<Snapshot>> {
-        let rows: Vec<(Snapshot, Vec<u8>)> = self
-            .conn
-            .prepare_cached(
-                "SELECT id, finished_at, protected, held_until, root FROM snapshots
-                 WHERE set_id = ?1 ORDER BY id",
-            )?
-            .query_map([set_id], |r| {
+        let rows: Vec<(Snapshot, Vec<u8>)> = self.db.rows(
+            "SELECT id, finished_at, protected, held_until, root FROM snapshots
+             WHERE set_id = ?1 ORDER BY id",
+            args![set_id],
+            |r| {
                 Ok((
                     Snapshot {
-                        id: r.get::<_, i64>(0)? as u64,
+                        id: r.get(0)?,
                         time_ms: r.get(1)?,
                         protected: r.get(2)?,
                         unchanged: false,
@@ -180,8 +169,8 @@ impl Catalog {
                     },
                     r.get(4)?,
                 ))
-            })?
-            .collect::<rusqlite::Result<_>>()?;
+            },
+        )?;
         let mut previous: Option<&[u8]> = None;
         let mut snapshots = Vec::with_capacity(rows.len());
         for (snapshot, root) in &rows {
@@ -201,18 +190,13 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn apply_decisions(&mut self, decisions: &[SetDecision]) -> Result<Vec<SnapshotId>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.write()?;
         let mut forgotten = Vec::new();
-        {
-            let mut forget =
-                tx.prepare_cached("DELETE FROM snapshots WHERE id = ?1 AND protected = 0")?;
-            for set in decisions {
-                for (id, _) in set.decision.iter().filter(|(_, why)| why.is_empty()) {
-                    if forget.execute([*id as i64])? > 0 {
-                        forgotten.push(SnapshotId(*id));
-                    }
+        for set in decisions {
+            for (id, _) in set.decision.iter().filter(|(_, why)| why.is_empty()) {
+                let forget = "DELETE FROM snapshots WHERE id = ?1 AND protected = 0";
+                if tx.execute(forget, args![*id])? > 0 {
+                    forgotten.push(SnapshotId(*id));
                 }
             }
         }
@@ -225,11 +209,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn client_names(&self) -> Result<std::collections::HashMap<ClientId, String>> {
-        Ok(self
-            .conn
-            .prepare("SELECT id, name FROM clients")?
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows("SELECT id, name FROM clients", args![], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Every snapshot's finish time (ms) by id.
@@ -237,11 +220,12 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn snapshot_times(&self) -> Result<std::collections::HashMap<u64, i64>> {
-        Ok(self
-            .conn
-            .prepare("SELECT id, finished_at FROM snapshots")?
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?)
+        let rows = self
+            .db
+            .rows("SELECT id, finished_at FROM snapshots", args![], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        Ok(rows.into_iter().collect())
     }
 
     /// Bytes `client` is charged for in the store: its blobs (after dedup
@@ -252,13 +236,11 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn client_stored_bytes(&self, client: ClientId) -> Result<u64> {
-        let bytes: i64 = self.conn.query_row(
-            "SELECT COALESCE((SELECT SUM(length * copies) FROM blobs WHERE client_id = ?1), 0)
-                  + COALESCE((SELECT unindexed_bytes FROM clients WHERE id = ?1), 0)",
-            [client],
-            |r| r.get(0),
-        )?;
-        Ok(bytes as u64)
+        self.db.value(
+            "SELECT CAST(COALESCE((SELECT SUM(length * copies) FROM blobs WHERE client_id = ?1), 0)
+                  + COALESCE((SELECT unindexed_bytes FROM clients WHERE id = ?1), 0) AS BIGINT)",
+            args![client],
+        )
     }
 
     /// Charges `client` for `bytes` an upload appended and never indexed
@@ -267,9 +249,9 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn charge_unindexed(&mut self, client: ClientId, bytes: u64, now_ms: i64) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE clients SET unindexed_bytes = unindexed_bytes + ?2, unindexed_at = ?3 WHERE id = ?1",
-            params![client, i64::try_from(bytes).unwrap_or(i64::MAX), now_ms],
+            args![client, bytes.min(i64::MAX as u64), now_ms],
         )?;
         Ok(())
     }
@@ -280,9 +262,9 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn clear_unindexed_before(&mut self, began_ms: i64) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE clients SET unindexed_bytes = 0 WHERE unindexed_bytes > 0 AND unindexed_at < ?1",
-            [began_ms],
+            args![began_ms],
         )?;
         Ok(())
     }
@@ -293,11 +275,12 @@ impl Catalog {
     /// SQLite errors.
     pub fn own_quota(&self, client: ClientId) -> Result<Option<Option<u64>>> {
         let value: Option<i64> = self
-            .conn
-            .query_row("SELECT quota FROM clients WHERE id = ?1", [client], |r| {
-                r.get(0)
-            })
-            .optional()?
+            .db
+            .row(
+                "SELECT quota FROM clients WHERE id = ?1",
+                args![client],
+                |r| r.get(0),
+            )?
             .flatten();
         Ok(value.map(|n| u64::try_from(n).ok().filter(|n| *n > 0)))
     }
@@ -310,9 +293,9 @@ impl Catalog {
     pub fn set_quota(&mut self, name: &str, quota: Option<Option<u64>>) -> Result<bool> {
         let value: Option<i64> =
             quota.map(|q| q.map_or(0, |n| i64::try_from(n).unwrap_or(i64::MAX)));
-        Ok(self.conn.execute(
+        Ok(self.db.execute(
             "UPDATE clients SET quota = ?2 WHERE name = ?1 AND removed_at IS NULL",
-            params![name, value],
+            args![name, value],
         )? > 0)
     }
 
@@ -325,14 +308,12 @@ impl Catalog {
         ids: &[SnapshotId],
         protect: bool,
     ) -> Result<Vec<SnapshotId>> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.write()?;
         let mut found = Vec::new();
         for id in ids {
             if tx.execute(
                 "UPDATE snapshots SET protected = ?2 WHERE id = ?1",
-                params![id, protect],
+                args![id, protect],
             )? > 0
             {
                 found.push(*id);

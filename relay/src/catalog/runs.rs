@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::sql::args;
 use super::{Catalog, Result};
 
 /// A finished collection or verification.
@@ -85,16 +86,18 @@ impl Catalog {
     pub fn client_errors(
         &self,
     ) -> Result<std::collections::HashMap<super::ClientId, crate::telemetry::Event>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT substr(key, ?2), value FROM settings WHERE substr(key, 1, ?3) = ?1")?;
-        let rows = stmt.query_map(
-            rusqlite::params![ERROR_KEY, ERROR_KEY.len() + 1, ERROR_KEY.len()],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)),
+        let rows = self.db.rows(
+            "SELECT substr(key, CAST(?2 AS INTEGER)), value FROM settings
+             WHERE substr(key, 1, CAST(?3 AS INTEGER)) = ?1",
+            args![
+                ERROR_KEY,
+                ERROR_KEY.len() as u64 + 1,
+                ERROR_KEY.len() as u64
+            ],
+            |r| Ok((r.get::<String>(0)?, r.get::<String>(1)?)),
         )?;
         let mut found = std::collections::HashMap::new();
-        for row in rows {
-            let (id, text) = row?;
+        for (id, text) in rows {
             if let (Ok(id), Ok(event)) = (id.parse::<u64>(), serde_json::from_str(&text)) {
                 found.insert(super::ClientId(id), event);
             }
@@ -135,43 +138,45 @@ mod tests {
 
     #[test]
     fn the_last_run_of_each_kind_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        assert_eq!(catalog.last_run(RunKind::Gc).unwrap(), None);
-        let failed: anyhow::Result<u64> = Err(anyhow::anyhow!("disk gone"));
-        record(&mut catalog, RunKind::Gc, &failed, |_| (String::new(), 0));
-        record(&mut catalog, RunKind::Verify, &Ok(3u64), |n| {
-            (format!("{n} damaged"), *n)
-        });
-        let gc = catalog.last_run(RunKind::Gc).unwrap().unwrap();
-        assert!(!gc.ok && gc.summary.contains("disk gone"), "{gc:?}");
-        let verify = catalog.last_run(RunKind::Verify).unwrap().unwrap();
-        assert!(verify.ok);
-        assert_eq!((verify.summary.as_str(), verify.damaged), ("3 damaged", 3));
+        for (at, _dir) in crate::catalog::test_catalogs() {
+            let mut catalog = Catalog::open_at(&at).unwrap();
+            assert_eq!(catalog.last_run(RunKind::Gc).unwrap(), None);
+            let failed: anyhow::Result<u64> = Err(anyhow::anyhow!("disk gone"));
+            record(&mut catalog, RunKind::Gc, &failed, |_| (String::new(), 0));
+            record(&mut catalog, RunKind::Verify, &Ok(3u64), |n| {
+                (format!("{n} damaged"), *n)
+            });
+            let gc = catalog.last_run(RunKind::Gc).unwrap().unwrap();
+            assert!(!gc.ok && gc.summary.contains("disk gone"), "{gc:?}");
+            let verify = catalog.last_run(RunKind::Verify).unwrap().unwrap();
+            assert!(verify.ok);
+            assert_eq!((verify.summary.as_str(), verify.damaged), ("3 damaged", 3));
+        }
     }
 
     #[test]
     fn each_clients_last_error_is_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut catalog = Catalog::open(&dir.path().join("c.sqlite")).unwrap();
-        let event = |m: &str| crate::telemetry::Event {
-            at_ms: 1,
-            message: m.into(),
-        };
-        use super::super::ClientId;
-        catalog
-            .record_client_error(ClientId(7), &event("first"))
-            .unwrap();
-        catalog
-            .record_client_error(ClientId(7), &event("idle timeout"))
-            .unwrap();
-        catalog
-            .record_client_error(ClientId(12), &event("disk full"))
-            .unwrap();
-        catalog.set_setting("last_error/junk", Some("{}")).unwrap();
-        let errors = catalog.client_errors().unwrap();
-        assert_eq!(errors.len(), 2, "{errors:?}");
-        assert_eq!(errors[&ClientId(7)].message, "idle timeout");
-        assert_eq!(errors[&ClientId(12)].message, "disk full");
+        for (at, _dir) in crate::catalog::test_catalogs() {
+            let mut catalog = Catalog::open_at(&at).unwrap();
+            let event = |m: &str| crate::telemetry::Event {
+                at_ms: 1,
+                message: m.into(),
+            };
+            use super::super::ClientId;
+            catalog
+                .record_client_error(ClientId(7), &event("first"))
+                .unwrap();
+            catalog
+                .record_client_error(ClientId(7), &event("idle timeout"))
+                .unwrap();
+            catalog
+                .record_client_error(ClientId(12), &event("disk full"))
+                .unwrap();
+            catalog.set_setting("last_error/junk", Some("{}")).unwrap();
+            let errors = catalog.client_errors().unwrap();
+            assert_eq!(errors.len(), 2, "{errors:?}");
+            assert_eq!(errors[&ClientId(7)].message, "idle timeout");
+            assert_eq!(errors[&ClientId(12)].message, "disk full");
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! Backup sets: a client's named sets of paths.
 
+use super::sql::args;
 use super::{ClientId, Result, SetId};
-use rusqlite::{params, OptionalExtension};
 
 /// Backup sets one client may have: each is a catalog row and a retention
 /// scope, so a client must not create them without end.
@@ -17,20 +17,17 @@ impl Catalog {
     /// SQLite errors.
     pub fn ensure_set(&mut self, client: ClientId, name: &str) -> Result<Option<SetId>> {
         // Only a name the client does not have yet counts against the cap.
-        self.conn.execute(
+        self.db.execute(
             "INSERT INTO backup_sets (client_id, name)
              SELECT ?1, ?2 WHERE (SELECT COUNT(*) FROM backup_sets WHERE client_id = ?1) < ?3
              ON CONFLICT DO NOTHING",
-            params![client, name, MAX_SETS],
+            args![client, name, MAX_SETS],
         )?;
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
-                params![client, name],
-                |r| r.get(0),
-            )
-            .optional()?)
+        self.db.row(
+            "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
+            args![client, name],
+            |r| r.get(0),
+        )
     }
 
     /// Removes `client`'s set `name`, retired: its snapshots are forgotten
@@ -41,36 +38,31 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn remove_set(&mut self, client: ClientId, name: &str) -> Result<SetRemoval> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let id: Option<SetId> = tx
-            .query_row(
-                "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
-                params![client, name],
-                |r| r.get(0),
-            )
-            .optional()?;
+        let tx = self.db.write()?;
+        let id: Option<SetId> = tx.row(
+            "SELECT id FROM backup_sets WHERE client_id = ?1 AND name = ?2",
+            args![client, name],
+            |r| r.get(0),
+        )?;
         let Some(id) = id else {
             return Ok(SetRemoval::NoSuchSet);
         };
-        let protected: i64 = tx.query_row(
+        let protected: i64 = tx.value(
             "SELECT COUNT(*) FROM snapshots WHERE set_id = ?1 AND protected = 1",
-            [id],
-            |r| r.get(0),
+            args![id],
         )?;
         if protected > 0 {
             return Ok(SetRemoval::Protected(protected as u64));
         }
-        let forgotten = tx.execute("DELETE FROM snapshots WHERE set_id = ?1", [id])?;
+        let forgotten = tx.execute("DELETE FROM snapshots WHERE set_id = ?1", args![id])?;
         tx.execute(
             "DELETE FROM retention_rules WHERE client_id = ?1 AND set_name = ?2",
-            params![client, name],
+            args![client, name],
         )?;
-        tx.execute("DELETE FROM backup_sets WHERE id = ?1", [id])?;
+        tx.execute("DELETE FROM backup_sets WHERE id = ?1", args![id])?;
         tx.commit()?;
         Ok(SetRemoval::Removed {
-            snapshots: forgotten as u64,
+            snapshots: forgotten,
         })
     }
 
@@ -81,22 +73,23 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn set_summaries(&self) -> Result<Vec<SetSummary>> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.rows(
             "SELECT bs.client_id, bs.name, COUNT(s.id), MAX(s.finished_at)
              FROM backup_sets bs
              JOIN clients c ON c.id = bs.client_id AND c.removed_at IS NULL
              LEFT JOIN snapshots s ON s.set_id = bs.id
              GROUP BY bs.id ORDER BY bs.client_id, bs.name",
+            args![],
+            |r| {
+                Ok(SetSummary {
+                    client: r.get(0)?,
+                    set: r.get(1)?,
+                    snapshots: r.get::<i64>(2)? as u64,
+                    last_success_ms: r.get(3)?,
+                })
+            },
         )?;
-        let rows = stmt.query_map([], |r| {
-            Ok(SetSummary {
-                client: r.get(0)?,
-                set: r.get(1)?,
-                snapshots: r.get::<_, i64>(2)? as u64,
-                last_success_ms: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows)
     }
 
     /// Bytes each client is charged for (see
@@ -105,17 +98,19 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn stored_bytes_by_client(&self) -> Result<std::collections::HashMap<ClientId, u64>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT client_id, SUM(length * copies) FROM blobs GROUP BY client_id")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        let mut stored: std::collections::HashMap<ClientId, u64> =
-            rows.collect::<rusqlite::Result<_>>()?;
-        let mut unindexed = self
-            .conn
-            .prepare("SELECT id, unindexed_bytes FROM clients WHERE unindexed_bytes > 0")?;
-        for row in unindexed.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))? {
-            let (client, bytes): (ClientId, u64) = row?;
+        let rows = self.db.rows(
+            "SELECT client_id, CAST(SUM(length * copies) AS BIGINT) FROM blobs GROUP BY client_id",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut stored: std::collections::HashMap<ClientId, u64> = rows.into_iter().collect();
+        let unindexed = self.db.rows(
+            "SELECT id, unindexed_bytes FROM clients WHERE unindexed_bytes > 0",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        for (client, bytes) in unindexed {
+            let (client, bytes): (ClientId, u64) = (client, bytes);
             *stored.entry(client).or_default() += bytes;
         }
         Ok(stored)

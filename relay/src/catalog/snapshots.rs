@@ -1,7 +1,7 @@
 //! Snapshots: committed, listed, forgotten, and kept by retention rules.
 
+use super::sql::args;
 use super::{BlobKey, ClientId, Result, SetId, SnapshotId};
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use super::Catalog;
@@ -56,21 +56,20 @@ impl Catalog {
         files: u64,
         bytes: u64,
     ) -> Result<SnapshotId> {
-        self.conn.execute(
+        self.db.value(
             "INSERT INTO snapshots (client_id, set_id, root, started_at, finished_at, files, bytes, root_kind)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) RETURNING id",
+            args![
                 client,
                 set_id,
-                &root.id[..],
+                &root.id,
                 started_ms,
                 finished_ms,
-                files as i64,
-                bytes as i64,
+                files,
+                bytes,
                 root.kind as i64
             ],
-        )?;
-        Ok(SnapshotId(self.conn.last_insert_rowid() as u64))
+        )
     }
 
     /// Keeps `label` (opaque, bounded by the session) with `snapshot`.
@@ -78,9 +77,9 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn set_snapshot_label(&mut self, snapshot: SnapshotId, label: &[u8]) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE snapshots SET label = ?2 WHERE id = ?1",
-            params![snapshot, label],
+            args![snapshot, label],
         )?;
         Ok(())
     }
@@ -90,14 +89,13 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn snapshot_labels(&self, client: ClientId, ids: &[u64]) -> Result<Vec<(u64, Vec<u8>)>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT label FROM snapshots WHERE id = ?1 AND client_id = ?2 AND label IS NOT NULL",
-        )?;
         let mut labels = Vec::new();
         for id in ids {
-            let label: Option<Vec<u8>> = stmt
-                .query_row(params![*id as i64, client], |r| r.get(0))
-                .optional()?;
+            let label: Option<Vec<u8>> = self.db.row(
+                "SELECT label FROM snapshots WHERE id = ?1 AND client_id = ?2 AND label IS NOT NULL",
+                args![*id, client],
+                |r| r.get(0),
+            )?;
             if let Some(label) = label {
                 labels.push((*id, label));
             }
@@ -114,22 +112,16 @@ impl Catalog {
         &mut self,
         ids: &[SnapshotId],
     ) -> Result<(Vec<SnapshotId>, Vec<SnapshotId>)> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.write()?;
         let (mut forgotten, mut protected) = (Vec::new(), Vec::new());
         for id in ids {
             if tx.execute(
                 "DELETE FROM snapshots WHERE id = ?1 AND protected = 0",
-                [id],
+                args![id],
             )? > 0
             {
                 forgotten.push(*id);
-            } else if tx
-                .query_row("SELECT 1 FROM snapshots WHERE id = ?1", [id], |_| Ok(()))
-                .optional()?
-                .is_some()
-            {
+            } else if tx.exists("SELECT 1 FROM snapshots WHERE id = ?1", args![id])? {
                 protected.push(*id);
             }
         }
@@ -146,13 +138,10 @@ impl Catalog {
         client: Option<ClientId>,
         set: Option<&str>,
     ) -> Result<Vec<SnapshotRow>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT s.id, c.name, b.name, s.root, s.started_at, s.finished_at, s.files, s.bytes, s.protected
+        let rows = self.db.rows("SELECT s.id, c.name, b.name, s.root, s.started_at, s.finished_at, s.files, s.bytes, s.protected
              FROM snapshots s JOIN clients c ON c.id = s.client_id JOIN backup_sets b ON b.id = s.set_id
-             WHERE (?1 IS NULL OR s.client_id = ?1) AND (?2 IS NULL OR b.name = ?2)
-             ORDER BY s.id",
-        )?;
-        let rows = stmt.query_map(params![client, set], |r| {
+             WHERE (CAST(?1 AS BIGINT) IS NULL OR s.client_id = ?1) AND (CAST(?2 AS TEXT) IS NULL OR b.name = ?2)
+             ORDER BY s.id", args![client, set], |r| {
             let root: Vec<u8> = r.get(3)?;
             let root_id: [u8; 32] = root.as_slice().try_into().unwrap_or([0; 32]);
             let (started_ms, finished_ms): (i64, i64) = (r.get(4)?, r.get(5)?);
@@ -163,8 +152,8 @@ impl Catalog {
                 root: root_id.iter().map(|b| format!("{b:02x}")).collect(),
                 started_at: ferry_protocol::units::format_rfc3339(started_ms),
                 finished_at: ferry_protocol::units::format_rfc3339(finished_ms),
-                files: r.get::<_, i64>(6)? as u64,
-                bytes: r.get::<_, i64>(7)? as u64,
+                files: r.get(6)?,
+                bytes: r.get(7)?,
                 protected: r.get(8)?,
                 kept_by: Vec::new(),
                 root_id,
@@ -172,6 +161,6 @@ impl Catalog {
                 finished_ms,
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows)
     }
 }

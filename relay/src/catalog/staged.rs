@@ -8,7 +8,7 @@
 //! `blobs`; an upload that ends without one drops them, and a start drops
 //! what a killed relay left.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::sql::args;
 
 use super::{codec_from_sql, BlobKind, BlobRow, Catalog, ClientId, Result};
 use crate::clock::now_ms;
@@ -20,27 +20,23 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn stage_trees(&mut self, upload: u64, client: ClientId, rows: &[BlobRow]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO staged_trees (upload, client_id, id, pack, offset, length, compressed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?;
-            for row in rows {
-                insert.execute(params![
-                    upload as i64,
+        let tx = self.db.write()?;
+        for row in rows {
+            tx.execute(
+                "INSERT INTO staged_trees (upload, client_id, id, pack, \"offset\", length, compressed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                args![
+                    upload,
                     client,
-                    &row.id[..],
+                    &row.id,
                     row.at.pack,
-                    row.at.offset as i64,
+                    row.at.offset,
                     row.at.len,
                     row.codec.code()
-                ])?;
-            }
+                ],
+            )?;
         }
-        Ok(tx.commit()?)
+        tx.commit()
     }
 
     /// A tree staged by `upload`, if it is.
@@ -48,26 +44,22 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn staged_tree(&self, upload: u64, id: &[u8; 32]) -> Result<Option<BlobRow>> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT pack, offset, length, compressed FROM staged_trees WHERE upload = ?1 AND id = ?2",
-            )?
-            .query_row(params![upload as i64, &id[..]], |r| {
+        self.db.row(
+                "SELECT pack, \"offset\", length, compressed FROM staged_trees WHERE upload = ?1 AND id = ?2",
+            args![upload, id], |r| {
                 Ok(BlobRow {
                     kind: BlobKind::Tree,
                     id: *id,
                     at: BlobLocation {
                         pack: r.get(0)?,
-                        offset: r.get::<_, i64>(1)? as u64,
+                        offset: r.get(1)?,
                         len: r.get(2)?,
                     },
                     codec: codec_from_sql(r.get(3)?)?,
                     // Staged only by this version, which stores trees twice.
-                    copies: BlobRow::copies_of(BlobKind::Tree),
+                                        copies: BlobRow::copies_of(BlobKind::Tree),
                 })
             })
-            .optional()?)
     }
 
     /// Moves `upload`'s staged trees into the blob index (its commit
@@ -77,38 +69,33 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn index_staged_trees(&mut self, upload: u64) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.write()?;
         let now = now_ms();
         tx.execute(
             "UPDATE damage SET healed_at = ?3
              WHERE kind = ?2 AND healed_at IS NULL AND EXISTS (SELECT 1 FROM staged_trees s
                  WHERE s.upload = ?1 AND s.client_id = damage.client_id AND s.id = damage.blob)",
-            params![upload as i64, BlobKind::Tree as i64, now],
+            args![upload, BlobKind::Tree as i64, now],
         )?;
         tx.execute(
-            "INSERT INTO blobs (client_id, kind, id, pack, offset, length, compressed, stored_at, copies)
-             SELECT client_id, ?2, id, pack, offset, length, compressed, ?3, ?4
+            "INSERT INTO blobs (client_id, kind, id, pack, \"offset\", length, compressed, stored_at, copies)
+             SELECT client_id, ?2, id, pack, \"offset\", length, compressed, ?3, ?4
              FROM staged_trees WHERE upload = ?1 AND true
              ON CONFLICT (client_id, kind, id) DO UPDATE SET
-               pack = excluded.pack, offset = excluded.offset, length = excluded.length,
+               pack = excluded.pack, \"offset\" = excluded.\"offset\", length = excluded.length,
                compressed = excluded.compressed, stored_at = excluded.stored_at,
                copies = excluded.copies,
                state = 0, verified_at = 0
              WHERE blobs.state != 0",
-            params![
-                upload as i64,
+            args![
+                upload,
                 BlobKind::Tree as i64,
                 now,
                 BlobRow::copies_of(BlobKind::Tree)
             ],
         )?;
-        tx.execute(
-            "DELETE FROM staged_trees WHERE upload = ?1",
-            [upload as i64],
-        )?;
-        Ok(tx.commit()?)
+        tx.execute("DELETE FROM staged_trees WHERE upload = ?1", args![upload])?;
+        tx.commit()
     }
 
     /// Drops `upload`'s staged trees (it ended without a commit).
@@ -116,10 +103,8 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn drop_staged_trees(&mut self, upload: u64) -> Result<()> {
-        self.conn.execute(
-            "DELETE FROM staged_trees WHERE upload = ?1",
-            [upload as i64],
-        )?;
+        self.db
+            .execute("DELETE FROM staged_trees WHERE upload = ?1", args![upload])?;
         Ok(())
     }
 
@@ -129,9 +114,9 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn drop_staged_trees_of(&mut self, uploads: std::ops::Range<u64>) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "DELETE FROM staged_trees WHERE upload >= ?1 AND upload < ?2",
-            params![uploads.start as i64, uploads.end as i64],
+            args![uploads.start, uploads.end],
         )?;
         Ok(())
     }

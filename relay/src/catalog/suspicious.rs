@@ -3,8 +3,7 @@
 //! (kept in the settings, so a restart between the commit and the alert
 //! check still says it).
 
-use rusqlite::{params, OptionalExtension};
-
+use super::sql::args;
 use super::{Catalog, ClientId, Result, SetId, SnapshotId};
 use crate::suspicion::Size;
 
@@ -37,23 +36,20 @@ impl Catalog {
         set_id: SetId,
         snapshot: SnapshotId,
     ) -> Result<Option<(SnapshotId, Size)>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, files, bytes FROM snapshots WHERE set_id = ?1 AND id < ?2
+        self.db.row(
+            "SELECT id, files, bytes FROM snapshots WHERE set_id = ?1 AND id < ?2
                  ORDER BY id DESC LIMIT 1",
-                params![set_id, snapshot],
-                |r| {
-                    Ok((
-                        r.get(0)?,
-                        Size {
-                            files: r.get::<_, i64>(1)? as u64,
-                            bytes: r.get::<_, i64>(2)? as u64,
-                        },
-                    ))
-                },
-            )
-            .optional()?)
+            args![set_id, snapshot],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    Size {
+                        files: r.get(1)?,
+                        bytes: r.get(2)?,
+                    },
+                ))
+            },
+        )
     }
 
     /// Holds `snapshot` until `until_ms` at least (retention keeps it).
@@ -61,9 +57,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn hold_snapshot(&mut self, snapshot: SnapshotId, until_ms: i64) -> Result<()> {
-        self.conn.execute(
-            "UPDATE snapshots SET held_until = MAX(held_until, ?2) WHERE id = ?1",
-            params![snapshot, until_ms],
+        self.db.execute(
+            "UPDATE snapshots SET held_until = CASE WHEN held_until > ?2 THEN held_until ELSE ?2 END
+             WHERE id = ?1",
+            args![snapshot, until_ms],
         )?;
         Ok(())
     }
@@ -80,12 +77,15 @@ impl Catalog {
         held: SnapshotId,
         message: &str,
     ) -> Result<()> {
-        let (client_name, set): (String, String) = self.conn.query_row(
-            "SELECT c.name, s.name FROM clients c JOIN backup_sets s ON s.client_id = c.id
+        let (client_name, set): (String, String) = self
+            .db
+            .row(
+                "SELECT c.name, s.name FROM clients c JOIN backup_sets s ON s.client_id = c.id
              WHERE c.id = ?1 AND s.id = ?2",
-            params![client, set_id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
+                args![client, set_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?
+            .ok_or_else(|| super::CatalogError::Value("no such row".into()))?;
         let record = SuspiciousBackup {
             client: client_name,
             set,
@@ -102,13 +102,14 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn suspicious_backups(&self) -> Result<Vec<SuspiciousBackup>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT value FROM settings WHERE substr(key, 1, ?2) = ?1 ORDER BY key")?;
-        let rows = stmt.query_map(params![KEY, KEY.len()], |r| r.get::<_, String>(0))?;
+        let rows = self.db.rows(
+            "SELECT value FROM settings WHERE substr(key, 1, CAST(?2 AS INTEGER)) = ?1 ORDER BY key",
+            args![KEY, KEY.len() as u64],
+            |r| r.get::<String>(0),
+        )?;
         let mut found = Vec::new();
         for text in rows {
-            if let Ok(record) = serde_json::from_str(&text?) {
+            if let Ok(record) = serde_json::from_str(&text) {
                 found.push(record);
             }
         }

@@ -2,7 +2,7 @@
 //! blob was last found whole, what was found damaged, and which snapshots a
 //! backup healed since. The checks themselves live in `crate::verify`.
 
-use rusqlite::{params, OptionalExtension, TransactionBehavior};
+use super::sql::args;
 use serde::Serialize;
 
 use super::ports::DamageLog;
@@ -57,11 +57,8 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn packs_by_verification(&self) -> Result<Vec<(PackId, i64)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT pack, MIN(verified_at) FROM blobs GROUP BY pack ORDER BY MIN(verified_at), pack",
-        )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        let rows = self.db.rows("SELECT pack, MIN(verified_at) FROM blobs GROUP BY pack ORDER BY MIN(verified_at), pack", args![], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows)
     }
 
     /// The rows of `pack` last verified before `cutoff_ms`, in pack order,
@@ -74,15 +71,16 @@ impl Catalog {
         pack: PackId,
         cutoff_ms: i64,
     ) -> Result<Vec<(ClientId, BlobRow, BlobState)>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT client_id, kind, id, offset, length, compressed, copies, state FROM blobs
-             WHERE pack = ?1 AND verified_at < ?2 ORDER BY offset",
+        let rows = self.db.rows(
+            "SELECT client_id, kind, id, \"offset\", length, compressed, copies, state FROM blobs
+             WHERE pack = ?1 AND verified_at < ?2 ORDER BY \"offset\"",
+            args![pack, cutoff_ms],
+            |r| {
+                let (client, row) = super::garbage::blob_in_pack(r, pack)?;
+                Ok((client, row, BlobState::from_code(r.get(7)?)))
+            },
         )?;
-        let rows = stmt.query_map(params![pack, cutoff_ms], |r| {
-            let (client, row) = super::garbage::blob_in_pack(r, pack)?;
-            Ok((client, row, BlobState::from_code(r.get(7)?)))
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows)
     }
 
     /// How many rows of `pack` were last verified before `cutoff_ms`, and
@@ -91,11 +89,7 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn due_in_pack(&self, pack: PackId, cutoff_ms: i64) -> Result<(u64, u64)> {
-        Ok(self.conn.query_row(
-            "SELECT COUNT(*), COALESCE(SUM(length * copies), 0) FROM blobs WHERE pack = ?1 AND verified_at < ?2",
-            params![pack, cutoff_ms],
-            |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-        )?)
+        self.db.row("SELECT COUNT(*), CAST(COALESCE(SUM(length * copies), 0) AS BIGINT) FROM blobs WHERE pack = ?1 AND verified_at < ?2", args![pack, cutoff_ms], |r| Ok((r.get::<i64>(0)? as u64, r.get::<i64>(1)? as u64)))?.ok_or_else(|| super::CatalogError::Value("no such row".into()))
     }
 
     /// Records the rows of `pack` up to offset `last` that were due (last
@@ -106,10 +100,10 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn mark_pack_verified(&mut self, pack: PackId, last: u64, cutoff_ms: i64) -> Result<()> {
-        self.conn.execute(
+        self.db.execute(
             "UPDATE blobs SET verified_at = ?4
-             WHERE pack = ?1 AND offset <= ?2 AND verified_at < ?3 AND state != 1",
-            params![pack, last as i64, cutoff_ms, now_ms()],
+             WHERE pack = ?1 AND \"offset\" <= ?2 AND verified_at < ?3 AND state != 1",
+            args![pack, last, cutoff_ms, now_ms()],
         )?;
         Ok(())
     }
@@ -130,17 +124,10 @@ impl Catalog {
         } else {
             (BlobState::Whole, BlobState::Incomplete)
         };
-        self.conn
-            .prepare_cached(
-                "UPDATE blobs SET state = ?5 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = ?4",
-            )?
-            .execute(params![
-                client,
-                kind as i64,
-                &id[..],
-                from.code(),
-                to.code()
-            ])?;
+        self.db.execute(
+            "UPDATE blobs SET state = ?5 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = ?4",
+            args![client, kind as i64, id, from.code(), to.code()],
+        )?;
         Ok(())
     }
 
@@ -156,10 +143,10 @@ impl Catalog {
         snapshots: &[SnapshotId],
     ) -> Result<()> {
         let text = serde_json::to_string(snapshots).unwrap_or_else(|_| "[]".into());
-        self.conn.execute(
+        self.db.execute(
             "UPDATE damage SET snapshots = ?4
              WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
-            params![client, kind as i64, &id[..], text],
+            args![client, kind as i64, id, text],
         )?;
         Ok(())
     }
@@ -172,14 +159,12 @@ impl Catalog {
     pub fn client_damage(&self, client: ClientId) -> Result<(Vec<u64>, Vec<u64>)> {
         let mut damaged = std::collections::BTreeSet::new();
         let mut healed = std::collections::BTreeSet::new();
-        let mut stmt = self
-            .conn
-            .prepare("SELECT snapshots, healed_at IS NOT NULL FROM damage WHERE client_id = ?1")?;
-        let rows = stmt.query_map([client], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
-        })?;
-        for row in rows {
-            let (text, was_healed) = row?;
+        let rows = self.db.rows(
+            "SELECT snapshots, healed_at IS NOT NULL FROM damage WHERE client_id = ?1",
+            args![client],
+            |r| Ok((r.get::<String>(0)?, r.get::<bool>(1)?)),
+        )?;
+        for (text, was_healed) in rows {
             let ids: Vec<u64> = serde_json::from_str(&text).unwrap_or_default();
             if was_healed {
                 healed.extend(ids);
@@ -188,10 +173,14 @@ impl Catalog {
             }
         }
         let existing: std::collections::HashSet<u64> = self
-            .conn
-            .prepare("SELECT id FROM snapshots WHERE client_id = ?1")?
-            .query_map([client], |r| Ok(r.get::<_, i64>(0)? as u64))?
-            .collect::<rusqlite::Result<_>>()?;
+            .db
+            .rows(
+                "SELECT id FROM snapshots WHERE client_id = ?1",
+                args![client],
+                |r| r.get(0),
+            )?
+            .into_iter()
+            .collect();
         let keep = |set: std::collections::BTreeSet<u64>| -> Vec<u64> {
             set.into_iter().filter(|id| existing.contains(id)).collect()
         };
@@ -208,12 +197,13 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn open_damage_by_client(&self) -> Result<std::collections::HashMap<String, u64>> {
-        let mut stmt = self.conn.prepare(
+        let rows = self.db.rows(
             "SELECT c.name, COUNT(*) FROM damage d JOIN clients c ON c.id = d.client_id
-             WHERE d.healed_at IS NULL GROUP BY d.client_id",
+             WHERE d.healed_at IS NULL GROUP BY c.id, c.name",
+            args![],
+            |r| Ok((r.get(0)?, r.get(1)?)),
         )?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows.into_iter().collect())
     }
 
     /// Damage records, oldest first: every one, or with `healed_since`
@@ -222,28 +212,25 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn damage_records(&self, healed_since: Option<i64>) -> Result<Vec<DamageRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT c.name, d.kind, d.blob, d.pack, d.offset, d.length, d.reason, d.found_at, d.healed_at
+        let rows = self.db.rows("SELECT c.name, d.kind, d.blob, d.pack, d.\"offset\", d.length, d.reason, d.found_at, d.healed_at
              FROM damage d JOIN clients c ON c.id = d.client_id
-             WHERE ?1 IS NULL OR d.healed_at >= ?1 ORDER BY d.id",
-        )?;
-        let rows = stmt.query_map([healed_since], |r| {
+             WHERE CAST(?1 AS BIGINT) IS NULL OR d.healed_at >= ?1 ORDER BY d.id", args![healed_since], |r| {
             let blob: Vec<u8> = r.get(2)?;
             Ok(DamageRecord {
                 client: r.get(0)?,
                 kind: kind_name(BlobKind::from_code(r.get(1)?)?),
                 blob: hex(&blob),
                 pack: r.get(3)?,
-                offset: r.get::<_, i64>(4)? as u64,
+                offset: r.get::<i64>(4)? as u64,
                 length: r.get(5)?,
                 reason: r.get(6)?,
                 found_at: ferry_protocol::units::format_rfc3339(r.get(7)?),
                 healed_at: r
-                    .get::<_, Option<i64>>(8)?
+                    .get::<Option<i64>>(8)?
                     .map(ferry_protocol::units::format_rfc3339),
             })
         })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        Ok(rows)
     }
 
     /// Repairs the catalog file at `path` (the relay stopped): first by
@@ -309,7 +296,7 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn client_name(&self, client: ClientId) -> Result<String> {
-        Ok(super::clients::client_where(&self.conn, "id = ?1", client)?
+        Ok(super::clients::client_where(&self.db, "id = ?1", client)?
             .map_or_else(|| format!("#{client}"), |c| c.name))
     }
 }
@@ -435,37 +422,24 @@ impl DamageLog for Catalog {
     /// # Errors
     /// SQLite errors.
     fn mark_damaged(&mut self, client: ClientId, row: &BlobRow, reason: &str) -> Result<bool> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = self.db.write()?;
         let changed = tx.execute(
             "UPDATE blobs SET state = 1
-             WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND offset = ?5",
-            params![
-                client,
-                row.kind as i64,
-                &row.id[..],
-                row.at.pack,
-                row.at.offset as i64
-            ],
+             WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND pack = ?4 AND \"offset\" = ?5",
+            args![client, row.kind as i64, &row.id, row.at.pack, row.at.offset],
         )?;
         if changed > 0 {
             let known: Option<i64> = tx
-                .query_row(
-                    "SELECT id FROM damage WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
-                    params![client, row.kind as i64, &row.id[..]],
-                    |r| r.get(0),
-                )
-                .optional()?;
+                .row("SELECT id FROM damage WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL", args![client, row.kind as i64, &row.id], |r| r.get(0))?;
             if known.is_none() {
                 tx.execute(
-                    "INSERT INTO damage (client_id, kind, blob, pack, offset, length, reason, found_at)
+                    "INSERT INTO damage (client_id, kind, blob, pack, \"offset\", length, reason, found_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    rusqlite::params_from_iter(
-                        row.key_and_place(client)
-                            .into_iter()
-                            .chain([reason.to_owned().into(), now_ms().into()]),
-                    ),
+                    &row
+                        .key_and_place(client)
+                        .into_iter()
+                        .chain([reason.into(), now_ms().into()])
+                        .collect::<Vec<_>>(),
                 )?;
             }
         }
@@ -479,11 +453,9 @@ impl DamageLog for Catalog {
     /// # Errors
     /// SQLite errors.
     fn has_damage(&self, client: ClientId) -> Result<bool> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT 1 FROM blobs WHERE client_id = ?1 AND state != 0 LIMIT 1")?
-            .query_row([client], |_| Ok(()))
-            .optional()?
-            .is_some())
+        self.db.exists(
+            "SELECT 1 FROM blobs WHERE client_id = ?1 AND state != 0 LIMIT 1",
+            args![client],
+        )
     }
 }

@@ -9,6 +9,8 @@ use anyhow::{bail, Context, Result};
 use ferry_protocol::units::parse_size;
 use serde::{Deserialize, Serialize};
 
+use crate::catalog::CatalogAt;
+
 pub use crate::store::s3::S3Settings;
 
 /// `[storage]` as written in `relay.toml`.
@@ -77,26 +79,30 @@ impl Default for StorageConfig {
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct CatalogConfig {
     /// `sqlite:///ABSOLUTE/PATH` (a catalog several relays on one host
-    /// share); none: `DATA/catalog.sqlite`.
+    /// share) or `postgres://USER:PASSWORD@HOST/DATABASE` (relays on
+    /// several hosts); none: `DATA/catalog.sqlite`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
 }
 
 impl CatalogConfig {
-    /// The catalog file `url` names, if it names one.
+    /// The catalog `url` names, if it names one.
     ///
     /// # Errors
-    /// A URL that is not `sqlite:///ABSOLUTE/PATH`.
-    pub fn sqlite_path(&self) -> Result<Option<PathBuf>> {
+    /// A URL that is neither `sqlite:///ABSOLUTE/PATH` nor `postgres://…`.
+    pub fn location(&self) -> Result<Option<CatalogAt>> {
         let Some(url) = &self.url else {
             return Ok(None);
         };
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            bail!("relay.toml [catalog] url: PostgreSQL catalogs are not built yet; use sqlite:///PATH");
+            return Ok(Some(CatalogAt::Postgres(url.clone())));
         }
         match url.strip_prefix("sqlite://") {
-            Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
-            _ => bail!("relay.toml [catalog] url takes sqlite:///ABSOLUTE/PATH, not {url}"),
+            Some(path) if path.starts_with('/') => Ok(Some(CatalogAt::File(PathBuf::from(path)))),
+            _ => bail!(
+                "relay.toml [catalog] url takes sqlite:///ABSOLUTE/PATH or postgres://USER:PASSWORD@HOST/DATABASE, not {}",
+                CatalogAt::Postgres(url.clone())
+            ),
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The rules every catalog keeps, run against each implementation: SQLite
-//! (the relay's) and an in-memory fake. A PostgreSQL catalog passes these
-//! too before the relay may use it.
+//! (the relay's default), PostgreSQL (relays on several hosts) and an
+//! in-memory fake.
 
 use std::collections::HashMap;
 
@@ -88,14 +88,14 @@ impl DamageLog for MemoryCatalog {
     }
 }
 
-/// A catalog of each kind, fresh, with what holds it.
+/// A catalog of each kind, fresh, with what holds it: the fake, SQLite
+/// and PostgreSQL.
 fn catalogs() -> Vec<(Box<dyn Rules>, Option<tempfile::TempDir>)> {
-    let dir = tempfile::tempdir().unwrap();
-    let sqlite = Catalog::open(&dir.path().join("catalog.sqlite")).unwrap();
-    vec![
-        (Box::new(MemoryCatalog::default()), None),
-        (Box::new(sqlite), Some(dir)),
-    ]
+    let mut all: Vec<(Box<dyn Rules>, _)> = vec![(Box::new(MemoryCatalog::default()), None)];
+    for (at, dir) in crate::catalog::test_catalogs() {
+        all.push((Box::new(Catalog::open_at(&at).unwrap()), dir));
+    }
+    all
 }
 
 /// Both ports, as one object the rules tests drive.

@@ -314,7 +314,7 @@ fn relays_sharing_a_catalog_collect_in_turn_and_a_stale_lease_deletes_nothing() 
     // fenced off: its collection fails before deleting a row.
     repo.catalog(|c| c.release_lease(crate::gc::GC_LEASE, &held))
         .unwrap();
-    let mut catalog = crate::catalog::Catalog::open(repo.catalog_path()).unwrap();
+    let mut catalog = crate::catalog::Catalog::open_at(repo.catalog_at()).unwrap();
     let stale = crate::gc::Fence::take(&mut catalog, 7, lease)
         .unwrap()
         .unwrap();
