@@ -56,7 +56,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         identity: Option<PathBuf>,
         /// The catalog: `sqlite:///ABSOLUTE/PATH`, shared by the relays of
-        /// one service on one host (default: DATA/catalog.sqlite).
+        /// one service on one host, or `postgres://USER:PASSWORD@HOST/DB`,
+        /// shared by relays on several hosts (default: DATA/catalog.sqlite).
         #[arg(long, value_name = "URL")]
         catalog: Option<String>,
     },

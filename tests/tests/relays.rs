@@ -1,5 +1,6 @@
 //! Several relays, one service: three relays on loopback present one
-//! identity and share one catalog and one bucket (moto's S3 server).
+//! identity and share one catalog (PostgreSQL, started by the test with
+//! initdb/pg_ctl) and one bucket (moto's S3 server).
 //! Endpoints back up at once, spread over them; one relay is killed with
 //! -9 in the middle; every endpoint finishes (the failed runs once more,
 //! as its daemon would, through the next address); a collection asked of
@@ -11,6 +12,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use ferry_relay::catalog::pg_server::PgServer;
 use ferry_relay::store::moto::Moto;
 use ferry_tests::tree::{listing, random_bytes};
 use ferry_tests::{arg, http_get, ok, wait_for, Endpoint, Relay, RelayOptions};
@@ -18,7 +20,19 @@ use ferry_tests::{arg, http_get, ok, wait_for, Endpoint, Relay, RelayOptions};
 const MIB: usize = 1 << 20;
 const ENDPOINTS: usize = 8;
 
-/// A relay of the service in `work`: its catalog file and bucket
+/// The service in `work`'s catalog: a database of the tests' PostgreSQL,
+/// made for its first relay.
+fn service_catalog(work: &Path) -> String {
+    let file = work.join("catalog.url");
+    if let Ok(url) = fs::read_to_string(&file) {
+        return url;
+    }
+    let url = PgServer::shared().database();
+    fs::write(&file, &url).unwrap();
+    url
+}
+
+/// A relay of the service in `work`: its catalog and bucket
 /// `bucket` shared, presenting `identity` when given, with more relay.toml
 /// `sections` (table, lines) and environment `env` (test hooks).
 fn service_relay(
@@ -33,10 +47,7 @@ fn service_relay(
         Moto::shared().bucket(bucket);
     }
     let keys = Moto::keys_file(work);
-    let mut init_args = vec![
-        "--catalog".to_string(),
-        format!("sqlite://{}", work.join("catalog.sqlite").display()),
-    ];
+    let mut init_args = vec!["--catalog".to_string(), service_catalog(work)];
     if let Some(identity) = identity {
         init_args.extend(["--identity".to_string(), identity.display().to_string()]);
     }
@@ -208,7 +219,7 @@ fn three_relays_share_one_catalog_and_bucket_and_survive_one_killed_mid_backup()
 }
 
 #[test]
-fn a_lease_holder_held_past_its_lease_deletes_nothing_once_it_goes_on() {
+fn a_lease_holder_frozen_past_its_lease_deletes_nothing_once_resumed() {
     let work = tempfile::tempdir().unwrap();
     // The first relay collects every second under a 2 s lease, and its
     // collection waits before the sweep while `hold` exists.
@@ -238,16 +249,24 @@ fn a_lease_holder_held_past_its_lease_deletes_nothing_once_it_goes_on() {
     endpoint.backup_json(&[arg(&src)]);
 
     first.wait_for_log("gc: held before the sweep");
-    // The first relay's collector is held there, as frozen, past its 2 s
-    // lease, while the rest of that relay runs on. (Stopping the whole
-    // relay with SIGSTOP was tried: caught inside a write to the shared
-    // SQLite file, it holds the file's lock and every relay waits on it — a
-    // limit of a shared SQLite catalog, not of the lease — and full-suite
-    // runs hit that.) The second relay's collection waits out the lease,
-    // then runs under a new token.
-    second.wait_for_log("snapshots kept;");
-    // Let go, the first finds its token stale and deletes nothing.
+    // The first relay, holding the lease, is frozen whole (SIGSTOP) past
+    // its 2 s lease — at a moment it is inside no catalog transaction,
+    // else it would hold the writers' lock and every relay would wait for
+    // it to go on (that is the lock's job, not the lease's).
+    let pid = rustix::process::Pid::from_raw(first.pid() as i32).unwrap();
+    loop {
+        rustix::process::kill_process(pid, rustix::process::Signal::STOP).unwrap();
+        if !PgServer::shared().writer_lock_held(&service_catalog(work.path())) {
+            break;
+        }
+        rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
+    }
     fs::remove_file(&hold).unwrap();
+    // The second relay's collection waits out the lease, then runs under
+    // a new token.
+    second.wait_for_log("snapshots kept;");
+    // Resumed, the first finds its token stale and deletes nothing.
+    rustix::process::kill_process(pid, rustix::process::Signal::CONT).unwrap();
     let refused = first.wait_for_log("taken by another relay");
     assert!(refused.contains("deletes nothing more"), "{refused}");
 

@@ -92,6 +92,26 @@ impl PgServer {
         self.url(&name)
     }
 
+    /// Whether a session of the database at `url` holds the catalog's
+    /// writers' lock (a relay inside a write transaction).
+    ///
+    /// # Panics
+    /// When the server refuses.
+    pub fn writer_lock_held(&self, url: &str) -> bool {
+        let name = url.rsplit('/').next().unwrap_or_default();
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+            .expect("cannot connect to the tests' PostgreSQL");
+        let held: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                 WHERE l.locktype = 'advisory' AND l.granted AND d.datname = $1",
+                &[&name],
+            )
+            .expect("cannot read pg_locks")
+            .get(0);
+        held > 0
+    }
+
     /// The URL of database `name`.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://ferry@127.0.0.1:{}/{name}", self.port)

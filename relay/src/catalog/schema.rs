@@ -220,7 +220,10 @@ impl Catalog {
     /// starting together migrate once.
     pub(super) fn migrate_postgres(&mut self) -> Result<()> {
         let tx = self.db.write()?;
-        tx.batch("CREATE TABLE IF NOT EXISTS ferry_schema (version BIGINT NOT NULL)")?;
+        let made: bool = tx.value("SELECT to_regclass('ferry_schema') IS NOT NULL", args![])?;
+        if !made {
+            tx.batch("CREATE TABLE ferry_schema (version BIGINT NOT NULL)")?;
+        }
         let version: Option<usize> =
             tx.row("SELECT version FROM ferry_schema", args![], |r| r.get(0))?;
         let mut version = match version {

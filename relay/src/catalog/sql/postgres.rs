@@ -20,8 +20,13 @@ pub(super) const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(724030
 
 /// A PostgreSQL connection and the statements prepared on it.
 pub(crate) struct PgConn {
-    client: Client,
+    url: String,
+    /// Always there but while being dropped (see `Drop`).
+    client: Option<Client>,
     prepared: HashMap<String, Statement>,
+    /// Whether a transaction is open on `client` (never continued on
+    /// another connection: its first statements went with the old one).
+    in_transaction: bool,
 }
 
 impl PgConn {
@@ -29,9 +34,31 @@ impl PgConn {
     pub(super) fn connect(url: &str) -> Result<Self> {
         let client = off_runtime(|| Client::connect(url, NoTls)).map_err(CatalogError::from)?;
         Ok(PgConn {
-            client,
+            url: url.to_owned(),
+            client: Some(client),
             prepared: HashMap::new(),
+            in_transaction: false,
         })
+    }
+
+    /// A new connection in place of one the server closed (a restart, a
+    /// failover): the statement that found it closed failed, the next one
+    /// runs on the new connection.
+    fn reconnect_if_closed(&mut self) -> Result<()> {
+        if self.client().is_closed() {
+            if self.in_transaction {
+                return Err(CatalogError::Unreachable(
+                    "the connection closed inside a transaction, which the server rolled back"
+                        .into(),
+                ));
+            }
+            tracing::warn!("catalog: the connection to PostgreSQL was closed; connecting again");
+            let url = self.url.clone();
+            let client = off_runtime(|| Client::connect(&url, NoTls))?;
+            self.client = Some(client);
+            self.prepared.clear();
+        }
+        Ok(())
     }
 
     /// The statement prepared for `sql` with parameters of `args`'
@@ -48,12 +75,13 @@ impl PgConn {
                 Value::Blob(_) => Type::BYTEA,
             })
             .collect();
+        self.reconnect_if_closed()?;
         let key = format!("{types:?}{sql}");
         if let Some(statement) = self.prepared.get(&key) {
             return Ok(statement.clone());
         }
         let text = numbered_parameters(sql);
-        let client = &mut self.client;
+        let client = self.client();
         let statement = off_runtime(|| client.prepare_typed(&text, &types))?;
         self.prepared.insert(key, statement.clone());
         Ok(statement)
@@ -63,23 +91,58 @@ impl PgConn {
     pub(super) fn execute(&mut self, sql: &str, args: &[Value]) -> Result<u64> {
         let statement = self.statement(sql, args)?;
         let params = params(args);
-        let client = &mut self.client;
+        let client = self.client();
         Ok(off_runtime(|| client.execute(&statement, &params))?)
     }
 
     /// Runs statements without parameters.
     pub(super) fn batch(&mut self, sql: &str) -> Result<()> {
-        let client = &mut self.client;
-        Ok(off_runtime(|| client.batch_execute(sql))?)
+        if sql == "COMMIT" || sql == "ROLLBACK" {
+            let ended = std::mem::replace(&mut self.in_transaction, false);
+            if ended && self.client().is_closed() && sql == "ROLLBACK" {
+                // The server rolled it back when the connection closed.
+                return Ok(());
+            }
+        }
+        self.reconnect_if_closed()?;
+        let client = self.client();
+        let done = off_runtime(|| client.batch_execute(sql));
+        if sql.starts_with("BEGIN") {
+            if done.is_err() {
+                // A `BEGIN` that got no lock leaves no transaction behind.
+                let _ = off_runtime(|| client.batch_execute("ROLLBACK"));
+            } else {
+                self.in_transaction = true;
+            }
+        }
+        Ok(done?)
     }
 
     /// Every row of a query.
     pub(super) fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
         let statement = self.statement(sql, args)?;
         let params = params(args);
-        let client = &mut self.client;
+        let client = self.client();
         let rows = off_runtime(|| client.query(&statement, &params))?;
         rows.iter().map(row).collect()
+    }
+}
+
+impl PgConn {
+    fn client(&mut self) -> &mut Client {
+        self.client
+            .as_mut()
+            .expect("the client is there until dropped")
+    }
+}
+
+impl Drop for PgConn {
+    /// Closes the connection where blocking is allowed (the client blocks
+    /// on its own runtime to say goodbye).
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            off_runtime(move || drop(client));
+        }
     }
 }
 
@@ -184,6 +247,13 @@ impl From<postgres::Error> for CatalogError {
             let line = format!("{}: {}", db.code().code(), db.message());
             return if *db.code() == postgres::error::SqlState::DISK_FULL {
                 CatalogError::DiskFull(line)
+            } else if ["08", "57P"]
+                .iter()
+                .any(|class| db.code().code().starts_with(class))
+            {
+                // The connection failed, or the server is shutting down
+                // or starting: the catalog cannot be reached just now.
+                CatalogError::Unreachable(line)
             } else if db.code().code().starts_with("23") {
                 CatalogError::Conflict(line)
             } else {
