@@ -24,6 +24,7 @@ use sql::{args, Db};
 
 mod blobs;
 mod clients;
+mod copy;
 mod garbage;
 mod limits;
 mod pairing;
@@ -40,6 +41,7 @@ mod staged;
 mod suspicious;
 mod verify;
 pub use clients::ClientRecord;
+pub use copy::Copied;
 pub use garbage::PackUsage;
 pub use pairing::{PairOutcome, PairingLookup, PairingState, PendingPairing};
 pub use ports::{BlobIndex, DamageLog};

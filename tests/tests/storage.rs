@@ -6,6 +6,7 @@
 use std::fs;
 use std::path::Path;
 
+use ferry_relay::catalog::pg_server::PgServer;
 use ferry_relay::store::moto::Moto;
 use ferry_tests::faults::{Fault, FaultProxy};
 use ferry_tests::tree::{listing, random_bytes};
@@ -191,7 +192,8 @@ fn a_failing_object_store_gets_retries_then_one_clear_refusal_and_nothing_is_ack
 }
 
 #[test]
-fn a_relay_with_history_migrates_to_an_object_store_and_every_snapshot_restores_identical() {
+fn a_relay_with_history_migrates_to_an_object_store_and_postgres_and_every_snapshot_restores_identical(
+) {
     let work = tempfile::tempdir().unwrap();
     let mut relay = Relay::start();
     let endpoint = Endpoint::new();
@@ -208,6 +210,7 @@ fn a_relay_with_history_migrates_to_an_object_store_and_every_snapshot_restores_
     let local = relay.pack_bytes();
     Moto::shared().bucket("migrated");
     let keys = Moto::keys_file(work.path());
+    let catalog = PgServer::shared().database();
     let migrate = [
         "migrate",
         "--to-storage",
@@ -216,6 +219,8 @@ fn a_relay_with_history_migrates_to_an_object_store_and_every_snapshot_restores_
         &Moto::shared().endpoint,
         "--credentials-file",
         arg(&keys),
+        "--to-catalog",
+        &catalog,
     ];
     let refused = relay.admin(&migrate);
     assert_eq!(refused.status.code(), Some(1));
@@ -228,6 +233,7 @@ fn a_relay_with_history_migrates_to_an_object_store_and_every_snapshot_restores_
     relay.terminate();
     let said = ok(relay.admin(&migrate));
     assert!(said.contains("read back identical"), "{said}");
+    assert!(said.contains("read back the same"), "{said}");
     let objects = Moto::shared().objects("migrated");
     let stored: u64 = objects
         .iter()
@@ -242,12 +248,40 @@ fn a_relay_with_history_migrates_to_an_object_store_and_every_snapshot_restores_
     assert!(relay.data().join("store/packs.migrated").is_dir());
 
     relay.start_again();
-    for (n, expected) in versions.iter().enumerate() {
-        let snapshot = (n + 1).to_string();
-        let to = work.path().join(format!("restored-{snapshot}"));
-        restore_into(&endpoint, &snapshot, &src, &to);
-        assert_eq!(&listing(&to), expected, "snapshot {snapshot}");
+    // A second relay of the same service: the same identity, catalog and
+    // bucket. Every old snapshot restores identical through each.
+    let storage = format!(
+        "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"migrated\"\nprefix = \"ferry\"\ncredentials-file = \"{}\"",
+        Moto::shared().endpoint,
+        keys.display()
+    );
+    let second = Relay::start_with(RelayOptions {
+        init_args: vec![
+            "--catalog".into(),
+            catalog.clone(),
+            "--identity".into(),
+            relay.data().join("keys/relay.key").display().to_string(),
+        ],
+        sections: vec![("storage".into(), storage)],
+        ..RelayOptions::default()
+    });
+    for (through, address) in [
+        ("migrated", relay.session_addr),
+        ("second", second.session_addr),
+    ] {
+        endpoint.set_addresses(&[address.to_string()]);
+        for (n, expected) in versions.iter().enumerate() {
+            let snapshot = (n + 1).to_string();
+            let to = work.path().join(format!("restored-{through}-{snapshot}"));
+            restore_into(&endpoint, &snapshot, &src, &to);
+            assert_eq!(
+                &listing(&to),
+                expected,
+                "snapshot {snapshot} through {through}"
+            );
+        }
     }
+    endpoint.set_addresses(&[relay.session_addr.to_string()]);
     ok(relay.admin(&["verify"]));
     // The endpoint goes on as before; its next backup lands in the bucket.
     fs::write(src.join("after.txt"), "after the move\n").unwrap();
