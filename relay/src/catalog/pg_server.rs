@@ -50,6 +50,7 @@ impl PgServer {
                     "--auth=trust",
                     "-E",
                     "UTF8",
+                    "--locale=C",
                     "--no-sync",
                     "-D",
                 ])

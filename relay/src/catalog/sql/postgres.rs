@@ -18,6 +18,12 @@ use super::{Row, Value};
 /// commit or rollback), so writes follow one another as on SQLite.
 pub(super) const BEGIN_WRITE: &str = "BEGIN; SELECT pg_advisory_xact_lock(7240305)";
 
+/// Set on every connection: a session idle inside a transaction for a
+/// minute (a relay frozen, or cut off, mid-write) is ended by the server,
+/// which rolls its transaction back and frees the writers' lock; a writer
+/// waits for that lock two minutes at most, then fails with one line.
+const SESSION: &str = "SET idle_in_transaction_session_timeout = '60s'; SET lock_timeout = '120s'";
+
 /// A PostgreSQL connection and the statements prepared on it.
 pub(crate) struct PgConn {
     url: String,
@@ -32,7 +38,7 @@ pub(crate) struct PgConn {
 impl PgConn {
     /// Connects (without TLS: see ARCHITECTURE.md, the catalog seam).
     pub(super) fn connect(url: &str) -> Result<Self> {
-        let client = off_runtime(|| Client::connect(url, NoTls)).map_err(CatalogError::from)?;
+        let client = open(url)?;
         Ok(PgConn {
             url: url.to_owned(),
             client: Some(client),
@@ -54,8 +60,7 @@ impl PgConn {
             }
             tracing::warn!("catalog: the connection to PostgreSQL was closed; connecting again");
             let url = self.url.clone();
-            let client = off_runtime(|| Client::connect(&url, NoTls))?;
-            self.client = Some(client);
+            self.client = Some(open(&url)?);
             self.prepared.clear();
         }
         Ok(())
@@ -144,6 +149,16 @@ impl Drop for PgConn {
             off_runtime(move || drop(client));
         }
     }
+}
+
+/// Connects, with the session settings of [`SESSION`].
+fn open(url: &str) -> Result<Client> {
+    off_runtime(|| {
+        let mut client = Client::connect(url, NoTls)?;
+        client.batch_execute(SESSION)?;
+        Ok::<_, postgres::Error>(client)
+    })
+    .map_err(CatalogError::from)
 }
 
 fn params(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
