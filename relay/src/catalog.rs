@@ -533,6 +533,39 @@ mod tests {
     }
 
     #[test]
+    fn a_snapshots_counts_read_back_as_the_client_sent_them_however_large() {
+        // The counts are the client's word: a hostile one may send any u64,
+        // and that must not make its snapshots unreadable to the admin.
+        for (at, _dir) in test_catalogs() {
+            let mut cat = Catalog::open_at(&at).unwrap();
+            let client = with_client(&mut cat);
+            let set = cat.ensure_set(client, "default").unwrap().unwrap();
+            let id = cat
+                .insert_snapshot(
+                    client,
+                    set,
+                    BlobKey::tree([0; 32]),
+                    0,
+                    1,
+                    u64::MAX,
+                    u64::MAX - 1,
+                )
+                .unwrap();
+            let listed = cat.list_snapshots(Some(client), None).unwrap();
+            assert_eq!(
+                (listed[0].files, listed[0].bytes),
+                (u64::MAX, u64::MAX - 1),
+                "{at}"
+            );
+            let later = cat
+                .insert_snapshot(client, set, BlobKey::tree([0; 32]), 2, 3, 1, 1)
+                .unwrap();
+            let (before, size) = cat.snapshot_before(set, later).unwrap().unwrap();
+            assert_eq!((before, size.files), (id, u64::MAX), "{at}");
+        }
+    }
+
+    #[test]
     fn a_damaged_blob_is_missing_until_sent_again_and_then_healed() {
         for (at, _dir) in test_catalogs() {
             let mut cat = Catalog::open_at(&at).unwrap();

@@ -77,7 +77,21 @@ macro_rules! integer {
         }
     )*};
 }
-integer!(u64, u32, u16, u8, i32, usize);
+integer!(u32, u16, u8, i32, usize);
+
+/// A `u64` is stored as the `i64` with its bits, and read back the same:
+/// a count a client sent (any `u64`) round-trips whole, as it always did.
+impl FromValue for u64 {
+    fn from_value(value: Value) -> std::result::Result<Self, String> {
+        i64::from_value(value).map(|i| i as u64)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(i: u64) -> Self {
+        Value::Int(i as i64)
+    }
+}
 
 impl From<i64> for Value {
     fn from(i: i64) -> Self {
