@@ -119,11 +119,16 @@ impl Db {
     ///
     /// # Errors
     /// The engine's errors, or what `f` returns.
-    pub fn each(&self, sql: &str, args: &[Value], f: impl FnMut(&Row) -> Result<()>) -> Result<()> {
+    pub fn each(
+        &self,
+        sql: &str,
+        args: &[Value],
+        mut f: impl FnMut(&Row) -> Result<()>,
+    ) -> Result<()> {
         match self {
-            Db::Sqlite(conn) => sqlite::each(conn, sql, args, f),
+            Db::Sqlite(conn) => sqlite::scan(conn, sql, args, |row| f(row).map(|()| true)),
             Db::Postgres(conn) => {
-                let rows = conn.borrow_mut().query(sql, args)?;
+                let rows = conn.borrow_mut().query(sql, args, usize::MAX)?;
                 rows.iter().try_for_each(f)
             }
         }
@@ -139,15 +144,19 @@ impl Db {
         args: &[Value],
         f: impl FnOnce(&Row) -> Result<T>,
     ) -> Result<Option<T>> {
-        let mut f = Some(f);
-        let mut found = None;
-        self.each(sql, args, |row| {
-            if let Some(f) = f.take() {
-                found = Some(f(row)?);
+        // Only the first row is read: the rest is never fetched.
+        let first = match self {
+            Db::Sqlite(conn) => {
+                let mut first = None;
+                sqlite::scan(conn, sql, args, |row| {
+                    first = Some(row.clone());
+                    Ok(false)
+                })?;
+                first
             }
-            Ok(())
-        })?;
-        Ok(found)
+            Db::Postgres(conn) => conn.borrow_mut().query(sql, args, 1)?.pop(),
+        };
+        first.as_ref().map(f).transpose()
     }
 
     /// The first column of the first row, which the query must return.
@@ -232,4 +241,36 @@ impl Drop for Tx<'_> {
 /// A statement's first line, for an error message.
 fn first_line(sql: &str) -> &str {
     sql.trim().lines().next().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::catalog::{test_catalogs, Catalog};
+
+    #[test]
+    fn the_first_row_is_read_alone_and_the_connection_goes_on() {
+        for (at, _dir) in test_catalogs() {
+            let catalog = Catalog::open_at(&at).unwrap();
+            let db = &catalog.db;
+            let tx = db.write().unwrap();
+            for key in ["a", "b", "c"] {
+                tx.execute(
+                    "INSERT INTO settings (key, value) VALUES (?1, ?2)",
+                    args![key, "v"],
+                )
+                .unwrap();
+            }
+            let first: String = tx
+                .value("SELECT key FROM settings ORDER BY key", args![])
+                .unwrap();
+            assert_eq!(first, "a", "{at}");
+            assert!(tx.exists("SELECT 1 FROM settings", args![]).unwrap());
+            // A statement after a result left unread runs on the same
+            // connection, in the same transaction.
+            let all: i64 = tx.value("SELECT COUNT(*) FROM settings", args![]).unwrap();
+            assert_eq!(all, 3, "{at}");
+            tx.commit().unwrap();
+            assert_eq!(catalog.setting("b").unwrap().as_deref(), Some("v"), "{at}");
+        }
+    }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::error::Error;
 
 use bytes::BytesMut;
+use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, ToSql, Type};
 use postgres::{Client, NoTls, Statement};
 
@@ -123,12 +124,22 @@ impl PgConn {
         Ok(done?)
     }
 
-    /// Every row of a query.
-    pub(super) fn query(&mut self, sql: &str, args: &[Value]) -> Result<Vec<Row>> {
+    /// The first `most` rows of a query (the rest are never fetched).
+    pub(super) fn query(&mut self, sql: &str, args: &[Value], most: usize) -> Result<Vec<Row>> {
         let statement = self.statement(sql, args)?;
         let params = params(args);
         let client = self.client();
-        let rows = off_runtime(|| client.query(&statement, &params))?;
+        let rows = off_runtime(|| {
+            let mut found = Vec::new();
+            let mut rows = client.query_raw(&statement, params.iter().copied())?;
+            while found.len() < most {
+                match rows.next()? {
+                    Some(r) => found.push(r),
+                    None => break,
+                }
+            }
+            Ok::<_, postgres::Error>(found)
+        })?;
         rows.iter().map(row).collect()
     }
 }

@@ -26,12 +26,12 @@ pub(super) fn execute(conn: &Connection, sql: &str, args: &[Value]) -> Result<u6
     Ok(changed as u64)
 }
 
-/// Streams a query's rows through `f`.
-pub(super) fn each(
+/// Streams a query's rows through `f` while it says to go on.
+pub(super) fn scan(
     conn: &Connection,
     sql: &str,
     args: &[Value],
-    mut f: impl FnMut(&Row) -> Result<()>,
+    mut f: impl FnMut(&Row) -> Result<bool>,
 ) -> Result<()> {
     let mut stmt = conn.prepare_cached(sql)?;
     let columns = stmt.column_count();
@@ -48,7 +48,9 @@ pub(super) fn each(
                 ValueRef::Blob(b) => Value::Blob(b.to_vec()),
             });
         }
-        f(&row)?;
+        if !f(&row)? {
+            break;
+        }
     }
     Ok(())
 }
