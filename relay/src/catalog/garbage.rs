@@ -84,26 +84,20 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn begin_mark(&mut self) -> Result<()> {
-        self.db.batch(match self.db.engine() {
-            Engine::Sqlite => {
-                "DROP TABLE IF EXISTS temp.marked;
-                 CREATE TEMP TABLE marked (
-                     client_id INTEGER NOT NULL,
-                     kind INTEGER NOT NULL,
-                     id BLOB NOT NULL,
-                     PRIMARY KEY (client_id, kind, id)
-                 ) WITHOUT ROWID;"
-            }
-            Engine::Postgres => {
-                "DROP TABLE IF EXISTS pg_temp.marked;
-                 CREATE TEMP TABLE marked (
-                     client_id BIGINT NOT NULL,
-                     kind BIGINT NOT NULL,
-                     id BYTEA NOT NULL,
-                     PRIMARY KEY (client_id, kind, id)
-                 );"
-            }
-        })
+        // SQLite keeps it as its key alone (no rowid beside it).
+        let (bytes, rowless) = match self.db.engine() {
+            Engine::Sqlite => ("BLOB", " WITHOUT ROWID"),
+            Engine::Postgres => ("BYTEA", ""),
+        };
+        self.db.batch("DROP TABLE IF EXISTS marked")?;
+        self.db.batch(&format!(
+            "CREATE TEMP TABLE marked (
+                 client_id BIGINT NOT NULL,
+                 kind BIGINT NOT NULL,
+                 id {bytes} NOT NULL,
+                 PRIMARY KEY (client_id, kind, id)
+             ){rowless}"
+        ))
     }
 
     /// Marks a blob reachable; true when it was not marked before (so the
