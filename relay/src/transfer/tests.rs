@@ -2,7 +2,7 @@
 //! temporary catalog and an in-memory store, no socket.
 
 use super::*;
-use crate::catalog::{Catalog, SnapshotId};
+use crate::catalog::{Catalog, CatalogAt, SnapshotId};
 use crate::clock::now_ms;
 use crate::store::MemoryStore;
 use ferry_protocol::compress::{decompress, Codec};
@@ -15,16 +15,43 @@ use ferry_protocol::tree::{ChunkRef, Entry};
 use ferry_protocol::tree::{Content, EntryKind, Tree};
 use ferry_protocol::{delta, patch};
 
+/// Runs the named tests of the module it stands in once more, with
+/// [`relay_with`] putting the catalog in PostgreSQL (the tests' cluster,
+/// `catalog::pg_server`) instead of an SQLite file: the upload, restore
+/// and collection rules hold on both engines.
+macro_rules! again_on_postgres {
+    ($($test:ident),* $(,)?) => {
+        mod on_postgres {
+            $(
+                #[test]
+                fn $test() {
+                    crate::transfer::tests::ON_POSTGRES.with(|on| on.set(true));
+                    super::$test();
+                }
+            )*
+        }
+    };
+}
+
 mod sealed;
 mod storage;
+
+std::thread_local! {
+    /// Whether [`relay_with`] puts this test's catalog in PostgreSQL.
+    static ON_POSTGRES: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
 
 /// A relay's repo: a temporary catalog with clients a and b, and `store`.
 fn relay_with(
     dir: &std::path::Path,
     store: impl crate::store::BlobStore + 'static,
 ) -> (Arc<Repo>, ClientId, ClientId) {
-    let path = dir.join("catalog.sqlite");
-    let mut catalog = Catalog::open(&path).unwrap();
+    let at = if ON_POSTGRES.with(std::cell::Cell::get) {
+        CatalogAt::Postgres(crate::catalog::pg_server::PgServer::shared().database())
+    } else {
+        CatalogAt::File(dir.join("catalog.sqlite"))
+    };
+    let mut catalog = Catalog::open_at(&at).unwrap();
     let mut clients = Vec::new();
     for (name, key) in [("a", 1u8), ("b", 2u8)] {
         let (id, _) = catalog
@@ -40,7 +67,7 @@ fn relay_with(
         clients.push(client.id);
     }
     (
-        Arc::new(Repo::new(catalog, &path, store)),
+        Arc::new(Repo::new(catalog, at, store)),
         clients[0],
         clients[1],
     )
@@ -993,3 +1020,31 @@ fn begin_set(t: &mut Transfer, set: &str) {
         "{ready:?}"
     );
 }
+
+again_on_postgres!(
+    a_chunk_is_known_once_stored_and_a_wrong_id_is_refused,
+    uploads_outside_a_backup_are_refused,
+    a_delta_rebuilds_against_the_base_and_one_that_does_not_is_rejected,
+    a_commit_whose_closure_is_incomplete_is_refused_and_its_trees_are_not_kept,
+    a_whole_snapshot_commits_and_is_listed,
+    a_patch_against_a_base_the_relay_lacks_is_dropped_and_the_commit_refused,
+    a_client_asking_for_anothers_data_gets_what_it_gets_for_none,
+    a_restore_gets_a_chunk_whole_or_as_a_delta_against_its_own,
+    a_content_waits_for_its_chunks_before_it_is_indexed,
+    the_relays_rules_decide_and_the_endpoints_hints_only_keep_more,
+    set_names_that_are_not_names_are_refused,
+    over_the_internet_a_first_backup_can_be_refused_and_large_files_too,
+    a_second_backup_begin_drops_what_the_first_left_unsynced,
+    batches_over_the_limit_are_refused,
+    signatures_are_given_for_stored_chunks_only,
+    a_message_the_relay_never_expects_is_named_in_the_error,
+    a_tree_left_by_an_abandoned_upload_cannot_be_committed_by_the_next,
+    chunks_without_a_sync_are_bounded,
+    a_client_cannot_make_backup_sets_without_end,
+    signature_requests_are_bounded_and_distinct,
+    an_uploads_trees_wait_on_disk_not_in_memory_until_its_commit_indexes_them,
+    an_upload_that_ends_without_a_commit_leaves_no_staged_tree,
+    a_fetch_answers_in_order_and_puts_off_what_passes_a_message,
+    a_delta_over_joined_chunks_rebuilds_and_bounds_hold,
+    concurrent_uploads_of_one_client_share_its_quota,
+);

@@ -90,7 +90,7 @@ fn verify_finds_a_flipped_byte_and_the_next_upload_heals_it() {
         .unwrap()
         .at;
     store.flip(&at, 5);
-    let catalog = dir.path().join("catalog.sqlite");
+    let catalog = repo.catalog_at().clone();
     let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
     assert!(report.is_damaged());
     assert_eq!(report.damaged[0].kind, "chunk");
@@ -142,7 +142,7 @@ fn verify_names_every_snapshot_and_path_that_reach_a_damaged_content() {
         .unwrap()
         .at;
     store.flip(&at, 0);
-    let catalog = dir.path().join("catalog.sqlite");
+    let catalog = repo.catalog_at().clone();
     let report = crate::verify::run(&catalog, &store, &Default::default()).unwrap();
     assert_eq!(report.damaged.len(), 1, "{report:?}");
     let damaged = &report.damaged[0];
@@ -388,3 +388,18 @@ fn a_shared_store_deletes_an_emptied_pack_only_a_grace_period_later() {
         "the rest is kept"
     );
 }
+
+// (Not gc_reports_a_snapshot_naming_a_missing_blob_and_collects_the_rest:
+// it deletes a row through the SQLite file itself.)
+again_on_postgres!(
+    gc_collects_what_only_a_forgotten_snapshot_reached,
+    gc_deletes_dead_packs_and_rewrites_mostly_dead_ones,
+    verify_finds_a_flipped_byte_and_the_next_upload_heals_it,
+    a_failed_fsync_fails_every_upload_with_data_before_it_and_none_after,
+    verify_names_every_snapshot_and_path_that_reach_a_damaged_content,
+    gc_beside_an_open_upload_keeps_what_it_reused_and_collects_the_rest,
+    gc_beside_an_open_upload_leaves_the_packs_it_writes_to,
+    blobs_sent_again_and_collected_before_their_stamp_are_kept_from_what_was_sent,
+    relays_sharing_a_catalog_collect_in_turn_and_a_stale_lease_deletes_nothing,
+    a_shared_store_deletes_an_emptied_pack_only_a_grace_period_later,
+);
