@@ -2,8 +2,9 @@
 # Aggregate ingest of many endpoints backing up at once through 1, 2 and 3
 # relays sharing one catalog and one object store (STORE=moto, the default,
 # or STORE=garage: see bench/s3.sh) — issue 27.
-# Usage: [STORE=moto|garage] bench/relays.sh [RUNS] [ENDPOINTS] [MIB_EACH]
-# Each run and relay count: fresh relays (one identity, one catalog file,
+# Usage: [STORE=moto|garage] [CATALOG=sqlite|postgres] bench/relays.sh [RUNS] [ENDPOINTS] [MIB_EACH]
+# Each run and relay count: fresh relays (one identity, one catalog — an
+# SQLite file, or with CATALOG=postgres a PostgreSQL database, bench/pg.sh —
 # one bucket), ENDPOINTS open clients paired once, each listing the relays
 # starting at its own so sessions spread; every endpoint backs up its own
 # tree of MIB_EACH MiB of incompressible files at the same moment; the
@@ -15,10 +16,13 @@ ENDPOINTS=${2:-20}
 MIB_EACH=${3:-16}
 source bench/lib.sh
 source bench/s3.sh
+source bench/pg.sh
+CATALOG=${CATALOG:-sqlite}
 bench_setup
 start_store
+[ "$CATALOG" = postgres ] && start_postgres
 RELAY_PIDS=()
-trap 'kill "${RELAY_PIDS[@]}" 2>/dev/null; stop_store; bench_cleanup' EXIT
+trap 'kill "${RELAY_PIDS[@]}" 2>/dev/null; stop_store; stop_postgres; bench_cleanup' EXIT
 
 # Each endpoint's tree: 4 files of incompressible bytes.
 for n in $(seq 1 "$ENDPOINTS"); do
@@ -32,13 +36,17 @@ for run in $(seq 1 "$RUNS"); do
   for relays in 1 2 3; do
     tag="$relays-$run"
     make_bucket "bench-$tag"
+    case "$CATALOG" in
+      postgres) catalog=$(make_database "bench_${relays}_$run") ;;
+      *) catalog="sqlite://$WORK/catalog-$tag.sqlite" ;;
+    esac
     addresses=()
     for r in $(seq 1 "$relays"); do
       R="$WORK/relay-$tag-$r"
       identity=()
       [ "$r" -gt 1 ] && identity=(--identity "$WORK/relay-$tag-1/keys/relay.key")
       "$BIN/ferry-relay" --data "$R" init --listen "127.0.0.1:0" --pair-listen "127.0.0.1:0" \
-        --catalog "sqlite://$WORK/catalog-$tag.sqlite" "${identity[@]}" >/dev/null
+        --catalog "$catalog" "${identity[@]}" >/dev/null
       storage_toml "bench-$tag" >>"$R/relay.toml"
       start_relay "$R"
       RELAY_PIDS+=("$RELAY_PID")
@@ -71,7 +79,7 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 total=$((ENDPOINTS * MIB_EACH))
-echo "Aggregate ingest: $ENDPOINTS endpoints x $MIB_EACH MiB of incompressible files at once ($total MiB), medians of $RUNS run(s); one catalog file, one bucket ($STORE), loopback, $(nproc) cores"
+echo "Aggregate ingest: $ENDPOINTS endpoints x $MIB_EACH MiB of incompressible files at once ($total MiB), medians of $RUNS run(s); one catalog ($CATALOG), one bucket ($STORE), loopback, $(nproc) cores"
 echo
 echo "| relays | wall | aggregate | / 1 relay |"
 echo "|---|---|---|---|"

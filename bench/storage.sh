@@ -8,14 +8,17 @@
 # Each run, for each backend on a fresh relay and an open client: the first
 # backup; an incremental after 5% of the files were rewritten; a restore
 # into an empty directory with the relay just restarted (so the object
-# store's read cache is cold: every byte is a ranged GET). The table gives
-# medians and each one's ratio to local disk (goal <= 1.3).
+# store's read cache is cold: every byte is a ranged GET). Backends: local
+# (pack files, SQLite catalog), s3 (the object store, SQLite catalog) and
+# s3+pg (the object store and a PostgreSQL catalog, bench/pg.sh). The table
+# gives medians and each one's ratio to local disk (goal <= 1.3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-3}
 TREE=${2:-/usr/share/doc}
 source bench/lib.sh
 source bench/s3.sh
+source bench/pg.sh
 bench_setup
 SRC="$WORK/tree"
 cp -a "$TREE" "$SRC"
@@ -23,7 +26,8 @@ files=$(find "$SRC" -type f | wc -l)
 bytes=$(du -sb "$SRC" | cut -f1)
 
 start_store
-trap 'stop_store; bench_cleanup' EXIT
+start_postgres
+trap 'stop_store; stop_postgres; bench_cleanup' EXIT
 
 # Points relay $1 at bucket $2 (created now).
 use_bucket() {
@@ -40,10 +44,15 @@ touch_files() {
 
 for run in $(seq 1 "$RUNS"); do
   rm -rf "$SRC" && cp -a "$TREE" "$SRC"
-  for backend in local s3; do
+  for backend in local s3 s3+pg; do
     R="$WORK/relay-$backend-$run"; E="$WORK/ep-$backend-$run"
     init_relay "$R"
-    [ "$backend" = s3 ] && use_bucket "$R" "bench-$run"
+    case "$backend" in
+      s3) use_bucket "$R" "bench-$run" ;;
+      s3+pg)
+        use_bucket "$R" "bench-pg-$run"
+        printf '\n[catalog]\nurl = "%s"\n' "$(make_database "bench_$run")" >>"$R/relay.toml" ;;
+    esac
     start_relay "$R"; pair_endpoint "$R" "$E" b open
     record "$backend-first" "$(seconds "$BIN/ferry" --state "$E" backup "$SRC")"
     cp -a "$SRC" "$WORK/before"
@@ -62,7 +71,7 @@ echo "Storage backends: $files files, $((bytes >> 20)) MiB ($TREE), medians of $
 echo
 echo "| backend | first backup | ratio | incremental (5% of files rewritten) | ratio | restore, cold cache | ratio |"
 echo "|---|---|---|---|---|---|---|"
-for backend in local s3; do
+for backend in local s3 s3+pg; do
   row="| $backend"
   for what in first incremental restore; do
     v=$(med "$backend-$what"); base=$(med "local-$what")

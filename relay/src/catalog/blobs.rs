@@ -2,7 +2,9 @@
 //! stored, written only after their pack is durable.
 
 use super::ports::BlobIndex;
-use super::sql::args;
+use std::collections::HashSet;
+
+use super::sql::{args, Db, Value};
 use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 use crate::clock::now_ms;
 
@@ -44,8 +46,13 @@ impl BlobIndex for Catalog {
     fn insert_blobs(&mut self, client: ClientId, rows: &[BlobRow]) -> Result<()> {
         let tx = self.db.write()?;
         // A blob sent again in place of a damaged or incomplete one
-        // takes its row: that is how a backup heals a snapshot.
+        // takes its row: that is how a backup heals a snapshot (and its
+        // damage record, if the client has one open, is marked healed).
         let now = now_ms();
+        let open_damage = tx.exists(
+            "SELECT 1 FROM damage WHERE client_id = ?1 AND healed_at IS NULL LIMIT 1",
+            args![client],
+        )?;
         for row in rows {
             let more = [row.codec.code().into(), now.into(), row.copies.into()];
             let values: Vec<_> = row.key_and_place(client).into_iter().chain(more).collect();
@@ -60,7 +67,7 @@ impl BlobIndex for Catalog {
                  WHERE blobs.state != 0",
                 &values,
             )?;
-            if changed > 0 {
+            if changed > 0 && open_damage {
                 tx.execute(
                     "UPDATE damage SET healed_at = ?4
                      WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",
@@ -86,22 +93,77 @@ impl BlobIndex for Catalog {
         now_ms: i64,
     ) -> Result<Vec<bool>> {
         let tx = self.db.write()?;
-        let mut found = Vec::with_capacity(ids.len());
-        for id in ids {
-            let present = tx.execute(
-                "UPDATE blobs SET stored_at = ?4
-                 WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = 0 AND stored_at < ?5",
-                args![client, kind as i64, id, now_ms, since_ms],
-            )? > 0
-                || tx.exists(
-                    "SELECT 1 FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3 AND state = 0",
-                    args![client, kind as i64, id],
-                )?;
-            found.push(present);
+        for run in ids.chunks(IN_LIST) {
+            let (list, mut values) = id_list(run, 5);
+            values[..4].clone_from_slice(args![client, kind as i64, now_ms, since_ms]);
+            tx.execute(
+                &format!(
+                    "UPDATE blobs SET stored_at = ?3
+                     WHERE client_id = ?1 AND kind = ?2 AND state = 0 AND stored_at < ?4 AND id IN ({list})"
+                ),
+                &values,
+            )?;
         }
+        let whole = whole_among(&tx, client, kind, ids)?;
         tx.commit()?;
-        Ok(found)
+        Ok(ids.iter().map(|id| whole.contains(id)).collect())
     }
+
+    /// See [`BlobIndex::whole_among`]: a statement per 256 ids.
+    ///
+    /// # Errors
+    /// The engine's errors.
+    fn whole_among(
+        &self,
+        client: ClientId,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+    ) -> Result<HashSet<[u8; 32]>> {
+        whole_among(&self.db, client, kind, ids)
+    }
+}
+
+/// Ids in one `IN (…)` list at most: far below SQLite's and PostgreSQL's
+/// limits on parameters.
+const IN_LIST: usize = 256;
+
+/// `?from, ?from+1, …` for `run`'s ids, padded with its last id to a power
+/// of two (so a query has a few shapes, each prepared once), and the
+/// values: `from - 1` placeholders for the caller's first parameters, then
+/// the ids.
+fn id_list(run: &[[u8; 32]], from: usize) -> (String, Vec<Value>) {
+    let len = run.len().next_power_of_two().max(8);
+    let last = run.last().copied().unwrap_or_default();
+    let ids = run.iter().copied().chain(std::iter::repeat(last));
+    let mut values = vec![Value::Null; from - 1];
+    values.extend(ids.take(len).map(|id| Value::from(&id)));
+    let list: Vec<String> = (from..from + len).map(|i| format!("?{i}")).collect();
+    (list.join(", "), values)
+}
+
+/// Which of `client`'s blobs `ids` of `kind` are stored whole.
+fn whole_among(
+    db: &Db,
+    client: ClientId,
+    kind: BlobKind,
+    ids: &[[u8; 32]],
+) -> Result<HashSet<[u8; 32]>> {
+    let mut whole = HashSet::new();
+    for run in ids.chunks(IN_LIST) {
+        let (list, mut values) = id_list(run, 3);
+        values[..2].clone_from_slice(args![client, kind as i64]);
+        db.each(
+            &format!(
+                "SELECT id FROM blobs WHERE client_id = ?1 AND kind = ?2 AND state = 0 AND id IN ({list})"
+            ),
+            &values,
+            |r| {
+                whole.insert(r.get(0)?);
+                Ok(())
+            },
+        )?;
+    }
+    Ok(whole)
 }
 
 impl Catalog {

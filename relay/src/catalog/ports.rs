@@ -60,6 +60,26 @@ pub trait BlobIndex {
         since_ms: i64,
         now_ms: i64,
     ) -> Result<Vec<bool>>;
+
+    /// Which of `client`'s blobs `ids` of `kind` are stored whole (a
+    /// damaged or incomplete one is not): many lookups in one.
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn whole_among(
+        &self,
+        client: ClientId,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+    ) -> Result<std::collections::HashSet<[u8; 32]>> {
+        let mut whole = std::collections::HashSet::new();
+        for id in ids {
+            if let Some((_, BlobState::Whole)) = self.find_blob_state(client, kind, id)? {
+                whole.insert(*id);
+            }
+        }
+        Ok(whole)
+    }
 }
 
 /// What verification found rotten.

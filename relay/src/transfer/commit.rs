@@ -93,6 +93,7 @@ impl Transfer {
             .collect();
         let mut held = HashSet::new();
         let mut parted = Vec::new();
+        let mut named = Vec::new();
         for id in contents {
             let key = BlobKey {
                 kind: BlobKind::Content,
@@ -105,14 +106,20 @@ impl Transfer {
                 .references(key, &raw)?
                 .into_iter()
                 .partition(|named| named.kind == BlobKind::Chunk);
-            for chunk in &chunks {
-                if !self.has(chunk.kind, &chunk.id)? {
-                    held.insert(id);
-                    break;
-                }
-            }
+            named.push((id, chunks));
             if !parts.is_empty() {
                 parted.push((id, parts));
+            }
+        }
+        // Every chunk they name, looked up at once.
+        let all: Vec<[u8; 32]> = named
+            .iter()
+            .flat_map(|(_, chunks)| chunks.iter().map(|c| c.id))
+            .collect();
+        let stored = self.whole_among(BlobKind::Chunk, &all)?;
+        for (id, chunks) in named {
+            if chunks.iter().any(|c| !stored.contains(&c.id)) {
+                held.insert(id);
             }
         }
         // A large file's content waits for its parts (parts hold only chunks).

@@ -74,6 +74,27 @@ impl Transfer {
         Ok(found.is_some_and(|(_, state)| state == BlobState::Whole))
     }
 
+    /// Which of `ids` the client holds whole, as [`Self::has`] says of
+    /// each: sent by this upload, or found in one catalog lookup.
+    pub(super) fn whole_among(
+        &self,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+    ) -> Result<std::collections::HashSet<[u8; 32]>> {
+        let mut whole = std::collections::HashSet::new();
+        let mut ask = Vec::new();
+        for id in ids {
+            if self.sent_now(kind, id)?.is_some() {
+                whole.insert(*id);
+            } else {
+                ask.push(*id);
+            }
+        }
+        let client = self.client;
+        whole.extend(self.catalog(|c| c.whole_among(client, kind, &ask))?);
+        Ok(whole)
+    }
+
     /// Which of the client's blobs `ids` are stored whole (as [`Self::has`]),
     /// for an upload that will name the ones that are: pending in this
     /// upload, or reused from the catalog and so kept by collections

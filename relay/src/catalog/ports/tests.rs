@@ -228,3 +228,35 @@ fn reuse_says_which_blobs_are_whole_in_the_order_asked() {
         assert_eq!(other, vec![false], "{catalog:?}: another client's blob");
     }
 }
+
+#[test]
+fn whole_among_names_the_whole_blobs_of_many_at_once() {
+    for (mut catalog, _dir) in catalogs() {
+        // More than one IN list's worth, and not a power of two.
+        let rows: Vec<BlobRow> = (0..300u32)
+            .map(|n| {
+                let mut r = row(BlobKind::Chunk, 0, 1, u64::from(n) * 10);
+                r.id[..4].copy_from_slice(&n.to_be_bytes());
+                r
+            })
+            .collect();
+        catalog.insert_blobs(A, &rows).unwrap();
+        catalog.mark_damaged(A, &rows[7], "rot").unwrap();
+        let mut asked: Vec<[u8; 32]> = rows.iter().map(|r| r.id).collect();
+        asked.push([0xee; 32]);
+        let whole = catalog.whole_among(A, BlobKind::Chunk, &asked).unwrap();
+        assert_eq!(whole.len(), 299, "{catalog:?}");
+        assert!(!whole.contains(&rows[7].id), "{catalog:?}: damaged");
+        assert!(!whole.contains(&[0xee; 32]), "{catalog:?}: absent");
+        assert!(
+            catalog
+                .whole_among(B, BlobKind::Chunk, &asked)
+                .unwrap()
+                .is_empty(),
+            "{catalog:?}: another client's"
+        );
+        let reused = catalog.reuse(A, BlobKind::Chunk, &asked, 0, 5).unwrap();
+        assert_eq!(reused.iter().filter(|r| **r).count(), 299, "{catalog:?}");
+        assert!(!reused[7] && !reused[300], "{catalog:?}");
+    }
+}
