@@ -4,7 +4,7 @@
 use super::ports::BlobIndex;
 use std::collections::HashSet;
 
-use super::sql::{args, Db, Value};
+use super::sql::{args, values_list, Db, Value, ROWS_PER_INSERT};
 use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 use crate::clock::now_ms;
 
@@ -53,21 +53,36 @@ impl BlobIndex for Catalog {
             "SELECT 1 FROM damage WHERE client_id = ?1 AND healed_at IS NULL LIMIT 1",
             args![client],
         )?;
-        for row in rows {
-            let more = [row.codec.code().into(), now.into(), row.copies.into()];
-            let values: Vec<_> = row.key_and_place(client).into_iter().chain(more).collect();
+        // One row per key (the first, as a whole row is kept): PostgreSQL
+        // refuses a statement that would update a row twice.
+        let mut seen = HashSet::new();
+        let rows: Vec<&BlobRow> = rows.iter().filter(|r| seen.insert(r.key())).collect();
+        // With damage to heal, row by row: each row that changed heals.
+        let per_statement = if open_damage { 1 } else { ROWS_PER_INSERT };
+        for run in rows.chunks(per_statement) {
+            let values: Vec<Value> = run
+                .iter()
+                .flat_map(|row| {
+                    let more = [row.codec.code().into(), now.into(), row.copies.into()];
+                    row.key_and_place(client).into_iter().chain(more)
+                })
+                .collect();
             let changed = tx.execute(
-                "INSERT INTO blobs (client_id, kind, id, pack, \"offset\", length, compressed, stored_at, copies)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                 ON CONFLICT (client_id, kind, id) DO UPDATE SET
-                   pack = excluded.pack, \"offset\" = excluded.\"offset\", length = excluded.length,
-                   compressed = excluded.compressed, stored_at = excluded.stored_at,
-                   copies = excluded.copies,
-                   state = 0, verified_at = 0
-                 WHERE blobs.state != 0",
+                &format!(
+                    "INSERT INTO blobs (client_id, kind, id, pack, \"offset\", length, compressed, stored_at, copies)
+                     VALUES {}
+                     ON CONFLICT (client_id, kind, id) DO UPDATE SET
+                       pack = excluded.pack, \"offset\" = excluded.\"offset\", length = excluded.length,
+                       compressed = excluded.compressed, stored_at = excluded.stored_at,
+                       copies = excluded.copies,
+                       state = 0, verified_at = 0
+                     WHERE blobs.state != 0",
+                    values_list(run.len(), 9)
+                ),
                 &values,
             )?;
             if changed > 0 && open_damage {
+                let row = run[0];
                 tx.execute(
                     "UPDATE damage SET healed_at = ?4
                      WHERE client_id = ?1 AND kind = ?2 AND blob = ?3 AND healed_at IS NULL",

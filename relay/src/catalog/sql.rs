@@ -238,6 +238,20 @@ impl Drop for Tx<'_> {
     }
 }
 
+/// Rows written by one multi-row `INSERT` at most (each of a few
+/// columns: far below both engines' limits on parameters).
+pub(crate) const ROWS_PER_INSERT: usize = 128;
+
+/// `(?1, …, ?width), (…)`: the `VALUES` of `rows` rows of `width`
+/// parameters each, numbered in row order.
+pub(crate) fn values_list(rows: usize, width: usize) -> String {
+    let row = |r: usize| {
+        let marks: Vec<String> = (1..=width).map(|c| format!("?{}", r * width + c)).collect();
+        format!("({})", marks.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
+}
+
 /// A statement's first line, for an error message.
 fn first_line(sql: &str) -> &str {
     sql.trim().lines().next().unwrap_or_default()

@@ -8,7 +8,7 @@
 //! `blobs`; an upload that ends without one drops them, and a start drops
 //! what a killed relay left.
 
-use super::sql::args;
+use super::sql::{args, values_list, Value, ROWS_PER_INSERT};
 
 use super::{codec_from_sql, BlobKind, BlobRow, Catalog, ClientId, Result};
 use crate::clock::now_ms;
@@ -21,19 +21,29 @@ impl Catalog {
     /// SQLite errors.
     pub fn stage_trees(&mut self, upload: u64, client: ClientId, rows: &[BlobRow]) -> Result<()> {
         let tx = self.db.write()?;
-        for row in rows {
+        for run in rows.chunks(ROWS_PER_INSERT) {
+            let values: Vec<Value> = run
+                .iter()
+                .flat_map(|row| {
+                    args![
+                        upload,
+                        client,
+                        &row.id,
+                        row.at.pack,
+                        row.at.offset,
+                        row.at.len,
+                        row.codec.code()
+                    ]
+                    .to_vec()
+                })
+                .collect();
             tx.execute(
-                "INSERT INTO staged_trees (upload, client_id, id, pack, \"offset\", length, compressed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                args![
-                    upload,
-                    client,
-                    &row.id,
-                    row.at.pack,
-                    row.at.offset,
-                    row.at.len,
-                    row.codec.code()
-                ],
+                &format!(
+                    "INSERT INTO staged_trees (upload, client_id, id, pack, \"offset\", length, compressed)
+                     VALUES {} ON CONFLICT DO NOTHING",
+                    values_list(run.len(), 7)
+                ),
+                &values,
             )?;
         }
         tx.commit()

@@ -260,3 +260,30 @@ fn whole_among_names_the_whole_blobs_of_many_at_once() {
         assert!(!reused[7] && !reused[300], "{catalog:?}");
     }
 }
+
+#[test]
+fn a_blob_twice_in_one_batch_keeps_its_first_place() {
+    for (mut catalog, _dir) in catalogs() {
+        let first = row(BlobKind::Tree, 9, 1, 0);
+        let again = row(BlobKind::Tree, 9, 1, 40);
+        catalog.insert_blobs(A, &[first, again]).unwrap();
+        assert_eq!(
+            catalog.find_blob(A, BlobKind::Tree, &[9; 32]).unwrap(),
+            Some(first),
+            "{catalog:?}"
+        );
+        // Damaged, then sent twice in one batch: the first copy heals it.
+        catalog.mark_damaged(A, &first, "rot").unwrap();
+        let healed = row(BlobKind::Tree, 9, 2, 0);
+        let later = row(BlobKind::Tree, 9, 2, 80);
+        catalog.insert_blobs(A, &[healed, later]).unwrap();
+        assert_eq!(
+            catalog
+                .find_blob_state(A, BlobKind::Tree, &[9; 32])
+                .unwrap(),
+            Some((healed, BlobState::Whole)),
+            "{catalog:?}"
+        );
+        assert!(!catalog.has_damage(A).unwrap(), "{catalog:?}");
+    }
+}
