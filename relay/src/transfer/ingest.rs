@@ -25,6 +25,7 @@ impl Transfer {
         for (i, found) in self.reuse(BlobKind::Chunk, &ids)?.into_iter().enumerate() {
             if !found {
                 set_missing(&mut missing, i);
+                self.told_missing(BlobKind::Chunk, ids[i]);
             }
         }
         Ok(Message::ChunksMissing { missing })
@@ -137,6 +138,15 @@ impl Transfer {
         Ok(())
     }
 
+    /// Remembers, in the open upload, that `id` was told missing.
+    fn told_missing(&mut self, kind: BlobKind, id: [u8; 32]) {
+        if let Some(upload) = self.upload.as_mut() {
+            upload
+                .told_missing
+                .told(crate::catalog::BlobKey { kind, id });
+        }
+    }
+
     /// Which of the trees and contents `ids` the client lacks, in the order
     /// asked.
     pub(super) fn query_objects(&mut self, ids: &[ObjectId]) -> Result<Message> {
@@ -149,6 +159,9 @@ impl Transfer {
                 .collect();
             let keys: Vec<[u8; 32]> = asked.iter().map(|id| object_key(id).id).collect();
             let found = self.reuse(kind, &keys)?;
+            for (id, _) in keys.iter().zip(&found).filter(|(_, f)| !**f) {
+                self.told_missing(kind, *id);
+            }
             missing.extend(
                 asked
                     .into_iter()

@@ -18,6 +18,32 @@ const HELD_BLOBS: usize = 1024;
 /// sessions holds this for each).
 const HELD_BYTES: usize = 1 << 20;
 
+/// Blobs an upload remembers it was told are missing, at most: past
+/// this (an endpoint that asks far ahead of what it sends, or asks and
+/// never sends), an arriving blob is looked up as it comes.
+const TOLD_MISSING: usize = 8192;
+
+/// The blobs an upload was told are missing and has not sent yet. An
+/// answer is a moment old when the blob arrives: if another session of
+/// the client stored it in between, this one is appended again and its
+/// bytes are garbage for the next collection (its row keeps the first).
+#[derive(Debug, Default)]
+pub(super) struct ToldMissing(std::collections::HashSet<crate::catalog::BlobKey>);
+
+impl ToldMissing {
+    /// Remembers that `key` was told missing (while there is room).
+    pub(super) fn told(&mut self, key: crate::catalog::BlobKey) {
+        if self.0.len() < TOLD_MISSING {
+            self.0.insert(key);
+        }
+    }
+
+    /// Whether `key` was told missing; forgets it (it arrived).
+    fn arrived(&mut self, key: &crate::catalog::BlobKey) -> bool {
+        self.0.remove(key)
+    }
+}
+
 /// One blob sent again, as it came.
 #[derive(Debug)]
 struct HeldBlob {
@@ -59,7 +85,7 @@ impl Transfer {
         if self.sent_now(kind, &id)?.is_some() {
             return Ok(());
         }
-        if !self.has(kind, &id)? {
+        if !self.stored_already(kind, &id)? {
             return self.append_sent(kind, id, codec, bytes, copies);
         }
         let blob = HeldBlob {
@@ -73,6 +99,17 @@ impl Transfer {
             self.stamp_reused()?;
         }
         Ok(())
+    }
+
+    /// Whether the client has an arriving blob stored whole: not when this
+    /// upload was just told it is missing (no lookup then), else as
+    /// [`Transfer::has`] finds.
+    pub(super) fn stored_already(&mut self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
+        let key = crate::catalog::BlobKey { kind, id: *id };
+        if self.upload()?.told_missing.arrived(&key) {
+            return Ok(false);
+        }
+        self.has(kind, id)
     }
 
     /// Stamps the held blobs as reused, a transaction per kind; appends
@@ -119,5 +156,26 @@ impl Transfer {
         } else {
             self.append_copies(kind, id, codec, bytes, copies)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ToldMissing, TOLD_MISSING};
+    use crate::catalog::BlobKey;
+
+    #[test]
+    fn what_was_told_missing_is_remembered_once_and_within_a_bound() {
+        let key = |n: usize| BlobKey::tree(blake3::hash(&n.to_le_bytes()).into());
+        let mut told = ToldMissing::default();
+        for n in 0..TOLD_MISSING + 100 {
+            told.told(key(n));
+        }
+        assert!(told.arrived(&key(0)));
+        assert!(!told.arrived(&key(0)), "forgotten once it arrived");
+        assert!(
+            !told.arrived(&key(TOLD_MISSING + 50)),
+            "past the bound nothing more is remembered (a lookup decides)"
+        );
     }
 }

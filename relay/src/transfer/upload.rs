@@ -64,6 +64,9 @@ pub(super) struct Upload {
     /// Blobs sent that the client has stored already, to be stamped as
     /// reused together (see `reused`).
     pub(super) reused: super::reused::HeldReuse,
+    /// Blobs this upload was told are missing (a query's answer) and has
+    /// not sent yet: one arriving is appended without another lookup.
+    pub(super) told_missing: super::reused::ToldMissing,
 }
 
 /// Most bytes an upload may hold appended and not indexed (unsynced
@@ -101,6 +104,7 @@ impl Upload {
             sealed_refs: Vec::new(),
             sealed_ref_count: 0,
             reused: Default::default(),
+            told_missing: Default::default(),
         }
     }
 
@@ -426,7 +430,7 @@ impl Transfer {
             Some(encoded) => encoded,
             // Held to be stamped, not compressed: appended as it came only
             // if a collection removed it meanwhile.
-            None if self.has(BlobKind::Chunk, &id.0)? => (Codec::None, raw.to_vec()),
+            None if self.stored_already(BlobKind::Chunk, &id.0)? => (Codec::None, raw.to_vec()),
             None => compress(raw),
         };
         self.store_blob(BlobKind::Chunk, id.0, codec, bytes)
