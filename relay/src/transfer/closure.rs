@@ -10,7 +10,7 @@ use ferry_protocol::ProtocolError;
 use super::{Transfer, TransferError};
 use crate::catalog::DamageLog;
 use crate::catalog::{kind_name, BlobKey, BlobKind};
-use crate::objects::{walk, Reach};
+use crate::objects::{walk, Reach, References};
 use crate::stored_objects::StoredObjects;
 
 /// Why a snapshot cannot be committed.
@@ -56,6 +56,7 @@ impl Transfer {
             transfer: self,
             deep,
             seen: HashSet::new(),
+            whole: HashSet::new(),
             root,
         };
         walk(root, &StoredObjects, &mut check)
@@ -81,6 +82,10 @@ struct Closure<'t> {
     transfer: &'t Transfer,
     deep: bool,
     seen: HashSet<BlobKey>,
+    /// What the trees loaded so far name that the client holds whole,
+    /// looked up together as each tree is loaded (not one by one as the
+    /// walk enters them).
+    whole: HashSet<BlobKey>,
     root: BlobKey,
 }
 
@@ -88,7 +93,7 @@ impl Reach for Closure<'_> {
     type Error = Gap;
 
     fn enter(&mut self, key: BlobKey) -> Result<bool, Gap> {
-        if key != self.root {
+        if key != self.root && !self.whole.contains(&key) {
             self.transfer
                 .require(key.kind, &key.id, kind_name(key.kind))?;
             let sent_now =
@@ -101,10 +106,27 @@ impl Reach for Closure<'_> {
     }
 
     fn load(&mut self, key: BlobKey) -> Result<Option<Vec<u8>>, Gap> {
-        match self.transfer.load(key.kind, &key.id)? {
-            Some(bytes) => Ok(Some(bytes)),
-            None => Err(Gap::Missing(format!("{} is missing", key.short()))),
+        let Some(bytes) = self.transfer.load(key.kind, &key.id)? else {
+            return Err(Gap::Missing(format!("{} is missing", key.short())));
+        };
+        // What it names, but trees (a tree's lookup is also whether this
+        // upload sent it), looked up at once; an undecodable one is the
+        // walk's to report.
+        if let Ok(named) = StoredObjects.references(key, &bytes) {
+            for kind in [BlobKind::Content, BlobKind::Chunk, BlobKind::Sealed] {
+                let ids: Vec<[u8; 32]> = named
+                    .iter()
+                    .filter(|n| n.kind == kind && !self.whole.contains(n))
+                    .map(|n| n.id)
+                    .collect();
+                if !ids.is_empty() {
+                    let found = self.transfer.whole_among(kind, &ids)?;
+                    self.whole
+                        .extend(found.into_iter().map(|id| BlobKey { kind, id }));
+                }
+            }
         }
+        Ok(Some(bytes))
     }
 
     fn undecodable(&mut self, _: BlobKey, error: ProtocolError) -> Result<(), Gap> {

@@ -88,6 +88,19 @@ impl Transfer {
         if !self.stored_already(kind, &id)? {
             return self.append_sent(kind, id, codec, bytes, copies);
         }
+        self.hold_reused(kind, id, codec, bytes, copies)
+    }
+
+    /// Holds a blob the client has stored to be stamped as reused with
+    /// others (appended then only if a collection removed it meanwhile).
+    pub(super) fn hold_reused(
+        &mut self,
+        kind: BlobKind,
+        id: [u8; 32],
+        codec: Codec,
+        bytes: Vec<u8>,
+        copies: u8,
+    ) -> Result<()> {
         let blob = HeldBlob {
             kind,
             id,
@@ -143,7 +156,7 @@ impl Transfer {
 
     /// Appends a blob the upload sent and the client lacks: a sealed
     /// object with what it names remembered for the sync.
-    fn append_sent(
+    pub(super) fn append_sent(
         &mut self,
         kind: BlobKind,
         id: [u8; 32],

@@ -426,13 +426,14 @@ impl Transfer {
         if self.sent_now(BlobKind::Chunk, &id.0)?.is_some() {
             return Ok(());
         }
-        let (codec, bytes) = match encoded {
-            Some(encoded) => encoded,
+        let copies = BlobRow::copies_of(BlobKind::Chunk);
+        if self.stored_already(BlobKind::Chunk, &id.0)? {
             // Held to be stamped, not compressed: appended as it came only
             // if a collection removed it meanwhile.
-            None if self.stored_already(BlobKind::Chunk, &id.0)? => (Codec::None, raw.to_vec()),
-            None => compress(raw),
-        };
-        self.store_blob(BlobKind::Chunk, id.0, codec, bytes)
+            let (codec, bytes) = encoded.unwrap_or_else(|| (Codec::None, raw.to_vec()));
+            return self.hold_reused(BlobKind::Chunk, id.0, codec, bytes, copies);
+        }
+        let (codec, bytes) = encoded.unwrap_or_else(|| compress(raw));
+        self.append_sent(BlobKind::Chunk, id.0, codec, bytes, copies)
     }
 }
