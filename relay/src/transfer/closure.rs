@@ -10,7 +10,7 @@ use ferry_protocol::ProtocolError;
 use super::{Transfer, TransferError};
 use crate::catalog::DamageLog;
 use crate::catalog::{kind_name, BlobKey, BlobKind};
-use crate::objects::{walk, Reach, References};
+use crate::objects::{walk, Reach};
 use crate::stored_objects::StoredObjects;
 
 /// Why a snapshot cannot be committed.
@@ -56,7 +56,6 @@ impl Transfer {
             transfer: self,
             deep,
             seen: HashSet::new(),
-            whole: HashSet::new(),
             root,
         };
         walk(root, &StoredObjects, &mut check)
@@ -82,10 +81,6 @@ struct Closure<'t> {
     transfer: &'t Transfer,
     deep: bool,
     seen: HashSet<BlobKey>,
-    /// What the trees loaded so far name that the client holds whole,
-    /// looked up together as each tree is loaded (not one by one as the
-    /// walk enters them).
-    whole: HashSet<BlobKey>,
     root: BlobKey,
 }
 
@@ -93,7 +88,7 @@ impl Reach for Closure<'_> {
     type Error = Gap;
 
     fn enter(&mut self, key: BlobKey) -> Result<bool, Gap> {
-        if key != self.root && !self.whole.contains(&key) {
+        if key != self.root {
             self.transfer
                 .require(key.kind, &key.id, kind_name(key.kind))?;
             let sent_now =
@@ -106,27 +101,10 @@ impl Reach for Closure<'_> {
     }
 
     fn load(&mut self, key: BlobKey) -> Result<Option<Vec<u8>>, Gap> {
-        let Some(bytes) = self.transfer.load(key.kind, &key.id)? else {
-            return Err(Gap::Missing(format!("{} is missing", key.short())));
-        };
-        // What it names, but trees (a tree's lookup is also whether this
-        // upload sent it), looked up at once; an undecodable one is the
-        // walk's to report.
-        if let Ok(named) = StoredObjects.references(key, &bytes) {
-            for kind in [BlobKind::Content, BlobKind::Chunk, BlobKind::Sealed] {
-                let ids: Vec<[u8; 32]> = named
-                    .iter()
-                    .filter(|n| n.kind == kind && !self.whole.contains(n))
-                    .map(|n| n.id)
-                    .collect();
-                if !ids.is_empty() {
-                    let found = self.transfer.whole_among(kind, &ids)?;
-                    self.whole
-                        .extend(found.into_iter().map(|id| BlobKey { kind, id }));
-                }
-            }
+        match self.transfer.load(key.kind, &key.id)? {
+            Some(bytes) => Ok(Some(bytes)),
+            None => Err(Gap::Missing(format!("{} is missing", key.short()))),
         }
-        Ok(Some(bytes))
     }
 
     fn undecodable(&mut self, _: BlobKey, error: ProtocolError) -> Result<(), Gap> {
