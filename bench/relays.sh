@@ -22,7 +22,7 @@ bench_setup
 start_store
 [ "$CATALOG" = postgres ] && start_postgres
 RELAY_PIDS=()
-trap 'kill "${RELAY_PIDS[@]}" 2>/dev/null; stop_store; stop_postgres; bench_cleanup' EXIT
+trap '[ ${#RELAY_PIDS[@]} -eq 0 ] || kill "${RELAY_PIDS[@]}" 2>/dev/null; stop_store; stop_postgres; bench_cleanup' EXIT
 
 # Each endpoint's tree: 4 files of incompressible bytes.
 for n in $(seq 1 "$ENDPOINTS"); do

@@ -17,7 +17,7 @@ source bench/s3.sh
 bench_setup
 start_store
 PIDS=()
-trap 'kill "${PIDS[@]}" 2>/dev/null; stop_store; bench_cleanup' EXIT
+trap '[ ${#PIDS[@]} -eq 0 ] || kill "${PIDS[@]}" 2>/dev/null; stop_store; bench_cleanup' EXIT
 make_bucket service
 
 # Starts relay $1 of the three, keeping its pid.
