@@ -80,6 +80,15 @@ pub trait Reach {
     /// # Errors
     /// Whatever stops the walk.
     fn undecodable(&mut self, key: BlobKey, error: ProtocolError) -> Result<(), Self::Error>;
+
+    /// What an object just loaded names, before any of it is entered (so
+    /// a visitor may look them up together).
+    ///
+    /// # Errors
+    /// Whatever stops the walk.
+    fn named(&mut self, _named: &[BlobKey]) -> Result<(), Self::Error> {
+        Ok(())
+    }
 }
 
 /// Walks from `root` over what each object names, depth first and in the
@@ -103,7 +112,10 @@ pub fn walk<R: Reach>(
         };
         match references.references(key, &raw) {
             // Reversed, so they come off the stack in order.
-            Ok(named) => stack.extend(named.into_iter().rev()),
+            Ok(named) => {
+                visitor.named(&named)?;
+                stack.extend(named.into_iter().rev());
+            }
             Err(e) => visitor.undecodable(key, e)?,
         }
     }

@@ -284,7 +284,10 @@ impl Transfer {
                 | Message::PutSealed { .. }
                 | Message::Sync
         );
-        let reply = match self.dispatch(message) {
+        let reply = match self
+            .stamp_before(&message)
+            .and_then(|()| self.dispatch(message))
+        {
             Ok(reply) => reply,
             Err(e @ (TransferError::Storage(_) | TransferError::SyncLost)) => {
                 // Ended here, not synced again on the way out: a store

@@ -4,7 +4,7 @@
 use super::ports::BlobIndex;
 use std::collections::HashSet;
 
-use super::sql::{args, values_list, Db, Value, ROWS_PER_INSERT};
+use super::sql::{args, values_list, Db, Engine, Value, ROWS_PER_INSERT};
 use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 use crate::clock::now_ms;
 
@@ -111,10 +111,24 @@ impl BlobIndex for Catalog {
         for run in ids.chunks(IN_LIST) {
             let (list, mut values) = id_list(run, 5);
             values[..4].clone_from_slice(args![client, kind as i64, now_ms, since_ms]);
+            // Each id found through the whole key (see `id_list`): the
+            // shape that does so differs between the engines.
+            let keys = match tx.engine() {
+                Engine::Sqlite => format!(
+                    "client_id = ?1 AND kind = ?2 AND id IN ({})",
+                    list.join(", ")
+                ),
+                Engine::Postgres => format!(
+                    "(client_id, kind, id) IN (VALUES {})",
+                    list.iter()
+                        .map(|id| format!("(?1, ?2, {id})"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
             tx.execute(
                 &format!(
-                    "UPDATE blobs SET stored_at = ?3
-                     WHERE client_id = ?1 AND kind = ?2 AND state = 0 AND stored_at < ?4 AND id IN ({list})"
+                    "UPDATE blobs SET stored_at = ?3 WHERE state = 0 AND stored_at < ?4 AND {keys}"
                 ),
                 &values,
             )?;
@@ -146,14 +160,21 @@ const IN_LIST: usize = 256;
 /// of two (so a query has a few shapes, each prepared once), and the
 /// values: `from - 1` placeholders for the caller's first parameters, then
 /// the ids.
-fn id_list(run: &[[u8; 32]], from: usize) -> (String, Vec<Value>) {
+///
+/// A statement over such a list must find each id through the whole key
+/// `(client_id, kind, id)`. Written `client_id = ?1 AND kind = ?2 AND id
+/// IN (…)`, PostgreSQL plans it on a catalog without statistics yet (a
+/// fresh one, during its first backups) as a scan of all the client's
+/// blobs of that kind, filtered by the list: one statement per batch, each
+/// slower as the catalog grows.
+fn id_list(run: &[[u8; 32]], from: usize) -> (Vec<String>, Vec<Value>) {
     let len = run.len().next_power_of_two().max(8);
     let last = run.last().copied().unwrap_or_default();
     let ids = run.iter().copied().chain(std::iter::repeat(last));
     let mut values = vec![Value::Null; from - 1];
     values.extend(ids.take(len).map(|id| Value::from(&id)));
     let list: Vec<String> = (from..from + len).map(|i| format!("?{i}")).collect();
-    (list.join(", "), values)
+    (list, values)
 }
 
 /// Which of `client`'s blobs `ids` of `kind` are stored whole.
@@ -167,9 +188,14 @@ fn whole_among(
     for run in ids.chunks(IN_LIST) {
         let (list, mut values) = id_list(run, 3);
         values[..2].clone_from_slice(args![client, kind as i64]);
+        // A lookup of the whole key per id, on both engines.
+        let rows: Vec<String> = list.iter().map(|id| format!("({id})")).collect();
         db.each(
             &format!(
-                "SELECT id FROM blobs WHERE client_id = ?1 AND kind = ?2 AND state = 0 AND id IN ({list})"
+                "SELECT v.column1 FROM (VALUES {}) AS v
+                 WHERE (SELECT b.state FROM blobs b
+                        WHERE b.client_id = ?1 AND b.kind = ?2 AND b.id = v.column1) = 0",
+                rows.join(", ")
             ),
             &values,
             |r| {

@@ -57,6 +57,8 @@ impl Transfer {
             deep,
             seen: HashSet::new(),
             root,
+            unlooked: Vec::new(),
+            whole: HashSet::new(),
         };
         walk(root, &StoredObjects, &mut check)
     }
@@ -66,13 +68,22 @@ impl Transfer {
         if self.has(kind, id)? {
             Ok(())
         } else {
-            Err(Gap::Missing(format!(
-                "{what} {} is missing",
-                crate::catalog::hex(&id[..8])
-            )))
+            Err(missing(id, what))
         }
     }
 }
+
+/// The gap of a blob the client does not hold whole.
+fn missing(id: &[u8; 32], what: &str) -> Gap {
+    Gap::Missing(format!(
+        "{what} {} is missing",
+        crate::catalog::hex(&id[..8])
+    ))
+}
+
+/// Blobs looked up together at most, when the walk enters one it has not
+/// looked up yet.
+const LOOKUP_BATCH: usize = 1024;
 
 /// The closure check as a walk from the root: what each tree of this
 /// upload names is required, and only those trees are walked below; with
@@ -82,6 +93,43 @@ struct Closure<'t> {
     deep: bool,
     seen: HashSet<BlobKey>,
     root: BlobKey,
+    /// Named by the trees loaded and not looked up yet (each is also on
+    /// the walk's stack, so this grows no larger than the walk does).
+    unlooked: Vec<BlobKey>,
+    /// Looked up, found whole, and not entered yet.
+    whole: HashSet<BlobKey>,
+}
+
+impl Closure<'_> {
+    /// Whether the client holds `key` whole: looked up with up to
+    /// [`LOOKUP_BATCH`] others the walk will enter next (one statement per
+    /// kind and batch, not one per blob).
+    fn is_whole(&mut self, key: BlobKey) -> Result<bool, Gap> {
+        if self.whole.remove(&key) {
+            return Ok(true);
+        }
+        let from = self.unlooked.len().saturating_sub(LOOKUP_BATCH - 1);
+        let mut batch: Vec<BlobKey> = self.unlooked.drain(from..).collect();
+        batch.push(key);
+        for kind in [
+            BlobKind::Tree,
+            BlobKind::Content,
+            BlobKind::Chunk,
+            BlobKind::Sealed,
+        ] {
+            let ids: Vec<[u8; 32]> = batch
+                .iter()
+                .filter(|k| k.kind == kind)
+                .map(|k| k.id)
+                .collect();
+            if !ids.is_empty() {
+                let found = self.transfer.whole_among(kind, &ids)?;
+                self.whole
+                    .extend(found.into_iter().map(|id| BlobKey { kind, id }));
+            }
+        }
+        Ok(self.whole.remove(&key))
+    }
 }
 
 impl Reach for Closure<'_> {
@@ -89,8 +137,9 @@ impl Reach for Closure<'_> {
 
     fn enter(&mut self, key: BlobKey) -> Result<bool, Gap> {
         if key != self.root {
-            self.transfer
-                .require(key.kind, &key.id, kind_name(key.kind))?;
+            if !self.is_whole(key)? {
+                return Err(missing(&key.id, kind_name(key.kind)));
+            }
             let sent_now =
                 key.kind == BlobKind::Tree && self.transfer.is_new_tree(&TreeId(key.id))?;
             if !self.deep && !sent_now {
@@ -109,5 +158,10 @@ impl Reach for Closure<'_> {
 
     fn undecodable(&mut self, _: BlobKey, error: ProtocolError) -> Result<(), Gap> {
         Err(Gap::undecodable(error))
+    }
+
+    fn named(&mut self, named: &[BlobKey]) -> Result<(), Gap> {
+        self.unlooked.extend_from_slice(named);
+        Ok(())
     }
 }

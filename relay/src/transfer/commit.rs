@@ -68,6 +68,7 @@ impl Transfer {
             })
             .map_err(TransferError::from)
         })?;
+        upload.staged_trees.remember(&trees);
         let indexed: u64 = rows.iter().map(|r| u64::from(r.span().len)).sum();
         upload.unindexed = upload.unindexed.saturating_sub(indexed);
         upload.unsynced_since = None;
@@ -213,6 +214,7 @@ impl Transfer {
             .map_err(TransferError::from)
         })?;
         upload.staged = false;
+        upload.staged_trees = Default::default();
         upload.unindexed = 0;
         tracing::info!(
             "client {client}: committed snapshot {snapshot} ({files} files, {bytes} bytes)"

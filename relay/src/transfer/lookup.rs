@@ -24,6 +24,45 @@ pub(super) fn object_key(id: &ObjectId) -> BlobKey {
     }
 }
 
+/// Trees an upload staged, kept at most this many in memory (about 100
+/// bytes each): past it, the upload asks the catalog about trees.
+const STAGED_IN_MEMORY: usize = 1 << 16;
+
+/// The rows of the trees an upload staged for its commit (the catalog's
+/// `staged_trees` holds them too, for collections and for an upload that
+/// ends): asked about for every tree that arrives and at every step of the
+/// commit's walk, answered here without a round trip to the catalog while
+/// they fit in memory.
+#[derive(Debug, Default)]
+pub(super) struct StagedTrees {
+    rows: std::collections::HashMap<[u8; 32], BlobRow>,
+    /// More were staged than are kept here.
+    overflowed: bool,
+}
+
+impl StagedTrees {
+    /// Remembers trees just staged, while there is room.
+    pub(super) fn remember(&mut self, rows: &[BlobRow]) {
+        for row in rows {
+            if self.rows.len() >= STAGED_IN_MEMORY {
+                self.overflowed = true;
+                return;
+            }
+            self.rows.insert(row.id, *row);
+        }
+    }
+
+    /// Tree `id`'s row if it is staged (`Some(None)`: it is not), or
+    /// `None` when only the catalog can tell.
+    fn known(&self, id: &[u8; 32]) -> Option<Option<BlobRow>> {
+        match self.rows.get(id) {
+            Some(row) => Some(Some(*row)),
+            None if self.overflowed => None,
+            None => Some(None),
+        }
+    }
+}
+
 impl Transfer {
     pub(super) fn catalog<T>(
         &self,
@@ -53,6 +92,9 @@ impl Transfer {
         }
         if kind != BlobKind::Tree || !upload.staged {
             return Ok(None);
+        }
+        if let Some(known) = upload.staged_trees.known(id) {
+            return Ok(known);
         }
         let upload_id = upload.id;
         self.catalog(|c| c.staged_tree(upload_id, id))

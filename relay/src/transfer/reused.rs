@@ -5,11 +5,22 @@
 //! and at every sync, instead of one write transaction per blob. A blob a
 //! collection removed in between is appended from the bytes held, so
 //! nothing the upload sent is lost.
+//!
+//! Trees and contents the upload was not told are missing (the endpoint
+//! sends them without asking) are held the same way before anyone looks
+//! them up: the stamp asks for all of them at once, and appends those the
+//! client lacks. One lookup per batch, not per object, which is what a
+//! catalog across the network (PostgreSQL) needs. A held object is not
+//! yet in the upload's rows, so whatever may read one (every request but
+//! those that only send or ask about chunks, see [`reads_held`]) stamps
+//! them first.
 
 use ferry_protocol::compress::Codec;
+use ferry_protocol::message::Message;
 
+use super::lookup::object_key;
 use super::{Result, Transfer};
-use crate::catalog::BlobKind;
+use crate::catalog::{BlobKey, BlobKind};
 
 /// Blobs held at most before they are stamped.
 const HELD_BLOBS: usize = 1024;
@@ -68,6 +79,31 @@ impl HeldReuse {
         self.blobs.push(blob);
         self.blobs.len() >= HELD_BLOBS || self.bytes >= HELD_BYTES
     }
+
+    /// Whether `key` is among the held blobs.
+    fn holds(&self, key: &BlobKey) -> bool {
+        self.blobs
+            .iter()
+            .any(|b| b.kind == key.kind && b.id == key.id)
+    }
+}
+
+/// Whether handling `message` may read, or answer about, a tree or content
+/// an upload holds unstamped (so they are stamped before it). Only the
+/// requests that send chunks or ask about them cannot; a patch can when
+/// its base is held (see [`Transfer::stamp_before`]).
+pub(super) fn reads_held(message: &Message) -> bool {
+    !matches!(
+        message,
+        Message::PutChunk { .. }
+            | Message::PutDelta { .. }
+            | Message::PutChunks { .. }
+            | Message::PutObject { .. }
+            | Message::PutObjectPatch { .. }
+            | Message::QueryChunks { .. }
+            | Message::GetSignatures { .. }
+            | Message::GetBaseSignatures { .. }
+    )
 }
 
 impl Transfer {
@@ -85,10 +121,31 @@ impl Transfer {
         if self.sent_now(kind, &id)?.is_some() {
             return Ok(());
         }
-        if !self.stored_already(kind, &id)? {
+        let key = BlobKey { kind, id };
+        if self.upload()?.told_missing.arrived(&key) {
+            return self.append_sent(kind, id, codec, bytes, copies);
+        }
+        // A tree or content is looked up with the others held, at the stamp.
+        let object = matches!(kind, BlobKind::Tree | BlobKind::Content);
+        if !object && !self.has(kind, &id)? {
             return self.append_sent(kind, id, codec, bytes, copies);
         }
         self.hold_reused(kind, id, codec, bytes, copies)
+    }
+
+    /// Stamps the held blobs before `message` when it may read one of them.
+    pub(super) fn stamp_before(&mut self, message: &Message) -> Result<()> {
+        let Some(upload) = &self.upload else {
+            return Ok(());
+        };
+        let needed = match message {
+            Message::PutObjectPatch { base, .. } => upload.reused.holds(&object_key(base)),
+            other => reads_held(other),
+        };
+        if needed && !upload.reused.blobs.is_empty() {
+            self.stamp_reused()?;
+        }
+        Ok(())
     }
 
     /// Holds a blob the client has stored to be stamped as reused with
@@ -118,7 +175,7 @@ impl Transfer {
     /// upload was just told it is missing (no lookup then), else as
     /// [`Transfer::has`] finds.
     pub(super) fn stored_already(&mut self, kind: BlobKind, id: &[u8; 32]) -> Result<bool> {
-        let key = crate::catalog::BlobKey { kind, id: *id };
+        let key = BlobKey { kind, id: *id };
         if self.upload()?.told_missing.arrived(&key) {
             return Ok(false);
         }

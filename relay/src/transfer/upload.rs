@@ -30,6 +30,8 @@ pub(super) struct Upload {
     repo: std::sync::Arc<crate::repo::Repo>,
     /// Trees staged and not yet indexed by a commit.
     pub(super) staged: bool,
+    /// Those trees' rows (as many as are kept in memory).
+    pub(super) staged_trees: super::lookup::StagedTrees,
     pub(super) set_id: SetId,
     pub(super) retention: Retention,
     /// The store's epoch at the first append since the last sync (`None`:
@@ -88,6 +90,7 @@ impl Upload {
             id: repo.next_upload_id(),
             repo: std::sync::Arc::clone(repo),
             staged: false,
+            staged_trees: Default::default(),
             label: None,
             pending_objects: 0,
             set_id,
