@@ -102,8 +102,46 @@ pub fn walk<R: Reach>(
     references: &dyn References,
     visitor: &mut R,
 ) -> Result<(), R::Error> {
-    let mut stack = vec![root];
-    while let Some(key) = stack.pop() {
+    walk_in(Order::DepthFirst, root, references, visitor)
+}
+
+/// Walks as [`walk`] does, but a level at a time: everything an object
+/// names is entered after everything named before it, so what a whole
+/// level names is known (see [`Reach::named`]) before the first of it is
+/// entered. Holds a level's names at once, where the depth-first walk
+/// holds a path's.
+///
+/// # Errors
+/// The first error the visitor returns.
+pub fn walk_by_level<R: Reach>(
+    root: BlobKey,
+    references: &dyn References,
+    visitor: &mut R,
+) -> Result<(), R::Error> {
+    walk_in(Order::ByLevel, root, references, visitor)
+}
+
+/// Which of the named keys a walk enters next.
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    /// The first named by the object loaded last.
+    DepthFirst,
+    /// The first named of all not yet entered.
+    ByLevel,
+}
+
+fn walk_in<R: Reach>(
+    order: Order,
+    root: BlobKey,
+    references: &dyn References,
+    visitor: &mut R,
+) -> Result<(), R::Error> {
+    let mut waiting = std::collections::VecDeque::from([root]);
+    let next = |waiting: &mut std::collections::VecDeque<BlobKey>| match order {
+        Order::DepthFirst => waiting.pop_back(),
+        Order::ByLevel => waiting.pop_front(),
+    };
+    while let Some(key) = next(&mut waiting) {
         if !visitor.enter(key)? || key.kind == BlobKind::Chunk {
             continue;
         }
@@ -111,10 +149,13 @@ pub fn walk<R: Reach>(
             continue;
         };
         match references.references(key, &raw) {
-            // Reversed, so they come off the stack in order.
             Ok(named) => {
                 visitor.named(&named)?;
-                stack.extend(named.into_iter().rev());
+                match order {
+                    // Reversed, so they come off the back in order.
+                    Order::DepthFirst => waiting.extend(named.into_iter().rev()),
+                    Order::ByLevel => waiting.extend(named),
+                }
             }
             Err(e) => visitor.undecodable(key, e)?,
         }
@@ -196,6 +237,29 @@ mod tests {
         walk(root, &SealedObjects, &mut store).unwrap();
         assert_eq!(store.entered, vec![root, tree, content, chunk]);
         assert!(store.gaps.is_empty());
+    }
+
+    #[test]
+    fn a_walk_by_level_enters_a_level_before_what_it_names() {
+        let keys = SealingKeys::derive(&VaultKey::from_bytes([1; 32]));
+        let mut store = Store::default();
+        let c1 = sealed(&mut store, &keys, SealedKind::Chunk, &[], b"one");
+        let c2 = sealed(&mut store, &keys, SealedKind::Chunk, &[], b"two");
+        let t1 = sealed(&mut store, &keys, SealedKind::Tree, &[c1], b"first");
+        let t2 = sealed(&mut store, &keys, SealedKind::Tree, &[c2], b"second");
+        let root = sealed(&mut store, &keys, SealedKind::Root, &[t1, t2], b"root");
+        let trees = [t1, t2];
+        // Which of the five entered are trees (the root's order of what it
+        // names is the seal's).
+        let shape = |entered: &[BlobKey]| -> Vec<bool> {
+            entered.iter().map(|k| trees.contains(k)).collect()
+        };
+        walk(root, &SealedObjects, &mut store).unwrap();
+        assert_eq!(shape(&store.entered), [false, true, false, true, false]);
+        store.entered.clear();
+        walk_by_level(root, &SealedObjects, &mut store).unwrap();
+        assert_eq!(shape(&store.entered), [false, true, true, false, false]);
+        assert_eq!(store.entered.len(), 5);
     }
 
     #[test]

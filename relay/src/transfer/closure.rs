@@ -10,7 +10,7 @@ use ferry_protocol::ProtocolError;
 use super::{Transfer, TransferError};
 use crate::catalog::DamageLog;
 use crate::catalog::{kind_name, BlobKey, BlobKind};
-use crate::objects::{walk, Reach};
+use crate::objects::{walk_by_level, Reach};
 use crate::stored_objects::StoredObjects;
 
 /// Why a snapshot cannot be committed.
@@ -57,10 +57,10 @@ impl Transfer {
             deep,
             seen: HashSet::new(),
             root,
-            unlooked: Vec::new(),
+            unlooked: std::collections::VecDeque::new(),
             whole: HashSet::new(),
         };
-        walk(root, &StoredObjects, &mut check)
+        walk_by_level(root, &StoredObjects, &mut check)
     }
 
     /// Fails naming the blob when the client does not hold it whole.
@@ -85,7 +85,7 @@ fn missing(id: &[u8; 32], what: &str) -> Gap {
 /// looked up yet.
 const LOOKUP_BATCH: usize = 1024;
 
-/// The closure check as a walk from the root: what each tree of this
+/// The closure check as a walk from the root, a level at a time: what each tree of this
 /// upload names is required, and only those trees are walked below; with
 /// `deep`, everything is.
 struct Closure<'t> {
@@ -93,9 +93,10 @@ struct Closure<'t> {
     deep: bool,
     seen: HashSet<BlobKey>,
     root: BlobKey,
-    /// Named by the trees loaded and not looked up yet (each is also on
-    /// the walk's stack, so this grows no larger than the walk does).
-    unlooked: Vec<BlobKey>,
+    /// Named by the trees loaded and not looked up yet, in the order the
+    /// walk enters them (each is also waiting in the walk, so this grows no
+    /// larger than the walk does).
+    unlooked: std::collections::VecDeque<BlobKey>,
     /// Looked up, found whole, and not entered yet.
     whole: HashSet<BlobKey>,
 }
@@ -103,13 +104,14 @@ struct Closure<'t> {
 impl Closure<'_> {
     /// Whether the client holds `key` whole: looked up with up to
     /// [`LOOKUP_BATCH`] others the walk will enter next (one statement per
-    /// kind and batch, not one per blob).
+    /// kind and batch, not one per blob; the walk goes a level at a time,
+    /// so a batch spans many trees).
     fn is_whole(&mut self, key: BlobKey) -> Result<bool, Gap> {
         if self.whole.remove(&key) {
             return Ok(true);
         }
-        let from = self.unlooked.len().saturating_sub(LOOKUP_BATCH - 1);
-        let mut batch: Vec<BlobKey> = self.unlooked.drain(from..).collect();
+        let take = self.unlooked.len().min(LOOKUP_BATCH - 1);
+        let mut batch: Vec<BlobKey> = self.unlooked.drain(..take).collect();
         batch.push(key);
         for kind in [
             BlobKind::Tree,
@@ -161,7 +163,7 @@ impl Reach for Closure<'_> {
     }
 
     fn named(&mut self, named: &[BlobKey]) -> Result<(), Gap> {
-        self.unlooked.extend_from_slice(named);
+        self.unlooked.extend(named.iter().copied());
         Ok(())
     }
 }

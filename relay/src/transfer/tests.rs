@@ -400,6 +400,52 @@ fn a_restore_gets_a_chunk_whole_or_as_a_delta_against_its_own() {
     assert_eq!(delta::apply(&near, &d, &chunk).unwrap(), data);
 }
 
+/// The object `id` as a GetObject answers it, decompressed.
+fn get_object(t: &mut Transfer, id: ObjectId) -> Option<Vec<u8>> {
+    match t.handle(Message::GetObject { id }).unwrap() {
+        Some(Message::Object { codec, data }) => Some(decompress(codec, data, 1 << 20).unwrap()),
+        Some(Message::Refused { .. }) => None,
+        other => panic!("expected Object, got {other:?}"),
+    }
+}
+
+#[test]
+fn objects_sent_without_asking_are_known_at_once_though_looked_up_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, a, _) = relay(dir.path());
+    let mut t = Transfer::new(repo, a, None);
+    begin(&mut t);
+    let chunk = put_chunk(&mut t, b"data");
+    let (content, content_bytes, root, tree_bytes) = file_tree(&[(chunk, 4)]);
+    put_object(&mut t, ObjectId::Content(content), &content_bytes);
+    // Held to be looked up with others, yet read back and known at once.
+    assert_eq!(
+        get_object(&mut t, ObjectId::Content(content)),
+        Some(content_bytes.clone())
+    );
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    assert!(missing_objects(&mut t, vec![ObjectId::Tree(root)]).is_empty());
+    // A patch against a tree sent a moment ago, and the same tree twice.
+    let mut renamed = Tree::decode(&root, &tree_bytes).unwrap();
+    renamed.entries[0].name = b"g".to_vec();
+    let (renamed_id, renamed_bytes) = renamed.encode().unwrap();
+    put_object(&mut t, ObjectId::Tree(root), &tree_bytes);
+    t.handle(Message::PutObjectPatch {
+        id: ObjectId::Tree(renamed_id),
+        base: ObjectId::Tree(root),
+        patch: patch::diff(&tree_bytes, &renamed_bytes),
+    })
+    .unwrap();
+    assert!(matches!(
+        commit(&mut t, renamed_id),
+        Message::Committed { .. }
+    ));
+    assert_eq!(
+        get_object(&mut t, ObjectId::Tree(renamed_id)),
+        Some(renamed_bytes)
+    );
+}
+
 #[test]
 fn a_content_waits_for_its_chunks_before_it_is_indexed() {
     let dir = tempfile::tempdir().unwrap();
@@ -1031,6 +1077,7 @@ again_on_postgres!(
     a_client_asking_for_anothers_data_gets_what_it_gets_for_none,
     a_restore_gets_a_chunk_whole_or_as_a_delta_against_its_own,
     a_content_waits_for_its_chunks_before_it_is_indexed,
+    objects_sent_without_asking_are_known_at_once_though_looked_up_together,
     the_relays_rules_decide_and_the_endpoints_hints_only_keep_more,
     set_names_that_are_not_names_are_refused,
     over_the_internet_a_first_backup_can_be_refused_and_large_files_too,
