@@ -85,6 +85,10 @@ fn missing(id: &[u8; 32], what: &str) -> Gap {
 /// looked up yet.
 const LOOKUP_BATCH: usize = 1024;
 
+/// Blobs found whole that a closure check remembers at most (some 64 MiB):
+/// past it, it forgets them and looks up again.
+const REMEMBERED_WHOLE: usize = 1 << 20;
+
 /// The closure check as a walk from the root, a level at a time: what each tree of this
 /// upload names is required, and only those trees are walked below; with
 /// `deep`, everything is.
@@ -97,7 +101,8 @@ struct Closure<'t> {
     /// walk enters them (each is also waiting in the walk, so this grows no
     /// larger than the walk does).
     unlooked: std::collections::VecDeque<BlobKey>,
-    /// Looked up, found whole, and not entered yet.
+    /// Looked up and found whole (kept for the blobs a snapshot names
+    /// many times: a file in many directories).
     whole: HashSet<BlobKey>,
 }
 
@@ -107,8 +112,11 @@ impl Closure<'_> {
     /// kind and batch, not one per blob; the walk goes a level at a time,
     /// so a batch spans many trees).
     fn is_whole(&mut self, key: BlobKey) -> Result<bool, Gap> {
-        if self.whole.remove(&key) {
+        if self.whole.contains(&key) {
             return Ok(true);
+        }
+        if self.whole.len() >= REMEMBERED_WHOLE {
+            self.whole.clear();
         }
         let take = self.unlooked.len().min(LOOKUP_BATCH - 1);
         let mut batch: Vec<BlobKey> = self.unlooked.drain(..take).collect();
@@ -130,7 +138,7 @@ impl Closure<'_> {
                     .extend(found.into_iter().map(|id| BlobKey { kind, id }));
             }
         }
-        Ok(self.whole.remove(&key))
+        Ok(self.whole.contains(&key))
     }
 }
 
