@@ -112,26 +112,31 @@ impl BlobIndex for Catalog {
             let (list, mut values) = id_list(run, 5);
             values[..4].clone_from_slice(args![client, kind as i64, now_ms, since_ms]);
             // Each id found through the whole key (see `id_list`): the
-            // shape that does so differs between the engines.
-            let keys = match tx.engine() {
+            // shape that does so differs between the engines. SQLite
+            // searches its key for each listed id. PostgreSQL plans a join
+            // with the list (a scan of the table once it is large, a
+            // nested scan of it on a fresh catalog), unless each row is
+            // found by a subquery of its own and updated by its place.
+            let update = match tx.engine() {
                 Engine::Sqlite => format!(
-                    "client_id = ?1 AND kind = ?2 AND id IN ({})",
+                    "UPDATE blobs SET stored_at = ?3
+                     WHERE client_id = ?1 AND kind = ?2 AND state = 0 AND stored_at < ?4
+                       AND id IN ({})",
                     list.join(", ")
                 ),
                 Engine::Postgres => format!(
-                    "(client_id, kind, id) IN (VALUES {})",
+                    "UPDATE blobs SET stored_at = ?3 WHERE ctid = ANY (ARRAY(
+                       SELECT (SELECT b.ctid FROM blobs b
+                               WHERE b.client_id = ?1 AND b.kind = ?2 AND b.id = v.column1
+                                 AND b.state = 0 AND b.stored_at < ?4)
+                       FROM (VALUES {}) AS v))",
                     list.iter()
-                        .map(|id| format!("(?1, ?2, {id})"))
+                        .map(|id| format!("({id})"))
                         .collect::<Vec<_>>()
                         .join(", ")
                 ),
             };
-            tx.execute(
-                &format!(
-                    "UPDATE blobs SET stored_at = ?3 WHERE state = 0 AND stored_at < ?4 AND {keys}"
-                ),
-                &values,
-            )?;
+            tx.execute(&update, &values)?;
         }
         let whole = whole_among(&tx, client, kind, ids)?;
         tx.commit()?;
