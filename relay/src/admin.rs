@@ -3,6 +3,7 @@
 //! not, and prints text or JSON. Tables go through
 //! [`ferry_net::table::Table`], shared with the endpoint's commands.
 
+pub mod catalog_copy;
 pub mod clients;
 pub mod migrate;
 pub mod pair;

@@ -30,6 +30,7 @@ mod limits;
 mod pairing;
 pub mod pg_server;
 pub mod ports;
+pub mod rebuild;
 mod relays;
 mod retention;
 pub mod runs;
@@ -278,6 +279,17 @@ impl BlobRow {
     /// The row's owner, key and place as SQL values, in the order the
     /// `blobs` and `damage` tables list them: client, kind, id, pack,
     /// offset, length.
+    /// What a pack's trailer says of this blob of `client`'s.
+    pub fn label(&self, client: ClientId) -> crate::store::BlobLabel {
+        crate::store::BlobLabel {
+            client: client.0,
+            kind: self.kind as u8,
+            codec: self.codec.code(),
+            copies: self.copies,
+            id: self.id,
+        }
+    }
+
     pub(crate) fn key_and_place(&self, client: ClientId) -> [sql::Value; 6] {
         [
             client.into(),

@@ -344,13 +344,16 @@ fn compact(
         .filter(|(pack, _)| *pack < held_from && settled(pack))
     {
         let live = usage.get(&pack).copied().unwrap_or_default();
+        // The trailer's entries for live blobs are live too: a rewritten
+        // pack is not rewritten again for them.
+        let live_bytes = live.bytes + blobs.store().trailer_bytes(live.blobs);
         if live.blobs == 0 {
             fence.check(catalog)?;
             if delete_emptied(catalog, blobs, pack, young)? {
                 report.packs_deleted += 1;
                 report.bytes_freed += len;
             }
-        } else if len.saturating_sub(live.bytes) * 100 >= len * REPACK_DEAD_PERCENT {
+        } else if len.saturating_sub(live_bytes) * 100 >= len * REPACK_DEAD_PERCENT {
             let moved = repack(catalog, blobs, pack, fence)?;
             report.packs_repacked += 1;
             report.bytes_moved += moved;
@@ -384,7 +387,7 @@ fn repack(catalog: &mut Catalog, blobs: &Blobs, pack: PackId, fence: &Fence) -> 
     let mut bytes = 0;
     for (client, row) in live {
         // Every copy moves with it.
-        let span = blobs.copy(&row.span())?;
+        let span = blobs.copy(&row.span(), &row.label(client))?;
         bytes += u64::from(span.len);
         let at = crate::store::BlobLocation {
             len: row.at.len,

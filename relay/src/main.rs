@@ -156,6 +156,10 @@ enum Command {
     /// (each read back and compared), then point relay.toml at it.
     /// Endpoints notice nothing.
     Migrate(admin::migrate::MigrateArgs),
+    /// Keep a copy of the catalog in the object store (`dump`), or rebuild
+    /// a lost one from that copy and the packs' trailers (`rebuild`).
+    #[command(subcommand)]
+    Catalog(admin::catalog_copy::CatalogCommand),
     /// Check the store: re-hash every blob, check each pack's structure,
     /// the catalog and each snapshot's closure. Exit 0 clean, 3 damage
     /// found (named; the next backup holding the data heals it), 1 could
@@ -319,6 +323,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => return admin::retention::run(&data, client.as_deref(), dry_run, ahead, json),
         Command::Gc { grace, json } => admin::gc(&data, grace, json)?,
         Command::Migrate(args) => admin::migrate::run(&data, &args)?,
+        Command::Catalog(command) => admin::catalog_copy::run(&data, &command)?,
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -17,7 +17,7 @@ use anyhow::Context;
 use crate::catalog::{self, Catalog, CatalogAt, ClientId, SetId};
 use crate::gate::{OpenUploads, Opened, UploadPermit};
 use crate::store::{
-    storage_error, BlobLocation, BlobReader, BlobStore, PackId, PackStore, StorageError,
+    storage_error, BlobLabel, BlobLocation, BlobReader, BlobStore, PackId, PackStore, StorageError,
 };
 
 /// The catalog and the blob store of one relay.
@@ -289,15 +289,20 @@ impl Blobs {
             .map_err(|e| storage_error(e, "reading a pack"))
     }
 
-    /// Appends a blob; returns where, and the store's epoch after it.
+    /// Appends a blob (`label` says whose, for the pack's trailer);
+    /// returns where, and the store's epoch after it.
     ///
     /// # Errors
     /// The store's errors, named (a full disk first).
-    pub fn append(&self, data: &[u8]) -> Result<(BlobLocation, u64), StorageError> {
+    pub fn append(
+        &self,
+        data: &[u8],
+        label: &BlobLabel,
+    ) -> Result<(BlobLocation, u64), StorageError> {
         let _writes = lock(&self.writes);
         let at = self
             .store
-            .append(data)
+            .append_labelled(data, label)
             .map_err(|e| storage_error(e, "writing a pack"))?;
         Ok((at, self.store.epoch()))
     }
@@ -318,11 +323,11 @@ impl Blobs {
     ///
     /// # Errors
     /// The store's errors, named.
-    pub fn copy(&self, at: &BlobLocation) -> Result<BlobLocation, StorageError> {
+    pub fn copy(&self, at: &BlobLocation, label: &BlobLabel) -> Result<BlobLocation, StorageError> {
         let data = self.read(at)?;
         let _writes = lock(&self.writes);
         self.store
-            .append(&data)
+            .append_labelled(&data, label)
             .map_err(|e| storage_error(e, "writing a pack"))
     }
 

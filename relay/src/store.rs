@@ -42,6 +42,13 @@ macro_rules! reads_through_its_reader {
             fn counters(&self) -> Option<$crate::store::StoreCounters> {
                 self.reader.counters()
             }
+
+            fn trailer(
+                &self,
+                pack: $crate::store::PackId,
+            ) -> std::io::Result<Option<Vec<$crate::store::trailer::TrailerEntry>>> {
+                self.reader.trailer(pack)
+            }
         }
     };
 }
@@ -51,12 +58,14 @@ mod memory;
 pub mod moto;
 mod pack_files;
 pub mod s3;
+pub mod trailer;
 
 use std::io;
 
 pub use memory::MemoryStore;
 pub use pack_files::{count_packs, pack_number, quarantine_dir, PackReader, PackStore};
-pub use s3::{S3Reader, S3Store};
+pub use s3::{open_reader, S3Reader, S3Store};
+pub use trailer::BlobLabel;
 
 /// Size at which a pack is closed and a new one started.
 pub const PACK_TARGET: u64 = 64 * 1024 * 1024;
@@ -153,6 +162,16 @@ pub trait BlobReader: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The blobs `pack`'s trailer lists (`None`: it has none; see
+    /// [`trailer`]).
+    ///
+    /// # Errors
+    /// I/O errors, or a trailer that does not decode.
+    fn trailer(&self, pack: PackId) -> io::Result<Option<Vec<trailer::TrailerEntry>>> {
+        let _ = pack;
+        Ok(None)
+    }
+
     /// Writes `bytes` over what `pack` holds at `offset` (the same length,
     /// inside what is stored), durably: a rotten copy of a blob repaired
     /// from its good copy. Nothing else moves, so readers and writers
@@ -186,6 +205,17 @@ pub trait BlobStore: BlobReader {
     /// I/O errors (a full disk among them).
     fn append(&self, data: &[u8]) -> io::Result<BlobLocation>;
 
+    /// Appends a blob as [`BlobStore::append`] does, saying whose it is:
+    /// a store that writes trailers (the object store's) lists it in its
+    /// pack's. `data` holds `label.copies` copies one after another.
+    ///
+    /// # Errors
+    /// As [`BlobStore::append`].
+    fn append_labelled(&self, data: &[u8], label: &BlobLabel) -> io::Result<BlobLocation> {
+        let _ = label;
+        self.append(data)
+    }
+
     /// Makes every appended blob durable.
     ///
     /// # Errors
@@ -214,6 +244,13 @@ pub trait BlobStore: BlobReader {
     fn pack_started_ms(&self, pack: PackId) -> Option<i64> {
         let _ = pack;
         None
+    }
+
+    /// The bytes a pack's trailer takes for `blobs` blobs (0 for a store
+    /// that writes none): live bytes, to the collector.
+    fn trailer_bytes(&self, blobs: u64) -> u64 {
+        let _ = blobs;
+        0
     }
 
     /// Whether a pack no row names is deleted only a grace period after it

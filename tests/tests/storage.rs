@@ -10,6 +10,9 @@ use ferry_relay::catalog::pg_server::PgServer;
 use ferry_relay::store::moto::Moto;
 use ferry_tests::faults::{Fault, FaultProxy};
 use ferry_tests::tree::{listing, random_bytes};
+
+/// A tree as `listing` reads it.
+type Listing = std::collections::BTreeMap<Vec<u8>, ferry_tests::tree::Item>;
 use ferry_tests::{arg, http_get, ok, stderr, Endpoint, Relay, RelayOptions};
 
 const MIB: usize = 1 << 20;
@@ -44,6 +47,25 @@ fn packs_in(name: &str) -> (usize, u64) {
         .filter(|(key, _)| key.starts_with("packs/"))
         .collect();
     (packs.len(), packs.iter().map(|(_, size)| size).sum())
+}
+
+/// Three backups of `src` by `endpoint`, a file changed and one added
+/// before each; what each held. `after_each` runs after each backup.
+fn three_versions(
+    endpoint: &Endpoint,
+    src: &Path,
+    mut after_each: impl FnMut(u64),
+) -> Vec<Listing> {
+    fs::create_dir_all(src).unwrap();
+    let mut versions = Vec::new();
+    for n in 0..3u64 {
+        fs::write(src.join("changing.bin"), random_bytes(MIB, n)).unwrap();
+        fs::write(src.join(format!("added-{n}.txt")), format!("version {n}\n")).unwrap();
+        endpoint.backup_json(&[arg(src)]);
+        versions.push(listing(src));
+        after_each(n);
+    }
+    versions
 }
 
 fn restore_into(endpoint: &Endpoint, snapshot: &str, from: &Path, to: &Path) {
@@ -199,14 +221,7 @@ fn a_relay_with_history_migrates_to_an_object_store_and_postgres_and_every_snaps
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
     let src = work.path().join("src");
-    fs::create_dir_all(&src).unwrap();
-    let mut versions = Vec::new();
-    for n in 0..3u64 {
-        fs::write(src.join("changing.bin"), random_bytes(MIB, n)).unwrap();
-        fs::write(src.join(format!("added-{n}.txt")), format!("version {n}\n")).unwrap();
-        endpoint.backup_json(&[arg(&src)]);
-        versions.push(listing(&src));
-    }
+    let versions = three_versions(&endpoint, &src, |_| {});
     let local = relay.pack_bytes();
     Moto::shared().bucket("migrated");
     let keys = Moto::keys_file(work.path());
@@ -240,9 +255,9 @@ fn a_relay_with_history_migrates_to_an_object_store_and_postgres_and_every_snaps
         .filter(|(key, _)| key.starts_with("ferry/packs/"))
         .map(|(_, size)| size)
         .sum();
-    assert_eq!(
-        stored, local,
-        "every pack byte is in the bucket: {objects:?}"
+    assert!(
+        stored > local,
+        "every pack byte is in the bucket, each pack with its trailer: {stored} of {local} bytes, {objects:?}"
     );
     assert_eq!(relay.pack_bytes(), 0, "the pack files were moved aside");
     assert!(relay.data().join("store/packs.migrated").is_dir());
@@ -289,4 +304,68 @@ fn a_relay_with_history_migrates_to_an_object_store_and_postgres_and_every_snaps
     let to = work.path().join("restored-after");
     restore_into(&endpoint, "4", &src, &to);
     assert_eq!(listing(&to), listing(&src));
+}
+
+#[test]
+fn a_catalog_lost_with_its_postgresql_is_rebuilt_from_the_object_store_alone() {
+    let work = tempfile::tempdir().unwrap();
+    Moto::shared().bucket("rebuilt");
+    let keys = Moto::keys_file(work.path());
+    let lost = PgServer::shared().database();
+    let mut relay = Relay::start_with(RelayOptions {
+        init_args: vec!["--catalog".into(), lost.clone()],
+        sections: vec![(
+            "storage".into(),
+            format!(
+                "kind = \"s3\"\nendpoint = \"{}\"\nbucket = \"rebuilt\"\ncredentials-file = \"{}\"",
+                Moto::shared().endpoint,
+                keys.display()
+            ),
+        )],
+        ..RelayOptions::default()
+    });
+    let endpoint = Endpoint::new();
+    endpoint.pair_with(&relay, "laptop");
+    let src = work.path().join("src");
+    let versions = three_versions(&endpoint, &src, |n| {
+        if n == 1 {
+            // A copy of the catalog, beside the serving relay, after the
+            // second snapshot: the third is committed after it.
+            let kept = ok(relay.admin(&["catalog", "dump"]));
+            assert!(kept.contains("1 client(s), 2 snapshot(s)"), "{kept}");
+        }
+    });
+    relay.terminate();
+    // The PostgreSQL database is lost; an empty one takes its place.
+    let config = relay.data().join("relay.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    let fresh = PgServer::shared().database();
+    fs::write(&config, text.replace(&lost, &fresh)).unwrap();
+    let said = ok(relay.admin(&["catalog", "rebuild"]));
+    assert!(said.contains("1 client(s), 2 snapshot(s)"), "{said}");
+    assert!(said.contains("blob(s) indexed"), "{said}");
+    assert!(!said.contains("without a trailer"), "{said}");
+    // Not twice: the catalog holds something now.
+    let again = relay.admin(&["catalog", "rebuild"]);
+    assert_eq!(again.status.code(), Some(1), "{}", stderr(&again));
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+
+    relay.start_again();
+    for (n, expected) in versions.iter().take(2).enumerate() {
+        let snapshot = (n + 1).to_string();
+        let to = work.path().join(format!("restored-{snapshot}"));
+        restore_into(&endpoint, &snapshot, &src, &to);
+        assert_eq!(&listing(&to), expected, "snapshot {snapshot}");
+    }
+    ok(relay.admin(&["verify"]));
+    // The third snapshot came after the copy; its data did not: the next
+    // backup commits it again and sends almost nothing.
+    let next = endpoint.backup_json(&[arg(&src)]);
+    assert!(
+        next["bytes_sent"].as_u64().unwrap() < MIB as u64 / 4,
+        "{next}"
+    );
+    let to = work.path().join("restored-next");
+    restore_into(&endpoint, &next["snapshot"].to_string(), &src, &to);
+    assert_eq!(listing(&to), versions[2]);
 }

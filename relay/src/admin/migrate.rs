@@ -16,6 +16,7 @@ use ferry_protocol::units::format_size;
 use crate::catalog::{Catalog, CatalogAt};
 use crate::config::{StorageConfig, StorageKind};
 use crate::data_dir::DataDir;
+use crate::store::trailer::{self, TrailerEntry};
 use crate::store::{BlobReader, BlobStore, PackReader, PackStore, S3Store, Storage};
 
 /// `ferry-relay migrate`'s arguments.
@@ -130,7 +131,8 @@ fn move_packs(data: &DataDir, target: &StorageConfig) -> Result<String> {
     };
     let packs_dir = data.store_dir();
     // Cut back to what the catalog names, as a start would.
-    let ends = data.catalog()?.committed_pack_ends()?;
+    let catalog = data.catalog()?;
+    let ends = catalog.committed_pack_ends()?;
     drop(PackStore::open(&packs_dir, &ends)?);
     let store = S3Store::open(settings, dir, *relay)
         .with_context(|| format!("cannot reach {}", storage.describe()))?;
@@ -140,6 +142,18 @@ fn move_packs(data: &DataDir, target: &StorageConfig) -> Result<String> {
     for (pack, len) in &packs {
         let mut bytes = Vec::new();
         local.read_into(*pack, 0, *len, &mut bytes)?;
+        // Stored with the trailer the object store's packs carry.
+        let mut entries: Vec<TrailerEntry> = catalog
+            .blobs_in_pack(*pack)?
+            .into_iter()
+            .map(|(client, row)| TrailerEntry {
+                label: row.label(client),
+                at: row.at,
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| e.at.offset);
+        bytes.extend_from_slice(&trailer::encode(&entries));
+        let len = &(bytes.len() as u64);
         let sum = blake3::hash(&bytes);
         store
             .import(*pack, bytes)

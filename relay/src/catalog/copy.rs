@@ -27,6 +27,18 @@ const TABLES: &[(&str, &str, &str)] = &[
     ("condemned_packs", "pack, condemned_at", "pack"),
 ];
 
+/// The tables a copy of the catalog beside the blobs holds (see
+/// [`Catalog::copy_all_but_blobs_into`]).
+const BESIDE_BLOBS: &[&str] = &[
+    "clients",
+    "backup_sets",
+    "snapshots",
+    "settings",
+    "retention_rules",
+    "replaced_keys",
+    "key_wraps",
+];
+
 /// Tables whose `id` the engine hands out.
 const COUNTED: &[&str] = &["clients", "pairings", "backup_sets", "snapshots", "damage"];
 
@@ -41,6 +53,27 @@ impl Catalog {
     /// A target that is not empty; the engines' errors; a table that does
     /// not read back the same (nothing is committed then).
     pub fn copy_into(&self, to: &Catalog) -> Result<Copied> {
+        self.copy_tables_into(to, |_| true)
+    }
+
+    /// Copies what a catalog holds beside the blobs' index into `to` (an
+    /// empty SQLite file: the copy `ferry-relay catalog dump` keeps in the
+    /// object store): clients and their keys, sets, snapshots, rules and
+    /// settings; not the blobs (each pack's trailer lists its own), nor
+    /// what only a running relay needs (staged trees, handshakes, relays,
+    /// leases, damage found, pending pairings).
+    ///
+    /// # Errors
+    /// As [`Catalog::copy_into`].
+    pub fn copy_all_but_blobs_into(&self, to: &Catalog) -> Result<Copied> {
+        self.copy_tables_into(to, |table| BESIDE_BLOBS.contains(&table))
+    }
+
+    fn copy_tables_into(
+        &self,
+        to: &Catalog,
+        copied_table: impl Fn(&str) -> bool,
+    ) -> Result<Copied> {
         let tx = to.db.write()?;
         for (table, ..) in TABLES {
             if tx.exists(&format!("SELECT 1 FROM {table}"), args![])? {
@@ -50,7 +83,8 @@ impl Catalog {
             }
         }
         let mut copied = Vec::new();
-        for (table, columns, order) in TABLES {
+        let tables = || TABLES.iter().filter(|(table, ..)| copied_table(table));
+        for (table, columns, order) in tables() {
             let marks: Vec<String> = (1..=columns.split(',').count())
                 .map(|i| format!("?{i}"))
                 .collect();
@@ -73,46 +107,69 @@ impl Catalog {
             )?;
             copied.push((*table, rows));
         }
-        for (table, columns, _) in TABLES {
+        for (table, columns, _) in tables() {
             if digest(&self.db, table, columns)? != digest(&tx, table, columns)? {
                 return Err(CatalogError::Value(format!(
                     "table {table} does not read back the same from the target; nothing was committed"
                 )));
             }
         }
-        if tx.engine() == Engine::Postgres {
-            for table in COUNTED {
-                let next = self.next_id(table)?;
-                tx.value::<i64>(
-                    &format!("SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?1, false)"),
-                    args![next],
-                )?;
+        for table in COUNTED {
+            let next = self.next_id(table)?;
+            match tx.engine() {
+                Engine::Postgres => {
+                    tx.value::<i64>(
+                        &format!(
+                            "SELECT setval(pg_get_serial_sequence('{table}', 'id'), ?1, false)"
+                        ),
+                        args![next],
+                    )?;
+                }
+                Engine::Sqlite => {
+                    tx.execute("DELETE FROM sqlite_sequence WHERE name = ?1", args![*table])?;
+                    tx.execute(
+                        "INSERT INTO sqlite_sequence (name, seq) VALUES (?1, ?2)",
+                        args![*table, next - 1],
+                    )?;
+                }
             }
         }
         tx.commit()?;
         Ok(copied)
     }
 
-    /// The id `table` hands out next: past its rows, and on SQLite past
-    /// every id an `AUTOINCREMENT` table ever gave.
+    /// The id `table` hands out next: past its rows, and past every id
+    /// it ever gave (SQLite's `AUTOINCREMENT` counter, PostgreSQL's
+    /// sequence).
     fn next_id(&self, table: &str) -> Result<i64> {
         let max: i64 = self.db.value(
             &format!("SELECT COALESCE(MAX(id), 0) FROM {table}"),
             args![],
         )?;
-        let ever: i64 = if self.db.engine() == Engine::Sqlite {
-            self.db
+        let ever: i64 = match self.db.engine() {
+            Engine::Sqlite => self
+                .db
                 .row(
                     "SELECT seq FROM sqlite_sequence WHERE name = ?1",
                     args![table],
                     |r| r.get(0),
                 )?
-                .unwrap_or(0)
-        } else {
-            0
+                .unwrap_or(0),
+            Engine::Postgres => self.db.value(
+                &format!(
+                    "SELECT CASE WHEN is_called THEN last_value ELSE 0 END FROM {}",
+                    pg_sequence(table)
+                ),
+                args![],
+            )?,
         };
         Ok(max.max(ever) + 1)
     }
+}
+
+/// The sequence behind PostgreSQL's identity column `table.id`.
+fn pg_sequence(table: &str) -> String {
+    format!("{table}_id_seq")
 }
 
 /// A BLAKE3 digest of a table's rows, whatever order each engine sorts

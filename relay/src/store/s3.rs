@@ -19,6 +19,7 @@
 
 mod bridge;
 pub mod cache;
+mod named;
 mod readahead;
 mod uploads;
 
@@ -30,12 +31,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::TryStreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{BackoffConfig, ClientOptions, ObjectStore, RetryConfig};
 
 use super::pack_files::{append_to, create_pack_file, is_full};
+use super::trailer::{self, BlobLabel, TrailerEntry};
 use super::{not_sealed, too_large, BlobLocation, BlobReader, BlobStore, PackId};
 use bridge::Bridge;
 use cache::{blocks_of, BlockCache, BLOCK};
@@ -379,22 +380,21 @@ impl BlobReader for S3Reader {
         })
     }
 
+    fn trailer(&self, pack: PackId) -> io::Result<Option<Vec<TrailerEntry>>> {
+        let len = self.length(pack)?;
+        let footer = self.get_range(pack, len.saturating_sub(trailer::FOOTER as u64)..len)?;
+        let Some(trailer_len) = trailer::length(&footer, len)? else {
+            return Ok(None);
+        };
+        let bytes = self.get_range(pack, len - trailer_len..len)?;
+        trailer::decode(pack, &bytes, len).map(Some)
+    }
+
     fn packs(&self) -> io::Result<Vec<(PackId, u64)>> {
-        let store = Arc::clone(&self.store);
-        let under = ObjectPath::from(format!("{}packs", self.prefix));
-        let listed = self.request(async move {
-            store
-                .list(Some(&under))
-                .try_collect::<Vec<_>>()
-                .await
-                .map_err(|e| failed("listing", &under, e))
-        })?;
-        let mut packs: Vec<(PackId, u64)> = listed
+        let mut packs: Vec<(PackId, u64)> = self
+            .list_under("packs")?
             .iter()
-            .filter_map(|meta| {
-                let name = meta.location.as_ref().strip_prefix(self.prefix.as_str())?;
-                Some((pack_of(name)?, meta.size))
-            })
+            .filter_map(|(name, size)| Some((pack_of(name)?, *size)))
             .collect();
         packs.sort_unstable();
         self.lengths().extend(packs.iter().copied());
@@ -418,6 +418,8 @@ pub struct S3Store {
 struct Writer {
     /// The pack being built, its staging file and its length.
     current: Option<(PackId, File, u64)>,
+    /// Its blobs, for its trailer (`super::trailer`).
+    trailer: Vec<TrailerEntry>,
     /// Full packs on their way to the store.
     uploads: uploads::InFlight,
     /// When the last pack was started (a new one starts later).
@@ -541,10 +543,15 @@ impl S3Store {
     /// Starts uploading the pack being built, if it holds anything; the
     /// next append starts another.
     fn send_current(&self, writer: &mut Writer) -> io::Result<()> {
-        let Some((pack, file, len)) = writer.current.take() else {
+        let Some((pack, file, mut len)) = writer.current.take() else {
             return Ok(());
         };
+        let trailer = trailer::encode(&std::mem::take(&mut writer.trailer));
         let Writer { uploads, epoch, .. } = writer;
+        if let Err(e) = append_to(&file, &mut len, &trailer) {
+            uploads::failed(&self.reader, pack, &e, epoch);
+            return Err(e);
+        }
         uploads.start(&self.reader, pack, &file, len, epoch)
     }
 
@@ -608,7 +615,19 @@ impl BlobStore for S3Store {
         Arc::clone(&self.reader) as Arc<dyn BlobReader>
     }
 
+    /// Unlabelled: listed in the trailer as no client's (a rebuild skips
+    /// it). The relay labels every blob it appends.
     fn append(&self, data: &[u8]) -> io::Result<BlobLocation> {
+        self.append_labelled(
+            data,
+            &BlobLabel {
+                copies: 1,
+                ..BlobLabel::default()
+            },
+        )
+    }
+
+    fn append_labelled(&self, data: &[u8], label: &BlobLabel) -> io::Result<BlobLocation> {
         let len = u32::try_from(data.len()).map_err(|_| too_large())?;
         let mut writer = self.writer();
         if is_full(writer.current.as_ref(), self.pack_target) {
@@ -623,12 +642,19 @@ impl BlobStore for S3Store {
             writer.current = Some((pack, file, 0));
         }
         let (pack, file, size) = writer.current.as_mut().expect("opened above");
-        let offset = append_to(file, size, data)?;
-        Ok(BlobLocation {
+        let at = BlobLocation {
             pack: *pack,
-            offset,
+            offset: append_to(file, size, data)?,
             len,
-        })
+        };
+        writer.trailer.push(TrailerEntry {
+            label: *label,
+            at: BlobLocation {
+                len: len / u32::from(label.copies.max(1)),
+                ..at
+            },
+        });
+        Ok(at)
     }
 
     fn sync(&self) -> io::Result<()> {
@@ -651,6 +677,10 @@ impl BlobStore for S3Store {
 
     fn deletes_later(&self) -> bool {
         true
+    }
+
+    fn trailer_bytes(&self, blobs: u64) -> u64 {
+        blobs * trailer::ENTRY as u64 + trailer::FOOTER as u64
     }
 
     fn pack_started_ms(&self, pack: PackId) -> Option<i64> {

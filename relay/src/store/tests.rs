@@ -82,7 +82,24 @@ fn the_pack_list_has_every_pack_with_its_length() {
         let b = store.append(&[2; 50]).unwrap();
         store.sync().unwrap();
         let packs = store.packs().unwrap();
-        assert_eq!(packs, vec![(a.pack, 100), (b.pack, 50)], "{store:?}");
+        // Each pack's length is its blobs' and, when the store writes one,
+        // its trailer's, which lists them.
+        let trailer = store.trailer_bytes(1);
+        assert_eq!(
+            packs,
+            vec![(a.pack, 100 + trailer), (b.pack, 50 + trailer)],
+            "{store:?}"
+        );
+        for (pack, at) in [(a.pack, a), (b.pack, b)] {
+            match store.trailer(pack).unwrap() {
+                Some(entries) => assert_eq!(
+                    entries.iter().map(|e| e.at).collect::<Vec<_>>(),
+                    vec![at],
+                    "{store:?}"
+                ),
+                None => assert_eq!(trailer, 0, "{store:?}"),
+            }
+        }
     }
 }
 
@@ -93,7 +110,11 @@ fn a_read_past_a_packs_end_fails_and_a_successful_sync_keeps_the_epoch() {
         let epoch = store.epoch();
         store.sync().unwrap();
         assert_eq!(store.epoch(), epoch, "{store:?}");
-        let past = BlobLocation { len: 6, ..a };
+        let end = store.packs().unwrap()[0].1;
+        let past = BlobLocation {
+            len: u32::try_from(end - a.offset + 1).unwrap(),
+            ..a
+        };
         assert!(store.read(&past).is_err(), "{store:?}");
     }
 }
@@ -163,7 +184,9 @@ fn a_read_does_not_wait_for_another_sessions_fsync() {
         started: Mutex::new(started_tx),
         release: Mutex::new(release_rx),
     })));
-    let (at, _) = blobs.append(b"committed earlier").unwrap();
+    let (at, _) = blobs
+        .append(b"committed earlier", &super::BlobLabel::default())
+        .unwrap();
     let syncing = {
         let blobs = Arc::clone(&blobs);
         std::thread::spawn(move || blobs.sync())

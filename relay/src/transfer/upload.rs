@@ -348,12 +348,19 @@ impl Transfer {
             }
         }
         // Trees and contents twice, one copy right after the other.
+        let label = crate::store::BlobLabel {
+            client: self.client.0,
+            kind: kind as u8,
+            codec: codec.code(),
+            copies,
+            id,
+        };
         let (span, epoch) = if copies > 1 {
             self.repo
                 .blobs()
-                .append(&bytes.repeat(usize::from(copies)))?
+                .append(&bytes.repeat(usize::from(copies)), &label)?
         } else {
-            self.repo.blobs().append(&bytes)?
+            self.repo.blobs().append(&bytes, &label)?
         };
         let at = crate::store::BlobLocation {
             len: span.len / u32::from(copies),

@@ -97,7 +97,7 @@ impl InFlight {
 
 /// A pack that will not be in the store: its staging file goes, and the
 /// epoch moves (what was appended to it may not be named).
-fn failed(reader: &S3Reader, pack: PackId, e: &io::Error, epoch: &mut u64) {
+pub fn failed(reader: &S3Reader, pack: PackId, e: &io::Error, epoch: &mut u64) {
     let _ = std::fs::remove_file(reader.staged_path(pack));
     *epoch += 1;
     tracing::error!("pack {pack}: its upload failed ({e}); nothing in it is indexed");
