@@ -102,6 +102,9 @@ pub fn collect_leased(
         Ok(report) => info!("gc: {}", report.summary()),
         Err(e) => error!("gc failed: {e:#}"),
     }
+    if outcome.is_ok() {
+        keep_catalog_copy(repo, &catalog);
+    }
     if let Some(request) = request {
         let answer = GcOutcome {
             request: request.id,
@@ -115,6 +118,24 @@ pub fn collect_leased(
     }
     fence.release(&mut catalog);
     outcome.map(Some)
+}
+
+/// After a collection, on a store that keeps them, a copy of the catalog
+/// (`crate::catalog_copies`): failures are logged, never fail the
+/// collection.
+fn keep_catalog_copy(repo: &Repo, catalog: &Catalog) {
+    let Some(shelf) = repo.blobs().store().copy_shelf() else {
+        return;
+    };
+    let relay = repo.relay().map_or(0, |(relay, _)| relay);
+    match crate::catalog_copies::keep(catalog, shelf, relay) {
+        Ok(kept) => info!(
+            "gc: kept a copy of the catalog in the object store: {} ({})",
+            kept.name,
+            crate::catalog_copies::describe(&kept.copied)
+        ),
+        Err(e) => error!("gc: cannot keep a copy of the catalog in the object store: {e:#}"),
+    }
 }
 
 /// Collects every `interval` until shutdown.

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod admission;
 pub mod alerts;
 pub mod catalog;
+pub mod catalog_copies;
 pub mod clock;
 pub mod config;
 pub mod data_dir;

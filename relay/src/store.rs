@@ -246,6 +246,12 @@ pub trait BlobStore: BlobReader {
         None
     }
 
+    /// Where this store keeps copies of the catalog, if it does (the
+    /// object store: see `crate::catalog_copies`).
+    fn copy_shelf(&self) -> Option<&dyn crate::catalog_copies::CopyShelf> {
+        None
+    }
+
     /// The bytes a pack's trailer takes for `blobs` blobs (0 for a store
     /// that writes none): live bytes, to the collector.
     fn trailer_bytes(&self, blobs: u64) -> u64 {

@@ -327,7 +327,19 @@ fn a_catalog_lost_with_its_postgresql_is_rebuilt_from_the_object_store_alone() {
     let endpoint = Endpoint::new();
     endpoint.pair_with(&relay, "laptop");
     let src = work.path().join("src");
+    let copies = || {
+        Moto::shared()
+            .objects("rebuilt")
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("catalog/"))
+            .count()
+    };
     let versions = three_versions(&endpoint, &src, |n| {
+        if n == 0 {
+            // Every collection keeps a copy of the catalog too.
+            ok(relay.admin(&["gc"]));
+            assert_eq!(copies(), 1);
+        }
         if n == 1 {
             // A copy of the catalog, beside the serving relay, after the
             // second snapshot: the third is committed after it.

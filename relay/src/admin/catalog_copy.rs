@@ -13,19 +13,18 @@ use anyhow::{bail, Context, Result};
 use ferry_protocol::units::format_size;
 
 use crate::catalog::{Catalog, CatalogAt};
+use crate::catalog_copies;
 use crate::data_dir::DataDir;
 use crate::store::{open_reader, BlobReader, S3Reader};
-
-/// Where the copies live, below the store's prefix.
-const COPIES: &str = "catalog/";
 
 /// `ferry-relay catalog`'s commands.
 #[derive(Debug, clap::Subcommand)]
 pub enum CatalogCommand {
     /// Keep a copy of the catalog (clients and their keys, sets,
     /// snapshots, rules; not the blobs' index, which each pack's trailer
-    /// holds) in the object store, as `catalog/<ms>-<relay>.sqlite`. Safe
-    /// beside a serving relay; run it from a timer.
+    /// holds) in the object store, as `catalog/<ms>-<relay>.sqlite`; the
+    /// newest 8 are kept. The relay keeps one after every collection too.
+    /// Safe beside a serving relay.
     Dump,
     /// Rebuild a lost catalog from the object store alone: the newest copy
     /// `dump` kept, then every pack's trailer. The relay must be stopped
@@ -60,27 +59,12 @@ fn store(data: &DataDir, scratch: &std::path::Path) -> Result<S3Reader> {
 fn dump(data: &DataDir) -> Result<()> {
     let scratch = tempfile::tempdir()?;
     let store = store(data, scratch.path())?;
-    let file = scratch.path().join("catalog.sqlite");
-    let copied = {
-        let copy = Catalog::open_at(&CatalogAt::File(file.clone()))?;
-        data.catalog()?
-            .copy_all_but_blobs_into(&copy)
-            .context("cannot copy the catalog")?
-    };
-    let bytes = fs::read(&file)?;
-    let name = format!(
-        "{COPIES}{:013}-{:04}.sqlite",
-        crate::clock::now_ms(),
-        data.relay_id()?
-    );
-    let size = bytes.len() as u64;
-    store
-        .put_named(&name, bytes)
-        .with_context(|| format!("cannot store {name}"))?;
+    let kept = catalog_copies::keep(&data.catalog()?, &store, data.relay_id()?)?;
     println!(
-        "kept a copy of the catalog in the object store: {name} ({}; {})",
-        format_size(size),
-        rows(&copied)
+        "kept a copy of the catalog in the object store: {} ({}; {})",
+        kept.name,
+        format_size(kept.bytes),
+        catalog_copies::describe(&kept.copied)
     );
     Ok(())
 }
@@ -94,7 +78,7 @@ fn rebuild(data: &DataDir) -> Result<()> {
     };
     let scratch = tempfile::tempdir()?;
     let store = store(data, scratch.path())?;
-    let copies = store.list_named(COPIES)?;
+    let copies = store.list_named(catalog_copies::FOLDER)?;
     let Some(newest) = copies.iter().rev().find(|n| n.ends_with(".sqlite")) else {
         bail!(
             "the object store holds no copy of the catalog (`ferry-relay catalog dump` keeps one): without it no blob can be given back to its client; nothing was changed"
@@ -129,25 +113,10 @@ fn rebuild(data: &DataDir) -> Result<()> {
     }
     println!(
         "rebuilt {at} from the object store: {} from {newest}, {indexed} blob(s) indexed from {} pack trailer(s){}{}; snapshots committed after that copy are not in it (their data is: the next backup sends little). Run `ferry-relay verify` next.",
-        rows(&copied),
+        catalog_copies::describe(&copied),
         packs.len() - without,
         if skipped > 0 { format!(", {skipped} of no known client skipped") } else { String::new() },
         if without > 0 { format!(", {without} pack(s) without a trailer (written before trailers) not indexed") } else { String::new() },
     );
     Ok(())
-}
-
-/// "N clients, M snapshots" of a copy.
-fn rows(copied: &crate::catalog::Copied) -> String {
-    let count = |table: &str| {
-        copied
-            .iter()
-            .find(|(t, _)| *t == table)
-            .map_or(0, |(_, n)| *n)
-    };
-    format!(
-        "{} client(s), {} snapshot(s)",
-        count("clients"),
-        count("snapshots")
-    )
 }

@@ -679,6 +679,10 @@ impl BlobStore for S3Store {
         true
     }
 
+    fn copy_shelf(&self) -> Option<&dyn crate::catalog_copies::CopyShelf> {
+        Some(&*self.reader)
+    }
+
     fn trailer_bytes(&self, blobs: u64) -> u64 {
         blobs * trailer::ENTRY as u64 + trailer::FOOTER as u64
     }

@@ -48,6 +48,21 @@ impl S3Reader {
         })
     }
 
+    /// Deletes the object `name` (below the prefix); one already gone is
+    /// deleted.
+    ///
+    /// # Errors
+    /// The object store's errors.
+    pub fn delete_named(&self, name: &str) -> io::Result<()> {
+        let (store, path) = (Arc::clone(&self.store), self.named(name));
+        self.request(async move {
+            match store.delete(&path).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(failed("deleting", &path, e)),
+            }
+        })
+    }
+
     /// The names (below the prefix) of the objects under `folder`, sorted.
     ///
     /// # Errors
@@ -80,5 +95,19 @@ impl S3Reader {
                 Some((name.to_owned(), meta.size))
             })
             .collect())
+    }
+}
+
+impl crate::catalog_copies::CopyShelf for S3Reader {
+    fn put(&self, name: &str, bytes: Vec<u8>) -> io::Result<()> {
+        self.put_named(name, bytes)
+    }
+
+    fn list(&self, folder: &str) -> io::Result<Vec<String>> {
+        self.list_named(folder)
+    }
+
+    fn delete(&self, name: &str) -> io::Result<()> {
+        self.delete_named(name)
     }
 }
