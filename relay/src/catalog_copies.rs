@@ -4,11 +4,10 @@
 //! collection by the relay holding the lease, and by `ferry-relay catalog
 //! dump`; read back by `ferry-relay catalog rebuild`.
 
-use std::io;
-
 use anyhow::{Context, Result};
 
 use crate::catalog::{Catalog, CatalogAt, Copied};
+pub use crate::store::CopyShelf;
 
 /// Where the copies live, below the store's prefix.
 pub const FOLDER: &str = "catalog/";
@@ -25,27 +24,6 @@ pub struct Kept {
     pub bytes: u64,
     /// Rows copied, per table.
     pub copied: Copied,
-}
-
-/// Where copies are kept and found.
-pub trait CopyShelf {
-    /// Stores `bytes` as `name`.
-    ///
-    /// # Errors
-    /// The store's errors.
-    fn put(&self, name: &str, bytes: Vec<u8>) -> io::Result<()>;
-
-    /// The names below `folder`, sorted.
-    ///
-    /// # Errors
-    /// The store's errors.
-    fn list(&self, folder: &str) -> io::Result<Vec<String>>;
-
-    /// Deletes `name`.
-    ///
-    /// # Errors
-    /// The store's errors.
-    fn delete(&self, name: &str) -> io::Result<()>;
 }
 
 /// Keeps a copy of `catalog` on `shelf`, named for `relay` and now; then
@@ -97,6 +75,7 @@ pub fn describe(copied: &Copied) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io;
     use std::sync::Mutex;
 
     /// Copies in memory.

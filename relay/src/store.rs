@@ -247,8 +247,8 @@ pub trait BlobStore: BlobReader {
     }
 
     /// Where this store keeps copies of the catalog, if it does (the
-    /// object store: see `crate::catalog_copies`).
-    fn copy_shelf(&self) -> Option<&dyn crate::catalog_copies::CopyShelf> {
+    /// object store).
+    fn copy_shelf(&self) -> Option<&dyn CopyShelf> {
         None
     }
 
@@ -273,6 +273,28 @@ pub trait BlobStore: BlobReader {
     /// # Errors
     /// I/O errors, or `pack` is not sealed.
     fn remove(&self, pack: PackId) -> io::Result<()>;
+}
+
+/// Where copies of the catalog are kept and found, beside the packs
+/// (`crate::catalog_copies`).
+pub trait CopyShelf {
+    /// Stores `bytes` as `name`.
+    ///
+    /// # Errors
+    /// The store's errors.
+    fn put(&self, name: &str, bytes: Vec<u8>) -> io::Result<()>;
+
+    /// The names below `folder`, sorted.
+    ///
+    /// # Errors
+    /// The store's errors.
+    fn list(&self, folder: &str) -> io::Result<Vec<String>>;
+
+    /// Deletes `name`.
+    ///
+    /// # Errors
+    /// The store's errors.
+    fn delete(&self, name: &str) -> io::Result<()>;
 }
 
 /// Where a relay's packs live: its `[storage]`, resolved.

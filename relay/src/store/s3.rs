@@ -679,7 +679,7 @@ impl BlobStore for S3Store {
         true
     }
 
-    fn copy_shelf(&self) -> Option<&dyn crate::catalog_copies::CopyShelf> {
+    fn copy_shelf(&self) -> Option<&dyn crate::store::CopyShelf> {
         Some(&*self.reader)
     }
 

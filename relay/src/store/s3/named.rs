@@ -98,7 +98,7 @@ impl S3Reader {
     }
 }
 
-impl crate::catalog_copies::CopyShelf for S3Reader {
+impl crate::store::CopyShelf for S3Reader {
     fn put(&self, name: &str, bytes: Vec<u8>) -> io::Result<()> {
         self.put_named(name, bytes)
     }
