@@ -108,7 +108,14 @@ impl BlobIndex for Catalog {
         now_ms: i64,
     ) -> Result<Vec<bool>> {
         let tx = self.db.write()?;
-        for run in ids.chunks(IN_LIST) {
+        let whole = whole_among(&tx, client, kind, ids)?;
+        // Only what is there is stamped (a first backup's finds nothing).
+        let found: Vec<[u8; 32]> = ids
+            .iter()
+            .filter(|id| whole.contains(*id))
+            .copied()
+            .collect();
+        for run in found.chunks(IN_LIST) {
             let (list, mut values) = id_list(run, 5);
             values[..4].clone_from_slice(args![client, kind as i64, now_ms, since_ms]);
             // Each id found through the whole key (see `id_list`): the
@@ -138,7 +145,6 @@ impl BlobIndex for Catalog {
             };
             tx.execute(&update, &values)?;
         }
-        let whole = whole_among(&tx, client, kind, ids)?;
         tx.commit()?;
         Ok(ids.iter().map(|id| whole.contains(id)).collect())
     }
