@@ -2,7 +2,7 @@
 //! stored, written only after their pack is durable.
 
 use super::ports::BlobIndex;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use super::sql::{args, values_list, Db, Engine, Value, ROWS_PER_INSERT};
 use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
@@ -118,35 +118,59 @@ impl BlobIndex for Catalog {
         for run in found.chunks(IN_LIST) {
             let (list, mut values) = id_list(run, 5);
             values[..4].clone_from_slice(args![client, kind as i64, now_ms, since_ms]);
-            // Each id found through the whole key (see `id_list`): the
-            // shape that does so differs between the engines. SQLite
-            // searches its key for each listed id. PostgreSQL plans a join
-            // with the list (a scan of the table once it is large, a
-            // nested scan of it on a fresh catalog), unless each row is
-            // found by a subquery of its own and updated by its place.
-            let update = match tx.engine() {
-                Engine::Sqlite => format!(
-                    "UPDATE blobs SET stored_at = ?3
-                     WHERE client_id = ?1 AND kind = ?2 AND state = 0 AND stored_at < ?4
-                       AND id IN ({})",
-                    list.join(", ")
+            tx.execute(
+                &format!(
+                    "UPDATE blobs SET stored_at = ?3 WHERE {} AND state = 0 AND stored_at < ?4",
+                    among(tx.engine(), &list)
                 ),
-                Engine::Postgres => format!(
-                    "UPDATE blobs SET stored_at = ?3 WHERE ctid = ANY (ARRAY(
-                       SELECT (SELECT b.ctid FROM blobs b
-                               WHERE b.client_id = ?1 AND b.kind = ?2 AND b.id = v.column1
-                                 AND b.state = 0 AND b.stored_at < ?4)
-                       FROM (VALUES {}) AS v))",
-                    list.iter()
-                        .map(|id| format!("({id})"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            tx.execute(&update, &values)?;
+                &values,
+            )?;
         }
         tx.commit()?;
         Ok(ids.iter().map(|id| whole.contains(id)).collect())
+    }
+
+    /// See [`BlobIndex::find_blobs`]: a statement per 256 ids.
+    ///
+    /// # Errors
+    /// The engine's errors.
+    fn find_blobs(
+        &self,
+        client: ClientId,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+    ) -> Result<HashMap<[u8; 32], BlobRow>> {
+        let mut found = HashMap::new();
+        for run in ids.chunks(IN_LIST) {
+            let (list, mut values) = id_list(run, 3);
+            values[..2].clone_from_slice(args![client, kind as i64]);
+            self.db.each(
+                &format!(
+                    "SELECT id, pack, \"offset\", length, compressed, copies FROM blobs
+                     WHERE {} AND state != ?{}",
+                    among(self.db.engine(), &list),
+                    values.len() + 1
+                ),
+                &[values, args![BlobState::Damaged.code()].to_vec()].concat(),
+                |r| {
+                    let id: [u8; 32] = r.get(0)?;
+                    let row = BlobRow {
+                        kind,
+                        id,
+                        at: crate::store::BlobLocation {
+                            pack: r.get(1)?,
+                            offset: r.get(2)?,
+                            len: r.get(3)?,
+                        },
+                        codec: codec_from_sql(r.get(4)?)?,
+                        copies: r.get(5)?,
+                    };
+                    found.insert(id, row);
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(found)
     }
 
     /// See [`BlobIndex::whole_among`]: a statement per 256 ids.
@@ -188,6 +212,32 @@ fn id_list(run: &[[u8; 32]], from: usize) -> (Vec<String>, Vec<Value>) {
     (list, values)
 }
 
+/// The condition that picks the blobs of client `?1` and kind `?2` whose
+/// ids `list` names, each found through the whole key `(client_id, kind,
+/// id)` (see [`id_list`]), as each engine does so. SQLite searches its key
+/// for each listed id. PostgreSQL, without statistics, plans `id IN (…)`
+/// as a scan of all the client's blobs of that kind, and a join with a
+/// list as a scan of the table once it is large: so each row is found by
+/// a subquery of its own, and taken by its place (`ctid`).
+fn among(engine: Engine, list: &[String]) -> String {
+    match engine {
+        Engine::Sqlite => format!(
+            "client_id = ?1 AND kind = ?2 AND id IN ({})",
+            list.join(", ")
+        ),
+        Engine::Postgres => format!(
+            "ctid = ANY (ARRAY(
+               SELECT (SELECT b.ctid FROM blobs b
+                       WHERE b.client_id = ?1 AND b.kind = ?2 AND b.id = v.column1)
+               FROM (VALUES {}) AS v))",
+            list.iter()
+                .map(|id| format!("({id})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
+}
+
 /// Which of `client`'s blobs `ids` of `kind` are stored whole.
 fn whole_among(
     db: &Db,
@@ -199,14 +249,10 @@ fn whole_among(
     for run in ids.chunks(IN_LIST) {
         let (list, mut values) = id_list(run, 3);
         values[..2].clone_from_slice(args![client, kind as i64]);
-        // A lookup of the whole key per id, on both engines.
-        let rows: Vec<String> = list.iter().map(|id| format!("({id})")).collect();
         db.each(
             &format!(
-                "SELECT v.column1 FROM (VALUES {}) AS v
-                 WHERE (SELECT b.state FROM blobs b
-                        WHERE b.client_id = ?1 AND b.kind = ?2 AND b.id = v.column1) = 0",
-                rows.join(", ")
+                "SELECT id FROM blobs WHERE {} AND state = 0",
+                among(db.engine(), &list)
             ),
             &values,
             |r| {

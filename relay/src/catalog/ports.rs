@@ -37,6 +37,26 @@ pub trait BlobIndex {
             .map(|(row, _)| row))
     }
 
+    /// Where each of `client`'s blobs `ids` of `kind` is, for those stored
+    /// and not damaged (as [`BlobIndex::find_blob`] says of each).
+    ///
+    /// # Errors
+    /// The catalog's errors.
+    fn find_blobs(
+        &self,
+        client: ClientId,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+    ) -> Result<std::collections::HashMap<[u8; 32], BlobRow>> {
+        let mut found = std::collections::HashMap::new();
+        for id in ids {
+            if let Some(row) = self.find_blob(client, kind, id)? {
+                found.insert(*id, row);
+            }
+        }
+        Ok(found)
+    }
+
     /// Records durable blobs, all or none. A blob sent again in place of a
     /// damaged or incomplete one takes its row (whole again: that is how a
     /// backup heals a snapshot); a whole row is kept as it is.

@@ -12,9 +12,11 @@ use ferry_protocol::message::{
 };
 
 use super::lookup::object_key;
+use super::upload::{joined, LOADED_TOGETHER};
 use super::{check, violation, Result, Transfer};
 use crate::catalog::BlobKind;
 use crate::plaintext::OpenObjects;
+use std::collections::HashMap;
 
 impl Transfer {
     /// Which of `ids` the client lacks (a bit each).
@@ -44,14 +46,8 @@ impl Transfer {
             distinct.len() == ids.len(),
             "the same chunk's signature asked for twice in one request"
         );
-        let signatures = ids
-            .iter()
-            .map(|id| {
-                let chunk = self.load(BlobKind::Chunk, &id.0)?;
-                Ok(chunk.map(|raw| serde_bytes::ByteBuf::from(OpenObjects::signature(&raw))))
-            })
-            .collect::<Result<_>>()?;
-        Ok(Message::Signatures { signatures })
+        let each: Vec<Vec<ChunkId>> = ids.iter().map(|id| vec![*id]).collect();
+        self.signatures_of(&each)
     }
 
     /// The signatures of bases of several chunks joined.
@@ -68,13 +64,21 @@ impl Transfer {
             "a base of no chunk or more than {}",
             delta::MAX_BASE_CHUNKS
         );
-        let signatures = bases
-            .iter()
-            .map(|base| {
-                let joined = self.joined_base(base)?;
-                Ok(joined.map(|raw| serde_bytes::ByteBuf::from(OpenObjects::signature(&raw))))
-            })
-            .collect::<Result<_>>()?;
+        self.signatures_of(bases)
+    }
+
+    /// The signature of each base (its chunks joined), `None` for one the
+    /// client lacks; the chunks looked up and read in groups.
+    fn signatures_of(&self, bases: &[Vec<ChunkId>]) -> Result<Message> {
+        let signatures = self.with_bases(bases, |group, loaded| {
+            Ok(group
+                .iter()
+                .map(|base| {
+                    joined(base, loaded)
+                        .map(|raw| serde_bytes::ByteBuf::from(OpenObjects::signature(&raw)))
+                })
+                .collect())
+        })?;
         Ok(Message::Signatures { signatures })
     }
 
@@ -105,7 +109,9 @@ impl Transfer {
     /// A batch of chunks, whole, compressed or as deltas.
     pub(super) fn put_chunks(&mut self, codec: Codec, data: Vec<u8>) -> Result<()> {
         let raw = decompress(codec, data, MAX_MESSAGE)?;
-        for put in ChunkBatch::decode(&raw)?.0 {
+        let puts = ChunkBatch::decode(&raw)?.0;
+        let loaded = self.first_bases(&puts)?;
+        for put in puts {
             match put {
                 ChunkPut::Whole(data) => {
                     check!(
@@ -121,7 +127,7 @@ impl Transfer {
                 }
                 ChunkPut::Delta { id, base, delta } => {
                     check_delta(&delta)?;
-                    self.put_delta(id, &[base], &delta)?;
+                    self.put_delta_over(id, &[base], &delta, &loaded)?;
                 }
                 ChunkPut::DeltaOver { id, bases, delta } => {
                     check_delta(&delta)?;
@@ -131,11 +137,32 @@ impl Transfer {
                         bases.len(),
                         delta::MAX_BASE_CHUNKS
                     );
-                    self.put_delta(id, &bases, &delta)?;
+                    self.put_delta_over(id, &bases, &delta, &loaded)?;
                 }
             }
         }
         Ok(())
+    }
+
+    /// The chunks the batch's first deltas are made against, loaded
+    /// together ([`LOADED_TOGETHER`] at most; the rest are looked up as
+    /// they come).
+    fn first_bases(&self, puts: &[ChunkPut]) -> Result<HashMap<[u8; 32], Vec<u8>>> {
+        let mut ids: Vec<[u8; 32]> = Vec::new();
+        let named = puts.iter().flat_map(|put| match put {
+            ChunkPut::Delta { base, .. } => std::slice::from_ref(base),
+            ChunkPut::DeltaOver { bases, .. } => bases.as_slice(),
+            _ => &[],
+        });
+        for base in named {
+            if ids.len() == LOADED_TOGETHER {
+                break;
+            }
+            if !ids.contains(&base.0) {
+                ids.push(base.0);
+            }
+        }
+        self.load_among(BlobKind::Chunk, &ids)
     }
 
     /// Remembers, in the open upload, that `id` was told missing.

@@ -1,6 +1,8 @@
 //! Where a session finds a client's blobs: pending in its open upload,
 //! staged for the commit, or committed in the catalog; and their bytes.
 
+use std::collections::HashMap;
+
 use ferry_protocol::chunking::MAX_CHUNK;
 use ferry_protocol::compress::decompress;
 use ferry_protocol::fragment::MAX_MESSAGE;
@@ -186,13 +188,47 @@ impl Transfer {
         let Some((row, stored)) = self.fetch(kind, id)? else {
             return Ok(None);
         };
-        let limit = if kind == BlobKind::Chunk {
-            MAX_CHUNK as usize
-        } else {
-            MAX_MESSAGE
-        };
-        decompress(row.codec, stored, limit).map(Some).map_err(|e| {
-            TransferError::Damaged(format!("{kind:?} {}: {e}", crate::catalog::hex(&id[..8])))
-        })
+        opened(&row, stored).map(Some)
     }
+
+    /// The bytes of those of `ids` the client has, decompressed: the rows
+    /// the catalog holds looked up together, read under one `reading`.
+    pub(super) fn load_among(
+        &self,
+        kind: BlobKind,
+        ids: &[[u8; 32]],
+    ) -> Result<HashMap<[u8; 32], Vec<u8>>> {
+        let reading = self.repo.blobs().reading();
+        let mut rows = HashMap::new();
+        let mut ask = Vec::new();
+        for id in ids {
+            match self.sent_now(kind, id)? {
+                Some(row) => {
+                    rows.insert(*id, row);
+                }
+                None => ask.push(*id),
+            }
+        }
+        let client = self.client;
+        rows.extend(self.catalog(|c| c.find_blobs(client, kind, &ask))?);
+        rows.into_iter()
+            .map(|(id, row)| Ok((id, opened(&row, reading.read(&row.at)?)?)))
+            .collect()
+    }
+}
+
+/// A blob's stored bytes, decompressed (within the bounds of its kind).
+fn opened(row: &BlobRow, stored: Vec<u8>) -> Result<Vec<u8>> {
+    let limit = if row.kind == BlobKind::Chunk {
+        MAX_CHUNK as usize
+    } else {
+        MAX_MESSAGE
+    };
+    decompress(row.codec, stored, limit).map_err(|e| {
+        TransferError::Damaged(format!(
+            "{:?} {}: {e}",
+            row.kind,
+            crate::catalog::hex(&row.id[..8])
+        ))
+    })
 }

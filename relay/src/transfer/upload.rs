@@ -121,6 +121,28 @@ impl Upload {
     }
 }
 
+/// Chunks loaded together at most for several bases (256 KiB each at
+/// most): a request's memory stays bounded whatever it names.
+pub(super) const LOADED_TOGETHER: usize = 16;
+
+/// The chunks `bases` joined one after another from `loaded`, when all are
+/// there and they are at most [`delta::MAX_BASE`] bytes together (one to
+/// [`delta::MAX_BASE_CHUNKS`] of them).
+pub(super) fn joined(bases: &[ChunkId], loaded: &HashMap<[u8; 32], Vec<u8>>) -> Option<Vec<u8>> {
+    if bases.is_empty() || bases.len() > delta::MAX_BASE_CHUNKS {
+        return None;
+    }
+    let mut joined = Vec::new();
+    for base in bases {
+        let raw = loaded.get(&base.0)?;
+        if joined.len() + raw.len() > delta::MAX_BASE {
+            return None;
+        }
+        joined.extend_from_slice(raw);
+    }
+    Some(joined)
+}
+
 /// A client's quota as one upload uses it.
 #[derive(Debug)]
 pub(super) struct QuotaUse {
@@ -386,7 +408,23 @@ impl Transfer {
     /// Rebuilds chunk `id` from `delta` against `base` and stores it, or
     /// records it as rejected (the sender resends it whole).
     pub(super) fn put_delta(&mut self, id: ChunkId, bases: &[ChunkId], delta: &[u8]) -> Result<()> {
-        let rebuilt = match self.joined_base(bases)? {
+        self.put_delta_over(id, bases, delta, &HashMap::new())
+    }
+
+    /// [`Transfer::put_delta`], its bases taken from `loaded` when all are
+    /// there (a batch's, loaded together), else looked up.
+    pub(super) fn put_delta_over(
+        &mut self,
+        id: ChunkId,
+        bases: &[ChunkId],
+        delta: &[u8],
+        loaded: &HashMap<[u8; 32], Vec<u8>>,
+    ) -> Result<()> {
+        let base = match joined(bases, loaded) {
+            Some(base) => Some(base),
+            None => self.joined_base(bases)?,
+        };
+        let rebuilt = match base {
             Some(base) => OpenObjects::rebuilt(&base, delta, &id),
             None => None,
         };
@@ -412,17 +450,38 @@ impl Transfer {
         if bases.is_empty() || bases.len() > delta::MAX_BASE_CHUNKS {
             return Ok(None);
         }
-        let mut joined = Vec::new();
-        for base in bases {
-            let Some(raw) = self.load(BlobKind::Chunk, &base.0)? else {
-                return Ok(None);
-            };
-            if joined.len() + raw.len() > delta::MAX_BASE {
-                return Ok(None);
+        let ids: Vec<[u8; 32]> = bases.iter().map(|b| b.0).collect();
+        Ok(joined(bases, &self.load_among(BlobKind::Chunk, &ids)?))
+    }
+
+    /// The chunks that bases of several deltas or signatures name, loaded
+    /// together, [`LOADED_TOGETHER`] at most (4 MiB): each group of
+    /// `bases` whose chunks fit is handed to `each` with them.
+    pub(super) fn with_bases<T>(
+        &self,
+        bases: &[Vec<ChunkId>],
+        mut each: impl FnMut(&[Vec<ChunkId>], &HashMap<[u8; 32], Vec<u8>>) -> Result<Vec<T>>,
+    ) -> Result<Vec<T>> {
+        let mut out = Vec::with_capacity(bases.len());
+        let mut start = 0;
+        while start < bases.len() {
+            let mut ids = std::collections::HashSet::new();
+            let mut end = start;
+            while end < bases.len() {
+                let more: Vec<[u8; 32]> = bases[end].iter().map(|b| b.0).collect();
+                let new = more.iter().filter(|id| !ids.contains(*id)).count();
+                if end > start && ids.len() + new > LOADED_TOGETHER {
+                    break;
+                }
+                ids.extend(more);
+                end += 1;
             }
-            joined.extend_from_slice(&raw);
+            let ids: Vec<[u8; 32]> = ids.into_iter().collect();
+            let loaded = self.load_among(BlobKind::Chunk, &ids)?;
+            out.extend(each(&bases[start..end], &loaded)?);
+            start = end;
         }
-        Ok(Some(joined))
+        Ok(out)
     }
 
     /// Stores a verified chunk: as it came (`encoded`: the sender already

@@ -120,6 +120,37 @@ fn row(kind: BlobKind, id: u8, pack: u64, offset: u64) -> BlobRow {
 }
 
 #[test]
+fn blobs_found_together_are_those_found_one_by_one_and_damaged_ones_are_not() {
+    for (mut catalog, _dir) in catalogs() {
+        let rows: Vec<BlobRow> = (1..=5)
+            .map(|n| row(BlobKind::Chunk, n, 1, u64::from(n) * 10))
+            .collect();
+        catalog.insert_blobs(A, &rows).unwrap();
+        catalog
+            .insert_blobs(B, &[row(BlobKind::Chunk, 6, 1, 60)])
+            .unwrap();
+        catalog.mark_damaged(A, &rows[1], "rot").unwrap();
+        let asked: Vec<[u8; 32]> = (0..=7).map(|n| [n; 32]).collect();
+        let found = catalog.find_blobs(A, BlobKind::Chunk, &asked).unwrap();
+        let one_by_one: HashMap<[u8; 32], BlobRow> = asked
+            .iter()
+            .filter_map(|id| {
+                let row = catalog.find_blob(A, BlobKind::Chunk, id).unwrap()?;
+                Some((*id, row))
+            })
+            .collect();
+        assert_eq!(found, one_by_one, "{catalog:?}");
+        let mut ids: Vec<u8> = found.keys().map(|id| id[0]).collect();
+        ids.sort_unstable();
+        assert_eq!(
+            ids,
+            vec![1, 3, 4, 5],
+            "{catalog:?}: not 2 (damaged), not b's 6"
+        );
+    }
+}
+
+#[test]
 fn a_blob_is_found_by_its_own_client_only() {
     for (mut catalog, _dir) in catalogs() {
         let chunk = row(BlobKind::Chunk, 1, 1, 0);
