@@ -4,7 +4,7 @@
 use super::ports::BlobIndex;
 use std::collections::{HashMap, HashSet};
 
-use super::sql::{args, values_list, Db, Engine, Value, ROWS_PER_INSERT};
+use super::sql::{args, values_list, Db, Engine, Row, Value, ROWS_PER_INSERT};
 use super::{codec_from_sql, BlobKind, BlobRow, BlobState, Catalog, ClientId, Result};
 use crate::clock::now_ms;
 
@@ -22,20 +22,7 @@ impl BlobIndex for Catalog {
         self.db.row(
                 "SELECT pack, \"offset\", length, compressed, copies, state FROM blobs WHERE client_id = ?1 AND kind = ?2 AND id = ?3",
             args![client, kind as i64, id], |r| {
-                Ok((
-                    BlobRow {
-                        kind,
-                        id: *id,
-                        at: crate::store::BlobLocation {
-                            pack: r.get(0)?,
-                            offset: r.get(1)?,
-                            len: r.get(2)?,
-                        },
-                        codec: codec_from_sql(r.get(3)?)?,
-                        copies: r.get(4)?,
-                    },
-                    BlobState::from_code(r.get(5)?),
-                ))
+                Ok((placed(kind, *id, r, 0)?, BlobState::from_code(r.get(5)?)))
             })
     }
 
@@ -154,18 +141,7 @@ impl BlobIndex for Catalog {
                 &[values, args![BlobState::Damaged.code()].to_vec()].concat(),
                 |r| {
                     let id: [u8; 32] = r.get(0)?;
-                    let row = BlobRow {
-                        kind,
-                        id,
-                        at: crate::store::BlobLocation {
-                            pack: r.get(1)?,
-                            offset: r.get(2)?,
-                            len: r.get(3)?,
-                        },
-                        codec: codec_from_sql(r.get(4)?)?,
-                        copies: r.get(5)?,
-                    };
-                    found.insert(id, row);
+                    found.insert(id, placed(kind, id, r, 1)?);
                     Ok(())
                 },
             )?;
@@ -185,6 +161,22 @@ impl BlobIndex for Catalog {
     ) -> Result<HashSet<[u8; 32]>> {
         whole_among(&self.db, client, kind, ids)
     }
+}
+
+/// Blob `id` of `kind` as the row `r` places it: pack, offset, length,
+/// compressed and copies from column `from` on.
+fn placed(kind: BlobKind, id: [u8; 32], r: &Row, from: usize) -> Result<BlobRow> {
+    Ok(BlobRow {
+        kind,
+        id,
+        at: crate::store::BlobLocation {
+            pack: r.get(from)?,
+            offset: r.get(from + 1)?,
+            len: r.get(from + 2)?,
+        },
+        codec: codec_from_sql(r.get(from + 3)?)?,
+        copies: r.get(from + 4)?,
+    })
 }
 
 /// Ids in one `IN (…)` list at most: far below SQLite's and PostgreSQL's
