@@ -21,6 +21,7 @@ mod closure;
 mod commit;
 mod ingest;
 mod lookup;
+mod patches;
 mod query;
 mod reused;
 mod sealed;
@@ -329,7 +330,7 @@ impl Transfer {
                 self.put_object(id, &raw, codec, data).map(stored)
             }
             Message::PutObjectPatch { id, base, patch } => {
-                self.put_object_patch(id, base, &patch).map(stored)
+                self.put_object_patch(id, base, patch).map(stored)
             }
             Message::Sync => {
                 self.sync()?;

@@ -23,7 +23,7 @@ impl Transfer {
     /// content whose chunks are not all stored yet (a rejected delta is being
     /// resent) stays pending, so a content in the catalog always has its chunks.
     pub(super) fn sync(&mut self) -> Result<()> {
-        self.stamp_reused()?;
+        self.settle_held()?;
         let refused = self.sealed_not_whole()?;
         if !refused.is_empty() {
             self.upload()?

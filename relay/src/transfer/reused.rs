@@ -18,7 +18,6 @@
 use ferry_protocol::compress::Codec;
 use ferry_protocol::message::Message;
 
-use super::lookup::object_key;
 use super::{Result, Transfer};
 use crate::catalog::{BlobKey, BlobKind};
 
@@ -81,7 +80,7 @@ impl HeldReuse {
     }
 
     /// Whether `key` is among the held blobs.
-    fn holds(&self, key: &BlobKey) -> bool {
+    pub(super) fn holds(&self, key: &BlobKey) -> bool {
         self.blobs
             .iter()
             .any(|b| b.kind == key.kind && b.id == key.id)
@@ -89,9 +88,9 @@ impl HeldReuse {
 }
 
 /// Whether handling `message` may read, or answer about, a tree or content
-/// an upload holds unstamped (so they are stamped before it). Only the
-/// requests that send chunks or ask about them cannot; a patch can when
-/// its base is held (see [`Transfer::stamp_before`]).
+/// an upload holds unstamped or as a patch (so they are settled before
+/// it). Only the requests that send objects or chunks, or ask about
+/// chunks, cannot (a held patch whose base is held settles them itself).
 pub(super) fn reads_held(message: &Message) -> bool {
     !matches!(
         message,
@@ -133,16 +132,23 @@ impl Transfer {
         self.hold_reused(kind, id, codec, bytes, copies)
     }
 
-    /// Stamps the held blobs before `message` when it may read one of them.
+    /// Applies the held patches and stamps the held blobs before `message`
+    /// when it may read one of them.
     pub(super) fn stamp_before(&mut self, message: &Message) -> Result<()> {
-        let Some(upload) = &self.upload else {
+        if self.upload.is_none() || !reads_held(message) {
             return Ok(());
-        };
-        let needed = match message {
-            Message::PutObjectPatch { base, .. } => upload.reused.holds(&object_key(base)),
-            other => reads_held(other),
-        };
-        if needed && !upload.reused.blobs.is_empty() {
+        }
+        self.settle_held()
+    }
+
+    /// Applies the held patches (`patches`), then stamps the held blobs.
+    pub(super) fn settle_held(&mut self) -> Result<()> {
+        self.apply_patches()?;
+        if self
+            .upload
+            .as_ref()
+            .is_some_and(|u| !u.reused.blobs.is_empty())
+        {
             self.stamp_reused()?;
         }
         Ok(())

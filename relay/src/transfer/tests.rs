@@ -436,13 +436,27 @@ fn objects_sent_without_asking_are_known_at_once_though_looked_up_together() {
         patch: patch::diff(&tree_bytes, &renamed_bytes),
     })
     .unwrap();
-    assert!(matches!(
-        commit(&mut t, renamed_id),
-        Message::Committed { .. }
-    ));
+    // And one against what that patch makes: both wait to be applied.
+    let mut again = Tree::decode(&renamed_id, &renamed_bytes).unwrap();
+    again.entries[0].name = b"h".to_vec();
+    let (again_id, again_bytes) = again.encode().unwrap();
+    t.handle(Message::PutObjectPatch {
+        id: ObjectId::Tree(again_id),
+        base: ObjectId::Tree(renamed_id),
+        patch: patch::diff(&renamed_bytes, &again_bytes),
+    })
+    .unwrap();
     assert_eq!(
         get_object(&mut t, ObjectId::Tree(renamed_id)),
         Some(renamed_bytes)
+    );
+    assert!(matches!(
+        commit(&mut t, again_id),
+        Message::Committed { .. }
+    ));
+    assert_eq!(
+        get_object(&mut t, ObjectId::Tree(again_id)),
+        Some(again_bytes)
     );
 }
 

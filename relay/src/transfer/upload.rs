@@ -69,6 +69,8 @@ pub(super) struct Upload {
     /// Blobs this upload was told are missing (a query's answer) and has
     /// not sent yet: one arriving is appended without another lookup.
     pub(super) told_missing: super::reused::ToldMissing,
+    /// Patches whose bases are looked up together (see `patches`).
+    pub(super) patches: super::patches::HeldPatches,
 }
 
 /// Most bytes an upload may hold appended and not indexed (unsynced
@@ -108,6 +110,7 @@ impl Upload {
             sealed_ref_count: 0,
             reused: Default::default(),
             told_missing: Default::default(),
+            patches: Default::default(),
         }
     }
 
@@ -268,42 +271,6 @@ impl Transfer {
             );
         }
         self.store_blob(key.kind, key.id, codec, data)
-    }
-
-    /// Rebuilds an object from a patch against an object of the same kind
-    /// this client stored before. Without the base the patch is dropped and
-    /// logged: the commit will name the object missing.
-    pub(super) fn put_object_patch(
-        &mut self,
-        id: ObjectId,
-        base: ObjectId,
-        patch: &[u8],
-    ) -> Result<()> {
-        let kind = object_key(&id).kind;
-        let BlobKey {
-            kind: base_kind,
-            id: base_key,
-        } = object_key(&base);
-        check!(
-            kind == base_kind,
-            "a patch of a {kind:?} against a {base_kind:?}"
-        );
-        let Some(base_bytes) = self.load(base_kind, &base_key)? else {
-            let client = self.client;
-            let upload = self.upload()?;
-            // Once per upload: a client must not be able to flood the log.
-            if !std::mem::replace(&mut upload.told_missing_base, true) {
-                tracing::warn!(
-                    client = %client,
-                    ?base,
-                    "object patch against a missing base dropped (the commit will name what is missing; further ones in this upload are not logged)"
-                );
-            }
-            return Ok(());
-        };
-        let raw = OpenObjects::patched(&base_bytes, patch)?;
-        let (codec, data) = compress(&raw);
-        self.put_object(id, &raw, codec, data)
     }
 
     pub(super) fn upload(&mut self) -> Result<&mut Upload> {
