@@ -174,7 +174,13 @@ fn pack_number(path: &Path) -> u64 {
 #[test]
 fn a_truncated_pack_is_found_and_healed() {
     let (mut relay, endpoint) = paired();
-    let work = tempfile::tempdir().unwrap();
+    // Not under /tmp: the truncation takes the snapshot's root tree, and
+    // only a backup with the same root heals it; the root holds every
+    // ancestor's metadata, and a busy machine (other tests) changes /tmp's
+    // between the two backups. A directory of this test's own instead.
+    let quiet = Path::new(env!("CARGO_TARGET_TMPDIR")).join("integrity-quiet");
+    fs::create_dir_all(&quiet).unwrap();
+    let work = tempfile::tempdir_in(&quiet).unwrap();
     let src = source(work.path(), 10, 1, 2);
     endpoint.backup_json(&[arg(&src)]);
     relay.terminate();
