@@ -39,9 +39,11 @@ fi
 
 # curl: deploy/alert-webhook.sh posts with it; dpkg-deb: deploy/package.sh;
 # fusermount3 (Debian's fuse3): tests/tests/mount.rs unmounts `ferry mount`
-# with it, as a user would.
+# with it, as a user would; openssl: the tests' PostgreSQL gets a CA and a
+# certificate from it (the catalog is reached over verified TLS).
 need=()
 command -v curl >/dev/null || need+=(curl)
+command -v openssl >/dev/null || need+=(openssl)
 command -v dpkg-deb >/dev/null || need+=(dpkg)
 command -v fusermount3 >/dev/null || need+=(fuse3)
 if [ ${#need[@]} -gt 0 ]; then

@@ -57,6 +57,7 @@ impl PgServer {
                 .arg(&data),
             "initdb",
         );
+        make_certificates(&bin, dir.path());
         let port = free_port();
         let server = PgServer {
             dir,
@@ -85,7 +86,7 @@ impl PgServer {
     pub fn database(&self) -> String {
         let n = self.databases.fetch_add(1, Ordering::SeqCst);
         let name = format!("ferry_{}_{n}", std::process::id());
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        let mut admin = postgres::Client::connect(&self.address("postgres"), postgres::NoTls)
             .expect("cannot connect to the tests' PostgreSQL");
         admin
             .batch_execute(&format!("CREATE DATABASE {name}"))
@@ -99,8 +100,9 @@ impl PgServer {
     /// # Panics
     /// When the server refuses.
     pub fn writer_lock_held(&self, url: &str) -> bool {
-        let name = url.rsplit('/').next().unwrap_or_default();
-        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        let path = url.split('?').next().unwrap_or_default();
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let mut admin = postgres::Client::connect(&self.address("postgres"), postgres::NoTls)
             .expect("cannot connect to the tests' PostgreSQL");
         let held: i64 = admin
             .query_one(
@@ -113,9 +115,21 @@ impl PgServer {
         held > 0
     }
 
-    /// The URL of database `name`.
+    /// The URL of database `name`: over TLS, verified against the
+    /// cluster's own CA (`sslrootcert`).
     pub fn url(&self, name: &str) -> String {
+        format!("{}?sslrootcert={}", self.address(name), self.ca().display())
+    }
+
+    /// The URL of database `name` without TLS settings (the PostgreSQL
+    /// client's own connections, in the clear on loopback).
+    pub fn address(&self, name: &str) -> String {
         format!("postgres://ferry@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
     }
 
     /// Restarts the server (`pg_ctl restart -m fast`): every connection
@@ -139,10 +153,10 @@ impl PgServer {
     }
 
     fn pg_ctl(&self, action: &str) {
+        let dir = self.dir.path().display();
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {dir} -c listen_addresses=127.0.0.1 -c fsync=off -c ssl=on -c ssl_cert_file={dir}/server.pem -c ssl_key_file={dir}/server.key",
             self.port,
-            self.dir.path().display()
         );
         run(
             as_postgres(&self.bin, "pg_ctl")
@@ -216,6 +230,24 @@ fn as_postgres(bin: &Path, program: &str) -> Command {
     }
     command.current_dir("/");
     command
+}
+
+/// A CA and a certificate for 127.0.0.1 it signed, made with `openssl` in
+/// `dir` as the server's user (its key must be the server's, mode 0600).
+fn make_certificates(bin: &Path, dir: &Path) {
+    let script = r#"set -e; cd "$0"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout ca.key -out ca.pem -days 2 -subj "/CN=ferry tests CA" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+  -keyout server.key -out server.csr -subj "/CN=127.0.0.1" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' > server.ext
+openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+  -out server.pem -days 2 -extfile server.ext 2>/dev/null
+chmod 600 server.key ca.key; chmod 644 ca.pem"#;
+    run(
+        as_postgres(bin, "sh").args(["-c", script]).arg(dir),
+        "openssl (the tests' PostgreSQL certificates; apt-get install openssl)",
+    );
 }
 
 fn run(command: &mut Command, what: &str) {

@@ -16,6 +16,7 @@ use std::cell::RefCell;
 use super::{CatalogError, Result};
 
 mod postgres;
+mod postgres_tls;
 mod sqlite;
 mod value;
 

@@ -9,7 +9,7 @@ use std::error::Error;
 use bytes::BytesMut;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 
 use super::super::{CatalogError, Result};
 use super::{Row, Value};
@@ -164,12 +164,13 @@ impl Drop for PgConn {
 
 /// Connects, with the session settings of [`SESSION`].
 fn open(url: &str) -> Result<Client> {
+    let (url, tls) = super::postgres_tls::target(url)?;
     off_runtime(|| {
-        let mut client = Client::connect(url, NoTls)?;
+        let mut client = Client::connect(&url, tls)?;
         client.batch_execute(SESSION)?;
         Ok::<_, postgres::Error>(client)
     })
-    .map_err(CatalogError::from)
+    .map_err(|e| super::postgres_tls::explained(&e).unwrap_or_else(|| CatalogError::from(e)))
 }
 
 fn params(args: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
