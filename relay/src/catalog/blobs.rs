@@ -102,6 +102,11 @@ impl BlobIndex for Catalog {
             .filter(|id| whole.contains(*id))
             .copied()
             .collect();
+        if tx.engine() == Engine::Postgres && !found.is_empty() {
+            // Rows taken by their place (`among`), never by a scan of the
+            // table, however small the planner thinks it is.
+            tx.batch("SET LOCAL enable_seqscan = off")?;
+        }
         for run in found.chunks(IN_LIST) {
             let (list, mut values) = id_list(run, 5);
             values[..4].clone_from_slice(args![client, kind as i64, now_ms, since_ms]);
@@ -131,11 +136,16 @@ impl BlobIndex for Catalog {
         for run in ids.chunks(IN_LIST) {
             let (list, mut values) = id_list(run, 3);
             values[..2].clone_from_slice(args![client, kind as i64]);
+            let columns: Vec<String> = ["pack", "\"offset\"", "length", "compressed", "copies"]
+                .iter()
+                .map(|c| lookup(c))
+                .collect();
             self.db.each(
                 &format!(
-                    "SELECT id, pack, \"offset\", length, compressed, copies FROM blobs
-                     WHERE {} AND state != ?{}",
-                    among(self.db.engine(), &list),
+                    "SELECT v.column1, {} FROM (VALUES {}) AS v WHERE {} != ?{}",
+                    columns.join(", "),
+                    rows_of(&list),
+                    lookup("state"),
                     values.len() + 1
                 ),
                 &[values, args![BlobState::Damaged.code()].to_vec()].concat(),
@@ -204,13 +214,33 @@ fn id_list(run: &[[u8; 32]], from: usize) -> (Vec<String>, Vec<Value>) {
     (list, values)
 }
 
+/// `(?a), (?b), …`: a `VALUES` list of the ids `list` names.
+fn rows_of(list: &[String]) -> String {
+    list.iter()
+        .map(|id| format!("({id})"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Column `column` of the blob of client `?1` and kind `?2` whose id is
+/// `v.column1` (a `VALUES` row), as a correlated subquery: each a lookup of
+/// the whole key, whatever the planner knows of the table (both engines
+/// run it once per row; neither turns it into a join).
+fn lookup(column: &str) -> String {
+    format!(
+        "(SELECT b.{column} FROM blobs b WHERE b.client_id = ?1 AND b.kind = ?2 AND b.id = v.column1)"
+    )
+}
+
 /// The condition that picks the blobs of client `?1` and kind `?2` whose
 /// ids `list` names, each found through the whole key `(client_id, kind,
 /// id)` (see [`id_list`]), as each engine does so. SQLite searches its key
 /// for each listed id. PostgreSQL, without statistics, plans `id IN (…)`
 /// as a scan of all the client's blobs of that kind, and a join with a
 /// list as a scan of the table once it is large: so each row is found by
-/// a subquery of its own, and taken by its place (`ctid`).
+/// a subquery of its own, and taken by its place (`ctid`; the caller turns
+/// sequential scans off for its transaction, or a small table is scanned
+/// for the places instead).
 fn among(engine: Engine, list: &[String]) -> String {
     match engine {
         Engine::Sqlite => format!(
@@ -222,10 +252,7 @@ fn among(engine: Engine, list: &[String]) -> String {
                SELECT (SELECT b.ctid FROM blobs b
                        WHERE b.client_id = ?1 AND b.kind = ?2 AND b.id = v.column1)
                FROM (VALUES {}) AS v))",
-            list.iter()
-                .map(|id| format!("({id})"))
-                .collect::<Vec<_>>()
-                .join(", ")
+            rows_of(list)
         ),
     }
 }
@@ -243,8 +270,9 @@ fn whole_among(
         values[..2].clone_from_slice(args![client, kind as i64]);
         db.each(
             &format!(
-                "SELECT id FROM blobs WHERE {} AND state = 0",
-                among(db.engine(), &list)
+                "SELECT v.column1 FROM (VALUES {}) AS v WHERE {} = 0",
+                rows_of(&list),
+                lookup("state")
             ),
             &values,
             |r| {
