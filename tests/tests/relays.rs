@@ -18,7 +18,8 @@ use ferry_tests::tree::{listing, random_bytes};
 use ferry_tests::{arg, http_get, ok, wait_for, Endpoint, Relay, RelayOptions};
 
 const MIB: usize = 1 << 20;
-const ENDPOINTS: usize = 8;
+/// As many as the scenario: twenty at once over three relays.
+const ENDPOINTS: usize = 20;
 
 /// The service in `work`'s catalog: a database of the tests' PostgreSQL,
 /// made for its first relay.
@@ -71,7 +72,7 @@ fn source(work: &Path, n: usize) -> PathBuf {
     fs::create_dir_all(src.join("notes")).unwrap();
     fs::write(
         src.join("data.bin"),
-        random_bytes((2 + n % 3) * MIB, n as u64),
+        random_bytes((1 + n % 2) * MIB, n as u64),
     )
     .unwrap();
     for i in 0..10 {
