@@ -239,8 +239,11 @@ pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
         let config = data.config()?;
         let storage = data.storage(&config.storage)?;
         let repo = Repo::open(data.catalog()?, data.catalog_at(), &storage)?;
-        // Other relays may share the catalog: collect under the lease.
-        repo.set_relay(data.relay_id()?, config.gc.resolve()?.lease);
+        // Other relays may share the catalog: collect under the lease
+        // (this relay's own, left by a process of it killed, given back).
+        let relay = data.relay_id()?;
+        repo.catalog(|c| c.release_leases_of(relay))?;
+        repo.set_relay(relay, config.gc.resolve()?.lease);
         return match collect_leased(&repo, grace, now_ms(), None)? {
             Some(report) => Ok(report),
             None => {

@@ -225,6 +225,7 @@ fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, S
     // its uploads is open now (relays sharing the catalog keep theirs).
     let relay = data.relay_id()?;
     catalog.drop_staged_trees_of(crate::repo::upload_ids_of(relay))?;
+    catalog.release_leases_of(relay)?;
     let rates = Rates::new(settings.config.rates.resolve()?, local_now());
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;

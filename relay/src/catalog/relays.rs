@@ -210,10 +210,26 @@ impl Catalog {
         )
     }
 
+    /// Gives back every lease relay `relay` holds: called by a process
+    /// that holds the relay's data directory, so they belong to one of it
+    /// that is gone (killed mid-collection), and would otherwise lock the
+    /// relay's own collections out for the rest of their length. The next
+    /// holder still gets a larger token.
+    ///
+    /// # Errors
+    /// The engine's errors.
+    pub fn release_leases_of(&mut self, relay: u16) -> Result<()> {
+        self.db.execute(
+            "UPDATE leases SET expires_at = 0 WHERE relay = ?1",
+            args![relay],
+        )?;
+        Ok(())
+    }
+
     /// Gives lease `name` back, if `lease` still holds it.
     ///
     /// # Errors
-    /// SQLite errors.
+    /// The engine's errors.
     pub fn release_lease(&mut self, name: &str, lease: &Lease) -> Result<()> {
         self.db.execute(
             "UPDATE leases SET expires_at = 0 WHERE name = ?1 AND relay = ?2 AND token = ?3",
@@ -259,6 +275,23 @@ mod tests {
                 .collect();
             assert_eq!(rows[0], (0, "a:/moved".to_string(), 0));
             assert_eq!(rows[1], (1, "b:/d".to_string(), 77));
+        }
+    }
+
+    #[test]
+    fn a_relay_restarted_takes_back_the_lease_its_killed_process_held() {
+        for (at, _dir) in crate::catalog::test_catalogs() {
+            let mut c = Catalog::open_at(&at).unwrap();
+            let killed = c.take_lease("gc", 1, 1_000, 600_000).unwrap().unwrap();
+            c.take_lease("other", 2, 1_000, 600_000).unwrap().unwrap();
+            assert_eq!(c.take_lease("gc", 1, 2_000, 600_000).unwrap(), None);
+            c.release_leases_of(1).unwrap();
+            let again = c.take_lease("gc", 1, 2_000, 600_000).unwrap().unwrap();
+            assert!(again.token > killed.token, "still fenced");
+            assert!(
+                c.lease("other", 2_000).unwrap().is_some(),
+                "another relay's kept"
+            );
         }
     }
 
