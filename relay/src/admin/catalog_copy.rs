@@ -101,10 +101,11 @@ fn rebuild(data: &DataDir) -> Result<()> {
         .with_context(|| format!("cannot copy {newest} into {at}"))?;
     let (mut indexed, mut skipped, mut without) = (0, 0, 0);
     let packs = store.packs()?;
+    let clients = catalog.client_ids()?;
     for (pack, _) in packs.iter().rev() {
         match store.trailer(*pack)? {
             Some(entries) => {
-                let found = catalog.index_trailer(&entries)?;
+                let found = catalog.index_trailer(&entries, &clients)?;
                 indexed += found.indexed;
                 skipped += found.skipped;
             }

@@ -58,12 +58,7 @@ impl BlobIndex for Catalog {
                 &format!(
                     "INSERT INTO blobs (client_id, kind, id, pack, \"offset\", length, compressed, stored_at, copies)
                      VALUES {}
-                     ON CONFLICT (client_id, kind, id) DO UPDATE SET
-                       pack = excluded.pack, \"offset\" = excluded.\"offset\", length = excluded.length,
-                       compressed = excluded.compressed, stored_at = excluded.stored_at,
-                       copies = excluded.copies,
-                       state = 0, verified_at = 0
-                     WHERE blobs.state != 0",
+                     {TAKES_A_DAMAGED_ROW}",
                     values_list(run.len(), 9)
                 ),
                 &values,
@@ -188,6 +183,16 @@ fn placed(kind: BlobKind, id: [u8; 32], r: &Row, from: usize) -> Result<BlobRow>
         copies: r.get(from + 4)?,
     })
 }
+
+/// What an insert of blob rows does with a row the client has already: a
+/// blob sent again in place of a damaged or incomplete one takes its row
+/// (whole again); a whole row is kept as it is.
+pub(super) const TAKES_A_DAMAGED_ROW: &str = "ON CONFLICT (client_id, kind, id) DO UPDATE SET
+   pack = excluded.pack, \"offset\" = excluded.\"offset\", length = excluded.length,
+   compressed = excluded.compressed, stored_at = excluded.stored_at,
+   copies = excluded.copies,
+   state = 0, verified_at = 0
+ WHERE blobs.state != 0";
 
 /// Ids in one `IN (…)` list at most: far below SQLite's and PostgreSQL's
 /// limits on parameters.

@@ -22,19 +22,31 @@ pub struct FromTrailer {
 }
 
 impl Catalog {
-    /// Indexes the blobs a pack's trailer lists, each for its client. Call
+    /// Every client's id, removed ones too (their snapshots keep their data).
+    ///
+    /// # Errors
+    /// The engine's errors.
+    pub fn client_ids(&self) -> Result<HashSet<u64>> {
+        Ok(self
+            .db
+            .rows("SELECT id FROM clients", args![], |r| r.get::<u64>(0))?
+            .into_iter()
+            .collect())
+    }
+
+    /// Indexes the blobs a pack's trailer lists, each for its client of
+    /// `clients` (the others are skipped). Call
     /// it with the newest pack first: a pack the collector rewrote may
     /// still be in the store (its grace period), and the newer copy is the
     /// one that stays.
     ///
     /// # Errors
     /// The engine's errors.
-    pub fn index_trailer(&mut self, entries: &[TrailerEntry]) -> Result<FromTrailer> {
-        let clients: HashSet<u64> = self
-            .db
-            .rows("SELECT id FROM clients", args![], |r| r.get::<u64>(0))?
-            .into_iter()
-            .collect();
+    pub fn index_trailer(
+        &mut self,
+        entries: &[TrailerEntry],
+        clients: &HashSet<u64>,
+    ) -> Result<FromTrailer> {
         let mut rows: BTreeMap<u64, Vec<BlobRow>> = BTreeMap::new();
         let mut found = FromTrailer::default();
         for entry in entries {

@@ -88,15 +88,13 @@ impl Catalog {
             args![upload, BlobKind::Tree as i64, now],
         )?;
         tx.execute(
-            "INSERT INTO blobs (client_id, kind, id, pack, \"offset\", length, compressed, stored_at, copies)
-             SELECT client_id, ?2, id, pack, \"offset\", length, compressed, ?3, ?4
-             FROM staged_trees WHERE upload = ?1 AND true
-             ON CONFLICT (client_id, kind, id) DO UPDATE SET
-               pack = excluded.pack, \"offset\" = excluded.\"offset\", length = excluded.length,
-               compressed = excluded.compressed, stored_at = excluded.stored_at,
-               copies = excluded.copies,
-               state = 0, verified_at = 0
-             WHERE blobs.state != 0",
+            &format!(
+                "INSERT INTO blobs (client_id, kind, id, pack, \"offset\", length, compressed, stored_at, copies)
+                 SELECT client_id, ?2, id, pack, \"offset\", length, compressed, ?3, ?4
+                 FROM staged_trees WHERE upload = ?1 AND true
+                 {}",
+                super::blobs::TAKES_A_DAMAGED_ROW
+            ),
             args![
                 upload,
                 BlobKind::Tree as i64,

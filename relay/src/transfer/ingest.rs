@@ -70,15 +70,32 @@ impl Transfer {
     /// The signature of each base (its chunks joined), `None` for one the
     /// client lacks; the chunks looked up and read in groups.
     fn signatures_of(&self, bases: &[Vec<ChunkId>]) -> Result<Message> {
-        let signatures = self.with_bases(bases, |group, loaded| {
-            Ok(group
-                .iter()
-                .map(|base| {
-                    joined(base, loaded)
-                        .map(|raw| serde_bytes::ByteBuf::from(OpenObjects::signature(&raw)))
-                })
-                .collect())
-        })?;
+        let mut signatures = Vec::with_capacity(bases.len());
+        // Groups of bases naming LOADED_TOGETHER chunks at most (a request's
+        // memory stays bounded whatever it names).
+        let mut start = 0;
+        while start < bases.len() {
+            let mut ids: Vec<[u8; 32]> = Vec::new();
+            let mut end = start;
+            while let Some(base) = bases.get(end) {
+                let new: Vec<[u8; 32]> = base
+                    .iter()
+                    .map(|c| c.0)
+                    .filter(|id| !ids.contains(id))
+                    .collect();
+                if end > start && ids.len() + new.len() > LOADED_TOGETHER {
+                    break;
+                }
+                ids.extend(new);
+                end += 1;
+            }
+            let loaded = self.load_among(BlobKind::Chunk, &ids)?;
+            signatures.extend(bases[start..end].iter().map(|base| {
+                joined(base, &loaded)
+                    .map(|raw| serde_bytes::ByteBuf::from(OpenObjects::signature(&raw)))
+            }));
+            start = end;
+        }
         Ok(Message::Signatures { signatures })
     }
 

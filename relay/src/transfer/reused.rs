@@ -120,13 +120,13 @@ impl Transfer {
         if self.sent_now(kind, &id)?.is_some() {
             return Ok(());
         }
-        let key = BlobKey { kind, id };
-        if self.upload()?.told_missing.arrived(&key) {
-            return self.append_sent(kind, id, codec, bytes, copies);
-        }
         // A tree or content is looked up with the others held, at the stamp.
-        let object = matches!(kind, BlobKind::Tree | BlobKind::Content);
-        if !object && !self.has(kind, &id)? {
+        let missing = if matches!(kind, BlobKind::Tree | BlobKind::Content) {
+            self.upload()?.told_missing.arrived(&BlobKey { kind, id })
+        } else {
+            !self.stored_already(kind, &id)?
+        };
+        if missing {
             return self.append_sent(kind, id, codec, bytes, copies);
         }
         self.hold_reused(kind, id, codec, bytes, copies)

@@ -421,36 +421,6 @@ impl Transfer {
         Ok(joined(bases, &self.load_among(BlobKind::Chunk, &ids)?))
     }
 
-    /// The chunks that bases of several deltas or signatures name, loaded
-    /// together, [`LOADED_TOGETHER`] at most (4 MiB): each group of
-    /// `bases` whose chunks fit is handed to `each` with them.
-    pub(super) fn with_bases<T>(
-        &self,
-        bases: &[Vec<ChunkId>],
-        mut each: impl FnMut(&[Vec<ChunkId>], &HashMap<[u8; 32], Vec<u8>>) -> Result<Vec<T>>,
-    ) -> Result<Vec<T>> {
-        let mut out = Vec::with_capacity(bases.len());
-        let mut start = 0;
-        while start < bases.len() {
-            let mut ids = std::collections::HashSet::new();
-            let mut end = start;
-            while end < bases.len() {
-                let more: Vec<[u8; 32]> = bases[end].iter().map(|b| b.0).collect();
-                let new = more.iter().filter(|id| !ids.contains(*id)).count();
-                if end > start && ids.len() + new > LOADED_TOGETHER {
-                    break;
-                }
-                ids.extend(more);
-                end += 1;
-            }
-            let ids: Vec<[u8; 32]> = ids.into_iter().collect();
-            let loaded = self.load_among(BlobKind::Chunk, &ids)?;
-            out.extend(each(&bases[start..end], &loaded)?);
-            start = end;
-        }
-        Ok(out)
-    }
-
     /// Stores a verified chunk: as it came (`encoded`: the sender already
     /// chose and tried compression), else lz4'd here.
     pub(super) fn store_chunk(
