@@ -73,7 +73,7 @@ start_relay() {
   "$BIN/ferry-relay" --data "$1" serve 2>>"$1.log" &
   RELAY_PID=$!
   for _ in $(seq 1 200); do [ -s "$1/run/listen.json" ] && return 0; sleep 0.05; done
-  echo "relay did not start" >&2; return 1
+  echo "relay did not start: $(tail -3 "$1.log")" >&2; return 1
 }
 
 # The session address of the running relay in $1.
@@ -124,6 +124,16 @@ start_link() {
   LINK_PIDS+=($!)
   for _ in $(seq 1 100); do [ -s "$WORK/link.$1" ] && break; sleep 0.05; done
   LINK_PORT=$(head -n1 "$WORK/link.$1")
+}
+
+# CPU seconds processes PIDS... have used so far (user + system, with
+# their waited-for children), from /proc: `cpu_s PID...`.
+cpu_s() {
+  local ticks=0 p
+  for p in "$@"; do
+    [ -r "/proc/$p/stat" ] && ticks=$((ticks + $(awk '{print $14 + $15 + $16 + $17}' "/proc/$p/stat")))
+  done
+  echo "$ticks / $(getconf CLK_TCK)" | bc -l
 }
 
 # Timings by name: `record NAME "$(seconds CMD…)"` in each run, then

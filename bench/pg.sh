@@ -31,3 +31,6 @@ make_database() {
 stop_postgres() {
   [ -n "${PG_PORT:-}" ] && as_pg "$(pg_bin)/pg_ctl" stop -m fast -D "$WORK/pg/data" >/dev/null 2>&1 || true
 }
+
+# The running cluster's processes (for cpu_s).
+pg_pids() { pgrep -u "$(as_pg id -un)" -f "postgres" | tr '\n' ' '; }
