@@ -10,7 +10,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use ferry_endpoint::backup;
 use ferry_endpoint::jobs;
 use ferry_endpoint::overwrite::Overwrite;
-use ferry_endpoint::pair::pair;
+use ferry_endpoint::pair::{pair, pairing_address};
 use ferry_endpoint::progress::{Bar, Direction, Live};
 use ferry_endpoint::restore::{self, Selector};
 use ferry_endpoint::snapshot::set_of;
@@ -36,10 +36,10 @@ struct Cli {
 enum Command {
     /// Pair with a relay over the LAN, using the code `ferry-relay pair` printed.
     Pair {
-        /// The relay's pairing address, HOST:PORT.
+        /// The relay's pairing address, HOST:PORT or HOST alone (port 7331).
         #[arg(long)]
         relay: String,
-        /// The one-time code, e.g. 4-7291-3385.
+        /// The one-time code, e.g. 4-7291-3385 (the dashes may be left out).
         #[arg(long, value_parser = parse_code)]
         code: PairingCode,
         /// The name this endpoint reports to the relay (default: the host name).
@@ -520,6 +520,7 @@ async fn run_pair(
     }
     let keys = state.load_or_create_keys()?;
     let hostname = name.unwrap_or_else(ferry_endpoint::labels::host);
+    let relay = &pairing_address(relay);
     let (relay_key, accept) = pair(relay, code, &keys, &hostname, sealed).await?;
     let record = RelayRecord {
         relay_key: relay_key.to_hex(),

@@ -6,12 +6,32 @@ use anyhow::{anyhow, bail, Context, Result};
 use ferry_net::io::{ChannelError, FramedIo};
 use ferry_protocol::frame::encode_frame;
 use ferry_protocol::keys::{PublicKey, StaticKeypair};
-use ferry_protocol::pairing::{EndpointStart, PairAccept, PairFrame, PairRequest, PairingCode};
+use ferry_protocol::pairing::{
+    EndpointStart, PairAccept, PairFrame, PairRequest, PairingCode, DEFAULT_PAIR_PORT,
+};
 use ferry_protocol::version::{ConnectionKind, Preamble};
 use tokio::net::TcpStream;
 
 /// How long pairing may take once connected.
 pub const PAIRING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The relay's pairing address from what was typed: `HOST:PORT` as it is,
+/// a host alone (a name, an IPv4 or IPv6 address, bracketed or not) with
+/// the default pairing port.
+pub fn pairing_address(typed: &str) -> String {
+    let typed = typed.trim();
+    if typed.parse::<std::net::SocketAddr>().is_ok() {
+        return typed.to_string();
+    }
+    let bare = typed.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<std::net::IpAddr>() {
+        return std::net::SocketAddr::new(ip, DEFAULT_PAIR_PORT).to_string();
+    }
+    match typed.rsplit_once(':') {
+        Some((_, port)) if port.parse::<u16>().is_ok() => typed.to_string(),
+        _ => format!("{typed}:{DEFAULT_PAIR_PORT}"),
+    }
+}
 
 /// Pairs with the relay at `address` using `code`, as a sealed client
 /// unless `sealed` is false; returns the relay's key and what it handed us
@@ -84,4 +104,24 @@ fn read<T>(result: Result<T, ChannelError>) -> Result<T> {
 
 async fn next(io: &mut FramedIo<TcpStream>) -> Result<PairFrame> {
     Ok(PairFrame::decode(&read(io.read_frame().await)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_host_alone_gets_the_default_pairing_port() {
+        for (typed, address) in [
+            ("192.168.1.10", "192.168.1.10:7331"),
+            ("192.168.1.10:9000", "192.168.1.10:9000"),
+            ("relay.lan", "relay.lan:7331"),
+            (" relay.lan:7400 ", "relay.lan:7400"),
+            ("fe80::1", "[fe80::1]:7331"),
+            ("[fe80::1]", "[fe80::1]:7331"),
+            ("[fe80::1]:7400", "[fe80::1]:7400"),
+        ] {
+            assert_eq!(pairing_address(typed), address, "{typed}");
+        }
+    }
 }

@@ -35,6 +35,9 @@ pub const MAX_NAMEPLATE: u32 = 999;
 pub const MAX_TEXT: usize = 256;
 /// Largest number of addresses a relay hands out.
 pub const MAX_ADDRESSES: usize = 16;
+/// The port a relay takes pairing connections on unless told otherwise
+/// (`ferry-relay init --pair-listen`).
+pub const DEFAULT_PAIR_PORT: u16 = 7331;
 
 const SPAKE_ID_ENDPOINT: &[u8] = b"ferry-endpoint";
 const SPAKE_ID_RELAY: &[u8] = b"ferry-relay";
@@ -70,13 +73,24 @@ impl PairingCode {
         })
     }
 
-    /// Parses `N-DDDD-DDDD`; spaces around it are ignored.
+    /// Parses `N-DDDD-DDDD`, or the same digits without the dashes
+    /// (`N DDDD DDDD`, `NDDDDDDDD`: the last eight are the secret); spaces
+    /// around it are ignored.
     ///
     /// # Errors
     /// [`ProtocolError::Malformed`] for anything else.
     pub fn parse(text: &str) -> Result<Self, ProtocolError> {
         let bad = ProtocolError::Malformed("pairing code (expected N-DDDD-DDDD)");
-        let parts: Vec<&str> = text.trim().split('-').collect();
+        let text = text.trim();
+        if !text.contains('-') {
+            let digits: String = text.split_whitespace().collect();
+            if !(9..=11).contains(&digits.len()) || !digits.bytes().all(|c| c.is_ascii_digit()) {
+                return Err(bad);
+            }
+            let (nameplate, secret) = digits.split_at(digits.len() - 8);
+            return Self::parse(&format!("{nameplate}-{}-{}", &secret[..4], &secret[4..]));
+        }
+        let parts: Vec<&str> = text.split('-').collect();
         let [nameplate, a, b] = parts.as_slice() else {
             return Err(bad);
         };
@@ -587,11 +601,23 @@ mod tests {
             "a-1234-5678",
             "4-12a4-5678",
             "4-1234-5678-1",
+            "41234567",
+            "100012345678",
+            "4 1234 56a8",
+            "4 1234 5678 1x",
         ] {
             assert!(PairingCode::parse(bad).is_err(), "{bad}");
         }
         let code = PairingCode::parse(" 12-0001-0000 ").unwrap();
         assert_eq!(code.reveal(), "12-0001-0000");
+        // The same digits without their dashes, as a person may type them.
+        for typed in ["12 0001 0000", "1200010000", " 12 00010000 "] {
+            assert_eq!(PairingCode::parse(typed).unwrap(), code, "{typed}");
+        }
+        assert_eq!(
+            PairingCode::parse("472913385").unwrap().reveal(),
+            "4-7291-3385"
+        );
         assert_eq!(
             PairingCode::from_parts(12, &code.secret_digits()).unwrap(),
             code

@@ -175,6 +175,27 @@ fn pairing_from_outside_the_lan_networks_is_refused() {
 }
 
 #[test]
+fn a_code_typed_without_its_dashes_pairs() {
+    let relay = Relay::start();
+    let code = relay.pairing_code("laptop");
+    let endpoint = Endpoint::new();
+    let out = ok(endpoint.try_pair(&relay, &code.replace('-', " ")));
+    assert!(out.contains("paired with relay"), "{out}");
+    let typo = Endpoint::new();
+    let out = typo.try_pair(&relay, "12-345");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a malformed code is a usage error"
+    );
+    assert!(
+        stderr(&out).contains("expected N-DDDD-DDDD"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn pairing_twice_from_the_same_state_is_refused_clearly() {
     let relay = Relay::start();
     let endpoint = Endpoint::new();
