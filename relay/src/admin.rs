@@ -7,6 +7,7 @@ pub mod catalog_copy;
 pub mod clients;
 pub mod migrate;
 pub mod pair;
+pub mod pair_lines;
 pub mod retention;
 pub mod sets;
 pub mod snapshots;

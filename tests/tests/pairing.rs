@@ -196,6 +196,38 @@ fn a_code_typed_without_its_dashes_pairs() {
 }
 
 #[test]
+fn the_line_ferry_relay_pair_prints_is_the_command_that_pairs() {
+    let relay = Relay::start();
+    let out = ok(relay.admin(&["pair", "--name", "laptop", "--no-wait"]));
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix("on the endpoint run: "))
+        .unwrap_or_else(|| panic!("no command line in:\n{out}"));
+    assert_eq!(
+        line,
+        format!(
+            "ferry pair --relay {} --code {}",
+            relay.pair_addr,
+            line.rsplit(' ').next().unwrap()
+        )
+    );
+    let args: Vec<&str> = line.split(' ').skip(1).collect();
+    let paired = ok(Endpoint::new().ferry(&args));
+    assert!(paired.contains("paired with relay"), "{paired}");
+    // The JSON form lists the same lines.
+    let json = ok(relay.admin(&["pair", "--name", "desktop", "--json"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let code = v["code"].as_str().unwrap();
+    assert_eq!(
+        v["endpoint_commands"],
+        serde_json::json!([format!(
+            "ferry pair --relay {} --code {code}",
+            relay.pair_addr
+        )])
+    );
+}
+
+#[test]
 fn pairing_twice_from_the_same_state_is_refused_clearly() {
     let relay = Relay::start();
     let endpoint = Endpoint::new();

@@ -1,5 +1,6 @@
 //! `ferry-relay pair`: a one-time code for a new endpoint.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -7,6 +8,7 @@ use anyhow::{bail, Result};
 use ferry_protocol::units::format_rfc3339;
 use rand_core::{OsRng, RngCore};
 
+use crate::admin::pair_lines::{interface_addresses, pair_lines};
 use crate::catalog::PairingState;
 use crate::clock::now_ms;
 use crate::data_dir::DataDir;
@@ -58,12 +60,20 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
         true => catalog.client_by_name(name)?,
         false => None,
     };
+    let config = data.config()?;
+    let commands = pair_lines(
+        pairing_listener(data, config.pair_listen),
+        &config.lan_networks,
+        &interface_addresses(),
+        &code.reveal(),
+    );
     if json {
         let mut out = serde_json::json!({
             "code": code.reveal(),
             "expires_at": format_rfc3339(expires),
             "name": name,
             "relay_fingerprint": relay.public.fingerprint().to_string(),
+            "endpoint_commands": commands,
         });
         if let Some(old) = &replaced {
             out["replaces"] = old.fingerprint.clone().into();
@@ -83,10 +93,20 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
         );
     }
     println!("relay fingerprint: {}", relay.public.fingerprint());
-    println!(
-        "on the endpoint run: ferry pair --relay RELAY_LAN_HOST:PAIR_PORT --code {}",
-        code.reveal()
-    );
+    match commands.as_slice() {
+        [] => println!(
+            "on the endpoint run: ferry pair --relay THIS_HOSTS_LAN_ADDRESS:{} --code {}",
+            pairing_listener(data, config.pair_listen).port(),
+            code.reveal()
+        ),
+        [one] => println!("on the endpoint run: {one}"),
+        several => {
+            println!("on the endpoint run one of (the address it reaches this host by):");
+            for line in several {
+                println!("  {line}");
+            }
+        }
+    }
     if no_wait {
         return Ok(ExitCode::SUCCESS);
     }
@@ -110,4 +130,17 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
             PairingState::Expired => bail!("the code expired before an endpoint used it"),
         }
     }
+}
+
+/// Where the pairing listener answers: as configured, or, when told to
+/// take any port (0), where the running relay bound it (`run/listen.json`).
+fn pairing_listener(data: &DataDir, configured: SocketAddr) -> SocketAddr {
+    if configured.port() != 0 {
+        return configured;
+    }
+    std::fs::read_to_string(data.listen_file())
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["pairing"].as_str().and_then(|a| a.parse().ok()))
+        .unwrap_or(configured)
 }
