@@ -18,6 +18,7 @@ pub mod catalog_copies;
 pub mod clock;
 pub mod config;
 pub mod data_dir;
+pub mod data_home;
 pub mod gate;
 pub mod gc;
 pub mod gc_service;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use ferry_protocol::schedule::Schedule;
 use ferry_protocol::units::parse_duration;
@@ -16,6 +16,7 @@ use ferry_relay::admin::{
 };
 use ferry_relay::config::{LimitsConfig, RelayConfig};
 use ferry_relay::data_dir::DataDir;
+use ferry_relay::data_home;
 use ferry_relay::net::IpNet;
 use tokio_util::sync::CancellationToken;
 
@@ -23,7 +24,8 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "ferry-relay", version)]
 struct Cli {
-    /// The relay's data directory.
+    /// The relay's data directory (default: the package's
+    /// /var/lib/ferry-relay, when it exists).
     #[arg(long, global = true, env = "FERRY_RELAY_DATA")]
     data: Option<PathBuf>,
     /// More detail in logs and errors.
@@ -235,9 +237,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         docs.run(Cli::command())?;
         return Ok(ExitCode::SUCCESS);
     }
-    let Some(root) = cli.data else {
-        bail!("no data directory: pass --data DIR or set FERRY_RELAY_DATA");
-    };
+    let root = data_home::data_root(cli.data)?;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    data_home::check_owner(&root, &args)?;
     let data = DataDir::new(root);
     match cli.command {
         // Printed above, before a state or data directory is needed.
