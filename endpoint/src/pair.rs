@@ -73,7 +73,13 @@ async fn exchange(
     let mut opening = Preamble::current(ConnectionKind::Pairing).encode().to_vec();
     encode_frame(&frame.encode()?, &mut opening)?;
     io.write_raw(&opening).await?;
-    let preamble = Preamble::decode(&read(io.read_preamble().await)?, ConnectionKind::Pairing)?;
+    let opening = read(io.read_preamble().await)?;
+    if Preamble::decode(&opening, ConnectionKind::Session).is_ok() {
+        bail!(
+            "that address is the relay's session port, not its pairing port: use the line `ferry-relay pair` printed (the pairing port is {DEFAULT_PAIR_PORT} unless the relay was set up otherwise)"
+        );
+    }
+    let preamble = Preamble::decode(&opening, ConnectionKind::Pairing)?;
     preamble.check_version("relay", "endpoint")?;
     let (spake, noise) = match next(&mut io).await? {
         PairFrame::Reply { spake, noise } => (spake, noise),

@@ -228,6 +228,25 @@ fn the_line_ferry_relay_pair_prints_is_the_command_that_pairs() {
 }
 
 #[test]
+fn pairing_with_the_session_port_names_the_mistake() {
+    let relay = Relay::start();
+    let code = relay.pairing_code("laptop");
+    let endpoint = Endpoint::new();
+    let session = relay.session_addr.to_string();
+    let out = endpoint.ferry(&["pair", "--relay", &session, "--code", &code, "--open"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the relay's session port, not its pairing port"),
+        "{err}"
+    );
+    relay.wait_for_log("a pairing connection came to the session port");
+    // The code was not spent: the right port still pairs with it.
+    let out = ok(endpoint.try_pair(&relay, &code));
+    assert!(out.contains("paired with relay"), "{out}");
+}
+
+#[test]
 fn pairing_twice_from_the_same_state_is_refused_clearly() {
     let relay = Relay::start();
     let endpoint = Endpoint::new();

@@ -73,8 +73,15 @@ pub(super) async fn handshake<S: Stream>(
     io: &mut FramedIo<S>,
     ticket: &Ticket,
 ) -> Result<Handshaken> {
-    let preamble = Preamble::decode(&io.read_preamble().await?, ConnectionKind::Session)?;
+    let opening = io.read_preamble().await?;
     let ours = Preamble::current(ConnectionKind::Session).encode();
+    if Preamble::decode(&opening, ConnectionKind::Pairing).is_ok() {
+        // Given this port to pair with: our preamble tells the endpoint
+        // which port it reached, so it can name the mistake.
+        io.write_raw(&ours).await?;
+        bail!("a pairing connection came to the session port (the endpoint was given it to pair with)");
+    }
+    let preamble = Preamble::decode(&opening, ConnectionKind::Session)?;
     if let Err(mismatch) = preamble.check_version("endpoint", "relay") {
         io.write_raw(&ours).await?;
         return Err(mismatch.into());
