@@ -33,7 +33,7 @@ echo "== 2. the operator creates a one-time pairing code (the relay waits for th
 "$BIN/ferry-relay" --data "$WORK/relay" pair --name demo-laptop > "$WORK/pair.out" &
 PAIR_PID=$!
 for _ in $(seq 1 200); do grep -q "pairing code" "$WORK/pair.out" 2>/dev/null && break; sleep 0.05; done
-sed -n 1,2p "$WORK/pair.out"
+sed -n 1,3p "$WORK/pair.out"
 CODE=$(sed -n 's/.*: \([0-9]*-[0-9]*-[0-9]*\) .*/\1/p' "$WORK/pair.out" | head -n1)
 
 echo
