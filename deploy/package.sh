@@ -36,14 +36,48 @@ trap 'rm -rf "$STAGE"' EXIT
 # stage NAME: the binary, its completions and man pages under $STAGE/NAME.
 stage() {
   local name=$1 root="$STAGE/$1"
-  install -D -m 0755 "$BIN_DIR/$name" "$root/usr/bin/$name"
+  # Stripped: debug info stays in the build (a 60 MB binary becomes a few).
+  install -D -m 0755 -s "$BIN_DIR/$name" "$root/usr/bin/$name"
   "$BIN_DIR/$name" completions bash | install -D -m 0644 /dev/stdin "$root/usr/share/bash-completion/completions/$name"
   "$BIN_DIR/$name" completions zsh | install -D -m 0644 /dev/stdin "$root/usr/share/zsh/vendor-completions/_$name"
   "$BIN_DIR/$name" completions fish | install -D -m 0644 /dev/stdin "$root/usr/share/fish/vendor_completions.d/$name.fish"
   "$BIN_DIR/$name" man --dir "$root/usr/share/man/man1"
   gzip -9n "$root"/usr/share/man/man1/*.1
   install -d "$root/DEBIAN" "$root/usr/share/doc/$name"
-  install -m 0644 LICENSE* "$root/usr/share/doc/$name/" 2>/dev/null || true
+  copyright > "$root/usr/share/doc/$name/copyright"
+}
+
+# The machine-readable Debian copyright file: the licence texts the
+# repository carries (LICENSE-MIT, LICENSE-APACHE).
+copyright() {
+  cat <<COPYRIGHT
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: ferry
+
+Files: *
+Copyright: 2026 the ferry developers
+License: MIT or Apache-2.0
+
+License: MIT
+$(sed -e 's/^$/./' -e 's/^/ /' LICENSE-MIT)
+
+License: Apache-2.0
+ On Debian systems, the full text of the Apache License, Version 2.0 is in
+ /usr/share/common-licenses/Apache-2.0 (also LICENSE-APACHE in the source).
+COPYRIGHT
+}
+
+# stops NAME UNIT: maintainer scripts that stop and disable UNIT when the
+# package is removed, and reload systemd after.
+stops() {
+  cat > "$STAGE/$1/DEBIAN/prerm" <<PRERM
+#!/bin/sh
+set -e
+if [ "\$1" = remove ] && [ -d /run/systemd/system ]; then
+  systemctl disable --now $2 >/dev/null 2>&1 || true
+fi
+PRERM
+  chmod 0755 "$STAGE/$1/DEBIAN/prerm"
 }
 
 # unit FILE NAME: the systemd unit with the packaged binary's path.
@@ -92,6 +126,7 @@ if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 # The data directory holds the only copy of the clients' backups: never removed here.
 POSTRM
 chmod 0755 "$STAGE/ferry-relay/DEBIAN/postinst" "$STAGE/ferry-relay/DEBIAN/postrm"
+stops ferry-relay ferry-relay.service
 control ferry-relay "ferry backup relay: stores endpoints' encrypted-in-transit backups
  Pairs endpoints over the LAN, then serves their backups and restores from
  anywhere over Noise sessions, with deltas, throttling, retention, quotas,
@@ -106,7 +141,13 @@ cat > "$STAGE/ferry/DEBIAN/postinst" <<'POSTINST'
 set -e
 if [ "$1" = configure ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 POSTINST
-chmod 0755 "$STAGE/ferry/DEBIAN/postinst"
+cat > "$STAGE/ferry/DEBIAN/postrm" <<'POSTRM'
+#!/bin/sh
+set -e
+if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+POSTRM
+chmod 0755 "$STAGE/ferry/DEBIAN/postinst" "$STAGE/ferry/DEBIAN/postrm"
+stops ferry ferry-endpoint.service
 control ferry "ferry backup endpoint: backs up to and restores from a ferry relay
  Moves only what changed (content-defined chunks, rsync deltas inside them,
  compression chosen by the link) over a Noise session from anywhere." "libc6"

@@ -81,4 +81,62 @@ fn packages_hold_binaries_units_docs_completions_and_man_pages() {
         unit.contains("ExecStart=/usr/bin/ferry-relay serve"),
         "the unit runs the packaged binary: {unit}"
     );
+    for (deb, name, unit) in [
+        (debs[0], "ferry-relay", "ferry-relay.service"),
+        (debs[1], "ferry", "ferry-endpoint.service"),
+    ] {
+        let copyright = member(deb, &format!("./usr/share/doc/{name}/copyright"));
+        assert!(
+            copyright.contains("License: MIT or Apache-2.0"),
+            "{copyright}"
+        );
+        let prerm = control_file(deb, "prerm");
+        assert!(
+            prerm.contains(&format!("systemctl disable --now {unit}")),
+            "{name}'s prerm stops its service: {prerm}"
+        );
+        // Stripped: no symbol table, no debug sections.
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join(name);
+        std::fs::write(&bin, member_bytes(deb, &format!("./usr/bin/{name}"))).unwrap();
+        let sections = ok(run({
+            let mut c = Command::new("readelf");
+            c.arg("-SW").arg(&bin);
+            c
+        }));
+        assert!(
+            ![".symtab", ".debug_info", ".debug_line"]
+                .iter()
+                .any(|s| sections.contains(s)),
+            "{name} is not stripped:\n{sections}"
+        );
+    }
+}
+
+/// A file of the package's data, as text.
+fn member(deb: &str, path: &str) -> String {
+    String::from_utf8(member_bytes(deb, path)).unwrap()
+}
+
+/// A file of the package's data.
+fn member_bytes(deb: &str, path: &str) -> Vec<u8> {
+    let mut c = Command::new("sh");
+    c.args([
+        "-c",
+        "dpkg-deb --fsys-tarfile \"$0\" | tar -xO \"$1\"",
+        deb,
+        path,
+    ]);
+    let out = run(c);
+    assert!(out.status.success(), "{path} in {deb}");
+    out.stdout
+}
+
+/// A maintainer script or control file of the package.
+fn control_file(deb: &str, name: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Command::new("dpkg-deb");
+    c.arg("--control").arg(deb).arg(dir.path());
+    ok(run(c));
+    std::fs::read_to_string(dir.path().join(name)).unwrap_or_default()
 }
