@@ -139,7 +139,14 @@ install -m 0644 deploy/endpoint.example.toml "$STAGE/ferry/usr/share/doc/ferry/"
 cat > "$STAGE/ferry/DEBIAN/postinst" <<'POSTINST'
 #!/bin/sh
 set -e
-if [ "$1" = configure ] && [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+if [ "$1" = configure ]; then
+  # Earlier packages kept the root endpoint's state in /etc/ferry.
+  if [ -d /etc/ferry ] && [ ! -e /var/lib/ferry ]; then
+    mv /etc/ferry /var/lib/ferry
+    echo "ferry: the endpoint's state moved from /etc/ferry to /var/lib/ferry"
+  fi
+  if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
+fi
 POSTINST
 cat > "$STAGE/ferry/DEBIAN/postrm" <<'POSTRM'
 #!/bin/sh

@@ -81,6 +81,13 @@ fn packages_hold_binaries_units_docs_completions_and_man_pages() {
         unit.contains("ExecStart=/usr/bin/ferry-relay serve"),
         "the unit runs the packaged binary: {unit}"
     );
+    let endpoint_unit = member(debs[1], "./lib/systemd/system/ferry-endpoint.service");
+    assert!(
+        endpoint_unit.contains("Environment=FERRY_STATE=/var/lib/ferry\n")
+            && endpoint_unit.contains("StateDirectory=ferry\n")
+            && !endpoint_unit.contains("/etc/ferry"),
+        "the root endpoint keeps its state under /var/lib/ferry: {endpoint_unit}"
+    );
     for (deb, name, unit) in [
         (debs[0], "ferry-relay", "ferry-relay.service"),
         (debs[1], "ferry", "ferry-endpoint.service"),
