@@ -32,5 +32,11 @@ stop_postgres() {
   [ -n "${PG_PORT:-}" ] && as_pg "$(pg_bin)/pg_ctl" stop -m fast -D "$WORK/pg/data" >/dev/null 2>&1 || true
 }
 
-# The running cluster's processes (for cpu_s).
-pg_pids() { pgrep -u "$(as_pg id -un)" -f "postgres" | tr '\n' ' '; }
+# The running cluster's processes (for cpu_s): its postmaster and the
+# processes it started (a backend that ended is in the postmaster's
+# children's time), not other clusters of the same user.
+pg_pids() {
+  local pm
+  pm=$(head -n1 "$WORK/pg/data/postmaster.pid" 2>/dev/null) || return 0
+  echo "$pm $(pgrep -P "$pm" | tr '\n' ' ')"
+}

@@ -238,7 +238,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let root = data_home::data_root(cli.data)?;
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    // As typed, for the line to type instead (not UTF-8: shown as near as can be).
+    let args: Vec<String> = std::env::args_os()
+        .skip(1)
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     data_home::check_owner(&root, &args)?;
     let data = DataDir::new(root);
     match cli.command {

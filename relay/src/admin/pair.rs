@@ -61,8 +61,9 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
         false => None,
     };
     let config = data.config()?;
+    let listener = pairing_listener(data, config.pair_listen);
     let commands = pair_lines(
-        pairing_listener(data, config.pair_listen),
+        listener,
         &config.lan_networks,
         &interface_addresses(),
         &code.reveal(),
@@ -96,7 +97,7 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
     match commands.as_slice() {
         [] => println!(
             "on the endpoint run: ferry pair --relay THIS_HOSTS_LAN_ADDRESS:{} --code {}",
-            pairing_listener(data, config.pair_listen).port(),
+            listener.port(),
             code.reveal()
         ),
         [one] => println!("on the endpoint run: {one}"),
