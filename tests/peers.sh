@@ -3,8 +3,9 @@
 # (FUSE itself, /dev/fuse, is the kernel's: tests/tests/mount.rs names it
 # when it is absent):
 # Python's prometheus_client (the Prometheus parser that reads the relay's
-# /metrics) and Debian's chromium (the headless browser that loads its status
-# page), both for tests/tests/web.rs; moto's S3 server, from PyPI (the
+# /metrics) and Debian's chromium with its chromium-driver (the headless
+# browser that signs in to the web page, clicks and downloads), both for
+# tests/tests/web.rs and tests/tests/web_browser.rs; moto's S3 server, from PyPI (the
 # object store of relay/src/store/tests.rs and tests/tests/storage.rs);
 # Debian's PostgreSQL (the shared catalog of the catalog's tests and
 # tests/tests/relays.rs). Run by .ci/run and by the README's
@@ -23,10 +24,10 @@ if ! python3 -c 'import moto.server' 2>/dev/null; then
     python3 -m pip install --quiet --break-system-packages 'moto[server]'
 fi
 
-if ! command -v chromium >/dev/null; then
-  echo "installing Debian's chromium (tests/tests/web.rs loads the status page in it)" >&2
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  echo "installing Debian's chromium and chromium-driver (the web tests drive the page in it)" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
 # Debian's PostgreSQL: relay/src/catalog/pg_server.rs makes a cluster with

@@ -229,6 +229,20 @@ pub async fn serve_request(repo: Arc<Repo>, request: GcRequest) {
 /// How often a relay waiting for another's collection looks again.
 const LEASE_POLL: Duration = Duration::from_millis(500);
 
+/// Asks the running server for a collection with `grace` (it notices the
+/// request with its other catalog changes); returns the request.
+///
+/// # Errors
+/// Catalog errors.
+pub fn ask(catalog: &mut Catalog, grace: Duration) -> Result<GcRequest> {
+    let request = GcRequest {
+        id: now_ms(),
+        grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
+    };
+    catalog.set_setting(REQUEST_KEY, Some(&serde_json::to_string(&request)?))?;
+    Ok(request)
+}
+
 /// `ferry-relay gc`: collects now, in the running server if there is one,
 /// else here (holding the data directory's lock meanwhile).
 ///
@@ -252,11 +266,7 @@ pub fn run_now(data: &DataDir, grace: Duration) -> Result<GcReport> {
         };
     }
     let mut catalog = data.catalog()?;
-    let request = GcRequest {
-        id: now_ms(),
-        grace_ms: u64::try_from(grace.as_millis()).unwrap_or(u64::MAX),
-    };
-    catalog.set_setting(REQUEST_KEY, Some(&serde_json::to_string(&request)?))?;
+    let request = ask(&mut catalog, grace)?;
     loop {
         std::thread::sleep(Duration::from_millis(200));
         let outcome = catalog

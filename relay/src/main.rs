@@ -18,6 +18,7 @@ use ferry_relay::config::{LimitsConfig, RelayConfig};
 use ferry_relay::data_dir::DataDir;
 use ferry_relay::data_home;
 use ferry_relay::net::IpNet;
+use ferry_relay::web_tokens::{self, Role};
 use tokio_util::sync::CancellationToken;
 
 /// The ferry relay: pairs endpoints over the LAN, serves their backups from anywhere.
@@ -90,6 +91,14 @@ enum Command {
         /// sets, snapshots, quota and retention go to the new endpoint.
         #[arg(long)]
         replace: bool,
+    },
+    /// A new token for the web page (shown once; it replaces the old one,
+    /// which stops working within seconds): the admin's, or with
+    /// `--read-only` one that sees and downloads but cannot act.
+    WebToken {
+        /// The read-only token instead of the admin's.
+        #[arg(long)]
+        read_only: bool,
     },
     /// The organisation's recovery key: `--new FILE` writes an identity
     /// (keep it offline) and prints the recipient for relay.toml's
@@ -281,6 +290,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let keys = data.init(&config, identity.as_deref())?;
             println!("initialized relay in {}", data.root().display());
             println!("relay fingerprint: {}", keys.public.fingerprint());
+            let token = web_tokens::renew(&data, Role::Admin)?;
+            println!("web admin token: {token}");
+            println!("(shown once: sign in to the web page with it; `ferry-relay web-token` makes a new one)");
         }
         Command::Serve { web } => serve(data, web)?,
         Command::Pair {
@@ -300,6 +312,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Clients { command } => admin::clients::run(&data, command)?,
         Command::RecoveryKey { new } => admin::recovery_key(&new)?,
+        Command::WebToken { read_only } => {
+            let role = if read_only {
+                Role::ReadOnly
+            } else {
+                Role::Admin
+            };
+            let token = web_tokens::renew(&data, role)?;
+            println!("web {} token: {token}", role.name());
+            println!("(shown once; the old one no longer signs in. Sign in at the web page's /login with it, or send it as Authorization: Bearer.)");
+        }
         Command::Limit { global, reset } => {
             admin::global_limit(&data, global.as_ref().filter(|_| !reset))?;
         }

@@ -65,7 +65,7 @@ impl Settings {
             verify: config.verify.resolve()?,
             alerts: config.alerts.resolve()?,
             quotas: config.quota.resolve()?,
-            web: crate::web::WebSettings::resolve(&web_config, web)?,
+            web: crate::web::WebSettings::resolve(&web_config, web, crate::web_tokens::path(data))?,
             recovery_recipient: config.sealed.recipient()?,
             config,
         })
@@ -294,7 +294,19 @@ fn spawn_tasks(
             crate::web::announce(&web, bound);
         }
         let status = Arc::clone(&parts.status);
-        tracker.spawn(crate::web::serve(status, web, listener, shutdown.clone()));
+        let services = crate::web::actions::Services::new(
+            data.clone(),
+            Arc::clone(&parts.sessions.repo),
+            settings.gc.grace,
+            (data.catalog_at(), settings.verify.options.clone()),
+        );
+        tracker.spawn(crate::web::serve(
+            status,
+            services,
+            web,
+            listener,
+            shutdown.clone(),
+        ));
     }
     let status = Arc::clone(&parts.status);
     tracker.spawn(crate::alerts::watch(status, shutdown.clone()));

@@ -1,15 +1,26 @@
-//! The relay's web listener (`[web] listen`, `serve --web ADDR`): the
-//! status page (`GET /`), the same as JSON (`GET /api/status`) and
-//! Prometheus metrics (`GET /metrics`), on the server's own runtime, with
-//! axum. Off unless configured. A loopback address needs nothing more; any
-//! other needs `[web] token-file`, and then every request must carry
-//! `Authorization: Bearer TOKEN` (compared in constant time), or gets 401.
+//! The relay's web listener (`[web] listen`, `serve --web ADDR`), on the
+//! server's own runtime, with axum: the overview (`GET /`), a page per
+//! client, an open-mode snapshot's files to browse and download, actions
+//! behind a confirmation, the status as JSON (`GET /api/status`) and
+//! Prometheus metrics (`GET /metrics`). Off unless configured.
+//!
+//! Who may do what (`auth`): a browser signs in with a web token (made by
+//! `init` or `ferry-relay web-token`) and gets a login cookie; scripts
+//! send `Authorization: Bearer TOKEN`. On a loopback listener without
+//! `[web] token-file` the status (`/`, `/api/status`, `/metrics`) is open
+//! to this host, as before logins; everything else needs a login, and
+//! acting needs the admin token's. Any other address needs a token.
 //! At most `listener::MAX_CONNECTIONS` connections are served at once, so
 //! the page can never take the file descriptors the sessions need.
 
+pub mod actions;
+pub mod auth;
+pub mod download;
 pub mod listener;
 pub mod metrics;
-pub mod page;
+pub mod pages;
+pub mod percent;
+pub mod views;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
@@ -19,11 +30,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
-use subtle::ConstantTimeEq;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use tokio::net::TcpListener;
 use tracing::{error, info, warn};
 
@@ -36,36 +44,54 @@ use tokio_util::sync::CancellationToken;
 pub struct WebSettings {
     /// The address to bind.
     pub listen: SocketAddr,
-    /// BLAKE3 of the bearer token every request must carry (`None`: none).
+    /// BLAKE3 of `[web] token-file`'s token (an admin's), if set.
     token_hash: Option<[u8; 32]>,
+    /// `DATA/web-tokens.json`.
+    tokens_file: std::path::PathBuf,
+    /// `[web] host`: the names a reverse proxy in front sends as `Host`.
+    proxy_hosts: Vec<String>,
 }
 
 impl WebSettings {
     /// The settings from `[web]` and `serve --web` (which wins); `None`
-    /// when neither names an address.
+    /// when neither names an address. `tokens_file` holds the web tokens'
+    /// hashes.
     ///
     /// # Errors
-    /// A non-loopback address without a token file, or a token file that
+    /// A non-loopback address without any token, or a token file that
     /// cannot be read, is empty, or is readable by others.
-    pub fn resolve(config: &WebConfig, listen: Option<SocketAddr>) -> Result<Option<Self>> {
+    pub fn resolve(
+        config: &WebConfig,
+        listen: Option<SocketAddr>,
+        tokens_file: std::path::PathBuf,
+    ) -> Result<Option<Self>> {
         let Some(listen) = listen.or(config.listen) else {
             return Ok(None);
         };
         let token_hash = match &config.token_file {
-            Some(path) => Some(*blake3::hash(read_token(path)?.as_bytes()).as_bytes()),
-            None if listen.ip().is_loopback() => None,
-            None => bail!(
-                "[web] listen {listen} is not a loopback address: set [web] token-file (a file \
-                 holding a bearer token, mode 0600) so the status page and metrics are not open \
-                 to everyone who can reach it"
-            ),
+            Some(path) => Some(crate::web_tokens::hash(&read_token(path)?)),
+            None => None,
         };
-        Ok(Some(WebSettings { listen, token_hash }))
+        let has_tokens = token_hash.is_some() || !crate::web_tokens::load(&tokens_file)?.is_empty();
+        if !listen.ip().is_loopback() && !has_tokens {
+            bail!(
+                "[web] listen {listen} is not a loopback address: set [web] token-file (a file \
+                 holding a bearer token, mode 0600) or make a web token with `ferry-relay \
+                 web-token`, so the pages and metrics are not open to everyone who can reach it"
+            );
+        }
+        Ok(Some(WebSettings {
+            listen,
+            token_hash,
+            tokens_file,
+            proxy_hosts: config.host.clone(),
+        }))
     }
 
-    /// Whether requests must carry a token.
-    pub fn needs_token(&self) -> bool {
-        self.token_hash.is_some()
+    /// Whether the status is open without a token (a loopback listener
+    /// without `[web] token-file`).
+    pub fn open_status(&self) -> bool {
+        self.listen.ip().is_loopback() && self.token_hash.is_none()
     }
 }
 
@@ -102,16 +128,22 @@ pub async fn bind(settings: &WebSettings) -> Result<TcpListener> {
         .with_context(|| format!("cannot listen for the web status on {}", settings.listen))
 }
 
+/// What every request handler shares.
 #[derive(Clone)]
-struct App {
-    status: Arc<StatusSources>,
-    token_hash: Option<[u8; 32]>,
+pub struct App {
+    /// The relay's status.
+    pub status: Arc<StatusSources>,
+    /// Tokens and logins.
+    pub access: Arc<auth::Access>,
+    /// What the actions act on.
+    pub services: Arc<actions::Services>,
     /// Log lines about refused requests, rate-limited.
-    refusals: Arc<LogGate>,
-    /// Without a token, the `Host` a request must name (the loopback
-    /// listener under its names): a page of some web site that a browser
-    /// on this host loads cannot read it by DNS rebinding.
-    hosts: Arc<Vec<String>>,
+    pub refusals: Arc<LogGate>,
+    /// The `Host` a request must name (`None`: any): a loopback
+    /// listener's own names (and `[web] host`'s), so a page of some web
+    /// site that a browser on this host loads cannot read it by DNS
+    /// rebinding.
+    hosts: Option<Arc<Vec<String>>>,
 }
 
 /// The `Host` values that name a loopback listener on `port`.
@@ -159,6 +191,7 @@ impl LogGate {
 /// Serves the web listener until the relay shuts down.
 pub async fn serve(
     status: Arc<StatusSources>,
+    services: actions::Services,
     settings: WebSettings,
     listener: TcpListener,
     shutdown: CancellationToken,
@@ -166,19 +199,26 @@ pub async fn serve(
     let port = listener
         .local_addr()
         .map_or(settings.listen.port(), |a| a.port());
+    // A loopback listener answers to its own names; one that names the
+    // proxies in front of it, to those as well.
+    let limited = settings.listen.ip().is_loopback() || !settings.proxy_hosts.is_empty();
+    let hosts = limited.then(|| {
+        let mut hosts = loopback_hosts(settings.listen, port);
+        hosts.extend(settings.proxy_hosts.iter().cloned());
+        Arc::new(hosts)
+    });
     let app = App {
+        access: Arc::new(auth::Access::new(
+            settings.token_hash,
+            settings.tokens_file.clone(),
+            settings.open_status(),
+        )),
         status,
-        token_hash: settings.token_hash,
+        services: Arc::new(services),
         refusals: Arc::default(),
-        hosts: Arc::new(loopback_hosts(settings.listen, port)),
+        hosts,
     };
-    let router = Router::new()
-        .route("/", get(status_page))
-        .route("/api/status", get(status_json))
-        .route("/metrics", get(metrics_text))
-        .layer(middleware::from_fn_with_state(app.clone(), authorize))
-        .with_state(app);
-    if let Err(e) = axum::serve(listener::Capped::new(listener), router)
+    if let Err(e) = axum::serve(listener::Capped::new(listener), pages::router(app))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
     {
@@ -186,89 +226,48 @@ pub async fn serve(
     }
 }
 
-/// Lets a request through when no token is needed or it carries the token.
-async fn authorize(State(app): State<App>, request: Request, next: Next) -> Response {
-    let Some(expected) = app.token_hash else {
+/// Refuses a request whose `Host` is not one the listener answers to,
+/// and hands the others on with their [`auth::Visitor`].
+pub async fn guard(State(app): State<App>, mut request: Request, next: Next) -> Response {
+    if let Some(hosts) = &app.hosts {
         let host = request
             .headers()
             .get(header::HOST)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        if app.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-            return next.run(request).await;
-        }
-        app.refusals.warn(format_args!(
-            "web: refused {} {}: Host {:?} is not this loopback listener (a web page's DNS rebinding?)",
-            request.method(),
-            request.uri().path(),
-            ferry_protocol::units::printable(host.as_bytes())
-        ));
-        return (
-            StatusCode::MISDIRECTED_REQUEST,
-            "this status page answers only to its loopback address\n",
-        )
-            .into_response();
-    };
-    let offered = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|token| *blake3::hash(token.trim().as_bytes()).as_bytes());
-    match offered {
-        Some(hash) if bool::from(hash.ct_eq(&expected)) => next.run(request).await,
-        _ => {
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
             app.refusals.warn(format_args!(
-                "web: refused {} {}: missing or wrong bearer token",
+                "web: refused {} {}: Host {:?} is not this loopback listener (a web page's DNS rebinding?)",
                 request.method(),
-                request.uri().path()
+                request.uri().path(),
+                ferry_protocol::units::printable(host.as_bytes())
             ));
-            (
-                StatusCode::UNAUTHORIZED,
-                [(header::WWW_AUTHENTICATE, "Bearer")],
-                "a bearer token is required (Authorization: Bearer TOKEN)\n",
+            return (
+                StatusCode::MISDIRECTED_REQUEST,
+                "this status page answers only to its loopback address\n",
             )
-                .into_response()
+                .into_response();
         }
     }
-}
-
-async fn status_page(State(app): State<App>) -> Response {
-    match app.status.read().await {
-        Ok(status) => Html(page::render(&status)).into_response(),
-        Err(e) => failed(&e),
+    let visitor = app.access.visitor(request.headers());
+    if visitor.bearer && visitor.role.is_none() {
+        app.refusals.warn(format_args!(
+            "web: refused {} {}: missing or wrong bearer token",
+            request.method(),
+            request.uri().path()
+        ));
+        return unauthorized();
     }
+    request.extensions_mut().insert(visitor);
+    next.run(request).await
 }
 
-async fn status_json(State(app): State<App>) -> Response {
-    match app.status.read().await {
-        Ok(status) => Json(status).into_response(),
-        Err(e) => failed(&e),
-    }
-}
-
-async fn metrics_text(State(app): State<App>) -> Response {
-    let text = app.status.read().await.and_then(|status| {
-        metrics::render(&status, &app.status.telemetry).map_err(anyhow::Error::from)
-    });
-    match text {
-        Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
-        )
-            .into_response(),
-        Err(e) => failed(&e),
-    }
-}
-
-fn failed(e: &anyhow::Error) -> Response {
-    error!("web: cannot read the relay's status: {e:#}");
+/// 401 with the bearer challenge.
+pub fn unauthorized() -> Response {
     (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "cannot read the relay's status; see the relay's log\n",
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required (Authorization: Bearer TOKEN), or sign in at /login\n",
     )
         .into_response()
 }
@@ -277,10 +276,17 @@ fn failed(e: &anyhow::Error) -> Response {
 pub fn announce(settings: &WebSettings, bound: SocketAddr) {
     info!(
         "web status on http://{bound}/ ({})",
-        if settings.needs_token() {
-            "every request needs the bearer token of [web] token-file"
-        } else {
+        if settings.open_status() {
             "loopback only, no token"
+        } else {
+            "every request needs the bearer token of [web] token-file"
         }
     );
+    if !bound.ip().is_loopback() {
+        warn!(
+            "web on plain HTTP at {bound}: scripts with a bearer token work, but browsers sign in \
+             only over HTTPS (their login cookie is Secure): put a TLS reverse proxy in front \
+             (and name it in [web] host)"
+        );
+    }
 }

@@ -8,6 +8,7 @@
 //! Every wait here is on a condition (a file appearing, a log line, a process
 //! exiting) with a deadline, never a fixed sleep.
 
+pub mod browser;
 pub mod fake_relay;
 pub mod faults;
 pub mod link;

@@ -242,7 +242,9 @@ fn a_web_listener_beyond_loopback_needs_a_token() {
     let original = fs::read_to_string(&config).unwrap();
     relay.terminate();
 
-    // No token file: the relay refuses to start, saying why.
+    // No token at all (neither [web] token-file nor the web tokens `init`
+    // made): the relay refuses to start, saying why.
+    fs::remove_file(data.join("web-tokens.json")).unwrap();
     fs::write(
         &config,
         set_in_section(&original, "web", "listen = \"0.0.0.0:0\""),

@@ -27,23 +27,35 @@ pub struct PairOptions {
     pub replace: bool,
 }
 
-/// Runs `ferry-relay pair`: makes a code and, unless `no_wait`, waits for
-/// the endpoint to use it.
+/// A pairing code just made, and how to use it.
+#[derive(Debug)]
+pub struct Issued {
+    /// The pairing's id in the catalog.
+    pub pairing_id: i64,
+    /// The code (shown once).
+    pub code: String,
+    /// When it expires (ms since the epoch).
+    pub expires: i64,
+    /// The client it hands over, for `--replace`.
+    pub replaced: Option<crate::catalog::ClientRecord>,
+    /// Where the pairing listener answers.
+    pub listener: SocketAddr,
+    /// The exact `ferry pair` lines to run on the endpoint, one per LAN
+    /// address of this host.
+    pub commands: Vec<String>,
+}
+
+/// Makes a pairing code for `name`, valid for `ttl` (handing the client
+/// of that name over when `replace`).
 ///
 /// # Errors
-/// An invalid name, a code that expires or is burned, catalog errors.
-pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode> {
-    let PairOptions {
-        ttl,
-        json,
-        no_wait,
-        replace,
-    } = options;
+/// An invalid name, a name taken (or unknown, for `replace`), catalog
+/// errors.
+pub fn issue(data: &DataDir, name: &str, ttl: Duration, replace: bool) -> Result<Issued> {
     if name.is_empty() || name.len() > 64 || name.chars().any(|c| c.is_control() || c == '/') {
         bail!("invalid client name {name:?}: use 1 to 64 printable characters, no '/'");
     }
     let mut catalog = data.catalog()?;
-    let relay = data.keys()?;
     let now = now_ms();
     let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
     let random = OsRng.next_u64();
@@ -53,7 +65,7 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
         catalog.create_pairing(name, now, expires, random)?
     };
     let (pairing_id, code) = match created {
-        Ok(created) => created,
+        Ok((id, code)) => (id, code.reveal()),
         Err(message) => bail!(message),
     };
     let replaced = match replace {
@@ -66,11 +78,46 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
         listener,
         &config.lan_networks,
         &interface_addresses(),
-        &code.reveal(),
+        &code,
     );
+    Ok(Issued {
+        pairing_id,
+        code,
+        expires,
+        replaced,
+        listener,
+        commands,
+    })
+}
+
+/// Runs `ferry-relay pair`: makes a code and, unless `no_wait`, waits for
+/// the endpoint to use it.
+///
+/// # Errors
+/// An invalid name, a code that expires or is burned, catalog errors.
+pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode> {
+    let PairOptions {
+        ttl,
+        json,
+        no_wait,
+        replace,
+    } = options;
+    let issued = issue(data, name, ttl, replace)?;
+    let Issued {
+        pairing_id,
+        expires,
+        replaced,
+        listener,
+        commands,
+        ..
+    } = &issued;
+    let (pairing_id, expires, listener) = (*pairing_id, *expires, *listener);
+    let code = &issued.code;
+    let catalog = data.catalog()?;
+    let relay = data.keys()?;
     if json {
         let mut out = serde_json::json!({
-            "code": code.reveal(),
+            "code": code,
             "expires_at": format_rfc3339(expires),
             "name": name,
             "relay_fingerprint": relay.public.fingerprint().to_string(),
@@ -84,7 +131,7 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
     }
     println!(
         "pairing code for {name:?}: {} (expires at {})",
-        code.reveal(),
+        code,
         format_rfc3339(expires)
     );
     if let Some(old) = &replaced {
@@ -98,7 +145,7 @@ pub fn run(data: &DataDir, name: &str, options: PairOptions) -> Result<ExitCode>
         [] => println!(
             "on the endpoint run: ferry pair --relay THIS_HOSTS_LAN_ADDRESS:{} --code {}",
             listener.port(),
-            code.reveal()
+            code
         ),
         [one] => println!("on the endpoint run: {one}"),
         several => {

@@ -78,6 +78,39 @@ pub fn run(data: &DataDir, command: SnapshotsCommand) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Snapshots, oldest first, of one client (and set) or all, each with the
+/// retention rules that keep it.
+///
+/// # Errors
+/// An unknown client, catalog errors.
+pub fn listed(
+    data: &DataDir,
+    catalog: &crate::catalog::Catalog,
+    client: Option<&str>,
+    set: Option<&str>,
+) -> Result<Vec<crate::catalog::SnapshotRow>> {
+    let client_id = match client {
+        Some(name) => Some(
+            catalog
+                .client_by_name(name)?
+                .with_context(|| format!("no client named {name:?}"))?
+                .id,
+        ),
+        None => None,
+    };
+    let mut rows = catalog.list_snapshots(client_id, set)?;
+    let decided = super::retention::decisions(data, catalog, client, None)?;
+    let kept_by: std::collections::HashMap<u64, Vec<&'static str>> = decided
+        .iter()
+        .flat_map(|set| set.decision.iter())
+        .map(|(id, why)| (*id, super::retention::reasons(why)))
+        .collect();
+    for row in &mut rows {
+        row.kept_by = kept_by.get(&row.id.0).cloned().unwrap_or_default();
+    }
+    Ok(rows)
+}
+
 /// Protects or unprotects `ids`; fails naming those that do not exist.
 fn protect(data: &DataDir, ids: Vec<u64>, protect: bool) -> Result<ExitCode> {
     let ids: Vec<SnapshotId> = ids.into_iter().map(SnapshotId).collect();
@@ -99,26 +132,7 @@ fn protect(data: &DataDir, ids: Vec<u64>, protect: bool) -> Result<ExitCode> {
 }
 
 fn list(data: &DataDir, client: Option<String>, set: Option<String>, json: bool) -> Result<()> {
-    let catalog = data.catalog()?;
-    let client_id = match &client {
-        Some(name) => Some(
-            catalog
-                .client_by_name(name)?
-                .with_context(|| format!("no client named {name:?}"))?
-                .id,
-        ),
-        None => None,
-    };
-    let mut rows = catalog.list_snapshots(client_id, set.as_deref())?;
-    let decided = super::retention::decisions(data, &catalog, client.as_deref(), None)?;
-    let kept_by: std::collections::HashMap<u64, Vec<&'static str>> = decided
-        .iter()
-        .flat_map(|set| set.decision.iter())
-        .map(|(id, why)| (*id, super::retention::reasons(why)))
-        .collect();
-    for row in &mut rows {
-        row.kept_by = kept_by.get(&row.id.0).cloned().unwrap_or_default();
-    }
+    let rows = listed(data, &data.catalog()?, client.as_deref(), set.as_deref())?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else if rows.is_empty() {

@@ -13,4 +13,10 @@ pub struct WebConfig {
     /// A file holding the bearer token every request must carry; required
     /// unless `listen` is a loopback address. Relative: in the data directory.
     pub token_file: Option<std::path::PathBuf>,
+    /// The `Host` names (`backup.example.com`, with `:PORT` when not the
+    /// scheme's) that a TLS reverse proxy in front of the listener sends:
+    /// with a loopback listener, requests naming any other host are
+    /// refused (DNS rebinding); beyond loopback, only these are served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub host: Vec<String>,
 }

@@ -1,0 +1,260 @@
+//! The web page in a real browser (headless Chromium through ChromeDriver),
+//! as an operator uses it: sign in with the token through the form, see
+//! the stale client on the overview, open a client's page, browse an
+//! open-mode snapshot and download a file and a directory (compared byte
+//! for byte with what was backed up), protect a snapshot through its
+//! confirmation; and be refused an action whose CSRF token is forged, one
+//! posted from another site's page, and pages without the login cookie.
+
+use std::fs;
+use std::path::Path;
+
+use ferry_tests::browser::Browser;
+use ferry_tests::*;
+
+/// The relay's admin token, made anew.
+fn admin_token(relay: &Relay) -> String {
+    ok(relay.admin(&["web-token"]))
+        .lines()
+        .find_map(|l| l.strip_prefix("web admin token: "))
+        .expect("the token line")
+        .trim()
+        .to_string()
+}
+
+/// `ferry-relay snapshots list --json`.
+fn snapshots(relay: &Relay) -> Vec<serde_json::Value> {
+    let out = ok(relay.admin(&["snapshots", "list", "--json"]));
+    serde_json::from_str(&out).expect("the snapshot list")
+}
+
+/// Where the screenshots go: the test's output directory.
+fn shot(browser: &Browser, name: &str) {
+    let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    browser.screenshot(&path);
+    let png = fs::read(&path).unwrap();
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000);
+    eprintln!("screenshot: {}", path.display());
+}
+
+#[test]
+fn an_operator_signs_in_browses_downloads_and_protects_through_the_page() {
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![
+            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
+            ("alerts".into(), "check-interval = \"1s\"".into()),
+            (
+                "alerts.stale-after-for".into(),
+                "\"office-nas\" = \"1s\"".into(),
+            ),
+        ],
+        ..RelayOptions::default()
+    });
+    let token = admin_token(&relay);
+    let (laptop, office) = (Endpoint::new(), Endpoint::new());
+    laptop.pair_with(&relay, "anna-laptop");
+    office.pair_with(&relay, "office-nas");
+    let work = tempfile::tempdir().unwrap();
+    let src = work.path().join("home");
+    fs::create_dir_all(src.join("docs/old")).unwrap();
+    let report = ferry_tests::tree::random_bytes(700_000, 7);
+    fs::write(src.join("docs/report.bin"), &report).unwrap();
+    fs::write(src.join("docs/old/notes.txt"), "notes from last year\n").unwrap();
+    fs::write(src.join("todo.txt"), "buy milk\n").unwrap();
+    laptop.backup_json(&[src.to_str().unwrap()]);
+    let id = snapshots(&relay)[0]["id"].as_u64().unwrap();
+    let web = format!("http://{}", relay.web_addr());
+    let browser = Browser::start(1280, 900);
+
+    // A client's page needs a login: the browser is sent to the form.
+    browser.goto(&format!("{web}/clients/anna-laptop"));
+    assert!(browser.url().contains("/login"), "{}", browser.url());
+    browser.type_into("#token", "not-the-token-at-all");
+    browser.click("#sign-in");
+    browser.wait_text("That token is not one of this relay's");
+    browser.type_into("#token", &token);
+    browser.click("#sign-in");
+    browser.wait_text("Backup sets");
+    assert!(
+        browser.url().ends_with("/clients/anna-laptop"),
+        "signed in, the page asked for: {}",
+        browser.url()
+    );
+    let cookie = &browser.cookies()[0];
+    assert_eq!(cookie["httpOnly"], true, "{cookie}");
+    assert_eq!(cookie["sameSite"], "Strict", "{cookie}");
+    assert_eq!(cookie["secure"], true, "{cookie}");
+
+    // The overview: the stale client stands out, the healthy one does not.
+    let stale = wait_for("office-nas stale on the overview", DEADLINE, || {
+        browser.goto(&format!("{web}/"));
+        let page = browser.source();
+        page.contains("class=\"client stale\" data-client=\"office-nas\"")
+            .then_some(page)
+    });
+    assert!(
+        stale.contains("class=\"client\" data-client=\"anna-laptop\""),
+        "anna-laptop is not stale: {stale}"
+    );
+    let text = browser.text();
+    assert!(
+        text.contains("1\nstale"),
+        "one stale client counted: {text}"
+    );
+    assert!(text.contains("1\nhealthy"), "{text}");
+    shot(&browser, "web-overview.png");
+
+    // Its page, through the link.
+    browser.click("a[href=\"/clients/anna-laptop\"]");
+    let text = browser.wait_text("Snapshots");
+    assert!(text.contains("Snapshots"), "{text}");
+    assert!(
+        browser
+            .source()
+            .contains(&format!("data-snapshot=\"{id}\"")),
+        "{text}"
+    );
+    shot(&browser, "web-client.png");
+
+    // Browse the snapshot down to the file, and download it.
+    browser.click(&format!("tr[data-snapshot=\"{id}\"] a[href$=\"/browse\"]"));
+    browser.wait_text("Download this directory");
+    let names: Vec<String> = src
+        .components()
+        .skip(1)
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .chain(["docs".to_string()])
+        .collect();
+    for name in &names {
+        browser.click(&format!("tr[data-name=\"{name}\"] a"));
+        browser.wait_text(&format!("{name}\n"));
+    }
+    browser.wait_text("report.bin");
+    browser.click("tr[data-name=\"report.bin\"] a");
+    assert!(
+        browser.downloaded("report.bin") == report,
+        "the download is the file, byte for byte"
+    );
+    // And the directory, as a tar of paths from the snapshot's root.
+    browser.click("a[href*=\"/download?path=\"]");
+    let tar = browser.downloaded("docs.tar");
+    let mut found = std::collections::BTreeMap::new();
+    let mut archive = tar::Archive::new(&tar[..]);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut data).unwrap();
+        found.insert(path, data);
+    }
+    let docs = names.join("/");
+    assert_eq!(
+        found[&format!("{docs}/report.bin")],
+        report,
+        "{:?}",
+        found.keys()
+    );
+    assert_eq!(
+        found[&format!("{docs}/old/notes.txt")],
+        b"notes from last year\n"
+    );
+    assert!(
+        found.keys().all(|p| p.starts_with(&docs)),
+        "only the directory: {:?}",
+        found.keys()
+    );
+
+    // Protect the snapshot through its confirmation.
+    browser.goto(&format!("{web}/clients/anna-laptop"));
+    browser.click(&format!(
+        "tr[data-snapshot=\"{id}\"] a[href*=\"what=protect\"]"
+    ));
+    browser.wait_text(&format!("Protect snapshot {id} of anna-laptop?"));
+    assert_eq!(
+        snapshots(&relay)[0]["protected"],
+        false,
+        "not before confirming"
+    );
+    browser.click("#do");
+    browser.wait_text(&format!("Protected snapshot {id}"));
+    assert_eq!(snapshots(&relay)[0]["protected"], true);
+
+    // A forged action: the form's CSRF token changed. Refused, nothing done.
+    browser.goto(&format!(
+        "{web}/confirm?what=unprotect&client=anna-laptop&snapshot={id}"
+    ));
+    browser.script("document.querySelector('input[name=csrf]').value = 'forged';");
+    browser.click("#do");
+    browser.wait_text("CSRF token is wrong");
+    assert_eq!(snapshots(&relay)[0]["protected"], true);
+
+    // Another site's page posting to the relay: the browser does not send
+    // the login cookie with it (SameSite=Strict), so it is refused.
+    let attack = format!(
+        "data:text/html,<form id=f method=post action='{web}/act'>\
+         <input name=what value=unprotect><input name=client value=anna-laptop>\
+         <input name=snapshot value={id}><input name=csrf value=x></form>\
+         <script>document.getElementById('f').submit()</script>"
+    );
+    browser.goto(&attack);
+    browser.wait_text("log in first");
+    assert_eq!(snapshots(&relay)[0]["protected"], true);
+
+    // Without the cookie: pages send to the form, actions are refused.
+    browser.delete_cookies();
+    browser.goto(&format!("{web}/clients/anna-laptop/snapshots/{id}/browse"));
+    browser.wait_text("Paste the web token");
+    assert!(browser.url().contains("/login"), "{}", browser.url());
+    browser.script(&format!(
+        "const f = document.createElement('form'); f.method = 'post'; f.action = '/act';\
+         for (const [k, v] of [['what','forget'],['client','anna-laptop'],['snapshot','{id}'],['csrf','x']]) {{\
+           const i = document.createElement('input'); i.name = k; i.value = v; f.appendChild(i); }}\
+         document.body.appendChild(f); f.submit();"
+    ));
+    browser.wait_text("log in first");
+    assert_eq!(snapshots(&relay).len(), 1, "nothing forgotten");
+    relay.wait_for_log("web: refused a sign-in: wrong token");
+}
+
+#[test]
+fn a_sealed_clients_files_are_not_offered_and_a_reader_cannot_act() {
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
+        ..RelayOptions::default()
+    });
+    let out = ok(relay.admin(&["web-token", "--read-only"]));
+    let reader = out
+        .lines()
+        .find_map(|l| l.strip_prefix("web read-only token: ").map(str::to_string))
+        .expect("the token line");
+    let web = relay.web_addr();
+    // A bearer read-only token reads the client page but cannot act.
+    let sealed = Endpoint::sealed();
+    sealed.pair_with(&relay, "vault");
+    let work = tempfile::tempdir().unwrap();
+    fs::write(work.path().join("secret.txt"), "secret").unwrap();
+    sealed.backup_json(&[work.path().to_str().unwrap()]);
+    let id = snapshots(&relay)[0]["id"].as_u64().unwrap();
+    let page = http_get(web, "/clients/vault", Some(&reader));
+    assert_eq!(page.status, 200, "{page:?}");
+    assert!(page.body.contains("only that endpoint"), "{}", page.body);
+    assert!(
+        !page.body.contains("/browse"),
+        "no browsing a sealed client"
+    );
+    let browse = http_get(
+        web,
+        &format!("/clients/vault/snapshots/{id}/download?path="),
+        Some(&reader),
+    );
+    assert_eq!(browse.status, 404);
+    assert!(browse.body.contains("sealed client"), "{}", browse.body);
+    let confirm = http_get(web, "/confirm?what=gc", Some(&reader));
+    assert_eq!(confirm.status, 403);
+    assert!(confirm.body.contains("read-only"), "{}", confirm.body);
+    // A wrong bearer token: 401.
+    assert_eq!(
+        http_get(web, "/clients/vault", Some("wrong-token-of-length")).status,
+        401
+    );
+}
