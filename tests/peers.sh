@@ -18,6 +18,12 @@ if ! python3 -c 'import prometheus_client' 2>/dev/null; then
     python3 -m pip install --quiet --break-system-packages prometheus_client
 fi
 
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  echo "installing Python's aiosmtpd (the SMTP server tests/tests/alerts.rs mails to)" >&2
+  python3 -m pip install --quiet aiosmtpd 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages aiosmtpd
+fi
+
 if ! python3 -c 'import moto.server' 2>/dev/null; then
   echo "installing moto's S3 server (the object store the storage tests run against)" >&2
   python3 -m pip install --quiet 'moto[server]' 2>/dev/null ||

@@ -6,10 +6,16 @@
 //! backups (`backup-failed`, one per client per check however many failed),
 //! and suspicious backups (`suspicious`, once per snapshot: see
 //! `crate::suspicion`).
-//! Each alert is a warning in the log; with `command` set it also runs that
-//! command, with what it is about only in its environment (`FERRY_CLIENT`, `FERRY_SET`,
+//! Each alert is a warning in the log, and goes through the channels
+//! configured (`channels`): with `command` set it runs that command, with
+//! what it is about only in its environment (`FERRY_CLIENT`, `FERRY_SET`,
 //! `FERRY_LAST_SUCCESS`, `FERRY_REASON`, `FERRY_MESSAGE`), so no name a
-//! client chose is ever parsed by a shell.
+//! client chose is ever parsed by a shell; `[alerts.smtp]` mails and
+//! `[alerts.webhook]` posts each client's alerts of a check together.
+
+pub mod channels;
+pub mod smtp;
+pub mod webhook;
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -170,14 +176,19 @@ pub async fn watch(sources: Arc<StatusSources>, shutdown: CancellationToken) {
             Conditions::default()
         }
     };
+    let (channels, mut problems) = channels::Channels::new(alerts, &sources.fingerprint);
+    problems.extend(channels.check().await);
+    for problem in &problems {
+        error!("alerts: this channel cannot work: {problem}");
+    }
     info!(
         "alerts: checking every {:?}; {} condition(s) held from before{}",
         alerts.check_interval,
         conditions.held.len(),
-        if alerts.command.is_some() {
+        if channels.any() {
             ""
         } else {
-            "; no alert command set (alerts go to this log only)"
+            "; no alert channel set (alerts go to this log only)"
         }
     );
     loop {
@@ -206,13 +217,16 @@ pub async fn watch(sources: Arc<StatusSources>, shutdown: CancellationToken) {
             }
         };
         fired.extend(suspicious.iter().map(|s| suspicious_alert(s, &status)));
-        for alert in fired {
+        for alert in &fired {
             warn!(
                 "alert {}: {} (client {:?}, set {:?})",
                 alert.reason, alert.message, alert.client, alert.set
             );
-            if let Some(command) = &alerts.command {
-                run(command, &alert).await;
+        }
+        for delivery in channels.deliver(&fired).await {
+            match delivery.outcome {
+                Ok(done) => info!("alerts: {}: {done}", delivery.channel),
+                Err(e) => error!("alerts: {}: {e}", delivery.channel),
             }
         }
         // Recorded after the commands ran: a relay killed in between says
@@ -285,40 +299,6 @@ fn failed_backups(failures: Vec<(String, Event)>, status: &Status) -> Vec<Alert>
             reason: "backup-failed",
         })
         .collect()
-}
-
-/// Runs the alert command for `alert`, logging how it ended.
-async fn run(command: &[String], alert: &Alert) {
-    let Some((program, args)) = command.split_first() else {
-        return;
-    };
-    let child = tokio::process::Command::new(program)
-        .args(args)
-        .env("FERRY_CLIENT", &alert.client)
-        .env("FERRY_SET", &alert.set)
-        .env("FERRY_LAST_SUCCESS", &alert.last_success)
-        .env("FERRY_REASON", alert.reason)
-        .env("FERRY_MESSAGE", &alert.message)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
-        Ok(Ok(output)) if output.status.success() => {
-            info!("alert command ran for {} ({})", alert.client, alert.reason);
-        }
-        Ok(Ok(output)) => error!(
-            "alert command for {} ({}) failed ({}): {}",
-            alert.client,
-            alert.reason,
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-        Ok(Err(e)) => error!("alert command {program:?} could not start: {e}"),
-        Err(_) => error!(
-            "alert command for {} ({}) did not finish within {COMMAND_TIMEOUT:?}; killed",
-            alert.client, alert.reason
-        ),
-    }
 }
 
 #[cfg(test)]

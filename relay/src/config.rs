@@ -13,12 +13,14 @@ use ferry_protocol::schedule::{RateSpec, Schedule};
 use ferry_protocol::units::parse_duration;
 use serde::{Deserialize, Serialize};
 
+mod alert_channels;
 mod gc;
 mod sealed;
 mod storage;
 mod web;
 
 use crate::net::IpNet;
+pub use alert_channels::{SmtpConfig, SmtpTls, WebhookConfig, WebhookFormat};
 pub use gc::{GcConfig, GcSchedule};
 pub use sealed::{ClientsConfig, SealedConfig};
 pub use storage::{CatalogConfig, S3Settings, StorageConfig, StorageKind};
@@ -97,6 +99,12 @@ pub struct AlertsConfig {
     /// `[alerts.suspicious]`: when a backup is suspicious (see
     /// `crate::suspicion`).
     pub suspicious: crate::suspicion::Thresholds,
+    /// `[alerts.smtp]`: mail the alerts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpConfig>,
+    /// `[alerts.webhook]`: post the alerts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Default for AlertsConfig {
@@ -107,6 +115,8 @@ impl Default for AlertsConfig {
             check_interval: "5m".into(),
             command: None,
             suspicious: crate::suspicion::Thresholds::default(),
+            smtp: None,
+            webhook: None,
         }
     }
 }
@@ -134,9 +144,25 @@ pub struct Alerts {
     pub command: Option<Vec<String>>,
     /// See [`AlertsConfig::suspicious`].
     pub suspicious: crate::suspicion::Thresholds,
+    /// See [`AlertsConfig::smtp`].
+    pub smtp: Option<SmtpConfig>,
+    /// See [`AlertsConfig::webhook`].
+    pub webhook: Option<WebhookConfig>,
 }
 
 impl Alerts {
+    /// With the channels' relative file names taken as in `root` (the
+    /// data directory).
+    pub fn rooted(mut self, root: &std::path::Path) -> Self {
+        if let Some(file) = self.smtp.as_mut().and_then(|s| s.password_file.as_mut()) {
+            *file = root.join(&*file);
+        }
+        if let Some(file) = self.webhook.as_mut().and_then(|w| w.token_file.as_mut()) {
+            *file = root.join(&*file);
+        }
+        self
+    }
+
     /// How long `client`'s set `set` may go without a snapshot.
     pub fn stale_after(&self, client: &str, set: &str) -> Duration {
         self.stale_after_for
@@ -184,6 +210,8 @@ impl AlertsConfig {
                 .max(Duration::from_millis(100)),
             command,
             suspicious: self.suspicious,
+            smtp: self.smtp.clone(),
+            webhook: self.webhook.clone(),
         })
     }
 }

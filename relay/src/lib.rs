@@ -32,6 +32,7 @@ pub mod rates;
 pub mod registry;
 pub mod repo;
 pub mod reserve;
+pub mod secret_file;
 pub mod server;
 pub mod session_service;
 pub mod snapshot_files;

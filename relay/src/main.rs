@@ -92,6 +92,13 @@ enum Command {
         #[arg(long)]
         replace: bool,
     },
+    /// Alert channels: `alerts test` sends a test alert through every
+    /// channel of relay.toml's [alerts] (command, smtp, webhook) and says
+    /// which worked (exit 1 when one did not).
+    Alerts {
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// A new token for the web page (shown once; it replaces the old one,
     /// which stops working within seconds): the admin's, or with
     /// `--read-only` one that sees and downloads but cannot act.
@@ -312,6 +319,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Clients { command } => admin::clients::run(&data, command)?,
         Command::RecoveryKey { new } => admin::recovery_key(&new)?,
+        Command::Alerts {
+            command: AlertsCommand::Test,
+        } => return alerts_test(&data),
         Command::WebToken { read_only } => {
             let role = if read_only {
                 Role::ReadOnly
@@ -359,6 +369,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
 /// Blocking threads beyond one per connection: catalog calls, the
 /// collector, verify, key lookups of handshakes in progress.
 const BLOCKING_SPARE: usize = 64;
+
+/// `ferry-relay alerts …`.
+#[derive(Debug, Subcommand)]
+enum AlertsCommand {
+    /// Send a test alert through every configured channel.
+    Test,
+}
+
+/// `ferry-relay alerts test`: one line per channel, `ok` or `FAILED`.
+fn alerts_test(data: &DataDir) -> Result<ExitCode> {
+    let alerts = data.config()?.alerts.resolve()?.rooted(data.root());
+    let relay = data.keys()?.public.fingerprint().to_string();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let (deliveries, problems) =
+        runtime.block_on(ferry_relay::alerts::channels::test(&alerts, &relay))?;
+    for problem in &problems {
+        println!("FAILED {problem}");
+    }
+    for delivery in &deliveries {
+        match &delivery.outcome {
+            Ok(done) => println!("ok     {}: {done}", delivery.channel),
+            Err(e) => println!("FAILED {}: {e}", delivery.channel),
+        }
+    }
+    let failed = problems.len() + deliveries.iter().filter(|d| d.outcome.is_err()).count();
+    if failed > 0 {
+        eprintln!("ferry-relay: {failed} alert channel(s) did not work (see above)");
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
 
 fn serve(data: DataDir, web: Option<SocketAddr>) -> Result<()> {
     // Each session's worker holds a blocking thread for the session's life:

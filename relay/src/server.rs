@@ -63,7 +63,7 @@ impl Settings {
             limits: config.limits.resolve()?,
             gc: config.gc.resolve()?,
             verify: config.verify.resolve()?,
-            alerts: config.alerts.resolve()?,
+            alerts: config.alerts.resolve()?.rooted(data.root()),
             quotas: config.quota.resolve()?,
             web: crate::web::WebSettings::resolve(&web_config, web, crate::web_tokens::path(data))?,
             recovery_recipient: config.sealed.recipient()?,

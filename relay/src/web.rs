@@ -23,7 +23,6 @@ pub mod percent;
 pub mod views;
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -97,17 +96,7 @@ impl WebSettings {
 
 /// The token in `path`: its first line, trimmed.
 fn read_token(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("[web] token-file {}: cannot read it", path.display()))?;
-    if meta.permissions().mode() & 0o077 != 0 {
-        bail!(
-            "[web] token-file {} can be read by other users: chmod 600 it",
-            path.display()
-        );
-    }
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("[web] token-file {}: cannot read it", path.display()))?;
-    let token = text.lines().next().unwrap_or("").trim().to_string();
+    let token = crate::secret_file::first_line(path, "[web] token-file")?;
     if token.len() < 16 {
         bail!(
             "[web] token-file {} must hold a token of at least 16 characters",
