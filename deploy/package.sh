@@ -38,11 +38,15 @@ stage() {
   local name=$1 root="$STAGE/$1"
   # Stripped: debug info stays in the build (a 60 MB binary becomes a few).
   install -D -m 0755 -s "$BIN_DIR/$name" "$root/usr/bin/$name"
+  strip --remove-section=.comment "$root/usr/bin/$name"
   "$BIN_DIR/$name" completions bash | install -D -m 0644 /dev/stdin "$root/usr/share/bash-completion/completions/$name"
   "$BIN_DIR/$name" completions zsh | install -D -m 0644 /dev/stdin "$root/usr/share/zsh/vendor-completions/_$name"
   "$BIN_DIR/$name" completions fish | install -D -m 0644 /dev/stdin "$root/usr/share/fish/vendor_completions.d/$name.fish"
   "$BIN_DIR/$name" man --dir "$root/usr/share/man/man1"
-  gzip -9n "$root"/usr/share/man/man1/*.1
+  # The configuration's page, section 5, comes out beside the others.
+  install -d "$root/usr/share/man/man5"
+  mv "$root"/usr/share/man/man1/*.5 "$root/usr/share/man/man5/"
+  gzip -9n "$root"/usr/share/man/man1/*.1 "$root"/usr/share/man/man5/*.5
   install -d "$root/DEBIAN" "$root/usr/share/doc/$name"
   copyright > "$root/usr/share/doc/$name/copyright"
 }
@@ -67,22 +71,43 @@ License: Apache-2.0
 COPYRIGHT
 }
 
-# stops NAME UNIT: maintainer scripts that stop and disable UNIT when the
-# package is removed, and reload systemd after.
+# stops NAME UNIT: the prerm that stops UNIT when the package is removed,
+# and the postrm that disables it (and forgets it on purge), with Debian's
+# init-system-helpers as dh_installsystemd would; systemd reloads after.
 stops() {
   cat > "$STAGE/$1/DEBIAN/prerm" <<PRERM
 #!/bin/sh
 set -e
-if [ "\$1" = remove ] && [ -d /run/systemd/system ]; then
-  systemctl disable --now $2 >/dev/null 2>&1 || true
+if [ -z "\${DPKG_ROOT:-}" ] && [ "\$1" = remove ] && [ -d /run/systemd/system ]; then
+  deb-systemd-invoke stop $2 >/dev/null || true
 fi
 PRERM
-  chmod 0755 "$STAGE/$1/DEBIAN/prerm"
+  cat > "$STAGE/$1/DEBIAN/postrm" <<POSTRM
+#!/bin/sh
+set -e
+if [ "\$1" = remove ] && command -v deb-systemd-helper >/dev/null; then
+  deb-systemd-helper disable $2 >/dev/null || true
+fi
+if [ "\$1" = purge ] && command -v deb-systemd-helper >/dev/null; then
+  deb-systemd-helper purge $2 >/dev/null || true
+fi
+if [ -d /run/systemd/system ]; then systemctl --system daemon-reload >/dev/null || true; fi
+POSTRM
+  chmod 0755 "$STAGE/$1/DEBIAN/prerm" "$STAGE/$1/DEBIAN/postrm"
 }
 
-# unit FILE NAME: the systemd unit with the packaged binary's path.
+# changelog NAME: the package's (native) Debian changelog.
+changelog() {
+  local date
+  date=$(date -u -R -d "@${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}")
+  printf '%s (%s) stable; urgency=medium\n\n  * Built from the ferry repository; its history is git log.\n\n -- ferry developers <ferry@example.com>  %s\n' \
+    "$1" "$VERSION" "$date" | gzip -9n > "$STAGE/$1/usr/share/doc/$1/changelog.gz"
+}
+
+# unit FILE NAME [DEST]: the systemd unit with the packaged binary's path
+# (DEST: where under the package, the system units' directory by default).
 unit() {
-  sed 's|/usr/local/bin/|/usr/bin/|g' "deploy/$1" | install -D -m 0644 /dev/stdin "$STAGE/$2/lib/systemd/system/$1"
+  sed 's|/usr/local/bin/|/usr/bin/|g' "deploy/$1" | install -D -m 0644 /dev/stdin "$STAGE/$2/${3:-lib/systemd/system/$1}"
 }
 
 control() { # NAME DESCRIPTION DEPENDS
@@ -119,22 +144,21 @@ if [ "$1" = configure ]; then
   fi
 fi
 POSTINST
-cat > "$STAGE/ferry-relay/DEBIAN/postrm" <<'POSTRM'
-#!/bin/sh
-set -e
-if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
-# The data directory holds the only copy of the clients' backups: never removed here.
-POSTRM
-chmod 0755 "$STAGE/ferry-relay/DEBIAN/postinst" "$STAGE/ferry-relay/DEBIAN/postrm"
+chmod 0755 "$STAGE/ferry-relay/DEBIAN/postinst"
+# The data directory holds the only copy of the clients' backups: no
+# maintainer script ever removes it, not even on purge.
 stops ferry-relay ferry-relay.service
+changelog ferry-relay
 control ferry-relay "ferry backup relay: stores endpoints' encrypted-in-transit backups
  Pairs endpoints over the LAN, then serves their backups and restores from
  anywhere over Noise sessions, with deltas, throttling, retention, quotas,
- verification, a status page, Prometheus metrics and staleness alerts." "libc6, adduser | passwd"
+ verification, a web console, Prometheus metrics and alerts." "libc6, adduser | passwd, init-system-helpers (>= 1.54~)"
 
 # --- ferry (the endpoint) ------------------------------------------------------
 stage ferry
 unit ferry-endpoint.service ferry
+# For a laptop: `systemctl --user enable --now ferry`, state in ~/.config/ferry.
+unit ferry.user.service ferry usr/lib/systemd/user/ferry.service
 install -m 0644 deploy/endpoint.example.toml "$STAGE/ferry/usr/share/doc/ferry/"
 cat > "$STAGE/ferry/DEBIAN/postinst" <<'POSTINST'
 #!/bin/sh
@@ -148,18 +172,16 @@ if [ "$1" = configure ]; then
   if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
 fi
 POSTINST
-cat > "$STAGE/ferry/DEBIAN/postrm" <<'POSTRM'
-#!/bin/sh
-set -e
-if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
-POSTRM
-chmod 0755 "$STAGE/ferry/DEBIAN/postinst" "$STAGE/ferry/DEBIAN/postrm"
+chmod 0755 "$STAGE/ferry/DEBIAN/postinst"
 stops ferry ferry-endpoint.service
-control ferry "ferry backup endpoint: backs up to and restores from a ferry relay
+changelog ferry
+control ferry "backup endpoint: backs up to and restores from a ferry relay
  Moves only what changed (content-defined chunks, rsync deltas inside them,
- compression chosen by the link) over a Noise session from anywhere." "libc6"
+ compression chosen by the link) over a Noise session from anywhere." "libc6, init-system-helpers (>= 1.54~)"
 
 for name in ferry-relay ferry; do
+  (cd "$STAGE/$name" && find . -type f ! -path './DEBIAN/*' -printf '%P\0' | sort -z | xargs -0 md5sum) \
+    > "$STAGE/$name/DEBIAN/md5sums"
   deb="$OUT/${name}_${VERSION}_${ARCH}.deb"
   dpkg-deb --root-owner-group "${COMPRESS[@]}" --build "$STAGE/$name" "$deb" >/dev/null
   echo "$deb"

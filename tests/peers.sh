@@ -36,6 +36,14 @@ if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; the
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
 fi
 
+# lintian and man-db: tests/tests/package.rs runs lintian on the packages,
+# and systemd-analyze verify looks up each unit's Documentation= man page.
+if ! command -v lintian >/dev/null || ! command -v man >/dev/null; then
+  echo "installing Debian's lintian and man-db (the package test checks the .debs with them)" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lintian man-db >/dev/null
+fi
+
 # Debian's PostgreSQL: relay/src/catalog/pg_server.rs makes a cluster with
 # its initdb and pg_ctl (the catalog's unit tests and tests/tests/relays.rs).
 if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then

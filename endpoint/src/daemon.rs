@@ -207,6 +207,13 @@ pub async fn run(state: &StateDir) -> Result<()> {
         "daemon started for sets {:?}",
         intervals.keys().collect::<Vec<_>>()
     );
+    ferry_net::systemd::ready(&format!(
+        "backing up sets {:?}",
+        intervals.keys().collect::<Vec<_>>()
+    ));
+    // Beats while the daemon's runtime runs (a backup waiting on a slow
+    // link is alive; a wedged process is not).
+    let watchdog = tokio::spawn(ferry_net::systemd::watchdog(|| async { true }));
     while !stopping.load(Ordering::SeqCst) {
         let (name, at) = due
             .iter()
@@ -293,6 +300,8 @@ pub async fn run(state: &StateDir) -> Result<()> {
         due.insert(name, at);
         status.save(state);
     }
+    watchdog.abort();
+    ferry_net::systemd::stopping();
     tracing::info!("daemon stopped");
     Ok(())
 }

@@ -24,6 +24,7 @@ pub mod hooks;
 pub mod jobs;
 pub mod key;
 pub mod labels;
+pub mod manual;
 pub mod mount;
 pub mod overwrite;
 pub mod pair;

@@ -239,7 +239,7 @@ const STACK_BYTES: usize = 256 << 20;
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Docs(docs) = &cli.command {
-        docs.run(Cli::command())?;
+        docs.run(Cli::command(), &ferry_endpoint::manual::EXTRAS)?;
         return Ok(ExitCode::SUCCESS);
     }
     let state = match cli.state {

@@ -17,5 +17,6 @@ pub mod cli_docs;
 pub mod failure;
 pub mod io;
 pub mod pipe;
+pub mod systemd;
 pub mod table;
 pub mod throttle;

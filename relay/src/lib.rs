@@ -22,6 +22,7 @@ pub mod data_home;
 pub mod gate;
 pub mod gc;
 pub mod gc_service;
+pub mod manual;
 pub mod net;
 pub mod objects;
 pub mod pairing_service;

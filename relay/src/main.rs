@@ -250,7 +250,7 @@ fn init_logging(cli: &Cli) {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     if let Command::Docs(docs) = &cli.command {
-        docs.run(Cli::command())?;
+        docs.run(Cli::command(), &ferry_relay::manual::EXTRAS)?;
         return Ok(ExitCode::SUCCESS);
     }
     let root = data_home::data_root(cli.data)?;

@@ -107,11 +107,14 @@ pub async fn run(
     let keys = data.keys()?;
     let (repo, rates, handshakes) = open_repo(&data, &settings)?;
     let listeners = bind(&data, &settings.config, settings.web.take()).await?;
-    info!(
-        "relay {} listening: sessions on {}, pairing on {}",
-        keys.public.fingerprint(),
+    let serving = (
         listeners.sessions.local_addr()?,
-        listeners.pairing.local_addr()?
+        listeners.pairing.local_addr()?,
+    );
+    let fingerprint = keys.public.fingerprint();
+    info!(
+        "relay {fingerprint} listening: sessions on {}, pairing on {}",
+        serving.0, serving.1
     );
     let repo = Arc::new(repo);
     let (registry, telemetry) = (Arc::new(Registry::default()), Arc::default());
@@ -154,7 +157,9 @@ pub async fn run(
     };
     let tracker = TaskTracker::new();
     spawn_tasks(&tracker, &data, &settings, listeners, &parts, &shutdown);
+    tell_systemd(&tracker, serving, &parts.sessions.repo, &shutdown);
     shutdown.cancelled().await;
+    ferry_net::systemd::stopping();
     info!(
         "shutting down: closing {} open session(s)",
         parts.sessions.registry.len()
@@ -171,6 +176,29 @@ pub async fn run(
     let _ = std::fs::remove_file(data.listen_file());
     info!("relay stopped");
     Ok(())
+}
+
+/// Tells systemd the relay is ready, and beats its watchdog while the
+/// catalog answers: a relay whose catalog hangs is restarted rather than
+/// refusing every session quietly.
+fn tell_systemd(
+    tracker: &TaskTracker,
+    (sessions, pairing): (SocketAddr, SocketAddr),
+    repo: &Arc<Repo>,
+    shutdown: &CancellationToken,
+) {
+    ferry_net::systemd::ready(&format!("sessions on {sessions}, pairing on {pairing}"));
+    let (repo, shutdown) = (Arc::clone(repo), shutdown.clone());
+    tracker.spawn(async move {
+        let beats = ferry_net::systemd::watchdog(|| {
+            let repo = Arc::clone(&repo);
+            async move { repo.db(|c| c.setting("alerts_held")).await.is_ok() }
+        });
+        tokio::select! {
+            () = beats => {}
+            () = shutdown.cancelled() => {}
+        }
+    });
 }
 
 /// Takes the data directory's lock. Admin commands take it for an instant
