@@ -28,7 +28,7 @@ pub const COMPRESSION_BOUND: f64 = 0.35;
 pub const LINK_BOUND: f64 = 0.6;
 
 /// The user's choice.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     /// By the link's configured or measured rate.

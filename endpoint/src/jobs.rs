@@ -24,7 +24,7 @@ pub struct Overrides {
     pub limit: Option<Schedule>,
     /// Chunk compression: auto (by the link's limit or measured speed),
     /// lz4, zstd or none; replaces endpoint.toml's `upload.compression`.
-    #[arg(long)]
+    #[arg(long, value_enum)]
     pub compression: Option<crate::compression::Compression>,
     /// Back up this shell command's standard output instead of files.
     #[arg(long, requires = "name", conflicts_with = "paths")]

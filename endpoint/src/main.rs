@@ -61,7 +61,7 @@ enum Command {
     /// Back up paths (recorded under their absolute paths) as a new snapshot.
     Backup {
         /// The backup set.
-        #[arg(long, default_value = "default")]
+        #[arg(long, default_value = "default", add = ferry_endpoint::sets::set_name_completer())]
         set: String,
         /// Print one JSON summary.
         #[arg(long)]
@@ -82,7 +82,7 @@ enum Command {
     /// List the snapshots on the relay.
     Snapshots {
         /// Only this backup set.
-        #[arg(long)]
+        #[arg(long, add = ferry_endpoint::sets::set_name_completer())]
         set: Option<String>,
         /// Print a JSON array.
         #[arg(long)]
@@ -93,7 +93,7 @@ enum Command {
     /// Restore a snapshot (or some paths of it) into a directory.
     Restore {
         /// The backup set (default: `default`, or any set with -b ID).
-        #[arg(long)]
+        #[arg(long, add = ferry_endpoint::sets::set_name_completer())]
         set: Option<String>,
         /// Snapshot id, or `last`.
         #[arg(short = 'b', long = "backup", default_value = "last")]
@@ -140,7 +140,7 @@ enum Command {
     /// writing nothing (exit 3: damage, or differences with --against).
     Verify {
         /// The backup set (default: `default`, or any set with -b ID).
-        #[arg(long)]
+        #[arg(long, add = ferry_endpoint::sets::set_name_completer())]
         set: Option<String>,
         /// Snapshot id, or `last`.
         #[arg(short = 'b', long = "backup", default_value = "last")]
@@ -177,6 +177,7 @@ fn parse_code(text: &str) -> Result<PairingCode, String> {
 const PARTIAL: u8 = 3;
 
 fn main() -> ExitCode {
+    ferry_net::cli_docs::complete_from_env(Cli::command);
     ferry_net::pipe::exit_quietly_on_broken_pipe();
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {

@@ -50,6 +50,7 @@ pub const EXTRAS: Extras = Extras {
             ],
         ),
     ],
+    dynamic_completions: true,
     config: Some((
         "endpoint.toml",
         "configuration of the ferry endpoint",

@@ -43,3 +43,28 @@ pub fn run(state: &StateDir, command: SetsCommand) -> Result<()> {
         }
     }
 }
+
+/// Completes `--set` with the set names of endpoint.toml (in `FERRY_STATE`
+/// or the default state directory; `--state` on the line being completed
+/// is not seen): `ferry backup --set <TAB>`.
+pub fn set_name_completer() -> ferry_net::cli_docs::ArgValueCompleter {
+    ferry_net::cli_docs::ArgValueCompleter::new(|typed: &std::ffi::OsStr| {
+        let typed = typed.to_string_lossy();
+        let state = match std::env::var_os("FERRY_STATE").filter(|s| !s.is_empty()) {
+            Some(dir) => StateDir::new(dir),
+            None => match StateDir::default_location() {
+                Ok(state) => state,
+                Err(_) => return Vec::new(),
+            },
+        };
+        let Ok(config) = state.config() else {
+            return Vec::new();
+        };
+        config
+            .sets
+            .keys()
+            .filter(|name| name.starts_with(typed.as_ref()))
+            .map(ferry_net::cli_docs::CompletionCandidate::new)
+            .collect()
+    })
+}

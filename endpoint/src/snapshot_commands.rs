@@ -20,7 +20,7 @@ pub enum BrowseCommand {
     /// List what a snapshot holds at a path (its root without one).
     Ls {
         /// The backup set (default: `default`, or any set with -b ID).
-        #[arg(long)]
+        #[arg(long, add = crate::sets::set_name_completer())]
         set: Option<String>,
         /// Snapshot id, or `last`.
         #[arg(short = 'b', long = "backup", default_value = "last")]
@@ -43,7 +43,7 @@ pub enum BrowseCommand {
         /// when it holds a `/` (`/home/*/notes/**`).
         pattern: String,
         /// Only this backup set's snapshots (default: every set's).
-        #[arg(long)]
+        #[arg(long, add = crate::sets::set_name_completer())]
         set: Option<String>,
         /// Only snapshots finished since: a date (2026-12-03), a UTC time
         /// (2026-12-03T14:05:00Z) or an age (7d).
@@ -66,7 +66,7 @@ pub enum BrowseCommand {
         /// Only below this path, absolute as backed up.
         path: Option<PathBuf>,
         /// The set `last` means (default: `default`).
-        #[arg(long)]
+        #[arg(long, add = crate::sets::set_name_completer())]
         set: Option<String>,
         /// Print one JSON object.
         #[arg(long)]
@@ -76,7 +76,7 @@ pub enum BrowseCommand {
     /// tar stream.
     Dump {
         /// The backup set (default: `default`, or any set with -b ID).
-        #[arg(long)]
+        #[arg(long, add = crate::sets::set_name_completer())]
         set: Option<String>,
         /// Snapshot id, or `last`.
         #[arg(short = 'b', long = "backup", default_value = "last")]
@@ -91,7 +91,7 @@ pub enum BrowseCommand {
         /// An empty directory.
         mountpoint: PathBuf,
         /// Only this backup set's snapshots (default: every set's).
-        #[arg(long)]
+        #[arg(long, add = crate::sets::set_name_completer())]
         set: Option<String>,
         /// Bytes of fetched files kept on local disk, beyond the files open now.
         #[arg(long, default_value = "1GiB", value_parser = ferry_protocol::units::parse_size)]

@@ -38,6 +38,19 @@ pub struct Extras {
     /// Its configuration file's page: the file's name (`relay.toml`), one
     /// line on what it is, and its annotated example.
     pub config: Option<(&'static str, &'static str, &'static str)>,
+    /// Whether `completions` prints the script that asks the binary itself
+    /// (values only it knows, such as the set names of endpoint.toml; see
+    /// [`complete_from_env`]) rather than a fixed one.
+    pub dynamic_completions: bool,
+}
+
+pub use clap_complete::engine::{ArgValueCompleter, CompletionCandidate};
+
+/// Answers the shell's completion request and exits, when the binary was
+/// run for one (`COMPLETE=bash ferry -- …`, from the script `completions`
+/// printed); does nothing otherwise. Call it first in `main`.
+pub fn complete_from_env(command: fn() -> clap::Command) {
+    clap_complete::CompleteEnv::with_factory(command).complete();
 }
 
 impl DocsCommand {
@@ -47,6 +60,9 @@ impl DocsCommand {
     /// When a man page cannot be written.
     pub fn run(&self, command: clap::Command, extras: &Extras) -> std::io::Result<()> {
         let done = match self {
+            DocsCommand::Completions { shell } if extras.dynamic_completions => {
+                print_registration(*shell, &command)
+            }
             DocsCommand::Completions { shell } => print_completions(*shell, command),
             DocsCommand::Man { dir } => write_man(command, dir.as_deref(), extras),
         };
@@ -67,6 +83,29 @@ pub fn print_completions(shell: Shell, mut command: clap::Command) -> std::io::R
     // Made whole first: clap_complete panics on a failed write.
     let mut script = Vec::new();
     clap_complete::generate(shell, &mut command, name, &mut script);
+    let mut out = std::io::stdout().lock();
+    out.write_all(&script)?;
+    out.flush()
+}
+
+/// Prints the script that makes `shell` ask the binary itself for
+/// completions (`COMPLETE=SHELL NAME -- ARGS`).
+///
+/// # Errors
+/// When stdout cannot be written, or the shell has no such script.
+pub fn print_registration(shell: Shell, command: &clap::Command) -> std::io::Result<()> {
+    use clap_complete::env::EnvCompleter;
+    let name = command.get_name();
+    let mut script = Vec::new();
+    let completer: &dyn EnvCompleter = match shell {
+        Shell::Bash => &clap_complete::env::Bash,
+        Shell::Zsh => &clap_complete::env::Zsh,
+        Shell::Fish => &clap_complete::env::Fish,
+        Shell::Elvish => &clap_complete::env::Elvish,
+        Shell::PowerShell => &clap_complete::env::Powershell,
+        _ => return Err(std::io::Error::other("no completion script for that shell")),
+    };
+    completer.write_registration("COMPLETE", name, name, name, &mut script)?;
     let mut out = std::io::stdout().lock();
     out.write_all(&script)?;
     out.flush()

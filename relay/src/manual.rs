@@ -52,6 +52,7 @@ pub const EXTRAS: Extras = Extras {
             ],
         ),
     ],
+    dynamic_completions: false,
     config: Some((
         "relay.toml",
         "configuration of the ferry relay",

@@ -13,19 +13,21 @@ fn output(bin: &str, args: &[&str]) -> String {
 
 #[test]
 fn completions_for_each_shell_name_the_subcommands() {
-    for bin in ["ferry", "ferry-relay"] {
-        let bash = output(bin, &["completions", "bash"]);
-        assert!(
-            bash.contains(&format!("complete -F _{}", bin.replace('-', "__"))),
-            "{bash}"
-        );
-        let zsh = output(bin, &["completions", "zsh"]);
-        assert!(zsh.starts_with(&format!("#compdef {bin}")), "{zsh}");
-        let fish = output(bin, &["completions", "fish"]);
-        assert!(fish.contains(&format!("complete -c {bin}")), "{fish}");
-    }
-    assert!(output("ferry", &["completions", "bash"]).contains("restore"));
-    assert!(output("ferry-relay", &["completions", "fish"]).contains("retention"));
+    // The relay's scripts are fixed; the endpoint's ask the binary itself
+    // (see bash_completes_set_names_and_compression_values).
+    let bash = output("ferry-relay", &["completions", "bash"]);
+    assert!(bash.contains("complete -F _ferry__relay"), "{bash}");
+    let zsh = output("ferry-relay", &["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef ferry-relay"), "{zsh}");
+    let fish = output("ferry-relay", &["completions", "fish"]);
+    assert!(fish.contains("complete -c ferry-relay"), "{fish}");
+    assert!(fish.contains("retention"));
+    let bash = output("ferry", &["completions", "bash"]);
+    assert!(bash.contains("-F _clap_complete_ferry ferry"), "{bash}");
+    let zsh = output("ferry", &["completions", "zsh"]);
+    assert!(zsh.starts_with("#compdef ferry"), "{zsh}");
+    let fish = output("ferry", &["completions", "fish"]);
+    assert!(fish.contains("COMPLETE=fish ferry --"), "{fish}");
     let mut wrong = Command::new(binary("ferry"));
     wrong.args(["completions", "tcsh"]);
     let out = run(wrong);
@@ -157,4 +159,40 @@ fn walk(root: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     all
+}
+
+/// Completions that know what only the binary knows: `--set` offers the
+/// set names of endpoint.toml, `--compression` its four values, through
+/// the real bash with the script `ferry completions bash` prints (called as
+/// bash calls it: the command, the word being completed, the one before).
+#[test]
+fn bash_completes_set_names_and_compression_values() {
+    let state = tempfile::tempdir().unwrap();
+    std::fs::write(
+        state.path().join("endpoint.toml"),
+        "[sets.home]\npaths = [\"/tmp\"]\n\n[sets.photos]\npaths = [\"/tmp\"]\n",
+    )
+    .unwrap();
+    let bin_dir = binary("ferry").parent().unwrap().to_path_buf();
+    let complete = |words: &str| {
+        let script = format!(
+            "source <(ferry completions bash)\nCOMP_WORDS=({words})\nCOMP_CWORD=$((${{#COMP_WORDS[@]}} - 1))\n_clap_complete_ferry ferry \"${{COMP_WORDS[COMP_CWORD]}}\" \"${{COMP_WORDS[COMP_CWORD-1]}}\"\nprintf '%s\\n' \"${{COMPREPLY[@]}}\""
+        );
+        let mut c = Command::new("bash");
+        c.arg("-c")
+            .arg(script)
+            .env("FERRY_STATE", state.path())
+            .env(
+                "PATH",
+                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+            );
+        ok(run(c))
+    };
+    assert_eq!(complete("ferry backup --set ''"), "home\nphotos\n");
+    assert_eq!(complete("ferry restore --set ph"), "photos\n");
+    assert_eq!(
+        complete("ferry backup --compression ''"),
+        "auto\nlz4\nzstd\nnone\n"
+    );
+    assert!(complete("ferry res").contains("restore"));
 }
