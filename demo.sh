@@ -5,9 +5,14 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-echo "== building ferry-relay and ferry (release)"
-cargo build --release --quiet -p ferry-relay -p ferry-endpoint
-BIN="$PWD/target/release"
+if [ -n "${FERRY_BIN:-}" ]; then
+  # Binaries built already (tests/tests/readme.rs runs the demo on the suite's).
+  BIN=$(cd "$FERRY_BIN" && pwd)
+else
+  echo "== building ferry-relay and ferry (release)"
+  cargo build --release --quiet -p ferry-relay -p ferry-endpoint
+  BIN="$PWD/target/release"
+fi
 WORK=$(mktemp -d)
 RELAY_PID=
 cleanup() {
