@@ -831,3 +831,33 @@ fn without_a_token_the_page_answers_only_to_its_loopback_names() {
     assert!(own.starts_with("HTTP/1.1 200"), "{own}");
     relay.wait_for_log("is not this loopback listener");
 }
+
+/// Behind a TLS reverse proxy: `[web] host` names what the proxy sends as
+/// `Host`; those are served, any other name still refused.
+#[test]
+fn a_reverse_proxys_host_is_served_and_no_other() {
+    use std::io::{Read, Write};
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![(
+            "web".into(),
+            "listen = \"127.0.0.1:0\"\nhost = [\"backup.example.com\"]".into(),
+        )],
+        ..RelayOptions::default()
+    });
+    let addr = relay.web_addr();
+    let ask = |host: &str| {
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            stream,
+            "GET /api/status HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    assert!(ask("backup.example.com").starts_with("HTTP/1.1 200"));
+    assert!(ask("BACKUP.example.com").starts_with("HTTP/1.1 200"));
+    assert!(ask(&format!("localhost:{}", addr.port())).starts_with("HTTP/1.1 200"));
+    assert!(ask("evil.example").starts_with("HTTP/1.1 421"));
+}
