@@ -79,7 +79,7 @@ fn an_unknown_compression_is_a_usage_error() {
     let out = endpoint.ferry(&["backup", "--compression", "gzip", "/tmp"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        stderr(&out).contains("auto, lz4, zstd or none"),
+        stderr(&out).contains("[possible values: auto, lz4, zstd, none]"),
         "{}",
         stderr(&out)
     );

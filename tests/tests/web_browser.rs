@@ -258,3 +258,54 @@ fn a_sealed_clients_files_are_not_offered_and_a_reader_cannot_act() {
         401
     );
 }
+
+/// `POST /act` with the admin's bearer token (as a script would): its page.
+fn act(web: std::net::SocketAddr, token: &str, form: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(web).unwrap();
+    write!(
+        stream,
+        "POST /act HTTP/1.1\r\nHost: {web}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{form}",
+        form.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+#[test]
+fn actions_from_the_page_reach_the_running_relay_at_once() {
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
+        ..RelayOptions::default()
+    });
+    let token = admin_token(&relay);
+    let web = relay.web_addr();
+    let laptop = Endpoint::new();
+    laptop.pair_with(&relay, "laptop");
+
+    // A collection asked from the page is served by the running relay.
+    let asked = act(web, &token, "what=gc&csrf=");
+    assert!(asked.contains("Collection asked"), "{asked}");
+    relay.wait_for_log("gc requested");
+
+    // A revocation closes the client's live session at once.
+    let (mut watch, mut lines) = laptop.watching();
+    let revoked = act(web, &token, "what=revoke&client=laptop&csrf=");
+    assert!(revoked.contains("Revoked laptop"), "{revoked}");
+    let ended = wait_for("the revoked session to end", DEADLINE, || {
+        let mut line = String::new();
+        match std::io::BufRead::read_line(&mut lines, &mut line) {
+            Ok(0) | Err(_) => Some(()),
+            Ok(_) => None,
+        }
+    });
+    let _ = ended;
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let out = laptop.ferry(&["status"]);
+    assert!(!out.status.success(), "its key is refused from now on");
+}

@@ -167,20 +167,23 @@ impl Action {
     /// A snapshot or client that does not exist, a protected snapshot,
     /// a bad quota, catalog errors.
     pub fn perform(&self, services: &Services) -> Result<(String, Option<Markup>)> {
-        let repo = &services.repo;
+        // A connection of its own, as the command line's: the server's
+        // watcher notices only what other connections commit (SQLite's
+        // data_version), and a revocation must close live sessions at once.
+        let mut cat = services.data.catalog()?;
         let said = match self {
             Action::Protect(c, s) | Action::Unprotect(c, s) => {
                 let protect = matches!(self, Action::Protect(..));
-                of_client(repo, c, *s)?;
-                repo.catalog(|cat| cat.protect_snapshots(&[SnapshotId(*s)], protect))?;
+                of_client(&cat, c, *s)?;
+                cat.protect_snapshots(&[SnapshotId(*s)], protect)?;
                 format!(
                     "{} snapshot {s} of {c}",
                     if protect { "Protected" } else { "Unprotected" }
                 )
             }
             Action::Forget(c, s) => {
-                of_client(repo, c, *s)?;
-                let (forgotten, _) = repo.catalog(|cat| cat.forget_snapshots(&[SnapshotId(*s)]))?;
+                of_client(&cat, c, *s)?;
+                let (forgotten, _) = cat.forget_snapshots(&[SnapshotId(*s)])?;
                 if forgotten.is_empty() {
                     bail!("snapshot {s} is protected: unprotect it first");
                 }
@@ -193,7 +196,7 @@ impl Action {
                         Some(crate::config::parse_quota(text).map_err(anyhow::Error::msg)?)
                     }
                 };
-                if !repo.catalog(|cat| cat.set_quota(c, quota))? {
+                if !cat.set_quota(c, quota)? {
                     bail!("no client named {c:?}");
                 }
                 format!(
@@ -206,7 +209,7 @@ impl Action {
                 )
             }
             Action::Revoke(c) => {
-                if !repo.catalog(|cat| cat.remove_client(c, crate::clock::now_ms()))? {
+                if !cat.remove_client(c, crate::clock::now_ms())? {
                     bail!("no client named {c:?}");
                 }
                 format!("Revoked {c}: its sessions are closed and its key is refused")
@@ -225,7 +228,7 @@ impl Action {
                 return Ok((format!("Pairing code made for {name}"), Some(more)));
             }
             Action::Gc => {
-                repo.catalog(|cat| Ok(crate::gc_service::ask(cat, services.gc_grace)))??;
+                crate::gc_service::ask(&mut cat, services.gc_grace)?;
                 "Collection asked: its result shows on the overview when it is done".into()
             }
             Action::Verify => {
@@ -240,15 +243,14 @@ impl Action {
 
 /// Checks that snapshot `id` is `client`'s (a form cannot touch another
 /// client's snapshot under this one's name).
-fn of_client(repo: &Repo, client: &str, id: u64) -> Result<()> {
-    let found = repo.catalog(|c| {
-        let Some(record) = c.client_by_name(client)? else {
-            return Ok(false);
-        };
-        Ok(c.list_snapshots(Some(record.id), None)?
+fn of_client(catalog: &crate::catalog::Catalog, client: &str, id: u64) -> Result<()> {
+    let found = match catalog.client_by_name(client)? {
+        Some(record) => catalog
+            .list_snapshots(Some(record.id), None)?
             .iter()
-            .any(|s| s.id.0 == id))
-    })?;
+            .any(|s| s.id.0 == id),
+        None => false,
+    };
     if !found {
         bail!("{client} has no snapshot {id}");
     }
