@@ -296,14 +296,13 @@ fn actions_from_the_page_reach_the_running_relay_at_once() {
     let (mut watch, mut lines) = laptop.watching();
     let revoked = act(web, &token, "what=revoke&client=laptop&csrf=");
     assert!(revoked.contains("Revoked laptop"), "{revoked}");
-    let ended = wait_for("the revoked session to end", DEADLINE, || {
+    wait_for("the revoked session to end", DEADLINE, || {
         let mut line = String::new();
         match std::io::BufRead::read_line(&mut lines, &mut line) {
             Ok(0) | Err(_) => Some(()),
             Ok(_) => None,
         }
     });
-    let _ = ended;
     let _ = watch.kill();
     let _ = watch.wait();
     let out = laptop.ferry(&["status"]);
