@@ -59,6 +59,8 @@ impl Settings {
         let mut web_config = config.web.clone();
         // A relative token file is the data directory's, wherever the relay runs.
         web_config.token_file = web_config.token_file.map(|path| data.root().join(path));
+        web_config.tls_cert = web_config.tls_cert.map(|path| data.root().join(path));
+        web_config.tls_key = web_config.tls_key.map(|path| data.root().join(path));
         Ok(Settings {
             limits: config.limits.resolve()?,
             gc: config.gc.resolve()?,

@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pages;
 pub mod percent;
+pub mod tls;
 pub mod views;
 
 use std::net::SocketAddr;
@@ -39,7 +40,7 @@ use crate::status::StatusSources;
 use tokio_util::sync::CancellationToken;
 
 /// Where the web listener listens and what it asks of requests.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WebSettings {
     /// The address to bind.
     pub listen: SocketAddr,
@@ -49,6 +50,18 @@ pub struct WebSettings {
     tokens_file: std::path::PathBuf,
     /// `[web] host`: the names a reverse proxy in front sends as `Host`.
     proxy_hosts: Vec<String>,
+    /// `[web] tls-cert` and `tls-key`, ready: HTTPS instead of HTTP.
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for WebSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebSettings")
+            .field("listen", &self.listen)
+            .field("proxy_hosts", &self.proxy_hosts)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl WebSettings {
@@ -79,11 +92,17 @@ impl WebSettings {
                  web-token`, so the pages and metrics are not open to everyone who can reach it"
             );
         }
+        let tls = match (&config.tls_cert, &config.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (None, None) => None,
+            _ => bail!("[web] tls-cert and tls-key go together: set both, or neither"),
+        };
         Ok(Some(WebSettings {
             listen,
             token_hash,
             tokens_file,
             proxy_hosts: config.host.clone(),
+            tls,
         }))
     }
 
@@ -207,7 +226,11 @@ pub async fn serve(
         refusals: Arc::default(),
         hosts,
     };
-    if let Err(e) = axum::serve(listener::Capped::new(listener), pages::router(app))
+    let capped = listener::Capped::new(listener);
+    if let Some(acceptor) = settings.tls {
+        return tls::serve(capped.for_tls(), pages::router(app), acceptor, shutdown).await;
+    }
+    if let Err(e) = axum::serve(capped, pages::router(app))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
     {
@@ -263,15 +286,20 @@ pub fn unauthorized() -> Response {
 
 /// Says where the web listener is, once, at start.
 pub fn announce(settings: &WebSettings, bound: SocketAddr) {
+    let scheme = if settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
     info!(
-        "web status on http://{bound}/ ({})",
+        "web status on {scheme}://{bound}/ ({})",
         if settings.open_status() {
             "loopback only, no token"
         } else {
             "every request needs the bearer token of [web] token-file"
         }
     );
-    if !bound.ip().is_loopback() {
+    if !bound.ip().is_loopback() && settings.tls.is_none() {
         warn!(
             "web on plain HTTP at {bound}: scripts with a bearer token work, but browsers sign in \
              only over HTTPS (their login cookie is Secure): put a TLS reverse proxy in front \

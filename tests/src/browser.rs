@@ -84,6 +84,8 @@ impl Browser {
         ];
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            // The HTTPS test's certificate is its own, self-signed.
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": "/usr/bin/chromium",
                 "args": args,

@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::process::Command;
 
 use ferry_tests::browser::Browser;
 use ferry_tests::*;
@@ -307,4 +308,70 @@ fn actions_from_the_page_reach_the_running_relay_at_once() {
     let _ = watch.wait();
     let out = laptop.ferry(&["status"]);
     assert!(!out.status.success(), "its key is refused from now on");
+}
+
+/// `[web] tls-cert` and `tls-key`: the page over HTTPS on an address
+/// beyond loopback, where a browser signs in (its Secure cookie kept) and
+/// sees the overview.
+#[test]
+fn over_https_beyond_loopback_a_browser_signs_in() {
+    let relay = Relay::start();
+    let data = relay.data();
+    let made = run({
+        let mut c = Command::new("openssl");
+        c.args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=ferry-test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(data.join("web.key"))
+        .arg("-out")
+        .arg(data.join("web.crt"));
+        c
+    });
+    assert!(
+        made.status.success(),
+        "openssl (tests/peers.sh installs it): {}",
+        stderr(&made)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(data.join("web.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    let token = admin_token(&relay);
+    let mut relay = relay;
+    relay.terminate();
+    let config = data.join("relay.toml");
+    let text = fs::read_to_string(&config).unwrap();
+    fs::write(
+        &config,
+        set_in_section(
+            &text,
+            "web",
+            "listen = \"0.0.0.0:0\"\ntls-cert = \"web.crt\"\ntls-key = \"web.key\"",
+        ),
+    )
+    .unwrap();
+    relay.start_again();
+    let port = relay.web_addr().port();
+    relay.wait_for_log(&format!("web status on https://0.0.0.0:{port}/"));
+    let web = format!("https://127.0.0.1:{port}");
+    let browser = Browser::start(1280, 900);
+    browser.goto(&format!("{web}/"));
+    browser.wait_text("Paste the web token");
+    browser.type_into("#token", &token);
+    browser.click("#sign-in");
+    browser.wait_text("healthy");
+    assert!(browser.url().starts_with("https://"), "{}", browser.url());
+    let cookie = &browser.cookies()[0];
+    assert_eq!(cookie["secure"], true, "{cookie}");
 }

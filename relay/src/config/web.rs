@@ -19,4 +19,9 @@ pub struct WebConfig {
     /// refused (DNS rebinding); beyond loopback, only these are served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub host: Vec<String>,
+    /// Serve HTTPS with this certificate chain (PEM); with `tls-key`.
+    /// Relative: in the data directory.
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's private key (PEM, mode 0600).
+    pub tls_key: Option<std::path::PathBuf>,
 }

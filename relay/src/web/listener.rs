@@ -144,6 +144,10 @@ pub struct Capped {
     permits: Arc<Semaphore>,
     lifetime: std::time::Duration,
     open: Arc<Open>,
+    /// The bytes are TLS records: no request head can be seen in them, so
+    /// any bytes read count as use (and the TLS handshake has its own
+    /// deadline, `super::tls::HANDSHAKE`).
+    tls: bool,
 }
 
 impl Capped {
@@ -153,6 +157,7 @@ impl Capped {
             inner,
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             lifetime: LIFETIME,
+            tls: false,
             open: Arc::new(Open {
                 began: Instant::now(),
                 first_words: FIRST_WORDS,
@@ -169,6 +174,12 @@ impl Capped {
         if let Some(open) = Arc::get_mut(&mut self.open) {
             open.first_words = std::time::Duration::ZERO;
         }
+        self
+    }
+
+    /// For a listener whose connections carry TLS.
+    pub fn for_tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -245,7 +256,8 @@ impl axum::serve::Listener for Capped {
                     stream,
                     _permit: permit,
                     deadline: Box::pin(tokio::time::sleep(self.lifetime)),
-                    head_deadline: Some(Box::pin(tokio::time::sleep(HEAD_TIMEOUT))),
+                    head_deadline: (!self.tls).then(|| Box::pin(tokio::time::sleep(HEAD_TIMEOUT))),
+                    tls: self.tls,
                     displaced: Box::pin(conn.displaced.clone().cancelled_owned()),
                     head_tail: 0,
                     conn,
@@ -281,6 +293,8 @@ pub struct Held {
     displaced: Pin<Box<WaitForCancellationFutureOwned>>,
     /// How many bytes of `\r\n\r\n` the bytes read so far end with.
     head_tail: usize,
+    /// See [`Capped::tls`].
+    tls: bool,
     conn: Arc<Conn>,
     open: Arc<Open>,
 }
@@ -310,8 +324,17 @@ impl Held {
             .then(|| io::Error::new(io::ErrorKind::TimedOut, "web connection past its lifetime"))
     }
 
-    /// Notes the end of each request head (`\r\n\r\n`) among `bytes`.
+    /// Notes the end of each request head (`\r\n\r\n`) among `bytes`
+    /// (over TLS, any bytes: the heads are inside the records).
     fn saw(&mut self, bytes: &[u8]) {
+        if self.tls {
+            if !bytes.is_empty() {
+                self.conn
+                    .last_head_ms
+                    .store(self.open.now_ms(), Ordering::Relaxed);
+            }
+            return;
+        }
         const END: &[u8; 4] = b"\r\n\r\n";
         for &b in bytes {
             self.head_tail = if b == END[self.head_tail] {
