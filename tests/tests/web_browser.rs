@@ -375,3 +375,60 @@ fn over_https_beyond_loopback_a_browser_signs_in() {
     let cookie = &browser.cookies()[0];
     assert_eq!(cookie["secure"], true, "{cookie}");
 }
+
+/// `GET path` with a bearer token: the status line and the body's bytes.
+fn get_bytes(web: std::net::SocketAddr, token: &str, path: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(web).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {web}\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).unwrap();
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    (head, raw[end..].to_vec())
+}
+
+/// A sparse file downloads whole: its holes as zeros, its data where it was.
+#[test]
+fn a_sparse_file_downloads_with_its_holes_as_zeros() {
+    use std::io::{Seek, SeekFrom, Write};
+    let relay = Relay::start_with(RelayOptions {
+        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
+        ..RelayOptions::default()
+    });
+    let token = admin_token(&relay);
+    let laptop = Endpoint::new();
+    laptop.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("disk.img");
+    let mut file = fs::File::create(&path).unwrap();
+    file.seek(SeekFrom::Start(1 << 20)).unwrap();
+    file.write_all(&ferry_tests::tree::random_bytes(100_000, 5))
+        .unwrap();
+    file.seek(SeekFrom::Start(3 << 20)).unwrap();
+    file.write_all(&ferry_tests::tree::random_bytes(50_000, 6))
+        .unwrap();
+    file.set_len(4 << 20).unwrap();
+    drop(file);
+    laptop.backup_json(&[work.path().to_str().unwrap()]);
+    let id = snapshots(&relay)[0]["id"].as_u64().unwrap();
+    let wanted = path.to_str().unwrap().trim_start_matches('/');
+    let (head, body) = get_bytes(
+        relay.web_addr(),
+        &token,
+        &format!("/clients/laptop/snapshots/{id}/download?path={wanted}"),
+    );
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", 4 << 20)),
+        "{head}"
+    );
+    assert!(
+        body == fs::read(&path).unwrap(),
+        "the download is the file, holes and all"
+    );
+}
