@@ -8,7 +8,9 @@
 # tests/tests/web.rs and tests/tests/web_browser.rs; moto's S3 server, from PyPI (the
 # object store of relay/src/store/tests.rs and tests/tests/storage.rs);
 # Debian's PostgreSQL (the shared catalog of the catalog's tests and
-# tests/tests/relays.rs). Run by .ci/run and by the README's
+# tests/tests/relays.rs); Python's aiosmtpd (the SMTP server of
+# tests/tests/alerts.rs); Debian's lintian and man-db (tests/tests/package.rs);
+# openssl (certificates for the HTTPS tests). Run by .ci/run and by the README's
 # second command; a test whose peer is missing fails with a line naming it.
 set -euo pipefail
 
