@@ -44,7 +44,7 @@ enum Command {
         #[arg(long, default_value = "0.0.0.0:7330")]
         listen: SocketAddr,
         /// Pairing listener (LAN only).
-        #[arg(long, default_value = "0.0.0.0:7331")]
+        #[arg(long, default_value_t = SocketAddr::from(([0, 0, 0, 0], ferry_protocol::pairing::DEFAULT_PAIR_PORT)))]
         pair_listen: SocketAddr,
         /// A public HOST:PORT endpoints use from outside the LAN (repeatable).
         #[arg(long)]
