@@ -821,6 +821,27 @@ pub fn http_get(addr: SocketAddr, path: &str, token: Option<&str>) -> HttpRespon
     }
 }
 
+/// Sends `request` (a whole HTTP/1.1 request, `Connection: close`) to
+/// `addr`: the answer's head, and its body's bytes as sent.
+pub fn http_raw(addr: SocketAddr, request: &str) -> (String, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the web listener");
+    stream.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    stream
+        .write_all(request.as_bytes())
+        .expect("send the request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read the response");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |at| at + 4);
+    (
+        String::from_utf8_lossy(&raw[..end]).into_owned(),
+        raw[end..].to_vec(),
+    )
+}
+
 /// The body of a chunked transfer.
 fn dechunk(mut body: &str) -> String {
     let mut out = String::new();

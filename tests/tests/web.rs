@@ -10,7 +10,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use ferry_tests::{
-    http_get, ok, run, set_in_section, stderr, wait_for, Endpoint, Relay, RelayOptions, DEADLINE,
+    http_get, http_raw, ok, run, set_in_section, stderr, wait_for, Endpoint, Relay, RelayOptions,
+    DEADLINE,
 };
 
 /// The samples of an OpenMetrics text, as Python's `prometheus_client`
@@ -806,22 +807,17 @@ fn suspicious_backups_alert_once_each_and_hold_the_snapshot_before() {
 
 #[test]
 fn without_a_token_the_page_answers_only_to_its_loopback_names() {
-    use std::io::{Read, Write};
     let relay = Relay::start_with(RelayOptions {
         sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
         ..RelayOptions::default()
     });
     let addr = relay.web_addr();
     let ask = |host: &str| {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
+        let (head, body) = http_raw(
+            addr,
+            &format!("GET /api/status HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        );
+        head + &String::from_utf8_lossy(&body)
     };
     // A web site's page that a browser here loads, by DNS rebinding.
     let rebound = ask(&format!("evil.example:{}", addr.port()));
@@ -836,7 +832,6 @@ fn without_a_token_the_page_answers_only_to_its_loopback_names() {
 /// `Host`; those are served, any other name still refused.
 #[test]
 fn a_reverse_proxys_host_is_served_and_no_other() {
-    use std::io::{Read, Write};
     let relay = Relay::start_with(RelayOptions {
         sections: vec![(
             "web".into(),
@@ -846,15 +841,11 @@ fn a_reverse_proxys_host_is_served_and_no_other() {
     });
     let addr = relay.web_addr();
     let ask = |host: &str| {
-        let mut stream = std::net::TcpStream::connect(addr).unwrap();
-        write!(
-            stream,
-            "GET /api/status HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"
+        http_raw(
+            addr,
+            &format!("GET /api/status HTTP/1.1\r\nHost: {host}\r\nX-Forwarded-Proto: https\r\nConnection: close\r\n\r\n"),
         )
-        .unwrap();
-        let mut answer = String::new();
-        stream.read_to_string(&mut answer).unwrap();
-        answer
+        .0
     };
     assert!(ask("backup.example.com").starts_with("HTTP/1.1 200"));
     assert!(ask("BACKUP.example.com").starts_with("HTTP/1.1 200"));

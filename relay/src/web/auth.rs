@@ -98,11 +98,6 @@ impl Access {
         }
     }
 
-    /// Whether any token can log in.
-    pub fn has_tokens(&self) -> bool {
-        self.config_token.is_some() || !self.hashes().is_empty()
-    }
-
     /// The role `token` gives, if any (compared in constant time).
     pub fn role_of(&self, token: &str) -> Option<Role> {
         let offered = web_tokens::hash(token);

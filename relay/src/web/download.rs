@@ -12,7 +12,6 @@ use anyhow::{Context, Result};
 use axum::body::{Body, Bytes};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use ferry_protocol::ids::TreeId;
 use ferry_protocol::tree::{Entry, EntryKind};
 use tokio::sync::mpsc;
 
@@ -220,7 +219,20 @@ pub fn parse_path(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(names)
 }
 
-/// The snapshot's root, as a tree id.
-pub fn root(root_id: [u8; 32]) -> TreeId {
-    TreeId(root_id)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_path_asked_never_climbs_out_of_the_snapshot() {
+        assert_eq!(
+            parse_path(b"/home//anna/docs/").unwrap(),
+            vec![b"home".to_vec(), b"anna".to_vec(), b"docs".to_vec()]
+        );
+        assert!(parse_path(b"").unwrap().is_empty());
+        assert!(parse_path(b"home/../etc").is_err());
+        assert!(parse_path(b"./home").is_err());
+        let deep = "a/".repeat(MAX_DEPTH + 1);
+        assert!(parse_path(deep.as_bytes()).is_err());
+    }
 }

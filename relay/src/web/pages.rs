@@ -18,6 +18,7 @@ use super::auth::{set_cookie, Visitor};
 use super::views::{browse, client, forms, overview};
 use super::{download, metrics, percent, unauthorized, App};
 use crate::snapshot_files::{Found, SnapshotFiles};
+use ferry_protocol::ids::TreeId;
 
 /// Every route, behind [`super::guard`].
 pub fn router(app: App) -> Router {
@@ -137,26 +138,22 @@ async fn metrics_text(State(app): State<App>, Extension(visitor): Extension<Visi
 }
 
 /// Where to go after signing in: a path on this site, never elsewhere.
-fn next_of(raw: Option<&str>) -> String {
-    let next = raw
-        .and_then(|v| String::from_utf8(percent::decode(v)?).ok())
-        .unwrap_or_default();
-    if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
-        next
-    } else {
-        "/".into()
+fn next_of(next: Option<String>) -> String {
+    match next {
+        Some(next) if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') => {
+            next
+        }
+        _ => "/".into(),
     }
 }
 
 async fn login_form(Extension(visitor): Extension<Visitor>, RawQuery(query): RawQuery) -> Response {
     let next =
         percent::query_value(query.as_deref(), "next").and_then(|v| String::from_utf8(v).ok());
-    let next = next_of(
-        next.as_deref()
-            .map(|n| percent::encode_path(n.as_bytes()))
-            .as_deref(),
-    );
-    html(StatusCode::OK, forms::login(&next, false, &visitor))
+    html(
+        StatusCode::OK,
+        forms::login(&next_of(next), false, &visitor),
+    )
 }
 
 async fn log_in(
@@ -165,8 +162,7 @@ async fn log_in(
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
     let token = form.get("token").map_or("", |t| t.trim());
-    let next = form.get("next").map(|n| percent::encode_path(n.as_bytes()));
-    let next = next_of(next.as_deref());
+    let next = next_of(form.get("next").cloned());
     match app.access.log_in(token) {
         Some((cookie, role)) => {
             tracing::info!("web: signed in ({})", role.name());
@@ -285,7 +281,7 @@ async fn snapshot_of(
     let files = SnapshotFiles::new(app.services.repo.clone(), client);
     let walked = {
         let (files, path) = (files.clone(), path.clone());
-        blocking(move || files.walk(&download::root(row.root_id), &path)).await
+        blocking(move || files.walk(&TreeId(row.root_id), &path)).await
     };
     match walked {
         Ok(found) => Ok((files, path, found)),
