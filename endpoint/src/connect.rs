@@ -7,6 +7,7 @@
 //! next one; a refusal or a protocol error does not, since another path to
 //! the same relay would answer the same.
 
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferry_net::io::{BoxStream, Channel, ChannelError, FramedIo};
@@ -70,8 +71,51 @@ pub enum ConnectError {
     #[error("the relay at {0} is busy (at its connection limits); try again later")]
     Busy(String),
     /// The handshake did not finish in time.
-    #[error("the relay at {0} did not finish the handshake in time")]
-    Timeout(String),
+    #[error("the relay at {address} did not finish the handshake in time ({limit:?}): {stage}")]
+    Timeout {
+        /// The address that went silent.
+        address: String,
+        /// The handshake timeout.
+        limit: Duration,
+        /// How far the handshake got.
+        stage: Stage,
+    },
+}
+
+/// How far a handshake got: said when it times out, since "no answer to
+/// the first message" (a dropped packet, a relay that cannot keep up with
+/// handshakes) and "no greeting after the key exchange" (a relay whose
+/// catalog is stuck) are different troubles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Our first message is being sent.
+    Sending,
+    /// Sent; the relay has not answered it.
+    AwaitingAnswer,
+    /// The key exchange is done; the relay's `Hello` has not come.
+    AwaitingHello,
+}
+
+impl Stage {
+    fn from_u8(value: u8) -> Self {
+        match value {
+            0 => Stage::Sending,
+            1 => Stage::AwaitingAnswer,
+            _ => Stage::AwaitingHello,
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Stage::Sending => "our first message could not be sent",
+            Stage::AwaitingAnswer => "it did not answer our first message",
+            Stage::AwaitingHello => {
+                "it finished the key exchange but did not greet (a relay too busy to serve the session)"
+            }
+        })
+    }
 }
 
 /// Which kind of address a session went through.
@@ -156,7 +200,8 @@ pub async fn connect(
             } else {
                 FirstMessage::WithoutMac
             };
-            let attempt = handshake(Box::new(stream), keys, relay, address, first);
+            let stage = AtomicU8::new(Stage::Sending as u8);
+            let attempt = handshake(Box::new(stream), keys, relay, address, first, &stage);
             match tokio::time::timeout(timeouts.handshake, attempt).await {
                 Ok(Ok((channel, relay_hello))) => {
                     return Ok(Session {
@@ -172,7 +217,13 @@ pub async fn connect(
                     tokio::time::sleep(Duration::from_millis(300 * u64::from(tried))).await;
                 }
                 Ok(Err(e)) => return Err(e),
-                Err(_) => return Err(ConnectError::Timeout(address.clone())),
+                Err(_) => {
+                    return Err(ConnectError::Timeout {
+                        address: address.clone(),
+                        limit: timeouts.handshake,
+                        stage: Stage::from_u8(stage.load(Ordering::Relaxed)),
+                    })
+                }
             }
         }
     }
@@ -196,8 +247,9 @@ pub async fn over(
     silence: Duration,
 ) -> Result<Session, ConnectError> {
     let address = "in-process";
+    let stage = AtomicU8::new(Stage::Sending as u8);
     let (channel, relay_hello) =
-        handshake(stream, keys, relay, address, FirstMessage::WithMac).await?;
+        handshake(stream, keys, relay, address, FirstMessage::WithMac, &stage).await?;
     Ok(Session {
         channel,
         address: address.into(),
@@ -231,6 +283,7 @@ async fn handshake(
     relay: &PublicKey,
     address: &str,
     form: FirstMessage,
+    stage: &AtomicU8,
 ) -> Result<(Channel<BoxStream>, Hello), ConnectError> {
     let protocol = |source: ChannelError| ConnectError::Protocol {
         address: address.to_string(),
@@ -265,6 +318,7 @@ async fn handshake(
     let mut out = Preamble::current(ConnectionKind::Session).encode().to_vec();
     encode_frame(&first, &mut out).map_err(|e| protocol(e.into()))?;
     io.write_raw(&out).await.map_err(refused_on_eof)?;
+    stage.store(Stage::AwaitingAnswer as u8, Ordering::Relaxed);
 
     let preamble = io.read_preamble().await.map_err(refused_on_eof)?;
     let preamble = Preamble::decode(&preamble, ConnectionKind::Session).map_err(|e| match e {
@@ -281,6 +335,7 @@ async fn handshake(
             address: address.to_string(),
             expected: relay.fingerprint().to_string(),
         })?;
+    stage.store(Stage::AwaitingHello as u8, Ordering::Relaxed);
     io.set_write_timeout(Some(WRITE_STALL));
     let mut channel = Channel::new(io, transport);
     channel

@@ -483,3 +483,33 @@ fn a_delta_that_does_not_rebuild_is_asked_for_whole_before_the_file_is_called_da
         "asked for whole once, after the delta failed"
     );
 }
+
+#[test]
+fn a_relay_that_never_answers_the_handshake_is_named_with_how_far_it_got() {
+    let (_relay, endpoint) = paired();
+    // Takes the connection, reads what comes, says nothing.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((conn, _)) = silent.accept() {
+            held.push(conn);
+        }
+    });
+    endpoint.set_addresses(&[addr.to_string()]);
+    std::fs::write(
+        endpoint.state().join("endpoint.toml"),
+        "[connect]\nhandshake-timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let out = endpoint.ferry(&["status"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&format!(
+            "the relay at {addr} did not finish the handshake in time (1s): it did not answer our first message"
+        )),
+        "{err}"
+    );
+}
