@@ -431,3 +431,53 @@ fn a_sparse_file_downloads_with_its_holes_as_zeros() {
         "the download is the file, holes and all"
     );
 }
+
+/// The client page lists the client's recent errors, newest first, and
+/// they survive a restart of the relay.
+#[test]
+fn the_client_page_lists_recent_errors_newest_first() {
+    let mut relay = Relay::start_with(RelayOptions {
+        sections: vec![
+            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
+            ("quota".into(), "per-client = \"1MiB\"".into()),
+        ],
+        ..RelayOptions::default()
+    });
+    let token = admin_token(&relay);
+    let laptop = Endpoint::new();
+    laptop.pair_with(&relay, "laptop");
+    let work = tempfile::tempdir().unwrap();
+    fs::write(
+        work.path().join("a.bin"),
+        ferry_tests::tree::random_bytes(960 << 10, 1),
+    )
+    .unwrap();
+    laptop.backup_json(&[work.path().to_str().unwrap()]);
+    // Two backups past the quota: two errors.
+    for seed in [2, 3] {
+        fs::write(
+            work.path().join(format!("{seed}.bin")),
+            ferry_tests::tree::random_bytes(300 << 10, seed),
+        )
+        .unwrap();
+        let refused = laptop.ferry(&["backup", work.path().to_str().unwrap()]);
+        assert!(!refused.status.success());
+    }
+    relay.kill_and_restart();
+    let (head, body) = get_bytes(relay.web_addr(), &token, "/clients/laptop");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let page = String::from_utf8(body).unwrap();
+    let table = page
+        .split("<table id=\"errors\">")
+        .nth(1)
+        .expect("a table of recent errors")
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(
+        table.matches("<tr>").count(),
+        3,
+        "a head and two rows: {table}"
+    );
+    assert_eq!(table.matches("<td>quota: ").count(), 2, "{table}");
+}

@@ -61,11 +61,26 @@ impl Catalog {
     }
 }
 
-/// The settings keys of clients' last session errors: this, then the id.
+/// The settings keys of clients' recent session errors: this, then the id.
+/// The value is a JSON list, newest first (a relay before the list kept
+/// one object: it reads as a list of one).
 const ERROR_KEY: &str = "last_error/";
 
+/// Errors kept per client: enough to see a pattern (every night at 2, or
+/// only over the hotel link), few enough that a client failing every
+/// minute cannot grow the catalog.
+pub const ERRORS_KEPT: usize = 10;
+
+/// A stored list of errors, newest first; an unreadable one is empty.
+fn parse_errors(text: &str) -> Vec<crate::telemetry::Event> {
+    serde_json::from_str::<Vec<crate::telemetry::Event>>(text)
+        .or_else(|_| serde_json::from_str(text).map(|one| vec![one]))
+        .unwrap_or_default()
+}
+
 impl Catalog {
-    /// Keeps `event` as the last error of `client`'s sessions.
+    /// Keeps `event` as the newest error of `client`'s sessions, with the
+    /// [`ERRORS_KEPT`] - 1 before it.
     ///
     /// # Errors
     /// SQLite errors.
@@ -74,8 +89,31 @@ impl Catalog {
         client: super::ClientId,
         event: &crate::telemetry::Event,
     ) -> Result<()> {
-        let text = serde_json::to_string(event).unwrap_or_default();
-        self.set_setting(&format!("{ERROR_KEY}{client}"), Some(&text))
+        let key = format!("{ERROR_KEY}{client}");
+        let mut errors = vec![event.clone()];
+        errors.extend(
+            self.setting(&key)?
+                .map(|text| parse_errors(&text))
+                .unwrap_or_default()
+                .into_iter()
+                .take(ERRORS_KEPT - 1),
+        );
+        let text = serde_json::to_string(&errors).unwrap_or_default();
+        self.set_setting(&key, Some(&text))
+    }
+
+    /// `client`'s recent session errors, newest first.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn client_error_history(
+        &self,
+        client: super::ClientId,
+    ) -> Result<Vec<crate::telemetry::Event>> {
+        Ok(self
+            .setting(&format!("{ERROR_KEY}{client}"))?
+            .map(|text| parse_errors(&text))
+            .unwrap_or_default())
     }
 
     /// The last error of each client's sessions that has one (one query;
@@ -98,7 +136,8 @@ impl Catalog {
         )?;
         let mut found = std::collections::HashMap::new();
         for (id, text) in rows {
-            if let (Ok(id), Ok(event)) = (id.parse::<u64>(), serde_json::from_str(&text)) {
+            let newest = parse_errors(&text).into_iter().next();
+            if let (Ok(id), Some(event)) = (id.parse::<u64>(), newest) {
                 found.insert(super::ClientId(id), event);
             }
         }
@@ -177,6 +216,40 @@ mod tests {
             assert_eq!(errors.len(), 2, "{errors:?}");
             assert_eq!(errors[&ClientId(7)].message, "idle timeout");
             assert_eq!(errors[&ClientId(12)].message, "disk full");
+            let history = catalog.client_error_history(ClientId(7)).unwrap();
+            let messages: Vec<&str> = history.iter().map(|e| e.message.as_str()).collect();
+            assert_eq!(messages, ["idle timeout", "first"]);
+        }
+    }
+
+    #[test]
+    fn a_clients_error_history_is_bounded_and_reads_the_older_single_record() {
+        use super::super::ClientId;
+        for (at, _dir) in crate::catalog::test_catalogs() {
+            let mut catalog = Catalog::open_at(&at).unwrap();
+            // As a relay before the history wrote it: one object.
+            catalog
+                .set_setting("last_error/3", Some(r#"{"at_ms":5,"message":"old"}"#))
+                .unwrap();
+            assert_eq!(
+                catalog.client_errors().unwrap()[&ClientId(3)].message,
+                "old"
+            );
+            for i in 0..2 * ERRORS_KEPT {
+                let event = crate::telemetry::Event {
+                    at_ms: 10 + i as i64,
+                    message: format!("error {i}"),
+                };
+                catalog.record_client_error(ClientId(3), &event).unwrap();
+            }
+            let history = catalog.client_error_history(ClientId(3)).unwrap();
+            assert_eq!(history.len(), ERRORS_KEPT);
+            assert_eq!(history[0].message, format!("error {}", 2 * ERRORS_KEPT - 1));
+            assert!(history.windows(2).all(|w| w[0].at_ms > w[1].at_ms));
+            assert!(catalog
+                .client_error_history(ClientId(4))
+                .unwrap()
+                .is_empty());
         }
     }
 }

@@ -217,21 +217,31 @@ async fn client_page(
         app.services.repo.clone(),
         name.clone(),
     );
-    let snapshots = blocking(move || {
+    let found = blocking(move || {
         repo.catalog(|c| {
-            Ok(crate::admin::snapshots::listed(
-                &data,
-                c,
-                Some(&wanted),
-                None,
-            ))
+            let errors = match c.client_by_name(&wanted)? {
+                Some(record) => c.client_error_history(record.id)?,
+                None => Vec::new(),
+            };
+            Ok(
+                crate::admin::snapshots::listed(&data, c, Some(&wanted), None)
+                    .map(|snapshots| (snapshots, errors)),
+            )
         })?
     })
     .await;
-    match snapshots {
-        Ok(snapshots) => html(
+    match found {
+        Ok((snapshots, errors)) => html(
             StatusCode::OK,
-            client::render(client, &snapshots, status.generated_ms, &visitor),
+            client::render(
+                client,
+                &client::History {
+                    snapshots: &snapshots,
+                    errors: &errors,
+                },
+                status.generated_ms,
+                &visitor,
+            ),
         ),
         Err(e) => failed(&e, &visitor),
     }

@@ -1,5 +1,5 @@
 //! `GET /clients/NAME`: one client — its sets, its snapshots (time, size,
-//! files, what keeps each, protected or not), its last error, its live
+//! files, what keeps each, protected or not), its recent errors, its live
 //! sessions, and what an administrator can do to it.
 
 use ferry_protocol::units::{format_rate, format_size, format_usage};
@@ -9,6 +9,7 @@ use super::overview::{client_href, failing};
 use super::{ago, page, seconds_between};
 use crate::catalog::SnapshotRow;
 use crate::status::ClientStatus;
+use crate::telemetry::Event;
 use crate::web::auth::Visitor;
 use crate::web::percent;
 use crate::web_tokens::Role;
@@ -22,13 +23,18 @@ pub fn confirm_href(what: &str, fields: &[(&str, &str)]) -> String {
     href
 }
 
+/// What the catalog holds of a client beyond its status: its snapshots,
+/// oldest first, and its recent session errors, newest first.
+pub struct History<'a> {
+    /// The client's snapshots.
+    pub snapshots: &'a [SnapshotRow],
+    /// Its recent session errors.
+    pub errors: &'a [Event],
+}
+
 /// The client page.
-pub fn render(
-    client: &ClientStatus,
-    snapshots: &[SnapshotRow],
-    now_ms: i64,
-    visitor: &Visitor,
-) -> Markup {
+pub fn render(client: &ClientStatus, history: &History, now_ms: i64, visitor: &Visitor) -> Markup {
+    let snapshots = history.snapshots;
     let admin = visitor.role == Some(Role::Admin);
     let name = client.name.as_str();
     let body = html! {
@@ -92,6 +98,20 @@ pub fn render(
                             @if set.stale { b { " — stale" } }
                         }
                         td { (ferry_protocol::units::format_age(set.stale_after_s)) }
+                    }
+                }
+            }
+        }
+        @if history.errors.len() > 1 {
+            h2 { "Recent errors" }
+            table #errors {
+                thead { tr { th { "When" } th { "What" } } }
+                tbody {
+                    @for e in history.errors {
+                        tr {
+                            td { (ago(seconds_between(e.at_ms, now_ms))) }
+                            td { (e.message) }
+                        }
                     }
                 }
             }
