@@ -20,6 +20,13 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
+/// A metric's `reason` label.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    /// Why: `sign-in`, `bearer`, `host`, `action` for the web's refusals.
+    pub reason: &'static str,
+}
+
 /// A metric's `client` label: the operator's name for the client.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ClientLabel {
@@ -48,6 +55,8 @@ pub struct Telemetry {
     pub received: Family<ClientLabel, Counter>,
     /// Bytes written to each client's sessions.
     pub sent: Family<ClientLabel, Counter>,
+    /// Requests the web listener refused, by reason.
+    pub web_refusals: Family<ReasonLabel, Counter>,
     events: Mutex<Events>,
 }
 
@@ -64,6 +73,13 @@ impl Telemetry {
     /// Counts a handshake that ended as `result`.
     pub fn handshake(&self, result: &'static str) {
         self.handshakes.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// Counts a request the web listener refused for `reason`.
+    pub fn web_refused(&self, reason: &'static str) {
+        self.web_refusals
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
     }
 
     /// Counts a committed backup.

@@ -20,6 +20,7 @@ pub mod listener;
 pub mod metrics;
 pub mod pages;
 pub mod percent;
+pub mod refusals;
 pub mod tls;
 pub mod views;
 
@@ -37,6 +38,7 @@ use tracing::{error, info, warn};
 
 use crate::config::WebConfig;
 use crate::status::StatusSources;
+use refusals::Refusal;
 use tokio_util::sync::CancellationToken;
 
 /// Where the web listener listens and what it asks of requests.
@@ -146,7 +148,7 @@ pub struct App {
     /// What the actions act on.
     pub services: Arc<actions::Services>,
     /// Log lines about refused requests, rate-limited.
-    pub refusals: Arc<LogGate>,
+    pub refusals: Arc<refusals::Refusals>,
     /// The `Host` a request must name (`None`: any): a loopback
     /// listener's own names (and `[web] host`'s), so a page of some web
     /// site that a browser on this host loads cannot read it by DNS
@@ -194,6 +196,11 @@ impl LogGate {
         }
         *last = Some(std::time::Instant::now());
     }
+
+    /// Lines held back since the last one logged.
+    pub fn held_back(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|p| p.into_inner()).1
+    }
 }
 
 /// Serves the web listener until the relay shuts down.
@@ -215,6 +222,7 @@ pub async fn serve(
         hosts.extend(settings.proxy_hosts.iter().cloned());
         Arc::new(hosts)
     });
+    let refusals = Arc::new(refusals::Refusals::new(Arc::clone(&status.telemetry)));
     let app = App {
         access: Arc::new(auth::Access::new(
             settings.token_hash,
@@ -223,7 +231,7 @@ pub async fn serve(
         )),
         status,
         services: Arc::new(services),
-        refusals: Arc::default(),
+        refusals,
         hosts,
     };
     let capped = listener::Capped::new(listener);
@@ -248,7 +256,7 @@ pub async fn guard(State(app): State<App>, mut request: Request, next: Next) -> 
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
-            app.refusals.warn(format_args!(
+            app.refusals.note(Refusal::Host, format_args!(
                 "web: refused {} {}: Host {:?} is not this loopback listener (a web page's DNS rebinding?)",
                 request.method(),
                 request.uri().path(),
@@ -263,11 +271,14 @@ pub async fn guard(State(app): State<App>, mut request: Request, next: Next) -> 
     }
     let visitor = app.access.visitor(request.headers());
     if visitor.bearer && visitor.role.is_none() {
-        app.refusals.warn(format_args!(
-            "web: refused {} {}: missing or wrong bearer token",
-            request.method(),
-            request.uri().path()
-        ));
+        app.refusals.note(
+            Refusal::Bearer,
+            format_args!(
+                "web: refused {} {}: missing or wrong bearer token",
+                request.method(),
+                request.uri().path()
+            ),
+        );
         return unauthorized();
     }
     request.extensions_mut().insert(visitor);

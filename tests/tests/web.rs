@@ -298,6 +298,14 @@ fn a_web_listener_beyond_loopback_needs_a_token() {
     let allowed = http_get(web, "/metrics", Some(token));
     assert_eq!(allowed.status, 200, "{allowed:?}");
     assert!(allowed.body.contains("ferry_sessions_open"));
+    // Both refusals counted, though the log gate wrote only the first.
+    assert!(
+        allowed
+            .body
+            .contains("ferry_web_refusals_total{reason=\"bearer\"} 2"),
+        "{}",
+        allowed.body
+    );
     relay.wait_for_log("web: refused GET /metrics: missing or wrong bearer token");
     ok(relay.admin(&["clients", "list"]));
 }

@@ -48,6 +48,11 @@ pub fn render(status: &Status, telemetry: &Telemetry) -> Result<String, std::fmt
         "Backups by result (failed: the session ended with an upload open)",
         telemetry.backups.clone(),
     );
+    registry.register(
+        "ferry_web_refusals",
+        "Requests the web listener refused, by reason (sign-in, bearer, host, action)",
+        telemetry.web_refusals.clone(),
+    );
     registry.register_with_unit(
         "ferry_client_received",
         "Bytes received from the client's sessions since the relay started",

@@ -15,6 +15,7 @@ use maud::Markup;
 
 use super::actions::Action;
 use super::auth::{set_cookie, Visitor};
+use super::refusals::Refusal;
 use super::views::{browse, client, forms, overview};
 use super::{download, metrics, percent, unauthorized, App};
 use crate::snapshot_files::{Found, SnapshotFiles};
@@ -116,9 +117,10 @@ async fn status_json(State(app): State<App>, Extension(visitor): Extension<Visit
 
 async fn metrics_text(State(app): State<App>, Extension(visitor): Extension<Visitor>) -> Response {
     if !visitor.may_read() && !app.access.open_status {
-        app.refusals.warn(format_args!(
-            "web: refused GET /metrics: missing or wrong bearer token"
-        ));
+        app.refusals.note(
+            Refusal::Bearer,
+            format_args!("web: refused GET /metrics: missing or wrong bearer token"),
+        );
         return unauthorized();
     }
     let text = app.status.read().await.and_then(|status| {
@@ -173,8 +175,10 @@ async fn log_in(
                 .into_response()
         }
         None => {
-            app.refusals
-                .warn(format_args!("web: refused a sign-in: wrong token"));
+            app.refusals.note(
+                Refusal::SignIn,
+                format_args!("web: refused a sign-in: wrong token"),
+            );
             html(
                 StatusCode::UNAUTHORIZED,
                 forms::login(&next, true, &visitor),
@@ -384,8 +388,10 @@ async fn act(
 ) -> Response {
     let csrf = fields.get("csrf").map_or("", String::as_str);
     if let Err(why) = visitor.may_act(csrf) {
-        app.refusals
-            .warn(format_args!("web: refused an action: {why}"));
+        app.refusals.note(
+            Refusal::Action,
+            format_args!("web: refused an action: {why}"),
+        );
         return problem(StatusCode::FORBIDDEN, why, &visitor);
     }
     let action = match Action::parse(&fields) {
