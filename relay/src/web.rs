@@ -53,7 +53,7 @@ pub struct WebSettings {
     /// `[web] host`: the names a reverse proxy in front sends as `Host`.
     proxy_hosts: Vec<String>,
     /// `[web] tls-cert` and `tls-key`, ready: HTTPS instead of HTTP.
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<tls::Certified>,
 }
 
 impl std::fmt::Debug for WebSettings {
@@ -95,7 +95,7 @@ impl WebSettings {
             );
         }
         let tls = match (&config.tls_cert, &config.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::acceptor(cert, key)?),
+            (Some(cert), Some(key)) => Some(tls::Certified::load(cert, key)?),
             (None, None) => None,
             _ => bail!("[web] tls-cert and tls-key go together: set both, or neither"),
         };
@@ -235,8 +235,8 @@ pub async fn serve(
         hosts,
     };
     let capped = listener::Capped::new(listener);
-    if let Some(acceptor) = settings.tls {
-        return tls::serve(capped.for_tls(), pages::router(app), acceptor, shutdown).await;
+    if let Some(certified) = settings.tls {
+        return tls::serve(capped.for_tls(), pages::router(app), certified, shutdown).await;
     }
     if let Err(e) = axum::serve(capped, pages::router(app))
         .with_graceful_shutdown(shutdown.cancelled_owned())

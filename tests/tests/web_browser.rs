@@ -314,36 +314,7 @@ fn actions_from_the_page_reach_the_running_relay_at_once() {
 fn over_https_beyond_loopback_a_browser_signs_in() {
     let relay = Relay::start();
     let data = relay.data();
-    let made = run({
-        let mut c = Command::new("openssl");
-        c.args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=ferry-test",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-        ])
-        .arg(data.join("web.key"))
-        .arg("-out")
-        .arg(data.join("web.crt"));
-        c
-    });
-    assert!(
-        made.status.success(),
-        "openssl (tests/peers.sh installs it): {}",
-        stderr(&made)
-    );
-    use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(data.join("web.key"), fs::Permissions::from_mode(0o600)).unwrap();
+    make_certificate(&data, "ferry-test");
     let token = admin_token(&relay);
     let mut relay = relay;
     relay.terminate();
@@ -371,6 +342,72 @@ fn over_https_beyond_loopback_a_browser_signs_in() {
     assert!(browser.url().starts_with("https://"), "{}", browser.url());
     let cookie = &browser.cookies()[0];
     assert_eq!(cookie["secure"], true, "{cookie}");
+
+    // A renewed certificate is served without a restart.
+    make_certificate(&data, "ferry-renewed");
+    wait_for("the renewed certificate", DEADLINE, || {
+        served_subject(port).contains("ferry-renewed").then_some(())
+    });
+    relay.wait_for_log("web: TLS certificate");
+    // One caught half-written is refused; the one before still serves.
+    fs::write(data.join("web.crt"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    wait_for("the refusal of the broken certificate", DEADLINE, || {
+        assert!(served_subject(port).contains("ferry-renewed"));
+        relay
+            .log()
+            .contains("the changed TLS certificate cannot be used")
+            .then_some(())
+    });
+}
+
+/// A self-signed certificate for 127.0.0.1 named `name`, in
+/// `dir/web.crt` and `dir/web.key` (0600).
+fn make_certificate(dir: &Path, name: &str) {
+    let made = run({
+        let mut c = Command::new("openssl");
+        c.args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name}"),
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(dir.join("web.key"))
+        .arg("-out")
+        .arg(dir.join("web.crt"));
+        c
+    });
+    assert!(
+        made.status.success(),
+        "openssl (tests/peers.sh installs it): {}",
+        stderr(&made)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(dir.join("web.key"), fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// The subject of the certificate served on `port` (`openssl s_client`).
+fn served_subject(port: u16) -> String {
+    let out = run({
+        let mut c = Command::new("openssl");
+        c.args(["s_client", "-connect", &format!("127.0.0.1:{port}")])
+            .stdin(std::process::Stdio::null());
+        c
+    });
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.starts_with("subject="))
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// `GET path` with a bearer token: the answer's head and body's bytes.

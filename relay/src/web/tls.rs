@@ -2,10 +2,16 @@
 //! connection does its TLS handshake (within [`HANDSHAKE`]) on its own
 //! task, then is served by hyper with the same router as plain HTTP. The
 //! connection caps of `listener` hold as for plain HTTP.
+//!
+//! A renewed certificate (certbot's, every 60 days) is taken without a
+//! restart: when the files' modification times change, the next
+//! connection (at most one look per [`RECHECK`]) loads them anew; files
+//! caught half-written, or a key that no longer matches, keep the old
+//! pair serving and are said in the log once per change.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{bail, Context, Result};
 use axum::Router;
@@ -18,6 +24,70 @@ use super::listener::Capped;
 
 /// How long a client has for its TLS handshake.
 pub const HANDSHAKE: Duration = Duration::from_secs(10);
+
+/// The least time between two looks at the certificate's files.
+pub const RECHECK: Duration = Duration::from_secs(2);
+
+/// `[web] tls-cert` and `tls-key`, loaded, and loaded again when they
+/// change.
+#[derive(Clone)]
+pub struct Certified {
+    cert: PathBuf,
+    key: PathBuf,
+    acceptor: TlsAcceptor,
+    /// The files' modification times when last looked at.
+    seen: (Option<SystemTime>, Option<SystemTime>),
+    looked: Instant,
+}
+
+impl Certified {
+    /// Loads the pair.
+    ///
+    /// # Errors
+    /// As [`acceptor`].
+    pub fn load(cert: &Path, key: &Path) -> Result<Self> {
+        let seen = modified(cert, key);
+        Ok(Certified {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            acceptor: acceptor(cert, key)?,
+            seen,
+            looked: Instant::now(),
+        })
+    }
+
+    /// The acceptor for a new connection: the files' pair as they are now,
+    /// if they changed since the last look and load cleanly; else the one
+    /// serving.
+    pub fn current(&mut self) -> TlsAcceptor {
+        if self.looked.elapsed() >= RECHECK {
+            self.looked = Instant::now();
+            let now = modified(&self.cert, &self.key);
+            if now != self.seen {
+                self.seen = now;
+                match acceptor(&self.cert, &self.key) {
+                    Ok(fresh) => {
+                        tracing::info!(
+                            "web: TLS certificate {} loaded again (it changed)",
+                            self.cert.display()
+                        );
+                        self.acceptor = fresh;
+                    }
+                    Err(e) => tracing::error!(
+                        "web: the changed TLS certificate cannot be used, the one before \
+                         still serves: {e:#}"
+                    ),
+                }
+            }
+        }
+        self.acceptor.clone()
+    }
+}
+
+fn modified(cert: &Path, key: &Path) -> (Option<SystemTime>, Option<SystemTime>) {
+    let at = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    (at(cert), at(key))
+}
 
 /// The acceptor for the certificate chain in `cert` and the key in `key`.
 ///
@@ -59,7 +129,7 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
 pub async fn serve(
     mut listener: Capped,
     router: Router,
-    acceptor: TlsAcceptor,
+    mut certified: Certified,
     shutdown: CancellationToken,
 ) {
     use axum::serve::Listener;
@@ -68,7 +138,7 @@ pub async fn serve(
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => accepted,
         };
-        let (acceptor, router) = (acceptor.clone(), router.clone());
+        let (acceptor, router) = (certified.current(), router.clone());
         tokio::spawn(async move {
             let tls = match tokio::time::timeout(HANDSHAKE, acceptor.accept(io)).await {
                 Ok(Ok(tls)) => tls,
