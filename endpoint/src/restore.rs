@@ -34,8 +34,9 @@ mod walk;
 mod window;
 
 use crate::progress::Live;
+use ferry_protocol::layout::Layout;
 use files::{FileEntry, Output, Written};
-use local::{Layout, LocalFile};
+use local::{write_content, LocalFile};
 use settle::{Failure, Settler};
 use stream::{Job, Stream};
 
@@ -56,7 +57,7 @@ use ferry_protocol::delta;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
 use ferry_protocol::message::{Message, ObjectId};
-use ferry_protocol::tree::{ChunkRef, Content, Entry, EntryKind, Extent};
+use ferry_protocol::tree::{ChunkRef, Content, Entry, EntryKind};
 use serde::Serialize;
 
 use crate::summary::Totals;

@@ -37,6 +37,7 @@ pub mod keep;
 pub mod keyed_chunking;
 pub mod keys;
 pub mod label;
+pub mod layout;
 pub mod message;
 pub mod noise;
 pub mod pairing;

@@ -14,6 +14,7 @@ use ferry_protocol::chunking::MAX_CHUNK;
 use ferry_protocol::compress::decompress;
 use ferry_protocol::fragment::MAX_MESSAGE;
 use ferry_protocol::ids::{ChunkId, ContentId, TreeId};
+use ferry_protocol::layout::Layout;
 use ferry_protocol::tree::{Content, Entry, EntryKind, Tree};
 
 use crate::catalog::BlobIndex;
@@ -116,40 +117,38 @@ impl SnapshotFiles {
         else {
             return Ok(None);
         };
-        let mut data = Vec::new();
-        self.chunks_of(content, &mut data, 0)?;
+        let mut chunks = Vec::new();
+        self.chunks_of(content, &mut chunks, 0)?;
+        // The content laid at its places (the extents, for a sparse file),
+        // the holes between as zeros.
+        let layout = Layout::new(*size, sparse.as_deref());
         let mut pieces = Vec::new();
-        match sparse {
-            None => pieces.extend(data.into_iter().map(Piece::Chunk)),
-            Some(extents) => {
-                // The data regions concatenated, laid at their offsets.
-                let mut chunks = data.into_iter().peekable();
-                let mut at = 0u64;
-                let mut carried = 0u64;
-                for extent in extents {
-                    if extent.offset > at {
-                        pieces.push(Piece::Zeros(extent.offset - at));
-                    }
-                    let mut left = extent.len;
-                    while left > 0 {
-                        let Some(&(id, len)) = chunks.peek() else {
-                            bail!("a sparse file's extents run past its data");
-                        };
-                        let take = (u64::from(len) - carried).min(left);
-                        pieces.push(Piece::Slice(id, carried, take));
-                        carried += take;
-                        left -= take;
-                        if carried == u64::from(len) {
-                            chunks.next();
-                            carried = 0;
-                        }
-                    }
-                    at = extent.offset + extent.len;
+        let (mut content_at, mut file_at) = (0u64, 0u64);
+        for (id, len) in chunks {
+            let places = layout
+                .places(content_at, u64::from(len))
+                .context("the file's chunks hold more bytes than its size or extents say")?;
+            let mut within = 0;
+            for place in places {
+                if place.file_offset > file_at {
+                    pieces.push(Piece::Zeros(place.file_offset - file_at));
                 }
-                if *size > at {
-                    pieces.push(Piece::Zeros(size - at));
-                }
+                pieces.push(Piece::Slice {
+                    id,
+                    chunk_len: len,
+                    from: within,
+                    len: place.len,
+                });
+                within += place.len;
+                file_at = place.file_offset + place.len;
             }
+            content_at += u64::from(len);
+        }
+        if content_at < layout.total() {
+            bail!("the file's chunks hold fewer bytes than its size or extents say");
+        }
+        if *size > file_at {
+            pieces.push(Piece::Zeros(size - file_at));
         }
         Ok(Some(FileBytes {
             files: self.clone(),
@@ -187,10 +186,17 @@ impl SnapshotFiles {
 /// One stretch of a file.
 #[derive(Debug, Clone, Copy)]
 enum Piece {
-    /// A whole chunk.
-    Chunk((ChunkId, u32)),
-    /// Part of a chunk: from an offset, a length.
-    Slice(ChunkId, u64, u64),
+    /// Bytes of a chunk (often all of them).
+    Slice {
+        /// The chunk.
+        id: ChunkId,
+        /// Its length, as its content says.
+        chunk_len: u32,
+        /// From this offset in it.
+        from: u64,
+        /// This many bytes.
+        len: u64,
+    },
     /// A hole.
     Zeros(u64),
 }
@@ -223,16 +229,30 @@ impl FileBytes {
             return Ok(false);
         };
         let bytes = match piece {
-            Piece::Chunk((id, _)) => self.files.chunk(&id).map_err(std::io::Error::other)?,
-            Piece::Slice(id, from, len) => {
+            Piece::Slice {
+                id,
+                chunk_len,
+                from,
+                len,
+            } => {
                 let data = self.files.chunk(&id).map_err(std::io::Error::other)?;
-                let from = usize::try_from(from).unwrap_or(usize::MAX);
-                let to = from.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-                data.get(from..to)
-                    .ok_or_else(|| {
-                        std::io::Error::other("a sparse file's extent runs past a chunk")
-                    })?
-                    .to_vec()
+                if data.len() != chunk_len as usize {
+                    return Err(std::io::Error::other(format!(
+                        "chunk {} holds {} bytes where its content says {chunk_len}",
+                        id.short(),
+                        data.len()
+                    )));
+                }
+                if from == 0 && len == u64::from(chunk_len) {
+                    data
+                } else {
+                    // Within the chunk: `places` never cuts past a length.
+                    let from = usize::try_from(from).unwrap_or(usize::MAX);
+                    let to = from.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                    data.get(from..to)
+                        .ok_or_else(|| std::io::Error::other("a slice past its chunk"))?
+                        .to_vec()
+                }
             }
             Piece::Zeros(n) => vec![0; usize::try_from(n.min(1 << 20)).unwrap_or(1 << 20)],
         };

@@ -320,7 +320,7 @@ impl Restore<'_> {
                 match data {
                     Ok(data) if progress.failed.is_none() => {
                         let job_ = &progress.job;
-                        if let Err(e) = job_.layout.write(&job_.out.file, offset, &data) {
+                        if let Err(e) = write_content(&job_.layout, &job_.out.file, offset, &data) {
                             progress.failed = Some(e.into());
                         }
                     }
@@ -423,7 +423,7 @@ impl Restore<'_> {
             if !in_place {
                 match local.map(|l| l.read(&chunk.id)).transpose() {
                     Ok(Some(Some(data))) if ChunkId::of(&data) == chunk.id => {
-                        if let Err(e) = job.layout.write(&job.out.file, offset, &data) {
+                        if let Err(e) = write_content(&job.layout, &job.out.file, offset, &data) {
                             progress.failed = Some(e.into());
                         }
                     }
