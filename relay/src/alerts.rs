@@ -345,6 +345,9 @@ mod tests {
                     age_s: Some(5),
                     stale_after_s: 4,
                     stale,
+                    backing_up_since: None,
+                    backing_up_since_ms: None,
+                    backing_up_bytes: 0,
                 }],
             }],
         }

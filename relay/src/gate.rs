@@ -129,6 +129,8 @@ struct Holder {
     /// Tells this holder from a later one of the same set.
     serial: u64,
     life: Arc<Liveness>,
+    /// Bytes the upload has appended so far.
+    appended: Arc<AtomicU64>,
 }
 
 /// The uploads open right now, shared by the sessions and the collector.
@@ -176,6 +178,7 @@ pub struct UploadPermit {
     opened: Opened,
     fence: Arc<UploadFence>,
     appended: Arc<ClientAppends>,
+    progress: Arc<AtomicU64>,
 }
 
 impl UploadPermit {
@@ -197,6 +200,11 @@ impl UploadPermit {
     /// This upload's standing with collections.
     pub fn fence(&self) -> &UploadFence {
         &self.fence
+    }
+
+    /// Counts `bytes` this upload appended, for the status page.
+    pub fn note_appended(&self, bytes: u64) {
+        self.progress.fetch_add(bytes, Ordering::Relaxed);
     }
 }
 
@@ -228,6 +236,7 @@ impl OpenUploads {
         }
         let serial = self.serials.fetch_add(1, Ordering::Relaxed);
         let fence = Arc::new(UploadFence::default());
+        let progress = Arc::new(AtomicU64::new(0));
         open.insert(
             set,
             Holder {
@@ -235,6 +244,7 @@ impl OpenUploads {
                 fence: Arc::clone(&fence),
                 serial,
                 life: Arc::clone(life),
+                appended: Arc::clone(&progress),
             },
         );
         drop(open);
@@ -252,6 +262,7 @@ impl OpenUploads {
             opened,
             fence,
             appended,
+            progress,
         })
     }
 
@@ -312,6 +323,31 @@ impl OpenUploads {
     pub fn count(&self) -> usize {
         self.lock().len()
     }
+
+    /// Each upload open now (and not expired), by its client's set: what
+    /// the status page shows as running.
+    pub fn in_flight(&self) -> HashMap<(ClientId, SetId), InFlight> {
+        self.lock()
+            .iter()
+            .filter(|(_, h)| !h.fence.is_expired())
+            .map(|(set, h)| {
+                let flight = InFlight {
+                    since_ms: h.opened.since_ms,
+                    appended: h.appended.load(Ordering::Relaxed),
+                };
+                (*set, flight)
+            })
+            .collect()
+    }
+}
+
+/// An upload open now, as the status page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InFlight {
+    /// When it began (catalog ms).
+    pub since_ms: i64,
+    /// Bytes it has appended so far (new data, after compression).
+    pub appended: u64,
 }
 
 impl Drop for UploadPermit {

@@ -124,6 +124,13 @@ pub struct SetStatus {
     pub stale_after_s: u64,
     /// Whether it went longer (or never had one).
     pub stale: bool,
+    /// When its backup running now began (RFC 3339), if one is.
+    pub backing_up_since: Option<String>,
+    /// The same, ms since the epoch.
+    pub backing_up_since_ms: Option<i64>,
+    /// New bytes that backup has stored so far (after dedup and
+    /// compression; 0 when none runs).
+    pub backing_up_bytes: u64,
 }
 
 /// How long the storage sums stay in [`StorageSums`]: they read the whole
@@ -172,6 +179,7 @@ struct Sources<'a> {
     stored: Stored,
     sums: &'a HashMap<ClientId, u64>,
     sessions: HashMap<ClientId, usize>,
+    uploads: HashMap<(ClientId, crate::catalog::SetId), crate::gate::InFlight>,
     rates: RateReport,
     of: &'a StatusSources,
     now: i64,
@@ -251,6 +259,7 @@ async fn read(of: &StatusSources) -> Result<Status> {
         stored,
         sums: &sums,
         sessions: of.registry.open_by_client(),
+        uploads: of.repo.uploads().in_flight(),
         rates: of.rates.report(now),
         of,
         now,
@@ -295,7 +304,15 @@ fn client_status(client: &ClientRecord, from: &Sources<'_>) -> ClientStatus {
         .sets
         .iter()
         .filter(|s| s.client == client.id)
-        .map(|s| set_status(s, &client.name, client.paired_ms, alerts, from.now))
+        .map(|s| {
+            let mut set = set_status(s, &client.name, client.paired_ms, alerts, from.now);
+            if let Some(flight) = from.uploads.get(&(client.id, s.id)) {
+                set.backing_up_since_ms = Some(flight.since_ms);
+                set.backing_up_since = Some(format_rfc3339(flight.since_ms));
+                set.backing_up_bytes = flight.appended;
+            }
+            set
+        })
         .collect();
     // A client paired that long ago with no set at all never backed up.
     let never_backed_up = sets.is_empty()
@@ -372,6 +389,9 @@ pub fn set_status(
         age_s: age_ms.map(|ms| ms as u64 / 1000),
         stale_after_s: stale_after.as_secs(),
         stale: older_than(since, stale_after, now),
+        backing_up_since: None,
+        backing_up_since_ms: None,
+        backing_up_bytes: 0,
     }
 }
 
@@ -395,6 +415,7 @@ mod tests {
             set: set.into(),
             snapshots: 1,
             last_success_ms: last,
+            id: crate::catalog::SetId(1),
         };
         let now = 100 * day;
         let paired = now - 10 * day;

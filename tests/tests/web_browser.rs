@@ -23,6 +23,21 @@ fn admin_token(relay: &Relay) -> String {
         .to_string()
 }
 
+/// A relay with a web listener on loopback (and `more` sections), a new
+/// admin token for it, and an endpoint paired as "laptop".
+fn web_relay_and_laptop(more: &[(&str, &str)]) -> (Relay, String, Endpoint) {
+    let mut sections = vec![("web".to_string(), "listen = \"127.0.0.1:0\"".to_string())];
+    sections.extend(more.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let relay = Relay::start_with(RelayOptions {
+        sections,
+        ..RelayOptions::default()
+    });
+    let token = admin_token(&relay);
+    let laptop = Endpoint::new();
+    laptop.pair_with(&relay, "laptop");
+    (relay, token, laptop)
+}
+
 /// `ferry-relay snapshots list --json`.
 fn snapshots(relay: &Relay) -> Vec<serde_json::Value> {
     let out = ok(relay.admin(&["snapshots", "list", "--json"]));
@@ -276,14 +291,8 @@ fn act(web: std::net::SocketAddr, token: &str, form: &str) -> String {
 
 #[test]
 fn actions_from_the_page_reach_the_running_relay_at_once() {
-    let relay = Relay::start_with(RelayOptions {
-        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
-        ..RelayOptions::default()
-    });
-    let token = admin_token(&relay);
+    let (relay, token, laptop) = web_relay_and_laptop(&[]);
     let web = relay.web_addr();
-    let laptop = Endpoint::new();
-    laptop.pair_with(&relay, "laptop");
 
     // A collection asked from the page is served by the running relay.
     let asked = act(web, &token, "what=gc&csrf=");
@@ -424,13 +433,7 @@ fn get_bytes(web: std::net::SocketAddr, token: &str, path: &str) -> (String, Vec
 #[test]
 fn a_sparse_file_downloads_with_its_holes_as_zeros() {
     use std::io::{Seek, SeekFrom, Write};
-    let relay = Relay::start_with(RelayOptions {
-        sections: vec![("web".into(), "listen = \"127.0.0.1:0\"".into())],
-        ..RelayOptions::default()
-    });
-    let token = admin_token(&relay);
-    let laptop = Endpoint::new();
-    laptop.pair_with(&relay, "laptop");
+    let (relay, token, laptop) = web_relay_and_laptop(&[]);
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("disk.img");
     let mut file = fs::File::create(&path).unwrap();
@@ -473,16 +476,7 @@ fn a_sparse_file_downloads_with_its_holes_as_zeros() {
 /// they survive a restart of the relay.
 #[test]
 fn the_client_page_lists_recent_errors_newest_first() {
-    let mut relay = Relay::start_with(RelayOptions {
-        sections: vec![
-            ("web".into(), "listen = \"127.0.0.1:0\"".into()),
-            ("quota".into(), "per-client = \"1MiB\"".into()),
-        ],
-        ..RelayOptions::default()
-    });
-    let token = admin_token(&relay);
-    let laptop = Endpoint::new();
-    laptop.pair_with(&relay, "laptop");
+    let (mut relay, token, laptop) = web_relay_and_laptop(&[("quota", "per-client = \"1MiB\"")]);
     let work = tempfile::tempdir().unwrap();
     fs::write(
         work.path().join("a.bin"),
@@ -517,4 +511,58 @@ fn the_client_page_lists_recent_errors_newest_first() {
         "a head and two rows: {table}"
     );
     assert_eq!(table.matches("<td>quota: ").count(), 2, "{table}");
+}
+
+/// A backup running now shows as running: on its set (`/api/status` and
+/// the pages) with when it began and the new bytes stored so far; and no
+/// longer once it is committed.
+#[test]
+fn a_running_backup_shows_on_its_set_until_it_is_committed() {
+    let (relay, token, laptop) = web_relay_and_laptop(&[]);
+    let web = relay.web_addr();
+    // Slow enough to be seen: 6 MiB at 1 MiB/s.
+    ok(relay.admin(&["clients", "limit", "laptop", "1MiB/s"]));
+    let work = tempfile::tempdir().unwrap();
+    fs::write(
+        work.path().join("big"),
+        ferry_tests::tree::random_bytes(6 << 20, 4),
+    )
+    .unwrap();
+    let mut backup = laptop
+        .command()
+        .args(["backup", work.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let status = || -> serde_json::Value {
+        let (_, body) = get_bytes(web, &token, "/api/status");
+        serde_json::from_slice(&body).unwrap()
+    };
+    let running = wait_for("the running backup in /api/status", DEADLINE, || {
+        let set = status()["clients"][0]["sets"][0].clone();
+        (set["backing_up_since"].is_string() && set["backing_up_bytes"].as_u64() > Some(0))
+            .then_some(set)
+    });
+    assert!(
+        running["backing_up_since_ms"].as_i64().is_some(),
+        "{running}"
+    );
+    let (_, page) = get_bytes(web, &token, "/clients/laptop");
+    let page = String::from_utf8(page).unwrap();
+    assert!(page.contains("backing up set "), "{page}");
+    assert!(page.contains("new stored so far"), "{page}");
+    let (_, overview) = get_bytes(web, &token, "/");
+    assert!(String::from_utf8(overview)
+        .unwrap()
+        .contains(" — backing up"));
+
+    let done = wait_for("the backup to end", DEADLINE * 3, || {
+        backup.try_wait().unwrap()
+    });
+    assert!(done.success(), "{done:?}");
+    let client = status()["clients"][0].clone();
+    assert!(client["sets"][0]["backing_up_since"].is_null(), "{client}");
+    assert_eq!(client["sets"][0]["snapshots"], 1, "{client}");
+    assert_eq!(client["sets"][0]["backing_up_bytes"], 0, "{client}");
 }

@@ -74,7 +74,7 @@ impl Catalog {
     /// SQLite errors.
     pub fn set_summaries(&self) -> Result<Vec<SetSummary>> {
         let rows = self.db.rows(
-            "SELECT bs.client_id, bs.name, COUNT(s.id), MAX(s.finished_at)
+            "SELECT bs.client_id, bs.name, COUNT(s.id), MAX(s.finished_at), bs.id
              FROM backup_sets bs
              JOIN clients c ON c.id = bs.client_id AND c.removed_at IS NULL
              LEFT JOIN snapshots s ON s.set_id = bs.id
@@ -86,6 +86,7 @@ impl Catalog {
                     set: r.get(1)?,
                     snapshots: r.get::<i64>(2)? as u64,
                     last_success_ms: r.get(3)?,
+                    id: r.get(4)?,
                 })
             },
         )?;
@@ -128,6 +129,8 @@ pub struct SetSummary {
     pub snapshots: u64,
     /// When its newest snapshot was committed (ms), if it has one.
     pub last_success_ms: Option<i64>,
+    /// Its id.
+    pub id: SetId,
 }
 
 /// What [`Catalog::remove_set`] did.

@@ -365,6 +365,7 @@ impl Transfer {
         let upload = self.upload()?;
         upload.unindexed += stored;
         upload.appended += bytes.len() as u64;
+        upload.permit.note_appended(bytes.len() as u64);
         upload.unsynced_since.get_or_insert(epoch);
         upload.unsynced_chunks += usize::from(kind == BlobKind::Chunk);
         upload.pending_objects += usize::from(kind != BlobKind::Chunk);

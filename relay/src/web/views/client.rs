@@ -2,7 +2,7 @@
 //! files, what keeps each, protected or not), its recent errors, its live
 //! sessions, and what an administrator can do to it.
 
-use ferry_protocol::units::{format_rate, format_size, format_usage};
+use ferry_protocol::units::{format_age, format_rate, format_size, format_usage};
 use maud::{html, Markup};
 
 use super::overview::{client_href, failing};
@@ -61,10 +61,14 @@ pub fn render(client: &ClientStatus, history: &History, now_ms: i64, visitor: &V
                 } @else {
                     (client.sessions) " session(s) open, moving " (format_rate(Some(client.rate)))
                     @if let Some(limit) = client.limit { " (limit " (format_rate(Some(limit))) ")" }
-                }
-                span.muted {
-                    " · since the relay started: " (format_size(client.received_bytes)) " received, "
-                    (format_size(client.sent_bytes)) " sent"
+                    @for set in client.sets.iter().filter(|s| s.backing_up_since_ms.is_some()) {
+                        br;
+                        span.running {
+                            "backing up set " (set.name) " for "
+                            (format_age(seconds_between(set.backing_up_since_ms.unwrap_or(now_ms), now_ms)))
+                        }
+                        span.muted { " · " (format_size(set.backing_up_bytes)) " new stored so far" }
+                    }
                 }
             }
             p {
@@ -96,6 +100,7 @@ pub fn render(client: &ClientStatus, history: &History, now_ms: i64, visitor: &V
                                 _ => "never",
                             }
                             @if set.stale { b { " — stale" } }
+                            @if set.backing_up_since_ms.is_some() { span.running { " · running now" } }
                         }
                         td { (ferry_protocol::units::format_age(set.stale_after_s)) }
                     }

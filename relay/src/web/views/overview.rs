@@ -178,6 +178,7 @@ fn row(client: &ClientStatus, now_ms: i64) -> Markup {
                     span.chip.set.stale[set.stale] title=(set.last_success_at.as_deref().unwrap_or("no snapshot")) {
                         (set.name) ": " span.age { (age) }
                         @if set.stale { " — stale" }
+                        @if set.backing_up_since_ms.is_some() { span.running { " — backing up" } }
                     }
                 }
             }
