@@ -143,6 +143,12 @@ pub async fn serve<S: Stream>(
         return;
     };
     let kind = ctx.path_of(peer);
+    // A client that stops reading is cut off after the idle timeout.
+    io.set_write_timeout(Some(ctx.limits.idle_timeout));
+    let mut channel = Channel::new(io, transport).joining_within(Arc::clone(&ctx.joins));
+    // The Hellos before any bookkeeping: the endpoint's handshake deadline
+    // covers the key exchange and the greeting, never a catalog write.
+    let greeted = greet(&mut channel, ctx.limits.idle_timeout).await;
     record_start(&ctx, &client, peer).await;
     info!(
         "session opened: client {} ({}) from {peer} over the {}",
@@ -157,12 +163,9 @@ pub async fn serve<S: Stream>(
     let meter = Meter::new(
         ctx.rates.client(client.id, kind, local_now()),
         ctx.rates.global(kind),
-        &io,
+        &channel.io,
     )
     .counting(ctx.telemetry.traffic(&client.name));
-    // A client that stops reading is cut off after the idle timeout.
-    io.set_write_timeout(Some(ctx.limits.idle_timeout));
-    let mut channel = Channel::new(io, transport).joining_within(Arc::clone(&ctx.joins));
     // Silent half the idle timeout (at most 30 s), its upload may be taken
     // over by a new session of the same client (a dropped Wi-Fi's).
     let life = Arc::new(Liveness::new(
@@ -174,7 +177,14 @@ pub async fn serve<S: Stream>(
         revoked: &entry.revoked,
         life: &life,
     };
-    let ended = conversation::run(&ctx, &mut channel, ends, transfer, meter, &mut backup).await;
+    let ended = match greeted {
+        Ok(Some(peer_minor)) => {
+            let parts = (transfer, meter, peer_minor);
+            conversation::run(&ctx, &mut channel, ends, parts, &mut backup).await
+        }
+        Ok(None) => Ok("no Hello before the idle timeout".into()),
+        Err(e) => Err(e),
+    };
     finish(&ctx, &client, peer, channel, ended, &backup).await;
 }
 

@@ -677,3 +677,43 @@ fn an_office_behind_one_address_holds_more_sessions_than_the_per_source_cap() {
     let log = relay.log();
     assert!(!log.contains("connection limit is reached"), "{log}");
 }
+
+/// The endpoint's handshake deadline covers the key exchange and the
+/// Hellos, never the relay's bookkeeping: with the catalog's write lock
+/// held elsewhere for a while (a busy disk, a slow PostgreSQL), a session
+/// opens within a 1 s handshake timeout and its request is answered once
+/// the catalog frees.
+#[test]
+fn a_catalog_busy_writing_does_not_fail_the_handshake() {
+    let (relay, endpoint) = ferry_tests::paired();
+    std::fs::write(
+        endpoint.state().join("endpoint.toml"),
+        "[connect]\nhandshake-timeout = \"1s\"\n",
+    )
+    .unwrap();
+    // Another process holds the write lock for 4 s.
+    let mut holder = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys, time\n\
+             c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
+             c.execute('BEGIN IMMEDIATE')\n\
+             print('locked', flush=True)\n\
+             time.sleep(4)\n\
+             c.execute('ROLLBACK')\n",
+        )
+        .arg(relay.data().join("catalog.sqlite"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "locked");
+    let out = endpoint.ferry(&["status"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(holder.wait().unwrap().success());
+}

@@ -30,19 +30,17 @@ pub(super) struct Ends<'a> {
     pub life: &'a Liveness,
 }
 
-/// The message loop; returns why the session ended when it ended cleanly.
+/// The message loop, once the Hellos are exchanged (`peer_minor`: the
+/// endpoint's protocol minor); returns why the session ended when it
+/// ended cleanly.
 pub(super) async fn run<S: Stream>(
     ctx: &SessionContext,
     channel: &mut Channel<S>,
     ends: Ends<'_>,
-    transfer: Transfer,
-    meter: Meter,
+    (transfer, meter, peer_minor): (Transfer, Meter, u16),
     backup: &mut BackupWatch,
 ) -> Result<String> {
     let idle = ctx.limits.idle_timeout;
-    let Some(peer_minor) = greet(channel, idle).await? else {
-        return Ok("no Hello before the idle timeout".into());
-    };
     let (requests, replies, busy) = Worker::start(transfer);
     let mut talk = Conversation {
         ctx,
