@@ -204,13 +204,18 @@ pub async fn connect(
             let attempt = handshake(Box::new(stream), keys, relay, address, first, &stage);
             match tokio::time::timeout(timeouts.handshake, attempt).await {
                 Ok(Ok((channel, relay_hello))) => {
+                    debug!(
+                        "session open with {address} ({}): {}",
+                        path.as_str(),
+                        relay_hello.software
+                    );
                     return Ok(Session {
                         channel,
                         address: address.clone(),
                         path,
                         relay_hello,
                         silence: timeouts.silence,
-                    })
+                    });
                 }
                 Ok(Err(ConnectError::Refused { .. })) if tried < HANDSHAKE_TRIES => {
                     debug!("{address} closed at the handshake; trying again");

@@ -35,6 +35,9 @@ pub struct Repo {
     reserve: Option<Arc<crate::reserve::DiskReserve>>,
     /// This relay's id and collection lease (none in unit tests).
     relay: std::sync::OnceLock<(u16, std::time::Duration)>,
+    /// A second connection for the handshake's key lookups (see
+    /// [`Repo::look_up`]; none in unit tests).
+    lookups: Option<Mutex<Catalog>>,
 }
 
 impl Repo {
@@ -61,7 +64,17 @@ impl Repo {
             last_upload: std::sync::atomic::AtomicU64::new(0),
             reserve: None,
             relay: std::sync::OnceLock::new(),
+            lookups: None,
         }
+    }
+
+    /// Opens the connection [`Repo::look_up`] reads through.
+    ///
+    /// # Errors
+    /// The catalog's, opening it again.
+    pub fn with_lookups(mut self) -> catalog::Result<Self> {
+        self.lookups = Some(Mutex::new(Catalog::open_at(&self.catalog_at)?));
+        Ok(self)
     }
 
     /// Keeps `reserve`: while it is released, backups are refused.
@@ -134,6 +147,29 @@ impl Repo {
     {
         let repo = Arc::clone(self);
         Ok(tokio::task::spawn_blocking(move || repo.catalog(f))
+            .await
+            .context("catalog worker failed")??)
+    }
+
+    /// Runs the read `f` off the async threads on a connection of its own
+    /// (the shared one without [`Repo::with_lookups`]): a handshake's key
+    /// lookup must not queue behind the shared connection's writes (a
+    /// commit's fsync, a write waiting for a busy catalog), which would
+    /// spend the endpoint's handshake deadline.
+    ///
+    /// # Errors
+    /// What `f` returns, or a panicked worker.
+    pub async fn look_up<T, F>(self: &Arc<Self>, f: F) -> anyhow::Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Catalog) -> catalog::Result<T> + Send + 'static,
+    {
+        let repo = Arc::clone(self);
+        let read = move || match &repo.lookups {
+            Some(own) => f(&lock(own)),
+            None => repo.catalog(|c| f(c)),
+        };
+        Ok(tokio::task::spawn_blocking(read)
             .await
             .context("catalog worker failed")??)
     }

@@ -260,7 +260,7 @@ fn open_repo(data: &DataDir, settings: &Settings) -> Result<(Repo, Arc<Rates>, S
     rates.set_overrides(catalog.global_limit()?, catalog.client_limits()?);
     let handshakes = catalog.handshake_times()?;
     let storage = data.storage(&settings.config.storage)?;
-    let repo = Repo::open(catalog, data.catalog_at(), &storage)?;
+    let repo = Repo::open(catalog, data.catalog_at(), &storage)?.with_lookups()?;
     repo.set_relay(relay, settings.gc.lease);
     repo.uploads().set_max_age(settings.gc.max_upload_age);
     reserve.ensure();

@@ -681,17 +681,23 @@ fn an_office_behind_one_address_holds_more_sessions_than_the_per_source_cap() {
 /// The endpoint's handshake deadline covers the key exchange and the
 /// Hellos, never the relay's bookkeeping: with the catalog's write lock
 /// held elsewhere for a while (a busy disk, a slow PostgreSQL), a session
-/// opens within a 1 s handshake timeout and its request is answered once
-/// the catalog frees.
+/// opens within a 1 s handshake timeout and is answered once the catalog
+/// frees; and while that session's catalog write waits, another
+/// endpoint's handshake (its key looked up on a connection of its own)
+/// still finishes in time.
 #[test]
-fn a_catalog_busy_writing_does_not_fail_the_handshake() {
-    let (relay, endpoint) = ferry_tests::paired();
-    std::fs::write(
-        endpoint.state().join("endpoint.toml"),
-        "[connect]\nhandshake-timeout = \"1s\"\n",
-    )
-    .unwrap();
-    // Another process holds the write lock for 4 s.
+fn a_catalog_busy_writing_does_not_fail_handshakes() {
+    let relay = Relay::start();
+    let endpoints = [Endpoint::new(), Endpoint::new()];
+    for (i, endpoint) in endpoints.iter().enumerate() {
+        endpoint.pair_with(&relay, &format!("laptop-{i}"));
+        std::fs::write(
+            endpoint.state().join("endpoint.toml"),
+            "[connect]\nhandshake-timeout = \"1s\"\n",
+        )
+        .unwrap();
+    }
+    // Another process holds the write lock for 5 s.
     let mut holder = std::process::Command::new("python3")
         .arg("-c")
         .arg(
@@ -699,7 +705,7 @@ fn a_catalog_busy_writing_does_not_fail_the_handshake() {
              c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
              c.execute('BEGIN IMMEDIATE')\n\
              print('locked', flush=True)\n\
-             time.sleep(4)\n\
+             time.sleep(5)\n\
              c.execute('ROLLBACK')\n",
         )
         .arg(relay.data().join("catalog.sqlite"))
@@ -713,7 +719,29 @@ fn a_catalog_busy_writing_does_not_fail_the_handshake() {
     )
     .unwrap();
     assert_eq!(line.trim(), "locked");
-    let out = endpoint.ferry(&["status"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // The first greets, then waits on the catalog to record its session.
+    let mut first = endpoints[0]
+        .command()
+        .arg("status")
+        .env("RUST_LOG", "ferry_endpoint=debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut said = std::io::BufReader::new(first.stderr.take().unwrap());
+    let mut heard = String::new();
+    while !heard.contains("session open with") {
+        heard.clear();
+        let n = std::io::BufRead::read_line(&mut said, &mut heard).unwrap();
+        assert!(n > 0, "the first status ended before its session opened");
+    }
+    let second = endpoints[1].ferry(&["status"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    let first = first.wait_with_output().unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stdout)
+    );
     assert!(holder.wait().unwrap().success());
 }

@@ -109,7 +109,7 @@ pub(super) async fn handshake<S: Stream>(
     let key = responder.peer;
     let client = ctx
         .repo
-        .db(move |c| c.client_by_key(&key))
+        .look_up(move |c| c.client_by_key(&key))
         .await?
         .ok_or_else(|| anyhow!("key {} is not a paired client", key.fingerprint()))?;
     let sent = responder.timestamp;
