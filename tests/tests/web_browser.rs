@@ -566,3 +566,48 @@ fn a_running_backup_shows_on_its_set_until_it_is_committed() {
     assert_eq!(client["sets"][0]["snapshots"], 1, "{client}");
     assert_eq!(client["sets"][0]["backing_up_bytes"], 0, "{client}");
 }
+
+/// A login made with a token ends when that token is renewed (it leaked,
+/// say): the cookie it set no longer opens a page.
+#[test]
+fn renewing_the_token_ends_the_logins_made_with_it() {
+    let (relay, token, _laptop) = web_relay_and_laptop(&[]);
+    let web = relay.web_addr();
+    let form = format!("token={token}&next=%2F");
+    let (head, _) = http_raw(
+        web,
+        &format!(
+            "POST /login HTTP/1.1\r\nHost: {web}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{form}",
+            form.len()
+        ),
+    );
+    let cookie = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("set-cookie: ferry_login=")
+                .map(|_| l.to_string())
+        })
+        .and_then(|l| {
+            l.split_once('=')
+                .map(|(_, v)| v.split(';').next().unwrap().to_string())
+        })
+        .unwrap_or_else(|| panic!("a login cookie: {head}"));
+    let page = || {
+        http_raw(
+            web,
+            &format!(
+                "GET /clients/laptop HTTP/1.1\r\nHost: {web}\r\nCookie: ferry_login={cookie}\r\nConnection: close\r\n\r\n"
+            ),
+        )
+        .0
+    };
+    assert!(page().starts_with("HTTP/1.1 200"), "{}", page());
+    admin_token(&relay);
+    wait_for("the old login to end", DEADLINE, || {
+        let head = page();
+        head.starts_with("HTTP/1.1 303").then_some(head)
+    });
+    relay.wait_for_log("a login ended: the token it was made with no longer works");
+}

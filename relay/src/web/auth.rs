@@ -3,7 +3,10 @@
 //! `HttpOnly` (no script reads it), `SameSite=Strict` (no other site's
 //! page sends it) and `Secure`; each login has its own CSRF token, which
 //! every action's form carries and [`Visitor::may_act`] checks. Logins
-//! live in memory: a restart logs everyone out.
+//! live in memory: a restart logs everyone out. A login lasts only as
+//! long as the token it was made with: a token renewed (`ferry-relay
+//! web-token`, because it leaked, say) ends the logins made with it, with
+//! the role the token gives now.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -31,7 +34,8 @@ type Hashes = Vec<([u8; 32], Role)>;
 /// One browser's login.
 #[derive(Debug, Clone)]
 struct Login {
-    role: Role,
+    /// The hash of the token it was made with.
+    token: [u8; 32],
     csrf: String,
     until: Instant,
 }
@@ -100,11 +104,15 @@ impl Access {
 
     /// The role `token` gives, if any (compared in constant time).
     pub fn role_of(&self, token: &str) -> Option<Role> {
-        let offered = web_tokens::hash(token);
+        self.role_of_hash(&web_tokens::hash(token))
+    }
+
+    /// The role of the token whose hash is `offered`, if it still gives one.
+    fn role_of_hash(&self, offered: &[u8; 32]) -> Option<Role> {
         let mut found = None;
         let config = self.config_token.map(|h| (h, Role::Admin));
         for (hash, role) in self.hashes().into_iter().chain(config) {
-            if bool::from(hash.ct_eq(&offered)) {
+            if bool::from(hash.ct_eq(offered)) {
                 found = found.max(Some(role));
             }
         }
@@ -131,7 +139,8 @@ impl Access {
     /// A login for `token`: the cookie's value, or `None` for a wrong
     /// token.
     pub fn log_in(&self, token: &str) -> Option<(String, Role)> {
-        let role = self.role_of(token)?;
+        let token = web_tokens::hash(token);
+        let role = self.role_of_hash(&token)?;
         let cookie = random_hex();
         let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
         let now = Instant::now();
@@ -144,7 +153,7 @@ impl Access {
         logins.insert(
             web_tokens::hash(&cookie),
             Login {
-                role,
+                token,
                 csrf: random_hex(),
                 until: now + LOGIN_LIFETIME,
             },
@@ -173,14 +182,27 @@ impl Access {
         let Some(cookie) = cookie_of(headers) else {
             return Visitor::default();
         };
-        let logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
-        match logins.get(&web_tokens::hash(&cookie)) {
-            Some(login) if login.until > Instant::now() => Visitor {
-                role: Some(login.role),
-                csrf: Some(login.csrf.clone()),
+        let key = web_tokens::hash(&cookie);
+        let login = {
+            let logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+            match logins.get(&key) {
+                Some(login) if login.until > Instant::now() => login.clone(),
+                _ => return Visitor::default(),
+            }
+        };
+        // Read outside the logins' lock: the token file may be read again.
+        match self.role_of_hash(&login.token) {
+            Some(role) => Visitor {
+                role: Some(role),
+                csrf: Some(login.csrf),
                 bearer: false,
             },
-            _ => Visitor::default(),
+            None => {
+                tracing::info!("web: a login ended: the token it was made with no longer works");
+                let mut logins = self.logins.lock().unwrap_or_else(|p| p.into_inner());
+                logins.remove(&key);
+                Visitor::default()
+            }
         }
     }
 }
@@ -276,6 +298,31 @@ mod tests {
         assert!(!access.visitor(&with_cookie(&"0".repeat(64))).may_read());
         access.log_out(&with_cookie(&cookie));
         assert!(!access.visitor(&with_cookie(&cookie)).may_read());
+    }
+
+    #[test]
+    fn a_renewed_token_ends_the_logins_made_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (access, admin, reader) = access(dir.path());
+        let (admin_cookie, _) = access.log_in(&admin).unwrap();
+        let (reader_cookie, _) = access.log_in(&reader).unwrap();
+        let data = crate::data_dir::DataDir::new(dir.path());
+        let renewed = web_tokens::renew(&data, Role::Admin).unwrap();
+        // Within the token file's reload interval, the old login ends.
+        let deadline = Instant::now() + 10 * web_tokens::RELOAD;
+        while access.visitor(&with_cookie(&admin_cookie)).may_read() {
+            assert!(Instant::now() < deadline, "the old admin login still works");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Gone for good, even were the token to come back; the reader's
+        // login and a login with the new token work.
+        assert!(access.logins.lock().unwrap().len() == 1);
+        assert!(access.visitor(&with_cookie(&reader_cookie)).may_read());
+        let (cookie, _) = access.log_in(&renewed).unwrap();
+        assert!(access
+            .visitor(&with_cookie(&cookie))
+            .may_act(&access.visitor(&with_cookie(&cookie)).csrf.unwrap())
+            .is_ok());
     }
 
     #[test]
