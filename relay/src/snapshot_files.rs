@@ -156,6 +156,7 @@ impl SnapshotFiles {
             current: Vec::new(),
             offset: 0,
             left: *size,
+            last: None,
         }))
     }
 
@@ -210,6 +211,10 @@ pub struct FileBytes {
     current: Vec<u8>,
     offset: usize,
     left: u64,
+    /// The last chunk loaded: a chunk cut by a sparse file's extents into
+    /// several pieces is read and checked once, not once per piece (a
+    /// layout of many tiny extents must not multiply the work).
+    last: Option<(ChunkId, Arc<Vec<u8>>)>,
 }
 
 impl FileBytes {
@@ -235,7 +240,15 @@ impl FileBytes {
                 from,
                 len,
             } => {
-                let data = self.files.chunk(&id).map_err(std::io::Error::other)?;
+                let data = match &self.last {
+                    Some((last, data)) if *last == id => Arc::clone(data),
+                    _ => {
+                        let data =
+                            Arc::new(self.files.chunk(&id).map_err(std::io::Error::other)?);
+                        self.last = Some((id, Arc::clone(&data)));
+                        data
+                    }
+                };
                 if data.len() != chunk_len as usize {
                     return Err(std::io::Error::other(format!(
                         "chunk {} holds {} bytes where its content says {chunk_len}",
@@ -243,16 +256,12 @@ impl FileBytes {
                         data.len()
                     )));
                 }
-                if from == 0 && len == u64::from(chunk_len) {
-                    data
-                } else {
-                    // Within the chunk: `places` never cuts past a length.
-                    let from = usize::try_from(from).unwrap_or(usize::MAX);
-                    let to = from.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
-                    data.get(from..to)
-                        .ok_or_else(|| std::io::Error::other("a slice past its chunk"))?
-                        .to_vec()
-                }
+                // Within the chunk: `places` never cuts past a length.
+                let from = usize::try_from(from).unwrap_or(usize::MAX);
+                let to = from.saturating_add(usize::try_from(len).unwrap_or(usize::MAX));
+                data.get(from..to)
+                    .ok_or_else(|| std::io::Error::other("a slice past its chunk"))?
+                    .to_vec()
             }
             Piece::Zeros(n) => vec![0; usize::try_from(n.min(1 << 20)).unwrap_or(1 << 20)],
         };
