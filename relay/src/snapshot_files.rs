@@ -243,8 +243,7 @@ impl FileBytes {
                 let data = match &self.last {
                     Some((last, data)) if *last == id => Arc::clone(data),
                     _ => {
-                        let data =
-                            Arc::new(self.files.chunk(&id).map_err(std::io::Error::other)?);
+                        let data = Arc::new(self.files.chunk(&id).map_err(std::io::Error::other)?);
                         self.last = Some((id, Arc::clone(&data)));
                         data
                     }

@@ -367,6 +367,34 @@ fn over_https_beyond_loopback_a_browser_signs_in() {
             .contains("the changed TLS certificate cannot be used")
             .then_some(())
     });
+
+    // A request head sent too slowly over TLS is cut at the head timeout
+    // (5 s), as over plain HTTP, not held to the connection's lifetime
+    // (30 s): sixteen such clients would keep the page from everyone.
+    let mut slow = Command::new("openssl")
+        .args([
+            "s_client",
+            "-quiet",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut input = slow.stdin.take().unwrap();
+    std::io::Write::write_all(&mut input, b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let closed = wait_for("the slow head to be cut", DEADLINE, || {
+        slow.try_wait().unwrap()
+    });
+    drop(input);
+    let took = started.elapsed();
+    assert!(
+        took < ferry_relay::web::listener::LIFETIME.mul_f64(0.8),
+        "cut after {took:?} ({closed:?})"
+    );
 }
 
 /// A self-signed certificate for 127.0.0.1 named `name`, in

@@ -199,8 +199,8 @@ fn add_tree(
     Ok(())
 }
 
-/// The snapshot's root tree and the path asked, checked for hostile
-/// names; the walk is the caller's (blocking).
+/// The names of a path asked of a snapshot (`a/b/c`, from its root),
+/// checked for hostile names; the walk is the caller's (blocking).
 ///
 /// # Errors
 /// A path deeper than [`MAX_DEPTH`], or with `.`/`..`/empty names.

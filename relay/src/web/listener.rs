@@ -145,8 +145,9 @@ pub struct Capped {
     lifetime: std::time::Duration,
     open: Arc<Open>,
     /// The bytes are TLS records: no request head can be seen in them, so
-    /// any bytes read count as use (and the TLS handshake has its own
-    /// deadline, `super::tls::HANDSHAKE`).
+    /// any bytes read count as use (the TLS handshake has its own
+    /// deadline, `super::tls::HANDSHAKE`, and hyper cuts a head slower
+    /// than [`HEAD_TIMEOUT`] inside it).
     tls: bool,
 }
 

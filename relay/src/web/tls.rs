@@ -149,7 +149,11 @@ pub async fn serve(
                 Err(_) => return,
             };
             let service = hyper_util::service::TowerToHyperService::new(router);
+            // The listener cannot see request heads inside TLS records:
+            // hyper cuts a slow head here, as the listener does over HTTP.
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(super::listener::HEAD_TIMEOUT)
                 .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
                 .await;
         });
