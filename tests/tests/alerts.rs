@@ -193,9 +193,9 @@ fn alerts_test_mails_and_posts_and_says_which_worked() {
     );
     assert!(
         text.contains(&format!(
-            "ok     webhook: posted to http://127.0.0.1:{hook_port}/hooks/ferry (200 OK)"
+            "ok     webhook: posted to http://127.0.0.1:{hook_port}/… (200 OK)"
         )),
-        "the URL's query (a secret) is not shown: {text}"
+        "the URL's path and query (a hook's secret) are not shown: {text}"
     );
     let mail = wait_for("the test mail", DEADLINE, || smtp.mails().pop());
     assert!(

@@ -27,12 +27,12 @@ impl Hook {
     /// # Errors
     /// A URL that is not http(s), a token file that cannot be read.
     pub fn new(config: &WebhookConfig) -> Result<Self> {
-        let url = reqwest::Url::parse(&config.url)
-            .with_context(|| format!("alerts.webhook.url {:?} is not a URL", config.url))?;
+        // Never echoed whole: a hook's path or query is often its secret.
+        let url = reqwest::Url::parse(&config.url).context("alerts.webhook.url is not a URL")?;
         anyhow::ensure!(
             matches!(url.scheme(), "http" | "https"),
-            "alerts.webhook.url {:?} is not http or https",
-            config.url
+            "alerts.webhook.url is not http or https (it is {})",
+            url.scheme()
         );
         let token = match &config.token_file {
             Some(file) => Some(crate::secret_file::first_line(
@@ -54,15 +54,15 @@ impl Hook {
         })
     }
 
-    /// Where it posts, for what is said about it (no query: it may hold a
-    /// secret).
+    /// Where it posts, for what is said about it: scheme, host and port
+    /// only (Slack's, Mattermost's and ntfy's URLs hold their secret in the
+    /// path, others in the query).
     pub fn target(&self) -> String {
         let port = self.url.port().map(|p| format!(":{p}")).unwrap_or_default();
         format!(
-            "{}://{}{port}{}",
+            "{}://{}{port}/…",
             self.url.scheme(),
-            self.url.host_str().unwrap_or(""),
-            self.url.path()
+            self.url.host_str().unwrap_or("")
         )
     }
 
@@ -94,6 +94,7 @@ impl Hook {
         let answer = request
             .send()
             .await
+            .map_err(reqwest::Error::without_url)
             .with_context(|| format!("cannot post to {}", self.target()))?;
         let status = answer.status();
         anyhow::ensure!(status.is_success(), "{} answered {status}", self.target());
@@ -138,4 +139,43 @@ fn ascii_header(text: &str) -> String {
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_said_of_a_hook_never_holds_its_path_or_query() {
+        let config = |url: &str| WebhookConfig {
+            url: url.into(),
+            format: WebhookFormat::Slack,
+            token_file: None,
+        };
+        let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = refused.local_addr().unwrap().port();
+        drop(refused);
+        let hook = Hook::new(&config(&format!(
+            "http://127.0.0.1:{port}/services/T0/B0/path-secret?key=query-secret"
+        )))
+        .unwrap();
+        assert_eq!(hook.target(), format!("http://127.0.0.1:{port}/…"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let failed = runtime
+            .block_on(hook.send("relay", "title", "text", &[]))
+            .unwrap_err();
+        let said = format!("{failed:#}");
+        assert!(
+            said.starts_with("cannot post to http://127.0.0.1:"),
+            "{said}"
+        );
+        assert!(!said.contains("secret"), "{said}");
+        for bad in ["ftp://host/path-secret", "not a url path-secret"] {
+            let said = format!("{:#}", Hook::new(&config(bad)).err().unwrap());
+            assert!(!said.contains("secret"), "{said}");
+        }
+    }
 }
