@@ -681,7 +681,7 @@ fn an_office_behind_one_address_holds_more_sessions_than_the_per_source_cap() {
 /// The endpoint's handshake deadline covers the key exchange and the
 /// Hellos, never the relay's bookkeeping: with the catalog's write lock
 /// held elsewhere for a while (a busy disk, a slow PostgreSQL), a session
-/// opens within a 1 s handshake timeout and is answered once the catalog
+/// opens within a 2 s handshake timeout and is answered once the catalog
 /// frees; and while that session's catalog write waits, another
 /// endpoint's handshake (its key looked up on a connection of its own)
 /// still finishes in time.
@@ -693,11 +693,12 @@ fn a_catalog_busy_writing_does_not_fail_handshakes() {
         endpoint.pair_with(&relay, &format!("laptop-{i}"));
         std::fs::write(
             endpoint.state().join("endpoint.toml"),
-            "[connect]\nhandshake-timeout = \"1s\"\n",
+            "[connect]\nhandshake-timeout = \"2s\"\n",
         )
         .unwrap();
     }
-    // Another process holds the write lock for 5 s.
+    // Another process holds the write lock for 8 s (the relay waits up
+    // to 10 s for it), far longer than the endpoints' 2 s handshake timeout.
     let mut holder = std::process::Command::new("python3")
         .arg("-c")
         .arg(
@@ -705,7 +706,7 @@ fn a_catalog_busy_writing_does_not_fail_handshakes() {
              c = sqlite3.connect(sys.argv[1], isolation_level=None)\n\
              c.execute('BEGIN IMMEDIATE')\n\
              print('locked', flush=True)\n\
-             time.sleep(5)\n\
+             time.sleep(8)\n\
              c.execute('ROLLBACK')\n",
         )
         .arg(relay.data().join("catalog.sqlite"))
